@@ -1,0 +1,162 @@
+//! Entities, and the shape a client sends to write one.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::schema::kind_of;
+use crate::{DomainError, Timestamp};
+
+/// An entity as stored and returned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Entity {
+    pub identifier: String,
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    #[schema(value_type = String)]
+    pub blueprint: Arc<str>,
+    #[serde(default)]
+    pub team: Vec<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub properties: Map<String, Value>,
+    /// Relation key → target identifier (single), array of identifiers (many), or null.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub relations: Map<String, Value>,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    pub updated_at: Timestamp,
+    pub updated_by: String,
+    /// The `User-Agent` of the last writer (Port's `$datasource`).
+    #[serde(rename = "$datasource", default, skip_serializing_if = "Option::is_none")]
+    pub datasource: Option<String>,
+}
+
+impl Entity {
+    /// Target identifiers of a relation value (a string, an array of strings, or null).
+    pub fn relation_targets(value: &Value) -> Vec<&str> {
+        match value {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A field of a partial update: absent (keep), null (clear), or a value.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum Field<T> {
+    #[default]
+    Absent,
+    Null,
+    Set(T),
+}
+
+impl<T> Field<T> {
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Field::Absent)
+    }
+}
+
+/// What a client sends to create or change an entity.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct EntityInput {
+    pub identifier: Option<String>,
+    pub title: Field<String>,
+    pub icon: Field<String>,
+    pub team: Field<Vec<String>>,
+    pub properties: Option<Map<String, Value>>,
+    pub relations: Option<Map<String, Value>>,
+}
+
+fn opt_string(obj: &Map<String, Value>, key: &str) -> Result<Field<String>, DomainError> {
+    match obj.get(key) {
+        None => Ok(Field::Absent),
+        Some(Value::Null) => Ok(Field::Null),
+        Some(Value::String(s)) => Ok(Field::Set(s.clone())),
+        Some(other) => Err(DomainError::Invalid(format!("`{key}` must be a string, got {}", kind_of(other)))),
+    }
+}
+
+impl EntityInput {
+    /// Parses a request body. Server-owned keys (`createdAt`, `blueprint`, ...) are ignored.
+    pub fn from_value(v: &Value) -> Result<EntityInput, DomainError> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| DomainError::Invalid(format!("an entity must be an object, got {}", kind_of(v))))?;
+        let identifier = match obj.get("identifier") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Object(_)) => {
+                return Err(DomainError::Invalid(
+                    "`identifier` given as a search query is not supported yet; give the identifier itself".into(),
+                ));
+            }
+            Some(other) => {
+                return Err(DomainError::Invalid(format!("`identifier` must be a string, got {}", kind_of(other))));
+            }
+        };
+        let team = match obj.get("team") {
+            None => Field::Absent,
+            Some(Value::Null) => Field::Null,
+            Some(Value::String(s)) => Field::Set(vec![s.clone()]),
+            Some(Value::Array(items)) => {
+                let mut teams = Vec::with_capacity(items.len());
+                for t in items {
+                    match t {
+                        Value::String(s) => teams.push(s.clone()),
+                        other => {
+                            return Err(DomainError::Invalid(format!(
+                                "`team` items must be strings, got {}",
+                                kind_of(other)
+                            )));
+                        }
+                    }
+                }
+                Field::Set(teams)
+            }
+            Some(other) => {
+                return Err(DomainError::Invalid(format!(
+                    "`team` must be a string or an array of strings, got {}",
+                    kind_of(other)
+                )));
+            }
+        };
+        let map = |key: &str| -> Result<Option<Map<String, Value>>, DomainError> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Object(m)) => Ok(Some(m.clone())),
+                Some(other) => Err(DomainError::Invalid(format!("`{key}` must be an object, got {}", kind_of(other)))),
+            }
+        };
+        Ok(EntityInput {
+            identifier,
+            title: opt_string(obj, "title")?,
+            icon: opt_string(obj, "icon")?,
+            team,
+            properties: map("properties")?,
+            relations: map("relations")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_team_shapes() {
+        let i = EntityInput::from_value(&json!({"identifier": "a", "team": "t"})).expect("ok");
+        assert_eq!(i.team, Field::Set(vec!["t".to_string()]));
+        let i = EntityInput::from_value(&json!({"team": null})).expect("ok");
+        assert_eq!(i.team, Field::Null);
+        assert!(EntityInput::from_value(&json!({"team": 3})).is_err());
+        assert!(EntityInput::from_value(&json!({"properties": []})).is_err());
+        assert!(EntityInput::from_value(&json!([1])).is_err());
+    }
+}

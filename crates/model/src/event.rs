@@ -1,0 +1,44 @@
+//! The change-log event: every durable change in Berth is one of these, carrying the full new state of the
+//! object it changes (never a diff), so replay, history and streaming need nothing else.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Blueprint, Credential, Entity, Timestamp};
+
+/// Where a change came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Origin {
+    #[default]
+    Api,
+    Ui,
+    Integration,
+    Automation,
+    System,
+}
+
+/// One durable change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    BlueprintPut { blueprint: Blueprint },
+    BlueprintDeleted { identifier: String },
+    EntityPut { entity: Entity },
+    EntityDeleted { blueprint: String, identifier: String },
+    CredentialPut { credential: Credential },
+    CredentialDeleted { client_id: String },
+    /// The key that signs access tokens; shared by every replica through the log.
+    SigningKeySet { key: String },
+}
+
+/// A change with its place in the global order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub time: Timestamp,
+    pub actor: String,
+    pub origin: Origin,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    pub change: Change,
+}

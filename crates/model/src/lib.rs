@@ -1,0 +1,27 @@
+//! Berth's pure data model: the types every other crate speaks, and their validation.
+//!
+//! Nothing in this crate does I/O, spawns tasks or reads the clock: callers pass times in.
+//! - [`ids`]: identifier and title rules (Port's patterns and lengths).
+//! - [`timestamp`]: the millisecond UTC timestamp used on every object and event.
+//! - [`schema`]: a blueprint property definition compiled into a validator.
+//! - [`blueprint`]: blueprint definitions and their validation.
+//! - [`entity`]: entities and the shapes clients send to write them.
+//! - [`event`]: the change-log event, the unit of durability.
+//! - [`credential`]: machine credentials (secrets are stored only as hashes).
+//! - [`error`]: [`DomainError`], every way a request can be refused.
+
+pub mod blueprint;
+pub mod credential;
+pub mod entity;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod schema;
+pub mod timestamp;
+
+pub use blueprint::{Blueprint, Relation};
+pub use credential::Credential;
+pub use entity::{Entity, EntityInput};
+pub use error::DomainError;
+pub use event::{Change, Event, Origin};
+pub use timestamp::Timestamp;

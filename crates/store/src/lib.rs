@@ -1,1 +1,94 @@
+//! The change log's storage: a small interface ([`LogStore`]) and its backends.
+//!
+//! A store knows nothing of blueprints or entities: it keeps an ordered list of opaque events numbered
+//! 1, 2, 3, ... (the sequence), the newest snapshot, and named cursors. Everything else is the engine's.
+//! - [`LogStore::append`] is compare-and-append: it succeeds only when the caller's expected head is the
+//!   store's head, and it returns only once the events are durable.
+//! - [`conformance`] is the test suite every backend must pass.
+//! - [`sqlite`] is the embedded default backend (one file, WAL).
 
+pub mod conformance;
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One stored event: its sequence number and its bytes (the engine's JSON).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+/// A snapshot: the state after event `seq`, as the engine serialised it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// Another writer appended first: the store's head is `actual`, not the expected one.
+    #[error("append conflict: expected head {expected}, store is at {actual}")]
+    Conflict { expected: u64, actual: u64 },
+    /// The backend cannot be reached or failed; the operation may be retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data is not what it must be (a gap in the log, a snapshot ahead of the log, ...).
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+    /// A bad argument (a URL that names no backend, ...).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The log interface every backend implements.
+pub trait LogStore: Send + Sync + 'static {
+    /// A human-readable description (kind and location, without secrets).
+    fn describe(&self) -> String;
+
+    /// The sequence number of the newest event (0 when empty).
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Appends `events` as `expected_head + 1 ..`, only if the head is `expected_head`; returns the new head
+    /// once the events are durable.
+    fn append(&self, expected_head: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Events with a sequence number greater than `after`, in order, at most `limit` of them.
+    fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// Waits until the head is greater than `after` or `timeout` passes; returns the head.
+    fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Replaces the stored snapshot.
+    fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The newest snapshot, if any.
+    fn load_snapshot(&self) -> BoxFuture<'_, Result<Option<Snapshot>, StoreError>>;
+
+    /// A named cursor's position (for delivery workers).
+    fn get_cursor(&self, name: &str) -> BoxFuture<'_, Result<Option<u64>, StoreError>>;
+
+    /// Moves a named cursor.
+    fn set_cursor(&self, name: &str, seq: u64) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// Opens a store from a URL: `sqlite://PATH` (or a plain path).
+pub fn open(url: &str) -> Result<Box<dyn LogStore>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(path))?));
+    }
+    if url.contains("://") {
+        let scheme = url.split("://").next().unwrap_or_default();
+        return Err(StoreError::Config(format!(
+            "store URL scheme `{scheme}` is not supported by this build (supported: sqlite://PATH)"
+        )));
+    }
+    Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(url))?))
+}

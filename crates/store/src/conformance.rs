@@ -1,0 +1,129 @@
+//! The conformance suite every [`LogStore`] backend must pass. Backends call [`run_all`] from their tests on
+//! an empty store; [`check_reopened`] then checks that a reopened store still holds what `run_all` left.
+//! Failures panic with a message naming the broken guarantee.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{LogStore, Snapshot, StoreError};
+
+fn ev(n: u64) -> Vec<u8> {
+    format!("{{\"n\":{n}}}").into_bytes()
+}
+
+/// Runs every check, in order, on an empty store.
+pub async fn run_all(store: &dyn LogStore) {
+    append_and_conflict(store).await;
+    read_from(store).await;
+    waiting(store).await;
+    snapshots(store).await;
+    cursors(store).await;
+}
+
+/// Concurrent appenders on one store (each retrying on conflict) never leave a gap or a duplicate.
+pub async fn concurrent_appenders(store: Arc<dyn LogStore>, writers: usize, per_writer: usize) {
+    let start = store.head().await.expect("head");
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_writer {
+                loop {
+                    let head = store.head().await.expect("head");
+                    let payload = format!("{{\"w\":{w},\"i\":{i}}}").into_bytes();
+                    match store.append(head, vec![payload]).await {
+                        Ok(_) => break,
+                        Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+                        Err(e) => panic!("append failed: {e}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+    let events = store.read_from(start, usize::MAX).await.expect("read");
+    assert_eq!(events.len(), writers * per_writer, "every append is stored exactly once");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, start + 1 + i as u64, "sequence has no gaps");
+    }
+    let mut seen: Vec<&Vec<u8>> = events.iter().map(|e| &e.payload).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), writers * per_writer, "no payload is duplicated");
+}
+
+async fn append_and_conflict(store: &dyn LogStore) {
+    assert_eq!(store.head().await.expect("head"), 0, "a new store is empty");
+    assert_eq!(store.append(0, vec![ev(1), ev(2)]).await.expect("append"), 2);
+    assert_eq!(store.head().await.expect("head"), 2);
+    match store.append(1, vec![ev(99)]).await {
+        Err(StoreError::Conflict { expected: 1, actual: 2 }) => {}
+        other => panic!("a stale expected head must conflict, got {other:?}"),
+    }
+    match store.append(5, vec![ev(99)]).await {
+        Err(StoreError::Conflict { expected: 5, actual: 2 }) => {}
+        other => panic!("a future expected head must conflict, got {other:?}"),
+    }
+    assert_eq!(store.head().await.expect("head"), 2, "a conflicting append writes nothing");
+    assert_eq!(store.append(2, vec![ev(3)]).await.expect("append"), 3);
+}
+
+async fn read_from(store: &dyn LogStore) {
+    let all = store.read_from(0, 100).await.expect("read");
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(all[0].payload, ev(1));
+    assert_eq!(all[2].payload, ev(3));
+    let tail = store.read_from(1, 1).await.expect("read");
+    assert_eq!(tail.len(), 1, "limit is honoured");
+    assert_eq!(tail[0].seq, 2);
+    assert!(store.read_from(3, 10).await.expect("read").is_empty());
+}
+
+async fn waiting(store: &dyn LogStore) {
+    let head = store.head().await.expect("head");
+    let started = std::time::Instant::now();
+    let h = store.wait_for(head, Duration::from_millis(100)).await.expect("wait");
+    assert_eq!(h, head, "nothing new: the wait times out with the same head");
+    assert!(started.elapsed() >= Duration::from_millis(90), "the wait lasted its timeout");
+    assert_eq!(store.wait_for(head - 1, Duration::from_secs(5)).await.expect("wait"), head, "already past: returns at once");
+
+    let (h, _) = tokio::join!(store.wait_for(head, Duration::from_secs(10)), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store.append(head, vec![ev(4)]).await.expect("append");
+    });
+    assert_eq!(h.expect("wait"), head + 1, "a waiter wakes on a new event");
+}
+
+async fn snapshots(store: &dyn LogStore) {
+    assert!(store.load_snapshot().await.expect("load").is_none(), "no snapshot at first");
+    store.save_snapshot(Snapshot { seq: 2, data: b"two".to_vec() }).await.expect("save");
+    let big: Vec<u8> = (0..40_000_000u32).map(|i| (i % 251) as u8).collect();
+    store.save_snapshot(Snapshot { seq: 4, data: big.clone() }).await.expect("save big");
+    let s = store.load_snapshot().await.expect("load").expect("some");
+    assert_eq!(s.seq, 4, "the newest snapshot wins");
+    assert!(s.data == big, "snapshot bytes round-trip");
+    let head = store.head().await.expect("head");
+    assert!(
+        store.save_snapshot(Snapshot { seq: head + 10, data: vec![] }).await.is_err(),
+        "a snapshot ahead of the log is refused"
+    );
+}
+
+async fn cursors(store: &dyn LogStore) {
+    assert_eq!(store.get_cursor("webhooks").await.expect("get"), None);
+    store.set_cursor("webhooks", 3).await.expect("set");
+    store.set_cursor("webhooks", 4).await.expect("set");
+    store.set_cursor("kafka", 1).await.expect("set");
+    assert_eq!(store.get_cursor("webhooks").await.expect("get"), Some(4));
+    assert_eq!(store.get_cursor("kafka").await.expect("get"), Some(1));
+}
+
+/// After [`run_all`] and a reopen: the log, the snapshot and the cursors are all still there.
+pub async fn check_reopened(store: &dyn LogStore) {
+    assert_eq!(store.head().await.expect("head"), 4);
+    assert_eq!(store.read_from(0, 10).await.expect("read").len(), 4);
+    assert_eq!(store.load_snapshot().await.expect("load").expect("snapshot").seq, 4);
+    assert_eq!(store.get_cursor("webhooks").await.expect("get"), Some(4));
+}

@@ -1,1 +1,18 @@
+//! Berth's engine: a deterministic state machine over the change log.
+//!
+//! - [`State`] is the whole catalog in memory, built only by [`State::apply`]ing events. It uses persistent
+//!   maps (`imbl`), so a clone is O(1): the server publishes clones to readers while it keeps writing.
+//! - [`execute`] validates a [`Command`] against a state and returns the [`Change`]s it makes (or a
+//!   [`DomainError`]) without touching the state. The caller numbers the changes into events, makes them
+//!   durable, then applies them.
+//! - Given the same events, every replica builds the same state: no clock, no randomness, no I/O here.
 
+mod blueprints;
+mod command;
+mod entities;
+mod state;
+
+pub use command::{Command, Outcome, WriteMeta, WriteMode, execute};
+pub use state::{BlueprintEntry, Edge, State, StateError};
+
+pub use berth_model::{Change, DomainError, Event};

@@ -1,0 +1,141 @@
+//! Blueprint commands: create, replace, patch (JSON merge patch), delete.
+
+use std::sync::Arc;
+
+use berth_model::blueprint::merge_patch;
+use berth_model::{Blueprint, Change, DomainError, Entity};
+use serde_json::Value;
+
+use crate::command::{Outcome, WriteMeta};
+use crate::State;
+
+pub(crate) fn create(state: &State, meta: &WriteMeta, body: &Value) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let bp = Blueprint::from_body(body, &meta.actor, meta.now, None)?;
+    if state.blueprint(&bp.identifier).is_some() {
+        return Err(DomainError::AlreadyExists { kind: "blueprint", id: bp.identifier });
+    }
+    check(state, &bp)?;
+    let bp = Arc::new(bp);
+    Ok((vec![Change::BlueprintPut { blueprint: (*bp).clone() }], Outcome::Blueprint(bp)))
+}
+
+pub(crate) fn replace(
+    state: &State,
+    meta: &WriteMeta,
+    id: &str,
+    body: &Value,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let existing = state.blueprint(id).ok_or_else(|| DomainError::not_found("blueprint", id))?;
+    let mut body = body.clone();
+    if let Some(obj) = body.as_object_mut() {
+        match obj.get("identifier") {
+            Some(Value::String(given)) if given != id => {
+                return Err(DomainError::Invalid(format!(
+                    "the body's identifier `{given}` differs from the route's `{id}`; blueprints cannot be renamed"
+                )));
+            }
+            _ => {
+                obj.insert("identifier".into(), Value::String(id.to_string()));
+            }
+        }
+    }
+    let created = Some((existing.def.created_at, existing.def.created_by.clone()));
+    let bp = Blueprint::from_body(&body, &meta.actor, meta.now, created)?;
+    update(state, &existing.def, bp)
+}
+
+pub(crate) fn patch(
+    state: &State,
+    meta: &WriteMeta,
+    id: &str,
+    patch: &Value,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let existing = state.blueprint(id).ok_or_else(|| DomainError::not_found("blueprint", id))?;
+    if !patch.is_object() {
+        return Err(DomainError::Invalid("a blueprint patch must be an object".into()));
+    }
+    if let Some(Value::String(given)) = patch.get("identifier") {
+        if given != id {
+            return Err(DomainError::Invalid(format!(
+                "the patch's identifier `{given}` differs from the route's `{id}`; blueprints cannot be renamed"
+            )));
+        }
+    }
+    let mut merged = existing.def.to_value();
+    merge_patch(&mut merged, patch);
+    let created = Some((existing.def.created_at, existing.def.created_by.clone()));
+    let bp = Blueprint::from_body(&merged, &meta.actor, meta.now, created)?;
+    update(state, &existing.def, bp)
+}
+
+/// Replaces `old` by `new`. Entities lose the values of properties and relations that no longer exist (or
+/// whose relation target changed): those strip changes come first, under the old definition.
+fn update(state: &State, old: &Blueprint, new: Blueprint) -> Result<(Vec<Change>, Outcome), DomainError> {
+    check(state, &new)?;
+    let gone_props: Vec<&String> =
+        old.schema.properties.keys().filter(|k| !new.schema.properties.contains_key(*k)).collect();
+    let gone_rels: Vec<&String> = old
+        .relations
+        .iter()
+        .filter(|(k, r)| new.relations.get(*k).is_none_or(|n| n.target != r.target))
+        .map(|(k, _)| k)
+        .collect();
+    let mut changes = Vec::new();
+    if !gone_props.is_empty() || !gone_rels.is_empty() {
+        for e in state.entities_of(&old.identifier) {
+            let stale = gone_props.iter().any(|k| e.properties.contains_key(*k))
+                || gone_rels.iter().any(|k| e.relations.contains_key(*k));
+            if stale {
+                let mut stripped: Entity = (**e).clone();
+                for k in &gone_props {
+                    stripped.properties.remove(*k);
+                }
+                for k in &gone_rels {
+                    stripped.relations.remove(*k);
+                }
+                changes.push(Change::EntityPut { entity: stripped });
+            }
+        }
+    }
+    let new = Arc::new(new);
+    changes.push(Change::BlueprintPut { blueprint: (*new).clone() });
+    Ok((changes, Outcome::Blueprint(new)))
+}
+
+/// Checks what needs the rest of the catalog: relation targets exist.
+fn check(state: &State, bp: &Blueprint) -> Result<(), DomainError> {
+    bp.compile()?;
+    for (key, rel) in &bp.relations {
+        if rel.target != bp.identifier && state.blueprint(&rel.target).is_none() {
+            return Err(DomainError::InvalidBlueprint(format!(
+                "relation `{key}` targets blueprint `{}`, which does not exist",
+                rel.target
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn delete(state: &State, id: &str) -> Result<(Vec<Change>, Outcome), DomainError> {
+    if state.blueprint(id).is_none() {
+        return Err(DomainError::not_found("blueprint", id));
+    }
+    let count = state.entity_count(id);
+    if count > 0 {
+        return Err(DomainError::HasDependents(format!(
+            "blueprint `{id}` still has {count} entities; delete them first (DELETE /v1/blueprints/{id}/all-entities)"
+        )));
+    }
+    let referrers: Vec<String> = state
+        .blueprints()
+        .filter(|b| b.def.identifier != id && b.def.relations.values().any(|r| r.target == id))
+        .map(|b| b.def.identifier.clone())
+        .collect();
+    if !referrers.is_empty() {
+        return Err(DomainError::HasDependents(format!(
+            "blueprint `{id}` is the target of relations in {}; remove those relations first",
+            referrers.join(", ")
+        )));
+    }
+    Ok((vec![Change::BlueprintDeleted { identifier: id.to_string() }], Outcome::Done))
+}

@@ -1,0 +1,95 @@
+//! Commands: what a client asks the catalog to do, and [`execute`], which turns one into changes.
+
+use std::sync::Arc;
+
+use berth_model::{Blueprint, Change, Credential, DomainError, Entity, EntityInput, Origin, Timestamp};
+use serde_json::Value;
+
+use crate::State;
+use crate::{blueprints, entities};
+
+/// Who writes, when, from where. The engine never reads a clock: `now` comes from here.
+#[derive(Clone, Debug)]
+pub struct WriteMeta {
+    pub actor: String,
+    pub origin: Origin,
+    pub now: Timestamp,
+    /// The writer's `User-Agent`, recorded as the entity's `$datasource`.
+    pub datasource: Option<String>,
+    pub run_id: Option<String>,
+}
+
+/// How an entity write treats an existing entity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Fail with a conflict if it exists (`upsert=false`).
+    Create,
+    /// Create, or replace it whole (`upsert=true`).
+    Upsert,
+    /// Create, or merge the given fields into it (`upsert=true&merge=true`).
+    UpsertMerge,
+    /// Replace an existing entity (`PUT`); fail if it does not exist.
+    Replace,
+    /// Merge into an existing entity (`PATCH`); fail if it does not exist.
+    Patch,
+}
+
+#[derive(Clone, Debug)]
+pub enum Command {
+    CreateBlueprint { body: Value },
+    ReplaceBlueprint { id: String, body: Value },
+    PatchBlueprint { id: String, patch: Value },
+    DeleteBlueprint { id: String },
+    DeleteAllEntities { blueprint: String, delete_blueprint: bool },
+    WriteEntity {
+        blueprint: String,
+        /// The identifier named by the route, for `PUT`/`PATCH`.
+        path_id: Option<String>,
+        input: EntityInput,
+        mode: WriteMode,
+        create_missing_related: bool,
+    },
+    DeleteEntity { blueprint: String, identifier: String, delete_dependents: bool },
+    PutCredential { credential: Credential },
+    DeleteCredential { client_id: String },
+    SetSigningKey { key: String },
+}
+
+/// What a successful command answers with.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Blueprint(Arc<Blueprint>),
+    Entity { entity: Arc<Entity>, created: bool },
+    /// Identifiers of the entities deleted (of the command's blueprint first, then cascaded ones).
+    Deleted { identifiers: Vec<String> },
+    Done,
+}
+
+/// Validates `cmd` against `state` and returns the changes it makes and its answer. Pure: `state` is not changed.
+pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, Outcome), DomainError> {
+    match cmd {
+        Command::CreateBlueprint { body } => blueprints::create(state, meta, body),
+        Command::ReplaceBlueprint { id, body } => blueprints::replace(state, meta, id, body),
+        Command::PatchBlueprint { id, patch } => blueprints::patch(state, meta, id, patch),
+        Command::DeleteBlueprint { id } => blueprints::delete(state, id),
+        Command::DeleteAllEntities { blueprint, delete_blueprint } => {
+            entities::delete_all(state, meta, blueprint, *delete_blueprint)
+        }
+        Command::WriteEntity { blueprint, path_id, input, mode, create_missing_related } => {
+            entities::write(state, meta, blueprint, path_id.as_deref(), input, *mode, *create_missing_related)
+        }
+        Command::DeleteEntity { blueprint, identifier, delete_dependents } => {
+            entities::delete(state, meta, blueprint, identifier, *delete_dependents)
+        }
+        Command::PutCredential { credential } => {
+            Ok((vec![Change::CredentialPut { credential: credential.clone() }], Outcome::Done))
+        }
+        Command::DeleteCredential { client_id } => {
+            if state.credential(client_id).is_none() {
+                return Err(DomainError::not_found("credential", client_id.clone()));
+            }
+            Ok((vec![Change::CredentialDeleted { client_id: client_id.clone() }], Outcome::Done))
+        }
+        Command::SetSigningKey { key } => Ok((vec![Change::SigningKeySet { key: key.clone() }], Outcome::Done)),
+    }
+}

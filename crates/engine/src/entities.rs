@@ -1,0 +1,369 @@
+//! Entity commands: write (create / upsert / merge / replace / patch) and delete (with dependents).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use berth_model::entity::Field;
+use berth_model::ids::{self, MAX_ENTITY_TITLE_LEN};
+use berth_model::{Change, DomainError, Entity, EntityInput};
+use serde_json::{Map, Value};
+
+use crate::command::{Outcome, WriteMeta, WriteMode};
+use crate::State;
+
+type Key = (String, String);
+
+pub(crate) fn write(
+    state: &State,
+    meta: &WriteMeta,
+    blueprint: &str,
+    path_id: Option<&str>,
+    input: &EntityInput,
+    mode: WriteMode,
+    create_missing_related: bool,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
+    let identifier = match (path_id, input.identifier.as_deref()) {
+        (Some(p), Some(i)) if p != i => {
+            return Err(DomainError::Invalid(format!(
+                "the body's identifier `{i}` differs from the route's `{p}`"
+            )));
+        }
+        (Some(p), _) => p.to_string(),
+        (None, Some(i)) => i.to_string(),
+        (None, None) => generate_id(state, blueprint),
+    };
+    ids::validate_entity_id(&identifier)?;
+    let existing = state.entity(blueprint, &identifier);
+    match (mode, existing) {
+        (WriteMode::Create, Some(_)) => {
+            return Err(DomainError::AlreadyExists { kind: "entity", id: identifier });
+        }
+        (WriteMode::Replace | WriteMode::Patch, None) => {
+            return Err(DomainError::not_found("entity", format!("{blueprint}/{identifier}")));
+        }
+        _ => {}
+    }
+    let merge = matches!(mode, WriteMode::UpsertMerge | WriteMode::Patch);
+    let known_prop = |k: &String| bp.compiled.properties.contains_key(k);
+    let known_rel = |k: &String| bp.def.relations.contains_key(k);
+
+    let mut entity = match (existing, merge) {
+        (Some(old), true) => {
+            let mut e: Entity = (**old).clone();
+            // Values of properties removed from the blueprint are not carried along.
+            e.properties.retain(|k, _| known_prop(k));
+            e.relations.retain(|k, _| known_rel(k));
+            match &input.title {
+                Field::Set(t) => e.title = Some(t.clone()),
+                Field::Null => e.title = None,
+                Field::Absent => {}
+            }
+            match &input.icon {
+                Field::Set(t) => e.icon = Some(t.clone()),
+                Field::Null => e.icon = None,
+                Field::Absent => {}
+            }
+            match &input.team {
+                Field::Set(t) => e.team = t.clone(),
+                Field::Null => e.team = Vec::new(),
+                Field::Absent => {}
+            }
+            for (k, v) in input.properties.iter().flatten() {
+                if v.is_null() {
+                    e.properties.remove(k);
+                } else {
+                    e.properties.insert(k.clone(), v.clone());
+                }
+            }
+            for (k, v) in input.relations.iter().flatten() {
+                if v.is_null() {
+                    e.relations.remove(k);
+                } else {
+                    e.relations.insert(k.clone(), v.clone());
+                }
+            }
+            e
+        }
+        _ => {
+            let mut properties: Map<String, Value> =
+                input.properties.iter().flatten().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+            bp.compiled.apply_defaults(&mut properties);
+            Entity {
+                identifier: identifier.clone(),
+                title: match &input.title {
+                    Field::Set(t) => Some(t.clone()),
+                    _ => None,
+                },
+                icon: match &input.icon {
+                    Field::Set(t) => Some(t.clone()),
+                    _ => None,
+                },
+                blueprint: state.blueprint_name(blueprint),
+                team: match &input.team {
+                    Field::Set(t) => t.clone(),
+                    _ => Vec::new(),
+                },
+                properties,
+                relations: input
+                    .relations
+                    .iter()
+                    .flatten()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                created_at: existing.map_or(meta.now, |o| o.created_at),
+                created_by: existing.map_or_else(|| meta.actor.clone(), |o| o.created_by.clone()),
+                updated_at: meta.now,
+                updated_by: meta.actor.clone(),
+                datasource: None,
+            }
+        }
+    };
+    entity.updated_at = meta.now;
+    entity.updated_by = meta.actor.clone();
+    if meta.datasource.is_some() {
+        entity.datasource = meta.datasource.clone();
+    }
+    if let Some(t) = &entity.title {
+        ids::validate_title("entity", t, MAX_ENTITY_TITLE_LEN)?;
+    }
+    if entity.team.iter().any(|t| t.trim().is_empty()) {
+        return Err(DomainError::SchemaMismatch("`team` must not contain empty names".into()));
+    }
+    bp.compiled.validate_properties(blueprint, &entity.properties)?;
+
+    // Relations: known keys, the right shape, targets that exist (or are created on request).
+    let mut changes = Vec::new();
+    let mut created_targets: BTreeSet<Key> = BTreeSet::new();
+    for (key, value) in entity.relations.iter_mut() {
+        let Some(rel) = bp.def.relations.get(key) else {
+            return Err(DomainError::SchemaMismatch(format!(
+                "relation `{key}` is not defined in blueprint `{blueprint}`"
+            )));
+        };
+        let mut normalised: Option<Value> = None;
+        let targets: Vec<String> = match (&*value, rel.many) {
+            (Value::String(s), false) => vec![s.clone()],
+            (Value::String(s), true) => {
+                normalised = Some(Value::Array(vec![Value::String(s.clone())]));
+                vec![s.clone()]
+            }
+            (Value::Array(items), true) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        other => {
+                            return Err(DomainError::SchemaMismatch(format!(
+                                "relation `{key}`: items must be identifiers (strings), got {other}"
+                            )));
+                        }
+                    }
+                }
+                let mut dedup = out.clone();
+                dedup.sort();
+                dedup.dedup();
+                if dedup.len() != out.len() {
+                    let mut seen = BTreeSet::new();
+                    out.retain(|s| seen.insert(s.clone()));
+                    normalised = Some(Value::Array(out.iter().cloned().map(Value::String).collect()));
+                }
+                out
+            }
+            (Value::Array(_), false) => {
+                return Err(DomainError::SchemaMismatch(format!(
+                    "relation `{key}` is single (many: false): give one identifier, not an array"
+                )));
+            }
+            (other, _) => {
+                return Err(DomainError::SchemaMismatch(format!(
+                    "relation `{key}` must be an identifier{}, got {other}",
+                    if rel.many { " or an array of identifiers" } else { "" }
+                )));
+            }
+        };
+        if let Some(v) = normalised {
+            *value = v;
+        }
+        for target in targets {
+            ids::validate_entity_id(&target)?;
+            let self_ref = rel.target == blueprint && target == identifier;
+            if self_ref || state.entity(&rel.target, &target).is_some() {
+                continue;
+            }
+            if !create_missing_related {
+                return Err(DomainError::RelatedNotFound {
+                    relation: key.clone(),
+                    blueprint: rel.target.clone(),
+                    id: target,
+                });
+            }
+            if created_targets.insert((rel.target.clone(), target.clone())) {
+                changes.push(Change::EntityPut { entity: bare_entity(state, meta, &rel.target, &target)? });
+            }
+        }
+    }
+    for (key, rel) in &bp.def.relations {
+        let empty = match entity.relations.get(key) {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(a)) => a.is_empty(),
+            _ => false,
+        };
+        if rel.required && empty {
+            return Err(DomainError::SchemaMismatch(format!(
+                "relation `{key}` is required by blueprint `{blueprint}`"
+            )));
+        }
+    }
+    let created = existing.is_none();
+    let entity = Arc::new(entity);
+    changes.push(Change::EntityPut { entity: (*entity).clone() });
+    Ok((changes, Outcome::Entity { entity, created }))
+}
+
+/// An entity created only because another one relates to it (`create_missing_related_entities`).
+fn bare_entity(state: &State, meta: &WriteMeta, blueprint: &str, id: &str) -> Result<Entity, DomainError> {
+    let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
+    let mut properties = Map::new();
+    bp.compiled.apply_defaults(&mut properties);
+    bp.compiled.validate_properties(blueprint, &properties).map_err(|e| {
+        DomainError::SchemaMismatch(format!("cannot create missing related entity `{blueprint}/{id}`: {e}"))
+    })?;
+    if let Some((key, _)) = bp.def.relations.iter().find(|(_, r)| r.required) {
+        return Err(DomainError::SchemaMismatch(format!(
+            "cannot create missing related entity `{blueprint}/{id}`: its relation `{key}` is required"
+        )));
+    }
+    Ok(Entity {
+        identifier: id.to_string(),
+        title: None,
+        icon: None,
+        blueprint: state.blueprint_name(blueprint),
+        team: Vec::new(),
+        properties,
+        relations: Map::new(),
+        created_at: meta.now,
+        created_by: meta.actor.clone(),
+        updated_at: meta.now,
+        updated_by: meta.actor.clone(),
+        datasource: meta.datasource.clone(),
+    })
+}
+
+fn generate_id(state: &State, blueprint: &str) -> String {
+    let mut n = state.seq() + 1;
+    loop {
+        let id = format!("e_{n:08x}");
+        if state.entity(blueprint, &id).is_none() {
+            return id;
+        }
+        n += 1 << 32;
+    }
+}
+
+pub(crate) fn delete(
+    state: &State,
+    meta: &WriteMeta,
+    blueprint: &str,
+    identifier: &str,
+    delete_dependents: bool,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    if state.blueprint(blueprint).is_none() {
+        return Err(DomainError::not_found("blueprint", blueprint));
+    }
+    if state.entity(blueprint, identifier).is_none() {
+        return Err(DomainError::not_found("entity", format!("{blueprint}/{identifier}")));
+    }
+    let roots = BTreeSet::from([(blueprint.to_string(), identifier.to_string())]);
+    plan_delete(state, meta, roots, delete_dependents)
+}
+
+pub(crate) fn delete_all(
+    state: &State,
+    meta: &WriteMeta,
+    blueprint: &str,
+    delete_blueprint: bool,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    if state.blueprint(blueprint).is_none() {
+        return Err(DomainError::not_found("blueprint", blueprint));
+    }
+    let roots: BTreeSet<Key> =
+        state.entities_of(blueprint).map(|e| (blueprint.to_string(), e.identifier.clone())).collect();
+    let (mut changes, outcome) = plan_delete(state, meta, roots, false)?;
+    if delete_blueprint {
+        let referrers: Vec<&str> = state
+            .blueprints()
+            .filter(|b| b.def.identifier != blueprint && b.def.relations.values().any(|r| r.target == blueprint))
+            .map(|b| b.def.identifier.as_str())
+            .collect();
+        if !referrers.is_empty() {
+            return Err(DomainError::HasDependents(format!(
+                "blueprint `{blueprint}` is the target of relations in {}; remove those relations first",
+                referrers.join(", ")
+            )));
+        }
+        changes.push(Change::BlueprintDeleted { identifier: blueprint.to_string() });
+    }
+    Ok((changes, outcome))
+}
+
+/// Deletes `roots`. Entities with a *required* relation to a deleted entity are deleted too when `cascade`,
+/// or make the delete fail otherwise; entities with an optional relation to it lose that relation value.
+fn plan_delete(
+    state: &State,
+    meta: &WriteMeta,
+    roots: BTreeSet<Key>,
+    cascade: bool,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let mut doomed: BTreeSet<Key> = roots.clone();
+    let mut order: Vec<Key> = roots.iter().cloned().collect();
+    let mut queue: VecDeque<Key> = roots.into_iter().collect();
+    while let Some((bp, id)) = queue.pop_front() {
+        for edge in state.incoming(&bp, &id) {
+            let required = state
+                .blueprint(&edge.blueprint)
+                .and_then(|b| b.def.relations.get(&edge.relation))
+                .is_some_and(|r| r.required);
+            let key = (edge.blueprint.to_string(), edge.identifier.clone());
+            if !required || doomed.contains(&key) {
+                continue;
+            }
+            if !cascade {
+                return Err(DomainError::HasDependents(format!(
+                    "entity `{}/{}` has a required relation `{}` to `{bp}/{id}`; delete it first or pass delete_dependents=true",
+                    edge.blueprint, edge.identifier, edge.relation
+                )));
+            }
+            doomed.insert(key.clone());
+            order.push(key.clone());
+            queue.push_back(key);
+        }
+    }
+    // Survivors that point at a deleted entity through an optional relation lose that value.
+    let mut edits: BTreeMap<Key, Entity> = BTreeMap::new();
+    for (bp, id) in &doomed {
+        for edge in state.incoming(bp, id) {
+            let key = (edge.blueprint.to_string(), edge.identifier.clone());
+            if doomed.contains(&key) {
+                continue;
+            }
+            let Some(current) = state.entity(&key.0, &key.1) else { continue };
+            let e = edits.entry(key).or_insert_with(|| (**current).clone());
+            if let Some(v) = e.relations.get_mut(&edge.relation) {
+                match v {
+                    Value::Array(items) => items.retain(|x| x.as_str() != Some(id.as_str())),
+                    _ => *v = Value::Null,
+                }
+            }
+            e.relations.retain(|_, v| !v.is_null());
+            e.updated_at = meta.now;
+            e.updated_by = meta.actor.clone();
+        }
+    }
+    let mut changes: Vec<Change> = edits.into_values().map(|entity| Change::EntityPut { entity }).collect();
+    for (bp, id) in &order {
+        changes.push(Change::EntityDeleted { blueprint: bp.clone(), identifier: id.clone() });
+    }
+    Ok((changes, Outcome::Deleted { identifiers: order.into_iter().map(|(_, id)| id).collect() }))
+}

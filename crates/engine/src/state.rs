@@ -1,0 +1,247 @@
+//! The in-memory catalog and how events change it.
+
+use std::sync::Arc;
+
+use berth_model::blueprint::CompiledBlueprint;
+use berth_model::{Blueprint, Change, Credential, Entity, Event};
+use imbl::{OrdMap, OrdSet};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A blueprint with its compiled validators.
+#[derive(Clone, Debug)]
+pub struct BlueprintEntry {
+    pub def: Arc<Blueprint>,
+    pub compiled: Arc<CompiledBlueprint>,
+}
+
+/// A relation edge seen from its target: `blueprint/identifier` points here through `relation`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Edge {
+    pub blueprint: Arc<str>,
+    pub identifier: String,
+    pub relation: String,
+}
+
+type EntityKey = (Arc<str>, String);
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("event {seq} does not follow the state at {state}")]
+    OutOfOrder { seq: u64, state: u64 },
+    #[error("event {seq}: {message}")]
+    Invalid { seq: u64, message: String },
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    seq: u64,
+    blueprints: OrdMap<String, BlueprintEntry>,
+    entities: OrdMap<Arc<str>, OrdMap<String, Arc<Entity>>>,
+    incoming: OrdMap<EntityKey, OrdSet<Edge>>,
+    credentials: OrdMap<String, Credential>,
+    signing_key: Option<String>,
+}
+
+/// What a snapshot holds; the indexes are rebuilt on load.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    seq: u64,
+    blueprints: Vec<Blueprint>,
+    entities: Vec<Arc<Entity>>,
+    credentials: Vec<Credential>,
+    signing_key: Option<String>,
+}
+
+impl State {
+    /// The sequence number of the last applied event.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn blueprint(&self, id: &str) -> Option<&BlueprintEntry> {
+        self.blueprints.get(id)
+    }
+
+    pub fn blueprints(&self) -> impl Iterator<Item = &BlueprintEntry> {
+        self.blueprints.values()
+    }
+
+    pub fn entity(&self, blueprint: &str, id: &str) -> Option<&Arc<Entity>> {
+        self.entities.get(blueprint).and_then(|m| m.get(id))
+    }
+
+    /// Entities of a blueprint, ordered by identifier.
+    pub fn entities_of(&self, blueprint: &str) -> impl Iterator<Item = &Arc<Entity>> {
+        self.entities.get(blueprint).into_iter().flat_map(|m| m.values())
+    }
+
+    /// Entities of a blueprint with identifiers greater than `after`, ordered by identifier.
+    pub fn entities_after<'a>(&'a self, blueprint: &str, after: &'a str) -> impl Iterator<Item = &'a Arc<Entity>> + 'a {
+        let map = self.entities.get(blueprint);
+        map.into_iter().flat_map(move |m| {
+            m.range::<_, str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)).map(|(_, e)| e)
+        })
+    }
+
+    pub fn entity_count(&self, blueprint: &str) -> usize {
+        self.entities.get(blueprint).map_or(0, OrdMap::len)
+    }
+
+    pub fn total_entities(&self) -> usize {
+        self.entities.values().map(OrdMap::len).sum()
+    }
+
+    /// Edges that point at an entity.
+    pub fn incoming(&self, blueprint: &str, id: &str) -> impl Iterator<Item = &Edge> {
+        self.incoming.get(&(Arc::from(blueprint), id.to_string())).into_iter().flat_map(|s| s.iter())
+    }
+
+    pub fn credential(&self, client_id: &str) -> Option<&Credential> {
+        self.credentials.get(client_id)
+    }
+
+    pub fn credentials(&self) -> impl Iterator<Item = &Credential> {
+        self.credentials.values()
+    }
+
+    pub fn signing_key(&self) -> Option<&str> {
+        self.signing_key.as_deref()
+    }
+
+    /// The shared `Arc<str>` of a blueprint id, so entities do not each allocate it.
+    pub(crate) fn blueprint_name(&self, id: &str) -> Arc<str> {
+        self.entities.get_key_value(id).map(|(k, _)| Arc::clone(k)).unwrap_or_else(|| Arc::from(id))
+    }
+
+    /// Applies one event. Events must come in sequence order.
+    pub fn apply(&mut self, event: &Event) -> Result<(), StateError> {
+        if event.seq != self.seq + 1 {
+            return Err(StateError::OutOfOrder { seq: event.seq, state: self.seq });
+        }
+        self.apply_change(&event.change).map_err(|message| StateError::Invalid { seq: event.seq, message })?;
+        self.seq = event.seq;
+        Ok(())
+    }
+
+    fn apply_change(&mut self, change: &Change) -> Result<(), String> {
+        match change {
+            Change::BlueprintPut { blueprint } => {
+                let compiled = blueprint.compile().map_err(|e| e.to_string())?;
+                self.entities.entry(Arc::from(blueprint.identifier.as_str())).or_default();
+                self.blueprints.insert(
+                    blueprint.identifier.clone(),
+                    BlueprintEntry { def: Arc::new(blueprint.clone()), compiled: Arc::new(compiled) },
+                );
+            }
+            Change::BlueprintDeleted { identifier } => {
+                if self.entity_count(identifier) > 0 {
+                    return Err(format!("blueprint `{identifier}` still has entities"));
+                }
+                self.blueprints.remove(identifier);
+                self.entities.remove(identifier.as_str());
+            }
+            Change::EntityPut { entity } => {
+                let bp = self.blueprint_name(&entity.blueprint);
+                if !self.blueprints.contains_key(&*bp) {
+                    return Err(format!("entity `{}` of unknown blueprint `{bp}`", entity.identifier));
+                }
+                let mut entity = entity.clone();
+                entity.blueprint = Arc::clone(&bp);
+                let entity = Arc::new(entity);
+                let old = self.entities.entry(Arc::clone(&bp)).or_default().insert(entity.identifier.clone(), Arc::clone(&entity));
+                if let Some(old) = old {
+                    self.unlink(&old);
+                }
+                self.link(&entity);
+            }
+            Change::EntityDeleted { blueprint, identifier } => {
+                let removed = self.entities.get_mut(blueprint.as_str()).and_then(|m| m.remove(identifier));
+                match removed {
+                    Some(old) => self.unlink(&old),
+                    None => return Err(format!("entity `{blueprint}/{identifier}` does not exist")),
+                }
+            }
+            Change::CredentialPut { credential } => {
+                self.credentials.insert(credential.client_id.clone(), credential.clone());
+            }
+            Change::CredentialDeleted { client_id } => {
+                self.credentials.remove(client_id);
+            }
+            Change::SigningKeySet { key } => self.signing_key = Some(key.clone()),
+        }
+        Ok(())
+    }
+
+    fn edges_of(&self, e: &Entity) -> Vec<(EntityKey, Edge)> {
+        let Some(bp) = self.blueprints.get(&*e.blueprint) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (rel, value) in &e.relations {
+            let Some(def) = bp.def.relations.get(rel) else { continue };
+            let target: Arc<str> = self.blueprint_name(&def.target);
+            for id in Entity::relation_targets(value) {
+                out.push((
+                    (Arc::clone(&target), id.to_string()),
+                    Edge { blueprint: Arc::clone(&e.blueprint), identifier: e.identifier.clone(), relation: rel.clone() },
+                ));
+            }
+        }
+        out
+    }
+
+    fn link(&mut self, e: &Entity) {
+        for (key, edge) in self.edges_of(e) {
+            self.incoming.entry(key).or_default().insert(edge);
+        }
+    }
+
+    fn unlink(&mut self, e: &Entity) {
+        for (key, edge) in self.edges_of(e) {
+            if let Some(set) = self.incoming.get_mut(&key) {
+                set.remove(&edge);
+                if set.is_empty() {
+                    self.incoming.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Serialises the state (without indexes) for a snapshot.
+    pub fn to_snapshot(&self) -> Result<Vec<u8>, StateError> {
+        let data = SnapshotData {
+            seq: self.seq,
+            blueprints: self.blueprints.values().map(|b| (*b.def).clone()).collect(),
+            entities: self.entities.values().flat_map(|m| m.values().cloned()).collect(),
+            credentials: self.credentials.values().cloned().collect(),
+            signing_key: self.signing_key.clone(),
+        };
+        serde_json::to_vec(&data).map_err(|e| StateError::Snapshot(e.to_string()))
+    }
+
+    /// Rebuilds a state, indexes included, from a snapshot.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<State, StateError> {
+        let data: SnapshotData = serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
+        let mut state = State::default();
+        for b in data.blueprints {
+            state.apply_change(&Change::BlueprintPut { blueprint: b }).map_err(StateError::Snapshot)?;
+        }
+        for e in data.entities {
+            let bp = state.blueprint_name(&e.blueprint);
+            let mut e = Arc::unwrap_or_clone(e);
+            e.blueprint = Arc::clone(&bp);
+            state.entities.entry(bp).or_default().insert(e.identifier.clone(), Arc::new(e));
+        }
+        let all: Vec<Arc<Entity>> = state.entities.values().flat_map(|m| m.values().cloned()).collect();
+        for e in all {
+            state.link(&e);
+        }
+        for c in data.credentials {
+            state.credentials.insert(c.client_id.clone(), c);
+        }
+        state.signing_key = data.signing_key;
+        state.seq = data.seq;
+        Ok(state)
+    }
+}

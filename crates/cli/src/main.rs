@@ -1,1 +1,102 @@
-fn main() {}
+//! `berth`: the portal's single binary.
+//!
+//! - `berth serve`: run the portal (embedded store by default, zero configuration).
+//! - `berth bench`: measure ingest, point reads, memory and start-up against a real server process.
+
+mod bench;
+mod config;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: an open-source internal developer portal"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the portal.
+    Serve(config::ServeArgs),
+    /// Measure ingest rate, read latency, memory and start-up on a fresh server; prints a report.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
+    let settings = config::Settings::resolve(args)?;
+    config::init_logging(&settings.log_format, &settings.log_filter);
+    let server = berth_server::start(settings.server.clone()).await?;
+    let info = &server.info;
+    let base = format!("http://{}", info.addr);
+    println!(
+        "Berth {} listening on {base}  (API reference: {base}/docs)",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!(
+        "Data: {} ({} blueprints, {} entities)",
+        info.store, info.blueprints, info.entities
+    );
+    match &info.generated_credential {
+        Some((id, secret, path)) => {
+            println!(
+                "First admin credential (shown once; also in {}):",
+                path.display()
+            );
+            println!("  clientId:     {id}");
+            println!("  clientSecret: {secret}");
+            println!(
+                "Get a token: curl -s -X POST {base}/v1/auth/access_token -H 'content-type: application/json' -d '{{\"clientId\":\"{id}\",\"clientSecret\":\"{secret}\"}}'"
+            );
+        }
+        None => {
+            let hint = if settings.server.bootstrap_client_id.is_some() {
+                "the BERTH_BOOTSTRAP_CLIENT_ID / BERTH_BOOTSTRAP_CLIENT_SECRET credential"
+                    .to_string()
+            } else {
+                format!(
+                    "the credential in {}",
+                    settings
+                        .server
+                        .data_dir
+                        .join("bootstrap-credentials.json")
+                        .display()
+                )
+            };
+            println!("Get a token: POST {base}/v1/auth/access_token with {hint}");
+        }
+    }
+    server.run(berth_server::shutdown_signal()).await?;
+    Ok(())
+}

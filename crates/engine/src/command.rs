@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use berth_model::{Blueprint, Change, Credential, DomainError, Entity, EntityInput, Origin, Timestamp};
+use berth_model::{
+    Blueprint, Change, Credential, DomainError, Entity, EntityInput, Origin, Timestamp,
+};
 use serde_json::Value;
 
 use crate::State;
@@ -36,11 +38,24 @@ pub enum WriteMode {
 
 #[derive(Clone, Debug)]
 pub enum Command {
-    CreateBlueprint { body: Value },
-    ReplaceBlueprint { id: String, body: Value },
-    PatchBlueprint { id: String, patch: Value },
-    DeleteBlueprint { id: String },
-    DeleteAllEntities { blueprint: String, delete_blueprint: bool },
+    CreateBlueprint {
+        body: Value,
+    },
+    ReplaceBlueprint {
+        id: String,
+        body: Value,
+    },
+    PatchBlueprint {
+        id: String,
+        patch: Value,
+    },
+    DeleteBlueprint {
+        id: String,
+    },
+    DeleteAllEntities {
+        blueprint: String,
+        delete_blueprint: bool,
+    },
     WriteEntity {
         blueprint: String,
         /// The identifier named by the route, for `PUT`/`PATCH`.
@@ -49,47 +64,92 @@ pub enum Command {
         mode: WriteMode,
         create_missing_related: bool,
     },
-    DeleteEntity { blueprint: String, identifier: String, delete_dependents: bool },
-    PutCredential { credential: Credential },
-    DeleteCredential { client_id: String },
-    SetSigningKey { key: String },
+    DeleteEntity {
+        blueprint: String,
+        identifier: String,
+        delete_dependents: bool,
+    },
+    PutCredential {
+        credential: Credential,
+    },
+    DeleteCredential {
+        client_id: String,
+    },
+    SetSigningKey {
+        key: String,
+    },
 }
 
 /// What a successful command answers with.
 #[derive(Clone, Debug)]
 pub enum Outcome {
     Blueprint(Arc<Blueprint>),
-    Entity { entity: Arc<Entity>, created: bool },
+    Entity {
+        entity: Arc<Entity>,
+        created: bool,
+    },
     /// Identifiers of the entities deleted (of the command's blueprint first, then cascaded ones).
-    Deleted { identifiers: Vec<String> },
+    Deleted {
+        identifiers: Vec<String>,
+    },
     Done,
 }
 
 /// Validates `cmd` against `state` and returns the changes it makes and its answer. Pure: `state` is not changed.
-pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, Outcome), DomainError> {
+pub fn execute(
+    state: &State,
+    meta: &WriteMeta,
+    cmd: &Command,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
     match cmd {
         Command::CreateBlueprint { body } => blueprints::create(state, meta, body),
         Command::ReplaceBlueprint { id, body } => blueprints::replace(state, meta, id, body),
         Command::PatchBlueprint { id, patch } => blueprints::patch(state, meta, id, patch),
         Command::DeleteBlueprint { id } => blueprints::delete(state, id),
-        Command::DeleteAllEntities { blueprint, delete_blueprint } => {
-            entities::delete_all(state, meta, blueprint, *delete_blueprint)
-        }
-        Command::WriteEntity { blueprint, path_id, input, mode, create_missing_related } => {
-            entities::write(state, meta, blueprint, path_id.as_deref(), input, *mode, *create_missing_related)
-        }
-        Command::DeleteEntity { blueprint, identifier, delete_dependents } => {
-            entities::delete(state, meta, blueprint, identifier, *delete_dependents)
-        }
-        Command::PutCredential { credential } => {
-            Ok((vec![Change::CredentialPut { credential: credential.clone() }], Outcome::Done))
-        }
+        Command::DeleteAllEntities {
+            blueprint,
+            delete_blueprint,
+        } => entities::delete_all(state, meta, blueprint, *delete_blueprint),
+        Command::WriteEntity {
+            blueprint,
+            path_id,
+            input,
+            mode,
+            create_missing_related,
+        } => entities::write(
+            state,
+            meta,
+            blueprint,
+            path_id.as_deref(),
+            input,
+            *mode,
+            *create_missing_related,
+        ),
+        Command::DeleteEntity {
+            blueprint,
+            identifier,
+            delete_dependents,
+        } => entities::delete(state, meta, blueprint, identifier, *delete_dependents),
+        Command::PutCredential { credential } => Ok((
+            vec![Change::CredentialPut {
+                credential: credential.clone(),
+            }],
+            Outcome::Done,
+        )),
         Command::DeleteCredential { client_id } => {
             if state.credential(client_id).is_none() {
                 return Err(DomainError::not_found("credential", client_id.clone()));
             }
-            Ok((vec![Change::CredentialDeleted { client_id: client_id.clone() }], Outcome::Done))
+            Ok((
+                vec![Change::CredentialDeleted {
+                    client_id: client_id.clone(),
+                }],
+                Outcome::Done,
+            ))
         }
-        Command::SetSigningKey { key } => Ok((vec![Change::SigningKeySet { key: key.clone() }], Outcome::Done)),
+        Command::SetSigningKey { key } => Ok((
+            vec![Change::SigningKeySet { key: key.clone() }],
+            Outcome::Done,
+        )),
     }
 }

@@ -8,8 +8,8 @@ use berth_model::ids::{self, MAX_ENTITY_TITLE_LEN};
 use berth_model::{Change, DomainError, Entity, EntityInput};
 use serde_json::{Map, Value};
 
-use crate::command::{Outcome, WriteMeta, WriteMode};
 use crate::State;
+use crate::command::{Outcome, WriteMeta, WriteMode};
 
 type Key = (String, String);
 
@@ -22,7 +22,9 @@ pub(crate) fn write(
     mode: WriteMode,
     create_missing_related: bool,
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
-    let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
+    let bp = state
+        .blueprint(blueprint)
+        .ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
     let identifier = match (path_id, input.identifier.as_deref()) {
         (Some(p), Some(i)) if p != i => {
             return Err(DomainError::Invalid(format!(
@@ -37,10 +39,16 @@ pub(crate) fn write(
     let existing = state.entity(blueprint, &identifier);
     match (mode, existing) {
         (WriteMode::Create, Some(_)) => {
-            return Err(DomainError::AlreadyExists { kind: "entity", id: identifier });
+            return Err(DomainError::AlreadyExists {
+                kind: "entity",
+                id: identifier,
+            });
         }
         (WriteMode::Replace | WriteMode::Patch, None) => {
-            return Err(DomainError::not_found("entity", format!("{blueprint}/{identifier}")));
+            return Err(DomainError::not_found(
+                "entity",
+                format!("{blueprint}/{identifier}"),
+            ));
         }
         _ => {}
     }
@@ -86,8 +94,13 @@ pub(crate) fn write(
             e
         }
         _ => {
-            let mut properties: Map<String, Value> =
-                input.properties.iter().flatten().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let mut properties: Map<String, Value> = input
+                .properties
+                .iter()
+                .flatten()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             bp.compiled.apply_defaults(&mut properties);
             Entity {
                 identifier: identifier.clone(),
@@ -129,9 +142,12 @@ pub(crate) fn write(
         ids::validate_title("entity", t, MAX_ENTITY_TITLE_LEN)?;
     }
     if entity.team.iter().any(|t| t.trim().is_empty()) {
-        return Err(DomainError::SchemaMismatch("`team` must not contain empty names".into()));
+        return Err(DomainError::SchemaMismatch(
+            "`team` must not contain empty names".into(),
+        ));
     }
-    bp.compiled.validate_properties(blueprint, &entity.properties)?;
+    bp.compiled
+        .validate_properties(blueprint, &entity.properties)?;
 
     // Relations: known keys, the right shape, targets that exist (or are created on request).
     let mut changes = Vec::new();
@@ -167,7 +183,9 @@ pub(crate) fn write(
                 if dedup.len() != out.len() {
                     let mut seen = BTreeSet::new();
                     out.retain(|s| seen.insert(s.clone()));
-                    normalised = Some(Value::Array(out.iter().cloned().map(Value::String).collect()));
+                    normalised = Some(Value::Array(
+                        out.iter().cloned().map(Value::String).collect(),
+                    ));
                 }
                 out
             }
@@ -179,7 +197,11 @@ pub(crate) fn write(
             (other, _) => {
                 return Err(DomainError::SchemaMismatch(format!(
                     "relation `{key}` must be an identifier{}, got {other}",
-                    if rel.many { " or an array of identifiers" } else { "" }
+                    if rel.many {
+                        " or an array of identifiers"
+                    } else {
+                        ""
+                    }
                 )));
             }
         };
@@ -200,7 +222,9 @@ pub(crate) fn write(
                 });
             }
             if created_targets.insert((rel.target.clone(), target.clone())) {
-                changes.push(Change::EntityPut { entity: bare_entity(state, meta, &rel.target, &target)? });
+                changes.push(Change::EntityPut {
+                    entity: bare_entity(state, meta, &rel.target, &target)?,
+                });
             }
         }
     }
@@ -218,18 +242,31 @@ pub(crate) fn write(
     }
     let created = existing.is_none();
     let entity = Arc::new(entity);
-    changes.push(Change::EntityPut { entity: (*entity).clone() });
+    changes.push(Change::EntityPut {
+        entity: (*entity).clone(),
+    });
     Ok((changes, Outcome::Entity { entity, created }))
 }
 
 /// An entity created only because another one relates to it (`create_missing_related_entities`).
-fn bare_entity(state: &State, meta: &WriteMeta, blueprint: &str, id: &str) -> Result<Entity, DomainError> {
-    let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
+fn bare_entity(
+    state: &State,
+    meta: &WriteMeta,
+    blueprint: &str,
+    id: &str,
+) -> Result<Entity, DomainError> {
+    let bp = state
+        .blueprint(blueprint)
+        .ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
     let mut properties = Map::new();
     bp.compiled.apply_defaults(&mut properties);
-    bp.compiled.validate_properties(blueprint, &properties).map_err(|e| {
-        DomainError::SchemaMismatch(format!("cannot create missing related entity `{blueprint}/{id}`: {e}"))
-    })?;
+    bp.compiled
+        .validate_properties(blueprint, &properties)
+        .map_err(|e| {
+            DomainError::SchemaMismatch(format!(
+                "cannot create missing related entity `{blueprint}/{id}`: {e}"
+            ))
+        })?;
     if let Some((key, _)) = bp.def.relations.iter().find(|(_, r)| r.required) {
         return Err(DomainError::SchemaMismatch(format!(
             "cannot create missing related entity `{blueprint}/{id}`: its relation `{key}` is required"
@@ -273,7 +310,10 @@ pub(crate) fn delete(
         return Err(DomainError::not_found("blueprint", blueprint));
     }
     if state.entity(blueprint, identifier).is_none() {
-        return Err(DomainError::not_found("entity", format!("{blueprint}/{identifier}")));
+        return Err(DomainError::not_found(
+            "entity",
+            format!("{blueprint}/{identifier}"),
+        ));
     }
     let roots = BTreeSet::from([(blueprint.to_string(), identifier.to_string())]);
     plan_delete(state, meta, roots, delete_dependents)
@@ -288,13 +328,18 @@ pub(crate) fn delete_all(
     if state.blueprint(blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint));
     }
-    let roots: BTreeSet<Key> =
-        state.entities_of(blueprint).map(|e| (blueprint.to_string(), e.identifier.clone())).collect();
+    let roots: BTreeSet<Key> = state
+        .entities_of(blueprint)
+        .map(|e| (blueprint.to_string(), e.identifier.clone()))
+        .collect();
     let (mut changes, outcome) = plan_delete(state, meta, roots, false)?;
     if delete_blueprint {
         let referrers: Vec<&str> = state
             .blueprints()
-            .filter(|b| b.def.identifier != blueprint && b.def.relations.values().any(|r| r.target == blueprint))
+            .filter(|b| {
+                b.def.identifier != blueprint
+                    && b.def.relations.values().any(|r| r.target == blueprint)
+            })
             .map(|b| b.def.identifier.as_str())
             .collect();
         if !referrers.is_empty() {
@@ -303,7 +348,9 @@ pub(crate) fn delete_all(
                 referrers.join(", ")
             )));
         }
-        changes.push(Change::BlueprintDeleted { identifier: blueprint.to_string() });
+        changes.push(Change::BlueprintDeleted {
+            identifier: blueprint.to_string(),
+        });
     }
     Ok((changes, outcome))
 }
@@ -348,7 +395,9 @@ fn plan_delete(
             if doomed.contains(&key) {
                 continue;
             }
-            let Some(current) = state.entity(&key.0, &key.1) else { continue };
+            let Some(current) = state.entity(&key.0, &key.1) else {
+                continue;
+            };
             let e = edits.entry(key).or_insert_with(|| (**current).clone());
             if let Some(v) = e.relations.get_mut(&edge.relation) {
                 match v {
@@ -361,9 +410,20 @@ fn plan_delete(
             e.updated_by = meta.actor.clone();
         }
     }
-    let mut changes: Vec<Change> = edits.into_values().map(|entity| Change::EntityPut { entity }).collect();
+    let mut changes: Vec<Change> = edits
+        .into_values()
+        .map(|entity| Change::EntityPut { entity })
+        .collect();
     for (bp, id) in &order {
-        changes.push(Change::EntityDeleted { blueprint: bp.clone(), identifier: id.clone() });
+        changes.push(Change::EntityDeleted {
+            blueprint: bp.clone(),
+            identifier: id.clone(),
+        });
     }
-    Ok((changes, Outcome::Deleted { identifiers: order.into_iter().map(|(_, id)| id).collect() }))
+    Ok((
+        changes,
+        Outcome::Deleted {
+            identifiers: order.into_iter().map(|(_, id)| id).collect(),
+        },
+    ))
 }

@@ -32,7 +32,11 @@ pub struct Entity {
     pub updated_at: Timestamp,
     pub updated_by: String,
     /// The `User-Agent` of the last writer (Port's `$datasource`).
-    #[serde(rename = "$datasource", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "$datasource",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub datasource: Option<String>,
 }
 
@@ -78,16 +82,19 @@ fn opt_string(obj: &Map<String, Value>, key: &str) -> Result<Field<String>, Doma
         None => Ok(Field::Absent),
         Some(Value::Null) => Ok(Field::Null),
         Some(Value::String(s)) => Ok(Field::Set(s.clone())),
-        Some(other) => Err(DomainError::Invalid(format!("`{key}` must be a string, got {}", kind_of(other)))),
+        Some(other) => Err(DomainError::Invalid(format!(
+            "`{key}` must be a string, got {}",
+            kind_of(other)
+        ))),
     }
 }
 
 impl EntityInput {
     /// Parses a request body. Server-owned keys (`createdAt`, `blueprint`, ...) are ignored.
     pub fn from_value(v: &Value) -> Result<EntityInput, DomainError> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| DomainError::Invalid(format!("an entity must be an object, got {}", kind_of(v))))?;
+        let obj = v.as_object().ok_or_else(|| {
+            DomainError::Invalid(format!("an entity must be an object, got {}", kind_of(v)))
+        })?;
         let identifier = match obj.get("identifier") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -97,7 +104,10 @@ impl EntityInput {
                 ));
             }
             Some(other) => {
-                return Err(DomainError::Invalid(format!("`identifier` must be a string, got {}", kind_of(other))));
+                return Err(DomainError::Invalid(format!(
+                    "`identifier` must be a string, got {}",
+                    kind_of(other)
+                )));
             }
         };
         let team = match obj.get("team") {
@@ -130,7 +140,10 @@ impl EntityInput {
             match obj.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Object(m)) => Ok(Some(m.clone())),
-                Some(other) => Err(DomainError::Invalid(format!("`{key}` must be an object, got {}", kind_of(other)))),
+                Some(other) => Err(DomainError::Invalid(format!(
+                    "`{key}` must be an object, got {}",
+                    kind_of(other)
+                ))),
             }
         };
         Ok(EntityInput {

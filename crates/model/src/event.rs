@@ -21,14 +21,29 @@ pub enum Origin {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Change {
-    BlueprintPut { blueprint: Blueprint },
-    BlueprintDeleted { identifier: String },
-    EntityPut { entity: Entity },
-    EntityDeleted { blueprint: String, identifier: String },
-    CredentialPut { credential: Credential },
-    CredentialDeleted { client_id: String },
+    BlueprintPut {
+        blueprint: Blueprint,
+    },
+    BlueprintDeleted {
+        identifier: String,
+    },
+    EntityPut {
+        entity: Entity,
+    },
+    EntityDeleted {
+        blueprint: String,
+        identifier: String,
+    },
+    CredentialPut {
+        credential: Credential,
+    },
+    CredentialDeleted {
+        client_id: String,
+    },
     /// The key that signs access tokens; shared by every replica through the log.
-    SigningKeySet { key: String },
+    SigningKeySet {
+        key: String,
+    },
 }
 
 /// A change with its place in the global order.

@@ -29,7 +29,9 @@ fn check(kind: &'static str, id: &str, max: usize, allow_equals: bool) -> Result
     }
     let len = id.chars().count();
     if len > max {
-        return Err(invalid(format!("it has {len} characters, the limit is {max}")));
+        return Err(invalid(format!(
+            "it has {len} characters, the limit is {max}"
+        )));
     }
     if id == "." || id == ".." {
         return Err(invalid("`.` and `..` are reserved".into()));
@@ -87,7 +89,16 @@ mod tests {
 
     #[test]
     fn accepts_port_examples() {
-        for id in ["service", "my-svc_1", "a/b/c", "user@example.com", "ns:name", "Ünïcode", "a.b", "..."] {
+        for id in [
+            "service",
+            "my-svc_1",
+            "a/b/c",
+            "user@example.com",
+            "ns:name",
+            "Ünïcode",
+            "a.b",
+            "...",
+        ] {
             assert!(validate_entity_id(id).is_ok(), "{id}");
         }
         assert!(validate_entity_id("k=v").is_ok());

@@ -1,1 +1,369 @@
+//! Berth's server: the HTTP API (Port v1 compatible), auth, OpenAPI and docs, the write pipeline
+//! ([`catalog`]) and start-up.
+//!
+//! - [`start`] opens the store, rebuilds the catalog, bootstraps the signing key and the first admin
+//!   credential, seeds the demo catalog on request, binds the socket and serves until shut down.
+//! - [`routes`] holds the handlers, one module per resource; [`error`] is the only place that chooses an
+//!   HTTP status for an error; [`extract`] turns malformed input into those errors.
 
+pub mod auth;
+pub mod catalog;
+pub mod demo;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use berth_engine::{Command, WriteMeta};
+use berth_model::{Credential, Origin, Timestamp};
+use serde_json::Value;
+
+use crate::auth::Tokens;
+use crate::catalog::{Catalog, CatalogError};
+use crate::error::ApiError;
+
+/// Everything `berth serve` can be told.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// A store URL; `None` means `sqlite://<data_dir>/berth.db`.
+    pub store_url: Option<String>,
+    /// The largest request body accepted, in bytes (Port's limit is 1 MiB).
+    pub body_limit: usize,
+    /// Write a snapshot every this many events (0: never, but on shutdown).
+    pub snapshot_every: u64,
+    pub bootstrap_client_id: Option<String>,
+    pub bootstrap_client_secret: Option<String>,
+    /// Seed the demo catalog when the catalog has no blueprints.
+    pub demo: bool,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir,
+            store_url: None,
+            body_limit: 1 << 20,
+            snapshot_every: 50_000,
+            bootstrap_client_id: None,
+            bootstrap_client_secret: None,
+            demo: false,
+        }
+    }
+
+    pub fn store_url(&self) -> String {
+        self.store_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("berth.db").display()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] berth_store::StoreError),
+    #[error("catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Bootstrap(String),
+}
+
+/// A record of a finished `all-entities` delete, answered by `GET /v1/migrations/{id}`.
+#[derive(Clone, Debug)]
+pub struct MigrationRecord {
+    pub blueprint: String,
+    pub deleted: usize,
+    pub delete_blueprint: bool,
+    pub actor: String,
+    pub at: Timestamp,
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub catalog: Arc<Catalog>,
+    pub tokens: Arc<Tokens>,
+    pub config: Arc<ServerConfig>,
+    pub migrations: Arc<Mutex<HashMap<String, MigrationRecord>>>,
+    pub started: Instant,
+}
+
+/// The wall clock, in milliseconds. The only clock the server reads for writes.
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Timestamp::from_millis(ms)
+}
+
+/// Metadata of a write made by the server itself.
+pub fn system_meta() -> WriteMeta {
+    WriteMeta {
+        actor: "berth".into(),
+        origin: Origin::System,
+        now: now(),
+        datasource: None,
+        run_id: None,
+    }
+}
+
+/// What start-up wants the operator to know.
+#[derive(Clone, Debug)]
+pub struct StartInfo {
+    pub addr: SocketAddr,
+    pub store: String,
+    pub entities: usize,
+    pub blueprints: usize,
+    /// Set when a credential was generated on this start: `(client_id, secret, file it was written to)`.
+    pub generated_credential: Option<(String, String, PathBuf)>,
+}
+
+pub struct Server {
+    pub info: StartInfo,
+    pub state: AppState,
+    listener: tokio::net::TcpListener,
+}
+
+/// Opens the store and catalog, bootstraps, seeds the demo if asked, and binds the socket.
+pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        StartError::Bootstrap(format!("cannot create {}: {e}", config.data_dir.display()))
+    })?;
+    let store: Arc<dyn berth_store::LogStore> = Arc::from(berth_store::open(&config.store_url())?);
+    let catalog = Catalog::open(Arc::clone(&store), config.snapshot_every).await?;
+    let generated_credential = bootstrap(&catalog, &config).await?;
+    if config.demo && catalog.view().blueprints().next().is_none() {
+        demo::seed(&catalog).await.map_err(StartError::Bootstrap)?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let view = catalog.view();
+    let info = StartInfo {
+        addr,
+        store: store.describe(),
+        entities: view.total_entities(),
+        blueprints: view.blueprints().count(),
+        generated_credential,
+    };
+    let state = AppState {
+        catalog,
+        tokens: Arc::new(Tokens::default()),
+        config: Arc::new(config),
+        migrations: Arc::default(),
+        started: Instant::now(),
+    };
+    Ok(Server {
+        info,
+        state,
+        listener,
+    })
+}
+
+impl Server {
+    /// Serves until `shutdown` resolves, then drains connections and writes a final snapshot.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let app = router(self.state.clone());
+        let addr = self.info.addr;
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        match self.state.catalog.snapshot().await {
+            Ok(seq) => tracing::info!(seq, "final snapshot written"),
+            Err(e) => tracing::warn!(error = %e, "final snapshot failed"),
+        }
+        Ok(())
+    }
+}
+
+async fn write_system(catalog: &Catalog, command: Command) -> Result<(), StartError> {
+    let (outcome, _) = catalog.write_one(system_meta(), command).await?;
+    outcome
+        .map(|_| ())
+        .map_err(|e| StartError::Bootstrap(e.to_string()))
+}
+
+/// Ensures a signing key and an admin credential exist. A generated credential is written, readable only
+/// by its owner, to `<data_dir>/bootstrap-credentials.json`, and returned so it can be printed once.
+async fn bootstrap(
+    catalog: &Catalog,
+    config: &ServerConfig,
+) -> Result<Option<(String, String, PathBuf)>, StartError> {
+    if catalog.view().signing_key().is_none() {
+        let key = auth::random_hex(32).map_err(|e| StartError::Bootstrap(e.message))?;
+        write_system(catalog, Command::SetSigningKey { key }).await?;
+    }
+    let admin = |client_id: &str, secret: &str| Credential {
+        client_id: client_id.to_string(),
+        name: "bootstrap admin".into(),
+        secret_sha256: auth::hash_secret(secret),
+        roles: vec!["Admin".into()],
+        created_at: now(),
+    };
+    if let (Some(id), Some(secret)) = (&config.bootstrap_client_id, &config.bootstrap_client_secret)
+    {
+        let current = catalog.view().credential(id).cloned();
+        let wanted = admin(id, secret);
+        if current
+            .as_ref()
+            .is_none_or(|c| c.secret_sha256 != wanted.secret_sha256 || !c.is_admin())
+        {
+            write_system(catalog, Command::PutCredential { credential: wanted }).await?;
+        }
+        return Ok(None);
+    }
+    if catalog.view().credentials().next().is_some() {
+        return Ok(None);
+    }
+    let client_id = format!(
+        "berth_{}",
+        auth::random_hex(8).map_err(|e| StartError::Bootstrap(e.message))?
+    );
+    let secret = auth::random_hex(32).map_err(|e| StartError::Bootstrap(e.message))?;
+    write_system(
+        catalog,
+        Command::PutCredential {
+            credential: admin(&client_id, &secret),
+        },
+    )
+    .await?;
+    let path = config.data_dir.join("bootstrap-credentials.json");
+    let body = serde_json::json!({"clientId": client_id, "clientSecret": secret});
+    write_private(&path, &body)
+        .map_err(|e| StartError::Bootstrap(format!("cannot write {}: {e}", path.display())))?;
+    Ok(Some((client_id, secret, path)))
+}
+
+fn write_private(path: &std::path::Path, body: &Value) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(
+        serde_json::to_string_pretty(body)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    f.sync_all()
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> axum::Router {
+    let limit = state.config.body_limit;
+    routes::router(state)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error; see the server log",
+            )
+            .into_response()
+        }))
+        .layer(axum::middleware::from_fn(trace_requests))
+        .layer(tower_http::compression::CompressionLayer::new())
+}
+
+static TRACE_COUNTER: AtomicU64 = AtomicU64::new(0);
+static TRACE_PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn next_trace_id() -> String {
+    let prefix =
+        TRACE_PREFIX.get_or_init(|| auth::random_hex(6).unwrap_or_else(|_| "000000000000".into()));
+    format!(
+        "{prefix}{:012x}",
+        TRACE_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Gives every response an `X-Trace-Id` (the caller's, if it sent a sane one) and logs the request.
+async fn trace_requests(req: Request, next: Next) -> Response {
+    let trace_id = req
+        .headers()
+        .get("x-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        .map(str::to_string)
+        .unwrap_or_else(next_trace_id);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let span = tracing::info_span!("request", trace_id = %trace_id);
+    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
+    let status = response.status();
+    let micros = started.elapsed().as_micros() as u64;
+    if status.is_server_error() {
+        tracing::warn!(%trace_id, %method, %path, status = status.as_u16(), micros, "request failed");
+    } else {
+        tracing::debug!(%trace_id, %method, %path, status = status.as_u16(), micros, "request");
+    }
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        response.headers_mut().insert("x-trace-id", v);
+    }
+    response
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Bounded wait used by readiness: the store answers within this long.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);

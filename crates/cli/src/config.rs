@@ -1,0 +1,128 @@
+//! `berth serve` configuration: flags, then environment variables, then an optional TOML file, then defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use berth_server::ServerConfig;
+use serde::Deserialize;
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:7070]
+    #[arg(long, env = "BERTH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where the embedded store keeps its data [default: ./berth-data]
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Store URL [default: sqlite://<data-dir>/berth.db]
+    #[arg(long, env = "BERTH_STORE")]
+    pub store: Option<String>,
+    /// A TOML file with any of: listen, data_dir, store, body_limit, snapshot_every, demo, log_format, log
+    #[arg(long, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Seed the demo catalog if the catalog is empty
+    #[arg(long, env = "BERTH_DEMO")]
+    pub demo: bool,
+    /// Largest request body in bytes [default: 1048576]
+    #[arg(long, env = "BERTH_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Write a snapshot every N events [default: 50000]
+    #[arg(long, env = "BERTH_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "BERTH_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Log filter, e.g. info or berth_server=debug [default: info]
+    #[arg(long = "log", env = "BERTH_LOG")]
+    pub log_filter: Option<String>,
+}
+
+/// The optional configuration file.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    body_limit: Option<usize>,
+    snapshot_every: Option<u64>,
+    demo: Option<bool>,
+    log_format: Option<String>,
+    log: Option<String>,
+}
+
+pub struct Settings {
+    pub server: ServerConfig,
+    pub log_format: String,
+    pub log_filter: String,
+}
+
+impl Settings {
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid configuration file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("berth-data"));
+        let mut server = ServerConfig::new(data_dir);
+        if let Some(listen) = args.listen.or(file.listen) {
+            server.listen = listen;
+        }
+        server.store_url = args.store.or(file.store);
+        if let Some(limit) = args.body_limit.or(file.body_limit) {
+            server.body_limit = limit;
+        }
+        if let Some(every) = args.snapshot_every.or(file.snapshot_every) {
+            server.snapshot_every = every;
+        }
+        server.demo = args.demo || file.demo.unwrap_or(false);
+        server.bootstrap_client_id = std::env::var("BERTH_BOOTSTRAP_CLIENT_ID")
+            .ok()
+            .filter(|s| !s.is_empty());
+        server.bootstrap_client_secret = std::env::var("BERTH_BOOTSTRAP_CLIENT_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty());
+        if server.bootstrap_client_id.is_some() != server.bootstrap_client_secret.is_some() {
+            anyhow::bail!(
+                "set both BERTH_BOOTSTRAP_CLIENT_ID and BERTH_BOOTSTRAP_CLIENT_SECRET, or neither"
+            );
+        }
+        let log_format = args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        if !matches!(log_format.as_str(), "text" | "json") {
+            anyhow::bail!("log format must be text or json, got {log_format:?}");
+        }
+        Ok(Settings {
+            server,
+            log_format,
+            log_filter: args
+                .log_filter
+                .or(file.log)
+                .unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+pub fn init_logging(format: &str, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

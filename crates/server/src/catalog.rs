@@ -1,0 +1,321 @@
+//! The catalog service: the bridge between the pure engine and the store.
+//!
+//! - **Reads** take [`Catalog::view`], an `Arc<State>` published after every durable batch; a read never
+//!   waits for a write.
+//! - **Writes** go through one writer task. It drains every queued request (group commit), executes each
+//!   command against a working copy of the state (an O(1) clone), appends all resulting events in one
+//!   compare-and-append, and only then publishes the new state and answers. If the append conflicts
+//!   (another process wrote first) it catches up from the store and re-executes the batch; if the store
+//!   fails, every request of the batch fails and nothing is published.
+//! - **Snapshots** are written by a background task every `snapshot_every` events and on shutdown;
+//!   start-up loads the newest snapshot and replays only the tail.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use berth_engine::{Command, Outcome, State, WriteMeta, execute};
+use berth_model::{DomainError, Event};
+use berth_store::{LogStore, Snapshot, StoreError};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How many requests one group commit takes at most.
+const MAX_GROUP: usize = 512;
+/// How many conflicts a batch survives before giving up.
+const MAX_RETRIES: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("replay: {0}")]
+    Replay(String),
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+/// The answer to a write: one result per command, and the sequence number the state reached.
+#[derive(Debug)]
+pub struct WriteResult {
+    pub outcomes: Vec<Result<Outcome, DomainError>>,
+    pub seq: u64,
+}
+
+struct WriteJob {
+    meta: WriteMeta,
+    commands: Vec<Command>,
+    reply: oneshot::Sender<Result<WriteResult, CatalogError>>,
+}
+
+pub struct Catalog {
+    store: Arc<dyn LogStore>,
+    view: RwLock<Arc<State>>,
+    applied: watch::Sender<u64>,
+    jobs: mpsc::Sender<WriteJob>,
+}
+
+impl Catalog {
+    /// Loads the newest snapshot, replays the tail, and starts the writer and snapshot tasks.
+    pub async fn open(
+        store: Arc<dyn LogStore>,
+        snapshot_every: u64,
+    ) -> Result<Arc<Catalog>, CatalogError> {
+        let mut state = match store.load_snapshot().await? {
+            Some(snap) => {
+                State::from_snapshot(&snap.data).map_err(|e| CatalogError::Replay(e.to_string()))?
+            }
+            None => State::default(),
+        };
+        catch_up(store.as_ref(), &mut state).await?;
+        let (jobs_tx, jobs_rx) = mpsc::channel(4096);
+        let catalog = Arc::new(Catalog {
+            store: Arc::clone(&store),
+            applied: watch::channel(state.seq()).0,
+            view: RwLock::new(Arc::new(state)),
+            jobs: jobs_tx,
+        });
+        tokio::spawn(writer_loop(Arc::clone(&catalog), jobs_rx));
+        if snapshot_every > 0 {
+            tokio::spawn(snapshot_loop(Arc::downgrade(&catalog), snapshot_every));
+        }
+        Ok(catalog)
+    }
+
+    /// The current state: one consistent version, cheap to take.
+    pub fn view(&self) -> Arc<State> {
+        match self.view.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn publish(&self, state: State) {
+        let seq = state.seq();
+        let state = Arc::new(state);
+        match self.view.write() {
+            Ok(mut guard) => *guard = state,
+            Err(poisoned) => *poisoned.into_inner() = state,
+        }
+        self.applied.send_replace(seq);
+    }
+
+    pub fn store(&self) -> &Arc<dyn LogStore> {
+        &self.store
+    }
+
+    /// Waits (at most `timeout`) until the state has applied `seq`; returns whether it has.
+    pub async fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, async { rx.wait_for(|s| *s >= seq).await.is_ok() })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Runs commands as one request; each command is atomic on its own.
+    pub async fn write(
+        &self,
+        meta: WriteMeta,
+        commands: Vec<Command>,
+    ) -> Result<WriteResult, CatalogError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(WriteJob {
+                meta,
+                commands,
+                reply,
+            })
+            .await
+            .map_err(|_| CatalogError::Stopped)?;
+        rx.await.map_err(|_| CatalogError::Stopped)?
+    }
+
+    /// Runs one command.
+    pub async fn write_one(
+        &self,
+        meta: WriteMeta,
+        command: Command,
+    ) -> Result<(Result<Outcome, DomainError>, u64), CatalogError> {
+        let mut result = self.write(meta, vec![command]).await?;
+        let outcome = result
+            .outcomes
+            .pop()
+            .unwrap_or(Err(DomainError::Invalid("no command".into())));
+        Ok((outcome, result.seq))
+    }
+
+    /// Validates a command against the current state without writing anything (`validation_only`).
+    pub fn dry_run(&self, meta: &WriteMeta, command: &Command) -> Result<Outcome, DomainError> {
+        execute(&self.view(), meta, command).map(|(_, outcome)| outcome)
+    }
+
+    /// Writes a snapshot of the current state now.
+    pub async fn snapshot(&self) -> Result<u64, CatalogError> {
+        let state = self.view();
+        let seq = state.seq();
+        let data = tokio::task::spawn_blocking(move || state.to_snapshot())
+            .await
+            .map_err(|e| CatalogError::Replay(e.to_string()))?
+            .map_err(|e| CatalogError::Replay(e.to_string()))?;
+        self.store.save_snapshot(Snapshot { seq, data }).await?;
+        Ok(seq)
+    }
+}
+
+/// Applies every stored event after the state's sequence.
+async fn catch_up(store: &dyn LogStore, state: &mut State) -> Result<(), CatalogError> {
+    loop {
+        let events = store.read_from(state.seq(), 10_000).await?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        for stored in events {
+            let event: Event = serde_json::from_slice(&stored.payload)
+                .map_err(|e| CatalogError::Replay(format!("event {}: {e}", stored.seq)))?;
+            if event.seq != stored.seq {
+                return Err(CatalogError::Replay(format!(
+                    "event stored at {} says it is {}",
+                    stored.seq, event.seq
+                )));
+            }
+            state
+                .apply(&event)
+                .map_err(|e| CatalogError::Replay(e.to_string()))?;
+        }
+    }
+}
+
+struct Executed {
+    state: State,
+    events: Vec<Vec<u8>>,
+    results: Vec<Vec<Result<Outcome, DomainError>>>,
+}
+
+/// Executes every job's commands in order against `base`, each command atomically.
+fn execute_batch(base: &State, jobs: &[WriteJob]) -> Executed {
+    let mut state = base.clone();
+    let mut events = Vec::new();
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut job_results = Vec::with_capacity(job.commands.len());
+        for command in &job.commands {
+            let before = state.clone();
+            let before_events = events.len();
+            let result = execute(&state, &job.meta, command).and_then(|(changes, outcome)| {
+                for change in changes {
+                    let event = Event {
+                        seq: state.seq() + 1,
+                        time: job.meta.now,
+                        actor: job.meta.actor.clone(),
+                        origin: job.meta.origin,
+                        run_id: job.meta.run_id.clone(),
+                        change,
+                    };
+                    let bytes = serde_json::to_vec(&event)
+                        .map_err(|e| DomainError::Invalid(e.to_string()))?;
+                    state
+                        .apply(&event)
+                        .map_err(|e| DomainError::Invalid(format!("cannot apply: {e}")))?;
+                    events.push(bytes);
+                }
+                Ok(outcome)
+            });
+            if result.is_err() {
+                state = before;
+                events.truncate(before_events);
+            }
+            job_results.push(result);
+        }
+        results.push(job_results);
+    }
+    Executed {
+        state,
+        events,
+        results,
+    }
+}
+
+async fn writer_loop(catalog: Arc<Catalog>, mut rx: mpsc::Receiver<WriteJob>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = commit(&catalog, &jobs).await;
+        match outcome {
+            Ok((seq, results)) => {
+                for (job, outcomes) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(Ok(WriteResult { outcomes, seq }));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "write batch failed; nothing was applied");
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(CatalogError::Store(StoreError::Unavailable(
+                            msg.clone(),
+                        ))));
+                }
+            }
+        }
+    }
+}
+
+type Committed = (u64, Vec<Vec<Result<Outcome, DomainError>>>);
+
+async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, CatalogError> {
+    let mut base = (*catalog.view()).clone();
+    for _ in 0..MAX_RETRIES {
+        let executed = execute_batch(&base, jobs);
+        if executed.events.is_empty() {
+            return Ok((base.seq(), executed.results));
+        }
+        match catalog.store.append(base.seq(), executed.events).await {
+            Ok(_) => {
+                let seq = executed.state.seq();
+                catalog.publish(executed.state);
+                return Ok((seq, executed.results));
+            }
+            Err(StoreError::Conflict { .. }) => {
+                catch_up(catalog.store.as_ref(), &mut base).await?;
+                catalog.publish(base.clone());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CatalogError::Store(StoreError::Unavailable(
+        "too many append conflicts".into(),
+    )))
+}
+
+async fn snapshot_loop(catalog: std::sync::Weak<Catalog>, every: u64) {
+    let mut last = match catalog.upgrade() {
+        Some(c) => c
+            .store
+            .load_snapshot()
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |s| s.seq),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Some(catalog) = catalog.upgrade() else {
+            return;
+        };
+        let seq = catalog.view().seq();
+        if seq >= last + every {
+            match catalog.snapshot().await {
+                Ok(s) => {
+                    tracing::info!(seq = s, "snapshot written");
+                    last = s;
+                }
+                Err(e) => tracing::warn!(error = %e, "snapshot failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! `/v1/blueprints/{bp}/entities...`: single writes (create / upsert / merge / replace / patch / delete),
+//! bulk upsert with per-item results, bulk delete, delete-all, reads with `include` / `exclude`, counts.
+
+use axum::Extension;
+use axum::extract::{RawPathParams, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use berth_engine::{Command, Outcome, WriteMeta, WriteMode};
+use berth_model::{DomainError, Entity, EntityInput};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::blueprints::meta;
+use super::render::{self, Projection};
+use super::reply;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, Params, raw_path};
+use crate::{AppState, MigrationRecord};
+
+/// The most entities one bulk request may carry (Port: 20).
+pub const MAX_BULK: usize = 1000;
+
+fn blueprint_id(params: &RawPathParams) -> ApiResult<String> {
+    raw_path(params, "bp")
+}
+
+/// The entity id of the route; `/entities/bulk` doubles as the entity named `bulk`.
+fn entity_id(params: &RawPathParams) -> ApiResult<String> {
+    if params.iter().any(|(k, _)| k == "id") {
+        raw_path(params, "id")
+    } else {
+        Ok("bulk".to_string())
+    }
+}
+
+fn ensure_blueprint(app: &AppState, bp: &str) -> ApiResult<()> {
+    if app.catalog.view().blueprint(bp).is_none() {
+        return Err(DomainError::not_found("blueprint", bp).into());
+    }
+    Ok(())
+}
+
+fn write_meta(caller: &Caller, headers: &HeaderMap, q: &Params) -> WriteMeta {
+    meta(
+        caller,
+        headers,
+        q.get("run_id")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    )
+}
+
+/// Runs one entity command (or validates it only) and answers `{ok, entity}`.
+async fn write_entity(
+    app: &AppState,
+    meta: WriteMeta,
+    command: Command,
+    q: &Params,
+) -> ApiResult<Response> {
+    let projection = Projection::from_params(q)?;
+    if q.flag("validation_only", false)? {
+        let outcome = app.catalog.dry_run(&meta, &command)?;
+        return Ok(answer(outcome, &projection, app.catalog.view().seq(), true));
+    }
+    let (outcome, seq) = app.catalog.write_one(meta, command).await?;
+    Ok(answer(outcome?, &projection, seq, false))
+}
+
+fn answer(outcome: Outcome, projection: &Projection, seq: u64, dry_run: bool) -> Response {
+    match outcome {
+        Outcome::Entity { entity, created } => {
+            let status = if created && !dry_run {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            reply(
+                status,
+                json!({"ok": true, "entity": render::entity(&entity, projection)}),
+                Some(seq),
+            )
+        }
+        Outcome::Deleted { identifiers } => reply(
+            StatusCode::OK,
+            json!({"ok": true, "deletedEntities": identifiers}),
+            Some(seq),
+        ),
+        _ => reply(StatusCode::OK, json!({"ok": true}), Some(seq)),
+    }
+}
+
+fn write_mode(q: &Params) -> ApiResult<WriteMode> {
+    Ok(match (q.flag("upsert", false)?, q.flag("merge", false)?) {
+        (false, _) => WriteMode::Create,
+        (true, false) => WriteMode::Upsert,
+        (true, true) => WriteMode::UpsertMerge,
+    })
+}
+
+#[utoipa::path(post, path = "/v1/blueprints/{blueprint}/entities", tag = "Entities", summary = "Create or upsert an entity",
+    description = "`upsert=false` (default): 409 if the identifier exists. `upsert=true`: replace it whole. `upsert=true&merge=true`: merge the given title, icon, team, properties and relations into it (a `null` value removes a key). `create_missing_related_entities=true` creates empty targets for unknown relation ids (else 404 `not_found`). `validation_only=true` validates and writes nothing. The writer's `User-Agent` is kept as `$datasource`. Answers 201 when created, 200 when changed.",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier"),
+        ("upsert" = Option<bool>, Query, description = "Update if it exists"),
+        ("merge" = Option<bool>, Query, description = "With upsert: merge instead of replace"),
+        ("validation_only" = Option<bool>, Query, description = "Validate only"),
+        ("create_missing_related_entities" = Option<bool>, Query, description = "Create unknown relation targets"),
+        ("run_id" = Option<String>, Query, description = "The action run this change belongs to")),
+    request_body(content = Object, description = "`{identifier, title, icon, team, properties, relations}`"),
+    responses((status = 201, description = "`{ok, entity}`", body = Entity), (status = 200, description = "Updated: `{ok, entity}`", body = Entity),
+        (status = 404, description = "Unknown blueprint or related entity"), (status = 409, description = "Exists and upsert=false"), (status = 422, description = "Does not match the blueprint")))]
+pub async fn create(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    params: RawPathParams,
+    q: Params,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    let blueprint = blueprint_id(&params)?;
+    ensure_blueprint(&app, &blueprint)?;
+    let input = EntityInput::from_value(&body)?;
+    let command = Command::WriteEntity {
+        blueprint,
+        path_id: None,
+        input,
+        mode: write_mode(&q)?,
+        create_missing_related: q.flag("create_missing_related_entities", false)?,
+    };
+    write_entity(&app, write_meta(&caller, &headers, &q), command, &q).await
+}
+
+async fn write_existing(
+    app: AppState,
+    caller: Caller,
+    headers: HeaderMap,
+    params: RawPathParams,
+    q: Params,
+    body: Value,
+    mode: WriteMode,
+) -> ApiResult<Response> {
+    let blueprint = blueprint_id(&params)?;
+    let id = entity_id(&params)?;
+    ensure_blueprint(&app, &blueprint)?;
+    let input = EntityInput::from_value(&body)?;
+    let command = Command::WriteEntity {
+        blueprint,
+        path_id: Some(id),
+        input,
+        mode,
+        create_missing_related: q.flag("create_missing_related_entities", false)?,
+    };
+    write_entity(&app, write_meta(&caller, &headers, &q), command, &q).await
+}
+
+#[utoipa::path(put, path = "/v1/blueprints/{blueprint}/entities/{entity}", tag = "Entities", summary = "Replace an entity",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier"), ("entity" = String, Path, description = "Entity identifier, URL-encoded"),
+        ("create_missing_related_entities" = Option<bool>, Query, description = "Create unknown relation targets"),
+        ("validation_only" = Option<bool>, Query, description = "Validate only"),
+        ("run_id" = Option<String>, Query, description = "The action run this change belongs to")),
+    request_body(content = Object, description = "The whole entity"),
+    responses((status = 200, description = "`{ok, entity}`", body = Entity), (status = 404, description = "No such entity"), (status = 422, description = "Does not match the blueprint")))]
+pub async fn replace(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    params: RawPathParams,
+    q: Params,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    write_existing(app, caller, headers, params, q, body, WriteMode::Replace).await
+}
+
+#[utoipa::path(patch, path = "/v1/blueprints/{blueprint}/entities/{entity}", tag = "Entities", summary = "Change part of an entity",
+    description = "Merges the given fields; `title`, `icon`, `team` may be `null` to clear them; a property or relation set to `null` is removed.",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier"), ("entity" = String, Path, description = "Entity identifier, URL-encoded"),
+        ("create_missing_related_entities" = Option<bool>, Query, description = "Create unknown relation targets"),
+        ("validation_only" = Option<bool>, Query, description = "Validate only"),
+        ("run_id" = Option<String>, Query, description = "The action run this change belongs to")),
+    request_body(content = Object, description = "The fields to change"),
+    responses((status = 200, description = "`{ok, entity}`", body = Entity), (status = 404, description = "No such entity"), (status = 422, description = "Does not match the blueprint")))]
+pub async fn patch(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    params: RawPathParams,
+    q: Params,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    write_existing(app, caller, headers, params, q, body, WriteMode::Patch).await
+}
+
+#[utoipa::path(delete, path = "/v1/blueprints/{blueprint}/entities/{entity}", tag = "Entities", summary = "Delete an entity",
+    description = "Entities with a *required* relation to it are deleted too with `delete_dependents=true`, or make the delete fail (409) without it. Entities with an optional relation to it lose that relation value.",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier"), ("entity" = String, Path, description = "Entity identifier, URL-encoded"),
+        ("delete_dependents" = Option<bool>, Query, description = "Cascade to dependents"),
+        ("run_id" = Option<String>, Query, description = "The action run this change belongs to")),
+    responses((status = 200, description = "`{ok, deletedEntities}`"), (status = 404, description = "No such entity"), (status = 409, description = "Has dependents")))]
+pub async fn delete(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    params: RawPathParams,
+    q: Params,
+) -> ApiResult<Response> {
+    let blueprint = blueprint_id(&params)?;
+    let identifier = entity_id(&params)?;
+    let command = Command::DeleteEntity {
+        blueprint,
+        identifier,
+        delete_dependents: q.flag("delete_dependents", false)?,
+    };
+    write_entity(&app, write_meta(&caller, &headers, &q), command, &q).await
+}
+
+#[utoipa::path(get, path = "/v1/blueprints/{blueprint}/entities/{entity}", tag = "Entities", summary = "Get an entity",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier"), ("entity" = String, Path, description = "Entity identifier, URL-encoded (`+` is a space)"),
+        ("include" = Option<Vec<String>>, Query, description = "Fields to return (repeated or comma-joined): identifier, title, team, properties.<p>, relations.<r>, ..."),
+        ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out")),
+    responses((status = 200, description = "`{ok, entity}`", body = Entity), (status = 404, description = "No such blueprint or entity")))]
+pub async fn get_one(
+    State(app): State<AppState>,
+    params: RawPathParams,
+    q: Params,
+) -> ApiResult<Response> {
+    let blueprint = blueprint_id(&params)?;
+    let id = entity_id(&params)?;
+    let projection = Projection::from_params(&q)?;
+    let view = app.catalog.view();
+    if view.blueprint(&blueprint).is_none() {
+        return Err(DomainError::not_found("blueprint", blueprint).into());
+    }
+    let entity = view.entity(&blueprint, &id).ok_or_else(|| {
+        ApiError::from(DomainError::not_found(
+            "entity",
+            format!("{blueprint}/{id}"),
+        ))
+    })?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({"ok": true, "entity": render::entity(entity, &projection)}),
+        None,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/blueprints/{blueprint}/entities", tag = "Entities", summary = "List a blueprint's entities",
+    description = "All entities of the blueprint, ordered by identifier. For large blueprints prefer the paginated search.",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier"),
+        ("include" = Option<Vec<String>>, Query, description = "Fields to return"), ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out")),
+    responses((status = 200, description = "`{ok, entities: [...]}`", body = Vec<Entity>), (status = 404, description = "No such blueprint")))]
+pub async fn list(
+    State(app): State<AppState>,
+    params: RawPathParams,
+    q: Params,
+) -> ApiResult<Response> {
+    let blueprint = blueprint_id(&params)?;
+    let projection = Projection::from_params(&q)?;
+    let view = app.catalog.view();
+    if view.blueprint(&blueprint).is_none() {
+        return Err(DomainError::not_found("blueprint", blueprint).into());
+    }
+    let entities: Vec<Value> = view
+        .entities_of(&blueprint)
+        .map(|e| render::entity(e, &projection))
+        .collect();
+    Ok(reply(
+        StatusCode::OK,
+        json!({"ok": true, "entities": entities}),
+        None,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/blueprints/{blueprint}/entities-count", tag = "Entities", summary = "Count a blueprint's entities",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier")),
+    responses((status = 200, description = "`{ok, count}`"), (status = 404, description = "No such blueprint")))]
+pub async fn count(State(app): State<AppState>, params: RawPathParams) -> ApiResult<Response> {
+    let blueprint = blueprint_id(&params)?;
+    let view = app.catalog.view();
+    if view.blueprint(&blueprint).is_none() {
+        return Err(DomainError::not_found("blueprint", blueprint).into());
+    }
+    Ok(reply(
+        StatusCode::OK,
+        json!({"ok": true, "count": view.entity_count(&blueprint)}),
+        None,
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct BulkUpsert {
+    /// 1 to 1000 entities.
+    #[schema(value_type = Vec<Object>)]
+    pub entities: Vec<Value>,
+}
+
+#[utoipa::path(post, path = "/v1/blueprints/{blueprint}/entities/bulk", tag = "Entities", summary = "Upsert many entities",
+    description = "Up to 1000 entities (Port allows 20). Each item is written, or refused, on its own; the answer maps results to request positions by `index`. 200 when all succeeded, 207 when some failed. Takes the same query parameters as the single create.",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier"),
+        ("upsert" = Option<bool>, Query, description = "Update existing entities (default true here)"),
+        ("merge" = Option<bool>, Query, description = "Merge into existing entities"),
+        ("validation_only" = Option<bool>, Query, description = "Validate only"),
+        ("create_missing_related_entities" = Option<bool>, Query, description = "Create unknown relation targets")),
+    request_body = BulkUpsert,
+    responses((status = 200, description = "`{ok, entities: [{index, identifier, created}], errors: []}`"),
+        (status = 207, description = "Some items failed: `errors: [{index, identifier, statusCode, error, message}]`"),
+        (status = 404, description = "No such blueprint"), (status = 422, description = "Empty or over 1000 items")))]
+pub async fn bulk_upsert(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    params: RawPathParams,
+    q: Params,
+    ApiJson(body): ApiJson<BulkUpsert>,
+) -> ApiResult<Response> {
+    let blueprint = blueprint_id(&params)?;
+    ensure_blueprint(&app, &blueprint)?;
+    let n = body.entities.len();
+    if n == 0 || n > MAX_BULK {
+        return Err(ApiError::unprocessable(format!(
+            "`entities` must hold 1 to {MAX_BULK} items, got {n}"
+        )));
+    }
+    // Port's bulk route upserts unless told otherwise.
+    let mode = match (q.flag("upsert", true)?, q.flag("merge", false)?) {
+        (false, _) => WriteMode::Create,
+        (true, false) => WriteMode::Upsert,
+        (true, true) => WriteMode::UpsertMerge,
+    };
+    let create_missing_related = q.flag("create_missing_related_entities", false)?;
+    let dry_run = q.flag("validation_only", false)?;
+    let meta = write_meta(&caller, &headers, &q);
+
+    // Items that do not parse fail on their own; the rest become commands.
+    let mut slots: Vec<(usize, String, Result<Command, DomainError>)> = Vec::with_capacity(n);
+    for (index, item) in body.entities.iter().enumerate() {
+        let label = item
+            .get("identifier")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string();
+        let command = EntityInput::from_value(item).map(|input| Command::WriteEntity {
+            blueprint: blueprint.clone(),
+            path_id: None,
+            input,
+            mode,
+            create_missing_related,
+        });
+        slots.push((index, label, command));
+    }
+    let commands: Vec<Command> = slots
+        .iter()
+        .filter_map(|(_, _, c)| c.as_ref().ok().cloned())
+        .collect();
+    let (mut outcomes, seq) = if dry_run {
+        let view = app.catalog.view();
+        let outcomes = commands
+            .iter()
+            .map(|c| berth_engine::execute(&view, &meta, c).map(|(_, o)| o))
+            .collect::<Vec<_>>();
+        (outcomes.into_iter(), view.seq())
+    } else {
+        let result = app.catalog.write(meta, commands).await?;
+        (result.outcomes.into_iter(), result.seq)
+    };
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for (index, label, command) in slots {
+        let result = match command {
+            Ok(_) => outcomes
+                .next()
+                .unwrap_or_else(|| Err(DomainError::Invalid("no result".into()))),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(Outcome::Entity { entity, created }) => {
+                ok.push(json!({"index": index, "identifier": entity.identifier, "created": created && !dry_run}));
+            }
+            Ok(_) => ok.push(json!({"index": index, "identifier": label})),
+            Err(e) => {
+                let api = ApiError::from(e);
+                errors.push(json!({"index": index, "identifier": label, "statusCode": api.status.as_u16(), "error": api.code, "message": api.message}));
+            }
+        }
+    }
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    Ok(reply(
+        status,
+        json!({"ok": true, "entities": ok, "errors": errors}),
+        Some(seq),
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct BulkDelete {
+    /// 1 to 1000 entity identifiers.
+    pub entities: Vec<String>,
+}
+
+#[utoipa::path(post, path = "/v1/blueprints/{blueprint}/bulk/entities/delete", tag = "Entities", summary = "Delete many entities",
+    description = "Each identifier is deleted, or refused, on its own: trust `deletedEntities`. Failures are listed in `errors`.",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier"),
+        ("delete_dependents" = Option<bool>, Query, description = "Cascade to dependents"),
+        ("run_id" = Option<String>, Query, description = "The action run these changes belong to")),
+    request_body = BulkDelete,
+    responses((status = 200, description = "`{ok, deletedEntities: [...]}`"), (status = 207, description = "Some failed: `errors` lists them"),
+        (status = 404, description = "No such blueprint")))]
+pub async fn bulk_delete(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    params: RawPathParams,
+    q: Params,
+    ApiJson(body): ApiJson<BulkDelete>,
+) -> ApiResult<Response> {
+    let blueprint = blueprint_id(&params)?;
+    ensure_blueprint(&app, &blueprint)?;
+    let n = body.entities.len();
+    if n == 0 || n > MAX_BULK {
+        return Err(ApiError::unprocessable(format!(
+            "`entities` must hold 1 to {MAX_BULK} identifiers, got {n}"
+        )));
+    }
+    let delete_dependents = q.flag("delete_dependents", false)?;
+    let commands = body
+        .entities
+        .iter()
+        .map(|id| Command::DeleteEntity {
+            blueprint: blueprint.clone(),
+            identifier: id.clone(),
+            delete_dependents,
+        })
+        .collect();
+    let result = app
+        .catalog
+        .write(write_meta(&caller, &headers, &q), commands)
+        .await?;
+    let mut deleted = Vec::new();
+    let mut errors = Vec::new();
+    for (index, (id, outcome)) in body.entities.iter().zip(result.outcomes).enumerate() {
+        match outcome {
+            Ok(_) => deleted.push(id.clone()),
+            Err(e) => {
+                let api = ApiError::from(e);
+                errors.push(json!({"index": index, "identifier": id, "statusCode": api.status.as_u16(), "error": api.code, "message": api.message}));
+            }
+        }
+    }
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    Ok(reply(
+        status,
+        json!({"ok": true, "deletedEntities": deleted, "errors": errors}),
+        Some(result.seq),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/blueprints/{blueprint}/all-entities", tag = "Entities", summary = "Delete all of a blueprint's entities",
+    description = "Deletes every entity of the blueprint in one atomic change, and the blueprint too with `delete_blueprint=true`. Entities of other blueprints with an optional relation to them lose that value; a required one makes it fail (409). Answers a `migrationId` that `GET /v1/migrations/{id}` reports as COMPLETE.",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier"),
+        ("delete_blueprint" = Option<bool>, Query, description = "Delete the blueprint afterwards"),
+        ("run_id" = Option<String>, Query, description = "The action run these changes belong to")),
+    responses((status = 200, description = "`{ok, migrationId}`"), (status = 404, description = "No such blueprint"), (status = 409, description = "Other entities depend on them")))]
+pub async fn delete_all(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    params: RawPathParams,
+    q: Params,
+) -> ApiResult<Response> {
+    let blueprint = blueprint_id(&params)?;
+    let delete_blueprint = q.flag("delete_blueprint", false)?;
+    if delete_blueprint && !caller.is_admin() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an Admin may delete blueprints",
+        ));
+    }
+    let command = Command::DeleteAllEntities {
+        blueprint: blueprint.clone(),
+        delete_blueprint,
+    };
+    let (outcome, seq) = app
+        .catalog
+        .write_one(write_meta(&caller, &headers, &q), command)
+        .await?;
+    let deleted = match outcome? {
+        Outcome::Deleted { identifiers } => identifiers.len(),
+        _ => 0,
+    };
+    let id = format!("mig_{seq:x}_{}", crate::auth::random_hex(4)?);
+    if let Ok(mut records) = app.migrations.lock() {
+        records.insert(
+            id.clone(),
+            MigrationRecord {
+                blueprint,
+                deleted,
+                delete_blueprint,
+                actor: caller.client_id.clone(),
+                at: crate::now(),
+            },
+        );
+    }
+    Ok(reply(
+        StatusCode::OK,
+        json!({"ok": true, "migrationId": id}),
+        Some(seq),
+    ))
+}

@@ -1,0 +1,103 @@
+//! HTTP routes, one module per resource. Every `/v1` route but the token route sits behind
+//! [`crate::auth::require_auth`].
+
+pub mod blueprints;
+pub mod entities;
+pub mod render;
+pub mod system;
+pub mod token;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+
+use crate::AppState;
+use crate::catalog::CatalogError;
+use crate::error::ApiError;
+
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route(
+            "/v1/blueprints",
+            get(blueprints::list).post(blueprints::create),
+        )
+        .route(
+            "/v1/blueprints/{bp}",
+            get(blueprints::get_one)
+                .put(blueprints::replace)
+                .patch(blueprints::patch)
+                .delete(blueprints::delete),
+        )
+        .route("/v1/blueprints/{bp}/entities-count", get(entities::count))
+        .route(
+            "/v1/blueprints/{bp}/all-entities",
+            axum::routing::delete(entities::delete_all),
+        )
+        .route(
+            "/v1/blueprints/{bp}/entities",
+            get(entities::list).post(entities::create),
+        )
+        .route(
+            "/v1/blueprints/{bp}/entities/bulk",
+            post(entities::bulk_upsert)
+                .get(entities::get_one)
+                .put(entities::replace)
+                .patch(entities::patch)
+                .delete(entities::delete),
+        )
+        .route(
+            "/v1/blueprints/{bp}/entities/{id}",
+            get(entities::get_one)
+                .put(entities::replace)
+                .patch(entities::patch)
+                .delete(entities::delete),
+        )
+        .route(
+            "/v1/blueprints/{bp}/bulk/entities/delete",
+            post(entities::bulk_delete),
+        )
+        .route("/v1/migrations/{id}", get(system::migration))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_auth,
+        ));
+    Router::new()
+        .route("/v1/auth/access_token", post(token::access_token))
+        .merge(protected)
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/openapi.json", get(system::openapi_json))
+        .route("/docs", get(system::docs))
+        .route("/docs/redoc.standalone.js", get(system::redoc_js))
+        .route("/", get(system::root))
+        .fallback(system::not_found)
+        .method_not_allowed_fallback(system::method_not_allowed)
+        .with_state(state)
+}
+
+/// A success answer in Port's envelope, with the sequence number a write reached in `X-Berth-Seq`.
+pub fn reply(status: StatusCode, body: Value, seq: Option<u64>) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(seq) = seq {
+        if let Ok(v) = HeaderValue::from_str(&seq.to_string()) {
+            response.headers_mut().insert("x-berth-seq", v);
+        }
+    }
+    response
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Store(inner) => {
+                ApiError::unavailable(format!("the write was not applied: {inner}"))
+            }
+            CatalogError::Stopped => {
+                ApiError::unavailable("the server is shutting down; the write was not applied")
+            }
+            CatalogError::Replay(m) => ApiError::internal(m),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Operations and documentation routes: health, readiness, the OpenAPI document, the reference page,
+//! migration status, and the JSON answers for unknown routes and methods.
+
+use axum::Extension;
+use axum::extract::{RawPathParams, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::json;
+
+use super::reply;
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::raw_path;
+
+const REDOC_JS: &[u8] = include_bytes!("../../assets/vendor/redoc/redoc.standalone.js");
+
+#[utoipa::path(get, path = "/healthz", tag = "Operations", summary = "Liveness",
+    responses((status = 200, description = "The process is up: `{ok: true, seq, uptimeSeconds}`")))]
+pub async fn healthz(State(app): State<AppState>) -> Response {
+    reply(
+        StatusCode::OK,
+        json!({"ok": true, "seq": app.catalog.view().seq(), "uptimeSeconds": app.started.elapsed().as_secs()}),
+        None,
+    )
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "Operations", summary = "Readiness",
+    responses((status = 200, description = "The store answers and the catalog is loaded"), (status = 503, description = "The store does not answer")))]
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    match tokio::time::timeout(crate::READY_TIMEOUT, app.catalog.store().head()).await {
+        Ok(Ok(head)) => reply(
+            StatusCode::OK,
+            json!({"ok": true, "storeHead": head, "applied": app.catalog.view().seq(), "store": app.catalog.store().describe()}),
+            None,
+        ),
+        Ok(Err(e)) => ApiError::unavailable(format!("store: {e}")).into_response(),
+        Err(_) => ApiError::unavailable("the store did not answer in time").into_response(),
+    }
+}
+
+pub async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document_json(),
+    )
+        .into_response()
+}
+
+pub async fn docs() -> Html<&'static str> {
+    Html(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Berth API reference</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><redoc spec-url="/openapi.json" hide-download-button="false"></redoc>
+<noscript>The reference needs JavaScript; the raw document is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+<script src="/docs/redoc.standalone.js"></script></body></html>"#,
+    )
+}
+
+pub async fn redoc_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/javascript"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        REDOC_JS,
+    )
+        .into_response()
+}
+
+pub async fn root() -> Response {
+    reply(
+        StatusCode::OK,
+        json!({"ok": true, "name": "berth", "version": env!("CARGO_PKG_VERSION"), "docs": "/docs", "openapi": "/openapi.json"}),
+        None,
+    )
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; the API is described at /openapi.json")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}
+
+#[utoipa::path(get, path = "/v1/migrations/{id}", tag = "Entities", summary = "Status of an all-entities delete",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The `migrationId` answered by DELETE all-entities")),
+    responses((status = 200, description = "`{ok, migration: {id, status: \"COMPLETE\", ...}}`"), (status = 404, description = "Unknown id")))]
+pub async fn migration(
+    State(app): State<AppState>,
+    Extension(_caller): Extension<Caller>,
+    params: RawPathParams,
+) -> ApiResult<Response> {
+    let id = raw_path(&params, "id")?;
+    let record = app
+        .migrations
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&id).cloned())
+        .ok_or_else(|| ApiError::not_found(format!("migration `{id}` was not found")))?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({"ok": true, "migration": {
+            "id": id, "status": "COMPLETE", "actor": record.actor, "sourceBlueprint": record.blueprint,
+            "deleteBlueprint": record.delete_blueprint, "deleteEntities": true,
+            "successCount": record.deleted, "failureCount": 0, "createdAt": record.at, "updatedAt": record.at}}),
+        None,
+    ))
+}

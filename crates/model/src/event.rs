@@ -18,6 +18,8 @@ pub enum Origin {
 }
 
 /// One durable change.
+// Changes are short-lived (built, serialised, applied); boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Change {

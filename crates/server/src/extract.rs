@@ -1,6 +1,6 @@
 //! Request extractors that turn every malformed input into an [`ApiError`] in the envelope:
 //! [`ApiJson`] for bodies, [`Params`] for query strings (repeated and comma-joined arrays, string booleans),
-//! and [`raw_path`] for URL-encoded path segments (`+` is a space, as Python's `quote_plus` writes it).
+//! and [`PathParams`] for URL-encoded path segments (`+` is a space, as Python's `quote_plus` writes it).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -103,27 +103,57 @@ impl Params {
     }
 }
 
-/// Decodes a raw (still percent-encoded) path segment: `+` is a space, `%XX` a byte.
-pub fn decode_segment(raw: &str) -> Result<String, ApiError> {
-    let plus = raw.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| {
-            ApiError::bad_request(format!(
-                "path segment {raw:?} is not valid UTF-8 once decoded"
-            ))
-        })
+/// Path parameters, percent-decoded by the router. Invalid UTF-8 after decoding is a 400 in the envelope.
+/// (A `+` in the path is a space: [`plus_as_space`] rewrites it before routing, as Python's `quote_plus`
+/// writes spaces that way while `%2B` stays a literal `+`.)
+pub struct PathParams(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+        Ok(PathParams(
+            raw.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ))
+    }
 }
 
-/// The decoded value of a named path parameter.
-pub fn raw_path(params: &axum::extract::RawPathParams, name: &str) -> Result<String, ApiError> {
-    let raw = params
-        .iter()
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-        .ok_or_else(|| ApiError::bad_request(format!("missing path parameter `{name}`")))?;
-    decode_segment(raw)
+impl PathParams {
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+
+    pub fn get(&self, name: &str) -> Result<String, ApiError> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| ApiError::bad_request(format!("missing path parameter `{name}`")))
+    }
+}
+
+/// Rewrites `+` in the request path to `%20`, before routing.
+pub fn plus_as_space(mut req: Request) -> Request {
+    if req.uri().path().contains('+') {
+        let path = req.uri().path().replace('+', "%20");
+        let pq = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = pq.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
 }
 
 #[cfg(test)]
@@ -131,11 +161,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decodes_segments() {
-        assert_eq!(decode_segment("a%2Fb").expect("ok"), "a/b");
-        assert_eq!(decode_segment("a+b").expect("ok"), "a b");
-        assert_eq!(decode_segment("a%2Bb").expect("ok"), "a+b");
-        assert!(decode_segment("%FF").is_err());
+    fn plus_becomes_a_space_in_paths_only() {
+        let req = Request::builder()
+            .uri("/v1/blueprints/x/entities/a+b?q=c+d")
+            .body(axum::body::Body::empty())
+            .expect("req");
+        let req = plus_as_space(req);
+        assert_eq!(req.uri().path(), "/v1/blueprints/x/entities/a%20b");
+        assert_eq!(req.uri().query(), Some("q=c+d"));
     }
 
     #[test]

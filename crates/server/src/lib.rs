@@ -193,12 +193,16 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let app = router(self.state.clone());
+        let app =
+            tower::ServiceExt::map_request(router(self.state.clone()), extract::plus_as_space);
         let addr = self.info.addr;
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        axum::serve(
+            self.listener,
+            axum::ServiceExt::<Request>::into_make_service(app),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
         match self.state.catalog.snapshot().await {
             Ok(seq) => tracing::info!(seq, "final snapshot written"),
             Err(e) => tracing::warn!(error = %e, "final snapshot failed"),

@@ -1,7 +1,7 @@
 //! `/v1/blueprints`: list, create, get, replace, patch (JSON merge patch), delete.
 
 use axum::Extension;
-use axum::extract::{RawPathParams, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use berth_engine::{Command, Outcome, WriteMeta};
@@ -12,7 +12,7 @@ use super::reply;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, raw_path};
+use crate::extract::{ApiJson, PathParams};
 
 pub fn meta(caller: &Caller, headers: &axum::http::HeaderMap, run_id: Option<String>) -> WriteMeta {
     WriteMeta {
@@ -96,8 +96,8 @@ pub async fn create(
     security(("bearer" = [])),
     params(("blueprint" = String, Path, description = "Blueprint identifier")),
     responses((status = 200, description = "`{ok, blueprint}`", body = Blueprint), (status = 404, description = "No such blueprint")))]
-pub async fn get_one(State(app): State<AppState>, params: RawPathParams) -> ApiResult<Response> {
-    let id = raw_path(&params, "bp")?;
+pub async fn get_one(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
+    let id = params.get("bp")?;
     let view = app.catalog.view();
     let bp = view
         .blueprint(&id)
@@ -119,11 +119,11 @@ pub async fn replace(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: axum::http::HeaderMap,
-    params: RawPathParams,
+    params: PathParams,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     require_admin(&caller)?;
-    let id = raw_path(&params, "bp")?;
+    let id = params.get("bp")?;
     write_blueprint(
         &app,
         meta(&caller, &headers, None),
@@ -143,11 +143,11 @@ pub async fn patch(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: axum::http::HeaderMap,
-    params: RawPathParams,
+    params: PathParams,
     ApiJson(patch): ApiJson<Value>,
 ) -> ApiResult<Response> {
     require_admin(&caller)?;
-    let id = raw_path(&params, "bp")?;
+    let id = params.get("bp")?;
     write_blueprint(
         &app,
         meta(&caller, &headers, None),
@@ -166,10 +166,10 @@ pub async fn delete(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: axum::http::HeaderMap,
-    params: RawPathParams,
+    params: PathParams,
 ) -> ApiResult<Response> {
     require_admin(&caller)?;
-    let id = raw_path(&params, "bp")?;
+    let id = params.get("bp")?;
     write_blueprint(
         &app,
         meta(&caller, &headers, None),

@@ -2,7 +2,7 @@
 //! bulk upsert with per-item results, bulk delete, delete-all, reads with `include` / `exclude`, counts.
 
 use axum::Extension;
-use axum::extract::{RawPathParams, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use berth_engine::{Command, Outcome, WriteMeta, WriteMode};
@@ -15,20 +15,20 @@ use super::render::{self, Projection};
 use super::reply;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, Params, raw_path};
+use crate::extract::{ApiJson, Params, PathParams};
 use crate::{AppState, MigrationRecord};
 
 /// The most entities one bulk request may carry (Port: 20).
 pub const MAX_BULK: usize = 1000;
 
-fn blueprint_id(params: &RawPathParams) -> ApiResult<String> {
-    raw_path(params, "bp")
+fn blueprint_id(params: &PathParams) -> ApiResult<String> {
+    params.get("bp")
 }
 
 /// The entity id of the route; `/entities/bulk` doubles as the entity named `bulk`.
-fn entity_id(params: &RawPathParams) -> ApiResult<String> {
-    if params.iter().any(|(k, _)| k == "id") {
-        raw_path(params, "id")
+fn entity_id(params: &PathParams) -> ApiResult<String> {
+    if params.has("id") {
+        params.get("id")
     } else {
         Ok("bulk".to_string())
     }
@@ -114,7 +114,7 @@ pub async fn create(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    params: RawPathParams,
+    params: PathParams,
     q: Params,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
@@ -135,7 +135,7 @@ async fn write_existing(
     app: AppState,
     caller: Caller,
     headers: HeaderMap,
-    params: RawPathParams,
+    params: PathParams,
     q: Params,
     body: Value,
     mode: WriteMode,
@@ -166,7 +166,7 @@ pub async fn replace(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    params: RawPathParams,
+    params: PathParams,
     q: Params,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
@@ -186,7 +186,7 @@ pub async fn patch(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    params: RawPathParams,
+    params: PathParams,
     q: Params,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
@@ -204,7 +204,7 @@ pub async fn delete(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    params: RawPathParams,
+    params: PathParams,
     q: Params,
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
@@ -225,7 +225,7 @@ pub async fn delete(
     responses((status = 200, description = "`{ok, entity}`", body = Entity), (status = 404, description = "No such blueprint or entity")))]
 pub async fn get_one(
     State(app): State<AppState>,
-    params: RawPathParams,
+    params: PathParams,
     q: Params,
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
@@ -256,7 +256,7 @@ pub async fn get_one(
     responses((status = 200, description = "`{ok, entities: [...]}`", body = Vec<Entity>), (status = 404, description = "No such blueprint")))]
 pub async fn list(
     State(app): State<AppState>,
-    params: RawPathParams,
+    params: PathParams,
     q: Params,
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
@@ -280,7 +280,7 @@ pub async fn list(
     security(("bearer" = [])),
     params(("blueprint" = String, Path, description = "Blueprint identifier")),
     responses((status = 200, description = "`{ok, count}`"), (status = 404, description = "No such blueprint")))]
-pub async fn count(State(app): State<AppState>, params: RawPathParams) -> ApiResult<Response> {
+pub async fn count(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
     let view = app.catalog.view();
     if view.blueprint(&blueprint).is_none() {
@@ -316,7 +316,7 @@ pub async fn bulk_upsert(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    params: RawPathParams,
+    params: PathParams,
     q: Params,
     ApiJson(body): ApiJson<BulkUpsert>,
 ) -> ApiResult<Response> {
@@ -421,7 +421,7 @@ pub async fn bulk_delete(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    params: RawPathParams,
+    params: PathParams,
     q: Params,
     ApiJson(body): ApiJson<BulkDelete>,
 ) -> ApiResult<Response> {
@@ -481,7 +481,7 @@ pub async fn delete_all(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    params: RawPathParams,
+    params: PathParams,
     q: Params,
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;

@@ -2,7 +2,7 @@
 //! migration status, and the JSON answers for unknown routes and methods.
 
 use axum::Extension;
-use axum::extract::{RawPathParams, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
@@ -11,7 +11,7 @@ use super::reply;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::raw_path;
+use crate::extract::PathParams;
 
 const REDOC_JS: &[u8] = include_bytes!("../../assets/vendor/redoc/redoc.standalone.js");
 
@@ -96,9 +96,9 @@ pub async fn method_not_allowed() -> ApiError {
 pub async fn migration(
     State(app): State<AppState>,
     Extension(_caller): Extension<Caller>,
-    params: RawPathParams,
+    params: PathParams,
 ) -> ApiResult<Response> {
-    let id = raw_path(&params, "id")?;
+    let id = params.get("id")?;
     let record = app
         .migrations
         .lock()

@@ -1,8 +1,321 @@
-//! `berth bench`.
+//! `berth bench`: starts a real `berth serve` process on a fresh data directory and measures it over HTTP,
+//! as a client would: bulk ingest (large batches, and Port-sized batches over many connections), point-read
+//! latency and throughput, resident memory, and start-up time with the data it ingested.
+//! The client runs on the same machine, so it competes with the server for the CPU: compare ratios from one
+//! run rather than absolute figures across machines.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
 
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Entities ingested in each ingest phase
+    #[arg(long, default_value_t = 100_000)]
+    entities: usize,
+    /// Entities per request in the large-batch phase
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Connections used by the large-batch phase
+    #[arg(long, default_value_t = 2)]
+    batch_connections: usize,
+    /// Entities per request in the Port-sized phase
+    #[arg(long, default_value_t = 20)]
+    small_batch: usize,
+    /// Connections used by the Port-sized phase and the read-throughput phase
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Sequential point reads timed for latency
+    #[arg(long, default_value_t = 10_000)]
+    reads: usize,
+    /// Seconds of concurrent point reads for throughput
+    #[arg(long, default_value_t = 5)]
+    read_seconds: u64,
+    /// Keep the data directory (its path is printed)
+    #[arg(long)]
+    keep: bool,
+}
 
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+const ID: &str = "bench-admin";
+const SECRET: &str = "bench-secret-0123456789abcdef";
+
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn spawn(data_dir: &std::path::Path) -> anyhow::Result<Proc> {
+    let port = free_port()?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("BERTH_BOOTSTRAP_CLIENT_ID", ID)
+        .env("BERTH_BOOTSTRAP_CLIENT_SECRET", SECRET)
+        .env("BERTH_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start berth serve")?;
+    Ok(Proc { child, base: format!("http://127.0.0.1:{port}") })
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                return Ok(started.elapsed());
+            }
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("server not ready after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn token(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let v: Value = client
+        .post(format!("{base}/v1/auth/access_token"))
+        .json(&json!({"clientId": ID, "clientSecret": SECRET}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    v["accessToken"].as_str().map(str::to_string).context("no token")
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Service entities `prefix-0 ..`, each related to one of 100 teams.
+fn bodies(prefix: &str, n: usize, per_request: usize) -> Vec<Vec<u8>> {
+    let langs = ["Rust", "Go", "Python", "Java"];
+    (0..n)
+        .collect::<Vec<_>>()
+        .chunks(per_request)
+        .map(|chunk| {
+            let entities: Vec<Value> = chunk
+                .iter()
+                .map(|i| {
+                    json!({"identifier": format!("{prefix}-{i}"), "title": format!("Service {i}"),
+                        "properties": {"language": langs[i % 4], "replicas": i % 20, "url": format!("https://svc-{i}.example.com"), "tags": ["a", "b"]},
+                        "relations": {"team": format!("team-{}", i % 100)}})
+                })
+                .collect();
+            serde_json::to_vec(&json!({"entities": entities})).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Sends every body over `connections` concurrent clients; returns the elapsed time.
+async fn ingest(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    bodies: Vec<Vec<u8>>,
+    connections: usize,
+) -> anyhow::Result<Duration> {
+    let queue = Arc::new(std::sync::Mutex::new(bodies));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections.max(1) {
+        let (client, queue) = (client.clone(), Arc::clone(&queue));
+        let url = format!("{base}/v1/blueprints/service/entities/bulk");
+        let token = token.to_string();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(body) = queue.lock().ok().and_then(|mut q| q.pop()) else { return Ok::<_, anyhow::Error>(()) };
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                if r.status() != 200 {
+                    bail!("bulk answered {}: {}", r.status(), r.text().await.unwrap_or_default());
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(started.elapsed())
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().to_path_buf();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    println!("berth bench: {} entities per ingest phase, data in {}", args.entities, data_dir.display());
+    println!(
+        "machine: {} cores; client and server share them",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let server = spawn(&data_dir)?;
+    let empty_start = wait_ready(&client, &server.base).await?;
+    let token = token(&client, &server.base).await?;
+    for body in [
+        json!({"identifier": "team", "title": "Team", "schema": {"properties": {}}}),
+        json!({"identifier": "service", "title": "Service", "schema": {"properties": {
+            "language": {"type": "string", "enum": ["Rust", "Go", "Python", "Java"]},
+            "replicas": {"type": "number", "minimum": 0}, "url": {"type": "string", "format": "url"},
+            "tags": {"type": "array", "items": {"type": "string"}}}},
+            "relations": {"team": {"target": "team", "required": true, "many": false}}}),
+    ] {
+        let r = client.post(format!("{}/v1/blueprints", server.base)).bearer_auth(&token).json(&body).send().await?;
+        if !r.status().is_success() {
+            bail!("blueprint refused: {}", r.text().await.unwrap_or_default());
+        }
+    }
+    let teams: Vec<Value> = (0..100).map(|i| json!({"identifier": format!("team-{i}")})).collect();
+    client
+        .post(format!("{}/v1/blueprints/team/entities/bulk", server.base))
+        .bearer_auth(&token)
+        .json(&json!({"entities": teams}))
+        .send()
+        .await?;
+
+    let mut rows: Vec<(String, String)> = Vec::new();
+    rows.push((
+        "start-up, empty store (spawn → /readyz 200)".into(),
+        format!("{:.0} ms", empty_start.as_secs_f64() * 1e3),
+    ));
+
+    let large = bodies("big", args.entities, args.batch);
+    let t = ingest(&client, &server.base, &token, large, args.batch_connections).await?;
+    rows.push((
+        format!("bulk ingest, batches of {} over {} connections", args.batch, args.batch_connections),
+        format!("{:.0} entities/s ({:.2} s)", args.entities as f64 / t.as_secs_f64(), t.as_secs_f64()),
+    ));
+
+    let small = bodies("small", args.entities, args.small_batch);
+    let t = ingest(&client, &server.base, &token, small, args.connections).await?;
+    rows.push((
+        format!("bulk ingest, batches of {} over {} connections", args.small_batch, args.connections),
+        format!("{:.0} entities/s ({:.2} s)", args.entities as f64 / t.as_secs_f64(), t.as_secs_f64()),
+    ));
+
+    // Point reads: sequential latency, then concurrent throughput.
+    let total = 2 * args.entities;
+    let mut lat = Vec::with_capacity(args.reads);
+    let mut x: u64 = 12345;
+    for _ in 0..args.reads {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let i = (x >> 33) as usize % args.entities;
+        let url = format!("{}/v1/blueprints/service/entities/big-{i}", server.base);
+        let started = Instant::now();
+        let r = client.get(&url).bearer_auth(&token).send().await?;
+        let _ = r.bytes().await?;
+        lat.push(started.elapsed());
+    }
+    lat.sort();
+    rows.push((
+        format!("GET one entity, sequential, {} requests", args.reads),
+        format!(
+            "p50 {:.0} µs, p99 {:.0} µs",
+            percentile(&lat, 0.5).as_secs_f64() * 1e6,
+            percentile(&lat, 0.99).as_secs_f64() * 1e6
+        ),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(args.read_seconds);
+    let mut tasks = Vec::new();
+    for c in 0..args.connections {
+        let (client, base, token) = (client.clone(), server.base.clone(), token.clone());
+        let n = args.entities;
+        tasks.push(tokio::spawn(async move {
+            let mut count = 0u64;
+            let mut i = c * 7919;
+            while Instant::now() < deadline {
+                i = (i + 104_729) % n;
+                if let Ok(r) = client
+                    .get(format!("{base}/v1/blueprints/service/entities/big-{i}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                {
+                    if r.bytes().await.is_ok() {
+                        count += 1;
+                    }
+                }
+            }
+            count
+        }));
+    }
+    let mut reads = 0u64;
+    for t in tasks {
+        reads += t.await.unwrap_or(0);
+    }
+    rows.push((
+        format!("GET one entity, {} connections, {} s", args.connections, args.read_seconds),
+        format!("{:.0} requests/s", reads as f64 / args.read_seconds as f64),
+    ));
+    rows.push((format!("server RSS with {total} entities"), format!("{:.0} MiB", rss_mib(server.child.id()))));
+
+    // Start-up with data: after a graceful stop (snapshot at the head) and after SIGKILL (snapshot + tail).
+    let pid = server.child.id();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let mut server = server;
+    let _ = server.child.wait();
+    let restarted = spawn(&data_dir)?;
+    let warm = wait_ready(&client, &restarted.base).await?;
+    rows.push((
+        format!("start-up with {total} entities, after a graceful stop (snapshot at head)"),
+        format!("{:.0} ms", warm.as_secs_f64() * 1e3),
+    ));
+    // Write a tail past the snapshot, then SIGKILL: the next start loads the snapshot and replays the tail.
+    let tail = args.entities / 5;
+    let token = self::token(&client, &restarted.base).await?;
+    ingest(&client, &restarted.base, &token, bodies("tail", tail, args.batch), args.batch_connections).await?;
+    drop(restarted);
+    let restarted = spawn(&data_dir)?;
+    let killed = wait_ready(&client, &restarted.base).await?;
+    rows.push((
+        format!("start-up with {} entities after SIGKILL (snapshot + {tail} events of tail)", total + tail),
+        format!("{:.0} ms", killed.as_secs_f64() * 1e3),
+    ));
+    drop(restarted);
+
+    println!();
+    println!("| measure | result |");
+    println!("|---|---|");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
+    if args.keep {
+        let kept = dir.keep();
+        println!("\ndata kept in {}", kept.display());
+    }
+    Ok(())
 }

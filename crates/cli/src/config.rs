@@ -62,17 +62,13 @@ impl Settings {
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         let file = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
                 toml::from_str::<FileConfig>(&text)
                     .with_context(|| format!("invalid configuration file {}", path.display()))?
             }
             None => FileConfig::default(),
         };
-        let data_dir = args
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("berth-data"));
+        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("berth-data"));
         let mut server = ServerConfig::new(data_dir);
         if let Some(listen) = args.listen.or(file.listen) {
             server.listen = listen;
@@ -85,41 +81,23 @@ impl Settings {
             server.snapshot_every = every;
         }
         server.demo = args.demo || file.demo.unwrap_or(false);
-        server.bootstrap_client_id = std::env::var("BERTH_BOOTSTRAP_CLIENT_ID")
-            .ok()
-            .filter(|s| !s.is_empty());
-        server.bootstrap_client_secret = std::env::var("BERTH_BOOTSTRAP_CLIENT_SECRET")
-            .ok()
-            .filter(|s| !s.is_empty());
+        server.bootstrap_client_id = std::env::var("BERTH_BOOTSTRAP_CLIENT_ID").ok().filter(|s| !s.is_empty());
+        server.bootstrap_client_secret = std::env::var("BERTH_BOOTSTRAP_CLIENT_SECRET").ok().filter(|s| !s.is_empty());
         if server.bootstrap_client_id.is_some() != server.bootstrap_client_secret.is_some() {
-            anyhow::bail!(
-                "set both BERTH_BOOTSTRAP_CLIENT_ID and BERTH_BOOTSTRAP_CLIENT_SECRET, or neither"
-            );
+            anyhow::bail!("set both BERTH_BOOTSTRAP_CLIENT_ID and BERTH_BOOTSTRAP_CLIENT_SECRET, or neither");
         }
-        let log_format = args
-            .log_format
-            .or(file.log_format)
-            .unwrap_or_else(|| "text".into());
+        let log_format = args.log_format.or(file.log_format).unwrap_or_else(|| "text".into());
         if !matches!(log_format.as_str(), "text" | "json") {
             anyhow::bail!("log format must be text or json, got {log_format:?}");
         }
-        Ok(Settings {
-            server,
-            log_format,
-            log_filter: args
-                .log_filter
-                .or(file.log)
-                .unwrap_or_else(|| "info".into()),
-        })
+        Ok(Settings { server, log_format, log_filter: args.log_filter.or(file.log).unwrap_or_else(|| "info".into()) })
     }
 }
 
 pub fn init_logging(format: &str, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {

@@ -8,12 +8,13 @@ mod config;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the catalog is millions of small allocations made and freed by several threads, where glibc's
+/// allocator spent half the ingest time (measured with perf; see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
-#[command(
-    name = "berth",
-    version,
-    about = "Berth: an open-source internal developer portal"
-)]
+#[command(name = "berth", version, about = "Berth: an open-source internal developer portal")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,10 +30,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -60,20 +58,11 @@ async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
     let server = berth_server::start(settings.server.clone()).await?;
     let info = &server.info;
     let base = format!("http://{}", info.addr);
-    println!(
-        "Berth {} listening on {base}  (API reference: {base}/docs)",
-        env!("CARGO_PKG_VERSION")
-    );
-    println!(
-        "Data: {} ({} blueprints, {} entities)",
-        info.store, info.blueprints, info.entities
-    );
+    println!("Berth {} listening on {base}  (API reference: {base}/docs)", env!("CARGO_PKG_VERSION"));
+    println!("Data: {} ({} blueprints, {} entities)", info.store, info.blueprints, info.entities);
     match &info.generated_credential {
         Some((id, secret, path)) => {
-            println!(
-                "First admin credential (shown once; also in {}):",
-                path.display()
-            );
+            println!("First admin credential (shown once; also in {}):", path.display());
             println!("  clientId:     {id}");
             println!("  clientSecret: {secret}");
             println!(
@@ -82,17 +71,9 @@ async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
         }
         None => {
             let hint = if settings.server.bootstrap_client_id.is_some() {
-                "the BERTH_BOOTSTRAP_CLIENT_ID / BERTH_BOOTSTRAP_CLIENT_SECRET credential"
-                    .to_string()
+                "the BERTH_BOOTSTRAP_CLIENT_ID / BERTH_BOOTSTRAP_CLIENT_SECRET credential".to_string()
             } else {
-                format!(
-                    "the credential in {}",
-                    settings
-                        .server
-                        .data_dir
-                        .join("bootstrap-credentials.json")
-                        .display()
-                )
+                format!("the credential in {}", settings.server.data_dir.join("bootstrap-credentials.json").display())
             };
             println!("Get a token: POST {base}/v1/auth/access_token with {hint}");
         }

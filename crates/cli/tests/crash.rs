@@ -12,22 +12,14 @@ const ID: &str = "crash-admin";
 const SECRET: &str = "crash-secret-0123456789";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 fn spawn(data_dir: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["serve", "--data-dir"])
         .arg(data_dir)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--snapshot-every",
-            "2000",
-        ])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--snapshot-every", "2000"])
         .env("BERTH_BOOTSTRAP_CLIENT_ID", ID)
         .env("BERTH_BOOTSTRAP_CLIENT_SECRET", SECRET)
         .env("BERTH_LOG", "warn")
@@ -57,10 +49,7 @@ async fn ready(client: &reqwest::Client, base: &str) -> String {
         .json()
         .await
         .expect("token json");
-    token["accessToken"]
-        .as_str()
-        .expect("accessToken")
-        .to_string()
+    token["accessToken"].as_str().expect("accessToken").to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,10 +79,8 @@ async fn sigkill_during_bulk_writes_loses_nothing_acknowledged() {
             let r = client
                 .post(format!("{base}/v1/blueprints"))
                 .bearer_auth(&token)
-                .json(
-                    &json!({"identifier": "item", "title": "Item", "schema": {"properties": {
-                    "a": {"type": "string"}, "b": {"type": "string"}, "c": {"type": "string"}}}}),
-                )
+                .json(&json!({"identifier": "item", "title": "Item", "schema": {"properties": {
+                    "a": {"type": "string"}, "b": {"type": "string"}, "c": {"type": "string"}}}}))
                 .send()
                 .await
                 .expect("blueprint");
@@ -105,10 +92,7 @@ async fn sigkill_during_bulk_writes_loses_nothing_acknowledged() {
                 .iter()
                 .map(|e| {
                     let p = &e["properties"];
-                    assert!(
-                        p["a"] == p["b"] && p["b"] == p["c"] && p["a"].is_string(),
-                        "half-applied entity: {e}"
-                    );
+                    assert!(p["a"] == p["b"] && p["b"] == p["c"] && p["a"].is_string(), "half-applied entity: {e}");
                     e["identifier"].as_str().expect("id").to_string()
                 })
                 .collect();
@@ -131,12 +115,7 @@ async fn sigkill_during_bulk_writes_loses_nothing_acknowledged() {
         // Four writers, bulk upserts of 50, until the process dies.
         let mut writers = Vec::new();
         for w in 0..4 {
-            let (client, base, token, acked) = (
-                client.clone(),
-                base.clone(),
-                token.clone(),
-                Arc::clone(&acked),
-            );
+            let (client, base, token, acked) = (client.clone(), base.clone(), token.clone(), Arc::clone(&acked));
             writers.push(tokio::spawn(async move {
                 for batch in 0.. {
                     let tag = format!("c{cycle}-w{w}-b{batch}");

@@ -9,26 +9,14 @@ use serde_json::Value;
 use crate::State;
 use crate::command::{Outcome, WriteMeta};
 
-pub(crate) fn create(
-    state: &State,
-    meta: &WriteMeta,
-    body: &Value,
-) -> Result<(Vec<Change>, Outcome), DomainError> {
+pub(crate) fn create(state: &State, meta: &WriteMeta, body: &Value) -> Result<(Vec<Change>, Outcome), DomainError> {
     let bp = Blueprint::from_body(body, &meta.actor, meta.now, None)?;
     if state.blueprint(&bp.identifier).is_some() {
-        return Err(DomainError::AlreadyExists {
-            kind: "blueprint",
-            id: bp.identifier,
-        });
+        return Err(DomainError::AlreadyExists { kind: "blueprint", id: bp.identifier });
     }
     check(state, &bp)?;
     let bp = Arc::new(bp);
-    Ok((
-        vec![Change::BlueprintPut {
-            blueprint: (*bp).clone(),
-        }],
-        Outcome::Blueprint(bp),
-    ))
+    Ok((vec![Change::BlueprintPut { blueprint: (*bp).clone() }], Outcome::Blueprint(bp)))
 }
 
 pub(crate) fn replace(
@@ -37,9 +25,7 @@ pub(crate) fn replace(
     id: &str,
     body: &Value,
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
-    let existing = state
-        .blueprint(id)
-        .ok_or_else(|| DomainError::not_found("blueprint", id))?;
+    let existing = state.blueprint(id).ok_or_else(|| DomainError::not_found("blueprint", id))?;
     let mut body = body.clone();
     if let Some(obj) = body.as_object_mut() {
         match obj.get("identifier") {
@@ -64,13 +50,9 @@ pub(crate) fn patch(
     id: &str,
     patch: &Value,
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
-    let existing = state
-        .blueprint(id)
-        .ok_or_else(|| DomainError::not_found("blueprint", id))?;
+    let existing = state.blueprint(id).ok_or_else(|| DomainError::not_found("blueprint", id))?;
     if !patch.is_object() {
-        return Err(DomainError::Invalid(
-            "a blueprint patch must be an object".into(),
-        ));
+        return Err(DomainError::Invalid("a blueprint patch must be an object".into()));
     }
     if let Some(Value::String(given)) = patch.get("identifier") {
         if given != id {
@@ -88,18 +70,10 @@ pub(crate) fn patch(
 
 /// Replaces `old` by `new`. Entities lose the values of properties and relations that no longer exist (or
 /// whose relation target changed): those strip changes come first, under the old definition.
-fn update(
-    state: &State,
-    old: &Blueprint,
-    new: Blueprint,
-) -> Result<(Vec<Change>, Outcome), DomainError> {
+fn update(state: &State, old: &Blueprint, new: Blueprint) -> Result<(Vec<Change>, Outcome), DomainError> {
     check(state, &new)?;
-    let gone_props: Vec<&String> = old
-        .schema
-        .properties
-        .keys()
-        .filter(|k| !new.schema.properties.contains_key(*k))
-        .collect();
+    let gone_props: Vec<&String> =
+        old.schema.properties.keys().filter(|k| !new.schema.properties.contains_key(*k)).collect();
     let gone_rels: Vec<&String> = old
         .relations
         .iter()
@@ -119,14 +93,12 @@ fn update(
                 for k in &gone_rels {
                     stripped.relations.remove(*k);
                 }
-                changes.push(Change::EntityPut { entity: stripped });
+                changes.push(Change::EntityPut { entity: Arc::new(stripped) });
             }
         }
     }
     let new = Arc::new(new);
-    changes.push(Change::BlueprintPut {
-        blueprint: (*new).clone(),
-    });
+    changes.push(Change::BlueprintPut { blueprint: (*new).clone() });
     Ok((changes, Outcome::Blueprint(new)))
 }
 
@@ -165,10 +137,5 @@ pub(crate) fn delete(state: &State, id: &str) -> Result<(Vec<Change>, Outcome), 
             referrers.join(", ")
         )));
     }
-    Ok((
-        vec![Change::BlueprintDeleted {
-            identifier: id.to_string(),
-        }],
-        Outcome::Done,
-    ))
+    Ok((vec![Change::BlueprintDeleted { identifier: id.to_string() }], Outcome::Done))
 }

@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use berth_model::{
-    Blueprint, Change, Credential, DomainError, Entity, EntityInput, Origin, Timestamp,
-};
+use berth_model::{Blueprint, Change, Credential, DomainError, Entity, EntityInput, Origin, Timestamp};
 use serde_json::Value;
 
 use crate::State;
@@ -96,60 +94,30 @@ pub enum Outcome {
 }
 
 /// Validates `cmd` against `state` and returns the changes it makes and its answer. Pure: `state` is not changed.
-pub fn execute(
-    state: &State,
-    meta: &WriteMeta,
-    cmd: &Command,
-) -> Result<(Vec<Change>, Outcome), DomainError> {
+pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, Outcome), DomainError> {
     match cmd {
         Command::CreateBlueprint { body } => blueprints::create(state, meta, body),
         Command::ReplaceBlueprint { id, body } => blueprints::replace(state, meta, id, body),
         Command::PatchBlueprint { id, patch } => blueprints::patch(state, meta, id, patch),
         Command::DeleteBlueprint { id } => blueprints::delete(state, id),
-        Command::DeleteAllEntities {
-            blueprint,
-            delete_blueprint,
-        } => entities::delete_all(state, meta, blueprint, *delete_blueprint),
-        Command::WriteEntity {
-            blueprint,
-            path_id,
-            input,
-            mode,
-            create_missing_related,
-        } => entities::write(
-            state,
-            meta,
-            blueprint,
-            path_id.as_deref(),
-            input,
-            *mode,
-            *create_missing_related,
-        ),
-        Command::DeleteEntity {
-            blueprint,
-            identifier,
-            delete_dependents,
-        } => entities::delete(state, meta, blueprint, identifier, *delete_dependents),
-        Command::PutCredential { credential } => Ok((
-            vec![Change::CredentialPut {
-                credential: credential.clone(),
-            }],
-            Outcome::Done,
-        )),
+        Command::DeleteAllEntities { blueprint, delete_blueprint } => {
+            entities::delete_all(state, meta, blueprint, *delete_blueprint)
+        }
+        Command::WriteEntity { blueprint, path_id, input, mode, create_missing_related } => {
+            entities::write(state, meta, blueprint, path_id.as_deref(), input, *mode, *create_missing_related)
+        }
+        Command::DeleteEntity { blueprint, identifier, delete_dependents } => {
+            entities::delete(state, meta, blueprint, identifier, *delete_dependents)
+        }
+        Command::PutCredential { credential } => {
+            Ok((vec![Change::CredentialPut { credential: credential.clone() }], Outcome::Done))
+        }
         Command::DeleteCredential { client_id } => {
             if state.credential(client_id).is_none() {
                 return Err(DomainError::not_found("credential", client_id.clone()));
             }
-            Ok((
-                vec![Change::CredentialDeleted {
-                    client_id: client_id.clone(),
-                }],
-                Outcome::Done,
-            ))
+            Ok((vec![Change::CredentialDeleted { client_id: client_id.clone() }], Outcome::Done))
         }
-        Command::SetSigningKey { key } => Ok((
-            vec![Change::SigningKeySet { key: key.clone() }],
-            Outcome::Done,
-        )),
+        Command::SetSigningKey { key } => Ok((vec![Change::SigningKeySet { key: key.clone() }], Outcome::Done)),
     }
 }

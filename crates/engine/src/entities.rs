@@ -22,14 +22,10 @@ pub(crate) fn write(
     mode: WriteMode,
     create_missing_related: bool,
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
-    let bp = state
-        .blueprint(blueprint)
-        .ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
+    let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
     let identifier = match (path_id, input.identifier.as_deref()) {
         (Some(p), Some(i)) if p != i => {
-            return Err(DomainError::Invalid(format!(
-                "the body's identifier `{i}` differs from the route's `{p}`"
-            )));
+            return Err(DomainError::Invalid(format!("the body's identifier `{i}` differs from the route's `{p}`")));
         }
         (Some(p), _) => p.to_string(),
         (None, Some(i)) => i.to_string(),
@@ -39,16 +35,10 @@ pub(crate) fn write(
     let existing = state.entity(blueprint, &identifier);
     match (mode, existing) {
         (WriteMode::Create, Some(_)) => {
-            return Err(DomainError::AlreadyExists {
-                kind: "entity",
-                id: identifier,
-            });
+            return Err(DomainError::AlreadyExists { kind: "entity", id: identifier });
         }
         (WriteMode::Replace | WriteMode::Patch, None) => {
-            return Err(DomainError::not_found(
-                "entity",
-                format!("{blueprint}/{identifier}"),
-            ));
+            return Err(DomainError::not_found("entity", format!("{blueprint}/{identifier}")));
         }
         _ => {}
     }
@@ -142,12 +132,9 @@ pub(crate) fn write(
         ids::validate_title("entity", t, MAX_ENTITY_TITLE_LEN)?;
     }
     if entity.team.iter().any(|t| t.trim().is_empty()) {
-        return Err(DomainError::SchemaMismatch(
-            "`team` must not contain empty names".into(),
-        ));
+        return Err(DomainError::SchemaMismatch("`team` must not contain empty names".into()));
     }
-    bp.compiled
-        .validate_properties(blueprint, &entity.properties)?;
+    bp.compiled.validate_properties(blueprint, &entity.properties)?;
 
     // Relations: known keys, the right shape, targets that exist (or are created on request).
     let mut changes = Vec::new();
@@ -183,9 +170,7 @@ pub(crate) fn write(
                 if dedup.len() != out.len() {
                     let mut seen = BTreeSet::new();
                     out.retain(|s| seen.insert(s.clone()));
-                    normalised = Some(Value::Array(
-                        out.iter().cloned().map(Value::String).collect(),
-                    ));
+                    normalised = Some(Value::Array(out.iter().cloned().map(Value::String).collect()));
                 }
                 out
             }
@@ -197,11 +182,7 @@ pub(crate) fn write(
             (other, _) => {
                 return Err(DomainError::SchemaMismatch(format!(
                     "relation `{key}` must be an identifier{}, got {other}",
-                    if rel.many {
-                        " or an array of identifiers"
-                    } else {
-                        ""
-                    }
+                    if rel.many { " or an array of identifiers" } else { "" }
                 )));
             }
         };
@@ -222,9 +203,7 @@ pub(crate) fn write(
                 });
             }
             if created_targets.insert((rel.target.clone(), target.clone())) {
-                changes.push(Change::EntityPut {
-                    entity: bare_entity(state, meta, &rel.target, &target)?,
-                });
+                changes.push(Change::EntityPut { entity: Arc::new(bare_entity(state, meta, &rel.target, &target)?) });
             }
         }
     }
@@ -242,31 +221,18 @@ pub(crate) fn write(
     }
     let created = existing.is_none();
     let entity = Arc::new(entity);
-    changes.push(Change::EntityPut {
-        entity: (*entity).clone(),
-    });
+    changes.push(Change::EntityPut { entity: Arc::clone(&entity) });
     Ok((changes, Outcome::Entity { entity, created }))
 }
 
 /// An entity created only because another one relates to it (`create_missing_related_entities`).
-fn bare_entity(
-    state: &State,
-    meta: &WriteMeta,
-    blueprint: &str,
-    id: &str,
-) -> Result<Entity, DomainError> {
-    let bp = state
-        .blueprint(blueprint)
-        .ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
+fn bare_entity(state: &State, meta: &WriteMeta, blueprint: &str, id: &str) -> Result<Entity, DomainError> {
+    let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
     let mut properties = Map::new();
     bp.compiled.apply_defaults(&mut properties);
-    bp.compiled
-        .validate_properties(blueprint, &properties)
-        .map_err(|e| {
-            DomainError::SchemaMismatch(format!(
-                "cannot create missing related entity `{blueprint}/{id}`: {e}"
-            ))
-        })?;
+    bp.compiled.validate_properties(blueprint, &properties).map_err(|e| {
+        DomainError::SchemaMismatch(format!("cannot create missing related entity `{blueprint}/{id}`: {e}"))
+    })?;
     if let Some((key, _)) = bp.def.relations.iter().find(|(_, r)| r.required) {
         return Err(DomainError::SchemaMismatch(format!(
             "cannot create missing related entity `{blueprint}/{id}`: its relation `{key}` is required"
@@ -310,10 +276,7 @@ pub(crate) fn delete(
         return Err(DomainError::not_found("blueprint", blueprint));
     }
     if state.entity(blueprint, identifier).is_none() {
-        return Err(DomainError::not_found(
-            "entity",
-            format!("{blueprint}/{identifier}"),
-        ));
+        return Err(DomainError::not_found("entity", format!("{blueprint}/{identifier}")));
     }
     let roots = BTreeSet::from([(blueprint.to_string(), identifier.to_string())]);
     plan_delete(state, meta, roots, delete_dependents)
@@ -328,18 +291,13 @@ pub(crate) fn delete_all(
     if state.blueprint(blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint));
     }
-    let roots: BTreeSet<Key> = state
-        .entities_of(blueprint)
-        .map(|e| (blueprint.to_string(), e.identifier.clone()))
-        .collect();
+    let roots: BTreeSet<Key> =
+        state.entities_of(blueprint).map(|e| (blueprint.to_string(), e.identifier.clone())).collect();
     let (mut changes, outcome) = plan_delete(state, meta, roots, false)?;
     if delete_blueprint {
         let referrers: Vec<&str> = state
             .blueprints()
-            .filter(|b| {
-                b.def.identifier != blueprint
-                    && b.def.relations.values().any(|r| r.target == blueprint)
-            })
+            .filter(|b| b.def.identifier != blueprint && b.def.relations.values().any(|r| r.target == blueprint))
             .map(|b| b.def.identifier.as_str())
             .collect();
         if !referrers.is_empty() {
@@ -348,9 +306,7 @@ pub(crate) fn delete_all(
                 referrers.join(", ")
             )));
         }
-        changes.push(Change::BlueprintDeleted {
-            identifier: blueprint.to_string(),
-        });
+        changes.push(Change::BlueprintDeleted { identifier: blueprint.to_string() });
     }
     Ok((changes, outcome))
 }
@@ -370,9 +326,9 @@ fn plan_delete(
         for edge in state.incoming(&bp, &id) {
             let required = state
                 .blueprint(&edge.blueprint)
-                .and_then(|b| b.def.relations.get(&edge.relation))
+                .and_then(|b| b.def.relations.get(&*edge.relation))
                 .is_some_and(|r| r.required);
-            let key = (edge.blueprint.to_string(), edge.identifier.clone());
+            let key = (edge.blueprint.to_string(), edge.identifier.to_string());
             if !required || doomed.contains(&key) {
                 continue;
             }
@@ -391,7 +347,7 @@ fn plan_delete(
     let mut edits: BTreeMap<Key, Entity> = BTreeMap::new();
     for (bp, id) in &doomed {
         for edge in state.incoming(bp, id) {
-            let key = (edge.blueprint.to_string(), edge.identifier.clone());
+            let key = (edge.blueprint.to_string(), edge.identifier.to_string());
             if doomed.contains(&key) {
                 continue;
             }
@@ -399,7 +355,7 @@ fn plan_delete(
                 continue;
             };
             let e = edits.entry(key).or_insert_with(|| (**current).clone());
-            if let Some(v) = e.relations.get_mut(&edge.relation) {
+            if let Some(v) = e.relations.get_mut(&*edge.relation) {
                 match v {
                     Value::Array(items) => items.retain(|x| x.as_str() != Some(id.as_str())),
                     _ => *v = Value::Null,
@@ -410,20 +366,10 @@ fn plan_delete(
             e.updated_by = meta.actor.clone();
         }
     }
-    let mut changes: Vec<Change> = edits
-        .into_values()
-        .map(|entity| Change::EntityPut { entity })
-        .collect();
+    let mut changes: Vec<Change> =
+        edits.into_values().map(|entity| Change::EntityPut { entity: Arc::new(entity) }).collect();
     for (bp, id) in &order {
-        changes.push(Change::EntityDeleted {
-            blueprint: bp.clone(),
-            identifier: id.clone(),
-        });
+        changes.push(Change::EntityDeleted { blueprint: bp.clone(), identifier: id.clone() });
     }
-    Ok((
-        changes,
-        Outcome::Deleted {
-            identifiers: order.into_iter().map(|(_, id)| id).collect(),
-        },
-    ))
+    Ok((changes, Outcome::Deleted { identifiers: order.into_iter().map(|(_, id)| id).collect() }))
 }

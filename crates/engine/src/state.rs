@@ -16,14 +16,17 @@ pub struct BlueprintEntry {
 }
 
 /// A relation edge seen from its target: `blueprint/identifier` points here through `relation`.
+/// Every field is shared (`Arc<str>`), so copying index nodes never allocates.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Edge {
     pub blueprint: Arc<str>,
-    pub identifier: String,
-    pub relation: String,
+    pub identifier: Arc<str>,
+    pub relation: Arc<str>,
 }
 
-type EntityKey = (Arc<str>, String);
+/// Index keys are `Arc<str>`: persistent-map nodes are copied when a write diverges from the published
+/// view, and copying a node of `Arc<str>` keys is 64 reference-count increments, not 64 allocations.
+type Key = Arc<str>;
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -39,8 +42,9 @@ pub enum StateError {
 pub struct State {
     seq: u64,
     blueprints: OrdMap<String, BlueprintEntry>,
-    entities: OrdMap<Arc<str>, OrdMap<String, Arc<Entity>>>,
-    incoming: OrdMap<EntityKey, OrdSet<Edge>>,
+    entities: OrdMap<Key, OrdMap<Key, Arc<Entity>>>,
+    /// Target blueprint → target identifier → edges pointing at it.
+    incoming: OrdMap<Key, OrdMap<Key, OrdSet<Edge>>>,
     credentials: OrdMap<String, Credential>,
     signing_key: Option<String>,
 }
@@ -75,22 +79,14 @@ impl State {
 
     /// Entities of a blueprint, ordered by identifier.
     pub fn entities_of(&self, blueprint: &str) -> impl Iterator<Item = &Arc<Entity>> {
-        self.entities
-            .get(blueprint)
-            .into_iter()
-            .flat_map(|m| m.values())
+        self.entities.get(blueprint).into_iter().flat_map(|m| m.values())
     }
 
     /// Entities of a blueprint with identifiers greater than `after`, ordered by identifier.
-    pub fn entities_after<'a>(
-        &'a self,
-        blueprint: &str,
-        after: &'a str,
-    ) -> impl Iterator<Item = &'a Arc<Entity>> + 'a {
+    pub fn entities_after<'a>(&'a self, blueprint: &str, after: &'a str) -> impl Iterator<Item = &'a Arc<Entity>> + 'a {
         let map = self.entities.get(blueprint);
         map.into_iter().flat_map(move |m| {
-            m.range::<_, str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
-                .map(|(_, e)| e)
+            m.range::<_, str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)).map(|(_, e)| e)
         })
     }
 
@@ -104,10 +100,7 @@ impl State {
 
     /// Edges that point at an entity.
     pub fn incoming(&self, blueprint: &str, id: &str) -> impl Iterator<Item = &Edge> {
-        self.incoming
-            .get(&(Arc::from(blueprint), id.to_string()))
-            .into_iter()
-            .flat_map(|s| s.iter())
+        self.incoming.get(blueprint).and_then(|m| m.get(id)).into_iter().flat_map(|s| s.iter())
     }
 
     pub fn credential(&self, client_id: &str) -> Option<&Credential> {
@@ -124,25 +117,15 @@ impl State {
 
     /// The shared `Arc<str>` of a blueprint id, so entities do not each allocate it.
     pub(crate) fn blueprint_name(&self, id: &str) -> Arc<str> {
-        self.entities
-            .get_key_value(id)
-            .map(|(k, _)| Arc::clone(k))
-            .unwrap_or_else(|| Arc::from(id))
+        self.entities.get_key_value(id).map(|(k, _)| Arc::clone(k)).unwrap_or_else(|| Arc::from(id))
     }
 
     /// Applies one event. Events must come in sequence order.
     pub fn apply(&mut self, event: &Event) -> Result<(), StateError> {
         if event.seq != self.seq + 1 {
-            return Err(StateError::OutOfOrder {
-                seq: event.seq,
-                state: self.seq,
-            });
+            return Err(StateError::OutOfOrder { seq: event.seq, state: self.seq });
         }
-        self.apply_change(&event.change)
-            .map_err(|message| StateError::Invalid {
-                seq: event.seq,
-                message,
-            })?;
+        self.apply_change(&event.change).map_err(|message| StateError::Invalid { seq: event.seq, message })?;
         self.seq = event.seq;
         Ok(())
     }
@@ -151,15 +134,10 @@ impl State {
         match change {
             Change::BlueprintPut { blueprint } => {
                 let compiled = blueprint.compile().map_err(|e| e.to_string())?;
-                self.entities
-                    .entry(Arc::from(blueprint.identifier.as_str()))
-                    .or_default();
+                self.entities.entry(Arc::from(blueprint.identifier.as_str())).or_default();
                 self.blueprints.insert(
                     blueprint.identifier.clone(),
-                    BlueprintEntry {
-                        def: Arc::new(blueprint.clone()),
-                        compiled: Arc::new(compiled),
-                    },
+                    BlueprintEntry { def: Arc::new(blueprint.clone()), compiled: Arc::new(compiled) },
                 );
             }
             Change::BlueprintDeleted { identifier } => {
@@ -172,32 +150,28 @@ impl State {
             Change::EntityPut { entity } => {
                 let bp = self.blueprint_name(&entity.blueprint);
                 if !self.blueprints.contains_key(&*bp) {
-                    return Err(format!(
-                        "entity `{}` of unknown blueprint `{bp}`",
-                        entity.identifier
-                    ));
+                    return Err(format!("entity `{}` of unknown blueprint `{bp}`", entity.identifier));
                 }
-                let mut entity = entity.clone();
-                entity.blueprint = Arc::clone(&bp);
-                let entity = Arc::new(entity);
+                // Share the blueprint name across entities (events read from the log carry their own copy).
+                let entity = if Arc::ptr_eq(&entity.blueprint, &bp) {
+                    Arc::clone(entity)
+                } else {
+                    let mut owned = (**entity).clone();
+                    owned.blueprint = Arc::clone(&bp);
+                    Arc::new(owned)
+                };
                 let old = self
                     .entities
                     .entry(Arc::clone(&bp))
                     .or_default()
-                    .insert(entity.identifier.clone(), Arc::clone(&entity));
+                    .insert(Arc::from(entity.identifier.as_str()), Arc::clone(&entity));
                 if let Some(old) = old {
                     self.unlink(&old);
                 }
                 self.link(&entity);
             }
-            Change::EntityDeleted {
-                blueprint,
-                identifier,
-            } => {
-                let removed = self
-                    .entities
-                    .get_mut(blueprint.as_str())
-                    .and_then(|m| m.remove(identifier));
+            Change::EntityDeleted { blueprint, identifier } => {
+                let removed = self.entities.get_mut(blueprint.as_str()).and_then(|m| m.remove(identifier.as_str()));
                 match removed {
                     Some(old) => self.unlink(&old),
                     None => {
@@ -206,8 +180,7 @@ impl State {
                 }
             }
             Change::CredentialPut { credential } => {
-                self.credentials
-                    .insert(credential.client_id.clone(), credential.clone());
+                self.credentials.insert(credential.client_id.clone(), credential.clone());
             }
             Change::CredentialDeleted { client_id } => {
                 self.credentials.remove(client_id);
@@ -217,42 +190,45 @@ impl State {
         Ok(())
     }
 
-    fn edges_of(&self, e: &Entity) -> Vec<(EntityKey, Edge)> {
+    /// The edges an entity's relations make: (target blueprint, target id, edge).
+    fn edges_of(&self, e: &Entity) -> Vec<(Key, Key, Edge)> {
         let Some(bp) = self.blueprints.get(&*e.blueprint) else {
             return Vec::new();
         };
         let mut out = Vec::new();
+        let source: Key = Arc::from(e.identifier.as_str());
         for (rel, value) in &e.relations {
             let Some(def) = bp.def.relations.get(rel) else {
                 continue;
             };
-            let target: Arc<str> = self.blueprint_name(&def.target);
+            let target = self.blueprint_name(&def.target);
+            let relation: Key = Arc::from(rel.as_str());
             for id in Entity::relation_targets(value) {
-                out.push((
-                    (Arc::clone(&target), id.to_string()),
-                    Edge {
-                        blueprint: Arc::clone(&e.blueprint),
-                        identifier: e.identifier.clone(),
-                        relation: rel.clone(),
-                    },
-                ));
+                let edge = Edge {
+                    blueprint: Arc::clone(&e.blueprint),
+                    identifier: Arc::clone(&source),
+                    relation: Arc::clone(&relation),
+                };
+                out.push((Arc::clone(&target), Arc::from(id), edge));
             }
         }
         out
     }
 
     fn link(&mut self, e: &Entity) {
-        for (key, edge) in self.edges_of(e) {
-            self.incoming.entry(key).or_default().insert(edge);
+        for (bp, id, edge) in self.edges_of(e) {
+            self.incoming.entry(bp).or_default().entry(id).or_default().insert(edge);
         }
     }
 
     fn unlink(&mut self, e: &Entity) {
-        for (key, edge) in self.edges_of(e) {
-            if let Some(set) = self.incoming.get_mut(&key) {
-                set.remove(&edge);
-                if set.is_empty() {
-                    self.incoming.remove(&key);
+        for (bp, id, edge) in self.edges_of(e) {
+            if let Some(targets) = self.incoming.get_mut(&bp) {
+                if let Some(set) = targets.get_mut(&id) {
+                    set.remove(&edge);
+                    if set.is_empty() {
+                        targets.remove(&id);
+                    }
                 }
             }
         }
@@ -263,11 +239,7 @@ impl State {
         let data = SnapshotData {
             seq: self.seq,
             blueprints: self.blueprints.values().map(|b| (*b.def).clone()).collect(),
-            entities: self
-                .entities
-                .values()
-                .flat_map(|m| m.values().cloned())
-                .collect(),
+            entities: self.entities.values().flat_map(|m| m.values().cloned()).collect(),
             credentials: self.credentials.values().cloned().collect(),
             signing_key: self.signing_key.clone(),
         };
@@ -276,29 +248,18 @@ impl State {
 
     /// Rebuilds a state, indexes included, from a snapshot.
     pub fn from_snapshot(bytes: &[u8]) -> Result<State, StateError> {
-        let data: SnapshotData =
-            serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
+        let data: SnapshotData = serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
         let mut state = State::default();
         for b in data.blueprints {
-            state
-                .apply_change(&Change::BlueprintPut { blueprint: b })
-                .map_err(StateError::Snapshot)?;
+            state.apply_change(&Change::BlueprintPut { blueprint: b }).map_err(StateError::Snapshot)?;
         }
         for e in data.entities {
             let bp = state.blueprint_name(&e.blueprint);
             let mut e = Arc::unwrap_or_clone(e);
             e.blueprint = Arc::clone(&bp);
-            state
-                .entities
-                .entry(bp)
-                .or_default()
-                .insert(e.identifier.clone(), Arc::new(e));
+            state.entities.entry(bp).or_default().insert(Arc::from(e.identifier.as_str()), Arc::new(e));
         }
-        let all: Vec<Arc<Entity>> = state
-            .entities
-            .values()
-            .flat_map(|m| m.values().cloned())
-            .collect();
+        let all: Vec<Arc<Entity>> = state.entities.values().flat_map(|m| m.values().cloned()).collect();
         for e in all {
             state.link(&e);
         }

@@ -11,10 +11,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        Harness {
-            state: State::default(),
-            log: Vec::new(),
-        }
+        Harness { state: State::default(), log: Vec::new() }
     }
 
     fn meta(&self) -> WriteMeta {
@@ -46,8 +43,7 @@ impl Harness {
     }
 
     fn blueprint(&mut self, body: Value) {
-        self.run(Command::CreateBlueprint { body })
-            .expect("create blueprint");
+        self.run(Command::CreateBlueprint { body }).expect("create blueprint");
     }
 
     fn write(&mut self, bp: &str, body: Value, mode: WriteMode) -> Result<Outcome, DomainError> {
@@ -73,10 +69,8 @@ fn catalog() -> Harness {
         "relations": {
             "system": {"target": "system", "required": false, "many": false},
             "deps": {"target": "service", "many": true}}}));
-    h.blueprint(
-        json!({"identifier": "deployment", "title": "Deployment", "schema": {"properties": {}},
-        "relations": {"service": {"target": "service", "required": true}}}),
-    );
+    h.blueprint(json!({"identifier": "deployment", "title": "Deployment", "schema": {"properties": {}},
+        "relations": {"service": {"target": "service", "required": true}}}));
     h
 }
 
@@ -97,43 +91,26 @@ fn merge_keeps_other_fields_and_replace_drops_them() {
     )
     .expect("create");
     let e = entity(
-        h.write(
-            "service",
-            json!({"identifier": "a", "properties": {"replicas": 3}}),
-            WriteMode::UpsertMerge,
-        )
-        .expect("merge"),
+        h.write("service", json!({"identifier": "a", "properties": {"replicas": 3}}), WriteMode::UpsertMerge)
+            .expect("merge"),
     );
     assert_eq!(e.title.as_deref(), Some("A"));
     assert_eq!(e.properties["tags"], json!(["x"]));
     assert_eq!(e.properties["replicas"], json!(3));
-    assert_eq!(
-        e.properties["lang"],
-        json!("rust"),
-        "default applied on create"
-    );
+    assert_eq!(e.properties["lang"], json!("rust"), "default applied on create");
     let e = entity(
-        h.write(
-            "service",
-            json!({"identifier": "a", "properties": {"replicas": 1}}),
-            WriteMode::Upsert,
-        )
-        .expect("replace"),
+        h.write("service", json!({"identifier": "a", "properties": {"replicas": 1}}), WriteMode::Upsert)
+            .expect("replace"),
     );
     assert_eq!(e.title, None);
     assert!(e.properties.get("tags").is_none());
-    assert_eq!(
-        e.created_at,
-        Timestamp::from_millis(1_700_000_000_003),
-        "creation stamp survives replace"
-    );
+    assert_eq!(e.created_at, Timestamp::from_millis(1_700_000_000_003), "creation stamp survives replace");
 }
 
 #[test]
 fn create_conflicts_and_validation_refuses_bad_values() {
     let mut h = catalog();
-    h.write("service", json!({"identifier": "a"}), WriteMode::Create)
-        .expect("create");
+    h.write("service", json!({"identifier": "a"}), WriteMode::Create).expect("create");
     assert!(matches!(
         h.write("service", json!({"identifier": "a"}), WriteMode::Create),
         Err(DomainError::AlreadyExists { .. })
@@ -146,37 +123,22 @@ fn create_conflicts_and_validation_refuses_bad_values() {
         json!({"identifier": "b", "relations": {"nope": "x"}}),
         json!({"identifier": "b c"}),
     ] {
-        assert!(
-            h.write("service", bad.clone(), WriteMode::Upsert).is_err(),
-            "{bad}"
-        );
+        assert!(h.write("service", bad.clone(), WriteMode::Upsert).is_err(), "{bad}");
     }
     assert_eq!(h.state.seq(), seq, "refused writes change nothing");
     assert!(matches!(
         h.write("nope", json!({"identifier": "x"}), WriteMode::Upsert),
-        Err(DomainError::NotFound {
-            kind: "blueprint",
-            ..
-        })
+        Err(DomainError::NotFound { kind: "blueprint", .. })
     ));
 }
 
 #[test]
 fn relations_need_targets_unless_created_on_request() {
     let mut h = catalog();
-    let err = h.write(
-        "service",
-        json!({"identifier": "a", "relations": {"system": "billing"}}),
-        WriteMode::Upsert,
-    );
-    assert!(
-        matches!(err, Err(DomainError::RelatedNotFound { .. })),
-        "{err:?}"
-    );
-    let input = EntityInput::from_value(
-        &json!({"identifier": "a", "relations": {"system": "billing", "deps": "b"}}),
-    )
-    .expect("input");
+    let err = h.write("service", json!({"identifier": "a", "relations": {"system": "billing"}}), WriteMode::Upsert);
+    assert!(matches!(err, Err(DomainError::RelatedNotFound { .. })), "{err:?}");
+    let input = EntityInput::from_value(&json!({"identifier": "a", "relations": {"system": "billing", "deps": "b"}}))
+        .expect("input");
     h.run(Command::WriteEntity {
         blueprint: "service".into(),
         path_id: None,
@@ -202,11 +164,7 @@ fn relations_need_targets_unless_created_on_request() {
     );
     assert!(
         matches!(
-            h.write(
-                "service",
-                json!({"identifier": "c", "relations": {"system": ["a", "b"]}}),
-                WriteMode::Upsert
-            ),
+            h.write("service", json!({"identifier": "c", "relations": {"system": ["a", "b"]}}), WriteMode::Upsert),
             Err(DomainError::SchemaMismatch(_))
         ),
         "array into single relation"
@@ -216,35 +174,13 @@ fn relations_need_targets_unless_created_on_request() {
 #[test]
 fn delete_dependents_cascades_required_and_clears_optional() {
     let mut h = catalog();
-    h.write("system", json!({"identifier": "s"}), WriteMode::Create)
-        .expect("s");
-    h.write(
-        "service",
-        json!({"identifier": "a", "relations": {"system": "s"}}),
-        WriteMode::Create,
-    )
-    .expect("a");
-    h.write(
-        "service",
-        json!({"identifier": "b", "relations": {"deps": ["a"]}}),
-        WriteMode::Create,
-    )
-    .expect("b");
-    h.write(
-        "deployment",
-        json!({"identifier": "d", "relations": {"service": "a"}}),
-        WriteMode::Create,
-    )
-    .expect("d");
-    let del = |dep| Command::DeleteEntity {
-        blueprint: "service".into(),
-        identifier: "a".into(),
-        delete_dependents: dep,
-    };
-    assert!(matches!(
-        h.run(del(false)),
-        Err(DomainError::HasDependents(_))
-    ));
+    h.write("system", json!({"identifier": "s"}), WriteMode::Create).expect("s");
+    h.write("service", json!({"identifier": "a", "relations": {"system": "s"}}), WriteMode::Create).expect("a");
+    h.write("service", json!({"identifier": "b", "relations": {"deps": ["a"]}}), WriteMode::Create).expect("b");
+    h.write("deployment", json!({"identifier": "d", "relations": {"service": "a"}}), WriteMode::Create).expect("d");
+    let del =
+        |dep| Command::DeleteEntity { blueprint: "service".into(), identifier: "a".into(), delete_dependents: dep };
+    assert!(matches!(h.run(del(false)), Err(DomainError::HasDependents(_))));
     assert!(h.state.entity("service", "a").is_some());
     match h.run(del(true)).expect("cascade") {
         Outcome::Deleted { identifiers } => {
@@ -254,64 +190,31 @@ fn delete_dependents_cascades_required_and_clears_optional() {
     }
     assert!(h.state.entity("deployment", "d").is_none());
     let b = h.state.entity("service", "b").expect("b survives");
-    assert_eq!(
-        b.relations.get("deps"),
-        Some(&json!([])),
-        "optional relation value removed"
-    );
+    assert_eq!(b.relations.get("deps"), Some(&json!([])), "optional relation value removed");
     assert_eq!(h.state.incoming("system", "s").count(), 0);
 }
 
 #[test]
 fn blueprint_rules() {
     let mut h = catalog();
-    h.write("system", json!({"identifier": "s"}), WriteMode::Create)
-        .expect("s");
+    h.write("system", json!({"identifier": "s"}), WriteMode::Create).expect("s");
+    assert!(matches!(h.run(Command::DeleteBlueprint { id: "system".into() }), Err(DomainError::HasDependents(_))));
     assert!(matches!(
-        h.run(Command::DeleteBlueprint {
-            id: "system".into()
+        h.run(Command::CreateBlueprint {
+            body: json!({"identifier": "x", "title": "X", "schema": {}, "relations": {"r": {"target": "ghost"}}})
         }),
-        Err(DomainError::HasDependents(_))
-    ));
-    assert!(matches!(
-        h.run(Command::CreateBlueprint { body: json!({"identifier": "x", "title": "X", "schema": {}, "relations": {"r": {"target": "ghost"}}}) }),
         Err(DomainError::InvalidBlueprint(_))
     ));
     // Removing a property strips its values from entities.
-    h.write(
-        "service",
-        json!({"identifier": "a", "properties": {"replicas": 2}}),
-        WriteMode::Create,
-    )
-    .expect("a");
+    h.write("service", json!({"identifier": "a", "properties": {"replicas": 2}}), WriteMode::Create).expect("a");
     h.run(Command::PatchBlueprint {
         id: "service".into(),
         patch: json!({"schema": {"properties": {"replicas": null}}}),
     })
     .expect("patch");
-    assert!(
-        h.state
-            .entity("service", "a")
-            .expect("a")
-            .properties
-            .get("replicas")
-            .is_none()
-    );
-    assert!(
-        h.state
-            .blueprint("service")
-            .expect("bp")
-            .def
-            .schema
-            .properties
-            .contains_key("lang"),
-        "patch merges"
-    );
-    h.run(Command::DeleteAllEntities {
-        blueprint: "system".into(),
-        delete_blueprint: false,
-    })
-    .expect("delete all");
+    assert!(h.state.entity("service", "a").expect("a").properties.get("replicas").is_none());
+    assert!(h.state.blueprint("service").expect("bp").def.schema.properties.contains_key("lang"), "patch merges");
+    h.run(Command::DeleteAllEntities { blueprint: "system".into(), delete_blueprint: false }).expect("delete all");
     assert_eq!(h.state.entity_count("system"), 0);
 }
 
@@ -327,32 +230,18 @@ fn snapshot_and_replay_build_the_same_state() {
         )
         .expect("write");
     }
-    h.run(Command::DeleteEntity {
-        blueprint: "service".into(),
-        identifier: "s49".into(),
-        delete_dependents: false,
-    })
-    .expect("del");
+    h.run(Command::DeleteEntity { blueprint: "service".into(), identifier: "s49".into(), delete_dependents: false })
+        .expect("del");
     let mut replayed = State::default();
     for ev in &h.log {
         let json = serde_json::to_vec(ev).expect("serialise");
-        replayed
-            .apply(&serde_json::from_slice(&json).expect("deserialise"))
-            .expect("apply");
+        replayed.apply(&serde_json::from_slice(&json).expect("deserialise")).expect("apply");
     }
     let snap = h.state.to_snapshot().expect("snapshot");
-    assert_eq!(
-        replayed.to_snapshot().expect("snapshot"),
-        snap,
-        "replay is deterministic"
-    );
+    assert_eq!(replayed.to_snapshot().expect("snapshot"), snap, "replay is deterministic");
     let restored = State::from_snapshot(&snap).expect("restore");
     assert_eq!(restored.seq(), h.state.seq());
-    assert_eq!(
-        restored.incoming("service", "s10").count(),
-        1,
-        "indexes rebuilt"
-    );
+    assert_eq!(restored.incoming("service", "s10").count(), 1, "indexes rebuilt");
     assert_eq!(restored.to_snapshot().expect("snapshot"), snap);
 }
 

@@ -99,19 +99,14 @@ impl Blueprint {
         created: Option<(Timestamp, String)>,
     ) -> Result<Blueprint, DomainError> {
         let mut obj = body.as_object().cloned().ok_or_else(|| {
-            DomainError::InvalidBlueprint(format!(
-                "the body must be an object, got {}",
-                kind_of(body)
-            ))
+            DomainError::InvalidBlueprint(format!("the body must be an object, got {}", kind_of(body)))
         })?;
         for k in SERVER_KEYS {
             obj.remove(*k);
         }
         for key in ["identifier", "title", "schema"] {
             if obj.get(key).is_none_or(Value::is_null) {
-                return Err(DomainError::InvalidBlueprint(format!(
-                    "`{key}` is required"
-                )));
+                return Err(DomainError::InvalidBlueprint(format!("`{key}` is required")));
             }
         }
         let (created_at, created_by) = created.unwrap_or_else(|| (now, actor.to_string()));
@@ -119,8 +114,8 @@ impl Blueprint {
         obj.insert("createdBy".into(), Value::String(created_by));
         obj.insert("updatedAt".into(), Value::String(now.to_rfc3339()));
         obj.insert("updatedBy".into(), Value::String(actor.to_string()));
-        let bp: Blueprint = serde_json::from_value(Value::Object(obj))
-            .map_err(|e| DomainError::InvalidBlueprint(e.to_string()))?;
+        let bp: Blueprint =
+            serde_json::from_value(Value::Object(obj)).map_err(|e| DomainError::InvalidBlueprint(e.to_string()))?;
         Ok(bp)
     }
 
@@ -141,22 +136,17 @@ impl Blueprint {
         for (key, def) in &self.schema.properties {
             ids::validate_key("property", key)?;
             let schema = PropertySchema::compile(key, def).map_err(bad)?;
-            schema
-                .check_default(key)
-                .map_err(|e| bad(format!("property `{key}`: {e}")))?;
+            schema.check_default(key).map_err(|e| bad(format!("property `{key}`: {e}")))?;
             properties.insert(key.clone(), schema);
         }
         for key in &self.schema.required {
             if !properties.contains_key(key) {
-                return Err(bad(format!(
-                    "`schema.required` names `{key}`, which is not a property"
-                )));
+                return Err(bad(format!("`schema.required` names `{key}`, which is not a property")));
             }
         }
         for (key, rel) in &self.relations {
             ids::validate_key("relation", key)?;
-            ids::validate_blueprint_id(&rel.target)
-                .map_err(|e| bad(format!("relation `{key}`: target: {e}")))?;
+            ids::validate_blueprint_id(&rel.target).map_err(|e| bad(format!("relation `{key}`: target: {e}")))?;
         }
         for (key, def) in &self.mirror_properties {
             ids::validate_key("mirror property", key)?;
@@ -169,35 +159,25 @@ impl Blueprint {
             }
             let first = path.split('.').next().unwrap_or_default();
             if !self.relations.contains_key(first) {
-                return Err(bad(format!(
-                    "mirror property `{key}`: `{first}` is not a relation of this blueprint"
-                )));
+                return Err(bad(format!("mirror property `{key}`: `{first}` is not a relation of this blueprint")));
             }
         }
         for (key, def) in &self.calculation_properties {
             ids::validate_key("calculation property", key)?;
             if !def.get("calculation").is_some_and(Value::is_string) {
-                return Err(bad(format!(
-                    "calculation property `{key}`: `calculation` (a jq expression) is required"
-                )));
+                return Err(bad(format!("calculation property `{key}`: `calculation` (a jq expression) is required")));
             }
             if !def.get("type").is_some_and(Value::is_string) {
-                return Err(bad(format!(
-                    "calculation property `{key}`: `type` is required"
-                )));
+                return Err(bad(format!("calculation property `{key}`: `type` is required")));
             }
         }
         for (key, def) in &self.aggregation_properties {
             ids::validate_key("aggregation property", key)?;
             if !def.get("target").is_some_and(Value::is_string) {
-                return Err(bad(format!(
-                    "aggregation property `{key}`: `target` is required"
-                )));
+                return Err(bad(format!("aggregation property `{key}`: `target` is required")));
             }
             if !def.get("calculationSpec").is_some_and(Value::is_object) {
-                return Err(bad(format!(
-                    "aggregation property `{key}`: `calculationSpec` is required"
-                )));
+                return Err(bad(format!("aggregation property `{key}`: `calculationSpec` is required")));
             }
         }
         for (kind, keys) in [
@@ -206,15 +186,10 @@ impl Blueprint {
             ("aggregation", self.aggregation_properties.keys().collect()),
         ] {
             if let Some(k) = keys.iter().find(|k| properties.contains_key(k.as_str())) {
-                return Err(bad(format!(
-                    "{kind} property `{k}` has the same key as a schema property"
-                )));
+                return Err(bad(format!("{kind} property `{k}` has the same key as a schema property")));
             }
         }
-        Ok(CompiledBlueprint {
-            properties,
-            required: self.schema.required.clone(),
-        })
+        Ok(CompiledBlueprint { properties, required: self.schema.required.clone() })
     }
 }
 
@@ -227,11 +202,7 @@ pub struct CompiledBlueprint {
 
 impl CompiledBlueprint {
     /// Validates an entity's full property map (after merge and defaults): known keys, values, required.
-    pub fn validate_properties(
-        &self,
-        blueprint: &str,
-        props: &Map<String, Value>,
-    ) -> Result<(), DomainError> {
+    pub fn validate_properties(&self, blueprint: &str, props: &Map<String, Value>) -> Result<(), DomainError> {
         for (key, value) in props {
             let Some(schema) = self.properties.get(key) else {
                 return Err(DomainError::SchemaMismatch(format!(
@@ -239,9 +210,7 @@ impl CompiledBlueprint {
                 )));
             };
             if !value.is_null() {
-                schema
-                    .validate(&format!("properties.{key}"), value)
-                    .map_err(DomainError::SchemaMismatch)?;
+                schema.validate(&format!("properties.{key}"), value).map_err(DomainError::SchemaMismatch)?;
             }
         }
         for key in &self.required {
@@ -308,14 +277,17 @@ mod tests {
 
     #[test]
     fn rejects_invalid_definitions() {
-        assert!(bp(json!({"identifier": "svc", "title": "S", "schema": {"properties": {}, "required": ["x"]}})).is_err());
+        assert!(
+            bp(json!({"identifier": "svc", "title": "S", "schema": {"properties": {}, "required": ["x"]}})).is_err()
+        );
         assert!(bp(json!({"identifier": "s s", "title": "S", "schema": {}})).is_err());
         assert!(bp(json!({"identifier": "svc", "schema": {}})).is_err());
         assert!(bp(json!({"identifier": "svc", "title": "S", "schema": {"properties": {"n": {"type": "number", "default": "x"}}}})).is_err());
-        assert!(bp(json!({"identifier": "svc", "title": "S", "schema": {}, "mirrorProperties": {"m": {"path": "nope.x"}}})).is_err());
         assert!(
-            bp(json!({"identifier": "svc", "title": "S", "schema": {"properties": "x"}})).is_err()
+            bp(json!({"identifier": "svc", "title": "S", "schema": {}, "mirrorProperties": {"m": {"path": "nope.x"}}}))
+                .is_err()
         );
+        assert!(bp(json!({"identifier": "svc", "title": "S", "schema": {"properties": "x"}})).is_err());
     }
 
     #[test]

@@ -32,11 +32,7 @@ pub struct Entity {
     pub updated_at: Timestamp,
     pub updated_by: String,
     /// The `User-Agent` of the last writer (Port's `$datasource`).
-    #[serde(
-        rename = "$datasource",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "$datasource", default, skip_serializing_if = "Option::is_none")]
     pub datasource: Option<String>,
 }
 
@@ -82,47 +78,46 @@ fn opt_string(obj: &Map<String, Value>, key: &str) -> Result<Field<String>, Doma
         None => Ok(Field::Absent),
         Some(Value::Null) => Ok(Field::Null),
         Some(Value::String(s)) => Ok(Field::Set(s.clone())),
-        Some(other) => Err(DomainError::Invalid(format!(
-            "`{key}` must be a string, got {}",
-            kind_of(other)
-        ))),
+        Some(other) => Err(DomainError::Invalid(format!("`{key}` must be a string, got {}", kind_of(other)))),
     }
 }
 
 impl EntityInput {
     /// Parses a request body. Server-owned keys (`createdAt`, `blueprint`, ...) are ignored.
     pub fn from_value(v: &Value) -> Result<EntityInput, DomainError> {
-        let obj = v.as_object().ok_or_else(|| {
-            DomainError::Invalid(format!("an entity must be an object, got {}", kind_of(v)))
-        })?;
-        let identifier = match obj.get("identifier") {
+        Self::from_owned(v.clone())
+    }
+
+    /// Parses a request body it owns, moving its maps instead of copying them.
+    pub fn from_owned(v: Value) -> Result<EntityInput, DomainError> {
+        let Value::Object(mut obj) = v else {
+            return Err(DomainError::Invalid(format!("an entity must be an object, got {}", kind_of(&v))));
+        };
+        let identifier = match obj.remove("identifier") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::String(s)) => Some(s),
             Some(Value::Object(_)) => {
                 return Err(DomainError::Invalid(
                     "`identifier` given as a search query is not supported yet; give the identifier itself".into(),
                 ));
             }
             Some(other) => {
-                return Err(DomainError::Invalid(format!(
-                    "`identifier` must be a string, got {}",
-                    kind_of(other)
-                )));
+                return Err(DomainError::Invalid(format!("`identifier` must be a string, got {}", kind_of(&other))));
             }
         };
-        let team = match obj.get("team") {
+        let team = match obj.remove("team") {
             None => Field::Absent,
             Some(Value::Null) => Field::Null,
-            Some(Value::String(s)) => Field::Set(vec![s.clone()]),
+            Some(Value::String(s)) => Field::Set(vec![s]),
             Some(Value::Array(items)) => {
                 let mut teams = Vec::with_capacity(items.len());
                 for t in items {
                     match t {
-                        Value::String(s) => teams.push(s.clone()),
+                        Value::String(s) => teams.push(s),
                         other => {
                             return Err(DomainError::Invalid(format!(
                                 "`team` items must be strings, got {}",
-                                kind_of(other)
+                                kind_of(&other)
                             )));
                         }
                     }
@@ -132,27 +127,26 @@ impl EntityInput {
             Some(other) => {
                 return Err(DomainError::Invalid(format!(
                     "`team` must be a string or an array of strings, got {}",
-                    kind_of(other)
+                    kind_of(&other)
                 )));
             }
         };
-        let map = |key: &str| -> Result<Option<Map<String, Value>>, DomainError> {
-            match obj.get(key) {
+        let mut map = |key: &str| -> Result<Option<Map<String, Value>>, DomainError> {
+            match obj.remove(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::Object(m)) => Ok(Some(m.clone())),
-                Some(other) => Err(DomainError::Invalid(format!(
-                    "`{key}` must be an object, got {}",
-                    kind_of(other)
-                ))),
+                Some(Value::Object(m)) => Ok(Some(m)),
+                Some(other) => Err(DomainError::Invalid(format!("`{key}` must be an object, got {}", kind_of(&other)))),
             }
         };
+        let properties = map("properties")?;
+        let relations = map("relations")?;
         Ok(EntityInput {
             identifier,
-            title: opt_string(obj, "title")?,
-            icon: opt_string(obj, "icon")?,
+            title: opt_string(&obj, "title")?,
+            icon: opt_string(&obj, "icon")?,
             team,
-            properties: map("properties")?,
-            relations: map("relations")?,
+            properties,
+            relations,
         })
     }
 }

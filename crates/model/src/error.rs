@@ -9,14 +9,8 @@ pub enum DomainError {
     #[error("{kind} `{id}` was not found")]
     NotFound { kind: &'static str, id: String },
     /// A related entity named by a relation does not exist (Port answers `not_found`).
-    #[error(
-        "related entity `{id}` of blueprint `{blueprint}` (relation `{relation}`) was not found"
-    )]
-    RelatedNotFound {
-        relation: String,
-        blueprint: String,
-        id: String,
-    },
+    #[error("related entity `{id}` of blueprint `{blueprint}` (relation `{relation}`) was not found")]
+    RelatedNotFound { relation: String, blueprint: String, id: String },
     /// Creating an object whose identifier is taken.
     #[error("{kind} `{id}` already exists")]
     AlreadyExists { kind: &'static str, id: String },
@@ -25,11 +19,7 @@ pub enum DomainError {
     HasDependents(String),
     /// An identifier that breaks the identifier rules.
     #[error("invalid {kind} identifier `{identifier}`: {reason}")]
-    InvalidIdentifier {
-        kind: &'static str,
-        identifier: String,
-        reason: String,
-    },
+    InvalidIdentifier { kind: &'static str, identifier: String, reason: String },
     /// A blueprint definition that is not valid.
     #[error("invalid blueprint: {0}")]
     InvalidBlueprint(String),
@@ -52,9 +42,6 @@ pub enum DomainError {
 
 impl DomainError {
     pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
-        DomainError::NotFound {
-            kind,
-            id: id.into(),
-        }
+        DomainError::NotFound { kind, id: id.into() }
     }
 }

@@ -1,6 +1,8 @@
 //! The change-log event: every durable change in Berth is one of these, carrying the full new state of the
 //! object it changes (never a diff), so replay, history and streaming need nothing else.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{Blueprint, Credential, Entity, Timestamp};
@@ -29,8 +31,9 @@ pub enum Change {
     BlueprintDeleted {
         identifier: String,
     },
+    /// Shared with the state that applies it, so applying never copies the entity.
     EntityPut {
-        entity: Entity,
+        entity: Arc<Entity>,
     },
     EntityDeleted {
         blueprint: String,

@@ -19,19 +19,13 @@ fn allowed_char(c: char, allow_equals: bool) -> bool {
 }
 
 fn check(kind: &'static str, id: &str, max: usize, allow_equals: bool) -> Result<(), DomainError> {
-    let invalid = |reason: String| DomainError::InvalidIdentifier {
-        kind,
-        identifier: truncate(id, 120),
-        reason,
-    };
+    let invalid = |reason: String| DomainError::InvalidIdentifier { kind, identifier: truncate(id, 120), reason };
     if id.is_empty() {
         return Err(invalid("it must not be empty".into()));
     }
     let len = id.chars().count();
     if len > max {
-        return Err(invalid(format!(
-            "it has {len} characters, the limit is {max}"
-        )));
+        return Err(invalid(format!("it has {len} characters, the limit is {max}")));
     }
     if id == "." || id == ".." {
         return Err(invalid("`.` and `..` are reserved".into()));
@@ -64,9 +58,7 @@ pub fn validate_entity_id(id: &str) -> Result<(), DomainError> {
 pub fn validate_title(kind: &'static str, title: &str, max: usize) -> Result<(), DomainError> {
     let len = title.chars().count();
     if len > max {
-        return Err(DomainError::Invalid(format!(
-            "{kind} title has {len} characters, the limit is {max}"
-        )));
+        return Err(DomainError::Invalid(format!("{kind} title has {len} characters, the limit is {max}")));
     }
     Ok(())
 }
@@ -89,16 +81,7 @@ mod tests {
 
     #[test]
     fn accepts_port_examples() {
-        for id in [
-            "service",
-            "my-svc_1",
-            "a/b/c",
-            "user@example.com",
-            "ns:name",
-            "Ünïcode",
-            "a.b",
-            "...",
-        ] {
+        for id in ["service", "my-svc_1", "a/b/c", "user@example.com", "ns:name", "Ünïcode", "a.b", "..."] {
             assert!(validate_entity_id(id).is_ok(), "{id}");
         }
         assert!(validate_entity_id("k=v").is_ok());

@@ -95,24 +95,17 @@ fn num(def: &Map<String, Value>, key: &str, name: &str) -> Result<Option<f64>, S
     match def.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(other) => Err(format!(
-            "property `{name}`: `{key}` must be a number, got {}",
-            kind_of(other)
-        )),
+        Some(other) => Err(format!("property `{name}`: `{key}` must be a number, got {}", kind_of(other))),
     }
 }
 
 fn count(def: &Map<String, Value>, key: &str, name: &str) -> Result<Option<u64>, String> {
     match def.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| format!("property `{name}`: `{key}` must be a non-negative integer")),
-        Some(other) => Err(format!(
-            "property `{name}`: `{key}` must be an integer, got {}",
-            kind_of(other)
-        )),
+        Some(Value::Number(n)) => {
+            n.as_u64().map(Some).ok_or_else(|| format!("property `{name}`: `{key}` must be a non-negative integer"))
+        }
+        Some(other) => Err(format!("property `{name}`: `{key}` must be an integer, got {}", kind_of(other))),
     }
 }
 
@@ -131,9 +124,8 @@ pub fn kind_of(v: &Value) -> &'static str {
 impl PropertySchema {
     /// Compiles a property definition; `name` is used in error messages.
     pub fn compile(name: &str, def: &Value) -> Result<PropertySchema, String> {
-        let def = def
-            .as_object()
-            .ok_or_else(|| format!("property `{name}` must be an object, got {}", kind_of(def)))?;
+        let def =
+            def.as_object().ok_or_else(|| format!("property `{name}` must be an object, got {}", kind_of(def)))?;
         let ty = match def.get("type") {
             Some(Value::String(t)) => PropertyType::parse(t).ok_or_else(|| {
                 format!("property `{name}`: type `{t}` is not one of string, number, boolean, object, array")
@@ -153,44 +145,29 @@ impl PropertySchema {
                 if !matches!(ty, PropertyType::String | PropertyType::Object)
                     || (ty == PropertyType::Object && f != "labeled-url")
                 {
-                    return Err(format!(
-                        "property `{name}`: format `{f}` applies to strings, not {}",
-                        ty.name()
-                    ));
+                    return Err(format!("property `{name}`: format `{f}` applies to strings, not {}", ty.name()));
                 }
                 Some(f.clone())
             }
             Some(other) => {
-                return Err(format!(
-                    "property `{name}`: `format` must be a string, got {}",
-                    kind_of(other)
-                ));
+                return Err(format!("property `{name}`: `format` must be a string, got {}", kind_of(other)));
             }
         };
         let pattern = match def.get("pattern") {
             None | Some(Value::Null) => None,
             Some(Value::String(p)) => {
                 if ty != PropertyType::String {
-                    return Err(format!(
-                        "property `{name}`: `pattern` applies to strings only"
-                    ));
+                    return Err(format!("property `{name}`: `pattern` applies to strings only"));
                 }
                 Some(
                     regex::RegexBuilder::new(p)
                         .size_limit(1 << 20)
                         .build()
-                        .map_err(|e| {
-                            format!(
-                                "property `{name}`: pattern is not a valid regular expression: {e}"
-                            )
-                        })?,
+                        .map_err(|e| format!("property `{name}`: pattern is not a valid regular expression: {e}"))?,
                 )
             }
             Some(other) => {
-                return Err(format!(
-                    "property `{name}`: `pattern` must be a string, got {}",
-                    kind_of(other)
-                ));
+                return Err(format!("property `{name}`: `pattern` must be a string, got {}", kind_of(other)));
             }
         };
         let items = match def.get("items") {
@@ -212,16 +189,10 @@ impl PropertySchema {
                         obj.remove("format");
                     }
                 }
-                Some(Box::new(PropertySchema::compile(
-                    &format!("{name}[]"),
-                    &items,
-                )?))
+                Some(Box::new(PropertySchema::compile(&format!("{name}[]"), &items)?))
             }
         };
-        Ok(PropertySchema {
-            items,
-            ..Self::compile_rest(name, def, ty, format, pattern)?
-        })
+        Ok(PropertySchema { items, ..Self::compile_rest(name, def, ty, format, pattern)? })
     }
 
     fn compile_rest(
@@ -235,9 +206,7 @@ impl PropertySchema {
             None | Some(Value::Null) => None,
             Some(Value::Array(values)) => {
                 if values.is_empty() {
-                    return Err(format!(
-                        "property `{name}`: `enum` must list at least one value"
-                    ));
+                    return Err(format!("property `{name}`: `enum` must list at least one value"));
                 }
                 for v in values {
                     if !v.is_null() && !ty.matches(v) {
@@ -251,10 +220,7 @@ impl PropertySchema {
                 Some(values.clone())
             }
             Some(other) => {
-                return Err(format!(
-                    "property `{name}`: `enum` must be an array, got {}",
-                    kind_of(other)
-                ));
+                return Err(format!("property `{name}`: `enum` must be an array, got {}", kind_of(other)));
             }
         };
         let schema = PropertySchema {
@@ -275,23 +241,17 @@ impl PropertySchema {
         };
         if let (Some(lo), Some(hi)) = (schema.minimum, schema.maximum) {
             if lo > hi {
-                return Err(format!(
-                    "property `{name}`: minimum {lo} is greater than maximum {hi}"
-                ));
+                return Err(format!("property `{name}`: minimum {lo} is greater than maximum {hi}"));
             }
         }
         if let (Some(lo), Some(hi)) = (schema.min_length, schema.max_length) {
             if lo > hi {
-                return Err(format!(
-                    "property `{name}`: minLength {lo} is greater than maxLength {hi}"
-                ));
+                return Err(format!("property `{name}`: minLength {lo} is greater than maxLength {hi}"));
             }
         }
         if let (Some(lo), Some(hi)) = (schema.min_items, schema.max_items) {
             if lo > hi {
-                return Err(format!(
-                    "property `{name}`: minItems {lo} is greater than maxItems {hi}"
-                ));
+                return Err(format!("property `{name}`: minItems {lo} is greater than maxItems {hi}"));
             }
         }
         Ok(schema)
@@ -300,9 +260,7 @@ impl PropertySchema {
     /// Checks the default value, once `items` is known.
     pub fn check_default(&self, name: &str) -> Result<(), String> {
         match &self.default {
-            Some(d) => self
-                .validate(name, d)
-                .map_err(|e| format!("default value is invalid: {e}")),
+            Some(d) => self.validate(name, d).map_err(|e| format!("default value is invalid: {e}")),
             None => Ok(()),
         }
     }
@@ -310,19 +268,12 @@ impl PropertySchema {
     /// Validates a non-null value. `path` names the value in the message (`properties.replicas`).
     pub fn validate(&self, path: &str, v: &Value) -> Result<(), String> {
         if !self.ty.matches(v) {
-            return Err(format!(
-                "`{path}` must be a {}, got {}",
-                self.ty.name(),
-                kind_of(v)
-            ));
+            return Err(format!("`{path}` must be a {}, got {}", self.ty.name(), kind_of(v)));
         }
         if let Some(allowed) = &self.enumeration {
             if !allowed.iter().any(|a| a == v || numbers_equal(a, v)) {
                 let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-                return Err(format!(
-                    "`{path}` is {v}, which is not one of [{}]",
-                    list.join(", ")
-                ));
+                return Err(format!("`{path}` is {v}, which is not one of [{}]", list.join(", ")));
             }
         }
         match v {
@@ -346,9 +297,7 @@ impl PropertySchema {
             Value::Array(items) => {
                 let n = items.len() as u64;
                 if let Some(lo) = self.min_items.filter(|lo| n < *lo) {
-                    return Err(format!(
-                        "`{path}` has {n} items, at least {lo} are required"
-                    ));
+                    return Err(format!("`{path}` has {n} items, at least {lo} are required"));
                 }
                 if let Some(hi) = self.max_items.filter(|hi| n > *hi) {
                     return Err(format!("`{path}` has {n} items, at most {hi} are allowed"));
@@ -367,21 +316,14 @@ impl PropertySchema {
     fn validate_string(&self, path: &str, s: &str) -> Result<(), String> {
         let len = s.chars().count() as u64;
         if let Some(lo) = self.min_length.filter(|lo| len < *lo) {
-            return Err(format!(
-                "`{path}` has {len} characters, at least {lo} are required"
-            ));
+            return Err(format!("`{path}` has {len} characters, at least {lo} are required"));
         }
         if let Some(hi) = self.max_length.filter(|hi| len > *hi) {
-            return Err(format!(
-                "`{path}` has {len} characters, at most {hi} are allowed"
-            ));
+            return Err(format!("`{path}` has {len} characters, at most {hi} are allowed"));
         }
         if let Some(re) = &self.pattern {
             if !re.is_match(s) {
-                return Err(format!(
-                    "`{path}` does not match the pattern `{}`",
-                    re.as_str()
-                ));
+                return Err(format!("`{path}` does not match the pattern `{}`", re.as_str()));
             }
         }
         let ok = match self.format.as_deref() {
@@ -491,9 +433,7 @@ mod tests {
         assert!(s.validate("p", &json!(10)).is_ok());
         assert!(s.validate("p", &json!(10.5)).is_err());
         assert!(s.validate("p", &json!("5")).is_err());
-        let s = schema(
-            json!({"type": "array", "items": {"type": "string", "enum": ["a", "b"]}, "maxItems": 2}),
-        );
+        let s = schema(json!({"type": "array", "items": {"type": "string", "enum": ["a", "b"]}, "maxItems": 2}));
         assert!(s.validate("p", &json!(["a", "b"])).is_ok());
         assert!(s.validate("p", &json!(["a", "c"])).is_err());
         assert!(s.validate("p", &json!(["a", "a", "b"])).is_err());

@@ -87,13 +87,7 @@ pub struct Tokens {
 
 impl Tokens {
     /// A token for a credential: the cached one while it lives long enough, else a new one.
-    pub fn issue(
-        &self,
-        key: &str,
-        client_id: &str,
-        roles: &[String],
-        now: i64,
-    ) -> Result<(String, i64), ApiError> {
+    pub fn issue(&self, key: &str, client_id: &str, roles: &[String], now: i64) -> Result<(String, i64), ApiError> {
         if let Ok(cache) = self.cache.lock() {
             if let Some((token, exp)) = cache.get(client_id) {
                 if *exp - now > REUSE_MARGIN_SECS {
@@ -111,8 +105,7 @@ impl Tokens {
             iss: "berth".into(),
         };
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let payload =
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).map_err(ApiError::internal)?);
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).map_err(ApiError::internal)?);
         let signing_input = format!("{header}.{payload}");
         let sig = URL_SAFE_NO_PAD.encode(sign(key.as_bytes(), signing_input.as_bytes())?);
         let token = format!("{signing_input}.{sig}");
@@ -133,9 +126,7 @@ impl Tokens {
     pub fn verify(key: &str, token: &str, now: i64) -> Result<Caller, ApiError> {
         let bad = || ApiError::unauthorized("the access token is invalid");
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(bad());
         };
         let expected = sign(key.as_bytes(), format!("{h}.{p}").as_bytes())?;
@@ -144,55 +135,40 @@ impl Tokens {
             return Err(bad());
         }
         let header: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).map_err(|_| bad())?)
-                .map_err(|_| bad())?;
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).map_err(|_| bad())?).map_err(|_| bad())?;
         if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
             return Err(bad());
         }
-        let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).map_err(|_| bad())?)
-            .map_err(|_| bad())?;
+        let claims: Claims =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).map_err(|_| bad())?).map_err(|_| bad())?;
         if claims.exp <= now {
             return Err(ApiError::unauthorized(
                 "the access token has expired; ask POST /v1/auth/access_token for a new one",
             ));
         }
-        Ok(Caller {
-            client_id: claims.client_id,
-            roles: claims.roles,
-        })
+        Ok(Caller { client_id: claims.client_id, roles: claims.roles })
     }
 }
 
 /// Middleware: a valid `Authorization: Bearer <token>` whose credential still exists, or a 401.
-pub async fn require_auth(
-    State(app): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer <token> header is required; get a token from POST /v1/auth/access_token"))?;
+pub async fn require_auth(State(app): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+        ApiError::unauthorized(
+            "an Authorization: Bearer <token> header is required; get a token from POST /v1/auth/access_token",
+        )
+    })?;
     let token = header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?
         .trim();
     let view = app.catalog.view();
-    let key = view
-        .signing_key()
-        .ok_or_else(|| ApiError::unavailable("the server has no signing key yet"))?;
+    let key = view.signing_key().ok_or_else(|| ApiError::unavailable("the server has no signing key yet"))?;
     let caller = Tokens::verify(key, token, crate::now().millis() / 1000)?;
     let Some(credential) = view.credential(&caller.client_id) else {
-        return Err(ApiError::unauthorized(
-            "the credential of this token no longer exists",
-        ));
+        return Err(ApiError::unauthorized("the credential of this token no longer exists"));
     };
-    let caller = Caller {
-        client_id: caller.client_id,
-        roles: credential.roles.clone(),
-    };
+    let caller = Caller { client_id: caller.client_id, roles: credential.roles.clone() };
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
 }
@@ -204,24 +180,17 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_reject_tampering() {
         let tokens = Tokens::default();
-        let (t, ttl) = tokens
-            .issue("k", "client", &["Admin".into()], 1000)
-            .expect("issue");
+        let (t, ttl) = tokens.issue("k", "client", &["Admin".into()], 1000).expect("issue");
         assert_eq!(ttl, TOKEN_LIFETIME_SECS);
         let caller = Tokens::verify("k", &t, 1001).expect("valid");
         assert_eq!(caller.client_id, "client");
         assert!(Tokens::verify("other-key", &t, 1001).is_err());
-        assert!(
-            Tokens::verify("k", &t, 1000 + TOKEN_LIFETIME_SECS).is_err(),
-            "expired"
-        );
+        assert!(Tokens::verify("k", &t, 1000 + TOKEN_LIFETIME_SECS).is_err(), "expired");
         let mut tampered = t.clone();
         tampered.insert(t.find('.').expect("dot") + 2, 'x');
         assert!(Tokens::verify("k", &tampered, 1001).is_err());
         assert!(Tokens::verify("k", "a.b", 1001).is_err());
-        let (again, _) = tokens
-            .issue("k", "client", &["Admin".into()], 1010)
-            .expect("issue");
+        let (again, _) = tokens.issue("k", "client", &["Admin".into()], 1010).expect("issue");
         assert_eq!(again, t, "the same token is returned while it lives");
     }
 }

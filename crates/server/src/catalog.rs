@@ -55,14 +55,9 @@ pub struct Catalog {
 
 impl Catalog {
     /// Loads the newest snapshot, replays the tail, and starts the writer and snapshot tasks.
-    pub async fn open(
-        store: Arc<dyn LogStore>,
-        snapshot_every: u64,
-    ) -> Result<Arc<Catalog>, CatalogError> {
+    pub async fn open(store: Arc<dyn LogStore>, snapshot_every: u64) -> Result<Arc<Catalog>, CatalogError> {
         let mut state = match store.load_snapshot().await? {
-            Some(snap) => {
-                State::from_snapshot(&snap.data).map_err(|e| CatalogError::Replay(e.to_string()))?
-            }
+            Some(snap) => State::from_snapshot(&snap.data).map_err(|e| CatalogError::Replay(e.to_string()))?,
             None => State::default(),
         };
         catch_up(store.as_ref(), &mut state).await?;
@@ -105,26 +100,13 @@ impl Catalog {
     /// Waits (at most `timeout`) until the state has applied `seq`; returns whether it has.
     pub async fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
         let mut rx = self.applied.subscribe();
-        tokio::time::timeout(timeout, async { rx.wait_for(|s| *s >= seq).await.is_ok() })
-            .await
-            .unwrap_or(false)
+        tokio::time::timeout(timeout, async { rx.wait_for(|s| *s >= seq).await.is_ok() }).await.unwrap_or(false)
     }
 
     /// Runs commands as one request; each command is atomic on its own.
-    pub async fn write(
-        &self,
-        meta: WriteMeta,
-        commands: Vec<Command>,
-    ) -> Result<WriteResult, CatalogError> {
+    pub async fn write(&self, meta: WriteMeta, commands: Vec<Command>) -> Result<WriteResult, CatalogError> {
         let (reply, rx) = oneshot::channel();
-        self.jobs
-            .send(WriteJob {
-                meta,
-                commands,
-                reply,
-            })
-            .await
-            .map_err(|_| CatalogError::Stopped)?;
+        self.jobs.send(WriteJob { meta, commands, reply }).await.map_err(|_| CatalogError::Stopped)?;
         rx.await.map_err(|_| CatalogError::Stopped)?
     }
 
@@ -135,10 +117,7 @@ impl Catalog {
         command: Command,
     ) -> Result<(Result<Outcome, DomainError>, u64), CatalogError> {
         let mut result = self.write(meta, vec![command]).await?;
-        let outcome = result
-            .outcomes
-            .pop()
-            .unwrap_or(Err(DomainError::Invalid("no command".into())));
+        let outcome = result.outcomes.pop().unwrap_or(Err(DomainError::Invalid("no command".into())));
         Ok((outcome, result.seq))
     }
 
@@ -171,35 +150,32 @@ async fn catch_up(store: &dyn LogStore, state: &mut State) -> Result<(), Catalog
             let event: Event = serde_json::from_slice(&stored.payload)
                 .map_err(|e| CatalogError::Replay(format!("event {}: {e}", stored.seq)))?;
             if event.seq != stored.seq {
-                return Err(CatalogError::Replay(format!(
-                    "event stored at {} says it is {}",
-                    stored.seq, event.seq
-                )));
+                return Err(CatalogError::Replay(format!("event stored at {} says it is {}", stored.seq, event.seq)));
             }
-            state
-                .apply(&event)
-                .map_err(|e| CatalogError::Replay(e.to_string()))?;
+            state.apply(&event).map_err(|e| CatalogError::Replay(e.to_string()))?;
         }
     }
 }
 
 struct Executed {
     state: State,
-    events: Vec<Vec<u8>>,
+    /// The encoded events, or why they could not be encoded (then nothing of the batch is written).
+    events: Result<Vec<Vec<u8>>, String>,
     results: Vec<Vec<Result<Outcome, DomainError>>>,
 }
 
-/// Executes every job's commands in order against `base`, each command atomically.
+/// Executes every job's commands in order against `base`, each command atomically: a command's changes
+/// are computed first (pure, no state touched), then applied. Applying a validated change cannot fail short of
+/// a bug; if it does, the batch is rebuilt from `base` without that command.
 fn execute_batch(base: &State, jobs: &[WriteJob]) -> Executed {
     let mut state = base.clone();
-    let mut events = Vec::new();
+    let mut applied: Vec<Event> = Vec::new();
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         let mut job_results = Vec::with_capacity(job.commands.len());
         for command in &job.commands {
-            let before = state.clone();
-            let before_events = events.len();
             let result = execute(&state, &job.meta, command).and_then(|(changes, outcome)| {
+                let first = applied.len();
                 for change in changes {
                     let event = Event {
                         seq: state.seq() + 1,
@@ -209,28 +185,33 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Executed {
                         run_id: job.meta.run_id.clone(),
                         change,
                     };
-                    let bytes = serde_json::to_vec(&event)
-                        .map_err(|e| DomainError::Invalid(e.to_string()))?;
-                    state
-                        .apply(&event)
-                        .map_err(|e| DomainError::Invalid(format!("cannot apply: {e}")))?;
-                    events.push(bytes);
+                    if let Err(e) = state.apply(&event) {
+                        // Undo this command's partial application by replaying the batch so far.
+                        applied.truncate(first);
+                        state = base.clone();
+                        for ev in &applied {
+                            let _ = state.apply(ev);
+                        }
+                        tracing::error!(error = %e, "a validated change did not apply; the command is refused");
+                        return Err(DomainError::Invalid(format!("internal: the change could not be applied ({e})")));
+                    }
+                    applied.push(event);
                 }
                 Ok(outcome)
             });
-            if result.is_err() {
-                state = before;
-                events.truncate(before_events);
-            }
             job_results.push(result);
         }
         results.push(job_results);
     }
-    Executed {
-        state,
-        events,
-        results,
-    }
+    let events = applied
+        .iter()
+        .map(|e| {
+            let mut buf = Vec::with_capacity(1024);
+            serde_json::to_writer(&mut buf, e).map(|()| buf)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string());
+    Executed { state, events, results }
 }
 
 async fn writer_loop(catalog: Arc<Catalog>, mut rx: mpsc::Receiver<WriteJob>) {
@@ -253,11 +234,7 @@ async fn writer_loop(catalog: Arc<Catalog>, mut rx: mpsc::Receiver<WriteJob>) {
                 tracing::error!(error = %e, "write batch failed; nothing was applied");
                 let msg = e.to_string();
                 for job in jobs {
-                    let _ = job
-                        .reply
-                        .send(Err(CatalogError::Store(StoreError::Unavailable(
-                            msg.clone(),
-                        ))));
+                    let _ = job.reply.send(Err(CatalogError::Store(StoreError::Unavailable(msg.clone()))));
                 }
             }
         }
@@ -270,10 +247,11 @@ async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, Catal
     let mut base = (*catalog.view()).clone();
     for _ in 0..MAX_RETRIES {
         let executed = execute_batch(&base, jobs);
-        if executed.events.is_empty() {
+        let events = executed.events.map_err(CatalogError::Replay)?;
+        if events.is_empty() {
             return Ok((base.seq(), executed.results));
         }
-        match catalog.store.append(base.seq(), executed.events).await {
+        match catalog.store.append(base.seq(), events).await {
             Ok(_) => {
                 let seq = executed.state.seq();
                 catalog.publish(executed.state);
@@ -286,20 +264,12 @@ async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, Catal
             Err(e) => return Err(e.into()),
         }
     }
-    Err(CatalogError::Store(StoreError::Unavailable(
-        "too many append conflicts".into(),
-    )))
+    Err(CatalogError::Store(StoreError::Unavailable("too many append conflicts".into())))
 }
 
 async fn snapshot_loop(catalog: std::sync::Weak<Catalog>, every: u64) {
     let mut last = match catalog.upgrade() {
-        Some(c) => c
-            .store
-            .load_snapshot()
-            .await
-            .ok()
-            .flatten()
-            .map_or(0, |s| s.seq),
+        Some(c) => c.store.load_snapshot().await.ok().flatten().map_or(0, |s| s.seq),
         None => return,
     };
     loop {
@@ -307,8 +277,13 @@ async fn snapshot_loop(catalog: std::sync::Weak<Catalog>, every: u64) {
         let Some(catalog) = catalog.upgrade() else {
             return;
         };
-        let seq = catalog.view().seq();
-        if seq >= last + every {
+        let view = catalog.view();
+        let seq = view.seq();
+        // A snapshot costs as much as the catalog is large: take one when the tail to replay has grown to
+        // `every` events and to half the catalog, so the cost per event stays constant as the catalog grows.
+        let due = every.max(view.total_entities() as u64 / 2);
+        drop(view);
+        if seq >= last + due {
             match catalog.snapshot().await {
                 Ok(s) => {
                     tracing::info!(seq = s, "snapshot written");

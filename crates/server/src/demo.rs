@@ -80,10 +80,7 @@ struct Dice(u64);
 
 impl Dice {
     fn next(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((self.0 >> 33) % n.max(1) as u64) as usize
     }
 }
@@ -91,17 +88,12 @@ impl Dice {
 fn entities() -> Vec<(&'static str, Value)> {
     let mut d = Dice(42);
     let mut out = Vec::new();
-    let teams = [
-        "platform", "payments", "search", "identity", "growth", "data", "mobile", "sre",
-    ];
+    let teams = ["platform", "payments", "search", "identity", "growth", "data", "mobile", "sre"];
     for (i, t) in teams.iter().enumerate() {
         out.push(("team", json!({"identifier": t, "title": format!("{}{} team", &t[..1].to_uppercase(), &t[1..]),
             "properties": {"slack": format!("https://slack.example.com/channels/team-{t}"), "size": 4 + i, "manager": format!("lead.{t}@example.com")}})));
     }
-    let first = [
-        "ada", "linus", "grace", "ken", "barbara", "dennis", "margaret", "alan", "edsger",
-        "frances",
-    ];
+    let first = ["ada", "linus", "grace", "ken", "barbara", "dennis", "margaret", "alan", "edsger", "frances"];
     let roles = ["engineer", "engineer", "sre", "manager", "designer"];
     for (i, name) in first.iter().enumerate() {
         for k in 0..4 {
@@ -111,15 +103,14 @@ fn entities() -> Vec<(&'static str, Value)> {
                 "relations": {"team": teams[(i * 4 + k) % teams.len()]}})));
         }
     }
-    let domains = [
-        ("commerce", "payments"),
-        ("discovery", "search"),
-        ("foundation", "platform"),
-        ("customer", "identity"),
-    ];
+    let domains =
+        [("commerce", "payments"), ("discovery", "search"), ("foundation", "platform"), ("customer", "identity")];
     for (dom, owner) in domains {
-        out.push(("domain", json!({"identifier": dom, "title": format!("{}{}", &dom[..1].to_uppercase(), &dom[1..]),
-            "properties": {"description": format!("The **{dom}** domain.")}, "relations": {"owner": owner}})));
+        out.push((
+            "domain",
+            json!({"identifier": dom, "title": format!("{}{}", &dom[..1].to_uppercase(), &dom[1..]),
+            "properties": {"description": format!("The **{dom}** domain.")}, "relations": {"owner": owner}}),
+        ));
     }
     let systems = [
         "checkout",
@@ -147,28 +138,13 @@ fn entities() -> Vec<(&'static str, Value)> {
         out.push(("environment", json!({"identifier": id, "title": id, "properties": {"type": ty, "region": region, "url": format!("https://{id}.example.com")}})));
     }
     let langs = ["Rust", "Go", "Python", "TypeScript", "Java"];
-    let words = [
-        "api",
-        "worker",
-        "gateway",
-        "indexer",
-        "scheduler",
-        "ledger",
-        "cache",
-        "router",
-    ];
+    let words = ["api", "worker", "gateway", "indexer", "scheduler", "ledger", "cache", "router"];
     let mut services = Vec::new();
     for (i, sys) in systems.iter().enumerate() {
         for w in words.iter().take(6) {
             let id = format!("{sys}-{w}");
             let team = teams[d.next(teams.len())];
-            let deps: Vec<String> = services
-                .iter()
-                .rev()
-                .take(3)
-                .filter(|_| d.next(3) == 0)
-                .cloned()
-                .collect();
+            let deps: Vec<String> = services.iter().rev().take(3).filter(|_| d.next(3) == 0).cloned().collect();
             out.push(("service", json!({"identifier": id, "title": format!("{sys} {w}"), "team": [team],
                 "properties": {"language": langs[d.next(langs.len())], "repo": format!("https://git.example.com/{sys}/{w}"),
                     "readme": format!("# {sys} {w}\n\nOwned by *{team}*."), "lifecycle": (["production", "production", "experimental", "deprecated"][d.next(4)]),
@@ -191,9 +167,7 @@ fn entities() -> Vec<(&'static str, Value)> {
             "relations": {"service": svc, "environment": env}})));
     }
     for n in 0..40 {
-        let affected: Vec<&String> = (0..1 + d.next(3))
-            .map(|_| &services[d.next(services.len())])
-            .collect();
+        let affected: Vec<&String> = (0..1 + d.next(3)).map(|_| &services[d.next(services.len())]).collect();
         out.push(("incident", json!({"identifier": format!("INC-{:04}", 1000 + n), "title": format!("Incident {}", 1000 + n),
             "properties": {"severity": (["SEV1", "SEV2", "SEV3", "SEV3"][d.next(4)]), "status": (["open", "mitigated", "resolved", "resolved"][d.next(4)]),
                 "openedAt": format!("2026-{:02}-{:02}T{:02}:00:00Z", 1 + d.next(11), 1 + d.next(28), d.next(24)),
@@ -206,14 +180,8 @@ fn entities() -> Vec<(&'static str, Value)> {
 /// Writes the demo catalog. Fails if any part is refused (that would be a bug in the demo).
 pub async fn seed(catalog: &Catalog) -> Result<usize, String> {
     let meta = crate::system_meta;
-    let commands: Vec<Command> = blueprints()
-        .into_iter()
-        .map(|body| Command::CreateBlueprint { body })
-        .collect();
-    let result = catalog
-        .write(meta(), commands)
-        .await
-        .map_err(|e| e.to_string())?;
+    let commands: Vec<Command> = blueprints().into_iter().map(|body| Command::CreateBlueprint { body }).collect();
+    let result = catalog.write(meta(), commands).await.map_err(|e| e.to_string())?;
     if let Some(Err(e)) = result.outcomes.into_iter().find(Result::is_err) {
         return Err(format!("demo blueprint refused: {e}"));
     }
@@ -229,10 +197,7 @@ pub async fn seed(catalog: &Catalog) -> Result<usize, String> {
         });
     }
     let n = commands.len();
-    let result = catalog
-        .write(meta(), commands)
-        .await
-        .map_err(|e| e.to_string())?;
+    let result = catalog.write(meta(), commands).await.map_err(|e| e.to_string())?;
     if let Some(Err(e)) = result.outcomes.into_iter().find(Result::is_err) {
         return Err(format!("demo entity refused: {e}"));
     }

@@ -33,11 +33,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -57,21 +53,13 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            message,
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", message)
     }
 
     /// A 500 whose cause is logged, never shown.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal error; see the server log",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; see the server log")
     }
 
     pub fn body(&self) -> Value {
@@ -83,28 +71,18 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         let message = e.to_string();
         let (status, code) = match e {
-            DomainError::NotFound { .. } | DomainError::RelatedNotFound { .. } => {
-                (StatusCode::NOT_FOUND, "not_found")
-            }
+            DomainError::NotFound { .. } | DomainError::RelatedNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             DomainError::AlreadyExists { .. } => (StatusCode::CONFLICT, "conflict"),
             DomainError::HasDependents(_) => (StatusCode::CONFLICT, "has_dependents"),
-            DomainError::InvalidIdentifier { .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_identifier")
-            }
-            DomainError::InvalidBlueprint(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_blueprint")
-            }
+            DomainError::InvalidIdentifier { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_identifier"),
+            DomainError::InvalidBlueprint(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_blueprint"),
             DomainError::SchemaMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "schema_mismatch"),
             DomainError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             DomainError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             DomainError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             DomainError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
         };
-        ApiError {
-            status,
-            code,
-            message,
-        }
+        ApiError { status, code, message }
     }
 }
 

@@ -38,15 +38,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             ));
         }
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the body is not valid JSON: {e}"),
-            )
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}"))
         })?;
-        let parsed = serde_json::from_value(value).map_err(|e| {
-            ApiError::unprocessable(format!("json does not match the route's schema: {e}"))
-        })?;
+        let parsed = serde_json::from_value(value)
+            .map_err(|e| ApiError::unprocessable(format!("json does not match the route's schema: {e}")))?;
         Ok(ApiJson(parsed))
     }
 }
@@ -60,21 +55,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
-        Ok(Params(
-            form_urlencoded::parse(query.as_bytes())
-                .into_owned()
-                .collect(),
-        ))
+        Ok(Params(form_urlencoded::parse(query.as_bytes()).into_owned().collect()))
     }
 }
 
 impl Params {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// A boolean given as `true`/`false` (or `1`/`0`); absent means `default`.
@@ -83,9 +70,9 @@ impl Params {
             None | Some("") => Ok(default),
             Some("true" | "1" | "True" | "TRUE") => Ok(true),
             Some("false" | "0" | "False" | "FALSE") => Ok(false),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "query parameter `{key}` must be true or false, got {other:?}"
-            ))),
+            Some(other) => {
+                Err(ApiError::bad_request(format!("query parameter `{key}` must be true or false, got {other:?}")))
+            }
         }
     }
 
@@ -115,11 +102,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParams {
         let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
-        Ok(PathParams(
-            raw.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ))
+        Ok(PathParams(raw.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()))
     }
 }
 
@@ -162,10 +145,8 @@ mod tests {
 
     #[test]
     fn plus_becomes_a_space_in_paths_only() {
-        let req = Request::builder()
-            .uri("/v1/blueprints/x/entities/a+b?q=c+d")
-            .body(axum::body::Body::empty())
-            .expect("req");
+        let req =
+            Request::builder().uri("/v1/blueprints/x/entities/a+b?q=c+d").body(axum::body::Body::empty()).expect("req");
         let req = plus_as_space(req);
         assert_eq!(req.uri().path(), "/v1/blueprints/x/entities/a%20b");
         assert_eq!(req.uri().query(), Some("q=c+d"));

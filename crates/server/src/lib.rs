@@ -66,9 +66,7 @@ impl ServerConfig {
     }
 
     pub fn store_url(&self) -> String {
-        self.store_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("berth.db").display()))
+        self.store_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("berth.db").display()))
     }
 }
 
@@ -79,10 +77,7 @@ pub enum StartError {
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Bootstrap(String),
 }
@@ -109,22 +104,14 @@ pub struct AppState {
 
 /// The wall clock, in milliseconds. The only clock the server reads for writes.
 pub fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     Timestamp::from_millis(ms)
 }
 
 /// Metadata of a write made by the server itself.
 pub fn system_meta() -> WriteMeta {
-    WriteMeta {
-        actor: "berth".into(),
-        origin: Origin::System,
-        now: now(),
-        datasource: None,
-        run_id: None,
-    }
+    WriteMeta { actor: "berth".into(), origin: Origin::System, now: now(), datasource: None, run_id: None }
 }
 
 /// What start-up wants the operator to know.
@@ -146,9 +133,8 @@ pub struct Server {
 
 /// Opens the store and catalog, bootstraps, seeds the demo if asked, and binds the socket.
 pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        StartError::Bootstrap(format!("cannot create {}: {e}", config.data_dir.display()))
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::Bootstrap(format!("cannot create {}: {e}", config.data_dir.display())))?;
     let store: Arc<dyn berth_store::LogStore> = Arc::from(berth_store::open(&config.store_url())?);
     let catalog = Catalog::open(Arc::clone(&store), config.snapshot_every).await?;
     let generated_credential = bootstrap(&catalog, &config).await?;
@@ -157,14 +143,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let view = catalog.view();
     let info = StartInfo {
         addr,
@@ -180,29 +160,18 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         migrations: Arc::default(),
         started: Instant::now(),
     };
-    Ok(Server {
-        info,
-        state,
-        listener,
-    })
+    Ok(Server { info, state, listener })
 }
 
 impl Server {
     /// Serves until `shutdown` resolves, then drains connections and writes a final snapshot.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
-        let app =
-            tower::ServiceExt::map_request(router(self.state.clone()), extract::plus_as_space);
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let app = tower::ServiceExt::map_request(router(self.state.clone()), extract::plus_as_space);
         let addr = self.info.addr;
-        axum::serve(
-            self.listener,
-            axum::ServiceExt::<Request>::into_make_service(app),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+        axum::serve(self.listener, axum::ServiceExt::<Request>::into_make_service(app))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
         match self.state.catalog.snapshot().await {
             Ok(seq) => tracing::info!(seq, "final snapshot written"),
             Err(e) => tracing::warn!(error = %e, "final snapshot failed"),
@@ -213,17 +182,12 @@ impl Server {
 
 async fn write_system(catalog: &Catalog, command: Command) -> Result<(), StartError> {
     let (outcome, _) = catalog.write_one(system_meta(), command).await?;
-    outcome
-        .map(|_| ())
-        .map_err(|e| StartError::Bootstrap(e.to_string()))
+    outcome.map(|_| ()).map_err(|e| StartError::Bootstrap(e.to_string()))
 }
 
 /// Ensures a signing key and an admin credential exist. A generated credential is written, readable only
 /// by its owner, to `<data_dir>/bootstrap-credentials.json`, and returned so it can be printed once.
-async fn bootstrap(
-    catalog: &Catalog,
-    config: &ServerConfig,
-) -> Result<Option<(String, String, PathBuf)>, StartError> {
+async fn bootstrap(catalog: &Catalog, config: &ServerConfig) -> Result<Option<(String, String, PathBuf)>, StartError> {
     if catalog.view().signing_key().is_none() {
         let key = auth::random_hex(32).map_err(|e| StartError::Bootstrap(e.message))?;
         write_system(catalog, Command::SetSigningKey { key }).await?;
@@ -235,14 +199,10 @@ async fn bootstrap(
         roles: vec!["Admin".into()],
         created_at: now(),
     };
-    if let (Some(id), Some(secret)) = (&config.bootstrap_client_id, &config.bootstrap_client_secret)
-    {
+    if let (Some(id), Some(secret)) = (&config.bootstrap_client_id, &config.bootstrap_client_secret) {
         let current = catalog.view().credential(id).cloned();
         let wanted = admin(id, secret);
-        if current
-            .as_ref()
-            .is_none_or(|c| c.secret_sha256 != wanted.secret_sha256 || !c.is_admin())
-        {
+        if current.as_ref().is_none_or(|c| c.secret_sha256 != wanted.secret_sha256 || !c.is_admin()) {
             write_system(catalog, Command::PutCredential { credential: wanted }).await?;
         }
         return Ok(None);
@@ -250,22 +210,12 @@ async fn bootstrap(
     if catalog.view().credentials().next().is_some() {
         return Ok(None);
     }
-    let client_id = format!(
-        "berth_{}",
-        auth::random_hex(8).map_err(|e| StartError::Bootstrap(e.message))?
-    );
+    let client_id = format!("berth_{}", auth::random_hex(8).map_err(|e| StartError::Bootstrap(e.message))?);
     let secret = auth::random_hex(32).map_err(|e| StartError::Bootstrap(e.message))?;
-    write_system(
-        catalog,
-        Command::PutCredential {
-            credential: admin(&client_id, &secret),
-        },
-    )
-    .await?;
+    write_system(catalog, Command::PutCredential { credential: admin(&client_id, &secret) }).await?;
     let path = config.data_dir.join("bootstrap-credentials.json");
     let body = serde_json::json!({"clientId": client_id, "clientSecret": secret});
-    write_private(&path, &body)
-        .map_err(|e| StartError::Bootstrap(format!("cannot write {}: {e}", path.display())))?;
+    write_private(&path, &body).map_err(|e| StartError::Bootstrap(format!("cannot write {}: {e}", path.display())))?;
     Ok(Some((client_id, secret, path)))
 }
 
@@ -278,11 +228,7 @@ fn write_private(path: &std::path::Path, body: &Value) -> std::io::Result<()> {
     #[cfg(unix)]
     opts.mode(0o600);
     let mut f = opts.open(path)?;
-    f.write_all(
-        serde_json::to_string_pretty(body)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
+    f.write_all(serde_json::to_string_pretty(body).unwrap_or_default().as_bytes())?;
     f.sync_all()
 }
 
@@ -292,12 +238,8 @@ pub fn router(state: AppState) -> axum::Router {
     routes::router(state)
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "internal error; see the server log",
-            )
-            .into_response()
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; see the server log")
+                .into_response()
         }))
         .layer(axum::middleware::from_fn(trace_requests))
         .layer(tower_http::compression::CompressionLayer::new())
@@ -307,12 +249,8 @@ static TRACE_COUNTER: AtomicU64 = AtomicU64::new(0);
 static TRACE_PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn next_trace_id() -> String {
-    let prefix =
-        TRACE_PREFIX.get_or_init(|| auth::random_hex(6).unwrap_or_else(|_| "000000000000".into()));
-    format!(
-        "{prefix}{:012x}",
-        TRACE_COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let prefix = TRACE_PREFIX.get_or_init(|| auth::random_hex(6).unwrap_or_else(|_| "000000000000".into()));
+    format!("{prefix}{:012x}", TRACE_COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Gives every response an `X-Trace-Id` (the caller's, if it sent a sane one) and logs the request.
@@ -321,11 +259,7 @@ async fn trace_requests(req: Request, next: Next) -> Response {
         .headers()
         .get("x-trace-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
         .map(str::to_string)
         .unwrap_or_else(next_trace_id);
     let method = req.method().clone();

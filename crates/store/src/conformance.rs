@@ -44,11 +44,7 @@ pub async fn concurrent_appenders(store: Arc<dyn LogStore>, writers: usize, per_
         t.await.expect("writer task");
     }
     let events = store.read_from(start, usize::MAX).await.expect("read");
-    assert_eq!(
-        events.len(),
-        writers * per_writer,
-        "every append is stored exactly once"
-    );
+    assert_eq!(events.len(), writers * per_writer, "every append is stored exactly once");
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.seq, start + 1 + i as u64, "sequence has no gaps");
     }
@@ -60,30 +56,17 @@ pub async fn concurrent_appenders(store: Arc<dyn LogStore>, writers: usize, per_
 
 async fn append_and_conflict(store: &dyn LogStore) {
     assert_eq!(store.head().await.expect("head"), 0, "a new store is empty");
-    assert_eq!(
-        store.append(0, vec![ev(1), ev(2)]).await.expect("append"),
-        2
-    );
+    assert_eq!(store.append(0, vec![ev(1), ev(2)]).await.expect("append"), 2);
     assert_eq!(store.head().await.expect("head"), 2);
     match store.append(1, vec![ev(99)]).await {
-        Err(StoreError::Conflict {
-            expected: 1,
-            actual: 2,
-        }) => {}
+        Err(StoreError::Conflict { expected: 1, actual: 2 }) => {}
         other => panic!("a stale expected head must conflict, got {other:?}"),
     }
     match store.append(5, vec![ev(99)]).await {
-        Err(StoreError::Conflict {
-            expected: 5,
-            actual: 2,
-        }) => {}
+        Err(StoreError::Conflict { expected: 5, actual: 2 }) => {}
         other => panic!("a future expected head must conflict, got {other:?}"),
     }
-    assert_eq!(
-        store.head().await.expect("head"),
-        2,
-        "a conflicting append writes nothing"
-    );
+    assert_eq!(store.head().await.expect("head"), 2, "a conflicting append writes nothing");
     assert_eq!(store.append(2, vec![ev(3)]).await.expect("append"), 3);
 }
 
@@ -101,23 +84,11 @@ async fn read_from(store: &dyn LogStore) {
 async fn waiting(store: &dyn LogStore) {
     let head = store.head().await.expect("head");
     let started = std::time::Instant::now();
-    let h = store
-        .wait_for(head, Duration::from_millis(100))
-        .await
-        .expect("wait");
+    let h = store.wait_for(head, Duration::from_millis(100)).await.expect("wait");
+    assert_eq!(h, head, "nothing new: the wait times out with the same head");
+    assert!(started.elapsed() >= Duration::from_millis(90), "the wait lasted its timeout");
     assert_eq!(
-        h, head,
-        "nothing new: the wait times out with the same head"
-    );
-    assert!(
-        started.elapsed() >= Duration::from_millis(90),
-        "the wait lasted its timeout"
-    );
-    assert_eq!(
-        store
-            .wait_for(head - 1, Duration::from_secs(5))
-            .await
-            .expect("wait"),
+        store.wait_for(head - 1, Duration::from_secs(5)).await.expect("wait"),
         head,
         "already past: returns at once"
     );
@@ -130,37 +101,16 @@ async fn waiting(store: &dyn LogStore) {
 }
 
 async fn snapshots(store: &dyn LogStore) {
-    assert!(
-        store.load_snapshot().await.expect("load").is_none(),
-        "no snapshot at first"
-    );
-    store
-        .save_snapshot(Snapshot {
-            seq: 2,
-            data: b"two".to_vec(),
-        })
-        .await
-        .expect("save");
+    assert!(store.load_snapshot().await.expect("load").is_none(), "no snapshot at first");
+    store.save_snapshot(Snapshot { seq: 2, data: b"two".to_vec() }).await.expect("save");
     let big: Vec<u8> = (0..40_000_000u32).map(|i| (i % 251) as u8).collect();
-    store
-        .save_snapshot(Snapshot {
-            seq: 4,
-            data: big.clone(),
-        })
-        .await
-        .expect("save big");
+    store.save_snapshot(Snapshot { seq: 4, data: big.clone() }).await.expect("save big");
     let s = store.load_snapshot().await.expect("load").expect("some");
     assert_eq!(s.seq, 4, "the newest snapshot wins");
     assert!(s.data == big, "snapshot bytes round-trip");
     let head = store.head().await.expect("head");
     assert!(
-        store
-            .save_snapshot(Snapshot {
-                seq: head + 10,
-                data: vec![]
-            })
-            .await
-            .is_err(),
+        store.save_snapshot(Snapshot { seq: head + 10, data: vec![] }).await.is_err(),
         "a snapshot ahead of the log is refused"
     );
 }
@@ -178,14 +128,6 @@ async fn cursors(store: &dyn LogStore) {
 pub async fn check_reopened(store: &dyn LogStore) {
     assert_eq!(store.head().await.expect("head"), 4);
     assert_eq!(store.read_from(0, 10).await.expect("read").len(), 4);
-    assert_eq!(
-        store
-            .load_snapshot()
-            .await
-            .expect("load")
-            .expect("snapshot")
-            .seq,
-        4
-    );
+    assert_eq!(store.load_snapshot().await.expect("load").expect("snapshot").seq, 4);
     assert_eq!(store.get_cursor("webhooks").await.expect("get"), Some(4));
 }

@@ -58,18 +58,10 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Appends `events` as `expected_head + 1 ..`, only if the head is `expected_head`; returns the new head
     /// once the events are durable.
-    fn append(
-        &self,
-        expected_head: u64,
-        events: Vec<Vec<u8>>,
-    ) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn append(&self, expected_head: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Events with a sequence number greater than `after`, in order, at most `limit` of them.
-    fn read_from(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+    fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
 
     /// Waits until the head is greater than `after` or `timeout` passes; returns the head.
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>>;
@@ -90,9 +82,7 @@ pub trait LogStore: Send + Sync + 'static {
 /// Opens a store from a URL: `sqlite://PATH` (or a plain path).
 pub fn open(url: &str) -> Result<Box<dyn LogStore>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(
-            path,
-        ))?));
+        return Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(path))?));
     }
     if url.contains("://") {
         let scheme = url.split("://").next().unwrap_or_default();
@@ -100,7 +90,5 @@ pub fn open(url: &str) -> Result<Box<dyn LogStore>, StoreError> {
             "store URL scheme `{scheme}` is not supported by this build (supported: sqlite://PATH)"
         )));
     }
-    Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(
-        url,
-    ))?))
+    Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(url))?))
 }

@@ -27,8 +27,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(unavailable)?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(unavailable)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(unavailable)?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-65536;",
     )
@@ -39,8 +38,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
         let writer = connect(path)?;
         writer
@@ -67,9 +65,7 @@ impl SqliteStore {
         let conn = Arc::clone(conn);
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let mut guard = conn
-                    .lock()
-                    .map_err(|_| unavailable("connection lock poisoned"))?;
+                let mut guard = conn.lock().map_err(|_| unavailable("connection lock poisoned"))?;
                 f(&mut guard)
             })
             .await
@@ -79,9 +75,7 @@ impl SqliteStore {
 }
 
 fn query_head(conn: &Connection) -> Result<u64, StoreError> {
-    let head: Option<i64> = conn
-        .query_row("SELECT max(seq) FROM events", [], |r| r.get(0))
-        .map_err(unavailable)?;
+    let head: Option<i64> = conn.query_row("SELECT max(seq) FROM events", [], |r| r.get(0)).map_err(unavailable)?;
     Ok(head.unwrap_or(0).max(0) as u64)
 }
 
@@ -94,31 +88,20 @@ impl LogStore for SqliteStore {
         Self::blocking(&self.reader, |c| query_head(c))
     }
 
-    fn append(
-        &self,
-        expected_head: u64,
-        events: Vec<Vec<u8>>,
-    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn append(&self, expected_head: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>> {
         let head_tx = Arc::clone(&self.head_tx);
         let fut = Self::blocking(&self.writer, move |c| {
-            let tx = c
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
             let actual = query_head(&tx)?;
             if actual != expected_head {
-                return Err(StoreError::Conflict {
-                    expected: expected_head,
-                    actual,
-                });
+                return Err(StoreError::Conflict { expected: expected_head, actual });
             }
             {
-                let mut stmt = tx
-                    .prepare_cached("INSERT INTO events (seq, payload) VALUES (?1, ?2)")
-                    .map_err(unavailable)?;
+                let mut stmt =
+                    tx.prepare_cached("INSERT INTO events (seq, payload) VALUES (?1, ?2)").map_err(unavailable)?;
                 for (i, payload) in events.iter().enumerate() {
                     let seq = expected_head + 1 + i as u64;
-                    stmt.execute(params![seq as i64, payload])
-                        .map_err(unavailable)?;
+                    stmt.execute(params![seq as i64, payload]).map_err(unavailable)?;
                 }
             }
             tx.commit().map_err(unavailable)?;
@@ -135,27 +118,15 @@ impl LogStore for SqliteStore {
         })
     }
 
-    fn read_from(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+    fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
         Self::blocking(&self.reader, move |c| {
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT seq, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                )
+                .prepare_cached("SELECT seq, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
                 .map_err(unavailable)?;
             let rows = stmt
-                .query_map(
-                    params![after as i64, limit.min(i64::MAX as usize) as i64],
-                    |r| {
-                        Ok(StoredEvent {
-                            seq: r.get::<_, i64>(0)? as u64,
-                            payload: r.get(1)?,
-                        })
-                    },
-                )
+                .query_map(params![after as i64, limit.min(i64::MAX as usize) as i64], |r| {
+                    Ok(StoredEvent { seq: r.get::<_, i64>(0)? as u64, payload: r.get(1)? })
+                })
                 .map_err(unavailable)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
         })
@@ -164,10 +135,7 @@ impl LogStore for SqliteStore {
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
         let mut rx = self.head_tx.subscribe();
         Box::pin(async move {
-            let waited = tokio::time::timeout(timeout, async {
-                rx.wait_for(|h| *h > after).await.map(|h| *h)
-            })
-            .await;
+            let waited = tokio::time::timeout(timeout, async { rx.wait_for(|h| *h > after).await.map(|h| *h) }).await;
             match waited {
                 Ok(Ok(h)) => Ok(h),
                 _ => self.head().await,
@@ -185,8 +153,7 @@ impl LogStore for SqliteStore {
                     snapshot.seq
                 )));
             }
-            tx.execute("DELETE FROM snapshot_chunks", [])
-                .map_err(unavailable)?;
+            tx.execute("DELETE FROM snapshot_chunks", []).map_err(unavailable)?;
             for (idx, chunk) in snapshot.data.chunks(SNAPSHOT_CHUNK).enumerate() {
                 tx.execute(
                     "INSERT INTO snapshot_chunks (seq, idx, data) VALUES (?1, ?2, ?3)",
@@ -207,37 +174,28 @@ impl LogStore for SqliteStore {
 
     fn load_snapshot(&self) -> BoxFuture<'_, Result<Option<Snapshot>, StoreError>> {
         Self::blocking(&self.reader, |c| {
-            let seq: Option<i64> = c
-                .query_row("SELECT max(seq) FROM snapshot_chunks", [], |r| r.get(0))
-                .map_err(unavailable)?;
+            let seq: Option<i64> =
+                c.query_row("SELECT max(seq) FROM snapshot_chunks", [], |r| r.get(0)).map_err(unavailable)?;
             let Some(seq) = seq else { return Ok(None) };
-            let mut stmt = c
-                .prepare("SELECT data FROM snapshot_chunks WHERE seq = ?1 ORDER BY idx")
-                .map_err(unavailable)?;
+            let mut stmt =
+                c.prepare("SELECT data FROM snapshot_chunks WHERE seq = ?1 ORDER BY idx").map_err(unavailable)?;
             let mut data = Vec::new();
             let mut rows = stmt.query(params![seq]).map_err(unavailable)?;
             while let Some(row) = rows.next().map_err(unavailable)? {
                 let chunk: Vec<u8> = row.get(0).map_err(unavailable)?;
                 data.extend_from_slice(&chunk);
             }
-            Ok(Some(Snapshot {
-                seq: seq as u64,
-                data,
-            }))
+            Ok(Some(Snapshot { seq: seq as u64, data }))
         })
     }
 
     fn get_cursor(&self, name: &str) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
         let name = name.to_string();
         Self::blocking(&self.reader, move |c| {
-            c.query_row(
-                "SELECT seq FROM cursors WHERE name = ?1",
-                params![name],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map(|v| v.map(|s| s as u64))
-            .map_err(unavailable)
+            c.query_row("SELECT seq FROM cursors WHERE name = ?1", params![name], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|v| v.map(|s| s as u64))
+                .map_err(unavailable)
         })
     }
 
@@ -278,8 +236,7 @@ mod concurrency_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appenders_leave_no_gaps() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn LogStore> =
-            Arc::new(SqliteStore::open(&dir.path().join("log.db")).expect("open"));
+        let store: Arc<dyn LogStore> = Arc::new(SqliteStore::open(&dir.path().join("log.db")).expect("open"));
         crate::conformance::concurrent_appenders(store, 8, 25).await;
     }
 }

@@ -19,10 +19,7 @@ pub fn meta(caller: &Caller, headers: &axum::http::HeaderMap, run_id: Option<Str
         actor: caller.client_id.clone(),
         origin: Origin::Api,
         now: crate::now(),
-        datasource: headers
-            .get(axum::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        datasource: headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
         run_id,
     }
 }
@@ -31,11 +28,7 @@ fn require_admin(caller: &Caller) -> ApiResult<()> {
     if caller.is_admin() {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only an Admin may change blueprints",
-        ))
+        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an Admin may change blueprints"))
     }
 }
 
@@ -47,11 +40,7 @@ async fn write_blueprint(
 ) -> ApiResult<Response> {
     let (outcome, seq) = app.catalog.write_one(meta, command).await?;
     match outcome? {
-        Outcome::Blueprint(bp) => Ok(reply(
-            created,
-            json!({"ok": true, "blueprint": *bp}),
-            Some(seq),
-        )),
+        Outcome::Blueprint(bp) => Ok(reply(created, json!({"ok": true, "blueprint": *bp}), Some(seq))),
         _ => Ok(reply(StatusCode::OK, json!({"ok": true}), Some(seq))),
     }
 }
@@ -62,11 +51,7 @@ async fn write_blueprint(
 pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
     let view = app.catalog.view();
     let blueprints: Vec<&Blueprint> = view.blueprints().map(|b| &*b.def).collect();
-    Ok(reply(
-        StatusCode::OK,
-        json!({"ok": true, "blueprints": blueprints}),
-        None,
-    ))
+    Ok(reply(StatusCode::OK, json!({"ok": true, "blueprints": blueprints}), None))
 }
 
 #[utoipa::path(post, path = "/v1/blueprints", tag = "Blueprints", summary = "Create a blueprint",
@@ -83,13 +68,7 @@ pub async fn create(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     require_admin(&caller)?;
-    write_blueprint(
-        &app,
-        meta(&caller, &headers, None),
-        Command::CreateBlueprint { body },
-        StatusCode::CREATED,
-    )
-    .await
+    write_blueprint(&app, meta(&caller, &headers, None), Command::CreateBlueprint { body }, StatusCode::CREATED).await
 }
 
 #[utoipa::path(get, path = "/v1/blueprints/{blueprint}", tag = "Blueprints", summary = "Get a blueprint",
@@ -99,14 +78,8 @@ pub async fn create(
 pub async fn get_one(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
     let id = params.get("bp")?;
     let view = app.catalog.view();
-    let bp = view
-        .blueprint(&id)
-        .ok_or_else(|| ApiError::from(berth_model::DomainError::not_found("blueprint", id)))?;
-    Ok(reply(
-        StatusCode::OK,
-        json!({"ok": true, "blueprint": *bp.def}),
-        None,
-    ))
+    let bp = view.blueprint(&id).ok_or_else(|| ApiError::from(berth_model::DomainError::not_found("blueprint", id)))?;
+    Ok(reply(StatusCode::OK, json!({"ok": true, "blueprint": *bp.def}), None))
 }
 
 #[utoipa::path(put, path = "/v1/blueprints/{blueprint}", tag = "Blueprints", summary = "Replace a blueprint",
@@ -124,13 +97,7 @@ pub async fn replace(
 ) -> ApiResult<Response> {
     require_admin(&caller)?;
     let id = params.get("bp")?;
-    write_blueprint(
-        &app,
-        meta(&caller, &headers, None),
-        Command::ReplaceBlueprint { id, body },
-        StatusCode::OK,
-    )
-    .await
+    write_blueprint(&app, meta(&caller, &headers, None), Command::ReplaceBlueprint { id, body }, StatusCode::OK).await
 }
 
 #[utoipa::path(patch, path = "/v1/blueprints/{blueprint}", tag = "Blueprints", summary = "Change part of a blueprint",
@@ -148,13 +115,7 @@ pub async fn patch(
 ) -> ApiResult<Response> {
     require_admin(&caller)?;
     let id = params.get("bp")?;
-    write_blueprint(
-        &app,
-        meta(&caller, &headers, None),
-        Command::PatchBlueprint { id, patch },
-        StatusCode::OK,
-    )
-    .await
+    write_blueprint(&app, meta(&caller, &headers, None), Command::PatchBlueprint { id, patch }, StatusCode::OK).await
 }
 
 #[utoipa::path(delete, path = "/v1/blueprints/{blueprint}", tag = "Blueprints", summary = "Delete a blueprint",
@@ -170,11 +131,5 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     require_admin(&caller)?;
     let id = params.get("bp")?;
-    write_blueprint(
-        &app,
-        meta(&caller, &headers, None),
-        Command::DeleteBlueprint { id },
-        StatusCode::OK,
-    )
-    .await
+    write_blueprint(&app, meta(&caller, &headers, None), Command::DeleteBlueprint { id }, StatusCode::OK).await
 }

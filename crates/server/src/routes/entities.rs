@@ -27,11 +27,7 @@ fn blueprint_id(params: &PathParams) -> ApiResult<String> {
 
 /// The entity id of the route; `/entities/bulk` doubles as the entity named `bulk`.
 fn entity_id(params: &PathParams) -> ApiResult<String> {
-    if params.has("id") {
-        params.get("id")
-    } else {
-        Ok("bulk".to_string())
-    }
+    if params.has("id") { params.get("id") } else { Ok("bulk".to_string()) }
 }
 
 fn ensure_blueprint(app: &AppState, bp: &str) -> ApiResult<()> {
@@ -42,22 +38,11 @@ fn ensure_blueprint(app: &AppState, bp: &str) -> ApiResult<()> {
 }
 
 fn write_meta(caller: &Caller, headers: &HeaderMap, q: &Params) -> WriteMeta {
-    meta(
-        caller,
-        headers,
-        q.get("run_id")
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-    )
+    meta(caller, headers, q.get("run_id").filter(|s| !s.is_empty()).map(str::to_string))
 }
 
 /// Runs one entity command (or validates it only) and answers `{ok, entity}`.
-async fn write_entity(
-    app: &AppState,
-    meta: WriteMeta,
-    command: Command,
-    q: &Params,
-) -> ApiResult<Response> {
+async fn write_entity(app: &AppState, meta: WriteMeta, command: Command, q: &Params) -> ApiResult<Response> {
     let projection = Projection::from_params(q)?;
     if q.flag("validation_only", false)? {
         let outcome = app.catalog.dry_run(&meta, &command)?;
@@ -70,22 +55,12 @@ async fn write_entity(
 fn answer(outcome: Outcome, projection: &Projection, seq: u64, dry_run: bool) -> Response {
     match outcome {
         Outcome::Entity { entity, created } => {
-            let status = if created && !dry_run {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            reply(
-                status,
-                json!({"ok": true, "entity": render::entity(&entity, projection)}),
-                Some(seq),
-            )
+            let status = if created && !dry_run { StatusCode::CREATED } else { StatusCode::OK };
+            reply(status, json!({"ok": true, "entity": render::entity(&entity, projection)}), Some(seq))
         }
-        Outcome::Deleted { identifiers } => reply(
-            StatusCode::OK,
-            json!({"ok": true, "deletedEntities": identifiers}),
-            Some(seq),
-        ),
+        Outcome::Deleted { identifiers } => {
+            reply(StatusCode::OK, json!({"ok": true, "deletedEntities": identifiers}), Some(seq))
+        }
         _ => reply(StatusCode::OK, json!({"ok": true}), Some(seq)),
     }
 }
@@ -120,7 +95,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
     ensure_blueprint(&app, &blueprint)?;
-    let input = EntityInput::from_value(&body)?;
+    let input = EntityInput::from_owned(body)?;
     let command = Command::WriteEntity {
         blueprint,
         path_id: None,
@@ -143,7 +118,7 @@ async fn write_existing(
     let blueprint = blueprint_id(&params)?;
     let id = entity_id(&params)?;
     ensure_blueprint(&app, &blueprint)?;
-    let input = EntityInput::from_value(&body)?;
+    let input = EntityInput::from_owned(body)?;
     let command = Command::WriteEntity {
         blueprint,
         path_id: Some(id),
@@ -209,11 +184,8 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
     let identifier = entity_id(&params)?;
-    let command = Command::DeleteEntity {
-        blueprint,
-        identifier,
-        delete_dependents: q.flag("delete_dependents", false)?,
-    };
+    let command =
+        Command::DeleteEntity { blueprint, identifier, delete_dependents: q.flag("delete_dependents", false)? };
     write_entity(&app, write_meta(&caller, &headers, &q), command, &q).await
 }
 
@@ -223,11 +195,7 @@ pub async fn delete(
         ("include" = Option<Vec<String>>, Query, description = "Fields to return (repeated or comma-joined): identifier, title, team, properties.<p>, relations.<r>, ..."),
         ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out")),
     responses((status = 200, description = "`{ok, entity}`", body = Entity), (status = 404, description = "No such blueprint or entity")))]
-pub async fn get_one(
-    State(app): State<AppState>,
-    params: PathParams,
-    q: Params,
-) -> ApiResult<Response> {
+pub async fn get_one(State(app): State<AppState>, params: PathParams, q: Params) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
     let id = entity_id(&params)?;
     let projection = Projection::from_params(&q)?;
@@ -235,17 +203,10 @@ pub async fn get_one(
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
-    let entity = view.entity(&blueprint, &id).ok_or_else(|| {
-        ApiError::from(DomainError::not_found(
-            "entity",
-            format!("{blueprint}/{id}"),
-        ))
-    })?;
-    Ok(reply(
-        StatusCode::OK,
-        json!({"ok": true, "entity": render::entity(entity, &projection)}),
-        None,
-    ))
+    let entity = view
+        .entity(&blueprint, &id)
+        .ok_or_else(|| ApiError::from(DomainError::not_found("entity", format!("{blueprint}/{id}"))))?;
+    Ok(reply(StatusCode::OK, json!({"ok": true, "entity": render::entity(entity, &projection)}), None))
 }
 
 #[utoipa::path(get, path = "/v1/blueprints/{blueprint}/entities", tag = "Entities", summary = "List a blueprint's entities",
@@ -254,26 +215,15 @@ pub async fn get_one(
     params(("blueprint" = String, Path, description = "Blueprint identifier"),
         ("include" = Option<Vec<String>>, Query, description = "Fields to return"), ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out")),
     responses((status = 200, description = "`{ok, entities: [...]}`", body = Vec<Entity>), (status = 404, description = "No such blueprint")))]
-pub async fn list(
-    State(app): State<AppState>,
-    params: PathParams,
-    q: Params,
-) -> ApiResult<Response> {
+pub async fn list(State(app): State<AppState>, params: PathParams, q: Params) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
     let projection = Projection::from_params(&q)?;
     let view = app.catalog.view();
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
-    let entities: Vec<Value> = view
-        .entities_of(&blueprint)
-        .map(|e| render::entity(e, &projection))
-        .collect();
-    Ok(reply(
-        StatusCode::OK,
-        json!({"ok": true, "entities": entities}),
-        None,
-    ))
+    let entities: Vec<Value> = view.entities_of(&blueprint).map(|e| render::entity(e, &projection)).collect();
+    Ok(reply(StatusCode::OK, json!({"ok": true, "entities": entities}), None))
 }
 
 #[utoipa::path(get, path = "/v1/blueprints/{blueprint}/entities-count", tag = "Entities", summary = "Count a blueprint's entities",
@@ -286,11 +236,7 @@ pub async fn count(State(app): State<AppState>, params: PathParams) -> ApiResult
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
-    Ok(reply(
-        StatusCode::OK,
-        json!({"ok": true, "count": view.entity_count(&blueprint)}),
-        None,
-    ))
+    Ok(reply(StatusCode::OK, json!({"ok": true, "count": view.entity_count(&blueprint)}), None))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -324,9 +270,7 @@ pub async fn bulk_upsert(
     ensure_blueprint(&app, &blueprint)?;
     let n = body.entities.len();
     if n == 0 || n > MAX_BULK {
-        return Err(ApiError::unprocessable(format!(
-            "`entities` must hold 1 to {MAX_BULK} items, got {n}"
-        )));
+        return Err(ApiError::unprocessable(format!("`entities` must hold 1 to {MAX_BULK} items, got {n}")));
     }
     // Port's bulk route upserts unless told otherwise.
     let mode = match (q.flag("upsert", true)?, q.flag("merge", false)?) {
@@ -339,32 +283,25 @@ pub async fn bulk_upsert(
     let meta = write_meta(&caller, &headers, &q);
 
     // Items that do not parse fail on their own; the rest become commands.
-    let mut slots: Vec<(usize, String, Result<Command, DomainError>)> = Vec::with_capacity(n);
-    for (index, item) in body.entities.iter().enumerate() {
-        let label = item
-            .get("identifier")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string();
-        let command = EntityInput::from_value(item).map(|input| Command::WriteEntity {
-            blueprint: blueprint.clone(),
-            path_id: None,
-            input,
-            mode,
-            create_missing_related,
+    let mut slots: Vec<(usize, String, Result<(), DomainError>)> = Vec::with_capacity(n);
+    let mut commands: Vec<Command> = Vec::with_capacity(n);
+    for (index, item) in body.entities.into_iter().enumerate() {
+        let label = item.get("identifier").and_then(Value::as_str).unwrap_or("unknown").to_string();
+        let parsed = EntityInput::from_owned(item).map(|input| {
+            commands.push(Command::WriteEntity {
+                blueprint: blueprint.clone(),
+                path_id: None,
+                input,
+                mode,
+                create_missing_related,
+            })
         });
-        slots.push((index, label, command));
+        slots.push((index, label, parsed));
     }
-    let commands: Vec<Command> = slots
-        .iter()
-        .filter_map(|(_, _, c)| c.as_ref().ok().cloned())
-        .collect();
     let (mut outcomes, seq) = if dry_run {
         let view = app.catalog.view();
-        let outcomes = commands
-            .iter()
-            .map(|c| berth_engine::execute(&view, &meta, c).map(|(_, o)| o))
-            .collect::<Vec<_>>();
+        let outcomes =
+            commands.iter().map(|c| berth_engine::execute(&view, &meta, c).map(|(_, o)| o)).collect::<Vec<_>>();
         (outcomes.into_iter(), view.seq())
     } else {
         let result = app.catalog.write(meta, commands).await?;
@@ -374,9 +311,7 @@ pub async fn bulk_upsert(
     let mut errors = Vec::new();
     for (index, label, command) in slots {
         let result = match command {
-            Ok(_) => outcomes
-                .next()
-                .unwrap_or_else(|| Err(DomainError::Invalid("no result".into()))),
+            Ok(_) => outcomes.next().unwrap_or_else(|| Err(DomainError::Invalid("no result".into()))),
             Err(e) => Err(e),
         };
         match result {
@@ -390,16 +325,8 @@ pub async fn bulk_upsert(
             }
         }
     }
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::MULTI_STATUS
-    };
-    Ok(reply(
-        status,
-        json!({"ok": true, "entities": ok, "errors": errors}),
-        Some(seq),
-    ))
+    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    Ok(reply(status, json!({"ok": true, "entities": ok, "errors": errors}), Some(seq)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -429,24 +356,15 @@ pub async fn bulk_delete(
     ensure_blueprint(&app, &blueprint)?;
     let n = body.entities.len();
     if n == 0 || n > MAX_BULK {
-        return Err(ApiError::unprocessable(format!(
-            "`entities` must hold 1 to {MAX_BULK} identifiers, got {n}"
-        )));
+        return Err(ApiError::unprocessable(format!("`entities` must hold 1 to {MAX_BULK} identifiers, got {n}")));
     }
     let delete_dependents = q.flag("delete_dependents", false)?;
     let commands = body
         .entities
         .iter()
-        .map(|id| Command::DeleteEntity {
-            blueprint: blueprint.clone(),
-            identifier: id.clone(),
-            delete_dependents,
-        })
+        .map(|id| Command::DeleteEntity { blueprint: blueprint.clone(), identifier: id.clone(), delete_dependents })
         .collect();
-    let result = app
-        .catalog
-        .write(write_meta(&caller, &headers, &q), commands)
-        .await?;
+    let result = app.catalog.write(write_meta(&caller, &headers, &q), commands).await?;
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for (index, (id, outcome)) in body.entities.iter().zip(result.outcomes).enumerate() {
@@ -458,16 +376,8 @@ pub async fn bulk_delete(
             }
         }
     }
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::MULTI_STATUS
-    };
-    Ok(reply(
-        status,
-        json!({"ok": true, "deletedEntities": deleted, "errors": errors}),
-        Some(result.seq),
-    ))
+    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    Ok(reply(status, json!({"ok": true, "deletedEntities": deleted, "errors": errors}), Some(result.seq)))
 }
 
 #[utoipa::path(delete, path = "/v1/blueprints/{blueprint}/all-entities", tag = "Entities", summary = "Delete all of a blueprint's entities",
@@ -487,20 +397,10 @@ pub async fn delete_all(
     let blueprint = blueprint_id(&params)?;
     let delete_blueprint = q.flag("delete_blueprint", false)?;
     if delete_blueprint && !caller.is_admin() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only an Admin may delete blueprints",
-        ));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an Admin may delete blueprints"));
     }
-    let command = Command::DeleteAllEntities {
-        blueprint: blueprint.clone(),
-        delete_blueprint,
-    };
-    let (outcome, seq) = app
-        .catalog
-        .write_one(write_meta(&caller, &headers, &q), command)
-        .await?;
+    let command = Command::DeleteAllEntities { blueprint: blueprint.clone(), delete_blueprint };
+    let (outcome, seq) = app.catalog.write_one(write_meta(&caller, &headers, &q), command).await?;
     let deleted = match outcome? {
         Outcome::Deleted { identifiers } => identifiers.len(),
         _ => 0,
@@ -509,18 +409,8 @@ pub async fn delete_all(
     if let Ok(mut records) = app.migrations.lock() {
         records.insert(
             id.clone(),
-            MigrationRecord {
-                blueprint,
-                deleted,
-                delete_blueprint,
-                actor: caller.client_id.clone(),
-                at: crate::now(),
-            },
+            MigrationRecord { blueprint, deleted, delete_blueprint, actor: caller.client_id.clone(), at: crate::now() },
         );
     }
-    Ok(reply(
-        StatusCode::OK,
-        json!({"ok": true, "migrationId": id}),
-        Some(seq),
-    ))
+    Ok(reply(StatusCode::OK, json!({"ok": true, "migrationId": id}), Some(seq)))
 }

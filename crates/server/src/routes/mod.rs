@@ -19,26 +19,14 @@ use crate::error::ApiError;
 
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
-        .route(
-            "/v1/blueprints",
-            get(blueprints::list).post(blueprints::create),
-        )
+        .route("/v1/blueprints", get(blueprints::list).post(blueprints::create))
         .route(
             "/v1/blueprints/{bp}",
-            get(blueprints::get_one)
-                .put(blueprints::replace)
-                .patch(blueprints::patch)
-                .delete(blueprints::delete),
+            get(blueprints::get_one).put(blueprints::replace).patch(blueprints::patch).delete(blueprints::delete),
         )
         .route("/v1/blueprints/{bp}/entities-count", get(entities::count))
-        .route(
-            "/v1/blueprints/{bp}/all-entities",
-            axum::routing::delete(entities::delete_all),
-        )
-        .route(
-            "/v1/blueprints/{bp}/entities",
-            get(entities::list).post(entities::create),
-        )
+        .route("/v1/blueprints/{bp}/all-entities", axum::routing::delete(entities::delete_all))
+        .route("/v1/blueprints/{bp}/entities", get(entities::list).post(entities::create))
         .route(
             "/v1/blueprints/{bp}/entities/bulk",
             post(entities::bulk_upsert)
@@ -49,20 +37,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/blueprints/{bp}/entities/{id}",
-            get(entities::get_one)
-                .put(entities::replace)
-                .patch(entities::patch)
-                .delete(entities::delete),
+            get(entities::get_one).put(entities::replace).patch(entities::patch).delete(entities::delete),
         )
-        .route(
-            "/v1/blueprints/{bp}/bulk/entities/delete",
-            post(entities::bulk_delete),
-        )
+        .route("/v1/blueprints/{bp}/bulk/entities/delete", post(entities::bulk_delete))
         .route("/v1/migrations/{id}", get(system::migration))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::require_auth,
-        ));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_auth));
     Router::new()
         .route("/v1/auth/access_token", post(token::access_token))
         .merge(protected)
@@ -91,12 +70,8 @@ pub fn reply(status: StatusCode, body: Value, seq: Option<u64>) -> Response {
 impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         match e {
-            CatalogError::Store(inner) => {
-                ApiError::unavailable(format!("the write was not applied: {inner}"))
-            }
-            CatalogError::Stopped => {
-                ApiError::unavailable("the server is shutting down; the write was not applied")
-            }
+            CatalogError::Store(inner) => ApiError::unavailable(format!("the write was not applied: {inner}")),
+            CatalogError::Stopped => ApiError::unavailable("the server is shutting down; the write was not applied"),
             CatalogError::Replay(m) => ApiError::internal(m),
         }
     }

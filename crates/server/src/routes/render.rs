@@ -17,10 +17,7 @@ pub struct Projection {
 
 impl Projection {
     pub fn from_params(p: &Params) -> Result<Projection, ApiError> {
-        Ok(Projection {
-            include: p.list("include"),
-            exclude: p.list("exclude"),
-        })
+        Ok(Projection { include: p.list("include"), exclude: p.list("exclude") })
     }
 
     pub fn is_identity(&self) -> bool {
@@ -29,17 +26,10 @@ impl Projection {
 
     fn wanted(&self, path: &str) -> bool {
         let matches = |list: &[String]| {
-            list.iter().any(|f| {
-                f == path
-                    || path
-                        .strip_prefix(f.as_str())
-                        .is_some_and(|rest| rest.starts_with('.'))
-            })
+            list.iter().any(|f| f == path || path.strip_prefix(f.as_str()).is_some_and(|rest| rest.starts_with('.')))
         };
-        let parent_included =
-            |list: &[String]| list.iter().any(|f| f.starts_with(&format!("{path}.")));
-        (self.include.is_empty() || matches(&self.include) || parent_included(&self.include))
-            && !matches(&self.exclude)
+        let parent_included = |list: &[String]| list.iter().any(|f| f.starts_with(&format!("{path}.")));
+        (self.include.is_empty() || matches(&self.include) || parent_included(&self.include)) && !matches(&self.exclude)
     }
 
     /// Applies the projection to an entity rendered as a JSON object.
@@ -57,10 +47,8 @@ impl Projection {
             }
             match (k.as_str(), v) {
                 ("properties" | "relations", Value::Object(inner)) => {
-                    let filtered: Map<String, Value> = inner
-                        .into_iter()
-                        .filter(|(ik, _)| self.wanted(&format!("{k}.{ik}")))
-                        .collect();
+                    let filtered: Map<String, Value> =
+                        inner.into_iter().filter(|(ik, _)| self.wanted(&format!("{k}.{ik}"))).collect();
                     out.insert(k, Value::Object(filtered));
                 }
                 (_, v) => {
@@ -84,21 +72,9 @@ mod tests {
     #[test]
     fn include_and_exclude() {
         let v = json!({"identifier": "a", "title": "A", "properties": {"x": 1, "y": 2}, "relations": {"r": "b"}});
-        let p = Projection {
-            include: vec!["identifier".into(), "properties.x".into()],
-            exclude: vec![],
-        };
-        assert_eq!(
-            p.apply(v.clone()),
-            json!({"identifier": "a", "properties": {"x": 1}})
-        );
-        let p = Projection {
-            include: vec![],
-            exclude: vec!["relations".into(), "properties.y".into()],
-        };
-        assert_eq!(
-            p.apply(v),
-            json!({"identifier": "a", "title": "A", "properties": {"x": 1}})
-        );
+        let p = Projection { include: vec!["identifier".into(), "properties.x".into()], exclude: vec![] };
+        assert_eq!(p.apply(v.clone()), json!({"identifier": "a", "properties": {"x": 1}}));
+        let p = Projection { include: vec![], exclude: vec!["relations".into(), "properties.y".into()] };
+        assert_eq!(p.apply(v), json!({"identifier": "a", "title": "A", "properties": {"x": 1}}));
     }
 }

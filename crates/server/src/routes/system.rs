@@ -40,11 +40,7 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
 }
 
 pub async fn openapi_json() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document_json(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::document_json()).into_response()
 }
 
 pub async fn docs() -> Html<&'static str> {
@@ -59,13 +55,7 @@ pub async fn docs() -> Html<&'static str> {
 }
 
 pub async fn redoc_js() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/javascript"),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
-        ],
-        REDOC_JS,
-    )
+    ([(header::CONTENT_TYPE, "application/javascript"), (header::CACHE_CONTROL, "public, max-age=86400")], REDOC_JS)
         .into_response()
 }
 
@@ -82,11 +72,7 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not accept that method",
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
 }
 
 #[utoipa::path(get, path = "/v1/migrations/{id}", tag = "Entities", summary = "Status of an all-entities delete",

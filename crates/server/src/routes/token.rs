@@ -24,32 +24,19 @@ pub struct TokenRequest {
     request_body = TokenRequest,
     responses((status = 200, description = "`{ok, accessToken, expiresIn, tokenType: \"Bearer\"}`"),
               (status = 401, description = "Unknown client id or wrong secret")))]
-pub async fn access_token(
-    State(app): State<AppState>,
-    ApiJson(req): ApiJson<TokenRequest>,
-) -> ApiResult<Response> {
+pub async fn access_token(State(app): State<AppState>, ApiJson(req): ApiJson<TokenRequest>) -> ApiResult<Response> {
     let view = app.catalog.view();
     let denied = || ApiError::unauthorized("the client id or secret is wrong");
     let credential = view.credential(&req.client_id).ok_or_else(denied)?;
     let given = hash_secret(&req.client_secret);
     if given.len() != credential.secret_sha256.len()
-        || given
-            .bytes()
-            .zip(credential.secret_sha256.bytes())
-            .fold(0u8, |a, (x, y)| a | (x ^ y))
-            != 0
+        || given.bytes().zip(credential.secret_sha256.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0
     {
         return Err(denied());
     }
-    let key = view
-        .signing_key()
-        .ok_or_else(|| ApiError::unavailable("the server has no signing key yet"))?;
-    let (token, expires_in) = app.tokens.issue(
-        key,
-        &credential.client_id,
-        &credential.roles,
-        crate::now().millis() / 1000,
-    )?;
+    let key = view.signing_key().ok_or_else(|| ApiError::unavailable("the server has no signing key yet"))?;
+    let (token, expires_in) =
+        app.tokens.issue(key, &credential.client_id, &credential.roles, crate::now().millis() / 1000)?;
     Ok(super::reply(
         StatusCode::OK,
         json!({"ok": true, "accessToken": token, "expiresIn": expires_in, "tokenType": "Bearer"}),

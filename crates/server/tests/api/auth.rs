@@ -7,14 +7,7 @@ use crate::common::{CLIENT_ID, CLIENT_SECRET, TestServer};
 async fn token_has_port_shape_and_is_reused() {
     let s = TestServer::start().await;
     let body = json!({"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET});
-    let a = s
-        .raw(
-            Method::POST,
-            "/v1/auth/access_token",
-            Some(body.to_string().into_bytes()),
-            None,
-        )
-        .await;
+    let a = s.raw(Method::POST, "/v1/auth/access_token", Some(body.to_string().into_bytes()), None).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body["ok"], json!(true));
     assert_eq!(a.body["tokenType"], json!("Bearer"));
@@ -24,12 +17,9 @@ async fn token_has_port_shape_and_is_reused() {
     // Port's clients read `isMachine` from the JWT without verifying it.
     use base64::Engine;
     let claims = token.split('.').nth(1).expect("claims");
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(claims)
-            .expect("b64"),
-    )
-    .expect("json");
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).expect("b64"))
+            .expect("json");
     assert_eq!(claims["isMachine"], json!(true));
     assert!(claims["exp"].as_i64().expect("exp") > claims["iat"].as_i64().expect("iat"));
 }
@@ -41,23 +31,13 @@ async fn wrong_credentials_and_missing_tokens_are_401() {
         json!({"clientId": CLIENT_ID, "clientSecret": "wrong"}),
         json!({"clientId": "nobody", "clientSecret": CLIENT_SECRET}),
     ] {
-        s.raw(
-            Method::POST,
-            "/v1/auth/access_token",
-            Some(body.to_string().into_bytes()),
-            None,
-        )
-        .await
-        .assert_error(401, "unauthorized");
+        s.raw(Method::POST, "/v1/auth/access_token", Some(body.to_string().into_bytes()), None)
+            .await
+            .assert_error(401, "unauthorized");
     }
-    s.raw(
-        Method::POST,
-        "/v1/auth/access_token",
-        Some(b"{\"clientId\": 1}".to_vec()),
-        None,
-    )
-    .await
-    .assert_error(422, "invalid_request");
+    s.raw(Method::POST, "/v1/auth/access_token", Some(b"{\"clientId\": 1}".to_vec()), None)
+        .await
+        .assert_error(422, "invalid_request");
     for (method, path) in [
         (Method::GET, "/v1/blueprints"),
         (Method::POST, "/v1/blueprints"),
@@ -71,30 +51,18 @@ async fn wrong_credentials_and_missing_tokens_are_401() {
         (Method::POST, "/v1/blueprints/service/bulk/entities/delete"),
         (Method::GET, "/v1/migrations/x"),
     ] {
-        s.raw(method.clone(), path, None, None)
-            .await
-            .assert_error(401, "unauthorized");
-        s.raw(method, path, None, Some("not.a.token"))
-            .await
-            .assert_error(401, "unauthorized");
+        s.raw(method.clone(), path, None, None).await.assert_error(401, "unauthorized");
+        s.raw(method, path, None, Some("not.a.token")).await.assert_error(401, "unauthorized");
     }
     // A token signed with another key is refused.
     let forged = format!("{}x", s.token);
-    s.raw(Method::GET, "/v1/blueprints", None, Some(&forged))
-        .await
-        .assert_error(401, "unauthorized");
+    s.raw(Method::GET, "/v1/blueprints", None, Some(&forged)).await.assert_error(401, "unauthorized");
 }
 
 #[tokio::test]
 async fn open_routes_need_no_token() {
     let s = TestServer::start().await;
-    for path in [
-        "/healthz",
-        "/readyz",
-        "/openapi.json",
-        "/docs",
-        "/docs/redoc.standalone.js",
-    ] {
+    for path in ["/healthz", "/readyz", "/openapi.json", "/docs", "/docs/redoc.standalone.js"] {
         let a = s.raw(Method::GET, path, None, None).await;
         assert_eq!(a.status, StatusCode::OK, "{path}");
     }

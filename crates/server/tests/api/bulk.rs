@@ -38,33 +38,16 @@ async fn bulk_upsert_reports_each_index() {
     let by_index: Vec<(u64, u64, &str)> = errors
         .iter()
         .map(|e| {
-            (
-                e["index"].as_u64().expect("i"),
-                e["statusCode"].as_u64().expect("s"),
-                e["error"].as_str().expect("e"),
-            )
+            (e["index"].as_u64().expect("i"), e["statusCode"].as_u64().expect("s"), e["error"].as_str().expect("e"))
         })
         .collect();
-    assert_eq!(
-        by_index,
-        vec![
-            (1, 422, "schema_mismatch"),
-            (2, 404, "not_found"),
-            (3, 422, "invalid_request")
-        ]
-    );
+    assert_eq!(by_index, vec![(1, 422, "schema_mismatch"), (2, 404, "not_found"), (3, 422, "invalid_request")]);
     assert_eq!(errors[0]["identifier"], json!("b"));
-    assert_eq!(
-        s.get("/v1/blueprints/service/entities-count").await.body["count"],
-        json!(2)
-    );
+    assert_eq!(s.get("/v1/blueprints/service/entities-count").await.body["count"], json!(2));
 
     // All good: 200, and `created` false for updates.
     let a = s
-        .post(
-            "/v1/blueprints/service/entities/bulk",
-            json!({"entities": [{"identifier": "a"}, {"identifier": "e"}]}),
-        )
+        .post("/v1/blueprints/service/entities/bulk", json!({"entities": [{"identifier": "a"}, {"identifier": "e"}]}))
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(a.body["entities"][0]["created"], json!(false));
@@ -76,47 +59,22 @@ async fn bulk_upsert_reports_each_index() {
 async fn bulk_limits_and_shapes() {
     let s = TestServer::start().await;
     s.seed_blueprints().await;
-    s.post(
-        "/v1/blueprints/service/entities/bulk",
-        json!({"entities": []}),
-    )
-    .await
-    .assert_error(422, "invalid_request");
-    let many: Vec<Value> = (0..1001)
-        .map(|i| json!({"identifier": format!("e{i}")}))
-        .collect();
-    s.post(
-        "/v1/blueprints/service/entities/bulk",
-        json!({"entities": many}),
-    )
-    .await
-    .assert_error(422, "invalid_request");
-    let thousand: Vec<Value> = (0..1000)
-        .map(|i| json!({"identifier": format!("e{i}"), "properties": {"replicas": i % 50}}))
-        .collect();
-    let a = s
-        .post(
-            "/v1/blueprints/service/entities/bulk",
-            json!({"entities": thousand}),
-        )
-        .await;
+    s.post("/v1/blueprints/service/entities/bulk", json!({"entities": []})).await.assert_error(422, "invalid_request");
+    let many: Vec<Value> = (0..1001).map(|i| json!({"identifier": format!("e{i}")})).collect();
+    s.post("/v1/blueprints/service/entities/bulk", json!({"entities": many}))
+        .await
+        .assert_error(422, "invalid_request");
+    let thousand: Vec<Value> =
+        (0..1000).map(|i| json!({"identifier": format!("e{i}"), "properties": {"replicas": i % 50}})).collect();
+    let a = s.post("/v1/blueprints/service/entities/bulk", json!({"entities": thousand})).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body["errors"]);
-    assert_eq!(
-        s.get("/v1/blueprints/service/entities-count").await.body["count"],
-        json!(1000)
-    );
-    s.post(
-        "/v1/blueprints/service/entities/bulk",
-        json!({"entities": {"a": 1}}),
-    )
-    .await
-    .assert_error(422, "invalid_request");
-    s.post(
-        "/v1/blueprints/nope/entities/bulk",
-        json!({"entities": [{"identifier": "a"}]}),
-    )
-    .await
-    .assert_error(404, "not_found");
+    assert_eq!(s.get("/v1/blueprints/service/entities-count").await.body["count"], json!(1000));
+    s.post("/v1/blueprints/service/entities/bulk", json!({"entities": {"a": 1}}))
+        .await
+        .assert_error(422, "invalid_request");
+    s.post("/v1/blueprints/nope/entities/bulk", json!({"entities": [{"identifier": "a"}]}))
+        .await
+        .assert_error(404, "not_found");
     // upsert=false in bulk: existing ones conflict, one by one.
     let a = s
         .post(
@@ -134,9 +92,7 @@ async fn bulk_limits_and_shapes() {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK);
-    s.get("/v1/blueprints/service/entities/ghost")
-        .await
-        .assert_error(404, "not_found");
+    s.get("/v1/blueprints/service/entities/ghost").await.assert_error(404, "not_found");
 }
 
 #[tokio::test]
@@ -144,39 +100,18 @@ async fn bulk_delete_is_per_identifier() {
     let s = TestServer::start().await;
     s.seed_blueprints().await;
     for id in ["a", "b", "c"] {
-        s.post("/v1/blueprints/service/entities", json!({"identifier": id}))
-            .await;
+        s.post("/v1/blueprints/service/entities", json!({"identifier": id})).await;
     }
-    s.post(
-        "/v1/blueprints/deployment/entities",
-        json!({"identifier": "d", "relations": {"service": "c"}}),
-    )
-    .await;
-    let a = s
-        .post(
-            "/v1/blueprints/service/bulk/entities/delete",
-            json!({"entities": ["a", "ghost", "c", "b"]}),
-        )
-        .await;
+    s.post("/v1/blueprints/deployment/entities", json!({"identifier": "d", "relations": {"service": "c"}})).await;
+    let a = s.post("/v1/blueprints/service/bulk/entities/delete", json!({"entities": ["a", "ghost", "c", "b"]})).await;
     assert_eq!(a.status, StatusCode::MULTI_STATUS, "{}", a.body);
     assert_eq!(a.body["deletedEntities"], json!(["a", "b"]));
-    let errors: Vec<&str> = a.body["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .map(|e| e["identifier"].as_str().expect("id"))
-        .collect();
+    let errors: Vec<&str> =
+        a.body["errors"].as_array().expect("errors").iter().map(|e| e["identifier"].as_str().expect("id")).collect();
     assert_eq!(errors, vec!["ghost", "c"]);
-    let a = s
-        .post(
-            "/v1/blueprints/service/bulk/entities/delete?delete_dependents=true",
-            json!({"entities": ["c"]}),
-        )
-        .await;
+    let a =
+        s.post("/v1/blueprints/service/bulk/entities/delete?delete_dependents=true", json!({"entities": ["c"]})).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(a.body["deletedEntities"], json!(["c"]));
-    assert_eq!(
-        s.get("/v1/blueprints/deployment/entities-count").await.body["count"],
-        json!(0)
-    );
+    assert_eq!(s.get("/v1/blueprints/deployment/entities-count").await.body["count"], json!(0));
 }

@@ -40,11 +40,7 @@ impl Answer {
         assert_eq!(self.status.as_u16(), status, "status; body: {}", self.body);
         assert_eq!(self.body["ok"], json!(false), "envelope: {}", self.body);
         assert_eq!(self.body["error"], json!(code), "error code: {}", self.body);
-        assert!(
-            self.body["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "message: {}",
-            self.body
-        );
+        assert!(self.body["message"].as_str().is_some_and(|m| !m.is_empty()), "message: {}", self.body);
     }
 }
 
@@ -84,19 +80,8 @@ impl TestServer {
             .json()
             .await
             .expect("token json");
-        let token = answer["accessToken"]
-            .as_str()
-            .expect("accessToken")
-            .to_string();
-        TestServer {
-            base,
-            token,
-            client,
-            dir: None,
-            data_dir,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        let token = answer["accessToken"].as_str().expect("accessToken").to_string();
+        TestServer { base, token, client, dir: None, data_dir, stop: Some(stop), task: Some(task) }
     }
 
     /// Stops the server gracefully (final snapshot) and keeps the data directory.
@@ -110,13 +95,7 @@ impl TestServer {
         (self.dir.take(), self.data_dir.clone())
     }
 
-    pub async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-        token: Option<&str>,
-    ) -> Answer {
+    pub async fn raw(&self, method: Method, path: &str, body: Option<Vec<u8>>, token: Option<&str>) -> Answer {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -128,17 +107,10 @@ impl TestServer {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.expect("body");
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        assert!(
-            headers.contains_key("x-trace-id"),
-            "every response has X-Trace-Id ({path})"
-        );
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        let body =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        assert!(headers.contains_key("x-trace-id"), "every response has X-Trace-Id ({path})");
+        Answer { status, headers, body }
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {

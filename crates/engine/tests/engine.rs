@@ -252,3 +252,78 @@ fn events_out_of_order_are_refused() {
     ev.seq = 99;
     assert!(h.state.apply(&ev).is_err());
 }
+
+mod random_sequences {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write { id: u8, replicas: u8, deps: Vec<u8>, merge: bool },
+        Delete { id: u8, cascade: bool },
+        Deploy { id: u8, service: u8 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..12, 0u8..60, prop::collection::vec(0u8..12, 0..3), any::<bool>())
+                .prop_map(|(id, replicas, deps, merge)| Op::Write { id, replicas, deps, merge }),
+            (0u8..12, any::<bool>()).prop_map(|(id, cascade)| Op::Delete { id, cascade }),
+            (0u8..6, 0u8..12).prop_map(|(id, service)| Op::Deploy { id, service }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever is accepted or refused: replaying the log and restoring the snapshot give the same state,
+        /// and every relation value is in the reverse index (and nothing else is).
+        #[test]
+        fn replay_snapshot_and_index_agree(ops in prop::collection::vec(op(), 1..60)) {
+            let mut h = catalog();
+            for op in ops {
+                let _ = match op {
+                    Op::Write { id, replicas, deps, merge } => {
+                        let deps: Vec<String> = deps.iter().map(|d| format!("s{d}")).collect();
+                        let body = json!({"identifier": format!("s{id}"), "properties": {"replicas": replicas}, "relations": {"deps": deps}});
+                        let input = EntityInput::from_value(&body).expect("input");
+                        h.run(Command::WriteEntity {
+                            blueprint: "service".into(), path_id: None, input,
+                            mode: if merge { WriteMode::UpsertMerge } else { WriteMode::Upsert },
+                            create_missing_related: true,
+                        })
+                    }
+                    Op::Delete { id, cascade } => h.run(Command::DeleteEntity {
+                        blueprint: "service".into(), identifier: format!("s{id}"), delete_dependents: cascade }),
+                    Op::Deploy { id, service } => h.write("deployment",
+                        json!({"identifier": format!("d{id}"), "relations": {"service": format!("s{service}")}}), WriteMode::Upsert),
+                };
+            }
+            let snap = h.state.to_snapshot().expect("snapshot");
+            let mut replayed = State::default();
+            for ev in &h.log {
+                replayed.apply(ev).expect("replay");
+            }
+            prop_assert_eq!(&replayed.to_snapshot().expect("snapshot"), &snap);
+            let restored = State::from_snapshot(&snap).expect("restore");
+            let mut edges = 0;
+            for bp in ["service", "deployment"] {
+                for e in h.state.entities_of(bp) {
+                    for (rel, value) in &e.relations {
+                        let target = h.state.blueprint(bp).expect("bp").def.relations[rel].target.clone();
+                        for t in berth_model::Entity::relation_targets(value) {
+                            prop_assert!(h.state.entity(&target, t).is_some(), "dangling {}/{} -> {}/{}", bp, e.identifier, target, t);
+                            let found = restored.incoming(&target, t).any(|edge| &*edge.identifier == e.identifier && &*edge.relation == rel);
+                            prop_assert!(found, "edge {}/{} -{}-> {} missing", bp, e.identifier, rel, t);
+                            edges += 1;
+                        }
+                    }
+                }
+            }
+            let indexed: usize = ["service", "deployment"].iter()
+                .flat_map(|bp| h.state.entities_of(bp).map(move |e| (*bp, e.identifier.clone())))
+                .map(|(bp, id)| h.state.incoming(bp, &id).count()).sum();
+            prop_assert_eq!(indexed, edges, "the index holds exactly the relation values");
+        }
+    }
+}

@@ -167,3 +167,74 @@ mod tests {
         assert!(EntityInput::from_value(&json!([1])).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::Blueprint;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|n| json!(n)),
+            "[a-z ]{0,8}".prop_map(Value::String),
+            prop_oneof![
+                Just("identifier"),
+                Just("title"),
+                Just("team"),
+                Just("properties"),
+                Just("relations"),
+                Just("type"),
+                Just("schema")
+            ]
+            .prop_map(|s| Value::String(s.to_string())),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("identifier".to_string()),
+                        Just("title".to_string()),
+                        Just("team".to_string()),
+                        Just("properties".to_string()),
+                        Just("relations".to_string()),
+                        Just("schema".to_string()),
+                        Just("type".to_string()),
+                        Just("required".to_string()),
+                        "[a-z]{1,4}"
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any JSON body gives an entity input or an error, never a panic; parsing by reference and by value agree.
+        #[test]
+        fn entity_bodies_never_panic(v in arb_json()) {
+            let a = EntityInput::from_value(&v);
+            let b = EntityInput::from_owned(v);
+            prop_assert_eq!(a, b);
+        }
+
+        /// Any JSON body gives a blueprint or an error, and compiling a parsed blueprint never panics.
+        #[test]
+        fn blueprint_bodies_never_panic(v in arb_json(), id in "[a-z]{1,5}") {
+            let mut v = v;
+            if let Value::Object(m) = &mut v {
+                m.entry("identifier").or_insert(json!(id));
+                m.entry("title").or_insert(json!("T"));
+            }
+            if let Ok(bp) = Blueprint::from_body(&v, "t", crate::Timestamp::from_millis(0), None) {
+                let _ = bp.compile();
+            }
+        }
+    }
+}

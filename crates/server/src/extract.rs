@@ -7,7 +7,6 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::error::ApiError;
 
@@ -37,11 +36,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "the request body is empty; a JSON body is required",
             ));
         }
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}"))
+        // One pass from bytes to `T`; the error's category tells malformed JSON (400) from a wrong shape (422).
+        let parsed = serde_json::from_slice::<T>(&bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::unprocessable(format!("json does not match the route's schema: {e}"))
+            }
+            _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}")),
         })?;
-        let parsed = serde_json::from_value(value)
-            .map_err(|e| ApiError::unprocessable(format!("json does not match the route's schema: {e}")))?;
         Ok(ApiJson(parsed))
     }
 }

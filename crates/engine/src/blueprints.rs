@@ -16,7 +16,7 @@ pub(crate) fn create(state: &State, meta: &WriteMeta, body: &Value) -> Result<(V
     }
     check(state, &bp)?;
     let bp = Arc::new(bp);
-    Ok((vec![Change::BlueprintPut { blueprint: (*bp).clone() }], Outcome::Blueprint(bp)))
+    Ok((vec![Change::BlueprintPut { blueprint: Box::new((*bp).clone()) }], Outcome::Blueprint(bp)))
 }
 
 pub(crate) fn replace(
@@ -98,7 +98,7 @@ fn update(state: &State, old: &Blueprint, new: Blueprint) -> Result<(Vec<Change>
         }
     }
     let new = Arc::new(new);
-    changes.push(Change::BlueprintPut { blueprint: (*new).clone() });
+    changes.push(Change::BlueprintPut { blueprint: Box::new((*new).clone()) });
     Ok((changes, Outcome::Blueprint(new)))
 }
 

@@ -137,7 +137,7 @@ impl State {
                 self.entities.entry(Arc::from(blueprint.identifier.as_str())).or_default();
                 self.blueprints.insert(
                     blueprint.identifier.clone(),
-                    BlueprintEntry { def: Arc::new(blueprint.clone()), compiled: Arc::new(compiled) },
+                    BlueprintEntry { def: Arc::new((**blueprint).clone()), compiled: Arc::new(compiled) },
                 );
             }
             Change::BlueprintDeleted { identifier } => {
@@ -251,7 +251,7 @@ impl State {
         let data: SnapshotData = serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
         let mut state = State::default();
         for b in data.blueprints {
-            state.apply_change(&Change::BlueprintPut { blueprint: b }).map_err(StateError::Snapshot)?;
+            state.apply_change(&Change::BlueprintPut { blueprint: Box::new(b) }).map_err(StateError::Snapshot)?;
         }
         for e in data.entities {
             let bp = state.blueprint_name(&e.blueprint);

@@ -20,13 +20,12 @@ pub enum Origin {
 }
 
 /// One durable change.
-// Changes are short-lived (built, serialised, applied); boxing the large variant buys nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Change {
+    /// Boxed: a blueprint is large, and every event of the hot path would pay for its size.
     BlueprintPut {
-        blueprint: Blueprint,
+        blueprint: Box<Blueprint>,
     },
     BlueprintDeleted {
         identifier: String,

@@ -169,7 +169,7 @@ struct Executed {
 /// a bug; if it does, the batch is rebuilt from `base` without that command.
 fn execute_batch(base: &State, jobs: &[WriteJob]) -> Executed {
     let mut state = base.clone();
-    let mut applied: Vec<Event> = Vec::new();
+    let mut applied: Vec<Event> = Vec::with_capacity(jobs.iter().map(|j| j.commands.len()).sum());
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         let mut job_results = Vec::with_capacity(job.commands.len());

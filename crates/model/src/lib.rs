@@ -8,6 +8,7 @@
 //! - [`entity`]: entities and the shapes clients send to write them.
 //! - [`event`]: the change-log event, the unit of durability.
 //! - [`credential`]: machine credentials (secrets are stored only as hashes).
+//! - [`query`]: the search rules language, parsed into a typed AST.
 //! - [`error`]: [`DomainError`], every way a request can be refused.
 
 pub mod blueprint;
@@ -16,6 +17,7 @@ pub mod entity;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod query;
 pub mod schema;
 pub mod timestamp;
 

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{blueprints, entities, system, token};
+use crate::routes::{blueprints, entities, search, system, token};
 
 struct BearerAuth;
 
@@ -28,11 +28,12 @@ impl Modify for BearerAuth {
         blueprints::list, blueprints::create, blueprints::get_one, blueprints::replace, blueprints::patch, blueprints::delete,
         entities::create, entities::get_one, entities::list, entities::replace, entities::patch, entities::delete,
         entities::bulk_upsert, entities::bulk_delete, entities::delete_all, entities::count,
+        search::search_all, search::search_blueprint,
         system::migration, system::healthz, system::readyz,
     ),
     components(schemas(berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
     modifiers(&BearerAuth),
-    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Operations"))
+    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Operations"))
 )]
 pub struct ApiDoc;
 

@@ -25,9 +25,13 @@ fn blueprint_id(params: &PathParams) -> ApiResult<String> {
     params.get("bp")
 }
 
-/// The entity id of the route; `/entities/bulk` doubles as the entity named `bulk`.
-fn entity_id(params: &PathParams) -> ApiResult<String> {
-    if params.has("id") { params.get("id") } else { Ok("bulk".to_string()) }
+/// The entity id of the route. The static routes `/entities/bulk` and `/entities/search` also answer
+/// GET / PUT / PATCH / DELETE for the entities named `bulk` and `search`.
+fn entity_id(params: &PathParams, uri: &axum::http::Uri) -> ApiResult<String> {
+    if params.has("id") {
+        return params.get("id");
+    }
+    Ok(uri.path().rsplit('/').next().unwrap_or_default().to_string())
 }
 
 fn ensure_blueprint(app: &AppState, bp: &str) -> ApiResult<()> {
@@ -106,17 +110,19 @@ pub async fn create(
     write_entity(&app, write_meta(&caller, &headers, &q), command, &q).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_existing(
     app: AppState,
     caller: Caller,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     params: PathParams,
     q: Params,
     body: Value,
     mode: WriteMode,
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
-    let id = entity_id(&params)?;
+    let id = entity_id(&params, &uri)?;
     ensure_blueprint(&app, &blueprint)?;
     let input = EntityInput::from_owned(body)?;
     let command = Command::WriteEntity {
@@ -141,11 +147,12 @@ pub async fn replace(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     params: PathParams,
     q: Params,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
-    write_existing(app, caller, headers, params, q, body, WriteMode::Replace).await
+    write_existing(app, caller, headers, uri, params, q, body, WriteMode::Replace).await
 }
 
 #[utoipa::path(patch, path = "/v1/blueprints/{blueprint}/entities/{entity}", tag = "Entities", summary = "Change part of an entity",
@@ -161,11 +168,12 @@ pub async fn patch(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     params: PathParams,
     q: Params,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
-    write_existing(app, caller, headers, params, q, body, WriteMode::Patch).await
+    write_existing(app, caller, headers, uri, params, q, body, WriteMode::Patch).await
 }
 
 #[utoipa::path(delete, path = "/v1/blueprints/{blueprint}/entities/{entity}", tag = "Entities", summary = "Delete an entity",
@@ -179,11 +187,12 @@ pub async fn delete(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     params: PathParams,
     q: Params,
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
-    let identifier = entity_id(&params)?;
+    let identifier = entity_id(&params, &uri)?;
     let command =
         Command::DeleteEntity { blueprint, identifier, delete_dependents: q.flag("delete_dependents", false)? };
     write_entity(&app, write_meta(&caller, &headers, &q), command, &q).await
@@ -195,9 +204,14 @@ pub async fn delete(
         ("include" = Option<Vec<String>>, Query, description = "Fields to return (repeated or comma-joined): identifier, title, team, properties.<p>, relations.<r>, ..."),
         ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out")),
     responses((status = 200, description = "`{ok, entity}`", body = Entity), (status = 404, description = "No such blueprint or entity")))]
-pub async fn get_one(State(app): State<AppState>, params: PathParams, q: Params) -> ApiResult<Response> {
+pub async fn get_one(
+    State(app): State<AppState>,
+    uri: axum::http::Uri,
+    params: PathParams,
+    q: Params,
+) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
-    let id = entity_id(&params)?;
+    let id = entity_id(&params, &uri)?;
     let projection = Projection::from_params(&q)?;
     let view = app.catalog.view();
     if view.blueprint(&blueprint).is_none() {

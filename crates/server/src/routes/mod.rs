@@ -4,6 +4,7 @@
 pub mod blueprints;
 pub mod entities;
 pub mod render;
+pub mod search;
 pub mod system;
 pub mod token;
 
@@ -40,6 +41,15 @@ pub fn router(state: AppState) -> Router {
             get(entities::get_one).put(entities::replace).patch(entities::patch).delete(entities::delete),
         )
         .route("/v1/blueprints/{bp}/bulk/entities/delete", post(entities::bulk_delete))
+        .route(
+            "/v1/blueprints/{bp}/entities/search",
+            post(search::search_blueprint)
+                .get(entities::get_one)
+                .put(entities::replace)
+                .patch(entities::patch)
+                .delete(entities::delete),
+        )
+        .route("/v1/entities/search", post(search::search_all))
         .route("/v1/migrations/{id}", get(system::migration))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_auth));
     Router::new()

@@ -8,3 +8,4 @@ mod common;
 mod entities;
 mod errors;
 mod lifecycle;
+mod search;

@@ -1,0 +1,232 @@
+//! Answering rules-language queries. For now a scan in identifier order with the whole query evaluated per
+//! entity; this evaluator stays as the reference that indexed plans must agree with.
+
+use std::sync::Arc;
+
+use berth_model::query::{Bound, Meta, Op, Operand, Query, Rule, Target};
+use berth_model::{DomainError, Entity, Timestamp};
+use serde_json::Value;
+
+use crate::State;
+
+/// One page of a blueprint search; `next` is the cursor for the page after it.
+#[derive(Debug)]
+pub struct Page {
+    pub entities: Vec<Arc<Entity>>,
+    pub next: Option<String>,
+}
+
+/// Checks that every property and relation a query names exists on the blueprint.
+pub fn check_against(state: &State, blueprint: &str, query: &Query) -> Result<(), DomainError> {
+    let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
+    let def = &bp.def;
+    for p in query.properties() {
+        let known = def.schema.properties.contains_key(p)
+            || def.mirror_properties.contains_key(p)
+            || def.calculation_properties.contains_key(p)
+            || def.aggregation_properties.contains_key(p);
+        if !known {
+            return Err(DomainError::BadRequest(format!(
+                "the query names property `{p}`, which blueprint `{blueprint}` does not have"
+            )));
+        }
+    }
+    for r in query.relations() {
+        if !def.relations.contains_key(r) {
+            return Err(DomainError::BadRequest(format!(
+                "the query names relation `{r}`, which blueprint `{blueprint}` does not have"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A page of a blueprint's entities matching `query`, in identifier order, after the cursor `from`.
+pub fn search_blueprint(
+    state: &State,
+    blueprint: &str,
+    query: Option<&Query>,
+    from: Option<&str>,
+    limit: usize,
+) -> Result<Page, DomainError> {
+    if state.blueprint(blueprint).is_none() {
+        return Err(DomainError::not_found("blueprint", blueprint));
+    }
+    if let Some(q) = query {
+        check_against(state, blueprint, q)?;
+    }
+    let after = match from {
+        Some(c) => Some(decode_cursor(c)?),
+        None => None,
+    };
+    let mut out = Vec::with_capacity(limit.min(1024));
+    let iter: Box<dyn Iterator<Item = &Arc<Entity>>> = match &after {
+        Some(a) => Box::new(state.entities_after(blueprint, a)),
+        None => Box::new(state.entities_of(blueprint)),
+    };
+    let mut more = false;
+    for e in iter.filter(|e| query.is_none_or(|q| matches(e, q))) {
+        if out.len() == limit {
+            more = true;
+            break;
+        }
+        out.push(Arc::clone(e));
+    }
+    let next = if more { out.last().map(|e| encode_cursor(&e.identifier)) } else { None };
+    Ok(Page { entities: out, next })
+}
+
+/// Every entity of every blueprint (or of the blueprints a top-level `$blueprint` rule names) matching `query`,
+/// with the blueprints that had matches.
+pub fn search_all(state: &State, query: &Query) -> (Vec<Arc<Entity>>, Vec<String>) {
+    let blueprints: Vec<String> = match query.blueprint_filter() {
+        Some(list) => list,
+        None => state.blueprints().map(|b| b.def.identifier.clone()).collect(),
+    };
+    let mut out = Vec::new();
+    let mut matching = Vec::new();
+    for bp in blueprints {
+        let before = out.len();
+        out.extend(state.entities_of(&bp).filter(|e| matches(e, query)).cloned());
+        if out.len() > before {
+            matching.push(bp);
+        }
+    }
+    (out, matching)
+}
+
+fn encode_cursor(id: &str) -> String {
+    id.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(c: &str) -> Result<String, DomainError> {
+    let bad = || DomainError::BadRequest("`from` is not a cursor returned by this search".into());
+    if c.len() % 2 != 0 {
+        return Err(bad());
+    }
+    let bytes = (0..c.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(c.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad())?;
+    String::from_utf8(bytes).map_err(|_| bad())
+}
+
+/// Whether an entity matches a query.
+pub fn matches(e: &Entity, q: &Query) -> bool {
+    match q {
+        Query::Group { combinator, rules } => match combinator {
+            berth_model::query::Combinator::And => rules.iter().all(|r| matches(e, r)),
+            berth_model::query::Combinator::Or => rules.iter().any(|r| matches(e, r)),
+        },
+        Query::Rule(rule) => rule_matches(e, rule),
+    }
+}
+
+fn meta_value(e: &Entity, m: Meta) -> Value {
+    let opt = |s: &Option<String>| s.clone().map_or(Value::Null, Value::String);
+    match m {
+        Meta::Identifier => Value::String(e.identifier.clone()),
+        Meta::Title => opt(&e.title),
+        Meta::Team => Value::Array(e.team.iter().cloned().map(Value::String).collect()),
+        Meta::Icon => opt(&e.icon),
+        Meta::Blueprint => Value::String(e.blueprint.to_string()),
+        Meta::CreatedAt => Value::String(e.created_at.to_rfc3339()),
+        Meta::UpdatedAt => Value::String(e.updated_at.to_rfc3339()),
+        Meta::CreatedBy => Value::String(e.created_by.clone()),
+        Meta::UpdatedBy => Value::String(e.updated_by.clone()),
+        Meta::Datasource => opt(&e.datasource),
+    }
+}
+
+fn is_empty(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+        _ => false,
+    }
+}
+
+fn scalar_eq(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Equality; an array matches when one of its items does.
+fn eq(v: Option<&Value>, want: &Value) -> bool {
+    match v {
+        Some(Value::Array(items)) => items.iter().any(|i| scalar_eq(i, want)),
+        Some(v) => scalar_eq(v, want),
+        None => want.is_null(),
+    }
+}
+
+fn in_list(v: Option<&Value>, list: &[Value]) -> bool {
+    list.iter().any(|want| eq(v, want))
+}
+
+fn compare(v: Option<&Value>, bound: &Bound) -> Option<std::cmp::Ordering> {
+    match (v?, bound) {
+        (Value::Number(n), Bound::Number(b)) => n.as_f64()?.partial_cmp(b),
+        (Value::String(s), Bound::Time(t)) => Timestamp::parse(s).map(|x| x.cmp(t)),
+        _ => None,
+    }
+}
+
+fn string_test(v: Option<&Value>, want: &Value, f: fn(&str, &str) -> bool) -> bool {
+    match (v, want) {
+        (Some(Value::String(s)), Value::String(w)) => f(s, w),
+        (Some(Value::Array(items)), Value::String(w)) => items.iter().any(|i| i.as_str().is_some_and(|s| f(s, w))),
+        _ => false,
+    }
+}
+
+fn rule_matches(e: &Entity, rule: &Rule) -> bool {
+    let owned;
+    let v: Option<&Value> = match &rule.target {
+        Target::Property(p) => e.properties.get(p),
+        Target::Relation(r) => e.relations.get(r),
+        Target::Meta(m) => {
+            owned = meta_value(e, *m);
+            Some(&owned)
+        }
+    };
+    use std::cmp::Ordering::*;
+    match (&rule.op, &rule.operand) {
+        (Op::IsEmpty, _) => is_empty(v),
+        (Op::IsNotEmpty, _) => !is_empty(v),
+        (Op::Eq, Operand::Scalar(w)) => eq(v, w),
+        (Op::Ne, Operand::Scalar(w)) => !eq(v, w),
+        (Op::Gt, Operand::Bound(b)) => compare(v, b) == Some(Greater),
+        (Op::Ge, Operand::Bound(b)) => matches!(compare(v, b), Some(Greater | Equal)),
+        (Op::Lt, Operand::Bound(b)) => compare(v, b) == Some(Less),
+        (Op::Le, Operand::Bound(b)) => matches!(compare(v, b), Some(Less | Equal)),
+        (Op::In | Op::ContainsAny, Operand::List(l)) => in_list(v, l),
+        (Op::NotIn, Operand::List(l)) => !in_list(v, l),
+        (Op::Contains, Operand::Scalar(w)) => match (v, w) {
+            (Some(Value::String(s)), Value::String(w)) => s.contains(w.as_str()),
+            (Some(Value::Array(items)), w) => items.iter().any(|i| scalar_eq(i, w)),
+            _ => false,
+        },
+        (Op::DoesNotContain, Operand::Scalar(w)) => !rule_matches(
+            e,
+            &Rule { target: rule.target.clone(), op: Op::Contains, operand: Operand::Scalar(w.clone()) },
+        ),
+        (Op::BeginsWith, Operand::Scalar(w)) => string_test(v, w, |s, w| s.starts_with(w)),
+        (Op::DoesNotBeginWith, Operand::Scalar(w)) => !string_test(v, w, |s, w| s.starts_with(w)),
+        (Op::EndsWith, Operand::Scalar(w)) => string_test(v, w, |s, w| s.ends_with(w)),
+        (Op::DoesNotEndWith, Operand::Scalar(w)) => !string_test(v, w, |s, w| s.ends_with(w)),
+        (Op::Between, Operand::Range { from, to }) => {
+            v.and_then(Value::as_str).and_then(Timestamp::parse).is_some_and(|t| t >= *from && t <= *to)
+        }
+        (Op::NotBetween, Operand::Range { from, to }) => {
+            !v.and_then(Value::as_str).and_then(Timestamp::parse).is_some_and(|t| t >= *from && t <= *to)
+        }
+        // The parser pairs every operator with its operand kind; any other pairing cannot be built.
+        _ => false,
+    }
+}

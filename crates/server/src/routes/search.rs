@@ -1,0 +1,86 @@
+//! Search: `POST /v1/entities/search` (every blueprint) and `POST /v1/blueprints/{bp}/entities/search`
+//! (one blueprint, cursor-paginated). A query that does not parse is a 400 naming the rule's path.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use berth_engine::search;
+use berth_model::query::Query;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::render::{self, Projection};
+use super::reply;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, Params, PathParams};
+
+fn parse(v: &Value) -> ApiResult<Query> {
+    Query::parse(v).map_err(|e| ApiError::bad_request(format!("invalid query at {}: {}", e.path, e.message)))
+}
+
+#[utoipa::path(post, path = "/v1/entities/search", tag = "Search", summary = "Search entities of every blueprint",
+    description = "The body is a rules-language query: `{\"combinator\": \"and\"|\"or\", \"rules\": [...]}` with rules `{property, operator, value}` (meta-properties `$identifier $title $team $icon $blueprint $createdAt $updatedAt $createdBy $updatedBy $datasource`) or `{relation, operator, value}`, nested groups allowed. A top-level `$blueprint` rule restricts the blueprints searched.",
+    security(("bearer" = [])),
+    params(("include" = Option<Vec<String>>, Query, description = "Fields to return"), ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out")),
+    request_body(content = Object, description = "A query"),
+    responses((status = 200, description = "`{ok, entities, matchingBlueprints, failedBlueprints}`"), (status = 400, description = "The query does not parse; the message names the rule")))]
+pub async fn search_all(State(app): State<AppState>, q: Params, ApiJson(body): ApiJson<Value>) -> ApiResult<Response> {
+    let query = parse(&body)?;
+    let projection = Projection::from_params(&q)?;
+    let view = app.catalog.view();
+    let (entities, matching) = search::search_all(&view, &query);
+    let entities: Vec<Value> = entities.iter().map(|e| render::entity(e, &projection)).collect();
+    Ok(reply(
+        StatusCode::OK,
+        json!({"ok": true, "entities": entities, "matchingBlueprints": matching, "failedBlueprints": []}),
+        None,
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct BlueprintSearch {
+    /// A rules-language query; absent means every entity.
+    #[schema(value_type = Option<Object>)]
+    pub query: Option<Value>,
+    /// Fields to return.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Fields to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Page size, 1 to 1000 (default 200).
+    pub limit: Option<usize>,
+    /// The `next` cursor of the previous page.
+    pub from: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/blueprints/{blueprint}/entities/search", tag = "Search", summary = "Search one blueprint's entities, page by page",
+    description = "Entities in identifier order; `next` is present while more pages remain. Properties and relations named by the query must exist on the blueprint (else 400).",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier")),
+    request_body = BlueprintSearch,
+    responses((status = 200, description = "`{ok, entities, next?}`"), (status = 400, description = "Bad query, limit or cursor"), (status = 404, description = "No such blueprint")))]
+pub async fn search_blueprint(
+    State(app): State<AppState>,
+    params: PathParams,
+    ApiJson(body): ApiJson<BlueprintSearch>,
+) -> ApiResult<Response> {
+    let blueprint = params.get("bp")?;
+    let limit = body.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(format!("`limit` must be between 1 and 1000, got {limit}")));
+    }
+    let query = body.query.as_ref().map(parse).transpose()?;
+    let mut pairs: Vec<(String, String)> = body.include.iter().map(|i| ("include".to_string(), i.clone())).collect();
+    pairs.extend(body.exclude.iter().map(|i| ("exclude".to_string(), i.clone())));
+    let projection = Projection::from_params(&Params(pairs))?;
+    let view = app.catalog.view();
+    let page = search::search_blueprint(&view, &blueprint, query.as_ref(), body.from.as_deref(), limit)?;
+    let entities: Vec<Value> = page.entities.iter().map(|e| render::entity(e, &projection)).collect();
+    let mut answer = json!({"ok": true, "entities": entities});
+    if let Some(next) = page.next {
+        answer["next"] = Value::String(next);
+    }
+    Ok(reply(StatusCode::OK, answer, None))
+}

@@ -1,0 +1,200 @@
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::TestServer;
+
+async fn catalog() -> TestServer {
+    let s = TestServer::start().await;
+    s.seed_blueprints().await;
+    s.post("/v1/blueprints/team/entities", json!({"identifier": "core", "title": "Core"})).await;
+    s.post("/v1/blueprints/team/entities", json!({"identifier": "edge", "title": "Edge"})).await;
+    let services = json!({"entities": [
+        {"identifier": "api", "title": "API", "team": ["core"], "properties": {"language": "rust", "replicas": 3, "url": "https://api.example.com", "tags": ["public", "http"]}, "relations": {"team": "core"}},
+        {"identifier": "worker", "title": "Worker", "team": ["core"], "properties": {"language": "go", "replicas": 10, "tags": ["batch"]}, "relations": {"team": "core", "deps": ["api"]}},
+        {"identifier": "web", "title": "Web app", "team": ["edge"], "properties": {"language": "go", "replicas": 0}, "relations": {"team": "edge", "deps": ["api", "worker"]}},
+        {"identifier": "legacy", "title": null, "properties": {}}
+    ]});
+    assert_eq!(s.post("/v1/blueprints/service/entities/bulk", services).await.status, StatusCode::OK);
+    s
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v["entities"]
+        .as_array()
+        .expect("entities")
+        .iter()
+        .map(|e| e["identifier"].as_str().expect("id").to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+async fn find(s: &TestServer, rules: Value) -> Vec<String> {
+    let a =
+        s.post("/v1/blueprints/service/entities/search", json!({"query": {"combinator": "and", "rules": rules}})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    ids(&a.body)
+}
+
+#[tokio::test]
+async fn operators_over_http() {
+    let s = catalog().await;
+    let cases: Vec<(Value, Vec<&str>)> = vec![
+        (json!([{"property": "language", "operator": "=", "value": "go"}]), vec!["web", "worker"]),
+        (json!([{"property": "language", "operator": "!=", "value": "go"}]), vec!["api", "legacy"]),
+        (json!([{"property": "replicas", "operator": ">", "value": 3}]), vec!["worker"]),
+        (json!([{"property": "replicas", "operator": ">=", "value": 3}]), vec!["api", "worker"]),
+        (json!([{"property": "replicas", "operator": "<", "value": 3}]), vec!["web"]),
+        (json!([{"property": "replicas", "operator": "<=", "value": 3}]), vec!["api", "web"]),
+        (json!([{"property": "language", "operator": "in", "value": ["rust", "java"]}]), vec!["api"]),
+        (json!([{"property": "language", "operator": "notIn", "value": ["rust"]}]), vec!["legacy", "web", "worker"]),
+        (json!([{"property": "url", "operator": "contains", "value": "api."}]), vec!["api"]),
+        (json!([{"property": "tags", "operator": "contains", "value": "batch"}]), vec!["worker"]),
+        (json!([{"property": "tags", "operator": "containsAny", "value": ["http", "batch"]}]), vec!["api", "worker"]),
+        (json!([{"property": "$title", "operator": "beginsWith", "value": "W"}]), vec!["web", "worker"]),
+        (json!([{"property": "$title", "operator": "endsWith", "value": "app"}]), vec!["web"]),
+        (json!([{"property": "$title", "operator": "doesNotBeginsWith", "value": "W"}]), vec!["api", "legacy"]),
+        (json!([{"property": "$title", "operator": "doesNotContains", "value": "o"}]), vec!["api", "legacy", "web"]),
+        (
+            json!([{"property": "$title", "operator": "doesNotEndsWith", "value": "app"}]),
+            vec!["api", "legacy", "worker"],
+        ),
+        (json!([{"property": "tags", "operator": "isEmpty"}]), vec!["legacy", "web"]),
+        (json!([{"property": "tags", "operator": "isNotEmpty"}]), vec!["api", "worker"]),
+        (json!([{"property": "$identifier", "operator": "=", "value": "api"}]), vec!["api"]),
+        (json!([{"property": "$team", "operator": "=", "value": "core"}]), vec!["api", "worker"]),
+        (json!([{"property": "$team", "operator": "isEmpty"}]), vec!["legacy"]),
+        (
+            json!([{"property": "$blueprint", "operator": "=", "value": "service"}]),
+            vec!["api", "legacy", "web", "worker"],
+        ),
+        (
+            json!([{"property": "$createdBy", "operator": "=", "value": "test-admin"}]),
+            vec!["api", "legacy", "web", "worker"],
+        ),
+        (
+            json!([{"property": "$createdAt", "operator": ">", "value": "2000-01-01T00:00:00Z"}]),
+            vec!["api", "legacy", "web", "worker"],
+        ),
+        (
+            json!([{"property": "$updatedAt", "operator": "between", "value": {"from": "2000-01-01T00:00:00Z", "to": "2001-01-01T00:00:00Z"}}]),
+            vec![],
+        ),
+        (
+            json!([{"property": "$updatedAt", "operator": "notBetween", "value": {"from": "2000-01-01T00:00:00Z", "to": "2001-01-01T00:00:00Z"}}]),
+            vec!["api", "legacy", "web", "worker"],
+        ),
+        (json!([{"relation": "team", "operator": "=", "value": "edge"}]), vec!["web"]),
+        (json!([{"relation": "deps", "operator": "=", "value": "worker"}]), vec!["web"]),
+        (json!([{"relation": "deps", "operator": "isEmpty"}]), vec!["api", "legacy"]),
+        (
+            json!([{"combinator": "or", "rules": [
+            {"property": "language", "operator": "=", "value": "rust"},
+            {"combinator": "and", "rules": [{"property": "language", "operator": "=", "value": "go"}, {"property": "replicas", "operator": "=", "value": 0}]}]}]),
+            vec!["api", "web"],
+        ),
+    ];
+    for (rules, want) in cases {
+        let got = find(&s, rules.clone()).await;
+        assert_eq!(got, want, "{rules}");
+    }
+}
+
+#[tokio::test]
+async fn search_every_blueprint() {
+    let s = catalog().await;
+    let a = s
+        .post(
+            "/v1/entities/search?include=identifier",
+            json!({"combinator": "or", "rules": [
+        {"property": "$title", "operator": "=", "value": "Core"},
+        {"property": "$identifier", "operator": "=", "value": "api"}]}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(ids(&a.body), vec!["api", "core"]);
+    assert_eq!(a.body["matchingBlueprints"], json!(["service", "team"]));
+    assert_eq!(a.body["failedBlueprints"], json!([]));
+    assert_eq!(a.body["entities"][0].as_object().expect("obj").len(), 1, "include applies");
+    let a = s
+        .post(
+            "/v1/entities/search",
+            json!({"combinator": "and", "rules": [
+        {"property": "$blueprint", "operator": "=", "value": "team"}]}),
+        )
+        .await;
+    assert_eq!(ids(&a.body), vec!["core", "edge"]);
+}
+
+#[tokio::test]
+async fn bad_queries_name_the_rule() {
+    let s = catalog().await;
+    for (query, needle) in [
+        (
+            json!({"combinator": "and", "rules": [{"property": "language", "operator": "like", "value": "x"}]}),
+            "rules[0]: unknown operator \"like\"",
+        ),
+        (
+            json!({"combinator": "and", "rules": [{"property": "replicas", "operator": "=", "value": 1}, {"combinator": "or", "rules": [{"property": "language", "operator": "in", "value": "go"}]}]}),
+            "rules[1].rules[0]",
+        ),
+        (
+            json!({"combinator": "and", "rules": [{"property": "$createdAt", "operator": ">", "value": "yesterday"}]}),
+            "date-time",
+        ),
+        (json!({"combinator": "nand", "rules": []}), "combinator"),
+        (json!({"combinator": "and", "rules": [{"property": "nope", "operator": "=", "value": 1}]}), "`nope`"),
+        (json!({"combinator": "and", "rules": [{"relation": "nope", "operator": "=", "value": "x"}]}), "`nope`"),
+    ] {
+        let a = s.post("/v1/blueprints/service/entities/search", json!({"query": query})).await;
+        a.assert_error(400, "bad_request");
+        let msg = a.body["message"].as_str().expect("message");
+        assert!(msg.contains(needle), "{msg:?} should contain {needle:?}");
+    }
+    s.post("/v1/entities/search", json!({"rules": []})).await.assert_error(400, "bad_request");
+    s.post("/v1/blueprints/service/entities/search", json!({"limit": 0})).await.assert_error(400, "bad_request");
+    s.post("/v1/blueprints/service/entities/search", json!({"limit": 1001})).await.assert_error(400, "bad_request");
+    s.post("/v1/blueprints/service/entities/search", json!({"from": "zz"})).await.assert_error(400, "bad_request");
+    s.post("/v1/blueprints/ghost/entities/search", json!({})).await.assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn pagination_walks_everything_once() {
+    let s = TestServer::start().await;
+    s.seed_blueprints().await;
+    let entities: Vec<Value> =
+        (0..250).map(|i| json!({"identifier": format!("s{i:03}"), "properties": {"replicas": i % 7}})).collect();
+    s.post("/v1/blueprints/service/entities/bulk", json!({"entities": entities})).await;
+    let mut seen = Vec::new();
+    let mut from: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut body = json!({"limit": 40, "query": {"combinator": "and", "rules": [{"property": "replicas", "operator": "!=", "value": 0}]}, "include": ["identifier"]});
+        if let Some(f) = &from {
+            body["from"] = json!(f);
+        }
+        let a = s.post("/v1/blueprints/service/entities/search", body).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        seen.extend(ids(&a.body));
+        pages += 1;
+        // A write between pages does not disturb the walk.
+        s.post(
+            "/v1/blueprints/service/entities?upsert=true",
+            json!({"identifier": "zzz-late", "properties": {"replicas": 0}}),
+        )
+        .await;
+        match a.body.get("next").and_then(Value::as_str) {
+            Some(n) => from = Some(n.to_string()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..250).filter(|i| i % 7 != 0).map(|i| format!("s{i:03}")).collect();
+    assert_eq!(seen, expected);
+    assert_eq!(pages, expected.len().div_ceil(40));
+    // An entity named like the search route is still reachable.
+    assert_eq!(
+        s.post("/v1/blueprints/service/entities", json!({"identifier": "search"})).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(s.get("/v1/blueprints/service/entities/search").await.body["entity"]["identifier"], json!("search"));
+}

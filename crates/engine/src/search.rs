@@ -101,7 +101,7 @@ fn encode_cursor(id: &str) -> String {
 
 fn decode_cursor(c: &str) -> Result<String, DomainError> {
     let bad = || DomainError::BadRequest("`from` is not a cursor returned by this search".into());
-    if c.len() % 2 != 0 {
+    if !c.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes = (0..c.len())

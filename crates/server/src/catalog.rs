@@ -7,7 +7,8 @@
 //!   compare-and-append, and only then publishes the new state and answers. If the append conflicts
 //!   (another process wrote first) it catches up from the store and re-executes the batch; if the store
 //!   fails, every request of the batch fails and nothing is published.
-//! - **Snapshots** are written by a background task every `snapshot_every` events and on shutdown;
+//! - **Snapshots** are written by a background task (when the tail reaches `snapshot_every` events and half
+//!   the catalog, at most every 30 s unless the tail runs away) and on shutdown;
 //!   start-up loads the newest snapshot and replays only the tail.
 
 use std::sync::{Arc, RwLock};
@@ -60,6 +61,7 @@ impl Catalog {
             Some(snap) => State::from_snapshot(&snap.data).map_err(|e| CatalogError::Replay(e.to_string()))?,
             None => State::default(),
         };
+        let snapshot_seq = state.seq();
         catch_up(store.as_ref(), &mut state).await?;
         let (jobs_tx, jobs_rx) = mpsc::channel(4096);
         let catalog = Arc::new(Catalog {
@@ -70,7 +72,7 @@ impl Catalog {
         });
         tokio::spawn(writer_loop(Arc::clone(&catalog), jobs_rx));
         if snapshot_every > 0 {
-            tokio::spawn(snapshot_loop(Arc::downgrade(&catalog), snapshot_every));
+            tokio::spawn(snapshot_loop(Arc::downgrade(&catalog), snapshot_every, snapshot_seq));
         }
         Ok(catalog)
     }
@@ -267,27 +269,29 @@ async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, Catal
     Err(CatalogError::Store(StoreError::Unavailable("too many append conflicts".into())))
 }
 
-async fn snapshot_loop(catalog: std::sync::Weak<Catalog>, every: u64) {
-    let mut last = match catalog.upgrade() {
-        Some(c) => c.store.load_snapshot().await.ok().flatten().map_or(0, |s| s.seq),
-        None => return,
-    };
+/// Snapshots are not taken more often than this, unless the tail grows past four times the threshold.
+const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
+
+async fn snapshot_loop(catalog: std::sync::Weak<Catalog>, every: u64, mut last: u64) {
+    let mut last_at = std::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let Some(catalog) = catalog.upgrade() else {
             return;
         };
         let view = catalog.view();
-        let seq = view.seq();
+        let tail = view.seq().saturating_sub(last);
         // A snapshot costs as much as the catalog is large: take one when the tail to replay has grown to
-        // `every` events and to half the catalog, so the cost per event stays constant as the catalog grows.
+        // `every` events and to half the catalog (so the cost per event stays constant as the catalog grows),
+        // and at most every 30 s under sustained writes unless the tail runs away.
         let due = every.max(view.total_entities() as u64 / 2);
         drop(view);
-        if seq >= last + due {
+        if tail >= due && (last_at.elapsed() >= MIN_SNAPSHOT_INTERVAL || tail >= 4 * due) {
             match catalog.snapshot().await {
                 Ok(s) => {
                     tracing::info!(seq = s, "snapshot written");
                     last = s;
+                    last_at = std::time::Instant::now();
                 }
                 Err(e) => tracing::warn!(error = %e, "snapshot failed"),
             }

@@ -4,7 +4,7 @@
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use berth_engine::{Command, Outcome, WriteMeta, WriteMode};
 use berth_model::{DomainError, Entity, EntityInput};
 use serde::Deserialize;
@@ -220,7 +220,8 @@ pub async fn get_one(
     let entity = view
         .entity(&blueprint, &id)
         .ok_or_else(|| ApiError::from(DomainError::not_found("entity", format!("{blueprint}/{id}"))))?;
-    Ok(reply(StatusCode::OK, json!({"ok": true, "entity": render::entity(entity, &projection)}), None))
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], render::entity_answer(entity, &projection))
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/v1/blueprints/{blueprint}/entities", tag = "Entities", summary = "List a blueprint's entities",

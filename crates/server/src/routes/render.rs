@@ -60,6 +60,24 @@ impl Projection {
     }
 }
 
+/// `{"ok": true, "entity": ...}` as bytes, serialised straight from the entity when nothing is projected
+/// (the common case: no intermediate JSON tree).
+pub fn entity_answer(e: &Entity, projection: &Projection) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Answer<'a, T: serde::Serialize> {
+        ok: bool,
+        entity: &'a T,
+    }
+    let bytes = if projection.is_identity() {
+        serde_json::to_vec(&Answer { ok: true, entity: e })
+    } else {
+        serde_json::to_vec(&Answer { ok: true, entity: &entity(e, projection) })
+    };
+    bytes.unwrap_or_else(|_| {
+        br#"{"ok":false,"error":"internal_error","message":"the entity could not be serialised"}"#.to_vec()
+    })
+}
+
 pub fn entity(e: &Entity, projection: &Projection) -> Value {
     projection.apply(serde_json::to_value(e).unwrap_or(Value::Null))
 }

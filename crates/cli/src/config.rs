@@ -104,3 +104,47 @@ pub fn init_logging(format: &str, filter: &str) {
         builder.init();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\ndata_dir = \"/tmp/from-file\"\nbody_limit = 42\ndemo = true\nlog_format = \"json\"\n")
+            .expect("write");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            listen: Some("127.0.0.1:1234".parse().expect("addr")),
+            ..Default::default()
+        };
+        let s = Settings::resolve(args).expect("resolves");
+        assert_eq!(s.server.listen.port(), 1234, "flag wins");
+        assert_eq!(s.server.data_dir, PathBuf::from("/tmp/from-file"), "file beats default");
+        assert_eq!(s.server.body_limit, 42);
+        assert!(s.server.demo);
+        assert_eq!(s.log_format, "json");
+        let s = Settings::resolve(ServeArgs::default()).expect("defaults");
+        assert_eq!(s.server.listen.port(), 7070);
+        assert_eq!(s.server.data_dir, PathBuf::from("berth-data"));
+        assert_eq!(s.server.body_limit, 1 << 20);
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, "listn = \"x\"\n").expect("write");
+        let e = Settings::resolve(ServeArgs { config: Some(path), ..Default::default() }).err().expect("fails");
+        assert!(format!("{e:#}").contains("listn"), "{e:#}");
+        let e = Settings::resolve(ServeArgs { config: Some(dir.path().join("missing.toml")), ..Default::default() })
+            .err()
+            .expect("fails");
+        assert!(format!("{e:#}").contains("cannot read"));
+        let e =
+            Settings::resolve(ServeArgs { log_format: Some("xml".into()), ..Default::default() }).err().expect("fails");
+        assert!(format!("{e:#}").contains("log format"));
+    }
+}

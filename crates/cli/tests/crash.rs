@@ -148,3 +148,38 @@ async fn sigkill_during_bulk_writes_loses_nothing_acknowledged() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_gracefully_with_a_final_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn(dir.path(), port);
+    let token = ready(&client, &base).await;
+    let r = client
+        .post(format!("{base}/v1/blueprints"))
+        .bearer_auth(&token)
+        .json(&json!({"identifier": "x", "title": "X", "schema": {"properties": {}}}))
+        .send()
+        .await
+        .expect("blueprint");
+    assert_eq!(r.status(), 201);
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "graceful exit: {exit:?}");
+    // The final snapshot is at the head of the log: a restart replays nothing and has the blueprint.
+    let store = berth_store::sqlite::SqliteStore::open(&dir.path().join("berth.db")).expect("open");
+    use berth_store::LogStore;
+    let head = store.head().await.expect("head");
+    let snap = store.load_snapshot().await.expect("load").expect("a snapshot");
+    assert_eq!(snap.seq, head, "final snapshot at the head");
+}

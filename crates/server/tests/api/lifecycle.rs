@@ -71,3 +71,47 @@ async fn demo_catalog_is_rich() {
         assert!(formats.contains(&f), "service shows format {f}");
     }
 }
+
+#[tokio::test]
+async fn first_start_generates_a_private_credential_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = berth_server::ServerConfig::new(dir.path().to_path_buf());
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let server = berth_server::start(config.clone()).await.expect("start");
+    let (id, secret, path) = server.info.generated_credential.clone().expect("a credential is generated");
+    assert!(id.starts_with("berth_") && secret.len() == 64);
+    let file: Value = serde_json::from_slice(&std::fs::read(&path).expect("file")).expect("json");
+    assert_eq!(file["clientId"], json!(id));
+    assert_eq!(file["clientSecret"], json!(secret));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "readable only by its owner");
+    }
+    // The secret is not stored in clear in the log.
+    let db = std::fs::read(dir.path().join("berth.db")).expect("db");
+    let wal = std::fs::read(dir.path().join("berth.db-wal")).unwrap_or_default();
+    let needle = secret.as_bytes();
+    assert!(
+        !db.windows(needle.len()).any(|w| w == needle) && !wal.windows(needle.len()).any(|w| w == needle),
+        "secret hashed"
+    );
+    // It works, and a second start does not generate another.
+    let base = format!("http://{}", server.info.addr);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/auth/access_token"))
+        .json(&json!({"clientId": id, "clientSecret": secret}))
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), StatusCode::OK);
+    let _ = stop.send(());
+    task.await.expect("task").expect("run");
+    let again = berth_server::start(config).await.expect("restart");
+    assert!(again.info.generated_credential.is_none(), "generated only on first start");
+}

@@ -1,5 +1,10 @@
-//! Answering rules-language queries. For now a scan in identifier order with the whole query evaluated per
-//! entity; this evaluator stays as the reference that indexed plans must agree with.
+//! Answering rules-language queries.
+//!
+//! - [`matches`] evaluates a whole query on one entity: the reference every plan must agree with.
+//! - The planner narrows the candidates before evaluating: a top-level `and` rule on `$identifier`
+//!   (`=`, `in`) reads the entity map, a rule on a relation (`=`, `in`) reads the reverse-relation index;
+//!   the smallest such set wins. Without one, the blueprint is scanned in identifier order.
+//!   (Per-property indexes come with issue 3.)
 
 use std::sync::Arc;
 
@@ -60,9 +65,18 @@ pub fn search_blueprint(
         None => None,
     };
     let mut out = Vec::with_capacity(limit.min(1024));
-    let iter: Box<dyn Iterator<Item = &Arc<Entity>>> = match &after {
-        Some(a) => Box::new(state.entities_after(blueprint, a)),
-        None => Box::new(state.entities_of(blueprint)),
+    let planned = query.and_then(|q| candidates(state, blueprint, q));
+    let iter: Box<dyn Iterator<Item = &Arc<Entity>>> = match (planned, &after) {
+        (Some(ids), after) => {
+            let after = after.clone();
+            Box::new(
+                ids.into_iter()
+                    .filter(move |id| after.as_deref().is_none_or(|a| id.as_str() > a))
+                    .filter_map(|id| state.entity(blueprint, &id)),
+            )
+        }
+        (None, Some(a)) => Box::new(state.entities_after(blueprint, a)),
+        (None, None) => Box::new(state.entities_of(blueprint)),
     };
     let mut more = false;
     for e in iter.filter(|e| query.is_none_or(|q| matches(e, q))) {
@@ -87,12 +101,69 @@ pub fn search_all(state: &State, query: &Query) -> (Vec<Arc<Entity>>, Vec<String
     let mut matching = Vec::new();
     for bp in blueprints {
         let before = out.len();
-        out.extend(state.entities_of(&bp).filter(|e| matches(e, query)).cloned());
+        match candidates(state, &bp, query) {
+            Some(ids) => {
+                out.extend(ids.iter().filter_map(|id| state.entity(&bp, id)).filter(|e| matches(e, query)).cloned())
+            }
+            None => out.extend(state.entities_of(&bp).filter(|e| matches(e, query)).cloned()),
+        }
         if out.len() > before {
             matching.push(bp);
         }
     }
     (out, matching)
+}
+
+/// A superset of the identifiers (of `blueprint`) that can match `query`, in identifier order, when a top-level
+/// `and` rule allows reading them from an index; `None` when only a scan will do.
+fn candidates(state: &State, blueprint: &str, query: &Query) -> Option<std::collections::BTreeSet<String>> {
+    let rules: Vec<&Rule> = match query {
+        Query::Rule(r) => vec![r],
+        Query::Group { combinator: berth_model::query::Combinator::And, rules } => rules
+            .iter()
+            .filter_map(|q| match q {
+                Query::Rule(r) => Some(r),
+                Query::Group { .. } => None,
+            })
+            .collect(),
+        Query::Group { .. } => return None,
+    };
+    let bp = state.blueprint(blueprint)?;
+    let mut best: Option<std::collections::BTreeSet<String>> = None;
+    for rule in rules {
+        let values: Vec<&str> = match (&rule.op, &rule.operand) {
+            (Op::Eq, Operand::Scalar(Value::String(v))) => vec![v.as_str()],
+            (Op::In, Operand::List(list)) if list.iter().all(Value::is_string) => {
+                list.iter().filter_map(Value::as_str).collect()
+            }
+            _ => continue,
+        };
+        let set: std::collections::BTreeSet<String> = match &rule.target {
+            Target::Meta(Meta::Identifier) => {
+                values.into_iter().filter(|id| state.entity(blueprint, id).is_some()).map(str::to_string).collect()
+            }
+            Target::Relation(r) => {
+                let Some(def) = bp.def.relations.get(r) else { continue };
+                values
+                    .into_iter()
+                    .flat_map(|target| state.incoming(&def.target, target))
+                    .filter(|edge| &*edge.blueprint == blueprint && &*edge.relation == r.as_str())
+                    .map(|edge| edge.identifier.to_string())
+                    .collect()
+            }
+            _ => continue,
+        };
+        if best.as_ref().is_none_or(|b| set.len() < b.len()) {
+            best = Some(set);
+        }
+    }
+    best
+}
+
+/// The reference answer: a plain scan of the blueprint with [`matches`], no planning. For tests and
+/// for checking plans.
+pub fn scan(state: &State, blueprint: &str, query: &Query) -> Vec<Arc<Entity>> {
+    state.entities_of(blueprint).filter(|e| matches(e, query)).cloned().collect()
 }
 
 fn encode_cursor(id: &str) -> String {

@@ -3,8 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use berth_model::entity::Field;
+use berth_model::Relation;
+use berth_model::entity::{Field, IdentifierInput};
 use berth_model::ids::{self, MAX_ENTITY_TITLE_LEN};
+use berth_model::query::Query;
 use berth_model::{Change, DomainError, Entity, EntityInput};
 use serde_json::{Map, Value};
 
@@ -23,7 +25,12 @@ pub(crate) fn write(
     create_missing_related: bool,
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
     let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
-    let identifier = match (path_id, input.identifier.as_deref()) {
+    let given = match &input.identifier {
+        Some(IdentifierInput::Id(id)) => Some(id.clone()),
+        Some(IdentifierInput::Search(q)) => Some(resolve_one(state, blueprint, q)?),
+        None => None,
+    };
+    let identifier = match (path_id, given.as_deref()) {
         (Some(p), Some(i)) if p != i => {
             return Err(DomainError::Invalid(format!("the body's identifier `{i}` differs from the route's `{p}`")));
         }
@@ -137,6 +144,15 @@ pub(crate) fn write(
     bp.compiled.validate_properties(blueprint, &entity.properties)?;
 
     // Relations: known keys, the right shape, targets that exist (or are created on request).
+    // Relation values given as search queries become the identifiers they match.
+    for (key, value) in entity.relations.iter_mut() {
+        if value.is_object() {
+            let rel = bp.def.relations.get(key).ok_or_else(|| {
+                DomainError::SchemaMismatch(format!("relation `{key}` is not defined in blueprint `{blueprint}`"))
+            })?;
+            *value = resolve_relation(state, key, rel, value)?;
+        }
+    }
     let mut changes = Vec::new();
     let mut created_targets: BTreeSet<Key> = BTreeSet::new();
     for (key, value) in entity.relations.iter_mut() {
@@ -223,6 +239,46 @@ pub(crate) fn write(
     let entity = Arc::new(entity);
     changes.push(Change::EntityPut { entity: Arc::clone(&entity) });
     Ok((changes, Outcome::Entity { entity, created }))
+}
+
+/// The most entities a relation search query may match (Port's limit).
+pub const MAX_SEARCH_RELATION_MATCHES: usize = 100;
+
+/// The one entity of `blueprint` an identifier search query matches.
+fn resolve_one(state: &State, blueprint: &str, query: &Query) -> Result<String, DomainError> {
+    let page = crate::search::search_blueprint(state, blueprint, Some(query), None, 2)?;
+    match page.entities.as_slice() {
+        [one] => Ok(one.identifier.clone()),
+        [] => Err(DomainError::not_found("entity", format!("{blueprint} matching the identifier search query"))),
+        _ => Err(DomainError::Invalid(format!(
+            "the identifier search query matches more than one entity of `{blueprint}`; it must match exactly one"
+        ))),
+    }
+}
+
+/// The identifier(s) a relation search query matches: one for a single relation, up to 100 for a many one.
+fn resolve_relation(state: &State, key: &str, rel: &Relation, value: &Value) -> Result<Value, DomainError> {
+    let query = Query::parse(value).map_err(|e| DomainError::Invalid(format!("relation `{key}` search query: {e}")))?;
+    let page =
+        crate::search::search_blueprint(state, &rel.target, Some(&query), None, MAX_SEARCH_RELATION_MATCHES + 1)?;
+    let ids: Vec<Value> = page.entities.iter().map(|e| Value::String(e.identifier.clone())).collect();
+    match (rel.many, ids.len()) {
+        (true, n) if n > MAX_SEARCH_RELATION_MATCHES => Err(DomainError::Invalid(format!(
+            "relation `{key}` search query matches more than {MAX_SEARCH_RELATION_MATCHES} entities of `{}`",
+            rel.target
+        ))),
+        (true, _) => Ok(Value::Array(ids)),
+        (false, 1) => Ok(ids.into_iter().next().unwrap_or(Value::Null)),
+        (false, 0) => Err(DomainError::RelatedNotFound {
+            relation: key.to_string(),
+            blueprint: rel.target.clone(),
+            id: "(no entity matches the search query)".into(),
+        }),
+        (false, n) => Err(DomainError::SchemaMismatch(format!(
+            "relation `{key}` is single, but its search query matches {n} entities of `{}`",
+            rel.target
+        ))),
+    }
 }
 
 /// An entity created only because another one relates to it (`create_missing_related_entities`).

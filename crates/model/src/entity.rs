@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::query::Query;
 use crate::schema::kind_of;
 use crate::{DomainError, Timestamp};
 
@@ -62,10 +63,19 @@ impl<T> Field<T> {
     }
 }
 
-/// What a client sends to create or change an entity.
+/// An entity's identifier as a client gives it: the identifier itself, or a search query that must match
+/// exactly one existing entity of the blueprint.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IdentifierInput {
+    Id(String),
+    Search(Query),
+}
+
+/// What a client sends to create or change an entity. Relation values may also be search queries
+/// (objects); the engine resolves them against the relation's target blueprint.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct EntityInput {
-    pub identifier: Option<String>,
+    pub identifier: Option<IdentifierInput>,
     pub title: Field<String>,
     pub icon: Field<String>,
     pub team: Field<Vec<String>>,
@@ -95,12 +105,10 @@ impl EntityInput {
         };
         let identifier = match obj.remove("identifier") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
-            Some(Value::Object(_)) => {
-                return Err(DomainError::Invalid(
-                    "`identifier` given as a search query is not supported yet; give the identifier itself".into(),
-                ));
-            }
+            Some(Value::String(s)) => Some(IdentifierInput::Id(s)),
+            Some(q @ Value::Object(_)) => Some(IdentifierInput::Search(
+                Query::parse(&q).map_err(|e| DomainError::Invalid(format!("`identifier` search query: {e}")))?,
+            )),
             Some(other) => {
                 return Err(DomainError::Invalid(format!("`identifier` must be a string, got {}", kind_of(&other))));
             }

@@ -78,7 +78,7 @@ fn write_mode(q: &Params) -> ApiResult<WriteMode> {
 }
 
 #[utoipa::path(post, path = "/v1/blueprints/{blueprint}/entities", tag = "Entities", summary = "Create or upsert an entity",
-    description = "`upsert=false` (default): 409 if the identifier exists. `upsert=true`: replace it whole. `upsert=true&merge=true`: merge the given title, icon, team, properties and relations into it (a `null` value removes a key). `create_missing_related_entities=true` creates empty targets for unknown relation ids (else 404 `not_found`). `validation_only=true` validates and writes nothing. The writer's `User-Agent` is kept as `$datasource`. Answers 201 when created, 200 when changed.",
+    description = "`upsert=false` (default): 409 if the identifier exists. `upsert=true`: replace it whole. `upsert=true&merge=true`: merge the given title, icon, team, properties and relations into it (a `null` value removes a key). `create_missing_related_entities=true` creates empty targets for unknown relation ids (else 404 `not_found`). `validation_only=true` validates and writes nothing. The writer's `User-Agent` is kept as `$datasource`. The `identifier` and relation values may be search queries (`{combinator, rules}`): an identifier query must match exactly one entity of the blueprint; a relation query must match one target (single relation) or up to 100 (many). Answers 201 when created, 200 when changed.",
     security(("bearer" = [])),
     params(("blueprint" = String, Path, description = "Blueprint identifier"),
         ("upsert" = Option<bool>, Query, description = "Update if it exists"),

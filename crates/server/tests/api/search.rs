@@ -198,3 +198,61 @@ async fn pagination_walks_everything_once() {
     );
     assert_eq!(s.get("/v1/blueprints/service/entities/search").await.body["entity"]["identifier"], json!("search"));
 }
+
+#[tokio::test]
+async fn identifiers_and_relations_given_as_search_queries() {
+    let s = catalog().await;
+    // A relation value as a query: the team titled "Edge".
+    let q = |rules: Value| json!({"combinator": "and", "rules": rules});
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities",
+            json!({"identifier": "new", "relations": {
+            "team": q(json!([{"property": "$title", "operator": "=", "value": "Edge"}])),
+            "deps": q(json!([{"property": "language", "operator": "=", "value": "go"}]))}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["entity"]["relations"]["team"], json!("edge"));
+    assert_eq!(a.body["entity"]["relations"]["deps"], json!(["web", "worker"]));
+    // A single relation whose query matches two entities, or none.
+    let a = s.post("/v1/blueprints/service/entities", json!({"identifier": "x", "relations": {"team": q(json!([{"property": "$title", "operator": "isNotEmpty"}]))}})).await;
+    a.assert_error(422, "schema_mismatch");
+    assert!(a.body["message"].as_str().expect("msg").contains("matches 2"));
+    let a = s.post("/v1/blueprints/service/entities", json!({"identifier": "x", "relations": {"team": q(json!([{"property": "$title", "operator": "=", "value": "Nope"}]))}})).await;
+    a.assert_error(404, "not_found");
+    let a = s.post("/v1/blueprints/service/entities", json!({"identifier": "x", "relations": {"team": q(json!([{"property": "$title", "operator": "like", "value": "x"}]))}})).await;
+    a.assert_error(422, "invalid_request");
+    assert!(a.body["message"].as_str().expect("msg").contains("rules[0]"));
+
+    // An identifier as a query updates the one entity it matches.
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities?upsert=true&merge=true",
+            json!({
+            "identifier": q(json!([{"property": "url", "operator": "=", "value": "https://api.example.com"}])),
+            "properties": {"replicas": 7}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["entity"]["identifier"], json!("api"));
+    assert_eq!(a.body["entity"]["properties"]["replicas"], json!(7));
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities?upsert=true",
+            json!({"identifier": q(json!([{"property": "language", "operator": "=", "value": "go"}]))}),
+        )
+        .await;
+    a.assert_error(422, "invalid_request");
+    // In bulk, a failed search identifier is reported as "unknown".
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities/bulk",
+            json!({"entities": [
+            {"identifier": q(json!([{"property": "$identifier", "operator": "=", "value": "ghost"}]))}]}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::MULTI_STATUS, "{}", a.body);
+    assert_eq!(a.body["errors"][0]["identifier"], json!("unknown"));
+    assert_eq!(a.body["errors"][0]["statusCode"], json!(404));
+}

@@ -68,7 +68,7 @@ impl<T> Field<T> {
 #[derive(Clone, Debug, PartialEq)]
 pub enum IdentifierInput {
     Id(String),
-    Search(Query),
+    Search(Box<Query>),
 }
 
 /// What a client sends to create or change an entity. Relation values may also be search queries
@@ -106,9 +106,9 @@ impl EntityInput {
         let identifier = match obj.remove("identifier") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(IdentifierInput::Id(s)),
-            Some(q @ Value::Object(_)) => Some(IdentifierInput::Search(
+            Some(q @ Value::Object(_)) => Some(IdentifierInput::Search(Box::new(
                 Query::parse(&q).map_err(|e| DomainError::Invalid(format!("`identifier` search query: {e}")))?,
-            )),
+            ))),
             Some(other) => {
                 return Err(DomainError::Invalid(format!("`identifier` must be a string, got {}", kind_of(&other))));
             }

@@ -126,16 +126,23 @@ pub(crate) fn delete(state: &State, id: &str) -> Result<(Vec<Change>, Outcome), 
             "blueprint `{id}` still has {count} entities; delete them first (DELETE /v1/blueprints/{id}/all-entities)"
         )));
     }
-    let referrers: Vec<String> = state
+    ensure_not_a_relation_target(state, id)?;
+    Ok((vec![Change::BlueprintDeleted { identifier: id.to_string() }], Outcome::Done))
+}
+
+/// Refuses (409) while other blueprints have relations targeting `id`.
+pub(crate) fn ensure_not_a_relation_target(state: &State, id: &str) -> Result<(), DomainError> {
+    let referrers: Vec<&str> = state
         .blueprints()
         .filter(|b| b.def.identifier != id && b.def.relations.values().any(|r| r.target == id))
-        .map(|b| b.def.identifier.clone())
+        .map(|b| b.def.identifier.as_str())
         .collect();
-    if !referrers.is_empty() {
-        return Err(DomainError::HasDependents(format!(
+    if referrers.is_empty() {
+        Ok(())
+    } else {
+        Err(DomainError::HasDependents(format!(
             "blueprint `{id}` is the target of relations in {}; remove those relations first",
             referrers.join(", ")
-        )));
+        )))
     }
-    Ok((vec![Change::BlueprintDeleted { identifier: id.to_string() }], Outcome::Done))
 }

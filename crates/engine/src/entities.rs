@@ -351,17 +351,7 @@ pub(crate) fn delete_all(
         state.entities_of(blueprint).map(|e| (blueprint.to_string(), e.identifier.clone())).collect();
     let (mut changes, outcome) = plan_delete(state, meta, roots, false)?;
     if delete_blueprint {
-        let referrers: Vec<&str> = state
-            .blueprints()
-            .filter(|b| b.def.identifier != blueprint && b.def.relations.values().any(|r| r.target == blueprint))
-            .map(|b| b.def.identifier.as_str())
-            .collect();
-        if !referrers.is_empty() {
-            return Err(DomainError::HasDependents(format!(
-                "blueprint `{blueprint}` is the target of relations in {}; remove those relations first",
-                referrers.join(", ")
-            )));
-        }
+        crate::blueprints::ensure_not_a_relation_target(state, blueprint)?;
         changes.push(Change::BlueprintDeleted { identifier: blueprint.to_string() });
     }
     Ok((changes, outcome))

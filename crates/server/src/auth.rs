@@ -68,8 +68,8 @@ pub fn random_hex(n: usize) -> Result<String, ApiError> {
     Ok(hex(&buf))
 }
 
-/// Compares two strings in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares two byte strings in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -1,7 +1,6 @@
 //! Operations and documentation routes: health, readiness, the OpenAPI document, the reference page,
 //! migration status, and the JSON answers for unknown routes and methods.
 
-use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -9,7 +8,6 @@ use serde_json::json;
 
 use super::reply;
 use crate::AppState;
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::PathParams;
 
@@ -79,11 +77,7 @@ pub async fn method_not_allowed() -> ApiError {
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The `migrationId` answered by DELETE all-entities")),
     responses((status = 200, description = "`{ok, migration: {id, status: \"COMPLETE\", ...}}`"), (status = 404, description = "Unknown id")))]
-pub async fn migration(
-    State(app): State<AppState>,
-    Extension(_caller): Extension<Caller>,
-    params: PathParams,
-) -> ApiResult<Response> {
+pub async fn migration(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
     let id = params.get("id")?;
     let record = app
         .migrations

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::AppState;
-use crate::auth::hash_secret;
+use crate::auth::{constant_time_eq, hash_secret};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 
@@ -28,10 +28,7 @@ pub async fn access_token(State(app): State<AppState>, ApiJson(req): ApiJson<Tok
     let view = app.catalog.view();
     let denied = || ApiError::unauthorized("the client id or secret is wrong");
     let credential = view.credential(&req.client_id).ok_or_else(denied)?;
-    let given = hash_secret(&req.client_secret);
-    if given.len() != credential.secret_sha256.len()
-        || given.bytes().zip(credential.secret_sha256.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0
-    {
+    if !constant_time_eq(hash_secret(&req.client_secret).as_bytes(), credential.secret_sha256.as_bytes()) {
         return Err(denied());
     }
     let key = view.signing_key().ok_or_else(|| ApiError::unavailable("the server has no signing key yet"))?;

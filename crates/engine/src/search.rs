@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use berth_model::query::{Bound, Meta, Op, Operand, Query, Rule, Target};
+use std::cmp::Ordering;
+
+use berth_model::query::{Bound, Meta, Op, Operand, Query, Rule, SortKey, Target};
 use berth_model::{DomainError, Entity, Timestamp};
 use serde_json::Value;
 
@@ -112,6 +114,137 @@ pub fn search_all(state: &State, query: &Query) -> (Vec<Arc<Entity>>, Vec<String
         }
     }
     (out, matching)
+}
+
+/// An entity's place in a sorted result: its sort-key values, then its identifier.
+type Position = (Vec<Option<Value>>, String);
+
+/// Like [`search_blueprint`], ordered by `sort` (ties broken by identifier), with a cursor that stays valid
+/// while writes happen: the next page starts after the last entity's sort position.
+pub fn search_blueprint_sorted(
+    state: &State,
+    blueprint: &str,
+    query: Option<&Query>,
+    sort: &[SortKey],
+    from: Option<&str>,
+    limit: usize,
+) -> Result<Page, DomainError> {
+    if sort.is_empty() {
+        return search_blueprint(state, blueprint, query, from, limit);
+    }
+    let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
+    if let Some(q) = query {
+        check_against(state, blueprint, q)?;
+    }
+    for key in sort {
+        if let Target::Property(p) = &key.target {
+            if !bp.def.schema.properties.contains_key(p) {
+                return Err(DomainError::BadRequest(format!(
+                    "cannot sort by `{p}`: blueprint `{blueprint}` has no such property"
+                )));
+            }
+        }
+    }
+    let position =
+        |e: &Entity| -> Position { (sort.iter().map(|k| sort_value(e, &k.target)).collect(), e.identifier.clone()) };
+    let compare = |a: &Position, b: &Position| -> Ordering {
+        for (i, key) in sort.iter().enumerate() {
+            let (x, y) = (a.0[i].as_ref(), b.0[i].as_ref());
+            // Entities without a value come last in either direction.
+            let o = match (x, y) {
+                (Some(_), Some(_)) if key.descending => sort_cmp(x, y).reverse(),
+                _ => sort_cmp(x, y),
+            };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        a.1.cmp(&b.1)
+    };
+    let after = match from {
+        Some(c) => {
+            let text = decode_cursor(c)?;
+            let v: Value = serde_json::from_str(&text).map_err(|_| bad_cursor())?;
+            let mut items = v.as_array().cloned().ok_or_else(bad_cursor)?;
+            let id = items.pop().and_then(|v| v.as_str().map(str::to_string)).ok_or_else(bad_cursor)?;
+            if items.len() != sort.len() {
+                return Err(bad_cursor());
+            }
+            Some((items.into_iter().map(|v| if v.is_null() { None } else { Some(v) }).collect::<Vec<_>>(), id))
+        }
+        None => None,
+    };
+    let mut hits: Vec<(Position, Arc<Entity>)> = match query.and_then(|q| candidates(state, blueprint, q)) {
+        Some(ids) => ids
+            .iter()
+            .filter_map(|id| state.entity(blueprint, id))
+            .filter(|e| query.is_none_or(|q| matches(e, q)))
+            .map(|e| (position(e), Arc::clone(e)))
+            .collect(),
+        None => state
+            .entities_of(blueprint)
+            .filter(|e| query.is_none_or(|q| matches(e, q)))
+            .map(|e| (position(e), Arc::clone(e)))
+            .collect(),
+    };
+    if let Some(a) = &after {
+        hits.retain(|(p, _)| compare(p, a) == Ordering::Greater);
+    }
+    hits.sort_by(|x, y| compare(&x.0, &y.0));
+    let more = hits.len() > limit;
+    hits.truncate(limit);
+    let next = if more {
+        hits.last().map(|((keys, id), _)| {
+            let mut items: Vec<Value> = keys.iter().map(|k| k.clone().unwrap_or(Value::Null)).collect();
+            items.push(Value::String(id.clone()));
+            encode_cursor(&Value::Array(items).to_string())
+        })
+    } else {
+        None
+    };
+    Ok(Page { entities: hits.into_iter().map(|(_, e)| e).collect(), next })
+}
+
+fn bad_cursor() -> DomainError {
+    DomainError::BadRequest("`from` is not a cursor returned by this search".into())
+}
+
+fn sort_value(e: &Entity, target: &Target) -> Option<Value> {
+    let v = match target {
+        Target::Property(p) => e.properties.get(p).cloned(),
+        Target::Relation(r) => e.relations.get(r).cloned(),
+        Target::Meta(m) => Some(meta_value(e, *m)),
+    };
+    v.filter(|v| !v.is_null())
+}
+
+/// A total order for sorting: booleans, then numbers, then strings, then arrays and objects (by their JSON
+/// text); absent values after all others (the caller keeps them last when sorting in descending order).
+fn sort_cmp(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    fn rank(v: &Value) -> u8 {
+        match v {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Number(_) => 2,
+            Value::String(_) => 3,
+            Value::Array(_) => 4,
+            Value::Object(_) => 5,
+        }
+    }
+    match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(x), Some(y)) => match (x, y) {
+            (Value::Bool(p), Value::Bool(q)) => p.cmp(q),
+            (Value::Number(p), Value::Number(q)) => {
+                p.as_f64().unwrap_or(f64::NAN).total_cmp(&q.as_f64().unwrap_or(f64::NAN))
+            }
+            (Value::String(p), Value::String(q)) => p.cmp(q),
+            _ if rank(x) != rank(y) => rank(x).cmp(&rank(y)),
+            _ => x.to_string().cmp(&y.to_string()),
+        },
+    }
 }
 
 /// A superset of the identifiers (of `blueprint`) that can match `query`, in identifier order, when a top-level

@@ -399,3 +399,77 @@ mod planned_search {
         }
     }
 }
+
+mod sorted_search {
+    use super::*;
+    use berth_engine::search;
+    use berth_model::query::{Query, parse_sort};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Walking sorted pages gives exactly the matching entities, in (keys, identifier) order.
+        #[test]
+        fn sorted_pages_equal_a_full_sort(
+            services in prop::collection::vec((0u16..40, prop::option::of(0u8..6), prop::option::of("[a-c]{0,2}")), 1..40),
+            desc in any::<bool>(),
+            by_title in any::<bool>(),
+            limit in 1usize..6,
+            min in 0u8..4,
+        ) {
+            let mut h = catalog();
+            for (id, replicas, title) in &services {
+                let mut body = json!({"identifier": format!("s{id}")});
+                if let Some(r) = replicas { body["properties"] = json!({"replicas": r}); }
+                if let Some(t) = title { body["title"] = json!(t); }
+                h.write("service", body, WriteMode::Upsert).expect("write");
+            }
+            let order = if desc { "desc" } else { "asc" };
+            let sort_json = if by_title {
+                json!([{"property": "$title", "order": order}, {"property": "replicas"}])
+            } else {
+                json!([{"property": "replicas", "order": order}])
+            };
+            let sort = parse_sort(&sort_json).expect("sort");
+            let query = Query::parse(&json!({"combinator": "or", "rules": [
+                {"property": "replicas", "operator": ">=", "value": min},
+                {"property": "replicas", "operator": "isEmpty"}]})).expect("query");
+            // The expected order, computed independently.
+            let mut expected: Vec<(Option<String>, Option<i64>, String)> = search::scan(&h.state, "service", &query)
+                .iter()
+                .map(|e| (e.title.clone(), e.properties.get("replicas").and_then(|v| v.as_i64()), e.identifier.clone()))
+                .collect();
+            let key_cmp = |a: &Option<i64>, b: &Option<i64>| match (a, b) {
+                (None, None) => std::cmp::Ordering::Equal,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (Some(x), Some(y)) => x.cmp(y),
+            };
+            let title_cmp = |a: &Option<String>, b: &Option<String>| match (a, b) {
+                (None, None) => std::cmp::Ordering::Equal,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (Some(x), Some(y)) => x.cmp(y),
+            };
+            expected.sort_by(|a, b| {
+                let both = if by_title { a.0.is_some() && b.0.is_some() } else { a.1.is_some() && b.1.is_some() };
+                let first = if by_title { title_cmp(&a.0, &b.0) } else { key_cmp(&a.1, &b.1) };
+                // Absent values last in either direction.
+                let first = if desc && both { first.reverse() } else { first };
+                let second = if by_title { key_cmp(&a.1, &b.1) } else { std::cmp::Ordering::Equal };
+                first.then(second).then(a.2.cmp(&b.2))
+            });
+            let expected: Vec<String> = expected.into_iter().map(|x| x.2).collect();
+            let mut got = Vec::new();
+            let mut from: Option<String> = None;
+            loop {
+                let page = search::search_blueprint_sorted(&h.state, "service", Some(&query), &sort, from.as_deref(), limit).expect("search");
+                prop_assert!(page.entities.len() <= limit);
+                got.extend(page.entities.iter().map(|e| e.identifier.clone()));
+                match page.next { Some(n) => from = Some(n), None => break }
+            }
+            prop_assert_eq!(got, expected);
+        }
+    }
+}

@@ -370,6 +370,44 @@ fn parse_rule(obj: &Map<String, Value>, path: &str) -> Result<Rule, QueryError> 
     Ok(Rule { target, op, operand })
 }
 
+/// One sort key of a search: a property or meta-property, ascending or descending.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SortKey {
+    pub target: Target,
+    pub descending: bool,
+}
+
+/// Parses Berth's sort extension: `[{"property": NAME, "order": "asc" | "desc"}, ...]` (at most 8 keys).
+pub fn parse_sort(v: &Value) -> Result<Vec<SortKey>, QueryError> {
+    let items = v.as_array().ok_or_else(|| err("sort", format!("expected an array, got {}", kind_of(v))))?;
+    if items.len() > 8 {
+        return Err(err("sort", "at most 8 sort keys"));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let path = format!("sort[{i}]");
+            let obj =
+                item.as_object().ok_or_else(|| err(&path, format!("expected an object, got {}", kind_of(item))))?;
+            let target = match obj.get("property") {
+                Some(Value::String(p)) if p.starts_with('$') => {
+                    Target::Meta(Meta::parse(p).ok_or_else(|| err(&path, format!("unknown meta-property {p:?}")))?)
+                }
+                Some(Value::String(p)) => Target::Property(p.clone()),
+                _ => return Err(err(&path, "`property` (a string) is required")),
+            };
+            let descending = match obj.get("order") {
+                None => false,
+                Some(Value::String(o)) if o == "asc" => false,
+                Some(Value::String(o)) if o == "desc" => true,
+                Some(other) => return Err(err(&path, format!("`order` must be \"asc\" or \"desc\", got {other}"))),
+            };
+            Ok(SortKey { target, descending })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +454,16 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn parses_sort() {
+        let keys =
+            parse_sort(&json!([{"property": "replicas", "order": "desc"}, {"property": "$title"}])).expect("parses");
+        assert_eq!(keys[0], SortKey { target: Target::Property("replicas".into()), descending: true });
+        assert_eq!(keys[1], SortKey { target: Target::Meta(Meta::Title), descending: false });
+        assert_eq!(parse_sort(&json!([{"property": "a", "order": "up"}])).expect_err("x").path, "sort[0]");
+        assert!(parse_sort(&json!({"property": "a"})).is_err());
     }
 
     #[test]

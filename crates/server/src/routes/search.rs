@@ -53,10 +53,14 @@ pub struct BlueprintSearch {
     pub limit: Option<usize>,
     /// The `next` cursor of the previous page.
     pub from: Option<String>,
+    /// Berth extension: `[{"property": NAME, "order": "asc" | "desc"}]`, ties broken by identifier; stable
+    /// under pagination.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub sort: Option<Value>,
 }
 
 #[utoipa::path(post, path = "/v1/blueprints/{blueprint}/entities/search", tag = "Search", summary = "Search one blueprint's entities, page by page",
-    description = "Entities in identifier order; `next` is present while more pages remain. Properties and relations named by the query must exist on the blueprint (else 400).",
+    description = "Entities in identifier order, or in `sort` order (ties by identifier); `next` is present while more pages remain. Properties and relations named by the query must exist on the blueprint (else 400).",
     security(("bearer" = [])),
     params(("blueprint" = String, Path, description = "Blueprint identifier")),
     request_body = BlueprintSearch,
@@ -76,7 +80,12 @@ pub async fn search_blueprint(
     pairs.extend(body.exclude.iter().map(|i| ("exclude".to_string(), i.clone())));
     let projection = Projection::from_params(&Params(pairs))?;
     let view = app.catalog.view();
-    let page = search::search_blueprint(&view, &blueprint, query.as_ref(), body.from.as_deref(), limit)?;
+    let sort = match &body.sort {
+        Some(v) => berth_model::query::parse_sort(v)
+            .map_err(|e| ApiError::bad_request(format!("invalid sort at {}: {}", e.path, e.message)))?,
+        None => Vec::new(),
+    };
+    let page = search::search_blueprint_sorted(&view, &blueprint, query.as_ref(), &sort, body.from.as_deref(), limit)?;
     let entities: Vec<Value> = page.entities.iter().map(|e| render::entity(e, &projection)).collect();
     let mut answer = json!({"ok": true, "entities": entities});
     if let Some(next) = page.next {

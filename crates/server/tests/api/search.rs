@@ -256,3 +256,42 @@ async fn identifiers_and_relations_given_as_search_queries() {
     assert_eq!(a.body["errors"][0]["identifier"], json!("unknown"));
     assert_eq!(a.body["errors"][0]["statusCode"], json!(404));
 }
+
+#[tokio::test]
+async fn sorted_search_over_http() {
+    let s = catalog().await;
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities/search",
+            json!({"sort": [{"property": "replicas", "order": "desc"}], "include": ["identifier"]}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let order: Vec<&str> =
+        a.body["entities"].as_array().expect("a").iter().map(|e| e["identifier"].as_str().expect("id")).collect();
+    assert_eq!(order, vec!["worker", "api", "web", "legacy"], "desc by replicas, entities without a value last");
+    let a =
+        s.post("/v1/blueprints/service/entities/search", json!({"sort": [{"property": "$title"}], "limit": 2})).await;
+    assert_eq!(ids(&a.body), vec!["api", "web"]);
+    let next = a.body["next"].as_str().expect("next").to_string();
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities/search",
+            json!({"sort": [{"property": "$title"}], "limit": 2, "from": next}),
+        )
+        .await;
+    let order: Vec<&str> =
+        a.body["entities"].as_array().expect("a").iter().map(|e| e["identifier"].as_str().expect("id")).collect();
+    assert_eq!(order, vec!["worker", "legacy"]);
+    s.post("/v1/blueprints/service/entities/search", json!({"sort": [{"property": "nope"}]}))
+        .await
+        .assert_error(400, "bad_request");
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities/search",
+            json!({"sort": [{"property": "replicas", "order": "sideways"}]}),
+        )
+        .await;
+    a.assert_error(400, "bad_request");
+    assert!(a.body["message"].as_str().expect("m").contains("sort[0]"));
+}

@@ -37,14 +37,18 @@ pub struct BenchArgs {
     /// Keep the data directory (its path is printed)
     #[arg(long)]
     keep: bool,
+    /// Run the search battery instead: a catalog of `--entities` entities (teams, systems, services,
+    /// environments, deployments), then query latencies
+    #[arg(long)]
+    search: bool,
 }
 
 const ID: &str = "bench-admin";
 const SECRET: &str = "bench-secret-0123456789abcdef";
 
-struct Proc {
-    child: Child,
-    base: String,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for Proc {
@@ -58,7 +62,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn spawn(data_dir: &std::path::Path) -> anyhow::Result<Proc> {
+pub(crate) fn spawn(data_dir: &std::path::Path) -> anyhow::Result<Proc> {
     let port = free_port()?;
     let child = Command::new(std::env::current_exe()?)
         .args(["serve", "--data-dir"])
@@ -73,7 +77,7 @@ fn spawn(data_dir: &std::path::Path) -> anyhow::Result<Proc> {
     Ok(Proc { child, base: format!("http://127.0.0.1:{port}") })
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<Duration> {
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
@@ -88,7 +92,7 @@ async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<Dura
     }
 }
 
-async fn token(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+pub(crate) async fn token(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
     let v: Value = client
         .post(format!("{base}/v1/auth/access_token"))
         .json(&json!({"clientId": ID, "clientSecret": SECRET}))
@@ -99,7 +103,7 @@ async fn token(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
     v["accessToken"].as_str().map(str::to_string).context("no token")
 }
 
-fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -108,7 +112,7 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -136,11 +140,23 @@ fn bodies(prefix: &str, n: usize, per_request: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Sends every body over `connections` concurrent clients; returns the elapsed time.
+/// Sends every body to the service blueprint's bulk route over `connections` clients; returns the elapsed time.
 async fn ingest(
     client: &reqwest::Client,
     base: &str,
     token: &str,
+    bodies: Vec<Vec<u8>>,
+    connections: usize,
+) -> anyhow::Result<Duration> {
+    ingest_into(client, base, token, "service", bodies, connections).await
+}
+
+/// Sends every body to a blueprint's bulk route over `connections` concurrent clients; returns the elapsed time.
+pub(crate) async fn ingest_into(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    blueprint: &str,
     bodies: Vec<Vec<u8>>,
     connections: usize,
 ) -> anyhow::Result<Duration> {
@@ -149,7 +165,7 @@ async fn ingest(
     let mut tasks = Vec::new();
     for _ in 0..connections.max(1) {
         let (client, queue) = (client.clone(), Arc::clone(&queue));
-        let url = format!("{base}/v1/blueprints/service/entities/bulk");
+        let url = format!("{base}/v1/blueprints/{blueprint}/entities/bulk");
         let token = token.to_string();
         tasks.push(tokio::spawn(async move {
             loop {
@@ -174,6 +190,9 @@ async fn ingest(
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.search {
+        return crate::bench_search::run(args.entities, args.keep).await;
+    }
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().to_path_buf();
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;

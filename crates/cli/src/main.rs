@@ -4,6 +4,7 @@
 //! - `berth bench`: measure ingest, point reads, memory and start-up against a real server process.
 
 mod bench;
+mod bench_search;
 mod config;
 
 use clap::{Parser, Subcommand};

@@ -1,5 +1,5 @@
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::TestServer;
 
@@ -63,10 +63,134 @@ async fn openapi_document_describes_the_routes() {
         "/v1/blueprints/{blueprint}/bulk/entities/delete",
         "/v1/blueprints/{blueprint}/all-entities",
         "/v1/blueprints/{blueprint}/entities-count",
+        "/v1/blueprints/{blueprint}/entities/search",
+        "/v1/entities/search",
+        "/v1/migrations/{id}",
+        "/healthz",
+        "/readyz",
     ] {
         assert!(paths.contains_key(p), "{p} is documented");
     }
     assert!(a.body["components"]["securitySchemes"]["bearer"].is_object());
     let docs = s.raw(Method::GET, "/docs", None, None).await;
     assert!(docs.body.as_str().expect("html").contains("/docs/redoc.standalone.js"), "scripts are served locally");
+}
+
+/// A small deterministic generator of hostile JSON: wrong types, nulls, deep-ish nesting, odd strings, and
+/// keys the routes look for.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+
+    fn value(&mut self, depth: u32) -> Value {
+        const KEYS: &[&str] = &[
+            "identifier",
+            "title",
+            "team",
+            "properties",
+            "relations",
+            "schema",
+            "required",
+            "type",
+            "format",
+            "enum",
+            "combinator",
+            "rules",
+            "property",
+            "operator",
+            "value",
+            "entities",
+            "query",
+            "limit",
+            "from",
+            "sort",
+            "language",
+            "replicas",
+            "url",
+            "tags",
+            "deps",
+            "a",
+            "$title",
+        ];
+        const STRINGS: &[&str] = &[
+            "",
+            "x",
+            "go",
+            "rust",
+            "and",
+            "or",
+            "=",
+            "in",
+            "between",
+            "string",
+            "number",
+            "url",
+            "a b",
+            "../..",
+            "%2F",
+            "nul\u{0}",
+            "é",
+            "9999999999999999999999",
+        ];
+        match (depth, self.next(if depth > 3 { 5 } else { 8 })) {
+            (_, 0) => Value::Null,
+            (_, 1) => json!(self.next(2) == 0),
+            (_, 2) => json!(self.next(100) as i64 - 50),
+            (_, 3) => json!(f64::from(self.next(1000) as u32) / 7.0),
+            (_, 4) => json!(STRINGS[self.next(STRINGS.len() as u64) as usize]),
+            (_, 5) => Value::Array((0..self.next(4)).map(|_| self.value(depth + 1)).collect()),
+            _ => Value::Object(
+                (0..self.next(5))
+                    .map(|_| (KEYS[self.next(KEYS.len() as u64) as usize].to_string(), self.value(depth + 1)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn random_bodies_never_cause_a_server_error() {
+    let s = TestServer::start().await;
+    s.seed_blueprints().await;
+    let mut g = Gen(7);
+    let routes: &[(Method, &str)] = &[
+        (Method::POST, "/v1/blueprints"),
+        (Method::PATCH, "/v1/blueprints/service"),
+        (Method::POST, "/v1/blueprints/service/entities?upsert=true"),
+        (Method::POST, "/v1/blueprints/service/entities?upsert=true&merge=true&create_missing_related_entities=true"),
+        (Method::POST, "/v1/blueprints/service/entities/bulk"),
+        (Method::POST, "/v1/blueprints/service/bulk/entities/delete"),
+        (Method::POST, "/v1/blueprints/service/entities/search"),
+        (Method::POST, "/v1/entities/search"),
+    ];
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..600 {
+        let (method, path) = &routes[i % routes.len()];
+        let mut body = g.value(0);
+        // Half the time, shape it like what the route expects so deeper code is reached.
+        if i % 2 == 0 {
+            body = match *path {
+                p if p.ends_with("/bulk") || p.contains("bulk/entities") => {
+                    json!({"entities": [body.clone(), g.value(1)]})
+                }
+                p if p.ends_with("/entities/search") && p.contains("/blueprints/") => {
+                    json!({"query": {"combinator": "and", "rules": [body]}})
+                }
+                "/v1/entities/search" => json!({"combinator": "or", "rules": [body]}),
+                _ => body,
+            };
+        }
+        let a = s.call(method.clone(), path, Some(body.clone())).await;
+        assert!(!a.status.is_server_error(), "{method} {path} with {body} -> {} {}", a.status, a.body);
+        assert!(a.body.get("ok").is_some(), "envelope for {method} {path}: {}", a.body);
+        *statuses.entry(a.status.as_u16()).or_insert(0) += 1;
+    }
+    // The run reached both success and refusal paths.
+    assert!(statuses.keys().any(|s| *s < 300) && statuses.keys().any(|s| *s >= 400), "{statuses:?}");
+    // The server is still healthy and consistent.
+    assert_eq!(s.get("/readyz").await.status, StatusCode::OK);
 }

@@ -14,12 +14,11 @@ pub mod extract;
 pub mod openapi;
 pub mod routes;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
@@ -82,14 +81,50 @@ pub enum StartError {
     Bootstrap(String),
 }
 
-/// A record of a finished `all-entities` delete, answered by `GET /v1/migrations/{id}`.
-#[derive(Clone, Debug)]
+/// What an `all-entities` delete did. It travels inside its `migrationId`, so any replica answers
+/// `GET /v1/migrations/{id}` after any restart without storing anything.
+#[derive(Clone, Debug, PartialEq)]
 pub struct MigrationRecord {
+    /// The sequence number the delete reached.
+    pub seq: u64,
     pub blueprint: String,
     pub deleted: usize,
     pub delete_blueprint: bool,
-    pub actor: String,
     pub at: Timestamp,
+}
+
+impl MigrationRecord {
+    pub fn id(&self) -> String {
+        format!(
+            "mig-{:x}-{:x}-{:x}-{}-{}",
+            self.seq,
+            self.deleted,
+            self.at.millis(),
+            if self.delete_blueprint { "b" } else { "e" },
+            auth::hex(self.blueprint.as_bytes())
+        )
+    }
+
+    pub fn parse(id: &str) -> Option<MigrationRecord> {
+        let mut parts = id.strip_prefix("mig-")?.split('-');
+        let seq = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let deleted = usize::from_str_radix(parts.next()?, 16).ok()?;
+        let at = Timestamp::from_millis(i64::from_str_radix(parts.next()?, 16).ok()?);
+        let delete_blueprint = match parts.next()? {
+            "b" => true,
+            "e" => false,
+            _ => return None,
+        };
+        let hex = parts.next()?;
+        if parts.next().is_some() || hex.len() % 2 != 0 {
+            return None;
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<Vec<u8>>>()?;
+        Some(MigrationRecord { seq, blueprint: String::from_utf8(bytes).ok()?, deleted, delete_blueprint, at })
+    }
 }
 
 /// Shared by every handler.
@@ -98,7 +133,6 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub tokens: Arc<Tokens>,
     pub config: Arc<ServerConfig>,
-    pub migrations: Arc<Mutex<HashMap<String, MigrationRecord>>>,
     pub started: Instant,
 }
 
@@ -153,13 +187,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         blueprints: view.blueprints().count(),
         generated_credential,
     };
-    let state = AppState {
-        catalog,
-        tokens: Arc::new(Tokens::default()),
-        config: Arc::new(config),
-        migrations: Arc::default(),
-        started: Instant::now(),
-    };
+    let state =
+        AppState { catalog, tokens: Arc::new(Tokens::default()), config: Arc::new(config), started: Instant::now() };
     Ok(Server { info, state, listener })
 }
 
@@ -305,3 +334,25 @@ pub async fn shutdown_signal() {
 
 /// Bounded wait used by readiness: the store answers within this long.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_ids_round_trip() {
+        for blueprint in ["service", "a/b+c:d", "ünï", "x-y-z"] {
+            let r = MigrationRecord {
+                seq: 0x1234,
+                blueprint: blueprint.into(),
+                deleted: 42,
+                delete_blueprint: blueprint.len() % 2 == 0,
+                at: Timestamp::from_millis(1_700_000_000_123),
+            };
+            assert_eq!(MigrationRecord::parse(&r.id()), Some(r));
+        }
+        for bad in ["", "mig-", "mig-1-2-3-x-61", "mig-1-2-3-e-6", "mig-1-2-3-e-zz", "nope", "mig-1-2-3-e-61-extra"] {
+            assert_eq!(MigrationRecord::parse(bad), None, "{bad}");
+        }
+    }
+}

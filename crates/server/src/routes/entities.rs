@@ -420,12 +420,6 @@ pub async fn delete_all(
         Outcome::Deleted { identifiers } => identifiers.len(),
         _ => 0,
     };
-    let id = format!("mig_{seq:x}_{}", crate::auth::random_hex(4)?);
-    if let Ok(mut records) = app.migrations.lock() {
-        records.insert(
-            id.clone(),
-            MigrationRecord { blueprint, deleted, delete_blueprint, actor: caller.client_id.clone(), at: crate::now() },
-        );
-    }
+    let id = MigrationRecord { seq, blueprint, deleted, delete_blueprint, at: crate::now() }.id();
     Ok(reply(StatusCode::OK, json!({"ok": true, "migrationId": id}), Some(seq)))
 }

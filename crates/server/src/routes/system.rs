@@ -7,9 +7,9 @@ use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
 use super::reply;
-use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::PathParams;
+use crate::{AppState, MigrationRecord};
 
 const REDOC_JS: &[u8] = include_bytes!("../../assets/vendor/redoc/redoc.standalone.js");
 
@@ -79,16 +79,14 @@ pub async fn method_not_allowed() -> ApiError {
     responses((status = 200, description = "`{ok, migration: {id, status: \"COMPLETE\", ...}}`"), (status = 404, description = "Unknown id")))]
 pub async fn migration(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
     let id = params.get("id")?;
-    let record = app
-        .migrations
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&id).cloned())
-        .ok_or_else(|| ApiError::not_found(format!("migration `{id}` was not found")))?;
+    let record =
+        MigrationRecord::parse(&id).ok_or_else(|| ApiError::not_found(format!("migration `{id}` was not found")))?;
+    // Applied here already, or (on another replica) still on its way.
+    let status = if app.catalog.view().seq() >= record.seq { "COMPLETE" } else { "RUNNING" };
     Ok(reply(
         StatusCode::OK,
         json!({"ok": true, "migration": {
-            "id": id, "status": "COMPLETE", "actor": record.actor, "sourceBlueprint": record.blueprint,
+            "id": id, "status": status, "sourceBlueprint": record.blueprint,
             "deleteBlueprint": record.delete_blueprint, "deleteEntities": true,
             "successCount": record.deleted, "failureCount": 0, "createdAt": record.at, "updatedAt": record.at}}),
         None,

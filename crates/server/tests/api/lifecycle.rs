@@ -14,6 +14,9 @@ async fn restart_keeps_everything_with_and_without_a_snapshot() {
         StatusCode::OK
     );
     s.delete("/v1/blueprints/service/entities/s7").await;
+    s.post("/v1/blueprints/team/entities", json!({"identifier": "t1"})).await;
+    let migration =
+        s.delete("/v1/blueprints/team/all-entities").await.body["migrationId"].as_str().expect("id").to_string();
     let before = s.get("/v1/blueprints/service/entities").await.body;
     let token = s.token.clone();
     let (dir, data_dir) = s.stop().await;
@@ -21,6 +24,10 @@ async fn restart_keeps_everything_with_and_without_a_snapshot() {
     let s = TestServer::start_in(data_dir.clone(), false).await;
     let old = s.raw(reqwest::Method::GET, "/v1/blueprints", None, Some(&token)).await;
     assert_eq!(old.status, StatusCode::OK, "the signing key is in the log, so tokens outlive a restart");
+    let m = s.get(&format!("/v1/migrations/{migration}")).await;
+    assert_eq!(m.body["migration"]["status"], json!("COMPLETE"), "migration status survives a restart: {}", m.body);
+    assert_eq!(m.body["migration"]["successCount"], json!(1));
+    assert_eq!(m.body["migration"]["sourceBlueprint"], json!("team"));
     assert_eq!(s.get("/v1/blueprints/service/entities").await.body, before);
     s.post("/v1/blueprints/service/entities", json!({"identifier": "after-restart"})).await;
     let (_dir2, data_dir) = s.stop().await;

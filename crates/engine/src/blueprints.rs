@@ -25,23 +25,11 @@ pub(crate) fn replace(
     id: &str,
     body: &Value,
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
-    let existing = state.blueprint(id).ok_or_else(|| DomainError::not_found("blueprint", id))?;
     let mut body = body.clone();
     if let Some(obj) = body.as_object_mut() {
-        match obj.get("identifier") {
-            Some(Value::String(given)) if given != id => {
-                return Err(DomainError::Invalid(format!(
-                    "the body's identifier `{given}` differs from the route's `{id}`; blueprints cannot be renamed"
-                )));
-            }
-            _ => {
-                obj.insert("identifier".into(), Value::String(id.to_string()));
-            }
-        }
+        obj.entry("identifier").or_insert_with(|| Value::String(id.to_string()));
     }
-    let created = Some((existing.def.created_at, existing.def.created_by.clone()));
-    let bp = Blueprint::from_body(&body, &meta.actor, meta.now, created)?;
-    update(state, &existing.def, bp)
+    rewrite(state, meta, id, &body)
 }
 
 pub(crate) fn patch(
@@ -54,17 +42,24 @@ pub(crate) fn patch(
     if !patch.is_object() {
         return Err(DomainError::Invalid("a blueprint patch must be an object".into()));
     }
-    if let Some(Value::String(given)) = patch.get("identifier") {
+    let mut merged = existing.def.to_value();
+    merge_patch(&mut merged, patch);
+    rewrite(state, meta, id, &merged)
+}
+
+/// Replaces blueprint `id` by the definition `body` (a full body, or a patch already merged), keeping its
+/// creation stamp. A body naming another identifier is refused: blueprints cannot be renamed.
+fn rewrite(state: &State, meta: &WriteMeta, id: &str, body: &Value) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let existing = state.blueprint(id).ok_or_else(|| DomainError::not_found("blueprint", id))?;
+    if let Some(Value::String(given)) = body.get("identifier") {
         if given != id {
             return Err(DomainError::Invalid(format!(
-                "the patch's identifier `{given}` differs from the route's `{id}`; blueprints cannot be renamed"
+                "the body's identifier `{given}` differs from the route's `{id}`; blueprints cannot be renamed"
             )));
         }
     }
-    let mut merged = existing.def.to_value();
-    merge_patch(&mut merged, patch);
     let created = Some((existing.def.created_at, existing.def.created_by.clone()));
-    let bp = Blueprint::from_body(&merged, &meta.actor, meta.now, created)?;
+    let bp = Blueprint::from_body(body, &meta.actor, meta.now, created)?;
     update(state, &existing.def, bp)
 }
 

@@ -389,7 +389,29 @@ fn string_test(v: Option<&Value>, want: &Value, f: fn(&str, &str) -> bool) -> bo
     }
 }
 
+/// `$createdAt` / `$updatedAt` against a date bound or range, compared as timestamps (no formatting and
+/// re-parsing per entity on a scan). `None` when the rule is not of that kind.
+fn meta_time_matches(e: &Entity, rule: &Rule) -> Option<bool> {
+    let t = match rule.target {
+        Target::Meta(Meta::CreatedAt) => e.created_at,
+        Target::Meta(Meta::UpdatedAt) => e.updated_at,
+        _ => return None,
+    };
+    Some(match (&rule.op, &rule.operand) {
+        (Op::Gt, Operand::Bound(Bound::Time(b))) => t > *b,
+        (Op::Ge, Operand::Bound(Bound::Time(b))) => t >= *b,
+        (Op::Lt, Operand::Bound(Bound::Time(b))) => t < *b,
+        (Op::Le, Operand::Bound(Bound::Time(b))) => t <= *b,
+        (Op::Between, Operand::Range { from, to }) => t >= *from && t <= *to,
+        (Op::NotBetween, Operand::Range { from, to }) => !(t >= *from && t <= *to),
+        _ => return None,
+    })
+}
+
 fn rule_matches(e: &Entity, rule: &Rule) -> bool {
+    if let Some(hit) = meta_time_matches(e, rule) {
+        return hit;
+    }
     let owned;
     let v: Option<&Value> = match &rule.target {
         Target::Property(p) => e.properties.get(p),

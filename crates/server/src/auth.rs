@@ -115,13 +115,6 @@ impl Tokens {
         Ok((token, TOKEN_LIFETIME_SECS))
     }
 
-    /// Forgets the cached token of a credential (after it is deleted or rotated).
-    pub fn forget(&self, client_id: &str) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(client_id);
-        }
-    }
-
     /// Checks a token's signature and expiry; returns its client id and roles.
     pub fn verify(key: &str, token: &str, now: i64) -> Result<Caller, ApiError> {
         let bad = || ApiError::unauthorized("the access token is invalid");

@@ -18,7 +18,7 @@ use std::time::Duration;
 use berth_engine::{Command, Outcome, State, WriteMeta, execute};
 use berth_model::{DomainError, Event};
 use berth_store::{LogStore, Snapshot, StoreError};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 /// How many requests one group commit takes at most.
 const MAX_GROUP: usize = 512;
@@ -51,7 +51,6 @@ struct WriteJob {
 pub struct Catalog {
     store: Arc<dyn LogStore>,
     view: RwLock<Arc<State>>,
-    applied: watch::Sender<u64>,
     jobs: mpsc::Sender<WriteJob>,
 }
 
@@ -65,12 +64,8 @@ impl Catalog {
         let snapshot_seq = state.seq();
         catch_up(store.as_ref(), &mut state).await?;
         let (jobs_tx, jobs_rx) = mpsc::channel(4096);
-        let catalog = Arc::new(Catalog {
-            store: Arc::clone(&store),
-            applied: watch::channel(state.seq()).0,
-            view: RwLock::new(Arc::new(state)),
-            jobs: jobs_tx,
-        });
+        let catalog =
+            Arc::new(Catalog { store: Arc::clone(&store), view: RwLock::new(Arc::new(state)), jobs: jobs_tx });
         tokio::spawn(writer_loop(Arc::clone(&catalog), jobs_rx));
         if snapshot_every > 0 {
             tokio::spawn(snapshot_loop(Arc::downgrade(&catalog), snapshot_every, snapshot_seq));
@@ -87,23 +82,15 @@ impl Catalog {
     }
 
     fn publish(&self, state: State) {
-        let seq = state.seq();
         let state = Arc::new(state);
         match self.view.write() {
             Ok(mut guard) => *guard = state,
             Err(poisoned) => *poisoned.into_inner() = state,
         }
-        self.applied.send_replace(seq);
     }
 
     pub fn store(&self) -> &Arc<dyn LogStore> {
         &self.store
-    }
-
-    /// Waits (at most `timeout`) until the state has applied `seq`; returns whether it has.
-    pub async fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
-        let mut rx = self.applied.subscribe();
-        tokio::time::timeout(timeout, async { rx.wait_for(|s| *s >= seq).await.is_ok() }).await.unwrap_or(false)
     }
 
     /// Runs commands as one request; each command is atomic on its own.

@@ -73,8 +73,13 @@ pub enum Command {
     DeleteCredential {
         client_id: String,
     },
-    SetSigningKey {
+    /// Sets the token signing key unless one is set already (so replicas starting together agree on one).
+    InitSigningKey {
         key: String,
+    },
+    /// Stores the first credential unless any credential exists (so replicas starting together make one).
+    BootstrapCredential {
+        credential: Credential,
     },
 }
 
@@ -91,6 +96,8 @@ pub enum Outcome {
         identifiers: Vec<String>,
     },
     Done,
+    /// The command had nothing to do (an init that found its work done).
+    Unchanged,
 }
 
 /// Validates `cmd` against `state` and returns the changes it makes and its answer. Pure: `state` is not changed.
@@ -118,6 +125,13 @@ pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Ch
             }
             Ok((vec![Change::CredentialDeleted { client_id: client_id.clone() }], Outcome::Done))
         }
-        Command::SetSigningKey { key } => Ok((vec![Change::SigningKeySet { key: key.clone() }], Outcome::Done)),
+        Command::InitSigningKey { key } => match state.signing_key() {
+            Some(_) => Ok((vec![], Outcome::Unchanged)),
+            None => Ok((vec![Change::SigningKeySet { key: key.clone() }], Outcome::Done)),
+        },
+        Command::BootstrapCredential { credential } => match state.credentials().next() {
+            Some(_) => Ok((vec![], Outcome::Unchanged)),
+            None => Ok((vec![Change::CredentialPut { credential: credential.clone() }], Outcome::Done)),
+        },
     }
 }

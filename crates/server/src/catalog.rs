@@ -8,6 +8,9 @@
 //!   next batch executes while the previous one's append is in flight. If the append conflicts
 //!   (another process wrote first) it catches up from the store and re-executes the batch; if the store
 //!   fails, every request of the batch fails and nothing is published.
+//! - **Replicas**: a watcher task waits on the store for events written by other processes; when the writer
+//!   is idle it catches up and publishes them, so every replica converges on the log. The writer is the only
+//!   task that publishes, so a follow never races a commit.
 //! - **Snapshots** are written by a background task (when the tail reaches `snapshot_every` events and half
 //!   the catalog, at most every 30 s unless the tail runs away) and on shutdown;
 //!   start-up loads the newest snapshot and replays only the tail.
@@ -18,7 +21,7 @@ use std::time::Duration;
 use berth_engine::{Command, Outcome, State, WriteMeta, execute};
 use berth_model::{DomainError, Event};
 use berth_store::{LogStore, Snapshot, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How many requests one group commit takes at most.
 const MAX_GROUP: usize = 512;
@@ -52,7 +55,14 @@ pub struct Catalog {
     store: Arc<dyn LogStore>,
     view: RwLock<Arc<State>>,
     jobs: mpsc::Sender<WriteJob>,
+    /// The sequence number of the published state.
+    applied: watch::Sender<u64>,
+    /// The newest store head the watcher has seen (other replicas' writes included).
+    store_head: watch::Sender<u64>,
 }
+
+/// How long the watcher waits on the store before asking again (and re-checking the connection).
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Catalog {
     /// Loads the newest snapshot, replays the tail, and starts the writer and snapshot tasks.
@@ -64,9 +74,17 @@ impl Catalog {
         let snapshot_seq = state.seq();
         catch_up(store.as_ref(), &mut state).await?;
         let (jobs_tx, jobs_rx) = mpsc::channel(4096);
-        let catalog =
-            Arc::new(Catalog { store: Arc::clone(&store), view: RwLock::new(Arc::new(state)), jobs: jobs_tx });
-        tokio::spawn(writer_loop(Arc::clone(&catalog), jobs_rx));
+        let seq = state.seq();
+        let catalog = Arc::new(Catalog {
+            store: Arc::clone(&store),
+            view: RwLock::new(Arc::new(state)),
+            jobs: jobs_tx,
+            applied: watch::channel(seq).0,
+            store_head: watch::channel(seq).0,
+        });
+        let store_head = catalog.store_head.subscribe();
+        tokio::spawn(writer_loop(Arc::clone(&catalog), jobs_rx, store_head));
+        tokio::spawn(watch_store(Arc::downgrade(&catalog), seq));
         if snapshot_every > 0 {
             tokio::spawn(snapshot_loop(Arc::downgrade(&catalog), snapshot_every, snapshot_seq));
         }
@@ -82,11 +100,25 @@ impl Catalog {
     }
 
     fn publish(&self, state: State) {
+        let seq = state.seq();
         let state = Arc::new(state);
         match self.view.write() {
             Ok(mut guard) => *guard = state,
             Err(poisoned) => *poisoned.into_inner() = state,
         }
+        self.applied.send_replace(seq);
+    }
+
+    /// Waits until the published state has reached `seq` (a write made on another replica, say), at most
+    /// `timeout`; answers whether it has.
+    pub async fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        if *rx.borrow_and_update() >= seq {
+            return true;
+        }
+        // Tell the writer to look at the store now rather than at the watcher's next wake-up.
+        self.store_head.send_modify(|h| *h = (*h).max(seq));
+        matches!(tokio::time::timeout(timeout, rx.wait_for(|s| *s >= seq)).await, Ok(Ok(_)))
     }
 
     pub fn store(&self) -> &Arc<dyn LogStore> {
@@ -126,6 +158,47 @@ impl Catalog {
             .map_err(|e| CatalogError::Replay(e.to_string()))?;
         self.store.save_snapshot(Snapshot { seq, data }).await?;
         Ok(seq)
+    }
+}
+
+/// Waits on the store for new events (other replicas' writes) and tells the writer the head it saw. A failing
+/// store is retried with backoff; readiness reports the failure meanwhile.
+async fn watch_store(catalog: std::sync::Weak<Catalog>, mut known: u64) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(store) = catalog.upgrade().map(|c| Arc::clone(&c.store)) else {
+            return;
+        };
+        match store.wait_for(known, WATCH_INTERVAL).await {
+            Ok(head) => {
+                backoff = Duration::from_millis(100);
+                known = head;
+                let Some(catalog) = catalog.upgrade() else {
+                    return;
+                };
+                catalog.store_head.send_replace(head);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot watch the store");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Catches the published state up with the store (events other replicas wrote).
+async fn follow(catalog: &Catalog) {
+    let mut state = (*catalog.view()).clone();
+    let before = state.seq();
+    match catch_up(catalog.store.as_ref(), &mut state).await {
+        Ok(()) => {
+            if state.seq() > before {
+                tracing::debug!(from = before, to = state.seq(), "caught up with the store");
+                catalog.publish(state);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot catch up with the store; retrying"),
     }
 }
 
@@ -266,14 +339,24 @@ async fn land(catalog: &Catalog, flight: InFlight, appended: Option<Appended>) -
 /// The writer. Batches are pipelined: while batch N's events are being made durable, batch N+1 executes on
 /// N's (not yet published) state. N+1's append starts only after N's has succeeded, and N+1 is re-executed
 /// on the published state if N failed, so the log stays ordered and nothing unacknowledged is published.
-async fn writer_loop(catalog: Arc<Catalog>, mut rx: mpsc::Receiver<WriteJob>) {
+async fn writer_loop(catalog: Arc<Catalog>, mut rx: mpsc::Receiver<WriteJob>, mut store_head: watch::Receiver<u64>) {
     let mut flight: Option<InFlight> = None;
     loop {
         let mut jobs = Vec::new();
         if flight.is_none() {
-            match rx.recv().await {
-                Some(job) => jobs.push(job),
-                None => return,
+            // Idle: wait for work, or for another replica's events to follow.
+            tokio::select! {
+                biased;
+                job = rx.recv() => match job {
+                    Some(job) => jobs.push(job),
+                    None => return,
+                },
+                changed = store_head.changed() => {
+                    if changed.is_ok() && *store_head.borrow_and_update() > catalog.view().seq() {
+                        follow(&catalog).await;
+                    }
+                    continue;
+                }
             }
         } else if let Some(f) = flight.as_mut() {
             // Something is in flight: take more work if it is queued, else wait for the append or new work.

@@ -25,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use berth_engine::{Command, WriteMeta};
+use berth_engine::{Command, Outcome, WriteMeta};
 use berth_model::{Credential, Origin, Timestamp};
 use serde_json::Value;
 
@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub bootstrap_client_secret: Option<String>,
     /// Seed the demo catalog when the catalog has no blueprints.
     pub demo: bool,
+    /// How long a request with `X-Berth-Min-Seq` waits for this replica to apply that sequence before a 503.
+    pub min_seq_wait: Duration,
 }
 
 impl ServerConfig {
@@ -61,6 +63,7 @@ impl ServerConfig {
             bootstrap_client_id: None,
             bootstrap_client_secret: None,
             demo: false,
+            min_seq_wait: Duration::from_secs(5),
         }
     }
 
@@ -169,7 +172,7 @@ pub struct Server {
 pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::Bootstrap(format!("cannot create {}: {e}", config.data_dir.display())))?;
-    let store: Arc<dyn berth_store::LogStore> = Arc::from(berth_store::open(&config.store_url())?);
+    let store: Arc<dyn berth_store::LogStore> = Arc::from(berth_store::open(&config.store_url()).await?);
     let catalog = Catalog::open(Arc::clone(&store), config.snapshot_every).await?;
     let generated_credential = bootstrap(&catalog, &config).await?;
     if config.demo && catalog.view().blueprints().next().is_none() {
@@ -209,9 +212,10 @@ impl Server {
     }
 }
 
-async fn write_system(catalog: &Catalog, command: Command) -> Result<(), StartError> {
+/// Runs a command as the server itself; answers whether it changed anything.
+async fn write_system(catalog: &Catalog, command: Command) -> Result<bool, StartError> {
     let (outcome, _) = catalog.write_one(system_meta(), command).await?;
-    outcome.map(|_| ()).map_err(|e| StartError::Bootstrap(e.to_string()))
+    outcome.map(|o| !matches!(o, Outcome::Unchanged)).map_err(|e| StartError::Bootstrap(e.to_string()))
 }
 
 /// Ensures a signing key and an admin credential exist. A generated credential is written, readable only
@@ -219,7 +223,7 @@ async fn write_system(catalog: &Catalog, command: Command) -> Result<(), StartEr
 async fn bootstrap(catalog: &Catalog, config: &ServerConfig) -> Result<Option<(String, String, PathBuf)>, StartError> {
     if catalog.view().signing_key().is_none() {
         let key = auth::random_hex(32).map_err(|e| StartError::Bootstrap(e.message))?;
-        write_system(catalog, Command::SetSigningKey { key }).await?;
+        write_system(catalog, Command::InitSigningKey { key }).await?;
     }
     let admin = |client_id: &str, secret: &str| Credential {
         client_id: client_id.to_string(),
@@ -241,7 +245,10 @@ async fn bootstrap(catalog: &Catalog, config: &ServerConfig) -> Result<Option<(S
     }
     let client_id = format!("berth_{}", auth::random_hex(8).map_err(|e| StartError::Bootstrap(e.message))?);
     let secret = auth::random_hex(32).map_err(|e| StartError::Bootstrap(e.message))?;
-    write_system(catalog, Command::PutCredential { credential: admin(&client_id, &secret) }).await?;
+    if !write_system(catalog, Command::BootstrapCredential { credential: admin(&client_id, &secret) }).await? {
+        // Another replica made the first credential while this one started.
+        return Ok(None);
+    }
     let path = config.data_dir.join("bootstrap-credentials.json");
     let body = serde_json::json!({"clientId": client_id, "clientSecret": secret});
     write_private(&path, &body).map_err(|e| StartError::Bootstrap(format!("cannot write {}: {e}", path.display())))?;
@@ -264,14 +271,35 @@ fn write_private(path: &std::path::Path, body: &Value) -> std::io::Result<()> {
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> axum::Router {
     let limit = state.config.body_limit;
-    routes::router(state)
+    routes::router(state.clone())
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; see the server log")
                 .into_response()
         }))
+        .layer(axum::middleware::from_fn_with_state(state, wait_min_seq))
         .layer(axum::middleware::from_fn(trace_requests))
         .layer(tower_http::compression::CompressionLayer::new())
+}
+
+/// `X-Berth-Min-Seq: N` holds a request until this replica has applied sequence `N` (so a client reads its own
+/// write made through another replica), at most `min_seq_wait`; then it answers 503.
+async fn wait_min_seq(axum::extract::State(app): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(raw) = req.headers().get("x-berth-min-seq") {
+        let Some(seq) = raw.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) else {
+            return ApiError::bad_request("X-Berth-Min-Seq must be a sequence number (a non-negative integer)")
+                .into_response();
+        };
+        if !app.catalog.wait_applied(seq, app.config.min_seq_wait).await {
+            return ApiError::unavailable(format!(
+                "this replica has not applied sequence {seq} within {} ms (it is at {}); retry later",
+                app.config.min_seq_wait.as_millis(),
+                app.catalog.view().seq()
+            ))
+            .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 static TRACE_COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -20,12 +20,14 @@ pub async fn run_all(store: &dyn LogStore) {
     cursors(store).await;
 }
 
-/// Concurrent appenders on one store (each retrying on conflict) never leave a gap or a duplicate.
-pub async fn concurrent_appenders(store: Arc<dyn LogStore>, writers: usize, per_writer: usize) {
+/// Concurrent appenders (each retrying on conflict), spread over several handles on one store (replicas),
+/// never leave a gap or a duplicate.
+pub async fn concurrent_appenders(handles: &[Arc<dyn LogStore>], writers: usize, per_writer: usize) {
+    let store = Arc::clone(&handles[0]);
     let start = store.head().await.expect("head");
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let store = Arc::clone(&store);
+        let store = Arc::clone(&handles[w % handles.len()]);
         tasks.push(tokio::spawn(async move {
             for i in 0..per_writer {
                 loop {
@@ -108,6 +110,10 @@ async fn snapshots(store: &dyn LogStore) {
     let s = store.load_snapshot().await.expect("load").expect("some");
     assert_eq!(s.seq, 4, "the newest snapshot wins");
     assert!(s.data == big, "snapshot bytes round-trip");
+    store.save_snapshot(Snapshot { seq: 3, data: b"older".to_vec() }).await.expect("save older");
+    let s = store.load_snapshot().await.expect("load").expect("some");
+    assert_eq!(s.seq, 4, "an older snapshot does not replace a newer one");
+    assert!(s.data == big, "the newer snapshot is intact");
     let head = store.head().await.expect("head");
     assert!(
         store.save_snapshot(Snapshot { seq: head + 10, data: vec![] }).await.is_err(),
@@ -122,6 +128,23 @@ async fn cursors(store: &dyn LogStore) {
     store.set_cursor("kafka", 1).await.expect("set");
     assert_eq!(store.get_cursor("webhooks").await.expect("get"), Some(4));
     assert_eq!(store.get_cursor("kafka").await.expect("get"), Some(1));
+    assert_eq!(store.get_cursor("names with spaces/and:colons").await.expect("get"), None);
+}
+
+/// Payloads are bytes: every byte value and a 1 MiB event survive a round trip.
+pub async fn binary_payloads(store: &dyn LogStore) {
+    let head = store.head().await.expect("head");
+    let all_bytes: Vec<u8> = (0..=255u8).collect();
+    let large: Vec<u8> = (0..(1 << 20)).map(|i| (i * 7 % 256) as u8).collect();
+    let batch: Vec<Vec<u8>> = (0..500).map(|i| format!("{{\"i\":{i}}}").into_bytes()).collect();
+    store.append(head, vec![all_bytes.clone(), large.clone(), vec![]]).await.expect("append binary");
+    store.append(head + 3, batch.clone()).await.expect("append a batch of 500");
+    let back = store.read_from(head, 1000).await.expect("read");
+    assert_eq!(back.len(), 503);
+    assert!(back[0].payload == all_bytes, "every byte value round-trips");
+    assert!(back[1].payload == large, "a 1 MiB event round-trips");
+    assert!(back[2].payload.is_empty(), "an empty event round-trips");
+    assert!(back[3..].iter().map(|e| &e.payload).eq(batch.iter()), "a batch keeps its order");
 }
 
 /// After [`run_all`] and a reopen: the log, the snapshot and the cursors are all still there.
@@ -130,4 +153,25 @@ pub async fn check_reopened(store: &dyn LogStore) {
     assert_eq!(store.read_from(0, 10).await.expect("read").len(), 4);
     assert_eq!(store.load_snapshot().await.expect("load").expect("snapshot").seq, 4);
     assert_eq!(store.get_cursor("webhooks").await.expect("get"), Some(4));
+}
+
+/// Two handles on one store (two replicas): a waiter on `b` wakes on an append made through `a`, and `b`
+/// reads it.
+pub async fn two_handles(a: &dyn LogStore, b: &dyn LogStore) {
+    let head = a.head().await.expect("head");
+    assert_eq!(b.head().await.expect("head"), head, "both handles see one log");
+    let started = std::time::Instant::now();
+    let (woke, _) = tokio::join!(b.wait_for(head, Duration::from_secs(20)), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        a.append(head, vec![ev(1000)]).await.expect("append through a");
+    });
+    assert_eq!(woke.expect("wait"), head + 1, "the other handle wakes on the append");
+    assert!(started.elapsed() < Duration::from_secs(5), "woken by the store, not by the timeout");
+    let read = b.read_from(head, 10).await.expect("read");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].payload, ev(1000));
+    match b.append(head, vec![ev(1001)]).await {
+        Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, head + 1),
+        other => panic!("a stale append through the other handle must conflict, got {other:?}"),
+    }
 }

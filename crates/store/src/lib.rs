@@ -5,9 +5,12 @@
 //! - [`LogStore::append`] is compare-and-append: it succeeds only when the caller's expected head is the
 //!   store's head, and it returns only once the events are durable.
 //! - [`conformance`] is the test suite every backend must pass.
-//! - [`sqlite`] is the embedded default backend (one file, WAL).
+//! - [`sqlite`] is the embedded default backend (one file, WAL); [`postgres`] and [`redis`] serve many
+//!   replicas on one database.
 
 pub mod conformance;
+pub mod postgres;
+pub mod redis;
 pub mod sqlite;
 
 use std::future::Future;
@@ -66,7 +69,8 @@ pub trait LogStore: Send + Sync + 'static {
     /// Waits until the head is greater than `after` or `timeout` passes; returns the head.
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>>;
 
-    /// Replaces the stored snapshot.
+    /// Stores a snapshot, unless the stored one is newer (replicas may race to save theirs). A snapshot ahead
+    /// of the log is refused.
     fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// The newest snapshot, if any.
@@ -79,16 +83,20 @@ pub trait LogStore: Send + Sync + 'static {
     fn set_cursor(&self, name: &str, seq: u64) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
-/// Opens a store from a URL: `sqlite://PATH` (or a plain path).
-pub fn open(url: &str) -> Result<Box<dyn LogStore>, StoreError> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(path))?));
+/// Opens a store from a URL: `sqlite://PATH` (or a plain path), `postgres://...` / `postgresql://...`
+/// (`?schema=NAME`), `redis://...` / `rediss://...` (`?prefix=NAME`).
+pub async fn open(url: &str) -> Result<Box<dyn LogStore>, StoreError> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some("sqlite") => {
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(path))?))
+        }
+        Some("postgres" | "postgresql") => Ok(Box::new(postgres::PostgresStore::open(url).await?)),
+        Some("redis" | "rediss") => Ok(Box::new(redis::RedisStore::open(url).await?)),
+        Some(other) => Err(StoreError::Config(format!(
+            "store URL scheme `{other}` is not supported (use sqlite://PATH, postgres://... or redis://...)"
+        ))),
+        None => Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(url))?)),
     }
-    if url.contains("://") {
-        let scheme = url.split("://").next().unwrap_or_default();
-        return Err(StoreError::Config(format!(
-            "store URL scheme `{scheme}` is not supported by this build (supported: sqlite://PATH)"
-        )));
-    }
-    Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(url))?))
 }

@@ -1,0 +1,417 @@
+//! The PostgreSQL store, for many Berth replicas on one database.
+//!
+//! - The log is a table keyed by sequence number; an append is one transaction that checks the head and
+//!   inserts the events, so the primary key makes two replicas appending at the same head impossible: the
+//!   loser gets a unique violation, answered as [`StoreError::Conflict`].
+//! - Each append `NOTIFY`s the new head on a channel; a listener connection turns notifications into wake-ups
+//!   for [`LogStore::wait_for`] (other replicas' writes included), and a timed-out wait asks the head itself,
+//!   so a lost notification costs latency, never correctness.
+//! - Connections are re-established on the next call after a loss; the listener reconnects with backoff.
+//! - URL: `postgres://user@host:port/db?schema=NAME` (default schema `berth`); every table lives in that
+//!   schema, so one database can hold several independent catalogs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{Mutex, watch};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls};
+
+use crate::{BoxFuture, LogStore, Snapshot, StoreError, StoredEvent};
+
+/// Snapshots are stored in chunks so that no single value grows past PostgreSQL's 1 GiB limit.
+const SNAPSHOT_CHUNK: usize = 16 << 20;
+/// Advisory-lock keys (any constants, used only by Berth): schema creation and snapshot writes.
+const LOCK_SCHEMA: i64 = 0x6265_7274_6801;
+const LOCK_SNAPSHOT: i64 = 0x6265_7274_6802;
+
+pub struct PostgresStore {
+    config: Config,
+    description: String,
+    schema: String,
+    channel: String,
+    writer: Mutex<Option<Client>>,
+    reader: Mutex<Option<Client>>,
+    head_tx: Arc<watch::Sender<u64>>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Unavailable(format!("postgres: {} ({})", db.message(), db.code().code())),
+        None => StoreError::Unavailable(format!("postgres: {e}")),
+    }
+}
+
+/// Splits Berth's own `schema` parameter off the URL; the rest goes to the driver.
+fn split_url(url: &str) -> Result<(String, String), StoreError> {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, q),
+        None => (url, ""),
+    };
+    let mut schema = "berth".to_string();
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("schema", v)) => schema = v.to_string(),
+            _ => rest.push(pair),
+        }
+    }
+    if schema.is_empty()
+        || schema.len() > 48
+        || !schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        || schema.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return Err(StoreError::Config(format!(
+            "schema `{schema}`: use 1-48 lowercase letters, digits and underscores, not starting with a digit"
+        )));
+    }
+    let driver_url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((driver_url, schema))
+}
+
+async fn connect(config: &Config) -> Result<Client, StoreError> {
+    let (client, connection) = tokio::time::timeout(Duration::from_secs(10), config.connect(NoTls))
+        .await
+        .map_err(|_| StoreError::Unavailable("postgres: connecting timed out after 10 s".into()))?
+        .map_err(pg_error)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "postgres connection lost; the next call reconnects");
+        }
+    });
+    Ok(client)
+}
+
+async fn query_head(client: &impl GenericClient, schema: &str) -> Result<u64, StoreError> {
+    let row =
+        client.query_one(&format!("SELECT COALESCE(MAX(seq), 0) FROM {schema}.events"), &[]).await.map_err(pg_error)?;
+    Ok(row.get::<_, i64>(0).max(0) as u64)
+}
+
+impl PostgresStore {
+    /// Connects, creates the schema and tables if missing, and starts the listener.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let (driver_url, schema) = split_url(url)?;
+        let config: Config = driver_url.parse().map_err(|e| StoreError::Config(format!("postgres URL: {e}")))?;
+        let description = describe_config(&config, &schema);
+        let mut client = connect(&config).await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_SCHEMA]).await.map_err(pg_error)?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {schema}.events (seq BIGINT PRIMARY KEY, payload BYTEA NOT NULL);
+             CREATE TABLE IF NOT EXISTS {schema}.snapshot_chunks (seq BIGINT NOT NULL, idx INT NOT NULL,
+                 data BYTEA NOT NULL, PRIMARY KEY (seq, idx));
+             CREATE TABLE IF NOT EXISTS {schema}.cursors (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);"
+        ))
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        let head = query_head(&client, &schema).await?;
+        let head_tx = Arc::new(watch::channel(head).0);
+        let channel = format!("berth_log_{schema}");
+        let listener = tokio::spawn(listen(config.clone(), schema.clone(), channel.clone(), Arc::clone(&head_tx)));
+        Ok(PostgresStore {
+            config,
+            description,
+            schema,
+            channel,
+            writer: Mutex::new(Some(client)),
+            reader: Mutex::new(None),
+            head_tx,
+            listener,
+        })
+    }
+
+    /// Drops the schema and everything in it (tests and `berth restore --force` clean up with it).
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        let mut slot = self.writer.lock().await;
+        let client = ensure(&mut slot, &self.config).await?;
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)).await.map_err(pg_error)
+    }
+
+    fn note_head(&self, head: u64) {
+        note_head(&self.head_tx, head);
+    }
+}
+
+fn note_head(tx: &watch::Sender<u64>, head: u64) {
+    tx.send_if_modified(|h| {
+        let changed = *h < head;
+        *h = (*h).max(head);
+        changed
+    });
+}
+
+fn describe_config(config: &Config, schema: &str) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("postgres");
+    format!("postgres://{host}:{port}/{db}?schema={schema}")
+}
+
+/// The client in `slot`, reconnecting if it is missing or its connection was lost.
+async fn ensure<'a>(slot: &'a mut Option<Client>, config: &Config) -> Result<&'a mut Client, StoreError> {
+    if slot.as_ref().is_none_or(Client::is_closed) {
+        *slot = Some(connect(config).await?);
+    }
+    slot.as_mut().ok_or_else(|| unavailable("postgres: no connection"))
+}
+
+/// Holds a LISTEN connection and feeds every announced head into `head_tx`; reconnects with backoff.
+async fn listen(config: Config, schema: String, channel: String, head_tx: Arc<watch::Sender<u64>>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::time::timeout(Duration::from_secs(10), config.connect(NoTls)).await;
+        let Ok(Ok((client, mut connection))) = connected else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        };
+        // Drive the connection: forward notifications, stop when it ends.
+        let (note_tx, mut note_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let AsyncMessage::Notification(n) = message {
+                    if let Ok(head) = n.payload().parse::<u64>() {
+                        let _ = note_tx.send(head);
+                    }
+                }
+            }
+        });
+        let listening = client.batch_execute(&format!("LISTEN {channel}")).await;
+        if listening.is_ok() {
+            backoff = Duration::from_millis(100);
+            // Events appended while no one listened: ask the head once.
+            if let Ok(head) = query_head(&client, &schema).await {
+                note_head(&head_tx, head);
+            }
+            while let Some(head) = note_rx.recv().await {
+                note_head(&head_tx, head);
+            }
+        }
+        driver.abort();
+        drop(client);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl LogStore for PostgresStore {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut slot = self.reader.lock().await;
+            let client = ensure(&mut slot, &self.config).await?;
+            let head = query_head(client, &self.schema).await?;
+            self.note_head(head);
+            Ok(head)
+        })
+    }
+
+    fn append(&self, expected_head: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let new_head = expected_head + events.len() as u64;
+            let mut slot = self.writer.lock().await;
+            let client = ensure(&mut slot, &self.config).await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let actual = query_head(&tx, &self.schema).await?;
+            if actual != expected_head {
+                return Err(StoreError::Conflict { expected: expected_head, actual });
+            }
+            let seqs: Vec<i64> = (expected_head + 1..=new_head).map(|s| s as i64).collect();
+            let inserted = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO {}.events (seq, payload) SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[])",
+                        self.schema
+                    ),
+                    &[&seqs, &events],
+                )
+                .await;
+            if let Err(e) = inserted {
+                if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    // Another replica committed the same sequence numbers first.
+                    drop(tx);
+                    let actual = query_head(client, &self.schema).await?;
+                    return Err(StoreError::Conflict { expected: expected_head, actual });
+                }
+                return Err(pg_error(e));
+            }
+            tx.execute("SELECT pg_notify($1, $2)", &[&self.channel, &new_head.to_string()]).await.map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)?;
+            drop(slot);
+            self.note_head(new_head);
+            Ok(new_head)
+        })
+    }
+
+    fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async move {
+            let mut slot = self.reader.lock().await;
+            let client = ensure(&mut slot, &self.config).await?;
+            let rows = client
+                .query(
+                    &format!("SELECT seq, payload FROM {}.events WHERE seq > $1 ORDER BY seq LIMIT $2", self.schema),
+                    &[&(after.min(i64::MAX as u64) as i64), &(limit.min(i64::MAX as usize) as i64)],
+                )
+                .await
+                .map_err(pg_error)?;
+            Ok(rows.iter().map(|r| StoredEvent { seq: r.get::<_, i64>(0) as u64, payload: r.get(1) }).collect())
+        })
+    }
+
+    fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let mut rx = self.head_tx.subscribe();
+        Box::pin(async move {
+            let waited = tokio::time::timeout(timeout, async { rx.wait_for(|h| *h > after).await.map(|h| *h) }).await;
+            match waited {
+                Ok(Ok(h)) => Ok(h),
+                _ => self.head().await,
+            }
+        })
+    }
+
+    fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut slot = self.writer.lock().await;
+            let client = ensure(&mut slot, &self.config).await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_SNAPSHOT]).await.map_err(pg_error)?;
+            let head = query_head(&tx, &self.schema).await?;
+            if snapshot.seq > head {
+                return Err(StoreError::Corrupt(format!(
+                    "snapshot at {} is ahead of the log head {head}",
+                    snapshot.seq
+                )));
+            }
+            let stored: i64 = tx
+                .query_one(&format!("SELECT COALESCE(MAX(seq), -1) FROM {}.snapshot_chunks", self.schema), &[])
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            if stored > snapshot.seq as i64 {
+                // Another replica saved a newer one: keep it.
+                return Ok(());
+            }
+            tx.execute(&format!("DELETE FROM {}.snapshot_chunks", self.schema), &[]).await.map_err(pg_error)?;
+            let insert = format!("INSERT INTO {}.snapshot_chunks (seq, idx, data) VALUES ($1, $2, $3)", self.schema);
+            let seq = snapshot.seq as i64;
+            let mut chunks: Vec<&[u8]> = snapshot.data.chunks(SNAPSHOT_CHUNK).collect();
+            if chunks.is_empty() {
+                chunks.push(&[]);
+            }
+            for (idx, chunk) in chunks.into_iter().enumerate() {
+                tx.execute(&insert, &[&seq, &(idx as i32), &chunk]).await.map_err(pg_error)?;
+            }
+            tx.commit().await.map_err(pg_error)
+        })
+    }
+
+    fn load_snapshot(&self) -> BoxFuture<'_, Result<Option<Snapshot>, StoreError>> {
+        Box::pin(async move {
+            let mut slot = self.reader.lock().await;
+            let client = ensure(&mut slot, &self.config).await?;
+            // One transaction, so a concurrent save cannot hand us chunks of two snapshots.
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .start()
+                .await
+                .map_err(pg_error)?;
+            let seq: Option<i64> = tx
+                .query_one(&format!("SELECT MAX(seq) FROM {}.snapshot_chunks", self.schema), &[])
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            let Some(seq) = seq else { return Ok(None) };
+            let rows = tx
+                .query(
+                    &format!("SELECT data FROM {}.snapshot_chunks WHERE seq = $1 ORDER BY idx", self.schema),
+                    &[&seq],
+                )
+                .await
+                .map_err(pg_error)?;
+            let mut data = Vec::new();
+            for row in rows {
+                data.extend_from_slice(row.get::<_, &[u8]>(0));
+            }
+            tx.commit().await.map_err(pg_error)?;
+            Ok(Some(Snapshot { seq: seq as u64, data }))
+        })
+    }
+
+    fn get_cursor(&self, name: &str) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            let mut slot = self.reader.lock().await;
+            let client = ensure(&mut slot, &self.config).await?;
+            let row = client
+                .query_opt(&format!("SELECT seq FROM {}.cursors WHERE name = $1", self.schema), &[&name])
+                .await
+                .map_err(pg_error)?;
+            Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+        })
+    }
+
+    fn set_cursor(&self, name: &str, seq: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            let mut slot = self.writer.lock().await;
+            let client = ensure(&mut slot, &self.config).await?;
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {}.cursors (name, seq) VALUES ($1, $2)
+                         ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                        self.schema
+                    ),
+                    &[&name, &(seq as i64)],
+                )
+                .await
+                .map(|_| ())
+                .map_err(pg_error)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_parameter_is_berths_own() {
+        let (url, schema) = split_url("postgres://u@h:5432/db?schema=t_1&sslmode=disable").expect("url");
+        assert_eq!(url, "postgres://u@h:5432/db?sslmode=disable");
+        assert_eq!(schema, "t_1");
+        let (url, schema) = split_url("postgres://h/db").expect("url");
+        assert_eq!((url.as_str(), schema.as_str()), ("postgres://h/db", "berth"));
+        for bad in ["x;drop", "Upper", "", "1abc"] {
+            assert!(split_url(&format!("postgres://h/db?schema={bad}")).is_err(), "{bad}");
+        }
+    }
+}

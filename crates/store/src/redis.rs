@@ -1,0 +1,375 @@
+//! The Redis store (plain Redis 7, no modules), for many Berth replicas on one Redis.
+//!
+//! - Keys, under a prefix `P` (default `berth`): `P:head` (the sequence number of the newest event), `P:log`
+//!   (a Stream whose entry ids are `<seq>-0`, field `p` holding the event), `P:snapshot:seq` and
+//!   `P:snapshot:data` (a list of chunks), `P:cursors` (a hash).
+//! - Compare-and-append is one Lua script (atomic in Redis): it checks `P:head`, adds the events to the stream
+//!   and moves the head. Saving a snapshot is another script, which keeps the newest snapshot.
+//! - A waiter task blocks on `XREAD` and turns new entries (other replicas' writes included) into wake-ups for
+//!   [`LogStore::wait_for`]; a timed-out wait asks the head itself.
+//! - The connection manager reconnects by itself; the waiter reconnects with backoff.
+//! - Durability is Redis's: an acknowledged append survives a crash of Berth; to survive a crash of Redis
+//!   itself, run Redis with `appendonly yes` and `appendfsync always`.
+//! - URL: `redis://[user:password@]host:port[/db][?prefix=NAME]`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncConnectionConfig, Client, Script, Value};
+use tokio::sync::watch;
+
+use crate::{BoxFuture, LogStore, Snapshot, StoreError, StoredEvent};
+
+/// Snapshots are stored in chunks of this size (Redis strings are limited to 512 MiB).
+const SNAPSHOT_CHUNK: usize = 16 << 20;
+/// How long one blocking `XREAD` of the waiter lasts.
+const WAITER_BLOCK_MS: u64 = 5_000;
+
+const APPEND_SCRIPT: &str = r"
+local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+local expected = tonumber(ARGV[1])
+if head ~= expected then return {0, head} end
+local n = #ARGV - 1
+for i = 1, n do
+  redis.call('XADD', KEYS[2], string.format('%d-0', expected + i), 'p', ARGV[i + 1])
+end
+redis.call('SET', KEYS[1], string.format('%d', expected + n))
+return {1, expected + n}
+";
+
+const SNAPSHOT_SCRIPT: &str = r"
+local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+local seq = tonumber(ARGV[1])
+if seq > head then return {-1, head} end
+local stored = tonumber(redis.call('GET', KEYS[2]) or '-1')
+if stored > seq then return {0, stored} end
+redis.call('DEL', KEYS[3])
+for i = 2, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+redis.call('SET', KEYS[2], ARGV[1])
+return {1, seq}
+";
+
+struct Keys {
+    head: String,
+    log: String,
+    snapshot_seq: String,
+    snapshot_data: String,
+    cursors: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Keys {
+        Keys {
+            head: format!("{prefix}:head"),
+            log: format!("{prefix}:log"),
+            snapshot_seq: format!("{prefix}:snapshot:seq"),
+            snapshot_data: format!("{prefix}:snapshot:data"),
+            cursors: format!("{prefix}:cursors"),
+        }
+    }
+}
+
+/// One `XRANGE` entry: its id and its field/value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+pub struct RedisStore {
+    description: String,
+    keys: Arc<Keys>,
+    conn: ConnectionManager,
+    append: Script,
+    snapshot: Script,
+    head_tx: Arc<watch::Sender<u64>>,
+    waiter: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.waiter.abort();
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+/// Splits Berth's own `prefix` parameter off the URL; returns the driver URL, the prefix and a description
+/// without credentials.
+fn split_url(url: &str) -> Result<(String, String, String), StoreError> {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, q),
+        None => (url, ""),
+    };
+    let mut prefix = "berth".to_string();
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("prefix", v)) => prefix = v.to_string(),
+            _ => rest.push(pair),
+        }
+    }
+    if prefix.is_empty()
+        || prefix.len() > 64
+        || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+    {
+        return Err(StoreError::Config(format!("prefix `{prefix}`: use 1-64 letters, digits, `_`, `-`, `.` or `:`")));
+    }
+    let location = base.split_once("://").map(|(_, rest)| rest).unwrap_or(base);
+    let location = location.rsplit_once('@').map(|(_, host)| host).unwrap_or(location);
+    let description = format!("redis://{location}?prefix={prefix}");
+    let driver_url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((driver_url, prefix, description))
+}
+
+fn note_head(tx: &watch::Sender<u64>, head: u64) {
+    tx.send_if_modified(|h| {
+        let changed = *h < head;
+        *h = (*h).max(head);
+        changed
+    });
+}
+
+fn stream_id_seq(id: &str) -> Option<u64> {
+    id.split_once('-').and_then(|(ms, _)| ms.parse().ok())
+}
+
+impl RedisStore {
+    pub async fn open(url: &str) -> Result<RedisStore, StoreError> {
+        let (driver_url, prefix, description) = split_url(url)?;
+        let client = Client::open(driver_url.as_str()).map_err(|e| StoreError::Config(format!("redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_secs(120)))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = tokio::time::timeout(Duration::from_secs(15), client.get_connection_manager_with_config(config))
+            .await
+            .map_err(|_| StoreError::Unavailable("redis: connecting timed out".into()))?
+            .map_err(redis_error)?;
+        let keys = Arc::new(Keys::new(&prefix));
+        let store_head = read_head(&mut conn.clone(), &keys).await?;
+        let head_tx = Arc::new(watch::channel(store_head).0);
+        let waiter = tokio::spawn(wait_loop(client, Arc::clone(&keys), Arc::clone(&head_tx)));
+        Ok(RedisStore {
+            description,
+            keys,
+            conn,
+            append: Script::new(APPEND_SCRIPT),
+            snapshot: Script::new(SNAPSHOT_SCRIPT),
+            head_tx,
+            waiter,
+        })
+    }
+
+    /// Deletes every key of this store (tests clean up with it).
+    pub async fn delete_all(&self) -> Result<(), StoreError> {
+        let k = &self.keys;
+        redis::cmd("DEL")
+            .arg(&k.head)
+            .arg(&k.log)
+            .arg(&k.snapshot_seq)
+            .arg(&k.snapshot_data)
+            .arg(&k.cursors)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)
+    }
+}
+
+async fn read_head(conn: &mut ConnectionManager, keys: &Keys) -> Result<u64, StoreError> {
+    let head: Option<u64> = redis::cmd("GET").arg(&keys.head).query_async(conn).await.map_err(redis_error)?;
+    Ok(head.unwrap_or(0))
+}
+
+/// Blocks on `XREAD` for entries past the known head and feeds what it sees into `head_tx`.
+async fn wait_loop(client: Client, keys: Arc<Keys>, head_tx: Arc<watch::Sender<u64>>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_millis(WAITER_BLOCK_MS + 5_000)));
+        let mut conn = match client.get_multiplexed_async_connection_with_config(&config).await {
+            Ok(c) => c,
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        loop {
+            let known = *head_tx.borrow();
+            // Returns as soon as an entry past `known` exists (or after the block time); then read the head.
+            let reply: Result<Value, _> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(WAITER_BLOCK_MS)
+                .arg("STREAMS")
+                .arg(&keys.log)
+                .arg(format!("{known}-0"))
+                .query_async(&mut conn)
+                .await;
+            if reply.is_err() {
+                break;
+            }
+            let head: Result<Option<u64>, _> = redis::cmd("GET").arg(&keys.head).query_async(&mut conn).await;
+            match head {
+                Ok(head) => {
+                    backoff = Duration::from_millis(100);
+                    note_head(&head_tx, head.unwrap_or(0));
+                }
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl LogStore for RedisStore {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let head = read_head(&mut self.conn.clone(), &self.keys).await?;
+            note_head(&self.head_tx, head);
+            Ok(head)
+        })
+    }
+
+    fn append(&self, expected_head: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut invocation = self.append.key(&self.keys.head);
+            invocation.key(&self.keys.log).arg(expected_head);
+            for event in &events {
+                invocation.arg(event.as_slice());
+            }
+            let (ok, head): (i64, u64) = invocation.invoke_async(&mut self.conn.clone()).await.map_err(redis_error)?;
+            if ok != 1 {
+                return Err(StoreError::Conflict { expected: expected_head, actual: head });
+            }
+            note_head(&self.head_tx, head);
+            Ok(head)
+        })
+    }
+
+    fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async move {
+            let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
+                .arg(&self.keys.log)
+                .arg(format!("({after}-0"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit.min(1_000_000))
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            entries
+                .into_iter()
+                .map(|(id, fields)| {
+                    let seq = stream_id_seq(&id).ok_or_else(|| StoreError::Corrupt(format!("log entry id `{id}`")))?;
+                    let payload = fields
+                        .into_iter()
+                        .find(|(f, _)| f == "p")
+                        .map(|(_, v)| v)
+                        .ok_or_else(|| StoreError::Corrupt(format!("log entry {seq} has no payload")))?;
+                    Ok(StoredEvent { seq, payload })
+                })
+                .collect()
+        })
+    }
+
+    fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let mut rx = self.head_tx.subscribe();
+        Box::pin(async move {
+            let waited = tokio::time::timeout(timeout, async { rx.wait_for(|h| *h > after).await.map(|h| *h) }).await;
+            match waited {
+                Ok(Ok(h)) => Ok(h),
+                _ => self.head().await,
+            }
+        })
+    }
+
+    fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut invocation = self.snapshot.key(&self.keys.head);
+            invocation.key(&self.keys.snapshot_seq).key(&self.keys.snapshot_data).arg(snapshot.seq);
+            let mut chunks: Vec<&[u8]> = snapshot.data.chunks(SNAPSHOT_CHUNK).collect();
+            if chunks.is_empty() {
+                chunks.push(&[]);
+            }
+            for chunk in chunks {
+                invocation.arg(chunk);
+            }
+            let (status, head): (i64, u64) =
+                invocation.invoke_async(&mut self.conn.clone()).await.map_err(redis_error)?;
+            if status < 0 {
+                return Err(StoreError::Corrupt(format!(
+                    "snapshot at {} is ahead of the log head {head}",
+                    snapshot.seq
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn load_snapshot(&self) -> BoxFuture<'_, Result<Option<Snapshot>, StoreError>> {
+        Box::pin(async move {
+            let (seq, chunks): (Option<u64>, Vec<Vec<u8>>) = redis::pipe()
+                .atomic()
+                .cmd("GET")
+                .arg(&self.keys.snapshot_seq)
+                .cmd("LRANGE")
+                .arg(&self.keys.snapshot_data)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            Ok(seq.map(|seq| Snapshot { seq, data: chunks.concat() }))
+        })
+    }
+
+    fn get_cursor(&self, name: &str) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            redis::cmd("HGET")
+                .arg(&self.keys.cursors)
+                .arg(name)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)
+        })
+    }
+
+    fn set_cursor(&self, name: &str, seq: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            redis::cmd("HSET")
+                .arg(&self.keys.cursors)
+                .arg(name)
+                .arg(seq)
+                .query_async::<()>(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_the_prefix_and_hide_the_password() {
+        let (url, prefix, description) = split_url("redis://u:secret@h:6379/2?prefix=t-1").expect("url");
+        assert_eq!(url, "redis://u:secret@h:6379/2");
+        assert_eq!(prefix, "t-1");
+        assert_eq!(description, "redis://h:6379/2?prefix=t-1");
+        assert!(split_url("redis://h?prefix=a b").is_err());
+        assert_eq!(stream_id_seq("42-0"), Some(42));
+        assert_eq!(stream_id_seq("x"), None);
+    }
+}

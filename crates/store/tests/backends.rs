@@ -1,0 +1,88 @@
+//! The conformance suite against the real PostgreSQL and Redis servers named by `BERTH_TEST_POSTGRES_URL` and
+//! `BERTH_TEST_REDIS_URL` (defaults: the local servers). A server that does not answer fails the test: CI
+//! starts both, and a skipped store test would prove nothing.
+
+use std::sync::Arc;
+
+use berth_store::postgres::PostgresStore;
+use berth_store::redis::RedisStore;
+use berth_store::{LogStore, conformance};
+
+fn postgres_base() -> String {
+    std::env::var("BERTH_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn redis_base() -> String {
+    std::env::var("BERTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A name no other test run uses, so runs can share one server.
+fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("t_{tag}_{}_{:x}", std::process::id(), nanos & 0xffff_ffff)
+}
+
+fn with_param(base: &str, key: &str, value: &str) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}{key}={value}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_conformance() {
+    let url = with_param(&postgres_base(), "schema", &unique("conf"));
+    let store = PostgresStore::open(&url).await.unwrap_or_else(|e| panic!("PostgreSQL at {url}: {e}"));
+    conformance::run_all(&store).await;
+    let other = PostgresStore::open(&url).await.expect("reopen");
+    conformance::check_reopened(&other).await;
+    conformance::binary_payloads(&other).await;
+    conformance::two_handles(&store, &other).await;
+    drop(other);
+    store.drop_schema().await.expect("clean up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_appenders_leave_no_gaps() {
+    let url = with_param(&postgres_base(), "schema", &unique("conc"));
+    let a = Arc::new(PostgresStore::open(&url).await.unwrap_or_else(|e| panic!("PostgreSQL at {url}: {e}")));
+    let b = Arc::new(PostgresStore::open(&url).await.expect("second handle"));
+    conformance::concurrent_appenders(&[a.clone() as Arc<dyn LogStore>, b as Arc<dyn LogStore>], 8, 25).await;
+    a.drop_schema().await.expect("clean up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_passes_conformance() {
+    let url = with_param(&redis_base(), "prefix", &unique("conf"));
+    let store = RedisStore::open(&url).await.unwrap_or_else(|e| panic!("Redis at {url}: {e}"));
+    conformance::run_all(&store).await;
+    let other = RedisStore::open(&url).await.expect("reopen");
+    conformance::check_reopened(&other).await;
+    conformance::binary_payloads(&other).await;
+    conformance::two_handles(&store, &other).await;
+    drop(other);
+    store.delete_all().await.expect("clean up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_concurrent_appenders_leave_no_gaps() {
+    let url = with_param(&redis_base(), "prefix", &unique("conc"));
+    let a = Arc::new(RedisStore::open(&url).await.unwrap_or_else(|e| panic!("Redis at {url}: {e}")));
+    let b = Arc::new(RedisStore::open(&url).await.expect("second handle"));
+    conformance::concurrent_appenders(&[a.clone() as Arc<dyn LogStore>, b as Arc<dyn LogStore>], 8, 25).await;
+    a.delete_all().await.expect("clean up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_urls_pick_the_backend() {
+    let pg = berth_store::open(&with_param(&postgres_base(), "schema", &unique("url"))).await.expect("postgres");
+    assert!(pg.describe().starts_with("postgres://"), "{}", pg.describe());
+    let redis = berth_store::open(&with_param(&redis_base(), "prefix", &unique("url"))).await.expect("redis");
+    assert!(redis.describe().starts_with("redis://"), "{}", redis.describe());
+    match berth_store::open("mysql://x").await {
+        Err(e) => assert!(e.to_string().contains("not supported"), "{e}"),
+        Ok(_) => panic!("mysql:// is not a store"),
+    }
+    match berth_store::open("postgres://127.0.0.1:1/x").await {
+        Err(berth_store::StoreError::Unavailable(_)) => {}
+        other => panic!("an unreachable server is unavailable, got {:?}", other.map(|s| s.describe())),
+    }
+}

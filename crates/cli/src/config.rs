@@ -18,7 +18,8 @@ pub struct ServeArgs {
     /// Store URL [default: sqlite://<data-dir>/berth.db]
     #[arg(long, env = "BERTH_STORE")]
     pub store: Option<String>,
-    /// A TOML file with any of: listen, data_dir, store, body_limit, snapshot_every, demo, log_format, log
+    /// A TOML file with any of: listen, data_dir, store, body_limit, snapshot_every, min_seq_wait_ms, demo,
+    /// log_format, log
     #[arg(long, env = "BERTH_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seed the demo catalog if the catalog is empty
@@ -30,6 +31,9 @@ pub struct ServeArgs {
     /// Write a snapshot every N events [default: 50000]
     #[arg(long, env = "BERTH_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
+    /// How long a request with X-Berth-Min-Seq waits for this replica to catch up, in ms [default: 5000]
+    #[arg(long, env = "BERTH_MIN_SEQ_WAIT_MS")]
+    pub min_seq_wait_ms: Option<u64>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "BERTH_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -47,6 +51,7 @@ struct FileConfig {
     store: Option<String>,
     body_limit: Option<usize>,
     snapshot_every: Option<u64>,
+    min_seq_wait_ms: Option<u64>,
     demo: Option<bool>,
     log_format: Option<String>,
     log: Option<String>,
@@ -79,6 +84,9 @@ impl Settings {
         }
         if let Some(every) = args.snapshot_every.or(file.snapshot_every) {
             server.snapshot_every = every;
+        }
+        if let Some(ms) = args.min_seq_wait_ms.or(file.min_seq_wait_ms) {
+            server.min_seq_wait = std::time::Duration::from_millis(ms);
         }
         server.demo = args.demo || file.demo.unwrap_or(false);
         server.bootstrap_client_id = std::env::var("BERTH_BOOTSTRAP_CLIENT_ID").ok().filter(|s| !s.is_empty());

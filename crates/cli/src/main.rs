@@ -1,11 +1,16 @@
 //! `berth`: the portal's single binary.
 //!
 //! - `berth serve`: run the portal (embedded store by default, zero configuration).
+//! - `berth migrate`: copy a catalog into another store (also live) and prove the copy.
+//! - `berth backup` / `berth restore`: one-file online backups, restorable into any store.
 //! - `berth bench`: measure ingest, point reads, memory and start-up against a real server process.
 
+mod backup;
 mod bench;
 mod bench_search;
 mod config;
+mod migrate;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +30,12 @@ struct Cli {
 enum Command {
     /// Run the portal.
     Serve(config::ServeArgs),
+    /// Copy a catalog (log and snapshot) into an empty store of any kind, then verify it
+    Migrate(migrate::MigrateArgs),
+    /// Write a consistent backup of a store (it may be serving) into one file
+    Backup(backup::BackupArgs),
+    /// Restore a backup file into an empty store of any kind, then verify it
+    Restore(backup::RestoreArgs),
     /// Measure ingest rate, read latency, memory and start-up on a fresh server; prints a report.
     Bench(bench::BenchArgs),
 }
@@ -42,6 +53,9 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Migrate(args) => migrate::run(args).await,
+            Command::Backup(args) => backup::backup(args).await,
+            Command::Restore(args) => backup::restore(args).await,
         }
     });
     match result {

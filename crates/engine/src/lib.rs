@@ -5,16 +5,19 @@
 //! - [`execute`] validates a [`Command`] against a state and returns the [`Change`]s it makes (or a
 //!   [`DomainError`]) without touching the state. The caller numbers the changes into events, makes them
 //!   durable, then applies them.
+//! - [`State::digest`] proves two states equal (migrations, backups).
 //! - [`search`] answers rules-language queries against a state.
 //! - Given the same events, every replica builds the same state: no clock, no randomness, no I/O here.
 
 mod blueprints;
 mod command;
+mod digest;
 mod entities;
 pub mod search;
 mod state;
 
 pub use command::{Command, Outcome, WriteMeta, WriteMode, execute};
-pub use state::{BlueprintEntry, Edge, State, StateError};
+pub use digest::{BlueprintDigest, CatalogDigest, LogDigest};
+pub use state::{BlueprintEntry, Edge, State, StateError, decode_event};
 
 pub use berth_model::{Change, DomainError, Event};

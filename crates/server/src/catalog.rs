@@ -18,7 +18,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use berth_engine::{Command, Outcome, State, WriteMeta, execute};
+use berth_engine::{Command, Outcome, State, WriteMeta, decode_event, execute};
 use berth_model::{DomainError, Event};
 use berth_store::{LogStore, Snapshot, StoreError};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -210,11 +210,7 @@ async fn catch_up(store: &dyn LogStore, state: &mut State) -> Result<(), Catalog
             return Ok(());
         }
         for stored in events {
-            let event: Event = serde_json::from_slice(&stored.payload)
-                .map_err(|e| CatalogError::Replay(format!("event {}: {e}", stored.seq)))?;
-            if event.seq != stored.seq {
-                return Err(CatalogError::Replay(format!("event stored at {} says it is {}", stored.seq, event.seq)));
-            }
+            let event = decode_event(stored.seq, &stored.payload).map_err(|e| CatalogError::Replay(e.to_string()))?;
             state.apply(&event).map_err(|e| CatalogError::Replay(e.to_string()))?;
         }
     }

@@ -10,7 +10,9 @@
 //!
 //! Without `--live` it copies up to the source's head at start. With `--live` it keeps tailing the source
 //! (which may keep taking writes), printing the lag, until it has caught up (`--until-caught-up`) or until
-//! SIGINT / SIGTERM; it always stops between pages, at a sequence both sides hold whole.
+//! SIGINT / SIGTERM, after which it copies up to the source's head at the time of the signal and stops: the
+//! cut-over is "stop writing to the source, signal the migration, start serving on the target". It always
+//! stops between pages, at a sequence both sides hold whole.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -65,14 +67,20 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let mut copied = 0u64;
     let mut source_head = start_head;
     let mut progress = Progress::new("copied");
+    // Set once a signal arrives: the head to drain to before stopping.
+    let mut drain_to: Option<u64> = None;
     loop {
-        if *stop.borrow() {
-            println!("Interrupted: stopping at event {copied}");
+        if drain_to.is_none() && *stop.borrow() {
+            let head = source.head().await?;
+            println!("Signal received: copying up to the source's head {head}, then stopping");
+            drain_to = Some(head);
+        }
+        if drain_to.is_some_and(|d| copied >= d) {
             break;
         }
         let page = source.read_from(copied, PAGE).await?;
         if page.is_empty() {
-            if !args.live || args.until_caught_up {
+            if !args.live || args.until_caught_up || drain_to.is_some() {
                 break;
             }
             // Caught up for now: wait for the source's next event (or a signal).

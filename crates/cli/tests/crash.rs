@@ -1,69 +1,43 @@
 //! Durability: SIGKILL the `berth` process in the middle of sustained bulk writes, restart it, and find every
-//! acknowledged entity, with no bulk item half-applied. Repeated several times on one data directory.
+//! acknowledged entity, with no bulk item half-applied. Repeated several times on one store, for each store:
+//! SQLite, PostgreSQL and Redis.
+
+mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::Berth;
 
-const ID: &str = "crash-admin";
-const SECRET: &str = "crash-secret-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-fn spawn(data_dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--snapshot-every", "2000"])
-        .env("BERTH_BOOTSTRAP_CLIENT_ID", ID)
-        .env("BERTH_BOOTSTRAP_CLIENT_SECRET", SECRET)
-        .env("BERTH_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn berth")
-}
-
-async fn ready(client: &reqwest::Client, base: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "server did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let token: Value = client
-        .post(format!("{base}/v1/auth/access_token"))
-        .json(&json!({"clientId": ID, "clientSecret": SECRET}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
-    token["accessToken"].as_str().expect("accessToken").to_string()
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_bulk_writes_loses_nothing_acknowledged_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sigkill_cycles(dir.path(), &support::sqlite_url(dir.path(), "berth.db")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_during_bulk_writes_loses_nothing_acknowledged() {
+async fn sigkill_during_bulk_writes_loses_nothing_acknowledged_postgres() {
     let dir = tempfile::tempdir().expect("tempdir");
+    sigkill_cycles(dir.path(), &support::postgres_url("crash")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_bulk_writes_loses_nothing_acknowledged_redis() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sigkill_cycles(dir.path(), &support::redis_url("crash")).await;
+}
+
+async fn sigkill_cycles(dir: &std::path::Path, store: &str) {
     let client = reqwest::Client::new();
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
 
     // Cycles 0-2 write and are killed; cycle 3 only checks what cycle 2 acknowledged.
     for cycle in 0..4 {
-        let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
-        let mut child = spawn(dir.path(), port);
-        let token = ready(&client, &base).await;
+        let mut server = Berth::spawn(dir, store, &["--snapshot-every", "2000"]);
+        let base = server.base.clone();
+        let token = server.token(&client).await;
 
         // Everything acknowledged before this start is still here, whole.
         let all: Value = client
@@ -106,8 +80,6 @@ async fn sigkill_during_bulk_writes_loses_nothing_acknowledged() {
             );
             assert!(!acked.is_empty(), "the previous cycle acknowledged writes");
             if cycle == 3 {
-                child.kill().expect("kill");
-                let _ = child.wait();
                 return;
             }
         }
@@ -141,8 +113,7 @@ async fn sigkill_during_bulk_writes_loses_nothing_acknowledged() {
             }));
         }
         tokio::time::sleep(Duration::from_millis(700 + 300 * cycle)).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        server.kill();
         for w in writers {
             w.await.expect("writer");
         }
@@ -153,10 +124,10 @@ async fn sigkill_during_bulk_writes_loses_nothing_acknowledged() {
 async fn sigterm_stops_gracefully_with_a_final_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
     let client = reqwest::Client::new();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn(dir.path(), port);
-    let token = ready(&client, &base).await;
+    let db = dir.path().join("berth.db");
+    let mut server = Berth::spawn(dir.path(), &format!("sqlite://{}", db.display()), &[]);
+    let base = server.base.clone();
+    let token = server.token(&client).await;
     let r = client
         .post(format!("{base}/v1/blueprints"))
         .bearer_auth(&token)
@@ -165,19 +136,9 @@ async fn sigterm_stops_gracefully_with_a_final_snapshot() {
         .await
         .expect("blueprint");
     assert_eq!(r.status(), 201);
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(exit.success(), "graceful exit: {exit:?}");
+    server.terminate();
     // The final snapshot is at the head of the log: a restart replays nothing and has the blueprint.
-    let store = berth_store::sqlite::SqliteStore::open(&dir.path().join("berth.db")).expect("open");
+    let store = berth_store::sqlite::SqliteStore::open(&db).expect("open");
     use berth_store::LogStore;
     let head = store.head().await.expect("head");
     let snap = store.load_snapshot().await.expect("load").expect("a snapshot");

@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// How many requests one group commit takes at most.
 const MAX_GROUP: usize = 512;
-/// How many conflicts a batch survives before giving up.
-const MAX_RETRIES: usize = 16;
+/// How long a batch keeps retrying after append conflicts (other replicas writing) before it fails.
+const CONFLICT_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -424,7 +424,11 @@ type Committed = (u64, Vec<Vec<Result<Outcome, DomainError>>>);
 
 async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, CatalogError> {
     let mut base = (*catalog.view()).clone();
-    for _ in 0..MAX_RETRIES {
+    let deadline = std::time::Instant::now() + CONFLICT_DEADLINE;
+    for attempt in 0u32.. {
+        if attempt > 0 && std::time::Instant::now() >= deadline {
+            break;
+        }
         let started = std::time::Instant::now();
         let executed = execute_batch(&base, jobs);
         let events = executed.events.map_err(CatalogError::Replay)?;
@@ -448,13 +452,31 @@ async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, Catal
                 return Ok((seq, executed.results));
             }
             Err(StoreError::Conflict { .. }) => {
+                // Another replica is writing: back off a random while (so two busy replicas do not keep
+                // colliding in lockstep), then catch up and re-validate.
+                if attempt > 0 {
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                }
                 catch_up(catalog.store.as_ref(), &mut base).await?;
                 catalog.publish(base.clone());
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(CatalogError::Store(StoreError::Unavailable("too many append conflicts".into())))
+    Err(CatalogError::Store(StoreError::Unavailable(format!(
+        "append conflicts did not stop for {} s: other replicas are writing too fast; retry",
+        CONFLICT_DEADLINE.as_secs()
+    ))))
+}
+
+/// A random wait below 2^attempt ms, at most 64 ms.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let cap_us = 1000u64 << attempt.min(6);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    // The low bits of the clock are noise enough for jitter; mix them so consecutive calls differ.
+    let jitter = (u64::from(nanos).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) % cap_us;
+    Duration::from_micros(jitter)
 }
 
 /// Snapshots are not taken more often than this, unless the tail grows past four times the threshold.

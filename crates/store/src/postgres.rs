@@ -236,34 +236,34 @@ impl LogStore for PostgresStore {
     fn append(&self, expected_head: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let new_head = expected_head + events.len() as u64;
+            let seqs: Vec<i64> = (expected_head + 1..=new_head).map(|s| s as i64).collect();
             let mut slot = self.writer.lock().await;
             let client = ensure(&mut slot, &self.config).await?;
-            let tx = client.transaction().await.map_err(pg_error)?;
-            let actual = query_head(&tx, &self.schema).await?;
-            if actual != expected_head {
+            // One statement, so one round trip and atomic on its own: insert only if the head is the expected
+            // one, and announce the new head when rows went in.
+            let sql = format!(
+                "WITH ins AS (
+                     INSERT INTO {s}.events (seq, payload)
+                     SELECT u.seq, u.payload FROM UNNEST($1::BIGINT[], $2::BYTEA[]) AS u(seq, payload)
+                     WHERE (SELECT COALESCE(MAX(seq), 0) FROM {s}.events) = $3
+                     RETURNING 1)
+                 SELECT n, CASE WHEN n > 0 THEN pg_notify($4, $5) END
+                 FROM (SELECT count(*) AS n FROM ins) c",
+                s = self.schema
+            );
+            let expected = expected_head as i64;
+            let inserted =
+                client.query_one(&sql, &[&seqs, &events, &expected, &self.channel, &new_head.to_string()]).await;
+            let inserted: i64 = match inserted {
+                Ok(row) => row.get(0),
+                // A racing replica committed the same sequence numbers first.
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => 0,
+                Err(e) => return Err(pg_error(e)),
+            };
+            if inserted as usize != events.len() {
+                let actual = query_head(client, &self.schema).await?;
                 return Err(StoreError::Conflict { expected: expected_head, actual });
             }
-            let seqs: Vec<i64> = (expected_head + 1..=new_head).map(|s| s as i64).collect();
-            let inserted = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO {}.events (seq, payload) SELECT * FROM UNNEST($1::BIGINT[], $2::BYTEA[])",
-                        self.schema
-                    ),
-                    &[&seqs, &events],
-                )
-                .await;
-            if let Err(e) = inserted {
-                if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                    // Another replica committed the same sequence numbers first.
-                    drop(tx);
-                    let actual = query_head(client, &self.schema).await?;
-                    return Err(StoreError::Conflict { expected: expected_head, actual });
-                }
-                return Err(pg_error(e));
-            }
-            tx.execute("SELECT pg_notify($1, $2)", &[&self.channel, &new_head.to_string()]).await.map_err(pg_error)?;
-            tx.commit().await.map_err(pg_error)?;
             drop(slot);
             self.note_head(new_head);
             Ok(new_head)

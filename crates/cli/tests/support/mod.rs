@@ -1,0 +1,174 @@
+//! Helpers shared by the process-level tests: `berth` servers as child processes, their tokens, and the test
+//! stores (a fresh PostgreSQL schema or Redis prefix per use, at `BERTH_TEST_POSTGRES_URL` /
+//! `BERTH_TEST_REDIS_URL`, defaulting to the local servers; a server that does not answer fails the test).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const ID: &str = "proc-admin";
+pub const SECRET: &str = "proc-secret-0123456789";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A name no other test uses, so tests and runs can share one database server.
+pub fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("t_{tag}_{}_{:x}", std::process::id(), nanos & 0xffff_ffff)
+}
+
+fn with_param(base: &str, key: &str, value: &str) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}{key}={value}")
+}
+
+/// A store URL of a fresh, empty PostgreSQL schema.
+pub fn postgres_url(tag: &str) -> String {
+    let base =
+        std::env::var("BERTH_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    with_param(&base, "schema", &unique(tag))
+}
+
+/// A store URL of a fresh, empty Redis key prefix.
+pub fn redis_url(tag: &str) -> String {
+    let base = std::env::var("BERTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    with_param(&base, "prefix", &unique(tag))
+}
+
+pub fn sqlite_url(dir: &Path, name: &str) -> String {
+    format!("sqlite://{}", dir.join(name).display())
+}
+
+/// A `berth serve` child process.
+pub struct Berth {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+}
+
+impl Berth {
+    /// Starts a server on `store` (its data dir under `dir`), with the test credential, plus `extra` flags.
+    pub fn spawn(dir: &Path, store: &str, extra: &[&str]) -> Berth {
+        let port = free_port();
+        let data_dir = dir.join(format!("data-{port}"));
+        // BERTH_TEST_LOG_DIR=DIR keeps each server's log (at info level) for a failing test.
+        let (stderr, level) = match std::env::var("BERTH_TEST_LOG_DIR") {
+            Ok(logs) => match std::fs::File::create(Path::new(&logs).join(format!("berth-{port}.log"))) {
+                Ok(f) => (Stdio::from(f), "berth_server=debug,berth_store=debug,info"),
+                Err(_) => (Stdio::null(), "warn"),
+            },
+            Err(_) => (Stdio::null(), "warn"),
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--store", store])
+            .args(extra)
+            .env("BERTH_BOOTSTRAP_CLIENT_ID", ID)
+            .env("BERTH_BOOTSTRAP_CLIENT_SECRET", SECRET)
+            .env("BERTH_LOG", level)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn berth");
+        Berth { child, base: format!("http://127.0.0.1:{port}"), data_dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits until the server is ready and returns a token.
+    pub async fn token(&self, client: &reqwest::Client) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "{} did not become ready", self.base);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let token: Value = client
+            .post(self.url("/v1/auth/access_token"))
+            .json(&json!({"clientId": ID, "clientSecret": SECRET}))
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("token json");
+        token["accessToken"].as_str().expect("accessToken").to_string()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                assert!(s.success(), "graceful exit: {s:?}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `berth` with `args` to completion; returns (success, stdout, stderr).
+pub fn berth(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth")).args(args).output().expect("run berth");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every entity of a blueprint, over HTTP.
+pub async fn entities(client: &reqwest::Client, server: &Berth, token: &str, blueprint: &str) -> Vec<Value> {
+    let r = client
+        .get(server.url(&format!("/v1/blueprints/{blueprint}/entities")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(r.status(), 200, "list {blueprint} on {}", server.base);
+    let body: Value = r.json().await.expect("json");
+    body["entities"].as_array().cloned().unwrap_or_default()
+}
+
+pub async fn create_blueprint(client: &reqwest::Client, server: &Berth, token: &str, body: Value) -> u64 {
+    let r = client.post(server.url("/v1/blueprints")).bearer_auth(token).json(&body).send().await.expect("blueprint");
+    assert_eq!(r.status(), 201, "create blueprint");
+    seq_of(&r)
+}
+
+/// The `X-Berth-Seq` of a write response.
+pub fn seq_of(r: &reqwest::Response) -> u64 {
+    r.headers()
+        .get("x-berth-seq")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("X-Berth-Seq on a write")
+}

@@ -5,8 +5,9 @@
 //! bytes`: at most one snapshot frame (kind 1), the events 1..=head in order (kind 2), and one trailer
 //! (kind 3) whose bytes are JSON: the head, the log digest and the catalog digest at the head. The backup is
 //! consistent because the log is append-only: the snapshot is read first, then the head, then the events up
-//! to that head, while the server keeps writing past it. Restore re-reads what it wrote, rebuilds the catalog,
-//! and checks both digests against the trailer.
+//! to that head, while the server keeps writing past it. Restore first reads the whole file and checks it
+//! against its trailer (a damaged backup writes nothing), then writes, then re-reads what it wrote, rebuilds
+//! the catalog, and checks both digests against the trailer.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -147,40 +148,33 @@ fn partial_path(file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let file = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+/// Opens a backup and checks its header.
+fn open_backup(path: &Path) -> anyhow::Result<BufReader<std::fs::File>> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut input = BufReader::with_capacity(1 << 20, file);
     let mut magic = vec![0u8; MAGIC.len()];
-    input.read_exact(&mut magic).context("not a Berth backup (too short)")?;
-    if magic != MAGIC {
-        bail!("{} is not a Berth backup (version 1)", args.file.display());
+    if input.read_exact(&mut magic).is_err() || magic != MAGIC {
+        bail!("{} is not a Berth backup (version 1)", path.display());
     }
-    let store = transfer::open_store(&args.store).await?;
-    transfer::ensure_empty(store.as_ref()).await?;
-    println!("Restoring {} into {}", args.file.display(), store.describe());
-    let mut snapshot: Option<Snapshot> = None;
+    Ok(input)
+}
+
+/// The first pass of a restore: reads the whole file, checks its frames, their order and the log digest
+/// against the trailer, so a damaged backup is refused before anything is written.
+fn check_backup(path: &Path) -> anyhow::Result<Trailer> {
+    let mut input = open_backup(path)?;
+    let mut log = berth_engine::LogDigest::default();
     let mut trailer: Option<Trailer> = None;
-    let mut pending: Vec<Vec<u8>> = Vec::with_capacity(PAGE);
-    let mut appended = 0u64;
-    let mut progress = Progress::new("restored");
+    let mut snapshot_seq = None;
     while let Some((kind, seq, bytes)) = read_frame(&mut input)? {
         if trailer.is_some() {
             bail!("the backup has data after its trailer");
         }
+        let (events, last) = log.position();
         match kind {
-            SNAPSHOT if snapshot.is_none() && appended == 0 && pending.is_empty() => {
-                snapshot = Some(Snapshot { seq, data: bytes });
-            }
-            EVENT => {
-                if seq != appended + pending.len() as u64 + 1 {
-                    bail!("the backup's events jump to {seq} after {}", appended + pending.len() as u64);
-                }
-                pending.push(bytes);
-                if pending.len() >= PAGE {
-                    appended = store.append(appended, std::mem::take(&mut pending)).await?;
-                    progress.tick(appended, None);
-                }
-            }
+            SNAPSHOT if snapshot_seq.is_none() && events == 0 => snapshot_seq = Some(seq),
+            EVENT if seq == last + 1 => log.update(seq, &bytes),
+            EVENT => bail!("the backup's events jump from {last} to {seq}"),
             TRAILER => trailer = Some(serde_json::from_slice(&bytes).context("the backup's trailer is corrupt")?),
             other => bail!("the backup is corrupt: unexpected frame kind {other}"),
         }
@@ -188,16 +182,43 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let Some(trailer) = trailer else {
         bail!("the backup is incomplete: it has no trailer (was the backup interrupted?)");
     };
+    let (events, _) = log.position();
+    if events != trailer.head || log.finish() != trailer.log_digest {
+        bail!("the backup is corrupt: its events do not match its trailer's digest");
+    }
+    if snapshot_seq.is_some_and(|s| s > trailer.head) {
+        bail!("the backup is corrupt: its snapshot is past its last event");
+    }
+    Ok(trailer)
+}
+
+pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let trailer = check_backup(&args.file)?;
+    let store = transfer::open_store(&args.store).await?;
+    transfer::ensure_empty(store.as_ref()).await?;
+    println!("Restoring {} ({} events) into {}", args.file.display(), trailer.head, store.describe());
+    let mut input = open_backup(&args.file)?;
+    let mut snapshot: Option<Snapshot> = None;
+    let mut pending: Vec<Vec<u8>> = Vec::with_capacity(PAGE);
+    let mut appended = 0u64;
+    let mut progress = Progress::new("restored");
+    while let Some((kind, seq, bytes)) = read_frame(&mut input)? {
+        match kind {
+            SNAPSHOT => snapshot = Some(Snapshot { seq, data: bytes }),
+            EVENT => {
+                pending.push(bytes);
+                if pending.len() >= PAGE {
+                    appended = store.append(appended, std::mem::take(&mut pending)).await?;
+                    progress.tick(appended, Some(trailer.head));
+                }
+            }
+            _ => {}
+        }
+    }
     if !pending.is_empty() {
         appended = store.append(appended, std::mem::take(&mut pending)).await?;
     }
-    if appended != trailer.head {
-        bail!("the backup holds {appended} events but its trailer says {}", trailer.head);
-    }
     if let Some(s) = snapshot {
-        if s.seq > appended {
-            bail!("the backup's snapshot ({}) is past its last event ({appended})", s.seq);
-        }
         store.save_snapshot(s).await?;
     }
     println!("Restored {appended} events in {:.1} s; verifying...", progress.elapsed().as_secs_f64());

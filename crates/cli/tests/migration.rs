@@ -1,0 +1,236 @@
+//! Moving a catalog between stores: a SQLite -> PostgreSQL -> Redis -> SQLite round trip with equal digests; a
+//! live migration while a writer keeps writing, ending with equal digests and every acknowledged write in
+//! the target; backup and restore of a serving store; refusals (non-empty target, corrupt backup).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::Berth;
+
+fn read_report(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("report written")).expect("report json")
+}
+
+/// Seeds a store through a real server: the demo catalog plus extra writes, deletes and a snapshot.
+async fn seed(dir: &std::path::Path, store: &str) -> usize {
+    let client = reqwest::Client::new();
+    let mut server = Berth::spawn(dir, store, &["--demo", "--snapshot-every", "100"]);
+    let token = server.token(&client).await;
+    let entities: Vec<Value> = (0..300)
+        .map(|i| json!({"identifier": format!("extra-{i}"), "title": format!("Extra {i}"), "properties": {}}))
+        .collect();
+    for chunk in entities.chunks(100) {
+        let r = client
+            .post(server.url("/v1/blueprints/team/entities/bulk"))
+            .bearer_auth(&token)
+            .json(&json!({"entities": chunk}))
+            .send()
+            .await
+            .expect("bulk");
+        assert_eq!(r.status(), 200);
+    }
+    let r = client
+        .delete(server.url("/v1/blueprints/team/entities/extra-7"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 200);
+    let teams = support::entities(&client, &server, &token, "team").await.len();
+    server.terminate(); // a final snapshot, so the copy carries one
+    teams
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_sqlite_postgres_redis_sqlite_keeps_every_digest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = support::sqlite_url(dir.path(), "first.db");
+    let teams = seed(dir.path(), &first).await;
+    let hops = [
+        first.clone(),
+        support::postgres_url("trip"),
+        support::redis_url("trip"),
+        support::sqlite_url(dir.path(), "last.db"),
+    ];
+    let mut digests = Vec::new();
+    for (i, pair) in hops.windows(2).enumerate() {
+        let report = dir.path().join(format!("hop-{i}.json"));
+        let (ok, out, err) = support::berth(&[
+            "migrate",
+            "--from",
+            &pair[0],
+            "--to",
+            &pair[1],
+            "--report",
+            report.to_str().expect("utf8"),
+        ]);
+        assert!(ok, "hop {i} failed:\n{out}\n{err}");
+        assert!(out.contains("Verified:"), "{out}");
+        assert!(out.contains("Snapshot at event"), "the snapshot travels: {out}");
+        let report = read_report(&report);
+        assert_eq!(report["equal"], true);
+        assert_eq!(report["logDigest"]["source"], report["logDigest"]["target"]);
+        digests.push((report["logDigest"]["target"].clone(), report["target"]["blueprints"].clone()));
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "every hop carries the same log and catalog");
+    assert_eq!(digests[0].1["team"]["entities"], teams as u64);
+
+    // The last copy serves the same catalog.
+    let client = reqwest::Client::new();
+    let server = Berth::spawn(dir.path(), &hops[3], &[]);
+    let token = server.token(&client).await;
+    let served = support::entities(&client, &server, &token, "team").await;
+    assert_eq!(served.len(), teams);
+    assert!(served.iter().all(|e| e["identifier"] != "extra-7"), "the delete travelled too");
+
+    // A non-empty target is refused, and nothing is written to it.
+    let (ok, _, err) = support::berth(&["migrate", "--from", &hops[0], "--to", &hops[1]]);
+    assert!(!ok);
+    assert!(err.contains("not empty"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_migration_while_writing_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = support::sqlite_url(dir.path(), "live.db");
+    let target = support::postgres_url("live");
+    let client = reqwest::Client::new();
+    let server = Berth::spawn(dir.path(), &source, &["--snapshot-every", "500"]);
+    let token = server.token(&client).await;
+    support::create_blueprint(
+        &client,
+        &server,
+        &token,
+        json!({"identifier": "item", "title": "Item", "schema": {"properties": {"n": {"type": "number"}}}}),
+    )
+    .await;
+
+    // A writer that keeps writing until told to stop; it records what was acknowledged.
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (client, url, token, acked, stop) = (
+            client.clone(),
+            server.url("/v1/blueprints/item/entities/bulk"),
+            token.clone(),
+            acked.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut batch = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let ids: Vec<String> = (0..20).map(|i| format!("b{batch}-{i}")).collect();
+                let entities: Vec<Value> =
+                    ids.iter().map(|id| json!({"identifier": id, "properties": {"n": batch}})).collect();
+                let r = client.post(&url).bearer_auth(&token).json(&json!({"entities": entities})).send().await;
+                if matches!(&r, Ok(r) if r.status() == 200) {
+                    acked.lock().expect("lock").extend(ids);
+                }
+                batch += 1;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let report = dir.path().join("live.json");
+    let mut migration = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["migrate", "--live", "--from", &source, "--to", &target, "--report"])
+        .arg(&report)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn migrate");
+    // The migration tails the source while the writer goes on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(migration.try_wait().expect("wait").is_none(), "a live migration keeps running");
+    // Cut-over: stop writing, then signal; the migration drains to the head and verifies.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.expect("writer");
+    let status = Command::new("kill").args(["-TERM", &migration.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while migration.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the migration did not finish after the signal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = migration.wait_with_output().expect("output");
+    let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "live migration failed:\n{out}\n{err}");
+    assert!(err.contains("lag"), "progress shows the lag: {err}");
+    let report = read_report(&report);
+    assert_eq!(report["equal"], true, "{report}");
+    assert_eq!(report["sourceLag"], 0, "drained to the source's head");
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= 100, "the writer wrote during the migration: {}", acked.len());
+    assert_eq!(report["target"]["blueprints"]["item"]["entities"], acked.len() as u64);
+
+    // Serving the target: every acknowledged write is there.
+    let replica = Berth::spawn(dir.path(), &target, &[]);
+    let token = replica.token(&client).await;
+    let present: BTreeSet<String> = support::entities(&client, &replica, &token, "item")
+        .await
+        .iter()
+        .map(|e| e["identifier"].as_str().expect("id").to_string())
+        .collect();
+    let missing: Vec<&String> = acked.difference(&present).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_of_a_serving_store_restores_into_any_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = support::postgres_url("backup");
+    let client = reqwest::Client::new();
+    let server = Berth::spawn(dir.path(), &source, &["--demo"]);
+    let token = server.token(&client).await;
+    let services = support::entities(&client, &server, &token, "service").await.len();
+    assert!(services > 0);
+
+    // Online: the server is still running.
+    let file = dir.path().join("catalog.berth-backup");
+    let (ok, out, err) = support::berth(&["backup", file.to_str().expect("utf8"), "--store", &source]);
+    assert!(ok, "backup failed:\n{out}\n{err}");
+    assert!(file.exists() && !dir.path().join("catalog.berth-backup.partial").exists());
+
+    for target in [support::redis_url("restore"), support::sqlite_url(dir.path(), "restored.db")] {
+        let report = dir.path().join("restore.json");
+        let (ok, out, err) = support::berth(&[
+            "restore",
+            file.to_str().expect("utf8"),
+            "--store",
+            &target,
+            "--report",
+            report.to_str().expect("utf8"),
+        ]);
+        assert!(ok, "restore into {target} failed:\n{out}\n{err}");
+        assert_eq!(read_report(&report)["equal"], true);
+        let restored = Berth::spawn(dir.path(), &target, &[]);
+        let token = restored.token(&client).await;
+        assert_eq!(support::entities(&client, &restored, &token, "service").await.len(), services);
+        // Restoring twice into the same store is refused.
+        let (ok, _, err) = support::berth(&["restore", file.to_str().expect("utf8"), "--store", &target]);
+        assert!(!ok && err.contains("not empty"), "{err}");
+    }
+
+    // A truncated or foreign file is refused with a clear message, and writes nothing.
+    let bytes = std::fs::read(&file).expect("read");
+    let truncated = dir.path().join("truncated");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 10]).expect("write");
+    let target = support::sqlite_url(dir.path(), "never.db");
+    let (ok, _, err) = support::berth(&["restore", truncated.to_str().expect("utf8"), "--store", &target]);
+    assert!(!ok && (err.contains("truncated") || err.contains("trailer")), "{err}");
+    let foreign = dir.path().join("foreign");
+    std::fs::write(&foreign, b"PK\x03\x04 not a backup at all").expect("write");
+    let (ok, _, err) = support::berth(&["restore", foreign.to_str().expect("utf8"), "--store", &target]);
+    assert!(!ok && err.contains("not a Berth backup"), "{err}");
+}

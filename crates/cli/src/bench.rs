@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// environments, deployments), then query latencies
     #[arg(long)]
     search: bool,
+    /// Run the replica battery instead, on this (empty) PostgreSQL or Redis store: ingest, write-to-visible
+    /// latency on a second replica, migration throughput
+    #[arg(long, value_name = "STORE_URL")]
+    replicas: Option<String>,
 }
 
 const ID: &str = "bench-admin";
@@ -63,11 +67,18 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 pub(crate) fn spawn(data_dir: &std::path::Path) -> anyhow::Result<Proc> {
+    spawn_on(data_dir, None)
+}
+
+/// A server on `store` (default: the embedded store in `data_dir`).
+pub(crate) fn spawn_on(data_dir: &std::path::Path, store: Option<&str>) -> anyhow::Result<Proc> {
     let port = free_port()?;
-    let child = Command::new(std::env::current_exe()?)
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["serve", "--data-dir"]).arg(data_dir).args(["--listen", &format!("127.0.0.1:{port}")]);
+    if let Some(store) = store {
+        command.args(["--store", store]);
+    }
+    let child = command
         .env("BERTH_BOOTSTRAP_CLIENT_ID", ID)
         .env("BERTH_BOOTSTRAP_CLIENT_SECRET", SECRET)
         .env("BERTH_LOG", "warn")
@@ -121,7 +132,7 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Service entities `prefix-0 ..`, each related to one of 100 teams.
-fn bodies(prefix: &str, n: usize, per_request: usize) -> Vec<Vec<u8>> {
+pub(crate) fn bodies(prefix: &str, n: usize, per_request: usize) -> Vec<Vec<u8>> {
     let langs = ["Rust", "Go", "Python", "Java"];
     (0..n)
         .collect::<Vec<_>>()
@@ -189,9 +200,37 @@ pub(crate) async fn ingest_into(
     Ok(started.elapsed())
 }
 
+/// The service and team blueprints, and 100 teams: what the ingest phases write into.
+pub(crate) async fn setup_service_catalog(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<()> {
+    for body in [
+        json!({"identifier": "team", "title": "Team", "schema": {"properties": {}}}),
+        json!({"identifier": "service", "title": "Service", "schema": {"properties": {
+            "language": {"type": "string", "enum": ["Rust", "Go", "Python", "Java"]},
+            "replicas": {"type": "number", "minimum": 0}, "url": {"type": "string", "format": "url"},
+            "tags": {"type": "array", "items": {"type": "string"}}}},
+            "relations": {"team": {"target": "team", "required": true, "many": false}}}),
+    ] {
+        let r = client.post(format!("{}/v1/blueprints", base)).bearer_auth(token).json(&body).send().await?;
+        if !r.status().is_success() {
+            bail!("blueprint refused: {}", r.text().await.unwrap_or_default());
+        }
+    }
+    let teams: Vec<Value> = (0..100).map(|i| json!({"identifier": format!("team-{i}")})).collect();
+    client
+        .post(format!("{}/v1/blueprints/team/entities/bulk", base))
+        .bearer_auth(token)
+        .json(&json!({"entities": teams}))
+        .send()
+        .await?;
+    Ok(())
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.search {
         return crate::bench_search::run(args.entities, args.keep).await;
+    }
+    if let Some(store) = &args.replicas {
+        return crate::bench_replicas::run(store, args.entities).await;
     }
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().to_path_buf();
@@ -205,26 +244,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let server = spawn(&data_dir)?;
     let empty_start = wait_ready(&client, &server.base).await?;
     let token = token(&client, &server.base).await?;
-    for body in [
-        json!({"identifier": "team", "title": "Team", "schema": {"properties": {}}}),
-        json!({"identifier": "service", "title": "Service", "schema": {"properties": {
-            "language": {"type": "string", "enum": ["Rust", "Go", "Python", "Java"]},
-            "replicas": {"type": "number", "minimum": 0}, "url": {"type": "string", "format": "url"},
-            "tags": {"type": "array", "items": {"type": "string"}}}},
-            "relations": {"team": {"target": "team", "required": true, "many": false}}}),
-    ] {
-        let r = client.post(format!("{}/v1/blueprints", server.base)).bearer_auth(&token).json(&body).send().await?;
-        if !r.status().is_success() {
-            bail!("blueprint refused: {}", r.text().await.unwrap_or_default());
-        }
-    }
-    let teams: Vec<Value> = (0..100).map(|i| json!({"identifier": format!("team-{i}")})).collect();
-    client
-        .post(format!("{}/v1/blueprints/team/entities/bulk", server.base))
-        .bearer_auth(&token)
-        .json(&json!({"entities": teams}))
-        .send()
-        .await?;
+    setup_service_catalog(&client, &server.base, &token).await?;
 
     let mut rows: Vec<(String, String)> = Vec::new();
     rows.push((

@@ -69,6 +69,7 @@ async fn replicas(store: &str) {
         .await
         .expect("read");
     assert_eq!(r.status(), 503);
+    assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
     assert!(started.elapsed() >= Duration::from_millis(2900), "it waited for the configured time");
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["ok"], false);

@@ -291,12 +291,14 @@ async fn wait_min_seq(axum::extract::State(app): axum::extract::State<AppState>,
                 .into_response();
         };
         if !app.catalog.wait_applied(seq, app.config.min_seq_wait).await {
-            return ApiError::unavailable(format!(
+            let mut response = ApiError::unavailable(format!(
                 "this replica has not applied sequence {seq} within {} ms (it is at {}); retry later",
                 app.config.min_seq_wait.as_millis(),
                 app.catalog.view().seq()
             ))
             .into_response();
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
         }
     }
     next.run(req).await

@@ -20,9 +20,42 @@ impl Modify for BearerAuth {
     }
 }
 
+/// `X-Berth-Min-Seq` is accepted by every route (a middleware, not a handler, reads it).
+struct MinSeqHeader;
+
+impl Modify for MinSeqHeader {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{Required, ResponseBuilder};
+        let header = ParameterBuilder::new()
+            .name("X-Berth-Min-Seq")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Wait until this replica has applied this log sequence number (the `X-Berth-Seq` of an earlier \
+                 write, possibly made through another replica) before answering; 503 if it has not within the \
+                 server's `--min-seq-wait-ms`, 400 if it is not a non-negative integer.",
+            ))
+            .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).build()))
+            .build();
+        let unavailable = ResponseBuilder::new()
+            .description("The store is unavailable, or `X-Berth-Min-Seq` was not reached in time")
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for op in
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten()
+            {
+                op.parameters.get_or_insert_with(Vec::new).push(header.clone().into());
+                op.responses.responses.entry("503".into()).or_insert_with(|| unavailable.clone().into());
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Berth API", description = "Berth's REST API. Compatible with Port's public v1 API: every answer carries `ok`, errors are `{ok: false, error, message}`, every response has an `X-Trace-Id` header, and every write answers the sequence number it reached in `X-Berth-Seq`."),
+    info(title = "Berth API", description = "Berth's REST API. Compatible with Port's public v1 API: every answer carries `ok`, errors are `{ok: false, error, message}`, every response has an `X-Trace-Id` header, and every write answers the sequence number it reached in `X-Berth-Seq`. With several replicas on one store, send that number back as `X-Berth-Min-Seq` to read your own write on any replica."),
     paths(
         token::access_token,
         blueprints::list, blueprints::create, blueprints::get_one, blueprints::replace, blueprints::patch, blueprints::delete,
@@ -32,7 +65,7 @@ impl Modify for BearerAuth {
         system::migration, system::healthz, system::readyz,
     ),
     components(schemas(berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &MinSeqHeader),
     tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Operations"))
 )]
 pub struct ApiDoc;

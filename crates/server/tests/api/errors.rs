@@ -72,6 +72,13 @@ async fn openapi_document_describes_the_routes() {
         assert!(paths.contains_key(p), "{p} is documented");
     }
     assert!(a.body["components"]["securitySchemes"]["bearer"].is_object());
+    let params = a.body["paths"]["/v1/blueprints/{blueprint}/entities/{entity}"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    assert!(
+        params.iter().any(|p| p["name"] == "X-Berth-Min-Seq" && p["in"] == "header"),
+        "the replica read-your-write header is documented"
+    );
     let docs = s.raw(Method::GET, "/docs", None, None).await;
     assert!(docs.body.as_str().expect("html").contains("/docs/redoc.standalone.js"), "scripts are served locally");
 }
@@ -193,4 +200,21 @@ async fn random_bodies_never_cause_a_server_error() {
     assert!(statuses.keys().any(|s| *s < 300) && statuses.keys().any(|s| *s >= 400), "{statuses:?}");
     // The server is still healthy and consistent.
     assert_eq!(s.get("/readyz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn min_seq_header_on_a_single_server() {
+    let s = TestServer::start().await;
+    let health = s.raw(Method::GET, "/healthz", None, None).await;
+    let reached = health.body["seq"].as_u64().expect("seq");
+    let get = |value: String| {
+        s.client.get(format!("{}/v1/blueprints", s.base)).bearer_auth(&s.token).header("x-berth-min-seq", value).send()
+    };
+    let r = get(reached.to_string()).await.expect("request");
+    assert_eq!(r.status(), StatusCode::OK, "an applied sequence answers at once");
+    let r = get("-1".into()).await.expect("request");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["ok"], false);
+    assert!(body["message"].as_str().unwrap_or_default().contains("X-Berth-Min-Seq"), "{body}");
 }

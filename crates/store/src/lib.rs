@@ -9,6 +9,7 @@
 //!   replicas on one database.
 
 pub mod conformance;
+mod head_watch;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;

@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls};
 
+use crate::head_watch::{HeadWatch, take_param};
 use crate::{BoxFuture, LogStore, Snapshot, StoreError, StoredEvent};
 
 /// Snapshots are stored in chunks so that no single value grows past PostgreSQL's 1 GiB limit.
@@ -33,7 +34,7 @@ pub struct PostgresStore {
     channel: String,
     writer: Mutex<Option<Client>>,
     reader: Mutex<Option<Client>>,
-    head_tx: Arc<watch::Sender<u64>>,
+    heads: Arc<HeadWatch>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -56,18 +57,8 @@ fn pg_error(e: tokio_postgres::Error) -> StoreError {
 
 /// Splits Berth's own `schema` parameter off the URL; the rest goes to the driver.
 fn split_url(url: &str) -> Result<(String, String), StoreError> {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, q),
-        None => (url, ""),
-    };
-    let mut schema = "berth".to_string();
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("schema", v)) => schema = v.to_string(),
-            _ => rest.push(pair),
-        }
-    }
+    let (driver_url, schema) = take_param(url, "schema");
+    let schema = schema.unwrap_or_else(|| "berth".into());
     if schema.is_empty()
         || schema.len() > 48
         || !schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
@@ -77,7 +68,6 @@ fn split_url(url: &str) -> Result<(String, String), StoreError> {
             "schema `{schema}`: use 1-48 lowercase letters, digits and underscores, not starting with a digit"
         )));
     }
-    let driver_url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
     Ok((driver_url, schema))
 }
 
@@ -120,9 +110,9 @@ impl PostgresStore {
         .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         let head = query_head(&client, &schema).await?;
-        let head_tx = Arc::new(watch::channel(head).0);
+        let heads = Arc::new(HeadWatch::new(head));
         let channel = format!("berth_log_{schema}");
-        let listener = tokio::spawn(listen(config.clone(), schema.clone(), channel.clone(), Arc::clone(&head_tx)));
+        let listener = tokio::spawn(listen(config.clone(), schema.clone(), channel.clone(), Arc::clone(&heads)));
         Ok(PostgresStore {
             config,
             description,
@@ -130,7 +120,7 @@ impl PostgresStore {
             channel,
             writer: Mutex::new(Some(client)),
             reader: Mutex::new(None),
-            head_tx,
+            heads,
             listener,
         })
     }
@@ -141,18 +131,6 @@ impl PostgresStore {
         let client = ensure(&mut slot, &self.config).await?;
         client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)).await.map_err(pg_error)
     }
-
-    fn note_head(&self, head: u64) {
-        note_head(&self.head_tx, head);
-    }
-}
-
-fn note_head(tx: &watch::Sender<u64>, head: u64) {
-    tx.send_if_modified(|h| {
-        let changed = *h < head;
-        *h = (*h).max(head);
-        changed
-    });
 }
 
 fn describe_config(config: &Config, schema: &str) -> String {
@@ -179,7 +157,7 @@ async fn ensure<'a>(slot: &'a mut Option<Client>, config: &Config) -> Result<&'a
 }
 
 /// Holds a LISTEN connection and feeds every announced head into `head_tx`; reconnects with backoff.
-async fn listen(config: Config, schema: String, channel: String, head_tx: Arc<watch::Sender<u64>>) {
+async fn listen(config: Config, schema: String, channel: String, heads: Arc<HeadWatch>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let connected = tokio::time::timeout(Duration::from_secs(10), config.connect(NoTls)).await;
@@ -205,10 +183,10 @@ async fn listen(config: Config, schema: String, channel: String, head_tx: Arc<wa
             backoff = Duration::from_millis(100);
             // Events appended while no one listened: ask the head once.
             if let Ok(head) = query_head(&client, &schema).await {
-                note_head(&head_tx, head);
+                heads.note(head);
             }
             while let Some(head) = note_rx.recv().await {
-                note_head(&head_tx, head);
+                heads.note(head);
             }
         }
         driver.abort();
@@ -228,7 +206,7 @@ impl LogStore for PostgresStore {
             let mut slot = self.reader.lock().await;
             let client = ensure(&mut slot, &self.config).await?;
             let head = query_head(client, &self.schema).await?;
-            self.note_head(head);
+            self.heads.note(head);
             Ok(head)
         })
     }
@@ -265,7 +243,7 @@ impl LogStore for PostgresStore {
                 return Err(StoreError::Conflict { expected: expected_head, actual });
             }
             drop(slot);
-            self.note_head(new_head);
+            self.heads.note(new_head);
             Ok(new_head)
         })
     }
@@ -286,12 +264,10 @@ impl LogStore for PostgresStore {
     }
 
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let mut rx = self.head_tx.subscribe();
         Box::pin(async move {
-            let waited = tokio::time::timeout(timeout, async { rx.wait_for(|h| *h > after).await.map(|h| *h) }).await;
-            match waited {
-                Ok(Ok(h)) => Ok(h),
-                _ => self.head().await,
+            match self.heads.wait_past(after, timeout).await {
+                Some(head) => Ok(head),
+                None => self.head().await,
             }
         })
     }

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, Script, Value};
-use tokio::sync::watch;
 
+use crate::head_watch::{HeadWatch, take_param};
 use crate::{BoxFuture, LogStore, Snapshot, StoreError, StoredEvent};
 
 /// Snapshots are stored in chunks of this size (Redis strings are limited to 512 MiB).
@@ -79,7 +79,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     append: Script,
     snapshot: Script,
-    head_tx: Arc<watch::Sender<u64>>,
+    heads: Arc<HeadWatch>,
     waiter: tokio::task::JoinHandle<()>,
 }
 
@@ -96,37 +96,19 @@ fn redis_error(e: redis::RedisError) -> StoreError {
 /// Splits Berth's own `prefix` parameter off the URL; returns the driver URL, the prefix and a description
 /// without credentials.
 fn split_url(url: &str) -> Result<(String, String, String), StoreError> {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, q),
-        None => (url, ""),
-    };
-    let mut prefix = "berth".to_string();
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("prefix", v)) => prefix = v.to_string(),
-            _ => rest.push(pair),
-        }
-    }
+    let (driver_url, prefix) = take_param(url, "prefix");
+    let prefix = prefix.unwrap_or_else(|| "berth".into());
     if prefix.is_empty()
         || prefix.len() > 64
         || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
     {
         return Err(StoreError::Config(format!("prefix `{prefix}`: use 1-64 letters, digits, `_`, `-`, `.` or `:`")));
     }
+    let base = driver_url.split_once('?').map_or(driver_url.as_str(), |(b, _)| b);
     let location = base.split_once("://").map(|(_, rest)| rest).unwrap_or(base);
     let location = location.rsplit_once('@').map(|(_, host)| host).unwrap_or(location);
     let description = format!("redis://{location}?prefix={prefix}");
-    let driver_url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
     Ok((driver_url, prefix, description))
-}
-
-fn note_head(tx: &watch::Sender<u64>, head: u64) {
-    tx.send_if_modified(|h| {
-        let changed = *h < head;
-        *h = (*h).max(head);
-        changed
-    });
 }
 
 fn stream_id_seq(id: &str) -> Option<u64> {
@@ -148,15 +130,15 @@ impl RedisStore {
             .map_err(redis_error)?;
         let keys = Arc::new(Keys::new(&prefix));
         let store_head = read_head(&mut conn.clone(), &keys).await?;
-        let head_tx = Arc::new(watch::channel(store_head).0);
-        let waiter = tokio::spawn(wait_loop(client, Arc::clone(&keys), Arc::clone(&head_tx)));
+        let heads = Arc::new(HeadWatch::new(store_head));
+        let waiter = tokio::spawn(wait_loop(client, Arc::clone(&keys), Arc::clone(&heads)));
         Ok(RedisStore {
             description,
             keys,
             conn,
             append: Script::new(APPEND_SCRIPT),
             snapshot: Script::new(SNAPSHOT_SCRIPT),
-            head_tx,
+            heads,
             waiter,
         })
     }
@@ -182,7 +164,7 @@ async fn read_head(conn: &mut ConnectionManager, keys: &Keys) -> Result<u64, Sto
 }
 
 /// Blocks on `XREAD` for entries past the known head and feeds what it sees into `head_tx`.
-async fn wait_loop(client: Client, keys: Arc<Keys>, head_tx: Arc<watch::Sender<u64>>) {
+async fn wait_loop(client: Client, keys: Arc<Keys>, heads: Arc<HeadWatch>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let config = AsyncConnectionConfig::new()
@@ -197,7 +179,7 @@ async fn wait_loop(client: Client, keys: Arc<Keys>, head_tx: Arc<watch::Sender<u
             }
         };
         loop {
-            let known = *head_tx.borrow();
+            let known = heads.known();
             // Returns as soon as an entry past `known` exists (or after the block time); then read the head.
             let reply: Result<Value, _> = redis::cmd("XREAD")
                 .arg("COUNT")
@@ -216,7 +198,7 @@ async fn wait_loop(client: Client, keys: Arc<Keys>, head_tx: Arc<watch::Sender<u
             match head {
                 Ok(head) => {
                     backoff = Duration::from_millis(100);
-                    note_head(&head_tx, head.unwrap_or(0));
+                    heads.note(head.unwrap_or(0));
                 }
                 Err(_) => break,
             }
@@ -234,7 +216,7 @@ impl LogStore for RedisStore {
     fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let head = read_head(&mut self.conn.clone(), &self.keys).await?;
-            note_head(&self.head_tx, head);
+            self.heads.note(head);
             Ok(head)
         })
     }
@@ -250,7 +232,7 @@ impl LogStore for RedisStore {
             if ok != 1 {
                 return Err(StoreError::Conflict { expected: expected_head, actual: head });
             }
-            note_head(&self.head_tx, head);
+            self.heads.note(head);
             Ok(head)
         })
     }
@@ -282,12 +264,10 @@ impl LogStore for RedisStore {
     }
 
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let mut rx = self.head_tx.subscribe();
         Box::pin(async move {
-            let waited = tokio::time::timeout(timeout, async { rx.wait_for(|h| *h > after).await.map(|h| *h) }).await;
-            match waited {
-                Ok(Ok(h)) => Ok(h),
-                _ => self.head().await,
+            match self.heads.wait_past(after, timeout).await {
+                Some(head) => Ok(head),
+                None => self.head().await,
             }
         })
     }

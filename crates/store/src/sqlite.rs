@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::watch;
 
+use crate::head_watch::HeadWatch;
 use crate::{BoxFuture, LogStore, Snapshot, StoreError, StoredEvent};
 
 /// Snapshots are stored in chunks so that no single row grows past SQLite's limits.
@@ -18,7 +18,7 @@ pub struct SqliteStore {
     path: String,
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
-    head_tx: Arc<watch::Sender<u64>>,
+    heads: Arc<HeadWatch>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -54,7 +54,7 @@ impl SqliteStore {
             path: path.display().to_string(),
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
-            head_tx: Arc::new(watch::channel(head).0),
+            heads: Arc::new(HeadWatch::new(head)),
         })
     }
 
@@ -89,7 +89,7 @@ impl LogStore for SqliteStore {
     }
 
     fn append(&self, expected_head: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let head_tx = Arc::clone(&self.head_tx);
+        let heads = Arc::clone(&self.heads);
         let fut = Self::blocking(&self.writer, move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
             let actual = query_head(&tx)?;
@@ -109,11 +109,7 @@ impl LogStore for SqliteStore {
         });
         Box::pin(async move {
             let head = fut.await?;
-            head_tx.send_if_modified(|h| {
-                let changed = *h < head;
-                *h = (*h).max(head);
-                changed
-            });
+            heads.note(head);
             Ok(head)
         })
     }
@@ -133,12 +129,10 @@ impl LogStore for SqliteStore {
     }
 
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let mut rx = self.head_tx.subscribe();
         Box::pin(async move {
-            let waited = tokio::time::timeout(timeout, async { rx.wait_for(|h| *h > after).await.map(|h| *h) }).await;
-            match waited {
-                Ok(Ok(h)) => Ok(h),
-                _ => self.head().await,
+            match self.heads.wait_past(after, timeout).await {
+                Some(head) => Ok(head),
+                None => self.head().await,
             }
         })
     }

@@ -7,7 +7,7 @@ use berth_model::Relation;
 use berth_model::entity::{Field, IdentifierInput};
 use berth_model::ids::{self, MAX_ENTITY_TITLE_LEN};
 use berth_model::query::Query;
-use berth_model::{Change, DomainError, Entity, EntityInput};
+use berth_model::{Change, DomainError, Entity, EntityInput, Timestamp};
 use serde_json::{Map, Value};
 
 use crate::State;
@@ -27,7 +27,7 @@ pub(crate) fn write(
     let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
     let given = match &input.identifier {
         Some(IdentifierInput::Id(id)) => Some(id.clone()),
-        Some(IdentifierInput::Search(q)) => Some(resolve_one(state, blueprint, q)?),
+        Some(IdentifierInput::Search(q)) => Some(resolve_one(state, blueprint, q, meta.now)?),
         None => None,
     };
     let identifier = match (path_id, given.as_deref()) {
@@ -150,7 +150,7 @@ pub(crate) fn write(
             let rel = bp.def.relations.get(key).ok_or_else(|| {
                 DomainError::SchemaMismatch(format!("relation `{key}` is not defined in blueprint `{blueprint}`"))
             })?;
-            *value = resolve_relation(state, key, rel, value)?;
+            *value = resolve_relation(state, key, rel, value, meta.now)?;
         }
     }
     let mut changes = Vec::new();
@@ -245,8 +245,8 @@ pub(crate) fn write(
 pub const MAX_SEARCH_RELATION_MATCHES: usize = 100;
 
 /// The one entity of `blueprint` an identifier search query matches.
-fn resolve_one(state: &State, blueprint: &str, query: &Query) -> Result<String, DomainError> {
-    let page = crate::search::search_blueprint(state, blueprint, Some(query), None, 2)?;
+fn resolve_one(state: &State, blueprint: &str, query: &Query, now: Timestamp) -> Result<String, DomainError> {
+    let page = crate::search::search_blueprint(state, blueprint, Some(query), now, None, 2)?;
     match page.entities.as_slice() {
         [one] => Ok(one.identifier.clone()),
         [] => Err(DomainError::not_found("entity", format!("{blueprint} matching the identifier search query"))),
@@ -257,10 +257,16 @@ fn resolve_one(state: &State, blueprint: &str, query: &Query) -> Result<String, 
 }
 
 /// The identifier(s) a relation search query matches: one for a single relation, up to 100 for a many one.
-fn resolve_relation(state: &State, key: &str, rel: &Relation, value: &Value) -> Result<Value, DomainError> {
+fn resolve_relation(
+    state: &State,
+    key: &str,
+    rel: &Relation,
+    value: &Value,
+    now: Timestamp,
+) -> Result<Value, DomainError> {
     let query = Query::parse(value).map_err(|e| DomainError::Invalid(format!("relation `{key}` search query: {e}")))?;
     let page =
-        crate::search::search_blueprint(state, &rel.target, Some(&query), None, MAX_SEARCH_RELATION_MATCHES + 1)?;
+        crate::search::search_blueprint(state, &rel.target, Some(&query), now, None, MAX_SEARCH_RELATION_MATCHES + 1)?;
     let ids: Vec<Value> = page.entities.iter().map(|e| Value::String(e.identifier.clone())).collect();
     match (rel.many, ids.len()) {
         (true, n) if n > MAX_SEARCH_RELATION_MATCHES => Err(DomainError::Invalid(format!(

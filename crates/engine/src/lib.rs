@@ -13,6 +13,7 @@ mod blueprints;
 mod command;
 mod digest;
 mod entities;
+pub mod graph;
 pub mod search;
 mod state;
 

@@ -1,20 +1,116 @@
 //! Answering rules-language queries.
 //!
+//! - [`Ctx`] prepares a query for one search: the time it runs at (for date presets and `isExpired`) and the
+//!   entity sets of its graph rules (`relatedTo`, `matchAny`, see [`crate::graph`]), computed once.
 //! - [`matches`] evaluates a whole query on one entity: the reference every plan must agree with.
 //! - The planner narrows the candidates before evaluating: a top-level `and` rule on `$identifier`
-//!   (`=`, `in`) reads the entity map, a rule on a relation (`=`, `in`) reads the reverse-relation index;
-//!   the smallest such set wins. Without one, the blueprint is scanned in identifier order.
-//!   (Per-property indexes come with issue 3.)
+//!   (`=`, `in`) reads the entity map, a rule on a relation (`=`, `in`) reads the reverse-relation index, a
+//!   graph rule reads its computed set; the smallest such set wins. Without one, the blueprint is scanned in
+//!   identifier order.
 
 use std::sync::Arc;
 
 use std::cmp::Ordering;
 
-use berth_model::query::{Bound, Meta, Op, Operand, Query, Rule, SortKey, Target};
+use berth_model::query::{Bound, GraphKind, Meta, Op, Operand, Query, Rule, SortKey, Target};
 use berth_model::{DomainError, Entity, Timestamp};
 use serde_json::Value;
 
 use crate::State;
+use crate::graph::{self, EntitySet};
+
+/// What a rule with a slot resolved to for this search.
+enum Slot {
+    Unused,
+    Range(Timestamp, Timestamp),
+    Set(EntitySet),
+}
+
+/// A query prepared for one search: the state, the time, and what its slotted rules resolved to.
+pub struct Ctx<'a> {
+    state: &'a State,
+    now: Timestamp,
+    slots: Vec<Slot>,
+}
+
+impl<'a> Ctx<'a> {
+    /// Prepares `query` for a search of the blueprint `scope`, or of every blueprint when `None`.
+    pub fn new(state: &'a State, query: &Query, now: Timestamp, scope: Option<&str>) -> Result<Ctx<'a>, DomainError> {
+        let mut slots: Vec<Slot> = (0..query.slots()).map(|_| Slot::Unused).collect();
+        let mut failure = None;
+        query.visit(&mut |node| {
+            let (slot, resolved) = match node {
+                Query::Rule(Rule { operand: Operand::Preset { preset, time_zone, slot }, .. }) => {
+                    let Some((from, to)) = preset.range(now, time_zone) else {
+                        failure = Some(DomainError::BadRequest(format!("unknown time zone {time_zone:?}")));
+                        return;
+                    };
+                    (*slot, Slot::Range(from, to))
+                }
+                Query::Graph(rule) => match resolve_graph(state, &rule.kind, scope) {
+                    Ok(set) => (rule.slot, Slot::Set(set)),
+                    Err(e) => {
+                        failure = Some(e);
+                        return;
+                    }
+                },
+                _ => return,
+            };
+            if let Some(s) = slots.get_mut(slot) {
+                *s = resolved;
+            }
+        });
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(Ctx { state, now, slots }),
+        }
+    }
+
+    fn set(&self, slot: usize) -> Option<&EntitySet> {
+        match self.slots.get(slot) {
+            Some(Slot::Set(set)) => Some(set),
+            _ => None,
+        }
+    }
+
+    fn range(&self, slot: usize) -> Option<(Timestamp, Timestamp)> {
+        match self.slots.get(slot) {
+            Some(Slot::Range(from, to)) => Some((*from, *to)),
+            _ => None,
+        }
+    }
+}
+
+fn resolve_graph(state: &State, kind: &GraphKind, scope: Option<&str>) -> Result<EntitySet, DomainError> {
+    match kind {
+        GraphKind::RelatedTo { blueprint, identifiers, direction, required } => {
+            if state.blueprint(blueprint).is_none() {
+                return Err(DomainError::BadRequest(format!(
+                    "relatedTo names blueprint `{blueprint}`, which does not exist"
+                )));
+            }
+            Ok(graph::related_to(state, blueprint, identifiers, *direction, *required))
+        }
+        GraphKind::MatchAny { from_blueprint, path, identifiers } => {
+            let mut out = EntitySet::new();
+            let starts: Vec<String> = match (from_blueprint, scope) {
+                (Some(from), Some(scope)) if from != scope => Vec::new(),
+                (Some(from), _) => vec![from.clone()],
+                (None, Some(scope)) => vec![scope.to_string()],
+                (None, None) => state
+                    .blueprints()
+                    .map(|b| b.def.identifier.clone())
+                    .filter(|b| graph::path_blueprints(state, b, path).is_ok())
+                    .collect(),
+            };
+            for start in starts {
+                let set = graph::match_any(state, &start, path, identifiers)?;
+                out.insert(start, set);
+            }
+            Ok(out)
+        }
+    }
+}
 
 /// One page of a blueprint search; `next` is the cursor for the page after it.
 #[derive(Debug)]
@@ -53,6 +149,7 @@ pub fn search_blueprint(
     state: &State,
     blueprint: &str,
     query: Option<&Query>,
+    now: Timestamp,
     from: Option<&str>,
     limit: usize,
 ) -> Result<Page, DomainError> {
@@ -62,12 +159,13 @@ pub fn search_blueprint(
     if let Some(q) = query {
         check_against(state, blueprint, q)?;
     }
+    let ctx = prepare(state, query, now, Some(blueprint))?;
     let after = match from {
         Some(c) => Some(decode_cursor(c)?),
         None => None,
     };
     let mut out = Vec::with_capacity(limit.min(1024));
-    let planned = query.and_then(|q| candidates(state, blueprint, q));
+    let planned = query.and_then(|q| candidates(&ctx, blueprint, q));
     let iter: Box<dyn Iterator<Item = &Arc<Entity>>> = match (planned, &after) {
         (Some(ids), after) => {
             let after = after.clone();
@@ -81,7 +179,7 @@ pub fn search_blueprint(
         (None, None) => Box::new(state.entities_of(blueprint)),
     };
     let mut more = false;
-    for e in iter.filter(|e| query.is_none_or(|q| matches(e, q))) {
+    for e in iter.filter(|e| query.is_none_or(|q| matches(&ctx, e, q))) {
         if out.len() == limit {
             more = true;
             break;
@@ -92,9 +190,27 @@ pub fn search_blueprint(
     Ok(Page { entities: out, next })
 }
 
+/// A query's context, or an empty one when there is no query.
+fn prepare<'a>(
+    state: &'a State,
+    query: Option<&Query>,
+    now: Timestamp,
+    scope: Option<&str>,
+) -> Result<Ctx<'a>, DomainError> {
+    match query {
+        Some(q) => Ctx::new(state, q, now, scope),
+        None => Ok(Ctx { state, now, slots: Vec::new() }),
+    }
+}
+
 /// Every entity of every blueprint (or of the blueprints a top-level `$blueprint` rule names) matching `query`,
 /// with the blueprints that had matches.
-pub fn search_all(state: &State, query: &Query) -> (Vec<Arc<Entity>>, Vec<String>) {
+pub fn search_all(
+    state: &State,
+    query: &Query,
+    now: Timestamp,
+) -> Result<(Vec<Arc<Entity>>, Vec<String>), DomainError> {
+    let ctx = Ctx::new(state, query, now, None)?;
     let blueprints: Vec<String> = match query.blueprint_filter() {
         Some(list) => list,
         None => state.blueprints().map(|b| b.def.identifier.clone()).collect(),
@@ -103,17 +219,16 @@ pub fn search_all(state: &State, query: &Query) -> (Vec<Arc<Entity>>, Vec<String
     let mut matching = Vec::new();
     for bp in blueprints {
         let before = out.len();
-        match candidates(state, &bp, query) {
-            Some(ids) => {
-                out.extend(ids.iter().filter_map(|id| state.entity(&bp, id)).filter(|e| matches(e, query)).cloned())
-            }
-            None => out.extend(state.entities_of(&bp).filter(|e| matches(e, query)).cloned()),
+        match candidates(&ctx, &bp, query) {
+            Some(ids) => out
+                .extend(ids.iter().filter_map(|id| state.entity(&bp, id)).filter(|e| matches(&ctx, e, query)).cloned()),
+            None => out.extend(state.entities_of(&bp).filter(|e| matches(&ctx, e, query)).cloned()),
         }
         if out.len() > before {
             matching.push(bp);
         }
     }
-    (out, matching)
+    Ok((out, matching))
 }
 
 /// An entity's place in a sorted result: its sort-key values, then its identifier.
@@ -126,16 +241,18 @@ pub fn search_blueprint_sorted(
     blueprint: &str,
     query: Option<&Query>,
     sort: &[SortKey],
+    now: Timestamp,
     from: Option<&str>,
     limit: usize,
 ) -> Result<Page, DomainError> {
     if sort.is_empty() {
-        return search_blueprint(state, blueprint, query, from, limit);
+        return search_blueprint(state, blueprint, query, now, from, limit);
     }
     let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
     if let Some(q) = query {
         check_against(state, blueprint, q)?;
     }
+    let ctx = prepare(state, query, now, Some(blueprint))?;
     for key in sort {
         if let Target::Property(p) = &key.target {
             if !bp.def.schema.properties.contains_key(p) {
@@ -174,16 +291,16 @@ pub fn search_blueprint_sorted(
         }
         None => None,
     };
-    let mut hits: Vec<(Position, Arc<Entity>)> = match query.and_then(|q| candidates(state, blueprint, q)) {
+    let mut hits: Vec<(Position, Arc<Entity>)> = match query.and_then(|q| candidates(&ctx, blueprint, q)) {
         Some(ids) => ids
             .iter()
             .filter_map(|id| state.entity(blueprint, id))
-            .filter(|e| query.is_none_or(|q| matches(e, q)))
+            .filter(|e| query.is_none_or(|q| matches(&ctx, e, q)))
             .map(|e| (position(e), Arc::clone(e)))
             .collect(),
         None => state
             .entities_of(blueprint)
-            .filter(|e| query.is_none_or(|q| matches(e, q)))
+            .filter(|e| query.is_none_or(|q| matches(&ctx, e, q)))
             .map(|e| (position(e), Arc::clone(e)))
             .collect(),
     };
@@ -214,6 +331,7 @@ fn sort_value(e: &Entity, target: &Target) -> Option<Value> {
         Target::Property(p) => e.properties.get(p).cloned(),
         Target::Relation(r) => e.relations.get(r).cloned(),
         Target::Meta(m) => Some(meta_value(e, *m)),
+        Target::PropertySchema { .. } | Target::Scorecard { .. } => None,
     };
     v.filter(|v| !v.is_null())
 }
@@ -249,20 +367,32 @@ fn sort_cmp(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 
 /// A superset of the identifiers (of `blueprint`) that can match `query`, in identifier order, when a top-level
 /// `and` rule allows reading them from an index; `None` when only a scan will do.
-fn candidates(state: &State, blueprint: &str, query: &Query) -> Option<std::collections::BTreeSet<String>> {
-    let rules: Vec<&Rule> = match query {
-        Query::Rule(r) => vec![r],
-        Query::Group { combinator: berth_model::query::Combinator::And, rules } => rules
-            .iter()
-            .filter_map(|q| match q {
-                Query::Rule(r) => Some(r),
-                Query::Group { .. } => None,
-            })
-            .collect(),
+fn candidates(ctx: &Ctx<'_>, blueprint: &str, query: &Query) -> Option<std::collections::BTreeSet<String>> {
+    let state = ctx.state;
+    let nodes: Vec<&Query> = match query {
+        Query::Group { combinator: berth_model::query::Combinator::And, rules } => rules.iter().collect(),
         Query::Group { .. } => return None,
+        single => vec![single],
     };
     let bp = state.blueprint(blueprint)?;
     let mut best: Option<std::collections::BTreeSet<String>> = None;
+    // A graph rule's computed set, restricted to this blueprint.
+    for node in &nodes {
+        if let Query::Graph(g) = node {
+            let set: std::collections::BTreeSet<String> = ctx
+                .set(g.slot)
+                .and_then(|s| s.get(blueprint))
+                .map(|ids| ids.iter().cloned().collect())
+                .unwrap_or_default();
+            if best.as_ref().is_none_or(|b| set.len() < b.len()) {
+                best = Some(set);
+            }
+        }
+    }
+    let rules = nodes.into_iter().filter_map(|q| match q {
+        Query::Rule(r) => Some(r),
+        _ => None,
+    });
     for rule in rules {
         let values: Vec<&str> = match (&rule.op, &rule.operand) {
             (Op::Eq, Operand::Scalar(Value::String(v))) => vec![v.as_str()],
@@ -295,8 +425,9 @@ fn candidates(state: &State, blueprint: &str, query: &Query) -> Option<std::coll
 
 /// The reference answer: a plain scan of the blueprint with [`matches`], no planning. For tests and
 /// for checking plans.
-pub fn scan(state: &State, blueprint: &str, query: &Query) -> Vec<Arc<Entity>> {
-    state.entities_of(blueprint).filter(|e| matches(e, query)).cloned().collect()
+pub fn scan(state: &State, blueprint: &str, query: &Query, now: Timestamp) -> Result<Vec<Arc<Entity>>, DomainError> {
+    let ctx = Ctx::new(state, query, now, Some(blueprint))?;
+    Ok(state.entities_of(blueprint).filter(|e| matches(&ctx, e, query)).cloned().collect())
 }
 
 fn encode_cursor(id: &str) -> String {
@@ -316,14 +447,17 @@ fn decode_cursor(c: &str) -> Result<String, DomainError> {
     String::from_utf8(bytes).map_err(|_| bad())
 }
 
-/// Whether an entity matches a query.
-pub fn matches(e: &Entity, q: &Query) -> bool {
+/// Whether an entity matches a query prepared as `ctx`.
+pub fn matches(ctx: &Ctx<'_>, e: &Entity, q: &Query) -> bool {
     match q {
         Query::Group { combinator, rules } => match combinator {
-            berth_model::query::Combinator::And => rules.iter().all(|r| matches(e, r)),
-            berth_model::query::Combinator::Or => rules.iter().any(|r| matches(e, r)),
+            berth_model::query::Combinator::And => rules.iter().all(|r| matches(ctx, e, r)),
+            berth_model::query::Combinator::Or => rules.iter().any(|r| matches(ctx, e, r)),
         },
-        Query::Rule(rule) => rule_matches(e, rule),
+        Query::Rule(rule) => rule_matches(ctx, e, rule),
+        Query::Graph(g) => {
+            ctx.set(g.slot).and_then(|s| s.get(&*e.blueprint)).is_some_and(|ids| ids.contains(&e.identifier))
+        }
     }
 }
 
@@ -391,13 +525,19 @@ fn string_test(v: Option<&Value>, want: &Value, f: fn(&str, &str) -> bool) -> bo
 
 /// `$createdAt` / `$updatedAt` against a date bound or range, compared as timestamps (no formatting and
 /// re-parsing per entity on a scan). `None` when the rule is not of that kind.
-fn meta_time_matches(e: &Entity, rule: &Rule) -> Option<bool> {
+fn meta_time_matches(ctx: &Ctx<'_>, e: &Entity, rule: &Rule) -> Option<bool> {
     let t = match rule.target {
         Target::Meta(Meta::CreatedAt) => e.created_at,
         Target::Meta(Meta::UpdatedAt) => e.updated_at,
         _ => return None,
     };
     Some(match (&rule.op, &rule.operand) {
+        (Op::Between, Operand::Preset { slot, .. }) => ctx.range(*slot).is_some_and(|(from, to)| t >= from && t <= to),
+        (Op::NotBetween, Operand::Preset { slot, .. }) => {
+            !ctx.range(*slot).is_some_and(|(from, to)| t >= from && t <= to)
+        }
+        (Op::IsExpired, _) => t < ctx.now,
+        (Op::IsNotExpired, _) => t >= ctx.now,
         (Op::Gt, Operand::Bound(Bound::Time(b))) => t > *b,
         (Op::Ge, Operand::Bound(Bound::Time(b))) => t >= *b,
         (Op::Lt, Operand::Bound(Bound::Time(b))) => t < *b,
@@ -408,8 +548,37 @@ fn meta_time_matches(e: &Entity, rule: &Rule) -> Option<bool> {
     })
 }
 
-fn rule_matches(e: &Entity, rule: &Rule) -> bool {
-    if let Some(hit) = meta_time_matches(e, rule) {
+/// `propertySchema` rules: every property of the entity's blueprint with that type and format is tested;
+/// `=` and `contains` match when one of them does, `!=` when none is equal.
+fn schema_rule_matches(ctx: &Ctx<'_>, e: &Entity, rule: &Rule, kind: &str, format: Option<&str>) -> bool {
+    let Some(bp) = ctx.state.blueprint(&e.blueprint) else { return false };
+    let mut values = bp.def.schema.properties.iter().filter_map(|(name, def)| {
+        let same_type = def.get("type").and_then(Value::as_str) == Some(kind);
+        let same_format = format.is_none_or(|f| def.get("format").and_then(Value::as_str) == Some(f));
+        (same_type && same_format).then(|| e.properties.get(name))
+    });
+    match (&rule.op, &rule.operand) {
+        (Op::Eq, Operand::Scalar(w)) => values.any(|v| eq(v, w)),
+        (Op::Ne, Operand::Scalar(w)) => !values.any(|v| eq(v, w)),
+        (Op::Contains, Operand::Scalar(w)) => values.any(|v| contains(v, w)),
+        _ => false,
+    }
+}
+
+fn contains(v: Option<&Value>, w: &Value) -> bool {
+    match (v, w) {
+        (Some(Value::String(s)), Value::String(w)) => s.contains(w.as_str()),
+        (Some(Value::Array(items)), w) => items.iter().any(|i| scalar_eq(i, w)),
+        _ => false,
+    }
+}
+
+fn in_range(v: Option<&Value>, from: Timestamp, to: Timestamp) -> bool {
+    v.and_then(Value::as_str).and_then(Timestamp::parse).is_some_and(|t| t >= from && t <= to)
+}
+
+fn rule_matches(ctx: &Ctx<'_>, e: &Entity, rule: &Rule) -> bool {
+    if let Some(hit) = meta_time_matches(ctx, e, rule) {
         return hit;
     }
     let owned;
@@ -420,6 +589,9 @@ fn rule_matches(e: &Entity, rule: &Rule) -> bool {
             owned = meta_value(e, *m);
             Some(&owned)
         }
+        Target::PropertySchema { kind, format } => return schema_rule_matches(ctx, e, rule, kind, format.as_deref()),
+        // Scorecards are not computed yet: every entity is without a level.
+        Target::Scorecard { .. } => None,
     };
     use std::cmp::Ordering::*;
     match (&rule.op, &rule.operand) {
@@ -433,25 +605,18 @@ fn rule_matches(e: &Entity, rule: &Rule) -> bool {
         (Op::Le, Operand::Bound(b)) => matches!(compare(v, b), Some(Less | Equal)),
         (Op::In | Op::ContainsAny, Operand::List(l)) => in_list(v, l),
         (Op::NotIn, Operand::List(l)) => !in_list(v, l),
-        (Op::Contains, Operand::Scalar(w)) => match (v, w) {
-            (Some(Value::String(s)), Value::String(w)) => s.contains(w.as_str()),
-            (Some(Value::Array(items)), w) => items.iter().any(|i| scalar_eq(i, w)),
-            _ => false,
-        },
-        (Op::DoesNotContain, Operand::Scalar(w)) => !rule_matches(
-            e,
-            &Rule { target: rule.target.clone(), op: Op::Contains, operand: Operand::Scalar(w.clone()) },
-        ),
+        (Op::Contains, Operand::Scalar(w)) => contains(v, w),
+        (Op::DoesNotContain, Operand::Scalar(w)) => !contains(v, w),
         (Op::BeginsWith, Operand::Scalar(w)) => string_test(v, w, |s, w| s.starts_with(w)),
         (Op::DoesNotBeginWith, Operand::Scalar(w)) => !string_test(v, w, |s, w| s.starts_with(w)),
         (Op::EndsWith, Operand::Scalar(w)) => string_test(v, w, |s, w| s.ends_with(w)),
         (Op::DoesNotEndWith, Operand::Scalar(w)) => !string_test(v, w, |s, w| s.ends_with(w)),
-        (Op::Between, Operand::Range { from, to }) => {
-            v.and_then(Value::as_str).and_then(Timestamp::parse).is_some_and(|t| t >= *from && t <= *to)
-        }
-        (Op::NotBetween, Operand::Range { from, to }) => {
-            !v.and_then(Value::as_str).and_then(Timestamp::parse).is_some_and(|t| t >= *from && t <= *to)
-        }
+        (Op::Between, Operand::Range { from, to }) => in_range(v, *from, *to),
+        (Op::NotBetween, Operand::Range { from, to }) => !in_range(v, *from, *to),
+        (Op::Between, Operand::Preset { slot, .. }) => ctx.range(*slot).is_some_and(|(f, t)| in_range(v, f, t)),
+        (Op::NotBetween, Operand::Preset { slot, .. }) => !ctx.range(*slot).is_some_and(|(f, t)| in_range(v, f, t)),
+        (Op::IsExpired, _) => v.and_then(Value::as_str).and_then(Timestamp::parse).is_some_and(|t| t < ctx.now),
+        (Op::IsNotExpired, _) => v.and_then(Value::as_str).and_then(Timestamp::parse).is_some_and(|t| t >= ctx.now),
         // The parser pairs every operator with its operand kind; any other pairing cannot be built.
         _ => false,
     }

@@ -4,6 +4,9 @@ use berth_engine::{Command, Outcome, State, WriteMeta, WriteMode, execute};
 use berth_model::{DomainError, EntityInput, Event, Origin, Timestamp};
 use serde_json::{Value, json};
 
+/// The time searches run at in these tests.
+const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+
 struct Harness {
     state: State,
     log: Vec<Event>,
@@ -345,6 +348,10 @@ mod planned_search {
             (0u8..3).prop_map(|i| json!({"relation": "system", "operator": "=", "value": format!("sys{i}")})),
             (0u8..60).prop_map(|r| json!({"property": "replicas", "operator": ">", "value": r})),
             Just(json!({"relation": "deps", "operator": "isEmpty"})),
+            (0u8..15, 1u32..4).prop_map(|(i, hops)| json!({"operator": "matchAny", "value": format!("s{i}"),
+                "property": {"path": [{"relation": "deps", "maxHops": hops}]}})),
+            (0u8..15, any::<bool>()).prop_map(|(i, down)| json!({"operator": "relatedTo", "blueprint": "service",
+                "value": format!("s{i}"), "direction": if down { "downstream" } else { "upstream" }})),
         ]
     }
 
@@ -383,11 +390,11 @@ mod planned_search {
                 h.run(Command::WriteEntity { blueprint: "service".into(), path_id: None, input, mode: WriteMode::Upsert, create_missing_related: true }).expect("write");
             }
             let query = Query::parse(&q).expect("parses");
-            let expected: Vec<String> = search::scan(&h.state, "service", &query).iter().map(|e| e.identifier.clone()).collect();
+            let expected: Vec<String> = search::scan(&h.state, "service", &query, NOW).expect("scan").iter().map(|e| e.identifier.clone()).collect();
             let mut got = Vec::new();
             let mut from: Option<String> = None;
             loop {
-                let page = search::search_blueprint(&h.state, "service", Some(&query), from.as_deref(), limit).expect("search");
+                let page = search::search_blueprint(&h.state, "service", Some(&query), NOW, from.as_deref(), limit).expect("search");
                 prop_assert!(page.entities.len() <= limit);
                 got.extend(page.entities.iter().map(|e| e.identifier.clone()));
                 match page.next {
@@ -436,7 +443,7 @@ mod sorted_search {
                 {"property": "replicas", "operator": ">=", "value": min},
                 {"property": "replicas", "operator": "isEmpty"}]})).expect("query");
             // The expected order, computed independently.
-            let mut expected: Vec<(Option<String>, Option<i64>, String)> = search::scan(&h.state, "service", &query)
+            let mut expected: Vec<(Option<String>, Option<i64>, String)> = search::scan(&h.state, "service", &query, NOW).expect("scan")
                 .iter()
                 .map(|e| (e.title.clone(), e.properties.get("replicas").and_then(|v| v.as_i64()), e.identifier.clone()))
                 .collect();
@@ -464,12 +471,153 @@ mod sorted_search {
             let mut got = Vec::new();
             let mut from: Option<String> = None;
             loop {
-                let page = search::search_blueprint_sorted(&h.state, "service", Some(&query), &sort, from.as_deref(), limit).expect("search");
+                let page = search::search_blueprint_sorted(&h.state, "service", Some(&query), &sort, NOW, from.as_deref(), limit).expect("search");
                 prop_assert!(page.entities.len() <= limit);
                 got.extend(page.entities.iter().map(|e| e.identifier.clone()));
                 match page.next { Some(n) => from = Some(n), None => break }
             }
             prop_assert_eq!(got, expected);
         }
+    }
+}
+
+mod graph_rules {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use berth_engine::search;
+    use berth_model::query::Query;
+    use proptest::prelude::*;
+
+    /// The services reachable from `start` by following `deps` forward, 1 to `hops` times: a plain walk over
+    /// the entities' own relation values, independent of the reverse index the engine reads.
+    fn forward(h: &Harness, start: &str, hops: usize) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut frontier = vec![start.to_string()];
+        for _ in 0..hops {
+            let mut next = Vec::new();
+            for id in &frontier {
+                if let Some(e) = h.state.entity("service", id) {
+                    for t in e.relations.get("deps").map(berth_model::Entity::relation_targets).unwrap_or_default() {
+                        if seen.insert(t.to_string()) {
+                            next.push(t.to_string());
+                        }
+                    }
+                }
+            }
+            frontier = next;
+        }
+        seen
+    }
+
+    fn ids(found: Vec<std::sync::Arc<berth_model::Entity>>) -> BTreeSet<String> {
+        found.iter().map(|e| e.identifier.clone()).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// `matchAny` and `relatedTo` (read backwards from the reverse-relation index) agree with forward walks.
+        #[test]
+        fn graph_rules_agree_with_forward_walks(
+            services in prop::collection::vec((0u8..12, prop::collection::vec(0u8..12, 0..3)), 1..30),
+            target in 0u8..12,
+            hops in 1usize..5,
+        ) {
+            let mut h = catalog();
+            for (id, deps) in services {
+                let relations = json!({"deps": deps.iter().map(|d| format!("s{d}")).collect::<Vec<_>>()});
+                let input = EntityInput::from_value(&json!({"identifier": format!("s{id}"), "relations": relations})).expect("input");
+                h.run(Command::WriteEntity { blueprint: "service".into(), path_id: None, input, mode: WriteMode::Upsert, create_missing_related: true }).expect("write");
+            }
+            let target = format!("s{target}");
+            let all: Vec<String> = h.state.entities_of("service").map(|e| e.identifier.clone()).collect();
+
+            let q = Query::parse(&json!({"combinator": "and", "rules": [{"operator": "matchAny", "value": target,
+                "property": {"path": [{"relation": "deps", "maxHops": hops}]}}]})).expect("parses");
+            let expected: BTreeSet<String> = all.iter().filter(|id| forward(&h, id, hops).contains(&target)).cloned().collect();
+            prop_assert_eq!(ids(search::scan(&h.state, "service", &q, NOW).expect("scan")), expected);
+
+            // Upstream of the target: what it depends on, at any depth up to 15 hops (itself excluded).
+            let q = Query::parse(&json!({"combinator": "and", "rules": [{"operator": "relatedTo", "blueprint": "service",
+                "value": target, "direction": "upstream"}]})).expect("parses");
+            let mut expected = forward(&h, &target, 15);
+            expected.remove(&target);
+            if h.state.entity("service", &target).is_none() {
+                expected.clear();
+            }
+            prop_assert_eq!(ids(search::scan(&h.state, "service", &q, NOW).expect("scan")), expected);
+
+            // Downstream: what depends on it.
+            let q = Query::parse(&json!({"combinator": "and", "rules": [{"operator": "relatedTo", "blueprint": "service",
+                "value": target, "direction": "downstream"}]})).expect("parses");
+            let expected: BTreeSet<String> = if h.state.entity("service", &target).is_none() {
+                BTreeSet::new()
+            } else {
+                all.iter().filter(|id| **id != target && forward(&h, id, 15).contains(&target)).cloned().collect()
+            };
+            prop_assert_eq!(ids(search::scan(&h.state, "service", &q, NOW).expect("scan")), expected);
+        }
+    }
+
+    #[test]
+    fn presets_expiry_and_property_schemas() {
+        let mut h = catalog();
+        h.blueprint(json!({"identifier": "cert", "title": "Cert", "schema": {"properties": {
+            "expires": {"type": "string", "format": "date-time"},
+            "repo": {"type": "string", "format": "url"},
+            "docs": {"type": "string", "format": "url"}}}}));
+        for (id, expires, repo, docs) in [
+            ("old", "2027-01-01T00:00:00Z", "https://git.example.com/a", "https://docs.example.com/a"),
+            ("soon", "2027-01-16T10:00:00Z", "https://svn.example.com/b", "https://git.example.com/docs"),
+            ("later", "2028-06-01T00:00:00Z", "https://svn.example.com/c", "https://docs.example.com/c"),
+        ] {
+            h.write(
+                "cert",
+                json!({"identifier": id, "properties": {"expires": expires, "repo": repo, "docs": docs}}),
+                WriteMode::Create,
+            )
+            .expect("cert");
+        }
+        let now = Timestamp::parse("2027-01-15T12:00:00Z").expect("now");
+        let run = |q: Value| -> BTreeSet<String> {
+            let q = Query::parse(&q).expect("parses");
+            ids(search::scan(&h.state, "cert", &q, now).expect("scan"))
+        };
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(
+            run(json!({"combinator": "and", "rules": [{"property": "expires", "operator": "isExpired"}]})),
+            set(&["old"])
+        );
+        assert_eq!(
+            run(json!({"combinator": "and", "rules": [{"property": "expires", "operator": "isNotExpired"}]})),
+            set(&["later", "soon"])
+        );
+        assert_eq!(
+            run(json!({"combinator": "and", "rules": [{"property": "expires", "operator": "between",
+            "value": {"preset": "nextWeek", "timeZone": "UTC"}}]})),
+            set(&["soon"])
+        );
+        assert_eq!(
+            run(json!({"combinator": "and", "rules": [{"property": "expires", "operator": "=",
+            "value": {"preset": "tomorrow", "timeZone": "Asia/Tokyo"}}]})),
+            set(&["soon"]),
+            "16 Jan in Tokyo runs 15:00Z-15:00Z"
+        );
+        assert_eq!(
+            run(json!({"combinator": "and", "rules": [{"propertySchema": {"type": "string", "format": "url"},
+            "operator": "contains", "value": "git."}]})),
+            set(&["old", "soon"])
+        );
+        assert_eq!(
+            run(json!({"combinator": "and", "rules": [{"propertySchema": {"type": "string", "format": "url"},
+            "operator": "!=", "value": "https://svn.example.com/c"}]})),
+            set(&["old", "soon"])
+        );
+        assert_eq!(
+            run(json!({"combinator": "and", "rules": [{"scorecard": "ownership", "operator": "isEmpty"}]})).len(),
+            3,
+            "no scorecards yet: every entity is without a level"
+        );
     }
 }

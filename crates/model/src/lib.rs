@@ -13,6 +13,7 @@
 
 pub mod blueprint;
 pub mod credential;
+pub mod date_preset;
 pub mod entity;
 pub mod error;
 pub mod event;

@@ -2,20 +2,34 @@
 //!
 //! Grammar (JSON):
 //! ```text
-//! query    := { "combinator": "and" | "or", "rules": [ node, ... ] }
+//! query    := { "combinator": "and" | "or", "rules": [ node, ... ] }      ("conditions" is accepted for "rules")
 //! node     := query | rule
 //! rule     := { "property": NAME, "operator": OP, "value"?: VALUE }
 //!           | { "relation": NAME, "operator": "=" | "!=" | "in" | "notIn" | "isEmpty" | "isNotEmpty", "value"?: VALUE }
+//!           | { "propertySchema": {"type": TYPE, "format"?: FORMAT}, "operator": "=" | "!=" | "contains", "value": VALUE }
+//!           | { "scorecard": ID, "scorecardRule"?: ID, "operator": "=" | "!=" | "in" | "notIn" | "isEmpty" | "isNotEmpty", "value"?: VALUE }
+//!           | { "operator": "relatedTo", "blueprint": BP, "value": ID | [ID, ...],
+//!               "direction"?: "upstream" | "downstream", "required"?: BOOL }
+//!           | { "operator": "matchAny", "property": { "path": [STEP, ...], "fromBlueprint"?: BP }, "value": ID | [ID, ...] }
+//! STEP     := RELATION | { "relation": RELATION, "maxHops": 1..15 }          (at most one step with maxHops)
 //! NAME     := a property identifier, or a meta-property: $identifier $title $team $icon $blueprint
 //!             $createdAt $updatedAt $createdBy $updatedBy $datasource
 //! OP       := "=" "!=" ">" ">=" "<" "<=" "in" "notIn" "contains" "doesNotContains" "beginsWith"
 //!             "doesNotBeginsWith" "endsWith" "doesNotEndsWith" "containsAny" "isEmpty" "isNotEmpty"
-//!             "between" "notBetween"
+//!             "between" "notBetween" "isExpired" "isNotExpired"
 //! ```
-//! - `in`, `notIn`, `containsAny` take an array; `between` / `notBetween` take `{"from": DATE, "to": DATE}`;
-//!   `isEmpty` / `isNotEmpty` take no value; the comparison operators take a number or a date-time string.
-//! - Not yet supported (refused with a 400 that says so): `relatedTo`, `matchAny`, `propertySchema`, date
-//!   presets, scorecard rules, contextual values.
+//! - `in`, `notIn`, `containsAny` take an array; `between` / `notBetween` (and `=` given an object) take
+//!   `{"from": DATE, "to": DATE}` or `{"preset": PRESET, "timeZone"?: IANA}` (see [`crate::date_preset`]);
+//!   `isEmpty`, `isNotEmpty`, `isExpired`, `isNotExpired` take no value; the comparison operators take a
+//!   number or a date-time string.
+//! - `relatedTo` matches the entities reachable from the given entities of `blueprint` through relations:
+//!   `upstream` follows their relations (what they depend on), `downstream` follows relations pointing at
+//!   them (what depends on them), neither means both; `required` follows only required relations; at most
+//!   15 hops. `matchAny` matches an entity when following `path` from it reaches one of the given entities.
+//! - Rules that need the catalog or the clock to be evaluated (graph rules, date presets) carry a `slot`,
+//!   unique within the query, where the engine keeps what it computed for them.
+//! - Not supported (refused with a 400 that says so): contextual values (`{"context": ...}`), which need the
+//!   caller's identity.
 //!
 //! A query that does not parse gives a [`QueryError`] naming the offending node by its path, such as
 //! `rules[2].rules[0]`, and what was expected there.
@@ -23,6 +37,7 @@
 use serde_json::{Map, Value};
 
 use crate::Timestamp;
+use crate::date_preset::{DatePreset, PRESET_NAMES, known_time_zone};
 use crate::schema::kind_of;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +84,16 @@ pub enum Target {
     Property(String),
     Meta(Meta),
     Relation(String),
+    /// Every property of the blueprint with this type (and format).
+    PropertySchema {
+        kind: String,
+        format: Option<String>,
+    },
+    /// An entity's level on a scorecard, or its status on one rule of it.
+    Scorecard {
+        scorecard: String,
+        rule: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +117,8 @@ pub enum Op {
     IsNotEmpty,
     Between,
     NotBetween,
+    IsExpired,
+    IsNotExpired,
 }
 
 impl Op {
@@ -116,6 +143,8 @@ impl Op {
             "isNotEmpty" => Op::IsNotEmpty,
             "between" => Op::Between,
             "notBetween" => Op::NotBetween,
+            "isExpired" => Op::IsExpired,
+            "isNotExpired" => Op::IsNotExpired,
             _ => return None,
         })
     }
@@ -134,6 +163,12 @@ pub enum Operand {
         from: Timestamp,
         to: Timestamp,
     },
+    /// A date preset, resolved by the engine against the time of the search.
+    Preset {
+        preset: DatePreset,
+        time_zone: String,
+        slot: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -149,10 +184,40 @@ pub struct Rule {
     pub operand: Operand,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Upstream,
+    Downstream,
+}
+
+/// One step of a `matchAny` path: a relation followed 1 to `max_hops` times.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PathStep {
+    pub relation: String,
+    pub max_hops: u32,
+}
+
+/// The most hops a graph rule follows.
+pub const MAX_HOPS: u32 = 15;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum GraphKind {
+    RelatedTo { blueprint: String, identifiers: Vec<String>, direction: Option<Direction>, required: bool },
+    MatchAny { from_blueprint: Option<String>, path: Vec<PathStep>, identifiers: Vec<String> },
+}
+
+/// A rule answered from the relation graph; the engine computes its matching set once per search.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphRule {
+    pub slot: usize,
+    pub kind: GraphKind,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Query {
     Group { combinator: Combinator, rules: Vec<Query> },
     Rule(Rule),
+    Graph(GraphRule),
 }
 
 /// A query that does not parse: where, and what was wrong.
@@ -169,7 +234,27 @@ pub const MAX_DEPTH: usize = 32;
 impl Query {
     /// Parses a query (`{"combinator", "rules"}`).
     pub fn parse(v: &Value) -> Result<Query, QueryError> {
-        parse_node(v, "query", 0)
+        let mut slots = 0;
+        parse_node(v, "query", 0, &mut slots)
+    }
+
+    /// How many slots the query's rules use (see the module docs).
+    pub fn slots(&self) -> usize {
+        let mut n = 0;
+        self.visit(&mut |q| match q {
+            Query::Graph(g) => n = n.max(g.slot + 1),
+            Query::Rule(Rule { operand: Operand::Preset { slot, .. }, .. }) => n = n.max(slot + 1),
+            _ => {}
+        });
+        n
+    }
+
+    /// Every node, depth first.
+    pub fn visit<'a>(&'a self, f: &mut impl FnMut(&'a Query)) {
+        f(self);
+        if let Query::Group { rules, .. } = self {
+            rules.iter().for_each(|q| q.visit(f));
+        }
     }
 
     /// Every property name a rule names (for checking them against a blueprint).
@@ -198,6 +283,7 @@ impl Query {
         match self {
             Query::Group { rules, .. } => rules.iter().for_each(|q| q.walk(f)),
             Query::Rule(r) => f(r),
+            Query::Graph(_) => {}
         }
     }
 
@@ -224,25 +310,120 @@ fn err(path: &str, message: impl Into<String>) -> QueryError {
     QueryError { path: path.to_string(), message: message.into() }
 }
 
-fn parse_node(v: &Value, path: &str, depth: usize) -> Result<Query, QueryError> {
+fn parse_node(v: &Value, path: &str, depth: usize, slots: &mut usize) -> Result<Query, QueryError> {
     if depth > MAX_DEPTH {
         return Err(err(path, format!("groups nest deeper than {MAX_DEPTH} levels")));
     }
     let obj = v.as_object().ok_or_else(|| err(path, format!("expected an object, got {}", kind_of(v))))?;
-    if obj.contains_key("combinator") || obj.contains_key("rules") {
-        return parse_group(obj, path, depth);
+    if obj.contains_key("combinator") || obj.contains_key("rules") || obj.contains_key("conditions") {
+        return parse_group(obj, path, depth, slots);
     }
-    parse_rule(obj, path).map(Query::Rule)
+    match obj.get("operator").and_then(Value::as_str) {
+        Some("relatedTo") => return parse_related_to(obj, path, slots),
+        Some("matchAny") => return parse_match_any(obj, path, slots),
+        _ => {}
+    }
+    parse_rule(obj, path, slots).map(Query::Rule)
 }
 
-fn parse_group(obj: &Map<String, Value>, path: &str, depth: usize) -> Result<Query, QueryError> {
+fn next_slot(slots: &mut usize) -> usize {
+    *slots += 1;
+    *slots - 1
+}
+
+/// `value` as one identifier or a non-empty array of them.
+fn identifiers(obj: &Map<String, Value>, path: &str) -> Result<Vec<String>, QueryError> {
+    match obj.get("value") {
+        Some(Value::String(id)) => Ok(vec![id.clone()]),
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| err(path, "`value` must be an identifier or an array of identifiers")),
+        Some(Value::Object(_)) => Err(err(path, "contextual values ({\"context\": ...}) are not supported yet")),
+        _ => Err(err(path, "`value` must be an identifier or a non-empty array of identifiers")),
+    }
+}
+
+fn parse_related_to(obj: &Map<String, Value>, path: &str, slots: &mut usize) -> Result<Query, QueryError> {
+    let blueprint = match obj.get("blueprint") {
+        Some(Value::String(b)) if !b.is_empty() => b.clone(),
+        _ => return Err(err(path, "`relatedTo` needs `blueprint`: the blueprint of the entities in `value`")),
+    };
+    let direction = match obj.get("direction") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(d)) if d == "upstream" => Some(Direction::Upstream),
+        Some(Value::String(d)) if d == "downstream" => Some(Direction::Downstream),
+        Some(other) => {
+            return Err(err(path, format!("`direction` must be \"upstream\" or \"downstream\", got {other}")));
+        }
+    };
+    let required = match obj.get("required") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(err(path, format!("`required` must be a boolean, got {}", kind_of(other)))),
+    };
+    let identifiers = identifiers(obj, path)?;
+    let kind = GraphKind::RelatedTo { blueprint, identifiers, direction, required };
+    Ok(Query::Graph(GraphRule { slot: next_slot(slots), kind }))
+}
+
+fn parse_match_any(obj: &Map<String, Value>, path: &str, slots: &mut usize) -> Result<Query, QueryError> {
+    let spec = obj.get("property").and_then(Value::as_object).ok_or_else(|| {
+        err(path, "`matchAny` needs `property`: {\"path\": [relation, ...], \"fromBlueprint\"?: blueprint}")
+    })?;
+    let steps = spec
+        .get("path")
+        .and_then(Value::as_array)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| err(path, "`property.path` must be a non-empty array of relations"))?;
+    let mut out = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter().enumerate() {
+        let step = match step {
+            Value::String(r) => PathStep { relation: r.clone(), max_hops: 1 },
+            Value::Object(o) => {
+                let relation = o
+                    .get("relation")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| err(path, format!("`property.path[{i}]` needs `relation` (a string)")))?;
+                let max_hops = match o.get("maxHops") {
+                    None => 1,
+                    Some(v) => v
+                        .as_u64()
+                        .filter(|h| (1..=u64::from(MAX_HOPS)).contains(h))
+                        .ok_or_else(|| err(path, format!("`property.path[{i}].maxHops` must be 1 to {MAX_HOPS}")))?
+                        as u32,
+                };
+                PathStep { relation: relation.to_string(), max_hops }
+            }
+            other => {
+                return Err(err(path, format!("`property.path[{i}]` must be a relation name, got {}", kind_of(other))));
+            }
+        };
+        out.push(step);
+    }
+    if out.iter().filter(|s| s.max_hops > 1).count() > 1 {
+        return Err(err(path, "`maxHops` may be given once per path"));
+    }
+    let from_blueprint = match spec.get("fromBlueprint") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(b)) => Some(b.clone()),
+        Some(other) => return Err(err(path, format!("`fromBlueprint` must be a string, got {}", kind_of(other)))),
+    };
+    let identifiers = identifiers(obj, path)?;
+    let kind = GraphKind::MatchAny { from_blueprint, path: out, identifiers };
+    Ok(Query::Graph(GraphRule { slot: next_slot(slots), kind }))
+}
+
+fn parse_group(obj: &Map<String, Value>, path: &str, depth: usize, slots: &mut usize) -> Result<Query, QueryError> {
     let combinator = match obj.get("combinator") {
         Some(Value::String(c)) if c == "and" => Combinator::And,
         Some(Value::String(c)) if c == "or" => Combinator::Or,
         Some(other) => return Err(err(path, format!("`combinator` must be \"and\" or \"or\", got {other}"))),
         None => return Err(err(path, "a group needs a `combinator` (\"and\" or \"or\")")),
     };
-    let rules = match obj.get("rules") {
+    // Scorecard queries name their rules `conditions`.
+    let rules = match obj.get("rules").or_else(|| obj.get("conditions")) {
         Some(Value::Array(rules)) => rules,
         Some(other) => return Err(err(path, format!("`rules` must be an array, got {}", kind_of(other)))),
         None => return Err(err(path, "a group needs `rules` (an array)")),
@@ -251,32 +432,31 @@ fn parse_group(obj: &Map<String, Value>, path: &str, depth: usize) -> Result<Que
     let rules = rules
         .iter()
         .enumerate()
-        .map(|(i, r)| parse_node(r, &format!("{prefix}rules[{i}]"), depth + 1))
+        .map(|(i, r)| parse_node(r, &format!("{prefix}rules[{i}]"), depth + 1, slots))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Query::Group { combinator, rules })
 }
 
-const UNSUPPORTED: &[&str] = &["relatedTo", "matchAny", "propertySchema", "scorecard"];
-
-fn parse_rule(obj: &Map<String, Value>, path: &str) -> Result<Rule, QueryError> {
+fn parse_rule(obj: &Map<String, Value>, path: &str, slots: &mut usize) -> Result<Rule, QueryError> {
     let op_name = match obj.get("operator") {
         Some(Value::String(o)) => o.as_str(),
         Some(other) => return Err(err(path, format!("`operator` must be a string, got {}", kind_of(other)))),
         None => return Err(err(path, "a rule needs an `operator`")),
     };
-    for key in UNSUPPORTED {
-        if op_name == *key || obj.contains_key(*key) {
-            return Err(err(path, format!("`{key}` rules are not supported yet")));
-        }
-    }
-    let op = Op::parse(op_name).ok_or_else(|| {
+    let mut op = Op::parse(op_name).ok_or_else(|| {
         err(
             path,
             format!(
-                "unknown operator {op_name:?}; expected one of = != > >= < <= in notIn contains doesNotContains beginsWith doesNotBeginsWith endsWith doesNotEndsWith containsAny isEmpty isNotEmpty between notBetween"
+                "unknown operator {op_name:?}; expected one of = != > >= < <= in notIn contains doesNotContains beginsWith doesNotBeginsWith endsWith doesNotEndsWith containsAny isEmpty isNotEmpty between notBetween isExpired isNotExpired relatedTo matchAny"
             ),
         )
     })?;
+    if let Some(spec) = obj.get("propertySchema") {
+        return parse_property_schema(spec, op, op_name, obj.get("value"), path);
+    }
+    if let Some(scorecard) = obj.get("scorecard") {
+        return parse_scorecard_rule(obj, scorecard, op, op_name, path);
+    }
     let target = match (obj.get("property"), obj.get("relation")) {
         (Some(Value::String(p)), None) => match p.strip_prefix('$') {
             Some(_) => Target::Meta(Meta::parse(p).ok_or_else(|| err(path, format!("unknown meta-property {p:?}")))?),
@@ -292,6 +472,10 @@ fn parse_rule(obj: &Map<String, Value>, path: &str) -> Result<Rule, QueryError> 
         }
         (None, None) => return Err(err(path, "a rule needs a `property` or a `relation`")),
     };
+    // `=` with a date object is `between`.
+    if op == Op::Eq && obj.get("value").is_some_and(Value::is_object) {
+        op = Op::Between;
+    }
     if matches!(target, Target::Relation(_))
         && !matches!(op, Op::Eq | Op::Ne | Op::In | Op::NotIn | Op::IsEmpty | Op::IsNotEmpty)
     {
@@ -302,7 +486,7 @@ fn parse_rule(obj: &Map<String, Value>, path: &str) -> Result<Rule, QueryError> 
     }
     let value = obj.get("value");
     let operand = match op {
-        Op::IsEmpty | Op::IsNotEmpty => Operand::None,
+        Op::IsEmpty | Op::IsNotEmpty | Op::IsExpired | Op::IsNotExpired => Operand::None,
         Op::In | Op::NotIn | Op::ContainsAny => match value {
             Some(Value::Array(items)) => {
                 if let Some(bad) = items.iter().find(|v| v.is_array() || v.is_object()) {
@@ -332,8 +516,22 @@ fn parse_rule(obj: &Map<String, Value>, path: &str) -> Result<Rule, QueryError> 
             let range = value.and_then(Value::as_object).ok_or_else(|| {
                 err(path, format!("operator {op_name:?} needs a `value` of the form {{\"from\": DATE, \"to\": DATE}}"))
             })?;
-            if range.contains_key("preset") {
-                return Err(err(path, "date presets are not supported yet; give `from` and `to`"));
+            if let Some(preset) = range.get("preset") {
+                let name = preset.as_str().unwrap_or_default();
+                let preset = DatePreset::parse(name).ok_or_else(|| {
+                    err(path, format!("unknown date preset {preset}; expected one of {PRESET_NAMES}"))
+                })?;
+                let time_zone = match range.get("timeZone") {
+                    None | Some(Value::Null) => "UTC".to_string(),
+                    Some(Value::String(tz)) if known_time_zone(tz) => tz.clone(),
+                    Some(other) => {
+                        return Err(err(
+                            path,
+                            format!("`value.timeZone` must be an IANA time zone such as Europe/Paris, got {other}"),
+                        ));
+                    }
+                };
+                return Ok(Rule { target, op, operand: Operand::Preset { preset, time_zone, slot: next_slot(slots) } });
             }
             let date = |k: &str| {
                 range.get(k).and_then(Value::as_str).and_then(Timestamp::parse).ok_or_else(|| {
@@ -368,6 +566,69 @@ fn parse_rule(obj: &Map<String, Value>, path: &str) -> Result<Rule, QueryError> 
         },
     };
     Ok(Rule { target, op, operand })
+}
+
+fn parse_property_schema(
+    spec: &Value,
+    op: Op,
+    op_name: &str,
+    value: Option<&Value>,
+    path: &str,
+) -> Result<Rule, QueryError> {
+    let spec =
+        spec.as_object().ok_or_else(|| err(path, "`propertySchema` must be {\"type\": TYPE, \"format\"?: FORMAT}"))?;
+    let kind = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err(path, "`propertySchema.type` (a string) is required"))?
+        .to_string();
+    let format = match spec.get("format") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(f)) => Some(f.clone()),
+        Some(other) => {
+            return Err(err(path, format!("`propertySchema.format` must be a string, got {}", kind_of(other))));
+        }
+    };
+    if !matches!(op, Op::Eq | Op::Ne | Op::Contains) {
+        return Err(err(path, format!("operator {op_name:?} does not apply to `propertySchema` (use = != contains)")));
+    }
+    let operand = match value {
+        Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null)) => Operand::Scalar(v.clone()),
+        _ => return Err(err(path, format!("operator {op_name:?} needs a scalar `value`"))),
+    };
+    Ok(Rule { target: Target::PropertySchema { kind, format }, op, operand })
+}
+
+fn parse_scorecard_rule(
+    obj: &Map<String, Value>,
+    scorecard: &Value,
+    op: Op,
+    op_name: &str,
+    path: &str,
+) -> Result<Rule, QueryError> {
+    let scorecard =
+        scorecard.as_str().ok_or_else(|| err(path, "`scorecard` must be a scorecard identifier"))?.to_string();
+    let rule = match obj.get("scorecardRule") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(r)) => Some(r.clone()),
+        Some(other) => return Err(err(path, format!("`scorecardRule` must be a string, got {}", kind_of(other)))),
+    };
+    let operand = match (op, obj.get("value")) {
+        (Op::IsEmpty | Op::IsNotEmpty, _) => Operand::None,
+        (Op::Eq | Op::Ne, Some(v @ (Value::String(_) | Value::Null))) => Operand::Scalar(v.clone()),
+        (Op::In | Op::NotIn, Some(Value::Array(items))) if items.iter().all(Value::is_string) => {
+            Operand::List(items.clone())
+        }
+        _ => {
+            return Err(err(
+                path,
+                format!(
+                    "operator {op_name:?} on a scorecard: use = != with a level (or rule status), in notIn with an array, isEmpty isNotEmpty"
+                ),
+            ));
+        }
+    };
+    Ok(Rule { target: Target::Scorecard { scorecard, rule }, op, operand })
 }
 
 /// One sort key of a search: a property or meta-property, ascending or descending.
@@ -448,12 +709,59 @@ mod tests {
             Query::parse(&json!({"combinator": "and", "rules": [{"property": "$nope", "operator": "=", "value": 1}]}))
                 .is_err()
         );
-        assert!(
-            Query::parse(
-                &json!({"combinator": "and", "rules": [{"operator": "relatedTo", "blueprint": "x", "value": "y"}]})
-            )
-            .is_err()
+        let e = Query::parse(&json!({"combinator": "and", "rules": [{"operator": "relatedTo", "value": "y"}]}))
+            .expect_err("no blueprint");
+        assert!(e.message.contains("`blueprint`"), "{e}");
+        let e = Query::parse(&json!({"combinator": "and", "rules": [{"operator": "matchAny", "value": "y",
+            "property": {"path": [{"relation": "a", "maxHops": 2}, {"relation": "b", "maxHops": 3}]}}]}))
+        .expect_err("two maxHops");
+        assert!(e.message.contains("once per path"), "{e}");
+        let e = Query::parse(&json!({"combinator": "and", "rules": [{"operator": "matchAny", "value": "y",
+            "property": {"path": [{"relation": "a", "maxHops": 16}]}}]}))
+        .expect_err("too many hops");
+        assert!(e.message.contains("1 to 15"), "{e}");
+        let e = Query::parse(&json!({"combinator": "and", "rules": [{"property": "d", "operator": "between",
+            "value": {"preset": "lastWeek", "timeZone": "Mars/Olympus"}}]}))
+        .expect_err("bad zone");
+        assert!(e.message.contains("IANA"), "{e}");
+        let e = Query::parse(&json!({"combinator": "and", "rules": [{"property": "d", "operator": "between",
+            "value": {"preset": "lastCentury"}}]}))
+        .expect_err("bad preset");
+        assert!(e.message.contains("lastWeek"), "{e}");
+    }
+
+    #[test]
+    fn parses_graph_rules_presets_and_schemas_with_slots() {
+        let q = Query::parse(&json!({"combinator": "or", "conditions": [
+            {"operator": "relatedTo", "blueprint": "team", "value": ["a", "b"], "direction": "downstream", "required": true},
+            {"operator": "matchAny", "value": "root", "property": {"path": ["system", {"relation": "parent", "maxHops": 3}], "fromBlueprint": "service"}},
+            {"property": "$createdAt", "operator": "=", "value": {"preset": "today", "timeZone": "Europe/Paris"}},
+            {"propertySchema": {"type": "string", "format": "url"}, "operator": "contains", "value": "git"},
+            {"scorecard": "ownership", "operator": "in", "value": ["Gold", "Silver"]},
+            {"property": "deadline", "operator": "isExpired"}]}))
+        .expect("parses");
+        assert_eq!(q.slots(), 3);
+        let Query::Group { rules, .. } = &q else { panic!("a group") };
+        assert_eq!(
+            rules[0],
+            Query::Graph(GraphRule {
+                slot: 0,
+                kind: GraphKind::RelatedTo {
+                    blueprint: "team".into(),
+                    identifiers: vec!["a".into(), "b".into()],
+                    direction: Some(Direction::Downstream),
+                    required: true
+                }
+            })
         );
+        let Query::Graph(GraphRule { slot: 1, kind: GraphKind::MatchAny { path, .. } }) = &rules[1] else {
+            panic!("matchAny in slot 1")
+        };
+        assert_eq!(path[1], PathStep { relation: "parent".into(), max_hops: 3 });
+        assert!(matches!(
+            &rules[2],
+            Query::Rule(Rule { op: Op::Between, operand: Operand::Preset { slot: 2, .. }, .. })
+        ));
     }
 
     #[test]
@@ -488,6 +796,11 @@ mod tests {
                 Just(">"),
                 Just("between"),
                 Just("$title"),
+                Just("relatedTo"),
+                Just("matchAny"),
+                Just("lastWeek"),
+                Just("UTC"),
+                Just("upstream"),
                 Just("x")
             ]
             .prop_map(|s| json!(s)),
@@ -504,7 +817,16 @@ mod tests {
                         Just("operator"),
                         Just("value"),
                         Just("from"),
-                        Just("to")
+                        Just("to"),
+                        Just("preset"),
+                        Just("timeZone"),
+                        Just("blueprint"),
+                        Just("direction"),
+                        Just("path"),
+                        Just("maxHops"),
+                        Just("conditions"),
+                        Just("propertySchema"),
+                        Just("scorecard")
                     ]
                     .prop_map(str::to_string),
                     inner,

@@ -20,7 +20,7 @@ fn parse(v: &Value) -> ApiResult<Query> {
 }
 
 #[utoipa::path(post, path = "/v1/entities/search", tag = "Search", summary = "Search entities of every blueprint",
-    description = "The body is a rules-language query: `{\"combinator\": \"and\"|\"or\", \"rules\": [...]}` with rules `{property, operator, value}` (meta-properties `$identifier $title $team $icon $blueprint $createdAt $updatedAt $createdBy $updatedBy $datasource`) or `{relation, operator, value}`, nested groups allowed. A top-level `$blueprint` rule restricts the blueprints searched.",
+    description = "The body is a rules-language query: `{\"combinator\": \"and\"|\"or\", \"rules\": [...]}` with rules `{property, operator, value}` (meta-properties `$identifier $title $team $icon $blueprint $createdAt $updatedAt $createdBy $updatedBy $datasource`) or `{relation, operator, value}`, nested groups allowed; graph rules `relatedTo` (`blueprint`, `value`, `direction`, `required`) and `matchAny` (`property.path`, `value`); `propertySchema` rules; date presets `{\"preset\", \"timeZone\"}`. A top-level `$blueprint` rule restricts the blueprints searched.",
     security(("bearer" = [])),
     params(("include" = Option<Vec<String>>, Query, description = "Fields to return"), ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out")),
     request_body(content = Object, description = "A query"),
@@ -29,7 +29,7 @@ pub async fn search_all(State(app): State<AppState>, q: Params, ApiJson(body): A
     let query = parse(&body)?;
     let projection = Projection::from_params(&q)?;
     let view = app.catalog.view();
-    let (entities, matching) = search::search_all(&view, &query);
+    let (entities, matching) = search::search_all(&view, &query, crate::now())?;
     let entities: Vec<Value> = entities.iter().map(|e| render::entity(e, &projection)).collect();
     Ok(reply(
         StatusCode::OK,
@@ -85,7 +85,15 @@ pub async fn search_blueprint(
             .map_err(|e| ApiError::bad_request(format!("invalid sort at {}: {}", e.path, e.message)))?,
         None => Vec::new(),
     };
-    let page = search::search_blueprint_sorted(&view, &blueprint, query.as_ref(), &sort, body.from.as_deref(), limit)?;
+    let page = search::search_blueprint_sorted(
+        &view,
+        &blueprint,
+        query.as_ref(),
+        &sort,
+        crate::now(),
+        body.from.as_deref(),
+        limit,
+    )?;
     let entities: Vec<Value> = page.entities.iter().map(|e| render::entity(e, &projection)).collect();
     let mut answer = json!({"ok": true, "entities": entities});
     if let Some(next) = page.next {

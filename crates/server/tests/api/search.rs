@@ -295,3 +295,92 @@ async fn sorted_search_over_http() {
     a.assert_error(400, "bad_request");
     assert!(a.body["message"].as_str().expect("m").contains("sort[0]"));
 }
+
+#[tokio::test]
+async fn graph_rules_presets_and_property_schemas_over_http() {
+    let s = catalog().await;
+    let cases: Vec<(Value, Vec<&str>)> = vec![
+        // worker and web depend on api.
+        (
+            json!([{"operator": "relatedTo", "blueprint": "service", "value": "api", "direction": "downstream"}]),
+            vec!["web", "worker"],
+        ),
+        // web depends on api and worker (and its team, not a service).
+        (
+            json!([{"operator": "relatedTo", "blueprint": "service", "value": "web", "direction": "upstream"}]),
+            vec!["api", "worker"],
+        ),
+        (
+            json!([{"operator": "relatedTo", "blueprint": "team", "value": ["core"], "direction": "downstream"}]),
+            vec!["api", "web", "worker"],
+        ),
+        (json!([{"operator": "matchAny", "value": "api", "property": {"path": ["deps"]}}]), vec!["web", "worker"]),
+        (
+            json!([{"operator": "matchAny", "value": ["api"], "property": {"path": [{"relation": "deps", "maxHops": 2}], "fromBlueprint": "service"}}]),
+            vec!["web", "worker"],
+        ),
+        (json!([{"operator": "matchAny", "value": "core", "property": {"path": ["team"]}}]), vec!["api", "worker"]),
+        (
+            json!([{"operator": "matchAny", "value": "core", "property": {"path": ["deps", "team"]}}]),
+            vec!["web", "worker"],
+        ),
+        (
+            json!([{"property": "$createdAt", "operator": "between", "value": {"preset": "today", "timeZone": "UTC"}}]),
+            vec!["api", "legacy", "web", "worker"],
+        ),
+        (
+            json!([{"property": "$createdAt", "operator": "=", "value": {"preset": "lastWeek"}}]),
+            vec!["api", "legacy", "web", "worker"],
+        ),
+        (
+            json!([{"property": "$updatedAt", "operator": "notBetween", "value": {"preset": "lastDay", "timeZone": "Pacific/Auckland"}}]),
+            vec![],
+        ),
+        (json!([{"property": "$createdAt", "operator": "isExpired"}]), vec!["api", "legacy", "web", "worker"]),
+        (
+            json!([{"propertySchema": {"type": "string", "format": "url"}, "operator": "contains", "value": "api."}]),
+            vec!["api"],
+        ),
+        (json!([{"scorecard": "ownership", "operator": "=", "value": "Gold"}]), vec![]),
+    ];
+    for (rules, want) in cases {
+        assert_eq!(find(&s, rules.clone()).await, want, "{rules}");
+    }
+
+    // Across blueprints, relatedTo reaches the team too.
+    let a = s
+        .post(
+            "/v1/entities/search",
+            json!({"combinator": "and", "rules": [{"operator": "relatedTo", "blueprint": "service", "value": "web", "direction": "upstream"}]}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    // web depends on api and worker (and its team edge); they belong to team core.
+    assert_eq!(ids(&a.body), vec!["api", "core", "edge", "worker"]);
+
+    for (rule, needle) in [
+        (json!({"operator": "relatedTo", "blueprint": "ghost", "value": "x"}), "`ghost`, which does not exist"),
+        (json!({"operator": "relatedTo", "blueprint": "service", "value": "x", "direction": "sideways"}), "upstream"),
+        (json!({"operator": "matchAny", "value": "x", "property": {"path": ["nope"]}}), "has no relation `nope`"),
+        (
+            json!({"operator": "matchAny", "value": "x", "property": {"path": [{"relation": "team", "maxHops": 2}]}}),
+            "cannot be followed more than once",
+        ),
+        (
+            json!({"property": "$createdAt", "operator": "between", "value": {"preset": "today", "timeZone": "Moon/Base"}}),
+            "IANA",
+        ),
+        (
+            json!({"property": "$createdAt", "operator": "between", "value": {"preset": "someday"}}),
+            "unknown date preset",
+        ),
+        (json!({"propertySchema": {"type": "string"}, "operator": ">", "value": 1}), "propertySchema"),
+    ] {
+        let a = s
+            .post("/v1/blueprints/service/entities/search", json!({"query": {"combinator": "and", "rules": [rule]}}))
+            .await;
+        a.assert_error(400, "bad_request");
+        let msg = a.body["message"].as_str().expect("message");
+        assert!(msg.contains(needle), "{msg:?} should contain {needle:?}");
+    }
+}

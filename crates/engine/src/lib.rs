@@ -9,6 +9,7 @@
 //! - [`search`] answers rules-language queries against a state.
 //! - Given the same events, every replica builds the same state: no clock, no randomness, no I/O here.
 
+pub mod aggregate;
 mod blueprints;
 mod command;
 mod digest;

@@ -210,25 +210,42 @@ pub fn search_all(
     query: &Query,
     now: Timestamp,
 ) -> Result<(Vec<Arc<Entity>>, Vec<String>), DomainError> {
+    let mut out = Vec::new();
+    let matching = for_each_match(state, query, now, |e| out.push(Arc::clone(e)))?;
+    Ok((out, matching))
+}
+
+/// Calls `f` on every entity matching `query` across blueprints (as [`search_all`] finds them) without
+/// collecting them; returns the blueprints that had matches.
+pub fn for_each_match(
+    state: &State,
+    query: &Query,
+    now: Timestamp,
+    mut f: impl FnMut(&Arc<Entity>),
+) -> Result<Vec<String>, DomainError> {
     let ctx = Ctx::new(state, query, now, None)?;
     let blueprints: Vec<String> = match query.blueprint_filter() {
         Some(list) => list,
         None => state.blueprints().map(|b| b.def.identifier.clone()).collect(),
     };
-    let mut out = Vec::new();
     let mut matching = Vec::new();
     for bp in blueprints {
-        let before = out.len();
+        let mut hits = 0usize;
+        let mut visit = |e: &Arc<Entity>| {
+            if matches(&ctx, e, query) {
+                hits += 1;
+                f(e);
+            }
+        };
         match candidates(&ctx, &bp, query) {
-            Some(ids) => out
-                .extend(ids.iter().filter_map(|id| state.entity(&bp, id)).filter(|e| matches(&ctx, e, query)).cloned()),
-            None => out.extend(state.entities_of(&bp).filter(|e| matches(&ctx, e, query)).cloned()),
+            Some(ids) => ids.iter().filter_map(|id| state.entity(&bp, id)).for_each(&mut visit),
+            None => state.entities_of(&bp).for_each(&mut visit),
         }
-        if out.len() > before {
+        if hits > 0 {
             matching.push(bp);
         }
     }
-    Ok((out, matching))
+    Ok(matching)
 }
 
 /// An entity's place in a sorted result: its sort-key values, then its identifier.

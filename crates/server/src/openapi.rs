@@ -61,7 +61,7 @@ impl Modify for MinSeqHeader {
         blueprints::list, blueprints::create, blueprints::get_one, blueprints::replace, blueprints::patch, blueprints::delete,
         entities::create, entities::get_one, entities::list, entities::replace, entities::patch, entities::delete,
         entities::bulk_upsert, entities::bulk_delete, entities::delete_all, entities::count,
-        search::search_all, search::search_blueprint,
+        search::search_all, search::search_blueprint, search::aggregate,
         system::migration, system::healthz, system::readyz,
     ),
     components(schemas(berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),

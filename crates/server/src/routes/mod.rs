@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(entities::delete),
         )
         .route("/v1/entities/search", post(search::search_all))
+        .route("/v1/entities/aggregate", post(search::aggregate))
         .route("/v1/migrations/{id}", get(system::migration))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_auth));
     Router::new()

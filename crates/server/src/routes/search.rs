@@ -101,3 +101,93 @@ pub async fn search_blueprint(
     }
     Ok(reply(StatusCode::OK, answer, None))
 }
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AggregateRequest {
+    /// `count`, `average`, `sum`, `min`, `max`, `median` or `countValues`.
+    pub func: String,
+    /// A rules-language query selecting the entities (usually with a `$blueprint` rule).
+    #[schema(value_type = Object)]
+    pub query: Value,
+    /// The number property of `sum`, `average`, `min`, `max`, `median`; the property `countValues` groups by.
+    pub property: Option<String>,
+    /// The relation `countValues` groups by.
+    pub relation: Option<String>,
+    /// The scorecard `countValues` groups by (with `rule`: by that rule's status).
+    pub scorecard: Option<String>,
+    pub rule: Option<String>,
+    /// For `average`: per `hour`, `day`, `week`, `month`, or `total` (the plain mean).
+    pub average_of: Option<String>,
+    /// For `average` per unit: the date-time property measuring the time span (default `$createdAt`).
+    pub measure_time_by: Option<String>,
+    /// Accepted for compatibility; Berth computes over the entities' current values.
+    pub calculation_by: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/entities/aggregate", tag = "Search", summary = "Aggregate the entities a query matches",
+    description = "`count`; `sum`, `average`, `min`, `max`, `median` of a number `property` (non-numbers are skipped; `null` when nothing was measured); `average` per `averageOf` unit of time; `countValues` by `property`, `relation` or `scorecard` (facets: `result` maps each value to its count, `values` lists `{value, count}` by count, including `null` for entities without a value).",
+    security(("bearer" = [])),
+    request_body = AggregateRequest,
+    responses((status = 200, description = "`{ok, result, values?, matchingBlueprints, failedBlueprints}`"), (status = 400, description = "Bad function, query or property")))]
+pub async fn aggregate(State(app): State<AppState>, ApiJson(body): ApiJson<AggregateRequest>) -> ApiResult<Response> {
+    use berth_engine::aggregate::{Aggregation, Func, GroupBy, Per};
+    let func = Func::parse(&body.func).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "`func` must be one of count, average, sum, min, max, median, countValues; got {:?}",
+            body.func
+        ))
+    })?;
+    let query = parse(&body.query)?;
+    let per = match &body.average_of {
+        Some(p) => Some(Per::parse(p).ok_or_else(|| {
+            ApiError::bad_request(format!("`averageOf` must be hour, day, week, month or total; got {p:?}"))
+        })?),
+        None => None,
+    };
+    let (property, group_by) = match func {
+        Func::CountValues => {
+            let group = match (&body.property, &body.relation, &body.scorecard) {
+                (Some(p), None, None) => GroupBy::Property(p.clone()),
+                (None, Some(r), None) => GroupBy::Relation(r.clone()),
+                (None, None, Some(s)) => GroupBy::Scorecard { scorecard: s.clone(), rule: body.rule.clone() },
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "countValues groups by exactly one of `property`, `relation`, `scorecard`",
+                    ));
+                }
+            };
+            (None, Some(group))
+        }
+        _ => (body.property.clone(), None),
+    };
+    let view = app.catalog.view();
+    // Names must exist on the blueprints the query is restricted to.
+    if let Some(blueprints) = query.blueprint_filter() {
+        for bp in &blueprints {
+            let entry = view.blueprint(bp).ok_or_else(|| ApiError::not_found(format!("blueprint `{bp}` not found")))?;
+            let named = property.as_ref().or(match &group_by {
+                Some(GroupBy::Property(p)) => Some(p),
+                _ => None,
+            });
+            if let Some(p) = named {
+                if !entry.def.schema.properties.contains_key(p) {
+                    return Err(ApiError::bad_request(format!("blueprint `{bp}` has no property `{p}`")));
+                }
+            }
+            if let Some(GroupBy::Relation(r)) = &group_by {
+                if !entry.def.relations.contains_key(r) {
+                    return Err(ApiError::bad_request(format!("blueprint `{bp}` has no relation `{r}`")));
+                }
+            }
+        }
+    }
+    let agg = Aggregation { func, query, property, group_by, per, measure_time_by: body.measure_time_by.clone() };
+    let out = berth_engine::aggregate::aggregate(&view, &agg, crate::now())?;
+    let mut answer =
+        json!({"ok": true, "result": out.result, "matchingBlueprints": out.matching, "failedBlueprints": []});
+    if let Some(values) = out.values {
+        answer["values"] = values.into_iter().map(|(value, count)| json!({"value": value, "count": count})).collect();
+    }
+    Ok(reply(StatusCode::OK, answer, None))
+}

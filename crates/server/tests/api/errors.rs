@@ -65,6 +65,7 @@ async fn openapi_document_describes_the_routes() {
         "/v1/blueprints/{blueprint}/entities-count",
         "/v1/blueprints/{blueprint}/entities/search",
         "/v1/entities/search",
+        "/v1/entities/aggregate",
         "/v1/migrations/{id}",
         "/healthz",
         "/readyz",
@@ -173,6 +174,7 @@ async fn random_bodies_never_cause_a_server_error() {
         (Method::POST, "/v1/blueprints/service/bulk/entities/delete"),
         (Method::POST, "/v1/blueprints/service/entities/search"),
         (Method::POST, "/v1/entities/search"),
+        (Method::POST, "/v1/entities/aggregate"),
     ];
     let mut statuses = std::collections::BTreeMap::new();
     for i in 0..600 {
@@ -188,6 +190,8 @@ async fn random_bodies_never_cause_a_server_error() {
                     json!({"query": {"combinator": "and", "rules": [body]}})
                 }
                 "/v1/entities/search" => json!({"combinator": "or", "rules": [body]}),
+                "/v1/entities/aggregate" => json!({"func": (["count", "countValues", "median"][i % 3]),
+                    "property": "replicas", "query": {"combinator": "and", "rules": [body]}}),
                 _ => body,
             };
         }

@@ -384,3 +384,67 @@ async fn graph_rules_presets_and_property_schemas_over_http() {
         assert!(msg.contains(needle), "{msg:?} should contain {needle:?}");
     }
 }
+
+#[tokio::test]
+async fn aggregations_and_facets() {
+    let s = catalog().await;
+    let services =
+        json!({"combinator": "and", "rules": [{"property": "$blueprint", "operator": "=", "value": "service"}]});
+    let s = &s;
+    let agg = |body: Value| async move { s.post("/v1/entities/aggregate", body).await };
+    let result = |a: &crate::common::Answer| {
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        a.body["result"].clone()
+    };
+    assert_eq!(result(&agg(json!({"func": "count", "query": services})).await), json!(4));
+    let go = json!({"combinator": "and", "rules": [{"property": "$blueprint", "operator": "=", "value": "service"},
+        {"property": "language", "operator": "=", "value": "go"}]});
+    assert_eq!(result(&agg(json!({"func": "count", "query": go})).await), json!(2));
+    // replicas: api 3, worker 10, web 0; legacy has none.
+    assert_eq!(result(&agg(json!({"func": "sum", "property": "replicas", "query": services})).await), json!(13.0));
+    assert_eq!(result(&agg(json!({"func": "min", "property": "replicas", "query": services})).await), json!(0.0));
+    assert_eq!(result(&agg(json!({"func": "max", "property": "replicas", "query": services})).await), json!(10.0));
+    assert_eq!(result(&agg(json!({"func": "median", "property": "replicas", "query": services})).await), json!(3.0));
+    let avg = result(&agg(json!({"func": "average", "property": "replicas", "query": services})).await);
+    assert!((avg.as_f64().expect("number") - 13.0 / 3.0).abs() < 1e-9);
+    assert_eq!(
+        result(&agg(json!({"func": "average", "averageOf": "day", "query": services})).await),
+        json!(4.0),
+        "4 entities created within the last day"
+    );
+    let none = json!({"combinator": "and", "rules": [{"property": "$blueprint", "operator": "=", "value": "service"},
+        {"property": "$identifier", "operator": "=", "value": "nobody"}]});
+    assert_eq!(result(&agg(json!({"func": "max", "property": "replicas", "query": none})).await), Value::Null);
+
+    // Facets.
+    let a = agg(json!({"func": "countValues", "property": "language", "query": services})).await;
+    assert_eq!(result(&a), json!({"go": 2, "rust": 1}));
+    assert_eq!(
+        a.body["values"],
+        json!([{"value": "go", "count": 2}, {"value": "rust", "count": 1}, {"value": null, "count": 1}])
+    );
+    let a = agg(json!({"func": "countValues", "relation": "team", "query": services})).await;
+    assert_eq!(result(&a), json!({"core": 2, "edge": 1}));
+    let a = agg(json!({"func": "countValues", "property": "tags", "query": services})).await;
+    assert_eq!(result(&a), json!({"batch": 1, "http": 1, "public": 1}), "array items are counted one by one");
+    assert_eq!(a.body["matchingBlueprints"], json!(["service"]));
+
+    // Refusals.
+    for (body, needle) in [
+        (json!({"func": "mode", "query": services}), "`func`"),
+        (json!({"func": "sum", "query": services}), "`property`"),
+        (json!({"func": "sum", "property": "nope", "query": services}), "no property `nope`"),
+        (json!({"func": "countValues", "query": services}), "exactly one"),
+        (json!({"func": "countValues", "relation": "nope", "query": services}), "no relation `nope`"),
+        (json!({"func": "average", "averageOf": "decade", "query": services}), "`averageOf`"),
+        (
+            json!({"func": "count", "query": {"combinator": "and", "rules": [{"property": "x", "operator": "~"}]}}),
+            "rules[0]",
+        ),
+    ] {
+        let a = agg(body.clone()).await;
+        a.assert_error(400, "bad_request");
+        assert!(a.body["message"].as_str().unwrap_or_default().contains(needle), "{body}: {}", a.body);
+    }
+    agg(json!({"func": "count"})).await.assert_error(422, "invalid_request");
+}

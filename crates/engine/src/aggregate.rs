@@ -1,0 +1,221 @@
+//! Aggregations over the entities a query matches (`POST /v1/entities/aggregate`): counts, sums, averages,
+//! extremes and medians of a number property, and value counts (facets) by property, relation or scorecard.
+//! Entities are visited without being collected.
+
+use std::collections::BTreeMap;
+
+use berth_model::query::Query;
+use berth_model::{DomainError, Entity, Timestamp};
+use serde_json::{Value, json};
+
+use crate::State;
+use crate::search::for_each_match;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Func {
+    Count,
+    Average,
+    Sum,
+    Min,
+    Max,
+    Median,
+    CountValues,
+}
+
+impl Func {
+    pub fn parse(s: &str) -> Option<Func> {
+        Some(match s {
+            "count" => Func::Count,
+            "average" => Func::Average,
+            "sum" => Func::Sum,
+            "min" => Func::Min,
+            "max" => Func::Max,
+            "median" => Func::Median,
+            "countValues" => Func::CountValues,
+            _ => return None,
+        })
+    }
+}
+
+/// The unit an `average` is taken per (`total`: the plain mean, or the plain count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Per {
+    Hour,
+    Day,
+    Week,
+    Month,
+    Total,
+}
+
+impl Per {
+    pub fn parse(s: &str) -> Option<Per> {
+        Some(match s {
+            "hour" => Per::Hour,
+            "day" => Per::Day,
+            "week" => Per::Week,
+            "month" => Per::Month,
+            "total" => Per::Total,
+            _ => return None,
+        })
+    }
+
+    fn millis(self) -> Option<i64> {
+        Some(match self {
+            Per::Hour => 3_600_000,
+            Per::Day => 86_400_000,
+            Per::Week => 7 * 86_400_000,
+            Per::Month => 30 * 86_400_000,
+            Per::Total => return None,
+        })
+    }
+}
+
+/// What `countValues` groups by.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GroupBy {
+    Property(String),
+    Relation(String),
+    Scorecard { scorecard: String, rule: Option<String> },
+}
+
+#[derive(Clone, Debug)]
+pub struct Aggregation {
+    pub func: Func,
+    pub query: Query,
+    /// The number property of `sum`, `average`, `min`, `max`, `median`.
+    pub property: Option<String>,
+    pub group_by: Option<GroupBy>,
+    pub per: Option<Per>,
+    /// The date-time an `average` per unit measures its time span by (default `$createdAt`).
+    pub measure_time_by: Option<String>,
+}
+
+/// The answer: `result` (a number, `null` when nothing was measured, or for `countValues` an object of
+/// value → count), the value counts in descending order for `countValues`, and the blueprints that matched.
+#[derive(Debug)]
+pub struct Aggregated {
+    pub result: Value,
+    pub values: Option<Vec<(Value, usize)>>,
+    pub matching: Vec<String>,
+}
+
+fn number(e: &Entity, property: &str) -> Option<f64> {
+    e.properties.get(property).and_then(Value::as_f64).filter(|n| n.is_finite())
+}
+
+fn time_of(e: &Entity, measure: Option<&str>) -> Option<Timestamp> {
+    match measure {
+        None | Some("$createdAt") => Some(e.created_at),
+        Some("$updatedAt") => Some(e.updated_at),
+        Some(p) => e.properties.get(p).and_then(Value::as_str).and_then(Timestamp::parse),
+    }
+}
+
+fn json_number(n: f64) -> Value {
+    serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
+}
+
+/// Runs an aggregation at `now` (for date presets in the query and averages per unit of time).
+pub fn aggregate(state: &State, agg: &Aggregation, now: Timestamp) -> Result<Aggregated, DomainError> {
+    let needs_property = matches!(agg.func, Func::Sum | Func::Min | Func::Max | Func::Median)
+        || (agg.func == Func::Average && agg.property.is_some());
+    if needs_property && agg.property.is_none() {
+        return Err(DomainError::BadRequest("this aggregation needs `property` (a number property)".into()));
+    }
+    if agg.func == Func::CountValues && agg.group_by.is_none() {
+        return Err(DomainError::BadRequest("countValues needs `property`, `relation` or `scorecard`".into()));
+    }
+    let mut count = 0usize;
+    let mut numbers: Vec<f64> = Vec::new();
+    let mut earliest: Option<Timestamp> = None;
+    let mut groups: BTreeMap<String, (Value, usize)> = BTreeMap::new();
+    let mut bump = |v: Value| {
+        let key = v.to_string();
+        groups.entry(key).or_insert((v, 0)).1 += 1;
+    };
+    let matching = for_each_match(state, &agg.query, now, |e| {
+        count += 1;
+        if let Some(p) = &agg.property {
+            if agg.func != Func::CountValues {
+                if let Some(n) = number(e, p) {
+                    numbers.push(n);
+                }
+            }
+        }
+        if agg.func == Func::Average {
+            if let Some(t) = time_of(e, agg.measure_time_by.as_deref()) {
+                earliest = Some(earliest.map_or(t, |x| x.min(t)));
+            }
+        }
+        match &agg.group_by {
+            Some(GroupBy::Property(p)) | Some(GroupBy::Relation(p)) => {
+                let v = if matches!(agg.group_by, Some(GroupBy::Property(_))) {
+                    e.properties.get(p)
+                } else {
+                    e.relations.get(p)
+                };
+                match v {
+                    Some(Value::Array(items)) if !items.is_empty() => items.iter().cloned().for_each(&mut bump),
+                    Some(Value::Array(_)) | Some(Value::Null) | None => bump(Value::Null),
+                    Some(v) => bump(v.clone()),
+                }
+            }
+            // No scorecards are computed yet: every entity is without a level.
+            Some(GroupBy::Scorecard { .. }) => bump(Value::Null),
+            None => {}
+        }
+    })?;
+
+    let units = |per: Per| -> f64 {
+        let (Some(unit), Some(first)) = (per.millis(), earliest) else { return 1.0 };
+        let span = (now.millis() - first.millis()).max(0);
+        ((span as f64) / (unit as f64)).ceil().max(1.0)
+    };
+    let result = match agg.func {
+        Func::Count => json!(count),
+        Func::Average => match (&agg.property, agg.per.unwrap_or(Per::Total)) {
+            (None, Per::Total) => json!(count),
+            (None, per) => json_number(count as f64 / units(per)),
+            (Some(_), _) if numbers.is_empty() => Value::Null,
+            (Some(_), Per::Total) => json_number(numbers.iter().sum::<f64>() / numbers.len() as f64),
+            (Some(_), per) => json_number(numbers.iter().sum::<f64>() / units(per)),
+        },
+        Func::Sum => json_number(numbers.iter().sum()),
+        Func::Min => numbers.iter().copied().reduce(f64::min).map_or(Value::Null, json_number),
+        Func::Max => numbers.iter().copied().reduce(f64::max).map_or(Value::Null, json_number),
+        Func::Median => {
+            if numbers.is_empty() {
+                Value::Null
+            } else {
+                numbers.sort_by(f64::total_cmp);
+                let mid = numbers.len() / 2;
+                json_number(if numbers.len().is_multiple_of(2) {
+                    (numbers[mid - 1] + numbers[mid]) / 2.0
+                } else {
+                    numbers[mid]
+                })
+            }
+        }
+        Func::CountValues => {
+            let mut object = serde_json::Map::new();
+            for (value, n) in groups.values() {
+                let key = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Null => continue,
+                    other => other.to_string(),
+                };
+                object.insert(key, json!(n));
+            }
+            Value::Object(object)
+        }
+    };
+    let values = (agg.func == Func::CountValues).then(|| {
+        let mut v: Vec<(Value, usize)> = groups.into_values().collect();
+        // By count, then values before "no value", then by value.
+        v.sort_by(|a, b| {
+            b.1.cmp(&a.1).then(a.0.is_null().cmp(&b.0.is_null())).then_with(|| a.0.to_string().cmp(&b.0.to_string()))
+        });
+        v
+    });
+    Ok(Aggregated { result, values, matching })
+}

@@ -202,7 +202,8 @@ pub async fn delete(
     security(("bearer" = [])),
     params(("blueprint" = String, Path, description = "Blueprint identifier"), ("entity" = String, Path, description = "Entity identifier, URL-encoded (`+` is a space)"),
         ("include" = Option<Vec<String>>, Query, description = "Fields to return (repeated or comma-joined): identifier, title, team, properties.<p>, relations.<r>, ..."),
-        ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out")),
+        ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out"),
+        ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`")),
     responses((status = 200, description = "`{ok, entity}`", body = Entity), (status = 404, description = "No such blueprint or entity")))]
 pub async fn get_one(
     State(app): State<AppState>,
@@ -212,8 +213,8 @@ pub async fn get_one(
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
     let id = entity_id(&params, &uri)?;
-    let projection = Projection::from_params(&q)?;
     let view = app.catalog.view();
+    let projection = Projection::from_params(&q)?.with_view(&view);
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
@@ -228,12 +229,13 @@ pub async fn get_one(
     description = "All entities of the blueprint, ordered by identifier. For large blueprints prefer the paginated search.",
     security(("bearer" = [])),
     params(("blueprint" = String, Path, description = "Blueprint identifier"),
-        ("include" = Option<Vec<String>>, Query, description = "Fields to return"), ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out")),
+        ("include" = Option<Vec<String>>, Query, description = "Fields to return"), ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out"),
+        ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`")),
     responses((status = 200, description = "`{ok, entities: [...]}`", body = Vec<Entity>), (status = 404, description = "No such blueprint")))]
 pub async fn list(State(app): State<AppState>, params: PathParams, q: Params) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
-    let projection = Projection::from_params(&q)?;
     let view = app.catalog.view();
+    let projection = Projection::from_params(&q)?.with_view(&view);
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }

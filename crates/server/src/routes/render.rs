@@ -1,7 +1,10 @@
 //! How entities and blueprints are written out: Port's field names, `include` / `exclude` projections.
 
+use std::sync::Arc;
+
+use berth_engine::State;
 use berth_model::Entity;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
 use crate::extract::Params;
@@ -9,19 +12,56 @@ use crate::extract::Params;
 /// Which fields of an entity a read returns (`include` / `exclude`, each repeated or comma-joined).
 /// Field names: `identifier`, `title`, `icon`, `blueprint`, `team`, `properties`, `properties.<p>`,
 /// `relations`, `relations.<r>`, `createdAt`, `createdBy`, `updatedAt`, `updatedBy`, `$datasource`.
-#[derive(Debug, Default, Clone)]
+/// With `attach_title_to_relation=true`, each related identifier becomes `{"identifier", "title"}`.
+#[derive(Default, Clone)]
 pub struct Projection {
     include: Vec<String>,
     exclude: Vec<String>,
+    attach_titles: bool,
+    /// The catalog version the titles are read from (set by [`Projection::with_view`]).
+    titles: Option<Arc<State>>,
 }
 
 impl Projection {
     pub fn from_params(p: &Params) -> Result<Projection, ApiError> {
-        Ok(Projection { include: p.list("include"), exclude: p.list("exclude") })
+        Ok(Projection {
+            include: p.list("include"),
+            exclude: p.list("exclude"),
+            attach_titles: p.flag("attach_title_to_relation", false)?,
+            titles: None,
+        })
+    }
+
+    /// Reads related entities' titles from `view` when the caller asked for them.
+    pub fn with_view(mut self, view: &Arc<State>) -> Projection {
+        if self.attach_titles {
+            self.titles = Some(Arc::clone(view));
+        }
+        self
     }
 
     pub fn is_identity(&self) -> bool {
-        self.include.is_empty() && self.exclude.is_empty()
+        self.include.is_empty() && self.exclude.is_empty() && self.titles.is_none()
+    }
+
+    /// Each related identifier as `{"identifier", "title"}`.
+    fn attach_titles(&self, e: &Entity, rendered: &mut Value) {
+        let Some(state) = &self.titles else { return };
+        let Some(bp) = state.blueprint(&e.blueprint) else { return };
+        let Some(Value::Object(relations)) = rendered.get_mut("relations") else { return };
+        for (name, value) in relations.iter_mut() {
+            let Some(target) = bp.def.relations.get(name).map(|r| r.target.as_str()) else { continue };
+            let titled = |id: &Value| match id.as_str() {
+                Some(id) => json!({"identifier": id, "title": state.entity(target, id).and_then(|t| t.title.clone())}),
+                None => id.clone(),
+            };
+            let reshaped = match &*value {
+                Value::Array(ids) => Value::Array(ids.iter().map(titled).collect()),
+                Value::Null => Value::Null,
+                one => titled(one),
+            };
+            *value = reshaped;
+        }
     }
 
     fn wanted(&self, path: &str) -> bool {
@@ -79,7 +119,9 @@ pub fn entity_answer(e: &Entity, projection: &Projection) -> Vec<u8> {
 }
 
 pub fn entity(e: &Entity, projection: &Projection) -> Value {
-    projection.apply(serde_json::to_value(e).unwrap_or(Value::Null))
+    let mut rendered = serde_json::to_value(e).unwrap_or(Value::Null);
+    projection.attach_titles(e, &mut rendered);
+    projection.apply(rendered)
 }
 
 #[cfg(test)]
@@ -90,9 +132,9 @@ mod tests {
     #[test]
     fn include_and_exclude() {
         let v = json!({"identifier": "a", "title": "A", "properties": {"x": 1, "y": 2}, "relations": {"r": "b"}});
-        let p = Projection { include: vec!["identifier".into(), "properties.x".into()], exclude: vec![] };
+        let p = Projection { include: vec!["identifier".into(), "properties.x".into()], ..Default::default() };
         assert_eq!(p.apply(v.clone()), json!({"identifier": "a", "properties": {"x": 1}}));
-        let p = Projection { include: vec![], exclude: vec!["relations".into(), "properties.y".into()] };
+        let p = Projection { exclude: vec!["relations".into(), "properties.y".into()], ..Default::default() };
         assert_eq!(p.apply(v), json!({"identifier": "a", "title": "A", "properties": {"x": 1}}));
     }
 }

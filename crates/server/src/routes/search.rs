@@ -22,13 +22,14 @@ fn parse(v: &Value) -> ApiResult<Query> {
 #[utoipa::path(post, path = "/v1/entities/search", tag = "Search", summary = "Search entities of every blueprint",
     description = "The body is a rules-language query: `{\"combinator\": \"and\"|\"or\", \"rules\": [...]}` with rules `{property, operator, value}` (meta-properties `$identifier $title $team $icon $blueprint $createdAt $updatedAt $createdBy $updatedBy $datasource`) or `{relation, operator, value}`, nested groups allowed; graph rules `relatedTo` (`blueprint`, `value`, `direction`, `required`) and `matchAny` (`property.path`, `value`); `propertySchema` rules; date presets `{\"preset\", \"timeZone\"}`. A top-level `$blueprint` rule restricts the blueprints searched.",
     security(("bearer" = [])),
-    params(("include" = Option<Vec<String>>, Query, description = "Fields to return"), ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out")),
+    params(("include" = Option<Vec<String>>, Query, description = "Fields to return"), ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out"),
+        ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`")),
     request_body(content = Object, description = "A query"),
     responses((status = 200, description = "`{ok, entities, matchingBlueprints, failedBlueprints}`"), (status = 400, description = "The query does not parse; the message names the rule")))]
 pub async fn search_all(State(app): State<AppState>, q: Params, ApiJson(body): ApiJson<Value>) -> ApiResult<Response> {
     let query = parse(&body)?;
-    let projection = Projection::from_params(&q)?;
     let view = app.catalog.view();
+    let projection = Projection::from_params(&q)?.with_view(&view);
     let (entities, matching) = search::search_all(&view, &query, crate::now())?;
     let entities: Vec<Value> = entities.iter().map(|e| render::entity(e, &projection)).collect();
     Ok(reply(
@@ -53,6 +54,9 @@ pub struct BlueprintSearch {
     pub limit: Option<usize>,
     /// The `next` cursor of the previous page.
     pub from: Option<String>,
+    /// Each related identifier as `{"identifier", "title"}` (also accepted as a query parameter).
+    #[serde(default)]
+    pub attach_title_to_relation: bool,
     /// Berth extension: `[{"property": NAME, "order": "asc" | "desc"}]`, ties broken by identifier; stable
     /// under pagination.
     #[schema(value_type = Option<Vec<Object>>)]
@@ -68,6 +72,7 @@ pub struct BlueprintSearch {
 pub async fn search_blueprint(
     State(app): State<AppState>,
     params: PathParams,
+    q: Params,
     ApiJson(body): ApiJson<BlueprintSearch>,
 ) -> ApiResult<Response> {
     let blueprint = params.get("bp")?;
@@ -78,8 +83,11 @@ pub async fn search_blueprint(
     let query = body.query.as_ref().map(parse).transpose()?;
     let mut pairs: Vec<(String, String)> = body.include.iter().map(|i| ("include".to_string(), i.clone())).collect();
     pairs.extend(body.exclude.iter().map(|i| ("exclude".to_string(), i.clone())));
-    let projection = Projection::from_params(&Params(pairs))?;
+    if body.attach_title_to_relation || q.flag("attach_title_to_relation", false)? {
+        pairs.push(("attach_title_to_relation".into(), "true".into()));
+    }
     let view = app.catalog.view();
+    let projection = Projection::from_params(&Params(pairs))?.with_view(&view);
     let sort = match &body.sort {
         Some(v) => berth_model::query::parse_sort(v)
             .map_err(|e| ApiError::bad_request(format!("invalid sort at {}: {}", e.path, e.message)))?,

@@ -448,3 +448,42 @@ async fn aggregations_and_facets() {
     }
     agg(json!({"func": "count"})).await.assert_error(422, "invalid_request");
 }
+
+#[tokio::test]
+async fn attach_title_to_relation_on_every_read() {
+    let s = catalog().await;
+    let a = s.get("/v1/blueprints/service/entities/web?attach_title_to_relation=true").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["entity"]["relations"]["team"], json!({"identifier": "edge", "title": "Edge"}));
+    assert_eq!(
+        a.body["entity"]["relations"]["deps"],
+        json!([{"identifier": "api", "title": "API"}, {"identifier": "worker", "title": "Worker"}])
+    );
+    let plain = s.get("/v1/blueprints/service/entities/web").await;
+    assert_eq!(plain.body["entity"]["relations"]["team"], json!("edge"), "off by default");
+
+    let a =
+        s.get("/v1/blueprints/service/entities?attach_title_to_relation=true&include=identifier,relations.team").await;
+    let worker = a.body["entities"].as_array().expect("entities").iter().find(|e| e["identifier"] == "worker").cloned();
+    assert_eq!(
+        worker.expect("worker"),
+        json!({"identifier": "worker", "relations": {"team": {"identifier": "core", "title": "Core"}}})
+    );
+
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities/search",
+            json!({"attach_title_to_relation": true, "query": {"combinator": "and", "rules": [
+                {"property": "$identifier", "operator": "=", "value": "api"}]}}),
+        )
+        .await;
+    assert_eq!(a.body["entities"][0]["relations"]["team"]["title"], "Core");
+    let a = s
+        .post(
+            "/v1/entities/search?attach_title_to_relation=true",
+            json!({"combinator": "and", "rules": [{"property": "$identifier", "operator": "=", "value": "worker"}]}),
+        )
+        .await;
+    assert_eq!(a.body["entities"][0]["relations"]["deps"], json!([{"identifier": "api", "title": "API"}]));
+    s.get("/v1/blueprints/service/entities/web?attach_title_to_relation=maybe").await.assert_error(400, "bad_request");
+}

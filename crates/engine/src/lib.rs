@@ -15,6 +15,7 @@ mod command;
 mod digest;
 mod entities;
 pub mod graph;
+pub mod index;
 pub mod search;
 mod state;
 

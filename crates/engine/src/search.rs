@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::State;
 use crate::graph::{self, EntitySet};
+use crate::index::{self, ScalarKey};
 
 /// What a rule with a slot resolved to for this search.
 enum Slot {
@@ -410,7 +411,8 @@ fn candidates(ctx: &Ctx<'_>, blueprint: &str, query: &Query) -> Option<std::coll
         Query::Rule(r) => Some(r),
         _ => None,
     });
-    for rule in rules {
+    let rules: Vec<&Rule> = rules.collect();
+    for rule in &rules {
         let values: Vec<&str> = match (&rule.op, &rule.operand) {
             (Op::Eq, Operand::Scalar(Value::String(v))) => vec![v.as_str()],
             (Op::In, Operand::List(list)) if list.iter().all(Value::is_string) => {
@@ -437,7 +439,94 @@ fn candidates(ctx: &Ctx<'_>, blueprint: &str, query: &Query) -> Option<std::coll
             best = Some(set);
         }
     }
+    // Property indexes: only when nothing cheaper was found or they may be smaller; a rule whose index
+    // answer would exceed the cap (or the best set so far) is left to the evaluator.
+    let total = state.entity_count(blueprint);
+    for rule in rules {
+        let cap = best.as_ref().map_or(total / 2, |b| b.len()).max(1);
+        if let Some(ids) = index_candidates(ctx, blueprint, rule, cap) {
+            if best.as_ref().is_none_or(|b| ids.len() < b.len()) {
+                best = Some(ids.into_iter().map(|id| id.to_string()).collect());
+            }
+        }
+    }
     best
+}
+
+/// The identifiers a property index gives for one rule, unless there are `cap` or more of them (or the rule
+/// cannot be answered by an index).
+fn index_candidates(ctx: &Ctx<'_>, blueprint: &str, rule: &Rule, cap: usize) -> Option<Vec<Arc<str>>> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let state = ctx.state;
+    let name = match &rule.target {
+        Target::Property(p) => p.as_str(),
+        Target::Meta(Meta::Title) => crate::index::TITLE,
+        _ => return None,
+    };
+    let set = state.property_index(blueprint, name);
+    let date_time = state.is_date_time(blueprint, name);
+    let key = |v: &Value| ScalarKey::of(v, date_time);
+    let bounded = |it: &mut dyn Iterator<Item = &Arc<str>>| -> Option<Vec<Arc<str>>> {
+        let mut out = Vec::new();
+        for id in it {
+            if out.len() >= cap {
+                return None;
+            }
+            out.push(Arc::clone(id));
+        }
+        Some(out)
+    };
+    let empty = imbl::OrdSet::new();
+    let set = set.unwrap_or(&empty);
+    match (&rule.op, &rule.operand) {
+        // Equality on a date-time compares the strings, which the instant index cannot answer.
+        (Op::Eq, Operand::Scalar(v)) if !v.is_null() && !date_time => {
+            let k = key(v)?;
+            bounded(&mut index::equal(set, &k))
+        }
+        (Op::In | Op::ContainsAny, Operand::List(list)) if !date_time && list.iter().all(|v| !v.is_null()) => {
+            let keys: Vec<ScalarKey> = list.iter().map(key).collect::<Option<Vec<_>>>()?;
+            let mut out = Vec::new();
+            for k in &keys {
+                let mut part = bounded(&mut index::equal(set, k))?;
+                out.append(&mut part);
+                if out.len() >= cap {
+                    return None;
+                }
+            }
+            Some(out)
+        }
+        (Op::Gt | Op::Ge | Op::Lt | Op::Le, Operand::Bound(b)) => {
+            let k = match b {
+                Bound::Number(n) if n.is_finite() => ScalarKey::Num(*n),
+                Bound::Time(t) if date_time => ScalarKey::Time(t.millis()),
+                _ => return None,
+            };
+            let (low, high) = match rule.op {
+                Op::Gt => (Excluded(k), Unbounded),
+                Op::Ge => (Included(k), Unbounded),
+                Op::Lt => (Unbounded, Excluded(k)),
+                _ => (Unbounded, Included(k)),
+            };
+            bounded(&mut index::range(set, low, high))
+        }
+        (Op::Between, operand) if date_time => {
+            let (from, to) = match operand {
+                Operand::Range { from, to } => (*from, *to),
+                Operand::Preset { slot, .. } => ctx.range(*slot)?,
+                _ => return None,
+            };
+            bounded(&mut index::range(
+                set,
+                Included(ScalarKey::Time(from.millis())),
+                Included(ScalarKey::Time(to.millis())),
+            ))
+        }
+        (Op::BeginsWith, Operand::Scalar(Value::String(prefix))) if !date_time => {
+            bounded(&mut index::prefixed(set, prefix))
+        }
+        _ => None,
+    }
 }
 
 /// The reference answer: a plain scan of the blueprint with [`matches`], no planning. For tests and

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use berth_model::blueprint::CompiledBlueprint;
 use berth_model::{Blueprint, Change, Credential, Entity, Event};
 use imbl::{OrdMap, OrdSet};
+
+use crate::index::{self, BlueprintIndex, Entry, ScalarKey};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -47,6 +49,8 @@ pub struct State {
     incoming: OrdMap<Key, OrdMap<Key, OrdSet<Edge>>>,
     credentials: OrdMap<String, Credential>,
     signing_key: Option<String>,
+    /// Blueprint → property (and `$title`) → ordered (value, identifier) entries.
+    props: OrdMap<Key, BlueprintIndex>,
 }
 
 /// What a snapshot holds; the indexes are rebuilt on load.
@@ -116,6 +120,54 @@ impl State {
         self.incoming.get(blueprint).and_then(|m| m.get(id)).into_iter().flat_map(|s| s.iter())
     }
 
+    /// The ordered index of a property (or of `$title`) of a blueprint.
+    pub fn property_index(&self, blueprint: &str, property: &str) -> Option<&OrdSet<Entry>> {
+        self.props.get(blueprint).and_then(|m| m.get(property))
+    }
+
+    /// Whether a blueprint's property is a date-time (indexed by instant).
+    pub fn is_date_time(&self, blueprint: &str, property: &str) -> bool {
+        self.blueprints.get(blueprint).is_some_and(|b| {
+            b.def.schema.properties.get(property).and_then(|d| d.get("format")).and_then(|f| f.as_str())
+                == Some("date-time")
+        })
+    }
+
+    fn index_entries(&self, e: &Entity) -> Vec<(Key, ScalarKey)> {
+        index::entries_of(e, &|p| self.is_date_time(&e.blueprint, p))
+    }
+
+    /// Updates the property index for an entity going from `old` to `new` (either may be absent).
+    fn reindex(&mut self, blueprint: &Key, old: Option<&Entity>, new: Option<&Entity>) {
+        let before = old.map(|e| self.index_entries(e)).unwrap_or_default();
+        let after = new.map(|e| self.index_entries(e)).unwrap_or_default();
+        let id: Option<Key> = old.or(new).map(|e| Arc::from(e.identifier.as_str()));
+        let Some(id) = id else { return };
+        let bp_index = self.props.entry(Arc::clone(blueprint)).or_default();
+        for (prop, key) in &before {
+            if !after.iter().any(|(p, k)| p == prop && k == key) {
+                if let Some(set) = bp_index.get_mut(prop) {
+                    set.remove(&Entry { value: key.clone(), id: Arc::clone(&id) });
+                }
+            }
+        }
+        for (prop, key) in after.iter() {
+            if !before.iter().any(|(p, k)| p == prop && k == key) {
+                bp_index.entry(Arc::clone(prop)).or_default().insert(Entry { value: key.clone(), id: Arc::clone(&id) });
+            }
+        }
+    }
+
+    /// Rebuilds a blueprint's property index (after its definition changed).
+    fn rebuild_index(&mut self, blueprint: &str) {
+        let key = self.blueprint_name(blueprint);
+        self.props.remove(blueprint);
+        let all: Vec<Arc<Entity>> = self.entities_of(blueprint).cloned().collect();
+        for e in all {
+            self.reindex(&key, None, Some(&e));
+        }
+    }
+
     pub fn credential(&self, client_id: &str) -> Option<&Credential> {
         self.credentials.get(client_id)
     }
@@ -152,6 +204,7 @@ impl State {
                     blueprint.identifier.clone(),
                     BlueprintEntry { def: Arc::new((**blueprint).clone()), compiled: Arc::new(compiled) },
                 );
+                self.rebuild_index(&blueprint.identifier);
             }
             Change::BlueprintDeleted { identifier } => {
                 if self.entity_count(identifier) > 0 {
@@ -159,6 +212,7 @@ impl State {
                 }
                 self.blueprints.remove(identifier);
                 self.entities.remove(identifier.as_str());
+                self.props.remove(identifier.as_str());
             }
             Change::EntityPut { entity } => {
                 let bp = self.blueprint_name(&entity.blueprint);
@@ -178,15 +232,20 @@ impl State {
                     .entry(Arc::clone(&bp))
                     .or_default()
                     .insert(Arc::from(entity.identifier.as_str()), Arc::clone(&entity));
-                if let Some(old) = old {
-                    self.unlink(&old);
+                if let Some(old) = &old {
+                    self.unlink(old);
                 }
                 self.link(&entity);
+                self.reindex(&bp, old.as_deref(), Some(&entity));
             }
             Change::EntityDeleted { blueprint, identifier } => {
                 let removed = self.entities.get_mut(blueprint.as_str()).and_then(|m| m.remove(identifier.as_str()));
                 match removed {
-                    Some(old) => self.unlink(&old),
+                    Some(old) => {
+                        self.unlink(&old);
+                        let bp = self.blueprint_name(blueprint);
+                        self.reindex(&bp, Some(&old), None);
+                    }
                     None => {
                         return Err(format!("entity `{blueprint}/{identifier}` does not exist"));
                     }
@@ -275,6 +334,8 @@ impl State {
         let all: Vec<Arc<Entity>> = state.entities.values().flat_map(|m| m.values().cloned()).collect();
         for e in all {
             state.link(&e);
+            let bp = Arc::clone(&e.blueprint);
+            state.reindex(&bp, None, Some(&e));
         }
         for c in data.credentials {
             state.credentials.insert(c.client_id.clone(), c);

@@ -288,7 +288,9 @@ mod random_sequences {
                 let _ = match op {
                     Op::Write { id, replicas, deps, merge } => {
                         let deps: Vec<String> = deps.iter().map(|d| format!("s{d}")).collect();
-                        let body = json!({"identifier": format!("s{id}"), "properties": {"replicas": replicas}, "relations": {"deps": deps}});
+                        let tags: Vec<String> = (0..replicas % 3).map(|t| format!("t{t}")).collect();
+                        let body = json!({"identifier": format!("s{id}"), "title": format!("S{}", replicas % 5),
+                            "properties": {"replicas": replicas, "tags": tags}, "relations": {"deps": deps}});
                         let input = EntityInput::from_value(&body).expect("input");
                         h.run(Command::WriteEntity {
                             blueprint: "service".into(), path_id: None, input,
@@ -327,6 +329,12 @@ mod random_sequences {
                 .flat_map(|bp| h.state.entities_of(bp).map(move |e| (*bp, e.identifier.clone())))
                 .map(|(bp, id)| h.state.incoming(bp, &id).count()).sum();
             prop_assert_eq!(indexed, edges, "the index holds exactly the relation values");
+            // The property indexes kept up by every write equal ones built from scratch.
+            for prop in ["replicas", "tags", "lang", "$title"] {
+                let kept: Vec<_> = h.state.property_index("service", prop).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+                let fresh: Vec<_> = restored.property_index("service", prop).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+                prop_assert_eq!(kept, fresh, "property index of {}", prop);
+            }
         }
     }
 }
@@ -348,6 +356,15 @@ mod planned_search {
             (0u8..3).prop_map(|i| json!({"relation": "system", "operator": "=", "value": format!("sys{i}")})),
             (0u8..60).prop_map(|r| json!({"property": "replicas", "operator": ">", "value": r})),
             Just(json!({"relation": "deps", "operator": "isEmpty"})),
+            (0u8..60).prop_map(|r| json!({"property": "replicas", "operator": "=", "value": r})),
+            prop::collection::vec(0u8..60, 1..4)
+                .prop_map(|rs| json!({"property": "replicas", "operator": "in", "value": rs})),
+            (0u8..60).prop_map(|r| json!({"property": "replicas", "operator": "<=", "value": r})),
+            (0u8..60).prop_map(|r| json!({"property": "replicas", "operator": ">=", "value": r})),
+            (0u8..3).prop_map(|t| json!({"property": "tags", "operator": "containsAny", "value": [format!("t{t}")]})),
+            (0u8..5).prop_map(|t| json!({"property": "$title", "operator": "=", "value": format!("S{t}")})),
+            Just(json!({"property": "$title", "operator": "beginsWith", "value": "S"})),
+            Just(json!({"property": "lang", "operator": "=", "value": "go"})),
             (0u8..15, 1u32..4).prop_map(|(i, hops)| json!({"operator": "matchAny", "value": format!("s{i}"),
                 "property": {"path": [{"relation": "deps", "maxHops": hops}]}})),
             (0u8..15, any::<bool>()).prop_map(|(i, down)| json!({"operator": "relatedTo", "blueprint": "service",
@@ -386,7 +403,10 @@ mod planned_search {
                 if let Some(s) = system {
                     relations["system"] = json!(format!("sys{s}"));
                 }
-                let input = EntityInput::from_value(&json!({"identifier": format!("s{id}"), "properties": {"replicas": replicas}, "relations": relations})).expect("input");
+                let tags: Vec<String> = (0..replicas % 3).map(|t| format!("t{t}")).collect();
+                let input = EntityInput::from_value(&json!({"identifier": format!("s{id}"), "title": format!("S{}", replicas % 5),
+                    "properties": {"replicas": replicas, "tags": tags, "lang": if replicas % 2 == 0 { "go" } else { "rust" }},
+                    "relations": relations})).expect("input");
                 h.run(Command::WriteEntity { blueprint: "service".into(), path_id: None, input, mode: WriteMode::Upsert, create_missing_related: true }).expect("write");
             }
             let query = Query::parse(&q).expect("parses");

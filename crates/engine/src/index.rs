@@ -1,0 +1,151 @@
+//! Ordered per-property indexes: for every blueprint and every property (and `$title`), the set of
+//! `(value, identifier)` pairs, ordered by value then identifier. Scalars are indexed as they are; an array
+//! is indexed once per scalar item (membership); a `date-time` property by its instant, so ranges of dates
+//! compare as times. One ordered set per property (not one set per value) keeps a unique-valued property at
+//! one entry per entity.
+//!
+//! The index answers equality, `in`, ranges and prefixes with a superset of the matching identifiers; the
+//! search still evaluates every rule on each candidate, so the index never decides a match on its own.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use berth_model::{Entity, Timestamp};
+use imbl::{OrdMap, OrdSet};
+use serde_json::Value;
+
+/// An indexed value. Ordered: booleans, then numbers, then instants, then strings.
+#[derive(Clone, Debug)]
+pub enum ScalarKey {
+    Bool(bool),
+    Num(f64),
+    Time(i64),
+    Str(Arc<str>),
+}
+
+impl ScalarKey {
+    fn rank(&self) -> u8 {
+        match self {
+            ScalarKey::Bool(_) => 0,
+            ScalarKey::Num(_) => 1,
+            ScalarKey::Time(_) => 2,
+            ScalarKey::Str(_) => 3,
+        }
+    }
+
+    /// The key of a scalar JSON value (`None` for null, arrays, objects). Numbers are normalised so that
+    /// equal numbers have equal keys.
+    pub fn of(v: &Value, date_time: bool) -> Option<ScalarKey> {
+        match v {
+            Value::Bool(b) => Some(ScalarKey::Bool(*b)),
+            Value::Number(n) => {
+                n.as_f64().filter(|f| f.is_finite()).map(|f| ScalarKey::Num(if f == 0.0 { 0.0 } else { f }))
+            }
+            Value::String(s) if date_time => Timestamp::parse(s).map(|t| ScalarKey::Time(t.millis())),
+            Value::String(s) => Some(ScalarKey::Str(Arc::from(s.as_str()))),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for ScalarKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for ScalarKey {}
+
+impl PartialOrd for ScalarKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ScalarKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (ScalarKey::Bool(a), ScalarKey::Bool(b)) => a.cmp(b),
+            (ScalarKey::Num(a), ScalarKey::Num(b)) => a.total_cmp(b),
+            (ScalarKey::Time(a), ScalarKey::Time(b)) => a.cmp(b),
+            (ScalarKey::Str(a), ScalarKey::Str(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+}
+
+/// One index entry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub value: ScalarKey,
+    pub id: Arc<str>,
+}
+
+/// Property name (or `$title`) → its ordered entries.
+pub type BlueprintIndex = OrdMap<Arc<str>, OrdSet<Entry>>;
+
+/// The name `$title` is indexed under.
+pub const TITLE: &str = "$title";
+
+/// The entries one entity contributes: `(property, key)` pairs. `date_time(p)` tells which properties are
+/// date-times.
+pub fn entries_of(e: &Entity, date_time: &dyn Fn(&str) -> bool) -> Vec<(Arc<str>, ScalarKey)> {
+    let mut out = Vec::with_capacity(e.properties.len() + 1);
+    for (name, value) in &e.properties {
+        let dt = date_time(name);
+        let name: Arc<str> = Arc::from(name.as_str());
+        match value {
+            Value::Array(items) => {
+                let mut keys: Vec<ScalarKey> = items.iter().filter_map(|i| ScalarKey::of(i, dt)).collect();
+                keys.sort();
+                keys.dedup();
+                out.extend(keys.into_iter().map(|k| (Arc::clone(&name), k)));
+            }
+            v => out.extend(ScalarKey::of(v, dt).map(|k| (name, k))),
+        }
+    }
+    if let Some(title) = &e.title {
+        out.push((Arc::from(TITLE), ScalarKey::Str(Arc::from(title.as_str()))));
+    }
+    out
+}
+
+/// Identifiers whose value for the property equals `key`.
+pub fn equal<'a>(set: &'a OrdSet<Entry>, key: &'a ScalarKey) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+    let start = Entry { value: key.clone(), id: Arc::from("") };
+    set.range((Bound::Included(start), Bound::Unbounded)).take_while(move |e| &e.value == key).map(|e| &e.id)
+}
+
+/// Identifiers whose value lies within the bounds (of one key kind), in value order.
+pub fn range<'a>(
+    set: &'a OrdSet<Entry>,
+    low: Bound<ScalarKey>,
+    high: Bound<ScalarKey>,
+) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+    let start = match &low {
+        Bound::Included(k) | Bound::Excluded(k) => Bound::Included(Entry { value: k.clone(), id: Arc::from("") }),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let kind = match (&low, &high) {
+        (Bound::Included(k) | Bound::Excluded(k), _) | (_, Bound::Included(k) | Bound::Excluded(k)) => Some(k.rank()),
+        _ => None,
+    };
+    set.range((start, Bound::Unbounded))
+        .skip_while(move |e| matches!(&low, Bound::Excluded(k) if &e.value == k))
+        .take_while(move |e| match &high {
+            Bound::Included(k) => &e.value <= k,
+            Bound::Excluded(k) => &e.value < k,
+            Bound::Unbounded => true,
+        })
+        .filter(move |e| kind.is_none_or(|r| e.value.rank() == r))
+        .map(|e| &e.id)
+}
+
+/// Identifiers whose string value starts with `prefix`.
+pub fn prefixed<'a>(set: &'a OrdSet<Entry>, prefix: &'a str) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+    let start = Entry { value: ScalarKey::Str(Arc::from(prefix)), id: Arc::from("") };
+    set.range((Bound::Included(start), Bound::Unbounded))
+        .take_while(move |e| matches!(&e.value, ScalarKey::Str(s) if s.starts_with(prefix)))
+        .map(|e| &e.id)
+}

@@ -123,7 +123,13 @@ pub async fn run(entities: usize, keep: bool) -> anyhow::Result<()> {
             "property equality: status = failed",
             "deployment",
             q(json!([{"property": "status", "operator": "=", "value": "failed"}])),
-            "scan",
+            "property index",
+        ),
+        (
+            "number equality: durationSeconds = 421",
+            "deployment",
+            q(json!([{"property": "durationSeconds", "operator": "=", "value": 421}])),
+            "property index",
         ),
         (
             "date range: deployedAt between",
@@ -131,7 +137,25 @@ pub async fn run(entities: usize, keep: bool) -> anyhow::Result<()> {
             q(
                 json!([{"property": "deployedAt", "operator": "between", "value": {"from": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:00:00Z"}}]),
             ),
-            "scan",
+            "property index (instants)",
+        ),
+        (
+            "relatedTo, 1 hop: deployments of svc-42",
+            "deployment",
+            q(json!([{"operator": "relatedTo", "blueprint": "service", "value": "svc-42", "direction": "downstream"}])),
+            "graph walk",
+        ),
+        (
+            "relatedTo, 3 hops: deployments under team-7",
+            "deployment",
+            q(json!([{"operator": "relatedTo", "blueprint": "team", "value": "team-7", "direction": "downstream"}])),
+            "graph walk",
+        ),
+        (
+            "matchAny: deployments whose service's system is sys-3",
+            "deployment",
+            q(json!([{"operator": "matchAny", "value": "sys-3", "property": {"path": ["service", "system"]}}])),
+            "reverse index",
         ),
         (
             "contains on a string: version contains 1.49",
@@ -175,6 +199,31 @@ pub async fn run(entities: usize, keep: bool) -> anyhow::Result<()> {
     }
     samples.sort();
     results.push(Timed { name: "count (entities-count)".into(), samples, note: "O(1)".into() });
+    // Aggregations over every deployment: a count with a filter, and facets by an enum property.
+    for (name, body) in [
+        (
+            "aggregate count: status = failed",
+            json!({"func": "count", "query": q(json!([{"property": "$blueprint", "operator": "=", "value": "deployment"},
+                {"property": "status", "operator": "=", "value": "failed"}]))}),
+        ),
+        (
+            "facets: countValues by status (every deployment)",
+            json!({"func": "countValues", "property": "status", "query": q(json!([{"property": "$blueprint", "operator": "=", "value": "deployment"}]))}),
+        ),
+    ] {
+        let mut samples = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let t = Instant::now();
+            let r = client.post(format!("{base}/v1/entities/aggregate")).bearer_auth(&tok).json(&body).send().await?;
+            if !r.status().is_success() {
+                bail!("aggregate answered {}", r.status());
+            }
+            r.bytes().await?;
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        results.push(Timed { name: name.into(), samples, note: "aggregate".into() });
+    }
     // A paginated walk through 100,000 results.
     let walk_started = Instant::now();
     let mut from: Option<String> = None;

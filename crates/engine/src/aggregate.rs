@@ -2,7 +2,9 @@
 //! extremes and medians of a number property, and value counts (facets) by property, relation or scorecard.
 //! Entities are visited without being collected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use std::sync::Arc;
 
 use berth_model::query::Query;
 use berth_model::{DomainError, Entity, Timestamp};
@@ -116,7 +118,7 @@ fn json_number(n: f64) -> Value {
 }
 
 /// Runs an aggregation at `now` (for date presets in the query and averages per unit of time).
-pub fn aggregate(state: &State, agg: &Aggregation, now: Timestamp) -> Result<Aggregated, DomainError> {
+pub fn aggregate<'s>(state: &'s State, agg: &Aggregation, now: Timestamp) -> Result<Aggregated, DomainError> {
     let needs_property = matches!(agg.func, Func::Sum | Func::Min | Func::Max | Func::Median)
         || (agg.func == Func::Average && agg.property.is_some());
     if needs_property && agg.property.is_none() {
@@ -128,12 +130,17 @@ pub fn aggregate(state: &State, agg: &Aggregation, now: Timestamp) -> Result<Agg
     let mut count = 0usize;
     let mut numbers: Vec<f64> = Vec::new();
     let mut earliest: Option<Timestamp> = None;
-    let mut groups: BTreeMap<String, (Value, usize)> = BTreeMap::new();
-    let mut bump = |v: Value| {
-        let key = v.to_string();
-        groups.entry(key).or_insert((v, 0)).1 += 1;
-    };
-    let matching = for_each_match(state, &agg.query, now, |e| {
+    // Strings (the usual facet values) are counted by reference, without allocating per entity.
+    let mut by_str: HashMap<&'s str, usize> = HashMap::new();
+    let mut others: BTreeMap<String, (Value, usize)> = BTreeMap::new();
+    fn bump<'a>(by_str: &mut HashMap<&'a str, usize>, others: &mut BTreeMap<String, (Value, usize)>, v: &'a Value) {
+        match v {
+            Value::String(s) => *by_str.entry(s.as_str()).or_default() += 1,
+            other => others.entry(other.to_string()).or_insert((other.clone(), 0)).1 += 1,
+        }
+    }
+    static NULL: Value = Value::Null;
+    let matching = for_each_match(state, &agg.query, now, |e: &'s Arc<Entity>| {
         count += 1;
         if let Some(p) = &agg.property {
             if agg.func != Func::CountValues {
@@ -155,13 +162,15 @@ pub fn aggregate(state: &State, agg: &Aggregation, now: Timestamp) -> Result<Agg
                     e.relations.get(p)
                 };
                 match v {
-                    Some(Value::Array(items)) if !items.is_empty() => items.iter().cloned().for_each(&mut bump),
-                    Some(Value::Array(_)) | Some(Value::Null) | None => bump(Value::Null),
-                    Some(v) => bump(v.clone()),
+                    Some(Value::Array(items)) if !items.is_empty() => {
+                        items.iter().for_each(|i| bump(&mut by_str, &mut others, i))
+                    }
+                    Some(Value::Array(_)) | Some(Value::Null) | None => bump(&mut by_str, &mut others, &NULL),
+                    Some(v) => bump(&mut by_str, &mut others, v),
                 }
             }
             // No scorecards are computed yet: every entity is without a level.
-            Some(GroupBy::Scorecard { .. }) => bump(Value::Null),
+            Some(GroupBy::Scorecard { .. }) => bump(&mut by_str, &mut others, &NULL),
             None => {}
         }
     })?;
@@ -197,8 +206,14 @@ pub fn aggregate(state: &State, agg: &Aggregation, now: Timestamp) -> Result<Agg
             }
         }
         Func::CountValues => {
+            for (s, n) in by_str.drain() {
+                others
+                    .entry(Value::String(s.to_string()).to_string())
+                    .or_insert((Value::String(s.to_string()), 0))
+                    .1 += n;
+            }
             let mut object = serde_json::Map::new();
-            for (value, n) in groups.values() {
+            for (value, n) in others.values() {
                 let key = match value {
                     Value::String(s) => s.clone(),
                     Value::Null => continue,
@@ -210,7 +225,7 @@ pub fn aggregate(state: &State, agg: &Aggregation, now: Timestamp) -> Result<Agg
         }
     };
     let values = (agg.func == Func::CountValues).then(|| {
-        let mut v: Vec<(Value, usize)> = groups.into_values().collect();
+        let mut v: Vec<(Value, usize)> = others.into_values().collect();
         // By count, then values before "no value", then by value.
         v.sort_by(|a, b| {
             b.1.cmp(&a.1).then(a.0.is_null().cmp(&b.0.is_null())).then_with(|| a.0.to_string().cmp(&b.0.to_string()))

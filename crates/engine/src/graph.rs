@@ -5,6 +5,7 @@
 //!   path starts from, read from the reverse-relation index.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use berth_model::DomainError;
 use berth_model::query::{Direction, MAX_HOPS, PathStep};
@@ -12,8 +13,11 @@ use serde_json::Value;
 
 use crate::State;
 
-/// Entities by blueprint, then identifier.
-pub type EntitySet = HashMap<String, HashSet<String>>;
+/// Entities by blueprint, then identifier (shared strings: a walk over thousands of entities allocates
+/// nothing per entity).
+pub type EntitySet = HashMap<Arc<str>, HashSet<Arc<str>>>;
+
+type Node = (Arc<str>, Arc<str>);
 
 fn ids_of(v: &Value) -> Vec<&str> {
     match v {
@@ -24,7 +28,7 @@ fn ids_of(v: &Value) -> Vec<&str> {
 }
 
 /// The neighbours of one entity in one direction.
-fn neighbours(state: &State, blueprint: &str, id: &str, direction: Direction, required: bool) -> Vec<(String, String)> {
+fn neighbours(state: &State, blueprint: &str, id: &str, direction: Direction, required: bool) -> Vec<Node> {
     let mut out = Vec::new();
     match direction {
         Direction::Upstream => {
@@ -36,7 +40,7 @@ fn neighbours(state: &State, blueprint: &str, id: &str, direction: Direction, re
                 if required && !def.required {
                     continue;
                 }
-                out.extend(ids_of(value).into_iter().map(|t| (def.target.clone(), t.to_string())));
+                out.extend(ids_of(value).into_iter().filter_map(|t| state.entity_key(&def.target, t)));
             }
         }
         Direction::Downstream => {
@@ -50,7 +54,7 @@ fn neighbours(state: &State, blueprint: &str, id: &str, direction: Direction, re
                         continue;
                     }
                 }
-                out.push((edge.blueprint.to_string(), edge.identifier.to_string()));
+                out.push((Arc::clone(&edge.blueprint), Arc::clone(&edge.identifier)));
             }
         }
     }
@@ -70,20 +74,16 @@ pub fn related_to(
         Some(d) => vec![d],
         None => vec![Direction::Upstream, Direction::Downstream],
     };
-    let sources: Vec<(String, String)> = identifiers
-        .iter()
-        .filter(|id| state.entity(blueprint, id).is_some())
-        .map(|id| (blueprint.to_string(), id.clone()))
-        .collect();
+    let sources: Vec<Node> = identifiers.iter().filter_map(|id| state.entity_key(blueprint, id)).collect();
     for direction in directions {
-        let mut seen: HashSet<(String, String)> = sources.iter().cloned().collect();
+        let mut seen: HashSet<Node> = sources.iter().cloned().collect();
         let mut frontier = sources.clone();
         for _ in 0..MAX_HOPS {
             let mut next = Vec::new();
             for (bp, id) in &frontier {
                 for node in neighbours(state, bp, id, direction, required) {
                     if seen.insert(node.clone()) {
-                        out.entry(node.0.clone()).or_default().insert(node.1.clone());
+                        out.entry(Arc::clone(&node.0)).or_default().insert(Arc::clone(&node.1));
                         next.push(node);
                     }
                 }
@@ -124,9 +124,11 @@ pub fn match_any(
     start: &str,
     path: &[PathStep],
     identifiers: &[String],
-) -> Result<HashSet<String>, DomainError> {
+) -> Result<HashSet<Arc<str>>, DomainError> {
     let chain = path_blueprints(state, start, path)?;
-    let mut current: HashSet<String> = identifiers.iter().cloned().collect();
+    let last = chain.last().cloned().unwrap_or_default();
+    let mut current: HashSet<Arc<str>> =
+        identifiers.iter().filter_map(|id| state.entity_key(&last, id)).map(|(_, id)| id).collect();
     for (i, step) in path.iter().enumerate().rev() {
         let (source, target) = (&chain[i], &chain[i + 1]);
         let mut reached = HashSet::new();
@@ -137,9 +139,9 @@ pub fn match_any(
                 for edge in state.incoming(target, id) {
                     if &*edge.blueprint == source.as_str()
                         && &*edge.relation == step.relation.as_str()
-                        && !reached.contains(&*edge.identifier)
+                        && !reached.contains(&edge.identifier)
                     {
-                        next.insert(edge.identifier.to_string());
+                        next.insert(Arc::clone(&edge.identifier));
                     }
                 }
             }

@@ -106,7 +106,7 @@ fn resolve_graph(state: &State, kind: &GraphKind, scope: Option<&str>) -> Result
             };
             for start in starts {
                 let set = graph::match_any(state, &start, path, identifiers)?;
-                out.insert(start, set);
+                out.insert(Arc::from(start.as_str()), set);
             }
             Ok(out)
         }
@@ -166,13 +166,13 @@ pub fn search_blueprint(
         None => None,
     };
     let mut out = Vec::with_capacity(limit.min(1024));
-    let planned = query.and_then(|q| candidates(&ctx, blueprint, q));
+    let planned = query.and_then(|q| candidates(&ctx, blueprint, q, Some(limit)));
     let iter: Box<dyn Iterator<Item = &Arc<Entity>>> = match (planned, &after) {
         (Some(ids), after) => {
             let after = after.clone();
             Box::new(
                 ids.into_iter()
-                    .filter(move |id| after.as_deref().is_none_or(|a| id.as_str() > a))
+                    .filter(move |id| after.as_deref().is_none_or(|a| &**id > a))
                     .filter_map(|id| state.entity(blueprint, &id)),
             )
         }
@@ -218,11 +218,11 @@ pub fn search_all(
 
 /// Calls `f` on every entity matching `query` across blueprints (as [`search_all`] finds them) without
 /// collecting them; returns the blueprints that had matches.
-pub fn for_each_match(
-    state: &State,
+pub fn for_each_match<'s>(
+    state: &'s State,
     query: &Query,
     now: Timestamp,
-    mut f: impl FnMut(&Arc<Entity>),
+    mut f: impl FnMut(&'s Arc<Entity>),
 ) -> Result<Vec<String>, DomainError> {
     let ctx = Ctx::new(state, query, now, None)?;
     let blueprints: Vec<String> = match query.blueprint_filter() {
@@ -232,13 +232,13 @@ pub fn for_each_match(
     let mut matching = Vec::new();
     for bp in blueprints {
         let mut hits = 0usize;
-        let mut visit = |e: &Arc<Entity>| {
+        let mut visit = |e: &'s Arc<Entity>| {
             if matches(&ctx, e, query) {
                 hits += 1;
                 f(e);
             }
         };
-        match candidates(&ctx, &bp, query) {
+        match candidates(&ctx, &bp, query, None) {
             Some(ids) => ids.iter().filter_map(|id| state.entity(&bp, id)).for_each(&mut visit),
             None => state.entities_of(&bp).for_each(&mut visit),
         }
@@ -309,7 +309,8 @@ pub fn search_blueprint_sorted(
         }
         None => None,
     };
-    let mut hits: Vec<(Position, Arc<Entity>)> = match query.and_then(|q| candidates(&ctx, blueprint, q)) {
+    // A sorted page needs every match (to sort them), so the planner plans for all of them.
+    let mut hits: Vec<(Position, Arc<Entity>)> = match query.and_then(|q| candidates(&ctx, blueprint, q, None)) {
         Some(ids) => ids
             .iter()
             .filter_map(|id| state.entity(blueprint, id))
@@ -383,9 +384,24 @@ fn sort_cmp(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     }
 }
 
+/// Identifiers, ordered.
+type IdSet = std::collections::BTreeSet<Arc<str>>;
+
+/// The most candidates worth reading from a property index. A search that wants `limit` results stops its
+/// scan after about `limit * total / matches` entities, while reading `matches` candidates costs about
+/// `matches`: the index pays while `matches < sqrt(limit * total)`. A search that wants every result scans
+/// everything, and the index pays while the candidates are a small part of the blueprint.
+fn index_cap(total: usize, limit: Option<usize>) -> usize {
+    match limit {
+        Some(limit) => (((limit.max(1) * total) as f64).sqrt() as usize).clamp(64, (total / 2).max(64)),
+        None => (total / 16).max(64),
+    }
+}
+
 /// A superset of the identifiers (of `blueprint`) that can match `query`, in identifier order, when a top-level
-/// `and` rule allows reading them from an index; `None` when only a scan will do.
-fn candidates(ctx: &Ctx<'_>, blueprint: &str, query: &Query) -> Option<std::collections::BTreeSet<String>> {
+/// `and` rule allows reading them from an index; `None` when a scan will do better. `limit` is how many
+/// results the caller wants (`None`: all of them).
+fn candidates(ctx: &Ctx<'_>, blueprint: &str, query: &Query, limit: Option<usize>) -> Option<IdSet> {
     let state = ctx.state;
     let nodes: Vec<&Query> = match query {
         Query::Group { combinator: berth_model::query::Combinator::And, rules } => rules.iter().collect(),
@@ -393,11 +409,11 @@ fn candidates(ctx: &Ctx<'_>, blueprint: &str, query: &Query) -> Option<std::coll
         single => vec![single],
     };
     let bp = state.blueprint(blueprint)?;
-    let mut best: Option<std::collections::BTreeSet<String>> = None;
+    let mut best: Option<IdSet> = None;
     // A graph rule's computed set, restricted to this blueprint.
     for node in &nodes {
         if let Query::Graph(g) = node {
-            let set: std::collections::BTreeSet<String> = ctx
+            let set: IdSet = ctx
                 .set(g.slot)
                 .and_then(|s| s.get(blueprint))
                 .map(|ids| ids.iter().cloned().collect())
@@ -420,9 +436,9 @@ fn candidates(ctx: &Ctx<'_>, blueprint: &str, query: &Query) -> Option<std::coll
             }
             _ => continue,
         };
-        let set: std::collections::BTreeSet<String> = match &rule.target {
+        let set: IdSet = match &rule.target {
             Target::Meta(Meta::Identifier) => {
-                values.into_iter().filter(|id| state.entity(blueprint, id).is_some()).map(str::to_string).collect()
+                values.into_iter().filter(|id| state.entity(blueprint, id).is_some()).map(Arc::from).collect()
             }
             Target::Relation(r) => {
                 let Some(def) = bp.def.relations.get(r) else { continue };
@@ -430,7 +446,7 @@ fn candidates(ctx: &Ctx<'_>, blueprint: &str, query: &Query) -> Option<std::coll
                     .into_iter()
                     .flat_map(|target| state.incoming(&def.target, target))
                     .filter(|edge| &*edge.blueprint == blueprint && &*edge.relation == r.as_str())
-                    .map(|edge| edge.identifier.to_string())
+                    .map(|edge| Arc::clone(&edge.identifier))
                     .collect()
             }
             _ => continue,
@@ -443,10 +459,10 @@ fn candidates(ctx: &Ctx<'_>, blueprint: &str, query: &Query) -> Option<std::coll
     // answer would exceed the cap (or the best set so far) is left to the evaluator.
     let total = state.entity_count(blueprint);
     for rule in rules {
-        let cap = best.as_ref().map_or(total / 2, |b| b.len()).max(1);
+        let cap = best.as_ref().map_or(index_cap(total, limit), |b| b.len()).max(1);
         if let Some(ids) = index_candidates(ctx, blueprint, rule, cap) {
             if best.as_ref().is_none_or(|b| ids.len() < b.len()) {
-                best = Some(ids.into_iter().map(|id| id.to_string()).collect());
+                best = Some(ids.into_iter().collect());
             }
         }
     }
@@ -562,7 +578,7 @@ pub fn matches(ctx: &Ctx<'_>, e: &Entity, q: &Query) -> bool {
         },
         Query::Rule(rule) => rule_matches(ctx, e, rule),
         Query::Graph(g) => {
-            ctx.set(g.slot).and_then(|s| s.get(&*e.blueprint)).is_some_and(|ids| ids.contains(&e.identifier))
+            ctx.set(g.slot).and_then(|s| s.get(&*e.blueprint)).is_some_and(|ids| ids.contains(e.identifier.as_str()))
         }
     }
 }
@@ -683,8 +699,44 @@ fn in_range(v: Option<&Value>, from: Timestamp, to: Timestamp) -> bool {
     v.and_then(Value::as_str).and_then(Timestamp::parse).is_some_and(|t| t >= from && t <= to)
 }
 
+/// A string meta-property as a borrowed string (`Some(None)` when it is null); `None` for the others.
+fn meta_str(e: &Entity, m: Meta) -> Option<Option<&str>> {
+    Some(match m {
+        Meta::Identifier => Some(e.identifier.as_str()),
+        Meta::Blueprint => Some(&*e.blueprint),
+        Meta::Title => e.title.as_deref(),
+        Meta::Icon => e.icon.as_deref(),
+        Meta::CreatedBy => Some(e.created_by.as_str()),
+        Meta::UpdatedBy => Some(e.updated_by.as_str()),
+        Meta::Datasource => e.datasource.as_deref(),
+        Meta::Team | Meta::CreatedAt | Meta::UpdatedAt => return None,
+    })
+}
+
+/// `=`, `!=`, `in`, `notIn` on a string meta-property without building a JSON value (the common `$blueprint`
+/// and `$identifier` rules on every scanned entity). `None` when the rule is not of that kind.
+fn meta_str_matches(e: &Entity, rule: &Rule) -> Option<bool> {
+    let Target::Meta(m) = rule.target else { return None };
+    let v = meta_str(e, m)?;
+    let equal = |want: &Value| match (v, want) {
+        (Some(s), Value::String(w)) => s == w,
+        (None, Value::Null) => true,
+        _ => false,
+    };
+    match (&rule.op, &rule.operand) {
+        (Op::Eq, Operand::Scalar(w)) => Some(equal(w)),
+        (Op::Ne, Operand::Scalar(w)) => Some(!equal(w)),
+        (Op::In, Operand::List(l)) => Some(l.iter().any(equal)),
+        (Op::NotIn, Operand::List(l)) => Some(!l.iter().any(equal)),
+        _ => None,
+    }
+}
+
 fn rule_matches(ctx: &Ctx<'_>, e: &Entity, rule: &Rule) -> bool {
     if let Some(hit) = meta_time_matches(ctx, e, rule) {
+        return hit;
+    }
+    if let Some(hit) = meta_str_matches(e, rule) {
         return hit;
     }
     let owned;

@@ -120,6 +120,13 @@ impl State {
         self.incoming.get(blueprint).and_then(|m| m.get(id)).into_iter().flat_map(|s| s.iter())
     }
 
+    /// The shared keys (blueprint, identifier) of an existing entity.
+    pub fn entity_key(&self, blueprint: &str, id: &str) -> Option<(Arc<str>, Arc<str>)> {
+        let (bp, entities) = self.entities.get_key_value(blueprint)?;
+        let (id, _) = entities.get_key_value(id)?;
+        Some((Arc::clone(bp), Arc::clone(id)))
+    }
+
     /// The ordered index of a property (or of `$title`) of a blueprint.
     pub fn property_index(&self, blueprint: &str, property: &str) -> Option<&OrdSet<Entry>> {
         self.props.get(blueprint).and_then(|m| m.get(property))

@@ -101,6 +101,115 @@ pub struct Aggregated {
     pub matching: Vec<String>,
 }
 
+/// Whole-blueprint counts and facets read from the property index instead of visiting every entity: a count
+/// of `$blueprint = B` (optionally with one `=` / `in` rule on a property that holds one scalar), and
+/// `countValues` of such a property over the whole blueprint. `None` when the query is of another shape.
+fn from_index(state: &State, agg: &Aggregation) -> Option<Aggregated> {
+    use berth_model::query::{Combinator, Meta, Op, Operand, Rule, Target};
+
+    use crate::index::{self, ScalarKey};
+    let rules: Vec<&Rule> = match &agg.query {
+        Query::Group { combinator: Combinator::And, rules } => {
+            rules.iter().map(|q| if let Query::Rule(r) = q { Some(r) } else { None }).collect::<Option<Vec<_>>>()?
+        }
+        Query::Rule(r) => vec![r],
+        _ => return None,
+    };
+    let is_blueprint = |r: &Rule| {
+        matches!(
+            r,
+            Rule { target: Target::Meta(Meta::Blueprint), op: Op::Eq, operand: Operand::Scalar(Value::String(_)) }
+        )
+    };
+    let blueprint = match rules.iter().find(|r| is_blueprint(r))? {
+        Rule { operand: Operand::Scalar(Value::String(b)), .. } => b.as_str(),
+        _ => return None,
+    };
+    let others: Vec<&Rule> = rules.iter().copied().filter(|r| !is_blueprint(r)).collect();
+    let bp = state.blueprint(blueprint)?;
+    // A property holding one scalar (not an array, not a date-time): one index entry per entity with a value.
+    let single_scalar = |p: &str| {
+        bp.def
+            .schema
+            .properties
+            .get(p)
+            .and_then(|d| d.get("type"))
+            .and_then(Value::as_str)
+            .is_some_and(|t| t != "array")
+            && !state.is_date_time(blueprint, p)
+    };
+    let total = state.entity_count(blueprint);
+    let matching = vec![blueprint.to_string()];
+    let empty = imbl::OrdSet::new();
+    match (agg.func, others.as_slice(), &agg.group_by) {
+        (Func::Count, [], _) => Some(Aggregated { result: json!(total), values: None, matching }),
+        (Func::Count, [rule], _) => {
+            let Target::Property(p) = &rule.target else { return None };
+            if !single_scalar(p) {
+                return None;
+            }
+            let set = state.property_index(blueprint, p).unwrap_or(&empty);
+            let wanted: Vec<&Value> = match (&rule.op, &rule.operand) {
+                (Op::Eq, Operand::Scalar(v)) if !v.is_null() => vec![v],
+                (Op::In, Operand::List(l)) if l.iter().all(|v| !v.is_null()) => l.iter().collect(),
+                _ => return None,
+            };
+            let mut keys: Vec<ScalarKey> = wanted.into_iter().filter_map(|v| ScalarKey::of(v, false)).collect();
+            keys.sort();
+            keys.dedup();
+            let count: usize = keys.iter().map(|k| index::equal(set, k).count()).sum();
+            Some(Aggregated { result: json!(count), values: None, matching })
+        }
+        (Func::CountValues, [], Some(GroupBy::Property(p))) if single_scalar(p) => {
+            let set = state.property_index(blueprint, p).unwrap_or(&empty);
+            // Entries come ordered by value: count runs of equal values.
+            let mut runs: Vec<(ScalarKey, usize)> = Vec::new();
+            for entry in set.iter() {
+                match runs.last_mut() {
+                    Some((k, n)) if *k == entry.value => *n += 1,
+                    _ => runs.push((entry.value.clone(), 1)),
+                }
+            }
+            let mut counts: Vec<(Value, usize)> = runs.iter().map(|(k, n)| (key_value(k), *n)).collect();
+            let with_value: usize = counts.iter().map(|(_, n)| n).sum();
+            let mut object = serde_json::Map::new();
+            for (value, n) in &counts {
+                let key = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                object.insert(key, json!(n));
+            }
+            if total > with_value {
+                counts.push((Value::Null, total - with_value));
+            }
+            counts.sort_by(|a, b| {
+                b.1.cmp(&a.1)
+                    .then(a.0.is_null().cmp(&b.0.is_null()))
+                    .then_with(|| a.0.to_string().cmp(&b.0.to_string()))
+            });
+            Some(Aggregated { result: Value::Object(object), values: Some(counts), matching })
+        }
+        _ => None,
+    }
+}
+
+/// An index key back as the JSON value it came from.
+fn key_value(k: &crate::index::ScalarKey) -> Value {
+    use crate::index::ScalarKey;
+    match k {
+        ScalarKey::Bool(b) => Value::Bool(*b),
+        ScalarKey::Num(n) => facet_number(*n),
+        ScalarKey::Time(ms) => json!(ms),
+        ScalarKey::Str(s) => Value::String(s.to_string()),
+    }
+}
+
+/// A number as a facet value: integral numbers as integers (`3`, not `3.0`), whichever way they were written.
+fn facet_number(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 9.0e15 { json!(n as i64) } else { json_number(n) }
+}
+
 fn number(e: &Entity, property: &str) -> Option<f64> {
     e.properties.get(property).and_then(Value::as_f64).filter(|n| n.is_finite())
 }
@@ -127,6 +236,9 @@ pub fn aggregate<'s>(state: &'s State, agg: &Aggregation, now: Timestamp) -> Res
     if agg.func == Func::CountValues && agg.group_by.is_none() {
         return Err(DomainError::BadRequest("countValues needs `property`, `relation` or `scorecard`".into()));
     }
+    if let Some(fast) = from_index(state, agg) {
+        return Ok(fast);
+    }
     let mut count = 0usize;
     let mut numbers: Vec<f64> = Vec::new();
     let mut earliest: Option<Timestamp> = None;
@@ -136,6 +248,10 @@ pub fn aggregate<'s>(state: &'s State, agg: &Aggregation, now: Timestamp) -> Res
     fn bump<'a>(by_str: &mut HashMap<&'a str, usize>, others: &mut BTreeMap<String, (Value, usize)>, v: &'a Value) {
         match v {
             Value::String(s) => *by_str.entry(s.as_str()).or_default() += 1,
+            Value::Number(n) => {
+                let v = facet_number(n.as_f64().unwrap_or(f64::NAN));
+                others.entry(v.to_string()).or_insert((v, 0)).1 += 1
+            }
             other => others.entry(other.to_string()).or_insert((other.clone(), 0)).1 += 1,
         }
     }

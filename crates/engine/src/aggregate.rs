@@ -101,13 +101,13 @@ pub struct Aggregated {
     pub matching: Vec<String>,
 }
 
-/// Whole-blueprint counts and facets read from the property index instead of visiting every entity: a count
+/// Whole-blueprint counts and facets read from the index's value counts instead of visiting every entity: a count
 /// of `$blueprint = B` (optionally with one `=` / `in` rule on a property that holds one scalar), and
 /// `countValues` of such a property over the whole blueprint. `None` when the query is of another shape.
 fn from_index(state: &State, agg: &Aggregation) -> Option<Aggregated> {
     use berth_model::query::{Combinator, Meta, Op, Operand, Rule, Target};
 
-    use crate::index::{self, ScalarKey};
+    use crate::index::ScalarKey;
     let rules: Vec<&Rule> = match &agg.query {
         Query::Group { combinator: Combinator::And, rules } => {
             rules.iter().map(|q| if let Query::Rule(r) = q { Some(r) } else { None }).collect::<Option<Vec<_>>>()?
@@ -140,7 +140,7 @@ fn from_index(state: &State, agg: &Aggregation) -> Option<Aggregated> {
     };
     let total = state.entity_count(blueprint);
     let matching = vec![blueprint.to_string()];
-    let empty = imbl::OrdSet::new();
+    let no_counts = imbl::OrdMap::new();
     match (agg.func, others.as_slice(), &agg.group_by) {
         (Func::Count, [], _) => Some(Aggregated { result: json!(total), values: None, matching }),
         (Func::Count, [rule], _) => {
@@ -148,7 +148,7 @@ fn from_index(state: &State, agg: &Aggregation) -> Option<Aggregated> {
             if !single_scalar(p) {
                 return None;
             }
-            let set = state.property_index(blueprint, p).unwrap_or(&empty);
+            let counts = state.value_counts(blueprint, p).unwrap_or(&no_counts);
             let wanted: Vec<&Value> = match (&rule.op, &rule.operand) {
                 (Op::Eq, Operand::Scalar(v)) if !v.is_null() => vec![v],
                 (Op::In, Operand::List(l)) if l.iter().all(|v| !v.is_null()) => l.iter().collect(),
@@ -157,20 +157,12 @@ fn from_index(state: &State, agg: &Aggregation) -> Option<Aggregated> {
             let mut keys: Vec<ScalarKey> = wanted.into_iter().filter_map(|v| ScalarKey::of(v, false)).collect();
             keys.sort();
             keys.dedup();
-            let count: usize = keys.iter().map(|k| index::equal(set, k).count()).sum();
+            let count: usize = keys.iter().map(|k| counts.get(k).copied().unwrap_or(0)).sum();
             Some(Aggregated { result: json!(count), values: None, matching })
         }
         (Func::CountValues, [], Some(GroupBy::Property(p))) if single_scalar(p) => {
-            let set = state.property_index(blueprint, p).unwrap_or(&empty);
-            // Entries come ordered by value: count runs of equal values.
-            let mut runs: Vec<(ScalarKey, usize)> = Vec::new();
-            for entry in set.iter() {
-                match runs.last_mut() {
-                    Some((k, n)) if *k == entry.value => *n += 1,
-                    _ => runs.push((entry.value.clone(), 1)),
-                }
-            }
-            let mut counts: Vec<(Value, usize)> = runs.iter().map(|(k, n)| (key_value(k), *n)).collect();
+            let by_value = state.value_counts(blueprint, p).unwrap_or(&no_counts);
+            let mut counts: Vec<(Value, usize)> = by_value.iter().map(|(k, n)| (key_value(k), *n)).collect();
             let with_value: usize = counts.iter().map(|(_, n)| n).sum();
             let mut object = serde_json::Map::new();
             for (value, n) in &counts {

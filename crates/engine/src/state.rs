@@ -51,6 +51,8 @@ pub struct State {
     signing_key: Option<String>,
     /// Blueprint → property (and `$title`) → ordered (value, identifier) entries.
     props: OrdMap<Key, BlueprintIndex>,
+    /// Blueprint → property → value → how many index entries have it (counts and facets in O(values)).
+    value_counts: OrdMap<Key, OrdMap<Key, OrdMap<ScalarKey, usize>>>,
 }
 
 /// What a snapshot holds; the indexes are rebuilt on load.
@@ -132,6 +134,11 @@ impl State {
         self.props.get(blueprint).and_then(|m| m.get(property))
     }
 
+    /// How many index entries of a blueprint's property have each value (`$title` is not counted).
+    pub fn value_counts(&self, blueprint: &str, property: &str) -> Option<&OrdMap<ScalarKey, usize>> {
+        self.value_counts.get(blueprint).and_then(|m| m.get(property))
+    }
+
     /// Whether a blueprint's property is a date-time (indexed by instant).
     pub fn is_date_time(&self, blueprint: &str, property: &str) -> bool {
         self.blueprints.get(blueprint).is_some_and(|b| {
@@ -151,16 +158,30 @@ impl State {
         let id: Option<Key> = old.or(new).map(|e| Arc::from(e.identifier.as_str()));
         let Some(id) = id else { return };
         let bp_index = self.props.entry(Arc::clone(blueprint)).or_default();
+        let bp_counts = self.value_counts.entry(Arc::clone(blueprint)).or_default();
         for (prop, key) in &before {
             if !after.iter().any(|(p, k)| p == prop && k == key) {
                 if let Some(set) = bp_index.get_mut(prop) {
                     set.remove(&Entry { value: key.clone(), id: Arc::clone(&id) });
+                }
+                if &**prop != index::TITLE {
+                    if let Some(counts) = bp_counts.get_mut(prop) {
+                        if let Some(n) = counts.get_mut(key) {
+                            *n -= 1;
+                            if *n == 0 {
+                                counts.remove(key);
+                            }
+                        }
+                    }
                 }
             }
         }
         for (prop, key) in after.iter() {
             if !before.iter().any(|(p, k)| p == prop && k == key) {
                 bp_index.entry(Arc::clone(prop)).or_default().insert(Entry { value: key.clone(), id: Arc::clone(&id) });
+                if &**prop != index::TITLE {
+                    *bp_counts.entry(Arc::clone(prop)).or_default().entry(key.clone()).or_default() += 1;
+                }
             }
         }
     }
@@ -169,6 +190,7 @@ impl State {
     fn rebuild_index(&mut self, blueprint: &str) {
         let key = self.blueprint_name(blueprint);
         self.props.remove(blueprint);
+        self.value_counts.remove(blueprint);
         let all: Vec<Arc<Entity>> = self.entities_of(blueprint).cloned().collect();
         for e in all {
             self.reindex(&key, None, Some(&e));
@@ -220,6 +242,7 @@ impl State {
                 self.blueprints.remove(identifier);
                 self.entities.remove(identifier.as_str());
                 self.props.remove(identifier.as_str());
+                self.value_counts.remove(identifier.as_str());
             }
             Change::EntityPut { entity } => {
                 let bp = self.blueprint_name(&entity.blueprint);

@@ -334,6 +334,9 @@ mod random_sequences {
                 let kept: Vec<_> = h.state.property_index("service", prop).map(|s| s.iter().cloned().collect()).unwrap_or_default();
                 let fresh: Vec<_> = restored.property_index("service", prop).map(|s| s.iter().cloned().collect()).unwrap_or_default();
                 prop_assert_eq!(kept, fresh, "property index of {}", prop);
+                let kept = h.state.value_counts("service", prop).cloned().unwrap_or_default();
+                let fresh = restored.value_counts("service", prop).cloned().unwrap_or_default();
+                prop_assert_eq!(kept, fresh, "value counts of {}", prop);
             }
         }
     }

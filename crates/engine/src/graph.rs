@@ -44,6 +44,9 @@ fn neighbours(state: &State, blueprint: &str, id: &str, direction: Direction, re
             }
         }
         Direction::Downstream => {
+            if !state.is_relation_target(blueprint) {
+                return out;
+            }
             for edge in state.incoming(blueprint, id) {
                 if required {
                     let is_required = state

@@ -117,6 +117,11 @@ impl State {
         self.entities.values().map(OrdMap::len).sum()
     }
 
+    /// Whether any relation points at entities of this blueprint (a walk downstream can stop here if not).
+    pub fn is_relation_target(&self, blueprint: &str) -> bool {
+        self.incoming.get(blueprint).is_some_and(|m| !m.is_empty())
+    }
+
     /// Edges that point at an entity.
     pub fn incoming(&self, blueprint: &str, id: &str) -> impl Iterator<Item = &Edge> {
         self.incoming.get(blueprint).and_then(|m| m.get(id)).into_iter().flat_map(|s| s.iter())

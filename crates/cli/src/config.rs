@@ -18,8 +18,8 @@ pub struct ServeArgs {
     /// Store URL [default: sqlite://<data-dir>/berth.db]
     #[arg(long, env = "BERTH_STORE")]
     pub store: Option<String>,
-    /// A TOML file with any of: listen, data_dir, store, body_limit, snapshot_every, min_seq_wait_ms, demo,
-    /// log_format, log
+    /// A TOML file with any of: listen, data_dir, store, body_limit, snapshot_every, min_seq_wait_ms,
+    /// rate_limit, rate_limit_period, org_name, demo, log_format, log
     #[arg(long, env = "BERTH_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seed the demo catalog if the catalog is empty
@@ -34,6 +34,15 @@ pub struct ServeArgs {
     /// How long a request with X-Berth-Min-Seq waits for this replica to catch up, in ms [default: 5000]
     #[arg(long, env = "BERTH_MIN_SEQ_WAIT_MS")]
     pub min_seq_wait_ms: Option<u64>,
+    /// Requests each credential may make per --rate-limit-period on this server; 0 means no limit [default: 0]
+    #[arg(long, env = "BERTH_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+    /// The rate-limit window in seconds [default: 60]
+    #[arg(long, env = "BERTH_RATE_LIMIT_PERIOD")]
+    pub rate_limit_period: Option<u64>,
+    /// The organization's name, as GET /v1/organization answers it [default: Berth]
+    #[arg(long, env = "BERTH_ORG_NAME")]
+    pub org_name: Option<String>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "BERTH_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -52,6 +61,9 @@ struct FileConfig {
     body_limit: Option<usize>,
     snapshot_every: Option<u64>,
     min_seq_wait_ms: Option<u64>,
+    rate_limit: Option<u32>,
+    rate_limit_period: Option<u64>,
+    org_name: Option<String>,
     demo: Option<bool>,
     log_format: Option<String>,
     log: Option<String>,
@@ -87,6 +99,18 @@ impl Settings {
         }
         if let Some(ms) = args.min_seq_wait_ms.or(file.min_seq_wait_ms) {
             server.min_seq_wait = std::time::Duration::from_millis(ms);
+        }
+        if let Some(limit) = args.rate_limit.or(file.rate_limit) {
+            server.rate_limit = limit;
+        }
+        if let Some(secs) = args.rate_limit_period.or(file.rate_limit_period) {
+            if secs == 0 {
+                anyhow::bail!("the rate-limit period must be at least 1 second");
+            }
+            server.rate_limit_period = std::time::Duration::from_secs(secs);
+        }
+        if let Some(name) = args.org_name.or(file.org_name) {
+            server.organization = name;
         }
         server.demo = args.demo || file.demo.unwrap_or(false);
         server.bootstrap_client_id = std::env::var("BERTH_BOOTSTRAP_CLIENT_ID").ok().filter(|s| !s.is_empty());

@@ -70,6 +70,18 @@ pub enum Command {
     PutCredential {
         credential: Credential,
     },
+    /// Changes a credential's name, roles and teams; its secret stays.
+    UpdateCredential {
+        client_id: String,
+        name: String,
+        roles: Vec<String>,
+        teams: Vec<String>,
+    },
+    /// Replaces a credential's secret (tokens issued for the old one stop working).
+    RotateSecret {
+        client_id: String,
+        secret_sha256: String,
+    },
     DeleteCredential {
         client_id: String,
     },
@@ -117,11 +129,31 @@ pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Ch
             entities::delete(state, meta, blueprint, identifier, *delete_dependents)
         }
         Command::PutCredential { credential } => {
+            check_credential(credential)?;
             Ok((vec![Change::CredentialPut { credential: credential.clone() }], Outcome::Done))
         }
+        Command::UpdateCredential { client_id, name, roles, teams } => {
+            let current =
+                state.credential(client_id).ok_or_else(|| DomainError::not_found("app", client_id.clone()))?;
+            let updated =
+                Credential { name: name.clone(), roles: roles.clone(), teams: teams.clone(), ..current.clone() };
+            check_credential(&updated)?;
+            if current.is_admin() && !updated.is_admin() {
+                ensure_another_admin(state, client_id)?;
+            }
+            Ok((vec![Change::CredentialPut { credential: updated }], Outcome::Done))
+        }
+        Command::RotateSecret { client_id, secret_sha256 } => {
+            let current =
+                state.credential(client_id).ok_or_else(|| DomainError::not_found("app", client_id.clone()))?;
+            let rotated = Credential { secret_sha256: secret_sha256.clone(), ..current.clone() };
+            Ok((vec![Change::CredentialPut { credential: rotated }], Outcome::Done))
+        }
         Command::DeleteCredential { client_id } => {
-            if state.credential(client_id).is_none() {
-                return Err(DomainError::not_found("credential", client_id.clone()));
+            let current =
+                state.credential(client_id).ok_or_else(|| DomainError::not_found("app", client_id.clone()))?;
+            if current.is_admin() {
+                ensure_another_admin(state, client_id)?;
             }
             Ok((vec![Change::CredentialDeleted { client_id: client_id.clone() }], Outcome::Done))
         }
@@ -133,5 +165,29 @@ pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Ch
             Some(_) => Ok((vec![], Outcome::Unchanged)),
             None => Ok((vec![Change::CredentialPut { credential: credential.clone() }], Outcome::Done)),
         },
+    }
+}
+
+fn check_credential(c: &Credential) -> Result<(), DomainError> {
+    if c.name.trim().is_empty() || c.name.len() > 200 {
+        return Err(DomainError::Invalid("an app needs a `name` of 1 to 200 characters".into()));
+    }
+    for role in &c.roles {
+        berth_model::credential::check_role(role).map_err(DomainError::Invalid)?;
+    }
+    if c.teams.iter().any(|t| t.trim().is_empty()) {
+        return Err(DomainError::Invalid("`teams` must not contain empty names".into()));
+    }
+    Ok(())
+}
+
+/// Refuses a change that would leave no Admin credential (nobody could manage the portal any more).
+fn ensure_another_admin(state: &State, client_id: &str) -> Result<(), DomainError> {
+    if state.credentials().any(|c| c.client_id != client_id && c.is_admin()) {
+        Ok(())
+    } else {
+        Err(DomainError::HasDependents(format!(
+            "`{client_id}` is the last Admin credential; create another Admin first"
+        )))
     }
 }

@@ -32,6 +32,8 @@ const REUSE_MARGIN_SECS: i64 = 10 * 60;
 pub struct Caller {
     pub client_id: String,
     pub roles: Vec<String>,
+    /// The secret version the token was issued for.
+    pub secret_version: String,
 }
 
 impl Caller {
@@ -47,6 +49,9 @@ struct Claims {
     client_id: String,
     is_machine: bool,
     roles: Vec<String>,
+    /// The credential's secret version when the token was issued; a rotated secret voids the token.
+    #[serde(default)]
+    sv: String,
     iat: i64,
     exp: i64,
     iss: String,
@@ -87,9 +92,17 @@ pub struct Tokens {
 
 impl Tokens {
     /// A token for a credential: the cached one while it lives long enough, else a new one.
-    pub fn issue(&self, key: &str, client_id: &str, roles: &[String], now: i64) -> Result<(String, i64), ApiError> {
+    pub fn issue(
+        &self,
+        key: &str,
+        client_id: &str,
+        roles: &[String],
+        secret_version: &str,
+        now: i64,
+    ) -> Result<(String, i64), ApiError> {
+        let cache_key = format!("{client_id}:{secret_version}");
         if let Ok(cache) = self.cache.lock() {
-            if let Some((token, exp)) = cache.get(client_id) {
+            if let Some((token, exp)) = cache.get(&cache_key) {
                 if *exp - now > REUSE_MARGIN_SECS {
                     return Ok((token.clone(), exp - now));
                 }
@@ -100,6 +113,7 @@ impl Tokens {
             client_id: client_id.to_string(),
             is_machine: true,
             roles: roles.to_vec(),
+            sv: secret_version.to_string(),
             iat: now,
             exp: now + TOKEN_LIFETIME_SECS,
             iss: "berth".into(),
@@ -110,7 +124,7 @@ impl Tokens {
         let sig = URL_SAFE_NO_PAD.encode(sign(key.as_bytes(), signing_input.as_bytes())?);
         let token = format!("{signing_input}.{sig}");
         if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(client_id.to_string(), (token.clone(), claims.exp));
+            cache.insert(cache_key, (token.clone(), claims.exp));
         }
         Ok((token, TOKEN_LIFETIME_SECS))
     }
@@ -139,7 +153,7 @@ impl Tokens {
                 "the access token has expired; ask POST /v1/auth/access_token for a new one",
             ));
         }
-        Ok(Caller { client_id: claims.client_id, roles: claims.roles })
+        Ok(Caller { client_id: claims.client_id, roles: claims.roles, secret_version: claims.sv })
     }
 }
 
@@ -161,9 +175,18 @@ pub async fn require_auth(State(app): State<AppState>, mut req: Request, next: N
     let Some(credential) = view.credential(&caller.client_id) else {
         return Err(ApiError::unauthorized("the credential of this token no longer exists"));
     };
-    let caller = Caller { client_id: caller.client_id, roles: credential.roles.clone() };
+    if caller.secret_version != credential.secret_version() {
+        return Err(ApiError::unauthorized("the credential's secret was rotated; get a new token"));
+    }
+    let caller =
+        Caller { client_id: caller.client_id, roles: credential.roles.clone(), secret_version: caller.secret_version };
+    let allowance = app.limits.check(&caller.client_id, std::time::Instant::now())?;
     req.extensions_mut().insert(caller);
-    Ok(next.run(req).await)
+    let mut response = next.run(req).await;
+    if let Some(allowance) = allowance {
+        allowance.write(response.headers_mut());
+    }
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -173,7 +196,7 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_reject_tampering() {
         let tokens = Tokens::default();
-        let (t, ttl) = tokens.issue("k", "client", &["Admin".into()], 1000).expect("issue");
+        let (t, ttl) = tokens.issue("k", "client", &["Admin".into()], "v1", 1000).expect("issue");
         assert_eq!(ttl, TOKEN_LIFETIME_SECS);
         let caller = Tokens::verify("k", &t, 1001).expect("valid");
         assert_eq!(caller.client_id, "client");
@@ -183,7 +206,7 @@ mod tests {
         tampered.insert(t.find('.').expect("dot") + 2, 'x');
         assert!(Tokens::verify("k", &tampered, 1001).is_err());
         assert!(Tokens::verify("k", "a.b", 1001).is_err());
-        let (again, _) = tokens.issue("k", "client", &["Admin".into()], 1010).expect("issue");
+        let (again, _) = tokens.issue("k", "client", &["Admin".into()], "v1", 1010).expect("issue");
         assert_eq!(again, t, "the same token is returned while it lives");
     }
 }

@@ -29,11 +29,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Extra headers of the answer (`Retry-After`, rate-limit counters); boxed, as they are rare.
+    pub headers: Option<Box<axum::http::HeaderMap>>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), headers: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -82,13 +84,24 @@ impl From<DomainError> for ApiError {
             DomainError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             DomainError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
         };
-        ApiError { status, code, message }
+        ApiError { status, code, message, headers: None }
+    }
+}
+
+impl ApiError {
+    pub fn headers_mut(&mut self) -> &mut axum::http::HeaderMap {
+        self.headers.get_or_insert_with(Default::default)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let body = self.body();
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(headers) = self.headers {
+            response.headers_mut().extend(*headers);
+        }
+        response
     }
 }
 

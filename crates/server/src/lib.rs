@@ -12,6 +12,7 @@ pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod rate_limit;
 pub mod routes;
 
 use std::future::Future;
@@ -50,6 +51,11 @@ pub struct ServerConfig {
     pub demo: bool,
     /// How long a request with `X-Berth-Min-Seq` waits for this replica to apply that sequence before a 503.
     pub min_seq_wait: Duration,
+    /// The organization's name (`GET /v1/organization`).
+    pub organization: String,
+    /// Requests each credential may make per `rate_limit_period` on this replica (0: no limit).
+    pub rate_limit: u32,
+    pub rate_limit_period: Duration,
 }
 
 impl ServerConfig {
@@ -64,6 +70,9 @@ impl ServerConfig {
             bootstrap_client_secret: None,
             demo: false,
             min_seq_wait: Duration::from_secs(5),
+            organization: "Berth".into(),
+            rate_limit: 0,
+            rate_limit_period: Duration::from_secs(60),
         }
     }
 
@@ -135,6 +144,7 @@ impl MigrationRecord {
 pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub tokens: Arc<Tokens>,
+    pub limits: Arc<rate_limit::RateLimiter>,
     pub config: Arc<ServerConfig>,
     pub started: Instant,
 }
@@ -190,8 +200,13 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         blueprints: view.blueprints().count(),
         generated_credential,
     };
-    let state =
-        AppState { catalog, tokens: Arc::new(Tokens::default()), config: Arc::new(config), started: Instant::now() };
+    let state = AppState {
+        catalog,
+        tokens: Arc::new(Tokens::default()),
+        limits: Arc::new(rate_limit::RateLimiter::new(config.rate_limit, config.rate_limit_period)),
+        config: Arc::new(config),
+        started: Instant::now(),
+    };
     Ok(Server { info, state, listener })
 }
 
@@ -230,6 +245,7 @@ async fn bootstrap(catalog: &Catalog, config: &ServerConfig) -> Result<Option<(S
         name: "bootstrap admin".into(),
         secret_sha256: auth::hash_secret(secret),
         roles: vec!["Admin".into()],
+        teams: Vec::new(),
         created_at: now(),
     };
     if let (Some(id), Some(secret)) = (&config.bootstrap_client_id, &config.bootstrap_client_secret) {

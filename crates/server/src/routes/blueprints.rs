@@ -25,11 +25,7 @@ pub fn meta(caller: &Caller, headers: &axum::http::HeaderMap, run_id: Option<Str
 }
 
 fn require_admin(caller: &Caller) -> ApiResult<()> {
-    if caller.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an Admin may change blueprints"))
-    }
+    super::require_admin(caller, "change blueprints")
 }
 
 async fn write_blueprint(

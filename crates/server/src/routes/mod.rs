@@ -1,6 +1,7 @@
 //! HTTP routes, one module per resource. Every `/v1` route but the token route sits behind
 //! [`crate::auth::require_auth`].
 
+pub mod apps;
 pub mod blueprints;
 pub mod entities;
 pub mod render;
@@ -17,6 +18,19 @@ use serde_json::Value;
 use crate::AppState;
 use crate::catalog::CatalogError;
 use crate::error::ApiError;
+
+/// 403 unless the caller is an Admin; `what` completes "only an Admin may ...".
+pub fn require_admin(caller: &crate::auth::Caller, what: &str) -> crate::error::ApiResult<()> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(crate::error::ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("only an Admin may {what}"),
+        ))
+    }
+}
 
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
@@ -52,6 +66,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/entities/search", post(search::search_all))
         .route("/v1/entities/aggregate", post(search::aggregate))
         .route("/v1/migrations/{id}", get(system::migration))
+        .merge(apps::router())
+        .route("/v1/organization", get(apps::organization))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_auth));
     Router::new()
         .route("/v1/auth/access_token", post(token::access_token))

@@ -32,8 +32,13 @@ pub async fn access_token(State(app): State<AppState>, ApiJson(req): ApiJson<Tok
         return Err(denied());
     }
     let key = view.signing_key().ok_or_else(|| ApiError::unavailable("the server has no signing key yet"))?;
-    let (token, expires_in) =
-        app.tokens.issue(key, &credential.client_id, &credential.roles, crate::now().millis() / 1000)?;
+    let (token, expires_in) = app.tokens.issue(
+        key,
+        &credential.client_id,
+        &credential.roles,
+        credential.secret_version(),
+        crate::now().millis() / 1000,
+    )?;
     Ok(super::reply(
         StatusCode::OK,
         json!({"ok": true, "accessToken": token, "expiresIn": expires_in, "tokenType": "Bearer"}),

@@ -54,11 +54,23 @@ impl TestServer {
     }
 
     pub async fn start_in(data_dir: PathBuf, demo: bool) -> TestServer {
+        Self::start_configured(data_dir, |config| config.demo = demo).await
+    }
+
+    /// A server on a fresh directory whose configuration `configure` adjusts.
+    pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = Self::start_configured(dir.path().to_path_buf(), configure).await;
+        server.dir = Some(dir);
+        server
+    }
+
+    async fn start_configured(data_dir: PathBuf, configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let mut config = ServerConfig::new(data_dir.clone());
         config.listen = "127.0.0.1:0".parse().expect("addr");
         config.bootstrap_client_id = Some(CLIENT_ID.into());
         config.bootstrap_client_secret = Some(CLIENT_SECRET.into());
-        config.demo = demo;
+        configure(&mut config);
         let server = berth_server::start(config).await.expect("server starts");
         let base = format!("http://{}", server.info.addr);
         let (stop, stopped) = oneshot::channel::<()>();

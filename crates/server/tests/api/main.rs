@@ -1,6 +1,7 @@
 //! Integration tests: a real server on a real socket over a real SQLite file, driven with an HTTP client.
 //! One test binary with a module per area, to keep link time down.
 
+mod access;
 mod auth;
 mod blueprints;
 mod bulk;

@@ -1,0 +1,218 @@
+//! Machine credentials (`/v1/apps`), the organization, rate limits, and the walk over every documented
+//! route: 401 without a token, 403 for a Member on admin routes.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::{CLIENT_ID, TestServer};
+
+async fn token_for(s: &TestServer, id: &str, secret: &str) -> reqwest::Response {
+    s.client
+        .post(format!("{}/v1/auth/access_token", s.base))
+        .json(&json!({"clientId": id, "clientSecret": secret}))
+        .send()
+        .await
+        .expect("token request")
+}
+
+async fn token(s: &TestServer, id: &str, secret: &str) -> String {
+    let r = token_for(s, id, secret).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.expect("json");
+    v["accessToken"].as_str().expect("token").to_string()
+}
+
+async fn call_as(s: &TestServer, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = s.client.request(method, format!("{}{path}", s.base)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn apps_lifecycle_roles_rotation_and_revocation() {
+    let s = TestServer::start().await;
+    let a = s.post("/v1/apps", json!({"name": "CI pipeline", "teams": ["platform"]})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let app = a.body["app"].clone();
+    let (id, secret) =
+        (app["clientId"].as_str().expect("id").to_string(), app["clientSecret"].as_str().expect("secret").to_string());
+    assert_eq!(app["id"], app["clientId"]);
+    assert_eq!(app["roles"], json!(["Member"]), "Member by default");
+    assert_eq!(app["teams"], json!(["platform"]));
+
+    // Listed and read back without the secret.
+    let list = s.get("/v1/apps").await;
+    assert_eq!(list.status, StatusCode::OK);
+    let apps = list.body["apps"].as_array().expect("apps");
+    assert_eq!(apps.len(), 2);
+    assert!(apps.iter().all(|a| a.get("clientSecret").is_none()), "no secrets in lists");
+    let one = s.get(&format!("/v1/apps/{id}")).await;
+    assert_eq!(one.body["app"]["name"], "CI pipeline");
+    assert!(one.body["app"].get("clientSecret").is_none());
+
+    // A Member may write entities but not blueprints or apps.
+    let member = token(&s, &id, &secret).await;
+    let (status, body) = call_as(
+        &s,
+        &member,
+        Method::POST,
+        "/v1/blueprints",
+        Some(json!({"identifier": "x", "title": "X", "schema": {"properties": {}}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "forbidden");
+    let (status, _) = call_as(&s, &member, Method::GET, "/v1/apps", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Roles are read on every request: promoting the app takes effect on its current token.
+    let a = s.put(&format!("/v1/apps/{id}"), json!({"name": "CI pipeline", "roles": ["Admin"]})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let (status, _) = call_as(&s, &member, Method::GET, "/v1/apps", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Rotation: the old token and the old secret stop working, the new secret works.
+    let a = s.post(&format!("/v1/apps/{id}/rotate-secret"), json!({})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let new_secret = a.body["app"]["clientSecret"].as_str().expect("new secret").to_string();
+    assert_ne!(new_secret, secret);
+    let (status, body) = call_as(&s, &member, Method::GET, "/v1/apps", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["message"].as_str().unwrap_or_default().contains("rotated"), "{body}");
+    assert_eq!(token_for(&s, &id, &secret).await.status(), StatusCode::UNAUTHORIZED);
+    let fresh = token(&s, &id, &new_secret).await;
+
+    // The bootstrap admin can go while another Admin remains; the last Admin cannot.
+    let (status, _) = call_as(&s, &fresh, Method::DELETE, &format!("/v1/apps/{CLIENT_ID}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call_as(&s, &fresh, Method::DELETE, &format!("/v1/apps/{id}"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("last Admin"));
+    let (status, _) =
+        call_as(&s, &fresh, Method::PUT, &format!("/v1/apps/{id}"), Some(json!({"name": "CI", "roles": ["Member"]})))
+            .await;
+    assert_eq!(status, StatusCode::CONFLICT, "demoting the last Admin is refused too");
+
+    // Bad input.
+    for (body, status) in [
+        (json!({"name": "x", "roles": ["Overlord"]}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"name": ""}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"name": "x", "secret": "mine"}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"roles": ["Admin"]}), StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let (got, answer) = call_as(&s, &fresh, Method::POST, "/v1/apps", Some(body.clone())).await;
+        assert_eq!(got, status, "{body} -> {answer}");
+        assert_eq!(answer["ok"], false);
+    }
+    let (status, _) = call_as(&s, &fresh, Method::GET, "/v1/apps/nobody", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call_as(&s, &fresh, Method::POST, "/v1/apps/nobody/rotate-secret", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A deleted app's token stops working at once.
+    let (status, other) = call_as(&s, &fresh, Method::POST, "/v1/apps", Some(json!({"name": "temp"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (oid, osecret) = (
+        other["app"]["clientId"].as_str().expect("id").to_string(),
+        other["app"]["clientSecret"].as_str().expect("s").to_string(),
+    );
+    let otoken = token(&s, &oid, &osecret).await;
+    let (status, _) = call_as(&s, &fresh, Method::DELETE, &format!("/v1/apps/{oid}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call_as(&s, &otoken, Method::GET, "/v1/blueprints", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn organization_answers_in_ports_shape() {
+    let s = TestServer::start_with(|c| c.organization = "Acme Platform".into()).await;
+    let a = s.get("/v1/organization").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["organization"]["name"], "Acme Platform");
+    assert_eq!(a.body["organization"]["featureFlags"], json!([]));
+    assert!(a.body["organization"]["id"].as_str().is_some_and(|id| id.starts_with("org_")));
+}
+
+#[tokio::test]
+async fn rate_limit_headers_count_down_and_429_carries_retry_after() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limit = 4;
+        c.rate_limit_period = std::time::Duration::from_secs(60);
+    })
+    .await;
+    // The test server's token request did not count: token requests are not rate limited.
+    let mut remaining = Vec::new();
+    for _ in 0..4 {
+        let a = s.get("/v1/blueprints").await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.headers["x-ratelimit-limit"], "4");
+        assert_eq!(a.headers["x-ratelimit-period"], "60");
+        let reset: u64 = a.headers["x-ratelimit-reset"].to_str().expect("ascii").parse().expect("seconds");
+        assert!((1..=60).contains(&reset), "reset in seconds until the window ends: {reset}");
+        remaining.push(a.headers["x-ratelimit-remaining"].to_str().expect("ascii").to_string());
+    }
+    assert_eq!(remaining, vec!["3", "2", "1", "0"]);
+    let a = s.get("/v1/blueprints").await;
+    a.assert_error(429, "rate_limited");
+    let retry: u64 = a.headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&retry));
+    assert_eq!(a.headers["x-ratelimit-remaining"], "0");
+    // Token requests are not limited (a client must always be able to re-authenticate).
+    let r = s
+        .client
+        .post(format!("{}/v1/auth/access_token", s.base))
+        .json(&json!({"clientId": CLIENT_ID, "clientSecret": crate::common::CLIENT_SECRET}))
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_documented_route_needs_a_token_and_members_cannot_administer() {
+    let s = TestServer::start().await;
+    let doc = s.raw(Method::GET, "/openapi.json", None, None).await.body;
+    let open = ["/v1/auth/access_token", "/healthz", "/readyz"];
+    let mut walked = 0;
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        if open.contains(&path.as_str()) {
+            continue;
+        }
+        let concrete: String =
+            path.split('/').map(|seg| if seg.starts_with('{') { "x" } else { seg }).collect::<Vec<_>>().join("/");
+        for method in ops.as_object().expect("ops").keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let a = s.raw(method.clone(), &concrete, Some(b"{}".to_vec()), None).await;
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{method} {concrete} without a token: {}", a.body);
+            walked += 1;
+        }
+    }
+    assert!(walked >= 25, "walked {walked} operations");
+
+    // A Member on every admin route.
+    let a = s.post("/v1/apps", json!({"name": "member"})).await;
+    let member =
+        token(&s, a.body["app"]["clientId"].as_str().expect("id"), a.body["app"]["clientSecret"].as_str().expect("s"))
+            .await;
+    s.seed_blueprints().await;
+    for (method, path) in [
+        (Method::POST, "/v1/blueprints"),
+        (Method::PUT, "/v1/blueprints/service"),
+        (Method::PATCH, "/v1/blueprints/service"),
+        (Method::DELETE, "/v1/blueprints/service"),
+        (Method::GET, "/v1/apps"),
+        (Method::POST, "/v1/apps"),
+        (Method::GET, &format!("/v1/apps/{CLIENT_ID}")),
+        (Method::PUT, &format!("/v1/apps/{CLIENT_ID}")),
+        (Method::DELETE, &format!("/v1/apps/{CLIENT_ID}")),
+        (Method::POST, &format!("/v1/apps/{CLIENT_ID}/rotate-secret")),
+    ] {
+        let body = json!({"identifier": "x", "title": "X", "name": "x", "schema": {"properties": {}}});
+        let (status, answer) = call_as(&s, &member, method.clone(), path, Some(body)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} as a Member: {answer}");
+    }
+}

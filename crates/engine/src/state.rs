@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use berth_model::blueprint::CompiledBlueprint;
-use berth_model::{Blueprint, Change, Credential, Entity, Event};
+use berth_model::{Blueprint, Change, Credential, Entity, Event, Previous};
 use imbl::{OrdMap, OrdSet};
 
 use crate::index::{self, BlueprintIndex, Entry, ScalarKey};
@@ -217,6 +217,25 @@ impl State {
     /// The shared `Arc<str>` of a blueprint id, so entities do not each allocate it.
     pub(crate) fn blueprint_name(&self, id: &str) -> Arc<str> {
         self.entities.get_key_value(id).map(|(k, _)| Arc::clone(k)).unwrap_or_else(|| Arc::from(id))
+    }
+
+    /// The current version of the object `change` touches, if it exists (an event's `before`).
+    pub fn previous_of(&self, change: &Change) -> Option<Previous> {
+        match change {
+            Change::EntityPut { entity } => {
+                self.entity(&entity.blueprint, &entity.identifier).map(|e| Previous::Entity { entity: Arc::clone(e) })
+            }
+            Change::EntityDeleted { blueprint, identifier } => {
+                self.entity(blueprint, identifier).map(|e| Previous::Entity { entity: Arc::clone(e) })
+            }
+            Change::BlueprintPut { blueprint } => self
+                .blueprint(&blueprint.identifier)
+                .map(|b| Previous::Blueprint { blueprint: Box::new((*b.def).clone()) }),
+            Change::BlueprintDeleted { identifier } => {
+                self.blueprint(identifier).map(|b| Previous::Blueprint { blueprint: Box::new((*b.def).clone()) })
+            }
+            _ => None,
+        }
     }
 
     /// Applies one event. Events must come in sequence order.

@@ -37,6 +37,7 @@ impl Harness {
                 actor: meta.actor.clone(),
                 origin: meta.origin,
                 run_id: None,
+                before: self.state.previous_of(&change),
                 change,
             };
             self.state.apply(&ev).expect("apply");

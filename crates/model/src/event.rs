@@ -50,6 +50,14 @@ pub enum Change {
     },
 }
 
+/// The version of an object a change replaced or deleted: what audit diffs are made of.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Previous {
+    Entity { entity: Arc<Entity> },
+    Blueprint { blueprint: Box<Blueprint> },
+}
+
 /// A change with its place in the global order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -60,4 +68,8 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     pub change: Change,
+    /// The version the change replaced (absent for creations, and in events written before it existed).
+    /// Replay ignores it; the audit log shows it as the diff's left side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Previous>,
 }

@@ -26,5 +26,5 @@ pub use blueprint::{Blueprint, Relation};
 pub use credential::Credential;
 pub use entity::{Entity, EntityInput};
 pub use error::DomainError;
-pub use event::{Change, Event, Origin};
+pub use event::{Change, Event, Origin, Previous};
 pub use timestamp::Timestamp;

@@ -242,6 +242,7 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Executed {
                         actor: job.meta.actor.clone(),
                         origin: job.meta.origin,
                         run_id: job.meta.run_id.clone(),
+                        before: state.previous_of(&change),
                         change,
                     };
                     if let Err(e) = state.apply(&event) {
@@ -545,6 +546,9 @@ mod tests {
         }
         fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
             self.inner.read_from(after, limit)
+        }
+        fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+            self.inner.read_before(before, limit)
         }
         fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
             self.inner.wait_for(after, timeout)

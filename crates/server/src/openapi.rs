@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{apps, blueprints, entities, search, system, token};
+use crate::routes::{apps, audit, blueprints, entities, search, system, token};
 
 struct BearerAuth;
 
@@ -63,11 +63,11 @@ impl Modify for MinSeqHeader {
         entities::bulk_upsert, entities::bulk_delete, entities::delete_all, entities::count,
         search::search_all, search::search_blueprint, search::aggregate,
         system::migration, system::healthz, system::readyz,
-        apps::create, apps::list, apps::get_one, apps::update, apps::rotate_secret, apps::delete, apps::organization,
+        apps::create, apps::list, apps::get_one, apps::update, apps::rotate_secret, apps::delete, apps::organization, audit::audit_log,
     ),
     components(schemas(berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
     modifiers(&BearerAuth, &MinSeqHeader),
-    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Operations"))
+    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Audit"), (name = "Operations"))
 )]
 pub struct ApiDoc;
 

@@ -81,6 +81,13 @@ async fn read_from(store: &dyn LogStore) {
     assert_eq!(tail.len(), 1, "limit is honoured");
     assert_eq!(tail[0].seq, 2);
     assert!(store.read_from(3, 10).await.expect("read").is_empty());
+    let back = store.read_before(4, 10).await.expect("read before");
+    assert_eq!(back.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 2, 1], "newest first");
+    assert_eq!(back[0].payload, ev(3));
+    let back = store.read_before(3, 1).await.expect("read before");
+    assert_eq!(back.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2], "limit is honoured");
+    assert!(store.read_before(1, 10).await.expect("read before").is_empty());
+    assert!(store.read_before(0, 10).await.expect("read before").is_empty());
 }
 
 async fn waiting(store: &dyn LogStore) {

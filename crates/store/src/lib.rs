@@ -67,6 +67,10 @@ pub trait LogStore: Send + Sync + 'static {
     /// Events with a sequence number greater than `after`, in order, at most `limit` of them.
     fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
 
+    /// Events with a sequence number smaller than `before`, newest first, at most `limit` of them (the audit
+    /// log reads the log backwards).
+    fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
     /// Waits until the head is greater than `after` or `timeout` passes; returns the head.
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>>;
 

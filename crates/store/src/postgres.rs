@@ -263,6 +263,24 @@ impl LogStore for PostgresStore {
         })
     }
 
+    fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async move {
+            let mut slot = self.reader.lock().await;
+            let client = ensure(&mut slot, &self.config).await?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT seq, payload FROM {}.events WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+                        self.schema
+                    ),
+                    &[&(before.min(i64::MAX as u64) as i64), &(limit.min(i64::MAX as usize) as i64)],
+                )
+                .await
+                .map_err(pg_error)?;
+            Ok(rows.iter().map(|r| StoredEvent { seq: r.get::<_, i64>(0) as u64, payload: r.get(1) }).collect())
+        })
+    }
+
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             match self.heads.wait_past(after, timeout).await {

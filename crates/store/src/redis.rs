@@ -208,6 +208,22 @@ async fn wait_loop(client: Client, keys: Arc<Keys>, heads: Arc<HeadWatch>) {
     }
 }
 
+/// Stream entries as stored events.
+fn stored_events(entries: Vec<StreamEntry>) -> Result<Vec<StoredEvent>, StoreError> {
+    entries
+        .into_iter()
+        .map(|(id, fields)| {
+            let seq = stream_id_seq(&id).ok_or_else(|| StoreError::Corrupt(format!("log entry id `{id}`")))?;
+            let payload = fields
+                .into_iter()
+                .find(|(f, _)| f == "p")
+                .map(|(_, v)| v)
+                .ok_or_else(|| StoreError::Corrupt(format!("log entry {seq} has no payload")))?;
+            Ok(StoredEvent { seq, payload })
+        })
+        .collect()
+}
+
 impl LogStore for RedisStore {
     fn describe(&self) -> String {
         self.description.clone()
@@ -248,18 +264,25 @@ impl LogStore for RedisStore {
                 .query_async(&mut self.conn.clone())
                 .await
                 .map_err(redis_error)?;
-            entries
-                .into_iter()
-                .map(|(id, fields)| {
-                    let seq = stream_id_seq(&id).ok_or_else(|| StoreError::Corrupt(format!("log entry id `{id}`")))?;
-                    let payload = fields
-                        .into_iter()
-                        .find(|(f, _)| f == "p")
-                        .map(|(_, v)| v)
-                        .ok_or_else(|| StoreError::Corrupt(format!("log entry {seq} has no payload")))?;
-                    Ok(StoredEvent { seq, payload })
-                })
-                .collect()
+            stored_events(entries)
+        })
+    }
+
+    fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async move {
+            if before <= 1 {
+                return Ok(Vec::new());
+            }
+            let entries: Vec<StreamEntry> = redis::cmd("XREVRANGE")
+                .arg(&self.keys.log)
+                .arg(format!("({before}-0"))
+                .arg("-")
+                .arg("COUNT")
+                .arg(limit.min(1_000_000))
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            stored_events(entries)
         })
     }
 

@@ -128,6 +128,20 @@ impl LogStore for SqliteStore {
         })
     }
 
+    fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Self::blocking(&self.reader, move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT seq, payload FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![before.min(i64::MAX as u64) as i64, limit.min(i64::MAX as usize) as i64], |r| {
+                    Ok(StoredEvent { seq: r.get::<_, i64>(0)? as u64, payload: r.get(1)? })
+                })
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+    }
+
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             match self.heads.wait_past(after, timeout).await {

@@ -2,6 +2,7 @@
 //! [`crate::auth::require_auth`].
 
 pub mod apps;
+pub mod audit;
 pub mod blueprints;
 pub mod entities;
 pub mod render;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/migrations/{id}", get(system::migration))
         .merge(apps::router())
         .route("/v1/organization", get(apps::organization))
+        .route("/v1/audit-log", get(audit::audit_log))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_auth));
     Router::new()
         .route("/v1/auth/access_token", post(token::access_token))

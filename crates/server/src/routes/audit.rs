@@ -1,0 +1,245 @@
+//! `GET /v1/audit-log`: the change log read backwards, newest first, as audit records. It is a view of the
+//! log itself, so it cannot miss a change. Filters combine with AND; a page stops at `limit` records or
+//! after scanning [`SCAN_BUDGET`] events, and `next` continues where it stopped. Secrets (credential hashes,
+//! the signing key) are never shown.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use berth_engine::decode_event;
+use berth_model::{Change, Event, Previous, Timestamp};
+use serde_json::{Value, json};
+
+use super::reply;
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Params;
+
+/// The most events one request reads from the log.
+const SCAN_BUDGET: usize = 100_000;
+/// Events read per store call.
+const PAGE: usize = 1_000;
+
+/// What an event was, for filtering and display.
+struct Record {
+    resource: &'static str,
+    action: &'static str,
+    blueprint: Option<String>,
+    identifier: Option<String>,
+    before: Value,
+    after: Value,
+}
+
+fn credential_view(c: &berth_model::Credential) -> Value {
+    json!({"clientId": c.client_id, "name": c.name, "roles": c.roles, "teams": c.teams})
+}
+
+fn describe(event: &Event) -> Record {
+    let before = match &event.before {
+        Some(Previous::Entity { entity }) => serde_json::to_value(entity).unwrap_or(Value::Null),
+        Some(Previous::Blueprint { blueprint }) => serde_json::to_value(blueprint).unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    // Events written before `before` existed cannot tell a creation from an update.
+    let put_action = if event.before.is_some() { "UPDATE" } else { "CREATE" };
+    match &event.change {
+        Change::EntityPut { entity } => Record {
+            resource: "entity",
+            action: put_action,
+            blueprint: Some(entity.blueprint.to_string()),
+            identifier: Some(entity.identifier.clone()),
+            before,
+            after: serde_json::to_value(entity).unwrap_or(Value::Null),
+        },
+        Change::EntityDeleted { blueprint, identifier } => Record {
+            resource: "entity",
+            action: "DELETE",
+            blueprint: Some(blueprint.clone()),
+            identifier: Some(identifier.clone()),
+            before,
+            after: Value::Null,
+        },
+        Change::BlueprintPut { blueprint } => Record {
+            resource: "blueprint",
+            action: put_action,
+            blueprint: Some(blueprint.identifier.clone()),
+            identifier: Some(blueprint.identifier.clone()),
+            before,
+            after: serde_json::to_value(blueprint).unwrap_or(Value::Null),
+        },
+        Change::BlueprintDeleted { identifier } => Record {
+            resource: "blueprint",
+            action: "DELETE",
+            blueprint: Some(identifier.clone()),
+            identifier: Some(identifier.clone()),
+            before,
+            after: Value::Null,
+        },
+        Change::CredentialPut { credential } => Record {
+            resource: "app",
+            action: "UPSERT",
+            blueprint: None,
+            identifier: Some(credential.client_id.clone()),
+            before: Value::Null,
+            after: credential_view(credential),
+        },
+        Change::CredentialDeleted { client_id } => Record {
+            resource: "app",
+            action: "DELETE",
+            blueprint: None,
+            identifier: Some(client_id.clone()),
+            before: Value::Null,
+            after: Value::Null,
+        },
+        Change::SigningKeySet { .. } => Record {
+            resource: "signing_key",
+            action: "CREATE",
+            blueprint: None,
+            identifier: None,
+            before: Value::Null,
+            after: Value::Null,
+        },
+    }
+}
+
+struct Filters {
+    identifier: Option<String>,
+    entity: Option<String>,
+    blueprint: Option<String>,
+    run_id: Option<String>,
+    resources: Vec<String>,
+    actions: Vec<String>,
+    origins: Vec<String>,
+    status: Option<String>,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+}
+
+impl Filters {
+    fn parse(q: &Params) -> ApiResult<Filters> {
+        let time = |key: &str| -> ApiResult<Option<Timestamp>> {
+            match q.get(key).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => Timestamp::parse(v)
+                    .map(Some)
+                    .ok_or_else(|| ApiError::bad_request(format!("`{key}` must be an RFC 3339 date-time, got {v:?}"))),
+            }
+        };
+        let text = |key: &str| q.get(key).filter(|v| !v.is_empty()).map(str::to_string);
+        let upper = |key: &str| q.list(key).into_iter().map(|v| v.to_uppercase()).collect::<Vec<_>>();
+        let status = text("status").map(|s| s.to_uppercase());
+        if let Some(s) = &status {
+            if s != "SUCCESS" && s != "FAILURE" {
+                return Err(ApiError::bad_request(format!("`status` must be SUCCESS or FAILURE, got {s:?}")));
+            }
+        }
+        Ok(Filters {
+            identifier: text("identifier"),
+            entity: text("entity"),
+            blueprint: text("blueprint"),
+            run_id: text("run_id"),
+            resources: q.list("resources"),
+            actions: upper("action"),
+            origins: upper("origin"),
+            status,
+            from: time("from")?,
+            to: time("to")?,
+        })
+    }
+
+    fn matches(&self, event: &Event, record: &Record) -> bool {
+        let eq = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
+        eq(&self.identifier, &record.identifier)
+            && (self.entity.is_none() || (record.resource == "entity" && eq(&self.entity, &record.identifier)))
+            && eq(&self.blueprint, &record.blueprint)
+            && eq(&self.run_id, &event.run_id)
+            && (self.resources.is_empty() || self.resources.iter().any(|r| r == record.resource))
+            && (self.actions.is_empty() || self.actions.iter().any(|a| a == record.action))
+            && (self.origins.is_empty() || {
+                let origin = serde_json::to_value(event.origin).unwrap_or(Value::Null);
+                self.origins.iter().any(|o| origin.as_str() == Some(o.as_str()))
+            })
+            // Every change in the log succeeded; refused attempts are not in the log.
+            && self.status.as_deref().is_none_or(|s| s == "SUCCESS")
+            && self.to.is_none_or(|to| event.time <= to)
+    }
+}
+
+#[utoipa::path(get, path = "/v1/audit-log", tag = "Audit", summary = "The audit log: every change, newest first",
+    description = "Filters (ANDed): `identifier` (the resource's), `entity`, `blueprint`, `run_id`, `resources` (entity, blueprint, app, signing_key), `action` (CREATE, UPDATE, DELETE, UPSERT), `origin` (API, UI, INTEGRATION, AUTOMATION, SYSTEM), `status` (SUCCESS; refused attempts are not recorded yet), `from` / `to` (date-times), `limit` (1-1000, default 100), `cursor` (the `next` of the previous page). Members must filter by `identifier`, `entity` or `run_id`. Each record: `{identifier, seq, action, resourceType, status, trigger: {by: {userId}, origin, at}, context: {blueprintIdentifier, entityIdentifier, runId}, diff: {before, after}}`.",
+    security(("bearer" = [])),
+    responses((status = 200, description = "`{ok, audits: [...], next?}`"), (status = 400, description = "Bad filter or cursor"), (status = 403, description = "A Member without an identifier, entity or run_id filter")))]
+pub async fn audit_log(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    q: Params,
+) -> ApiResult<Response> {
+    let filters = Filters::parse(&q)?;
+    if !caller.is_admin() && filters.identifier.is_none() && filters.entity.is_none() && filters.run_id.is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an Admin may read the whole audit log; filter by `identifier`, `entity` or `run_id`",
+        ));
+    }
+    let limit = match q.get("limit").filter(|v| !v.is_empty()) {
+        None => 100,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("`limit` must be between 1 and 1000, got {v:?}")))?,
+    };
+    let store = app.catalog.store();
+    let mut before = match q.get("cursor").filter(|v| !v.is_empty()) {
+        Some(c) => c.parse::<u64>().map_err(|_| ApiError::bad_request("`cursor` is not a `next` of this log"))?,
+        None => store.head().await.map_err(|e| ApiError::unavailable(format!("store: {e}")))? + 1,
+    };
+    let mut audits = Vec::new();
+    let mut scanned = 0usize;
+    let mut done = false;
+    'scan: while before > 1 && scanned < SCAN_BUDGET {
+        let page = store.read_before(before, PAGE).await.map_err(|e| ApiError::unavailable(format!("store: {e}")))?;
+        if page.is_empty() {
+            done = true;
+            break;
+        }
+        for stored in page {
+            scanned += 1;
+            before = stored.seq;
+            let event = decode_event(stored.seq, &stored.payload).map_err(ApiError::internal)?;
+            if filters.from.is_some_and(|from| event.time < from) {
+                done = true;
+                break 'scan;
+            }
+            let record = describe(&event);
+            if !filters.matches(&event, &record) {
+                continue;
+            }
+            audits.push(json!({
+                "identifier": format!("audit-{}", event.seq),
+                "seq": event.seq,
+                "action": record.action,
+                "resourceType": record.resource,
+                "status": "SUCCESS",
+                "trigger": {"by": {"userId": event.actor}, "origin": event.origin, "at": event.time},
+                "context": {
+                    "blueprintIdentifier": record.blueprint,
+                    "entityIdentifier": if record.resource == "entity" { record.identifier.clone() } else { None },
+                    "runId": event.run_id,
+                },
+                "diff": {"before": record.before, "after": record.after},
+            }));
+            if audits.len() == limit {
+                break 'scan;
+            }
+        }
+    }
+    let mut answer = json!({"ok": true, "audits": audits});
+    if !done && before > 1 {
+        answer["next"] = json!(before.to_string());
+    }
+    Ok(reply(StatusCode::OK, answer, None))
+}

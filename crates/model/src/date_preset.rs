@@ -103,6 +103,69 @@ impl DatePreset {
     }
 }
 
+/// The step of a history's buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interval {
+    Hour,
+    Day,
+    IsoWeek,
+    Month,
+    Quarter,
+}
+
+impl Interval {
+    pub fn parse(name: &str) -> Option<Interval> {
+        Some(match name {
+            "hour" => Interval::Hour,
+            "day" => Interval::Day,
+            "isoWeek" => Interval::IsoWeek,
+            "month" => Interval::Month,
+            "quarter" => Interval::Quarter,
+            _ => return None,
+        })
+    }
+}
+
+/// The starts of the calendar buckets (hours, days, ISO weeks from Monday, months, quarters in `time_zone`)
+/// that overlap `from..=to`, at most `max` of them; `None` for an unknown zone.
+pub fn buckets(
+    from: Timestamp,
+    to: Timestamp,
+    interval: Interval,
+    time_zone: &str,
+    max: usize,
+) -> Option<Vec<Timestamp>> {
+    let tz = TimeZone::get(time_zone).ok()?;
+    let start = jiff::Timestamp::from_millisecond(from.millis()).ok()?.to_zoned_datetime(tz);
+    let day = start.start_of_day().ok()?;
+    let mut at = match interval {
+        Interval::Hour => start.with().minute(0).second(0).subsec_nanosecond(0).build().ok()?,
+        Interval::Day => day,
+        Interval::IsoWeek => {
+            let back = i64::from(day.weekday().to_monday_zero_offset());
+            day.checked_sub(back.days()).ok()?
+        }
+        Interval::Month => day.with().day(1).build().ok()?,
+        Interval::Quarter => {
+            let month = (day.month() - 1) / 3 * 3 + 1;
+            day.with().month(month).day(1).build().ok()?
+        }
+    };
+    let step = match interval {
+        Interval::Hour => 1.hour(),
+        Interval::Day => 1.day(),
+        Interval::IsoWeek => 7.days(),
+        Interval::Month => 1.month(),
+        Interval::Quarter => 3.months(),
+    };
+    let mut out = Vec::new();
+    while at.timestamp().as_millisecond() <= to.millis() && out.len() < max {
+        out.push(Timestamp::from_millis(at.timestamp().as_millisecond()));
+        at = at.checked_add(step).ok()?;
+    }
+    Some(out)
+}
+
 /// Whether a time zone name is known.
 pub fn known_time_zone(name: &str) -> bool {
     TimeZone::get(name).is_ok()
@@ -126,6 +189,20 @@ mod tests {
         assert_eq!(from, at("2026-03-10T00:00:00Z"));
         let (from, to) = DatePreset::Yesterday.range(now, "UTC").expect("range");
         assert_eq!((from, to), (at("2026-03-09T00:00:00Z"), at("2026-03-09T23:59:59.999Z")));
+    }
+
+    #[test]
+    fn buckets_follow_the_calendar() {
+        let (from, to) = (at("2026-03-10T15:30:00Z"), at("2026-03-12T01:00:00Z"));
+        let days = buckets(from, to, Interval::Day, "UTC", 100).expect("buckets");
+        assert_eq!(days, vec![at("2026-03-10T00:00:00Z"), at("2026-03-11T00:00:00Z"), at("2026-03-12T00:00:00Z")]);
+        // 10 March 2026 is a Tuesday: its ISO week starts on Monday 9 March.
+        let weeks = buckets(from, to, Interval::IsoWeek, "UTC", 100).expect("buckets");
+        assert_eq!(weeks, vec![at("2026-03-09T00:00:00Z")]);
+        let quarters = buckets(from, at("2026-07-01T00:00:00Z"), Interval::Quarter, "UTC", 100).expect("buckets");
+        assert_eq!(quarters, vec![at("2026-01-01T00:00:00Z"), at("2026-04-01T00:00:00Z"), at("2026-07-01T00:00:00Z")]);
+        assert_eq!(buckets(from, to, Interval::Hour, "UTC", 3).expect("buckets").len(), 3, "capped");
+        assert!(buckets(from, to, Interval::Day, "Nowhere/Else", 10).is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{apps, audit, blueprints, entities, search, system, token};
+use crate::routes::{apps, audit, blueprints, entities, history, search, system, token};
 
 struct BearerAuth;
 
@@ -64,6 +64,7 @@ impl Modify for MinSeqHeader {
         search::search_all, search::search_blueprint, search::aggregate,
         system::migration, system::healthz, system::readyz,
         apps::create, apps::list, apps::get_one, apps::update, apps::rotate_secret, apps::delete, apps::organization, audit::audit_log,
+        history::history, history::properties_history,
     ),
     components(schemas(berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
     modifiers(&BearerAuth, &MinSeqHeader),

@@ -203,7 +203,8 @@ pub async fn delete(
     params(("blueprint" = String, Path, description = "Blueprint identifier"), ("entity" = String, Path, description = "Entity identifier, URL-encoded (`+` is a space)"),
         ("include" = Option<Vec<String>>, Query, description = "Fields to return (repeated or comma-joined): identifier, title, team, properties.<p>, relations.<r>, ..."),
         ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out"),
-        ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`")),
+        ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`"),
+        ("at" = Option<String>, Query, description = "Berth extension: the entity as it was at this date-time (from the change log)")),
     responses((status = 200, description = "`{ok, entity}`", body = Entity), (status = 404, description = "No such blueprint or entity")))]
 pub async fn get_one(
     State(app): State<AppState>,
@@ -217,6 +218,16 @@ pub async fn get_one(
     let projection = Projection::from_params(&q)?.with_view(&view);
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
+    }
+    if let Some(at) = q.get("at").filter(|v| !v.is_empty()) {
+        let at = berth_model::Timestamp::parse(at)
+            .ok_or_else(|| ApiError::bad_request(format!("`at` must be an RFC 3339 date-time, got {at:?}")))?;
+        let entity = super::history::entity_at(&app, &blueprint, &id, at).await?;
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            render::entity_answer(&entity, &projection),
+        )
+            .into_response());
     }
     let entity = view
         .entity(&blueprint, &id)

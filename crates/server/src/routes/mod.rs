@@ -5,6 +5,7 @@ pub mod apps;
 pub mod audit;
 pub mod blueprints;
 pub mod entities;
+pub mod history;
 pub mod render;
 pub mod search;
 pub mod system;
@@ -70,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .merge(apps::router())
         .route("/v1/organization", get(apps::organization))
         .route("/v1/audit-log", get(audit::audit_log))
+        .route("/v1/blueprints/{bp}/entities/{id}/history", get(history::history))
+        .route("/v1/entities/properties-history", post(history::properties_history))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_auth));
     Router::new()
         .route("/v1/auth/access_token", post(token::access_token))

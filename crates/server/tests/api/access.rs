@@ -321,3 +321,88 @@ async fn audit_log_shows_every_change_with_its_diff() {
         s.get(&format!("/v1/audit-log?{bad}")).await.assert_error(400, "bad_request");
     }
 }
+
+#[tokio::test]
+async fn time_travel_history_and_properties_history() {
+    let s = TestServer::start().await;
+    s.seed_blueprints().await;
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(15));
+    for (replicas, language) in [(1, "go"), (2, "go"), (3, "rust")] {
+        let r = s
+            .post(
+                "/v1/blueprints/service/entities?upsert=true&merge=true",
+                json!({"identifier": "pay", "properties": {"replicas": replicas, "language": language}}),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.body);
+        pause().await;
+    }
+    assert_eq!(s.delete("/v1/blueprints/service/entities/pay").await.status, StatusCode::OK);
+
+    let h = s.get("/v1/blueprints/service/entities/pay/history").await;
+    assert_eq!(h.status, StatusCode::OK, "{}", h.body);
+    let versions = h.body["versions"].as_array().expect("versions");
+    let actions: Vec<&str> = versions.iter().map(|v| v["action"].as_str().expect("action")).collect();
+    assert_eq!(actions, vec!["DELETE", "UPDATE", "UPDATE", "CREATE"]);
+    assert_eq!(versions[1]["changed"], json!(["properties.language", "properties.replicas"]));
+    assert_eq!(versions[2]["changed"], json!(["properties.replicas"]));
+    assert_eq!(versions[0]["entity"], Value::Null);
+
+    // Each version's time gives that version back; before the first and after the delete, nothing.
+    for (i, want) in [(3, 1), (2, 2), (1, 3)] {
+        let at = versions[i]["at"].as_str().expect("at");
+        let a = s.get(&format!("/v1/blueprints/service/entities/pay?at={at}")).await;
+        assert_eq!(a.status, StatusCode::OK, "at {at}: {}", a.body);
+        assert_eq!(a.body["entity"]["properties"]["replicas"], json!(want), "at {at}");
+    }
+    s.get("/v1/blueprints/service/entities/pay?at=2000-01-01T00:00:00Z").await.assert_error(404, "not_found");
+    let deleted_at = versions[0]["at"].as_str().expect("at");
+    s.get(&format!("/v1/blueprints/service/entities/pay?at={deleted_at}")).await.assert_error(404, "not_found");
+    s.get("/v1/blueprints/service/entities/pay?at=soon").await.assert_error(400, "bad_request");
+    s.get("/v1/blueprints/service/entities/nobody/history").await.assert_error(404, "not_found");
+
+    // Paging the history.
+    let a = s.get("/v1/blueprints/service/entities/pay/history?limit=2").await;
+    assert_eq!(a.body["versions"].as_array().expect("versions").len(), 2);
+    let next = a.body["next"].as_str().expect("next").to_string();
+    let b = s.get(&format!("/v1/blueprints/service/entities/pay/history?limit=2&cursor={next}")).await;
+    let actions: Vec<&str> =
+        b.body["versions"].as_array().expect("versions").iter().map(|v| v["action"].as_str().expect("a")).collect();
+    assert_eq!(actions, vec!["UPDATE", "CREATE"]);
+
+    // Properties history: one point per hour of today; the last point is after the delete (null).
+    let r = s
+        .post(
+            "/v1/entities/properties-history",
+            json!({"entityIdentifier": "pay", "blueprintIdentifier": "service", "propertyNames": ["replicas"],
+                   "timeInterval": "hour", "timeRange": {"preset": "today", "timeZone": "UTC"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let data = r.body["result"]["data"].as_array().expect("data");
+    assert!(!data.is_empty() && data.len() <= 24);
+    assert_eq!(data.last().expect("last")["values"]["replicas"], Value::Null, "deleted by now");
+    assert!(r.body["result"]["minDate"].is_string() && r.body["result"]["maxDate"].is_string());
+    for (body, needle) in [
+        (
+            json!({"entityIdentifier": "pay", "blueprintIdentifier": "service", "timeInterval": "decade", "timeRange": {"preset": "today"}}),
+            "timeInterval",
+        ),
+        (
+            json!({"entityIdentifier": "pay", "blueprintIdentifier": "service", "timeInterval": "day", "timeRange": {"preset": "forever"}}),
+            "preset",
+        ),
+        (
+            json!({"entityIdentifier": "pay", "blueprintIdentifier": "service", "timeInterval": "day", "timeRange": {"preset": "today", "timeZone": "Atlantis"}}),
+            "IANA",
+        ),
+        (
+            json!({"entityIdentifier": "pay", "blueprintIdentifier": "service", "propertyNames": ["nope"], "timeInterval": "day", "timeRange": {"preset": "today"}}),
+            "nope",
+        ),
+    ] {
+        let a = s.post("/v1/entities/properties-history", body).await;
+        a.assert_error(400, "bad_request");
+        assert!(a.body["message"].as_str().unwrap_or_default().contains(needle), "{}", a.body);
+    }
+}

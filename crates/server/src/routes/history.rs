@@ -1,0 +1,242 @@
+//! An entity's past, read from the change log: its versions (Berth extension), the entity as it was at a
+//! time (`?at=` on GET), and Port's `POST /v1/entities/properties-history`. The log is read backwards, at
+//! most [`SCAN_BUDGET`] events per request (an index of versions per entity is the next step for very large
+//! logs).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use berth_engine::decode_event;
+use berth_model::date_preset::{DatePreset, Interval, PRESET_NAMES, buckets};
+use berth_model::{Change, DomainError, Entity, Event, Previous, Timestamp};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::reply;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, Params, PathParams};
+
+/// The most events one history request reads.
+const SCAN_BUDGET: usize = 1_000_000;
+const PAGE: usize = 1_000;
+
+/// One version of an entity: the event that made it, and the entity after it (`None`: deleted).
+pub struct Version {
+    pub event: Event,
+    pub entity: Option<std::sync::Arc<Entity>>,
+}
+
+/// The entity's versions, newest first, from the events before `before`; stops after `limit` versions or
+/// when `stop` says so for an event of the entity. Returns the versions and where the scan stopped (`Some`
+/// when there is more to read).
+pub async fn versions(
+    app: &AppState,
+    blueprint: &str,
+    id: &str,
+    mut before: u64,
+    limit: usize,
+    stop: impl Fn(&Event) -> bool,
+) -> ApiResult<(Vec<Version>, Option<u64>)> {
+    let store = app.catalog.store();
+    let mut out = Vec::new();
+    let mut scanned = 0usize;
+    while before > 1 {
+        if scanned >= SCAN_BUDGET {
+            return Ok((out, Some(before)));
+        }
+        let page = store.read_before(before, PAGE).await.map_err(|e| ApiError::unavailable(format!("store: {e}")))?;
+        if page.is_empty() {
+            break;
+        }
+        for stored in page {
+            scanned += 1;
+            before = stored.seq;
+            let event = decode_event(stored.seq, &stored.payload).map_err(ApiError::internal)?;
+            let entity = match &event.change {
+                Change::EntityPut { entity } if &*entity.blueprint == blueprint && entity.identifier == id => {
+                    Some(std::sync::Arc::clone(entity))
+                }
+                Change::EntityDeleted { blueprint: b, identifier } if b == blueprint && identifier == id => None,
+                _ => continue,
+            };
+            let done = stop(&event);
+            out.push(Version { event, entity });
+            if done || out.len() >= limit {
+                return Ok((out, (before > 1).then_some(before)));
+            }
+        }
+    }
+    Ok((out, None))
+}
+
+/// The entity as it was at `at`, or a 404 if it did not exist then.
+pub async fn entity_at(app: &AppState, blueprint: &str, id: &str, at: Timestamp) -> ApiResult<std::sync::Arc<Entity>> {
+    let head = app.catalog.view().seq();
+    let (found, _) = versions(app, blueprint, id, head + 1, usize::MAX, |e| e.time <= at).await?;
+    match found.into_iter().find(|v| v.event.time <= at) {
+        Some(Version { entity: Some(entity), .. }) => Ok(entity),
+        _ => Err(DomainError::not_found("entity", format!("{blueprint}/{id} at {}", at.to_rfc3339())).into()),
+    }
+}
+
+/// The top-level fields and `properties.*` / `relations.*` keys that differ between two versions.
+fn changed_fields(before: Option<&Entity>, after: Option<&Entity>) -> Vec<String> {
+    let to_map = |e: Option<&Entity>| match e.map(serde_json::to_value) {
+        Some(Ok(Value::Object(m))) => m,
+        _ => Map::new(),
+    };
+    let (b, a) = (to_map(before), to_map(after));
+    let mut out = Vec::new();
+    let keys: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+    for key in keys {
+        if matches!(key.as_str(), "updatedAt" | "updatedBy" | "createdAt" | "createdBy") {
+            continue;
+        }
+        match (b.get(key), a.get(key)) {
+            (Some(Value::Object(x)), Some(Value::Object(y))) if key == "properties" || key == "relations" => {
+                let inner: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                out.extend(inner.into_iter().filter(|k| x.get(*k) != y.get(*k)).map(|k| format!("{key}.{k}")));
+            }
+            (x, y) if x != y => out.push(key.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[utoipa::path(get, path = "/v1/blueprints/{blueprint}/entities/{entity}/history", tag = "Entities",
+    summary = "An entity's versions, newest first (Berth extension)",
+    description = "Each version: `{seq, at, actor, origin, action, changed, entity}` (`entity` is null after a delete; `changed` lists the fields and `properties.*` / `relations.*` that differ from the version before). `limit` 1-1000 (default 100), `cursor` = the previous page's `next`.",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier"), ("entity" = String, Path, description = "Entity identifier"),
+        ("limit" = Option<usize>, Query, description = "Versions per page"), ("cursor" = Option<String>, Query, description = "The previous page's `next`")),
+    responses((status = 200, description = "`{ok, versions: [...], next?}`"), (status = 400, description = "Bad limit or cursor"), (status = 404, description = "The entity never existed")))]
+pub async fn history(State(app): State<AppState>, params: PathParams, q: Params) -> ApiResult<Response> {
+    let blueprint = params.get("bp")?;
+    let id = params.get("id")?;
+    let limit = match q.get("limit").filter(|v| !v.is_empty()) {
+        None => 100,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("`limit` must be between 1 and 1000, got {v:?}")))?,
+    };
+    let before = match q.get("cursor").filter(|v| !v.is_empty()) {
+        Some(c) => c.parse::<u64>().map_err(|_| ApiError::bad_request("`cursor` is not a `next` of this history"))?,
+        None => app.catalog.view().seq() + 1,
+    };
+    let (found, next) = versions(&app, &blueprint, &id, before, limit, |_| false).await?;
+    if found.is_empty() && q.get("cursor").is_none() {
+        return Err(DomainError::not_found("entity", format!("{blueprint}/{id}")).into());
+    }
+    let versions: Vec<Value> = found
+        .iter()
+        .map(|v| {
+            let previous = match &v.event.before {
+                Some(Previous::Entity { entity }) => Some(&**entity),
+                _ => None,
+            };
+            let action = match (&v.entity, previous) {
+                (None, _) => "DELETE",
+                (Some(_), None) => "CREATE",
+                (Some(_), Some(_)) => "UPDATE",
+            };
+            json!({
+                "seq": v.event.seq, "at": v.event.time, "actor": v.event.actor, "origin": v.event.origin,
+                "action": action, "changed": changed_fields(previous, v.entity.as_deref()), "entity": v.entity,
+            })
+        })
+        .collect();
+    let mut answer = json!({"ok": true, "versions": versions});
+    if let Some(n) = next {
+        answer["next"] = json!(n.to_string());
+    }
+    Ok(reply(StatusCode::OK, answer, None))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertiesHistoryRequest {
+    pub entity_identifier: String,
+    pub blueprint_identifier: String,
+    /// The properties to report (default: every property).
+    #[serde(default)]
+    pub property_names: Vec<String>,
+    /// `hour`, `day`, `isoWeek`, `month` or `quarter`.
+    pub time_interval: String,
+    /// `{"preset": "lastWeek", "timeZone": "Europe/Paris"}`.
+    #[schema(value_type = Object)]
+    pub time_range: Value,
+}
+
+/// The most buckets one answer holds.
+const MAX_BUCKETS: usize = 2_000;
+
+#[utoipa::path(post, path = "/v1/entities/properties-history", tag = "Entities",
+    summary = "An entity's property values over time, one point per interval",
+    description = "For each bucket of `timeInterval` within `timeRange` (a preset in a time zone), the values the properties had at the end of the bucket (`null` before the entity existed or after it was deleted).",
+    security(("bearer" = [])), request_body = PropertiesHistoryRequest,
+    responses((status = 200, description = "`{ok, result: {minDate, maxDate, data: [{date, values: {property: value}}]}}`"),
+        (status = 400, description = "Bad interval, preset or time zone"), (status = 404, description = "No such blueprint or entity")))]
+pub async fn properties_history(
+    State(app): State<AppState>,
+    ApiJson(body): ApiJson<PropertiesHistoryRequest>,
+) -> ApiResult<Response> {
+    let interval = Interval::parse(&body.time_interval).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "`timeInterval` must be hour, day, isoWeek, month or quarter; got {:?}",
+            body.time_interval
+        ))
+    })?;
+    let preset_name = body.time_range.get("preset").and_then(Value::as_str).unwrap_or_default();
+    let preset = DatePreset::parse(preset_name).ok_or_else(|| {
+        ApiError::bad_request(format!("`timeRange.preset` must be one of {PRESET_NAMES}; got {preset_name:?}"))
+    })?;
+    let zone = body.time_range.get("timeZone").and_then(Value::as_str).unwrap_or("UTC");
+    let now = crate::now();
+    let (from, to) = preset
+        .range(now, zone)
+        .ok_or_else(|| ApiError::bad_request(format!("`timeRange.timeZone` {zone:?} is not an IANA time zone")))?;
+    let view = app.catalog.view();
+    let bp = view
+        .blueprint(&body.blueprint_identifier)
+        .ok_or_else(|| ApiError::from(DomainError::not_found("blueprint", body.blueprint_identifier.clone())))?;
+    let names: Vec<String> = if body.property_names.is_empty() {
+        bp.def.schema.properties.keys().cloned().collect()
+    } else {
+        for p in &body.property_names {
+            if !bp.def.schema.properties.contains_key(p) {
+                return Err(ApiError::bad_request(format!(
+                    "blueprint `{}` has no property `{p}`",
+                    body.blueprint_identifier
+                )));
+            }
+        }
+        body.property_names.clone()
+    };
+    // Versions back to the last one before the range (the value the range starts with).
+    let (mut found, _) =
+        versions(&app, &body.blueprint_identifier, &body.entity_identifier, view.seq() + 1, usize::MAX, |e| {
+            e.time < from
+        })
+        .await?;
+    if found.is_empty() {
+        return Err(DomainError::not_found("entity", body.entity_identifier.clone()).into());
+    }
+    found.reverse(); // oldest first
+    let starts = buckets(from, to, interval, zone, MAX_BUCKETS)
+        .ok_or_else(|| ApiError::bad_request(format!("`timeRange.timeZone` {zone:?} is not an IANA time zone")))?;
+    let mut data = Vec::with_capacity(starts.len());
+    for (i, start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).map_or(to, |next| Timestamp::from_millis(next.millis() - 1)).min(to);
+        let current = found.iter().rev().find(|v| v.event.time <= end).and_then(|v| v.entity.as_deref());
+        let values: Map<String, Value> = names
+            .iter()
+            .map(|n| (n.clone(), current.and_then(|e| e.properties.get(n)).cloned().unwrap_or(Value::Null)))
+            .collect();
+        data.push(json!({"date": start, "values": values}));
+    }
+    Ok(reply(StatusCode::OK, json!({"ok": true, "result": {"minDate": from, "maxDate": to, "data": data}}), None))
+}

@@ -101,9 +101,9 @@ pub struct Aggregated {
     pub matching: Vec<String>,
 }
 
-/// Whole-blueprint counts and facets read from the index's value counts instead of visiting every entity: a count
-/// of `$blueprint = B` (optionally with one `=` / `in` rule on a property that holds one scalar), and
-/// `countValues` of such a property over the whole blueprint. `None` when the query is of another shape.
+/// Whole-blueprint counts and facets read from the value counts instead of visiting every entity: a count of
+/// `$blueprint = B` (optionally with one `=` / `in` rule on a counted property holding one scalar: an enum or
+/// a boolean), and `countValues` of such a property over the whole blueprint. `None` when the query is of another shape.
 fn from_index(state: &State, agg: &Aggregation) -> Option<Aggregated> {
     use berth_model::query::{Combinator, Meta, Op, Operand, Rule, Target};
 
@@ -137,6 +137,7 @@ fn from_index(state: &State, agg: &Aggregation) -> Option<Aggregated> {
             .and_then(Value::as_str)
             .is_some_and(|t| t != "array")
             && !state.is_date_time(blueprint, p)
+            && state.is_counted(blueprint, p)
     };
     let total = state.entity_count(blueprint);
     let matching = vec![blueprint.to_string()];

@@ -88,27 +88,66 @@ pub type BlueprintIndex = OrdMap<Arc<str>, OrdSet<Entry>>;
 /// The name `$title` is indexed under.
 pub const TITLE: &str = "$title";
 
-/// The entries one entity contributes: `(property, key)` pairs. `date_time(p)` tells which properties are
-/// date-times.
-pub fn entries_of(e: &Entity, date_time: &dyn Fn(&str) -> bool) -> Vec<(Arc<str>, ScalarKey)> {
-    let mut out = Vec::with_capacity(e.properties.len() + 1);
-    for (name, value) in &e.properties {
-        let dt = date_time(name);
-        let name: Arc<str> = Arc::from(name.as_str());
-        match value {
-            Value::Array(items) => {
-                let mut keys: Vec<ScalarKey> = items.iter().filter_map(|i| ScalarKey::of(i, dt)).collect();
-                keys.sort();
-                keys.dedup();
-                out.extend(keys.into_iter().map(|k| (Arc::clone(&name), k)));
+/// How a blueprint's properties are indexed, worked out once per blueprint definition: the shared name of
+/// each property, whether it is a date-time (indexed by instant) and whether its values are counted (an
+/// `enum` or a boolean: the properties facets are made of).
+#[derive(Debug, Default)]
+pub struct IndexSpec {
+    props: std::collections::HashMap<String, PropSpec>,
+    title: Option<PropSpec>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PropSpec {
+    pub name: Arc<str>,
+    pub date_time: bool,
+    pub counted: bool,
+}
+
+impl IndexSpec {
+    pub fn of(properties: &serde_json::Map<String, Value>) -> IndexSpec {
+        let props = properties
+            .iter()
+            .map(|(name, def)| {
+                let format = def.get("format").and_then(Value::as_str);
+                let kind = def.get("type").and_then(Value::as_str);
+                let spec = PropSpec {
+                    name: Arc::from(name.as_str()),
+                    date_time: format == Some("date-time"),
+                    counted: def.get("enum").is_some() || kind == Some("boolean"),
+                };
+                (name.clone(), spec)
+            })
+            .collect();
+        IndexSpec { props, title: Some(PropSpec { name: Arc::from(TITLE), date_time: false, counted: false }) }
+    }
+
+    pub fn get(&self, property: &str) -> Option<&PropSpec> {
+        if property == TITLE { self.title.as_ref() } else { self.props.get(property) }
+    }
+
+    /// The entries one entity contributes: `(property, key)` pairs (properties the schema defines, and
+    /// `$title`).
+    pub fn entries_of(&self, e: &Entity) -> Vec<(&PropSpec, ScalarKey)> {
+        let mut out = Vec::with_capacity(e.properties.len() + 1);
+        for (name, value) in &e.properties {
+            let Some(spec) = self.props.get(name) else { continue };
+            match value {
+                Value::Array(items) => {
+                    let mut keys: Vec<ScalarKey> =
+                        items.iter().filter_map(|i| ScalarKey::of(i, spec.date_time)).collect();
+                    keys.sort();
+                    keys.dedup();
+                    out.extend(keys.into_iter().map(|k| (spec, k)));
+                }
+                v => out.extend(ScalarKey::of(v, spec.date_time).map(|k| (spec, k))),
             }
-            v => out.extend(ScalarKey::of(v, dt).map(|k| (name, k))),
         }
+        if let (Some(title), Some(spec)) = (&e.title, &self.title) {
+            out.push((spec, ScalarKey::Str(Arc::from(title.as_str()))));
+        }
+        out
     }
-    if let Some(title) = &e.title {
-        out.push((Arc::from(TITLE), ScalarKey::Str(Arc::from(title.as_str()))));
-    }
-    out
 }
 
 /// Identifiers whose value for the property equals `key`.

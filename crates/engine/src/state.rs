@@ -6,7 +6,7 @@ use berth_model::blueprint::CompiledBlueprint;
 use berth_model::{Blueprint, Change, Credential, Entity, Event, Previous};
 use imbl::{OrdMap, OrdSet};
 
-use crate::index::{self, BlueprintIndex, Entry, ScalarKey};
+use crate::index::{BlueprintIndex, Entry, IndexSpec, PropSpec, ScalarKey};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -15,6 +15,8 @@ use thiserror::Error;
 pub struct BlueprintEntry {
     pub def: Arc<Blueprint>,
     pub compiled: Arc<CompiledBlueprint>,
+    /// How its properties are indexed.
+    pub index: Arc<IndexSpec>,
 }
 
 /// A relation edge seen from its target: `blueprint/identifier` points here through `relation`.
@@ -139,54 +141,61 @@ impl State {
         self.props.get(blueprint).and_then(|m| m.get(property))
     }
 
-    /// How many index entries of a blueprint's property have each value (`$title` is not counted).
+    /// Whether a property's values are counted (an `enum` or a boolean: few values, the ones facets are
+    /// made of). Unbounded properties (URLs, versions, free text) are not: a count per distinct value would
+    /// cost an extra map entry per entity on every write.
+    pub fn is_counted(&self, blueprint: &str, property: &str) -> bool {
+        self.blueprints.get(blueprint).and_then(|b| b.index.get(property)).is_some_and(|p| p.counted)
+    }
+
+    /// How many entities of a blueprint have each value of a counted property ([`State::is_counted`]).
     pub fn value_counts(&self, blueprint: &str, property: &str) -> Option<&OrdMap<ScalarKey, usize>> {
         self.value_counts.get(blueprint).and_then(|m| m.get(property))
     }
 
     /// Whether a blueprint's property is a date-time (indexed by instant).
     pub fn is_date_time(&self, blueprint: &str, property: &str) -> bool {
-        self.blueprints.get(blueprint).is_some_and(|b| {
-            b.def.schema.properties.get(property).and_then(|d| d.get("format")).and_then(|f| f.as_str())
-                == Some("date-time")
-        })
+        self.blueprints.get(blueprint).and_then(|b| b.index.get(property)).is_some_and(|p| p.date_time)
     }
 
-    fn index_entries(&self, e: &Entity) -> Vec<(Key, ScalarKey)> {
-        index::entries_of(e, &|p| self.is_date_time(&e.blueprint, p))
-    }
-
-    /// Updates the property index for an entity going from `old` to `new` (either may be absent).
-    fn reindex(&mut self, blueprint: &Key, old: Option<&Entity>, new: Option<&Entity>) {
-        let before = old.map(|e| self.index_entries(e)).unwrap_or_default();
-        let after = new.map(|e| self.index_entries(e)).unwrap_or_default();
-        let id: Option<Key> = old.or(new).map(|e| Arc::from(e.identifier.as_str()));
-        let Some(id) = id else { return };
+    /// Updates the property index for the entity `id` going from `old` to `new` (either may be absent).
+    fn reindex(&mut self, blueprint: &Key, id: &Key, old: Option<&Entity>, new: Option<&Entity>) {
+        let Some(spec) = self.blueprints.get(&**blueprint).map(|b| Arc::clone(&b.index)) else { return };
+        let before = old.map(|e| spec.entries_of(e)).unwrap_or_default();
+        let after = new.map(|e| spec.entries_of(e)).unwrap_or_default();
+        let same = |a: &(&PropSpec, ScalarKey), b: &(&PropSpec, ScalarKey)| a.0.name == b.0.name && a.1 == b.1;
         let bp_index = self.props.entry(Arc::clone(blueprint)).or_default();
         let bp_counts = self.value_counts.entry(Arc::clone(blueprint)).or_default();
-        for (prop, key) in &before {
-            if !after.iter().any(|(p, k)| p == prop && k == key) {
-                if let Some(set) = bp_index.get_mut(prop) {
-                    set.remove(&Entry { value: key.clone(), id: Arc::clone(&id) });
-                }
-                if &**prop != index::TITLE {
-                    if let Some(counts) = bp_counts.get_mut(prop) {
-                        if let Some(n) = counts.get_mut(key) {
-                            *n -= 1;
-                            if *n == 0 {
-                                counts.remove(key);
-                            }
+        for entry in &before {
+            if after.iter().any(|a| same(a, entry)) {
+                continue;
+            }
+            let (prop, key) = entry;
+            if let Some(set) = bp_index.get_mut(&prop.name) {
+                set.remove(&Entry { value: key.clone(), id: Arc::clone(id) });
+            }
+            if prop.counted {
+                if let Some(counts) = bp_counts.get_mut(&prop.name) {
+                    if let Some(n) = counts.get_mut(key) {
+                        *n -= 1;
+                        if *n == 0 {
+                            counts.remove(key);
                         }
                     }
                 }
             }
         }
-        for (prop, key) in after.iter() {
-            if !before.iter().any(|(p, k)| p == prop && k == key) {
-                bp_index.entry(Arc::clone(prop)).or_default().insert(Entry { value: key.clone(), id: Arc::clone(&id) });
-                if &**prop != index::TITLE {
-                    *bp_counts.entry(Arc::clone(prop)).or_default().entry(key.clone()).or_default() += 1;
-                }
+        for entry in &after {
+            if before.iter().any(|b| same(b, entry)) {
+                continue;
+            }
+            let (prop, key) = entry;
+            bp_index
+                .entry(Arc::clone(&prop.name))
+                .or_default()
+                .insert(Entry { value: key.clone(), id: Arc::clone(id) });
+            if prop.counted {
+                *bp_counts.entry(Arc::clone(&prop.name)).or_default().entry(key.clone()).or_default() += 1;
             }
         }
     }
@@ -196,9 +205,13 @@ impl State {
         let key = self.blueprint_name(blueprint);
         self.props.remove(blueprint);
         self.value_counts.remove(blueprint);
-        let all: Vec<Arc<Entity>> = self.entities_of(blueprint).cloned().collect();
-        for e in all {
-            self.reindex(&key, None, Some(&e));
+        let all: Vec<(Key, Arc<Entity>)> = self
+            .entities
+            .get(blueprint)
+            .map(|m| m.iter().map(|(id, e)| (Arc::clone(id), Arc::clone(e))).collect())
+            .unwrap_or_default();
+        for (id, e) in all {
+            self.reindex(&key, &id, None, Some(&e));
         }
     }
 
@@ -255,7 +268,11 @@ impl State {
                 self.entities.entry(Arc::from(blueprint.identifier.as_str())).or_default();
                 self.blueprints.insert(
                     blueprint.identifier.clone(),
-                    BlueprintEntry { def: Arc::new((**blueprint).clone()), compiled: Arc::new(compiled) },
+                    BlueprintEntry {
+                        def: Arc::new((**blueprint).clone()),
+                        compiled: Arc::new(compiled),
+                        index: Arc::new(IndexSpec::of(&blueprint.schema.properties)),
+                    },
                 );
                 self.rebuild_index(&blueprint.identifier);
             }
@@ -281,16 +298,18 @@ impl State {
                     owned.blueprint = Arc::clone(&bp);
                     Arc::new(owned)
                 };
-                let old = self
-                    .entities
-                    .entry(Arc::clone(&bp))
-                    .or_default()
-                    .insert(Arc::from(entity.identifier.as_str()), Arc::clone(&entity));
+                let map = self.entities.entry(Arc::clone(&bp)).or_default();
+                // Keep the existing key when replacing (shared with the indexes), else make one.
+                let id: Key = map
+                    .get_key_value(entity.identifier.as_str())
+                    .map(|(k, _)| Arc::clone(k))
+                    .unwrap_or_else(|| Arc::from(entity.identifier.as_str()));
+                let old = map.insert(Arc::clone(&id), Arc::clone(&entity));
                 if let Some(old) = &old {
                     self.unlink(old);
                 }
                 self.link(&entity);
-                self.reindex(&bp, old.as_deref(), Some(&entity));
+                self.reindex(&bp, &id, old.as_deref(), Some(&entity));
             }
             Change::EntityDeleted { blueprint, identifier } => {
                 let removed = self.entities.get_mut(blueprint.as_str()).and_then(|m| m.remove(identifier.as_str()));
@@ -298,7 +317,8 @@ impl State {
                     Some(old) => {
                         self.unlink(&old);
                         let bp = self.blueprint_name(blueprint);
-                        self.reindex(&bp, Some(&old), None);
+                        let id: Key = Arc::from(identifier.as_str());
+                        self.reindex(&bp, &id, Some(&old), None);
                     }
                     None => {
                         return Err(format!("entity `{blueprint}/{identifier}` does not exist"));
@@ -388,8 +408,10 @@ impl State {
         let all: Vec<Arc<Entity>> = state.entities.values().flat_map(|m| m.values().cloned()).collect();
         for e in all {
             state.link(&e);
-            let bp = Arc::clone(&e.blueprint);
-            state.reindex(&bp, None, Some(&e));
+        }
+        let blueprints: Vec<String> = state.blueprints.keys().cloned().collect();
+        for bp in blueprints {
+            state.rebuild_index(&bp);
         }
         for c in data.credentials {
             state.credentials.insert(c.client_id.clone(), c);

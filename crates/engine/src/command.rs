@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use berth_model::{Blueprint, Change, Credential, DomainError, Entity, EntityInput, Origin, Timestamp};
+use berth_model::{Blueprint, Change, Credential, DomainError, Entity, EntityInput, Origin, Team, Timestamp};
 use serde_json::Value;
 
 use crate::State;
@@ -85,6 +85,14 @@ pub enum Command {
     DeleteCredential {
         client_id: String,
     },
+    /// Creates a team (`create`: fail if it exists) or replaces one.
+    PutTeam {
+        team: Team,
+        create: bool,
+    },
+    DeleteTeam {
+        name: String,
+    },
     /// Sets the token signing key unless one is set already (so replicas starting together agree on one).
     InitSigningKey {
         key: String,
@@ -110,6 +118,7 @@ pub enum Outcome {
     Done,
     /// The command had nothing to do (an init that found its work done).
     Unchanged,
+    Team(Team),
 }
 
 /// Validates `cmd` against `state` and returns the changes it makes and its answer. Pure: `state` is not changed.
@@ -156,6 +165,25 @@ pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Ch
                 ensure_another_admin(state, client_id)?;
             }
             Ok((vec![Change::CredentialDeleted { client_id: client_id.clone() }], Outcome::Done))
+        }
+        Command::PutTeam { team, create } => {
+            team.check()?;
+            let existing = state.team(&team.name);
+            if *create && existing.is_some() {
+                return Err(DomainError::AlreadyExists { kind: "team", id: team.name.clone() });
+            }
+            if !*create && existing.is_none() {
+                return Err(DomainError::not_found("team", team.name.clone()));
+            }
+            let created_at = existing.map_or(team.created_at, |t| t.created_at);
+            let team = Team { created_at, updated_at: meta.now, ..team.clone() };
+            Ok((vec![Change::TeamPut { team: team.clone() }], Outcome::Team(team)))
+        }
+        Command::DeleteTeam { name } => {
+            if state.team(name).is_none() {
+                return Err(DomainError::not_found("team", name.clone()));
+            }
+            Ok((vec![Change::TeamDeleted { name: name.clone() }], Outcome::Done))
         }
         Command::InitSigningKey { key } => match state.signing_key() {
             Some(_) => Ok((vec![], Outcome::Unchanged)),

@@ -23,7 +23,7 @@ pub struct BlueprintDigest {
 pub struct CatalogDigest {
     pub seq: u64,
     pub blueprints: BTreeMap<String, BlueprintDigest>,
-    /// Credentials and the signing key.
+    /// Credentials, teams and the signing key.
     pub access: String,
 }
 
@@ -62,6 +62,9 @@ impl State {
         let mut access = Sha256::new();
         for credential in self.credentials() {
             feed(&mut access, credential);
+        }
+        for team in self.teams() {
+            feed(&mut access, team);
         }
         feed(&mut access, &self.signing_key());
         CatalogDigest { seq: self.seq(), blueprints, access: hex(&access.finalize()) }

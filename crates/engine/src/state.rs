@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use berth_model::blueprint::CompiledBlueprint;
-use berth_model::{Blueprint, Change, Credential, Entity, Event, Previous};
+use berth_model::{Blueprint, Change, Credential, Entity, Event, Previous, Team};
 use imbl::{OrdMap, OrdSet};
 
 use crate::index::{BlueprintIndex, Entry, IndexSpec, PropSpec, ScalarKey};
@@ -50,6 +50,7 @@ pub struct State {
     /// Target blueprint → target identifier → edges pointing at it.
     incoming: OrdMap<Key, OrdMap<Key, OrdSet<Edge>>>,
     credentials: OrdMap<String, Credential>,
+    teams: OrdMap<String, Team>,
     signing_key: Option<String>,
     /// Blueprint → property (and `$title`) → ordered (value, identifier) entries.
     props: OrdMap<Key, BlueprintIndex>,
@@ -64,6 +65,8 @@ struct SnapshotData {
     blueprints: Vec<Blueprint>,
     entities: Vec<Arc<Entity>>,
     credentials: Vec<Credential>,
+    #[serde(default)]
+    teams: Vec<Team>,
     signing_key: Option<String>,
 }
 
@@ -223,6 +226,15 @@ impl State {
         self.credentials.values()
     }
 
+    pub fn team(&self, name: &str) -> Option<&Team> {
+        self.teams.get(name)
+    }
+
+    /// Every team, by name.
+    pub fn teams(&self) -> impl Iterator<Item = &Team> {
+        self.teams.values()
+    }
+
     pub fn signing_key(&self) -> Option<&str> {
         self.signing_key.as_deref()
     }
@@ -247,6 +259,8 @@ impl State {
             Change::BlueprintDeleted { identifier } => {
                 self.blueprint(identifier).map(|b| Previous::Blueprint { blueprint: Box::new((*b.def).clone()) })
             }
+            Change::TeamPut { team } => self.team(&team.name).map(|t| Previous::Team { team: t.clone() }),
+            Change::TeamDeleted { name } => self.team(name).map(|t| Previous::Team { team: t.clone() }),
             _ => None,
         }
     }
@@ -331,6 +345,12 @@ impl State {
             Change::CredentialDeleted { client_id } => {
                 self.credentials.remove(client_id);
             }
+            Change::TeamPut { team } => {
+                self.teams.insert(team.name.clone(), team.clone());
+            }
+            Change::TeamDeleted { name } => {
+                self.teams.remove(name);
+            }
             Change::SigningKeySet { key } => self.signing_key = Some(key.clone()),
         }
         Ok(())
@@ -387,6 +407,7 @@ impl State {
             blueprints: self.blueprints.values().map(|b| (*b.def).clone()).collect(),
             entities: self.entities.values().flat_map(|m| m.values().cloned()).collect(),
             credentials: self.credentials.values().cloned().collect(),
+            teams: self.teams.values().cloned().collect(),
             signing_key: self.signing_key.clone(),
         };
         serde_json::to_vec(&data).map_err(|e| StateError::Snapshot(e.to_string()))
@@ -412,6 +433,9 @@ impl State {
         let blueprints: Vec<String> = state.blueprints.keys().cloned().collect();
         for bp in blueprints {
             state.rebuild_index(&bp);
+        }
+        for t in data.teams {
+            state.teams.insert(t.name.clone(), t);
         }
         for c in data.credentials {
             state.credentials.insert(c.client_id.clone(), c);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Blueprint, Credential, Entity, Timestamp};
+use crate::{Blueprint, Credential, Entity, Team, Timestamp};
 
 /// Where a change came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -44,6 +44,12 @@ pub enum Change {
     CredentialDeleted {
         client_id: String,
     },
+    TeamPut {
+        team: Team,
+    },
+    TeamDeleted {
+        name: String,
+    },
     /// The key that signs access tokens; shared by every replica through the log.
     SigningKeySet {
         key: String,
@@ -56,6 +62,7 @@ pub enum Change {
 pub enum Previous {
     Entity { entity: Arc<Entity> },
     Blueprint { blueprint: Box<Blueprint> },
+    Team { team: Team },
 }
 
 /// A change with its place in the global order.

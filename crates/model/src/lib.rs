@@ -20,6 +20,7 @@ pub mod event;
 pub mod ids;
 pub mod query;
 pub mod schema;
+pub mod team;
 pub mod timestamp;
 
 pub use blueprint::{Blueprint, Relation};
@@ -27,4 +28,5 @@ pub use credential::Credential;
 pub use entity::{Entity, EntityInput};
 pub use error::DomainError;
 pub use event::{Change, Event, Origin, Previous};
+pub use team::Team;
 pub use timestamp::Timestamp;

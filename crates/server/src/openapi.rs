@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{apps, audit, blueprints, entities, history, search, system, token};
+use crate::routes::{apps, audit, blueprints, entities, history, search, system, teams, token};
 
 struct BearerAuth;
 
@@ -65,10 +65,11 @@ impl Modify for MinSeqHeader {
         system::migration, system::healthz, system::readyz,
         apps::create, apps::list, apps::get_one, apps::update, apps::rotate_secret, apps::delete, apps::organization, audit::audit_log,
         history::history, history::properties_history,
+        teams::list, teams::create, teams::get_one, teams::replace, teams::patch, teams::delete,
     ),
-    components(schemas(berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
+    components(schemas(berth_model::Team, berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
     modifiers(&BearerAuth, &MinSeqHeader),
-    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Audit"), (name = "Operations"))
+    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Teams"), (name = "Audit"), (name = "Operations"))
 )]
 pub struct ApiDoc;
 

@@ -40,6 +40,7 @@ fn describe(event: &Event) -> Record {
     let before = match &event.before {
         Some(Previous::Entity { entity }) => serde_json::to_value(entity).unwrap_or(Value::Null),
         Some(Previous::Blueprint { blueprint }) => serde_json::to_value(blueprint).unwrap_or(Value::Null),
+        Some(Previous::Team { team }) => serde_json::to_value(team).unwrap_or(Value::Null),
         None => Value::Null,
     };
     // Events written before `before` existed cannot tell a creation from an update.
@@ -91,6 +92,22 @@ fn describe(event: &Event) -> Record {
             blueprint: None,
             identifier: Some(client_id.clone()),
             before: Value::Null,
+            after: Value::Null,
+        },
+        Change::TeamPut { team } => Record {
+            resource: "team",
+            action: put_action,
+            blueprint: None,
+            identifier: Some(team.name.clone()),
+            before,
+            after: serde_json::to_value(team).unwrap_or(Value::Null),
+        },
+        Change::TeamDeleted { name } => Record {
+            resource: "team",
+            action: "DELETE",
+            blueprint: None,
+            identifier: Some(name.clone()),
+            before,
             after: Value::Null,
         },
         Change::SigningKeySet { .. } => Record {
@@ -168,7 +185,7 @@ impl Filters {
 }
 
 #[utoipa::path(get, path = "/v1/audit-log", tag = "Audit", summary = "The audit log: every change, newest first",
-    description = "Filters (ANDed): `identifier` (the resource's), `entity`, `blueprint`, `run_id`, `resources` (entity, blueprint, app, signing_key), `action` (CREATE, UPDATE, DELETE, UPSERT), `origin` (API, UI, INTEGRATION, AUTOMATION, SYSTEM), `status` (SUCCESS; refused attempts are not recorded yet), `from` / `to` (date-times), `limit` (1-1000, default 100), `cursor` (the `next` of the previous page). Members must filter by `identifier`, `entity` or `run_id`. Each record: `{identifier, seq, action, resourceType, status, trigger: {by: {userId}, origin, at}, context: {blueprintIdentifier, entityIdentifier, runId}, diff: {before, after}}`.",
+    description = "Filters (ANDed): `identifier` (the resource's), `entity`, `blueprint`, `run_id`, `resources` (entity, blueprint, team, app, signing_key), `action` (CREATE, UPDATE, DELETE, UPSERT), `origin` (API, UI, INTEGRATION, AUTOMATION, SYSTEM), `status` (SUCCESS; refused attempts are not recorded yet), `from` / `to` (date-times), `limit` (1-1000, default 100), `cursor` (the `next` of the previous page). Members must filter by `identifier`, `entity` or `run_id`. Each record: `{identifier, seq, action, resourceType, status, trigger: {by: {userId}, origin, at}, context: {blueprintIdentifier, entityIdentifier, runId}, diff: {before, after}}`.",
     security(("bearer" = [])),
     responses((status = 200, description = "`{ok, audits: [...], next?}`"), (status = 400, description = "Bad filter or cursor"), (status = 403, description = "A Member without an identifier, entity or run_id filter")))]
 pub async fn audit_log(

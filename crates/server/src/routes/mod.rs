@@ -9,6 +9,7 @@ pub mod history;
 pub mod render;
 pub mod search;
 pub mod system;
+pub mod teams;
 pub mod token;
 
 use axum::Router;
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/entities/aggregate", post(search::aggregate))
         .route("/v1/migrations/{id}", get(system::migration))
         .merge(apps::router())
+        .merge(teams::router())
         .route("/v1/organization", get(apps::organization))
         .route("/v1/audit-log", get(audit::audit_log))
         .route("/v1/blueprints/{bp}/entities/{id}/history", get(history::history))

@@ -406,3 +406,67 @@ async fn time_travel_history_and_properties_history() {
         assert!(a.body["message"].as_str().unwrap_or_default().contains(needle), "{}", a.body);
     }
 }
+
+#[tokio::test]
+async fn teams_are_read_by_anyone_and_changed_by_admins() {
+    let s = TestServer::start().await;
+    let a = s
+        .post("/v1/teams", json!({"name": "Platform", "description": "Paved roads", "members": ["ana@example.com"]}))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["team"]["name"], "Platform");
+    assert!(a.body["team"]["createdAt"].is_string());
+    s.post("/v1/teams", json!({"name": "Platform"})).await.assert_error(409, "conflict");
+    for bad in [
+        json!({"name": " padded"}),
+        json!({"name": ""}),
+        json!({"description": "no name"}),
+        json!({"name": "x", "members": [""]}),
+    ] {
+        let a = s.post("/v1/teams", bad.clone()).await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {}", a.body);
+    }
+    // PATCH keeps what it does not name; PUT replaces.
+    let a = s.patch("/v1/teams/Platform", json!({"members": ["ana@example.com", "bo@example.com"]})).await;
+    assert_eq!(a.body["team"]["description"], "Paved roads");
+    assert_eq!(a.body["team"]["members"].as_array().expect("members").len(), 2);
+    let a = s.put("/v1/teams/Platform", json!({"description": "Golden paths"})).await;
+    assert_eq!(a.body["team"]["members"], json!([]));
+    assert_eq!(a.body["team"]["description"], "Golden paths");
+    s.put("/v1/teams/Ghost", json!({})).await.assert_error(404, "not_found");
+
+    // A Member reads, but may not change.
+    let app = s.post("/v1/apps", json!({"name": "reader"})).await;
+    let member = token(
+        &s,
+        app.body["app"]["clientId"].as_str().expect("id"),
+        app.body["app"]["clientSecret"].as_str().expect("s"),
+    )
+    .await;
+    let (status, body) = call_as(&s, &member, Method::GET, "/v1/teams", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["teams"][0]["name"], "Platform");
+    let (status, _) = call_as(&s, &member, Method::GET, "/v1/teams/Platform", None).await;
+    assert_eq!(status, StatusCode::OK);
+    for (method, path) in
+        [(Method::POST, "/v1/teams"), (Method::PATCH, "/v1/teams/Platform"), (Method::DELETE, "/v1/teams/Platform")]
+    {
+        let (status, _) = call_as(&s, &member, method.clone(), path, Some(json!({"garbage": true}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+    }
+
+    // Changes are audited with their diff; delete.
+    let audit = s.get("/v1/audit-log?resources=team").await;
+    let actions: Vec<&str> =
+        audit.body["audits"].as_array().expect("audits").iter().map(|r| r["action"].as_str().expect("a")).collect();
+    assert_eq!(actions, vec!["UPDATE", "UPDATE", "CREATE"]);
+    assert_eq!(s.delete("/v1/teams/Platform").await.status, StatusCode::OK);
+    s.get("/v1/teams/Platform").await.assert_error(404, "not_found");
+
+    // Teams survive a restart (log and snapshot).
+    s.post("/v1/teams", json!({"name": "Edge"})).await;
+    let (dir, data_dir) = s.stop().await;
+    let s = TestServer::start_in(data_dir, false).await;
+    assert_eq!(s.get("/v1/teams/Edge").await.status, StatusCode::OK);
+    drop(dir);
+}

@@ -1,0 +1,149 @@
+//! Teams: `GET/POST /v1/teams`, `GET/PUT/PATCH/DELETE /v1/teams/{name}`. Anyone signed in reads them; only
+//! an Admin changes them. The names are what entities' `team` lists hold.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use berth_engine::{Command, Outcome};
+use berth_model::Team;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::reply;
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, PathParams};
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamBody {
+    /// The team's name (on PUT and PATCH, the path's name wins).
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// User emails or app client ids.
+    pub members: Option<Vec<String>>,
+}
+
+/// The team routes; changes are Admin-only, checked before any body is read.
+pub fn router() -> axum::Router<AppState> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/v1/teams", get(list).post(create))
+        .route("/v1/teams/{name}", get(get_one).put(replace).patch(patch).delete(delete))
+        .route_layer(axum::middleware::from_fn(admin_for_changes))
+}
+
+async fn admin_for_changes(req: axum::extract::Request, next: axum::middleware::Next) -> ApiResult<Response> {
+    if req.method() != axum::http::Method::GET {
+        let caller = req
+            .extensions()
+            .get::<Caller>()
+            .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer <token> header is required"))?;
+        super::require_admin(caller, "change teams")?;
+    }
+    Ok(next.run(req).await)
+}
+
+async fn write(app: &AppState, caller: &Caller, command: Command, status: StatusCode) -> ApiResult<Response> {
+    let meta = super::blueprints::meta(caller, &axum::http::HeaderMap::new(), None);
+    let (outcome, seq) = app.catalog.write_one(meta, command).await?;
+    match outcome? {
+        Outcome::Team(team) => Ok(reply(status, json!({"ok": true, "team": team}), Some(seq))),
+        _ => Ok(reply(status, json!({"ok": true}), Some(seq))),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/teams", tag = "Teams", summary = "List teams", security(("bearer" = [])),
+    responses((status = 200, description = "`{ok, teams: [...]}`")))]
+pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
+    let view = app.catalog.view();
+    let teams: Vec<&Team> = view.teams().collect();
+    Ok(reply(StatusCode::OK, json!({"ok": true, "teams": teams}), None))
+}
+
+#[utoipa::path(post, path = "/v1/teams", tag = "Teams", summary = "Create a team (Admin)", security(("bearer" = [])),
+    request_body = TeamBody,
+    responses((status = 201, description = "`{ok, team}`"), (status = 403, description = "Not an Admin"), (status = 409, description = "The name is taken"), (status = 422, description = "Bad name or members")))]
+pub async fn create(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<TeamBody>,
+) -> ApiResult<Response> {
+    let name = body.name.ok_or_else(|| ApiError::unprocessable("a team needs a `name`"))?;
+    let now = crate::now();
+    let team = Team {
+        name,
+        description: body.description,
+        members: body.members.unwrap_or_default(),
+        created_at: now,
+        updated_at: now,
+    };
+    write(&app, &caller, Command::PutTeam { team, create: true }, StatusCode::CREATED).await
+}
+
+#[utoipa::path(get, path = "/v1/teams/{name}", tag = "Teams", summary = "Get a team", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Team name")),
+    responses((status = 200, description = "`{ok, team}`"), (status = 404, description = "No such team")))]
+pub async fn get_one(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
+    let name = params.get("name")?;
+    let view = app.catalog.view();
+    let team = view.team(&name).ok_or_else(|| ApiError::not_found(format!("team `{name}` was not found")))?;
+    Ok(reply(StatusCode::OK, json!({"ok": true, "team": team}), None))
+}
+
+async fn change(app: AppState, caller: Caller, name: String, body: TeamBody, replace: bool) -> ApiResult<Response> {
+    let current = app
+        .catalog
+        .view()
+        .team(&name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("team `{name}` was not found")))?;
+    let team = Team {
+        name,
+        description: if replace { body.description } else { body.description.or(current.description) },
+        members: match body.members {
+            Some(m) => m,
+            None if replace => Vec::new(),
+            None => current.members,
+        },
+        ..current
+    };
+    write(&app, &caller, Command::PutTeam { team, create: false }, StatusCode::OK).await
+}
+
+#[utoipa::path(put, path = "/v1/teams/{name}", tag = "Teams", summary = "Replace a team's description and members (Admin)",
+    security(("bearer" = [])), params(("name" = String, Path, description = "Team name")), request_body = TeamBody,
+    responses((status = 200, description = "`{ok, team}`"), (status = 403, description = "Not an Admin"), (status = 404, description = "No such team")))]
+pub async fn replace(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    params: PathParams,
+    ApiJson(body): ApiJson<TeamBody>,
+) -> ApiResult<Response> {
+    change(app, caller, params.get("name")?, body, true).await
+}
+
+#[utoipa::path(patch, path = "/v1/teams/{name}", tag = "Teams", summary = "Change a team's description or members (Admin)",
+    security(("bearer" = [])), params(("name" = String, Path, description = "Team name")), request_body = TeamBody,
+    responses((status = 200, description = "`{ok, team}`"), (status = 403, description = "Not an Admin"), (status = 404, description = "No such team")))]
+pub async fn patch(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    params: PathParams,
+    ApiJson(body): ApiJson<TeamBody>,
+) -> ApiResult<Response> {
+    change(app, caller, params.get("name")?, body, false).await
+}
+
+#[utoipa::path(delete, path = "/v1/teams/{name}", tag = "Teams", summary = "Delete a team (Admin)",
+    security(("bearer" = [])), params(("name" = String, Path, description = "Team name")),
+    responses((status = 200, description = "`{ok}`"), (status = 403, description = "Not an Admin"), (status = 404, description = "No such team")))]
+pub async fn delete(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    params: PathParams,
+) -> ApiResult<Response> {
+    write(&app, &caller, Command::DeleteTeam { name: params.get("name")? }, StatusCode::OK).await
+}

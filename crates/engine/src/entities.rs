@@ -25,6 +25,16 @@ pub(crate) fn write(
     create_missing_related: bool,
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
     let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
+    // `team` given as a search query becomes the names it matches.
+    let resolved;
+    let input = match &input.team_query {
+        Some(q) => {
+            resolved =
+                EntityInput { team: Field::Set(resolve_teams(state, q, meta.now)?), team_query: None, ..input.clone() };
+            &resolved
+        }
+        None => input,
+    };
     let given = match &input.identifier {
         Some(IdentifierInput::Id(id)) => Some(id.clone()),
         Some(IdentifierInput::Search(q)) => Some(resolve_one(state, blueprint, q, meta.now)?),
@@ -239,6 +249,42 @@ pub(crate) fn write(
     let entity = Arc::new(entity);
     changes.push(Change::EntityPut { entity: Arc::clone(&entity) });
     Ok((changes, Outcome::Entity { entity, created }))
+}
+
+/// The teams a search query matches. Each team is seen as an entity whose `$identifier` and `$title` are
+/// its name, with properties `name` and `description`.
+fn resolve_teams(state: &State, query: &Query, now: Timestamp) -> Result<Vec<String>, DomainError> {
+    let ctx = crate::search::Ctx::new(state, query, now, None)?;
+    let names: Vec<String> = state
+        .teams()
+        .filter(|t| {
+            let mut properties = Map::new();
+            properties.insert("name".into(), Value::String(t.name.clone()));
+            if let Some(d) = &t.description {
+                properties.insert("description".into(), Value::String(d.clone()));
+            }
+            let as_entity = Entity {
+                identifier: t.name.clone(),
+                title: Some(t.name.clone()),
+                icon: None,
+                blueprint: Arc::from("_team"),
+                team: vec![t.name.clone()],
+                properties,
+                relations: Map::new(),
+                created_at: t.created_at,
+                created_by: String::new(),
+                updated_at: t.updated_at,
+                updated_by: String::new(),
+                datasource: None,
+            };
+            crate::search::matches(&ctx, &as_entity, query)
+        })
+        .map(|t| t.name.clone())
+        .collect();
+    if names.is_empty() {
+        return Err(DomainError::Invalid("the `team` search query matches no team".into()));
+    }
+    Ok(names)
 }
 
 /// The most entities a relation search query may match (Port's limit).

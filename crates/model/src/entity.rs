@@ -79,6 +79,8 @@ pub struct EntityInput {
     pub title: Field<String>,
     pub icon: Field<String>,
     pub team: Field<Vec<String>>,
+    /// `team` given as a search query over the teams (the engine resolves it into `team`).
+    pub team_query: Option<Box<Query>>,
     pub properties: Option<Map<String, Value>>,
     pub relations: Option<Map<String, Value>>,
 }
@@ -113,8 +115,15 @@ impl EntityInput {
                 return Err(DomainError::Invalid(format!("`identifier` must be a string, got {}", kind_of(&other))));
             }
         };
+        let mut team_query = None;
         let team = match obj.remove("team") {
             None => Field::Absent,
+            Some(q @ Value::Object(_)) => {
+                team_query = Some(Box::new(
+                    Query::parse(&q).map_err(|e| DomainError::Invalid(format!("`team` search query: {e}")))?,
+                ));
+                Field::Absent
+            }
             Some(Value::Null) => Field::Null,
             Some(Value::String(s)) => Field::Set(vec![s]),
             Some(Value::Array(items)) => {
@@ -134,7 +143,7 @@ impl EntityInput {
             }
             Some(other) => {
                 return Err(DomainError::Invalid(format!(
-                    "`team` must be a string or an array of strings, got {}",
+                    "`team` must be a string, an array of strings or a search query, got {}",
                     kind_of(&other)
                 )));
             }
@@ -153,6 +162,7 @@ impl EntityInput {
             title: opt_string(&obj, "title")?,
             icon: opt_string(&obj, "icon")?,
             team,
+            team_query,
             properties,
             relations,
         })

@@ -470,3 +470,46 @@ async fn teams_are_read_by_anyone_and_changed_by_admins() {
     assert_eq!(s.get("/v1/teams/Edge").await.status, StatusCode::OK);
     drop(dir);
 }
+
+#[tokio::test]
+async fn team_given_as_a_search_query_on_writes() {
+    let s = TestServer::start().await;
+    s.seed_blueprints().await;
+    s.post("/v1/teams", json!({"name": "Platform", "description": "Paved roads"})).await;
+    s.post("/v1/teams", json!({"name": "Edge"})).await;
+    let q = |rules: Value| json!({"combinator": "and", "rules": rules});
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities",
+            json!({"identifier": "api", "team": q(json!([{"property": "$identifier", "operator": "=", "value": "Platform"}]))}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["entity"]["team"], json!(["Platform"]));
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities?upsert=true&merge=true",
+            json!({"identifier": "api", "team": {"combinator": "or", "rules": [
+                {"property": "description", "operator": "contains", "value": "roads"},
+                {"property": "$title", "operator": "=", "value": "Edge"}]}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["entity"]["team"], json!(["Edge", "Platform"]));
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities?upsert=true",
+            json!({"identifier": "api", "team": q(json!([{"property": "$identifier", "operator": "=", "value": "Nobody"}]))}),
+        )
+        .await;
+    a.assert_error(422, "invalid_request");
+    assert!(a.body["message"].as_str().unwrap_or_default().contains("matches no team"));
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities?upsert=true",
+            json!({"identifier": "api", "team": {"combinator": "xor", "rules": []}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(a.body["message"].as_str().unwrap_or_default().contains("`team` search query"), "{}", a.body);
+}

@@ -12,7 +12,8 @@
 //!   is idle it catches up and publishes them, so every replica converges on the log. The writer is the only
 //!   task that publishes, so a follow never races a commit.
 //! - **Snapshots** are written by a background task (when the tail reaches `snapshot_every` events and half
-//!   the catalog, at most every 30 s unless the tail runs away) and on shutdown;
+//!   the catalog, at most every 30 s unless the tail runs away; or as soon as writes pause after a tail of
+//!   `snapshot_every` events) and on shutdown;
 //!   start-up loads the newest snapshot and replays only the tail.
 
 use std::sync::{Arc, RwLock};
@@ -485,19 +486,26 @@ const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
 
 async fn snapshot_loop(catalog: std::sync::Weak<Catalog>, every: u64, mut last: u64) {
     let mut last_at = std::time::Instant::now();
+    let mut previous_seq = last;
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let Some(catalog) = catalog.upgrade() else {
             return;
         };
         let view = catalog.view();
-        let tail = view.seq().saturating_sub(last);
+        let seq = view.seq();
+        let tail = seq.saturating_sub(last);
         // A snapshot costs as much as the catalog is large: take one when the tail to replay has grown to
         // `every` events and to half the catalog (so the cost per event stays constant as the catalog grows),
-        // and at most every 30 s under sustained writes unless the tail runs away.
+        // and at most every 30 s under sustained writes unless the tail runs away. When writes pause (nothing
+        // new for a tick) after a tail of at least `every` events, take it at once: a bulk load followed by a
+        // crash then restarts from the snapshot instead of replaying the whole load.
         let due = every.max(view.total_entities() as u64 / 2);
         drop(view);
-        if tail >= due && (last_at.elapsed() >= MIN_SNAPSHOT_INTERVAL || tail >= 4 * due) {
+        let idle = seq == previous_seq;
+        previous_seq = seq;
+        let busy_and_due = tail >= due && (last_at.elapsed() >= MIN_SNAPSHOT_INTERVAL || tail >= 4 * due);
+        if busy_and_due || (idle && tail >= every) {
             match catalog.snapshot().await {
                 Ok(s) => {
                     tracing::info!(seq = s, "snapshot written");

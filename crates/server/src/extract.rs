@@ -65,6 +65,18 @@ impl Params {
         self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// The `limit` of a paged read: 1 to 1000, `default` when absent.
+    pub fn page_size(&self, default: usize) -> Result<usize, ApiError> {
+        match self.get("limit").filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| ApiError::bad_request(format!("`limit` must be between 1 and 1000, got {v:?}"))),
+        }
+    }
+
     /// A boolean given as `true`/`false` (or `1`/`0`); absent means `default`.
     pub fn flag(&self, key: &str, default: bool) -> Result<bool, ApiError> {
         match self.get(key) {

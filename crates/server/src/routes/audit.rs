@@ -201,14 +201,7 @@ pub async fn audit_log(
             "only an Admin may read the whole audit log; filter by `identifier`, `entity` or `run_id`",
         ));
     }
-    let limit = match q.get("limit").filter(|v| !v.is_empty()) {
-        None => 100,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("`limit` must be between 1 and 1000, got {v:?}")))?,
-    };
+    let limit = q.page_size(100)?;
     let store = app.catalog.store();
     let mut before = match q.get("cursor").filter(|v| !v.is_empty()) {
         Some(c) => c.parse::<u64>().map_err(|_| ApiError::bad_request("`cursor` is not a `next` of this log"))?,

@@ -115,14 +115,7 @@ fn changed_fields(before: Option<&Entity>, after: Option<&Entity>) -> Vec<String
 pub async fn history(State(app): State<AppState>, params: PathParams, q: Params) -> ApiResult<Response> {
     let blueprint = params.get("bp")?;
     let id = params.get("id")?;
-    let limit = match q.get("limit").filter(|v| !v.is_empty()) {
-        None => 100,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("`limit` must be between 1 and 1000, got {v:?}")))?,
-    };
+    let limit = q.page_size(100)?;
     let before = match q.get("cursor").filter(|v| !v.is_empty()) {
         Some(c) => c.parse::<u64>().map_err(|_| ApiError::bad_request("`cursor` is not a `next` of this history"))?,
         None => app.catalog.view().seq() + 1,

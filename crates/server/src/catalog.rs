@@ -68,12 +68,23 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 impl Catalog {
     /// Loads the newest snapshot, replays the tail, and starts the writer and snapshot tasks.
     pub async fn open(store: Arc<dyn LogStore>, snapshot_every: u64) -> Result<Arc<Catalog>, CatalogError> {
+        let started = std::time::Instant::now();
         let mut state = match store.load_snapshot().await? {
             Some(snap) => State::from_snapshot(&snap.data).map_err(|e| CatalogError::Replay(e.to_string()))?,
             None => State::default(),
         };
         let snapshot_seq = state.seq();
+        let loaded = started.elapsed();
         catch_up(store.as_ref(), &mut state).await?;
+        // Where start-up time goes, for operators (and for the start-up target).
+        tracing::info!(
+            snapshot_seq,
+            snapshot_ms = loaded.as_millis() as u64,
+            replayed = state.seq() - snapshot_seq,
+            replay_ms = (started.elapsed() - loaded).as_millis() as u64,
+            entities = state.total_entities(),
+            "catalog loaded"
+        );
         let (jobs_tx, jobs_rx) = mpsc::channel(4096);
         let seq = state.seq();
         let catalog = Arc::new(Catalog {

@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
+use std::future::Future;
+
 use tokio::sync::watch;
+
+use crate::StoreError;
 
 pub(crate) struct HeadWatch {
     tx: watch::Sender<u64>,
@@ -28,12 +32,22 @@ impl HeadWatch {
         *self.tx.borrow()
     }
 
-    /// Waits until the known head is past `after`; `None` after `timeout` (then the caller asks the store).
-    pub(crate) async fn wait_past(&self, after: u64, timeout: Duration) -> Option<u64> {
+    /// `LogStore::wait_for` for every backend: waits until the known head is past `after`; after `timeout`,
+    /// asks the store itself (`ask`), so a missed announcement costs latency, never correctness.
+    pub(crate) async fn wait_or_ask(
+        &self,
+        after: u64,
+        timeout: Duration,
+        ask: impl Future<Output = Result<u64, StoreError>>,
+    ) -> Result<u64, StoreError> {
         let mut rx = self.tx.subscribe();
-        match tokio::time::timeout(timeout, rx.wait_for(|h| *h > after)).await {
+        let seen = match tokio::time::timeout(timeout, rx.wait_for(|h| *h > after)).await {
             Ok(Ok(h)) => Some(*h),
             _ => None,
+        };
+        match seen {
+            Some(head) => Ok(head),
+            None => ask.await,
         }
     }
 }

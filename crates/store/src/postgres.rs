@@ -125,6 +125,20 @@ impl PostgresStore {
         })
     }
 
+    /// Events `WHERE <condition>` (on `$1` = `bound`), at most `limit`.
+    async fn events(&self, condition: &str, bound: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut slot = self.reader.lock().await;
+        let client = ensure(&mut slot, &self.config).await?;
+        let rows = client
+            .query(
+                &format!("SELECT seq, payload FROM {}.events WHERE {condition} LIMIT $2", self.schema),
+                &[&(bound.min(i64::MAX as u64) as i64), &(limit.min(i64::MAX as usize) as i64)],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|r| StoredEvent { seq: r.get::<_, i64>(0) as u64, payload: r.get(1) }).collect())
+    }
+
     /// Drops the schema and everything in it (tests and `berth restore --force` clean up with it).
     pub async fn drop_schema(&self) -> Result<(), StoreError> {
         let mut slot = self.writer.lock().await;
@@ -249,45 +263,15 @@ impl LogStore for PostgresStore {
     }
 
     fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        Box::pin(async move {
-            let mut slot = self.reader.lock().await;
-            let client = ensure(&mut slot, &self.config).await?;
-            let rows = client
-                .query(
-                    &format!("SELECT seq, payload FROM {}.events WHERE seq > $1 ORDER BY seq LIMIT $2", self.schema),
-                    &[&(after.min(i64::MAX as u64) as i64), &(limit.min(i64::MAX as usize) as i64)],
-                )
-                .await
-                .map_err(pg_error)?;
-            Ok(rows.iter().map(|r| StoredEvent { seq: r.get::<_, i64>(0) as u64, payload: r.get(1) }).collect())
-        })
+        Box::pin(self.events("seq > $1 ORDER BY seq", after, limit))
     }
 
     fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        Box::pin(async move {
-            let mut slot = self.reader.lock().await;
-            let client = ensure(&mut slot, &self.config).await?;
-            let rows = client
-                .query(
-                    &format!(
-                        "SELECT seq, payload FROM {}.events WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
-                        self.schema
-                    ),
-                    &[&(before.min(i64::MAX as u64) as i64), &(limit.min(i64::MAX as usize) as i64)],
-                )
-                .await
-                .map_err(pg_error)?;
-            Ok(rows.iter().map(|r| StoredEvent { seq: r.get::<_, i64>(0) as u64, payload: r.get(1) }).collect())
-        })
+        Box::pin(self.events("seq < $1 ORDER BY seq DESC", before, limit))
     }
 
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            match self.heads.wait_past(after, timeout).await {
-                Some(head) => Ok(head),
-                None => self.head().await,
-            }
-        })
+        Box::pin(self.heads.wait_or_ask(after, timeout, self.head()))
     }
 
     fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {

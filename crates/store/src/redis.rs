@@ -143,6 +143,20 @@ impl RedisStore {
         })
     }
 
+    /// Stream entries between two ids (`XRANGE` / `XREVRANGE`), as stored events.
+    async fn range(&self, command: &str, from: String, to: &str, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let entries: Vec<StreamEntry> = redis::cmd(command)
+            .arg(&self.keys.log)
+            .arg(from)
+            .arg(to)
+            .arg("COUNT")
+            .arg(limit.min(1_000_000))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        stored_events(entries)
+    }
+
     /// Deletes every key of this store (tests clean up with it).
     pub async fn delete_all(&self) -> Result<(), StoreError> {
         let k = &self.keys;
@@ -254,18 +268,7 @@ impl LogStore for RedisStore {
     }
 
     fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        Box::pin(async move {
-            let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
-                .arg(&self.keys.log)
-                .arg(format!("({after}-0"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(limit.min(1_000_000))
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(redis_error)?;
-            stored_events(entries)
-        })
+        Box::pin(self.range("XRANGE", format!("({after}-0"), "+", limit))
     }
 
     fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
@@ -273,26 +276,12 @@ impl LogStore for RedisStore {
             if before <= 1 {
                 return Ok(Vec::new());
             }
-            let entries: Vec<StreamEntry> = redis::cmd("XREVRANGE")
-                .arg(&self.keys.log)
-                .arg(format!("({before}-0"))
-                .arg("-")
-                .arg("COUNT")
-                .arg(limit.min(1_000_000))
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(redis_error)?;
-            stored_events(entries)
+            self.range("XREVRANGE", format!("({before}-0"), "-", limit).await
         })
     }
 
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            match self.heads.wait_past(after, timeout).await {
-                Some(head) => Ok(head),
-                None => self.head().await,
-            }
-        })
+        Box::pin(self.heads.wait_or_ask(after, timeout, self.head()))
     }
 
     fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -74,6 +74,26 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Events by a query of the form `... WHERE seq <op> ?1 ... LIMIT ?2`.
+    fn events(
+        &self,
+        sql: &'static str,
+        bound: u64,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
+        Self::blocking(&self.reader, move |c| {
+            let mut stmt = c.prepare_cached(sql).map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![bound.min(i64::MAX as u64) as i64, limit.min(i64::MAX as usize) as i64], |r| {
+                    Ok(StoredEvent { seq: r.get::<_, i64>(0)? as u64, payload: r.get(1)? })
+                })
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+    }
+}
+
 fn query_head(conn: &Connection) -> Result<u64, StoreError> {
     let head: Option<i64> = conn.query_row("SELECT max(seq) FROM events", [], |r| r.get(0)).map_err(unavailable)?;
     Ok(head.unwrap_or(0).max(0) as u64)
@@ -115,40 +135,15 @@ impl LogStore for SqliteStore {
     }
 
     fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        Self::blocking(&self.reader, move |c| {
-            let mut stmt = c
-                .prepare_cached("SELECT seq, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map(params![after as i64, limit.min(i64::MAX as usize) as i64], |r| {
-                    Ok(StoredEvent { seq: r.get::<_, i64>(0)? as u64, payload: r.get(1)? })
-                })
-                .map_err(unavailable)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
-        })
+        self.events("SELECT seq, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2", after, limit)
     }
 
     fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        Self::blocking(&self.reader, move |c| {
-            let mut stmt = c
-                .prepare_cached("SELECT seq, payload FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2")
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map(params![before.min(i64::MAX as u64) as i64, limit.min(i64::MAX as usize) as i64], |r| {
-                    Ok(StoredEvent { seq: r.get::<_, i64>(0)? as u64, payload: r.get(1)? })
-                })
-                .map_err(unavailable)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
-        })
+        self.events("SELECT seq, payload FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2", before, limit)
     }
 
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            match self.heads.wait_past(after, timeout).await {
-                Some(head) => Ok(head),
-                None => self.head().await,
-            }
-        })
+        Box::pin(self.heads.wait_or_ask(after, timeout, self.head()))
     }
 
     fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {

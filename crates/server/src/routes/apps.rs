@@ -29,11 +29,7 @@ pub fn router() -> axum::Router<AppState> {
 }
 
 async fn admin_only(req: axum::extract::Request, next: axum::middleware::Next) -> ApiResult<Response> {
-    let caller = req
-        .extensions()
-        .get::<Caller>()
-        .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer <token> header is required"))?;
-    super::require_admin(caller, "manage apps")?;
+    super::require_admin_request(&req, "manage apps")?;
     Ok(next.run(req).await)
 }
 

@@ -35,6 +35,16 @@ pub fn require_admin(caller: &crate::auth::Caller, what: &str) -> crate::error::
     }
 }
 
+/// [`require_admin`] for a request `require_auth` has identified (route layers run it before any body is
+/// read, so a Member learns nothing about what a valid body would be).
+pub fn require_admin_request(req: &axum::extract::Request, what: &str) -> crate::error::ApiResult<()> {
+    let caller = req
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .ok_or_else(|| crate::error::ApiError::unauthorized("an Authorization: Bearer <token> header is required"))?;
+    require_admin(caller, what)
+}
+
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/v1/blueprints", get(blueprints::list).post(blueprints::create))

@@ -37,11 +37,7 @@ pub fn router() -> axum::Router<AppState> {
 
 async fn admin_for_changes(req: axum::extract::Request, next: axum::middleware::Next) -> ApiResult<Response> {
     if req.method() != axum::http::Method::GET {
-        let caller = req
-            .extensions()
-            .get::<Caller>()
-            .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer <token> header is required"))?;
-        super::require_admin(caller, "change teams")?;
+        super::require_admin_request(&req, "change teams")?;
     }
     Ok(next.run(req).await)
 }

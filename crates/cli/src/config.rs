@@ -113,6 +113,12 @@ impl Settings {
             server.organization = name;
         }
         server.demo = args.demo || file.demo.unwrap_or(false);
+        server.bootstrap_admin_email = std::env::var("BERTH_BOOTSTRAP_ADMIN_EMAIL").ok().filter(|s| !s.is_empty());
+        server.bootstrap_admin_password =
+            std::env::var("BERTH_BOOTSTRAP_ADMIN_PASSWORD").ok().filter(|s| !s.is_empty());
+        if server.bootstrap_admin_email.is_some() != server.bootstrap_admin_password.is_some() {
+            anyhow::bail!("set both BERTH_BOOTSTRAP_ADMIN_EMAIL and BERTH_BOOTSTRAP_ADMIN_PASSWORD, or neither");
+        }
         server.bootstrap_client_id = std::env::var("BERTH_BOOTSTRAP_CLIENT_ID").ok().filter(|s| !s.is_empty());
         server.bootstrap_client_secret = std::env::var("BERTH_BOOTSTRAP_CLIENT_SECRET").ok().filter(|s| !s.is_empty());
         if server.bootstrap_client_id.is_some() != server.bootstrap_client_secret.is_some() {

@@ -94,6 +94,12 @@ async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
             println!("Get a token: POST {base}/v1/auth/access_token with {hint}");
         }
     }
+    match &info.generated_user {
+        Some((email, password, path)) => {
+            println!("Web UI: {base}/login as {email} / {password}  (shown once; also in {})", path.display());
+        }
+        None => println!("Web UI: {base}/login"),
+    }
     server.run(berth_server::shutdown_signal()).await?;
     Ok(())
 }

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use berth_model::{Blueprint, Change, Credential, DomainError, Entity, EntityInput, Origin, Team, Timestamp};
+use berth_model::{Blueprint, Change, Credential, DomainError, Entity, EntityInput, Origin, Team, Timestamp, User};
 use serde_json::Value;
 
 use crate::State;
-use crate::{blueprints, entities};
+use crate::users::UserChanges;
+use crate::{blueprints, entities, users};
 
 /// Who writes, when, from where. The engine never reads a clock: `now` comes from here.
 #[derive(Clone, Debug)]
@@ -93,6 +94,32 @@ pub enum Command {
     DeleteTeam {
         name: String,
     },
+    /// Creates an invited user and adds it to `teams`.
+    InviteUser {
+        user: User,
+        teams: Vec<String>,
+    },
+    UpdateUser {
+        email: String,
+        changes: UserChanges,
+    },
+    /// Sets a user's password hash; with `invite_sha256`, only if it matches the pending invitation.
+    SetPassword {
+        email: String,
+        password_hash: String,
+        invite_sha256: Option<String>,
+    },
+    DeleteUser {
+        email: String,
+    },
+    /// Creates or replaces a user whole (the operator's configured admin); its teams stay.
+    PutUser {
+        user: User,
+    },
+    /// Stores the first user unless any user exists.
+    BootstrapUser {
+        user: User,
+    },
     /// Sets the token signing key unless one is set already (so replicas starting together agree on one).
     InitSigningKey {
         key: String,
@@ -119,6 +146,7 @@ pub enum Outcome {
     /// The command had nothing to do (an init that found its work done).
     Unchanged,
     Team(Team),
+    User(User),
 }
 
 /// Validates `cmd` against `state` and returns the changes it makes and its answer. Pure: `state` is not changed.
@@ -148,7 +176,7 @@ pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Ch
                 Credential { name: name.clone(), roles: roles.clone(), teams: teams.clone(), ..current.clone() };
             check_credential(&updated)?;
             if current.is_admin() && !updated.is_admin() {
-                ensure_another_admin(state, client_id)?;
+                users::ensure_another_admin(state, client_id)?;
             }
             Ok((vec![Change::CredentialPut { credential: updated }], Outcome::Done))
         }
@@ -162,7 +190,7 @@ pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Ch
             let current =
                 state.credential(client_id).ok_or_else(|| DomainError::not_found("app", client_id.clone()))?;
             if current.is_admin() {
-                ensure_another_admin(state, client_id)?;
+                users::ensure_another_admin(state, client_id)?;
             }
             Ok((vec![Change::CredentialDeleted { client_id: client_id.clone() }], Outcome::Done))
         }
@@ -185,6 +213,14 @@ pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Ch
             }
             Ok((vec![Change::TeamDeleted { name: name.clone() }], Outcome::Done))
         }
+        Command::InviteUser { user, teams } => users::invite(state, meta, user, teams),
+        Command::UpdateUser { email, changes } => users::update(state, meta, email, changes),
+        Command::SetPassword { email, password_hash, invite_sha256 } => {
+            users::set_password(state, meta, email, password_hash, invite_sha256.as_deref())
+        }
+        Command::DeleteUser { email } => users::delete(state, meta, email),
+        Command::BootstrapUser { user } => users::bootstrap(state, user),
+        Command::PutUser { user } => users::put(state, meta, user),
         Command::InitSigningKey { key } => match state.signing_key() {
             Some(_) => Ok((vec![], Outcome::Unchanged)),
             None => Ok((vec![Change::SigningKeySet { key: key.clone() }], Outcome::Done)),
@@ -207,15 +243,4 @@ fn check_credential(c: &Credential) -> Result<(), DomainError> {
         return Err(DomainError::Invalid("`teams` must not contain empty names".into()));
     }
     Ok(())
-}
-
-/// Refuses a change that would leave no Admin credential (nobody could manage the portal any more).
-fn ensure_another_admin(state: &State, client_id: &str) -> Result<(), DomainError> {
-    if state.credentials().any(|c| c.client_id != client_id && c.is_admin()) {
-        Ok(())
-    } else {
-        Err(DomainError::HasDependents(format!(
-            "`{client_id}` is the last Admin credential; create another Admin first"
-        )))
-    }
 }

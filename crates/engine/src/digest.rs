@@ -23,7 +23,7 @@ pub struct BlueprintDigest {
 pub struct CatalogDigest {
     pub seq: u64,
     pub blueprints: BTreeMap<String, BlueprintDigest>,
-    /// Credentials, teams and the signing key.
+    /// Credentials, teams, users and the signing key.
     pub access: String,
 }
 
@@ -65,6 +65,9 @@ impl State {
         }
         for team in self.teams() {
             feed(&mut access, team);
+        }
+        for user in self.users() {
+            feed(&mut access, user);
         }
         feed(&mut access, &self.signing_key());
         CatalogDigest { seq: self.seq(), blueprints, access: hex(&access.finalize()) }

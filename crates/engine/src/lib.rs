@@ -18,9 +18,11 @@ pub mod graph;
 pub mod index;
 pub mod search;
 mod state;
+mod users;
 
 pub use command::{Command, Outcome, WriteMeta, WriteMode, execute};
 pub use digest::{BlueprintDigest, CatalogDigest, LogDigest};
 pub use state::{BlueprintEntry, Edge, State, StateError, decode_event};
+pub use users::UserChanges;
 
 pub use berth_model::{Change, DomainError, Event};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use berth_model::blueprint::CompiledBlueprint;
-use berth_model::{Blueprint, Change, Credential, Entity, Event, Previous, Team};
+use berth_model::{Blueprint, Change, Credential, Entity, Event, Previous, Team, User};
 use imbl::{OrdMap, OrdSet};
 
 use crate::index::{BlueprintIndex, Entry, IndexSpec, PropSpec, ScalarKey};
@@ -51,6 +51,8 @@ pub struct State {
     incoming: OrdMap<Key, OrdMap<Key, OrdSet<Edge>>>,
     credentials: OrdMap<String, Credential>,
     teams: OrdMap<String, Team>,
+    /// Email → user.
+    users: OrdMap<String, User>,
     signing_key: Option<String>,
     /// Blueprint → property (and `$title`) → ordered (value, identifier) entries.
     props: OrdMap<Key, BlueprintIndex>,
@@ -67,6 +69,8 @@ struct SnapshotData {
     credentials: Vec<Credential>,
     #[serde(default)]
     teams: Vec<Team>,
+    #[serde(default)]
+    users: Vec<User>,
     signing_key: Option<String>,
 }
 
@@ -235,6 +239,20 @@ impl State {
         self.teams.values()
     }
 
+    pub fn user(&self, email: &str) -> Option<&User> {
+        self.users.get(email)
+    }
+
+    /// Every user, by email.
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    /// The names of the teams that list `member` (a user email or an app client id).
+    pub fn teams_of(&self, member: &str) -> Vec<String> {
+        self.teams.values().filter(|t| t.members.iter().any(|m| m == member)).map(|t| t.name.clone()).collect()
+    }
+
     pub fn signing_key(&self) -> Option<&str> {
         self.signing_key.as_deref()
     }
@@ -261,6 +279,8 @@ impl State {
             }
             Change::TeamPut { team } => self.team(&team.name).map(|t| Previous::Team { team: t.clone() }),
             Change::TeamDeleted { name } => self.team(name).map(|t| Previous::Team { team: t.clone() }),
+            Change::UserPut { user } => self.user(&user.email).map(|u| Previous::User { user: u.clone() }),
+            Change::UserDeleted { email } => self.user(email).map(|u| Previous::User { user: u.clone() }),
             _ => None,
         }
     }
@@ -348,6 +368,12 @@ impl State {
             Change::TeamPut { team } => {
                 self.teams.insert(team.name.clone(), team.clone());
             }
+            Change::UserPut { user } => {
+                self.users.insert(user.email.clone(), user.clone());
+            }
+            Change::UserDeleted { email } => {
+                self.users.remove(email);
+            }
             Change::TeamDeleted { name } => {
                 self.teams.remove(name);
             }
@@ -408,6 +434,7 @@ impl State {
             entities: self.entities.values().flat_map(|m| m.values().cloned()).collect(),
             credentials: self.credentials.values().cloned().collect(),
             teams: self.teams.values().cloned().collect(),
+            users: self.users.values().cloned().collect(),
             signing_key: self.signing_key.clone(),
         };
         serde_json::to_vec(&data).map_err(|e| StateError::Snapshot(e.to_string()))
@@ -436,6 +463,9 @@ impl State {
         }
         for t in data.teams {
             state.teams.insert(t.name.clone(), t);
+        }
+        for u in data.users {
+            state.users.insert(u.email.clone(), u);
         }
         for c in data.credentials {
             state.credentials.insert(c.client_id.clone(), c);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Blueprint, Credential, Entity, Team, Timestamp};
+use crate::{Blueprint, Credential, Entity, Team, Timestamp, User};
 
 /// Where a change came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -50,6 +50,12 @@ pub enum Change {
     TeamDeleted {
         name: String,
     },
+    UserPut {
+        user: User,
+    },
+    UserDeleted {
+        email: String,
+    },
     /// The key that signs access tokens; shared by every replica through the log.
     SigningKeySet {
         key: String,
@@ -63,6 +69,7 @@ pub enum Previous {
     Entity { entity: Arc<Entity> },
     Blueprint { blueprint: Box<Blueprint> },
     Team { team: Team },
+    User { user: User },
 }
 
 /// A change with its place in the global order.

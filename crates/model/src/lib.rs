@@ -8,6 +8,7 @@
 //! - [`entity`]: entities and the shapes clients send to write them.
 //! - [`event`]: the change-log event, the unit of durability.
 //! - [`credential`]: machine credentials (secrets are stored only as hashes).
+//! - [`user`]: people who sign in (passwords are stored only as Argon2id hashes); [`team`]: teams.
 //! - [`query`]: the search rules language, parsed into a typed AST.
 //! - [`error`]: [`DomainError`], every way a request can be refused.
 
@@ -22,6 +23,7 @@ pub mod query;
 pub mod schema;
 pub mod team;
 pub mod timestamp;
+pub mod user;
 
 pub use blueprint::{Blueprint, Relation};
 pub use credential::Credential;
@@ -30,3 +32,4 @@ pub use error::DomainError;
 pub use event::{Change, Event, Origin, Previous};
 pub use team::Team;
 pub use timestamp::Timestamp;
+pub use user::{User, UserStatus};

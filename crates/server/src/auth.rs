@@ -1,11 +1,16 @@
-//! Machine credentials and access tokens.
+//! Who is calling: machine credentials, users' passwords, and the access tokens both trade for.
 //!
 //! - A credential is a client id and a 256-bit random secret; only the secret's SHA-256 is stored.
 //! - `POST /v1/auth/access_token` trades them for a JWT (HS256, 3 hours) whose claims carry the client id,
 //!   its roles and `isMachine: true` (Port's clients read that claim). Asking again returns the same token
 //!   until it nears expiry, as Port does.
+//! - A user signs in with an email and a password (Argon2id, [`hash_password`] / [`verify_password`]) and
+//!   gets the same kind of token with `isMachine: false`; the web UI keeps it in an HttpOnly cookie.
+//! - Every token carries a version of its principal's secret (`sv`): a rotated secret, a new password or a
+//!   disabled user voids the tokens issued before.
 //! - The signing key lives in the change log, so every replica verifies every token.
-//! - [`require_auth`] guards every `/v1` route but the token route.
+//! - [`require_auth`] guards every `/v1` route but the token route; [`authenticate`] is the one check both it
+//!   and the UI's session cookie go through.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,10 +35,22 @@ const REUSE_MARGIN_SECS: i64 = 10 * 60;
 /// Who is calling: put into request extensions by [`require_auth`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
+    /// The credential's client id, or the user's email.
     pub client_id: String,
     pub roles: Vec<String>,
     /// The secret version the token was issued for.
     pub secret_version: String,
+    /// A machine credential (`true`) or a user.
+    pub is_machine: bool,
+}
+
+/// Whom a token is issued to.
+pub struct Subject<'a> {
+    pub id: &'a str,
+    pub roles: &'a [String],
+    /// [`Credential::secret_version`] or [`User::session_version`].
+    pub version: &'a str,
+    pub is_machine: bool,
 }
 
 impl Caller {
@@ -91,27 +108,21 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    /// A token for a credential: the cached one while it lives long enough, else a new one.
-    pub fn issue(
-        &self,
-        key: &str,
-        client_id: &str,
-        roles: &[String],
-        secret_version: &str,
-        now: i64,
-    ) -> Result<(String, i64), ApiError> {
+    /// A token for a credential (the cached one while it lives long enough) or for a user (always new).
+    pub fn issue(&self, key: &str, subject: &Subject<'_>, now: i64) -> Result<(String, i64), ApiError> {
+        let Subject { id: client_id, roles, version: secret_version, is_machine } = *subject;
         let cache_key = format!("{client_id}:{secret_version}");
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((token, exp)) = cache.get(&cache_key) {
-                if *exp - now > REUSE_MARGIN_SECS {
-                    return Ok((token.clone(), exp - now));
+        if is_machine {
+            if let Some((token, exp)) = self.cache.lock().ok().and_then(|c| c.get(&cache_key).cloned()) {
+                if exp - now > REUSE_MARGIN_SECS {
+                    return Ok((token, exp - now));
                 }
             }
         }
         let claims = Claims {
             sub: client_id.to_string(),
             client_id: client_id.to_string(),
-            is_machine: true,
+            is_machine,
             roles: roles.to_vec(),
             sv: secret_version.to_string(),
             iat: now,
@@ -123,8 +134,10 @@ impl Tokens {
         let signing_input = format!("{header}.{payload}");
         let sig = URL_SAFE_NO_PAD.encode(sign(key.as_bytes(), signing_input.as_bytes())?);
         let token = format!("{signing_input}.{sig}");
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(cache_key, (token.clone(), claims.exp));
+        if is_machine {
+            if let Ok(mut cache) = self.cache.lock() {
+                cache.insert(cache_key, (token.clone(), claims.exp));
+            }
         }
         Ok((token, TOKEN_LIFETIME_SECS))
     }
@@ -153,8 +166,84 @@ impl Tokens {
                 "the access token has expired; ask POST /v1/auth/access_token for a new one",
             ));
         }
-        Ok(Caller { client_id: claims.client_id, roles: claims.roles, secret_version: claims.sv })
+        Ok(Caller {
+            client_id: claims.client_id,
+            roles: claims.roles,
+            secret_version: claims.sv,
+            is_machine: claims.is_machine,
+        })
     }
+}
+
+/// Checks a token and that its principal still exists with the same secret (and, for a user, is active);
+/// answers the caller with its current roles.
+pub fn authenticate(view: &berth_engine::State, token: &str, now_secs: i64) -> Result<Caller, ApiError> {
+    let key = view.signing_key().ok_or_else(|| ApiError::unavailable("the server has no signing key yet"))?;
+    let caller = Tokens::verify(key, token, now_secs)?;
+    let (roles, version) = if caller.is_machine {
+        let credential = view
+            .credential(&caller.client_id)
+            .ok_or_else(|| ApiError::unauthorized("the credential of this token no longer exists"))?;
+        (credential.roles.clone(), credential.secret_version().to_string())
+    } else {
+        let user = view
+            .user(&caller.client_id)
+            .filter(|u| u.status == berth_model::UserStatus::Active)
+            .ok_or_else(|| ApiError::unauthorized("the user of this token no longer exists or may not sign in"))?;
+        (user.roles.clone(), user.session_version())
+    };
+    if caller.secret_version != version {
+        return Err(ApiError::unauthorized(if caller.is_machine {
+            "the credential's secret was rotated; get a new token"
+        } else {
+            "the password was changed or the account disabled; sign in again"
+        }));
+    }
+    Ok(Caller { roles, ..caller })
+}
+
+/// The shortest password accepted.
+pub const MIN_PASSWORD: usize = 8;
+/// The longest password accepted (hashing cost grows with it).
+pub const MAX_PASSWORD: usize = 1024;
+
+/// Checks a new password's length: a 422 names the rule.
+pub fn check_password(password: &str) -> Result<(), ApiError> {
+    let n = password.chars().count();
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
+        return Err(ApiError::unprocessable(format!(
+            "a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters (this one has {n})"
+        )));
+    }
+    Ok(())
+}
+
+/// Hashes a password with Argon2id and a random salt (a PHC string). Slow by design: call it off the
+/// async workers (`spawn_blocking`).
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    use argon2::password_hash::PasswordHasher;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::internal(format!("password hashing failed: {e}")))
+}
+
+/// Whether `password` matches the PHC string `phc` (false for a malformed hash).
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    use argon2::password_hash::PasswordVerifier;
+    use argon2::password_hash::phc::PasswordHash;
+    PasswordHash::new(phc)
+        .is_ok_and(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+/// Runs [`hash_password`] on the blocking pool.
+pub async fn hash_password_blocking(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(ApiError::internal)?
+}
+
+/// Runs [`verify_password`] on the blocking pool.
+pub async fn verify_password_blocking(password: String, phc: String) -> bool {
+    tokio::task::spawn_blocking(move || verify_password(&password, &phc)).await.unwrap_or(false)
 }
 
 /// Middleware: a valid `Authorization: Bearer <token>` whose credential still exists, or a 401.
@@ -169,17 +258,7 @@ pub async fn require_auth(State(app): State<AppState>, mut req: Request, next: N
         .or_else(|| header.strip_prefix("bearer "))
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?
         .trim();
-    let view = app.catalog.view();
-    let key = view.signing_key().ok_or_else(|| ApiError::unavailable("the server has no signing key yet"))?;
-    let caller = Tokens::verify(key, token, crate::now().millis() / 1000)?;
-    let Some(credential) = view.credential(&caller.client_id) else {
-        return Err(ApiError::unauthorized("the credential of this token no longer exists"));
-    };
-    if caller.secret_version != credential.secret_version() {
-        return Err(ApiError::unauthorized("the credential's secret was rotated; get a new token"));
-    }
-    let caller =
-        Caller { client_id: caller.client_id, roles: credential.roles.clone(), secret_version: caller.secret_version };
+    let caller = authenticate(&app.catalog.view(), token, crate::now().millis() / 1000)?;
     let allowance = app.limits.check(&caller.client_id, std::time::Instant::now())?;
     req.extensions_mut().insert(caller);
     let mut response = next.run(req).await;
@@ -196,7 +275,9 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_reject_tampering() {
         let tokens = Tokens::default();
-        let (t, ttl) = tokens.issue("k", "client", &["Admin".into()], "v1", 1000).expect("issue");
+        let roles = vec!["Admin".to_string()];
+        let subject = Subject { id: "client", roles: &roles, version: "v1", is_machine: true };
+        let (t, ttl) = tokens.issue("k", &subject, 1000).expect("issue");
         assert_eq!(ttl, TOKEN_LIFETIME_SECS);
         let caller = Tokens::verify("k", &t, 1001).expect("valid");
         assert_eq!(caller.client_id, "client");
@@ -206,7 +287,24 @@ mod tests {
         tampered.insert(t.find('.').expect("dot") + 2, 'x');
         assert!(Tokens::verify("k", &tampered, 1001).is_err());
         assert!(Tokens::verify("k", "a.b", 1001).is_err());
-        let (again, _) = tokens.issue("k", "client", &["Admin".into()], "v1", 1010).expect("issue");
+        let (again, _) = tokens.issue("k", &subject, 1010).expect("issue");
         assert_eq!(again, t, "the same token is returned while it lives");
+        let user = Subject { id: "a@b.io", roles: &roles, version: "v1", is_machine: false };
+        let (u1, _) = tokens.issue("k", &user, 1000).expect("issue");
+        let caller = Tokens::verify("k", &u1, 1001).expect("valid");
+        assert!(!caller.is_machine);
+        assert_eq!(caller.client_id, "a@b.io");
+    }
+
+    #[test]
+    fn passwords_hash_with_argon2id_and_verify() {
+        let phc = hash_password("correct horse").expect("hash");
+        assert!(phc.starts_with("$argon2id$"), "{phc}");
+        assert!(verify_password("correct horse", &phc));
+        assert!(!verify_password("wrong horse", &phc));
+        assert!(!verify_password("correct horse", "not a phc string"));
+        assert_ne!(hash_password("correct horse").expect("hash"), phc, "salted");
+        assert!(check_password("short").is_err());
+        assert!(check_password("long enough").is_ok());
     }
 }

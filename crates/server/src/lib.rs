@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub snapshot_every: u64,
     pub bootstrap_client_id: Option<String>,
     pub bootstrap_client_secret: Option<String>,
+    /// The first admin user (web UI sign-in); generated and printed once when not given.
+    pub bootstrap_admin_email: Option<String>,
+    pub bootstrap_admin_password: Option<String>,
     /// Seed the demo catalog when the catalog has no blueprints.
     pub demo: bool,
     /// How long a request with `X-Berth-Min-Seq` waits for this replica to apply that sequence before a 503.
@@ -68,6 +71,8 @@ impl ServerConfig {
             snapshot_every: 50_000,
             bootstrap_client_id: None,
             bootstrap_client_secret: None,
+            bootstrap_admin_email: None,
+            bootstrap_admin_password: None,
             demo: false,
             min_seq_wait: Duration::from_secs(5),
             organization: "Berth".into(),
@@ -170,6 +175,8 @@ pub struct StartInfo {
     pub blueprints: usize,
     /// Set when a credential was generated on this start: `(client_id, secret, file it was written to)`.
     pub generated_credential: Option<(String, String, PathBuf)>,
+    /// Set when the first admin user was generated on this start: `(email, password, file it was written to)`.
+    pub generated_user: Option<(String, String, PathBuf)>,
 }
 
 pub struct Server {
@@ -185,6 +192,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let store: Arc<dyn berth_store::LogStore> = Arc::from(berth_store::open(&config.store_url()).await?);
     let catalog = Catalog::open(Arc::clone(&store), config.snapshot_every).await?;
     let generated_credential = bootstrap(&catalog, &config).await?;
+    let generated_user = bootstrap_user(&catalog, &config).await?;
     if config.demo && catalog.view().blueprints().next().is_none() {
         demo::seed(&catalog).await.map_err(StartError::Bootstrap)?;
     }
@@ -199,6 +207,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         entities: view.total_entities(),
         blueprints: view.blueprints().count(),
         generated_credential,
+        generated_user,
     };
     let state = AppState {
         catalog,
@@ -269,6 +278,59 @@ async fn bootstrap(catalog: &Catalog, config: &ServerConfig) -> Result<Option<(S
     let body = serde_json::json!({"clientId": client_id, "clientSecret": secret});
     write_private(&path, &body).map_err(|e| StartError::Bootstrap(format!("cannot write {}: {e}", path.display())))?;
     Ok(Some((client_id, secret, path)))
+}
+
+/// The email of a generated first admin user.
+pub const GENERATED_ADMIN_EMAIL: &str = "admin@berth.local";
+
+/// Ensures an admin user exists for the web UI: the configured one (its password follows the configuration),
+/// or a generated one written, readable only by its owner, to `<data_dir>/bootstrap-admin.json`.
+async fn bootstrap_user(
+    catalog: &Catalog,
+    config: &ServerConfig,
+) -> Result<Option<(String, String, PathBuf)>, StartError> {
+    let fail = |e: ApiError| StartError::Bootstrap(e.message);
+    let admin = |email: &str, password_hash: String| {
+        let now = now();
+        berth_model::User {
+            email: email.to_string(),
+            first_name: String::new(),
+            last_name: String::new(),
+            status: berth_model::UserStatus::Active,
+            roles: vec!["Admin".into()],
+            password_hash: Some(password_hash),
+            invite_sha256: None,
+            created_at: now,
+            updated_at: now,
+        }
+    };
+    if let (Some(email), Some(password)) = (&config.bootstrap_admin_email, &config.bootstrap_admin_password) {
+        let email = berth_model::user::normalize_email(email);
+        auth::check_password(password).map_err(fail)?;
+        let current = catalog.view().user(&email).cloned();
+        let matches = current.as_ref().is_some_and(|u| {
+            u.is_admin()
+                && u.status == berth_model::UserStatus::Active
+                && u.password_hash.as_deref().is_some_and(|h| auth::verify_password(password, h))
+        });
+        if !matches {
+            let user = admin(&email, auth::hash_password(password).map_err(fail)?);
+            write_system(catalog, Command::PutUser { user }).await?;
+        }
+        return Ok(None);
+    }
+    if catalog.view().users().next().is_some() {
+        return Ok(None);
+    }
+    let password = auth::random_hex(12).map_err(fail)?;
+    let user = admin(GENERATED_ADMIN_EMAIL, auth::hash_password(&password).map_err(fail)?);
+    if !write_system(catalog, Command::BootstrapUser { user }).await? {
+        return Ok(None);
+    }
+    let path = config.data_dir.join("bootstrap-admin.json");
+    let body = serde_json::json!({"email": GENERATED_ADMIN_EMAIL, "password": password});
+    write_private(&path, &body).map_err(|e| StartError::Bootstrap(format!("cannot write {}: {e}", path.display())))?;
+    Ok(Some((GENERATED_ADMIN_EMAIL.to_string(), password, path)))
 }
 
 fn write_private(path: &std::path::Path, body: &Value) -> std::io::Result<()> {

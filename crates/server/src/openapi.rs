@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{apps, audit, blueprints, entities, history, search, system, teams, token};
+use crate::routes::{apps, audit, blueprints, entities, history, search, system, teams, token, users};
 
 struct BearerAuth;
 
@@ -66,10 +66,11 @@ impl Modify for MinSeqHeader {
         apps::create, apps::list, apps::get_one, apps::update, apps::rotate_secret, apps::delete, apps::organization, audit::audit_log,
         history::history, history::properties_history,
         teams::list, teams::create, teams::get_one, teams::replace, teams::patch, teams::delete,
+        users::list, users::get_one, users::invite, users::update, users::delete, users::accept_invite,
     ),
     components(schemas(berth_model::Team, berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
     modifiers(&BearerAuth, &MinSeqHeader),
-    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Teams"), (name = "Audit"), (name = "Operations"))
+    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Teams"), (name = "Users"), (name = "Audit"), (name = "Operations"))
 )]
 pub struct ApiDoc;
 

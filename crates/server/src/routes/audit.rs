@@ -1,7 +1,7 @@
 //! `GET /v1/audit-log`: the change log read backwards, newest first, as audit records. It is a view of the
 //! log itself, so it cannot miss a change. Filters combine with AND; a page stops at `limit` records or
 //! after scanning [`SCAN_BUDGET`] events, and `next` continues where it stopped. Secrets (credential hashes,
-//! the signing key) are never shown.
+//! password hashes, invitation codes, the signing key) are never shown.
 
 use axum::Extension;
 use axum::extract::State;
@@ -41,6 +41,7 @@ fn describe(event: &Event) -> Record {
         Some(Previous::Entity { entity }) => serde_json::to_value(entity).unwrap_or(Value::Null),
         Some(Previous::Blueprint { blueprint }) => serde_json::to_value(blueprint).unwrap_or(Value::Null),
         Some(Previous::Team { team }) => serde_json::to_value(team).unwrap_or(Value::Null),
+        Some(Previous::User { user }) => super::users::user_view(user, None),
         None => Value::Null,
     };
     // Events written before `before` existed cannot tell a creation from an update.
@@ -107,6 +108,22 @@ fn describe(event: &Event) -> Record {
             action: "DELETE",
             blueprint: None,
             identifier: Some(name.clone()),
+            before,
+            after: Value::Null,
+        },
+        Change::UserPut { user } => Record {
+            resource: "user",
+            action: put_action,
+            blueprint: None,
+            identifier: Some(user.email.clone()),
+            before,
+            after: super::users::user_view(user, None),
+        },
+        Change::UserDeleted { email } => Record {
+            resource: "user",
+            action: "DELETE",
+            blueprint: None,
+            identifier: Some(email.clone()),
             before,
             after: Value::Null,
         },

@@ -11,6 +11,7 @@ pub mod search;
 pub mod system;
 pub mod teams;
 pub mod token;
+pub mod users;
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode};
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/migrations/{id}", get(system::migration))
         .merge(apps::router())
         .merge(teams::router())
+        .merge(users::router())
         .route("/v1/organization", get(apps::organization))
         .route("/v1/audit-log", get(audit::audit_log))
         .route("/v1/blueprints/{bp}/entities/{id}/history", get(history::history))
@@ -88,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_auth));
     Router::new()
         .route("/v1/auth/access_token", post(token::access_token))
+        .route("/v1/users/accept-invite", post(users::accept_invite))
         .merge(protected)
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))

@@ -32,13 +32,13 @@ pub async fn access_token(State(app): State<AppState>, ApiJson(req): ApiJson<Tok
         return Err(denied());
     }
     let key = view.signing_key().ok_or_else(|| ApiError::unavailable("the server has no signing key yet"))?;
-    let (token, expires_in) = app.tokens.issue(
-        key,
-        &credential.client_id,
-        &credential.roles,
-        credential.secret_version(),
-        crate::now().millis() / 1000,
-    )?;
+    let subject = crate::auth::Subject {
+        id: &credential.client_id,
+        roles: &credential.roles,
+        version: credential.secret_version(),
+        is_machine: true,
+    };
+    let (token, expires_in) = app.tokens.issue(key, &subject, crate::now().millis() / 1000)?;
     Ok(super::reply(
         StatusCode::OK,
         json!({"ok": true, "accessToken": token, "expiresIn": expires_in, "tokenType": "Bearer"}),

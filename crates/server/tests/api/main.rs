@@ -10,3 +10,4 @@ mod entities;
 mod errors;
 mod lifecycle;
 mod search;
+mod users;

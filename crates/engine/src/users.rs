@@ -1,0 +1,167 @@
+//! User commands: invite, update (names, roles, status, teams), set a password, delete, put whole, bootstrap.
+//!
+//! A user's teams are the teams whose `members` list its email, so changing them writes those teams; the
+//! user and its teams change in one atomic batch of events.
+
+use berth_model::{Change, DomainError, Team, User, UserStatus};
+
+use crate::State;
+use crate::command::{Outcome, WriteMeta};
+
+/// What [`crate::Command::UpdateUser`] changes; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct UserChanges {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub status: Option<UserStatus>,
+    pub teams: Option<Vec<String>>,
+}
+
+pub(crate) fn invite(
+    state: &State,
+    meta: &WriteMeta,
+    user: &User,
+    teams: &[String],
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    user.check()?;
+    if state.user(&user.email).is_some() {
+        return Err(DomainError::AlreadyExists { kind: "user", id: user.email.clone() });
+    }
+    let user = User { created_at: meta.now, updated_at: meta.now, ..user.clone() };
+    let mut changes = vec![Change::UserPut { user: user.clone() }];
+    changes.extend(membership_changes(state, meta, &user.email, teams)?);
+    Ok((changes, Outcome::User(user)))
+}
+
+pub(crate) fn update(
+    state: &State,
+    meta: &WriteMeta,
+    email: &str,
+    changes: &UserChanges,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let current = state.user(email).ok_or_else(|| DomainError::not_found("user", email))?;
+    let mut user = current.clone();
+    if let Some(v) = &changes.first_name {
+        user.first_name = v.clone();
+    }
+    if let Some(v) = &changes.last_name {
+        user.last_name = v.clone();
+    }
+    if let Some(v) = &changes.roles {
+        user.roles = v.clone();
+    }
+    if let Some(v) = changes.status {
+        if v == UserStatus::Active && user.password_hash.is_none() {
+            return Err(DomainError::Invalid(format!(
+                "`{email}` has not set a password yet; it becomes active when it accepts its invitation"
+            )));
+        }
+        if v == UserStatus::Invited && current.status != UserStatus::Invited {
+            return Err(DomainError::Invalid("a user who accepted its invitation cannot be invited again".into()));
+        }
+        user.status = v;
+    }
+    user.check()?;
+    if counts_as_admin(current) && !counts_as_admin(&user) {
+        ensure_another_admin(state, email)?;
+    }
+    user.updated_at = meta.now;
+    let mut out = vec![Change::UserPut { user: user.clone() }];
+    if let Some(teams) = &changes.teams {
+        out.extend(membership_changes(state, meta, email, teams)?);
+    }
+    Ok((out, Outcome::User(user)))
+}
+
+/// Sets a password hash. With `invite_sha256`, only for the user holding that pending invitation, which the
+/// password then accepts.
+pub(crate) fn set_password(
+    state: &State,
+    meta: &WriteMeta,
+    email: &str,
+    password_hash: &str,
+    invite_sha256: Option<&str>,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let current = state.user(email).ok_or_else(|| DomainError::not_found("user", email))?;
+    let mut user = current.clone();
+    if let Some(code) = invite_sha256 {
+        if current.status != UserStatus::Invited || current.invite_sha256.as_deref() != Some(code) {
+            return Err(DomainError::Unauthorized("this invitation is not valid (any more)".into()));
+        }
+        user.status = UserStatus::Active;
+        user.invite_sha256 = None;
+    }
+    user.password_hash = Some(password_hash.to_string());
+    user.updated_at = meta.now;
+    Ok((vec![Change::UserPut { user: user.clone() }], Outcome::User(user)))
+}
+
+pub(crate) fn delete(state: &State, meta: &WriteMeta, email: &str) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let current = state.user(email).ok_or_else(|| DomainError::not_found("user", email))?;
+    if counts_as_admin(current) {
+        ensure_another_admin(state, email)?;
+    }
+    let mut out = membership_changes(state, meta, email, &[])?;
+    out.push(Change::UserDeleted { email: email.to_string() });
+    Ok((out, Outcome::Done))
+}
+
+pub(crate) fn put(state: &State, meta: &WriteMeta, user: &User) -> Result<(Vec<Change>, Outcome), DomainError> {
+    user.check()?;
+    let created_at = state.user(&user.email).map_or(meta.now, |u| u.created_at);
+    let user = User { created_at, updated_at: meta.now, ..user.clone() };
+    Ok((vec![Change::UserPut { user: user.clone() }], Outcome::User(user)))
+}
+
+pub(crate) fn bootstrap(state: &State, user: &User) -> Result<(Vec<Change>, Outcome), DomainError> {
+    if state.users().next().is_some() {
+        return Ok((vec![], Outcome::Unchanged));
+    }
+    user.check()?;
+    Ok((vec![Change::UserPut { user: user.clone() }], Outcome::User(user.clone())))
+}
+
+/// The team writes that make `member` belong to exactly `teams` (which must exist).
+fn membership_changes(
+    state: &State,
+    meta: &WriteMeta,
+    member: &str,
+    teams: &[String],
+) -> Result<Vec<Change>, DomainError> {
+    if let Some(missing) = teams.iter().find(|t| state.team(t).is_none()) {
+        return Err(DomainError::Invalid(format!("there is no team named {missing:?}; create it first")));
+    }
+    let mut out = Vec::new();
+    for team in state.teams() {
+        let wanted = teams.iter().any(|t| t == &team.name);
+        let listed = team.members.iter().any(|m| m == member);
+        if wanted == listed {
+            continue;
+        }
+        let mut members = team.members.clone();
+        if wanted {
+            members.push(member.to_string());
+        } else {
+            members.retain(|m| m != member);
+        }
+        out.push(Change::TeamPut { team: Team { members, updated_at: meta.now, ..team.clone() } });
+    }
+    Ok(out)
+}
+
+fn counts_as_admin(user: &User) -> bool {
+    user.is_admin() && user.status != UserStatus::Disabled
+}
+
+/// Refuses a change that would leave no Admin (user or credential) other than `except`: nobody could manage
+/// the portal any more.
+pub(crate) fn ensure_another_admin(state: &State, except: &str) -> Result<(), DomainError> {
+    let other_credential = state.credentials().any(|c| c.client_id != except && c.is_admin());
+    let other_user = state.users().any(|u| u.email != except && counts_as_admin(u));
+    if other_credential || other_user {
+        Ok(())
+    } else {
+        Err(DomainError::HasDependents(format!("`{except}` is the last Admin; make another Admin first")))
+    }
+}

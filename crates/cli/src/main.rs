@@ -72,6 +72,7 @@ async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
     let settings = config::Settings::resolve(args)?;
     config::init_logging(&settings.log_format, &settings.log_filter);
     let server = berth_server::start(settings.server.clone()).await?;
+    let server = server.with_ui(berth_web::router());
     let info = &server.info;
     let base = format!("http://{}", info.addr);
     println!("Berth {} listening on {base}  (API reference: {base}/docs)", env!("CARGO_PKG_VERSION"));

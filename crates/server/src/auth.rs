@@ -101,6 +101,11 @@ fn sign(key: &[u8], data: &[u8]) -> Result<Vec<u8>, ApiError> {
     Ok(mac.finalize().into_bytes().to_vec())
 }
 
+/// Hex HMAC-SHA-256 of `data` under `key` (the UI derives its CSRF tokens with it).
+pub fn mac_hex(key: &str, data: &str) -> Result<String, ApiError> {
+    Ok(hex(&sign(key.as_bytes(), data.as_bytes())?))
+}
+
 /// Issues and checks tokens with the catalog's signing key.
 #[derive(Default)]
 pub struct Tokens {

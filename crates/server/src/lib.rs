@@ -183,6 +183,7 @@ pub struct Server {
     pub info: StartInfo,
     pub state: AppState,
     listener: tokio::net::TcpListener,
+    ui: Option<axum::Router<AppState>>,
 }
 
 /// Opens the store and catalog, bootstraps, seeds the demo if asked, and binds the socket.
@@ -216,13 +217,19 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         config: Arc::new(config),
         started: Instant::now(),
     };
-    Ok(Server { info, state, listener })
+    Ok(Server { info, state, listener, ui: None })
 }
 
 impl Server {
+    /// Serves the web UI's routes (built by the `berth-web` crate) beside the API.
+    pub fn with_ui(mut self, ui: axum::Router<AppState>) -> Server {
+        self.ui = Some(ui);
+        self
+    }
+
     /// Serves until `shutdown` resolves, then drains connections and writes a final snapshot.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        let app = tower::ServiceExt::map_request(router(self.state.clone()), extract::plus_as_space);
+        let app = tower::ServiceExt::map_request(router_with(self.state.clone(), self.ui), extract::plus_as_space);
         let addr = self.info.addr;
         axum::serve(self.listener, axum::ServiceExt::<Request>::into_make_service(app))
             .with_graceful_shutdown(shutdown)
@@ -346,10 +353,15 @@ fn write_private(path: &std::path::Path, body: &Value) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP API.
 pub fn router(state: AppState) -> axum::Router {
+    router_with(state, None)
+}
+
+/// The whole HTTP surface: the API and, when given, the web UI's routes.
+pub fn router_with(state: AppState, ui: Option<axum::Router<AppState>>) -> axum::Router {
     let limit = state.config.body_limit;
-    routes::router(state.clone())
+    routes::router(state.clone(), ui)
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; see the server log")

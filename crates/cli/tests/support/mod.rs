@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 
 pub const ID: &str = "proc-admin";
 pub const SECRET: &str = "proc-secret-0123456789";
+/// The web UI's admin user of every test server.
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password-42";
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
@@ -72,6 +75,8 @@ impl Berth {
             .args(extra)
             .env("BERTH_BOOTSTRAP_CLIENT_ID", ID)
             .env("BERTH_BOOTSTRAP_CLIENT_SECRET", SECRET)
+            .env("BERTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("BERTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("BERTH_LOG", level)
             .stdout(Stdio::null())
             .stderr(stderr)

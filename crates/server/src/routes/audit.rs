@@ -218,6 +218,18 @@ pub async fn audit_log(
             "only an Admin may read the whole audit log; filter by `identifier`, `entity` or `run_id`",
         ));
     }
+    let (audits, next) = read(&app, &q).await?;
+    let mut answer = json!({"ok": true, "audits": audits});
+    if let Some(next) = next {
+        answer["next"] = json!(next);
+    }
+    Ok(reply(StatusCode::OK, answer, None))
+}
+
+/// One page of audit records matching the filters in `q` (as `GET /v1/audit-log` takes them), newest first,
+/// and the cursor of the next page. The caller decides who may read what.
+pub async fn read(app: &AppState, q: &Params) -> ApiResult<(Vec<Value>, Option<String>)> {
+    let filters = Filters::parse(q)?;
     let limit = q.page_size(100)?;
     let store = app.catalog.store();
     let mut before = match q.get("cursor").filter(|v| !v.is_empty()) {
@@ -264,9 +276,6 @@ pub async fn audit_log(
             }
         }
     }
-    let mut answer = json!({"ok": true, "audits": audits});
-    if !done && before > 1 {
-        answer["next"] = json!(before.to_string());
-    }
-    Ok(reply(StatusCode::OK, answer, None))
+    let next = (!done && before > 1).then(|| before.to_string());
+    Ok((audits, next))
 }

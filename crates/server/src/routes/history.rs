@@ -81,7 +81,7 @@ pub async fn entity_at(app: &AppState, blueprint: &str, id: &str, at: Timestamp)
 }
 
 /// The top-level fields and `properties.*` / `relations.*` keys that differ between two versions.
-fn changed_fields(before: Option<&Entity>, after: Option<&Entity>) -> Vec<String> {
+pub fn changed_fields(before: Option<&Entity>, after: Option<&Entity>) -> Vec<String> {
     let to_map = |e: Option<&Entity>| match e.map(serde_json::to_value) {
         Some(Ok(Value::Object(m))) => m,
         _ => Map::new(),

@@ -46,7 +46,8 @@ pub fn require_admin_request(req: &axum::extract::Request, what: &str) -> crate:
     require_admin(caller, what)
 }
 
-pub fn router(state: AppState) -> Router {
+/// The API routes, plus `ui` (the web UI's pages, which then own `/`).
+pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
     let protected = Router::new()
         .route("/v1/blueprints", get(blueprints::list).post(blueprints::create))
         .route(
@@ -88,6 +89,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/blueprints/{bp}/entities/{id}/history", get(history::history))
         .route("/v1/entities/properties-history", post(history::properties_history))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_auth));
+    let root: Router<AppState> = match ui {
+        Some(ui) => ui,
+        None => Router::new().route("/", get(system::root)),
+    };
     Router::new()
         .route("/v1/auth/access_token", post(token::access_token))
         .route("/v1/users/accept-invite", post(users::accept_invite))
@@ -97,7 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(system::openapi_json))
         .route("/docs", get(system::docs))
         .route("/docs/redoc.standalone.js", get(system::redoc_js))
-        .route("/", get(system::root))
+        .merge(root)
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
         .with_state(state)

@@ -1,0 +1,268 @@
+//! The web UI end to end, in a real headless Chromium driven through chromedriver (Debian's `chromium` and
+//! `chromium-driver`), against a `berth serve --demo` process: sign in, home, search, a blueprint's table
+//! (filter, sort, pages), an entity, a relation, the graph, the blueprint builder, the entity form (an
+//! invalid value first, then a valid one), edit, delete, the audit log, and the table at 375 px.
+//!
+//! Each main page is saved as a PNG in `target/ui-screenshots/` (or `$BERTH_SCREENSHOT_DIR`).
+//! Without chromedriver the test says so and passes, unless `BERTH_REQUIRE_BROWSER=1` (CI sets it).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use support::{ADMIN_EMAIL, ADMIN_PASSWORD, Berth};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = std::env::var("BERTH_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots"));
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+async fn path_of(c: &Client) -> String {
+    let url = c.current_url().await.expect("url");
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.expect(css).text().await.expect("text")
+}
+
+async fn fill(c: &Client, css: &str, value: &str) {
+    let e = c.find(Locator::Css(css)).await.expect(css);
+    e.clear().await.expect("clear");
+    e.send_keys(value).await.expect("type");
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.expect(css).click().await.expect("click");
+}
+
+/// Waits until the current path and query satisfy `ok`.
+async fn wait_url(c: &Client, what: &str, ok: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let url = path_of(c).await;
+        if ok(&url) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "waited for {what}; at {url}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn titles(c: &Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in c.find_all(Locator::Css("table.entities tbody tr td:first-child a")).await.expect("rows") {
+        out.push(e.text().await.expect("text"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_end_to_end_in_chromium() {
+    if !std::path::Path::new(CHROMEDRIVER).exists() {
+        assert!(
+            std::env::var("BERTH_REQUIRE_BROWSER").is_err(),
+            "BERTH_REQUIRE_BROWSER is set but {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)"
+        );
+        eprintln!("skipped: {CHROMEDRIVER} not installed (apt-get install chromium chromium-driver)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Berth::spawn(dir.path(), &support::sqlite_url(dir.path(), "ui.db"), &["--demo"]);
+    let http = reqwest::Client::new();
+    let token = server.token(&http).await;
+
+    let port = support::free_port();
+    let _driver = Driver(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    let profile = dir.path().join("chromium-profile");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": CHROMIUM, "args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,900",
+            format!("--user-data-dir={}", profile.display())]}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let c = loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector).capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no WebDriver session: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    // Sign in: a wrong password is refused on the page, the right one lands on home.
+    c.goto(&server.url("/")).await.expect("goto");
+    assert!(path_of(&c).await.starts_with("/login"), "signed out goes to the login page");
+    fill(&c, "input[name=email]", ADMIN_EMAIL).await;
+    fill(&c, "input[name=password]", "wrong password").await;
+    click(&c, "button[type=submit]").await;
+    assert!(text(&c, "#login-error").await.contains("wrong"));
+    shot(&c, "01-login").await;
+    fill(&c, "input[name=password]", ADMIN_PASSWORD).await;
+    click(&c, "button[type=submit]").await;
+    assert_eq!(text(&c, "main h1").await, "Catalog");
+    assert_eq!(path_of(&c).await, "/");
+    let cards = c.find_all(Locator::Css(".blueprint-card")).await.expect("cards");
+    assert_eq!(cards.len(), 8, "the demo's blueprints");
+    shot(&c, "02-home").await;
+
+    // Global search as you type.
+    fill(&c, "#global-q", "pay").await;
+    let first_hit = text(&c, "#global-results .results li a").await;
+    assert!(first_hit.to_lowercase().contains("pay"), "{first_hit}");
+    shot(&c, "03-search").await;
+
+    // A blueprint's table: count, filter, sort, pages.
+    c.goto(&server.url("/blueprints/service/entities")).await.expect("goto");
+    assert!(text(&c, "#count").await.starts_with("60 of 60"), "live count");
+    assert_eq!(titles(&c).await.len(), 50, "first page");
+    shot(&c, "04-table").await;
+    click(&c, "#next-page").await;
+    assert!(path_of(&c).await.contains("from="), "cursor in the URL");
+    assert_eq!(titles(&c).await.len(), 10, "second page");
+    c.goto(&server.url("/blueprints/service/entities")).await.expect("goto");
+    let select = c.find(Locator::Css("select[name='f.language']")).await.expect("language filter");
+    select.select_by_value("Rust").await.expect("select");
+    wait_url(&c, "filtered", |u| u.contains("f.language=Rust")).await;
+    let count = text(&c, "#count").await;
+    let shown: usize = count.split_whitespace().next().and_then(|n| n.parse().ok()).expect("count");
+    assert!(shown > 0 && shown < 60, "{count}");
+    for cell in c.find_all(Locator::Css("table.entities tbody td .badge")).await.expect("badges") {
+        let t = cell.text().await.expect("t");
+        assert!(!["Go", "Python", "TypeScript", "Java"].contains(&t.as_str()), "only Rust services: {t}");
+    }
+    click(&c, "th a[data-sort='$title']").await;
+    click(&c, "th a[data-sort='$title']").await;
+    assert!(path_of(&c).await.contains("order=desc"));
+    let sorted = titles(&c).await;
+    let mut expected = sorted.clone();
+    expected.sort_by(|a, b| b.cmp(a));
+    assert_eq!(sorted, expected, "sorted by title, descending");
+    shot(&c, "05-table-filtered-sorted").await;
+
+    // An entity, a relation, the graph.
+    click(&c, "table.entities tbody tr td:first-child a").await;
+    let title = text(&c, "#entity-title").await;
+    assert_eq!(title, sorted[0]);
+    assert!(text(&c, "dd[data-prop='language']").await.contains("Rust"));
+    shot(&c, "06-entity").await;
+    let entity_path = path_of(&c).await;
+    click(&c, "a.relation").await;
+    wait_url(&c, "followed", |u| u != entity_path).await;
+    assert!(path_of(&c).await.starts_with("/entities/"), "another entity's page");
+    c.goto(&server.url(&format!("{entity_path}/graph?hops=2"))).await.expect("goto");
+    let nodes = c.find_all(Locator::Css("svg.graph a.node")).await.expect("nodes");
+    assert!(nodes.len() > 1, "the neighbourhood has {} nodes", nodes.len());
+    shot(&c, "07-graph").await;
+
+    // The builder: a blueprint with three properties.
+    c.goto(&server.url("/blueprints/new")).await.expect("goto");
+    fill(&c, "input[name=identifier]", "runbook").await;
+    fill(&c, "input[name=title]", "Runbook").await;
+    click(&c, "#new-blueprint button[type=submit]").await;
+    wait_url(&c, "created", |u| u == "/blueprints/runbook").await;
+    for (key, kind, choices, required) in
+        [("severity", "enum:", "low, high", true), ("summary", "string:", "", false), ("reviewedAt", "string:date-time", "", false)]
+    {
+        fill(&c, "#add-property input[name=key]", key).await;
+        c.find(Locator::Css("#add-property select[name=kind]")).await.expect("kind").select_by_value(kind).await.expect("kind");
+        fill(&c, "#add-property input[name=choices]", choices).await;
+        if required {
+            click(&c, "#add-property input[name=required]").await;
+        }
+        click(&c, "#add-property button[type=submit]").await;
+        text(&c, &format!("tr[data-property='{key}']")).await;
+    }
+    assert_eq!(c.find_all(Locator::Css("#properties tbody tr[data-property]")).await.expect("rows").len(), 3);
+    // A bad property is refused next to its form.
+    fill(&c, "#add-property input[name=key]", "bad key!").await;
+    c.execute("document.querySelector('#add-property').noValidate = true", vec![]).await.expect("js");
+    click(&c, "#add-property button[type=submit]").await;
+    assert!(!text(&c, "#property-error").await.is_empty());
+    shot(&c, "08-builder").await;
+
+    // The entity form: the missing required value shows at its field, then a valid one saves.
+    c.goto(&server.url("/blueprints/runbook/entities/new")).await.expect("goto");
+    fill(&c, "input[name=identifier]", "restart-db").await;
+    fill(&c, "input[name=title]", "Restart the database").await;
+    fill(&c, "input[name='p.summary']", "Fail over, then restart").await;
+    click(&c, "#save").await;
+    let error = text(&c, "[data-field='p.severity'] .field-error").await;
+    assert!(error.contains("severity"), "{error}");
+    assert_eq!(c.find(Locator::Css("input[name='p.summary']")).await.expect("kept").prop("value").await.expect("v").as_deref(), Some("Fail over, then restart"), "typed values survive");
+    shot(&c, "09-form-invalid").await;
+    c.find(Locator::Css("select[name='p.severity']")).await.expect("sev").select_by_value("high").await.expect("sev");
+    click(&c, "#save").await;
+    assert_eq!(text(&c, "#entity-title").await, "Restart the database");
+    assert!(text(&c, "dd[data-prop='severity']").await.contains("high"));
+
+    // Edit, then delete behind a confirmation.
+    click(&c, "#edit").await;
+    fill(&c, "input[name=title]", "Restart the primary database").await;
+    click(&c, "#save").await;
+    assert_eq!(text(&c, "#entity-title").await, "Restart the primary database");
+    assert!(text(&c, "ol.history").await.contains("updated"), "history shows the edit");
+    shot(&c, "10-entity-edited").await;
+    click(&c, "#delete").await;
+    click(&c, "#confirm-delete").await;
+    wait_url(&c, "back to the table", |u| u.starts_with("/blueprints/runbook/entities")).await;
+    assert!(text(&c, "#count").await.starts_with("0 of 0"));
+    let gone = http.get(server.url("/v1/blueprints/runbook/entities/restart-db")).bearer_auth(&token).send().await.expect("get");
+    assert_eq!(gone.status(), reqwest::StatusCode::NOT_FOUND, "deleted for the API too");
+
+    // The audit log shows the UI's writes.
+    c.goto(&server.url("/audit?origin=UI")).await.expect("goto");
+    let audit = text(&c, "table.audit").await;
+    assert!(audit.contains("runbook") && audit.contains("DELETE"), "{audit}");
+    shot(&c, "11-audit").await;
+
+    // Usable at 375 px: nothing wider than the screen but the table's own scroller.
+    c.set_window_size(375, 800).await.expect("resize");
+    c.goto(&server.url("/blueprints/service/entities")).await.expect("goto");
+    let width = c.execute("return document.documentElement.scrollWidth", vec![]).await.expect("js");
+    assert!(width.as_u64().is_some_and(|w| w <= 380), "page width at 375 px: {width}");
+    shot(&c, "12-table-375px").await;
+
+    c.close().await.expect("close");
+    server.terminate();
+}

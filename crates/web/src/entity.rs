@@ -1,0 +1,207 @@
+//! An entity's page (`GET /entities/{bp}/{id}`): title, icon, team, properties rendered by format, relations
+//! in both directions, and its history with diffs read from the change log; and deleting it, behind a
+//! confirmation page.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use berth_engine::Command;
+use berth_model::Entity;
+use berth_server::AppState;
+use berth_server::routes::history;
+use serde_json::Value;
+
+use crate::form::FormData;
+use crate::fmt::{esc, short, time_html, value_html};
+use crate::page::{Layout, UiError, UiResult, html, see_other};
+use crate::session::{Session, encode};
+
+pub struct Field {
+    pub label: String,
+    pub key: String,
+    /// Safe HTML.
+    pub value: String,
+}
+
+pub struct Link {
+    pub href: String,
+    pub text: String,
+}
+
+pub struct RelationGroup {
+    pub label: String,
+    pub links: Vec<Link>,
+}
+
+pub struct DiffLine {
+    pub field: String,
+    pub before: String,
+    pub after: String,
+}
+
+pub struct VersionView {
+    pub seq: u64,
+    pub action: &'static str,
+    pub who: String,
+    pub origin: String,
+    /// Safe HTML.
+    pub when: String,
+    pub diff: Vec<DiffLine>,
+}
+
+#[derive(Template)]
+#[template(path = "entity.html")]
+struct EntityPage {
+    layout: Layout,
+    bp: String,
+    bp_title: String,
+    id: String,
+    title: String,
+    icon: String,
+    team: Vec<String>,
+    fields: Vec<Field>,
+    outgoing: Vec<RelationGroup>,
+    incoming: Vec<RelationGroup>,
+    meta: Vec<Field>,
+    versions: Vec<VersionView>,
+    base: String,
+}
+
+pub fn entity_href(bp: &str, id: &str) -> String {
+    format!("/entities/{}/{}", encode(bp), encode(id))
+}
+
+fn load(app: &AppState, bp: &str, id: &str) -> UiResult<std::sync::Arc<Entity>> {
+    app.catalog.view().entity(bp, id).cloned().ok_or_else(|| UiError::not_found(format!("there is no entity `{id}` of blueprint `{bp}`")))
+}
+
+/// The field's value in an entity as it is serialised (`properties.x`, `relations.y`, `title`, `team`).
+fn field_value(e: Option<&Entity>, field: &str) -> String {
+    let Some(e) = e else { return String::new() };
+    let Ok(v) = serde_json::to_value(e) else { return String::new() };
+    let found = match field.split_once('.') {
+        Some((outer, inner)) => v.get(outer).and_then(|o| o.get(inner)).cloned(),
+        None => v.get(field).cloned(),
+    };
+    short(&found.unwrap_or(Value::Null))
+}
+
+pub async fn page(State(app): State<AppState>, session: Session, Path((bp, id)): Path<(String, String)>) -> UiResult<Response> {
+    let view = app.catalog.view();
+    let entry = view.blueprint(&bp).ok_or_else(|| UiError::not_found(format!("there is no blueprint `{bp}`")))?;
+    let def = &entry.def;
+    let e = load(&app, &bp, &id)?;
+    let now = berth_server::now();
+    let fields = def
+        .schema
+        .properties
+        .iter()
+        .map(|(k, d)| Field {
+            label: d.get("title").and_then(Value::as_str).unwrap_or(k).to_string(),
+            key: k.clone(),
+            value: value_html(Some(d), e.properties.get(k).unwrap_or(&Value::Null), now),
+        })
+        .collect();
+    let outgoing = def
+        .relations
+        .iter()
+        .map(|(k, r)| RelationGroup {
+            label: format!("{} → {}", r.title.clone().unwrap_or_else(|| k.clone()), r.target),
+            links: e
+                .relations
+                .get(k)
+                .map(Entity::relation_targets)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| Link { href: entity_href(&r.target, t), text: title_of(&view, &r.target, t) })
+                .collect(),
+        })
+        .collect();
+    let mut incoming: Vec<RelationGroup> = Vec::new();
+    for edge in view.incoming(&bp, &id) {
+        let label = format!("{} ← {}.{}", edge.blueprint, edge.blueprint, edge.relation);
+        let link = Link { href: entity_href(&edge.blueprint, &edge.identifier), text: title_of(&view, &edge.blueprint, &edge.identifier) };
+        match incoming.iter_mut().find(|g| g.label == label) {
+            Some(g) => g.links.push(link),
+            None => incoming.push(RelationGroup { label, links: vec![link] }),
+        }
+    }
+    let meta = vec![
+        Field { label: "Identifier".into(), key: "$identifier".into(), value: format!("<code>{}</code>", esc(&e.identifier)) },
+        Field { label: "Created".into(), key: "$createdAt".into(), value: format!("{} by {}", time_html(e.created_at, now), esc(&e.created_by)) },
+        Field { label: "Updated".into(), key: "$updatedAt".into(), value: format!("{} by {}", time_html(e.updated_at, now), esc(&e.updated_by)) },
+        Field { label: "Data source".into(), key: "$datasource".into(), value: esc(e.datasource.as_deref().unwrap_or("—")) },
+    ];
+    let (found, _) = history::versions(&app, &bp, &id, view.seq() + 1, 21, |_| false).await?;
+    let mut versions = Vec::new();
+    for (i, v) in found.iter().enumerate().take(20) {
+        let older = found.get(i + 1).and_then(|o| o.entity.as_deref());
+        let newer = v.entity.as_deref();
+        let diff = history::changed_fields(older, newer)
+            .into_iter()
+            .map(|f| DiffLine { before: field_value(older, &f), after: field_value(newer, &f), field: f })
+            .collect();
+        versions.push(VersionView {
+            seq: v.event.seq,
+            action: if newer.is_none() { "deleted" } else if older.is_none() && i + 1 == found.len() { "created" } else { "updated" },
+            who: v.event.actor.clone(),
+            origin: format!("{:?}", v.event.origin).to_uppercase(),
+            when: time_html(v.event.time, now),
+            diff,
+        });
+    }
+    let page = EntityPage {
+        layout: session.layout(&app, e.title.clone().unwrap_or_else(|| id.clone()), bp.clone()),
+        bp_title: def.title.clone(),
+        base: entity_href(&bp, &id),
+        bp,
+        id: id.clone(),
+        title: e.title.clone().unwrap_or_else(|| id.clone()),
+        icon: e.icon.clone().or_else(|| def.icon.clone()).unwrap_or_default(),
+        team: e.team.clone(),
+        fields,
+        outgoing,
+        incoming,
+        meta,
+        versions,
+    };
+    html(&page)
+}
+
+fn title_of(view: &berth_engine::State, bp: &str, id: &str) -> String {
+    view.entity(bp, id).and_then(|e| e.title.clone()).unwrap_or_else(|| id.to_string())
+}
+
+#[derive(Template)]
+#[template(path = "confirm_delete.html")]
+struct ConfirmPage {
+    layout: Layout,
+    title: String,
+    base: String,
+    dependents: usize,
+}
+
+pub async fn confirm_delete(State(app): State<AppState>, session: Session, Path((bp, id)): Path<(String, String)>) -> UiResult<Response> {
+    let e = load(&app, &bp, &id)?;
+    let dependents = app.catalog.view().incoming(&bp, &id).count();
+    let page = ConfirmPage {
+        layout: session.layout(&app, "Delete", bp.clone()),
+        title: e.title.clone().unwrap_or_else(|| id.clone()),
+        base: entity_href(&bp, &id),
+        dependents,
+    };
+    html(&page)
+}
+
+pub async fn delete(
+    State(app): State<AppState>,
+    session: Session,
+    Path((bp, id)): Path<(String, String)>,
+    form: FormData,
+) -> UiResult<Response> {
+    session.check_csrf(&form)?;
+    let command = Command::DeleteEntity { blueprint: bp.clone(), identifier: id, delete_dependents: form.has("delete_dependents") };
+    let (outcome, _) = app.catalog.write_one(session.meta(), command).await?;
+    outcome?;
+    Ok(see_other(&format!("/blueprints/{}/entities?deleted=1", encode(&bp))))
+}

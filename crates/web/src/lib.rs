@@ -1,0 +1,57 @@
+//! Berth's web UI: server-rendered pages (askama templates, checked at compile time) with a little htmx,
+//! readable without JavaScript. Every asset is compiled into the binary; nothing loads from elsewhere.
+//!
+//! - [`session`]: sign-in, sign-out, invitations, the [`session::Session`] each page extracts, CSRF.
+//! - [`home`]: the home page and the global search. [`table`]: a blueprint's entity table (filters, sort,
+//!   pages, live count). [`entity`]: an entity's page, history and deletion. [`entity_form`]: the schema-made
+//!   create/edit form. [`graph`]: the relation graph as SVG. [`blueprints`]: a blueprint's page and the
+//!   builder. [`audit`]: the audit log.
+//! - [`fmt`]: values to safe HTML; [`page`]: layout, rendering and [`page::UiError`]; [`form`]: form bodies;
+//!   [`assets`]: the embedded CSS, JS and vendored htmx.
+//!
+//! Pages read the catalog's current view and write through the same engine commands as the API (origin `UI`),
+//! so validation, the audit log and history are the API's.
+
+pub mod assets;
+pub mod audit;
+pub mod blueprints;
+pub mod entity;
+pub mod entity_form;
+pub mod fmt;
+pub mod form;
+pub mod graph;
+pub mod home;
+pub mod page;
+pub mod session;
+pub mod table;
+
+use axum::Router;
+use axum::routing::{get, post};
+use berth_server::AppState;
+
+/// The UI's routes, to hand to [`berth_server::Server::with_ui`].
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home::home))
+        .route("/login", get(session::login_form).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/invite", get(session::invite_form).post(session::accept_invite))
+        .route("/search", get(home::search))
+        .route("/audit", get(audit::page))
+        .route("/blueprints", post(blueprints::create))
+        .route("/blueprints/new", get(blueprints::new_form))
+        .route("/blueprints/{bp}", get(blueprints::page))
+        .route("/blueprints/{bp}/properties", post(blueprints::add_property))
+        .route("/blueprints/{bp}/properties/{key}/delete", post(blueprints::remove_property))
+        .route("/blueprints/{bp}/relations", post(blueprints::add_relation))
+        .route("/blueprints/{bp}/entities", get(table::page))
+        .route("/blueprints/{bp}/entities/new", get(entity_form::new_form).post(entity_form::create))
+        .route("/blueprints/{bp}/pick", get(entity_form::pick))
+        .route("/entities/{bp}/{id}", get(entity::page))
+        .route("/entities/{bp}/{id}/edit", get(entity_form::edit_form).post(entity_form::update))
+        .route("/entities/{bp}/{id}/delete", get(entity::confirm_delete).post(entity::delete))
+        .route("/entities/{bp}/{id}/graph", get(graph::page))
+        .route(assets::HTMX_PATH, get(assets::htmx))
+        .route(assets::CSS_PATH, get(assets::css))
+        .route(assets::JS_PATH, get(assets::js))
+}

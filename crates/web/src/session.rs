@@ -1,0 +1,229 @@
+//! Signing in and out, invitations, and the [`Session`] every page extracts.
+//!
+//! - `POST /login` checks the email and password (Argon2id) and sets `berth_session`, an HttpOnly,
+//!   `SameSite=Lax` cookie holding the same kind of signed token the API uses (`isMachine: false`), so one
+//!   check ([`berth_server::auth::authenticate`]) guards both. A new password or a disabled account ends it.
+//! - Every form carries `_csrf`, an HMAC of the session token under the catalog's signing key; a post without
+//!   the right one is a 403 (SameSite already keeps other sites' posts from carrying the cookie).
+//! - A request without a valid session is sent to `/login?next=<where it was going>`.
+
+use askama::Template;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_engine::WriteMeta;
+use berth_model::{Origin, UserStatus};
+use berth_server::AppState;
+use berth_server::auth::{self, Caller};
+
+use crate::form::{FormData, Query};
+use crate::page::{Layout, UiError, UiResult, html, html_status, see_other};
+
+pub const COOKIE: &str = "berth_session";
+
+/// A signed-in user, as a page sees it.
+pub struct Session {
+    pub caller: Caller,
+    pub name: String,
+    pub csrf: String,
+}
+
+impl Session {
+    /// The layout of a page for this user.
+    pub fn layout(&self, app: &AppState, title: impl Into<String>, nav: impl Into<String>) -> Layout {
+        let view = app.catalog.view();
+        Layout {
+            title: title.into(),
+            user: self.name.clone(),
+            is_admin: self.caller.is_admin(),
+            csrf: self.csrf.clone(),
+            nav: nav.into(),
+            blueprints: view.blueprints().map(|b| (b.def.identifier.clone(), b.def.title.clone())).collect(),
+            css: crate::assets::CSS_PATH,
+            js: crate::assets::JS_PATH,
+            htmx: crate::assets::HTMX_PATH,
+        }
+    }
+
+    /// 403 unless the form carries this session's CSRF token.
+    pub fn check_csrf(&self, form: &FormData) -> UiResult<()> {
+        let given = form.raw("_csrf");
+        if auth::constant_time_eq(given.as_bytes(), self.csrf.as_bytes()) {
+            Ok(())
+        } else {
+            Err(UiError::new(StatusCode::FORBIDDEN, "the form has expired or came from elsewhere; reload the page and try again"))
+        }
+    }
+
+    /// 403 unless the user is an Admin.
+    pub fn require_admin(&self, what: &str) -> UiResult<()> {
+        berth_server::routes::require_admin(&self.caller, what).map_err(UiError::from)
+    }
+
+    /// Who writes, for a change made through the UI.
+    pub fn meta(&self) -> WriteMeta {
+        WriteMeta { actor: self.caller.client_id.clone(), origin: Origin::Ui, ..berth_server::system_meta() }
+    }
+}
+
+fn cookie_token(parts: &Parts) -> Option<String> {
+    parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
+        |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == COOKIE && !v.is_empty()).then(|| v.to_string())
+        },
+    )
+}
+
+fn csrf_for(app: &AppState, token: &str) -> UiResult<String> {
+    let view = app.catalog.view();
+    let key = view.signing_key().ok_or_else(|| UiError::new(StatusCode::SERVICE_UNAVAILABLE, "no signing key yet"))?;
+    auth::mac_hex(key, &format!("csrf:{token}")).map_err(UiError::from)
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let to_login = || {
+            let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let location = format!("/login?next={}", encode(next));
+            if parts.headers.contains_key("hx-request") {
+                // htmx follows this header with a full page load.
+                let mut r = StatusCode::UNAUTHORIZED.into_response();
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    r.headers_mut().insert("hx-redirect", v);
+                }
+                r
+            } else {
+                see_other(&location)
+            }
+        };
+        let Some(token) = cookie_token(parts) else { return Err(to_login()) };
+        let view = app.catalog.view();
+        let Ok(caller) = auth::authenticate(&view, &token, berth_server::now().millis() / 1000) else {
+            return Err(to_login());
+        };
+        let name = view.user(&caller.client_id).map(|u| u.display_name()).unwrap_or_else(|| caller.client_id.clone());
+        let csrf = csrf_for(app, &token).map_err(IntoResponse::into_response)?;
+        Ok(Session { caller, name, csrf })
+    }
+}
+
+/// Percent-encodes a query value or a path segment.
+pub fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Where to go after signing in: a local path only (never another site).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    css: &'static str,
+    next: String,
+    email: String,
+    error: Option<String>,
+    notice: Option<String>,
+}
+
+pub async fn login_form(Query(q): Query) -> UiResult<Response> {
+    let notice = q.has("signed_out").then(|| "You are signed out.".to_string());
+    html(&LoginPage { css: crate::assets::CSS_PATH, next: safe_next(q.get("next")), email: String::new(), error: None, notice })
+}
+
+/// A PHC string to verify against when the email is unknown, so that both answers take as long.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| auth::hash_password("decoy password for unknown users").unwrap_or_default())
+}
+
+pub async fn login(State(app): State<AppState>, form: FormData) -> UiResult<Response> {
+    let email = berth_model::user::normalize_email(form.raw("email"));
+    let password = form.raw("password").to_string();
+    let next = safe_next(form.get("next"));
+    let user = app.catalog.view().user(&email).cloned();
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| decoy_hash().to_string());
+    let ok = auth::verify_password_blocking(password, hash).await;
+    let user = user.filter(|u| ok && u.status == UserStatus::Active);
+    let Some(user) = user else {
+        tracing::info!(%email, "sign-in refused");
+        let page = LoginPage {
+            css: crate::assets::CSS_PATH,
+            next,
+            email,
+            error: Some("The email or password is wrong, or the account may not sign in.".into()),
+            notice: None,
+        };
+        return html_status(StatusCode::UNAUTHORIZED, &page);
+    };
+    sign_in(&app, &user, &next)
+}
+
+/// Issues a session for `user` and sends it to `next`.
+fn sign_in(app: &AppState, user: &berth_model::User, next: &str) -> UiResult<Response> {
+    let view = app.catalog.view();
+    let key = view.signing_key().ok_or_else(|| UiError::new(StatusCode::SERVICE_UNAVAILABLE, "no signing key yet"))?;
+    let version = user.session_version();
+    let subject = auth::Subject { id: &user.email, roles: &user.roles, version: &version, is_machine: false };
+    let (token, ttl) = app.tokens.issue(key, &subject, berth_server::now().millis() / 1000)?;
+    let mut r = see_other(next);
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={ttl}");
+    let v = HeaderValue::from_str(&cookie).map_err(UiError::internal)?;
+    r.headers_mut().insert(header::SET_COOKIE, v);
+    Ok(r)
+}
+
+pub async fn logout(session: Session, form: FormData) -> UiResult<Response> {
+    session.check_csrf(&form)?;
+    let mut r = see_other("/login?signed_out=1");
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("berth_session=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"),
+    );
+    Ok(r)
+}
+
+#[derive(Template)]
+#[template(path = "invite.html")]
+struct InvitePage {
+    css: &'static str,
+    email: String,
+    code: String,
+    error: Option<String>,
+}
+
+pub async fn invite_form(Query(q): Query) -> UiResult<Response> {
+    let page = InvitePage {
+        css: crate::assets::CSS_PATH,
+        email: q.get("email").unwrap_or("").to_string(),
+        code: q.get("code").unwrap_or("").to_string(),
+        error: None,
+    };
+    html(&page)
+}
+
+pub async fn accept_invite(State(app): State<AppState>, form: FormData) -> UiResult<Response> {
+    let (email, code, password) = (form.raw("email"), form.raw("code"), form.raw("password"));
+    let again = |error: String, status: StatusCode| {
+        let page = InvitePage { css: crate::assets::CSS_PATH, email: email.to_string(), code: code.to_string(), error: Some(error) };
+        html_status(status, &page)
+    };
+    if password != form.raw("password2") {
+        return again("The two passwords differ.".into(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    match berth_server::routes::users::accept_invitation(&app, Origin::Ui, email, code, password).await {
+        Ok((user, seq)) => {
+            app.catalog.wait_applied(seq, std::time::Duration::from_secs(5)).await;
+            sign_in(&app, &user, "/")
+        }
+        Err(e) => again(e.message, e.status),
+    }
+}

@@ -51,7 +51,14 @@ async fn path_of(c: &Client) -> String {
 }
 
 async fn text(c: &Client, css: &str) -> String {
-    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.expect(css).text().await.expect("text")
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .expect(css)
+        .text()
+        .await
+        .expect("text")
 }
 
 async fn fill(c: &Client, css: &str, value: &str) {
@@ -61,7 +68,14 @@ async fn fill(c: &Client, css: &str, value: &str) {
 }
 
 async fn click(c: &Client, css: &str) {
-    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.expect(css).click().await.expect("click");
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .expect(css)
+        .click()
+        .await
+        .expect("click");
 }
 
 /// Waits until the current path and query satisfy `ok`.
@@ -121,7 +135,11 @@ async fn the_web_ui_end_to_end_in_chromium() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let c = loop {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector).capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
             Ok(c) => break c,
             Err(e) => {
                 assert!(Instant::now() < deadline, "no WebDriver session: {e}");
@@ -201,11 +219,18 @@ async fn the_web_ui_end_to_end_in_chromium() {
     fill(&c, "input[name=title]", "Runbook").await;
     click(&c, "#new-blueprint button[type=submit]").await;
     wait_url(&c, "created", |u| u == "/blueprints/runbook").await;
-    for (key, kind, choices, required) in
-        [("severity", "enum:", "low, high", true), ("summary", "string:", "", false), ("reviewedAt", "string:date-time", "", false)]
-    {
+    for (key, kind, choices, required) in [
+        ("severity", "enum:", "low, high", true),
+        ("summary", "string:", "", false),
+        ("reviewedAt", "string:date-time", "", false),
+    ] {
         fill(&c, "#add-property input[name=key]", key).await;
-        c.find(Locator::Css("#add-property select[name=kind]")).await.expect("kind").select_by_value(kind).await.expect("kind");
+        c.find(Locator::Css("#add-property select[name=kind]"))
+            .await
+            .expect("kind")
+            .select_by_value(kind)
+            .await
+            .expect("kind");
         fill(&c, "#add-property input[name=choices]", choices).await;
         if required {
             click(&c, "#add-property input[name=required]").await;
@@ -229,7 +254,11 @@ async fn the_web_ui_end_to_end_in_chromium() {
     click(&c, "#save").await;
     let error = text(&c, "[data-field='p.severity'] .field-error").await;
     assert!(error.contains("severity"), "{error}");
-    assert_eq!(c.find(Locator::Css("input[name='p.summary']")).await.expect("kept").prop("value").await.expect("v").as_deref(), Some("Fail over, then restart"), "typed values survive");
+    assert_eq!(
+        c.find(Locator::Css("input[name='p.summary']")).await.expect("kept").prop("value").await.expect("v").as_deref(),
+        Some("Fail over, then restart"),
+        "typed values survive"
+    );
     shot(&c, "09-form-invalid").await;
     c.find(Locator::Css("select[name='p.severity']")).await.expect("sev").select_by_value("high").await.expect("sev");
     click(&c, "#save").await;
@@ -247,7 +276,12 @@ async fn the_web_ui_end_to_end_in_chromium() {
     click(&c, "#confirm-delete").await;
     wait_url(&c, "back to the table", |u| u.starts_with("/blueprints/runbook/entities")).await;
     assert!(text(&c, "#count").await.starts_with("0 of 0"));
-    let gone = http.get(server.url("/v1/blueprints/runbook/entities/restart-db")).bearer_auth(&token).send().await.expect("get");
+    let gone = http
+        .get(server.url("/v1/blueprints/runbook/entities/restart-db"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
     assert_eq!(gone.status(), reqwest::StatusCode::NOT_FOUND, "deleted for the API too");
 
     // The audit log shows the UI's writes.

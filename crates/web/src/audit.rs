@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::form::Query;
 use crate::home::{Change, changes_of};
 use crate::page::{Layout, UiResult, html};
-use crate::session::encode;
 use crate::session::Session;
+use crate::session::encode;
 
 pub struct Record {
     pub change: Change,
@@ -63,7 +63,8 @@ pub async fn page(State(app): State<AppState>, session: Session, Query(p): Query
         .map(|(change, a)| Record { change, diff: diff_text(&a["diff"]["before"], &a["diff"]["after"]) })
         .collect();
     let next_href = next.map(|n| {
-        let mut qs: Vec<String> = FILTERS.iter().filter_map(|k| p.get(k).map(|v| format!("{k}={}", encode(v)))).collect();
+        let mut qs: Vec<String> =
+            FILTERS.iter().filter_map(|k| p.get(k).map(|v| format!("{k}={}", encode(v)))).collect();
         qs.push(format!("cursor={n}"));
         format!("/audit?{}", qs.join("&"))
     });

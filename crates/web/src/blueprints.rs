@@ -72,7 +72,14 @@ fn kind_label(d: &Value) -> String {
     }
 }
 
-fn render(app: &AppState, session: &Session, def: &Blueprint, errors: (Option<String>, Option<String>), form: FormData, status: StatusCode) -> UiResult<Response> {
+fn render(
+    app: &AppState,
+    session: &Session,
+    def: &Blueprint,
+    errors: (Option<String>, Option<String>),
+    form: FormData,
+    status: StatusCode,
+) -> UiResult<Response> {
     let view = app.catalog.view();
     let props = def
         .schema
@@ -98,14 +105,18 @@ fn render(app: &AppState, session: &Session, def: &Blueprint, errors: (Option<St
         })
         .collect();
     let mut derived = Vec::new();
-    for (label, map) in [("mirror", &def.mirror_properties), ("calculation", &def.calculation_properties), ("aggregation", &def.aggregation_properties)] {
+    for (label, map) in [
+        ("mirror", &def.mirror_properties),
+        ("calculation", &def.calculation_properties),
+        ("aggregation", &def.aggregation_properties),
+    ] {
         for (k, d) in map {
             derived.push(PropRow {
                 key: k.clone(),
                 title: d.get("title").and_then(Value::as_str).unwrap_or(k).to_string(),
                 kind: label.to_string(),
                 required: false,
-                detail: d.get("path").or(d.get("calculation")).map(|v| crate::fmt::short(v)).unwrap_or_default(),
+                detail: d.get("path").or(d.get("calculation")).map(crate::fmt::short).unwrap_or_default(),
             });
         }
     }
@@ -113,7 +124,7 @@ fn render(app: &AppState, session: &Session, def: &Blueprint, errors: (Option<St
         layout: session.layout(app, def.title.clone(), def.identifier.clone()),
         bp: def.identifier.clone(),
         title: def.title.clone(),
-        icon: def.icon.clone().unwrap_or_default(),
+        icon: crate::fmt::glyph(def.icon.as_deref()),
         description: def.description.clone().unwrap_or_default(),
         count: view.entity_count(&def.identifier),
         props,
@@ -130,7 +141,11 @@ fn render(app: &AppState, session: &Session, def: &Blueprint, errors: (Option<St
 }
 
 fn load(app: &AppState, bp: &str) -> UiResult<std::sync::Arc<Blueprint>> {
-    app.catalog.view().blueprint(bp).map(|b| b.def.clone()).ok_or_else(|| UiError::not_found(format!("there is no blueprint `{bp}`")))
+    app.catalog
+        .view()
+        .blueprint(bp)
+        .map(|b| b.def.clone())
+        .ok_or_else(|| UiError::not_found(format!("there is no blueprint `{bp}`")))
 }
 
 pub async fn page(State(app): State<AppState>, session: Session, Path(bp): Path<String>) -> UiResult<Response> {
@@ -139,7 +154,14 @@ pub async fn page(State(app): State<AppState>, session: Session, Path(bp): Path<
 }
 
 /// Applies a JSON merge patch to the blueprint; on a refusal shows the page again with the error at `slot`.
-async fn patch(app: &AppState, session: &Session, def: &Blueprint, patch: Value, form: FormData, rel: bool) -> UiResult<Response> {
+async fn patch(
+    app: &AppState,
+    session: &Session,
+    def: &Blueprint,
+    patch: Value,
+    form: FormData,
+    rel: bool,
+) -> UiResult<Response> {
     let command = Command::PatchBlueprint { id: def.identifier.clone(), patch };
     let (outcome, _) = app.catalog.write_one(session.meta(), command).await?;
     match outcome {
@@ -159,7 +181,8 @@ pub fn property_of(form: &FormData) -> Result<(String, Value, bool), String> {
     let mut def = json!({"title": form.get("title").unwrap_or(&key)});
     match ty {
         "enum" => {
-            let choices: Vec<&str> = form.raw("choices").split([',', '\n']).map(str::trim).filter(|c| !c.is_empty()).collect();
+            let choices: Vec<&str> =
+                form.raw("choices").split([',', '\n']).map(str::trim).filter(|c| !c.is_empty()).collect();
             if choices.is_empty() {
                 return Err("an enum needs its choices, separated by commas".into());
             }
@@ -181,7 +204,12 @@ pub fn property_of(form: &FormData) -> Result<(String, Value, bool), String> {
     Ok((key, def, form.has("required")))
 }
 
-pub async fn add_property(State(app): State<AppState>, session: Session, Path(bp): Path<String>, form: FormData) -> UiResult<Response> {
+pub async fn add_property(
+    State(app): State<AppState>,
+    session: Session,
+    Path(bp): Path<String>,
+    form: FormData,
+) -> UiResult<Response> {
     session.check_csrf(&form)?;
     session.require_admin("change blueprints")?;
     let def = load(&app, &bp)?;
@@ -201,7 +229,12 @@ pub async fn add_property(State(app): State<AppState>, session: Session, Path(bp
     patch(&app, &session, &def, body, form, false).await
 }
 
-pub async fn remove_property(State(app): State<AppState>, session: Session, Path((bp, key)): Path<(String, String)>, form: FormData) -> UiResult<Response> {
+pub async fn remove_property(
+    State(app): State<AppState>,
+    session: Session,
+    Path((bp, key)): Path<(String, String)>,
+    form: FormData,
+) -> UiResult<Response> {
     session.check_csrf(&form)?;
     session.require_admin("change blueprints")?;
     let def = load(&app, &bp)?;
@@ -210,7 +243,12 @@ pub async fn remove_property(State(app): State<AppState>, session: Session, Path
     patch(&app, &session, &def, body, form, false).await
 }
 
-pub async fn add_relation(State(app): State<AppState>, session: Session, Path(bp): Path<String>, form: FormData) -> UiResult<Response> {
+pub async fn add_relation(
+    State(app): State<AppState>,
+    session: Session,
+    Path(bp): Path<String>,
+    form: FormData,
+) -> UiResult<Response> {
     session.check_csrf(&form)?;
     session.require_admin("change blueprints")?;
     let def = load(&app, &bp)?;
@@ -252,7 +290,10 @@ pub async fn create(State(app): State<AppState>, session: Session, form: FormDat
         Ok(_) => Ok(see_other(&format!("/blueprints/{}", encode(&id)))),
         Err(e) => {
             let status = berth_server::error::ApiError::from(e.clone()).status;
-            html_status(status, &NewPage { layout: session.layout(&app, "New blueprint", ""), form, error: Some(e.to_string()) })
+            html_status(
+                status,
+                &NewPage { layout: session.layout(&app, "New blueprint", ""), form, error: Some(e.to_string()) },
+            )
         }
     }
 }

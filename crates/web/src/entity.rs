@@ -11,8 +11,8 @@ use berth_server::AppState;
 use berth_server::routes::history;
 use serde_json::Value;
 
-use crate::form::FormData;
 use crate::fmt::{esc, short, time_html, value_html};
+use crate::form::FormData;
 use crate::page::{Layout, UiError, UiResult, html, see_other};
 use crate::session::{Session, encode};
 
@@ -72,7 +72,11 @@ pub fn entity_href(bp: &str, id: &str) -> String {
 }
 
 fn load(app: &AppState, bp: &str, id: &str) -> UiResult<std::sync::Arc<Entity>> {
-    app.catalog.view().entity(bp, id).cloned().ok_or_else(|| UiError::not_found(format!("there is no entity `{id}` of blueprint `{bp}`")))
+    app.catalog
+        .view()
+        .entity(bp, id)
+        .cloned()
+        .ok_or_else(|| UiError::not_found(format!("there is no entity `{id}` of blueprint `{bp}`")))
 }
 
 /// The field's value in an entity as it is serialised (`properties.x`, `relations.y`, `title`, `team`).
@@ -86,7 +90,11 @@ fn field_value(e: Option<&Entity>, field: &str) -> String {
     short(&found.unwrap_or(Value::Null))
 }
 
-pub async fn page(State(app): State<AppState>, session: Session, Path((bp, id)): Path<(String, String)>) -> UiResult<Response> {
+pub async fn page(
+    State(app): State<AppState>,
+    session: Session,
+    Path((bp, id)): Path<(String, String)>,
+) -> UiResult<Response> {
     let view = app.catalog.view();
     let entry = view.blueprint(&bp).ok_or_else(|| UiError::not_found(format!("there is no blueprint `{bp}`")))?;
     let def = &entry.def;
@@ -120,17 +128,36 @@ pub async fn page(State(app): State<AppState>, session: Session, Path((bp, id)):
     let mut incoming: Vec<RelationGroup> = Vec::new();
     for edge in view.incoming(&bp, &id) {
         let label = format!("{} ← {}.{}", edge.blueprint, edge.blueprint, edge.relation);
-        let link = Link { href: entity_href(&edge.blueprint, &edge.identifier), text: title_of(&view, &edge.blueprint, &edge.identifier) };
+        let link = Link {
+            href: entity_href(&edge.blueprint, &edge.identifier),
+            text: title_of(&view, &edge.blueprint, &edge.identifier),
+        };
         match incoming.iter_mut().find(|g| g.label == label) {
             Some(g) => g.links.push(link),
             None => incoming.push(RelationGroup { label, links: vec![link] }),
         }
     }
     let meta = vec![
-        Field { label: "Identifier".into(), key: "$identifier".into(), value: format!("<code>{}</code>", esc(&e.identifier)) },
-        Field { label: "Created".into(), key: "$createdAt".into(), value: format!("{} by {}", time_html(e.created_at, now), esc(&e.created_by)) },
-        Field { label: "Updated".into(), key: "$updatedAt".into(), value: format!("{} by {}", time_html(e.updated_at, now), esc(&e.updated_by)) },
-        Field { label: "Data source".into(), key: "$datasource".into(), value: esc(e.datasource.as_deref().unwrap_or("—")) },
+        Field {
+            label: "Identifier".into(),
+            key: "$identifier".into(),
+            value: format!("<code>{}</code>", esc(&e.identifier)),
+        },
+        Field {
+            label: "Created".into(),
+            key: "$createdAt".into(),
+            value: format!("{} by {}", time_html(e.created_at, now), esc(&e.created_by)),
+        },
+        Field {
+            label: "Updated".into(),
+            key: "$updatedAt".into(),
+            value: format!("{} by {}", time_html(e.updated_at, now), esc(&e.updated_by)),
+        },
+        Field {
+            label: "Data source".into(),
+            key: "$datasource".into(),
+            value: esc(e.datasource.as_deref().unwrap_or("—")),
+        },
     ];
     let (found, _) = history::versions(&app, &bp, &id, view.seq() + 1, 21, |_| false).await?;
     let mut versions = Vec::new();
@@ -143,7 +170,13 @@ pub async fn page(State(app): State<AppState>, session: Session, Path((bp, id)):
             .collect();
         versions.push(VersionView {
             seq: v.event.seq,
-            action: if newer.is_none() { "deleted" } else if older.is_none() && i + 1 == found.len() { "created" } else { "updated" },
+            action: if newer.is_none() {
+                "deleted"
+            } else if older.is_none() && i + 1 == found.len() {
+                "created"
+            } else {
+                "updated"
+            },
             who: v.event.actor.clone(),
             origin: format!("{:?}", v.event.origin).to_uppercase(),
             when: time_html(v.event.time, now),
@@ -157,7 +190,7 @@ pub async fn page(State(app): State<AppState>, session: Session, Path((bp, id)):
         bp,
         id: id.clone(),
         title: e.title.clone().unwrap_or_else(|| id.clone()),
-        icon: e.icon.clone().or_else(|| def.icon.clone()).unwrap_or_default(),
+        icon: crate::fmt::glyph(e.icon.as_deref().or(def.icon.as_deref())),
         team: e.team.clone(),
         fields,
         outgoing,
@@ -181,7 +214,11 @@ struct ConfirmPage {
     dependents: usize,
 }
 
-pub async fn confirm_delete(State(app): State<AppState>, session: Session, Path((bp, id)): Path<(String, String)>) -> UiResult<Response> {
+pub async fn confirm_delete(
+    State(app): State<AppState>,
+    session: Session,
+    Path((bp, id)): Path<(String, String)>,
+) -> UiResult<Response> {
     let e = load(&app, &bp, &id)?;
     let dependents = app.catalog.view().incoming(&bp, &id).count();
     let page = ConfirmPage {
@@ -200,7 +237,11 @@ pub async fn delete(
     form: FormData,
 ) -> UiResult<Response> {
     session.check_csrf(&form)?;
-    let command = Command::DeleteEntity { blueprint: bp.clone(), identifier: id, delete_dependents: form.has("delete_dependents") };
+    let command = Command::DeleteEntity {
+        blueprint: bp.clone(),
+        identifier: id,
+        delete_dependents: form.has("delete_dependents"),
+    };
     let (outcome, _) = app.catalog.write_one(session.meta(), command).await?;
     outcome?;
     Ok(see_other(&format!("/blueprints/{}/entities?deleted=1", encode(&bp))))

@@ -21,6 +21,8 @@ use crate::session::{Session, encode};
 
 pub struct FormField {
     pub name: String,
+    /// The name as an HTML id (no dots, so it also works as a CSS selector).
+    pub id: String,
     pub label: String,
     /// text, url, email, number, checkbox, select, textarea, datetime, relation.
     pub kind: &'static str,
@@ -89,9 +91,20 @@ fn fields(def: &Blueprint, entity: Option<&Entity>, form: Option<&FormData>) -> 
         let (kind, help) = kind_of(d);
         let name = format!("p.{key}");
         let value = match form {
-            Some(f) if kind == "checkbox" => if f.has(&name) { "true".into() } else { String::new() },
+            Some(f) if kind == "checkbox" => {
+                if f.has(&name) {
+                    "true".into()
+                } else {
+                    String::new()
+                }
+            }
             Some(f) => f.raw(&name).to_string(),
-            None => input_value(d, entity.and_then(|e| e.properties.get(key)).or_else(|| if entity.is_none() { d.get("default") } else { None })),
+            None => input_value(
+                d,
+                entity
+                    .and_then(|e| e.properties.get(key))
+                    .or_else(|| if entity.is_none() { d.get("default") } else { None }),
+            ),
         };
         out.push(FormField {
             label: d.get("title").and_then(Value::as_str).unwrap_or(key).to_string(),
@@ -102,6 +115,7 @@ fn fields(def: &Blueprint, entity: Option<&Entity>, form: Option<&FormData>) -> 
             help: d.get("description").and_then(Value::as_str).map(|s| format!("{s} {help}")).unwrap_or(help),
             error: None,
             target: String::new(),
+            id: name.replace('.', "-"),
             name,
         });
     }
@@ -120,9 +134,14 @@ fn fields(def: &Blueprint, entity: Option<&Entity>, form: Option<&FormData>) -> 
             options: Vec::new(),
             value,
             required: r.required,
-            help: if r.many { format!("Identifiers of {} entities, separated by commas.", r.target) } else { format!("The identifier of a {} entity.", r.target) },
+            help: if r.many {
+                format!("Identifiers of {} entities, separated by commas.", r.target)
+            } else {
+                format!("The identifier of a {} entity.", r.target)
+            },
             error: None,
             target: r.target.clone(),
+            id: name.replace('.', "-"),
             name,
         });
     }
@@ -239,7 +258,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn render(&self, entity: Option<&Entity>, form: Option<&FormData>, errors: &[(String, String)], status: StatusCode) -> UiResult<Response> {
+    fn render(
+        &self,
+        entity: Option<&Entity>,
+        form: Option<&FormData>,
+        errors: &[(String, String)],
+        status: StatusCode,
+    ) -> UiResult<Response> {
         let bp = &self.def.identifier;
         let mut fields = fields(self.def, entity, form);
         let mut general = Vec::new();
@@ -254,13 +279,20 @@ impl Ctx<'_> {
             None => entity.map(|e| e.team.clone()).unwrap_or_default(),
         };
         let teams = self.app.catalog.view().teams().map(|t| (t.name.clone(), chosen.contains(&t.name))).collect();
-        let text = |key: &str, stored: Option<String>| form.map(|f| f.raw(key).to_string()).or(stored).unwrap_or_default();
+        let text =
+            |key: &str, stored: Option<String>| form.map(|f| f.raw(key).to_string()).or(stored).unwrap_or_default();
         let (action, cancel) = match self.editing {
             Some(id) => (format!("{}/edit", entity_href(bp, id)), entity_href(bp, id)),
-            None => (format!("/blueprints/{}/entities/new", encode(bp)), format!("/blueprints/{}/entities", encode(bp))),
+            None => {
+                (format!("/blueprints/{}/entities/new", encode(bp)), format!("/blueprints/{}/entities", encode(bp)))
+            }
         };
         let page = FormPage {
-            layout: self.session.layout(self.app, if self.editing.is_some() { "Edit" } else { "New entity" }, bp.clone()),
+            layout: self.session.layout(
+                self.app,
+                if self.editing.is_some() { "Edit" } else { "New entity" },
+                bp.clone(),
+            ),
             bp: bp.clone(),
             bp_title: self.def.title.clone(),
             editing: self.editing.is_some(),
@@ -287,7 +319,12 @@ impl Ctx<'_> {
             Ok(i) => i,
             Err(e) => {
                 let m = e.to_string();
-                return self.render(None, Some(&form), &[(field_of(&m).unwrap_or_default(), m)], StatusCode::UNPROCESSABLE_ENTITY);
+                return self.render(
+                    None,
+                    Some(&form),
+                    &[(field_of(&m).unwrap_or_default(), m)],
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                );
             }
         };
         let command = Command::WriteEntity {
@@ -311,7 +348,11 @@ impl Ctx<'_> {
 }
 
 fn blueprint(app: &AppState, bp: &str) -> UiResult<std::sync::Arc<Blueprint>> {
-    app.catalog.view().blueprint(bp).map(|b| b.def.clone()).ok_or_else(|| UiError::not_found(format!("there is no blueprint `{bp}`")))
+    app.catalog
+        .view()
+        .blueprint(bp)
+        .map(|b| b.def.clone())
+        .ok_or_else(|| UiError::not_found(format!("there is no blueprint `{bp}`")))
 }
 
 pub async fn new_form(State(app): State<AppState>, session: Session, Path(bp): Path<String>) -> UiResult<Response> {
@@ -319,14 +360,28 @@ pub async fn new_form(State(app): State<AppState>, session: Session, Path(bp): P
     Ctx { app: &app, session: &session, def: &def, editing: None }.render(None, None, &[], StatusCode::OK)
 }
 
-pub async fn create(State(app): State<AppState>, session: Session, Path(bp): Path<String>, form: FormData) -> UiResult<Response> {
+pub async fn create(
+    State(app): State<AppState>,
+    session: Session,
+    Path(bp): Path<String>,
+    form: FormData,
+) -> UiResult<Response> {
     let def = blueprint(&app, &bp)?;
     Ctx { app: &app, session: &session, def: &def, editing: None }.submit(form).await
 }
 
-pub async fn edit_form(State(app): State<AppState>, session: Session, Path((bp, id)): Path<(String, String)>) -> UiResult<Response> {
+pub async fn edit_form(
+    State(app): State<AppState>,
+    session: Session,
+    Path((bp, id)): Path<(String, String)>,
+) -> UiResult<Response> {
     let def = blueprint(&app, &bp)?;
-    let e = app.catalog.view().entity(&bp, &id).cloned().ok_or_else(|| UiError::not_found(format!("there is no entity `{id}`")))?;
+    let e = app
+        .catalog
+        .view()
+        .entity(&bp, &id)
+        .cloned()
+        .ok_or_else(|| UiError::not_found(format!("there is no entity `{id}`")))?;
     Ctx { app: &app, session: &session, def: &def, editing: Some(&id) }.render(Some(&e), None, &[], StatusCode::OK)
 }
 
@@ -348,14 +403,23 @@ struct PickOptions {
 
 /// `GET /blueprints/{bp}/pick?q=`: `<option>`s of the blueprint's entities whose title or identifier contains
 /// `q` (at most 20), for a relation picker's datalist.
-pub async fn pick(State(app): State<AppState>, _session: Session, Path(bp): Path<String>, Query(p): Query) -> UiResult<Response> {
+pub async fn pick(
+    State(app): State<AppState>,
+    _session: Session,
+    Path(bp): Path<String>,
+    Query(p): Query,
+) -> UiResult<Response> {
     let view = app.catalog.view();
     // The picker input sends its own value under its field name.
     let q = p.get("q").or_else(|| p.0.last().map(|(_, v)| v.as_str())).unwrap_or("").to_lowercase();
     let needle = q.rsplit(',').next().unwrap_or("").trim().to_string();
     let options = view
         .entities_of(&bp)
-        .filter(|e| needle.is_empty() || e.identifier.to_lowercase().contains(&needle) || e.title.as_deref().is_some_and(|t| t.to_lowercase().contains(&needle)))
+        .filter(|e| {
+            needle.is_empty()
+                || e.identifier.to_lowercase().contains(&needle)
+                || e.title.as_deref().is_some_and(|t| t.to_lowercase().contains(&needle))
+        })
         .take(20)
         .map(|e| (e.identifier.clone(), e.title.clone().unwrap_or_default()))
         .collect();

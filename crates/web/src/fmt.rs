@@ -92,14 +92,26 @@ pub fn value_html(def: Option<&Value>, v: &Value, now: Timestamp) -> String {
     match v {
         Value::Null => r#"<span class="muted">—</span>"#.into(),
         Value::Bool(b) => {
-            if *b { r#"<span class="bool yes">✓ yes</span>"#.into() } else { r#"<span class="bool no">✗ no</span>"#.into() }
+            if *b {
+                r#"<span class="bool yes">✓ yes</span>"#.into()
+            } else {
+                r#"<span class="bool no">✗ no</span>"#.into()
+            }
         }
         Value::Number(n) => {
-            if is_enum { format!(r#"<span class="{}">{n}</span>"#, badge_class(def.unwrap_or(&Value::Null), &n.to_string())) } else { n.to_string() }
+            if is_enum {
+                format!(r#"<span class="{}">{n}</span>"#, badge_class(def.unwrap_or(&Value::Null), &n.to_string()))
+            } else {
+                n.to_string()
+            }
         }
         Value::String(s) => match format {
-            _ if is_enum => format!(r#"<span class="{}">{}</span>"#, badge_class(def.unwrap_or(&Value::Null), s), esc(s)),
-            "url" if safe_url(s) => format!(r#"<a href="{0}" rel="noopener noreferrer" target="_blank">{0}</a>"#, esc(s)),
+            _ if is_enum => {
+                format!(r#"<span class="{}">{}</span>"#, badge_class(def.unwrap_or(&Value::Null), s), esc(s))
+            }
+            "url" if safe_url(s) => {
+                format!(r#"<a href="{0}" rel="noopener noreferrer" target="_blank">{0}</a>"#, esc(s))
+            }
             "email" | "idn-email" => format!(r#"<a href="mailto:{0}">{0}</a>"#, esc(s)),
             "date-time" => match Timestamp::parse(s) {
                 Some(t) => time_html(t, now),
@@ -121,6 +133,29 @@ pub fn value_html(def: Option<&Value>, v: &Value, now: Timestamp) -> String {
     }
 }
 
+/// An icon to show as text: emoji and other symbols only (Port-style icon names such as `Microservice` have no
+/// glyph here, so they show nothing rather than a word).
+pub fn glyph(icon: Option<&str>) -> String {
+    match icon {
+        Some(i) if !i.is_empty() && i.chars().count() <= 8 && !i.is_ascii() => i.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A value for a table cell: like [`value_html`], but long text formats (markdown, YAML, objects) shrink to
+/// one line of plain text.
+pub fn cell_html(def: Option<&Value>, v: &Value, now: Timestamp) -> String {
+    let format = def.and_then(|d| d.get("format")).and_then(Value::as_str).unwrap_or("");
+    let long = matches!(format, "markdown" | "yaml") || v.is_object();
+    if !long {
+        return value_html(def, v, now);
+    }
+    let text = short(v).split_whitespace().collect::<Vec<_>>().join(" ");
+    let cut: String = text.chars().take(80).collect();
+    let more = if cut.len() < text.len() { "…" } else { "" };
+    format!(r#"<span class="muted">{}{more}</span>"#, esc(&cut))
+}
+
 /// A short plain-text form of a value, for table cells and diffs.
 pub fn short(v: &Value) -> String {
     match v {
@@ -138,7 +173,7 @@ mod tests {
     #[test]
     fn escaping_and_markdown_are_safe() {
         assert_eq!(esc(r#"<script>"x"&'y'</script>"#), "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;&lt;/script&gt;");
-        let md = markdown("# Hi\n\n<script>alert(1)</script> [x](javascript:alert(1)) **b**");
+        let md = markdown("# Hi\n\n<script>alert(1)</script>\n\n[x](javascript:alert(1)) **b** <b>raw</b>");
         assert!(!md.contains("<script>"), "{md}");
         assert!(!md.contains("javascript:"), "{md}");
         assert!(md.contains("<strong>b</strong>") && md.contains("<h1>Hi</h1>"), "{md}");

@@ -119,7 +119,11 @@ pub fn svg(state: &Catalog, n: &Neighbourhood, centre: &Node) -> String {
     nodes.sort();
     for (node, (x, y)) in nodes {
         let title = state.entity(&node.0, &node.1).and_then(|e| e.title.clone()).unwrap_or_else(|| node.1.clone());
-        let short: String = if title.chars().count() > 24 { format!("{}…", title.chars().take(23).collect::<String>()) } else { title.clone() };
+        let short: String = if title.chars().count() > 24 {
+            format!("{}…", title.chars().take(23).collect::<String>())
+        } else {
+            title.clone()
+        };
         let class = if *node == centre { "node centre" } else { "node" };
         out.push_str(&format!(
             r#"<a href="{href}" class="{class}" data-node="{id}"><rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="6"/><text x="{tx}" y="{ty}" class="label">{label}</text><text x="{tx}" y="{by}" class="bp">{bp}</text><title>{full}</title></a>"#,
@@ -149,9 +153,16 @@ struct GraphPage {
     truncated: bool,
 }
 
-pub async fn page(State(app): State<AppState>, session: Session, Path((bp, id)): Path<(String, String)>, Query(p): Query) -> UiResult<Response> {
+pub async fn page(
+    State(app): State<AppState>,
+    session: Session,
+    Path((bp, id)): Path<(String, String)>,
+    Query(p): Query,
+) -> UiResult<Response> {
     let view = app.catalog.view();
-    let e = view.entity(&bp, &id).ok_or_else(|| UiError::not_found(format!("there is no entity `{id}` of blueprint `{bp}`")))?;
+    let e = view
+        .entity(&bp, &id)
+        .ok_or_else(|| UiError::not_found(format!("there is no entity `{id}` of blueprint `{bp}`")))?;
     let hops = p.get("hops").and_then(|h| h.parse::<usize>().ok()).unwrap_or(2).clamp(1, MAX_HOPS);
     let n = neighbourhood(&view, &bp, &id, hops);
     let page = GraphPage {

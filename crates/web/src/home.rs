@@ -10,8 +10,8 @@ use berth_server::AppState;
 use berth_server::extract::Params;
 use serde_json::{Value, json};
 
-use crate::form::Query;
 use crate::fmt::relative;
+use crate::form::Query;
 use crate::page::{Layout, UiResult, html};
 use crate::session::{Session, encode};
 
@@ -88,7 +88,7 @@ pub async fn home(State(app): State<AppState>, session: Session) -> UiResult<Res
         .map(|b| BlueprintCard {
             id: b.def.identifier.clone(),
             title: b.def.title.clone(),
-            icon: b.def.icon.clone().unwrap_or_default(),
+            icon: crate::fmt::glyph(b.def.icon.as_deref()),
             count: view.entity_count(&b.def.identifier),
             description: b.def.description.clone().unwrap_or_default(),
         })

@@ -52,7 +52,10 @@ impl Session {
         if auth::constant_time_eq(given.as_bytes(), self.csrf.as_bytes()) {
             Ok(())
         } else {
-            Err(UiError::new(StatusCode::FORBIDDEN, "the form has expired or came from elsewhere; reload the page and try again"))
+            Err(UiError::new(
+                StatusCode::FORBIDDEN,
+                "the form has expired or came from elsewhere; reload the page and try again",
+            ))
         }
     }
 
@@ -136,7 +139,13 @@ struct LoginPage {
 
 pub async fn login_form(Query(q): Query) -> UiResult<Response> {
     let notice = q.has("signed_out").then(|| "You are signed out.".to_string());
-    html(&LoginPage { css: crate::assets::CSS_PATH, next: safe_next(q.get("next")), email: String::new(), error: None, notice })
+    html(&LoginPage {
+        css: crate::assets::CSS_PATH,
+        next: safe_next(q.get("next")),
+        email: String::new(),
+        error: None,
+        notice,
+    })
 }
 
 /// A PHC string to verify against when the email is unknown, so that both answers take as long.
@@ -213,7 +222,12 @@ pub async fn invite_form(Query(q): Query) -> UiResult<Response> {
 pub async fn accept_invite(State(app): State<AppState>, form: FormData) -> UiResult<Response> {
     let (email, code, password) = (form.raw("email"), form.raw("code"), form.raw("password"));
     let again = |error: String, status: StatusCode| {
-        let page = InvitePage { css: crate::assets::CSS_PATH, email: email.to_string(), code: code.to_string(), error: Some(error) };
+        let page = InvitePage {
+            css: crate::assets::CSS_PATH,
+            email: email.to_string(),
+            code: code.to_string(),
+            error: Some(error),
+        };
         html_status(status, &page)
     };
     if password != form.raw("password2") {

@@ -16,8 +16,8 @@ use berth_model::query::{Query as Rules, parse_sort};
 use berth_server::AppState;
 use serde_json::{Value, json};
 
+use crate::fmt::{esc, short};
 use crate::form::{FormData, Query};
-use crate::fmt::{esc, short, value_html};
 use crate::page::{Layout, UiError, UiResult, html};
 use crate::session::{Session, encode};
 
@@ -227,7 +227,7 @@ fn cell(def: &Blueprint, e: &berth_model::Entity, col: &str, now: berth_model::T
                 return targets.iter().map(|t| link(&r.target, t)).collect::<Vec<_>>().join(", ");
             }
             match e.properties.get(key) {
-                Some(v) => value_html(def.schema.properties.get(key), v, now),
+                Some(v) => crate::fmt::cell_html(def.schema.properties.get(key), v, now),
                 None => String::new(),
             }
         }
@@ -282,41 +282,37 @@ pub async fn page(
     let sort_keys = if sort.is_empty() {
         Vec::new()
     } else {
-        parse_sort(&json!([{"property": sort, "order": order}])).map_err(|e| UiError::new(axum::http::StatusCode::BAD_REQUEST, e.message))?
+        parse_sort(&json!([{"property": sort, "order": order}]))
+            .map_err(|e| UiError::new(axum::http::StatusCode::BAD_REQUEST, e.message))?
     };
     let from = p.get("from");
-    let (entities, next, count) = match berth_engine::search::search_blueprint_sorted(
-        &view,
-        &bp,
-        query.as_ref(),
-        &sort_keys,
-        now,
-        from,
-        limit,
-    ) {
-        Ok(page) => {
-            let count = match &query {
-                None => view.entity_count(&bp),
-                Some(_) => count(&view, &bp, rules.as_ref(), now).unwrap_or(0),
-            };
-            (page.entities, page.next, count)
-        }
-        Err(e) => {
-            error = Some(e.to_string());
-            (Vec::new(), None, 0)
-        }
-    };
+    let (entities, next, count) =
+        match berth_engine::search::search_blueprint_sorted(&view, &bp, query.as_ref(), &sort_keys, now, from, limit) {
+            Ok(page) => {
+                let count = match &query {
+                    None => view.entity_count(&bp),
+                    Some(_) => count(&view, &bp, rules.as_ref(), now).unwrap_or(0),
+                };
+                (page.entities, page.next, count)
+            }
+            Err(e) => {
+                error = Some(e.to_string());
+                (Vec::new(), None, 0)
+            }
+        };
     let titles: std::collections::HashMap<String, String> = all_columns(def).into_iter().collect();
     let columns = cols
         .iter()
         .map(|c| {
-            let sortable = !c.starts_with('$') || c == "$title" || c == "$identifier" || c == "$updatedAt" || c == "$createdAt";
+            let sortable =
+                !c.starts_with('$') || c == "$title" || c == "$identifier" || c == "$updatedAt" || c == "$createdAt";
             let sortable = sortable && !def.relations.contains_key(c);
             let next_order = if &sort == c && order == "asc" { "desc" } else { "asc" };
             Column {
                 key: c.clone(),
                 title: titles.get(c).cloned().unwrap_or_else(|| c.clone()),
-                sort_href: sortable.then(|| href(&bp, &p, &[("sort", Some(c)), ("order", Some(next_order)), ("from", None)])),
+                sort_href: sortable
+                    .then(|| href(&bp, &p, &[("sort", Some(c)), ("order", Some(next_order)), ("from", None)])),
                 arrow: if &sort == c { if order == "asc" { "▲" } else { "▼" } } else { "" },
             }
         })
@@ -339,7 +335,7 @@ pub async fn page(
         layout: session.layout(&app, def.title.clone(), bp.clone()),
         bp: bp.clone(),
         bp_title: def.title.clone(),
-        icon: def.icon.clone().unwrap_or_default(),
+        icon: crate::fmt::glyph(def.icon.as_deref()),
         columns,
         choosable,
         rows,
@@ -363,7 +359,8 @@ fn count(state: &berth_engine::State, bp: &str, rules: Option<&Value>, now: bert
     let mut all = vec![json!({"property": "$blueprint", "operator": "=", "value": bp})];
     all.extend(rules.cloned());
     let query = Rules::parse(&json!({"combinator": "and", "rules": all})).ok()?;
-    let agg = Aggregation { func: Func::Count, query, property: None, group_by: None, per: None, measure_time_by: None };
+    let agg =
+        Aggregation { func: Func::Count, query, property: None, group_by: None, per: None, measure_time_by: None };
     let out = berth_engine::aggregate::aggregate(state, &agg, now).ok()?;
     out.result.as_u64().map(|n| n as usize)
 }
@@ -385,11 +382,15 @@ mod tests {
     #[test]
     fn filters_become_rules_the_api_parser_accepts() {
         let def = blueprint();
-        let p = FormData::parse(b"q=pay&f.language=go&min.replicas=2&max.replicas=5&d.deployedAt=lastWeek&f.on=true&f.team=core");
+        let p = FormData::parse(
+            b"q=pay&f.language=go&min.replicas=2&max.replicas=5&d.deployedAt=lastWeek&f.on=true&f.team=core",
+        );
         let rules = filter_rules(&def, &p).expect("rules").expect("some");
         Rules::parse(&rules).expect("parses");
         let text = rules.to_string();
-        for part in [r#""operator":">=","value":2.0"#, r#""preset":"lastWeek""#, r#""relation":"team""#, r#""value":true"#] {
+        for part in
+            [r#""operator":">=","value":2.0"#, r#""preset":"lastWeek""#, r#""relation":"team""#, r#""value":true"#]
+        {
             assert!(text.contains(part), "{part} in {text}");
         }
         assert!(filter_rules(&def, &FormData::parse(b"")).expect("ok").is_none());

@@ -1,0 +1,220 @@
+//! The UI over HTTP without a browser: sessions and their cookie, CSRF, redirects that stay on this site,
+//! escaping of catalog data, error pages, and a disabled user's session ending. (The browser walk-through is
+//! `crates/cli/tests/browser.rs`.)
+
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use serde_json::{Value, json};
+
+const EMAIL: &str = "ui@example.com";
+const PASSWORD: &str = "ui-password-123";
+
+const FORM: &str = "content-type";
+const FORM_TYPE: &str = "application/x-www-form-urlencoded";
+
+fn encode(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+struct Ui {
+    base: String,
+    /// A client that does not follow redirects and keeps no cookies (tests pass the cookie themselves).
+    http: reqwest::Client,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Ui {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = berth_server::ServerConfig::new(dir.path().to_path_buf());
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.bootstrap_client_id = Some("ui-admin".into());
+    config.bootstrap_client_secret = Some("ui-secret-0123456789".into());
+    config.bootstrap_admin_email = Some(EMAIL.into());
+    config.bootstrap_admin_password = Some(PASSWORD.into());
+    config.demo = true;
+    let server = berth_server::start(config).await.expect("starts").with_ui(berth_web::router());
+    let base = format!("http://{}", server.info.addr);
+    tokio::spawn(async move { server.run(std::future::pending()).await.expect("runs") });
+    let http = reqwest::Client::builder().redirect(Policy::none()).build().expect("client");
+    let t: Value = http
+        .post(format!("{base}/v1/auth/access_token"))
+        .json(&json!({"clientId": "ui-admin", "clientSecret": "ui-secret-0123456789"}))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    Ui { base, http, token: t["accessToken"].as_str().expect("token").to_string(), _dir: dir }
+}
+
+impl Ui {
+    async fn login(&self, email: &str, password: &str, next: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/login", self.base))
+            .header(FORM, FORM_TYPE)
+            .body(encode(&[("email", email), ("password", password), ("next", next)]))
+            .send()
+            .await
+            .expect("login")
+    }
+
+    /// Signs in and returns the `Cookie` header value.
+    async fn cookie(&self) -> String {
+        let r = self.login(EMAIL, PASSWORD, "/").await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let set = r.headers()["set-cookie"].to_str().expect("cookie").to_string();
+        set.split(';').next().expect("pair").to_string()
+    }
+
+    async fn get(&self, cookie: &str, path: &str) -> (StatusCode, String) {
+        let r = self.http.get(format!("{}{path}", self.base)).header("cookie", cookie).send().await.expect("get");
+        (r.status(), r.text().await.expect("body"))
+    }
+
+    async fn post(&self, cookie: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", cookie)
+            .header(FORM, FORM_TYPE)
+            .body(encode(form))
+            .send()
+            .await
+            .expect("post")
+    }
+
+    /// The CSRF token of a page's forms.
+    async fn csrf(&self, cookie: &str) -> String {
+        let (_, page) = self.get(cookie, "/").await;
+        let at = page.find(r#"name="_csrf" value=""#).expect("csrf field") + r#"name="_csrf" value=""#.len();
+        page[at..at + 64].to_string()
+    }
+}
+
+#[tokio::test]
+async fn sessions_cookies_and_redirects() {
+    let ui = start().await;
+    // Signed out: every page goes to the login page, remembering where it was going.
+    let r = ui.http.get(format!("{}/blueprints/service/entities?q=x", ui.base)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/login?next=%2Fblueprints%2Fservice%2Fentities%3Fq%3Dx");
+    // A wrong password: 401 and the form again, no cookie.
+    let r = ui.login(EMAIL, "nope nope nope", "/").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(r.text().await.expect("body").contains("wrong"));
+    // The cookie is HttpOnly and SameSite; `next` only ever leads to this site.
+    let r = ui.login(EMAIL, PASSWORD, "//evil.example/steal").await;
+    assert_eq!(r.headers()["location"], "/");
+    let set = r.headers()["set-cookie"].to_str().expect("cookie");
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/"), "{set}");
+    let r = ui.login(" UI@Example.com ", PASSWORD, "/audit").await;
+    assert_eq!(r.headers()["location"], "/audit", "emails are matched case-insensitively");
+    // The API does not take the cookie: it wants a bearer token.
+    let cookie = ui.cookie().await;
+    let r = ui.http.get(format!("{}/v1/blueprints", ui.base)).header("cookie", &cookie).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Unknown things are HTML error pages with the right status.
+    let (status, body) = ui.get(&cookie, "/entities/service/no-such-thing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("<html") && body.contains("no-such-thing"), "{body}");
+    // Sign out ends the cookie.
+    let csrf = ui.csrf(&cookie).await;
+    let r = ui.post(&cookie, "/logout", &[("_csrf", &csrf)]).await;
+    assert!(r.headers()["set-cookie"].to_str().expect("c").contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn writes_need_the_csrf_token_and_data_is_escaped() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    let csrf = ui.csrf(&cookie).await;
+    let form = [("_csrf", "forged"), ("identifier", "x1"), ("title", "X"), ("p.language", "Rust")];
+    let r = ui.post(&cookie, "/blueprints/service/entities/new", &form).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "no write without the session's token");
+    let r = ui
+        .http
+        .get(format!("{}/v1/blueprints/service/entities/x1", ui.base))
+        .bearer_auth(&ui.token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "nothing was written");
+
+    // Catalog data with markup shows as text.
+    let evil = "<script>alert('x')</script>";
+    let form = [
+        ("_csrf", csrf.as_str()),
+        ("identifier", "x2"),
+        ("title", evil),
+        ("p.language", "Rust"),
+        ("p.readme", "hi <img src=x onerror=alert(1)>"),
+    ];
+    let r = ui.post(&cookie, "/blueprints/service/entities/new", &form).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
+    let (status, page) = ui.get(&cookie, "/entities/service/x2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains(evil) && !page.contains("<img src=x"), "escaped");
+    assert!(page.contains("&#60;script&#62;") || page.contains("&lt;script&gt;"), "shown as text");
+    let (_, table) = ui.get(&cookie, "/blueprints/service/entities?q=x2").await;
+    assert!(!table.contains(evil) && table.contains("<strong>1</strong> of"), "filtered to one, escaped");
+
+    // A value the schema refuses comes back at its field with a 422, and nothing is written.
+    let form = [("_csrf", csrf.as_str()), ("identifier", "x3"), ("p.replicas", "many")];
+    let r = ui.post(&cookie, "/blueprints/service/entities/new", &form).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = r.text().await.expect("body");
+    assert!(body.contains(r#"data-field="p.replicas""#) && body.contains("is not a number"), "{body}");
+}
+
+#[tokio::test]
+async fn a_disabled_user_loses_its_session() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    assert_eq!(ui.get(&cookie, "/").await.0, StatusCode::OK);
+    // Invite a second admin so the first may be disabled.
+    let r = ui
+        .http
+        .post(format!("{}/v1/users/invite", ui.base))
+        .bearer_auth(&ui.token)
+        .json(&json!({"invitee": {"email": "other@example.com", "roles": ["Admin"]}}))
+        .send()
+        .await
+        .expect("invite");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let invite: Value = r.json().await.expect("json");
+    // The invitation page sets a password and signs the invitee in.
+    let url = invite["invitation"]["url"].as_str().expect("url");
+    let r = ui.http.get(format!("{}{url}", ui.base)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let code = invite["invitation"]["code"].as_str().expect("code");
+    let r = ui
+        .http
+        .post(format!("{}/invite", ui.base))
+        .header(FORM, FORM_TYPE)
+        .body(encode(&[
+            ("email", "other@example.com"),
+            ("code", code),
+            ("password", "a good password"),
+            ("password2", "a good password"),
+        ]))
+        .send()
+        .await
+        .expect("accept");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(r.headers()["set-cookie"].to_str().expect("c").starts_with("berth_session="));
+
+    let r = ui
+        .http
+        .patch(format!("{}/v1/users/{EMAIL}", ui.base))
+        .bearer_auth(&ui.token)
+        .json(&json!({"status": "disabled"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status(), StatusCode::OK);
+    let (status, _) = ui.get(&cookie, "/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the old session no longer works");
+    assert_eq!(ui.login(EMAIL, PASSWORD, "/").await.status(), StatusCode::UNAUTHORIZED, "nor does signing in");
+}

@@ -45,9 +45,15 @@ pub struct BenchArgs {
     /// latency on a second replica, migration throughput
     #[arg(long, value_name = "STORE_URL")]
     replicas: Option<String>,
+    /// Run the web UI battery instead: page-load latency of the entity table over `--entities` services
+    #[arg(long)]
+    ui: bool,
 }
 
 const ID: &str = "bench-admin";
+/// The web UI user of bench servers.
+pub(crate) const UI_EMAIL: &str = "bench@example.com";
+pub(crate) const UI_PASSWORD: &str = "bench-password-0123";
 const SECRET: &str = "bench-secret-0123456789abcdef";
 
 pub(crate) struct Proc {
@@ -81,6 +87,8 @@ pub(crate) fn spawn_on(data_dir: &std::path::Path, store: Option<&str>) -> anyho
     let child = command
         .env("BERTH_BOOTSTRAP_CLIENT_ID", ID)
         .env("BERTH_BOOTSTRAP_CLIENT_SECRET", SECRET)
+        .env("BERTH_BOOTSTRAP_ADMIN_EMAIL", UI_EMAIL)
+        .env("BERTH_BOOTSTRAP_ADMIN_PASSWORD", UI_PASSWORD)
         .env("BERTH_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -228,6 +236,9 @@ pub(crate) async fn setup_service_catalog(client: &reqwest::Client, base: &str, 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.search {
         return crate::bench_search::run(args.entities, args.keep).await;
+    }
+    if args.ui {
+        return crate::bench_ui::run(args.entities).await;
     }
     if let Some(store) = &args.replicas {
         return crate::bench_replicas::run(store, args.entities).await;

@@ -9,6 +9,7 @@ mod backup;
 mod bench;
 mod bench_replicas;
 mod bench_search;
+mod bench_ui;
 mod config;
 mod migrate;
 mod transfer;

@@ -159,7 +159,9 @@ pub async fn page(
             value: esc(e.datasource.as_deref().unwrap_or("—")),
         },
     ];
-    let (found, _) = history::versions(&app, &bp, &id, view.seq() + 1, 21, |_| false).await?;
+    // This life of the entity only: the scan stops a little before its creation.
+    let floor = berth_model::Timestamp::from_millis(e.created_at.millis() - history::CLOCK_SLACK_MS);
+    let (found, _) = history::versions_since(&app, &bp, &id, view.seq() + 1, 21, Some(floor), |_| false).await?;
     let mut versions = Vec::new();
     for (i, v) in found.iter().enumerate().take(20) {
         let older = found.get(i + 1).and_then(|o| o.entity.as_deref());

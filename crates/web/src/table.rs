@@ -356,8 +356,13 @@ pub async fn page(
 
 /// How many entities of `bp` match `rules` (the aggregate count, with its index fast paths).
 fn count(state: &berth_engine::State, bp: &str, rules: Option<&Value>, now: berth_model::Timestamp) -> Option<usize> {
+    // One flat `and`, so the aggregate's fast paths (value counts) recognise a single enum filter.
     let mut all = vec![json!({"property": "$blueprint", "operator": "=", "value": bp})];
-    all.extend(rules.cloned());
+    match rules {
+        Some(r) if r["combinator"] == "and" => all.extend(r["rules"].as_array().cloned().unwrap_or_default()),
+        Some(r) => all.push(r.clone()),
+        None => {}
+    }
     let query = Rules::parse(&json!({"combinator": "and", "rules": all})).ok()?;
     let agg =
         Aggregation { func: Func::Count, query, property: None, group_by: None, per: None, measure_time_by: None };

@@ -22,7 +22,10 @@ pub async fn run(entities: usize) -> anyhow::Result<()> {
     setup_service_catalog(&client, &base, &tok).await?;
     let t = ingest_into(&client, &base, &tok, "service", bodies("svc", entities, 1000), 2).await?;
     println!("berth bench --ui: {entities} services ingested in {:.1} s", t.as_secs_f64());
-    println!("machine: {} cores; client and server share them", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "machine: {} cores; client and server share them",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 
     let form = format!("email={}&password={}", crate::bench::UI_EMAIL.replace('@', "%40"), crate::bench::UI_PASSWORD);
     let r = client
@@ -53,7 +56,10 @@ pub async fn run(entities: usize) -> anyhow::Result<()> {
         ("table, first page (50 rows, default columns)", "/blueprints/service/entities".to_string()),
         ("table, enum filter language=Rust", "/blueprints/service/entities?f.language=Rust".to_string()),
         ("table, text search q=Service 4242", "/blueprints/service/entities?q=Service+4242".to_string()),
-        ("table, number range 5 <= replicas <= 6", "/blueprints/service/entities?min.replicas=5&max.replicas=6".to_string()),
+        (
+            "table, number range 5 <= replicas <= 6",
+            "/blueprints/service/entities?min.replicas=5&max.replicas=6".to_string(),
+        ),
         ("table, sorted by replicas desc", "/blueprints/service/entities?sort=replicas&order=desc".to_string()),
         ("table, 21st page (cursor)", later),
         ("table, 500 rows per page", "/blueprints/service/entities?limit=500".to_string()),

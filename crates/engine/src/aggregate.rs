@@ -144,6 +144,12 @@ fn from_index(state: &State, agg: &Aggregation) -> Option<Aggregated> {
     let no_counts = imbl::OrdMap::new();
     match (agg.func, others.as_slice(), &agg.group_by) {
         (Func::Count, [], _) => Some(Aggregated { result: json!(total), values: None, matching }),
+        (Func::Count, ranges, _)
+            if !ranges.is_empty() && ranges.iter().all(|r| matches!(r.op, Op::Gt | Op::Ge | Op::Lt | Op::Le)) =>
+        {
+            let count = count_number_range(state, blueprint, ranges)?;
+            Some(Aggregated { result: json!(count), values: None, matching })
+        }
         (Func::Count, [rule], _) => {
             let Target::Property(p) = &rule.target else { return None };
             if !single_scalar(p) {
@@ -185,6 +191,75 @@ fn from_index(state: &State, agg: &Aggregation) -> Option<Aggregated> {
         }
         _ => None,
     }
+}
+
+/// How many entities have a number property within the bounds that `rules` (all `>`, `>=`, `<`, `<=` on the
+/// same `number` property) set, counted on the property's ordered index. `None` for any other shape.
+fn count_number_range(state: &State, blueprint: &str, rules: &[&berth_model::query::Rule]) -> Option<usize> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+
+    use berth_model::query::{Bound, Op, Operand, Target};
+
+    use crate::index::{Entry, ScalarKey};
+    let Target::Property(p) = &rules.first()?.target else { return None };
+    let def = state.blueprint(blueprint)?.def.schema.properties.get(p)?;
+    if def.get("type").and_then(Value::as_str) != Some("number") {
+        return None;
+    }
+    let (mut lo, mut hi): (std::ops::Bound<f64>, std::ops::Bound<f64>) = (Unbounded, Unbounded);
+    for rule in rules {
+        let (Target::Property(q), Operand::Bound(Bound::Number(x))) = (&rule.target, &rule.operand) else {
+            return None;
+        };
+        let x = Some(*x).filter(|x| x.is_finite() && q == p)?;
+        // The tighter of two bounds on one side wins.
+        match rule.op {
+            Op::Gt | Op::Ge => {
+                let b = if rule.op == Op::Gt { Excluded(x) } else { Included(x) };
+                lo = match (lo, b) {
+                    (Unbounded, b) => b,
+                    (Included(a) | Excluded(a), b @ (Included(y) | Excluded(y))) if y > a => b,
+                    (Included(a), Excluded(y)) if y == a => Excluded(y),
+                    (old, _) => old,
+                };
+            }
+            Op::Lt | Op::Le => {
+                let b = if rule.op == Op::Lt { Excluded(x) } else { Included(x) };
+                hi = match (hi, b) {
+                    (Unbounded, b) => b,
+                    (Included(a) | Excluded(a), b @ (Included(y) | Excluded(y))) if y < a => b,
+                    (Included(a), Excluded(y)) if y == a => Excluded(y),
+                    (old, _) => old,
+                };
+            }
+            _ => return None,
+        }
+    }
+    let index = state.property_index(blueprint, p)?;
+    // Entries order by (value, identifier): the empty identifier is below every entry of a value, and
+    // MAX_ID above.
+    let entry = |x: f64, id: &str| Entry { value: ScalarKey::Num(if x == 0.0 { 0.0 } else { x }), id: id.into() };
+    let from = match lo {
+        Included(x) => Included(entry(x, "")),
+        Excluded(x) => Excluded(entry(x, crate::search::MAX_ID)),
+        Unbounded => Included(entry(f64::NEG_INFINITY, "")),
+    };
+    let to = match hi {
+        Included(x) => Included(entry(x, crate::search::MAX_ID)),
+        Excluded(x) => Excluded(entry(x, "")),
+        Unbounded => Included(entry(f64::INFINITY, crate::search::MAX_ID)),
+    };
+    // An empty range (ordered sets refuse a start above the end).
+    match (&from, &to) {
+        (Included(a), Included(b)) if a > b => return Some(0),
+        (Included(a) | Excluded(a), Included(b) | Excluded(b))
+            if a >= b && !matches!((&from, &to), (Included(_), Included(_))) =>
+        {
+            return Some(0);
+        }
+        _ => {}
+    }
+    Some(index.range((from, to)).count())
 }
 
 /// An index key back as the JSON value it came from.

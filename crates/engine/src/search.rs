@@ -310,14 +310,22 @@ pub fn search_blueprint_sorted(
         None => None,
     };
     // A sorted page needs every match (to sort them), so the planner plans for all of them.
-    let mut hits: Vec<(Position, Arc<Entity>)> = match query.and_then(|q| candidates(&ctx, blueprint, q, None)) {
-        Some(ids) => ids
+    let planned = query.and_then(|q| candidates(&ctx, blueprint, q, None));
+    // Unless the matches are few, walking the sort property's ordered index yields the page in order.
+    let walk = match (&planned, sort) {
+        (Some(ids), _) if ids.len() <= state.entity_count(blueprint) / 16 => None,
+        (_, [key]) => walk_index(&ctx, blueprint, query, key, after.as_ref(), limit, &position, &compare),
+        _ => None,
+    };
+    let mut hits: Vec<(Position, Arc<Entity>)> = match (walk, planned) {
+        (Some(hits), _) => hits,
+        (None, Some(ids)) => ids
             .iter()
             .filter_map(|id| state.entity(blueprint, id))
             .filter(|e| query.is_none_or(|q| matches(&ctx, e, q)))
             .map(|e| (position(e), Arc::clone(e)))
             .collect(),
-        None => state
+        (None, None) => state
             .entities_of(blueprint)
             .filter(|e| query.is_none_or(|q| matches(&ctx, e, q)))
             .map(|e| (position(e), Arc::clone(e)))
@@ -340,6 +348,89 @@ pub fn search_blueprint_sorted(
     };
     Ok(Page { entities: hits.into_iter().map(|(_, e)| e).collect(), next })
 }
+
+/// The first `limit + 1` matches after `after`, in sort order, read from the ordered index of the one sort
+/// property instead of sorting every match; `None` when the property's index cannot give the sort order
+/// (not a single-scalar property, or a date-time, which sorts as text but is indexed as an instant).
+///
+/// Index entries come ordered by (value, identifier); walking them backwards gives descending values, and each
+/// run of equal values is re-sorted with `compare` (identifiers ascending in both directions). Entities
+/// without a value come last, in identifier order.
+#[allow(clippy::too_many_arguments)]
+fn walk_index(
+    ctx: &Ctx<'_>,
+    blueprint: &str,
+    query: Option<&Query>,
+    key: &SortKey,
+    after: Option<&Position>,
+    limit: usize,
+    position: &dyn Fn(&Entity) -> Position,
+    compare: &dyn Fn(&Position, &Position) -> Ordering,
+) -> Option<Vec<(Position, Arc<Entity>)>> {
+    let state = ctx.state;
+    let Target::Property(p) = &key.target else { return None };
+    let def = state.blueprint(blueprint)?;
+    let ty = def.def.schema.properties.get(p)?.get("type").and_then(Value::as_str)?;
+    if !matches!(ty, "string" | "number" | "boolean") || state.is_date_time(blueprint, p) {
+        return None;
+    }
+    let index = state.property_index(blueprint, p)?;
+    let wanted = limit + 1;
+    let mut out: Vec<(Position, Arc<Entity>)> = Vec::with_capacity(wanted.min(1024));
+    let keep = |h: &(Position, Arc<Entity>)| after.is_none_or(|a| compare(&h.0, a) == Ordering::Greater);
+    let accepts = |e: &Entity| query.is_none_or(|q| matches(ctx, e, q));
+    // A cursor past every valued entity skips the index.
+    let after_value = after.map(|a| a.0.first().cloned().flatten());
+    if !matches!(after_value, Some(None)) {
+        let start = after_value.flatten().and_then(|v| ScalarKey::of(&v, false));
+        let entries: Box<dyn Iterator<Item = &index::Entry>> = match (key.descending, start) {
+            (false, Some(k)) => Box::new(index.range(index::Entry { value: k, id: Arc::from("") }..)),
+            (true, Some(k)) => Box::new(index.range(..=index::Entry { value: k, id: Arc::from(MAX_ID) }).rev()),
+            (false, None) => Box::new(index.iter()),
+            (true, None) => Box::new(index.iter().rev()),
+        };
+        let mut run: Vec<(Position, Arc<Entity>)> = Vec::new();
+        let mut run_value: Option<&ScalarKey> = None;
+        for entry in entries {
+            if run_value != Some(&entry.value) {
+                run.sort_by(|x, y| compare(&x.0, &y.0));
+                out.extend(run.drain(..).filter(keep));
+                if out.len() >= wanted {
+                    break;
+                }
+                run_value = Some(&entry.value);
+            }
+            if let Some(e) = state.entity(blueprint, &entry.id) {
+                if is_scalar(e.properties.get(p)) && accepts(e) {
+                    run.push((position(e), Arc::clone(e)));
+                }
+            }
+        }
+        run.sort_by(|x, y| compare(&x.0, &y.0));
+        out.extend(run.drain(..).filter(keep));
+    }
+    if out.len() < wanted {
+        // The rest: entities without a value, and any whose value is not a scalar (written before a schema
+        // change), which the index does not order as the sort does.
+        let mut rest: Vec<(Position, Arc<Entity>)> = state
+            .entities_of(blueprint)
+            .filter(|e| !is_scalar(e.properties.get(p)) && accepts(e))
+            .map(|e| (position(e), Arc::clone(e)))
+            .filter(keep)
+            .collect();
+        rest.sort_by(|x, y| compare(&x.0, &y.0));
+        out.extend(rest.into_iter().take(wanted - out.len()));
+    }
+    out.truncate(wanted);
+    Some(out)
+}
+
+fn is_scalar(v: Option<&Value>) -> bool {
+    matches!(v, Some(Value::Bool(_) | Value::Number(_) | Value::String(_)))
+}
+
+/// Greater than any identifier (identifiers are at most a few hundred characters, none of them U+10FFFF).
+pub(crate) const MAX_ID: &str = "\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}";
 
 fn bad_cursor() -> DomainError {
     DomainError::BadRequest("`from` is not a cursor returned by this search".into())

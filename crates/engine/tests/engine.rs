@@ -448,6 +448,7 @@ mod sorted_search {
             by_title in any::<bool>(),
             limit in 1usize..6,
             min in 0u8..4,
+            filtered in any::<bool>(),
         ) {
             let mut h = catalog();
             for (id, replicas, title) in &services {
@@ -467,7 +468,13 @@ mod sorted_search {
                 {"property": "replicas", "operator": ">=", "value": min},
                 {"property": "replicas", "operator": "isEmpty"}]})).expect("query");
             // The expected order, computed independently.
-            let mut expected: Vec<(Option<String>, Option<i64>, String)> = search::scan(&h.state, "service", &query, NOW).expect("scan")
+            // With and without a query (an unfiltered sort walks the property's index from its first entry).
+            let matching: Vec<std::sync::Arc<berth_model::Entity>> = if filtered {
+                search::scan(&h.state, "service", &query, NOW).expect("scan")
+            } else {
+                h.state.entities_of("service").cloned().collect()
+            };
+            let mut expected: Vec<(Option<String>, Option<i64>, String)> = matching
                 .iter()
                 .map(|e| (e.title.clone(), e.properties.get("replicas").and_then(|v| v.as_i64()), e.identifier.clone()))
                 .collect();
@@ -495,7 +502,8 @@ mod sorted_search {
             let mut got = Vec::new();
             let mut from: Option<String> = None;
             loop {
-                let page = search::search_blueprint_sorted(&h.state, "service", Some(&query), &sort, NOW, from.as_deref(), limit).expect("search");
+                let q = if filtered { Some(&query) } else { None };
+                let page = search::search_blueprint_sorted(&h.state, "service", q, &sort, NOW, from.as_deref(), limit).expect("search");
                 prop_assert!(page.entities.len() <= limit);
                 got.extend(page.entities.iter().map(|e| e.identifier.clone()));
                 match page.next { Some(n) => from = Some(n), None => break }
@@ -668,6 +676,7 @@ mod aggregates {
         fn index_answers_equal_visits(
             services in prop::collection::vec((0u8..20, prop::option::of(0u8..3), prop::option::of(0u8..4)), 0..30),
             wanted in prop::collection::vec(0u8..4, 1..3),
+            bounds in prop::collection::vec((0usize..4, -1i8..5), 1..3),
         ) {
             let mut h = catalog();
             for (id, lang, replicas) in services {
@@ -685,6 +694,13 @@ mod aggregates {
             prop_assert_eq!(run(&h, Func::Count, json!([bp]), None), run(&h, Func::Count, json!([bp, noop]), None));
             let rule = json!({"property": "replicas", "operator": "in", "value": wanted});
             prop_assert_eq!(run(&h, Func::Count, json!([bp, rule]), None), run(&h, Func::Count, json!([bp, rule, noop]), None));
+            // Number ranges counted on the ordered index.
+            let ops = [">", ">=", "<", "<="];
+            let mut ranged = vec![bp.clone()];
+            ranged.extend(bounds.iter().map(|(op, v)| json!({"property": "replicas", "operator": ops[*op], "value": v})));
+            let mut visited = ranged.clone();
+            visited.push(noop.clone());
+            prop_assert_eq!(run(&h, Func::Count, json!(ranged), None), run(&h, Func::Count, json!(visited), None));
             for p in ["lang", "replicas"] {
                 let g = || Some(GroupBy::Property(p.into()));
                 prop_assert_eq!(run(&h, Func::CountValues, json!([bp]), g()), run(&h, Func::CountValues, json!([bp, noop]), g()));

@@ -97,7 +97,7 @@ fn update(state: &State, old: &Blueprint, new: Blueprint) -> Result<(Vec<Change>
     Ok((changes, Outcome::Blueprint(new)))
 }
 
-/// Checks what needs the rest of the catalog: relation targets exist.
+/// Checks what needs the rest of the catalog: relation targets exist, ownership follows real relations.
 fn check(state: &State, bp: &Blueprint) -> Result<(), DomainError> {
     bp.compile()?;
     for (key, rel) in &bp.relations {
@@ -106,6 +106,18 @@ fn check(state: &State, bp: &Blueprint) -> Result<(), DomainError> {
                 "relation `{key}` targets blueprint `{}`, which does not exist",
                 rel.target
             )));
+        }
+    }
+    // Ownership: Direct, or Inherited along relations that exist (the first step on this blueprint).
+    match berth_model::Ownership::of(bp.ownership.as_ref()).map_err(DomainError::InvalidBlueprint)? {
+        berth_model::Ownership::Direct => {}
+        berth_model::Ownership::Inherited { path } => {
+            if !bp.relations.contains_key(&path[0]) {
+                return Err(DomainError::InvalidBlueprint(format!(
+                    "`ownership.path` starts with relation `{}`, which blueprint `{}` does not have",
+                    path[0], bp.identifier
+                )));
+            }
         }
     }
     Ok(())

@@ -18,6 +18,8 @@ pub struct WriteMeta {
     /// The writer's `User-Agent`, recorded as the entity's `$datasource`.
     pub datasource: Option<String>,
     pub run_id: Option<String>,
+    /// Whose permissions the changes are checked against (`None`: the server itself, unchecked).
+    pub principal: Option<crate::access::Principal>,
 }
 
 /// How an entity write treats an existing entity.
@@ -120,6 +122,11 @@ pub enum Command {
     BootstrapUser {
         user: User,
     },
+    /// Replaces a blueprint's entity permissions.
+    SetPermissions {
+        blueprint: String,
+        permissions: berth_model::BlueprintPermissions,
+    },
     /// Sets the token signing key unless one is set already (so replicas starting together agree on one).
     InitSigningKey {
         key: String,
@@ -128,6 +135,72 @@ pub enum Command {
     BootstrapCredential {
         credential: Credential,
     },
+}
+
+impl Command {
+    /// What the command is about, for the audit record of a refused attempt: resource, action, blueprint and
+    /// identifier.
+    pub fn describe(&self) -> (&'static str, &'static str, Option<String>, Option<String>) {
+        use berth_model::entity::IdentifierInput;
+        match self {
+            Command::CreateBlueprint { body } => {
+                ("blueprint", "CREATE", body.get("identifier").and_then(Value::as_str).map(str::to_string), None)
+            }
+            Command::ReplaceBlueprint { id, .. } | Command::PatchBlueprint { id, .. } => {
+                ("blueprint", "UPDATE", Some(id.clone()), Some(id.clone()))
+            }
+            Command::DeleteBlueprint { id } => ("blueprint", "DELETE", Some(id.clone()), Some(id.clone())),
+            Command::DeleteAllEntities { blueprint, .. } => ("entity", "DELETE", Some(blueprint.clone()), None),
+            Command::WriteEntity { blueprint, path_id, input, mode, .. } => {
+                let id = path_id.clone().or_else(|| match &input.identifier {
+                    Some(IdentifierInput::Id(id)) => Some(id.clone()),
+                    _ => None,
+                });
+                let action = match mode {
+                    WriteMode::Create => "CREATE",
+                    WriteMode::Upsert | WriteMode::UpsertMerge => "UPSERT",
+                    WriteMode::Replace | WriteMode::Patch => "UPDATE",
+                };
+                ("entity", action, Some(blueprint.clone()), id)
+            }
+            Command::DeleteEntity { blueprint, identifier, .. } => {
+                ("entity", "DELETE", Some(blueprint.clone()), Some(identifier.clone()))
+            }
+            Command::SetPermissions { blueprint, .. } => {
+                ("permissions", "UPDATE", Some(blueprint.clone()), Some(blueprint.clone()))
+            }
+            Command::PutTeam { team, .. } => ("team", "UPDATE", None, Some(team.name.clone())),
+            Command::DeleteTeam { name } => ("team", "DELETE", None, Some(name.clone())),
+            Command::InviteUser { user, .. } | Command::PutUser { user } | Command::BootstrapUser { user } => {
+                ("user", "CREATE", None, Some(user.email.clone()))
+            }
+            Command::UpdateUser { email, .. } | Command::SetPassword { email, .. } => {
+                ("user", "UPDATE", None, Some(email.clone()))
+            }
+            Command::DeleteUser { email } => ("user", "DELETE", None, Some(email.clone())),
+            Command::PutCredential { credential } | Command::BootstrapCredential { credential } => {
+                ("app", "CREATE", None, Some(credential.client_id.clone()))
+            }
+            Command::UpdateCredential { client_id, .. } | Command::RotateSecret { client_id, .. } => {
+                ("app", "UPDATE", None, Some(client_id.clone()))
+            }
+            Command::DeleteCredential { client_id } => ("app", "DELETE", None, Some(client_id.clone())),
+            Command::InitSigningKey { .. } => ("signing_key", "CREATE", None, None),
+        }
+    }
+
+    /// The change that records this command's refusal (`status`: the HTTP status it was answered with).
+    pub fn refusal(&self, status: u16, error: &DomainError) -> Change {
+        let (resource, action, blueprint, identifier) = self.describe();
+        Change::Refused {
+            resource: resource.into(),
+            action: action.into(),
+            blueprint,
+            identifier,
+            status,
+            message: error.to_string(),
+        }
+    }
 }
 
 /// What a successful command answers with.
@@ -151,6 +224,14 @@ pub enum Outcome {
 
 /// Validates `cmd` against `state` and returns the changes it makes and its answer. Pure: `state` is not changed.
 pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let (changes, outcome) = run(state, meta, cmd)?;
+    if let Some(p) = &meta.principal {
+        crate::access::authorize(state, p, &changes)?;
+    }
+    Ok((changes, outcome))
+}
+
+fn run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, Outcome), DomainError> {
     match cmd {
         Command::CreateBlueprint { body } => blueprints::create(state, meta, body),
         Command::ReplaceBlueprint { id, body } => blueprints::replace(state, meta, id, body),
@@ -221,6 +302,15 @@ pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Ch
         Command::DeleteUser { email } => users::delete(state, meta, email),
         Command::BootstrapUser { user } => users::bootstrap(state, user),
         Command::PutUser { user } => users::put(state, meta, user),
+        Command::SetPermissions { blueprint, permissions } => {
+            if state.blueprint(blueprint).is_none() {
+                return Err(DomainError::not_found("blueprint", blueprint.clone()));
+            }
+            permissions.check()?;
+            let change =
+                Change::PermissionsSet { blueprint: blueprint.clone(), permissions: Box::new(permissions.clone()) };
+            Ok((vec![change], Outcome::Done))
+        }
         Command::InitSigningKey { key } => match state.signing_key() {
             Some(_) => Ok((vec![], Outcome::Unchanged)),
             None => Ok((vec![Change::SigningKeySet { key: key.clone() }], Outcome::Done)),

@@ -23,7 +23,7 @@ pub struct BlueprintDigest {
 pub struct CatalogDigest {
     pub seq: u64,
     pub blueprints: BTreeMap<String, BlueprintDigest>,
-    /// Credentials, teams, users and the signing key.
+    /// Credentials, teams, users, blueprint permissions and the signing key.
     pub access: String,
 }
 
@@ -68,6 +68,11 @@ impl State {
         }
         for user in self.users() {
             feed(&mut access, user);
+        }
+        for bp in self.blueprints() {
+            if let Some(p) = self.stored_permissions(&bp.def.identifier) {
+                feed(&mut access, &(&bp.def.identifier, &**p));
+            }
         }
         feed(&mut access, &self.signing_key());
         CatalogDigest { seq: self.seq(), blueprints, access: hex(&access.finalize()) }

@@ -7,8 +7,11 @@
 //!   durable, then applies them.
 //! - [`State::digest`] proves two states equal (migrations, backups).
 //! - [`search`] answers rules-language queries against a state.
+//! - [`access`] is the permission layer: [`execute`] authorizes every change a command makes for the
+//!   caller in its [`WriteMeta`], and [`access::read_scope`] narrows every read.
 //! - Given the same events, every replica builds the same state: no clock, no randomness, no I/O here.
 
+pub mod access;
 pub mod aggregate;
 mod blueprints;
 mod command;

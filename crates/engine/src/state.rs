@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use berth_model::blueprint::CompiledBlueprint;
-use berth_model::{Blueprint, Change, Credential, Entity, Event, Previous, Team, User};
+use berth_model::{Blueprint, BlueprintPermissions, Change, Credential, Entity, Event, Previous, Team, User};
 use imbl::{OrdMap, OrdSet};
 
 use crate::index::{BlueprintIndex, Entry, IndexSpec, PropSpec, ScalarKey};
@@ -53,6 +53,8 @@ pub struct State {
     teams: OrdMap<String, Team>,
     /// Email → user.
     users: OrdMap<String, User>,
+    /// Blueprint → its entity permissions, when set (else [`BlueprintPermissions::defaults`]).
+    permissions: OrdMap<String, Arc<BlueprintPermissions>>,
     signing_key: Option<String>,
     /// Blueprint → property (and `$title`) → ordered (value, identifier) entries.
     props: OrdMap<Key, BlueprintIndex>,
@@ -71,6 +73,8 @@ struct SnapshotData {
     teams: Vec<Team>,
     #[serde(default)]
     users: Vec<User>,
+    #[serde(default)]
+    permissions: Vec<(String, BlueprintPermissions)>,
     signing_key: Option<String>,
 }
 
@@ -253,6 +257,11 @@ impl State {
         self.teams.values().filter(|t| t.members.iter().any(|m| m == member)).map(|t| t.name.clone()).collect()
     }
 
+    /// A blueprint's stored permissions (`None`: the defaults apply).
+    pub fn stored_permissions(&self, blueprint: &str) -> Option<&Arc<BlueprintPermissions>> {
+        self.permissions.get(blueprint)
+    }
+
     pub fn signing_key(&self) -> Option<&str> {
         self.signing_key.as_deref()
     }
@@ -281,6 +290,9 @@ impl State {
             Change::TeamDeleted { name } => self.team(name).map(|t| Previous::Team { team: t.clone() }),
             Change::UserPut { user } => self.user(&user.email).map(|u| Previous::User { user: u.clone() }),
             Change::UserDeleted { email } => self.user(email).map(|u| Previous::User { user: u.clone() }),
+            Change::PermissionsSet { blueprint, .. } => {
+                self.permissions.get(blueprint).map(|p| Previous::Permissions { permissions: Box::new((**p).clone()) })
+            }
             _ => None,
         }
     }
@@ -316,6 +328,7 @@ impl State {
                 }
                 self.blueprints.remove(identifier);
                 self.entities.remove(identifier.as_str());
+                self.permissions.remove(identifier);
                 self.props.remove(identifier.as_str());
                 self.value_counts.remove(identifier.as_str());
             }
@@ -378,6 +391,13 @@ impl State {
                 self.teams.remove(name);
             }
             Change::SigningKeySet { key } => self.signing_key = Some(key.clone()),
+            Change::PermissionsSet { blueprint, permissions } => {
+                if self.blueprints.get(blueprint).is_none() {
+                    return Err(format!("permissions of unknown blueprint `{blueprint}`"));
+                }
+                self.permissions.insert(blueprint.clone(), Arc::new((**permissions).clone()));
+            }
+            Change::Refused { .. } => {}
         }
         Ok(())
     }
@@ -435,6 +455,7 @@ impl State {
             credentials: self.credentials.values().cloned().collect(),
             teams: self.teams.values().cloned().collect(),
             users: self.users.values().cloned().collect(),
+            permissions: self.permissions.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect(),
             signing_key: self.signing_key.clone(),
         };
         serde_json::to_vec(&data).map_err(|e| StateError::Snapshot(e.to_string()))
@@ -463,6 +484,9 @@ impl State {
         }
         for t in data.teams {
             state.teams.insert(t.name.clone(), t);
+        }
+        for (bp, p) in data.permissions {
+            state.permissions.insert(bp, Arc::new(p));
         }
         for u in data.users {
             state.users.insert(u.email.clone(), u);

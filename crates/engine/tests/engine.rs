@@ -24,6 +24,7 @@ impl Harness {
             now: Timestamp::from_millis(1_700_000_000_000 + self.log.len() as i64),
             datasource: None,
             run_id: None,
+            principal: None,
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Blueprint, Credential, Entity, Team, Timestamp, User};
+use crate::{Blueprint, BlueprintPermissions, Credential, Entity, Team, Timestamp, User};
 
 /// Where a change came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -56,6 +56,23 @@ pub enum Change {
     UserDeleted {
         email: String,
     },
+    /// A blueprint's entity permissions (removed with the blueprint).
+    PermissionsSet {
+        blueprint: String,
+        permissions: Box<BlueprintPermissions>,
+    },
+    /// A write that was refused (validation or permission): recorded so the audit log shows failed attempts.
+    /// Applying it changes nothing.
+    Refused {
+        resource: String,
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        blueprint: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identifier: Option<String>,
+        status: u16,
+        message: String,
+    },
     /// The key that signs access tokens; shared by every replica through the log.
     SigningKeySet {
         key: String,
@@ -70,6 +87,7 @@ pub enum Previous {
     Blueprint { blueprint: Box<Blueprint> },
     Team { team: Team },
     User { user: User },
+    Permissions { permissions: Box<BlueprintPermissions> },
 }
 
 /// A change with its place in the global order.

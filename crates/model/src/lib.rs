@@ -10,6 +10,7 @@
 //! - [`credential`]: machine credentials (secrets are stored only as hashes).
 //! - [`user`]: people who sign in (passwords are stored only as Argon2id hashes); [`team`]: teams.
 //! - [`query`]: the search rules language, parsed into a typed AST.
+//! - [`permissions`]: who may read and write a blueprint's entities, and how entities are owned.
 //! - [`error`]: [`DomainError`], every way a request can be refused.
 
 pub mod blueprint;
@@ -19,6 +20,7 @@ pub mod entity;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod permissions;
 pub mod query;
 pub mod schema;
 pub mod team;
@@ -30,6 +32,7 @@ pub use credential::Credential;
 pub use entity::{Entity, EntityInput};
 pub use error::DomainError;
 pub use event::{Change, Event, Origin, Previous};
+pub use permissions::{BlueprintPermissions, Grant, Ownership};
 pub use team::Team;
 pub use timestamp::Timestamp;
 pub use user::{User, UserStatus};

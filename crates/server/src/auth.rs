@@ -42,6 +42,8 @@ pub struct Caller {
     pub secret_version: String,
     /// A machine credential (`true`) or a user.
     pub is_machine: bool,
+    /// The teams it acts for: those listing it, and for a credential also its own `teams`.
+    pub teams: Vec<String>,
 }
 
 /// Whom a token is issued to.
@@ -56,6 +58,15 @@ pub struct Subject<'a> {
 impl Caller {
     pub fn is_admin(&self) -> bool {
         self.roles.iter().any(|r| r == "Admin")
+    }
+
+    /// The caller as the engine's permission layer sees it.
+    pub fn principal(&self) -> berth_engine::access::Principal {
+        berth_engine::access::Principal {
+            id: self.client_id.clone(),
+            roles: self.roles.clone(),
+            teams: self.teams.clone(),
+        }
     }
 }
 
@@ -176,6 +187,7 @@ impl Tokens {
             roles: claims.roles,
             secret_version: claims.sv,
             is_machine: claims.is_machine,
+            teams: Vec::new(),
         })
     }
 }
@@ -185,10 +197,12 @@ impl Tokens {
 pub fn authenticate(view: &berth_engine::State, token: &str, now_secs: i64) -> Result<Caller, ApiError> {
     let key = view.signing_key().ok_or_else(|| ApiError::unavailable("the server has no signing key yet"))?;
     let caller = Tokens::verify(key, token, now_secs)?;
+    let mut teams = view.teams_of(&caller.client_id);
     let (roles, version) = if caller.is_machine {
         let credential = view
             .credential(&caller.client_id)
             .ok_or_else(|| ApiError::unauthorized("the credential of this token no longer exists"))?;
+        teams.extend(credential.teams.iter().filter(|t| !teams.contains(t)).cloned().collect::<Vec<_>>());
         (credential.roles.clone(), credential.secret_version().to_string())
     } else {
         let user = view
@@ -204,7 +218,7 @@ pub fn authenticate(view: &berth_engine::State, token: &str, now_secs: i64) -> R
             "the password was changed or the account disabled; sign in again"
         }));
     }
-    Ok(Caller { roles, ..caller })
+    Ok(Caller { roles, teams, ..caller })
 }
 
 /// The shortest password accepted.

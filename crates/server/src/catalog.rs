@@ -271,6 +271,22 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Executed {
                 }
                 Ok(outcome)
             });
+            // A refused write by a caller is recorded, so the audit log shows failed attempts too.
+            if let (Err(e), Some(_)) = (&result, &job.meta.principal) {
+                let status = crate::error::ApiError::from(e.clone()).status.as_u16();
+                let event = Event {
+                    seq: state.seq() + 1,
+                    time: job.meta.now,
+                    actor: job.meta.actor.clone(),
+                    origin: job.meta.origin,
+                    run_id: job.meta.run_id.clone(),
+                    before: None,
+                    change: command.refusal(status, e),
+                };
+                if state.apply(&event).is_ok() {
+                    applied.push(event);
+                }
+            }
             job_results.push(result);
         }
         results.push(job_results);
@@ -587,7 +603,14 @@ mod tests {
     }
 
     fn meta() -> WriteMeta {
-        WriteMeta { actor: "t".into(), origin: Origin::Api, now: crate::now(), datasource: None, run_id: None }
+        WriteMeta {
+            actor: "t".into(),
+            origin: Origin::Api,
+            now: crate::now(),
+            datasource: None,
+            run_id: None,
+            principal: None,
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 //! - [`routes`] holds the handlers, one module per resource; [`error`] is the only place that chooses an
 //!   HTTP status for an error; [`extract`] turns malformed input into those errors.
 
+pub mod access;
 pub mod auth;
 pub mod catalog;
 pub mod demo;
@@ -163,7 +164,14 @@ pub fn now() -> Timestamp {
 
 /// Metadata of a write made by the server itself.
 pub fn system_meta() -> WriteMeta {
-    WriteMeta { actor: "berth".into(), origin: Origin::System, now: now(), datasource: None, run_id: None }
+    WriteMeta {
+        actor: "berth".into(),
+        origin: Origin::System,
+        now: now(),
+        datasource: None,
+        run_id: None,
+        principal: None,
+    }
 }
 
 /// What start-up wants the operator to know.

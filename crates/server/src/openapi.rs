@@ -58,7 +58,7 @@ impl Modify for MinSeqHeader {
     info(title = "Berth API", description = "Berth's REST API. Compatible with Port's public v1 API: every answer carries `ok`, errors are `{ok: false, error, message}`, every response has an `X-Trace-Id` header, and every write answers the sequence number it reached in `X-Berth-Seq`. With several replicas on one store, send that number back as `X-Berth-Min-Seq` to read your own write on any replica."),
     paths(
         token::access_token,
-        blueprints::list, blueprints::create, blueprints::get_one, blueprints::replace, blueprints::patch, blueprints::delete,
+        blueprints::list, blueprints::create, blueprints::get_one, blueprints::replace, blueprints::patch, blueprints::delete, blueprints::get_permissions, blueprints::patch_permissions,
         entities::create, entities::get_one, entities::list, entities::replace, entities::patch, entities::delete,
         entities::bulk_upsert, entities::bulk_delete, entities::delete_all, entities::count,
         search::search_all, search::search_blueprint, search::aggregate,

@@ -66,7 +66,12 @@ impl Session {
 
     /// Who writes, for a change made through the UI.
     pub fn meta(&self) -> WriteMeta {
-        WriteMeta { actor: self.caller.client_id.clone(), origin: Origin::Ui, ..berth_server::system_meta() }
+        WriteMeta {
+            actor: self.caller.client_id.clone(),
+            origin: Origin::Ui,
+            principal: Some(self.caller.principal()),
+            ..berth_server::system_meta()
+        }
     }
 }
 

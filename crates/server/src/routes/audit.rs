@@ -26,6 +26,8 @@ const PAGE: usize = 1_000;
 struct Record {
     resource: &'static str,
     action: &'static str,
+    /// `SUCCESS`, or `FAILURE` for a refused attempt.
+    status: &'static str,
     blueprint: Option<String>,
     identifier: Option<String>,
     before: Value,
@@ -42,12 +44,14 @@ fn describe(event: &Event) -> Record {
         Some(Previous::Blueprint { blueprint }) => serde_json::to_value(blueprint).unwrap_or(Value::Null),
         Some(Previous::Team { team }) => serde_json::to_value(team).unwrap_or(Value::Null),
         Some(Previous::User { user }) => super::users::user_view(user, None),
+        Some(Previous::Permissions { permissions }) => serde_json::to_value(permissions).unwrap_or(Value::Null),
         None => Value::Null,
     };
     // Events written before `before` existed cannot tell a creation from an update.
     let put_action = if event.before.is_some() { "UPDATE" } else { "CREATE" };
     match &event.change {
         Change::EntityPut { entity } => Record {
+            status: "SUCCESS",
             resource: "entity",
             action: put_action,
             blueprint: Some(entity.blueprint.to_string()),
@@ -56,6 +60,7 @@ fn describe(event: &Event) -> Record {
             after: serde_json::to_value(entity).unwrap_or(Value::Null),
         },
         Change::EntityDeleted { blueprint, identifier } => Record {
+            status: "SUCCESS",
             resource: "entity",
             action: "DELETE",
             blueprint: Some(blueprint.clone()),
@@ -64,6 +69,7 @@ fn describe(event: &Event) -> Record {
             after: Value::Null,
         },
         Change::BlueprintPut { blueprint } => Record {
+            status: "SUCCESS",
             resource: "blueprint",
             action: put_action,
             blueprint: Some(blueprint.identifier.clone()),
@@ -72,6 +78,7 @@ fn describe(event: &Event) -> Record {
             after: serde_json::to_value(blueprint).unwrap_or(Value::Null),
         },
         Change::BlueprintDeleted { identifier } => Record {
+            status: "SUCCESS",
             resource: "blueprint",
             action: "DELETE",
             blueprint: Some(identifier.clone()),
@@ -80,6 +87,7 @@ fn describe(event: &Event) -> Record {
             after: Value::Null,
         },
         Change::CredentialPut { credential } => Record {
+            status: "SUCCESS",
             resource: "app",
             action: "UPSERT",
             blueprint: None,
@@ -88,6 +96,7 @@ fn describe(event: &Event) -> Record {
             after: credential_view(credential),
         },
         Change::CredentialDeleted { client_id } => Record {
+            status: "SUCCESS",
             resource: "app",
             action: "DELETE",
             blueprint: None,
@@ -96,6 +105,7 @@ fn describe(event: &Event) -> Record {
             after: Value::Null,
         },
         Change::TeamPut { team } => Record {
+            status: "SUCCESS",
             resource: "team",
             action: put_action,
             blueprint: None,
@@ -104,6 +114,7 @@ fn describe(event: &Event) -> Record {
             after: serde_json::to_value(team).unwrap_or(Value::Null),
         },
         Change::TeamDeleted { name } => Record {
+            status: "SUCCESS",
             resource: "team",
             action: "DELETE",
             blueprint: None,
@@ -112,6 +123,7 @@ fn describe(event: &Event) -> Record {
             after: Value::Null,
         },
         Change::UserPut { user } => Record {
+            status: "SUCCESS",
             resource: "user",
             action: put_action,
             blueprint: None,
@@ -120,6 +132,7 @@ fn describe(event: &Event) -> Record {
             after: super::users::user_view(user, None),
         },
         Change::UserDeleted { email } => Record {
+            status: "SUCCESS",
             resource: "user",
             action: "DELETE",
             blueprint: None,
@@ -127,7 +140,38 @@ fn describe(event: &Event) -> Record {
             before,
             after: Value::Null,
         },
+        Change::PermissionsSet { blueprint, permissions } => Record {
+            status: "SUCCESS",
+            resource: "permissions",
+            action: put_action,
+            blueprint: Some(blueprint.clone()),
+            identifier: Some(blueprint.clone()),
+            before,
+            after: serde_json::to_value(permissions).unwrap_or(Value::Null),
+        },
+        Change::Refused { resource, action, blueprint, identifier, status, message } => Record {
+            status: "FAILURE",
+            resource: match resource.as_str() {
+                "entity" => "entity",
+                "blueprint" => "blueprint",
+                "permissions" => "permissions",
+                "team" => "team",
+                "user" => "user",
+                _ => "app",
+            },
+            action: match action.as_str() {
+                "CREATE" => "CREATE",
+                "DELETE" => "DELETE",
+                "UPSERT" => "UPSERT",
+                _ => "UPDATE",
+            },
+            blueprint: blueprint.clone(),
+            identifier: identifier.clone(),
+            before: Value::Null,
+            after: json!({"status": status, "message": message}),
+        },
         Change::SigningKeySet { .. } => Record {
+            status: "SUCCESS",
             resource: "signing_key",
             action: "CREATE",
             blueprint: None,
@@ -195,14 +239,13 @@ impl Filters {
                 let origin = serde_json::to_value(event.origin).unwrap_or(Value::Null);
                 self.origins.iter().any(|o| origin.as_str() == Some(o.as_str()))
             })
-            // Every change in the log succeeded; refused attempts are not in the log.
-            && self.status.as_deref().is_none_or(|s| s == "SUCCESS")
+            && self.status.as_deref().is_none_or(|s| s == record.status)
             && self.to.is_none_or(|to| event.time <= to)
     }
 }
 
 #[utoipa::path(get, path = "/v1/audit-log", tag = "Audit", summary = "The audit log: every change, newest first",
-    description = "Filters (ANDed): `identifier` (the resource's), `entity`, `blueprint`, `run_id`, `resources` (entity, blueprint, team, app, signing_key), `action` (CREATE, UPDATE, DELETE, UPSERT), `origin` (API, UI, INTEGRATION, AUTOMATION, SYSTEM), `status` (SUCCESS; refused attempts are not recorded yet), `from` / `to` (date-times), `limit` (1-1000, default 100), `cursor` (the `next` of the previous page). Members must filter by `identifier`, `entity` or `run_id`. Each record: `{identifier, seq, action, resourceType, status, trigger: {by: {userId}, origin, at}, context: {blueprintIdentifier, entityIdentifier, runId}, diff: {before, after}}`.",
+    description = "Filters (ANDed): `identifier` (the resource's), `entity`, `blueprint`, `run_id`, `resources` (entity, blueprint, permissions, team, user, app, signing_key), `action` (CREATE, UPDATE, DELETE, UPSERT), `origin` (API, UI, INTEGRATION, AUTOMATION, SYSTEM), `status` (SUCCESS, or FAILURE for refused writes: validation and permission errors, with the status and message as the diff's `after`), `from` / `to` (date-times), `limit` (1-1000, default 100), `cursor` (the `next` of the previous page). Members must filter by `identifier`, `entity` or `run_id`. Each record: `{identifier, seq, action, resourceType, status, trigger: {by: {userId}, origin, at}, context: {blueprintIdentifier, entityIdentifier, runId}, diff: {before, after}}`.",
     security(("bearer" = [])),
     responses((status = 200, description = "`{ok, audits: [...], next?}`"), (status = 400, description = "Bad filter or cursor"), (status = 403, description = "A Member without an identifier, entity or run_id filter")))]
 pub async fn audit_log(
@@ -262,7 +305,7 @@ pub async fn read(app: &AppState, q: &Params) -> ApiResult<(Vec<Value>, Option<S
                 "seq": event.seq,
                 "action": record.action,
                 "resourceType": record.resource,
-                "status": "SUCCESS",
+                "status": record.status,
                 "trigger": {"by": {"userId": event.actor}, "origin": event.origin, "at": event.time},
                 "context": {
                     "blueprintIdentifier": record.blueprint,

@@ -21,6 +21,7 @@ pub fn meta(caller: &Caller, headers: &axum::http::HeaderMap, run_id: Option<Str
         now: crate::now(),
         datasource: headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
         run_id,
+        principal: Some(caller.principal()),
     }
 }
 
@@ -128,4 +129,45 @@ pub async fn delete(
     require_admin(&caller)?;
     let id = params.get("bp")?;
     write_blueprint(&app, meta(&caller, &headers, None), Command::DeleteBlueprint { id }, StatusCode::OK).await
+}
+
+#[utoipa::path(get, path = "/v1/blueprints/{blueprint}/permissions", tag = "Blueprints", summary = "A blueprint's entity permissions",
+    description = "`{ok, permissions: {entities: {read, register, update, unregister, updateProperties, updateRelations}}}`; each grant is `{users, teams, roles, ownedByTeam}`, `read` may add a rules-language `policy`. A blueprint whose permissions were never set shows the defaults: everyone reads; Admins, `<blueprint>-moderator` and members of an owning team write.",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier")),
+    responses((status = 200, description = "`{ok, permissions}`"), (status = 404, description = "No such blueprint")))]
+pub async fn get_permissions(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
+    let id = params.get("bp")?;
+    let view = app.catalog.view();
+    if view.blueprint(&id).is_none() {
+        return Err(berth_model::DomainError::not_found("blueprint", id).into());
+    }
+    let permissions = berth_engine::access::permissions(&view, &id).into_owned();
+    Ok(reply(StatusCode::OK, json!({"ok": true, "permissions": permissions}), None))
+}
+
+#[utoipa::path(patch, path = "/v1/blueprints/{blueprint}/permissions", tag = "Blueprints", summary = "Change a blueprint's entity permissions (Admin)",
+    description = "A JSON merge patch over the current permissions (`{entities: {update: {ownedByTeam: true}}}`); the result must be valid: known keys and roles, a `policy` only on `read`, and one that parses.",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier")),
+    request_body(content = Object, description = "A merge patch of `{entities: {...}}`"),
+    responses((status = 200, description = "`{ok, permissions}`"), (status = 403, description = "Not an Admin"), (status = 404, description = "No such blueprint"), (status = 422, description = "Invalid permissions")))]
+pub async fn patch_permissions(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
+    params: PathParams,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    super::require_admin(&caller, "change permissions")?;
+    let id = params.get("bp")?;
+    let view = app.catalog.view();
+    if view.blueprint(&id).is_none() {
+        return Err(berth_model::DomainError::not_found("blueprint", id).into());
+    }
+    let permissions = berth_engine::access::permissions(&view, &id).patched(&body)?;
+    let command = Command::SetPermissions { blueprint: id, permissions: permissions.clone() };
+    let (outcome, seq) = app.catalog.write_one(meta(&caller, &headers, None), command).await?;
+    outcome?;
+    Ok(reply(StatusCode::OK, json!({"ok": true, "permissions": permissions}), Some(seq)))
 }

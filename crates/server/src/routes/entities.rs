@@ -208,6 +208,7 @@ pub async fn delete(
     responses((status = 200, description = "`{ok, entity}`", body = Entity), (status = 404, description = "No such blueprint or entity")))]
 pub async fn get_one(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     uri: axum::http::Uri,
     params: PathParams,
     q: Params,
@@ -223,14 +224,19 @@ pub async fn get_one(
         let at = berth_model::Timestamp::parse(at)
             .ok_or_else(|| ApiError::bad_request(format!("`at` must be an RFC 3339 date-time, got {at:?}")))?;
         let entity = super::history::entity_at(&app, &blueprint, &id, at).await?;
+        if !crate::access::can_read(&view, &caller, &entity) {
+            return Err(DomainError::not_found("entity", format!("{blueprint}/{id}")).into());
+        }
         return Ok((
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             render::entity_answer(&entity, &projection),
         )
             .into_response());
     }
+    // An entity the caller may not read does not exist for it.
     let entity = view
         .entity(&blueprint, &id)
+        .filter(|e| crate::access::can_read(&view, &caller, e))
         .ok_or_else(|| ApiError::from(DomainError::not_found("entity", format!("{blueprint}/{id}"))))?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], render::entity_answer(entity, &projection))
         .into_response())
@@ -243,14 +249,25 @@ pub async fn get_one(
         ("include" = Option<Vec<String>>, Query, description = "Fields to return"), ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out"),
         ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`")),
     responses((status = 200, description = "`{ok, entities: [...]}`", body = Vec<Entity>), (status = 404, description = "No such blueprint")))]
-pub async fn list(State(app): State<AppState>, params: PathParams, q: Params) -> ApiResult<Response> {
+pub async fn list(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    params: PathParams,
+    q: Params,
+) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
     let view = app.catalog.view();
     let projection = Projection::from_params(&q)?.with_view(&view);
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
-    let entities: Vec<Value> = view.entities_of(&blueprint).map(|e| render::entity(e, &projection)).collect();
+    let entities: Vec<Value> = match readable(&view, &caller, &blueprint)? {
+        None => view.entities_of(&blueprint).map(|e| render::entity(e, &projection)).collect(),
+        Some(query) => berth_engine::search::scan(&view, &blueprint, &query, crate::now())?
+            .iter()
+            .map(|e| render::entity(e, &projection))
+            .collect(),
+    };
     Ok(reply(StatusCode::OK, json!({"ok": true, "entities": entities}), None))
 }
 
@@ -258,13 +275,48 @@ pub async fn list(State(app): State<AppState>, params: PathParams, q: Params) ->
     security(("bearer" = [])),
     params(("blueprint" = String, Path, description = "Blueprint identifier")),
     responses((status = 200, description = "`{ok, count}`"), (status = 404, description = "No such blueprint")))]
-pub async fn count(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
+pub async fn count(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    params: PathParams,
+) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
     let view = app.catalog.view();
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
-    Ok(reply(StatusCode::OK, json!({"ok": true, "count": view.entity_count(&blueprint)}), None))
+    let count = match readable(&view, &caller, &blueprint)? {
+        None => view.entity_count(&blueprint),
+        Some(query) => {
+            let mut n = 0;
+            berth_engine::search::for_each_match(&view, &query, crate::now(), |e| {
+                if *e.blueprint == *blueprint {
+                    n += 1;
+                }
+            })?;
+            n
+        }
+    };
+    Ok(reply(StatusCode::OK, json!({"ok": true, "count": count}), None))
+}
+
+/// The query of the blueprint's entities the caller may read (`None`: all of them).
+fn readable(
+    view: &berth_engine::State,
+    caller: &Caller,
+    blueprint: &str,
+) -> ApiResult<Option<berth_model::query::Query>> {
+    let scoped = crate::access::narrow(view, caller, blueprint, None).map(|mut q| {
+        if let Some(rules) = q.get_mut("rules").and_then(Value::as_array_mut) {
+            rules.insert(0, json!({"property": "$blueprint", "operator": "=", "value": blueprint}));
+        }
+        q
+    });
+    scoped
+        .map(|q| {
+            berth_model::query::Query::parse(&q).map_err(|e| ApiError::internal(format!("read scope: {}", e.message)))
+        })
+        .transpose()
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

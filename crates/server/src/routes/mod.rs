@@ -55,6 +55,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
             get(blueprints::get_one).put(blueprints::replace).patch(blueprints::patch).delete(blueprints::delete),
         )
         .route("/v1/blueprints/{bp}/entities-count", get(entities::count))
+        .route("/v1/blueprints/{bp}/permissions", get(blueprints::get_permissions).patch(blueprints::patch_permissions))
         .route("/v1/blueprints/{bp}/all-entities", axum::routing::delete(entities::delete_all))
         .route("/v1/blueprints/{bp}/entities", get(entities::list).post(entities::create))
         .route(

@@ -1,6 +1,7 @@
 //! Search: `POST /v1/entities/search` (every blueprint) and `POST /v1/blueprints/{bp}/entities/search`
 //! (one blueprint, cursor-paginated). A query that does not parse is a 400 naming the rule's path.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 use super::render::{self, Projection};
 use super::reply;
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Params, PathParams};
 
@@ -26,9 +28,15 @@ fn parse(v: &Value) -> ApiResult<Query> {
         ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`")),
     request_body(content = Object, description = "A query"),
     responses((status = 200, description = "`{ok, entities, matchingBlueprints, failedBlueprints}`"), (status = 400, description = "The query does not parse; the message names the rule")))]
-pub async fn search_all(State(app): State<AppState>, q: Params, ApiJson(body): ApiJson<Value>) -> ApiResult<Response> {
-    let query = parse(&body)?;
+pub async fn search_all(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    q: Params,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    parse(&body)?;
     let view = app.catalog.view();
+    let query = parse(&crate::access::narrow_all(&view, &caller, body))?;
     let projection = Projection::from_params(&q)?.with_view(&view);
     let (entities, matching) = search::search_all(&view, &query, crate::now())?;
     let entities: Vec<Value> = entities.iter().map(|e| render::entity(e, &projection)).collect();
@@ -71,6 +79,7 @@ pub struct BlueprintSearch {
     responses((status = 200, description = "`{ok, entities, next?}`"), (status = 400, description = "Bad query, limit or cursor"), (status = 404, description = "No such blueprint")))]
 pub async fn search_blueprint(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     params: PathParams,
     q: Params,
     ApiJson(body): ApiJson<BlueprintSearch>,
@@ -80,13 +89,18 @@ pub async fn search_blueprint(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!("`limit` must be between 1 and 1000, got {limit}")));
     }
-    let query = body.query.as_ref().map(parse).transpose()?;
+    body.query.as_ref().map(parse).transpose()?;
+    let view = app.catalog.view();
+    if view.blueprint(&blueprint).is_none() {
+        return Err(ApiError::not_found(format!("blueprint `{blueprint}` was not found")));
+    }
+    let query =
+        crate::access::narrow(&view, &caller, &blueprint, body.query.clone()).as_ref().map(parse).transpose()?;
     let mut pairs: Vec<(String, String)> = body.include.iter().map(|i| ("include".to_string(), i.clone())).collect();
     pairs.extend(body.exclude.iter().map(|i| ("exclude".to_string(), i.clone())));
     if body.attach_title_to_relation || q.flag("attach_title_to_relation", false)? {
         pairs.push(("attach_title_to_relation".into(), "true".into()));
     }
-    let view = app.catalog.view();
     let projection = Projection::from_params(&Params(pairs))?.with_view(&view);
     let sort = match &body.sort {
         Some(v) => berth_model::query::parse_sort(v)
@@ -138,7 +152,11 @@ pub struct AggregateRequest {
     security(("bearer" = [])),
     request_body = AggregateRequest,
     responses((status = 200, description = "`{ok, result, values?, matchingBlueprints, failedBlueprints}`"), (status = 400, description = "Bad function, query or property")))]
-pub async fn aggregate(State(app): State<AppState>, ApiJson(body): ApiJson<AggregateRequest>) -> ApiResult<Response> {
+pub async fn aggregate(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<AggregateRequest>,
+) -> ApiResult<Response> {
     use berth_engine::aggregate::{Aggregation, Func, GroupBy, Per};
     let func = Func::parse(&body.func).ok_or_else(|| {
         ApiError::bad_request(format!(
@@ -190,6 +208,8 @@ pub async fn aggregate(State(app): State<AppState>, ApiJson(body): ApiJson<Aggre
             }
         }
     }
+    // What the caller may not read is not counted either.
+    let query = parse(&crate::access::narrow_all(&view, &caller, body.query.clone()))?;
     let agg = Aggregation { func, query, property, group_by, per, measure_time_by: body.measure_time_by.clone() };
     let out = berth_engine::aggregate::aggregate(&view, &agg, crate::now())?;
     let mut answer =

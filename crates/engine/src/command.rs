@@ -125,7 +125,8 @@ pub enum Command {
     /// Replaces a blueprint's entity permissions.
     SetPermissions {
         blueprint: String,
-        permissions: berth_model::BlueprintPermissions,
+        /// Boxed: permissions are large and rare.
+        permissions: Box<berth_model::BlueprintPermissions>,
     },
     /// Sets the token signing key unless one is set already (so replicas starting together agree on one).
     InitSigningKey {
@@ -307,8 +308,7 @@ fn run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, O
                 return Err(DomainError::not_found("blueprint", blueprint.clone()));
             }
             permissions.check()?;
-            let change =
-                Change::PermissionsSet { blueprint: blueprint.clone(), permissions: Box::new(permissions.clone()) };
+            let change = Change::PermissionsSet { blueprint: blueprint.clone(), permissions: permissions.clone() };
             Ok((vec![change], Outcome::Done))
         }
         Command::InitSigningKey { key } => match state.signing_key() {

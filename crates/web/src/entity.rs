@@ -71,10 +71,11 @@ pub fn entity_href(bp: &str, id: &str) -> String {
     format!("/entities/{}/{}", encode(bp), encode(id))
 }
 
-fn load(app: &AppState, bp: &str, id: &str) -> UiResult<std::sync::Arc<Entity>> {
-    app.catalog
-        .view()
-        .entity(bp, id)
+/// The entity, if it exists and the session may read it (else a 404, as if it did not exist).
+pub fn load(app: &AppState, session: &Session, bp: &str, id: &str) -> UiResult<std::sync::Arc<Entity>> {
+    let view = app.catalog.view();
+    view.entity(bp, id)
+        .filter(|e| berth_server::access::can_read(&view, &session.caller, e))
         .cloned()
         .ok_or_else(|| UiError::not_found(format!("there is no entity `{id}` of blueprint `{bp}`")))
 }
@@ -98,7 +99,7 @@ pub async fn page(
     let view = app.catalog.view();
     let entry = view.blueprint(&bp).ok_or_else(|| UiError::not_found(format!("there is no blueprint `{bp}`")))?;
     let def = &entry.def;
-    let e = load(&app, &bp, &id)?;
+    let e = load(&app, &session, &bp, &id)?;
     let now = berth_server::now();
     let fields = def
         .schema
@@ -121,12 +122,13 @@ pub async fn page(
                 .map(Entity::relation_targets)
                 .unwrap_or_default()
                 .into_iter()
+                .filter(|t| readable(&view, &session, &r.target, t))
                 .map(|t| Link { href: entity_href(&r.target, t), text: title_of(&view, &r.target, t) })
                 .collect(),
         })
         .collect();
     let mut incoming: Vec<RelationGroup> = Vec::new();
-    for edge in view.incoming(&bp, &id) {
+    for edge in view.incoming(&bp, &id).filter(|edge| readable(&view, &session, &edge.blueprint, &edge.identifier)) {
         let label = format!("{} ← {}.{}", edge.blueprint, edge.blueprint, edge.relation);
         let link = Link {
             href: entity_href(&edge.blueprint, &edge.identifier),
@@ -203,6 +205,11 @@ pub async fn page(
     html(&page)
 }
 
+/// Whether the session may read the entity (related entities it may not read are not shown).
+fn readable(view: &berth_engine::State, session: &Session, bp: &str, id: &str) -> bool {
+    view.entity(bp, id).is_some_and(|e| berth_server::access::can_read(view, &session.caller, e))
+}
+
 fn title_of(view: &berth_engine::State, bp: &str, id: &str) -> String {
     view.entity(bp, id).and_then(|e| e.title.clone()).unwrap_or_else(|| id.to_string())
 }
@@ -221,7 +228,7 @@ pub async fn confirm_delete(
     session: Session,
     Path((bp, id)): Path<(String, String)>,
 ) -> UiResult<Response> {
-    let e = load(&app, &bp, &id)?;
+    let e = load(&app, &session, &bp, &id)?;
     let dependents = app.catalog.view().incoming(&bp, &id).count();
     let page = ConfirmPage {
         layout: session.layout(&app, "Delete", bp.clone()),

@@ -376,12 +376,7 @@ pub async fn edit_form(
     Path((bp, id)): Path<(String, String)>,
 ) -> UiResult<Response> {
     let def = blueprint(&app, &bp)?;
-    let e = app
-        .catalog
-        .view()
-        .entity(&bp, &id)
-        .cloned()
-        .ok_or_else(|| UiError::not_found(format!("there is no entity `{id}`")))?;
+    let e = crate::entity::load(&app, &session, &bp, &id)?;
     Ctx { app: &app, session: &session, def: &def, editing: Some(&id) }.render(Some(&e), None, &[], StatusCode::OK)
 }
 
@@ -405,7 +400,7 @@ struct PickOptions {
 /// `q` (at most 20), for a relation picker's datalist.
 pub async fn pick(
     State(app): State<AppState>,
-    _session: Session,
+    session: Session,
     Path(bp): Path<String>,
     Query(p): Query,
 ) -> UiResult<Response> {
@@ -420,6 +415,7 @@ pub async fn pick(
                 || e.identifier.to_lowercase().contains(&needle)
                 || e.title.as_deref().is_some_and(|t| t.to_lowercase().contains(&needle))
         })
+        .filter(|e| berth_server::access::can_read(&view, &session.caller, e))
         .take(20)
         .map(|e| (e.identifier.clone(), e.title.clone().unwrap_or_default()))
         .collect();

@@ -14,7 +14,7 @@ use berth_server::AppState;
 use crate::entity::entity_href;
 use crate::fmt::esc;
 use crate::form::Query;
-use crate::page::{Layout, UiError, UiResult, html};
+use crate::page::{Layout, UiResult, html};
 use crate::session::Session;
 
 /// The most nodes drawn (the rest is summarised).
@@ -160,11 +160,15 @@ pub async fn page(
     Query(p): Query,
 ) -> UiResult<Response> {
     let view = app.catalog.view();
-    let e = view
-        .entity(&bp, &id)
-        .ok_or_else(|| UiError::not_found(format!("there is no entity `{id}` of blueprint `{bp}`")))?;
+    let e = crate::entity::load(&app, &session, &bp, &id)?;
     let hops = p.get("hops").and_then(|h| h.parse::<usize>().ok()).unwrap_or(2).clamp(1, MAX_HOPS);
-    let n = neighbourhood(&view, &bp, &id, hops);
+    let mut n = neighbourhood(&view, &bp, &id, hops);
+    // Entities the session may not read are left out, with their edges.
+    let Neighbourhood { layers, edges, .. } = &mut n;
+    layers.retain(|(b, i), _| {
+        view.entity(b, i).is_some_and(|e| berth_server::access::can_read(&view, &session.caller, e))
+    });
+    edges.retain(|(from, to, _)| layers.contains_key(from) && layers.contains_key(to));
     let page = GraphPage {
         layout: session.layout(&app, "Graph", bp.clone()),
         title: e.title.clone().unwrap_or_else(|| id.clone()),

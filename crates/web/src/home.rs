@@ -89,7 +89,7 @@ pub async fn home(State(app): State<AppState>, session: Session) -> UiResult<Res
             id: b.def.identifier.clone(),
             title: b.def.title.clone(),
             icon: crate::fmt::glyph(b.def.icon.as_deref()),
-            count: view.entity_count(&b.def.identifier),
+            count: crate::table::visible_count(&view, &session, &b.def.identifier),
             description: b.def.description.clone().unwrap_or_default(),
         })
         .collect();
@@ -132,16 +132,17 @@ struct SearchFragment {
 }
 
 /// Titles and identifiers containing `q` (case-insensitive), across blueprints, at most `limit`.
-fn find(app: &AppState, q: &str, limit: usize) -> UiResult<Vec<Hit>> {
+fn find(app: &AppState, session: &Session, q: &str, limit: usize) -> UiResult<Vec<Hit>> {
     if q.is_empty() {
         return Ok(Vec::new());
     }
-    let query = berth_model::query::Query::parse(&json!({"combinator": "or", "rules": [
+    let view = app.catalog.view();
+    let rules = json!({"combinator": "or", "rules": [
         {"property": "$title", "operator": "contains", "value": q},
         {"property": "$identifier", "operator": "contains", "value": q},
-    ]}))
-    .map_err(|e| crate::page::UiError::new(axum::http::StatusCode::BAD_REQUEST, e.message))?;
-    let view = app.catalog.view();
+    ]});
+    let query = berth_model::query::Query::parse(&berth_server::access::narrow_all(&view, &session.caller, rules))
+        .map_err(|e| crate::page::UiError::new(axum::http::StatusCode::BAD_REQUEST, e.message))?;
     let mut hits = Vec::new();
     let titles: std::collections::HashMap<String, String> =
         view.blueprints().map(|b| (b.def.identifier.clone(), b.def.title.clone())).collect();
@@ -166,9 +167,9 @@ pub async fn search(
 ) -> UiResult<Response> {
     let q = p.get("q").unwrap_or("").to_string();
     if headers.contains_key("hx-request") {
-        let hits = find(&app, &q, 10)?;
+        let hits = find(&app, &session, &q, 10)?;
         return html(&SearchFragment { q, hits });
     }
-    let hits = find(&app, &q, 200)?;
+    let hits = find(&app, &session, &q, 200)?;
     html(&SearchPage { layout: session.layout(&app, format!("Search: {q}"), ""), q, hits })
 }

@@ -265,8 +265,9 @@ pub async fn page(
     let sort = p.get("sort").unwrap_or("").to_string();
     let order = if p.get("order") == Some("desc") { "desc" } else { "asc" }.to_string();
     let mut error = None;
+    // The filters, narrowed to what the caller may read (the count uses the same rules).
     let rules = match filter_rules(def, &p) {
-        Ok(r) => r,
+        Ok(r) => berth_server::access::narrow(&view, &session.caller, &bp, r),
         Err(e) => {
             error = Some(e);
             None
@@ -342,7 +343,7 @@ pub async fn page(
         choosable,
         rows,
         count,
-        total: view.entity_count(&bp),
+        total: visible_count(&view, &session, &bp),
         filters: filters(def, &p, &view),
         q: p.get("q").unwrap_or("").to_string(),
         sort,
@@ -356,8 +357,21 @@ pub async fn page(
     html(&page)
 }
 
+/// How many entities of `bp` the session may read.
+pub fn visible_count(view: &berth_engine::State, session: &Session, bp: &str) -> usize {
+    match berth_server::access::narrow(view, &session.caller, bp, None) {
+        None => view.entity_count(bp),
+        Some(rules) => count(view, bp, Some(&rules), berth_server::now()).unwrap_or(0),
+    }
+}
+
 /// How many entities of `bp` match `rules` (the aggregate count, with its index fast paths).
-fn count(state: &berth_engine::State, bp: &str, rules: Option<&Value>, now: berth_model::Timestamp) -> Option<usize> {
+pub fn count(
+    state: &berth_engine::State,
+    bp: &str,
+    rules: Option<&Value>,
+    now: berth_model::Timestamp,
+) -> Option<usize> {
     // One flat `and`, so the aggregate's fast paths (value counts) recognise a single enum filter.
     let mut all = vec![json!({"property": "$blueprint", "operator": "=", "value": bp})];
     match rules {

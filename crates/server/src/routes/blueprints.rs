@@ -166,7 +166,7 @@ pub async fn patch_permissions(
         return Err(berth_model::DomainError::not_found("blueprint", id).into());
     }
     let permissions = berth_engine::access::permissions(&view, &id).patched(&body)?;
-    let command = Command::SetPermissions { blueprint: id, permissions: permissions.clone() };
+    let command = Command::SetPermissions { blueprint: id, permissions: Box::new(permissions.clone()) };
     let (outcome, seq) = app.catalog.write_one(meta(&caller, &headers, None), command).await?;
     outcome?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "permissions": permissions}), Some(seq)))

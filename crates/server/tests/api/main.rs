@@ -9,5 +9,6 @@ mod common;
 mod entities;
 mod errors;
 mod lifecycle;
+mod permissions;
 mod search;
 mod users;

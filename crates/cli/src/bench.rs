@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// Run the web UI battery instead: page-load latency of the entity table over `--entities` services
     #[arg(long)]
     ui: bool,
+    /// Run the permission battery instead: the same searches as an Admin and as a Member over `--entities`
+    /// services
+    #[arg(long)]
+    permissions: bool,
 }
 
 const ID: &str = "bench-admin";
@@ -239,6 +243,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.ui {
         return crate::bench_ui::run(args.entities).await;
+    }
+    if args.permissions {
+        return crate::bench_access::run(args.entities).await;
     }
     if let Some(store) = &args.replicas {
         return crate::bench_replicas::run(store, args.entities).await;

@@ -1,4 +1,4 @@
-//! Ordered per-property indexes: for every blueprint and every property (and `$title`), the set of
+//! Ordered per-property indexes: for every blueprint and every property (and `$title`, `$team`), the set of
 //! `(value, identifier)` pairs, ordered by value then identifier. Scalars are indexed as they are; an array
 //! is indexed once per scalar item (membership); a `date-time` property by its instant, so ranges of dates
 //! compare as times. One ordered set per property (not one set per value) keeps a unique-valued property at
@@ -87,6 +87,8 @@ pub type BlueprintIndex = OrdMap<Arc<str>, OrdSet<Entry>>;
 
 /// The name `$title` is indexed under.
 pub const TITLE: &str = "$title";
+/// The name `$team` is indexed under (one entry per owning team: team-scoped reads use it).
+pub const TEAM: &str = "$team";
 
 /// How a blueprint's properties are indexed, worked out once per blueprint definition: the shared name of
 /// each property, whether it is a date-time (indexed by instant) and whether its values are counted (an
@@ -95,6 +97,7 @@ pub const TITLE: &str = "$title";
 pub struct IndexSpec {
     props: std::collections::HashMap<String, PropSpec>,
     title: Option<PropSpec>,
+    team: Option<PropSpec>,
 }
 
 #[derive(Clone, Debug)]
@@ -119,11 +122,19 @@ impl IndexSpec {
                 (name.clone(), spec)
             })
             .collect();
-        IndexSpec { props, title: Some(PropSpec { name: Arc::from(TITLE), date_time: false, counted: false }) }
+        IndexSpec {
+            props,
+            title: Some(PropSpec { name: Arc::from(TITLE), date_time: false, counted: false }),
+            team: Some(PropSpec { name: Arc::from(TEAM), date_time: false, counted: false }),
+        }
     }
 
     pub fn get(&self, property: &str) -> Option<&PropSpec> {
-        if property == TITLE { self.title.as_ref() } else { self.props.get(property) }
+        match property {
+            TITLE => self.title.as_ref(),
+            TEAM => self.team.as_ref(),
+            _ => self.props.get(property),
+        }
     }
 
     /// The entries one entity contributes: `(property, key)` pairs (properties the schema defines, and
@@ -145,6 +156,12 @@ impl IndexSpec {
         }
         if let (Some(title), Some(spec)) = (&e.title, &self.title) {
             out.push((spec, ScalarKey::Str(Arc::from(title.as_str()))));
+        }
+        if let Some(spec) = &self.team {
+            let mut teams: Vec<&String> = e.team.iter().collect();
+            teams.sort();
+            teams.dedup();
+            out.extend(teams.into_iter().map(|t| (spec, ScalarKey::Str(Arc::from(t.as_str())))));
         }
         out
     }

@@ -549,12 +549,25 @@ fn candidates(ctx: &Ctx<'_>, blueprint: &str, query: &Query, limit: Option<usize
     // Property indexes: only when nothing cheaper was found or they may be smaller; a rule whose index
     // answer would exceed the cap (or the best set so far) is left to the evaluator.
     let total = state.entity_count(blueprint);
-    for rule in rules {
+    for rule in &rules {
         let cap = best.as_ref().map_or(index_cap(total, limit), |b| b.len()).max(1);
         if let Some(ids) = index_candidates(ctx, blueprint, rule, cap) {
             if best.as_ref().is_none_or(|b| ids.len() < b.len()) {
                 best = Some(ids.into_iter().collect());
             }
+        }
+    }
+    // A search for every match where no one rule is selective enough: the intersection of the two smallest
+    // index answers (each under half the blueprint) costs less than visiting everything, and is often far
+    // smaller than either (a team's entities of one language).
+    if best.is_none() && limit.is_none() && rules.len() >= 2 {
+        let cap = (total / 2).max(64);
+        let mut sets: Vec<Vec<Arc<str>>> =
+            rules.iter().filter_map(|r| index_candidates(ctx, blueprint, r, cap)).collect();
+        if sets.len() >= 2 {
+            sets.sort_by_key(Vec::len);
+            let second: std::collections::HashSet<&Arc<str>> = sets[1].iter().collect();
+            best = Some(sets[0].iter().filter(|id| second.contains(id)).cloned().collect());
         }
     }
     best
@@ -568,6 +581,7 @@ fn index_candidates(ctx: &Ctx<'_>, blueprint: &str, rule: &Rule, cap: usize) -> 
     let name = match &rule.target {
         Target::Property(p) => p.as_str(),
         Target::Meta(Meta::Title) => crate::index::TITLE,
+        Target::Meta(Meta::Team) => crate::index::TEAM,
         _ => return None,
     };
     let set = state.property_index(blueprint, name);

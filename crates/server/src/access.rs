@@ -26,6 +26,11 @@ pub fn narrow_all(view: &State, caller: &Caller, query: Value) -> Value {
     if principal.is_admin() {
         return query;
     }
+    // A query about one blueprint (a top-level `$blueprint = X`) takes that blueprint's scope, flat, where
+    // the planner can use it.
+    if let Some(bp) = single_blueprint(&query) {
+        return narrow(view, caller, &bp, Some(query)).unwrap_or_else(|| json!({"combinator": "and", "rules": []}));
+    }
     let scopes: Vec<(String, ReadScope)> = view
         .blueprints()
         .map(|b| (b.def.identifier.clone(), read_scope(view, &principal, &b.def.identifier)))
@@ -48,6 +53,18 @@ pub fn narrow_all(view: &State, caller: &Caller, query: Value) -> Value {
     join(Some(query), extra)
 }
 
+/// The blueprint named by a top-level `$blueprint = X` rule of an `and` query.
+fn single_blueprint(query: &Value) -> Option<String> {
+    if query.get("combinator").and_then(Value::as_str) != Some("and") {
+        return None;
+    }
+    query.get("rules")?.as_array()?.iter().find_map(|r| {
+        let is_bp = r.get("property").and_then(Value::as_str) == Some("$blueprint")
+            && r.get("operator").and_then(Value::as_str) == Some("=");
+        if is_bp { r.get("value").and_then(Value::as_str).map(str::to_string) } else { None }
+    })
+}
+
 /// `and` of a query and a restriction; an `and` query's rules stay at the top level (where the planner and
 /// the `$blueprint` filter look).
 fn join(query: Option<Value>, extra: Value) -> Value {
@@ -58,7 +75,15 @@ fn join(query: Option<Value>, extra: Value) -> Value {
         Some(q) => vec![q],
         None => Vec::new(),
     };
-    rules.push(extra);
+    // An `and` restriction's rules join the top level too, so an owner rule can pick the candidates.
+    match extra {
+        Value::Object(ref o)
+            if o.get("combinator").and_then(Value::as_str) == Some("and") && o.get("conditions").is_none() =>
+        {
+            rules.extend(o.get("rules").and_then(Value::as_array).cloned().unwrap_or_default());
+        }
+        other => rules.push(other),
+    }
     json!({"combinator": "and", "rules": rules})
 }
 

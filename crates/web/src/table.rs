@@ -159,7 +159,7 @@ pub fn filter_rules(def: &Blueprint, p: &FormData) -> Result<Option<Value>, Stri
     Ok((!rules.is_empty()).then(|| json!({"combinator": "and", "rules": rules})))
 }
 
-fn filters(def: &Blueprint, p: &FormData, state: &berth_engine::State) -> Vec<Filter> {
+fn filters(def: &Blueprint, p: &FormData, state: &berth_engine::State, session: &Session) -> Vec<Filter> {
     let mut out = Vec::new();
     for (key, d) in property_defs(def) {
         let ty = d.get("type").and_then(Value::as_str).unwrap_or("string");
@@ -192,7 +192,13 @@ fn filters(def: &Blueprint, p: &FormData, state: &berth_engine::State) -> Vec<Fi
         out.push(f);
     }
     for (key, r) in &def.relations {
-        let mut options: Vec<String> = state.entities_of(&r.target).take(200).map(|e| e.identifier.clone()).collect();
+        // Relation targets to choose from: the first 200 the session may read.
+        let mut options: Vec<String> = state
+            .entities_of(&r.target)
+            .filter(|e| berth_server::access::can_read(state, &session.caller, e))
+            .take(200)
+            .map(|e| e.identifier.clone())
+            .collect();
         options.sort();
         out.push(Filter {
             name: key.clone(),
@@ -344,7 +350,7 @@ pub async fn page(
         rows,
         count,
         total: visible_count(&view, &session, &bp),
-        filters: filters(def, &p, &view),
+        filters: filters(def, &p, &view, &session),
         q: p.get("q").unwrap_or("").to_string(),
         sort,
         order,

@@ -218,3 +218,73 @@ async fn a_disabled_user_loses_its_session() {
     assert_eq!(status, StatusCode::SEE_OTHER, "the old session no longer works");
     assert_eq!(ui.login(EMAIL, PASSWORD, "/").await.status(), StatusCode::UNAUTHORIZED, "nor does signing in");
 }
+
+#[tokio::test]
+async fn pages_show_only_what_the_user_may_read() {
+    let ui = start().await;
+    let api = |method: reqwest::Method, path: &str, body: Value| {
+        ui.http.request(method, format!("{}{path}", ui.base)).bearer_auth(&ui.token).json(&body).send()
+    };
+    for t in ["ui-a", "ui-b"] {
+        assert_eq!(
+            api(reqwest::Method::POST, "/v1/teams", json!({"name": t})).await.expect("team").status(),
+            StatusCode::CREATED
+        );
+    }
+    for (id, team) in [("svc-ui-a", "ui-a"), ("svc-ui-b", "ui-b")] {
+        let body = json!({"identifier": id, "title": id, "team": [team], "properties": {"language": "Rust"}});
+        let r = api(reqwest::Method::POST, "/v1/blueprints/service/entities", body).await.expect("create");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = api(
+        reqwest::Method::PATCH,
+        "/v1/blueprints/service/permissions",
+        json!({"entities": {"read": {"roles": [], "ownedByTeam": true}}}),
+    )
+    .await
+    .expect("permissions");
+    assert_eq!(r.status(), StatusCode::OK);
+    // A Member of ui-a signs in through its invitation.
+    let invite: Value = api(
+        reqwest::Method::POST,
+        "/v1/users/invite",
+        json!({"invitee": {"email": "m@example.com", "teams": ["ui-a"]}}),
+    )
+    .await
+    .expect("invite")
+    .json()
+    .await
+    .expect("json");
+    let code = invite["invitation"]["code"].as_str().expect("code");
+    let r = ui
+        .http
+        .post(format!("{}/invite", ui.base))
+        .header(FORM, FORM_TYPE)
+        .body(encode(&[
+            ("email", "m@example.com"),
+            ("code", code),
+            ("password", "member password"),
+            ("password2", "member password"),
+        ]))
+        .send()
+        .await
+        .expect("accept");
+    let cookie = r.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_string();
+
+    let (status, table) = ui.get(&cookie, "/blueprints/service/entities").await;
+    assert_eq!(status, StatusCode::OK);
+    let count_at = table.find("id=\"count\"").unwrap_or(0);
+    assert!(
+        table.contains("svc-ui-a") && !table.contains("svc-ui-b"),
+        "only team ui-a's service: {}",
+        &table[count_at..(count_at + 1500).min(table.len())]
+    );
+    assert!(table.contains("<strong>1</strong> of 1"), "the count agrees");
+    assert_eq!(ui.get(&cookie, "/entities/service/svc-ui-b").await.0, StatusCode::NOT_FOUND);
+    let (_, found) = ui.get(&cookie, "/search?q=svc-ui").await;
+    assert!(found.contains("svc-ui-a") && !found.contains("svc-ui-b"));
+    // The Admin sees both.
+    let admin = ui.cookie().await;
+    let (_, table) = ui.get(&admin, "/blueprints/service/entities?q=svc-ui").await;
+    assert!(table.contains("svc-ui-a") && table.contains("svc-ui-b"));
+}

@@ -128,6 +128,15 @@ pub enum Command {
         /// Boxed: permissions are large and rare.
         permissions: Box<berth_model::BlueprintPermissions>,
     },
+    /// Records a refused request (one stopped before it reached the catalog).
+    Refuse {
+        resource: String,
+        action: String,
+        blueprint: Option<String>,
+        identifier: Option<String>,
+        status: u16,
+        message: String,
+    },
     /// Sets the token signing key unless one is set already (so replicas starting together agree on one).
     InitSigningKey {
         key: String,
@@ -187,6 +196,7 @@ impl Command {
             }
             Command::DeleteCredential { client_id } => ("app", "DELETE", None, Some(client_id.clone())),
             Command::InitSigningKey { .. } => ("signing_key", "CREATE", None, None),
+            Command::Refuse { .. } => ("refusal", "CREATE", None, None),
         }
     }
 
@@ -309,6 +319,17 @@ fn run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, O
             }
             permissions.check()?;
             let change = Change::PermissionsSet { blueprint: blueprint.clone(), permissions: permissions.clone() };
+            Ok((vec![change], Outcome::Done))
+        }
+        Command::Refuse { resource, action, blueprint, identifier, status, message } => {
+            let change = Change::Refused {
+                resource: resource.clone(),
+                action: action.clone(),
+                blueprint: blueprint.clone(),
+                identifier: identifier.clone(),
+                status: *status,
+                message: message.clone(),
+            };
             Ok((vec![change], Outcome::Done))
         }
         Command::InitSigningKey { key } => match state.signing_key() {

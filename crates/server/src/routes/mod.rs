@@ -28,12 +28,61 @@ pub fn require_admin(caller: &crate::auth::Caller, what: &str) -> crate::error::
     if caller.is_admin() {
         Ok(())
     } else {
-        Err(crate::error::ApiError::new(
+        let mut e = crate::error::ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "forbidden",
             format!("only an Admin may {what}"),
-        ))
+        );
+        // Refused before the catalog saw it: [`record_refusals`] writes it to the log.
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(RECORD_REFUSAL, HeaderValue::from_static("1"));
+        e.headers = Some(Box::new(headers));
+        Err(e)
     }
+}
+
+/// Marks a refusal made before the catalog saw the request (the catalog records its own).
+const RECORD_REFUSAL: &str = "x-berth-record-refusal";
+
+/// Middleware inside `require_auth`: a request refused by an Admin check is written to the log as a refused
+/// attempt (the audit log's `FAILURE` records), so denied writes are audited wherever they were stopped.
+async fn record_refusals(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let caller = req.extensions().get::<crate::auth::Caller>().cloned();
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let mut response = next.run(req).await;
+    // Refused reads are not attempts to change anything.
+    if response.headers_mut().remove(RECORD_REFUSAL).is_none() || method == axum::http::Method::GET {
+        return response;
+    }
+    let Some(caller) = caller else { return response };
+    let action = match method {
+        axum::http::Method::POST => "CREATE",
+        axum::http::Method::DELETE => "DELETE",
+        _ => "UPDATE",
+    };
+    let resource = path.split('/').nth(2).unwrap_or("").trim_end_matches('s').to_string();
+    let command = berth_engine::Command::Refuse {
+        resource: if resource == "blueprint" && path.ends_with("/permissions") {
+            "permissions".into()
+        } else {
+            resource
+        },
+        action: action.into(),
+        blueprint: None,
+        identifier: Some(path),
+        status: response.status().as_u16(),
+        message: "only an Admin may do this".into(),
+    };
+    let meta = blueprints::meta(&caller, &axum::http::HeaderMap::new(), None);
+    // Recorded in the background: the answer does not wait, and a failing store does not change it.
+    tokio::spawn(async move {
+        let _ = app.catalog.write_one(meta, command).await;
+    });
+    response
 }
 
 /// [`require_admin`] for a request `require_auth` has identified (route layers run it before any body is
@@ -89,6 +138,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .route("/v1/audit-log", get(audit::audit_log))
         .route("/v1/blueprints/{bp}/entities/{id}/history", get(history::history))
         .route("/v1/entities/properties-history", post(history::properties_history))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), record_refusals))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_auth));
     let root: Router<AppState> = match ui {
         Some(ui) => ui,

@@ -214,10 +214,28 @@ async fn every_documented_route_needs_a_token_and_members_cannot_administer() {
         (Method::PUT, &format!("/v1/apps/{CLIENT_ID}")),
         (Method::DELETE, &format!("/v1/apps/{CLIENT_ID}")),
         (Method::POST, &format!("/v1/apps/{CLIENT_ID}/rotate-secret")),
+        (Method::PATCH, "/v1/blueprints/service/permissions"),
+        (Method::POST, "/v1/users/invite"),
+        (Method::PATCH, "/v1/users/admin@berth.local"),
+        (Method::DELETE, "/v1/users/admin@berth.local"),
+        (Method::POST, "/v1/teams"),
     ] {
         let body = json!({"identifier": "x", "title": "X", "name": "x", "schema": {"properties": {}}});
         let (status, answer) = call_as(&s, &member, method.clone(), path, Some(body)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} as a Member: {answer}");
+    }
+    // Each denied change is in the audit log as a failed attempt (recorded in the background).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let a = s.get("/v1/audit-log?status=FAILURE&resources=app&resources=blueprint&resources=user&resources=team&resources=permissions").await;
+        let n = a.body["audits"].as_array().map_or(0, Vec::len);
+        // 13 writes were refused (the two GETs of apps are reads, not recorded).
+        if n >= 13 {
+            assert!(a.body["audits"].as_array().expect("a").iter().all(|r| r["diff"]["after"]["status"] == json!(403)));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "refusals recorded: {n}: {}", a.body);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

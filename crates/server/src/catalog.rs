@@ -248,15 +248,8 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Executed {
             let result = execute(&state, &job.meta, command).and_then(|(changes, outcome)| {
                 let first = applied.len();
                 for change in changes {
-                    let event = Event {
-                        seq: state.seq() + 1,
-                        time: job.meta.now,
-                        actor: job.meta.actor.clone(),
-                        origin: job.meta.origin,
-                        run_id: job.meta.run_id.clone(),
-                        before: state.previous_of(&change),
-                        change,
-                    };
+                    let before = state.previous_of(&change);
+                    let event = next_event(&state, &job.meta, change, before);
                     if let Err(e) = state.apply(&event) {
                         // Undo this command's partial application by replaying the batch so far.
                         applied.truncate(first);
@@ -274,15 +267,7 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Executed {
             // A refused write by a caller is recorded, so the audit log shows failed attempts too.
             if let (Err(e), Some(_)) = (&result, &job.meta.principal) {
                 let status = crate::error::ApiError::from(e.clone()).status.as_u16();
-                let event = Event {
-                    seq: state.seq() + 1,
-                    time: job.meta.now,
-                    actor: job.meta.actor.clone(),
-                    origin: job.meta.origin,
-                    run_id: job.meta.run_id.clone(),
-                    before: None,
-                    change: command.refusal(status, e),
-                };
+                let event = next_event(&state, &job.meta, command.refusal(status, e), None);
                 if state.apply(&event).is_ok() {
                     applied.push(event);
                 }
@@ -300,6 +285,24 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Executed {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string());
     Executed { state, events, results }
+}
+
+/// The event that follows `state`, made by the writer of `meta`.
+fn next_event(
+    state: &State,
+    meta: &WriteMeta,
+    change: berth_model::Change,
+    before: Option<berth_model::Previous>,
+) -> Event {
+    Event {
+        seq: state.seq() + 1,
+        time: meta.now,
+        actor: meta.actor.clone(),
+        origin: meta.origin,
+        run_id: meta.run_id.clone(),
+        before,
+        change,
+    }
 }
 
 /// A batch whose events are being appended; its state is published once they are durable.

@@ -204,15 +204,20 @@ pub fn property_of(form: &FormData) -> Result<(String, Value, bool), String> {
     Ok((key, def, form.has("required")))
 }
 
+/// What every builder post checks first: the form's CSRF token, that the user is an Admin, the blueprint.
+fn builder_target(app: &AppState, session: &Session, bp: &str, form: &FormData) -> UiResult<std::sync::Arc<Blueprint>> {
+    session.check_csrf(form)?;
+    session.require_admin("change blueprints")?;
+    load(app, bp)
+}
+
 pub async fn add_property(
     State(app): State<AppState>,
     session: Session,
     Path(bp): Path<String>,
     form: FormData,
 ) -> UiResult<Response> {
-    session.check_csrf(&form)?;
-    session.require_admin("change blueprints")?;
-    let def = load(&app, &bp)?;
+    let def = builder_target(&app, &session, &bp, &form)?;
     let (key, prop, required) = match property_of(&form) {
         Ok(p) => p,
         Err(e) => return render(&app, &session, &def, (Some(e), None), form, StatusCode::UNPROCESSABLE_ENTITY),
@@ -235,9 +240,7 @@ pub async fn remove_property(
     Path((bp, key)): Path<(String, String)>,
     form: FormData,
 ) -> UiResult<Response> {
-    session.check_csrf(&form)?;
-    session.require_admin("change blueprints")?;
-    let def = load(&app, &bp)?;
+    let def = builder_target(&app, &session, &bp, &form)?;
     let required: Vec<&String> = def.schema.required.iter().filter(|r| **r != key).collect();
     let body = json!({"schema": {"properties": {key: null}, "required": required}});
     patch(&app, &session, &def, body, form, false).await
@@ -249,9 +252,7 @@ pub async fn add_relation(
     Path(bp): Path<String>,
     form: FormData,
 ) -> UiResult<Response> {
-    session.check_csrf(&form)?;
-    session.require_admin("change blueprints")?;
-    let def = load(&app, &bp)?;
+    let def = builder_target(&app, &session, &bp, &form)?;
     let (Some(key), Some(target)) = (form.get("key"), form.get("target")) else {
         let e = "a relation needs an identifier and a target blueprint".to_string();
         return render(&app, &session, &def, (None, Some(e)), form, StatusCode::UNPROCESSABLE_ENTITY);

@@ -129,7 +129,7 @@ pub async fn page(
         .collect();
     let mut incoming: Vec<RelationGroup> = Vec::new();
     for edge in view.incoming(&bp, &id).filter(|edge| readable(&view, &session, &edge.blueprint, &edge.identifier)) {
-        let label = format!("{} ← {}.{}", edge.blueprint, edge.blueprint, edge.relation);
+        let label = format!("{} ← (their `{}`)", edge.blueprint, edge.relation);
         let link = Link {
             href: entity_href(&edge.blueprint, &edge.identifier),
             text: title_of(&view, &edge.blueprint, &edge.identifier),

@@ -434,6 +434,29 @@ mod tests {
         assert_eq!(field_of("something else"), None);
     }
 
+    proptest::proptest! {
+        /// Any form converts to a body the entity parser takes, or to field errors; never a panic.
+        #[test]
+        fn any_form_converts_or_reports(
+            pairs in proptest::collection::vec(
+                (proptest::sample::select(vec!["identifier", "title", "icon", "team", "p.replicas", "p.tags",
+                    "p.on", "p.at", "p.meta", "r.deps", "p.unknown"]),
+                 ".{0,16}"),
+                0..10),
+        ) {
+            let body = json!({"identifier": "service", "title": "Service", "schema": {"properties": {
+                "replicas": {"type": "number"}, "tags": {"type": "array", "items": {"type": "number"}},
+                "on": {"type": "boolean"}, "at": {"type": "string", "format": "date-time"}, "meta": {"type": "object"}}},
+                "relations": {"deps": {"target": "service", "many": true}}});
+            let def = Blueprint::from_body(&body, "t", berth_model::Timestamp::from_millis(0), None).expect("bp");
+            let raw: String = pairs.iter().map(|(k, v)| format!("{}={}", k, crate::session::encode(v))).collect::<Vec<_>>().join("&");
+            match body_of(&def, &FormData::parse(raw.as_bytes()), None) {
+                Ok(v) => { let _ = EntityInput::from_value(&v); }
+                Err(errors) => proptest::prop_assert!(errors.iter().all(|(name, m)| name.starts_with("p.") || name.starts_with("r.") && !m.is_empty())),
+            }
+        }
+    }
+
     #[test]
     fn forms_convert_by_type_and_report_bad_fields() {
         let body = json!({"identifier": "service", "title": "Service", "schema": {"properties": {

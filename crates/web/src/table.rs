@@ -147,6 +147,9 @@ pub fn filter_rules(def: &Blueprint, p: &FormData) -> Result<Option<Value>, Stri
         }
         if format == "date-time" {
             if let Some(preset) = p.get(&format!("d.{key}")) {
+                if !PRESET_NAMES.split(", ").any(|n| n == preset) {
+                    return Err(format!("{key}: {preset:?} is not a date preset ({PRESET_NAMES})"));
+                }
                 rules.push(json!({"property": key, "operator": "between", "value": {"preset": preset}}));
             }
         }
@@ -404,6 +407,25 @@ mod tests {
             "on": {"type": "boolean"}}},
             "relations": {"team": {"target": "team", "many": false}}});
         Blueprint::from_body(&body, "t", berth_model::Timestamp::from_millis(0), None).expect("blueprint")
+    }
+
+    proptest::proptest! {
+        /// Whatever a query string holds, the filters give rules the API's parser accepts, or a message; never
+        /// a panic.
+        #[test]
+        fn any_query_string_gives_parsable_rules_or_an_error(
+            pairs in proptest::collection::vec(
+                (proptest::sample::select(vec!["q", "f.language", "f.replicas", "min.replicas", "max.replicas",
+                    "d.deployedAt", "f.on", "f.team", "f.$team", "f.nope", "sort", "from", "cols"]),
+                 ".{0,12}"),
+                0..8),
+        ) {
+            let raw: String = pairs.iter().map(|(k, v)| format!("{}={}", k, super::encode(v))).collect::<Vec<_>>().join("&");
+            let p = FormData::parse(raw.as_bytes());
+            if let Ok(Some(rules)) = filter_rules(&blueprint(), &p) {
+                proptest::prop_assert!(Rules::parse(&rules).is_ok(), "{rules}");
+            }
+        }
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub async fn page(State(app): State<AppState>, session: Session, Query(p): Query
         error = Some("Only an Admin may read the whole audit log; filter by an identifier.".to_string());
         (Vec::new(), None)
     } else {
-        match berth_server::routes::audit::read(&app, &Params(params)).await {
+        match berth_server::routes::audit::read(&app, &session.caller, &Params(params)).await {
             Ok(r) => r,
             Err(e) => {
                 error = Some(e.message);

@@ -207,7 +207,7 @@ pub fn property_of(form: &FormData) -> Result<(String, Value, bool), String> {
 /// What every builder post checks first: the form's CSRF token, that the user is an Admin, the blueprint.
 fn builder_target(app: &AppState, session: &Session, bp: &str, form: &FormData) -> UiResult<std::sync::Arc<Blueprint>> {
     session.check_csrf(form)?;
-    session.require_admin("change blueprints")?;
+    session.require_admin_to_change(app, &format!("/blueprints/{bp}"), "change blueprints")?;
     load(app, bp)
 }
 
@@ -277,7 +277,7 @@ pub async fn new_form(State(app): State<AppState>, session: Session) -> UiResult
 
 pub async fn create(State(app): State<AppState>, session: Session, form: FormData) -> UiResult<Response> {
     session.check_csrf(&form)?;
-    session.require_admin("create blueprints")?;
+    session.require_admin_to_change(&app, "/blueprints", "create blueprints")?;
     let id = form.get("identifier").unwrap_or("").to_string();
     let mut body = json!({"identifier": id, "title": form.get("title").unwrap_or(&id), "schema": {"properties": {}, "required": []}});
     if let Some(i) = form.get("icon") {

@@ -99,7 +99,7 @@ pub async fn home(State(app): State<AppState>, session: Session) -> UiResult<Res
         filter.push(("resources".into(), "entity".into()));
         filter.push(("resources".into(), "blueprint".into()));
     }
-    let (audits, _) = berth_server::routes::audit::read(&app, &Params(filter)).await?;
+    let (audits, _) = berth_server::routes::audit::read(&app, &session.caller, &Params(filter)).await?;
     let page = HomePage {
         layout: session.layout(&app, "Home", "home"),
         cards,

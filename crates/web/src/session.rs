@@ -64,6 +64,14 @@ impl Session {
         berth_server::routes::require_admin(&self.caller, what).map_err(UiError::from)
     }
 
+    /// [`Session::require_admin`] for a change posted to `path`: a refusal is recorded in the audit log.
+    pub fn require_admin_to_change(&self, app: &AppState, path: &str, what: &str) -> UiResult<()> {
+        self.require_admin(what).inspect_err(|e| {
+            let method = axum::http::Method::POST;
+            berth_server::routes::record_refusal(app, self.meta(), &method, path, e.status.as_u16());
+        })
+    }
+
     /// Who writes, for a change made through the UI.
     pub fn meta(&self) -> WriteMeta {
         WriteMeta {

@@ -281,6 +281,32 @@ async fn pages_show_only_what_the_user_may_read() {
     );
     assert!(table.contains("<strong>1</strong> of 1"), "the count agrees");
     assert_eq!(ui.get(&cookie, "/entities/service/svc-ui-b").await.0, StatusCode::NOT_FOUND);
+    // A Member's attempt to change a blueprint through the builder is refused, and audited.
+    let (_, page) = ui.get(&cookie, "/blueprints/service").await;
+    let at = page.find(r#"name="_csrf" value=""#).expect("csrf") + r#"name="_csrf" value=""#.len();
+    let csrf = page[at..at + 64].to_string();
+    let r = ui
+        .post(&cookie, "/blueprints/service/properties", &[("_csrf", &csrf), ("key", "x"), ("kind", "string:")])
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let mut recorded = false;
+    for _ in 0..100 {
+        let audit: Value = api(reqwest::Method::GET, "/v1/audit-log?status=FAILURE&origin=UI", json!(null))
+            .await
+            .expect("audit")
+            .json()
+            .await
+            .expect("json");
+        if audit["audits"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r["trigger"]["by"]["userId"] == json!("m@example.com")))
+        {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(recorded, "the refused builder post is in the audit log");
     let (_, found) = ui.get(&cookie, "/search?q=svc-ui").await;
     assert!(found.contains("svc-ui-a") && !found.contains("svc-ui-b"));
     // The Admin sees both.

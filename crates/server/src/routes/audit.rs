@@ -245,7 +245,7 @@ impl Filters {
 }
 
 #[utoipa::path(get, path = "/v1/audit-log", tag = "Audit", summary = "The audit log: every change, newest first",
-    description = "Filters (ANDed): `identifier` (the resource's), `entity`, `blueprint`, `run_id`, `resources` (entity, blueprint, permissions, team, user, app, signing_key), `action` (CREATE, UPDATE, DELETE, UPSERT), `origin` (API, UI, INTEGRATION, AUTOMATION, SYSTEM), `status` (SUCCESS, or FAILURE for refused writes: validation and permission errors, with the status and message as the diff's `after`), `from` / `to` (date-times), `limit` (1-1000, default 100), `cursor` (the `next` of the previous page). Members must filter by `identifier`, `entity` or `run_id`. Each record: `{identifier, seq, action, resourceType, status, trigger: {by: {userId}, origin, at}, context: {blueprintIdentifier, entityIdentifier, runId}, diff: {before, after}}`.",
+    description = "Filters (ANDed): `identifier` (the resource's), `entity`, `blueprint`, `run_id`, `resources` (entity, blueprint, permissions, team, user, app, signing_key), `action` (CREATE, UPDATE, DELETE, UPSERT), `origin` (API, UI, INTEGRATION, AUTOMATION, SYSTEM), `status` (SUCCESS, or FAILURE for refused writes: validation and permission errors, with the status and message as the diff's `after`), `from` / `to` (date-times), `limit` (1-1000, default 100), `cursor` (the `next` of the previous page). Members must filter by `identifier`, `entity` or `run_id`, and see only changes of entities they may read and their own refused attempts (never apps or keys). Each record: `{identifier, seq, action, resourceType, status, trigger: {by: {userId}, origin, at}, context: {blueprintIdentifier, entityIdentifier, runId}, diff: {before, after}}`.",
     security(("bearer" = [])),
     responses((status = 200, description = "`{ok, audits: [...], next?}`"), (status = 400, description = "Bad filter or cursor"), (status = 403, description = "A Member without an identifier, entity or run_id filter")))]
 pub async fn audit_log(
@@ -261,7 +261,7 @@ pub async fn audit_log(
             "only an Admin may read the whole audit log; filter by `identifier`, `entity` or `run_id`",
         ));
     }
-    let (audits, next) = read(&app, &q).await?;
+    let (audits, next) = read(&app, &caller, &q).await?;
     let mut answer = json!({"ok": true, "audits": audits});
     if let Some(next) = next {
         answer["next"] = json!(next);
@@ -269,10 +269,28 @@ pub async fn audit_log(
     Ok(reply(StatusCode::OK, answer, None))
 }
 
+/// Whether `caller` may see an event's record: Admins all; others only entity changes of entities they may
+/// read (judged on the version the event carries), their own refused attempts, and neither apps nor keys.
+fn visible(view: &berth_engine::State, caller: &Caller, event: &Event) -> bool {
+    if caller.is_admin() {
+        return true;
+    }
+    match &event.change {
+        Change::EntityPut { entity } => crate::access::can_read(view, caller, entity),
+        Change::EntityDeleted { .. } => {
+            matches!(&event.before, Some(Previous::Entity { entity }) if crate::access::can_read(view, caller, entity))
+        }
+        Change::Refused { .. } => event.actor == caller.client_id,
+        Change::CredentialPut { .. } | Change::CredentialDeleted { .. } | Change::SigningKeySet { .. } => false,
+        _ => true,
+    }
+}
+
 /// One page of audit records matching the filters in `q` (as `GET /v1/audit-log` takes them), newest first,
-/// and the cursor of the next page. The caller decides who may read what.
-pub async fn read(app: &AppState, q: &Params) -> ApiResult<(Vec<Value>, Option<String>)> {
+/// and the cursor of the next page, showing `caller` only what it may see ([`visible`]).
+pub async fn read(app: &AppState, caller: &Caller, q: &Params) -> ApiResult<(Vec<Value>, Option<String>)> {
     let filters = Filters::parse(q)?;
+    let view = app.catalog.view();
     let limit = q.page_size(100)?;
     let store = app.catalog.store();
     let mut before = match q.get("cursor").filter(|v| !v.is_empty()) {
@@ -297,7 +315,7 @@ pub async fn read(app: &AppState, q: &Params) -> ApiResult<(Vec<Value>, Option<S
                 break 'scan;
             }
             let record = describe(&event);
-            if !filters.matches(&event, &record) {
+            if !filters.matches(&event, &record) || !visible(&view, caller, &event) {
                 continue;
             }
             audits.push(json!({

@@ -59,30 +59,40 @@ async fn record_refusals(
         return response;
     }
     let Some(caller) = caller else { return response };
-    let action = match method {
+    let meta = blueprints::meta(&caller, &axum::http::HeaderMap::new(), None);
+    record_refusal(&app, meta, &method, &path, response.status().as_u16());
+    response
+}
+
+/// Writes a refused change request (`method` on `path`, stopped by an Admin check before the catalog saw it)
+/// to the log, in the background: the answer does not wait, and a failing store does not change it. The API
+/// and the UI both record through here.
+pub fn record_refusal(
+    app: &AppState,
+    meta: berth_engine::WriteMeta,
+    method: &axum::http::Method,
+    path: &str,
+    status: u16,
+) {
+    let action = match *method {
         axum::http::Method::POST => "CREATE",
         axum::http::Method::DELETE => "DELETE",
         _ => "UPDATE",
     };
-    let resource = path.split('/').nth(2).unwrap_or("").trim_end_matches('s').to_string();
+    // `/v1/apps/x` → app, `/blueprints/x/properties` (UI) → blueprint, `.../permissions` → permissions.
+    let resource = path.trim_start_matches("/v1").split('/').nth(1).unwrap_or("").trim_end_matches('s').to_string();
     let command = berth_engine::Command::Refuse {
-        resource: if resource == "blueprint" && path.ends_with("/permissions") {
-            "permissions".into()
-        } else {
-            resource
-        },
+        resource: if path.ends_with("/permissions") { "permissions".into() } else { resource },
         action: action.into(),
         blueprint: None,
-        identifier: Some(path),
-        status: response.status().as_u16(),
+        identifier: Some(path.to_string()),
+        status,
         message: "only an Admin may do this".into(),
     };
-    let meta = blueprints::meta(&caller, &axum::http::HeaderMap::new(), None);
-    // Recorded in the background: the answer does not wait, and a failing store does not change it.
+    let app = app.clone();
     tokio::spawn(async move {
         let _ = app.catalog.write_one(meta, command).await;
     });
-    response
 }
 
 /// [`require_admin`] for a request `require_auth` has identified (route layers run it before any body is

@@ -189,6 +189,12 @@ async fn read_policies_hide_entities_from_search_counts_and_aggregates() {
     assert_eq!(st, StatusCode::NOT_FOUND, "hidden entities do not exist for the caller");
     // The Admin still sees all.
     assert_eq!(s.get("/v1/blueprints/service/entities-count").await.body["count"], json!(3));
+    // The audit log shows a Member the history of what it may read, and nothing of the rest.
+    let (_, body) = call(&s, &a, Method::GET, "/v1/audit-log?identifier=svc-a", None).await;
+    assert_eq!(body["audits"].as_array().expect("audits").len(), 1, "{body}");
+    let (_, body) = call(&s, &a, Method::GET, "/v1/audit-log?identifier=svc-b", None).await;
+    assert_eq!(body["audits"], json!([]), "{body}");
+    assert_eq!(s.get("/v1/audit-log?identifier=svc-b").await.body["audits"].as_array().expect("a").len(), 1);
 
     // A policy: Members read services with at least 4 replicas.
     let r = s

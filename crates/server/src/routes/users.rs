@@ -208,9 +208,16 @@ pub async fn accept_invitation(
 ) -> ApiResult<(User, u64)> {
     crate::auth::check_password(password)?;
     let email = normalize_email(email);
+    let invite_sha256 = hash_secret(code);
+    // Check the code before the (deliberately slow) hashing, so this open route cannot be used to burn CPU;
+    // the engine checks it again, atomically, when the password is set.
+    let pending = app.catalog.view().user(&email).and_then(|u| u.invite_sha256.clone());
+    if !pending.is_some_and(|p| crate::auth::constant_time_eq(p.as_bytes(), invite_sha256.as_bytes())) {
+        return Err(ApiError::unauthorized("this invitation is not valid (any more)"));
+    }
     let password_hash = crate::auth::hash_password_blocking(password.to_string()).await?;
     let meta = berth_engine::WriteMeta { actor: email.clone(), origin, ..crate::system_meta() };
-    let command = Command::SetPassword { email, password_hash, invite_sha256: Some(hash_secret(code)) };
+    let command = Command::SetPassword { email, password_hash, invite_sha256: Some(invite_sha256) };
     let (outcome, seq) = app.catalog.write_one(meta, command).await?;
     match outcome {
         Ok(Outcome::User(user)) => Ok((user, seq)),

@@ -50,32 +50,47 @@ async fn path_of(c: &Client) -> String {
     }
 }
 
+/// The text of the element `css` finds, retried while the page is still changing (an element found on the
+/// page being left goes stale).
 async fn text(c: &Client, css: &str) -> String {
-    c.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .expect(css)
-        .text()
-        .await
-        .expect("text")
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if let Ok(t) = e.text().await {
+                return t;
+            }
+        }
+        assert!(Instant::now() < deadline, "no element {css} at {}", path_of(c).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
+/// Types `value` into the element `css` finds (emptied first), retried while the page is still changing.
 async fn fill(c: &Client, css: &str, value: &str) {
-    let e = c.find(Locator::Css(css)).await.expect(css);
-    e.clear().await.expect("clear");
-    e.send_keys(value).await.expect("type");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if e.clear().await.is_ok() && e.send_keys(value).await.is_ok() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "cannot type into {css} at {}", path_of(c).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
+/// Clicks the element `css` finds, retried while the page is still changing.
 async fn click(c: &Client, css: &str) {
-    c.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .expect(css)
-        .click()
-        .await
-        .expect("click");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if e.click().await.is_ok() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "cannot click {css} at {}", path_of(c).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the current path and query satisfy `ok`.
@@ -158,6 +173,7 @@ async fn the_web_ui_end_to_end_in_chromium() {
     shot(&c, "01-login").await;
     fill(&c, "input[name=password]", ADMIN_PASSWORD).await;
     click(&c, "button[type=submit]").await;
+    wait_url(&c, "home", |u| u == "/").await;
     assert_eq!(text(&c, "main h1").await, "Catalog");
     assert_eq!(path_of(&c).await, "/");
     let cards = c.find_all(Locator::Css(".blueprint-card")).await.expect("cards");
@@ -176,7 +192,7 @@ async fn the_web_ui_end_to_end_in_chromium() {
     assert_eq!(titles(&c).await.len(), 50, "first page");
     shot(&c, "04-table").await;
     click(&c, "#next-page").await;
-    assert!(path_of(&c).await.contains("from="), "cursor in the URL");
+    wait_url(&c, "the cursor in the URL", |u| u.contains("from=")).await;
     assert_eq!(titles(&c).await.len(), 10, "second page");
     c.goto(&server.url("/blueprints/service/entities")).await.expect("goto");
     let select = c.find(Locator::Css("select[name='f.language']")).await.expect("language filter");
@@ -190,7 +206,9 @@ async fn the_web_ui_end_to_end_in_chromium() {
         assert!(!["Go", "Python", "TypeScript", "Java"].contains(&t.as_str()), "only Rust services: {t}");
     }
     click(&c, "th a[data-sort='$title']").await;
+    wait_url(&c, "sorted ascending", |u| u.contains("order=asc")).await;
     click(&c, "th a[data-sort='$title']").await;
+    wait_url(&c, "sorted descending", |u| u.contains("order=desc")).await;
     assert!(path_of(&c).await.contains("order=desc"));
     let sorted = titles(&c).await;
     let mut expected = sorted.clone();

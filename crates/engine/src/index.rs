@@ -96,6 +96,8 @@ pub const TEAM: &str = "$team";
 #[derive(Debug, Default)]
 pub struct IndexSpec {
     props: std::collections::HashMap<String, PropSpec>,
+    /// Relation names, shared by every edge of the reverse-relation index.
+    relations: std::collections::HashMap<String, Arc<str>>,
     title: Option<PropSpec>,
     team: Option<PropSpec>,
 }
@@ -108,7 +110,7 @@ pub struct PropSpec {
 }
 
 impl IndexSpec {
-    pub fn of(properties: &serde_json::Map<String, Value>) -> IndexSpec {
+    pub fn of(properties: &serde_json::Map<String, Value>, relations: impl Iterator<Item = String>) -> IndexSpec {
         let props = properties
             .iter()
             .map(|(name, def)| {
@@ -124,9 +126,15 @@ impl IndexSpec {
             .collect();
         IndexSpec {
             props,
+            relations: relations.map(|r| (r.clone(), Arc::from(r.as_str()))).collect(),
             title: Some(PropSpec { name: Arc::from(TITLE), date_time: false, counted: false }),
             team: Some(PropSpec { name: Arc::from(TEAM), date_time: false, counted: false }),
         }
+    }
+
+    /// The shared name of a relation of the blueprint.
+    pub fn relation(&self, name: &str) -> Option<&Arc<str>> {
+        self.relations.get(name)
     }
 
     pub fn get(&self, property: &str) -> Option<&PropSpec> {

@@ -32,6 +32,41 @@ pub struct Edge {
 /// view, and copying a node of `Arc<str>` keys is 64 reference-count increments, not 64 allocations.
 type Key = Arc<str>;
 
+/// One entry of the reverse-relation index: `edge` points at the entity `target` (of the set's blueprint).
+/// Ordered by the target's hash, then the target, so a target's edges are one contiguous range and finding it
+/// compares integers on the way down the tree rather than strings (a graph walk does this per node).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Link {
+    hash: u64,
+    target: Key,
+    edge: Edge,
+}
+
+/// The hash a target's links are ordered by (fixed seed: the order only has to hold within one process).
+fn target_hash(id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x6265_7274_6868_6173).hash_one(id)
+}
+
+/// Where a target's edges start in the reverse-relation index: before every link to the target `id` (compared
+/// without building a [`Link`], so a lookup allocates nothing).
+struct LinksOf<'a> {
+    hash: u64,
+    id: &'a str,
+}
+
+impl equivalent::Equivalent<Link> for LinksOf<'_> {
+    fn equivalent(&self, _: &Link) -> bool {
+        false
+    }
+}
+
+impl equivalent::Comparable<Link> for LinksOf<'_> {
+    fn compare(&self, link: &Link) -> std::cmp::Ordering {
+        self.hash.cmp(&link.hash).then_with(|| self.id.cmp(&*link.target)).then(std::cmp::Ordering::Less)
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum StateError {
     #[error("event {seq} does not follow the state at {state}")]
@@ -47,8 +82,10 @@ pub struct State {
     seq: u64,
     blueprints: OrdMap<String, BlueprintEntry>,
     entities: OrdMap<Key, OrdMap<Key, Arc<Entity>>>,
-    /// Target blueprint → target identifier → edges pointing at it.
-    incoming: OrdMap<Key, OrdMap<Key, OrdSet<Edge>>>,
+    /// Target blueprint → (target identifier, edge) for every edge pointing at its entities: one ordered set
+    /// per blueprint rather than one per target entity, so a target with a few edges costs a few entries, not
+    /// a B-tree node of its own. Edges share the keys of the entity maps (no allocation per edge).
+    incoming: OrdMap<Key, OrdSet<Link>>,
     credentials: OrdMap<String, Credential>,
     teams: OrdMap<String, Team>,
     /// Email → user.
@@ -132,12 +169,17 @@ impl State {
 
     /// Whether any relation points at entities of this blueprint (a walk downstream can stop here if not).
     pub fn is_relation_target(&self, blueprint: &str) -> bool {
-        self.incoming.get(blueprint).is_some_and(|m| !m.is_empty())
+        self.incoming.get(blueprint).is_some_and(|set| !set.is_empty())
     }
 
     /// Edges that point at an entity.
     pub fn incoming(&self, blueprint: &str, id: &str) -> impl Iterator<Item = &Edge> {
-        self.incoming.get(blueprint).and_then(|m| m.get(id)).into_iter().flat_map(|s| s.iter())
+        let hash = target_hash(id);
+        self.incoming.get(blueprint).into_iter().flat_map(move |set| {
+            set.range((std::ops::Bound::Included(LinksOf { hash, id }), std::ops::Bound::Unbounded))
+                .take_while(move |l| l.hash == hash && *l.target == *id)
+                .map(|l| &l.edge)
+        })
     }
 
     /// The shared keys (blueprint, identifier) of an existing entity.
@@ -267,7 +309,7 @@ impl State {
     }
 
     /// The shared `Arc<str>` of a blueprint id, so entities do not each allocate it.
-    pub(crate) fn blueprint_name(&self, id: &str) -> Arc<str> {
+    pub fn blueprint_name(&self, id: &str) -> Arc<str> {
         self.entities.get_key_value(id).map(|(k, _)| Arc::clone(k)).unwrap_or_else(|| Arc::from(id))
     }
 
@@ -317,7 +359,10 @@ impl State {
                     BlueprintEntry {
                         def: Arc::new((**blueprint).clone()),
                         compiled: Arc::new(compiled),
-                        index: Arc::new(IndexSpec::of(&blueprint.schema.properties)),
+                        index: Arc::new(IndexSpec::of(
+                            &blueprint.schema.properties,
+                            blueprint.relations.keys().cloned(),
+                        )),
                     },
                 );
                 self.rebuild_index(&blueprint.identifier);
@@ -353,18 +398,18 @@ impl State {
                     .unwrap_or_else(|| Arc::from(entity.identifier.as_str()));
                 let old = map.insert(Arc::clone(&id), Arc::clone(&entity));
                 if let Some(old) = &old {
-                    self.unlink(old);
+                    self.unlink(&id, old);
                 }
-                self.link(&entity);
+                self.link(&id, &entity);
                 self.reindex(&bp, &id, old.as_deref(), Some(&entity));
             }
             Change::EntityDeleted { blueprint, identifier } => {
-                let removed = self.entities.get_mut(blueprint.as_str()).and_then(|m| m.remove(identifier.as_str()));
+                let removed =
+                    self.entities.get_mut(blueprint.as_str()).and_then(|m| m.remove_with_key(identifier.as_str()));
                 match removed {
-                    Some(old) => {
-                        self.unlink(&old);
+                    Some((id, old)) => {
+                        self.unlink(&id, &old);
                         let bp = self.blueprint_name(blueprint);
-                        let id: Key = Arc::from(identifier.as_str());
                         self.reindex(&bp, &id, Some(&old), None);
                     }
                     None => {
@@ -402,46 +447,44 @@ impl State {
         Ok(())
     }
 
-    /// The edges an entity's relations make: (target blueprint, target id, edge).
-    fn edges_of(&self, e: &Entity) -> Vec<(Key, Key, Edge)> {
+    /// The edges an entity (whose map key is `source`) makes: (target blueprint, link). Every string is shared
+    /// with the state: the source's key, the relation name of the blueprint's index spec, the target's key
+    /// when the target exists.
+    fn edges_of(&self, source: &Key, e: &Entity) -> Vec<(Key, Link)> {
         let Some(bp) = self.blueprints.get(&*e.blueprint) else {
             return Vec::new();
         };
         let mut out = Vec::new();
-        let source: Key = Arc::from(e.identifier.as_str());
         for (rel, value) in &e.relations {
-            let Some(def) = bp.def.relations.get(rel) else {
+            let (Some(def), Some(relation)) = (bp.def.relations.get(rel), bp.index.relation(rel)) else {
                 continue;
             };
-            let target = self.blueprint_name(&def.target);
-            let relation: Key = Arc::from(rel.as_str());
+            let target_bp = self.blueprint_name(&def.target);
+            let targets = self.entities.get(&*target_bp);
             for id in Entity::relation_targets(value) {
+                let target =
+                    targets.and_then(|m| m.get_key_value(id)).map_or_else(|| Arc::from(id), |(k, _)| Arc::clone(k));
                 let edge = Edge {
                     blueprint: Arc::clone(&e.blueprint),
-                    identifier: Arc::clone(&source),
-                    relation: Arc::clone(&relation),
+                    identifier: Arc::clone(source),
+                    relation: Arc::clone(relation),
                 };
-                out.push((Arc::clone(&target), Arc::from(id), edge));
+                out.push((Arc::clone(&target_bp), Link { hash: target_hash(id), target, edge }));
             }
         }
         out
     }
 
-    fn link(&mut self, e: &Entity) {
-        for (bp, id, edge) in self.edges_of(e) {
-            self.incoming.entry(bp).or_default().entry(id).or_default().insert(edge);
+    fn link(&mut self, source: &Key, e: &Entity) {
+        for (bp, link) in self.edges_of(source, e) {
+            self.incoming.entry(bp).or_default().insert(link);
         }
     }
 
-    fn unlink(&mut self, e: &Entity) {
-        for (bp, id, edge) in self.edges_of(e) {
-            if let Some(targets) = self.incoming.get_mut(&bp) {
-                if let Some(set) = targets.get_mut(&id) {
-                    set.remove(&edge);
-                    if set.is_empty() {
-                        targets.remove(&id);
-                    }
-                }
+    fn unlink(&mut self, source: &Key, e: &Entity) {
+        for (bp, link) in self.edges_of(source, e) {
+            if let Some(set) = self.incoming.get_mut(&bp) {
+                set.remove(&link);
             }
         }
     }
@@ -474,9 +517,10 @@ impl State {
             e.blueprint = Arc::clone(&bp);
             state.entities.entry(bp).or_default().insert(Arc::from(e.identifier.as_str()), Arc::new(e));
         }
-        let all: Vec<Arc<Entity>> = state.entities.values().flat_map(|m| m.values().cloned()).collect();
-        for e in all {
-            state.link(&e);
+        let all: Vec<(Key, Arc<Entity>)> =
+            state.entities.values().flat_map(|m| m.iter().map(|(k, e)| (Arc::clone(k), Arc::clone(e)))).collect();
+        for (id, e) in all {
+            state.link(&id, &e);
         }
         let blueprints: Vec<String> = state.blueprints.keys().cloned().collect();
         for bp in blueprints {

@@ -4,7 +4,6 @@
 //! - `matchAny`: a walk backwards along a relation path, from the given end entities to the entities the
 //!   path starts from, read from the reverse-relation index.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use berth_model::DomainError;
@@ -13,9 +12,13 @@ use serde_json::Value;
 
 use crate::State;
 
+/// A set of identifiers, hashed with foldhash: a walk hashes every node it meets, and these are short strings
+/// the caller does not choose (SipHash's flood resistance buys nothing here and costs most of the walk).
+pub type IdHashSet = std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>;
+
 /// Entities by blueprint, then identifier (shared strings: a walk over thousands of entities allocates
 /// nothing per entity).
-pub type EntitySet = HashMap<Arc<str>, HashSet<Arc<str>>>;
+pub type EntitySet = std::collections::HashMap<Arc<str>, IdHashSet, foldhash::fast::RandomState>;
 
 type Node = (Arc<str>, Arc<str>);
 
@@ -27,25 +30,33 @@ fn ids_of(v: &Value) -> Vec<&str> {
     }
 }
 
-/// The neighbours of one entity in one direction.
-fn neighbours(state: &State, blueprint: &str, id: &str, direction: Direction, required: bool) -> Vec<Node> {
-    let mut out = Vec::new();
+/// Calls `f` with each neighbour of one entity in one direction.
+fn each_neighbour(
+    state: &State,
+    blueprint: &str,
+    id: &str,
+    direction: Direction,
+    required: bool,
+    mut f: impl FnMut(&Arc<str>, &Arc<str>),
+) {
     match direction {
         Direction::Upstream => {
             let (Some(entity), Some(bp)) = (state.entity(blueprint, id), state.blueprint(blueprint)) else {
-                return out;
+                return;
             };
             for (name, value) in &entity.relations {
                 let Some(def) = bp.def.relations.get(name) else { continue };
                 if required && !def.required {
                     continue;
                 }
-                out.extend(ids_of(value).into_iter().filter_map(|t| state.entity_key(&def.target, t)));
+                for (target_bp, target) in ids_of(value).into_iter().filter_map(|t| state.entity_key(&def.target, t)) {
+                    f(&target_bp, &target);
+                }
             }
         }
         Direction::Downstream => {
             if !state.is_relation_target(blueprint) {
-                return out;
+                return;
             }
             for edge in state.incoming(blueprint, id) {
                 if required {
@@ -57,11 +68,10 @@ fn neighbours(state: &State, blueprint: &str, id: &str, direction: Direction, re
                         continue;
                     }
                 }
-                out.push((Arc::clone(&edge.blueprint), Arc::clone(&edge.identifier)));
+                f(&edge.blueprint, &edge.identifier);
             }
         }
     }
-    out
 }
 
 /// The entities related to `identifiers` of `blueprint` (themselves excluded).
@@ -72,31 +82,51 @@ pub fn related_to(
     direction: Option<Direction>,
     required: bool,
 ) -> EntitySet {
-    let mut out = EntitySet::new();
     let directions = match direction {
         Some(d) => vec![d],
         None => vec![Direction::Upstream, Direction::Downstream],
     };
     let sources: Vec<Node> = identifiers.iter().filter_map(|id| state.entity_key(blueprint, id)).collect();
+    let mut out = EntitySet::default();
     for direction in directions {
-        let mut seen: HashSet<Node> = sources.iter().cloned().collect();
+        // Every entity this walk met, the sources included (they are removed at the end).
+        let mut seen = EntitySet::default();
+        for (bp, id) in &sources {
+            seen.entry(Arc::clone(bp)).or_default().insert(Arc::clone(id));
+        }
         let mut frontier = sources.clone();
         for _ in 0..MAX_HOPS {
             let mut next = Vec::new();
             for (bp, id) in &frontier {
-                for node in neighbours(state, bp, id, direction, required) {
-                    if seen.insert(node.clone()) {
-                        out.entry(Arc::clone(&node.0)).or_default().insert(Arc::clone(&node.1));
-                        next.push(node);
+                each_neighbour(state, bp, id, direction, required, |nbp, nid| {
+                    let set = match seen.get_mut(nbp) {
+                        Some(set) => set,
+                        None => seen.entry(Arc::clone(nbp)).or_default(),
+                    };
+                    if set.insert(Arc::clone(nid)) {
+                        next.push((Arc::clone(nbp), Arc::clone(nid)));
                     }
-                }
+                });
             }
             if next.is_empty() {
                 break;
             }
             frontier = next;
         }
+        for (bp, id) in &sources {
+            if let Some(set) = seen.get_mut(bp) {
+                set.remove(id);
+            }
+        }
+        if out.is_empty() {
+            out = seen;
+        } else {
+            for (bp, ids) in seen {
+                out.entry(bp).or_default().extend(ids);
+            }
+        }
     }
+    out.retain(|_, ids| !ids.is_empty());
     out
 }
 
@@ -127,17 +157,17 @@ pub fn match_any(
     start: &str,
     path: &[PathStep],
     identifiers: &[String],
-) -> Result<HashSet<Arc<str>>, DomainError> {
+) -> Result<IdHashSet, DomainError> {
     let chain = path_blueprints(state, start, path)?;
     let last = chain.last().cloned().unwrap_or_default();
-    let mut current: HashSet<Arc<str>> =
+    let mut current: IdHashSet =
         identifiers.iter().filter_map(|id| state.entity_key(&last, id)).map(|(_, id)| id).collect();
     for (i, step) in path.iter().enumerate().rev() {
         let (source, target) = (&chain[i], &chain[i + 1]);
-        let mut reached = HashSet::new();
+        let mut reached = IdHashSet::default();
         let mut frontier = current;
         for _ in 0..step.max_hops {
-            let mut next = HashSet::new();
+            let mut next = IdHashSet::default();
             for id in &frontier {
                 for edge in state.incoming(target, id) {
                     if &*edge.blueprint == source.as_str()

@@ -64,6 +64,20 @@ impl Projection {
         }
     }
 
+    /// The top-level fields this projection keeps, rendered (nested `properties.x` filters are left to
+    /// [`Projection::apply`]).
+    fn pick(&self, e: &Entity) -> Value {
+        let mut out = Map::new();
+        for (name, render) in FIELDS {
+            if self.wanted(name) {
+                if let Some(v) = render(e) {
+                    out.insert(name.to_string(), v);
+                }
+            }
+        }
+        Value::Object(out)
+    }
+
     fn wanted(&self, path: &str) -> bool {
         let matches = |list: &[String]| {
             list.iter().any(|f| f == path || path.strip_prefix(f.as_str()).is_some_and(|rest| rest.starts_with('.')))
@@ -119,10 +133,36 @@ pub fn entity_answer(e: &Entity, projection: &Projection) -> Vec<u8> {
 }
 
 pub fn entity(e: &Entity, projection: &Projection) -> Value {
-    let mut rendered = serde_json::to_value(e).unwrap_or(Value::Null);
+    let mut rendered = match &projection.titles {
+        None if !projection.include.is_empty() => projection.pick(e),
+        _ => serde_json::to_value(e).unwrap_or(Value::Null),
+    };
     projection.attach_titles(e, &mut rendered);
     projection.apply(rendered)
 }
+
+/// An entity's top-level fields as it serialises them (same names, order and omissions as `Entity`'s
+/// `Serialize`), each rendered on its own, so a projection renders only the fields it keeps.
+type Field = (&'static str, fn(&Entity) -> Option<Value>);
+
+fn json_of<T: serde::Serialize + ?Sized>(v: &T) -> Option<Value> {
+    serde_json::to_value(v).ok()
+}
+
+const FIELDS: [Field; 12] = [
+    ("identifier", |e| json_of(&e.identifier)),
+    ("title", |e| json_of(&e.title)),
+    ("icon", |e| e.icon.as_ref().and_then(json_of)),
+    ("blueprint", |e| json_of(&*e.blueprint)),
+    ("team", |e| json_of(&e.team)),
+    ("properties", |e| json_of(&e.properties)),
+    ("relations", |e| json_of(&e.relations)),
+    ("createdAt", |e| json_of(&e.created_at)),
+    ("createdBy", |e| json_of(&e.created_by)),
+    ("updatedAt", |e| json_of(&e.updated_at)),
+    ("updatedBy", |e| json_of(&e.updated_by)),
+    ("$datasource", |e| e.datasource.as_ref().and_then(json_of)),
+];
 
 #[cfg(test)]
 mod tests {
@@ -136,5 +176,48 @@ mod tests {
         assert_eq!(p.apply(v.clone()), json!({"identifier": "a", "properties": {"x": 1}}));
         let p = Projection { exclude: vec!["relations".into(), "properties.y".into()], ..Default::default() };
         assert_eq!(p.apply(v), json!({"identifier": "a", "title": "A", "properties": {"x": 1}}));
+    }
+
+    /// Rendering only the kept fields gives what rendering everything and then projecting gives.
+    #[test]
+    fn picking_fields_equals_projecting_the_whole_entity() {
+        let with_optionals = json!({"identifier": "a/b", "title": null, "icon": "Rust", "blueprint": "svc", "team": ["x"],
+            "properties": {"x": 1, "y": [2]}, "relations": {"r": "b", "m": ["c"]}, "createdAt": "2026-01-02T03:04:05.000Z",
+            "createdBy": "me", "updatedAt": "2026-01-02T03:04:06.000Z", "updatedBy": "you", "$datasource": "curl/8"});
+        let mut without = with_optionals.clone();
+        for k in ["icon", "$datasource"] {
+            without.as_object_mut().map(|o| o.remove(k));
+        }
+        let full: Value =
+            serde_json::to_value(serde_json::from_value::<Entity>(with_optionals.clone()).expect("an entity"))
+                .expect("renders");
+        assert_eq!(FIELDS.map(|(n, _)| n).to_vec(), full.as_object().expect("object").keys().collect::<Vec<_>>());
+        let includes: [&[&str]; 6] = [
+            &["identifier"],
+            &["identifier", "title", "icon", "$datasource"],
+            &["properties.x", "relations"],
+            &["properties", "createdAt", "updatedBy"],
+            &["blueprint", "team", "createdBy", "updatedAt"],
+            &["nothing"],
+        ];
+        for raw in [with_optionals, without] {
+            let e: Entity = serde_json::from_value(raw).expect("an entity");
+            for include in includes {
+                for exclude in [&[][..], &["properties.x"][..], &["identifier"][..]] {
+                    let p = Projection {
+                        include: include.iter().map(|s| s.to_string()).collect(),
+                        exclude: exclude.iter().map(|s| s.to_string()).collect(),
+                        ..Default::default()
+                    };
+                    let slow = p.apply(serde_json::to_value(&e).expect("renders"));
+                    assert_eq!(entity(&e, &p), slow, "include {include:?} exclude {exclude:?}");
+                    assert_eq!(
+                        serde_json::to_string(&entity(&e, &p)).expect("text"),
+                        serde_json::to_string(&slow).expect("text"),
+                        "same key order"
+                    );
+                }
+            }
+        }
     }
 }

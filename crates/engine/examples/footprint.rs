@@ -51,7 +51,22 @@ fn entity(state: &State, bp: &str, v: serde_json::Value) -> Arc<Entity> {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let args: Vec<String> = std::env::args().collect();
+    // `--load FILE`: only load a snapshot another run saved (`N --save FILE`), in a fresh process.
+    if let (Some("--load"), Some(path)) = (args.get(1).map(String::as_str), args.get(2)) {
+        let bytes = std::fs::read(path).expect("a snapshot file");
+        let base = live();
+        let started = Instant::now();
+        let state = State::from_snapshot(&bytes).expect("loads");
+        println!(
+            "loaded {} entities in {:.2} s; resident memory grew {:.0} MiB",
+            state.total_entities(),
+            started.elapsed().as_secs_f64(),
+            live().saturating_sub(base) as f64 / (1024.0 * 1024.0)
+        );
+        return;
+    }
+    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let blueprints = [
         json!({"identifier": "team", "title": "Team", "schema": {"properties": {"size": {"type": "number"}}}}),
         json!({"identifier": "system", "title": "System", "schema": {"properties": {"tier": {"type": "string", "enum": ["t1", "t2", "t3"]}}},
@@ -204,14 +219,19 @@ fn main() {
     let started = Instant::now();
     let snapshot = state.to_snapshot().expect("serialises");
     let written = started.elapsed();
+    if let (Some("--save"), Some(path)) = (args.get(2).map(String::as_str), args.get(3)) {
+        std::fs::write(path, &snapshot).expect("writes the snapshot");
+    }
     drop(state);
+    let before_load = live();
     let started = Instant::now();
     let loaded = State::from_snapshot(&snapshot).expect("loads");
     println!(
-        "snapshot: {:.0} MiB, written in {:.2} s, loaded in {:.2} s ({} entities)",
+        "snapshot: {:.0} MiB, written in {:.2} s, loaded in {:.2} s ({} entities; resident memory grew {:.0} MiB)",
         mib(snapshot.len()),
         written.as_secs_f64(),
         started.elapsed().as_secs_f64(),
-        loaded.total_entities()
+        loaded.total_entities(),
+        mib(live().saturating_sub(before_load))
     );
 }

@@ -331,6 +331,10 @@ mod random_sequences {
                 .flat_map(|bp| h.state.entities_of(bp).map(move |e| (*bp, e.identifier.clone())))
                 .map(|(bp, id)| h.state.incoming(bp, &id).count()).sum();
             prop_assert_eq!(indexed, edges, "the index holds exactly the relation values");
+            let rebuilt: usize = ["service", "deployment"].iter()
+                .flat_map(|bp| h.state.entities_of(bp).map(move |e| (*bp, e.identifier.clone())))
+                .map(|(bp, id)| restored.incoming(bp, &id).count()).sum();
+            prop_assert_eq!(rebuilt, edges, "the index built from a snapshot holds exactly the relation values");
             // The property indexes kept up by every write equal ones built from scratch.
             for prop in ["replicas", "tags", "lang", "$title"] {
                 let kept: Vec<_> = h.state.property_index("service", prop).map(|s| s.iter().cloned().collect()).unwrap_or_default();

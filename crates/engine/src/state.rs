@@ -100,11 +100,20 @@ pub struct State {
 }
 
 /// What a snapshot holds; the indexes are rebuilt on load.
+///
+/// Two layouts are read. The first (one JSON document, `entities` inline) is what Berth wrote before
+/// snapshots were chunked. The current one is [`SNAPSHOT_MAGIC`], the length of this header as a decimal
+/// line, the header (JSON, `entities` empty, `chunks` the byte length of each entity chunk), then the chunks,
+/// each a JSON array of entities: chunks are written and parsed on several threads.
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
     seq: u64,
     blueprints: Vec<Blueprint>,
+    #[serde(default)]
     entities: Vec<Arc<Entity>>,
+    /// Byte lengths of the entity chunks that follow the header (chunked layout only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    chunks: Vec<usize>,
     credentials: Vec<Credential>,
     #[serde(default)]
     teams: Vec<Team>,
@@ -189,6 +198,27 @@ fn in_near_order<T>(items: Vec<T>, mut insert: impl FnMut(T)) {
             }
         }
     }
+}
+
+/// The first bytes of a chunked snapshot.
+const SNAPSHOT_MAGIC: &[u8] = b"berth-snapshot-chunked\n";
+/// Entities per snapshot chunk.
+const SNAPSHOT_CHUNK: usize = 20_000;
+
+/// Runs `f` on every item on two threads (items taken in turn), answering in the items' order.
+fn on_two_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<R>, StateError> {
+    let half = |parity: usize| -> Vec<(usize, R)> {
+        items.iter().enumerate().filter(|(i, _)| i % 2 == parity).map(|(i, item)| (i, f(item))).collect()
+    };
+    let (odd, even) = std::thread::scope(|scope| {
+        let odd = scope.spawn(|| half(1));
+        let even = half(0);
+        (odd.join(), even)
+    });
+    let odd = odd.map_err(|_| StateError::Snapshot("a snapshot worker failed".into()))?;
+    let mut all: Vec<(usize, R)> = even.into_iter().chain(odd).collect();
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, r)| r).collect())
 }
 
 /// Decodes an event as stored at `seq`, checking that it says it is that event.
@@ -651,24 +681,78 @@ impl State {
         }
     }
 
-    /// Serialises the state (without indexes) for a snapshot.
+    /// Serialises the state (without indexes) for a snapshot, in the chunked layout ([`SnapshotData`]).
     pub fn to_snapshot(&self) -> Result<Vec<u8>, StateError> {
+        self.to_snapshot_in(SNAPSHOT_CHUNK)
+    }
+
+    fn to_snapshot_in(&self, chunk_size: usize) -> Result<Vec<u8>, StateError> {
+        let all: Vec<&Arc<Entity>> = self.entities.values().flat_map(|m| m.values()).collect();
+        let groups: Vec<&[&Arc<Entity>]> = all.chunks(chunk_size.max(1)).collect();
+        let chunks = on_two_threads(&groups, |group| serde_json::to_vec(group))?
+            .into_iter()
+            .collect::<Result<Vec<Vec<u8>>, _>>()
+            .map_err(|e| StateError::Snapshot(e.to_string()))?;
         let data = SnapshotData {
             seq: self.seq,
             blueprints: self.blueprints.values().map(|b| (*b.def).clone()).collect(),
-            entities: self.entities.values().flat_map(|m| m.values().cloned()).collect(),
+            entities: Vec::new(),
+            chunks: chunks.iter().map(Vec::len).collect(),
             credentials: self.credentials.values().cloned().collect(),
             teams: self.teams.values().cloned().collect(),
             users: self.users.values().cloned().collect(),
             permissions: self.permissions.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect(),
             signing_key: self.signing_key.clone(),
         };
-        serde_json::to_vec(&data).map_err(|e| StateError::Snapshot(e.to_string()))
+        let header = serde_json::to_vec(&data).map_err(|e| StateError::Snapshot(e.to_string()))?;
+        let mut out = Vec::with_capacity(header.len() + chunks.iter().map(Vec::len).sum::<usize>() + 64);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(format!("{}\n", header.len()).as_bytes());
+        out.extend_from_slice(&header);
+        for chunk in chunks {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// The snapshot's data, its entity chunks parsed on two threads (or the whole document, in the first
+    /// layout).
+    fn read_snapshot(bytes: &[u8]) -> Result<SnapshotData, StateError> {
+        let bad = |m: &str| StateError::Snapshot(m.to_string());
+        let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC) else {
+            return serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()));
+        };
+        let line = rest.iter().position(|b| *b == b'\n').ok_or_else(|| bad("the header length is missing"))?;
+        let header_len: usize = std::str::from_utf8(&rest[..line])
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| bad("the header length is not a number"))?;
+        let rest = &rest[line + 1..];
+        let header = rest.get(..header_len).ok_or_else(|| bad("the header is cut short"))?;
+        let mut data: SnapshotData =
+            serde_json::from_slice(header).map_err(|e| StateError::Snapshot(format!("header: {e}")))?;
+        let mut body = &rest[header_len..];
+        let mut slices = Vec::with_capacity(data.chunks.len());
+        for len in &data.chunks {
+            if body.len() < *len {
+                return Err(bad("an entity chunk is cut short"));
+            }
+            let (chunk, tail) = body.split_at(*len);
+            slices.push(chunk);
+            body = tail;
+        }
+        if !body.is_empty() {
+            return Err(bad("bytes follow the last entity chunk"));
+        }
+        for parsed in on_two_threads(&slices, |chunk| serde_json::from_slice::<Vec<Arc<Entity>>>(chunk))? {
+            data.entities.extend(parsed.map_err(|e| StateError::Snapshot(format!("entities: {e}")))?);
+        }
+        Ok(data)
     }
 
     /// Rebuilds a state, indexes included, from a snapshot.
     pub fn from_snapshot(bytes: &[u8]) -> Result<State, StateError> {
-        let data: SnapshotData = serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
+        let data = State::read_snapshot(bytes)?;
         let mut state = State::default();
         for b in data.blueprints {
             state.apply_change(&Change::BlueprintPut { blueprint: Box::new(b) }).map_err(StateError::Snapshot)?;
@@ -704,5 +788,97 @@ impl State {
         state.signing_key = data.signing_key;
         state.seq = data.seq;
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn state_with(n: usize) -> State {
+        let mut state = State::default();
+        let stamp = |mut v: serde_json::Value| {
+            for (k, x) in [("createdAt", "2026-11-26T10:00:00Z"), ("updatedAt", "2026-11-26T10:00:00Z")] {
+                v[k] = json!(x);
+            }
+            v["createdBy"] = json!("me");
+            v["updatedBy"] = json!("me");
+            v
+        };
+        let mut seq = 0;
+        let mut apply = |state: &mut State, change: Change| {
+            seq += 1;
+            let event = Event {
+                seq,
+                time: berth_model::Timestamp::from_millis(0),
+                actor: "me".into(),
+                origin: berth_model::Origin::Api,
+                run_id: None,
+                change,
+                before: None,
+            };
+            state.apply(&event).expect("applies");
+        };
+        let bp = stamp(json!({"identifier": "svc", "title": "Service",
+            "schema": {"properties": {"n": {"type": "number"}, "lang": {"type": "string", "enum": ["go", "rust"]}}},
+            "relations": {"dep": {"target": "svc", "required": false, "many": false}}}));
+        let blueprint: Blueprint = serde_json::from_value(bp).expect("a blueprint");
+        apply(&mut state, Change::BlueprintPut { blueprint: Box::new(blueprint) });
+        for i in 0..n {
+            let e = stamp(json!({"identifier": format!("s{i:03}"), "title": null, "blueprint": "svc",
+                "properties": {"n": i, "lang": if i % 2 == 0 { "go" } else { "rust" }},
+                "relations": {"dep": if i > 0 { json!(format!("s{:03}", i - 1)) } else { json!(null) }}}));
+            let entity: Entity = serde_json::from_value(e).expect("an entity");
+            apply(&mut state, Change::EntityPut { entity: Arc::new(entity) });
+        }
+        state
+    }
+
+    #[test]
+    fn chunked_snapshots_load_whatever_the_chunk_size() {
+        let state = state_with(50);
+        let reference = state.to_snapshot().expect("snapshot");
+        for size in [1, 7, 50, 1000] {
+            let bytes = state.to_snapshot_in(size).expect("snapshot");
+            let loaded = State::from_snapshot(&bytes).expect("loads");
+            assert_eq!(loaded.to_snapshot().expect("snapshot"), reference, "chunks of {size}");
+            assert_eq!(loaded.incoming("svc", "s010").count(), 1);
+            assert_eq!(loaded.value_counts("svc", "lang").map(|c| c.len()), Some(2));
+        }
+    }
+
+    #[test]
+    fn snapshots_of_the_first_layout_still_load() {
+        let state = state_with(20);
+        let data = SnapshotData {
+            seq: state.seq,
+            blueprints: state.blueprints.values().map(|b| (*b.def).clone()).collect(),
+            entities: state.entities.values().flat_map(|m| m.values().cloned()).collect(),
+            chunks: Vec::new(),
+            credentials: Vec::new(),
+            teams: Vec::new(),
+            users: Vec::new(),
+            permissions: Vec::new(),
+            signing_key: None,
+        };
+        let old = serde_json::to_vec(&data).expect("serialises");
+        let loaded = State::from_snapshot(&old).expect("loads");
+        assert_eq!(loaded.to_snapshot().expect("snapshot"), state.to_snapshot().expect("snapshot"));
+    }
+
+    #[test]
+    fn damaged_chunked_snapshots_are_refused_not_misread() {
+        let bytes = state_with(30).to_snapshot_in(7).expect("snapshot");
+        for cut in [SNAPSHOT_MAGIC.len() + 1, SNAPSHOT_MAGIC.len() + 4, bytes.len() / 2, bytes.len() - 1] {
+            assert!(State::from_snapshot(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut extra = bytes.clone();
+        extra.extend_from_slice(b"[]");
+        assert!(State::from_snapshot(&extra).is_err(), "trailing bytes");
+        let mut flipped = bytes;
+        let last = flipped.len() - 2;
+        flipped[last] = b'{';
+        assert!(State::from_snapshot(&flipped).is_err(), "a damaged chunk");
     }
 }

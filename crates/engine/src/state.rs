@@ -689,7 +689,7 @@ impl State {
     fn to_snapshot_in(&self, chunk_size: usize) -> Result<Vec<u8>, StateError> {
         let all: Vec<&Arc<Entity>> = self.entities.values().flat_map(|m| m.values()).collect();
         let groups: Vec<&[&Arc<Entity>]> = all.chunks(chunk_size.max(1)).collect();
-        let chunks = on_two_threads(&groups, |group| serde_json::to_vec(group))?
+        let chunks = on_two_threads(&groups, serde_json::to_vec)?
             .into_iter()
             .collect::<Result<Vec<Vec<u8>>, _>>()
             .map_err(|e| StateError::Snapshot(e.to_string()))?;

@@ -531,6 +531,18 @@ impl State {
         }
     }
 
+    /// Applies an event the caller owns (one just decoded from the log): an entity it carries alone is
+    /// adopted as it is, with the shared blueprint name, instead of being copied.
+    pub fn apply_owned(&mut self, mut event: Event) -> Result<(), StateError> {
+        if let Change::EntityPut { entity } = &mut event.change {
+            let shared = self.entities.get_key_value(&*entity.blueprint).map(|(bp, _)| Arc::clone(bp));
+            if let (Some(owned), Some(bp)) = (Arc::get_mut(entity), shared) {
+                owned.blueprint = bp;
+            }
+        }
+        self.apply(&event)
+    }
+
     /// Applies one event. Events must come in sequence order.
     pub fn apply(&mut self, event: &Event) -> Result<(), StateError> {
         if event.seq != self.seq + 1 {

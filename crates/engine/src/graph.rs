@@ -74,6 +74,30 @@ fn each_neighbour(
     }
 }
 
+/// Whether entities of a blueprint can have neighbours in a direction (downstream: some relation points at the
+/// blueprint; upstream: it has relations), remembered for the last blueprint asked about: the entities a walk
+/// ends on (deployments under a team, say) are then not visited again for nothing.
+#[derive(Default)]
+struct Onward {
+    last: Option<(Arc<str>, Direction, bool)>,
+}
+
+impl Onward {
+    fn leads_on(&mut self, state: &State, blueprint: &Arc<str>, direction: Direction) -> bool {
+        if let Some((bp, d, answer)) = &self.last {
+            if Arc::ptr_eq(bp, blueprint) && *d == direction {
+                return *answer;
+            }
+        }
+        let answer = match direction {
+            Direction::Downstream => state.is_relation_target(blueprint),
+            Direction::Upstream => state.blueprint(blueprint).is_some_and(|b| !b.def.relations.is_empty()),
+        };
+        self.last = Some((Arc::clone(blueprint), direction, answer));
+        answer
+    }
+}
+
 /// The entities related to `identifiers` of `blueprint` (themselves excluded).
 pub fn related_to(
     state: &State,
@@ -95,6 +119,7 @@ pub fn related_to(
             seen.entry(Arc::clone(bp)).or_default().insert(Arc::clone(id));
         }
         let mut frontier = sources.clone();
+        let mut onward = Onward::default();
         for _ in 0..MAX_HOPS {
             let mut next = Vec::new();
             for (bp, id) in &frontier {
@@ -103,7 +128,7 @@ pub fn related_to(
                         Some(set) => set,
                         None => seen.entry(Arc::clone(nbp)).or_default(),
                     };
-                    if set.insert(Arc::clone(nid)) {
+                    if set.insert(Arc::clone(nid)) && onward.leads_on(state, nbp, direction) {
                         next.push((Arc::clone(nbp), Arc::clone(nid)));
                     }
                 });

@@ -46,7 +46,18 @@ fn entity(state: &State, bp: &str, v: serde_json::Value) -> Arc<Entity> {
     v["updatedBy"] = json!("berth-admin-client");
     v["$datasource"] = json!("berth-bench/0.1");
     let mut e: Entity = serde_json::from_value(v).expect("a valid entity");
-    e.blueprint = state.blueprint_name(bp); // shared, as the engine's writes make them
+    e.blueprint = state.blueprint_name(bp); // shared and compact, as the engine's writes make them
+    e.compact();
+    // One copy of each writer's name, as the engine's writes share them once the first is applied.
+    thread_local! {
+        static NAMES: std::cell::RefCell<std::collections::HashMap<String, Arc<str>>> = Default::default();
+    }
+    let share = |name: &str| {
+        NAMES.with(|n| Arc::clone(n.borrow_mut().entry(name.to_string()).or_insert_with(|| Arc::from(name))))
+    };
+    e.created_by = share(&e.created_by);
+    e.updated_by = share(&e.updated_by);
+    e.datasource = e.datasource.as_deref().map(share);
     Arc::new(e)
 }
 

@@ -133,17 +133,17 @@ pub(crate) fn write(
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 created_at: existing.map_or(meta.now, |o| o.created_at),
-                created_by: existing.map_or_else(|| meta.actor.clone(), |o| o.created_by.clone()),
+                created_by: existing.map_or_else(|| state.intern(&meta.actor), |o| Arc::clone(&o.created_by)),
                 updated_at: meta.now,
-                updated_by: meta.actor.clone(),
+                updated_by: state.intern(&meta.actor),
                 datasource: None,
             }
         }
     };
     entity.updated_at = meta.now;
-    entity.updated_by = meta.actor.clone();
-    if meta.datasource.is_some() {
-        entity.datasource = meta.datasource.clone();
+    entity.updated_by = state.intern(&meta.actor);
+    if let Some(d) = &meta.datasource {
+        entity.datasource = Some(state.intern(d));
     }
     if let Some(t) = &entity.title {
         ids::validate_title("entity", t, MAX_ENTITY_TITLE_LEN)?;
@@ -246,6 +246,7 @@ pub(crate) fn write(
         }
     }
     let created = existing.is_none();
+    entity.compact();
     let entity = Arc::new(entity);
     changes.push(Change::EntityPut { entity: Arc::clone(&entity) });
     Ok((changes, Outcome::Entity { entity, created }))
@@ -272,9 +273,9 @@ fn resolve_teams(state: &State, query: &Query, now: Timestamp) -> Result<Vec<Str
                 properties,
                 relations: Map::new(),
                 created_at: t.created_at,
-                created_by: String::new(),
+                created_by: Arc::from(""),
                 updated_at: t.updated_at,
-                updated_by: String::new(),
+                updated_by: Arc::from(""),
                 datasource: None,
             };
             crate::search::matches(&ctx, &as_entity, query)
@@ -355,10 +356,10 @@ fn bare_entity(state: &State, meta: &WriteMeta, blueprint: &str, id: &str) -> Re
         properties,
         relations: Map::new(),
         created_at: meta.now,
-        created_by: meta.actor.clone(),
+        created_by: state.intern(&meta.actor),
         updated_at: meta.now,
-        updated_by: meta.actor.clone(),
-        datasource: meta.datasource.clone(),
+        updated_by: state.intern(&meta.actor),
+        datasource: meta.datasource.as_deref().map(|d| state.intern(d)),
     })
 }
 
@@ -461,7 +462,7 @@ fn plan_delete(
             }
             e.relations.retain(|_, v| !v.is_null());
             e.updated_at = meta.now;
-            e.updated_by = meta.actor.clone();
+            e.updated_by = state.intern(&meta.actor);
         }
     }
     let mut changes: Vec<Change> =

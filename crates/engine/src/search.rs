@@ -729,9 +729,9 @@ fn meta_value(e: &Entity, m: Meta) -> Value {
         Meta::Blueprint => Value::String(e.blueprint.to_string()),
         Meta::CreatedAt => Value::String(e.created_at.to_rfc3339()),
         Meta::UpdatedAt => Value::String(e.updated_at.to_rfc3339()),
-        Meta::CreatedBy => Value::String(e.created_by.clone()),
-        Meta::UpdatedBy => Value::String(e.updated_by.clone()),
-        Meta::Datasource => opt(&e.datasource),
+        Meta::CreatedBy => Value::String(e.created_by.to_string()),
+        Meta::UpdatedBy => Value::String(e.updated_by.to_string()),
+        Meta::Datasource => e.datasource.as_deref().map_or(Value::Null, |d| Value::String(d.to_string())),
     }
 }
 
@@ -842,8 +842,8 @@ fn meta_str(e: &Entity, m: Meta) -> Option<Option<&str>> {
         Meta::Blueprint => Some(&*e.blueprint),
         Meta::Title => e.title.as_deref(),
         Meta::Icon => e.icon.as_deref(),
-        Meta::CreatedBy => Some(e.created_by.as_str()),
-        Meta::UpdatedBy => Some(e.updated_by.as_str()),
+        Meta::CreatedBy => Some(&*e.created_by),
+        Meta::UpdatedBy => Some(&*e.updated_by),
         Meta::Datasource => e.datasource.as_deref(),
         Meta::Team | Meta::CreatedAt | Meta::UpdatedAt => return None,
     })

@@ -97,6 +97,9 @@ pub struct State {
     props: OrdMap<Key, BlueprintIndex>,
     /// Blueprint → property → value → how many index entries have it (counts and facets in O(values)).
     value_counts: OrdMap<Key, OrdMap<Key, OrdMap<ScalarKey, usize>>>,
+    /// The writers (`createdBy`, `updatedBy`) and data sources entities name, each kept once and shared by
+    /// every entity that names it. Only grows: there are a handful of writers, not millions.
+    names: OrdSet<Key>,
 }
 
 /// What a snapshot holds; the indexes are rebuilt on load.
@@ -349,13 +352,16 @@ impl State {
                 continue;
             }
             let (prop, key) = entry;
-            bp_index
-                .entry(Arc::clone(&prop.name))
-                .or_default()
-                .insert(Entry { value: key.clone(), id: Arc::clone(id) });
-            if prop.counted {
-                *bp_counts.entry(Arc::clone(&prop.name)).or_default().entry(key.clone()).or_default() += 1;
-            }
+            // A counted property has few values: its entries share the value counts' copy of each.
+            let value = if prop.counted {
+                let counts = bp_counts.entry(Arc::clone(&prop.name)).or_default();
+                let shared = counts.get_key_value(key).map(|(k, _)| k.clone()).unwrap_or_else(|| key.clone());
+                *counts.entry(shared.clone()).or_default() += 1;
+                shared
+            } else {
+                key.clone()
+            };
+            bp_index.entry(Arc::clone(&prop.name)).or_default().insert(Entry { value, id: Arc::clone(id) });
         }
     }
 
@@ -380,9 +386,15 @@ impl State {
             std::collections::HashMap::new();
         for (id, e) in self.entities.get(blueprint).into_iter().flat_map(|m| m.iter()) {
             for (prop, value) in spec.entries_of(e) {
-                if prop.counted {
-                    *counts.entry(Arc::clone(&prop.name)).or_default().entry(value.clone()).or_default() += 1;
-                }
+                let value = if prop.counted {
+                    // Entries share the value counts' copy of each value (few values, many entries).
+                    let counts = counts.entry(Arc::clone(&prop.name)).or_default();
+                    let shared = counts.get_key_value(&value).map(|(k, _)| k.clone()).unwrap_or(value);
+                    *counts.entry(shared.clone()).or_default() += 1;
+                    shared
+                } else {
+                    value
+                };
                 entries.entry(Arc::clone(&prop.name)).or_default().push(Entry { value, id: Arc::clone(id) });
             }
         }
@@ -500,6 +512,36 @@ impl State {
         self.signing_key.as_deref()
     }
 
+    /// The shared copy of a writer's or data source's name (a new one if no entity names it yet; applying the
+    /// entity that carries it makes it the shared one).
+    pub fn intern(&self, name: &str) -> Arc<str> {
+        self.names.get(name).map_or_else(|| Arc::from(name), Arc::clone)
+    }
+
+    /// Swaps an entity's writer and data-source names for the shared copies, registering new ones.
+    fn share_writer_names(&mut self, e: &mut Entity) {
+        let mut share = |name: &mut Arc<str>| match self.names.get(&**name) {
+            Some(shared) => *name = Arc::clone(shared),
+            None => {
+                self.names.insert(Arc::clone(name));
+            }
+        };
+        share(&mut e.created_by);
+        share(&mut e.updated_by);
+        if let Some(d) = &mut e.datasource {
+            share(d);
+        }
+    }
+
+    /// Registers an entity's writer and data-source names (an entity made by a write already shares them).
+    fn register_writer_names(&mut self, e: &Entity) {
+        for name in [Some(&e.created_by), Some(&e.updated_by), e.datasource.as_ref()].into_iter().flatten() {
+            if !self.names.contains(&**name) {
+                self.names.insert(Arc::clone(name));
+            }
+        }
+    }
+
     /// The shared `Arc<str>` of a blueprint id, so entities do not each allocate it.
     pub fn blueprint_name(&self, id: &str) -> Arc<str> {
         self.entities.get_key_value(id).map(|(k, _)| Arc::clone(k)).unwrap_or_else(|| Arc::from(id))
@@ -538,6 +580,8 @@ impl State {
             let shared = self.entities.get_key_value(&*entity.blueprint).map(|(bp, _)| Arc::clone(bp));
             if let (Some(owned), Some(bp)) = (Arc::get_mut(entity), shared) {
                 owned.blueprint = bp;
+                owned.compact();
+                self.share_writer_names(owned);
             }
         }
         self.apply(&event)
@@ -588,10 +632,13 @@ impl State {
                 }
                 // Share the blueprint name across entities (events read from the log carry their own copy).
                 let entity = if Arc::ptr_eq(&entity.blueprint, &bp) {
+                    self.register_writer_names(entity);
                     Arc::clone(entity)
                 } else {
                     let mut owned = (**entity).clone();
                     owned.blueprint = Arc::clone(&bp);
+                    owned.compact();
+                    self.share_writer_names(&mut owned);
                     Arc::new(owned)
                 };
                 let map = self.entities.entry(Arc::clone(&bp)).or_default();
@@ -775,6 +822,8 @@ impl State {
             let bp = state.blueprint_name(&e.blueprint);
             let mut e = Arc::unwrap_or_clone(e);
             e.blueprint = Arc::clone(&bp);
+            e.compact();
+            state.share_writer_names(&mut e);
             by_blueprint.entry(bp).or_default().push((Arc::from(e.identifier.as_str()), Arc::new(e)));
         }
         for (bp, mut list) in by_blueprint {
@@ -858,6 +907,21 @@ mod tests {
             assert_eq!(loaded.incoming("svc", "s010").count(), 1);
             assert_eq!(loaded.value_counts("svc", "lang").map(|c| c.len()), Some(2));
         }
+    }
+
+    /// Entities share one copy of each writer's name, whether applied from the log or loaded from a snapshot.
+    #[test]
+    fn writer_names_are_shared() {
+        let shared = |state: &State| {
+            let all: Vec<&Arc<Entity>> = state.entities_of("svc").collect();
+            all.windows(2).all(|w| Arc::ptr_eq(&w[0].created_by, &w[1].created_by))
+                && all.iter().all(|e| Arc::ptr_eq(&e.created_by, &e.updated_by))
+        };
+        let state = state_with(10);
+        assert!(shared(&state));
+        assert!(Arc::ptr_eq(&state.intern("me"), &state.entities_of("svc").next().expect("one").created_by));
+        let loaded = State::from_snapshot(&state.to_snapshot().expect("snapshot")).expect("loads");
+        assert!(shared(&loaded));
     }
 
     #[test]

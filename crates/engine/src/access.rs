@@ -229,7 +229,7 @@ fn owner_rule(state: &State, p: &Principal, blueprint: &str) -> Option<Value> {
             let owned: Vec<&str> = state
                 .entities_of(&last)
                 .filter(|e| e.team.iter().any(|t| p.teams.contains(t)))
-                .map(|e| e.identifier.as_str())
+                .map(|e| &*e.identifier)
                 .collect();
             if owned.is_empty() {
                 return None;

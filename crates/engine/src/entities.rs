@@ -75,7 +75,7 @@ pub(crate) fn write(
                 Field::Absent => {}
             }
             match &input.icon {
-                Field::Set(t) => e.icon = Some(t.clone()),
+                Field::Set(t) => e.icon = Some(t.as_str().into()),
                 Field::Null => e.icon = None,
                 Field::Absent => {}
             }
@@ -110,13 +110,14 @@ pub(crate) fn write(
                 .collect();
             bp.compiled.apply_defaults(&mut properties);
             Entity {
-                identifier: identifier.clone(),
+                // An existing entity's identifier is the key the catalog already holds: share it.
+                identifier: existing.map_or_else(|| Arc::from(identifier.as_str()), |o| Arc::clone(&o.identifier)),
                 title: match &input.title {
                     Field::Set(t) => Some(t.clone()),
                     _ => None,
                 },
                 icon: match &input.icon {
-                    Field::Set(t) => Some(t.clone()),
+                    Field::Set(t) => Some(t.as_str().into()),
                     _ => None,
                 },
                 blueprint: state.blueprint_name(blueprint),
@@ -265,7 +266,7 @@ fn resolve_teams(state: &State, query: &Query, now: Timestamp) -> Result<Vec<Str
                 properties.insert("description".into(), Value::String(d.clone()));
             }
             let as_entity = Entity {
-                identifier: t.name.clone(),
+                identifier: Arc::from(t.name.as_str()),
                 title: Some(t.name.clone()),
                 icon: None,
                 blueprint: Arc::from("_team"),
@@ -295,7 +296,7 @@ pub const MAX_SEARCH_RELATION_MATCHES: usize = 100;
 fn resolve_one(state: &State, blueprint: &str, query: &Query, now: Timestamp) -> Result<String, DomainError> {
     let page = crate::search::search_blueprint(state, blueprint, Some(query), now, None, 2)?;
     match page.entities.as_slice() {
-        [one] => Ok(one.identifier.clone()),
+        [one] => Ok(one.identifier.to_string()),
         [] => Err(DomainError::not_found("entity", format!("{blueprint} matching the identifier search query"))),
         _ => Err(DomainError::Invalid(format!(
             "the identifier search query matches more than one entity of `{blueprint}`; it must match exactly one"
@@ -314,7 +315,7 @@ fn resolve_relation(
     let query = Query::parse(value).map_err(|e| DomainError::Invalid(format!("relation `{key}` search query: {e}")))?;
     let page =
         crate::search::search_blueprint(state, &rel.target, Some(&query), now, None, MAX_SEARCH_RELATION_MATCHES + 1)?;
-    let ids: Vec<Value> = page.entities.iter().map(|e| Value::String(e.identifier.clone())).collect();
+    let ids: Vec<Value> = page.entities.iter().map(|e| Value::String(e.identifier.to_string())).collect();
     match (rel.many, ids.len()) {
         (true, n) if n > MAX_SEARCH_RELATION_MATCHES => Err(DomainError::Invalid(format!(
             "relation `{key}` search query matches more than {MAX_SEARCH_RELATION_MATCHES} entities of `{}`",
@@ -348,7 +349,7 @@ fn bare_entity(state: &State, meta: &WriteMeta, blueprint: &str, id: &str) -> Re
         )));
     }
     Ok(Entity {
-        identifier: id.to_string(),
+        identifier: Arc::from(id),
         title: None,
         icon: None,
         blueprint: state.blueprint_name(blueprint),
@@ -401,7 +402,7 @@ pub(crate) fn delete_all(
         return Err(DomainError::not_found("blueprint", blueprint));
     }
     let roots: BTreeSet<Key> =
-        state.entities_of(blueprint).map(|e| (blueprint.to_string(), e.identifier.clone())).collect();
+        state.entities_of(blueprint).map(|e| (blueprint.to_string(), e.identifier.to_string())).collect();
     let (mut changes, outcome) = plan_delete(state, meta, roots, false)?;
     if delete_blueprint {
         crate::blueprints::ensure_not_a_relation_target(state, blueprint)?;

@@ -280,8 +280,9 @@ pub fn search_blueprint_sorted(
             }
         }
     }
-    let position =
-        |e: &Entity| -> Position { (sort.iter().map(|k| sort_value(e, &k.target)).collect(), e.identifier.clone()) };
+    let position = |e: &Entity| -> Position {
+        (sort.iter().map(|k| sort_value(e, &k.target)).collect(), e.identifier.to_string())
+    };
     let compare = |a: &Position, b: &Position| -> Ordering {
         for (i, key) in sort.iter().enumerate() {
             let (x, y) = (a.0[i].as_ref(), b.0[i].as_ref());
@@ -714,7 +715,7 @@ pub fn matches(ctx: &Ctx<'_>, e: &Entity, q: &Query) -> bool {
         },
         Query::Rule(rule) => rule_matches(ctx, e, rule),
         Query::Graph(g) => {
-            ctx.set(g.slot).and_then(|s| s.get(&*e.blueprint)).is_some_and(|ids| ids.contains(e.identifier.as_str()))
+            ctx.set(g.slot).and_then(|s| s.get(&*e.blueprint)).is_some_and(|ids| ids.contains(&*e.identifier))
         }
     }
 }
@@ -722,10 +723,10 @@ pub fn matches(ctx: &Ctx<'_>, e: &Entity, q: &Query) -> bool {
 fn meta_value(e: &Entity, m: Meta) -> Value {
     let opt = |s: &Option<String>| s.clone().map_or(Value::Null, Value::String);
     match m {
-        Meta::Identifier => Value::String(e.identifier.clone()),
+        Meta::Identifier => Value::String(e.identifier.to_string()),
         Meta::Title => opt(&e.title),
         Meta::Team => Value::Array(e.team.iter().cloned().map(Value::String).collect()),
-        Meta::Icon => opt(&e.icon),
+        Meta::Icon => e.icon.as_deref().map_or(Value::Null, |i| Value::String(i.to_string())),
         Meta::Blueprint => Value::String(e.blueprint.to_string()),
         Meta::CreatedAt => Value::String(e.created_at.to_rfc3339()),
         Meta::UpdatedAt => Value::String(e.updated_at.to_rfc3339()),
@@ -838,7 +839,7 @@ fn in_range(v: Option<&Value>, from: Timestamp, to: Timestamp) -> bool {
 /// A string meta-property as a borrowed string (`Some(None)` when it is null); `None` for the others.
 fn meta_str(e: &Entity, m: Meta) -> Option<Option<&str>> {
     Some(match m {
-        Meta::Identifier => Some(e.identifier.as_str()),
+        Meta::Identifier => Some(&*e.identifier),
         Meta::Blueprint => Some(&*e.blueprint),
         Meta::Title => e.title.as_deref(),
         Meta::Icon => e.icon.as_deref(),

@@ -577,9 +577,15 @@ impl State {
     /// adopted as it is, with the shared blueprint name, instead of being copied.
     pub fn apply_owned(&mut self, mut event: Event) -> Result<(), StateError> {
         if let Change::EntityPut { entity } = &mut event.change {
-            let shared = self.entities.get_key_value(&*entity.blueprint).map(|(bp, _)| Arc::clone(bp));
+            let map = self.entities.get_key_value(&*entity.blueprint);
+            let shared = map.map(|(bp, _)| Arc::clone(bp));
+            // An update keeps the key the maps and indexes already hold.
+            let key = map.and_then(|(_, m)| m.get_key_value(&*entity.identifier)).map(|(k, _)| Arc::clone(k));
             if let (Some(owned), Some(bp)) = (Arc::get_mut(entity), shared) {
                 owned.blueprint = bp;
+                if let Some(key) = key {
+                    owned.identifier = key;
+                }
                 owned.compact();
                 self.share_writer_names(owned);
             }
@@ -644,9 +650,9 @@ impl State {
                 let map = self.entities.entry(Arc::clone(&bp)).or_default();
                 // Keep the existing key when replacing (shared with the indexes), else make one.
                 let id: Key = map
-                    .get_key_value(entity.identifier.as_str())
+                    .get_key_value(&*entity.identifier)
                     .map(|(k, _)| Arc::clone(k))
-                    .unwrap_or_else(|| Arc::from(entity.identifier.as_str()));
+                    .unwrap_or_else(|| Arc::clone(&entity.identifier));
                 let old = map.insert(Arc::clone(&id), Arc::clone(&entity));
                 if let Some(old) = &old {
                     self.unlink(&id, old);
@@ -824,7 +830,7 @@ impl State {
             e.blueprint = Arc::clone(&bp);
             e.compact();
             state.share_writer_names(&mut e);
-            by_blueprint.entry(bp).or_default().push((Arc::from(e.identifier.as_str()), Arc::new(e)));
+            by_blueprint.entry(bp).or_default().push((Arc::clone(&e.identifier), Arc::new(e)));
         }
         for (bp, mut list) in by_blueprint {
             list.sort_unstable_by(|a, b| a.0.cmp(&b.0));

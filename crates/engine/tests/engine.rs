@@ -328,11 +328,11 @@ mod random_sequences {
                 }
             }
             let indexed: usize = ["service", "deployment"].iter()
-                .flat_map(|bp| h.state.entities_of(bp).map(move |e| (*bp, e.identifier.clone())))
+                .flat_map(|bp| h.state.entities_of(bp).map(move |e| (*bp, e.identifier.to_string())))
                 .map(|(bp, id)| h.state.incoming(bp, &id).count()).sum();
             prop_assert_eq!(indexed, edges, "the index holds exactly the relation values");
             let rebuilt: usize = ["service", "deployment"].iter()
-                .flat_map(|bp| h.state.entities_of(bp).map(move |e| (*bp, e.identifier.clone())))
+                .flat_map(|bp| h.state.entities_of(bp).map(move |e| (*bp, e.identifier.to_string())))
                 .map(|(bp, id)| restored.incoming(bp, &id).count()).sum();
             prop_assert_eq!(rebuilt, edges, "the index built from a snapshot holds exactly the relation values");
             // The property indexes kept up by every write equal ones built from scratch.
@@ -419,13 +419,13 @@ mod planned_search {
                 h.run(Command::WriteEntity { blueprint: "service".into(), path_id: None, input, mode: WriteMode::Upsert, create_missing_related: true }).expect("write");
             }
             let query = Query::parse(&q).expect("parses");
-            let expected: Vec<String> = search::scan(&h.state, "service", &query, NOW).expect("scan").iter().map(|e| e.identifier.clone()).collect();
+            let expected: Vec<String> = search::scan(&h.state, "service", &query, NOW).expect("scan").iter().map(|e| e.identifier.to_string()).collect();
             let mut got = Vec::new();
             let mut from: Option<String> = None;
             loop {
                 let page = search::search_blueprint(&h.state, "service", Some(&query), NOW, from.as_deref(), limit).expect("search");
                 prop_assert!(page.entities.len() <= limit);
-                got.extend(page.entities.iter().map(|e| e.identifier.clone()));
+                got.extend(page.entities.iter().map(|e| e.identifier.to_string()));
                 match page.next {
                     Some(n) => from = Some(n),
                     None => break,
@@ -481,7 +481,7 @@ mod sorted_search {
             };
             let mut expected: Vec<(Option<String>, Option<i64>, String)> = matching
                 .iter()
-                .map(|e| (e.title.clone(), e.properties.get("replicas").and_then(|v| v.as_i64()), e.identifier.clone()))
+                .map(|e| (e.title.clone(), e.properties.get("replicas").and_then(|v| v.as_i64()), e.identifier.to_string()))
                 .collect();
             let key_cmp = |a: &Option<i64>, b: &Option<i64>| match (a, b) {
                 (None, None) => std::cmp::Ordering::Equal,
@@ -510,7 +510,7 @@ mod sorted_search {
                 let q = if filtered { Some(&query) } else { None };
                 let page = search::search_blueprint_sorted(&h.state, "service", q, &sort, NOW, from.as_deref(), limit).expect("search");
                 prop_assert!(page.entities.len() <= limit);
-                got.extend(page.entities.iter().map(|e| e.identifier.clone()));
+                got.extend(page.entities.iter().map(|e| e.identifier.to_string()));
                 match page.next { Some(n) => from = Some(n), None => break }
             }
             prop_assert_eq!(got, expected);
@@ -548,7 +548,7 @@ mod graph_rules {
     }
 
     fn ids(found: Vec<std::sync::Arc<berth_model::Entity>>) -> BTreeSet<String> {
-        found.iter().map(|e| e.identifier.clone()).collect()
+        found.iter().map(|e| e.identifier.to_string()).collect()
     }
 
     proptest! {
@@ -568,7 +568,7 @@ mod graph_rules {
                 h.run(Command::WriteEntity { blueprint: "service".into(), path_id: None, input, mode: WriteMode::Upsert, create_missing_related: true }).expect("write");
             }
             let target = format!("s{target}");
-            let all: Vec<String> = h.state.entities_of("service").map(|e| e.identifier.clone()).collect();
+            let all: Vec<String> = h.state.entities_of("service").map(|e| e.identifier.to_string()).collect();
 
             let q = Query::parse(&json!({"combinator": "and", "rules": [{"operator": "matchAny", "value": target,
                 "property": {"path": [{"relation": "deps", "maxHops": hops}]}}]})).expect("parses");

@@ -13,10 +13,13 @@ use crate::{DomainError, Timestamp};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Entity {
-    pub identifier: String,
+    /// Shared with the catalog's maps and indexes, which key the entity by it.
+    #[schema(value_type = String)]
+    pub identifier: Arc<str>,
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub icon: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub icon: Option<Box<str>>,
     #[schema(value_type = String)]
     pub blueprint: Arc<str>,
     #[serde(default)]

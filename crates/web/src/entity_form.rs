@@ -298,9 +298,9 @@ impl Ctx<'_> {
             editing: self.editing.is_some(),
             action,
             cancel,
-            identifier: text("identifier", entity.map(|e| e.identifier.clone())),
+            identifier: text("identifier", entity.map(|e| e.identifier.to_string())),
             title: text("title", entity.and_then(|e| e.title.clone())),
-            icon: text("icon", entity.and_then(|e| e.icon.clone())),
+            icon: text("icon", entity.and_then(|e| e.icon.as_deref().map(str::to_string))),
             teams,
             fields,
             error: (!general.is_empty()).then(|| general.join("; ")),
@@ -417,7 +417,7 @@ pub async fn pick(
         })
         .filter(|e| berth_server::access::can_read(&view, &session.caller, e))
         .take(20)
-        .map(|e| (e.identifier.clone(), e.title.clone().unwrap_or_default()))
+        .map(|e| (e.identifier.to_string(), e.title.clone().unwrap_or_default()))
         .collect();
     html(&PickOptions { options })
 }

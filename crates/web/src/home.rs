@@ -150,8 +150,8 @@ fn find(app: &AppState, session: &Session, q: &str, limit: usize) -> UiResult<Ve
         if hits.len() < limit {
             hits.push(Hit {
                 href: format!("/entities/{}/{}", encode(&e.blueprint), encode(&e.identifier)),
-                title: e.title.clone().unwrap_or_else(|| e.identifier.clone()),
-                identifier: e.identifier.clone(),
+                title: e.title.clone().unwrap_or_else(|| e.identifier.to_string()),
+                identifier: e.identifier.to_string(),
                 blueprint: titles.get(&*e.blueprint).cloned().unwrap_or_else(|| e.blueprint.to_string()),
             });
         }

@@ -200,7 +200,7 @@ fn filters(def: &Blueprint, p: &FormData, state: &berth_engine::State, session: 
             .entities_of(&r.target)
             .filter(|e| berth_server::access::can_read(state, &session.caller, e))
             .take(200)
-            .map(|e| e.identifier.clone())
+            .map(|e| e.identifier.to_string())
             .collect();
         options.sort();
         out.push(Filter {

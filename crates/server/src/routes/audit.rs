@@ -55,7 +55,7 @@ fn describe(event: &Event) -> Record {
             resource: "entity",
             action: put_action,
             blueprint: Some(entity.blueprint.to_string()),
-            identifier: Some(entity.identifier.clone()),
+            identifier: Some(entity.identifier.to_string()),
             before,
             after: serde_json::to_value(entity).unwrap_or(Value::Null),
         },

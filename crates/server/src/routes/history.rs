@@ -84,7 +84,7 @@ pub async fn versions_since(
             }
             let event = decode_event(stored.seq, &stored.payload).map_err(ApiError::internal)?;
             let entity = match &event.change {
-                Change::EntityPut { entity } if &*entity.blueprint == blueprint && entity.identifier == id => {
+                Change::EntityPut { entity } if &*entity.blueprint == blueprint && *entity.identifier == *id => {
                     Some(std::sync::Arc::clone(entity))
                 }
                 Change::EntityDeleted { blueprint: b, identifier } if b == blueprint && identifier == id => None,

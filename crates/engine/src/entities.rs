@@ -425,17 +425,19 @@ fn plan_delete(
     while let Some((bp, id)) = queue.pop_front() {
         for edge in state.incoming(&bp, &id) {
             let required = state
-                .blueprint(&edge.blueprint)
-                .and_then(|b| b.def.relations.get(&*edge.relation))
+                .blueprint(edge.blueprint())
+                .and_then(|b| b.def.relations.get(&**edge.relation()))
                 .is_some_and(|r| r.required);
-            let key = (edge.blueprint.to_string(), edge.identifier.to_string());
+            let key = (edge.blueprint().to_string(), edge.identifier.to_string());
             if !required || doomed.contains(&key) {
                 continue;
             }
             if !cascade {
                 return Err(DomainError::HasDependents(format!(
                     "entity `{}/{}` has a required relation `{}` to `{bp}/{id}`; delete it first or pass delete_dependents=true",
-                    edge.blueprint, edge.identifier, edge.relation
+                    edge.blueprint(),
+                    edge.identifier,
+                    edge.relation()
                 )));
             }
             doomed.insert(key.clone());
@@ -447,7 +449,7 @@ fn plan_delete(
     let mut edits: BTreeMap<Key, Entity> = BTreeMap::new();
     for (bp, id) in &doomed {
         for edge in state.incoming(bp, id) {
-            let key = (edge.blueprint.to_string(), edge.identifier.to_string());
+            let key = (edge.blueprint().to_string(), edge.identifier.to_string());
             if doomed.contains(&key) {
                 continue;
             }
@@ -455,7 +457,7 @@ fn plan_delete(
                 continue;
             };
             let e = edits.entry(key).or_insert_with(|| (**current).clone());
-            if let Some(v) = e.relations.get_mut(&*edge.relation) {
+            if let Some(v) = e.relations.get_mut(&**edge.relation()) {
                 match v {
                     Value::Array(items) => items.retain(|x| x.as_str() != Some(id.as_str())),
                     _ => *v = Value::Null,

@@ -61,14 +61,14 @@ fn each_neighbour(
             for edge in state.incoming(blueprint, id) {
                 if required {
                     let is_required = state
-                        .blueprint(&edge.blueprint)
-                        .and_then(|b| b.def.relations.get(&*edge.relation))
+                        .blueprint(edge.blueprint())
+                        .and_then(|b| b.def.relations.get(&**edge.relation()))
                         .is_some_and(|r| r.required);
                     if !is_required {
                         continue;
                     }
                 }
-                f(&edge.blueprint, &edge.identifier);
+                f(edge.blueprint(), &edge.identifier);
             }
         }
     }
@@ -195,8 +195,8 @@ pub fn match_any(
             let mut next = IdHashSet::default();
             for id in &frontier {
                 for edge in state.incoming(target, id) {
-                    if &*edge.blueprint == source.as_str()
-                        && &*edge.relation == step.relation.as_str()
+                    if &**edge.blueprint() == source.as_str()
+                        && &**edge.relation() == step.relation.as_str()
                         && !reached.contains(&edge.identifier)
                     {
                         next.insert(Arc::clone(&edge.identifier));

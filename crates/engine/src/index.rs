@@ -96,8 +96,8 @@ pub const TEAM: &str = "$team";
 #[derive(Debug, Default)]
 pub struct IndexSpec {
     props: std::collections::HashMap<String, PropSpec>,
-    /// Relation names, shared by every edge of the reverse-relation index.
-    relations: std::collections::HashMap<String, Arc<str>>,
+    /// The blueprint's relations as its edges name them, shared by every edge of the reverse-relation index.
+    relations: std::collections::HashMap<String, Arc<crate::state::RelationOf>>,
     title: Option<PropSpec>,
     team: Option<PropSpec>,
 }
@@ -110,7 +110,12 @@ pub struct PropSpec {
 }
 
 impl IndexSpec {
-    pub fn of(properties: &serde_json::Map<String, Value>, relations: impl Iterator<Item = String>) -> IndexSpec {
+    pub fn of(
+        blueprint: &str,
+        properties: &serde_json::Map<String, Value>,
+        relations: impl Iterator<Item = String>,
+    ) -> IndexSpec {
+        let source: Arc<str> = Arc::from(blueprint);
         let props = properties
             .iter()
             .map(|(name, def)| {
@@ -126,14 +131,20 @@ impl IndexSpec {
             .collect();
         IndexSpec {
             props,
-            relations: relations.map(|r| (r.clone(), Arc::from(r.as_str()))).collect(),
+            relations: relations
+                .map(|r| {
+                    let kind =
+                        crate::state::RelationOf { blueprint: Arc::clone(&source), relation: Arc::from(r.as_str()) };
+                    (r, Arc::new(kind))
+                })
+                .collect(),
             title: Some(PropSpec { name: Arc::from(TITLE), date_time: false, counted: false }),
             team: Some(PropSpec { name: Arc::from(TEAM), date_time: false, counted: false }),
         }
     }
 
     /// The shared name of a relation of the blueprint.
-    pub fn relation(&self, name: &str) -> Option<&Arc<str>> {
+    pub fn relation(&self, name: &str) -> Option<&Arc<crate::state::RelationOf>> {
         self.relations.get(name)
     }
 
@@ -172,6 +183,28 @@ impl IndexSpec {
             out.extend(teams.into_iter().map(|t| (spec, ScalarKey::Str(Arc::from(t.as_str())))));
         }
         out
+    }
+}
+
+/// The copy of `key` the index already holds, if an entry has that value: a string value repeated across
+/// entities (a version, a region) is then kept once.
+pub fn held_value(set: &OrdSet<Entry>, key: &ScalarKey) -> Option<ScalarKey> {
+    if !matches!(key, ScalarKey::Str(_)) {
+        return None;
+    }
+    let start = Entry { value: key.clone(), id: Arc::from("") };
+    set.range((Bound::Included(start), Bound::Unbounded)).next().filter(|e| &e.value == key).map(|e| e.value.clone())
+}
+
+/// Gives each run of equal values in sorted `entries` one shared copy of the value.
+pub fn share_equal_values(entries: &mut [Entry]) {
+    for i in 1..entries.len() {
+        let (before, after) = entries.split_at_mut(i);
+        if let (Some(prev), Some(this)) = (before.last(), after.first_mut()) {
+            if prev.value == this.value {
+                this.value = prev.value.clone();
+            }
+        }
     }
 }
 

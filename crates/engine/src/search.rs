@@ -568,7 +568,7 @@ fn candidates(ctx: &Ctx<'_>, blueprint: &str, query: &Query, limit: Option<usize
                 values
                     .into_iter()
                     .flat_map(|target| state.incoming(&def.target, target))
-                    .filter(|edge| &*edge.blueprint == blueprint && &*edge.relation == r.as_str())
+                    .filter(|edge| &**edge.blueprint() == blueprint && &**edge.relation() == r.as_str())
                     .map(|edge| Arc::clone(&edge.identifier))
                     .collect()
             }

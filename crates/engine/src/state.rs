@@ -20,12 +20,31 @@ pub struct BlueprintEntry {
 }
 
 /// A relation edge seen from its target: `blueprint/identifier` points here through `relation`.
-/// Every field is shared (`Arc<str>`), so copying index nodes never allocates.
+/// Every field is shared, so copying index nodes never allocates; the source blueprint and the relation are
+/// one shared [`RelationOf`] per relation definition (two words per edge, not four).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Edge {
-    pub blueprint: Arc<str>,
+    kind: Arc<RelationOf>,
     pub identifier: Arc<str>,
+}
+
+/// A relation as edges name it: the blueprint that defines it and its name.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RelationOf {
+    pub blueprint: Arc<str>,
     pub relation: Arc<str>,
+}
+
+impl Edge {
+    /// The blueprint of the entity the edge starts from.
+    pub fn blueprint(&self) -> &Arc<str> {
+        &self.kind.blueprint
+    }
+
+    /// The relation (of that blueprint) the edge follows.
+    pub fn relation(&self) -> &Arc<str> {
+        &self.kind.relation
+    }
 }
 
 /// Index keys are `Arc<str>`: persistent-map nodes are copied when a write diverges from the published
@@ -168,7 +187,11 @@ impl Task {
     fn build(self) -> Built {
         match self {
             Task::Links(bp, list) => Built::Links(bp, ordered_set(list)),
-            Task::Entries(bp, prop, list) => Built::Entries(bp, prop, ordered_set(list)),
+            Task::Entries(bp, prop, mut list) => {
+                list.sort_unstable();
+                crate::index::share_equal_values(&mut list);
+                Built::Entries(bp, prop, ordered_set(list))
+            }
         }
     }
 }
@@ -359,7 +382,10 @@ impl State {
                 *counts.entry(shared.clone()).or_default() += 1;
                 shared
             } else {
-                key.clone()
+                bp_index
+                    .get(&prop.name)
+                    .and_then(|set| crate::index::held_value(set, key))
+                    .unwrap_or_else(|| key.clone())
             };
             bp_index.entry(Arc::clone(&prop.name)).or_default().insert(Entry { value, id: Arc::clone(id) });
         }
@@ -614,6 +640,7 @@ impl State {
                         def: Arc::new((**blueprint).clone()),
                         compiled: Arc::new(compiled),
                         index: Arc::new(IndexSpec::of(
+                            &blueprint.identifier,
                             &blueprint.schema.properties,
                             blueprint.relations.keys().cloned(),
                         )),
@@ -721,11 +748,7 @@ impl State {
             for id in Entity::relation_targets(value) {
                 let target =
                     targets.and_then(|m| m.get_key_value(id)).map_or_else(|| Arc::from(id), |(k, _)| Arc::clone(k));
-                let edge = Edge {
-                    blueprint: Arc::clone(&e.blueprint),
-                    identifier: Arc::clone(source),
-                    relation: Arc::clone(relation),
-                };
+                let edge = Edge { kind: Arc::clone(relation), identifier: Arc::clone(source) };
                 out.push((Arc::clone(&target_bp), Link { hash: target_hash(id), target, edge }));
             }
         }

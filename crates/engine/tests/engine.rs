@@ -320,7 +320,7 @@ mod random_sequences {
                         let target = h.state.blueprint(bp).expect("bp").def.relations[rel].target.clone();
                         for t in berth_model::Entity::relation_targets(value) {
                             prop_assert!(h.state.entity(&target, t).is_some(), "dangling {}/{} -> {}/{}", bp, e.identifier, target, t);
-                            let found = restored.incoming(&target, t).any(|edge| *edge.identifier == *e.identifier && &*edge.relation == rel);
+                            let found = restored.incoming(&target, t).any(|edge| *edge.identifier == *e.identifier && &**edge.relation() == rel);
                             prop_assert!(found, "edge {}/{} -{}-> {} missing", bp, e.identifier, rel, t);
                             edges += 1;
                         }

@@ -128,11 +128,11 @@ pub async fn page(
         })
         .collect();
     let mut incoming: Vec<RelationGroup> = Vec::new();
-    for edge in view.incoming(&bp, &id).filter(|edge| readable(&view, &session, &edge.blueprint, &edge.identifier)) {
-        let label = format!("{} ← (their `{}`)", edge.blueprint, edge.relation);
+    for edge in view.incoming(&bp, &id).filter(|edge| readable(&view, &session, edge.blueprint(), &edge.identifier)) {
+        let label = format!("{} ← (their `{}`)", edge.blueprint(), edge.relation());
         let link = Link {
-            href: entity_href(&edge.blueprint, &edge.identifier),
-            text: title_of(&view, &edge.blueprint, &edge.identifier),
+            href: entity_href(edge.blueprint(), &edge.identifier),
+            text: title_of(&view, edge.blueprint(), &edge.identifier),
         };
         match incoming.iter_mut().find(|g| g.label == label) {
             Some(g) => g.links.push(link),

@@ -56,8 +56,8 @@ pub fn neighbourhood(state: &Catalog, bp: &str, id: &str, hops: usize) -> Neighb
             }
         }
         for edge in state.incoming(&node.0, &node.1) {
-            let from: Node = (edge.blueprint.to_string(), edge.identifier.to_string());
-            next.push((from.clone(), layer - 1, (from, node.clone(), edge.relation.to_string())));
+            let from: Node = (edge.blueprint().to_string(), edge.identifier.to_string());
+            next.push((from.clone(), layer - 1, (from, node.clone(), edge.relation().to_string())));
         }
         for (other, other_layer, edge) in next {
             let known = layers.contains_key(&other);

@@ -98,6 +98,31 @@ impl Onward {
     }
 }
 
+/// From how many entities on a hop the neighbours are looked up on two threads: each lookup is a walk down
+/// an index tree (mostly cache misses), and a hop of thousands dominates a deep `relatedTo`.
+const PARALLEL_FRONTIER: usize = 1024;
+
+/// The neighbours of every entity of `frontier`, looked up on two threads (duplicates included).
+fn neighbours_in_parallel(state: &State, frontier: &[Node], direction: Direction, required: bool) -> Vec<Node> {
+    let collect = |part: &[Node]| {
+        let mut out = Vec::with_capacity(part.len() * 2);
+        for (bp, id) in part {
+            each_neighbour(state, bp, id, direction, required, |nbp, nid| out.push((Arc::clone(nbp), Arc::clone(nid))));
+        }
+        out
+    };
+    let (first, second) = frontier.split_at(frontier.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| collect(second));
+        let mut out = collect(first);
+        match other.join() {
+            Ok(more) => out.extend(more),
+            Err(_) => out.extend(collect(second)),
+        }
+        out
+    })
+}
+
 /// The entities related to `identifiers` of `blueprint` (themselves excluded).
 pub fn related_to(
     state: &State,
@@ -122,16 +147,23 @@ pub fn related_to(
         let mut onward = Onward::default();
         for _ in 0..MAX_HOPS {
             let mut next = Vec::new();
-            for (bp, id) in &frontier {
-                each_neighbour(state, bp, id, direction, required, |nbp, nid| {
-                    let set = match seen.get_mut(nbp) {
-                        Some(set) => set,
-                        None => seen.entry(Arc::clone(nbp)).or_default(),
-                    };
-                    if set.insert(Arc::clone(nid)) && onward.leads_on(state, nbp, direction) {
-                        next.push((Arc::clone(nbp), Arc::clone(nid)));
-                    }
-                });
+            let mut visit = |nbp: &Arc<str>, nid: &Arc<str>| {
+                let set = match seen.get_mut(nbp) {
+                    Some(set) => set,
+                    None => seen.entry(Arc::clone(nbp)).or_default(),
+                };
+                if set.insert(Arc::clone(nid)) && onward.leads_on(state, nbp, direction) {
+                    next.push((Arc::clone(nbp), Arc::clone(nid)));
+                }
+            };
+            if frontier.len() < PARALLEL_FRONTIER {
+                for (bp, id) in &frontier {
+                    each_neighbour(state, bp, id, direction, required, &mut visit);
+                }
+            } else {
+                for (nbp, nid) in neighbours_in_parallel(state, &frontier, direction, required) {
+                    visit(&nbp, &nid);
+                }
             }
             if next.is_empty() {
                 break;

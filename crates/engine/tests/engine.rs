@@ -597,6 +597,52 @@ mod graph_rules {
         }
     }
 
+    /// Hops wide enough to be looked up on two threads find what a forward walk finds.
+    #[test]
+    fn wide_walks_agree_with_forward_walks() {
+        let mut h = catalog();
+        let mut write = |id: String, deps: Vec<String>| {
+            let input =
+                EntityInput::from_value(&json!({"identifier": id, "relations": {"deps": deps}})).expect("input");
+            h.run(Command::WriteEntity {
+                blueprint: "service".into(),
+                path_id: None,
+                input,
+                mode: WriteMode::Upsert,
+                create_missing_related: true,
+            })
+            .expect("write");
+        };
+        let n = 1500;
+        write("hub".into(), vec![]);
+        for i in 0..n {
+            write(format!("a{i}"), vec!["hub".into()]);
+        }
+        for i in 0..n {
+            write(format!("b{i}"), vec![format!("a{i}"), format!("a{}", (i + 1) % n)]);
+        }
+        for i in 0..10 {
+            write(format!("c{i}"), vec![format!("b{}", i * 7)]);
+        }
+        let all: Vec<String> = h.state.entities_of("service").map(|e| e.identifier.to_string()).collect();
+        let q = Query::parse(&json!({"combinator": "and", "rules": [{"operator": "relatedTo", "blueprint": "service",
+            "value": "hub", "direction": "downstream"}]}))
+        .expect("parses");
+        let expected: BTreeSet<String> =
+            all.iter().filter(|id| *id != "hub" && forward(&h, id, 15).contains("hub")).cloned().collect();
+        assert_eq!(expected.len(), 2 * n + 10);
+        assert_eq!(ids(search::scan(&h.state, "service", &q, NOW).expect("scan")), expected);
+        // Upstream from every `c`: both directions of the rule at once.
+        let q = Query::parse(&json!({"combinator": "and", "rules": [{"operator": "relatedTo", "blueprint": "service",
+            "value": "a0"}]}))
+        .expect("parses");
+        let mut expected: BTreeSet<String> =
+            all.iter().filter(|id| forward(&h, id, 15).contains("a0")).cloned().collect();
+        expected.extend(forward(&h, "a0", 15));
+        expected.remove("a0");
+        assert_eq!(ids(search::scan(&h.state, "service", &q, NOW).expect("scan")), expected);
+    }
+
     #[test]
     fn presets_expiry_and_property_schemas() {
         let mut h = catalog();

@@ -808,7 +808,14 @@ impl State {
     fn read_snapshot(bytes: &[u8]) -> Result<SnapshotData, StateError> {
         let bad = |m: &str| StateError::Snapshot(m.to_string());
         let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC) else {
-            return serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()));
+            let mut data: SnapshotData =
+                serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
+            for e in &mut data.entities {
+                if let Some(e) = Arc::get_mut(e) {
+                    e.compact();
+                }
+            }
+            return Ok(data);
         };
         let line = rest.iter().position(|b| *b == b'\n').ok_or_else(|| bad("the header length is missing"))?;
         let header_len: usize = std::str::from_utf8(&rest[..line])
@@ -832,7 +839,18 @@ impl State {
         if !body.is_empty() {
             return Err(bad("bytes follow the last entity chunk"));
         }
-        for parsed in on_two_threads(&slices, |chunk| serde_json::from_slice::<Vec<Arc<Entity>>>(chunk))? {
+        // Each thread also trims the maps of what it parsed (see Entity::compact), off the single-threaded part.
+        let parse = |chunk: &&[u8]| {
+            serde_json::from_slice::<Vec<Arc<Entity>>>(chunk).map(|mut entities| {
+                for e in &mut entities {
+                    if let Some(e) = Arc::get_mut(e) {
+                        e.compact();
+                    }
+                }
+                entities
+            })
+        };
+        for parsed in on_two_threads(&slices, parse)? {
             data.entities.extend(parsed.map_err(|e| StateError::Snapshot(format!("entities: {e}")))?);
         }
         Ok(data)
@@ -851,7 +869,6 @@ impl State {
             let bp = state.blueprint_name(&e.blueprint);
             let mut e = Arc::unwrap_or_clone(e);
             e.blueprint = Arc::clone(&bp);
-            e.compact();
             state.share_writer_names(&mut e);
             by_blueprint.entry(bp).or_default().push((Arc::clone(&e.identifier), Arc::new(e)));
         }

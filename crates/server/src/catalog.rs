@@ -69,8 +69,13 @@ impl Catalog {
     /// Loads the newest snapshot, replays the tail, and starts the writer and snapshot tasks.
     pub async fn open(store: Arc<dyn LogStore>, snapshot_every: u64) -> Result<Arc<Catalog>, CatalogError> {
         let started = std::time::Instant::now();
-        let mut state = match store.load_snapshot().await? {
-            Some(snap) => State::from_snapshot(&snap.data).map_err(|e| CatalogError::Replay(e.to_string()))?,
+        let snapshot = store.load_snapshot().await?;
+        let read = started.elapsed();
+        let mut state = match snapshot {
+            Some(snap) => tokio::task::spawn_blocking(move || State::from_snapshot(&snap.data))
+                .await
+                .map_err(|e| CatalogError::Replay(e.to_string()))?
+                .map_err(|e| CatalogError::Replay(e.to_string()))?,
             None => State::default(),
         };
         let snapshot_seq = state.seq();
@@ -79,6 +84,7 @@ impl Catalog {
         // Where start-up time goes, for operators (and for the start-up target).
         tracing::info!(
             snapshot_seq,
+            snapshot_read_ms = read.as_millis() as u64,
             snapshot_ms = loaded.as_millis() as u64,
             replayed = state.seq() - snapshot_seq,
             replay_ms = (started.elapsed() - loaded).as_millis() as u64,

@@ -185,9 +185,16 @@ impl LogStore for SqliteStore {
             let seq: Option<i64> =
                 c.query_row("SELECT max(seq) FROM snapshot_chunks", [], |r| r.get(0)).map_err(unavailable)?;
             let Some(seq) = seq else { return Ok(None) };
+            let size: i64 = c
+                .query_row(
+                    "SELECT coalesce(sum(length(data)), 0) FROM snapshot_chunks WHERE seq = ?1",
+                    params![seq],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable)?;
             let mut stmt =
                 c.prepare("SELECT data FROM snapshot_chunks WHERE seq = ?1 ORDER BY idx").map_err(unavailable)?;
-            let mut data = Vec::new();
+            let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
             let mut rows = stmt.query(params![seq]).map_err(unavailable)?;
             while let Some(row) = rows.next().map_err(unavailable)? {
                 let chunk: Vec<u8> = row.get(0).map_err(unavailable)?;

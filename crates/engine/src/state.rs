@@ -160,7 +160,7 @@ impl Gathered {
     }
 
     fn build(self) -> (BlueprintIndex, OrdMap<Key, OrdMap<ScalarKey, usize>>) {
-        let index = self.entries.into_iter().map(|(name, list)| (name, ordered_set(list))).collect();
+        let index = self.entries.into_iter().map(|(name, list)| (name, entries_set(list))).collect();
         (index, Gathered::counts_of(self.counts))
     }
 }
@@ -186,21 +186,28 @@ impl Task {
 
     fn build(self) -> Built {
         match self {
-            Task::Links(bp, list) => Built::Links(bp, ordered_set(list)),
-            Task::Entries(bp, prop, mut list) => {
+            Task::Links(bp, mut list) => {
                 list.sort_unstable();
-                crate::index::share_equal_values(&mut list);
-                Built::Entries(bp, prop, ordered_set(list))
+                Built::Links(bp, ordered_set(list))
             }
+            Task::Entries(bp, prop, list) => Built::Entries(bp, prop, entries_set(list)),
         }
     }
 }
 
-/// An ordered set of `items`, inserted in near order ([`in_near_order`]).
-fn ordered_set<T: Ord + Clone>(mut items: Vec<T>) -> OrdSet<T> {
-    items.sort_unstable();
+/// A property's index from its entries, gathered in identifier order: a stable sort by value alone gives
+/// (value, identifier) order without comparing identifiers; equal values then share one copy.
+fn entries_set(mut list: Vec<Entry>) -> OrdSet<Entry> {
+    list.sort_by(|a, b| a.value.cmp(&b.value));
+    crate::index::share_equal_values(&mut list);
+    ordered_set(list)
+}
+
+/// An ordered set of `sorted` items, inserted in near order ([`in_near_order`]).
+fn ordered_set<T: Ord + Clone>(sorted: Vec<T>) -> OrdSet<T> {
+    debug_assert!(sorted.windows(2).all(|w| w[0] <= w[1]));
     let mut set = OrdSet::new();
-    in_near_order(items, |item| {
+    in_near_order(sorted, |item| {
         set.insert(item);
     });
     set
@@ -865,19 +872,48 @@ impl State {
         }
         let mut by_blueprint: std::collections::HashMap<Key, Vec<(Key, Arc<Entity>)>> =
             std::collections::HashMap::new();
-        for e in data.entities {
+        for mut e in data.entities {
             let bp = state.blueprint_name(&e.blueprint);
-            let mut e = Arc::unwrap_or_clone(e);
-            e.blueprint = Arc::clone(&bp);
-            state.share_writer_names(&mut e);
-            by_blueprint.entry(bp).or_default().push((Arc::clone(&e.identifier), Arc::new(e)));
+            // A parsed entity is owned here: adjusted in place rather than copied.
+            let owned = Arc::make_mut(&mut e);
+            owned.blueprint = Arc::clone(&bp);
+            state.share_writer_names(owned);
+            by_blueprint.entry(bp).or_default().push((Arc::clone(&e.identifier), e));
         }
-        for (bp, mut list) in by_blueprint {
-            list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let map = state.entities.entry(bp).or_default();
-            in_near_order(list, |(id, e)| {
-                map.insert(id, e);
-            });
+        // Each blueprint's entity map is independent: the largest ones are built on two threads.
+        let mut lists: Vec<(Key, Vec<(Key, Arc<Entity>)>)> = by_blueprint.into_iter().collect();
+        lists.sort_by_key(|(_, list)| std::cmp::Reverse(list.len()));
+        let (mut left, mut right, mut left_len, mut right_len) = (Vec::new(), Vec::new(), 0, 0);
+        for item in lists {
+            if left_len <= right_len {
+                left_len += item.1.len();
+                left.push(item);
+            } else {
+                right_len += item.1.len();
+                right.push(item);
+            }
+        }
+        let build = |lists: Vec<(Key, Vec<(Key, Arc<Entity>)>)>| {
+            lists
+                .into_iter()
+                .map(|(bp, mut list)| {
+                    list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    let mut map = OrdMap::new();
+                    in_near_order(list, |(id, e)| {
+                        map.insert(id, e);
+                    });
+                    (bp, map)
+                })
+                .collect::<Vec<_>>()
+        };
+        let (other, mine) = std::thread::scope(|scope| {
+            let other = scope.spawn(|| build(right));
+            let mine = build(left);
+            (other.join(), mine)
+        });
+        let other = other.map_err(|_| StateError::Snapshot("building the entity maps failed".into()))?;
+        for (bp, map) in mine.into_iter().chain(other) {
+            state.entities.insert(bp, map);
         }
         state.build_indexes()?;
         for t in data.teams {

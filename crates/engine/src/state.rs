@@ -146,6 +146,9 @@ struct SnapshotData {
     signing_key: Option<String>,
 }
 
+/// A blueprint's entities with their keys, as a snapshot load gathers them.
+type Keyed = Vec<(Key, Arc<Entity>)>;
+
 /// A blueprint's gathered property-index entries (by property) and value counts.
 struct Gathered {
     entries: std::collections::HashMap<Key, Vec<Entry>>,
@@ -870,8 +873,7 @@ impl State {
         for b in data.blueprints {
             state.apply_change(&Change::BlueprintPut { blueprint: Box::new(b) }).map_err(StateError::Snapshot)?;
         }
-        let mut by_blueprint: std::collections::HashMap<Key, Vec<(Key, Arc<Entity>)>> =
-            std::collections::HashMap::new();
+        let mut by_blueprint: std::collections::HashMap<Key, Keyed> = std::collections::HashMap::new();
         for mut e in data.entities {
             let bp = state.blueprint_name(&e.blueprint);
             // A parsed entity is owned here: adjusted in place rather than copied.
@@ -881,7 +883,7 @@ impl State {
             by_blueprint.entry(bp).or_default().push((Arc::clone(&e.identifier), e));
         }
         // Each blueprint's entity map is independent: the largest ones are built on two threads.
-        let mut lists: Vec<(Key, Vec<(Key, Arc<Entity>)>)> = by_blueprint.into_iter().collect();
+        let mut lists: Vec<(Key, Keyed)> = by_blueprint.into_iter().collect();
         lists.sort_by_key(|(_, list)| std::cmp::Reverse(list.len()));
         let (mut left, mut right, mut left_len, mut right_len) = (Vec::new(), Vec::new(), 0, 0);
         for item in lists {
@@ -893,7 +895,7 @@ impl State {
                 right.push(item);
             }
         }
-        let build = |lists: Vec<(Key, Vec<(Key, Arc<Entity>)>)>| {
+        let build = |lists: Vec<(Key, Keyed)>| {
             lists
                 .into_iter()
                 .map(|(bp, mut list)| {

@@ -197,8 +197,9 @@ impl LogStore for SqliteStore {
             let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
             let mut rows = stmt.query(params![seq]).map_err(unavailable)?;
             while let Some(row) = rows.next().map_err(unavailable)? {
-                let chunk: Vec<u8> = row.get(0).map_err(unavailable)?;
-                data.extend_from_slice(&chunk);
+                // Borrowed from SQLite's row buffer: one copy per chunk, straight into `data`.
+                let chunk = row.get_ref(0).map_err(unavailable)?.as_blob().map_err(unavailable)?;
+                data.extend_from_slice(chunk);
             }
             Ok(Some(Snapshot { seq: seq as u64, data }))
         })

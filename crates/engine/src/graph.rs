@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::State;
 
-/// A set of identifiers, hashed with foldhash: a walk hashes every node it meets, and these are short strings
-/// the caller does not choose (SipHash's flood resistance buys nothing here and costs most of the walk).
+/// A set of identifiers, hashed with foldhash: a walk hashes every node it meets, and SipHash cost most of the
+/// walk. The hasher is seeded at random per process, so writers cannot precompute colliding identifiers.
 pub type IdHashSet = std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>;
 
 /// Entities by blueprint, then identifier (shared strings: a walk over thousands of entities allocates

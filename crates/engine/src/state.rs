@@ -146,6 +146,9 @@ struct SnapshotData {
     signing_key: Option<String>,
 }
 
+/// How many writer and data-source names the state keeps to share.
+const MAX_SHARED_NAMES: usize = 10_000;
+
 /// A blueprint's entities with their keys, as a snapshot load gathers them.
 type Keyed = Vec<(Key, Arc<Entity>)>;
 
@@ -558,9 +561,7 @@ impl State {
     fn share_writer_names(&mut self, e: &mut Entity) {
         let mut share = |name: &mut Arc<str>| match self.names.get(&**name) {
             Some(shared) => *name = Arc::clone(shared),
-            None => {
-                self.names.insert(Arc::clone(name));
-            }
+            None => self.remember_name(name),
         };
         share(&mut e.created_by);
         share(&mut e.updated_by);
@@ -573,8 +574,17 @@ impl State {
     fn register_writer_names(&mut self, e: &Entity) {
         for name in [Some(&e.created_by), Some(&e.updated_by), e.datasource.as_ref()].into_iter().flatten() {
             if !self.names.contains(&**name) {
-                self.names.insert(Arc::clone(name));
+                self.remember_name(name);
             }
+        }
+    }
+
+    /// Keeps a new name to share, unless [`MAX_SHARED_NAMES`] are kept already (`$datasource` is whatever
+    /// User-Agent a writer sends: past the cap, entities keep copies of their own rather than the set growing
+    /// without bound).
+    fn remember_name(&mut self, name: &Arc<str>) {
+        if self.names.len() < MAX_SHARED_NAMES {
+            self.names.insert(Arc::clone(name));
         }
     }
 
@@ -1006,6 +1016,17 @@ mod tests {
         assert!(Arc::ptr_eq(&state.intern("me"), &state.entities_of("svc").next().expect("one").created_by));
         let loaded = State::from_snapshot(&state.to_snapshot().expect("snapshot")).expect("loads");
         assert!(shared(&loaded));
+    }
+
+    #[test]
+    fn the_shared_names_are_bounded() {
+        let mut state = State::default();
+        for i in 0..MAX_SHARED_NAMES + 50 {
+            state.remember_name(&Arc::from(format!("agent/{i}").as_str()));
+        }
+        assert_eq!(state.names.len(), MAX_SHARED_NAMES);
+        // A name past the cap is still answered, as an unshared copy.
+        assert_eq!(&*state.intern("agent/99999"), "agent/99999");
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub struct State {
     /// Blueprint → property → value → how many index entries have it (counts and facets in O(values)).
     value_counts: OrdMap<Key, OrdMap<Key, OrdMap<ScalarKey, usize>>>,
     /// The writers (`createdBy`, `updatedBy`) and data sources entities name, each kept once and shared by
-    /// every entity that names it. Only grows: there are a handful of writers, not millions.
+    /// every entity that names it; never shrinks, and holds at most [`MAX_SHARED_NAMES`].
     names: OrdSet<Key>,
 }
 
@@ -152,23 +152,18 @@ const MAX_SHARED_NAMES: usize = 10_000;
 /// A blueprint's entities with their keys, as a snapshot load gathers them.
 type Keyed = Vec<(Key, Arc<Entity>)>;
 
+/// Counts one more entity with a counted property's value, answering the counts' own copy of the value
+/// (few values, many index entries: the entries share it).
+fn count_value(counts: &mut OrdMap<ScalarKey, usize>, value: ScalarKey) -> ScalarKey {
+    let shared = counts.get_key_value(&value).map_or(value, |(k, _)| k.clone());
+    *counts.entry(shared.clone()).or_default() += 1;
+    shared
+}
+
 /// A blueprint's gathered property-index entries (by property) and value counts.
 struct Gathered {
     entries: std::collections::HashMap<Key, Vec<Entry>>,
-    counts: std::collections::HashMap<Key, std::collections::BTreeMap<ScalarKey, usize>>,
-}
-
-impl Gathered {
-    fn counts_of(
-        counts: std::collections::HashMap<Key, std::collections::BTreeMap<ScalarKey, usize>>,
-    ) -> OrdMap<Key, OrdMap<ScalarKey, usize>> {
-        counts.into_iter().map(|(name, c)| (name, c.into_iter().collect::<OrdMap<_, _>>())).collect()
-    }
-
-    fn build(self) -> (BlueprintIndex, OrdMap<Key, OrdMap<ScalarKey, usize>>) {
-        let index = self.entries.into_iter().map(|(name, list)| (name, entries_set(list))).collect();
-        (index, Gathered::counts_of(self.counts))
-    }
+    counts: OrdMap<Key, OrdMap<ScalarKey, usize>>,
 }
 
 /// One ordered set to build when indexes are built from scratch.
@@ -244,20 +239,41 @@ const SNAPSHOT_MAGIC: &[u8] = b"berth-snapshot-chunked\n";
 /// Entities per snapshot chunk.
 const SNAPSHOT_CHUNK: usize = 20_000;
 
-/// Runs `f` on every item on two threads (items taken in turn), answering in the items' order.
-fn on_two_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<R>, StateError> {
-    let half = |parity: usize| -> Vec<(usize, R)> {
-        items.iter().enumerate().filter(|(i, _)| i % 2 == parity).map(|(i, item)| (i, f(item))).collect()
+/// Runs `f` on every item on two threads, each taking the next item when it is free (put the largest
+/// first for balance), and answers the results in the items' order.
+fn on_two_threads<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Result<Vec<R>, StateError> {
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let next = match queue.lock() {
+                Ok(mut q) => q.next(),
+                Err(poisoned) => poisoned.into_inner().next(),
+            };
+            match next {
+                Some((i, item)) => done.push((i, f(item))),
+                None => return done,
+            }
+        }
     };
-    let (odd, even) = std::thread::scope(|scope| {
-        let odd = scope.spawn(|| half(1));
-        let even = half(0);
-        (odd.join(), even)
+    let (theirs, mine) = std::thread::scope(|scope| {
+        let theirs = scope.spawn(work);
+        let mine = work();
+        (theirs.join(), mine)
     });
-    let odd = odd.map_err(|_| StateError::Snapshot("a snapshot worker failed".into()))?;
-    let mut all: Vec<(usize, R)> = even.into_iter().chain(odd).collect();
+    let theirs = theirs.map_err(|_| StateError::Snapshot("a worker thread failed".into()))?;
+    let mut all: Vec<(usize, R)> = mine.into_iter().chain(theirs).collect();
     all.sort_by_key(|(i, _)| *i);
     Ok(all.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Trims the maps of entities just parsed (see `Entity::compact`); shared ones are left as they are.
+fn compact_parsed(entities: &mut [Arc<Entity>]) {
+    for e in entities {
+        if let Some(e) = Arc::get_mut(e) {
+            e.compact();
+        }
+    }
 }
 
 /// Decodes an event as stored at `seq`, checking that it says it is that event.
@@ -388,12 +404,8 @@ impl State {
                 continue;
             }
             let (prop, key) = entry;
-            // A counted property has few values: its entries share the value counts' copy of each.
             let value = if prop.counted {
-                let counts = bp_counts.entry(Arc::clone(&prop.name)).or_default();
-                let shared = counts.get_key_value(key).map(|(k, _)| k.clone()).unwrap_or_else(|| key.clone());
-                *counts.entry(shared.clone()).or_default() += 1;
-                shared
+                count_value(bp_counts.entry(Arc::clone(&prop.name)).or_default(), key.clone())
             } else {
                 bp_index
                     .get(&prop.name)
@@ -412,25 +424,20 @@ impl State {
             self.value_counts.remove(blueprint);
             return;
         };
-        let (index, counts) = gathered.build();
+        let index = gathered.entries.into_iter().map(|(name, list)| (name, entries_set(list))).collect();
         self.props.insert(Arc::clone(&key), index);
-        self.value_counts.insert(key, counts);
+        self.value_counts.insert(key, gathered.counts);
     }
 
     /// Every property-index entry of a blueprint's entities, and its value counts.
     fn gather_entries(&self, blueprint: &str) -> Option<Gathered> {
         let spec = Arc::clone(&self.blueprints.get(blueprint)?.index);
         let mut entries: std::collections::HashMap<Key, Vec<Entry>> = std::collections::HashMap::new();
-        let mut counts: std::collections::HashMap<Key, std::collections::BTreeMap<ScalarKey, usize>> =
-            std::collections::HashMap::new();
+        let mut counts: OrdMap<Key, OrdMap<ScalarKey, usize>> = OrdMap::new();
         for (id, e) in self.entities.get(blueprint).into_iter().flat_map(|m| m.iter()) {
             for (prop, value) in spec.entries_of(e) {
                 let value = if prop.counted {
-                    // Entries share the value counts' copy of each value (few values, many entries).
-                    let counts = counts.entry(Arc::clone(&prop.name)).or_default();
-                    let shared = counts.get_key_value(&value).map(|(k, _)| k.clone()).unwrap_or(value);
-                    *counts.entry(shared.clone()).or_default() += 1;
-                    shared
+                    count_value(counts.entry(Arc::clone(&prop.name)).or_default(), value)
                 } else {
                     value
                 };
@@ -469,32 +476,10 @@ impl State {
         let mut counts = Vec::new();
         for (bp, g) in gathered {
             tasks.extend(g.entries.into_iter().map(|(prop, list)| Task::Entries(Arc::clone(&bp), prop, list)));
-            counts.push((bp, Gathered::counts_of(g.counts)));
+            counts.push((bp, g.counts));
         }
-        tasks.sort_by_key(Task::len);
-        let queue = std::sync::Mutex::new(tasks);
-        let work = || {
-            let mut done = Vec::new();
-            loop {
-                let next = match queue.lock() {
-                    Ok(mut q) => q.pop(),
-                    Err(poisoned) => poisoned.into_inner().pop(),
-                };
-                match next {
-                    Some(task) => done.push(task.build()),
-                    None => return done,
-                }
-            }
-        };
-        let built = std::thread::scope(|scope| {
-            let other = scope.spawn(work);
-            let mut mine = work();
-            other.join().map(|theirs| {
-                mine.extend(theirs);
-                mine
-            })
-        })
-        .map_err(failed)?;
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        let built = on_two_threads(tasks, Task::build)?;
         self.incoming = OrdMap::new();
         self.props = OrdMap::new();
         for b in built {
@@ -797,7 +782,7 @@ impl State {
     fn to_snapshot_in(&self, chunk_size: usize) -> Result<Vec<u8>, StateError> {
         let all: Vec<&Arc<Entity>> = self.entities.values().flat_map(|m| m.values()).collect();
         let groups: Vec<&[&Arc<Entity>]> = all.chunks(chunk_size.max(1)).collect();
-        let chunks = on_two_threads(&groups, serde_json::to_vec)?
+        let chunks = on_two_threads(groups, serde_json::to_vec)?
             .into_iter()
             .collect::<Result<Vec<Vec<u8>>, _>>()
             .map_err(|e| StateError::Snapshot(e.to_string()))?;
@@ -830,11 +815,7 @@ impl State {
         let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC) else {
             let mut data: SnapshotData =
                 serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
-            for e in &mut data.entities {
-                if let Some(e) = Arc::get_mut(e) {
-                    e.compact();
-                }
-            }
+            compact_parsed(&mut data.entities);
             return Ok(data);
         };
         let line = rest.iter().position(|b| *b == b'\n').ok_or_else(|| bad("the header length is missing"))?;
@@ -860,17 +841,13 @@ impl State {
             return Err(bad("bytes follow the last entity chunk"));
         }
         // Each thread also trims the maps of what it parsed (see Entity::compact), off the single-threaded part.
-        let parse = |chunk: &&[u8]| {
+        let parse = |chunk: &[u8]| {
             serde_json::from_slice::<Vec<Arc<Entity>>>(chunk).map(|mut entities| {
-                for e in &mut entities {
-                    if let Some(e) = Arc::get_mut(e) {
-                        e.compact();
-                    }
-                }
+                compact_parsed(&mut entities);
                 entities
             })
         };
-        for parsed in on_two_threads(&slices, parse)? {
+        for parsed in on_two_threads(slices, parse)? {
             data.entities.extend(parsed.map_err(|e| StateError::Snapshot(format!("entities: {e}")))?);
         }
         Ok(data)
@@ -892,39 +869,18 @@ impl State {
             state.share_writer_names(owned);
             by_blueprint.entry(bp).or_default().push((Arc::clone(&e.identifier), e));
         }
-        // Each blueprint's entity map is independent: the largest ones are built on two threads.
+        // Each blueprint's entity map is independent: built on two threads, the largest first.
         let mut lists: Vec<(Key, Keyed)> = by_blueprint.into_iter().collect();
         lists.sort_by_key(|(_, list)| std::cmp::Reverse(list.len()));
-        let (mut left, mut right, mut left_len, mut right_len) = (Vec::new(), Vec::new(), 0, 0);
-        for item in lists {
-            if left_len <= right_len {
-                left_len += item.1.len();
-                left.push(item);
-            } else {
-                right_len += item.1.len();
-                right.push(item);
-            }
-        }
-        let build = |lists: Vec<(Key, Keyed)>| {
-            lists
-                .into_iter()
-                .map(|(bp, mut list)| {
-                    list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                    let mut map = OrdMap::new();
-                    in_near_order(list, |(id, e)| {
-                        map.insert(id, e);
-                    });
-                    (bp, map)
-                })
-                .collect::<Vec<_>>()
+        let build = |(bp, mut list): (Key, Keyed)| {
+            list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut map = OrdMap::new();
+            in_near_order(list, |(id, e)| {
+                map.insert(id, e);
+            });
+            (bp, map)
         };
-        let (other, mine) = std::thread::scope(|scope| {
-            let other = scope.spawn(|| build(right));
-            let mine = build(left);
-            (other.join(), mine)
-        });
-        let other = other.map_err(|_| StateError::Snapshot("building the entity maps failed".into()))?;
-        for (bp, map) in mine.into_iter().chain(other) {
+        for (bp, map) in on_two_threads(lists, build)? {
             state.entities.insert(bp, map);
         }
         state.build_indexes()?;

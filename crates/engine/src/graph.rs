@@ -112,15 +112,10 @@ fn neighbours_in_parallel(state: &State, frontier: &[Node], direction: Direction
         out
     };
     let (first, second) = frontier.split_at(frontier.len() / 2);
-    std::thread::scope(|scope| {
-        let other = scope.spawn(|| collect(second));
-        let mut out = collect(first);
-        match other.join() {
-            Ok(more) => out.extend(more),
-            Err(_) => out.extend(collect(second)),
-        }
-        out
-    })
+    match crate::parallel::on_two_threads(vec![first, second], collect) {
+        Some(halves) => halves.concat(),
+        None => collect(frontier),
+    }
 }
 
 /// The entities related to `identifiers` of `blueprint` (themselves excluded).

@@ -10,6 +10,7 @@
 //! - [`access`] is the permission layer: [`execute`] authorizes every change a command makes for the
 //!   caller in its [`WriteMeta`], and [`access::read_scope`] narrows every read.
 //! - Given the same events, every replica builds the same state: no clock, no randomness, no I/O here.
+//!   Some work is split over two threads ([`parallel`]); results never depend on how it was split.
 
 pub mod access;
 pub mod aggregate;
@@ -19,6 +20,7 @@ mod digest;
 mod entities;
 pub mod graph;
 pub mod index;
+pub mod parallel;
 pub mod search;
 mod state;
 mod users;

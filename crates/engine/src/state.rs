@@ -7,6 +7,7 @@ use berth_model::{Blueprint, BlueprintPermissions, Change, Credential, Entity, E
 use imbl::{OrdMap, OrdSet};
 
 use crate::index::{BlueprintIndex, Entry, IndexSpec, PropSpec, ScalarKey};
+use crate::parallel::on_two_threads;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -239,32 +240,8 @@ const SNAPSHOT_MAGIC: &[u8] = b"berth-snapshot-chunked\n";
 /// Entities per snapshot chunk.
 const SNAPSHOT_CHUNK: usize = 20_000;
 
-/// Runs `f` on every item on two threads, each taking the next item when it is free (put the largest
-/// first for balance), and answers the results in the items' order.
-fn on_two_threads<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Result<Vec<R>, StateError> {
-    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
-    let work = || {
-        let mut done = Vec::new();
-        loop {
-            let next = match queue.lock() {
-                Ok(mut q) => q.next(),
-                Err(poisoned) => poisoned.into_inner().next(),
-            };
-            match next {
-                Some((i, item)) => done.push((i, f(item))),
-                None => return done,
-            }
-        }
-    };
-    let (theirs, mine) = std::thread::scope(|scope| {
-        let theirs = scope.spawn(work);
-        let mine = work();
-        (theirs.join(), mine)
-    });
-    let theirs = theirs.map_err(|_| StateError::Snapshot("a worker thread failed".into()))?;
-    let mut all: Vec<(usize, R)> = mine.into_iter().chain(theirs).collect();
-    all.sort_by_key(|(i, _)| *i);
-    Ok(all.into_iter().map(|(_, r)| r).collect())
+fn worker_failed() -> StateError {
+    StateError::Snapshot("a worker thread failed".into())
 }
 
 /// Trims the maps of entities just parsed (see `Entity::compact`); shared ones are left as they are.
@@ -479,7 +456,7 @@ impl State {
             counts.push((bp, g.counts));
         }
         tasks.sort_by_key(|t| std::cmp::Reverse(t.len()));
-        let built = on_two_threads(tasks, Task::build)?;
+        let built = on_two_threads(tasks, Task::build).ok_or_else(worker_failed)?;
         self.incoming = OrdMap::new();
         self.props = OrdMap::new();
         for b in built {
@@ -774,7 +751,7 @@ impl State {
         }
     }
 
-    /// Serialises the state (without indexes) for a snapshot, in the chunked layout ([`SnapshotData`]).
+    /// Serialises the state (without indexes) for a snapshot, in the chunked layout (see `SnapshotData`).
     pub fn to_snapshot(&self) -> Result<Vec<u8>, StateError> {
         self.to_snapshot_in(SNAPSHOT_CHUNK)
     }
@@ -782,7 +759,8 @@ impl State {
     fn to_snapshot_in(&self, chunk_size: usize) -> Result<Vec<u8>, StateError> {
         let all: Vec<&Arc<Entity>> = self.entities.values().flat_map(|m| m.values()).collect();
         let groups: Vec<&[&Arc<Entity>]> = all.chunks(chunk_size.max(1)).collect();
-        let chunks = on_two_threads(groups, serde_json::to_vec)?
+        let chunks = on_two_threads(groups, serde_json::to_vec)
+            .ok_or_else(worker_failed)?
             .into_iter()
             .collect::<Result<Vec<Vec<u8>>, _>>()
             .map_err(|e| StateError::Snapshot(e.to_string()))?;
@@ -847,7 +825,7 @@ impl State {
                 entities
             })
         };
-        for parsed in on_two_threads(slices, parse)? {
+        for parsed in on_two_threads(slices, parse).ok_or_else(worker_failed)? {
             data.entities.extend(parsed.map_err(|e| StateError::Snapshot(format!("entities: {e}")))?);
         }
         Ok(data)
@@ -880,7 +858,7 @@ impl State {
             });
             (bp, map)
         };
-        for (bp, map) in on_two_threads(lists, build)? {
+        for (bp, map) in on_two_threads(lists, build).ok_or_else(worker_failed)? {
             state.entities.insert(bp, map);
         }
         state.build_indexes()?;

@@ -65,6 +65,14 @@ pub(crate) struct Proc {
     pub(crate) base: String,
 }
 
+impl Proc {
+    /// Stops the server with SIGTERM and waits for it: a graceful stop writes a snapshot at the head.
+    pub(crate) fn stop_gracefully(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -341,10 +349,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     rows.push((format!("server RSS with {total} entities"), format!("{:.0} MiB", rss_mib(server.child.id()))));
 
     // Start-up with data: after a graceful stop (snapshot at the head) and after SIGKILL (snapshot + tail).
-    let pid = server.child.id();
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let mut server = server;
-    let _ = server.child.wait();
+    server.stop_gracefully();
     let restarted = spawn(&data_dir)?;
     let warm = wait_ready(&client, &restarted.base).await?;
     rows.push((

@@ -246,10 +246,7 @@ pub async fn run(entities: usize, keep: bool) -> anyhow::Result<()> {
     let restarted = spawn(dir.path())?;
     let start_up = wait_ready(&client, &restarted.base).await?;
     // A graceful stop writes a snapshot at the head: the next start loads it and replays nothing.
-    let mut restarted = restarted;
-    let _ = std::process::Command::new("kill").args(["-TERM", &restarted.child.id().to_string()]).status();
-    let _ = restarted.child.wait();
-    drop(restarted);
+    restarted.stop_gracefully();
     let from_snapshot = spawn(dir.path())?;
     let warm_start = wait_ready(&client, &from_snapshot.base).await?;
     drop(from_snapshot);

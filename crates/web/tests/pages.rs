@@ -50,6 +50,17 @@ async fn start() -> Ui {
 }
 
 impl Ui {
+    /// Accepts an invitation on `/invite` (choosing `password`), as the invitee's browser would.
+    async fn accept_invitation(&self, email: &str, code: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/invite", self.base))
+            .header(FORM, FORM_TYPE)
+            .body(encode(&[("email", email), ("code", code), ("password", password), ("password2", password)]))
+            .send()
+            .await
+            .expect("accept")
+    }
+
     async fn login(&self, email: &str, password: &str, next: &str) -> reqwest::Response {
         self.http
             .post(format!("{}/login", self.base))
@@ -189,19 +200,7 @@ async fn a_disabled_user_loses_its_session() {
     let r = ui.http.get(format!("{}{url}", ui.base)).send().await.expect("get");
     assert_eq!(r.status(), StatusCode::OK);
     let code = invite["invitation"]["code"].as_str().expect("code");
-    let r = ui
-        .http
-        .post(format!("{}/invite", ui.base))
-        .header(FORM, FORM_TYPE)
-        .body(encode(&[
-            ("email", "other@example.com"),
-            ("code", code),
-            ("password", "a good password"),
-            ("password2", "a good password"),
-        ]))
-        .send()
-        .await
-        .expect("accept");
+    let r = ui.accept_invitation("other@example.com", code, "a good password").await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(r.headers()["set-cookie"].to_str().expect("c").starts_with("berth_session="));
 
@@ -256,19 +255,7 @@ async fn pages_show_only_what_the_user_may_read() {
     .await
     .expect("json");
     let code = invite["invitation"]["code"].as_str().expect("code");
-    let r = ui
-        .http
-        .post(format!("{}/invite", ui.base))
-        .header(FORM, FORM_TYPE)
-        .body(encode(&[
-            ("email", "m@example.com"),
-            ("code", code),
-            ("password", "member password"),
-            ("password2", "member password"),
-        ]))
-        .send()
-        .await
-        .expect("accept");
+    let r = ui.accept_invitation("m@example.com", code, "member password").await;
     let cookie = r.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_string();
 
     let (status, table) = ui.get(&cookie, "/blueprints/service/entities").await;

@@ -234,6 +234,19 @@ pub enum Outcome {
 }
 
 /// Validates `cmd` against `state` and returns the changes it makes and its answer. Pure: `state` is not changed.
+impl Command {
+    /// Whether executing the command may read more than blueprints and entities (property indexes, value
+    /// counts, reverse relations: search-query inputs, dependents, permission rules of non-admins). A batch
+    /// that defers index updates ([`State::defer_indexes`]) settles them before such a command.
+    pub fn reads_indexes(&self, meta: &WriteMeta) -> bool {
+        let checked = meta.principal.as_ref().is_some_and(|p| !p.is_admin());
+        match self {
+            Command::WriteEntity { input, .. } => checked || input.uses_search(),
+            _ => true,
+        }
+    }
+}
+
 pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, Outcome), DomainError> {
     let (changes, outcome) = run(state, meta, cmd)?;
     if let Some(p) = &meta.principal {

@@ -20,6 +20,7 @@ mod digest;
 mod entities;
 pub mod graph;
 pub mod index;
+mod index_work;
 pub mod parallel;
 pub mod search;
 mod state;

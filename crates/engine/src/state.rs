@@ -7,6 +7,7 @@ use berth_model::{Blueprint, BlueprintPermissions, Change, Credential, Entity, E
 use imbl::{OrdMap, OrdSet};
 
 use crate::index::{BlueprintIndex, Entry, IndexSpec, PropSpec, ScalarKey};
+use crate::index_work::{Deferred, Op, Taken, Target, apply_all, count_value};
 use crate::parallel::on_two_threads;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -56,7 +57,7 @@ type Key = Arc<str>;
 /// Ordered by the target's hash, then the target, so a target's edges are one contiguous range and finding it
 /// compares integers on the way down the tree rather than strings (a graph walk does this per node).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Link {
+pub(crate) struct Link {
     hash: u64,
     target: Key,
     edge: Edge,
@@ -120,6 +121,10 @@ pub struct State {
     /// The writers (`createdBy`, `updatedBy`) and data sources entities name, each kept once and shared by
     /// every entity that names it; never shrinks, and holds at most [`MAX_SHARED_NAMES`].
     names: OrdSet<Key>,
+    /// Index updates of entity writes not applied yet (see [`State::defer_indexes`]); empty between events
+    /// unless deferring.
+    work: Deferred,
+    deferring: bool,
 }
 
 /// What a snapshot holds; the indexes are rebuilt on load.
@@ -153,13 +158,8 @@ const MAX_SHARED_NAMES: usize = 10_000;
 /// A blueprint's entities with their keys, as a snapshot load gathers them.
 type Keyed = Vec<(Key, Arc<Entity>)>;
 
-/// Counts one more entity with a counted property's value, answering the counts' own copy of the value
-/// (few values, many index entries: the entries share it).
-fn count_value(counts: &mut OrdMap<ScalarKey, usize>, value: ScalarKey) -> ScalarKey {
-    let shared = counts.get_key_value(&value).map_or(value, |(k, _)| k.clone());
-    *counts.entry(shared.clone()).or_default() += 1;
-    shared
-}
+/// Deferred index updates below this many are applied on the writer's thread (a thread costs more).
+const PARALLEL_UPDATES: usize = 1024;
 
 /// A blueprint's gathered property-index entries (by property) and value counts.
 struct Gathered {
@@ -349,47 +349,113 @@ impl State {
         self.blueprints.get(blueprint).and_then(|b| b.index.get(property)).is_some_and(|p| p.date_time)
     }
 
-    /// Updates the property index for the entity `id` going from `old` to `new` (either may be absent).
+    /// Queues the property-index updates of the entity `id` going from `old` to `new` (either may be absent).
     fn reindex(&mut self, blueprint: &Key, id: &Key, old: Option<&Entity>, new: Option<&Entity>) {
         let Some(spec) = self.blueprints.get(&**blueprint).map(|b| Arc::clone(&b.index)) else { return };
         let before = old.map(|e| spec.entries_of(e)).unwrap_or_default();
         let after = new.map(|e| spec.entries_of(e)).unwrap_or_default();
         let same = |a: &(&PropSpec, ScalarKey), b: &(&PropSpec, ScalarKey)| a.0.name == b.0.name && a.1 == b.1;
-        let bp_index = self.props.entry(Arc::clone(blueprint)).or_default();
-        let bp_counts = self.value_counts.entry(Arc::clone(blueprint)).or_default();
+        // A blueprint written to has an index (maybe empty) from then on.
+        self.props.entry(Arc::clone(blueprint)).or_default();
+        self.value_counts.entry(Arc::clone(blueprint)).or_default();
+        let target =
+            |prop: &PropSpec| Target::Property { blueprint: Arc::clone(blueprint), property: Arc::clone(&prop.name) };
         for entry in &before {
-            if after.iter().any(|a| same(a, entry)) {
-                continue;
-            }
-            let (prop, key) = entry;
-            if let Some(set) = bp_index.get_mut(&prop.name) {
-                set.remove(&Entry { value: key.clone(), id: Arc::clone(id) });
-            }
-            if prop.counted {
-                if let Some(counts) = bp_counts.get_mut(&prop.name) {
-                    if let Some(n) = counts.get_mut(key) {
-                        *n -= 1;
-                        if *n == 0 {
-                            counts.remove(key);
-                        }
-                    }
-                }
+            if !after.iter().any(|a| same(a, entry)) {
+                let (prop, value) = entry;
+                let op = Op::Unindex { value: value.clone(), id: Arc::clone(id), counted: prop.counted };
+                self.work.push(target(prop), op);
             }
         }
         for entry in &after {
-            if before.iter().any(|b| same(b, entry)) {
-                continue;
+            if !before.iter().any(|b| same(b, entry)) {
+                let (prop, value) = entry;
+                let op = Op::Index { value: value.clone(), id: Arc::clone(id), counted: prop.counted };
+                self.work.push(target(prop), op);
             }
-            let (prop, key) = entry;
-            let value = if prop.counted {
-                count_value(bp_counts.entry(Arc::clone(&prop.name)).or_default(), key.clone())
-            } else {
-                bp_index
-                    .get(&prop.name)
-                    .and_then(|set| crate::index::held_value(set, key))
-                    .unwrap_or_else(|| key.clone())
-            };
-            bp_index.entry(Arc::clone(&prop.name)).or_default().insert(Entry { value, id: Arc::clone(id) });
+        }
+    }
+
+    /// Defers the index updates of the events applied from now on until [`State::settle_indexes`]: a batch of
+    /// writes then applies them together, on two threads. Meanwhile the entity maps are current but the
+    /// property indexes, value counts and reverse-relation sets are not: only commands that read no more
+    /// than blueprints and entities may run (see [`crate::Command::reads_indexes`]).
+    pub fn defer_indexes(&mut self) {
+        self.deferring = true;
+    }
+
+    /// Whether index updates are waiting.
+    pub fn has_deferred_indexes(&self) -> bool {
+        !self.work.is_empty()
+    }
+
+    /// Applies the waiting index updates and stops deferring. Each set gets its updates in order; different
+    /// sets go to two threads when there are many. If a worker thread failed, the state is incomplete: the
+    /// error says so and the state must be dropped.
+    pub fn settle_indexes(&mut self) -> Result<(), StateError> {
+        self.deferring = false;
+        if self.work.is_empty() {
+            return Ok(());
+        }
+        let work = std::mem::take(&mut self.work);
+        let parallel = work.len() >= PARALLEL_UPDATES;
+        let mut jobs: Vec<(Target, Taken, bool, Vec<Op>)> = work
+            .into_groups()
+            .into_iter()
+            .map(|(target, ops)| {
+                let (taken, existed) = self.take_set(&target);
+                (target, taken, existed, ops)
+            })
+            .collect();
+        let run = |(target, taken, existed, ops): (Target, Taken, bool, Vec<Op>)| {
+            let (taken, keep) = apply_all(taken, existed, ops);
+            (target, taken, keep)
+        };
+        let done = if parallel {
+            jobs.sort_by_key(|job| std::cmp::Reverse(job.3.len()));
+            on_two_threads(jobs, run)
+                .ok_or_else(|| StateError::Invalid { seq: self.seq, message: "an index worker thread failed".into() })?
+        } else {
+            jobs.into_iter().map(run).collect()
+        };
+        for (target, taken, keep) in done {
+            self.put_set(target, taken, keep);
+        }
+        Ok(())
+    }
+
+    /// Takes the set `target` names out of the state (empty if there is none), and whether it was there.
+    fn take_set(&mut self, target: &Target) -> (Taken, bool) {
+        match target {
+            Target::Property { blueprint, property } => {
+                let entries = self.props.get_mut(&**blueprint).and_then(|m| m.remove(&**property));
+                let counts = self.value_counts.get_mut(&**blueprint).and_then(|m| m.remove(&**property));
+                let existed = entries.is_some();
+                (Taken::Property { entries: entries.unwrap_or_default(), counts }, existed)
+            }
+            Target::Links { blueprint } => {
+                let links = self.incoming.remove(&**blueprint);
+                let existed = links.is_some();
+                (Taken::Links(links.unwrap_or_default()), existed)
+            }
+        }
+    }
+
+    /// Puts back a set [`State::take_set`] took (unless it was not there and nothing was added).
+    fn put_set(&mut self, target: Target, taken: Taken, keep: bool) {
+        match (target, taken) {
+            (Target::Property { blueprint, property }, Taken::Property { entries, counts }) => {
+                if let Some(counts) = counts {
+                    self.value_counts.entry(Arc::clone(&blueprint)).or_default().insert(Arc::clone(&property), counts);
+                }
+                if keep {
+                    self.props.entry(blueprint).or_default().insert(property, entries);
+                }
+            }
+            (Target::Links { blueprint }, Taken::Links(links)) if keep => {
+                self.incoming.insert(blueprint, links);
+            }
+            _ => {}
         }
     }
 
@@ -606,8 +672,19 @@ impl State {
         if event.seq != self.seq + 1 {
             return Err(StateError::OutOfOrder { seq: event.seq, state: self.seq });
         }
+        // Only entity writes are deferred (a refusal changes nothing): anything else sees (and may rebuild)
+        // settled indexes.
+        if self.deferring
+            && !matches!(event.change, Change::EntityPut { .. } | Change::EntityDeleted { .. } | Change::Refused { .. })
+        {
+            self.settle_indexes()?;
+            self.deferring = true;
+        }
         self.apply_change(&event.change).map_err(|message| StateError::Invalid { seq: event.seq, message })?;
         self.seq = event.seq;
+        if !self.deferring {
+            self.settle_indexes()?;
+        }
         Ok(())
     }
 
@@ -738,16 +815,14 @@ impl State {
     }
 
     fn link(&mut self, source: &Key, e: &Entity) {
-        for (bp, link) in self.edges_of(source, e) {
-            self.incoming.entry(bp).or_default().insert(link);
+        for (blueprint, link) in self.edges_of(source, e) {
+            self.work.push(Target::Links { blueprint }, Op::Link(link));
         }
     }
 
     fn unlink(&mut self, source: &Key, e: &Entity) {
-        for (bp, link) in self.edges_of(source, e) {
-            if let Some(set) = self.incoming.get_mut(&bp) {
-                set.remove(&link);
-            }
+        for (blueprint, link) in self.edges_of(source, e) {
+            self.work.push(Target::Links { blueprint }, Op::Unlink(link));
         }
     }
 
@@ -922,6 +997,159 @@ mod tests {
             apply(&mut state, Change::EntityPut { entity: Arc::new(entity) });
         }
         state
+    }
+
+    /// Stamped JSON → an event at `seq`.
+    fn event(seq: u64, change: Change) -> Event {
+        Event {
+            seq,
+            time: berth_model::Timestamp::from_millis(0),
+            actor: "me".into(),
+            origin: berth_model::Origin::Api,
+            run_id: None,
+            change,
+            before: None,
+        }
+    }
+
+    fn stamped(mut v: serde_json::Value) -> serde_json::Value {
+        for k in ["createdAt", "updatedAt"] {
+            v[k] = json!("2026-11-26T10:00:00Z");
+        }
+        v["createdBy"] = json!("me");
+        v["updatedBy"] = json!("me");
+        v
+    }
+
+    /// A write of the deferral tests: `(delete, blueprint 0/1, id, value seed, relation target)`.
+    type Write = (bool, u8, u8, u8, Option<u8>);
+
+    /// Two blueprints (one pointing at the other and at itself) with counted, free-string, numeric and array
+    /// properties, then `writes` as entity events from seq 3.
+    fn deferral_events(writes: &[Write]) -> (Vec<Event>, Vec<Event>) {
+        let bp = |v| Change::BlueprintPut { blueprint: Box::new(serde_json::from_value(stamped(v)).expect("bp")) };
+        let setup = vec![
+            event(
+                1,
+                bp(json!({"identifier": "svc", "title": "Service", "schema": {"properties": {
+                "lang": {"type": "string", "enum": ["go", "rust", "java"]}, "version": {"type": "string"},
+                "n": {"type": "number"}, "tags": {"type": "array"}}}})),
+            ),
+            event(
+                2,
+                bp(json!({"identifier": "dep", "title": "Deployment", "schema": {"properties": {
+                "ok": {"type": "boolean"}, "version": {"type": "string"}}},
+                "relations": {"service": {"target": "svc", "required": false, "many": false},
+                              "previous": {"target": "dep", "required": false, "many": true}}})),
+            ),
+        ];
+        let mut live = std::collections::BTreeSet::new();
+        let mut events = Vec::new();
+        for &(delete, bp, id, seed, target) in writes {
+            let blueprint = if bp % 2 == 0 { "svc" } else { "dep" };
+            let identifier = format!("{blueprint}-{}", id % 24);
+            let seq = 3 + events.len() as u64;
+            if delete {
+                if live.remove(&(blueprint, identifier.clone())) {
+                    events.push(event(seq, Change::EntityDeleted { blueprint: blueprint.into(), identifier }));
+                }
+                continue;
+            }
+            let relations = match (blueprint, target) {
+                ("dep", Some(t)) => {
+                    json!({"service": format!("svc-{}", t % 24), "previous": [format!("dep-{}", t % 5), "dep-1"]})
+                }
+                _ => json!({}),
+            };
+            let properties = if blueprint == "svc" {
+                let lang = ["go", "rust", "java"][usize::from(seed % 3)];
+                json!({"lang": lang, "version": format!("1.{}", seed % 7),
+                       "n": seed % 11, "tags": [format!("t{}", seed % 4), format!("t{}", seed % 3)]})
+            } else {
+                json!({"ok": seed % 2 == 0, "version": format!("2.{}", seed % 5)})
+            };
+            let title = if seed % 4 == 0 { json!(null) } else { json!(format!("T{}", seed % 6)) };
+            let entity: Entity = serde_json::from_value(stamped(json!({"identifier": identifier, "blueprint": blueprint,
+                "title": title, "team": [format!("team{}", seed % 3)], "properties": properties, "relations": relations})))
+            .expect("an entity");
+            live.insert((blueprint, identifier));
+            events.push(event(seq, Change::EntityPut { entity: Arc::new(entity) }));
+        }
+        (setup, events)
+    }
+
+    fn assert_same_indexes(a: &State, b: &State) {
+        assert_eq!(a.props, b.props, "property indexes");
+        assert_eq!(a.value_counts, b.value_counts, "value counts");
+        assert_eq!(a.incoming, b.incoming, "reverse relations");
+        assert_eq!(a.digest(), b.digest(), "entities");
+    }
+
+    /// The same events applied one at a time, and with index updates deferred and settled at `settle_at`
+    /// (and at the end).
+    fn one_by_one_and_deferred(writes: &[Write], settle_at: &[usize]) -> (State, State) {
+        let (setup, events) = deferral_events(writes);
+        let mut base = State::default();
+        for e in &setup {
+            base.apply(e).expect("setup applies");
+        }
+        let mut one = base.clone();
+        for e in &events {
+            one.apply(e).expect("applies");
+        }
+        let mut deferred = base;
+        deferred.defer_indexes();
+        for (i, e) in events.iter().enumerate() {
+            if settle_at.contains(&i) {
+                deferred.settle_indexes().expect("settles");
+                deferred.defer_indexes();
+            }
+            deferred.apply(e).expect("applies deferred");
+        }
+        deferred.settle_indexes().expect("settles");
+        assert!(!deferred.has_deferred_indexes());
+        (one, deferred)
+    }
+
+    #[test]
+    fn deferred_index_updates_on_two_threads_equal_one_by_one() {
+        // Enough updates for the two-thread path (PARALLEL_UPDATES), with rewrites and deletes in between.
+        let writes: Vec<Write> = (0..1500u32)
+            .map(|i| {
+                (i % 7 == 3, (i % 3) as u8, (i * 7 % 24) as u8, (i % 251) as u8, (i % 5 != 0).then_some((i % 23) as u8))
+            })
+            .collect();
+        let (one, deferred) = one_by_one_and_deferred(&writes, &[]);
+        assert!(one.property_index("svc", "lang").is_some_and(|s| !s.is_empty()));
+        assert!(one.is_relation_target("svc") && one.is_relation_target("dep"));
+        assert_same_indexes(&one, &deferred);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn deferred_index_updates_equal_one_by_one(
+            writes in proptest::collection::vec(
+                (proptest::bool::weighted(0.2), 0u8..2, 0u8..24, proptest::prelude::any::<u8>(), proptest::option::of(0u8..24)),
+                0..400),
+            settle_at in proptest::collection::vec(0usize..400, 0..4),
+        ) {
+            let (one, deferred) = one_by_one_and_deferred(&writes, &settle_at);
+            assert_same_indexes(&one, &deferred);
+        }
+    }
+
+    #[test]
+    fn deferring_settles_before_anything_but_entity_writes() {
+        let (setup, events) = deferral_events(&[(false, 0, 1, 1, None), (false, 0, 2, 2, None)]);
+        let mut state = State::default();
+        state.apply(&setup[0]).expect("applies");
+        state.defer_indexes();
+        state.apply(&setup[1]).expect("a blueprint settles first");
+        state.apply(&events[0]).expect("applies");
+        assert!(state.has_deferred_indexes());
+        assert!(state.property_index("svc", "lang").is_none_or(|s| s.is_empty()), "not yet visible");
+        state.settle_indexes().expect("settles");
+        assert_eq!(state.property_index("svc", "lang").map(|s| s.len()), Some(1));
     }
 
     #[test]

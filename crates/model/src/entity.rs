@@ -117,6 +117,13 @@ fn opt_string(obj: &Map<String, Value>, key: &str) -> Result<Field<String>, Doma
 }
 
 impl EntityInput {
+    /// Whether a field is given as a search query (resolved against the catalog's indexes when written).
+    pub fn uses_search(&self) -> bool {
+        matches!(self.identifier, Some(IdentifierInput::Search(_)))
+            || self.team_query.is_some()
+            || self.relations.iter().flatten().any(|(_, v)| v.is_object())
+    }
+
     /// Parses a request body. Server-owned keys (`createdAt`, `blueprint`, ...) are ignored.
     pub fn from_value(v: &Value) -> Result<EntityInput, DomainError> {
         Self::from_owned(v.clone())

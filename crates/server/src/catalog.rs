@@ -60,6 +60,24 @@ pub struct Catalog {
     applied: watch::Sender<u64>,
     /// The newest store head the watcher has seen (other replicas' writes included).
     store_head: watch::Sender<u64>,
+    /// Replaced states go to the reclaimer thread: freeing what a batch replaced (the old copies of every
+    /// tree node it touched) is a tenth of a write's cost, and the writer need not wait for it.
+    retired: std::sync::mpsc::Sender<Arc<State>>,
+}
+
+/// Starts the thread that frees replaced states; it ends when the catalog (its sender) is dropped.
+fn start_reclaimer() -> std::sync::mpsc::Sender<Arc<State>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Arc<State>>();
+    let spawned = std::thread::Builder::new().name("berth-reclaim".into()).spawn(move || {
+        for state in rx {
+            drop(state);
+        }
+    });
+    if let Err(e) = spawned {
+        // Without the thread, sends fail and replaced states are freed by the writer itself.
+        tracing::warn!(error = %e, "cannot start the reclaimer thread");
+    }
+    tx
 }
 
 /// How long the watcher waits on the store before asking again (and re-checking the connection).
@@ -99,6 +117,7 @@ impl Catalog {
             jobs: jobs_tx,
             applied: watch::channel(seq).0,
             store_head: watch::channel(seq).0,
+            retired: start_reclaimer(),
         });
         let store_head = catalog.store_head.subscribe();
         tokio::spawn(writer_loop(Arc::clone(&catalog), jobs_rx, store_head));
@@ -120,11 +139,15 @@ impl Catalog {
     fn publish(&self, state: State) {
         let seq = state.seq();
         let state = Arc::new(state);
-        match self.view.write() {
-            Ok(mut guard) => *guard = state,
-            Err(poisoned) => *poisoned.into_inner() = state,
-        }
+        let old = match self.view.write() {
+            Ok(mut guard) => std::mem::replace(&mut *guard, state),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), state),
+        };
         self.applied.send_replace(seq);
+        // Freed elsewhere, after the lock is released (a reader still holding it frees it when done).
+        if let Err(std::sync::mpsc::SendError(old)) = self.retired.send(old) {
+            drop(old);
+        }
     }
 
     /// Waits until the published state has reached `seq` (a write made on another replica, say), at most
@@ -248,9 +271,12 @@ async fn catch_up_in(store: &dyn LogStore, state: &mut State, batch: usize) -> R
         };
         if let Some(previous) = pending.take() {
             let events = previous.await.map_err(|e| CatalogError::Replay(e.to_string()))??;
+            // The batch's index updates are applied together (on two threads) once its entities are in.
+            state.defer_indexes();
             for event in events {
                 state.apply_owned(event).map_err(|e| CatalogError::Replay(e.to_string()))?;
             }
+            state.settle_indexes().map_err(|e| CatalogError::Replay(e.to_string()))?;
         }
         match next {
             Some(handle) => pending = Some(handle),
@@ -261,21 +287,49 @@ async fn catch_up_in(store: &dyn LogStore, state: &mut State, batch: usize) -> R
 
 struct Executed {
     state: State,
-    /// The encoded events, or why they could not be encoded (then nothing of the batch is written).
-    events: Result<Vec<Vec<u8>>, String>,
+    /// The events the batch made, in order (encoded by [`encode`] on the way to the store).
+    events: Vec<Event>,
     results: Vec<Vec<Result<Outcome, DomainError>>>,
+}
+
+/// The events as the log stores them; if one cannot be encoded, nothing of the batch is written.
+fn encode(events: &[Event]) -> Result<Vec<Vec<u8>>, CatalogError> {
+    events
+        .iter()
+        .map(|e| {
+            let mut buf = Vec::with_capacity(1024);
+            serde_json::to_writer(&mut buf, e).map(|()| buf)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CatalogError::Replay(e.to_string()))
+}
+
+/// Encodes and appends a batch's events after `head` (a task of its own: the writer goes on meanwhile).
+async fn append_encoded(store: Arc<dyn LogStore>, head: u64, events: Vec<Event>) -> Result<u64, CatalogError> {
+    let encoded = encode(&events)?;
+    drop(events);
+    Ok(store.append(head, encoded).await?)
 }
 
 /// Executes every job's commands in order against `base`, each command atomically: a command's changes
 /// are computed first (pure, no state touched), then applied. Applying a validated change cannot fail short of
 /// a bug; if it does, the batch is rebuilt from `base` without that command.
-fn execute_batch(base: &State, jobs: &[WriteJob]) -> Executed {
+///
+/// Index updates are deferred and applied together at the end (on two threads), or before a command that
+/// reads indexes; an error means they could not be, and nothing of the batch may be published.
+fn execute_batch(base: &State, jobs: &[WriteJob]) -> Result<Executed, CatalogError> {
+    let settle = |state: &mut State| state.settle_indexes().map_err(|e| CatalogError::Replay(e.to_string()));
     let mut state = base.clone();
+    state.defer_indexes();
     let mut applied: Vec<Event> = Vec::with_capacity(jobs.iter().map(|j| j.commands.len()).sum());
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         let mut job_results = Vec::with_capacity(job.commands.len());
         for command in &job.commands {
+            if state.has_deferred_indexes() && command.reads_indexes(&job.meta) {
+                settle(&mut state)?;
+                state.defer_indexes();
+            }
             let result = execute(&state, &job.meta, command).and_then(|(changes, outcome)| {
                 let first = applied.len();
                 for change in changes {
@@ -288,6 +342,7 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Executed {
                         for ev in &applied {
                             let _ = state.apply(ev);
                         }
+                        state.defer_indexes();
                         tracing::error!(error = %e, "a validated change did not apply; the command is refused");
                         return Err(DomainError::Invalid(format!("internal: the change could not be applied ({e})")));
                     }
@@ -307,15 +362,8 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Executed {
         }
         results.push(job_results);
     }
-    let events = applied
-        .iter()
-        .map(|e| {
-            let mut buf = Vec::with_capacity(1024);
-            serde_json::to_writer(&mut buf, e).map(|()| buf)
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string());
-    Executed { state, events, results }
+    settle(&mut state)?;
+    Ok(Executed { state, events: applied, results })
 }
 
 /// The event that follows `state`, made by the writer of `meta`.
@@ -338,7 +386,7 @@ fn next_event(
 
 /// A batch whose events are being appended; its state is published once they are durable.
 struct InFlight {
-    append: tokio::task::JoinHandle<Result<u64, StoreError>>,
+    append: tokio::task::JoinHandle<Result<u64, CatalogError>>,
     state: State,
     jobs: Vec<WriteJob>,
     results: Vec<Vec<Result<Outcome, DomainError>>>,
@@ -361,7 +409,7 @@ fn answer(jobs: Vec<WriteJob>, outcome: Result<Committed, CatalogError>) {
     }
 }
 
-type Appended = Result<Result<u64, StoreError>, tokio::task::JoinError>;
+type Appended = Result<Result<u64, CatalogError>, tokio::task::JoinError>;
 
 /// Waits for an in-flight append (unless its result is given), then publishes and answers. Returns whether the
 /// published state is the one the batch computed (false after a failure or a conflict, when later batches
@@ -378,14 +426,14 @@ async fn land(catalog: &Catalog, flight: InFlight, appended: Option<Appended>) -
             answer(flight.jobs, Ok((seq, flight.results)));
             true
         }
-        Ok(Err(StoreError::Conflict { .. })) => {
+        Ok(Err(CatalogError::Store(StoreError::Conflict { .. }))) => {
             // Another process wrote first: redo this batch on the caught-up state, with retries.
             let outcome = commit(catalog, &flight.jobs).await;
             answer(flight.jobs, outcome);
             false
         }
         Ok(Err(e)) => {
-            answer(flight.jobs, Err(e.into()));
+            answer(flight.jobs, Err(e));
             false
         }
         Err(join) => {
@@ -464,13 +512,14 @@ async fn writer_loop(catalog: Arc<Catalog>, mut rx: mpsc::Receiver<WriteJob>, mu
                 executed = execute_batch(&catalog.view(), &jobs);
             }
         }
-        let events = match executed.events {
-            Ok(events) => events,
+        let executed = match executed {
+            Ok(executed) => executed,
             Err(e) => {
-                answer(jobs, Err(CatalogError::Replay(e)));
+                answer(jobs, Err(e));
                 continue;
             }
         };
+        let events = executed.events;
         if events.is_empty() {
             let seq = catalog.view().seq();
             answer(jobs, Ok((seq, executed.results)));
@@ -478,7 +527,7 @@ async fn writer_loop(catalog: Arc<Catalog>, mut rx: mpsc::Receiver<WriteJob>, mu
         }
         let head = executed.state.seq() - events.len() as u64;
         let store = Arc::clone(&catalog.store);
-        let append = tokio::spawn(async move { store.append(head, events).await });
+        let append = tokio::spawn(append_encoded(store, head, events));
         flight = Some(InFlight { append, state: executed.state, jobs, results: executed.results });
     }
 }
@@ -493,8 +542,8 @@ async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, Catal
             break;
         }
         let started = std::time::Instant::now();
-        let executed = execute_batch(&base, jobs);
-        let events = executed.events.map_err(CatalogError::Replay)?;
+        let executed = execute_batch(&base, jobs)?;
+        let events = encode(&executed.events)?;
         if events.is_empty() {
             return Ok((base.seq(), executed.results));
         }

@@ -115,3 +115,43 @@ async fn bulk_delete_is_per_identifier() {
     assert_eq!(a.body["deletedEntities"], json!(["c"]));
     assert_eq!(s.get("/v1/blueprints/deployment/entities-count").await.body["count"], json!(0));
 }
+
+/// A bulk request's index updates are applied together at the end of the batch; a later item that finds an
+/// earlier one of the same request through a search query (relation or identifier) must still see it.
+#[tokio::test]
+async fn bulk_items_find_earlier_items_of_the_same_request_by_search() {
+    let s = TestServer::start().await;
+    s.seed_blueprints().await;
+    let by_a =
+        |value: &str| json!({"combinator": "and", "rules": [{"property": "a", "operator": "=", "value": value}]});
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities/bulk",
+            json!({"entities": [
+                {"identifier": "api", "properties": {"a": "first"}},
+                {"identifier": "web", "properties": {"a": "second"}, "relations": {"deps": by_a("first")}},
+                {"identifier": "db", "relations": {"deps": by_a("second")}},
+                {"identifier": by_a("first"), "properties": {"a": "first", "b": "found"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    for (id, deps) in [("web", json!(["api"])), ("db", json!(["web"]))] {
+        let got = s.get(&format!("/v1/blueprints/service/entities/{id}")).await;
+        assert_eq!(got.body["entity"]["relations"]["deps"], deps, "{}", got.body);
+    }
+    let api = s.get("/v1/blueprints/service/entities/api").await;
+    assert_eq!(api.body["entity"]["properties"]["b"], json!("found"), "{}", api.body);
+    // And the indexes hold every item once the batch is in.
+    for (rule, expected) in [
+        (json!({"property": "b", "operator": "=", "value": "found"}), json!(["api"])),
+        (json!({"property": "a", "operator": "=", "value": "second"}), json!(["web"])),
+        (json!({"relation": "deps", "operator": "=", "value": "web"}), json!(["db"])),
+    ] {
+        let query = json!({"query": {"combinator": "and", "rules": [rule]}});
+        let found = s.post("/v1/blueprints/service/entities/search", query).await;
+        let ids: Vec<&Value> =
+            found.body["entities"].as_array().expect("entities").iter().map(|e| &e["identifier"]).collect();
+        assert_eq!(json!(ids), expected, "{}", found.body);
+    }
+}

@@ -63,7 +63,7 @@ fn entity(state: &State, bp: &str, v: serde_json::Value) -> Arc<Entity> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    // `--load FILE`: only load a snapshot another run saved (`N --save FILE`), in a fresh process.
+    // `--load FILE`: load a snapshot another run saved (`N --save FILE`) in a fresh process, then time queries.
     if let (Some("--load"), Some(path)) = (args.get(1).map(String::as_str), args.get(2)) {
         let bytes = std::fs::read(path).expect("a snapshot file");
         let base = live();
@@ -75,6 +75,7 @@ fn main() {
             started.elapsed().as_secs_f64(),
             live().saturating_sub(base) as f64 / (1024.0 * 1024.0)
         );
+        latencies(&state);
         return;
     }
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
@@ -166,7 +167,29 @@ fn main() {
         applied.as_secs_f64(),
         count as f64 / applied.as_secs_f64()
     );
-    // Engine-only query latencies (no HTTP): what the search battery's slowest shapes cost inside the engine.
+    latencies(&state);
+    let started = Instant::now();
+    let snapshot = state.to_snapshot().expect("serialises");
+    let written = started.elapsed();
+    if let (Some("--save"), Some(path)) = (args.get(2).map(String::as_str), args.get(3)) {
+        std::fs::write(path, &snapshot).expect("writes the snapshot");
+    }
+    drop(state);
+    let before_load = live();
+    let started = Instant::now();
+    let loaded = State::from_snapshot(&snapshot).expect("loads");
+    println!(
+        "snapshot: {:.0} MiB, written in {:.2} s, loaded in {:.2} s ({} entities; resident memory grew {:.0} MiB)",
+        mib(snapshot.len()),
+        written.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        loaded.total_entities(),
+        mib(live().saturating_sub(before_load))
+    );
+}
+
+/// Engine-only query latencies (no HTTP): what the search battery's slowest shapes cost inside the engine.
+fn latencies(state: &State) {
     let queries = [
         (
             "relatedTo, 3 hops",
@@ -191,7 +214,7 @@ fn main() {
             .map(|_| {
                 let t = Instant::now();
                 let page = berth_engine::search::search_blueprint(
-                    &state,
+                    state,
                     "deployment",
                     Some(&query),
                     Timestamp::from_millis(1_780_000_000_000),
@@ -211,7 +234,7 @@ fn main() {
         .map(|_| {
             let t = Instant::now();
             let set = berth_engine::graph::related_to(
-                &state,
+                state,
                 "team",
                 &["team-7".to_string()],
                 Some(berth_model::query::Direction::Downstream),
@@ -226,23 +249,5 @@ fn main() {
         "relatedTo, 3 hops, the walk alone: p50 {:.3} ms, p99 {:.3} ms",
         walk[walk.len() / 2],
         walk[walk.len() * 98 / 100]
-    );
-    let started = Instant::now();
-    let snapshot = state.to_snapshot().expect("serialises");
-    let written = started.elapsed();
-    if let (Some("--save"), Some(path)) = (args.get(2).map(String::as_str), args.get(3)) {
-        std::fs::write(path, &snapshot).expect("writes the snapshot");
-    }
-    drop(state);
-    let before_load = live();
-    let started = Instant::now();
-    let loaded = State::from_snapshot(&snapshot).expect("loads");
-    println!(
-        "snapshot: {:.0} MiB, written in {:.2} s, loaded in {:.2} s ({} entities; resident memory grew {:.0} MiB)",
-        mib(snapshot.len()),
-        written.as_secs_f64(),
-        started.elapsed().as_secs_f64(),
-        loaded.total_entities(),
-        mib(live().saturating_sub(before_load))
     );
 }

@@ -209,7 +209,7 @@ pub fn share_equal_values(entries: &mut [Entry]) {
 }
 
 /// Identifiers whose value for the property equals `key`.
-pub fn equal<'a>(set: &'a OrdSet<Entry>, key: &'a ScalarKey) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+pub fn equal<'s, 'k>(set: &'s OrdSet<Entry>, key: &'k ScalarKey) -> impl Iterator<Item = &'s Arc<str>> + use<'s, 'k> {
     let start = Entry { value: key.clone(), id: Arc::from("") };
     set.range((Bound::Included(start), Bound::Unbounded)).take_while(move |e| &e.value == key).map(|e| &e.id)
 }
@@ -240,7 +240,7 @@ pub fn range<'a>(
 }
 
 /// Identifiers whose string value starts with `prefix`.
-pub fn prefixed<'a>(set: &'a OrdSet<Entry>, prefix: &'a str) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+pub fn prefixed<'s, 'p>(set: &'s OrdSet<Entry>, prefix: &'p str) -> impl Iterator<Item = &'s Arc<str>> + use<'s, 'p> {
     let start = Entry { value: ScalarKey::Str(Arc::from(prefix)), id: Arc::from("") };
     set.range((Bound::Included(start), Bound::Unbounded))
         .take_while(move |e| matches!(&e.value, ScalarKey::Str(s) if s.starts_with(prefix)))

@@ -19,8 +19,8 @@ pub struct BenchArgs {
     /// Entities per request in the large-batch phase
     #[arg(long, default_value_t = 1000)]
     batch: usize,
-    /// Connections used by the large-batch phase
-    #[arg(long, default_value_t = 2)]
+    /// Connections used by the large-batch phase (a loader with a few workers; the search battery uses 4 too)
+    #[arg(long, default_value_t = 4)]
     batch_connections: usize,
     /// Entities per request in the Port-sized phase
     #[arg(long, default_value_t = 20)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::{Value, json};
 
-use crate::bench::{ingest_into, percentile, rss_mib, spawn, token, wait_ready};
+use crate::bench::{ingest_into, percentile, rss_mib, spawn, token, wait_ready, wait_started};
 
 fn chunks(items: Vec<Value>, per: usize) -> Vec<Vec<u8>> {
     items.chunks(per).map(|c| serde_json::to_vec(&json!({"entities": c})).unwrap_or_default()).collect()
@@ -244,11 +244,11 @@ pub async fn run(entities: usize, keep: bool) -> anyhow::Result<()> {
     let rss = rss_mib(server.child.id());
     drop(server);
     let restarted = spawn(dir.path())?;
-    let start_up = wait_ready(&client, &restarted.base).await?;
+    let start_up = wait_started(&client, &restarted.base).await?;
     // A graceful stop writes a snapshot at the head: the next start loads it and replays nothing.
     restarted.stop_gracefully();
     let from_snapshot = spawn(dir.path())?;
-    let warm_start = wait_ready(&client, &from_snapshot.base).await?;
+    let warm_start = wait_started(&client, &from_snapshot.base).await?;
     drop(from_snapshot);
 
     let total = 100 + systems + services + envs + deployments;
@@ -277,11 +277,8 @@ pub async fn run(entities: usize, keep: bool) -> anyhow::Result<()> {
     );
     println!("| paginated walk, {walked} results in pages of 1000 | {:.2} s |", walk.as_secs_f64());
     println!("| server RSS | {rss:.0} MiB |");
-    println!(
-        "| start-up after SIGKILL at this size (snapshot, if one was written, plus the tail) | {:.2} s |",
-        start_up.as_secs_f64()
-    );
-    println!("| start-up after a graceful stop (from the snapshot at the head) | {:.2} s |", warm_start.as_secs_f64());
+    println!("| start-up after SIGKILL at this size (snapshot, if one was written, plus the tail) | {start_up} |");
+    println!("| start-up after a graceful stop (from the snapshot at the head) | {warm_start} |");
     if keep {
         println!("\ndata kept in {}", dir.keep().display());
     }

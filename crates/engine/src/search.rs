@@ -631,6 +631,10 @@ fn index_candidates<'c>(ctx: &Ctx<'c>, blueprint: &str, rule: &Rule, cap: usize)
         Target::Meta(Meta::Team) => crate::index::TEAM,
         _ => return None,
     };
+    if state.property_indexes_pending() {
+        // Not built yet (just after start-up): the rule is left to the evaluator.
+        return None;
+    }
     let set = state.property_index(blueprint, name);
     let date_time = state.is_date_time(blueprint, name);
     let key = |v: &Value| ScalarKey::of(v, date_time);

@@ -125,6 +125,10 @@ pub struct State {
     /// unless deferring.
     work: Deferred,
     deferring: bool,
+    /// The property indexes and value counts are not built yet (a state loaded by
+    /// [`State::from_snapshot_without_property_indexes`]): reads answer `None` for them, so searches and
+    /// aggregates scan, and writes leave them alone until [`State::build_property_indexes`].
+    props_pending: bool,
 }
 
 /// What a snapshot holds; the indexes are rebuilt on load.
@@ -332,11 +336,19 @@ impl State {
         self.props.get(blueprint).and_then(|m| m.get(property))
     }
 
+    /// Whether the property indexes and value counts are still to be built (see
+    /// [`State::build_property_indexes`]): until then [`State::property_index`] and
+    /// [`State::value_counts`] answer `None` and [`State::is_counted`] `false`, and readers scan.
+    pub fn property_indexes_pending(&self) -> bool {
+        self.props_pending
+    }
+
     /// Whether a property's values are counted (an `enum` or a boolean: few values, the ones facets are
     /// made of). Unbounded properties (URLs, versions, free text) are not: a count per distinct value would
     /// cost an extra map entry per entity on every write.
     pub fn is_counted(&self, blueprint: &str, property: &str) -> bool {
-        self.blueprints.get(blueprint).and_then(|b| b.index.get(property)).is_some_and(|p| p.counted)
+        !self.props_pending
+            && self.blueprints.get(blueprint).and_then(|b| b.index.get(property)).is_some_and(|p| p.counted)
     }
 
     /// How many entities of a blueprint have each value of a counted property ([`State::is_counted`]).
@@ -351,6 +363,9 @@ impl State {
 
     /// Queues the property-index updates of the entity `id` going from `old` to `new` (either may be absent).
     fn reindex(&mut self, blueprint: &Key, id: &Key, old: Option<&Entity>, new: Option<&Entity>) {
+        if self.props_pending {
+            return;
+        }
         let Some(spec) = self.blueprints.get(&**blueprint).map(|b| Arc::clone(&b.index)) else { return };
         let before = old.map(|e| spec.entries_of(e)).unwrap_or_default();
         let after = new.map(|e| spec.entries_of(e)).unwrap_or_default();
@@ -461,6 +476,9 @@ impl State {
 
     /// Rebuilds a blueprint's property index (after its definition changed).
     fn rebuild_index(&mut self, blueprint: &str) {
+        if self.props_pending {
+            return;
+        }
         let key = self.blueprint_name(blueprint);
         let Some(gathered) = self.gather_entries(blueprint) else {
             self.props.remove(blueprint);
@@ -501,15 +519,25 @@ impl State {
         by_target
     }
 
-    /// Builds the reverse-relation index and every property index from the entity maps, on two threads: the
-    /// links and the entries are gathered side by side, then each ordered set (one per target blueprint, one
-    /// per property) is built as a task, largest first, by whichever thread is free.
-    fn build_indexes(&mut self) -> Result<(), StateError> {
+    /// Builds the property indexes and value counts of a state loaded without them
+    /// ([`State::from_snapshot_without_property_indexes`]), on two threads; a no-op when they are built.
+    pub fn build_property_indexes(&mut self) -> Result<(), StateError> {
+        if self.props_pending {
+            self.props_pending = false;
+            self.build_indexes(false, true)?;
+        }
+        Ok(())
+    }
+
+    /// Builds the reverse-relation index and (or) every property index from the entity maps, on two threads:
+    /// the links and the entries are gathered side by side, then each ordered set (one per target blueprint,
+    /// one per property) is built as a task, largest first, by whichever thread is free.
+    fn build_indexes(&mut self, with_links: bool, with_props: bool) -> Result<(), StateError> {
         let failed = |_| StateError::Snapshot("building the indexes failed".into());
-        let blueprints: Vec<Key> = self.entities.keys().cloned().collect();
+        let blueprints: Vec<Key> = if with_props { self.entities.keys().cloned().collect() } else { Vec::new() };
         let this = &*self;
         let (links, gathered) = std::thread::scope(|scope| {
-            let links = scope.spawn(|| this.gather_links());
+            let links = scope.spawn(|| if with_links { this.gather_links() } else { Default::default() });
             let gathered: Vec<(Key, Gathered)> =
                 blueprints.iter().filter_map(|bp| Some((Arc::clone(bp), this.gather_entries(bp)?))).collect();
             (links.join(), gathered)
@@ -523,8 +551,13 @@ impl State {
         }
         tasks.sort_by_key(|t| std::cmp::Reverse(t.len()));
         let built = on_two_threads(tasks, Task::build).ok_or_else(worker_failed)?;
-        self.incoming = OrdMap::new();
-        self.props = OrdMap::new();
+        if with_links {
+            self.incoming = OrdMap::new();
+        }
+        if with_props {
+            self.props = OrdMap::new();
+            self.value_counts = counts.into_iter().collect();
+        }
         for b in built {
             match b {
                 Built::Links(bp, set) => {
@@ -535,7 +568,6 @@ impl State {
                 }
             }
         }
-        self.value_counts = counts.into_iter().collect();
         Ok(())
     }
 
@@ -908,6 +940,14 @@ impl State {
 
     /// Rebuilds a state, indexes included, from a snapshot.
     pub fn from_snapshot(bytes: &[u8]) -> Result<State, StateError> {
+        let mut state = State::from_snapshot_without_property_indexes(bytes)?;
+        state.build_property_indexes()?;
+        Ok(state)
+    }
+
+    /// Loads a snapshot with its reverse-relation index but without the property indexes (nearly half of a
+    /// load): the server answers (by scanning) while [`State::build_property_indexes`] runs.
+    pub fn from_snapshot_without_property_indexes(bytes: &[u8]) -> Result<State, StateError> {
         let data = State::read_snapshot(bytes)?;
         let mut state = State::default();
         for b in data.blueprints {
@@ -936,7 +976,8 @@ impl State {
         for (bp, map) in on_two_threads(lists, build).ok_or_else(worker_failed)? {
             state.entities.insert(bp, map);
         }
-        state.build_indexes()?;
+        state.props_pending = true;
+        state.build_indexes(true, false)?;
         for t in data.teams {
             state.teams.insert(t.name.clone(), t);
         }
@@ -1136,6 +1177,58 @@ mod tests {
             let (one, deferred) = one_by_one_and_deferred(&writes, &settle_at);
             assert_same_indexes(&one, &deferred);
         }
+    }
+
+    #[test]
+    fn a_state_loaded_without_property_indexes_answers_by_scanning_then_builds_them() {
+        let writes: Vec<Write> = (0..400u32)
+            .map(|i| (i % 9 == 4, (i % 3) as u8, (i * 5 % 24) as u8, (i % 97) as u8, Some((i % 19) as u8)))
+            .collect();
+        let (setup, events) = deferral_events(&writes);
+        let (first, rest) = events.split_at(events.len() / 2);
+        let mut full = State::default();
+        for e in setup.iter().chain(first) {
+            full.apply(e).expect("applies");
+        }
+        let snapshot = full.to_snapshot().expect("serialises");
+        let mut loaded = State::from_snapshot_without_property_indexes(&snapshot).expect("loads");
+        assert!(loaded.property_indexes_pending());
+        assert!(loaded.property_index("svc", "lang").is_none() && !loaded.is_counted("svc", "lang"));
+        assert_eq!(loaded.incoming, full.incoming, "the reverse relations are built at once");
+        // Writes meanwhile (deferred or not) leave the property indexes alone; searches scan.
+        loaded.defer_indexes();
+        for e in rest {
+            full.apply(e).expect("applies");
+            loaded.apply(e).expect("applies while pending");
+        }
+        loaded.settle_indexes().expect("settles");
+        let now = berth_model::Timestamp::from_millis(0);
+        for q in [
+            json!({"combinator": "and", "rules": [{"property": "lang", "operator": "=", "value": "go"}]}),
+            json!({"combinator": "and", "rules": [{"property": "n", "operator": ">", "value": 4}]}),
+            json!({"combinator": "and", "rules": [{"property": "tags", "operator": "containsAny", "value": ["t1"]}]}),
+        ] {
+            let q = berth_model::query::Query::parse(&q).expect("a query");
+            let ids = |st: &State| -> Vec<String> {
+                crate::search::search_blueprint(st, "svc", Some(&q), now, None, 1000)
+                    .expect("searches")
+                    .entities
+                    .iter()
+                    .map(|e| e.identifier.to_string())
+                    .collect()
+            };
+            let scanned: Vec<String> = crate::search::scan(&full, "svc", &q, now)
+                .expect("scans")
+                .iter()
+                .map(|e| e.identifier.to_string())
+                .collect();
+            assert!(!scanned.is_empty());
+            assert_eq!(ids(&loaded), scanned, "pending: by scanning");
+            assert_eq!(ids(&full), scanned, "indexed");
+        }
+        loaded.build_property_indexes().expect("builds");
+        assert!(!loaded.property_indexes_pending());
+        assert_same_indexes(&full, &loaded);
     }
 
     #[test]

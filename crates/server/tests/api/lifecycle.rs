@@ -29,6 +29,23 @@ async fn restart_keeps_everything_with_and_without_a_snapshot() {
     assert_eq!(m.body["migration"]["successCount"], json!(1));
     assert_eq!(m.body["migration"]["sourceBlueprint"], json!("team"));
     assert_eq!(s.get("/v1/blueprints/service/entities").await.body, before);
+    // Loaded from the snapshot without property indexes: searches scan until they are built, then use them;
+    // either way the answer is the same.
+    let replicas_7 =
+        json!({"query": {"combinator": "and", "rules": [{"property": "replicas", "operator": "=", "value": 7}]}});
+    let found = s.post("/v1/blueprints/service/entities/search", replicas_7.clone()).await;
+    let ids = |body: &Value| {
+        body["entities"].as_array().map(|a| a.iter().map(|e| e["identifier"].clone()).collect::<Vec<_>>())
+    };
+    let expected = Some(vec![json!("s107"), json!("s157"), json!("s207"), json!("s257"), json!("s57")]);
+    assert_eq!(ids(&found.body), expected, "{}", found.body);
+    let mut waited = 0;
+    while s.get("/readyz").await.body["indexes"] != json!("ready") {
+        assert!(waited < 500, "the property indexes were never built");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(ids(&s.post("/v1/blueprints/service/entities/search", replicas_7).await.body), expected);
     s.post("/v1/blueprints/service/entities", json!({"identifier": "after-restart"})).await;
     let (_dir2, data_dir) = s.stop().await;
 

@@ -63,6 +63,9 @@ pub struct Catalog {
     /// Replaced states go to the reclaimer thread: freeing what a batch replaced (the old copies of every
     /// tree node it touched) is a tenth of a write's cost, and the writer need not wait for it.
     retired: std::sync::mpsc::Sender<Arc<State>>,
+    /// The sequence number of the newest snapshot this process loaded or wrote: a crash now would replay
+    /// the log from there.
+    snapshot_seq: std::sync::atomic::AtomicU64,
 }
 
 /// Starts the thread that frees replaced states; it ends when the catalog (its sender) is dropped.
@@ -121,6 +124,7 @@ impl Catalog {
             applied: watch::channel(seq).0,
             store_head: watch::channel(seq).0,
             retired: start_reclaimer(),
+            snapshot_seq: std::sync::atomic::AtomicU64::new(snapshot_seq),
         });
         let store_head = catalog.store_head.subscribe();
         tokio::spawn(writer_loop(Arc::clone(&catalog), jobs_rx, store_head));
@@ -201,7 +205,13 @@ impl Catalog {
             .map_err(|e| CatalogError::Replay(e.to_string()))?
             .map_err(|e| CatalogError::Replay(e.to_string()))?;
         self.store.save_snapshot(Snapshot { seq, data }).await?;
+        self.snapshot_seq.fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
         Ok(seq)
+    }
+
+    /// The sequence number of the newest snapshot this process loaded or wrote.
+    pub fn snapshot_seq(&self) -> u64 {
+        self.snapshot_seq.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -24,7 +24,7 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "Operations", summary = "Readiness",
-    responses((status = 200, description = "The store answers and the catalog is loaded: `{ok, storeHead, applied, store, indexes}`, `indexes` is `building` for a moment after start-up (searches scan, writes wait) and then `ready`"), (status = 503, description = "The store does not answer")))]
+    responses((status = 200, description = "The store answers and the catalog is loaded: `{ok, storeHead, applied, snapshotSeq, store, indexes}`: `snapshotSeq` is the newest snapshot (a crash now replays the log after it); `indexes` is `building` for a moment after start-up (searches scan, writes wait) and then `ready`"), (status = 503, description = "The store does not answer")))]
 pub async fn readyz(State(app): State<AppState>) -> Response {
     match tokio::time::timeout(crate::READY_TIMEOUT, app.catalog.store().head()).await {
         Ok(Ok(head)) => reply(
@@ -32,7 +32,8 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
             {
                 let view = app.catalog.view();
                 let indexes = if view.property_indexes_pending() { "building" } else { "ready" };
-                json!({"ok": true, "storeHead": head, "applied": view.seq(), "store": app.catalog.store().describe(), "indexes": indexes})
+                json!({"ok": true, "storeHead": head, "applied": view.seq(), "snapshotSeq": app.catalog.snapshot_seq(),
+                    "store": app.catalog.store().describe(), "indexes": indexes})
             },
             None,
         ),

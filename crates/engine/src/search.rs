@@ -21,17 +21,17 @@ use crate::graph::{self, EntitySet};
 use crate::index::{self, ScalarKey};
 
 /// What a rule with a slot resolved to for this search.
-enum Slot {
+enum Slot<'a> {
     Unused,
     Range(Timestamp, Timestamp),
-    Set(EntitySet),
+    Set(EntitySet<'a>),
 }
 
 /// A query prepared for one search: the state, the time, and what its slotted rules resolved to.
 pub struct Ctx<'a> {
     state: &'a State,
     now: Timestamp,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<'a>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -67,7 +67,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn set(&self, slot: usize) -> Option<&EntitySet> {
+    fn set(&self, slot: usize) -> Option<&EntitySet<'a>> {
         match self.slots.get(slot) {
             Some(Slot::Set(set)) => Some(set),
             _ => None,
@@ -82,7 +82,7 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn resolve_graph(state: &State, kind: &GraphKind, scope: Option<&str>) -> Result<EntitySet, DomainError> {
+fn resolve_graph<'a>(state: &'a State, kind: &GraphKind, scope: Option<&str>) -> Result<EntitySet<'a>, DomainError> {
     match kind {
         GraphKind::RelatedTo { blueprint, identifiers, direction, required } => {
             if state.blueprint(blueprint).is_none() {
@@ -106,7 +106,9 @@ fn resolve_graph(state: &State, kind: &GraphKind, scope: Option<&str>) -> Result
             };
             for start in starts {
                 let set = graph::match_any(state, &start, path, identifiers)?;
-                out.insert(Arc::from(start.as_str()), set);
+                if let Some(bp) = state.blueprint(&start) {
+                    out.insert(bp.def.identifier.as_str(), set);
+                }
             }
             Ok(out)
         }

@@ -324,11 +324,11 @@ impl State {
         })
     }
 
-    /// The shared keys (blueprint, identifier) of an existing entity.
-    pub fn entity_key(&self, blueprint: &str, id: &str) -> Option<(Arc<str>, Arc<str>)> {
+    /// The keys (blueprint, identifier) the state holds for an existing entity, borrowed.
+    pub fn entity_key(&self, blueprint: &str, id: &str) -> Option<(&str, &str)> {
         let (bp, entities) = self.entities.get_key_value(blueprint)?;
         let (id, _) = entities.get_key_value(id)?;
-        Some((Arc::clone(bp), Arc::clone(id)))
+        Some((bp, id))
     }
 
     /// The ordered index of a property (or of `$title`) of a blueprint.

@@ -192,8 +192,8 @@ impl LogStore for SqliteStore {
     }
 
     fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
-        let checkpoints = Arc::clone(&self.checkpoints);
-        Self::blocking(&self.writer, move |c| {
+        let path = std::path::PathBuf::from(&self.path);
+        let saved = Self::blocking(&self.writer, move |c| {
             let tx = c.transaction().map_err(unavailable)?;
             let head = query_head(&tx)?;
             if snapshot.seq > head {
@@ -222,9 +222,18 @@ impl LogStore for SqliteStore {
                 )
                 .map_err(unavailable)?;
             }
-            tx.commit().map_err(unavailable)?;
-            checkpoints.wrote(snapshot.data.len());
-            Ok(())
+            tx.commit().map_err(unavailable)
+        });
+        Box::pin(async move {
+            saved.await?;
+            // A snapshot is the catalog's size: it is checkpointed into the database file before the save
+            // counts as done (on a connection of its own, so appends go on meanwhile), rather than by the
+            // checkpoint thread while whatever comes next is running.
+            tokio::task::spawn_blocking(move || {
+                connect(&path)?.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(unavailable)
+            })
+            .await
+            .map_err(unavailable)?
         })
     }
 

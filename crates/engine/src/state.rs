@@ -1003,35 +1003,18 @@ mod tests {
 
     fn state_with(n: usize) -> State {
         let mut state = State::default();
-        let stamp = |mut v: serde_json::Value| {
-            for (k, x) in [("createdAt", "2026-11-26T10:00:00Z"), ("updatedAt", "2026-11-26T10:00:00Z")] {
-                v[k] = json!(x);
-            }
-            v["createdBy"] = json!("me");
-            v["updatedBy"] = json!("me");
-            v
-        };
         let mut seq = 0;
         let mut apply = |state: &mut State, change: Change| {
             seq += 1;
-            let event = Event {
-                seq,
-                time: berth_model::Timestamp::from_millis(0),
-                actor: "me".into(),
-                origin: berth_model::Origin::Api,
-                run_id: None,
-                change,
-                before: None,
-            };
-            state.apply(&event).expect("applies");
+            state.apply(&event(seq, change)).expect("applies");
         };
-        let bp = stamp(json!({"identifier": "svc", "title": "Service",
+        let bp = stamped(json!({"identifier": "svc", "title": "Service",
             "schema": {"properties": {"n": {"type": "number"}, "lang": {"type": "string", "enum": ["go", "rust"]}}},
             "relations": {"dep": {"target": "svc", "required": false, "many": false}}}));
         let blueprint: Blueprint = serde_json::from_value(bp).expect("a blueprint");
         apply(&mut state, Change::BlueprintPut { blueprint: Box::new(blueprint) });
         for i in 0..n {
-            let e = stamp(json!({"identifier": format!("s{i:03}"), "title": null, "blueprint": "svc",
+            let e = stamped(json!({"identifier": format!("s{i:03}"), "title": null, "blueprint": "svc",
                 "properties": {"n": i, "lang": if i % 2 == 0 { "go" } else { "rust" }},
                 "relations": {"dep": if i > 0 { json!(format!("s{:03}", i - 1)) } else { json!(null) }}}));
             let entity: Entity = serde_json::from_value(e).expect("an entity");
@@ -1040,7 +1023,7 @@ mod tests {
         state
     }
 
-    /// Stamped JSON → an event at `seq`.
+    /// A change as the event at `seq`.
     fn event(seq: u64, change: Change) -> Event {
         Event {
             seq,
@@ -1053,6 +1036,7 @@ mod tests {
         }
     }
 
+    /// An entity or blueprint body with the fields the server sets.
     fn stamped(mut v: serde_json::Value) -> serde_json::Value {
         for k in ["createdAt", "updatedAt"] {
             v[k] = json!("2026-11-26T10:00:00Z");

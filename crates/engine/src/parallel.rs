@@ -1,5 +1,5 @@
 //! Work split over two threads (the machine Berth targets has two cores): snapshot chunks, index building at
-//! load, wide hops of graph walks.
+//! load, a batch's deferred index updates, wide hops of graph walks.
 
 use std::sync::Mutex;
 

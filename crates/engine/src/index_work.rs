@@ -47,7 +47,8 @@ impl Op {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Deferred {
     groups: Vec<(Target, Vec<Op>)>,
-    at: HashMap<Target, usize>,
+    /// Where each set's group is (foldhash: one lookup per update, on the writer's path).
+    at: HashMap<Target, usize, foldhash::fast::RandomState>,
     ops: usize,
 }
 

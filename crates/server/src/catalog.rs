@@ -60,27 +60,9 @@ pub struct Catalog {
     applied: watch::Sender<u64>,
     /// The newest store head the watcher has seen (other replicas' writes included).
     store_head: watch::Sender<u64>,
-    /// Replaced states go to the reclaimer thread: freeing what a batch replaced (the old copies of every
-    /// tree node it touched) is a tenth of a write's cost, and the writer need not wait for it.
-    retired: std::sync::mpsc::Sender<Arc<State>>,
     /// The sequence number of the newest snapshot this process loaded or wrote: a crash now would replay
     /// the log from there.
     snapshot_seq: std::sync::atomic::AtomicU64,
-}
-
-/// Starts the thread that frees replaced states; it ends when the catalog (its sender) is dropped.
-fn start_reclaimer() -> std::sync::mpsc::Sender<Arc<State>> {
-    let (tx, rx) = std::sync::mpsc::channel::<Arc<State>>();
-    let spawned = std::thread::Builder::new().name("berth-reclaim".into()).spawn(move || {
-        for state in rx {
-            drop(state);
-        }
-    });
-    if let Err(e) = spawned {
-        // Without the thread, sends fail and replaced states are freed by the writer itself.
-        tracing::warn!(error = %e, "cannot start the reclaimer thread");
-    }
-    tx
 }
 
 /// How long the watcher waits on the store before asking again (and re-checking the connection).
@@ -123,7 +105,6 @@ impl Catalog {
             jobs: jobs_tx,
             applied: watch::channel(seq).0,
             store_head: watch::channel(seq).0,
-            retired: start_reclaimer(),
             snapshot_seq: std::sync::atomic::AtomicU64::new(snapshot_seq),
         });
         let store_head = catalog.store_head.subscribe();
@@ -151,10 +132,10 @@ impl Catalog {
             Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), state),
         };
         self.applied.send_replace(seq);
-        // Freed elsewhere, after the lock is released (a reader still holding it frees it when done).
-        if let Err(std::sync::mpsc::SendError(old)) = self.retired.send(old) {
-            drop(old);
-        }
+        // Freed after the lock is released (readers never wait for it): the old copies of every tree node the
+        // batch touched, a tenth of a write's cost. Freeing them on another thread was tried and cost ~20 MiB
+        // of resident memory at 1M (the allocator keeps cross-thread frees on the writer's pages longer).
+        drop(old);
     }
 
     /// Waits until the published state has reached `seq` (a write made on another replica, say), at most

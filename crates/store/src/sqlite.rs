@@ -26,24 +26,35 @@ pub struct SqliteStore {
     checkpoints: Arc<Checkpoints>,
 }
 
-/// Asks the checkpoint thread for a checkpoint once enough has been written since the last one.
+/// Asks the checkpoint thread for a checkpoint once enough has been written since the last one, or at once
+/// (waiting for it) after a snapshot.
 struct Checkpoints {
     written: std::sync::atomic::AtomicUsize,
-    wake: std::sync::mpsc::SyncSender<()>,
+    wake: std::sync::mpsc::SyncSender<CheckpointRequest>,
 }
+
+/// A checkpoint request, with where to answer when the asker waits for it.
+type CheckpointRequest = Option<std::sync::mpsc::Sender<Result<(), StoreError>>>;
 
 impl Checkpoints {
     /// Starts the checkpoint thread on its own connection to `path`; it ends when the store is dropped.
     fn start(path: &Path) -> Result<Checkpoints, StoreError> {
         let conn = connect(path)?;
-        let (wake, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let (wake, asked) = std::sync::mpsc::sync_channel::<CheckpointRequest>(1);
         std::thread::Builder::new()
             .name("berth-sqlite-checkpoint".into())
             .spawn(move || {
-                for () in asked {
+                for reply in asked {
                     // PASSIVE: copies what no reader still needs, never blocks the writer.
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                        tracing::warn!(error = %e, "SQLite checkpoint failed; the next one will retry");
+                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(unavailable);
+                    match (reply, done) {
+                        (Some(reply), done) => {
+                            let _ = reply.send(done);
+                        }
+                        (None, Err(e)) => {
+                            tracing::warn!(error = %e, "SQLite checkpoint failed; the next one will retry")
+                        }
+                        (None, Ok(())) => {}
                     }
                 }
             })
@@ -56,8 +67,15 @@ impl Checkpoints {
         if self.written.fetch_add(bytes, Ordering::Relaxed) + bytes >= CHECKPOINT_BYTES {
             self.written.store(0, Ordering::Relaxed);
             // A full channel means a checkpoint is already asked for.
-            let _ = self.wake.try_send(());
+            let _ = self.wake.try_send(None);
         }
+    }
+
+    /// A checkpoint now, waited for (blocking: call it from a blocking thread).
+    fn now(&self) -> Result<(), StoreError> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.wake.send(Some(reply)).map_err(|_| unavailable("the checkpoint thread has stopped"))?;
+        answer.recv().map_err(|_| unavailable("the checkpoint thread has stopped"))?
     }
 }
 
@@ -192,7 +210,7 @@ impl LogStore for SqliteStore {
     }
 
     fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
-        let path = std::path::PathBuf::from(&self.path);
+        let checkpoints = Arc::clone(&self.checkpoints);
         let saved = Self::blocking(&self.writer, move |c| {
             let tx = c.transaction().map_err(unavailable)?;
             let head = query_head(&tx)?;
@@ -227,13 +245,9 @@ impl LogStore for SqliteStore {
         Box::pin(async move {
             saved.await?;
             // A snapshot is the catalog's size: it is checkpointed into the database file before the save
-            // counts as done (on a connection of its own, so appends go on meanwhile), rather than by the
-            // checkpoint thread while whatever comes next is running.
-            tokio::task::spawn_blocking(move || {
-                connect(&path)?.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(unavailable)
-            })
-            .await
-            .map_err(unavailable)?
+            // counts as done (by the checkpoint thread, so appends go on meanwhile), rather than later while
+            // whatever comes next is running.
+            tokio::task::spawn_blocking(move || checkpoints.now()).await.map_err(unavailable)?
         })
     }
 
@@ -320,6 +334,20 @@ mod tests {
         }
         assert!(size() >= before + CHECKPOINT_BYTES as u64, "database file still {} bytes", size());
         assert_eq!(store.read_from(head - 1, 10).await.expect("read").len(), 1);
+    }
+
+    /// A snapshot save returns once its pages are in the database file (checkpointed, no waiting after).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_save_checkpoints_its_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        let store = SqliteStore::open(&path).expect("open");
+        let head = store.append(0, vec![b"{}".to_vec()]).await.expect("append");
+        let before = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let data = vec![7u8; CHECKPOINT_BYTES / 2];
+        store.save_snapshot(Snapshot { seq: head, data }).await.expect("snapshot");
+        let after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(after >= before + (CHECKPOINT_BYTES / 2) as u64, "database file {before} -> {after} bytes");
     }
 }
 

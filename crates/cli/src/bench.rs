@@ -108,19 +108,30 @@ pub(crate) fn spawn_on(data_dir: &std::path::Path, store: Option<&str>) -> anyho
     Ok(Proc { child, base: format!("http://127.0.0.1:{port}") })
 }
 
-pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<Duration> {
+/// Polls `/readyz` until it answers 200 with a body for which `done` holds; how long that took (at most
+/// 300 s, else an error naming `what`).
+pub(crate) async fn poll_readyz(
+    client: &reqwest::Client,
+    base: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status().is_success() {
+            if r.status().is_success() && r.json::<Value>().await.is_ok_and(|body| done(&body)) {
                 return Ok(started.elapsed());
             }
         }
         if started.elapsed() > Duration::from_secs(300) {
-            bail!("server not ready after 300 s");
+            bail!("{what}: not after 300 s");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<Duration> {
+    poll_readyz(client, base, "server ready", |_| true).await
 }
 
 /// A restart's two moments: `/readyz` answers 200 (reads served, writes accepted), and the property indexes
@@ -137,21 +148,9 @@ impl std::fmt::Display for Started {
 }
 
 pub(crate) async fn wait_started(client: &reqwest::Client, base: &str) -> anyhow::Result<Started> {
-    let started = Instant::now();
     let ready = wait_ready(client, base).await?;
-    loop {
-        let body: Option<Value> = match client.get(format!("{base}/readyz")).send().await {
-            Ok(r) => r.json().await.ok(),
-            Err(_) => None,
-        };
-        if body.is_some_and(|b| b["indexes"] == "ready") {
-            return Ok(Started { ready, indexed: started.elapsed() });
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            bail!("indexes not built after 300 s");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let building = poll_readyz(client, base, "property indexes built", |b| b["indexes"] == "ready").await?;
+    Ok(Started { ready, indexed: ready + building })
 }
 
 pub(crate) async fn token(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {

@@ -8,23 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::{Value, json};
 
-use crate::bench::{ingest_into, percentile, rss_mib, spawn, token, wait_ready, wait_started};
+use crate::bench::{ingest_into, percentile, poll_readyz, rss_mib, spawn, token, wait_ready, wait_started};
 
 fn chunks(items: Vec<Value>, per: usize) -> Vec<Vec<u8>> {
     items.chunks(per).map(|c| serde_json::to_vec(&json!({"entities": c})).unwrap_or_default()).collect()
-}
-
-/// Waits until the server's newest snapshot is at the head it has applied (`/readyz`), at most 120 s.
-async fn wait_snapshot(client: &reqwest::Client, base: &str) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(120) {
-        let ready: Value = client.get(format!("{base}/readyz")).send().await?.json().await?;
-        if ready["snapshotSeq"].as_u64().is_some_and(|s| Some(s) == ready["applied"].as_u64()) {
-            return Ok(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("no snapshot of the loaded catalog after 120 s")
 }
 
 struct Timed {
@@ -104,8 +91,14 @@ pub async fn run(entities: usize, keep: bool) -> anyhow::Result<()> {
         .collect();
     ingest_into(&client, &base, &tok, "deployment", chunks(dep_bodies, 1000), 4).await?;
     let ingest = started.elapsed();
-    // The server snapshots a bulk load once writes pause: the battery measures the settled server, after it.
-    let snapshotted = wait_snapshot(&client, &base).await?;
+    // The server snapshots once writes pause if `snapshot_every` events or more are not in a snapshot yet:
+    // the battery measures the settled server, after that snapshot (at once when none is due).
+    let every = berth_server::ServerConfig::new(dir.path().to_path_buf()).snapshot_every;
+    let snapshotted = poll_readyz(&client, &base, "snapshot of the loaded catalog", |b| {
+        let (applied, snapshot) = (b["applied"].as_u64().unwrap_or(0), b["snapshotSeq"].as_u64().unwrap_or(0));
+        applied.saturating_sub(snapshot) < every
+    })
+    .await?;
 
     let search = |bp: &str, body: Value| {
         let (client, url, tok) = (client.clone(), format!("{base}/v1/blueprints/{bp}/entities/search"), tok.clone());

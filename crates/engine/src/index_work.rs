@@ -99,7 +99,7 @@ pub(crate) fn apply_all(mut taken: Taken, existed: bool, ops: Vec<Op>) -> (Taken
 
 /// One update of a property index and its value counts (`counts` is created by the first counted
 /// addition).
-pub(crate) fn apply_to_property(entries: &mut OrdSet<Entry>, counts: &mut Option<OrdMap<ScalarKey, usize>>, op: Op) {
+fn apply_to_property(entries: &mut OrdSet<Entry>, counts: &mut Option<OrdMap<ScalarKey, usize>>, op: Op) {
     match op {
         Op::Unindex { value, id, counted } => {
             if counted {
@@ -125,7 +125,7 @@ pub(crate) fn apply_to_property(entries: &mut OrdSet<Entry>, counts: &mut Option
 }
 
 /// One update of a reverse-relation set.
-pub(crate) fn apply_to_links(links: &mut OrdSet<Link>, op: Op) {
+fn apply_to_links(links: &mut OrdSet<Link>, op: Op) {
     match op {
         Op::Link(link) => {
             links.insert(link);

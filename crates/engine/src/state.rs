@@ -370,9 +370,6 @@ impl State {
         let before = old.map(|e| spec.entries_of(e)).unwrap_or_default();
         let after = new.map(|e| spec.entries_of(e)).unwrap_or_default();
         let same = |a: &(&PropSpec, ScalarKey), b: &(&PropSpec, ScalarKey)| a.0.name == b.0.name && a.1 == b.1;
-        // A blueprint written to has an index (maybe empty) from then on.
-        self.props.entry(Arc::clone(blueprint)).or_default();
-        self.value_counts.entry(Arc::clone(blueprint)).or_default();
         let target =
             |prop: &PropSpec| Target::Property { blueprint: Arc::clone(blueprint), property: Arc::clone(&prop.name) };
         for entry in &before {

@@ -562,13 +562,12 @@ async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, Catal
         }
         let started = std::time::Instant::now();
         let executed = execute_batch(&base, jobs)?;
-        let events = encode(&executed.events)?;
-        if events.is_empty() {
+        if executed.events.is_empty() {
             return Ok((base.seq(), executed.results));
         }
         let executed_in = started.elapsed();
-        let count = events.len();
-        match catalog.store.append(base.seq(), events).await {
+        let count = executed.events.len();
+        match append_encoded(Arc::clone(&catalog.store), base.seq(), executed.events).await {
             Ok(_) => {
                 let seq = executed.state.seq();
                 catalog.publish(executed.state);
@@ -582,7 +581,7 @@ async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, Catal
                 );
                 return Ok((seq, executed.results));
             }
-            Err(StoreError::Conflict { .. }) => {
+            Err(CatalogError::Store(StoreError::Conflict { .. })) => {
                 // Another replica is writing: back off a random while (so two busy replicas do not keep
                 // colliding in lockstep), then catch up and re-validate.
                 if attempt > 0 {
@@ -591,7 +590,7 @@ async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, Catal
                 catch_up(catalog.store.as_ref(), &mut base).await?;
                 catalog.publish(base.clone());
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
     Err(CatalogError::Store(StoreError::Unavailable(format!(

@@ -47,7 +47,6 @@ fn entity(state: &State, bp: &str, v: serde_json::Value) -> Arc<Entity> {
     v["$datasource"] = json!("berth-bench/0.1");
     let mut e: Entity = serde_json::from_value(v).expect("a valid entity");
     e.blueprint = state.blueprint_name(bp); // shared and compact, as the engine's writes make them
-    e.compact();
     // One copy of each writer's name, as the engine's writes share them once the first is applied.
     thread_local! {
         static NAMES: std::cell::RefCell<std::collections::HashMap<String, Arc<str>>> = Default::default();

@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-use berth_model::{BlueprintPermissions, Change, DomainError, Entity, Grant, Ownership};
+use berth_model::{BlueprintPermissions, Change, DomainError, Entity, Fields, Grant, Ownership};
 use serde_json::{Value, json};
 
 use crate::State;
@@ -147,8 +147,8 @@ fn authorize_put(state: &State, p: &Principal, new: &Entity) -> Result<(), Domai
     };
     let owned = || owned_by_caller(state, p, old) && owned_by_caller(state, p, new);
     let mut checked_update = false;
-    let keys = |a: &serde_json::Map<String, Value>, b: &serde_json::Map<String, Value>| -> BTreeSet<String> {
-        a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
+    let keys = |a: &Fields, b: &Fields| -> BTreeSet<String> {
+        a.keys().chain(b.keys()).filter(|k| a.get(k) != b.get(k)).map(str::to_string).collect()
     };
     for (kind, changed, per) in [
         ("property", keys(&old.properties, &new.properties), &e.update_properties),

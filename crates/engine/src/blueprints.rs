@@ -78,15 +78,15 @@ fn update(state: &State, old: &Blueprint, new: Blueprint) -> Result<(Vec<Change>
     let mut changes = Vec::new();
     if !gone_props.is_empty() || !gone_rels.is_empty() {
         for e in state.entities_of(&old.identifier) {
-            let stale = gone_props.iter().any(|k| e.properties.contains_key(*k))
-                || gone_rels.iter().any(|k| e.relations.contains_key(*k));
+            let stale = gone_props.iter().any(|k| e.properties.contains_key(k))
+                || gone_rels.iter().any(|k| e.relations.contains_key(k));
             if stale {
                 let mut stripped: Entity = (**e).clone();
                 for k in &gone_props {
-                    stripped.properties.remove(*k);
+                    stripped.properties.remove(k);
                 }
                 for k in &gone_rels {
-                    stripped.relations.remove(*k);
+                    stripped.relations.remove(k);
                 }
                 changes.push(Change::EntityPut { entity: Arc::new(stripped) });
             }

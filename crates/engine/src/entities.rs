@@ -7,8 +7,8 @@ use berth_model::Relation;
 use berth_model::entity::{Field, IdentifierInput};
 use berth_model::ids::{self, MAX_ENTITY_TITLE_LEN};
 use berth_model::query::Query;
-use berth_model::{Change, DomainError, Entity, EntityInput, Timestamp};
-use serde_json::{Map, Value};
+use berth_model::{Change, DomainError, Entity, EntityInput, Fields, Timestamp};
+use serde_json::Value;
 
 use crate::State;
 use crate::command::{Outcome, WriteMeta, WriteMode};
@@ -60,8 +60,8 @@ pub(crate) fn write(
         _ => {}
     }
     let merge = matches!(mode, WriteMode::UpsertMerge | WriteMode::Patch);
-    let known_prop = |k: &String| bp.compiled.properties.contains_key(k);
-    let known_rel = |k: &String| bp.def.relations.contains_key(k);
+    let known_prop = |k: &str| bp.compiled.properties.contains_key(k);
+    let known_rel = |k: &str| bp.def.relations.contains_key(k);
 
     let mut entity = match (existing, merge) {
         (Some(old), true) => {
@@ -88,26 +88,21 @@ pub(crate) fn write(
                 if v.is_null() {
                     e.properties.remove(k);
                 } else {
-                    e.properties.insert(k.clone(), v.clone());
+                    e.properties.insert(k, v.clone());
                 }
             }
             for (k, v) in input.relations.iter().flatten() {
                 if v.is_null() {
                     e.relations.remove(k);
                 } else {
-                    e.relations.insert(k.clone(), v.clone());
+                    e.relations.insert(k, v.clone());
                 }
             }
             e
         }
         _ => {
-            let mut properties: Map<String, Value> = input
-                .properties
-                .iter()
-                .flatten()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let mut properties: Fields =
+                input.properties.iter().flatten().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, v.clone())).collect();
             bp.compiled.apply_defaults(&mut properties);
             Entity {
                 // An existing entity's identifier is the key the catalog already holds: share it.
@@ -131,7 +126,7 @@ pub(crate) fn write(
                     .iter()
                     .flatten()
                     .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .map(|(k, v)| (k, v.clone()))
                     .collect(),
                 created_at: existing.map_or(meta.now, |o| o.created_at),
                 created_by: existing.map_or_else(|| state.intern(&meta.actor), |o| Arc::clone(&o.created_by)),
@@ -224,7 +219,7 @@ pub(crate) fn write(
             }
             if !create_missing_related {
                 return Err(DomainError::RelatedNotFound {
-                    relation: key.clone(),
+                    relation: key.to_string(),
                     blueprint: rel.target.clone(),
                     id: target,
                 });
@@ -247,7 +242,6 @@ pub(crate) fn write(
         }
     }
     let created = existing.is_none();
-    entity.compact();
     let entity = Arc::new(entity);
     changes.push(Change::EntityPut { entity: Arc::clone(&entity) });
     Ok((changes, Outcome::Entity { entity, created }))
@@ -260,10 +254,10 @@ fn resolve_teams(state: &State, query: &Query, now: Timestamp) -> Result<Vec<Str
     let names: Vec<String> = state
         .teams()
         .filter(|t| {
-            let mut properties = Map::new();
-            properties.insert("name".into(), Value::String(t.name.clone()));
+            let mut properties = Fields::new();
+            properties.insert("name", Value::String(t.name.clone()));
             if let Some(d) = &t.description {
-                properties.insert("description".into(), Value::String(d.clone()));
+                properties.insert("description", Value::String(d.clone()));
             }
             let as_entity = Entity {
                 identifier: Arc::from(t.name.as_str()),
@@ -272,7 +266,7 @@ fn resolve_teams(state: &State, query: &Query, now: Timestamp) -> Result<Vec<Str
                 blueprint: Arc::from("_team"),
                 team: vec![t.name.clone()],
                 properties,
-                relations: Map::new(),
+                relations: Fields::new(),
                 created_at: t.created_at,
                 created_by: Arc::from(""),
                 updated_at: t.updated_at,
@@ -338,7 +332,7 @@ fn resolve_relation(
 /// An entity created only because another one relates to it (`create_missing_related_entities`).
 fn bare_entity(state: &State, meta: &WriteMeta, blueprint: &str, id: &str) -> Result<Entity, DomainError> {
     let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
-    let mut properties = Map::new();
+    let mut properties = Fields::new();
     bp.compiled.apply_defaults(&mut properties);
     bp.compiled.validate_properties(blueprint, &properties).map_err(|e| {
         DomainError::SchemaMismatch(format!("cannot create missing related entity `{blueprint}/{id}`: {e}"))
@@ -355,7 +349,7 @@ fn bare_entity(state: &State, meta: &WriteMeta, blueprint: &str, id: &str) -> Re
         blueprint: state.blueprint_name(blueprint),
         team: Vec::new(),
         properties,
-        relations: Map::new(),
+        relations: Fields::new(),
         created_at: meta.now,
         created_by: state.intern(&meta.actor),
         updated_at: meta.now,
@@ -457,7 +451,7 @@ fn plan_delete(
                 continue;
             };
             let e = edits.entry(key).or_insert_with(|| (**current).clone());
-            if let Some(v) = e.relations.get_mut(&**edge.relation()) {
+            if let Some(v) = e.relations.get_mut(edge.relation()) {
                 match v {
                     Value::Array(items) => items.retain(|x| x.as_str() != Some(id.as_str())),
                     _ => *v = Value::Null,

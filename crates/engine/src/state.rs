@@ -248,15 +248,6 @@ fn worker_failed() -> StateError {
     StateError::Snapshot("a worker thread failed".into())
 }
 
-/// Trims the maps of entities just parsed (see `Entity::compact`); shared ones are left as they are.
-fn compact_parsed(entities: &mut [Arc<Entity>]) {
-    for e in entities {
-        if let Some(e) = Arc::get_mut(e) {
-            e.compact();
-        }
-    }
-}
-
 /// Decodes an event as stored at `seq`, checking that it says it is that event.
 pub fn decode_event(seq: u64, payload: &[u8]) -> Result<Event, StateError> {
     let event: Event =
@@ -689,7 +680,6 @@ impl State {
                 if let Some(key) = key {
                     owned.identifier = key;
                 }
-                owned.compact();
                 self.share_writer_names(owned);
             }
         }
@@ -758,7 +748,6 @@ impl State {
                 } else {
                     let mut owned = (**entity).clone();
                     owned.blueprint = Arc::clone(&bp);
-                    owned.compact();
                     self.share_writer_names(&mut owned);
                     Arc::new(owned)
                 };
@@ -895,9 +884,7 @@ impl State {
     fn read_snapshot(bytes: &[u8]) -> Result<SnapshotData, StateError> {
         let bad = |m: &str| StateError::Snapshot(m.to_string());
         let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC) else {
-            let mut data: SnapshotData =
-                serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
-            compact_parsed(&mut data.entities);
+            let data: SnapshotData = serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
             return Ok(data);
         };
         let line = rest.iter().position(|b| *b == b'\n').ok_or_else(|| bad("the header length is missing"))?;
@@ -922,13 +909,7 @@ impl State {
         if !body.is_empty() {
             return Err(bad("bytes follow the last entity chunk"));
         }
-        // Each thread also trims the maps of what it parsed (see Entity::compact), off the single-threaded part.
-        let parse = |chunk: &[u8]| {
-            serde_json::from_slice::<Vec<Arc<Entity>>>(chunk).map(|mut entities| {
-                compact_parsed(&mut entities);
-                entities
-            })
-        };
+        let parse = |chunk: &[u8]| serde_json::from_slice::<Vec<Arc<Entity>>>(chunk);
         for parsed in on_two_threads(slices, parse).ok_or_else(worker_failed)? {
             data.entities.extend(parsed.map_err(|e| StateError::Snapshot(format!("entities: {e}")))?);
         }

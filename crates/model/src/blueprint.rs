@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::ids::{self, MAX_TITLE_LEN};
 use crate::schema::{PropertySchema, kind_of};
-use crate::{DomainError, Timestamp};
+use crate::{DomainError, Fields, Timestamp};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct BlueprintSchema {
@@ -202,7 +202,7 @@ pub struct CompiledBlueprint {
 
 impl CompiledBlueprint {
     /// Validates an entity's full property map (after merge and defaults): known keys, values, required.
-    pub fn validate_properties(&self, blueprint: &str, props: &Map<String, Value>) -> Result<(), DomainError> {
+    pub fn validate_properties(&self, blueprint: &str, props: &Fields) -> Result<(), DomainError> {
         for (key, value) in props {
             let Some(schema) = self.properties.get(key) else {
                 return Err(DomainError::SchemaMismatch(format!(
@@ -224,11 +224,11 @@ impl CompiledBlueprint {
     }
 
     /// Fills in `default` values for properties that are absent.
-    pub fn apply_defaults(&self, props: &mut Map<String, Value>) {
+    pub fn apply_defaults(&self, props: &mut Fields) {
         for (key, schema) in &self.properties {
             if let Some(d) = &schema.default {
                 if props.get(key).is_none_or(Value::is_null) {
-                    props.insert(key.clone(), d.clone());
+                    props.insert(key, d.clone());
                 }
             }
         }

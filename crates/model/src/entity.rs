@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::query::Query;
 use crate::schema::kind_of;
-use crate::{DomainError, Timestamp};
+use crate::{DomainError, Fields, Timestamp};
 
 /// An entity as stored and returned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -26,11 +26,11 @@ pub struct Entity {
     pub team: Vec<String>,
     #[serde(default)]
     #[schema(value_type = Object)]
-    pub properties: Map<String, Value>,
+    pub properties: Fields,
     /// Relation key → target identifier (single), array of identifiers (many), or null.
     #[serde(default)]
     #[schema(value_type = Object)]
-    pub relations: Map<String, Value>,
+    pub relations: Fields,
     pub created_at: Timestamp,
     /// Who wrote it first and last, and with what (shared strings: a catalog has millions of entities and a
     /// handful of writers; the engine interns them).
@@ -46,20 +46,6 @@ pub struct Entity {
 }
 
 impl Entity {
-    /// Gives the property and relation maps exactly the room their entries take. Maps built by
-    /// deserialising or collecting grow by doubling (two relations sit in room for four, at ~100 bytes a
-    /// slot); the catalog keeps millions of entities, so each is trimmed once before it is kept.
-    pub fn compact(&mut self) {
-        fn exact(map: &mut Map<String, Value>) {
-            let taken = std::mem::take(map);
-            if !taken.is_empty() {
-                *map = taken.into_iter().collect();
-            }
-        }
-        exact(&mut self.properties);
-        exact(&mut self.relations);
-    }
-
     /// Target identifiers of a relation value (a string, an array of strings, or null).
     pub fn relation_targets(value: &Value) -> Vec<&str> {
         match value {

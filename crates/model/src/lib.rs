@@ -5,7 +5,8 @@
 //! - [`timestamp`]: the millisecond UTC timestamp used on every object and event.
 //! - [`schema`]: a blueprint property definition compiled into a validator.
 //! - [`blueprint`]: blueprint definitions and their validation.
-//! - [`entity`]: entities and the shapes clients send to write them.
+//! - [`entity`]: entities and the shapes clients send to write them; [`fields`]: an entity's properties and
+//!   relations as it is kept (compact, names shared).
 //! - [`event`]: the change-log event, the unit of durability.
 //! - [`credential`]: machine credentials (secrets are stored only as hashes).
 //! - [`user`]: people who sign in (passwords are stored only as Argon2id hashes); [`team`]: teams.
@@ -19,6 +20,7 @@ pub mod date_preset;
 pub mod entity;
 pub mod error;
 pub mod event;
+pub mod fields;
 pub mod ids;
 pub mod permissions;
 pub mod query;
@@ -32,6 +34,7 @@ pub use credential::Credential;
 pub use entity::{Entity, EntityInput};
 pub use error::DomainError;
 pub use event::{Change, Event, Origin, Previous};
+pub use fields::Fields;
 pub use permissions::{BlueprintPermissions, Grant, Ownership};
 pub use team::Team;
 pub use timestamp::Timestamp;

@@ -51,7 +51,7 @@ pub fn neighbourhood(state: &Catalog, bp: &str, id: &str, hops: usize) -> Neighb
                 let Some(r) = def.def.relations.get(rel) else { continue };
                 for t in Entity::relation_targets(value) {
                     let to: Node = (r.target.clone(), t.to_string());
-                    next.push((to.clone(), layer + 1, (node.clone(), to, rel.clone())));
+                    next.push((to.clone(), layer + 1, (node.clone(), to, rel.to_string())));
                 }
             }
         }

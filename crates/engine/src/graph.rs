@@ -101,13 +101,9 @@ impl<'a> Onward<'a> {
 /// an index tree (mostly cache misses), and a hop of thousands dominates a deep `relatedTo`.
 const PARALLEL_FRONTIER: usize = 1024;
 
-/// The neighbours of every entity of `frontier`, looked up on two threads (duplicates included).
-fn neighbours_in_parallel<'a>(
-    state: &'a State,
-    frontier: &[Node<'a>],
-    direction: Direction,
-    required: bool,
-) -> Vec<Node<'a>> {
+/// The neighbours of every entity of `frontier` (duplicates included), looked up on two threads from
+/// [`PARALLEL_FRONTIER`] entities on.
+fn neighbours<'a>(state: &'a State, frontier: &[Node<'a>], direction: Direction, required: bool) -> Vec<Node<'a>> {
     let collect = |part: &[Node<'a>]| {
         let mut out = Vec::with_capacity(part.len() * 2);
         for (bp, id) in part {
@@ -115,6 +111,9 @@ fn neighbours_in_parallel<'a>(
         }
         out
     };
+    if frontier.len() < PARALLEL_FRONTIER {
+        return collect(frontier);
+    }
     let (first, second) = frontier.split_at(frontier.len() / 2);
     match crate::parallel::on_two_threads(vec![first, second], collect) {
         Some(halves) => halves.concat(),
@@ -145,19 +144,28 @@ pub fn related_to<'a>(
         let mut frontier = sources.clone();
         let mut onward = Onward::default();
         for _ in 0..MAX_HOPS {
+            // The hop's neighbours are gathered first (duplicates included), so that each blueprint's set of
+            // seen entities grows once to its size instead of rehashing as it fills (a hop can reach thousands).
+            let hop = neighbours(state, &frontier, direction, required);
+            let mut per_blueprint: Vec<(&'a str, usize)> = Vec::new();
+            for (bp, _) in &hop {
+                match per_blueprint.iter_mut().find(|(b, _)| b == bp) {
+                    Some((_, n)) => *n += 1,
+                    None => per_blueprint.push((bp, 1)),
+                }
+            }
+            for (bp, n) in per_blueprint {
+                seen.entry(bp).or_default().reserve(n);
+            }
             let mut next = Vec::new();
-            let mut visit = |nbp: &'a str, nid: &'a str| {
-                if seen.entry(nbp).or_default().insert(nid) && onward.leads_on(state, nbp, direction) {
-                    next.push((nbp, nid));
-                }
-            };
-            if frontier.len() < PARALLEL_FRONTIER {
-                for (bp, id) in &frontier {
-                    each_neighbour(state, bp, id, direction, required, &mut visit);
-                }
-            } else {
-                for (nbp, nid) in neighbours_in_parallel(state, &frontier, direction, required) {
-                    visit(nbp, nid);
+            for run in hop.chunk_by(|a, b| a.0 == b.0) {
+                let bp = run[0].0;
+                let leads_on = onward.leads_on(state, bp, direction);
+                let set = seen.entry(bp).or_default();
+                for &(_, id) in run {
+                    if set.insert(id) && leads_on {
+                        next.push((bp, id));
+                    }
                 }
             }
             if next.is_empty() {

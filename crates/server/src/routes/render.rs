@@ -78,12 +78,15 @@ impl Projection {
         Value::Object(out)
     }
 
+    /// Whether the field at `path` (`identifier`, `properties.x`) is kept: included (itself, an ancestor or a
+    /// descendant of it named) and not excluded (itself or an ancestor). Called per field of every entity of a
+    /// page, so it allocates nothing.
     fn wanted(&self, path: &str) -> bool {
-        let matches = |list: &[String]| {
-            list.iter().any(|f| f == path || path.strip_prefix(f.as_str()).is_some_and(|rest| rest.starts_with('.')))
-        };
-        let parent_included = |list: &[String]| list.iter().any(|f| f.starts_with(&format!("{path}.")));
-        (self.include.is_empty() || matches(&self.include) || parent_included(&self.include)) && !matches(&self.exclude)
+        // `a` is `b` or one of its ancestors.
+        let covers = |a: &str, b: &str| b.strip_prefix(a).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
+        let named = |list: &[String]| list.iter().any(|f| covers(f, path));
+        let child_named = |list: &[String]| list.iter().any(|f| covers(path, f));
+        (self.include.is_empty() || named(&self.include) || child_named(&self.include)) && !named(&self.exclude)
     }
 
     /// Applies the projection to an entity rendered as a JSON object.
@@ -101,8 +104,15 @@ impl Projection {
             }
             match (k.as_str(), v) {
                 ("properties" | "relations", Value::Object(inner)) => {
-                    let filtered: Map<String, Value> =
-                        inner.into_iter().filter(|(ik, _)| self.wanted(&format!("{k}.{ik}"))).collect();
+                    let mut path = String::new();
+                    let filtered: Map<String, Value> = inner
+                        .into_iter()
+                        .filter(|(ik, _)| {
+                            path.clear();
+                            path.extend([k.as_str(), ".", ik]);
+                            self.wanted(&path)
+                        })
+                        .collect();
                     out.insert(k, Value::Object(filtered));
                 }
                 (_, v) => {

@@ -244,6 +244,13 @@ const SNAPSHOT_MAGIC: &[u8] = b"berth-snapshot-chunked\n";
 /// Entities per snapshot chunk.
 const SNAPSHOT_CHUNK: usize = 20_000;
 
+/// From how many entities a blueprint's index entries are gathered on two threads (a handful in tests, so that
+/// the tests comparing built indexes with incrementally kept ones cover the split).
+#[cfg(not(test))]
+const PARALLEL_GATHER: usize = 50_000;
+#[cfg(test)]
+const PARALLEL_GATHER: usize = 8;
+
 fn worker_failed() -> StateError {
     StateError::Snapshot("a worker thread failed".into())
 }
@@ -478,22 +485,51 @@ impl State {
         self.value_counts.insert(key, gathered.counts);
     }
 
-    /// Every property-index entry of a blueprint's entities, and its value counts.
+    /// Every property-index entry of a blueprint's entities (each property's in identifier order), and its
+    /// value counts. A blueprint of [`PARALLEL_GATHER`] entities or more is read in two halves on two threads.
     fn gather_entries(&self, blueprint: &str) -> Option<Gathered> {
         let spec = Arc::clone(&self.blueprints.get(blueprint)?.index);
-        let mut entries: std::collections::HashMap<Key, Vec<Entry>> = std::collections::HashMap::new();
-        let mut counts: OrdMap<Key, OrdMap<ScalarKey, usize>> = OrdMap::new();
-        for (id, e) in self.entities.get(blueprint).into_iter().flat_map(|m| m.iter()) {
-            for (prop, value) in spec.entries_of(e) {
-                let value = if prop.counted {
-                    count_value(counts.entry(Arc::clone(&prop.name)).or_default(), value)
-                } else {
-                    value
-                };
-                entries.entry(Arc::clone(&prop.name)).or_default().push(Entry { value, id: Arc::clone(id) });
+        let gather = |part: &mut dyn Iterator<Item = (&Key, &Arc<Entity>)>| {
+            let mut entries: std::collections::HashMap<Key, Vec<Entry>> = std::collections::HashMap::new();
+            let mut counts: OrdMap<Key, OrdMap<ScalarKey, usize>> = OrdMap::new();
+            for (id, e) in part {
+                for (prop, value) in spec.entries_of(e) {
+                    let value = if prop.counted {
+                        count_value(counts.entry(Arc::clone(&prop.name)).or_default(), value)
+                    } else {
+                        value
+                    };
+                    entries.entry(Arc::clone(&prop.name)).or_default().push(Entry { value, id: Arc::clone(id) });
+                }
+            }
+            Gathered { entries, counts }
+        };
+        let Some(map) = self.entities.get(blueprint) else {
+            return Some(gather(&mut std::iter::empty()));
+        };
+        let middle = (map.len() >= PARALLEL_GATHER).then(|| map.keys().nth(map.len() / 2)).flatten();
+        let Some(middle) = middle else {
+            return Some(gather(&mut map.iter()));
+        };
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let halves = vec![(Unbounded, Excluded(Arc::clone(middle))), (Included(Arc::clone(middle)), Unbounded)];
+        let mut halves =
+            on_two_threads(halves, |range: (std::ops::Bound<Key>, std::ops::Bound<Key>)| gather(&mut map.range(range)))
+                .unwrap_or_else(|| vec![gather(&mut map.iter())])
+                .into_iter();
+        let mut all = halves.next()?;
+        for later in halves {
+            for (prop, list) in later.entries {
+                all.entries.entry(prop).or_default().extend(list);
+            }
+            for (prop, counts) in later.counts {
+                let into = all.counts.entry(prop).or_default();
+                for (value, n) in counts {
+                    *into.entry(value).or_default() += n;
+                }
             }
         }
-        Some(Gathered { entries, counts })
+        Some(all)
     }
 
     /// Every link of the reverse-relation index, by target blueprint.

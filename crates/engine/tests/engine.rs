@@ -606,7 +606,7 @@ mod graph_rules {
             h.write("service", json!({"identifier": id, "relations": {"deps": deps}}), WriteMode::Upsert)
                 .expect("write");
         };
-        let n = 1500;
+        let n = 8200; // over graph::PARALLEL_FRONTIER
         write("hub".into(), vec![]);
         for i in 0..n {
             write(format!("a{i}"), vec!["hub".into()]);

@@ -501,7 +501,7 @@ async fn writer_loop(catalog: Arc<Catalog>, mut rx: mpsc::Receiver<WriteJob>, mu
         }
         let speculative = flight.as_ref().map(|f| f.state.clone());
         let base = speculative.unwrap_or_else(|| (*catalog.view()).clone());
-        let mut executed = execute_batch(&base, &jobs);
+        let mut executed = off_the_runtime(|| execute_batch(&base, &jobs));
         if let Some(f) = flight.take() {
             if !land(&catalog, f, None).await {
                 executed = execute_batch(&catalog.view(), &jobs);
@@ -524,6 +524,18 @@ async fn writer_loop(catalog: Arc<Catalog>, mut rx: mpsc::Receiver<WriteJob>, mu
         let store = Arc::clone(&catalog.store);
         let append = tokio::spawn(append_encoded(store, head, events));
         flight = Some(InFlight { append, state: executed.state, jobs, results: executed.results });
+    }
+}
+
+/// Runs the writer's CPU-bound work (a batch's execution, ~10 ms for 1,000 entities) so that the tasks queued
+/// on this worker thread run meanwhile on another. Without it, the append the writer had just spawned sat in
+/// this worker's LIFO slot, which other workers cannot steal, until the batch was done: the append of batch N
+/// ran after the execution of N+1 instead of beside it (a third of the writer's time at 100k entities).
+/// Inline on a current-thread runtime (tests), where there is no other worker.
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

@@ -210,7 +210,7 @@ impl CompiledBlueprint {
                 )));
             };
             if !value.is_null() {
-                schema.validate(&format!("properties.{key}"), value).map_err(DomainError::SchemaMismatch)?;
+                schema.validate(&format_args!("properties.{key}"), value).map_err(DomainError::SchemaMismatch)?;
             }
         }
         for key in &self.required {

@@ -265,8 +265,9 @@ impl PropertySchema {
         }
     }
 
-    /// Validates a non-null value. `path` names the value in the message (`properties.replicas`).
-    pub fn validate(&self, path: &str, v: &Value) -> Result<(), String> {
+    /// Validates a non-null value. `path` names the value in the message (`properties.replicas`); it is only
+    /// written out when the value is refused (validation runs for every property of every write).
+    pub fn validate<P: std::fmt::Display + ?Sized>(&self, path: &P, v: &Value) -> Result<(), String> {
         if !self.ty.matches(v) {
             return Err(format!("`{path}` must be a {}, got {}", self.ty.name(), kind_of(v)));
         }
@@ -304,7 +305,7 @@ impl PropertySchema {
                 }
                 if let Some(item_schema) = &self.items {
                     for (i, item) in items.iter().enumerate() {
-                        item_schema.validate(&format!("{path}[{i}]"), item)?;
+                        item_schema.validate(&format_args!("{path}[{i}]"), item)?;
                     }
                 }
                 Ok(())
@@ -313,7 +314,7 @@ impl PropertySchema {
         }
     }
 
-    fn validate_string(&self, path: &str, s: &str) -> Result<(), String> {
+    fn validate_string<P: std::fmt::Display + ?Sized>(&self, path: &P, s: &str) -> Result<(), String> {
         let len = s.chars().count() as u64;
         if let Some(lo) = self.min_length.filter(|lo| len < *lo) {
             return Err(format!("`{path}` has {len} characters, at least {lo} are required"));

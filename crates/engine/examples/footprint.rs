@@ -199,6 +199,10 @@ fn latencies(state: &State) {
             json!({"combinator": "and", "rules": [{"operator": "relatedTo", "blueprint": "service", "value": "svc-42", "direction": "downstream"}]}),
         ),
         (
+            "$identifier = (one entity)",
+            json!({"combinator": "and", "rules": [{"property": "$identifier", "operator": "=", "value": "dep-0123456"}]}),
+        ),
+        (
             "status = failed",
             json!({"combinator": "and", "rules": [{"property": "status", "operator": "=", "value": "failed"}]}),
         ),

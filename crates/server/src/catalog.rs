@@ -504,7 +504,7 @@ async fn writer_loop(catalog: Arc<Catalog>, mut rx: mpsc::Receiver<WriteJob>, mu
         let mut executed = off_the_runtime(|| execute_batch(&base, &jobs));
         if let Some(f) = flight.take() {
             if !land(&catalog, f, None).await {
-                executed = execute_batch(&catalog.view(), &jobs);
+                executed = off_the_runtime(|| execute_batch(&catalog.view(), &jobs));
             }
         }
         let executed = match executed {

@@ -920,8 +920,7 @@ impl State {
     fn read_snapshot(bytes: &[u8]) -> Result<SnapshotData, StateError> {
         let bad = |m: &str| StateError::Snapshot(m.to_string());
         let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC) else {
-            let data: SnapshotData = serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
-            return Ok(data);
+            return serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()));
         };
         let line = rest.iter().position(|b| *b == b'\n').ok_or_else(|| bad("the header length is missing"))?;
         let header_len: usize = std::str::from_utf8(&rest[..line])

@@ -79,6 +79,7 @@ impl Deferred {
 }
 
 /// A set taken out of the state to be updated (on whichever thread), then put back.
+#[derive(Clone)]
 pub(crate) enum Taken {
     Property { entries: OrdSet<Entry>, counts: Option<OrdMap<ScalarKey, usize>> },
     Links(OrdSet<Link>),

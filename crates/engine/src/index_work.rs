@@ -79,7 +79,6 @@ impl Deferred {
 }
 
 /// A set taken out of the state to be updated (on whichever thread), then put back.
-#[derive(Clone)]
 pub(crate) enum Taken {
     Property { entries: OrdSet<Entry>, counts: Option<OrdMap<ScalarKey, usize>> },
     Links(OrdSet<Link>),

@@ -28,7 +28,7 @@ mod users;
 
 pub use command::{Command, Outcome, WriteMeta, WriteMode, execute};
 pub use digest::{BlueprintDigest, CatalogDigest, LogDigest};
-pub use state::{BlueprintEntry, DetachedIndexes, Edge, RelationOf, SettledIndexes, State, StateError, decode_event};
+pub use state::{BlueprintEntry, Edge, RelationOf, State, StateError, decode_event};
 pub use users::UserChanges;
 
 pub use berth_model::{Change, DomainError, Event};

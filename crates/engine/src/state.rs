@@ -125,52 +125,10 @@ pub struct State {
     /// unless deferring.
     work: Deferred,
     deferring: bool,
-    /// Index sets are out of the state, being settled elsewhere ([`State::detach_indexes`]): until
-    /// [`State::attach_indexes`] nothing may read them, and only entity writes may be applied.
-    detached: bool,
     /// The property indexes and value counts are not built yet (a state loaded by
     /// [`State::from_snapshot_without_property_indexes`]): reads answer `None` for them, so searches and
     /// aggregates scan, and writes leave them alone until [`State::build_property_indexes`].
     props_pending: bool,
-}
-
-/// A batch's deferred index updates with the sets they apply to, out of their state
-/// ([`State::detach_indexes`]).
-pub struct DetachedIndexes {
-    seq: u64,
-    ops: usize,
-    jobs: Vec<(Target, Taken, bool, Vec<Op>)>,
-}
-
-/// Index sets with a batch's updates applied, to put back into the state they were detached from and into
-/// its clones ([`State::attach_indexes`]); cloning is cheap (persistent sets).
-#[derive(Clone)]
-pub struct SettledIndexes {
-    sets: Vec<(Target, Taken, bool)>,
-}
-
-impl DetachedIndexes {
-    /// Whether there is nothing to settle.
-    pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
-    }
-
-    /// Applies the updates, each set's in order, different sets on two threads when there are many.
-    pub fn settle(self) -> Result<SettledIndexes, StateError> {
-        let run = |(target, taken, existed, ops): (Target, Taken, bool, Vec<Op>)| {
-            let (taken, keep) = apply_all(taken, existed, ops);
-            (target, taken, keep)
-        };
-        let mut jobs = self.jobs;
-        let sets = if self.ops >= PARALLEL_UPDATES {
-            jobs.sort_by_key(|job| std::cmp::Reverse(job.3.len()));
-            on_two_threads(jobs, run)
-                .ok_or_else(|| StateError::Invalid { seq: self.seq, message: "an index worker thread failed".into() })?
-        } else {
-            jobs.into_iter().map(run).collect()
-        };
-        Ok(SettledIndexes { sets })
-    }
 }
 
 /// What a snapshot holds; the indexes are rebuilt on load.
@@ -445,44 +403,13 @@ impl State {
     /// sets go to two threads when there are many. If a worker thread failed, the state is incomplete: the
     /// error says so and the state must be dropped.
     pub fn settle_indexes(&mut self) -> Result<(), StateError> {
-        if self.detached {
-            return Err(StateError::Invalid { seq: self.seq, message: "index sets are detached".into() });
-        }
         self.deferring = false;
         if self.work.is_empty() {
             return Ok(());
         }
-        let settled = self.take_deferred().settle()?;
-        self.put_settled(settled);
-        Ok(())
-    }
-
-    /// Takes the waiting index updates out of the state together with the sets they apply to, so that they
-    /// are settled elsewhere ([`DetachedIndexes::settle`], on another thread) while this state goes on
-    /// deferring entity writes. Until [`State::attach_indexes`] puts the settled sets back, the state's
-    /// indexes are incomplete: it must not be read or published, and only entity writes may be applied
-    /// (anything else is refused). Every clone made meanwhile needs the same settled sets attached.
-    pub fn detach_indexes(&mut self) -> DetachedIndexes {
-        self.deferring = true;
-        self.detached = !self.work.is_empty();
-        self.take_deferred()
-    }
-
-    /// Puts back the sets a [`State::detach_indexes`] took, settled. Updates deferred since stay deferred.
-    pub fn attach_indexes(&mut self, settled: &SettledIndexes) {
-        self.put_settled(settled.clone());
-        self.detached = false;
-    }
-
-    /// Whether index sets are out of the state ([`State::detach_indexes`]).
-    pub fn indexes_detached(&self) -> bool {
-        self.detached
-    }
-
-    fn take_deferred(&mut self) -> DetachedIndexes {
         let work = std::mem::take(&mut self.work);
-        let ops = work.len();
-        let jobs = work
+        let parallel = work.len() >= PARALLEL_UPDATES;
+        let mut jobs: Vec<(Target, Taken, bool, Vec<Op>)> = work
             .into_groups()
             .into_iter()
             .map(|(target, ops)| {
@@ -490,13 +417,21 @@ impl State {
                 (target, taken, existed, ops)
             })
             .collect();
-        DetachedIndexes { seq: self.seq, ops, jobs }
-    }
-
-    fn put_settled(&mut self, settled: SettledIndexes) {
-        for (target, taken, keep) in settled.sets {
+        let run = |(target, taken, existed, ops): (Target, Taken, bool, Vec<Op>)| {
+            let (taken, keep) = apply_all(taken, existed, ops);
+            (target, taken, keep)
+        };
+        let done = if parallel {
+            jobs.sort_by_key(|job| std::cmp::Reverse(job.3.len()));
+            on_two_threads(jobs, run)
+                .ok_or_else(|| StateError::Invalid { seq: self.seq, message: "an index worker thread failed".into() })?
+        } else {
+            jobs.into_iter().map(run).collect()
+        };
+        for (target, taken, keep) in done {
             self.put_set(target, taken, keep);
         }
+        Ok(())
     }
 
     /// Takes the set `target` names out of the state (empty if there is none), and whether it was there.
@@ -1291,53 +1226,6 @@ mod tests {
         loaded.build_property_indexes().expect("builds");
         assert!(!loaded.property_indexes_pending());
         assert_same_indexes(&full, &loaded);
-    }
-
-    /// A batch's updates settled elsewhere while the next batch's entity writes go on (the server's
-    /// pipeline) give the states that settling in place gives: the one published for the first batch and
-    /// the one the second batch ends with.
-    #[test]
-    fn indexes_settled_while_detached_equal_settled_in_place() {
-        let writes: Vec<Write> = (0..1500u32)
-            .map(|i| {
-                (i % 7 == 3, (i % 3) as u8, (i * 7 % 24) as u8, (i % 251) as u8, (i % 5 != 0).then_some((i % 23) as u8))
-            })
-            .collect();
-        let (setup, events) = deferral_events(&writes);
-        let (first, second) = events.split_at(events.len() / 2);
-        let mut one = State::default();
-        for e in &setup {
-            one.apply(e).expect("setup applies");
-        }
-        let mut working = one.clone();
-        for e in first {
-            one.apply(e).expect("applies");
-        }
-        let after_first = one.clone();
-        for e in second {
-            one.apply(e).expect("applies");
-        }
-
-        working.defer_indexes();
-        for e in first {
-            working.apply(e).expect("applies deferred");
-        }
-        let detached = working.detach_indexes();
-        assert!(working.indexes_detached() && !detached.is_empty());
-        let mut published = working.clone();
-        for e in second {
-            working.apply(e).expect("entity writes apply while detached");
-        }
-        let t = berth_model::Timestamp::from_millis(0);
-        let team = Team { name: "t9".into(), description: None, members: Vec::new(), created_at: t, updated_at: t };
-        let refused = event(working.seq() + 1, Change::TeamPut { team });
-        assert!(working.clone().apply(&refused).is_err(), "anything but an entity write waits for the sets");
-        let settled = detached.settle().expect("settles");
-        published.attach_indexes(&settled);
-        assert_same_indexes(&after_first, &published);
-        working.attach_indexes(&settled);
-        working.settle_indexes().expect("settles the second batch");
-        assert_same_indexes(&one, &working);
     }
 
     #[test]

@@ -726,6 +726,25 @@ mod tests {
         }
     }
 
+    /// A task the writer spawns (its append) runs while the writer's batch executes, not after it: spawned
+    /// from a worker, it sits in that worker's LIFO slot, which no other worker steals.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_spawned_before_a_batch_runs_beside_it() {
+        let ran = tokio::spawn(async {
+            let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = Arc::clone(&started);
+            let _spawned = tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+            off_the_runtime(|| {
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while !started.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+                started.load(Ordering::SeqCst)
+            })
+        });
+        assert!(ran.await.expect("no panic"), "the spawned task waited for the blocking work to end");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failed_appends_publish_nothing_and_later_batches_are_redone() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::de::{DeserializeSeed, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// How many distinct names a thread keeps to share, and how long a name may be to be kept.
 const MAX_SHARED: usize = 4096;
@@ -122,11 +122,6 @@ impl Fields {
         entries.retain(|(n, v)| keep(n, v));
         self.0 = entries.into_boxed_slice();
     }
-
-    /// A `serde_json` object of the same entries, in order.
-    pub fn to_map(&self) -> Map<String, Value> {
-        self.iter().map(|(n, v)| (n.to_string(), v.clone())).collect()
-    }
 }
 
 /// Later entries replace earlier ones of the same name (as in a JSON object).
@@ -141,12 +136,6 @@ impl<K: AsRef<str>> FromIterator<(K, Value)> for Fields {
             }
         }
         Fields(entries.into_boxed_slice())
-    }
-}
-
-impl From<Map<String, Value>> for Fields {
-    fn from(map: Map<String, Value>) -> Fields {
-        map.into_iter().collect()
     }
 }
 
@@ -252,7 +241,12 @@ impl<'de> Deserialize<'de> for Fields {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Map, json};
+
+    /// A `serde_json` object of the same entries, in order.
+    fn to_map(fields: &Fields) -> Map<String, Value> {
+        fields.iter().map(|(n, v)| (n.to_string(), v.clone())).collect()
+    }
 
     #[test]
     fn keeps_order_replaces_in_place_and_shares_names() {
@@ -302,7 +296,7 @@ mod tests {
                     None => prop_assert_eq!(fields.remove(k), map.shift_remove(k)),
                 }
             }
-            prop_assert_eq!(fields.to_map(), map.clone());
+            prop_assert_eq!(to_map(&fields), map.clone());
             let text = serde_json::to_string(&fields).expect("json");
             prop_assert_eq!(&text, &serde_json::to_string(&map).expect("json"));
             prop_assert_eq!(serde_json::from_str::<Fields>(&text).expect("reads back"), fields);

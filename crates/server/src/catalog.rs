@@ -573,7 +573,7 @@ async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, Catal
             break;
         }
         let started = std::time::Instant::now();
-        let executed = execute_batch(&base, jobs)?;
+        let executed = off_the_runtime(|| execute_batch(&base, jobs))?;
         if executed.events.is_empty() {
             return Ok((base.seq(), executed.results));
         }

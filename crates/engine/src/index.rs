@@ -192,8 +192,23 @@ pub fn held_value(set: &OrdSet<Entry>, key: &ScalarKey) -> Option<ScalarKey> {
     if !matches!(key, ScalarKey::Str(_)) {
         return None;
     }
-    let start = Entry { value: key.clone(), id: Arc::from("") };
-    set.range((Bound::Included(start), Bound::Unbounded)).next().filter(|e| &e.value == key).map(|e| e.value.clone())
+    set.get_next(&RunStart(key)).filter(|e| &e.value == key).map(|e| e.value.clone())
+}
+
+/// A probe that sorts just before every entry of its value (the start of that value's run): one descent
+/// finds the run, with no entry (and no identifier) to allocate.
+struct RunStart<'a>(&'a ScalarKey);
+
+impl equivalent::Equivalent<Entry> for RunStart<'_> {
+    fn equivalent(&self, _: &Entry) -> bool {
+        false
+    }
+}
+
+impl equivalent::Comparable<Entry> for RunStart<'_> {
+    fn compare(&self, entry: &Entry) -> Ordering {
+        self.0.cmp(&entry.value).then(Ordering::Less)
+    }
 }
 
 /// Gives each run of equal values in sorted `entries` one shared copy of the value.

@@ -48,7 +48,9 @@ pub struct WriteResult {
 
 struct WriteJob {
     meta: WriteMeta,
-    commands: Vec<Command>,
+    /// Shared with the requesting task, which frees them once answered (a batch's thousands of parsed
+    /// entities are not the writer's to drop).
+    commands: Arc<Vec<Command>>,
     reply: oneshot::Sender<Result<WriteResult, CatalogError>>,
 }
 
@@ -157,8 +159,13 @@ impl Catalog {
     /// Runs commands as one request; each command is atomic on its own.
     pub async fn write(&self, meta: WriteMeta, commands: Vec<Command>) -> Result<WriteResult, CatalogError> {
         let (reply, rx) = oneshot::channel();
-        self.jobs.send(WriteJob { meta, commands, reply }).await.map_err(|_| CatalogError::Stopped)?;
-        rx.await.map_err(|_| CatalogError::Stopped)?
+        let commands = Arc::new(commands);
+        let job = WriteJob { meta, commands: Arc::clone(&commands), reply };
+        self.jobs.send(job).await.map_err(|_| CatalogError::Stopped)?;
+        let answer = rx.await.map_err(|_| CatalogError::Stopped)?;
+        // The writer let go of its reference before answering: the commands are freed here, off its path.
+        drop(commands);
+        answer
     }
 
     /// Runs one command.
@@ -319,7 +326,7 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Result<Executed, CatalogErr
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         let mut job_results = Vec::with_capacity(job.commands.len());
-        for command in &job.commands {
+        for command in job.commands.iter() {
             if state.has_deferred_indexes() && command.reads_indexes(&job.meta) {
                 settle(&mut state)?;
                 state.defer_indexes();
@@ -389,15 +396,17 @@ struct InFlight {
 fn answer(jobs: Vec<WriteJob>, outcome: Result<Committed, CatalogError>) {
     match outcome {
         Ok((seq, results)) => {
-            for (job, outcomes) in jobs.into_iter().zip(results) {
-                let _ = job.reply.send(Ok(WriteResult { outcomes, seq }));
+            for (WriteJob { meta, commands, reply }, outcomes) in jobs.into_iter().zip(results) {
+                drop((meta, commands));
+                let _ = reply.send(Ok(WriteResult { outcomes, seq }));
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "write batch failed; nothing was applied");
             let msg = e.to_string();
-            for job in jobs {
-                let _ = job.reply.send(Err(CatalogError::Store(StoreError::Unavailable(msg.clone()))));
+            for WriteJob { meta, commands, reply } in jobs {
+                drop((meta, commands));
+                let _ = reply.send(Err(CatalogError::Store(StoreError::Unavailable(msg.clone()))));
             }
         }
     }

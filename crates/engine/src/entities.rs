@@ -84,25 +84,16 @@ pub(crate) fn write(
                 Field::Null => e.team = Vec::new(),
                 Field::Absent => {}
             }
-            for (k, v) in input.properties.iter().flatten() {
-                if v.is_null() {
-                    e.properties.remove(k);
-                } else {
-                    e.properties.insert(k, v.clone());
-                }
+            if let Some(given) = &input.properties {
+                e.properties.merge(given);
             }
-            for (k, v) in input.relations.iter().flatten() {
-                if v.is_null() {
-                    e.relations.remove(k);
-                } else {
-                    e.relations.insert(k, v.clone());
-                }
+            if let Some(given) = &input.relations {
+                e.relations.merge(given);
             }
             e
         }
         _ => {
-            let mut properties: Fields =
-                input.properties.iter().flatten().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, v.clone())).collect();
+            let mut properties = input.properties.as_ref().map(Fields::without_nulls).unwrap_or_default();
             bp.compiled.apply_defaults(&mut properties);
             Entity {
                 // An existing entity's identifier is the key the catalog already holds: share it.
@@ -121,13 +112,7 @@ pub(crate) fn write(
                     _ => Vec::new(),
                 },
                 properties,
-                relations: input
-                    .relations
-                    .iter()
-                    .flatten()
-                    .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| (k, v.clone()))
-                    .collect(),
+                relations: input.relations.as_ref().map(Fields::without_nulls).unwrap_or_default(),
                 created_at: existing.map_or(meta.now, |o| o.created_at),
                 created_by: existing.map_or_else(|| state.intern(&meta.actor), |o| Arc::clone(&o.created_by)),
                 updated_at: meta.now,

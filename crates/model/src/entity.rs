@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::query::Query;
 use crate::schema::kind_of;
@@ -89,17 +89,48 @@ pub struct EntityInput {
     pub team: Field<Vec<String>>,
     /// `team` given as a search query over the teams (the engine resolves it into `team`).
     pub team_query: Option<Box<Query>>,
-    pub properties: Option<Map<String, Value>>,
-    pub relations: Option<Map<String, Value>>,
+    pub properties: Option<Fields>,
+    pub relations: Option<Fields>,
 }
 
-fn opt_string(obj: &Map<String, Value>, key: &str) -> Result<Field<String>, DomainError> {
-    match obj.get(key) {
+/// A string field of a body: absent, null, or a string.
+fn opt_string(given: Option<Value>, key: &str) -> Result<Field<String>, DomainError> {
+    match given {
         None => Ok(Field::Absent),
         Some(Value::Null) => Ok(Field::Null),
-        Some(Value::String(s)) => Ok(Field::Set(s.clone())),
-        Some(other) => Err(DomainError::Invalid(format!("`{key}` must be a string, got {}", kind_of(other)))),
+        Some(Value::String(s)) => Ok(Field::Set(s)),
+        Some(other) => Err(DomainError::Invalid(format!("`{key}` must be a string, got {}", kind_of(&other)))),
     }
+}
+
+/// What a body gives for `properties` or `relations`: an object, null (or nothing), or a value of another kind.
+#[derive(Debug, Default)]
+enum Shape {
+    Object(Fields),
+    #[default]
+    Null,
+    Other(&'static str),
+}
+
+impl Shape {
+    fn into_fields(self, key: &str) -> Result<Option<Fields>, DomainError> {
+        match self {
+            Shape::Object(fields) => Ok(Some(fields)),
+            Shape::Null => Ok(None),
+            Shape::Other(kind) => Err(DomainError::Invalid(format!("`{key}` must be an object, got {kind}"))),
+        }
+    }
+}
+
+/// The keys of an entity body the server reads, each as given (`None`: absent); the rest are ignored.
+#[derive(Debug, Default)]
+struct Parts {
+    identifier: Option<Value>,
+    title: Option<Value>,
+    icon: Option<Value>,
+    team: Option<Value>,
+    properties: Shape,
+    relations: Shape,
 }
 
 impl EntityInput {
@@ -115,12 +146,30 @@ impl EntityInput {
         Self::from_owned(v.clone())
     }
 
-    /// Parses a request body it owns, moving its maps instead of copying them.
+    /// Parses a request body it owns, moving its values instead of copying them.
     pub fn from_owned(v: Value) -> Result<EntityInput, DomainError> {
         let Value::Object(mut obj) = v else {
             return Err(DomainError::Invalid(format!("an entity must be an object, got {}", kind_of(&v))));
         };
-        let identifier = match obj.remove("identifier") {
+        let mut shape = |key: &str| match obj.remove(key) {
+            None | Some(Value::Null) => Shape::Null,
+            Some(Value::Object(m)) => Shape::Object(m.into_iter().collect()),
+            Some(other) => Shape::Other(kind_of(&other)),
+        };
+        let (properties, relations) = (shape("properties"), shape("relations"));
+        Self::from_parts(Parts {
+            identifier: obj.remove("identifier"),
+            title: obj.remove("title"),
+            icon: obj.remove("icon"),
+            team: obj.remove("team"),
+            properties,
+            relations,
+        })
+    }
+
+    /// Checks and converts the parts of a body; the first error, in a fixed order of keys, is the answer.
+    fn from_parts(parts: Parts) -> Result<EntityInput, DomainError> {
+        let identifier = match parts.identifier {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(IdentifierInput::Id(s)),
             Some(q @ Value::Object(_)) => Some(IdentifierInput::Search(Box::new(
@@ -131,7 +180,7 @@ impl EntityInput {
             }
         };
         let mut team_query = None;
-        let team = match obj.remove("team") {
+        let team = match parts.team {
             None => Field::Absent,
             Some(q @ Value::Object(_)) => {
                 team_query = Some(Box::new(
@@ -163,24 +212,161 @@ impl EntityInput {
                 )));
             }
         };
-        let mut map = |key: &str| -> Result<Option<Map<String, Value>>, DomainError> {
-            match obj.remove(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Object(m)) => Ok(Some(m)),
-                Some(other) => Err(DomainError::Invalid(format!("`{key}` must be an object, got {}", kind_of(&other)))),
-            }
-        };
-        let properties = map("properties")?;
-        let relations = map("relations")?;
+        let properties = parts.properties.into_fields("properties")?;
+        let relations = parts.relations.into_fields("relations")?;
         Ok(EntityInput {
             identifier,
-            title: opt_string(&obj, "title")?,
-            icon: opt_string(&obj, "icon")?,
+            title: opt_string(parts.title, "title")?,
+            icon: opt_string(parts.icon, "icon")?,
             team,
             team_query,
             properties,
             relations,
         })
+    }
+}
+
+/// One entity of a request body, read straight from the JSON text (no intermediate `serde_json::Value` for
+/// the entity, its properties or its relations). A body of the wrong shape is an error of this entity alone
+/// (a bulk request answers per item); only malformed JSON fails the whole request.
+#[derive(Debug)]
+pub struct EntityBody {
+    /// The identifier as given, when it is a string (how an answer names the item).
+    pub label: Option<String>,
+    pub input: Result<EntityInput, DomainError>,
+}
+
+impl EntityBody {
+    fn not_an_object(kind: &str) -> EntityBody {
+        EntityBody { label: None, input: Err(DomainError::Invalid(format!("an entity must be an object, got {kind}"))) }
+    }
+}
+
+/// The keys of an entity body, read without allocating.
+enum BodyKey {
+    Identifier,
+    Title,
+    Icon,
+    Team,
+    Properties,
+    Relations,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for BodyKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<BodyKey, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = BodyKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<BodyKey, E> {
+                Ok(match key {
+                    "identifier" => BodyKey::Identifier,
+                    "title" => BodyKey::Title,
+                    "icon" => BodyKey::Icon,
+                    "team" => BodyKey::Team,
+                    "properties" => BodyKey::Properties,
+                    "relations" => BodyKey::Relations,
+                    _ => BodyKey::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Shape, D::Error> {
+        struct ShapeVisitor;
+        impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
+            type Value = Shape;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, access: A) -> Result<Shape, A::Error> {
+                crate::fields::read_fields(access).map(Shape::Object)
+            }
+            fn visit_unit<E>(self) -> Result<Shape, E> {
+                Ok(Shape::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+                Ok(Shape::Other("boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+                Ok(Shape::Other("number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+                Ok(Shape::Other("number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+                Ok(Shape::Other("number"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+                Ok(Shape::Other("string"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+                while seq.next_element::<Value>()?.is_some() {}
+                Ok(Shape::Other("array"))
+            }
+        }
+        deserializer.deserialize_any(ShapeVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for EntityBody {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<EntityBody, D::Error> {
+        struct BodyVisitor;
+        impl<'de> serde::de::Visitor<'de> for BodyVisitor {
+            type Value = EntityBody;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an entity")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<EntityBody, A::Error> {
+                let mut parts = Parts::default();
+                while let Some(key) = access.next_key::<BodyKey>()? {
+                    match key {
+                        BodyKey::Identifier => parts.identifier = Some(access.next_value()?),
+                        BodyKey::Title => parts.title = Some(access.next_value()?),
+                        BodyKey::Icon => parts.icon = Some(access.next_value()?),
+                        BodyKey::Team => parts.team = Some(access.next_value()?),
+                        BodyKey::Properties => parts.properties = access.next_value()?,
+                        BodyKey::Relations => parts.relations = access.next_value()?,
+                        BodyKey::Other => {
+                            // Read (not skipped) so that nesting deeper than the parser's limit is malformed
+                            // JSON wherever it is, as with any other body.
+                            access.next_value::<Value>()?;
+                        }
+                    }
+                }
+                let label = parts.identifier.as_ref().and_then(Value::as_str).map(str::to_string);
+                Ok(EntityBody { label, input: EntityInput::from_parts(parts) })
+            }
+            fn visit_unit<E>(self) -> Result<EntityBody, E> {
+                Ok(EntityBody::not_an_object("null"))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<EntityBody, E> {
+                Ok(EntityBody::not_an_object("boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<EntityBody, E> {
+                Ok(EntityBody::not_an_object("number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<EntityBody, E> {
+                Ok(EntityBody::not_an_object("number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<EntityBody, E> {
+                Ok(EntityBody::not_an_object("number"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<EntityBody, E> {
+                Ok(EntityBody::not_an_object("string"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<EntityBody, A::Error> {
+                while seq.next_element::<Value>()?.is_some() {}
+                Ok(EntityBody::not_an_object("array"))
+            }
+        }
+        deserializer.deserialize_any(BodyVisitor)
     }
 }
 
@@ -255,6 +441,15 @@ mod properties {
             let a = EntityInput::from_value(&v);
             let b = EntityInput::from_owned(v);
             prop_assert_eq!(a, b);
+        }
+
+        /// Read straight from JSON text, an entity body gives what parsing its `Value` gives, errors included.
+        #[test]
+        fn bodies_read_from_text_agree_with_values(v in arb_json()) {
+            let text = serde_json::to_string(&v).expect("json");
+            let body: EntityBody = serde_json::from_str(&text).expect("any JSON value is a body or its error");
+            prop_assert_eq!(body.label.as_deref(), v.get("identifier").and_then(Value::as_str));
+            prop_assert_eq!(body.input, EntityInput::from_owned(v));
         }
 
         /// Any JSON body gives a blueprint or an error, and compiling a parsed blueprint never panics.

@@ -113,6 +113,28 @@ impl Fields {
         Some(value)
     }
 
+    /// Applies `updates` as a one-level JSON merge: a null removes its name, any other value sets it (in
+    /// place when the name is there, else at the end).
+    pub fn merge(&mut self, updates: &Fields) {
+        if updates.is_empty() {
+            return;
+        }
+        let mut builder = Builder::from_fields(std::mem::take(self));
+        for (name, value) in updates.0.iter() {
+            if value.is_null() {
+                builder.remove(name);
+            } else {
+                builder.set_shared(name, value.clone(), |_| Arc::clone(name));
+            }
+        }
+        *self = builder.finish();
+    }
+
+    /// The entries whose value is not null (what a write stores of the fields a client sent).
+    pub fn without_nulls(&self) -> Fields {
+        Fields(self.0.iter().filter(|(_, v)| !v.is_null()).cloned().collect())
+    }
+
     /// Keeps the entries `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &Value) -> bool) {
         if self.0.iter().all(|(n, v)| keep(n, v)) {
@@ -127,13 +149,87 @@ impl Fields {
 /// Later entries replace earlier ones of the same name (as in a JSON object).
 impl<K: AsRef<str>> FromIterator<(K, Value)> for Fields {
     fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Fields {
-        let mut entries: Vec<(Arc<str>, Value)> = Vec::new();
+        let mut builder = Builder::with_capacity(0);
         for (name, value) in iter {
-            let name = name.as_ref();
-            match entries.iter_mut().find(|(n, _)| &**n == name) {
-                Some(slot) => slot.1 = value,
-                None => entries.push((shared_name(name), value)),
+            builder.set(name.as_ref(), value);
+        }
+        builder.finish()
+    }
+}
+
+/// From how many entries a [`Builder`] finds names by hashing rather than by scanning: an entity has a
+/// dozen, but a request body may carry a hundred thousand, and scanning for each would be quadratic.
+const HASHED_FROM: usize = 32;
+
+/// Entries under construction, without duplicate names (a later value replaces an earlier one in place), in
+/// time linear in the number of entries whatever their number.
+struct Builder {
+    entries: Vec<(Arc<str>, Value)>,
+    /// Name -> position, once there are [`HASHED_FROM`] entries.
+    at: Option<std::collections::HashMap<Arc<str>, usize>>,
+    /// Positions removed by [`Builder::remove`], dropped by [`Builder::finish`].
+    removed: Vec<bool>,
+}
+
+impl Builder {
+    fn with_capacity(n: usize) -> Builder {
+        Builder { entries: Vec::with_capacity(n), at: None, removed: Vec::new() }
+    }
+
+    fn from_fields(fields: Fields) -> Builder {
+        let mut builder = Builder { entries: fields.0.into_vec(), at: None, removed: Vec::new() };
+        builder.index_if_large();
+        builder
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        match &self.at {
+            Some(at) => at.get(name).copied(),
+            None => self.entries.iter().position(|(n, _)| &**n == name),
+        }
+    }
+
+    fn index_if_large(&mut self) {
+        if self.at.is_none() && self.entries.len() >= HASHED_FROM {
+            self.at = Some(self.entries.iter().enumerate().map(|(i, (n, _))| (Arc::clone(n), i)).collect());
+        }
+    }
+
+    fn set(&mut self, name: &str, value: Value) {
+        self.set_shared(name, value, shared_name);
+    }
+
+    /// Sets `name`, making its stored copy with `share` only when the name is new.
+    fn set_shared(&mut self, name: &str, value: Value, share: impl FnOnce(&str) -> Arc<str>) {
+        if let Some(i) = self.position(name) {
+            self.entries[i].1 = value;
+            if let Some(gone) = self.removed.get_mut(i) {
+                *gone = false;
             }
+            return;
+        }
+        let name = share(name);
+        if let Some(at) = &mut self.at {
+            at.insert(Arc::clone(&name), self.entries.len());
+        }
+        self.entries.push((name, value));
+        self.index_if_large();
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(i) = self.position(name) {
+            if self.removed.len() < self.entries.len() {
+                self.removed.resize(self.entries.len(), false);
+            }
+            self.removed[i] = true;
+        }
+    }
+
+    fn finish(self) -> Fields {
+        let Builder { mut entries, removed, .. } = self;
+        if removed.contains(&true) {
+            let mut gone = removed.into_iter();
+            entries.retain(|_| !gone.next().unwrap_or(false));
         }
         Fields(entries.into_boxed_slice())
     }
@@ -218,17 +314,19 @@ impl<'de> Visitor<'de> for FieldsVisitor {
         f.write_str("an object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Fields, A::Error> {
-        let mut entries: Vec<(Arc<str>, Value)> = Vec::with_capacity(access.size_hint().unwrap_or(0).min(64));
-        while let Some(name) = access.next_key_seed(SharedName)? {
-            let value: Value = access.next_value()?;
-            match entries.iter_mut().find(|(n, _)| *n == name) {
-                Some(slot) => slot.1 = value,
-                None => entries.push((name, value)),
-            }
-        }
-        Ok(Fields(entries.into_boxed_slice()))
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Fields, A::Error> {
+        read_fields(access)
     }
+}
+
+/// Reads the entries of a JSON object (the map access of a deserializer positioned inside one).
+pub(crate) fn read_fields<'de, A: MapAccess<'de>>(mut access: A) -> Result<Fields, A::Error> {
+    let mut builder = Builder::with_capacity(access.size_hint().unwrap_or(0).min(64));
+    while let Some(name) = access.next_key_seed(SharedName)? {
+        let value: Value = access.next_value()?;
+        builder.set_shared(&name, value, |_| Arc::clone(&name));
+    }
+    Ok(builder.finish())
 }
 
 impl<'de> Deserialize<'de> for Fields {
@@ -300,6 +398,37 @@ mod tests {
             let text = serde_json::to_string(&fields).expect("json");
             prop_assert_eq!(&text, &serde_json::to_string(&map).expect("json"));
             prop_assert_eq!(serde_json::from_str::<Fields>(&text).expect("reads back"), fields);
+        }
+
+        /// Past the size where names are found by hashing, building, reading and merging still agree with a
+        /// `serde_json::Map` (a null in a merge removes its name).
+        #[test]
+        fn large_fields_merge_like_a_json_object(
+            start in prop::collection::vec(("[a-h]{1,2}", 0..5i64), 0..90),
+            updates in prop::collection::vec(("[a-h]{1,2}", prop::option::of(0..5i64)), 0..90),
+        ) {
+            let mut map: Map<String, Value> = Map::new();
+            for (k, v) in &start {
+                map.insert(k.clone(), json!(v));
+            }
+            let mut fields: Fields = start.iter().map(|(k, v)| (k.as_str(), json!(v))).collect();
+            prop_assert_eq!(to_map(&fields), map.clone());
+            let text = serde_json::to_string(&map).expect("json");
+            prop_assert_eq!(&serde_json::from_str::<Fields>(&text).expect("reads"), &fields);
+
+            let mut given: Map<String, Value> = Map::new();
+            for (k, v) in &updates {
+                given.insert(k.clone(), v.map_or(Value::Null, |v| json!(v)));
+            }
+            for (k, v) in &given {
+                if v.is_null() {
+                    map.shift_remove(k);
+                } else {
+                    map.insert(k.clone(), v.clone());
+                }
+            }
+            fields.merge(&given.iter().map(|(k, v)| (k.as_str(), v.clone())).collect());
+            prop_assert_eq!(to_map(&fields), map);
         }
     }
 }

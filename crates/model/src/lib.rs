@@ -31,7 +31,7 @@ pub mod user;
 
 pub use blueprint::{Blueprint, Relation};
 pub use credential::Credential;
-pub use entity::{Entity, EntityInput};
+pub use entity::{Entity, EntityBody, EntityInput};
 pub use error::DomainError;
 pub use event::{Change, Event, Origin, Previous};
 pub use fields::Fields;

@@ -1,13 +1,15 @@
 //! `/v1/blueprints/{bp}/entities...`: single writes (create / upsert / merge / replace / patch / delete),
 //! bulk upsert with per-item results, bulk delete, delete-all, reads with `include` / `exclude`, counts.
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_engine::{Command, Outcome, WriteMeta, WriteMode};
-use berth_model::{DomainError, Entity, EntityInput};
-use serde::Deserialize;
+use berth_model::{DomainError, Entity, EntityBody};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::blueprints::meta;
@@ -95,11 +97,11 @@ pub async fn create(
     headers: HeaderMap,
     params: PathParams,
     q: Params,
-    ApiJson(body): ApiJson<Value>,
+    ApiJson(body): ApiJson<EntityBody>,
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
     ensure_blueprint(&app, &blueprint)?;
-    let input = EntityInput::from_owned(body)?;
+    let input = body.input?;
     let command = Command::WriteEntity {
         blueprint,
         path_id: None,
@@ -118,13 +120,13 @@ async fn write_existing(
     uri: axum::http::Uri,
     params: PathParams,
     q: Params,
-    body: Value,
+    body: EntityBody,
     mode: WriteMode,
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
     let id = entity_id(&params, &uri)?;
     ensure_blueprint(&app, &blueprint)?;
-    let input = EntityInput::from_owned(body)?;
+    let input = body.input?;
     let command = Command::WriteEntity {
         blueprint,
         path_id: Some(id),
@@ -150,7 +152,7 @@ pub async fn replace(
     uri: axum::http::Uri,
     params: PathParams,
     q: Params,
-    ApiJson(body): ApiJson<Value>,
+    ApiJson(body): ApiJson<EntityBody>,
 ) -> ApiResult<Response> {
     write_existing(app, caller, headers, uri, params, q, body, WriteMode::Replace).await
 }
@@ -171,7 +173,7 @@ pub async fn patch(
     uri: axum::http::Uri,
     params: PathParams,
     q: Params,
-    ApiJson(body): ApiJson<Value>,
+    ApiJson(body): ApiJson<EntityBody>,
 ) -> ApiResult<Response> {
     write_existing(app, caller, headers, uri, params, q, body, WriteMode::Patch).await
 }
@@ -323,7 +325,7 @@ fn readable(
 pub struct BulkUpsert {
     /// 1 to 1000 entities.
     #[schema(value_type = Vec<Object>)]
-    pub entities: Vec<Value>,
+    pub entities: Vec<EntityBody>,
 }
 
 #[utoipa::path(post, path = "/v1/blueprints/{blueprint}/entities/bulk", tag = "Entities", summary = "Upsert many entities",
@@ -366,8 +368,8 @@ pub async fn bulk_upsert(
     let mut slots: Vec<(usize, String, Result<(), DomainError>)> = Vec::with_capacity(n);
     let mut commands: Vec<Command> = Vec::with_capacity(n);
     for (index, item) in body.entities.into_iter().enumerate() {
-        let label = item.get("identifier").and_then(Value::as_str).unwrap_or("unknown").to_string();
-        let parsed = EntityInput::from_owned(item).map(|input| {
+        let label = item.label.unwrap_or_else(|| "unknown".to_string());
+        let parsed = item.input.map(|input| {
             commands.push(Command::WriteEntity {
                 blueprint: blueprint.clone(),
                 path_id: None,
@@ -387,7 +389,7 @@ pub async fn bulk_upsert(
         let result = app.catalog.write(meta, commands).await?;
         (result.outcomes.into_iter(), result.seq)
     };
-    let mut ok = Vec::new();
+    let mut ok: Vec<BulkWritten> = Vec::with_capacity(n);
     let mut errors = Vec::new();
     for (index, label, command) in slots {
         let result = match command {
@@ -395,10 +397,12 @@ pub async fn bulk_upsert(
             Err(e) => Err(e),
         };
         match result {
-            Ok(Outcome::Entity { entity, created }) => {
-                ok.push(json!({"index": index, "identifier": entity.identifier, "created": created && !dry_run}));
-            }
-            Ok(_) => ok.push(json!({"index": index, "identifier": label})),
+            Ok(Outcome::Entity { entity, created }) => ok.push(BulkWritten {
+                index,
+                identifier: Arc::clone(&entity.identifier),
+                created: Some(created && !dry_run),
+            }),
+            Ok(_) => ok.push(BulkWritten { index, identifier: Arc::from(label), created: None }),
             Err(e) => {
                 let api = ApiError::from(e);
                 errors.push(json!({"index": index, "identifier": label, "statusCode": api.status.as_u16(), "error": api.code, "message": api.message}));
@@ -406,7 +410,24 @@ pub async fn bulk_upsert(
         }
     }
     let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
-    Ok(reply(status, json!({"ok": true, "entities": ok, "errors": errors}), Some(seq)))
+    Ok(reply(status, BulkAnswer { ok: true, entities: ok, errors }, Some(seq)))
+}
+
+/// The answer of a bulk upsert (serialised as it is: a thousand items need no `Value` tree on the way).
+#[derive(Serialize)]
+struct BulkAnswer {
+    ok: bool,
+    entities: Vec<BulkWritten>,
+    errors: Vec<Value>,
+}
+
+/// One item of a bulk upsert that was written (or, with `validation_only`, would be).
+#[derive(Serialize)]
+struct BulkWritten {
+    index: usize,
+    identifier: Arc<str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<bool>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -17,7 +17,6 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::Value;
 
 use crate::AppState;
 use crate::catalog::CatalogError;
@@ -170,7 +169,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
 }
 
 /// A success answer in Port's envelope, with the sequence number a write reached in `X-Berth-Seq`.
-pub fn reply(status: StatusCode, body: Value, seq: Option<u64>) -> Response {
+pub fn reply(status: StatusCode, body: impl serde::Serialize, seq: Option<u64>) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(seq) = seq {
         if let Ok(v) = HeaderValue::from_str(&seq.to_string()) {

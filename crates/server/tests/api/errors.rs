@@ -19,6 +19,15 @@ async fn malformed_bodies() {
     let deep_obj =
         format!("{{\"identifier\":\"x\",\"properties\":{{\"a\":{}1{}}}}}", "{\"k\":".repeat(200), "}".repeat(200));
     s.raw(Method::POST, path, Some(deep_obj.into_bytes()), Some(&s.token)).await.assert_error(400, "invalid_json");
+    // Also under a key the server ignores, and inside a bulk item.
+    let deep_extra = format!("{{\"identifier\":\"x\",\"extra\":{}{}}}", "[".repeat(200), "]".repeat(200));
+    s.raw(Method::POST, path, Some(deep_extra.clone().into_bytes()), Some(&s.token))
+        .await
+        .assert_error(400, "invalid_json");
+    let deep_bulk = format!("{{\"entities\":[{deep_extra}]}}");
+    s.raw(Method::POST, "/v1/blueprints/service/entities/bulk", Some(deep_bulk.into_bytes()), Some(&s.token))
+        .await
+        .assert_error(400, "invalid_json");
     // Over the 1 MiB limit: 413 in the envelope.
     let huge = json!({"identifier": "big", "properties": {"a": "x".repeat(1_100_000)}});
     s.post(path, huge).await.assert_error(413, "payload_too_large");

@@ -35,17 +35,17 @@ pub(crate) fn write(
         }
         None => input,
     };
-    let given = match &input.identifier {
-        Some(IdentifierInput::Id(id)) => Some(id.clone()),
-        Some(IdentifierInput::Search(q)) => Some(resolve_one(state, blueprint, q, meta.now)?),
+    let given: Option<std::borrow::Cow<str>> = match &input.identifier {
+        Some(IdentifierInput::Id(id)) => Some(id.as_str().into()),
+        Some(IdentifierInput::Search(q)) => Some(resolve_one(state, blueprint, q, meta.now)?.into()),
         None => None,
     };
-    let identifier = match (path_id, given.as_deref()) {
+    let identifier = match (path_id, given) {
         (Some(p), Some(i)) if p != i => {
             return Err(DomainError::Invalid(format!("the body's identifier `{i}` differs from the route's `{p}`")));
         }
         (Some(p), _) => p.to_string(),
-        (None, Some(i)) => i.to_string(),
+        (None, Some(i)) => i.into_owned(),
         (None, None) => generate_id(state, blueprint),
     };
     ids::validate_entity_id(&identifier)?;

@@ -103,22 +103,73 @@ fn opt_string(given: Option<Value>, key: &str) -> Result<Field<String>, DomainEr
     }
 }
 
-/// What a body gives for `properties` or `relations`: an object, null (or nothing), or a value of another kind.
+/// A JSON value read as an object (into `M`), as null, or as the name of its other kind: what a body gives
+/// for an entity, or for its `properties` or `relations`.
 #[derive(Debug, Default)]
-enum Shape {
-    Object(Fields),
+enum ObjectOr<M> {
+    Object(M),
     #[default]
     Null,
     Other(&'static str),
 }
 
-impl Shape {
+/// What an object is read into by [`ObjectOr`].
+trait ReadObject: Sized {
+    fn read<'de, A: serde::de::MapAccess<'de>>(access: A) -> Result<Self, A::Error>;
+}
+
+impl ReadObject for Fields {
+    fn read<'de, A: serde::de::MapAccess<'de>>(access: A) -> Result<Fields, A::Error> {
+        crate::fields::read_fields(access)
+    }
+}
+
+impl ObjectOr<Fields> {
     fn into_fields(self, key: &str) -> Result<Option<Fields>, DomainError> {
         match self {
-            Shape::Object(fields) => Ok(Some(fields)),
-            Shape::Null => Ok(None),
-            Shape::Other(kind) => Err(DomainError::Invalid(format!("`{key}` must be an object, got {kind}"))),
+            ObjectOr::Object(fields) => Ok(Some(fields)),
+            ObjectOr::Null => Ok(None),
+            ObjectOr::Other(kind) => Err(DomainError::Invalid(format!("`{key}` must be an object, got {kind}"))),
         }
+    }
+}
+
+impl<'de, M: ReadObject> Deserialize<'de> for ObjectOr<M> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ObjectOr<M>, D::Error> {
+        struct ObjectOrVisitor<M>(std::marker::PhantomData<M>);
+        impl<'de, M: ReadObject> serde::de::Visitor<'de> for ObjectOrVisitor<M> {
+            type Value = ObjectOr<M>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, access: A) -> Result<ObjectOr<M>, A::Error> {
+                M::read(access).map(ObjectOr::Object)
+            }
+            fn visit_unit<E>(self) -> Result<ObjectOr<M>, E> {
+                Ok(ObjectOr::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ObjectOr<M>, E> {
+                Ok(ObjectOr::Other("boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ObjectOr<M>, E> {
+                Ok(ObjectOr::Other("number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ObjectOr<M>, E> {
+                Ok(ObjectOr::Other("number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ObjectOr<M>, E> {
+                Ok(ObjectOr::Other("number"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ObjectOr<M>, E> {
+                Ok(ObjectOr::Other("string"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ObjectOr<M>, A::Error> {
+                // Read (not skipped) so that nesting deeper than the parser's limit is malformed JSON here too.
+                while seq.next_element::<Value>()?.is_some() {}
+                Ok(ObjectOr::Other("array"))
+            }
+        }
+        deserializer.deserialize_any(ObjectOrVisitor(std::marker::PhantomData))
     }
 }
 
@@ -129,8 +180,8 @@ struct Parts {
     title: Option<Value>,
     icon: Option<Value>,
     team: Option<Value>,
-    properties: Shape,
-    relations: Shape,
+    properties: ObjectOr<Fields>,
+    relations: ObjectOr<Fields>,
 }
 
 impl EntityInput {
@@ -152,9 +203,9 @@ impl EntityInput {
             return Err(DomainError::Invalid(format!("an entity must be an object, got {}", kind_of(&v))));
         };
         let mut shape = |key: &str| match obj.remove(key) {
-            None | Some(Value::Null) => Shape::Null,
-            Some(Value::Object(m)) => Shape::Object(m.into_iter().collect()),
-            Some(other) => Shape::Other(kind_of(&other)),
+            None | Some(Value::Null) => ObjectOr::Null,
+            Some(Value::Object(m)) => ObjectOr::Object(m.into_iter().collect()),
+            Some(other) => ObjectOr::Other(kind_of(&other)),
         };
         let (properties, relations) = (shape("properties"), shape("relations"));
         Self::from_parts(Parts {
@@ -277,96 +328,38 @@ impl<'de> Deserialize<'de> for BodyKey {
     }
 }
 
-impl<'de> Deserialize<'de> for Shape {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Shape, D::Error> {
-        struct ShapeVisitor;
-        impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
-            type Value = Shape;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, access: A) -> Result<Shape, A::Error> {
-                crate::fields::read_fields(access).map(Shape::Object)
-            }
-            fn visit_unit<E>(self) -> Result<Shape, E> {
-                Ok(Shape::Null)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
-                Ok(Shape::Other("boolean"))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
-                Ok(Shape::Other("number"))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
-                Ok(Shape::Other("number"))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
-                Ok(Shape::Other("number"))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
-                Ok(Shape::Other("string"))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
-                while seq.next_element::<Value>()?.is_some() {}
-                Ok(Shape::Other("array"))
+impl ReadObject for Parts {
+    fn read<'de, A: serde::de::MapAccess<'de>>(mut access: A) -> Result<Parts, A::Error> {
+        let mut parts = Parts::default();
+        while let Some(key) = access.next_key::<BodyKey>()? {
+            match key {
+                BodyKey::Identifier => parts.identifier = Some(access.next_value()?),
+                BodyKey::Title => parts.title = Some(access.next_value()?),
+                BodyKey::Icon => parts.icon = Some(access.next_value()?),
+                BodyKey::Team => parts.team = Some(access.next_value()?),
+                BodyKey::Properties => parts.properties = access.next_value()?,
+                BodyKey::Relations => parts.relations = access.next_value()?,
+                BodyKey::Other => {
+                    // Read (not skipped) so that nesting deeper than the parser's limit is malformed JSON
+                    // wherever it is, as with any other body.
+                    access.next_value::<Value>()?;
+                }
             }
         }
-        deserializer.deserialize_any(ShapeVisitor)
+        Ok(parts)
     }
 }
 
 impl<'de> Deserialize<'de> for EntityBody {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<EntityBody, D::Error> {
-        struct BodyVisitor;
-        impl<'de> serde::de::Visitor<'de> for BodyVisitor {
-            type Value = EntityBody;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an entity")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<EntityBody, A::Error> {
-                let mut parts = Parts::default();
-                while let Some(key) = access.next_key::<BodyKey>()? {
-                    match key {
-                        BodyKey::Identifier => parts.identifier = Some(access.next_value()?),
-                        BodyKey::Title => parts.title = Some(access.next_value()?),
-                        BodyKey::Icon => parts.icon = Some(access.next_value()?),
-                        BodyKey::Team => parts.team = Some(access.next_value()?),
-                        BodyKey::Properties => parts.properties = access.next_value()?,
-                        BodyKey::Relations => parts.relations = access.next_value()?,
-                        BodyKey::Other => {
-                            // Read (not skipped) so that nesting deeper than the parser's limit is malformed
-                            // JSON wherever it is, as with any other body.
-                            access.next_value::<Value>()?;
-                        }
-                    }
-                }
+        Ok(match ObjectOr::<Parts>::deserialize(deserializer)? {
+            ObjectOr::Object(parts) => {
                 let label = parts.identifier.as_ref().and_then(Value::as_str).map(str::to_string);
-                Ok(EntityBody { label, input: EntityInput::from_parts(parts) })
+                EntityBody { label, input: EntityInput::from_parts(parts) }
             }
-            fn visit_unit<E>(self) -> Result<EntityBody, E> {
-                Ok(EntityBody::not_an_object("null"))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<EntityBody, E> {
-                Ok(EntityBody::not_an_object("boolean"))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<EntityBody, E> {
-                Ok(EntityBody::not_an_object("number"))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<EntityBody, E> {
-                Ok(EntityBody::not_an_object("number"))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<EntityBody, E> {
-                Ok(EntityBody::not_an_object("number"))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<EntityBody, E> {
-                Ok(EntityBody::not_an_object("string"))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<EntityBody, A::Error> {
-                while seq.next_element::<Value>()?.is_some() {}
-                Ok(EntityBody::not_an_object("array"))
-            }
-        }
-        deserializer.deserialize_any(BodyVisitor)
+            ObjectOr::Null => EntityBody::not_an_object("null"),
+            ObjectOr::Other(kind) => EntityBody::not_an_object(kind),
+        })
     }
 }
 

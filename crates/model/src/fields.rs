@@ -376,6 +376,15 @@ mod tests {
         assert_ne!(a, Fields::new());
     }
 
+    /// The same entries, inserted one by one into a `serde_json::Map` and collected into `Fields`.
+    fn built(entries: &[(String, i64)]) -> (Map<String, Value>, Fields) {
+        let mut map: Map<String, Value> = Map::new();
+        for (k, v) in entries {
+            map.insert(k.clone(), json!(v));
+        }
+        (map, entries.iter().map(|(k, v)| (k.as_str(), json!(v))).collect())
+    }
+
     proptest! {
         /// Built, edited and read back, `Fields` holds what a `serde_json::Map` holds after the same edits.
         #[test]
@@ -383,11 +392,7 @@ mod tests {
             start in prop::collection::vec(("[a-d]", 0..5i64), 0..8),
             edits in prop::collection::vec(("[a-e]", prop::option::of(0..5i64)), 0..10),
         ) {
-            let mut map: Map<String, Value> = Map::new();
-            for (k, v) in &start {
-                map.insert(k.clone(), json!(v));
-            }
-            let mut fields: Fields = start.iter().map(|(k, v)| (k.as_str(), json!(v))).collect();
+            let (mut map, mut fields) = built(&start);
             for (k, v) in &edits {
                 match v {
                     Some(v) => prop_assert_eq!(fields.insert(k, json!(v)), map.insert(k.clone(), json!(v))),
@@ -407,11 +412,7 @@ mod tests {
             start in prop::collection::vec(("[a-h]{1,2}", 0..5i64), 0..90),
             updates in prop::collection::vec(("[a-h]{1,2}", prop::option::of(0..5i64)), 0..90),
         ) {
-            let mut map: Map<String, Value> = Map::new();
-            for (k, v) in &start {
-                map.insert(k.clone(), json!(v));
-            }
-            let mut fields: Fields = start.iter().map(|(k, v)| (k.as_str(), json!(v))).collect();
+            let (mut map, mut fields) = built(&start);
             prop_assert_eq!(to_map(&fields), map.clone());
             let text = serde_json::to_string(&map).expect("json");
             prop_assert_eq!(&serde_json::from_str::<Fields>(&text).expect("reads"), &fields);

@@ -109,6 +109,9 @@ pub struct State {
     incoming: OrdMap<Key, OrdSet<Link>>,
     credentials: OrdMap<String, Credential>,
     teams: OrdMap<String, Team>,
+    /// Member (a user's email or an app's client id) → the teams that list it: every authenticated request
+    /// asks for its caller's teams, which a scan of every team's members made cost O(memberships).
+    memberships: OrdMap<String, OrdSet<String>>,
     /// Email → user.
     users: OrdMap<String, User>,
     /// Blueprint → its entity permissions, when set (else [`BlueprintPermissions::defaults`]).
@@ -623,7 +626,28 @@ impl State {
 
     /// The names of the teams that list `member` (a user email or an app client id).
     pub fn teams_of(&self, member: &str) -> Vec<String> {
-        self.teams.values().filter(|t| t.members.iter().any(|m| m == member)).map(|t| t.name.clone()).collect()
+        self.memberships.get(member).map(|teams| teams.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Adds or replaces a team, keeping [`State::teams_of`]'s index of members in step.
+    fn put_team(&mut self, team: Team) {
+        self.remove_team(&team.name);
+        for member in &team.members {
+            self.memberships.entry(member.clone()).or_default().insert(team.name.clone());
+        }
+        self.teams.insert(team.name.clone(), team);
+    }
+
+    fn remove_team(&mut self, name: &str) {
+        let Some(old) = self.teams.remove(name) else { return };
+        for member in &old.members {
+            if let Some(teams) = self.memberships.get_mut(member) {
+                teams.remove(name);
+                if teams.is_empty() {
+                    self.memberships.remove(member);
+                }
+            }
+        }
     }
 
     /// A blueprint's stored permissions (`None`: the defaults apply).
@@ -820,18 +844,14 @@ impl State {
             Change::CredentialDeleted { client_id } => {
                 self.credentials.remove(client_id);
             }
-            Change::TeamPut { team } => {
-                self.teams.insert(team.name.clone(), team.clone());
-            }
+            Change::TeamPut { team } => self.put_team(team.clone()),
             Change::UserPut { user } => {
                 self.users.insert(user.email.clone(), user.clone());
             }
             Change::UserDeleted { email } => {
                 self.users.remove(email);
             }
-            Change::TeamDeleted { name } => {
-                self.teams.remove(name);
-            }
+            Change::TeamDeleted { name } => self.remove_team(name),
             Change::SigningKeySet { key } => self.signing_key = Some(key.clone()),
             Change::PermissionsSet { blueprint, permissions } => {
                 if self.blueprints.get(blueprint).is_none() {
@@ -992,7 +1012,7 @@ impl State {
         state.props_pending = true;
         state.build_indexes(true, false)?;
         for t in data.teams {
-            state.teams.insert(t.name.clone(), t);
+            state.put_team(t);
         }
         for (bp, p) in data.permissions {
             state.permissions.insert(bp, Arc::new(p));
@@ -1164,6 +1184,41 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Whatever teams are put and deleted, and after a snapshot round trip, a member's teams are the teams
+        /// whose member lists name it, in name order.
+        #[test]
+        fn a_members_teams_follow_team_writes(
+            edits in proptest::collection::vec(
+                (0u8..4, proptest::option::of(proptest::collection::vec(0u8..5, 0..4))), 0..30),
+        ) {
+            let mut state = State::default();
+            for (seq, (team, members)) in edits.into_iter().enumerate() {
+                let name = format!("t{team}");
+                let change = match members {
+                    Some(members) => Change::TeamPut { team: Team {
+                        name,
+                        description: None,
+                        members: members.iter().map(|m| format!("m{m}@x.io")).collect(),
+                        created_at: berth_model::Timestamp::from_millis(0),
+                        updated_at: berth_model::Timestamp::from_millis(0),
+                    } },
+                    None => Change::TeamDeleted { name },
+                };
+                state.apply(&event(seq as u64 + 1, change)).expect("applies");
+            }
+            let reloaded = State::from_snapshot(&state.to_snapshot().expect("snapshot")).expect("loads");
+            for m in 0..5 {
+                let member = format!("m{m}@x.io");
+                let scanned: Vec<String> = state
+                    .teams()
+                    .filter(|t| t.members.contains(&member))
+                    .map(|t| t.name.clone())
+                    .collect();
+                proptest::prop_assert_eq!(&state.teams_of(&member), &scanned);
+                proptest::prop_assert_eq!(&reloaded.teams_of(&member), &scanned);
+            }
+        }
+
         #[test]
         fn deferred_index_updates_equal_one_by_one(
             writes in proptest::collection::vec(

@@ -25,9 +25,12 @@ pub struct BenchArgs {
     /// Entities per request in the Port-sized phase
     #[arg(long, default_value_t = 20)]
     small_batch: usize,
-    /// Connections used by the Port-sized phase and the read-throughput phase
+    /// Connections used by the Port-sized phase
     #[arg(long, default_value_t = 8)]
     connections: usize,
+    /// Concurrent clients of the read-throughput phase, one measurement each (comma-separated)
+    #[arg(long, value_delimiter = ',', default_values_t = [8, 64])]
+    read_connections: Vec<usize>,
     /// Sequential point reads timed for latency
     #[arg(long, default_value_t = 10_000)]
     reads: usize,
@@ -275,6 +278,46 @@ pub(crate) async fn setup_service_catalog(client: &reqwest::Client, base: &str, 
     Ok(())
 }
 
+/// Point reads of random `big-<i>` services by `connections` concurrent clients for `seconds`; answers how
+/// many succeeded.
+async fn read_throughput(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    entities: usize,
+    connections: usize,
+    seconds: u64,
+) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (client, base, token) = (client.clone(), base.to_string(), token.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut count = 0u64;
+            let mut i = c * 7919;
+            while Instant::now() < deadline {
+                i = (i + 104_729) % entities.max(1);
+                if let Ok(r) = client
+                    .get(format!("{base}/v1/blueprints/service/entities/big-{i}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                {
+                    if r.bytes().await.is_ok() {
+                        count += 1;
+                    }
+                }
+            }
+            count
+        }));
+    }
+    let mut reads = 0u64;
+    for t in tasks {
+        reads += t.await.unwrap_or(0);
+    }
+    reads
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.search {
         return crate::bench_search::run(args.entities, args.keep).await;
@@ -344,38 +387,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             percentile(&lat, 0.99).as_secs_f64() * 1e6
         ),
     ));
-    let deadline = Instant::now() + Duration::from_secs(args.read_seconds);
-    let mut tasks = Vec::new();
-    for c in 0..args.connections {
-        let (client, base, token) = (client.clone(), server.base.clone(), token.clone());
-        let n = args.entities;
-        tasks.push(tokio::spawn(async move {
-            let mut count = 0u64;
-            let mut i = c * 7919;
-            while Instant::now() < deadline {
-                i = (i + 104_729) % n;
-                if let Ok(r) = client
-                    .get(format!("{base}/v1/blueprints/service/entities/big-{i}"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                {
-                    if r.bytes().await.is_ok() {
-                        count += 1;
-                    }
-                }
-            }
-            count
-        }));
+    for &connections in &args.read_connections {
+        let reads = read_throughput(&client, &server.base, &token, args.entities, connections, args.read_seconds).await;
+        rows.push((
+            format!("GET one entity, {connections} connections, {} s", args.read_seconds),
+            format!("{:.0} requests/s", reads as f64 / args.read_seconds as f64),
+        ));
     }
-    let mut reads = 0u64;
-    for t in tasks {
-        reads += t.await.unwrap_or(0);
-    }
-    rows.push((
-        format!("GET one entity, {} connections, {} s", args.connections, args.read_seconds),
-        format!("{:.0} requests/s", reads as f64 / args.read_seconds as f64),
-    ));
     rows.push((format!("server RSS with {total} entities"), format!("{:.0} MiB", rss_mib(server.child.id()))));
 
     // Start-up with data: after a graceful stop (snapshot at the head) and after SIGKILL (snapshot + tail).

@@ -15,7 +15,9 @@ async fn bulk_upsert_reports_each_index() {
                 {"identifier": "b", "properties": {"language": "cobol"}},
                 {"identifier": "c", "relations": {"team": "missing"}},
                 "not an object",
-                {"identifier": "d"}
+                {"identifier": "d"},
+                {"identifier": "x", "properties": [1, [2]], "createdAt": {"ignored": true}},
+                {"identifier": 7, "title": "T"}
             ]}),
         )
         .await;
@@ -41,8 +43,24 @@ async fn bulk_upsert_reports_each_index() {
             (e["index"].as_u64().expect("i"), e["statusCode"].as_u64().expect("s"), e["error"].as_str().expect("e"))
         })
         .collect();
-    assert_eq!(by_index, vec![(1, 422, "schema_mismatch"), (2, 404, "not_found"), (3, 422, "invalid_request")]);
+    assert_eq!(
+        by_index,
+        vec![
+            (1, 422, "schema_mismatch"),
+            (2, 404, "not_found"),
+            (3, 422, "invalid_request"),
+            (5, 422, "invalid_request"),
+            (6, 422, "invalid_request")
+        ]
+    );
     assert_eq!(errors[0]["identifier"], json!("b"));
+    // Items read straight from the JSON text: a wrong shape is named, and the item is named by its
+    // identifier when that is a string.
+    assert_eq!(errors[2]["message"], json!("an entity must be an object, got string"));
+    assert_eq!(errors[3]["identifier"], json!("x"));
+    assert_eq!(errors[3]["message"], json!("`properties` must be an object, got array"));
+    assert_eq!(errors[4]["identifier"], json!("unknown"));
+    assert_eq!(errors[4]["message"], json!("`identifier` must be a string, got number"));
     assert_eq!(s.get("/v1/blueprints/service/entities-count").await.body["count"], json!(2));
 
     // All good: 200, and `created` false for updates.

@@ -18,6 +18,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
+use berth_model::query::Query;
 use berth_model::{BlueprintPermissions, Change, DomainError, Entity, Fields, Grant, Ownership};
 use serde_json::{Value, json};
 
@@ -182,16 +183,12 @@ fn authorize_put(state: &State, p: &Principal, new: &Entity) -> Result<(), Domai
 pub enum ReadScope {
     All,
     Nothing,
-    /// Those matching these rules (rules-language JSON).
-    Rules(Value),
+    /// Those matching this query.
+    Rules(Query),
 }
 
-/// A rule no entity matches.
-pub fn match_nothing() -> Value {
-    json!({"property": "$identifier", "operator": "in", "value": []})
-}
-
-/// The entities of `blueprint` that `p` may read, as rules.
+/// The entities of `blueprint` that `p` may read. A stored policy that no longer parses hides everything (a
+/// read restriction fails closed).
 pub fn read_scope(state: &State, p: &Principal, blueprint: &str) -> ReadScope {
     if p.is_admin() {
         return ReadScope::All;
@@ -209,11 +206,15 @@ pub fn read_scope(state: &State, p: &Principal, blueprint: &str) -> ReadScope {
     } else {
         return ReadScope::Nothing;
     };
-    match (base, &read.policy) {
-        (None, None) => ReadScope::All,
-        (Some(rule), None) => ReadScope::Rules(json!({"combinator": "and", "rules": [rule]})),
-        (None, Some(policy)) => ReadScope::Rules(policy.clone()),
-        (Some(rule), Some(policy)) => ReadScope::Rules(json!({"combinator": "and", "rules": [rule, policy]})),
+    let rules = match (base, &read.policy) {
+        (None, None) => return ReadScope::All,
+        (Some(rule), None) => json!({"combinator": "and", "rules": [rule]}),
+        (None, Some(policy)) => policy.clone(),
+        (Some(rule), Some(policy)) => json!({"combinator": "and", "rules": [rule, policy]}),
+    };
+    match Query::parse(&rules) {
+        Ok(q) => ReadScope::Rules(q),
+        Err(_) => ReadScope::Nothing,
     }
 }
 
@@ -243,14 +244,8 @@ fn path_steps(path: &[String]) -> Vec<berth_model::query::PathStep> {
     path.iter().map(|r| berth_model::query::PathStep { relation: r.clone(), max_hops: 1 }).collect()
 }
 
-/// Whether `p` may read `entity`.
+/// Whether `p` may read `entity` (one judgement; a request judging many entities uses a
+/// [`crate::scoped::Scoped`], which compiles each scope once).
 pub fn can_read(state: &State, p: &Principal, entity: &Entity, now: berth_model::Timestamp) -> bool {
-    match read_scope(state, p, &entity.blueprint) {
-        ReadScope::All => true,
-        ReadScope::Nothing => false,
-        ReadScope::Rules(rules) => berth_model::query::Query::parse(&rules).is_ok_and(|q| {
-            crate::search::Ctx::new(state, &q, now, Some(&entity.blueprint))
-                .is_ok_and(|ctx| crate::search::matches(&ctx, entity, &q))
-        }),
-    }
+    crate::scoped::Scoped::new(state, p.clone(), now).can_read(entity)
 }

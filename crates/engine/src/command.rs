@@ -252,6 +252,7 @@ pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Ch
     if let Some(p) = &meta.principal {
         crate::access::authorize(state, p, &changes)?;
     }
+    changes.iter().try_for_each(berth_model::limits::check_change)?;
     Ok((changes, outcome))
 }
 

@@ -37,7 +37,7 @@ pub(crate) fn write(
     };
     let given: Option<std::borrow::Cow<str>> = match &input.identifier {
         Some(IdentifierInput::Id(id)) => Some(id.as_str().into()),
-        Some(IdentifierInput::Search(q)) => Some(resolve_one(state, blueprint, q, meta.now)?.into()),
+        Some(IdentifierInput::Search(q)) => Some(resolve_one(state, meta, blueprint, q)?.into()),
         None => None,
     };
     let identifier = match (path_id, given) {
@@ -141,7 +141,7 @@ pub(crate) fn write(
             let rel = bp.def.relations.get(key).ok_or_else(|| {
                 DomainError::SchemaMismatch(format!("relation `{key}` is not defined in blueprint `{blueprint}`"))
             })?;
-            *value = resolve_relation(state, key, rel, value, meta.now)?;
+            *value = resolve_relation(state, meta, key, rel, value)?;
         }
     }
     let mut changes = Vec::new();
@@ -271,9 +271,24 @@ fn resolve_teams(state: &State, query: &Query, now: Timestamp) -> Result<Vec<Str
 /// The most entities a relation search query may match (Port's limit).
 pub const MAX_SEARCH_RELATION_MATCHES: usize = 100;
 
+/// A search query inside a write, narrowed to what the writer may read: an entity hidden from it is not
+/// matched, so the answer is the same whether or not one exists (no oracle, no identifier named).
+fn scoped_query(state: &State, meta: &WriteMeta, blueprint: &str, query: &Query) -> Query {
+    match &meta.principal {
+        Some(p) => crate::scoped::Scoped::new(state, p.clone(), meta.now)
+            .narrow(blueprint, Some(query.clone()))
+            .unwrap_or_else(|| query.clone()),
+        None => query.clone(),
+    }
+}
+
 /// The one entity of `blueprint` an identifier search query matches.
-fn resolve_one(state: &State, blueprint: &str, query: &Query, now: Timestamp) -> Result<String, DomainError> {
-    let page = crate::search::search_blueprint(state, blueprint, Some(query), now, None, 2)?;
+fn resolve_one(state: &State, meta: &WriteMeta, blueprint: &str, query: &Query) -> Result<String, DomainError> {
+    if state.blueprint(blueprint).is_some() {
+        crate::search::check_against(state, blueprint, query)?;
+    }
+    let query = scoped_query(state, meta, blueprint, query);
+    let page = crate::search::search_blueprint(state, blueprint, Some(&query), meta.now, None, 2)?;
     match page.entities.as_slice() {
         [one] => Ok(one.identifier.to_string()),
         [] => Err(DomainError::not_found("entity", format!("{blueprint} matching the identifier search query"))),
@@ -286,14 +301,24 @@ fn resolve_one(state: &State, blueprint: &str, query: &Query, now: Timestamp) ->
 /// The identifier(s) a relation search query matches: one for a single relation, up to 100 for a many one.
 fn resolve_relation(
     state: &State,
+    meta: &WriteMeta,
     key: &str,
     rel: &Relation,
     value: &Value,
-    now: Timestamp,
 ) -> Result<Value, DomainError> {
     let query = Query::parse(value).map_err(|e| DomainError::Invalid(format!("relation `{key}` search query: {e}")))?;
-    let page =
-        crate::search::search_blueprint(state, &rel.target, Some(&query), now, None, MAX_SEARCH_RELATION_MATCHES + 1)?;
+    if state.blueprint(&rel.target).is_some() {
+        crate::search::check_against(state, &rel.target, &query)?;
+    }
+    let query = scoped_query(state, meta, &rel.target, &query);
+    let page = crate::search::search_blueprint(
+        state,
+        &rel.target,
+        Some(&query),
+        meta.now,
+        None,
+        MAX_SEARCH_RELATION_MATCHES + 1,
+    )?;
     let ids: Vec<Value> = page.entities.iter().map(|e| Value::String(e.identifier.to_string())).collect();
     match (rel.many, ids.len()) {
         (true, n) if n > MAX_SEARCH_RELATION_MATCHES => Err(DomainError::Invalid(format!(

@@ -8,7 +8,8 @@
 //! - [`State::digest`] proves two states equal (migrations, backups).
 //! - [`search`] answers rules-language queries against a state.
 //! - [`access`] is the permission layer: [`execute`] authorizes every change a command makes for the
-//!   caller in its [`WriteMeta`], and [`access::read_scope`] narrows every read.
+//!   caller in its [`WriteMeta`], and [`access::read_scope`] says what a caller may read; every read goes
+//!   through a [`scoped::Scoped`] view, which compiles those scopes once per request.
 //! - Given the same events, every replica builds the same state: no clock, no randomness, no I/O here.
 //!   Some work is split over two threads ([`parallel`]); results never depend on how it was split.
 
@@ -22,6 +23,7 @@ pub mod graph;
 pub mod index;
 mod index_work;
 pub mod parallel;
+pub mod scoped;
 pub mod search;
 mod state;
 mod users;

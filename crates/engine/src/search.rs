@@ -251,6 +251,17 @@ pub fn for_each_match<'s>(
     Ok(matching)
 }
 
+/// How many entities of `blueprint` match `query` (planned like a page, nothing collected).
+pub fn count_blueprint(state: &State, blueprint: &str, query: &Query, now: Timestamp) -> Result<usize, DomainError> {
+    let ctx = Ctx::new(state, query, now, Some(blueprint))?;
+    Ok(match candidates(&ctx, blueprint, query, None) {
+        Some(ids) => {
+            ids.into_sorted().filter_map(|id| state.entity(blueprint, id)).filter(|e| matches(&ctx, e, query)).count()
+        }
+        None => state.entities_of(blueprint).filter(|e| matches(&ctx, e, query)).count(),
+    })
+}
+
 /// An entity's place in a sorted result: its sort-key values, then its identifier.
 type Position = (Vec<Option<Value>>, String);
 

@@ -13,6 +13,7 @@
 //! - [`query`]: the search rules language, parsed into a typed AST.
 //! - [`permissions`]: who may read and write a blueprint's entities, and how entities are owned.
 //! - [`error`]: [`DomainError`], every way a request can be refused.
+//! - [`limits`]: bounds on what a write may put in the log (nesting depth, metadata sizes).
 
 pub mod blueprint;
 pub mod credential;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod event;
 pub mod fields;
 pub mod ids;
+pub mod limits;
 pub mod permissions;
 pub mod query;
 pub mod schema;

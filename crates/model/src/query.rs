@@ -230,12 +230,78 @@ pub struct QueryError {
 
 /// The deepest nesting of groups accepted.
 pub const MAX_DEPTH: usize = 32;
+/// The most nodes (groups and rules) one query holds.
+pub const MAX_NODES: usize = 1_000;
+/// The most values one `in` / `notIn` / `containsAny` list, or one graph rule's identifiers, holds.
+pub const MAX_LIST: usize = 10_000;
+/// The most graph rules (`relatedTo`, `matchAny`) one query holds: each walks the relation graph.
+pub const MAX_GRAPH_RULES: usize = 8;
+
+/// What parsing has counted so far, to bound a query's cost.
+#[derive(Default)]
+struct Budget {
+    slots: usize,
+    nodes: usize,
+    graph_rules: usize,
+}
 
 impl Query {
     /// Parses a query (`{"combinator", "rules"}`).
     pub fn parse(v: &Value) -> Result<Query, QueryError> {
-        let mut slots = 0;
-        parse_node(v, "query", 0, &mut slots)
+        parse_node(v, "query", 0, &mut Budget::default())
+    }
+
+    /// `self and other` as one query: an `and` group's rules stay at the top level (where the planner and
+    /// the `$blueprint` filter look), and `other`'s slots are renumbered after `self`'s so both keep theirs.
+    pub fn and(self, mut other: Query) -> Query {
+        other.shift_slots(self.slots());
+        let mut rules = self.into_and_rules();
+        rules.extend(other.into_and_rules());
+        Query::Group { combinator: Combinator::And, rules }
+    }
+
+    /// `any of queries` as one query, each query's slots renumbered so none collide.
+    pub fn any(queries: Vec<Query>) -> Query {
+        let mut next = 0;
+        let rules = queries
+            .into_iter()
+            .map(|mut q| {
+                q.shift_slots(next);
+                next = next.max(q.slots());
+                q
+            })
+            .collect();
+        Query::Group { combinator: Combinator::Or, rules }
+    }
+
+    /// A query no entity matches.
+    pub fn nothing() -> Query {
+        Query::Group { combinator: Combinator::Or, rules: Vec::new() }
+    }
+
+    /// The rule `$blueprint = blueprint`.
+    pub fn of_blueprint(blueprint: &str) -> Query {
+        Query::Rule(Rule {
+            target: Target::Meta(Meta::Blueprint),
+            op: Op::Eq,
+            operand: Operand::Scalar(Value::String(blueprint.to_string())),
+        })
+    }
+
+    fn into_and_rules(self) -> Vec<Query> {
+        match self {
+            Query::Group { combinator: Combinator::And, rules } => rules,
+            other => vec![other],
+        }
+    }
+
+    fn shift_slots(&mut self, by: usize) {
+        match self {
+            Query::Group { rules, .. } => rules.iter_mut().for_each(|q| q.shift_slots(by)),
+            Query::Graph(g) => g.slot += by,
+            Query::Rule(Rule { operand: Operand::Preset { slot, .. }, .. }) => *slot += by,
+            Query::Rule(_) => {}
+        }
     }
 
     /// How many slots the query's rules use (see the module docs).
@@ -299,7 +365,9 @@ impl Query {
                 operand: Operand::Scalar(Value::String(b)),
             }) => Some(vec![b.clone()]),
             Query::Rule(Rule { target: Target::Meta(Meta::Blueprint), op: Op::In, operand: Operand::List(list) }) => {
-                Some(list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                // Each blueprint once, in the order first named: a repeated name is not searched twice.
+                let mut seen = std::collections::HashSet::new();
+                Some(list.iter().filter_map(Value::as_str).filter(|b| seen.insert(*b)).map(str::to_string).collect())
             }
             _ => None,
         })
@@ -310,20 +378,45 @@ fn err(path: &str, message: impl Into<String>) -> QueryError {
     QueryError { path: path.to_string(), message: message.into() }
 }
 
-fn parse_node(v: &Value, path: &str, depth: usize, slots: &mut usize) -> Result<Query, QueryError> {
+/// The keys only a rule has: an object with one of them and a group key is neither, and is refused (a reader
+/// that saw the rule would disagree with one that saw the group).
+const RULE_KEYS: [&str; 8] =
+    ["property", "relation", "operator", "value", "propertySchema", "scorecard", "scorecardRule", "blueprint"];
+
+fn parse_node(v: &Value, path: &str, depth: usize, budget: &mut Budget) -> Result<Query, QueryError> {
     if depth > MAX_DEPTH {
         return Err(err(path, format!("groups nest deeper than {MAX_DEPTH} levels")));
     }
+    budget.nodes += 1;
+    if budget.nodes > MAX_NODES {
+        return Err(err(path, format!("a query holds at most {MAX_NODES} rules and groups")));
+    }
     let obj = v.as_object().ok_or_else(|| err(path, format!("expected an object, got {}", kind_of(v))))?;
     if obj.contains_key("combinator") || obj.contains_key("rules") || obj.contains_key("conditions") {
-        return parse_group(obj, path, depth, slots);
+        if let Some(key) = RULE_KEYS.iter().find(|k| obj.contains_key(**k)) {
+            return Err(err(
+                path,
+                format!("an object is a group (`combinator`, `rules`) or a rule (`{key}`, ...), not both"),
+            ));
+        }
+        return parse_group(obj, path, depth, budget);
     }
     match obj.get("operator").and_then(Value::as_str) {
-        Some("relatedTo") => return parse_related_to(obj, path, slots),
-        Some("matchAny") => return parse_match_any(obj, path, slots),
+        Some(op @ ("relatedTo" | "matchAny")) => {
+            budget.graph_rules += 1;
+            if budget.graph_rules > MAX_GRAPH_RULES {
+                return Err(err(path, format!("a query holds at most {MAX_GRAPH_RULES} relatedTo / matchAny rules")));
+            }
+            let slots = &mut budget.slots;
+            return if op == "relatedTo" {
+                parse_related_to(obj, path, slots)
+            } else {
+                parse_match_any(obj, path, slots)
+            };
+        }
         _ => {}
     }
-    parse_rule(obj, path, slots).map(Query::Rule)
+    parse_rule(obj, path, &mut budget.slots).map(Query::Rule)
 }
 
 fn next_slot(slots: &mut usize) -> usize {
@@ -331,10 +424,15 @@ fn next_slot(slots: &mut usize) -> usize {
     *slots - 1
 }
 
+fn too_long(path: &str) -> QueryError {
+    err(path, format!("`value` holds at most {MAX_LIST} items"))
+}
+
 /// `value` as one identifier or a non-empty array of them.
 fn identifiers(obj: &Map<String, Value>, path: &str) -> Result<Vec<String>, QueryError> {
     match obj.get("value") {
         Some(Value::String(id)) => Ok(vec![id.clone()]),
+        Some(Value::Array(items)) if items.len() > MAX_LIST => Err(too_long(path)),
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()
             .map(|v| v.as_str().map(str::to_string))
@@ -415,7 +513,7 @@ fn parse_match_any(obj: &Map<String, Value>, path: &str, slots: &mut usize) -> R
     Ok(Query::Graph(GraphRule { slot: next_slot(slots), kind }))
 }
 
-fn parse_group(obj: &Map<String, Value>, path: &str, depth: usize, slots: &mut usize) -> Result<Query, QueryError> {
+fn parse_group(obj: &Map<String, Value>, path: &str, depth: usize, budget: &mut Budget) -> Result<Query, QueryError> {
     let combinator = match obj.get("combinator") {
         Some(Value::String(c)) if c == "and" => Combinator::And,
         Some(Value::String(c)) if c == "or" => Combinator::Or,
@@ -432,7 +530,7 @@ fn parse_group(obj: &Map<String, Value>, path: &str, depth: usize, slots: &mut u
     let rules = rules
         .iter()
         .enumerate()
-        .map(|(i, r)| parse_node(r, &format!("{prefix}rules[{i}]"), depth + 1, slots))
+        .map(|(i, r)| parse_node(r, &format!("{prefix}rules[{i}]"), depth + 1, budget))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Query::Group { combinator, rules })
 }
@@ -451,6 +549,17 @@ fn parse_rule(obj: &Map<String, Value>, path: &str, slots: &mut usize) -> Result
             ),
         )
     })?;
+    let named: Vec<&str> =
+        ["property", "relation", "propertySchema", "scorecard"].into_iter().filter(|k| obj.contains_key(*k)).collect();
+    if named.len() > 1 {
+        return Err(err(
+            path,
+            format!(
+                "a rule names one of `property`, `relation`, `propertySchema`, `scorecard`, not {}",
+                named.join(" and ")
+            ),
+        ));
+    }
     if let Some(spec) = obj.get("propertySchema") {
         return parse_property_schema(spec, op, op_name, obj.get("value"), path);
     }
@@ -488,6 +597,7 @@ fn parse_rule(obj: &Map<String, Value>, path: &str, slots: &mut usize) -> Result
     let operand = match op {
         Op::IsEmpty | Op::IsNotEmpty | Op::IsExpired | Op::IsNotExpired => Operand::None,
         Op::In | Op::NotIn | Op::ContainsAny => match value {
+            Some(Value::Array(items)) if items.len() > MAX_LIST => return Err(too_long(path)),
             Some(Value::Array(items)) => {
                 if let Some(bad) = items.iter().find(|v| v.is_array() || v.is_object()) {
                     return Err(err(path, format!("`value` items must be scalars, got {}", kind_of(bad))));
@@ -772,6 +882,57 @@ mod tests {
         assert_eq!(keys[1], SortKey { target: Target::Meta(Meta::Title), descending: false });
         assert_eq!(parse_sort(&json!([{"property": "a", "order": "up"}])).expect_err("x").path, "sort[0]");
         assert!(parse_sort(&json!({"property": "a"})).is_err());
+    }
+
+    #[test]
+    fn objects_that_are_both_group_and_rule_are_refused() {
+        for body in [
+            json!({"combinator": "and", "rules": [{"property": "$blueprint", "operator": "=", "value": "x", "combinator": "and", "rules": []}]}),
+            json!({"combinator": "and", "rules": [{"property": "$blueprint", "operator": "=", "value": "x", "conditions": []}]}),
+            json!({"combinator": "and", "rules": [{"property": "$blueprint", "operator": "=", "value": "x", "propertySchema": {"type": "string"}}]}),
+        ] {
+            let e = Query::parse(&body).expect_err("mixed keys must be refused");
+            assert_eq!(e.path, "rules[0]", "{e}");
+        }
+    }
+
+    #[test]
+    fn lists_rules_and_graph_rules_are_bounded() {
+        let long: Vec<u32> = (0..=MAX_LIST as u32).collect();
+        let e =
+            Query::parse(&json!({"combinator": "and", "rules": [{"property": "n", "operator": "in", "value": long}]}));
+        assert!(e.expect_err("too long").message.contains("at most"));
+        let many: Vec<Value> = (0..MAX_NODES).map(|_| json!({"property": "n", "operator": "isEmpty"})).collect();
+        assert!(Query::parse(&json!({"combinator": "or", "rules": many})).is_err());
+        let graph: Vec<Value> =
+            (0..=MAX_GRAPH_RULES).map(|_| json!({"operator": "relatedTo", "blueprint": "b", "value": "x"})).collect();
+        assert!(Query::parse(&json!({"combinator": "or", "rules": graph})).is_err());
+        let dups = json!({"combinator": "and", "rules": [{"property": "$blueprint", "operator": "in", "value": ["a", "b", "a", "a"]}]});
+        assert_eq!(
+            Query::parse(&dups).expect("parses").blueprint_filter(),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+    }
+
+    #[test]
+    fn joined_queries_keep_their_slots_apart() {
+        let a = Query::parse(&json!({"combinator": "and", "rules": [
+            {"operator": "relatedTo", "blueprint": "b", "value": "x"},
+            {"property": "$createdAt", "operator": "between", "value": {"preset": "today"}}]}))
+        .expect("a");
+        let b = Query::parse(&json!({"operator": "relatedTo", "blueprint": "c", "value": "y"})).expect("b");
+        let joined = a.clone().and(b.clone());
+        assert_eq!(joined.slots(), 3);
+        let mut seen = Vec::new();
+        joined.visit(&mut |q| match q {
+            Query::Graph(g) => seen.push(g.slot),
+            Query::Rule(Rule { operand: Operand::Preset { slot, .. }, .. }) => seen.push(*slot),
+            _ => {}
+        });
+        seen.sort_unstable();
+        assert_eq!(seen, vec![0, 1, 2]);
+        let any = Query::any(vec![a.clone(), b, a]);
+        assert_eq!(any.slots(), 5);
     }
 
     #[test]

@@ -79,10 +79,19 @@ impl Catalog {
         let mut state = match snapshot {
             // The property indexes are built by the writer before its first batch (see `build_pending_indexes`).
             Some(snap) => {
-                tokio::task::spawn_blocking(move || State::from_snapshot_without_property_indexes(&snap.data))
-                    .await
-                    .map_err(|e| CatalogError::Replay(e.to_string()))?
-                    .map_err(|e| CatalogError::Replay(e.to_string()))?
+                let seq = snap.seq;
+                let loaded =
+                    tokio::task::spawn_blocking(move || State::from_snapshot_without_property_indexes(&snap.data))
+                        .await
+                        .map_err(|e| CatalogError::Replay(e.to_string()))?;
+                match loaded {
+                    Ok(state) => state,
+                    // A snapshot is only a shortcut: the log alone rebuilds the catalog.
+                    Err(e) => {
+                        tracing::warn!(snapshot_seq = seq, error = %e, "the snapshot does not load; replaying the whole log");
+                        State::default()
+                    }
+                }
             }
             None => State::default(),
         };

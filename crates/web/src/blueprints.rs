@@ -126,7 +126,11 @@ fn render(
         title: def.title.clone(),
         icon: crate::fmt::glyph(def.icon.as_deref()),
         description: def.description.clone().unwrap_or_default(),
-        count: view.entity_count(&def.identifier),
+        count: crate::table::visible_count(
+            &view,
+            &berth_server::access::scoped(&view, &session.caller),
+            &def.identifier,
+        ),
         props,
         relations,
         derived,

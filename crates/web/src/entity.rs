@@ -74,8 +74,8 @@ pub fn entity_href(bp: &str, id: &str) -> String {
 /// The entity, if it exists and the session may read it (else a 404, as if it did not exist).
 pub fn load(app: &AppState, session: &Session, bp: &str, id: &str) -> UiResult<std::sync::Arc<Entity>> {
     let view = app.catalog.view();
-    view.entity(bp, id)
-        .filter(|e| berth_server::access::can_read(&view, &session.caller, e))
+    berth_server::access::scoped(&view, &session.caller)
+        .entity(bp, id)
         .cloned()
         .ok_or_else(|| UiError::not_found(format!("there is no entity `{id}` of blueprint `{bp}`")))
 }
@@ -100,7 +100,9 @@ pub async fn page(
     let entry = view.blueprint(&bp).ok_or_else(|| UiError::not_found(format!("there is no blueprint `{bp}`")))?;
     let def = &entry.def;
     let e = load(&app, &session, &bp, &id)?;
-    let now = berth_server::now();
+    let scoped = berth_server::access::scoped(&view, &session.caller);
+    let readable = |bp: &str, id: &str| scoped.entity(bp, id).is_some();
+    let now = scoped.now();
     let fields = def
         .schema
         .properties
@@ -122,13 +124,13 @@ pub async fn page(
                 .map(Entity::relation_targets)
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|t| readable(&view, &session, &r.target, t))
+                .filter(|t| readable(&r.target, t))
                 .map(|t| Link { href: entity_href(&r.target, t), text: title_of(&view, &r.target, t) })
                 .collect(),
         })
         .collect();
     let mut incoming: Vec<RelationGroup> = Vec::new();
-    for edge in view.incoming(&bp, &id).filter(|edge| readable(&view, &session, edge.blueprint(), &edge.identifier)) {
+    for edge in view.incoming(&bp, &id).filter(|edge| readable(edge.blueprint(), &edge.identifier)) {
         let label = format!("{} ← (their `{}`)", edge.blueprint(), edge.relation());
         let link = Link {
             href: entity_href(edge.blueprint(), &edge.identifier),
@@ -164,10 +166,14 @@ pub async fn page(
     // This life of the entity only: the scan stops a little before its creation.
     let floor = berth_model::Timestamp::from_millis(e.created_at.millis() - history::CLOCK_SLACK_MS);
     let (found, _) = history::versions_since(&app, &bp, &id, view.seq() + 1, 21, Some(floor), |_| false).await?;
+    // Versions the session may not read are left out, and never shown as the "before" of a diff.
     let mut versions = Vec::new();
     for (i, v) in found.iter().enumerate().take(20) {
-        let older = found.get(i + 1).and_then(|o| o.entity.as_deref());
+        let older = found.get(i + 1).and_then(|o| o.entity.as_deref()).filter(|o| scoped.can_read(o));
         let newer = v.entity.as_deref();
+        if newer.is_some_and(|n| !scoped.can_read(n)) {
+            continue;
+        }
         let diff = history::changed_fields(older, newer)
             .into_iter()
             .map(|f| DiffLine { before: field_value(older, &f), after: field_value(newer, &f), field: f })
@@ -205,11 +211,6 @@ pub async fn page(
     html(&page)
 }
 
-/// Whether the session may read the entity (related entities it may not read are not shown).
-fn readable(view: &berth_engine::State, session: &Session, bp: &str, id: &str) -> bool {
-    view.entity(bp, id).is_some_and(|e| berth_server::access::can_read(view, &session.caller, e))
-}
-
 fn title_of(view: &berth_engine::State, bp: &str, id: &str) -> String {
     view.entity(bp, id).and_then(|e| e.title.clone()).unwrap_or_else(|| id.to_string())
 }
@@ -229,7 +230,10 @@ pub async fn confirm_delete(
     Path((bp, id)): Path<(String, String)>,
 ) -> UiResult<Response> {
     let e = load(&app, &session, &bp, &id)?;
-    let dependents = app.catalog.view().incoming(&bp, &id).count();
+    // Only the dependents the session may read are counted (the others are not there for it).
+    let view = app.catalog.view();
+    let scoped = berth_server::access::scoped(&view, &session.caller);
+    let dependents = view.incoming(&bp, &id).filter(|d| scoped.entity(d.blueprint(), &d.identifier).is_some()).count();
     let page = ConfirmPage {
         layout: session.layout(&app, "Delete", bp.clone()),
         title: e.title.clone().unwrap_or_else(|| id.clone()),

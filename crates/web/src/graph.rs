@@ -36,7 +36,14 @@ pub struct Neighbourhood {
     pub truncated: bool,
 }
 
-pub fn neighbourhood(state: &Catalog, bp: &str, id: &str, hops: usize) -> Neighbourhood {
+/// The walk goes only through nodes `visible` accepts: a hidden entity is neither shown nor walked through.
+pub fn neighbourhood(
+    state: &Catalog,
+    bp: &str,
+    id: &str,
+    hops: usize,
+    visible: &dyn Fn(&str, &str) -> bool,
+) -> Neighbourhood {
     let start: Node = (bp.to_string(), id.to_string());
     let mut layers = HashMap::from([(start.clone(), 0i64)]);
     let mut queue = VecDeque::from([(start, 0usize)]);
@@ -61,6 +68,9 @@ pub fn neighbourhood(state: &Catalog, bp: &str, id: &str, hops: usize) -> Neighb
         }
         for (other, other_layer, edge) in next {
             let known = layers.contains_key(&other);
+            if !known && !visible(&other.0, &other.1) {
+                continue;
+            }
             if !known {
                 if depth >= hops {
                     continue;
@@ -162,13 +172,9 @@ pub async fn page(
     let view = app.catalog.view();
     let e = crate::entity::load(&app, &session, &bp, &id)?;
     let hops = p.get("hops").and_then(|h| h.parse::<usize>().ok()).unwrap_or(2).clamp(1, MAX_HOPS);
-    let mut n = neighbourhood(&view, &bp, &id, hops);
-    // Entities the session may not read are left out, with their edges.
-    let Neighbourhood { layers, edges, .. } = &mut n;
-    layers.retain(|(b, i), _| {
-        view.entity(b, i).is_some_and(|e| berth_server::access::can_read(&view, &session.caller, e))
-    });
-    edges.retain(|(from, to, _)| layers.contains_key(from) && layers.contains_key(to));
+    // Entities the session may not read are left out, with their edges, and not walked through.
+    let scoped = berth_server::access::scoped(&view, &session.caller);
+    let n = neighbourhood(&view, &bp, &id, hops, &|b, i| scoped.entity(b, i).is_some());
     let page = GraphPage {
         layout: session.layout(&app, "Graph", bp.clone()),
         title: e.title.clone().unwrap_or_else(|| id.clone()),

@@ -83,13 +83,14 @@ pub fn changes_of(audits: &[Value], now: berth_model::Timestamp) -> Vec<Change> 
 
 pub async fn home(State(app): State<AppState>, session: Session) -> UiResult<Response> {
     let view = app.catalog.view();
+    let scoped = berth_server::access::scoped(&view, &session.caller);
     let cards = view
         .blueprints()
         .map(|b| BlueprintCard {
             id: b.def.identifier.clone(),
             title: b.def.title.clone(),
             icon: crate::fmt::glyph(b.def.icon.as_deref()),
-            count: crate::table::visible_count(&view, &session, &b.def.identifier),
+            count: crate::table::visible_count(&view, &scoped, &b.def.identifier),
             description: b.def.description.clone().unwrap_or_default(),
         })
         .collect();
@@ -141,12 +142,14 @@ fn find(app: &AppState, session: &Session, q: &str, limit: usize) -> UiResult<Ve
         {"property": "$title", "operator": "contains", "value": q},
         {"property": "$identifier", "operator": "contains", "value": q},
     ]});
-    let query = berth_model::query::Query::parse(&berth_server::access::narrow_all(&view, &session.caller, rules))
+    let query = berth_model::query::Query::parse(&rules)
         .map_err(|e| crate::page::UiError::new(axum::http::StatusCode::BAD_REQUEST, e.message))?;
+    let scoped = berth_server::access::scoped(&view, &session.caller);
+    let query = scoped.narrow_all(query);
     let mut hits = Vec::new();
     let titles: std::collections::HashMap<String, String> =
         view.blueprints().map(|b| (b.def.identifier.clone(), b.def.title.clone())).collect();
-    let _ = berth_engine::search::for_each_match(&view, &query, berth_server::now(), |e| {
+    let _ = berth_engine::search::for_each_match(&view, &query, scoped.now(), |e| {
         if hits.len() < limit {
             hits.push(Hit {
                 href: format!("/entities/{}/{}", encode(&e.blueprint), encode(&e.identifier)),

@@ -14,6 +14,7 @@ use berth_model::Blueprint;
 use berth_model::date_preset::PRESET_NAMES;
 use berth_model::query::{Query as Rules, parse_sort};
 use berth_server::AppState;
+use berth_server::access::Scoped;
 use serde_json::{Value, json};
 
 use crate::fmt::{esc, short};
@@ -162,7 +163,7 @@ pub fn filter_rules(def: &Blueprint, p: &FormData) -> Result<Option<Value>, Stri
     Ok((!rules.is_empty()).then(|| json!({"combinator": "and", "rules": rules})))
 }
 
-fn filters(def: &Blueprint, p: &FormData, state: &berth_engine::State, session: &Session) -> Vec<Filter> {
+fn filters(def: &Blueprint, p: &FormData, scoped: &Scoped<'_>) -> Vec<Filter> {
     let mut out = Vec::new();
     for (key, d) in property_defs(def) {
         let ty = d.get("type").and_then(Value::as_str).unwrap_or("string");
@@ -196,12 +197,8 @@ fn filters(def: &Blueprint, p: &FormData, state: &berth_engine::State, session: 
     }
     for (key, r) in &def.relations {
         // Relation targets to choose from: the first 200 the session may read.
-        let mut options: Vec<String> = state
-            .entities_of(&r.target)
-            .filter(|e| berth_server::access::can_read(state, &session.caller, e))
-            .take(200)
-            .map(|e| e.identifier.to_string())
-            .collect();
+        let mut options: Vec<String> =
+            scoped.entities_of(&r.target).take(200).map(|e| e.identifier.to_string()).collect();
         options.sort();
         out.push(Filter {
             name: key.clone(),
@@ -265,28 +262,38 @@ pub async fn page(
     let view = app.catalog.view();
     let entry = view.blueprint(&bp).ok_or_else(|| UiError::not_found(format!("there is no blueprint `{bp}`")))?;
     let def = &entry.def;
-    let now = berth_server::now();
+    let scoped = berth_server::access::scoped(&view, &session.caller);
+    let now = scoped.now();
     let limit = p.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(DEFAULT_LIMIT).clamp(1, 500);
+    let known = all_columns(def);
+    // Only the parameters this page reads are kept (they are copied into every link of the page).
+    let p = FormData(p.0.into_iter().filter(|(k, _)| is_table_param(k)).take(MAX_PARAMS).collect());
     let cols: Vec<String> = {
-        let chosen = p.all("cols");
+        // Columns the blueprint has, each once, at most MAX_COLUMNS.
+        let mut chosen: Vec<String> = Vec::new();
+        for c in p.all("cols") {
+            if chosen.len() < MAX_COLUMNS && known.iter().any(|(k, _)| *k == c) && !chosen.contains(&c) {
+                chosen.push(c);
+            }
+        }
         if chosen.is_empty() { default_columns(def) } else { chosen }
     };
     let sort = p.get("sort").unwrap_or("").to_string();
     let order = if p.get("order") == Some("desc") { "desc" } else { "asc" }.to_string();
     let mut error = None;
     // The filters, narrowed to what the caller may read (the count uses the same rules).
-    let rules = match filter_rules(def, &p) {
-        Ok(r) => berth_server::access::narrow(&view, &session.caller, &bp, r),
+    let chosen = match filter_rules(def, &p) {
+        Ok(r) => r,
         Err(e) => {
             error = Some(e);
             None
         }
     };
-    let query = match rules.as_ref().map(Rules::parse).transpose() {
-        Ok(q) => q,
+    let query = match chosen.as_ref().map(Rules::parse).transpose() {
+        Ok(q) => scoped.narrow(&bp, q),
         Err(e) => {
             error = Some(format!("{}: {}", e.path, e.message));
-            None
+            scoped.narrow(&bp, None)
         }
     };
     let sort_keys = if sort.is_empty() {
@@ -303,7 +310,7 @@ pub async fn page(
                     None => view.entity_count(&bp),
                     // The first page holds every match: no second pass to count them.
                     Some(_) if from.is_none() && page.next.is_none() => page.entities.len(),
-                    Some(_) => count(&view, &bp, rules.as_ref(), now).unwrap_or(0),
+                    Some(q) => count(&view, &bp, Some(q), now).unwrap_or(0),
                 };
                 (page.entities, page.next, count)
             }
@@ -352,8 +359,8 @@ pub async fn page(
         choosable,
         rows,
         count,
-        total: visible_count(&view, &session, &bp),
-        filters: filters(def, &p, &view, &session),
+        total: visible_count(&view, &scoped, &bp),
+        filters: filters(def, &p, &scoped),
         q: p.get("q").unwrap_or("").to_string(),
         sort,
         order,
@@ -366,33 +373,41 @@ pub async fn page(
     html(&page)
 }
 
-/// How many entities of `bp` the session may read.
-pub fn visible_count(view: &berth_engine::State, session: &Session, bp: &str) -> usize {
-    match berth_server::access::narrow(view, &session.caller, bp, None) {
+/// How many entities of `bp` the caller of `scoped` may read.
+pub fn visible_count(view: &berth_engine::State, scoped: &Scoped<'_>, bp: &str) -> usize {
+    match scoped.narrow(bp, None) {
         None => view.entity_count(bp),
-        Some(rules) => count(view, bp, Some(&rules), berth_server::now()).unwrap_or(0),
+        Some(q) => count(view, bp, Some(&q), scoped.now()).unwrap_or(0),
     }
 }
 
-/// How many entities of `bp` match `rules` (the aggregate count, with its index fast paths).
+/// How many entities of `bp` match `query` (the aggregate count, with its index fast paths).
 pub fn count(
     state: &berth_engine::State,
     bp: &str,
-    rules: Option<&Value>,
+    query: Option<&Rules>,
     now: berth_model::Timestamp,
 ) -> Option<usize> {
     // One flat `and`, so the aggregate's fast paths (value counts) recognise a single enum filter.
-    let mut all = vec![json!({"property": "$blueprint", "operator": "=", "value": bp})];
-    match rules {
-        Some(r) if r["combinator"] == "and" => all.extend(r["rules"].as_array().cloned().unwrap_or_default()),
-        Some(r) => all.push(r.clone()),
-        None => {}
-    }
-    let query = Rules::parse(&json!({"combinator": "and", "rules": all})).ok()?;
+    let all = Rules::of_blueprint(bp);
+    let query = match query {
+        Some(q) => all.and(q.clone()),
+        None => all,
+    };
     let agg =
         Aggregation { func: Func::Count, query, property: None, group_by: None, per: None, measure_time_by: None };
     let out = berth_engine::aggregate::aggregate(state, &agg, now).ok()?;
     out.result.as_u64().map(|n| n as usize)
+}
+
+/// The most columns a table shows, and the most query parameters a table page keeps.
+const MAX_COLUMNS: usize = 64;
+const MAX_PARAMS: usize = 256;
+
+/// Whether a query parameter is one the table reads (filters, columns, sort, page).
+fn is_table_param(key: &str) -> bool {
+    matches!(key, "q" | "cols" | "sort" | "order" | "from" | "limit" | "deleted")
+        || ["f.", "min.", "max.", "d."].iter().any(|p| key.starts_with(p))
 }
 
 #[cfg(test)]

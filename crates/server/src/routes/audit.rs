@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::reply;
 use crate::AppState;
+use crate::access::Scoped;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Params;
@@ -271,17 +272,26 @@ pub async fn audit_log(
 
 /// Whether `caller` may see an event's record: Admins all; others only entity changes of entities they may
 /// read (judged on the version the event carries), their own refused attempts, and neither apps nor keys.
-fn visible(view: &berth_engine::State, caller: &Caller, event: &Event) -> bool {
+fn visible(scoped: &Scoped<'_>, caller: &Caller, event: &Event) -> bool {
     if caller.is_admin() {
         return true;
     }
     match &event.change {
-        Change::EntityPut { entity } => crate::access::can_read(view, caller, entity),
+        Change::EntityPut { entity } => scoped.can_read(entity),
         Change::EntityDeleted { .. } => {
-            matches!(&event.before, Some(Previous::Entity { entity }) if crate::access::can_read(view, caller, entity))
+            matches!(&event.before, Some(Previous::Entity { entity }) if scoped.can_read(entity))
         }
         Change::Refused { .. } => event.actor == caller.client_id,
         Change::CredentialPut { .. } | Change::CredentialDeleted { .. } | Change::SigningKeySet { .. } => false,
+        _ => true,
+    }
+}
+
+/// Whether the version an entity change replaced may be shown with it: a record the caller sees because
+/// the entity became readable does not show what it was while hidden.
+fn before_visible(scoped: &Scoped<'_>, event: &Event) -> bool {
+    match &event.before {
+        Some(Previous::Entity { entity }) => scoped.can_read(entity),
         _ => true,
     }
 }
@@ -291,6 +301,7 @@ fn visible(view: &berth_engine::State, caller: &Caller, event: &Event) -> bool {
 pub async fn read(app: &AppState, caller: &Caller, q: &Params) -> ApiResult<(Vec<Value>, Option<String>)> {
     let filters = Filters::parse(q)?;
     let view = app.catalog.view();
+    let scoped = crate::access::scoped(&view, caller);
     let limit = q.page_size(100)?;
     let store = app.catalog.store();
     let mut before = match q.get("cursor").filter(|v| !v.is_empty()) {
@@ -310,13 +321,23 @@ pub async fn read(app: &AppState, caller: &Caller, q: &Params) -> ApiResult<(Vec
             scanned += 1;
             before = stored.seq;
             let event = decode_event(stored.seq, &stored.payload).map_err(ApiError::internal)?;
-            if filters.from.is_some_and(|from| event.time < from) {
-                done = true;
-                break 'scan;
+            if let Some(from) = filters.from {
+                // Replicas' clocks may disagree a little, so the log is not strictly in time order: the scan
+                // goes on a minute past `from` before it stops.
+                if event.time.millis() < from.millis() - super::history::CLOCK_SLACK_MS {
+                    done = true;
+                    break 'scan;
+                }
+                if event.time < from {
+                    continue;
+                }
             }
-            let record = describe(&event);
-            if !filters.matches(&event, &record) || !visible(&view, caller, &event) {
+            let mut record = describe(&event);
+            if !filters.matches(&event, &record) || !visible(&scoped, caller, &event) {
                 continue;
+            }
+            if !before_visible(&scoped, &event) {
+                record.before = Value::Null;
             }
             audits.push(json!({
                 "identifier": format!("audit-{}", event.seq),

@@ -19,7 +19,11 @@ pub fn meta(caller: &Caller, headers: &axum::http::HeaderMap, run_id: Option<Str
         actor: caller.client_id.clone(),
         origin: Origin::Api,
         now: crate::now(),
-        datasource: headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
+        // Kept in every entity the write touches: cut to a bounded length.
+        datasource: headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| berth_model::limits::truncate(ua, berth_model::limits::MAX_DATASOURCE_LEN).to_string()),
         run_id,
         principal: Some(caller.principal()),
     }

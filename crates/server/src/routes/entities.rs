@@ -43,8 +43,18 @@ fn ensure_blueprint(app: &AppState, bp: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn write_meta(caller: &Caller, headers: &HeaderMap, q: &Params) -> WriteMeta {
-    meta(caller, headers, q.get("run_id").filter(|s| !s.is_empty()).map(str::to_string))
+/// The write's metadata; a `run_id` longer than [`berth_model::limits::MAX_RUN_ID_LEN`] is a 400 (it is copied
+/// into every event of the write).
+fn write_meta(caller: &Caller, headers: &HeaderMap, q: &Params) -> ApiResult<WriteMeta> {
+    let run_id = q.get("run_id").filter(|s| !s.is_empty());
+    if let Some(r) = run_id.filter(|r| r.len() > berth_model::limits::MAX_RUN_ID_LEN) {
+        return Err(ApiError::bad_request(format!(
+            "`run_id` is {} bytes; at most {} are accepted",
+            r.len(),
+            berth_model::limits::MAX_RUN_ID_LEN
+        )));
+    }
+    Ok(meta(caller, headers, run_id.map(str::to_string)))
 }
 
 /// Runs one entity command (or validates it only) and answers `{ok, entity}`.
@@ -109,7 +119,7 @@ pub async fn create(
         mode: write_mode(&q)?,
         create_missing_related: q.flag("create_missing_related_entities", false)?,
     };
-    write_entity(&app, write_meta(&caller, &headers, &q), command, &q).await
+    write_entity(&app, write_meta(&caller, &headers, &q)?, command, &q).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -134,7 +144,7 @@ async fn write_existing(
         mode,
         create_missing_related: q.flag("create_missing_related_entities", false)?,
     };
-    write_entity(&app, write_meta(&caller, &headers, &q), command, &q).await
+    write_entity(&app, write_meta(&caller, &headers, &q)?, command, &q).await
 }
 
 #[utoipa::path(put, path = "/v1/blueprints/{blueprint}/entities/{entity}", tag = "Entities", summary = "Replace an entity",
@@ -197,7 +207,7 @@ pub async fn delete(
     let identifier = entity_id(&params, &uri)?;
     let command =
         Command::DeleteEntity { blueprint, identifier, delete_dependents: q.flag("delete_dependents", false)? };
-    write_entity(&app, write_meta(&caller, &headers, &q), command, &q).await
+    write_entity(&app, write_meta(&caller, &headers, &q)?, command, &q).await
 }
 
 #[utoipa::path(get, path = "/v1/blueprints/{blueprint}/entities/{entity}", tag = "Entities", summary = "Get an entity",
@@ -218,17 +228,15 @@ pub async fn get_one(
     let blueprint = blueprint_id(&params)?;
     let id = entity_id(&params, &uri)?;
     let view = app.catalog.view();
-    let projection = Projection::from_params(&q)?.with_view(&view);
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
     if let Some(at) = q.get("at").filter(|v| !v.is_empty()) {
         let at = berth_model::Timestamp::parse(at)
             .ok_or_else(|| ApiError::bad_request(format!("`at` must be an RFC 3339 date-time, got {at:?}")))?;
-        let entity = super::history::entity_at(&app, &blueprint, &id, at).await?;
-        if !crate::access::can_read(&view, &caller, &entity) {
-            return Err(DomainError::not_found("entity", format!("{blueprint}/{id}")).into());
-        }
+        let entity = super::history::entity_at(&app, &caller, &blueprint, &id, at).await?;
+        let scoped = crate::access::scoped(&view, &caller);
+        let projection = Projection::from_params(&q)?.with_view(&scoped);
         return Ok((
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             render::entity_answer(&entity, &projection),
@@ -236,9 +244,10 @@ pub async fn get_one(
             .into_response());
     }
     // An entity the caller may not read does not exist for it.
-    let entity = view
+    let scoped = crate::access::scoped(&view, &caller);
+    let projection = Projection::from_params(&q)?.with_view(&scoped);
+    let entity = scoped
         .entity(&blueprint, &id)
-        .filter(|e| crate::access::can_read(&view, &caller, e))
         .ok_or_else(|| ApiError::from(DomainError::not_found("entity", format!("{blueprint}/{id}"))))?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], render::entity_answer(entity, &projection))
         .into_response())
@@ -259,13 +268,14 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
     let view = app.catalog.view();
-    let projection = Projection::from_params(&q)?.with_view(&view);
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
-    let entities: Vec<Value> = match readable(&view, &caller, &blueprint)? {
+    let scoped = crate::access::scoped(&view, &caller);
+    let projection = Projection::from_params(&q)?.with_view(&scoped);
+    let entities: Vec<Value> = match scoped.narrow(&blueprint, None) {
         None => view.entities_of(&blueprint).map(|e| render::entity(e, &projection)).collect(),
-        Some(query) => berth_engine::search::scan(&view, &blueprint, &query, crate::now())?
+        Some(query) => berth_engine::search::scan(&view, &blueprint, &query, scoped.now())?
             .iter()
             .map(|e| render::entity(e, &projection))
             .collect(),
@@ -287,38 +297,12 @@ pub async fn count(
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
-    let count = match readable(&view, &caller, &blueprint)? {
+    let scoped = crate::access::scoped(&view, &caller);
+    let count = match scoped.narrow(&blueprint, None) {
         None => view.entity_count(&blueprint),
-        Some(query) => {
-            let mut n = 0;
-            berth_engine::search::for_each_match(&view, &query, crate::now(), |e| {
-                if *e.blueprint == *blueprint {
-                    n += 1;
-                }
-            })?;
-            n
-        }
+        Some(query) => berth_engine::search::count_blueprint(&view, &blueprint, &query, scoped.now())?,
     };
     Ok(reply(StatusCode::OK, json!({"ok": true, "count": count}), None))
-}
-
-/// The query of the blueprint's entities the caller may read (`None`: all of them).
-fn readable(
-    view: &berth_engine::State,
-    caller: &Caller,
-    blueprint: &str,
-) -> ApiResult<Option<berth_model::query::Query>> {
-    let scoped = crate::access::narrow(view, caller, blueprint, None).map(|mut q| {
-        if let Some(rules) = q.get_mut("rules").and_then(Value::as_array_mut) {
-            rules.insert(0, json!({"property": "$blueprint", "operator": "=", "value": blueprint}));
-        }
-        q
-    });
-    scoped
-        .map(|q| {
-            berth_model::query::Query::parse(&q).map_err(|e| ApiError::internal(format!("read scope: {}", e.message)))
-        })
-        .transpose()
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -362,7 +346,7 @@ pub async fn bulk_upsert(
     };
     let create_missing_related = q.flag("create_missing_related_entities", false)?;
     let dry_run = q.flag("validation_only", false)?;
-    let meta = write_meta(&caller, &headers, &q);
+    let meta = write_meta(&caller, &headers, &q)?;
 
     // Items that do not parse fail on their own; the rest become commands.
     let mut slots: Vec<(usize, String, Result<(), DomainError>)> = Vec::with_capacity(n);
@@ -465,7 +449,7 @@ pub async fn bulk_delete(
         .iter()
         .map(|id| Command::DeleteEntity { blueprint: blueprint.clone(), identifier: id.clone(), delete_dependents })
         .collect();
-    let result = app.catalog.write(write_meta(&caller, &headers, &q), commands).await?;
+    let result = app.catalog.write(write_meta(&caller, &headers, &q)?, commands).await?;
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for (index, (id, outcome)) in body.entities.iter().zip(result.outcomes).enumerate() {
@@ -501,7 +485,7 @@ pub async fn delete_all(
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an Admin may delete blueprints"));
     }
     let command = Command::DeleteAllEntities { blueprint: blueprint.clone(), delete_blueprint };
-    let (outcome, seq) = app.catalog.write_one(write_meta(&caller, &headers, &q), command).await?;
+    let (outcome, seq) = app.catalog.write_one(write_meta(&caller, &headers, &q)?, command).await?;
     let deleted = match outcome? {
         Outcome::Deleted { identifiers } => identifiers.len(),
         _ => 0,

@@ -3,6 +3,7 @@
 //! most [`SCAN_BUDGET`] events per request (an index of versions per entity is the next step for very large
 //! logs).
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -14,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::reply;
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Params, PathParams};
 
@@ -108,13 +110,38 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The entity as it was at `at`, or a 404 if it did not exist then.
-pub async fn entity_at(app: &AppState, blueprint: &str, id: &str, at: Timestamp) -> ApiResult<std::sync::Arc<Entity>> {
-    let head = app.catalog.view().seq();
-    let (found, _) = versions(app, blueprint, id, head + 1, usize::MAX, |e| e.time <= at).await?;
+/// The entity as it was at `at`, or a 404 if it did not exist then or `caller` may not read that version
+/// (the same answer).
+pub async fn entity_at(
+    app: &AppState,
+    caller: &Caller,
+    blueprint: &str,
+    id: &str,
+    at: Timestamp,
+) -> ApiResult<std::sync::Arc<Entity>> {
+    let view = app.catalog.view();
+    let (found, _) = versions(app, blueprint, id, view.seq() + 1, usize::MAX, |e| e.time <= at).await?;
+    let scoped = crate::access::scoped(&view, caller);
     match found.into_iter().find(|v| v.event.time <= at) {
-        Some(Version { entity: Some(entity), .. }) => Ok(entity),
+        Some(Version { entity: Some(entity), .. }) if scoped.can_read(&entity) => Ok(entity),
         _ => Err(DomainError::not_found("entity", format!("{blueprint}/{id} at {}", at.to_rfc3339())).into()),
+    }
+}
+
+/// The version before this one, as the event recorded it.
+fn previous(v: &Version) -> Option<&Entity> {
+    match &v.event.before {
+        Some(Previous::Entity { entity }) => Some(&**entity),
+        _ => None,
+    }
+}
+
+/// Whether `caller` may see a version: the entity it left, or for a delete the entity it removed.
+fn readable(scoped: &crate::access::Scoped<'_>, v: &Version) -> bool {
+    match (&v.entity, previous(v)) {
+        (Some(e), _) => scoped.can_read(e),
+        (None, Some(old)) => scoped.can_read(old),
+        (None, None) => false,
     }
 }
 
@@ -150,7 +177,12 @@ pub fn changed_fields(before: Option<&Entity>, after: Option<&Entity>) -> Vec<St
     params(("blueprint" = String, Path, description = "Blueprint identifier"), ("entity" = String, Path, description = "Entity identifier"),
         ("limit" = Option<usize>, Query, description = "Versions per page"), ("cursor" = Option<String>, Query, description = "The previous page's `next`")),
     responses((status = 200, description = "`{ok, versions: [...], next?}`"), (status = 400, description = "Bad limit or cursor"), (status = 404, description = "The entity never existed")))]
-pub async fn history(State(app): State<AppState>, params: PathParams, q: Params) -> ApiResult<Response> {
+pub async fn history(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    params: PathParams,
+    q: Params,
+) -> ApiResult<Response> {
     let blueprint = params.get("bp")?;
     let id = params.get("id")?;
     let limit = q.page_size(100)?;
@@ -159,16 +191,19 @@ pub async fn history(State(app): State<AppState>, params: PathParams, q: Params)
         None => app.catalog.view().seq() + 1,
     };
     let (found, next) = versions(&app, &blueprint, &id, before, limit, |_| false).await?;
+    // Versions the caller may not read are not there for it; an entity none of whose versions it may read
+    // is answered like one that never existed.
+    let view = app.catalog.view();
+    let scoped = crate::access::scoped(&view, &caller);
+    let found: Vec<&Version> = found.iter().filter(|v| readable(&scoped, v)).collect();
     if found.is_empty() && q.get("cursor").is_none() {
         return Err(DomainError::not_found("entity", format!("{blueprint}/{id}")).into());
     }
     let versions: Vec<Value> = found
         .iter()
         .map(|v| {
-            let previous = match &v.event.before {
-                Some(Previous::Entity { entity }) => Some(&**entity),
-                _ => None,
-            };
+            // A version before that the caller may not read is not compared with (nor named).
+            let previous = previous(v).filter(|p| scoped.can_read(p));
             let action = match (&v.entity, previous) {
                 (None, _) => "DELETE",
                 (Some(_), None) => "CREATE",
@@ -213,6 +248,7 @@ const MAX_BUCKETS: usize = 2_000;
         (status = 400, description = "Bad interval, preset or time zone"), (status = 404, description = "No such blueprint or entity")))]
 pub async fn properties_history(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<PropertiesHistoryRequest>,
 ) -> ApiResult<Response> {
     let interval = Interval::parse(&body.time_interval).ok_or_else(|| {
@@ -248,11 +284,14 @@ pub async fn properties_history(
         body.property_names.clone()
     };
     // Versions back to the last one before the range (the value the range starts with).
-    let (mut found, _) =
+    let (found, _) =
         versions(&app, &body.blueprint_identifier, &body.entity_identifier, view.seq() + 1, usize::MAX, |e| {
             e.time < from
         })
         .await?;
+    // Values of versions the caller may not read are nulls; none readable is a 404, as for a missing entity.
+    let scoped = crate::access::scoped(&view, &caller);
+    let mut found: Vec<Version> = found.into_iter().filter(|v| readable(&scoped, v)).collect();
     if found.is_empty() {
         return Err(DomainError::not_found("entity", body.entity_identifier.clone()).into());
     }

@@ -1,8 +1,6 @@
 //! How entities and blueprints are written out: Port's field names, `include` / `exclude` projections.
 
-use std::sync::Arc;
-
-use berth_engine::State;
+use berth_engine::scoped::Scoped;
 use berth_model::Entity;
 use serde_json::{Map, Value, json};
 
@@ -12,30 +10,50 @@ use crate::extract::Params;
 /// Which fields of an entity a read returns (`include` / `exclude`, each repeated or comma-joined).
 /// Field names: `identifier`, `title`, `icon`, `blueprint`, `team`, `properties`, `properties.<p>`,
 /// `relations`, `relations.<r>`, `createdAt`, `createdBy`, `updatedAt`, `updatedBy`, `$datasource`.
-/// With `attach_title_to_relation=true`, each related identifier becomes `{"identifier", "title"}`.
+/// With `attach_title_to_relation=true`, each related identifier becomes `{"identifier", "title"}`, the
+/// title `null` where the caller may not read the related entity.
 #[derive(Default, Clone)]
-pub struct Projection {
+pub struct Projection<'v> {
     include: Vec<String>,
     exclude: Vec<String>,
     attach_titles: bool,
-    /// The catalog version the titles are read from (set by [`Projection::with_view`]).
-    titles: Option<Arc<State>>,
+    /// The caller's view the titles are read from (set by [`Projection::with_view`]).
+    titles: Option<&'v (dyn Titles + 'v)>,
 }
 
-impl Projection {
-    pub fn from_params(p: &Params) -> Result<Projection, ApiError> {
-        Ok(Projection {
-            include: p.list("include"),
-            exclude: p.list("exclude"),
-            attach_titles: p.flag("attach_title_to_relation", false)?,
-            titles: None,
-        })
+/// Where related entities' titles come from: the caller's scoped view, so a hidden entity has none.
+pub trait Titles: Sync {
+    /// The blueprint a relation of `blueprint` points to.
+    fn target(&self, blueprint: &str, relation: &str) -> Option<&str>;
+    fn title(&self, blueprint: &str, identifier: &str) -> Option<&str>;
+}
+
+impl Titles for Scoped<'_> {
+    fn target(&self, blueprint: &str, relation: &str) -> Option<&str> {
+        self.state().blueprint(blueprint)?.def.relations.get(relation).map(|r| r.target.as_str())
     }
 
-    /// Reads related entities' titles from `view` when the caller asked for them.
-    pub fn with_view(mut self, view: &Arc<State>) -> Projection {
+    fn title(&self, blueprint: &str, identifier: &str) -> Option<&str> {
+        Scoped::title(self, blueprint, identifier)
+    }
+}
+
+/// The most `include` / `exclude` names one read takes (each is compared with every field of every entity).
+const MAX_FIELDS: usize = 200;
+
+impl<'v> Projection<'v> {
+    pub fn from_params(p: &Params) -> Result<Projection<'v>, ApiError> {
+        let (include, exclude) = (p.list("include"), p.list("exclude"));
+        if include.len() + exclude.len() > MAX_FIELDS {
+            return Err(ApiError::bad_request(format!("`include` and `exclude` name at most {MAX_FIELDS} fields")));
+        }
+        Ok(Projection { include, exclude, attach_titles: p.flag("attach_title_to_relation", false)?, titles: None })
+    }
+
+    /// Reads related entities' titles from the caller's `view` when the caller asked for them.
+    pub fn with_view(mut self, view: &'v Scoped<'_>) -> Projection<'v> {
         if self.attach_titles {
-            self.titles = Some(Arc::clone(view));
+            self.titles = Some(view);
         }
         self
     }
@@ -46,13 +64,12 @@ impl Projection {
 
     /// Each related identifier as `{"identifier", "title"}`.
     fn attach_titles(&self, e: &Entity, rendered: &mut Value) {
-        let Some(state) = &self.titles else { return };
-        let Some(bp) = state.blueprint(&e.blueprint) else { return };
+        let Some(titles) = self.titles else { return };
         let Some(Value::Object(relations)) = rendered.get_mut("relations") else { return };
         for (name, value) in relations.iter_mut() {
-            let Some(target) = bp.def.relations.get(name).map(|r| r.target.as_str()) else { continue };
+            let Some(target) = titles.target(&e.blueprint, name) else { continue };
             let titled = |id: &Value| match id.as_str() {
-                Some(id) => json!({"identifier": id, "title": state.entity(target, id).and_then(|t| t.title.clone())}),
+                Some(id) => json!({"identifier": id, "title": titles.title(target, id)}),
                 None => id.clone(),
             };
             let reshaped = match &*value {

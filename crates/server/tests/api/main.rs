@@ -10,5 +10,6 @@ mod entities;
 mod errors;
 mod lifecycle;
 mod permissions;
+mod read_scope;
 mod search;
 mod users;

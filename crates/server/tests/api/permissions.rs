@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::common::TestServer;
 
 /// A credential with these roles and teams, and its token.
-async fn app_token(s: &TestServer, name: &str, roles: &[&str], teams: &[&str]) -> String {
+pub async fn app_token(s: &TestServer, name: &str, roles: &[&str], teams: &[&str]) -> String {
     let a = s.post("/v1/apps", json!({"name": name, "roles": roles, "teams": teams})).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     let r: Value = s
@@ -24,13 +24,13 @@ async fn app_token(s: &TestServer, name: &str, roles: &[&str], teams: &[&str]) -
     r["accessToken"].as_str().expect("token").to_string()
 }
 
-async fn call(s: &TestServer, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+pub async fn call(s: &TestServer, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
     let bytes = body.map(|b| serde_json::to_vec(&b).expect("json"));
     let a = s.raw(method, path, bytes, Some(token)).await;
     (a.status, a.body)
 }
 
-async fn setup() -> TestServer {
+pub async fn setup() -> TestServer {
     let s = TestServer::start().await;
     s.seed_blueprints().await;
     for t in ["A", "B"] {

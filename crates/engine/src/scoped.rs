@@ -1,0 +1,166 @@
+//! A caller's view of the catalog: the entities it may read, and nothing else.
+//!
+//! [`Scoped`] wraps one published [`State`] for one caller. Each blueprint's read scope
+//! ([`access::read_scope`]) is compiled at most once per view into a typed [`Query`] prepared against the
+//! state ([`Ctx`]), so judging an entity costs one evaluation, never a parse. Every entity read of the API and
+//! the UI asks a `Scoped`: a hidden entity is answered exactly like a missing one, searches are narrowed by
+//! joining the typed scope to the typed query ([`Scoped::narrow`], [`Scoped::narrow_all`]), never by reading
+//! the caller's JSON, and the blueprints a cross-blueprint search visits are those the *parsed* query names.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use berth_model::query::Query;
+use berth_model::{Entity, Timestamp};
+
+use crate::State;
+use crate::access::{self, Principal, ReadScope};
+use crate::search::{self, Ctx};
+
+/// One blueprint's scope, prepared for evaluation.
+enum Compiled<'s> {
+    All,
+    Nothing,
+    Rules { query: Query, ctx: Ctx<'s> },
+}
+
+/// What `principal` may read of `state`, at the time `now` (for date rules in policies).
+pub struct Scoped<'s> {
+    state: &'s State,
+    principal: Principal,
+    now: Timestamp,
+    admin: bool,
+    /// Each blueprint's compiled scope, made on first use.
+    scopes: HashMap<&'s str, OnceLock<Compiled<'s>>, foldhash::fast::RandomState>,
+}
+
+impl<'s> Scoped<'s> {
+    pub fn new(state: &'s State, principal: Principal, now: Timestamp) -> Scoped<'s> {
+        let admin = principal.is_admin();
+        let scopes = if admin {
+            HashMap::default()
+        } else {
+            state.blueprints().map(|b| (b.def.identifier.as_str(), OnceLock::new())).collect()
+        };
+        Scoped { state, principal, now, admin, scopes }
+    }
+
+    /// The state beneath, for what is not entity data (blueprints, permissions, users for Admins). Entity
+    /// reads go through the methods of this view.
+    pub fn state(&self) -> &'s State {
+        self.state
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Whether the caller reads every entity of every blueprint (an Admin, or no restriction anywhere).
+    pub fn reads_everything(&self) -> bool {
+        self.admin || self.scopes.keys().all(|bp| matches!(self.compiled(bp), Some(Compiled::All)))
+    }
+
+    fn compiled(&self, blueprint: &str) -> Option<&Compiled<'s>> {
+        let cell = self.scopes.get(blueprint)?;
+        Some(cell.get_or_init(|| {
+            match access::read_scope(self.state, &self.principal, blueprint) {
+                ReadScope::All => Compiled::All,
+                ReadScope::Nothing => Compiled::Nothing,
+                // A scope that cannot be prepared (a policy naming a blueprint since deleted) hides everything:
+                // a read restriction fails closed.
+                ReadScope::Rules(query) => match Ctx::new(self.state, &query, self.now, Some(blueprint)) {
+                    Ok(ctx) => Compiled::Rules { query, ctx },
+                    Err(_) => Compiled::Nothing,
+                },
+            }
+        }))
+    }
+
+    /// Whether the caller may read `entity` (current or a past version: it is judged as it is, against the
+    /// current catalog).
+    pub fn can_read(&self, entity: &Entity) -> bool {
+        if self.admin {
+            return true;
+        }
+        match self.compiled(&entity.blueprint) {
+            None | Some(Compiled::Nothing) => false,
+            Some(Compiled::All) => true,
+            Some(Compiled::Rules { query, ctx }) => search::matches(ctx, entity, query),
+        }
+    }
+
+    /// The entity, if it exists and the caller may read it.
+    pub fn entity(&self, blueprint: &str, identifier: &str) -> Option<&'s Arc<Entity>> {
+        self.state.entity(blueprint, identifier).filter(|e| self.can_read(e))
+    }
+
+    /// The title of a related entity the caller may read (`None` when hidden, missing or untitled).
+    pub fn title(&self, blueprint: &str, identifier: &str) -> Option<&'s str> {
+        self.entity(blueprint, identifier).and_then(|e| e.title.as_deref())
+    }
+
+    /// The readable entities of a blueprint, in identifier order.
+    pub fn entities_of<'a>(&'a self, blueprint: &'a str) -> impl Iterator<Item = &'s Arc<Entity>> + 'a {
+        self.state.entities_of(blueprint).filter(move |e| self.can_read(e))
+    }
+
+    /// `query` (or everything) of `blueprint`, narrowed to what the caller may read: `None` means every
+    /// entity. The scope's rules join the query's top level, where the planner can use them.
+    pub fn narrow(&self, blueprint: &str, query: Option<Query>) -> Option<Query> {
+        if self.admin {
+            return query;
+        }
+        let scope = match self.compiled(blueprint) {
+            Some(Compiled::All) => return query,
+            None | Some(Compiled::Nothing) => Query::nothing(),
+            Some(Compiled::Rules { query: rules, .. }) => rules.clone(),
+        };
+        Some(match query {
+            Some(q) => q.and(scope),
+            None => scope,
+        })
+    }
+
+    /// `query` across blueprints narrowed to what the caller may read. The blueprints considered are those
+    /// the parsed query restricts itself to (its top-level `$blueprint` rule), or all of them; each brings
+    /// its own scope, joined by `or`.
+    pub fn narrow_all(&self, query: Query) -> Query {
+        if self.admin {
+            return query;
+        }
+        let blueprints: Vec<String> = match query.blueprint_filter() {
+            Some(list) => list,
+            None => self.state.blueprints().map(|b| b.def.identifier.clone()).collect(),
+        };
+        let scopes: Vec<(String, Option<&Compiled<'s>>)> = blueprints
+            .into_iter()
+            .map(|bp| {
+                let c = self.compiled(&bp);
+                (bp, c)
+            })
+            .collect();
+        if scopes.iter().all(|(_, s)| matches!(s, Some(Compiled::All))) {
+            return query;
+        }
+        if let [(_, scope)] = scopes.as_slice() {
+            // One blueprint: its scope flat at the top level, where the planner can use it.
+            return match scope {
+                Some(Compiled::Rules { query: rules, .. }) => query.and(rules.clone()),
+                _ => query.and(Query::nothing()),
+            };
+        }
+        let visible: Vec<Query> = scopes
+            .into_iter()
+            .filter_map(|(bp, scope)| match scope? {
+                Compiled::All => Some(Query::of_blueprint(&bp)),
+                Compiled::Nothing => None,
+                Compiled::Rules { query: rules, .. } => Some(Query::of_blueprint(&bp).and(rules.clone())),
+            })
+            .collect();
+        query.and(Query::any(visible))
+    }
+}

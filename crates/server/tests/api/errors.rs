@@ -231,3 +231,72 @@ async fn min_seq_header_on_a_single_server() {
     assert_eq!(body["ok"], false);
     assert!(body["message"].as_str().unwrap_or_default().contains("X-Berth-Min-Seq"), "{body}");
 }
+
+/// C2: a property value nested deeper than the log can decode is refused (422, naming the property); the
+/// deepest accepted one, in a create, a bulk and a blueprint definition, survives a restart, and the audit
+/// log still reads it.
+#[tokio::test]
+async fn nesting_the_log_cannot_decode_is_refused_and_what_is_accepted_replays() {
+    let s = TestServer::start().await;
+    let bp = json!({"identifier": "cfg", "title": "Config", "schema": {"properties": {
+        "doc": {"type": "object"}, "list": {"type": "array"}}}});
+    assert_eq!(s.post("/v1/blueprints", bp).await.status, StatusCode::CREATED);
+    let object = |depth: usize| (1..depth).fold(json!({"leaf": 1}), |v, _| json!({ "a": v }));
+    let array = |depth: usize| (1..depth).fold(json!([1]), |v, _| json!([v]));
+    let path = "/v1/blueprints/cfg/entities";
+    for depth in [65, 100, 124, 125] {
+        let r = s.post(path, json!({"identifier": format!("o{depth}"), "properties": {"doc": object(depth)}})).await;
+        r.assert_error(422, "schema_mismatch");
+        assert!(r.body["message"].as_str().is_some_and(|m| m.contains("`doc`")), "{}", r.body);
+        let r =
+            s.post(path, json!({"identifier": format!("l{depth}"), "properties": {"list": [array(depth - 1)]}})).await;
+        r.assert_error(422, "schema_mismatch");
+    }
+    let bulk = json!({"entities": [{"identifier": "ok-1", "properties": {"doc": {"x": 1}}},
+        {"identifier": "deep", "properties": {"doc": object(120)}}]});
+    let r = s.post("/v1/blueprints/cfg/entities/bulk", bulk).await;
+    assert_eq!(r.status.as_u16(), 207, "{}", r.body);
+    // The deepest accepted values, and a blueprint definition close to its own bound.
+    let r = s.post(path, json!({"identifier": "o64", "properties": {"doc": object(64), "list": array(64)}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let deep_default = json!({"identifier": "deepbp", "title": "D", "schema": {"properties": {
+        "doc": {"type": "object", "default": object(100)}}}});
+    let r = s.post("/v1/blueprints", deep_default).await;
+    assert_eq!(r.status.as_u16(), 422, "{}", r.body);
+    let (dir, data_dir) = s.stop().await;
+    let s = TestServer::start_in(data_dir, false).await;
+    let r = s.get("/v1/blueprints/cfg/entities/o64").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["entity"]["properties"]["doc"], object(64));
+    assert_eq!(s.get("/v1/audit-log?limit=1000").await.status, StatusCode::OK);
+    assert_eq!(s.get("/v1/blueprints/cfg/entities/o64/history").await.status, StatusCode::OK);
+    assert_eq!(s.get("/v1/blueprints/cfg/entities-count").await.body["count"], json!(2));
+    drop(dir);
+}
+
+/// H6: a `run_id` longer than 256 bytes is refused before anything is written; a long `User-Agent` is cut.
+#[tokio::test]
+async fn request_metadata_copied_into_events_is_bounded() {
+    let s = TestServer::start().await;
+    s.seed_blueprints().await;
+    let long = "r".repeat(300);
+    let r = s.post(&format!("/v1/blueprints/service/entities?run_id={long}"), json!({"identifier": "x"})).await;
+    r.assert_error(400, "bad_request");
+    let r = s
+        .post(&format!("/v1/blueprints/service/entities?run_id={}", "r".repeat(256)), json!({"identifier": "x"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let agent = "a".repeat(10_000);
+    let r = s
+        .client
+        .post(format!("{}/v1/blueprints/service/entities", s.base))
+        .bearer_auth(&s.token)
+        .header("user-agent", agent)
+        .json(&json!({"identifier": "y"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let e = s.get("/v1/blueprints/service/entities/y").await;
+    assert_eq!(e.body["entity"]["$datasource"].as_str().map(str::len), Some(256), "{}", e.body);
+}

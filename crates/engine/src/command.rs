@@ -200,19 +200,28 @@ impl Command {
         }
     }
 
-    /// The change that records this command's refusal (`status`: the HTTP status it was answered with).
+    /// The change that records this command's refusal (`status`: the HTTP status it was answered with). Names
+    /// and the message are cut to a few hundred bytes: a refused attempt costs the log little, however large
+    /// the identifier a caller sent.
     pub fn refusal(&self, status: u16, error: &DomainError) -> Change {
         let (resource, action, blueprint, identifier) = self.describe();
+        let cut = |s: String, max: usize| {
+            if s.len() <= max { s } else { format!("{}…", berth_model::limits::truncate(&s, max)) }
+        };
         Change::Refused {
             resource: resource.into(),
             action: action.into(),
-            blueprint,
-            identifier,
+            blueprint: blueprint.map(|b| cut(b, REFUSAL_NAME_LEN)),
+            identifier: identifier.map(|i| cut(i, REFUSAL_NAME_LEN)),
             status,
-            message: error.to_string(),
+            message: cut(error.to_string(), REFUSAL_MESSAGE_LEN),
         }
     }
 }
+
+/// The longest blueprint or identifier, and message, a refusal records.
+const REFUSAL_NAME_LEN: usize = 200;
+const REFUSAL_MESSAGE_LEN: usize = 500;
 
 /// What a successful command answers with.
 #[derive(Clone, Debug)]

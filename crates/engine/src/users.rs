@@ -150,8 +150,10 @@ fn membership_changes(
     Ok(out)
 }
 
+/// An Admin who can act now: an invited user who has not set a password yet cannot sign in, so it does not
+/// count.
 fn counts_as_admin(user: &User) -> bool {
-    user.is_admin() && user.status != UserStatus::Disabled
+    user.is_admin() && user.status == UserStatus::Active
 }
 
 /// Refuses a change that would leave no Admin (user or credential) other than `except`: nobody could manage

@@ -206,6 +206,11 @@ impl Catalog {
         Ok(seq)
     }
 
+    /// Whether the writer task still takes writes (it ends only on a bug; then this replica is not ready).
+    pub fn writer_alive(&self) -> bool {
+        !self.jobs.is_closed()
+    }
+
     /// The sequence number of the newest snapshot this process loaded or wrote.
     pub fn snapshot_seq(&self) -> u64 {
         self.snapshot_seq.load(std::sync::atomic::Ordering::Relaxed)

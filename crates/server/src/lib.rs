@@ -376,14 +376,38 @@ pub fn router_with(state: AppState, ui: Option<axum::Router<AppState>>) -> axum:
                 .into_response()
         }))
         .layer(axum::middleware::from_fn_with_state(state, wait_min_seq))
+        .layer(axum::middleware::from_fn(security_headers))
         .layer(axum::middleware::from_fn(trace_requests))
         .layer(tower_http::compression::CompressionLayer::new())
 }
 
+/// The token a request presents: its `Authorization: Bearer` token, or the web UI's session cookie.
+fn presented_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim);
+    bearer.or_else(|| {
+        headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix("berth_session=").filter(|t| !t.is_empty()))
+    })
+}
+
 /// `X-Berth-Min-Seq: N` holds a request until this replica has applied sequence `N` (so a client reads its own
-/// write made through another replica), at most `min_seq_wait`; then it answers 503.
+/// write made through another replica), at most `min_seq_wait`; then it answers 503. Only an authenticated
+/// request is held: anyone else goes straight on (to its 401, or to a public route), so the header cannot be
+/// used to tie up connections or wake the writer.
 async fn wait_min_seq(axum::extract::State(app): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(raw) = req.headers().get("x-berth-min-seq") {
+    let wanted = req.headers().get("x-berth-min-seq").cloned().filter(|_| {
+        presented_token(req.headers())
+            .is_some_and(|t| auth::authenticate(&app.catalog.view(), t, now().millis() / 1000).is_ok())
+    });
+    if let Some(raw) = wanted {
         let Some(seq) = raw.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) else {
             return ApiError::bad_request("X-Berth-Min-Seq must be a sequence number (a non-negative integer)")
                 .into_response();
@@ -400,6 +424,28 @@ async fn wait_min_seq(axum::extract::State(app): axum::extract::State<AppState>,
         }
     }
     next.run(req).await
+}
+
+/// The content security policy of every answer: scripts, styles and images from Berth itself only (htmx adds
+/// one inline style), no framing, no plugins, forms posted back here only.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+    object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// The API reference page runs the vendored ReDoc, which starts a worker from a blob and styles inline.
+const CSP_DOCS: &str = "default-src 'self'; script-src 'self' blob:; worker-src 'self' blob:; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; object-src 'none'; \
+    base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Security headers on every answer: CSP (with `frame-ancestors 'none'`), `X-Frame-Options`,
+/// `X-Content-Type-Options: nosniff` and a referrer policy that keeps paths (and invitation codes) on the site.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let docs = req.uri().path() == "/docs";
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    h.insert(axum::http::header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(if docs { CSP_DOCS } else { CSP }));
+    h.insert(axum::http::header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(axum::http::header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response
 }
 
 static TRACE_COUNTER: AtomicU64 = AtomicU64::new(0);

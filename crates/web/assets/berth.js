@@ -10,6 +10,6 @@
   // Filter selects submit their form when changed.
   document.addEventListener("change", function (e) {
     var t = e.target;
-    if (t && t.matches && t.matches("form.filters select")) { t.form.requestSubmit(); }
+    if (t && t.matches && t.matches("form.filters select, select[data-autosubmit]")) { t.form.requestSubmit(); }
   });
 })();

@@ -132,11 +132,46 @@ pub fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// Where to go after signing in: a local path only (never another site).
+/// Where to go after signing in: a local path only (never another site). Browsers drop tabs and newlines
+/// from URLs and read a backslash as a slash, so `/\t/evil.example` would leave the site: a `next` with a
+/// control character, whitespace or a backslash anywhere is refused, as is one starting `//`.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\') =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod next_tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil",
+            "/\r//evil",
+            " /x",
+            "/ /evil",
+            "https://evil.example",
+            "/a\\b",
+            "/\u{0b}/evil",
+            "/\u{2028}/evil",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        for good in ["/", "/blueprints/service/entities?cols=a&f.x=1", "/entities/a/b%20c"] {
+            assert_eq!(safe_next(Some(good)), good);
+        }
     }
 }
 

@@ -24,16 +24,22 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "Operations", summary = "Readiness",
-    responses((status = 200, description = "The store answers and the catalog is loaded: `{ok, storeHead, applied, snapshotSeq, store, indexes}`: `snapshotSeq` is the newest snapshot (a crash now replays the log after it); `indexes` is `building` for a moment after start-up (searches scan, writes wait) and then `ready`"), (status = 503, description = "The store does not answer")))]
+    responses((status = 200, description = "The store answers and the catalog is loaded: `{ok, storeHead, applied, snapshotSeq, store, writer, indexes}`: `store` is the kind of store (sqlite, postgres, redis); `snapshotSeq` is the newest snapshot (a crash now replays the log after it); `indexes` is `building` for a moment after start-up (searches scan, writes wait) and then `ready`"), (status = 503, description = "The store does not answer, or the writer has stopped")))]
 pub async fn readyz(State(app): State<AppState>) -> Response {
+    if !app.catalog.writer_alive() {
+        return ApiError::unavailable("the writer has stopped; restart this replica").into_response();
+    }
     match tokio::time::timeout(crate::READY_TIMEOUT, app.catalog.store().head()).await {
         Ok(Ok(head)) => reply(
             StatusCode::OK,
             {
                 let view = app.catalog.view();
                 let indexes = if view.property_indexes_pending() { "building" } else { "ready" };
+                // The kind of store only: where it is (paths, hosts, databases) is not for anonymous callers.
+                let described = app.catalog.store().describe();
+                let kind = described.split("://").next().unwrap_or_default().to_string();
                 json!({"ok": true, "storeHead": head, "applied": view.seq(), "snapshotSeq": app.catalog.snapshot_seq(),
-                    "store": app.catalog.store().describe(), "indexes": indexes})
+                    "store": kind, "writer": "running", "indexes": indexes})
             },
             None,
         ),

@@ -300,3 +300,54 @@ async fn request_metadata_copied_into_events_is_bounded() {
     let e = s.get("/v1/blueprints/service/entities/y").await;
     assert_eq!(e.body["entity"]["$datasource"].as_str().map(str::len), Some(256), "{}", e.body);
 }
+
+/// M3: a refused write with a 100 kB identifier records a small refusal, not the identifier.
+#[tokio::test]
+async fn refusals_are_recorded_small() {
+    let s = TestServer::start().await;
+    s.seed_blueprints().await;
+    let long = "x".repeat(100_000);
+    let r = s.post("/v1/blueprints/service/entities", json!({"identifier": long})).await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    let audit = s.get("/v1/audit-log?status=FAILURE&limit=1").await;
+    let record = &audit.body["audits"][0];
+    assert_eq!(record["status"], json!("FAILURE"), "{}", audit.body);
+    assert!(record.to_string().len() < 2_000, "{record}");
+}
+
+/// L1, L2, L6: security headers on every answer; `/readyz` names the kind of store only; `X-Berth-Min-Seq`
+/// holds only authenticated requests (anyone else gets its answer at once).
+#[tokio::test]
+async fn headers_readiness_and_min_seq_before_authentication() {
+    let s = TestServer::start().await;
+    for path in ["/readyz", "/v1/blueprints", "/docs", "/nope"] {
+        let r = s.get(path).await;
+        let csp = r.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(r.headers.get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]), "{path}");
+        assert_eq!(r.headers.get("x-frame-options").map(|v| v.as_bytes()), Some(&b"DENY"[..]), "{path}");
+    }
+    let ready = s.get("/readyz").await.body;
+    assert_eq!(ready["store"], json!("sqlite"), "{ready}");
+    assert_eq!(ready["writer"], json!("running"), "{ready}");
+    assert!(!ready.to_string().contains(&s.data_dir.display().to_string()), "{ready}");
+    let started = std::time::Instant::now();
+    let r = s
+        .client
+        .get(format!("{}/v1/blueprints", s.base))
+        .header("x-berth-min-seq", "999999999")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = s
+        .client
+        .get(format!("{}/healthz", s.base))
+        .header("x-berth-min-seq", "999999999")
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+}

@@ -122,4 +122,10 @@ async fn the_last_admin_cannot_be_demoted_or_deleted() {
     assert_eq!(a.status, StatusCode::OK, "a disabled admin is fine while the credential is an Admin: {}", a.body);
     let a = s.delete(&format!("/v1/apps/{}", crate::common::CLIENT_ID)).await;
     a.assert_error(409, "has_dependents");
+    // An invited Admin who has not set a password cannot act: it does not count either (security review L3).
+    let a =
+        s.post("/v1/users/invite", json!({"invitee": {"email": "new-admin@example.com", "roles": ["Admin"]}})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let a = s.delete(&format!("/v1/apps/{}", crate::common::CLIENT_ID)).await;
+    a.assert_error(409, "has_dependents");
 }

@@ -114,6 +114,10 @@ pub enum Command {
     DeleteUser {
         email: String,
     },
+    /// Ends every session of a user (sign-out).
+    EndSessions {
+        email: String,
+    },
     /// Creates or replaces a user whole (the operator's configured admin); its teams stay.
     PutUser {
         user: User,
@@ -184,7 +188,7 @@ impl Command {
             Command::InviteUser { user, .. } | Command::PutUser { user } | Command::BootstrapUser { user } => {
                 ("user", "CREATE", None, Some(user.email.clone()))
             }
-            Command::UpdateUser { email, .. } | Command::SetPassword { email, .. } => {
+            Command::UpdateUser { email, .. } | Command::SetPassword { email, .. } | Command::EndSessions { email } => {
                 ("user", "UPDATE", None, Some(email.clone()))
             }
             Command::DeleteUser { email } => ("user", "DELETE", None, Some(email.clone())),
@@ -330,6 +334,7 @@ fn run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, O
         }
         Command::InviteUser { user, teams } => users::invite(state, meta, user, teams),
         Command::UpdateUser { email, changes } => users::update(state, meta, email, changes),
+        Command::EndSessions { email } => users::end_sessions(state, meta, email),
         Command::SetPassword { email, password_hash, invite_sha256 } => {
             users::set_password(state, meta, email, password_hash, invite_sha256.as_deref())
         }

@@ -60,6 +60,10 @@ pub(crate) fn update(
         if v == UserStatus::Invited && current.status != UserStatus::Invited {
             return Err(DomainError::Invalid("a user who accepted its invitation cannot be invited again".into()));
         }
+        if v != current.status {
+            // Every session issued before a change of status ends, for good.
+            user.session_epoch += 1;
+        }
         user.status = v;
     }
     user.check()?;
@@ -72,6 +76,18 @@ pub(crate) fn update(
         out.extend(membership_changes(state, meta, email, teams)?);
     }
     Ok((out, Outcome::User(user)))
+}
+
+/// Ends every session of a user (its sign-out): the session epoch moves on.
+pub(crate) fn end_sessions(
+    state: &State,
+    meta: &WriteMeta,
+    email: &str,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let mut user = state.user(email).ok_or_else(|| DomainError::not_found("user", email))?.clone();
+    user.session_epoch += 1;
+    user.updated_at = meta.now;
+    Ok((vec![Change::UserPut { user: user.clone() }], Outcome::User(user)))
 }
 
 /// Sets a password hash. With `invite_sha256`, only for the user holding that pending invitation, which the

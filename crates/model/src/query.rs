@@ -401,20 +401,13 @@ fn parse_node(v: &Value, path: &str, depth: usize, budget: &mut Budget) -> Resul
         }
         return parse_group(obj, path, depth, budget);
     }
-    match obj.get("operator").and_then(Value::as_str) {
-        Some(op @ ("relatedTo" | "matchAny")) => {
-            budget.graph_rules += 1;
-            if budget.graph_rules > MAX_GRAPH_RULES {
-                return Err(err(path, format!("a query holds at most {MAX_GRAPH_RULES} relatedTo / matchAny rules")));
-            }
-            let slots = &mut budget.slots;
-            return if op == "relatedTo" {
-                parse_related_to(obj, path, slots)
-            } else {
-                parse_match_any(obj, path, slots)
-            };
+    if let Some(op @ ("relatedTo" | "matchAny")) = obj.get("operator").and_then(Value::as_str) {
+        budget.graph_rules += 1;
+        if budget.graph_rules > MAX_GRAPH_RULES {
+            return Err(err(path, format!("a query holds at most {MAX_GRAPH_RULES} relatedTo / matchAny rules")));
         }
-        _ => {}
+        let slots = &mut budget.slots;
+        return if op == "relatedTo" { parse_related_to(obj, path, slots) } else { parse_match_any(obj, path, slots) };
     }
     parse_rule(obj, path, &mut budget.slots).map(Query::Rule)
 }

@@ -38,8 +38,16 @@ pub struct User {
     /// Hex SHA-256 of the pending invitation code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invite_sha256: Option<String>,
+    /// Raised when every session of the user must end (sign-out, disable): a number that only grows, so a
+    /// token issued before it never becomes valid again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub session_epoch: u64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The longest email accepted (RFC 5321's path limit).
@@ -50,13 +58,14 @@ impl User {
         self.roles.iter().any(|r| r == "Admin")
     }
 
-    /// A short fingerprint of the password hash, carried in session tokens so that a new password (or a
-    /// disabled account) ends every session.
+    /// A short fingerprint of the password hash, the status and the session epoch, carried in session tokens
+    /// so that a new password, a disabled account or a sign-out ends every session (and re-enabling an
+    /// account does not revive the old ones: the epoch has moved on).
     pub fn session_version(&self) -> String {
         let hash = self.password_hash.as_deref().unwrap_or("");
         // The PHC string ends with the salted hash itself; its tail changes with every new password.
         let tail = hash.get(hash.len().saturating_sub(16)..).unwrap_or(hash);
-        format!("{tail}:{:?}", self.status)
+        format!("{tail}:{:?}:{}", self.status, self.session_epoch)
     }
 
     /// The name to show: first and last name, or the email.
@@ -128,6 +137,7 @@ mod tests {
             roles: vec!["Member".into()],
             password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaDE".into()),
             invite_sha256: None,
+            session_epoch: 0,
             created_at: now,
             updated_at: now,
         };
@@ -136,6 +146,10 @@ mod tests {
         let v2 = u.session_version();
         assert_ne!(v1, v2);
         u.status = UserStatus::Disabled;
+        assert_ne!(v2, u.session_version());
+        // Back to active, the epoch (raised on the way) keeps the old version from coming back.
+        u.status = UserStatus::Active;
+        u.session_epoch = 1;
         assert_ne!(v2, u.session_version());
         assert_eq!(u.display_name(), "a@b.io");
     }

@@ -315,6 +315,7 @@ async fn bootstrap_user(
             roles: vec!["Admin".into()],
             password_hash: Some(password_hash),
             invite_sha256: None,
+            session_epoch: 0,
             created_at: now,
             updated_at: now,
         }
@@ -329,7 +330,9 @@ async fn bootstrap_user(
                 && u.password_hash.as_deref().is_some_and(|h| auth::verify_password(password, h))
         });
         if !matches {
-            let user = admin(&email, auth::hash_password(password).map_err(fail)?);
+            let mut user = admin(&email, auth::hash_password(password).map_err(fail)?);
+            // Sessions of the user it replaces end.
+            user.session_epoch = current.as_ref().map_or(0, |u| u.session_epoch + 1);
             write_system(catalog, Command::PutUser { user }).await?;
         }
         return Ok(None);

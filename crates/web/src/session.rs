@@ -10,9 +10,9 @@
 use askama::Template;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_engine::WriteMeta;
+use berth_engine::{Command, WriteMeta};
 use berth_model::{Origin, UserStatus};
 use berth_server::AppState;
 use berth_server::auth::{self, Caller};
@@ -202,7 +202,7 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| auth::hash_password("decoy password for unknown users").unwrap_or_default())
 }
 
-pub async fn login(State(app): State<AppState>, form: FormData) -> UiResult<Response> {
+pub async fn login(State(app): State<AppState>, headers: HeaderMap, form: FormData) -> UiResult<Response> {
     let email = berth_model::user::normalize_email(form.raw("email"));
     let password = form.raw("password").to_string();
     let next = safe_next(form.get("next"));
@@ -221,31 +221,55 @@ pub async fn login(State(app): State<AppState>, form: FormData) -> UiResult<Resp
         };
         return html_status(StatusCode::UNAUTHORIZED, &page);
     };
-    sign_in(&app, &user, &next)
+    sign_in(&app, &user, &next, &headers)
 }
 
 /// Issues a session for `user` and sends it to `next`.
-fn sign_in(app: &AppState, user: &berth_model::User, next: &str) -> UiResult<Response> {
+fn sign_in(app: &AppState, user: &berth_model::User, next: &str, headers: &HeaderMap) -> UiResult<Response> {
     let view = app.catalog.view();
     let key = view.signing_key().ok_or_else(|| UiError::new(StatusCode::SERVICE_UNAVAILABLE, "no signing key yet"))?;
     let version = user.session_version();
     let subject = auth::Subject { id: &user.email, roles: &user.roles, version: &version, is_machine: false };
     let (token, ttl) = app.tokens.issue(key, &subject, berth_server::now().millis() / 1000)?;
     let mut r = see_other(next);
-    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={ttl}");
+    let cookie =
+        format!("{COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={ttl}{}", secure_attribute(headers));
     let v = HeaderValue::from_str(&cookie).map_err(UiError::internal)?;
     r.headers_mut().insert(header::SET_COOKIE, v);
     Ok(r)
 }
 
-pub async fn logout(session: Session, form: FormData) -> UiResult<Response> {
+/// Signing out ends every session of the user (its session epoch moves on), so a copy of the cookie is
+/// worthless afterwards, not only the browser's.
+pub async fn logout(
+    State(app): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    form: FormData,
+) -> UiResult<Response> {
     session.check_csrf(&form)?;
+    if !session.caller.is_machine {
+        // The server acts for the signed-in user on its own account (a Member may not write users).
+        let meta = WriteMeta { principal: None, ..session.meta() };
+        let command = Command::EndSessions { email: session.caller.client_id.clone() };
+        let (outcome, _) = app.catalog.write_one(meta, command).await?;
+        outcome?;
+    }
     let mut r = see_other("/login?signed_out=1");
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("berth_session=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"),
-    );
+    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{}", secure_attribute(&headers));
+    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(UiError::internal)?);
     Ok(r)
+}
+
+/// `; Secure` when the browser reached Berth over HTTPS (a TLS-terminating proxy says so with
+/// `X-Forwarded-Proto: https`), or always with `BERTH_SECURE_COOKIES=1`.
+fn secure_attribute(headers: &HeaderMap) -> &'static str {
+    let forwarded_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.split(',').next().is_some_and(|first| first.trim().eq_ignore_ascii_case("https")));
+    let forced = std::env::var("BERTH_SECURE_COOKIES").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    if forwarded_https || forced { "; Secure" } else { "" }
 }
 
 #[derive(Template)]
@@ -267,7 +291,7 @@ pub async fn invite_form(Query(q): Query) -> UiResult<Response> {
     html(&page)
 }
 
-pub async fn accept_invite(State(app): State<AppState>, form: FormData) -> UiResult<Response> {
+pub async fn accept_invite(State(app): State<AppState>, headers: HeaderMap, form: FormData) -> UiResult<Response> {
     let (email, code, password) = (form.raw("email"), form.raw("code"), form.raw("password"));
     let again = |error: String, status: StatusCode| {
         let page = InvitePage {
@@ -284,7 +308,7 @@ pub async fn accept_invite(State(app): State<AppState>, form: FormData) -> UiRes
     match berth_server::routes::users::accept_invitation(&app, Origin::Ui, email, code, password).await {
         Ok((user, seq)) => {
             app.catalog.wait_applied(seq, std::time::Duration::from_secs(5)).await;
-            sign_in(&app, &user, "/")
+            sign_in(&app, &user, "/", &headers)
         }
         Err(e) => again(e.message, e.status),
     }

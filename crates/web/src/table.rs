@@ -278,6 +278,12 @@ pub async fn page(
         }
         if chosen.is_empty() { default_columns(def) } else { chosen }
     };
+    // Links carry the validated columns, not what the URL repeated.
+    let explicit = p.0.iter().any(|(k, _)| k == "cols");
+    let mut p = FormData(p.0.into_iter().filter(|(k, _)| k != "cols").collect());
+    if explicit {
+        p.0.extend(cols.iter().map(|c| ("cols".to_string(), c.clone())));
+    }
     let sort = p.get("sort").unwrap_or("").to_string();
     let order = if p.get("order") == Some("desc") { "desc" } else { "asc" }.to_string();
     let mut error = None;

@@ -118,6 +118,23 @@ async fn sessions_cookies_and_redirects() {
     // The cookie is HttpOnly and SameSite; `next` only ever leads to this site.
     let r = ui.login(EMAIL, PASSWORD, "//evil.example/steal").await;
     assert_eq!(r.headers()["location"], "/");
+    // Browsers drop tabs and newlines and read `\` as `/`: none of these may lead off the site (review M7).
+    for next in ["/\t/evil.example", "/\n/evil.example", "/\\evil.example", "/%09/evil.example", "/\r\n//evil"] {
+        let decoded = percent_encoding::percent_decode_str(next).decode_utf8_lossy().to_string();
+        let r = ui.login(EMAIL, PASSWORD, &decoded).await;
+        assert_eq!(r.headers()["location"], "/", "next = {next:?}");
+    }
+    // Behind a TLS-terminating proxy the cookie is Secure.
+    let r = ui
+        .http
+        .post(format!("{}/login", ui.base))
+        .header(FORM, FORM_TYPE)
+        .header("x-forwarded-proto", "https")
+        .body(encode(&[("email", EMAIL), ("password", PASSWORD), ("next", "/")]))
+        .send()
+        .await
+        .expect("login");
+    assert!(r.headers()["set-cookie"].to_str().expect("c").contains("; Secure"));
     let set = r.headers()["set-cookie"].to_str().expect("cookie");
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/"), "{set}");
     let r = ui.login(" UI@Example.com ", PASSWORD, "/audit").await;
@@ -130,10 +147,16 @@ async fn sessions_cookies_and_redirects() {
     let (status, body) = ui.get(&cookie, "/entities/service/no-such-thing").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("<html") && body.contains("no-such-thing"), "{body}");
-    // Sign out ends the cookie.
+    // Sign out ends the cookie, and every copy of it: replayed, it no longer opens a page (review M8).
+    let other_copy = ui.cookie().await;
+    assert_eq!(ui.get(&other_copy, "/").await.0, StatusCode::OK);
     let csrf = ui.csrf(&cookie).await;
     let r = ui.post(&cookie, "/logout", &[("_csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(r.headers()["set-cookie"].to_str().expect("c").contains("Max-Age=0"));
+    assert_eq!(ui.get(&cookie, "/").await.0, StatusCode::SEE_OTHER, "the signed-out cookie replayed");
+    assert_eq!(ui.get(&other_copy, "/").await.0, StatusCode::SEE_OTHER, "another session of the user");
+    assert_eq!(ui.get(&ui.cookie().await, "/").await.0, StatusCode::OK, "signing in again works");
 }
 
 #[tokio::test]
@@ -216,6 +239,18 @@ async fn a_disabled_user_loses_its_session() {
     let (status, _) = ui.get(&cookie, "/").await;
     assert_eq!(status, StatusCode::SEE_OTHER, "the old session no longer works");
     assert_eq!(ui.login(EMAIL, PASSWORD, "/").await.status(), StatusCode::UNAUTHORIZED, "nor does signing in");
+    // Enabled again, the user signs in anew; the session from before the disable stays dead (review M8).
+    let r = ui
+        .http
+        .patch(format!("{}/v1/users/{EMAIL}", ui.base))
+        .bearer_auth(&ui.token)
+        .json(&json!({"status": "active"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(ui.get(&cookie, "/").await.0, StatusCode::SEE_OTHER, "re-enabling does not revive old sessions");
+    assert_eq!(ui.get(&ui.cookie().await, "/").await.0, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -300,4 +335,26 @@ async fn pages_show_only_what_the_user_may_read() {
     let admin = ui.cookie().await;
     let (_, table) = ui.get(&admin, "/blueprints/service/entities?q=svc-ui").await;
     assert!(table.contains("svc-ui-a") && table.contains("svc-ui-b"));
+}
+
+/// H7: the table's `cols` are the blueprint's columns, each once, however many the URL repeats, and junk
+/// parameters are not copied into every link: one GET costs one page.
+#[tokio::test]
+async fn table_columns_are_validated_and_bounded() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    let mut qs = String::from("cols=%24title&cols=no-such-column");
+    // As many as a URI holds (about 64 kB).
+    for _ in 0..1_400 {
+        qs.push_str("&cols=%24identifier&junk=aaaaaaaaaaaaaaaa");
+    }
+    let (status, body) = ui.get(&cookie, &format!("/blueprints/service/entities?{qs}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.len() < 1_000_000, "{} bytes", body.len());
+    assert!(!body.contains("no-such-column") && !body.contains("junk="), "unknown columns and junk are dropped");
+    assert_eq!(
+        body.matches("cols=%24identifier").count(),
+        body.matches("cols=%24title").count(),
+        "each column once per link"
+    );
 }

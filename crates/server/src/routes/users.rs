@@ -126,6 +126,7 @@ pub async fn invite(
         roles: invitee.roles.unwrap_or_else(|| vec!["Member".into()]),
         password_hash: None,
         invite_sha256: Some(hash_secret(&code)),
+        session_epoch: 0,
         created_at: now,
         updated_at: now,
     };

@@ -255,16 +255,6 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
         .is_ok_and(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
-/// Runs [`hash_password`] on the blocking pool.
-pub async fn hash_password_blocking(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(ApiError::internal)?
-}
-
-/// Runs [`verify_password`] on the blocking pool.
-pub async fn verify_password_blocking(password: String, phc: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_password(&password, &phc)).await.unwrap_or(false)
-}
-
 /// Middleware: a valid `Authorization: Bearer <token>` whose credential still exists, or a 401.
 pub async fn require_auth(State(app): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {

@@ -15,6 +15,7 @@ pub mod extract;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
+pub mod sign_in;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -151,8 +152,15 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub tokens: Arc<Tokens>,
     pub limits: Arc<rate_limit::RateLimiter>,
+    /// Password hashing slots and failed-attempt limits for sign-in routes.
+    pub sign_in: Arc<sign_in::SignInGuard>,
     pub config: Arc<ServerConfig>,
     pub started: Instant,
+}
+
+/// The address the request came from (the TCP peer; a proxy's address behind one).
+pub fn client_address(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
 /// The wall clock, in milliseconds. The only clock the server reads for writes.
@@ -222,6 +230,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         catalog,
         tokens: Arc::new(Tokens::default()),
         limits: Arc::new(rate_limit::RateLimiter::new(config.rate_limit, config.rate_limit_period)),
+        sign_in: Arc::new(sign_in::SignInGuard::default()),
         config: Arc::new(config),
         started: Instant::now(),
     };
@@ -239,7 +248,8 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let app = tower::ServiceExt::map_request(router_with(self.state.clone(), self.ui), extract::plus_as_space);
         let addr = self.info.addr;
-        axum::serve(self.listener, axum::ServiceExt::<Request>::into_make_service(app))
+        let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;

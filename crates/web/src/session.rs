@@ -202,24 +202,49 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| auth::hash_password("decoy password for unknown users").unwrap_or_default())
 }
 
-pub async fn login(State(app): State<AppState>, headers: HeaderMap, form: FormData) -> UiResult<Response> {
+pub async fn login(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    form: FormData,
+) -> UiResult<Response> {
     let email = berth_model::user::normalize_email(form.raw("email"));
     let password = form.raw("password").to_string();
     let next = safe_next(form.get("next"));
+    let again = |email: String, status: StatusCode, error: String| {
+        let page =
+            LoginPage { css: crate::assets::CSS_PATH, next: next.clone(), email, error: Some(error), notice: None };
+        html_status(status, &page)
+    };
+    let address = berth_server::client_address(&extensions);
+    // The account key is bounded whatever was typed.
+    let account = format!("user:{}", berth_model::limits::truncate(&email, berth_model::user::MAX_EMAIL));
+    // Refused before any hashing (blocked) or for want of a hashing slot: the form again, with Retry-After.
+    let refused = |email: String, e: berth_server::error::ApiError| {
+        let mut r = again(email, e.status, e.message)?;
+        if let Some(retry) = e.headers.as_ref().and_then(|h| h.get(header::RETRY_AFTER)) {
+            r.headers_mut().insert(header::RETRY_AFTER, retry.clone());
+        }
+        Ok(r)
+    };
+    if let Err(e) = app.sign_in.admit(&account, address) {
+        return refused(email, e);
+    }
     let user = app.catalog.view().user(&email).cloned();
     let hash = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| decoy_hash().to_string());
-    let ok = auth::verify_password_blocking(password, hash).await;
+    let ok = match app.sign_in.hash(move || auth::verify_password(&password, &hash)).await {
+        Ok(ok) => ok,
+        Err(e) => return refused(email, e),
+    };
     let user = user.filter(|u| ok && u.status == UserStatus::Active);
+    app.sign_in.record(&account, address, user.is_some());
     let Some(user) = user else {
         tracing::info!(%email, "sign-in refused");
-        let page = LoginPage {
-            css: crate::assets::CSS_PATH,
-            next,
+        return again(
             email,
-            error: Some("The email or password is wrong, or the account may not sign in.".into()),
-            notice: None,
-        };
-        return html_status(StatusCode::UNAUTHORIZED, &page);
+            StatusCode::UNAUTHORIZED,
+            "The email or password is wrong, or the account may not sign in.".into(),
+        );
     };
     sign_in(&app, &user, &next, &headers)
 }

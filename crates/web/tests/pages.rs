@@ -358,3 +358,58 @@ async fn table_columns_are_validated_and_bounded() {
         "each column once per link"
     );
 }
+
+/// H4: a burst of wrong sign-ins is answered at once beyond the hashing slots (503) and, past the free
+/// failures, with 429 and `Retry-After`, without a single 500; the account is then blocked even for the right
+/// password, and the API keeps writing meanwhile.
+#[tokio::test]
+async fn a_burst_of_wrong_sign_ins_is_bounded() {
+    let ui = start().await;
+    let burst: Vec<_> = (0..200)
+        .map(|i| {
+            let http = ui.http.clone();
+            let base = ui.base.clone();
+            tokio::spawn(async move {
+                let email = if i % 2 == 0 { EMAIL.to_string() } else { format!("nobody{i}@example.com") };
+                let r = http
+                    .post(format!("{base}/login"))
+                    .header(FORM, FORM_TYPE)
+                    .body(encode(&[("email", &email), ("password", "wrong password!"), ("next", "/")]))
+                    .send()
+                    .await
+                    .expect("login");
+                (r.status(), r.headers().contains_key("retry-after"))
+            })
+        })
+        .collect();
+    let write = ui
+        .http
+        .post(format!("{}/v1/teams", ui.base))
+        .bearer_auth(&ui.token)
+        .json(&json!({"name": "written-during-the-burst"}))
+        .send()
+        .await
+        .expect("write");
+    assert!(write.status().is_success(), "{}", write.status());
+    let mut seen = std::collections::BTreeMap::new();
+    for task in burst {
+        let (status, retry_after) = task.await.expect("joined");
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS, StatusCode::SERVICE_UNAVAILABLE]
+                .contains(&status),
+            "{status}"
+        );
+        if status != StatusCode::UNAUTHORIZED {
+            assert!(retry_after, "{status} carries Retry-After");
+        }
+        *seen.entry(status.as_u16()).or_insert(0) += 1;
+    }
+    assert!(seen.get(&401).copied().unwrap_or(0) <= 40, "most were never hashed: {seen:?}");
+    // Guessed one at a time, the account is blocked after a few failures, then even for its password.
+    let mut guesses = 0;
+    while ui.login(EMAIL, "still wrong!", "/").await.status() != StatusCode::TOO_MANY_REQUESTS {
+        guesses += 1;
+        assert!(guesses <= 6, "blocked after the free failures");
+    }
+    assert_eq!(ui.login(EMAIL, PASSWORD, "/").await.status(), StatusCode::TOO_MANY_REQUESTS);
+}

@@ -216,7 +216,8 @@ pub async fn accept_invitation(
     if !pending.is_some_and(|p| crate::auth::constant_time_eq(p.as_bytes(), invite_sha256.as_bytes())) {
         return Err(ApiError::unauthorized("this invitation is not valid (any more)"));
     }
-    let password_hash = crate::auth::hash_password_blocking(password.to_string()).await?;
+    let password = password.to_string();
+    let password_hash = app.sign_in.hash(move || crate::auth::hash_password(&password)).await??;
     let meta = berth_engine::WriteMeta { actor: email.clone(), origin, ..crate::system_meta() };
     let command = Command::SetPassword { email, password_hash, invite_sha256: Some(invite_sha256) };
     let (outcome, seq) = app.catalog.write_one(meta, command).await?;

@@ -751,12 +751,56 @@ fn decode_cursor(c: &str) -> Result<String, DomainError> {
     String::from_utf8(bytes).map_err(|_| bad())
 }
 
-/// Whether an entity matches a query prepared as `ctx`.
+thread_local! {
+    /// The deadline of the search running on this thread ([`with_deadline`]), how many entities it has
+    /// judged since it last read the clock, and whether the deadline has passed.
+    static DEADLINE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    static JUDGED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    static EXPIRED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The search was stopped at its deadline ([`with_deadline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadlinePassed;
+
+/// Runs `f` (searches, counts, aggregates) with a deadline: once it has passed, every entity is judged a
+/// non-match at once, so the search ends in time linear in what is left, and the answer is
+/// `Err(DeadlinePassed)` instead of a partial result. The clock is read every 1024 entities; without a
+/// deadline, searches never read it (results depend only on the state and the query).
+pub fn with_deadline<T>(deadline: std::time::Instant, f: impl FnOnce() -> T) -> Result<T, DeadlinePassed> {
+    DEADLINE.set(Some(deadline));
+    JUDGED.set(0);
+    EXPIRED.set(false);
+    let out = f();
+    DEADLINE.set(None);
+    if EXPIRED.replace(false) { Err(DeadlinePassed) } else { Ok(out) }
+}
+
+/// Whether this thread's search has passed its deadline.
+fn interrupted() -> bool {
+    if EXPIRED.get() {
+        return true;
+    }
+    let Some(deadline) = DEADLINE.get() else { return false };
+    let n = JUDGED.get().wrapping_add(1);
+    JUDGED.set(n);
+    if n % 1024 == 0 && std::time::Instant::now() >= deadline {
+        EXPIRED.set(true);
+        return true;
+    }
+    false
+}
+
+/// Whether an entity matches a query prepared as `ctx` (always false once a deadline has passed).
 pub fn matches(ctx: &Ctx<'_>, e: &Entity, q: &Query) -> bool {
+    !interrupted() && matches_node(ctx, e, q)
+}
+
+fn matches_node(ctx: &Ctx<'_>, e: &Entity, q: &Query) -> bool {
     match q {
         Query::Group { combinator, rules } => match combinator {
-            berth_model::query::Combinator::And => rules.iter().all(|r| matches(ctx, e, r)),
-            berth_model::query::Combinator::Or => rules.iter().any(|r| matches(ctx, e, r)),
+            berth_model::query::Combinator::And => rules.iter().all(|r| matches_node(ctx, e, r)),
+            berth_model::query::Combinator::Or => rules.iter().any(|r| matches_node(ctx, e, r)),
         },
         Query::Rule(rule) => rule_matches(ctx, e, rule),
         Query::Graph(g) => {

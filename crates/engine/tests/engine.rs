@@ -809,3 +809,35 @@ mod accepted_bodies_round_trip {
         }
     }
 }
+
+/// A search past its deadline answers `DeadlinePassed`, never a partial result; without one it is untouched.
+#[test]
+fn searches_stop_at_their_deadline() {
+    use berth_engine::search;
+    use berth_model::query::Query;
+    let mut h = catalog();
+    for i in 0..3_000 {
+        h.write(
+            "service",
+            json!({"identifier": format!("s{i}"), "properties": {"replicas": i % 7}}),
+            WriteMode::Upsert,
+        )
+        .expect("write");
+    }
+    let q = Query::parse(&json!({"combinator": "and", "rules": [
+        {"property": "$blueprint", "operator": "=", "value": "service"},
+        {"property": "replicas", "operator": "notIn", "value": [1, 2]}]}))
+    .expect("query");
+    let count = || {
+        let mut n = 0;
+        search::for_each_match(&h.state, &q, NOW, |_| n += 1).expect("search");
+        n
+    };
+    let all = count();
+    assert!(all > 2_000);
+    let past = std::time::Instant::now();
+    assert_eq!(search::with_deadline(past, count), Err(search::DeadlinePassed));
+    let later = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    assert_eq!(search::with_deadline(later, count), Ok(all));
+    assert_eq!(count(), all, "a passed deadline does not outlive its search");
+}

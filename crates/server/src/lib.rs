@@ -15,6 +15,7 @@ pub mod extract;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
+pub mod searching;
 pub mod sign_in;
 
 use std::future::Future;
@@ -154,6 +155,8 @@ pub struct AppState {
     pub limits: Arc<rate_limit::RateLimiter>,
     /// Password hashing slots and failed-attempt limits for sign-in routes.
     pub sign_in: Arc<sign_in::SignInGuard>,
+    /// Where searches run, off the async workers.
+    pub searches: Arc<searching::SearchSlots>,
     pub config: Arc<ServerConfig>,
     pub started: Instant,
 }
@@ -231,6 +234,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         tokens: Arc::new(Tokens::default()),
         limits: Arc::new(rate_limit::RateLimiter::new(config.rate_limit, config.rate_limit_period)),
         sign_in: Arc::new(sign_in::SignInGuard::default()),
+        searches: Arc::new(searching::SearchSlots::default()),
         config: Arc::new(config),
         started: Instant::now(),
     };

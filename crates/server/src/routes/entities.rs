@@ -271,15 +271,19 @@ pub async fn list(
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
-    let scoped = crate::access::scoped(&view, &caller);
-    let projection = Projection::from_params(&q)?.with_view(&scoped);
-    let entities: Vec<Value> = match scoped.narrow(&blueprint, None) {
-        None => view.entities_of(&blueprint).map(|e| render::entity(e, &projection)).collect(),
-        Some(query) => berth_engine::search::scan(&view, &blueprint, &query, scoped.now())?
-            .iter()
-            .map(|e| render::entity(e, &projection))
-            .collect(),
-    };
+    let entities = crate::searching::run(&app, move || {
+        let scoped = crate::access::scoped(&view, &caller);
+        let projection = Projection::from_params(&q)?.with_view(&scoped);
+        let entities: Vec<Value> = match scoped.narrow(&blueprint, None) {
+            None => view.entities_of(&blueprint).map(|e| render::entity(e, &projection)).collect(),
+            Some(query) => berth_engine::search::scan(&view, &blueprint, &query, scoped.now())?
+                .iter()
+                .map(|e| render::entity(e, &projection))
+                .collect(),
+        };
+        Ok(entities)
+    })
+    .await?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "entities": entities}), None))
 }
 
@@ -297,11 +301,14 @@ pub async fn count(
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
-    let scoped = crate::access::scoped(&view, &caller);
-    let count = match scoped.narrow(&blueprint, None) {
-        None => view.entity_count(&blueprint),
-        Some(query) => berth_engine::search::count_blueprint(&view, &blueprint, &query, scoped.now())?,
-    };
+    let count = crate::searching::run(&app, move || {
+        let scoped = crate::access::scoped(&view, &caller);
+        Ok(match scoped.narrow(&blueprint, None) {
+            None => view.entity_count(&blueprint),
+            Some(query) => berth_engine::search::count_blueprint(&view, &blueprint, &query, scoped.now())?,
+        })
+    })
+    .await?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "count": count}), None))
 }
 

@@ -22,12 +22,13 @@ fn parse(v: &Value) -> ApiResult<Query> {
 }
 
 #[utoipa::path(post, path = "/v1/entities/search", tag = "Search", summary = "Search entities of every blueprint",
-    description = "The body is a rules-language query: `{\"combinator\": \"and\"|\"or\", \"rules\": [...]}` with rules `{property, operator, value}` (meta-properties `$identifier $title $team $icon $blueprint $createdAt $updatedAt $createdBy $updatedBy $datasource`) or `{relation, operator, value}`, nested groups allowed; graph rules `relatedTo` (`blueprint`, `value`, `direction`, `required`) and `matchAny` (`property.path`, `value`); `propertySchema` rules; date presets `{\"preset\", \"timeZone\"}`. A top-level `$blueprint` rule restricts the blueprints searched.",
+    description = "The body is a rules-language query: `{\"combinator\": \"and\"|\"or\", \"rules\": [...]}` with rules `{property, operator, value}` (meta-properties `$identifier $title $team $icon $blueprint $createdAt $updatedAt $createdBy $updatedBy $datasource`) or `{relation, operator, value}`, nested groups allowed; graph rules `relatedTo` (`blueprint`, `value`, `direction`, `required`) and `matchAny` (`property.path`, `value`); `propertySchema` rules; date presets `{\"preset\", \"timeZone\"}`. A top-level `$blueprint` rule restricts the blueprints searched. At most 50,000 entities are answered (more is a 400: page through one blueprint instead); a search that runs longer than 10 s is stopped with a 503 `search_timeout`.",
     security(("bearer" = [])),
     params(("include" = Option<Vec<String>>, Query, description = "Fields to return"), ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out"),
         ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`")),
     request_body(content = Object, description = "A query"),
-    responses((status = 200, description = "`{ok, entities, matchingBlueprints, failedBlueprints}`"), (status = 400, description = "The query does not parse; the message names the rule")))]
+    responses((status = 200, description = "`{ok, entities, matchingBlueprints, failedBlueprints}`"), (status = 400, description = "The query does not parse (the message names the rule), or more than 50,000 entities match"),
+        (status = 503, description = "`search_timeout`: the search ran past its deadline")))]
 pub async fn search_all(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -36,17 +37,33 @@ pub async fn search_all(
 ) -> ApiResult<Response> {
     let query = parse(&body)?;
     let view = app.catalog.view();
-    let scoped = crate::access::scoped(&view, &caller);
-    let query = scoped.narrow_all(query);
-    let projection = Projection::from_params(&q)?.with_view(&scoped);
-    let (entities, matching) = search::search_all(&view, &query, scoped.now())?;
-    let entities: Vec<Value> = entities.iter().map(|e| render::entity(e, &projection)).collect();
-    Ok(reply(
-        StatusCode::OK,
-        json!({"ok": true, "entities": entities, "matchingBlueprints": matching, "failedBlueprints": []}),
-        None,
-    ))
+    let answer = crate::searching::run(&app, move || {
+        let scoped = crate::access::scoped(&view, &caller);
+        let query = scoped.narrow_all(query);
+        let projection = Projection::from_params(&q)?.with_view(&scoped);
+        let mut found = Vec::new();
+        let mut over = false;
+        let matching = search::for_each_match(&view, &query, scoped.now(), |e| {
+            if found.len() < MAX_SEARCH_ALL {
+                found.push(std::sync::Arc::clone(e));
+            } else {
+                over = true;
+            }
+        })?;
+        if over {
+            return Err(ApiError::bad_request(format!(
+                "more than {MAX_SEARCH_ALL} entities match; narrow the query, or page through one blueprint with POST /v1/blueprints/{{blueprint}}/entities/search"
+            )));
+        }
+        let entities: Vec<Value> = found.iter().map(|e| render::entity(e, &projection)).collect();
+        Ok(json!({"ok": true, "entities": entities, "matchingBlueprints": matching, "failedBlueprints": []}))
+    })
+    .await?;
+    Ok(reply(StatusCode::OK, answer, None))
 }
+
+/// The most entities one cross-blueprint search answers (it is not paginated; the blueprint search is).
+pub const MAX_SEARCH_ALL: usize = 50_000;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct BlueprintSearch {
@@ -99,33 +116,37 @@ pub async fn search_blueprint(
         // Names are checked against the blueprint before the scope joins (its rules are the server's own).
         search::check_against(&view, &blueprint, q)?;
     }
-    let scoped = crate::access::scoped(&view, &caller);
-    let query = scoped.narrow(&blueprint, query);
     let mut pairs: Vec<(String, String)> = body.include.iter().map(|i| ("include".to_string(), i.clone())).collect();
     pairs.extend(body.exclude.iter().map(|i| ("exclude".to_string(), i.clone())));
     if body.attach_title_to_relation || q.flag("attach_title_to_relation", false)? {
         pairs.push(("attach_title_to_relation".into(), "true".into()));
     }
-    let projection = Projection::from_params(&Params(pairs))?.with_view(&scoped);
     let sort = match &body.sort {
         Some(v) => berth_model::query::parse_sort(v)
             .map_err(|e| ApiError::bad_request(format!("invalid sort at {}: {}", e.path, e.message)))?,
         None => Vec::new(),
     };
-    let page = search::search_blueprint_sorted(
-        &view,
-        &blueprint,
-        query.as_ref(),
-        &sort,
-        scoped.now(),
-        body.from.as_deref(),
-        limit,
-    )?;
-    let entities: Vec<Value> = page.entities.iter().map(|e| render::entity(e, &projection)).collect();
-    let mut answer = json!({"ok": true, "entities": entities});
-    if let Some(next) = page.next {
-        answer["next"] = Value::String(next);
-    }
+    let answer = crate::searching::run(&app, move || {
+        let scoped = crate::access::scoped(&view, &caller);
+        let query = scoped.narrow(&blueprint, query);
+        let projection = Projection::from_params(&Params(pairs))?.with_view(&scoped);
+        let page = search::search_blueprint_sorted(
+            &view,
+            &blueprint,
+            query.as_ref(),
+            &sort,
+            scoped.now(),
+            body.from.as_deref(),
+            limit,
+        )?;
+        let entities: Vec<Value> = page.entities.iter().map(|e| render::entity(e, &projection)).collect();
+        let mut answer = json!({"ok": true, "entities": entities});
+        if let Some(next) = page.next {
+            answer["next"] = Value::String(next);
+        }
+        Ok(answer)
+    })
+    .await?;
     Ok(reply(StatusCode::OK, answer, None))
 }
 
@@ -213,10 +234,15 @@ pub async fn aggregate(
             }
         }
     }
-    // What the caller may not read is not counted either.
-    let query = crate::access::scoped(&view, &caller).narrow_all(query);
-    let agg = Aggregation { func, query, property, group_by, per, measure_time_by: body.measure_time_by.clone() };
-    let out = berth_engine::aggregate::aggregate(&view, &agg, crate::now())?;
+    let measure_time_by = body.measure_time_by.clone();
+    let out = crate::searching::run(&app, move || {
+        // What the caller may not read is not counted either.
+        let scoped = crate::access::scoped(&view, &caller);
+        let query = scoped.narrow_all(query);
+        let agg = Aggregation { func, query, property, group_by, per, measure_time_by };
+        Ok(berth_engine::aggregate::aggregate(&view, &agg, scoped.now())?)
+    })
+    .await?;
     let mut answer =
         json!({"ok": true, "result": out.result, "matchingBlueprints": out.matching, "failedBlueprints": []});
     if let Some(values) = out.values {

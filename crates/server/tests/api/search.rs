@@ -493,3 +493,40 @@ async fn attach_title_to_relation_on_every_read() {
     assert_eq!(a.body["entities"][0]["relations"]["deps"], json!([{"identifier": "api", "title": "API"}]));
     s.get("/v1/blueprints/service/entities/web?attach_title_to_relation=maybe").await.assert_error(400, "bad_request");
 }
+
+/// H5: a repeated `$blueprint in` list is searched once; lists and rule counts past their caps are a 400
+/// naming the rule, before anything runs.
+#[tokio::test]
+async fn query_cost_is_bounded() {
+    let s = TestServer::start().await;
+    s.seed_blueprints().await;
+    for id in ["a", "b"] {
+        assert_eq!(
+            s.post("/v1/blueprints/service/entities", json!({"identifier": id})).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let repeated: Vec<&str> = vec!["service"; 10_000];
+    let r = s
+        .post(
+            "/v1/entities/search",
+            json!({"combinator": "and", "rules": [{"property": "$blueprint", "operator": "in", "value": repeated}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["entities"].as_array().map(Vec::len), Some(2), "each entity once");
+    let long: Vec<String> = (0..100_000).map(|i| format!("v{i}")).collect();
+    let r = s
+        .post(
+            "/v1/entities/search",
+            json!({"combinator": "and", "rules": [{"property": "$identifier", "operator": "notIn", "value": long}]}),
+        )
+        .await;
+    r.assert_error(400, "bad_request");
+    assert!(r.body["message"].as_str().is_some_and(|m| m.contains("rules[0]")), "{}", r.body);
+    let many: Vec<Value> = (0..2_000).map(|_| json!({"property": "$identifier", "operator": "isNotEmpty"})).collect();
+    s.post("/v1/entities/search", json!({"combinator": "or", "rules": many})).await.assert_error(400, "bad_request");
+    let graph: Vec<Value> =
+        (0..9).map(|_| json!({"operator": "relatedTo", "blueprint": "service", "value": "a"})).collect();
+    s.post("/v1/entities/search", json!({"combinator": "or", "rules": graph})).await.assert_error(400, "bad_request");
+}

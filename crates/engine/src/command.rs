@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use berth_model::{Blueprint, Change, Credential, DomainError, Entity, EntityInput, Origin, Team, Timestamp, User};
+use berth_model::{
+    Blueprint, Change, Credential, DomainError, Entity, EntityInput, Event, Origin, Team, Timestamp, User,
+};
 use serde_json::Value;
 
 use crate::State;
@@ -258,6 +260,59 @@ impl Command {
             _ => true,
         }
     }
+}
+
+/// The search queries of a batch of entity writes to one blueprint, resolved as the writer would see them:
+/// in order, each item against the catalog with the items before it applied (to a scratch copy; nothing
+/// is published), so a later item finds an earlier one of the same batch. An item whose input or search
+/// fails keeps its error; the others come back with plain identifiers only (see
+/// [`crate::resolve_searches`]). A server runs this before a batch reaches the single writer.
+pub fn resolve_batch_searches(
+    state: &State,
+    meta: &WriteMeta,
+    blueprint: &str,
+    mode: WriteMode,
+    create_missing_related: bool,
+    inputs: Vec<Result<EntityInput, DomainError>>,
+) -> Vec<Result<EntityInput, DomainError>> {
+    let Some(last) = inputs.iter().rposition(|i| i.as_ref().is_ok_and(EntityInput::uses_search)) else {
+        return inputs;
+    };
+    let mut scratch = state.clone();
+    inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let input = input.and_then(|input| crate::resolve_searches(&scratch, meta, blueprint, input))?;
+            if i < last {
+                // Later items may search for this one: apply it to the scratch copy.
+                let command = Command::WriteEntity {
+                    blueprint: blueprint.to_string(),
+                    path_id: None,
+                    input: input.clone(),
+                    mode,
+                    create_missing_related,
+                };
+                if let Ok((changes, _)) = execute(&scratch, meta, &command) {
+                    for change in changes {
+                        let event = Event {
+                            seq: scratch.seq() + 1,
+                            time: meta.now,
+                            actor: meta.actor.clone(),
+                            origin: meta.origin,
+                            run_id: None,
+                            before: scratch.previous_of(&change),
+                            change,
+                        };
+                        if scratch.apply(&event).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(input)
+        })
+        .collect()
 }
 
 pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, Outcome), DomainError> {

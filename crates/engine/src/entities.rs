@@ -268,6 +268,39 @@ fn resolve_teams(state: &State, query: &Query, now: Timestamp) -> Result<Vec<Str
     Ok(names)
 }
 
+/// `input` with every search query it holds (identifier, team, relation values) replaced by what it matches
+/// in `state`, narrowed to what the writer may read. A server resolves searches this way before a write
+/// reaches the single writer, so their cost is paid by the request (under its deadline), not by every write
+/// queued behind it; the writer then only checks the resolved identifiers.
+pub fn resolve_searches(
+    state: &State,
+    meta: &WriteMeta,
+    blueprint: &str,
+    mut input: EntityInput,
+) -> Result<EntityInput, DomainError> {
+    if !input.uses_search() {
+        return Ok(input);
+    }
+    let bp = state.blueprint(blueprint).ok_or_else(|| DomainError::not_found("blueprint", blueprint))?;
+    if let Some(q) = input.team_query.take() {
+        input.team = Field::Set(resolve_teams(state, &q, meta.now)?);
+    }
+    if let Some(IdentifierInput::Search(q)) = &input.identifier {
+        input.identifier = Some(IdentifierInput::Id(resolve_one(state, meta, blueprint, q)?));
+    }
+    if let Some(relations) = input.relations.as_mut() {
+        for (key, value) in relations.iter_mut() {
+            if value.is_object() {
+                let rel = bp.def.relations.get(key).ok_or_else(|| {
+                    DomainError::SchemaMismatch(format!("relation `{key}` is not defined in blueprint `{blueprint}`"))
+                })?;
+                *value = resolve_relation(state, meta, key, rel, value)?;
+            }
+        }
+    }
+    Ok(input)
+}
+
 /// The most entities a relation search query may match (Port's limit).
 pub const MAX_SEARCH_RELATION_MATCHES: usize = 100;
 

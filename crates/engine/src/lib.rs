@@ -28,8 +28,9 @@ pub mod search;
 mod state;
 mod users;
 
-pub use command::{Command, Outcome, WriteMeta, WriteMode, execute};
+pub use command::{Command, Outcome, WriteMeta, WriteMode, execute, resolve_batch_searches};
 pub use digest::{BlueprintDigest, CatalogDigest, LogDigest};
+pub use entities::resolve_searches;
 pub use state::{BlueprintEntry, Edge, RelationOf, State, StateError, decode_event};
 pub use users::UserChanges;
 

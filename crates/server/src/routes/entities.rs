@@ -58,8 +58,56 @@ fn write_meta(caller: &Caller, headers: &HeaderMap, q: &Params) -> ApiResult<Wri
 }
 
 /// Runs one entity command (or validates it only) and answers `{ok, entity}`.
+/// Resolves the search queries an entity write holds (identifier, team, relation values) against the
+/// published catalog, off the async workers and under the search deadline, so that the single writer never
+/// runs a caller's search (the security review's H9). A write whose search fails is refused here, and the
+/// refusal is recorded like one the writer makes.
+pub(crate) async fn resolve_searches(app: &AppState, meta: &WriteMeta, command: Command) -> ApiResult<Command> {
+    let Command::WriteEntity { blueprint, path_id, input, mode, create_missing_related } = command else {
+        return Ok(command);
+    };
+    if !input.uses_search() {
+        return Ok(Command::WriteEntity { blueprint, path_id, input, mode, create_missing_related });
+    }
+    let original = Command::WriteEntity {
+        blueprint: blueprint.clone(),
+        path_id: path_id.clone(),
+        input: input.clone(),
+        mode,
+        create_missing_related,
+    };
+    let (view, resolver) = (app.catalog.view(), meta.clone());
+    let resolved = crate::searching::run(app, move || {
+        Ok(berth_engine::resolve_searches(&view, &resolver, &blueprint, input).map(|input| Command::WriteEntity {
+            blueprint,
+            path_id,
+            input,
+            mode,
+            create_missing_related,
+        }))
+    })
+    .await?;
+    match resolved {
+        Ok(command) => Ok(command),
+        Err(e) => {
+            let status = ApiError::from(e.clone()).status.as_u16();
+            if meta.principal.is_some() {
+                if let berth_model::Change::Refused { resource, action, blueprint, identifier, status, message } =
+                    original.refusal(status, &e)
+                {
+                    let record = Command::Refuse { resource, action, blueprint, identifier, status, message };
+                    // The answer is the refusal, whether or not recording it succeeds.
+                    let _ = app.catalog.write_one(meta.clone(), record).await;
+                }
+            }
+            Err(e.into())
+        }
+    }
+}
+
 async fn write_entity(app: &AppState, meta: WriteMeta, command: Command, q: &Params) -> ApiResult<Response> {
     let projection = Projection::from_params(q)?;
+    let command = resolve_searches(app, &meta, command).await?;
     if q.flag("validation_only", false)? {
         let outcome = app.catalog.dry_run(&meta, &command)?;
         return Ok(answer(outcome, &projection, app.catalog.view().seq(), true));
@@ -355,12 +403,27 @@ pub async fn bulk_upsert(
     let dry_run = q.flag("validation_only", false)?;
     let meta = write_meta(&caller, &headers, &q)?;
 
-    // Items that do not parse fail on their own; the rest become commands.
+    // Items that do not parse fail on their own, and so do items whose search queries fail (resolved here,
+    // off the async workers and before the writer); the rest become commands.
+    let mut items: Vec<(String, Result<berth_model::EntityInput, DomainError>)> = body
+        .entities
+        .into_iter()
+        .map(|item| (item.label.unwrap_or_else(|| "unknown".to_string()), item.input))
+        .collect();
+    if items.iter().any(|(_, input)| input.as_ref().is_ok_and(|i| i.uses_search())) {
+        let (view, resolver, bp) = (app.catalog.view(), meta.clone(), blueprint.clone());
+        items = crate::searching::run(&app, move || {
+            let (labels, inputs): (Vec<String>, Vec<_>) = items.into_iter().unzip();
+            let resolved =
+                berth_engine::resolve_batch_searches(&view, &resolver, &bp, mode, create_missing_related, inputs);
+            Ok(labels.into_iter().zip(resolved).collect())
+        })
+        .await?;
+    }
     let mut slots: Vec<(usize, String, Result<(), DomainError>)> = Vec::with_capacity(n);
     let mut commands: Vec<Command> = Vec::with_capacity(n);
-    for (index, item) in body.entities.into_iter().enumerate() {
-        let label = item.label.unwrap_or_else(|| "unknown".to_string());
-        let parsed = item.input.map(|input| {
+    for (index, (label, input)) in items.into_iter().enumerate() {
+        let parsed = input.map(|input| {
             commands.push(Command::WriteEntity {
                 blueprint: blueprint.clone(),
                 path_id: None,

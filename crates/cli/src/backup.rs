@@ -94,7 +94,14 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let head = store.head().await?;
     println!("Backing up {} (events 1..={head}) to {}", store.describe(), args.file.display());
     let partial = partial_path(&args.file);
-    let file = std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    // A backup holds credential and password hashes: readable only by its owner.
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let file = opts.open(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(MAGIC)?;
     let mut replayed = match &snapshot {

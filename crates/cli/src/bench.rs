@@ -57,6 +57,8 @@ pub struct BenchArgs {
     permissions: bool,
 }
 
+/// The signing key every server these start shares (replicas must agree on one).
+const SHARED_SIGNING_KEY: &str = "berth-test-signing-key-0123456789abcdef";
 const ID: &str = "bench-admin";
 /// The web UI user of bench servers.
 pub(crate) const UI_EMAIL: &str = "bench@example.com";
@@ -100,6 +102,8 @@ pub(crate) fn spawn_on(data_dir: &std::path::Path, store: Option<&str>) -> anyho
         command.args(["--store", store]);
     }
     let child = command
+        // Replicas share one signing key, as an operator would configure them.
+        .env("BERTH_SIGNING_KEY", SHARED_SIGNING_KEY)
         .env("BERTH_BOOTSTRAP_CLIENT_ID", ID)
         .env("BERTH_BOOTSTRAP_CLIENT_SECRET", SECRET)
         .env("BERTH_BOOTSTRAP_ADMIN_EMAIL", UI_EMAIL)

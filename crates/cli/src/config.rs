@@ -19,7 +19,7 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_STORE")]
     pub store: Option<String>,
     /// A TOML file with any of: listen, data_dir, store, body_limit, snapshot_every, min_seq_wait_ms,
-    /// rate_limit, rate_limit_period, org_name, demo, log_format, log
+    /// rate_limit, rate_limit_period, org_name, signing_key_file, demo, log_format, log
     #[arg(long, env = "BERTH_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seed the demo catalog if the catalog is empty
@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// The organization's name, as GET /v1/organization answers it [default: Berth]
     #[arg(long, env = "BERTH_ORG_NAME")]
     pub org_name: Option<String>,
+    /// The token signing key file, readable only by its owner; every replica must use the same key
+    /// (BERTH_SIGNING_KEY, the key itself, wins over any file) [default: <data-dir>/signing-key.json]
+    #[arg(long, env = "BERTH_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "BERTH_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -64,6 +68,7 @@ struct FileConfig {
     rate_limit: Option<u32>,
     rate_limit_period: Option<u64>,
     org_name: Option<String>,
+    signing_key_file: Option<PathBuf>,
     demo: Option<bool>,
     log_format: Option<String>,
     log: Option<String>,
@@ -112,6 +117,7 @@ impl Settings {
         if let Some(name) = args.org_name.or(file.org_name) {
             server.organization = name;
         }
+        server.signing_key_file = args.signing_key_file.or(file.signing_key_file);
         server.demo = args.demo || file.demo.unwrap_or(false);
         server.bootstrap_admin_email = std::env::var("BERTH_BOOTSTRAP_ADMIN_EMAIL").ok().filter(|s| !s.is_empty());
         server.bootstrap_admin_password =

@@ -41,6 +41,39 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Measure ingest rate, read latency, memory and start-up on a fresh server; prints a report.
     Bench(bench::BenchArgs),
+    /// Replace the token signing key: the new key signs from now on, the old one is accepted for tokens
+    /// issued before, for one token lifetime (3 hours). Running servers pick the file up within seconds.
+    RotateSigningKey(RotateArgs),
+}
+
+#[derive(clap::Args)]
+struct RotateArgs {
+    /// The key file every replica reads [default: ./berth-data/signing-key.json]
+    #[arg(long, env = "BERTH_SIGNING_KEY_FILE")]
+    signing_key_file: Option<std::path::PathBuf>,
+    /// The data directory whose default key file to rotate (when no --signing-key-file)
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+/// `berth rotate-signing-key`.
+fn rotate_signing_key(args: RotateArgs) -> anyhow::Result<()> {
+    use berth_server::keys;
+    let path = args.signing_key_file.unwrap_or_else(|| {
+        args.data_dir.unwrap_or_else(|| std::path::PathBuf::from("berth-data")).join("signing-key.json")
+    });
+    let current = keys::read_key_file(&path)
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| anyhow::anyhow!("{} does not exist (a server writes it on its first start)", path.display()))?
+        .0;
+    let new_key = berth_server::auth::random_hex(32).map_err(|e| anyhow::anyhow!(e.message))?;
+    let now = berth_server::now().millis() / 1000;
+    keys::write_key_file(&path, &current.rotated(new_key, now)).map_err(anyhow::Error::msg)?;
+    println!(
+        "Rotated the signing key in {}. Tokens signed with the previous key stay valid until they expire (at most 3 hours); copy the file to every replica.",
+        path.display()
+    );
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +92,7 @@ fn main() -> std::process::ExitCode {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args).await,
+            Command::RotateSigningKey(args) => rotate_signing_key(args),
         }
     });
     match result {

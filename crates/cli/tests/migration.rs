@@ -199,6 +199,12 @@ async fn backup_of_a_serving_store_restores_into_any_store() {
     let (ok, out, err) = support::berth(&["backup", file.to_str().expect("utf8"), "--store", &source]);
     assert!(ok, "backup failed:\n{out}\n{err}");
     assert!(file.exists() && !dir.path().join("catalog.berth-backup.partial").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "a backup is readable by its owner only");
+    }
 
     for target in [support::redis_url("restore"), support::sqlite_url(dir.path(), "restored.db")] {
         let report = dir.path().join("restore.json");

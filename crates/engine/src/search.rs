@@ -784,7 +784,7 @@ fn interrupted() -> bool {
     let Some(deadline) = DEADLINE.get() else { return false };
     let n = JUDGED.get().wrapping_add(1);
     JUDGED.set(n);
-    if n % 1024 == 0 && std::time::Instant::now() >= deadline {
+    if n.is_multiple_of(1024) && std::time::Instant::now() >= deadline {
         EXPIRED.set(true);
         return true;
     }

@@ -127,7 +127,8 @@ impl Tokens {
     /// A token for a credential (the cached one while it lives long enough) or for a user (always new).
     pub fn issue(&self, key: &str, subject: &Subject<'_>, now: i64) -> Result<(String, i64), ApiError> {
         let Subject { id: client_id, roles, version: secret_version, is_machine } = *subject;
-        let cache_key = format!("{client_id}:{secret_version}");
+        // A rotated signing key gives new tokens.
+        let cache_key = format!("{client_id}:{secret_version}:{}", &hash_secret(key)[..16]);
         if is_machine {
             if let Some((token, exp)) = self.cache.lock().ok().and_then(|c| c.get(&cache_key).cloned()) {
                 if exp - now > REUSE_MARGIN_SECS {
@@ -160,14 +161,30 @@ impl Tokens {
 
     /// Checks a token's signature and expiry; returns its client id and roles.
     pub fn verify(key: &str, token: &str, now: i64) -> Result<Caller, ApiError> {
+        Self::verify_with(&[(key.to_string(), None)], token, now)
+    }
+
+    /// Checks a token against the keys in use ([`crate::keys::SigningKeys::verifying`]): a key that stopped
+    /// signing at `rotated_at` accepts only tokens issued before then. No token lives longer than
+    /// [`TOKEN_LIFETIME_SECS`], whatever its claims say.
+    pub fn verify_with(keys: &[(String, Option<i64>)], token: &str, now: i64) -> Result<Caller, ApiError> {
         let bad = || ApiError::unauthorized("the access token is invalid");
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(bad());
         };
-        let expected = sign(key.as_bytes(), format!("{h}.{p}").as_bytes())?;
         let given = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
-        if !constant_time_eq(&expected, &given) {
+        let mut signed_before = None;
+        let mut matched = false;
+        for (key, rotated_at) in keys {
+            let expected = sign(key.as_bytes(), format!("{h}.{p}").as_bytes())?;
+            if constant_time_eq(&expected, &given) {
+                matched = true;
+                signed_before = *rotated_at;
+                break;
+            }
+        }
+        if !matched {
             return Err(bad());
         }
         let header: serde_json::Value =
@@ -177,6 +194,9 @@ impl Tokens {
         }
         let claims: Claims =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).map_err(|_| bad())?).map_err(|_| bad())?;
+        if claims.exp - claims.iat > TOKEN_LIFETIME_SECS || signed_before.is_some_and(|at| claims.iat > at) {
+            return Err(bad());
+        }
         if claims.exp <= now {
             return Err(ApiError::unauthorized(
                 "the access token has expired; ask POST /v1/auth/access_token for a new one",
@@ -194,9 +214,13 @@ impl Tokens {
 
 /// Checks a token and that its principal still exists with the same secret (and, for a user, is active);
 /// answers the caller with its current roles.
-pub fn authenticate(view: &berth_engine::State, token: &str, now_secs: i64) -> Result<Caller, ApiError> {
-    let key = view.signing_key().ok_or_else(|| ApiError::unavailable("the server has no signing key yet"))?;
-    let caller = Tokens::verify(key, token, now_secs)?;
+pub fn authenticate(
+    keys: &crate::keys::SigningKeys,
+    view: &berth_engine::State,
+    token: &str,
+    now_secs: i64,
+) -> Result<Caller, ApiError> {
+    let caller = Tokens::verify_with(&keys.verifying(now_secs), token, now_secs)?;
     let mut teams = view.teams_of(&caller.client_id);
     let (roles, version) = if caller.is_machine {
         let credential = view
@@ -267,7 +291,7 @@ pub async fn require_auth(State(app): State<AppState>, mut req: Request, next: N
         .or_else(|| header.strip_prefix("bearer "))
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?
         .trim();
-    let caller = authenticate(&app.catalog.view(), token, crate::now().millis() / 1000)?;
+    let caller = authenticate(&app.keys, &app.catalog.view(), token, crate::now().millis() / 1000)?;
     let allowance = app.limits.check(&caller.client_id, std::time::Instant::now())?;
     req.extensions_mut().insert(caller);
     let mut response = next.run(req).await;

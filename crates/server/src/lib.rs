@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     /// Requests each credential may make per `rate_limit_period` on this replica (0: no limit).
     pub rate_limit: u32,
     pub rate_limit_period: Duration,
+    /// The token signing key file (`None`: `<data-dir>/signing-key.json`); `BERTH_SIGNING_KEY` wins over it.
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -81,7 +84,13 @@ impl ServerConfig {
             organization: "Berth".into(),
             rate_limit: 0,
             rate_limit_period: Duration::from_secs(60),
+            signing_key_file: None,
         }
+    }
+
+    /// The token signing key file (see [`keys`]): the configured one, or `<data-dir>/signing-key.json`.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.signing_key_file.clone().unwrap_or_else(|| self.data_dir.join("signing-key.json"))
     }
 
     pub fn store_url(&self) -> String {
@@ -152,6 +161,8 @@ impl MigrationRecord {
 pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub tokens: Arc<Tokens>,
+    /// The keys tokens are signed and checked with (outside the log).
+    pub keys: Arc<keys::SigningKeys>,
     pub limits: Arc<rate_limit::RateLimiter>,
     /// Password hashing slots and failed-attempt limits for sign-in routes.
     pub sign_in: Arc<sign_in::SignInGuard>,
@@ -211,6 +222,9 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         .map_err(|e| StartError::Bootstrap(format!("cannot create {}: {e}", config.data_dir.display())))?;
     let store: Arc<dyn berth_store::LogStore> = Arc::from(berth_store::open(&config.store_url()).await?);
     let catalog = Catalog::open(Arc::clone(&store), config.snapshot_every).await?;
+    // The signing key lives outside the log; a catalog made before that hands its key over once.
+    let keys = keys::SigningKeys::open(&config.signing_key_path(), catalog.view().signing_key())
+        .map_err(StartError::Bootstrap)?;
     let generated_credential = bootstrap(&catalog, &config).await?;
     let generated_user = bootstrap_user(&catalog, &config).await?;
     if config.demo && catalog.view().blueprints().next().is_none() {
@@ -232,6 +246,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     let state = AppState {
         catalog,
         tokens: Arc::new(Tokens::default()),
+        keys: Arc::new(keys),
         limits: Arc::new(rate_limit::RateLimiter::new(config.rate_limit, config.rate_limit_period)),
         sign_in: Arc::new(sign_in::SignInGuard::default()),
         searches: Arc::new(searching::SearchSlots::default()),
@@ -271,13 +286,9 @@ async fn write_system(catalog: &Catalog, command: Command) -> Result<bool, Start
     outcome.map(|o| !matches!(o, Outcome::Unchanged)).map_err(|e| StartError::Bootstrap(e.to_string()))
 }
 
-/// Ensures a signing key and an admin credential exist. A generated credential is written, readable only
-/// by its owner, to `<data_dir>/bootstrap-credentials.json`, and returned so it can be printed once.
+/// Ensures an admin credential exists. A generated credential is written, readable only by its owner, to
+/// `<data_dir>/bootstrap-credentials.json`, and returned so it can be printed once.
 async fn bootstrap(catalog: &Catalog, config: &ServerConfig) -> Result<Option<(String, String, PathBuf)>, StartError> {
-    if catalog.view().signing_key().is_none() {
-        let key = auth::random_hex(32).map_err(|e| StartError::Bootstrap(e.message))?;
-        write_system(catalog, Command::InitSigningKey { key }).await?;
-    }
     let admin = |client_id: &str, secret: &str| Credential {
         client_id: client_id.to_string(),
         name: "bootstrap admin".into(),
@@ -305,7 +316,8 @@ async fn bootstrap(catalog: &Catalog, config: &ServerConfig) -> Result<Option<(S
     }
     let path = config.data_dir.join("bootstrap-credentials.json");
     let body = serde_json::json!({"clientId": client_id, "clientSecret": secret});
-    write_private(&path, &body).map_err(|e| StartError::Bootstrap(format!("cannot write {}: {e}", path.display())))?;
+    write_private_json(&path, &body)
+        .map_err(|e| StartError::Bootstrap(format!("cannot write {}: {e}", path.display())))?;
     Ok(Some((client_id, secret, path)))
 }
 
@@ -361,20 +373,28 @@ async fn bootstrap_user(
     }
     let path = config.data_dir.join("bootstrap-admin.json");
     let body = serde_json::json!({"email": GENERATED_ADMIN_EMAIL, "password": password});
-    write_private(&path, &body).map_err(|e| StartError::Bootstrap(format!("cannot write {}: {e}", path.display())))?;
+    write_private_json(&path, &body)
+        .map_err(|e| StartError::Bootstrap(format!("cannot write {}: {e}", path.display())))?;
     Ok(Some((GENERATED_ADMIN_EMAIL.to_string(), password, path)))
 }
 
-fn write_private(path: &std::path::Path, body: &Value) -> std::io::Result<()> {
+fn write_private_json(path: &std::path::Path, body: &Value) -> std::io::Result<()> {
+    write_private(path, serde_json::to_string_pretty(body).unwrap_or_default().as_bytes())
+}
+
+/// Writes a file readable only by its owner (0600), also when it existed before with wider permissions.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     opts.mode(0o600);
     let mut f = opts.open(path)?;
-    f.write_all(serde_json::to_string_pretty(body).unwrap_or_default().as_bytes())?;
+    #[cfg(unix)]
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)?;
     f.sync_all()
 }
 
@@ -422,7 +442,7 @@ fn presented_token(headers: &axum::http::HeaderMap) -> Option<&str> {
 async fn wait_min_seq(axum::extract::State(app): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
     let wanted = req.headers().get("x-berth-min-seq").cloned().filter(|_| {
         presented_token(req.headers())
-            .is_some_and(|t| auth::authenticate(&app.catalog.view(), t, now().millis() / 1000).is_ok())
+            .is_some_and(|t| auth::authenticate(&app.keys, &app.catalog.view(), t, now().millis() / 1000).is_ok())
     });
     if let Some(raw) = wanted {
         let Some(seq) = raw.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) else {

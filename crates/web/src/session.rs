@@ -93,9 +93,7 @@ fn cookie_token(parts: &Parts) -> Option<String> {
 }
 
 fn csrf_for(app: &AppState, token: &str) -> UiResult<String> {
-    let view = app.catalog.view();
-    let key = view.signing_key().ok_or_else(|| UiError::new(StatusCode::SERVICE_UNAVAILABLE, "no signing key yet"))?;
-    auth::mac_hex(key, &format!("csrf:{token}")).map_err(UiError::from)
+    auth::mac_hex(&app.keys.current(), &format!("csrf:{token}")).map_err(UiError::from)
 }
 
 impl FromRequestParts<AppState> for Session {
@@ -118,7 +116,7 @@ impl FromRequestParts<AppState> for Session {
         };
         let Some(token) = cookie_token(parts) else { return Err(to_login()) };
         let view = app.catalog.view();
-        let Ok(caller) = auth::authenticate(&view, &token, berth_server::now().millis() / 1000) else {
+        let Ok(caller) = auth::authenticate(&app.keys, &view, &token, berth_server::now().millis() / 1000) else {
             return Err(to_login());
         };
         let name = view.user(&caller.client_id).map(|u| u.display_name()).unwrap_or_else(|| caller.client_id.clone());
@@ -251,11 +249,10 @@ pub async fn login(
 
 /// Issues a session for `user` and sends it to `next`.
 fn sign_in(app: &AppState, user: &berth_model::User, next: &str, headers: &HeaderMap) -> UiResult<Response> {
-    let view = app.catalog.view();
-    let key = view.signing_key().ok_or_else(|| UiError::new(StatusCode::SERVICE_UNAVAILABLE, "no signing key yet"))?;
+    let key = app.keys.current();
     let version = user.session_version();
     let subject = auth::Subject { id: &user.email, roles: &user.roles, version: &version, is_machine: false };
-    let (token, ttl) = app.tokens.issue(key, &subject, berth_server::now().millis() / 1000)?;
+    let (token, ttl) = app.tokens.issue(&key, &subject, berth_server::now().millis() / 1000)?;
     let mut r = see_other(next);
     let cookie =
         format!("{COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={ttl}{}", secure_attribute(headers));

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+/// The signing key every server these start shares (replicas must agree on one).
+const SHARED_SIGNING_KEY: &str = "berth-test-signing-key-0123456789abcdef";
 pub const ID: &str = "proc-admin";
 pub const SECRET: &str = "proc-secret-0123456789";
 /// The web UI's admin user of every test server.
@@ -73,6 +75,8 @@ impl Berth {
             .arg(&data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--store", store])
             .args(extra)
+            // Replicas share one signing key, as an operator would configure them.
+            .env("BERTH_SIGNING_KEY", SHARED_SIGNING_KEY)
             .env("BERTH_BOOTSTRAP_CLIENT_ID", ID)
             .env("BERTH_BOOTSTRAP_CLIENT_SECRET", SECRET)
             .env("BERTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)

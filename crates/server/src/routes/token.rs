@@ -42,14 +42,14 @@ pub async fn access_token(
         view.credential(&req.client_id).filter(|c| constant_time_eq(presented.as_bytes(), c.secret_sha256.as_bytes()));
     app.sign_in.record(&account, address, ok.is_some());
     let credential = ok.ok_or_else(denied)?;
-    let key = view.signing_key().ok_or_else(|| ApiError::unavailable("the server has no signing key yet"))?;
+    let key = app.keys.current();
     let subject = crate::auth::Subject {
         id: &credential.client_id,
         roles: &credential.roles,
         version: credential.secret_version(),
         is_machine: true,
     };
-    let (token, expires_in) = app.tokens.issue(key, &subject, crate::now().millis() / 1000)?;
+    let (token, expires_in) = app.tokens.issue(&key, &subject, crate::now().millis() / 1000)?;
     Ok(super::reply(
         StatusCode::OK,
         json!({"ok": true, "accessToken": token, "expiresIn": expires_in, "tokenType": "Bearer"}),

@@ -146,3 +146,70 @@ async fn first_start_generates_a_private_credential_once() {
     let again = berth_server::start(config).await.expect("restart");
     assert!(again.info.generated_credential.is_none(), "generated only on first start");
 }
+
+/// H3: the token signing key lives in a 0600 key file, never in the log or a snapshot; a rotation keeps
+/// tokens issued before it valid (for one token lifetime) and refuses anything the old key signs after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signing_key_is_outside_the_log_and_rotates() {
+    use berth_server::keys;
+    let s = TestServer::start().await;
+    let key_path = s.data_dir.join("signing-key.json");
+    let keys = keys::read_key_file(&key_path).expect("reads").expect("written on first start").0;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_path).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let db = std::fs::metadata(s.data_dir.join("berth.db")).expect("db").permissions().mode() & 0o777;
+        assert_eq!(db, 0o600, "the catalog file is the owner's only");
+    }
+    let old_token = s.token.clone();
+    assert_eq!(s.get("/v1/blueprints").await.status, StatusCode::OK);
+
+    // Rotate: the file changes under the running server.
+    let now = berth_server::now().millis() / 1000;
+    keys::write_key_file(&key_path, &keys.rotated("a-brand-new-signing-key-0123456789abcdef".into(), now))
+        .expect("rotate");
+    tokio::time::sleep(std::time::Duration::from_millis(3_200)).await;
+    assert_eq!(s.get("/v1/blueprints").await.status, StatusCode::OK, "a token from before the rotation still works");
+    let fresh: Value = s
+        .client
+        .post(format!("{}/v1/auth/access_token", s.base))
+        .json(&json!({"clientId": crate::common::CLIENT_ID, "clientSecret": crate::common::CLIENT_SECRET}))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let fresh = fresh["accessToken"].as_str().expect("token").to_string();
+    assert_ne!(fresh, old_token, "new tokens are signed with the new key");
+    let r = s.raw(reqwest::Method::GET, "/v1/blueprints", None, Some(&fresh)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // A token the old key signs now (a leaked key after the rotation) is refused.
+    let tokens = berth_server::auth::Tokens::default();
+    let roles = vec!["Admin".to_string()];
+    let version = berth_server::auth::hash_secret(crate::common::CLIENT_SECRET)[..16].to_string();
+    let subject = berth_server::auth::Subject {
+        id: crate::common::CLIENT_ID,
+        roles: &roles,
+        version: &version,
+        is_machine: true,
+    };
+    let (forged, _) = tokens.issue(&keys.current, &subject, now + 1).expect("sign");
+    let r = s.raw(reqwest::Method::GET, "/v1/blueprints", None, Some(&forged)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Neither the log nor a snapshot holds a key.
+    let (dir, data_dir) = s.stop().await;
+    let store = berth_store::open(&format!("sqlite://{}", data_dir.join("berth.db").display())).await.expect("store");
+    let events = store.read_from(0, 100_000).await.expect("events");
+    assert!(!events.is_empty());
+    for e in &events {
+        let text = String::from_utf8_lossy(&e.payload);
+        assert!(!text.contains(&keys.current) && !text.contains("signingKey"), "event {}: {text}", e.seq);
+    }
+    let snapshot = store.load_snapshot().await.expect("snapshot").expect("a final snapshot");
+    assert!(!String::from_utf8_lossy(&snapshot.data).contains(&keys.current));
+    drop(dir);
+}

@@ -6,8 +6,9 @@
 //! (kind 3) whose bytes are JSON: the head, the log digest and the catalog digest at the head. The backup is
 //! consistent because the log is append-only: the snapshot is read first, then the head, then the events up
 //! to that head, while the server keeps writing past it. Restore first reads the whole file and checks it
-//! against its trailer (a damaged backup writes nothing), then writes, then re-reads what it wrote, rebuilds
-//! the catalog, and checks both digests against the trailer.
+//! against its trailer (a damaged backup writes nothing; a snapshot frame is loaded and, with the events
+//! after it, must give the trailer's catalog digest), then writes, then re-reads what it wrote, rebuilds the
+//! catalog from the log alone and from the stored snapshot, and checks the digests against the trailer.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -167,20 +168,38 @@ fn open_backup(path: &Path) -> anyhow::Result<BufReader<std::fs::File>> {
 }
 
 /// The first pass of a restore: reads the whole file, checks its frames, their order and the log digest
-/// against the trailer, so a damaged backup is refused before anything is written.
+/// against the trailer, and, when it holds a snapshot, that the snapshot loads and, with the events after it
+/// applied, gives exactly the catalog the trailer describes (a flipped byte inside the snapshot is caught
+/// here, not served later). A damaged backup is refused before anything is written.
 fn check_backup(path: &Path) -> anyhow::Result<Trailer> {
     let mut input = open_backup(path)?;
     let mut log = berth_engine::LogDigest::default();
     let mut trailer: Option<Trailer> = None;
     let mut snapshot_seq = None;
+    // The catalog rebuilt from the snapshot and the events after it.
+    let mut from_snapshot: Option<State> = None;
     while let Some((kind, seq, bytes)) = read_frame(&mut input)? {
         if trailer.is_some() {
             bail!("the backup has data after its trailer");
         }
         let (events, last) = log.position();
         match kind {
-            SNAPSHOT if snapshot_seq.is_none() && events == 0 => snapshot_seq = Some(seq),
-            EVENT if seq == last + 1 => log.update(seq, &bytes),
+            SNAPSHOT if snapshot_seq.is_none() && events == 0 => {
+                snapshot_seq = Some(seq);
+                let state = State::from_snapshot(&bytes)
+                    .map_err(|e| anyhow::anyhow!("the backup's snapshot is corrupt: it does not load ({e})"))?;
+                if state.seq() != seq {
+                    bail!("the backup's snapshot is corrupt: it says event {} where its frame says {seq}", state.seq());
+                }
+                from_snapshot = Some(state);
+            }
+            EVENT if seq == last + 1 => {
+                log.update(seq, &bytes);
+                if let Some(state) = from_snapshot.as_mut().filter(|s| seq > s.seq()) {
+                    let event = berth_engine::decode_event(seq, &bytes)?;
+                    state.apply(&event)?;
+                }
+            }
             EVENT => bail!("the backup's events jump from {last} to {seq}"),
             TRAILER => trailer = Some(serde_json::from_slice(&bytes).context("the backup's trailer is corrupt")?),
             other => bail!("the backup is corrupt: unexpected frame kind {other}"),
@@ -195,6 +214,13 @@ fn check_backup(path: &Path) -> anyhow::Result<Trailer> {
     }
     if snapshot_seq.is_some_and(|s| s > trailer.head) {
         bail!("the backup is corrupt: its snapshot is past its last event");
+    }
+    if let Some(state) = from_snapshot {
+        if state.digest() != trailer.catalog {
+            bail!(
+                "the backup is corrupt: its snapshot, with the events after it, is not the catalog its trailer describes"
+            );
+        }
     }
     Ok(trailer)
 }
@@ -234,13 +260,31 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         seq: appended,
         source_log: trailer.log_digest.clone(),
         target_log: rebuilt.log.finish(),
-        source: trailer.catalog,
+        source: trailer.catalog.clone(),
         target: rebuilt.state.digest(),
     };
     verification.print("backup", "restored");
     transfer::write_report(args.report.as_deref(), &verification.to_json())?;
     if !verification.equal() {
         bail!("verification FAILED: the restored store differs from the backup");
+    }
+    // The store's snapshot is what a server starts from: it too must give the backup's catalog.
+    if let Some(snap) = store.load_snapshot().await? {
+        let mut state = Replayed::from_state(State::from_snapshot(&snap.data)?);
+        let mut at = 0;
+        while at < appended {
+            let page = store.read_from(at, PAGE).await?;
+            let Some(last) = page.last().map(|e| e.seq) else { break };
+            for event in page {
+                state.feed(event.seq, &event.payload)?;
+            }
+            at = last;
+        }
+        if state.state.digest() != trailer.catalog {
+            bail!(
+                "verification FAILED: the restored snapshot differs from the backup; empty the store before retrying"
+            );
+        }
     }
     println!("Verified: {} holds the backup of {} exactly.", store.describe(), trailer.source);
     Ok(())

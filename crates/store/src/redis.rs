@@ -26,10 +26,20 @@ const SNAPSHOT_CHUNK: usize = 16 << 20;
 /// How long one blocking `XREAD` of the waiter lasts.
 const WAITER_BLOCK_MS: u64 = 5_000;
 
-const APPEND_SCRIPT: &str = r"
+/// Compare-and-append. Redis does not undo a script's earlier writes when a later command fails (an
+/// out-of-memory error, say), so the script first removes any entries past the head that such a failure
+/// left behind (and moves the stream's last id back, so their ids can be used again) before it appends;
+/// readers never see entries past the head either ([`RedisStore::range`]). The `#!lua` line makes Redis
+/// refuse the whole script up front when it is out of memory, rather than part-way.
+const APPEND_SCRIPT: &str = r"#!lua
 local head = tonumber(redis.call('GET', KEYS[1]) or '0')
 local expected = tonumber(ARGV[1])
 if head ~= expected then return {0, head} end
+local orphans = redis.call('XRANGE', KEYS[2], string.format('(%d-0', head), '+')
+if #orphans > 0 then
+  for _, entry in ipairs(orphans) do redis.call('XDEL', KEYS[2], entry[1]) end
+  redis.call('XSETID', KEYS[2], string.format('%d-0', head))
+end
 local n = #ARGV - 1
 for i = 1, n do
   redis.call('XADD', KEYS[2], string.format('%d-0', expected + i), 'p', ARGV[i + 1])
@@ -143,18 +153,41 @@ impl RedisStore {
         })
     }
 
-    /// Stream entries between two ids (`XRANGE` / `XREVRANGE`), as stored events.
+    /// Stream entries between two ids (`XRANGE` / `XREVRANGE`), as stored events: only those at or below the
+    /// head, read in the same transaction (an entry past it is what a failed append left behind, never a
+    /// committed event).
     async fn range(&self, command: &str, from: String, to: &str, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        let entries: Vec<StreamEntry> = redis::cmd(command)
+        let (entries, head): (Vec<StreamEntry>, Option<String>) = redis::pipe()
+            .atomic()
+            .cmd(command)
             .arg(&self.keys.log)
             .arg(from)
             .arg(to)
             .arg("COUNT")
             .arg(limit.min(1_000_000))
+            .cmd("GET")
+            .arg(&self.keys.head)
             .query_async(&mut self.conn.clone())
             .await
             .map_err(redis_error)?;
-        stored_events(entries)
+        let head: u64 = head.and_then(|h| h.parse().ok()).unwrap_or(0);
+        let mut events = stored_events(entries)?;
+        events.retain(|e| e.seq <= head);
+        Ok(events)
+    }
+
+    /// Adds a stream entry past the head, as a script that failed part-way would leave (for tests).
+    #[doc(hidden)]
+    pub async fn add_orphan_for_tests(&self, seq: u64, payload: &[u8]) -> Result<(), StoreError> {
+        redis::cmd("XADD")
+            .arg(&self.keys.log)
+            .arg(format!("{seq}-0"))
+            .arg("p")
+            .arg(payload)
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(redis_error)
     }
 
     /// Deletes every key of this store (tests clean up with it).

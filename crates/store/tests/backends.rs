@@ -86,3 +86,24 @@ async fn store_urls_pick_the_backend() {
         other => panic!("an unreachable server is unavailable, got {:?}", other.map(|s| s.describe())),
     }
 }
+
+/// M5: an entry past the head (what an append script failing part-way leaves) is never read, and the next
+/// append replaces it instead of failing forever on its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_orphans_past_the_head_are_neither_read_nor_in_the_way() {
+    let url = with_param(&redis_base(), "prefix", &unique("orphan"));
+    let store = RedisStore::open(&url).await.unwrap_or_else(|e| panic!("Redis at {url}: {e}"));
+    assert_eq!(store.append(0, vec![b"one".to_vec(), b"two".to_vec()]).await.expect("append"), 2);
+    store.add_orphan_for_tests(3, b"orphan").await.expect("orphan");
+    store.add_orphan_for_tests(4, b"orphan too").await.expect("orphan");
+    let read = store.read_from(0, 10).await.expect("read");
+    assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2], "nothing past the head is read");
+    assert_eq!(store.read_before(10, 10).await.expect("read back").len(), 2);
+    assert_eq!(store.append(2, vec![b"three".to_vec()]).await.expect("the next append succeeds"), 3);
+    let read = store.read_from(2, 10).await.expect("read");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].payload, b"three".to_vec(), "the committed event, not the orphan");
+    assert_eq!(store.append(3, vec![b"four".to_vec()]).await.expect("append"), 4);
+    assert_eq!(store.read_from(0, 10).await.expect("read").len(), 4);
+    store.delete_all().await.expect("clean up");
+}

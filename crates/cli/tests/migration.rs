@@ -238,3 +238,54 @@ async fn backup_of_a_serving_store_restores_into_any_store() {
     let (ok, _, err) = support::berth(&["restore", foreign.to_str().expect("utf8"), "--store", &target]);
     assert!(!ok && err.contains("not a Berth backup"), "{err}");
 }
+
+/// M6 / T3: a backup that holds a snapshot restores it exactly; one flipped letter inside an entity's
+/// value in the snapshot frame (the JSON still parses) makes the restore fail before it writes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_in_a_backup_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = support::sqlite_url(dir.path(), "source.db");
+    let client = reqwest::Client::new();
+    let mut server = Berth::spawn(dir.path(), &source, &["--demo", "--snapshot-every", "10"]);
+    server.token(&client).await; // up and ready
+    // Wait for the snapshot task to write one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready: Value = client.get(server.url("/readyz")).send().await.expect("readyz").json().await.expect("json");
+        if ready["snapshotSeq"].as_u64().is_some_and(|s| s > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot was written: {ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.terminate();
+    let file = dir.path().join("with-snapshot.berth-backup");
+    let (ok, out, err) = support::berth(&["backup", file.to_str().expect("utf8"), "--store", &source]);
+    assert!(ok, "backup failed:\n{out}\n{err}");
+    let bytes = std::fs::read(&file).expect("read");
+    // Frame 1 is the snapshot: MAGIC (15 bytes), kind, seq, len.
+    assert_eq!(bytes[15], 1, "the backup starts with a snapshot frame");
+    let len = u64::from_be_bytes(bytes[24..32].try_into().expect("8 bytes")) as usize;
+    let snapshot = 32..32 + len;
+    // The intact backup restores.
+    let target = support::sqlite_url(dir.path(), "intact.db");
+    let (ok, out, err) = support::berth(&["restore", file.to_str().expect("utf8"), "--store", &target]);
+    assert!(ok, "restore failed:\n{out}\n{err}");
+    // One letter of a title in the snapshot changed: still valid JSON, a different catalog.
+    let needle = b"\"title\":\"";
+    let at = bytes[snapshot.clone()]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| snapshot.start + p + needle.len())
+        .expect("a title in the snapshot");
+    let mut damaged = bytes.clone();
+    damaged[at] = if damaged[at] == b'Q' { b'R' } else { b'Q' };
+    let bad = dir.path().join("damaged.berth-backup");
+    std::fs::write(&bad, &damaged).expect("write");
+    let target = support::sqlite_url(dir.path(), "never.db");
+    let (ok, _, err) = support::berth(&["restore", bad.to_str().expect("utf8"), "--store", &target]);
+    assert!(!ok && err.contains("snapshot"), "{err}");
+    // Nothing was written: the target can still take the intact backup.
+    let (ok, out, err) = support::berth(&["restore", file.to_str().expect("utf8"), "--store", &target]);
+    assert!(ok, "the refused restore wrote something:\n{out}\n{err}");
+}

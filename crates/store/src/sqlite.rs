@@ -104,6 +104,20 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 }
 
 impl SqliteStore {
+    /// Replaces the stored snapshot's bytes (`None`: removes the snapshot), bypassing every check: for tests
+    /// of start-up without a snapshot, or with one that does not load.
+    #[doc(hidden)]
+    pub async fn tamper_snapshot_for_tests(&self, data: Option<Vec<u8>>) -> Result<(), StoreError> {
+        Self::blocking(&self.writer, move |c| {
+            match data {
+                None => c.execute("DELETE FROM snapshot_chunks", []).map(drop),
+                Some(bytes) => c.execute("UPDATE snapshot_chunks SET data = ?1", params![bytes]).map(drop),
+            }
+            .map_err(unavailable)
+        })
+        .await
+    }
+
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;

@@ -55,27 +55,34 @@ async fn restart_keeps_everything_with_and_without_a_snapshot() {
     s.post("/v1/blueprints/service/entities", json!({"identifier": "after-restart"})).await;
     let (_dir2, data_dir) = s.stop().await;
 
-    // Remove the snapshot: a full replay gives the same catalog.
-    let conn = reset_snapshot_to_empty(&data_dir);
-    assert!(conn, "snapshot rows removed");
+    // Remove the snapshot: a full replay gives the same catalog (and readiness shows none was loaded).
+    tamper_snapshot(&data_dir, None).await;
     let s = TestServer::start_in(data_dir, false).await;
+    let ready = s.get("/readyz").await.body;
+    assert_eq!(ready["snapshotSeq"], json!(0), "started without a snapshot: {ready}");
+    assert_eq!(s.get("/v1/blueprints/service/entities-count").await.body["count"], json!(300));
+    assert_eq!(s.get("/v1/blueprints/service/entities/after-restart").await.status, StatusCode::OK);
+    let (_dir3, data_dir) = s.stop().await;
+
+    // A snapshot that does not load: the server still starts, from the log alone.
+    tamper_snapshot(&data_dir, Some(b"{\"not\": \"a snapshot\"".to_vec())).await;
+    let s = TestServer::start_in(data_dir, false).await;
+    assert_eq!(s.get("/readyz").await.body["snapshotSeq"], json!(0));
     assert_eq!(s.get("/v1/blueprints/service/entities-count").await.body["count"], json!(300));
     assert_eq!(s.get("/v1/blueprints/service/entities/after-restart").await.status, StatusCode::OK);
     drop(dir);
 }
 
-/// Replaces the stored snapshot with the empty state at sequence 0, so the next start replays the whole log.
-fn reset_snapshot_to_empty(data_dir: &std::path::Path) -> bool {
-    let rt = tokio::runtime::Handle::current();
-    let path = data_dir.join("berth.db");
-    tokio::task::block_in_place(|| {
-        rt.block_on(async {
-            let store = berth_store::sqlite::SqliteStore::open(&path).expect("open");
-            use berth_store::LogStore;
-            let empty = berth_engine::State::default().to_snapshot().expect("snapshot");
-            store.save_snapshot(berth_store::Snapshot { seq: 0, data: empty }).await.is_ok()
-        })
-    })
+/// Removes the stored snapshot, or replaces its bytes, as damage or an operator would.
+async fn tamper_snapshot(data_dir: &std::path::Path, data: Option<Vec<u8>>) {
+    let store = berth_store::sqlite::SqliteStore::open(&data_dir.join("berth.db")).expect("open");
+    store.tamper_snapshot_for_tests(data.clone()).await.expect("tamper");
+    use berth_store::LogStore;
+    let left = store.load_snapshot().await.expect("load");
+    match data {
+        None => assert!(left.is_none(), "the snapshot is gone"),
+        Some(bytes) => assert_eq!(left.map(|s| s.data), Some(bytes), "the snapshot is damaged"),
+    }
 }
 
 #[tokio::test]

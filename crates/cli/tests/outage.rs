@@ -102,3 +102,60 @@ async fn outage(proxy: &Proxy, url: &str) {
     let token = second.token(&client).await;
     assert_eq!(support::entities(&client, &second, &token, "item").await.len(), acked.len());
 }
+
+/// M4 / T4: the network to PostgreSQL goes silent (nothing forwarded, nothing closed). A write ends in a 503
+/// within the store's timeouts instead of hanging the writer; readiness says not-ready; once the network is
+/// back, writes resume, and a write answered "not applied" is indeed absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_black_hole_ends_in_503s_and_recovers() {
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let base =
+        std::env::var("BERTH_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let via_proxy = base.replacen(":5432", &format!(":{}", proxy.port), 1);
+    let url =
+        format!("{via_proxy}{}schema={}", if via_proxy.contains('?') { '&' } else { '?' }, support::unique("hole"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::new();
+    let server = Berth::spawn(dir.path(), &url, &[]);
+    let token = server.token(&client).await;
+    support::create_blueprint(
+        &client,
+        &server,
+        &token,
+        json!({"identifier": "item", "title": "Item", "schema": {"properties": {}}}),
+    )
+    .await;
+    assert_eq!(bulk(&client, &server, &token, &["before".to_string()]).await, 200);
+
+    proxy.stall();
+    let started = Instant::now();
+    let r = client
+        .post(server.url("/v1/blueprints/item/entities/bulk"))
+        .bearer_auth(&token)
+        .json(&json!({"entities": [{"identifier": "during"}]}))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(r.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(75), "answered after {:?}", started.elapsed());
+    let answer: Value = r.json().await.expect("json");
+    let not_applied = answer["error"] != json!("outcome_unknown");
+    assert_eq!(ready_status(&client, &server).await, 503, "not ready while the store is silent");
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bulk(&client, &server, &token, &["after".to_string()]).await != 200 {
+        assert!(Instant::now() < deadline, "writes did not resume after the network came back");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let present: BTreeSet<String> = support::entities(&client, &server, &token, "item")
+        .await
+        .iter()
+        .map(|e| e["identifier"].as_str().expect("id").to_string())
+        .collect();
+    assert!(present.contains("before") && present.contains("after"), "{present:?}");
+    if not_applied {
+        assert!(!present.contains("during"), "a write answered 'not applied' was applied: {answer}");
+    }
+}

@@ -37,6 +37,9 @@ pub enum CatalogError {
     Replay(String),
     #[error("the writer has stopped")]
     Stopped,
+    /// The store did not confirm an append and could not be read back: the write may or may not be in the log.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
 }
 
 /// The answer to a write: one result per command, and the sequence number the state reached.
@@ -319,11 +322,72 @@ fn encode(events: &[Event]) -> Result<Vec<Vec<u8>>, CatalogError> {
         .map_err(|e| CatalogError::Replay(e.to_string()))
 }
 
+/// How long the store may take to make a batch durable before the append counts as failed (a silent network
+/// drop would otherwise hang the writer, and every write behind it, for hours).
+pub const APPEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long reading the log back to settle a failed append may take.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Encodes and appends a batch's events after `head` (a task of its own: the writer goes on meanwhile).
+///
+/// An append that fails for any reason but a conflict (a lost connection, a timeout) may still have been
+/// committed by the store. Its outcome is settled by reading the log back: the batch's own events there
+/// mean it was applied (answered as a success); the head where it was, or other events, mean it was not;
+/// a store that cannot be read either is reported as [`CatalogError::Unknown`], never as "not applied".
 async fn append_encoded(store: Arc<dyn LogStore>, head: u64, events: Vec<Event>) -> Result<u64, CatalogError> {
     let encoded = encode(&events)?;
     drop(events);
-    Ok(store.append(head, encoded).await?)
+    // A fingerprint of each event, to recognise them in the log without keeping a second copy.
+    let prints: Vec<(usize, u64)> = encoded.iter().map(|e| (e.len(), fingerprint(e))).collect();
+    let failure = match tokio::time::timeout(APPEND_TIMEOUT, store.append(head, encoded)).await {
+        Ok(Ok(new_head)) => return Ok(new_head),
+        Ok(Err(e @ StoreError::Conflict { .. })) => return Err(e.into()),
+        Ok(Err(e)) => e,
+        Err(_) => StoreError::Unavailable(format!("the store did not answer within {} s", APPEND_TIMEOUT.as_secs())),
+    };
+    match tokio::time::timeout(SETTLE_TIMEOUT, settle(store.as_ref(), head, &prints)).await {
+        Ok(Ok(true)) => {
+            tracing::warn!(error = %failure, head, "the store reported a failed append that it had committed");
+            Ok(head + prints.len() as u64)
+        }
+        Ok(Ok(false)) => Err(failure.into()),
+        Ok(Err(e)) => Err(CatalogError::Unknown(format!("{failure}; reading the log back failed too: {e}"))),
+        Err(_) => Err(CatalogError::Unknown(format!("{failure}; reading the log back timed out"))),
+    }
+}
+
+fn fingerprint(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    // SipHash with fixed keys: the same bytes give the same print in every run.
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(bytes);
+    h.finish()
+}
+
+/// Whether the events `prints` describes are in the log right after `head`.
+async fn settle(store: &dyn LogStore, head: u64, prints: &[(usize, u64)]) -> Result<bool, StoreError> {
+    let n = prints.len() as u64;
+    if store.head().await? < head + n {
+        // Compare-and-append is all or nothing: not all of them are there, so none of ours is.
+        return Ok(false);
+    }
+    let mut at = head;
+    let mut i = 0;
+    while i < prints.len() {
+        let page = store.read_from(at, prints.len() - i).await?;
+        if page.is_empty() {
+            return Ok(false);
+        }
+        for event in page {
+            let Some(&(len, print)) = prints.get(i) else { return Ok(true) };
+            if event.seq != at + 1 || event.payload.len() != len || fingerprint(&event.payload) != print {
+                return Ok(false);
+            }
+            at = event.seq;
+            i += 1;
+        }
+    }
+    Ok(true)
 }
 
 /// Executes every job's commands in order against `base`, each command atomically: a command's changes
@@ -416,11 +480,24 @@ fn answer(jobs: Vec<WriteJob>, outcome: Result<Committed, CatalogError>) {
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, "write batch failed; nothing was applied");
+            let unknown = match &e {
+                CatalogError::Unknown(m) => {
+                    tracing::error!(error = %m, "write batch outcome unknown: the store did not confirm it");
+                    Some(m.clone())
+                }
+                _ => {
+                    tracing::error!(error = %e, "write batch failed; nothing was applied");
+                    None
+                }
+            };
             let msg = e.to_string();
             for WriteJob { meta, commands, reply } in jobs {
                 drop((meta, commands));
-                let _ = reply.send(Err(CatalogError::Store(StoreError::Unavailable(msg.clone()))));
+                let error = match &unknown {
+                    Some(m) => CatalogError::Unknown(m.clone()),
+                    None => CatalogError::Store(StoreError::Unavailable(msg.clone())),
+                };
+                let _ = reply.send(Err(error));
             }
         }
     }
@@ -693,9 +770,28 @@ mod tests {
     use super::*;
 
     /// A store whose every third append fails after a delay (as a lost connection would).
+    /// Every third append fails: before reaching the store, or (`commit_first`) after the store committed it
+    /// (the ambiguous case: a connection lost after COMMIT). While `blind`, reading the log fails too.
     struct FlakyStore {
         inner: SqliteStore,
         appends: AtomicUsize,
+        commit_first: bool,
+        blind: std::sync::atomic::AtomicBool,
+    }
+
+    impl FlakyStore {
+        fn new(path: &std::path::Path, commit_first: bool) -> FlakyStore {
+            FlakyStore {
+                inner: SqliteStore::open(path).expect("open"),
+                appends: AtomicUsize::new(0),
+                commit_first,
+                blind: std::sync::atomic::AtomicBool::new(false),
+            }
+        }
+
+        fn blind<T>(&self) -> Option<Result<T, StoreError>> {
+            self.blind.load(Ordering::SeqCst).then(|| Err(StoreError::Unavailable("injected: unreadable".into())))
+        }
     }
 
     impl LogStore for FlakyStore {
@@ -703,20 +799,29 @@ mod tests {
             "flaky".into()
         }
         fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-            self.inner.head()
+            match self.blind() {
+                Some(e) => Box::pin(async move { e }),
+                None => self.inner.head(),
+            }
         }
         fn append(&self, expected: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>> {
             let n = self.appends.fetch_add(1, Ordering::SeqCst);
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 if n % 3 == 2 {
+                    if self.commit_first {
+                        self.inner.append(expected, events).await?;
+                    }
                     return Err(StoreError::Unavailable("injected failure".into()));
                 }
                 self.inner.append(expected, events).await
             })
         }
         fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-            self.inner.read_from(after, limit)
+            match self.blind() {
+                Some(e) => Box::pin(async move { e }),
+                None => self.inner.read_from(after, limit),
+            }
         }
         fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
             self.inner.read_before(before, limit)
@@ -771,10 +876,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failed_appends_publish_nothing_and_later_batches_are_redone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(FlakyStore {
-            inner: SqliteStore::open(&dir.path().join("log.db")).expect("open"),
-            appends: AtomicUsize::new(0),
-        });
+        let store = Arc::new(FlakyStore::new(&dir.path().join("log.db"), false));
         let catalog = Catalog::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
         let bp = Command::CreateBlueprint {
             body: json!({"identifier": "s", "title": "S", "schema": {"properties": {"n": {"type": "number"}}}}),
@@ -826,5 +928,50 @@ mod tests {
         catch_up_in(store.as_ref(), &mut in_batches, 7).await.expect("replay in batches");
         assert_eq!(in_batches.seq(), view.seq());
         assert_eq!(in_batches.to_snapshot().expect("snap"), view.to_snapshot().expect("snap"));
+    }
+
+    fn upsert(id: &str) -> Command {
+        Command::WriteEntity {
+            blueprint: "s".into(),
+            path_id: None,
+            input: EntityInput::from_value(&json!({"identifier": id})).expect("input"),
+            mode: WriteMode::Upsert,
+            create_missing_related: false,
+        }
+    }
+
+    /// M4 / T5: a store that commits an append and then reports a failure: the write is settled by reading
+    /// the log back and answered as the success it was; with the log unreadable too, it is "outcome unknown"
+    /// (never "not applied"), and the catalog catches up once the store answers again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_committed_then_reported_failed_are_settled_from_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(FlakyStore::new(&dir.path().join("log.db"), true));
+        let catalog = Catalog::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
+        let bp =
+            Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
+        catalog.write_one(meta(), bp).await.expect("write").0.expect("blueprint"); // append 0
+        catalog.write_one(meta(), upsert("a")).await.expect("write").0.expect("a"); // append 1
+        // Append 2 commits, then fails: read back, it is a success.
+        let (outcome, seq) = catalog.write_one(meta(), upsert("b")).await.expect("settled as applied");
+        outcome.expect("b");
+        assert_eq!(seq, store.inner.head().await.expect("head"));
+        assert!(catalog.view().entity("s", "b").is_some());
+        catalog.write_one(meta(), upsert("c")).await.expect("write").0.expect("c"); // append 3
+        catalog.write_one(meta(), upsert("d")).await.expect("write").0.expect("d"); // append 4
+        // Append 5 commits and fails, and the log cannot be read: the answer says so.
+        store.blind.store(true, Ordering::SeqCst);
+        let unknown = catalog.write_one(meta(), upsert("e")).await;
+        assert!(matches!(unknown, Err(CatalogError::Unknown(_))), "{unknown:?}");
+        store.blind.store(false, Ordering::SeqCst);
+        // The next write finds the log moved on, catches up, and so the catalog shows `e` too.
+        catalog.write_one(meta(), upsert("f")).await.expect("write").0.expect("f");
+        let view = catalog.view();
+        for id in ["a", "b", "c", "d", "e", "f"] {
+            assert!(view.entity("s", id).is_some(), "{id}");
+        }
+        let mut replayed = State::default();
+        catch_up(store.as_ref(), &mut replayed).await.expect("replay");
+        assert_eq!(replayed.to_snapshot().expect("snap"), view.to_snapshot().expect("snap"));
     }
 }

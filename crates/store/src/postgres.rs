@@ -94,7 +94,8 @@ impl PostgresStore {
     /// Connects, creates the schema and tables if missing, and starts the listener.
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
         let (driver_url, schema) = split_url(url)?;
-        let config: Config = driver_url.parse().map_err(|e| StoreError::Config(format!("postgres URL: {e}")))?;
+        let mut config: Config = driver_url.parse().map_err(|e| StoreError::Config(format!("postgres URL: {e}")))?;
+        harden(&mut config);
         let description = describe_config(&config, &schema);
         let mut client = connect(&config).await?;
         let tx = client.transaction().await.map_err(pg_error)?;
@@ -128,15 +129,19 @@ impl PostgresStore {
     /// Events `WHERE <condition>` (on `$1` = `bound`), at most `limit`.
     async fn events(&self, condition: &str, bound: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let mut slot = self.reader.lock().await;
-        let client = ensure(&mut slot, &self.config).await?;
-        let rows = client
-            .query(
-                &format!("SELECT seq, payload FROM {}.events WHERE {condition} LIMIT $2", self.schema),
-                &[&(bound.min(i64::MAX as u64) as i64), &(limit.min(i64::MAX as usize) as i64)],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(rows.iter().map(|r| StoredEvent { seq: r.get::<_, i64>(0) as u64, payload: r.get(1) }).collect())
+        let read = tokio::time::timeout(CALL_TIMEOUT, async {
+            let client = ensure(&mut slot, &self.config).await?;
+            let rows = client
+                .query(
+                    &format!("SELECT seq, payload FROM {}.events WHERE {condition} LIMIT $2", self.schema),
+                    &[&(bound.min(i64::MAX as u64) as i64), &(limit.min(i64::MAX as usize) as i64)],
+                )
+                .await
+                .map_err(pg_error)?;
+            Ok(rows.iter().map(|r| StoredEvent { seq: r.get::<_, i64>(0) as u64, payload: r.get(1) }).collect())
+        })
+        .await;
+        settle_call(&mut slot, read)
     }
 
     /// Drops the schema and everything in it (tests and `berth restore --force` clean up with it).
@@ -163,6 +168,37 @@ fn describe_config(config: &Config, schema: &str) -> String {
 }
 
 /// The client in `slot`, reconnecting if it is missing or its connection was lost.
+/// How long one store call may take (a silent network drop must end in an error, not a hang).
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Snapshot calls move much more data.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The result of a call run under a timeout: on a timeout the connection is dropped (it may be half-open:
+/// the next call connects anew) and the call fails.
+fn settle_call<T>(
+    slot: &mut Option<Client>,
+    result: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(r) => r,
+        Err(_) => {
+            *slot = None;
+            Err(unavailable("postgres: the server did not answer in time; reconnecting"))
+        }
+    }
+}
+
+/// Connection settings that notice a dead peer: TCP keepalives and a user timeout, unless the URL set them.
+fn harden(config: &mut Config) {
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives(true).keepalives_idle(Duration::from_secs(15));
+        config.keepalives_interval(Duration::from_secs(5)).keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(CALL_TIMEOUT);
+    }
+}
+
 async fn ensure<'a>(slot: &'a mut Option<Client>, config: &Config) -> Result<&'a mut Client, StoreError> {
     if slot.as_ref().is_none_or(Client::is_closed) {
         *slot = Some(connect(config).await?);
@@ -218,8 +254,12 @@ impl LogStore for PostgresStore {
     fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let mut slot = self.reader.lock().await;
-            let client = ensure(&mut slot, &self.config).await?;
-            let head = query_head(client, &self.schema).await?;
+            let read = tokio::time::timeout(CALL_TIMEOUT, async {
+                let client = ensure(&mut slot, &self.config).await?;
+                query_head(client, &self.schema).await
+            })
+            .await;
+            let head = settle_call(&mut slot, read)?;
             self.heads.note(head);
             Ok(head)
         })
@@ -230,7 +270,6 @@ impl LogStore for PostgresStore {
             let new_head = expected_head + events.len() as u64;
             let seqs: Vec<i64> = (expected_head + 1..=new_head).map(|s| s as i64).collect();
             let mut slot = self.writer.lock().await;
-            let client = ensure(&mut slot, &self.config).await?;
             // One statement, so one round trip and atomic on its own: insert only if the head is the expected
             // one, and announce the new head when rows went in.
             let sql = format!(
@@ -244,18 +283,24 @@ impl LogStore for PostgresStore {
                 s = self.schema
             );
             let expected = expected_head as i64;
-            let inserted =
-                client.query_one(&sql, &[&seqs, &events, &expected, &self.channel, &new_head.to_string()]).await;
-            let inserted: i64 = match inserted {
-                Ok(row) => row.get(0),
-                // A racing replica committed the same sequence numbers first.
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => 0,
-                Err(e) => return Err(pg_error(e)),
-            };
-            if inserted as usize != events.len() {
-                let actual = query_head(client, &self.schema).await?;
-                return Err(StoreError::Conflict { expected: expected_head, actual });
-            }
+            let call = tokio::time::timeout(CALL_TIMEOUT, async {
+                let client = ensure(&mut slot, &self.config).await?;
+                let inserted =
+                    client.query_one(&sql, &[&seqs, &events, &expected, &self.channel, &new_head.to_string()]).await;
+                let inserted: i64 = match inserted {
+                    Ok(row) => row.get(0),
+                    // A racing replica committed the same sequence numbers first.
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => 0,
+                    Err(e) => return Err(pg_error(e)),
+                };
+                if inserted as usize != events.len() {
+                    let actual = query_head(client, &self.schema).await?;
+                    return Err(StoreError::Conflict { expected: expected_head, actual });
+                }
+                Ok(())
+            })
+            .await;
+            settle_call(&mut slot, call)?;
             drop(slot);
             self.heads.note(new_head);
             Ok(new_head)
@@ -277,69 +322,78 @@ impl LogStore for PostgresStore {
     fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let mut slot = self.writer.lock().await;
-            let client = ensure(&mut slot, &self.config).await?;
-            let tx = client.transaction().await.map_err(pg_error)?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_SNAPSHOT]).await.map_err(pg_error)?;
-            let head = query_head(&tx, &self.schema).await?;
-            if snapshot.seq > head {
-                return Err(StoreError::Corrupt(format!(
-                    "snapshot at {} is ahead of the log head {head}",
-                    snapshot.seq
-                )));
-            }
-            let stored: i64 = tx
-                .query_one(&format!("SELECT COALESCE(MAX(seq), -1) FROM {}.snapshot_chunks", self.schema), &[])
-                .await
-                .map_err(pg_error)?
-                .get(0);
-            if stored > snapshot.seq as i64 {
-                // Another replica saved a newer one: keep it.
-                return Ok(());
-            }
-            tx.execute(&format!("DELETE FROM {}.snapshot_chunks", self.schema), &[]).await.map_err(pg_error)?;
-            let insert = format!("INSERT INTO {}.snapshot_chunks (seq, idx, data) VALUES ($1, $2, $3)", self.schema);
-            let seq = snapshot.seq as i64;
-            let mut chunks: Vec<&[u8]> = snapshot.data.chunks(SNAPSHOT_CHUNK).collect();
-            if chunks.is_empty() {
-                chunks.push(&[]);
-            }
-            for (idx, chunk) in chunks.into_iter().enumerate() {
-                tx.execute(&insert, &[&seq, &(idx as i32), &chunk]).await.map_err(pg_error)?;
-            }
-            tx.commit().await.map_err(pg_error)
+            let call = tokio::time::timeout(SNAPSHOT_TIMEOUT, async {
+                let client = ensure(&mut slot, &self.config).await?;
+                let tx = client.transaction().await.map_err(pg_error)?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_SNAPSHOT]).await.map_err(pg_error)?;
+                let head = query_head(&tx, &self.schema).await?;
+                if snapshot.seq > head {
+                    return Err(StoreError::Corrupt(format!(
+                        "snapshot at {} is ahead of the log head {head}",
+                        snapshot.seq
+                    )));
+                }
+                let stored: i64 = tx
+                    .query_one(&format!("SELECT COALESCE(MAX(seq), -1) FROM {}.snapshot_chunks", self.schema), &[])
+                    .await
+                    .map_err(pg_error)?
+                    .get(0);
+                if stored > snapshot.seq as i64 {
+                    // Another replica saved a newer one: keep it.
+                    return Ok(());
+                }
+                tx.execute(&format!("DELETE FROM {}.snapshot_chunks", self.schema), &[]).await.map_err(pg_error)?;
+                let insert =
+                    format!("INSERT INTO {}.snapshot_chunks (seq, idx, data) VALUES ($1, $2, $3)", self.schema);
+                let seq = snapshot.seq as i64;
+                let mut chunks: Vec<&[u8]> = snapshot.data.chunks(SNAPSHOT_CHUNK).collect();
+                if chunks.is_empty() {
+                    chunks.push(&[]);
+                }
+                for (idx, chunk) in chunks.into_iter().enumerate() {
+                    tx.execute(&insert, &[&seq, &(idx as i32), &chunk]).await.map_err(pg_error)?;
+                }
+                tx.commit().await.map_err(pg_error)
+            })
+            .await;
+            settle_call(&mut slot, call)
         })
     }
 
     fn load_snapshot(&self) -> BoxFuture<'_, Result<Option<Snapshot>, StoreError>> {
         Box::pin(async move {
             let mut slot = self.reader.lock().await;
-            let client = ensure(&mut slot, &self.config).await?;
-            // One transaction, so a concurrent save cannot hand us chunks of two snapshots.
-            let tx = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .start()
-                .await
-                .map_err(pg_error)?;
-            let seq: Option<i64> = tx
-                .query_one(&format!("SELECT MAX(seq) FROM {}.snapshot_chunks", self.schema), &[])
-                .await
-                .map_err(pg_error)?
-                .get(0);
-            let Some(seq) = seq else { return Ok(None) };
-            let rows = tx
-                .query(
-                    &format!("SELECT data FROM {}.snapshot_chunks WHERE seq = $1 ORDER BY idx", self.schema),
-                    &[&seq],
-                )
-                .await
-                .map_err(pg_error)?;
-            let mut data = Vec::new();
-            for row in rows {
-                data.extend_from_slice(row.get::<_, &[u8]>(0));
-            }
-            tx.commit().await.map_err(pg_error)?;
-            Ok(Some(Snapshot { seq: seq as u64, data }))
+            let call = tokio::time::timeout(SNAPSHOT_TIMEOUT, async {
+                let client = ensure(&mut slot, &self.config).await?;
+                // One transaction, so a concurrent save cannot hand us chunks of two snapshots.
+                let tx = client
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .start()
+                    .await
+                    .map_err(pg_error)?;
+                let seq: Option<i64> = tx
+                    .query_one(&format!("SELECT MAX(seq) FROM {}.snapshot_chunks", self.schema), &[])
+                    .await
+                    .map_err(pg_error)?
+                    .get(0);
+                let Some(seq) = seq else { return Ok(None) };
+                let rows = tx
+                    .query(
+                        &format!("SELECT data FROM {}.snapshot_chunks WHERE seq = $1 ORDER BY idx", self.schema),
+                        &[&seq],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                let mut data = Vec::new();
+                for row in rows {
+                    data.extend_from_slice(row.get::<_, &[u8]>(0));
+                }
+                tx.commit().await.map_err(pg_error)?;
+                Ok(Some(Snapshot { seq: seq as u64, data }))
+            })
+            .await;
+            settle_call(&mut slot, call)
         })
     }
 

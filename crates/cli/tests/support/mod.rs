@@ -187,6 +187,8 @@ pub fn seq_of(r: &reqwest::Response) -> u64 {
 pub struct Proxy {
     pub port: u16,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// While set, nothing is forwarded and nothing is closed: a silent network drop (a black hole).
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
     open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -197,26 +199,36 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
         let target = target.to_string();
         let accept = {
-            let (up, open) = (up.clone(), open.clone());
+            let (up, stalled, open) = (up.clone(), stalled.clone(), open.clone());
             tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if !up.load(Ordering::SeqCst) {
                         continue; // dropped: the client sees the connection closed
                     }
-                    let target = target.clone();
+                    let (target, stalled) = (target.clone(), stalled.clone());
                     let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if let Ok(outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let (in_read, in_write) = inbound.into_split();
+                            let (out_read, out_write) = outbound.into_split();
+                            let up_stream = tokio::spawn(pipe(in_read, out_write, stalled.clone()));
+                            pipe(out_read, in_write, stalled).await;
+                            up_stream.abort();
                         }
                     });
                     open.lock().expect("lock").push(task);
                 }
             })
         };
-        Proxy { port, up, open, accept }
+        Proxy { port, up, stalled, open, accept }
+    }
+
+    /// Stops forwarding without closing anything (packets vanish); `restore` resumes.
+    pub fn stall(&self) {
+        self.stalled.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn cut(&self) {
@@ -227,7 +239,34 @@ impl Proxy {
     }
 
     pub fn restore(&self) {
+        self.stalled.store(false, std::sync::atomic::Ordering::SeqCst);
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction of a proxied connection, holding everything while `stalled`.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hold = || async {
+        while stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        hold().await;
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        hold().await;
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

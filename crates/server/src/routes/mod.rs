@@ -184,6 +184,17 @@ impl From<CatalogError> for ApiError {
         match e {
             CatalogError::Store(inner) => ApiError::unavailable(format!("the write was not applied: {inner}")),
             CatalogError::Stopped => ApiError::unavailable("the server is shutting down; the write was not applied"),
+            CatalogError::Unknown(m) => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "outcome_unknown",
+                    format!(
+                        "the store did not confirm the write, which may or may not have been applied: read it back before retrying ({m})"
+                    ),
+                );
+                e.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+                e
+            }
             CatalogError::Replay(m) => ApiError::internal(m),
         }
     }

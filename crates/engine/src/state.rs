@@ -132,7 +132,17 @@ pub struct State {
     /// [`State::from_snapshot_without_property_indexes`]): reads answer `None` for them, so searches and
     /// aggregates scan, and writes leave them alone until [`State::build_property_indexes`].
     props_pending: bool,
+    /// Blueprint → identifier → the sequence numbers of the events that wrote or deleted that entity, oldest
+    /// first (deleted entities keep theirs): history, `?at=` and properties-history read an entity's own
+    /// events instead of scanning the log.
+    versions: OrdMap<Key, OrdMap<Key, imbl::Vector<u64>>>,
+    /// Events before this sequence number are not in `versions` (a state loaded from a snapshot written
+    /// before the index existed); 0 or 1: it is complete.
+    versions_from: u64,
 }
+
+/// One entity's entry of the version index, as a snapshot holds it: `[blueprint, identifier, [seq, ...]]`.
+type VersionRow = (String, String, Vec<u64>);
 
 /// What a snapshot holds; the indexes are rebuilt on load.
 ///
@@ -157,6 +167,15 @@ struct SnapshotData {
     #[serde(default)]
     permissions: Vec<(String, BlueprintPermissions)>,
     signing_key: Option<String>,
+    /// Byte lengths of the version-index chunks that follow the entity chunks (each a JSON array of
+    /// [`VersionRow`]); absent in snapshots written before the index existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version_chunks: Option<Vec<usize>>,
+    /// Where the version index starts (see [`State::versions`]).
+    #[serde(default)]
+    versions_from: u64,
+    #[serde(skip)]
+    version_rows: Vec<VersionRow>,
 }
 
 /// How many writer and data-source names the state keeps to share.
@@ -760,11 +779,44 @@ impl State {
             self.deferring = true;
         }
         self.apply_change(&event.change).map_err(|message| StateError::Invalid { seq: event.seq, message })?;
+        self.record_version(&event.change, event.seq);
         self.seq = event.seq;
         if !self.deferring {
             self.settle_indexes()?;
         }
         Ok(())
+    }
+
+    /// Adds an entity event to the version index (keys shared with the entity maps where it still exists).
+    fn record_version(&mut self, change: &Change, seq: u64) {
+        let (bp, id): (Key, Key) = match change {
+            Change::EntityPut { entity } => {
+                let bp = self.blueprint_name(&entity.blueprint);
+                let id = self
+                    .entities
+                    .get(&*bp)
+                    .and_then(|m| m.get_key_value(&*entity.identifier))
+                    .map_or_else(|| Arc::clone(&entity.identifier), |(k, _)| Arc::clone(k));
+                (bp, id)
+            }
+            Change::EntityDeleted { blueprint, identifier } => {
+                let bp = self.blueprint_name(blueprint);
+                let id = self
+                    .versions
+                    .get(&*bp)
+                    .and_then(|m| m.get_key_value(identifier.as_str()))
+                    .map_or_else(|| Arc::from(identifier.as_str()), |(k, _)| Arc::clone(k));
+                (bp, id)
+            }
+            _ => return,
+        };
+        self.versions.entry(bp).or_default().entry(id).or_default().push_back(seq);
+    }
+
+    /// The sequence numbers of the events that wrote or deleted an entity, oldest first, and the first
+    /// sequence number the index covers (older events of the entity, if any, must be read from the log).
+    pub fn versions(&self, blueprint: &str, identifier: &str) -> (Option<&imbl::Vector<u64>>, u64) {
+        (self.versions.get(blueprint).and_then(|m| m.get(identifier)), self.versions_from)
     }
 
     fn apply_change(&mut self, change: &Change) -> Result<(), String> {
@@ -923,14 +975,36 @@ impl State {
             users: self.users.values().cloned().collect(),
             permissions: self.permissions.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect(),
             signing_key: self.signing_key.clone(),
+            version_chunks: None,
+            versions_from: 0,
+            version_rows: Vec::new(),
+        };
+        // The version index, in chunks of its own after the entities.
+        let rows: Vec<(&Key, &Key, &imbl::Vector<u64>)> =
+            self.versions.iter().flat_map(|(bp, m)| m.iter().map(move |(id, seqs)| (bp, id, seqs))).collect();
+        let row_groups: Vec<&[(&Key, &Key, &imbl::Vector<u64>)]> = rows.chunks(chunk_size.max(1)).collect();
+        let version_chunks = on_two_threads(row_groups, |group| {
+            let rows: Vec<(&str, &str, Vec<u64>)> =
+                group.iter().map(|(bp, id, seqs)| (&***bp, &***id, seqs.iter().copied().collect())).collect();
+            serde_json::to_vec(&rows)
+        })
+        .ok_or_else(worker_failed)?
+        .into_iter()
+        .collect::<Result<Vec<Vec<u8>>, _>>()
+        .map_err(|e| StateError::Snapshot(e.to_string()))?;
+        let data = SnapshotData {
+            version_chunks: Some(version_chunks.iter().map(Vec::len).collect()),
+            versions_from: self.versions_from,
+            ..data
         };
         let header = serde_json::to_vec(&data).map_err(|e| StateError::Snapshot(e.to_string()))?;
-        let mut out = Vec::with_capacity(header.len() + chunks.iter().map(Vec::len).sum::<usize>() + 64);
+        let body = chunks.iter().chain(&version_chunks).map(Vec::len).sum::<usize>();
+        let mut out = Vec::with_capacity(header.len() + body + 64);
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(format!("{}\n", header.len()).as_bytes());
         out.extend_from_slice(&header);
-        for chunk in chunks {
-            out.extend_from_slice(&chunk);
+        for chunk in chunks.iter().chain(&version_chunks) {
+            out.extend_from_slice(chunk);
         }
         Ok(out)
     }
@@ -952,21 +1026,30 @@ impl State {
         let mut data: SnapshotData =
             serde_json::from_slice(header).map_err(|e| StateError::Snapshot(format!("header: {e}")))?;
         let mut body = &rest[header_len..];
-        let mut slices = Vec::with_capacity(data.chunks.len());
-        for len in &data.chunks {
-            if body.len() < *len {
-                return Err(bad("an entity chunk is cut short"));
+        let mut take = |lens: &[usize], what: &str| -> Result<Vec<&[u8]>, StateError> {
+            let mut slices = Vec::with_capacity(lens.len());
+            for len in lens {
+                if body.len() < *len {
+                    return Err(bad(&format!("{what} chunk is cut short")));
+                }
+                let (chunk, tail) = body.split_at(*len);
+                slices.push(chunk);
+                body = tail;
             }
-            let (chunk, tail) = body.split_at(*len);
-            slices.push(chunk);
-            body = tail;
-        }
+            Ok(slices)
+        };
+        let slices = take(&data.chunks, "an entity")?;
+        let version_slices = take(data.version_chunks.as_deref().unwrap_or_default(), "a version-index")?;
         if !body.is_empty() {
-            return Err(bad("bytes follow the last entity chunk"));
+            return Err(bad("bytes follow the last chunk"));
         }
         let parse = |chunk: &[u8]| serde_json::from_slice::<Vec<Arc<Entity>>>(chunk);
         for parsed in on_two_threads(slices, parse).ok_or_else(worker_failed)? {
             data.entities.extend(parsed.map_err(|e| StateError::Snapshot(format!("entities: {e}")))?);
+        }
+        let parse = |chunk: &[u8]| serde_json::from_slice::<Vec<VersionRow>>(chunk);
+        for parsed in on_two_threads(version_slices, parse).ok_or_else(worker_failed)? {
+            data.version_rows.extend(parsed.map_err(|e| StateError::Snapshot(format!("versions: {e}")))?);
         }
         Ok(data)
     }
@@ -1024,6 +1107,22 @@ impl State {
             state.credentials.insert(c.client_id.clone(), c);
         }
         state.signing_key = data.signing_key;
+        // The version index: as the snapshot holds it, or, from a snapshot written before it existed, only
+        // for the events after the snapshot.
+        if data.version_chunks.is_some() {
+            state.versions_from = data.versions_from;
+            for (bp, id, seqs) in data.version_rows {
+                let bp = state.blueprint_name(&bp);
+                let id: Key = state
+                    .entities
+                    .get(&*bp)
+                    .and_then(|m| m.get_key_value(id.as_str()))
+                    .map_or_else(|| Arc::from(id.as_str()), |(k, _)| Arc::clone(k));
+                state.versions.entry(bp).or_default().insert(id, seqs.into_iter().collect());
+            }
+        } else {
+            state.versions_from = data.seq + 1;
+        }
         state.seq = data.seq;
         Ok(state)
     }
@@ -1349,10 +1448,36 @@ mod tests {
             users: Vec::new(),
             permissions: Vec::new(),
             signing_key: None,
+            version_chunks: None,
+            versions_from: 0,
+            version_rows: Vec::new(),
         };
         let old = serde_json::to_vec(&data).expect("serialises");
         let loaded = State::from_snapshot(&old).expect("loads");
-        assert_eq!(loaded.to_snapshot().expect("snapshot"), state.to_snapshot().expect("snapshot"));
+        assert_eq!(loaded.digest(), state.digest());
+        // A snapshot from before the version index: the index covers only what follows it.
+        assert_eq!(loaded.versions("svc", "s000"), (None, state.seq + 1));
+    }
+
+    #[test]
+    fn the_version_index_follows_writes_and_deletes_and_survives_snapshots() {
+        let mut state = state_with(3);
+        let (seqs, from) = state.versions("svc", "s001");
+        assert_eq!(from, 0);
+        let created = seqs.expect("indexed").iter().copied().collect::<Vec<_>>();
+        assert_eq!(created.len(), 1);
+        let seq = state.seq + 1;
+        state
+            .apply(&event(seq, Change::EntityDeleted { blueprint: "svc".into(), identifier: "s001".into() }))
+            .expect("delete");
+        let seqs: Vec<u64> = state.versions("svc", "s001").0.expect("kept after delete").iter().copied().collect();
+        assert_eq!(seqs, vec![created[0], seq]);
+        for chunk in [1, 2, SNAPSHOT_CHUNK] {
+            let loaded = State::from_snapshot(&state.to_snapshot_in(chunk).expect("snapshot")).expect("loads");
+            let again: Vec<u64> = loaded.versions("svc", "s001").0.expect("loaded").iter().copied().collect();
+            assert_eq!(again, seqs, "chunks of {chunk}");
+            assert_eq!(loaded.to_snapshot().expect("snapshot"), state.to_snapshot().expect("snapshot"));
+        }
     }
 
     #[test]

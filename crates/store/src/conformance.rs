@@ -88,6 +88,12 @@ async fn read_from(store: &dyn LogStore) {
     assert_eq!(back.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2], "limit is honoured");
     assert!(store.read_before(1, 10).await.expect("read before").is_empty());
     assert!(store.read_before(0, 10).await.expect("read before").is_empty());
+    // Events by sequence number, in the order asked; missing ones left out.
+    let some = store.read_seqs(vec![3, 1, 99, 0]).await.expect("read seqs");
+    assert_eq!(some.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 1]);
+    assert_eq!(some[0].payload, ev(3));
+    assert_eq!(some[1].payload, ev(1));
+    assert!(store.read_seqs(Vec::new()).await.expect("none asked").is_empty());
 }
 
 async fn waiting(store: &dyn LogStore) {

@@ -52,6 +52,9 @@ pub enum StoreError {
     Config(String),
 }
 
+/// The most sequence numbers one [`LogStore::read_seqs`] call reads.
+pub const MAX_READ_SEQS: usize = 1_000;
+
 /// The log interface every backend implements.
 pub trait LogStore: Send + Sync + 'static {
     /// A human-readable description (kind and location, without secrets).
@@ -70,6 +73,20 @@ pub trait LogStore: Send + Sync + 'static {
     /// Events with a sequence number smaller than `before`, newest first, at most `limit` of them (the audit
     /// log reads the log backwards).
     fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// The events with these sequence numbers (those that exist, at most [`MAX_READ_SEQS`] asked at once), in
+    /// the order asked: one entity's versions, read through the catalog's version index.
+    fn read_seqs(&self, seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(seqs.len());
+            for seq in seqs.into_iter().take(MAX_READ_SEQS) {
+                if let Some(e) = self.read_from(seq.saturating_sub(1), 1).await?.into_iter().find(|e| e.seq == seq) {
+                    out.push(e);
+                }
+            }
+            Ok(out)
+        })
+    }
 
     /// Waits until the head is greater than `after` or `timeout` passes; returns the head.
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>>;

@@ -315,6 +315,29 @@ impl LogStore for PostgresStore {
         Box::pin(self.events("seq < $1 ORDER BY seq DESC", before, limit))
     }
 
+    fn read_seqs(&self, seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async move {
+            let wanted: Vec<i64> =
+                seqs.iter().take(crate::MAX_READ_SEQS).map(|s| (*s).min(i64::MAX as u64) as i64).collect();
+            let mut slot = self.reader.lock().await;
+            let read = tokio::time::timeout(CALL_TIMEOUT, async {
+                let client = ensure(&mut slot, &self.config).await?;
+                let rows = client
+                    .query(&format!("SELECT seq, payload FROM {}.events WHERE seq = ANY($1)", self.schema), &[&wanted])
+                    .await
+                    .map_err(pg_error)?;
+                Ok(rows.iter().map(|r| StoredEvent { seq: r.get::<_, i64>(0) as u64, payload: r.get(1) }).collect())
+            })
+            .await;
+            let mut found: Vec<StoredEvent> = settle_call(&mut slot, read)?;
+            // In the order asked.
+            let order: std::collections::HashMap<i64, usize> =
+                wanted.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+            found.sort_by_key(|e| order.get(&(e.seq as i64)).copied().unwrap_or(usize::MAX));
+            Ok(found)
+        })
+    }
+
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.heads.wait_or_ask(after, timeout, self.head()))
     }

@@ -313,6 +313,34 @@ impl LogStore for RedisStore {
         })
     }
 
+    fn read_seqs(&self, seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async move {
+            let wanted: Vec<u64> = seqs.into_iter().take(crate::MAX_READ_SEQS).collect();
+            // One round trip: an XRANGE per event, then the head (entries past it are never committed events).
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for seq in &wanted {
+                pipe.cmd("XRANGE").arg(&self.keys.log).arg(format!("{seq}-0")).arg(format!("{seq}-0"));
+            }
+            pipe.cmd("GET").arg(&self.keys.head);
+            let mut replies: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await.map_err(redis_error)?;
+            let head: u64 = match replies.pop() {
+                Some(v) => redis::from_redis_value::<Option<String>>(v)
+                    .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?
+                    .and_then(|h| h.parse().ok())
+                    .unwrap_or(0),
+                None => 0,
+            };
+            let mut out = Vec::with_capacity(wanted.len());
+            for reply in replies {
+                let entries: Vec<StreamEntry> =
+                    redis::from_redis_value(reply).map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
+                out.extend(stored_events(entries)?.into_iter().filter(|e| e.seq <= head));
+            }
+            Ok(out)
+        })
+    }
+
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.heads.wait_or_ask(after, timeout, self.head()))
     }

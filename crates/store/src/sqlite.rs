@@ -230,6 +230,23 @@ impl LogStore for SqliteStore {
         self.events("SELECT seq, payload FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2", before, limit)
     }
 
+    fn read_seqs(&self, seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Self::blocking(&self.reader, move |c| {
+            let mut stmt = c.prepare_cached("SELECT seq, payload FROM events WHERE seq = ?1").map_err(unavailable)?;
+            let mut out = Vec::with_capacity(seqs.len().min(crate::MAX_READ_SEQS));
+            for seq in seqs.into_iter().take(crate::MAX_READ_SEQS) {
+                let found = stmt
+                    .query_row(params![seq.min(i64::MAX as u64) as i64], |r| {
+                        Ok(StoredEvent { seq: r.get::<_, i64>(0)? as u64, payload: r.get(1)? })
+                    })
+                    .optional()
+                    .map_err(unavailable)?;
+                out.extend(found);
+            }
+            Ok(out)
+        })
+    }
+
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.heads.wait_or_ask(after, timeout, self.head()))
     }

@@ -55,6 +55,16 @@ pub struct BenchArgs {
     /// services
     #[arg(long)]
     permissions: bool,
+    /// Run the hostile-input battery instead: `--count` generated inputs per parser (rules, entity bodies,
+    /// blueprint definitions, UI forms), a tenth as many per HTTP route of a live server, then a restart
+    #[arg(long)]
+    hostile: bool,
+    /// Inputs per parser of the hostile battery
+    #[arg(long, default_value_t = 1_000_000)]
+    count: usize,
+    /// Seed of the hostile battery's generator
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 /// The signing key every server these start shares (replicas must agree on one).
@@ -328,6 +338,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.ui {
         return crate::bench_ui::run(args.entities).await;
+    }
+    if args.hostile {
+        return crate::bench_hostile::run(args.count, args.seed).await;
     }
     if args.permissions {
         return crate::bench_access::run(args.entities).await;

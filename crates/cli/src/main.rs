@@ -8,6 +8,7 @@
 mod backup;
 mod bench;
 mod bench_access;
+mod bench_hostile;
 mod bench_replicas;
 mod bench_search;
 mod bench_ui;

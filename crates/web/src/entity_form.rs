@@ -149,7 +149,7 @@ fn fields(def: &Blueprint, entity: Option<&Entity>, form: Option<&FormData>) -> 
 }
 
 /// The entity body a form stands for, or the errors of the fields that did not convert.
-fn body_of(def: &Blueprint, f: &FormData, path_id: Option<&str>) -> Result<Value, Vec<(String, String)>> {
+pub fn body_of(def: &Blueprint, f: &FormData, path_id: Option<&str>) -> Result<Value, Vec<(String, String)>> {
     let mut errors = Vec::new();
     let mut props = Map::new();
     for (key, d) in &def.schema.properties {

@@ -123,7 +123,6 @@ pub async fn run(entities: usize) -> anyhow::Result<()> {
             }
             a.sort();
             m.sort();
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
             let (a50, m50) = (ms(percentile(&a, 0.5)), ms(percentile(&m, 0.5)));
             println!(
                 "| {label} | {name} | {a50:.2} / {:.2} ms | {m50:.2} / {:.2} ms | {:.2} |",
@@ -133,5 +132,101 @@ pub async fn run(entities: usize) -> anyhow::Result<()> {
             );
         }
     }
+    history(&client, &base, &admin, entities).await?;
+    sign_in_burst(&client, &base, &admin).await?;
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `GET .../history` of single entities in a catalog whose log holds every ingested entity's event: the
+/// version index makes it cost the entity's versions, not the log.
+async fn history(client: &reqwest::Client, base: &str, admin: &str, entities: usize) -> anyhow::Result<()> {
+    let head: Value = client.get(format!("{base}/healthz")).send().await?.json().await?;
+    let mut times = Vec::with_capacity(ROUNDS * 2);
+    let mut k: u64 = 0x2545_F491;
+    for _ in 0..ROUNDS * 2 {
+        k = k.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let id = (k >> 33) as usize % entities.max(1);
+        let started = Instant::now();
+        let r = client
+            .get(format!("{base}/v1/blueprints/service/entities/svc-{id}/history"))
+            .bearer_auth(admin)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("history of svc-{id} answered {}", r.status());
+        }
+        let _ = r.bytes().await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "\n| history of one entity (log of {} events) | p50 | p99 |\n|---|---|---|\n| GET .../entities/{{id}}/history | {:.2} ms | {:.2} ms |",
+        head["seq"],
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99))
+    );
+    Ok(())
+}
+
+/// 200 concurrent wrong sign-ins on `/login` (Argon2 each, if let through) while an API client writes: how
+/// much later the writes come back than before the burst.
+async fn sign_in_burst(client: &reqwest::Client, base: &str, admin: &str) -> anyhow::Result<()> {
+    let write = |i: usize| {
+        let (client, base, admin) = (client.clone(), base.to_string(), admin.to_string());
+        async move {
+            let started = Instant::now();
+            client
+                .post(format!("{base}/v1/blueprints/service/entities?upsert=true"))
+                .bearer_auth(&admin)
+                .json(&json!({"identifier": format!("burst-{i}"), "team": ["t1"]}))
+                .send()
+                .await?
+                .error_for_status()?;
+            anyhow::Ok(started.elapsed())
+        }
+    };
+    let mut quiet = Vec::new();
+    for i in 0..50 {
+        quiet.push(write(i).await?);
+    }
+    let burst: Vec<_> = (0..200)
+        .map(|i| {
+            let (client, base) = (client.clone(), base.to_string());
+            tokio::spawn(async move {
+                let email = if i % 2 == 0 { "bench@example.com".to_string() } else { format!("nobody{i}@example.com") };
+                let form = format!("email={email}&password=wrong-password&next=%2F");
+                client
+                    .post(format!("{base}/login"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(form)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    let mut during = Vec::new();
+    for i in 50..100 {
+        during.push(write(i).await?);
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for b in burst {
+        *statuses.entry(b.await.unwrap_or(0)).or_insert(0) += 1;
+    }
+    quiet.sort();
+    during.sort();
+    println!(
+        "\n| API write (single upsert) | p50 | max |\n|---|---|---|\n| alone | {:.2} ms | {:.2} ms |\n| during 200 concurrent wrong sign-ins | {:.2} ms | {:.2} ms |",
+        ms(percentile(&quiet, 0.5)),
+        ms(percentile(&quiet, 1.0)),
+        ms(percentile(&during, 0.5)),
+        ms(percentile(&during, 1.0))
+    );
+    println!("sign-in answers: {statuses:?} (401 checked, 429 blocked, 503 no hashing slot)");
     Ok(())
 }

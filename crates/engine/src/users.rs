@@ -105,6 +105,11 @@ pub(crate) fn set_password(
         if current.status != UserStatus::Invited || current.invite_sha256.as_deref() != Some(code) {
             return Err(DomainError::Unauthorized("this invitation is not valid (any more)".into()));
         }
+        if meta.now > current.invitation_expires_at() {
+            return Err(DomainError::Unauthorized(
+                "this invitation has expired (after 7 days); ask an Admin to invite you again".into(),
+            ));
+        }
         user.status = UserStatus::Active;
         user.invite_sha256 = None;
     }

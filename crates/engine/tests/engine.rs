@@ -841,3 +841,33 @@ fn searches_stop_at_their_deadline() {
     assert_eq!(search::with_deadline(later, count), Ok(all));
     assert_eq!(count(), all, "a passed deadline does not outlive its search");
 }
+
+/// L7: an invitation code stops working 7 days after the invitation, even if never used.
+#[test]
+fn invitations_expire_after_seven_days() {
+    use berth_model::user::{INVITATION_LIFETIME_MS, UserStatus};
+    let mut h = Harness::new();
+    let invited = berth_model::User {
+        email: "new@example.com".into(),
+        first_name: String::new(),
+        last_name: String::new(),
+        status: UserStatus::Invited,
+        roles: vec!["Member".into()],
+        password_hash: None,
+        invite_sha256: Some("code-sha".into()),
+        session_epoch: 0,
+        created_at: Timestamp::from_millis(0),
+        updated_at: Timestamp::from_millis(0),
+    };
+    h.run(Command::InviteUser { user: invited, teams: Vec::new() }).expect("invite");
+    let invited_at = h.state.user("new@example.com").expect("user").created_at;
+    let accept = Command::SetPassword {
+        email: "new@example.com".into(),
+        password_hash: "$argon2id$hash".into(),
+        invite_sha256: Some("code-sha".into()),
+    };
+    let at = |ms: i64| WriteMeta { now: Timestamp::from_millis(invited_at.millis() + ms), ..h.meta() };
+    let late = execute(&h.state, &at(INVITATION_LIFETIME_MS + 1), &accept);
+    assert!(matches!(late, Err(DomainError::Unauthorized(m)) if m.contains("expired")));
+    assert!(execute(&h.state, &at(INVITATION_LIFETIME_MS - 1), &accept).is_ok(), "on the last day it works");
+}

@@ -50,6 +50,9 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// How long an invitation code may be used after the user was invited (7 days, in milliseconds).
+pub const INVITATION_LIFETIME_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
 /// The longest email accepted (RFC 5321's path limit).
 pub const MAX_EMAIL: usize = 254;
 
@@ -66,6 +69,11 @@ impl User {
         // The PHC string ends with the salted hash itself; its tail changes with every new password.
         let tail = hash.get(hash.len().saturating_sub(16)..).unwrap_or(hash);
         format!("{tail}:{:?}:{}", self.status, self.session_epoch)
+    }
+
+    /// When a pending invitation stops being valid (invited users are created when invited).
+    pub fn invitation_expires_at(&self) -> Timestamp {
+        Timestamp::from_millis(self.created_at.millis().saturating_add(INVITATION_LIFETIME_MS))
     }
 
     /// The name to show: first and last name, or the email.

@@ -108,7 +108,7 @@ pub struct InviteBody {
 #[utoipa::path(post, path = "/v1/users/invite", tag = "Users", summary = "Invite a user (Admin)",
     description = "Creates the user with status `invited` and answers a one-time invitation code (shown only here) and the UI address where the invitee sets its password. `notify` is accepted for Port compatibility; Berth sends no email.",
     security(("bearer" = [])), request_body = InviteBody, params(("notify" = Option<bool>, Query)),
-    responses((status = 201, description = "`{ok, user, invitation: {code, url}}`"), (status = 403, description = "Not an Admin"),
+    responses((status = 201, description = "`{ok, user, invitation: {code, url, expiresAt}}` (an invitation is valid for 7 days)"), (status = 403, description = "Not an Admin"),
         (status = 409, description = "The email is taken"), (status = 422, description = "Bad email, role or team")))]
 pub async fn invite(
     State(app): State<AppState>,
@@ -136,7 +136,8 @@ pub async fn invite(
         "/invite?email={}&code={code}",
         percent_encoding::utf8_percent_encode(&user.email, percent_encoding::NON_ALPHANUMERIC)
     );
-    let body = json!({"ok": true, "user": view_with_teams(&app, &user), "invitation": {"code": code, "url": url}});
+    let body = json!({"ok": true, "user": view_with_teams(&app, &user),
+        "invitation": {"code": code, "url": url, "expiresAt": user.invitation_expires_at()}});
     Ok(reply(StatusCode::CREATED, body, Some(seq)))
 }
 
@@ -212,9 +213,18 @@ pub async fn accept_invitation(
     let invite_sha256 = hash_secret(code);
     // Check the code before the (deliberately slow) hashing, so this open route cannot be used to burn CPU;
     // the engine checks it again, atomically, when the password is set.
-    let pending = app.catalog.view().user(&email).and_then(|u| u.invite_sha256.clone());
-    if !pending.is_some_and(|p| crate::auth::constant_time_eq(p.as_bytes(), invite_sha256.as_bytes())) {
+    let pending =
+        app.catalog.view().user(&email).and_then(|u| u.invite_sha256.clone().map(|c| (c, u.invitation_expires_at())));
+    let Some((pending, expires)) =
+        pending.filter(|(p, _)| crate::auth::constant_time_eq(p.as_bytes(), invite_sha256.as_bytes()))
+    else {
         return Err(ApiError::unauthorized("this invitation is not valid (any more)"));
+    };
+    drop(pending);
+    if crate::now() > expires {
+        return Err(ApiError::unauthorized(
+            "this invitation has expired (after 7 days); ask an Admin to invite you again",
+        ));
     }
     let password = password.to_string();
     let password_hash = app.sign_in.hash(move || crate::auth::hash_password(&password)).await??;

@@ -117,7 +117,8 @@ pub fn authorize(state: &State, p: &Principal, changes: &[Change]) -> Result<(),
                 let Some(old) = state.entity(blueprint, identifier) else { continue };
                 let perms = permissions(state, blueprint);
                 if !allows(&perms.entities.unregister, p, || owned_by_caller(state, p, old)) {
-                    return Err(denied(p, format!("delete entity `{identifier}` of blueprint `{blueprint}`")));
+                    let what = entity_name(state, p, old);
+                    return Err(denied(p, format!("delete {what} of blueprint `{blueprint}`")));
                 }
             }
             Change::Refused { .. } => {}
@@ -134,6 +135,17 @@ pub fn authorize(state: &State, p: &Principal, changes: &[Change]) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// How a refusal names an entity: by its identifier when the caller may read it, else not at all (a
+/// cascade can touch entities the caller cannot see; the refusal must not reveal them).
+fn entity_name(state: &State, p: &Principal, e: &Entity) -> String {
+    // Refusals are judged at the entity's own last write: no clock is read here.
+    if can_read(state, p, e, e.updated_at) {
+        format!("entity `{}`", e.identifier)
+    } else {
+        "an entity you may not read".to_string()
+    }
 }
 
 fn authorize_put(state: &State, p: &Principal, new: &Entity) -> Result<(), DomainError> {
@@ -164,7 +176,8 @@ fn authorize_put(state: &State, p: &Principal, new: &Entity) -> Result<(), Domai
                 }
             };
             if !allows(grant, p, owned) {
-                return Err(denied(p, format!("change {kind} `{key}` of entity `{id}` of blueprint `{bp}`")));
+                let what = entity_name(state, p, old);
+                return Err(denied(p, format!("change {kind} `{key}` of {what} of blueprint `{bp}`")));
             }
         }
     }
@@ -173,7 +186,8 @@ fn authorize_put(state: &State, p: &Principal, new: &Entity) -> Result<(), Domai
         && keys(&old.relations, &new.relations).is_empty()
         && !other_changes;
     if (other_changes || nothing_changed) && !checked_update && !allows(&e.update, p, owned) {
-        return Err(denied(p, format!("update entity `{id}` of blueprint `{bp}` (`update` permission)")));
+        let what = entity_name(state, p, old);
+        return Err(denied(p, format!("update {what} of blueprint `{bp}` (`update` permission)")));
     }
     Ok(())
 }

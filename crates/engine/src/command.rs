@@ -315,7 +315,37 @@ pub fn resolve_batch_searches(
         .collect()
 }
 
+/// A delete, replace or patch of an entity the caller may not read is answered as for a missing one (a 404
+/// naming only what the caller gave), never with a 403 that would tell it exists.
+fn hidden_as_missing(
+    state: &State,
+    p: &crate::access::Principal,
+    now: Timestamp,
+    cmd: &Command,
+) -> Result<(), DomainError> {
+    let (blueprint, id) = match cmd {
+        Command::DeleteEntity { blueprint, identifier, .. } => (blueprint, identifier.as_str()),
+        Command::WriteEntity { blueprint, path_id, input, mode: WriteMode::Replace | WriteMode::Patch, .. } => {
+            match (path_id, &input.identifier) {
+                (Some(id), _) => (blueprint, id.as_str()),
+                (None, Some(berth_model::entity::IdentifierInput::Id(id))) => (blueprint, id.as_str()),
+                _ => return Ok(()),
+            }
+        }
+        _ => return Ok(()),
+    };
+    match state.entity(blueprint, id) {
+        Some(e) if !crate::access::can_read(state, p, e, now) => {
+            Err(DomainError::not_found("entity", format!("{blueprint}/{id}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, Outcome), DomainError> {
+    if let Some(p) = meta.principal.as_ref().filter(|p| !p.is_admin()) {
+        hidden_as_missing(state, p, meta.now, cmd)?;
+    }
     let (changes, outcome) = run(state, meta, cmd)?;
     if let Some(p) = &meta.principal {
         crate::access::authorize(state, p, &changes)?;

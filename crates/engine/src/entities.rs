@@ -470,10 +470,17 @@ fn plan_delete(
                 continue;
             }
             if !cascade {
+                // A dependent the caller may not read is not named.
+                let readable = state.entity(edge.blueprint(), &edge.identifier).is_none_or(|e| {
+                    meta.principal.as_ref().is_none_or(|p| crate::access::can_read(state, p, e, meta.now))
+                });
+                let who = if readable {
+                    format!("entity `{}/{}`", edge.blueprint(), edge.identifier)
+                } else {
+                    "an entity you may not read".to_string()
+                };
                 return Err(DomainError::HasDependents(format!(
-                    "entity `{}/{}` has a required relation `{}` to `{bp}/{id}`; delete it first or pass delete_dependents=true",
-                    edge.blueprint(),
-                    edge.identifier,
+                    "{who} has a required relation `{}` to `{bp}/{id}`; delete it first or pass delete_dependents=true",
                     edge.relation()
                 )));
             }

@@ -200,3 +200,25 @@ async fn search_queries_in_writes_do_not_see_hidden_entities() {
     assert_eq!(st, StatusCode::CREATED, "{body}");
     assert_eq!(body["entity"]["relations"]["service"], json!("svc-a"));
 }
+
+/// L4: deleting, replacing or patching an entity the caller may not read answers exactly as for one that
+/// does not exist (not a 403 that says it is there).
+#[tokio::test]
+async fn writes_to_hidden_entities_answer_as_missing_ones() {
+    let (s, a) = hidden_b().await;
+    for (method, body) in [
+        (Method::DELETE, None),
+        (Method::PATCH, Some(json!({"title": "x"}))),
+        (Method::PUT, Some(json!({"title": "x"}))),
+    ] {
+        let mut answers = Vec::new();
+        for id in ["svc-b", "never-was"] {
+            let (st, answer) =
+                call(&s, &a, method.clone(), &format!("/v1/blueprints/service/entities/{id}"), body.clone()).await;
+            answers.push((st, answer["error"].clone()));
+        }
+        assert_eq!(answers[0], answers[1], "{method}");
+        assert_eq!(answers[0].0, StatusCode::NOT_FOUND, "{method}");
+    }
+    assert_eq!(s.get("/v1/blueprints/service/entities/svc-b").await.status, StatusCode::OK, "untouched");
+}

@@ -89,9 +89,9 @@ pub async fn run(entities: usize) -> anyhow::Result<()> {
             json!({"query": {"combinator": "and", "rules": [{"property": "language", "operator": "=", "value": "Rust"}]}, "limit": 50}),
         ),
         (
-            "search all blueprints, replicas >= 18",
+            "search all blueprints, replicas = 19 (5 %)",
             format!("{base}/v1/entities/search"),
-            json!({"combinator": "and", "rules": [{"property": "$blueprint", "operator": "=", "value": "service"}, {"property": "replicas", "operator": ">=", "value": 18}]}),
+            json!({"combinator": "and", "rules": [{"property": "$blueprint", "operator": "=", "value": "service"}, {"property": "replicas", "operator": "=", "value": 19}]}),
         ),
         (
             "aggregate count, language = Go",

@@ -13,6 +13,7 @@ mod head_watch;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;
+pub mod tls;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -9,6 +9,8 @@
 //! - Connections are re-established on the next call after a loss; the listener reconnects with backoff.
 //! - URL: `postgres://user@host:port/db?schema=NAME` (default schema `berth`); every table lives in that
 //!   schema, so one database can hold several independent catalogs.
+//! - TLS: libpq's `sslmode=require | verify-ca | verify-full` and `sslrootcert=PEM` (see [`crate::tls`]),
+//!   with rustls; without them (or with `prefer`, the default) Berth connects without TLS.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config, GenericClient};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::head_watch::{HeadWatch, take_param};
 use crate::{BoxFuture, LogStore, Snapshot, StoreError, StoredEvent};
@@ -29,6 +32,8 @@ const LOCK_SNAPSHOT: i64 = 0x6265_7274_6802;
 
 pub struct PostgresStore {
     config: Config,
+    /// The TLS connector (used only when `config`'s ssl mode asks for TLS).
+    tls: MakeRustlsConnect,
     description: String,
     schema: String,
     channel: String,
@@ -71,8 +76,28 @@ fn split_url(url: &str) -> Result<(String, String), StoreError> {
     Ok((driver_url, schema))
 }
 
-async fn connect(config: &Config) -> Result<Client, StoreError> {
-    let (client, connection) = tokio::time::timeout(Duration::from_secs(10), config.connect(NoTls))
+/// Berth's reading of the URL's TLS parameters (tokio-postgres knows only `disable`, `prefer`, `require`):
+/// the URL without them, and the connector and ssl mode to use.
+fn tls_of(url: &str) -> Result<(String, MakeRustlsConnect, tokio_postgres::config::SslMode), StoreError> {
+    let (url, mode) = take_param(url, "sslmode");
+    let (url, root) = take_param(&url, "sslrootcert");
+    let mode = crate::tls::SslMode::parse(mode.as_deref())?;
+    // A connector is always built (one type for every connection); with TLS off it is never used.
+    let config = match crate::tls::client_config(mode, root.as_deref())? {
+        Some(c) => c,
+        None => crate::tls::client_config(crate::tls::SslMode::Require, None)?
+            .ok_or_else(|| StoreError::Config("tls: no client configuration".into()))?,
+    };
+    let ssl = if mode == crate::tls::SslMode::Off {
+        tokio_postgres::config::SslMode::Disable
+    } else {
+        tokio_postgres::config::SslMode::Require
+    };
+    Ok((url, MakeRustlsConnect::new(config), ssl))
+}
+
+async fn connect(config: &Config, tls: &MakeRustlsConnect) -> Result<Client, StoreError> {
+    let (client, connection) = tokio::time::timeout(Duration::from_secs(10), config.connect(tls.clone()))
         .await
         .map_err(|_| StoreError::Unavailable("postgres: connecting timed out after 10 s".into()))?
         .map_err(pg_error)?;
@@ -94,10 +119,12 @@ impl PostgresStore {
     /// Connects, creates the schema and tables if missing, and starts the listener.
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
         let (driver_url, schema) = split_url(url)?;
+        let (driver_url, tls, ssl_mode) = tls_of(&driver_url)?;
         let mut config: Config = driver_url.parse().map_err(|e| StoreError::Config(format!("postgres URL: {e}")))?;
+        config.ssl_mode(ssl_mode);
         harden(&mut config);
         let description = describe_config(&config, &schema);
-        let mut client = connect(&config).await?;
+        let mut client = connect(&config, &tls).await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_SCHEMA]).await.map_err(pg_error)?;
         tx.batch_execute(&format!(
@@ -113,9 +140,11 @@ impl PostgresStore {
         let head = query_head(&client, &schema).await?;
         let heads = Arc::new(HeadWatch::new(head));
         let channel = format!("berth_log_{schema}");
-        let listener = tokio::spawn(listen(config.clone(), schema.clone(), channel.clone(), Arc::clone(&heads)));
+        let listener =
+            tokio::spawn(listen(config.clone(), tls.clone(), schema.clone(), channel.clone(), Arc::clone(&heads)));
         Ok(PostgresStore {
             config,
+            tls,
             description,
             schema,
             channel,
@@ -130,7 +159,7 @@ impl PostgresStore {
     async fn events(&self, condition: &str, bound: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let mut slot = self.reader.lock().await;
         let read = tokio::time::timeout(CALL_TIMEOUT, async {
-            let client = ensure(&mut slot, &self.config).await?;
+            let client = ensure(&mut slot, &self.config, &self.tls).await?;
             let rows = client
                 .query(
                     &format!("SELECT seq, payload FROM {}.events WHERE {condition} LIMIT $2", self.schema),
@@ -147,7 +176,7 @@ impl PostgresStore {
     /// Drops the schema and everything in it (tests and `berth restore --force` clean up with it).
     pub async fn drop_schema(&self) -> Result<(), StoreError> {
         let mut slot = self.writer.lock().await;
-        let client = ensure(&mut slot, &self.config).await?;
+        let client = ensure(&mut slot, &self.config, &self.tls).await?;
         client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)).await.map_err(pg_error)
     }
 }
@@ -199,18 +228,22 @@ fn harden(config: &mut Config) {
     }
 }
 
-async fn ensure<'a>(slot: &'a mut Option<Client>, config: &Config) -> Result<&'a mut Client, StoreError> {
+async fn ensure<'a>(
+    slot: &'a mut Option<Client>,
+    config: &Config,
+    tls: &MakeRustlsConnect,
+) -> Result<&'a mut Client, StoreError> {
     if slot.as_ref().is_none_or(Client::is_closed) {
-        *slot = Some(connect(config).await?);
+        *slot = Some(connect(config, tls).await?);
     }
     slot.as_mut().ok_or_else(|| unavailable("postgres: no connection"))
 }
 
 /// Holds a LISTEN connection and feeds every announced head into `head_tx`; reconnects with backoff.
-async fn listen(config: Config, schema: String, channel: String, heads: Arc<HeadWatch>) {
+async fn listen(config: Config, tls: MakeRustlsConnect, schema: String, channel: String, heads: Arc<HeadWatch>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let connected = tokio::time::timeout(Duration::from_secs(10), config.connect(NoTls)).await;
+        let connected = tokio::time::timeout(Duration::from_secs(10), config.connect(tls.clone())).await;
         let Ok(Ok((client, mut connection))) = connected else {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -255,7 +288,7 @@ impl LogStore for PostgresStore {
         Box::pin(async move {
             let mut slot = self.reader.lock().await;
             let read = tokio::time::timeout(CALL_TIMEOUT, async {
-                let client = ensure(&mut slot, &self.config).await?;
+                let client = ensure(&mut slot, &self.config, &self.tls).await?;
                 query_head(client, &self.schema).await
             })
             .await;
@@ -284,7 +317,7 @@ impl LogStore for PostgresStore {
             );
             let expected = expected_head as i64;
             let call = tokio::time::timeout(CALL_TIMEOUT, async {
-                let client = ensure(&mut slot, &self.config).await?;
+                let client = ensure(&mut slot, &self.config, &self.tls).await?;
                 let inserted =
                     client.query_one(&sql, &[&seqs, &events, &expected, &self.channel, &new_head.to_string()]).await;
                 let inserted: i64 = match inserted {
@@ -321,7 +354,7 @@ impl LogStore for PostgresStore {
                 seqs.iter().take(crate::MAX_READ_SEQS).map(|s| (*s).min(i64::MAX as u64) as i64).collect();
             let mut slot = self.reader.lock().await;
             let read = tokio::time::timeout(CALL_TIMEOUT, async {
-                let client = ensure(&mut slot, &self.config).await?;
+                let client = ensure(&mut slot, &self.config, &self.tls).await?;
                 let rows = client
                     .query(&format!("SELECT seq, payload FROM {}.events WHERE seq = ANY($1)", self.schema), &[&wanted])
                     .await
@@ -346,7 +379,7 @@ impl LogStore for PostgresStore {
         Box::pin(async move {
             let mut slot = self.writer.lock().await;
             let call = tokio::time::timeout(SNAPSHOT_TIMEOUT, async {
-                let client = ensure(&mut slot, &self.config).await?;
+                let client = ensure(&mut slot, &self.config, &self.tls).await?;
                 let tx = client.transaction().await.map_err(pg_error)?;
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_SNAPSHOT]).await.map_err(pg_error)?;
                 let head = query_head(&tx, &self.schema).await?;
@@ -387,7 +420,7 @@ impl LogStore for PostgresStore {
         Box::pin(async move {
             let mut slot = self.reader.lock().await;
             let call = tokio::time::timeout(SNAPSHOT_TIMEOUT, async {
-                let client = ensure(&mut slot, &self.config).await?;
+                let client = ensure(&mut slot, &self.config, &self.tls).await?;
                 // One transaction, so a concurrent save cannot hand us chunks of two snapshots.
                 let tx = client
                     .build_transaction()
@@ -424,7 +457,7 @@ impl LogStore for PostgresStore {
         let name = name.to_string();
         Box::pin(async move {
             let mut slot = self.reader.lock().await;
-            let client = ensure(&mut slot, &self.config).await?;
+            let client = ensure(&mut slot, &self.config, &self.tls).await?;
             let row = client
                 .query_opt(&format!("SELECT seq FROM {}.cursors WHERE name = $1", self.schema), &[&name])
                 .await
@@ -437,7 +470,7 @@ impl LogStore for PostgresStore {
         let name = name.to_string();
         Box::pin(async move {
             let mut slot = self.writer.lock().await;
-            let client = ensure(&mut slot, &self.config).await?;
+            let client = ensure(&mut slot, &self.config, &self.tls).await?;
             client
                 .execute(
                     &format!(

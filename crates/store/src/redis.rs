@@ -10,7 +10,8 @@
 //! - The connection manager reconnects by itself; the waiter reconnects with backoff.
 //! - Durability is Redis's: an acknowledged append survives a crash of Berth; to survive a crash of Redis
 //!   itself, run Redis with `appendonly yes` and `appendfsync always`.
-//! - URL: `redis://[user:password@]host:port[/db][?prefix=NAME]`.
+//! - URL: `redis://[user:password@]host:port[/db][?prefix=NAME]`, or `rediss://...` for TLS (rustls; the
+//!   server's certificate checked against the system's roots, or the PEM file of Berth's `ca=PATH` parameter).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,7 +129,24 @@ fn stream_id_seq(id: &str) -> Option<u64> {
 impl RedisStore {
     pub async fn open(url: &str) -> Result<RedisStore, StoreError> {
         let (driver_url, prefix, description) = split_url(url)?;
-        let client = Client::open(driver_url.as_str()).map_err(|e| StoreError::Config(format!("redis URL: {e}")))?;
+        let (driver_url, ca) = take_param(&driver_url, "ca");
+        let client = if driver_url.starts_with("rediss://") {
+            // The process-wide rustls provider the Redis client looks for.
+            crate::tls::provider();
+            let root_cert = match &ca {
+                Some(path) => {
+                    Some(std::fs::read(path).map_err(|e| StoreError::Config(format!("redis ca {path}: {e}")))?)
+                }
+                None => None,
+            };
+            let certificates = redis::TlsCertificates { client_tls: None, root_cert };
+            Client::build_with_tls(driver_url.as_str(), certificates)
+        } else if ca.is_some() {
+            return Err(StoreError::Config("redis: `ca` applies to rediss:// URLs only".into()));
+        } else {
+            Client::open(driver_url.as_str())
+        }
+        .map_err(|e| StoreError::Config(format!("redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(10)))
             .set_response_timeout(Some(Duration::from_secs(120)))

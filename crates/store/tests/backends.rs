@@ -107,3 +107,73 @@ async fn redis_orphans_past_the_head_are_neither_read_nor_in_the_way() {
     assert_eq!(store.read_from(0, 10).await.expect("read").len(), 4);
     store.delete_all().await.expect("clean up");
 }
+
+fn tls_ca() -> String {
+    std::env::var("BERTH_TEST_TLS_CA")
+        .expect("BERTH_TEST_TLS_CA: the test CA's PEM file (scripts/test makes it and the TLS servers)")
+}
+
+/// H3: PostgreSQL over TLS with libpq's sslmode: `require` and `verify-full` (against the test CA) pass the
+/// conformance suite, and the server sees the connection encrypted; `verify-full` against roots that do not
+/// know the server's certificate is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls() {
+    let ca = tls_ca();
+    for mode in ["require", &format!("verify-full&sslrootcert={ca}"), &format!("verify-ca&sslrootcert={ca}")] {
+        let base = with_param(&postgres_base(), "sslmode", mode);
+        let base = with_param(&base, "application_name", "berth-tls-test");
+        let url = with_param(&base, "schema", &unique("tls"));
+        let store = PostgresStore::open(&url).await.unwrap_or_else(|e| panic!("PostgreSQL over TLS ({mode}): {e}"));
+        conformance::run_all(&store).await;
+        let (client, connection) =
+            tokio_postgres::connect(&postgres_base(), tokio_postgres::NoTls).await.expect("plain");
+        tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+                 WHERE ssl AND application_name = 'berth-tls-test'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_ssl");
+        assert!(row.get::<_, i64>(0) > 0, "{mode}: the store's connections are encrypted");
+        store.drop_schema().await.expect("clean up");
+    }
+    // Roots that do not include the test CA: the server's certificate is refused.
+    let other = other_ca();
+    let url = with_param(&postgres_base(), "sslmode", &format!("verify-full&sslrootcert={}", other.display()));
+    assert!(PostgresStore::open(&url).await.is_err(), "a certificate from an unknown CA must be refused");
+    assert!(PostgresStore::open(&with_param(&postgres_base(), "sslmode", "verify-all")).await.is_err());
+}
+
+/// H3: Redis over TLS (`rediss://`, the test CA given as `ca=`) passes the conformance suite; without the CA
+/// among its roots the client refuses the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls() {
+    let ca = tls_ca();
+    let base = std::env::var("BERTH_TEST_REDIS_TLS_URL").expect("BERTH_TEST_REDIS_TLS_URL (scripts/test starts one)");
+    let url = with_param(&with_param(&base, "prefix", &unique("tls")), "ca", &ca);
+    let store = RedisStore::open(&url).await.unwrap_or_else(|e| panic!("Redis over TLS at {url}: {e}"));
+    conformance::run_all(&store).await;
+    store.delete_all().await.expect("clean up");
+    let untrusted = with_param(&with_param(&base, "prefix", &unique("tls")), "ca", &other_ca().display().to_string());
+    assert!(RedisStore::open(&untrusted).await.is_err(), "a certificate from an unknown CA must be refused");
+}
+
+/// A CA certificate (made now with openssl) that signed nothing the test servers use.
+fn other_ca() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique("other-ca"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pem = dir.join("ca.pem");
+    let ok = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other-ca", "-keyout"])
+        .arg(dir.join("ca.key"))
+        .arg("-out")
+        .arg(&pem)
+        .output()
+        .expect("openssl (scripts/test installs it)")
+        .status
+        .success();
+    assert!(ok, "openssl made no CA");
+    pem
+}

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use berth_engine::{Command, State, WriteMeta, WriteMode, decode_event, execute};
 use berth_model::query::Query;
-use berth_model::{EntityBody, Event, Origin, Timestamp};
+use berth_model::{EntityBody, Origin, Timestamp};
 use serde_json::{Map, Value, json};
 
 use crate::bench::{spawn, token, wait_ready};
@@ -323,15 +323,8 @@ impl Catalogs {
             Err(e) => return Ok(Err(e)),
         };
         for change in changes {
-            let event = Event {
-                seq: self.state.seq() + 1,
-                time: meta.now,
-                actor: meta.actor.clone(),
-                origin: meta.origin,
-                run_id: None,
-                before: self.state.previous_of(&change),
-                change,
-            };
+            let before = self.state.previous_of(&change);
+            let event = meta.event_after(&self.state, change, before);
             self.state.apply(&event)?;
             let bytes = serde_json::to_vec(&event)?;
             let back = decode_event(event.seq, &bytes)

@@ -24,6 +24,22 @@ pub struct WriteMeta {
     pub principal: Option<crate::access::Principal>,
 }
 
+impl WriteMeta {
+    /// The event that follows `state`, carrying `change` made by this writer (with the version it replaces,
+    /// when `before` is given).
+    pub fn event_after(&self, state: &State, change: Change, before: Option<berth_model::Previous>) -> Event {
+        Event {
+            seq: state.seq() + 1,
+            time: self.now,
+            actor: self.actor.clone(),
+            origin: self.origin,
+            run_id: self.run_id.clone(),
+            before,
+            change,
+        }
+    }
+}
+
 /// How an entity write treats an existing entity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteMode {
@@ -295,15 +311,8 @@ pub fn resolve_batch_searches(
                 };
                 if let Ok((changes, _)) = execute(&scratch, meta, &command) {
                     for change in changes {
-                        let event = Event {
-                            seq: scratch.seq() + 1,
-                            time: meta.now,
-                            actor: meta.actor.clone(),
-                            origin: meta.origin,
-                            run_id: None,
-                            before: scratch.previous_of(&change),
-                            change,
-                        };
+                        let before = scratch.previous_of(&change);
+                        let event = meta.event_after(&scratch, change, before);
                         if scratch.apply(&event).is_err() {
                             break;
                         }

@@ -413,7 +413,7 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Result<Executed, CatalogErr
                 let first = applied.len();
                 for change in changes {
                     let before = state.previous_of(&change);
-                    let event = next_event(&state, &job.meta, change, before);
+                    let event = job.meta.event_after(&state, change, before);
                     if let Err(e) = state.apply(&event) {
                         // Undo this command's partial application by replaying the batch so far.
                         applied.truncate(first);
@@ -432,7 +432,7 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Result<Executed, CatalogErr
             // A refused write by a caller is recorded, so the audit log shows failed attempts too.
             if let (Err(e), Some(_)) = (&result, &job.meta.principal) {
                 let status = crate::error::ApiError::from(e.clone()).status.as_u16();
-                let event = next_event(&state, &job.meta, command.refusal(status, e), None);
+                let event = job.meta.event_after(&state, command.refusal(status, e), None);
                 if state.apply(&event).is_ok() {
                     applied.push(event);
                 }
@@ -443,24 +443,6 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Result<Executed, CatalogErr
     }
     settle(&mut state)?;
     Ok(Executed { state, events: applied, results })
-}
-
-/// The event that follows `state`, made by the writer of `meta`.
-fn next_event(
-    state: &State,
-    meta: &WriteMeta,
-    change: berth_model::Change,
-    before: Option<berth_model::Previous>,
-) -> Event {
-    Event {
-        seq: state.seq() + 1,
-        time: meta.now,
-        actor: meta.actor.clone(),
-        origin: meta.origin,
-        run_id: meta.run_id.clone(),
-        before,
-        change,
-    }
 }
 
 /// A batch whose events are being appended; its state is published once they are durable.

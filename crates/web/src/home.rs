@@ -133,7 +133,7 @@ struct SearchFragment {
 }
 
 /// Titles and identifiers containing `q` (case-insensitive), across blueprints, at most `limit`.
-fn find(app: &AppState, session: &Session, q: &str, limit: usize) -> UiResult<Vec<Hit>> {
+async fn find(app: &AppState, session: &Session, q: &str, limit: usize) -> UiResult<Vec<Hit>> {
     if q.is_empty() {
         return Ok(Vec::new());
     }
@@ -146,19 +146,25 @@ fn find(app: &AppState, session: &Session, q: &str, limit: usize) -> UiResult<Ve
         .map_err(|e| crate::page::UiError::new(axum::http::StatusCode::BAD_REQUEST, e.message))?;
     let scoped = berth_server::access::scoped(&view, &session.caller);
     let query = scoped.narrow_all(query);
-    let mut hits = Vec::new();
     let titles: std::collections::HashMap<String, String> =
         view.blueprints().map(|b| (b.def.identifier.clone(), b.def.title.clone())).collect();
-    let _ = berth_engine::search::for_each_match(&view, &query, scoped.now(), |e| {
-        if hits.len() < limit {
-            hits.push(Hit {
-                href: format!("/entities/{}/{}", encode(&e.blueprint), encode(&e.identifier)),
-                title: e.title.clone().unwrap_or_else(|| e.identifier.to_string()),
-                identifier: e.identifier.to_string(),
-                blueprint: titles.get(&*e.blueprint).cloned().unwrap_or_else(|| e.blueprint.to_string()),
-            });
-        }
-    })?;
+    let (v, now) = (std::sync::Arc::clone(&view), scoped.now());
+    // Off the async workers, under the search deadline.
+    let hits = berth_server::searching::run(app, move || {
+        let mut hits = Vec::new();
+        berth_engine::search::for_each_match(&v, &query, now, |e| {
+            if hits.len() < limit {
+                hits.push(Hit {
+                    href: format!("/entities/{}/{}", encode(&e.blueprint), encode(&e.identifier)),
+                    title: e.title.clone().unwrap_or_else(|| e.identifier.to_string()),
+                    identifier: e.identifier.to_string(),
+                    blueprint: titles.get(&*e.blueprint).cloned().unwrap_or_else(|| e.blueprint.to_string()),
+                });
+            }
+        })?;
+        Ok(hits)
+    })
+    .await?;
     Ok(hits)
 }
 
@@ -170,9 +176,9 @@ pub async fn search(
 ) -> UiResult<Response> {
     let q = p.get("q").unwrap_or("").to_string();
     if headers.contains_key("hx-request") {
-        let hits = find(&app, &session, &q, 10)?;
+        let hits = find(&app, &session, &q, 10).await?;
         return html(&SearchFragment { q, hits });
     }
-    let hits = find(&app, &session, &q, 200)?;
+    let hits = find(&app, &session, &q, 200).await?;
     html(&SearchPage { layout: session.layout(&app, format!("Search: {q}"), ""), q, hits })
 }

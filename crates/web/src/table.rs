@@ -309,22 +309,35 @@ pub async fn page(
             .map_err(|e| UiError::new(axum::http::StatusCode::BAD_REQUEST, e.message))?
     };
     let from = p.get("from");
-    let (entities, next, count) =
-        match berth_engine::search::search_blueprint_sorted(&view, &bp, query.as_ref(), &sort_keys, now, from, limit) {
-            Ok(page) => {
-                let count = match &query {
-                    None => view.entity_count(&bp),
-                    // The first page holds every match: no second pass to count them.
-                    Some(_) if from.is_none() && page.next.is_none() => page.entities.len(),
-                    Some(q) => count(&view, &bp, Some(q), now).unwrap_or(0),
-                };
-                (page.entities, page.next, count)
-            }
-            Err(e) => {
-                error = Some(e.to_string());
-                (Vec::new(), None, 0)
-            }
+    // The page and its count run off the async workers, under the search deadline (as API searches do).
+    let (v, blueprint, q, keys, after) =
+        (std::sync::Arc::clone(&view), bp.clone(), query.clone(), sort_keys.clone(), from.map(str::to_string));
+    let searched = berth_server::searching::run(&app, move || {
+        let page = berth_engine::search::search_blueprint_sorted(
+            &v,
+            &blueprint,
+            q.as_ref(),
+            &keys,
+            now,
+            after.as_deref(),
+            limit,
+        )?;
+        let count = match &q {
+            None => v.entity_count(&blueprint),
+            // The first page holds every match: no second pass to count them.
+            Some(_) if after.is_none() && page.next.is_none() => page.entities.len(),
+            Some(q) => count(&v, &blueprint, Some(q), now).unwrap_or(0),
         };
+        Ok((page.entities, page.next, count))
+    })
+    .await;
+    let (entities, next, count) = match searched {
+        Ok(found) => found,
+        Err(e) => {
+            error = Some(e.message);
+            (Vec::new(), None, 0)
+        }
+    };
     let titles: std::collections::HashMap<String, String> = all_columns(def).into_iter().collect();
     let columns = cols
         .iter()

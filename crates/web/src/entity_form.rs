@@ -50,6 +50,8 @@ struct FormPage {
     teams: Vec<(String, bool)>,
     fields: Vec<FormField>,
     error: Option<String>,
+    /// The version (`updatedAt`, in ms) the edit form was opened on: a save over a newer one is refused.
+    version: String,
 }
 
 fn kind_of(def: &Value) -> (&'static str, String) {
@@ -287,7 +289,12 @@ impl Ctx<'_> {
                 (format!("/blueprints/{}/entities/new", encode(bp)), format!("/blueprints/{}/entities", encode(bp)))
             }
         };
+        let version = form
+            .map(|f| f.raw("_version").to_string())
+            .or_else(|| entity.map(|e| e.updated_at.millis().to_string()))
+            .unwrap_or_default();
         let page = FormPage {
+            version,
             layout: self.session.layout(
                 self.app,
                 if self.editing.is_some() { "Edit" } else { "New entity" },
@@ -311,6 +318,19 @@ impl Ctx<'_> {
     async fn submit(&self, form: FormData) -> UiResult<Response> {
         self.session.check_csrf(&form)?;
         let bp = self.def.identifier.clone();
+        // An edit saves over the version the form was opened on, or not at all (no lost update).
+        if let (Some(id), Some(opened)) = (self.editing, form.get("_version").filter(|v| !v.is_empty())) {
+            let view = self.app.catalog.view();
+            let current = berth_server::access::scoped(&view, &self.session.caller).entity(&bp, id).cloned();
+            if let Some(current) = current.filter(|c| c.updated_at.millis().to_string() != opened) {
+                let message = format!(
+                    "{} changed this entity at {} after you opened the form; your changes are below: reload the entity to see theirs, then edit again",
+                    current.updated_by,
+                    current.updated_at.to_rfc3339()
+                );
+                return self.render(None, Some(&form), &[(String::new(), message)], StatusCode::CONFLICT);
+            }
+        }
         let body = match body_of(self.def, &form, self.editing) {
             Ok(b) => b,
             Err(errors) => return self.render(None, Some(&form), &errors, StatusCode::UNPROCESSABLE_ENTITY),

@@ -413,3 +413,49 @@ async fn a_burst_of_wrong_sign_ins_is_bounded() {
     }
     assert_eq!(ui.login(EMAIL, PASSWORD, "/").await.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// L8: an edit form saves over the version it was opened on, or not at all: a change made meanwhile (by
+/// the API here) is not silently overwritten.
+#[tokio::test]
+async fn an_edit_over_a_newer_version_is_refused() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    let csrf = ui.csrf(&cookie).await;
+    let form = [("_csrf", csrf.as_str()), ("identifier", "e1"), ("title", "First"), ("p.language", "Rust")];
+    assert_eq!(ui.post(&cookie, "/blueprints/service/entities/new", &form).await.status(), StatusCode::SEE_OTHER);
+    let (status, page) = ui.get(&cookie, "/entities/service/e1/edit").await;
+    assert_eq!(status, StatusCode::OK);
+    let at = page.find(r#"name="_version" value=""#).expect("a version field") + r#"name="_version" value=""#.len();
+    let version = page[at..].split('"').next().expect("value").to_string();
+    // Someone else changes it through the API.
+    let r = ui
+        .http
+        .patch(format!("{}/v1/blueprints/service/entities/e1", ui.base))
+        .bearer_auth(&ui.token)
+        .json(&json!({"title": "Changed by the API"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status(), StatusCode::OK);
+    let edit = [("_csrf", csrf.as_str()), ("_version", version.as_str()), ("title", "Mine"), ("p.language", "Go")];
+    let r = ui.post(&cookie, "/entities/service/e1/edit", &edit).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r.text().await.expect("body").contains("after you opened the form"));
+    let now: Value = ui
+        .http
+        .get(format!("{}/v1/blueprints/service/entities/e1", ui.base))
+        .bearer_auth(&ui.token)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(now["entity"]["title"], json!("Changed by the API"), "not overwritten");
+    // Opened again, the form saves.
+    let (_, page) = ui.get(&cookie, "/entities/service/e1/edit").await;
+    let at = page.find(r#"name="_version" value=""#).expect("a version field") + r#"name="_version" value=""#.len();
+    let version = page[at..].split('"').next().expect("value").to_string();
+    let edit = [("_csrf", csrf.as_str()), ("_version", version.as_str()), ("title", "Mine"), ("p.language", "Go")];
+    assert_eq!(ui.post(&cookie, "/entities/service/e1/edit", &edit).await.status(), StatusCode::SEE_OTHER);
+}

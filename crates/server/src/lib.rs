@@ -286,6 +286,9 @@ async fn write_system(catalog: &Catalog, command: Command) -> Result<bool, Start
     outcome.map(|o| !matches!(o, Outcome::Unchanged)).map_err(|e| StartError::Bootstrap(e.to_string()))
 }
 
+/// The shortest bootstrap client secret accepted.
+pub const MIN_BOOTSTRAP_SECRET: usize = 16;
+
 /// Ensures an admin credential exists. A generated credential is written, readable only by its owner, to
 /// `<data_dir>/bootstrap-credentials.json`, and returned so it can be printed once.
 async fn bootstrap(catalog: &Catalog, config: &ServerConfig) -> Result<Option<(String, String, PathBuf)>, StartError> {
@@ -298,6 +301,12 @@ async fn bootstrap(catalog: &Catalog, config: &ServerConfig) -> Result<Option<(S
         created_at: now(),
     };
     if let (Some(id), Some(secret)) = (&config.bootstrap_client_id, &config.bootstrap_client_secret) {
+        // An Admin secret is stored as a plain SHA-256: it must be long enough not to be guessed.
+        if secret.chars().count() < MIN_BOOTSTRAP_SECRET {
+            return Err(StartError::Bootstrap(format!(
+                "BERTH_BOOTSTRAP_CLIENT_SECRET must be at least {MIN_BOOTSTRAP_SECRET} characters (it is an Admin secret)"
+            )));
+        }
         let current = catalog.view().credential(id).cloned();
         let wanted = admin(id, secret);
         if current.as_ref().is_none_or(|c| c.secret_sha256 != wanted.secret_sha256 || !c.is_admin()) {

@@ -86,3 +86,16 @@ async fn open_routes_need_no_token() {
         assert_eq!(a.status, StatusCode::OK, "{path}");
     }
 }
+
+/// L5: a bootstrap Admin secret too short to resist guessing stops the start with a clear message.
+#[tokio::test]
+async fn a_short_bootstrap_secret_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = berth_server::ServerConfig::new(dir.path().to_path_buf());
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.bootstrap_client_id = Some("admin".into());
+    config.bootstrap_client_secret = Some("short".into());
+    let started = berth_server::start(config).await;
+    let message = started.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("at least 16 characters"), "{message}");
+}

@@ -486,7 +486,8 @@ fn parsers(count: usize, seed: u64) -> anyhow::Result<Vec<(&'static str, Tally)>
     if let Err(e) = catalogs.check_snapshot() {
         snapshot_failures.push(format!("{e:#}"));
     }
-    let checks = Tally { inputs: (4 * count).div_ceil(CATALOG_ROUNDS), failures: snapshot_failures, ..Tally::default() };
+    let checks =
+        Tally { inputs: (4 * count).div_ceil(CATALOG_ROUNDS), failures: snapshot_failures, ..Tally::default() };
     out.push(("snapshots and replays of the catalogs written", checks));
     Ok(out)
 }

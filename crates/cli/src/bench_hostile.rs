@@ -380,7 +380,7 @@ fn parsers(count: usize, seed: u64) -> anyhow::Result<Vec<(&'static str, Tally)>
     let mut snapshot_failures = Vec::new();
     // Checks the catalogs that have taken CATALOG_ROUNDS inputs, and starts new ones.
     let mut renew = |catalogs: &mut Catalogs, i: usize| -> anyhow::Result<()> {
-        if i > 0 && i % CATALOG_ROUNDS == 0 {
+        if i > 0 && i.is_multiple_of(CATALOG_ROUNDS) {
             if let Err(e) = catalogs.check_snapshot() {
                 snapshot_failures.push(format!("{e:#}"));
             }

@@ -265,8 +265,14 @@ async fn pages_show_only_what_the_user_may_read() {
             StatusCode::CREATED
         );
     }
-    for (id, team) in [("svc-ui-a", "ui-a"), ("svc-ui-b", "ui-b")] {
-        let body = json!({"identifier": id, "title": id, "team": [team], "properties": {"language": "Rust"}});
+    // svc-ui-a → svc-ui-b (hidden from ui-a) → svc-ui-c (ui-a's again): the graph must not walk through b.
+    for (id, team, deps) in [
+        ("svc-ui-c", "ui-a", json!([])),
+        ("svc-ui-b", "ui-b", json!(["svc-ui-c"])),
+        ("svc-ui-a", "ui-a", json!(["svc-ui-b"])),
+    ] {
+        let body = json!({"identifier": id, "title": id, "team": [team], "properties": {"language": "Rust"},
+            "relations": {"dependsOn": deps}});
         let r = api(reqwest::Method::POST, "/v1/blueprints/service/entities", body).await.expect("create");
         assert_eq!(r.status(), StatusCode::CREATED);
     }
@@ -293,7 +299,8 @@ async fn pages_show_only_what_the_user_may_read() {
     let r = ui.accept_invitation("m@example.com", code, "member password").await;
     let cookie = r.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_string();
 
-    let (status, table) = ui.get(&cookie, "/blueprints/service/entities").await;
+    // (Title column only: a readable entity's relation cells name what it points at, as the API does.)
+    let (status, table) = ui.get(&cookie, "/blueprints/service/entities?cols=%24title").await;
     assert_eq!(status, StatusCode::OK);
     let count_at = table.find("id=\"count\"").unwrap_or(0);
     assert!(
@@ -301,8 +308,14 @@ async fn pages_show_only_what_the_user_may_read() {
         "only team ui-a's service: {}",
         &table[count_at..(count_at + 1500).min(table.len())]
     );
-    assert!(table.contains("<strong>1</strong> of 1"), "the count agrees");
+    assert!(table.contains("<strong>2</strong> of 2"), "the count agrees");
     assert_eq!(ui.get(&cookie, "/entities/service/svc-ui-b").await.0, StatusCode::NOT_FOUND);
+    // The graph neither shows the hidden service nor walks through it to what lies beyond (review L4).
+    let (status, graph) = ui.get(&cookie, "/entities/service/svc-ui-a/graph?hops=3").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!graph.contains("svc-ui-b") && !graph.contains("svc-ui-c"), "graph: hidden node or reached through one");
+    let (_, graph_c) = ui.get(&cookie, "/entities/service/svc-ui-c/graph?hops=1").await;
+    assert!(!graph_c.contains("svc-ui-b"), "the hidden dependent is not drawn");
     // A Member's attempt to change a blueprint through the builder is refused, and audited.
     let (_, page) = ui.get(&cookie, "/blueprints/service").await;
     let at = page.find(r#"name="_csrf" value=""#).expect("csrf") + r#"name="_csrf" value=""#.len();

@@ -214,8 +214,13 @@ fn filters(def: &Blueprint, p: &FormData, scoped: &Scoped<'_>) -> Vec<Filter> {
 }
 
 /// A cell's HTML for a column of an entity.
-fn cell(def: &Blueprint, e: &berth_model::Entity, col: &str, now: berth_model::Timestamp) -> String {
-    let link = |bp: &str, id: &str| format!(r#"<a href="/entities/{}/{}">{}</a>"#, encode(bp), encode(id), esc(id));
+/// A related entity the caller may not read is named (it is the readable entity's own data) but not linked.
+fn cell(def: &Blueprint, e: &berth_model::Entity, col: &str, scoped: &Scoped<'_>) -> String {
+    let now = scoped.now();
+    let link = |bp: &str, id: &str| match scoped.entity(bp, id) {
+        Some(_) => format!(r#"<a href="/entities/{}/{}">{}</a>"#, encode(bp), encode(id), esc(id)),
+        None => esc(id),
+    };
     match col {
         "$title" => format!(
             r#"<a class="strong" href="/entities/{}/{}">{}</a>"#,
@@ -359,7 +364,7 @@ pub async fn page(
         .iter()
         .map(|e| Row {
             href: format!("/entities/{}/{}", encode(&bp), encode(&e.identifier)),
-            cells: cols.iter().map(|c| cell(def, e, c, now)).collect(),
+            cells: cols.iter().map(|c| cell(def, e, c, &scoped)).collect(),
         })
         .collect();
     let choosable =

@@ -310,6 +310,11 @@ async fn pages_show_only_what_the_user_may_read() {
     );
     assert!(table.contains("<strong>2</strong> of 2"), "the count agrees");
     assert_eq!(ui.get(&cookie, "/entities/service/svc-ui-b").await.0, StatusCode::NOT_FOUND);
+    // With the relation column, the hidden target is named (svc-ui-a's own data) but not linked.
+    let (_, with_deps) = ui.get(&cookie, "/blueprints/service/entities?cols=%24title&cols=dependsOn").await;
+    // (Identifiers in links are percent-encoded: `-` is `%2D`.)
+    assert!(with_deps.contains("svc-ui-b") && !with_deps.contains("/entities/service/svc%2Dui%2Db"), "no dead link");
+    assert!(with_deps.contains("/entities/service/svc%2Dui%2Dc"), "a readable entity is linked");
     // The graph neither shows the hidden service nor walks through it to what lies beyond (review L4).
     let (status, graph) = ui.get(&cookie, "/entities/service/svc-ui-a/graph?hops=3").await;
     assert_eq!(status, StatusCode::OK);

@@ -31,7 +31,7 @@ mod users;
 pub use command::{Command, Outcome, WriteMeta, WriteMode, execute, resolve_batch_searches};
 pub use digest::{BlueprintDigest, CatalogDigest, LogDigest};
 pub use entities::resolve_searches;
-pub use state::{BlueprintEntry, Edge, RelationOf, State, StateError, decode_event};
+pub use state::{BlueprintEntry, Edge, RelationOf, State, StateError, Versions, decode_event};
 pub use users::UserChanges;
 
 pub use berth_model::{Change, DomainError, Event};

@@ -135,10 +135,43 @@ pub struct State {
     /// Blueprint → identifier → the sequence numbers of the events that wrote or deleted that entity, oldest
     /// first (deleted entities keep theirs): history, `?at=` and properties-history read an entity's own
     /// events instead of scanning the log.
-    versions: OrdMap<Key, OrdMap<Key, imbl::Vector<u64>>>,
+    versions: OrdMap<Key, OrdMap<Key, Versions>>,
     /// Events before this sequence number are not in `versions` (a state loaded from a snapshot written
     /// before the index existed); 0 or 1: it is complete.
     versions_from: u64,
+}
+
+/// One entity's versions in the index: most entities are written once, so a single sequence number is kept
+/// inline (16 bytes), and a list only from the second version on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Versions {
+    One(u64),
+    Many(imbl::Vector<u64>),
+}
+
+impl Versions {
+    fn push(&mut self, seq: u64) {
+        match self {
+            Versions::One(first) => *self = Versions::Many(imbl::vector![*first, seq]),
+            Versions::Many(list) => list.push_back(seq),
+        }
+    }
+
+    /// The sequence numbers, oldest first.
+    pub fn seqs(&self) -> Vec<u64> {
+        match self {
+            Versions::One(seq) => vec![*seq],
+            Versions::Many(list) => list.iter().copied().collect(),
+        }
+    }
+
+    fn from_seqs(seqs: Vec<u64>) -> Option<Versions> {
+        match seqs.as_slice() {
+            [] => None,
+            [one] => Some(Versions::One(*one)),
+            _ => Some(Versions::Many(seqs.into_iter().collect())),
+        }
+    }
 }
 
 /// One entity's entry of the version index, as a snapshot holds it: `[blueprint, identifier, [seq, ...]]`.
@@ -810,12 +843,18 @@ impl State {
             }
             _ => return,
         };
-        self.versions.entry(bp).or_default().entry(id).or_default().push_back(seq);
+        let entity_versions = self.versions.entry(bp).or_default();
+        match entity_versions.get_mut(&*id) {
+            Some(v) => v.push(seq),
+            None => {
+                entity_versions.insert(id, Versions::One(seq));
+            }
+        }
     }
 
     /// The sequence numbers of the events that wrote or deleted an entity, oldest first, and the first
     /// sequence number the index covers (older events of the entity, if any, must be read from the log).
-    pub fn versions(&self, blueprint: &str, identifier: &str) -> (Option<&imbl::Vector<u64>>, u64) {
+    pub fn versions(&self, blueprint: &str, identifier: &str) -> (Option<&Versions>, u64) {
         (self.versions.get(blueprint).and_then(|m| m.get(identifier)), self.versions_from)
     }
 
@@ -980,12 +1019,12 @@ impl State {
             version_rows: Vec::new(),
         };
         // The version index, in chunks of its own after the entities.
-        let rows: Vec<(&Key, &Key, &imbl::Vector<u64>)> =
+        let rows: Vec<(&Key, &Key, &Versions)> =
             self.versions.iter().flat_map(|(bp, m)| m.iter().map(move |(id, seqs)| (bp, id, seqs))).collect();
-        let row_groups: Vec<&[(&Key, &Key, &imbl::Vector<u64>)]> = rows.chunks(chunk_size.max(1)).collect();
+        let row_groups: Vec<&[(&Key, &Key, &Versions)]> = rows.chunks(chunk_size.max(1)).collect();
         let version_chunks = on_two_threads(row_groups, |group| {
             let rows: Vec<(&str, &str, Vec<u64>)> =
-                group.iter().map(|(bp, id, seqs)| (&***bp, &***id, seqs.iter().copied().collect())).collect();
+                group.iter().map(|(bp, id, seqs)| (&***bp, &***id, seqs.seqs())).collect();
             serde_json::to_vec(&rows)
         })
         .ok_or_else(worker_failed)?
@@ -1118,7 +1157,9 @@ impl State {
                     .get(&*bp)
                     .and_then(|m| m.get_key_value(id.as_str()))
                     .map_or_else(|| Arc::from(id.as_str()), |(k, _)| Arc::clone(k));
-                state.versions.entry(bp).or_default().insert(id, seqs.into_iter().collect());
+                if let Some(v) = Versions::from_seqs(seqs) {
+                    state.versions.entry(bp).or_default().insert(id, v);
+                }
             }
         } else {
             state.versions_from = data.seq + 1;
@@ -1464,17 +1505,17 @@ mod tests {
         let mut state = state_with(3);
         let (seqs, from) = state.versions("svc", "s001");
         assert_eq!(from, 0);
-        let created = seqs.expect("indexed").iter().copied().collect::<Vec<_>>();
+        let created = seqs.expect("indexed").seqs();
         assert_eq!(created.len(), 1);
         let seq = state.seq + 1;
         state
             .apply(&event(seq, Change::EntityDeleted { blueprint: "svc".into(), identifier: "s001".into() }))
             .expect("delete");
-        let seqs: Vec<u64> = state.versions("svc", "s001").0.expect("kept after delete").iter().copied().collect();
+        let seqs: Vec<u64> = state.versions("svc", "s001").0.expect("kept after delete").seqs();
         assert_eq!(seqs, vec![created[0], seq]);
         for chunk in [1, 2, SNAPSHOT_CHUNK] {
             let loaded = State::from_snapshot(&state.to_snapshot_in(chunk).expect("snapshot")).expect("loads");
-            let again: Vec<u64> = loaded.versions("svc", "s001").0.expect("loaded").iter().copied().collect();
+            let again: Vec<u64> = loaded.versions("svc", "s001").0.expect("loaded").seqs();
             assert_eq!(again, seqs, "chunks of {chunk}");
             assert_eq!(loaded.to_snapshot().expect("snapshot"), state.to_snapshot().expect("snapshot"));
         }

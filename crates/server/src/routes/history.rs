@@ -70,7 +70,7 @@ pub async fn versions_since(
         let view = app.catalog.view();
         let (seqs, from) = view.versions(blueprint, id);
         let seqs: Vec<u64> =
-            seqs.map(|v| v.iter().rev().copied().filter(|s| *s < before).collect()).unwrap_or_default();
+            seqs.map(|v| v.seqs().into_iter().rev().filter(|s| *s < before).collect()).unwrap_or_default();
         (seqs, from)
     };
     for page in indexed.chunks(PAGE.min(berth_store::MAX_READ_SEQS)) {

@@ -142,17 +142,19 @@ pub struct State {
 }
 
 /// One entity's versions in the index: most entities are written once, so a single sequence number is kept
-/// inline (16 bytes), and a list only from the second version on.
+/// inline, and a (boxed) list only from the second version on: 16 bytes an entry either way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Versions {
     One(u64),
-    Many(imbl::Vector<u64>),
+    Many(Box<imbl::Vector<u64>>),
 }
+
+const _: () = assert!(std::mem::size_of::<Versions>() == 16);
 
 impl Versions {
     fn push(&mut self, seq: u64) {
         match self {
-            Versions::One(first) => *self = Versions::Many(imbl::vector![*first, seq]),
+            Versions::One(first) => *self = Versions::Many(Box::new(imbl::vector![*first, seq])),
             Versions::Many(list) => list.push_back(seq),
         }
     }
@@ -169,7 +171,7 @@ impl Versions {
         match seqs.as_slice() {
             [] => None,
             [one] => Some(Versions::One(*one)),
-            _ => Some(Versions::Many(seqs.into_iter().collect())),
+            _ => Some(Versions::Many(Box::new(seqs.into_iter().collect()))),
         }
     }
 }

@@ -59,22 +59,12 @@ async fn wrong_credentials_and_missing_tokens_are_401() {
     s.raw(Method::GET, "/v1/blueprints", None, Some(&tampered)).await.assert_error(401, "unauthorized");
     // So is a well-formed token, for the real admin credential and its secret version, signed with another
     // key (the review's T7: the claims are right, only the key is wrong).
-    let roles = vec!["Admin".to_string()];
-    let version = berth_server::auth::hash_secret(crate::common::CLIENT_SECRET)[..16].to_string();
-    let subject = berth_server::auth::Subject {
-        id: crate::common::CLIENT_ID,
-        roles: &roles,
-        version: &version,
-        is_machine: true,
-    };
     let now = berth_server::now().millis() / 1000;
-    let (forged, _) = berth_server::auth::Tokens::default()
-        .issue("another-key-of-the-right-length-0123456789", &subject, now)
-        .expect("sign");
+    let forged = crate::common::admin_token_signed_with("another-key-of-the-right-length-0123456789", now);
     s.raw(Method::GET, "/v1/blueprints", None, Some(&forged)).await.assert_error(401, "unauthorized");
     // Signed with the server's own key, the same claims pass: the key is what was refused above.
     let key = berth_server::keys::read_key_file(&s.data_dir.join("signing-key.json")).expect("reads").expect("file").0;
-    let (genuine, _) = berth_server::auth::Tokens::default().issue(&key.current, &subject, now).expect("sign");
+    let genuine = crate::common::admin_token_signed_with(&key.current, now);
     assert_eq!(s.raw(Method::GET, "/v1/blueprints", None, Some(&genuine)).await.status, reqwest::StatusCode::OK);
 }
 

@@ -171,3 +171,12 @@ impl TestServer {
         }
     }
 }
+
+/// A token for the test's Admin credential (its real secret version) signed with `key` at `now` (seconds):
+/// what someone holding that key could mint.
+pub fn admin_token_signed_with(key: &str, now: i64) -> String {
+    let roles = vec!["Admin".to_string()];
+    let version = berth_server::auth::hash_secret(CLIENT_SECRET)[..16].to_string();
+    let subject = berth_server::auth::Subject { id: CLIENT_ID, roles: &roles, version: &version, is_machine: true };
+    berth_server::auth::Tokens::default().issue(key, &subject, now).expect("sign").0
+}

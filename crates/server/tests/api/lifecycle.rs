@@ -194,16 +194,7 @@ async fn the_signing_key_is_outside_the_log_and_rotates() {
     let r = s.raw(reqwest::Method::GET, "/v1/blueprints", None, Some(&fresh)).await;
     assert_eq!(r.status, StatusCode::OK);
     // A token the old key signs now (a leaked key after the rotation) is refused.
-    let tokens = berth_server::auth::Tokens::default();
-    let roles = vec!["Admin".to_string()];
-    let version = berth_server::auth::hash_secret(crate::common::CLIENT_SECRET)[..16].to_string();
-    let subject = berth_server::auth::Subject {
-        id: crate::common::CLIENT_ID,
-        roles: &roles,
-        version: &version,
-        is_machine: true,
-    };
-    let (forged, _) = tokens.issue(&keys.current, &subject, now + 1).expect("sign");
+    let forged = crate::common::admin_token_signed_with(&keys.current, now + 1);
     let r = s.raw(reqwest::Method::GET, "/v1/blueprints", None, Some(&forged)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 

@@ -258,8 +258,13 @@ fn path_steps(path: &[String]) -> Vec<berth_model::query::PathStep> {
     path.iter().map(|r| berth_model::query::PathStep { relation: r.clone(), max_hops: 1 }).collect()
 }
 
-/// Whether `p` may read `entity` (one judgement; a request judging many entities uses a
-/// [`crate::scoped::Scoped`], which compiles each scope once).
+/// Whether `p` may read `entity`: one judgement, for the entity's blueprint only (a request judging many
+/// entities uses a [`crate::scoped::Scoped`], which compiles each scope once).
 pub fn can_read(state: &State, p: &Principal, entity: &Entity, now: berth_model::Timestamp) -> bool {
-    crate::scoped::Scoped::new(state, p.clone(), now).can_read(entity)
+    match read_scope(state, p, &entity.blueprint) {
+        ReadScope::All => true,
+        ReadScope::Nothing => false,
+        ReadScope::Rules(q) => crate::search::Ctx::new(state, &q, now, Some(&entity.blueprint))
+            .is_ok_and(|ctx| crate::search::matches(&ctx, entity, &q)),
+    }
 }

@@ -51,17 +51,8 @@ impl<'s> Scoped<'s> {
         self.state
     }
 
-    pub fn principal(&self) -> &Principal {
-        &self.principal
-    }
-
     pub fn now(&self) -> Timestamp {
         self.now
-    }
-
-    /// Whether the caller reads every entity of every blueprint (an Admin, or no restriction anywhere).
-    pub fn reads_everything(&self) -> bool {
-        self.admin || self.scopes.keys().all(|bp| matches!(self.compiled(bp), Some(Compiled::All)))
     }
 
     fn compiled(&self, blueprint: &str) -> Option<&Compiled<'s>> {

@@ -742,89 +742,16 @@ async fn snapshot_loop(catalog: std::sync::Weak<Catalog>, every: u64, mut last: 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
+    use crate::test_store::{Failures, TestStore};
     use berth_engine::WriteMode;
     use berth_model::{EntityInput, Origin};
-    use berth_store::{BoxFuture, Snapshot, StoredEvent, sqlite::SqliteStore};
     use serde_json::json;
 
     use super::*;
 
     /// A store whose every third append fails after a delay (as a lost connection would).
-    /// Every third append fails: before reaching the store, or (`commit_first`) after the store committed it
-    /// (the ambiguous case: a connection lost after COMMIT). While `blind`, reading the log fails too.
-    struct FlakyStore {
-        inner: SqliteStore,
-        appends: AtomicUsize,
-        commit_first: bool,
-        blind: std::sync::atomic::AtomicBool,
-    }
-
-    impl FlakyStore {
-        fn new(path: &std::path::Path, commit_first: bool) -> FlakyStore {
-            FlakyStore {
-                inner: SqliteStore::open(path).expect("open"),
-                appends: AtomicUsize::new(0),
-                commit_first,
-                blind: std::sync::atomic::AtomicBool::new(false),
-            }
-        }
-
-        fn blind<T>(&self) -> Option<Result<T, StoreError>> {
-            self.blind.load(Ordering::SeqCst).then(|| Err(StoreError::Unavailable("injected: unreadable".into())))
-        }
-    }
-
-    impl LogStore for FlakyStore {
-        fn describe(&self) -> String {
-            "flaky".into()
-        }
-        fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-            match self.blind() {
-                Some(e) => Box::pin(async move { e }),
-                None => self.inner.head(),
-            }
-        }
-        fn append(&self, expected: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>> {
-            let n = self.appends.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async move {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                if n % 3 == 2 {
-                    if self.commit_first {
-                        self.inner.append(expected, events).await?;
-                    }
-                    return Err(StoreError::Unavailable("injected failure".into()));
-                }
-                self.inner.append(expected, events).await
-            })
-        }
-        fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-            match self.blind() {
-                Some(e) => Box::pin(async move { e }),
-                None => self.inner.read_from(after, limit),
-            }
-        }
-        fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-            self.inner.read_before(before, limit)
-        }
-        fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
-            self.inner.wait_for(after, timeout)
-        }
-        fn save_snapshot(&self, s: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
-            self.inner.save_snapshot(s)
-        }
-        fn load_snapshot(&self) -> BoxFuture<'_, Result<Option<Snapshot>, StoreError>> {
-            self.inner.load_snapshot()
-        }
-        fn get_cursor(&self, name: &str) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-            self.inner.get_cursor(name)
-        }
-        fn set_cursor(&self, name: &str, seq: u64) -> BoxFuture<'_, Result<(), StoreError>> {
-            self.inner.set_cursor(name, seq)
-        }
-    }
-
     fn meta() -> WriteMeta {
         WriteMeta {
             actor: "t".into(),
@@ -858,7 +785,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failed_appends_publish_nothing_and_later_batches_are_redone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(FlakyStore::new(&dir.path().join("log.db"), false));
+        let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::Before));
         let catalog = Catalog::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
         let bp = Command::CreateBlueprint {
             body: json!({"identifier": "s", "title": "S", "schema": {"properties": {"n": {"type": "number"}}}}),
@@ -928,7 +855,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appends_committed_then_reported_failed_are_settled_from_the_log() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(FlakyStore::new(&dir.path().join("log.db"), true));
+        let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::AfterCommit));
         let catalog = Catalog::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
         let bp =
             Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };

@@ -18,6 +18,8 @@ pub mod rate_limit;
 pub mod routes;
 pub mod searching;
 pub mod sign_in;
+#[cfg(test)]
+mod test_store;
 
 use std::future::Future;
 use std::net::SocketAddr;

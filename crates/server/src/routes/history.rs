@@ -363,62 +363,17 @@ pub async fn properties_history(
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     use berth_engine::{Command, WriteMeta, WriteMode};
     use berth_model::{EntityInput, Origin};
-    use berth_store::sqlite::SqliteStore;
-    use berth_store::{BoxFuture, LogStore, Snapshot, StoreError, StoredEvent};
+    use berth_store::LogStore;
     use serde_json::json;
 
     use crate::AppState;
     use crate::catalog::Catalog;
-
-    /// Counts the log reads history makes.
-    struct Counting {
-        inner: SqliteStore,
-        scans: AtomicUsize,
-        point_reads: AtomicUsize,
-    }
-
-    impl LogStore for Counting {
-        fn describe(&self) -> String {
-            "counting".into()
-        }
-        fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-            self.inner.head()
-        }
-        fn append(&self, expected: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>> {
-            self.inner.append(expected, events)
-        }
-        fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-            self.inner.read_from(after, limit)
-        }
-        fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-            self.scans.fetch_add(1, Ordering::SeqCst);
-            self.inner.read_before(before, limit)
-        }
-        fn read_seqs(&self, seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-            self.point_reads.fetch_add(1, Ordering::SeqCst);
-            self.inner.read_seqs(seqs)
-        }
-        fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
-            self.inner.wait_for(after, timeout)
-        }
-        fn save_snapshot(&self, s: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
-            self.inner.save_snapshot(s)
-        }
-        fn load_snapshot(&self) -> BoxFuture<'_, Result<Option<Snapshot>, StoreError>> {
-            self.inner.load_snapshot()
-        }
-        fn get_cursor(&self, name: &str) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-            self.inner.get_cursor(name)
-        }
-        fn set_cursor(&self, name: &str, seq: u64) -> BoxFuture<'_, Result<(), StoreError>> {
-            self.inner.set_cursor(name, seq)
-        }
-    }
+    use crate::test_store::{Failures, TestStore};
 
     fn meta() -> WriteMeta {
         WriteMeta {
@@ -446,11 +401,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn history_reads_the_entitys_own_events_not_the_log() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Counting {
-            inner: SqliteStore::open(&dir.path().join("log.db")).expect("open"),
-            scans: AtomicUsize::new(0),
-            point_reads: AtomicUsize::new(0),
-        });
+        let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::None));
         let catalog = Catalog::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
         let bp = json!({"identifier": "s", "title": "S", "schema": {"properties": {"n": {"type": "number"}}}});
         catalog.write_one(meta(), Command::CreateBlueprint { body: bp }).await.expect("write").0.expect("bp");

@@ -1,0 +1,98 @@
+//! The store the server's own unit tests run on: SQLite underneath, with failures injected on demand and
+//! the log reads counted.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use berth_store::sqlite::SqliteStore;
+use berth_store::{BoxFuture, LogStore, Snapshot, StoreError, StoredEvent};
+
+/// How appends fail.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failures {
+    None,
+    /// Every third append fails before it reaches the store.
+    Before,
+    /// Every third append is committed, then reported failed (a connection lost after COMMIT).
+    AfterCommit,
+}
+
+pub(crate) struct TestStore {
+    pub inner: SqliteStore,
+    failures: Failures,
+    appends: AtomicUsize,
+    /// While set, reading the log (head, reads) fails.
+    pub blind: AtomicBool,
+    /// Backward log scans (`read_before`) and point reads (`read_seqs`) made.
+    pub scans: AtomicUsize,
+    pub point_reads: AtomicUsize,
+}
+
+impl TestStore {
+    pub fn new(path: &std::path::Path, failures: Failures) -> TestStore {
+        TestStore {
+            inner: SqliteStore::open(path).expect("open"),
+            failures,
+            appends: AtomicUsize::new(0),
+            blind: AtomicBool::new(false),
+            scans: AtomicUsize::new(0),
+            point_reads: AtomicUsize::new(0),
+        }
+    }
+
+    fn unreadable(&self) -> bool {
+        self.blind.load(Ordering::SeqCst)
+    }
+}
+
+fn injected<T: Send + 'static>(what: &'static str) -> BoxFuture<'static, Result<T, StoreError>> {
+    Box::pin(async move { Err(StoreError::Unavailable(format!("injected: {what}"))) })
+}
+
+impl LogStore for TestStore {
+    fn describe(&self) -> String {
+        "test".into()
+    }
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        if self.unreadable() { injected("unreadable") } else { self.inner.head() }
+    }
+    fn append(&self, expected: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let n = self.appends.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if n % 3 == 2 && self.failures != Failures::None {
+                if self.failures == Failures::AfterCommit {
+                    self.inner.append(expected, events).await?;
+                }
+                return Err(StoreError::Unavailable("injected failure".into()));
+            }
+            self.inner.append(expected, events).await
+        })
+    }
+    fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        if self.unreadable() { injected("unreadable") } else { self.inner.read_from(after, limit) }
+    }
+    fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.scans.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_before(before, limit)
+    }
+    fn read_seqs(&self, seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.point_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_seqs(seqs)
+    }
+    fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.wait_for(after, timeout)
+    }
+    fn save_snapshot(&self, s: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.save_snapshot(s)
+    }
+    fn load_snapshot(&self) -> BoxFuture<'_, Result<Option<Snapshot>, StoreError>> {
+        self.inner.load_snapshot()
+    }
+    fn get_cursor(&self, name: &str) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        self.inner.get_cursor(name)
+    }
+    fn set_cursor(&self, name: &str, seq: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.set_cursor(name, seq)
+    }
+}

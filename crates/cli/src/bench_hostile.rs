@@ -559,29 +559,17 @@ async fn over_http(count: usize, seed: u64) -> anyhow::Result<Vec<(&'static str,
         }
         out.push((name, tally));
     }
-    // Whatever was accepted, the server starts again from its log and snapshot.
-    let count_before: Value = client
-        .get(format!("{}/v1/blueprints/svc/entities-count", server.base))
-        .bearer_auth(&token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    // Whatever was accepted, the server starts again from its log and snapshot, with the same catalog.
+    let before = summary(&client, &server.base, &token).await?;
     server.stop_gracefully();
     let server = spawn(dir.path())?;
     let mut restart = Tally { inputs: 1, ..Tally::default() };
     match wait_ready(&client, &server.base).await {
         Ok(_) => {
             let token = crate::bench::token(&client, &server.base).await?;
-            let count_after: Value = client
-                .get(format!("{}/v1/blueprints/svc/entities-count", server.base))
-                .bearer_auth(&token)
-                .send()
-                .await?
-                .json()
-                .await?;
-            if count_after != count_before {
-                restart.failures.push(format!("restart: {count_before} before, {count_after} after"));
+            let after = summary(&client, &server.base, &token).await?;
+            if after != before {
+                restart.failures.push(format!("restart: {before} before, {after} after"));
             } else {
                 restart.accepted = 1;
             }
@@ -590,6 +578,23 @@ async fn over_http(count: usize, seed: u64) -> anyhow::Result<Vec<(&'static str,
     }
     out.push(("restart after the battery", restart));
     Ok(out)
+}
+
+/// What a restart must keep: the log's head, the blueprints, and the count of the battery's blueprint.
+async fn summary(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<Value> {
+    let get = |path: &str| {
+        let request = client.get(format!("{base}{path}")).bearer_auth(token);
+        async move { anyhow::Ok(request.send().await?.json::<Value>().await?) }
+    };
+    let blueprints: Vec<Value> = get("/v1/blueprints").await?["blueprints"]
+        .as_array()
+        .map(|list| list.iter().map(|b| b["identifier"].clone()).collect())
+        .unwrap_or_default();
+    Ok(json!({
+        "seq": get("/healthz").await?["seq"],
+        "blueprints": blueprints,
+        "svc": get("/v1/blueprints/svc/entities-count").await?["count"],
+    }))
 }
 
 pub async fn run(count: usize, seed: u64) -> anyhow::Result<()> {

@@ -14,11 +14,7 @@ use support::{Berth, Proxy};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_is_survived() {
     let proxy = Proxy::start("127.0.0.1:5432").await;
-    let base =
-        std::env::var("BERTH_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let via_proxy = base.replacen(":5432", &format!(":{}", proxy.port), 1);
-    let url =
-        format!("{via_proxy}{}schema={}", if via_proxy.contains('?') { '&' } else { '?' }, support::unique("outage"));
+    let url = postgres_via(&proxy, "outage");
     outage(&proxy, &url).await;
 }
 
@@ -27,6 +23,14 @@ async fn redis_outage_is_survived() {
     let proxy = Proxy::start("127.0.0.1:6379").await;
     let url = format!("redis://127.0.0.1:{}?prefix={}", proxy.port, support::unique("outage"));
     outage(&proxy, &url).await;
+}
+
+/// The test PostgreSQL reached through `proxy`, in a schema of its own.
+fn postgres_via(proxy: &Proxy, tag: &str) -> String {
+    let base =
+        std::env::var("BERTH_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let via_proxy = base.replacen(":5432", &format!(":{}", proxy.port), 1);
+    format!("{via_proxy}{}schema={}", if via_proxy.contains('?') { '&' } else { '?' }, support::unique(tag))
 }
 
 async fn ready_status(client: &reqwest::Client, server: &Berth) -> u16 {
@@ -109,11 +113,7 @@ async fn outage(proxy: &Proxy, url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_black_hole_ends_in_503s_and_recovers() {
     let proxy = Proxy::start("127.0.0.1:5432").await;
-    let base =
-        std::env::var("BERTH_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let via_proxy = base.replacen(":5432", &format!(":{}", proxy.port), 1);
-    let url =
-        format!("{via_proxy}{}schema={}", if via_proxy.contains('?') { '&' } else { '?' }, support::unique("hole"));
+    let url = postgres_via(&proxy, "hole");
     let dir = tempfile::tempdir().expect("tempdir");
     let client = reqwest::Client::new();
     let server = Berth::spawn(dir.path(), &url, &[]);

@@ -94,7 +94,8 @@ pub struct BlueprintSearch {
     security(("bearer" = [])),
     params(("blueprint" = String, Path, description = "Blueprint identifier")),
     request_body = BlueprintSearch,
-    responses((status = 200, description = "`{ok, entities, next?}`"), (status = 400, description = "Bad query, limit or cursor"), (status = 404, description = "No such blueprint")))]
+    responses((status = 200, description = "`{ok, entities, next?}`"), (status = 400, description = "Bad query, limit or cursor"), (status = 404, description = "No such blueprint"),
+        (status = 503, description = "`search_timeout`: the search ran past its 10 s deadline")))]
 pub async fn search_blueprint(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -177,7 +178,8 @@ pub struct AggregateRequest {
     description = "`count`; `sum`, `average`, `min`, `max`, `median` of a number `property` (non-numbers are skipped; `null` when nothing was measured); `average` per `averageOf` unit of time; `countValues` by `property`, `relation` or `scorecard` (facets: `result` maps each value to its count, `values` lists `{value, count}` by count, including `null` for entities without a value).",
     security(("bearer" = [])),
     request_body = AggregateRequest,
-    responses((status = 200, description = "`{ok, result, values?, matchingBlueprints, failedBlueprints}`"), (status = 400, description = "Bad function, query or property")))]
+    responses((status = 200, description = "`{ok, result, values?, matchingBlueprints, failedBlueprints}`"), (status = 400, description = "Bad function, query or property"),
+        (status = 503, description = "`search_timeout`: the aggregate ran past its 10 s deadline")))]
 pub async fn aggregate(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,

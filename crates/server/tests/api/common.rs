@@ -96,6 +96,21 @@ impl TestServer {
         TestServer { base, token, client, dir: None, data_dir, stop: Some(stop), task: Some(task) }
     }
 
+    /// A token for a credential, as `POST /v1/auth/access_token` answers it.
+    pub async fn token_for(&self, client_id: &str, client_secret: &str) -> String {
+        let r: Value = self
+            .client
+            .post(format!("{}/v1/auth/access_token", self.base))
+            .json(&json!({"clientId": client_id, "clientSecret": client_secret}))
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("json");
+        r["accessToken"].as_str().expect("token").to_string()
+    }
+
     /// Stops the server gracefully (final snapshot) and keeps the data directory.
     pub async fn stop(mut self) -> (Option<tempfile::TempDir>, PathBuf) {
         if let Some(stop) = self.stop.take() {

@@ -179,17 +179,7 @@ async fn the_signing_key_is_outside_the_log_and_rotates() {
         .expect("rotate");
     tokio::time::sleep(std::time::Duration::from_millis(3_200)).await;
     assert_eq!(s.get("/v1/blueprints").await.status, StatusCode::OK, "a token from before the rotation still works");
-    let fresh: Value = s
-        .client
-        .post(format!("{}/v1/auth/access_token", s.base))
-        .json(&json!({"clientId": crate::common::CLIENT_ID, "clientSecret": crate::common::CLIENT_SECRET}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    let fresh = fresh["accessToken"].as_str().expect("token").to_string();
+    let fresh = s.token_for(crate::common::CLIENT_ID, crate::common::CLIENT_SECRET).await;
     assert_ne!(fresh, old_token, "new tokens are signed with the new key");
     let r = s.raw(reqwest::Method::GET, "/v1/blueprints", None, Some(&fresh)).await;
     assert_eq!(r.status, StatusCode::OK);

@@ -11,17 +11,8 @@ use crate::common::TestServer;
 pub async fn app_token(s: &TestServer, name: &str, roles: &[&str], teams: &[&str]) -> String {
     let a = s.post("/v1/apps", json!({"name": name, "roles": roles, "teams": teams})).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
-    let r: Value = s
-        .client
-        .post(format!("{}/v1/auth/access_token", s.base))
-        .json(&json!({"clientId": a.body["app"]["clientId"], "clientSecret": a.body["app"]["clientSecret"]}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    r["accessToken"].as_str().expect("token").to_string()
+    let app = &a.body["app"];
+    s.token_for(app["clientId"].as_str().expect("id"), app["clientSecret"].as_str().expect("secret")).await
 }
 
 pub async fn call(s: &TestServer, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {

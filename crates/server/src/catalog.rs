@@ -744,25 +744,14 @@ async fn snapshot_loop(catalog: std::sync::Weak<Catalog>, every: u64, mut last: 
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use crate::test_store::{Failures, TestStore};
+    use crate::test_store::{Failures, TestStore, meta, upsert};
     use berth_engine::WriteMode;
-    use berth_model::{EntityInput, Origin};
+    use berth_model::EntityInput;
     use serde_json::json;
 
     use super::*;
 
     /// A store whose every third append fails after a delay (as a lost connection would).
-    fn meta() -> WriteMeta {
-        WriteMeta {
-            actor: "t".into(),
-            origin: Origin::Api,
-            now: crate::now(),
-            datasource: None,
-            run_id: None,
-            principal: None,
-        }
-    }
-
     /// A task the writer spawns (its append) runs while the writer's batch executes, not after it: spawned
     /// from a worker, it sits in that worker's LIFO slot, which no other worker steals.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -839,16 +828,6 @@ mod tests {
         assert_eq!(in_batches.to_snapshot().expect("snap"), view.to_snapshot().expect("snap"));
     }
 
-    fn upsert(id: &str) -> Command {
-        Command::WriteEntity {
-            blueprint: "s".into(),
-            path_id: None,
-            input: EntityInput::from_value(&json!({"identifier": id})).expect("input"),
-            mode: WriteMode::Upsert,
-            create_missing_related: false,
-        }
-    }
-
     /// M4 / T5: a store that commits an append and then reports a failure: the write is settled by reading
     /// the log back and answered as the success it was; with the log unreadable too, it is "outcome unknown"
     /// (never "not applied"), and the catalog catches up once the store answers again.
@@ -860,21 +839,21 @@ mod tests {
         let bp =
             Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
         catalog.write_one(meta(), bp).await.expect("write").0.expect("blueprint"); // append 0
-        catalog.write_one(meta(), upsert("a")).await.expect("write").0.expect("a"); // append 1
+        catalog.write_one(meta(), upsert("a", json!({}))).await.expect("write").0.expect("a"); // append 1
         // Append 2 commits, then fails: read back, it is a success.
-        let (outcome, seq) = catalog.write_one(meta(), upsert("b")).await.expect("settled as applied");
+        let (outcome, seq) = catalog.write_one(meta(), upsert("b", json!({}))).await.expect("settled as applied");
         outcome.expect("b");
         assert_eq!(seq, store.inner.head().await.expect("head"));
         assert!(catalog.view().entity("s", "b").is_some());
-        catalog.write_one(meta(), upsert("c")).await.expect("write").0.expect("c"); // append 3
-        catalog.write_one(meta(), upsert("d")).await.expect("write").0.expect("d"); // append 4
+        catalog.write_one(meta(), upsert("c", json!({}))).await.expect("write").0.expect("c"); // append 3
+        catalog.write_one(meta(), upsert("d", json!({}))).await.expect("write").0.expect("d"); // append 4
         // Append 5 commits and fails, and the log cannot be read: the answer says so.
         store.blind.store(true, Ordering::SeqCst);
-        let unknown = catalog.write_one(meta(), upsert("e")).await;
+        let unknown = catalog.write_one(meta(), upsert("e", json!({}))).await;
         assert!(matches!(unknown, Err(CatalogError::Unknown(_))), "{unknown:?}");
         store.blind.store(false, Ordering::SeqCst);
         // The next write finds the log moved on, catches up, and so the catalog shows `e` too.
-        catalog.write_one(meta(), upsert("f")).await.expect("write").0.expect("f");
+        catalog.write_one(meta(), upsert("f", json!({}))).await.expect("write").0.expect("f");
         let view = catalog.view();
         for id in ["a", "b", "c", "d", "e", "f"] {
             assert!(view.entity("s", id).is_some(), "{id}");

@@ -96,3 +96,27 @@ impl LogStore for TestStore {
         self.inner.set_cursor(name, seq)
     }
 }
+
+/// A write made by the test writer `t`, unchecked (no principal), now.
+pub(crate) fn meta() -> berth_engine::WriteMeta {
+    berth_engine::WriteMeta {
+        actor: "t".into(),
+        origin: berth_model::Origin::Api,
+        now: crate::now(),
+        datasource: None,
+        run_id: None,
+        principal: None,
+    }
+}
+
+/// An upsert of entity `id` of blueprint `s` with these properties.
+pub(crate) fn upsert(id: &str, properties: serde_json::Value) -> berth_engine::Command {
+    let body = serde_json::json!({"identifier": id, "properties": properties});
+    berth_engine::Command::WriteEntity {
+        blueprint: "s".into(),
+        path_id: None,
+        input: berth_model::EntityInput::from_value(&body).expect("input"),
+        mode: berth_engine::WriteMode::Upsert,
+        create_missing_related: false,
+    }
+}

@@ -366,35 +366,13 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use berth_engine::{Command, WriteMeta, WriteMode};
-    use berth_model::{EntityInput, Origin};
+    use berth_engine::Command;
     use berth_store::LogStore;
     use serde_json::json;
 
     use crate::AppState;
     use crate::catalog::Catalog;
-    use crate::test_store::{Failures, TestStore};
-
-    fn meta() -> WriteMeta {
-        WriteMeta {
-            actor: "t".into(),
-            origin: Origin::Api,
-            now: crate::now(),
-            datasource: None,
-            run_id: None,
-            principal: None,
-        }
-    }
-
-    fn upsert(id: &str, n: usize) -> Command {
-        Command::WriteEntity {
-            blueprint: "s".into(),
-            path_id: None,
-            input: EntityInput::from_value(&json!({"identifier": id, "properties": {"n": n}})).expect("input"),
-            mode: WriteMode::Upsert,
-            create_missing_related: false,
-        }
-    }
+    use crate::test_store::{Failures, TestStore, meta, upsert};
 
     /// H8: an entity's history reads its own events by sequence number (one read per page), never a scan of
     /// the log, however long the log; a missing entity reads nothing at all.
@@ -406,9 +384,10 @@ mod tests {
         let bp = json!({"identifier": "s", "title": "S", "schema": {"properties": {"n": {"type": "number"}}}});
         catalog.write_one(meta(), Command::CreateBlueprint { body: bp }).await.expect("write").0.expect("bp");
         for round in 0..3 {
-            let commands: Vec<Command> = (0..1_000).map(|i| upsert(&format!("other-{i}"), round)).collect();
+            let commands: Vec<Command> =
+                (0..1_000).map(|i| upsert(&format!("other-{i}"), json!({"n": round}))).collect();
             catalog.write(meta(), commands).await.expect("bulk");
-            catalog.write_one(meta(), upsert("target", round)).await.expect("write").0.expect("target");
+            catalog.write_one(meta(), upsert("target", json!({"n": round}))).await.expect("write").0.expect("target");
         }
         let mut config = crate::ServerConfig::new(dir.path().to_path_buf());
         config.rate_limit = 0;

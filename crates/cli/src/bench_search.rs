@@ -128,6 +128,19 @@ pub async fn run(entities: usize, keep: bool) -> anyhow::Result<()> {
             "indexed",
         ),
         (
+            "page of a big relation: environment = env-3 (1 in 10)",
+            "deployment",
+            q(json!([{"relation": "environment", "operator": "=", "value": "env-3"}])),
+            "reverse index, read lazily",
+        ),
+        (
+            "page of a big relation and a rule: environment = env-3 and status = failed",
+            "deployment",
+            q(json!([{"relation": "environment", "operator": "=", "value": "env-3"},
+                {"property": "status", "operator": "=", "value": "failed"}])),
+            "reverse index, read lazily",
+        ),
+        (
             "property equality: status = failed",
             "deployment",
             q(json!([{"property": "status", "operator": "=", "value": "failed"}])),

@@ -170,13 +170,8 @@ pub fn search_blueprint(
     let mut out = Vec::with_capacity(limit.min(1024));
     let planned = query.and_then(|q| candidates(&ctx, blueprint, q, Some(limit)));
     let iter: Box<dyn Iterator<Item = &Arc<Entity>>> = match (planned, &after) {
-        (Some(ids), after) => {
-            let after = after.clone();
-            Box::new(
-                ids.into_sorted()
-                    .filter(move |id| after.as_deref().is_none_or(|a| &**id > a))
-                    .filter_map(|id| state.entity(blueprint, id)),
-            )
+        (Some(plan), after) => {
+            Box::new(plan.sorted_after(state, blueprint, after.as_deref()).filter_map(|id| state.entity(blueprint, id)))
         }
         (None, Some(a)) => Box::new(state.entities_after(blueprint, a)),
         (None, None) => Box::new(state.entities_of(blueprint)),
@@ -241,7 +236,9 @@ pub fn for_each_match<'s>(
             }
         };
         match candidates(&ctx, &bp, query, None) {
-            Some(ids) => ids.into_sorted().filter_map(|id| state.entity(&bp, id)).for_each(&mut visit),
+            Some(plan) => {
+                plan.sorted_after(state, &bp, None).filter_map(|id| state.entity(&bp, id)).for_each(&mut visit)
+            }
             None => state.entities_of(&bp).for_each(&mut visit),
         }
         if hits > 0 {
@@ -255,9 +252,11 @@ pub fn for_each_match<'s>(
 pub fn count_blueprint(state: &State, blueprint: &str, query: &Query, now: Timestamp) -> Result<usize, DomainError> {
     let ctx = Ctx::new(state, query, now, Some(blueprint))?;
     Ok(match candidates(&ctx, blueprint, query, None) {
-        Some(ids) => {
-            ids.into_sorted().filter_map(|id| state.entity(blueprint, id)).filter(|e| matches(&ctx, e, query)).count()
-        }
+        Some(plan) => plan
+            .sorted_after(state, blueprint, None)
+            .filter_map(|id| state.entity(blueprint, id))
+            .filter(|e| matches(&ctx, e, query))
+            .count(),
         None => state.entities_of(blueprint).filter(|e| matches(&ctx, e, query)).count(),
     })
 }
@@ -327,14 +326,14 @@ pub fn search_blueprint_sorted(
     let planned = query.and_then(|q| candidates(&ctx, blueprint, q, None));
     // Unless the matches are few, walking the sort property's ordered index yields the page in order.
     let walk = match (&planned, sort) {
-        (Some(ids), _) if ids.len() <= state.entity_count(blueprint) / 16 => None,
+        (Some(Plan::Ids(ids)), _) if ids.len() <= state.entity_count(blueprint) / 16 => None,
         (_, [key]) => walk_index(&ctx, blueprint, query, key, after.as_ref(), limit, &position, &compare),
         _ => None,
     };
     let mut hits: Vec<(Position, Arc<Entity>)> = match (walk, planned) {
         (Some(hits), _) => hits,
-        (None, Some(ids)) => ids
-            .into_sorted()
+        (None, Some(plan)) => plan
+            .sorted_after(state, blueprint, None)
             .filter_map(|id| state.entity(blueprint, id))
             .filter(|e| query.is_none_or(|q| matches(&ctx, e, q)))
             .map(|e| (position(e), Arc::clone(e)))
@@ -539,6 +538,32 @@ impl<'a> FromIterator<&'a str> for IdSet<'a> {
     }
 }
 
+/// Where a search reads its candidates from.
+enum Plan<'c> {
+    /// Identifiers gathered from an index or a graph rule, sorted when read.
+    Ids(IdSet<'c>),
+    /// The sources of one relation into one target, read lazily from the reverse-relation index in
+    /// identifier order: a page of a target with many sources reads about the page.
+    Sources { target_blueprint: &'c str, target: &'c str, relation: &'c str },
+}
+
+impl<'c> Plan<'c> {
+    /// The candidates of `blueprint` in identifier order, each once, after `after` when given.
+    fn sorted_after(
+        self,
+        state: &'c State,
+        blueprint: &'c str,
+        after: Option<&'c str>,
+    ) -> Box<dyn Iterator<Item = &'c str> + 'c> {
+        match self {
+            Plan::Ids(ids) => Box::new(ids.into_sorted().filter(move |id| after.is_none_or(|a| *id > a))),
+            Plan::Sources { target_blueprint, target, relation } => {
+                Box::new(state.sources(target_blueprint, target, blueprint, relation, after).map(|id| &**id))
+            }
+        }
+    }
+}
+
 /// The most candidates worth reading from a property index. A search that wants `limit` results stops its
 /// scan after about `limit * total / matches` entities, while reading `matches` candidates costs about
 /// `matches`: the index pays while `matches < sqrt(limit * total)`. A search that wants every result scans
@@ -553,7 +578,11 @@ fn index_cap(total: usize, limit: Option<usize>) -> usize {
 /// A superset of the identifiers (of `blueprint`) that can match `query`, in identifier order, when a top-level
 /// `and` rule allows reading them from an index; `None` when a scan will do better. `limit` is how many
 /// results the caller wants (`None`: all of them).
-fn candidates<'c>(ctx: &'c Ctx<'_>, blueprint: &str, query: &'c Query, limit: Option<usize>) -> Option<IdSet<'c>> {
+///
+/// For a page (`limit` given), a relation rule naming one target is read lazily ([`Plan::Sources`]) unless a
+/// smaller gathered set exists: reading sources in order until the page is full costs at most what gathering
+/// them would, so it is counted only against a gathered rival, and only up to that rival's size.
+fn candidates<'c>(ctx: &'c Ctx<'_>, blueprint: &str, query: &'c Query, limit: Option<usize>) -> Option<Plan<'c>> {
     let state = ctx.state;
     let nodes: Vec<&Query> = match query {
         Query::Group { combinator: berth_model::query::Combinator::And, rules } => rules.iter().collect(),
@@ -580,6 +609,8 @@ fn candidates<'c>(ctx: &'c Ctx<'_>, blueprint: &str, query: &'c Query, limit: Op
         _ => None,
     });
     let rules: Vec<&Rule> = rules.collect();
+    // Relation rules naming one target, left lazy for a page: (target blueprint, target, relation).
+    let mut lazy: Vec<(&'c str, &'c str, &'c str)> = Vec::new();
     for rule in &rules {
         let values: Vec<&str> = match (&rule.op, &rule.operand) {
             (Op::Eq, Operand::Scalar(Value::String(v))) => vec![v.as_str()],
@@ -594,6 +625,10 @@ fn candidates<'c>(ctx: &'c Ctx<'_>, blueprint: &str, query: &'c Query, limit: Op
             }
             Target::Relation(r) => {
                 let Some(def) = bp.def.relations.get(r) else { continue };
+                if let (Some(_), [target]) = (limit, values.as_slice()) {
+                    lazy.push((def.target.as_str(), target, r.as_str()));
+                    continue;
+                }
                 values
                     .into_iter()
                     .flat_map(|target| state.incoming(&def.target, target))
@@ -618,6 +653,24 @@ fn candidates<'c>(ctx: &'c Ctx<'_>, blueprint: &str, query: &'c Query, limit: Op
             }
         }
     }
+    // A lazy relation read wins unless a gathered set is smaller than it (counted up to that set's size).
+    let sources = |&(target_blueprint, target, relation): &(&'c str, &'c str, &'c str)| Plan::Sources {
+        target_blueprint,
+        target,
+        relation,
+    };
+    match (&best, lazy.as_slice()) {
+        (None, [first, ..]) => return Some(sources(first)),
+        (Some(b), lazy) => {
+            let shorter = lazy.iter().find(|(target_blueprint, target, relation)| {
+                state.sources(target_blueprint, target, blueprint, relation, None).take(b.len()).count() < b.len()
+            });
+            if let Some(found) = shorter {
+                return Some(sources(found));
+            }
+        }
+        (None, []) => {}
+    }
     // A search for every match where no one rule is selective enough: the intersection of the two smallest
     // index answers (each under half the blueprint) costs less than visiting everything, and is often far
     // smaller than either (a team's entities of one language).
@@ -630,7 +683,7 @@ fn candidates<'c>(ctx: &'c Ctx<'_>, blueprint: &str, query: &'c Query, limit: Op
             best = Some(sets[0].iter().filter(|id| second.contains(*id)).copied().collect());
         }
     }
-    best
+    best.map(Plan::Ids)
 }
 
 /// The identifiers a property index gives for one rule, unless there are `cap` or more of them (or the rule

@@ -417,6 +417,11 @@ mod planned_search {
                     "properties": {"replicas": replicas, "tags": tags, "lang": if replicas % 2 == 0 { "go" } else { "rust" }},
                     "relations": relations})).expect("input");
                 h.run(Command::WriteEntity { blueprint: "service".into(), path_id: None, input, mode: WriteMode::Upsert, create_missing_related: true }).expect("write");
+                // Edges of another blueprint into the same targets sit beside the services' own in the
+                // reverse index: a lazy read of one relation's sources must step over them.
+                for d in &deps {
+                    h.write("deployment", json!({"identifier": format!("d{id}-{d}"), "relations": {"service": format!("s{d}")}}), WriteMode::Upsert).expect("deployment");
+                }
             }
             let query = Query::parse(&q).expect("parses");
             let expected: Vec<String> = search::scan(&h.state, "service", &query, NOW).expect("scan").iter().map(|e| e.identifier.to_string()).collect();

@@ -172,6 +172,9 @@ pub struct State {
     /// Events before this sequence number are not in `versions` (a state loaded from a snapshot written
     /// before the index existed); 0 or 1: it is complete.
     versions_from: u64,
+    /// Refused entity writes before this sequence number are not in `versions` (a snapshot written before
+    /// refusals were indexed): the audit log scans that part of the log.
+    refusals_from: u64,
 }
 
 /// One entity's versions in the index: most entities are written once, so a single sequence number is kept
@@ -242,6 +245,9 @@ struct SnapshotData {
     /// Where the version index starts (see [`State::versions`]).
     #[serde(default)]
     versions_from: u64,
+    /// Where refused entity writes start to be in the version index; absent in snapshots written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refusals_from: Option<u64>,
     #[serde(skip)]
     version_rows: Vec<VersionRow>,
 }
@@ -880,7 +886,20 @@ impl State {
         Ok(())
     }
 
-    /// Adds an entity event to the version index (keys shared with the entity maps where it still exists).
+    /// The keys of an entity's entry in the version index (shared with the index where it has one).
+    fn version_key(&self, blueprint: &str, identifier: &str) -> (Key, Key) {
+        let bp = self.blueprint_name(blueprint);
+        let id = self
+            .versions
+            .get(&*bp)
+            .and_then(|m| m.get_key_value(identifier))
+            .map_or_else(|| Arc::from(identifier), |(k, _)| Arc::clone(k));
+        (bp, id)
+    }
+
+    /// Adds an entity event to the version index (keys shared with the entity maps where it still exists):
+    /// writes, deletes, and refused attempts that name the entity (for the audit log; readers of versions
+    /// skip them).
     fn record_version(&mut self, change: &Change, seq: u64) {
         let (bp, id): (Key, Key) = match change {
             Change::EntityPut { entity } => {
@@ -892,14 +911,11 @@ impl State {
                     .map_or_else(|| Arc::clone(&entity.identifier), |(k, _)| Arc::clone(k));
                 (bp, id)
             }
-            Change::EntityDeleted { blueprint, identifier } => {
-                let bp = self.blueprint_name(blueprint);
-                let id = self
-                    .versions
-                    .get(&*bp)
-                    .and_then(|m| m.get_key_value(identifier.as_str()))
-                    .map_or_else(|| Arc::from(identifier.as_str()), |(k, _)| Arc::clone(k));
-                (bp, id)
+            Change::EntityDeleted { blueprint, identifier } => self.version_key(blueprint, identifier),
+            Change::Refused { resource, blueprint: Some(blueprint), identifier: Some(identifier), .. }
+                if resource == "entity" =>
+            {
+                self.version_key(blueprint, identifier)
             }
             _ => return,
         };
@@ -916,6 +932,18 @@ impl State {
     /// sequence number the index covers (older events of the entity, if any, must be read from the log).
     pub fn versions(&self, blueprint: &str, identifier: &str) -> (Option<&Versions>, u64) {
         (self.versions.get(blueprint).and_then(|m| m.get(identifier)), self.versions_from)
+    }
+
+    /// The sequence numbers of every event of the entities named `identifier` (of `blueprint`, or of any
+    /// blueprint), refused attempts included, oldest first; and the first sequence number the index covers
+    /// for all of them (older events must be read from the log).
+    pub fn entity_events(&self, blueprint: Option<&str>, identifier: &str) -> (Vec<u64>, u64) {
+        let mut seqs: Vec<u64> = match blueprint {
+            Some(bp) => self.versions(bp, identifier).0.map(Versions::seqs).unwrap_or_default(),
+            None => self.versions.values().filter_map(|m| m.get(identifier)).flat_map(Versions::seqs).collect(),
+        };
+        seqs.sort_unstable();
+        (seqs, self.versions_from.max(self.refusals_from))
     }
 
     fn apply_change(&mut self, change: &Change) -> Result<(), String> {
@@ -1076,6 +1104,7 @@ impl State {
             signing_key: self.signing_key.clone(),
             version_chunks: None,
             versions_from: 0,
+            refusals_from: None,
             version_rows: Vec::new(),
         };
         // The version index, in chunks of its own after the entities.
@@ -1094,6 +1123,7 @@ impl State {
         let data = SnapshotData {
             version_chunks: Some(version_chunks.iter().map(Vec::len).collect()),
             versions_from: self.versions_from,
+            refusals_from: Some(self.refusals_from),
             ..data
         };
         let header = serde_json::to_vec(&data).map_err(|e| StateError::Snapshot(e.to_string()))?;
@@ -1210,6 +1240,7 @@ impl State {
         // for the events after the snapshot.
         if data.version_chunks.is_some() {
             state.versions_from = data.versions_from;
+            state.refusals_from = data.refusals_from.unwrap_or(data.seq + 1);
             for (bp, id, seqs) in data.version_rows {
                 let bp = state.blueprint_name(&bp);
                 let id: Key = state
@@ -1223,6 +1254,7 @@ impl State {
             }
         } else {
             state.versions_from = data.seq + 1;
+            state.refusals_from = data.seq + 1;
         }
         state.seq = data.seq;
         Ok(state)
@@ -1551,6 +1583,7 @@ mod tests {
             signing_key: None,
             version_chunks: None,
             versions_from: 0,
+            refusals_from: None,
             version_rows: Vec::new(),
         };
         let old = serde_json::to_vec(&data).expect("serialises");
@@ -1558,6 +1591,38 @@ mod tests {
         assert_eq!(loaded.digest(), state.digest());
         // A snapshot from before the version index: the index covers only what follows it.
         assert_eq!(loaded.versions("svc", "s000"), (None, state.seq + 1));
+        assert_eq!(loaded.entity_events(None, "s000"), (Vec::new(), state.seq + 1));
+    }
+
+    #[test]
+    fn refused_entity_writes_are_indexed_with_the_entity_and_survive_snapshots() {
+        let mut state = state_with(3);
+        let refuse = |identifier: &str| Change::Refused {
+            resource: "entity".into(),
+            action: "CREATE".into(),
+            blueprint: Some("svc".into()),
+            identifier: Some(identifier.into()),
+            status: 422,
+            message: "no".into(),
+        };
+        let first = state.seq + 1;
+        state.apply(&event(first, refuse("s001"))).expect("refusal");
+        state.apply(&event(first + 1, refuse("never"))).expect("refusal of an entity that never existed");
+        let app = Change::Refused {
+            resource: "app".into(),
+            action: "CREATE".into(),
+            blueprint: Some("svc".into()),
+            identifier: Some("s001".into()),
+            status: 403,
+            message: "no".into(),
+        };
+        state.apply(&event(first + 2, app)).expect("refusal of something else");
+        let (seqs, from) = state.entity_events(Some("svc"), "s001");
+        assert_eq!((seqs.len(), seqs.last(), from), (2, Some(&first), 0), "the write and the refusal: {seqs:?}");
+        assert_eq!(state.entity_events(None, "never").0, vec![first + 1]);
+        // Readers of versions see the refusal's number and skip it; a snapshot keeps it.
+        let loaded = State::from_snapshot(&state.to_snapshot().expect("snapshot")).expect("loads");
+        assert_eq!(loaded.entity_events(Some("svc"), "s001"), (seqs, 0));
     }
 
     #[test]

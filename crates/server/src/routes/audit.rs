@@ -228,6 +228,18 @@ impl Filters {
         })
     }
 
+    /// The entity identifier when the filters name one entity's records only (so the version index can
+    /// answer them).
+    fn one_entity(&self) -> Option<&str> {
+        match (&self.entity, &self.identifier) {
+            (Some(entity), identifier) if identifier.as_ref().is_none_or(|i| i == entity) => Some(entity),
+            (None, Some(identifier)) if self.resources.iter().all(|r| r == "entity") && !self.resources.is_empty() => {
+                Some(identifier)
+            }
+            _ => None,
+        }
+    }
+
     fn matches(&self, event: &Event, record: &Record) -> bool {
         let eq = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
         eq(&self.identifier, &record.identifier)
@@ -298,6 +310,10 @@ fn before_visible(scoped: &Scoped<'_>, event: &Event) -> bool {
 
 /// One page of audit records matching the filters in `q` (as `GET /v1/audit-log` takes them), newest first,
 /// and the cursor of the next page, showing `caller` only what it may see ([`visible`]).
+///
+/// A page about one entity (an `entity` filter, or an `identifier` filter on entities only) reads the
+/// entity's own events named by the version index (refused attempts included), so its cost grows with the
+/// entity's events, not the log; only the part of the log older than the index is scanned.
 pub async fn read(app: &AppState, caller: &Caller, q: &Params) -> ApiResult<(Vec<Value>, Option<String>)> {
     let filters = Filters::parse(q)?;
     let view = app.catalog.view();
@@ -308,16 +324,39 @@ pub async fn read(app: &AppState, caller: &Caller, q: &Params) -> ApiResult<(Vec
         Some(c) => c.parse::<u64>().map_err(|_| ApiError::bad_request("`cursor` is not a `next` of this log"))?,
         None => store.head().await.map_err(|e| ApiError::unavailable(format!("store: {e}")))? + 1,
     };
-    let mut audits = Vec::new();
+    let mut page = Page { filters: &filters, scoped: &scoped, caller, limit, audits: Vec::new() };
+    if let Some(id) = filters.one_entity() {
+        let (seqs, indexed_from) = view.entity_events(filters.blueprint.as_deref(), id);
+        let wanted: Vec<u64> = seqs.into_iter().rev().filter(|s| *s < before).collect();
+        for chunk in wanted.chunks(PAGE.min(berth_store::MAX_READ_SEQS)) {
+            let events =
+                store.read_seqs(chunk.to_vec()).await.map_err(|e| ApiError::unavailable(format!("store: {e}")))?;
+            for stored in events {
+                before = stored.seq;
+                let event = decode_event(stored.seq, &stored.payload).map_err(ApiError::internal)?;
+                if filters.from.is_some_and(|from| event.time < from) {
+                    continue;
+                }
+                if page.offer(&event) {
+                    let more = wanted.last().is_some_and(|l| *l < before) || indexed_from > 1;
+                    return Ok((page.audits, more.then(|| before.to_string())));
+                }
+            }
+        }
+        if indexed_from <= 1 {
+            return Ok((page.audits, None));
+        }
+        before = before.min(indexed_from);
+    }
     let mut scanned = 0usize;
     let mut done = false;
     'scan: while before > 1 && scanned < SCAN_BUDGET {
-        let page = store.read_before(before, PAGE).await.map_err(|e| ApiError::unavailable(format!("store: {e}")))?;
-        if page.is_empty() {
+        let events = store.read_before(before, PAGE).await.map_err(|e| ApiError::unavailable(format!("store: {e}")))?;
+        if events.is_empty() {
             done = true;
             break;
         }
-        for stored in page {
+        for stored in events {
             scanned += 1;
             before = stored.seq;
             let event = decode_event(stored.seq, &stored.payload).map_err(ApiError::internal)?;
@@ -332,32 +371,48 @@ pub async fn read(app: &AppState, caller: &Caller, q: &Params) -> ApiResult<(Vec
                     continue;
                 }
             }
-            let mut record = describe(&event);
-            if !filters.matches(&event, &record) || !visible(&scoped, caller, &event) {
-                continue;
-            }
-            if !before_visible(&scoped, &event) {
-                record.before = Value::Null;
-            }
-            audits.push(json!({
-                "identifier": format!("audit-{}", event.seq),
-                "seq": event.seq,
-                "action": record.action,
-                "resourceType": record.resource,
-                "status": record.status,
-                "trigger": {"by": {"userId": event.actor}, "origin": event.origin, "at": event.time},
-                "context": {
-                    "blueprintIdentifier": record.blueprint,
-                    "entityIdentifier": if record.resource == "entity" { record.identifier.clone() } else { None },
-                    "runId": event.run_id,
-                },
-                "diff": {"before": record.before, "after": record.after},
-            }));
-            if audits.len() == limit {
+            if page.offer(&event) {
                 break 'scan;
             }
         }
     }
     let next = (!done && before > 1).then(|| before.to_string());
-    Ok((audits, next))
+    Ok((page.audits, next))
+}
+
+/// The records of one page as they are found.
+struct Page<'a> {
+    filters: &'a Filters,
+    scoped: &'a Scoped<'a>,
+    caller: &'a Caller,
+    limit: usize,
+    audits: Vec<Value>,
+}
+
+impl Page<'_> {
+    /// Adds the event's record if it matches the filters and the caller may see it; whether the page is full.
+    fn offer(&mut self, event: &Event) -> bool {
+        let mut record = describe(event);
+        if !self.filters.matches(event, &record) || !visible(self.scoped, self.caller, event) {
+            return false;
+        }
+        if !before_visible(self.scoped, event) {
+            record.before = Value::Null;
+        }
+        self.audits.push(json!({
+            "identifier": format!("audit-{}", event.seq),
+            "seq": event.seq,
+            "action": record.action,
+            "resourceType": record.resource,
+            "status": record.status,
+            "trigger": {"by": {"userId": event.actor}, "origin": event.origin, "at": event.time},
+            "context": {
+                "blueprintIdentifier": record.blueprint,
+                "entityIdentifier": if record.resource == "entity" { record.identifier.clone() } else { None },
+                "runId": event.run_id,
+            },
+            "diff": {"before": record.before, "after": record.after},
+        }));
+        self.audits.len() == self.limit
+    }
 }

@@ -122,17 +122,20 @@ pub struct MigrationRecord {
     pub deleted: usize,
     pub delete_blueprint: bool,
     pub at: Timestamp,
+    /// Who started it (Port's `actor`); empty in ids minted before it was recorded.
+    pub actor: String,
 }
 
 impl MigrationRecord {
     pub fn id(&self) -> String {
         format!(
-            "mig-{:x}-{:x}-{:x}-{}-{}",
+            "mig-{:x}-{:x}-{:x}-{}-{}-{}",
             self.seq,
             self.deleted,
             self.at.millis(),
             if self.delete_blueprint { "b" } else { "e" },
-            auth::hex(self.blueprint.as_bytes())
+            auth::hex(self.blueprint.as_bytes()),
+            auth::hex(self.actor.as_bytes())
         )
     }
 
@@ -146,15 +149,26 @@ impl MigrationRecord {
             "e" => false,
             _ => return None,
         };
-        let hex = parts.next()?;
-        if parts.next().is_some() || hex.len() % 2 != 0 {
+        let text = |hex: &str| -> Option<String> {
+            if !hex.len().is_multiple_of(2) {
+                return None;
+            }
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+                .collect::<Option<Vec<u8>>>()?;
+            String::from_utf8(bytes).ok()
+        };
+        let blueprint = text(parts.next()?)?;
+        // Ids minted before the actor was recorded end after the blueprint.
+        let actor = match parts.next() {
+            Some(hex) => text(hex)?,
+            None => String::new(),
+        };
+        if parts.next().is_some() {
             return None;
         }
-        let bytes = (0..hex.len())
-            .step_by(2)
-            .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-            .collect::<Option<Vec<u8>>>()?;
-        Some(MigrationRecord { seq, blueprint: String::from_utf8(bytes).ok()?, deleted, delete_blueprint, at })
+        Some(MigrationRecord { seq, blueprint, deleted, delete_blueprint, at, actor })
     }
 }
 
@@ -570,10 +584,15 @@ mod tests {
                 deleted: 42,
                 delete_blueprint: blueprint.len() % 2 == 0,
                 at: Timestamp::from_millis(1_700_000_000_123),
+                actor: format!("berth_{blueprint}"),
             };
             assert_eq!(MigrationRecord::parse(&r.id()), Some(r));
         }
-        for bad in ["", "mig-", "mig-1-2-3-x-61", "mig-1-2-3-e-6", "mig-1-2-3-e-zz", "nope", "mig-1-2-3-e-61-extra"] {
+        // An id minted before the actor was recorded still reads.
+        let old = MigrationRecord::parse("mig-1-2-3-e-61").expect("old id");
+        assert_eq!((old.blueprint.as_str(), old.actor.as_str()), ("a", ""));
+        for bad in ["", "mig-", "mig-1-2-3-x-61", "mig-1-2-3-e-6", "mig-1-2-3-e-zz", "nope", "mig-1-2-3-e-61-62-extra"]
+        {
             assert_eq!(MigrationRecord::parse(bad), None, "{bad}");
         }
     }

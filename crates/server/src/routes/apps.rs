@@ -36,9 +36,11 @@ async fn admin_only(req: axum::extract::Request, next: axum::middleware::Next) -
 fn render(c: &Credential, secret: Option<&str>) -> Value {
     let mut app = json!({
         "id": c.client_id, "name": c.name, "roles": c.roles, "teams": c.teams,
-        "clientId": c.client_id, "createdAt": c.created_at,
+        "clientId": c.client_id, "enabled": true, "createdAt": c.created_at, "updatedAt": c.created_at,
     });
     if let Some(secret) = secret {
+        // `secret` is Port's name for it; `clientSecret` pairs with `clientId`.
+        app["secret"] = json!(secret);
         app["clientSecret"] = json!(secret);
     }
     app
@@ -52,9 +54,21 @@ pub struct AppBody {
     /// `Admin`, `Member`, or `<blueprint>-moderator` (default: `Member`).
     #[serde(default)]
     pub roles: Option<Vec<String>>,
-    /// Teams the app acts for.
+    /// Teams the app acts for (default on create: none; on PUT: unchanged).
     #[serde(default)]
-    pub teams: Vec<String>,
+    pub teams: Option<Vec<String>>,
+    /// Port's clients send it; an app is always enabled here (`false` is refused: delete the app instead).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+impl AppBody {
+    fn check(&self) -> ApiResult<()> {
+        if self.enabled == Some(false) {
+            return Err(ApiError::unprocessable("apps cannot be disabled; delete the app to revoke it"));
+        }
+        Ok(())
+    }
 }
 
 async fn run(app: &AppState, caller: &Caller, command: Command) -> ApiResult<u64> {
@@ -70,13 +84,14 @@ fn app_id(params: &PathParams) -> ApiResult<String> {
 
 #[utoipa::path(post, path = "/v1/apps", tag = "Apps", summary = "Create a machine credential",
     security(("bearer" = [])), request_body = AppBody,
-    responses((status = 201, description = "`{ok, app: {id, name, roles, teams, clientId, clientSecret}}`: the secret is shown only here"),
+    responses((status = 201, description = "`{ok, app: {id, name, roles, teams, clientId, enabled, secret, clientSecret}}`: the secret (under Port's name and Berth's) is shown only here"),
         (status = 403, description = "Not an Admin"), (status = 422, description = "Bad name, role or team")))]
 pub async fn create(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<AppBody>,
 ) -> ApiResult<Response> {
+    body.check()?;
     let client_id = format!("berth_{}", random_hex(8)?);
     let secret = random_hex(32)?;
     let credential = Credential {
@@ -84,7 +99,7 @@ pub async fn create(
         name: body.name,
         secret_sha256: hash_secret(&secret),
         roles: body.roles.unwrap_or_else(|| vec!["Member".into()]),
-        teams: body.teams,
+        teams: body.teams.unwrap_or_default(),
         created_at: crate::now(),
     };
     let seq = run(&app, &caller, Command::PutCredential { credential: credential.clone() }).await?;
@@ -110,7 +125,7 @@ pub async fn get_one(State(app): State<AppState>, params: PathParams) -> ApiResu
     Ok(reply(StatusCode::OK, json!({"ok": true, "app": render(credential, None)}), None))
 }
 
-#[utoipa::path(put, path = "/v1/apps/{id}", tag = "Apps", summary = "Change a machine credential's name, roles and teams",
+#[utoipa::path(put, path = "/v1/apps/{id}", tag = "Apps", summary = "Change a machine credential's name, roles and teams (what the body leaves out stays)",
     security(("bearer" = [])), params(("id" = String, Path, description = "App id (its client id)")), request_body = AppBody,
     responses((status = 200, description = "`{ok, app}`"), (status = 403, description = "Not an Admin"), (status = 404, description = "No such app"),
         (status = 409, description = "It is the last Admin credential and would lose the role")))]
@@ -120,12 +135,18 @@ pub async fn update(
     params: PathParams,
     ApiJson(body): ApiJson<AppBody>,
 ) -> ApiResult<Response> {
+    body.check()?;
     let id = app_id(&params)?;
-    let roles = match body.roles {
-        Some(roles) => roles,
-        None => app.catalog.view().credential(&id).map(|c| c.roles.clone()).unwrap_or_default(),
+    // What the body does not name stays as it is (Port's clients send `{name}` alone).
+    let (roles, teams) = {
+        let view = app.catalog.view();
+        let current = view.credential(&id);
+        (
+            body.roles.unwrap_or_else(|| current.map(|c| c.roles.clone()).unwrap_or_default()),
+            body.teams.unwrap_or_else(|| current.map(|c| c.teams.clone()).unwrap_or_default()),
+        )
     };
-    let command = Command::UpdateCredential { client_id: id.clone(), name: body.name, roles, teams: body.teams };
+    let command = Command::UpdateCredential { client_id: id.clone(), name: body.name, roles, teams };
     let seq = run(&app, &caller, command).await?;
     let view = app.catalog.view();
     let credential = view.credential(&id).ok_or_else(|| ApiError::not_found(format!("app `{id}` was not found")))?;
@@ -135,7 +156,7 @@ pub async fn update(
 #[utoipa::path(post, path = "/v1/apps/{id}/rotate-secret", tag = "Apps", summary = "Replace a machine credential's secret",
     description = "The new secret is shown only in this answer. Tokens issued for the old secret stop working at once.",
     security(("bearer" = [])), params(("id" = String, Path, description = "App id (its client id)")),
-    responses((status = 200, description = "`{ok, app: {..., clientSecret}}`"), (status = 403, description = "Not an Admin"), (status = 404, description = "No such app")))]
+    responses((status = 200, description = "`{ok, app: {..., secret, clientSecret}}` (the same new secret under Port's name and Berth's)"), (status = 403, description = "Not an Admin"), (status = 404, description = "No such app")))]
 pub async fn rotate_secret(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -536,7 +536,7 @@ pub async fn bulk_delete(
 }
 
 #[utoipa::path(delete, path = "/v1/blueprints/{blueprint}/all-entities", tag = "Entities", summary = "Delete all of a blueprint's entities",
-    description = "Deletes every entity of the blueprint in one atomic change, and the blueprint too with `delete_blueprint=true`. Entities of other blueprints with an optional relation to them lose that value; a required one makes it fail (409). Answers a `migrationId` that `GET /v1/migrations/{id}` reports as COMPLETE.",
+    description = "Deletes every entity of the blueprint in one atomic change, and the blueprint too with `delete_blueprint=true`. Entities of other blueprints with an optional relation to them lose that value; a required one makes it fail (409). Answers a `migrationId` that `GET /v1/migrations/{id}` reports as COMPLETED.",
     security(("bearer" = [])),
     params(("blueprint" = String, Path, description = "Blueprint identifier"),
         ("delete_blueprint" = Option<bool>, Query, description = "Delete the blueprint afterwards"),
@@ -560,6 +560,7 @@ pub async fn delete_all(
         Outcome::Deleted { identifiers } => identifiers.len(),
         _ => 0,
     };
-    let id = MigrationRecord { seq, blueprint, deleted, delete_blueprint, at: crate::now() }.id();
+    let actor = caller.client_id.clone();
+    let id = MigrationRecord { seq, blueprint, deleted, delete_blueprint, at: crate::now(), actor }.id();
     Ok(reply(StatusCode::OK, json!({"ok": true, "migrationId": id}), Some(seq)))
 }

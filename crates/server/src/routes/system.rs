@@ -87,17 +87,18 @@ pub async fn method_not_allowed() -> ApiError {
 #[utoipa::path(get, path = "/v1/migrations/{id}", tag = "Entities", summary = "Status of an all-entities delete",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The `migrationId` answered by DELETE all-entities")),
-    responses((status = 200, description = "`{ok, migration: {id, status: \"COMPLETE\", ...}}`"), (status = 404, description = "Unknown id")))]
+    responses((status = 200, description = "`{ok, migration: {id, actor, sourceBlueprint, mapping, status: \"COMPLETED\" | \"RUNNING\", ...}}` in Port's shape (Terraform's forced delete polls for COMPLETED; Ocean's model needs `actor` and `mapping`)"), (status = 404, description = "Unknown id")))]
 pub async fn migration(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
     let id = params.get("id")?;
     let record =
         MigrationRecord::parse(&id).ok_or_else(|| ApiError::not_found(format!("migration `{id}` was not found")))?;
     // Applied here already, or (on another replica) still on its way.
-    let status = if app.catalog.view().seq() >= record.seq { "COMPLETE" } else { "RUNNING" };
+    let status = if app.catalog.view().seq() >= record.seq { "COMPLETED" } else { "RUNNING" };
     Ok(reply(
         StatusCode::OK,
         json!({"ok": true, "migration": {
-            "id": id, "status": status, "sourceBlueprint": record.blueprint,
+            "id": id, "status": status, "actor": record.actor, "sourceBlueprint": record.blueprint,
+            "targetBlueprint": null, "mapping": {},
             "deleteBlueprint": record.delete_blueprint, "deleteEntities": true,
             "successCount": record.deleted, "failureCount": 0, "createdAt": record.at, "updatedAt": record.at}}),
         None,

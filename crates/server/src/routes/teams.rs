@@ -24,6 +24,44 @@ pub struct TeamBody {
     pub description: Option<String>,
     /// User emails or app client ids.
     pub members: Option<Vec<String>>,
+    /// Port's name for the members: user emails (the same list as `members`; give one or the other).
+    pub users: Option<Vec<String>>,
+    /// Sent back by Port's clients from a read; ignored (Berth's teams are its own).
+    #[schema(ignore)]
+    #[allow(dead_code)]
+    pub provider: Option<serde_json::Value>,
+    /// Sent back by Port's clients from a read; ignored.
+    #[schema(ignore)]
+    #[allow(dead_code)]
+    pub id: Option<serde_json::Value>,
+}
+
+impl TeamBody {
+    /// The members the body names, under either key.
+    fn members(&mut self) -> ApiResult<Option<Vec<String>>> {
+        match (self.members.take(), self.users.take()) {
+            (Some(m), Some(u)) if m != u => {
+                Err(ApiError::unprocessable("`members` and `users` name the same list; give one of them"))
+            }
+            (m, u) => Ok(m.or(u)),
+        }
+    }
+}
+
+/// A team as Port answers it (`id`, `provider`, `users` with each user's name, picture and status), with
+/// Berth's `members` (which also holds app client ids).
+pub fn team_view(view: &berth_engine::State, team: &Team) -> serde_json::Value {
+    let users: Vec<serde_json::Value> = team
+        .members
+        .iter()
+        .filter_map(|m| view.user(m))
+        .map(|u| {
+            json!({"email": u.email, "firstName": u.first_name, "lastName": u.last_name, "picture": null,
+                "status": u.status})
+        })
+        .collect();
+    json!({"id": team.name, "name": team.name, "description": team.description, "provider": "berth",
+        "members": team.members, "users": users, "createdAt": team.created_at, "updatedAt": team.updated_at})
 }
 
 /// The team routes; changes are Admin-only, checked before any body is read.
@@ -46,7 +84,10 @@ async fn write(app: &AppState, caller: &Caller, command: Command, status: Status
     let meta = super::blueprints::meta(caller, &axum::http::HeaderMap::new(), None);
     let (outcome, seq) = app.catalog.write_one(meta, command).await?;
     match outcome? {
-        Outcome::Team(team) => Ok(reply(status, json!({"ok": true, "team": team}), Some(seq))),
+        Outcome::Team(team) => {
+            let view = team_view(&app.catalog.view(), &team);
+            Ok(reply(status, json!({"ok": true, "team": view}), Some(seq)))
+        }
         _ => Ok(reply(status, json!({"ok": true}), Some(seq))),
     }
 }
@@ -55,7 +96,7 @@ async fn write(app: &AppState, caller: &Caller, command: Command, status: Status
     responses((status = 200, description = "`{ok, teams: [...]}`")))]
 pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
     let view = app.catalog.view();
-    let teams: Vec<&Team> = view.teams().collect();
+    let teams: Vec<serde_json::Value> = view.teams().map(|t| team_view(&view, t)).collect();
     Ok(reply(StatusCode::OK, json!({"ok": true, "teams": teams}), None))
 }
 
@@ -65,14 +106,15 @@ pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
 pub async fn create(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiJson(body): ApiJson<TeamBody>,
+    ApiJson(mut body): ApiJson<TeamBody>,
 ) -> ApiResult<Response> {
+    let members = body.members()?;
     let name = body.name.ok_or_else(|| ApiError::unprocessable("a team needs a `name`"))?;
     let now = crate::now();
     let team = Team {
         name,
         description: body.description,
-        members: body.members.unwrap_or_default(),
+        members: members.unwrap_or_default(),
         created_at: now,
         updated_at: now,
     };
@@ -86,10 +128,11 @@ pub async fn get_one(State(app): State<AppState>, params: PathParams) -> ApiResu
     let name = params.get("name")?;
     let view = app.catalog.view();
     let team = view.team(&name).ok_or_else(|| ApiError::not_found(format!("team `{name}` was not found")))?;
-    Ok(reply(StatusCode::OK, json!({"ok": true, "team": team}), None))
+    Ok(reply(StatusCode::OK, json!({"ok": true, "team": team_view(&view, team)}), None))
 }
 
-async fn change(app: AppState, caller: Caller, name: String, body: TeamBody, replace: bool) -> ApiResult<Response> {
+async fn change(app: AppState, caller: Caller, name: String, mut body: TeamBody, replace: bool) -> ApiResult<Response> {
+    let members = body.members()?;
     let current = app
         .catalog
         .view()
@@ -99,7 +142,7 @@ async fn change(app: AppState, caller: Caller, name: String, body: TeamBody, rep
     let team = Team {
         name,
         description: if replace { body.description } else { body.description.or(current.description) },
-        members: match body.members {
+        members: match members {
             Some(m) => m,
             None if replace => Vec::new(),
             None => current.members,

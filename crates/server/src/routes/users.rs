@@ -39,14 +39,16 @@ async fn admin_for_changes(req: axum::extract::Request, next: axum::middleware::
 
 /// A user as the API shows it: never its password hash or invitation code. `teams` is given when known
 /// (the audit log shows users without it: membership lives in teams).
+/// A user as Port answers one: `roles` as `[{name}]`, `teams` and `teamsIdentifiers` as lists of names.
 pub fn user_view(user: &User, teams: Option<Vec<String>>) -> Value {
     let mut v = json!({
         "email": user.email, "id": user.email, "firstName": user.first_name, "lastName": user.last_name,
-        "status": user.status, "type": "standard", "roles": user.roles,
+        "picture": "", "providers": [], "status": user.status, "type": "standard",
+        "roles": user.roles.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
         "createdAt": user.created_at, "updatedAt": user.updated_at,
     });
     if let Some(teams) = teams {
-        v["teams"] = json!(teams.iter().map(|t| json!({"name": t})).collect::<Vec<_>>());
+        v["teams"] = json!(teams);
         v["teamsIdentifiers"] = json!(teams);
     }
     v
@@ -151,6 +153,18 @@ pub struct UserPatch {
     pub status: Option<UserStatus>,
     /// The full list of teams the user belongs to.
     pub teams: Option<Vec<String>>,
+    /// Sent by Port's clients; sessions here last a token's lifetime, so it is accepted and ignored.
+    #[schema(ignore)]
+    #[allow(dead_code)]
+    pub inactivity_timeout: Option<Value>,
+    /// Sent back by Port's clients from a read; ignored (the email is the path's).
+    #[schema(ignore)]
+    #[allow(dead_code)]
+    pub email: Option<Value>,
+    /// Sent back by Port's clients from a read; ignored.
+    #[schema(ignore)]
+    #[allow(dead_code)]
+    pub picture: Option<Value>,
 }
 
 #[utoipa::path(patch, path = "/v1/users/{email}", tag = "Users", summary = "Change a user (Admin)",

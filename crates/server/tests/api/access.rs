@@ -43,6 +43,8 @@ async fn apps_lifecycle_roles_rotation_and_revocation() {
     assert_eq!(app["id"], app["clientId"]);
     assert_eq!(app["roles"], json!(["Member"]), "Member by default");
     assert_eq!(app["teams"], json!(["platform"]));
+    assert_eq!(app["secret"], app["clientSecret"], "the secret under Port's name too");
+    assert_eq!(app["enabled"], json!(true));
 
     // Listed and read back without the secret.
     let list = s.get("/v1/apps").await;
@@ -72,6 +74,15 @@ async fn apps_lifecycle_roles_rotation_and_revocation() {
     // Roles are read on every request: promoting the app takes effect on its current token.
     let a = s.put(&format!("/v1/apps/{id}"), json!({"name": "CI pipeline", "roles": ["Admin"]})).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["app"]["teams"], json!(["platform"]), "a PUT keeps what it does not name");
+    let a = s.put(&format!("/v1/apps/{id}"), json!({"name": "CI pipeline", "enabled": true})).await;
+    assert_eq!(
+        (a.body["app"]["roles"].clone(), a.body["app"]["teams"].clone()),
+        (json!(["Admin"]), json!(["platform"]))
+    );
+    s.put(&format!("/v1/apps/{id}"), json!({"name": "CI pipeline", "enabled": false}))
+        .await
+        .assert_error(422, "invalid_request");
     let (status, _) = call_as(&s, &member, Method::GET, "/v1/apps", None).await;
     assert_eq!(status, StatusCode::OK);
 
@@ -532,6 +543,33 @@ async fn teams_are_read_by_anyone_and_changed_by_admins() {
     assert_eq!(a.body["team"]["description"], "Golden paths");
     s.put("/v1/teams/Ghost", json!({})).await.assert_error(404, "not_found");
 
+    // Port's shape: `users` on write (emails), `users` with names and status on read, `id` and `provider`.
+    let invite = s.post("/v1/users/invite", json!({"invitee": {"email": "cy@example.com", "firstName": "Cy"}})).await;
+    assert_eq!(invite.status, StatusCode::CREATED, "{}", invite.body);
+    let a =
+        s.post("/v1/teams", json!({"name": "Data", "users": ["cy@example.com", "berth_x"], "description": "d"})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["team"]["members"], json!(["cy@example.com", "berth_x"]));
+    assert_eq!(
+        a.body["team"]["users"],
+        json!([{"email": "cy@example.com", "firstName": "Cy", "lastName": "", "picture": null, "status": "invited"}])
+    );
+    assert_eq!((a.body["team"]["id"].as_str(), a.body["team"]["provider"].as_str()), (Some("Data"), Some("berth")));
+    // What a client read, sent back as it is, is accepted.
+    let back = json!({"name": "Data", "users": ["cy@example.com"], "id": "Data", "provider": "berth"});
+    let a = s.put("/v1/teams/Data", back).await;
+    assert_eq!(
+        (a.status, a.body["team"]["members"].clone()),
+        (StatusCode::OK, json!(["cy@example.com"])),
+        "{}",
+        a.body
+    );
+    s.patch("/v1/teams/Data", json!({"users": ["a@x.io"], "members": ["b@x.io"]}))
+        .await
+        .assert_error(422, "invalid_request");
+    let listed = s.get("/v1/teams").await;
+    assert!(listed.body["teams"].as_array().expect("teams").iter().all(|t| t["users"].is_array()), "{}", listed.body);
+
     // A Member reads, but may not change.
     let app = s.post("/v1/apps", json!({"name": "reader"})).await;
     let member = token(
@@ -542,7 +580,7 @@ async fn teams_are_read_by_anyone_and_changed_by_admins() {
     .await;
     let (status, body) = call_as(&s, &member, Method::GET, "/v1/teams", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["teams"][0]["name"], "Platform");
+    assert!(body["teams"].as_array().expect("teams").iter().any(|t| t["name"] == "Platform"), "{body}");
     let (status, _) = call_as(&s, &member, Method::GET, "/v1/teams/Platform", None).await;
     assert_eq!(status, StatusCode::OK);
     for (method, path) in
@@ -553,7 +591,7 @@ async fn teams_are_read_by_anyone_and_changed_by_admins() {
     }
 
     // Changes are audited with their diff; delete.
-    let audit = s.get("/v1/audit-log?resources=team&status=SUCCESS").await;
+    let audit = s.get("/v1/audit-log?resources=team&status=SUCCESS&identifier=Platform").await;
     let actions: Vec<&str> =
         audit.body["audits"].as_array().expect("audits").iter().map(|r| r["action"].as_str().expect("a")).collect();
     assert_eq!(actions, vec!["UPDATE", "UPDATE", "CREATE"]);

@@ -142,8 +142,12 @@ async fn blueprint_with_entities_cannot_be_deleted_but_all_entities_can() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     let mid = a.body["migrationId"].as_str().expect("migrationId");
     let m = s.get(&format!("/v1/migrations/{mid}")).await;
-    assert_eq!(m.body["migration"]["status"], json!("COMPLETE"));
+    assert_eq!(m.body["migration"]["status"], json!("COMPLETED"));
     assert_eq!(m.body["migration"]["successCount"], json!(2));
+    // The fields Ocean's `Migration` model requires.
+    assert_eq!(m.body["migration"]["actor"], json!(crate::common::CLIENT_ID), "{}", m.body);
+    assert_eq!(m.body["migration"]["sourceBlueprint"], json!("team"));
+    assert_eq!(m.body["migration"]["mapping"], json!({}));
     assert_eq!(s.get("/v1/blueprints/team/entities-count").await.body["count"], json!(0));
     s.get("/v1/migrations/nope").await.assert_error(404, "not_found");
     // deployment has no relation into it: delete_blueprint works.

@@ -31,7 +31,7 @@ async fn restart_keeps_everything_with_and_without_a_snapshot() {
     let old = s.raw(reqwest::Method::GET, "/v1/blueprints", None, Some(&token)).await;
     assert_eq!(old.status, StatusCode::OK, "the signing key is in the log, so tokens outlive a restart");
     let m = s.get(&format!("/v1/migrations/{migration}")).await;
-    assert_eq!(m.body["migration"]["status"], json!("COMPLETE"), "migration status survives a restart: {}", m.body);
+    assert_eq!(m.body["migration"]["status"], json!("COMPLETED"), "migration status survives a restart: {}", m.body);
     assert_eq!(m.body["migration"]["successCount"], json!(1));
     assert_eq!(m.body["migration"]["sourceBlueprint"], json!("team"));
     assert_eq!(s.get("/v1/blueprints/service/entities").await.body, before);

@@ -79,12 +79,18 @@ async fn invite_accept_change_and_delete_a_user() {
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(a.body["user"]["teamsIdentifiers"], json!(["search"]));
-    assert_eq!(a.body["user"]["roles"], json!(["service-moderator"]));
+    assert_eq!(a.body["user"]["roles"], json!([{"name": "service-moderator"}]), "Port's shape");
     assert_eq!(s.get("/v1/teams/payments").await.body["team"]["members"], json!([]));
     assert_eq!(s.get("/v1/teams/search").await.body["team"]["members"], json!(["ann@example.com"]));
     s.patch("/v1/users/ann@example.com", json!({"status": "invited"})).await.assert_error(422, "invalid_request");
     s.patch("/v1/users/nobody@example.com", json!({"firstName": "x"})).await.assert_error(404, "not_found");
     s.patch("/v1/users/ann@example.com", json!({"shoeSize": 9})).await.assert_error(422, "invalid_request");
+    // What Port's clients send besides: accepted, and nothing else changes.
+    let a = s
+        .patch("/v1/users/ann@example.com", json!({"inactivityTimeout": 30, "email": "ann@example.com", "picture": ""}))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["user"]["teams"], json!(["search"]), "teams as names, as Port lists them");
 
     // The audit log shows user changes with their diff, never a hash or a code.
     let a = s.get("/v1/audit-log?resources=user&status=SUCCESS").await;
@@ -94,9 +100,10 @@ async fn invite_accept_change_and_delete_a_user() {
         !text.contains("argon2") && !text.contains("Sha256") && !text.contains("passwordHash"),
         "secrets leaked: {text}"
     );
-    let first = &a.body["audits"][0];
+    // The newest record is the PATCH with Port's extra keys; the one before it changed roles and name.
+    let first = &a.body["audits"][1];
     assert_eq!(first["action"], json!("UPDATE"), "{first}");
-    assert_eq!(first["diff"]["before"]["roles"], json!(["Member"]), "{first}");
+    assert_eq!(first["diff"]["before"]["roles"], json!([{"name": "Member"}]), "{first}");
     assert_eq!(first["diff"]["after"]["firstName"], json!("Ann"), "{first}");
 
     // Delete: the user leaves its teams too.

@@ -95,6 +95,26 @@ impl LogStore for TestStore {
     fn set_cursor(&self, name: &str, seq: u64) -> BoxFuture<'_, Result<(), StoreError>> {
         self.inner.set_cursor(name, seq)
     }
+    fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        self.inner.take_lease(name, holder, ttl)
+    }
+    fn release_lease(&self, name: &str, holder: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.release_lease(name, holder)
+    }
+    fn set_cursor_leased(
+        &self,
+        name: &str,
+        holder: &str,
+        token: u64,
+        seq: u64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.inner.set_cursor_leased(name, holder, token, seq)
+    }
 }
 
 /// A write made by the test writer `t`, unchecked (no principal), now.

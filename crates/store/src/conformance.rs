@@ -18,6 +18,7 @@ pub async fn run_all(store: &dyn LogStore) {
     waiting(store).await;
     snapshots(store).await;
     cursors(store).await;
+    leases(store, store).await;
 }
 
 /// Concurrent appenders (each retrying on conflict), spread over several handles on one store (replicas),
@@ -144,6 +145,43 @@ async fn cursors(store: &dyn LogStore) {
     assert_eq!(store.get_cursor("names with spaces/and:colons").await.expect("get"), None);
 }
 
+/// Leases on a named cursor, held through `a` and `b` (one handle, or two replicas' handles): one holder at
+/// a time, renewals keep the token, expiry lets another take over with a greater token, the old holder's
+/// token no longer moves the cursor, release frees the lease at once.
+pub async fn leases(a: &dyn LogStore, b: &dyn LogStore) {
+    let name = format!("lease-{}", a.head().await.expect("head"));
+    let short = Duration::from_millis(400);
+    let long = Duration::from_secs(30);
+    let first = a.take_lease(&name, "replica-a", short).await.expect("take").expect("a free lease is taken");
+    assert_eq!(b.take_lease(&name, "replica-b", long).await.expect("take"), None, "one holder at a time");
+    assert_eq!(a.take_lease(&name, "replica-a", short).await.expect("renew"), Some(first), "a renewal keeps the token");
+    assert!(a.set_cursor_leased(&name, "replica-a", first, 7).await.expect("set"), "the holder moves the cursor");
+    assert!(!b.set_cursor_leased(&name, "replica-b", first, 8).await.expect("set"), "another holder cannot");
+    assert_eq!(b.get_cursor(&name).await.expect("get"), Some(7));
+    // The holder pauses past its lease: another takes over, and the old token is fenced off.
+    tokio::time::sleep(short + Duration::from_millis(300)).await;
+    let second = b.take_lease(&name, "replica-b", long).await.expect("take").expect("an expired lease is taken over");
+    assert!(second > first, "a takeover gets a greater token ({second} after {first})");
+    assert!(!a.set_cursor_leased(&name, "replica-a", first, 9).await.expect("set"), "the old holder is fenced off");
+    assert_eq!(a.take_lease(&name, "replica-a", short).await.expect("take"), None);
+    assert!(b.set_cursor_leased(&name, "replica-b", second, 10).await.expect("set"));
+    assert_eq!(a.get_cursor(&name).await.expect("get"), Some(10));
+    // Release: free at once, for anyone; a release by a non-holder changes nothing.
+    a.release_lease(&name, "replica-a").await.expect("release by a non-holder");
+    assert_eq!(a.take_lease(&name, "replica-a", short).await.expect("take"), None, "still held by b");
+    b.release_lease(&name, "replica-b").await.expect("release");
+    let third = a.take_lease(&name, "replica-a", short).await.expect("take").expect("released, so free");
+    assert!(third > second);
+    assert!(!b.set_cursor_leased(&name, "replica-b", second, 11).await.expect("set"), "released means fenced");
+    // Leases are per name.
+    assert!(b.take_lease(&format!("{name}-other"), "replica-b", short).await.expect("take").is_some());
+    // Bad arguments are refused, not stored.
+    assert!(a.take_lease(&name, "", short).await.is_err(), "an empty holder");
+    assert!(a.take_lease(&name, "replica-a", Duration::ZERO).await.is_err(), "a zero lease");
+    assert!(a.take_lease(&name, "replica-a", crate::MAX_LEASE * 2).await.is_err(), "an endless lease");
+    a.release_lease(&name, "replica-a").await.expect("release");
+}
+
 /// Payloads are bytes: every byte value and a 1 MiB event survive a round trip.
 pub async fn binary_payloads(store: &dyn LogStore) {
     let head = store.head().await.expect("head");
@@ -187,4 +225,5 @@ pub async fn two_handles(a: &dyn LogStore, b: &dyn LogStore) {
         Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, head + 1),
         other => panic!("a stale append through the other handle must conflict, got {other:?}"),
     }
+    leases(a, b).await;
 }

@@ -1,7 +1,8 @@
 //! The change log's storage: a small interface ([`LogStore`]) and its backends.
 //!
 //! A store knows nothing of blueprints or entities: it keeps an ordered list of opaque events numbered
-//! 1, 2, 3, ... (the sequence), the newest snapshot, and named cursors. Everything else is the engine's.
+//! 1, 2, 3, ... (the sequence), the newest snapshot, and named cursors with leases (one holder at a time, so
+//! several replicas can share a delivery cursor). Everything else is the engine's.
 //! - [`LogStore::append`] is compare-and-append: it succeeds only when the caller's expected head is the
 //!   store's head, and it returns only once the events are durable.
 //! - [`conformance`] is the test suite every backend must pass.
@@ -104,6 +105,41 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Moves a named cursor.
     fn set_cursor(&self, name: &str, seq: u64) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Takes or renews the lease on the named cursor for `holder`, for `ttl` from now (the store's clock, so
+    /// replicas' clocks need not agree): answers the lease's fencing token, or `None` while another holder's
+    /// lease runs. The token grows each time the lease changes hands and stays the same on a renewal; a
+    /// holder that lost its lease (it paused past `ttl` and another took over) cannot move the cursor with
+    /// its old token ([`LogStore::set_cursor_leased`]).
+    fn take_lease(&self, name: &str, holder: &str, ttl: Duration) -> BoxFuture<'_, Result<Option<u64>, StoreError>>;
+
+    /// Ends `holder`'s lease on the named cursor at once (nothing happens if another holds it).
+    fn release_lease(&self, name: &str, holder: &str) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Moves the named cursor only while `holder` holds its lease with fencing token `token` (its lease may
+    /// have run out, as long as nobody took it over); answers whether it moved.
+    fn set_cursor_leased(
+        &self,
+        name: &str,
+        holder: &str,
+        token: u64,
+        seq: u64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+}
+
+/// The longest lease a holder may ask for, and the longest holder name.
+pub const MAX_LEASE: Duration = Duration::from_secs(3600);
+pub const MAX_HOLDER_LEN: usize = 200;
+
+/// Checks a lease request's arguments (the same limits for every backend).
+pub fn check_lease(holder: &str, ttl: Duration) -> Result<i64, StoreError> {
+    if holder.is_empty() || holder.len() > MAX_HOLDER_LEN {
+        return Err(StoreError::Config(format!("a lease holder's name is 1 to {MAX_HOLDER_LEN} bytes")));
+    }
+    if ttl.is_zero() || ttl > MAX_LEASE {
+        return Err(StoreError::Config(format!("a lease lasts more than 0 and at most {} s", MAX_LEASE.as_secs())));
+    }
+    Ok(ttl.as_millis() as i64)
 }
 
 /// Opens a store from a URL: `sqlite://PATH` (or a plain path), `postgres://...` / `postgresql://...`

@@ -132,7 +132,9 @@ impl PostgresStore {
              CREATE TABLE IF NOT EXISTS {schema}.events (seq BIGINT PRIMARY KEY, payload BYTEA NOT NULL);
              CREATE TABLE IF NOT EXISTS {schema}.snapshot_chunks (seq BIGINT NOT NULL, idx INT NOT NULL,
                  data BYTEA NOT NULL, PRIMARY KEY (seq, idx));
-             CREATE TABLE IF NOT EXISTS {schema}.cursors (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);"
+             CREATE TABLE IF NOT EXISTS {schema}.cursors (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+             CREATE TABLE IF NOT EXISTS {schema}.leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL,
+                 expires_ms BIGINT NOT NULL, token BIGINT NOT NULL);"
         ))
         .await
         .map_err(pg_error)?;
@@ -483,6 +485,79 @@ impl LogStore for PostgresStore {
                 .await
                 .map(|_| ())
                 .map_err(pg_error)
+        })
+    }
+
+    fn take_lease(&self, name: &str, holder: &str, ttl: Duration) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        Box::pin(async move {
+            let ttl = crate::check_lease(&holder, ttl)?;
+            // The database's clock decides expiry, so replicas' clocks need not agree.
+            let sql = format!(
+                "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT AS ms)
+                 INSERT INTO {s}.leases AS l (name, holder, expires_ms, token)
+                 SELECT $1, $2, now.ms + $3, 1 FROM now
+                 ON CONFLICT (name) DO UPDATE SET
+                     token = CASE WHEN l.holder = excluded.holder THEN l.token ELSE l.token + 1 END,
+                     holder = excluded.holder, expires_ms = excluded.expires_ms
+                 WHERE l.holder = excluded.holder OR l.expires_ms <= (SELECT ms FROM now)
+                 RETURNING token",
+                s = self.schema
+            );
+            let mut slot = self.writer.lock().await;
+            let call = tokio::time::timeout(CALL_TIMEOUT, async {
+                let client = ensure(&mut slot, &self.config, &self.tls).await?;
+                let row = client.query_opt(&sql, &[&name, &holder, &ttl]).await.map_err(pg_error)?;
+                Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+            })
+            .await;
+            settle_call(&mut slot, call)
+        })
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        Box::pin(async move {
+            let sql = format!(
+                "UPDATE {}.leases SET holder = '', expires_ms = 0 WHERE name = $1 AND holder = $2",
+                self.schema
+            );
+            let mut slot = self.writer.lock().await;
+            let call = tokio::time::timeout(CALL_TIMEOUT, async {
+                let client = ensure(&mut slot, &self.config, &self.tls).await?;
+                client.execute(&sql, &[&name, &holder]).await.map(|_| ()).map_err(pg_error)
+            })
+            .await;
+            settle_call(&mut slot, call)
+        })
+    }
+
+    fn set_cursor_leased(
+        &self,
+        name: &str,
+        holder: &str,
+        token: u64,
+        seq: u64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        Box::pin(async move {
+            let sql = format!(
+                "INSERT INTO {s}.cursors (name, seq)
+                 SELECT name, $4 FROM {s}.leases WHERE name = $1 AND holder = $2 AND token = $3
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                s = self.schema
+            );
+            let mut slot = self.writer.lock().await;
+            let call = tokio::time::timeout(CALL_TIMEOUT, async {
+                let client = ensure(&mut slot, &self.config, &self.tls).await?;
+                client
+                    .execute(&sql, &[&name, &holder, &(token as i64), &(seq as i64)])
+                    .await
+                    .map(|n| n == 1)
+                    .map_err(pg_error)
+            })
+            .await;
+            settle_call(&mut slot, call)
         })
     }
 }

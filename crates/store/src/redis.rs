@@ -61,12 +61,57 @@ redis.call('SET', KEYS[2], ARGV[1])
 return {1, seq}
 ";
 
+/// Takes or renews a lease. KEYS: the lease (the holder's name, expiring), the lease hash (per name: the last
+/// holder and the fencing token, kept). ARGV: name, holder, ttl in ms. Answers the token, or nil while another
+/// holder's lease runs.
+const TAKE_LEASE_SCRIPT: &str = r"
+local live = redis.call('GET', KEYS[1])
+if live and live ~= ARGV[2] then return false end
+local token
+if redis.call('HGET', KEYS[2], 'holder:' .. ARGV[1]) == ARGV[2] then
+  token = tonumber(redis.call('HGET', KEYS[2], 'token:' .. ARGV[1]))
+else
+  token = redis.call('HINCRBY', KEYS[2], 'token:' .. ARGV[1], 1)
+  redis.call('HSET', KEYS[2], 'holder:' .. ARGV[1], ARGV[2])
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return token
+";
+
+/// Ends a lease if `ARGV[2]` holds it. KEYS: the lease, the lease hash. ARGV: name, holder.
+const RELEASE_LEASE_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[2], 'holder:' .. ARGV[1]) == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'holder:' .. ARGV[1], '')
+end
+return 1
+";
+
+/// Moves a cursor if the holder and token are the lease's. KEYS: the lease hash, the cursors hash. ARGV: name,
+/// holder, token, seq. Answers 1 if it moved.
+const SET_LEASED_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], 'holder:' .. ARGV[1]) == ARGV[2]
+   and redis.call('HGET', KEYS[1], 'token:' .. ARGV[1]) == ARGV[3] then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+  return 1
+end
+return 0
+";
+
+static TAKE_LEASE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(TAKE_LEASE_SCRIPT));
+static RELEASE_LEASE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(RELEASE_LEASE_SCRIPT));
+static SET_LEASED: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(SET_LEASED_SCRIPT));
+
 struct Keys {
     head: String,
     log: String,
     snapshot_seq: String,
     snapshot_data: String,
     cursors: String,
+    /// Per cursor name: the last holder and the fencing token (kept when the lease expires).
+    leases: String,
+    /// `P:lease:NAME`: the live lease, holding the holder's name and expiring with the lease.
+    lease_prefix: String,
 }
 
 impl Keys {
@@ -77,6 +122,8 @@ impl Keys {
             snapshot_seq: format!("{prefix}:snapshot:seq"),
             snapshot_data: format!("{prefix}:snapshot:data"),
             cursors: format!("{prefix}:cursors"),
+            leases: format!("{prefix}:leases"),
+            lease_prefix: format!("{prefix}:lease:"),
         }
     }
 }
@@ -425,6 +472,62 @@ impl LogStore for RedisStore {
                 .query_async::<()>(&mut self.conn.clone())
                 .await
                 .map_err(redis_error)
+        })
+    }
+
+    fn take_lease(&self, name: &str, holder: &str, ttl: Duration) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        Box::pin(async move {
+            let ttl = crate::check_lease(&holder, ttl)?;
+            TAKE_LEASE
+                .clone()
+                .key(format!("{}{name}", self.keys.lease_prefix))
+                .key(&self.keys.leases)
+                .arg(&name)
+                .arg(&holder)
+                .arg(ttl)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)
+        })
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        Box::pin(async move {
+            RELEASE_LEASE
+                .clone()
+                .key(format!("{}{name}", self.keys.lease_prefix))
+                .key(&self.keys.leases)
+                .arg(&name)
+                .arg(&holder)
+                .invoke_async::<()>(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)
+        })
+    }
+
+    fn set_cursor_leased(
+        &self,
+        name: &str,
+        holder: &str,
+        token: u64,
+        seq: u64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        Box::pin(async move {
+            let moved: i64 = SET_LEASED
+                .clone()
+                .key(&self.keys.leases)
+                .key(&self.keys.cursors)
+                .arg(&name)
+                .arg(&holder)
+                .arg(token)
+                .arg(seq)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            Ok(moved == 1)
         })
     }
 }

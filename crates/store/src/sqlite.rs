@@ -128,7 +128,9 @@ impl SqliteStore {
             .execute_batch(
                 "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS snapshot_chunks (seq INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (seq, idx));
-                 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);",
+                 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL,
+                     expires_ms INTEGER NOT NULL, token INTEGER NOT NULL);",
             )
             .map_err(unavailable)?;
         // Checkpoints are the checkpoint thread's (see `Checkpoints`).
@@ -339,6 +341,65 @@ impl LogStore for SqliteStore {
             .map_err(unavailable)
         })
     }
+
+    fn take_lease(&self, name: &str, holder: &str, ttl: Duration) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        let ttl = crate::check_lease(&holder, ttl);
+        Self::blocking(&self.writer, move |c| {
+            let ttl = ttl?;
+            let now = now_millis();
+            c.query_row(LEASE_SQL, params![name, holder, now, now + ttl], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|t| t.map(|t| t as u64))
+                .map_err(unavailable)
+        })
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        Self::blocking(&self.writer, move |c| {
+            c.execute(
+                "UPDATE leases SET holder = '', expires_ms = 0 WHERE name = ?1 AND holder = ?2",
+                params![name, holder],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+        })
+    }
+
+    fn set_cursor_leased(
+        &self,
+        name: &str,
+        holder: &str,
+        token: u64,
+        seq: u64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        Self::blocking(&self.writer, move |c| {
+            c.execute(
+                "INSERT INTO cursors (name, seq)
+                 SELECT name, ?4 FROM leases WHERE name = ?1 AND holder = ?2 AND token = ?3
+                 ON CONFLICT(name) DO UPDATE SET seq = excluded.seq",
+                params![name, holder, token as i64, seq as i64],
+            )
+            .map(|n| n == 1)
+            .map_err(unavailable)
+        })
+    }
+}
+
+/// Takes a free or expired lease, or renews the holder's own: the token stays while the holder is the last
+/// one to have taken it, and grows when it changes hands (or after a release). No row: another holds it.
+const LEASE_SQL: &str = "INSERT INTO leases (name, holder, expires_ms, token) VALUES (?1, ?2, ?4, 1)
+     ON CONFLICT(name) DO UPDATE SET
+         token = CASE WHEN leases.holder = excluded.holder THEN leases.token ELSE leases.token + 1 END,
+         holder = excluded.holder, expires_ms = excluded.expires_ms
+     WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?3
+     RETURNING token";
+
+/// Milliseconds since the epoch by this machine's clock (an embedded store has one machine).
+fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! - [`permissions`]: who may read and write a blueprint's entities, and how entities are owned.
 //! - [`error`]: [`DomainError`], every way a request can be refused.
 //! - [`limits`]: bounds on what a write may put in the log (nesting depth, metadata sizes).
+//! - [`public`]: the public, versioned form of an event (no secrets): what the feed and the audit log show.
 
 pub mod blueprint;
 pub mod credential;
@@ -25,6 +26,7 @@ pub mod fields;
 pub mod ids;
 pub mod limits;
 pub mod permissions;
+pub mod public;
 pub mod query;
 pub mod schema;
 pub mod team;

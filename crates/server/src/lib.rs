@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod feed;
 pub mod keys;
 pub mod openapi;
 pub mod rate_limit;

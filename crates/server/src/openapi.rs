@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{apps, audit, blueprints, entities, history, search, system, teams, token, users};
+use crate::routes::{apps, audit, blueprints, entities, events, history, search, system, teams, token, users};
 
 struct BearerAuth;
 
@@ -63,7 +63,7 @@ impl Modify for MinSeqHeader {
         entities::bulk_upsert, entities::bulk_delete, entities::delete_all, entities::count,
         search::search_all, search::search_blueprint, search::aggregate,
         system::migration, system::healthz, system::readyz,
-        apps::create, apps::list, apps::get_one, apps::update, apps::rotate_secret, apps::delete, apps::organization, audit::audit_log,
+        apps::create, apps::list, apps::get_one, apps::update, apps::rotate_secret, apps::delete, apps::organization, audit::audit_log, events::events,
         history::history, history::properties_history,
         teams::list, teams::create, teams::get_one, teams::replace, teams::patch, teams::delete,
         users::list, users::get_one, users::invite, users::update, users::delete, users::accept_invite,

@@ -5,6 +5,7 @@ pub mod apps;
 pub mod audit;
 pub mod blueprints;
 pub mod entities;
+pub mod events;
 pub mod history;
 pub mod render;
 pub mod search;
@@ -145,6 +146,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .merge(users::router())
         .route("/v1/organization", get(apps::organization))
         .route("/v1/audit-log", get(audit::audit_log))
+        .route("/v1/events", get(events::events))
         .route("/v1/blueprints/{bp}/entities/{id}/history", get(history::history))
         .route("/v1/entities/properties-history", post(history::properties_history))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), record_refusals))

@@ -39,14 +39,10 @@ async fn admin_for_changes(req: axum::extract::Request, next: axum::middleware::
 
 /// A user as the API shows it: never its password hash or invitation code. `teams` is given when known
 /// (the audit log shows users without it: membership lives in teams).
-/// A user as Port answers one: `roles` as `[{name}]`, `teams` and `teamsIdentifiers` as lists of names.
+/// A user as Port answers one ([`berth_model::public::user`]), with `teams` and `teamsIdentifiers` as lists
+/// of names when given.
 pub fn user_view(user: &User, teams: Option<Vec<String>>) -> Value {
-    let mut v = json!({
-        "email": user.email, "id": user.email, "firstName": user.first_name, "lastName": user.last_name,
-        "picture": "", "providers": [], "status": user.status, "type": "standard",
-        "roles": user.roles.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
-        "createdAt": user.created_at, "updatedAt": user.updated_at,
-    });
+    let mut v = berth_model::public::user(user);
     if let Some(teams) = teams {
         v["teams"] = json!(teams);
         v["teamsIdentifiers"] = json!(teams);

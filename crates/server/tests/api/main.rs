@@ -8,6 +8,7 @@ mod bulk;
 mod common;
 mod entities;
 mod errors;
+mod feed;
 mod lifecycle;
 mod permissions;
 mod read_scope;

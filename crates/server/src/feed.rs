@@ -1,0 +1,165 @@
+//! The log feed: the change log read forward from a position, decoded, for consumers of changes (the event
+//! route `GET /v1/events` and the delivery workers to come). What leaves the process is the public form of
+//! each event ([`berth_model::public`]), never the stored one.
+//!
+//! - [`read`]: the events after a sequence number, waiting a bounded time for the first when there is none.
+//! - [`Consumer`]: a named position shared by every replica through a lease on the store's cursor: one
+//!   replica consumes at a time, a replica that lost the lease cannot move the cursor, and a new holder
+//!   starts where the last commit left off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_engine::decode_event;
+use berth_model::Event;
+use berth_store::{LogStore, StoreError};
+use thiserror::Error;
+
+/// The most events one read answers.
+pub const MAX_PAGE: usize = 1_000;
+/// The longest a read waits for a first event.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum FeedError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// An event in the log does not decode: the log is damaged, and the feed stops rather than skip it.
+    #[error("event {seq} does not decode: {message}")]
+    Damaged { seq: u64, message: String },
+}
+
+/// Events after a position, and the log's head when they were read.
+#[derive(Debug)]
+pub struct FeedPage {
+    pub events: Vec<Event>,
+    pub head: u64,
+}
+
+impl FeedPage {
+    /// Where the next read starts: after the last event, or where this one started when it had none.
+    pub fn next(&self, after: u64) -> u64 {
+        self.events.last().map_or(after, |e| e.seq)
+    }
+}
+
+/// Up to `limit` (at most [`MAX_PAGE`]) events after `after`, in order; when there is none yet, waits up to
+/// `wait` (at most [`MAX_WAIT`]) for one.
+pub async fn read(store: &dyn LogStore, after: u64, limit: usize, wait: Duration) -> Result<FeedPage, FeedError> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let mut head = store.head().await?;
+    if head <= after && !wait.is_zero() {
+        head = store.wait_for(after, wait.min(MAX_WAIT)).await?;
+    }
+    if head <= after {
+        return Ok(FeedPage { events: Vec::new(), head });
+    }
+    let stored = store.read_from(after, limit).await?;
+    let mut events = Vec::with_capacity(stored.len());
+    for s in stored {
+        let event =
+            decode_event(s.seq, &s.payload).map_err(|e| FeedError::Damaged { seq: s.seq, message: e.to_string() })?;
+        events.push(event);
+    }
+    Ok(FeedPage { events, head })
+}
+
+/// A named consumer of the feed whose position every replica shares (see the module's documentation).
+pub struct Consumer {
+    store: Arc<dyn LogStore>,
+    name: String,
+    holder: String,
+    ttl: Duration,
+    token: Option<u64>,
+}
+
+impl Consumer {
+    /// The consumer `name` as `holder` (a replica's own name), holding the lease `ttl` at a time.
+    pub fn new(store: Arc<dyn LogStore>, name: &str, holder: &str, ttl: Duration) -> Consumer {
+        Consumer { store, name: name.to_string(), holder: holder.to_string(), ttl, token: None }
+    }
+
+    /// Takes or renews the lease; whether this replica holds it now.
+    pub async fn hold(&mut self) -> Result<bool, FeedError> {
+        self.token = self.store.take_lease(&self.name, &self.holder, self.ttl).await?;
+        Ok(self.token.is_some())
+    }
+
+    /// The next events after the committed position, if this replica holds the lease (renewed first);
+    /// `None` when another replica does.
+    pub async fn next(&mut self, limit: usize, wait: Duration) -> Result<Option<FeedPage>, FeedError> {
+        if !self.hold().await? {
+            return Ok(None);
+        }
+        let after = self.store.get_cursor(&self.name).await?.unwrap_or(0);
+        // Wait no longer than the lease lasts, so the holder renews before it runs out.
+        let wait = wait.min(self.ttl / 2);
+        Ok(Some(read(self.store.as_ref(), after, limit, wait).await?))
+    }
+
+    /// Records that everything up to `seq` was consumed; `false` when the lease was lost (another replica
+    /// took over and will consume from the last commit: what this one did since may be delivered twice,
+    /// never skipped).
+    pub async fn commit(&mut self, seq: u64) -> Result<bool, FeedError> {
+        let Some(token) = self.token else { return Ok(false) };
+        let moved = self.store.set_cursor_leased(&self.name, &self.holder, token, seq).await?;
+        if !moved {
+            self.token = None;
+        }
+        Ok(moved)
+    }
+
+    /// Gives the lease up at once (a graceful stop), so another replica continues without waiting for it
+    /// to run out.
+    pub async fn release(&mut self) -> Result<(), FeedError> {
+        self.token = None;
+        Ok(self.store.release_lease(&self.name, &self.holder).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two replicas' consumers of one name on one store: one consumes at a time, the other takes over from
+    /// the last commit when the first stops, and the first, fenced off, cannot move the position back.
+    #[tokio::test]
+    async fn consumers_share_one_position_through_the_lease() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: Arc<dyn LogStore> =
+            Arc::new(berth_store::sqlite::SqliteStore::open(&dir.path().join("log.db")).expect("store"));
+        let events: Vec<Vec<u8>> = (1..=5)
+            .map(|seq| {
+                let event = Event {
+                    seq,
+                    time: berth_model::Timestamp::from_millis(seq as i64),
+                    actor: "t".into(),
+                    origin: berth_model::Origin::Api,
+                    run_id: None,
+                    change: berth_model::Change::TeamDeleted { name: format!("t{seq}") },
+                    before: None,
+                };
+                serde_json::to_vec(&event).expect("encode")
+            })
+            .collect();
+        store.append(0, events).await.expect("append");
+        let ttl = Duration::from_secs(30);
+        let mut a = Consumer::new(Arc::clone(&store), "webhook:deploys", "replica-a", ttl);
+        let mut b = Consumer::new(Arc::clone(&store), "webhook:deploys", "replica-b", ttl);
+        let page = a.next(2, Duration::ZERO).await.expect("read").expect("a holds the lease");
+        assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(a.commit(page.next(0)).await.expect("commit"));
+        assert!(b.next(2, Duration::ZERO).await.expect("read").is_none(), "b waits while a holds it");
+        // a stops gracefully: b continues after a's last commit.
+        a.release().await.expect("release");
+        let page = b.next(10, Duration::ZERO).await.expect("read").expect("b holds it now");
+        assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert!(b.commit(5).await.expect("commit"));
+        assert!(!a.commit(1).await.expect("commit"), "a no longer holds the lease: fenced off");
+        assert_eq!(store.get_cursor("webhook:deploys").await.expect("cursor"), Some(5));
+        // Nothing new and no wait: an empty page that does not move.
+        let page = b.next(10, Duration::ZERO).await.expect("read").expect("held");
+        assert!(page.events.is_empty());
+        assert_eq!(page.next(5), 5);
+    }
+}

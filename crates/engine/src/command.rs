@@ -156,7 +156,7 @@ pub enum Command {
         action: String,
         blueprint: Option<String>,
         identifier: Option<String>,
-        status: u16,
+        code: berth_model::ErrorCode,
         message: String,
     },
     /// Sets the token signing key unless one is set already (so replicas starting together agree on one).
@@ -222,10 +222,10 @@ impl Command {
         }
     }
 
-    /// The change that records this command's refusal (`status`: the HTTP status it was answered with). Names
-    /// and the message are cut to a few hundred bytes: a refused attempt costs the log little, however large
-    /// the identifier a caller sent.
-    pub fn refusal(&self, status: u16, error: &DomainError) -> Change {
+    /// The change that records this command's refusal, with the error's code. Names and the message are cut
+    /// to a few hundred bytes: a refused attempt costs the log little, however large the identifier a caller
+    /// sent.
+    pub fn refusal(&self, error: &DomainError) -> Change {
         let (resource, action, blueprint, identifier) = self.describe();
         let cut = |s: String, max: usize| {
             if s.len() <= max { s } else { format!("{}…", berth_model::limits::truncate(&s, max)) }
@@ -235,7 +235,8 @@ impl Command {
             action: action.into(),
             blueprint: blueprint.map(|b| cut(b, REFUSAL_NAME_LEN)),
             identifier: identifier.map(|i| cut(i, REFUSAL_NAME_LEN)),
-            status,
+            code: Some(error.code()),
+            status: None,
             message: cut(error.to_string(), REFUSAL_MESSAGE_LEN),
         }
     }
@@ -443,13 +444,14 @@ fn run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, O
             let change = Change::PermissionsSet { blueprint: blueprint.clone(), permissions: permissions.clone() };
             Ok((vec![change], Outcome::Done))
         }
-        Command::Refuse { resource, action, blueprint, identifier, status, message } => {
+        Command::Refuse { resource, action, blueprint, identifier, code, message } => {
             let change = Change::Refused {
                 resource: resource.clone(),
                 action: action.clone(),
                 blueprint: blueprint.clone(),
                 identifier: identifier.clone(),
-                status: *status,
+                code: Some(*code),
+                status: None,
                 message: message.clone(),
             };
             Ok((vec![change], Outcome::Done))

@@ -1602,7 +1602,8 @@ mod tests {
             action: "CREATE".into(),
             blueprint: Some("svc".into()),
             identifier: Some(identifier.into()),
-            status: 422,
+            code: Some(berth_model::ErrorCode::InvalidRequest),
+            status: None,
             message: "no".into(),
         };
         let first = state.seq + 1;
@@ -1613,7 +1614,8 @@ mod tests {
             action: "CREATE".into(),
             blueprint: Some("svc".into()),
             identifier: Some("s001".into()),
-            status: 403,
+            code: None,
+            status: Some(403),
             message: "no".into(),
         };
         state.apply(&event(first + 2, app)).expect("refusal of something else");

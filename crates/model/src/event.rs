@@ -70,13 +70,29 @@ pub enum Change {
         blueprint: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         identifier: Option<String>,
-        status: u16,
+        /// Why it was refused (absent in events written before codes were recorded: see `status`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<crate::error::ErrorCode>,
+        /// The HTTP status events written before codes recorded instead; new events leave it out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
         message: String,
     },
     /// The key that signs access tokens; shared by every replica through the log.
     SigningKeySet {
         key: String,
     },
+}
+
+impl Change {
+    /// A refusal's code (read off the HTTP status an older event recorded); `None` for other changes.
+    pub fn refusal_code(&self) -> Option<crate::error::ErrorCode> {
+        match self {
+            Change::Refused { code: Some(code), .. } => Some(*code),
+            Change::Refused { status, .. } => Some(crate::error::ErrorCode::from_status(status.unwrap_or(500))),
+            _ => None,
+        }
+    }
 }
 
 /// The version of an object a change replaced or deleted: what audit diffs are made of.

@@ -36,7 +36,7 @@ pub mod user;
 pub use blueprint::{Blueprint, Relation};
 pub use credential::Credential;
 pub use entity::{Entity, EntityBody, EntityInput};
-pub use error::DomainError;
+pub use error::{DomainError, ErrorCode};
 pub use event::{Change, Event, Origin, Previous};
 pub use fields::Fields;
 pub use permissions::{BlueprintPermissions, Grant, Ownership};

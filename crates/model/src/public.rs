@@ -6,7 +6,7 @@
 //! `{v, seq, time, actor, origin, runId?, resourceType, action, status, blueprint?, identifier?,
 //!   diff: {before, after}}`, where `resourceType` is `entity`, `blueprint`, `permissions`, `team`, `user`,
 //! `app` or `signing_key`; `action` is `CREATE`, `UPDATE`, `DELETE` or `UPSERT`; `status` is `SUCCESS`, or
-//! `FAILURE` for a refused attempt (its diff's `after` is `{status, message}`). Consumers outside the process
+//! `FAILURE` for a refused attempt (its diff's `after` is `{code, status, message}`). Consumers outside the process
 //! read it: a change of shape is a new version, never an edit of this one.
 
 use serde_json::{Value, json};
@@ -114,7 +114,7 @@ pub fn change(event: &Event) -> PublicChange {
             before,
             serde_json::to_value(permissions).unwrap_or(Value::Null),
         ),
-        Change::Refused { resource, action, blueprint, identifier, status, message } => PublicChange {
+        Change::Refused { resource, action, blueprint, identifier, message, .. } => PublicChange {
             status: "FAILURE",
             resource: match resource.as_str() {
                 "entity" => "entity",
@@ -133,7 +133,10 @@ pub fn change(event: &Event) -> PublicChange {
             blueprint: blueprint.clone(),
             identifier: identifier.clone(),
             before: Value::Null,
-            after: json!({"status": status, "message": message}),
+            after: {
+                let code = event.change.refusal_code().unwrap_or(crate::error::ErrorCode::InternalError);
+                json!({"code": code.as_str(), "status": code.status(), "message": message})
+            },
         },
         // The key itself never leaves the process.
         Change::SigningKeySet { .. } => done("signing_key", "CREATE", None, None, Value::Null, Value::Null),
@@ -204,5 +207,20 @@ mod tests {
         assert_eq!(event(&events[0])["diff"]["after"]["roles"], json!([{"name": "Admin"}]));
         assert_eq!(event(&events[0])["action"], json!("UPDATE"));
         assert_eq!(event(&events[1])["resourceType"], json!("app"));
+    }
+
+    #[test]
+    fn a_refusal_records_a_code_and_old_refusals_read_as_one() {
+        let new: Change = serde_json::from_value(json!({"type": "refused", "resource": "entity", "action": "CREATE",
+            "code": "schema_mismatch", "message": "no"}))
+        .expect("a refusal with a code");
+        let old: Change = serde_json::from_value(json!({"type": "refused", "resource": "entity", "action": "CREATE",
+            "status": 403, "message": "no"}))
+        .expect("a refusal written before codes");
+        let text = serde_json::to_value(&new).expect("encodes").to_string();
+        assert!(!text.contains("status"), "new refusals keep no HTTP status: {text}");
+        let after = |c: Change| event(&at(c, None))["diff"]["after"].clone();
+        assert_eq!(after(new), json!({"code": "schema_mismatch", "status": 422, "message": "no"}));
+        assert_eq!(after(old), json!({"code": "forbidden", "status": 403, "message": "no"}));
     }
 }

@@ -423,7 +423,7 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Result<Executed, CatalogErr
                         }
                         state.defer_indexes();
                         tracing::error!(error = %e, "a validated change did not apply; the command is refused");
-                        return Err(DomainError::Invalid(format!("internal: the change could not be applied ({e})")));
+                        return Err(DomainError::Internal(format!("the change could not be applied ({e})")));
                     }
                     applied.push(event);
                 }
@@ -431,8 +431,7 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Result<Executed, CatalogErr
             });
             // A refused write by a caller is recorded, so the audit log shows failed attempts too.
             if let (Err(e), Some(_)) = (&result, &job.meta.principal) {
-                let status = crate::error::ApiError::from(e.clone()).status.as_u16();
-                let event = job.meta.event_after(&state, command.refusal(status, e), None);
+                let event = job.meta.event_after(&state, command.refusal(e), None);
                 if state.apply(&event).is_ok() {
                     applied.push(event);
                 }

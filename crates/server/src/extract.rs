@@ -21,8 +21,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
+                    berth_model::ErrorCode::PayloadTooLarge,
                     "Request body is too large (limit is 1MiB by default; see --body-limit)",
                 )
             } else {
@@ -31,8 +30,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         })?;
         if bytes.is_empty() {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
+                berth_model::ErrorCode::InvalidJson,
                 "the request body is empty; a JSON body is required",
             ));
         }
@@ -41,7 +39,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             serde_json::error::Category::Data => {
                 ApiError::unprocessable(format!("json does not match the route's schema: {e}"))
             }
-            _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}")),
+            _ => ApiError::new(berth_model::ErrorCode::InvalidJson, format!("the body is not valid JSON: {e}")),
         })?;
         Ok(ApiJson(parsed))
     }

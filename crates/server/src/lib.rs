@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use berth_engine::{Command, Outcome, WriteMeta};
@@ -434,9 +434,14 @@ pub fn router_with(state: AppState, ui: Option<axum::Router<AppState>>) -> axum:
     let limit = state.config.body_limit;
     routes::router(state.clone(), ui)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; see the server log")
-                .into_response()
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|payload: Box<dyn std::any::Any + Send>| {
+            // Logged inside the request's span, so with its trace id; the answer says nothing of it.
+            let what = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            ApiError::internal(format!("a handler panicked: {what}")).into_response()
         }))
         .layer(axum::middleware::from_fn_with_state(state, wait_min_seq))
         .layer(axum::middleware::from_fn(security_headers))

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 
 use crate::error::ApiError;
 
@@ -50,8 +50,7 @@ impl RateLimiter {
         if *count >= self.limit {
             let allowance = Allowance { limit: self.limit, period: self.period, remaining: 0, reset };
             let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                berth_model::ErrorCode::RateLimited,
                 format!(
                     "this credential made {} requests in {} s; retry in {} s",
                     self.limit,

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use tokio::sync::Semaphore;
 
 use crate::AppState;
@@ -32,8 +32,7 @@ impl Default for SearchSlots {
 
 fn too_slow() -> ApiError {
     let mut e = ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "search_timeout",
+        berth_model::ErrorCode::SearchTimeout,
         format!(
             "the search did not finish within {} s; narrow the query (a `$blueprint` rule, an indexed rule such as `$identifier in` or a relation) and retry",
             DEADLINE.as_secs()

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
@@ -127,8 +127,7 @@ impl SignInGuard {
             Some(wait) => {
                 let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
                 let mut e = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
+                    berth_model::ErrorCode::RateLimited,
                     format!("too many failed sign-in attempts; retry in {secs} s"),
                 );
                 e.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
@@ -154,8 +153,7 @@ impl SignInGuard {
     pub async fn hash<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
         let Ok(permit) = Arc::clone(&self.hashing).try_acquire_owned() else {
             let mut e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
+                berth_model::ErrorCode::Busy,
                 "too many sign-ins are being checked right now; retry in a second",
             );
             e.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -216,7 +214,7 @@ mod tests {
         let busy = tokio::spawn(async move { g.hash(move || rx.recv().is_ok()).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let refused = guard.hash(|| true).await.err().map(|e| e.status);
-        assert_eq!(refused, Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(refused, Some(axum::http::StatusCode::SERVICE_UNAVAILABLE));
         tx.send(()).expect("release");
         assert!(busy.await.expect("joined").expect("ran"));
         assert!(guard.hash(|| true).await.expect("a slot again"));

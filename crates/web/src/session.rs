@@ -68,7 +68,8 @@ impl Session {
     pub fn require_admin_to_change(&self, app: &AppState, path: &str, what: &str) -> UiResult<()> {
         self.require_admin(what).inspect_err(|e| {
             let method = axum::http::Method::POST;
-            berth_server::routes::record_refusal(app, self.meta(), &method, path, e.status.as_u16());
+            let code = berth_model::ErrorCode::from_status(e.status.as_u16());
+            berth_server::routes::record_refusal(app, self.meta(), &method, path, code);
         })
     }
 

@@ -111,8 +111,7 @@ pub async fn audit_log(
     let filters = Filters::parse(&q)?;
     if !caller.is_admin() && filters.identifier.is_none() && filters.entity.is_none() && filters.run_id.is_none() {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            berth_model::ErrorCode::Forbidden,
             "only an Admin may read the whole audit log; filter by `identifier`, `entity` or `run_id`",
         ));
     }

@@ -90,12 +90,11 @@ pub(crate) async fn resolve_searches(app: &AppState, meta: &WriteMeta, command: 
     match resolved {
         Ok(command) => Ok(command),
         Err(e) => {
-            let status = ApiError::from(e.clone()).status.as_u16();
             if meta.principal.is_some() {
-                if let berth_model::Change::Refused { resource, action, blueprint, identifier, status, message } =
-                    original.refusal(status, &e)
+                if let berth_model::Change::Refused { resource, action, blueprint, identifier, message, .. } =
+                    original.refusal(&e)
                 {
-                    let record = Command::Refuse { resource, action, blueprint, identifier, status, message };
+                    let record = Command::Refuse { resource, action, blueprint, identifier, code: e.code(), message };
                     // The answer is the refusal, whether or not recording it succeeds.
                     let _ = app.catalog.write_one(meta.clone(), record).await;
                 }
@@ -552,7 +551,7 @@ pub async fn delete_all(
     let blueprint = blueprint_id(&params)?;
     let delete_blueprint = q.flag("delete_blueprint", false)?;
     if delete_blueprint && !caller.is_admin() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an Admin may delete blueprints"));
+        return Err(ApiError::new(berth_model::ErrorCode::Forbidden, "only an Admin may delete blueprints"));
     }
     let command = Command::DeleteAllEntities { blueprint: blueprint.clone(), delete_blueprint };
     let (outcome, seq) = app.catalog.write_one(write_meta(&caller, &headers, &q)?, command).await?;

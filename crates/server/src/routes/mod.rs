@@ -28,11 +28,7 @@ pub fn require_admin(caller: &crate::auth::Caller, what: &str) -> crate::error::
     if caller.is_admin() {
         Ok(())
     } else {
-        let mut e = crate::error::ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("only an Admin may {what}"),
-        );
+        let mut e = crate::error::ApiError::new(berth_model::ErrorCode::Forbidden, format!("only an Admin may {what}"));
         // Refused before the catalog saw it: [`record_refusals`] writes it to the log.
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(RECORD_REFUSAL, HeaderValue::from_static("1"));
@@ -60,7 +56,8 @@ async fn record_refusals(
     }
     let Some(caller) = caller else { return response };
     let meta = blueprints::meta(&caller, &axum::http::HeaderMap::new(), None);
-    record_refusal(&app, meta, &method, &path, response.status().as_u16());
+    let code = berth_model::ErrorCode::from_status(response.status().as_u16());
+    record_refusal(&app, meta, &method, &path, code);
     response
 }
 
@@ -72,7 +69,7 @@ pub fn record_refusal(
     meta: berth_engine::WriteMeta,
     method: &axum::http::Method,
     path: &str,
-    status: u16,
+    code: berth_model::ErrorCode,
 ) {
     let action = match *method {
         axum::http::Method::POST => "CREATE",
@@ -86,7 +83,7 @@ pub fn record_refusal(
         action: action.into(),
         blueprint: None,
         identifier: Some(path.to_string()),
-        status,
+        code,
         message: "only an Admin may do this".into(),
     };
     let app = app.clone();
@@ -188,8 +185,7 @@ impl From<CatalogError> for ApiError {
             CatalogError::Stopped => ApiError::unavailable("the server is shutting down; the write was not applied"),
             CatalogError::Unknown(m) => {
                 let mut e = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "outcome_unknown",
+                    berth_model::ErrorCode::OutcomeUnknown,
                     format!(
                         "the store did not confirm the write, which may or may not have been applied: read it back before retrying ({m})"
                     ),

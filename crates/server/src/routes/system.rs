@@ -81,7 +81,7 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+    ApiError::new(berth_model::ErrorCode::MethodNotAllowed, "this route does not accept that method")
 }
 
 #[utoipa::path(get, path = "/v1/migrations/{id}", tag = "Entities", summary = "Status of an all-entities delete",

@@ -291,7 +291,7 @@ pub async fn require_auth(State(app): State<AppState>, mut req: Request, next: N
         .or_else(|| header.strip_prefix("bearer "))
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?
         .trim();
-    let caller = authenticate(&app.keys, &app.catalog.view(), token, crate::now().millis() / 1000)?;
+    let caller = authenticate(&app.keys, &app.pipeline.view(), token, crate::now().millis() / 1000)?;
     let allowance = app.limits.check(&caller.client_id, std::time::Instant::now())?;
     req.extensions_mut().insert(caller);
     let mut response = next.run(req).await;

@@ -5,7 +5,7 @@ use berth_engine::{Command, WriteMode};
 use berth_model::EntityInput;
 use serde_json::{Value, json};
 
-use crate::catalog::Catalog;
+use berth_catalog::pipeline::Pipeline;
 
 fn blueprints() -> Vec<Value> {
     vec![
@@ -178,7 +178,7 @@ fn entities() -> Vec<(&'static str, Value)> {
 }
 
 /// Writes the demo catalog. Fails if any part is refused (that would be a bug in the demo).
-pub async fn seed(catalog: &Catalog) -> Result<usize, String> {
+pub async fn seed(catalog: &Pipeline) -> Result<usize, String> {
     let meta = crate::system_meta;
     let commands: Vec<Command> = blueprints().into_iter().map(|body| Command::CreateBlueprint { body }).collect();
     let result = catalog.write(meta(), commands).await.map_err(|e| e.to_string())?;

@@ -1,5 +1,5 @@
-//! Berth's server: the HTTP API (Port v1 compatible), auth, OpenAPI and docs, the write pipeline
-//! ([`catalog`]) and start-up.
+//! Berth's server: the HTTP API (Port v1 compatible), auth, OpenAPI and docs, and start-up. The write
+//! pipeline, the feed and the clock are the catalog layer's (`berth_catalog`).
 //!
 //! - [`start`] opens the store, rebuilds the catalog, bootstraps the signing key and the first admin
 //!   credential, seeds the demo catalog on request, binds the socket and serves until shut down.
@@ -8,19 +8,15 @@
 
 pub mod access;
 pub mod auth;
-pub mod catalog;
 pub mod demo;
 pub mod error;
 pub mod extract;
-pub mod feed;
 pub mod keys;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod searching;
 pub mod sign_in;
-#[cfg(test)]
-mod test_store;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,8 +34,8 @@ use berth_model::{Credential, Origin, Timestamp};
 use serde_json::Value;
 
 use crate::auth::Tokens;
-use crate::catalog::{Catalog, CatalogError};
 use crate::error::ApiError;
+use berth_catalog::{Pipeline, PipelineError};
 
 /// Everything `berth serve` can be told.
 #[derive(Clone, Debug)]
@@ -105,8 +101,8 @@ impl ServerConfig {
 pub enum StartError {
     #[error("store: {0}")]
     Store(#[from] berth_store::StoreError),
-    #[error("catalog: {0}")]
-    Catalog(#[from] CatalogError),
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] PipelineError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
@@ -176,7 +172,8 @@ impl MigrationRecord {
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
-    pub catalog: Arc<Catalog>,
+    /// The write pipeline and the published catalog (`view`).
+    pub pipeline: Arc<Pipeline>,
     pub tokens: Arc<Tokens>,
     /// The keys tokens are signed and checked with (outside the log).
     pub keys: Arc<keys::SigningKeys>,
@@ -195,11 +192,7 @@ pub fn client_address(extensions: &axum::http::Extensions) -> Option<std::net::I
 }
 
 /// The wall clock, in milliseconds. The only clock the server reads for writes.
-pub fn now() -> Timestamp {
-    let ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    Timestamp::from_millis(ms)
-}
+pub use berth_catalog::now;
 
 /// Metadata of a write made by the server itself.
 pub fn system_meta() -> WriteMeta {
@@ -238,7 +231,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::Bootstrap(format!("cannot create {}: {e}", config.data_dir.display())))?;
     let store: Arc<dyn berth_store::LogStore> = Arc::from(berth_store::open(&config.store_url()).await?);
-    let catalog = Catalog::open(Arc::clone(&store), config.snapshot_every).await?;
+    let catalog = Pipeline::open(Arc::clone(&store), config.snapshot_every).await?;
     // The signing key lives outside the log; a catalog made before that hands its key over once.
     let keys = keys::SigningKeys::open(&config.signing_key_path(), catalog.view().signing_key())
         .map_err(StartError::Bootstrap)?;
@@ -261,7 +254,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         generated_user,
     };
     let state = AppState {
-        catalog,
+        pipeline: catalog,
         tokens: Arc::new(Tokens::default()),
         keys: Arc::new(keys),
         limits: Arc::new(rate_limit::RateLimiter::new(config.rate_limit, config.rate_limit_period)),
@@ -289,7 +282,7 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        match self.state.catalog.snapshot().await {
+        match self.state.pipeline.snapshot().await {
             Ok(seq) => tracing::info!(seq, "final snapshot written"),
             Err(e) => tracing::warn!(error = %e, "final snapshot failed"),
         }
@@ -298,7 +291,7 @@ impl Server {
 }
 
 /// Runs a command as the server itself; answers whether it changed anything.
-async fn write_system(catalog: &Catalog, command: Command) -> Result<bool, StartError> {
+async fn write_system(catalog: &Pipeline, command: Command) -> Result<bool, StartError> {
     let (outcome, _) = catalog.write_one(system_meta(), command).await?;
     outcome.map(|o| !matches!(o, Outcome::Unchanged)).map_err(|e| StartError::Bootstrap(e.to_string()))
 }
@@ -308,7 +301,7 @@ pub const MIN_BOOTSTRAP_SECRET: usize = 16;
 
 /// Ensures an admin credential exists. A generated credential is written, readable only by its owner, to
 /// `<data_dir>/bootstrap-credentials.json`, and returned so it can be printed once.
-async fn bootstrap(catalog: &Catalog, config: &ServerConfig) -> Result<Option<(String, String, PathBuf)>, StartError> {
+async fn bootstrap(catalog: &Pipeline, config: &ServerConfig) -> Result<Option<(String, String, PathBuf)>, StartError> {
     let admin = |client_id: &str, secret: &str| Credential {
         client_id: client_id.to_string(),
         name: "bootstrap admin".into(),
@@ -353,7 +346,7 @@ pub const GENERATED_ADMIN_EMAIL: &str = "admin@berth.local";
 /// Ensures an admin user exists for the web UI: the configured one (its password follows the configuration),
 /// or a generated one written, readable only by its owner, to `<data_dir>/bootstrap-admin.json`.
 async fn bootstrap_user(
-    catalog: &Catalog,
+    catalog: &Pipeline,
     config: &ServerConfig,
 ) -> Result<Option<(String, String, PathBuf)>, StartError> {
     let fail = |e: ApiError| StartError::Bootstrap(e.message);
@@ -473,18 +466,18 @@ fn presented_token(headers: &axum::http::HeaderMap) -> Option<&str> {
 async fn wait_min_seq(axum::extract::State(app): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
     let wanted = req.headers().get("x-berth-min-seq").cloned().filter(|_| {
         presented_token(req.headers())
-            .is_some_and(|t| auth::authenticate(&app.keys, &app.catalog.view(), t, now().millis() / 1000).is_ok())
+            .is_some_and(|t| auth::authenticate(&app.keys, &app.pipeline.view(), t, now().millis() / 1000).is_ok())
     });
     if let Some(raw) = wanted {
         let Some(seq) = raw.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) else {
             return ApiError::bad_request("X-Berth-Min-Seq must be a sequence number (a non-negative integer)")
                 .into_response();
         };
-        if !app.catalog.wait_applied(seq, app.config.min_seq_wait).await {
+        if !app.pipeline.wait_applied(seq, app.config.min_seq_wait).await {
             let mut response = ApiError::unavailable(format!(
                 "this replica has not applied sequence {seq} within {} ms (it is at {}); retry later",
                 app.config.min_seq_wait.as_millis(),
-                app.catalog.view().seq()
+                app.pipeline.view().seq()
             ))
             .into_response();
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));

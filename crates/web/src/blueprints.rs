@@ -80,7 +80,7 @@ fn render(
     form: FormData,
     status: StatusCode,
 ) -> UiResult<Response> {
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let props = def
         .schema
         .properties
@@ -145,7 +145,7 @@ fn render(
 }
 
 fn load(app: &AppState, bp: &str) -> UiResult<std::sync::Arc<Blueprint>> {
-    app.catalog
+    app.pipeline
         .view()
         .blueprint(bp)
         .map(|b| b.def.clone())
@@ -167,7 +167,7 @@ async fn patch(
     rel: bool,
 ) -> UiResult<Response> {
     let command = Command::PatchBlueprint { id: def.identifier.clone(), patch };
-    let (outcome, _) = app.catalog.write_one(session.meta(), command).await?;
+    let (outcome, _) = app.pipeline.write_one(session.meta(), command).await?;
     match outcome {
         Ok(_) => Ok(see_other(&format!("/blueprints/{}", encode(&def.identifier)))),
         Err(e) => {
@@ -290,7 +290,7 @@ pub async fn create(State(app): State<AppState>, session: Session, form: FormDat
     if let Some(d) = form.get("description") {
         body["description"] = json!(d);
     }
-    let (outcome, _) = app.catalog.write_one(session.meta(), Command::CreateBlueprint { body }).await?;
+    let (outcome, _) = app.pipeline.write_one(session.meta(), Command::CreateBlueprint { body }).await?;
     match outcome {
         Ok(_) => Ok(see_other(&format!("/blueprints/{}", encode(&id)))),
         Err(e) => {

@@ -73,7 +73,7 @@ pub fn entity_href(bp: &str, id: &str) -> String {
 
 /// The entity, if it exists and the session may read it (else a 404, as if it did not exist).
 pub fn load(app: &AppState, session: &Session, bp: &str, id: &str) -> UiResult<std::sync::Arc<Entity>> {
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     berth_server::access::scoped(&view, &session.caller)
         .entity(bp, id)
         .cloned()
@@ -96,7 +96,7 @@ pub async fn page(
     session: Session,
     Path((bp, id)): Path<(String, String)>,
 ) -> UiResult<Response> {
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let entry = view.blueprint(&bp).ok_or_else(|| UiError::not_found(format!("there is no blueprint `{bp}`")))?;
     let def = &entry.def;
     let e = load(&app, &session, &bp, &id)?;
@@ -231,7 +231,7 @@ pub async fn confirm_delete(
 ) -> UiResult<Response> {
     let e = load(&app, &session, &bp, &id)?;
     // Only the dependents the session may read are counted (the others are not there for it).
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let scoped = berth_server::access::scoped(&view, &session.caller);
     let dependents = view.incoming(&bp, &id).filter(|d| scoped.entity(d.blueprint(), &d.identifier).is_some()).count();
     let page = ConfirmPage {
@@ -255,7 +255,7 @@ pub async fn delete(
         identifier: id,
         delete_dependents: form.has("delete_dependents"),
     };
-    let (outcome, _) = app.catalog.write_one(session.meta(), command).await?;
+    let (outcome, _) = app.pipeline.write_one(session.meta(), command).await?;
     outcome?;
     Ok(see_other(&format!("/blueprints/{}/entities?deleted=1", encode(&bp))))
 }

@@ -280,7 +280,7 @@ impl Ctx<'_> {
             Some(f) => f.all("team"),
             None => entity.map(|e| e.team.clone()).unwrap_or_default(),
         };
-        let teams = self.app.catalog.view().teams().map(|t| (t.name.clone(), chosen.contains(&t.name))).collect();
+        let teams = self.app.pipeline.view().teams().map(|t| (t.name.clone(), chosen.contains(&t.name))).collect();
         let text =
             |key: &str, stored: Option<String>| form.map(|f| f.raw(key).to_string()).or(stored).unwrap_or_default();
         let (action, cancel) = match self.editing {
@@ -320,7 +320,7 @@ impl Ctx<'_> {
         let bp = self.def.identifier.clone();
         // An edit saves over the version the form was opened on, or not at all (no lost update).
         if let (Some(id), Some(opened)) = (self.editing, form.get("_version").filter(|v| !v.is_empty())) {
-            let view = self.app.catalog.view();
+            let view = self.app.pipeline.view();
             let current = berth_server::access::scoped(&view, &self.session.caller).entity(&bp, id).cloned();
             if let Some(current) = current.filter(|c| c.updated_at.millis().to_string() != opened) {
                 let message = format!(
@@ -354,7 +354,7 @@ impl Ctx<'_> {
             mode: if self.editing.is_some() { WriteMode::Replace } else { WriteMode::Create },
             create_missing_related: false,
         };
-        let (outcome, _) = self.app.catalog.write_one(self.session.meta(), command).await?;
+        let (outcome, _) = self.app.pipeline.write_one(self.session.meta(), command).await?;
         match outcome {
             Ok(berth_engine::Outcome::Entity { entity, .. }) => Ok(see_other(&entity_href(&bp, &entity.identifier))),
             Ok(_) => Err(UiError::internal("the write answered no entity")),
@@ -368,7 +368,7 @@ impl Ctx<'_> {
 }
 
 fn blueprint(app: &AppState, bp: &str) -> UiResult<std::sync::Arc<Blueprint>> {
-    app.catalog
+    app.pipeline
         .view()
         .blueprint(bp)
         .map(|b| b.def.clone())
@@ -424,7 +424,7 @@ pub async fn pick(
     Path(bp): Path<String>,
     Query(p): Query,
 ) -> UiResult<Response> {
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     // The picker input sends its own value under its field name.
     let q = p.get("q").or_else(|| p.0.last().map(|(_, v)| v.as_str())).unwrap_or("").to_lowercase();
     let needle = q.rsplit(',').next().unwrap_or("").trim().to_string();

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use berth_engine::State as Catalog;
 use berth_model::Entity;
 use berth_server::AppState;
 
@@ -38,7 +37,7 @@ pub struct Neighbourhood {
 
 /// The walk goes only through nodes `visible` accepts: a hidden entity is neither shown nor walked through.
 pub fn neighbourhood(
-    state: &Catalog,
+    state: &berth_engine::State,
     bp: &str,
     id: &str,
     hops: usize,
@@ -91,7 +90,7 @@ pub fn neighbourhood(
 }
 
 /// Draws a neighbourhood as SVG (safe HTML).
-pub fn svg(state: &Catalog, n: &Neighbourhood, centre: &Node) -> String {
+pub fn svg(state: &berth_engine::State, n: &Neighbourhood, centre: &Node) -> String {
     let mut by_layer: BTreeMap<i64, Vec<&Node>> = BTreeMap::new();
     for (node, layer) in &n.layers {
         by_layer.entry(*layer).or_default().push(node);
@@ -169,7 +168,7 @@ pub async fn page(
     Path((bp, id)): Path<(String, String)>,
     Query(p): Query,
 ) -> UiResult<Response> {
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let e = crate::entity::load(&app, &session, &bp, &id)?;
     let hops = p.get("hops").and_then(|h| h.parse::<usize>().ok()).unwrap_or(2).clamp(1, MAX_HOPS);
     // Entities the session may not read are left out, with their edges, and not walked through.

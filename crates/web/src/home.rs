@@ -82,7 +82,7 @@ pub fn changes_of(audits: &[Value], now: berth_model::Timestamp) -> Vec<Change> 
 }
 
 pub async fn home(State(app): State<AppState>, session: Session) -> UiResult<Response> {
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let scoped = berth_server::access::scoped(&view, &session.caller);
     let cards = view
         .blueprints()
@@ -137,7 +137,7 @@ async fn find(app: &AppState, session: &Session, q: &str, limit: usize) -> UiRes
     if q.is_empty() {
         return Ok(Vec::new());
     }
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let rules = json!({"combinator": "or", "rules": [
         {"property": "$title", "operator": "contains", "value": q},
         {"property": "$identifier", "operator": "contains", "value": q},

@@ -75,8 +75,8 @@ impl From<berth_model::DomainError> for UiError {
     }
 }
 
-impl From<berth_server::catalog::CatalogError> for UiError {
-    fn from(e: berth_server::catalog::CatalogError) -> Self {
+impl From<berth_catalog::pipeline::PipelineError> for UiError {
+    fn from(e: berth_catalog::pipeline::PipelineError) -> Self {
         ApiError::from(e).into()
     }
 }

@@ -32,7 +32,7 @@ pub struct Session {
 impl Session {
     /// The layout of a page for this user.
     pub fn layout(&self, app: &AppState, title: impl Into<String>, nav: impl Into<String>) -> Layout {
-        let view = app.catalog.view();
+        let view = app.pipeline.view();
         Layout {
             title: title.into(),
             user: self.name.clone(),
@@ -116,7 +116,7 @@ impl FromRequestParts<AppState> for Session {
             }
         };
         let Some(token) = cookie_token(parts) else { return Err(to_login()) };
-        let view = app.catalog.view();
+        let view = app.pipeline.view();
         let Ok(caller) = auth::authenticate(&app.keys, &view, &token, berth_server::now().millis() / 1000) else {
             return Err(to_login());
         };
@@ -229,7 +229,7 @@ pub async fn login(
     if let Err(e) = app.sign_in.admit(&account, address) {
         return refused(email, e);
     }
-    let user = app.catalog.view().user(&email).cloned();
+    let user = app.pipeline.view().user(&email).cloned();
     let hash = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| decoy_hash().to_string());
     let ok = match app.sign_in.hash(move || auth::verify_password(&password, &hash)).await {
         Ok(ok) => ok,
@@ -275,7 +275,7 @@ pub async fn logout(
         // The server acts for the signed-in user on its own account (a Member may not write users).
         let meta = WriteMeta { principal: None, ..session.meta() };
         let command = Command::EndSessions { email: session.caller.client_id.clone() };
-        let (outcome, _) = app.catalog.write_one(meta, command).await?;
+        let (outcome, _) = app.pipeline.write_one(meta, command).await?;
         outcome?;
     }
     let mut r = see_other("/login?signed_out=1");
@@ -330,7 +330,7 @@ pub async fn accept_invite(State(app): State<AppState>, headers: HeaderMap, form
     }
     match berth_server::routes::users::accept_invitation(&app, Origin::Ui, email, code, password).await {
         Ok((user, seq)) => {
-            app.catalog.wait_applied(seq, std::time::Duration::from_secs(5)).await;
+            app.pipeline.wait_applied(seq, std::time::Duration::from_secs(5)).await;
             sign_in(&app, &user, "/", &headers)
         }
         Err(e) => again(e.message, e.status),

@@ -264,7 +264,7 @@ pub async fn page(
     Path(bp): Path<String>,
     Query(p): Query,
 ) -> UiResult<Response> {
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let entry = view.blueprint(&bp).ok_or_else(|| UiError::not_found(format!("there is no blueprint `{bp}`")))?;
     let def = &entry.def;
     let scoped = berth_server::access::scoped(&view, &session.caller);

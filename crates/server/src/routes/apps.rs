@@ -73,7 +73,7 @@ impl AppBody {
 
 async fn run(app: &AppState, caller: &Caller, command: Command) -> ApiResult<u64> {
     let meta = super::blueprints::meta(caller, &axum::http::HeaderMap::new(), None);
-    let (outcome, seq) = app.catalog.write_one(meta, command).await?;
+    let (outcome, seq) = app.pipeline.write_one(meta, command).await?;
     outcome?;
     Ok(seq)
 }
@@ -110,7 +110,7 @@ pub async fn create(
     security(("bearer" = [])),
     responses((status = 200, description = "`{ok, apps: [...]}`"), (status = 403, description = "Not an Admin")))]
 pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let apps: Vec<Value> = view.credentials().map(|c| render(c, None)).collect();
     Ok(reply(StatusCode::OK, json!({"ok": true, "apps": apps}), None))
 }
@@ -120,7 +120,7 @@ pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
     responses((status = 200, description = "`{ok, app}`"), (status = 403, description = "Not an Admin"), (status = 404, description = "No such app")))]
 pub async fn get_one(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
     let id = app_id(&params)?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let credential = view.credential(&id).ok_or_else(|| ApiError::not_found(format!("app `{id}` was not found")))?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "app": render(credential, None)}), None))
 }
@@ -139,7 +139,7 @@ pub async fn update(
     let id = app_id(&params)?;
     // What the body does not name stays as it is (Port's clients send `{name}` alone).
     let (roles, teams) = {
-        let view = app.catalog.view();
+        let view = app.pipeline.view();
         let current = view.credential(&id);
         (
             body.roles.unwrap_or_else(|| current.map(|c| c.roles.clone()).unwrap_or_default()),
@@ -148,7 +148,7 @@ pub async fn update(
     };
     let command = Command::UpdateCredential { client_id: id.clone(), name: body.name, roles, teams };
     let seq = run(&app, &caller, command).await?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let credential = view.credential(&id).ok_or_else(|| ApiError::not_found(format!("app `{id}` was not found")))?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "app": render(credential, None)}), Some(seq)))
 }
@@ -166,7 +166,7 @@ pub async fn rotate_secret(
     let secret = random_hex(32)?;
     let seq = run(&app, &caller, Command::RotateSecret { client_id: id.clone(), secret_sha256: hash_secret(&secret) })
         .await?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let credential = view.credential(&id).ok_or_else(|| ApiError::not_found(format!("app `{id}` was not found")))?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "app": render(credential, Some(&secret))}), Some(seq)))
 }

@@ -157,10 +157,10 @@ fn before_visible(scoped: &Scoped<'_>, event: &Event) -> bool {
 /// entity's events, not the log; only the part of the log older than the index is scanned.
 pub async fn read(app: &AppState, caller: &Caller, q: &Params) -> ApiResult<(Vec<Value>, Option<String>)> {
     let filters = Filters::parse(q)?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let scoped = crate::access::scoped(&view, caller);
     let limit = q.page_size(100)?;
-    let store = app.catalog.store();
+    let store = app.pipeline.store();
     let mut before = match q.get("cursor").filter(|v| !v.is_empty()) {
         Some(c) => c.parse::<u64>().map_err(|_| ApiError::bad_request("`cursor` is not a `next` of this log"))?,
         None => store.head().await.map_err(|e| ApiError::unavailable(format!("store: {e}")))? + 1,

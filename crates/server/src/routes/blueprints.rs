@@ -39,7 +39,7 @@ async fn write_blueprint(
     command: Command,
     created: StatusCode,
 ) -> ApiResult<Response> {
-    let (outcome, seq) = app.catalog.write_one(meta, command).await?;
+    let (outcome, seq) = app.pipeline.write_one(meta, command).await?;
     match outcome? {
         Outcome::Blueprint(bp) => Ok(reply(created, json!({"ok": true, "blueprint": *bp}), Some(seq))),
         _ => Ok(reply(StatusCode::OK, json!({"ok": true}), Some(seq))),
@@ -50,7 +50,7 @@ async fn write_blueprint(
     security(("bearer" = [])),
     responses((status = 200, description = "`{ok, blueprints: [...]}`", body = Vec<Blueprint>)))]
 pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let blueprints: Vec<&Blueprint> = view.blueprints().map(|b| &*b.def).collect();
     Ok(reply(StatusCode::OK, json!({"ok": true, "blueprints": blueprints}), None))
 }
@@ -78,7 +78,7 @@ pub async fn create(
     responses((status = 200, description = "`{ok, blueprint}`", body = Blueprint), (status = 404, description = "No such blueprint")))]
 pub async fn get_one(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
     let id = params.get("bp")?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let bp = view.blueprint(&id).ok_or_else(|| ApiError::from(berth_model::DomainError::not_found("blueprint", id)))?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "blueprint": *bp.def}), None))
 }
@@ -142,7 +142,7 @@ pub async fn delete(
     responses((status = 200, description = "`{ok, permissions}`"), (status = 404, description = "No such blueprint")))]
 pub async fn get_permissions(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
     let id = params.get("bp")?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     if view.blueprint(&id).is_none() {
         return Err(berth_model::DomainError::not_found("blueprint", id).into());
     }
@@ -165,13 +165,13 @@ pub async fn patch_permissions(
 ) -> ApiResult<Response> {
     super::require_admin(&caller, "change permissions")?;
     let id = params.get("bp")?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     if view.blueprint(&id).is_none() {
         return Err(berth_model::DomainError::not_found("blueprint", id).into());
     }
     let permissions = berth_engine::access::permissions(&view, &id).patched(&body)?;
     let command = Command::SetPermissions { blueprint: id, permissions: Box::new(permissions.clone()) };
-    let (outcome, seq) = app.catalog.write_one(meta(&caller, &headers, None), command).await?;
+    let (outcome, seq) = app.pipeline.write_one(meta(&caller, &headers, None), command).await?;
     outcome?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "permissions": permissions}), Some(seq)))
 }

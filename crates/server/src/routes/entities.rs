@@ -37,7 +37,7 @@ fn entity_id(params: &PathParams, uri: &axum::http::Uri) -> ApiResult<String> {
 }
 
 fn ensure_blueprint(app: &AppState, bp: &str) -> ApiResult<()> {
-    if app.catalog.view().blueprint(bp).is_none() {
+    if app.pipeline.view().blueprint(bp).is_none() {
         return Err(DomainError::not_found("blueprint", bp).into());
     }
     Ok(())
@@ -76,7 +76,7 @@ pub(crate) async fn resolve_searches(app: &AppState, meta: &WriteMeta, command: 
         mode,
         create_missing_related,
     };
-    let (view, resolver) = (app.catalog.view(), meta.clone());
+    let (view, resolver) = (app.pipeline.view(), meta.clone());
     let resolved = crate::searching::run(app, move || {
         Ok(berth_engine::resolve_searches(&view, &resolver, &blueprint, input).map(|input| Command::WriteEntity {
             blueprint,
@@ -96,7 +96,7 @@ pub(crate) async fn resolve_searches(app: &AppState, meta: &WriteMeta, command: 
                 {
                     let record = Command::Refuse { resource, action, blueprint, identifier, code: e.code(), message };
                     // The answer is the refusal, whether or not recording it succeeds.
-                    let _ = app.catalog.write_one(meta.clone(), record).await;
+                    let _ = app.pipeline.write_one(meta.clone(), record).await;
                 }
             }
             Err(e.into())
@@ -108,10 +108,10 @@ async fn write_entity(app: &AppState, meta: WriteMeta, command: Command, q: &Par
     let projection = Projection::from_params(q)?;
     let command = resolve_searches(app, &meta, command).await?;
     if q.flag("validation_only", false)? {
-        let outcome = app.catalog.dry_run(&meta, &command)?;
-        return Ok(answer(outcome, &projection, app.catalog.view().seq(), true));
+        let outcome = app.pipeline.dry_run(&meta, &command)?;
+        return Ok(answer(outcome, &projection, app.pipeline.view().seq(), true));
     }
-    let (outcome, seq) = app.catalog.write_one(meta, command).await?;
+    let (outcome, seq) = app.pipeline.write_one(meta, command).await?;
     Ok(answer(outcome?, &projection, seq, false))
 }
 
@@ -274,7 +274,7 @@ pub async fn get_one(
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
     let id = entity_id(&params, &uri)?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
@@ -314,7 +314,7 @@ pub async fn list(
     q: Params,
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
@@ -344,7 +344,7 @@ pub async fn count(
     params: PathParams,
 ) -> ApiResult<Response> {
     let blueprint = blueprint_id(&params)?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
@@ -410,7 +410,7 @@ pub async fn bulk_upsert(
         .map(|item| (item.label.unwrap_or_else(|| "unknown".to_string()), item.input))
         .collect();
     if items.iter().any(|(_, input)| input.as_ref().is_ok_and(|i| i.uses_search())) {
-        let (view, resolver, bp) = (app.catalog.view(), meta.clone(), blueprint.clone());
+        let (view, resolver, bp) = (app.pipeline.view(), meta.clone(), blueprint.clone());
         items = crate::searching::run(&app, move || {
             let (labels, inputs): (Vec<String>, Vec<_>) = items.into_iter().unzip();
             let resolved =
@@ -434,12 +434,12 @@ pub async fn bulk_upsert(
         slots.push((index, label, parsed));
     }
     let (mut outcomes, seq) = if dry_run {
-        let view = app.catalog.view();
+        let view = app.pipeline.view();
         let outcomes =
             commands.iter().map(|c| berth_engine::execute(&view, &meta, c).map(|(_, o)| o)).collect::<Vec<_>>();
         (outcomes.into_iter(), view.seq())
     } else {
-        let result = app.catalog.write(meta, commands).await?;
+        let result = app.pipeline.write(meta, commands).await?;
         (result.outcomes.into_iter(), result.seq)
     };
     let mut ok: Vec<BulkWritten> = Vec::with_capacity(n);
@@ -518,7 +518,7 @@ pub async fn bulk_delete(
         .iter()
         .map(|id| Command::DeleteEntity { blueprint: blueprint.clone(), identifier: id.clone(), delete_dependents })
         .collect();
-    let result = app.catalog.write(write_meta(&caller, &headers, &q)?, commands).await?;
+    let result = app.pipeline.write(write_meta(&caller, &headers, &q)?, commands).await?;
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for (index, (id, outcome)) in body.entities.iter().zip(result.outcomes).enumerate() {
@@ -554,7 +554,7 @@ pub async fn delete_all(
         return Err(ApiError::new(berth_model::ErrorCode::Forbidden, "only an Admin may delete blueprints"));
     }
     let command = Command::DeleteAllEntities { blueprint: blueprint.clone(), delete_blueprint };
-    let (outcome, seq) = app.catalog.write_one(write_meta(&caller, &headers, &q)?, command).await?;
+    let (outcome, seq) = app.pipeline.write_one(write_meta(&caller, &headers, &q)?, command).await?;
     let deleted = match outcome? {
         Outcome::Deleted { identifiers } => identifiers.len(),
         _ => 0,

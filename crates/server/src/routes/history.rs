@@ -61,13 +61,13 @@ pub async fn versions_since(
     floor: Option<Timestamp>,
     stop: impl Fn(&Event) -> bool,
 ) -> ApiResult<(Vec<Version>, Option<u64>)> {
-    let store = app.catalog.store();
+    let store = app.pipeline.store();
     let mut out = Vec::new();
     // The version index names this entity's events: read just those, newest first, a page at a time. Only
     // the part of the log it does not cover (before `indexed_from`, after a snapshot from an older Berth)
     // is scanned.
     let (indexed, indexed_from) = {
-        let view = app.catalog.view();
+        let view = app.pipeline.view();
         let (seqs, from) = view.versions(blueprint, id);
         let seqs: Vec<u64> =
             seqs.map(|v| v.seqs().into_iter().rev().filter(|s| *s < before).collect()).unwrap_or_default();
@@ -157,7 +157,7 @@ pub async fn entity_at(
     id: &str,
     at: Timestamp,
 ) -> ApiResult<std::sync::Arc<Entity>> {
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let (found, _) = versions(app, blueprint, id, view.seq() + 1, usize::MAX, |e| e.time <= at).await?;
     let scoped = crate::access::scoped(&view, caller);
     match found.into_iter().find(|v| v.event.time <= at) {
@@ -226,12 +226,12 @@ pub async fn history(
     let limit = q.page_size(100)?;
     let before = match q.get("cursor").filter(|v| !v.is_empty()) {
         Some(c) => c.parse::<u64>().map_err(|_| ApiError::bad_request("`cursor` is not a `next` of this history"))?,
-        None => app.catalog.view().seq() + 1,
+        None => app.pipeline.view().seq() + 1,
     };
     let (found, next) = versions(&app, &blueprint, &id, before, limit, |_| false).await?;
     // Versions the caller may not read are not there for it; an entity none of whose versions it may read
     // is answered like one that never existed.
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let scoped = crate::access::scoped(&view, &caller);
     let found: Vec<&Version> = found.iter().filter(|v| readable(&scoped, v)).collect();
     if found.is_empty() && q.get("cursor").is_none() {
@@ -304,7 +304,7 @@ pub async fn properties_history(
     let (from, to) = preset
         .range(now, zone)
         .ok_or_else(|| ApiError::bad_request(format!("`timeRange.timeZone` {zone:?} is not an IANA time zone")))?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let bp = view
         .blueprint(&body.blueprint_identifier)
         .ok_or_else(|| ApiError::from(DomainError::not_found("blueprint", body.blueprint_identifier.clone())))?;
@@ -371,8 +371,8 @@ mod tests {
     use serde_json::json;
 
     use crate::AppState;
-    use crate::catalog::Catalog;
-    use crate::test_store::{Failures, TestStore, meta, upsert};
+    use berth_catalog::pipeline::Pipeline;
+    use berth_catalog::testing::{Failures, TestStore, meta, upsert};
 
     /// H8: an entity's history reads its own events by sequence number (one read per page), never a scan of
     /// the log, however long the log; a missing entity reads nothing at all.
@@ -380,7 +380,7 @@ mod tests {
     async fn history_reads_the_entitys_own_events_not_the_log() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::None));
-        let catalog = Catalog::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
+        let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
         let bp = json!({"identifier": "s", "title": "S", "schema": {"properties": {"n": {"type": "number"}}}});
         catalog.write_one(meta(), Command::CreateBlueprint { body: bp }).await.expect("write").0.expect("bp");
         for round in 0..3 {
@@ -393,7 +393,7 @@ mod tests {
         config.rate_limit = 0;
         let keys = crate::keys::KeyFile { current: "k".repeat(32), previous: None, rotated_at: None };
         let app = AppState {
-            catalog,
+            pipeline: catalog,
             tokens: Default::default(),
             keys: Arc::new(crate::keys::SigningKeys::fixed(crate::keys::KeySource::Environment, keys)),
             limits: Arc::new(crate::rate_limit::RateLimiter::new(0, Duration::from_secs(60))),
@@ -402,7 +402,7 @@ mod tests {
             config: Arc::new(config),
             started: std::time::Instant::now(),
         };
-        let head = app.catalog.view().seq();
+        let head = app.pipeline.view().seq();
         assert!(head > 3_000);
         let (found, next) = super::versions(&app, "s", "target", head + 1, 100, |_| false).await.expect("history");
         assert_eq!(found.len(), 3);

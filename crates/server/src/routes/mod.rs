@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::AppState;
-use crate::catalog::CatalogError;
 use crate::error::ApiError;
+use berth_catalog::pipeline::PipelineError;
 
 /// 403 unless the caller is an Admin; `what` completes "only an Admin may ...".
 pub fn require_admin(caller: &crate::auth::Caller, what: &str) -> crate::error::ApiResult<()> {
@@ -88,7 +88,7 @@ pub fn record_refusal(
     };
     let app = app.clone();
     tokio::spawn(async move {
-        let _ = app.catalog.write_one(meta, command).await;
+        let _ = app.pipeline.write_one(meta, command).await;
     });
 }
 
@@ -178,12 +178,12 @@ pub fn reply(status: StatusCode, body: impl serde::Serialize, seq: Option<u64>) 
     response
 }
 
-impl From<CatalogError> for ApiError {
-    fn from(e: CatalogError) -> Self {
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
         match e {
-            CatalogError::Store(inner) => ApiError::unavailable(format!("the write was not applied: {inner}")),
-            CatalogError::Stopped => ApiError::unavailable("the server is shutting down; the write was not applied"),
-            CatalogError::Unknown(m) => {
+            PipelineError::Store(inner) => ApiError::unavailable(format!("the write was not applied: {inner}")),
+            PipelineError::Stopped => ApiError::unavailable("the server is shutting down; the write was not applied"),
+            PipelineError::Unknown(m) => {
                 let mut e = ApiError::new(
                     berth_model::ErrorCode::OutcomeUnknown,
                     format!(
@@ -193,7 +193,7 @@ impl From<CatalogError> for ApiError {
                 e.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
                 e
             }
-            CatalogError::Replay(m) => ApiError::internal(m),
+            PipelineError::Replay(m) => ApiError::internal(m),
         }
     }
 }

@@ -36,7 +36,7 @@ pub async fn search_all(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let query = parse(&body)?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let answer = crate::searching::run(&app, move || {
         let scoped = crate::access::scoped(&view, &caller);
         let query = scoped.narrow_all(query);
@@ -109,7 +109,7 @@ pub async fn search_blueprint(
         return Err(ApiError::bad_request(format!("`limit` must be between 1 and 1000, got {limit}")));
     }
     let query = body.query.as_ref().map(parse).transpose()?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     if view.blueprint(&blueprint).is_none() {
         return Err(ApiError::not_found(format!("blueprint `{blueprint}` was not found")));
     }
@@ -215,7 +215,7 @@ pub async fn aggregate(
         }
         _ => (body.property.clone(), None),
     };
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     // Names must exist on the blueprints the query is restricted to.
     if let Some(blueprints) = query.blueprint_filter() {
         for bp in &blueprints {

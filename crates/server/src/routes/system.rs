@@ -18,7 +18,7 @@ const REDOC_JS: &[u8] = include_bytes!("../../assets/vendor/redoc/redoc.standalo
 pub async fn healthz(State(app): State<AppState>) -> Response {
     reply(
         StatusCode::OK,
-        json!({"ok": true, "seq": app.catalog.view().seq(), "uptimeSeconds": app.started.elapsed().as_secs()}),
+        json!({"ok": true, "seq": app.pipeline.view().seq(), "uptimeSeconds": app.started.elapsed().as_secs()}),
         None,
     )
 }
@@ -26,19 +26,19 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "Operations", summary = "Readiness",
     responses((status = 200, description = "The store answers and the catalog is loaded: `{ok, storeHead, applied, snapshotSeq, store, writer, indexes}`: `store` is the kind of store (sqlite, postgres, redis); `snapshotSeq` is the newest snapshot (a crash now replays the log after it); `indexes` is `building` for a moment after start-up (searches scan, writes wait) and then `ready`"), (status = 503, description = "The store does not answer, or the writer has stopped")))]
 pub async fn readyz(State(app): State<AppState>) -> Response {
-    if !app.catalog.writer_alive() {
+    if !app.pipeline.writer_alive() {
         return ApiError::unavailable("the writer has stopped; restart this replica").into_response();
     }
-    match tokio::time::timeout(crate::READY_TIMEOUT, app.catalog.store().head()).await {
+    match tokio::time::timeout(crate::READY_TIMEOUT, app.pipeline.store().head()).await {
         Ok(Ok(head)) => reply(
             StatusCode::OK,
             {
-                let view = app.catalog.view();
+                let view = app.pipeline.view();
                 let indexes = if view.property_indexes_pending() { "building" } else { "ready" };
                 // The kind of store only: where it is (paths, hosts, databases) is not for anonymous callers.
-                let described = app.catalog.store().describe();
+                let described = app.pipeline.store().describe();
                 let kind = described.split("://").next().unwrap_or_default().to_string();
-                json!({"ok": true, "storeHead": head, "applied": view.seq(), "snapshotSeq": app.catalog.snapshot_seq(),
+                json!({"ok": true, "storeHead": head, "applied": view.seq(), "snapshotSeq": app.pipeline.snapshot_seq(),
                     "store": kind, "writer": "running", "indexes": indexes})
             },
             None,
@@ -93,7 +93,7 @@ pub async fn migration(State(app): State<AppState>, params: PathParams) -> ApiRe
     let record =
         MigrationRecord::parse(&id).ok_or_else(|| ApiError::not_found(format!("migration `{id}` was not found")))?;
     // Applied here already, or (on another replica) still on its way.
-    let status = if app.catalog.view().seq() >= record.seq { "COMPLETED" } else { "RUNNING" };
+    let status = if app.pipeline.view().seq() >= record.seq { "COMPLETED" } else { "RUNNING" };
     Ok(reply(
         StatusCode::OK,
         json!({"ok": true, "migration": {

@@ -82,10 +82,10 @@ async fn admin_for_changes(req: axum::extract::Request, next: axum::middleware::
 
 async fn write(app: &AppState, caller: &Caller, command: Command, status: StatusCode) -> ApiResult<Response> {
     let meta = super::blueprints::meta(caller, &axum::http::HeaderMap::new(), None);
-    let (outcome, seq) = app.catalog.write_one(meta, command).await?;
+    let (outcome, seq) = app.pipeline.write_one(meta, command).await?;
     match outcome? {
         Outcome::Team(team) => {
-            let view = team_view(&app.catalog.view(), &team);
+            let view = team_view(&app.pipeline.view(), &team);
             Ok(reply(status, json!({"ok": true, "team": view}), Some(seq)))
         }
         _ => Ok(reply(status, json!({"ok": true}), Some(seq))),
@@ -95,7 +95,7 @@ async fn write(app: &AppState, caller: &Caller, command: Command, status: Status
 #[utoipa::path(get, path = "/v1/teams", tag = "Teams", summary = "List teams", security(("bearer" = [])),
     responses((status = 200, description = "`{ok, teams: [...]}`")))]
 pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let teams: Vec<serde_json::Value> = view.teams().map(|t| team_view(&view, t)).collect();
     Ok(reply(StatusCode::OK, json!({"ok": true, "teams": teams}), None))
 }
@@ -126,7 +126,7 @@ pub async fn create(
     responses((status = 200, description = "`{ok, team}`"), (status = 404, description = "No such team")))]
 pub async fn get_one(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
     let name = params.get("name")?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let team = view.team(&name).ok_or_else(|| ApiError::not_found(format!("team `{name}` was not found")))?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "team": team_view(&view, team)}), None))
 }
@@ -134,7 +134,7 @@ pub async fn get_one(State(app): State<AppState>, params: PathParams) -> ApiResu
 async fn change(app: AppState, caller: Caller, name: String, mut body: TeamBody, replace: bool) -> ApiResult<Response> {
     let members = body.members()?;
     let current = app
-        .catalog
+        .pipeline
         .view()
         .team(&name)
         .cloned()

@@ -34,7 +34,7 @@ pub async fn access_token(
     // The account key is bounded: a made-up client id of any size costs the limiter a few bytes.
     let account = format!("app:{}", berth_model::limits::truncate(&req.client_id, 200));
     app.sign_in.admit(&account, address)?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let denied = || ApiError::unauthorized("the client id or secret is wrong");
     // The secret is hashed whether or not the client id exists, so both answers take as long.
     let presented = hash_secret(&req.client_secret);

@@ -51,7 +51,7 @@ pub fn user_view(user: &User, teams: Option<Vec<String>>) -> Value {
 }
 
 fn view_with_teams(app: &AppState, user: &User) -> Value {
-    user_view(user, Some(app.catalog.view().teams_of(&user.email)))
+    user_view(user, Some(app.pipeline.view().teams_of(&user.email)))
 }
 
 fn email_param(params: &PathParams) -> ApiResult<String> {
@@ -60,14 +60,14 @@ fn email_param(params: &PathParams) -> ApiResult<String> {
 
 async fn run(app: &AppState, caller: &Caller, command: Command) -> ApiResult<(Outcome, u64)> {
     let meta = super::blueprints::meta(caller, &axum::http::HeaderMap::new(), None);
-    let (outcome, seq) = app.catalog.write_one(meta, command).await?;
+    let (outcome, seq) = app.pipeline.write_one(meta, command).await?;
     Ok((outcome?, seq))
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "Users", summary = "List users", security(("bearer" = [])),
     responses((status = 200, description = "`{ok, users: [{email, firstName, lastName, status, roles, teams}]}`")))]
 pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let users: Vec<Value> = view.users().map(|u| user_view(u, Some(view.teams_of(&u.email)))).collect();
     Ok(reply(StatusCode::OK, json!({"ok": true, "users": users}), None))
 }
@@ -77,7 +77,7 @@ pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
     responses((status = 200, description = "`{ok, user}`"), (status = 404, description = "No such user")))]
 pub async fn get_one(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
     let email = email_param(&params)?;
-    let view = app.catalog.view();
+    let view = app.pipeline.view();
     let user = view.user(&email).ok_or_else(|| ApiError::not_found(format!("user `{email}` was not found")))?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "user": view_with_teams(&app, user)}), None))
 }
@@ -224,7 +224,7 @@ pub async fn accept_invitation(
     // Check the code before the (deliberately slow) hashing, so this open route cannot be used to burn CPU;
     // the engine checks it again, atomically, when the password is set.
     let pending =
-        app.catalog.view().user(&email).and_then(|u| u.invite_sha256.clone().map(|c| (c, u.invitation_expires_at())));
+        app.pipeline.view().user(&email).and_then(|u| u.invite_sha256.clone().map(|c| (c, u.invitation_expires_at())));
     let Some((pending, expires)) =
         pending.filter(|(p, _)| crate::auth::constant_time_eq(p.as_bytes(), invite_sha256.as_bytes()))
     else {
@@ -240,7 +240,7 @@ pub async fn accept_invitation(
     let password_hash = app.sign_in.hash(move || crate::auth::hash_password(&password)).await??;
     let meta = berth_engine::WriteMeta { actor: email.clone(), origin, ..crate::system_meta() };
     let command = Command::SetPassword { email, password_hash, invite_sha256: Some(invite_sha256) };
-    let (outcome, seq) = app.catalog.write_one(meta, command).await?;
+    let (outcome, seq) = app.pipeline.write_one(meta, command).await?;
     match outcome {
         Ok(Outcome::User(user)) => Ok((user, seq)),
         // An unknown email and a wrong code answer alike, so the route tells nothing about who is invited.

@@ -1,4 +1,4 @@
-//! The store the server's own unit tests run on: SQLite underneath, with failures injected on demand and
+//! A test kit (feature `testing`): the store the catalog's and the server's unit tests run on: SQLite underneath, with failures injected on demand and
 //! the log reads counted.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,7 +9,7 @@ use berth_store::{BoxFuture, LogStore, Snapshot, StoreError, StoredEvent};
 
 /// How appends fail.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Failures {
+pub enum Failures {
     None,
     /// Every third append fails before it reaches the store.
     Before,
@@ -17,7 +17,7 @@ pub(crate) enum Failures {
     AfterCommit,
 }
 
-pub(crate) struct TestStore {
+pub struct TestStore {
     pub inner: SqliteStore,
     failures: Failures,
     appends: AtomicUsize,
@@ -118,7 +118,7 @@ impl LogStore for TestStore {
 }
 
 /// A write made by the test writer `t`, unchecked (no principal), now.
-pub(crate) fn meta() -> berth_engine::WriteMeta {
+pub fn meta() -> berth_engine::WriteMeta {
     berth_engine::WriteMeta {
         actor: "t".into(),
         origin: berth_model::Origin::Api,
@@ -130,7 +130,7 @@ pub(crate) fn meta() -> berth_engine::WriteMeta {
 }
 
 /// An upsert of entity `id` of blueprint `s` with these properties.
-pub(crate) fn upsert(id: &str, properties: serde_json::Value) -> berth_engine::Command {
+pub fn upsert(id: &str, properties: serde_json::Value) -> berth_engine::Command {
     let body = serde_json::json!({"identifier": id, "properties": properties});
     berth_engine::Command::WriteEntity {
         blueprint: "s".into(),

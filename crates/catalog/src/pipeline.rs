@@ -1,6 +1,7 @@
-//! The catalog service: the bridge between the pure engine and the store.
+//! The write pipeline: the bridge between the pure engine and the store (the catalog itself is the engine's
+//! `State`; this is how it is written, followed and snapshotted).
 //!
-//! - **Reads** take [`Catalog::view`], an `Arc<State>` published after every durable batch; a read never
+//! - **Reads** take [`Pipeline::view`], an `Arc<State>` published after every durable batch; a read never
 //!   waits for a write.
 //! - **Writes** go through one writer task. It drains every queued request (group commit), executes each
 //!   command against a working copy of the state (an O(1) clone), appends all resulting events in one
@@ -30,7 +31,7 @@ const MAX_GROUP: usize = 512;
 const CONFLICT_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
+pub enum PipelineError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("replay: {0}")]
@@ -54,10 +55,10 @@ struct WriteJob {
     /// Shared with the requesting task, which frees them once answered (a batch's thousands of parsed
     /// entities are not the writer's to drop).
     commands: Arc<Vec<Command>>,
-    reply: oneshot::Sender<Result<WriteResult, CatalogError>>,
+    reply: oneshot::Sender<Result<WriteResult, PipelineError>>,
 }
 
-pub struct Catalog {
+pub struct Pipeline {
     store: Arc<dyn LogStore>,
     view: RwLock<Arc<State>>,
     jobs: mpsc::Sender<WriteJob>,
@@ -73,9 +74,9 @@ pub struct Catalog {
 /// How long the watcher waits on the store before asking again (and re-checking the connection).
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
-impl Catalog {
+impl Pipeline {
     /// Loads the newest snapshot, replays the tail, and starts the writer and snapshot tasks.
-    pub async fn open(store: Arc<dyn LogStore>, snapshot_every: u64) -> Result<Arc<Catalog>, CatalogError> {
+    pub async fn open(store: Arc<dyn LogStore>, snapshot_every: u64) -> Result<Arc<Pipeline>, PipelineError> {
         let started = std::time::Instant::now();
         let snapshot = store.load_snapshot().await?;
         let read = started.elapsed();
@@ -86,7 +87,7 @@ impl Catalog {
                 let loaded =
                     tokio::task::spawn_blocking(move || State::from_snapshot_without_property_indexes(&snap.data))
                         .await
-                        .map_err(|e| CatalogError::Replay(e.to_string()))?;
+                        .map_err(|e| PipelineError::Replay(e.to_string()))?;
                 match loaded {
                     Ok(state) => state,
                     // A snapshot is only a shortcut: the log alone rebuilds the catalog.
@@ -113,7 +114,7 @@ impl Catalog {
         );
         let (jobs_tx, jobs_rx) = mpsc::channel(4096);
         let seq = state.seq();
-        let catalog = Arc::new(Catalog {
+        let catalog = Arc::new(Pipeline {
             store: Arc::clone(&store),
             view: RwLock::new(Arc::new(state)),
             jobs: jobs_tx,
@@ -169,12 +170,12 @@ impl Catalog {
     }
 
     /// Runs commands as one request; each command is atomic on its own.
-    pub async fn write(&self, meta: WriteMeta, commands: Vec<Command>) -> Result<WriteResult, CatalogError> {
+    pub async fn write(&self, meta: WriteMeta, commands: Vec<Command>) -> Result<WriteResult, PipelineError> {
         let (reply, rx) = oneshot::channel();
         let commands = Arc::new(commands);
         let job = WriteJob { meta, commands: Arc::clone(&commands), reply };
-        self.jobs.send(job).await.map_err(|_| CatalogError::Stopped)?;
-        let answer = rx.await.map_err(|_| CatalogError::Stopped)?;
+        self.jobs.send(job).await.map_err(|_| PipelineError::Stopped)?;
+        let answer = rx.await.map_err(|_| PipelineError::Stopped)?;
         // The writer let go of its reference before answering: the commands are freed here, off its path.
         drop(commands);
         answer
@@ -185,7 +186,7 @@ impl Catalog {
         &self,
         meta: WriteMeta,
         command: Command,
-    ) -> Result<(Result<Outcome, DomainError>, u64), CatalogError> {
+    ) -> Result<(Result<Outcome, DomainError>, u64), PipelineError> {
         let mut result = self.write(meta, vec![command]).await?;
         let outcome = result.outcomes.pop().unwrap_or(Err(DomainError::Invalid("no command".into())));
         Ok((outcome, result.seq))
@@ -197,13 +198,13 @@ impl Catalog {
     }
 
     /// Writes a snapshot of the current state now.
-    pub async fn snapshot(&self) -> Result<u64, CatalogError> {
+    pub async fn snapshot(&self) -> Result<u64, PipelineError> {
         let state = self.view();
         let seq = state.seq();
         let data = tokio::task::spawn_blocking(move || state.to_snapshot())
             .await
-            .map_err(|e| CatalogError::Replay(e.to_string()))?
-            .map_err(|e| CatalogError::Replay(e.to_string()))?;
+            .map_err(|e| PipelineError::Replay(e.to_string()))?
+            .map_err(|e| PipelineError::Replay(e.to_string()))?;
         self.store.save_snapshot(Snapshot { seq, data }).await?;
         self.snapshot_seq.fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
         Ok(seq)
@@ -222,7 +223,7 @@ impl Catalog {
 
 /// Waits on the store for new events (other replicas' writes) and tells the writer the head it saw. A failing
 /// store is retried with backoff; readiness reports the failure meanwhile.
-async fn watch_store(catalog: std::sync::Weak<Catalog>, mut known: u64) {
+async fn watch_store(catalog: std::sync::Weak<Pipeline>, mut known: u64) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(store) = catalog.upgrade().map(|c| Arc::clone(&c.store)) else {
@@ -247,7 +248,7 @@ async fn watch_store(catalog: std::sync::Weak<Catalog>, mut known: u64) {
 }
 
 /// Catches the published state up with the store (events other replicas wrote).
-async fn follow(catalog: &Catalog) {
+async fn follow(catalog: &Pipeline) {
     let mut state = (*catalog.view()).clone();
     let before = state.seq();
     match catch_up(catalog.store.as_ref(), &mut state).await {
@@ -264,20 +265,20 @@ async fn follow(catalog: &Catalog) {
 /// Applies every stored event after the state's sequence. Reading and decoding a batch (on a blocking
 /// thread) overlaps applying the previous one: at start-up after a crash, replay is decode plus apply, and
 /// with two cores they run side by side.
-async fn catch_up(store: &dyn LogStore, state: &mut State) -> Result<(), CatalogError> {
+async fn catch_up(store: &dyn LogStore, state: &mut State) -> Result<(), PipelineError> {
     catch_up_in(store, state, 10_000).await
 }
 
 /// [`catch_up`], reading `batch` events at a time.
-async fn catch_up_in(store: &dyn LogStore, state: &mut State, batch: usize) -> Result<(), CatalogError> {
+async fn catch_up_in(store: &dyn LogStore, state: &mut State, batch: usize) -> Result<(), PipelineError> {
     let decode = |stored: Vec<berth_store::StoredEvent>| {
         stored
             .into_iter()
-            .map(|s| decode_event(s.seq, &s.payload).map_err(|e| CatalogError::Replay(e.to_string())))
-            .collect::<Result<Vec<Event>, CatalogError>>()
+            .map(|s| decode_event(s.seq, &s.payload).map_err(|e| PipelineError::Replay(e.to_string())))
+            .collect::<Result<Vec<Event>, PipelineError>>()
     };
     let mut read_up_to = state.seq();
-    let mut pending: Option<tokio::task::JoinHandle<Result<Vec<Event>, CatalogError>>> = None;
+    let mut pending: Option<tokio::task::JoinHandle<Result<Vec<Event>, PipelineError>>> = None;
     loop {
         let stored = store.read_from(read_up_to, batch).await?;
         let next = match stored.last() {
@@ -288,13 +289,13 @@ async fn catch_up_in(store: &dyn LogStore, state: &mut State, batch: usize) -> R
             None => None,
         };
         if let Some(previous) = pending.take() {
-            let events = previous.await.map_err(|e| CatalogError::Replay(e.to_string()))??;
+            let events = previous.await.map_err(|e| PipelineError::Replay(e.to_string()))??;
             // The batch's index updates are applied together (on two threads) once its entities are in.
             state.defer_indexes();
             for event in events {
-                state.apply_owned(event).map_err(|e| CatalogError::Replay(e.to_string()))?;
+                state.apply_owned(event).map_err(|e| PipelineError::Replay(e.to_string()))?;
             }
-            state.settle_indexes().map_err(|e| CatalogError::Replay(e.to_string()))?;
+            state.settle_indexes().map_err(|e| PipelineError::Replay(e.to_string()))?;
         }
         match next {
             Some(handle) => pending = Some(handle),
@@ -311,7 +312,7 @@ struct Executed {
 }
 
 /// The events as the log stores them; if one cannot be encoded, nothing of the batch is written.
-fn encode(events: &[Event]) -> Result<Vec<Vec<u8>>, CatalogError> {
+fn encode(events: &[Event]) -> Result<Vec<Vec<u8>>, PipelineError> {
     events
         .iter()
         .map(|e| {
@@ -319,7 +320,7 @@ fn encode(events: &[Event]) -> Result<Vec<Vec<u8>>, CatalogError> {
             serde_json::to_writer(&mut buf, e).map(|()| buf)
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CatalogError::Replay(e.to_string()))
+        .map_err(|e| PipelineError::Replay(e.to_string()))
 }
 
 /// How long the store may take to make a batch durable before the append counts as failed (a silent network
@@ -333,8 +334,8 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// An append that fails for any reason but a conflict (a lost connection, a timeout) may still have been
 /// committed by the store. Its outcome is settled by reading the log back: the batch's own events there
 /// mean it was applied (answered as a success); the head where it was, or other events, mean it was not;
-/// a store that cannot be read either is reported as [`CatalogError::Unknown`], never as "not applied".
-async fn append_encoded(store: Arc<dyn LogStore>, head: u64, events: Vec<Event>) -> Result<u64, CatalogError> {
+/// a store that cannot be read either is reported as [`PipelineError::Unknown`], never as "not applied".
+async fn append_encoded(store: Arc<dyn LogStore>, head: u64, events: Vec<Event>) -> Result<u64, PipelineError> {
     let encoded = encode(&events)?;
     drop(events);
     // A fingerprint of each event, to recognise them in the log without keeping a second copy.
@@ -351,8 +352,8 @@ async fn append_encoded(store: Arc<dyn LogStore>, head: u64, events: Vec<Event>)
             Ok(head + prints.len() as u64)
         }
         Ok(Ok(false)) => Err(failure.into()),
-        Ok(Err(e)) => Err(CatalogError::Unknown(format!("{failure}; reading the log back failed too: {e}"))),
-        Err(_) => Err(CatalogError::Unknown(format!("{failure}; reading the log back timed out"))),
+        Ok(Err(e)) => Err(PipelineError::Unknown(format!("{failure}; reading the log back failed too: {e}"))),
+        Err(_) => Err(PipelineError::Unknown(format!("{failure}; reading the log back timed out"))),
     }
 }
 
@@ -396,8 +397,8 @@ async fn settle(store: &dyn LogStore, head: u64, prints: &[(usize, u64)]) -> Res
 ///
 /// Index updates are deferred and applied together at the end (on two threads), or before a command that
 /// reads indexes; an error means they could not be, and nothing of the batch may be published.
-fn execute_batch(base: &State, jobs: &[WriteJob]) -> Result<Executed, CatalogError> {
-    let settle = |state: &mut State| state.settle_indexes().map_err(|e| CatalogError::Replay(e.to_string()));
+fn execute_batch(base: &State, jobs: &[WriteJob]) -> Result<Executed, PipelineError> {
+    let settle = |state: &mut State| state.settle_indexes().map_err(|e| PipelineError::Replay(e.to_string()));
     let mut state = base.clone();
     state.defer_indexes();
     let mut applied: Vec<Event> = Vec::with_capacity(jobs.iter().map(|j| j.commands.len()).sum());
@@ -446,13 +447,13 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Result<Executed, CatalogErr
 
 /// A batch whose events are being appended; its state is published once they are durable.
 struct InFlight {
-    append: tokio::task::JoinHandle<Result<u64, CatalogError>>,
+    append: tokio::task::JoinHandle<Result<u64, PipelineError>>,
     state: State,
     jobs: Vec<WriteJob>,
     results: Vec<Vec<Result<Outcome, DomainError>>>,
 }
 
-fn answer(jobs: Vec<WriteJob>, outcome: Result<Committed, CatalogError>) {
+fn answer(jobs: Vec<WriteJob>, outcome: Result<Committed, PipelineError>) {
     match outcome {
         Ok((seq, results)) => {
             for (WriteJob { meta, commands, reply }, outcomes) in jobs.into_iter().zip(results) {
@@ -462,7 +463,7 @@ fn answer(jobs: Vec<WriteJob>, outcome: Result<Committed, CatalogError>) {
         }
         Err(e) => {
             let unknown = match &e {
-                CatalogError::Unknown(m) => {
+                PipelineError::Unknown(m) => {
                     tracing::error!(error = %m, "write batch outcome unknown: the store did not confirm it");
                     Some(m.clone())
                 }
@@ -475,8 +476,8 @@ fn answer(jobs: Vec<WriteJob>, outcome: Result<Committed, CatalogError>) {
             for WriteJob { meta, commands, reply } in jobs {
                 drop((meta, commands));
                 let error = match &unknown {
-                    Some(m) => CatalogError::Unknown(m.clone()),
-                    None => CatalogError::Store(StoreError::Unavailable(msg.clone())),
+                    Some(m) => PipelineError::Unknown(m.clone()),
+                    None => PipelineError::Store(StoreError::Unavailable(msg.clone())),
                 };
                 let _ = reply.send(Err(error));
             }
@@ -484,12 +485,12 @@ fn answer(jobs: Vec<WriteJob>, outcome: Result<Committed, CatalogError>) {
     }
 }
 
-type Appended = Result<Result<u64, CatalogError>, tokio::task::JoinError>;
+type Appended = Result<Result<u64, PipelineError>, tokio::task::JoinError>;
 
 /// Waits for an in-flight append (unless its result is given), then publishes and answers. Returns whether the
 /// published state is the one the batch computed (false after a failure or a conflict, when later batches
 /// must be re-executed).
-async fn land(catalog: &Catalog, flight: InFlight, appended: Option<Appended>) -> bool {
+async fn land(catalog: &Pipeline, flight: InFlight, appended: Option<Appended>) -> bool {
     let appended = match appended {
         Some(result) => result,
         None => flight.append.await,
@@ -501,7 +502,7 @@ async fn land(catalog: &Catalog, flight: InFlight, appended: Option<Appended>) -
             answer(flight.jobs, Ok((seq, flight.results)));
             true
         }
-        Ok(Err(CatalogError::Store(StoreError::Conflict { .. }))) => {
+        Ok(Err(PipelineError::Store(StoreError::Conflict { .. }))) => {
             // Another process wrote first: redo this batch on the caught-up state, with retries.
             let outcome = commit(catalog, &flight.jobs).await;
             answer(flight.jobs, outcome);
@@ -512,7 +513,7 @@ async fn land(catalog: &Catalog, flight: InFlight, appended: Option<Appended>) -
             false
         }
         Err(join) => {
-            answer(flight.jobs, Err(CatalogError::Store(StoreError::Unavailable(join.to_string()))));
+            answer(flight.jobs, Err(PipelineError::Store(StoreError::Unavailable(join.to_string()))));
             false
         }
     }
@@ -521,7 +522,7 @@ async fn land(catalog: &Catalog, flight: InFlight, appended: Option<Appended>) -
 /// The writer. Batches are pipelined: while batch N's events are being made durable, batch N+1 executes on
 /// N's (not yet published) state. N+1's append starts only after N's has succeeded, and N+1 is re-executed
 /// on the published state if N failed, so the log stays ordered and nothing unacknowledged is published.
-async fn writer_loop(catalog: Arc<Catalog>, mut rx: mpsc::Receiver<WriteJob>, mut store_head: watch::Receiver<u64>) {
+async fn writer_loop(catalog: Arc<Pipeline>, mut rx: mpsc::Receiver<WriteJob>, mut store_head: watch::Receiver<u64>) {
     build_pending_indexes(&catalog).await;
     let mut flight: Option<InFlight> = None;
     loop {
@@ -623,7 +624,7 @@ fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
 /// Builds the property indexes of a catalog loaded from a snapshot without them, then publishes it. Until then
 /// reads are answered by scanning (correct, slower) and writes wait in the queue: at a million entities this
 /// is ~2 s after the server is ready that it would otherwise have spent before.
-async fn build_pending_indexes(catalog: &Catalog) {
+async fn build_pending_indexes(catalog: &Pipeline) {
     let view = catalog.view();
     if !view.property_indexes_pending() {
         return;
@@ -646,7 +647,7 @@ async fn build_pending_indexes(catalog: &Catalog) {
 
 type Committed = (u64, Vec<Vec<Result<Outcome, DomainError>>>);
 
-async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, CatalogError> {
+async fn commit(catalog: &Pipeline, jobs: &[WriteJob]) -> Result<Committed, PipelineError> {
     let mut base = (*catalog.view()).clone();
     let deadline = std::time::Instant::now() + CONFLICT_DEADLINE;
     for attempt in 0u32.. {
@@ -674,7 +675,7 @@ async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, Catal
                 );
                 return Ok((seq, executed.results));
             }
-            Err(CatalogError::Store(StoreError::Conflict { .. })) => {
+            Err(PipelineError::Store(StoreError::Conflict { .. })) => {
                 // Another replica is writing: back off a random while (so two busy replicas do not keep
                 // colliding in lockstep), then catch up and re-validate.
                 if attempt > 0 {
@@ -686,7 +687,7 @@ async fn commit(catalog: &Catalog, jobs: &[WriteJob]) -> Result<Committed, Catal
             Err(e) => return Err(e),
         }
     }
-    Err(CatalogError::Store(StoreError::Unavailable(format!(
+    Err(PipelineError::Store(StoreError::Unavailable(format!(
         "append conflicts did not stop for {} s: other replicas are writing too fast; retry",
         CONFLICT_DEADLINE.as_secs()
     ))))
@@ -705,7 +706,7 @@ fn conflict_backoff(attempt: u32) -> Duration {
 /// Snapshots are not taken more often than this, unless the tail grows past four times the threshold.
 const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
 
-async fn snapshot_loop(catalog: std::sync::Weak<Catalog>, every: u64, mut last: u64) {
+async fn snapshot_loop(catalog: std::sync::Weak<Pipeline>, every: u64, mut last: u64) {
     let mut last_at = std::time::Instant::now();
     let mut previous_seq = last;
     loop {
@@ -743,7 +744,7 @@ async fn snapshot_loop(catalog: std::sync::Weak<Catalog>, every: u64, mut last: 
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use crate::test_store::{Failures, TestStore, meta, upsert};
+    use crate::testing::{Failures, TestStore, meta, upsert};
     use berth_engine::WriteMode;
     use berth_model::EntityInput;
     use serde_json::json;
@@ -774,7 +775,7 @@ mod tests {
     async fn failed_appends_publish_nothing_and_later_batches_are_redone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::Before));
-        let catalog = Catalog::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
+        let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
         let bp = Command::CreateBlueprint {
             body: json!({"identifier": "s", "title": "S", "schema": {"properties": {"n": {"type": "number"}}}}),
         };
@@ -834,7 +835,7 @@ mod tests {
     async fn appends_committed_then_reported_failed_are_settled_from_the_log() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::AfterCommit));
-        let catalog = Catalog::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
+        let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
         let bp =
             Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
         catalog.write_one(meta(), bp).await.expect("write").0.expect("blueprint"); // append 0
@@ -849,7 +850,7 @@ mod tests {
         // Append 5 commits and fails, and the log cannot be read: the answer says so.
         store.blind.store(true, Ordering::SeqCst);
         let unknown = catalog.write_one(meta(), upsert("e", json!({}))).await;
-        assert!(matches!(unknown, Err(CatalogError::Unknown(_))), "{unknown:?}");
+        assert!(matches!(unknown, Err(PipelineError::Unknown(_))), "{unknown:?}");
         store.blind.store(false, Ordering::SeqCst);
         // The next write finds the log moved on, catches up, and so the catalog shows `e` too.
         catalog.write_one(meta(), upsert("f", json!({}))).await.expect("write").0.expect("f");

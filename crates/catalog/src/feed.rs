@@ -10,24 +10,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_engine::decode_event;
 use berth_model::Event;
-use berth_store::{LogStore, StoreError};
-use thiserror::Error;
+use berth_store::LogStore;
+
+use crate::ReadError;
 
 /// The most events one read answers.
 pub const MAX_PAGE: usize = 1_000;
 /// The longest a read waits for a first event.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Error)]
-pub enum FeedError {
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
-    /// An event in the log does not decode: the log is damaged, and the feed stops rather than skip it.
-    #[error("event {seq} does not decode: {message}")]
-    Damaged { seq: u64, message: String },
-}
 
 /// Events after a position, and the log's head when they were read.
 #[derive(Debug)]
@@ -45,7 +36,7 @@ impl FeedPage {
 
 /// Up to `limit` (at most [`MAX_PAGE`]) events after `after`, in order; when there is none yet, waits up to
 /// `wait` (at most [`MAX_WAIT`]) for one.
-pub async fn read(store: &dyn LogStore, after: u64, limit: usize, wait: Duration) -> Result<FeedPage, FeedError> {
+pub async fn read(store: &dyn LogStore, after: u64, limit: usize, wait: Duration) -> Result<FeedPage, ReadError> {
     let limit = limit.clamp(1, MAX_PAGE);
     let mut head = store.head().await?;
     if head <= after && !wait.is_zero() {
@@ -57,9 +48,7 @@ pub async fn read(store: &dyn LogStore, after: u64, limit: usize, wait: Duration
     let stored = store.read_from(after, limit).await?;
     let mut events = Vec::with_capacity(stored.len());
     for s in stored {
-        let event =
-            decode_event(s.seq, &s.payload).map_err(|e| FeedError::Damaged { seq: s.seq, message: e.to_string() })?;
-        events.push(event);
+        events.push(ReadError::decode(&s)?);
     }
     Ok(FeedPage { events, head })
 }
@@ -80,14 +69,14 @@ impl Consumer {
     }
 
     /// Takes or renews the lease; whether this replica holds it now.
-    pub async fn hold(&mut self) -> Result<bool, FeedError> {
+    pub async fn hold(&mut self) -> Result<bool, ReadError> {
         self.token = self.store.take_lease(&self.name, &self.holder, self.ttl).await?;
         Ok(self.token.is_some())
     }
 
     /// The next events after the committed position, if this replica holds the lease (renewed first);
     /// `None` when another replica does.
-    pub async fn next(&mut self, limit: usize, wait: Duration) -> Result<Option<FeedPage>, FeedError> {
+    pub async fn next(&mut self, limit: usize, wait: Duration) -> Result<Option<FeedPage>, ReadError> {
         if !self.hold().await? {
             return Ok(None);
         }
@@ -100,7 +89,7 @@ impl Consumer {
     /// Records that everything up to `seq` was consumed; `false` when the lease was lost (another replica
     /// took over and will consume from the last commit: what this one did since may be delivered twice,
     /// never skipped).
-    pub async fn commit(&mut self, seq: u64) -> Result<bool, FeedError> {
+    pub async fn commit(&mut self, seq: u64) -> Result<bool, ReadError> {
         let Some(token) = self.token else { return Ok(false) };
         let moved = self.store.set_cursor_leased(&self.name, &self.holder, token, seq).await?;
         if !moved {
@@ -111,7 +100,7 @@ impl Consumer {
 
     /// Gives the lease up at once (a graceful stop), so another replica continues without waiting for it
     /// to run out.
-    pub async fn release(&mut self) -> Result<(), FeedError> {
+    pub async fn release(&mut self) -> Result<(), ReadError> {
         self.token = None;
         Ok(self.store.release_lease(&self.name, &self.holder).await?)
     }

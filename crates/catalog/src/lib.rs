@@ -6,20 +6,43 @@
 //!   Berth appends to the log.
 //! - [`feed`]: the log read forward from a position, and [`feed::Consumer`], a position shared by replicas
 //!   through a cursor lease; what leaves the process is the public event form (`berth_model::public`).
+//! - [`history`]: an entity's versions and the entity at a time, read through the version index.
+//! - [`audit`]: the audit log's pages, in the public event form, scoped to the viewer.
 //! - [`now`]: the clock every write and every read's time-based rule uses.
 //! - `testing` (feature `testing`): a store with injected failures and counted reads, for unit tests.
 //!
 //! Frontends read through the caller's scoped view of the published state (`berth_engine::scoped`) and
 //! write through the pipeline.
 
+pub mod audit;
 pub mod feed;
+pub mod history;
 pub mod pipeline;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use pipeline::{Pipeline, PipelineError};
 
-use berth_model::Timestamp;
+use berth_model::{Event, Timestamp};
+use berth_store::{StoreError, StoredEvent};
+
+/// Why a read of the log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// An event in the log does not decode: the log is damaged, and the read stops rather than skip it.
+    #[error("event {seq} does not decode: {message}")]
+    Damaged { seq: u64, message: String },
+}
+
+impl ReadError {
+    /// Decodes a stored event, or says which one is damaged.
+    pub fn decode(stored: &StoredEvent) -> Result<Event, ReadError> {
+        berth_engine::decode_event(stored.seq, &stored.payload)
+            .map_err(|e| ReadError::Damaged { seq: stored.seq, message: e.to_string() })
+    }
+}
 
 /// The current time, in milliseconds (the only clock the catalog layer and its frontends read).
 pub fn now() -> Timestamp {

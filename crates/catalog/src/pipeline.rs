@@ -165,8 +165,29 @@ impl Pipeline {
         matches!(tokio::time::timeout(timeout, rx.wait_for(|s| *s >= seq)).await, Ok(Ok(_)))
     }
 
-    pub fn store(&self) -> &Arc<dyn LogStore> {
+    /// The log store: only the catalog layer reads it (history, audit, the feed).
+    pub(crate) fn store(&self) -> &Arc<dyn LogStore> {
         &self.store
+    }
+
+    /// The store's head (the newest sequence number in the log, whoever wrote it).
+    pub async fn store_head(&self) -> Result<u64, StoreError> {
+        self.store.head().await
+    }
+
+    /// The kind of store (`sqlite`, `postgres`, `redis`), without its location.
+    pub fn store_kind(&self) -> String {
+        self.store.describe().split("://").next().unwrap_or_default().to_string()
+    }
+
+    /// The events after `after` as the feed reads them ([`crate::feed::read`]).
+    pub async fn feed(
+        &self,
+        after: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<crate::feed::FeedPage, crate::ReadError> {
+        crate::feed::read(self.store.as_ref(), after, limit, wait).await
     }
 
     /// Runs commands as one request; each command is atomic on its own.

@@ -70,6 +70,15 @@ impl From<DomainError> for ApiError {
     }
 }
 
+impl From<berth_catalog::ReadError> for ApiError {
+    fn from(e: berth_catalog::ReadError) -> Self {
+        match e {
+            berth_catalog::ReadError::Store(e) => ApiError::unavailable(format!("store: {e}")),
+            damaged @ berth_catalog::ReadError::Damaged { .. } => ApiError::internal(damaged),
+        }
+    }
+}
+
 impl ApiError {
     pub fn headers_mut(&mut self) -> &mut axum::http::HeaderMap {
         self.headers.get_or_insert_with(Default::default)

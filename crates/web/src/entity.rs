@@ -165,7 +165,9 @@ pub async fn page(
     ];
     // This life of the entity only: the scan stops a little before its creation.
     let floor = berth_model::Timestamp::from_millis(e.created_at.millis() - history::CLOCK_SLACK_MS);
-    let (found, _) = history::versions_since(&app, &bp, &id, view.seq() + 1, 21, Some(floor), |_| false).await?;
+    let (found, _) =
+        berth_catalog::history::versions_since(&app.pipeline, &bp, &id, view.seq() + 1, 21, Some(floor), |_| false)
+            .await?;
     // Versions the session may not read are left out, and never shown as the "before" of a diff.
     let mut versions = Vec::new();
     for (i, v) in found.iter().enumerate().take(20) {

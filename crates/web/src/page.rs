@@ -75,6 +75,12 @@ impl From<berth_model::DomainError> for UiError {
     }
 }
 
+impl From<berth_catalog::ReadError> for UiError {
+    fn from(e: berth_catalog::ReadError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
 impl From<berth_catalog::pipeline::PipelineError> for UiError {
     fn from(e: berth_catalog::pipeline::PipelineError) -> Self {
         ApiError::from(e).into()

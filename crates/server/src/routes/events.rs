@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Params;
-use berth_catalog::feed::{self, FeedError};
+use berth_catalog::feed;
 
 #[utoipa::path(get, path = "/v1/events", tag = "Audit", summary = "The event feed: every change after a sequence number (Berth extension, Admin)",
     description = "Answers up to `limit` (1-1000, default 100) events with a sequence number greater than `after` (default 0), oldest first, each in the public event form version 1: `{v, seq, time, actor, origin, runId, resourceType, action, status, blueprint, identifier, diff: {before, after}}` (credential and password hashes, invitation codes and keys never appear). When there is none yet, waits up to `wait_ms` (0-30000, default 0) for one. `next` is where the following read starts (`after=next`); `head` is the log's newest sequence number. Admins only: the feed is not filtered by read permissions.",
@@ -39,10 +39,7 @@ pub async fn events(
     let after = number("after", i64::MAX as u64)?;
     let wait = std::time::Duration::from_millis(number("wait_ms", feed::MAX_WAIT.as_millis() as u64)?);
     let limit = q.page_size(100)?;
-    let page = feed::read(app.pipeline.store().as_ref(), after, limit, wait).await.map_err(|e| match e {
-        FeedError::Store(e) => ApiError::unavailable(format!("store: {e}")),
-        FeedError::Damaged { .. } => ApiError::internal(e),
-    })?;
+    let page = app.pipeline.feed(after, limit, wait).await?;
     let next = page.next(after);
     let events: Vec<serde_json::Value> = page.events.iter().map(berth_model::public::event).collect();
     Ok(reply(StatusCode::OK, json!({"ok": true, "events": events, "next": next, "head": page.head}), None))

@@ -9,9 +9,8 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use berth_engine::decode_event;
 use berth_model::date_preset::{DatePreset, Interval, PRESET_NAMES, buckets};
-use berth_model::{Change, DomainError, Entity, Event, Previous, Timestamp};
+use berth_model::{DomainError, Entity, Event, Previous, Timestamp};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -21,19 +20,9 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Params, PathParams};
 
-/// The most events one history request reads.
-const SCAN_BUDGET: usize = 1_000_000;
-const PAGE: usize = 1_000;
+pub use berth_catalog::history::{CLOCK_SLACK_MS, Version};
 
-/// One version of an entity: the event that made it, and the entity after it (`None`: deleted).
-pub struct Version {
-    pub event: Event,
-    pub entity: Option<std::sync::Arc<Entity>>,
-}
-
-/// The entity's versions, newest first, from the events before `before`; stops after `limit` versions or
-/// when `stop` says so for an event of the entity. Returns the versions and where the scan stopped (`Some`
-/// when there is more to read).
+/// The entity's versions, newest first (see [`berth_catalog::history::versions`]).
 pub async fn versions(
     app: &AppState,
     blueprint: &str,
@@ -42,110 +31,7 @@ pub async fn versions(
     limit: usize,
     stop: impl Fn(&Event) -> bool,
 ) -> ApiResult<(Vec<Version>, Option<u64>)> {
-    versions_since(app, blueprint, id, before, limit, None, stop).await
-}
-
-/// How far before an entity's `createdAt` [`versions_since`] still reads (clocks of replicas may disagree a
-/// little, so events are not strictly in time order across writers).
-pub const CLOCK_SLACK_MS: i64 = 60_000;
-
-/// [`versions`] that stops reading the log at the first event older than `floor` (an entity's `createdAt`
-/// minus [`CLOCK_SLACK_MS`]: nothing of its current life is older), so a page about a young entity in a long
-/// log reads only the log's tail.
-pub async fn versions_since(
-    app: &AppState,
-    blueprint: &str,
-    id: &str,
-    mut before: u64,
-    limit: usize,
-    floor: Option<Timestamp>,
-    stop: impl Fn(&Event) -> bool,
-) -> ApiResult<(Vec<Version>, Option<u64>)> {
-    let store = app.pipeline.store();
-    let mut out = Vec::new();
-    // The version index names this entity's events: read just those, newest first, a page at a time. Only
-    // the part of the log it does not cover (before `indexed_from`, after a snapshot from an older Berth)
-    // is scanned.
-    let (indexed, indexed_from) = {
-        let view = app.pipeline.view();
-        let (seqs, from) = view.versions(blueprint, id);
-        let seqs: Vec<u64> =
-            seqs.map(|v| v.seqs().into_iter().rev().filter(|s| *s < before).collect()).unwrap_or_default();
-        (seqs, from)
-    };
-    for page in indexed.chunks(PAGE.min(berth_store::MAX_READ_SEQS)) {
-        let events = store.read_seqs(page.to_vec()).await.map_err(|e| ApiError::unavailable(format!("store: {e}")))?;
-        for stored in events {
-            before = stored.seq;
-            let event = decode_event(stored.seq, &stored.payload).map_err(ApiError::internal)?;
-            if floor.is_some_and(|f| event.time < f) {
-                return Ok((out, None));
-            }
-            let entity = match &event.change {
-                Change::EntityPut { entity } => Some(std::sync::Arc::clone(entity)),
-                Change::EntityDeleted { .. } => None,
-                _ => continue,
-            };
-            let done = stop(&event);
-            out.push(Version { event, entity });
-            if done || out.len() >= limit {
-                // More: older indexed versions, or a part of the log the index does not cover.
-                let more = indexed.last().is_some_and(|l| *l < before) || indexed_from > 1;
-                return Ok((out, more.then_some(before)));
-            }
-        }
-    }
-    if indexed_from <= 1 {
-        return Ok((out, None));
-    }
-    before = before.min(indexed_from);
-    let mut scanned = 0usize;
-    // The identifier as the event's JSON spells it.
-    let needle = serde_json::to_string(id).map_err(ApiError::internal)?;
-    while before > 1 {
-        if scanned >= SCAN_BUDGET {
-            return Ok((out, Some(before)));
-        }
-        let page = store.read_before(before, PAGE).await.map_err(|e| ApiError::unavailable(format!("store: {e}")))?;
-        if page.is_empty() {
-            break;
-        }
-        // The oldest event of the page tells whether the scan passes the floor with it.
-        let past_floor = match (floor, page.last()) {
-            (Some(f), Some(oldest)) => decode_event(oldest.seq, &oldest.payload).map_err(ApiError::internal)?.time < f,
-            _ => false,
-        };
-        for stored in page {
-            scanned += 1;
-            before = stored.seq;
-            // Decoding is most of the cost: skip events whose bytes cannot name the entity.
-            if !contains(&stored.payload, needle.as_bytes()) {
-                continue;
-            }
-            let event = decode_event(stored.seq, &stored.payload).map_err(ApiError::internal)?;
-            let entity = match &event.change {
-                Change::EntityPut { entity } if &*entity.blueprint == blueprint && *entity.identifier == *id => {
-                    Some(std::sync::Arc::clone(entity))
-                }
-                Change::EntityDeleted { blueprint: b, identifier } if b == blueprint && identifier == id => None,
-                _ => continue,
-            };
-            let done = stop(&event);
-            out.push(Version { event, entity });
-            if done || out.len() >= limit {
-                return Ok((out, (before > 1).then_some(before)));
-            }
-        }
-        if past_floor {
-            return Ok((out, None));
-        }
-    }
-    Ok((out, None))
-}
-
-/// Whether `needle` occurs in `hay`.
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+    Ok(berth_catalog::history::versions(&app.pipeline, blueprint, id, before, limit, stop).await?)
 }
 
 /// The entity as it was at `at`, or a 404 if it did not exist then or `caller` may not read that version
@@ -157,13 +43,9 @@ pub async fn entity_at(
     id: &str,
     at: Timestamp,
 ) -> ApiResult<std::sync::Arc<Entity>> {
-    let view = app.pipeline.view();
-    let (found, _) = versions(app, blueprint, id, view.seq() + 1, usize::MAX, |e| e.time <= at).await?;
-    let scoped = crate::access::scoped(&view, caller);
-    match found.into_iter().find(|v| v.event.time <= at) {
-        Some(Version { entity: Some(entity), .. }) if scoped.can_read(&entity) => Ok(entity),
-        _ => Err(DomainError::not_found("entity", format!("{blueprint}/{id} at {}", at.to_rfc3339())).into()),
-    }
+    berth_catalog::history::entity_at(&app.pipeline, caller.principal(), blueprint, id, at)
+        .await?
+        .ok_or_else(|| DomainError::not_found("entity", format!("{blueprint}/{id} at {}", at.to_rfc3339())).into())
 }
 
 /// The version before this one, as the event recorded it.
@@ -358,69 +240,4 @@ pub async fn properties_history(
         result["truncated"] = json!(true);
     }
     Ok(reply(StatusCode::OK, json!({"ok": true, "result": result}), None))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::Ordering;
-    use std::time::Duration;
-
-    use berth_engine::Command;
-    use berth_store::LogStore;
-    use serde_json::json;
-
-    use crate::AppState;
-    use berth_catalog::pipeline::Pipeline;
-    use berth_catalog::testing::{Failures, TestStore, meta, upsert};
-
-    /// H8: an entity's history reads its own events by sequence number (one read per page), never a scan of
-    /// the log, however long the log; a missing entity reads nothing at all.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn history_reads_the_entitys_own_events_not_the_log() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::None));
-        let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
-        let bp = json!({"identifier": "s", "title": "S", "schema": {"properties": {"n": {"type": "number"}}}});
-        catalog.write_one(meta(), Command::CreateBlueprint { body: bp }).await.expect("write").0.expect("bp");
-        for round in 0..3 {
-            let commands: Vec<Command> =
-                (0..1_000).map(|i| upsert(&format!("other-{i}"), json!({"n": round}))).collect();
-            catalog.write(meta(), commands).await.expect("bulk");
-            catalog.write_one(meta(), upsert("target", json!({"n": round}))).await.expect("write").0.expect("target");
-        }
-        let mut config = crate::ServerConfig::new(dir.path().to_path_buf());
-        config.rate_limit = 0;
-        let keys = crate::keys::KeyFile { current: "k".repeat(32), previous: None, rotated_at: None };
-        let app = AppState {
-            pipeline: catalog,
-            tokens: Default::default(),
-            keys: Arc::new(crate::keys::SigningKeys::fixed(crate::keys::KeySource::Environment, keys)),
-            limits: Arc::new(crate::rate_limit::RateLimiter::new(0, Duration::from_secs(60))),
-            sign_in: Default::default(),
-            searches: Default::default(),
-            config: Arc::new(config),
-            started: std::time::Instant::now(),
-        };
-        let head = app.pipeline.view().seq();
-        assert!(head > 3_000);
-        let (found, next) = super::versions(&app, "s", "target", head + 1, 100, |_| false).await.expect("history");
-        assert_eq!(found.len(), 3);
-        assert_eq!(next, None);
-        assert_eq!(found[0].entity.as_ref().map(|e| e.properties.get("n").cloned()), Some(Some(json!(2))));
-        assert_eq!(store.scans.load(Ordering::SeqCst), 0, "no scan of the log");
-        assert_eq!(store.point_reads.load(Ordering::SeqCst), 1, "one read for the page");
-        // Paged: the cursor continues where the page stopped.
-        let (first, next) = super::versions(&app, "s", "target", head + 1, 2, |_| false).await.expect("page 1");
-        assert_eq!(first.len(), 2);
-        let next = next.expect("a next page");
-        let (rest, last) = super::versions(&app, "s", "target", next, 2, |_| false).await.expect("page 2");
-        assert_eq!((rest.len(), last), (1, None));
-        // An entity that never existed costs nothing.
-        let reads = store.point_reads.load(Ordering::SeqCst);
-        let (none, _) = super::versions(&app, "s", "never", head + 1, 100, |_| false).await.expect("history");
-        assert!(none.is_empty());
-        assert_eq!(store.point_reads.load(Ordering::SeqCst), reads);
-        assert_eq!(store.scans.load(Ordering::SeqCst), 0);
-    }
 }

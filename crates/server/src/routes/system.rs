@@ -29,15 +29,14 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     if !app.pipeline.writer_alive() {
         return ApiError::unavailable("the writer has stopped; restart this replica").into_response();
     }
-    match tokio::time::timeout(crate::READY_TIMEOUT, app.pipeline.store().head()).await {
+    match tokio::time::timeout(crate::READY_TIMEOUT, app.pipeline.store_head()).await {
         Ok(Ok(head)) => reply(
             StatusCode::OK,
             {
                 let view = app.pipeline.view();
                 let indexes = if view.property_indexes_pending() { "building" } else { "ready" };
                 // The kind of store only: where it is (paths, hosts, databases) is not for anonymous callers.
-                let described = app.pipeline.store().describe();
-                let kind = described.split("://").next().unwrap_or_default().to_string();
+                let kind = app.pipeline.store_kind();
                 json!({"ok": true, "storeHead": head, "applied": view.seq(), "snapshotSeq": app.pipeline.snapshot_seq(),
                     "store": kind, "writer": "running", "indexes": indexes})
             },

@@ -153,7 +153,11 @@ impl Verification {
             self.source.total_entities(),
             self.target.total_entities()
         );
-        println!("  credentials and signing key: {}", mark(self.source.access == self.target.access));
+        println!(
+            "  credentials, teams, users, permissions and signing key: {}",
+            mark(self.source.access == self.target.access)
+        );
+        println!("  definition objects (pages, ...): {}", mark(self.source.definitions == self.target.definitions));
     }
 
     pub fn to_json(&self) -> Value {

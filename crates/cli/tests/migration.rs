@@ -41,9 +41,25 @@ async fn seed(dir: &std::path::Path, store: &str) -> usize {
         .await
         .expect("delete");
     assert_eq!(r.status(), 200);
+    // Every kind of definition object travels too (pages).
+    let r = client.post(server.url("/v1/pages")).bearer_auth(&token).json(&page()).send().await.expect("page");
+    assert_eq!(r.status(), 201);
     let teams = support::entities(&client, &server, &token, "team").await.len();
     server.terminate(); // a final snapshot, so the copy carries one
     teams
+}
+
+/// A page with widgets: one of each kind of definition object.
+fn page() -> Value {
+    json!({"identifier": "overview", "title": "Overview", "widgets": [{"type": "markdown", "markdown": "hi"}, {"id": "n", "type": "entities-number-chart"}]})
+}
+
+/// The page as `server` serves it, without the times (a copy keeps them; the comparison is of content).
+async fn served_page(client: &reqwest::Client, server: &Berth, token: &str) -> Value {
+    let r = client.get(server.url("/v1/pages/overview")).bearer_auth(token).send().await.expect("page");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    v["page"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,6 +92,9 @@ async fn round_trip_sqlite_postgres_redis_sqlite_keeps_every_digest() {
         digests.push((report["logDigest"]["target"].clone(), report["target"]["blueprints"].clone()));
     }
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "every hop carries the same log and catalog");
+    let report = read_report(&dir.path().join("hop-2.json"));
+    assert!(report["target"]["definitions"].as_str().is_some_and(|d| d.len() == 64), "{report}");
+    assert_eq!(report["source"]["definitions"], report["target"]["definitions"], "definitions verified by digest");
     assert_eq!(digests[0].1["team"]["entities"], teams as u64);
 
     // The last copy serves the same catalog.
@@ -85,6 +104,9 @@ async fn round_trip_sqlite_postgres_redis_sqlite_keeps_every_digest() {
     let served = support::entities(&client, &server, &token, "team").await;
     assert_eq!(served.len(), teams);
     assert!(served.iter().all(|e| e["identifier"] != "extra-7"), "the delete travelled too");
+    let page = served_page(&client, &server, &token).await;
+    assert_eq!(page["widgets"].as_array().map(Vec::len), Some(2), "{page}");
+    assert_eq!(page["title"], json!("Overview"));
 
     // A non-empty target is refused, and nothing is written to it.
     let (ok, _, err) = support::berth(&["migrate", "--from", &hops[0], "--to", &hops[1]]);
@@ -193,6 +215,9 @@ async fn backup_of_a_serving_store_restores_into_any_store() {
     let token = server.token(&client).await;
     let services = support::entities(&client, &server, &token, "service").await.len();
     assert!(services > 0);
+    let r = client.post(server.url("/v1/pages")).bearer_auth(&token).json(&page()).send().await.expect("page");
+    assert_eq!(r.status(), 201);
+    let page = served_page(&client, &server, &token).await;
 
     // Online: the server is still running.
     let file = dir.path().join("catalog.berth-backup");
@@ -221,6 +246,7 @@ async fn backup_of_a_serving_store_restores_into_any_store() {
         let restored = Berth::spawn(dir.path(), &target, &[]);
         let token = restored.token(&client).await;
         assert_eq!(support::entities(&client, &restored, &token, "service").await.len(), services);
+        assert_eq!(served_page(&client, &restored, &token).await, page, "the page is restored as it was");
         // Restoring twice into the same store is refused.
         let (ok, _, err) = support::berth(&["restore", file.to_str().expect("utf8"), "--store", &target]);
         assert!(!ok && err.contains("not empty"), "{err}");

@@ -128,6 +128,12 @@ pub fn authorize(state: &State, p: &Principal, changes: &[Change]) -> Result<(),
                     Change::PermissionsSet { .. } => "change permissions",
                     Change::TeamPut { .. } | Change::TeamDeleted { .. } => "change teams",
                     Change::UserPut { .. } | Change::UserDeleted { .. } => "change users",
+                    Change::DefinitionPut { definition } => {
+                        return Err(denied(p, format!("change {}s (Admins only)", definition.kind.as_str())));
+                    }
+                    Change::DefinitionDeleted { kind, .. } => {
+                        return Err(denied(p, format!("change {}s (Admins only)", kind.as_str())));
+                    }
                     _ => "change credentials",
                 };
                 return Err(denied(p, format!("{what} (Admins only)")));

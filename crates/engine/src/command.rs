@@ -159,7 +159,17 @@ pub enum Command {
         code: berth_model::ErrorCode,
         message: String,
     },
-    /// Sets the token signing key unless one is set already (so replicas starting together agree on one).
+    /// Creates, replaces or edits a definition object (a page, ...). Admins only.
+    WriteDefinition {
+        kind: berth_model::DefinitionKind,
+        identifier: String,
+        how: crate::definitions::DefinitionWrite,
+    },
+    DeleteDefinition {
+        kind: berth_model::DefinitionKind,
+        identifier: String,
+    },
+    /// Sets the token signing key (so replicas starting together agree on one).
     InitSigningKey {
         key: String,
     },
@@ -219,6 +229,17 @@ impl Command {
             Command::DeleteCredential { client_id } => ("app", "DELETE", None, Some(client_id.clone())),
             Command::InitSigningKey { .. } => ("signing_key", "CREATE", None, None),
             Command::Refuse { .. } => ("refusal", "CREATE", None, None),
+            Command::WriteDefinition { kind, identifier, how } => (
+                kind.as_str(),
+                match how {
+                    crate::definitions::DefinitionWrite::Create(_) => "CREATE",
+                    crate::definitions::DefinitionWrite::Upsert(_) => "UPSERT",
+                    _ => "UPDATE",
+                },
+                None,
+                Some(identifier.clone()),
+            ),
+            Command::DeleteDefinition { kind, identifier } => (kind.as_str(), "DELETE", None, Some(identifier.clone())),
         }
     }
 
@@ -263,6 +284,10 @@ pub enum Outcome {
     Unchanged,
     Team(Team),
     User(User),
+    Definition {
+        definition: Arc<berth_model::Definition>,
+        created: bool,
+    },
 }
 
 /// Validates `cmd` against `state` and returns the changes it makes and its answer. Pure: `state` is not changed.
@@ -421,6 +446,10 @@ fn run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, O
             let team = Team { created_at, updated_at: meta.now, ..team.clone() };
             Ok((vec![Change::TeamPut { team: team.clone() }], Outcome::Team(team)))
         }
+        Command::WriteDefinition { kind, identifier, how } => {
+            crate::definitions::write(state, meta, *kind, identifier, how)
+        }
+        Command::DeleteDefinition { kind, identifier } => crate::definitions::delete(state, *kind, identifier),
         Command::DeleteTeam { name } => {
             if state.team(name).is_none() {
                 return Err(DomainError::not_found("team", name.clone()));

@@ -3,7 +3,8 @@
 //!
 //! A blueprint's digest is SHA-256 over its definition and then every entity in identifier order, each as
 //! its canonical JSON with a length prefix. Access data (credentials, the signing key) has one digest of its
-//! own. Two states with equal digests hold the same blueprints, entities and credentials.
+//! own, and definition objects one more. Two states with equal digests hold the same blueprints, entities,
+//! credentials and definitions.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,10 @@ pub struct CatalogDigest {
     pub blueprints: BTreeMap<String, BlueprintDigest>,
     /// Credentials, teams, users, blueprint permissions and the signing key.
     pub access: String,
+    /// Definition objects (pages, ...): empty when there are none (so digests taken before they existed
+    /// still compare equal).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub definitions: String,
 }
 
 impl CatalogDigest {
@@ -75,7 +80,14 @@ impl State {
             }
         }
         feed(&mut access, &self.signing_key());
-        CatalogDigest { seq: self.seq(), blueprints, access: hex(&access.finalize()) }
+        let mut definitions = Sha256::new();
+        let mut any = false;
+        for d in self.all_definitions() {
+            feed(&mut definitions, &**d);
+            any = true;
+        }
+        let definitions = if any { hex(&definitions.finalize()) } else { String::new() };
+        CatalogDigest { seq: self.seq(), blueprints, access: hex(&access.finalize()), definitions }
     }
 }
 

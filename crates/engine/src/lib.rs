@@ -7,6 +7,7 @@
 //!   durable, then applies them.
 //! - [`State::digest`] proves two states equal (migrations, backups).
 //! - [`search`] answers rules-language queries against a state.
+//! - [`definitions`]: definition objects (pages, ...): one change kind, one module per kind.
 //! - [`access`] is the permission layer: [`execute`] authorizes every change a command makes for the
 //!   caller in its [`WriteMeta`], and [`access::read_scope`] says what a caller may read; every read goes
 //!   through a [`scoped::Scoped`] view, which compiles those scopes once per request.
@@ -17,6 +18,7 @@ pub mod access;
 pub mod aggregate;
 mod blueprints;
 mod command;
+pub mod definitions;
 mod digest;
 mod entities;
 pub mod graph;

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use berth_model::blueprint::CompiledBlueprint;
-use berth_model::{Blueprint, BlueprintPermissions, Change, Credential, Entity, Event, Previous, Team, User};
+use berth_model::{
+    Blueprint, BlueprintPermissions, Change, Credential, Definition, DefinitionKind, Entity, Event, Previous, Team,
+    User,
+};
 use imbl::{OrdMap, OrdSet};
 
 use crate::index::{BlueprintIndex, Entry, IndexSpec, PropSpec, ScalarKey};
@@ -141,6 +144,8 @@ pub struct State {
     /// a B-tree node of its own. Edges share the keys of the entity maps (no allocation per edge).
     incoming: OrdMap<Key, OrdSet<Link>>,
     credentials: OrdMap<String, Credential>,
+    /// Definition objects (pages, ...), by kind and identifier.
+    definitions: OrdMap<(DefinitionKind, String), Arc<Definition>>,
     teams: OrdMap<String, Team>,
     /// Member (a user's email or an app's client id) → the teams that list it: every authenticated request
     /// asks for its caller's teams, which a scan of every team's members made cost O(memberships).
@@ -238,6 +243,9 @@ struct SnapshotData {
     #[serde(default)]
     permissions: Vec<(String, BlueprintPermissions)>,
     signing_key: Option<String>,
+    /// Definition objects; absent in snapshots written before they existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    definitions: Vec<Definition>,
     /// Byte lengths of the version-index chunks that follow the entity chunks (each a JSON array of
     /// [`VersionRow`]); absent in snapshots written before the index existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -773,6 +781,21 @@ impl State {
         self.permissions.get(blueprint)
     }
 
+    /// A definition object (a page, ...).
+    pub fn definition(&self, kind: DefinitionKind, identifier: &str) -> Option<&Arc<Definition>> {
+        self.definitions.get(&(kind, identifier.to_string()))
+    }
+
+    /// Every definition object of a kind, in identifier order.
+    pub fn definitions(&self, kind: DefinitionKind) -> impl Iterator<Item = &Arc<Definition>> {
+        self.definitions.range((kind, String::new())..).take_while(move |((k, _), _)| *k == kind).map(|(_, d)| d)
+    }
+
+    /// Every definition object, by kind then identifier.
+    pub fn all_definitions(&self) -> impl Iterator<Item = &Arc<Definition>> {
+        self.definitions.values()
+    }
+
     pub fn signing_key(&self) -> Option<&str> {
         self.signing_key.as_deref()
     }
@@ -840,6 +863,12 @@ impl State {
             Change::UserDeleted { email } => self.user(email).map(|u| Previous::User { user: u.clone() }),
             Change::PermissionsSet { blueprint, .. } => {
                 self.permissions.get(blueprint).map(|p| Previous::Permissions { permissions: Box::new((**p).clone()) })
+            }
+            Change::DefinitionPut { definition } => self
+                .definition(definition.kind, &definition.identifier)
+                .map(|d| Previous::Definition { definition: Arc::clone(d) }),
+            Change::DefinitionDeleted { kind, identifier } => {
+                self.definition(*kind, identifier).map(|d| Previous::Definition { definition: Arc::clone(d) })
             }
             _ => None,
         }
@@ -1039,6 +1068,12 @@ impl State {
                 self.permissions.insert(blueprint.clone(), Arc::new((**permissions).clone()));
             }
             Change::Refused { .. } => {}
+            Change::DefinitionPut { definition } => {
+                self.definitions.insert((definition.kind, definition.identifier.clone()), Arc::clone(definition));
+            }
+            Change::DefinitionDeleted { kind, identifier } => {
+                self.definitions.remove(&(*kind, identifier.clone()));
+            }
         }
         Ok(())
     }
@@ -1102,6 +1137,7 @@ impl State {
             users: self.users.values().cloned().collect(),
             permissions: self.permissions.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect(),
             signing_key: self.signing_key.clone(),
+            definitions: self.definitions.values().map(|d| (**d).clone()).collect(),
             version_chunks: None,
             versions_from: 0,
             refusals_from: None,
@@ -1236,6 +1272,9 @@ impl State {
             state.credentials.insert(c.client_id.clone(), c);
         }
         state.signing_key = data.signing_key;
+        for d in data.definitions {
+            state.definitions.insert((d.kind, d.identifier.clone()), Arc::new(d));
+        }
         // The version index: as the snapshot holds it, or, from a snapshot written before it existed, only
         // for the events after the snapshot.
         if data.version_chunks.is_some() {
@@ -1581,6 +1620,7 @@ mod tests {
             users: Vec::new(),
             permissions: Vec::new(),
             signing_key: None,
+            definitions: Vec::new(),
             version_chunks: None,
             versions_from: 0,
             refusals_from: None,

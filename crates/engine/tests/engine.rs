@@ -764,6 +764,11 @@ mod accepted_bodies_round_trip {
     use super::*;
     use proptest::prelude::*;
 
+    /// [`value`], for the other round-trip tests.
+    pub(super) fn value_for_tests() -> impl Strategy<Value = Value> {
+        value()
+    }
+
     /// JSON values, some nested past every limit (a chain up to 130 levels around a random leaf).
     fn value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
@@ -811,6 +816,86 @@ mod accepted_bodies_round_trip {
             let loaded = State::from_snapshot(&snap).expect("the snapshot loads");
             prop_assert_eq!(loaded.digest(), h.state.digest());
             prop_assert_eq!(loaded.entity("cfg", "c1").is_some(), accepted);
+        }
+    }
+}
+
+/// Pages, the first definition object: whatever body is sent (odd types, deep values, many widgets), the
+/// write is accepted or refused without a panic, and what is accepted encodes, decodes, replays, snapshots and
+/// loads to the same catalog; widget edits too. A page's parser's property test.
+mod page_bodies_round_trip {
+    use super::*;
+    use berth_engine::definitions::DefinitionWrite;
+    use berth_model::DefinitionKind;
+    use proptest::prelude::*;
+
+    fn body() -> impl Strategy<Value = Value> {
+        let widget = prop_oneof![
+            ("[a-c]{0,2}", "[a-z-]{0,8}", super::accepted_bodies_round_trip::value_for_tests())
+                .prop_map(|(id, ty, extra)| json!({"id": id, "type": ty, "extra": extra})),
+            "[a-z]{1,6}".prop_map(|ty| json!({"type": ty})),
+            super::accepted_bodies_round_trip::value_for_tests(),
+        ];
+        (
+            prop::option::of("\\PC{0,30}"),
+            prop::option::of(prop_oneof![
+                Just(json!("dashboard")),
+                Just(json!("entity")),
+                Just(json!("home")),
+                Just(json!(3))
+            ]),
+            prop::option::of(prop_oneof![Just(json!("svc")), Just(json!("nope")), Just(json!(null))]),
+            prop::collection::vec(widget, 0..110),
+            super::accepted_bodies_round_trip::value_for_tests(),
+        )
+            .prop_map(|(title, ty, blueprint, widgets, extra)| {
+                let mut b = json!({"widgets": widgets, "extra": extra});
+                if let Some(t) = title {
+                    b["title"] = json!(t);
+                }
+                if let Some(t) = ty {
+                    b["type"] = t;
+                }
+                if let Some(bp) = blueprint {
+                    b["blueprint"] = bp;
+                }
+                b
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn accepted_pages_decode_replay_and_snapshot(first in body(), second in body(), patch in super::accepted_bodies_round_trip::value_for_tests()) {
+            let mut h = Harness::new();
+            h.blueprint(json!({"identifier": "svc", "title": "Svc", "schema": {"properties": {}}}));
+            let write = |h: &mut Harness, how: DefinitionWrite| h.run(Command::WriteDefinition { kind: DefinitionKind::Page, identifier: "p1".into(), how });
+            let created = write(&mut h, DefinitionWrite::Create(first)).is_ok();
+            let _ = write(&mut h, DefinitionWrite::Upsert(second));
+            let widget = h.state.definition(DefinitionKind::Page, "p1")
+                .and_then(|d| d.body["widgets"].get(0).and_then(|w| w["id"].as_str()).map(str::to_string));
+            if let Some(id) = widget {
+                let _ = write(&mut h, DefinitionWrite::Part { id: id.clone(), patch: Some(patch) });
+                let _ = write(&mut h, DefinitionWrite::Part { id, patch: None });
+            }
+            let mut replayed = State::default();
+            for ev in &h.log {
+                let bytes = serde_json::to_vec(ev).expect("encodes");
+                let back = berth_engine::decode_event(ev.seq, &bytes);
+                prop_assert!(back.is_ok(), "an accepted event does not decode: {:?}", back.err());
+                replayed.apply(&back.expect("decoded")).expect("replays");
+            }
+            let loaded = State::from_snapshot(&replayed.to_snapshot().expect("snapshot")).expect("the snapshot loads");
+            prop_assert_eq!(loaded.digest(), h.state.digest());
+            if created {
+                let page = loaded.definition(DefinitionKind::Page, "p1");
+                prop_assert!(page.is_some());
+                let widgets = page.expect("page").body["widgets"].as_array().cloned().unwrap_or_default();
+                prop_assert!(widgets.len() <= 100);
+                let ids: std::collections::HashSet<&str> = widgets.iter().filter_map(|w| w["id"].as_str()).collect();
+                prop_assert_eq!(ids.len(), widgets.len(), "every widget has an id of its own");
+            }
         }
     }
 }

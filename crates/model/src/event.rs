@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Blueprint, BlueprintPermissions, Credential, Entity, Team, Timestamp, User};
+use crate::{Blueprint, BlueprintPermissions, Credential, Definition, DefinitionKind, Entity, Team, Timestamp, User};
 
 /// Where a change came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -82,6 +82,14 @@ pub enum Change {
     SigningKeySet {
         key: String,
     },
+    /// A definition object (a page, ...) created or changed: its whole new version.
+    DefinitionPut {
+        definition: Arc<Definition>,
+    },
+    DefinitionDeleted {
+        kind: DefinitionKind,
+        identifier: String,
+    },
 }
 
 impl Change {
@@ -104,6 +112,7 @@ pub enum Previous {
     Team { team: Team },
     User { user: User },
     Permissions { permissions: Box<BlueprintPermissions> },
+    Definition { definition: Arc<Definition> },
 }
 
 /// A change with its place in the global order.

@@ -8,6 +8,8 @@
 //! - [`entity`]: entities and the shapes clients send to write them; [`fields`]: an entity's properties and
 //!   relations as it is kept (compact, names shared).
 //! - [`event`]: the change-log event, the unit of durability.
+//! - [`definition`]: definition objects (pages, and the scorecards, actions, webhooks... to come): one
+//!   change kind for every "JSON definition with an identifier, written by Admins".
 //! - [`credential`]: machine credentials (secrets are stored only as hashes).
 //! - [`user`]: people who sign in (passwords are stored only as Argon2id hashes); [`team`]: teams.
 //! - [`query`]: the search rules language, parsed into a typed AST.
@@ -19,6 +21,7 @@
 pub mod blueprint;
 pub mod credential;
 pub mod date_preset;
+pub mod definition;
 pub mod entity;
 pub mod error;
 pub mod event;
@@ -35,6 +38,7 @@ pub mod user;
 
 pub use blueprint::{Blueprint, Relation};
 pub use credential::Credential;
+pub use definition::{Definition, DefinitionKind};
 pub use entity::{Entity, EntityBody, EntityInput};
 pub use error::{DomainError, ErrorCode};
 pub use event::{Change, Event, Origin, Previous};

@@ -5,7 +5,7 @@
 //! The shape (version [`VERSION`]):
 //! `{v, seq, time, actor, origin, runId?, resourceType, action, status, blueprint?, identifier?,
 //!   diff: {before, after}}`, where `resourceType` is `entity`, `blueprint`, `permissions`, `team`, `user`,
-//! `app` or `signing_key`; `action` is `CREATE`, `UPDATE`, `DELETE` or `UPSERT`; `status` is `SUCCESS`, or
+//! `app`, `signing_key`, or a definition object's kind (`page`, ...); `action` is `CREATE`, `UPDATE`, `DELETE` or `UPSERT`; `status` is `SUCCESS`, or
 //! `FAILURE` for a refused attempt (its diff's `after` is `{code, status, message}`). Consumers outside the process
 //! read it: a change of shape is a new version, never an edit of this one.
 
@@ -55,6 +55,7 @@ fn previous(before: &Option<Previous>) -> Value {
         Some(Previous::Team { team: t }) => team(t),
         Some(Previous::User { user: u }) => user(u),
         Some(Previous::Permissions { permissions }) => serde_json::to_value(permissions).unwrap_or(Value::Null),
+        Some(Previous::Definition { definition }) => definition.view(),
         None => Value::Null,
     }
 }
@@ -122,7 +123,7 @@ pub fn change(event: &Event) -> PublicChange {
                 "permissions" => "permissions",
                 "team" => "team",
                 "user" => "user",
-                _ => "app",
+                other => crate::DefinitionKind::ALL.iter().map(|k| k.as_str()).find(|k| *k == other).unwrap_or("app"),
             },
             action: match action.as_str() {
                 "CREATE" => "CREATE",
@@ -137,6 +138,24 @@ pub fn change(event: &Event) -> PublicChange {
                 let code = event.change.refusal_code().unwrap_or(crate::error::ErrorCode::InternalError);
                 json!({"code": code.as_str(), "status": code.status(), "message": message})
             },
+        },
+        Change::DefinitionPut { definition } => PublicChange {
+            resource: definition.kind.as_str(),
+            action: put,
+            status: "SUCCESS",
+            blueprint: None,
+            identifier: Some(definition.identifier.clone()),
+            before,
+            after: definition.view(),
+        },
+        Change::DefinitionDeleted { kind, identifier } => PublicChange {
+            resource: kind.as_str(),
+            action: "DELETE",
+            status: "SUCCESS",
+            blueprint: None,
+            identifier: Some(identifier.clone()),
+            before,
+            after: Value::Null,
         },
         // The key itself never leaves the process.
         Change::SigningKeySet { .. } => done("signing_key", "CREATE", None, None, Value::Null, Value::Null),

@@ -7,6 +7,7 @@ pub mod blueprints;
 pub mod entities;
 pub mod events;
 pub mod history;
+pub mod pages;
 pub mod render;
 pub mod search;
 pub mod system;
@@ -141,6 +142,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .merge(apps::router())
         .merge(teams::router())
         .merge(users::router())
+        .merge(pages::router())
         .route("/v1/organization", get(apps::organization))
         .route("/v1/audit-log", get(audit::audit_log))
         .route("/v1/events", get(events::events))

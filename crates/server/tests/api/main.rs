@@ -10,6 +10,7 @@ mod entities;
 mod errors;
 mod feed;
 mod lifecycle;
+mod pages;
 mod permissions;
 mod read_scope;
 mod search;

@@ -1,0 +1,108 @@
+//! Definition objects ([`berth_model::Definition`]): the commands that write them, and one module per kind
+//! that says what a body of that kind may hold ([`pages`]). Every kind is Admin-written (the permission
+//! layer refuses them to anyone else) and shares one change kind, so snapshots, digests, the audit log,
+//! backups and migrations carry every kind without knowing it.
+//!
+//! Adding a kind: a `DefinitionKind` variant (model), a module here with `check` (and edits, if the kind
+//! has parts that can be changed one at a time), its arm in [`check`], and a route module in the server.
+
+pub mod pages;
+
+use std::sync::Arc;
+
+use berth_model::{Change, Definition, DefinitionKind, DomainError};
+use serde_json::Value;
+
+use crate::State;
+use crate::command::{Outcome, WriteMeta};
+
+/// How a definition is written.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DefinitionWrite {
+    /// A new definition: 409 if the identifier is taken.
+    Create(Value),
+    /// The whole body of an existing definition: 404 if it does not exist.
+    Replace(Value),
+    /// Created or replaced.
+    Upsert(Value),
+    /// One part of an existing definition (a page's widget), changed or, with `None`, removed.
+    Part { id: String, patch: Option<Value> },
+}
+
+/// A kind's body, checked and normalized (defaults filled in, parts given identifiers) against the catalog.
+fn check(state: &State, kind: DefinitionKind, identifier: &str, body: Value) -> Result<Value, DomainError> {
+    let mut body = body;
+    // The identifier lives beside the body, not in it.
+    if let Some(map) = body.as_object_mut() {
+        match map.remove("identifier") {
+            Some(Value::String(id)) if id != identifier => {
+                return Err(DomainError::Invalid(format!(
+                    "the body's identifier `{}` differs from `{identifier}`",
+                    berth_model::limits::truncate(&id, 120)
+                )));
+            }
+            Some(Value::String(_)) | None => {}
+            Some(_) => return Err(DomainError::Invalid("`identifier` is a string".into())),
+        }
+        for field in ["createdAt", "updatedAt", "createdBy", "updatedBy"] {
+            map.remove(field);
+        }
+    }
+    Definition::check_common(kind, identifier, &body)?;
+    match kind {
+        DefinitionKind::Page => pages::check(state, body),
+    }
+}
+
+/// The changes of a definition write by `meta`'s writer.
+pub(crate) fn write(
+    state: &State,
+    meta: &WriteMeta,
+    kind: DefinitionKind,
+    identifier: &str,
+    how: &DefinitionWrite,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let existing = state.definition(kind, identifier);
+    let body = match (how, existing) {
+        (DefinitionWrite::Create(_), Some(_)) => {
+            return Err(DomainError::AlreadyExists { kind: kind.as_str(), id: identifier.to_string() });
+        }
+        (DefinitionWrite::Replace(_) | DefinitionWrite::Part { .. }, None) => {
+            return Err(DomainError::not_found(kind.as_str(), identifier));
+        }
+        (DefinitionWrite::Create(body) | DefinitionWrite::Replace(body) | DefinitionWrite::Upsert(body), _) => {
+            body.clone()
+        }
+        (DefinitionWrite::Part { id, patch }, Some(current)) => match kind {
+            DefinitionKind::Page => pages::edit_widget(&current.body, id, patch.as_ref())?,
+        },
+    };
+    let body = check(state, kind, identifier, body)?;
+    let definition = Definition {
+        kind,
+        identifier: identifier.to_string(),
+        body: Arc::new(body),
+        created_at: existing.map_or(meta.now, |d| d.created_at),
+        updated_at: meta.now,
+        created_by: existing.map_or_else(|| meta.actor.clone(), |d| d.created_by.clone()),
+        updated_by: meta.actor.clone(),
+    };
+    let definition = Arc::new(definition);
+    let created = existing.is_none();
+    Ok((
+        vec![Change::DefinitionPut { definition: Arc::clone(&definition) }],
+        Outcome::Definition { definition, created },
+    ))
+}
+
+/// The change that deletes a definition (404 if it does not exist).
+pub(crate) fn delete(
+    state: &State,
+    kind: DefinitionKind,
+    identifier: &str,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    if state.definition(kind, identifier).is_none() {
+        return Err(DomainError::not_found(kind.as_str(), identifier));
+    }
+    Ok((vec![Change::DefinitionDeleted { kind, identifier: identifier.to_string() }], Outcome::Done))
+}

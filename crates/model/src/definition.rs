@@ -1,0 +1,81 @@
+//! Definition objects: everything that is "a JSON definition with an identifier, validated on write, written
+//! by Admins" (pages today; scorecards, actions, webhooks, integrations and subscriptions as they arrive).
+//! They share one change kind (`Change::DefinitionPut` / `DefinitionDeleted`), so the snapshot, the digest,
+//! the audit log, history, backups and migrations handle every kind at once. What a kind's body may hold is
+//! checked by the engine's module for that kind (`berth_engine::definitions`).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{DomainError, Timestamp};
+
+/// The kinds of definition object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefinitionKind {
+    /// A portal page (Port's pages: dashboards, blueprint and entity pages) with its widgets.
+    Page,
+}
+
+impl DefinitionKind {
+    /// Every kind.
+    pub const ALL: [DefinitionKind; 1] = [DefinitionKind::Page];
+
+    /// The kind as the log, the audit log (`resourceType`) and messages name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefinitionKind::Page => "page",
+        }
+    }
+}
+
+/// One definition object: its kind, identifier and body (the definition as its kind's API shows it, without
+/// the fields below), with who made and last changed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Definition {
+    pub kind: DefinitionKind,
+    pub identifier: String,
+    pub body: Arc<Value>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub created_by: String,
+    pub updated_by: String,
+}
+
+/// The longest definition body accepted, as JSON.
+pub const MAX_DEFINITION_BYTES: usize = 256 * 1024;
+
+impl Definition {
+    /// The body with the identifier and the bookkeeping fields, as the API answers a definition.
+    pub fn view(&self) -> Value {
+        let mut v = match &*self.body {
+            Value::Object(m) => Value::Object(m.clone()),
+            _ => Value::Object(Default::default()),
+        };
+        v["identifier"] = Value::String(self.identifier.clone());
+        v["createdAt"] = serde_json::to_value(self.created_at).unwrap_or(Value::Null);
+        v["updatedAt"] = serde_json::to_value(self.updated_at).unwrap_or(Value::Null);
+        v["createdBy"] = Value::String(self.created_by.clone());
+        v["updatedBy"] = Value::String(self.updated_by.clone());
+        v
+    }
+
+    /// Checks what every kind shares: an identifier by Port's rules, an object body of bounded size.
+    pub fn check_common(kind: DefinitionKind, identifier: &str, body: &Value) -> Result<(), DomainError> {
+        crate::ids::validate_key(kind.as_str(), identifier)?;
+        if !body.is_object() {
+            return Err(DomainError::Invalid(format!("a {} is a JSON object", kind.as_str())));
+        }
+        let size = serde_json::to_vec(body).map(|b| b.len()).unwrap_or(usize::MAX);
+        if size > MAX_DEFINITION_BYTES {
+            return Err(DomainError::Invalid(format!(
+                "the {} is {size} bytes of JSON; the limit is {MAX_DEFINITION_BYTES}",
+                kind.as_str()
+            )));
+        }
+        Ok(())
+    }
+}

@@ -128,7 +128,7 @@ mod tests {
                     change: berth_model::Change::TeamDeleted { name: format!("t{seq}") },
                     before: None,
                 };
-                serde_json::to_vec(&event).expect("encode")
+                berth_engine::encode_event(&event).expect("encode")
             })
             .collect();
         store.append(0, events).await.expect("append");

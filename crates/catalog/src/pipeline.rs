@@ -336,10 +336,7 @@ struct Executed {
 fn encode(events: &[Event]) -> Result<Vec<Vec<u8>>, PipelineError> {
     events
         .iter()
-        .map(|e| {
-            let mut buf = Vec::with_capacity(1024);
-            serde_json::to_writer(&mut buf, e).map(|()| buf)
-        })
+        .map(berth_engine::encode_event)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| PipelineError::Replay(e.to_string()))
 }

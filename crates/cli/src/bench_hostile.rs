@@ -326,7 +326,7 @@ impl Catalogs {
             let before = self.state.previous_of(&change);
             let event = meta.event_after(&self.state, change, before);
             self.state.apply(&event)?;
-            let bytes = serde_json::to_vec(&event)?;
+            let bytes = berth_engine::encode_event(&event)?;
             let back = decode_event(event.seq, &bytes)
                 .map_err(|e| anyhow::anyhow!("an accepted event does not decode: {e}"))?;
             self.replica.apply(&back).map_err(|e| anyhow::anyhow!("an accepted event does not replay: {e}"))?;

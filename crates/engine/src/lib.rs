@@ -6,6 +6,7 @@
 //!   [`DomainError`]) without touching the state. The caller numbers the changes into events, makes them
 //!   durable, then applies them.
 //! - [`State::digest`] proves two states equal (migrations, backups).
+//! - [`codec`]: the stored event format (versioned), the one encoder and decoder of the log's bytes.
 //! - [`search`] answers rules-language queries against a state.
 //! - [`definitions`]: definition objects (pages, ...): one change kind, one module per kind.
 //! - [`access`] is the permission layer: [`execute`] authorizes every change a command makes for the
@@ -17,6 +18,7 @@
 pub mod access;
 pub mod aggregate;
 mod blueprints;
+pub mod codec;
 mod command;
 pub mod definitions;
 mod digest;
@@ -30,10 +32,11 @@ pub mod search;
 mod state;
 mod users;
 
+pub use codec::{decode_event, encode_event};
 pub use command::{Command, Outcome, WriteMeta, WriteMode, execute, resolve_batch_searches};
 pub use digest::{BlueprintDigest, CatalogDigest, LogDigest};
 pub use entities::resolve_searches;
-pub use state::{BlueprintEntry, Edge, RelationOf, State, StateError, Versions, decode_event};
+pub use state::{BlueprintEntry, Edge, RelationOf, State, StateError, Versions};
 pub use users::UserChanges;
 
 pub use berth_model::{Change, DomainError, Event};

@@ -359,19 +359,6 @@ fn worker_failed() -> StateError {
     StateError::Snapshot("a worker thread failed".into())
 }
 
-/// Decodes an event as stored at `seq`, checking that it says it is that event.
-pub fn decode_event(seq: u64, payload: &[u8]) -> Result<Event, StateError> {
-    let event: Event =
-        serde_json::from_slice(payload).map_err(|e| StateError::Invalid { seq, message: e.to_string() })?;
-    if event.seq != seq {
-        return Err(StateError::Invalid {
-            seq,
-            message: format!("the event stored at {seq} says it is {}", event.seq),
-        });
-    }
-    Ok(event)
-}
-
 impl State {
     /// The sequence number of the last applied event.
     pub fn seq(&self) -> u64 {

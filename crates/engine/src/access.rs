@@ -232,9 +232,21 @@ pub fn read_scope(state: &State, p: &Principal, blueprint: &str) -> ReadScope {
         (None, Some(policy)) => policy.clone(),
         (Some(rule), Some(policy)) => json!({"combinator": "and", "rules": [rule, policy]}),
     };
-    match Query::parse(&rules) {
+    match berth_model::query_context::parse_for(&rules, Some(&query_context(state, p))) {
         Ok(q) => ReadScope::Rules(q),
         Err(_) => ReadScope::Nothing,
+    }
+}
+
+/// What contextual values (`{"context": "user" | "userTeams"}`) read for `p`: its id, a user's name, and
+/// its teams with their descriptions.
+pub fn query_context(state: &State, p: &Principal) -> berth_model::query_context::QueryContext {
+    let user = state.user(&p.id);
+    berth_model::query_context::QueryContext {
+        id: p.id.clone(),
+        first_name: user.map(|u| u.first_name.clone()).unwrap_or_default(),
+        last_name: user.map(|u| u.last_name.clone()).unwrap_or_default(),
+        teams: p.teams.iter().map(|t| (t.clone(), state.team(t).and_then(|t| t.description.clone()))).collect(),
     }
 }
 

@@ -12,7 +12,8 @@
 //!   change kind for every "JSON definition with an identifier, written by Admins".
 //! - [`credential`]: machine credentials (secrets are stored only as hashes).
 //! - [`user`]: people who sign in (passwords are stored only as Argon2id hashes); [`team`]: teams.
-//! - [`query`]: the search rules language, parsed into a typed AST.
+//! - [`query`]: the search rules language, parsed into a typed AST; [`query_context`]: contextual values
+//!   (`{"context": "user" | "userTeams"}`) resolved for the caller before parsing.
 //! - [`permissions`]: who may read and write a blueprint's entities, and how entities are owned.
 //! - [`error`]: [`DomainError`], every way a request can be refused.
 //! - [`limits`]: bounds on what a write may put in the log (nesting depth, metadata sizes).
@@ -31,6 +32,7 @@ pub mod limits;
 pub mod permissions;
 pub mod public;
 pub mod query;
+pub mod query_context;
 pub mod schema;
 pub mod team;
 pub mod timestamp;

@@ -104,7 +104,8 @@ impl BlueprintPermissions {
             }
         }
         if let Some(policy) = &e.read.policy {
-            crate::query::Query::parse(policy)
+            // Contextual values are resolved for each reader; here they only have to be well formed.
+            crate::query_context::parse_for(policy, None)
                 .map_err(|err| DomainError::Invalid(format!("read policy: {}: {}", err.path, err.message)))?;
         }
         Ok(())

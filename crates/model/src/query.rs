@@ -28,8 +28,9 @@
 //!   15 hops. `matchAny` matches an entity when following `path` from it reaches one of the given entities.
 //! - Rules that need the catalog or the clock to be evaluated (graph rules, date presets) carry a `slot`,
 //!   unique within the query, where the engine keeps what it computed for them.
-//! - Not supported (refused with a 400 that says so): contextual values (`{"context": ...}`), which need the
-//!   caller's identity.
+//! - Contextual values (`{"context": "user" | "userTeams", "property": ...}`) are resolved for the caller
+//!   before parsing ([`crate::query_context`]); where no caller is known (queries inside entity writes), the
+//!   parser refuses them with a 400 that says so.
 //!
 //! A query that does not parse gives a [`QueryError`] naming the offending node by its path, such as
 //! `rules[2].rules[0]`, and what was expected there.
@@ -431,7 +432,9 @@ fn identifiers(obj: &Map<String, Value>, path: &str) -> Result<Vec<String>, Quer
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| err(path, "`value` must be an identifier or an array of identifiers")),
-        Some(Value::Object(_)) => Err(err(path, "contextual values ({\"context\": ...}) are not supported yet")),
+        Some(Value::Object(_)) => {
+            Err(err(path, "contextual values ({\"context\": ...}) are not supported in this query"))
+        }
         _ => Err(err(path, "`value` must be an identifier or a non-empty array of identifiers")),
     }
 }
@@ -566,7 +569,7 @@ fn parse_rule(obj: &Map<String, Value>, path: &str, slots: &mut usize) -> Result
         },
         (None, Some(Value::String(r))) => Target::Relation(r.clone()),
         (Some(Value::Object(_)), None) => {
-            return Err(err(path, "contextual properties ({\"context\": ...}) are not supported yet"));
+            return Err(err(path, "contextual properties ({\"context\": ...}) are not supported in this query"));
         }
         (Some(_), Some(_)) => return Err(err(path, "a rule names a `property` or a `relation`, not both")),
         (Some(other), None) | (None, Some(other)) => {

@@ -17,12 +17,15 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Params, PathParams};
 
-fn parse(v: &Value) -> ApiResult<Query> {
-    Query::parse(v).map_err(|e| ApiError::bad_request(format!("invalid query at {}: {}", e.path, e.message)))
+/// A query as `caller` sends it: contextual values (`{"context": "user" | "userTeams"}`) read as the caller's.
+fn parse(app: &AppState, caller: &Caller, v: &Value) -> ApiResult<Query> {
+    let ctx = berth_engine::access::query_context(&app.pipeline.view(), &caller.principal());
+    berth_model::query_context::parse_for(v, Some(&ctx))
+        .map_err(|e| ApiError::bad_request(format!("invalid query at {}: {}", e.path, e.message)))
 }
 
 #[utoipa::path(post, path = "/v1/entities/search", tag = "Search", summary = "Search entities of every blueprint",
-    description = "The body is a rules-language query: `{\"combinator\": \"and\"|\"or\", \"rules\": [...]}` with rules `{property, operator, value}` (meta-properties `$identifier $title $team $icon $blueprint $createdAt $updatedAt $createdBy $updatedBy $datasource`) or `{relation, operator, value}`, nested groups allowed; graph rules `relatedTo` (`blueprint`, `value`, `direction`, `required`) and `matchAny` (`property.path`, `value`); `propertySchema` rules; date presets `{\"preset\", \"timeZone\"}`. A top-level `$blueprint` rule restricts the blueprints searched. At most 50,000 entities are answered (more is a 400: page through one blueprint instead); a search that runs longer than 10 s is stopped with a 503 `search_timeout`.",
+    description = "The body is a rules-language query: `{\"combinator\": \"and\"|\"or\", \"rules\": [...]}` with rules `{property, operator, value}` (meta-properties `$identifier $title $team $icon $blueprint $createdAt $updatedAt $createdBy $updatedBy $datasource`) or `{relation, operator, value}`, nested groups allowed; graph rules `relatedTo` (`blueprint`, `value`, `direction`, `required`) and `matchAny` (`property.path`, `value`); `propertySchema` rules; date presets `{\"preset\", \"timeZone\"}`; contextual values `{\"context\": \"user\" | \"userTeams\", \"property\"}` read as the caller's. A top-level `$blueprint` rule restricts the blueprints searched. At most 50,000 entities are answered (more is a 400: page through one blueprint instead); a search that runs longer than 10 s is stopped with a 503 `search_timeout`.",
     security(("bearer" = [])),
     params(("include" = Option<Vec<String>>, Query, description = "Fields to return"), ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out"),
         ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`")),
@@ -35,7 +38,7 @@ pub async fn search_all(
     q: Params,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
-    let query = parse(&body)?;
+    let query = parse(&app, &caller, &body)?;
     let view = app.pipeline.view();
     let answer = crate::searching::run(&app, move || {
         let scoped = crate::access::scoped(&view, &caller);
@@ -108,7 +111,7 @@ pub async fn search_blueprint(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!("`limit` must be between 1 and 1000, got {limit}")));
     }
-    let query = body.query.as_ref().map(parse).transpose()?;
+    let query = body.query.as_ref().map(|q| parse(&app, &caller, q)).transpose()?;
     let view = app.pipeline.view();
     if view.blueprint(&blueprint).is_none() {
         return Err(ApiError::not_found(format!("blueprint `{blueprint}` was not found")));
@@ -192,7 +195,7 @@ pub async fn aggregate(
             body.func
         ))
     })?;
-    let query = parse(&body.query)?;
+    let query = parse(&app, &caller, &body.query)?;
     let per = match &body.average_of {
         Some(p) => Some(Per::parse(p).ok_or_else(|| {
             ApiError::bad_request(format!("`averageOf` must be hour, day, week, month or total; got {p:?}"))

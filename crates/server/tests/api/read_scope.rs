@@ -222,3 +222,55 @@ async fn writes_to_hidden_entities_answer_as_missing_ones() {
     }
     assert_eq!(s.get("/v1/blueprints/service/entities/svc-b").await.status, StatusCode::OK, "untouched");
 }
+
+/// Contextual values (Port's `{"context": "user" | "userTeams"}`): a search reads them as the caller's, and
+/// a read policy written with them narrows each reader to its own share.
+#[tokio::test]
+async fn contextual_values_read_as_the_caller() {
+    let s = setup().await;
+    let a = app_token(&s, "member-a", &["Member"], &["A"]).await;
+    let b = app_token(&s, "member-b", &["Member"], &["B"]).await;
+    let mine = json!({"combinator": "and", "rules": [
+        {"property": "$team", "operator": "containsAny", "value": {"context": "userTeams", "property": "$identifier"}}]});
+    let search = "/v1/blueprints/service/entities/search";
+    let (st, body) = call(&s, &a, Method::POST, search, Some(json!({"query": mine}))).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(ids(&body), vec!["svc-a", "svc-a2"]);
+    let (_, body) = call(&s, &b, Method::POST, search, Some(json!({"query": mine}))).await;
+    assert_eq!(ids(&body), vec!["svc-b"]);
+    // The Admin belongs to no team: nothing is its own.
+    let admin = s.post(search, json!({"query": mine})).await;
+    assert_eq!(ids(&admin.body), Vec::<String>::new());
+    // A rule about the caller itself is decided for the caller.
+    let only_a = json!({"combinator": "and", "rules": [
+        {"property": {"context": "userTeams", "property": "name"}, "operator": "in", "value": ["A"]}]});
+    let (_, body) = call(&s, &a, Method::POST, search, Some(json!({"query": only_a}))).await;
+    assert_eq!(ids(&body).len(), 3);
+    let (_, body) = call(&s, &b, Method::POST, search, Some(json!({"query": only_a}))).await;
+    assert_eq!(ids(&body), Vec::<String>::new());
+
+    // A read policy with a contextual value: Members read only what their team owns, by the policy.
+    let r = s
+        .call(
+            Method::PATCH,
+            "/v1/blueprints/service/permissions",
+            Some(json!({"entities": {"read": {"roles": ["Member"], "policy": mine}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let all = json!({"combinator": "and", "rules": []});
+    let (_, body) = call(&s, &b, Method::POST, search, Some(json!({"query": all}))).await;
+    assert_eq!(ids(&body), vec!["svc-b"]);
+    let (st, _) = call(&s, &b, Method::GET, "/v1/blueprints/service/entities/svc-a", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "hidden by the policy, like a missing entity");
+    let (_, body) = call(&s, &a, Method::GET, "/v1/blueprints/service/entities-count", None).await;
+    assert_eq!(body["count"], json!(2));
+
+    // Bad contextual values are 400s naming the rule; a policy with one is refused as written.
+    let bad = json!({"combinator": "and", "rules": [{"property": "$team", "operator": "=", "value": {"context": "org", "property": "x"}}]});
+    s.post(search, json!({"query": bad.clone()})).await.assert_error(400, "bad_request");
+    let r = s
+        .call(Method::PATCH, "/v1/blueprints/service/permissions", Some(json!({"entities": {"read": {"policy": bad}}})))
+        .await;
+    r.assert_error(422, "invalid_request");
+}

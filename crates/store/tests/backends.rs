@@ -7,25 +7,7 @@ use std::sync::Arc;
 use berth_store::postgres::PostgresStore;
 use berth_store::redis::RedisStore;
 use berth_store::{LogStore, conformance};
-
-fn postgres_base() -> String {
-    std::env::var("BERTH_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn redis_base() -> String {
-    std::env::var("BERTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A name no other test run uses, so runs can share one server.
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("t_{tag}_{}_{:x}", std::process::id(), nanos & 0xffff_ffff)
-}
-
-fn with_param(base: &str, key: &str, value: &str) -> String {
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}{key}={value}")
-}
+use berth_testkit::stores::{postgres_base, redis_base, tls_ca, unique, with_param};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_conformance() {
@@ -106,11 +88,6 @@ async fn redis_orphans_past_the_head_are_neither_read_nor_in_the_way() {
     assert_eq!(store.append(3, vec![b"four".to_vec()]).await.expect("append"), 4);
     assert_eq!(store.read_from(0, 10).await.expect("read").len(), 4);
     store.delete_all().await.expect("clean up");
-}
-
-fn tls_ca() -> String {
-    std::env::var("BERTH_TEST_TLS_CA")
-        .expect("BERTH_TEST_TLS_CA: the test CA's PEM file (scripts/test makes it and the TLS servers)")
 }
 
 /// H3: PostgreSQL over TLS with libpq's sslmode: `require` and `verify-full` (against the test CA) pass the

@@ -20,33 +20,24 @@ struct Ui {
     base: String,
     /// A client that does not follow redirects and keeps no cookies (tests pass the cookie themselves).
     http: reqwest::Client,
+    /// The API token of the test Admin credential.
     token: String,
-    _dir: tempfile::TempDir,
+    _server: berth_testkit::server::TestServer,
 }
 
+/// A server with the UI and the demo catalog, whose first Admin user signs in with [`EMAIL`] / [`PASSWORD`].
 async fn start() -> Ui {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = berth_server::ServerConfig::new(dir.path().to_path_buf());
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.bootstrap_client_id = Some("ui-admin".into());
-    config.bootstrap_client_secret = Some("ui-secret-0123456789".into());
-    config.bootstrap_admin_email = Some(EMAIL.into());
-    config.bootstrap_admin_password = Some(PASSWORD.into());
-    config.demo = true;
-    let server = berth_server::start(config).await.expect("starts").with_ui(berth_web::router());
-    let base = format!("http://{}", server.info.addr);
-    tokio::spawn(async move { server.run(std::future::pending()).await.expect("runs") });
+    let server = berth_testkit::server::TestServer::start_with_ui(
+        |config| {
+            config.bootstrap_admin_email = Some(EMAIL.into());
+            config.bootstrap_admin_password = Some(PASSWORD.into());
+            config.demo = true;
+        },
+        berth_web::router(),
+    )
+    .await;
     let http = reqwest::Client::builder().redirect(Policy::none()).build().expect("client");
-    let t: Value = http
-        .post(format!("{base}/v1/auth/access_token"))
-        .json(&json!({"clientId": "ui-admin", "clientSecret": "ui-secret-0123456789"}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    Ui { base, http, token: t["accessToken"].as_str().expect("token").to_string(), _dir: dir }
+    Ui { base: server.base.clone(), http, token: server.token.clone(), _server: server }
 }
 
 impl Ui {

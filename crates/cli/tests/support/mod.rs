@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use berth_testkit::stores::{postgres_url, redis_url, sqlite_url, unique};
 use serde_json::{Value, json};
 
 /// The signing key every server these start shares (replicas must agree on one).
@@ -20,34 +23,6 @@ pub const ADMIN_PASSWORD: &str = "admin-password-42";
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-/// A name no other test uses, so tests and runs can share one database server.
-pub fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("t_{tag}_{}_{:x}", std::process::id(), nanos & 0xffff_ffff)
-}
-
-fn with_param(base: &str, key: &str, value: &str) -> String {
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}{key}={value}")
-}
-
-/// A store URL of a fresh, empty PostgreSQL schema.
-pub fn postgres_url(tag: &str) -> String {
-    let base =
-        std::env::var("BERTH_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    with_param(&base, "schema", &unique(tag))
-}
-
-/// A store URL of a fresh, empty Redis key prefix.
-pub fn redis_url(tag: &str) -> String {
-    let base = std::env::var("BERTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    with_param(&base, "prefix", &unique(tag))
-}
-
-pub fn sqlite_url(dir: &Path, name: &str) -> String {
-    format!("sqlite://{}", dir.join(name).display())
 }
 
 /// A `berth serve` child process.

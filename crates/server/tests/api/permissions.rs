@@ -6,15 +6,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::TestServer;
+pub use crate::common::app_token;
 
 /// A credential with these roles and teams, and its token.
-pub async fn app_token(s: &TestServer, name: &str, roles: &[&str], teams: &[&str]) -> String {
-    let a = s.post("/v1/apps", json!({"name": name, "roles": roles, "teams": teams})).await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
-    let app = &a.body["app"];
-    s.token_for(app["clientId"].as_str().expect("id"), app["clientSecret"].as_str().expect("secret")).await
-}
-
 pub async fn call(s: &TestServer, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
     let bytes = body.map(|b| serde_json::to_vec(&b).expect("json"));
     let a = s.raw(method, path, bytes, Some(token)).await;

@@ -3,15 +3,17 @@
 //! [`Scoped`] wraps one published [`State`] for one caller. Each blueprint's read scope
 //! ([`access::read_scope`]) is compiled at most once per view into a typed [`Query`] prepared against the
 //! state ([`Ctx`]), so judging an entity costs one evaluation, never a parse. Every entity read of the API and
-//! the UI asks a `Scoped`: a hidden entity is answered exactly like a missing one, searches are narrowed by
-//! joining the typed scope to the typed query ([`Scoped::narrow`], [`Scoped::narrow_all`]), never by reading
-//! the caller's JSON, and the blueprints a cross-blueprint search visits are those the *parsed* query names.
+//! the UI asks a `Scoped`: a hidden entity is answered exactly like a missing one. Searches, lists, counts
+//! and aggregates are run *through* it ([`Scoped::search_page`], [`Scoped::list`], [`Scoped::count`],
+//! [`Scoped::for_each_match`], [`Scoped::aggregate`]), which join the typed scope to the typed query before
+//! the engine sees it, so a frontend cannot search without narrowing; the blueprints a cross-blueprint search
+//! visits are those the *parsed* query names.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use berth_model::query::Query;
-use berth_model::{Entity, Timestamp};
+use berth_model::query::{Query, SortKey};
+use berth_model::{DomainError, Entity, Timestamp};
 
 use crate::State;
 use crate::access::{self, Principal, ReadScope};
@@ -49,6 +51,66 @@ impl<'s> Scoped<'s> {
     /// reads go through the methods of this view.
     pub fn state(&self) -> &'s State {
         self.state
+    }
+
+    /// A page of the readable entities of `blueprint` matching `query` (every one when `None`), ordered by
+    /// `sort` (identifier order when empty), after the cursor `from`.
+    pub fn search_page(
+        &self,
+        blueprint: &str,
+        query: Option<Query>,
+        sort: &[SortKey],
+        from: Option<&str>,
+        limit: usize,
+    ) -> Result<search::Page, DomainError> {
+        let query = self.narrow(blueprint, query);
+        search::search_blueprint_sorted(self.state, blueprint, query.as_ref(), sort, self.now, from, limit)
+    }
+
+    /// Every readable entity of `blueprint`, in identifier order.
+    pub fn list(&self, blueprint: &str) -> Result<Vec<Arc<Entity>>, DomainError> {
+        Ok(match self.narrow(blueprint, None) {
+            None => self.state.entities_of(blueprint).cloned().collect(),
+            Some(query) => search::scan(self.state, blueprint, &query, self.now)?,
+        })
+    }
+
+    /// How many readable entities of `blueprint` match `query` (every one when `None`): O(1) for a caller
+    /// who reads the whole blueprint, else the aggregate count with its index fast paths.
+    pub fn count(&self, blueprint: &str, query: Option<Query>) -> Result<usize, DomainError> {
+        match self.narrow(blueprint, query) {
+            None => Ok(self.state.entity_count(blueprint)),
+            Some(q) => {
+                // One flat `and`, so the aggregate's fast paths (value counts) recognise a single enum filter.
+                let agg = crate::aggregate::Aggregation {
+                    func: crate::aggregate::Func::Count,
+                    query: Query::of_blueprint(blueprint).and(q),
+                    property: None,
+                    group_by: None,
+                    per: None,
+                    measure_time_by: None,
+                };
+                let out = crate::aggregate::aggregate(self.state, &agg, self.now)?;
+                Ok(out.result.as_u64().map_or(0, |n| n as usize))
+            }
+        }
+    }
+
+    /// Calls `f` on every readable entity matching `query` across blueprints; answers the blueprints that had
+    /// matches.
+    pub fn for_each_match(&self, query: Query, f: impl FnMut(&'s Arc<Entity>)) -> Result<Vec<String>, DomainError> {
+        let query = self.narrow_all(query);
+        search::for_each_match(self.state, &query, self.now, f)
+    }
+
+    /// An aggregate over the readable entities its query matches (what the caller may not read is not
+    /// counted either).
+    pub fn aggregate(
+        &self,
+        mut agg: crate::aggregate::Aggregation,
+    ) -> Result<crate::aggregate::Aggregated, DomainError> {
+        agg.query = self.narrow_all(agg.query);
+        crate::aggregate::aggregate(self.state, &agg, self.now)
     }
 
     pub fn now(&self) -> Timestamp {
@@ -101,7 +163,7 @@ impl<'s> Scoped<'s> {
 
     /// `query` (or everything) of `blueprint`, narrowed to what the caller may read: `None` means every
     /// entity. The scope's rules join the query's top level, where the planner can use them.
-    pub fn narrow(&self, blueprint: &str, query: Option<Query>) -> Option<Query> {
+    pub(crate) fn narrow(&self, blueprint: &str, query: Option<Query>) -> Option<Query> {
         if self.admin {
             return query;
         }
@@ -119,7 +181,7 @@ impl<'s> Scoped<'s> {
     /// `query` across blueprints narrowed to what the caller may read. The blueprints considered are those
     /// the parsed query restricts itself to (its top-level `$blueprint` rule), or all of them; each brings
     /// its own scope, joined by `or`.
-    pub fn narrow_all(&self, query: Query) -> Query {
+    pub(crate) fn narrow_all(&self, query: Query) -> Query {
         if self.admin {
             return query;
         }

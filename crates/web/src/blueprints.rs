@@ -126,11 +126,7 @@ fn render(
         title: def.title.clone(),
         icon: crate::fmt::glyph(def.icon.as_deref()),
         description: def.description.clone().unwrap_or_default(),
-        count: crate::table::visible_count(
-            &view,
-            &berth_server::access::scoped(&view, &session.caller),
-            &def.identifier,
-        ),
+        count: crate::table::visible_count(&berth_server::access::scoped(&view, &session.caller), &def.identifier),
         props,
         relations,
         derived,

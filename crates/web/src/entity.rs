@@ -125,7 +125,7 @@ pub async fn page(
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|t| readable(&r.target, t))
-                .map(|t| Link { href: entity_href(&r.target, t), text: title_of(&view, &r.target, t) })
+                .map(|t| Link { href: entity_href(&r.target, t), text: title_of(&scoped, &r.target, t) })
                 .collect(),
         })
         .collect();
@@ -134,7 +134,7 @@ pub async fn page(
         let label = format!("{} ← (their `{}`)", edge.blueprint(), edge.relation());
         let link = Link {
             href: entity_href(edge.blueprint(), &edge.identifier),
-            text: title_of(&view, edge.blueprint(), &edge.identifier),
+            text: title_of(&scoped, edge.blueprint(), &edge.identifier),
         };
         match incoming.iter_mut().find(|g| g.label == label) {
             Some(g) => g.links.push(link),
@@ -213,8 +213,9 @@ pub async fn page(
     html(&page)
 }
 
-fn title_of(view: &berth_engine::State, bp: &str, id: &str) -> String {
-    view.entity(bp, id).and_then(|e| e.title.clone()).unwrap_or_else(|| id.to_string())
+/// A related entity's title, as the session may read it (else its identifier).
+fn title_of(scoped: &berth_server::access::Scoped<'_>, bp: &str, id: &str) -> String {
+    scoped.title(bp, id).map_or_else(|| id.to_string(), str::to_string)
 }
 
 #[derive(Template)]

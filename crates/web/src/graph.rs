@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use berth_model::Entity;
 use berth_server::AppState;
+use berth_server::access::Scoped;
 
 use crate::entity::entity_href;
 use crate::fmt::esc;
@@ -35,14 +36,11 @@ pub struct Neighbourhood {
     pub truncated: bool,
 }
 
-/// The walk goes only through nodes `visible` accepts: a hidden entity is neither shown nor walked through.
-pub fn neighbourhood(
-    state: &berth_engine::State,
-    bp: &str,
-    id: &str,
-    hops: usize,
-    visible: &dyn Fn(&str, &str) -> bool,
-) -> Neighbourhood {
+/// The walk goes only through entities the caller of `scoped` may read: a hidden entity is neither shown nor
+/// walked through.
+pub fn neighbourhood(scoped: &Scoped<'_>, bp: &str, id: &str, hops: usize) -> Neighbourhood {
+    let state = scoped.state();
+    let visible = |b: &str, i: &str| scoped.entity(b, i).is_some();
     let start: Node = (bp.to_string(), id.to_string());
     let mut layers = HashMap::from([(start.clone(), 0i64)]);
     let mut queue = VecDeque::from([(start, 0usize)]);
@@ -51,7 +49,7 @@ pub fn neighbourhood(
     while let Some((node, depth)) = queue.pop_front() {
         let layer = layers[&node];
         let mut next: Vec<(Node, i64, (Node, Node, String))> = Vec::new();
-        if let Some(e) = state.entity(&node.0, &node.1) {
+        if let Some(e) = scoped.entity(&node.0, &node.1) {
             let Some(def) = state.blueprint(&node.0) else { continue };
             for (rel, value) in &e.relations {
                 let Some(r) = def.def.relations.get(rel) else { continue };
@@ -89,8 +87,8 @@ pub fn neighbourhood(
     Neighbourhood { layers, edges, truncated }
 }
 
-/// Draws a neighbourhood as SVG (safe HTML).
-pub fn svg(state: &berth_engine::State, n: &Neighbourhood, centre: &Node) -> String {
+/// Draws a neighbourhood as SVG (safe HTML), with the titles the caller of `scoped` may read.
+pub fn svg(scoped: &Scoped<'_>, n: &Neighbourhood, centre: &Node) -> String {
     let mut by_layer: BTreeMap<i64, Vec<&Node>> = BTreeMap::new();
     for (node, layer) in &n.layers {
         by_layer.entry(*layer).or_default().push(node);
@@ -127,7 +125,7 @@ pub fn svg(state: &berth_engine::State, n: &Neighbourhood, centre: &Node) -> Str
     let mut nodes: Vec<(&&Node, &(i64, i64))> = pos.iter().collect();
     nodes.sort();
     for (node, (x, y)) in nodes {
-        let title = state.entity(&node.0, &node.1).and_then(|e| e.title.clone()).unwrap_or_else(|| node.1.clone());
+        let title = scoped.title(&node.0, &node.1).map_or_else(|| node.1.clone(), str::to_string);
         let short: String = if title.chars().count() > 24 {
             format!("{}…", title.chars().take(23).collect::<String>())
         } else {
@@ -173,13 +171,13 @@ pub async fn page(
     let hops = p.get("hops").and_then(|h| h.parse::<usize>().ok()).unwrap_or(2).clamp(1, MAX_HOPS);
     // Entities the session may not read are left out, with their edges, and not walked through.
     let scoped = berth_server::access::scoped(&view, &session.caller);
-    let n = neighbourhood(&view, &bp, &id, hops, &|b, i| scoped.entity(b, i).is_some());
+    let n = neighbourhood(&scoped, &bp, &id, hops);
     let page = GraphPage {
         layout: session.layout(&app, "Graph", bp.clone()),
         title: e.title.clone().unwrap_or_else(|| id.clone()),
         base: entity_href(&bp, &id),
         hops,
-        svg: svg(&view, &n, &(bp.clone(), id.clone())),
+        svg: svg(&scoped, &n, &(bp.clone(), id.clone())),
         nodes: n.layers.len(),
         truncated: n.truncated,
     };

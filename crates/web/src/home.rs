@@ -90,7 +90,7 @@ pub async fn home(State(app): State<AppState>, session: Session) -> UiResult<Res
             id: b.def.identifier.clone(),
             title: b.def.title.clone(),
             icon: crate::fmt::glyph(b.def.icon.as_deref()),
-            count: crate::table::visible_count(&view, &scoped, &b.def.identifier),
+            count: crate::table::visible_count(&scoped, &b.def.identifier),
             description: b.def.description.clone().unwrap_or_default(),
         })
         .collect();
@@ -144,15 +144,14 @@ async fn find(app: &AppState, session: &Session, q: &str, limit: usize) -> UiRes
     ]});
     let query = berth_model::query::Query::parse(&rules)
         .map_err(|e| crate::page::UiError::new(axum::http::StatusCode::BAD_REQUEST, e.message))?;
-    let scoped = berth_server::access::scoped(&view, &session.caller);
-    let query = scoped.narrow_all(query);
     let titles: std::collections::HashMap<String, String> =
         view.blueprints().map(|b| (b.def.identifier.clone(), b.def.title.clone())).collect();
-    let (v, now) = (std::sync::Arc::clone(&view), scoped.now());
+    let caller = session.caller.clone();
     // Off the async workers, under the search deadline.
     let hits = berth_server::searching::run(app, move || {
+        let scoped = berth_server::access::scoped(&view, &caller);
         let mut hits = Vec::new();
-        berth_engine::search::for_each_match(&v, &query, now, |e| {
+        scoped.for_each_match(query, |e| {
             if hits.len() < limit {
                 hits.push(Hit {
                     href: format!("/entities/{}/{}", encode(&e.blueprint), encode(&e.identifier)),

@@ -9,7 +9,6 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use berth_engine::aggregate::{Aggregation, Func};
 use berth_model::Blueprint;
 use berth_model::date_preset::PRESET_NAMES;
 use berth_model::query::{Query as Rules, parse_sort};
@@ -268,7 +267,6 @@ pub async fn page(
     let entry = view.blueprint(&bp).ok_or_else(|| UiError::not_found(format!("there is no blueprint `{bp}`")))?;
     let def = &entry.def;
     let scoped = berth_server::access::scoped(&view, &session.caller);
-    let now = scoped.now();
     let limit = p.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(DEFAULT_LIMIT).clamp(1, 500);
     let known = all_columns(def);
     // Only the parameters this page reads are kept (they are copied into every link of the page).
@@ -301,10 +299,10 @@ pub async fn page(
         }
     };
     let query = match chosen.as_ref().map(Rules::parse).transpose() {
-        Ok(q) => scoped.narrow(&bp, q),
+        Ok(q) => q,
         Err(e) => {
             error = Some(format!("{}: {}", e.path, e.message));
-            scoped.narrow(&bp, None)
+            None
         }
     };
     let sort_keys = if sort.is_empty() {
@@ -315,23 +313,22 @@ pub async fn page(
     };
     let from = p.get("from");
     // The page and its count run off the async workers, under the search deadline (as API searches do).
-    let (v, blueprint, q, keys, after) =
-        (std::sync::Arc::clone(&view), bp.clone(), query.clone(), sort_keys.clone(), from.map(str::to_string));
+    let (v, caller, blueprint, q, keys, after) = (
+        std::sync::Arc::clone(&view),
+        session.caller.clone(),
+        bp.clone(),
+        query.clone(),
+        sort_keys.clone(),
+        from.map(str::to_string),
+    );
     let searched = berth_server::searching::run(&app, move || {
-        let page = berth_engine::search::search_blueprint_sorted(
-            &v,
-            &blueprint,
-            q.as_ref(),
-            &keys,
-            now,
-            after.as_deref(),
-            limit,
-        )?;
-        let count = match &q {
-            None => v.entity_count(&blueprint),
-            // The first page holds every match: no second pass to count them.
-            Some(_) if after.is_none() && page.next.is_none() => page.entities.len(),
-            Some(q) => count(&v, &blueprint, Some(q), now).unwrap_or(0),
+        let scoped = berth_server::access::scoped(&v, &caller);
+        let page = scoped.search_page(&blueprint, q.clone(), &keys, after.as_deref(), limit)?;
+        // The first page holds every match: no second pass to count them.
+        let count = if after.is_none() && page.next.is_none() {
+            page.entities.len()
+        } else {
+            scoped.count(&blueprint, q).unwrap_or(0)
         };
         Ok((page.entities, page.next, count))
     })
@@ -383,7 +380,7 @@ pub async fn page(
         choosable,
         rows,
         count,
-        total: visible_count(&view, &scoped, &bp),
+        total: visible_count(&scoped, &bp),
         filters: filters(def, &p, &scoped),
         q: p.get("q").unwrap_or("").to_string(),
         sort,
@@ -398,30 +395,8 @@ pub async fn page(
 }
 
 /// How many entities of `bp` the caller of `scoped` may read.
-pub fn visible_count(view: &berth_engine::State, scoped: &Scoped<'_>, bp: &str) -> usize {
-    match scoped.narrow(bp, None) {
-        None => view.entity_count(bp),
-        Some(q) => count(view, bp, Some(&q), scoped.now()).unwrap_or(0),
-    }
-}
-
-/// How many entities of `bp` match `query` (the aggregate count, with its index fast paths).
-pub fn count(
-    state: &berth_engine::State,
-    bp: &str,
-    query: Option<&Rules>,
-    now: berth_model::Timestamp,
-) -> Option<usize> {
-    // One flat `and`, so the aggregate's fast paths (value counts) recognise a single enum filter.
-    let all = Rules::of_blueprint(bp);
-    let query = match query {
-        Some(q) => all.and(q.clone()),
-        None => all,
-    };
-    let agg =
-        Aggregation { func: Func::Count, query, property: None, group_by: None, per: None, measure_time_by: None };
-    let out = berth_engine::aggregate::aggregate(state, &agg, now).ok()?;
-    out.result.as_u64().map(|n| n as usize)
+pub fn visible_count(scoped: &Scoped<'_>, bp: &str) -> usize {
+    scoped.count(bp, None).unwrap_or(0)
 }
 
 /// The most columns a table shows, and the most query parameters a table page keeps.

@@ -321,14 +321,7 @@ pub async fn list(
     let entities = crate::searching::run(&app, move || {
         let scoped = crate::access::scoped(&view, &caller);
         let projection = Projection::from_params(&q)?.with_view(&scoped);
-        let entities: Vec<Value> = match scoped.narrow(&blueprint, None) {
-            None => view.entities_of(&blueprint).map(|e| render::entity(e, &projection)).collect(),
-            Some(query) => berth_engine::search::scan(&view, &blueprint, &query, scoped.now())?
-                .iter()
-                .map(|e| render::entity(e, &projection))
-                .collect(),
-        };
-        Ok(entities)
+        Ok(scoped.list(&blueprint)?.iter().map(|e| render::entity(e, &projection)).collect::<Vec<Value>>())
     })
     .await?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "entities": entities}), None))
@@ -348,14 +341,8 @@ pub async fn count(
     if view.blueprint(&blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint).into());
     }
-    let count = crate::searching::run(&app, move || {
-        let scoped = crate::access::scoped(&view, &caller);
-        Ok(match scoped.narrow(&blueprint, None) {
-            None => view.entity_count(&blueprint),
-            Some(query) => berth_engine::search::count_blueprint(&view, &blueprint, &query, scoped.now())?,
-        })
-    })
-    .await?;
+    let count =
+        crate::searching::run(&app, move || Ok(crate::access::scoped(&view, &caller).count(&blueprint, None)?)).await?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "count": count}), None))
 }
 

@@ -42,11 +42,10 @@ pub async fn search_all(
     let view = app.pipeline.view();
     let answer = crate::searching::run(&app, move || {
         let scoped = crate::access::scoped(&view, &caller);
-        let query = scoped.narrow_all(query);
         let projection = Projection::from_params(&q)?.with_view(&scoped);
         let mut found = Vec::new();
         let mut over = false;
-        let matching = search::for_each_match(&view, &query, scoped.now(), |e| {
+        let matching = scoped.for_each_match(query, |e| {
             if found.len() < MAX_SEARCH_ALL {
                 found.push(std::sync::Arc::clone(e));
             } else {
@@ -132,17 +131,8 @@ pub async fn search_blueprint(
     };
     let answer = crate::searching::run(&app, move || {
         let scoped = crate::access::scoped(&view, &caller);
-        let query = scoped.narrow(&blueprint, query);
         let projection = Projection::from_params(&Params(pairs))?.with_view(&scoped);
-        let page = search::search_blueprint_sorted(
-            &view,
-            &blueprint,
-            query.as_ref(),
-            &sort,
-            scoped.now(),
-            body.from.as_deref(),
-            limit,
-        )?;
+        let page = scoped.search_page(&blueprint, query, &sort, body.from.as_deref(), limit)?;
         let entities: Vec<Value> = page.entities.iter().map(|e| render::entity(e, &projection)).collect();
         let mut answer = json!({"ok": true, "entities": entities});
         if let Some(next) = page.next {
@@ -243,9 +233,7 @@ pub async fn aggregate(
     let out = crate::searching::run(&app, move || {
         // What the caller may not read is not counted either.
         let scoped = crate::access::scoped(&view, &caller);
-        let query = scoped.narrow_all(query);
-        let agg = Aggregation { func, query, property, group_by, per, measure_time_by };
-        Ok(berth_engine::aggregate::aggregate(&view, &agg, scoped.now())?)
+        Ok(scoped.aggregate(Aggregation { func, query, property, group_by, per, measure_time_by })?)
     })
     .await?;
     let mut answer =

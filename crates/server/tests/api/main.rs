@@ -9,6 +9,7 @@ mod common;
 mod entities;
 mod errors;
 mod feed;
+mod layering;
 mod lifecycle;
 mod pages;
 mod permissions;

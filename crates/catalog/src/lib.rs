@@ -8,6 +8,7 @@
 //!   through a cursor lease; what leaves the process is the public event form (`berth_model::public`).
 //! - [`history`]: an entity's versions and the entity at a time, read through the version index.
 //! - [`audit`]: the audit log's pages, in the public event form, scoped to the viewer.
+//! - [`refusals`]: refused requests stopped before the pipeline, recorded in the log in the background.
 //! - [`now`]: the clock every write and every read's time-based rule uses.
 //! - `testing` (feature `testing`): a store with injected failures and counted reads, for unit tests.
 //!
@@ -18,6 +19,7 @@ pub mod audit;
 pub mod feed;
 pub mod history;
 pub mod pipeline;
+pub mod refusals;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod invitations;
 pub mod keys;
 pub mod openapi;
 pub mod rate_limit;

@@ -328,7 +328,7 @@ pub async fn accept_invite(State(app): State<AppState>, headers: HeaderMap, form
     if password != form.raw("password2") {
         return again("The two passwords differ.".into(), StatusCode::UNPROCESSABLE_ENTITY);
     }
-    match berth_server::routes::users::accept_invitation(&app, Origin::Ui, email, code, password).await {
+    match berth_server::invitations::accept(&app, Origin::Ui, email, code, password).await {
         Ok((user, seq)) => {
             app.pipeline.wait_applied(seq, std::time::Duration::from_secs(5)).await;
             sign_in(&app, &user, "/", &headers)

@@ -62,9 +62,9 @@ async fn record_refusals(
     response
 }
 
-/// Writes a refused change request (`method` on `path`, stopped by an Admin check before the catalog saw it)
-/// to the log, in the background: the answer does not wait, and a failing store does not change it. The API
-/// and the UI both record through here.
+/// Records a refused change request (`method` on `path`, stopped by an Admin check before the catalog saw it)
+/// through [`berth_catalog::refusals`]: in the background, so the answer does not wait. The API and the UI
+/// both record through here; this maps the HTTP request to what it tried to do.
 pub fn record_refusal(
     app: &AppState,
     meta: berth_engine::WriteMeta,
@@ -79,18 +79,15 @@ pub fn record_refusal(
     };
     // `/v1/apps/x` → app, `/blueprints/x/properties` (UI) → blueprint, `.../permissions` → permissions.
     let resource = path.trim_start_matches("/v1").split('/').nth(1).unwrap_or("").trim_end_matches('s').to_string();
-    let command = berth_engine::Command::Refuse {
-        resource: if path.ends_with("/permissions") { "permissions".into() } else { resource },
-        action: action.into(),
-        blueprint: None,
-        identifier: Some(path.to_string()),
+    let resource = if path.ends_with("/permissions") { "permissions".into() } else { resource };
+    let refusal = berth_catalog::refusals::Refusal {
+        resource,
+        action,
+        identifier: path.to_string(),
         code,
         message: "only an Admin may do this".into(),
     };
-    let app = app.clone();
-    tokio::spawn(async move {
-        let _ = app.pipeline.write_one(meta, command).await;
-    });
+    berth_catalog::refusals::record(&app.pipeline, meta, refusal);
 }
 
 /// [`require_admin`] for a request `require_auth` has identified (route layers run it before any body is

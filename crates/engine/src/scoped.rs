@@ -156,9 +156,10 @@ impl<'s> Scoped<'s> {
         self.entity(blueprint, identifier).and_then(|e| e.title.as_deref())
     }
 
-    /// The readable entities of a blueprint, in identifier order.
+    /// The readable entities of a blueprint, in identifier order. Under a search deadline
+    /// ([`search::with_deadline`]) it ends early once the deadline has passed, which the deadline reports.
     pub fn entities_of<'a>(&'a self, blueprint: &'a str) -> impl Iterator<Item = &'s Arc<Entity>> + 'a {
-        self.state.entities_of(blueprint).filter(move |e| self.can_read(e))
+        self.state.entities_of(blueprint).take_while(|_| !search::interrupted()).filter(move |e| self.can_read(e))
     }
 
     /// `query` (or everything) of `blueprint`, narrowed to what the caller may read: `None` means every

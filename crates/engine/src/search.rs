@@ -830,7 +830,7 @@ pub fn with_deadline<T>(deadline: std::time::Instant, f: impl FnOnce() -> T) -> 
 }
 
 /// Whether this thread's search has passed its deadline.
-fn interrupted() -> bool {
+pub(crate) fn interrupted() -> bool {
     if EXPIRED.get() {
         return true;
     }

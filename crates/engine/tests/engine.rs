@@ -930,6 +930,11 @@ fn searches_stop_at_their_deadline() {
     let later = std::time::Instant::now() + std::time::Duration::from_secs(3600);
     assert_eq!(search::with_deadline(later, count), Ok(all));
     assert_eq!(count(), all, "a passed deadline does not outlive its search");
+    // A scan through a caller's view (the UI's pickers and filter choices) stops at the deadline too.
+    let admin = berth_engine::access::Principal { id: "a".into(), roles: vec!["Admin".into()], teams: vec![] };
+    let scoped = berth_engine::scoped::Scoped::new(&h.state, admin, NOW);
+    assert_eq!(search::with_deadline(past, || scoped.entities_of("service").count()), Err(search::DeadlinePassed));
+    assert_eq!(search::with_deadline(later, || scoped.entities_of("service").count()), Ok(3_000));
 }
 
 /// L7: an invitation code stops working 7 days after the invitation, even if never used.

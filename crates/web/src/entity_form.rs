@@ -428,17 +428,22 @@ pub async fn pick(
     // The picker input sends its own value under its field name.
     let q = p.get("q").or_else(|| p.0.last().map(|(_, v)| v.as_str())).unwrap_or("").to_lowercase();
     let needle = q.rsplit(',').next().unwrap_or("").trim().to_string();
-    let scoped = berth_server::access::scoped(&view, &session.caller);
-    let options = scoped
-        .entities_of(&bp)
-        .filter(|e| {
-            needle.is_empty()
-                || e.identifier.to_lowercase().contains(&needle)
-                || e.title.as_deref().is_some_and(|t| t.to_lowercase().contains(&needle))
-        })
-        .take(20)
-        .map(|e| (e.identifier.to_string(), e.title.clone().unwrap_or_default()))
-        .collect();
+    let caller = session.caller.clone();
+    // A scan of the blueprint: off the async workers, under the search deadline.
+    let options = berth_server::searching::run(&app, move || {
+        let scoped = berth_server::access::scoped(&view, &caller);
+        Ok(scoped
+            .entities_of(&bp)
+            .filter(|e| {
+                needle.is_empty()
+                    || e.identifier.to_lowercase().contains(&needle)
+                    || e.title.as_deref().is_some_and(|t| t.to_lowercase().contains(&needle))
+            })
+            .take(20)
+            .map(|e| (e.identifier.to_string(), e.title.clone().unwrap_or_default()))
+            .collect())
+    })
+    .await?;
     html(&PickOptions { options })
 }
 

@@ -6,6 +6,8 @@
 //! boolean equality, relation target), `min.<prop>` / `max.<prop>` (number range), `d.<prop>` (a date preset),
 //! `sort` / `order`, `from` (cursor), `limit`.
 
+use std::collections::HashMap;
+
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -162,7 +164,20 @@ pub fn filter_rules(def: &Blueprint, p: &FormData) -> Result<Option<Value>, Stri
     Ok((!rules.is_empty()).then(|| json!({"combinator": "and", "rules": rules})))
 }
 
-fn filters(def: &Blueprint, p: &FormData, scoped: &Scoped<'_>) -> Vec<Filter> {
+/// The first 200 readable identifiers of each relation's target blueprint (the relation filters' choices).
+fn relation_options(def: &Blueprint, scoped: &Scoped<'_>) -> HashMap<String, Vec<String>> {
+    def.relations
+        .iter()
+        .map(|(key, r)| {
+            let mut options: Vec<String> =
+                scoped.entities_of(&r.target).take(200).map(|e| e.identifier.to_string()).collect();
+            options.sort();
+            (key.clone(), options)
+        })
+        .collect()
+}
+
+fn filters(def: &Blueprint, p: &FormData, relation_options: &mut HashMap<String, Vec<String>>) -> Vec<Filter> {
     let mut out = Vec::new();
     for (key, d) in property_defs(def) {
         let ty = d.get("type").and_then(Value::as_str).unwrap_or("string");
@@ -196,9 +211,7 @@ fn filters(def: &Blueprint, p: &FormData, scoped: &Scoped<'_>) -> Vec<Filter> {
     }
     for (key, r) in &def.relations {
         // Relation targets to choose from: the first 200 the session may read.
-        let mut options: Vec<String> =
-            scoped.entities_of(&r.target).take(200).map(|e| e.identifier.to_string()).collect();
-        options.sort();
+        let options = relation_options.remove(key).unwrap_or_default();
         out.push(Filter {
             name: key.clone(),
             label: r.title.clone().unwrap_or_else(|| key.clone()),
@@ -323,6 +336,10 @@ pub async fn page(
     );
     let searched = berth_server::searching::run(&app, move || {
         let scoped = berth_server::access::scoped(&v, &caller);
+        let choices = match v.blueprint(&blueprint) {
+            Some(entry) => relation_options(&entry.def, &scoped),
+            None => HashMap::new(),
+        };
         let page = scoped.search_page(&blueprint, q.clone(), &keys, after.as_deref(), limit)?;
         // The first page holds every match: no second pass to count them.
         let count = if after.is_none() && page.next.is_none() {
@@ -330,14 +347,14 @@ pub async fn page(
         } else {
             scoped.count(&blueprint, q).unwrap_or(0)
         };
-        Ok((page.entities, page.next, count))
+        Ok((page.entities, page.next, count, choices))
     })
     .await;
-    let (entities, next, count) = match searched {
+    let (entities, next, count, mut choices) = match searched {
         Ok(found) => found,
         Err(e) => {
             error = Some(e.message);
-            (Vec::new(), None, 0)
+            (Vec::new(), None, 0, HashMap::new())
         }
     };
     let titles: std::collections::HashMap<String, String> = all_columns(def).into_iter().collect();
@@ -381,7 +398,7 @@ pub async fn page(
         rows,
         count,
         total: visible_count(&scoped, &bp),
-        filters: filters(def, &p, &scoped),
+        filters: filters(def, &p, &mut choices),
         q: p.get("q").unwrap_or("").to_string(),
         sort,
         order,

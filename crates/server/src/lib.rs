@@ -519,6 +519,34 @@ fn next_trace_id() -> String {
 }
 
 /// Gives every response an `X-Trace-Id` (the caller's, if it sent a sane one) and logs the request.
+/// At most one log line a second, counting the lines it held back (for answers that come in floods).
+struct LogBudget {
+    /// The second (since `start`) of the last line written, and how many were held back since.
+    state: std::sync::Mutex<(u64, u64)>,
+    start: Instant,
+}
+
+impl LogBudget {
+    fn new() -> LogBudget {
+        LogBudget { state: std::sync::Mutex::new((u64::MAX, 0)), start: Instant::now() }
+    }
+
+    /// `Some(held back)` when a line may be written now.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let second = now.saturating_duration_since(self.start).as_secs();
+        let mut state = self.state.lock().ok()?;
+        if state.0 == second {
+            state.1 += 1;
+            return None;
+        }
+        let held = state.1;
+        *state = (second, 0);
+        Some(held)
+    }
+}
+
+static UNAVAILABLE_LOG: std::sync::LazyLock<LogBudget> = std::sync::LazyLock::new(LogBudget::new);
+
 async fn trace_requests(req: Request, next: Next) -> Response {
     let trace_id = req
         .headers()
@@ -534,7 +562,12 @@ async fn trace_requests(req: Request, next: Next) -> Response {
     let mut response = tracing::Instrument::instrument(next.run(req), span).await;
     let status = response.status();
     let micros = started.elapsed().as_micros() as u64;
-    if status.is_server_error() {
+    if status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        // Overload answers come in floods: one line a second at most, saying how many it stands for.
+        if let Some(suppressed) = UNAVAILABLE_LOG.admit(Instant::now()) {
+            tracing::warn!(%trace_id, %method, %path, status = 503, micros, suppressed, "request refused: unavailable");
+        }
+    } else if status.is_server_error() {
         tracing::warn!(%trace_id, %method, %path, status = status.as_u16(), micros, "request failed");
     } else {
         tracing::debug!(%trace_id, %method, %path, status = status.as_u16(), micros, "request");
@@ -574,6 +607,18 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_503s_logs_one_line_a_second() {
+        let budget = LogBudget::new();
+        let t0 = budget.start + std::time::Duration::from_millis(10);
+        assert_eq!(budget.admit(t0), Some(0));
+        for i in 1..=500 {
+            assert_eq!(budget.admit(t0 + std::time::Duration::from_micros(i)), None, "held back within the second");
+        }
+        assert_eq!(budget.admit(t0 + std::time::Duration::from_secs(1)), Some(500), "the next second says how many");
+        assert_eq!(budget.admit(t0 + std::time::Duration::from_secs(3)), Some(0));
+    }
 
     #[test]
     fn migration_ids_round_trip() {

@@ -764,6 +764,19 @@ mod accepted_bodies_round_trip {
     use super::*;
     use proptest::prelude::*;
 
+    /// A state built from `log` the way a restart builds one: every event encoded, decoded and applied.
+    pub(super) fn replay(log: &[Event]) -> Result<State, String> {
+        let mut state = State::default();
+        for ev in log {
+            let bytes =
+                berth_engine::encode_event(ev).map_err(|e| format!("an accepted event does not encode: {e}"))?;
+            let back = berth_engine::decode_event(ev.seq, &bytes)
+                .map_err(|e| format!("an accepted event does not decode: {e}"))?;
+            state.apply(&back).map_err(|e| format!("an accepted event does not replay: {e}"))?;
+        }
+        Ok(state)
+    }
+
     /// [`value`], for the other round-trip tests.
     pub(super) fn value_for_tests() -> impl Strategy<Value = Value> {
         value()
@@ -805,13 +818,9 @@ mod accepted_bodies_round_trip {
                 }).is_ok(),
                 Err(_) => false,
             };
-            let mut replayed = State::default();
-            for ev in &h.log {
-                let bytes = serde_json::to_vec(ev).expect("encodes");
-                let back = berth_engine::decode_event(ev.seq, &bytes);
-                prop_assert!(back.is_ok(), "an accepted event does not decode: {:?}", back.err());
-                replayed.apply(&back.expect("decoded")).expect("replays");
-            }
+            let replayed = replay(&h.log);
+            prop_assert!(replayed.is_ok(), "{}", replayed.as_ref().err().cloned().unwrap_or_default());
+            let replayed = replayed.expect("replayed");
             let snap = replayed.to_snapshot().expect("snapshot");
             let loaded = State::from_snapshot(&snap).expect("the snapshot loads");
             prop_assert_eq!(loaded.digest(), h.state.digest());
@@ -824,6 +833,7 @@ mod accepted_bodies_round_trip {
 /// write is accepted or refused without a panic, and what is accepted encodes, decodes, replays, snapshots and
 /// loads to the same catalog; widget edits too. A page's parser's property test.
 mod page_bodies_round_trip {
+    use super::accepted_bodies_round_trip::replay;
     use super::*;
     use berth_engine::definitions::DefinitionWrite;
     use berth_model::DefinitionKind;
@@ -879,13 +889,9 @@ mod page_bodies_round_trip {
                 let _ = write(&mut h, DefinitionWrite::Part { id: id.clone(), patch: Some(patch) });
                 let _ = write(&mut h, DefinitionWrite::Part { id, patch: None });
             }
-            let mut replayed = State::default();
-            for ev in &h.log {
-                let bytes = serde_json::to_vec(ev).expect("encodes");
-                let back = berth_engine::decode_event(ev.seq, &bytes);
-                prop_assert!(back.is_ok(), "an accepted event does not decode: {:?}", back.err());
-                replayed.apply(&back.expect("decoded")).expect("replays");
-            }
+            let replayed = replay(&h.log);
+            prop_assert!(replayed.is_ok(), "{}", replayed.as_ref().err().cloned().unwrap_or_default());
+            let replayed = replayed.expect("replayed");
             let loaded = State::from_snapshot(&replayed.to_snapshot().expect("snapshot")).expect("the snapshot loads");
             prop_assert_eq!(loaded.digest(), h.state.digest());
             if created {

@@ -10,6 +10,12 @@ use axum::response::{IntoResponse, Response};
 use berth_model::{DomainError, ErrorCode};
 use serde_json::{Value, json};
 
+/// The HTTP status of an error code, from the one table ([`ErrorCode::status`]); the UI's HTML error pages
+/// take theirs from here too.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     /// The code's status ([`ErrorCode::status`]), kept for the response.
@@ -22,8 +28,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError { status, code, message: message.into(), headers: None }
+        ApiError { status: status_of(code), code, message: message.into(), headers: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {

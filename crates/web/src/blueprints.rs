@@ -220,11 +220,27 @@ pub async fn add_property(
     let def = builder_target(&app, &session, &bp, &form)?;
     let (key, prop, required) = match property_of(&form) {
         Ok(p) => p,
-        Err(e) => return render(&app, &session, &def, (Some(e), None), form, StatusCode::UNPROCESSABLE_ENTITY),
+        Err(e) => {
+            return render(
+                &app,
+                &session,
+                &def,
+                (Some(e), None),
+                form,
+                berth_server::error::status_of(berth_model::ErrorCode::InvalidRequest),
+            );
+        }
     };
     if def.schema.properties.contains_key(&key) {
         let e = format!("property `{key}` exists already");
-        return render(&app, &session, &def, (Some(e), None), form, StatusCode::CONFLICT);
+        return render(
+            &app,
+            &session,
+            &def,
+            (Some(e), None),
+            form,
+            berth_server::error::status_of(berth_model::ErrorCode::Conflict),
+        );
     }
     let mut required_list = def.schema.required.clone();
     if required {
@@ -255,7 +271,14 @@ pub async fn add_relation(
     let def = builder_target(&app, &session, &bp, &form)?;
     let (Some(key), Some(target)) = (form.get("key"), form.get("target")) else {
         let e = "a relation needs an identifier and a target blueprint".to_string();
-        return render(&app, &session, &def, (None, Some(e)), form, StatusCode::UNPROCESSABLE_ENTITY);
+        return render(
+            &app,
+            &session,
+            &def,
+            (None, Some(e)),
+            form,
+            berth_server::error::status_of(berth_model::ErrorCode::InvalidRequest),
+        );
     };
     let rel = json!({"title": form.get("title").unwrap_or(key), "target": target, "many": form.has("many"), "required": form.has("required")});
     let body = json!({"relations": {key: rel}});

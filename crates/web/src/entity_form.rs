@@ -328,12 +328,24 @@ impl Ctx<'_> {
                     current.updated_by,
                     current.updated_at.to_rfc3339()
                 );
-                return self.render(None, Some(&form), &[(String::new(), message)], StatusCode::CONFLICT);
+                return self.render(
+                    None,
+                    Some(&form),
+                    &[(String::new(), message)],
+                    berth_server::error::status_of(berth_model::ErrorCode::Conflict),
+                );
             }
         }
         let body = match body_of(self.def, &form, self.editing) {
             Ok(b) => b,
-            Err(errors) => return self.render(None, Some(&form), &errors, StatusCode::UNPROCESSABLE_ENTITY),
+            Err(errors) => {
+                return self.render(
+                    None,
+                    Some(&form),
+                    &errors,
+                    berth_server::error::status_of(berth_model::ErrorCode::InvalidRequest),
+                );
+            }
         };
         let input = match EntityInput::from_value(&body) {
             Ok(i) => i,
@@ -343,7 +355,7 @@ impl Ctx<'_> {
                     None,
                     Some(&form),
                     &[(field_of(&m).unwrap_or_default(), m)],
-                    StatusCode::UNPROCESSABLE_ENTITY,
+                    berth_server::error::status_of(berth_model::ErrorCode::InvalidRequest),
                 );
             }
         };

@@ -42,9 +42,9 @@ impl<S: Send + Sync> FromRequest<S> for FormData {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|e| UiError::new(axum::http::StatusCode::BAD_REQUEST, format!("cannot read the form: {e}")))?;
+            .map_err(|e| UiError::new(berth_model::ErrorCode::BadRequest, format!("cannot read the form: {e}")))?;
         if bytes.len() > MAX_FORM {
-            return Err(UiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "the form is too large"));
+            return Err(UiError::new(berth_model::ErrorCode::PayloadTooLarge, "the form is too large"));
         }
         Ok(FormData::parse(&bytes))
     }

@@ -143,7 +143,7 @@ async fn find(app: &AppState, session: &Session, q: &str, limit: usize) -> UiRes
         {"property": "$identifier", "operator": "contains", "value": q},
     ]});
     let query = berth_model::query::Query::parse(&rules)
-        .map_err(|e| crate::page::UiError::new(axum::http::StatusCode::BAD_REQUEST, e.message))?;
+        .map_err(|e| crate::page::UiError::new(berth_model::ErrorCode::BadRequest, e.message))?;
     let titles: std::collections::HashMap<String, String> =
         view.blueprints().map(|b| (b.def.identifier.clone(), b.def.title.clone())).collect();
     let caller = session.caller.clone();

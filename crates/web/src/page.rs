@@ -49,17 +49,18 @@ pub struct UiError {
 }
 
 impl UiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        UiError { status, message: message.into() }
+    /// An error page with the status of `code` (the one table of codes and statuses).
+    pub fn new(code: berth_model::ErrorCode, message: impl Into<String>) -> Self {
+        UiError { status: berth_server::error::status_of(code), message: message.into() }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
+        Self::new(berth_model::ErrorCode::NotFound, message)
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "UI internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log")
+        Self::new(berth_model::ErrorCode::InternalError, "internal error; see the server log")
     }
 }
 

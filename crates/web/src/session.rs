@@ -53,7 +53,7 @@ impl Session {
             Ok(())
         } else {
             Err(UiError::new(
-                StatusCode::FORBIDDEN,
+                berth_model::ErrorCode::Forbidden,
                 "the form has expired or came from elsewhere; reload the page and try again",
             ))
         }
@@ -106,7 +106,7 @@ impl FromRequestParts<AppState> for Session {
             let location = format!("/login?next={}", encode(next));
             if parts.headers.contains_key("hx-request") {
                 // htmx follows this header with a full page load.
-                let mut r = StatusCode::UNAUTHORIZED.into_response();
+                let mut r = berth_server::error::status_of(berth_model::ErrorCode::Unauthorized).into_response();
                 if let Ok(v) = HeaderValue::from_str(&location) {
                     r.headers_mut().insert("hx-redirect", v);
                 }
@@ -241,7 +241,7 @@ pub async fn login(
         tracing::info!(%email, "sign-in refused");
         return again(
             email,
-            StatusCode::UNAUTHORIZED,
+            berth_server::error::status_of(berth_model::ErrorCode::Unauthorized),
             "The email or password is wrong, or the account may not sign in.".into(),
         );
     };
@@ -326,7 +326,10 @@ pub async fn accept_invite(State(app): State<AppState>, headers: HeaderMap, form
         html_status(status, &page)
     };
     if password != form.raw("password2") {
-        return again("The two passwords differ.".into(), StatusCode::UNPROCESSABLE_ENTITY);
+        return again(
+            "The two passwords differ.".into(),
+            berth_server::error::status_of(berth_model::ErrorCode::InvalidRequest),
+        );
     }
     match berth_server::invitations::accept(&app, Origin::Ui, email, code, password).await {
         Ok((user, seq)) => {

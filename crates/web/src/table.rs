@@ -322,7 +322,7 @@ pub async fn page(
         Vec::new()
     } else {
         parse_sort(&json!([{"property": sort, "order": order}]))
-            .map_err(|e| UiError::new(axum::http::StatusCode::BAD_REQUEST, e.message))?
+            .map_err(|e| UiError::new(berth_model::ErrorCode::BadRequest, e.message))?
     };
     let from = p.get("from");
     // The page and its count run off the async workers, under the search deadline (as API searches do).

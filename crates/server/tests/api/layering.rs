@@ -64,3 +64,31 @@ fn only_the_catalog_layer_reads_the_log() {
     let found = offenders(&["LogStore", "read_before(", "read_from(", "read_seqs(", "decode_event("]);
     assert!(found.is_empty(), "log reads outside the catalog layer:\n{}", found.join("\n"));
 }
+
+/// Every `/v1` route the router serves (read off the `.route(...)` calls of the route modules) is in the
+/// OpenAPI document, with any parameter names.
+#[test]
+fn every_api_route_is_documented() {
+    let doc: serde_json::Value =
+        serde_json::from_str(berth_server::openapi::document_json()).expect("the document is JSON");
+    let shape = |path: &str| -> String {
+        path.split('/').map(|seg| if seg.starts_with('{') { "{}" } else { seg }).collect::<Vec<_>>().join("/")
+    };
+    let documented: std::collections::HashSet<String> =
+        doc["paths"].as_object().expect("paths").keys().map(|p| shape(p)).collect();
+    let mut files = Vec::new();
+    sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/routes"), &mut files);
+    let mut served = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable");
+        for part in text.split(".route(\"").skip(1) {
+            let path = part.split('"').next().unwrap_or_default();
+            if path.starts_with("/v1/") {
+                served.push(path.to_string());
+            }
+        }
+    }
+    assert!(served.len() >= 25, "found {} routes", served.len());
+    let missing: Vec<&String> = served.iter().filter(|p| !documented.contains(&shape(p))).collect();
+    assert!(missing.is_empty(), "routes missing from the OpenAPI document: {missing:?}");
+}

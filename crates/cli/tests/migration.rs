@@ -44,6 +44,14 @@ async fn seed(dir: &std::path::Path, store: &str) -> usize {
     // Every kind of definition object travels too (pages).
     let r = client.post(server.url("/v1/pages")).bearer_auth(&token).json(&page()).send().await.expect("page");
     assert_eq!(r.status(), 201);
+    let r = client
+        .post(server.url("/v1/blueprints/service/scorecards"))
+        .bearer_auth(&token)
+        .json(&scorecard())
+        .send()
+        .await
+        .expect("scorecard");
+    assert_eq!(r.status(), 201);
     let teams = support::entities(&client, &server, &token, "team").await.len();
     server.terminate(); // a final snapshot, so the copy carries one
     teams
@@ -52,6 +60,12 @@ async fn seed(dir: &std::path::Path, store: &str) -> usize {
 /// A page with widgets: one of each kind of definition object.
 fn page() -> Value {
     json!({"identifier": "overview", "title": "Overview", "widgets": [{"type": "markdown", "markdown": "hi"}, {"id": "n", "type": "entities-number-chart"}]})
+}
+
+/// A scorecard of the demo's services.
+fn scorecard() -> Value {
+    json!({"identifier": "ownership", "title": "Ownership", "rules": [{"identifier": "has-team", "title": "Has a team",
+        "level": "Bronze", "query": {"combinator": "and", "conditions": [{"property": "$team", "operator": "isNotEmpty"}]}}]})
 }
 
 /// The page as `server` serves it, without the times (a copy keeps them; the comparison is of content).
@@ -107,6 +121,9 @@ async fn round_trip_sqlite_postgres_redis_sqlite_keeps_every_digest() {
     let page = served_page(&client, &server, &token).await;
     assert_eq!(page["widgets"].as_array().map(Vec::len), Some(2), "{page}");
     assert_eq!(page["title"], json!("Overview"));
+    let r = client.get(server.url("/v1/blueprints/service/scorecards/ownership")).bearer_auth(&token).send().await;
+    let card: Value = r.expect("scorecard").json().await.expect("json");
+    assert_eq!(card["scorecard"]["rules"][0]["identifier"], json!("has-team"), "{card}");
 
     // A non-empty target is refused, and nothing is written to it.
     let (ok, _, err) = support::berth(&["migrate", "--from", &hops[0], "--to", &hops[1]]);

@@ -134,7 +134,18 @@ pub(crate) fn delete(state: &State, id: &str) -> Result<(Vec<Change>, Outcome), 
         )));
     }
     ensure_not_a_relation_target(state, id)?;
-    Ok((vec![Change::BlueprintDeleted { identifier: id.to_string() }], Outcome::Done))
+    let mut changes = scorecards_of(state, id);
+    changes.push(Change::BlueprintDeleted { identifier: id.to_string() });
+    Ok((changes, Outcome::Done))
+}
+
+/// The changes that delete a blueprint's scorecards (they go with it).
+pub(crate) fn scorecards_of(state: &State, id: &str) -> Vec<Change> {
+    state
+        .definitions(berth_model::DefinitionKind::Scorecard)
+        .filter(|d| berth_model::definition::split_scorecard_key(&d.identifier).is_some_and(|(bp, _)| bp == id))
+        .map(|d| Change::DefinitionDeleted { kind: d.kind, identifier: d.identifier.clone() })
+        .collect()
 }
 
 /// Refuses (409) while other blueprints have relations targeting `id`.

@@ -169,6 +169,11 @@ pub enum Command {
         kind: berth_model::DefinitionKind,
         identifier: String,
     },
+    /// Makes a blueprint's scorecards exactly these (identifier, body), atomically. Admins only.
+    ReplaceScorecards {
+        blueprint: String,
+        scorecards: Vec<(String, Value)>,
+    },
     /// Sets the token signing key (so replicas starting together agree on one).
     InitSigningKey {
         key: String,
@@ -240,6 +245,7 @@ impl Command {
                 Some(identifier.clone()),
             ),
             Command::DeleteDefinition { kind, identifier } => (kind.as_str(), "DELETE", None, Some(identifier.clone())),
+            Command::ReplaceScorecards { blueprint, .. } => ("scorecard", "UPDATE", Some(blueprint.clone()), None),
         }
     }
 
@@ -450,6 +456,9 @@ fn run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, O
             crate::definitions::write(state, meta, *kind, identifier, how)
         }
         Command::DeleteDefinition { kind, identifier } => crate::definitions::delete(state, *kind, identifier),
+        Command::ReplaceScorecards { blueprint, scorecards } => {
+            crate::definitions::scorecards::replace_all(state, meta, blueprint, scorecards)
+        }
         Command::DeleteTeam { name } => {
             if state.team(name).is_none() {
                 return Err(DomainError::not_found("team", name.clone()));

@@ -443,6 +443,7 @@ pub(crate) fn delete_all(
     let (mut changes, outcome) = plan_delete(state, meta, roots, false)?;
     if delete_blueprint {
         crate::blueprints::ensure_not_a_relation_target(state, blueprint)?;
+        changes.extend(crate::blueprints::scorecards_of(state, blueprint));
         changes.push(Change::BlueprintDeleted { identifier: blueprint.to_string() });
     }
     Ok((changes, outcome))

@@ -17,16 +17,19 @@ use crate::{DomainError, Timestamp};
 pub enum DefinitionKind {
     /// A portal page (Port's pages: dashboards, blueprint and entity pages) with its widgets.
     Page,
+    /// A scorecard of a blueprint (identified as `{blueprint}#{identifier}`: see [`scorecard_key`]).
+    Scorecard,
 }
 
 impl DefinitionKind {
     /// Every kind.
-    pub const ALL: [DefinitionKind; 1] = [DefinitionKind::Page];
+    pub const ALL: [DefinitionKind; 2] = [DefinitionKind::Page, DefinitionKind::Scorecard];
 
     /// The kind as the log, the audit log (`resourceType`) and messages name it.
     pub fn as_str(self) -> &'static str {
         match self {
             DefinitionKind::Page => "page",
+            DefinitionKind::Scorecard => "scorecard",
         }
     }
 }
@@ -55,7 +58,13 @@ impl Definition {
             Value::Object(m) => Value::Object(m.clone()),
             _ => Value::Object(Default::default()),
         };
-        v["identifier"] = Value::String(self.identifier.clone());
+        match (self.kind, split_scorecard_key(&self.identifier)) {
+            (DefinitionKind::Scorecard, Some((blueprint, id))) => {
+                v["identifier"] = Value::String(id.to_string());
+                v["blueprint"] = Value::String(blueprint.to_string());
+            }
+            _ => v["identifier"] = Value::String(self.identifier.clone()),
+        }
         v["createdAt"] = serde_json::to_value(self.created_at).unwrap_or(Value::Null);
         v["updatedAt"] = serde_json::to_value(self.updated_at).unwrap_or(Value::Null);
         v["createdBy"] = Value::String(self.created_by.clone());
@@ -65,7 +74,18 @@ impl Definition {
 
     /// Checks what every kind shares: an identifier by Port's rules, an object body of bounded size.
     pub fn check_common(kind: DefinitionKind, identifier: &str, body: &Value) -> Result<(), DomainError> {
-        crate::ids::validate_key(kind.as_str(), identifier)?;
+        match (kind, split_scorecard_key(identifier)) {
+            (DefinitionKind::Scorecard, Some((blueprint, id))) => {
+                crate::ids::validate_blueprint_id(blueprint)?;
+                crate::ids::validate_key("scorecard", id)?;
+            }
+            (DefinitionKind::Scorecard, None) => {
+                return Err(DomainError::Invalid(format!(
+                    "scorecard key {identifier:?} is not `blueprint#identifier`"
+                )));
+            }
+            (_, _) => crate::ids::validate_key(kind.as_str(), identifier)?,
+        }
         if !body.is_object() {
             return Err(DomainError::Invalid(format!("a {} is a JSON object", kind.as_str())));
         }
@@ -78,4 +98,15 @@ impl Definition {
         }
         Ok(())
     }
+}
+
+/// The key a scorecard is kept under: its blueprint and identifier (a scorecard's identifier is unique in
+/// its blueprint). `#` is in no identifier, so the key splits back unambiguously.
+pub fn scorecard_key(blueprint: &str, identifier: &str) -> String {
+    format!("{blueprint}#{identifier}")
+}
+
+/// The blueprint and identifier of a scorecard key.
+pub fn split_scorecard_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('#')
 }

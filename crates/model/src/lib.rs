@@ -34,6 +34,7 @@ pub mod public;
 pub mod query;
 pub mod query_context;
 pub mod schema;
+pub mod scorecard;
 pub mod team;
 pub mod timestamp;
 pub mod user;

@@ -5,7 +5,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{apps, audit, blueprints, entities, events, history, pages, search, system, teams, token, users};
+use crate::routes::{
+    apps, audit, blueprints, entities, events, history, pages, scorecards, search, system, teams, token, users,
+};
 
 struct BearerAuth;
 
@@ -68,10 +70,11 @@ impl Modify for MinSeqHeader {
         teams::list, teams::create, teams::get_one, teams::replace, teams::patch, teams::delete,
         users::list, users::get_one, users::invite, users::update, users::delete, users::accept_invite,
         pages::list, pages::get_one, pages::create, pages::replace, pages::delete, pages::patch_widget, pages::delete_widget,
+        scorecards::list_all, scorecards::list, scorecards::get_one, scorecards::create, scorecards::replace_all, scorecards::replace, scorecards::patch, scorecards::delete,
     ),
     components(schemas(berth_model::Team, berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
     modifiers(&BearerAuth, &MinSeqHeader),
-    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Teams"), (name = "Users"), (name = "Pages"), (name = "Audit"), (name = "Operations"))
+    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Teams"), (name = "Users"), (name = "Pages"), (name = "Scorecards"), (name = "Audit"), (name = "Operations"))
 )]
 pub struct ApiDoc;
 

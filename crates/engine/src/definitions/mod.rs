@@ -1,5 +1,5 @@
 //! Definition objects ([`berth_model::Definition`]): the commands that write them, and one module per kind
-//! that says what a body of that kind may hold ([`pages`]). Every kind is Admin-written (the permission
+//! that says what a body of that kind may hold ([`pages`], [`scorecards`]). Every kind is Admin-written (the permission
 //! layer refuses them to anyone else) and shares one change kind, so snapshots, digests, the audit log,
 //! backups and migrations carry every kind without knowing it.
 //!
@@ -7,6 +7,7 @@
 //! has parts that can be changed one at a time), its arm in [`check`], and a route module in the server.
 
 pub mod pages;
+pub mod scorecards;
 
 use std::sync::Arc;
 
@@ -51,6 +52,7 @@ fn check(state: &State, kind: DefinitionKind, identifier: &str, body: Value) -> 
     Definition::check_common(kind, identifier, &body)?;
     match kind {
         DefinitionKind::Page => pages::check(state, body),
+        DefinitionKind::Scorecard => scorecards::check(state, identifier, body),
     }
 }
 
@@ -75,6 +77,9 @@ pub(crate) fn write(
         }
         (DefinitionWrite::Part { id, patch }, Some(current)) => match kind {
             DefinitionKind::Page => pages::edit_widget(&current.body, id, patch.as_ref())?,
+            DefinitionKind::Scorecard => {
+                return Err(DomainError::BadRequest(format!("a scorecard has no part `{id}` to change alone")));
+            }
         },
     };
     let body = check(state, kind, identifier, body)?;

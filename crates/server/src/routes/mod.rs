@@ -9,6 +9,7 @@ pub mod events;
 pub mod history;
 pub mod pages;
 pub mod render;
+pub mod scorecards;
 pub mod search;
 pub mod system;
 pub mod teams;
@@ -140,6 +141,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .merge(teams::router())
         .merge(users::router())
         .merge(pages::router())
+        .merge(scorecards::router())
         .route("/v1/organization", get(apps::organization))
         .route("/v1/audit-log", get(audit::audit_log))
         .route("/v1/events", get(events::events))

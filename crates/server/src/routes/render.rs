@@ -19,6 +19,8 @@ pub struct Projection<'v> {
     attach_titles: bool,
     /// The caller's view the titles are read from (set by [`Projection::with_view`]).
     titles: Option<&'v (dyn Titles + 'v)>,
+    /// The caller's view the entities' scorecards are judged in (set by [`Projection::with_view`]).
+    cards: Option<&'v (dyn Titles + 'v)>,
 }
 
 /// Where related entities' titles come from: the caller's scoped view, so a hidden entity has none.
@@ -26,6 +28,8 @@ pub trait Titles: Sync {
     /// The blueprint a relation of `blueprint` points to.
     fn target(&self, blueprint: &str, relation: &str) -> Option<&str>;
     fn title(&self, blueprint: &str, identifier: &str) -> Option<&str>;
+    /// The entity's scorecards (`None`: its blueprint has none that apply).
+    fn scorecards(&self, e: &Entity) -> Option<Value>;
 }
 
 impl Titles for Scoped<'_> {
@@ -35,6 +39,10 @@ impl Titles for Scoped<'_> {
 
     fn title(&self, blueprint: &str, identifier: &str) -> Option<&str> {
         Scoped::title(self, blueprint, identifier)
+    }
+
+    fn scorecards(&self, e: &Entity) -> Option<Value> {
+        Scoped::scorecards(self, e)
     }
 }
 
@@ -47,15 +55,23 @@ impl<'v> Projection<'v> {
         if include.len() + exclude.len() > MAX_FIELDS {
             return Err(ApiError::bad_request(format!("`include` and `exclude` name at most {MAX_FIELDS} fields")));
         }
-        Ok(Projection { include, exclude, attach_titles: p.flag("attach_title_to_relation", false)?, titles: None })
+        let attach_titles = p.flag("attach_title_to_relation", false)?;
+        Ok(Projection { include, exclude, attach_titles, titles: None, cards: None })
     }
 
-    /// Reads related entities' titles from the caller's `view` when the caller asked for them.
+    /// Reads related entities' titles from the caller's `view` when the caller asked for them, and judges
+    /// the entities' scorecards in it.
     pub fn with_view(mut self, view: &'v Scoped<'_>) -> Projection<'v> {
         if self.attach_titles {
             self.titles = Some(view);
         }
+        self.cards = Some(view);
         self
+    }
+
+    /// The entity's scorecards in Port's shape, when read through a view and its blueprint has some.
+    fn scorecards(&self, e: &Entity) -> Option<Value> {
+        self.cards?.scorecards(e)
     }
 
     pub fn is_identity(&self) -> bool {
@@ -149,7 +165,7 @@ pub fn entity_answer(e: &Entity, projection: &Projection) -> Vec<u8> {
         ok: bool,
         entity: &'a T,
     }
-    let bytes = if projection.is_identity() {
+    let bytes = if projection.is_identity() && projection.scorecards(e).is_none() {
         serde_json::to_vec(&Answer { ok: true, entity: e })
     } else {
         serde_json::to_vec(&Answer { ok: true, entity: &entity(e, projection) })
@@ -165,6 +181,9 @@ pub fn entity(e: &Entity, projection: &Projection) -> Value {
         _ => serde_json::to_value(e).unwrap_or(Value::Null),
     };
     projection.attach_titles(e, &mut rendered);
+    if let (Some(cards), Value::Object(map)) = (projection.scorecards(e), &mut rendered) {
+        map.insert("scorecards".into(), cards);
+    }
     projection.apply(rendered)
 }
 

@@ -14,5 +14,6 @@ mod lifecycle;
 mod pages;
 mod permissions;
 mod read_scope;
+mod scorecards;
 mod search;
 mod users;

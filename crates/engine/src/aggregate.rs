@@ -324,6 +324,8 @@ pub fn aggregate<'s>(state: &'s State, agg: &Aggregation, now: Timestamp) -> Res
         }
     }
     static NULL: Value = Value::Null;
+    // Where scorecard levels are judged, for a count of values by scorecard.
+    let cards = crate::search::Ctx::empty(state, now);
     let matching = for_each_match(state, &agg.query, now, |e: &'s Arc<Entity>| {
         count += 1;
         if let Some(p) = &agg.property {
@@ -353,8 +355,10 @@ pub fn aggregate<'s>(state: &'s State, agg: &Aggregation, now: Timestamp) -> Res
                     Some(v) => bump(&mut by_str, &mut others, v),
                 }
             }
-            // No scorecards are computed yet: every entity is without a level.
-            Some(GroupBy::Scorecard { .. }) => bump(&mut by_str, &mut others, &NULL),
+            Some(GroupBy::Scorecard { scorecard, rule }) => {
+                let v = crate::search::scorecard_value(&cards, e, scorecard, rule.as_deref()).unwrap_or(Value::Null);
+                others.entry(v.to_string()).or_insert((v, 0)).1 += 1;
+            }
             None => {}
         }
     })?;

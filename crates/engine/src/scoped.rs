@@ -23,14 +23,7 @@ use crate::search::{self, Ctx};
 enum Compiled<'s> {
     All,
     Nothing,
-    Rules { query: Query, ctx: Ctx<'s> },
-}
-
-/// A scorecard with its queries prepared for evaluation.
-struct Card<'s> {
-    card: berth_model::scorecard::Scorecard,
-    filter: Option<Ctx<'s>>,
-    rules: Vec<Ctx<'s>>,
+    Rules { query: Query, ctx: Box<Ctx<'s>> },
 }
 
 /// What `principal` may read of `state`, at the time `now` (for date rules in policies).
@@ -41,8 +34,8 @@ pub struct Scoped<'s> {
     admin: bool,
     /// Each blueprint's compiled scope, made on first use.
     scopes: HashMap<&'s str, OnceLock<Compiled<'s>>, foldhash::fast::RandomState>,
-    /// Each blueprint's scorecards, prepared on first use.
-    cards: HashMap<&'s str, OnceLock<Vec<Card<'s>>>, foldhash::fast::RandomState>,
+    /// Where scorecards are prepared (once per blueprint per view) and judged.
+    cards: Ctx<'s>,
 }
 
 impl<'s> Scoped<'s> {
@@ -53,8 +46,7 @@ impl<'s> Scoped<'s> {
         } else {
             state.blueprints().map(|b| (b.def.identifier.as_str(), OnceLock::new())).collect()
         };
-        let cards = state.blueprints().map(|b| (b.def.identifier.as_str(), OnceLock::new())).collect();
-        Scoped { state, principal, now, admin, scopes, cards }
+        Scoped { state, principal, now, admin, scopes, cards: Ctx::empty(state, now) }
     }
 
     /// The state beneath, for what is not entity data (blueprints, permissions, users for Admins). Entity
@@ -136,7 +128,7 @@ impl<'s> Scoped<'s> {
                 // A scope that cannot be prepared (a policy naming a blueprint since deleted) hides everything:
                 // a read restriction fails closed.
                 ReadScope::Rules(query) => match Ctx::new(self.state, &query, self.now, Some(blueprint)) {
-                    Ok(ctx) => Compiled::Rules { query, ctx },
+                    Ok(ctx) => Compiled::Rules { query, ctx: Box::new(ctx) },
                     Err(_) => Compiled::Nothing,
                 },
             }
@@ -165,47 +157,7 @@ impl<'s> Scoped<'s> {
     /// (`status` `SUCCESS` or `FAILURE`), judged now against the current catalog; `None` when its blueprint
     /// has no scorecard that applies to it. Computed when read, so always current.
     pub fn scorecards(&self, entity: &Entity) -> Option<serde_json::Value> {
-        let cards = self.cards.get(&*entity.blueprint)?.get_or_init(|| {
-            crate::definitions::scorecards::of_blueprint(self.state, &entity.blueprint)
-                .into_iter()
-                .filter_map(|card| {
-                    let bp = Some(card.blueprint.as_str());
-                    let filter = match &card.filter {
-                        Some(f) => Some(Ctx::new(self.state, f, self.now, bp).ok()?),
-                        None => None,
-                    };
-                    let rules = card
-                        .rules
-                        .iter()
-                        .map(|r| Ctx::new(self.state, &r.query, self.now, bp).ok())
-                        .collect::<Option<Vec<_>>>()?;
-                    Some(Card { card, filter, rules })
-                })
-                .collect()
-        });
-        let mut out = serde_json::Map::new();
-        for c in cards {
-            if let (Some(ctx), Some(f)) = (&c.filter, &c.card.filter) {
-                if !search::matches(ctx, entity, f) {
-                    continue;
-                }
-            }
-            let passed: Vec<bool> =
-                c.card.rules.iter().zip(&c.rules).map(|(r, ctx)| search::matches(ctx, entity, &r.query)).collect();
-            let rules: Vec<serde_json::Value> = c
-                .card
-                .rules
-                .iter()
-                .zip(&passed)
-                .map(|(r, ok)| {
-                    serde_json::json!({"identifier": r.identifier, "status": if *ok { "SUCCESS" } else { "FAILURE" },
-                        "level": r.level})
-                })
-                .collect();
-            let level = c.card.level_of(|i| passed.get(i).copied().unwrap_or(false));
-            out.insert(c.card.identifier.clone(), serde_json::json!({"level": level, "rules": rules}));
-        }
-        (!out.is_empty()).then_some(serde_json::Value::Object(out))
+        search::scorecard_results(&self.cards, entity)
     }
 
     /// The title of a related entity the caller may read (`None` when hidden, missing or untitled).

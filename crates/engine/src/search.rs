@@ -32,6 +32,30 @@ pub struct Ctx<'a> {
     state: &'a State,
     now: Timestamp,
     slots: Vec<Slot<'a>>,
+    /// The scorecards judged in this search, prepared on first use, by blueprint.
+    cards: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<Arc<Card<'a>>>>>>,
+    /// A scorecard rule's own context: scorecard rules inside it judge nothing (no scorecard depends on
+    /// another, so no cycle can form).
+    nested: bool,
+}
+
+/// A scorecard prepared for judging entities: its filter's and rules' contexts.
+struct Card<'a> {
+    card: berth_model::scorecard::Scorecard,
+    filter: Option<Ctx<'a>>,
+    rules: Vec<Ctx<'a>>,
+}
+
+impl<'a> Card<'a> {
+    /// Which rules `e` passes, or `None` when the filter leaves it out.
+    fn judge(&self, e: &Entity) -> Option<Vec<bool>> {
+        if let (Some(ctx), Some(f)) = (&self.filter, &self.card.filter) {
+            if !matches(ctx, e, f) {
+                return None;
+            }
+        }
+        Some(self.card.rules.iter().zip(&self.rules).map(|(r, ctx)| matches(ctx, e, &r.query)).collect())
+    }
 }
 
 impl<'a> Ctx<'a> {
@@ -63,8 +87,43 @@ impl<'a> Ctx<'a> {
         });
         match failure {
             Some(e) => Err(e),
-            None => Ok(Ctx { state, now, slots }),
+            None => Ok(Ctx { state, now, slots, cards: Default::default(), nested: false }),
         }
+    }
+
+    /// A context without a query: for judging scorecards alone.
+    pub fn empty(state: &'a State, now: Timestamp) -> Ctx<'a> {
+        Ctx { state, now, slots: Vec::new(), cards: Default::default(), nested: false }
+    }
+
+    /// The scorecards of `blueprint`, prepared (once per context).
+    fn cards(&self, blueprint: &str) -> Arc<Vec<Arc<Card<'a>>>> {
+        if self.nested {
+            return Arc::default();
+        }
+        let Ok(mut cache) = self.cards.lock() else { return Arc::default() };
+        if let Some(found) = cache.get(blueprint) {
+            return Arc::clone(found);
+        }
+        let prepare = |q: &Query| -> Option<Ctx<'a>> {
+            let mut ctx = Ctx::new(self.state, q, self.now, Some(blueprint)).ok()?;
+            ctx.nested = true;
+            Some(ctx)
+        };
+        let cards: Vec<Arc<Card<'a>>> = crate::definitions::scorecards::of_blueprint(self.state, blueprint)
+            .into_iter()
+            .filter_map(|card| {
+                let filter = match &card.filter {
+                    Some(f) => Some(prepare(f)?),
+                    None => None,
+                };
+                let rules = card.rules.iter().map(|r| prepare(&r.query)).collect::<Option<Vec<_>>>()?;
+                Some(Arc::new(Card { card, filter, rules }))
+            })
+            .collect();
+        let cards = Arc::new(cards);
+        cache.insert(blueprint.to_string(), Arc::clone(&cards));
+        cards
     }
 
     fn set(&self, slot: usize) -> Option<&EntitySet<'a>> {
@@ -197,7 +256,7 @@ fn prepare<'a>(
 ) -> Result<Ctx<'a>, DomainError> {
     match query {
         Some(q) => Ctx::new(state, q, now, scope),
-        None => Ok(Ctx { state, now, slots: Vec::new() }),
+        None => Ok(Ctx::empty(state, now)),
     }
 }
 
@@ -1027,8 +1086,10 @@ fn rule_matches(ctx: &Ctx<'_>, e: &Entity, rule: &Rule) -> bool {
             Some(&owned)
         }
         Target::PropertySchema { kind, format } => return schema_rule_matches(ctx, e, rule, kind, format.as_deref()),
-        // Scorecards are not computed yet: every entity is without a level.
-        Target::Scorecard { .. } => None,
+        Target::Scorecard { scorecard, rule } => {
+            owned = scorecard_value(ctx, e, scorecard, rule.as_deref()).unwrap_or(Value::Null);
+            Some(&owned)
+        }
     };
     use std::cmp::Ordering::*;
     match (&rule.op, &rule.operand) {
@@ -1057,6 +1118,44 @@ fn rule_matches(ctx: &Ctx<'_>, e: &Entity, rule: &Rule) -> bool {
         // The parser pairs every operator with its operand kind; any other pairing cannot be built.
         _ => false,
     }
+}
+
+/// An entity's level on a scorecard of its blueprint (with `rule`: its status on that rule, `SUCCESS` or
+/// `FAILURE`), judged now; `None` when the scorecard does not exist or its filter leaves the entity out.
+pub fn scorecard_value(ctx: &Ctx<'_>, e: &Entity, scorecard: &str, rule: Option<&str>) -> Option<Value> {
+    let cards = ctx.cards(&e.blueprint);
+    let card = cards.iter().find(|c| c.card.identifier == scorecard)?;
+    let passed = card.judge(e)?;
+    match rule {
+        Some(r) => {
+            let at = card.card.rules.iter().position(|x| x.identifier == r)?;
+            Some(Value::String(if passed[at] { "SUCCESS" } else { "FAILURE" }.into()))
+        }
+        None => Some(Value::String(card.card.level_of(|i| passed.get(i).copied().unwrap_or(false)).to_string())),
+    }
+}
+
+/// An entity's scorecards in Port's shape, `{<scorecard>: {level, rules: [{identifier, status, level}]}}`,
+/// judged now; `None` when its blueprint has no scorecard that applies to it.
+pub fn scorecard_results(ctx: &Ctx<'_>, e: &Entity) -> Option<Value> {
+    let cards = ctx.cards(&e.blueprint);
+    let mut out = serde_json::Map::new();
+    for c in cards.iter() {
+        let Some(passed) = c.judge(e) else { continue };
+        let rules: Vec<Value> = c
+            .card
+            .rules
+            .iter()
+            .zip(&passed)
+            .map(|(r, ok)| {
+                serde_json::json!({"identifier": r.identifier, "status": if *ok { "SUCCESS" } else { "FAILURE" },
+                    "level": r.level})
+            })
+            .collect();
+        let level = c.card.level_of(|i| passed.get(i).copied().unwrap_or(false));
+        out.insert(c.card.identifier.clone(), serde_json::json!({"level": level, "rules": rules}));
+    }
+    (!out.is_empty()).then_some(Value::Object(out))
 }
 
 #[cfg(test)]

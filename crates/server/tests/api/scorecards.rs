@@ -76,6 +76,35 @@ async fn scorecards_judge_every_entity_on_every_read() {
     assert!(
         listed.body["entities"].as_array().expect("entities").iter().all(|e| e["scorecards"]["ownership"].is_object())
     );
+    // Searchable and countable by level and by rule status (Port's scorecard rules, countValues).
+    let by_level = |op: &str, value: Value| json!({"query": {"combinator": "and", "rules": [{"scorecard": "ownership", "operator": op, "value": value}]}});
+    let gold = s.post("/v1/blueprints/service/entities/search", by_level("=", json!("Gold"))).await;
+    let ids: Vec<&str> = gold.body["entities"]
+        .as_array()
+        .expect("entities")
+        .iter()
+        .map(|e| e["identifier"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, vec!["bronze", "gold"], "{}", gold.body);
+    let not_gold = s.post("/v1/blueprints/service/entities/search", by_level("notIn", json!(["Gold", "Silver"]))).await;
+    assert_eq!(not_gold.body["entities"].as_array().map(Vec::len), Some(1));
+    let failing = json!({"query": {"combinator": "and", "rules": [{"scorecard": "ownership", "scorecardRule": "has-team", "operator": "=", "value": "FAILURE"}]}});
+    let failing = s.post("/v1/blueprints/service/entities/search", failing).await;
+    assert_eq!(failing.body["entities"][0]["identifier"], json!("basic"), "{}", failing.body);
+    let every =
+        json!({"combinator": "and", "rules": [{"property": "$blueprint", "operator": "=", "value": "service"}]});
+    let facets = s
+        .post("/v1/entities/aggregate", json!({"func": "countValues", "scorecard": "ownership", "query": every}))
+        .await;
+    assert_eq!(facets.status, StatusCode::OK, "{}", facets.body);
+    assert_eq!(facets.body["result"], json!({"Basic": 1, "Gold": 2}));
+    let by_rule = s
+        .post(
+            "/v1/entities/aggregate",
+            json!({"func": "countValues", "scorecard": "ownership", "rule": "has-team", "query": every}),
+        )
+        .await;
+    assert_eq!(by_rule.body["result"], json!({"FAILURE": 1, "SUCCESS": 2}));
     let picked = s.get("/v1/blueprints/service/entities/gold?include=identifier").await;
     assert!(picked.body["entity"].get("scorecards").is_none(), "a projection without it leaves it out");
 
@@ -167,4 +196,13 @@ async fn members_read_scorecards_and_cannot_change_them() {
         s.raw(method, path, Some(b"{}".to_vec()), Some(&member)).await.assert_error(403, "forbidden");
     }
     assert_eq!(s.get("/v1/scorecards").await.body["scorecards"].as_array().map(Vec::len), Some(1));
+
+    // A rule on another scorecard's level is allowed but judges nothing (no scorecard depends on another,
+    // so no cycle can form): reading stays quick and the rule fails.
+    let meta = json!({"identifier": "meta", "title": "Meta", "rules": [{"identifier": "gold", "title": "Gold",
+        "level": "Bronze", "query": {"combinator": "and", "conditions": [{"scorecard": "meta", "operator": "=", "value": "Gold"}]}}]});
+    assert_eq!(s.post("/v1/blueprints/service/scorecards", meta).await.status, StatusCode::CREATED);
+    assert_eq!(s.post("/v1/blueprints/service/entities", json!({"identifier": "x"})).await.status, StatusCode::CREATED);
+    let a = s.get("/v1/blueprints/service/entities/x").await;
+    assert_eq!(a.body["entity"]["scorecards"]["meta"]["level"], json!("Basic"), "{}", a.body);
 }

@@ -64,7 +64,90 @@ struct EntityPage {
     incoming: Vec<RelationGroup>,
     meta: Vec<Field>,
     versions: Vec<VersionView>,
+    scorecards: Vec<CardView>,
     base: String,
+}
+
+/// A scorecard's result for the entity, as the page shows it.
+struct CardView {
+    title: String,
+    level: String,
+    /// The level's colour as a badge class (`level-gold`, ...; `level-other` for a colour without one).
+    class: String,
+    rules: Vec<RuleView>,
+}
+
+struct RuleView {
+    title: String,
+    level: String,
+    passed: bool,
+    /// The rule's query in words (`language = "go"`, ...).
+    words: String,
+}
+
+/// The colours a level badge has a style for.
+const LEVEL_COLOURS: [&str; 12] =
+    ["paleBlue", "bronze", "silver", "gold", "red", "green", "blue", "orange", "yellow", "purple", "pink", "gray"];
+
+/// A rules-language query in words: `a = "x" and b isNotEmpty`, nested groups in brackets.
+fn in_words(q: &Value) -> String {
+    let node = |r: &Value| -> String {
+        if r.get("combinator").is_some() {
+            return format!("({})", in_words(r));
+        }
+        let subject = r
+            .get("property")
+            .or_else(|| r.get("relation"))
+            .or_else(|| r.get("scorecard"))
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .unwrap_or_default();
+        let op = r.get("operator").and_then(Value::as_str).unwrap_or("?");
+        match r.get("value") {
+            Some(v) => format!("{subject} {op} {v}"),
+            None => format!("{subject} {op}"),
+        }
+    };
+    let joiner = if q.get("combinator").and_then(Value::as_str) == Some("or") { " or " } else { " and " };
+    let rules = q.get("conditions").or_else(|| q.get("rules")).and_then(Value::as_array);
+    rules.map(|rs| rs.iter().map(node).collect::<Vec<_>>().join(joiner)).unwrap_or_default()
+}
+
+/// The entity's scorecards as the session sees them: each scorecard's level (in its colour) and every rule
+/// passed or failed, with its query in words.
+fn scorecards_of(view: &berth_engine::State, scoped: &berth_server::access::Scoped<'_>, e: &Entity) -> Vec<CardView> {
+    let Some(Value::Object(results)) = scoped.scorecards(e) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (id, result) in results {
+        let key = berth_model::definition::scorecard_key(&e.blueprint, &id);
+        let Some(def) = view.definition(berth_model::DefinitionKind::Scorecard, &key) else { continue };
+        let body = &*def.body;
+        let level = result["level"].as_str().unwrap_or_default().to_string();
+        let colour = body["levels"]
+            .as_array()
+            .and_then(|ls| ls.iter().find(|l| l["title"] == level.as_str()))
+            .and_then(|l| l["color"].as_str())
+            .unwrap_or("");
+        let class = if LEVEL_COLOURS.contains(&colour) { format!("level-{colour}") } else { "level-other".into() };
+        let rules = result["rules"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| {
+                        let rid = r["identifier"].as_str().unwrap_or_default();
+                        let rule = body["rules"].as_array().and_then(|all| all.iter().find(|x| x["identifier"] == rid));
+                        RuleView {
+                            title: rule.and_then(|x| x["title"].as_str()).unwrap_or(rid).to_string(),
+                            level: r["level"].as_str().unwrap_or_default().to_string(),
+                            passed: r["status"] == "SUCCESS",
+                            words: rule.map(|x| in_words(&x["query"])).unwrap_or_default(),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(CardView { title: body["title"].as_str().unwrap_or(&id).to_string(), level, class, rules });
+    }
+    out
 }
 
 pub fn entity_href(bp: &str, id: &str) -> String {
@@ -209,6 +292,7 @@ pub async fn page(
         incoming,
         meta,
         versions,
+        scorecards: scorecards_of(&view, &scoped, &e),
     };
     html(&page)
 }

@@ -468,3 +468,39 @@ async fn an_edit_over_a_newer_version_is_refused() {
     let edit = [("_csrf", csrf.as_str()), ("_version", version.as_str()), ("title", "Mine"), ("p.language", "Go")];
     assert_eq!(ui.post(&cookie, "/entities/service/e1/edit", &edit).await.status(), StatusCode::SEE_OTHER);
 }
+
+/// The entity page shows the entity's scorecards: each level in its colour, every rule passed or failed
+/// with its query in words; catalog text in them is escaped.
+#[tokio::test]
+async fn the_entity_page_shows_its_scorecards() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    let api = |method: reqwest::Method, path: &str, body: Value| {
+        ui.http.request(method, format!("{}{path}", ui.base)).bearer_auth(&ui.token).json(&body).send()
+    };
+    let r = api(
+        reqwest::Method::POST,
+        "/v1/blueprints/service/entities",
+        json!({"identifier": "scored", "properties": {"language": "Go"}}),
+    )
+    .await
+    .expect("entity");
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    let card = json!({"identifier": "quality", "title": "Quality <b>bar</b>", "rules": [
+        {"identifier": "go", "title": "Written in Go", "level": "Bronze",
+         "query": {"combinator": "and", "conditions": [{"property": "language", "operator": "=", "value": "Go"}]}},
+        {"identifier": "team", "title": "Has a team", "level": "Silver",
+         "query": {"combinator": "and", "conditions": [{"property": "$team", "operator": "isNotEmpty"}]}}]});
+    let r = api(reqwest::Method::POST, "/v1/blueprints/service/scorecards", card).await.expect("scorecard");
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    let (status, page) = ui.get(&cookie, "/entities/service/scored").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"id="cards-h">Scorecards"#), "{page}");
+    assert!(page.contains(r#"class="badge level level-bronze" data-level="Bronze""#), "the level in its colour");
+    assert!(page.contains("✓ passed") && page.contains("✗ failed"), "each rule's result");
+    assert!(
+        page.contains("language = &#34;Go&#34;") || page.contains("language = &quot;Go&quot;"),
+        "the query in words"
+    );
+    assert!(!page.contains("<b>bar</b>"), "catalog text is escaped");
+}

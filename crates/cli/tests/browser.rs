@@ -310,6 +310,31 @@ async fn the_web_ui_end_to_end_in_chromium() {
     assert!(audit.contains("runbook") && audit.contains("DELETE"), "{audit}");
     shot(&c, "11-audit").await;
 
+    // A scorecard on the entity page, and a dashboard of widgets.
+    let card = json!({"identifier": "basics", "title": "Basics", "rules": [
+        {"identifier": "lang", "title": "Has a language", "level": "Bronze",
+         "query": {"combinator": "and", "conditions": [{"property": "language", "operator": "isNotEmpty"}]}}]});
+    let r = http.post(server.url("/v1/blueprints/service/scorecards")).bearer_auth(&token).json(&card).send().await;
+    assert_eq!(r.expect("scorecard").status(), reqwest::StatusCode::CREATED);
+    c.goto(&server.url(&entity_path)).await.expect("goto");
+    // Passing its one (Bronze) rule, with no rules above, the entity reaches the top level.
+    assert_eq!(text(&c, "span.level").await, "Gold", "the scorecard's level on the entity page");
+    c.execute("document.getElementById('cards-h').scrollIntoView(); window.scrollBy(0, -90)", vec![]).await.expect("scroll");
+    shot(&c, "13-entity-scorecard").await;
+    let board = json!({"identifier": "overview", "title": "Overview", "widgets": [
+        {"type": "markdown", "title": "About", "markdown": "The **platform** at a glance."},
+        {"type": "entities-number-chart", "title": "Services", "blueprint": "service", "calculationBy": "entities"},
+        {"type": "entities-pie-chart", "title": "By language", "blueprint": "service", "property": "language"}]});
+    let r = http.post(server.url("/v1/pages")).bearer_auth(&token).json(&board).send().await;
+    assert_eq!(r.expect("page").status(), reqwest::StatusCode::CREATED);
+    c.goto(&server.url("/pages")).await.expect("goto");
+    click(&c, "a[href='/pages/overview']").await;
+    wait_url(&c, "the dashboard", |u| u == "/pages/overview").await;
+    assert!(text(&c, ".widgets").await.contains("By language"));
+    let bars = c.find_all(fantoccini::Locator::Css("svg.chart rect.bar")).await.expect("bars");
+    assert!(!bars.is_empty(), "the chart is drawn");
+    shot(&c, "14-dashboard").await;
+
     // Usable at 375 px: nothing wider than the screen but the table's own scroller.
     c.set_window_size(375, 800).await.expect("resize");
     c.goto(&server.url("/blueprints/service/entities")).await.expect("goto");

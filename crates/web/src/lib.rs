@@ -15,6 +15,7 @@
 pub mod assets;
 pub mod audit;
 pub mod blueprints;
+mod dashboards;
 pub mod entity;
 pub mod entity_form;
 pub mod fmt;
@@ -38,6 +39,8 @@ pub fn router() -> Router<AppState> {
         .route("/invite", get(session::invite_form).post(session::accept_invite))
         .route("/search", get(home::search))
         .route("/audit", get(audit::page))
+        .route("/pages", get(dashboards::list))
+        .route("/pages/{id}", get(dashboards::page))
         .route("/blueprints", post(blueprints::create))
         .route("/blueprints/new", get(blueprints::new_form))
         .route("/blueprints/{bp}", get(blueprints::page))

@@ -504,3 +504,54 @@ async fn the_entity_page_shows_its_scorecards() {
     );
     assert!(!page.contains("<b>bar</b>"), "catalog text is escaped");
 }
+
+/// Dashboards: the page list, and a page's widgets computed through the session's view: a markdown text
+/// (safe), a count and a sum, a bar chart of a property's values (SVG with its figures as text), a table of
+/// entities; a widget of an unknown type or with a bad dataset says so instead of failing the page.
+#[tokio::test]
+async fn dashboards_show_their_widgets() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    let services: Value = ui
+        .http
+        .get(format!("{}/v1/blueprints/service/entities", ui.base))
+        .bearer_auth(&ui.token)
+        .send()
+        .await
+        .expect("services")
+        .json()
+        .await
+        .expect("json");
+    let services = services["entities"].as_array().expect("entities").clone();
+    let go = services.iter().filter(|e| e["properties"]["language"] == "Go").count();
+    let replicas: f64 = services.iter().filter_map(|e| e["properties"]["replicas"].as_f64()).sum();
+    let only_go = json!({"combinator": "and", "rules": [{"property": "language", "operator": "=", "value": "Go"}]});
+    let page = json!({"identifier": "overview", "title": "Platform overview", "description": "How we are doing",
+        "widgets": [
+            {"type": "markdown", "title": "Read me", "markdown": "**Welcome** <script>alert(1)</script>"},
+            {"type": "entities-number-chart", "title": "Go services", "blueprint": "service", "calculationBy": "entities", "dataset": only_go},
+            {"type": "entities-number-chart", "title": "Replicas", "blueprint": "service", "calculationBy": "property", "func": "sum", "property": "replicas"},
+            {"type": "entities-pie-chart", "title": "By language", "blueprint": "service", "property": "language"},
+            {"type": "table-entities-explorer", "title": "Go list", "blueprint": "service", "dataset": only_go},
+            {"type": "iframe-widget", "title": "Elsewhere"},
+            {"type": "entities-number-chart", "title": "Broken", "blueprint": "service", "dataset": {"combinator": "xor"}}]});
+    let r =
+        ui.http.post(format!("{}/v1/pages", ui.base)).bearer_auth(&ui.token).json(&page).send().await.expect("page");
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+
+    let (status, list) = ui.get(&cookie, "/pages").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(list.contains(r#"href="/pages/overview">Platform overview</a>"#), "{list}");
+    let (status, board) = ui.get(&cookie, "/pages/overview").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(board.contains("<strong>Welcome</strong>") && !board.contains("<script>alert(1)"), "markdown, safely");
+    assert!(board.contains(&format!(r#"<span class="value">{go}</span>"#)), "the count of Go services ({go})");
+    let sum = if replicas.fract() == 0.0 { format!("{replicas:.0}") } else { format!("{replicas:.2}") };
+    assert!(board.contains(&format!(r#"<span class="value">{sum}</span>"#)), "the sum of replicas ({sum})");
+    assert!(board.contains(r#"<svg class="chart" role="img""#) && board.contains("<title>Entities by value</title>"));
+    assert!(board.contains(&format!("<li>Go: <strong>{go}</strong></li>")), "the chart's figures as text");
+    let go_links = board.matches(r#"<a href="/entities/service/"#).count();
+    assert_eq!(go_links, go.min(20), "the table lists the Go services");
+    assert!(board.contains("not shown here yet") && board.contains("does not parse"), "{board}");
+    assert_eq!(ui.get(&cookie, "/pages/nope").await.0, StatusCode::NOT_FOUND);
+}

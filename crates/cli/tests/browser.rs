@@ -319,7 +319,9 @@ async fn the_web_ui_end_to_end_in_chromium() {
     c.goto(&server.url(&entity_path)).await.expect("goto");
     // Passing its one (Bronze) rule, with no rules above, the entity reaches the top level.
     assert_eq!(text(&c, "span.level").await, "Gold", "the scorecard's level on the entity page");
-    c.execute("document.getElementById('cards-h').scrollIntoView(); window.scrollBy(0, -90)", vec![]).await.expect("scroll");
+    c.execute("document.getElementById('cards-h').scrollIntoView(); window.scrollBy(0, -90)", vec![])
+        .await
+        .expect("scroll");
     shot(&c, "13-entity-scorecard").await;
     let board = json!({"identifier": "overview", "title": "Overview", "widgets": [
         {"type": "markdown", "title": "About", "markdown": "The **platform** at a glance."},

@@ -323,6 +323,10 @@ async fn the_web_ui_end_to_end_in_chromium() {
         .await
         .expect("scroll");
     shot(&c, "13-entity-scorecard").await;
+    click(&c, "div.scorecard h3 a").await;
+    wait_url(&c, "the scorecard's page", |u| u == "/scorecards/service/basics").await;
+    assert!(text(&c, "table.rates").await.contains("Has a language"));
+    shot(&c, "13b-scorecard").await;
     let board = json!({"identifier": "overview", "title": "Overview", "widgets": [
         {"type": "markdown", "title": "About", "markdown": "The **platform** at a glance."},
         {"type": "entities-number-chart", "title": "Services", "blueprint": "service", "calculationBy": "entities"},

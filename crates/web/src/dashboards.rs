@@ -180,7 +180,7 @@ fn chart(scoped: &berth_server::access::Scoped<'_>, blueprint: &str, w: &Value) 
 
 /// A horizontal bar chart of (value, count), in SVG with a title, and the same figures as a list for
 /// screen readers and copying.
-fn bars(values: &[(Value, usize)]) -> String {
+pub(crate) fn bars(values: &[(Value, usize)]) -> String {
     if values.is_empty() {
         return note("No entities.");
     }

@@ -71,6 +71,7 @@ struct EntityPage {
 /// A scorecard's result for the entity, as the page shows it.
 struct CardView {
     title: String,
+    href: String,
     level: String,
     /// The level's colour as a badge class (`level-gold`, ...; `level-other` for a colour without one).
     class: String,
@@ -145,7 +146,8 @@ fn scorecards_of(view: &berth_engine::State, scoped: &berth_server::access::Scop
                     .collect()
             })
             .unwrap_or_default();
-        out.push(CardView { title: body["title"].as_str().unwrap_or(&id).to_string(), level, class, rules });
+        let href = crate::scorecards::href(&e.blueprint, &id);
+        out.push(CardView { title: body["title"].as_str().unwrap_or(&id).to_string(), href, level, class, rules });
     }
     out
 }

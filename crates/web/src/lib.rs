@@ -23,6 +23,7 @@ pub mod form;
 pub mod graph;
 pub mod home;
 pub mod page;
+mod scorecards;
 pub mod session;
 pub mod table;
 
@@ -41,6 +42,8 @@ pub fn router() -> Router<AppState> {
         .route("/audit", get(audit::page))
         .route("/pages", get(dashboards::list))
         .route("/pages/{id}", get(dashboards::page))
+        .route("/scorecards", get(scorecards::list))
+        .route("/scorecards/{bp}/{id}", get(scorecards::page))
         .route("/blueprints", post(blueprints::create))
         .route("/blueprints/new", get(blueprints::new_form))
         .route("/blueprints/{bp}", get(blueprints::page))

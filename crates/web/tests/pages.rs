@@ -503,6 +503,39 @@ async fn the_entity_page_shows_its_scorecards() {
         "the query in words"
     );
     assert!(!page.contains("<b>bar</b>"), "catalog text is escaped");
+    assert!(page.contains(r#"<a href="/scorecards/service/quality">"#), "the scorecard links to its page");
+
+    // The scorecard's page: entities per level, each rule's pass rate, levels per team, all as the API
+    // counts them.
+    let (status, list) = ui.get(&cookie, "/scorecards").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(list.contains(r#"href="/scorecards/service/quality""#), "{list}");
+    let every =
+        json!({"combinator": "and", "rules": [{"property": "$blueprint", "operator": "=", "value": "service"}]});
+    let counted = |rule: Option<&str>| {
+        let mut body = json!({"func": "countValues", "scorecard": "quality", "query": every});
+        if let Some(r) = rule {
+            body["rule"] = json!(r);
+        }
+        api(reqwest::Method::POST, "/v1/entities/aggregate", body)
+    };
+    let levels: Value = counted(None).await.expect("levels").json().await.expect("json");
+    let go: Value = counted(Some("go")).await.expect("rule").json().await.expect("json");
+    let (status, card) = ui.get(&cookie, "/scorecards/service/quality").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(card.contains("Entities per level") && card.contains(r#"<svg class="chart""#), "{card}");
+    for (level, n) in levels["result"].as_object().expect("levels") {
+        assert!(card.contains(&format!("<li>{level}: <strong>{n}</strong></li>")), "{level}: {n}");
+    }
+    let passed = go["result"]["SUCCESS"].as_u64().unwrap_or(0);
+    let judged = passed + go["result"]["FAILURE"].as_u64().unwrap_or(0);
+    let rate = (passed * 100 + judged / 2) / judged.max(1);
+    assert!(
+        card.contains(&format!(r#"data-rate="{rate}""#)) && card.contains(&format!("({passed} of {judged})")),
+        "{card}"
+    );
+    assert!(card.contains("Per team") && !card.contains("<b>bar</b>"));
+    assert_eq!(ui.get(&cookie, "/scorecards/service/nope").await.0, StatusCode::NOT_FOUND);
 }
 
 /// Dashboards: the page list, and a page's widgets computed through the session's view: a markdown text

@@ -1,0 +1,164 @@
+//! Scorecard pages: `GET /scorecards` lists every blueprint's scorecards; `GET /scorecards/{bp}/{id}` shows
+//! one: how many entities are at each level, each rule's pass rate, and the levels per team. Everything is
+//! counted through the session's view (what it may not read is not counted), on the search pool under the
+//! search deadline.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use berth_engine::aggregate::{Aggregation, Func, GroupBy};
+use berth_model::DefinitionKind;
+use berth_model::definition::{scorecard_key, split_scorecard_key};
+use berth_model::query::Query as Rules;
+use berth_server::AppState;
+use serde_json::{Value, json};
+
+use crate::dashboards::bars;
+use crate::page::{Layout, UiError, UiResult, html};
+use crate::session::{Session, encode};
+
+/// The most teams the per-team table shows.
+const MAX_TEAMS: usize = 50;
+
+pub struct CardLink {
+    pub href: String,
+    pub title: String,
+    pub blueprint: String,
+}
+
+#[derive(Template)]
+#[template(path = "scorecards.html")]
+struct ListPage {
+    layout: Layout,
+    cards: Vec<CardLink>,
+}
+
+pub struct RuleRate {
+    pub title: String,
+    pub level: String,
+    pub passed: usize,
+    pub judged: usize,
+    /// Percent, rounded.
+    pub rate: usize,
+}
+
+pub struct TeamLevels {
+    pub team: String,
+    /// (level, count), in level order.
+    pub counts: Vec<(String, usize)>,
+}
+
+#[derive(Template)]
+#[template(path = "scorecard.html")]
+struct CardPage {
+    layout: Layout,
+    title: String,
+    blueprint: String,
+    bp_href: String,
+    levels: Vec<String>,
+    /// The level distribution, drawn (safe HTML).
+    chart: String,
+    rules: Vec<RuleRate>,
+    teams: Vec<TeamLevels>,
+}
+
+pub async fn list(State(app): State<AppState>, session: Session) -> UiResult<Response> {
+    let view = app.pipeline.view();
+    let cards = view
+        .definitions(DefinitionKind::Scorecard)
+        .filter_map(|d| {
+            let (bp, id) = split_scorecard_key(&d.identifier)?;
+            Some(CardLink {
+                href: format!("/scorecards/{}/{}", encode(bp), encode(id)),
+                title: d.body["title"].as_str().unwrap_or(id).to_string(),
+                blueprint: bp.to_string(),
+            })
+        })
+        .collect();
+    html(&ListPage { layout: session.layout(&app, "Scorecards", "scorecards"), cards })
+}
+
+/// How many readable entities of `blueprint` matching `query` have each value of the scorecard (or rule).
+fn count_values(
+    scoped: &berth_server::access::Scoped<'_>,
+    query: Rules,
+    scorecard: &str,
+    rule: Option<&str>,
+) -> Result<Vec<(Value, usize)>, berth_model::DomainError> {
+    let group_by = Some(GroupBy::Scorecard { scorecard: scorecard.to_string(), rule: rule.map(str::to_string) });
+    let agg =
+        Aggregation { func: Func::CountValues, query, property: None, group_by, per: None, measure_time_by: None };
+    Ok(scoped.aggregate(agg)?.values.unwrap_or_default())
+}
+
+fn count_of(values: &[(Value, usize)], wanted: &str) -> usize {
+    values.iter().filter(|(v, _)| v.as_str() == Some(wanted)).map(|(_, n)| n).sum()
+}
+
+pub async fn page(
+    State(app): State<AppState>,
+    session: Session,
+    Path((bp, id)): Path<(String, String)>,
+) -> UiResult<Response> {
+    let view = app.pipeline.view();
+    let def = view
+        .definition(DefinitionKind::Scorecard, &scorecard_key(&bp, &id))
+        .cloned()
+        .ok_or_else(|| UiError::not_found(format!("there is no scorecard `{id}` of blueprint `{bp}`")))?;
+    let card = berth_model::scorecard::Scorecard::parse(&bp, &id, &def.body)
+        .map_err(|e| UiError::internal(format!("stored scorecard {bp}/{id}: {e}")))?
+        .0;
+    let title = card.title.clone();
+    let levels: Vec<String> = card.levels.iter().map(|l| l.title.clone()).collect();
+    let caller = session.caller.clone();
+    let (blueprint, card_id) = (bp.clone(), id.clone());
+    let known: Vec<String> = view.teams().map(|t| t.name.clone()).collect();
+    let level_names = levels.clone();
+    let (chart, rules, per_team) = berth_server::searching::run(&app, move || {
+        let scoped = berth_server::access::scoped(&view, &caller);
+        let all = || Rules::of_blueprint(&blueprint);
+        let distribution = count_values(&scoped, all(), &card_id, None)?;
+        // Levels in their order (every level shown, at 0 when nobody is there); entities the filter leaves
+        // out are not judged.
+        let ordered: Vec<(Value, usize)> = level_names.iter().map(|l| (json!(l), count_of(&distribution, l))).collect();
+        let chart = bars(&ordered);
+        let mut rules = Vec::new();
+        for r in &card.rules {
+            let statuses = count_values(&scoped, all(), &card_id, Some(&r.identifier))?;
+            let (passed, failed) = (count_of(&statuses, "SUCCESS"), count_of(&statuses, "FAILURE"));
+            let judged = passed + failed;
+            let rate = if judged == 0 { 0 } else { (passed * 100 + judged / 2) / judged };
+            rules.push(RuleRate { title: r.title.clone(), level: r.level.clone(), passed, judged, rate });
+        }
+        // The teams: those defined, and those the readable entities name (teams are names on entities).
+        let mut teams: std::collections::BTreeSet<String> = known.into_iter().collect();
+        for e in scoped.entities_of(&blueprint) {
+            if teams.len() >= MAX_TEAMS {
+                break;
+            }
+            teams.extend(e.team.iter().cloned());
+        }
+        let mut per_team = Vec::new();
+        for team in teams.into_iter().take(MAX_TEAMS) {
+            let theirs = all().and(
+                Rules::parse(&json!({"property": "$team", "operator": "containsAny", "value": [team]}))
+                    .map_err(|e| berth_model::DomainError::BadRequest(e.message))?,
+            );
+            let values = count_values(&scoped, theirs, &card_id, None)?;
+            let counts: Vec<(String, usize)> = level_names.iter().map(|l| (l.clone(), count_of(&values, l))).collect();
+            if counts.iter().any(|(_, n)| *n > 0) {
+                per_team.push(TeamLevels { team, counts });
+            }
+        }
+        Ok((chart, rules, per_team))
+    })
+    .await?;
+    let layout = session.layout(&app, title.clone(), "scorecards");
+    let bp_href = format!("/blueprints/{}/entities", encode(&bp));
+    html(&CardPage { layout, title, blueprint: bp, bp_href, levels, chart, rules, teams: per_team })
+}
+
+/// The link to a scorecard's page.
+pub fn href(blueprint: &str, id: &str) -> String {
+    format!("/scorecards/{}/{}", encode(blueprint), encode(id))
+}

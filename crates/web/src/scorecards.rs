@@ -127,7 +127,7 @@ pub async fn page(
             let statuses = count_values(&scoped, all(), &card_id, Some(&r.identifier))?;
             let (passed, failed) = (count_of(&statuses, "SUCCESS"), count_of(&statuses, "FAILURE"));
             let judged = passed + failed;
-            let rate = if judged == 0 { 0 } else { (passed * 100 + judged / 2) / judged };
+            let rate = (passed * 100 + judged / 2).checked_div(judged).unwrap_or(0);
             rules.push(RuleRate { title: r.title.clone(), level: r.level.clone(), passed, judged, rate });
         }
         // The teams: those defined, and those the readable entities name (teams are names on entities).

@@ -168,6 +168,25 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .with_state(state)
 }
 
+/// Runs a definition object's command for `caller` and answers Port's envelope: `{ok, <field>: definition}`
+/// with 201 for a creation, `{ok}` for a delete. The routes of every definition kind answer through here.
+pub async fn write_definition(
+    app: &AppState,
+    caller: &crate::auth::Caller,
+    command: berth_engine::Command,
+    field: &'static str,
+) -> crate::error::ApiResult<Response> {
+    let meta = blueprints::meta(caller, &axum::http::HeaderMap::new(), None);
+    let (outcome, seq) = app.pipeline.write_one(meta, command).await?;
+    match outcome? {
+        berth_engine::Outcome::Definition { definition, created } => {
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(reply(status, serde_json::json!({"ok": true, field: definition.view()}), Some(seq)))
+        }
+        _ => Ok(reply(StatusCode::OK, serde_json::json!({"ok": true}), Some(seq))),
+    }
+}
+
 /// A success answer in Port's envelope, with the sequence number a write reached in `X-Berth-Seq`.
 pub fn reply(status: StatusCode, body: impl serde::Serialize, seq: Option<u64>) -> Response {
     let mut response = (status, axum::Json(body)).into_response();

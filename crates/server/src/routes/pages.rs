@@ -7,8 +7,8 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use berth_engine::Command;
 use berth_engine::definitions::DefinitionWrite;
-use berth_engine::{Command, Outcome};
 use berth_model::DefinitionKind;
 use serde_json::{Value, json};
 
@@ -38,15 +38,7 @@ async fn admin_for_changes(req: axum::extract::Request, next: axum::middleware::
 }
 
 async fn write(app: &AppState, caller: &Caller, command: Command) -> ApiResult<Response> {
-    let meta = super::blueprints::meta(caller, &axum::http::HeaderMap::new(), None);
-    let (outcome, seq) = app.pipeline.write_one(meta, command).await?;
-    match outcome? {
-        Outcome::Definition { definition, created } => {
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            Ok(reply(status, json!({"ok": true, "page": definition.view()}), Some(seq)))
-        }
-        _ => Ok(reply(StatusCode::OK, json!({"ok": true}), Some(seq))),
-    }
+    super::write_definition(app, caller, command, "page").await
 }
 
 #[utoipa::path(get, path = "/v1/pages", tag = "Pages", summary = "List pages", security(("bearer" = [])),

@@ -9,8 +9,8 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use berth_engine::Command;
 use berth_engine::definitions::DefinitionWrite;
-use berth_engine::{Command, Outcome};
 use berth_model::DefinitionKind;
 use berth_model::definition::{scorecard_key, split_scorecard_key};
 use serde_json::{Value, json};
@@ -49,15 +49,7 @@ fn blueprint_of(app: &AppState, params: &PathParams) -> ApiResult<String> {
 }
 
 async fn write(app: &AppState, caller: &Caller, command: Command) -> ApiResult<Response> {
-    let meta = super::blueprints::meta(caller, &axum::http::HeaderMap::new(), None);
-    let (outcome, seq) = app.pipeline.write_one(meta, command).await?;
-    match outcome? {
-        Outcome::Definition { definition, created } => {
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            Ok(reply(status, json!({"ok": true, "scorecard": definition.view()}), Some(seq)))
-        }
-        _ => Ok(reply(StatusCode::OK, json!({"ok": true}), Some(seq))),
-    }
+    super::write_definition(app, caller, command, "scorecard").await
 }
 
 /// Every scorecard of `blueprint` (all blueprints when `None`), in (blueprint, identifier) order.

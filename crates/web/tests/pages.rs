@@ -312,6 +312,22 @@ async fn pages_show_only_what_the_user_may_read() {
     assert!(!graph.contains("svc-ui-b") && !graph.contains("svc-ui-c"), "graph: hidden node or reached through one");
     let (_, graph_c) = ui.get(&cookie, "/entities/service/svc-ui-c/graph?hops=1").await;
     assert!(!graph_c.contains("svc-ui-b"), "the hidden dependent is not drawn");
+    // Dashboards and scorecard pages count only what the Member may read: the same figures as if the
+    // hidden services did not exist (2 services, both ui-a's).
+    let board = json!({"identifier": "m-board", "title": "Board", "widgets": [
+        {"type": "entities-number-chart", "title": "Services", "blueprint": "service", "calculationBy": "entities"},
+        {"type": "table-entities-explorer", "title": "List", "blueprint": "service"}]});
+    assert_eq!(api(reqwest::Method::POST, "/v1/pages", board).await.expect("page").status(), StatusCode::CREATED);
+    let (_, shown) = ui.get(&cookie, "/pages/m-board").await;
+    assert!(shown.contains(r#"<span class="value">2</span>"#), "two readable services");
+    assert!(!shown.contains("svc-ui-b") && shown.contains("svc-ui-a"), "the list leaves the hidden one out");
+    let card = json!({"identifier": "m-card", "title": "Card", "rules": [{"identifier": "r", "title": "Rust",
+        "level": "Bronze", "query": {"combinator": "and", "conditions": [{"property": "language", "operator": "=", "value": "Rust"}]}}]});
+    let r = api(reqwest::Method::POST, "/v1/blueprints/service/scorecards", card).await.expect("card");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (_, card_page) = ui.get(&cookie, "/scorecards/service/m-card").await;
+    assert!(card_page.contains("(2 of 2)"), "the rule judged on the two readable services only");
+    assert!(!card_page.contains("ui-b"), "no row for a team whose entities are hidden");
     // A Member's attempt to change a blueprint through the builder is refused, and audited.
     let (_, page) = ui.get(&cookie, "/blueprints/service").await;
     let at = page.find(r#"name="_csrf" value=""#).expect("csrf") + r#"name="_csrf" value=""#.len();

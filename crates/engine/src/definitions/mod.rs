@@ -64,7 +64,23 @@ pub(crate) fn write(
     identifier: &str,
     how: &DefinitionWrite,
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
+    write_with(state, meta, kind, identifier, how, true)
+}
+
+/// [`write`], with the per-kind count limits checked for a new object or not (a caller that checks the
+/// count of a whole set itself).
+pub(crate) fn write_with(
+    state: &State,
+    meta: &WriteMeta,
+    kind: DefinitionKind,
+    identifier: &str,
+    how: &DefinitionWrite,
+    limit: bool,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
     let existing = state.definition(kind, identifier);
+    if limit && existing.is_none() && kind == DefinitionKind::Scorecard {
+        scorecards::check_room(state, identifier)?;
+    }
     let body = match (how, existing) {
         (DefinitionWrite::Create(_), Some(_)) => {
             return Err(DomainError::AlreadyExists { kind: kind.as_str(), id: identifier.to_string() });

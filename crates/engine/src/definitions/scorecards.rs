@@ -9,6 +9,28 @@ use serde_json::Value;
 
 use crate::State;
 
+/// The most scorecards one blueprint has.
+pub const MAX_PER_BLUEPRINT: usize = 100;
+
+/// Refuses one more scorecard for a blueprint that has [`MAX_PER_BLUEPRINT`] (`key` a new one's).
+pub(crate) fn check_room(state: &State, key: &str) -> Result<(), DomainError> {
+    let Some((blueprint, _)) = split_scorecard_key(key) else { return Ok(()) };
+    if count_of(state, blueprint) >= MAX_PER_BLUEPRINT {
+        return Err(DomainError::Invalid(format!(
+            "blueprint `{blueprint}` has {MAX_PER_BLUEPRINT} scorecards, the most one blueprint may have"
+        )));
+    }
+    Ok(())
+}
+
+/// How many scorecards `blueprint` has.
+fn count_of(state: &State, blueprint: &str) -> usize {
+    state
+        .definitions(berth_model::DefinitionKind::Scorecard)
+        .filter(|d| split_scorecard_key(&d.identifier).is_some_and(|(bp, _)| bp == blueprint))
+        .count()
+}
+
 /// Checks a scorecard body kept under `key` and answers it normalized (default levels).
 pub fn check(state: &State, key: &str, body: Value) -> Result<Value, DomainError> {
     let Some((blueprint, identifier)) = split_scorecard_key(key) else {
@@ -17,6 +39,7 @@ pub fn check(state: &State, key: &str, body: Value) -> Result<Value, DomainError
     if state.blueprint(blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint));
     }
+
     let (scorecard, body) = Scorecard::parse(blueprint, identifier, &body)?;
     let queries = scorecard.filter.iter().chain(scorecard.rules.iter().map(|r| &r.query));
     for q in queries {
@@ -50,6 +73,12 @@ pub(crate) fn replace_all(
     if state.blueprint(blueprint).is_none() {
         return Err(DomainError::not_found("blueprint", blueprint));
     }
+    if wanted.len() > MAX_PER_BLUEPRINT {
+        return Err(DomainError::Invalid(format!(
+            "{} scorecards given; a blueprint has at most {MAX_PER_BLUEPRINT}",
+            wanted.len()
+        )));
+    }
     let mut changes = Vec::new();
     let mut keys = std::collections::HashSet::new();
     for (identifier, body) in wanted {
@@ -58,7 +87,8 @@ pub(crate) fn replace_all(
             return Err(DomainError::Invalid(format!("scorecard `{identifier}` is listed twice")));
         }
         let how = super::DefinitionWrite::Upsert(body.clone());
-        let (mut one, _) = super::write(state, meta, berth_model::DefinitionKind::Scorecard, &key, &how)?;
+        // The blueprint's count is checked on the whole list (above), not one by one.
+        let (mut one, _) = super::write_with(state, meta, berth_model::DefinitionKind::Scorecard, &key, &how, false)?;
         changes.append(&mut one);
     }
     for d in state.definitions(berth_model::DefinitionKind::Scorecard) {

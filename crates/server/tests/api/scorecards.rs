@@ -155,6 +155,9 @@ async fn scorecards_judge_every_entity_on_every_read() {
         a.body["scorecards"].as_array().expect("cards").iter().map(|c| c["identifier"].as_str().expect("id")).collect();
     assert_eq!(ids, vec!["speed"], "the others are deleted");
     s.get("/v1/blueprints/service/scorecards/ownership").await.assert_error(404, "not_found");
+    // A blueprint holds at most 100 scorecards.
+    let many: Vec<Value> = (0..101).map(|i| json!({"identifier": format!("c{i}"), "title": "C"})).collect();
+    s.put("/v1/blueprints/service/scorecards", Value::Array(many)).await.assert_error(422, "invalid_request");
     assert_eq!(level_of_speed(&s).await, json!("Gold"), "a level without rules is reached with the one below it");
     assert_eq!(s.delete("/v1/blueprints/service/scorecards/speed").await.status, StatusCode::OK);
     s.delete("/v1/blueprints/service/scorecards/speed").await.assert_error(404, "not_found");

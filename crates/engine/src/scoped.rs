@@ -157,6 +157,8 @@ impl<'s> Scoped<'s> {
     /// (`status` `SUCCESS` or `FAILURE`), judged now against the current catalog; `None` when its blueprint
     /// has no scorecard that applies to it. Computed when read, so always current.
     pub fn scorecards(&self, entity: &Entity) -> Option<serde_json::Value> {
+        // Most catalogs have none: every read skips the preparation at the cost of one map lookup.
+        self.state.definitions(berth_model::DefinitionKind::Scorecard).next()?;
         search::scorecard_results(&self.cards, entity)
     }
 

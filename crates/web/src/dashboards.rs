@@ -58,8 +58,10 @@ struct DashboardPage {
 
 pub async fn list(State(app): State<AppState>, session: Session) -> UiResult<Response> {
     let view = app.pipeline.view();
+    let principal = session.caller.principal();
     let pages = view
         .definitions(DefinitionKind::Page)
+        .filter(|d| berth_engine::definitions::pages::readable(&d.body, &principal))
         .map(|d| PageLink {
             href: format!("/pages/{}", encode(&d.identifier)),
             title: d.body["title"].as_str().unwrap_or(&d.identifier).to_string(),
@@ -73,6 +75,7 @@ pub async fn page(State(app): State<AppState>, session: Session, Path(id): Path<
     let view = app.pipeline.view();
     let def = view
         .definition(DefinitionKind::Page, &id)
+        .filter(|d| berth_engine::definitions::pages::readable(&d.body, &session.caller.principal()))
         .cloned()
         .ok_or_else(|| UiError::not_found(format!("there is no page `{id}`")))?;
     let title = def.body["title"].as_str().unwrap_or(&id).to_string();

@@ -328,6 +328,12 @@ async fn pages_show_only_what_the_user_may_read() {
     let (_, card_page) = ui.get(&cookie, "/scorecards/service/m-card").await;
     assert!(card_page.contains("(2 of 2)"), "the rule judged on the two readable services only");
     assert!(!card_page.contains("ui-b"), "no row for a team whose entities are hidden");
+    // A page read only by team ui-b is missing for this Member, like a page that does not exist.
+    let secret = json!({"identifier": "b-only", "title": "B only", "permissions": {"read": {"teams": ["ui-b"]}}});
+    assert_eq!(api(reqwest::Method::POST, "/v1/pages", secret).await.expect("page").status(), StatusCode::CREATED);
+    let (_, pages) = ui.get(&cookie, "/pages").await;
+    assert!(pages.contains(">Board</a>") && !pages.contains("B only"), "listed only when readable");
+    assert_eq!(ui.get(&cookie, "/pages/b-only").await.0, StatusCode::NOT_FOUND);
     // A Member's attempt to change a blueprint through the builder is refused, and audited.
     let (_, page) = ui.get(&cookie, "/blueprints/service").await;
     let at = page.find(r#"name="_csrf" value=""#).expect("csrf") + r#"name="_csrf" value=""#.len();

@@ -17,6 +17,14 @@ use serde_json::Value;
 use crate::State;
 use crate::command::{Outcome, WriteMeta};
 
+/// A definition's identifier as messages show it (a scorecard's without its blueprint's key prefix).
+fn shown(kind: DefinitionKind, identifier: &str) -> String {
+    match (kind, berth_model::definition::split_scorecard_key(identifier)) {
+        (DefinitionKind::Scorecard, Some((blueprint, id))) => format!("{id}` of blueprint `{blueprint}"),
+        _ => identifier.to_string(),
+    }
+}
+
 /// How a definition is written.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DefinitionWrite {
@@ -28,6 +36,9 @@ pub enum DefinitionWrite {
     Upsert(Value),
     /// One part of an existing definition (a page's widget), changed or, with `None`, removed.
     Part { id: String, patch: Option<Value> },
+    /// The top-level keys of an existing definition replaced by these (in the writer, so two concurrent
+    /// changes of different keys both land).
+    Merge(serde_json::Map<String, Value>),
 }
 
 /// A kind's body, checked and normalized (defaults filled in, parts given identifiers) against the catalog.
@@ -83,13 +94,20 @@ pub(crate) fn write_with(
     }
     let body = match (how, existing) {
         (DefinitionWrite::Create(_), Some(_)) => {
-            return Err(DomainError::AlreadyExists { kind: kind.as_str(), id: identifier.to_string() });
+            return Err(DomainError::AlreadyExists { kind: kind.as_str(), id: shown(kind, identifier) });
         }
-        (DefinitionWrite::Replace(_) | DefinitionWrite::Part { .. }, None) => {
-            return Err(DomainError::not_found(kind.as_str(), identifier));
+        (DefinitionWrite::Replace(_) | DefinitionWrite::Part { .. } | DefinitionWrite::Merge(_), None) => {
+            return Err(DomainError::not_found(kind.as_str(), shown(kind, identifier)));
         }
         (DefinitionWrite::Create(body) | DefinitionWrite::Replace(body) | DefinitionWrite::Upsert(body), _) => {
             body.clone()
+        }
+        (DefinitionWrite::Merge(changes), Some(current)) => {
+            let mut body = (*current.body).clone();
+            if let Some(map) = body.as_object_mut() {
+                map.extend(changes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            body
         }
         (DefinitionWrite::Part { id, patch }, Some(current)) => match kind {
             DefinitionKind::Page => pages::edit_widget(&current.body, id, patch.as_ref())?,
@@ -123,7 +141,7 @@ pub(crate) fn delete(
     identifier: &str,
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
     if state.definition(kind, identifier).is_none() {
-        return Err(DomainError::not_found(kind.as_str(), identifier));
+        return Err(DomainError::not_found(kind.as_str(), shown(kind, identifier)));
     }
     Ok((vec![Change::DefinitionDeleted { kind, identifier: identifier.to_string() }], Outcome::Done))
 }

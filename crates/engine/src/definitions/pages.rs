@@ -68,6 +68,9 @@ pub fn check(state: &State, mut body: Value) -> Result<Value, DomainError> {
         None | Some(Value::Null) => {}
         Some(_) => return Err(invalid("`blueprint` is a blueprint identifier".into())),
     }
+    if let Some(p) = map.get("permissions").filter(|p| !p.is_null()) {
+        check_permissions(p)?;
+    }
     if map.get("pageFilters").is_some_and(|v| !v.is_array() && !v.is_null()) {
         return Err(invalid("`pageFilters` is a list".into()));
     }
@@ -78,6 +81,57 @@ pub fn check(state: &State, mut body: Value) -> Result<Value, DomainError> {
     };
     map.insert("widgets".into(), Value::Array(check_widgets(widgets)?));
     Ok(body)
+}
+
+/// The most names one permission list holds.
+const MAX_NAMES: usize = 1_000;
+
+/// Checks a page's `permissions`: `{"read": {"users": [...], "roles": [...], "teams": [...]}}`.
+fn check_permissions(p: &Value) -> Result<(), DomainError> {
+    let shape =
+        || invalid("`permissions` is {\"read\": {\"users\": [...], \"roles\": [...], \"teams\": [...]}}".into());
+    let map = p.as_object().ok_or_else(shape)?;
+    if map.keys().any(|k| k != "read") {
+        return Err(shape());
+    }
+    let Some(read) = map.get("read").filter(|r| !r.is_null()) else { return Ok(()) };
+    let read = read.as_object().ok_or_else(shape)?;
+    for (key, list) in read {
+        if !matches!(key.as_str(), "users" | "roles" | "teams") {
+            return Err(shape());
+        }
+        let items = list.as_array().ok_or_else(shape)?;
+        if items.len() > MAX_NAMES || !items.iter().all(|i| i.as_str().is_some_and(|s| !s.is_empty() && s.len() <= 320))
+        {
+            return Err(invalid(format!("`permissions.read.{key}` is a list of at most {MAX_NAMES} names")));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `principal` may read a page: Admins always; others when the page's read permission names
+/// nobody (the default), or names them, one of their roles or one of their teams.
+pub fn readable(body: &Value, principal: &crate::access::Principal) -> bool {
+    if principal.is_admin() {
+        return true;
+    }
+    let Some(read) = body.get("permissions").and_then(|p| p.get("read")).filter(|r| !r.is_null()) else {
+        return true;
+    };
+    // Naming nobody is the default: everyone signed in reads the page.
+    let nobody =
+        ["users", "roles", "teams"].iter().all(|k| read.get(*k).and_then(Value::as_array).is_none_or(|l| l.is_empty()));
+    if nobody {
+        return true;
+    }
+    let named = |key: &str, have: &[String]| {
+        read.get(key)
+            .and_then(Value::as_array)
+            .is_some_and(|l| l.iter().any(|v| v.as_str().is_some_and(|s| have.iter().any(|h| h == s))))
+    };
+    named("users", std::slice::from_ref(&principal.id))
+        || named("roles", &principal.roles)
+        || named("teams", &principal.teams)
 }
 
 /// Checks the widgets and gives those without an `id` one (`widget-<n>`, unused in the page).

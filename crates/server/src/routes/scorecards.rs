@@ -179,22 +179,12 @@ pub async fn patch(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let (bp, id) = (blueprint_of(&app, &params)?, params.get("id")?);
-    let key = scorecard_key(&bp, &id);
-    let current = app
-        .pipeline
-        .view()
-        .definition(KIND, &key)
-        .map(|d| (*d.body).clone())
-        .ok_or_else(|| ApiError::not_found(format!("scorecard `{id}` of blueprint `{bp}` was not found")))?;
     let Value::Object(changes) = without_identifier(body) else {
         return Err(ApiError::unprocessable("a scorecard change is a JSON object"));
     };
-    let mut merged = current;
-    if let Some(map) = merged.as_object_mut() {
-        map.extend(changes);
-    }
-    // Replace, not upsert: a scorecard deleted meanwhile stays deleted (404).
-    let how = DefinitionWrite::Replace(merged);
+    // Merged in the writer: two concurrent changes of different keys both land; a scorecard deleted
+    // meanwhile stays deleted (404).
+    let (key, how) = (scorecard_key(&bp, &id), DefinitionWrite::Merge(changes));
     write(&app, &caller, Command::WriteDefinition { kind: KIND, identifier: key, how }).await
 }
 

@@ -146,3 +146,49 @@ async fn members_read_pages_and_cannot_change_them() {
     }
     assert_eq!(recorded, 5);
 }
+
+/// Page permissions (Port's `GET/PATCH /v1/pages/{id}/permissions`): a page read only by Admins and a team is
+/// missing, for everyone else, exactly like a page that does not exist.
+#[tokio::test]
+async fn page_permissions_hide_a_page_like_a_missing_one() {
+    let s = TestServer::start().await;
+    assert_eq!(s.post("/v1/teams", json!({"name": "sre"})).await.status, StatusCode::CREATED);
+    assert_eq!(s.post("/v1/pages", json!({"identifier": "ops", "title": "Ops"})).await.status, StatusCode::CREATED);
+    let outsider = crate::common::app_token(&s, "outsider", &["Member"], &[]).await;
+    let insider = crate::common::app_token(&s, "insider", &["Member"], &["sre"]).await;
+    // The default: everyone signed in reads it.
+    let p = s.get("/v1/pages/ops/permissions").await;
+    assert_eq!(p.body["permissions"], json!({"read": {"users": [], "roles": [], "teams": []}}));
+    assert_eq!(s.raw(Method::GET, "/v1/pages/ops", None, Some(&outsider)).await.status, StatusCode::OK);
+
+    let a = s.patch("/v1/pages/ops/permissions", json!({"read": {"users": [], "roles": [], "teams": ["sre"]}})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["permissions"]["read"]["teams"], json!(["sre"]));
+    let hidden = s.raw(Method::GET, "/v1/pages/ops", None, Some(&outsider)).await;
+    let missing = s.raw(Method::GET, "/v1/pages/nope", None, Some(&outsider)).await;
+    assert_eq!((hidden.status, missing.status), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
+    assert_eq!(
+        hidden.body["message"].as_str().map(|m| m.replace("ops", "nope")),
+        missing.body["message"].as_str().map(str::to_string)
+    );
+    let listed = s.raw(Method::GET, "/v1/pages", None, Some(&outsider)).await;
+    assert_eq!(listed.body["pages"], json!([]));
+    s.raw(Method::GET, "/v1/pages/ops/permissions", None, Some(&outsider)).await.assert_error(404, "not_found");
+    assert_eq!(s.raw(Method::GET, "/v1/pages/ops", None, Some(&insider)).await.status, StatusCode::OK);
+    let admin_view = s.get("/v1/pages/ops").await;
+    assert!(admin_view.body["page"].get("permissions").is_none(), "a page's view leaves its permissions out");
+
+    // Only Admins change them; `update` may not grant anyone; bad shapes are 422s.
+    let body = br#"{"read": {"teams": []}}"#.to_vec();
+    s.raw(Method::PATCH, "/v1/pages/ops/permissions", Some(body), Some(&insider)).await.assert_error(403, "forbidden");
+    for bad in [
+        json!({"update": {"users": ["x@y.z"]}}),
+        json!({"read": {"groups": ["a"]}}),
+        json!({"read": {"users": "everyone"}}),
+        json!({"write": {}}),
+    ] {
+        s.patch("/v1/pages/ops/permissions", bad).await.assert_error(422, "invalid_request");
+    }
+    assert_eq!(s.patch("/v1/pages/ops/permissions", json!({"update": {"users": []}})).await.status, StatusCode::OK);
+    s.patch("/v1/pages/nope/permissions", json!({"read": {}})).await.assert_error(404, "not_found");
+}

@@ -280,6 +280,17 @@ pub async fn page(
             diff,
         });
     }
+    // Judging scorecards runs their rules: on the search pool, under its deadline (none: nothing to do).
+    let scorecards = if view.definitions(berth_model::DefinitionKind::Scorecard).next().is_some() {
+        let (v, caller, entity) = (std::sync::Arc::clone(&view), session.caller.clone(), std::sync::Arc::clone(&e));
+        berth_server::searching::run(&app, move || {
+            let scoped = berth_server::access::scoped(&v, &caller);
+            Ok(scorecards_of(&v, &scoped, &entity))
+        })
+        .await?
+    } else {
+        Vec::new()
+    };
     let page = EntityPage {
         layout: session.layout(&app, e.title.clone().unwrap_or_else(|| id.clone()), bp.clone()),
         bp_title: def.title.clone(),
@@ -294,7 +305,7 @@ pub async fn page(
         incoming,
         meta,
         versions,
-        scorecards: scorecards_of(&view, &scoped, &e),
+        scorecards,
     };
     html(&page)
 }

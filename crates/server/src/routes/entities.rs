@@ -283,7 +283,7 @@ pub async fn get_one(
             .ok_or_else(|| ApiError::bad_request(format!("`at` must be an RFC 3339 date-time, got {at:?}")))?;
         let entity = super::history::entity_at(&app, &caller, &blueprint, &id, at).await?;
         let scoped = crate::access::scoped(&view, &caller);
-        let projection = Projection::from_params(&q)?.with_view(&scoped);
+        let projection = Projection::from_params(&q)?.with_view(&scoped).without_scorecards();
         return Ok((
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             render::entity_answer(&entity, &projection),
@@ -291,13 +291,22 @@ pub async fn get_one(
             .into_response());
     }
     // An entity the caller may not read does not exist for it.
-    let scoped = crate::access::scoped(&view, &caller);
-    let projection = Projection::from_params(&q)?.with_view(&scoped);
-    let entity = scoped
-        .entity(&blueprint, &id)
-        .ok_or_else(|| ApiError::from(DomainError::not_found("entity", format!("{blueprint}/{id}"))))?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], render::entity_answer(entity, &projection))
-        .into_response())
+    let answer = move |view: &berth_engine::State| -> ApiResult<Vec<u8>> {
+        let scoped = crate::access::scoped(view, &caller);
+        let projection = Projection::from_params(&q)?.with_view(&scoped);
+        let entity = scoped
+            .entity(&blueprint, &id)
+            .ok_or_else(|| ApiError::from(DomainError::not_found("entity", format!("{blueprint}/{id}"))))?;
+        Ok(render::entity_answer(entity, &projection))
+    };
+    // Judging scorecards runs their rules (graph rules walk the catalog): then the read goes to the search
+    // pool, under its deadline; without scorecards it stays here, the fast path.
+    let bytes = if view.definitions(berth_model::DefinitionKind::Scorecard).next().is_some() {
+        crate::searching::run(&app, move || answer(&view)).await?
+    } else {
+        answer(&view)?
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/blueprints/{blueprint}/entities", tag = "Entities", summary = "List a blueprint's entities",

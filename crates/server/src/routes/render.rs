@@ -69,6 +69,12 @@ impl<'v> Projection<'v> {
         self
     }
 
+    /// Leaves scorecards out (they judge the current catalog: a past version does not carry them).
+    pub fn without_scorecards(mut self) -> Projection<'v> {
+        self.cards = None;
+        self
+    }
+
     /// The entity's scorecards in Port's shape, when read through a view and its blueprint has some.
     fn scorecards(&self, e: &Entity) -> Option<Value> {
         self.cards?.scorecards(e)

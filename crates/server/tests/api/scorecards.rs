@@ -105,6 +105,9 @@ async fn scorecards_judge_every_entity_on_every_read() {
         )
         .await;
     assert_eq!(by_rule.body["result"], json!({"FAILURE": 1, "SUCCESS": 2}));
+    let past = s.get("/v1/blueprints/service/entities/gold?at=2999-01-01T00:00:00Z").await;
+    assert_eq!(past.status, StatusCode::OK, "{}", past.body);
+    assert!(past.body["entity"].get("scorecards").is_none(), "a version read with ?at= carries no judgement of today");
     let picked = s.get("/v1/blueprints/service/entities/gold?include=identifier").await;
     assert!(picked.body["entity"].get("scorecards").is_none(), "a projection without it leaves it out");
 

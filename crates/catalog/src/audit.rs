@@ -63,7 +63,8 @@ impl Filters {
 }
 
 /// Whether `viewer` may see an event's record: Admins all; others only entity changes of entities they may
-/// read (judged on the version the event carries), their own refused attempts, and neither apps nor keys.
+/// read and page changes of pages they may read (judged on the version the event carries), their own
+/// refused attempts, and neither apps nor keys.
 fn visible(scoped: &Scoped<'_>, viewer: &Principal, event: &Event) -> bool {
     if viewer.is_admin() {
         return true;
@@ -74,16 +75,36 @@ fn visible(scoped: &Scoped<'_>, viewer: &Principal, event: &Event) -> bool {
             matches!(&event.before, Some(Previous::Entity { entity }) if scoped.can_read(entity))
         }
         Change::Refused { .. } => event.actor == viewer.id,
+        // A page read only by some is audited only for them (judged on its version the event carries).
+        Change::DefinitionPut { definition } if definition.kind == berth_model::DefinitionKind::Page => {
+            page_visible(scoped, viewer, definition)
+        }
+        Change::DefinitionDeleted { kind: berth_model::DefinitionKind::Page, .. } => matches!(
+            &event.before,
+            Some(Previous::Definition { definition }) if page_visible(scoped, viewer, definition)
+        ),
         Change::CredentialPut { .. } | Change::CredentialDeleted { .. } | Change::SigningKeySet { .. } => false,
         _ => true,
     }
 }
 
+/// Whether `viewer` may see a version of a page: when it may read that version and, if the page still
+/// exists, the page as it is now (a page restricted since is hidden from its whole past, like a page that
+/// never existed).
+fn page_visible(scoped: &Scoped<'_>, viewer: &Principal, version: &berth_model::Definition) -> bool {
+    use berth_engine::definitions::pages::readable;
+    let now = scoped.state().definition(berth_model::DefinitionKind::Page, &version.identifier);
+    readable(&version.body, viewer) && now.is_none_or(|page| readable(&page.body, viewer))
+}
+
 /// Whether the version an entity change replaced may be shown with it: a record the caller sees because
 /// the entity became readable does not show what it was while hidden.
-fn before_visible(scoped: &Scoped<'_>, event: &Event) -> bool {
+fn before_visible(scoped: &Scoped<'_>, viewer: &Principal, event: &Event) -> bool {
     match &event.before {
         Some(Previous::Entity { entity }) => scoped.can_read(entity),
+        Some(Previous::Definition { definition }) if definition.kind == berth_model::DefinitionKind::Page => {
+            page_visible(scoped, viewer, definition)
+        }
         _ => true,
     }
 }
@@ -179,7 +200,7 @@ impl Page<'_> {
         if !self.filters.matches(event, &record) || !visible(self.scoped, self.viewer, event) {
             return false;
         }
-        if !before_visible(self.scoped, event) {
+        if !before_visible(self.scoped, self.viewer, event) {
             record.before = Value::Null;
         }
         self.audits.push(json!({

@@ -175,6 +175,17 @@ async fn page_permissions_hide_a_page_like_a_missing_one() {
     assert_eq!(listed.body["pages"], json!([]));
     s.raw(Method::GET, "/v1/pages/ops/permissions", None, Some(&outsider)).await.assert_error(404, "not_found");
     assert_eq!(s.raw(Method::GET, "/v1/pages/ops", None, Some(&insider)).await.status, StatusCode::OK);
+    // Its audit records too: none for the outsider (as for a page that never existed), all for the insider.
+    let audit = |token: String, id: &'static str| {
+        let s = &s;
+        async move {
+            s.raw(Method::GET, &format!("/v1/audit-log?identifier={id}"), None, Some(&token)).await.body["audits"]
+                .clone()
+        }
+    };
+    assert_eq!(audit(outsider.clone(), "ops").await, json!([]));
+    assert_eq!(audit(outsider.clone(), "nope").await, json!([]));
+    assert_eq!(audit(insider.clone(), "ops").await.as_array().map(Vec::len), Some(2), "created, then restricted");
     let admin_view = s.get("/v1/pages/ops").await;
     assert!(admin_view.body["page"].get("permissions").is_none(), "a page's view leaves its permissions out");
 

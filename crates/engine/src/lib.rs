@@ -21,6 +21,7 @@ mod blueprints;
 pub mod codec;
 mod command;
 pub mod definitions;
+pub mod derived;
 mod digest;
 mod entities;
 pub mod graph;

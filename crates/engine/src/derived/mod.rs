@@ -1,0 +1,2 @@
+//! Derived data: mirror, calculation and aggregation properties.
+pub mod jq;

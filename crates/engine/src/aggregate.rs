@@ -278,8 +278,12 @@ fn facet_number(n: f64) -> Value {
     if n.fract() == 0.0 && n.abs() < 9.0e15 { json!(n as i64) } else { json_number(n) }
 }
 
-fn number(e: &Entity, property: &str) -> Option<f64> {
-    e.properties.get(property).and_then(Value::as_f64).filter(|n| n.is_finite())
+fn number(state: &State, e: &Entity, property: &str) -> Option<f64> {
+    let n = match e.properties.get(property) {
+        Some(v) => v.as_f64(),
+        None => crate::search::derived_value(state, e, property).and_then(|v| v.as_f64()),
+    };
+    n.filter(|n| n.is_finite())
 }
 
 fn time_of(e: &Entity, measure: Option<&str>) -> Option<Timestamp> {
@@ -292,6 +296,16 @@ fn time_of(e: &Entity, measure: Option<&str>) -> Option<Timestamp> {
 
 fn json_number(n: f64) -> Value {
     serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
+}
+
+/// The median of `numbers` (sorted in place), `None` when there are none.
+pub(crate) fn median(numbers: &mut [f64]) -> Option<f64> {
+    if numbers.is_empty() {
+        return None;
+    }
+    numbers.sort_by(f64::total_cmp);
+    let mid = numbers.len() / 2;
+    Some(if numbers.len().is_multiple_of(2) { (numbers[mid - 1] + numbers[mid]) / 2.0 } else { numbers[mid] })
 }
 
 /// Runs an aggregation at `now` (for date presets in the query and averages per unit of time).
@@ -330,7 +344,7 @@ pub fn aggregate<'s>(state: &'s State, agg: &Aggregation, now: Timestamp) -> Res
         count += 1;
         if let Some(p) = &agg.property {
             if agg.func != Func::CountValues {
-                if let Some(n) = number(e, p) {
+                if let Some(n) = number(state, e, p) {
                     numbers.push(n);
                 }
             }
@@ -342,11 +356,22 @@ pub fn aggregate<'s>(state: &'s State, agg: &Aggregation, now: Timestamp) -> Res
         }
         match &agg.group_by {
             Some(GroupBy::Property(p)) | Some(GroupBy::Relation(p)) => {
-                let v = if matches!(agg.group_by, Some(GroupBy::Property(_))) {
-                    e.properties.get(p)
-                } else {
-                    e.relations.get(p)
-                };
+                let is_property = matches!(agg.group_by, Some(GroupBy::Property(_)));
+                if is_property && !e.properties.contains_key(p) {
+                    // A derived value is made here, so it is counted by value rather than by reference.
+                    if let Some(v) = crate::search::derived_value(state, e, p) {
+                        let items = match v {
+                            Value::Array(items) if !items.is_empty() => items,
+                            Value::Array(_) => vec![Value::Null],
+                            one => vec![one],
+                        };
+                        for v in items {
+                            others.entry(v.to_string()).or_insert((v, 0)).1 += 1;
+                        }
+                        return;
+                    }
+                }
+                let v = if is_property { e.properties.get(p) } else { e.relations.get(p) };
                 match v {
                     Some(Value::Array(items)) if !items.is_empty() => {
                         items.iter().for_each(|i| bump(&mut by_str, &mut others, i))
@@ -380,19 +405,7 @@ pub fn aggregate<'s>(state: &'s State, agg: &Aggregation, now: Timestamp) -> Res
         Func::Sum => json_number(numbers.iter().sum()),
         Func::Min => numbers.iter().copied().reduce(f64::min).map_or(Value::Null, json_number),
         Func::Max => numbers.iter().copied().reduce(f64::max).map_or(Value::Null, json_number),
-        Func::Median => {
-            if numbers.is_empty() {
-                Value::Null
-            } else {
-                numbers.sort_by(f64::total_cmp);
-                let mid = numbers.len() / 2;
-                json_number(if numbers.len().is_multiple_of(2) {
-                    (numbers[mid - 1] + numbers[mid]) / 2.0
-                } else {
-                    numbers[mid]
-                })
-            }
-        }
+        Func::Median => median(&mut numbers).map_or(Value::Null, json_number),
         Func::CountValues => {
             for (s, n) in by_str.drain() {
                 others

@@ -100,6 +100,7 @@ fn update(state: &State, old: &Blueprint, new: Blueprint) -> Result<(Vec<Change>
 /// Checks what needs the rest of the catalog: relation targets exist, ownership follows real relations.
 fn check(state: &State, bp: &Blueprint) -> Result<(), DomainError> {
     bp.compile()?;
+    crate::derived::check(state, bp)?;
     for (key, rel) in &bp.relations {
         if rel.target != bp.identifier && state.blueprint(&rel.target).is_none() {
             return Err(DomainError::InvalidBlueprint(format!(

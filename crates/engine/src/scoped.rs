@@ -65,6 +65,12 @@ impl<'s> Scoped<'s> {
         from: Option<&str>,
         limit: usize,
     ) -> Result<search::Page, DomainError> {
+        let mut names: Vec<&str> = query.as_ref().map(Query::properties).unwrap_or_default();
+        names.extend(sort.iter().filter_map(|k| match &k.target {
+            berth_model::query::Target::Property(p) => Some(p.as_str()),
+            _ => None,
+        }));
+        self.check_derived(&[blueprint], &names)?;
         let query = self.narrow(blueprint, query);
         search::search_blueprint_sorted(self.state, blueprint, query.as_ref(), sort, self.now, from, limit)
     }
@@ -80,6 +86,7 @@ impl<'s> Scoped<'s> {
     /// How many readable entities of `blueprint` match `query` (every one when `None`): O(1) for a caller
     /// who reads the whole blueprint, else the aggregate count with its index fast paths.
     pub fn count(&self, blueprint: &str, query: Option<Query>) -> Result<usize, DomainError> {
+        self.check_derived(&[blueprint], &query.as_ref().map(Query::properties).unwrap_or_default())?;
         match self.narrow(blueprint, query) {
             None => Ok(self.state.entity_count(blueprint)),
             Some(q) => {
@@ -101,6 +108,7 @@ impl<'s> Scoped<'s> {
     /// Calls `f` on every readable entity matching `query` across blueprints; answers the blueprints that had
     /// matches.
     pub fn for_each_match(&self, query: Query, f: impl FnMut(&'s Arc<Entity>)) -> Result<Vec<String>, DomainError> {
+        self.check_derived_across(&query, &query.properties())?;
         let query = self.narrow_all(query);
         search::for_each_match(self.state, &query, self.now, f)
     }
@@ -111,6 +119,12 @@ impl<'s> Scoped<'s> {
         &self,
         mut agg: crate::aggregate::Aggregation,
     ) -> Result<crate::aggregate::Aggregated, DomainError> {
+        let mut names = agg.query.properties();
+        names.extend(agg.property.as_deref());
+        if let Some(crate::aggregate::GroupBy::Property(p)) = &agg.group_by {
+            names.push(p);
+        }
+        self.check_derived_across(&agg.query, &names)?;
         agg.query = self.narrow_all(agg.query);
         crate::aggregate::aggregate(self.state, &agg, self.now)
     }
@@ -160,6 +174,53 @@ impl<'s> Scoped<'s> {
         // Most catalogs have none: every read skips the preparation at the cost of one map lookup.
         self.state.definitions(berth_model::DefinitionKind::Scorecard).next()?;
         search::scorecard_results(&self.cards, entity)
+    }
+
+    /// The entity's derived values (mirror, calculation, aggregation properties) as the caller sees them,
+    /// and why those that failed are null; `None` when its blueprint has none.
+    pub fn derived(
+        &self,
+        entity: &Entity,
+    ) -> Option<(serde_json::Map<String, serde_json::Value>, serde_json::Map<String, serde_json::Value>)> {
+        crate::derived::values(self.state, entity, self)
+    }
+
+    /// Refuses a search, sort or aggregate of `blueprints` that names a derived property computed from
+    /// entities the caller may not all read: matching on it would tell what the caller may not see.
+    fn check_derived(&self, blueprints: &[&str], names: &[&str]) -> Result<(), DomainError> {
+        if self.admin || names.is_empty() {
+            return Ok(());
+        }
+        for bp in blueprints {
+            let Some(spec) = self.state.derived().spec(bp) else { continue };
+            for name in names {
+                if let Some(hidden) = spec.sources_of(name).into_iter().find(|b| !self.reads_all(b)) {
+                    return Err(DomainError::Forbidden(format!(
+                        "`{name}` of blueprint `{bp}` is derived from `{hidden}` entities you may not all read; \
+                         it cannot be searched, sorted or aggregated by you"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Scoped::check_derived`] for a query across blueprints (those it restricts itself to, or all).
+    fn check_derived_across(&self, query: &Query, names: &[&str]) -> Result<(), DomainError> {
+        if self.admin || names.is_empty() {
+            return Ok(());
+        }
+        let blueprints: Vec<String> = match query.blueprint_filter() {
+            Some(list) => list,
+            None => self.state.blueprints().map(|b| b.def.identifier.clone()).collect(),
+        };
+        let refs: Vec<&str> = blueprints.iter().map(String::as_str).collect();
+        self.check_derived(&refs, names)
+    }
+
+    /// Whether the caller may read every entity of `blueprint`.
+    pub fn reads_all(&self, blueprint: &str) -> bool {
+        self.admin || matches!(self.compiled(blueprint), Some(Compiled::All))
     }
 
     /// The title of a related entity the caller may read (`None` when hidden, missing or untitled).
@@ -227,5 +288,15 @@ impl<'s> Scoped<'s> {
             })
             .collect();
         query.and(Query::any(visible))
+    }
+}
+
+impl crate::derived::Sees for Scoped<'_> {
+    fn reads_all(&self, blueprint: &str) -> bool {
+        Scoped::reads_all(self, blueprint)
+    }
+
+    fn can_read(&self, entity: &Entity) -> bool {
+        Scoped::can_read(self, entity)
     }
 }

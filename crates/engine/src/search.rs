@@ -344,7 +344,8 @@ pub fn search_blueprint_sorted(
     let ctx = prepare(state, query, now, Some(blueprint))?;
     for key in sort {
         if let Target::Property(p) = &key.target {
-            if !bp.def.schema.properties.contains_key(p) {
+            let derived = state.derived().spec(blueprint).is_some_and(|s| s.kind(p).is_some());
+            if !bp.def.schema.properties.contains_key(p) && !derived {
                 return Err(DomainError::BadRequest(format!(
                     "cannot sort by `{p}`: blueprint `{blueprint}` has no such property"
                 )));
@@ -352,7 +353,7 @@ pub fn search_blueprint_sorted(
         }
     }
     let position = |e: &Entity| -> Position {
-        (sort.iter().map(|k| sort_value(e, &k.target)).collect(), e.identifier.to_string())
+        (sort.iter().map(|k| sort_value(state, e, &k.target)).collect(), e.identifier.to_string())
     };
     let compare = |a: &Position, b: &Position| -> Ordering {
         for (i, key) in sort.iter().enumerate() {
@@ -508,9 +509,16 @@ fn bad_cursor() -> DomainError {
     DomainError::BadRequest("`from` is not a cursor returned by this search".into())
 }
 
-fn sort_value(e: &Entity, target: &Target) -> Option<Value> {
+/// A derived property's value (mirror, calculation, aggregation) of `e`, when its blueprint has one named
+/// `name`. Searches see every value: a caller's search is refused before it gets here if it names a derived
+/// property computed from entities the caller may not all read (see `Scoped`).
+pub(crate) fn derived_value(state: &State, e: &Entity, name: &str) -> Option<Value> {
+    crate::derived::value(state, e, name, &crate::derived::Everything)
+}
+
+fn sort_value(state: &State, e: &Entity, target: &Target) -> Option<Value> {
     let v = match target {
-        Target::Property(p) => e.properties.get(p).cloned(),
+        Target::Property(p) => e.properties.get(p).cloned().or_else(|| derived_value(state, e, p)),
         Target::Relation(r) => e.relations.get(r).cloned(),
         Target::Meta(m) => Some(meta_value(e, *m)),
         Target::PropertySchema { .. } | Target::Scorecard { .. } => None,
@@ -760,6 +768,10 @@ fn index_candidates<'c>(ctx: &Ctx<'c>, blueprint: &str, rule: &Rule, cap: usize)
         // Not built yet (just after start-up): the rule is left to the evaluator.
         return None;
     }
+    if state.derived().spec(blueprint).is_some_and(|s| s.kind(name).is_some()) {
+        // A derived property has no index: the evaluator computes it.
+        return None;
+    }
     let set = state.property_index(blueprint, name);
     let date_time = state.is_date_time(blueprint, name);
     let key = |v: &Value| ScalarKey::of(v, date_time);
@@ -921,7 +933,7 @@ fn matches_node(ctx: &Ctx<'_>, e: &Entity, q: &Query) -> bool {
     }
 }
 
-fn meta_value(e: &Entity, m: Meta) -> Value {
+pub(crate) fn meta_value(e: &Entity, m: Meta) -> Value {
     let opt = |s: &Option<String>| s.clone().map_or(Value::Null, Value::String);
     match m {
         Meta::Identifier => Value::String(e.identifier.to_string()),
@@ -1079,7 +1091,16 @@ fn rule_matches(ctx: &Ctx<'_>, e: &Entity, rule: &Rule) -> bool {
     }
     let owned;
     let v: Option<&Value> = match &rule.target {
-        Target::Property(p) => e.properties.get(p),
+        Target::Property(p) => match e.properties.get(p) {
+            Some(v) => Some(v),
+            None => match derived_value(ctx.state, e, p) {
+                Some(v) => {
+                    owned = v;
+                    Some(&owned)
+                }
+                None => None,
+            },
+        },
         Target::Relation(r) => e.relations.get(r),
         Target::Meta(m) => {
             owned = meta_value(e, *m);

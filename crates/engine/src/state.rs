@@ -9,6 +9,7 @@ use berth_model::{
 };
 use imbl::{OrdMap, OrdSet};
 
+use crate::derived::DerivedCatalog;
 use crate::index::{BlueprintIndex, Entry, IndexSpec, PropSpec, ScalarKey};
 use crate::index_work::{Deferred, Op, Taken, Target, apply_all, count_value};
 use crate::parallel::on_two_threads;
@@ -180,6 +181,18 @@ pub struct State {
     /// Refused entity writes before this sequence number are not in `versions` (a snapshot written before
     /// refusals were indexed): the audit log scans that part of the log.
     refusals_from: u64,
+    /// Every blueprint's derived properties and the aggregations' dependency index (see [`crate::derived`]),
+    /// rebuilt after an event that writes or deletes a blueprint.
+    derived: Arc<DerivedCatalog>,
+    derived_stale: bool,
+    /// Owner blueprint → owner identifier → its aggregation values, in the order of its spec. Never in a
+    /// snapshot or the log: recomputed on load, refreshed after each event.
+    aggregates: OrdMap<Key, OrdMap<Key, Arc<Vec<serde_json::Value>>>>,
+    /// Entity writes since the last refresh whose blueprint feeds an aggregation: (blueprint, identifier,
+    /// the version before). Empty between events unless deferring.
+    agg_touched: Vec<(Key, Key, Option<Arc<Entity>>)>,
+    /// Every aggregation must be recomputed (a blueprint changed, or a snapshot was loaded).
+    agg_rebuild: bool,
 }
 
 /// One entity's versions in the index: most entities are written once, so a single sequence number is kept
@@ -520,6 +533,12 @@ impl State {
     /// error says so and the state must be dropped.
     pub fn settle_indexes(&mut self) -> Result<(), StateError> {
         self.deferring = false;
+        self.settle_index_work()?;
+        self.refresh_derived();
+        Ok(())
+    }
+
+    fn settle_index_work(&mut self) -> Result<(), StateError> {
         if self.work.is_empty() {
             return Ok(());
         }
@@ -980,11 +999,14 @@ impl State {
                     },
                 );
                 self.rebuild_index(&blueprint.identifier);
+                self.derived_stale = true;
             }
             Change::BlueprintDeleted { identifier } => {
                 if self.entity_count(identifier) > 0 {
                     return Err(format!("blueprint `{identifier}` still has entities"));
                 }
+                self.derived_stale = true;
+                self.aggregates.remove(identifier.as_str());
                 self.blueprints.remove(identifier);
                 self.entities.remove(identifier.as_str());
                 self.permissions.remove(identifier);
@@ -1018,6 +1040,7 @@ impl State {
                 }
                 self.link(&id, &entity);
                 self.reindex(&bp, &id, old.as_deref(), Some(&entity));
+                self.touch(&bp, &id, old);
             }
             Change::EntityDeleted { blueprint, identifier } => {
                 let removed =
@@ -1027,6 +1050,7 @@ impl State {
                         self.unlink(&id, &old);
                         let bp = self.blueprint_name(blueprint);
                         self.reindex(&bp, &id, Some(&old), None);
+                        self.touch(&bp, &id, Some(old));
                     }
                     None => {
                         return Err(format!("entity `{blueprint}/{identifier}` does not exist"));
@@ -1063,6 +1087,99 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Notes a write of an entity whose blueprint feeds an aggregation (its owners are refreshed when the
+    /// indexes settle).
+    fn touch(&mut self, blueprint: &Key, id: &Key, old: Option<Arc<Entity>>) {
+        if !self.agg_rebuild && !self.derived.deps(blueprint).is_empty() {
+            self.agg_touched.push((Arc::clone(blueprint), Arc::clone(id), old));
+        }
+    }
+
+    /// Every blueprint's derived properties and the aggregations' dependency index.
+    pub fn derived(&self) -> &DerivedCatalog {
+        &self.derived
+    }
+
+    /// An owner's aggregation values, in the order of its blueprint's spec.
+    pub fn aggregate_values(&self, blueprint: &str, id: &str) -> Option<&Arc<Vec<serde_json::Value>>> {
+        self.aggregates.get(blueprint)?.get(id)
+    }
+
+    /// Brings derived data up to date after events (the indexes settled): rebuilds the derived catalog if a
+    /// blueprint changed, then recomputes the aggregations of the owners the touched entities reach (or
+    /// every one). Deterministic: the same events give the same values on every replica.
+    fn refresh_derived(&mut self) {
+        if self.derived_stale {
+            self.derived_stale = false;
+            let defs: Vec<Arc<Blueprint>> = self.blueprints.values().map(|b| Arc::clone(&b.def)).collect();
+            self.derived = Arc::new(DerivedCatalog::build(defs.iter().map(|b| &**b), &self.derived));
+            self.agg_rebuild = true;
+        }
+        if self.agg_rebuild {
+            self.agg_rebuild = false;
+            self.agg_touched.clear();
+            self.recompute_all_aggregates();
+            return;
+        }
+        if self.agg_touched.is_empty() {
+            return;
+        }
+        let touched = std::mem::take(&mut self.agg_touched);
+        let catalog = Arc::clone(&self.derived);
+        let mut owners: std::collections::BTreeSet<(String, Arc<str>)> = std::collections::BTreeSet::new();
+        for (bp, id, old) in &touched {
+            for dep in catalog.deps(bp) {
+                let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
+                let versions = [self.entity(bp, id).map(|e| &**e), old.as_deref()];
+                for e in versions.into_iter().flatten() {
+                    for owner in crate::derived::aggregation::owners_of(self, agg, dep.position, e) {
+                        owners.insert((dep.owner.clone(), owner));
+                    }
+                }
+            }
+        }
+        for (bp, id) in owners {
+            self.recompute_owner(&catalog, &bp, &id);
+        }
+    }
+
+    /// Recomputes one owner's aggregation values (or forgets them, when it no longer exists).
+    fn recompute_owner(&mut self, catalog: &DerivedCatalog, blueprint: &str, id: &str) {
+        let Some(spec) = catalog.spec(blueprint) else { return };
+        let Some(owner) = self.entity(blueprint, id).cloned() else {
+            if let Some(m) = self.aggregates.get_mut(blueprint) {
+                m.remove(id);
+            }
+            return;
+        };
+        let values: Vec<serde_json::Value> =
+            spec.aggs.iter().map(|a| a.compute(self, &owner, &crate::derived::Everything)).collect();
+        let bp = self.blueprint_name(blueprint);
+        let key = Arc::clone(&owner.identifier);
+        self.aggregates.entry(bp).or_default().insert(key, Arc::new(values));
+    }
+
+    /// Recomputes every aggregation of every owner, each owner blueprint on its own (on two threads when
+    /// there are several).
+    fn recompute_all_aggregates(&mut self) {
+        let catalog = Arc::clone(&self.derived);
+        let owners: Vec<(Key, Arc<crate::derived::DerivedSpec>)> =
+            catalog.owners().map(|(bp, spec)| (self.blueprint_name(bp), Arc::clone(spec))).collect();
+        let this = &*self;
+        let computed: Vec<(Key, OrdMap<Key, Arc<Vec<serde_json::Value>>>)> = owners
+            .into_iter()
+            .map(|(bp, spec)| {
+                let mut map = OrdMap::new();
+                for e in this.entities_of(&bp) {
+                    let values = spec.aggs.iter().map(|a| a.compute(this, e, &crate::derived::Everything)).collect();
+                    map.insert(Arc::clone(&e.identifier), Arc::new(values));
+                }
+                (bp, map)
+            })
+            .collect();
+        self.aggregates = computed.into_iter().collect();
     }
 
     /// The edges an entity (whose map key is `source`) makes: (target blueprint, link). Every string is shared
@@ -1283,6 +1400,7 @@ impl State {
             state.refusals_from = data.seq + 1;
         }
         state.seq = data.seq;
+        state.refresh_derived();
         Ok(state)
     }
 }

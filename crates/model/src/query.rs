@@ -62,7 +62,7 @@ pub enum Meta {
 }
 
 impl Meta {
-    fn parse(name: &str) -> Option<Meta> {
+    pub fn parse(name: &str) -> Option<Meta> {
         Some(match name {
             "$identifier" => Meta::Identifier,
             "$title" => Meta::Title,

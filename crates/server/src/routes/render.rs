@@ -19,8 +19,11 @@ pub struct Projection<'v> {
     attach_titles: bool,
     /// The caller's view the titles are read from (set by [`Projection::with_view`]).
     titles: Option<&'v (dyn Titles + 'v)>,
-    /// The caller's view the entities' scorecards are judged in (set by [`Projection::with_view`]).
+    /// The caller's view the entities' scorecards are judged and derived values computed in (set by
+    /// [`Projection::with_view`]).
     cards: Option<&'v (dyn Titles + 'v)>,
+    /// `exclude_calculated_properties=true`: mirror, calculation and aggregation values left out.
+    exclude_derived: bool,
 }
 
 /// Where related entities' titles come from: the caller's scoped view, so a hidden entity has none.
@@ -30,6 +33,10 @@ pub trait Titles: Sync {
     fn title(&self, blueprint: &str, identifier: &str) -> Option<&str>;
     /// The entity's scorecards (`None`: its blueprint has none that apply).
     fn scorecards(&self, e: &Entity) -> Option<Value>;
+    /// The entity's derived values and why failed ones are null (`None`: its blueprint has none).
+    fn derived(&self, e: &Entity) -> Option<(Map<String, Value>, Map<String, Value>)>;
+    /// Whether entities of `blueprint` have derived properties.
+    fn has_derived(&self, blueprint: &str) -> bool;
 }
 
 impl Titles for Scoped<'_> {
@@ -44,6 +51,14 @@ impl Titles for Scoped<'_> {
     fn scorecards(&self, e: &Entity) -> Option<Value> {
         Scoped::scorecards(self, e)
     }
+
+    fn derived(&self, e: &Entity) -> Option<(Map<String, Value>, Map<String, Value>)> {
+        Scoped::derived(self, e)
+    }
+
+    fn has_derived(&self, blueprint: &str) -> bool {
+        self.state().derived().spec(blueprint).is_some()
+    }
 }
 
 /// The most `include` / `exclude` names one read takes (each is compared with every field of every entity).
@@ -56,7 +71,8 @@ impl<'v> Projection<'v> {
             return Err(ApiError::bad_request(format!("`include` and `exclude` name at most {MAX_FIELDS} fields")));
         }
         let attach_titles = p.flag("attach_title_to_relation", false)?;
-        Ok(Projection { include, exclude, attach_titles, titles: None, cards: None })
+        let exclude_derived = p.flag("exclude_calculated_properties", false)?;
+        Ok(Projection { include, exclude, attach_titles, titles: None, cards: None, exclude_derived })
     }
 
     /// Reads related entities' titles from the caller's `view` when the caller asked for them, and judges
@@ -69,7 +85,16 @@ impl<'v> Projection<'v> {
         self
     }
 
-    /// Leaves scorecards out (they judge the current catalog: a past version does not carry them).
+    /// The entity's derived values, unless left out.
+    fn derived(&self, e: &Entity) -> Option<(Map<String, Value>, Map<String, Value>)> {
+        if self.exclude_derived {
+            return None;
+        }
+        self.cards?.derived(e)
+    }
+
+    /// Leaves scorecards and derived values out (they judge the current catalog: a past version does not
+    /// carry them).
     pub fn without_scorecards(mut self) -> Projection<'v> {
         self.cards = None;
         self
@@ -171,7 +196,13 @@ pub fn entity_answer(e: &Entity, projection: &Projection) -> Vec<u8> {
         ok: bool,
         entity: &'a T,
     }
-    let bytes = if projection.is_identity() && projection.scorecards(e).is_none() {
+    let plain = match projection.cards {
+        None => true,
+        Some(view) => {
+            (projection.exclude_derived || !view.has_derived(&e.blueprint)) && projection.scorecards(e).is_none()
+        }
+    };
+    let bytes = if projection.is_identity() && plain {
         serde_json::to_vec(&Answer { ok: true, entity: e })
     } else {
         serde_json::to_vec(&Answer { ok: true, entity: &entity(e, projection) })
@@ -187,6 +218,14 @@ pub fn entity(e: &Entity, projection: &Projection) -> Value {
         _ => serde_json::to_value(e).unwrap_or(Value::Null),
     };
     projection.attach_titles(e, &mut rendered);
+    if let (Some((values, errors)), Value::Object(map)) = (projection.derived(e), &mut rendered) {
+        if let Value::Object(props) = map.entry("properties").or_insert_with(|| Value::Object(Map::new())) {
+            props.extend(values);
+        }
+        if !errors.is_empty() {
+            map.insert("$derivedErrors".into(), Value::Object(errors));
+        }
+    }
     if let (Some(cards), Value::Object(map)) = (projection.scorecards(e), &mut rendered) {
         map.insert("scorecards".into(), cards);
     }

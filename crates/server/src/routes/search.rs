@@ -218,7 +218,8 @@ pub async fn aggregate(
                 _ => None,
             });
             if let Some(p) = named {
-                if !entry.def.schema.properties.contains_key(p) {
+                let derived = view.derived().spec(bp).is_some_and(|s| s.kind(p).is_some());
+                if !entry.def.schema.properties.contains_key(p) && !derived {
                     return Err(ApiError::bad_request(format!("blueprint `{bp}` has no property `{p}`")));
                 }
             }

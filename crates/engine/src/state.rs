@@ -1605,6 +1605,155 @@ mod tests {
             let (one, deferred) = one_by_one_and_deferred(&writes, &settle_at);
             assert_same_indexes(&one, &deferred);
         }
+
+        /// Derived data kept incrementally equals derived data computed from scratch: after every write (one
+        /// by one), after the same writes applied deferred with settles anywhere, and after a snapshot load.
+        #[test]
+        fn incremental_derived_values_equal_a_from_scratch_evaluation(
+            writes in proptest::collection::vec(
+                (proptest::bool::weighted(0.2), 0u8..3, 0u8..6, proptest::prelude::any::<u8>(), 0u8..7, 0u8..7),
+                1..120),
+            settle_at in proptest::collection::vec(0usize..120, 0..3),
+        ) {
+            let events = derived_events(&writes);
+            let mut one = State::default();
+            for e in &events {
+                one.apply(e).expect("applies");
+                assert_derived_from_scratch(&one);
+            }
+            let mut deferred = State::default();
+            for (i, e) in events.iter().enumerate() {
+                if settle_at.contains(&i) {
+                    deferred.settle_indexes().expect("settles");
+                }
+                deferred.defer_indexes();
+                deferred.apply(e).expect("applies");
+            }
+            deferred.settle_indexes().expect("settles");
+            assert_derived_from_scratch(&deferred);
+            proptest::prop_assert_eq!(&deferred.aggregates, &one.aggregates);
+            let loaded = State::from_snapshot(&one.to_snapshot().expect("snapshot")).expect("loads");
+            proptest::prop_assert_eq!(&loaded.aggregates, &one.aggregates);
+            for bp in ["dom", "svc", "dep"] {
+                for e in one.entities_of(bp) {
+                    let everything = &crate::derived::Everything;
+                    proptest::prop_assert_eq!(
+                        crate::derived::values(&one, e, everything),
+                        crate::derived::values(&loaded, e, everything)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Three blueprints (domain ← service ← deployment, services pointing at peers) whose aggregations use
+    /// every kind of step (backwards, forwards, three hops) and a query, then the writes: `(delete, blueprint,
+    /// id, number seed, relation target, second relation target)`.
+    fn derived_events(writes: &[(bool, u8, u8, u8, u8, u8)]) -> Vec<Event> {
+        let bp = |v| Change::BlueprintPut { blueprint: Box::new(serde_json::from_value(stamped(v)).expect("bp")) };
+        let mut events = vec![
+            event(
+                1,
+                bp(
+                    json!({"identifier": "dom", "title": "Domain", "schema": {"properties": {"name": {"type": "string"}}}}),
+                ),
+            ),
+            event(
+                2,
+                bp(
+                    json!({"identifier": "svc", "title": "Service", "schema": {"properties": {"n": {"type": "number"}}},
+                "relations": {"dom": {"target": "dom", "required": false, "many": false},
+                              "peers": {"target": "svc", "required": false, "many": true}}}),
+                ),
+            ),
+            event(
+                3,
+                bp(json!({"identifier": "dep", "title": "Deployment", "schema": {"properties": {
+                "n": {"type": "number"}, "st": {"type": "string"}}},
+                "relations": {"service": {"target": "svc", "required": false, "many": false}}})),
+            ),
+            event(
+                4,
+                bp(
+                    json!({"identifier": "svc", "title": "Service", "schema": {"properties": {"n": {"type": "number"}}},
+                "relations": {"dom": {"target": "dom", "required": false, "many": false},
+                              "peers": {"target": "svc", "required": false, "many": true}},
+                "mirrorProperties": {"domName": {"path": "dom.name"}},
+                "aggregationProperties": {
+                    "deps": {"target": "dep", "calculationSpec": {"func": "count", "calculationBy": "entities"}},
+                    "okSum": {"target": "dep", "calculationSpec": {"func": "sum", "calculationBy": "property", "property": "n"},
+                        "query": {"combinator": "and", "rules": [{"property": "st", "operator": "=", "value": "ok"}]}},
+                    "median": {"target": "dep", "calculationSpec": {"func": "median", "calculationBy": "property", "property": "n"}},
+                    "peerMax": {"target": "svc", "calculationSpec": {"func": "max", "calculationBy": "property", "property": "n"},
+                        "pathFilter": [{"fromBlueprint": "svc", "path": ["peers"]}]}},
+                "calculationProperties": {"label": {"type": "string",
+                    "calculation": "\"\\(.properties.domName)/\\(.properties.deps)/\\(.properties.peerMax)\""}}}),
+                ),
+            ),
+            event(
+                5,
+                bp(
+                    json!({"identifier": "dom", "title": "Domain", "schema": {"properties": {"name": {"type": "string"}}},
+                "aggregationProperties": {"all": {"target": "dep", "calculationSpec": {"func": "count", "calculationBy": "entities"},
+                    "pathFilter": [{"fromBlueprint": "dep", "path": ["service", "dom"]}]}}}),
+                ),
+            ),
+        ];
+        let mut live: std::collections::BTreeSet<(u8, u8)> = std::collections::BTreeSet::new();
+        for &(delete, b, id, seed, r1, r2) in writes {
+            let (name, blueprint) = [("d", "dom"), ("s", "svc"), ("x", "dep")][b as usize];
+            let identifier = format!("{name}{id}");
+            let seq = events.len() as u64 + 1;
+            let change = if delete && live.contains(&(b, id)) {
+                live.remove(&(b, id));
+                Change::EntityDeleted { blueprint: blueprint.into(), identifier }
+            } else {
+                live.insert((b, id));
+                let target = |t: u8| {
+                    if t >= 6 {
+                        serde_json::Value::Null
+                    } else {
+                        json!(format!("{}{t}", if b == 2 { "s" } else { "d" }))
+                    }
+                };
+                let (props, relations) = match b {
+                    0 => (json!({"name": format!("n{}", seed % 3)}), json!({})),
+                    1 => (
+                        json!({"n": seed % 7}),
+                        json!({"dom": target(r1), "peers": [format!("s{}", r2 % 6), format!("s{}", r1 % 6)]}),
+                    ),
+                    _ => (
+                        json!({"n": seed % 5, "st": if seed % 2 == 0 { "ok" } else { "ko" }}),
+                        json!({"service": target(r1)}),
+                    ),
+                };
+                let entity =
+                    stamped(json!({"identifier": identifier, "title": null, "blueprint": blueprint, "team": [],
+                    "properties": props, "relations": relations}));
+                Change::EntityPut { entity: Arc::new(serde_json::from_value(entity).expect("entity")) }
+            };
+            events.push(event(seq, change));
+        }
+        events
+    }
+
+    /// Every owner's kept aggregation values equal the values computed from scratch, and no other entity has any.
+    fn assert_derived_from_scratch(state: &State) {
+        let catalog = Arc::clone(&state.derived);
+        for (bp, spec) in catalog.owners() {
+            for e in state.entities_of(bp) {
+                let fresh: Vec<serde_json::Value> =
+                    spec.aggs.iter().map(|a| a.compute(state, e, &crate::derived::Everything)).collect();
+                assert_eq!(
+                    state.aggregate_values(bp, &e.identifier).map(|v| v.as_slice()),
+                    Some(fresh.as_slice()),
+                    "{bp}/{}",
+                    e.identifier
+                );
+            }
+            let kept = state.aggregates.get(bp).map_or(0, |m| m.len());
+            assert_eq!(kept, state.entity_count(bp), "{bp}: values kept for entities that no longer exist");
+        }
     }
 
     #[test]

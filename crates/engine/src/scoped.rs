@@ -185,6 +185,12 @@ impl<'s> Scoped<'s> {
         crate::derived::values(self.state, entity, self)
     }
 
+    /// One derived value of the entity as the caller sees it (`None`: its blueprint has no derived property
+    /// of that name).
+    pub fn derived_value(&self, entity: &Entity, name: &str) -> Option<serde_json::Value> {
+        crate::derived::value(self.state, entity, name, self)
+    }
+
     /// Refuses a search, sort or aggregate of `blueprints` that names a derived property computed from
     /// entities the caller may not all read: matching on it would tell what the caller may not see.
     fn check_derived(&self, blueprints: &[&str], names: &[&str]) -> Result<(), DomainError> {

@@ -75,6 +75,33 @@ fn blueprints() -> Vec<Value> {
     ]
 }
 
+/// The service's derived properties (added once deployments and incidents exist): what a team reads first on
+/// a service page.
+fn service_derived() -> Value {
+    json!({
+        "mirrorProperties": {
+            "systemTier": {"title": "System tier", "path": "system.tier"},
+            "domain": {"title": "Domain", "path": "system.domain.$title"}
+        },
+        "aggregationProperties": {
+            "deployments": {"title": "Deployments", "type": "number", "target": "deployment",
+                "calculationSpec": {"func": "count", "calculationBy": "entities"}},
+            "failedDeployments": {"title": "Failed deployments", "type": "number", "target": "deployment",
+                "calculationSpec": {"func": "count", "calculationBy": "entities"},
+                "query": {"combinator": "and", "rules": [{"property": "status", "operator": "=", "value": "failed"}]}},
+            "medianDeploySeconds": {"title": "Median deploy (s)", "type": "number", "target": "deployment",
+                "calculationSpec": {"func": "median", "calculationBy": "property", "property": "durationSeconds"}},
+            "openIncidents": {"title": "Open incidents", "type": "number", "target": "incident",
+                "calculationSpec": {"func": "count", "calculationBy": "entities"},
+                "query": {"combinator": "and", "rules": [{"property": "status", "operator": "=", "value": "open"}]}}
+        },
+        "calculationProperties": {
+            "failureRate": {"title": "Deploy failure rate (%)", "type": "number",
+                "calculation": "if .properties.deployments > 0 then (.properties.failedDeployments * 100 / .properties.deployments | floor) else 0 end"}
+        }
+    })
+}
+
 /// A tiny deterministic generator (an LCG), so the demo is the same everywhere.
 struct Dice(u64);
 
@@ -180,7 +207,8 @@ fn entities() -> Vec<(&'static str, Value)> {
 /// Writes the demo catalog. Fails if any part is refused (that would be a bug in the demo).
 pub async fn seed(catalog: &Pipeline) -> Result<usize, String> {
     let meta = crate::system_meta;
-    let commands: Vec<Command> = blueprints().into_iter().map(|body| Command::CreateBlueprint { body }).collect();
+    let mut commands: Vec<Command> = blueprints().into_iter().map(|body| Command::CreateBlueprint { body }).collect();
+    commands.push(Command::PatchBlueprint { id: "service".into(), patch: service_derived() });
     let result = catalog.write(meta(), commands).await.map_err(|e| e.to_string())?;
     if let Some(Err(e)) = result.outcomes.into_iter().find(Result::is_err) {
         return Err(format!("demo blueprint refused: {e}"));

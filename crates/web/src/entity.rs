@@ -188,7 +188,7 @@ pub async fn page(
     let scoped = berth_server::access::scoped(&view, &session.caller);
     let readable = |bp: &str, id: &str| scoped.entity(bp, id).is_some();
     let now = scoped.now();
-    let fields = def
+    let mut fields: Vec<Field> = def
         .schema
         .properties
         .iter()
@@ -198,6 +198,20 @@ pub async fn page(
             value: value_html(Some(d), e.properties.get(k).unwrap_or(&Value::Null), now),
         })
         .collect();
+    // Derived values (as the caller sees them), after the stored ones, marked as derived.
+    if let Some((values, errors)) = scoped.derived(&e) {
+        for (k, v) in values {
+            let d = [&def.mirror_properties, &def.calculation_properties, &def.aggregation_properties]
+                .into_iter()
+                .find_map(|m| m.get(&k));
+            let title = d.and_then(|d| d.get("title")).and_then(Value::as_str).unwrap_or(&k).to_string();
+            let mut value = value_html(crate::table::derived_def(def, &k), &v, now);
+            if let Some(reason) = errors.get(&k).and_then(Value::as_str) {
+                value = format!(r#"<span class="muted" title="{}">—</span>"#, crate::fmt::esc(reason));
+            }
+            fields.push(Field { label: format!("{title} (derived)"), key: k, value });
+        }
+    }
     let outgoing = def
         .relations
         .iter()

@@ -107,6 +107,10 @@ fn all_columns(def: &Blueprint) -> Vec<(String, String)> {
         ("$team".to_string(), "Team".to_string()),
     ];
     out.extend(property_defs(def).map(|(k, d)| (k.clone(), title_of(d, k))));
+    // Mirror, calculation and aggregation properties, marked as derived.
+    for derived in [&def.mirror_properties, &def.calculation_properties, &def.aggregation_properties] {
+        out.extend(derived.iter().map(|(k, d)| (k.clone(), format!("{} (derived)", title_of(d, k)))));
+    }
     out.extend(def.relations.iter().map(|(k, r)| (k.clone(), r.title.clone().unwrap_or_else(|| k.clone()))));
     out.push(("$createdAt".into(), "Created".into()));
     out.push(("$updatedAt".into(), "Updated".into()));
@@ -225,6 +229,11 @@ fn filters(def: &Blueprint, p: &FormData, relation_options: &mut HashMap<String,
     out
 }
 
+/// A derived property's definition (its `type` and `format` say how a value is shown).
+pub fn derived_def<'d>(def: &'d Blueprint, key: &str) -> Option<&'d Value> {
+    def.calculation_properties.get(key).or_else(|| def.aggregation_properties.get(key))
+}
+
 /// A cell's HTML for a column of an entity.
 /// A related entity the caller may not read is named (it is the readable entity's own data) but not linked.
 fn cell(def: &Blueprint, e: &berth_model::Entity, col: &str, scoped: &Scoped<'_>) -> String {
@@ -251,7 +260,10 @@ fn cell(def: &Blueprint, e: &berth_model::Entity, col: &str, scoped: &Scoped<'_>
             }
             match e.properties.get(key) {
                 Some(v) => crate::fmt::cell_html(def.schema.properties.get(key), v, now),
-                None => String::new(),
+                None => match scoped.derived_value(e, key) {
+                    Some(v) if !v.is_null() => crate::fmt::cell_html(derived_def(def, key), &v, now),
+                    _ => String::new(),
+                },
             }
         }
     }

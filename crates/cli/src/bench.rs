@@ -59,6 +59,11 @@ pub struct BenchArgs {
     /// blueprint definitions, UI forms), a tenth as many per HTTP route of a live server, then a restart
     #[arg(long)]
     hostile: bool,
+    /// Run the standards battery instead, in process: `--entities` entities (a tenth services mirroring a
+    /// team and a domain, aggregating deployments, judged by 3 scorecards of 10 rules) against the same
+    /// catalog without derived data
+    #[arg(long)]
+    standards: bool,
     /// Inputs per parser of the hostile battery
     #[arg(long, default_value_t = 1_000_000)]
     count: usize,
@@ -338,6 +343,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.ui {
         return crate::bench_ui::run(args.entities).await;
+    }
+    if args.standards {
+        let entities = if args.entities == 100_000 { 1_000_000 } else { args.entities };
+        return crate::bench_standards::run(entities);
     }
     if args.hostile {
         return crate::bench_hostile::run(args.count, args.seed).await;

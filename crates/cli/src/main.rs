@@ -11,6 +11,7 @@ mod bench_access;
 mod bench_hostile;
 mod bench_replicas;
 mod bench_search;
+mod bench_standards;
 mod bench_ui;
 mod config;
 mod migrate;

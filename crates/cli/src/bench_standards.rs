@@ -107,10 +107,7 @@ fn scorecards() -> Vec<(String, Value)> {
                     rule(format!("rule-{r}"), level, cond)
                 })
                 .collect();
-            (
-                format!("card-{c}"),
-                json!({"title": format!("Card {c}"), "rules": rules}),
-            )
+            (format!("card-{c}"), json!({"title": format!("Card {c}"), "rules": rules}))
         })
         .collect()
 }

@@ -1154,8 +1154,7 @@ impl State {
             }
             return;
         };
-        let values: Vec<serde_json::Value> =
-            spec.aggs.iter().map(|a| a.compute(self, &owner, &crate::derived::Everything)).collect();
+        let values = crate::derived::aggregation::compute_all(self, &owner, &spec.aggs);
         let bp = self.blueprint_name(blueprint);
         let key = Arc::clone(&owner.identifier);
         self.aggregates.entry(bp).or_default().insert(key, Arc::new(values));
@@ -1173,7 +1172,7 @@ impl State {
             .map(|(bp, spec)| {
                 let mut map = OrdMap::new();
                 for e in this.entities_of(&bp) {
-                    let values = spec.aggs.iter().map(|a| a.compute(this, e, &crate::derived::Everything)).collect();
+                    let values = crate::derived::aggregation::compute_all(this, e, &spec.aggs);
                     map.insert(Arc::clone(&e.identifier), Arc::new(values));
                 }
                 (bp, map)

@@ -151,6 +151,14 @@ impl Agg {
         if self.error.is_some() {
             return Value::Null;
         }
+        self.compute_over(state, &sources(state, e, &self.steps, reader))
+    }
+
+    /// Computes the value from the owner's `sources` (what its path reaches).
+    pub(crate) fn compute_over(&self, state: &State, sources: &[&Arc<Entity>]) -> Value {
+        if self.error.is_some() {
+            return Value::Null;
+        }
         let ctx = match &self.query {
             Some(q) => match crate::search::Ctx::new(state, q, Timestamp::from_millis(0), Some(&self.target)) {
                 Ok(ctx) => Some((q, ctx)),
@@ -161,7 +169,7 @@ impl Agg {
         let mut count = 0usize;
         let mut numbers = Vec::new();
         let mut span: Option<(i64, i64)> = None;
-        for source in sources(state, e, &self.steps, reader) {
+        for source in sources {
             if let Some((q, ctx)) = &ctx {
                 if !crate::search::matches(ctx, source, q) {
                     continue;
@@ -309,6 +317,8 @@ pub(crate) fn sources<'s>(state: &'s State, owner: &Entity, steps: &[Step], read
     let Some(start) = state.entity(&owner.blueprint, &owner.identifier) else { return Vec::new() };
     let mut frontier: Vec<&'s Arc<Entity>> = vec![start];
     for step in steps {
+        // One entity's sources through one relation are distinct already: no set needed.
+        let single = frontier.len() == 1 && matches!(step, Step::In { .. });
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
         let mut next = Vec::new();
         for e in &frontier {
@@ -328,7 +338,7 @@ pub(crate) fn sources<'s>(state: &'s State, owner: &Entity, steps: &[Step], read
                 Step::In { blueprint, relation } => {
                     for id in state.sources(&e.blueprint, &e.identifier, blueprint, relation, None) {
                         if let Some(s) = state.entity(blueprint, id) {
-                            if seen.insert((&s.blueprint, &s.identifier)) && reader.can_read(s) {
+                            if (single || seen.insert((&s.blueprint, &s.identifier))) && reader.can_read(s) {
                                 next.push(s);
                             }
                         }
@@ -339,6 +349,27 @@ pub(crate) fn sources<'s>(state: &'s State, owner: &Entity, steps: &[Step], read
         frontier = next;
     }
     frontier
+}
+
+/// Every aggregation of an owner, computed with each distinct path walked once (a blueprint's aggregations
+/// usually share one).
+pub(crate) fn compute_all(state: &State, owner: &Entity, aggs: &[Agg]) -> Vec<Value> {
+    let mut walked: Vec<(&[Step], Vec<&Arc<Entity>>)> = Vec::new();
+    aggs.iter()
+        .map(|a| {
+            if a.error.is_some() {
+                return Value::Null;
+            }
+            let at = match walked.iter().position(|(steps, _)| *steps == a.steps.as_slice()) {
+                Some(i) => i,
+                None => {
+                    walked.push((&a.steps, sources(state, owner, &a.steps, &super::Everything)));
+                    walked.len() - 1
+                }
+            };
+            a.compute_over(state, &walked[at].1)
+        })
+        .collect()
 }
 
 /// The owners whose value of `agg` an entity at `position` of its path can change: the path walked back

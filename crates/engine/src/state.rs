@@ -187,13 +187,16 @@ pub struct State {
     derived_stale: bool,
     /// Owner blueprint → owner identifier → its aggregation values, in the order of its spec. Never in a
     /// snapshot or the log: recomputed on load, refreshed after each event.
-    aggregates: OrdMap<Key, OrdMap<Key, Arc<Vec<serde_json::Value>>>>,
+    aggregates: OrdMap<Key, OwnerValues>,
     /// Entity writes since the last refresh whose blueprint feeds an aggregation: (blueprint, identifier,
     /// the version before). Empty between events unless deferring.
     agg_touched: Vec<(Key, Key, Option<Arc<Entity>>)>,
     /// Every aggregation must be recomputed (a blueprint changed, or a snapshot was loaded).
     agg_rebuild: bool,
 }
+
+/// One owner blueprint's aggregation values: owner identifier → values in the order of its spec.
+type OwnerValues = OrdMap<Key, Arc<Vec<serde_json::Value>>>;
 
 /// One entity's versions in the index: most entities are written once, so a single sequence number is kept
 /// inline, and a (boxed) list only from the second version on: 16 bytes an entry either way.
@@ -1167,7 +1170,7 @@ impl State {
         let owners: Vec<(Key, Arc<crate::derived::DerivedSpec>)> =
             catalog.owners().map(|(bp, spec)| (self.blueprint_name(bp), Arc::clone(spec))).collect();
         let this = &*self;
-        let computed: Vec<(Key, OrdMap<Key, Arc<Vec<serde_json::Value>>>)> = owners
+        let computed: Vec<(Key, OwnerValues)> = owners
             .into_iter()
             .map(|(bp, spec)| {
                 let mut map = OrdMap::new();

@@ -104,7 +104,13 @@ pub(crate) async fn resolve_searches(app: &AppState, meta: &WriteMeta, command: 
     }
 }
 
-async fn write_entity(app: &AppState, meta: WriteMeta, command: Command, q: &Params) -> ApiResult<Response> {
+async fn write_entity(
+    app: &AppState,
+    caller: &Caller,
+    meta: WriteMeta,
+    command: Command,
+    q: &Params,
+) -> ApiResult<Response> {
     let projection = Projection::from_params(q)?;
     let command = resolve_searches(app, &meta, command).await?;
     if q.flag("validation_only", false)? {
@@ -112,7 +118,26 @@ async fn write_entity(app: &AppState, meta: WriteMeta, command: Command, q: &Par
         return Ok(answer(outcome, &projection, app.pipeline.view().seq(), true));
     }
     let (outcome, seq) = app.pipeline.write_one(meta, command).await?;
-    Ok(answer(outcome?, &projection, seq, false))
+    let outcome = outcome?;
+    // The answer shows the entity as a read right after would: its derived values and scorecards judged
+    // in the catalog the write made (through the writer's view), on the search pool when there are some.
+    let view = app.pipeline.view();
+    let judged = match &outcome {
+        Outcome::Entity { entity, .. } => {
+            view.derived().spec(&entity.blueprint).is_some()
+                || view.definitions(berth_model::DefinitionKind::Scorecard).next().is_some()
+        }
+        _ => false,
+    };
+    if !judged {
+        return Ok(answer(outcome, &projection, seq, false));
+    }
+    let caller = caller.clone();
+    crate::searching::run(app, move || {
+        let scoped = crate::access::scoped(&view, &caller);
+        Ok(answer(outcome, &projection.with_view(&scoped), seq, false))
+    })
+    .await
 }
 
 fn answer(outcome: Outcome, projection: &Projection, seq: u64, dry_run: bool) -> Response {
@@ -166,7 +191,7 @@ pub async fn create(
         mode: write_mode(&q)?,
         create_missing_related: q.flag("create_missing_related_entities", false)?,
     };
-    write_entity(&app, write_meta(&caller, &headers, &q)?, command, &q).await
+    write_entity(&app, &caller, write_meta(&caller, &headers, &q)?, command, &q).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -191,7 +216,7 @@ async fn write_existing(
         mode,
         create_missing_related: q.flag("create_missing_related_entities", false)?,
     };
-    write_entity(&app, write_meta(&caller, &headers, &q)?, command, &q).await
+    write_entity(&app, &caller, write_meta(&caller, &headers, &q)?, command, &q).await
 }
 
 #[utoipa::path(put, path = "/v1/blueprints/{blueprint}/entities/{entity}", tag = "Entities", summary = "Replace an entity",
@@ -254,7 +279,7 @@ pub async fn delete(
     let identifier = entity_id(&params, &uri)?;
     let command =
         Command::DeleteEntity { blueprint, identifier, delete_dependents: q.flag("delete_dependents", false)? };
-    write_entity(&app, write_meta(&caller, &headers, &q)?, command, &q).await
+    write_entity(&app, &caller, write_meta(&caller, &headers, &q)?, command, &q).await
 }
 
 #[utoipa::path(get, path = "/v1/blueprints/{blueprint}/entities/{entity}", tag = "Entities", summary = "Get an entity",
@@ -262,7 +287,7 @@ pub async fn delete(
     params(("blueprint" = String, Path, description = "Blueprint identifier"), ("entity" = String, Path, description = "Entity identifier, URL-encoded (`+` is a space)"),
         ("include" = Option<Vec<String>>, Query, description = "Fields to return (repeated or comma-joined): identifier, title, team, properties.<p>, relations.<r>, ..."),
         ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out"),
-        ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`"),
+        ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`"), ("exclude_calculated_properties" = Option<bool>, Query, description = "Leave mirror, calculation and aggregation values out of `properties`"),
         ("at" = Option<String>, Query, description = "Berth extension: the entity as it was at this date-time (from the change log)")),
     responses((status = 200, description = "`{ok, entity}`", body = Entity), (status = 404, description = "No such blueprint or entity")))]
 pub async fn get_one(
@@ -290,6 +315,8 @@ pub async fn get_one(
         )
             .into_response());
     }
+    let judged = view.definitions(berth_model::DefinitionKind::Scorecard).next().is_some()
+        || view.derived().spec(&blueprint).is_some();
     // An entity the caller may not read does not exist for it.
     let answer = move |view: &berth_engine::State| -> ApiResult<Vec<u8>> {
         let scoped = crate::access::scoped(view, &caller);
@@ -299,13 +326,10 @@ pub async fn get_one(
             .ok_or_else(|| ApiError::from(DomainError::not_found("entity", format!("{blueprint}/{id}"))))?;
         Ok(render::entity_answer(entity, &projection))
     };
-    // Judging scorecards runs their rules (graph rules walk the catalog): then the read goes to the search
-    // pool, under its deadline; without scorecards it stays here, the fast path.
-    let bytes = if view.definitions(berth_model::DefinitionKind::Scorecard).next().is_some() {
-        crate::searching::run(&app, move || answer(&view)).await?
-    } else {
-        answer(&view)?
-    };
+    // Judging scorecards runs their rules (graph rules walk the catalog) and derived values run calculations
+    // and follow relations: then the read goes to the search pool, under its deadline; without either it
+    // stays here, the fast path.
+    let bytes = if judged { crate::searching::run(&app, move || answer(&view)).await? } else { answer(&view)? };
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
@@ -314,7 +338,7 @@ pub async fn get_one(
     security(("bearer" = [])),
     params(("blueprint" = String, Path, description = "Blueprint identifier"),
         ("include" = Option<Vec<String>>, Query, description = "Fields to return"), ("exclude" = Option<Vec<String>>, Query, description = "Fields to leave out"),
-        ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`")),
+        ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`"), ("exclude_calculated_properties" = Option<bool>, Query, description = "Leave mirror, calculation and aggregation values out of `properties`")),
     responses((status = 200, description = "`{ok, entities: [...]}`", body = Vec<Entity>), (status = 404, description = "No such blueprint")))]
 pub async fn list(
     State(app): State<AppState>,

@@ -219,6 +219,11 @@ async fn derived_values_are_current_after_every_write() {
     assert_eq!(props(&s, "service", "api").await["healthy"], json!(true));
     assert_eq!(s.delete("/v1/blueprints/deployment/entities/d1").await.status, StatusCode::OK);
     assert_eq!(props(&s, "service", "api").await["totalTime"], json!(80));
+    // The write's own answer carries the written entity's derived values, current.
+    let a = s.patch("/v1/blueprints/service/entities/api", json!({"properties": {"replicas": 4}})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let p = &a.body["entity"]["properties"];
+    assert_eq!((&p["capacity"], &p["deploys"], &p["domainTitle"]), (&json!(8), &json!(2), &json!("Pay")), "{}", a.body);
     // An intermediate entity moves: the three-hop aggregation moves with it.
     let a = s.patch("/v1/blueprints/system/entities/billing", json!({"relations": {"domain": "search"}})).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);

@@ -62,6 +62,7 @@ async fn scorecards_judge_every_entity_on_every_read() {
     // Current after a write, and in searches and lists.
     let a = s.patch("/v1/blueprints/service/entities/bronze", json!({"properties": {"language": "go"}})).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["entity"]["scorecards"]["ownership"]["level"], json!("Gold"), "the write's answer carries them");
     assert_eq!(level(&s, "bronze").await, json!("Gold"));
     let found =
         s.post("/v1/blueprints/service/entities/search", json!({"query": {"combinator": "and", "rules": []}})).await;

@@ -27,6 +27,7 @@ mod entities;
 pub mod graph;
 pub mod index;
 mod index_work;
+pub mod levels;
 pub mod parallel;
 pub mod scoped;
 pub mod search;

@@ -753,6 +753,28 @@ fn candidates<'c>(ctx: &'c Ctx<'_>, blueprint: &str, query: &'c Query, limit: Op
     best.map(Plan::Ids)
 }
 
+/// The candidates of a search by scorecard level (`=` a level, or `in` levels): the entities whose level
+/// ceiling ([`crate::levels`]) reaches the lowest level asked, unless there are `cap` or more.
+fn level_candidates<'c>(
+    state: &'c State,
+    blueprint: &str,
+    scorecard: &str,
+    rule: &Rule,
+    cap: usize,
+) -> Option<Vec<&'c str>> {
+    let levels = state.card_levels(blueprint, scorecard)?;
+    let asked: Vec<&str> = match (&rule.op, &rule.operand) {
+        (Op::Eq, Operand::Scalar(Value::String(v))) => vec![v.as_str()],
+        (Op::In, Operand::List(list)) => list.iter().filter_map(Value::as_str).collect(),
+        _ => return None,
+    };
+    match asked.iter().filter_map(|t| levels.rank(t)).min() {
+        Some(lowest) => levels.at_least(lowest, cap),
+        // No level of that name: nothing can match.
+        None => Some(Vec::new()),
+    }
+}
+
 /// The identifiers a property index gives for one rule, unless there are `cap` or more of them (or the rule
 /// cannot be answered by an index).
 fn index_candidates<'c>(ctx: &Ctx<'c>, blueprint: &str, rule: &Rule, cap: usize) -> Option<Vec<&'c str>> {
@@ -762,6 +784,7 @@ fn index_candidates<'c>(ctx: &Ctx<'c>, blueprint: &str, rule: &Rule, cap: usize)
         Target::Property(p) => p.as_str(),
         Target::Meta(Meta::Title) => crate::index::TITLE,
         Target::Meta(Meta::Team) => crate::index::TEAM,
+        Target::Scorecard { scorecard, rule: None } => return level_candidates(state, blueprint, scorecard, rule, cap),
         _ => return None,
     };
     if state.property_indexes_pending() {

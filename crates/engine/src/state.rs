@@ -193,6 +193,10 @@ pub struct State {
     agg_touched: Vec<(Key, Key, Option<Arc<Entity>>)>,
     /// Every aggregation must be recomputed (a blueprint changed, or a snapshot was loaded).
     agg_rebuild: bool,
+    /// Scorecard level ceilings (see [`crate::levels`]), refreshed with the aggregations; never stored.
+    levels: crate::levels::Levels,
+    /// Every ceiling must be recomputed (a scorecard or a blueprint changed, or a snapshot was loaded).
+    levels_stale: bool,
 }
 
 /// One owner blueprint's aggregation values: owner identifier → values in the order of its spec.
@@ -1083,9 +1087,11 @@ impl State {
             }
             Change::Refused { .. } => {}
             Change::DefinitionPut { definition } => {
+                self.levels_stale |= definition.kind == DefinitionKind::Scorecard;
                 self.definitions.insert((definition.kind, definition.identifier.clone()), Arc::clone(definition));
             }
             Change::DefinitionDeleted { kind, identifier } => {
+                self.levels_stale |= *kind == DefinitionKind::Scorecard;
                 self.definitions.remove(&(*kind, identifier.clone()));
             }
         }
@@ -1095,7 +1101,8 @@ impl State {
     /// Notes a write of an entity whose blueprint feeds an aggregation (its owners are refreshed when the
     /// indexes settle).
     fn touch(&mut self, blueprint: &Key, id: &Key, old: Option<Arc<Entity>>) {
-        if !self.agg_rebuild && !self.derived.deps(blueprint).is_empty() {
+        let judged = self.levels.contains_key(&**blueprint);
+        if !self.agg_rebuild && (judged || !self.derived.deps(blueprint).is_empty()) {
             self.agg_touched.push((Arc::clone(blueprint), Arc::clone(id), old));
         }
     }
@@ -1119,33 +1126,64 @@ impl State {
             let defs: Vec<Arc<Blueprint>> = self.blueprints.values().map(|b| Arc::clone(&b.def)).collect();
             self.derived = Arc::new(DerivedCatalog::build(defs.iter().map(|b| &**b), &self.derived));
             self.agg_rebuild = true;
+            self.levels_stale = true;
         }
-        if self.agg_rebuild {
+        let rejudge = if self.agg_rebuild {
             self.agg_rebuild = false;
             self.agg_touched.clear();
             self.recompute_all_aggregates();
-            return;
+            Vec::new()
+        } else {
+            self.refresh_aggregates()
+        };
+        if self.levels_stale {
+            self.levels_stale = false;
+            self.levels = crate::levels::build(self);
+        } else if !rejudge.is_empty() {
+            let mut levels = std::mem::take(&mut self.levels);
+            crate::levels::refresh(self, &mut levels, &rejudge);
+            self.levels = levels;
         }
+    }
+
+    /// Recomputes the aggregations of the owners the touched entities reach; answers the entities whose
+    /// scorecard ceilings may have changed (the touched ones and those owners).
+    fn refresh_aggregates(&mut self) -> Vec<(Key, Key)> {
         if self.agg_touched.is_empty() {
-            return;
+            return Vec::new();
         }
         let touched = std::mem::take(&mut self.agg_touched);
         let catalog = Arc::clone(&self.derived);
-        let mut owners: std::collections::BTreeSet<(String, Arc<str>)> = std::collections::BTreeSet::new();
+        let mut owners: std::collections::BTreeSet<(&str, Arc<str>)> = std::collections::BTreeSet::new();
         for (bp, id, old) in &touched {
+            // Aggregations of one owner along the same path reach the same owners: walked back once.
+            let mut walked: Vec<(&str, &[crate::derived::aggregation::Step], usize)> = Vec::new();
             for dep in catalog.deps(bp) {
                 let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
+                let way = (dep.owner.as_str(), agg.steps.as_slice(), dep.position);
+                if walked.contains(&way) {
+                    continue;
+                }
+                walked.push(way);
                 let versions = [self.entity(bp, id).map(|e| &**e), old.as_deref()];
                 for e in versions.into_iter().flatten() {
                     for owner in crate::derived::aggregation::owners_of(self, agg, dep.position, e) {
-                        owners.insert((dep.owner.clone(), owner));
+                        owners.insert((dep.owner.as_str(), owner));
                     }
                 }
             }
         }
+        let mut rejudge: Vec<(Key, Key)> = touched.iter().map(|(bp, id, _)| (Arc::clone(bp), Arc::clone(id))).collect();
         for (bp, id) in owners {
-            self.recompute_owner(&catalog, &bp, &id);
+            self.recompute_owner(&catalog, bp, &id);
+            rejudge.push((self.blueprint_name(bp), id));
         }
+        rejudge
+    }
+
+    /// The level ceilings of one scorecard of a blueprint, when it is indexed.
+    pub fn card_levels(&self, blueprint: &str, scorecard: &str) -> Option<&crate::levels::CardLevels> {
+        self.levels.get(blueprint)?.get(scorecard)
     }
 
     /// Recomputes one owner's aggregation values (or forgets them, when it no longer exists).
@@ -1636,6 +1674,7 @@ mod tests {
             proptest::prop_assert_eq!(&deferred.aggregates, &one.aggregates);
             let loaded = State::from_snapshot(&one.to_snapshot().expect("snapshot")).expect("loads");
             proptest::prop_assert_eq!(&loaded.aggregates, &one.aggregates);
+            assert_derived_from_scratch(&loaded);
             for bp in ["dom", "svc", "dep"] {
                 for e in one.entities_of(bp) {
                     let everything = &crate::derived::Everything;
@@ -1700,6 +1739,30 @@ mod tests {
                     "pathFilter": [{"fromBlueprint": "dep", "path": ["service", "dom"]}]}}}),
                 ),
             ),
+            // A scorecard with local rules (a stored property, an aggregation, a relation) and one that is not
+            // (a mirror): its ceilings are indexed, its levels judged.
+            event(
+                6,
+                Change::DefinitionPut {
+                    definition: Arc::new(berth_model::Definition {
+                        kind: DefinitionKind::Scorecard,
+                        identifier: "svc#card".into(),
+                        body: Arc::new(json!({"title": "Card", "rules": [
+                    {"identifier": "n", "title": "n", "level": "Bronze", "query": {"combinator": "and", "conditions": [
+                        {"property": "n", "operator": ">", "value": 1}]}},
+                    {"identifier": "deps", "title": "deps", "level": "Silver", "query": {"combinator": "and", "conditions": [
+                        {"property": "deps", "operator": ">", "value": 0}]}},
+                    {"identifier": "dom", "title": "dom", "level": "Silver", "query": {"combinator": "and", "conditions": [
+                        {"property": "domName", "operator": "isNotEmpty"}]}},
+                    {"identifier": "ok", "title": "ok", "level": "Gold", "query": {"combinator": "and", "conditions": [
+                        {"property": "okSum", "operator": ">=", "value": 2}, {"relation": "dom", "operator": "isNotEmpty"}]}}]})),
+                        created_at: berth_model::Timestamp::from_millis(0),
+                        updated_at: berth_model::Timestamp::from_millis(0),
+                        created_by: "me".into(),
+                        updated_by: "me".into(),
+                    }),
+                },
+            ),
         ];
         let mut live: std::collections::BTreeSet<(u8, u8)> = std::collections::BTreeSet::new();
         for &(delete, b, id, seed, r1, r2) in writes {
@@ -1755,6 +1818,41 @@ mod tests {
             }
             let kept = state.aggregates.get(bp).map_or(0, |m| m.len());
             assert_eq!(kept, state.entity_count(bp), "{bp}: values kept for entities that no longer exist");
+        }
+        // Scorecard ceilings: as a fresh judgement computes them, never below the level, and a search by
+        // level (planned from them) finds exactly the entities at that level.
+        let Some(card) = state.card_levels("svc", "card") else { return };
+        let fresh = crate::levels::build(state);
+        let rebuilt = fresh.get("svc").and_then(|m| m.get("card")).expect("indexed");
+        assert_eq!(card.ceilings().collect::<Vec<_>>(), rebuilt.ceilings().collect::<Vec<_>>());
+        let ctx = crate::search::Ctx::empty(state, berth_model::Timestamp::from_millis(0));
+        for level in ["Basic", "Bronze", "Silver", "Gold"] {
+            let want: Vec<&str> = state
+                .entities_of("svc")
+                .filter(|e| crate::search::scorecard_value(&ctx, e, "card", None) == Some(json!(level)))
+                .map(|e| &*e.identifier)
+                .collect();
+            let q = berth_model::query::Query::parse(&json!({"combinator": "and", "rules": [
+                {"scorecard": "card", "operator": "=", "value": level}]}))
+            .expect("query");
+            let found = crate::search::search_blueprint(
+                state,
+                "svc",
+                Some(&q),
+                berth_model::Timestamp::from_millis(0),
+                None,
+                100,
+            )
+            .expect("searches");
+            let found: Vec<&str> = found.entities.iter().map(|e| &*e.identifier).collect();
+            assert_eq!(found, want, "level {level}");
+        }
+        for e in state.entities_of("svc") {
+            let level =
+                crate::search::scorecard_value(&ctx, e, "card", None).and_then(|v| v.as_str().map(str::to_string));
+            let rank = level.and_then(|l| card.rank(&l));
+            let ceiling = card.ceilings().find(|(id, _)| *id == &*e.identifier).map(|(_, c)| c);
+            assert!(rank <= ceiling, "{}: level {rank:?} above its ceiling {ceiling:?}", e.identifier);
         }
     }
 

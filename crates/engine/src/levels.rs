@@ -68,6 +68,28 @@ impl CardLevels {
         self.by_id.is_empty()
     }
 
+    /// The entities whose ceiling is at least `level`, after `after`, in identifier order (a merge of one
+    /// ordered run per level).
+    pub fn at_least_in_order<'a>(&'a self, level: u8, after: Option<&'a str>) -> impl Iterator<Item = &'a str> + 'a {
+        let top = self.card.levels.len() as u8;
+        let mut runs: Vec<std::iter::Peekable<Box<dyn Iterator<Item = &'a str> + 'a>>> = (level..top)
+            .map(|l| {
+                let run: Box<dyn Iterator<Item = &'a str> + 'a> = Box::new(
+                    self.by_level
+                        .range((l, Arc::from(after.unwrap_or("")))..)
+                        .take_while(move |(at, _)| *at == l)
+                        .map(|(_, id)| &**id)
+                        .filter(move |id| after.is_none_or(|a| *id > a)),
+                );
+                run.peekable()
+            })
+            .collect();
+        std::iter::from_fn(move || {
+            let next = runs.iter_mut().enumerate().filter_map(|(i, r)| r.peek().map(|id| (*id, i))).min()?;
+            runs[next.1].next()
+        })
+    }
+
     /// The entities whose ceiling is at least `level`, unless there are `cap` or more.
     pub fn at_least(&self, level: u8, cap: usize) -> Option<Vec<&str>> {
         let mut out = Vec::new();

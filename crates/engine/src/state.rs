@@ -1802,6 +1802,72 @@ mod tests {
         events
     }
 
+    /// A search by scorecard level over more entities than the index gathers reads the ceilings lazily, in
+    /// order, page after page, and finds exactly the entities at each level.
+    #[test]
+    fn pages_of_a_scorecard_level_are_read_from_the_ceilings_in_order() {
+        let bp = |v| Change::BlueprintPut { blueprint: Box::new(serde_json::from_value(stamped(v)).expect("bp")) };
+        let mut events = vec![event(
+            1,
+            bp(json!({"identifier": "svc", "title": "Service",
+            "schema": {"properties": {"n": {"type": "number"}, "m": {"type": "number"}}}})),
+        )];
+        events.push(event(
+            2,
+            Change::DefinitionPut {
+                definition: Arc::new(berth_model::Definition {
+                    kind: DefinitionKind::Scorecard,
+                    identifier: "svc#card".into(),
+                    body: Arc::new(json!({"title": "Card", "rules": [
+                {"identifier": "a", "title": "a", "level": "Bronze", "query": {"combinator": "and", "conditions": [
+                    {"property": "n", "operator": ">", "value": 0}]}},
+                {"identifier": "b", "title": "b", "level": "Silver", "query": {"combinator": "and", "conditions": [
+                    {"property": "m", "operator": ">", "value": 1}]}},
+                {"identifier": "c", "title": "c", "level": "Gold", "query": {"combinator": "and", "conditions": [
+                    {"property": "n", "operator": ">", "value": 4}]}}]})),
+                    created_at: berth_model::Timestamp::from_millis(0),
+                    updated_at: berth_model::Timestamp::from_millis(0),
+                    created_by: "me".into(),
+                    updated_by: "me".into(),
+                }),
+            },
+        ));
+        for i in 0..2000u64 {
+            let entity =
+                stamped(json!({"identifier": format!("s{i:04}"), "title": null, "blueprint": "svc", "team": [],
+                "properties": {"n": i % 7, "m": (i / 7) % 3}, "relations": {}}));
+            let change = Change::EntityPut { entity: Arc::new(serde_json::from_value(entity).expect("entity")) };
+            events.push(event(events.len() as u64 + 1, change));
+        }
+        let mut state = State::default();
+        for e in &events {
+            state.apply(e).expect("applies");
+        }
+        let now = berth_model::Timestamp::from_millis(0);
+        let ctx = crate::search::Ctx::empty(&state, now);
+        for level in ["Basic", "Bronze", "Silver", "Gold"] {
+            let want: Vec<String> = state
+                .entities_of("svc")
+                .filter(|e| crate::search::scorecard_value(&ctx, e, "card", None) == Some(json!(level)))
+                .map(|e| e.identifier.to_string())
+                .collect();
+            let q = berth_model::query::Query::parse(&json!({"combinator": "and", "rules": [
+                {"scorecard": "card", "operator": "=", "value": level}]}))
+            .expect("query");
+            let (mut found, mut from) = (Vec::new(), None::<String>);
+            loop {
+                let page =
+                    crate::search::search_blueprint(&state, "svc", Some(&q), now, from.as_deref(), 37).expect("page");
+                found.extend(page.entities.iter().map(|e| e.identifier.to_string()));
+                match page.next {
+                    Some(next) => from = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(found, want, "level {level}");
+        }
+    }
+
     /// Every owner's kept aggregation values equal the values computed from scratch, and no other entity has any.
     fn assert_derived_from_scratch(state: &State) {
         let catalog = Arc::clone(&state.derived);

@@ -8,6 +8,7 @@
 //!   through a cursor lease; what leaves the process is the public event form (`berth_model::public`).
 //! - [`history`]: an entity's versions and the entity at a time, read through the version index.
 //! - [`audit`]: the audit log's pages, in the public event form, scoped to the viewer.
+//! - [`standards`]: a scorecard's level distribution on past days, replayed from the log.
 //! - [`refusals`]: refused requests stopped before the pipeline, recorded in the log in the background.
 //! - [`now`]: the clock every write and every read's time-based rule uses.
 //! - `testing` (feature `testing`): a store with injected failures and counted reads, for unit tests.
@@ -20,6 +21,7 @@ pub mod feed;
 pub mod history;
 pub mod pipeline;
 pub mod refusals;
+pub mod standards;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

@@ -47,6 +47,22 @@ struct Card<'a> {
 }
 
 impl<'a> Card<'a> {
+    /// Prepares a scorecard's filter and rules against `state` at `now` (`None`: one no longer fits the
+    /// blueprint, and the scorecard is not judged rather than judged wrongly).
+    fn prepare(state: &'a State, now: Timestamp, card: berth_model::scorecard::Scorecard) -> Option<Card<'a>> {
+        let prepare = |q: &Query| -> Option<Ctx<'a>> {
+            let mut ctx = Ctx::new(state, q, now, Some(&card.blueprint)).ok()?;
+            ctx.nested = true;
+            Some(ctx)
+        };
+        let filter = match &card.filter {
+            Some(f) => Some(prepare(f)?),
+            None => None,
+        };
+        let rules = card.rules.iter().map(|r| prepare(&r.query)).collect::<Option<Vec<_>>>()?;
+        Some(Card { card, filter, rules })
+    }
+
     /// Which rules `e` passes, or `None` when the filter leaves it out.
     fn judge(&self, e: &Entity) -> Option<Vec<bool>> {
         if let (Some(ctx), Some(f)) = (&self.filter, &self.card.filter) {
@@ -105,21 +121,9 @@ impl<'a> Ctx<'a> {
         if let Some(found) = cache.get(blueprint) {
             return Arc::clone(found);
         }
-        let prepare = |q: &Query| -> Option<Ctx<'a>> {
-            let mut ctx = Ctx::new(self.state, q, self.now, Some(blueprint)).ok()?;
-            ctx.nested = true;
-            Some(ctx)
-        };
         let cards: Vec<Arc<Card<'a>>> = crate::definitions::scorecards::of_blueprint(self.state, blueprint)
             .into_iter()
-            .filter_map(|card| {
-                let filter = match &card.filter {
-                    Some(f) => Some(prepare(f)?),
-                    None => None,
-                };
-                let rules = card.rules.iter().map(|r| prepare(&r.query)).collect::<Option<Vec<_>>>()?;
-                Some(Arc::new(Card { card, filter, rules }))
-            })
+            .filter_map(|card| Card::prepare(self.state, self.now, card).map(Arc::new))
             .collect();
         let cards = Arc::new(cards);
         cache.insert(blueprint.to_string(), Arc::clone(&cards));
@@ -1201,6 +1205,22 @@ pub fn scorecard_value(ctx: &Ctx<'_>, e: &Entity, scorecard: &str, rule: Option<
             Some(Value::String(if passed[at] { "SUCCESS" } else { "FAILURE" }.into()))
         }
         None => Some(Value::String(card.card.level_of(|i| passed.get(i).copied().unwrap_or(false)).to_string())),
+    }
+}
+
+/// A scorecard (any: the current definition judging a past catalog) prepared to judge entities of `state`.
+pub struct Judging<'a>(Card<'a>);
+
+impl<'a> Judging<'a> {
+    /// `None` when the scorecard's queries do not fit the state (its blueprint was different then).
+    pub fn new(state: &'a State, now: Timestamp, card: berth_model::scorecard::Scorecard) -> Option<Judging<'a>> {
+        Card::prepare(state, now, card).map(Judging)
+    }
+
+    /// The entity's level, `None` when the scorecard's filter leaves it out.
+    pub fn level(&self, e: &Entity) -> Option<&str> {
+        let passed = self.0.judge(e)?;
+        Some(self.0.card.level_of(|i| passed.get(i).copied().unwrap_or(false)))
     }
 }
 

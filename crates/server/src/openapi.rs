@@ -70,7 +70,7 @@ impl Modify for MinSeqHeader {
         teams::list, teams::create, teams::get_one, teams::replace, teams::patch, teams::delete,
         users::list, users::get_one, users::invite, users::update, users::delete, users::accept_invite,
         pages::list, pages::get_one, pages::create, pages::replace, pages::delete, pages::patch_widget, pages::delete_widget, pages::get_permissions, pages::patch_permissions,
-        scorecards::list_all, scorecards::list, scorecards::get_one, scorecards::create, scorecards::replace_all, scorecards::replace, scorecards::patch, scorecards::delete,
+        scorecards::list_all, scorecards::list, scorecards::get_one, scorecards::history, scorecards::create, scorecards::replace_all, scorecards::replace, scorecards::patch, scorecards::delete,
     ),
     components(schemas(berth_model::Team, berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
     modifiers(&BearerAuth, &MinSeqHeader),

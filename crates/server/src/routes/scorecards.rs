@@ -30,6 +30,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/v1/scorecards", get(list_all))
         .route("/v1/blueprints/{bp}/scorecards", get(list).post(create).put(replace_all))
         .route("/v1/blueprints/{bp}/scorecards/{id}", get(get_one).put(replace).patch(patch).delete(delete))
+        .route("/v1/blueprints/{bp}/scorecards/{id}/history", get(history))
         .route_layer(axum::middleware::from_fn(admin_for_changes))
 }
 
@@ -86,6 +87,60 @@ pub async fn get_one(State(app): State<AppState>, params: PathParams) -> ApiResu
         .definition(KIND, &scorecard_key(&bp, &id))
         .ok_or_else(|| ApiError::not_found(format!("scorecard `{id}` of blueprint `{bp}` was not found")))?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "scorecard": card.view()}), None))
+}
+
+#[utoipa::path(get, path = "/v1/blueprints/{blueprint}/scorecards/{id}/history", tag = "Scorecards",
+    summary = "A scorecard's level distribution on past days (Berth extension)",
+    description = "For each of the last `days` days (1 to 90, default 30; the last is today, judged now), how many entities the caller may read were at each level at the end of that day, overall and per team: the catalog as it was (replayed from the change log), judged by the scorecard as it is now. Reads the whole log once (at most 5,000,000 events).",
+    security(("bearer" = [])),
+    params(("blueprint" = String, Path, description = "Blueprint identifier"), ("id" = String, Path, description = "Scorecard identifier"),
+        ("days" = Option<u32>, Query, description = "How many days, 1 to 90 (default 30)")),
+    responses((status = 200, description = "`{ok, scorecard, levels: [titles], days: [{date, at, levels: {title: n}, teams: {team: {title: n}}}]}`"),
+        (status = 400, description = "A bad `days`"), (status = 404, description = "No such blueprint or scorecard"),
+        (status = 503, description = "The log is too long to replay")))]
+pub async fn history(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    params: PathParams,
+    q: crate::extract::Params,
+) -> ApiResult<Response> {
+    let (bp, id) = (blueprint_of(&app, &params)?, params.get("id")?);
+    let days = match q.get("days") {
+        None => 30,
+        Some(d) => {
+            d.parse::<u32>().ok().filter(|d| (1..=berth_catalog::standards::MAX_DAYS).contains(d)).ok_or_else(|| {
+                ApiError::bad_request(format!("`days` must be a whole number from 1 to 90, got {d:?}"))
+            })?
+        }
+    };
+    let view = app.pipeline.view();
+    let def = view
+        .definition(KIND, &scorecard_key(&bp, &id))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("scorecard `{id}` of blueprint `{bp}` was not found")))?;
+    let card = berth_model::scorecard::Scorecard::parse(&bp, &id, &def.body).map_err(ApiError::internal)?.0;
+    let levels: Vec<String> = card.levels.iter().map(|l| l.title.clone()).collect();
+    let days = level_history(&app, &caller, card, days).await?;
+    let days: Vec<Value> =
+        days.into_iter().map(|d| json!({"date": d.date, "at": d.at, "levels": d.levels, "teams": d.teams})).collect();
+    Ok(reply(StatusCode::OK, json!({"ok": true, "scorecard": id, "levels": levels, "days": days}), None))
+}
+
+/// [`berth_catalog::standards::level_history`] for the caller, its failures as API errors.
+pub async fn level_history(
+    app: &AppState,
+    caller: &Caller,
+    card: berth_model::scorecard::Scorecard,
+    days: u32,
+) -> ApiResult<Vec<berth_catalog::standards::Day>> {
+    use berth_catalog::standards::HistoryError;
+    berth_catalog::standards::level_history(&app.pipeline, caller.principal(), card, days, crate::now()).await.map_err(
+        |e| match e {
+            HistoryError::Read(e) => ApiError::from(e),
+            too_long @ HistoryError::TooLong => ApiError::unavailable(too_long.to_string()),
+            HistoryError::Replay(e) => ApiError::internal(e),
+        },
+    )
 }
 
 #[utoipa::path(post, path = "/v1/blueprints/{blueprint}/scorecards", tag = "Scorecards", summary = "Create a scorecard (Admin)",

@@ -106,6 +106,22 @@ async fn scorecards_judge_every_entity_on_every_read() {
         )
         .await;
     assert_eq!(by_rule.body["result"], json!({"FAILURE": 1, "SUCCESS": 2}));
+    // Over time (Berth extension): every day of the range, today's distribution the current one, per team;
+    // past days (before the catalog existed) empty.
+    let h = s.get("/v1/blueprints/service/scorecards/ownership/history?days=3").await;
+    assert_eq!(h.status, StatusCode::OK, "{}", h.body);
+    assert_eq!(h.body["levels"], json!(["Basic", "Bronze", "Silver", "Gold"]));
+    let days = h.body["days"].as_array().expect("days");
+    assert_eq!(days.len(), 3, "{}", h.body);
+    assert_eq!(days[2]["levels"], json!({"Basic": 1, "Bronze": 0, "Gold": 2, "Silver": 0}), "{}", h.body);
+    assert_eq!(days[2]["teams"]["A"]["Gold"], json!(2), "{}", h.body);
+    assert_eq!(days[0]["levels"]["Gold"], json!(0), "{}", h.body);
+    for bad in ["0", "91", "x", "-1"] {
+        s.get(&format!("/v1/blueprints/service/scorecards/ownership/history?days={bad}"))
+            .await
+            .assert_error(400, "bad_request");
+    }
+    s.get("/v1/blueprints/service/scorecards/nosuch/history").await.assert_error(404, "not_found");
     let past = s.get("/v1/blueprints/service/entities/gold?at=2999-01-01T00:00:00Z").await;
     assert_eq!(past.status, StatusCode::OK, "{}", past.body);
     assert!(past.body["entity"].get("scorecards").is_none(), "a version read with ?at= carries no judgement of today");

@@ -326,6 +326,8 @@ async fn the_web_ui_end_to_end_in_chromium() {
     click(&c, "div.scorecard h3 a").await;
     wait_url(&c, "the scorecard's page", |u| u == "/scorecards/service/basics").await;
     assert!(text(&c, "table.rates").await.contains("Has a language"));
+    let trend = c.find_all(fantoccini::Locator::Css("svg.trend rect.bar")).await.expect("trend");
+    assert!(!trend.is_empty(), "today's bar of the trend is drawn");
     shot(&c, "13b-scorecard").await;
     let board = json!({"identifier": "overview", "title": "Overview", "widgets": [
         {"type": "markdown", "title": "About", "markdown": "The **platform** at a glance."},

@@ -42,6 +42,15 @@ pub struct RuleRate {
     pub rate: usize,
 }
 
+/// One day of the trend, as text: its date and the count at each level (in level order).
+pub struct TrendRow {
+    pub date: String,
+    pub counts: Vec<usize>,
+}
+
+/// How many days the trend shows.
+const TREND_DAYS: u32 = 14;
+
 pub struct TeamLevels {
     pub team: String,
     /// (level, count), in level order.
@@ -58,6 +67,9 @@ struct CardPage {
     levels: Vec<String>,
     /// The level distribution, drawn (safe HTML).
     chart: String,
+    /// The distribution on each of the last days, drawn (safe HTML), and as a table.
+    trend: String,
+    trend_rows: Vec<TrendRow>,
     rules: Vec<RuleRate>,
     teams: Vec<TeamLevels>,
 }
@@ -111,6 +123,16 @@ pub async fn page(
     let title = card.title.clone();
     let levels: Vec<String> = card.levels.iter().map(|l| l.title.clone()).collect();
     let caller = session.caller.clone();
+    // The trend: the catalog of each past day (replayed from the log) judged by this scorecard.
+    let history = berth_server::routes::scorecards::level_history(&app, &caller, card.clone(), TREND_DAYS).await?;
+    let trend = trend_chart(&history, &levels);
+    let trend_rows = history
+        .iter()
+        .map(|d| TrendRow {
+            date: d.date.clone(),
+            counts: levels.iter().map(|l| d.levels.get(l).copied().unwrap_or(0)).collect(),
+        })
+        .collect();
     let (blueprint, card_id) = (bp.clone(), id.clone());
     let known: Vec<String> = view.teams().map(|t| t.name.clone()).collect();
     let level_names = levels.clone();
@@ -155,7 +177,49 @@ pub async fn page(
     .await?;
     let layout = session.layout(&app, title.clone(), "scorecards");
     let bp_href = format!("/blueprints/{}/entities", encode(&bp));
-    html(&CardPage { layout, title, blueprint: bp, bp_href, levels, chart, rules, teams: per_team })
+    html(&CardPage { layout, title, blueprint: bp, bp_href, levels, chart, trend, trend_rows, rules, teams: per_team })
+}
+
+/// A stacked bar per day (levels bottom up, lowest first), each segment titled with its day, level and
+/// count, each bar labelled with its date; the same figures are in the table beside it.
+fn trend_chart(days: &[berth_catalog::standards::Day], levels: &[String]) -> String {
+    use crate::fmt::esc;
+    let max = days.iter().map(|d| d.levels.values().sum::<usize>()).max().unwrap_or(0).max(1);
+    let (bar, gap, height, label) = (26usize, 8usize, 160usize, 18usize);
+    let width = days.len() * (bar + gap);
+    let mut svg = format!(
+        r#"<svg class="chart trend" role="img" aria-labelledby="trend-t" viewBox="0 0 {width} {}" width="{width}" height="{}"><title id="trend-t">Entities per level on each of the last {} days</title>"#,
+        height + label,
+        height + label,
+        days.len()
+    );
+    for (i, d) in days.iter().enumerate() {
+        let x = i * (bar + gap);
+        let mut top = height;
+        for (li, level) in levels.iter().enumerate() {
+            let n = d.levels.get(level).copied().unwrap_or(0);
+            if n == 0 {
+                continue;
+            }
+            let h = (n * height).div_ceil(max).max(1);
+            top = top.saturating_sub(h);
+            svg.push_str(&format!(
+                r#"<rect class="bar bar-{}" x="{x}" y="{top}" width="{bar}" height="{h}"><title>{}: {} {}</title></rect>"#,
+                li % 6,
+                esc(&d.date),
+                n,
+                esc(level)
+            ));
+        }
+        svg.push_str(&format!(
+            r#"<text class="bar-label" x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            x + bar / 2,
+            height + label - 4,
+            esc(d.date.get(8..10).unwrap_or(&d.date))
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
 }
 
 /// The link to a scorecard's page.

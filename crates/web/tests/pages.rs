@@ -557,6 +557,15 @@ async fn the_entity_page_shows_its_scorecards() {
         "{card}"
     );
     assert!(card.contains("Per team") && !card.contains("<b>bar</b>"));
+    // The trend: 14 days, today's row the current distribution (levels in order), drawn and as a table.
+    assert!(card.contains(r#"<svg class="chart trend""#) && card.contains("Over the last 14 days"), "{card}");
+    let today =
+        card.split("<tbody>").find(|t| t.contains(r#"<th scope="row">"#)).and_then(|t| t.split("</tr>").nth(13));
+    let today = today.expect("fourteen rows");
+    let cells: Vec<u64> = today.split("<td>").skip(1).filter_map(|c| c.split('<').next()?.parse().ok()).collect();
+    let want: Vec<u64> =
+        ["Basic", "Bronze", "Silver", "Gold"].iter().map(|l| levels["result"][*l].as_u64().unwrap_or(0)).collect();
+    assert_eq!(cells, want, "{today}");
     assert_eq!(ui.get(&cookie, "/scorecards/service/nope").await.0, StatusCode::NOT_FOUND);
 }
 

@@ -246,10 +246,12 @@ pub fn run(entities: usize) -> anyhow::Result<()> {
         report(&format!("{bp} write, without"), &mut b, "");
     }
 
-    // Search by scorecard level: a page of 50.
-    for level in ["Gold", "Silver", "Basic"] {
+    // Search by scorecard level: a page of 50, every level of every scorecard (common and rare ones).
+    for (card, level) in
+        (0..3).flat_map(|c| ["Basic", "Bronze", "Silver", "Gold"].map(move |l| (format!("card-{c}"), l)))
+    {
         let q = Query::parse(
-            &json!({"combinator": "and", "rules": [{"scorecard": "card-0", "operator": "=", "value": level}]}),
+            &json!({"combinator": "and", "rules": [{"scorecard": card, "operator": "=", "value": level}]}),
         )?;
         let mut samples = Vec::new();
         let mut found = 0;
@@ -267,7 +269,7 @@ pub fn run(entities: usize) -> anyhow::Result<()> {
             found = page.entities.len();
         }
         report(
-            &format!("search services at level {level} of card-0 (page of 50)"),
+            &format!("search services at level {level} of {card} (page of 50)"),
             &mut samples,
             &format!("{found} found"),
         );

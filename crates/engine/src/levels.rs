@@ -10,7 +10,9 @@
 //!
 //! So the index keeps, per entity and scorecard, the highest level whose *local* rules (and those of every
 //! level below) all pass: an upper bound of the entity's level. A search for level `L` (or any of a list)
-//! takes the entities whose ceiling is at least `L` as candidates and judges only them. A scorecard whose
+//! takes as candidates the entities whose ceiling is `L` (or at least `L`, when the level above `L` has a
+//! rule that is not local: an entity may pass every local rule above and still fail that one) and judges
+//! only them. A scorecard whose
 //! filter is not local is not indexed (searches judge every entity, as before).
 
 use std::sync::Arc;
@@ -28,6 +30,9 @@ use crate::search::{Ctx, matches};
 pub struct CardLevels {
     /// The scorecard, parsed (a ceiling is an index into its levels).
     card: Arc<Scorecard>,
+    /// Per level: whether the level above it has a rule the ceiling leaves out (so an entity whose ceiling
+    /// is higher may still stop at this level).
+    open_above: Arc<Vec<bool>>,
     by_id: OrdMap<Arc<str>, u8>,
     by_level: OrdSet<(u8, Arc<str>)>,
 }
@@ -68,12 +73,30 @@ impl CardLevels {
         self.by_id.is_empty()
     }
 
-    /// The entities whose ceiling is at least `level`, after `after`, in identifier order (a merge of one
-    /// ordered run per level).
-    pub fn at_least_in_order<'a>(&'a self, level: u8, after: Option<&'a str>) -> impl Iterator<Item = &'a str> + 'a {
+    /// The ceilings an entity at one of the `asked` levels can have: at least that level, and exactly it
+    /// when the next level has no rule the ceiling leaves out (then a local rule of it failed), ascending.
+    pub fn ceilings_for(&self, asked: &[u8]) -> Vec<u8> {
         let top = self.card.levels.len() as u8;
-        let mut runs: Vec<std::iter::Peekable<Box<dyn Iterator<Item = &'a str> + 'a>>> = (level..top)
-            .map(|l| {
+        let mut out: Vec<u8> = Vec::new();
+        for &level in asked {
+            let open = self.open_above.get(level as usize).copied().unwrap_or(true);
+            if open {
+                out.extend(level..top);
+            } else {
+                out.push(level);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The entities with one of these ceilings, after `after`, in identifier order (a merge of one ordered
+    /// run per ceiling).
+    pub fn with_ceilings<'a>(&'a self, ceilings: &[u8], after: Option<&'a str>) -> impl Iterator<Item = &'a str> + 'a {
+        let mut runs: Vec<std::iter::Peekable<Box<dyn Iterator<Item = &'a str> + 'a>>> = ceilings
+            .iter()
+            .map(|&l| {
                 let run: Box<dyn Iterator<Item = &'a str> + 'a> = Box::new(
                     self.by_level
                         .range((l, Arc::from(after.unwrap_or("")))..)
@@ -90,14 +113,16 @@ impl CardLevels {
         })
     }
 
-    /// The entities whose ceiling is at least `level`, unless there are `cap` or more.
-    pub fn at_least(&self, level: u8, cap: usize) -> Option<Vec<&str>> {
+    /// The entities with one of these ceilings (in no particular order), unless there are `cap` or more.
+    pub fn gather(&self, ceilings: &[u8], cap: usize) -> Option<Vec<&str>> {
         let mut out = Vec::new();
-        for (_, id) in self.by_level.range((level, Arc::from(""))..) {
-            if out.len() >= cap {
-                return None;
+        for &l in ceilings {
+            for (_, id) in self.by_level.range((l, Arc::from(""))..).take_while(|(at, _)| *at == l) {
+                if out.len() >= cap {
+                    return None;
+                }
+                out.push(&**id);
             }
-            out.push(&**id);
         }
         Some(out)
     }
@@ -141,6 +166,17 @@ impl<'s> Judge<'s> {
         self.card.levels.iter().position(|l| l.title == title).map(|p| p as u8)
     }
 
+    /// Per level: whether the next level has a rule that is not local.
+    fn open_above(&self) -> Vec<bool> {
+        let levels = &self.card.levels;
+        (0..levels.len())
+            .map(|l| {
+                let Some(next) = levels.get(l + 1) else { return false };
+                self.card.rules.iter().zip(&self.rules).any(|(r, ctx)| r.level == next.title && ctx.is_none())
+            })
+            .collect()
+    }
+
     pub(crate) fn identifier(&self) -> &str {
         &self.card.identifier
     }
@@ -173,20 +209,42 @@ fn is_local(state: &State, blueprint: &str, q: &Query) -> bool {
 /// Every blueprint's indexed scorecards: blueprint → scorecard → ceilings.
 pub(crate) type Levels = OrdMap<Arc<str>, OrdMap<Arc<str>, CardLevels>>;
 
-/// Computes every ceiling of every indexed scorecard.
+/// Computes every ceiling of every indexed scorecard (entities in chunks, on two threads).
 pub(crate) fn build(state: &State) -> Levels {
-    let mut out: Levels = OrdMap::new();
-    for (bp, judges) in judges_by_blueprint(state) {
-        let mut cards = OrdMap::new();
-        for judge in judges {
-            let mut levels =
-                CardLevels { card: Arc::clone(&judge.card), by_id: OrdMap::new(), by_level: OrdSet::new() };
-            for e in state.entities_of(&bp) {
-                levels.set(&e.identifier, judge.ceiling(e));
-            }
-            cards.insert(Arc::from(judge.identifier()), levels);
+    const CHUNK: usize = 5_000;
+    let judges = judges_by_blueprint(state);
+    let cards: Vec<(&str, &Judge<'_>)> =
+        judges.iter().flat_map(|(bp, js)| js.iter().map(move |j| (bp.as_str(), j))).collect();
+    let mut chunks: Vec<(usize, Vec<&Arc<Entity>>)> = Vec::new();
+    for (i, (bp, _)) in cards.iter().enumerate() {
+        let entities: Vec<&Arc<Entity>> = state.entities_of(bp).collect();
+        chunks.extend(entities.chunks(CHUNK).map(|c| (i, c.to_vec())));
+    }
+    let judge = |(i, entities): (usize, Vec<&Arc<Entity>>)| {
+        let j = cards[i].1;
+        (i, entities.into_iter().map(|e| (Arc::clone(&e.identifier), j.ceiling(e))).collect::<Vec<_>>())
+    };
+    let judged = match crate::parallel::on_two_threads(chunks.clone(), judge) {
+        Some(done) => done,
+        None => chunks.into_iter().map(judge).collect(),
+    };
+    let mut levels: Vec<CardLevels> = cards
+        .iter()
+        .map(|(_, j)| CardLevels {
+            card: Arc::clone(&j.card),
+            open_above: Arc::new(j.open_above()),
+            by_id: OrdMap::new(),
+            by_level: OrdSet::new(),
+        })
+        .collect();
+    for (i, ceilings) in judged {
+        for (id, c) in ceilings {
+            levels[i].set(&id, c);
         }
-        out.insert(Arc::from(bp.as_str()), cards);
+    }
+    let mut out: Levels = OrdMap::new();
+    for ((bp, j), l) in cards.iter().zip(levels) {
+        out.entry(Arc::from(*bp)).or_default().insert(Arc::from(j.identifier()), l);
     }
     out
 }

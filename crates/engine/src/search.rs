@@ -616,9 +616,9 @@ enum Plan<'c> {
     /// The sources of one relation into one target, read lazily from the reverse-relation index in
     /// identifier order: a page of a target with many sources reads about the page.
     Sources { target_blueprint: &'c str, target: &'c str, relation: &'c str },
-    /// The entities whose scorecard level ceiling reaches `from`, read lazily in identifier order: a page of
-    /// a common level reads about the page, and judges only entities that can be at that level.
-    Levels { levels: &'c crate::levels::CardLevels, from: u8 },
+    /// The entities whose scorecard level ceiling allows the level asked, read lazily in identifier order: a
+    /// page of a common level reads about the page, and judges only entities that can be at that level.
+    Levels { levels: &'c crate::levels::CardLevels, ceilings: Vec<u8> },
 }
 
 impl<'c> Plan<'c> {
@@ -634,7 +634,7 @@ impl<'c> Plan<'c> {
             Plan::Sources { target_blueprint, target, relation } => {
                 Box::new(state.sources(target_blueprint, target, blueprint, relation, after).map(|id| &**id))
             }
-            Plan::Levels { levels, from } => Box::new(levels.at_least_in_order(from, after)),
+            Plan::Levels { levels, ceilings } => Box::new(levels.with_ceilings(&ceilings, after)),
         }
     }
 }
@@ -749,8 +749,8 @@ fn candidates<'c>(ctx: &'c Ctx<'_>, blueprint: &str, query: &'c Query, limit: Op
     // A page of a scorecard level whose candidates were too many to gather: read them lazily, in order.
     if best.is_none() && limit.is_some() {
         for rule in &rules {
-            if let Some((levels, from)) = level_range(state, blueprint, rule) {
-                return Some(Plan::Levels { levels, from });
+            if let Some((levels, ceilings)) = level_range(state, blueprint, rule) {
+                return Some(Plan::Levels { levels, ceilings });
             }
         }
     }
@@ -770,7 +770,7 @@ fn candidates<'c>(ctx: &'c Ctx<'_>, blueprint: &str, query: &'c Query, limit: Op
 }
 
 /// The candidates of a search by scorecard level (`=` a level, or `in` levels): the entities whose level
-/// ceiling ([`crate::levels`]) reaches the lowest level asked, unless there are `cap` or more.
+/// ceiling ([`crate::levels`]) allows a level asked, unless there are `cap` or more.
 fn level_candidates<'c>(
     state: &'c State,
     blueprint: &str,
@@ -779,29 +779,26 @@ fn level_candidates<'c>(
     cap: usize,
 ) -> Option<Vec<&'c str>> {
     let levels = state.card_levels(blueprint, scorecard)?;
-    match lowest_level(levels, rule)? {
-        Some(lowest) => levels.at_least(lowest, cap),
-        // No level of that name: nothing can match.
-        None => Some(Vec::new()),
-    }
+    levels.gather(&level_ceilings(levels, rule)?, cap)
 }
 
-/// The lowest level rank a scorecard-level rule asks for: `None` when the rule is not one the ceilings
-/// answer, `Some(None)` when it names no level the scorecard has.
-fn lowest_level(levels: &crate::levels::CardLevels, rule: &Rule) -> Option<Option<u8>> {
+/// The ceilings an entity matching a scorecard-level rule can have (none: it names no level of the
+/// scorecard); `None` when the rule is not one the ceilings answer.
+fn level_ceilings(levels: &crate::levels::CardLevels, rule: &Rule) -> Option<Vec<u8>> {
     let asked: Vec<&str> = match (&rule.op, &rule.operand) {
         (Op::Eq, Operand::Scalar(Value::String(v))) => vec![v.as_str()],
         (Op::In, Operand::List(list)) => list.iter().filter_map(Value::as_str).collect(),
         _ => return None,
     };
-    Some(asked.iter().filter_map(|t| levels.rank(t)).min())
+    let ranks: Vec<u8> = asked.iter().filter_map(|t| levels.rank(t)).collect();
+    Some(levels.ceilings_for(&ranks))
 }
 
-/// The ceilings and the lowest rank a scorecard-level rule of `blueprint` asks for, when it names a level.
-fn level_range<'c>(state: &'c State, blueprint: &str, rule: &Rule) -> Option<(&'c crate::levels::CardLevels, u8)> {
+/// The ceilings and those a scorecard-level rule of `blueprint` allows, when it is one.
+fn level_range<'c>(state: &'c State, blueprint: &str, rule: &Rule) -> Option<(&'c crate::levels::CardLevels, Vec<u8>)> {
     let Target::Scorecard { scorecard, rule: None } = &rule.target else { return None };
     let levels = state.card_levels(blueprint, scorecard)?;
-    Some((levels, lowest_level(levels, rule)??))
+    Some((levels, level_ceilings(levels, rule)?))
 }
 
 /// The identifiers a property index gives for one rule, unless there are `cap` or more of them (or the rule

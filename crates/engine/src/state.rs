@@ -199,6 +199,9 @@ pub struct State {
     levels_stale: bool,
 }
 
+/// How many owners one task of a full aggregation recompute takes.
+const AGGREGATE_CHUNK: usize = 5_000;
+
 /// One owner blueprint's aggregation values: owner identifier → values in the order of its spec.
 type OwnerValues = OrdMap<Key, Arc<Vec<serde_json::Value>>>;
 
@@ -1208,18 +1211,32 @@ impl State {
         let owners: Vec<(Key, Arc<crate::derived::DerivedSpec>)> =
             catalog.owners().map(|(bp, spec)| (self.blueprint_name(bp), Arc::clone(spec))).collect();
         let this = &*self;
-        let computed: Vec<(Key, OwnerValues)> = owners
-            .into_iter()
-            .map(|(bp, spec)| {
-                let mut map = OrdMap::new();
-                for e in this.entities_of(&bp) {
-                    let values = crate::derived::aggregation::compute_all(this, e, &spec.aggs);
-                    map.insert(Arc::clone(&e.identifier), Arc::new(values));
-                }
-                (bp, map)
-            })
-            .collect();
-        self.aggregates = computed.into_iter().collect();
+        // Chunks of owners, computed on two threads; each blueprint's map is then built in order.
+        let mut chunks: Vec<(usize, Vec<&Arc<Entity>>)> = Vec::new();
+        for (i, (bp, _)) in owners.iter().enumerate() {
+            let entities: Vec<&Arc<Entity>> = this.entities_of(bp).collect();
+            chunks.extend(entities.chunks(AGGREGATE_CHUNK).map(|c| (i, c.to_vec())));
+        }
+        let compute = |(i, entities): (usize, Vec<&Arc<Entity>>)| {
+            let aggs = &owners[i].1.aggs;
+            let values: Vec<(Key, Arc<Vec<serde_json::Value>>)> = entities
+                .into_iter()
+                .map(|e| (Arc::clone(&e.identifier), Arc::new(crate::derived::aggregation::compute_all(this, e, aggs))))
+                .collect();
+            (i, values)
+        };
+        let computed = match on_two_threads(chunks.clone(), compute) {
+            Some(done) => done,
+            // A worker failed (a panic): compute on this thread, so a load never ends half-done.
+            None => chunks.into_iter().map(compute).collect(),
+        };
+        let mut maps: Vec<OwnerValues> = owners.iter().map(|_| OrdMap::new()).collect();
+        for (i, values) in computed {
+            in_near_order(values, |(id, v)| {
+                maps[i].insert(id, v);
+            });
+        }
+        self.aggregates = owners.into_iter().map(|(bp, _)| bp).zip(maps).collect();
     }
 
     /// The edges an entity (whose map key is `source`) makes: (target blueprint, link). Every string is shared

@@ -59,8 +59,17 @@ struct BlueprintPage {
     targets: Vec<String>,
     prop_error: Option<String>,
     rel_error: Option<String>,
+    derived_error: Option<String>,
     form: FormData,
     json: String,
+}
+
+/// Where a builder form's error is shown.
+#[derive(Clone, Copy)]
+enum Slot {
+    Property,
+    Relation,
+    Derived,
 }
 
 fn kind_label(d: &Value) -> String {
@@ -76,10 +85,11 @@ fn render(
     app: &AppState,
     session: &Session,
     def: &Blueprint,
-    errors: (Option<String>, Option<String>),
+    error: Option<(Slot, String)>,
     form: FormData,
     status: StatusCode,
 ) -> UiResult<Response> {
+    let at = |slot: fn(Slot) -> bool| error.as_ref().filter(|(s, _)| slot(*s)).map(|(_, e)| e.clone());
     let view = app.pipeline.view();
     let props = def
         .schema
@@ -132,8 +142,9 @@ fn render(
         derived,
         kinds: PROPERTY_KINDS.iter().map(|(t, f, l)| (format!("{t}:{f}"), l.to_string())).collect(),
         targets: view.blueprints().map(|b| b.def.identifier.clone()).collect(),
-        prop_error: errors.0,
-        rel_error: errors.1,
+        prop_error: at(|s| matches!(s, Slot::Property)),
+        rel_error: at(|s| matches!(s, Slot::Relation)),
+        derived_error: at(|s| matches!(s, Slot::Derived)),
         form,
         json: serde_json::to_string_pretty(def).unwrap_or_default(),
     };
@@ -150,7 +161,7 @@ fn load(app: &AppState, bp: &str) -> UiResult<std::sync::Arc<Blueprint>> {
 
 pub async fn page(State(app): State<AppState>, session: Session, Path(bp): Path<String>) -> UiResult<Response> {
     let def = load(&app, &bp)?;
-    render(&app, &session, &def, (None, None), FormData::default(), StatusCode::OK)
+    render(&app, &session, &def, None, FormData::default(), StatusCode::OK)
 }
 
 /// Applies a JSON merge patch to the blueprint; on a refusal shows the page again with the error at `slot`.
@@ -160,7 +171,7 @@ async fn patch(
     def: &Blueprint,
     patch: Value,
     form: FormData,
-    rel: bool,
+    slot: Slot,
 ) -> UiResult<Response> {
     let command = Command::PatchBlueprint { id: def.identifier.clone(), patch };
     let (outcome, _) = app.pipeline.write_one(session.meta(), command).await?;
@@ -168,8 +179,7 @@ async fn patch(
         Ok(_) => Ok(see_other(&format!("/blueprints/{}", encode(&def.identifier)))),
         Err(e) => {
             let status = berth_server::error::ApiError::from(e.clone()).status;
-            let errors = if rel { (None, Some(e.to_string())) } else { (Some(e.to_string()), None) };
-            render(app, session, def, errors, form, status)
+            render(app, session, def, Some((slot, e.to_string())), form, status)
         }
     }
 }
@@ -225,7 +235,7 @@ pub async fn add_property(
                 &app,
                 &session,
                 &def,
-                (Some(e), None),
+                Some((Slot::Property, e)),
                 form,
                 berth_server::error::status_of(berth_model::ErrorCode::InvalidRequest),
             );
@@ -237,7 +247,7 @@ pub async fn add_property(
             &app,
             &session,
             &def,
-            (Some(e), None),
+            Some((Slot::Property, e)),
             form,
             berth_server::error::status_of(berth_model::ErrorCode::Conflict),
         );
@@ -247,7 +257,7 @@ pub async fn add_property(
         required_list.push(key.clone());
     }
     let body = json!({"schema": {"properties": {key: prop}, "required": required_list}});
-    patch(&app, &session, &def, body, form, false).await
+    patch(&app, &session, &def, body, form, Slot::Property).await
 }
 
 pub async fn remove_property(
@@ -259,7 +269,7 @@ pub async fn remove_property(
     let def = builder_target(&app, &session, &bp, &form)?;
     let required: Vec<&String> = def.schema.required.iter().filter(|r| **r != key).collect();
     let body = json!({"schema": {"properties": {key: null}, "required": required}});
-    patch(&app, &session, &def, body, form, false).await
+    patch(&app, &session, &def, body, form, Slot::Property).await
 }
 
 pub async fn add_relation(
@@ -275,14 +285,84 @@ pub async fn add_relation(
             &app,
             &session,
             &def,
-            (None, Some(e)),
+            Some((Slot::Relation, e)),
             form,
             berth_server::error::status_of(berth_model::ErrorCode::InvalidRequest),
         );
     };
     let rel = json!({"title": form.get("title").unwrap_or(key), "target": target, "many": form.has("many"), "required": form.has("required")});
     let body = json!({"relations": {key: rel}});
-    patch(&app, &session, &def, body, form.clone(), true).await
+    patch(&app, &session, &def, body, form.clone(), Slot::Relation).await
+}
+
+/// The derived property the builder form describes: the blueprint key it goes under, its key, its
+/// definition (Port's shapes; the engine checks it when the blueprint is written).
+pub fn derived_of(form: &FormData) -> Result<(&'static str, String, Value), String> {
+    let key = form.get("key").ok_or("a derived property needs an identifier")?.to_string();
+    let title = form.get("title").unwrap_or(&key).to_string();
+    match form.get("kind").unwrap_or("") {
+        "mirror" => {
+            let path = form.get("path").ok_or("a mirror needs a path, such as `system.domain.$title`")?;
+            Ok(("mirrorProperties", key, json!({"title": title, "path": path})))
+        }
+        "calculation" => {
+            let calculation = form.get("calculation").ok_or("a calculation needs a jq expression")?;
+            let ty = form.get("type").unwrap_or("string");
+            Ok(("calculationProperties", key, json!({"title": title, "type": ty, "calculation": calculation})))
+        }
+        "aggregation" => {
+            let target = form.get("target").ok_or("an aggregation needs a target blueprint")?;
+            let func = form.get("func").unwrap_or("count");
+            let mut spec = json!({"func": func, "calculationBy": "entities"});
+            if let Some(p) = form.get("property") {
+                spec["calculationBy"] = json!("property");
+                spec["property"] = json!(p);
+            }
+            if let Some(per) = form.get("averageOf") {
+                spec["averageOf"] = json!(per);
+            }
+            let mut def = json!({"title": title, "type": "number", "target": target, "calculationSpec": spec});
+            if let Some(q) = form.get("query") {
+                let query: Value = serde_json::from_str(q)
+                    .map_err(|e| format!("the query is not JSON ({e}): write it as the API takes it"))?;
+                def["query"] = query;
+            }
+            Ok(("aggregationProperties", key, def))
+        }
+        other => Err(format!("choose mirror, calculation or aggregation, not {other:?}")),
+    }
+}
+
+pub async fn add_derived(
+    State(app): State<AppState>,
+    session: Session,
+    Path(bp): Path<String>,
+    form: FormData,
+) -> UiResult<Response> {
+    let def = builder_target(&app, &session, &bp, &form)?;
+    match derived_of(&form) {
+        Ok((map, key, derived)) => patch(&app, &session, &def, json!({map: {key: derived}}), form, Slot::Derived).await,
+        Err(e) => render(
+            &app,
+            &session,
+            &def,
+            Some((Slot::Derived, e)),
+            form,
+            berth_server::error::status_of(berth_model::ErrorCode::InvalidRequest),
+        ),
+    }
+}
+
+pub async fn remove_derived(
+    State(app): State<AppState>,
+    session: Session,
+    Path((bp, key)): Path<(String, String)>,
+    form: FormData,
+) -> UiResult<Response> {
+    let def = builder_target(&app, &session, &bp, &form)?;
+    let body = json!({"mirrorProperties": {&key: null}, "calculationProperties": {&key: null},
+        "aggregationProperties": {&key: null}});
+    patch(&app, &session, &def, body, form, Slot::Derived).await
 }
 
 #[derive(Template)]

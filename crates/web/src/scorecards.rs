@@ -14,7 +14,7 @@ use berth_server::AppState;
 use serde_json::{Value, json};
 
 use crate::dashboards::bars;
-use crate::page::{Layout, UiError, UiResult, html};
+use crate::page::{Layout, UiError, UiResult};
 use crate::session::{Session, encode};
 
 /// The most teams the per-team table shows.
@@ -31,6 +31,10 @@ pub struct CardLink {
 struct ListPage {
     layout: Layout,
     cards: Vec<CardLink>,
+    /// The blueprints a new scorecard may judge, the last attempt's form and error (Admins).
+    blueprints: Vec<String>,
+    form: crate::form::FormData,
+    error: Option<String>,
 }
 
 pub struct RuleRate {
@@ -72,9 +76,97 @@ struct CardPage {
     trend_rows: Vec<TrendRow>,
     rules: Vec<RuleRate>,
     teams: Vec<TeamLevels>,
+    /// The rule builder (Admins): where it posts, the levels a rule may have, the fields and operators
+    /// offered, and the last attempt's error.
+    action: String,
+    rule_levels: Vec<String>,
+    fields: Vec<String>,
+    operators: &'static [&'static str],
+    rule_error: Option<String>,
+}
+
+/// The operators the rule builder offers (the rules language has more; the API takes them all).
+const OPERATORS: &[&str] =
+    &["=", "!=", ">", ">=", "<", "<=", "isEmpty", "isNotEmpty", "contains", "beginsWith", "in", "containsAny"];
+
+/// The fields a rule may test: meta-properties, stored and derived properties.
+fn rule_fields(view: &berth_engine::State, bp: &str) -> Vec<String> {
+    let mut out: Vec<String> =
+        ["$title", "$identifier", "$team", "$createdAt", "$updatedAt"].map(String::from).to_vec();
+    if let Some(b) = view.blueprint(bp) {
+        out.extend(b.def.schema.properties.keys().cloned());
+        for m in [&b.def.mirror_properties, &b.def.calculation_properties, &b.def.aggregation_properties] {
+            out.extend(m.keys().cloned());
+        }
+    }
+    out
+}
+
+/// The rule the builder form describes (`{identifier, title, level, query}`); a value that parses as JSON is
+/// taken as JSON (a number, `true`, a list), else as text.
+pub fn rule_of(form: &crate::form::FormData) -> Result<Value, String> {
+    let id = form.get("identifier").ok_or("a rule needs an identifier")?;
+    let level = form.get("level").ok_or("a rule needs a level")?;
+    let field = form.get("property").ok_or("a rule needs a field to test")?;
+    let op = form.get("operator").unwrap_or("=");
+    let mut condition = json!({"property": field, "operator": op});
+    if !matches!(op, "isEmpty" | "isNotEmpty") {
+        let raw = form.get("value").ok_or("this operator needs a value")?;
+        condition["value"] = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+    }
+    Ok(json!({"identifier": id, "title": form.get("title").unwrap_or(id), "level": level,
+        "query": {"combinator": "and", "conditions": [condition]}}))
+}
+
+/// Adds a rule to a scorecard (Admins): the scorecard's rules with this one added (or replaced, by
+/// identifier), written as one change; a refusal shows the page again with the reason.
+pub async fn add_rule(
+    State(app): State<AppState>,
+    session: Session,
+    Path((bp, id)): Path<(String, String)>,
+    form: crate::form::FormData,
+) -> UiResult<Response> {
+    session.check_csrf(&form)?;
+    session.require_admin_to_change(&app, &href(&bp, &id), "change scorecards")?;
+    let view = app.pipeline.view();
+    let key = scorecard_key(&bp, &id);
+    let def = view
+        .definition(DefinitionKind::Scorecard, &key)
+        .cloned()
+        .ok_or_else(|| UiError::not_found(format!("there is no scorecard `{id}` of blueprint `{bp}`")))?;
+    let invalid = berth_server::error::status_of(berth_model::ErrorCode::InvalidRequest);
+    let rule = match rule_of(&form) {
+        Ok(r) => r,
+        Err(e) => return render(&app, &session, bp, id, Some(e), invalid).await,
+    };
+    let mut rules: Vec<Value> = def.body["rules"].as_array().cloned().unwrap_or_default();
+    rules.retain(|r| r["identifier"] != rule["identifier"]);
+    rules.push(rule);
+    let mut changes = serde_json::Map::new();
+    changes.insert("rules".into(), Value::Array(rules));
+    let how = berth_engine::definitions::DefinitionWrite::Merge(changes);
+    let command = berth_engine::Command::WriteDefinition { kind: DefinitionKind::Scorecard, identifier: key, how };
+    let (outcome, _) = app.pipeline.write_one(session.meta(), command).await?;
+    match outcome {
+        Ok(_) => Ok(crate::page::see_other(&href(&bp, &id))),
+        Err(e) => {
+            let status = berth_server::error::ApiError::from(e.clone()).status;
+            render(&app, &session, bp, id, Some(e.to_string()), status).await
+        }
+    }
 }
 
 pub async fn list(State(app): State<AppState>, session: Session) -> UiResult<Response> {
+    render_list(&app, &session, crate::form::FormData::default(), None, axum::http::StatusCode::OK)
+}
+
+fn render_list(
+    app: &AppState,
+    session: &Session,
+    form: crate::form::FormData,
+    error: Option<String>,
+    status: axum::http::StatusCode,
+) -> UiResult<Response> {
     let view = app.pipeline.view();
     let cards = view
         .definitions(DefinitionKind::Scorecard)
@@ -87,7 +179,36 @@ pub async fn list(State(app): State<AppState>, session: Session) -> UiResult<Res
             })
         })
         .collect();
-    html(&ListPage { layout: session.layout(&app, "Scorecards", "scorecards"), cards })
+    let blueprints = view.blueprints().map(|b| b.def.identifier.clone()).collect();
+    let page = ListPage { layout: session.layout(app, "Scorecards", "scorecards"), cards, blueprints, form, error };
+    crate::page::html_status(status, &page)
+}
+
+/// Creates a scorecard without rules (Admins), then shows its page, where rules are added.
+pub async fn create(State(app): State<AppState>, session: Session, form: crate::form::FormData) -> UiResult<Response> {
+    session.check_csrf(&form)?;
+    session.require_admin_to_change(&app, "/scorecards", "create scorecards")?;
+    let invalid = berth_server::error::status_of(berth_model::ErrorCode::InvalidRequest);
+    let (Some(bp), Some(id)) = (form.get("blueprint"), form.get("identifier")) else {
+        let e = "a scorecard needs a blueprint and an identifier".to_string();
+        return render_list(&app, &session, form, Some(e), invalid);
+    };
+    let (bp, id) = (bp.to_string(), id.to_string());
+    if let Err(e) = berth_model::ids::validate_blueprint_id(&id) {
+        return render_list(&app, &session, form.clone(), Some(e.to_string()), invalid);
+    }
+    let body = json!({"title": form.get("title").unwrap_or(&id), "rules": []});
+    let how = berth_engine::definitions::DefinitionWrite::Create(body);
+    let identifier = scorecard_key(&bp, &id);
+    let command = berth_engine::Command::WriteDefinition { kind: DefinitionKind::Scorecard, identifier, how };
+    let (outcome, _) = app.pipeline.write_one(session.meta(), command).await?;
+    match outcome {
+        Ok(_) => Ok(crate::page::see_other(&href(&bp, &id))),
+        Err(e) => {
+            let status = berth_server::error::ApiError::from(e.clone()).status;
+            render_list(&app, &session, form, Some(e.to_string()), status)
+        }
+    }
 }
 
 /// How many readable entities of `blueprint` matching `query` have each value of the scorecard (or rule).
@@ -112,6 +233,19 @@ pub async fn page(
     session: Session,
     Path((bp, id)): Path<(String, String)>,
 ) -> UiResult<Response> {
+    render(&app, &session, bp, id, None, axum::http::StatusCode::OK).await
+}
+
+/// The scorecard's page, with the rule builder's error when it has one.
+async fn render(
+    app: &AppState,
+    session: &Session,
+    bp: String,
+    id: String,
+    rule_error: Option<String>,
+    status: axum::http::StatusCode,
+) -> UiResult<Response> {
+    let app = app.clone();
     let view = app.pipeline.view();
     let def = view
         .definition(DefinitionKind::Scorecard, &scorecard_key(&bp, &id))
@@ -177,7 +311,26 @@ pub async fn page(
     .await?;
     let layout = session.layout(&app, title.clone(), "scorecards");
     let bp_href = format!("/blueprints/{}/entities", encode(&bp));
-    html(&CardPage { layout, title, blueprint: bp, bp_href, levels, chart, trend, trend_rows, rules, teams: per_team })
+    let fields = rule_fields(&app.pipeline.view(), &bp);
+    let rule_levels: Vec<String> = levels.iter().skip(1).cloned().collect();
+    let page = CardPage {
+        layout,
+        title,
+        action: format!("{}/rules", href(&bp, &id)),
+        blueprint: bp,
+        bp_href,
+        levels,
+        rule_levels,
+        fields,
+        operators: OPERATORS,
+        rule_error,
+        chart,
+        trend,
+        trend_rows,
+        rules,
+        teams: per_team,
+    };
+    crate::page::html_status(status, &page)
 }
 
 /// A stacked bar per day (levels bottom up, lowest first), each segment titled with its day, level and

@@ -619,3 +619,143 @@ async fn dashboards_show_their_widgets() {
     assert!(board.contains("not shown here yet") && board.contains("does not parse"), "{board}");
     assert_eq!(ui.get(&cookie, "/pages/nope").await.0, StatusCode::NOT_FOUND);
 }
+
+/// The blueprint builder's derived properties and the scorecard builder, as an Admin: each form writes the
+/// definition the API would, a refused one shows the page again with the reason and its status.
+#[tokio::test]
+async fn derived_properties_and_scorecards_are_built_in_the_ui() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    let csrf = ui.csrf(&cookie).await;
+    let api = |path: &str| ui.http.get(format!("{}{path}", ui.base)).bearer_auth(&ui.token).send();
+    fn with<'a>(csrf: &'a str, fields: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut form = vec![("_csrf", csrf)];
+        form.extend_from_slice(fields);
+        form
+    }
+    let derived = |fields: &[(&'static str, &'static str)]| with(&csrf, fields);
+    // A calculation, then a bad one (refused with the engine's reason), then removal.
+    let r = ui
+        .post(
+            &cookie,
+            "/blueprints/service/derived",
+            &derived(&[
+                ("key", "shout"),
+                ("title", "Shout"),
+                ("kind", "calculation"),
+                ("calculation", ".identifier | ascii_upcase"),
+                ("type", "string"),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let bp: Value = api("/v1/blueprints/service").await.expect("bp").json().await.expect("json");
+    assert_eq!(bp["blueprint"]["calculationProperties"]["shout"]["calculation"], json!(".identifier | ascii_upcase"));
+    let (_, page) = ui.get(&cookie, "/blueprints/service").await;
+    assert!(page.contains(r#"data-derived="shout""#), "listed");
+    let r = ui
+        .post(
+            &cookie,
+            "/blueprints/service/derived",
+            &derived(&[("key", "clock"), ("kind", "calculation"), ("calculation", "now"), ("type", "number")]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = r.text().await.expect("body");
+    assert!(body.contains(r#"id="derived-error""#) && body.contains("not allowed"), "{body}");
+    let r = ui
+        .post(
+            &cookie,
+            "/blueprints/service/derived",
+            &derived(&[
+                ("key", "n"),
+                ("kind", "aggregation"),
+                ("target", "deployment"),
+                ("func", "count"),
+                ("query", "{not json"),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = ui
+        .post(
+            &cookie,
+            "/blueprints/service/derived",
+            &derived(&[("key", "deps"), ("kind", "aggregation"), ("target", "deployment"), ("func", "count")]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = ui
+        .http
+        .post(format!("{}/v1/blueprints/service/entities", ui.base))
+        .bearer_auth(&ui.token)
+        .json(&json!({"identifier": "loud", "properties": {"language": "Go"}}))
+        .send()
+        .await
+        .expect("entity");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (_, entity) = ui.get(&cookie, "/entities/service/loud").await;
+    assert!(entity.contains("Shout (derived)") && entity.contains("LOUD"), "the entity page shows it: {entity}");
+    let r = ui.post(&cookie, "/blueprints/service/derived/shout/delete", &derived(&[])).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let bp: Value = api("/v1/blueprints/service").await.expect("bp").json().await.expect("json");
+    assert!(bp["blueprint"]["calculationProperties"].get("shout").is_none(), "{bp}");
+
+    // A scorecard: created without rules, then a rule added; a bad rule is refused with its reason.
+    let r = ui
+        .post(&cookie, "/scorecards", &derived(&[("blueprint", "service"), ("identifier", "ux"), ("title", "UX")]))
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/scorecards/service/ux");
+    let rule = derived;
+    let r = ui
+        .post(
+            &cookie,
+            "/scorecards/service/ux/rules",
+            &rule(&[
+                ("identifier", "go"),
+                ("title", "Go"),
+                ("level", "Bronze"),
+                ("property", "language"),
+                ("operator", "="),
+                ("value", "Go"),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let card: Value = api("/v1/blueprints/service/scorecards/ux").await.expect("card").json().await.expect("json");
+    assert_eq!(card["scorecard"]["rules"][0]["query"]["conditions"][0]["value"], json!("Go"), "{card}");
+    let r = ui
+        .post(
+            &cookie,
+            "/scorecards/service/ux/rules",
+            &rule(&[
+                ("identifier", "many"),
+                ("level", "Silver"),
+                ("property", "deps"),
+                ("operator", ">"),
+                ("value", "2"),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "a rule on a derived property, a number value");
+    let card: Value = api("/v1/blueprints/service/scorecards/ux").await.expect("card").json().await.expect("json");
+    assert_eq!(card["scorecard"]["rules"][1]["query"]["conditions"][0]["value"], json!(2), "{card}");
+    let r = ui
+        .post(
+            &cookie,
+            "/scorecards/service/ux/rules",
+            &rule(&[
+                ("identifier", "bad"),
+                ("level", "Gold"),
+                ("property", "nosuch"),
+                ("operator", "="),
+                ("value", "x"),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.expect("body").contains(r#"id="rule-error""#));
+    let r = ui.post(&cookie, "/scorecards", &derived(&[("blueprint", "service"), ("identifier", "ux")])).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT, "the identifier is taken");
+}

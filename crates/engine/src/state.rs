@@ -1502,6 +1502,21 @@ mod tests {
         }
     }
 
+    /// The change that stores a scorecard definition (`blueprint#id`) with this body.
+    fn scorecard_put(key: &str, body: serde_json::Value) -> Change {
+        Change::DefinitionPut {
+            definition: Arc::new(berth_model::Definition {
+                kind: DefinitionKind::Scorecard,
+                identifier: key.into(),
+                body: Arc::new(body),
+                created_at: berth_model::Timestamp::from_millis(0),
+                updated_at: berth_model::Timestamp::from_millis(0),
+                created_by: "me".into(),
+                updated_by: "me".into(),
+            }),
+        }
+    }
+
     /// An entity or blueprint body with the fields the server sets.
     fn stamped(mut v: serde_json::Value) -> serde_json::Value {
         for k in ["createdAt", "updatedAt"] {
@@ -1760,11 +1775,9 @@ mod tests {
             // (a mirror): its ceilings are indexed, its levels judged.
             event(
                 6,
-                Change::DefinitionPut {
-                    definition: Arc::new(berth_model::Definition {
-                        kind: DefinitionKind::Scorecard,
-                        identifier: "svc#card".into(),
-                        body: Arc::new(json!({"title": "Card", "rules": [
+                scorecard_put(
+                    "svc#card",
+                    json!({"title": "Card", "rules": [
                     {"identifier": "n", "title": "n", "level": "Bronze", "query": {"combinator": "and", "conditions": [
                         {"property": "n", "operator": ">", "value": 1}]}},
                     {"identifier": "deps", "title": "deps", "level": "Silver", "query": {"combinator": "and", "conditions": [
@@ -1772,13 +1785,8 @@ mod tests {
                     {"identifier": "dom", "title": "dom", "level": "Silver", "query": {"combinator": "and", "conditions": [
                         {"property": "domName", "operator": "isNotEmpty"}]}},
                     {"identifier": "ok", "title": "ok", "level": "Gold", "query": {"combinator": "and", "conditions": [
-                        {"property": "okSum", "operator": ">=", "value": 2}, {"relation": "dom", "operator": "isNotEmpty"}]}}]})),
-                        created_at: berth_model::Timestamp::from_millis(0),
-                        updated_at: berth_model::Timestamp::from_millis(0),
-                        created_by: "me".into(),
-                        updated_by: "me".into(),
-                    }),
-                },
+                        {"property": "okSum", "operator": ">=", "value": 2}, {"relation": "dom", "operator": "isNotEmpty"}]}}]}),
+                ),
             ),
         ];
         let mut live: std::collections::BTreeSet<(u8, u8)> = std::collections::BTreeSet::new();
@@ -1831,23 +1839,16 @@ mod tests {
         )];
         events.push(event(
             2,
-            Change::DefinitionPut {
-                definition: Arc::new(berth_model::Definition {
-                    kind: DefinitionKind::Scorecard,
-                    identifier: "svc#card".into(),
-                    body: Arc::new(json!({"title": "Card", "rules": [
+            scorecard_put(
+                "svc#card",
+                json!({"title": "Card", "rules": [
                 {"identifier": "a", "title": "a", "level": "Bronze", "query": {"combinator": "and", "conditions": [
                     {"property": "n", "operator": ">", "value": 0}]}},
                 {"identifier": "b", "title": "b", "level": "Silver", "query": {"combinator": "and", "conditions": [
                     {"property": "m", "operator": ">", "value": 1}]}},
                 {"identifier": "c", "title": "c", "level": "Gold", "query": {"combinator": "and", "conditions": [
-                    {"property": "n", "operator": ">", "value": 4}]}}]})),
-                    created_at: berth_model::Timestamp::from_millis(0),
-                    updated_at: berth_model::Timestamp::from_millis(0),
-                    created_by: "me".into(),
-                    updated_by: "me".into(),
-                }),
-            },
+                    {"property": "n", "operator": ">", "value": 4}]}}]}),
+            ),
         ));
         for i in 0..2000u64 {
             let entity =

@@ -323,23 +323,12 @@ async fn wrong_and_hostile_definitions_are_refused_when_written() {
 #[tokio::test]
 async fn a_member_sees_derived_values_only_from_what_it_may_read() {
     let s = catalog().await;
-    // Members read only the deployments their team owns (none), and all services.
-    let r = s
-        .call(
-            Method::PATCH,
-            "/v1/blueprints/deployment/permissions",
-            Some(json!({"entities": {"read": {"roles": [], "ownedByTeam": true}}})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let r = s
-        .call(
-            Method::PATCH,
-            "/v1/blueprints/domain/permissions",
-            Some(json!({"entities": {"read": {"roles": [], "ownedByTeam": true}}})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Members read only the deployments and domains their team owns (none), and all services.
+    for bp in ["deployment", "domain"] {
+        let read = json!({"entities": {"read": {"roles": [], "ownedByTeam": true}}});
+        let r = s.call(Method::PATCH, &format!("/v1/blueprints/{bp}/permissions"), Some(read)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
     let member = app_token(&s, "member", &["Member"], &["core"]).await;
     let (st, body) = call(&s, &member, Method::GET, "/v1/blueprints/service/entities/api", None).await;
     assert_eq!(st, StatusCode::OK, "{body}");

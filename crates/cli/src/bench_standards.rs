@@ -4,7 +4,8 @@
 //! The catalog (`--entities`, 1,000,000 by default): 100 teams, 20 domains, 1,000 systems, services (a
 //! tenth) and deployments (the rest). Every service mirrors its team's on-call and title and its domain's
 //! owner (two hops), counts its deployments, its failed ones and their median duration, and is judged by 3
-//! scorecards of 10 rules (on stored, mirrored and aggregated values). All services belong to `team-0`, so
+//! scorecards of 10 rules (on stored, mirrored and aggregated values); every domain counts its deployments
+//! three hops away (~45,000 each at 1M: a large fan-in). All services belong to `team-0`, so
 //! a write to `team-0` is one that every service mirrors from. A second catalog, the same without derived
 //! data or scorecards, is the baseline; measurements alternate between the two.
 //!
@@ -121,6 +122,11 @@ fn build(entities: usize, derived: bool) -> anyhow::Result<(State, i64)> {
     }
     if derived {
         write(&mut state, &mut n, &Command::PatchBlueprint { id: "service".into(), patch: aggregations() })?;
+        // A count of a large fan-in: each domain over ~45,000 deployments, three hops away (kept by deltas).
+        let domain = json!({"aggregationProperties": {"deploys": {"target": "deployment",
+            "calculationSpec": {"func": "count", "calculationBy": "entities"},
+            "pathFilter": [{"fromBlueprint": "deployment", "path": ["service", "system", "domain"]}]}}});
+        write(&mut state, &mut n, &Command::PatchBlueprint { id: "domain".into(), patch: domain })?;
         write(
             &mut state,
             &mut n,

@@ -199,6 +199,9 @@ pub struct State {
     levels_stale: bool,
 }
 
+/// Count deltas by owner (blueprint, identifier): (aggregation index, change).
+type CountChanges<'a> = std::collections::BTreeMap<(&'a str, Arc<str>), Vec<(usize, i64)>>;
+
 /// How many owners one task of a full aggregation recompute takes.
 const AGGREGATE_CHUNK: usize = 5_000;
 
@@ -1152,17 +1155,30 @@ impl State {
     /// Recomputes the aggregations of the owners the touched entities reach; answers the entities whose
     /// scorecard ceilings may have changed (the touched ones and those owners).
     fn refresh_aggregates(&mut self) -> Vec<(Key, Key)> {
+        use crate::derived::aggregation::owners_of;
         if self.agg_touched.is_empty() {
             return Vec::new();
         }
         let touched = std::mem::take(&mut self.agg_touched);
         let catalog = Arc::clone(&self.derived);
+        // Owners recomputed from their sources, and counts changed by a delta: (owner blueprint, owner,
+        // aggregation) → change. A count written at the end of its path is a delta (walking a domain's
+        // 50,000 deployments per deployment write is what it avoids); anything else is recomputed.
         let mut owners: std::collections::BTreeSet<(&str, Arc<str>)> = std::collections::BTreeSet::new();
+        let mut deltas: std::collections::BTreeMap<(&str, Arc<str>, usize), i64> = std::collections::BTreeMap::new();
+        // Each written entity's version before the first write of the batch (a delta is the current one minus
+        // that one, however many times it was written since).
+        let mut before: std::collections::BTreeMap<(&Key, &Key), Option<&Arc<Entity>>> =
+            std::collections::BTreeMap::new();
         for (bp, id, old) in &touched {
+            before.entry((bp, id)).or_insert(old.as_ref());
             // Aggregations of one owner along the same path reach the same owners: walked back once.
             let mut walked: Vec<(&str, &[crate::derived::aggregation::Step], usize)> = Vec::new();
             for dep in catalog.deps(bp) {
                 let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
+                if agg.counts_by_delta(dep.position) {
+                    continue;
+                }
                 let way = (dep.owner.as_str(), agg.steps.as_slice(), dep.position);
                 if walked.contains(&way) {
                     continue;
@@ -1170,13 +1186,62 @@ impl State {
                 walked.push(way);
                 let versions = [self.entity(bp, id).map(|e| &**e), old.as_deref()];
                 for e in versions.into_iter().flatten() {
-                    for owner in crate::derived::aggregation::owners_of(self, agg, dep.position, e) {
+                    for owner in owners_of(self, agg, dep.position, e) {
                         owners.insert((dep.owner.as_str(), owner));
                     }
                 }
             }
         }
+        for ((bp, id), old) in &before {
+            for dep in catalog.deps(bp) {
+                let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
+                if !agg.counts_by_delta(dep.position) {
+                    continue;
+                }
+                let versions = [(old.map(|e| &**e), -1), (self.entity(bp, id).map(|e| &**e), 1)];
+                for (version, sign) in versions {
+                    let Some(e) = version.filter(|e| agg.counts(self, e)) else { continue };
+                    for owner in owners_of(self, agg, dep.position, e) {
+                        *deltas.entry((dep.owner.as_str(), owner, dep.agg)).or_default() += sign;
+                    }
+                }
+            }
+        }
         let mut rejudge: Vec<(Key, Key)> = touched.iter().map(|(bp, id, _)| (Arc::clone(bp), Arc::clone(id))).collect();
+        // A delta whose owner is recomputed anyway, or has no kept values, is left to the recompute.
+        let mut changed: CountChanges<'_> = std::collections::BTreeMap::new();
+        for ((bp, owner, agg), d) in deltas {
+            if d != 0 {
+                changed.entry((bp, owner)).or_default().push((agg, d));
+            }
+        }
+        for ((bp, owner), changes) in changed {
+            if owners.contains(&(bp, Arc::clone(&owner))) {
+                continue;
+            }
+            let kept = self.aggregate_values(bp, &owner).map(|v| (**v).clone());
+            let updated = kept.and_then(|mut values| {
+                for (agg, d) in changes {
+                    let n = values.get(agg)?.as_i64()?;
+                    values[agg] = serde_json::json!(n + d);
+                }
+                Some(values)
+            });
+            match updated {
+                Some(values) => {
+                    let key = self.blueprint_name(bp);
+                    if let Some(m) = self.aggregates.get_mut(&*key) {
+                        m.insert(Arc::clone(&owner), Arc::new(values));
+                    }
+                    rejudge.push((key, owner));
+                }
+                // Not kept (the owner does not exist) or not a count: nothing to change, or recompute.
+                None if self.entity(bp, &owner).is_some() => {
+                    owners.insert((bp, owner));
+                }
+                None => {}
+            }
+        }
         for (bp, id) in owners {
             self.recompute_owner(&catalog, bp, &id);
             rejudge.push((self.blueprint_name(bp), id));

@@ -351,6 +351,27 @@ pub(crate) fn sources<'s>(state: &'s State, owner: &Entity, steps: &[Step], read
     frontier
 }
 
+impl Agg {
+    /// Whether a write of a target entity (at `position`) changes this aggregation by a delta rather than a
+    /// recompute: a count, written at the end of a path that passes through the target's blueprint once (so
+    /// each owner counts the entity at most once, and nothing else on the path changed with it).
+    pub(crate) fn counts_by_delta(&self, position: usize) -> bool {
+        self.func == Func::Count
+            && self.error.is_none()
+            && position + 1 == self.path_blueprints.len()
+            && self.path_blueprints.iter().filter(|b| **b == self.target).count() == 1
+    }
+
+    /// Whether a target entity is counted: it matches the query (which reads only its own fields).
+    pub(crate) fn counts(&self, state: &State, e: &Entity) -> bool {
+        match &self.query {
+            None => true,
+            Some(q) => crate::search::Ctx::new(state, q, Timestamp::from_millis(0), Some(&self.target))
+                .is_ok_and(|ctx| crate::search::matches(&ctx, e, q)),
+        }
+    }
+}
+
 /// Every aggregation of an owner, computed with each distinct path walked once (a blueprint's aggregations
 /// usually share one).
 pub(crate) fn compute_all(state: &State, owner: &Entity, aggs: &[Agg]) -> Vec<Value> {

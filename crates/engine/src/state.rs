@@ -1179,6 +1179,10 @@ impl State {
                 if agg.counts_by_delta(dep.position) {
                     continue;
                 }
+                let current = self.entity(bp, id).map(|e| &**e);
+                if agg.passes_through_unchanged(dep.position, old.as_deref(), current) {
+                    continue;
+                }
                 let way = (dep.owner.as_str(), agg.steps.as_slice(), dep.position);
                 if walked.contains(&way) {
                     continue;

@@ -362,6 +362,24 @@ impl Agg {
             && self.path_blueprints.iter().filter(|b| **b == self.target).count() == 1
     }
 
+    /// Whether a write of an entity at `position` (before the target) leaves this aggregation's sources as
+    /// they were: it existed before and after, and the relations of its own that the path follows from it
+    /// are the same (nothing else of an owner or an intermediate entity is read).
+    pub(crate) fn passes_through_unchanged(&self, position: usize, old: Option<&Entity>, new: Option<&Entity>) -> bool {
+        let (Some(old), Some(new)) = (old, new) else { return false };
+        if position + 1 >= self.path_blueprints.len() {
+            return false;
+        }
+        let mut own: Vec<&str> = Vec::new();
+        if let Some(Step::Out(rel)) = self.steps.get(position) {
+            own.push(rel);
+        }
+        if let Some(Step::In { relation, .. }) = position.checked_sub(1).and_then(|p| self.steps.get(p)) {
+            own.push(relation);
+        }
+        own.iter().all(|r| old.relations.get(r) == new.relations.get(r))
+    }
+
     /// Whether a target entity is counted: it matches the query (which reads only its own fields).
     pub(crate) fn counts(&self, state: &State, e: &Entity) -> bool {
         match &self.query {

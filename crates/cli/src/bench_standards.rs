@@ -237,8 +237,9 @@ pub fn run(entities: usize) -> anyhow::Result<()> {
             }) as fn(usize) -> Value,
         ),
         ("service", |i: usize| {
+            // Its system stays (a write that moved it would recompute both domains' counts of deployments).
             json!({"identifier": format!("svc-{:06}", i * 7), "properties": {"language": "Go", "replicas": i % 5},
-            "relations": {"team": "team-0"}})
+            "relations": {"team": "team-0", "system": format!("sys-{}", (i * 7) % 1000)}})
         }),
     ] {
         let (mut a, mut b) = (Vec::new(), Vec::new());

@@ -14,6 +14,17 @@
 //! rule that is not local: an entity may pass every local rule above and still fail that one) and judges
 //! only them. A scorecard whose
 //! filter is not local is not indexed (searches judge every entity, as before).
+//!
+//! A rule that reads nothing but mirrors through one single relation (`team.oncall`,
+//! `system.domain.owner`) is **read through** that relation: its result is a function of the entity the
+//! relation leads to. The ceiling judges it on an entity whose relation leads nowhere (no value, or an
+//! entity that does not exist: the mirrors are null, a function of the entity itself), and takes it as
+//! passed otherwise; the sources of a target that appears or disappears are judged again. An entity whose
+//! ceiling is above `L` stops at `L` only by failing a rule of level `L + 1` the ceilings leave out; when
+//! those are all read through relations, each is judged once per entity of the relation's target blueprint
+//! (100 teams, not 100,000 services) and the sources of those that fail are read from the reverse-relation
+//! index ([`CardLevels::stopped_at`]). So a level nobody is at, under a level with a rule on a mirrored
+//! value, is found empty without judging everyone above it.
 
 use std::sync::Arc;
 
@@ -33,6 +44,8 @@ pub struct CardLevels {
     /// Per level: whether the level above it has a rule the ceiling leaves out (so an entity whose ceiling
     /// is higher may still stop at this level).
     open_above: Arc<Vec<bool>>,
+    /// Per rule: the relation it is read through, when it is (see [`read_through_relation`]).
+    through: Arc<Vec<Option<Through>>>,
     by_id: OrdMap<Arc<str>, u8>,
     by_level: OrdSet<(u8, Arc<str>)>,
 }
@@ -93,7 +106,13 @@ impl CardLevels {
 
     /// The entities with one of these ceilings, after `after`, in identifier order (a merge of one ordered
     /// run per ceiling).
-    pub fn with_ceilings<'a>(&'a self, ceilings: &[u8], after: Option<&'a str>) -> impl Iterator<Item = &'a str> + 'a {
+    /// `extra` (sorted) joins them: entities with other ceilings that may be at the level asked.
+    pub fn with_ceilings<'a>(
+        &'a self,
+        ceilings: &[u8],
+        extra: Vec<&'a str>,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a str> + 'a {
         let mut runs: Vec<std::iter::Peekable<Box<dyn Iterator<Item = &'a str> + 'a>>> = ceilings
             .iter()
             .map(|&l| {
@@ -107,9 +126,19 @@ impl CardLevels {
                 run.peekable()
             })
             .collect();
+        let extra: Box<dyn Iterator<Item = &'a str> + 'a> =
+            Box::new(extra.into_iter().filter(move |id| after.is_none_or(|a| *id > a)));
+        runs.push(extra.peekable());
+        let mut last: Option<&'a str> = None;
         std::iter::from_fn(move || {
-            let next = runs.iter_mut().enumerate().filter_map(|(i, r)| r.peek().map(|id| (*id, i))).min()?;
-            runs[next.1].next()
+            loop {
+                let next = runs.iter_mut().enumerate().filter_map(|(i, r)| r.peek().map(|id| (*id, i))).min()?;
+                let id = runs[next.1].next()?;
+                if last != Some(id) {
+                    last = Some(id);
+                    return Some(id);
+                }
+            }
         })
     }
 
@@ -128,12 +157,119 @@ impl CardLevels {
     }
 }
 
-/// A scorecard prepared to compute ceilings: which rules count, and their prepared contexts.
+/// The relation a rule is read through: every condition reads a mirror property whose path starts with
+/// it, and it is single, so the rule's result is a function of the entity it leads to.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Through {
+    pub(crate) relation: String,
+    /// The relation's target blueprint.
+    pub(crate) target: String,
+}
+
+/// The most entities of a relation's target blueprint judged to answer [`CardLevels::stopped_at`].
+const MAX_RELATED_JUDGED: usize = 5_000;
+
+impl CardLevels {
+    /// The entities whose ceiling is above `level` and that may still stop at it (having failed a rule of the
+    /// next level that the ceilings leave out), sorted; `None` when those rules are not all read through a
+    /// relation ([`Through`]), or when there would be more than `cap`.
+    ///
+    /// An entity whose relation leads nowhere was judged by its ceiling (its mirrors are null): only entities
+    /// whose relation leads to an entity `x` are left, and for each `x` one of them is judged.
+    pub(crate) fn stopped_at<'s>(&'s self, state: &'s State, level: u8, cap: usize) -> Option<Vec<&'s str>> {
+        let next = &self.card.levels.get(level as usize + 1)?.title;
+        let bp: &str = &self.card.blueprint;
+        let mut out: Vec<&'s str> = Vec::new();
+        for (i, rule) in self.card.rules.iter().enumerate() {
+            if rule.level != *next {
+                continue;
+            }
+            let through = match self.through.get(i)? {
+                Some(t) => t,
+                // A local rule (the ceiling judged it) or one no relation answers.
+                None if is_local(state, bp, &rule.query) => continue,
+                None => return None,
+            };
+            if state.entity_count(&through.target) > MAX_RELATED_JUDGED {
+                return None;
+            }
+            let ctx = Ctx::new(state, &rule.query, Timestamp::from_millis(0), Some(bp)).ok()?;
+            for x in state.entities_of(&through.target) {
+                let mut sources = state.sources(&through.target, &x.identifier, bp, &through.relation, None).peekable();
+                // The rule's result on any source is the result on all of them: judged on the first.
+                let failed = sources
+                    .peek()
+                    .and_then(|id| state.entity(bp, id))
+                    .is_some_and(|probe| !matches(&ctx, probe, &rule.query));
+                if !failed {
+                    continue;
+                }
+                for id in sources {
+                    if self.by_id.get(id).is_some_and(|c| *c > level) {
+                        if out.len() >= cap {
+                            return None;
+                        }
+                        out.push(&**id);
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+
+    /// Whether the level above `level` has a rule the ceilings leave out.
+    pub(crate) fn is_open_above(&self, level: u8) -> bool {
+        self.open_above.get(level as usize).copied().unwrap_or(true)
+    }
+}
+
+/// The relation (and its target blueprint) every condition of `q` reads a mirror through, when there is
+/// one and it is single (not `many`): then `q`'s result on an entity is a function of the entity that
+/// relation leads to.
+fn read_through_relation(state: &State, blueprint: &str, q: &Query) -> Option<Through> {
+    let spec = state.derived().spec(blueprint)?;
+    let mut hop: Option<&str> = None;
+    let mut ok = true;
+    q.visit(&mut |node| match node {
+        Query::Rule(Rule { target: Target::Property(p), op, operand }) => {
+            let clock = matches!(operand, Operand::Preset { .. }) || matches!(op, Op::IsExpired | Op::IsNotExpired);
+            let first = match spec.kind(p) {
+                Some(crate::derived::Kind::Mirror(i)) if spec.mirrors[i].error.is_none() => {
+                    spec.mirrors[i].hops.first().map(String::as_str)
+                }
+                _ => None,
+            };
+            match first {
+                Some(h) if !clock && hop.is_none_or(|at| at == h) => hop = Some(h),
+                _ => ok = false,
+            }
+        }
+        Query::Rule(_) | Query::Graph(_) => ok = false,
+        Query::Group { .. } => {}
+    });
+    let hop = hop.filter(|_| ok)?;
+    let rel = state.blueprint(blueprint)?.def.relations.get(hop).filter(|r| !r.many)?;
+    Some(Through { relation: hop.to_string(), target: rel.target.clone() })
+}
+
+/// How the ceiling counts one rule.
+enum RuleJudge<'s> {
+    /// Judged on the entity.
+    Local(Ctx<'s>),
+    /// Judged on the entity when its relation leads nowhere; else taken as passed.
+    Through(Ctx<'s>, Through),
+    /// Taken as passed.
+    Open,
+}
+
+/// A scorecard prepared to compute ceilings: how each rule counts, with its prepared context.
 pub(crate) struct Judge<'s> {
+    state: &'s State,
     card: Arc<Scorecard>,
     filter: Option<Ctx<'s>>,
-    /// `None`: the rule is not local, and is taken as passed.
-    rules: Vec<Option<Ctx<'s>>>,
+    rules: Vec<RuleJudge<'s>>,
 }
 
 impl<'s> Judge<'s> {
@@ -146,9 +282,22 @@ impl<'s> Judge<'s> {
             Some(f) if is_local(state, &bp, f) => Some(prepare(f)?),
             Some(_) => return None,
         };
-        let rules =
-            card.rules.iter().map(|r| if is_local(state, &bp, &r.query) { prepare(&r.query) } else { None }).collect();
-        Some(Judge { card, filter, rules })
+        let rules = card
+            .rules
+            .iter()
+            .map(|r| {
+                let ctx = prepare(&r.query);
+                match (ctx, is_local(state, &bp, &r.query)) {
+                    (Some(ctx), true) => RuleJudge::Local(ctx),
+                    (Some(ctx), false) => match read_through_relation(state, &bp, &r.query) {
+                        Some(t) => RuleJudge::Through(ctx, t),
+                        None => RuleJudge::Open,
+                    },
+                    (None, _) => RuleJudge::Open,
+                }
+            })
+            .collect();
+        Some(Judge { state, card, filter, rules })
     }
 
     /// The entity's ceiling (the index of a level), `None` when the filter leaves it out.
@@ -159,11 +308,21 @@ impl<'s> Judge<'s> {
             }
         }
         let passed = |i: usize| match &self.rules[i] {
-            None => true,
-            Some(ctx) => matches(ctx, e, &self.card.rules[i].query),
+            RuleJudge::Open => true,
+            RuleJudge::Local(ctx) => matches(ctx, e, &self.card.rules[i].query),
+            RuleJudge::Through(ctx, t) => {
+                let leads = e.relations.get(&t.relation).map(berth_model::Entity::relation_targets).unwrap_or_default();
+                let resolved = leads.first().is_some_and(|id| self.state.entity(&t.target, id).is_some());
+                resolved || matches(ctx, e, &self.card.rules[i].query)
+            }
         };
         let title = self.card.level_of(passed);
         self.card.levels.iter().position(|l| l.title == title).map(|p| p as u8)
+    }
+
+    /// Per rule: the relation it is read through, when it is.
+    fn through(&self) -> Vec<Option<Through>> {
+        self.rules.iter().map(|r| if let RuleJudge::Through(_, t) = r { Some(t.clone()) } else { None }).collect()
     }
 
     /// Per level: whether the next level has a rule that is not local.
@@ -172,7 +331,11 @@ impl<'s> Judge<'s> {
         (0..levels.len())
             .map(|l| {
                 let Some(next) = levels.get(l + 1) else { return false };
-                self.card.rules.iter().zip(&self.rules).any(|(r, ctx)| r.level == next.title && ctx.is_none())
+                self.card
+                    .rules
+                    .iter()
+                    .zip(&self.rules)
+                    .any(|(r, judge)| r.level == next.title && !matches!(judge, RuleJudge::Local(_)))
             })
             .collect()
     }
@@ -233,6 +396,7 @@ pub(crate) fn build(state: &State) -> Levels {
         .map(|(_, j)| CardLevels {
             card: Arc::clone(&j.card),
             open_above: Arc::new(j.open_above()),
+            through: Arc::new(j.through()),
             by_id: OrdMap::new(),
             by_level: OrdSet::new(),
         })
@@ -284,4 +448,20 @@ pub(crate) fn refresh(state: &State, levels: &mut Levels, entities: &[(Arc<str>,
             }
         }
     }
+}
+
+/// Every relation some indexed rule is read through: (target blueprint, source blueprint, relation). The
+/// sources of a target that appears or disappears have their ceilings judged again.
+pub(crate) fn read_through(levels: &Levels) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = levels
+        .iter()
+        .flat_map(|(bp, cards)| {
+            cards.values().flat_map(move |c| {
+                c.through.iter().flatten().map(move |t| (t.target.clone(), bp.to_string(), t.relation.clone()))
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }

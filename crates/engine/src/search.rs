@@ -618,7 +618,8 @@ enum Plan<'c> {
     Sources { target_blueprint: &'c str, target: &'c str, relation: &'c str },
     /// The entities whose scorecard level ceiling allows the level asked, read lazily in identifier order: a
     /// page of a common level reads about the page, and judges only entities that can be at that level.
-    Levels { levels: &'c crate::levels::CardLevels, ceilings: Vec<u8> },
+    /// `extra`: entities with other ceilings that may be at a level asked (sorted).
+    Levels { levels: &'c crate::levels::CardLevels, ceilings: Vec<u8>, extra: Vec<&'c str> },
 }
 
 impl<'c> Plan<'c> {
@@ -634,7 +635,7 @@ impl<'c> Plan<'c> {
             Plan::Sources { target_blueprint, target, relation } => {
                 Box::new(state.sources(target_blueprint, target, blueprint, relation, after).map(|id| &**id))
             }
-            Plan::Levels { levels, ceilings } => Box::new(levels.with_ceilings(&ceilings, after)),
+            Plan::Levels { levels, ceilings, extra } => Box::new(levels.with_ceilings(&ceilings, extra, after)),
         }
     }
 }
@@ -749,8 +750,8 @@ fn candidates<'c>(ctx: &'c Ctx<'_>, blueprint: &str, query: &'c Query, limit: Op
     // A page of a scorecard level whose candidates were too many to gather: read them lazily, in order.
     if best.is_none() && limit.is_some() {
         for rule in &rules {
-            if let Some((levels, ceilings)) = level_range(state, blueprint, rule) {
-                return Some(Plan::Levels { levels, ceilings });
+            if let Some((levels, ceilings, extra)) = level_range(state, blueprint, rule, (total / 2).max(64)) {
+                return Some(Plan::Levels { levels, ceilings, extra });
             }
         }
     }
@@ -779,26 +780,58 @@ fn level_candidates<'c>(
     cap: usize,
 ) -> Option<Vec<&'c str>> {
     let levels = state.card_levels(blueprint, scorecard)?;
-    levels.gather(&level_ceilings(levels, rule)?, cap)
+    let (ceilings, extra) = level_reads(state, levels, rule, cap)?;
+    let mut out = levels.gather(&ceilings, cap.saturating_sub(extra.len()))?;
+    out.extend(extra);
+    Some(out)
 }
 
-/// The ceilings an entity matching a scorecard-level rule can have (none: it names no level of the
-/// scorecard); `None` when the rule is not one the ceilings answer.
-fn level_ceilings(levels: &crate::levels::CardLevels, rule: &Rule) -> Option<Vec<u8>> {
+/// What to read for a scorecard-level rule (none: it names no level of the scorecard): the ceilings an
+/// entity at a level asked can have, and entities with a higher ceiling that may stop at it (sorted; see
+/// [`crate::levels::CardLevels::stopped_at`], given up past `cap`: then every higher ceiling is read);
+/// `None` when the rule is not one the ceilings answer.
+fn level_reads<'c>(
+    state: &'c State,
+    levels: &'c crate::levels::CardLevels,
+    rule: &Rule,
+    cap: usize,
+) -> Option<(Vec<u8>, Vec<&'c str>)> {
     let asked: Vec<&str> = match (&rule.op, &rule.operand) {
         (Op::Eq, Operand::Scalar(Value::String(v))) => vec![v.as_str()],
         (Op::In, Operand::List(list)) => list.iter().filter_map(Value::as_str).collect(),
         _ => return None,
     };
-    let ranks: Vec<u8> = asked.iter().filter_map(|t| levels.rank(t)).collect();
-    Some(levels.ceilings_for(&ranks))
+    let mut ceilings = Vec::new();
+    let mut extra = Vec::new();
+    for level in asked.iter().filter_map(|t| levels.rank(t)) {
+        let stopped = if levels.is_open_above(level) { levels.stopped_at(state, level, cap) } else { None };
+        match stopped {
+            Some(ids) => {
+                ceilings.push(level);
+                extra.extend(ids);
+            }
+            None => ceilings.extend(levels.ceilings_for(&[level])),
+        }
+    }
+    ceilings.sort_unstable();
+    ceilings.dedup();
+    extra.sort_unstable();
+    extra.dedup();
+    Some((ceilings, extra))
 }
 
-/// The ceilings and those a scorecard-level rule of `blueprint` allows, when it is one.
-fn level_range<'c>(state: &'c State, blueprint: &str, rule: &Rule) -> Option<(&'c crate::levels::CardLevels, Vec<u8>)> {
+/// The ceilings and entities a scorecard-level rule of `blueprint` reads, when it is one (see
+/// [`level_reads`]).
+fn level_range<'c>(
+    state: &'c State,
+    blueprint: &str,
+    rule: &Rule,
+    cap: usize,
+) -> Option<(&'c crate::levels::CardLevels, Vec<u8>, Vec<&'c str>)> {
     let Target::Scorecard { scorecard, rule: None } = &rule.target else { return None };
     let levels = state.card_levels(blueprint, scorecard)?;
-    Some((levels, level_ceilings(levels, rule)?))
+    let (ceilings, extra) = level_reads(state, levels, rule, cap)?;
+    Some((levels, ceilings, extra))
 }
 
 /// The identifiers a property index gives for one rule, unless there are `cap` or more of them (or the rule

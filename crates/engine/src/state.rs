@@ -197,6 +197,9 @@ pub struct State {
     levels: crate::levels::Levels,
     /// Every ceiling must be recomputed (a scorecard or a blueprint changed, or a snapshot was loaded).
     levels_stale: bool,
+    /// The relations indexed scorecard rules are read through (see [`crate::levels::read_through`]):
+    /// (target blueprint, source blueprint, relation).
+    level_through: Arc<Vec<(String, String, String)>>,
 }
 
 /// Count deltas by owner (blueprint, identifier): (aggregation index, change).
@@ -1107,7 +1110,8 @@ impl State {
     /// Notes a write of an entity whose blueprint feeds an aggregation (its owners are refreshed when the
     /// indexes settle).
     fn touch(&mut self, blueprint: &Key, id: &Key, old: Option<Arc<Entity>>) {
-        let judged = self.levels.contains_key(&**blueprint);
+        let judged = self.levels.contains_key(&**blueprint)
+            || self.level_through.iter().any(|(target, _, _)| **target == **blueprint);
         if !self.agg_rebuild && (judged || !self.derived.deps(blueprint).is_empty()) {
             self.agg_touched.push((Arc::clone(blueprint), Arc::clone(id), old));
         }
@@ -1145,6 +1149,7 @@ impl State {
         if self.levels_stale {
             self.levels_stale = false;
             self.levels = crate::levels::build(self);
+            self.level_through = Arc::new(crate::levels::read_through(&self.levels));
         } else if !rejudge.is_empty() {
             let mut levels = std::mem::take(&mut self.levels);
             crate::levels::refresh(self, &mut levels, &rejudge);
@@ -1212,6 +1217,17 @@ impl State {
             }
         }
         let mut rejudge: Vec<(Key, Key)> = touched.iter().map(|(bp, id, _)| (Arc::clone(bp), Arc::clone(id))).collect();
+        // An entity a scorecard rule is read through that appeared or disappeared: its sources' ceilings
+        // (which judged the rule when their relation led nowhere) are judged again.
+        for ((bp, id), old) in &before {
+            if old.is_some() == self.entity(bp, id).is_some() {
+                continue;
+            }
+            for (_, source, relation) in self.level_through.iter().filter(|(target, _, _)| **target == ***bp) {
+                let key = self.blueprint_name(source);
+                rejudge.extend(self.sources(bp, id, source, relation, None).map(|s| (Arc::clone(&key), Arc::clone(s))));
+            }
+        }
         // A delta whose owner is recomputed anyway, or has no kept values, is left to the recompute.
         let mut changed: CountChanges<'_> = std::collections::BTreeMap::new();
         for ((bp, owner, agg), d) in deltas {
@@ -1876,6 +1892,8 @@ mod tests {
                     }
                 };
                 let (props, relations) = match b {
+                    // A domain without a name fails the mirrored rule for every service of it.
+                    0 if seed % 4 == 0 => (json!({}), json!({})),
                     0 => (json!({"name": format!("n{}", seed % 3)}), json!({})),
                     1 => (
                         json!({"n": seed % 7}),
@@ -1901,58 +1919,89 @@ mod tests {
     #[test]
     fn pages_of_a_scorecard_level_are_read_from_the_ceilings_in_order() {
         let bp = |v| Change::BlueprintPut { blueprint: Box::new(serde_json::from_value(stamped(v)).expect("bp")) };
-        let mut events = vec![event(
-            1,
+        let put = |bp: &str, id: String, props: serde_json::Value, rels: serde_json::Value| {
+            let entity = stamped(json!({"identifier": id, "title": null, "blueprint": bp, "team": [],
+                "properties": props, "relations": rels}));
+            Change::EntityPut { entity: Arc::new(serde_json::from_value(entity).expect("entity")) }
+        };
+        let mut changes = vec![
+            bp(
+                json!({"identifier": "team", "title": "Team", "schema": {"properties": {"oncall": {"type": "string"}}}}),
+            ),
             bp(json!({"identifier": "svc", "title": "Service",
-            "schema": {"properties": {"n": {"type": "number"}, "m": {"type": "number"}}}})),
-        )];
-        events.push(event(
-            2,
+                "schema": {"properties": {"n": {"type": "number"}, "m": {"type": "number"}}},
+                "relations": {"team": {"target": "team", "required": false, "many": false}},
+                "mirrorProperties": {"oncall": {"path": "team.oncall"}}})),
+            // Silver needs a rule on a mirrored value: read through `team`, judged once per team.
             scorecard_put(
                 "svc#card",
                 json!({"title": "Card", "rules": [
                 {"identifier": "a", "title": "a", "level": "Bronze", "query": {"combinator": "and", "conditions": [
                     {"property": "n", "operator": ">", "value": 0}]}},
                 {"identifier": "b", "title": "b", "level": "Silver", "query": {"combinator": "and", "conditions": [
-                    {"property": "m", "operator": ">", "value": 1}]}},
+                    {"property": "m", "operator": ">", "value": 0}]}},
+                {"identifier": "o", "title": "o", "level": "Silver", "query": {"combinator": "and", "conditions": [
+                    {"property": "oncall", "operator": "isNotEmpty"}]}},
                 {"identifier": "c", "title": "c", "level": "Gold", "query": {"combinator": "and", "conditions": [
                     {"property": "n", "operator": ">", "value": 4}]}}]}),
             ),
-        ));
+        ];
+        // Teams t0..t9, two without on-call; services of t0..t10 (t10 does not exist yet) or of none.
+        for t in 0..10 {
+            let props = if t % 4 == 3 { json!({}) } else { json!({"oncall": format!("p{t}")}) };
+            changes.push(put("team", format!("t{t}"), props, json!({})));
+        }
         for i in 0..2000u64 {
-            let entity =
-                stamped(json!({"identifier": format!("s{i:04}"), "title": null, "blueprint": "svc", "team": [],
-                "properties": {"n": i % 7, "m": (i / 7) % 3}, "relations": {}}));
-            let change = Change::EntityPut { entity: Arc::new(serde_json::from_value(entity).expect("entity")) };
-            events.push(event(events.len() as u64 + 1, change));
+            let rels = if i % 13 == 0 { json!({}) } else { json!({"team": format!("t{}", i % 11)}) };
+            changes.push(put("svc", format!("s{i:04}"), json!({"n": i % 7, "m": (i / 7) % 3}), rels));
         }
         let mut state = State::default();
-        for e in &events {
-            state.apply(e).expect("applies");
-        }
+        let mut apply = |state: &mut State, changes: Vec<Change>| {
+            for change in changes {
+                let seq = state.seq() + 1;
+                state.apply(&event(seq, change)).expect("applies");
+            }
+        };
+        apply(&mut state, changes);
         let now = berth_model::Timestamp::from_millis(0);
-        let ctx = crate::search::Ctx::empty(&state, now);
-        for level in ["Basic", "Bronze", "Silver", "Gold"] {
-            let want: Vec<String> = state
-                .entities_of("svc")
-                .filter(|e| crate::search::scorecard_value(&ctx, e, "card", None) == Some(json!(level)))
-                .map(|e| e.identifier.to_string())
-                .collect();
-            let q = berth_model::query::Query::parse(&json!({"combinator": "and", "rules": [
-                {"scorecard": "card", "operator": "=", "value": level}]}))
-            .expect("query");
-            let (mut found, mut from) = (Vec::new(), None::<String>);
-            loop {
-                let page =
-                    crate::search::search_blueprint(&state, "svc", Some(&q), now, from.as_deref(), 37).expect("page");
-                found.extend(page.entities.iter().map(|e| e.identifier.to_string()));
-                match page.next {
-                    Some(next) => from = Some(next),
-                    None => break,
+        let check = |state: &State| {
+            let ctx = crate::search::Ctx::empty(state, now);
+            for level in ["Basic", "Bronze", "Silver", "Gold"] {
+                let want: Vec<String> = state
+                    .entities_of("svc")
+                    .filter(|e| crate::search::scorecard_value(&ctx, e, "card", None) == Some(json!(level)))
+                    .map(|e| e.identifier.to_string())
+                    .collect();
+                let q = berth_model::query::Query::parse(&json!({"combinator": "and", "rules": [
+                    {"scorecard": "card", "operator": "=", "value": level}]}))
+                .expect("query");
+                for page_size in [37, 500] {
+                    let (mut found, mut from) = (Vec::new(), None::<String>);
+                    loop {
+                        let page =
+                            crate::search::search_blueprint(state, "svc", Some(&q), now, from.as_deref(), page_size)
+                                .expect("page");
+                        found.extend(page.entities.iter().map(|e| e.identifier.to_string()));
+                        match page.next {
+                            Some(next) => from = Some(next),
+                            None => break,
+                        }
+                    }
+                    assert_eq!(found, want, "level {level}, pages of {page_size}");
                 }
             }
-            assert_eq!(found, want, "level {level}");
-        }
+        };
+        check(&state);
+        // The team the dangling services name appears; a team disappears; a team loses its on-call.
+        apply(
+            &mut state,
+            vec![
+                put("team", "t10".into(), json!({"oncall": "p10"}), json!({})),
+                Change::EntityDeleted { blueprint: "team".into(), identifier: "t5".into() },
+                put("team", "t1".into(), json!({}), json!({})),
+            ],
+        );
+        check(&state);
     }
 
     /// Every owner's kept aggregation values equal the values computed from scratch, and no other entity has any.

@@ -1956,7 +1956,7 @@ mod tests {
             changes.push(put("svc", format!("s{i:04}"), json!({"n": i % 7, "m": (i / 7) % 3}), rels));
         }
         let mut state = State::default();
-        let mut apply = |state: &mut State, changes: Vec<Change>| {
+        let apply = |state: &mut State, changes: Vec<Change>| {
             for change in changes {
                 let seq = state.seq() + 1;
                 state.apply(&event(seq, change)).expect("applies");

@@ -203,13 +203,14 @@ pub struct State {
 }
 
 /// Count deltas by owner (blueprint, identifier): (aggregation index, change).
-type CountChanges<'a> = std::collections::BTreeMap<(&'a str, Arc<str>), Vec<(usize, i64)>>;
+/// (owner blueprint, owner) → the targets to take out of (`true`) or put into one of its aggregations.
+type InPlace<'a> = std::collections::BTreeMap<(&'a str, Arc<str>), Vec<(usize, Arc<Entity>, bool)>>;
 
 /// How many owners one task of a full aggregation recompute takes.
 const AGGREGATE_CHUNK: usize = 5_000;
 
 /// One owner blueprint's aggregation values: owner identifier → values in the order of its spec.
-type OwnerValues = OrdMap<Key, Arc<Vec<serde_json::Value>>>;
+type OwnerValues = OrdMap<Key, Arc<crate::derived::aggregation::Kept>>;
 
 /// One entity's versions in the index: most entities are written once, so a single sequence number is kept
 /// inline, and a (boxed) list only from the second version on: 16 bytes an entry either way.
@@ -1123,8 +1124,8 @@ impl State {
     }
 
     /// An owner's aggregation values, in the order of its blueprint's spec.
-    pub fn aggregate_values(&self, blueprint: &str, id: &str) -> Option<&Arc<Vec<serde_json::Value>>> {
-        self.aggregates.get(blueprint)?.get(id)
+    pub fn aggregate_values(&self, blueprint: &str, id: &str) -> Option<&Vec<serde_json::Value>> {
+        self.aggregates.get(blueprint)?.get(id).map(|k| &k.values)
     }
 
     /// Brings derived data up to date after events (the indexes settled): rebuilds the derived catalog if a
@@ -1166,11 +1167,12 @@ impl State {
         }
         let touched = std::mem::take(&mut self.agg_touched);
         let catalog = Arc::clone(&self.derived);
-        // Owners recomputed from their sources, and counts changed by a delta: (owner blueprint, owner,
-        // aggregation) → change. A count written at the end of its path is a delta (walking a domain's
-        // 50,000 deployments per deployment write is what it avoids); anything else is recomputed.
+        // Owners recomputed from their sources, and owners changed in place. A target written at the end of
+        // its path is taken out of its old owners' aggregations and put into its new owners' (walking a
+        // domain's 50,000 deployments, or a service's own, per deployment write is what it avoids); a write
+        // elsewhere on the path that changes it has its owners recomputed.
         let mut owners: std::collections::BTreeSet<(&str, Arc<str>)> = std::collections::BTreeSet::new();
-        let mut deltas: std::collections::BTreeMap<(&str, Arc<str>, usize), i64> = std::collections::BTreeMap::new();
+        let mut in_place: InPlace<'_> = std::collections::BTreeMap::new();
         // Each written entity's version before the first write of the batch (a delta is the current one minus
         // that one, however many times it was written since).
         let mut before: std::collections::BTreeMap<(&Key, &Key), Option<&Arc<Entity>>> =
@@ -1181,7 +1183,7 @@ impl State {
             let mut walked: Vec<(&str, &[crate::derived::aggregation::Step], usize)> = Vec::new();
             for dep in catalog.deps(bp) {
                 let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
-                if agg.counts_by_delta(dep.position) {
+                if agg.keeps_by_delta(dep.position) {
                     continue;
                 }
                 let current = self.entity(bp, id).map(|e| &**e);
@@ -1204,14 +1206,18 @@ impl State {
         for ((bp, id), old) in &before {
             for dep in catalog.deps(bp) {
                 let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
-                if !agg.counts_by_delta(dep.position) {
+                if !agg.keeps_by_delta(dep.position) {
                     continue;
                 }
-                let versions = [(old.map(|e| &**e), -1), (self.entity(bp, id).map(|e| &**e), 1)];
-                for (version, sign) in versions {
+                let versions = [(old.cloned(), true), (self.entity(bp, id).cloned(), false)];
+                for (version, remove) in versions {
                     let Some(e) = version.filter(|e| agg.counts(self, e)) else { continue };
-                    for owner in owners_of(self, agg, dep.position, e) {
-                        *deltas.entry((dep.owner.as_str(), owner, dep.agg)).or_default() += sign;
+                    for owner in owners_of(self, agg, dep.position, &e) {
+                        in_place.entry((dep.owner.as_str(), owner)).or_default().push((
+                            dep.agg,
+                            Arc::clone(&e),
+                            remove,
+                        ));
                     }
                 }
             }
@@ -1228,39 +1234,46 @@ impl State {
                 rejudge.extend(self.sources(bp, id, source, relation, None).map(|s| (Arc::clone(&key), Arc::clone(s))));
             }
         }
-        // A delta whose owner is recomputed anyway, or has no kept values, is left to the recompute.
-        let mut changed: CountChanges<'_> = std::collections::BTreeMap::new();
-        for ((bp, owner, agg), d) in deltas {
-            if d != 0 {
-                changed.entry((bp, owner)).or_default().push((agg, d));
-            }
-        }
-        for ((bp, owner), changes) in changed {
+        // An owner recomputed anyway is left to the recompute; one with nothing kept (it does not exist, or
+        // its aggregation computes null) is recomputed if it exists.
+        for ((bp, owner), mut changes) in in_place {
             if owners.contains(&(bp, Arc::clone(&owner))) {
                 continue;
             }
-            let kept = self.aggregate_values(bp, &owner).map(|v| (**v).clone());
-            let updated = kept.and_then(|mut values| {
-                for (agg, d) in changes {
-                    let n = values.get(agg)?.as_i64()?;
-                    values[agg] = serde_json::json!(n + d);
-                }
-                Some(values)
-            });
-            match updated {
-                Some(values) => {
-                    let key = self.blueprint_name(bp);
-                    if let Some(m) = self.aggregates.get_mut(&*key) {
-                        m.insert(Arc::clone(&owner), Arc::new(values));
-                    }
-                    rejudge.push((key, owner));
-                }
-                // Not kept (the owner does not exist) or not a count: nothing to change, or recompute.
-                None if self.entity(bp, &owner).is_some() => {
+            let Some(spec) = catalog.spec(bp) else { continue };
+            let Some(kept) = self.aggregates.get(bp).and_then(|m| m.get(&owner)) else {
+                if self.entity(bp, &owner).is_some() {
                     owners.insert((bp, owner));
                 }
-                None => {}
+                continue;
+            };
+            // Every old version out before any new one goes in (each old one is in what is kept).
+            changes.sort_by_key(|(_, _, remove)| !*remove);
+            let mut updated = (**kept).clone();
+            let mut complete = true;
+            for (i, e, remove) in &changes {
+                match (spec.aggs.get(*i), updated.accs.get_mut(*i)) {
+                    (Some(agg), Some(Some(acc))) => agg.account(acc, e, *remove),
+                    _ => complete = false,
+                }
             }
+            if !complete {
+                owners.insert((bp, owner));
+                continue;
+            }
+            for (i, agg) in spec.aggs.iter().enumerate() {
+                if let (Some(Some(acc)), Some(v)) = (updated.accs.get(i), updated.values.get_mut(i)) {
+                    *v = agg.value_of(acc);
+                }
+            }
+            if updated == **kept {
+                continue;
+            }
+            let key = self.blueprint_name(bp);
+            if let Some(m) = self.aggregates.get_mut(&*key) {
+                m.insert(Arc::clone(&owner), Arc::new(updated));
+            }
+            rejudge.push((key, owner));
         }
         for (bp, id) in owners {
             self.recompute_owner(&catalog, bp, &id);
@@ -1304,7 +1317,7 @@ impl State {
         }
         let compute = |(i, entities): (usize, Vec<&Arc<Entity>>)| {
             let aggs = &owners[i].1.aggs;
-            let values: Vec<(Key, Arc<Vec<serde_json::Value>>)> = entities
+            let values: Vec<(Key, Arc<crate::derived::aggregation::Kept>)> = entities
                 .into_iter()
                 .map(|e| (Arc::clone(&e.identifier), Arc::new(crate::derived::aggregation::compute_all(this, e, aggs))))
                 .collect();
@@ -1842,6 +1855,10 @@ mod tests {
                     "okSum": {"target": "dep", "calculationSpec": {"func": "sum", "calculationBy": "property", "property": "n"},
                         "query": {"combinator": "and", "rules": [{"property": "st", "operator": "=", "value": "ok"}]}},
                     "median": {"target": "dep", "calculationSpec": {"func": "median", "calculationBy": "property", "property": "n"}},
+                    "avg": {"target": "dep", "calculationSpec": {"func": "average", "calculationBy": "property", "property": "n"}},
+                    "perDay": {"target": "dep", "calculationSpec": {"func": "average", "calculationBy": "entities",
+                        "averageOf": "day", "measureTimeBy": "$updatedAt"}},
+                    "least": {"target": "dep", "calculationSpec": {"func": "min", "calculationBy": "property", "property": "n"}},
                     "peerMax": {"target": "svc", "calculationSpec": {"func": "max", "calculationBy": "property", "property": "n"},
                         "pathFilter": [{"fromBlueprint": "svc", "path": ["peers"]}]}},
                 "calculationProperties": {"label": {"type": "string",
@@ -1900,13 +1917,16 @@ mod tests {
                         json!({"dom": target(r1), "peers": [format!("s{}", r2 % 6), format!("s{}", r1 % 6)]}),
                     ),
                     _ => (
-                        json!({"n": seed % 5, "st": if seed % 2 == 0 { "ok" } else { "ko" }}),
+                        // Thirds: a sum in another order would differ in the last bit.
+                        json!({"n": f64::from(seed % 5) / 3.0, "st": if seed % 2 == 0 { "ok" } else { "ko" }}),
                         json!({"service": target(r1)}),
                     ),
                 };
-                let entity =
+                let mut entity =
                     stamped(json!({"identifier": identifier, "title": null, "blueprint": blueprint, "team": [],
                     "properties": props, "relations": relations}));
+                // Deployments measured per day by when they were written.
+                entity["updatedAt"] = json!(format!("2026-11-{:02}T10:00:00Z", 10 + seed % 9));
                 Change::EntityPut { entity: Arc::new(serde_json::from_value(entity).expect("entity")) }
             };
             events.push(event(seq, change));

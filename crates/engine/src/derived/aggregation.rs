@@ -6,6 +6,11 @@
 //! the owner's sources when a write can change them: a write to an entity at position `p` of the path reaches
 //! its owners by walking the path back from it (its old and its new version), which is what
 //! [`owners_of`] does. The query may use the target entity's own fields only, so nothing else feeds it.
+//!
+//! Each owner also keeps what its values are computed from ([`Acc`]: how many sources count, their numbers
+//! and measured times, sorted), so a write of a target at the end of the path takes its old version out and
+//! puts its new one in ([`Agg::account`]) instead of reading every source again. Numbers are summed in
+//! sorted order, from scratch as in place, so both give the same value to the last bit.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -156,40 +161,105 @@ impl Agg {
 
     /// Computes the value from the owner's `sources` (what its path reaches).
     pub(crate) fn compute_over(&self, state: &State, sources: &[&Arc<Entity>]) -> Value {
+        match self.accumulate(state, sources) {
+            Some(acc) => self.value_of(&acc),
+            None => Value::Null,
+        }
+    }
+
+    /// What the value is computed from, gathered from the owner's `sources` (`None`: the aggregation
+    /// computes null).
+    pub(crate) fn accumulate(&self, state: &State, sources: &[&Arc<Entity>]) -> Option<Acc> {
         if self.error.is_some() {
-            return Value::Null;
+            return None;
         }
         let ctx = match &self.query {
-            Some(q) => match crate::search::Ctx::new(state, q, Timestamp::from_millis(0), Some(&self.target)) {
-                Ok(ctx) => Some((q, ctx)),
-                Err(_) => return Value::Null,
-            },
+            Some(q) => {
+                Some((q, crate::search::Ctx::new(state, q, Timestamp::from_millis(0), Some(&self.target)).ok()?))
+            }
             None => None,
         };
-        let mut count = 0usize;
-        let mut numbers = Vec::new();
-        let mut span: Option<(i64, i64)> = None;
+        let mut acc = Acc::default();
         for source in sources {
             if let Some((q, ctx)) = &ctx {
                 if !crate::search::matches(ctx, source, q) {
                     continue;
                 }
             }
-            count += 1;
-            if let Some(p) = &self.property {
-                if let Some(n) = source.properties.get(p).and_then(Value::as_f64).filter(|n| n.is_finite()) {
-                    numbers.push(n);
-                }
+            acc.count += 1;
+            if let Some(n) = self.number_of(source) {
+                acc.numbers.push(n);
             }
-            if self.func == Func::Average && self.per != Per::Total {
-                if let Some(t) = measured(source, self.measure.as_deref()) {
-                    let t = t.millis();
-                    span = Some(span.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
-                }
+            if let Some(t) = self.time_of(source) {
+                acc.times.push(t);
             }
         }
-        reduce(self.func, self.property.is_some(), self.per, count, &mut numbers, span)
+        acc.numbers.sort_by(f64::total_cmp);
+        acc.times.sort_unstable();
+        Some(acc)
     }
+
+    /// Puts a counted source into `acc`, or (`remove`) takes it out.
+    pub(crate) fn account(&self, acc: &mut Acc, source: &Entity, remove: bool) {
+        acc.count = if remove { acc.count.saturating_sub(1) } else { acc.count + 1 };
+        if let Some(n) = self.number_of(source) {
+            sorted_edit(&mut acc.numbers, n, remove, f64::total_cmp);
+        }
+        if let Some(t) = self.time_of(source) {
+            sorted_edit(&mut acc.times, t, remove, Ord::cmp);
+        }
+    }
+
+    /// The value computed from what was gathered.
+    pub(crate) fn value_of(&self, acc: &Acc) -> Value {
+        if self.error.is_some() {
+            return Value::Null;
+        }
+        let span = acc.times.first().zip(acc.times.last()).map(|(a, b)| (*a, *b));
+        reduce(self.func, self.property.is_some(), self.per, acc.count, &acc.numbers, span)
+    }
+
+    /// The number a source adds, when the function reads one and the source has a finite one.
+    fn number_of(&self, source: &Entity) -> Option<f64> {
+        let p = self.property.as_ref()?;
+        source.properties.get(p).and_then(Value::as_f64).filter(|n| n.is_finite())
+    }
+
+    /// The measured time a source adds, when the function is an average per unit of time.
+    fn time_of(&self, source: &Entity) -> Option<i64> {
+        if self.func != Func::Average || self.per == Per::Total {
+            return None;
+        }
+        measured(source, self.measure.as_deref()).map(Timestamp::millis)
+    }
+}
+
+/// What an owner's aggregation value is computed from: how many sources count, and their numbers and
+/// measured times (each only when the function reads them), sorted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Acc {
+    count: usize,
+    numbers: Vec<f64>,
+    times: Vec<i64>,
+}
+
+/// Inserts `x` into the sorted `v`, or (`remove`) takes one equal to it out.
+fn sorted_edit<T: Copy>(v: &mut Vec<T>, x: T, remove: bool, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
+    match (v.binary_search_by(|y| cmp(y, &x)), remove) {
+        (Ok(i), true) => {
+            v.remove(i);
+        }
+        (Err(_), true) => {}
+        (Ok(i) | Err(i), false) => v.insert(i, x),
+    }
+}
+
+/// An owner's aggregation values, in the order of its blueprint's spec, and what each is computed from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kept {
+    pub values: Vec<Value>,
+    /// `None` for an aggregation that computes null.
+    pub(crate) accs: Vec<Option<Acc>>,
 }
 
 /// A query an aggregation can keep current: the target's own fields only (no relation paths, date presets,
@@ -352,12 +422,11 @@ pub(crate) fn sources<'s>(state: &'s State, owner: &Entity, steps: &[Step], read
 }
 
 impl Agg {
-    /// Whether a write of a target entity (at `position`) changes this aggregation by a delta rather than a
-    /// recompute: a count, written at the end of a path that passes through the target's blueprint once (so
-    /// each owner counts the entity at most once, and nothing else on the path changed with it).
-    pub(crate) fn counts_by_delta(&self, position: usize) -> bool {
-        self.func == Func::Count
-            && self.error.is_none()
+    /// Whether a write of a target entity (at `position`) changes this aggregation in place rather than by a
+    /// recompute: written at the end of a path that passes through the target's blueprint once (so each
+    /// owner counts the entity at most once, and nothing else on the path changed with it).
+    pub(crate) fn keeps_by_delta(&self, position: usize) -> bool {
+        self.error.is_none()
             && position + 1 == self.path_blueprints.len()
             && self.path_blueprints.iter().filter(|b| **b == self.target).count() == 1
     }
@@ -392,12 +461,13 @@ impl Agg {
 
 /// Every aggregation of an owner, computed with each distinct path walked once (a blueprint's aggregations
 /// usually share one).
-pub(crate) fn compute_all(state: &State, owner: &Entity, aggs: &[Agg]) -> Vec<Value> {
+pub(crate) fn compute_all(state: &State, owner: &Entity, aggs: &[Agg]) -> Kept {
     let mut walked: Vec<(&[Step], Vec<&Arc<Entity>>)> = Vec::new();
-    aggs.iter()
+    let accs: Vec<Option<Acc>> = aggs
+        .iter()
         .map(|a| {
             if a.error.is_some() {
-                return Value::Null;
+                return None;
             }
             let at = match walked.iter().position(|(steps, _)| *steps == a.steps.as_slice()) {
                 Some(i) => i,
@@ -406,9 +476,12 @@ pub(crate) fn compute_all(state: &State, owner: &Entity, aggs: &[Agg]) -> Vec<Va
                     walked.len() - 1
                 }
             };
-            a.compute_over(state, &walked[at].1)
+            a.accumulate(state, &walked[at].1)
         })
-        .collect()
+        .collect();
+    let values =
+        aggs.iter().zip(&accs).map(|(a, acc)| acc.as_ref().map_or(Value::Null, |acc| a.value_of(acc))).collect();
+    Kept { values, accs }
 }
 
 /// The owners whose value of `agg` an entity at `position` of its path can change: the path walked back
@@ -481,17 +554,10 @@ fn number(n: f64) -> Value {
     if n.fract() == 0.0 && n.abs() < 9e15 { json!(n as i64) } else { json!(n) }
 }
 
-/// The aggregate of `count` entities and their `numbers`. An average per unit of time divides by the number
+/// The aggregate of `count` entities and their `numbers` (sorted, and summed in that order). An average per unit of time divides by the number
 /// of units the measured times span (at least one): from the earliest to the latest source, so the value is
 /// a function of the catalog, the same on every replica and in every replay (not of the clock).
-fn reduce(
-    func: Func,
-    by_property: bool,
-    per: Per,
-    count: usize,
-    numbers: &mut [f64],
-    span: Option<(i64, i64)>,
-) -> Value {
+fn reduce(func: Func, by_property: bool, per: Per, count: usize, numbers: &[f64], span: Option<(i64, i64)>) -> Value {
     let units = || -> f64 {
         let unit = match per {
             Per::Hour => 3_600_000.0,
@@ -516,9 +582,15 @@ fn reduce(
         Func::Average if numbers.is_empty() => Value::Null,
         Func::Average if per == Per::Total => number(sum / numbers.len() as f64),
         Func::Average => number(sum / units()),
-        Func::Min => numbers.iter().copied().reduce(f64::min).map_or(Value::Null, number),
-        Func::Max => numbers.iter().copied().reduce(f64::max).map_or(Value::Null, number),
-        Func::Median => crate::aggregate::median(numbers).map_or(Value::Null, number),
+        Func::Min => numbers.first().copied().map_or(Value::Null, number),
+        Func::Max => numbers.last().copied().map_or(Value::Null, number),
+        Func::Median if numbers.is_empty() => Value::Null,
+        Func::Median => {
+            let mid = numbers.len() / 2;
+            let m =
+                if numbers.len().is_multiple_of(2) { (numbers[mid - 1] + numbers[mid]) / 2.0 } else { numbers[mid] };
+            number(m)
+        }
         Func::CountValues => Value::Null,
     }
 }

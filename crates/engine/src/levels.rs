@@ -369,6 +369,23 @@ fn is_local(state: &State, blueprint: &str, q: &Query) -> bool {
     local
 }
 
+/// The entity with its aggregation values among its properties, so a ceiling's rules read them there once
+/// rather than look each up in the state (aggregations are the only derived values local rules read).
+fn with_aggregates<'e>(state: &State, e: &'e Entity) -> std::borrow::Cow<'e, Entity> {
+    use std::borrow::Cow;
+    let spec = state.derived().spec(&e.blueprint).filter(|s| !s.aggs.is_empty());
+    let (Some(spec), Some(values)) = (spec, state.aggregate_values(&e.blueprint, &e.identifier)) else {
+        return Cow::Borrowed(e);
+    };
+    let properties: berth_model::Fields = e
+        .properties
+        .iter()
+        .map(|(k, v)| (k, v.clone()))
+        .chain(spec.aggs.iter().zip(values).map(|(a, v)| (a.name.as_str(), v.clone())))
+        .collect();
+    Cow::Owned(Entity { properties, ..e.clone() })
+}
+
 /// Every blueprint's indexed scorecards: blueprint → scorecard → ceilings.
 pub(crate) type Levels = OrdMap<Arc<str>, OrdMap<Arc<str>, CardLevels>>;
 
@@ -378,19 +395,36 @@ pub(crate) fn build(state: &State) -> Levels {
     let judges = judges_by_blueprint(state);
     let cards: Vec<(&str, &Judge<'_>)> =
         judges.iter().flat_map(|(bp, js)| js.iter().map(move |j| (bp.as_str(), j))).collect();
+    // Chunks of a blueprint's entities, each judged by all of the blueprint's scorecards (one view each).
     let mut chunks: Vec<(usize, Vec<&Arc<Entity>>)> = Vec::new();
-    for (i, (bp, _)) in cards.iter().enumerate() {
+    for (g, (bp, _)) in judges.iter().enumerate() {
         let entities: Vec<&Arc<Entity>> = state.entities_of(bp).collect();
-        chunks.extend(entities.chunks(CHUNK).map(|c| (i, c.to_vec())));
+        chunks.extend(entities.chunks(CHUNK).map(|c| (g, c.to_vec())));
     }
-    let judge = |(i, entities): (usize, Vec<&Arc<Entity>>)| {
-        let j = cards[i].1;
-        (i, entities.into_iter().map(|e| (Arc::clone(&e.identifier), j.ceiling(e))).collect::<Vec<_>>())
+    let judge = |(g, entities): (usize, Vec<&Arc<Entity>>)| {
+        let js = &judges[g].1;
+        let ceilings: Vec<(Arc<str>, Vec<Option<u8>>)> = entities
+            .into_iter()
+            .map(|e| {
+                let view = with_aggregates(state, e);
+                (Arc::clone(&e.identifier), js.iter().map(|j| j.ceiling(&view)).collect())
+            })
+            .collect();
+        (g, ceilings)
     };
     let judged = match crate::parallel::on_two_threads(chunks.clone(), judge) {
         Some(done) => done,
         None => chunks.into_iter().map(judge).collect(),
     };
+    // The first card of each blueprint group, in `cards` order.
+    let firsts: Vec<usize> = judges
+        .iter()
+        .scan(0, |at, (_, js)| {
+            let first = *at;
+            *at += js.len();
+            Some(first)
+        })
+        .collect();
     let mut levels: Vec<CardLevels> = cards
         .iter()
         .map(|(_, j)| CardLevels {
@@ -401,9 +435,11 @@ pub(crate) fn build(state: &State) -> Levels {
             by_level: OrdSet::new(),
         })
         .collect();
-    for (i, ceilings) in judged {
-        for (id, c) in ceilings {
-            levels[i].set(&id, c);
+    for (g, ceilings) in judged {
+        for (id, cs) in ceilings {
+            for (k, c) in cs.into_iter().enumerate() {
+                levels[firsts[g] + k].set(&id, c);
+            }
         }
     }
     let mut out: Levels = OrdMap::new();
@@ -441,10 +477,10 @@ pub(crate) fn refresh(state: &State, levels: &mut Levels, entities: &[(Arc<str>,
         let js = judges.entry(Arc::clone(bp)).or_insert_with(|| {
             cards.iter().filter_map(|(k, c)| Some((Arc::clone(k), Judge::new(state, Arc::clone(&c.card))?))).collect()
         });
-        let e = state.entity(bp, id);
+        let view = state.entity(bp, id).map(|e| with_aggregates(state, e));
         for (k, j) in js.iter() {
             if let Some(c) = cards.get_mut(&**k) {
-                c.set(id, e.and_then(|e| j.ceiling(e)));
+                c.set(id, view.as_deref().and_then(|e| j.ceiling(e)));
             }
         }
     }

@@ -1204,20 +1204,28 @@ impl State {
             }
         }
         for ((bp, id), old) in &before {
+            let current = self.entity(bp, id).cloned();
+            // Aggregations of one owner along the same path reach the same owners: walked back once per version.
+            let mut walked: Vec<((&str, &[crate::derived::aggregation::Step], usize, bool), Vec<Arc<str>>)> = Vec::new();
             for dep in catalog.deps(bp) {
                 let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
                 if !agg.keeps_by_delta(dep.position) {
                     continue;
                 }
-                let versions = [(old.cloned(), true), (self.entity(bp, id).cloned(), false)];
+                let versions = [(old.cloned(), true), (current.clone(), false)];
                 for (version, remove) in versions {
                     let Some(e) = version.filter(|e| agg.counts(self, e)) else { continue };
-                    for owner in owners_of(self, agg, dep.position, &e) {
-                        in_place.entry((dep.owner.as_str(), owner)).or_default().push((
-                            dep.agg,
-                            Arc::clone(&e),
-                            remove,
-                        ));
+                    let way = (dep.owner.as_str(), agg.steps.as_slice(), dep.position, remove);
+                    let at = match walked.iter().position(|(w, _)| *w == way) {
+                        Some(at) => at,
+                        None => {
+                            walked.push((way, owners_of(self, agg, dep.position, &e)));
+                            walked.len() - 1
+                        }
+                    };
+                    for owner in &walked[at].1 {
+                        let changes = in_place.entry((dep.owner.as_str(), Arc::clone(owner))).or_default();
+                        changes.push((dep.agg, Arc::clone(&e), remove));
                     }
                 }
             }

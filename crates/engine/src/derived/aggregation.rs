@@ -485,23 +485,21 @@ pub(crate) fn compute_all(state: &State, owner: &Entity, aggs: &[Agg]) -> Kept {
 }
 
 /// The owners whose value of `agg` an entity at `position` of its path can change: the path walked back
-/// from `e` (pass the old version and the new one of a written entity).
+/// from `e` (pass the old version and the new one of a written entity). The frontier borrows the state's
+/// strings; a few entities are kept distinct in a vector, more in a set.
 pub(crate) fn owners_of(state: &State, agg: &Agg, position: usize, e: &Entity) -> Vec<Arc<str>> {
     if position == 0 {
         return vec![Arc::clone(&e.identifier)];
     }
-    let mut frontier: Vec<Arc<str>> = vec![Arc::clone(&e.identifier)];
+    let mut frontier: Vec<&str> = vec![&e.identifier];
     for p in (1..=position).rev() {
         let (here, before) = (&agg.path_blueprints[p], &agg.path_blueprints[p - 1]);
-        let mut next: Vec<Arc<str>> = Vec::new();
-        let mut seen: HashSet<Arc<str>> = HashSet::new();
+        let mut next = Distinct::default();
         for id in &frontier {
             match &agg.steps[p - 1] {
                 Step::Out(rel) => {
                     for s in state.sources(here, id, before, rel, None) {
-                        if seen.insert(Arc::clone(s)) {
-                            next.push(Arc::clone(s));
-                        }
+                        next.push(s);
                     }
                 }
                 Step::In { relation, .. } => {
@@ -513,17 +511,40 @@ pub(crate) fn owners_of(state: &State, agg: &Agg, position: usize, e: &Entity) -
                     };
                     let Some(x) = current else { continue };
                     for t in x.relations.get(relation).map(Entity::relation_targets).unwrap_or_default() {
-                        let t: Arc<str> = Arc::from(t);
-                        if seen.insert(Arc::clone(&t)) {
-                            next.push(t);
-                        }
+                        next.push(t);
                     }
                 }
             }
         }
-        frontier = next;
+        frontier = next.items;
     }
-    frontier
+    frontier.into_iter().map(Arc::from).collect()
+}
+
+/// Distinct strings in the order first pushed: a scan while few, a set beyond.
+#[derive(Default)]
+struct Distinct<'a> {
+    items: Vec<&'a str>,
+    set: Option<HashSet<&'a str>>,
+}
+
+impl<'a> Distinct<'a> {
+    fn push(&mut self, s: &'a str) {
+        const SCAN: usize = 16;
+        let fresh = match &mut self.set {
+            Some(set) => set.insert(s),
+            None if self.items.len() < SCAN => !self.items.contains(&s),
+            None => {
+                let mut set: HashSet<&'a str> = self.items.iter().copied().collect();
+                let fresh = set.insert(s);
+                self.set = Some(set);
+                fresh
+            }
+        };
+        if fresh {
+            self.items.push(s);
+        }
+    }
 }
 
 /// The value of aggregation `agg` (the `index`th of its blueprint) for owner `e` as `reader` sees it: the

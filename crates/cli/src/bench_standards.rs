@@ -227,21 +227,38 @@ pub fn run(entities: usize) -> anyhow::Result<()> {
     }
     report("write to team-0 (100% of services mirror it)", &mut team_writes, "");
 
-    // Ordinary writes, alternating the two catalogs.
-    for (bp, make) in [
+    // Ordinary writes, alternating the two catalogs: a deployment's status and duration (its service
+    // stays), a deployment moved to another service (two services and their domains change), a service
+    // (its system stays).
+    let services = (entities / 10).max(1);
+    let writes: [(&str, &str, Box<dyn Fn(usize) -> Value>); 3] = [
         (
             "deployment",
-            (|i: usize| {
-                json!({"identifier": format!("dep-{:07}", i * 13), "properties": {"status": "failed", "duration": i as f64},
-            "relations": {"service": format!("svc-{:06}", i % 1000)}})
-            }) as fn(usize) -> Value,
+            "deployment write (its service stays)",
+            Box::new(move |i: usize| {
+                let d = i * 13;
+                json!({"identifier": format!("dep-{d:07}"), "properties": {"status": if i % 2 == 0 { "failed" } else { "success" },
+                "duration": i as f64}, "relations": {"service": format!("svc-{:06}", (d * 7919) % services)}})
+            }),
         ),
-        ("service", |i: usize| {
-            // Its system stays (a write that moved it would recompute both domains' counts of deployments).
-            json!({"identifier": format!("svc-{:06}", i * 7), "properties": {"language": "Go", "replicas": i % 5},
-            "relations": {"team": "team-0", "system": format!("sys-{}", (i * 7) % 1000)}})
-        }),
-    ] {
+        (
+            "deployment",
+            "deployment moved to another service",
+            Box::new(|i: usize| {
+                json!({"identifier": format!("dep-{:07}", i * 13), "properties": {"status": "failed", "duration": i as f64},
+                "relations": {"service": format!("svc-{:06}", i % 1000)}})
+            }),
+        ),
+        (
+            "service",
+            "service write (its system stays)",
+            Box::new(|i: usize| {
+                json!({"identifier": format!("svc-{:06}", i * 7), "properties": {"language": "Go", "replicas": i % 5},
+                "relations": {"team": "team-0", "system": format!("sys-{}", (i * 7) % 1000)}})
+            }),
+        ),
+    ];
+    for (bp, name, make) in &writes {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for i in 0..2000 {
             let cmd = entity(bp, make(i))?;
@@ -249,8 +266,8 @@ pub fn run(entities: usize) -> anyhow::Result<()> {
             b.push(write(&mut without, &mut m, &cmd)?);
         }
         let (pa, pb) = (percentile_of(&mut a, 0.5), percentile_of(&mut b, 0.5));
-        report(&format!("{bp} write, with derived data"), &mut a, &format!("ratio p50 {:.2}x", pa / pb));
-        report(&format!("{bp} write, without"), &mut b, "");
+        report(&format!("{name}, with derived data"), &mut a, &format!("ratio p50 {:.2}x", pa / pb));
+        report(&format!("{name}, without"), &mut b, "");
     }
 
     // Search by scorecard level: a page of 50, every level of every scorecard (common and rare ones).

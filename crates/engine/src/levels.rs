@@ -44,8 +44,8 @@ pub struct CardLevels {
     /// Per level: whether the level above it has a rule the ceiling leaves out (so an entity whose ceiling
     /// is higher may still stop at this level).
     open_above: Arc<Vec<bool>>,
-    /// Per rule: the relation it is read through, when it is (see [`read_through_relation`]).
-    through: Arc<Vec<Option<Through>>>,
+    /// Per rule: how the ceiling counts it (classified once, when the index is built).
+    kinds: Arc<Vec<RuleKind>>,
     by_id: OrdMap<Arc<str>, u8>,
     by_level: OrdSet<(u8, Arc<str>)>,
 }
@@ -184,11 +184,11 @@ impl CardLevels {
             if rule.level != *next {
                 continue;
             }
-            let through = match self.through.get(i)? {
-                Some(t) => t,
-                // A local rule (the ceiling judged it) or one no relation answers.
-                None if is_local(state, bp, &rule.query) => continue,
-                None => return None,
+            let through = match self.kinds.get(i)? {
+                RuleKind::Through(t) => t,
+                // A local rule: the ceiling judged it.
+                RuleKind::Local => continue,
+                RuleKind::Open => return None,
             };
             if state.entity_count(&through.target) > MAX_RELATED_JUDGED {
                 return None;
@@ -255,74 +255,76 @@ fn read_through_relation(state: &State, blueprint: &str, q: &Query) -> Option<Th
 }
 
 /// How the ceiling counts one rule.
-enum RuleJudge<'s> {
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum RuleKind {
     /// Judged on the entity.
-    Local(Ctx<'s>),
+    Local,
     /// Judged on the entity when its relation leads nowhere; else taken as passed.
-    Through(Ctx<'s>, Through),
+    Through(Through),
     /// Taken as passed.
     Open,
 }
 
-/// A scorecard prepared to compute ceilings: how each rule counts, with its prepared context.
+impl RuleKind {
+    fn of(state: &State, blueprint: &str, q: &Query) -> RuleKind {
+        if q.slots() > 0 {
+            // Something to prepare (a date preset, a graph rule): neither local nor read through.
+            RuleKind::Open
+        } else if is_local(state, blueprint, q) {
+            RuleKind::Local
+        } else {
+            read_through_relation(state, blueprint, q).map_or(RuleKind::Open, RuleKind::Through)
+        }
+    }
+}
+
+/// A scorecard prepared to compute ceilings: how each rule counts. The filter and the rules it judges are
+/// local or read through a relation: no date preset and no graph rule, so nothing to prepare, and one
+/// plain context judges them all.
 pub(crate) struct Judge<'s> {
     state: &'s State,
     card: Arc<Scorecard>,
-    filter: Option<Ctx<'s>>,
-    rules: Vec<RuleJudge<'s>>,
+    kinds: Arc<Vec<RuleKind>>,
+    plain: Ctx<'s>,
 }
 
 impl<'s> Judge<'s> {
     /// Prepares `card` for ceilings, `None` when it cannot be indexed (its filter is not local).
     pub(crate) fn new(state: &'s State, card: Arc<Scorecard>) -> Option<Judge<'s>> {
-        let bp = card.blueprint.clone();
-        let prepare = |q: &Query| Ctx::new(state, q, Timestamp::from_millis(0), Some(&bp)).ok();
-        let filter = match &card.filter {
-            None => None,
-            Some(f) if is_local(state, &bp, f) => Some(prepare(f)?),
-            Some(_) => return None,
-        };
-        let rules = card
-            .rules
-            .iter()
-            .map(|r| {
-                let ctx = prepare(&r.query);
-                match (ctx, is_local(state, &bp, &r.query)) {
-                    (Some(ctx), true) => RuleJudge::Local(ctx),
-                    (Some(ctx), false) => match read_through_relation(state, &bp, &r.query) {
-                        Some(t) => RuleJudge::Through(ctx, t),
-                        None => RuleJudge::Open,
-                    },
-                    (None, _) => RuleJudge::Open,
-                }
-            })
-            .collect();
-        Some(Judge { state, card, filter, rules })
+        if card.filter.as_ref().is_some_and(|f| f.slots() > 0 || !is_local(state, &card.blueprint, f)) {
+            return None;
+        }
+        let kinds = card.rules.iter().map(|r| RuleKind::of(state, &card.blueprint, &r.query)).collect();
+        Judge::with_kinds(state, card, Arc::new(kinds))
+    }
+
+    /// Prepares `card` whose rules were classified already (by [`Judge::new`], when the index was built).
+    fn with_kinds(state: &'s State, card: Arc<Scorecard>, kinds: Arc<Vec<RuleKind>>) -> Option<Judge<'s>> {
+        Some(Judge { state, card, kinds, plain: Ctx::empty(state, Timestamp::from_millis(0)) })
     }
 
     /// The entity's ceiling (the index of a level), `None` when the filter leaves it out.
     pub(crate) fn ceiling(&self, e: &Entity) -> Option<u8> {
-        if let (Some(ctx), Some(f)) = (&self.filter, &self.card.filter) {
-            if !matches(ctx, e, f) {
+        if let Some(f) = &self.card.filter {
+            if !matches(&self.plain, e, f) {
                 return None;
             }
         }
-        let passed = |i: usize| match &self.rules[i] {
-            RuleJudge::Open => true,
-            RuleJudge::Local(ctx) => matches(ctx, e, &self.card.rules[i].query),
-            RuleJudge::Through(ctx, t) => {
-                let leads = e.relations.get(&t.relation).map(berth_model::Entity::relation_targets).unwrap_or_default();
-                let resolved = leads.first().is_some_and(|id| self.state.entity(&t.target, id).is_some());
-                resolved || matches(ctx, e, &self.card.rules[i].query)
+        let passed = |i: usize| {
+            let ctx = &self.plain;
+            match &self.kinds[i] {
+                RuleKind::Open => true,
+                RuleKind::Local => matches(ctx, e, &self.card.rules[i].query),
+                RuleKind::Through(t) => {
+                    let leads =
+                        e.relations.get(&t.relation).map(berth_model::Entity::relation_targets).unwrap_or_default();
+                    let resolved = leads.first().is_some_and(|id| self.state.entity(&t.target, id).is_some());
+                    resolved || matches(ctx, e, &self.card.rules[i].query)
+                }
             }
         };
         let title = self.card.level_of(passed);
         self.card.levels.iter().position(|l| l.title == title).map(|p| p as u8)
-    }
-
-    /// Per rule: the relation it is read through, when it is.
-    fn through(&self) -> Vec<Option<Through>> {
-        self.rules.iter().map(|r| if let RuleJudge::Through(_, t) = r { Some(t.clone()) } else { None }).collect()
     }
 
     /// Per level: whether the next level has a rule that is not local.
@@ -334,8 +336,8 @@ impl<'s> Judge<'s> {
                 self.card
                     .rules
                     .iter()
-                    .zip(&self.rules)
-                    .any(|(r, judge)| r.level == next.title && !matches!(judge, RuleJudge::Local(_)))
+                    .zip(self.kinds.iter())
+                    .any(|(r, kind)| r.level == next.title && *kind != RuleKind::Local)
             })
             .collect()
     }
@@ -430,7 +432,7 @@ pub(crate) fn build(state: &State) -> Levels {
         .map(|(_, j)| CardLevels {
             card: Arc::clone(&j.card),
             open_above: Arc::new(j.open_above()),
-            through: Arc::new(j.through()),
+            kinds: Arc::clone(&j.kinds),
             by_id: OrdMap::new(),
             by_level: OrdSet::new(),
         })
@@ -475,7 +477,12 @@ pub(crate) fn refresh(state: &State, levels: &mut Levels, entities: &[(Arc<str>,
     for (bp, id) in entities {
         let Some(cards) = levels.get_mut(&**bp) else { continue };
         let js = judges.entry(Arc::clone(bp)).or_insert_with(|| {
-            cards.iter().filter_map(|(k, c)| Some((Arc::clone(k), Judge::new(state, Arc::clone(&c.card))?))).collect()
+            cards
+                .iter()
+                .filter_map(|(k, c)| {
+                    Some((Arc::clone(k), Judge::with_kinds(state, Arc::clone(&c.card), Arc::clone(&c.kinds))?))
+                })
+                .collect()
         });
         let view = state.entity(bp, id).map(|e| with_aggregates(state, e));
         for (k, j) in js.iter() {
@@ -493,7 +500,10 @@ pub(crate) fn read_through(levels: &Levels) -> Vec<(String, String, String)> {
         .iter()
         .flat_map(|(bp, cards)| {
             cards.values().flat_map(move |c| {
-                c.through.iter().flatten().map(move |t| (t.target.clone(), bp.to_string(), t.relation.clone()))
+                c.kinds.iter().filter_map(move |k| match k {
+                    RuleKind::Through(t) => Some((t.target.clone(), bp.to_string(), t.relation.clone())),
+                    _ => None,
+                })
             })
         })
         .collect();

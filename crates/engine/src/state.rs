@@ -1206,7 +1206,9 @@ impl State {
         for ((bp, id), old) in &before {
             let current = self.entity(bp, id).cloned();
             // Aggregations of one owner along the same path reach the same owners: walked back once per version.
-            let mut walked: Vec<((&str, &[crate::derived::aggregation::Step], usize, bool), Vec<Arc<str>>)> = Vec::new();
+            // Keyed by what the first step back reads of the version (both versions, when it is the same).
+            type Way<'a> = (&'a str, &'a [crate::derived::aggregation::Step], usize, Option<serde_json::Value>);
+            let mut walked: Vec<(Way<'_>, Vec<Arc<str>>)> = Vec::new();
             for dep in catalog.deps(bp) {
                 let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
                 if !agg.keeps_by_delta(dep.position) {
@@ -1215,7 +1217,8 @@ impl State {
                 let versions = [(old.cloned(), true), (current.clone(), false)];
                 for (version, remove) in versions {
                     let Some(e) = version.filter(|e| agg.counts(self, e)) else { continue };
-                    let way = (dep.owner.as_str(), agg.steps.as_slice(), dep.position, remove);
+                    let way =
+                        (dep.owner.as_str(), agg.steps.as_slice(), dep.position, agg.first_step_back(dep.position, &e));
                     let at = match walked.iter().position(|(w, _)| *w == way) {
                         Some(at) => at,
                         None => {
@@ -1249,39 +1252,42 @@ impl State {
                 continue;
             }
             let Some(spec) = catalog.spec(bp) else { continue };
-            let Some(kept) = self.aggregates.get(bp).and_then(|m| m.get(&owner)) else {
-                if self.entity(bp, &owner).is_some() {
-                    owners.insert((bp, owner));
-                }
-                continue;
-            };
             // Every old version out before any new one goes in (each old one is in what is kept).
             changes.sort_by_key(|(_, _, remove)| !*remove);
-            let mut updated = (**kept).clone();
-            let mut complete = true;
-            for (i, e, remove) in &changes {
-                match (spec.aggs.get(*i), updated.accs.get_mut(*i)) {
-                    (Some(agg), Some(Some(acc))) => agg.account(acc, e, *remove),
-                    _ => complete = false,
+            // Changed where it is kept (one walk down the owner map): Some(changed), or None to recompute.
+            let changed = match self.aggregates.get_mut(bp).and_then(|m| m.get_mut(&owner)) {
+                None => None,
+                Some(kept) => {
+                    let mut updated = (**kept).clone();
+                    let mut complete = true;
+                    for (i, e, remove) in &changes {
+                        match (spec.aggs.get(*i), updated.accs.get_mut(*i)) {
+                            (Some(agg), Some(Some(acc))) => agg.account(acc, e, *remove),
+                            _ => complete = false,
+                        }
+                    }
+                    for (i, agg) in spec.aggs.iter().enumerate() {
+                        if let (Some(Some(acc)), Some(v)) = (updated.accs.get(i), updated.values.get_mut(i)) {
+                            *v = agg.value_of(acc);
+                        }
+                    }
+                    let changed = updated != **kept;
+                    if changed {
+                        *kept = Arc::new(updated);
+                    }
+                    complete.then_some(changed)
+                }
+            };
+            match changed {
+                Some(true) => rejudge.push((self.blueprint_name(bp), owner)),
+                Some(false) => {}
+                // Nothing kept (an owner that does not exist has nothing to change) or incomplete.
+                None => {
+                    if self.entity(bp, &owner).is_some() {
+                        owners.insert((bp, owner));
+                    }
                 }
             }
-            if !complete {
-                owners.insert((bp, owner));
-                continue;
-            }
-            for (i, agg) in spec.aggs.iter().enumerate() {
-                if let (Some(Some(acc)), Some(v)) = (updated.accs.get(i), updated.values.get_mut(i)) {
-                    *v = agg.value_of(acc);
-                }
-            }
-            if updated == **kept {
-                continue;
-            }
-            let key = self.blueprint_name(bp);
-            if let Some(m) = self.aggregates.get_mut(&*key) {
-                m.insert(Arc::clone(&owner), Arc::new(updated));
-            }
-            rejudge.push((key, owner));
         }
         for (bp, id) in owners {
             self.recompute_owner(&catalog, bp, &id);

@@ -449,6 +449,16 @@ impl Agg {
         own.iter().all(|r| old.relations.get(r) == new.relations.get(r))
     }
 
+    /// What the first step of [`owners_of`] reads of an entity at `position`: its own relation, when the
+    /// step follows it back (two versions with the same value reach the same owners); `None` when it reads
+    /// only the identifier.
+    pub(crate) fn first_step_back(&self, position: usize, e: &Entity) -> Option<Value> {
+        match position.checked_sub(1).and_then(|p| self.steps.get(p)) {
+            Some(Step::In { relation, .. }) => Some(e.relations.get(relation).cloned().unwrap_or(Value::Null)),
+            _ => None,
+        }
+    }
+
     /// Whether a target entity is counted: it matches the query (which reads only its own fields).
     pub(crate) fn counts(&self, state: &State, e: &Entity) -> bool {
         match &self.query {

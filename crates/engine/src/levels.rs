@@ -475,7 +475,9 @@ pub(crate) fn refresh(state: &State, levels: &mut Levels, entities: &[(Arc<str>,
     }
     let mut judges: std::collections::HashMap<Arc<str>, Vec<(Arc<str>, Judge<'_>)>> = std::collections::HashMap::new();
     for (bp, id) in entities {
-        let Some(cards) = levels.get_mut(&**bp) else { continue };
+        // Read first: the maps are copied on the way down only when a ceiling changed (most writes leave
+        // them as they were).
+        let Some(cards) = levels.get(&**bp) else { continue };
         let js = judges.entry(Arc::clone(bp)).or_insert_with(|| {
             cards
                 .iter()
@@ -485,9 +487,18 @@ pub(crate) fn refresh(state: &State, levels: &mut Levels, entities: &[(Arc<str>,
                 .collect()
         });
         let view = state.entity(bp, id).map(|e| with_aggregates(state, e));
-        for (k, j) in js.iter() {
-            if let Some(c) = cards.get_mut(&**k) {
-                c.set(id, view.as_deref().and_then(|e| j.ceiling(e)));
+        let changed: Vec<(&Arc<str>, Option<u8>)> = js
+            .iter()
+            .map(|(k, j)| (k, view.as_deref().and_then(|e| j.ceiling(e))))
+            .filter(|(k, c)| cards.get(&***k).is_some_and(|card| card.by_id.get(&**id).copied() != *c))
+            .collect();
+        if changed.is_empty() {
+            continue;
+        }
+        let Some(cards) = levels.get_mut(&**bp) else { continue };
+        for (k, c) in changed {
+            if let Some(card) = cards.get_mut(&**k) {
+                card.set(id, c);
             }
         }
     }

@@ -1214,6 +1214,14 @@ impl State {
                 if !agg.keeps_by_delta(dep.position) {
                     continue;
                 }
+                // A rewrite that leaves the entity's part in this aggregation as it was changes nothing.
+                if let (Some(o), Some(c)) = (old, &current) {
+                    if agg.part_of(self, o) == agg.part_of(self, c)
+                        && agg.first_step_back(dep.position, o) == agg.first_step_back(dep.position, c)
+                    {
+                        continue;
+                    }
+                }
                 let versions = [(old.cloned(), true), (current.clone(), false)];
                 for (version, remove) in versions {
                     let Some(e) = version.filter(|e| agg.counts(self, e)) else { continue };

@@ -459,6 +459,12 @@ impl Agg {
         }
     }
 
+    /// What a target entity adds to an owner's aggregation: nothing when it is not counted, else its
+    /// number and measured time (when the function reads them).
+    pub(crate) fn part_of(&self, state: &State, e: &Entity) -> Option<(Option<u64>, Option<i64>)> {
+        self.counts(state, e).then(|| (self.number_of(e).map(f64::to_bits), self.time_of(e)))
+    }
+
     /// Whether a target entity is counted: it matches the query (which reads only its own fields).
     pub(crate) fn counts(&self, state: &State, e: &Entity) -> bool {
         match &self.query {

@@ -231,13 +231,13 @@ pub fn run(entities: usize) -> anyhow::Result<()> {
     // stays), a deployment moved to another service (two services and their domains change), a service
     // (its system stays).
     let services = (entities / 10).max(1);
-    let writes: [(&str, &str, Box<dyn Fn(usize) -> Value>); 3] = [
+    let writes: [(&str, &str, MakeBody); 3] = [
         (
             "deployment",
             "deployment write (its service stays)",
             Box::new(move |i: usize| {
                 let d = i * 13;
-                json!({"identifier": format!("dep-{d:07}"), "properties": {"status": if i % 2 == 0 { "failed" } else { "success" },
+                json!({"identifier": format!("dep-{d:07}"), "properties": {"status": if i.is_multiple_of(2) { "failed" } else { "success" },
                 "duration": i as f64}, "relations": {"service": format!("svc-{:06}", (d * 7919) % services)}})
             }),
         ),
@@ -300,6 +300,9 @@ pub fn run(entities: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Makes the body of the `i`th write of one kind.
+type MakeBody = Box<dyn Fn(usize) -> Value>;
 
 fn percentile_of(samples: &mut [Duration], p: f64) -> f64 {
     samples.sort();

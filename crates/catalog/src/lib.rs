@@ -8,6 +8,8 @@
 //!   through a cursor lease; what leaves the process is the public event form (`berth_model::public`).
 //! - [`history`]: an entity's versions and the entity at a time, read through the version index.
 //! - [`audit`]: the audit log's pages, in the public event form, scoped to the viewer.
+//! - [`deployments`]: deployment and incident reports written into the ready model, and the matrix of
+//!   what runs where.
 //! - [`standards`]: a scorecard's level distribution on past days, replayed from the log.
 //! - [`refusals`]: refused requests stopped before the pipeline, recorded in the log in the background.
 //! - [`now`]: the clock every write and every read's time-based rule uses.
@@ -17,6 +19,7 @@
 //! write through the pipeline.
 
 pub mod audit;
+pub mod deployments;
 pub mod feed;
 pub mod history;
 pub mod pipeline;

@@ -3,6 +3,7 @@
 //! - `berth serve`: run the portal (embedded store by default, zero configuration).
 //! - `berth migrate`: copy a catalog into another store (also live) and prove the copy.
 //! - `berth backup` / `berth restore`: one-file online backups, restorable into any store.
+//! - `berth report deployment|incident`: report what a pipeline deployed (or an incident) to a portal.
 //! - `berth bench`: measure ingest, point reads, memory and start-up against a real server process.
 
 mod backup;
@@ -15,6 +16,7 @@ mod bench_standards;
 mod bench_ui;
 mod config;
 mod migrate;
+mod report;
 mod transfer;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +43,8 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup file into an empty store of any kind, then verify it
     Restore(backup::RestoreArgs),
+    /// Report a deployment or an incident to a running portal (from a CI pipeline)
+    Report(report::ReportArgs),
     /// Measure ingest rate, read latency, memory and start-up on a fresh server; prints a report.
     Bench(bench::BenchArgs),
     /// Replace the token signing key: the new key signs from now on, the old one is accepted for tokens
@@ -91,6 +95,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Report(args) => report::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args).await,

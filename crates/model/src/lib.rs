@@ -10,6 +10,7 @@
 //! - [`event`]: the change-log event, the unit of durability.
 //! - [`definition`]: definition objects (pages, and the scorecards, actions, webhooks... to come): one
 //!   change kind for every "JSON definition with an identifier, written by Admins".
+//! - [`deployment`]: deployment and incident reports, their validation, and the ready model they create.
 //! - [`credential`]: machine credentials (secrets are stored only as hashes).
 //! - [`user`]: people who sign in (passwords are stored only as Argon2id hashes); [`team`]: teams.
 //! - [`query`]: the search rules language, parsed into a typed AST; [`query_context`]: contextual values
@@ -23,6 +24,7 @@ pub mod blueprint;
 pub mod credential;
 pub mod date_preset;
 pub mod definition;
+pub mod deployment;
 pub mod entity;
 pub mod error;
 pub mod event;

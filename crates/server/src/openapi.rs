@@ -6,7 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    apps, audit, blueprints, entities, events, history, pages, scorecards, search, system, teams, token, users,
+    apps, audit, blueprints, deployments, entities, events, history, pages, scorecards, search, system, teams, token,
+    users,
 };
 
 struct BearerAuth;
@@ -71,10 +72,11 @@ impl Modify for MinSeqHeader {
         users::list, users::get_one, users::invite, users::update, users::delete, users::accept_invite,
         pages::list, pages::get_one, pages::create, pages::replace, pages::delete, pages::patch_widget, pages::delete_widget, pages::get_permissions, pages::patch_permissions,
         scorecards::list_all, scorecards::list, scorecards::get_one, scorecards::history, scorecards::create, scorecards::replace_all, scorecards::replace, scorecards::patch, scorecards::delete,
+        deployments::report_deployment, deployments::report_incident, deployments::matrix,
     ),
     components(schemas(berth_model::Team, berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
     modifiers(&BearerAuth, &MinSeqHeader),
-    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Teams"), (name = "Users"), (name = "Pages"), (name = "Scorecards"), (name = "Audit"), (name = "Operations"))
+    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Teams"), (name = "Users"), (name = "Pages"), (name = "Scorecards"), (name = "Deployments"), (name = "Audit"), (name = "Operations"))
 )]
 pub struct ApiDoc;
 

@@ -4,6 +4,7 @@
 pub mod apps;
 pub mod audit;
 pub mod blueprints;
+pub mod deployments;
 pub mod entities;
 pub mod events;
 pub mod history;
@@ -142,6 +143,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .merge(users::router())
         .merge(pages::router())
         .merge(scorecards::router())
+        .merge(deployments::router())
         .route("/v1/organization", get(apps::organization))
         .route("/v1/audit-log", get(audit::audit_log))
         .route("/v1/events", get(events::events))

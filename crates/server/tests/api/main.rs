@@ -6,6 +6,7 @@ mod auth;
 mod blueprints;
 mod bulk;
 mod common;
+mod deployments;
 mod derived;
 mod entities;
 mod errors;

@@ -1,0 +1,350 @@
+//! What is deployed where: reports of deployments and incidents written into the catalog (the ready model
+//! created on first use), and the matrix of what runs in every environment now.
+//!
+//! A report is one entity write through the pipeline, as the caller: the model's missing blueprints are
+//! created in the same batch (a concurrent first report that created them first is not an error), the
+//! service and the environment are created when they do not exist, and the deployment is merged into an
+//! earlier report of the same deployment (a pipeline reports `in_progress`, then `success`). A finished
+//! status is never taken back by a late `in_progress` report.
+//!
+//! **Existing blueprints.** When the catalog already has a `deployment` (or `incident`, `service`,
+//! `environment`) blueprint, the report maps onto it and never changes it: properties it does not define
+//! are left out (and named in the answer as `ignored`), its relation to `service` is the one named
+//! `service` or else its only relation whose target is `service` (likewise for `environment`); a blueprint
+//! with no such relation refuses the report (422) and says which relation to add.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use berth_engine::scoped::Scoped;
+use berth_engine::{Command, Outcome, State, WriteMeta, WriteMode};
+use berth_model::deployment::{self, DeploymentReport, IncidentReport, Status};
+use berth_model::{DomainError, Entity, EntityInput, Timestamp};
+use serde_json::{Map, Value, json};
+
+use crate::{Pipeline, PipelineError};
+
+/// Why a report was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// A written report.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    pub entity: Arc<Entity>,
+    pub created: bool,
+    pub seq: u64,
+    /// Fields of the report the existing blueprint does not define (left out).
+    pub ignored: Vec<String>,
+    /// The blueprints of the ready model this report created.
+    pub model_created: Vec<String>,
+}
+
+/// Writes a deployment report.
+pub async fn report_deployment(
+    pipeline: &Pipeline,
+    meta: WriteMeta,
+    report: &DeploymentReport,
+) -> Result<Reported, ReportError> {
+    let id = report.identifier();
+    let mut properties = report.properties();
+    // A late `in_progress` report does not take back a finished status.
+    if report.status == Status::InProgress {
+        let view = pipeline.view();
+        let finished = view
+            .entity(deployment::DEPLOYMENT, &id)
+            .and_then(|e| e.properties.get("status").and_then(Value::as_str).and_then(Status::parse))
+            .is_some_and(|s| s != Status::InProgress);
+        if finished {
+            properties.remove("status");
+        }
+    }
+    let title = format!("{} {} → {}", report.service, report.version, report.environment);
+    write_report(pipeline, meta, deployment::DEPLOYMENT, &id, &title, properties, &report.service, &report.environment)
+        .await
+}
+
+/// Writes an incident report.
+pub async fn report_incident(
+    pipeline: &Pipeline,
+    meta: WriteMeta,
+    report: &IncidentReport,
+) -> Result<Reported, ReportError> {
+    let title =
+        report.title.clone().unwrap_or_else(|| format!("Incident on {} ({})", report.service, report.environment));
+    write_report(
+        pipeline,
+        meta,
+        deployment::INCIDENT,
+        &report.identifier,
+        &title,
+        report.properties(),
+        &report.service,
+        &report.environment,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_report(
+    pipeline: &Pipeline,
+    meta: WriteMeta,
+    blueprint: &str,
+    id: &str,
+    title: &str,
+    mut properties: Map<String, Value>,
+    service: &str,
+    environment: &str,
+) -> Result<Reported, ReportError> {
+    let view = pipeline.view();
+    let model: Vec<Value> = deployment::model();
+    let missing: Vec<&Value> =
+        model.iter().filter(|b| b["identifier"].as_str().is_some_and(|id| view.blueprint(id).is_none())).collect();
+    let mut commands: Vec<Command> = missing.iter().map(|b| Command::CreateBlueprint { body: (*b).clone() }).collect();
+    // Map onto the blueprint as it is (or as the model makes it).
+    let def: berth_model::Blueprint = match view.blueprint(blueprint) {
+        Some(b) => (*b.def).clone(),
+        None => {
+            let body = model.iter().find(|b| b["identifier"] == blueprint).cloned().unwrap_or_default();
+            serde_json::from_value(stamp(body)).map_err(|e| DomainError::Internal(e.to_string()))?
+        }
+    };
+    let mut ignored = Vec::new();
+    properties.retain(|k, _| {
+        let known = def.schema.properties.contains_key(k);
+        if !known {
+            ignored.push(k.clone());
+        }
+        known
+    });
+    let service_rel = relation_to(&def, deployment::SERVICE)?;
+    let environment_rel = relation_to(&def, deployment::ENVIRONMENT)?;
+    let body = json!({"identifier": id, "title": title, "properties": properties,
+        "relations": {service_rel: service, environment_rel: environment}});
+    commands.push(Command::WriteEntity {
+        blueprint: blueprint.to_string(),
+        path_id: None,
+        input: EntityInput::from_value(&body)?,
+        mode: WriteMode::UpsertMerge,
+        create_missing_related: true,
+    });
+    let created_model: Vec<String> =
+        missing.iter().filter_map(|b| b["identifier"].as_str().map(str::to_string)).collect();
+    let result = pipeline.write(meta, commands).await?;
+    let mut outcomes = result.outcomes.into_iter();
+    let mut model_created = Vec::new();
+    for name in created_model {
+        match outcomes.next() {
+            Some(Ok(_)) => model_created.push(name),
+            // Created by a concurrent first report: as good.
+            Some(Err(DomainError::AlreadyExists { .. })) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(DomainError::Internal("a report's write lost an answer".into()).into()),
+        }
+    }
+    match outcomes.next() {
+        Some(Ok(Outcome::Entity { entity, created })) => {
+            Ok(Reported { entity, created, seq: result.seq, ignored, model_created })
+        }
+        Some(Err(e)) => Err(e.into()),
+        _ => Err(DomainError::Internal("a report's write answered no entity".into()).into()),
+    }
+}
+
+/// The relation of `def` to the blueprint `target`: the one named like it, else its only one to it.
+fn relation_to<'a>(def: &'a berth_model::Blueprint, target: &'a str) -> Result<&'a str, DomainError> {
+    if def.relations.get(target).is_some_and(|r| r.target == target && !r.many) {
+        return Ok(target);
+    }
+    let to: Vec<&String> =
+        def.relations.iter().filter(|(_, r)| r.target == target && !r.many).map(|(k, _)| k).collect();
+    match to.as_slice() {
+        [one] => Ok(one.as_str()),
+        [] => Err(DomainError::Invalid(format!(
+            "blueprint `{}` has no single relation to `{target}`: add one named `{target}` to report into it",
+            def.identifier
+        ))),
+        _ => Err(DomainError::Invalid(format!(
+            "blueprint `{}` has several relations to `{target}`: name one `{target}`",
+            def.identifier
+        ))),
+    }
+}
+
+/// The fields a stored blueprint has that a body of the model does not.
+fn stamp(mut body: Value) -> Value {
+    for (k, v) in [
+        ("createdAt", "1970-01-01T00:00:00Z"),
+        ("updatedAt", "1970-01-01T00:00:00Z"),
+        ("createdBy", "berth"),
+        ("updatedBy", "berth"),
+    ] {
+        body[k] = json!(v);
+    }
+    body
+}
+
+/// Which services the matrix shows.
+#[derive(Debug, Clone, Default)]
+pub struct MatrixFilter {
+    /// Services owned by this team.
+    pub team: Option<String>,
+    /// Services whose `system` relation names this system.
+    pub system: Option<String>,
+    /// Services whose system's `domain` relation names this domain.
+    pub domain: Option<String>,
+    /// An environment whose running version was deployed more than this many days ago is stale.
+    pub stale_days: Option<u32>,
+}
+
+/// What runs in one environment of one service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// The deployment running: the latest successful one (by when it finished, else started, else was
+    /// written), so a rollback or a failure leaves the one before running, and reports read out of order
+    /// land where their times put them.
+    pub deployment: String,
+    pub version: String,
+    pub since: Timestamp,
+    pub by: Option<String>,
+    /// Deployed more than `stale_days` ago.
+    pub stale: bool,
+}
+
+/// One service's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub service: String,
+    pub title: Option<String>,
+    /// Environment → what runs there (absent: never deployed there).
+    pub cells: BTreeMap<String, Cell>,
+    /// The environments run different versions.
+    pub drift: bool,
+}
+
+/// Services × environments.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Matrix {
+    /// Every environment the caller may read, in identifier order.
+    pub environments: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+/// When a deployment took effect: `finishedAt`, else `startedAt`, else when it was last written.
+fn deployed_at(e: &Entity) -> Timestamp {
+    let at = |k: &str| e.properties.get(k).and_then(Value::as_str).and_then(Timestamp::parse);
+    at("finishedAt").or_else(|| at("startedAt")).unwrap_or(e.updated_at)
+}
+
+/// The matrix as `scoped` may read it (services, environments and deployments it cannot read are left out).
+pub fn matrix(scoped: &Scoped<'_>, filter: &MatrixFilter, now: Timestamp) -> Matrix {
+    let state: &State = scoped.state();
+    let Some(dep_bp) = state.blueprint(deployment::DEPLOYMENT) else { return Matrix::default() };
+    let (Ok(service_rel), Ok(env_rel)) =
+        (relation_to(&dep_bp.def, deployment::SERVICE), relation_to(&dep_bp.def, deployment::ENVIRONMENT))
+    else {
+        return Matrix::default();
+    };
+    let environments: Vec<String> =
+        scoped.entities_of(deployment::ENVIRONMENT).map(|e| e.identifier.to_string()).collect();
+    let readable_envs: BTreeSet<&str> = environments.iter().map(String::as_str).collect();
+    let in_system = |svc: &Entity, system: &str| svc.relations.get("system").and_then(Value::as_str) == Some(system);
+    let in_domain = |svc: &Entity, domain: &str| {
+        let sys = svc.relations.get("system").and_then(Value::as_str);
+        sys.and_then(|s| scoped.entity("system", s))
+            .is_some_and(|s| s.relations.get("domain").and_then(Value::as_str) == Some(domain))
+    };
+    let stale_before = filter.stale_days.map(|d| Timestamp::from_millis(now.millis() - i64::from(d) * 86_400_000));
+    let mut rows = Vec::new();
+    for svc in scoped.entities_of(deployment::SERVICE) {
+        if filter.team.as_ref().is_some_and(|t| !svc.team.contains(t))
+            || filter.system.as_ref().is_some_and(|s| !in_system(svc, s))
+            || filter.domain.as_ref().is_some_and(|d| !in_domain(svc, d))
+        {
+            continue;
+        }
+        let mut best: BTreeMap<String, (Timestamp, &Entity)> = BTreeMap::new();
+        for id in state.sources(deployment::SERVICE, &svc.identifier, deployment::DEPLOYMENT, service_rel, None) {
+            let Some(d) = scoped.entity(deployment::DEPLOYMENT, id) else { continue };
+            let status = d.properties.get("status").and_then(Value::as_str).and_then(Status::parse);
+            if status != Some(Status::Success) {
+                continue;
+            }
+            let Some(env) = d.relations.get(env_rel).and_then(Value::as_str).filter(|e| readable_envs.contains(e))
+            else {
+                continue;
+            };
+            let at = deployed_at(d);
+            // The later one runs; on a tie, the larger identifier (so the answer does not depend on order).
+            let newer = best.get(env).is_none_or(|(t, e)| (at, &*d.identifier) > (*t, &*e.identifier));
+            if newer {
+                best.insert(env.to_string(), (at, d));
+            }
+        }
+        let cells: BTreeMap<String, Cell> = best
+            .into_iter()
+            .map(|(env, (at, d))| {
+                let cell = Cell {
+                    deployment: d.identifier.to_string(),
+                    version: d.properties.get("version").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    since: at,
+                    by: d.properties.get("actor").and_then(Value::as_str).map(str::to_string),
+                    stale: stale_before.is_some_and(|b| at < b),
+                };
+                (env, cell)
+            })
+            .collect();
+        let versions: BTreeSet<&str> = cells.values().map(|c| c.version.as_str()).collect();
+        rows.push(Row {
+            service: svc.identifier.to_string(),
+            title: svc.title.clone(),
+            drift: versions.len() > 1,
+            cells,
+        });
+    }
+    Matrix { environments, rows }
+}
+
+/// A matrix as JSON (the API's and the UI's shape).
+pub fn matrix_json(m: &Matrix) -> Value {
+    let rows: Vec<Value> = m
+        .rows
+        .iter()
+        .map(|r| {
+            let cells: Map<String, Value> = r
+                .cells
+                .iter()
+                .map(|(env, c)| {
+                    (
+                        env.clone(),
+                        json!({"deployment": c.deployment, "version": c.version,
+                        "since": c.since.to_rfc3339(), "by": c.by, "stale": c.stale}),
+                    )
+                })
+                .collect();
+            json!({"service": r.service, "title": r.title, "drift": r.drift, "environments": cells})
+        })
+        .collect();
+    json!({"environments": m.environments, "services": rows})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_model_reads_as_blueprints_with_the_relations_reports_use() {
+        for body in deployment::model() {
+            let bp: berth_model::Blueprint = serde_json::from_value(stamp(body.clone())).expect("a blueprint");
+            if bp.identifier == deployment::DEPLOYMENT || bp.identifier == deployment::INCIDENT {
+                assert_eq!(relation_to(&bp, deployment::SERVICE).expect("service"), "service");
+                assert_eq!(relation_to(&bp, deployment::ENVIRONMENT).expect("environment"), "environment");
+            }
+        }
+    }
+}

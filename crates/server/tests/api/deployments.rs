@@ -1,0 +1,204 @@
+//! What is deployed where, over HTTP: the first report creates the ready model; reports of one deployment
+//! merge (a finished status is not taken back); bad reports are refused with the field named and write
+//! nothing; an existing blueprint is mapped onto, never changed; the matrix picks the latest successful
+//! deployment per environment whatever order reports arrive in, flags drift and staleness, filters by team
+//! and system, and shows a Member only what it may read.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::TestServer;
+use crate::permissions::call;
+
+async fn count(s: &TestServer, bp: &str) -> u64 {
+    let a = s.get(&format!("/v1/blueprints/{bp}/entities-count")).await;
+    a.body["count"].as_u64().unwrap_or(0)
+}
+
+fn days_ago(days: i64) -> String {
+    let ms = berth_server::now().millis() - days * 86_400_000;
+    berth_model::Timestamp::from_millis(ms).to_rfc3339()
+}
+
+#[tokio::test]
+async fn a_first_report_creates_the_model_and_reports_of_one_deployment_merge() {
+    let s = TestServer::start().await;
+    let first = json!({"service": "payments", "environment": "production", "version": "1.4.0", "status": "in_progress",
+        "commit": "abc123", "url": "https://ci.example/runs/1", "startedAt": "2026-12-01T10:00:00Z", "actor": "ada"});
+    let a = s.post("/v1/deployments", first.clone()).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let mut created: Vec<&str> =
+        a.body["modelCreated"].as_array().expect("list").iter().filter_map(Value::as_str).collect();
+    created.sort_unstable();
+    assert_eq!(created, ["deployment", "environment", "incident", "service"]);
+    let id = a.body["entity"]["identifier"].as_str().expect("id").to_string();
+    assert!(id.starts_with("payments-production-1.4.0-"), "{id}");
+    assert_eq!(a.body["url"], format!("/entities/deployment/{id}"));
+    // The service and the environment exist now.
+    assert_eq!(s.get("/v1/blueprints/service/entities/payments").await.status, StatusCode::OK);
+    assert_eq!(s.get("/v1/blueprints/environment/entities/production").await.status, StatusCode::OK);
+
+    // The same run, finished: one deployment, merged (the commit reported first is kept).
+    let done = json!({"service": "payments", "environment": "production", "version": "1.4.0", "status": "succeeded",
+        "url": "https://ci.example/runs/1", "finishedAt": "2026-12-01T10:05:00Z"});
+    let a = s.post("/v1/deployments", done).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["entity"]["identifier"], id.as_str());
+    assert!(a.body["modelCreated"].as_array().expect("list").is_empty());
+    let p = &a.body["entity"]["properties"];
+    assert_eq!((p["status"].as_str(), p["commitSha"].as_str()), (Some("success"), Some("abc123")));
+    assert_eq!(p["finishedAt"], "2026-12-01T10:05:00.000Z");
+    // A late `in_progress` report does not take the finished status back.
+    let a = s.post("/v1/deployments", first).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["entity"]["properties"]["status"], "success");
+    assert_eq!(count(&s, "deployment").await, 1);
+
+    // Bad reports: the field named, nothing written.
+    for (body, status, needle) in [
+        (json!({"service": "payments", "environment": "production", "version": "2", "status": "meh"}), 422, "`status`"),
+        (
+            json!({"service": "payments", "environment": "production", "version": "2", "finishedAt": "noon"}),
+            422,
+            "`finishedAt`",
+        ),
+        (json!({"service": "payments", "environment": "production"}), 422, "`version`"),
+        (json!({"service": "pay ments", "environment": "production", "version": "2"}), 422, "`service`"),
+        (json!({"service": "payments", "environment": "production", "version": "2", "colour": "red"}), 400, "`colour`"),
+        (json!(["payments"]), 400, "object"),
+        (
+            json!({"identifier": "i", "service": "payments", "environment": "p", "severity": "apocalyptic"}),
+            422,
+            "`severity`",
+        ),
+    ] {
+        let route = if body.get("severity").is_some() { "/v1/incidents" } else { "/v1/deployments" };
+        let a = s.post(route, body.clone()).await;
+        assert_eq!(a.status.as_u16(), status, "{body}: {}", a.body);
+        assert_eq!(a.body["ok"], false);
+        assert!(a.body["message"].as_str().is_some_and(|m| m.contains(needle)), "{body}: {}", a.body);
+    }
+    assert_eq!(count(&s, "deployment").await, 1);
+    assert_eq!(count(&s, "incident").await, 0);
+    // The routes are in the OpenAPI document.
+    let doc = s.get("/openapi.json").await.body;
+    for path in ["/v1/deployments", "/v1/incidents", "/v1/deployments/matrix"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} documented");
+    }
+}
+
+#[tokio::test]
+async fn an_existing_blueprint_is_mapped_onto_and_never_changed() {
+    let s = TestServer::start().await;
+    for body in [
+        json!({"identifier": "service", "title": "Service", "schema": {"properties": {"lang": {"type": "string"}}}}),
+        json!({"identifier": "environment", "title": "Env", "schema": {"properties": {}}}),
+        json!({"identifier": "deployment", "title": "Release", "schema": {"properties": {
+                "version": {"type": "string"}, "status": {"type": "string"}}},
+            "relations": {"svc": {"target": "service", "required": false, "many": false},
+                          "env": {"target": "environment", "required": false, "many": false}}}),
+    ] {
+        assert_eq!(s.post("/v1/blueprints", body).await.status, StatusCode::CREATED);
+    }
+    let before = s.get("/v1/blueprints/deployment").await.body["blueprint"].clone();
+    let a = s
+        .post(
+            "/v1/deployments",
+            json!({"service": "api", "environment": "staging", "version": "7", "commit": "c0ffee"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["modelCreated"], json!(["incident"]));
+    let ignored: Vec<&str> = a.body["ignored"].as_array().expect("list").iter().filter_map(Value::as_str).collect();
+    assert_eq!(ignored, ["commitSha"]);
+    assert_eq!(a.body["entity"]["relations"], json!({"svc": "api", "env": "staging"}));
+    let after = s.get("/v1/blueprints/deployment").await.body["blueprint"].clone();
+    assert_eq!(before["schema"], after["schema"], "the blueprint is not changed");
+    assert_eq!(before["relations"], after["relations"]);
+
+    // A blueprint without a relation to `environment` refuses the report, and says what to add.
+    let s = TestServer::start().await;
+    for body in [
+        json!({"identifier": "service", "title": "Service", "schema": {"properties": {}}}),
+        json!({"identifier": "deployment", "title": "Release", "schema": {"properties": {"version": {"type": "string"}}},
+            "relations": {"service": {"target": "service", "required": false, "many": false}}}),
+    ] {
+        assert_eq!(s.post("/v1/blueprints", body).await.status, StatusCode::CREATED);
+    }
+    let a = s.post("/v1/deployments", json!({"service": "api", "environment": "staging", "version": "7"})).await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+    assert!(a.body["message"].as_str().is_some_and(|m| m.contains("relation to `environment`")), "{}", a.body);
+    assert_eq!(count(&s, "deployment").await, 0);
+}
+
+#[tokio::test]
+async fn the_matrix_shows_what_runs_where_whatever_order_reports_arrive_in() {
+    let s = TestServer::start().await;
+    assert_eq!(s.post("/v1/teams", json!({"name": "core"})).await.status, StatusCode::CREATED);
+    let report = |service: &str, env: &str, version: &str, status: &str, finished: String| {
+        json!({"service": service, "environment": env, "version": version, "status": status,
+            "finishedAt": finished, "actor": format!("{service}-bot")})
+    };
+    // payments: production v1 (5 days ago), then v2 failed, then v3 rolled back: v1 runs; staging v3, and v0
+    // reported late with an older time: v3 runs. orders: staging only, 60 days ago (stale at 30).
+    for body in [
+        report("payments", "production", "v1", "success", days_ago(5)),
+        report("payments", "staging", "v3", "success", days_ago(1)),
+        report("payments", "production", "v2", "failure", days_ago(4)),
+        report("payments", "production", "v3", "rolled_back", days_ago(1)),
+        report("payments", "staging", "v0", "success", days_ago(9)),
+        report("orders", "staging", "v5", "success", days_ago(60)),
+    ] {
+        let a = s.post("/v1/deployments", body).await;
+        assert!(a.status.is_success(), "{}", a.body);
+    }
+    // orders belongs to team core and system `shop`.
+    let a = s.patch("/v1/blueprints/service/entities/orders", json!({"team": ["core"]})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+
+    let m = s.get("/v1/deployments/matrix").await;
+    assert_eq!(m.status, StatusCode::OK, "{}", m.body);
+    assert_eq!(m.body["environments"], json!(["production", "staging"]));
+    let row = |m: &Value, svc: &str| -> Value {
+        m["services"].as_array().expect("rows").iter().find(|r| r["service"] == svc).cloned().unwrap_or(Value::Null)
+    };
+    let payments = row(&m.body, "payments");
+    assert_eq!(payments["environments"]["production"]["version"], "v1");
+    assert_eq!(payments["environments"]["staging"]["version"], "v3");
+    assert_eq!(payments["environments"]["production"]["by"], "payments-bot");
+    assert_eq!(payments["drift"], true);
+    assert_eq!(payments["environments"]["production"]["stale"], false);
+    let orders = row(&m.body, "orders");
+    assert_eq!(orders["environments"]["staging"]["version"], "v5");
+    assert_eq!(orders["environments"]["staging"]["stale"], true);
+    assert_eq!(orders["drift"], false);
+    assert!(orders["environments"].get("production").is_none());
+    // A report that fixes production: v4 succeeds, now.
+    let a = s.post("/v1/deployments", report("payments", "production", "v4", "success", days_ago(0))).await;
+    assert!(a.status.is_success(), "{}", a.body);
+    let m = s.get("/v1/deployments/matrix?stale_days=90").await.body;
+    assert_eq!(row(&m, "payments")["environments"]["production"]["version"], "v4");
+    assert_eq!(row(&m, "orders")["environments"]["staging"]["stale"], false);
+    // Filters.
+    let m = s.get("/v1/deployments/matrix?team=core").await.body;
+    let names: Vec<&str> =
+        m["services"].as_array().expect("rows").iter().filter_map(|r| r["service"].as_str()).collect();
+    assert_eq!(names, ["orders"]);
+    let bad = s.get("/v1/deployments/matrix?stale_days=soon").await;
+    bad.assert_error(400, "bad_request");
+
+    // A Member who may not read deployments sees services without their versions.
+    let a = s
+        .patch(
+            "/v1/blueprints/deployment/permissions",
+            json!({"entities": {"read": {"roles": ["Admin"], "users": [], "teams": [], "ownedByTeam": false}}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let member = crate::common::app_token(&s, "viewer", &["Member"], &["core"]).await;
+    let (status, body) = call(&s, &member, Method::GET, "/v1/deployments/matrix", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for r in body["services"].as_array().expect("rows") {
+        assert_eq!(r["environments"], json!({}), "{r}");
+    }
+}

@@ -243,7 +243,12 @@ fn deployed_at(e: &Entity) -> Timestamp {
 
 /// The matrix as `scoped` may read it (services, environments and deployments it cannot read are left out).
 pub fn matrix(scoped: &Scoped<'_>, filter: &MatrixFilter, now: Timestamp) -> Matrix {
-    let state: &State = scoped.state();
+    matrix_of(scoped.state(), &|e| scoped.can_read(e), filter, now)
+}
+
+/// The matrix of the catalog `state` (now, or as it was), showing the entities `can_read` allows.
+pub fn matrix_of(state: &State, can_read: &dyn Fn(&Entity) -> bool, filter: &MatrixFilter, now: Timestamp) -> Matrix {
+    let readable = |bp: &str, id: &str| state.entity(bp, id).filter(|e| can_read(e));
     let Some(dep_bp) = state.blueprint(deployment::DEPLOYMENT) else { return Matrix::default() };
     let (Ok(service_rel), Ok(env_rel)) =
         (relation_to(&dep_bp.def, deployment::SERVICE), relation_to(&dep_bp.def, deployment::ENVIRONMENT))
@@ -251,17 +256,17 @@ pub fn matrix(scoped: &Scoped<'_>, filter: &MatrixFilter, now: Timestamp) -> Mat
         return Matrix::default();
     };
     let environments: Vec<String> =
-        scoped.entities_of(deployment::ENVIRONMENT).map(|e| e.identifier.to_string()).collect();
+        state.entities_of(deployment::ENVIRONMENT).filter(|e| can_read(e)).map(|e| e.identifier.to_string()).collect();
     let readable_envs: BTreeSet<&str> = environments.iter().map(String::as_str).collect();
     let in_system = |svc: &Entity, system: &str| svc.relations.get("system").and_then(Value::as_str) == Some(system);
     let in_domain = |svc: &Entity, domain: &str| {
         let sys = svc.relations.get("system").and_then(Value::as_str);
-        sys.and_then(|s| scoped.entity("system", s))
+        sys.and_then(|s| readable("system", s))
             .is_some_and(|s| s.relations.get("domain").and_then(Value::as_str) == Some(domain))
     };
     let stale_before = filter.stale_days.map(|d| Timestamp::from_millis(now.millis() - i64::from(d) * 86_400_000));
     let mut rows = Vec::new();
-    for svc in scoped.entities_of(deployment::SERVICE) {
+    for svc in state.entities_of(deployment::SERVICE).filter(|e| can_read(e)) {
         if filter.team.as_ref().is_some_and(|t| !svc.team.contains(t))
             || filter.system.as_ref().is_some_and(|s| !in_system(svc, s))
             || filter.domain.as_ref().is_some_and(|d| !in_domain(svc, d))
@@ -270,7 +275,7 @@ pub fn matrix(scoped: &Scoped<'_>, filter: &MatrixFilter, now: Timestamp) -> Mat
         }
         let mut best: BTreeMap<String, (Timestamp, &Entity)> = BTreeMap::new();
         for id in state.sources(deployment::SERVICE, &svc.identifier, deployment::DEPLOYMENT, service_rel, None) {
-            let Some(d) = scoped.entity(deployment::DEPLOYMENT, id) else { continue };
+            let Some(d) = readable(deployment::DEPLOYMENT, id) else { continue };
             let status = d.properties.get("status").and_then(Value::as_str).and_then(Status::parse);
             if status != Some(Status::Success) {
                 continue;
@@ -331,6 +336,252 @@ pub fn matrix_json(m: &Matrix) -> Value {
         })
         .collect();
     json!({"environments": m.environments, "services": rows})
+}
+
+/// Which deployments DORA figures read.
+#[derive(Debug, Clone)]
+pub struct DoraFilter {
+    /// One service, or the services of `team`, or (neither) the organisation.
+    pub service: Option<String>,
+    pub team: Option<String>,
+    /// The environment measured (`production` by default).
+    pub environment: String,
+    /// The period: deployments that took effect in `[from, to)`, incidents opened in it.
+    pub from: Timestamp,
+    pub to: Timestamp,
+    /// A deployment followed by an incident of its service and environment within this many hours is a
+    /// failed change.
+    pub failure_window_hours: u32,
+}
+
+/// DORA's four keys over a period, with their performance bands, and per week for the trend charts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dora {
+    /// Successful deployments in the period, and per day.
+    pub deployments: usize,
+    pub per_day: f64,
+    /// Median hours from commit to successful deployment (deployments that give their commit time).
+    pub lead_time_hours: Option<f64>,
+    /// Failed changes (failed, rolled back, or followed by an incident within the window) over finished
+    /// deployments.
+    pub change_failure_rate: Option<f64>,
+    pub failed_changes: usize,
+    /// Median hours from an incident opened to resolved (incidents opened in the period and resolved).
+    pub time_to_restore_hours: Option<f64>,
+    pub incidents: usize,
+    /// Band per key: `elite`, `high`, `medium`, `low` (none when there is nothing to measure).
+    pub bands: BTreeMap<&'static str, &'static str>,
+    pub weeks: Vec<Week>,
+}
+
+/// One week of the trend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Week {
+    /// The week's first day (UTC midnight), counting weeks from the period's start.
+    pub start: Timestamp,
+    pub deployments: usize,
+    pub failed_changes: usize,
+    pub finished: usize,
+    pub lead_time_hours: Option<f64>,
+}
+
+const HOUR_MS: f64 = 3_600_000.0;
+const DAY_MS: i64 = 86_400_000;
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] })
+}
+
+/// The bands, as DORA's 2023 report draws them: frequency (per day) ≥ 1 elite, ≥ 1/7 high, ≥ 1/30 medium;
+/// lead time < 24 h elite, < 1 week high, < 30 days medium; change failure rate ≤ 5 % elite, ≤ 10 % high,
+/// ≤ 15 % medium; time to restore < 1 h elite, < 24 h high, < 1 week medium; else low.
+fn bands(d: &Dora) -> BTreeMap<&'static str, &'static str> {
+    let band = |elite: bool, high: bool, medium: bool| {
+        if elite {
+            "elite"
+        } else if high {
+            "high"
+        } else if medium {
+            "medium"
+        } else {
+            "low"
+        }
+    };
+    let mut out = BTreeMap::new();
+    out.insert("deploymentFrequency", band(d.per_day >= 1.0, d.per_day >= 1.0 / 7.0, d.per_day >= 1.0 / 30.0));
+    if let Some(h) = d.lead_time_hours {
+        out.insert("leadTime", band(h < 24.0, h < 168.0, h < 720.0));
+    }
+    if let Some(r) = d.change_failure_rate {
+        out.insert("changeFailureRate", band(r <= 0.05, r <= 0.10, r <= 0.15));
+    }
+    if let Some(h) = d.time_to_restore_hours {
+        out.insert("timeToRestore", band(h < 1.0, h < 24.0, h < 168.0));
+    }
+    out
+}
+
+/// DORA's four keys for the deployments and incidents `can_read` allows in `state`.
+pub fn dora(state: &State, can_read: &dyn Fn(&Entity) -> bool, f: &DoraFilter) -> Dora {
+    let span_days = ((f.to.millis() - f.from.millis()) as f64 / DAY_MS as f64).max(1.0);
+    let services: Option<BTreeSet<String>> = match (&f.service, &f.team) {
+        (Some(s), _) => Some(std::iter::once(s.clone()).collect()),
+        (None, Some(t)) => Some(
+            state
+                .entities_of(deployment::SERVICE)
+                .filter(|e| can_read(e) && e.team.contains(t))
+                .map(|e| e.identifier.to_string())
+                .collect(),
+        ),
+        (None, None) => None,
+    };
+    let rels = |bp: &str| {
+        state.blueprint(bp).and_then(|b| {
+            let s = relation_to(&b.def, deployment::SERVICE).ok()?.to_string();
+            let e = relation_to(&b.def, deployment::ENVIRONMENT).ok()?.to_string();
+            Some((s, e))
+        })
+    };
+    let time = |e: &Entity, k: &str| e.properties.get(k).and_then(Value::as_str).and_then(Timestamp::parse);
+    let in_scope = |e: &Entity, (srel, erel): &(String, String)| {
+        let service = e.relations.get(srel.as_str()).and_then(Value::as_str);
+        e.relations.get(erel.as_str()).and_then(Value::as_str) == Some(f.environment.as_str())
+            && service.is_some_and(|s| services.as_ref().is_none_or(|set| set.contains(s)))
+    };
+    // Incidents of the scope (all of them: one opened just after the period still fails a change in it).
+    let mut incidents: Vec<(String, Timestamp, Option<Timestamp>)> = Vec::new();
+    if let Some(r) = rels(deployment::INCIDENT) {
+        for i in state.entities_of(deployment::INCIDENT).filter(|e| can_read(e) && in_scope(e, &r)) {
+            let service = i.relations.get(r.0.as_str()).and_then(Value::as_str).unwrap_or_default().to_string();
+            let opened = time(i, "openedAt").unwrap_or(i.created_at);
+            incidents.push((service, opened, time(i, "resolvedAt")));
+        }
+    }
+    let window = i64::from(f.failure_window_hours) * 3_600_000;
+    let weeks = (((f.to.millis() - f.from.millis()) + 7 * DAY_MS - 1) / (7 * DAY_MS)).max(1) as usize;
+    let mut week = vec![(0usize, 0usize, 0usize, Vec::new()); weeks];
+    let (mut deployments, mut finished, mut failed) = (0usize, 0usize, 0usize);
+    let mut lead = Vec::new();
+    if let Some(r) = rels(deployment::DEPLOYMENT) {
+        for d in state.entities_of(deployment::DEPLOYMENT).filter(|e| can_read(e) && in_scope(e, &r)) {
+            let at = deployed_at(d);
+            if at < f.from || at >= f.to {
+                continue;
+            }
+            let Some(status) = d.properties.get("status").and_then(Value::as_str).and_then(Status::parse) else {
+                continue;
+            };
+            if status == Status::InProgress {
+                continue;
+            }
+            let w = &mut week[((at.millis() - f.from.millis()) / (7 * DAY_MS)) as usize];
+            let service = d.relations.get(r.0.as_str()).and_then(Value::as_str).unwrap_or_default();
+            let followed = incidents
+                .iter()
+                .any(|(s, opened, _)| s == service && *opened >= at && opened.millis() - at.millis() <= window);
+            finished += 1;
+            w.2 += 1;
+            if status.failed() || (status == Status::Success && followed) {
+                failed += 1;
+                w.1 += 1;
+            }
+            if status == Status::Success {
+                deployments += 1;
+                w.0 += 1;
+                if let Some(c) = time(d, "commitTime").filter(|c| *c <= at) {
+                    let h = (at.millis() - c.millis()) as f64 / HOUR_MS;
+                    lead.push(h);
+                    w.3.push(h);
+                }
+            }
+        }
+    }
+    let restore: Vec<f64> = incidents
+        .iter()
+        .filter(|(_, opened, _)| *opened >= f.from && *opened < f.to)
+        .filter_map(|(_, opened, resolved)| {
+            resolved.filter(|r| r >= opened).map(|r| (r.millis() - opened.millis()) as f64 / HOUR_MS)
+        })
+        .collect();
+    let incident_count = incidents.iter().filter(|(_, o, _)| *o >= f.from && *o < f.to).count();
+    let mut out = Dora {
+        deployments,
+        per_day: deployments as f64 / span_days,
+        lead_time_hours: median(lead),
+        change_failure_rate: (finished > 0).then(|| failed as f64 / finished as f64),
+        failed_changes: failed,
+        time_to_restore_hours: median(restore),
+        incidents: incident_count,
+        bands: BTreeMap::new(),
+        weeks: week
+            .into_iter()
+            .enumerate()
+            .map(|(i, (n, failed, finished, lead))| Week {
+                start: Timestamp::from_millis(f.from.millis() + i as i64 * 7 * DAY_MS),
+                deployments: n,
+                failed_changes: failed,
+                finished,
+                lead_time_hours: median(lead),
+            })
+            .collect(),
+    };
+    out.bands = bands(&out);
+    out
+}
+
+/// DORA figures as JSON (the API's and the UI's shape).
+pub fn dora_json(d: &Dora) -> Value {
+    let weeks: Vec<Value> = d
+        .weeks
+        .iter()
+        .map(|w| {
+            json!({"start": w.start.to_rfc3339(), "deployments": w.deployments, "finished": w.finished,
+                "failedChanges": w.failed_changes, "leadTimeHours": w.lead_time_hours})
+        })
+        .collect();
+    json!({"deploymentFrequency": {"deployments": d.deployments, "perDay": d.per_day},
+        "leadTimeHours": d.lead_time_hours,
+        "changeFailureRate": {"rate": d.change_failure_rate, "failedChanges": d.failed_changes},
+        "timeToRestoreHours": {"median": d.time_to_restore_hours, "incidents": d.incidents},
+        "bands": d.bands, "weeks": weeks})
+}
+
+/// A service's deployments, newest first (every status), optionally in one environment, at most `limit`.
+pub fn timeline(
+    state: &State,
+    can_read: &dyn Fn(&Entity) -> bool,
+    service: &str,
+    environment: Option<&str>,
+    limit: usize,
+) -> Vec<Value> {
+    let Some(dep_bp) = state.blueprint(deployment::DEPLOYMENT) else { return Vec::new() };
+    let (Ok(srel), Ok(erel)) =
+        (relation_to(&dep_bp.def, deployment::SERVICE), relation_to(&dep_bp.def, deployment::ENVIRONMENT))
+    else {
+        return Vec::new();
+    };
+    let mut out: Vec<(Timestamp, &Entity)> = state
+        .sources(deployment::SERVICE, service, deployment::DEPLOYMENT, srel, None)
+        .filter_map(|id| state.entity(deployment::DEPLOYMENT, id))
+        .filter(|d| can_read(d))
+        .filter(|d| environment.is_none_or(|env| d.relations.get(erel).and_then(Value::as_str) == Some(env)))
+        .map(|d| (deployed_at(d), &**d))
+        .collect();
+    out.sort_by(|a, b| (b.0, &*b.1.identifier).cmp(&(a.0, &*a.1.identifier)));
+    out.into_iter()
+        .take(limit)
+        .map(|(at, d)| {
+            let p = |k: &str| d.properties.get(k).cloned().unwrap_or(Value::Null);
+            json!({"deployment": &*d.identifier, "environment": d.relations.get(erel).cloned().unwrap_or(Value::Null),
+                "version": p("version"), "status": p("status"), "at": at.to_rfc3339(), "actor": p("actor"),
+                "commit": p("commitSha"), "url": p("runUrl")})
+        })
+        .collect()
 }
 
 #[cfg(test)]

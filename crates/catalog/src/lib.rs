@@ -11,6 +11,7 @@
 //! - [`deployments`]: deployment and incident reports written into the ready model, and the matrix of
 //!   what runs where.
 //! - [`standards`]: a scorecard's level distribution on past days, replayed from the log.
+//! - [`replay`]: the catalog as it was at a past time, replayed from the log.
 //! - [`refusals`]: refused requests stopped before the pipeline, recorded in the log in the background.
 //! - [`now`]: the clock every write and every read's time-based rule uses.
 //! - `testing` (feature `testing`): a store with injected failures and counted reads, for unit tests.
@@ -24,6 +25,7 @@ pub mod feed;
 pub mod history;
 pub mod pipeline;
 pub mod refusals;
+pub mod replay;
 pub mod standards;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

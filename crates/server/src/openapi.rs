@@ -72,7 +72,7 @@ impl Modify for MinSeqHeader {
         users::list, users::get_one, users::invite, users::update, users::delete, users::accept_invite,
         pages::list, pages::get_one, pages::create, pages::replace, pages::delete, pages::patch_widget, pages::delete_widget, pages::get_permissions, pages::patch_permissions,
         scorecards::list_all, scorecards::list, scorecards::get_one, scorecards::history, scorecards::create, scorecards::replace_all, scorecards::replace, scorecards::patch, scorecards::delete,
-        deployments::report_deployment, deployments::report_incident, deployments::matrix,
+        deployments::report_deployment, deployments::report_incident, deployments::matrix, deployments::dora, deployments::timeline,
     ),
     components(schemas(berth_model::Team, berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
     modifiers(&BearerAuth, &MinSeqHeader),

@@ -22,6 +22,8 @@ pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/v1/deployments", post(report_deployment))
         .route("/v1/deployments/matrix", get(matrix))
+        .route("/v1/deployments/dora", get(dora))
+        .route("/v1/deployments/timeline", get(timeline))
         .route("/v1/incidents", post(report_incident))
 }
 
@@ -89,14 +91,15 @@ pub async fn report_incident(
 }
 
 #[utoipa::path(get, path = "/v1/deployments/matrix", tag = "Deployments", summary = "What runs where (Berth extension)",
-    description = "For every service the caller may read (rows) and environment (columns): the version running now (the latest successful deployment, by `finishedAt`, else `startedAt`), since when and by whom; `drift` when a service's environments run different versions; `stale` when the version was deployed more than `stale_days` ago.",
+    description = "For every service the caller may read (rows) and environment (columns): the version running now (the latest successful deployment, by `finishedAt`, else `startedAt`), since when and by whom; `drift` when a service's environments run different versions; `stale` when the version was deployed more than `stale_days` ago. With `at`, what was running then: the catalog replayed from the change log up to that time (exact), shown through the caller's permissions of today.",
     security(("bearer" = [])),
     params(("team" = Option<String>, Query, description = "Services of this team"),
         ("system" = Option<String>, Query, description = "Services whose `system` relation names it"),
         ("domain" = Option<String>, Query, description = "Services whose system's `domain` relation names it"),
-        ("stale_days" = Option<u32>, Query, description = "Older than this many days is stale (default 30)")),
-    responses((status = 200, description = "`{ok, environments: [id], services: [{service, title, drift, environments: {env: {deployment, version, since, by, stale}}}]}`"),
-        (status = 400, description = "A bad `stale_days`")))]
+        ("stale_days" = Option<u32>, Query, description = "Older than this many days is stale (default 30)"),
+        ("at" = Option<String>, Query, description = "A past time (ISO 8601): what was running then")),
+    responses((status = 200, description = "`{ok, at?, environments: [id], services: [{service, title, drift, environments: {env: {deployment, version, since, by, stale}}}]}`"),
+        (status = 400, description = "A bad `stale_days` or `at`"), (status = 503, description = "The log is too long to replay for `at`")))]
 pub async fn matrix(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -114,13 +117,122 @@ pub async fn matrix(
         domain: q.get("domain").map(str::to_string),
         stale_days: Some(stale_days),
     };
+    let at = match q.get("at") {
+        None => None,
+        Some(t) => Some(time(t, "at")?),
+    };
+    let past = match at {
+        Some(t) => Some(state_at(&app, t).await?),
+        None => None,
+    };
+    let view = app.pipeline.view();
+    let body = crate::searching::run(&app, move || {
+        // Today's permissions decide what the caller sees, of the catalog as it is or as it was.
+        let scoped = crate::access::scoped(&view, &caller);
+        let now = at.unwrap_or_else(crate::now);
+        let m = deployments::matrix_of(past.as_ref().unwrap_or(&view), &|e| scoped.can_read(e), &filter, now);
+        let mut body = deployments::matrix_json(&m);
+        body["ok"] = json!(true);
+        if let Some(t) = at {
+            body["at"] = json!(t.to_rfc3339());
+        }
+        Ok(body)
+    })
+    .await?;
+    Ok(reply(StatusCode::OK, body, None))
+}
+
+/// A time parameter, or a 400 naming it.
+fn time(s: &str, name: &str) -> ApiResult<berth_model::Timestamp> {
+    berth_model::Timestamp::parse(s)
+        .ok_or_else(|| ApiError::bad_request(format!("`{name}` must be an ISO 8601 date-time, got {s:?}")))
+}
+
+/// The catalog as it was at `at`, its failures as API errors.
+async fn state_at(app: &AppState, at: berth_model::Timestamp) -> ApiResult<berth_engine::State> {
+    use berth_catalog::replay::ReplayError;
+    berth_catalog::replay::state_at(&app.pipeline, at).await.map_err(|e| match e {
+        ReplayError::Read(e) => ApiError::from(e),
+        too_long @ ReplayError::TooLong => ApiError::unavailable(too_long.to_string()),
+        ReplayError::Replay(e) => ApiError::internal(e),
+    })
+}
+
+#[utoipa::path(get, path = "/v1/deployments/dora", tag = "Deployments", summary = "DORA metrics (Berth extension)",
+    description = "DORA's four keys for one service, a team's services, or the organisation (neither), in one environment, over the last `days` days: deployment frequency (successful deployments, per day), lead time for changes (median hours from `commitTime` to the deployment), change failure rate (failed or rolled back, or followed within `failure_window_hours` by an incident of the same service and environment, over finished deployments), time to restore (median hours from an incident opened to resolved), each with its DORA band (elite, high, medium, low: frequency ≥ 1/day, ≥ 1/week, ≥ 1/month; lead time < 1 day, < 1 week, < 30 days; failure rate ≤ 5 %, ≤ 10 %, ≤ 15 %; restore < 1 h, < 1 day, < 1 week), and per week for trend charts. Only what the caller may read counts.",
+    security(("bearer" = [])),
+    params(("service" = Option<String>, Query, description = "One service"), ("team" = Option<String>, Query, description = "The services of a team"),
+        ("environment" = Option<String>, Query, description = "The environment measured (default production)"),
+        ("days" = Option<u32>, Query, description = "The period: the last 1 to 730 days (default 90)"),
+        ("failure_window_hours" = Option<u32>, Query, description = "An incident this soon after a deployment fails it (default 24, at most 720)")),
+    responses((status = 200, description = "`{ok, scope, environment, from, to, deploymentFrequency: {deployments, perDay}, leadTimeHours, changeFailureRate: {rate, failedChanges}, timeToRestoreHours: {median, incidents}, bands, weeks: [{start, deployments, finished, failedChanges, leadTimeHours}]}`"),
+        (status = 400, description = "A bad parameter")))]
+pub async fn dora(State(app): State<AppState>, Extension(caller): Extension<Caller>, q: Params) -> ApiResult<Response> {
+    let number = |name: &str, default: u32, max: u32| -> ApiResult<u32> {
+        match q.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse::<u32>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                ApiError::bad_request(format!("`{name}` must be a whole number from 1 to {max}, got {v:?}"))
+            }),
+        }
+    };
+    let days = number("days", 90, 730)?;
+    let window = number("failure_window_hours", 24, 720)?;
+    let now = crate::now();
+    let filter = deployments::DoraFilter {
+        service: q.get("service").map(str::to_string),
+        team: q.get("team").map(str::to_string),
+        environment: q.get("environment").unwrap_or("production").to_string(),
+        from: berth_model::Timestamp::from_millis(now.millis() - i64::from(days) * 86_400_000),
+        to: berth_model::Timestamp::from_millis(now.millis() + 1),
+        failure_window_hours: window,
+    };
+    let scope = match (&filter.service, &filter.team) {
+        (Some(s), _) => json!({"service": s}),
+        (None, Some(t)) => json!({"team": t}),
+        (None, None) => json!("organization"),
+    };
     let view = app.pipeline.view();
     let body = crate::searching::run(&app, move || {
         let scoped = crate::access::scoped(&view, &caller);
-        let m = deployments::matrix(&scoped, &filter, crate::now());
-        let mut body = deployments::matrix_json(&m);
+        let d = deployments::dora(&view, &|e| scoped.can_read(e), &filter);
+        let mut body = deployments::dora_json(&d);
         body["ok"] = json!(true);
+        body["scope"] = scope;
+        body["environment"] = json!(filter.environment);
+        body["from"] = json!(filter.from.to_rfc3339());
+        body["to"] = json!(now.to_rfc3339());
         Ok(body)
+    })
+    .await?;
+    Ok(reply(StatusCode::OK, body, None))
+}
+
+#[utoipa::path(get, path = "/v1/deployments/timeline", tag = "Deployments", summary = "A service's deployments (Berth extension)",
+    description = "A service's deployments the caller may read, newest first (by `finishedAt`, else `startedAt`), every status, optionally in one environment.",
+    security(("bearer" = [])),
+    params(("service" = String, Query, description = "The service"), ("environment" = Option<String>, Query, description = "One environment"),
+        ("limit" = Option<u32>, Query, description = "At most this many (1 to 1000, default 100)")),
+    responses((status = 200, description = "`{ok, service, deployments: [{deployment, environment, version, status, at, actor, commit, url}]}`"),
+        (status = 400, description = "No `service`, or a bad `limit`")))]
+pub async fn timeline(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    q: Params,
+) -> ApiResult<Response> {
+    let service = q.get("service").ok_or_else(|| ApiError::bad_request("`service` is required"))?.to_string();
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(v) => v.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+            ApiError::bad_request(format!("`limit` must be a whole number from 1 to 1000, got {v:?}"))
+        })?,
+    };
+    let environment = q.get("environment").map(str::to_string);
+    let view = app.pipeline.view();
+    let body = crate::searching::run(&app, move || {
+        let scoped = crate::access::scoped(&view, &caller);
+        let list = deployments::timeline(&view, &|e| scoped.can_read(e), &service, environment.as_deref(), limit);
+        Ok(json!({"ok": true, "service": service, "deployments": list}))
     })
     .await?;
     Ok(reply(StatusCode::OK, body, None))

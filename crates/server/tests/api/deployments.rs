@@ -202,3 +202,112 @@ async fn the_matrix_shows_what_runs_where_whatever_order_reports_arrive_in() {
         assert_eq!(r["environments"], json!({}), "{r}");
     }
 }
+
+/// A time `hours` before `at` (RFC 3339).
+fn hours_before(at: &str, hours: i64) -> String {
+    let t = berth_model::Timestamp::parse(at).expect("time");
+    berth_model::Timestamp::from_millis(t.millis() - hours * 3_600_000).to_rfc3339()
+}
+
+#[tokio::test]
+async fn dora_figures_match_a_history_computed_by_hand() {
+    let s = TestServer::start().await;
+    assert_eq!(s.post("/v1/teams", json!({"name": "core"})).await.status, StatusCode::CREATED);
+    let deploy = |svc: &str, env: &str, version: &str, status: &str, finished: &str, lead_hours: i64| {
+        json!({"service": svc, "environment": env, "version": version, "status": status, "finishedAt": finished,
+            "commitTime": hours_before(finished, lead_hours)})
+    };
+    let (d0, d1, d2, d3, d4, d5) = (days_ago(12), days_ago(10), days_ago(8), days_ago(6), days_ago(5), days_ago(3));
+    let orders_at = days_ago(2);
+    for body in [
+        deploy("payments", "production", "v1", "success", &d1, 2),
+        deploy("payments", "production", "v2", "success", &d2, 26),
+        deploy("payments", "production", "v3", "failure", &d3, 1),
+        deploy("payments", "production", "v4", "rolled_back", &d4, 1),
+        // Reported in progress, then again finished: one deployment.
+        json!({"service": "payments", "environment": "production", "version": "v5", "status": "in_progress",
+            "commitTime": hours_before(&d5, 10)}),
+        deploy("payments", "production", "v5", "success", &d5, 10),
+        // Reported last, deployed first.
+        deploy("payments", "production", "v0", "success", &d0, 4),
+        deploy("payments", "staging", "v9", "success", &d5, 1),
+        deploy("orders", "production", "v1", "success", &orders_at, 1),
+    ] {
+        let a = s.post("/v1/deployments", body.clone()).await;
+        assert!(a.status.is_success(), "{body}: {}", a.body);
+    }
+    // An incident two hours after v2: v2 is a failed change; restored in three hours.
+    let opened = hours_before(&d2, -2);
+    let a = s
+        .post("/v1/incidents", json!({"identifier": "inc-1", "service": "payments", "environment": "production",
+            "severity": "high", "openedAt": opened, "resolvedAt": hours_before(&opened, -3)}))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let a = s.patch("/v1/blueprints/service/entities/orders", json!({"team": ["core"]})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+
+    let close = |v: &Value, want: f64| (v.as_f64().expect("number") - want).abs() < 1e-9;
+    // The organisation: successes v1 v2 v5 v0 + orders; lead times 2 26 10 4 1 → median 4; failed v2
+    // (incident), v3, v4 of 7 finished; restore 3 h.
+    let d = s.get("/v1/deployments/dora?days=30").await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    let b = &d.body;
+    assert_eq!(b["deploymentFrequency"]["deployments"], 5);
+    assert!(close(&b["deploymentFrequency"]["perDay"], 5.0 / 30.0), "{b}");
+    assert!(close(&b["leadTimeHours"], 4.0), "{b}");
+    assert!(close(&b["changeFailureRate"]["rate"], 3.0 / 7.0), "{b}");
+    assert_eq!(b["changeFailureRate"]["failedChanges"], 3);
+    assert!(close(&b["timeToRestoreHours"]["median"], 3.0), "{b}");
+    assert_eq!(b["timeToRestoreHours"]["incidents"], 1);
+    assert_eq!(
+        b["bands"],
+        json!({"deploymentFrequency": "high", "leadTime": "elite", "changeFailureRate": "low", "timeToRestore": "high"})
+    );
+    let weekly: u64 = b["weeks"].as_array().expect("weeks").iter().map(|w| w["deployments"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(weekly, 5, "the weeks add up");
+    // One service: lead times 2 26 10 4 → median 7; 3 failed of 6.
+    let b = s.get("/v1/deployments/dora?days=30&service=payments").await.body;
+    assert_eq!(b["deploymentFrequency"]["deployments"], 4);
+    assert!(close(&b["leadTimeHours"], 7.0), "{b}");
+    assert!(close(&b["changeFailureRate"]["rate"], 0.5), "{b}");
+    // A team: orders only.
+    let b = s.get("/v1/deployments/dora?days=30&team=core").await.body;
+    assert_eq!(b["deploymentFrequency"]["deployments"], 1);
+    assert_eq!(b["bands"]["changeFailureRate"], "elite");
+    // A shorter period leaves the older deployments out (v0, v1, v2 and the incident: 9 days).
+    let b = s.get("/v1/deployments/dora?days=7&service=payments").await.body;
+    assert_eq!(b["deploymentFrequency"]["deployments"], 1);
+    assert_eq!(b["timeToRestoreHours"]["incidents"], 0);
+    for bad in ["days=0", "days=many", "failure_window_hours=100000"] {
+        s.get(&format!("/v1/deployments/dora?{bad}")).await.assert_error(400, "bad_request");
+    }
+
+    // The timeline: newest first, every status.
+    let t = s.get("/v1/deployments/timeline?service=payments&environment=production").await;
+    assert_eq!(t.status, StatusCode::OK, "{}", t.body);
+    let versions: Vec<&str> =
+        t.body["deployments"].as_array().expect("list").iter().filter_map(|d| d["version"].as_str()).collect();
+    assert_eq!(versions, ["v5", "v4", "v3", "v2", "v1", "v0"]);
+    s.get("/v1/deployments/timeline").await.assert_error(400, "bad_request");
+}
+
+#[tokio::test]
+async fn the_matrix_at_a_past_time_is_read_from_the_log() {
+    let s = TestServer::start().await;
+    let report = |version: &str| json!({"service": "orders", "environment": "staging", "version": version});
+    assert!(s.post("/v1/deployments", report("v1")).await.status.is_success());
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let between = berth_server::now().to_rfc3339();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(s.post("/v1/deployments", report("v2")).await.status.is_success());
+    let version = |m: &Value| m["services"][0]["environments"]["staging"]["version"].clone();
+    let now = s.get("/v1/deployments/matrix").await.body;
+    assert_eq!(version(&now), "v2");
+    let then = s.get(&format!("/v1/deployments/matrix?at={between}")).await;
+    assert_eq!(then.status, StatusCode::OK, "{}", then.body);
+    assert_eq!(version(&then.body), "v1");
+    assert_eq!(then.body["at"], between.as_str());
+    let before = s.get("/v1/deployments/matrix?at=2000-01-01T00:00:00Z").await.body;
+    assert_eq!(before["services"], json!([]), "nothing was deployed then");
+    s.get("/v1/deployments/matrix?at=yesterday").await.assert_error(400, "bad_request");
+}

@@ -114,6 +114,7 @@ async fn write_report(
             serde_json::from_value(stamp(body)).map_err(|e| DomainError::Internal(e.to_string()))?
         }
     };
+    adapt(&def, &mut properties);
     let mut ignored = Vec::new();
     properties.retain(|k, _| {
         let known = def.schema.properties.contains_key(k);
@@ -153,6 +154,27 @@ async fn write_report(
         }
         Some(Err(e)) => Err(e.into()),
         _ => Err(DomainError::Internal("a report's write answered no entity".into()).into()),
+    }
+}
+
+/// Fits a report's values to an existing blueprint's conventions: a status written as its `status` enum
+/// spells it (`failed` for `failure`, `rolled-back` for `rolled_back`), and `finishedAt` as `deployedAt`
+/// when the blueprint has that date-time and no `finishedAt`.
+fn adapt(def: &berth_model::Blueprint, properties: &mut Map<String, Value>) {
+    let props = &def.schema.properties;
+    if let (Some(ours), Some(allowed)) = (
+        properties.get("status").and_then(Value::as_str).and_then(Status::parse),
+        props.get("status").and_then(|p| p.get("enum")).and_then(Value::as_array),
+    ) {
+        if let Some(theirs) = allowed.iter().find(|v| v.as_str().and_then(Status::parse) == Some(ours)) {
+            properties.insert("status".into(), theirs.clone());
+        }
+    }
+    let is_time = |k: &str| props.get(k).and_then(|p| p.get("format")).and_then(Value::as_str) == Some("date-time");
+    if !props.contains_key("finishedAt") && is_time("deployedAt") {
+        if let Some(v) = properties.remove("finishedAt") {
+            properties.insert("deployedAt".into(), v);
+        }
     }
 }
 
@@ -235,10 +257,11 @@ pub struct Matrix {
     pub rows: Vec<Row>,
 }
 
-/// When a deployment took effect: `finishedAt`, else `startedAt`, else when it was last written.
+/// When a deployment took effect: `finishedAt` (or `deployedAt`, a common name for it), else `startedAt`,
+/// else when it was last written.
 fn deployed_at(e: &Entity) -> Timestamp {
     let at = |k: &str| e.properties.get(k).and_then(Value::as_str).and_then(Timestamp::parse);
-    at("finishedAt").or_else(|| at("startedAt")).unwrap_or(e.updated_at)
+    at("finishedAt").or_else(|| at("deployedAt")).or_else(|| at("startedAt")).unwrap_or(e.updated_at)
 }
 
 /// The matrix as `scoped` may read it (services, environments and deployments it cannot read are left out).

@@ -16,6 +16,7 @@ pub mod assets;
 pub mod audit;
 pub mod blueprints;
 mod dashboards;
+mod deployments;
 pub mod entity;
 pub mod entity_form;
 pub mod fmt;
@@ -40,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/invite", get(session::invite_form).post(session::accept_invite))
         .route("/search", get(home::search))
         .route("/audit", get(audit::page))
+        .route("/deployments", get(deployments::page))
         .route("/pages", get(dashboards::list))
         .route("/pages/{id}", get(dashboards::page))
         .route("/scorecards", get(scorecards::list).post(scorecards::create))

@@ -759,3 +759,41 @@ async fn derived_properties_and_scorecards_are_built_in_the_ui() {
     let r = ui.post(&cookie, "/scorecards", &derived(&[("blueprint", "service"), ("identifier", "ux")])).await;
     assert_eq!(r.status(), StatusCode::CONFLICT, "the identifier is taken");
 }
+
+#[tokio::test]
+async fn the_deployments_page_shows_the_matrix_and_dora() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    // The demo's own deployment blueprint is mapped onto: its status enum spells failures `failed`.
+    let http = reqwest::Client::new();
+    for (version, status, env) in [("v9.9.9", "success", "production"), ("v9.9.8", "failure", "staging")] {
+        let r = http
+            .post(format!("{}/v1/deployments", ui.base))
+            .bearer_auth(&ui.token)
+            .json(&serde_json::json!({"service": "checkout-api", "environment": env, "version": version,
+                "status": status, "finishedAt": "2026-12-04T09:00:00Z"}))
+            .send()
+            .await
+            .expect("report");
+        let status_code = r.status();
+        let body: serde_json::Value = r.json().await.expect("json");
+        assert!(status_code.is_success(), "{body}");
+        assert_eq!(body["ignored"], serde_json::json!([]), "{body}");
+    }
+    let (status, page) = ui.get(&cookie, "/deployments").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(r#"id="deployment-matrix""#), "the matrix");
+    assert!(page.contains(">production</th>") && page.contains(">staging</th>"), "environment columns");
+    assert!(page.contains(">v9.9.9</a>"), "the reported version runs in production");
+    assert!(page.contains(r#"id="dora-keys""#) && page.contains("Deployment frequency"), "DORA keys");
+    assert!(page.contains("<svg") && page.contains("Deployments and failed changes per week"), "the weekly chart");
+    // Filters: a team with no services shows none; a bad time says so.
+    let (_, page) = ui.get(&cookie, "/deployments?team=nobody").await;
+    assert!(!page.contains(">v9.9.9</a>"), "filtered out");
+    let (status, page) = ui.get(&cookie, "/deployments?at=yesterday").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("is not a date-time"), "{page}");
+    // In the past (before the demo was seeded), nothing ran.
+    let (_, page) = ui.get(&cookie, "/deployments?at=2000-01-01T00:00:00Z").await;
+    assert!(page.contains("No deployments yet"), "nothing at 2000");
+}

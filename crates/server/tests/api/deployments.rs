@@ -239,8 +239,11 @@ async fn dora_figures_match_a_history_computed_by_hand() {
     // An incident two hours after v2: v2 is a failed change; restored in three hours.
     let opened = hours_before(&d2, -2);
     let a = s
-        .post("/v1/incidents", json!({"identifier": "inc-1", "service": "payments", "environment": "production",
-            "severity": "high", "openedAt": opened, "resolvedAt": hours_before(&opened, -3)}))
+        .post(
+            "/v1/incidents",
+            json!({"identifier": "inc-1", "service": "payments", "environment": "production",
+            "severity": "high", "openedAt": opened, "resolvedAt": hours_before(&opened, -3)}),
+        )
         .await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     let a = s.patch("/v1/blueprints/service/entities/orders", json!({"team": ["core"]})).await;
@@ -263,7 +266,8 @@ async fn dora_figures_match_a_history_computed_by_hand() {
         b["bands"],
         json!({"deploymentFrequency": "high", "leadTime": "elite", "changeFailureRate": "low", "timeToRestore": "high"})
     );
-    let weekly: u64 = b["weeks"].as_array().expect("weeks").iter().map(|w| w["deployments"].as_u64().unwrap_or(0)).sum();
+    let weekly: u64 =
+        b["weeks"].as_array().expect("weeks").iter().map(|w| w["deployments"].as_u64().unwrap_or(0)).sum();
     assert_eq!(weekly, 5, "the weeks add up");
     // One service: lead times 2 26 10 4 → median 7; 3 failed of 6.
     let b = s.get("/v1/deployments/dora?days=30&service=payments").await.body;

@@ -343,6 +343,22 @@ async fn the_web_ui_end_to_end_in_chromium() {
     assert!(!bars.is_empty(), "the chart is drawn");
     shot(&c, "14-dashboard").await;
 
+    // What runs where: a report, then the Deployments page (the matrix and DORA) from the side menu.
+    let report = json!({"service": "checkout-api", "environment": "production", "version": "v9.9.9",
+        "status": "success", "finishedAt": "2026-12-04T09:00:00Z"});
+    let r = http.post(server.url("/v1/deployments")).bearer_auth(&token).json(&report).send().await;
+    assert!(r.expect("report").status().is_success());
+    click(&c, "a[href='/deployments']").await;
+    wait_url(&c, "the deployments page", |u| u == "/deployments").await;
+    assert!(text(&c, "#deployment-matrix").await.contains("v9.9.9"), "the reported version in the matrix");
+    shot(&c, "15-deployments").await;
+    let keys = text(&c, "#dora-keys").await;
+    assert!(keys.to_lowercase().contains("change failure rate"), "{keys}");
+    let weeks = c.find_all(fantoccini::Locator::Css("svg.trend rect.bar")).await.expect("weeks");
+    assert!(!weeks.is_empty(), "the weekly chart is drawn");
+    c.execute("document.getElementById('dora-h').scrollIntoView()", vec![]).await.expect("scroll");
+    shot(&c, "15b-dora").await;
+
     // Usable at 375 px: nothing wider than the screen but the table's own scroller.
     c.set_window_size(375, 800).await.expect("resize");
     c.goto(&server.url("/blueprints/service/entities")).await.expect("goto");

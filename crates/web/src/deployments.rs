@@ -215,15 +215,15 @@ pub async fn page(State(app): State<AppState>, session: Session, Query(f): Query
 fn weekly_chart(d: &Dora) -> String {
     use crate::fmt::esc;
     let max = d.weeks.iter().map(|w| w.deployments.max(w.failed_changes)).max().unwrap_or(0).max(1);
-    let (bar, gap, height, label) = (18usize, 6usize, 120usize, 18usize);
-    let width = (d.weeks.len() * (bar + gap)).max(1);
+    let (bar, gap, height, label, pad) = (18usize, 6usize, 120usize, 18usize, 16usize);
+    let width = d.weeks.len() * (bar + gap) + 2 * pad;
     let mut svg = format!(
         r#"<svg class="chart trend" role="img" aria-labelledby="dora-t" viewBox="0 0 {width} {}" width="{width}" height="{}"><title id="dora-t">Deployments and failed changes per week</title>"#,
         height + label,
         height + label
     );
     for (i, w) in d.weeks.iter().enumerate() {
-        let x = i * (bar + gap);
+        let x = pad + i * (bar + gap);
         let date: String = w.start.to_rfc3339().chars().take(10).collect();
         let h = (w.deployments * height).div_ceil(max);
         svg.push_str(&format!(

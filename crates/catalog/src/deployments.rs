@@ -296,37 +296,8 @@ pub fn matrix_of(state: &State, can_read: &dyn Fn(&Entity) -> bool, filter: &Mat
         {
             continue;
         }
-        let mut best: BTreeMap<String, (Timestamp, &Entity)> = BTreeMap::new();
-        for id in state.sources(deployment::SERVICE, &svc.identifier, deployment::DEPLOYMENT, service_rel, None) {
-            let Some(d) = readable(deployment::DEPLOYMENT, id) else { continue };
-            let status = d.properties.get("status").and_then(Value::as_str).and_then(Status::parse);
-            if status != Some(Status::Success) {
-                continue;
-            }
-            let Some(env) = d.relations.get(env_rel).and_then(Value::as_str).filter(|e| readable_envs.contains(e))
-            else {
-                continue;
-            };
-            let at = deployed_at(d);
-            // The later one runs; on a tie, the larger identifier (so the answer does not depend on order).
-            let newer = best.get(env).is_none_or(|(t, e)| (at, &*d.identifier) > (*t, &*e.identifier));
-            if newer {
-                best.insert(env.to_string(), (at, d));
-            }
-        }
-        let cells: BTreeMap<String, Cell> = best
-            .into_iter()
-            .map(|(env, (at, d))| {
-                let cell = Cell {
-                    deployment: d.identifier.to_string(),
-                    version: d.properties.get("version").and_then(Value::as_str).unwrap_or_default().to_string(),
-                    since: at,
-                    by: d.properties.get("actor").and_then(Value::as_str).map(str::to_string),
-                    stale: stale_before.is_some_and(|b| at < b),
-                };
-                (env, cell)
-            })
-            .collect();
+        let cells =
+            running_cells(state, can_read, &svc.identifier, (service_rel, env_rel), &readable_envs, stale_before);
         let versions: BTreeSet<&str> = cells.values().map(|c| c.version.as_str()).collect();
         rows.push(Row {
             service: svc.identifier.to_string(),
@@ -336,6 +307,60 @@ pub fn matrix_of(state: &State, can_read: &dyn Fn(&Entity) -> bool, filter: &Mat
         });
     }
     Matrix { environments, rows }
+}
+
+/// What runs in each environment of one service (see [`Cell`]), reading its deployments from the reverse
+/// index; an environment or a deployment `can_read` refuses is left out.
+fn running_cells(
+    state: &State,
+    can_read: &dyn Fn(&Entity) -> bool,
+    service: &str,
+    (service_rel, env_rel): (&str, &str),
+    readable_envs: &BTreeSet<&str>,
+    stale_before: Option<Timestamp>,
+) -> BTreeMap<String, Cell> {
+    let mut best: BTreeMap<String, (Timestamp, &Entity)> = BTreeMap::new();
+    for id in state.sources(deployment::SERVICE, service, deployment::DEPLOYMENT, service_rel, None) {
+        let Some(d) = state.entity(deployment::DEPLOYMENT, id).filter(|e| can_read(e)) else { continue };
+        let status = d.properties.get("status").and_then(Value::as_str).and_then(Status::parse);
+        if status != Some(Status::Success) {
+            continue;
+        }
+        let Some(env) = d.relations.get(env_rel).and_then(Value::as_str).filter(|e| readable_envs.contains(e)) else {
+            continue;
+        };
+        let at = deployed_at(d);
+        // The later one runs; on a tie, the larger identifier (so the answer does not depend on order).
+        let newer = best.get(env).is_none_or(|(t, e)| (at, &*d.identifier) > (*t, &*e.identifier));
+        if newer {
+            best.insert(env.to_string(), (at, d));
+        }
+    }
+    best.into_iter()
+        .map(|(env, (at, d))| {
+            let cell = Cell {
+                deployment: d.identifier.to_string(),
+                version: d.properties.get("version").and_then(Value::as_str).unwrap_or_default().to_string(),
+                since: at,
+                by: d.properties.get("actor").and_then(Value::as_str).map(str::to_string),
+                stale: stale_before.is_some_and(|b| at < b),
+            };
+            (env, cell)
+        })
+        .collect()
+}
+
+/// What runs in each environment of one service now, as `can_read` allows (the service page's table).
+pub fn running(state: &State, can_read: &dyn Fn(&Entity) -> bool, service: &str) -> BTreeMap<String, Cell> {
+    let Some(dep_bp) = state.blueprint(deployment::DEPLOYMENT) else { return BTreeMap::new() };
+    let (Ok(service_rel), Ok(env_rel)) =
+        (relation_to(&dep_bp.def, deployment::SERVICE), relation_to(&dep_bp.def, deployment::ENVIRONMENT))
+    else {
+        return BTreeMap::new();
+    };
+    let envs: BTreeSet<&str> =
+        state.entities_of(deployment::ENVIRONMENT).filter(|e| can_read(e)).map(|e| &*e.identifier).collect();
+    running_cells(state, can_read, service, (service_rel, env_rel), &envs, None)
 }
 
 /// A matrix as JSON (the API's and the UI's shape).

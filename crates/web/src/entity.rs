@@ -65,7 +65,17 @@ struct EntityPage {
     meta: Vec<Field>,
     versions: Vec<VersionView>,
     scorecards: Vec<CardView>,
+    /// A service's environments and what runs there (empty for other blueprints).
+    running: Vec<RunningView>,
     base: String,
+}
+
+/// What runs in one environment of a service.
+struct RunningView {
+    environment: String,
+    version: String,
+    href: String,
+    since: String,
 }
 
 /// A scorecard's result for the entity, as the page shows it.
@@ -305,6 +315,20 @@ pub async fn page(
     } else {
         Vec::new()
     };
+    // A service shows what runs where (its deployments read through the session's view).
+    let running = if bp == berth_model::deployment::SERVICE {
+        berth_catalog::deployments::running(&view, &|x| scoped.can_read(x), &id)
+            .into_iter()
+            .map(|(environment, c)| RunningView {
+                environment,
+                version: c.version,
+                href: entity_href(berth_model::deployment::DEPLOYMENT, &c.deployment),
+                since: time_html(c.since, now),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let page = EntityPage {
         layout: session.layout(&app, e.title.clone().unwrap_or_else(|| id.clone()), bp.clone()),
         bp_title: def.title.clone(),
@@ -320,6 +344,7 @@ pub async fn page(
         meta,
         versions,
         scorecards,
+        running,
     };
     html(&page)
 }

@@ -787,6 +787,10 @@ async fn the_deployments_page_shows_the_matrix_and_dora() {
     assert!(page.contains(">v9.9.9</a>"), "the reported version runs in production");
     assert!(page.contains(r#"id="dora-keys""#) && page.contains("Deployment frequency"), "DORA keys");
     assert!(page.contains("<svg") && page.contains("Deployments and failed changes per week"), "the weekly chart");
+    // The service's page shows what runs where.
+    let (status, page) = ui.get(&cookie, "/entities/service/checkout-api").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"id="running""#) && page.contains(">v9.9.9</a>"), "what runs where on the service page");
     // Filters: a team with no services shows none; a bad time says so.
     let (_, page) = ui.get(&cookie, "/deployments?team=nobody").await;
     assert!(!page.contains(">v9.9.9</a>"), "filtered out");

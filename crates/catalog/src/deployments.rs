@@ -249,6 +249,9 @@ pub struct Row {
     pub drift: bool,
 }
 
+/// Up to this many services, the matrix reads their deployments through the reverse index.
+const MATRIX_LOOKUPS: usize = 32;
+
 /// Services × environments.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Matrix {
@@ -288,16 +291,31 @@ pub fn matrix_of(state: &State, can_read: &dyn Fn(&Entity) -> bool, filter: &Mat
             .is_some_and(|s| s.relations.get("domain").and_then(Value::as_str) == Some(domain))
     };
     let stale_before = filter.stale_days.map(|d| Timestamp::from_millis(now.millis() - i64::from(d) * 86_400_000));
+    let services: Vec<&Entity> = state
+        .entities_of(deployment::SERVICE)
+        .filter(|e| can_read(e))
+        .filter(|svc| {
+            !(filter.team.as_ref().is_some_and(|t| !svc.team.contains(t))
+                || filter.system.as_ref().is_some_and(|s| !in_system(svc, s))
+                || filter.domain.as_ref().is_some_and(|d| !in_domain(svc, d)))
+        })
+        .map(|e| &**e)
+        .collect();
+    // A few services: their deployments from the reverse index; many: one pass over every deployment in
+    // map order (random lookups of a million deployments cost more than reading them all in order).
+    let rels = (service_rel, env_rel);
+    let best = if services.len() <= MATRIX_LOOKUPS {
+        best_of(
+            services.iter().flat_map(|svc| deployments_of(state, can_read, &svc.identifier, service_rel)),
+            rels,
+            &readable_envs,
+        )
+    } else {
+        best_of(state.entities_of(deployment::DEPLOYMENT).filter(|d| can_read(d)).map(|d| &**d), rels, &readable_envs)
+    };
     let mut rows = Vec::new();
-    for svc in state.entities_of(deployment::SERVICE).filter(|e| can_read(e)) {
-        if filter.team.as_ref().is_some_and(|t| !svc.team.contains(t))
-            || filter.system.as_ref().is_some_and(|s| !in_system(svc, s))
-            || filter.domain.as_ref().is_some_and(|d| !in_domain(svc, d))
-        {
-            continue;
-        }
-        let cells =
-            running_cells(state, can_read, &svc.identifier, (service_rel, env_rel), &readable_envs, stale_before);
+    for svc in services {
+        let cells = cells_of(&best, &svc.identifier, &environments, stale_before);
         let versions: BTreeSet<&str> = cells.values().map(|c| c.version.as_str()).collect();
         rows.push(Row {
             service: svc.identifier.to_string(),
@@ -309,45 +327,69 @@ pub fn matrix_of(state: &State, can_read: &dyn Fn(&Entity) -> bool, filter: &Mat
     Matrix { environments, rows }
 }
 
-/// What runs in each environment of one service (see [`Cell`]), reading its deployments from the reverse
-/// index; an environment or a deployment `can_read` refuses is left out.
-fn running_cells(
-    state: &State,
-    can_read: &dyn Fn(&Entity) -> bool,
-    service: &str,
+/// The deployment running per (service, environment) among `deps`: the latest successful one (ties to the
+/// larger identifier, so the answer does not depend on order), in environments `readable_envs` names.
+fn best_of<'s>(
+    deps: impl Iterator<Item = &'s Entity>,
     (service_rel, env_rel): (&str, &str),
     readable_envs: &BTreeSet<&str>,
-    stale_before: Option<Timestamp>,
-) -> BTreeMap<String, Cell> {
-    let mut best: BTreeMap<String, (Timestamp, &Entity)> = BTreeMap::new();
-    for id in state.sources(deployment::SERVICE, service, deployment::DEPLOYMENT, service_rel, None) {
-        let Some(d) = state.entity(deployment::DEPLOYMENT, id).filter(|e| can_read(e)) else { continue };
-        let status = d.properties.get("status").and_then(Value::as_str).and_then(Status::parse);
-        if status != Some(Status::Success) {
+) -> std::collections::HashMap<(&'s str, &'s str), (Timestamp, &'s Entity)> {
+    let mut best: std::collections::HashMap<(&'s str, &'s str), (Timestamp, &'s Entity)> =
+        std::collections::HashMap::new();
+    for d in deps {
+        if d.properties.get("status").and_then(Value::as_str).and_then(Status::parse) != Some(Status::Success) {
             continue;
         }
-        let Some(env) = d.relations.get(env_rel).and_then(Value::as_str).filter(|e| readable_envs.contains(e)) else {
+        let (Some(service), Some(env)) = (
+            d.relations.get(service_rel).and_then(Value::as_str),
+            d.relations.get(env_rel).and_then(Value::as_str).filter(|e| readable_envs.contains(e)),
+        ) else {
             continue;
         };
         let at = deployed_at(d);
-        // The later one runs; on a tie, the larger identifier (so the answer does not depend on order).
-        let newer = best.get(env).is_none_or(|(t, e)| (at, &*d.identifier) > (*t, &*e.identifier));
-        if newer {
-            best.insert(env.to_string(), (at, d));
+        let slot = best.entry((service, env)).or_insert((at, d));
+        if (at, &*d.identifier) > (slot.0, &*slot.1.identifier) {
+            *slot = (at, d);
         }
     }
-    best.into_iter()
-        .map(|(env, (at, d))| {
+    best
+}
+
+/// One service's cells from [`best_of`]'s answer.
+fn cells_of(
+    best: &std::collections::HashMap<(&str, &str), (Timestamp, &Entity)>,
+    service: &str,
+    environments: &[String],
+    stale_before: Option<Timestamp>,
+) -> BTreeMap<String, Cell> {
+    environments
+        .iter()
+        .filter_map(|env| {
+            let (at, d) = best.get(&(service, env.as_str()))?;
             let cell = Cell {
                 deployment: d.identifier.to_string(),
                 version: d.properties.get("version").and_then(Value::as_str).unwrap_or_default().to_string(),
-                since: at,
+                since: *at,
                 by: d.properties.get("actor").and_then(Value::as_str).map(str::to_string),
-                stale: stale_before.is_some_and(|b| at < b),
+                stale: stale_before.is_some_and(|b| *at < b),
             };
-            (env, cell)
+            Some((env.clone(), cell))
         })
         .collect()
+}
+
+/// A service's deployments `can_read` allows, from the reverse index.
+fn deployments_of<'s>(
+    state: &'s State,
+    can_read: &'s dyn Fn(&Entity) -> bool,
+    service: &'s str,
+    service_rel: &'s str,
+) -> impl Iterator<Item = &'s Entity> + 's {
+    state
+        .sources(deployment::SERVICE, service, deployment::DEPLOYMENT, service_rel, None)
+        .filter_map(move |id| state.entity(deployment::DEPLOYMENT, id))
+        .filter(move |d| can_read(d))
+        .map(|d| &**d)
 }
 
 /// What runs in each environment of one service now, as `can_read` allows (the service page's table).
@@ -358,9 +400,11 @@ pub fn running(state: &State, can_read: &dyn Fn(&Entity) -> bool, service: &str)
     else {
         return BTreeMap::new();
     };
-    let envs: BTreeSet<&str> =
-        state.entities_of(deployment::ENVIRONMENT).filter(|e| can_read(e)).map(|e| &*e.identifier).collect();
-    running_cells(state, can_read, service, (service_rel, env_rel), &envs, None)
+    let envs: Vec<String> =
+        state.entities_of(deployment::ENVIRONMENT).filter(|e| can_read(e)).map(|e| e.identifier.to_string()).collect();
+    let readable: BTreeSet<&str> = envs.iter().map(String::as_str).collect();
+    let best = best_of(deployments_of(state, can_read, service, service_rel), (service_rel, env_rel), &readable);
+    cells_of(&best, service, &envs, None)
 }
 
 /// A matrix as JSON (the API's and the UI's shape).
@@ -516,7 +560,7 @@ pub fn dora(state: &State, can_read: &dyn Fn(&Entity) -> bool, f: &DoraFilter) -
     let (mut deployments, mut finished, mut failed) = (0usize, 0usize, 0usize);
     let mut lead = Vec::new();
     if let Some(r) = rels(deployment::DEPLOYMENT) {
-        for d in state.entities_of(deployment::DEPLOYMENT).filter(|e| can_read(e) && in_scope(e, &r)) {
+        for d in state.entities_of(deployment::DEPLOYMENT).filter(|e| in_scope(e, &r) && can_read(e)) {
             let at = deployed_at(d);
             if at < f.from || at >= f.to {
                 continue;

@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// catalog without derived data
     #[arg(long)]
     standards: bool,
+    /// Run the deployments battery instead, in process: 500 services x 5 environments with `--entities`
+    /// deployments over two years (1,000,000 by default): the matrix, DORA, a report seen in the matrix
+    #[arg(long)]
+    deployments: bool,
     /// Inputs per parser of the hostile battery
     #[arg(long, default_value_t = 1_000_000)]
     count: usize,
@@ -347,6 +351,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.standards {
         let entities = if args.entities == 100_000 { 1_000_000 } else { args.entities };
         return crate::bench_standards::run(entities);
+    }
+    if args.deployments {
+        let deployments = if args.entities == 100_000 { 1_000_000 } else { args.entities };
+        return crate::bench_deployments::run(deployments);
     }
     if args.hostile {
         return crate::bench_hostile::run(args.count, args.seed).await;

@@ -9,6 +9,7 @@
 mod backup;
 mod bench;
 mod bench_access;
+mod bench_deployments;
 mod bench_hostile;
 mod bench_replicas;
 mod bench_search;

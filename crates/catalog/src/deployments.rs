@@ -178,6 +178,12 @@ fn adapt(def: &berth_model::Blueprint, properties: &mut Map<String, Value>) {
     }
 }
 
+/// The deployment blueprint's relations to `service` and `environment`, when it has both.
+fn deployment_relations(state: &State) -> Option<(&str, &str)> {
+    let def = &state.blueprint(deployment::DEPLOYMENT)?.def;
+    Some((relation_to(def, deployment::SERVICE).ok()?, relation_to(def, deployment::ENVIRONMENT).ok()?))
+}
+
 /// The relation of `def` to the blueprint `target`: the one named like it, else its only one to it.
 fn relation_to<'a>(def: &'a berth_model::Blueprint, target: &'a str) -> Result<&'a str, DomainError> {
     if def.relations.get(target).is_some_and(|r| r.target == target && !r.many) {
@@ -275,12 +281,7 @@ pub fn matrix(scoped: &Scoped<'_>, filter: &MatrixFilter, now: Timestamp) -> Mat
 /// The matrix of the catalog `state` (now, or as it was), showing the entities `can_read` allows.
 pub fn matrix_of(state: &State, can_read: &dyn Fn(&Entity) -> bool, filter: &MatrixFilter, now: Timestamp) -> Matrix {
     let readable = |bp: &str, id: &str| state.entity(bp, id).filter(|e| can_read(e));
-    let Some(dep_bp) = state.blueprint(deployment::DEPLOYMENT) else { return Matrix::default() };
-    let (Ok(service_rel), Ok(env_rel)) =
-        (relation_to(&dep_bp.def, deployment::SERVICE), relation_to(&dep_bp.def, deployment::ENVIRONMENT))
-    else {
-        return Matrix::default();
-    };
+    let Some((service_rel, env_rel)) = deployment_relations(state) else { return Matrix::default() };
     let environments: Vec<String> =
         state.entities_of(deployment::ENVIRONMENT).filter(|e| can_read(e)).map(|e| e.identifier.to_string()).collect();
     let readable_envs: BTreeSet<&str> = environments.iter().map(String::as_str).collect();
@@ -394,12 +395,7 @@ fn deployments_of<'s>(
 
 /// What runs in each environment of one service now, as `can_read` allows (the service page's table).
 pub fn running(state: &State, can_read: &dyn Fn(&Entity) -> bool, service: &str) -> BTreeMap<String, Cell> {
-    let Some(dep_bp) = state.blueprint(deployment::DEPLOYMENT) else { return BTreeMap::new() };
-    let (Ok(service_rel), Ok(env_rel)) =
-        (relation_to(&dep_bp.def, deployment::SERVICE), relation_to(&dep_bp.def, deployment::ENVIRONMENT))
-    else {
-        return BTreeMap::new();
-    };
+    let Some((service_rel, env_rel)) = deployment_relations(state) else { return BTreeMap::new() };
     let envs: Vec<String> =
         state.entities_of(deployment::ENVIRONMENT).filter(|e| can_read(e)).map(|e| e.identifier.to_string()).collect();
     let readable: BTreeSet<&str> = envs.iter().map(String::as_str).collect();
@@ -651,12 +647,7 @@ pub fn timeline(
     environment: Option<&str>,
     limit: usize,
 ) -> Vec<Value> {
-    let Some(dep_bp) = state.blueprint(deployment::DEPLOYMENT) else { return Vec::new() };
-    let (Ok(srel), Ok(erel)) =
-        (relation_to(&dep_bp.def, deployment::SERVICE), relation_to(&dep_bp.def, deployment::ENVIRONMENT))
-    else {
-        return Vec::new();
-    };
+    let Some((srel, erel)) = deployment_relations(state) else { return Vec::new() };
     let mut out: Vec<(Timestamp, &Entity)> = state
         .sources(deployment::SERVICE, service, deployment::DEPLOYMENT, srel, None)
         .filter_map(|id| state.entity(deployment::DEPLOYMENT, id))

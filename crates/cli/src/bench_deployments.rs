@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use berth_catalog::deployments::{self, DoraFilter, MatrixFilter};
-use berth_engine::{Command, State, WriteMeta, WriteMode, execute};
-use berth_model::{EntityInput, Origin, Timestamp};
+use berth_engine::{Command, State};
+use berth_model::Timestamp;
 use serde_json::json;
 
-use crate::bench::percentile;
+use crate::bench_standards::{entity, report};
 
 const SERVICES: usize = 500;
 const ENVIRONMENTS: [&str; 5] = ["production", "staging", "qa", "dev", "production-us"];
@@ -22,47 +22,8 @@ const DAY_MS: i64 = 86_400_000;
 /// The bench's "now": the end of the two years.
 const NOW: i64 = 1_780_000_000_000;
 
-fn meta(n: i64) -> WriteMeta {
-    WriteMeta {
-        actor: "bench".into(),
-        origin: Origin::Api,
-        now: Timestamp::from_millis(NOW + n),
-        datasource: None,
-        run_id: None,
-        principal: None,
-    }
-}
-
 fn write(state: &mut State, n: &mut i64, cmd: &Command) -> anyhow::Result<Duration> {
-    *n += 1;
-    let meta = meta(*n);
-    let started = Instant::now();
-    let (changes, _) = execute(state, &meta, cmd).map_err(|e| anyhow::anyhow!("refused: {e}"))?;
-    for change in changes {
-        let before = state.previous_of(&change);
-        let event = meta.event_after(state, change, before);
-        state.apply(&event)?;
-    }
-    Ok(started.elapsed())
-}
-
-fn entity(bp: &str, body: serde_json::Value) -> anyhow::Result<Command> {
-    Ok(Command::WriteEntity {
-        blueprint: bp.into(),
-        path_id: None,
-        input: EntityInput::from_value(&body)?,
-        mode: WriteMode::Upsert,
-        create_missing_related: false,
-    })
-}
-
-fn report(name: &str, samples: &mut [Duration], note: &str) {
-    samples.sort();
-    println!(
-        "  {name:<52} p50 {:>9.3} ms   p99 {:>9.3} ms   {note}",
-        percentile(samples, 0.5).as_secs_f64() * 1e3,
-        percentile(samples, 0.99).as_secs_f64() * 1e3
-    );
+    crate::bench_standards::write_at(state, n, cmd, NOW)
 }
 
 pub fn run(deployments: usize) -> anyhow::Result<()> {
@@ -122,15 +83,7 @@ pub fn run(deployments: usize) -> anyhow::Result<()> {
             )?);
         }
     }
-    state.defer_indexes();
-    for (i, cmd) in cmds.iter().enumerate() {
-        write(&mut state, &mut n, cmd)?;
-        if i % 50_000 == 49_999 {
-            state.settle_indexes()?;
-            state.defer_indexes();
-        }
-    }
-    state.settle_indexes()?;
+    crate::bench_standards::load(&mut state, &mut n, &cmds, NOW)?;
     drop(cmds);
     println!("  built in {:.1} s", started.elapsed().as_secs_f64());
 

@@ -23,11 +23,12 @@ use serde_json::{Value, json};
 
 use crate::bench::percentile;
 
-fn meta(n: i64) -> WriteMeta {
+/// The `n`th write's metadata, at `base_ms + n`.
+fn meta(base_ms: i64, n: i64) -> WriteMeta {
     WriteMeta {
         actor: "bench".into(),
         origin: Origin::Api,
-        now: Timestamp::from_millis(1_760_000_000_000 + n),
+        now: Timestamp::from_millis(base_ms + n),
         datasource: None,
         run_id: None,
         principal: None,
@@ -36,8 +37,14 @@ fn meta(n: i64) -> WriteMeta {
 
 /// Executes and applies a command; the time it took.
 fn write(state: &mut State, n: &mut i64, cmd: &Command) -> anyhow::Result<Duration> {
+    write_at(state, n, cmd, 1_760_000_000_000)
+}
+
+/// Executes and applies a command as the `n`th write, at `base_ms + n` (the other in-process benches
+/// share it); the time it took.
+pub(crate) fn write_at(state: &mut State, n: &mut i64, cmd: &Command, base_ms: i64) -> anyhow::Result<Duration> {
     *n += 1;
-    let meta = meta(*n);
+    let meta = meta(base_ms, *n);
     let started = Instant::now();
     let (changes, _) = execute(state, &meta, cmd).map_err(|e| anyhow::anyhow!("refused: {e}"))?;
     for change in changes {
@@ -48,7 +55,8 @@ fn write(state: &mut State, n: &mut i64, cmd: &Command) -> anyhow::Result<Durati
     Ok(started.elapsed())
 }
 
-fn entity(bp: &str, body: Value) -> anyhow::Result<Command> {
+/// An upsert of an entity of `bp`.
+pub(crate) fn entity(bp: &str, body: Value) -> anyhow::Result<Command> {
     Ok(Command::WriteEntity {
         blueprint: bp.into(),
         path_id: None,
@@ -167,19 +175,25 @@ fn build(entities: usize, derived: bool) -> anyhow::Result<(State, i64)> {
             "relations": {"service": format!("svc-{:06}", (d * 7919) % services.max(1))}}),
         )?);
     }
+    load(&mut state, &mut n, &cmds, 1_760_000_000_000)?;
+    Ok((state, n))
+}
+
+/// Writes `cmds` as a replay does: index updates deferred and settled every 50,000 writes.
+pub(crate) fn load(state: &mut State, n: &mut i64, cmds: &[Command], base_ms: i64) -> anyhow::Result<()> {
     state.defer_indexes();
     for (i, cmd) in cmds.iter().enumerate() {
-        write(&mut state, &mut n, cmd)?;
+        write_at(state, n, cmd, base_ms)?;
         if i % 50_000 == 49_999 {
             state.settle_indexes()?;
             state.defer_indexes();
         }
     }
     state.settle_indexes()?;
-    Ok((state, n))
+    Ok(())
 }
 
-fn report(name: &str, samples: &mut [Duration], note: &str) {
+pub(crate) fn report(name: &str, samples: &mut [Duration], note: &str) {
     samples.sort();
     println!(
         "  {name:<58} p50 {:>9.3} ms   p99 {:>9.3} ms   {note}",

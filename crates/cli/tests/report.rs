@@ -59,6 +59,14 @@ fn report(server: &Berth, args: &[&str], env: &[(&str, &str)], credentials: bool
 /// A CI, its variables, and the commit, run URL and actor a report should carry.
 type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, &'a str, &'a str);
 
+/// The `checkout` service's row of the matrix.
+async fn checkout_row(client: &reqwest::Client, server: &Berth, token: &str) -> Value {
+    let r = client.get(server.url("/v1/deployments/matrix")).bearer_auth(token).send().await.expect("matrix");
+    let matrix: Value = r.json().await.expect("json");
+    let row = matrix["services"].as_array().expect("services").iter().find(|r| r["service"] == "checkout").cloned();
+    row.expect("checkout in the matrix")
+}
+
 async fn deployment(client: &reqwest::Client, server: &Berth, token: &str, id: &str) -> Value {
     let r = client
         .get(server.url(&format!("/v1/blueprints/deployment/entities/{id}")))
@@ -287,33 +295,13 @@ async fn reports_from_every_ci_land_in_the_catalog_and_bad_ones_write_nothing() 
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let written = std::fs::read_to_string(&outputs).expect("outputs");
     assert!(written.contains(&format!("url={}/entities/deployment/", server.base)), "{written}");
-    let matrix: Value = client
-        .get(server.url("/v1/deployments/matrix"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("matrix")
-        .json()
-        .await
-        .expect("json");
-    let checkout =
-        matrix["services"].as_array().expect("services").iter().find(|r| r["service"] == "checkout").cloned();
-    let checkout = checkout.expect("checkout in the matrix");
+    let checkout = checkout_row(&client, &server, &token).await;
     assert_eq!(checkout["environments"]["production"]["version"], "v9");
     assert_eq!(checkout["environments"]["production"]["by"], "eve");
     // A cancelled job is a failure: the matrix keeps v9 running.
     let out = cmd.env("REPORT_VERSION", "v10").env("REPORT_STATUS", "cancelled").output().expect("run again");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let matrix: Value = client
-        .get(server.url("/v1/deployments/matrix"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("matrix")
-        .json()
-        .await
-        .expect("json");
-    let row = matrix["services"].as_array().expect("services").iter().find(|r| r["service"] == "checkout").cloned();
-    assert_eq!(row.expect("row")["environments"]["production"]["version"], "v9");
+    let row = checkout_row(&client, &server, &token).await;
+    assert_eq!(row["environments"]["production"]["version"], "v9");
     server.terminate();
 }

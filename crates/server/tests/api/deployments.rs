@@ -298,6 +298,20 @@ async fn dora_figures_match_a_history_computed_by_hand() {
         s.get(&format!("/v1/deployments/dora?{bad}")).await.assert_error(400, "bad_request");
     }
 
+    // A Member who may not read deployments or incidents counts none of them (as if there were none).
+    for bp in ["deployment", "incident"] {
+        let hide = json!({"entities": {"read": {"roles": ["Admin"], "users": [], "teams": [], "ownedByTeam": false}}});
+        let a = s.patch(&format!("/v1/blueprints/{bp}/permissions"), hide).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+    let member = crate::common::app_token(&s, "viewer", &["Member"], &["core"]).await;
+    let (status, b) = call(&s, &member, Method::GET, "/v1/deployments/dora?days=30", None).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(b["deploymentFrequency"]["deployments"], 0);
+    assert_eq!(b["timeToRestoreHours"]["incidents"], 0);
+    assert_eq!(b["changeFailureRate"]["rate"], Value::Null);
+    let (_, t) = call(&s, &member, Method::GET, "/v1/deployments/timeline?service=payments", None).await;
+    assert_eq!(t["deployments"], json!([]));
     // The timeline: newest first, every status.
     let t = s.get("/v1/deployments/timeline?service=payments&environment=production").await;
     assert_eq!(t.status, StatusCode::OK, "{}", t.body);

@@ -140,10 +140,14 @@ async fn write_report(
     let mut outcomes = result.outcomes.into_iter();
     let mut model_created = Vec::new();
     for name in created_model {
+        // What this report writes into needs its blueprint; the rest of the model is a courtesy (a caller
+        // who may not create blueprints still reports into a model that has what it needs).
+        let needed = [blueprint, deployment::SERVICE, deployment::ENVIRONMENT].contains(&name.as_str());
         match outcomes.next() {
             Some(Ok(_)) => model_created.push(name),
             // Created by a concurrent first report: as good.
             Some(Err(DomainError::AlreadyExists { .. })) => {}
+            Some(Err(_)) if !needed => {}
             Some(Err(e)) => return Err(e.into()),
             None => return Err(DomainError::Internal("a report's write lost an answer".into()).into()),
         }
@@ -542,12 +546,34 @@ pub fn dora(state: &State, can_read: &dyn Fn(&Entity) -> bool, f: &DoraFilter) -
             && service.is_some_and(|s| services.as_ref().is_none_or(|set| set.contains(s)))
     };
     // Incidents of the scope (all of them: one opened just after the period still fails a change in it).
-    let mut incidents: Vec<(String, Timestamp, Option<Timestamp>)> = Vec::new();
-    if let Some(r) = rels(deployment::INCIDENT) {
-        for i in state.entities_of(deployment::INCIDENT).filter(|e| can_read(e) && in_scope(e, &r)) {
-            let service = i.relations.get(r.0.as_str()).and_then(Value::as_str).unwrap_or_default().to_string();
-            let opened = time(i, "openedAt").unwrap_or(i.created_at);
-            incidents.push((service, opened, time(i, "resolvedAt")));
+    // An incident blueprint may relate to several services (`many`), and to no environment (then it counts
+    // in every one).
+    let mut incidents: Vec<(Vec<&str>, Timestamp, Option<Timestamp>)> = Vec::new();
+    let incident_rels = state.blueprint(deployment::INCIDENT).and_then(|b| {
+        // The relation named like its target, else the first one to it (single or many).
+        let to = |target: &'static str| -> Option<&str> {
+            let named = b.def.relations.get(target).filter(|r| r.target == target).map(|_| target);
+            named.or_else(|| b.def.relations.iter().find(|(_, r)| r.target == target).map(|(k, _)| k.as_str()))
+        };
+        Some((to(deployment::SERVICE)?, to(deployment::ENVIRONMENT)))
+    });
+    if let Some((srel, erel)) = incident_rels {
+        for i in state.entities_of(deployment::INCIDENT).filter(|e| can_read(e)) {
+            let env = erel.and_then(|r| i.relations.get(r)).and_then(Value::as_str);
+            if erel.is_some() && env != Some(f.environment.as_str()) {
+                continue;
+            }
+            let hit: Vec<&str> = i
+                .relations
+                .get(srel)
+                .map(Entity::relation_targets)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|s| services.as_ref().is_none_or(|set| set.contains(*s)))
+                .collect();
+            if !hit.is_empty() {
+                incidents.push((hit, time(i, "openedAt").unwrap_or(i.created_at), time(i, "resolvedAt")));
+            }
         }
     }
     let window = i64::from(f.failure_window_hours) * 3_600_000;
@@ -571,7 +597,7 @@ pub fn dora(state: &State, can_read: &dyn Fn(&Entity) -> bool, f: &DoraFilter) -
             let service = d.relations.get(r.0.as_str()).and_then(Value::as_str).unwrap_or_default();
             let followed = incidents
                 .iter()
-                .any(|(s, opened, _)| s == service && *opened >= at && opened.millis() - at.millis() <= window);
+                .any(|(s, opened, _)| s.contains(&service) && *opened >= at && opened.millis() - at.millis() <= window);
             finished += 1;
             w.2 += 1;
             if status.failed() || (status == Status::Success && followed) {

@@ -341,3 +341,41 @@ async fn the_matrix_at_a_past_time_is_read_from_the_log() {
     assert_eq!(before["services"], json!([]), "nothing was deployed then");
     s.get("/v1/deployments/matrix?at=yesterday").await.assert_error(400, "bad_request");
 }
+
+#[tokio::test]
+async fn incidents_of_an_existing_blueprint_with_many_services_and_no_environment_count() {
+    let s = TestServer::start().await;
+    assert_eq!(
+        s.post("/v1/blueprints", json!({"identifier": "service", "title": "Service", "schema": {"properties": {}}}))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let incident = json!({"identifier": "incident", "title": "Incident", "schema": {"properties": {
+            "openedAt": {"type": "string", "format": "date-time"}, "resolvedAt": {"type": "string", "format": "date-time"}}},
+        "relations": {"services": {"target": "service", "required": false, "many": true}}});
+    assert_eq!(s.post("/v1/blueprints", incident).await.status, StatusCode::CREATED);
+    let finished = days_ago(2);
+    let a = s
+        .post(
+            "/v1/deployments",
+            json!({"service": "api", "environment": "production", "version": "1", "finishedAt": finished}),
+        )
+        .await;
+    assert!(a.status.is_success(), "{}", a.body);
+    assert_eq!(a.body["modelCreated"], json!(["environment", "deployment"]), "the existing incident blueprint stays");
+    assert!(s.post("/v1/blueprints/service/entities", json!({"identifier": "web"})).await.status.is_success());
+    let opened = hours_before(&finished, -1);
+    let a = s
+        .post(
+            "/v1/blueprints/incident/entities",
+            json!({"identifier": "inc-9", "properties": {"openedAt": opened,
+            "resolvedAt": hours_before(&opened, -2)}, "relations": {"services": ["api", "web"]}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let b = s.get("/v1/deployments/dora?days=30").await.body;
+    assert_eq!(b["changeFailureRate"]["failedChanges"], 1, "{b}");
+    assert_eq!(b["timeToRestoreHours"]["incidents"], 1, "one incident, however many services: {b}");
+    assert_eq!(b["timeToRestoreHours"]["median"], 2.0);
+}

@@ -1,10 +1,10 @@
 //! Standards over time: a scorecard's level distribution, overall and per team, at the end of each of the
 //! last days, read from the change log (exact: the catalog as it was, judged by the scorecard as it is now).
 //!
-//! The log is replayed into a scratch state from the start, a page at a time (on the blocking pool), and
-//! the catalog is judged each time the replay passes a day's end; what the caller may read is decided by
-//! its read permissions today, applied to the entities as they were. The whole log is read once per
-//! request, at most [`MAX_EVENTS`] events.
+//! The log is replayed from the start ([`crate::replay::at_each`]) and the catalog is judged each time the
+//! replay passes a day's end; what the caller may read is decided by its read permissions today, applied
+//! to the entities as they were. The whole log is read once per request, at most
+//! [`crate::replay::MAX_EVENTS`] events, one replay at a time in the process.
 
 use std::collections::BTreeMap;
 
@@ -15,13 +15,11 @@ use berth_engine::search::Judging;
 use berth_model::Timestamp;
 use berth_model::scorecard::Scorecard;
 
-use crate::{Pipeline, ReadError};
+use crate::Pipeline;
+use crate::replay::ReplayError;
 
 /// The most days one request covers.
 pub const MAX_DAYS: u32 = 90;
-/// The most events one request replays.
-pub const MAX_EVENTS: u64 = 5_000_000;
-const PAGE: usize = 10_000;
 const DAY_MS: i64 = 86_400_000;
 
 /// The distribution at the end of one day (today: now).
@@ -37,17 +35,6 @@ pub struct Day {
     pub teams: BTreeMap<String, BTreeMap<String, usize>>,
 }
 
-/// Why a history could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
-    #[error(transparent)]
-    Read(#[from] ReadError),
-    #[error("the log holds more than {MAX_EVENTS} events: a level history would read too much")]
-    TooLong,
-    #[error("replaying the log failed: {0}")]
-    Replay(String),
-}
-
 /// The distribution of `card` over the readable entities of its blueprint at the end of each of the last
 /// `days` days (1 to [`MAX_DAYS`]; the last one is today, judged at `now`), oldest first.
 pub async fn level_history(
@@ -56,66 +43,21 @@ pub async fn level_history(
     card: Scorecard,
     days: u32,
     now: Timestamp,
-) -> Result<Vec<Day>, HistoryError> {
+) -> Result<Vec<Day>, ReplayError> {
     let days = days.clamp(1, MAX_DAYS) as i64;
     let today = now.millis().div_euclid(DAY_MS) * DAY_MS;
     // The instants judged: each past day's last millisecond, then now.
     let mut ends: Vec<Timestamp> =
         (1..days).rev().map(|back| Timestamp::from_millis(today - (back - 1) * DAY_MS - 1)).collect();
     ends.push(now);
-    let head = pipeline.view().seq();
-    if head > MAX_EVENTS {
-        return Err(HistoryError::TooLong);
-    }
-    let store = pipeline.store();
     // Who may read what is decided by today's permissions, applied to each entity as it was.
     let current = pipeline.view();
-    let mut state = State::default();
-    let mut out = Vec::with_capacity(ends.len());
-    let mut next = 0;
-    let mut after = 0u64;
-    while after < head && next < ends.len() {
-        let page = store.read_from(after, PAGE).await.map_err(ReadError::from)?;
-        if page.is_empty() {
-            break;
-        }
-        let events = page.iter().map(ReadError::decode).collect::<Result<Vec<_>, _>>()?;
-        after = events.last().map_or(after, |e| e.seq);
-        let (card, ends) = (card.clone(), ends.clone());
-        let (principal, current) = (principal.clone(), std::sync::Arc::clone(&current));
-        let replayed = tokio::task::spawn_blocking(move || -> Result<(State, Vec<Day>, usize), String> {
-            let mut judged = Vec::new();
-            let reader = Scoped::new(&current, principal, now);
-            state.defer_indexes();
-            for event in events {
-                // Judge every day that ended before this event.
-                while next < ends.len() - 1 && event.time > ends[next] {
-                    state.settle_indexes().map_err(|e| e.to_string())?;
-                    judged.push(judge(&state, &reader, &card, ends[next]));
-                    next += 1;
-                    state.defer_indexes();
-                }
-                state.apply_owned(event).map_err(|e| e.to_string())?;
-            }
-            state.settle_indexes().map_err(|e| e.to_string())?;
-            Ok((state, judged, next))
-        })
-        .await
-        .map_err(|e| HistoryError::Replay(e.to_string()))?
-        .map_err(HistoryError::Replay)?;
-        (state, next) = (replayed.0, replayed.2);
-        out.extend(replayed.1);
-    }
-    // The days after the last event (and today) see the catalog as it is at the end of the replay.
-    let rest: Vec<Timestamp> = ends[next..].to_vec();
-    let judged = tokio::task::spawn_blocking(move || {
-        let reader = Scoped::new(&current, principal, now);
-        rest.into_iter().map(|at| judge(&state, &reader, &card, at)).collect::<Vec<Day>>()
+    let at = ends.clone();
+    crate::replay::at_each(pipeline, ends, move |state: &State, i| {
+        let reader = Scoped::new(&current, principal.clone(), now);
+        judge(state, &reader, &card, at[i])
     })
     .await
-    .map_err(|e| HistoryError::Replay(e.to_string()))?;
-    out.extend(judged);
-    Ok(out)
 }
 
 /// The distribution of `card` over the entities of `state` (the catalog at `at`) that `reader` (the caller's

@@ -75,6 +75,17 @@ impl From<DomainError> for ApiError {
     }
 }
 
+impl From<berth_catalog::replay::ReplayError> for ApiError {
+    fn from(e: berth_catalog::replay::ReplayError) -> Self {
+        use berth_catalog::replay::ReplayError;
+        match e {
+            ReplayError::Read(e) => ApiError::from(e),
+            e @ (ReplayError::TooLong | ReplayError::Busy) => ApiError::unavailable(e.to_string()),
+            ReplayError::Replay(e) => ApiError::internal(e),
+        }
+    }
+}
+
 impl From<berth_catalog::ReadError> for ApiError {
     fn from(e: berth_catalog::ReadError) -> Self {
         match e {

@@ -7,9 +7,10 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use berth_catalog::deployments::{self, Dora, DoraFilter, Matrix, MatrixFilter};
+use berth_catalog::replay::ReplayError;
 use berth_server::AppState;
 
-use crate::page::{Layout, UiError, UiResult};
+use crate::page::{Layout, UiResult};
 use crate::session::{Session, encode};
 
 /// The page's filters, as the form sends them (empty fields are absent).
@@ -102,8 +103,19 @@ pub async fn page(State(app): State<AppState>, session: Session, Query(f): Query
             }
         },
     };
+    // A past time the log cannot be replayed for now (too long, or another replay running) is said on the
+    // page, which then shows the present.
+    let mut at = at;
     let past = match at {
-        Some(t) => Some(berth_catalog::replay::state_at(&app.pipeline, t).await.map_err(UiError::internal)?),
+        Some(t) => match berth_catalog::replay::state_at(&app.pipeline, t).await {
+            Ok(state) => Some(state),
+            Err(e @ (ReplayError::TooLong | ReplayError::Busy)) => {
+                error = Some(e.to_string());
+                at = None;
+                None
+            }
+            Err(e) => return Err(berth_server::error::ApiError::from(e).into()),
+        },
         None => None,
     };
     let matrix_filter = MatrixFilter {

@@ -99,7 +99,7 @@ pub async fn report_incident(
         ("stale_days" = Option<u32>, Query, description = "Older than this many days is stale (default 30)"),
         ("at" = Option<String>, Query, description = "A past time (ISO 8601): what was running then")),
     responses((status = 200, description = "`{ok, at?, environments: [id], services: [{service, title, drift, environments: {env: {deployment, version, since, by, stale}}}]}`"),
-        (status = 400, description = "A bad `stale_days` or `at`"), (status = 503, description = "The log is too long to replay for `at`")))]
+        (status = 400, description = "A bad `stale_days` or `at`"), (status = 503, description = "The log is too long to replay for `at`, or another replay is running")))]
 pub async fn matrix(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -122,7 +122,7 @@ pub async fn matrix(
         Some(t) => Some(time(t, "at")?),
     };
     let past = match at {
-        Some(t) => Some(state_at(&app, t).await?),
+        Some(t) => Some(berth_catalog::replay::state_at(&app.pipeline, t).await?),
         None => None,
     };
     let view = app.pipeline.view();
@@ -146,16 +146,6 @@ pub async fn matrix(
 fn time(s: &str, name: &str) -> ApiResult<berth_model::Timestamp> {
     berth_model::Timestamp::parse(s)
         .ok_or_else(|| ApiError::bad_request(format!("`{name}` must be an ISO 8601 date-time, got {s:?}")))
-}
-
-/// The catalog as it was at `at`, its failures as API errors.
-async fn state_at(app: &AppState, at: berth_model::Timestamp) -> ApiResult<berth_engine::State> {
-    use berth_catalog::replay::ReplayError;
-    berth_catalog::replay::state_at(&app.pipeline, at).await.map_err(|e| match e {
-        ReplayError::Read(e) => ApiError::from(e),
-        too_long @ ReplayError::TooLong => ApiError::unavailable(too_long.to_string()),
-        ReplayError::Replay(e) => ApiError::internal(e),
-    })
 }
 
 #[utoipa::path(get, path = "/v1/deployments/dora", tag = "Deployments", summary = "DORA metrics (Berth extension)",

@@ -97,7 +97,7 @@ pub async fn get_one(State(app): State<AppState>, params: PathParams) -> ApiResu
         ("days" = Option<u32>, Query, description = "How many days, 1 to 90 (default 30)")),
     responses((status = 200, description = "`{ok, scorecard, levels: [titles], days: [{date, at, levels: {title: n}, teams: {team: {title: n}}}]}`"),
         (status = 400, description = "A bad `days`"), (status = 404, description = "No such blueprint or scorecard"),
-        (status = 503, description = "The log is too long to replay")))]
+        (status = 503, description = "The log is too long to replay, or another replay is running")))]
 pub async fn history(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -133,14 +133,7 @@ pub async fn level_history(
     card: berth_model::scorecard::Scorecard,
     days: u32,
 ) -> ApiResult<Vec<berth_catalog::standards::Day>> {
-    use berth_catalog::standards::HistoryError;
-    berth_catalog::standards::level_history(&app.pipeline, caller.principal(), card, days, crate::now()).await.map_err(
-        |e| match e {
-            HistoryError::Read(e) => ApiError::from(e),
-            too_long @ HistoryError::TooLong => ApiError::unavailable(too_long.to_string()),
-            HistoryError::Replay(e) => ApiError::internal(e),
-        },
-    )
+    Ok(berth_catalog::standards::level_history(&app.pipeline, caller.principal(), card, days, crate::now()).await?)
 }
 
 #[utoipa::path(post, path = "/v1/blueprints/{blueprint}/scorecards", tag = "Scorecards", summary = "Create a scorecard (Admin)",

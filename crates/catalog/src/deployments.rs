@@ -127,13 +127,22 @@ async fn write_report(
     let environment_rel = relation_to(&def, deployment::ENVIRONMENT)?;
     let body = json!({"identifier": id, "title": title, "properties": properties,
         "relations": {service_rel: service, environment_rel: environment}});
-    commands.push(Command::WriteEntity {
+    let write = Command::WriteEntity {
         blueprint: blueprint.to_string(),
         path_id: None,
         input: EntityInput::from_value(&body)?,
         mode: WriteMode::UpsertMerge,
         create_missing_related: true,
-    });
+    };
+    // Into an existing blueprint the write may be refused (its own rules, the caller's rights): found out
+    // before the rest of the model is created, so a refused report leaves nothing behind.
+    if view.blueprint(blueprint).is_some()
+        && view.blueprint(deployment::SERVICE).is_some()
+        && view.blueprint(deployment::ENVIRONMENT).is_some()
+    {
+        pipeline.dry_run(&meta, &write)?;
+    }
+    commands.push(write);
     let created_model: Vec<String> =
         missing.iter().filter_map(|b| b["identifier"].as_str().map(str::to_string)).collect();
     let result = pipeline.write(meta, commands).await?;

@@ -115,6 +115,20 @@ async fn an_existing_blueprint_is_mapped_onto_and_never_changed() {
     let after = s.get("/v1/blueprints/deployment").await.body["blueprint"].clone();
     assert_eq!(before["schema"], after["schema"], "the blueprint is not changed");
     assert_eq!(before["relations"], after["relations"]);
+    // A report its rules refuse (a version that breaks its pattern) leaves nothing behind: not even the
+    // missing `incident` blueprint.
+    let strict = s
+        .patch(
+            "/v1/blueprints/deployment",
+            json!({"schema": {"properties": {
+            "version": {"type": "string", "pattern": "^v[0-9]+$"}, "status": {"type": "string"}}}}),
+        )
+        .await;
+    assert_eq!(strict.status, StatusCode::OK, "{}", strict.body);
+    assert_eq!(s.delete("/v1/blueprints/incident").await.status, StatusCode::OK);
+    let a = s.post("/v1/deployments", json!({"service": "api", "environment": "staging", "version": "8"})).await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+    assert_eq!(s.get("/v1/blueprints/incident").await.status, StatusCode::NOT_FOUND, "nothing created");
 
     // A blueprint without a relation to `environment` refuses the report, and says what to add.
     let s = TestServer::start().await;
@@ -127,6 +141,7 @@ async fn an_existing_blueprint_is_mapped_onto_and_never_changed() {
     }
     let a = s.post("/v1/deployments", json!({"service": "api", "environment": "staging", "version": "7"})).await;
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+    assert_eq!(s.get("/v1/blueprints/environment").await.status, StatusCode::NOT_FOUND, "nothing created");
     assert!(a.body["message"].as_str().is_some_and(|m| m.contains("relation to `environment`")), "{}", a.body);
     assert_eq!(count(&s, "deployment").await, 0);
 }

@@ -11,7 +11,8 @@
 //!
 //! Printed: the build; start-up (a snapshot loaded with every aggregation computed); a write to `team-0`
 //! (command, event applied, aggregations refreshed) and a read of a service's mirror after it; ordinary
-//! writes (a deployment, a service) against the baseline; a search by scorecard level (a page of 50).
+//! writes against the baseline (a deployment that keeps its service, one moved to another service, a
+//! service that keeps its system); a search by scorecard level (a page of 50).
 
 use std::time::{Duration, Instant};
 

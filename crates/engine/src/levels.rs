@@ -295,12 +295,12 @@ impl<'s> Judge<'s> {
             return None;
         }
         let kinds = card.rules.iter().map(|r| RuleKind::of(state, &card.blueprint, &r.query)).collect();
-        Judge::with_kinds(state, card, Arc::new(kinds))
+        Some(Judge::with_kinds(state, card, Arc::new(kinds)))
     }
 
     /// Prepares `card` whose rules were classified already (by [`Judge::new`], when the index was built).
-    fn with_kinds(state: &'s State, card: Arc<Scorecard>, kinds: Arc<Vec<RuleKind>>) -> Option<Judge<'s>> {
-        Some(Judge { state, card, kinds, plain: Ctx::empty(state, Timestamp::from_millis(0)) })
+    fn with_kinds(state: &'s State, card: Arc<Scorecard>, kinds: Arc<Vec<RuleKind>>) -> Judge<'s> {
+        Judge { state, card, kinds, plain: Ctx::empty(state, Timestamp::from_millis(0)) }
     }
 
     /// The entity's ceiling (the index of a level), `None` when the filter leaves it out.
@@ -481,9 +481,7 @@ pub(crate) fn refresh(state: &State, levels: &mut Levels, entities: &[(Arc<str>,
         let js = judges.entry(Arc::clone(bp)).or_insert_with(|| {
             cards
                 .iter()
-                .filter_map(|(k, c)| {
-                    Some((Arc::clone(k), Judge::with_kinds(state, Arc::clone(&c.card), Arc::clone(&c.kinds))?))
-                })
+                .map(|(k, c)| (Arc::clone(k), Judge::with_kinds(state, Arc::clone(&c.card), Arc::clone(&c.kinds))))
                 .collect()
         });
         let view = state.entity(bp, id).map(|e| with_aggregates(state, e));

@@ -38,7 +38,7 @@ pub use codec::{decode_event, encode_event};
 pub use command::{Command, Outcome, WriteMeta, WriteMode, execute, resolve_batch_searches};
 pub use digest::{BlueprintDigest, CatalogDigest, LogDigest};
 pub use entities::resolve_searches;
-pub use state::{BlueprintEntry, Edge, RelationOf, State, StateError, Versions};
+pub use state::{BlueprintEntry, Edge, EntityChange, RelationOf, State, StateError, Versions};
 pub use users::UserChanges;
 
 pub use berth_model::{Change, DomainError, Event};

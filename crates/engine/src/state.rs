@@ -296,6 +296,9 @@ const MAX_SHARED_NAMES: usize = 10_000;
 /// A blueprint's entities with their keys, as a snapshot load gathers them.
 type Keyed = Vec<(Key, Arc<Entity>)>;
 
+/// One entity changed between two versions of a state: (identifier, before, after).
+pub type EntityChange<'a> = (&'a Arc<str>, Option<&'a Arc<Entity>>, Option<&'a Arc<Entity>>);
+
 /// Deferred index updates below this many are applied on the writer's thread (a thread costs more).
 const PARALLEL_UPDATES: usize = 1024;
 
@@ -418,6 +421,27 @@ impl State {
         map.into_iter().flat_map(move |m| {
             m.range::<_, str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)).map(|(_, e)| e)
         })
+    }
+
+    /// The entities of `blueprint` that differ between `older` (an earlier version of this state) and this
+    /// one, in identifier order: (identifier, before, after). Walks only the parts of the map the two
+    /// versions do not share, so a few writes since `older` cost a few steps, not the blueprint's size.
+    pub fn entity_changes<'a>(&'a self, older: &'a State, blueprint: &str) -> Vec<EntityChange<'a>> {
+        match (older.entities.get(blueprint), self.entities.get(blueprint)) {
+            (None, None) => Vec::new(),
+            (None, Some(new)) => new.iter().map(|(k, e)| (k, None, Some(e))).collect(),
+            (Some(old), None) => old.iter().map(|(k, e)| (k, Some(e), None)).collect(),
+            (Some(old), Some(new)) => old
+                .diff(new)
+                .map(|d| match d {
+                    imbl::ordmap::DiffItem::Add(k, e) => (k, None, Some(e)),
+                    imbl::ordmap::DiffItem::Update { old: (k, before), new: (_, after) } => {
+                        (k, Some(before), Some(after))
+                    }
+                    imbl::ordmap::DiffItem::Remove(k, e) => (k, Some(e), None),
+                })
+                .collect(),
+        }
     }
 
     pub fn entity_count(&self, blueprint: &str) -> usize {

@@ -69,6 +69,8 @@ pub struct Pipeline {
     /// The sequence number of the newest snapshot this process loaded or wrote: a crash now would replay
     /// the log from there.
     snapshot_seq: std::sync::atomic::AtomicU64,
+    /// The deployments index, kept current with the published state (see [`Pipeline::deployments`]).
+    deployments: crate::deployments::Kept,
 }
 
 /// How long the watcher waits on the store before asking again (and re-checking the connection).
@@ -121,6 +123,7 @@ impl Pipeline {
             applied: watch::channel(seq).0,
             store_head: watch::channel(seq).0,
             snapshot_seq: std::sync::atomic::AtomicU64::new(snapshot_seq),
+            deployments: crate::deployments::Kept::new(),
         });
         let store_head = catalog.store_head.subscribe();
         tokio::spawn(writer_loop(Arc::clone(&catalog), jobs_rx, store_head));
@@ -128,7 +131,16 @@ impl Pipeline {
         if snapshot_every > 0 {
             tokio::spawn(snapshot_loop(Arc::downgrade(&catalog), snapshot_every, snapshot_seq));
         }
+        tokio::spawn(keep_deployments(Arc::downgrade(&catalog), catalog.applied.subscribe()));
         Ok(catalog)
+    }
+
+    /// The deployments index of the published state: answers call [`crate::deployments::Kept::with`] with
+    /// [`Pipeline::view`]. A background task catches it up a moment after writes, so an answer rarely
+    /// waits for more than the last few, and the state it keeps never holds on to much more than the
+    /// published one.
+    pub fn deployments(&self) -> &crate::deployments::Kept {
+        &self.deployments
     }
 
     /// The current state: one consistent version, cheap to take.
@@ -540,6 +552,31 @@ async fn land(catalog: &Pipeline, flight: InFlight, appended: Option<Appended>) 
 /// The writer. Batches are pipelined: while batch N's events are being made durable, batch N+1 executes on
 /// N's (not yet published) state. N+1's append starts only after N's has succeeded, and N+1 is re-executed
 /// on the published state if N failed, so the log stays ordered and nothing unacknowledged is published.
+/// How long the deployments index waits after a write before catching up (writes in a burst are caught up
+/// together).
+const KEEP_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// Keeps the deployments index near the published state: built a moment after start, caught up after
+/// writes, off the async workers. Ends with the pipeline.
+async fn keep_deployments(catalog: std::sync::Weak<Pipeline>, mut applied: watch::Receiver<u64>) {
+    tokio::time::sleep(KEEP_DEBOUNCE * 2).await;
+    loop {
+        let Some(pipeline) = catalog.upgrade() else { return };
+        let view = pipeline.view();
+        if pipeline.deployments.seq() != view.seq() {
+            let kept = Arc::clone(&pipeline);
+            if tokio::task::spawn_blocking(move || kept.deployments.with(&view, |_, _| ())).await.is_err() {
+                tracing::warn!("catching the deployments index up failed; the next answer rebuilds it");
+            }
+        }
+        drop(pipeline);
+        if applied.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(KEEP_DEBOUNCE).await;
+    }
+}
+
 async fn writer_loop(catalog: Arc<Pipeline>, mut rx: mpsc::Receiver<WriteJob>, mut store_head: watch::Receiver<u64>) {
     build_pending_indexes(&catalog).await;
     let mut flight: Option<InFlight> = None;

@@ -4,7 +4,7 @@
 //! commit time, and an incident per 500 deployments.
 //!
 //! Printed: the build; the matrix of every service (p50 / p99 of 20); DORA for the organisation over 90
-//! days; a report written (command, event applied) and then seen in its service's row of the matrix.
+//! days; a report written (command, event applied) and then seen in the matrix, from the kept index.
 
 use std::time::{Duration, Instant};
 
@@ -87,14 +87,19 @@ pub fn run(deployments: usize) -> anyhow::Result<()> {
     drop(cmds);
     println!("  built in {:.1} s", started.elapsed().as_secs_f64());
 
-    let everything = |_: &berth_model::Entity| true;
+    let everything = &deployments::Everything;
     let now = Timestamp::from_millis(NOW);
+    // The index a server builds in the background after start, then keeps current.
+    let kept = deployments::Kept::new();
+    let t = Instant::now();
+    let indexed = kept.with(&state, |index, _| index.len());
+    println!("  deployments index built in {:.0} ms ({indexed} deployments)", t.elapsed().as_secs_f64() * 1000.0);
     let filter = MatrixFilter { stale_days: Some(30), ..Default::default() };
     let mut samples = Vec::new();
     let mut rows = 0;
     for _ in 0..20 {
         let t = Instant::now();
-        let m = deployments::matrix_of(&state, &everything, &filter, now);
+        let m = kept.with(&state, |index, state| deployments::matrix(index, state, everything, &filter, now));
         samples.push(t.elapsed());
         rows = m.rows.len();
     }
@@ -112,7 +117,7 @@ pub fn run(deployments: usize) -> anyhow::Result<()> {
     let mut figures = String::new();
     for _ in 0..10 {
         let t = Instant::now();
-        let d = deployments::dora(&state, &everything, &dora_filter);
+        let d = kept.with(&state, |index, state| deployments::dora(index, state, everything, &dora_filter));
         samples.push(t.elapsed());
         figures = format!(
             "{} deployments, lead {:.1} h, failure rate {:.1} %",
@@ -123,7 +128,8 @@ pub fn run(deployments: usize) -> anyhow::Result<()> {
     }
     report("DORA, organisation, production, 90 days (target < 200 ms)", &mut samples, &figures);
 
-    // A report, then its service's row: from the write to seeing it.
+    // A report, then the whole matrix: from the write to seeing it there (the index caught up by the
+    // answer itself, as when no background catch-up has run yet).
     let mut samples = Vec::new();
     for i in 0..50 {
         let svc = format!("svc-{:03}", i * 7 % SERVICES);
@@ -136,12 +142,13 @@ pub fn run(deployments: usize) -> anyhow::Result<()> {
         )?;
         let t = Instant::now();
         write(&mut state, &mut n, &cmd)?;
-        let row = deployments::running(&state, &everything, &svc);
+        let m = kept.with(&state, |index, state| deployments::matrix(index, state, everything, &filter, now));
         samples.push(t.elapsed());
-        if row.get("production").map(|c| c.version.as_str()) != Some(version.as_str()) {
+        let row = m.rows.iter().find(|r| r.service == svc).map(|r| &r.cells);
+        if row.and_then(|r| r.get("production")).map(|c| c.version.as_str()) != Some(version.as_str()) {
             bail!("the report is not in the matrix after its write");
         }
     }
-    report("a report written, then seen in its service's row (< 10 ms)", &mut samples, "");
+    report("a report written, then seen in the matrix (< 10 ms)", &mut samples, "");
     Ok(())
 }

@@ -126,11 +126,17 @@ pub async fn matrix(
         None => None,
     };
     let view = app.pipeline.view();
+    let pipeline = std::sync::Arc::clone(&app.pipeline);
     let body = crate::searching::run(&app, move || {
         // Today's permissions decide what the caller sees, of the catalog as it is or as it was.
         let scoped = crate::access::scoped(&view, &caller);
         let now = at.unwrap_or_else(crate::now);
-        let m = deployments::matrix_of(past.as_ref().unwrap_or(&view), &|e| scoped.can_read(e), &filter, now);
+        let m = match &past {
+            Some(state) => deployments::matrix(&deployments::Index::build(state), state, &scoped, &filter, now),
+            None => pipeline
+                .deployments()
+                .with(&view, |index, state| deployments::matrix(index, state, &scoped, &filter, now)),
+        };
         let mut body = deployments::matrix_json(&m);
         body["ok"] = json!(true);
         if let Some(t) = at {
@@ -183,9 +189,10 @@ pub async fn dora(State(app): State<AppState>, Extension(caller): Extension<Call
         (None, None) => json!("organization"),
     };
     let view = app.pipeline.view();
+    let pipeline = std::sync::Arc::clone(&app.pipeline);
     let body = crate::searching::run(&app, move || {
         let scoped = crate::access::scoped(&view, &caller);
-        let d = deployments::dora(&view, &|e| scoped.can_read(e), &filter);
+        let d = pipeline.deployments().with(&view, |index, state| deployments::dora(index, state, &scoped, &filter));
         let mut body = deployments::dora_json(&d);
         body["ok"] = json!(true);
         body["scope"] = scope;
@@ -221,8 +228,8 @@ pub async fn timeline(
     let view = app.pipeline.view();
     let body = crate::searching::run(&app, move || {
         let scoped = crate::access::scoped(&view, &caller);
-        let list = deployments::timeline(&view, &|e| scoped.can_read(e), &service, environment.as_deref(), limit);
-        Ok(json!({"ok": true, "service": service, "deployments": list}))
+        let list = deployments::timeline(&view, &scoped, &service, environment.as_deref(), limit);
+        Ok(json!({"ok": true, "service": service, "deployments": deployments::timeline_json(&list)}))
     })
     .await?;
     Ok(reply(StatusCode::OK, body, None))

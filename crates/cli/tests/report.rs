@@ -305,3 +305,80 @@ async fn reports_from_every_ci_land_in_the_catalog_and_bad_ones_write_nothing() 
     assert_eq!(row["environments"]["production"]["version"], "v9");
     server.terminate();
 }
+
+/// The script of the GitLab CI template's `.berth-report` job, as GitLab's runner hands it to the shell:
+/// the block after `script: - |`, its indentation removed.
+fn gitlab_script() -> String {
+    let template = include_str!("../../../integrations/gitlab/berth-report.yml");
+    let mut lines = template.lines().skip_while(|l| l.trim() != "- |").skip(1);
+    let mut script = String::new();
+    for line in lines.by_ref() {
+        if !line.is_empty() && !line.starts_with("      ") {
+            break;
+        }
+        script.push_str(line.strip_prefix("      ").unwrap_or(line));
+        script.push('\n');
+    }
+    assert!(script.contains("/v1/deployments"), "the template's script: {script}");
+    script
+}
+
+/// The GitLab CI template's job run as a runner runs it (GitLab's variables set, the job's own variables
+/// from the template) against a live server: the deploy lands in the matrix with the commit, pipeline URL
+/// and actor; the `.berth-report-failure` variant's `failure` keeps the version before running; a report the
+/// portal refuses fails the job with the portal's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gitlab_template_reports_a_deploy() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server = Berth::spawn(dir.path(), &support::sqlite_url(dir.path(), "gitlab.db"), &[]);
+    let client = reqwest::Client::new();
+    let token = server.token(&client).await;
+    let script = gitlab_script();
+    let job = |version: &str, status: &str| {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c").arg(&script).current_dir(dir.path());
+        for v in CI_VARS {
+            cmd.env_remove(v);
+        }
+        cmd.envs([
+            ("GITLAB_CI", "true"),
+            ("CI_COMMIT_SHA", "9f8e7d6c5b4a"),
+            ("CI_COMMIT_SHORT_SHA", "9f8e7d6c"),
+            ("CI_PIPELINE_URL", "https://gitlab.example.com/acme/checkout/-/pipelines/812"),
+            ("GITLAB_USER_LOGIN", "grace"),
+            ("BERTH_URL", server.base.as_str()),
+            ("BERTH_CLIENT_ID", support::ID),
+            ("BERTH_CLIENT_SECRET", support::SECRET),
+            ("BERTH_SERVICE", "checkout"),
+            ("BERTH_ENVIRONMENT", "production"),
+            ("BERTH_VERSION", version),
+            ("BERTH_STATUS", status),
+        ]);
+        let out = cmd.output().expect("run the template's script");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = job("v3", "success");
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("{}/entities/deployment/", server.base)), "prints the portal's page: {stdout}");
+    let row = checkout_row(&client, &server, &token).await;
+    assert_eq!(row["environments"]["production"]["version"], "v3");
+    assert_eq!(row["environments"]["production"]["by"], "grace");
+    let id = row["environments"]["production"]["deployment"].as_str().expect("deployment").to_string();
+    let d = deployment(&client, &server, &token, &id).await;
+    assert_eq!(d["properties"]["commitSha"], "9f8e7d6c5b4a");
+    assert_eq!(d["properties"]["runUrl"], "https://gitlab.example.com/acme/checkout/-/pipelines/812");
+    // The failure variant: v4 failed, v3 still runs.
+    let (ok, stdout, stderr) = job("v4", "failure");
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(checkout_row(&client, &server, &token).await["environments"]["production"]["version"], "v3");
+    // A status the portal does not know: the job fails, saying why, and nothing is written.
+    let (ok, _, stderr) = job("v5", "exploded");
+    assert!(!ok, "a refused report fails the job");
+    assert!(stderr.contains("the portal refused the report (422)") && stderr.contains("status"), "{stderr}");
+    assert_eq!(checkout_row(&client, &server, &token).await["environments"]["production"]["version"], "v3");
+    server.terminate();
+}

@@ -45,10 +45,30 @@ pub struct CellView {
 pub struct RowView {
     pub service: String,
     pub href: String,
+    /// This page with the service's timeline.
+    pub timeline: String,
     pub drift: bool,
     /// One per environment column (`None`: never deployed there).
     pub cells: Vec<Option<CellView>>,
 }
+
+/// One deployment of the chosen service's timeline.
+pub struct DeployView {
+    pub at: String,
+    pub environment: String,
+    pub version: String,
+    pub status: String,
+    /// The status badge's colour class.
+    pub class: &'static str,
+    pub actor: String,
+    pub commit: String,
+    pub href: String,
+    /// The pipeline run, when reported (a link out).
+    pub run: Option<String>,
+}
+
+/// The most deployments the timeline shows.
+const TIMELINE_LIMIT: usize = 100;
 
 pub struct Key {
     pub name: &'static str,
@@ -81,6 +101,8 @@ struct DeploymentsPage {
     dora_scope: String,
     keys: Vec<Key>,
     chart: String,
+    /// The chosen service's deployments, newest first (`None`: no service chosen).
+    timeline: Option<Vec<DeployView>>,
     error: Option<String>,
 }
 
@@ -136,12 +158,21 @@ pub async fn page(State(app): State<AppState>, session: Session, Query(f): Query
     };
     let view = app.pipeline.view();
     let caller = session.caller.clone();
-    let (matrix, dora): (Matrix, Dora) = berth_server::searching::run(&app, move || {
+    let pipeline = std::sync::Arc::clone(&app.pipeline);
+    let (service, timeline_env) = (some(&f.service), some(&f.environment));
+    let (matrix, dora, timeline) = berth_server::searching::run(&app, move || {
         let scoped = berth_server::access::scoped(&view, &caller);
-        let can_read = |e: &berth_model::Entity| scoped.can_read(e);
-        let m = deployments::matrix_of(past.as_ref().unwrap_or(&view), &can_read, &matrix_filter, at.unwrap_or(now));
-        let d = deployments::dora(&view, &can_read, &dora_filter);
-        Ok((m, d))
+        let at_time = at.unwrap_or(now);
+        // A past matrix from an index of its own (built outside the kept one's lock).
+        let past =
+            past.map(|p| deployments::matrix(&deployments::Index::build(&p), &p, &scoped, &matrix_filter, at_time));
+        let timeline =
+            service.map(|s| deployments::timeline(&view, &scoped, &s, timeline_env.as_deref(), TIMELINE_LIMIT));
+        let (m, d): (Matrix, Dora) = pipeline.deployments().with(&view, |index, state| {
+            let m = past.unwrap_or_else(|| deployments::matrix(index, state, &scoped, &matrix_filter, at_time));
+            (m, deployments::dora(index, state, &scoped, &dora_filter))
+        });
+        Ok((m, d, timeline))
     })
     .await?;
     let rows = matrix
@@ -150,6 +181,7 @@ pub async fn page(State(app): State<AppState>, session: Session, Query(f): Query
         .map(|r| RowView {
             service: r.title.clone().unwrap_or_else(|| r.service.clone()),
             href: format!("/entities/service/{}", encode(&r.service)),
+            timeline: format!("/deployments?service={}#timeline", encode(&r.service)),
             drift: r.drift,
             cells: matrix
                 .environments
@@ -206,6 +238,30 @@ pub async fn page(State(app): State<AppState>, session: Session, Query(f): Query
         (None, Some(t)) => format!("team {t}"),
         (None, None) => "the organisation".to_string(),
     };
+    let timeline = timeline.map(|list| {
+        list.into_iter()
+            .map(|d| {
+                let status = d.status.unwrap_or_default();
+                let class = match berth_model::deployment::Status::parse(&status) {
+                    Some(berth_model::deployment::Status::Success) => "badge-green",
+                    Some(berth_model::deployment::Status::InProgress) => "badge-blue",
+                    Some(_) => "badge-red",
+                    None => "badge-gray",
+                };
+                DeployView {
+                    at: d.at.to_rfc3339().chars().take(16).collect::<String>().replace('T', " "),
+                    environment: d.environment.unwrap_or_default(),
+                    version: d.version.unwrap_or_default(),
+                    status,
+                    class,
+                    actor: d.actor.unwrap_or_default(),
+                    commit: d.commit.map(|c| c.chars().take(10).collect()).unwrap_or_default(),
+                    href: format!("/entities/deployment/{}", encode(&d.deployment)),
+                    run: d.url.filter(|u| u.starts_with("https://") || u.starts_with("http://")),
+                }
+            })
+            .collect()
+    });
     let page = DeploymentsPage {
         layout: session.layout(&app, "Deployments", "deployments"),
         chart: weekly_chart(&dora),
@@ -217,6 +273,7 @@ pub async fn page(State(app): State<AppState>, session: Session, Query(f): Query
         dora_days: days,
         dora_scope,
         keys,
+        timeline,
         error,
     };
     crate::page::html_status(axum::http::StatusCode::OK, &page)

@@ -317,15 +317,27 @@ pub async fn page(
     };
     // A service shows what runs where (its deployments read through the session's view).
     let running = if bp == berth_model::deployment::SERVICE {
-        berth_catalog::deployments::running(&view, &|x| scoped.can_read(x), &id)
-            .into_iter()
-            .map(|(environment, c)| RunningView {
-                environment,
-                version: c.version,
-                href: entity_href(berth_model::deployment::DEPLOYMENT, &c.deployment),
-                since: time_html(c.since, now),
-            })
-            .collect()
+        let (v, caller, service, pipeline) = (
+            std::sync::Arc::clone(&view),
+            session.caller.clone(),
+            id.to_string(),
+            std::sync::Arc::clone(&app.pipeline),
+        );
+        berth_server::searching::run(&app, move || {
+            let scoped = berth_server::access::scoped(&v, &caller);
+            Ok(pipeline
+                .deployments()
+                .with(&v, |index, state| berth_catalog::deployments::running(index, state, &scoped, &service)))
+        })
+        .await?
+        .into_iter()
+        .map(|(environment, c)| RunningView {
+            environment,
+            version: c.version,
+            href: entity_href(berth_model::deployment::DEPLOYMENT, &c.deployment),
+            since: time_html(c.since, now),
+        })
+        .collect()
     } else {
         Vec::new()
     };

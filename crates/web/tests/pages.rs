@@ -792,6 +792,14 @@ async fn the_deployments_page_shows_the_matrix_and_dora() {
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains(r#"id="running""#) && page.contains(">v9.9.9</a>"), "what runs where on the service page");
     // Filters: a team with no services shows none; a bad time says so.
+    // A service's timeline: its deployments, newest first, with their status.
+    let (status, page) = ui.get(&cookie, "/deployments?service=checkout-api").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"id="deployment-timeline""#) && page.contains("Timeline: checkout-api"), "{page}");
+    assert!(page.contains(r#"<span class="badge badge-green">success</span>"#), "the status badge");
+    assert!(page.contains("/deployments?service=checkout%2Dapi#timeline"), "each row links its timeline");
+    let (_, page) = ui.get(&cookie, "/deployments?service=checkout-api&environment=nowhere").await;
+    assert!(page.contains("No deployments of this service in nowhere"), "{page}");
     let (_, page) = ui.get(&cookie, "/deployments?team=nobody").await;
     assert!(!page.contains(">v9.9.9</a>"), "filtered out");
     let (status, page) = ui.get(&cookie, "/deployments?at=yesterday").await;

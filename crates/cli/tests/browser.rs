@@ -358,6 +358,11 @@ async fn the_web_ui_end_to_end_in_chromium() {
     assert!(!weeks.is_empty(), "the weekly chart is drawn");
     c.execute("document.getElementById('dora-h').scrollIntoView()", vec![]).await.expect("scroll");
     shot(&c, "15b-dora").await;
+    // A service's timeline, from its row of the matrix.
+    click(&c, "#deployment-matrix a[href*='#timeline']").await;
+    wait_url(&c, "the timeline", |u| u.starts_with("/deployments?service=")).await;
+    assert!(text(&c, "#deployment-timeline").await.contains("v9.9.9"), "the report in the timeline");
+    shot(&c, "15c-timeline").await;
 
     // Usable at 375 px: nothing wider than the screen but the table's own scroller.
     c.set_window_size(375, 800).await.expect("resize");

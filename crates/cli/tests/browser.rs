@@ -358,8 +358,11 @@ async fn the_web_ui_end_to_end_in_chromium() {
     assert!(!weeks.is_empty(), "the weekly chart is drawn");
     c.execute("document.getElementById('dora-h').scrollIntoView()", vec![]).await.expect("scroll");
     shot(&c, "15b-dora").await;
-    // A service's timeline, from its row of the matrix.
-    click(&c, "#deployment-matrix a[href*='#timeline']").await;
+    // A service's timeline, from its row of the matrix (scrolled back up to it: WebDriver would bring it just
+    // under the sticky header).
+    let js = r##"document.querySelector("#deployment-matrix a[href*='checkout%2Dapi#timeline']").scrollIntoView({block: 'center'})"##;
+    c.execute(js, vec![]).await.expect("scroll");
+    click(&c, "#deployment-matrix a[href*='checkout%2Dapi#timeline']").await;
     wait_url(&c, "the timeline", |u| u.starts_with("/deployments?service=")).await;
     assert!(text(&c, "#deployment-timeline").await.contains("v9.9.9"), "the report in the timeline");
     shot(&c, "15c-timeline").await;

@@ -19,17 +19,21 @@ pub enum DefinitionKind {
     Page,
     /// A scorecard of a blueprint (identified as `{blueprint}#{identifier}`: see [`scorecard_key`]).
     Scorecard,
+    /// Where changes are delivered (see [`crate::subscription`]).
+    Subscription,
 }
 
 impl DefinitionKind {
     /// Every kind.
-    pub const ALL: [DefinitionKind; 2] = [DefinitionKind::Page, DefinitionKind::Scorecard];
+    pub const ALL: [DefinitionKind; 3] =
+        [DefinitionKind::Page, DefinitionKind::Scorecard, DefinitionKind::Subscription];
 
     /// The kind as the log, the audit log (`resourceType`) and messages name it.
     pub fn as_str(self) -> &'static str {
         match self {
             DefinitionKind::Page => "page",
             DefinitionKind::Scorecard => "scorecard",
+            DefinitionKind::Subscription => "subscription",
         }
     }
 }

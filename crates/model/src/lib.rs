@@ -37,6 +37,7 @@ pub mod query;
 pub mod query_context;
 pub mod schema;
 pub mod scorecard;
+pub mod subscription;
 pub mod team;
 pub mod timestamp;
 pub mod user;

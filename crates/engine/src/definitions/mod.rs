@@ -8,6 +8,7 @@
 
 pub mod pages;
 pub mod scorecards;
+pub mod subscriptions;
 
 use std::sync::Arc;
 
@@ -64,6 +65,7 @@ fn check(state: &State, kind: DefinitionKind, identifier: &str, body: Value) -> 
     match kind {
         DefinitionKind::Page => pages::check(state, body),
         DefinitionKind::Scorecard => scorecards::check(state, identifier, body),
+        DefinitionKind::Subscription => subscriptions::check(state, body),
     }
 }
 
@@ -111,8 +113,8 @@ pub(crate) fn write_with(
         }
         (DefinitionWrite::Part { id, patch }, Some(current)) => match kind {
             DefinitionKind::Page => pages::edit_widget(&current.body, id, patch.as_ref())?,
-            DefinitionKind::Scorecard => {
-                return Err(DomainError::BadRequest(format!("a scorecard has no part `{id}` to change alone")));
+            DefinitionKind::Scorecard | DefinitionKind::Subscription => {
+                return Err(DomainError::BadRequest(format!("a {} has no part `{id}` to change alone", kind.as_str())));
             }
         },
     };

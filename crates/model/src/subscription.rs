@@ -1,0 +1,382 @@
+//! Subscriptions: where the catalog's changes are delivered (a webhook, a Kafka topic, a NATS JetStream
+//! subject, a Redis stream) and which changes (a filter). A subscription is a definition object
+//! (`DefinitionKind::Subscription`); this module reads and checks its body, and decides whether a change
+//! passes its filter. Pure: no I/O, no broker.
+//!
+//! Body: `{title?, enabled?, destination, filter?, maxAttempts?, secretVersion?}`:
+//! - `destination`: `{"type": "WEBHOOK", "url", "headers"?}`, `{"type": "KAFKA", "topic"}`,
+//!   `{"type": "NATS", "subject"}`, `{"type": "REDIS_STREAM", "stream"}`;
+//! - `filter`: `{resources?: [entity, blueprint, scorecard, ...], blueprints?: [...], actions?: [CREATE,
+//!   UPDATE, DELETE], query?: rules-language query on the entity}` (absent parts let everything through);
+//! - `maxAttempts`: deliveries of one message before it goes to the dead letters (1 to 100, default 10);
+//! - `secretVersion`: which of the subscription's signing secrets is current (the secret itself is never in
+//!   the body: it is derived from the server's delivery key, see the delivery crate).
+
+use serde_json::{Map, Value, json};
+
+use crate::DomainError;
+use crate::public::PublicChange;
+use crate::query::Query;
+
+/// The most headers a webhook destination sends.
+pub const MAX_HEADERS: usize = 20;
+/// The longest header value, URL, topic, subject or stream name accepted.
+pub const MAX_TEXT: usize = 2048;
+/// The most entries of a filter list.
+pub const MAX_FILTER_ENTRIES: usize = 100;
+/// Attempts before a message goes to the dead letters, when the subscription does not say.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+/// Where messages go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Destination {
+    Webhook { url: String, headers: Vec<(String, String)> },
+    Kafka { topic: String },
+    Nats { subject: String },
+    RedisStream { stream: String },
+}
+
+impl Destination {
+    /// The destination type as the API names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Destination::Webhook { .. } => "WEBHOOK",
+            Destination::Kafka { .. } => "KAFKA",
+            Destination::Nats { .. } => "NATS",
+            Destination::RedisStream { .. } => "REDIS_STREAM",
+        }
+    }
+}
+
+/// Which changes a subscription receives.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Filter {
+    pub resources: Option<Vec<String>>,
+    pub blueprints: Option<Vec<String>>,
+    pub actions: Option<Vec<String>>,
+    pub query: Option<Query>,
+}
+
+impl Filter {
+    /// Whether a change passes the parts of the filter that read only the change itself (the `query`, which
+    /// reads the entity against the catalog, is the caller's to judge).
+    pub fn admits(&self, change: &PublicChange) -> bool {
+        let listed = |list: &Option<Vec<String>>, value: Option<&str>| {
+            list.as_ref().is_none_or(|l| value.is_some_and(|v| l.iter().any(|x| x.eq_ignore_ascii_case(v))))
+        };
+        // A refused attempt changed nothing: never delivered.
+        change.status == "SUCCESS"
+            && listed(&self.resources, Some(change.resource))
+            && listed(&self.blueprints, change.blueprint.as_deref())
+            && listed(&self.actions, Some(action_of(change)))
+            && (self.query.is_none() || change.resource == "entity")
+    }
+}
+
+/// The action a change is delivered as: an upsert is a creation or an update, by whether there was a
+/// version before.
+pub fn action_of(change: &PublicChange) -> &'static str {
+    match change.action {
+        "UPSERT" if change.before.is_null() => "CREATE",
+        "UPSERT" => "UPDATE",
+        other => other,
+    }
+}
+
+/// A subscription, read from its body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subscription {
+    pub title: Option<String>,
+    pub enabled: bool,
+    pub destination: Destination,
+    pub filter: Filter,
+    pub max_attempts: u32,
+    pub secret_version: u32,
+}
+
+fn text(v: &Value, what: &str) -> Result<String, DomainError> {
+    let s = v.as_str().ok_or_else(|| DomainError::Invalid(format!("`{what}` is a string")))?;
+    if s.is_empty() || s.len() > MAX_TEXT {
+        return Err(DomainError::Invalid(format!("`{what}` is 1 to {MAX_TEXT} characters")));
+    }
+    Ok(s.to_string())
+}
+
+/// A topic, subject or stream name: letters, digits and `. _ - : / * >` (NATS wildcards are refused: a
+/// subscription publishes to one subject).
+fn channel(v: &Value, what: &str) -> Result<String, DomainError> {
+    let s = text(v, what)?;
+    if s.len() > 249 || !s.chars().all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c)) {
+        return Err(DomainError::Invalid(format!(
+            "`{what}` {:?} must be at most 249 letters, digits or `. _ - : /`",
+            crate::limits::truncate(&s, 80)
+        )));
+    }
+    Ok(s)
+}
+
+fn list(v: Option<&Value>, what: &str, allowed: Option<&[&str]>) -> Result<Option<Vec<String>>, DomainError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(None) };
+    let items = v.as_array().ok_or_else(|| DomainError::Invalid(format!("`filter.{what}` is a list")))?;
+    if items.len() > MAX_FILTER_ENTRIES {
+        return Err(DomainError::Invalid(format!("`filter.{what}` has more than {MAX_FILTER_ENTRIES} entries")));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let s = text(item, &format!("filter.{what}[]"))?;
+        if let Some(allowed) = allowed {
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&s)) {
+                return Err(DomainError::Invalid(format!(
+                    "`filter.{what}` has {:?}; it takes {}",
+                    crate::limits::truncate(&s, 40),
+                    allowed.join(", ")
+                )));
+            }
+        }
+        out.push(s);
+    }
+    Ok(Some(out))
+}
+
+/// The resources a filter may name.
+pub const RESOURCES: [&str; 9] =
+    ["entity", "blueprint", "permissions", "team", "user", "app", "page", "scorecard", "subscription"];
+
+impl Subscription {
+    /// Reads and checks a body (unknown fields are refused, so a typo is not silently ignored).
+    pub fn parse(body: &Value) -> Result<Subscription, DomainError> {
+        let map = body.as_object().ok_or_else(|| DomainError::Invalid("a subscription is a JSON object".into()))?;
+        for k in map.keys() {
+            if !["title", "enabled", "destination", "filter", "maxAttempts", "secretVersion"].contains(&k.as_str()) {
+                return Err(DomainError::Invalid(format!(
+                    "a subscription has no field {:?} (it has title, enabled, destination, filter, maxAttempts)",
+                    crate::limits::truncate(k, 60)
+                )));
+            }
+        }
+        let title = match map.get("title") {
+            None | Some(Value::Null) => None,
+            Some(t) => Some(text(t, "title")?),
+        };
+        let enabled = match map.get("enabled") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(DomainError::Invalid("`enabled` is true or false".into())),
+        };
+        let destination = Self::destination(map.get("destination"))?;
+        let filter = match map.get("filter") {
+            None | Some(Value::Null) => Filter::default(),
+            Some(Value::Object(f)) => {
+                for k in f.keys() {
+                    if !["resources", "blueprints", "actions", "query"].contains(&k.as_str()) {
+                        return Err(DomainError::Invalid(format!(
+                            "`filter` has no field {:?} (it has resources, blueprints, actions, query)",
+                            crate::limits::truncate(k, 60)
+                        )));
+                    }
+                }
+                let query = match f.get("query") {
+                    None | Some(Value::Null) => None,
+                    Some(q) => Some(Query::parse(q).map_err(|e| DomainError::Invalid(format!("`filter.query`: {e}")))?),
+                };
+                Filter {
+                    resources: list(f.get("resources"), "resources", Some(&RESOURCES))?,
+                    blueprints: list(f.get("blueprints"), "blueprints", None)?,
+                    actions: list(f.get("actions"), "actions", Some(&["CREATE", "UPDATE", "DELETE"]))?,
+                    query,
+                }
+            }
+            Some(_) => return Err(DomainError::Invalid("`filter` is an object".into())),
+        };
+        let number = |k: &str, default: u32, max: u32| -> Result<u32, DomainError> {
+            match map.get(k) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| (1..=u64::from(max)).contains(n))
+                    .map(|n| n as u32)
+                    .ok_or_else(|| DomainError::Invalid(format!("`{k}` is a whole number from 1 to {max}"))),
+            }
+        };
+        Ok(Subscription {
+            title,
+            enabled,
+            destination,
+            filter,
+            max_attempts: number("maxAttempts", DEFAULT_MAX_ATTEMPTS, 100)?,
+            secret_version: number("secretVersion", 1, u32::MAX)?,
+        })
+    }
+
+    fn destination(v: Option<&Value>) -> Result<Destination, DomainError> {
+        let d = v
+            .and_then(Value::as_object)
+            .ok_or_else(|| DomainError::Invalid("`destination` is an object with a `type`".into()))?;
+        let kind = d.get("type").and_then(Value::as_str).unwrap_or_default();
+        let fields: &[&str] = match kind {
+            "WEBHOOK" => &["type", "url", "headers"],
+            "KAFKA" => &["type", "topic"],
+            "NATS" => &["type", "subject"],
+            "REDIS_STREAM" => &["type", "stream"],
+            _ => {
+                return Err(DomainError::Invalid("`destination.type` is WEBHOOK, KAFKA, NATS or REDIS_STREAM".into()));
+            }
+        };
+        if let Some(k) = d.keys().find(|k| !fields.contains(&k.as_str())) {
+            return Err(DomainError::Invalid(format!(
+                "a {kind} destination has no field {:?} (it has {})",
+                crate::limits::truncate(k, 60),
+                fields.join(", ")
+            )));
+        }
+        let field = |k: &str| d.get(k).unwrap_or(&Value::Null);
+        Ok(match kind {
+            "WEBHOOK" => {
+                let url = text(field("url"), "destination.url")?;
+                let lower = url.to_ascii_lowercase();
+                if !(lower.starts_with("https://") || lower.starts_with("http://"))
+                    || url.chars().any(char::is_whitespace)
+                {
+                    return Err(DomainError::Invalid("`destination.url` is an http:// or https:// URL".into()));
+                }
+                let mut headers = Vec::new();
+                match d.get("headers") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Object(h)) => {
+                        if h.len() > MAX_HEADERS {
+                            return Err(DomainError::Invalid(format!("at most {MAX_HEADERS} headers")));
+                        }
+                        for (name, value) in h {
+                            let reserved = name.to_ascii_lowercase();
+                            if name.is_empty()
+                                || name.len() > 100
+                                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                                || ["host", "content-length", "content-type", "x-port-timestamp", "x-port-signature"]
+                                    .contains(&reserved.as_str())
+                            {
+                                return Err(DomainError::Invalid(format!(
+                                    "header {:?} cannot be set (a name of letters, digits, `-` and `_`, not one Berth sets itself)",
+                                    crate::limits::truncate(name, 60)
+                                )));
+                            }
+                            let value = text(value, &format!("destination.headers.{name}"))?;
+                            if value.chars().any(|c| c.is_control()) {
+                                return Err(DomainError::Invalid(format!("header `{name}` has a control character")));
+                            }
+                            headers.push((name.clone(), value));
+                        }
+                    }
+                    Some(_) => return Err(DomainError::Invalid("`destination.headers` is an object".into())),
+                }
+                Destination::Webhook { url, headers }
+            }
+            "KAFKA" => Destination::Kafka { topic: channel(field("topic"), "destination.topic")? },
+            "NATS" => Destination::Nats { subject: channel(field("subject"), "destination.subject")? },
+            _ => Destination::RedisStream { stream: channel(field("stream"), "destination.stream")? },
+        })
+    }
+
+    /// The body as stored: defaults filled in, so reading it back shows what is in force.
+    pub fn normalized(&self, body: &Value) -> Value {
+        let mut out: Map<String, Value> = body.as_object().cloned().unwrap_or_default();
+        out.insert("enabled".into(), json!(self.enabled));
+        out.insert("maxAttempts".into(), json!(self.max_attempts));
+        out.insert("secretVersion".into(), json!(self.secret_version));
+        out.entry("filter").or_insert_with(|| json!({}));
+        Value::Object(out)
+    }
+}
+
+/// Port's change event, as a subscription's message carries it: `{action, resourceType, trigger: {by,
+/// origin, at}, context: {blueprintIdentifier, entityIdentifier}, diff: {before, after}}` plus `seq` (the
+/// log's sequence number: an idempotency key) and the subscription's identifier.
+pub fn message(event: &crate::Event, change: &PublicChange, subscription: &str) -> Value {
+    json!({
+        "action": action_of(change),
+        "resourceType": change.resource,
+        "trigger": {"by": {"userId": event.actor}, "origin": event.origin, "at": event.time},
+        "context": {"blueprintIdentifier": change.blueprint, "entityIdentifier": change.identifier},
+        "diff": {"before": change.before, "after": change.after},
+        "seq": event.seq,
+        "subscription": subscription,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_body_reads_with_its_defaults_and_bad_ones_say_why() {
+        let s = Subscription::parse(&json!({"destination": {"type": "WEBHOOK", "url": "https://h.example/x",
+            "headers": {"X-Team": "core"}}, "filter": {"blueprints": ["service"], "actions": ["DELETE"]}}))
+        .expect("valid");
+        assert!(s.enabled);
+        assert_eq!(s.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(s.destination.kind(), "WEBHOOK");
+        for (body, says) in [
+            (json!({"destination": {"type": "SMTP"}}), "WEBHOOK, KAFKA"),
+            (json!({"destination": {"type": "WEBHOOK", "url": "ftp://x"}}), "http://"),
+            (json!({"destination": {"type": "KAFKA", "topic": "a b"}}), "letters"),
+            (json!({"destination": {"type": "NATS", "subject": "a.*"}}), "letters"),
+            (json!({"destination": {"type": "KAFKA", "topic": "t", "url": "x"}}), "no field"),
+            (
+                json!({"destination": {"type": "REDIS_STREAM", "stream": "s"}, "filter": {"actions": ["MOVE"]}}),
+                "CREATE",
+            ),
+            (json!({"destination": {"type": "REDIS_STREAM", "stream": "s"}, "maxAttempts": 0}), "1 to 100"),
+            (
+                json!({"destination": {"type": "WEBHOOK", "url": "https://x", "headers": {"x-port-signature": "v"}}}),
+                "cannot be set",
+            ),
+            (json!({"destination": {"type": "REDIS_STREAM", "stream": "s"}, "filtre": {}}), "no field"),
+        ] {
+            let e = Subscription::parse(&body).expect_err("invalid").to_string();
+            assert!(e.contains(says), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_filter_admits_by_resource_blueprint_and_action() {
+        let f = Subscription::parse(&json!({"destination": {"type": "NATS", "subject": "s"},
+            "filter": {"resources": ["entity"], "blueprints": ["service"], "actions": ["CREATE", "DELETE"]}}))
+        .expect("valid")
+        .filter;
+        let change = |resource, action, blueprint: &str, before: Value| PublicChange {
+            resource,
+            action,
+            status: "SUCCESS",
+            blueprint: Some(blueprint.into()),
+            identifier: Some("x".into()),
+            before,
+            after: Value::Null,
+        };
+        assert!(f.admits(&change("entity", "UPSERT", "service", Value::Null)), "an upsert that created");
+        assert!(!f.admits(&change("entity", "UPSERT", "service", json!({}))), "an upsert that updated");
+        assert!(f.admits(&change("entity", "DELETE", "service", json!({}))));
+        assert!(!f.admits(&change("entity", "DELETE", "team", json!({}))));
+        assert!(!f.admits(&change("blueprint", "CREATE", "service", Value::Null)));
+        let mut refused = change("entity", "CREATE", "service", Value::Null);
+        refused.status = "FAILURE";
+        assert!(!f.admits(&refused), "a refused attempt is never delivered");
+    }
+
+    proptest! {
+        /// Any JSON body is read or refused with a message, never a panic.
+        #[test]
+        fn any_body_is_read_or_refused(s in "\\PC{0,200}") {
+            if let Ok(v) = serde_json::from_str::<Value>(&s) {
+                let _ = Subscription::parse(&v);
+                let _ = Subscription::parse(&json!({"destination": v.clone(), "filter": v}));
+            }
+        }
+
+        #[test]
+        fn any_destination_strings_are_read_or_refused(kind in "[A-Z_]{0,14}", a in "\\PC{0,40}", b in "\\PC{0,40}") {
+            let body = json!({"destination": {"type": kind, "url": a, "topic": b, "subject": b, "stream": a,
+                "headers": {a.clone(): b.clone()}}});
+            let _ = Subscription::parse(&body);
+        }
+    }
+}

@@ -98,6 +98,24 @@ impl Consumer {
         Ok(moved)
     }
 
+    /// Where consumption starts when this consumer has no position yet (a subscription begins after the
+    /// write that created it, not at the start of the log): sets the position to `seq` if none is stored,
+    /// when this replica holds the lease. Whether a position is in place now.
+    pub async fn begin_at(&mut self, seq: u64) -> Result<bool, ReadError> {
+        if !self.hold().await? {
+            return Ok(false);
+        }
+        if self.store.get_cursor(&self.name).await?.is_some() {
+            return Ok(true);
+        }
+        self.commit(seq).await
+    }
+
+    /// The committed position (`None`: never set).
+    pub async fn position(&self) -> Result<Option<u64>, ReadError> {
+        Ok(self.store.get_cursor(&self.name).await?)
+    }
+
     /// Gives the lease up at once (a graceful stop), so another replica continues without waiting for it
     /// to run out.
     pub async fn release(&mut self) -> Result<(), ReadError> {

@@ -192,6 +192,22 @@ impl Pipeline {
         self.store.describe().split("://").next().unwrap_or_default().to_string()
     }
 
+    /// A consumer of the log feed whose position every replica shares ([`crate::feed::Consumer`]).
+    pub fn consumer(&self, name: &str, holder: &str, ttl: Duration) -> crate::feed::Consumer {
+        crate::feed::Consumer::new(Arc::clone(&self.store), name, holder, ttl)
+    }
+
+    /// Sets a consumer's position outside its lease (a consumer created or rewound by an administrator:
+    /// the holder, if any, reads from there at its next page).
+    pub async fn set_position(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        self.store.set_cursor(name, seq).await
+    }
+
+    /// A consumer's committed position, if it has one.
+    pub async fn position(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        self.store.get_cursor(name).await
+    }
+
     /// The events after `after` as the feed reads them ([`crate::feed::read`]).
     pub async fn feed(
         &self,

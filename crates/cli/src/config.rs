@@ -19,7 +19,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_STORE")]
     pub store: Option<String>,
     /// A TOML file with any of: listen, data_dir, store, body_limit, snapshot_every, min_seq_wait_ms,
-    /// rate_limit, rate_limit_period, org_name, signing_key_file, demo, log_format, log
+    /// rate_limit, rate_limit_period, org_name, signing_key_file, demo, log_format, log, redis_stream_url,
+    /// nats_url, kafka_brokers, allow_destinations
     #[arg(long, env = "BERTH_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seed the demo catalog if the catalog is empty
@@ -47,6 +48,20 @@ pub struct ServeArgs {
     /// (BERTH_SIGNING_KEY, the key itself, wins over any file) [default: <data-dir>/signing-key.json]
     #[arg(long, env = "BERTH_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
+    /// Where REDIS_STREAM subscriptions write (redis:// or rediss://)
+    #[arg(long, env = "BERTH_REDIS_STREAM_URL")]
+    pub redis_stream_url: Option<String>,
+    /// Where NATS subscriptions publish (nats://host:port)
+    #[arg(long, env = "BERTH_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Where KAFKA subscriptions produce: a comma-separated host:port list
+    #[arg(long, env = "BERTH_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// A host webhooks may be sent to (a name, *.domain or an IP address; repeat the flag, or separate with
+    /// commas). With none, any host resolving to public addresses only; private and loopback addresses
+    /// are refused unless listed
+    #[arg(long = "allow-destination", env = "BERTH_ALLOW_DESTINATIONS", value_delimiter = ',')]
+    pub allow_destination: Vec<String>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "BERTH_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -69,6 +84,10 @@ struct FileConfig {
     rate_limit_period: Option<u64>,
     org_name: Option<String>,
     signing_key_file: Option<PathBuf>,
+    redis_stream_url: Option<String>,
+    nats_url: Option<String>,
+    kafka_brokers: Option<String>,
+    allow_destinations: Option<Vec<String>>,
     demo: Option<bool>,
     log_format: Option<String>,
     log: Option<String>,
@@ -118,6 +137,15 @@ impl Settings {
             server.organization = name;
         }
         server.signing_key_file = args.signing_key_file.or(file.signing_key_file);
+        server.redis_stream_url = args.redis_stream_url.or(file.redis_stream_url).filter(|s| !s.is_empty());
+        server.nats_url = args.nats_url.or(file.nats_url).filter(|s| !s.is_empty());
+        server.kafka_brokers = args.kafka_brokers.or(file.kafka_brokers).filter(|s| !s.is_empty());
+        server.allow_destinations = if args.allow_destination.is_empty() {
+            file.allow_destinations.unwrap_or_default()
+        } else {
+            args.allow_destination
+        };
+        server.allow_destinations.retain(|d| !d.trim().is_empty());
         server.demo = args.demo || file.demo.unwrap_or(false);
         server.bootstrap_admin_email = std::env::var("BERTH_BOOTSTRAP_ADMIN_EMAIL").ok().filter(|s| !s.is_empty());
         server.bootstrap_admin_password =

@@ -84,6 +84,8 @@ fn rotate_signing_key(args: RotateArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    // Every HTTPS client of the process (webhooks, `berth report`) uses rustls with the `ring` provider.
+    berth_store::tls::provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

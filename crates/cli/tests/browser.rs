@@ -128,7 +128,7 @@ async fn the_web_ui_end_to_end_in_chromium() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Berth::spawn(dir.path(), &support::sqlite_url(dir.path(), "ui.db"), &["--demo"]);
-    let http = reqwest::Client::new();
+    let http = support::client();
     let token = server.token(&http).await;
 
     let port = support::free_port();

@@ -30,7 +30,7 @@ async fn sigkill_during_bulk_writes_loses_nothing_acknowledged_redis() {
 }
 
 async fn sigkill_cycles(dir: &std::path::Path, store: &str) {
-    let client = reqwest::Client::new();
+    let client = support::client();
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
 
     // Cycles 0-2 write and are killed; cycle 3 only checks what cycle 2 acknowledged.
@@ -130,7 +130,7 @@ async fn sigkill_cycles(dir: &std::path::Path, store: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_gracefully_with_a_final_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let client = reqwest::Client::new();
+    let client = support::client();
     let db = dir.path().join("berth.db");
     let mut server = Berth::spawn(dir.path(), &format!("sqlite://{}", db.display()), &[]);
     let base = server.base.clone();

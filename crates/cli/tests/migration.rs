@@ -18,7 +18,7 @@ fn read_report(path: &std::path::Path) -> Value {
 
 /// Seeds a store through a real server: the demo catalog plus extra writes, deletes and a snapshot.
 async fn seed(dir: &std::path::Path, store: &str) -> usize {
-    let client = reqwest::Client::new();
+    let client = support::client();
     let mut server = Berth::spawn(dir, store, &["--demo", "--snapshot-every", "100"]);
     let token = server.token(&client).await;
     let entities: Vec<Value> = (0..300)
@@ -112,7 +112,7 @@ async fn round_trip_sqlite_postgres_redis_sqlite_keeps_every_digest() {
     assert_eq!(digests[0].1["team"]["entities"], teams as u64);
 
     // The last copy serves the same catalog.
-    let client = reqwest::Client::new();
+    let client = support::client();
     let server = Berth::spawn(dir.path(), &hops[3], &[]);
     let token = server.token(&client).await;
     let served = support::entities(&client, &server, &token, "team").await;
@@ -136,7 +136,7 @@ async fn live_migration_while_writing_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let source = support::sqlite_url(dir.path(), "live.db");
     let target = support::postgres_url("live");
-    let client = reqwest::Client::new();
+    let client = support::client();
     let server = Berth::spawn(dir.path(), &source, &["--snapshot-every", "500"]);
     let token = server.token(&client).await;
     support::create_blueprint(
@@ -227,7 +227,7 @@ async fn live_migration_while_writing_loses_nothing() {
 async fn backup_of_a_serving_store_restores_into_any_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let source = support::postgres_url("backup");
-    let client = reqwest::Client::new();
+    let client = support::client();
     let server = Berth::spawn(dir.path(), &source, &["--demo"]);
     let token = server.token(&client).await;
     let services = support::entities(&client, &server, &token, "service").await.len();
@@ -288,7 +288,7 @@ async fn backup_of_a_serving_store_restores_into_any_store() {
 async fn a_damaged_snapshot_in_a_backup_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let source = support::sqlite_url(dir.path(), "source.db");
-    let client = reqwest::Client::new();
+    let client = support::client();
     let mut server = Berth::spawn(dir.path(), &source, &["--demo", "--snapshot-every", "10"]);
     server.token(&client).await; // up and ready
     // Wait for the snapshot task to write one.

@@ -51,7 +51,7 @@ async fn bulk(client: &reqwest::Client, server: &Berth, token: &str, ids: &[Stri
 
 async fn outage(proxy: &Proxy, url: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let client = reqwest::Client::new();
+    let client = support::client();
     let server = Berth::spawn(dir.path(), url, &[]);
     let token = server.token(&client).await;
     support::create_blueprint(
@@ -115,7 +115,7 @@ async fn postgres_black_hole_ends_in_503s_and_recovers() {
     let proxy = Proxy::start("127.0.0.1:5432").await;
     let url = postgres_via(&proxy, "hole");
     let dir = tempfile::tempdir().expect("tempdir");
-    let client = reqwest::Client::new();
+    let client = support::client();
     let server = Berth::spawn(dir.path(), &url, &[]);
     let token = server.token(&client).await;
     support::create_blueprint(

@@ -25,7 +25,7 @@ async fn two_replicas_on_redis() {
 
 async fn replicas(store: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let client = reqwest::Client::new();
+    let client = support::client();
     let flags = ["--min-seq-wait-ms", "3000"];
     let a = Berth::spawn(dir.path(), store, &flags);
     let b = Berth::spawn(dir.path(), store, &flags);

@@ -82,7 +82,7 @@ async fn deployment(client: &reqwest::Client, server: &Berth, token: &str, id: &
 async fn reports_from_every_ci_land_in_the_catalog_and_bad_ones_write_nothing() {
     let dir = tempfile::tempdir().expect("dir");
     let mut server = Berth::spawn(dir.path(), &support::sqlite_url(dir.path(), "report.db"), &[]);
-    let client = reqwest::Client::new();
+    let client = support::client();
     let token = server.token(&client).await;
 
     let base = ["deployment", "--service", "payments", "--version"];
@@ -331,7 +331,7 @@ fn gitlab_script() -> String {
 async fn the_gitlab_template_reports_a_deploy() {
     let dir = tempfile::tempdir().expect("dir");
     let mut server = Berth::spawn(dir.path(), &support::sqlite_url(dir.path(), "gitlab.db"), &[]);
-    let client = reqwest::Client::new();
+    let client = support::client();
     let token = server.token(&client).await;
     let script = gitlab_script();
     let job = |version: &str, status: &str| {

@@ -37,6 +37,10 @@ pub struct KeyFile {
     /// When `previous` stopped signing (seconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_at: Option<i64>,
+    /// The key subscriptions' webhook secrets are derived from (`berth_delivery::secret`): kept across
+    /// rotations of the signing key, so receivers' secrets do not change with it. Added on first start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
 }
 
 impl KeyFile {
@@ -49,7 +53,12 @@ impl KeyFile {
 
     /// This key set after a rotation at `now`: a new current key, the old one previous.
     pub fn rotated(&self, new_key: String, now: i64) -> KeyFile {
-        KeyFile { current: new_key, previous: Some(self.current.clone()), rotated_at: Some(now) }
+        KeyFile {
+            current: new_key,
+            previous: Some(self.current.clone()),
+            rotated_at: Some(now),
+            delivery: self.delivery.clone(),
+        }
     }
 }
 
@@ -70,6 +79,8 @@ struct Loaded {
 pub struct SigningKeys {
     source: KeySource,
     loaded: RwLock<Loaded>,
+    /// See [`KeyFile::delivery`]; `BERTH_DELIVERY_KEY` wins over the file's.
+    delivery: String,
 }
 
 /// Reads a key file; `Ok(None)` when it does not exist.
@@ -96,6 +107,11 @@ pub fn write_key_file(path: &Path, keys: &KeyFile) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// `BERTH_DELIVERY_KEY`, when set (at least [`MIN_KEY_LEN`] characters).
+fn delivery_from_env() -> Option<String> {
+    std::env::var("BERTH_DELIVERY_KEY").ok().filter(|k| k.len() >= MIN_KEY_LEN)
+}
+
 impl SigningKeys {
     /// Keys from the environment, or from `file` (made, with `legacy` or a new random key, when absent).
     pub fn open(file: &Path, legacy: Option<&str>) -> Result<SigningKeys, String> {
@@ -104,11 +120,17 @@ impl SigningKeys {
                 current,
                 previous: std::env::var("BERTH_SIGNING_KEY_PREVIOUS").ok().filter(|p| !p.is_empty()),
                 rotated_at: None,
+                delivery: None,
             };
             keys.check().map_err(|e| format!("BERTH_SIGNING_KEY: {e}"))?;
+            if std::env::var("BERTH_DELIVERY_KEY").is_err() {
+                tracing::warn!(
+                    "BERTH_SIGNING_KEY is set but BERTH_DELIVERY_KEY is not: subscription secrets change at every start (set BERTH_DELIVERY_KEY, the same on every replica)"
+                );
+            }
             return Ok(SigningKeys::fixed(KeySource::Environment, keys));
         }
-        let (keys, modified) = match read_key_file(file)? {
+        let (mut keys, mut modified) = match read_key_file(file)? {
             Some(found) => found,
             None => {
                 let current = match legacy {
@@ -118,22 +140,44 @@ impl SigningKeys {
                     }
                     None => crate::auth::random_hex(32).map_err(|e| e.message)?,
                 };
-                let keys = KeyFile { current, previous: None, rotated_at: None };
+                let keys = KeyFile {
+                    current,
+                    previous: None,
+                    rotated_at: None,
+                    delivery: Some(crate::auth::random_hex(32).map_err(|e| e.message)?),
+                };
                 write_key_file(file, &keys)?;
                 tracing::info!(file = %file.display(), "wrote a new signing key file; every replica must use the same one");
                 let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
                 (keys, modified)
             }
         };
+        // A key file written before subscriptions existed gets its delivery key now (once).
+        if keys.delivery.is_none() {
+            keys.delivery = Some(crate::auth::random_hex(32).map_err(|e| e.message)?);
+            write_key_file(file, &keys)?;
+            modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+        }
+        let delivery = delivery_from_env().or_else(|| keys.delivery.clone()).unwrap_or_default();
         Ok(SigningKeys {
             source: KeySource::File(file.to_path_buf()),
             loaded: RwLock::new(Loaded { keys, modified, checked: Instant::now() }),
+            delivery,
         })
     }
 
     /// Keys that never change (tests, the environment).
     pub fn fixed(source: KeySource, keys: KeyFile) -> SigningKeys {
-        SigningKeys { source, loaded: RwLock::new(Loaded { keys, modified: None, checked: Instant::now() }) }
+        let delivery = delivery_from_env()
+            .or_else(|| keys.delivery.clone())
+            .or_else(|| crate::auth::random_hex(32).ok())
+            .unwrap_or_default();
+        SigningKeys { source, loaded: RwLock::new(Loaded { keys, modified: None, checked: Instant::now() }), delivery }
+    }
+
+    /// The key subscription secrets are derived from.
+    pub fn delivery_key(&self) -> String {
+        self.delivery.clone()
     }
 
     pub fn source(&self) -> &KeySource {

@@ -65,6 +65,15 @@ pub struct ServerConfig {
     pub rate_limit_period: Duration,
     /// The token signing key file (`None`: `<data-dir>/signing-key.json`); `BERTH_SIGNING_KEY` wins over it.
     pub signing_key_file: Option<PathBuf>,
+    /// Where REDIS_STREAM, NATS and KAFKA subscriptions deliver (unset: subscriptions of that kind are
+    /// refused, naming the flag).
+    pub redis_stream_url: Option<String>,
+    pub nats_url: Option<String>,
+    pub kafka_brokers: Option<String>,
+    /// The hosts webhooks may be sent to (`berth_delivery::address`).
+    pub allow_destinations: Vec<String>,
+    /// Run the delivery workers (off only in tests that exercise one replica's delivery against another's).
+    pub deliver: bool,
 }
 
 impl ServerConfig {
@@ -85,6 +94,11 @@ impl ServerConfig {
             rate_limit: 0,
             rate_limit_period: Duration::from_secs(60),
             signing_key_file: None,
+            redis_stream_url: None,
+            nats_url: None,
+            kafka_brokers: None,
+            allow_destinations: Vec::new(),
+            deliver: true,
         }
     }
 
@@ -185,6 +199,8 @@ pub struct AppState {
     pub searches: Arc<searching::SearchSlots>,
     pub config: Arc<ServerConfig>,
     pub started: Instant,
+    /// The delivery workers of subscriptions, and their status.
+    pub delivery: Arc<berth_delivery::Delivery>,
 }
 
 /// The address the request came from (the TCP peer; a proxy's address behind one).
@@ -227,8 +243,15 @@ pub struct Server {
     ui: Option<axum::Router<AppState>>,
 }
 
+/// Installs the process's rustls crypto provider (`ring`), which every HTTPS client (webhooks, and any
+/// `reqwest::Client` of the process) uses. Idempotent; [`start`] calls it.
+pub fn install_tls_provider() {
+    berth_store::tls::provider();
+}
+
 /// Opens the store and catalog, bootstraps, seeds the demo if asked, and binds the socket.
 pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
+    install_tls_provider();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::Bootstrap(format!("cannot create {}: {e}", config.data_dir.display())))?;
     let store: Arc<dyn berth_store::LogStore> = Arc::from(berth_store::open(&config.store_url()).await?);
@@ -254,7 +277,21 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         generated_credential,
         generated_user,
     };
+    let delivery_config = berth_delivery::Config {
+        key: keys.delivery_key().into_bytes(),
+        holder: format!("{}-{}", hostname(), std::process::id()),
+        redis_stream_url: config.redis_stream_url.clone(),
+        nats_url: config.nats_url.clone(),
+        kafka_brokers: config.kafka_brokers.clone(),
+        allow: config.allow_destinations.clone(),
+    };
+    let delivery = if config.deliver {
+        berth_delivery::Delivery::start(Arc::clone(&catalog), delivery_config)
+    } else {
+        berth_delivery::Delivery::idle(Arc::clone(&catalog), delivery_config)
+    };
     let state = AppState {
+        delivery,
         pipeline: catalog,
         tokens: Arc::new(Tokens::default()),
         keys: Arc::new(keys),
@@ -289,6 +326,11 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// This machine's name, for lease holders (`HOSTNAME`, else `berth`).
+fn hostname() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "berth".into())
 }
 
 /// Runs a command as the server itself; answers whether it changed anything.

@@ -78,7 +78,7 @@ impl TestServer {
         server
     }
 
-    async fn start_configured(data_dir: PathBuf, configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    pub async fn start_configured(data_dir: PathBuf, configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
         Self::start_full(data_dir, configure, None).await
     }
 
@@ -106,6 +106,7 @@ impl TestServer {
                 .await
                 .expect("server runs");
         });
+        berth_server::install_tls_provider();
         let client = reqwest::Client::new();
         let answer: Value = client
             .post(format!("{base}/v1/auth/access_token"))

@@ -251,3 +251,10 @@ impl Drop for Proxy {
         self.accept.abort();
     }
 }
+
+/// An HTTP client for a test (rustls with the `ring` provider installed first, as the binary does).
+#[allow(dead_code)]
+pub fn client() -> reqwest::Client {
+    berth_store::tls::provider();
+    reqwest::Client::new()
+}

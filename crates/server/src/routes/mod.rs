@@ -12,6 +12,7 @@ pub mod pages;
 pub mod render;
 pub mod scorecards;
 pub mod search;
+pub mod subscriptions;
 pub mod system;
 pub mod teams;
 pub mod token;
@@ -144,6 +145,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .merge(pages::router())
         .merge(scorecards::router())
         .merge(deployments::router())
+        .merge(subscriptions::router())
         .route("/v1/organization", get(apps::organization))
         .route("/v1/audit-log", get(audit::audit_log))
         .route("/v1/events", get(events::events))

@@ -18,4 +18,5 @@ mod permissions;
 mod read_scope;
 mod scorecards;
 mod search;
+mod subscriptions;
 mod users;

@@ -1,0 +1,299 @@
+//! Berth's delivery workers: every enabled subscription's changes sent to its destination, in log order and
+//! at least once.
+//!
+//! - [`Delivery`]: the supervisor. It reads the subscriptions from the published catalog every second and
+//!   runs one worker per enabled subscription (restarted when its definition changes, stopped when it is
+//!   disabled or deleted), and keeps each one's [`Status`] (the last attempts, lag, counts) for the API.
+//! - `worker`: one subscription's loop: the log feed read through a [`berth_catalog::feed::Consumer`] named
+//!   `subscription:<id>` (a durable position every replica shares; one replica delivers at a time, by
+//!   lease), each change filtered, shaped as Port's change event, sent with retries (exponential backoff
+//!   with jitter), and the position committed after each page: a crash or a failover repeats at most the
+//!   page in flight, never skips one.
+//! - [`webhook`], [`redis_stream`]: the destinations; [`address`]: where a webhook may go; [`secret`]: a
+//!   subscription's signing secret (derived, never stored) and Port's webhook signature.
+//!
+//! Writes never wait for delivery: workers read the log after the fact, so a slow destination only grows
+//! its own lag.
+
+pub mod address;
+pub mod redis_stream;
+pub mod secret;
+pub mod webhook;
+mod worker;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_catalog::Pipeline;
+use berth_model::subscription::{Destination, Subscription};
+use berth_model::{DefinitionKind, Timestamp};
+use serde_json::{Value, json};
+
+/// How the server's delivery is configured (flags and environment).
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// The key subscription secrets are derived from (shared by every replica, outside the log).
+    pub key: Vec<u8>,
+    /// This replica's name, as leases record it.
+    pub holder: String,
+    /// `--redis-stream-url`: where REDIS_STREAM destinations write.
+    pub redis_stream_url: Option<String>,
+    /// `--nats-url`: where NATS destinations publish.
+    pub nats_url: Option<String>,
+    /// `--kafka-brokers`: where KAFKA destinations produce.
+    pub kafka_brokers: Option<String>,
+    /// `--allow-destination`: the hosts webhooks may go to (see [`address`]).
+    pub allow: Vec<String>,
+}
+
+impl Config {
+    /// Whether the server can deliver to a destination of this kind; `Err` names the flag to set.
+    pub fn supports(&self, destination: &Destination) -> Result<(), String> {
+        let missing = |flag: &str, env: &str, kind: &str| {
+            Err(format!("{kind} destinations need the server started with {flag} (or {env})"))
+        };
+        match destination {
+            Destination::Webhook { .. } => Ok(()),
+            Destination::RedisStream { .. } if self.redis_stream_url.is_none() => {
+                missing("--redis-stream-url", "BERTH_REDIS_STREAM_URL", "REDIS_STREAM")
+            }
+            Destination::RedisStream { .. } => Ok(()),
+            Destination::Nats { .. } => {
+                if self.nats_url.is_none() {
+                    missing("--nats-url", "BERTH_NATS_URL", "NATS")
+                } else {
+                    Err("NATS destinations are not delivered by this version of Berth yet".into())
+                }
+            }
+            Destination::Kafka { .. } => {
+                if self.kafka_brokers.is_none() {
+                    missing("--kafka-brokers", "BERTH_KAFKA_BROKERS", "KAFKA")
+                } else {
+                    Err("KAFKA destinations are not delivered by this version of Berth yet".into())
+                }
+            }
+        }
+    }
+
+    /// A webhook URL whose host is an address literal the allow rules refuse is refused when the
+    /// subscription is written (a name is checked when it is resolved, at each delivery).
+    pub fn check_url(&self, url: &str) -> Result<(), String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("`destination.url` does not parse: {e}"))?;
+        let host = parsed.host_str().ok_or("`destination.url` has no host")?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            address::Allow::new(&self.allow).check(host, &[std::net::SocketAddr::new(ip, 0)])?;
+        }
+        Ok(())
+    }
+
+    /// The signing secret of a subscription's version.
+    pub fn secret(&self, id: &str, version: u32) -> String {
+        secret::secret(&self.key, id, version)
+    }
+}
+
+/// The rustls configuration webhooks use: the process's provider (`ring`) and the system's roots.
+pub(crate) fn tls_config() -> Result<rustls::ClientConfig, String> {
+    let roots = berth_store::tls::roots(None).map_err(|e| e.to_string())?;
+    rustls::ClientConfig::builder_with_provider(berth_store::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The most attempts a status keeps.
+const KEPT_ATTEMPTS: usize = 50;
+
+/// One delivery attempt.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub at: Timestamp,
+    pub seq: u64,
+    pub delivered: bool,
+    /// The receiver's HTTP status (webhooks).
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub millis: u64,
+}
+
+/// What happened to one send.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub delivered: bool,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub millis: u64,
+}
+
+impl Outcome {
+    fn delivered(status: Option<u16>, started: Instant) -> Outcome {
+        Outcome { delivered: true, status, error: None, millis: started.elapsed().as_millis() as u64 }
+    }
+    fn failed(status: Option<u16>, error: String, started: Instant) -> Outcome {
+        Outcome { delivered: false, status, error: Some(error), millis: started.elapsed().as_millis() as u64 }
+    }
+}
+
+/// A subscription's delivery as this replica sees it.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// `delivering` (this replica holds the lease), `standby` (another replica does), `failing` (the
+    /// message in flight keeps failing), `stopped` (an error stopped the worker: see `last_error`).
+    pub state: &'static str,
+    /// The last sequence number delivered (committed), and the log's head when last read.
+    pub position: u64,
+    pub head: u64,
+    pub delivered: u64,
+    pub skipped: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    /// The newest attempts, newest last.
+    pub attempts: VecDeque<Attempt>,
+}
+
+impl Status {
+    /// The status as the API shows it.
+    pub fn json(&self) -> Value {
+        let attempts: Vec<Value> = self
+            .attempts
+            .iter()
+            .rev()
+            .map(|a| {
+                json!({"at": a.at, "seq": a.seq, "delivered": a.delivered, "status": a.status,
+                    "error": a.error, "millis": a.millis})
+            })
+            .collect();
+        json!({"state": self.state, "position": self.position, "head": self.head,
+            "lag": self.head.saturating_sub(self.position), "delivered": self.delivered,
+            "filteredOut": self.skipped, "failures": self.failures, "lastError": self.last_error,
+            "attempts": attempts})
+    }
+
+    fn record(&mut self, seq: u64, o: &Outcome) {
+        if self.attempts.len() == KEPT_ATTEMPTS {
+            self.attempts.pop_front();
+        }
+        self.attempts.push_back(Attempt {
+            at: berth_catalog::now(),
+            seq,
+            delivered: o.delivered,
+            status: o.status,
+            error: o.error.clone(),
+            millis: o.millis,
+        });
+        if o.delivered {
+            self.delivered += 1;
+            self.state = "delivering";
+        } else {
+            self.failures += 1;
+            self.state = "failing";
+            self.last_error = o.error.clone();
+        }
+    }
+}
+
+type Statuses = Arc<Mutex<HashMap<String, Status>>>;
+/// Subscription → the definition body its worker runs, and the worker.
+type Workers = Mutex<HashMap<String, (Arc<Value>, tokio::task::JoinHandle<()>)>>;
+
+/// The supervisor (see the crate's documentation).
+pub struct Delivery {
+    pipeline: Arc<Pipeline>,
+    config: Config,
+    statuses: Statuses,
+    workers: Workers,
+}
+
+/// How often the supervisor looks at the subscriptions.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
+impl Delivery {
+    /// Starts delivering every enabled subscription of `pipeline`'s catalog.
+    pub fn start(pipeline: Arc<Pipeline>, config: Config) -> Arc<Delivery> {
+        let delivery = Arc::new(Delivery { pipeline, config, statuses: Arc::default(), workers: Mutex::default() });
+        let weak = Arc::downgrade(&delivery);
+        tokio::spawn(async move {
+            loop {
+                let Some(d) = weak.upgrade() else { return };
+                d.reconcile();
+                drop(d);
+                tokio::time::sleep(RECONCILE_EVERY).await;
+            }
+        });
+        delivery
+    }
+
+    /// A supervisor that runs no worker (its configuration still answers what the API asks).
+    pub fn idle(pipeline: Arc<Pipeline>, config: Config) -> Arc<Delivery> {
+        Arc::new(Delivery { pipeline, config, statuses: Arc::default(), workers: Mutex::default() })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A subscription's delivery status on this replica.
+    pub fn status(&self, id: &str) -> Option<Status> {
+        self.statuses.lock().ok()?.get(id).cloned()
+    }
+
+    /// Starts, restarts and stops workers to match the subscriptions in the catalog.
+    fn reconcile(&self) {
+        let view = self.pipeline.view();
+        let mut wanted: HashMap<String, Arc<Value>> = HashMap::new();
+        for d in view.definitions(DefinitionKind::Subscription) {
+            if Subscription::parse(&d.body).is_ok_and(|s| s.enabled) {
+                wanted.insert(d.identifier.clone(), Arc::clone(&d.body));
+            }
+        }
+        let Ok(mut workers) = self.workers.lock() else { return };
+        workers.retain(|id, (body, handle)| {
+            let keep = wanted.get(id).is_some_and(|w| Arc::ptr_eq(w, body) || **w == **body) && !handle.is_finished();
+            if !keep {
+                handle.abort();
+                if let Ok(mut s) = self.statuses.lock() {
+                    if !wanted.contains_key(id) {
+                        s.remove(id);
+                    }
+                }
+            }
+            keep
+        });
+        for (id, body) in wanted {
+            if workers.contains_key(&id) {
+                continue;
+            }
+            let Ok(subscription) = Subscription::parse(&body) else { continue };
+            let handle = tokio::spawn(worker::run(
+                Arc::clone(&self.pipeline),
+                self.config.clone(),
+                Arc::clone(&self.statuses),
+                id.clone(),
+                subscription,
+            ));
+            workers.insert(id, (body, handle));
+        }
+    }
+
+    /// Stops every worker (a graceful stop: the leases run out and another replica continues).
+    pub fn stop(&self) {
+        if let Ok(mut workers) = self.workers.lock() {
+            for (_, (_, handle)) in workers.drain() {
+                handle.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The consumer name of a subscription's position.
+pub fn position_name(id: &str) -> String {
+    format!("subscription:{id}")
+}

@@ -1,0 +1,62 @@
+//! Redis Streams destinations: `XADD <stream> * seq <seq> key <blueprint/entity> subscription <id> message
+//! <json>` per message, in order, on one connection (re-made after a failure). Consumers de-duplicate by `seq`.
+
+use std::time::{Duration, Instant};
+
+use crate::Outcome;
+
+/// The longest one XADD may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct RedisStream {
+    client: redis::Client,
+    stream: String,
+    subscription: String,
+    connection: Option<redis::aio::MultiplexedConnection>,
+}
+
+impl RedisStream {
+    pub fn new(url: &str, stream: &str, subscription: &str) -> Result<RedisStream, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("the Redis stream URL: {e}"))?;
+        Ok(RedisStream { client, stream: stream.to_string(), subscription: subscription.to_string(), connection: None })
+    }
+
+    pub async fn send(&mut self, seq: u64, key: &str, body: &[u8]) -> Outcome {
+        let started = Instant::now();
+        let connection = match &self.connection {
+            Some(c) => c.clone(),
+            None => match tokio::time::timeout(CALL_TIMEOUT, self.client.get_multiplexed_async_connection()).await {
+                Ok(Ok(c)) => {
+                    self.connection = Some(c.clone());
+                    c
+                }
+                Ok(Err(e)) => return Outcome::failed(None, format!("connecting to Redis: {e}"), started),
+                Err(_) => return Outcome::failed(None, "connecting to Redis timed out".into(), started),
+            },
+        };
+        let mut connection = connection;
+        let cmd = redis::cmd("XADD")
+            .arg(&self.stream)
+            .arg("*")
+            .arg("seq")
+            .arg(seq)
+            .arg("key")
+            .arg(key)
+            .arg("subscription")
+            .arg(&self.subscription)
+            .arg("message")
+            .arg(body)
+            .to_owned();
+        match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<String>(&mut connection)).await {
+            Ok(Ok(_)) => Outcome::delivered(None, started),
+            Ok(Err(e)) => {
+                self.connection = None;
+                Outcome::failed(None, format!("XADD: {e}"), started)
+            }
+            Err(_) => {
+                self.connection = None;
+                Outcome::failed(None, "XADD timed out".into(), started)
+            }
+        }
+    }
+}

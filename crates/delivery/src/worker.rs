@@ -1,0 +1,218 @@
+//! One subscription's delivery loop (see the crate's documentation).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_catalog::Pipeline;
+use berth_model::subscription::{self, Destination, Subscription};
+use berth_model::{Change, Entity, Event, Previous};
+
+use crate::redis_stream::RedisStream;
+use crate::webhook::Webhook;
+use crate::{Config, Outcome, Statuses, position_name};
+
+/// How long a replica holds a subscription's lease between renewals.
+pub(crate) const LEASE: Duration = Duration::from_secs(15);
+/// The most events one page reads (and so the most a crash can make a destination receive twice).
+const PAGE: usize = 200;
+/// The first retry's wait, and the longest.
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+enum Sink {
+    Webhook(Webhook),
+    Redis(RedisStream),
+}
+
+impl Sink {
+    fn open(config: &Config, id: &str, s: &Subscription) -> Result<Sink, String> {
+        config.supports(&s.destination)?;
+        match &s.destination {
+            Destination::Webhook { url, headers } => Ok(Sink::Webhook(Webhook::new(
+                url,
+                headers.clone(),
+                config.secret(id, s.secret_version),
+                id,
+                crate::address::Allow::new(&config.allow),
+            )?)),
+            Destination::RedisStream { stream } => {
+                let url = config.redis_stream_url.as_deref().unwrap_or_default();
+                Ok(Sink::Redis(RedisStream::new(url, stream, id)?))
+            }
+            other => Err(format!("{} destinations are not delivered yet", other.kind())),
+        }
+    }
+
+    async fn send(&mut self, seq: u64, key: &str, body: &[u8]) -> Outcome {
+        match self {
+            Sink::Webhook(w) => w.send(seq, body).await,
+            Sink::Redis(r) => r.send(seq, key, body).await,
+        }
+    }
+}
+
+/// A wait before retry `n` (from 0): doubling from [`BACKOFF_FIRST`] up to [`BACKOFF_MAX`], with jitter
+/// (between half and all of it), so many failing subscriptions do not retry in step.
+pub(crate) fn backoff(n: u32) -> Duration {
+    let full = BACKOFF_FIRST.saturating_mul(1u32.checked_shl(n.min(16)).unwrap_or(u32::MAX)).min(BACKOFF_MAX);
+    let mut byte = [0u8; 1];
+    let jitter = if getrandom::fill(&mut byte).is_ok() { f64::from(byte[0]) / 255.0 } else { 0.5 };
+    full.mul_f64(0.5 + jitter / 2.0)
+}
+
+/// The entity a change is about (the version after it, or before it for a deletion).
+fn entity_of(event: &Event) -> Option<&Entity> {
+    match (&event.change, &event.before) {
+        (Change::EntityPut { entity }, _) => Some(entity),
+        (Change::EntityDeleted { .. }, Some(Previous::Entity { entity })) => Some(entity),
+        _ => None,
+    }
+}
+
+fn set(statuses: &Statuses, id: &str, f: impl FnOnce(&mut crate::Status)) {
+    if let Ok(mut all) = statuses.lock() {
+        f(all.entry(id.to_string()).or_default());
+    }
+}
+
+/// Delivers one subscription until the task is aborted.
+pub(crate) async fn run(pipeline: Arc<Pipeline>, config: Config, statuses: Statuses, id: String, s: Subscription) {
+    set(&statuses, &id, |st| st.state = "standby");
+    let mut sink = match Sink::open(&config, &id, &s) {
+        Ok(sink) => sink,
+        Err(e) => {
+            tracing::warn!(subscription = %id, error = %e, "a subscription cannot be delivered");
+            set(&statuses, &id, |st| {
+                st.state = "stopped";
+                st.last_error = Some(e);
+            });
+            return;
+        }
+    };
+    let mut consumer = pipeline.consumer(&position_name(&id), &config.holder, LEASE);
+    loop {
+        // A subscription without a position (its creation's position was not recorded) starts at the head.
+        let head = pipeline.view().seq();
+        match consumer.begin_at(head).await {
+            Ok(true) => {}
+            Ok(false) => {
+                set(&statuses, &id, |st| st.state = "standby");
+                tokio::time::sleep(LEASE / 3).await;
+                continue;
+            }
+            Err(e) => {
+                set(&statuses, &id, |st| st.last_error = Some(e.to_string()));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        let page = match consumer.next(PAGE, Duration::from_secs(2)).await {
+            Ok(Some(page)) => page,
+            Ok(None) => {
+                set(&statuses, &id, |st| st.state = "standby");
+                tokio::time::sleep(LEASE / 3).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(subscription = %id, error = %e, "reading the log for delivery failed");
+                set(&statuses, &id, |st| st.last_error = Some(e.to_string()));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        set(&statuses, &id, |st| {
+            st.head = page.head;
+            if st.state == "standby" {
+                st.state = "delivering";
+            }
+        });
+        let Some(last) = page.events.last().map(|e| e.seq) else {
+            if let Ok(Some(p)) = consumer.position().await {
+                set(&statuses, &id, |st| st.position = p);
+            }
+            continue;
+        };
+        if !deliver_page(&pipeline, &statuses, &id, &s, &mut sink, &mut consumer, &page.events).await {
+            continue;
+        }
+        match consumer.commit(last).await {
+            Ok(true) => set(&statuses, &id, |st| st.position = last),
+            // Another replica took over: it delivers from the last commit.
+            Ok(false) => set(&statuses, &id, |st| st.state = "standby"),
+            Err(e) => set(&statuses, &id, |st| st.last_error = Some(e.to_string())),
+        }
+    }
+}
+
+/// Delivers a page's admitted changes in order, each retried until delivered; `false` when the lease was
+/// lost on the way (the page is left to the new holder).
+async fn deliver_page(
+    pipeline: &Pipeline,
+    statuses: &Statuses,
+    id: &str,
+    s: &Subscription,
+    sink: &mut Sink,
+    consumer: &mut berth_catalog::feed::Consumer,
+    events: &[Event],
+) -> bool {
+    let view = pipeline.view();
+    for event in events {
+        let change = berth_model::public::change(event);
+        let mut admitted = s.filter.admits(&change);
+        if admitted {
+            if let Some(query) = &s.filter.query {
+                // Judged against the catalog as it is now (a rule that reads related entities reads today's).
+                admitted = entity_of(event).is_some_and(|e| {
+                    berth_engine::search::Ctx::new(&view, query, berth_catalog::now(), Some(&e.blueprint))
+                        .is_ok_and(|ctx| berth_engine::search::matches(&ctx, e, query))
+                });
+            }
+        }
+        if !admitted {
+            set(statuses, id, |st| st.skipped += 1);
+            continue;
+        }
+        let message = subscription::message(event, &change, id);
+        let body = serde_json::to_vec(&message).unwrap_or_default();
+        let key = format!(
+            "{}/{}",
+            change.blueprint.as_deref().unwrap_or(change.resource),
+            change.identifier.as_deref().unwrap_or("")
+        );
+        let mut failures = 0u32;
+        loop {
+            let outcome = sink.send(event.seq, &key, &body).await;
+            set(statuses, id, |st| st.record(event.seq, &outcome));
+            if outcome.delivered {
+                break;
+            }
+            if failures + 1 >= s.max_attempts {
+                tracing::warn!(subscription = %id, seq = event.seq, attempts = failures + 1,
+                    error = outcome.error.as_deref().unwrap_or(""), "a message keeps failing; retrying at the longest backoff");
+            }
+            tokio::time::sleep(backoff(failures)).await;
+            failures = failures.saturating_add(1);
+            // Still ours? (renews the lease through long outages)
+            if !consumer.hold().await.unwrap_or(false) {
+                set(statuses, id, |st| st.state = "standby");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        for n in 0..40 {
+            let b = backoff(n);
+            let full = BACKOFF_FIRST.saturating_mul(1u32 << n.min(16)).min(BACKOFF_MAX);
+            assert!(b >= full / 2 && b <= full, "retry {n}: {b:?} within [{:?}, {full:?}]", full / 2);
+        }
+        assert!(backoff(30) <= BACKOFF_MAX);
+    }
+}

@@ -1,0 +1,289 @@
+//! Subscriptions: the API (Admin only, destinations the server cannot deliver to refused with the flag to
+//! set, private addresses refused unless allowed), and delivery to a live HTTP receiver and a real Redis:
+//! every admitted change, in log order, signed with the subscription's secret; a receiver that fails for a
+//! while receives everything afterwards; a restart continues from the durable position.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine;
+use berth_testkit::server::TestServer;
+use hmac::{Hmac, KeyInit, Mac};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::permissions::call;
+
+/// A Redis stream's entries: (id, [(field, value)]).
+type StreamEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+/// What the receiver got: (headers, body).
+type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
+
+/// An HTTP receiver on a free port that answers 503 to its first `fail_first` requests, then 200.
+async fn receiver(fail_first: usize) -> (String, Received, Arc<AtomicUsize>) {
+    let received: Received = Arc::default();
+    let failures = Arc::new(AtomicUsize::new(fail_first));
+    let (r, f) = (Arc::clone(&received), Arc::clone(&failures));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let (r, f) = (Arc::clone(&r), Arc::clone(&f));
+            async move {
+                if f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                r.lock().expect("lock").push((headers, body.to_vec()));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (url, received, failures)
+}
+
+/// Whether a message carries Port's signature under `secret`.
+fn signed_with(headers: &HeaderMap, body: &[u8], secret: &str) -> bool {
+    let ts = headers.get("x-port-timestamp").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let sig = headers.get("x-port-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{ts}.").as_bytes());
+    mac.update(body);
+    sig == format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited 60 s for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn bodies(received: &Received) -> Vec<Value> {
+    received.lock().expect("lock").iter().map(|(_, b)| serde_json::from_slice(b).expect("json")).collect()
+}
+
+async fn blueprints(s: &TestServer) {
+    for id in ["service", "team-x"] {
+        let a = s
+            .post(
+                "/v1/blueprints",
+                json!({"identifier": id, "title": id, "schema": {"properties": {"n": {"type": "number"}}}}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_what_the_server_cannot_deliver() {
+    let s = TestServer::start().await;
+    let (url, _, _) = receiver(0).await;
+    // Loopback is private: refused unless allowed.
+    let a = s
+        .post("/v1/subscriptions", json!({"identifier": "hooks", "destination": {"type": "WEBHOOK", "url": url}}))
+        .await;
+    a.assert_error(422, "invalid_request");
+    assert!(a.body["message"].as_str().is_some_and(|m| m.contains("--allow-destination")), "{}", a.body);
+    // A broker the server was not started with: the flag to set.
+    for (destination, flag) in [
+        (json!({"type": "REDIS_STREAM", "stream": "s"}), "--redis-stream-url"),
+        (json!({"type": "NATS", "subject": "s"}), "--nats-url"),
+        (json!({"type": "KAFKA", "topic": "t"}), "--kafka-brokers"),
+    ] {
+        let a = s.post("/v1/subscriptions", json!({"identifier": "b", "destination": destination})).await;
+        a.assert_error(422, "invalid_request");
+        assert!(a.body["message"].as_str().is_some_and(|m| m.contains(flag)), "{}", a.body);
+    }
+    // A bad body says what is wrong; nothing is created.
+    let a = s
+        .post("/v1/subscriptions", json!({"identifier": "b", "destination": {"type": "WEBHOOK", "url": "https://hooks.example.com/x"}, "filter": {"actions": ["MOVE"]}}))
+        .await;
+    a.assert_error(422, "invalid_request");
+    assert_eq!(s.get("/v1/subscriptions").await.body["subscriptions"], json!([]));
+    // Admins only, reads included.
+    let member = crate::common::app_token(&s, "viewer", &["Member"], &[]).await;
+    let (status, _) = call(&s, &member, Method::GET, "/v1/subscriptions", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(
+        &s,
+        &member,
+        Method::POST,
+        "/v1/subscriptions",
+        Some(json!({"identifier": "m", "destination": {"type": "WEBHOOK", "url": "https://hooks.example.com/x"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A public URL is accepted; the secret is shown once, never in a read.
+    let a = s
+        .post(
+            "/v1/subscriptions",
+            json!({"identifier": "public", "destination": {"type": "WEBHOOK", "url": "https://hooks.example.com/x"}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let secret = a.body["secret"].as_str().expect("secret").to_string();
+    assert!(secret.starts_with("whsec_"));
+    let read = s.get("/v1/subscriptions/public").await;
+    assert!(!read.body.to_string().contains(&secret), "{}", read.body);
+    assert_eq!(read.body["subscription"]["maxAttempts"], 10);
+    assert_eq!(s.delete("/v1/subscriptions/public").await.status, StatusCode::OK);
+    assert_eq!(s.get("/v1/subscriptions/public").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_receive_every_admitted_change_in_order_signed_through_failures_and_a_restart() {
+    let (url, received, failures) = receiver(3).await;
+    let s = TestServer::start_with(|c| c.allow_destinations = vec!["127.0.0.1".into()]).await;
+    blueprints(&s).await;
+    let a = s
+        .post(
+            "/v1/subscriptions",
+            json!({"identifier": "services", "title": "Services",
+            "destination": {"type": "WEBHOOK", "url": url, "headers": {"X-Team": "platform"}},
+            "filter": {"resources": ["entity"], "blueprints": ["service"]}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let secret = a.body["secret"].as_str().expect("secret").to_string();
+    // 300 writes over 10 services (creations, updates, deletions) and some of another blueprint.
+    let mut expected: Vec<(u64, String, &str)> = Vec::new();
+    for i in 0..300u64 {
+        let id = format!("svc-{}", i % 10);
+        let answer = if i % 37 == 36 {
+            s.delete(&format!("/v1/blueprints/service/entities/{id}")).await
+        } else {
+            s.post("/v1/blueprints/service/entities?upsert=true", json!({"identifier": id, "properties": {"n": i}}))
+                .await
+        };
+        if answer.status == StatusCode::NOT_FOUND {
+            continue;
+        }
+        assert!(answer.status.is_success(), "{}", answer.body);
+        expected.push((answer.seq(), id, if i % 37 == 36 { "DELETE" } else { "PUT" }));
+        if i % 50 == 0 {
+            let other = s
+                .post("/v1/blueprints/team-x/entities?upsert=true", json!({"identifier": "t", "properties": {"n": i}}))
+                .await;
+            assert!(other.status.is_success());
+        }
+    }
+    wait_for("every change", || received.lock().expect("lock").len() >= expected.len()).await;
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "the first three attempts failed and were retried");
+    let got = bodies(&received);
+    assert_eq!(got.len(), expected.len(), "nothing twice, nothing of the filtered-out blueprint");
+    for ((seq, id, kind), m) in expected.iter().zip(&got) {
+        assert_eq!(m["seq"], json!(seq), "log order");
+        assert_eq!(m["context"]["entityIdentifier"], json!(id));
+        assert_eq!(m["resourceType"], "entity");
+        assert_eq!(m["subscription"], "services");
+        if *kind == "DELETE" {
+            assert_eq!(m["action"], "DELETE");
+            assert!(m["diff"]["after"].is_null() && m["diff"]["before"]["identifier"] == json!(id), "{m}");
+        } else {
+            assert!(["CREATE", "UPDATE"].contains(&m["action"].as_str().unwrap_or_default()), "{m}");
+        }
+    }
+    for (headers, body) in received.lock().expect("lock").iter() {
+        assert!(signed_with(headers, body, &secret), "every signature valid");
+        assert_eq!(headers.get("x-team").and_then(|v| v.to_str().ok()), Some("platform"));
+    }
+    // The status: delivered, the failures seen, the position at the last change.
+    let st = s.get("/v1/subscriptions/services/status").await;
+    assert_eq!(st.status, StatusCode::OK, "{}", st.body);
+    assert!(st.body["status"]["failures"].as_u64() >= Some(3), "{}", st.body);
+    assert_eq!(st.body["status"]["attempts"][0]["delivered"], true);
+    let last = expected.last().expect("writes").0;
+
+    // A rotated secret signs what follows.
+    let r = s.post("/v1/subscriptions/services/rotate-secret", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let rotated = r.body["secret"].as_str().expect("secret").to_string();
+    assert_ne!(rotated, secret);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let a = s.post("/v1/blueprints/service/entities?upsert=true", json!({"identifier": "after-rotation"})).await;
+    wait_for("the change after the rotation", || received.lock().expect("lock").len() > expected.len()).await;
+    {
+        let all = received.lock().expect("lock");
+        let (headers, body) = all.last().expect("one");
+        assert!(signed_with(headers, body, &rotated), "signed with the new secret");
+        assert!(!signed_with(headers, body, &secret));
+    }
+    let delivered = received.lock().expect("lock").len();
+    assert!(a.seq() > last);
+
+    // A restart: the receiver refuses for a while, the server stops with changes undelivered, starts again
+    // on the same directory, and delivers them all, in order, from the durable position.
+    failures.store(usize::MAX / 2, Ordering::SeqCst);
+    let mut pending = Vec::new();
+    for i in 0..5 {
+        let a = s.post("/v1/blueprints/service/entities?upsert=true", json!({"identifier": format!("late-{i}")})).await;
+        pending.push(a.seq());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (dir, data_dir) = s.stop().await;
+    failures.store(0, Ordering::SeqCst);
+    let s = TestServer::start_configured(data_dir, |c| c.allow_destinations = vec!["127.0.0.1".into()]).await;
+    wait_for("the changes made before the restart", || {
+        received.lock().expect("lock").len() >= delivered + pending.len()
+    })
+    .await;
+    let got = bodies(&received);
+    let seqs: Vec<u64> = got[delivered..].iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!(seqs, pending, "nothing missing, in order, once (the receiver accepted none of them before)");
+    drop(s);
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_streams_receive_the_changes_in_order() {
+    let redis_url = berth_testkit::stores::redis_base();
+    let stream = berth_testkit::stores::unique("berth-stream");
+    let s = TestServer::start_with(|c| c.redis_stream_url = Some(redis_url.clone())).await;
+    blueprints(&s).await;
+    let a = s
+        .post(
+            "/v1/subscriptions",
+            json!({"identifier": "to-redis", "destination": {"type": "REDIS_STREAM", "stream": stream},
+            "filter": {"blueprints": ["service"], "actions": ["CREATE", "DELETE"]}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        let a = s.post("/v1/blueprints/service/entities", json!({"identifier": format!("s{i}")})).await;
+        expected.push((a.seq(), "CREATE"));
+        // Updates are filtered out.
+        s.patch(&format!("/v1/blueprints/service/entities/s{i}"), json!({"properties": {"n": 1}})).await;
+    }
+    let d = s.delete("/v1/blueprints/service/entities/s7").await;
+    expected.push((d.seq(), "DELETE"));
+    let client = redis::Client::open(redis_url.as_str()).expect("redis");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let entries: StreamEntries = loop {
+        let entries: StreamEntries =
+            redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(&mut conn).await.expect("xrange");
+        if entries.len() >= expected.len() || Instant::now() > deadline {
+            break entries;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(entries.len(), expected.len(), "every admitted change, once");
+    for ((seq, action), (_, fields)) in expected.iter().zip(&entries) {
+        let field = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        assert_eq!(field("seq"), Some(seq.to_string()));
+        assert_eq!(field("subscription").as_deref(), Some("to-redis"));
+        let message: Value = serde_json::from_str(&field("message").expect("message")).expect("json");
+        assert_eq!(message["action"], *action);
+        assert_eq!(message["seq"], json!(seq));
+        assert!(field("key").is_some_and(|k| k.starts_with("service/s")));
+    }
+    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.expect("del");
+}

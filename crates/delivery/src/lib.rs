@@ -9,13 +9,14 @@
 //!   lease), each change filtered, shaped as Port's change event, sent with retries (exponential backoff
 //!   with jitter), and the position committed after each page: a crash or a failover repeats at most the
 //!   page in flight, never skips one.
-//! - [`webhook`], [`redis_stream`]: the destinations; [`address`]: where a webhook may go; [`secret`]: a
+//! - [`webhook`], [`redis_stream`], [`nats`]: the destinations; [`address`]: where a webhook may go; [`secret`]: a
 //!   subscription's signing secret (derived, never stored) and Port's webhook signature.
 //!
 //! Writes never wait for delivery: workers read the log after the fact, so a slow destination only grows
 //! its own lag.
 
 pub mod address;
+pub mod nats;
 pub mod redis_stream;
 pub mod secret;
 pub mod webhook;
@@ -59,13 +60,8 @@ impl Config {
                 missing("--redis-stream-url", "BERTH_REDIS_STREAM_URL", "REDIS_STREAM")
             }
             Destination::RedisStream { .. } => Ok(()),
-            Destination::Nats { .. } => {
-                if self.nats_url.is_none() {
-                    missing("--nats-url", "BERTH_NATS_URL", "NATS")
-                } else {
-                    Err("NATS destinations are not delivered by this version of Berth yet".into())
-                }
-            }
+            Destination::Nats { .. } if self.nats_url.is_none() => missing("--nats-url", "BERTH_NATS_URL", "NATS"),
+            Destination::Nats { .. } => Ok(()),
             Destination::Kafka { .. } => {
                 if self.kafka_brokers.is_none() {
                     missing("--kafka-brokers", "BERTH_KAFKA_BROKERS", "KAFKA")

@@ -22,6 +22,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 enum Sink {
     Webhook(Webhook),
     Redis(RedisStream),
+    Nats(crate::nats::Nats),
 }
 
 impl Sink {
@@ -39,6 +40,9 @@ impl Sink {
                 let url = config.redis_stream_url.as_deref().unwrap_or_default();
                 Ok(Sink::Redis(RedisStream::new(url, stream, id)?))
             }
+            Destination::Nats { subject } => {
+                Ok(Sink::Nats(crate::nats::Nats::new(config.nats_url.as_deref().unwrap_or_default(), subject, id)))
+            }
             other => Err(format!("{} destinations are not delivered yet", other.kind())),
         }
     }
@@ -47,6 +51,7 @@ impl Sink {
         match self {
             Sink::Webhook(w) => w.send(seq, body).await,
             Sink::Redis(r) => r.send(seq, key, body).await,
+            Sink::Nats(n) => n.send(seq, key, body).await,
         }
     }
 }

@@ -287,3 +287,76 @@ async fn redis_streams_receive_the_changes_in_order() {
     }
     let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.expect("del");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_jetstream_receives_the_changes_in_order_with_message_ids() {
+    use futures_util::StreamExt;
+    let nats_url = std::env::var("BERTH_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let tag = berth_testkit::stores::unique("n").replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let subject = format!("berth.test.{tag}");
+    let s = TestServer::start_with(|c| c.nats_url = Some(nats_url.clone())).await;
+    blueprints(&s).await;
+    let id = format!("to-nats-{tag}");
+    let a = s
+        .post(
+            "/v1/subscriptions",
+            json!({"identifier": id, "destination": {"type": "NATS", "subject": subject},
+            "filter": {"blueprints": ["service"]}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let a = s
+            .post(
+                "/v1/blueprints/service/entities?upsert=true",
+                json!({"identifier": format!("s{}", i % 4), "properties": {"n": i}}),
+            )
+            .await;
+        expected.push(a.seq());
+    }
+    let client = async_nats::connect(nats_url.as_str())
+        .await
+        .expect("NATS at BERTH_TEST_NATS_URL or 127.0.0.1:4222, with JetStream");
+    let js = async_nats::jetstream::new(client);
+    // The stream Berth made for the subject, once the first message is in it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stream = loop {
+        if let Ok(name) = js.stream_by_subject(subject.as_str()).await {
+            let mut stream = js.get_stream(name).await.expect("stream");
+            if stream.info().await.expect("info").state.messages >= expected.len() as u64 {
+                break stream;
+            }
+        }
+        assert!(Instant::now() < deadline, "waited 60 s for the messages on {subject}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: subject.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut messages = consumer
+        .fetch()
+        .max_messages(expected.len() + 5)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .expect("fetch");
+    let mut seqs = Vec::new();
+    while let Some(m) = messages.next().await {
+        let m = m.expect("message");
+        let headers = m.headers.clone().expect("headers");
+        let seq: u64 = headers.get("Berth-Seq").expect("Berth-Seq").as_str().parse().expect("number");
+        assert_eq!(headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()), Some(format!("{id}:{seq}")));
+        let body: Value = serde_json::from_slice(&m.payload).expect("json");
+        assert_eq!(body["seq"], json!(seq));
+        assert_eq!(body["resourceType"], "entity");
+        seqs.push(seq);
+        m.ack().await.expect("ack");
+    }
+    assert_eq!(seqs, expected, "every change, in log order, once");
+    let _ = js.delete_stream(stream.cached_info().config.name.as_str()).await;
+}

@@ -1,0 +1,111 @@
+//! NATS JetStream destinations: each message published to the subject and acknowledged by the stream
+//! that captures it, with `Nats-Msg-Id: <subscription>:<seq>` (JetStream drops a re-delivery within its
+//! duplicate window; the subscription is in it so two subscriptions on one stream do not drop each
+//! other's messages) and `Berth-Seq`, `Berth-Key`, `Berth-Subscription` headers. When no stream captures
+//! the subject, Berth creates one (`berth-<subscription>`, file storage, the subject only).
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+
+use crate::Outcome;
+
+/// The longest a connection or one acknowledged publish may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Nats {
+    url: String,
+    subject: String,
+    subscription: String,
+    context: Option<jetstream::Context>,
+    stream_checked: bool,
+}
+
+impl Nats {
+    pub fn new(url: &str, subject: &str, subscription: &str) -> Nats {
+        Nats {
+            url: url.to_string(),
+            subject: subject.to_string(),
+            subscription: subscription.to_string(),
+            context: None,
+            stream_checked: false,
+        }
+    }
+
+    async fn context(&mut self) -> Result<jetstream::Context, String> {
+        if let Some(c) = &self.context {
+            return Ok(c.clone());
+        }
+        let options = async_nats::ConnectOptions::new()
+            .connection_timeout(CALL_TIMEOUT)
+            .name(format!("berth subscription {}", self.subscription));
+        let client = tokio::time::timeout(CALL_TIMEOUT, options.connect(self.url.as_str()))
+            .await
+            .map_err(|_| "connecting to NATS timed out".to_string())?
+            .map_err(|e| format!("connecting to NATS: {e}"))?;
+        let context = jetstream::new(client);
+        self.context = Some(context.clone());
+        Ok(context)
+    }
+
+    /// Makes sure a stream captures the subject (once per connection).
+    async fn ensure_stream(&mut self, context: &jetstream::Context) -> Result<(), String> {
+        if self.stream_checked {
+            return Ok(());
+        }
+        let captured = tokio::time::timeout(CALL_TIMEOUT, context.stream_by_subject(self.subject.as_str()))
+            .await
+            .map_err(|_| "asking NATS for the subject's stream timed out".to_string())?;
+        if captured.is_err() {
+            let name: String = format!("berth-{}", self.subscription)
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .collect();
+            let config = jetstream::stream::Config { name, subjects: vec![self.subject.clone()], ..Default::default() };
+            tokio::time::timeout(CALL_TIMEOUT, context.get_or_create_stream(config))
+                .await
+                .map_err(|_| "creating the JetStream stream timed out".to_string())?
+                .map_err(|e| format!("creating a JetStream stream for `{}`: {e}", self.subject))?;
+        }
+        self.stream_checked = true;
+        Ok(())
+    }
+
+    pub async fn send(&mut self, seq: u64, key: &str, body: &[u8]) -> Outcome {
+        let started = Instant::now();
+        let context = match self.context().await {
+            Ok(c) => c,
+            Err(e) => return Outcome::failed(None, e, started),
+        };
+        if let Err(e) = self.ensure_stream(&context).await {
+            self.context = None;
+            self.stream_checked = false;
+            return Outcome::failed(None, e, started);
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{}:{seq}", self.subscription).as_str());
+        headers.insert("Berth-Seq", seq.to_string().as_str());
+        headers.insert("Berth-Key", key);
+        headers.insert("Berth-Subscription", self.subscription.as_str());
+        let published = async {
+            context
+                .publish_with_headers(self.subject.clone(), headers, body.to_vec().into())
+                .await
+                .map_err(|e| format!("publishing: {e}"))?
+                .await
+                .map_err(|e| format!("the stream did not acknowledge: {e}"))
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, published).await {
+            Ok(Ok(_)) => Outcome::delivered(None, started),
+            Ok(Err(e)) => {
+                self.stream_checked = false;
+                Outcome::failed(None, e, started)
+            }
+            Err(_) => {
+                self.context = None;
+                self.stream_checked = false;
+                Outcome::failed(None, "publishing to NATS timed out".into(), started)
+            }
+        }
+    }
+}

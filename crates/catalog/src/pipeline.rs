@@ -203,6 +203,12 @@ impl Pipeline {
         self.store.set_cursor(name, seq).await
     }
 
+    /// The events of these sequence numbers, decoded (those the log does not have are left out).
+    pub async fn events(&self, seqs: Vec<u64>) -> Result<Vec<berth_model::Event>, crate::ReadError> {
+        let stored = self.store.read_seqs(seqs).await?;
+        stored.iter().map(crate::ReadError::decode).collect()
+    }
+
     /// A consumer's committed position, if it has one.
     pub async fn position(&self, name: &str) -> Result<Option<u64>, StoreError> {
         self.store.get_cursor(name).await

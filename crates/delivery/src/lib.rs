@@ -144,6 +144,8 @@ pub struct Status {
     pub delivered: u64,
     pub skipped: u64,
     pub failures: u64,
+    /// Messages this replica put in the dead letters.
+    pub dead_lettered: u64,
     pub last_error: Option<String>,
     /// The newest attempts, newest last.
     pub attempts: VecDeque<Attempt>,
@@ -163,7 +165,7 @@ impl Status {
             .collect();
         json!({"state": self.state, "position": self.position, "head": self.head,
             "lag": self.head.saturating_sub(self.position), "delivered": self.delivered,
-            "filteredOut": self.skipped, "failures": self.failures, "lastError": self.last_error,
+            "filteredOut": self.skipped, "failures": self.failures, "deadLettered": self.dead_lettered, "lastError": self.last_error,
             "attempts": attempts})
     }
 
@@ -241,12 +243,13 @@ impl Delivery {
         let mut wanted: HashMap<String, Arc<Value>> = HashMap::new();
         for d in view.definitions(DefinitionKind::Subscription) {
             if Subscription::parse(&d.body).is_ok_and(|s| s.enabled) {
-                wanted.insert(d.identifier.clone(), Arc::clone(&d.body));
+                // What delivery writes into the body (dead letters) does not restart its worker.
+                wanted.insert(d.identifier.clone(), Arc::new(Subscription::delivery_part(&d.body)));
             }
         }
         let Ok(mut workers) = self.workers.lock() else { return };
         workers.retain(|id, (body, handle)| {
-            let keep = wanted.get(id).is_some_and(|w| Arc::ptr_eq(w, body) || **w == **body) && !handle.is_finished();
+            let keep = wanted.get(id).is_some_and(|w| **w == **body) && !handle.is_finished();
             if !keep {
                 handle.abort();
                 if let Ok(mut s) = self.statuses.lock() {

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_catalog::Pipeline;
-use berth_model::subscription::{self, Destination, Subscription};
-use berth_model::{Change, Entity, Event, Previous};
+use berth_model::subscription::{self, DeadLetter, Destination, MAX_DEAD_LETTERS, Subscription};
+use berth_model::{Change, DefinitionKind, Entity, Event, Origin, Previous};
+use serde_json::json;
 
 use crate::redis_stream::RedisStream;
 use crate::webhook::Webhook;
@@ -111,6 +112,7 @@ pub(crate) async fn run(pipeline: Arc<Pipeline>, config: Config, statuses: Statu
                 continue;
             }
         }
+        retry_dead_letters(&pipeline, &statuses, &id, &s, &mut sink).await;
         let page = match consumer.next(PAGE, Duration::from_secs(2)).await {
             Ok(Some(page)) => page,
             Ok(None) => {
@@ -163,7 +165,10 @@ async fn deliver_page(
     let view = pipeline.view();
     for event in events {
         let change = berth_model::public::change(event);
-        let mut admitted = s.filter.admits(&change);
+        // Never its own definition's changes (recording a dead letter is one: delivering it to a failing
+        // destination would make another, without end).
+        let own = change.resource == "subscription" && change.identifier.as_deref() == Some(id);
+        let mut admitted = !own && s.filter.admits(&change);
         if admitted {
             if let Some(query) = &s.filter.query {
                 // Judged against the catalog as it is now (a rule that reads related entities reads today's).
@@ -192,8 +197,25 @@ async fn deliver_page(
                 break;
             }
             if failures + 1 >= s.max_attempts {
-                tracing::warn!(subscription = %id, seq = event.seq, attempts = failures + 1,
-                    error = outcome.error.as_deref().unwrap_or(""), "a message keeps failing; retrying at the longest backoff");
+                let letter = DeadLetter {
+                    seq: event.seq,
+                    attempts: failures + 1,
+                    error: outcome.error.clone().unwrap_or_default(),
+                    at: berth_catalog::now(),
+                    retry: false,
+                };
+                // Recorded (durably, in the log) before delivery moves past it; if it cannot be, the
+                // message is retried rather than lost.
+                match edit_dead_letters(pipeline, id, |list| list.push(letter)).await {
+                    Ok(()) => {
+                        tracing::warn!(subscription = %id, seq = event.seq, attempts = failures + 1, "a message went to the dead letters");
+                        set(statuses, id, |st| st.dead_lettered += 1);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(subscription = %id, error = %e, "recording a dead letter failed; retrying the message")
+                    }
+                }
             }
             tokio::time::sleep(backoff(failures)).await;
             failures = failures.saturating_add(1);
@@ -205,6 +227,107 @@ async fn deliver_page(
         }
     }
     true
+}
+
+/// Changes the subscription's dead letters (in the log, as the server): the list `edit` leaves, its oldest
+/// dropped (and counted) past [`MAX_DEAD_LETTERS`].
+async fn edit_dead_letters(
+    pipeline: &Pipeline,
+    id: &str,
+    edit: impl FnOnce(&mut Vec<DeadLetter>),
+) -> Result<(), String> {
+    let view = pipeline.view();
+    let d = view.definition(DefinitionKind::Subscription, id).ok_or("the subscription is gone")?;
+    let current = Subscription::parse(&d.body).map_err(|e| e.to_string())?;
+    let mut list = current.dead_letters;
+    edit(&mut list);
+    let over = list.len().saturating_sub(MAX_DEAD_LETTERS);
+    list.drain(..over);
+    let mut changes = serde_json::Map::new();
+    changes.insert("deadLetters".into(), serde_json::to_value(&list).map_err(|e| e.to_string())?);
+    changes.insert("deadLettersDropped".into(), json!(current.dead_letters_dropped + over as u64));
+    let meta = berth_engine::WriteMeta {
+        actor: "berth-delivery".into(),
+        origin: Origin::System,
+        now: berth_catalog::now(),
+        datasource: None,
+        run_id: None,
+        principal: None,
+    };
+    let command = berth_engine::Command::WriteDefinition {
+        kind: DefinitionKind::Subscription,
+        identifier: id.to_string(),
+        how: berth_engine::definitions::DefinitionWrite::Merge(changes),
+    };
+    let (outcome, _) = pipeline.write_one(meta, command).await.map_err(|e| e.to_string())?;
+    outcome.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Sends again the dead letters an administrator asked to retry: each delivered one leaves the list; one
+/// that fails again stays, not marked for retry, with its attempts counted.
+async fn retry_dead_letters(pipeline: &Pipeline, statuses: &Statuses, id: &str, s: &Subscription, sink: &mut Sink) {
+    let view = pipeline.view();
+    let Some(current) =
+        view.definition(DefinitionKind::Subscription, id).and_then(|d| Subscription::parse(&d.body).ok())
+    else {
+        return;
+    };
+    let asked: Vec<u64> = current.dead_letters.iter().filter(|l| l.retry).map(|l| l.seq).collect();
+    if asked.is_empty() {
+        return;
+    }
+    let events = match pipeline.events(asked.clone()).await {
+        Ok(events) => events,
+        Err(e) => {
+            set(statuses, id, |st| st.last_error = Some(e.to_string()));
+            return;
+        }
+    };
+    let mut outcomes: Vec<(u64, Option<String>)> = Vec::new();
+    for event in &events {
+        let change = berth_model::public::change(event);
+        let body = serde_json::to_vec(&subscription::message(event, &change, id)).unwrap_or_default();
+        let key = key_of(&change);
+        let mut error = None;
+        for attempt in 0..s.max_attempts.min(3) {
+            let outcome = sink.send(event.seq, &key, &body).await;
+            set(statuses, id, |st| st.record(event.seq, &outcome));
+            if outcome.delivered {
+                error = None;
+                break;
+            }
+            error = outcome.error.or(Some("not delivered".into()));
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        outcomes.push((event.seq, error));
+    }
+    // A sequence number the log no longer has cannot be sent: it leaves the list.
+    let found: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let result = edit_dead_letters(pipeline, id, |list| {
+        list.retain(|l| !(l.retry && !found.contains(&l.seq)));
+        for (seq, error) in &outcomes {
+            match error {
+                None => list.retain(|l| l.seq != *seq),
+                Some(e) => {
+                    for l in list.iter_mut().filter(|l| l.seq == *seq) {
+                        l.retry = false;
+                        l.attempts = l.attempts.saturating_add(1);
+                        l.error = e.clone();
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        set(statuses, id, |st| st.last_error = Some(e));
+    }
+}
+
+/// The key a message is partitioned or de-duplicated by: `blueprint/entity` (or the resource and its
+/// identifier).
+fn key_of(change: &berth_model::public::PublicChange) -> String {
+    format!("{}/{}", change.blueprint.as_deref().unwrap_or(change.resource), change.identifier.as_deref().unwrap_or(""))
 }
 
 #[cfg(test)]

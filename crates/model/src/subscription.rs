@@ -26,6 +26,23 @@ pub const MAX_TEXT: usize = 2048;
 pub const MAX_FILTER_ENTRIES: usize = 100;
 /// Attempts before a message goes to the dead letters, when the subscription does not say.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// The most dead letters a subscription keeps (the oldest are dropped, and counted, past it).
+pub const MAX_DEAD_LETTERS: usize = 1000;
+
+/// A message that failed `maxAttempts` times: delivery went on without it. Kept in the subscription's body
+/// (so it is in the log, on every replica, in backups) until it is retried successfully or dropped.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// The change's sequence number (the message is rebuilt from the log).
+    pub seq: u64,
+    pub attempts: u32,
+    pub error: String,
+    pub at: crate::Timestamp,
+    /// Asked to be retried (the worker sends it again, then removes it or clears this).
+    #[serde(default)]
+    pub retry: bool,
+}
 
 /// Where messages go.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,6 +109,9 @@ pub struct Subscription {
     pub filter: Filter,
     pub max_attempts: u32,
     pub secret_version: u32,
+    pub dead_letters: Vec<DeadLetter>,
+    /// Dead letters dropped because the list was full.
+    pub dead_letters_dropped: u64,
 }
 
 fn text(v: &Value, what: &str) -> Result<String, DomainError> {
@@ -147,7 +167,18 @@ impl Subscription {
     pub fn parse(body: &Value) -> Result<Subscription, DomainError> {
         let map = body.as_object().ok_or_else(|| DomainError::Invalid("a subscription is a JSON object".into()))?;
         for k in map.keys() {
-            if !["title", "enabled", "destination", "filter", "maxAttempts", "secretVersion"].contains(&k.as_str()) {
+            if ![
+                "title",
+                "enabled",
+                "destination",
+                "filter",
+                "maxAttempts",
+                "secretVersion",
+                "deadLetters",
+                "deadLettersDropped",
+            ]
+            .contains(&k.as_str())
+            {
                 return Err(DomainError::Invalid(format!(
                     "a subscription has no field {:?} (it has title, enabled, destination, filter, maxAttempts)",
                     crate::limits::truncate(k, 60)
@@ -198,6 +229,15 @@ impl Subscription {
                     .ok_or_else(|| DomainError::Invalid(format!("`{k}` is a whole number from 1 to {max}"))),
             }
         };
+        let dead_letters: Vec<DeadLetter> = match map.get("deadLetters") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                DomainError::Invalid(format!("`deadLetters` is a list of {{seq, attempts, error, at}}: {e}"))
+            })?,
+        };
+        if dead_letters.len() > MAX_DEAD_LETTERS {
+            return Err(DomainError::Invalid(format!("at most {MAX_DEAD_LETTERS} dead letters")));
+        }
         Ok(Subscription {
             title,
             enabled,
@@ -205,6 +245,8 @@ impl Subscription {
             filter,
             max_attempts: number("maxAttempts", DEFAULT_MAX_ATTEMPTS, 100)?,
             secret_version: number("secretVersion", 1, u32::MAX)?,
+            dead_letters,
+            dead_letters_dropped: map.get("deadLettersDropped").and_then(Value::as_u64).unwrap_or(0),
         })
     }
 
@@ -276,6 +318,17 @@ impl Subscription {
         })
     }
 
+    /// The body without what delivery itself writes into it (dead letters): two bodies equal by this
+    /// deliver alike, so a worker is not restarted when it records a dead letter.
+    pub fn delivery_part(body: &Value) -> Value {
+        let mut out = body.clone();
+        if let Some(map) = out.as_object_mut() {
+            map.remove("deadLetters");
+            map.remove("deadLettersDropped");
+        }
+        out
+    }
+
     /// The body as stored: defaults filled in, so reading it back shows what is in force.
     pub fn normalized(&self, body: &Value) -> Value {
         let mut out: Map<String, Value> = body.as_object().cloned().unwrap_or_default();
@@ -283,6 +336,7 @@ impl Subscription {
         out.insert("maxAttempts".into(), json!(self.max_attempts));
         out.insert("secretVersion".into(), json!(self.secret_version));
         out.entry("filter").or_insert_with(|| json!({}));
+        out.entry("deadLetters").or_insert_with(|| json!([]));
         Value::Object(out)
     }
 }

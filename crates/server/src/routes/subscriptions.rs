@@ -30,6 +30,8 @@ pub fn router() -> axum::Router<AppState> {
         .route("/v1/subscriptions/{identifier}/status", get(status))
         .route("/v1/subscriptions/{identifier}/rotate-secret", post(rotate_secret))
         .route("/v1/subscriptions/{identifier}/replay", post(replay))
+        .route("/v1/subscriptions/{identifier}/dead-letters", get(dead_letters).delete(drop_dead_letters))
+        .route("/v1/subscriptions/{identifier}/dead-letters/retry", post(retry_dead_letters))
         .route_layer(axum::middleware::from_fn(admin_only))
 }
 
@@ -110,8 +112,10 @@ pub async fn create(
         .to_string();
     if let Some(map) = body.as_object_mut() {
         map.remove("identifier");
-        // The secret's version is the server's to keep.
-        map.remove("secretVersion");
+        // The secret's version and the dead letters are the server's to keep.
+        for key in ["secretVersion", "deadLetters", "deadLettersDropped"] {
+            map.remove(key);
+        }
     }
     deliverable(&app, &body)?;
     let (definition, _, seq) = write(&app, &caller, &id, DefinitionWrite::Create(body)).await?;
@@ -148,7 +152,13 @@ pub async fn replace(
     let id = params.get("identifier")?;
     let current = existing(&app, &id)?;
     if let Some(map) = body.as_object_mut() {
-        map.insert("secretVersion".into(), current.body.get("secretVersion").cloned().unwrap_or(json!(1)));
+        // What the server keeps in the body stays: the secret's version and the dead letters.
+        for key in ["secretVersion", "deadLetters", "deadLettersDropped"] {
+            map.remove(key);
+            if let Some(v) = current.body.get(key) {
+                map.insert(key.into(), v.clone());
+            }
+        }
     }
     deliverable(&app, &body)?;
     let (definition, _, seq) = write(&app, &caller, &id, DefinitionWrite::Replace(body)).await?;
@@ -236,4 +246,98 @@ pub async fn replay(
     })?;
     app.pipeline.set_position(&berth_delivery::position_name(&id), from).await.map_err(ApiError::internal)?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "position": from}), None))
+}
+
+/// The sequence numbers a body names (`{seqs: [..]}`), or `None` for all.
+fn seqs_of(body: &Value) -> ApiResult<Option<Vec<u64>>> {
+    match body.get("seqs") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) if items.len() <= berth_model::subscription::MAX_DEAD_LETTERS => items
+            .iter()
+            .map(|v| v.as_u64().ok_or_else(|| ApiError::unprocessable("`seqs` is a list of sequence numbers")))
+            .collect::<ApiResult<Vec<u64>>>()
+            .map(Some),
+        Some(_) => Err(ApiError::unprocessable("`seqs` is a list of at most 1000 sequence numbers")),
+    }
+}
+
+/// Changes the dead letters of a subscription as its body keeps them.
+async fn edit_letters(
+    app: &AppState,
+    caller: &Caller,
+    id: &str,
+    edit: impl FnOnce(&mut Vec<Value>),
+) -> ApiResult<(Vec<Value>, u64)> {
+    let current = existing(app, id)?;
+    let mut letters: Vec<Value> =
+        current.body.get("deadLetters").and_then(Value::as_array).cloned().unwrap_or_default();
+    edit(&mut letters);
+    let mut changes = serde_json::Map::new();
+    changes.insert("deadLetters".into(), Value::Array(letters.clone()));
+    let (_, _, seq) = write(app, caller, id, DefinitionWrite::Merge(changes)).await?;
+    Ok((letters, seq))
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions/{identifier}/dead-letters", tag = "Subscriptions", summary = "A subscription's dead letters (Berth extension, Admin)",
+    security(("bearer" = [])), params(("identifier" = String, Path, description = "Subscription identifier")),
+    description = "Messages that failed `maxAttempts` times, oldest first: `{seq, attempts, error, at, retry}` (the message is the change at `seq`, rebuilt from the log). Delivery went on without them; at most 1,000 are kept (`deadLettersDropped` counts those dropped past it).",
+    responses((status = 200, description = "`{ok, deadLetters, deadLettersDropped}`"), (status = 404, description = "No such subscription")))]
+pub async fn dead_letters(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
+    let d = existing(&app, &params.get("identifier")?)?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({"ok": true, "deadLetters": d.body.get("deadLetters").cloned().unwrap_or(json!([])),
+            "deadLettersDropped": d.body.get("deadLettersDropped").cloned().unwrap_or(json!(0))}),
+        None,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{identifier}/dead-letters/retry", tag = "Subscriptions", summary = "Retry dead letters (Berth extension, Admin)",
+    security(("bearer" = [])), params(("identifier" = String, Path, description = "Subscription identifier")),
+    description = "Body `{seqs?}` (all when absent): the worker sends them again (after later changes: each carries its `seq`); a delivered one leaves the list, one that fails again stays with its attempts counted.",
+    responses((status = 200, description = "`{ok, deadLetters}`"), (status = 404, description = "No such subscription"), (status = 422, description = "A bad `seqs`")))]
+pub async fn retry_dead_letters(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    params: PathParams,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    let seqs = seqs_of(&body)?;
+    let (letters, seq) = edit_letters(&app, &caller, &params.get("identifier")?, |letters| {
+        for l in letters.iter_mut() {
+            let picked =
+                seqs.as_ref().is_none_or(|s| l.get("seq").and_then(Value::as_u64).is_some_and(|n| s.contains(&n)));
+            if picked {
+                l["retry"] = json!(true);
+            }
+        }
+    })
+    .await?;
+    Ok(reply(StatusCode::OK, json!({"ok": true, "deadLetters": letters}), Some(seq)))
+}
+
+#[utoipa::path(delete, path = "/v1/subscriptions/{identifier}/dead-letters", tag = "Subscriptions", summary = "Drop dead letters (Berth extension, Admin)",
+    security(("bearer" = [])), params(("identifier" = String, Path, description = "Subscription identifier")),
+    description = "Body `{seqs?}` (all when absent, or no body): those dead letters are forgotten.",
+    responses((status = 200, description = "`{ok, deadLetters}`"), (status = 404, description = "No such subscription"), (status = 422, description = "A bad `seqs`")))]
+pub async fn drop_dead_letters(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    params: PathParams,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    // The body is optional: none drops them all.
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?
+    };
+    let seqs = seqs_of(&body)?;
+    let (letters, seq) = edit_letters(&app, &caller, &params.get("identifier")?, |letters| {
+        letters.retain(|l| {
+            seqs.as_ref().is_some_and(|s| !l.get("seq").and_then(Value::as_u64).is_some_and(|n| s.contains(&n)))
+        });
+    })
+    .await?;
+    Ok(reply(StatusCode::OK, json!({"ok": true, "deadLetters": letters}), Some(seq)))
 }

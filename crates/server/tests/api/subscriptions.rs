@@ -360,3 +360,55 @@ async fn nats_jetstream_receives_the_changes_in_order_with_message_ids() {
     assert_eq!(seqs, expected, "every change, in log order, once");
     let _ = js.delete_stream(stream.cached_info().config.name.as_str()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_keep_failing_go_to_the_dead_letters_and_are_retried_from_the_api() {
+    let (url, received, failures) = receiver(usize::MAX / 2).await;
+    let s = TestServer::start_with(|c| c.allow_destinations = vec!["127.0.0.1".into()]).await;
+    blueprints(&s).await;
+    let a = s
+        .post(
+            "/v1/subscriptions",
+            json!({"identifier": "flaky", "maxAttempts": 2,
+            "destination": {"type": "WEBHOOK", "url": url}, "filter": {"blueprints": ["service"]}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let mut dead = Vec::new();
+    for i in 0..3 {
+        dead.push(s.post("/v1/blueprints/service/entities", json!({"identifier": format!("d{i}")})).await.seq());
+    }
+    // Each fails twice and is set aside; delivery goes on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let letters = loop {
+        let l = s.get("/v1/subscriptions/flaky/dead-letters").await.body["deadLetters"].clone();
+        if l.as_array().is_some_and(|a| a.len() == 3) {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "waited for 3 dead letters: {l}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let seqs: Vec<u64> = letters.as_array().expect("list").iter().filter_map(|l| l["seq"].as_u64()).collect();
+    assert_eq!(seqs, dead);
+    assert_eq!(letters[0]["attempts"], 2);
+    assert!(letters[0]["error"].as_str().is_some_and(|e| e.contains("503")), "{letters}");
+    // The receiver recovers: a new change arrives at once, the dead letters only when retried.
+    failures.store(0, Ordering::SeqCst);
+    let next = s.post("/v1/blueprints/service/entities", json!({"identifier": "after"})).await.seq();
+    wait_for("the change after the dead letters", || received.lock().expect("lock").len() == 1).await;
+    assert_eq!(bodies(&received)[0]["seq"], json!(next));
+    let r = s.post("/v1/subscriptions/flaky/dead-letters/retry", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    wait_for("the retried dead letters", || received.lock().expect("lock").len() == 4).await;
+    let got: Vec<u64> = bodies(&received).iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!(&got[1..], dead.as_slice(), "each once, carrying its own seq");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.get("/v1/subscriptions/flaky/dead-letters").await.body["deadLetters"] != json!([]) {
+        assert!(Instant::now() < deadline, "the delivered dead letters leave the list");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Dropping: a bad body is refused; none left to drop is fine.
+    let bad = s.call(Method::DELETE, "/v1/subscriptions/flaky/dead-letters", Some(json!({"seqs": "all"}))).await;
+    bad.assert_error(422, "invalid_request");
+    assert_eq!(s.delete("/v1/subscriptions/flaky/dead-letters").await.status, StatusCode::OK);
+}

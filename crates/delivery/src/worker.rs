@@ -304,7 +304,7 @@ async fn retry_dead_letters(pipeline: &Pipeline, statuses: &Statuses, id: &str, 
     // A sequence number the log no longer has cannot be sent: it leaves the list.
     let found: Vec<u64> = events.iter().map(|e| e.seq).collect();
     let result = edit_dead_letters(pipeline, id, |list| {
-        list.retain(|l| !(l.retry && !found.contains(&l.seq)));
+        list.retain(|l| !l.retry || found.contains(&l.seq));
         for (seq, error) in &outcomes {
             match error {
                 None => list.retain(|l| l.seq != *seq),

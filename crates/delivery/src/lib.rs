@@ -9,13 +9,14 @@
 //!   lease), each change filtered, shaped as Port's change event, sent with retries (exponential backoff
 //!   with jitter), and the position committed after each page: a crash or a failover repeats at most the
 //!   page in flight, never skips one.
-//! - [`webhook`], [`redis_stream`], [`nats`]: the destinations; [`address`]: where a webhook may go; [`secret`]: a
+//! - [`webhook`], [`redis_stream`], [`nats`], [`kafka`]: the destinations; [`address`]: where a webhook may go; [`secret`]: a
 //!   subscription's signing secret (derived, never stored) and Port's webhook signature.
 //!
 //! Writes never wait for delivery: workers read the log after the fact, so a slow destination only grows
 //! its own lag.
 
 pub mod address;
+pub mod kafka;
 pub mod nats;
 pub mod redis_stream;
 pub mod secret;
@@ -62,13 +63,10 @@ impl Config {
             Destination::RedisStream { .. } => Ok(()),
             Destination::Nats { .. } if self.nats_url.is_none() => missing("--nats-url", "BERTH_NATS_URL", "NATS"),
             Destination::Nats { .. } => Ok(()),
-            Destination::Kafka { .. } => {
-                if self.kafka_brokers.is_none() {
-                    missing("--kafka-brokers", "BERTH_KAFKA_BROKERS", "KAFKA")
-                } else {
-                    Err("KAFKA destinations are not delivered by this version of Berth yet".into())
-                }
+            Destination::Kafka { .. } if self.kafka_brokers.is_none() => {
+                missing("--kafka-brokers", "BERTH_KAFKA_BROKERS", "KAFKA")
             }
+            Destination::Kafka { .. } => Ok(()),
         }
     }
 

@@ -24,6 +24,7 @@ enum Sink {
     Webhook(Webhook),
     Redis(RedisStream),
     Nats(crate::nats::Nats),
+    Kafka(crate::kafka::Kafka),
 }
 
 impl Sink {
@@ -44,7 +45,11 @@ impl Sink {
             Destination::Nats { subject } => {
                 Ok(Sink::Nats(crate::nats::Nats::new(config.nats_url.as_deref().unwrap_or_default(), subject, id)))
             }
-            other => Err(format!("{} destinations are not delivered yet", other.kind())),
+            Destination::Kafka { topic } => Ok(Sink::Kafka(crate::kafka::Kafka::new(
+                config.kafka_brokers.as_deref().unwrap_or_default(),
+                topic,
+                id,
+            ))),
         }
     }
 
@@ -53,6 +58,7 @@ impl Sink {
             Sink::Webhook(w) => w.send(seq, body).await,
             Sink::Redis(r) => r.send(seq, key, body).await,
             Sink::Nats(n) => n.send(seq, key, body).await,
+            Sink::Kafka(k) => k.send(seq, key, body).await,
         }
     }
 }

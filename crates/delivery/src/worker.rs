@@ -4,9 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_catalog::Pipeline;
-use berth_model::subscription::{self, DeadLetter, Destination, MAX_DEAD_LETTERS, Subscription};
+use berth_model::subscription::{self, DeadLetter, Destination, Subscription};
 use berth_model::{Change, DefinitionKind, Entity, Event, Origin, Previous};
-use serde_json::json;
 
 use crate::redis_stream::RedisStream;
 use crate::webhook::Webhook;
@@ -235,23 +234,12 @@ async fn deliver_page(
     true
 }
 
-/// Changes the subscription's dead letters (in the log, as the server): the list `edit` leaves, its oldest
-/// dropped (and counted) past [`MAX_DEAD_LETTERS`].
+/// Changes the subscription's dead letters as the delivery worker.
 async fn edit_dead_letters(
     pipeline: &Pipeline,
     id: &str,
     edit: impl FnOnce(&mut Vec<DeadLetter>),
 ) -> Result<(), String> {
-    let view = pipeline.view();
-    let d = view.definition(DefinitionKind::Subscription, id).ok_or("the subscription is gone")?;
-    let current = Subscription::parse(&d.body).map_err(|e| e.to_string())?;
-    let mut list = current.dead_letters;
-    edit(&mut list);
-    let over = list.len().saturating_sub(MAX_DEAD_LETTERS);
-    list.drain(..over);
-    let mut changes = serde_json::Map::new();
-    changes.insert("deadLetters".into(), serde_json::to_value(&list).map_err(|e| e.to_string())?);
-    changes.insert("deadLettersDropped".into(), json!(current.dead_letters_dropped + over as u64));
     let meta = berth_engine::WriteMeta {
         actor: "berth-delivery".into(),
         origin: Origin::System,
@@ -260,13 +248,7 @@ async fn edit_dead_letters(
         run_id: None,
         principal: None,
     };
-    let command = berth_engine::Command::WriteDefinition {
-        kind: DefinitionKind::Subscription,
-        identifier: id.to_string(),
-        how: berth_engine::definitions::DefinitionWrite::Merge(changes),
-    };
-    let (outcome, _) = pipeline.write_one(meta, command).await.map_err(|e| e.to_string())?;
-    outcome.map(|_| ()).map_err(|e| e.to_string())
+    crate::dead_letters::edit(pipeline, meta, id, edit).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Sends again the dead letters an administrator asked to retry: each delivered one leaves the list; one

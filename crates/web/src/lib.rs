@@ -26,6 +26,7 @@ pub mod home;
 pub mod page;
 mod scorecards;
 pub mod session;
+mod subscriptions;
 pub mod table;
 
 use axum::Router;
@@ -42,6 +43,10 @@ pub fn router() -> Router<AppState> {
         .route("/search", get(home::search))
         .route("/audit", get(audit::page))
         .route("/deployments", get(deployments::page))
+        .route("/subscriptions", get(subscriptions::list))
+        .route("/subscriptions/{id}", get(subscriptions::page))
+        .route("/subscriptions/{id}/dead-letters/retry", post(subscriptions::retry))
+        .route("/subscriptions/{id}/dead-letters/drop", post(subscriptions::drop_all))
         .route("/pages", get(dashboards::list))
         .route("/pages/{id}", get(dashboards::page))
         .route("/scorecards", get(scorecards::list).post(scorecards::create))

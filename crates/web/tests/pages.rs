@@ -809,3 +809,61 @@ async fn the_deployments_page_shows_the_matrix_and_dora() {
     let (_, page) = ui.get(&cookie, "/deployments?at=2000-01-01T00:00:00Z").await;
     assert!(page.contains("No deployments yet"), "nothing at 2000");
 }
+
+#[tokio::test]
+async fn the_subscriptions_pages_show_delivery_and_dead_letters() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    let http = reqwest::Client::new();
+    // A destination that cannot be reached here (no DNS to the internet): its one attempt fails, so every
+    // change of the blueprint becomes a dead letter.
+    let r = http
+        .post(format!("{}/v1/subscriptions", ui.base))
+        .bearer_auth(&ui.token)
+        .json(&serde_json::json!({"identifier": "ops-hook", "title": "Ops hook", "maxAttempts": 1,
+            "destination": {"type": "WEBHOOK", "url": "https://hooks.invalid/berth?token=secret"},
+            "filter": {"blueprints": ["note"]}}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = http
+        .post(format!("{}/v1/blueprints", ui.base))
+        .bearer_auth(&ui.token)
+        .json(&serde_json::json!({"identifier": "note", "title": "Note", "schema": {"properties": {}}}))
+        .send()
+        .await
+        .expect("blueprint");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = http
+        .post(format!("{}/v1/blueprints/note/entities?upsert=true", ui.base))
+        .bearer_auth(&ui.token)
+        .json(&serde_json::json!({"identifier": "hooked", "title": "Hooked"}))
+        .send()
+        .await
+        .expect("write");
+    assert!(r.status().is_success());
+    let (status, page) = ui.get(&cookie, "/subscriptions").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Ops hook") && page.contains("WEBHOOK"), "{page}");
+    assert!(page.contains("https://hooks.invalid/berth") && !page.contains("token=secret"), "no query string shown");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let page = loop {
+        let (_, page) = ui.get(&cookie, "/subscriptions/ops-hook").await;
+        if page.contains(r#"id="dead-letters""#) {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "no dead letter shown: {page}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(page.contains(r#"id="attempts""#) && page.contains("failed"), "the failed attempt");
+    // Retry needs the form's token; with it, the page again.
+    let r = ui.post(&cookie, "/subscriptions/ops-hook/dead-letters/retry", &[("_csrf", "forged")]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let csrf = ui.csrf(&cookie).await;
+    let r = ui.post(&cookie, "/subscriptions/ops-hook/dead-letters/drop", &[("_csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, page) = ui.get(&cookie, "/subscriptions/ops-hook").await;
+    assert!(page.contains("None: every message was delivered."), "dropped");
+    assert_eq!(ui.get(&cookie, "/subscriptions/nope").await.0, StatusCode::NOT_FOUND);
+}

@@ -261,21 +261,19 @@ fn seqs_of(body: &Value) -> ApiResult<Option<Vec<u64>>> {
     }
 }
 
-/// Changes the dead letters of a subscription as its body keeps them.
+/// Changes the dead letters of a subscription as the caller.
 async fn edit_letters(
     app: &AppState,
     caller: &Caller,
     id: &str,
-    edit: impl FnOnce(&mut Vec<Value>),
-) -> ApiResult<(Vec<Value>, u64)> {
-    let current = existing(app, id)?;
-    let mut letters: Vec<Value> =
-        current.body.get("deadLetters").and_then(Value::as_array).cloned().unwrap_or_default();
-    edit(&mut letters);
-    let mut changes = serde_json::Map::new();
-    changes.insert("deadLetters".into(), Value::Array(letters.clone()));
-    let (_, _, seq) = write(app, caller, id, DefinitionWrite::Merge(changes)).await?;
-    Ok((letters, seq))
+    edit: impl FnOnce(&mut Vec<berth_model::subscription::DeadLetter>),
+) -> ApiResult<Value> {
+    let meta = super::blueprints::meta(caller, &axum::http::HeaderMap::new(), None);
+    match berth_delivery::dead_letters::edit(&app.pipeline, meta, id, edit).await {
+        Ok(list) => Ok(serde_json::to_value(list).map_err(ApiError::internal)?),
+        Err(berth_delivery::dead_letters::EditError::Domain(e)) => Err(e.into()),
+        Err(berth_delivery::dead_letters::EditError::Pipeline(e)) => Err(e.into()),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions/{identifier}/dead-letters", tag = "Subscriptions", summary = "A subscription's dead letters (Berth extension, Admin)",
@@ -303,17 +301,11 @@ pub async fn retry_dead_letters(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let seqs = seqs_of(&body)?;
-    let (letters, seq) = edit_letters(&app, &caller, &params.get("identifier")?, |letters| {
-        for l in letters.iter_mut() {
-            let picked =
-                seqs.as_ref().is_none_or(|s| l.get("seq").and_then(Value::as_u64).is_some_and(|n| s.contains(&n)));
-            if picked {
-                l["retry"] = json!(true);
-            }
-        }
+    let letters = edit_letters(&app, &caller, &params.get("identifier")?, |letters| {
+        berth_delivery::dead_letters::mark_for_retry(letters, seqs.as_deref())
     })
     .await?;
-    Ok(reply(StatusCode::OK, json!({"ok": true, "deadLetters": letters}), Some(seq)))
+    Ok(reply(StatusCode::OK, json!({"ok": true, "deadLetters": letters}), None))
 }
 
 #[utoipa::path(delete, path = "/v1/subscriptions/{identifier}/dead-letters", tag = "Subscriptions", summary = "Drop dead letters (Berth extension, Admin)",
@@ -333,11 +325,9 @@ pub async fn drop_dead_letters(
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?
     };
     let seqs = seqs_of(&body)?;
-    let (letters, seq) = edit_letters(&app, &caller, &params.get("identifier")?, |letters| {
-        letters.retain(|l| {
-            seqs.as_ref().is_some_and(|s| !l.get("seq").and_then(Value::as_u64).is_some_and(|n| s.contains(&n)))
-        });
+    let letters = edit_letters(&app, &caller, &params.get("identifier")?, |letters| {
+        berth_delivery::dead_letters::drop_letters(letters, seqs.as_deref())
     })
     .await?;
-    Ok(reply(StatusCode::OK, json!({"ok": true, "deadLetters": letters}), Some(seq)))
+    Ok(reply(StatusCode::OK, json!({"ok": true, "deadLetters": letters}), None))
 }

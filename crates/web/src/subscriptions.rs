@@ -127,7 +127,7 @@ pub async fn page(State(app): State<AppState>, session: Session, Path(id): Path<
     let mut row = row(&app, &d, &s);
     row.lag = head.saturating_sub(position);
     let page = OnePage {
-        layout: session.layout(&app, &row.title.clone(), "subscriptions"),
+        layout: session.layout(&app, row.title.clone(), "subscriptions"),
         filter: d.body.get("filter").map(|f| f.to_string()).unwrap_or_else(|| "{}".into()),
         max_attempts: s.max_attempts,
         last_error: status.last_error.clone().unwrap_or_default(),

@@ -116,6 +116,67 @@ impl Kafka {
         Ok(())
     }
 
+    /// Produces a page: one request per partition, each partition's records in order. The delivered prefix
+    /// ends before the first message whose partition's request failed.
+    pub(crate) async fn send_all(&mut self, messages: &[crate::worker::Message]) -> (usize, Outcome) {
+        let started = Instant::now();
+        if let Err(e) = self.connect().await {
+            self.client = None;
+            return (0, Outcome::failed(None, e, started));
+        }
+        let count = self.partitions.len();
+        let mut groups: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        for (i, m) in messages.iter().enumerate() {
+            groups.entry(self.partitions[partition_of(m.key.as_bytes(), count)]).or_default().push(i);
+        }
+        let mut first_failed: Option<(usize, String)> = None;
+        for (partition, indexes) in groups {
+            let records =
+                indexes.iter().map(|i| self.record(&messages[*i].key, messages[*i].seq, &messages[*i].body)).collect();
+            if let Err(e) = self.produce(partition, records).await {
+                let at = indexes[0];
+                if first_failed.as_ref().is_none_or(|(f, _)| at < *f) {
+                    first_failed = Some((at, e));
+                }
+            }
+        }
+        match first_failed {
+            None => (messages.len(), Outcome::delivered(None, started)),
+            Some((at, e)) => {
+                self.client = None;
+                self.clients.clear();
+                (at, Outcome::failed(None, e, started))
+            }
+        }
+    }
+
+    fn record(&self, key: &str, seq: u64, body: &[u8]) -> Record {
+        Record {
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(body.to_vec()),
+            headers: BTreeMap::from([
+                ("berth-seq".to_string(), seq.to_string().into_bytes()),
+                ("berth-subscription".to_string(), self.subscription.clone().into_bytes()),
+            ]),
+            timestamp: rskafka::chrono::DateTime::from_timestamp_millis(berth_catalog::now().millis())
+                .unwrap_or_default(),
+        }
+    }
+
+    async fn produce(&mut self, partition: i32, records: Vec<Record>) -> Result<(), String> {
+        if !self.clients.contains_key(&partition) {
+            let client = self.client.as_ref().ok_or("not connected")?;
+            let made = within(
+                "opening the partition",
+                client.partition_client(self.topic.clone(), partition, UnknownTopicHandling::Retry),
+            )
+            .await?;
+            self.clients.insert(partition, made);
+        }
+        let producer = self.clients.get(&partition).ok_or("no partition client")?;
+        within("producing", producer.produce(records, Compression::NoCompression)).await.map(|_| ())
+    }
+
     pub async fn send(&mut self, seq: u64, key: &str, body: &[u8]) -> Outcome {
         let started = Instant::now();
         if let Err(e) = self.connect().await {

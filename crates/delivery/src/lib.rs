@@ -123,10 +123,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn delivered(status: Option<u16>, started: Instant) -> Outcome {
+    pub(crate) fn delivered(status: Option<u16>, started: Instant) -> Outcome {
         Outcome { delivered: true, status, error: None, millis: started.elapsed().as_millis() as u64 }
     }
-    fn failed(status: Option<u16>, error: String, started: Instant) -> Outcome {
+    pub(crate) fn failed(status: Option<u16>, error: String, started: Instant) -> Outcome {
         Outcome { delivered: false, status, error: Some(error), millis: started.elapsed().as_millis() as u64 }
     }
 }
@@ -166,6 +166,13 @@ impl Status {
             "lag": self.head.saturating_sub(self.position), "delivered": self.delivered,
             "filteredOut": self.skipped, "failures": self.failures, "deadLettered": self.dead_lettered, "lastError": self.last_error,
             "attempts": attempts})
+    }
+
+    /// `n` messages delivered by one call, the last of them `seq`.
+    fn record_delivered(&mut self, n: u64, seq: u64, millis: u64) {
+        let o = Outcome { delivered: true, status: None, error: None, millis };
+        self.record(seq, &o);
+        self.delivered += n - 1;
     }
 
     fn record(&mut self, seq: u64, o: &Outcome) {

@@ -71,6 +71,78 @@ impl Nats {
         Ok(())
     }
 
+    /// Publishes a page, then awaits the stream's acknowledgements in order: the delivered prefix is the
+    /// messages acknowledged before the first that was not.
+    pub(crate) async fn send_all(&mut self, messages: &[crate::worker::Message]) -> (usize, Outcome) {
+        let started = Instant::now();
+        let context = match self.context().await {
+            Ok(c) => c,
+            Err(e) => return (0, Outcome::failed(None, e, started)),
+        };
+        if let Err(e) = self.ensure_stream(&context).await {
+            self.context = None;
+            self.stream_checked = false;
+            return (0, Outcome::failed(None, e, started));
+        }
+        let mut acks = Vec::with_capacity(messages.len());
+        for m in messages {
+            match tokio::time::timeout(
+                CALL_TIMEOUT,
+                context.publish_with_headers(self.subject.clone(), self.headers(m.seq, &m.key), m.body.clone().into()),
+            )
+            .await
+            {
+                Ok(Ok(ack)) => acks.push(ack),
+                Ok(Err(e)) => {
+                    self.stream_checked = false;
+                    return self.settle(acks, Some(format!("publishing: {e}")), started).await;
+                }
+                Err(_) => {
+                    self.context = None;
+                    return self.settle(acks, Some("publishing to NATS timed out".into()), started).await;
+                }
+            }
+        }
+        self.settle(acks, None, started).await
+    }
+
+    /// Awaits acknowledgements in order; the count before the first missing one.
+    async fn settle(
+        &mut self,
+        acks: Vec<async_nats::jetstream::context::PublishAckFuture>,
+        error: Option<String>,
+        started: Instant,
+    ) -> (usize, Outcome) {
+        let mut delivered = 0;
+        for ack in acks {
+            match tokio::time::timeout(CALL_TIMEOUT, ack.into_future()).await {
+                Ok(Ok(_)) => delivered += 1,
+                Ok(Err(e)) => {
+                    return (delivered, Outcome::failed(None, format!("the stream did not acknowledge: {e}"), started));
+                }
+                Err(_) => {
+                    return (
+                        delivered,
+                        Outcome::failed(None, "waiting for the stream's acknowledgement timed out".into(), started),
+                    );
+                }
+            }
+        }
+        match error {
+            Some(e) => (delivered, Outcome::failed(None, e, started)),
+            None => (delivered, Outcome::delivered(None, started)),
+        }
+    }
+
+    fn headers(&self, seq: u64, key: &str) -> async_nats::HeaderMap {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{}:{seq}", self.subscription).as_str());
+        headers.insert("Berth-Seq", seq.to_string().as_str());
+        headers.insert("Berth-Key", key);
+        headers.insert("Berth-Subscription", self.subscription.as_str());
+        headers
+    }
+
     pub async fn send(&mut self, seq: u64, key: &str, body: &[u8]) -> Outcome {
         let started = Instant::now();
         let context = match self.context().await {
@@ -82,11 +154,7 @@ impl Nats {
             self.stream_checked = false;
             return Outcome::failed(None, e, started);
         }
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{}:{seq}", self.subscription).as_str());
-        headers.insert("Berth-Seq", seq.to_string().as_str());
-        headers.insert("Berth-Key", key);
-        headers.insert("Berth-Subscription", self.subscription.as_str());
+        let headers = self.headers(seq, key);
         let published = async {
             context
                 .publish_with_headers(self.subject.clone(), headers, body.to_vec().into())

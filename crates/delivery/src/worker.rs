@@ -52,6 +52,28 @@ impl Sink {
         }
     }
 
+    /// Sends messages in order; how many (a prefix) were delivered, and the outcome of the call that
+    /// stopped (or of the last one). Brokers take a page at once (a Redis pipeline, NATS publishes whose
+    /// acknowledgements are awaited in order, one produce per Kafka partition); webhooks one at a time.
+    async fn send_all(&mut self, messages: &[Message]) -> (usize, Outcome) {
+        match self {
+            Sink::Redis(r) => r.send_all(messages).await,
+            Sink::Nats(n) => n.send_all(messages).await,
+            Sink::Kafka(k) => k.send_all(messages).await,
+            Sink::Webhook(_) => {
+                let mut last = None;
+                for (i, m) in messages.iter().enumerate() {
+                    let outcome = self.send(m.seq, &m.key, &m.body).await;
+                    if !outcome.delivered {
+                        return (i, outcome);
+                    }
+                    last = Some(outcome);
+                }
+                (messages.len(), last.unwrap_or_else(|| Outcome::delivered(None, std::time::Instant::now())))
+            }
+        }
+    }
+
     async fn send(&mut self, seq: u64, key: &str, body: &[u8]) -> Outcome {
         match self {
             Sink::Webhook(w) => w.send(seq, body).await,
@@ -168,6 +190,7 @@ async fn deliver_page(
     events: &[Event],
 ) -> bool {
     let view = pipeline.view();
+    let mut messages: Vec<Message> = Vec::with_capacity(events.len());
     for event in events {
         let change = berth_model::public::change(event);
         // Never its own definition's changes (recording a dead letter is one: delivering it to a failing
@@ -187,51 +210,63 @@ async fn deliver_page(
             set(statuses, id, |st| st.skipped += 1);
             continue;
         }
-        let message = subscription::message(event, &change, id);
-        let body = serde_json::to_vec(&message).unwrap_or_default();
-        let key = format!(
-            "{}/{}",
-            change.blueprint.as_deref().unwrap_or(change.resource),
-            change.identifier.as_deref().unwrap_or("")
-        );
-        let mut failures = 0u32;
-        loop {
-            let outcome = sink.send(event.seq, &key, &body).await;
-            set(statuses, id, |st| st.record(event.seq, &outcome));
-            if outcome.delivered {
-                break;
-            }
-            if failures + 1 >= s.max_attempts {
-                let letter = DeadLetter {
-                    seq: event.seq,
-                    attempts: failures + 1,
-                    error: outcome.error.clone().unwrap_or_default(),
-                    at: berth_catalog::now(),
-                    retry: false,
-                };
-                // Recorded (durably, in the log) before delivery moves past it; if it cannot be, the
-                // message is retried rather than lost.
-                match edit_dead_letters(pipeline, id, |list| list.push(letter)).await {
-                    Ok(()) => {
-                        tracing::warn!(subscription = %id, seq = event.seq, attempts = failures + 1, "a message went to the dead letters");
-                        set(statuses, id, |st| st.dead_lettered += 1);
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(subscription = %id, error = %e, "recording a dead letter failed; retrying the message")
-                    }
+        let body = serde_json::to_vec(&subscription::message(event, &change, id)).unwrap_or_default();
+        messages.push(Message { seq: event.seq, key: key_of(&change), body });
+    }
+    // In order: each send delivers a prefix of what is left; a failure is the first message not delivered.
+    let (mut start, mut failures) = (0usize, 0u32);
+    while start < messages.len() {
+        let (delivered, outcome) = sink.send_all(&messages[start..]).await;
+        if delivered > 0 {
+            let last = messages[start + delivered - 1].seq;
+            set(statuses, id, |st| st.record_delivered(delivered as u64, last, outcome.millis));
+            start += delivered;
+            failures = 0;
+        }
+        if start == messages.len() {
+            break;
+        }
+        let failed = &messages[start];
+        set(statuses, id, |st| st.record(failed.seq, &outcome));
+        if failures + 1 >= s.max_attempts {
+            let letter = DeadLetter {
+                seq: failed.seq,
+                attempts: failures + 1,
+                error: outcome.error.clone().unwrap_or_default(),
+                at: berth_catalog::now(),
+                retry: false,
+            };
+            // Recorded (durably, in the log) before delivery moves past it; if it cannot be, the message is
+            // retried rather than lost.
+            match edit_dead_letters(pipeline, id, |list| list.push(letter)).await {
+                Ok(()) => {
+                    tracing::warn!(subscription = %id, seq = failed.seq, attempts = failures + 1, "a message went to the dead letters");
+                    set(statuses, id, |st| st.dead_lettered += 1);
+                    start += 1;
+                    failures = 0;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(subscription = %id, error = %e, "recording a dead letter failed; retrying the message")
                 }
             }
-            tokio::time::sleep(backoff(failures)).await;
-            failures = failures.saturating_add(1);
-            // Still ours? (renews the lease through long outages)
-            if !consumer.hold().await.unwrap_or(false) {
-                set(statuses, id, |st| st.state = "standby");
-                return false;
-            }
+        }
+        tokio::time::sleep(backoff(failures)).await;
+        failures = failures.saturating_add(1);
+        // Still ours? (renews the lease through long outages)
+        if !consumer.hold().await.unwrap_or(false) {
+            set(statuses, id, |st| st.state = "standby");
+            return false;
         }
     }
     true
+}
+
+/// One message on its way: the change's sequence number, its key, its body.
+pub(crate) struct Message {
+    pub seq: u64,
+    pub key: String,
+    pub body: Vec<u8>,
 }
 
 /// Changes the subscription's dead letters as the delivery worker.

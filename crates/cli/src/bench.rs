@@ -68,6 +68,15 @@ pub struct BenchArgs {
     /// deployments over two years (1,000,000 by default): the matrix, DORA, a report seen in the matrix
     #[arg(long)]
     deployments: bool,
+    /// Run the delivery battery instead, in process: writes paced at `--rate` entities/s for
+    /// `--read-seconds` with one subscription per destination (webhook, Redis Streams, NATS JetStream, Kafka
+    /// through tansu when found): lag and write-to-delivered latency per destination, and the writes' own
+    /// throughput with and without the subscriptions
+    #[arg(long)]
+    delivery: bool,
+    /// The write rate of the delivery battery, entities per second
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
     /// Inputs per parser of the hostile battery
     #[arg(long, default_value_t = 1_000_000)]
     count: usize,
@@ -355,6 +364,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.deployments {
         let deployments = if args.entities == 100_000 { 1_000_000 } else { args.entities };
         return crate::bench_deployments::run(deployments);
+    }
+    if args.delivery {
+        return crate::bench_delivery::run(args.rate, args.read_seconds).await;
     }
     if args.hostile {
         return crate::bench_hostile::run(args.count, args.seed).await;

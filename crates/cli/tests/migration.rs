@@ -52,6 +52,15 @@ async fn seed(dir: &std::path::Path, store: &str) -> usize {
         .await
         .expect("scorecard");
     assert_eq!(r.status(), 201);
+    // A subscription (disabled: nothing is delivered while the copy is made).
+    let r = client
+        .post(server.url("/v1/subscriptions"))
+        .bearer_auth(&token)
+        .json(&json!({"identifier": "ops", "enabled": false, "destination": {"type": "WEBHOOK", "url": "https://hooks.example.com/berth"}}))
+        .send()
+        .await
+        .expect("subscription");
+    assert_eq!(r.status(), 201);
     let teams = support::entities(&client, &server, &token, "team").await.len();
     server.terminate(); // a final snapshot, so the copy carries one
     teams
@@ -124,6 +133,9 @@ async fn round_trip_sqlite_postgres_redis_sqlite_keeps_every_digest() {
     let r = client.get(server.url("/v1/blueprints/service/scorecards/ownership")).bearer_auth(&token).send().await;
     let card: Value = r.expect("scorecard").json().await.expect("json");
     assert_eq!(card["scorecard"]["rules"][0]["identifier"], json!("has-team"), "{card}");
+    let r = client.get(server.url("/v1/subscriptions/ops")).bearer_auth(&token).send().await;
+    let sub: Value = r.expect("subscription").json().await.expect("json");
+    assert_eq!(sub["subscription"]["destination"]["url"], json!("https://hooks.example.com/berth"), "{sub}");
 
     // A non-empty target is refused, and nothing is written to it.
     let (ok, _, err) = support::berth(&["migrate", "--from", &hops[0], "--to", &hops[1]]);

@@ -268,6 +268,7 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
         redis_stream_url: Some(redis_url),
         nats_url: Some(nats_url),
         kafka_brokers: kafka.as_ref().map(|(_, a)| a.clone()),
+        kafka_changelog_topic: "berth.changelog".into(),
         allow: vec!["127.0.0.1".into()],
     };
     let (pipeline, delivery) = open(dir.path(), Some(config)).await?;

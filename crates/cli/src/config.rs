@@ -20,7 +20,7 @@ pub struct ServeArgs {
     pub store: Option<String>,
     /// A TOML file with any of: listen, data_dir, store, body_limit, snapshot_every, min_seq_wait_ms,
     /// rate_limit, rate_limit_period, org_name, signing_key_file, demo, log_format, log, redis_stream_url,
-    /// nats_url, kafka_brokers, allow_destinations
+    /// nats_url, kafka_brokers, kafka_changelog_topic, allow_destinations
     #[arg(long, env = "BERTH_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seed the demo catalog if the catalog is empty
@@ -57,6 +57,9 @@ pub struct ServeArgs {
     /// Where KAFKA subscriptions produce: a comma-separated host:port list
     #[arg(long, env = "BERTH_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
+    /// The topic blueprints' changelogDestination {"type": "KAFKA"} produce to [default: berth.changelog]
+    #[arg(long, env = "BERTH_KAFKA_CHANGELOG_TOPIC")]
+    pub kafka_changelog_topic: Option<String>,
     /// A host webhooks may be sent to (a name, *.domain or an IP address; repeat the flag, or separate with
     /// commas). With none, any host resolving to public addresses only; private and loopback addresses
     /// are refused unless listed
@@ -87,6 +90,7 @@ struct FileConfig {
     redis_stream_url: Option<String>,
     nats_url: Option<String>,
     kafka_brokers: Option<String>,
+    kafka_changelog_topic: Option<String>,
     allow_destinations: Option<Vec<String>>,
     demo: Option<bool>,
     log_format: Option<String>,
@@ -140,6 +144,9 @@ impl Settings {
         server.redis_stream_url = args.redis_stream_url.or(file.redis_stream_url).filter(|s| !s.is_empty());
         server.nats_url = args.nats_url.or(file.nats_url).filter(|s| !s.is_empty());
         server.kafka_brokers = args.kafka_brokers.or(file.kafka_brokers).filter(|s| !s.is_empty());
+        if let Some(topic) = args.kafka_changelog_topic.or(file.kafka_changelog_topic).filter(|s| !s.is_empty()) {
+            server.kafka_changelog_topic = topic;
+        }
         server.allow_destinations = if args.allow_destination.is_empty() {
             file.allow_destinations.unwrap_or_default()
         } else {

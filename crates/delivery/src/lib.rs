@@ -46,6 +46,8 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// `--kafka-brokers`: where KAFKA destinations produce.
     pub kafka_brokers: Option<String>,
+    /// `--kafka-changelog-topic`: where blueprints' `changelogDestination: {"type": "KAFKA"}` go.
+    pub kafka_changelog_topic: String,
     /// `--allow-destination`: the hosts webhooks may go to (see [`address`]).
     pub allow: Vec<String>,
 }
@@ -253,6 +255,14 @@ impl Delivery {
                 wanted.insert(d.identifier.clone(), Arc::new(Subscription::delivery_part(&d.body)));
             }
         }
+        // Port's blueprint changelog destinations: an implicit subscription to the blueprint's entities.
+        for b in view.blueprints() {
+            if let Some(body) =
+                b.def.changelog_destination.as_ref().and_then(|d| self.config.changelog_body(&b.def.identifier, d))
+            {
+                wanted.insert(changelog_id(&b.def.identifier), Arc::new(body));
+            }
+        }
         let Ok(mut workers) = self.workers.lock() else { return };
         workers.retain(|id, (body, handle)| {
             let keep = wanted.get(id).is_some_and(|w| **w == **body) && !handle.is_finished();
@@ -295,6 +305,26 @@ impl Delivery {
 impl Drop for Delivery {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The implicit subscription of a blueprint's `changelogDestination` (`:` is in no subscription identifier,
+/// so it never meets one).
+pub fn changelog_id(blueprint: &str) -> String {
+    format!("changelog:{blueprint}")
+}
+
+impl Config {
+    /// The subscription body a blueprint's `changelogDestination` stands for (`None`: none, or not one
+    /// Berth delivers: `{"type": "WEBHOOK", "url"}` and `{"type": "KAFKA"}` are).
+    pub fn changelog_body(&self, blueprint: &str, destination: &Value) -> Option<Value> {
+        let destination = match destination.get("type").and_then(Value::as_str)? {
+            "WEBHOOK" => json!({"type": "WEBHOOK", "url": destination.get("url")?.as_str()?}),
+            "KAFKA" => json!({"type": "KAFKA", "topic": self.kafka_changelog_topic}),
+            _ => return None,
+        };
+        Some(json!({"title": format!("changelog of {blueprint}"), "destination": destination,
+            "filter": {"resources": ["entity"], "blueprints": [blueprint]}}))
     }
 }
 

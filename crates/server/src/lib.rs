@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub redis_stream_url: Option<String>,
     pub nats_url: Option<String>,
     pub kafka_brokers: Option<String>,
+    /// The topic blueprints' `changelogDestination: {"type": "KAFKA"}` go to.
+    pub kafka_changelog_topic: String,
     /// The hosts webhooks may be sent to (`berth_delivery::address`).
     pub allow_destinations: Vec<String>,
     /// Run the delivery workers (off only in tests that exercise one replica's delivery against another's).
@@ -97,6 +99,7 @@ impl ServerConfig {
             redis_stream_url: None,
             nats_url: None,
             kafka_brokers: None,
+            kafka_changelog_topic: "berth.changelog".into(),
             allow_destinations: Vec::new(),
             deliver: true,
         }
@@ -283,6 +286,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         redis_stream_url: config.redis_stream_url.clone(),
         nats_url: config.nats_url.clone(),
         kafka_brokers: config.kafka_brokers.clone(),
+        kafka_changelog_topic: config.kafka_changelog_topic.clone(),
         allow: config.allow_destinations.clone(),
     };
     let delivery = if config.deliver {

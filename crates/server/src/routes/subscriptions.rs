@@ -32,6 +32,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/v1/subscriptions/{identifier}/replay", post(replay))
         .route("/v1/subscriptions/{identifier}/dead-letters", get(dead_letters).delete(drop_dead_letters))
         .route("/v1/subscriptions/{identifier}/dead-letters/retry", post(retry_dead_letters))
+        .route("/v1/blueprints/{bp}/changelog-destination", get(changelog_destination))
         .route_layer(axum::middleware::from_fn(admin_only))
 }
 
@@ -330,4 +331,33 @@ pub async fn drop_dead_letters(
     })
     .await?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "deadLetters": letters}), None))
+}
+
+#[utoipa::path(get, path = "/v1/blueprints/{bp}/changelog-destination", tag = "Subscriptions", summary = "A blueprint's changelog destination and its delivery (Berth extension, Admin)",
+    security(("bearer" = [])), params(("bp" = String, Path, description = "Blueprint identifier")),
+    description = "A blueprint's `changelogDestination` (Port's: `{type: WEBHOOK, url}` or `{type: KAFKA}`, to `--kafka-changelog-topic`) is delivered like a subscription to the blueprint's entities, named `changelog:<blueprint>`: this answers it, the secret its webhooks are signed with, and its delivery status. A message that keeps failing is retried (a changelog destination keeps no dead letters).",
+    responses((status = 200, description = "`{ok, destination, secret, status}`"), (status = 404, description = "No such blueprint, or it has no changelog destination Berth delivers")))]
+pub async fn changelog_destination(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
+    let bp = params.get("bp")?;
+    let view = app.pipeline.view();
+    let blueprint =
+        view.blueprint(&bp).ok_or_else(|| ApiError::not_found(format!("blueprint `{bp}` was not found")))?;
+    let body = blueprint
+        .def
+        .changelog_destination
+        .as_ref()
+        .and_then(|d| app.delivery.config().changelog_body(&bp, d))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "blueprint `{bp}` has no changelog destination Berth delivers (WEBHOOK with a url, or KAFKA)"
+            ))
+        })?;
+    let id = berth_delivery::changelog_id(&bp);
+    let status = status_json(&app, &id).await?;
+    let secret = app.delivery.config().secret(&id, 1);
+    Ok(reply(
+        StatusCode::OK,
+        json!({"ok": true, "destination": body["destination"], "secret": secret, "status": status}),
+        None,
+    ))
 }

@@ -558,3 +558,42 @@ async fn kafka_receives_the_changes_keyed_in_order() {
         assert_eq!(body["seq"], json!(seq), "log order");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blueprints_changelog_destination_receives_its_entities_changes() {
+    let (url, received, _) = receiver(0).await;
+    let s = TestServer::start_with(|c| c.allow_destinations = vec!["127.0.0.1".into()]).await;
+    let a = s
+        .post(
+            "/v1/blueprints",
+            json!({"identifier": "repo", "title": "Repo", "schema": {"properties": {}},
+            "changelogDestination": {"type": "WEBHOOK", "url": url}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let d = s.get("/v1/blueprints/repo/changelog-destination").await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    let secret = d.body["secret"].as_str().expect("secret").to_string();
+    // The worker starts within a second; changes after it are delivered.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        expected.push(s.post("/v1/blueprints/repo/entities", json!({"identifier": format!("r{i}")})).await.seq());
+    }
+    wait_for("the changelog", || received.lock().expect("lock").len() >= expected.len()).await;
+    let got = bodies(&received);
+    let seqs: Vec<u64> = got.iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!(seqs, expected);
+    assert_eq!(got[0]["subscription"], "changelog:repo");
+    for (headers, body) in received.lock().expect("lock").iter() {
+        assert!(signed_with(headers, body, &secret));
+    }
+    // A blueprint without one: 404.
+    assert_eq!(
+        s.post("/v1/blueprints", json!({"identifier": "plain", "title": "Plain", "schema": {"properties": {}}}))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(s.get("/v1/blueprints/plain/changelog-destination").await.status, StatusCode::NOT_FOUND);
+}

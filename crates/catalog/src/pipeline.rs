@@ -209,6 +209,24 @@ impl Pipeline {
         stored.iter().map(crate::ReadError::decode).collect()
     }
 
+    /// The sequence number of the last event written at or before `time` (0: none), found by binary search
+    /// of the log (events are appended in time order by the one writer; a few dozen point reads).
+    pub async fn seq_at(&self, time: berth_model::Timestamp) -> Result<u64, crate::ReadError> {
+        let (mut low, mut high) = (0u64, self.store.head().await?);
+        // Invariant: the event `low` (if any) is at or before `time`; every event after `high` is after it.
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            let at = self.store.read_from(mid - 1, 1).await?;
+            let Some(stored) = at.first() else { break };
+            if crate::ReadError::decode(stored)?.time <= time {
+                low = mid;
+            } else {
+                high = mid - 1;
+            }
+        }
+        Ok(low)
+    }
+
     /// A consumer's committed position, if it has one.
     pub async fn position(&self, name: &str) -> Result<Option<u64>, StoreError> {
         self.store.get_cursor(name).await

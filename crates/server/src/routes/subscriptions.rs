@@ -232,8 +232,8 @@ pub async fn rotate_secret(
 
 #[utoipa::path(post, path = "/v1/subscriptions/{identifier}/replay", tag = "Subscriptions", summary = "Deliver again from a sequence number (Berth extension, Admin)",
     security(("bearer" = [])), params(("identifier" = String, Path, description = "Subscription identifier")),
-    description = "Body `{fromSeq}`: the changes after that sequence number are delivered again (or skipped, forward). The worker picks the position up at its next page.",
-    responses((status = 200, description = "`{ok, position}`"), (status = 404, description = "No such subscription"), (status = 422, description = "A bad `fromSeq`")))]
+    description = "Body `{fromSeq}` or `{fromTime}`: the changes after that sequence number, or written after that time, are delivered again (or skipped, forward). The worker picks the position up at its next page.",
+    responses((status = 200, description = "`{ok, position}`"), (status = 404, description = "No such subscription"), (status = 422, description = "A bad `fromSeq` or `fromTime`")))]
 pub async fn replay(
     State(app): State<AppState>,
     params: PathParams,
@@ -242,9 +242,22 @@ pub async fn replay(
     let id = params.get("identifier")?;
     existing(&app, &id)?;
     let head = app.pipeline.store_head().await.map_err(ApiError::internal)?;
-    let from = body.get("fromSeq").and_then(Value::as_u64).filter(|s| *s <= head).ok_or_else(|| {
-        ApiError::unprocessable(format!("`fromSeq` is a sequence number from 0 to the log's head ({head})"))
-    })?;
+    let from = match (body.get("fromSeq"), body.get("fromTime").and_then(Value::as_str)) {
+        (Some(seq), None) => seq.as_u64().filter(|s| *s <= head).ok_or_else(|| {
+            ApiError::unprocessable(format!("`fromSeq` is a sequence number from 0 to the log's head ({head})"))
+        })?,
+        (None, Some(t)) => {
+            let time = berth_model::Timestamp::parse(t).ok_or_else(|| {
+                ApiError::unprocessable(format!("`fromTime` must be an ISO 8601 date-time, got {t:?}"))
+            })?;
+            app.pipeline.seq_at(time).await.map_err(ApiError::internal)?
+        }
+        _ => {
+            return Err(ApiError::unprocessable(
+                "give `fromSeq` (a sequence number) or `fromTime` (an ISO 8601 date-time)",
+            ));
+        }
+    };
     app.pipeline.set_position(&berth_delivery::position_name(&id), from).await.map_err(ApiError::internal)?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "position": from}), None))
 }

@@ -597,3 +597,42 @@ async fn a_blueprints_changelog_destination_receives_its_entities_changes() {
     );
     assert_eq!(s.get("/v1/blueprints/plain/changelog-destination").await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_from_a_sequence_number_or_a_time_delivers_again() {
+    let (url, received, _) = receiver(0).await;
+    let s = TestServer::start_with(|c| c.allow_destinations = vec!["127.0.0.1".into()]).await;
+    blueprints(&s).await;
+    let a = s.post("/v1/subscriptions", json!({"identifier": "again", "destination": {"type": "WEBHOOK", "url": url}, "filter": {"blueprints": ["service"]}})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let mut written = Vec::new();
+    for i in 0..5 {
+        let a = s.post("/v1/blueprints/service/entities", json!({"identifier": format!("a{i}")})).await;
+        written.push((a.seq(), a.body["entity"]["updatedAt"].as_str().expect("updatedAt").to_string()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for("the first delivery", || received.lock().expect("lock").len() >= 5).await;
+    // From the time the third was written (just before it): the third, fourth and fifth again.
+    let third = berth_model::Timestamp::parse(&written[2].1).expect("time");
+    let before = berth_model::Timestamp::from_millis(third.millis() - 1).to_rfc3339();
+    let r = s.post("/v1/subscriptions/again/replay", json!({"fromTime": before})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["position"], json!(written[1].0), "the last change before that time");
+    wait_for("the replay by time", || received.lock().expect("lock").len() >= 8).await;
+    let seqs: Vec<u64> = bodies(&received).iter().filter_map(|m| m["seq"].as_u64()).collect();
+    let w: Vec<u64> = written.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs[5..], w[2..]);
+    // From a sequence number: the last one again.
+    let r = s.post("/v1/subscriptions/again/replay", json!({"fromSeq": w[3]})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    wait_for("the replay by sequence number", || received.lock().expect("lock").len() >= 9).await;
+    assert_eq!(bodies(&received)[8]["seq"], json!(w[4]));
+    for bad in [
+        json!({}),
+        json!({"fromSeq": 1_000_000}),
+        json!({"fromTime": "yesterday"}),
+        json!({"fromSeq": 1, "fromTime": "2026-01-01T00:00:00Z"}),
+    ] {
+        s.post("/v1/subscriptions/again/replay", bad).await.assert_error(422, "invalid_request");
+    }
+}

@@ -176,52 +176,6 @@ impl Kafka {
         let producer = self.clients.get(&partition).ok_or("no partition client")?;
         within("producing", producer.produce(records, Compression::NoCompression)).await.map(|_| ())
     }
-
-    pub async fn send(&mut self, seq: u64, key: &str, body: &[u8]) -> Outcome {
-        let started = Instant::now();
-        if let Err(e) = self.connect().await {
-            self.client = None;
-            return Outcome::failed(None, e, started);
-        }
-        let partition = self.partitions[partition_of(key.as_bytes(), self.partitions.len())];
-        let producer = match self.clients.get(&partition) {
-            Some(p) => p,
-            None => {
-                let Some(client) = &self.client else { return Outcome::failed(None, "not connected".into(), started) };
-                let made = within(
-                    "opening the partition",
-                    client.partition_client(self.topic.clone(), partition, UnknownTopicHandling::Retry),
-                )
-                .await;
-                match made {
-                    Ok(p) => self.clients.entry(partition).or_insert(p),
-                    Err(e) => {
-                        self.client = None;
-                        return Outcome::failed(None, e, started);
-                    }
-                }
-            }
-        };
-        let record = Record {
-            key: Some(key.as_bytes().to_vec()),
-            value: Some(body.to_vec()),
-            headers: BTreeMap::from([
-                ("berth-seq".to_string(), seq.to_string().into_bytes()),
-                ("berth-subscription".to_string(), self.subscription.clone().into_bytes()),
-            ]),
-            timestamp: rskafka::chrono::DateTime::from_timestamp_millis(berth_catalog::now().millis())
-                .unwrap_or_default(),
-        };
-        match within("producing", producer.produce(vec![record], Compression::NoCompression)).await {
-            Ok(_) => Outcome::delivered(None, started),
-            Err(e) => {
-                // Leadership may have moved: learn the partitions again next time.
-                self.client = None;
-                self.clients.clear();
-                Outcome::failed(None, e, started)
-            }
-        }
-    }
 }
 
 async fn topic_partitions(client: &Client, topic: &str) -> Result<Vec<i32>, String> {

@@ -142,38 +142,4 @@ impl Nats {
         headers.insert("Berth-Subscription", self.subscription.as_str());
         headers
     }
-
-    pub async fn send(&mut self, seq: u64, key: &str, body: &[u8]) -> Outcome {
-        let started = Instant::now();
-        let context = match self.context().await {
-            Ok(c) => c,
-            Err(e) => return Outcome::failed(None, e, started),
-        };
-        if let Err(e) = self.ensure_stream(&context).await {
-            self.context = None;
-            self.stream_checked = false;
-            return Outcome::failed(None, e, started);
-        }
-        let headers = self.headers(seq, key);
-        let published = async {
-            context
-                .publish_with_headers(self.subject.clone(), headers, body.to_vec().into())
-                .await
-                .map_err(|e| format!("publishing: {e}"))?
-                .await
-                .map_err(|e| format!("the stream did not acknowledge: {e}"))
-        };
-        match tokio::time::timeout(CALL_TIMEOUT, published).await {
-            Ok(Ok(_)) => Outcome::delivered(None, started),
-            Ok(Err(e)) => {
-                self.stream_checked = false;
-                Outcome::failed(None, e, started)
-            }
-            Err(_) => {
-                self.context = None;
-                self.stream_checked = false;
-                Outcome::failed(None, "publishing to NATS timed out".into(), started)
-            }
-        }
-    }
 }

@@ -70,43 +70,4 @@ impl RedisStream {
             Err(_) => Err("connecting to Redis timed out".into()),
         }
     }
-
-    pub async fn send(&mut self, seq: u64, key: &str, body: &[u8]) -> Outcome {
-        let started = Instant::now();
-        let connection = match &self.connection {
-            Some(c) => c.clone(),
-            None => match tokio::time::timeout(CALL_TIMEOUT, self.client.get_multiplexed_async_connection()).await {
-                Ok(Ok(c)) => {
-                    self.connection = Some(c.clone());
-                    c
-                }
-                Ok(Err(e)) => return Outcome::failed(None, format!("connecting to Redis: {e}"), started),
-                Err(_) => return Outcome::failed(None, "connecting to Redis timed out".into(), started),
-            },
-        };
-        let mut connection = connection;
-        let cmd = redis::cmd("XADD")
-            .arg(&self.stream)
-            .arg("*")
-            .arg("seq")
-            .arg(seq)
-            .arg("key")
-            .arg(key)
-            .arg("subscription")
-            .arg(&self.subscription)
-            .arg("message")
-            .arg(body)
-            .to_owned();
-        match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<String>(&mut connection)).await {
-            Ok(Ok(_)) => Outcome::delivered(None, started),
-            Ok(Err(e)) => {
-                self.connection = None;
-                Outcome::failed(None, format!("XADD: {e}"), started)
-            }
-            Err(_) => {
-                self.connection = None;
-                Outcome::failed(None, "XADD timed out".into(), started)
-            }
-        }
-    }
 }

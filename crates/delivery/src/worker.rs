@@ -60,10 +60,10 @@ impl Sink {
             Sink::Redis(r) => r.send_all(messages).await,
             Sink::Nats(n) => n.send_all(messages).await,
             Sink::Kafka(k) => k.send_all(messages).await,
-            Sink::Webhook(_) => {
+            Sink::Webhook(w) => {
                 let mut last = None;
                 for (i, m) in messages.iter().enumerate() {
-                    let outcome = self.send(m.seq, &m.key, &m.body).await;
+                    let outcome = w.send(m.seq, &m.body).await;
                     if !outcome.delivered {
                         return (i, outcome);
                     }
@@ -74,13 +74,9 @@ impl Sink {
         }
     }
 
+    /// Sends one message (a page of one).
     async fn send(&mut self, seq: u64, key: &str, body: &[u8]) -> Outcome {
-        match self {
-            Sink::Webhook(w) => w.send(seq, body).await,
-            Sink::Redis(r) => r.send(seq, key, body).await,
-            Sink::Nats(n) => n.send(seq, key, body).await,
-            Sink::Kafka(k) => k.send(seq, key, body).await,
-        }
+        self.send_all(&[Message { seq, key: key.to_string(), body: body.to_vec() }]).await.1
     }
 }
 

@@ -26,6 +26,8 @@ pub const MAX_TEXT: usize = 2048;
 pub const MAX_FILTER_ENTRIES: usize = 100;
 /// Attempts before a message goes to the dead letters, when the subscription does not say.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// The most subscriptions a catalog holds (each runs a worker reading the whole log).
+pub const MAX_SUBSCRIPTIONS: usize = 100;
 /// The most dead letters a subscription keeps (the oldest are dropped, and counted, past it).
 pub const MAX_DEAD_LETTERS: usize = 1000;
 

@@ -65,7 +65,7 @@ fn check(state: &State, kind: DefinitionKind, identifier: &str, body: Value) -> 
     match kind {
         DefinitionKind::Page => pages::check(state, body),
         DefinitionKind::Scorecard => scorecards::check(state, identifier, body),
-        DefinitionKind::Subscription => subscriptions::check(state, body),
+        DefinitionKind::Subscription => subscriptions::check(state, identifier, body),
     }
 }
 

@@ -135,6 +135,16 @@ async fn the_api_refuses_what_the_server_cannot_deliver() {
     assert_eq!(read.body["subscription"]["maxAttempts"], 10);
     assert_eq!(s.delete("/v1/subscriptions/public").await.status, StatusCode::OK);
     assert_eq!(s.get("/v1/subscriptions/public").await.status, StatusCode::NOT_FOUND);
+    // At most 100 (each one's worker reads the whole log); replacing one at the limit is fine.
+    let body = |i: usize| json!({"identifier": format!("s{i}"), "enabled": false, "destination": {"type": "WEBHOOK", "url": "https://hooks.example.com/x"}});
+    for i in 0..100 {
+        assert_eq!(s.post("/v1/subscriptions", body(i)).await.status, StatusCode::CREATED);
+    }
+    let over = s.post("/v1/subscriptions", body(100)).await;
+    over.assert_error(422, "invalid_request");
+    assert!(over.body["message"].as_str().is_some_and(|m| m.contains("limit is 100")), "{}", over.body);
+    let again = s.put("/v1/subscriptions/s7", json!({"title": "seven", "enabled": false, "destination": {"type": "WEBHOOK", "url": "https://hooks.example.com/y"}})).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

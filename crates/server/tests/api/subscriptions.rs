@@ -646,3 +646,72 @@ async fn a_replay_from_a_sequence_number_or_a_time_delivers_again() {
         s.post("/v1/subscriptions/again/replay", bad).await.assert_error(422, "invalid_request");
     }
 }
+
+/// The sequence numbers a Redis stream holds, in stream order.
+async fn stream_seqs(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> Vec<u64> {
+    let entries: StreamEntries =
+        redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query_async(conn).await.expect("xrange");
+    entries
+        .iter()
+        .filter_map(|(_, fields)| {
+            fields.iter().find(|(f, _)| f == "seq").and_then(|(_, v)| String::from_utf8_lossy(v).parse().ok())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_changes_reach_a_webhook_and_a_redis_stream_in_log_order() {
+    let (url, received, _) = receiver(0).await;
+    let redis_url = berth_testkit::stores::redis_base();
+    let stream = berth_testkit::stores::unique("berth-10k");
+    let s = TestServer::start_with(|c| {
+        c.allow_destinations = vec!["127.0.0.1".into()];
+        c.redis_stream_url = Some(redis_url.clone());
+    })
+    .await;
+    blueprints(&s).await;
+    let mut secret = String::new();
+    for (id, destination) in [
+        ("hook", json!({"type": "WEBHOOK", "url": url})),
+        ("stream", json!({"type": "REDIS_STREAM", "stream": stream})),
+    ] {
+        let a = s
+            .post(
+                "/v1/subscriptions",
+                json!({"identifier": id, "destination": destination, "filter": {"blueprints": ["service"]}}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        if id == "hook" {
+            secret = a.body["secret"].as_str().expect("secret").to_string();
+        }
+    }
+    // 10,000 writes, 100 at a time, over 100 services (100 versions each).
+    let mut expected = Vec::new();
+    for round in 0..100 {
+        let entities: Vec<Value> =
+            (0..100).map(|i| json!({"identifier": format!("svc-{i}"), "properties": {"n": round}})).collect();
+        let a = s.post("/v1/blueprints/service/entities/bulk", json!({"entities": entities})).await;
+        assert!(a.status.is_success(), "{}", a.body);
+        let last = a.seq();
+        expected.extend(last + 1 - 100..=last);
+    }
+    let n = expected.len();
+    let redis = redis::Client::open(redis_url.as_str()).expect("redis");
+    let mut conn = redis.get_multiplexed_async_connection().await.expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let hook = received.lock().expect("lock").len();
+        let in_stream: usize = redis::cmd("XLEN").arg(&stream).query_async(&mut conn).await.expect("xlen");
+        if hook >= n && in_stream >= n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after 180 s: webhook {hook}, Redis {in_stream} of {n}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let hook: Vec<u64> = bodies(&received).iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!(hook, expected, "webhook: every change once, in log order");
+    assert!(received.lock().expect("lock").iter().all(|(h, b)| signed_with(h, b, &secret)), "every signature valid");
+    assert_eq!(stream_seqs(&mut conn, &stream).await, expected, "Redis: every change once, in log order");
+    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.expect("del");
+}

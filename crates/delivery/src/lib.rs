@@ -308,10 +308,10 @@ impl Drop for Delivery {
     }
 }
 
-/// The implicit subscription of a blueprint's `changelogDestination` (`:` is in no subscription identifier,
-/// so it never meets one).
+/// The implicit subscription of a blueprint's `changelogDestination` (`#` is in no subscription identifier,
+/// so it never meets one a user made).
 pub fn changelog_id(blueprint: &str) -> String {
-    format!("changelog:{blueprint}")
+    format!("changelog#{blueprint}")
 }
 
 impl Config {

@@ -348,7 +348,7 @@ pub async fn drop_dead_letters(
 
 #[utoipa::path(get, path = "/v1/blueprints/{bp}/changelog-destination", tag = "Subscriptions", summary = "A blueprint's changelog destination and its delivery (Berth extension, Admin)",
     security(("bearer" = [])), params(("bp" = String, Path, description = "Blueprint identifier")),
-    description = "A blueprint's `changelogDestination` (Port's: `{type: WEBHOOK, url}` or `{type: KAFKA}`, to `--kafka-changelog-topic`) is delivered like a subscription to the blueprint's entities, named `changelog:<blueprint>`: this answers it, the secret its webhooks are signed with, and its delivery status. A message that keeps failing is retried (a changelog destination keeps no dead letters).",
+    description = "A blueprint's `changelogDestination` (Port's: `{type: WEBHOOK, url}` or `{type: KAFKA}`, to `--kafka-changelog-topic`) is delivered like a subscription to the blueprint's entities, named `changelog#<blueprint>`: this answers it, the secret its webhooks are signed with, and its delivery status. A message that keeps failing is retried (a changelog destination keeps no dead letters).",
     responses((status = 200, description = "`{ok, destination, secret, status}`"), (status = 404, description = "No such blueprint, or it has no changelog destination Berth delivers")))]
 pub async fn changelog_destination(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
     let bp = params.get("bp")?;

@@ -594,7 +594,15 @@ async fn a_blueprints_changelog_destination_receives_its_entities_changes() {
     let got = bodies(&received);
     let seqs: Vec<u64> = got.iter().filter_map(|m| m["seq"].as_u64()).collect();
     assert_eq!(seqs, expected);
-    assert_eq!(got[0]["subscription"], "changelog:repo");
+    assert_eq!(got[0]["subscription"], "changelog#repo");
+    // A user's subscription cannot take the implicit one's name (its position would be shared).
+    let taken = s
+        .post(
+            "/v1/subscriptions",
+            json!({"identifier": "changelog#repo", "destination": {"type": "WEBHOOK", "url": url}}),
+        )
+        .await;
+    assert_eq!(taken.status.as_u16(), 422, "{}", taken.body);
     for (headers, body) in received.lock().expect("lock").iter() {
         assert!(signed_with(headers, body, &secret));
     }

@@ -91,13 +91,19 @@ impl Config {
     }
 }
 
-/// The rustls configuration webhooks use: the process's provider (`ring`) and the system's roots.
+/// The rustls configuration webhooks use: the process's provider (`ring`) and the system's roots, read from
+/// disk once per process (a webhook client is rebuilt every minute and after each connection failure).
 pub(crate) fn tls_config() -> Result<rustls::ClientConfig, String> {
-    let roots = berth_store::tls::roots(None).map_err(|e| e.to_string())?;
-    rustls::ClientConfig::builder_with_provider(berth_store::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+    static CONFIG: std::sync::OnceLock<Result<rustls::ClientConfig, String>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = berth_store::tls::roots(None).map_err(|e| e.to_string())?;
+            rustls::ClientConfig::builder_with_provider(berth_store::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())
+                .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        })
+        .clone()
 }
 
 /// The most attempts a status keeps.

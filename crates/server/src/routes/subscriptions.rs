@@ -120,8 +120,11 @@ pub async fn create(
     }
     deliverable(&app, &body)?;
     let (definition, _, seq) = write(&app, &caller, &id, DefinitionWrite::Create(body)).await?;
-    // Delivery starts after the write that created it, on whichever replica takes it up.
-    app.pipeline.set_position(&berth_delivery::position_name(&id), seq).await.map_err(ApiError::internal)?;
+    // Delivery starts after the write that created it, on whichever replica takes it up. The subscription
+    // is written already: if the store refuses the position now, its worker starts at the head it finds.
+    if let Err(e) = app.pipeline.set_position(&berth_delivery::position_name(&id), seq).await {
+        tracing::warn!(subscription = %id, error = %e, "recording a new subscription's first position failed; it starts at the head");
+    }
     let secret = app.delivery.config().secret(&id, 1);
     Ok(reply(
         StatusCode::CREATED,

@@ -6,6 +6,8 @@
 //!   Berth appends to the log.
 //! - [`feed`]: the log read forward from a position, and [`feed::Consumer`], a position shared by replicas
 //!   through a cursor lease; what leaves the process is the public event form (`berth_model::public`).
+//!   `recent` keeps the events this process committed lately in memory, so the feed's readers that keep
+//!   up never read the store.
 //! - [`history`]: an entity's versions and the entity at a time, read through the version index.
 //! - [`audit`]: the audit log's pages, in the public event form, scoped to the viewer.
 //! - [`deployments`]: deployment and incident reports written into the ready model, and the matrix of
@@ -24,6 +26,7 @@ pub mod deployments;
 pub mod feed;
 pub mod history;
 pub mod pipeline;
+mod recent;
 pub mod refusals;
 pub mod replay;
 pub mod standards;

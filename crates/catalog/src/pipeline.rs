@@ -71,6 +71,8 @@ pub struct Pipeline {
     snapshot_seq: std::sync::atomic::AtomicU64,
     /// The deployments index, kept current with the published state (see [`Pipeline::deployments`]).
     deployments: crate::deployments::Kept,
+    /// The events this writer committed lately, for the feed (see [`crate::recent`]).
+    recent: Arc<crate::recent::Recent>,
 }
 
 /// How long the watcher waits on the store before asking again (and re-checking the connection).
@@ -124,6 +126,7 @@ impl Pipeline {
             store_head: watch::channel(seq).0,
             snapshot_seq: std::sync::atomic::AtomicU64::new(snapshot_seq),
             deployments: crate::deployments::Kept::new(),
+            recent: Arc::default(),
         });
         let store_head = catalog.store_head.subscribe();
         tokio::spawn(writer_loop(Arc::clone(&catalog), jobs_rx, store_head));
@@ -194,7 +197,12 @@ impl Pipeline {
 
     /// A consumer of the log feed whose position every replica shares ([`crate::feed::Consumer`]).
     pub fn consumer(&self, name: &str, holder: &str, ttl: Duration) -> crate::feed::Consumer {
-        crate::feed::Consumer::new(Arc::clone(&self.store), name, holder, ttl)
+        crate::feed::Consumer::new(self.tail(), name, holder, ttl)
+    }
+
+    /// The log's tail as the feed reads it: recent events from memory, older ones from the store.
+    fn tail(&self) -> crate::feed::Tail {
+        crate::feed::Tail::new(Arc::clone(&self.store), Arc::clone(&self.recent), self.applied.subscribe())
     }
 
     /// Sets a consumer's position outside its lease (a consumer created or rewound by an administrator:
@@ -232,14 +240,14 @@ impl Pipeline {
         self.store.get_cursor(name).await
     }
 
-    /// The events after `after` as the feed reads them ([`crate::feed::read`]).
+    /// The events after `after` as the feed reads them ([`crate::feed::Tail::read`]).
     pub async fn feed(
         &self,
         after: u64,
         limit: usize,
         wait: Duration,
     ) -> Result<crate::feed::FeedPage, crate::ReadError> {
-        crate::feed::read(self.store.as_ref(), after, limit, wait).await
+        self.tail().read(after, limit, wait).await
     }
 
     /// Runs commands as one request; each command is atomic on its own.
@@ -405,13 +413,24 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// committed by the store. Its outcome is settled by reading the log back: the batch's own events there
 /// mean it was applied (answered as a success); the head where it was, or other events, mean it was not;
 /// a store that cannot be read either is reported as [`PipelineError::Unknown`], never as "not applied".
-async fn append_encoded(store: Arc<dyn LogStore>, head: u64, events: Vec<Event>) -> Result<u64, PipelineError> {
+///
+/// Durable events join `recent` (before the batch is published: a consumer woken by the publication finds
+/// them there).
+async fn append_encoded(
+    store: Arc<dyn LogStore>,
+    recent: Arc<crate::recent::Recent>,
+    head: u64,
+    events: Vec<Event>,
+) -> Result<u64, PipelineError> {
     let encoded = encode(&events)?;
-    drop(events);
     // A fingerprint of each event, to recognise them in the log without keeping a second copy.
     let prints: Vec<(usize, u64)> = encoded.iter().map(|e| (e.len(), fingerprint(e))).collect();
+    let durable = |new_head| {
+        recent.push(events.into_iter().zip(prints.iter().map(|p| p.0)));
+        Ok(new_head)
+    };
     let failure = match tokio::time::timeout(APPEND_TIMEOUT, store.append(head, encoded)).await {
-        Ok(Ok(new_head)) => return Ok(new_head),
+        Ok(Ok(new_head)) => return durable(new_head),
         Ok(Err(e @ StoreError::Conflict { .. })) => return Err(e.into()),
         Ok(Err(e)) => e,
         Err(_) => StoreError::Unavailable(format!("the store did not answer within {} s", APPEND_TIMEOUT.as_secs())),
@@ -419,7 +438,8 @@ async fn append_encoded(store: Arc<dyn LogStore>, head: u64, events: Vec<Event>)
     match tokio::time::timeout(SETTLE_TIMEOUT, settle(store.as_ref(), head, &prints)).await {
         Ok(Ok(true)) => {
             tracing::warn!(error = %failure, head, "the store reported a failed append that it had committed");
-            Ok(head + prints.len() as u64)
+            let new_head = head + prints.len() as u64;
+            durable(new_head)
         }
         Ok(Ok(false)) => Err(failure.into()),
         Ok(Err(e)) => Err(PipelineError::Unknown(format!("{failure}; reading the log back failed too: {e}"))),
@@ -699,7 +719,7 @@ async fn writer_loop(catalog: Arc<Pipeline>, mut rx: mpsc::Receiver<WriteJob>, m
         }
         let head = executed.state.seq() - events.len() as u64;
         let store = Arc::clone(&catalog.store);
-        let append = tokio::spawn(append_encoded(store, head, events));
+        let append = tokio::spawn(append_encoded(store, Arc::clone(&catalog.recent), head, events));
         flight = Some(InFlight { append, state: executed.state, jobs, results: executed.results });
     }
 }
@@ -756,7 +776,8 @@ async fn commit(catalog: &Pipeline, jobs: &[WriteJob]) -> Result<Committed, Pipe
         }
         let executed_in = started.elapsed();
         let count = executed.events.len();
-        match append_encoded(Arc::clone(&catalog.store), base.seq(), executed.events).await {
+        match append_encoded(Arc::clone(&catalog.store), Arc::clone(&catalog.recent), base.seq(), executed.events).await
+        {
             Ok(_) => {
                 let seq = executed.state.seq();
                 catalog.publish(executed.state);

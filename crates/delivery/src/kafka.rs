@@ -116,14 +116,15 @@ impl Kafka {
         Ok(())
     }
 
-    /// Produces a page: one request per partition, each partition's records in order. The delivered prefix
-    /// ends before the first message whose partition's request failed.
-    pub(crate) async fn send_all(&mut self, messages: &[crate::worker::Message]) -> (usize, Outcome) {
+    /// Produces a page: one request per partition, each partition's records in order. Delivered: the
+    /// messages of the partitions whose request succeeded; the outcome is the first failure's.
+    pub(crate) async fn send_all(&mut self, messages: &[&crate::worker::Message]) -> (Vec<bool>, Outcome) {
         let started = Instant::now();
         if let Err(e) = self.connect().await {
             self.client = None;
-            return (0, Outcome::failed(None, e, started));
+            return (vec![false; messages.len()], Outcome::failed(None, e, started));
         }
+        let mut delivered = vec![false; messages.len()];
         let count = self.partitions.len();
         let mut groups: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
         for (i, m) in messages.iter().enumerate() {
@@ -133,19 +134,22 @@ impl Kafka {
         for (partition, indexes) in groups {
             let records =
                 indexes.iter().map(|i| self.record(&messages[*i].key, messages[*i].seq, &messages[*i].body)).collect();
-            if let Err(e) = self.produce(partition, records).await {
-                let at = indexes[0];
-                if first_failed.as_ref().is_none_or(|(f, _)| at < *f) {
-                    first_failed = Some((at, e));
+            match self.produce(partition, records).await {
+                Ok(()) => indexes.iter().for_each(|i| delivered[*i] = true),
+                Err(e) => {
+                    let at = indexes[0];
+                    if first_failed.as_ref().is_none_or(|(f, _)| at < *f) {
+                        first_failed = Some((at, e));
+                    }
                 }
             }
         }
         match first_failed {
-            None => (messages.len(), Outcome::delivered(None, started)),
-            Some((at, e)) => {
+            None => (delivered, Outcome::delivered(None, started)),
+            Some((_, e)) => {
                 self.client = None;
                 self.clients.clear();
-                (at, Outcome::failed(None, e, started))
+                (delivered, Outcome::failed(None, e, started))
             }
         }
     }

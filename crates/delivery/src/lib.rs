@@ -9,6 +9,7 @@
 //!   lease), each change filtered, shaped as Port's change event, sent with retries (exponential backoff
 //!   with jitter), and the position committed after each page: a crash or a failover repeats at most the
 //!   page in flight, never skips one.
+//! - `messages`: each change's message built once for every worker that sends it.
 //! - [`webhook`], [`redis_stream`], [`nats`], [`kafka`]: the destinations; [`address`]: where a webhook may go; [`secret`]: a
 //!   subscription's signing secret (derived, never stored) and Port's webhook signature.
 //!
@@ -18,6 +19,7 @@
 pub mod address;
 pub mod dead_letters;
 pub mod kafka;
+mod messages;
 pub mod nats;
 pub mod redis_stream;
 pub mod secret;
@@ -216,6 +218,11 @@ pub struct Delivery {
     config: Config,
     statuses: Statuses,
     workers: Workers,
+    messages: Arc<messages::Messages>,
+    /// Where the supervisor and the workers run: [`background`]'s runtime, or the caller's if it could not
+    /// be made.
+    handle: tokio::runtime::Handle,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 /// How often the supervisor looks at the subscriptions.
@@ -223,10 +230,30 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
 impl Delivery {
     /// Starts delivering every enabled subscription of `pipeline`'s catalog.
+    ///
+    /// The work runs on a runtime of its own whose threads the operating system runs at a lower priority
+    /// than the server's ([`background`]): when the machine is busy, writes and reads come first and
+    /// delivery's lag grows, then drains.
     pub fn start(pipeline: Arc<Pipeline>, config: Config) -> Arc<Delivery> {
-        let delivery = Arc::new(Delivery { pipeline, config, statuses: Arc::default(), workers: Mutex::default() });
+        let runtime = match background() {
+            Ok(runtime) => Some(runtime),
+            Err(e) => {
+                tracing::warn!(error = %e, "no runtime of its own for delivery; it shares the server's");
+                None
+            }
+        };
+        let handle = runtime.as_ref().map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone());
+        let delivery = Arc::new(Delivery {
+            pipeline,
+            config,
+            statuses: Arc::default(),
+            workers: Mutex::default(),
+            messages: Arc::default(),
+            handle,
+            runtime,
+        });
         let weak = Arc::downgrade(&delivery);
-        tokio::spawn(async move {
+        delivery.handle.spawn(async move {
             loop {
                 let Some(d) = weak.upgrade() else { return };
                 d.reconcile();
@@ -239,7 +266,15 @@ impl Delivery {
 
     /// A supervisor that runs no worker (its configuration still answers what the API asks).
     pub fn idle(pipeline: Arc<Pipeline>, config: Config) -> Arc<Delivery> {
-        Arc::new(Delivery { pipeline, config, statuses: Arc::default(), workers: Mutex::default() })
+        Arc::new(Delivery {
+            pipeline,
+            config,
+            statuses: Arc::default(),
+            workers: Mutex::default(),
+            messages: Arc::default(),
+            handle: tokio::runtime::Handle::current(),
+            runtime: None,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -287,13 +322,13 @@ impl Delivery {
                 continue;
             }
             let Ok(subscription) = Subscription::parse(&body) else { continue };
-            let handle = tokio::spawn(worker::run(
-                Arc::clone(&self.pipeline),
-                self.config.clone(),
-                Arc::clone(&self.statuses),
-                id.clone(),
-                subscription,
-            ));
+            let shared = worker::Shared {
+                pipeline: Arc::clone(&self.pipeline),
+                config: self.config.clone(),
+                statuses: Arc::clone(&self.statuses),
+                messages: Arc::clone(&self.messages),
+            };
+            let handle = self.handle.spawn(worker::run(shared, id.clone(), subscription));
             workers.insert(id, (body, handle));
         }
     }
@@ -311,6 +346,31 @@ impl Delivery {
 impl Drop for Delivery {
     fn drop(&mut self) {
         self.stop();
+        if let Some(runtime) = self.runtime.take() {
+            // Not dropped here: this may be one of its own threads, or an async context.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A multi-threaded runtime (a thread per core) whose threads run at a lower priority (nice 10 on Linux,
+/// where the nice value is per thread): they take the cores the server leaves idle, and little of those it
+/// needs.
+fn background() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .thread_name("berth-delivery")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()
+}
+
+/// Lowers the calling thread's scheduling priority (Linux only; elsewhere the nice value is per process).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        tracing::debug!(error = %e, "the delivery thread's priority could not be lowered");
     }
 }
 

@@ -73,7 +73,12 @@ impl Nats {
 
     /// Publishes a page, then awaits the stream's acknowledgements in order: the delivered prefix is the
     /// messages acknowledged before the first that was not.
-    pub(crate) async fn send_all(&mut self, messages: &[crate::worker::Message]) -> (usize, Outcome) {
+    pub(crate) async fn send_all(&mut self, messages: &[&crate::worker::Message]) -> (Vec<bool>, Outcome) {
+        let (n, outcome) = self.send_prefix(messages).await;
+        (crate::worker::prefix(messages.len(), n), outcome)
+    }
+
+    async fn send_prefix(&mut self, messages: &[&crate::worker::Message]) -> (usize, Outcome) {
         let started = Instant::now();
         let context = match self.context().await {
             Ok(c) => c,

@@ -23,7 +23,12 @@ impl RedisStream {
 
     /// Sends a page in one pipeline (one round trip); on an error, none of it counts as delivered (Redis
     /// may have added a prefix: at least once).
-    pub(crate) async fn send_all(&mut self, messages: &[crate::worker::Message]) -> (usize, Outcome) {
+    pub(crate) async fn send_all(&mut self, messages: &[&crate::worker::Message]) -> (Vec<bool>, Outcome) {
+        let (n, outcome) = self.send_pipeline(messages).await;
+        (crate::worker::prefix(messages.len(), n), outcome)
+    }
+
+    async fn send_pipeline(&mut self, messages: &[&crate::worker::Message]) -> (usize, Outcome) {
         let started = Instant::now();
         let mut connection = match self.connection().await {
             Ok(c) => c,
@@ -37,7 +42,7 @@ impl RedisStream {
                 .arg("seq")
                 .arg(m.seq)
                 .arg("key")
-                .arg(&m.key)
+                .arg(&*m.key)
                 .arg("subscription")
                 .arg(&self.subscription)
                 .arg("message")

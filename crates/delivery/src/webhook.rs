@@ -1,6 +1,9 @@
 //! Webhook destinations: one signed POST per message, no redirects followed, every call timed out, to an
 //! address checked against the allow rules (and pinned for the call, so a name cannot resolve to a checked
-//! address and then to another).
+//! address and then to another). One request at a time, in log order; or, with the subscription's
+//! `concurrency` above 1, that many lanes side by side, one entity's changes in order on one lane (Port's
+//! webhooks carry one event per request: a receiver's round trip caps one lane at a few thousand changes a
+//! second).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,6 +23,8 @@ pub struct Webhook {
     subscription: String,
     allow: Allow,
     client: Option<(reqwest::Client, Instant)>,
+    /// Requests in flight at once.
+    lanes: usize,
 }
 
 impl Webhook {
@@ -29,12 +34,21 @@ impl Webhook {
         secret: String,
         subscription: &str,
         allow: Allow,
+        lanes: u32,
     ) -> Result<Webhook, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("the URL does not parse: {e}"))?;
         if url.host_str().is_none() {
             return Err("the URL has no host".into());
         }
-        Ok(Webhook { url, headers, secret, subscription: subscription.to_string(), allow, client: None })
+        Ok(Webhook {
+            url,
+            headers,
+            secret,
+            subscription: subscription.to_string(),
+            allow,
+            client: None,
+            lanes: lanes.max(1) as usize,
+        })
     }
 
     /// A client whose only address for the URL's host is one that passed the check.
@@ -68,13 +82,62 @@ impl Webhook {
         Ok(client)
     }
 
-    /// Sends one message; a 2xx answer delivers it.
-    pub async fn send(&mut self, seq: u64, body: &[u8]) -> Outcome {
+    /// Sends a page: one message after another, in order; with more than one lane, messages of one key (one
+    /// entity) one after another in the lane the key hashes to, the lanes side by side. Which messages were delivered (a lane stops at its first
+    /// failure, so an entity's changes never arrive out of order), and the outcome of the first failure in
+    /// page order (or of the last call).
+    pub(crate) async fn send_all(&mut self, messages: &[&crate::worker::Message]) -> (Vec<bool>, Outcome) {
         let started = Instant::now();
         let client = match self.client().await {
             Ok(c) => c,
-            Err(e) => return Outcome::failed(None, e, started),
+            Err(e) => return (vec![false; messages.len()], Outcome::failed(None, e, started)),
         };
+        let mut lanes: Vec<Vec<usize>> = vec![Vec::new(); self.lanes];
+        for (i, m) in messages.iter().enumerate() {
+            lanes[crate::kafka::partition_of(m.key.as_bytes(), self.lanes)].push(i);
+        }
+        let this = &*self;
+        let runs = lanes.iter().filter(|l| !l.is_empty()).map(|lane| {
+            let client = &client;
+            async move {
+                let mut outcomes = Vec::with_capacity(lane.len());
+                for &i in lane {
+                    let outcome = this.post(client, messages[i].seq, &messages[i].body).await;
+                    let failed = !outcome.delivered;
+                    outcomes.push((i, outcome));
+                    if failed {
+                        break;
+                    }
+                }
+                outcomes
+            }
+        });
+        let mut delivered = vec![false; messages.len()];
+        let mut first_failure: Option<(usize, Outcome)> = None;
+        let mut last = None;
+        for (i, outcome) in futures_util::future::join_all(runs).await.into_iter().flatten() {
+            if outcome.delivered {
+                delivered[i] = true;
+                last = Some(outcome);
+            } else if first_failure.as_ref().is_none_or(|(f, _)| i < *f) {
+                first_failure = Some((i, outcome));
+            }
+        }
+        match first_failure {
+            Some((_, outcome)) => {
+                if outcome.status.is_none() {
+                    // A connection that failed may have been to an address that changed: resolve again.
+                    self.client = None;
+                }
+                (delivered, outcome)
+            }
+            None => (delivered, last.unwrap_or_else(|| Outcome::delivered(None, started))),
+        }
+    }
+
+    /// Sends one message; a 2xx answer delivers it.
+    async fn post(&self, client: &reqwest::Client, seq: u64, body: &[u8]) -> Outcome {
+        let started = Instant::now();
         let timestamp = berth_catalog::now().millis() / 1000;
         let mut req = client
             .post(self.url.clone())
@@ -93,8 +156,6 @@ impl Webhook {
                 Outcome::failed(Some(status), format!("the receiver answered {status}"), started)
             }
             Err(e) => {
-                // A connection that failed may have been to an address that changed: resolve again next time.
-                self.client = None;
                 let why = if e.is_timeout() { "timed out".to_string() } else { without_url(&e) };
                 Outcome::failed(None, why, started)
             }

@@ -1,20 +1,29 @@
 //! One subscription's delivery loop (see the crate's documentation).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_catalog::Pipeline;
 use berth_model::subscription::{self, DeadLetter, Destination, Subscription};
 use berth_model::{Change, DefinitionKind, Entity, Event, Origin, Previous};
 
+use crate::messages::{Built, Messages};
 use crate::redis_stream::RedisStream;
 use crate::webhook::Webhook;
 use crate::{Config, Outcome, Statuses, position_name};
 
 /// How long a replica holds a subscription's lease between renewals.
 pub(crate) const LEASE: Duration = Duration::from_secs(15);
-/// The most events one page reads (and so the most a crash can make a destination receive twice).
+/// The most events one page reads: a webhook delivering in log order one at a time reads 200, brokers
+/// (a page in one round trip) and webhooks with lanes (a page spread over them) 1,000.
 const PAGE: usize = 200;
+const PAGE_AT_ONCE: usize = 1_000;
+/// How often the position is committed while delivering: a crash makes a destination receive again what
+/// was delivered since and the page in flight.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+/// How often an idle worker looks at its stored position (a replay moves it).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The first retry's wait, and the longest.
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -36,6 +45,7 @@ impl Sink {
                 config.secret(id, s.secret_version),
                 id,
                 crate::address::Allow::new(&config.allow),
+                s.concurrency,
             )?)),
             Destination::RedisStream { stream } => {
                 let url = config.redis_stream_url.as_deref().unwrap_or_default();
@@ -52,31 +62,23 @@ impl Sink {
         }
     }
 
-    /// Sends messages in order; how many (a prefix) were delivered, and the outcome of the call that
-    /// stopped (or of the last one). Brokers take a page at once (a Redis pipeline, NATS publishes whose
-    /// acknowledgements are awaited in order, one produce per Kafka partition); webhooks one at a time.
-    async fn send_all(&mut self, messages: &[Message]) -> (usize, Outcome) {
+    /// Sends a page; which messages were delivered, and the outcome of the first failure (or of the last
+    /// call). Brokers take a page at once (a Redis pipeline, NATS publishes whose acknowledgements are
+    /// awaited in order, one produce per Kafka partition); webhooks a request per message, in lanes by key.
+    /// Whatever the destination, one key's messages are delivered in order: a message is never delivered
+    /// while an earlier one of its key is not.
+    async fn send_all(&mut self, messages: &[&Message]) -> (Vec<bool>, Outcome) {
         match self {
             Sink::Redis(r) => r.send_all(messages).await,
             Sink::Nats(n) => n.send_all(messages).await,
             Sink::Kafka(k) => k.send_all(messages).await,
-            Sink::Webhook(w) => {
-                let mut last = None;
-                for (i, m) in messages.iter().enumerate() {
-                    let outcome = w.send(m.seq, &m.body).await;
-                    if !outcome.delivered {
-                        return (i, outcome);
-                    }
-                    last = Some(outcome);
-                }
-                (messages.len(), last.unwrap_or_else(|| Outcome::delivered(None, std::time::Instant::now())))
-            }
+            Sink::Webhook(w) => w.send_all(messages).await,
         }
     }
 
     /// Sends one message (a page of one).
-    async fn send(&mut self, seq: u64, key: &str, body: &[u8]) -> Outcome {
-        self.send_all(&[Message { seq, key: key.to_string(), body: body.to_vec() }]).await.1
+    async fn send(&mut self, message: Message) -> Outcome {
+        self.send_all(&[&message]).await.1
     }
 }
 
@@ -104,8 +106,18 @@ fn set(statuses: &Statuses, id: &str, f: impl FnOnce(&mut crate::Status)) {
     }
 }
 
+/// What every worker shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub pipeline: Arc<Pipeline>,
+    pub config: Config,
+    pub statuses: Statuses,
+    pub messages: Arc<Messages>,
+}
+
 /// Delivers one subscription until the task is aborted.
-pub(crate) async fn run(pipeline: Arc<Pipeline>, config: Config, statuses: Statuses, id: String, s: Subscription) {
+pub(crate) async fn run(shared: Shared, id: String, s: Subscription) {
+    let Shared { pipeline, config, statuses, messages } = shared;
     set(&statuses, &id, |st| st.state = "standby");
     let mut sink = match Sink::open(&config, &id, &s) {
         Ok(sink) => sink,
@@ -118,27 +130,70 @@ pub(crate) async fn run(pipeline: Arc<Pipeline>, config: Config, statuses: Statu
             return;
         }
     };
+    let page_size = match s.destination {
+        Destination::Webhook { .. } if s.concurrency == 1 => PAGE,
+        _ => PAGE_AT_ONCE,
+    };
     let mut consumer = pipeline.consumer(&position_name(&id), &config.holder, LEASE);
+    // While this replica holds the lease: delivered up to `.0` (kept here), committed up to `.1`.
+    let mut at: Option<(u64, u64)> = None;
+    let mut checked = Instant::now();
     loop {
-        // A subscription without a position (its creation's position was not recorded) starts at the head.
-        let head = pipeline.view().seq();
-        match consumer.begin_at(head).await {
-            Ok(true) => {}
-            Ok(false) => {
-                set(&statuses, &id, |st| st.state = "standby");
-                tokio::time::sleep(LEASE / 3).await;
-                continue;
+        let Some((position, committed)) = at else {
+            // A subscription without a position (its creation's position was not recorded) starts at the head.
+            let head = pipeline.view().seq();
+            let begun = match consumer.begin_at(head).await {
+                Ok(true) => consumer.position().await.map(|p| p.unwrap_or(head)),
+                Ok(false) => {
+                    set(&statuses, &id, |st| st.state = "standby");
+                    tokio::time::sleep(LEASE / 3).await;
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+            match begun {
+                Ok(p) => {
+                    at = Some((p, p));
+                    checked = Instant::now();
+                    set(&statuses, &id, |st| st.position = p);
+                }
+                Err(e) => {
+                    set(&statuses, &id, |st| st.last_error = Some(e.to_string()));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
-            Err(e) => {
-                set(&statuses, &id, |st| st.last_error = Some(e.to_string()));
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
+            continue;
+        };
+        // The position is committed every COMMIT_EVERY while delivering and before waiting for changes; the
+        // stored one is checked then too, and each second when idle (a replay moves it), and the dead letters
+        // an administrator asked to retry are sent.
+        let idle = pipeline.view().seq() <= position;
+        if (position > committed && (idle || checked.elapsed() >= COMMIT_EVERY)) || checked.elapsed() >= CHECK_EVERY {
+            checked = Instant::now();
+            retry_dead_letters(&pipeline, &statuses, &messages, &id, &s, &mut sink).await;
+            at = match settle(&mut consumer, position, committed).await {
+                Ok(Some(p)) => {
+                    set(&statuses, &id, |st| st.position = p.1);
+                    Some(p)
+                }
+                // Another replica took over: it delivers from the last commit.
+                Ok(None) => {
+                    set(&statuses, &id, |st| st.state = "standby");
+                    None
+                }
+                Err(e) => {
+                    set(&statuses, &id, |st| st.last_error = Some(e.to_string()));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    at
+                }
+            };
+            continue;
         }
-        retry_dead_letters(&pipeline, &statuses, &id, &s, &mut sink).await;
-        let page = match consumer.next(PAGE, Duration::from_secs(2)).await {
+        let wait = if position > committed { Duration::ZERO } else { CHECK_EVERY };
+        let page = match consumer.next_after(position, page_size, wait).await {
             Ok(Some(page)) => page,
             Ok(None) => {
+                at = None;
                 set(&statuses, &id, |st| st.state = "standby");
                 tokio::time::sleep(LEASE / 3).await;
                 continue;
@@ -156,22 +211,32 @@ pub(crate) async fn run(pipeline: Arc<Pipeline>, config: Config, statuses: Statu
                 st.state = "delivering";
             }
         });
-        let Some(last) = page.events.last().map(|e| e.seq) else {
-            if let Ok(Some(p)) = consumer.position().await {
-                set(&statuses, &id, |st| st.position = p);
-            }
-            continue;
-        };
-        if !deliver_page(&pipeline, &statuses, &id, &s, &mut sink, &mut consumer, &page.events).await {
+        let Some(last) = page.events.last().map(|e| e.seq) else { continue };
+        let built = messages.of(&page.events);
+        if !deliver_page(&pipeline, &statuses, &id, &s, &mut sink, &mut consumer, &built).await {
+            at = None;
             continue;
         }
-        match consumer.commit(last).await {
-            Ok(true) => set(&statuses, &id, |st| st.position = last),
-            // Another replica took over: it delivers from the last commit.
-            Ok(false) => set(&statuses, &id, |st| st.state = "standby"),
-            Err(e) => set(&statuses, &id, |st| st.last_error = Some(e.to_string())),
-        }
+        at = Some((last, committed));
     }
+}
+
+/// Commits `position` unless the stored position moved away from `committed` (an administrator's replay,
+/// or a subscription re-created: delivery goes on from there, nothing committed). The position and commit
+/// now, or `None` when the lease was lost.
+async fn settle(
+    consumer: &mut berth_catalog::feed::Consumer,
+    position: u64,
+    committed: u64,
+) -> Result<Option<(u64, u64)>, berth_catalog::ReadError> {
+    match consumer.position().await? {
+        Some(stored) if stored != committed => return Ok(Some((stored, stored))),
+        _ => {}
+    }
+    if position == committed {
+        return Ok(Some((position, committed)));
+    }
+    Ok(consumer.commit(position).await?.then_some((position, position)))
 }
 
 /// Delivers a page's admitted changes in order, each retried until delivered; `false` when the lease was
@@ -183,46 +248,62 @@ async fn deliver_page(
     s: &Subscription,
     sink: &mut Sink,
     consumer: &mut berth_catalog::feed::Consumer,
-    events: &[Event],
+    built: &[Arc<Built>],
 ) -> bool {
     let view = pipeline.view();
-    let mut messages: Vec<Message> = Vec::with_capacity(events.len());
-    for event in events {
-        let change = berth_model::public::change(event);
+    let now = berth_catalog::now();
+    // A query's prepared form per blueprint, for the page.
+    let mut contexts: HashMap<&str, Option<berth_engine::search::Ctx>> = HashMap::new();
+    let mut messages: Vec<Message> = Vec::with_capacity(built.len());
+    let mut skipped = 0;
+    for b in built {
+        let event = &b.event;
+        let change = &b.change;
         // Never its own definition's changes (recording a dead letter is one: delivering it to a failing
         // destination would make another, without end).
         let own = change.resource == "subscription" && change.identifier.as_deref() == Some(id);
-        let mut admitted = !own && s.filter.admits(&change);
+        let mut admitted = !own && s.filter.admits(change);
         if admitted {
             if let Some(query) = &s.filter.query {
                 // Judged against the catalog as it is now (a rule that reads related entities reads today's).
                 admitted = entity_of(event).is_some_and(|e| {
-                    berth_engine::search::Ctx::new(&view, query, berth_catalog::now(), Some(&e.blueprint))
-                        .is_ok_and(|ctx| berth_engine::search::matches(&ctx, e, query))
+                    let ctx = contexts
+                        .entry(&*e.blueprint)
+                        .or_insert_with(|| berth_engine::search::Ctx::new(&view, query, now, Some(&e.blueprint)).ok());
+                    ctx.as_ref().is_some_and(|ctx| berth_engine::search::matches(ctx, e, query))
                 });
             }
         }
         if !admitted {
-            set(statuses, id, |st| st.skipped += 1);
+            skipped += 1;
             continue;
         }
-        let body = serde_json::to_vec(&subscription::message(event, &change, id)).unwrap_or_default();
-        messages.push(Message { seq: event.seq, key: key_of(&change), body });
+        messages.push(Message::of(event.seq, b, id));
     }
-    // In order: each send delivers a prefix of what is left; a failure is the first message not delivered.
-    let (mut start, mut failures) = (0usize, 0u32);
-    while start < messages.len() {
-        let (delivered, outcome) = sink.send_all(&messages[start..]).await;
-        if delivered > 0 {
-            let last = messages[start + delivered - 1].seq;
-            set(statuses, id, |st| st.record_delivered(delivered as u64, last, outcome.millis));
-            start += delivered;
+    if skipped > 0 {
+        set(statuses, id, |st| st.skipped += skipped);
+    }
+    // Each round sends what is left; a failure is the first message left, in log order.
+    let mut pending: Vec<&Message> = messages.iter().collect();
+    let mut failures = 0u32;
+    while !pending.is_empty() {
+        let (delivered, outcome) = sink.send_all(&pending).await;
+        let mut left = Vec::with_capacity(pending.len());
+        let (mut n, mut last) = (0u64, 0u64);
+        for (m, done) in pending.into_iter().zip(delivered) {
+            if done {
+                n += 1;
+                last = last.max(m.seq);
+            } else {
+                left.push(m);
+            }
+        }
+        pending = left;
+        if n > 0 {
+            set(statuses, id, |st| st.record_delivered(n, last, outcome.millis));
             failures = 0;
         }
-        if start == messages.len() {
-            break;
-        }
-        let failed = &messages[start];
+        let Some(&failed) = pending.first() else { break };
         set(statuses, id, |st| st.record(failed.seq, &outcome));
         if failures + 1 >= s.max_attempts {
             let letter = DeadLetter {
@@ -238,7 +319,7 @@ async fn deliver_page(
                 Ok(()) => {
                     tracing::warn!(subscription = %id, seq = failed.seq, attempts = failures + 1, "a message went to the dead letters");
                     set(statuses, id, |st| st.dead_lettered += 1);
-                    start += 1;
+                    pending.remove(0);
                     failures = 0;
                     continue;
                 }
@@ -261,8 +342,19 @@ async fn deliver_page(
 /// One message on its way: the change's sequence number, its key, its body.
 pub(crate) struct Message {
     pub seq: u64,
-    pub key: String,
+    pub key: Arc<str>,
     pub body: Vec<u8>,
+}
+
+/// `n` messages of which the first `delivered` were.
+pub(crate) fn prefix(n: usize, delivered: usize) -> Vec<bool> {
+    (0..n).map(|i| i < delivered).collect()
+}
+
+impl Message {
+    fn of(seq: u64, built: &Built, subscription: &str) -> Message {
+        Message { seq, key: Arc::clone(&built.key), body: subscription::addressed(&built.body, subscription) }
+    }
 }
 
 /// Changes the subscription's dead letters as the delivery worker.
@@ -284,7 +376,14 @@ async fn edit_dead_letters(
 
 /// Sends again the dead letters an administrator asked to retry: each delivered one leaves the list; one
 /// that fails again stays, not marked for retry, with its attempts counted.
-async fn retry_dead_letters(pipeline: &Pipeline, statuses: &Statuses, id: &str, s: &Subscription, sink: &mut Sink) {
+async fn retry_dead_letters(
+    pipeline: &Pipeline,
+    statuses: &Statuses,
+    messages: &Messages,
+    id: &str,
+    s: &Subscription,
+    sink: &mut Sink,
+) {
     let view = pipeline.view();
     let Some(current) =
         view.definition(DefinitionKind::Subscription, id).and_then(|d| Subscription::parse(&d.body).ok())
@@ -295,21 +394,18 @@ async fn retry_dead_letters(pipeline: &Pipeline, statuses: &Statuses, id: &str, 
     if asked.is_empty() {
         return;
     }
-    let events = match pipeline.events(asked.clone()).await {
-        Ok(events) => events,
+    let events: Vec<Arc<Event>> = match pipeline.events(asked.clone()).await {
+        Ok(events) => events.into_iter().map(Arc::new).collect(),
         Err(e) => {
             set(statuses, id, |st| st.last_error = Some(e.to_string()));
             return;
         }
     };
     let mut outcomes: Vec<(u64, Option<String>)> = Vec::new();
-    for event in &events {
-        let change = berth_model::public::change(event);
-        let body = serde_json::to_vec(&subscription::message(event, &change, id)).unwrap_or_default();
-        let key = key_of(&change);
+    for (event, built) in events.iter().zip(messages.of(&events)) {
         let mut error = None;
         for attempt in 0..s.max_attempts.min(3) {
-            let outcome = sink.send(event.seq, &key, &body).await;
+            let outcome = sink.send(Message::of(event.seq, &built, id)).await;
             set(statuses, id, |st| st.record(event.seq, &outcome));
             if outcome.delivered {
                 error = None;
@@ -341,12 +437,6 @@ async fn retry_dead_letters(pipeline: &Pipeline, statuses: &Statuses, id: &str, 
     if let Err(e) = result {
         set(statuses, id, |st| st.last_error = Some(e));
     }
-}
-
-/// The key a message is partitioned or de-duplicated by: `blueprint/entity` (or the resource and its
-/// identifier).
-fn key_of(change: &berth_model::public::PublicChange) -> String {
-    format!("{}/{}", change.blueprint.as_deref().unwrap_or(change.resource), change.identifier.as_deref().unwrap_or(""))
 }
 
 #[cfg(test)]

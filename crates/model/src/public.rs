@@ -62,6 +62,34 @@ fn previous(before: &Option<Previous>) -> Value {
 
 /// The public form of what `event` changed.
 pub fn change(event: &Event) -> PublicChange {
+    change_with(event, true)
+}
+
+/// [`change`] without the entity versions of an entity change (`before` and `after` left null: a caller
+/// that serializes them straight from the event, as [`crate::subscription::message_body`] does, saves
+/// building their JSON trees). Every other change is whole.
+pub fn change_head(event: &Event) -> PublicChange {
+    change_with(event, false)
+}
+
+fn change_with(event: &Event, entities: bool) -> PublicChange {
+    if !entities {
+        let put = if event.before.is_some() { "UPDATE" } else { "CREATE" };
+        let head = |action, blueprint: &str, identifier: &str| PublicChange {
+            resource: "entity",
+            action,
+            status: "SUCCESS",
+            blueprint: Some(blueprint.to_string()),
+            identifier: Some(identifier.to_string()),
+            before: Value::Null,
+            after: Value::Null,
+        };
+        match &event.change {
+            Change::EntityPut { entity } => return head(put, &entity.blueprint, &entity.identifier),
+            Change::EntityDeleted { blueprint, identifier } => return head("DELETE", blueprint, identifier),
+            _ => {}
+        }
+    }
     let before = previous(&event.before);
     // Events written before `before` existed cannot tell a creation from an update.
     let put = if event.before.is_some() { "UPDATE" } else { "CREATE" };

@@ -3,12 +3,15 @@
 //! (`DefinitionKind::Subscription`); this module reads and checks its body, and decides whether a change
 //! passes its filter. Pure: no I/O, no broker.
 //!
-//! Body: `{title?, enabled?, destination, filter?, maxAttempts?, secretVersion?}`:
+//! Body: `{title?, enabled?, destination, filter?, maxAttempts?, concurrency?, secretVersion?}`:
 //! - `destination`: `{"type": "WEBHOOK", "url", "headers"?}`, `{"type": "KAFKA", "topic"}`,
 //!   `{"type": "NATS", "subject"}`, `{"type": "REDIS_STREAM", "stream"}`;
 //! - `filter`: `{resources?: [entity, blueprint, scorecard, ...], blueprints?: [...], actions?: [CREATE,
 //!   UPDATE, DELETE], query?: rules-language query on the entity}` (absent parts let everything through);
 //! - `maxAttempts`: deliveries of one message before it goes to the dead letters (1 to 100, default 10);
+//! - `concurrency` (webhooks): requests in flight at once, 1 to [`MAX_CONCURRENCY`]. 1 (the default)
+//!   delivers in log order; more deliver each entity's changes in log order (one entity's changes take one
+//!   lane), not the subscription's, for receivers that must take more than one round trip's worth a second;
 //! - `secretVersion`: which of the subscription's signing secrets is current (the secret itself is never in
 //!   the body: it is derived from the server's delivery key, see the delivery crate).
 
@@ -24,6 +27,8 @@ pub const MAX_HEADERS: usize = 20;
 pub const MAX_TEXT: usize = 2048;
 /// The most entries of a filter list.
 pub const MAX_FILTER_ENTRIES: usize = 100;
+/// The most webhook requests of one subscription in flight at once.
+pub const MAX_CONCURRENCY: u32 = 32;
 /// Attempts before a message goes to the dead letters, when the subscription does not say.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 /// The most subscriptions a catalog holds (each runs a worker reading the whole log).
@@ -110,6 +115,8 @@ pub struct Subscription {
     pub destination: Destination,
     pub filter: Filter,
     pub max_attempts: u32,
+    /// Webhook requests in flight at once (see the module's documentation).
+    pub concurrency: u32,
     pub secret_version: u32,
     pub dead_letters: Vec<DeadLetter>,
     /// Dead letters dropped because the list was full.
@@ -175,6 +182,7 @@ impl Subscription {
                 "destination",
                 "filter",
                 "maxAttempts",
+                "concurrency",
                 "secretVersion",
                 "deadLetters",
                 "deadLettersDropped",
@@ -182,7 +190,7 @@ impl Subscription {
             .contains(&k.as_str())
             {
                 return Err(DomainError::Invalid(format!(
-                    "a subscription has no field {:?} (it has title, enabled, destination, filter, maxAttempts)",
+                    "a subscription has no field {:?} (it has title, enabled, destination, filter, maxAttempts, concurrency)",
                     crate::limits::truncate(k, 60)
                 )));
             }
@@ -237,6 +245,12 @@ impl Subscription {
                 DomainError::Invalid(format!("`deadLetters` is a list of {{seq, attempts, error, at}}: {e}"))
             })?,
         };
+        let concurrency = number("concurrency", 1, MAX_CONCURRENCY)?;
+        if concurrency > 1 && !matches!(destination, Destination::Webhook { .. }) {
+            return Err(DomainError::Invalid(
+                "`concurrency` is for WEBHOOK destinations (brokers take a page of messages at once)".into(),
+            ));
+        }
         if dead_letters.len() > MAX_DEAD_LETTERS {
             return Err(DomainError::Invalid(format!("at most {MAX_DEAD_LETTERS} dead letters")));
         }
@@ -246,6 +260,7 @@ impl Subscription {
             destination,
             filter,
             max_attempts: number("maxAttempts", DEFAULT_MAX_ATTEMPTS, 100)?,
+            concurrency,
             secret_version: number("secretVersion", 1, u32::MAX)?,
             dead_letters,
             dead_letters_dropped: map.get("deadLettersDropped").and_then(Value::as_u64).unwrap_or(0),
@@ -336,6 +351,7 @@ impl Subscription {
         let mut out: Map<String, Value> = body.as_object().cloned().unwrap_or_default();
         out.insert("enabled".into(), json!(self.enabled));
         out.insert("maxAttempts".into(), json!(self.max_attempts));
+        out.insert("concurrency".into(), json!(self.concurrency));
         out.insert("secretVersion".into(), json!(self.secret_version));
         out.entry("filter").or_insert_with(|| json!({}));
         out.entry("deadLetters").or_insert_with(|| json!([]));
@@ -343,25 +359,163 @@ impl Subscription {
     }
 }
 
-/// Port's change event, as a subscription's message carries it: `{action, resourceType, trigger: {by,
-/// origin, at}, context: {blueprintIdentifier, entityIdentifier}, diff: {before, after}}` plus `seq` (the
-/// log's sequence number: an idempotency key) and the subscription's identifier.
-pub fn message(event: &crate::Event, change: &PublicChange, subscription: &str) -> Value {
-    json!({
-        "action": action_of(change),
-        "resourceType": change.resource,
-        "trigger": {"by": {"userId": event.actor}, "origin": event.origin, "at": event.time},
-        "context": {"blueprintIdentifier": change.blueprint, "entityIdentifier": change.identifier},
-        "diff": {"before": change.before, "after": change.after},
-        "seq": event.seq,
-        "subscription": subscription,
-    })
+/// A change's message as every subscription receives it, but for the `subscription` field (see
+/// [`addressed`]): Port's change event (`action`, `resourceType`, `trigger {by, origin, at}`, `context`,
+/// `diff {before, after}`) and `seq`, the log sequence number (an idempotency key). Serialized once per
+/// change, however many subscriptions admit it. `change` is [`crate::public::change`] or
+/// [`crate::public::change_head`]: an entity change's versions are serialized from the event itself.
+pub fn message_body(event: &crate::Event, change: &PublicChange) -> Vec<u8> {
+    /// One side of the diff: a JSON value, or an entity serialized as the public change shows it.
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Side<'a> {
+        Value(&'a Value),
+        Entity(&'a crate::Entity),
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body<'a> {
+        action: &'a str,
+        resource_type: &'a str,
+        trigger: Trigger<'a>,
+        context: Context<'a>,
+        diff: Diff<'a>,
+        seq: u64,
+    }
+    #[derive(serde::Serialize)]
+    struct Trigger<'a> {
+        by: By<'a>,
+        origin: &'a crate::Origin,
+        at: &'a crate::Timestamp,
+    }
+    #[derive(serde::Serialize)]
+    struct By<'a> {
+        #[serde(rename = "userId")]
+        user_id: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Context<'a> {
+        blueprint_identifier: Option<&'a str>,
+        entity_identifier: Option<&'a str>,
+    }
+    #[derive(serde::Serialize)]
+    struct Diff<'a> {
+        before: Side<'a>,
+        after: Side<'a>,
+    }
+    let (before, after) = match (&event.change, &event.before) {
+        (crate::Change::EntityPut { entity }, Some(crate::Previous::Entity { entity: old })) => {
+            (Side::Entity(old), Side::Entity(entity))
+        }
+        (crate::Change::EntityPut { entity }, _) => (Side::Value(&Value::Null), Side::Entity(entity)),
+        (crate::Change::EntityDeleted { .. }, Some(crate::Previous::Entity { entity: old })) => {
+            (Side::Entity(old), Side::Value(&Value::Null))
+        }
+        _ => (Side::Value(&change.before), Side::Value(&change.after)),
+    };
+    let body = Body {
+        action: action_of(change),
+        resource_type: change.resource,
+        trigger: Trigger { by: By { user_id: &event.actor }, origin: &event.origin, at: &event.time },
+        context: Context {
+            blueprint_identifier: change.blueprint.as_deref(),
+            entity_identifier: change.identifier.as_deref(),
+        },
+        diff: Diff { before, after },
+        seq: event.seq,
+    };
+    // Serializing borrowed strings, JSON values and derived types cannot fail.
+    serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// A [`message_body`] addressed to one subscription: `subscription` added as its last field.
+pub fn addressed(body: &[u8], subscription: &str) -> Vec<u8> {
+    let id = serde_json::to_string(subscription).unwrap_or_default();
+    let open = body.strip_suffix(b"}").unwrap_or(body);
+    let mut out = Vec::with_capacity(body.len() + id.len() + 16);
+    out.extend_from_slice(open);
+    if open.len() > 1 {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"subscription\":");
+    out.extend_from_slice(id.as_bytes());
+    out.push(b'}');
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn entity_of(event: &crate::Event) -> std::sync::Arc<crate::Entity> {
+        match &event.change {
+            crate::Change::EntityPut { entity } => std::sync::Arc::clone(entity),
+            _ => panic!("an entity change"),
+        }
+    }
+
+    /// The message is Port's change event with `seq` and the subscription, whatever the identifier holds.
+    #[test]
+    fn a_message_is_ports_change_event_addressed_to_its_subscription() {
+        let entity: crate::Entity = serde_json::from_value(json!({"identifier": "api", "blueprint": "service",
+            "title": "API", "properties": {"n": 1}, "createdAt": "2026-01-01T00:00:00.000Z", "createdBy": "a",
+            "updatedAt": "2026-01-01T00:00:00.000Z", "updatedBy": "a"}))
+        .expect("entity");
+        let event = crate::Event {
+            seq: 42,
+            time: crate::Timestamp::from_millis(1_700_000_000_000),
+            actor: "ana@example.com".into(),
+            origin: crate::Origin::Api,
+            run_id: None,
+            change: crate::Change::EntityPut { entity: entity.into() },
+            before: None,
+        };
+        let change = crate::public::change(&event);
+        let body = message_body(&event, &change);
+        // An update and a deletion too: the message from the change's head (versions serialized from the
+        // event) is the message from the whole change.
+        let mut newer: crate::Entity = (*entity_of(&event)).clone();
+        newer.title = Some("API v2".into());
+        let previous = Some(crate::Previous::Entity { entity: entity_of(&event) });
+        let update = crate::Event {
+            change: crate::Change::EntityPut { entity: newer.into() },
+            before: previous.clone(),
+            ..event.clone()
+        };
+        let delete = crate::Event {
+            change: crate::Change::EntityDeleted { blueprint: "service".into(), identifier: "api".into() },
+            before: previous,
+            ..event.clone()
+        };
+        for e in [&event, &update, &delete] {
+            let whole = crate::public::change(e);
+            assert_eq!(
+                serde_json::from_slice::<Value>(&message_body(e, &crate::public::change_head(e))).expect("json"),
+                serde_json::from_slice::<Value>(&message_body(e, &whole)).expect("json"),
+                "the same message from the change's head"
+            );
+        }
+        let deleted: Value =
+            serde_json::from_slice(&message_body(&delete, &crate::public::change_head(&delete))).expect("json");
+        assert_eq!((deleted["action"].as_str(), deleted["diff"]["after"].is_null()), (Some("DELETE"), true));
+        assert_eq!(deleted["diff"]["before"]["title"], "API");
+        for id in ["hooks", "quote\"and\\slash"] {
+            let message: Value = serde_json::from_slice(&addressed(&body, id)).expect("json");
+            assert_eq!(
+                message,
+                json!({"action": "CREATE", "resourceType": "entity",
+                    "trigger": {"by": {"userId": "ana@example.com"}, "origin": event.origin, "at": event.time},
+                    "context": {"blueprintIdentifier": "service", "entityIdentifier": "api"},
+                    "diff": {"before": null, "after": change.after}, "seq": 42, "subscription": id})
+            );
+        }
+        assert_eq!(
+            serde_json::from_slice::<Value>(&addressed(b"{}", "s")).expect("json"),
+            json!({"subscription": "s"})
+        );
+    }
 
     #[test]
     fn a_body_reads_with_its_defaults_and_bad_ones_say_why() {
@@ -382,6 +536,8 @@ mod tests {
                 "CREATE",
             ),
             (json!({"destination": {"type": "REDIS_STREAM", "stream": "s"}, "maxAttempts": 0}), "1 to 100"),
+            (json!({"destination": {"type": "WEBHOOK", "url": "https://x"}, "concurrency": 33}), "1 to 32"),
+            (json!({"destination": {"type": "NATS", "subject": "s"}, "concurrency": 4}), "for WEBHOOK"),
             (
                 json!({"destination": {"type": "WEBHOOK", "url": "https://x", "headers": {"x-port-signature": "v"}}}),
                 "cannot be set",

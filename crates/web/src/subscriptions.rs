@@ -48,6 +48,8 @@ struct OnePage {
     row: Row,
     filter: String,
     max_attempts: u32,
+    /// How the destination's order is kept (`concurrency`).
+    order: String,
     last_error: String,
     position: u64,
     head: u64,
@@ -130,6 +132,11 @@ pub async fn page(State(app): State<AppState>, session: Session, Path(id): Path<
         layout: session.layout(&app, row.title.clone(), "subscriptions"),
         filter: d.body.get("filter").map(|f| f.to_string()).unwrap_or_else(|| "{}".into()),
         max_attempts: s.max_attempts,
+        order: if s.concurrency > 1 {
+            format!("per entity, {} requests in flight", s.concurrency)
+        } else {
+            "log order".to_string()
+        },
         last_error: status.last_error.clone().unwrap_or_default(),
         position,
         head,

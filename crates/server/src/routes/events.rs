@@ -41,6 +41,6 @@ pub async fn events(
     let limit = q.page_size(100)?;
     let page = app.pipeline.feed(after, limit, wait).await?;
     let next = page.next(after);
-    let events: Vec<serde_json::Value> = page.events.iter().map(berth_model::public::event).collect();
+    let events: Vec<serde_json::Value> = page.events.iter().map(|e| berth_model::public::event(e)).collect();
     Ok(reply(StatusCode::OK, json!({"ok": true, "events": events, "next": next, "head": page.head}), None))
 }

@@ -83,7 +83,7 @@ fn view_of(d: &berth_model::Definition) -> Value {
 
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "Subscriptions", summary = "List subscriptions (Berth extension, Admin)",
     security(("bearer" = [])),
-    responses((status = 200, description = "`{ok, subscriptions: [{identifier, title, enabled, destination, filter, maxAttempts, secretVersion, status}]}`"), (status = 403, description = "Not an Admin")))]
+    responses((status = 200, description = "`{ok, subscriptions: [{identifier, title, enabled, destination, filter, maxAttempts, concurrency, secretVersion, status}]}`"), (status = 403, description = "Not an Admin")))]
 pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
     let view = app.pipeline.view();
     let subscriptions: Vec<Value> = view
@@ -99,7 +99,7 @@ pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
 
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "Subscriptions", summary = "Create a subscription (Berth extension, Admin)",
     security(("bearer" = [])),
-    description = "Body `{identifier, title?, enabled? (true), destination, filter?, maxAttempts? (10)}`; `destination` is `{type: WEBHOOK, url, headers?}`, `{type: KAFKA, topic}`, `{type: NATS, subject}` or `{type: REDIS_STREAM, stream}`; `filter` is `{resources?, blueprints?, actions? (CREATE / UPDATE / DELETE), query? (rules language, on the entity)}`. Changes after the creation are delivered, in log order, at least once, each as Port's change event `{action, resourceType, trigger, context, diff: {before, after}, seq, subscription}`. Webhooks are signed as Port signs them (`x-port-timestamp`, `x-port-signature: v1,<base64 HMAC-SHA256 of \"timestamp.body\">`) with the subscription's secret, shown in this answer only. A destination whose broker the server was not started with is a 422 naming the flag; a webhook to a private or loopback address a 422 unless `--allow-destination` lists it.",
+    description = "Body `{identifier, title?, enabled? (true), destination, filter?, maxAttempts? (10), concurrency? (1)}`; `destination` is `{type: WEBHOOK, url, headers?}`, `{type: KAFKA, topic}`, `{type: NATS, subject}` or `{type: REDIS_STREAM, stream}`; `filter` is `{resources?, blueprints?, actions? (CREATE / UPDATE / DELETE), query? (rules language, on the entity)}`. Changes after the creation are delivered, in log order, at least once (a webhook with `concurrency` above 1, up to 32, keeps that many requests in flight and each entity's changes in log order, not the subscription's), each as Port's change event `{action, resourceType, trigger, context, diff: {before, after}, seq, subscription}`. Webhooks are signed as Port signs them (`x-port-timestamp`, `x-port-signature: v1,<base64 HMAC-SHA256 of \"timestamp.body\">`) with the subscription's secret, shown in this answer only. A destination whose broker the server was not started with is a 422 naming the flag; a webhook to a private or loopback address a 422 unless `--allow-destination` lists it.",
     responses((status = 201, description = "`{ok, subscription, secret}`"), (status = 403, description = "Not an Admin"), (status = 409, description = "The identifier is taken"), (status = 422, description = "A bad body, or a destination the server cannot deliver to")))]
 pub async fn create(
     State(app): State<AppState>,

@@ -3,6 +3,7 @@
 //! every admitted change, in log order, signed with the subscription's secret; a receiver that fails for a
 //! while receives everything afterwards; a restart continues from the durable position.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -300,7 +301,6 @@ async fn redis_streams_receive_the_changes_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_jetstream_receives_the_changes_in_order_with_message_ids() {
-    use futures_util::StreamExt;
     let nats_url = std::env::var("BERTH_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let tag = berth_testkit::stores::unique("n").replace(|c: char| !c.is_ascii_alphanumeric(), "");
     let subject = format!("berth.test.{tag}");
@@ -325,50 +325,60 @@ async fn nats_jetstream_receives_the_changes_in_order_with_message_ids() {
             .await;
         expected.push(a.seq());
     }
-    let client = async_nats::connect(nats_url.as_str())
-        .await
-        .expect("NATS at BERTH_TEST_NATS_URL or 127.0.0.1:4222, with JetStream");
+    let mut seqs = Vec::new();
+    for (headers, body) in nats_messages(&nats_url, &subject, expected.len()).await {
+        let seq: u64 = headers.get("Berth-Seq").expect("Berth-Seq").as_str().parse().expect("number");
+        assert_eq!(headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()), Some(format!("{id}:{seq}")));
+        assert_eq!(body["seq"], json!(seq));
+        assert_eq!(body["resourceType"], "entity");
+        seqs.push(seq);
+    }
+    assert_eq!(seqs, expected, "every change, in log order, once");
+}
+
+/// Every message of the JetStream stream that captures `subject`, in stream order, once at least `n` are
+/// there (waits up to 60 s); the stream is deleted after.
+async fn nats_messages(nats_url: &str, subject: &str, n: usize) -> Vec<(async_nats::HeaderMap, Value)> {
+    use futures_util::StreamExt;
+    let client =
+        async_nats::connect(nats_url).await.expect("NATS at BERTH_TEST_NATS_URL or 127.0.0.1:4222, with JetStream");
     let js = async_nats::jetstream::new(client);
-    // The stream Berth made for the subject, once the first message is in it.
+    // The stream Berth made for the subject, once the messages are in it.
     let deadline = Instant::now() + Duration::from_secs(60);
     let stream = loop {
-        if let Ok(name) = js.stream_by_subject(subject.as_str()).await {
+        if let Ok(name) = js.stream_by_subject(subject).await {
             let mut stream = js.get_stream(name).await.expect("stream");
-            if stream.info().await.expect("info").state.messages >= expected.len() as u64 {
+            if stream.info().await.expect("info").state.messages >= n as u64 {
                 break stream;
             }
         }
-        assert!(Instant::now() < deadline, "waited 60 s for the messages on {subject}");
+        assert!(Instant::now() < deadline, "waited 60 s for {n} messages on {subject}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            filter_subject: subject.clone(),
+            filter_subject: subject.to_string(),
             ..Default::default()
         })
         .await
         .expect("consumer");
-    let mut messages = consumer
-        .fetch()
-        .max_messages(expected.len() + 5)
-        .expires(Duration::from_secs(2))
-        .messages()
-        .await
-        .expect("fetch");
-    let mut seqs = Vec::new();
-    while let Some(m) = messages.next().await {
-        let m = m.expect("message");
-        let headers = m.headers.clone().expect("headers");
-        let seq: u64 = headers.get("Berth-Seq").expect("Berth-Seq").as_str().parse().expect("number");
-        assert_eq!(headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()), Some(format!("{id}:{seq}")));
-        let body: Value = serde_json::from_slice(&m.payload).expect("json");
-        assert_eq!(body["seq"], json!(seq));
-        assert_eq!(body["resourceType"], "entity");
-        seqs.push(seq);
-        m.ack().await.expect("ack");
+    let mut out = Vec::new();
+    loop {
+        let mut batch =
+            consumer.fetch().max_messages(1_000).expires(Duration::from_secs(2)).messages().await.expect("fetch");
+        let before = out.len();
+        while let Some(m) = batch.next().await {
+            let m = m.expect("message");
+            let body: Value = serde_json::from_slice(&m.payload).expect("json");
+            out.push((m.headers.clone().expect("headers"), body));
+            m.ack().await.expect("ack");
+        }
+        if out.len() == before {
+            break;
+        }
     }
-    assert_eq!(seqs, expected, "every change, in log order, once");
     let _ = js.delete_stream(stream.cached_info().config.name.as_str()).await;
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,7 +494,6 @@ fn broker() -> Broker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_receives_the_changes_keyed_in_order() {
-    use rskafka::client::partition::UnknownTopicHandling;
     let broker = broker();
     let s = TestServer::start_with(|c| c.kafka_brokers = Some(broker.address.clone())).await;
     blueprints(&s).await;
@@ -506,57 +515,8 @@ async fn kafka_receives_the_changes_keyed_in_order() {
             .await;
         expected.push((a.seq(), format!("service/k{}", i % 3)));
     }
-    let client = rskafka::client::ClientBuilder::new(vec![broker.address.clone()]).build().await.expect("kafka client");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Every partition read from the start, page after page (a fetch answers a batch at a time).
-    let mut records: Vec<(i32, rskafka::record::RecordAndOffset)> = Vec::new();
-    let mut partitions: Vec<i32>;
-    loop {
-        let topics = client.list_topics().await.expect("topics");
-        partitions = topics
-            .iter()
-            .find(|t| t.name == "berth.changes")
-            .map(|t| t.partitions.iter().copied().collect())
-            .unwrap_or_default();
-        records.clear();
-        for p in &partitions {
-            let partition =
-                client.partition_client("berth.changes", *p, UnknownTopicHandling::Error).await.expect("partition");
-            let mut next = 0;
-            loop {
-                let (page, _) = partition.fetch_records(next, 1..10_000_000, 200).await.expect("fetch");
-                let Some(last) = page.last().map(|r| r.offset) else { break };
-                next = last + 1;
-                records.extend(page.into_iter().map(|r| (*p, r)));
-            }
-        }
-        if records.len() >= expected.len() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let status = s.get("/v1/subscriptions/to-kafka/status").await.body;
-            panic!("waited 60 s for the records; {} so far; delivery: {status}", records.len());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let partition_count = partitions.len();
-    // Each key in the partition Kafka's default partitioner gives it; in log order within it.
-    let seq_of = |r: &rskafka::record::RecordAndOffset| -> u64 {
-        String::from_utf8_lossy(r.record.headers.get("berth-seq").expect("berth-seq")).parse().expect("seq")
-    };
-    for (p, r) in &records {
-        let key = r.record.key.clone().expect("key");
-        let expected_partition = partitions[berth_delivery::kafka::partition_of(&key, partition_count)];
-        assert_eq!(*p, expected_partition, "the default partitioner's partition for {}", String::from_utf8_lossy(&key));
-    }
-    records.sort_by_key(|(p, r)| (*p, r.offset));
-    for w in records.windows(2) {
-        if w[0].0 == w[1].0 {
-            assert!(seq_of(&w[0].1) < seq_of(&w[1].1), "log order within a partition");
-        }
-    }
-    let mut records: Vec<rskafka::record::RecordAndOffset> = records.into_iter().map(|(_, r)| r).collect();
-    records.sort_by_key(|r| seq_of(r));
+    let (partitions, records) = kafka_records(&broker.address, "berth.changes", expected.len()).await;
+    let records = kafka_partitioned_in_order(&partitions, records);
     assert_eq!(records.len(), expected.len(), "every change, once");
     for ((seq, key), r) in expected.iter().zip(&records) {
         assert_eq!(r.record.key.as_deref(), Some(key.as_bytes()), "keyed by blueprint/entity");
@@ -567,6 +527,68 @@ async fn kafka_receives_the_changes_keyed_in_order() {
         let body: Value = serde_json::from_slice(r.record.value.as_deref().expect("value")).expect("json");
         assert_eq!(body["seq"], json!(seq), "log order");
     }
+}
+
+/// Every record of a Kafka topic, with its partition, once at least `n` are there (waits up to 60 s); and
+/// the topic's partitions.
+async fn kafka_records(
+    address: &str,
+    topic: &str,
+    n: usize,
+) -> (Vec<i32>, Vec<(i32, rskafka::record::RecordAndOffset)>) {
+    use rskafka::client::partition::UnknownTopicHandling;
+    let client = rskafka::client::ClientBuilder::new(vec![address.to_string()]).build().await.expect("kafka client");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Every partition read from the start, page after page (a fetch answers a batch at a time).
+    let mut records: Vec<(i32, rskafka::record::RecordAndOffset)> = Vec::new();
+    loop {
+        let topics = client.list_topics().await.expect("topics");
+        let partitions: Vec<i32> =
+            topics.iter().find(|t| t.name == topic).map(|t| t.partitions.iter().copied().collect()).unwrap_or_default();
+        records.clear();
+        for p in &partitions {
+            let partition = client.partition_client(topic, *p, UnknownTopicHandling::Error).await.expect("partition");
+            let mut next = 0;
+            loop {
+                let (page, _) = partition.fetch_records(next, 1..10_000_000, 200).await.expect("fetch");
+                let Some(last) = page.last().map(|r| r.offset) else { break };
+                next = last + 1;
+                records.extend(page.into_iter().map(|r| (*p, r)));
+            }
+        }
+        if records.len() >= n {
+            return (partitions, records);
+        }
+        assert!(Instant::now() < deadline, "waited 60 s for {n} records on {topic}; {} so far", records.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks that each record is in the partition Kafka's default partitioner gives its key, in log order
+/// within it; the records, by sequence number.
+fn kafka_partitioned_in_order(
+    partitions: &[i32],
+    mut records: Vec<(i32, rskafka::record::RecordAndOffset)>,
+) -> Vec<rskafka::record::RecordAndOffset> {
+    for (p, r) in &records {
+        let key = r.record.key.clone().expect("key");
+        let expected_partition = partitions[berth_delivery::kafka::partition_of(&key, partitions.len())];
+        assert_eq!(*p, expected_partition, "the default partitioner's partition for {}", String::from_utf8_lossy(&key));
+    }
+    records.sort_by_key(|(p, r)| (*p, r.offset));
+    for w in records.windows(2) {
+        if w[0].0 == w[1].0 {
+            assert!(kafka_seq(&w[0].1) < kafka_seq(&w[1].1), "log order within a partition");
+        }
+    }
+    let mut records: Vec<rskafka::record::RecordAndOffset> = records.into_iter().map(|(_, r)| r).collect();
+    records.sort_by_key(kafka_seq);
+    records
+}
+
+/// The log sequence number a Kafka record carries.
+fn kafka_seq(r: &rskafka::record::RecordAndOffset) -> u64 {
+    String::from_utf8_lossy(r.record.headers.get("berth-seq").expect("berth-seq")).parse().expect("seq")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -667,42 +689,56 @@ async fn stream_seqs(conn: &mut redis::aio::MultiplexedConnection, stream: &str)
         .collect()
 }
 
+/// 10,000 changes to every kind of destination at once: each receives every one, once, in log order (a
+/// webhook with `concurrency` in log order per entity), every webhook signature valid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_changes_reach_a_webhook_and_a_redis_stream_in_log_order() {
+async fn ten_thousand_changes_reach_every_destination_in_log_order() {
     let (url, received, _) = receiver(0).await;
+    let (lanes_url, lanes_received, _) = receiver(0).await;
     let redis_url = berth_testkit::stores::redis_base();
-    let stream = berth_testkit::stores::unique("berth-10k");
+    let nats_url = std::env::var("BERTH_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let tag = berth_testkit::stores::unique("k").replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let (stream, subject) = (format!("berth-10k-{tag}"), format!("berth.test.{tag}"));
+    let broker = broker();
     let s = TestServer::start_with(|c| {
         c.allow_destinations = vec!["127.0.0.1".into()];
         c.redis_stream_url = Some(redis_url.clone());
+        c.nats_url = Some(nats_url.clone());
+        c.kafka_brokers = Some(broker.address.clone());
     })
     .await;
     blueprints(&s).await;
-    let mut secret = String::new();
+    let mut secrets = HashMap::new();
     for (id, destination) in [
         ("hook", json!({"type": "WEBHOOK", "url": url})),
+        ("lanes", json!({"type": "WEBHOOK", "url": lanes_url})),
         ("stream", json!({"type": "REDIS_STREAM", "stream": stream})),
+        ("nats", json!({"type": "NATS", "subject": subject})),
+        ("kafka", json!({"type": "KAFKA", "topic": "berth.10k"})),
     ] {
-        let a = s
-            .post(
-                "/v1/subscriptions",
-                json!({"identifier": id, "destination": destination, "filter": {"blueprints": ["service"]}}),
-            )
-            .await;
+        let mut body = json!({"identifier": id, "destination": destination, "filter": {"blueprints": ["service"]}});
+        if id == "lanes" {
+            body["concurrency"] = json!(8);
+        }
+        let a = s.post("/v1/subscriptions", body).await;
         assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
-        if id == "hook" {
-            secret = a.body["secret"].as_str().expect("secret").to_string();
+        if let Some(secret) = a.body["secret"].as_str() {
+            secrets.insert(id, secret.to_string());
         }
     }
     // 10,000 writes, 100 at a time, over 100 services (100 versions each).
     let mut expected = Vec::new();
+    let mut entity_of = HashMap::new();
     for round in 0..100 {
         let entities: Vec<Value> =
             (0..100).map(|i| json!({"identifier": format!("svc-{i}"), "properties": {"n": round}})).collect();
         let a = s.post("/v1/blueprints/service/entities/bulk", json!({"entities": entities})).await;
         assert!(a.status.is_success(), "{}", a.body);
         let last = a.seq();
-        expected.extend(last + 1 - 100..=last);
+        for (i, seq) in (last + 1 - 100..=last).enumerate() {
+            expected.push(seq);
+            entity_of.insert(seq, format!("svc-{i}"));
+        }
     }
     let n = expected.len();
     let redis = redis::Client::open(redis_url.as_str()).expect("redis");
@@ -710,16 +746,34 @@ async fn ten_thousand_changes_reach_a_webhook_and_a_redis_stream_in_log_order() 
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let hook = received.lock().expect("lock").len();
+        let lanes = lanes_received.lock().expect("lock").len();
         let in_stream: usize = redis::cmd("XLEN").arg(&stream).query_async(&mut conn).await.expect("xlen");
-        if hook >= n && in_stream >= n {
+        if hook >= n && lanes >= n && in_stream >= n {
             break;
         }
-        assert!(Instant::now() < deadline, "after 180 s: webhook {hook}, Redis {in_stream} of {n}");
+        assert!(Instant::now() < deadline, "after 180 s: webhook {hook}, lanes {lanes}, Redis {in_stream} of {n}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let hook: Vec<u64> = bodies(&received).iter().filter_map(|m| m["seq"].as_u64()).collect();
     assert_eq!(hook, expected, "webhook: every change once, in log order");
-    assert!(received.lock().expect("lock").iter().all(|(h, b)| signed_with(h, b, &secret)), "every signature valid");
+    assert!(received.lock().expect("lock").iter().all(|(h, b)| signed_with(h, b, &secrets["hook"])), "signatures");
+    // With lanes: every change once, each entity's in log order.
+    let lanes: Vec<u64> = bodies(&lanes_received).iter().filter_map(|m| m["seq"].as_u64()).collect();
+    let mut sorted = lanes.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, expected, "webhook with lanes: every change once");
+    let mut per_entity: HashMap<&String, u64> = HashMap::new();
+    for seq in &lanes {
+        let last = per_entity.insert(&entity_of[seq], *seq);
+        assert!(last.is_none_or(|l| l < *seq), "webhook with lanes: {} out of order", entity_of[seq]);
+    }
+    assert!(lanes_received.lock().expect("lock").iter().all(|(h, b)| signed_with(h, b, &secrets["lanes"])));
     assert_eq!(stream_seqs(&mut conn, &stream).await, expected, "Redis: every change once, in log order");
     let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.expect("del");
+    let nats: Vec<u64> =
+        nats_messages(&nats_url, &subject, n).await.iter().filter_map(|(_, m)| m["seq"].as_u64()).collect();
+    assert_eq!(nats, expected, "NATS: every change once, in log order");
+    let (partitions, records) = kafka_records(&broker.address, "berth.10k", n).await;
+    let kafka: Vec<u64> = kafka_partitioned_in_order(&partitions, records).iter().map(kafka_seq).collect();
+    assert_eq!(kafka, expected, "Kafka: every change once");
 }

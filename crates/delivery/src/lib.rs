@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_catalog::Pipeline;
-use berth_model::subscription::{Destination, Subscription};
+use berth_model::subscription::{Destination, HeaderValue, Subscription};
 use berth_model::{DefinitionKind, Timestamp};
 use serde_json::{Value, json};
 
@@ -85,6 +85,35 @@ impl Config {
             address::Allow::new(&self.allow).check(host, &[std::net::SocketAddr::new(ip, 0)])?;
         }
         Ok(())
+    }
+
+    /// Seals a subscription body's webhook header values before it is written (see [`secret::seal`]); a
+    /// value sealed already (a body read back and sent again) is kept if it opens for this subscription.
+    pub fn seal_headers(&self, id: &str, body: &mut Value) -> Result<(), String> {
+        let Some(headers) = body.pointer_mut("/destination/headers").and_then(Value::as_object_mut) else {
+            return Ok(());
+        };
+        for (name, value) in headers.iter_mut() {
+            match value {
+                Value::String(plain) => *value = json!({"sealed": secret::seal(&self.key, id, name, plain)?}),
+                _ => {
+                    let sealed = value.get("sealed").and_then(Value::as_str).unwrap_or_default();
+                    secret::open(&self.key, id, name, sealed)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A webhook's headers as they are sent: sealed values opened.
+    pub fn open_headers(&self, id: &str, headers: &[(String, HeaderValue)]) -> Result<Vec<(String, String)>, String> {
+        headers
+            .iter()
+            .map(|(name, value)| match value {
+                HeaderValue::Plain(v) => Ok((name.clone(), v.clone())),
+                HeaderValue::Sealed(sealed) => secret::open(&self.key, id, name, sealed).map(|v| (name.clone(), v)),
+            })
+            .collect()
     }
 
     /// The signing secret of a subscription's version.

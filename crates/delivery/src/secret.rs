@@ -5,6 +5,11 @@
 //! snapshots and backups hold nothing a receiver trusts, and rotating a secret is a new version. Webhooks are
 //! signed as Port signs them: `x-port-timestamp: <unix seconds>`, `x-port-signature: v1,<base64 of
 //! HMAC-SHA256(key = the secret, message = "<timestamp>.<raw body>")>`.
+//!
+//! A webhook's header values (an `Authorization` token, say) are sealed before the subscription is written
+//! ([`seal`], ChaCha20-Poly1305 under a key derived from the delivery key, bound to the subscription and
+//! the header's name): the log, its snapshots, backups, the event feed and the API show the sealed form
+//! only; the worker opens them ([`open`]).
 
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
@@ -25,6 +30,47 @@ pub fn secret(delivery_key: &[u8], id: &str, version: u32) -> String {
     format!("whsec_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
 }
 
+/// The AEAD key header values are sealed with, and the data a sealed value is bound to.
+fn sealing(delivery_key: &[u8], id: &str, name: &str) -> Result<(ring::aead::LessSafeKey, Vec<u8>), String> {
+    let derived = mac(delivery_key, &[b"berth-subscription-headers\0v1"]);
+    // An HMAC-SHA256 digest is 32 bytes, the ChaCha20-Poly1305 key length.
+    let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &derived)
+        .map_err(|_| "the header sealing key could not be made".to_string())?;
+    let aad = [id.as_bytes(), b"\0", name.to_ascii_lowercase().as_bytes()].concat();
+    Ok((ring::aead::LessSafeKey::new(unbound), aad))
+}
+
+/// A header value of the subscription `id` sealed: base64 of a random nonce and the ciphertext.
+pub fn seal(delivery_key: &[u8], id: &str, name: &str, value: &str) -> Result<String, String> {
+    let (key, aad) = sealing(delivery_key, id, name)?;
+    let mut nonce = [0u8; ring::aead::NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|e| format!("no randomness for a nonce: {e}"))?;
+    let mut data = value.as_bytes().to_vec();
+    key.seal_in_place_append_tag(
+        ring::aead::Nonce::assume_unique_for_key(nonce),
+        ring::aead::Aad::from(&aad[..]),
+        &mut data,
+    )
+    .map_err(|_| "sealing a header value failed".to_string())?;
+    Ok(base64::engine::general_purpose::STANDARD.encode([&nonce[..], &data].concat()))
+}
+
+/// A sealed header value opened; `Err` when it was not sealed by this delivery key for this subscription
+/// and header.
+pub fn open(delivery_key: &[u8], id: &str, name: &str, sealed: &str) -> Result<String, String> {
+    let refused = || format!("header `{name}` was sealed by another delivery key or for another subscription");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(sealed).map_err(|_| refused())?;
+    if bytes.len() < ring::aead::NONCE_LEN {
+        return Err(refused());
+    }
+    let (nonce, data) = bytes.split_at(ring::aead::NONCE_LEN);
+    let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| refused())?;
+    let (key, aad) = sealing(delivery_key, id, name)?;
+    let mut data = data.to_vec();
+    let plain = key.open_in_place(nonce, ring::aead::Aad::from(&aad[..]), &mut data).map_err(|_| refused())?;
+    String::from_utf8(plain.to_vec()).map_err(|_| refused())
+}
+
 /// The `x-port-signature` value of `body` sent at `timestamp` (unix seconds).
 pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     let digest = mac(secret.as_bytes(), &[timestamp.to_string().as_bytes(), b".", body]);
@@ -34,6 +80,23 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_header_opens_only_with_its_key_subscription_and_name() {
+        let sealed = seal(b"key-1", "deploys", "Authorization", "Bearer t0ken").expect("seal");
+        assert!(!sealed.contains("t0ken"));
+        assert_ne!(sealed, seal(b"key-1", "deploys", "Authorization", "Bearer t0ken").expect("seal"), "a fresh nonce");
+        assert_eq!(open(b"key-1", "deploys", "authorization", &sealed).as_deref(), Ok("Bearer t0ken"));
+        for (key, id, name, value) in [
+            (&b"key-2"[..], "deploys", "Authorization", sealed.clone()),
+            (b"key-1", "other", "Authorization", sealed.clone()),
+            (b"key-1", "deploys", "X-Token", sealed.clone()),
+            (b"key-1", "deploys", "Authorization", "not base64!".to_string()),
+            (b"key-1", "deploys", "Authorization", "AAAA".to_string()),
+        ] {
+            assert!(open(key, id, name, &value).is_err(), "{id} {name} {value}");
+        }
+    }
 
     #[test]
     fn secrets_differ_by_subscription_version_and_key_and_signatures_check() {

@@ -41,7 +41,7 @@ impl Sink {
         match &s.destination {
             Destination::Webhook { url, headers } => Ok(Sink::Webhook(Webhook::new(
                 url,
-                headers.clone(),
+                config.open_headers(id, headers)?,
                 config.secret(id, s.secret_version),
                 id,
                 crate::address::Allow::new(&config.allow),

@@ -4,7 +4,8 @@
 //! passes its filter. Pure: no I/O, no broker.
 //!
 //! Body: `{title?, enabled?, destination, filter?, maxAttempts?, concurrency?, secretVersion?}`:
-//! - `destination`: `{"type": "WEBHOOK", "url", "headers"?}`, `{"type": "KAFKA", "topic"}`,
+//! - `destination`: `{"type": "WEBHOOK", "url", "headers"?}` (each header value a string, or `{"sealed"}`
+//!   once the server sealed it), `{"type": "KAFKA", "topic"}`,
 //!   `{"type": "NATS", "subject"}`, `{"type": "REDIS_STREAM", "stream"}`;
 //! - `filter`: `{resources?: [entity, blueprint, scorecard, ...], blueprints?: [...], actions?: [CREATE,
 //!   UPDATE, DELETE], query?: rules-language query on the entity}` (absent parts let everything through);
@@ -54,7 +55,7 @@ pub struct DeadLetter {
 /// Where messages go.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Destination {
-    Webhook { url: String, headers: Vec<(String, String)> },
+    Webhook { url: String, headers: Vec<(String, HeaderValue)> },
     Kafka { topic: String },
     Nats { subject: String },
     RedisStream { stream: String },
@@ -105,6 +106,15 @@ pub fn action_of(change: &PublicChange) -> &'static str {
         "UPSERT" => "UPDATE",
         other => other,
     }
+}
+
+/// A webhook header's value: as given (`"value"`), or sealed by the server before the subscription was
+/// written (`{"sealed": "<base64>"}`: the delivery crate seals and opens it; the log never holds the value
+/// in clear).
+#[derive(Clone, Debug, PartialEq)]
+pub enum HeaderValue {
+    Plain(String),
+    Sealed(String),
 }
 
 /// A subscription, read from its body.
@@ -318,10 +328,30 @@ impl Subscription {
                                     crate::limits::truncate(name, 60)
                                 )));
                             }
-                            let value = text(value, &format!("destination.headers.{name}"))?;
-                            if value.chars().any(|c| c.is_control()) {
-                                return Err(DomainError::Invalid(format!("header `{name}` has a control character")));
-                            }
+                            let value = match value.get("sealed") {
+                                Some(sealed) if value.as_object().is_some_and(|o| o.len() == 1) => {
+                                    // A sealed value is base64 of a nonce, the value and a tag.
+                                    let sealed = sealed.as_str().unwrap_or_default().to_string();
+                                    if sealed.is_empty()
+                                        || sealed.len() > MAX_TEXT * 2
+                                        || !sealed.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+                                    {
+                                        return Err(DomainError::Invalid(format!(
+                                            "header `{name}`: `sealed` is base64, as the server wrote it"
+                                        )));
+                                    }
+                                    HeaderValue::Sealed(sealed)
+                                }
+                                _ => {
+                                    let value = text(value, &format!("destination.headers.{name}"))?;
+                                    if value.chars().any(|c| c.is_control()) {
+                                        return Err(DomainError::Invalid(format!(
+                                            "header `{name}` has a control character"
+                                        )));
+                                    }
+                                    HeaderValue::Plain(value)
+                                }
+                            };
                             headers.push((name.clone(), value));
                         }
                     }

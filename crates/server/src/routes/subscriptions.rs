@@ -99,7 +99,7 @@ pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
 
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "Subscriptions", summary = "Create a subscription (Berth extension, Admin)",
     security(("bearer" = [])),
-    description = "Body `{identifier, title?, enabled? (true), destination, filter?, maxAttempts? (10), concurrency? (1)}`; `destination` is `{type: WEBHOOK, url, headers?}`, `{type: KAFKA, topic}`, `{type: NATS, subject}` or `{type: REDIS_STREAM, stream}`; `filter` is `{resources?, blueprints?, actions? (CREATE / UPDATE / DELETE), query? (rules language, on the entity)}`. Changes after the creation are delivered, in log order, at least once (a webhook with `concurrency` above 1, up to 32, keeps that many requests in flight and each entity's changes in log order, not the subscription's), each as Port's change event `{action, resourceType, trigger, context, diff: {before, after}, seq, subscription}`. Webhooks are signed as Port signs them (`x-port-timestamp`, `x-port-signature: v1,<base64 HMAC-SHA256 of \"timestamp.body\">`) with the subscription's secret, shown in this answer only. A destination whose broker the server was not started with is a 422 naming the flag; a webhook to a private or loopback address a 422 unless `--allow-destination` lists it.",
+    description = "Body `{identifier, title?, enabled? (true), destination, filter?, maxAttempts? (10), concurrency? (1)}`; `destination` is `{type: WEBHOOK, url, headers?}` (header values are sealed before they are written: the API, the log and the event feed show `{sealed}`, which a PUT may send back unchanged), `{type: KAFKA, topic}`, `{type: NATS, subject}` or `{type: REDIS_STREAM, stream}`; `filter` is `{resources?, blueprints?, actions? (CREATE / UPDATE / DELETE), query? (rules language, on the entity)}`. Changes after the creation are delivered, in log order, at least once (a webhook with `concurrency` above 1, up to 32, keeps that many requests in flight and each entity's changes in log order, not the subscription's), each as Port's change event `{action, resourceType, trigger, context, diff: {before, after}, seq, subscription}`. Webhooks are signed as Port signs them (`x-port-timestamp`, `x-port-signature: v1,<base64 HMAC-SHA256 of \"timestamp.body\">`) with the subscription's secret, shown in this answer only. A destination whose broker the server was not started with is a 422 naming the flag; a webhook to a private or loopback address a 422 unless `--allow-destination` lists it.",
     responses((status = 201, description = "`{ok, subscription, secret}`"), (status = 403, description = "Not an Admin"), (status = 409, description = "The identifier is taken"), (status = 422, description = "A bad body, or a destination the server cannot deliver to")))]
 pub async fn create(
     State(app): State<AppState>,
@@ -119,6 +119,7 @@ pub async fn create(
         }
     }
     deliverable(&app, &body)?;
+    app.delivery.config().seal_headers(&id, &mut body).map_err(ApiError::unprocessable)?;
     let (definition, _, seq) = write(&app, &caller, &id, DefinitionWrite::Create(body)).await?;
     // Delivery starts after the write that created it, on whichever replica takes it up. The subscription
     // is written already: if the store refuses the position now, its worker starts at the head it finds.
@@ -165,6 +166,7 @@ pub async fn replace(
         }
     }
     deliverable(&app, &body)?;
+    app.delivery.config().seal_headers(&id, &mut body).map_err(ApiError::unprocessable)?;
     let (definition, _, seq) = write(&app, &caller, &id, DefinitionWrite::Replace(body)).await?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "subscription": view_of(&definition)}), Some(seq)))
 }

@@ -26,7 +26,22 @@ type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
 
 /// An HTTP receiver on a free port that answers 503 to its first `fail_first` requests, then 200.
 async fn receiver(fail_first: usize) -> (String, Received, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     let received: Received = Arc::default();
+    let (failures, stop) = receiver_on(listener, fail_first, Arc::clone(&received));
+    // Runs to the end of the test.
+    std::mem::forget(stop);
+    (url, received, failures)
+}
+
+/// [`receiver`] on a listener, into `received`; it stops (its port refuses connections) when the sender
+/// answered is used or dropped.
+fn receiver_on(
+    listener: tokio::net::TcpListener,
+    fail_first: usize,
+    received: Received,
+) -> (Arc<AtomicUsize>, tokio::sync::oneshot::Sender<()>) {
     let failures = Arc::new(AtomicUsize::new(fail_first));
     let (r, f) = (Arc::clone(&received), Arc::clone(&failures));
     let app = axum::Router::new().route(
@@ -42,10 +57,88 @@ async fn receiver(fail_first: usize) -> (String, Received, Arc<AtomicUsize>) {
             }
         }),
     );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve")
+    });
+    (failures, stop)
+}
+
+/// A receiver that answers 503 for a while, then is down (connections refused), then is back on the same
+/// port: every change arrives, in order, once, and the status shows what failed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_fails_then_is_down_gets_everything_when_it_is_back() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    (url, received, failures)
+    let addr = listener.local_addr().expect("addr");
+    let received: Received = Arc::default();
+    let (failures, stop) = receiver_on(listener, usize::MAX / 2, Arc::clone(&received));
+    let s = TestServer::start_with(|c| c.allow_destinations = vec!["127.0.0.1".into()]).await;
+    blueprints(&s).await;
+    let a = s
+        .post(
+            "/v1/subscriptions",
+            json!({"identifier": "flaky-then-down", "maxAttempts": 100,
+            "destination": {"type": "WEBHOOK", "url": format!("http://{addr}/hook")}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let mut expected = Vec::new();
+    let mut write = async |s: &TestServer, from: usize| {
+        for i in from..from + 20 {
+            let a = s
+                .post("/v1/blueprints/service/entities?upsert=true", json!({"identifier": format!("s{}", i % 5)}))
+                .await;
+            expected.push(a.seq());
+        }
+    };
+    write(&s, 0).await;
+    let status = async |s: &TestServer| s.get("/v1/subscriptions/flaky-then-down/status").await.body["status"].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&s).await["failures"].as_u64() < Some(2) {
+        assert!(Instant::now() < deadline, "no 503 seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status(&s).await["attempts"][0]["status"], 503, "the receiver's answer is shown");
+    // Down: connections refused.
+    let _ = stop.send(());
+    let answered = usize::MAX / 2 - failures.load(Ordering::SeqCst);
+    write(&s, 20).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = status(&s).await;
+        let last = &st["attempts"][0];
+        if last["status"].is_null() && last["delivered"] == false {
+            let error = last["error"].as_str().unwrap_or_default().to_lowercase();
+            assert!(error.contains("refused") || error.contains("connect"), "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refused connection seen: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(usize::MAX / 2 - failures.load(Ordering::SeqCst), answered, "nothing reached the closed port");
+    assert!(received.lock().expect("lock").is_empty());
+    // Back, on the same port, accepting everything.
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("the same port again");
+    let (_, _back) = receiver_on(listener, 0, Arc::clone(&received));
+    wait_for("everything after the receiver came back", || received.lock().expect("lock").len() >= expected.len())
+        .await;
+    let seqs: Vec<u64> = bodies(&received).iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!(seqs, expected, "nothing lost, in log order, once");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = status(&s).await;
+        assert_eq!(st["deadLettered"], 0, "{st}");
+        if st["position"].as_u64() >= expected.last().copied() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the position did not reach the last change: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Whether a message carries Port's signature under `secret`.
@@ -163,6 +256,29 @@ async fn webhooks_receive_every_admitted_change_in_order_signed_through_failures
         .await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     let secret = a.body["secret"].as_str().expect("secret").to_string();
+    // The header's value is sealed: not in the answer, the log's event feed or a read.
+    assert!(a.body["subscription"]["destination"]["headers"]["X-Team"]["sealed"].is_string(), "{}", a.body);
+    for answer in
+        [a.body.clone(), s.get("/v1/subscriptions/services").await.body, s.get("/v1/events?limit=1000").await.body]
+    {
+        assert!(!answer.to_string().contains("platform"), "{answer}");
+    }
+    // Sent back unchanged, a sealed value stays; one sealed for another subscription is refused.
+    let mut same = json!({"title": "Services", "destination": a.body["subscription"]["destination"].clone(),
+        "filter": {"resources": ["entity"], "blueprints": ["service"]}});
+    assert_eq!(s.put("/v1/subscriptions/services", same.clone()).await.status, StatusCode::OK);
+    let other = s
+        .post(
+            "/v1/subscriptions",
+            json!({"identifier": "other", "destination": {"type": "WEBHOOK", "url": url, "headers": {"X-Team": "x"}},
+                "filter": {"blueprints": ["none"]}}),
+        )
+        .await;
+    same["destination"]["headers"]["X-Team"] = other.body["subscription"]["destination"]["headers"]["X-Team"].clone();
+    let moved = s.put("/v1/subscriptions/services", same).await;
+    assert_eq!(moved.status.as_u16(), 422, "{}", moved.body);
+    assert!(moved.body["message"].as_str().unwrap_or_default().contains("another subscription"), "{}", moved.body);
+    assert_eq!(s.delete("/v1/subscriptions/other").await.status, StatusCode::OK);
     // 300 writes over 10 services (creations, updates, deletions) and some of another blueprint.
     let mut expected: Vec<(u64, String, &str)> = Vec::new();
     for i in 0..300u64 {

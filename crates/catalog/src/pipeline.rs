@@ -73,6 +73,8 @@ pub struct Pipeline {
     deployments: crate::deployments::Kept,
     /// The events this writer committed lately, for the feed (see [`crate::recent`]).
     recent: Arc<crate::recent::Recent>,
+    /// Nanoseconds the writer has spent executing batches (see [`Pipeline::writer_busy`]).
+    busy: std::sync::atomic::AtomicU64,
 }
 
 /// How long the watcher waits on the store before asking again (and re-checking the connection).
@@ -127,6 +129,7 @@ impl Pipeline {
             snapshot_seq: std::sync::atomic::AtomicU64::new(snapshot_seq),
             deployments: crate::deployments::Kept::new(),
             recent: Arc::default(),
+            busy: std::sync::atomic::AtomicU64::new(0),
         });
         let store_head = catalog.store_head.subscribe();
         tokio::spawn(writer_loop(Arc::clone(&catalog), jobs_rx, store_head));
@@ -289,6 +292,12 @@ impl Pipeline {
         self.store.save_snapshot(Snapshot { seq, data }).await?;
         self.snapshot_seq.fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
         Ok(seq)
+    }
+
+    /// The time the writer has spent executing batches since start: sampled twice, the share of the time
+    /// between that it was busy.
+    pub fn writer_busy(&self) -> Duration {
+        Duration::from_nanos(self.busy.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Whether the writer task still takes writes (it ends only on a bug; then this replica is not ready).
@@ -698,7 +707,9 @@ async fn writer_loop(catalog: Arc<Pipeline>, mut rx: mpsc::Receiver<WriteJob>, m
         }
         let speculative = flight.as_ref().map(|f| f.state.clone());
         let base = speculative.unwrap_or_else(|| (*catalog.view()).clone());
+        let started = std::time::Instant::now();
         let mut executed = off_the_runtime(|| execute_batch(&base, &jobs));
+        catalog.busy.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         if let Some(f) = flight.take() {
             if !land(&catalog, f, None).await {
                 executed = off_the_runtime(|| execute_batch(&catalog.view(), &jobs));

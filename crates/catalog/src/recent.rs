@@ -20,10 +20,28 @@ pub(crate) struct Recent {
     window: Mutex<Window>,
 }
 
+/// One batch the writer made durable: consecutive events.
+struct Batch {
+    events: Vec<Arc<Event>>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn first(&self) -> u64 {
+        self.events.first().map_or(0, |e| e.seq)
+    }
+    fn last(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.seq)
+    }
+}
+
+/// Whole batches, oldest first, consecutive: the lock is held to add one or to clone a few `Arc`s, never
+/// to copy events (a reader slices outside it), so a reader the scheduler preempts cannot hold the writer
+/// up for long.
 #[derive(Default)]
 struct Window {
-    /// Consecutive sequence numbers, oldest first, each with its encoded size.
-    events: VecDeque<(Arc<Event>, usize)>,
+    batches: VecDeque<Arc<Batch>>,
+    events: usize,
     bytes: usize,
 }
 
@@ -31,33 +49,65 @@ impl Recent {
     /// Adds a batch just made durable (consecutive events with their encoded sizes). A batch that does not
     /// follow the window starts it anew.
     pub(crate) fn push(&self, events: impl IntoIterator<Item = (Event, usize)>) {
-        let Ok(mut w) = self.window.lock() else { return };
-        for (event, size) in events {
-            let follows = w.events.back().is_none_or(|(last, _)| last.seq + 1 == event.seq);
-            if !follows {
-                w.events.clear();
+        let mut bytes = 0;
+        let events: Vec<Arc<Event>> = events
+            .into_iter()
+            .map(|(e, size)| {
+                bytes += size;
+                Arc::new(e)
+            })
+            .collect();
+        let consecutive = events.windows(2).all(|w| w[0].seq + 1 == w[1].seq);
+        let batch = Arc::new(Batch { events, bytes });
+        // Let go of outside the lock (the events' last owner may be here).
+        let mut evicted = Vec::new();
+        {
+            let Ok(mut w) = self.window.lock() else { return };
+            let follows = w.batches.back().is_none_or(|last| last.last() + 1 == batch.first());
+            if !follows || !consecutive || batch.events.is_empty() {
+                evicted.extend(w.batches.drain(..));
+                w.events = 0;
                 w.bytes = 0;
             }
-            w.bytes += size;
-            w.events.push_back((Arc::new(event), size));
-        }
-        while w.events.len() > MAX_EVENTS || (w.bytes > MAX_BYTES && w.events.len() > 1) {
-            if let Some((_, size)) = w.events.pop_front() {
-                w.bytes -= size;
+            if consecutive && !batch.events.is_empty() {
+                w.events += batch.events.len();
+                w.bytes += batch.bytes;
+                w.batches.push_back(batch);
+            }
+            while w.batches.len() > 1 && (w.events > MAX_EVENTS || w.bytes > MAX_BYTES) {
+                if let Some(old) = w.batches.pop_front() {
+                    w.events -= old.events.len();
+                    w.bytes -= old.bytes;
+                    evicted.push(old);
+                }
             }
         }
+        drop(evicted);
     }
 
     /// Up to `limit` events after `after`, if the window holds the next one (`None`: read the store).
     pub(crate) fn after(&self, after: u64, limit: usize) -> Option<Vec<Arc<Event>>> {
-        let w = self.window.lock().ok()?;
-        let first = w.events.front()?.0.seq;
-        let last = w.events.back()?.0.seq;
-        if after + 1 < first || after >= last {
-            return None;
-        }
-        let start = (after + 1 - first) as usize;
-        Some(w.events.range(start..).take(limit).map(|(e, _)| Arc::clone(e)).collect())
+        let batches: Vec<Arc<Batch>> = {
+            let w = self.window.lock().ok()?;
+            let first = w.batches.front()?.first();
+            let last = w.batches.back()?.last();
+            if after + 1 < first || after >= last {
+                return None;
+            }
+            // The batch holding `after + 1`, and those after it until `limit` events.
+            let start = w.batches.partition_point(|b| b.last() <= after);
+            let mut taken = 0;
+            w.batches
+                .range(start..)
+                .take_while(|b| {
+                    let more = taken < limit;
+                    taken += b.events.len();
+                    more
+                })
+                .cloned()
+                .collect()
+        };
+        Some(batches.iter().flat_map(|b| b.events.iter()).skip_while(|e| e.seq <= after).take(limit).cloned().collect())
     }
 }
 
@@ -89,7 +139,7 @@ mod tests {
         r.push((5..=9).map(event));
         assert_eq!(seqs(r.after(4, 10)), Some(vec![5, 6, 7, 8, 9]));
         assert_eq!(seqs(r.after(6, 2)), Some(vec![7, 8]));
-        assert_eq!(seqs(r.after(3, 10)), None, "6 is older than the window");
+        assert_eq!(seqs(r.after(3, 10)), None, "4 is older than the window");
         assert_eq!(seqs(r.after(9, 10)), None, "nothing newer");
         // A gap (another replica's events were followed from the store): the window starts again.
         r.push((12..=13).map(event));
@@ -100,11 +150,16 @@ mod tests {
     #[test]
     fn the_window_is_bounded() {
         let r = Recent::default();
-        r.push((1..=(MAX_EVENTS as u64 + 10)).map(event));
+        for from in (1..=(MAX_EVENTS as u64 + 10)).step_by(10) {
+            r.push((from..from + 10).map(event));
+        }
         assert_eq!(seqs(r.after(0, 1)), None, "the oldest left");
-        assert_eq!(seqs(r.after(10, 1)), Some(vec![11]));
+        assert_eq!(seqs(r.after(20, 1)), Some(vec![21]));
+        assert_eq!(seqs(r.after(25, 12)), Some((26..=37).collect()), "across batches");
         let big = Recent::default();
-        big.push((1..=3).map(|s| (event(s).0, MAX_BYTES / 2)));
+        for seq in 1..=3 {
+            big.push([(event(seq).0, MAX_BYTES / 2)]);
+        }
         assert_eq!(seqs(big.after(1, 10)), Some(vec![2, 3]), "two halves fit, three do not");
         assert_eq!(seqs(big.after(0, 10)), None);
     }

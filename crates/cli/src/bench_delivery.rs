@@ -67,15 +67,17 @@ async fn open(
     Ok((pipeline, delivery))
 }
 
-/// Writes unpaced for `seconds`; entities per second.
-async fn throughput(pipeline: &Pipeline, seconds: u64) -> anyhow::Result<f64> {
+/// Writes unpaced for `seconds`; entities per second, and the share of the time the writer was executing.
+async fn throughput(pipeline: &Pipeline, seconds: u64) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
+    let busy = pipeline.writer_busy();
     let mut n = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
         pipeline.write(meta(), batch(n)?).await?;
         n += BATCH;
     }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    let share = (pipeline.writer_busy() - busy).as_secs_f64() / started.elapsed().as_secs_f64();
+    Ok((n as f64 / started.elapsed().as_secs_f64(), share))
 }
 
 fn tansu() -> Option<String> {
@@ -154,7 +156,7 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook_concurrenc
     // Baseline: the writes alone.
     let base_dir = tempfile::tempdir()?;
     let (plain, _) = open(base_dir.path(), None).await?;
-    let alone = throughput(&plain, 3).await?;
+    let (alone, alone_busy) = throughput(&plain, 3).await?;
     drop(plain);
 
     // Receivers.
@@ -344,12 +346,16 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook_concurrenc
         pipeline.set_position(&berth_delivery::position_name(id), seq).await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let with = throughput(&pipeline, 3).await?;
-    println!("  writes alone                                   {alone:>9.0} entities/s");
+    let (with, with_busy) = throughput(&pipeline, 3).await?;
     println!(
-        "  writes with {} subscriptions                    {with:>9.0} entities/s ({:+.1} %)",
+        "  writes alone                                   {alone:>9.0} entities/s (writer executing {:.0} % of the time)",
+        alone_busy * 100.0
+    );
+    println!(
+        "  writes with {} subscriptions                    {with:>9.0} entities/s ({:+.1} %; writer executing {:.0} %)",
         subscriptions.len(),
-        (with / alone - 1.0) * 100.0
+        (with / alone - 1.0) * 100.0,
+        with_busy * 100.0
     );
     // Let the unpaced burst drain, then measure paced writes.
     let drain = Instant::now();

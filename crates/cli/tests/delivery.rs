@@ -1,6 +1,7 @@
 //! Delivery across processes: `berth serve` killed with SIGKILL while delivering, then restarted, delivers
-//! everything (duplicates only of the page in flight and the last 100 ms); two replicas on one store deliver each message once
-//! between them, and when the one delivering dies the other takes over from the durable position.
+//! everything (duplicates only of the page in flight and the last 100 ms), to a webhook and to each broker;
+//! two replicas on one store deliver each message once between them, and when the one delivering dies the
+//! other takes over from the durable position.
 
 mod support;
 
@@ -65,6 +66,10 @@ async fn write_items(client: &reqwest::Client, server: &Berth, token: &str, from
 }
 
 async fn setup(client: &reqwest::Client, server: &Berth, token: &str, url: &str) -> u64 {
+    setup_to(client, server, token, json!({"type": "WEBHOOK", "url": url})).await
+}
+
+async fn setup_to(client: &reqwest::Client, server: &Berth, token: &str, destination: Value) -> u64 {
     let (status, body, _) = post(
         client,
         server,
@@ -74,8 +79,14 @@ async fn setup(client: &reqwest::Client, server: &Berth, token: &str, url: &str)
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body, seq) = post(client, server, token, "/v1/subscriptions",
-        json!({"identifier": "items", "destination": {"type": "WEBHOOK", "url": url}, "filter": {"blueprints": ["item"]}})).await;
+    let (status, body, seq) = post(
+        client,
+        server,
+        token,
+        "/v1/subscriptions",
+        json!({"identifier": "items", "destination": destination, "filter": {"blueprints": ["item"]}}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     seq
 }
@@ -97,6 +108,11 @@ async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
 /// Checks a delivery log against the changes `(created, head]`: every one there; received in increasing
 /// order but for rewinds (a crash's repeated page), each repeating at most one page.
 fn check(seqs: &[u64], created: u64, head: u64, rewinds_allowed: usize) {
+    check_within(seqs, created, head, rewinds_allowed, PAGE);
+}
+
+/// [`check`] with the most a rewind may repeat.
+fn check_within(seqs: &[u64], created: u64, head: u64, rewinds_allowed: usize, page: usize) {
     let distinct: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
     let expected: std::collections::BTreeSet<u64> = (created + 1..=head).collect();
     assert_eq!(distinct, expected, "every change delivered (and nothing else)");
@@ -104,11 +120,11 @@ fn check(seqs: &[u64], created: u64, head: u64, rewinds_allowed: usize) {
     for w in seqs.windows(2) {
         if w[1] <= w[0] {
             rewinds += 1;
-            assert!(w[0] - w[1] < PAGE as u64, "a rewind of at most one page: {} after {}", w[1], w[0]);
+            assert!(w[0] - w[1] < page as u64, "a rewind of at most one page: {} after {}", w[1], w[0]);
         }
     }
     assert!(rewinds <= rewinds_allowed, "{rewinds} rewinds");
-    assert!(seqs.len() - distinct.len() <= PAGE * rewinds_allowed, "{} duplicates", seqs.len() - distinct.len());
+    assert!(seqs.len() - distinct.len() <= page * rewinds_allowed, "{} duplicates", seqs.len() - distinct.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,4 +204,122 @@ async fn two_replicas_deliver_each_message_once_and_the_survivor_takes_over() {
     })
     .await;
     check(&seqs.lock().expect("lock"), created, head2, 1);
+}
+
+/// A broker destination for the process tests: the flag the server needs, the destination, and what the
+/// broker holds.
+enum Broker {
+    Redis { url: String, stream: String },
+    Nats { url: String, subject: String },
+    Kafka { broker: berth_testkit::brokers::Broker },
+}
+
+/// The most a crash may make a broker receive twice: the page in flight (1,000) and what was delivered in
+/// the 100 ms before.
+const BROKER_PAGE: usize = 3_000;
+
+impl Broker {
+    fn all() -> Vec<Broker> {
+        let tag = berth_testkit::stores::unique("kill").replace(|c: char| !c.is_ascii_alphanumeric(), "");
+        vec![
+            Broker::Redis { url: berth_testkit::stores::redis_base(), stream: format!("berth-{tag}") },
+            Broker::Nats {
+                url: std::env::var("BERTH_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+                subject: format!("berth.test.{tag}"),
+            },
+            Broker::Kafka { broker: berth_testkit::brokers::broker() },
+        ]
+    }
+
+    fn flags(&self) -> Vec<String> {
+        let (flag, value) = match self {
+            Broker::Redis { url, .. } => ("--redis-stream-url", url.clone()),
+            Broker::Nats { url, .. } => ("--nats-url", url.clone()),
+            Broker::Kafka { broker } => ("--kafka-brokers", broker.address.clone()),
+        };
+        vec![flag.to_string(), value]
+    }
+
+    fn destination(&self) -> Value {
+        match self {
+            Broker::Redis { stream, .. } => json!({"type": "REDIS_STREAM", "stream": stream}),
+            Broker::Nats { subject, .. } => json!({"type": "NATS", "subject": subject}),
+            Broker::Kafka { .. } => json!({"type": "KAFKA", "topic": "berth.kill"}),
+        }
+    }
+
+    /// The sequence numbers the broker holds, in its order, once at least `n` distinct ones are there.
+    async fn seqs(&self, n: usize) -> Vec<u64> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let seqs: Vec<u64> = match self {
+                Broker::Redis { url, stream } => {
+                    let client = redis::Client::open(url.as_str()).expect("redis");
+                    let mut conn = client.get_multiplexed_async_connection().await.expect("Redis");
+                    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                        .arg(stream)
+                        .arg("-")
+                        .arg("+")
+                        .query_async(&mut conn)
+                        .await
+                        .expect("xrange");
+                    entries
+                        .iter()
+                        .filter_map(|(_, f)| f.iter().find(|(k, _)| k == "seq").and_then(|(_, v)| v.parse().ok()))
+                        .collect()
+                }
+                // JetStream drops a repeated message id: the stream holds each change once.
+                Broker::Nats { url, subject } => berth_testkit::brokers::nats_messages(url, subject, n)
+                    .await
+                    .iter()
+                    .filter_map(|(_, m)| m["seq"].as_u64())
+                    .collect(),
+                Broker::Kafka { broker } => {
+                    let (_, records) = berth_testkit::brokers::kafka_records(&broker.address, "berth.kill", n).await;
+                    // The topic Berth made has one partition: offsets are the delivery order.
+                    let mut records: Vec<_> = records.into_iter().map(|(_, r)| r).collect();
+                    records.sort_by_key(|r| r.offset);
+                    records.iter().map(berth_testkit::brokers::kafka_seq).collect()
+                }
+            };
+            if seqs.iter().collect::<std::collections::BTreeSet<_>>().len() >= n {
+                return seqs;
+            }
+            assert!(Instant::now() < deadline, "waited 120 s for {n} changes; {} so far", seqs.len());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Each broker destination: the server killed with SIGKILL while it delivers, restarted on the same store,
+/// delivers everything; what it repeats is at most the page in flight and the last 100 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_delivering_to_each_broker_then_restart_delivers_everything() {
+    for broker in Broker::all() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = support::sqlite_url(dir.path(), "delivery.db");
+        let client = support::client();
+        let flags = broker.flags();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut server = Berth::spawn(dir.path(), &store, &flags);
+        let token = server.token(&client).await;
+        let created = setup_to(&client, &server, &token, broker.destination()).await;
+        write_items(&client, &server, &token, 0, 3000).await;
+        // Killed while delivering (brokers take a page at a time: a moment after the writes).
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        server.kill();
+        let data_dir = server.data_dir.clone();
+        drop(server);
+        let server = Berth::spawn_in(&data_dir, &store, &flags);
+        let token = server.token(&client).await;
+        write_items(&client, &server, &token, 3000, 100).await;
+        let head_after = head(&client, &server, &token).await;
+        let seqs = broker.seqs((head_after - created) as usize).await;
+        check_within(&seqs, created, head_after, 1, BROKER_PAGE);
+        if let Broker::Redis { url, stream } = &broker {
+            let client = redis::Client::open(url.as_str()).expect("redis");
+            let mut conn = client.get_multiplexed_async_connection().await.expect("Redis");
+            let _: () = redis::cmd("DEL").arg(stream).query_async(&mut conn).await.expect("del");
+        }
+    }
 }

@@ -382,21 +382,30 @@ impl Drop for Delivery {
     }
 }
 
-/// A multi-threaded runtime (a thread per core) whose threads run at a lower priority (nice 10 on Linux,
-/// where the nice value is per thread): they take the cores the server leaves idle, and little of those it
-/// needs.
+/// A multi-threaded runtime (a thread per core) whose worker threads run at a lower priority (nice 10 on
+/// Linux, where the nice value is per thread): they take the cores the server leaves idle, and little of
+/// those it needs. Its blocking threads (store calls, which hold a store connection the writer shares)
+/// keep the normal priority, so that a preempted delivery thread never holds up a write.
 fn background() -> std::io::Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)
         .thread_name("berth-delivery")
-        .on_thread_start(lower_priority)
+        // Only worker threads park; the first time is when their priority is lowered.
+        .on_thread_park(lower_priority)
         .enable_all()
         .build()
 }
 
-/// Lowers the calling thread's scheduling priority (Linux only; elsewhere the nice value is per process).
+/// Lowers the calling thread's scheduling priority, once (Linux only; elsewhere the nice value is per
+/// process).
 fn lower_priority() {
+    thread_local! {
+        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if LOWERED.replace(true) {
+        return;
+    }
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
         tracing::debug!(error = %e, "the delivery thread's priority could not be lowered");

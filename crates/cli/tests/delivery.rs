@@ -248,6 +248,19 @@ impl Broker {
         }
     }
 
+    /// Removes what the test left in a shared broker.
+    async fn clean(&self) {
+        match self {
+            Broker::Redis { url, stream } => {
+                let client = redis::Client::open(url.as_str()).expect("redis");
+                let mut conn = client.get_multiplexed_async_connection().await.expect("Redis");
+                let _: () = redis::cmd("DEL").arg(stream).query_async(&mut conn).await.expect("del");
+            }
+            Broker::Nats { url, subject } => berth_testkit::brokers::nats_delete(url, subject).await,
+            Broker::Kafka { .. } => {}
+        }
+    }
+
     /// The sequence numbers the broker holds, in its order, once at least `n` distinct ones are there.
     async fn seqs(&self, n: usize) -> Vec<u64> {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -316,10 +329,51 @@ async fn sigkill_while_delivering_to_each_broker_then_restart_delivers_everythin
         let head_after = head(&client, &server, &token).await;
         let seqs = broker.seqs((head_after - created) as usize).await;
         check_within(&seqs, created, head_after, 1, BROKER_PAGE);
-        if let Broker::Redis { url, stream } = &broker {
-            let client = redis::Client::open(url.as_str()).expect("redis");
-            let mut conn = client.get_multiplexed_async_connection().await.expect("Redis");
-            let _: () = redis::cmd("DEL").arg(stream).query_async(&mut conn).await.expect("del");
-        }
+        broker.clean().await;
+    }
+}
+
+/// Each broker destination with two replicas on one store: each change delivered once between them (no
+/// rewind while both live), and when the delivering one dies the survivor takes over from the position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_deliver_to_each_broker_once_and_the_survivor_takes_over() {
+    for broker in Broker::all() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = support::postgres_url("delivery");
+        let client = support::client();
+        let flags = broker.flags();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut a = Berth::spawn(dir.path(), &store, &flags);
+        let mut b = Berth::spawn(dir.path(), &store, &flags);
+        let (ta, tb) = (a.token(&client).await, b.token(&client).await);
+        let created = setup_to(&client, &a, &ta, broker.destination()).await;
+        write_items(&client, &a, &ta, 0, 300).await;
+        write_items(&client, &b, &tb, 300, 300).await;
+        let head1 = head(&client, &a, &ta).await;
+        // Both alive: one delivers, so nothing is repeated.
+        let first = broker.seqs((head1 - created) as usize).await;
+        check_within(&first, created, head1, 0, BROKER_PAGE);
+        // Kill whichever delivers (the other is on standby); the survivor takes over within the lease.
+        let delivering = |server: &Berth, token: &str| {
+            let (client, url, token) =
+                (client.clone(), server.url("/v1/subscriptions/items/status"), token.to_string());
+            async move {
+                let body: Value =
+                    client.get(url).bearer_auth(token).send().await.expect("status").json().await.expect("json");
+                body["status"]["state"] == "delivering"
+            }
+        };
+        let (survivor, token) = if delivering(&a, &ta).await {
+            a.kill();
+            (&b, &tb)
+        } else {
+            b.kill();
+            (&a, &ta)
+        };
+        write_items(&client, survivor, token, 600, 200).await;
+        let head2 = head(&client, survivor, token).await;
+        let seqs = broker.seqs((head2 - created) as usize).await;
+        check_within(&seqs, created, head2, 1, BROKER_PAGE);
+        broker.clean().await;
     }
 }

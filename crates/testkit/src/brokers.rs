@@ -67,7 +67,7 @@ pub fn broker() -> Broker {
 }
 
 /// Every message of the JetStream stream that captures `subject`, in stream order, once at least `n` are
-/// there (waits up to 60 s); the stream is deleted after.
+/// there (waits up to 60 s). [`nats_delete`] removes the stream.
 pub async fn nats_messages(nats_url: &str, subject: &str, n: usize) -> Vec<(async_nats::HeaderMap, Value)> {
     use futures_util::StreamExt;
     let client =
@@ -107,8 +107,18 @@ pub async fn nats_messages(nats_url: &str, subject: &str, n: usize) -> Vec<(asyn
             break;
         }
     }
-    let _ = js.delete_stream(stream.cached_info().config.name.as_str()).await;
+    // This reader's consumer goes; the stream stays for the next read.
+    let _ = stream.delete_consumer(consumer.cached_info().name.as_str()).await;
     out
+}
+
+/// Deletes the JetStream stream that captures `subject`, if there is one.
+pub async fn nats_delete(nats_url: &str, subject: &str) {
+    let Ok(client) = async_nats::connect(nats_url).await else { return };
+    let js = async_nats::jetstream::new(client);
+    if let Ok(name) = js.stream_by_subject(subject).await {
+        let _ = js.delete_stream(name.as_str()).await;
+    }
 }
 
 /// Every record of a Kafka topic, with its partition, once at least `n` are there (waits up to 60 s); and

@@ -451,6 +451,7 @@ async fn nats_jetstream_receives_the_changes_in_order_with_message_ids() {
         seqs.push(seq);
     }
     assert_eq!(seqs, expected, "every change, in log order, once");
+    berth_testkit::brokers::nats_delete(&nats_url, &subject).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -746,6 +747,7 @@ async fn ten_thousand_changes_reach_every_destination_in_log_order() {
     let nats: Vec<u64> =
         nats_messages(&nats_url, &subject, n).await.iter().filter_map(|(_, m)| m["seq"].as_u64()).collect();
     assert_eq!(nats, expected, "NATS: every change once, in log order");
+    berth_testkit::brokers::nats_delete(&nats_url, &subject).await;
     let (partitions, records) = kafka_records(&broker.address, "berth.10k", n).await;
     let kafka: Vec<u64> = kafka_partitioned_in_order(&partitions, records).iter().map(kafka_seq).collect();
     assert_eq!(kafka, expected, "Kafka: every change once");

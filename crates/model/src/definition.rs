@@ -21,12 +21,14 @@ pub enum DefinitionKind {
     Scorecard,
     /// Where changes are delivered (see [`crate::subscription`]).
     Subscription,
+    /// A self-service action or an automation (see [`crate::action`]).
+    Action,
 }
 
 impl DefinitionKind {
     /// Every kind.
-    pub const ALL: [DefinitionKind; 3] =
-        [DefinitionKind::Page, DefinitionKind::Scorecard, DefinitionKind::Subscription];
+    pub const ALL: [DefinitionKind; 4] =
+        [DefinitionKind::Page, DefinitionKind::Scorecard, DefinitionKind::Subscription, DefinitionKind::Action];
 
     /// The kind as the log, the audit log (`resourceType`) and messages name it.
     pub fn as_str(self) -> &'static str {
@@ -34,6 +36,7 @@ impl DefinitionKind {
             DefinitionKind::Page => "page",
             DefinitionKind::Scorecard => "scorecard",
             DefinitionKind::Subscription => "subscription",
+            DefinitionKind::Action => "action",
         }
     }
 }

@@ -20,6 +20,7 @@
 //! - [`limits`]: bounds on what a write may put in the log (nesting depth, metadata sizes).
 //! - [`public`]: the public, versioned form of an event (no secrets): what the feed and the audit log show.
 
+pub mod action;
 pub mod blueprint;
 pub mod credential;
 pub mod date_preset;

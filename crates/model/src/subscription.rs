@@ -178,8 +178,8 @@ fn list(v: Option<&Value>, what: &str, allowed: Option<&[&str]>) -> Result<Optio
 }
 
 /// The resources a filter may name.
-pub const RESOURCES: [&str; 9] =
-    ["entity", "blueprint", "permissions", "team", "user", "app", "page", "scorecard", "subscription"];
+pub const RESOURCES: [&str; 10] =
+    ["entity", "blueprint", "permissions", "team", "user", "app", "page", "scorecard", "subscription", "action"];
 
 impl Subscription {
     /// Reads and checks a body (unknown fields are refused, so a typo is not silently ignored).

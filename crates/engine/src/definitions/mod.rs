@@ -1,11 +1,12 @@
 //! Definition objects ([`berth_model::Definition`]): the commands that write them, and one module per kind
-//! that says what a body of that kind may hold ([`pages`], [`scorecards`]). Every kind is Admin-written (the permission
+//! that says what a body of that kind may hold ([`pages`], [`scorecards`], [`subscriptions`], [`actions`]). Every kind is Admin-written (the permission
 //! layer refuses them to anyone else) and shares one change kind, so snapshots, digests, the audit log,
 //! backups and migrations carry every kind without knowing it.
 //!
 //! Adding a kind: a `DefinitionKind` variant (model), a module here with `check` (and edits, if the kind
 //! has parts that can be changed one at a time), its arm in [`check`], and a route module in the server.
 
+pub mod actions;
 pub mod pages;
 pub mod scorecards;
 pub mod subscriptions;
@@ -66,6 +67,7 @@ fn check(state: &State, kind: DefinitionKind, identifier: &str, body: Value) -> 
         DefinitionKind::Page => pages::check(state, body),
         DefinitionKind::Scorecard => scorecards::check(state, identifier, body),
         DefinitionKind::Subscription => subscriptions::check(state, identifier, body),
+        DefinitionKind::Action => actions::check(state, body),
     }
 }
 
@@ -113,7 +115,7 @@ pub(crate) fn write_with(
         }
         (DefinitionWrite::Part { id, patch }, Some(current)) => match kind {
             DefinitionKind::Page => pages::edit_widget(&current.body, id, patch.as_ref())?,
-            DefinitionKind::Scorecard | DefinitionKind::Subscription => {
+            DefinitionKind::Scorecard | DefinitionKind::Subscription | DefinitionKind::Action => {
                 return Err(DomainError::BadRequest(format!("a {} has no part `{id}` to change alone", kind.as_str())));
             }
         },

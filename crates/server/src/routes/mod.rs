@@ -1,6 +1,7 @@
 //! HTTP routes, one module per resource. Every `/v1` route but the token route sits behind
 //! [`crate::auth::require_auth`].
 
+pub mod actions;
 pub mod apps;
 pub mod audit;
 pub mod blueprints;
@@ -146,6 +147,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .merge(scorecards::router())
         .merge(deployments::router())
         .merge(subscriptions::router())
+        .merge(actions::router())
         .route("/v1/organization", get(apps::organization))
         .route("/v1/audit-log", get(audit::audit_log))
         .route("/v1/events", get(events::events))

@@ -2,6 +2,7 @@
 //! One test binary with a module per area, to keep link time down.
 
 mod access;
+mod actions;
 mod auth;
 mod blueprints;
 mod bulk;

@@ -238,6 +238,12 @@ impl Pipeline {
         Ok(low)
     }
 
+    /// Gives up a consumer's lease held by `holder` (a replica stopping gracefully: another takes over at
+    /// once, from the last commit, instead of when the lease runs out).
+    pub async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.store.release_lease(name, holder).await
+    }
+
     /// A consumer's committed position, if it has one.
     pub async fn position(&self, name: &str) -> Result<Option<u64>, StoreError> {
         self.store.get_cursor(name).await

@@ -377,3 +377,46 @@ async fn two_replicas_deliver_to_each_broker_once_and_the_survivor_takes_over() 
         broker.clean().await;
     }
 }
+
+/// A replica stopped gracefully (SIGTERM, as a rolling upgrade does) gives its leases up: the other one
+/// delivers at once, not when the lease would have run out (15 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopping_gracefully_hands_its_deliveries_over_at_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = support::postgres_url("delivery");
+    let client = support::client();
+    let (url, seqs) = receiver(Duration::ZERO).await;
+    let mut a = Berth::spawn(dir.path(), &store, &["--allow-destination", "127.0.0.1"]);
+    let mut b = Berth::spawn(dir.path(), &store, &["--allow-destination", "127.0.0.1"]);
+    let (ta, tb) = (a.token(&client).await, b.token(&client).await);
+    let created = setup(&client, &a, &ta, &url).await;
+    write_items(&client, &a, &ta, 0, 100).await;
+    let head1 = head(&client, &a, &ta).await;
+    wait_for("the first changes", 60, || seqs.lock().expect("lock").len() as u64 >= head1 - created).await;
+    let delivering = |server: &Berth, token: &str| {
+        let (client, url, token) = (client.clone(), server.url("/v1/subscriptions/items/status"), token.to_string());
+        async move {
+            let body: Value =
+                client.get(url).bearer_auth(token).send().await.expect("status").json().await.expect("json");
+            body["status"]["state"] == "delivering"
+        }
+    };
+    let (survivor, token) = if delivering(&a, &ta).await {
+        a.terminate();
+        (&b, &tb)
+    } else {
+        b.terminate();
+        (&a, &ta)
+    };
+    let stopped = Instant::now();
+    write_items(&client, survivor, token, 100, 100).await;
+    let head2 = head(&client, survivor, token).await;
+    wait_for("the survivor's deliveries", 60, || {
+        let got = seqs.lock().expect("lock");
+        got.iter().copied().collect::<std::collections::BTreeSet<u64>>().len() as u64 >= head2 - created
+    })
+    .await;
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(8), "taken over in {took:?}: the lease was given up, not waited out");
+    check(&seqs.lock().expect("lock"), created, head2, 1);
+}

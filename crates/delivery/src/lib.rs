@@ -362,11 +362,31 @@ impl Delivery {
         }
     }
 
-    /// Stops every worker (a graceful stop: the leases run out and another replica continues).
+    /// Stops every worker; their leases run out and another replica continues (see [`Delivery::hand_over`]
+    /// for a stop that does not wait for that).
     pub fn stop(&self) {
-        if let Ok(mut workers) = self.workers.lock() {
-            for (_, (_, handle)) in workers.drain() {
+        self.stop_workers();
+    }
+
+    /// Stops every worker; the subscriptions they ran.
+    fn stop_workers(&self) -> Vec<String> {
+        let Ok(mut workers) = self.workers.lock() else { return Vec::new() };
+        workers
+            .drain()
+            .map(|(id, (_, handle))| {
                 handle.abort();
+                id
+            })
+            .collect()
+    }
+
+    /// A graceful stop (the server shutting down): stops every worker, then gives up this replica's leases,
+    /// so another replica goes on at once from the last committed positions (what this one delivered
+    /// since is delivered again: at least once) rather than after the lease runs out.
+    pub async fn hand_over(&self) {
+        for id in self.stop_workers() {
+            if let Err(e) = self.pipeline.release(&position_name(&id), &self.config.holder).await {
+                tracing::warn!(subscription = %id, error = %e, "giving up a delivery lease failed; it runs out");
             }
         }
     }

@@ -15,6 +15,8 @@ use crate::{Config, Outcome, Statuses, position_name};
 
 /// How long a replica holds a subscription's lease between renewals.
 pub(crate) const LEASE: Duration = Duration::from_secs(15);
+/// How often a replica on standby asks for a lease (another replica may have given it up).
+const STANDBY_EVERY: Duration = Duration::from_secs(2);
 /// The most events one page reads: a webhook delivering in log order one at a time reads 200, brokers
 /// (a page in one round trip) and webhooks with lanes (a page spread over them) 1,000.
 const PAGE: usize = 200;
@@ -146,7 +148,7 @@ pub(crate) async fn run(shared: Shared, id: String, s: Subscription) {
                 Ok(true) => consumer.position().await.map(|p| p.unwrap_or(head)),
                 Ok(false) => {
                     set(&statuses, &id, |st| st.state = "standby");
-                    tokio::time::sleep(LEASE / 3).await;
+                    tokio::time::sleep(STANDBY_EVERY).await;
                     continue;
                 }
                 Err(e) => Err(e),
@@ -195,7 +197,7 @@ pub(crate) async fn run(shared: Shared, id: String, s: Subscription) {
             Ok(None) => {
                 at = None;
                 set(&statuses, &id, |st| st.state = "standby");
-                tokio::time::sleep(LEASE / 3).await;
+                tokio::time::sleep(STANDBY_EVERY).await;
                 continue;
             }
             Err(e) => {

@@ -315,7 +315,8 @@ impl Server {
         self
     }
 
-    /// Serves until `shutdown` resolves, then drains connections and writes a final snapshot.
+    /// Serves until `shutdown` resolves, then drains connections, hands its subscriptions' delivery over to
+    /// the other replicas and writes a final snapshot.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let app = tower::ServiceExt::map_request(router_with(self.state.clone(), self.ui), extract::plus_as_space);
         let addr = self.info.addr;
@@ -324,6 +325,8 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        // Another replica delivers this one's subscriptions from now, not when the leases run out.
+        self.state.delivery.hand_over().await;
         match self.state.pipeline.snapshot().await {
             Ok(seq) => tracing::info!(seq, "final snapshot written"),
             Err(e) => tracing::warn!(error = %e, "final snapshot failed"),

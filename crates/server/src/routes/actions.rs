@@ -134,19 +134,6 @@ fn listed(app: &AppState, caller: &Caller, params: &Params, blueprint: Option<&s
     Ok(reply(StatusCode::OK, json!({"ok": true, "actions": actions}), None))
 }
 
-/// The body of a create: the identifier taken out (the definition keeps it beside the body).
-fn identifier_of(body: &mut Value) -> ApiResult<String> {
-    let id = body
-        .get("identifier")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::unprocessable("`identifier` is required"))?
-        .to_string();
-    if let Some(map) = body.as_object_mut() {
-        map.remove("identifier");
-    }
-    Ok(id)
-}
-
 /// The blueprint-scoped routes' body: its trigger about `bp` (set when absent, refused when another).
 fn scoped(bp: &str, body: &mut Value) -> ApiResult<()> {
     let Some(trigger) = body.get_mut("trigger").and_then(Value::as_object_mut) else { return Ok(()) };
@@ -203,7 +190,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     ApiJson(mut body): ApiJson<Value>,
 ) -> ApiResult<Response> {
-    let id = identifier_of(&mut body)?;
+    let id = super::take_identifier(&mut body)?;
     write(&app, &caller, id, DefinitionWrite::Create(body)).await
 }
 
@@ -268,7 +255,7 @@ pub async fn create_in_blueprint(
     ApiJson(mut body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let bp = path.get("bp")?;
-    let id = identifier_of(&mut body)?;
+    let id = super::take_identifier(&mut body)?;
     scoped(&bp, &mut body)?;
     write(&app, &caller, id, DefinitionWrite::Create(body)).await
 }

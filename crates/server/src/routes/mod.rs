@@ -193,6 +193,19 @@ pub async fn write_definition(
     }
 }
 
+/// A create's body with its `identifier` taken out (a definition keeps it beside the body); 422 without one.
+pub(super) fn take_identifier(body: &mut serde_json::Value) -> crate::error::ApiResult<String> {
+    let id = body
+        .get("identifier")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| crate::error::ApiError::unprocessable("`identifier` is required"))?
+        .to_string();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("identifier");
+    }
+    Ok(id)
+}
+
 /// A success answer in Port's envelope, with the sequence number a write reached in `X-Berth-Seq`.
 pub fn reply(status: StatusCode, body: impl serde::Serialize, seq: Option<u64>) -> Response {
     let mut response = (status, axum::Json(body)).into_response();

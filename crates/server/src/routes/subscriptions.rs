@@ -106,13 +106,8 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     ApiJson(mut body): ApiJson<Value>,
 ) -> ApiResult<Response> {
-    let id = body
-        .get("identifier")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::unprocessable("`identifier` is required"))?
-        .to_string();
+    let id = super::take_identifier(&mut body)?;
     if let Some(map) = body.as_object_mut() {
-        map.remove("identifier");
         // The secret's version and the dead letters are the server's to keep.
         for key in ["secretVersion", "deadLetters", "deadLettersDropped"] {
             map.remove(key);

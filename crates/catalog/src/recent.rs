@@ -3,7 +3,9 @@
 //! every consumer) and falls back to the store when it is further behind than this window, or when the
 //! window has a gap (events another replica wrote, which this one followed from the store).
 //!
-//! Bounded by count and by encoded size; only events already durable in the log are ever pushed.
+//! Bounded by count and by encoded size; only events already durable in the log are ever pushed. Kept only
+//! while someone reads the feed: after [`IDLE`] without a read, pushes stop and the window empties (a
+//! catalog without subscriptions holds no events in memory for it).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -14,10 +16,20 @@ use berth_model::Event;
 const MAX_EVENTS: usize = 100_000;
 /// The most encoded bytes kept (the decoded form is a few times larger).
 const MAX_BYTES: usize = 32 << 20;
+/// How long the window is kept without a read.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
-#[derive(Default)]
 pub(crate) struct Recent {
     window: Mutex<Window>,
+    /// Milliseconds from `epoch` to the last read (0: none yet).
+    read_at: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
+}
+
+impl Default for Recent {
+    fn default() -> Recent {
+        Recent { window: Mutex::default(), read_at: Default::default(), epoch: std::time::Instant::now() }
+    }
 }
 
 /// One batch the writer made durable: consecutive events.
@@ -49,6 +61,19 @@ impl Recent {
     /// Adds a batch just made durable (consecutive events with their encoded sizes). A batch that does not
     /// follow the window starts it anew.
     pub(crate) fn push(&self, events: impl IntoIterator<Item = (Event, usize)>) {
+        let read_at = self.read_at.load(std::sync::atomic::Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        if read_at == 0 || now.saturating_sub(read_at) > IDLE.as_millis() as u64 {
+            // Nobody reads: keep nothing (what was kept is let go here, once).
+            if let Ok(mut w) = self.window.lock() {
+                if !w.batches.is_empty() {
+                    let old = std::mem::take(&mut *w);
+                    drop(w);
+                    drop(old);
+                }
+            }
+            return;
+        }
         let mut bytes = 0;
         let events: Vec<Arc<Event>> = events
             .into_iter()
@@ -87,6 +112,8 @@ impl Recent {
 
     /// Up to `limit` events after `after`, if the window holds the next one (`None`: read the store).
     pub(crate) fn after(&self, after: u64, limit: usize) -> Option<Vec<Arc<Event>>> {
+        let now = (self.epoch.elapsed().as_millis() as u64).max(1);
+        self.read_at.store(now, std::sync::atomic::Ordering::Relaxed);
         let batches: Vec<Arc<Batch>> = {
             let w = self.window.lock().ok()?;
             let first = w.batches.front()?.first();
@@ -133,6 +160,15 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_kept_until_someone_reads() {
+        let r = Recent::default();
+        r.push((1..=3).map(event));
+        assert_eq!(seqs(r.after(0, 10)), None, "no reader yet: nothing kept");
+        r.push((4..=5).map(event));
+        assert_eq!(seqs(r.after(3, 10)), Some(vec![4, 5]), "kept once read");
+    }
+
+    #[test]
     fn the_window_answers_only_what_it_holds_without_gaps() {
         let r = Recent::default();
         assert_eq!(seqs(r.after(0, 10)), None, "empty");
@@ -150,6 +186,7 @@ mod tests {
     #[test]
     fn the_window_is_bounded() {
         let r = Recent::default();
+        r.after(0, 1);
         for from in (1..=(MAX_EVENTS as u64 + 10)).step_by(10) {
             r.push((from..from + 10).map(event));
         }
@@ -157,6 +194,7 @@ mod tests {
         assert_eq!(seqs(r.after(20, 1)), Some(vec![21]));
         assert_eq!(seqs(r.after(25, 12)), Some((26..=37).collect()), "across batches");
         let big = Recent::default();
+        big.after(0, 1);
         for seq in 1..=3 {
             big.push([(event(seq).0, MAX_BYTES / 2)]);
         }

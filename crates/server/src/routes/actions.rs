@@ -82,8 +82,7 @@ fn values(params: &Params, key: &str) -> Option<Vec<String>> {
 }
 
 /// Whether an action passes the list filters.
-fn passes(params: &Params, id: &str, body: &Value) -> ApiResult<bool> {
-    let Ok(action) = Action::parse(body) else { return Ok(false) };
+fn passes(params: &Params, id: &str, action: &Action) -> ApiResult<bool> {
     let any = |key: &str, value: Option<&str>| -> bool {
         values(params, key).is_none_or(|list| value.is_some_and(|v| list.iter().any(|x| x == v)))
     };
@@ -124,10 +123,12 @@ fn listed(app: &AppState, caller: &Caller, params: &Params, blueprint: Option<&s
     let view = app.pipeline.view();
     let mut actions = Vec::new();
     for d in view.definitions(KIND) {
-        if blueprint.is_some_and(|bp| blueprint_of(&d.body).as_deref() != Some(bp)) {
+        // Each action read once (a stored body always reads: it was checked when written).
+        let Ok(action) = Action::parse(&d.body) else { continue };
+        if blueprint.is_some_and(|bp| action.blueprint() != Some(bp)) {
             continue;
         }
-        if passes(params, &d.identifier, &d.body)? {
+        if passes(params, &d.identifier, &action)? {
             actions.push(view_for(caller, d));
         }
     }

@@ -129,6 +129,9 @@ pub(crate) async fn run(shared: Shared, id: String, s: Subscription) {
                 st.state = "stopped";
                 st.last_error = Some(e);
             });
+            // Nothing changes that until the definition does (then the supervisor starts a new worker): wait
+            // here rather than end, so that it is not restarted, and logged, every second.
+            std::future::pending::<()>().await;
             return;
         }
     };

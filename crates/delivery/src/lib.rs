@@ -116,6 +116,31 @@ impl Config {
             .collect()
     }
 
+    /// An organisation secret's value sealed (see [`secret::Purpose::OrgSecret`]).
+    pub fn seal_org_secret(&self, name: &str, value: &str) -> Result<String, String> {
+        secret::seal_for(&self.key, secret::Purpose::OrgSecret, "", name, value)
+    }
+
+    /// An organisation secret's sealed value opened.
+    pub fn open_org_secret(&self, name: &str, sealed: &str) -> Result<String, String> {
+        secret::open_for(&self.key, secret::Purpose::OrgSecret, "", name, sealed)
+    }
+
+    /// An encrypted input of a run sealed.
+    pub fn seal_input(&self, run: &str, name: &str, value: &str) -> Result<String, String> {
+        secret::seal_for(&self.key, secret::Purpose::RunInput, run, name, value)
+    }
+
+    /// An encrypted input of a run opened.
+    pub fn open_input(&self, run: &str, name: &str, sealed: &str) -> Result<String, String> {
+        secret::open_for(&self.key, secret::Purpose::RunInput, run, name, sealed)
+    }
+
+    /// The secret an action's webhook invocations are signed with (derived like a subscription's).
+    pub fn action_secret(&self, action: &str) -> String {
+        secret::secret(&self.key, &format!("action#{action}"), 1)
+    }
+
     /// The signing secret of a subscription's version.
     pub fn secret(&self, id: &str, version: u32) -> String {
         secret::secret(&self.key, id, version)

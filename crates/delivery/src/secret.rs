@@ -30,19 +30,45 @@ pub fn secret(delivery_key: &[u8], id: &str, version: u32) -> String {
     format!("whsec_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
 }
 
-/// The AEAD key header values are sealed with, and the data a sealed value is bound to.
-fn sealing(delivery_key: &[u8], id: &str, name: &str) -> Result<(ring::aead::LessSafeKey, Vec<u8>), String> {
-    let derived = mac(delivery_key, &[b"berth-subscription-headers\0v1"]);
+/// What a sealed value is: its key is derived for the purpose, and it is bound to what it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// A webhook header of a subscription (bound to the subscription and the header's name, any case).
+    Header,
+    /// An organisation secret (bound to its name).
+    OrgSecret,
+    /// An encrypted input of a run (bound to the run and the input's name).
+    RunInput,
+}
+
+/// The AEAD key values of `purpose` are sealed with, and the data a sealed value is bound to.
+fn sealing(
+    delivery_key: &[u8],
+    purpose: Purpose,
+    id: &str,
+    name: &str,
+) -> Result<(ring::aead::LessSafeKey, Vec<u8>), String> {
+    let (label, name): (&[u8], String) = match purpose {
+        Purpose::Header => (b"berth-subscription-headers\0v1", name.to_ascii_lowercase()),
+        Purpose::OrgSecret => (b"berth-organisation-secrets\0v1", name.to_string()),
+        Purpose::RunInput => (b"berth-run-inputs\0v1", name.to_string()),
+    };
+    let derived = mac(delivery_key, &[label]);
     // An HMAC-SHA256 digest is 32 bytes, the ChaCha20-Poly1305 key length.
     let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &derived)
-        .map_err(|_| "the header sealing key could not be made".to_string())?;
-    let aad = [id.as_bytes(), b"\0", name.to_ascii_lowercase().as_bytes()].concat();
+        .map_err(|_| "the sealing key could not be made".to_string())?;
+    let aad = [id.as_bytes(), b"\0", name.as_bytes()].concat();
     Ok((ring::aead::LessSafeKey::new(unbound), aad))
 }
 
 /// A header value of the subscription `id` sealed: base64 of a random nonce and the ciphertext.
 pub fn seal(delivery_key: &[u8], id: &str, name: &str, value: &str) -> Result<String, String> {
-    let (key, aad) = sealing(delivery_key, id, name)?;
+    seal_for(delivery_key, Purpose::Header, id, name, value)
+}
+
+/// A value sealed for `purpose`, bound to `id` and `name`: base64 of a random nonce and the ciphertext.
+pub fn seal_for(delivery_key: &[u8], purpose: Purpose, id: &str, name: &str, value: &str) -> Result<String, String> {
+    let (key, aad) = sealing(delivery_key, purpose, id, name)?;
     let mut nonce = [0u8; ring::aead::NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|e| format!("no randomness for a nonce: {e}"))?;
     let mut data = value.as_bytes().to_vec();
@@ -58,14 +84,21 @@ pub fn seal(delivery_key: &[u8], id: &str, name: &str, value: &str) -> Result<St
 /// A sealed header value opened; `Err` when it was not sealed by this delivery key for this subscription
 /// and header.
 pub fn open(delivery_key: &[u8], id: &str, name: &str, sealed: &str) -> Result<String, String> {
-    let refused = || format!("header `{name}` was sealed by another delivery key or for another subscription");
+    open_for(delivery_key, Purpose::Header, id, name, sealed)
+        .map_err(|_| format!("header `{name}` was sealed by another delivery key or for another subscription"))
+}
+
+/// A value sealed by [`seal_for`] opened; `Err` when it was not sealed by this key for this purpose, `id`
+/// and `name`.
+pub fn open_for(delivery_key: &[u8], purpose: Purpose, id: &str, name: &str, sealed: &str) -> Result<String, String> {
+    let refused = || format!("`{name}` was sealed by another delivery key or for something else");
     let bytes = base64::engine::general_purpose::STANDARD.decode(sealed).map_err(|_| refused())?;
     if bytes.len() < ring::aead::NONCE_LEN {
         return Err(refused());
     }
     let (nonce, data) = bytes.split_at(ring::aead::NONCE_LEN);
     let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| refused())?;
-    let (key, aad) = sealing(delivery_key, id, name)?;
+    let (key, aad) = sealing(delivery_key, purpose, id, name)?;
     let mut data = data.to_vec();
     let plain = key.open_in_place(nonce, ring::aead::Aad::from(&aad[..]), &mut data).map_err(|_| refused())?;
     String::from_utf8(plain.to_vec()).map_err(|_| refused())
@@ -96,6 +129,15 @@ mod tests {
         ] {
             assert!(open(key, id, name, &value).is_err(), "{id} {name} {value}");
         }
+    }
+
+    #[test]
+    fn a_value_sealed_for_one_purpose_does_not_open_for_another() {
+        let sealed = seal_for(b"k", Purpose::OrgSecret, "", "GH", "tok").expect("seal");
+        assert_eq!(open_for(b"k", Purpose::OrgSecret, "", "GH", &sealed).as_deref(), Ok("tok"));
+        assert!(open_for(b"k", Purpose::RunInput, "", "GH", &sealed).is_err());
+        assert!(open_for(b"k", Purpose::OrgSecret, "", "gh", &sealed).is_err(), "names are exact");
+        assert!(open_for(b"k", Purpose::Header, "", "GH", &sealed).is_err());
     }
 
     #[test]

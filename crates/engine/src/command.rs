@@ -174,6 +174,33 @@ pub enum Command {
         blueprint: String,
         scorecards: Vec<(String, Value)>,
     },
+    /// Runs an action (see [`crate::runs`]).
+    CreateRun(Box<crate::runs::NewRun>),
+    /// Updates a run's status, label, links, summary or external id.
+    PatchRun {
+        id: String,
+        patch: berth_model::run::RunPatch,
+    },
+    /// Adds a log line to a run.
+    AddRunLog {
+        id: String,
+        line: berth_model::run::LogLine,
+    },
+    /// An approver's answer.
+    DecideRun {
+        id: String,
+        decision: berth_model::run::Decision,
+    },
+    /// The invocation worker's record of a run it sent (the server only).
+    RecordInvocation {
+        id: String,
+        invocation: Box<crate::runs::Invocation>,
+    },
+    /// Changes who may execute and approve an action. Admins only.
+    SetActionPermissions {
+        action: String,
+        patch: Value,
+    },
     /// Sets the token signing key (so replicas starting together agree on one).
     InitSigningKey {
         key: String,
@@ -246,6 +273,14 @@ impl Command {
             ),
             Command::DeleteDefinition { kind, identifier } => (kind.as_str(), "DELETE", None, Some(identifier.clone())),
             Command::ReplaceScorecards { blueprint, .. } => ("scorecard", "UPDATE", Some(blueprint.clone()), None),
+            Command::CreateRun(new) => ("run", "CREATE", None, Some(new.action.clone())),
+            Command::PatchRun { id, .. }
+            | Command::AddRunLog { id, .. }
+            | Command::DecideRun { id, .. }
+            | Command::RecordInvocation { id, .. } => ("run", "UPDATE", None, Some(id.clone())),
+            Command::SetActionPermissions { action, .. } => {
+                ("action_permissions", "UPDATE", None, Some(action.clone()))
+            }
         }
     }
 
@@ -383,10 +418,27 @@ fn hidden_as_missing(
     }
 }
 
+/// An entity write tied to a run (`run_id`) that Berth knows is accepted only while that run is in progress
+/// (an id Berth does not know is a backend's own, and only recorded).
+fn tied_to_a_running_run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(), DomainError> {
+    let Some(id) = &meta.run_id else { return Ok(()) };
+    if !matches!(cmd, Command::WriteEntity { .. } | Command::DeleteEntity { .. } | Command::DeleteAllEntities { .. }) {
+        return Ok(());
+    }
+    match crate::runs::get(state, id) {
+        Some((_, run)) if run.status != berth_model::run::Status::InProgress => Err(DomainError::Invalid(format!(
+            "run `{id}` is {}: entities are tied to a run only while it is in progress",
+            run.status.as_str()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, Outcome), DomainError> {
     if let Some(p) = meta.principal.as_ref().filter(|p| !p.is_admin()) {
         hidden_as_missing(state, p, meta.now, cmd)?;
     }
+    tied_to_a_running_run(state, meta, cmd)?;
     let (changes, outcome) = run(state, meta, cmd)?;
     if let Some(p) = &meta.principal {
         crate::access::authorize(state, p, &changes)?;
@@ -494,6 +546,12 @@ fn run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, O
             };
             Ok((vec![change], Outcome::Done))
         }
+        Command::CreateRun(new) => crate::runs::create(state, meta, new),
+        Command::PatchRun { id, patch } => crate::runs::patch(state, meta, id, patch),
+        Command::AddRunLog { id, line } => crate::runs::log(state, meta, id, line),
+        Command::DecideRun { id, decision } => crate::runs::decide(state, meta, id, decision),
+        Command::RecordInvocation { id, invocation } => crate::runs::record(state, meta, id, invocation),
+        Command::SetActionPermissions { action, patch } => crate::runs::set_permissions(state, meta, action, patch),
         Command::InitSigningKey { key } => match state.signing_key() {
             Some(_) => Ok((vec![], Outcome::Unchanged)),
             None => Ok((vec![Change::SigningKeySet { key: key.clone() }], Outcome::Done)),

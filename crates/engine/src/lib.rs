@@ -9,6 +9,7 @@
 //! - [`codec`]: the stored event format (versioned), the one encoder and decoder of the log's bytes.
 //! - [`search`] answers rules-language queries against a state.
 //! - [`definitions`]: definition objects (pages, ...): one change kind, one module per kind.
+//! - [`runs`]: action runs (create, update, log, approve) and who may run and read them.
 //! - [`access`] is the permission layer: [`execute`] authorizes every change a command makes for the
 //!   caller in its [`WriteMeta`], and [`access::read_scope`] says what a caller may read; every read goes
 //!   through a [`scoped::Scoped`] view, which compiles those scopes once per request.
@@ -29,6 +30,7 @@ pub mod index;
 mod index_work;
 pub mod levels;
 pub mod parallel;
+pub mod runs;
 pub mod scoped;
 pub mod search;
 mod state;

@@ -838,6 +838,15 @@ impl State {
         self.definitions.range((kind, String::new())..).take_while(move |((k, _), _)| *k == kind).map(|(_, d)| d)
     }
 
+    /// The definition objects of a kind from identifier `from` on, in identifier order.
+    pub fn definitions_from<'a>(
+        &'a self,
+        kind: DefinitionKind,
+        from: &str,
+    ) -> impl Iterator<Item = &'a Arc<Definition>> + 'a {
+        self.definitions.range((kind, from.to_string())..).take_while(move |((k, _), _)| *k == kind).map(|(_, d)| d)
+    }
+
     /// Every definition object, by kind then identifier.
     pub fn all_definitions(&self) -> impl Iterator<Item = &Arc<Definition>> {
         self.definitions.values()

@@ -218,6 +218,51 @@ fn bool_or_jq(v: &Value, at: &str, jq: &mut Vec<(String, String)>) -> Result<(),
     }
 }
 
+/// The keys of a user input that say how the form shows it, not what a value may be.
+const FORM_KEYS: [&str; 12] = [
+    "title",
+    "description",
+    "icon",
+    "enumColors",
+    "blueprint",
+    "dependsOn",
+    "visible",
+    "disabled",
+    "dataset",
+    "encryption",
+    "sort",
+    "required",
+];
+
+/// A user input's definition as a property validator (type, format, enum, pattern, bounds, items): the
+/// form's keys left out, the formats only forms know (`multi-line`) read as plain strings, a `{"jqQuery"}`
+/// default left to the engine.
+pub fn input_schema(name: &str, def: &Value) -> Result<crate::schema::PropertySchema, String> {
+    let mut def = def.clone();
+    if let Some(map) = def.as_object_mut() {
+        for key in FORM_KEYS {
+            map.remove(key);
+        }
+        if map.get("format").and_then(Value::as_str).is_some_and(|f| !crate::schema::STRING_FORMATS.contains(&f)) {
+            map.remove("format");
+        }
+        if map.get("default").is_some_and(|d| d.get("jqQuery").is_some()) {
+            map.remove("default");
+        }
+        // An object input's own keys (`properties`, `additionalProperties`) are not checked value by value.
+        map.remove("properties");
+        map.remove("additionalProperties");
+        if let Some(items) = map.get_mut("items").and_then(Value::as_object_mut) {
+            for key in FORM_KEYS {
+                items.remove(key);
+            }
+        }
+    }
+    let schema = crate::schema::PropertySchema::compile(name, &def)?;
+    schema.check_default(name)?;
+    Ok(schema)
+}
+
 impl Action {
     /// Reads and checks a body (unknown fields are refused, so a typo is not silently ignored).
     pub fn parse(body: &Value) -> Result<Action, DomainError> {
@@ -427,6 +472,7 @@ impl Action {
             if !INPUT_TYPES.contains(&kind) {
                 return Err(invalid(format!("`{at}.type` is one of {}", INPUT_TYPES.join(", "))));
             }
+            input_schema(name, input).map_err(|e| invalid(format!("`{at}`: {e}")))?;
             if let Some(f) = i.get("format").filter(|v| !v.is_null()) {
                 let f = f.as_str().unwrap_or_default();
                 if !INPUT_FORMATS.contains(&f) {

@@ -23,12 +23,30 @@ pub enum DefinitionKind {
     Subscription,
     /// A self-service action or an automation (see [`crate::action`]).
     Action,
+    /// Who may execute and approve an action (see [`crate::action_permissions`]), under the action's
+    /// identifier; deleted with it.
+    ActionPermissions,
+    /// One run of an action (see [`crate::run`]); written by the engine's run commands only.
+    Run,
+    /// One log line of a run, kept as `{run}#{number}` ([`crate::run::log_key`]).
+    RunLog,
+    /// An organisation secret (`{{ .secrets.NAME }}` in action templates): its value sealed by the server
+    /// before it is written, never shown.
+    Secret,
 }
 
 impl DefinitionKind {
     /// Every kind.
-    pub const ALL: [DefinitionKind; 4] =
-        [DefinitionKind::Page, DefinitionKind::Scorecard, DefinitionKind::Subscription, DefinitionKind::Action];
+    pub const ALL: [DefinitionKind; 8] = [
+        DefinitionKind::Page,
+        DefinitionKind::Scorecard,
+        DefinitionKind::Subscription,
+        DefinitionKind::Action,
+        DefinitionKind::ActionPermissions,
+        DefinitionKind::Run,
+        DefinitionKind::RunLog,
+        DefinitionKind::Secret,
+    ];
 
     /// The kind as the log, the audit log (`resourceType`) and messages name it.
     pub fn as_str(self) -> &'static str {
@@ -37,7 +55,17 @@ impl DefinitionKind {
             DefinitionKind::Scorecard => "scorecard",
             DefinitionKind::Subscription => "subscription",
             DefinitionKind::Action => "action",
+            DefinitionKind::ActionPermissions => "action_permissions",
+            DefinitionKind::Run => "run",
+            DefinitionKind::RunLog => "run_log",
+            DefinitionKind::Secret => "secret",
         }
+    }
+
+    /// Whether definitions of this kind are written by the engine's own commands (runs and their logs), never
+    /// through the generic definition writes.
+    pub fn written_by_commands(self) -> bool {
+        matches!(self, DefinitionKind::Run | DefinitionKind::RunLog)
     }
 }
 
@@ -61,6 +89,17 @@ pub const MAX_DEFINITION_BYTES: usize = 256 * 1024;
 impl Definition {
     /// The body with the identifier and the bookkeeping fields, as the API answers a definition.
     pub fn view(&self) -> Value {
+        match self.kind {
+            DefinitionKind::Run => {
+                return match crate::run::Run::from_body(&self.body) {
+                    Ok(run) => run.view(&self.identifier),
+                    Err(_) => Value::Null,
+                };
+            }
+            DefinitionKind::RunLog => return crate::run::log_view(&self.identifier, self),
+            DefinitionKind::Secret => return crate::secret::view(self),
+            _ => {}
+        }
         let mut v = match &*self.body {
             Value::Object(m) => Value::Object(m.clone()),
             _ => Value::Object(Default::default()),

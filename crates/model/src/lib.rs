@@ -17,10 +17,13 @@
 //!   (`{"context": "user" | "userTeams"}`) resolved for the caller before parsing.
 //! - [`permissions`]: who may read and write a blueprint's entities, and how entities are owned.
 //! - [`error`]: [`DomainError`], every way a request can be refused.
+//! - [`action`]: self-service actions and automations; [`action_permissions`]: who may run and
+//!   approve them; [`run`]: their runs, logs and approvals; [`secret`]: organisation secrets.
 //! - [`limits`]: bounds on what a write may put in the log (nesting depth, metadata sizes).
 //! - [`public`]: the public, versioned form of an event (no secrets): what the feed and the audit log show.
 
 pub mod action;
+pub mod action_permissions;
 pub mod blueprint;
 pub mod credential;
 pub mod date_preset;
@@ -36,8 +39,10 @@ pub mod permissions;
 pub mod public;
 pub mod query;
 pub mod query_context;
+pub mod run;
 pub mod schema;
 pub mod scorecard;
+pub mod secret;
 pub mod subscription;
 pub mod team;
 pub mod timestamp;

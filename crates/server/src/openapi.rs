@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    actions, apps, audit, blueprints, deployments, entities, events, history, pages, scorecards, search, subscriptions,
-    system, teams, token, users,
+    actions, apps, audit, blueprints, deployments, entities, events, history, pages, runs, scorecards, search, secrets,
+    subscriptions, system, teams, token, users,
 };
 
 struct BearerAuth;
@@ -74,11 +74,13 @@ impl Modify for MinSeqHeader {
         scorecards::list_all, scorecards::list, scorecards::get_one, scorecards::history, scorecards::create, scorecards::replace_all, scorecards::replace, scorecards::patch, scorecards::delete,
         deployments::report_deployment, deployments::report_incident, deployments::matrix, deployments::dora, deployments::timeline,
         actions::list, actions::create, actions::get_one, actions::replace, actions::delete, actions::list_of_blueprint, actions::create_in_blueprint, actions::get_in_blueprint, actions::replace_in_blueprint, actions::delete_in_blueprint,
+        runs::create, runs::list, runs::get_one, runs::update, runs::add_log, runs::logs, runs::approve, runs::approvers, runs::get_permissions, runs::patch_permissions,
+        secrets::list, secrets::create, secrets::get_one, secrets::update, secrets::delete,
         subscriptions::list, subscriptions::create, subscriptions::get_one, subscriptions::replace, subscriptions::delete, subscriptions::status, subscriptions::rotate_secret, subscriptions::replay, subscriptions::dead_letters, subscriptions::retry_dead_letters, subscriptions::drop_dead_letters, subscriptions::changelog_destination,
     ),
     components(schemas(berth_model::Team, berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
     modifiers(&BearerAuth, &MinSeqHeader),
-    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Teams"), (name = "Users"), (name = "Pages"), (name = "Scorecards"), (name = "Deployments"), (name = "Subscriptions"), (name = "Actions"), (name = "Audit"), (name = "Operations"))
+    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Teams"), (name = "Users"), (name = "Pages"), (name = "Scorecards"), (name = "Deployments"), (name = "Subscriptions"), (name = "Actions"), (name = "Action Runs"), (name = "Organization"), (name = "Audit"), (name = "Operations"))
 )]
 pub struct ApiDoc;
 

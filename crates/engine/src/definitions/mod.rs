@@ -62,13 +62,39 @@ fn check(state: &State, kind: DefinitionKind, identifier: &str, body: Value) -> 
             map.remove(field);
         }
     }
+    if kind.written_by_commands() || kind == DefinitionKind::ActionPermissions {
+        return Err(DomainError::BadRequest(format!("a {} is written through its own routes", kind.as_str())));
+    }
     Definition::check_common(kind, identifier, &body)?;
     match kind {
         DefinitionKind::Page => pages::check(state, body),
         DefinitionKind::Scorecard => scorecards::check(state, identifier, body),
         DefinitionKind::Subscription => subscriptions::check(state, identifier, body),
         DefinitionKind::Action => actions::check(state, body),
+        DefinitionKind::Secret => check_secret(state, identifier, body),
+        DefinitionKind::ActionPermissions | DefinitionKind::Run | DefinitionKind::RunLog => {
+            Err(DomainError::BadRequest(format!("a {} is written through its own routes", kind.as_str())))
+        }
     }
+}
+
+/// A secret's body is its sealed value and description, sealed by the server (the engine never sees a value
+/// in the clear); at most [`berth_model::secret::MAX_SECRETS`] of them.
+fn check_secret(state: &State, identifier: &str, body: Value) -> Result<Value, DomainError> {
+    let fine = berth_model::secret::sealed(&body).is_some_and(|s| !s.is_empty())
+        && body.as_object().is_some_and(|m| m.keys().all(|k| k == "value" || k == "description"));
+    if !fine {
+        return Err(DomainError::Internal("a secret reached the engine unsealed".into()));
+    }
+    if state.definition(DefinitionKind::Secret, identifier).is_none()
+        && state.definitions(DefinitionKind::Secret).count() >= berth_model::secret::MAX_SECRETS
+    {
+        return Err(DomainError::Invalid(format!(
+            "the organisation has {} secrets, the most it keeps",
+            berth_model::secret::MAX_SECRETS
+        )));
+    }
+    Ok(body)
 }
 
 /// The changes of a definition write by `meta`'s writer.
@@ -115,7 +141,7 @@ pub(crate) fn write_with(
         }
         (DefinitionWrite::Part { id, patch }, Some(current)) => match kind {
             DefinitionKind::Page => pages::edit_widget(&current.body, id, patch.as_ref())?,
-            DefinitionKind::Scorecard | DefinitionKind::Subscription | DefinitionKind::Action => {
+            _ => {
                 return Err(DomainError::BadRequest(format!("a {} has no part `{id}` to change alone", kind.as_str())));
             }
         },
@@ -144,8 +170,19 @@ pub(crate) fn delete(
     kind: DefinitionKind,
     identifier: &str,
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
+    if kind.written_by_commands() || kind == DefinitionKind::ActionPermissions {
+        return Err(DomainError::BadRequest(format!("a {} is not deleted alone", kind.as_str())));
+    }
     if state.definition(kind, identifier).is_none() {
         return Err(DomainError::not_found(kind.as_str(), shown(kind, identifier)));
     }
-    Ok((vec![Change::DefinitionDeleted { kind, identifier: identifier.to_string() }], Outcome::Done))
+    let mut changes = vec![Change::DefinitionDeleted { kind, identifier: identifier.to_string() }];
+    // An action's permissions go with it (its runs stay: they are history).
+    if kind == DefinitionKind::Action && state.definition(DefinitionKind::ActionPermissions, identifier).is_some() {
+        changes.push(Change::DefinitionDeleted {
+            kind: DefinitionKind::ActionPermissions,
+            identifier: identifier.to_string(),
+        });
+    }
+    Ok((changes, Outcome::Done))
 }

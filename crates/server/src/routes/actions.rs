@@ -69,22 +69,13 @@ fn blueprint_of(body: &Value) -> Option<String> {
     Action::parse(body).ok().and_then(|a| a.blueprint().map(str::to_string))
 }
 
-/// The values of a list filter: repeated (`k=a&k=b`, `k[]=a`) or comma-joined.
-fn values(params: &Params, key: &str) -> Option<Vec<String>> {
-    let bracketed = format!("{key}[]");
-    let found: Vec<String> = params
-        .0
-        .iter()
-        .filter(|(k, _)| *k == key || *k == bracketed)
-        .flat_map(|(_, v)| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect::<Vec<_>>())
-        .collect();
-    (!found.is_empty()).then_some(found)
-}
-
 /// Whether an action passes the list filters.
 fn passes(params: &Params, id: &str, action: &Action) -> ApiResult<bool> {
     let any = |key: &str, value: Option<&str>| -> bool {
-        values(params, key).is_none_or(|list| value.is_some_and(|v| list.iter().any(|x| x == v)))
+        {
+            let list = params.list(key);
+            list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
+        }
     };
     let operation = match &action.trigger {
         Trigger::SelfService { operation: Operation::Create, .. } => Some("CREATE"),

@@ -11,8 +11,10 @@ pub mod events;
 pub mod history;
 pub mod pages;
 pub mod render;
+pub mod runs;
 pub mod scorecards;
 pub mod search;
+pub mod secrets;
 pub mod subscriptions;
 pub mod system;
 pub mod teams;
@@ -148,6 +150,8 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .merge(deployments::router())
         .merge(subscriptions::router())
         .merge(actions::router())
+        .merge(runs::router())
+        .merge(secrets::router())
         .route("/v1/organization", get(apps::organization))
         .route("/v1/audit-log", get(audit::audit_log))
         .route("/v1/events", get(events::events))

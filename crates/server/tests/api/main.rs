@@ -17,6 +17,7 @@ mod lifecycle;
 mod pages;
 mod permissions;
 mod read_scope;
+mod runs;
 mod scorecards;
 mod search;
 mod subscriptions;

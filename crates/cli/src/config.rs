@@ -20,7 +20,8 @@ pub struct ServeArgs {
     pub store: Option<String>,
     /// A TOML file with any of: listen, data_dir, store, body_limit, snapshot_every, min_seq_wait_ms,
     /// rate_limit, rate_limit_period, org_name, signing_key_file, demo, log_format, log, redis_stream_url,
-    /// nats_url, kafka_brokers, kafka_changelog_topic, allow_destinations
+    /// nats_url, kafka_brokers, kafka_changelog_topic, allow_destinations, kafka_runs_topic, github_url,
+    /// gitlab_url, azure_devops_url
     #[arg(long, env = "BERTH_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seed the demo catalog if the catalog is empty
@@ -60,6 +61,25 @@ pub struct ServeArgs {
     /// The topic blueprints' changelogDestination {"type": "KAFKA"} produce to [default: berth.changelog]
     #[arg(long, env = "BERTH_KAFKA_CHANGELOG_TOPIC")]
     pub kafka_changelog_topic: Option<String>,
+    /// The topic KAFKA actions (and webhooks with agent: true) send their runs to [default: berth.runs]
+    #[arg(long, env = "BERTH_KAFKA_RUNS_TOPIC")]
+    pub kafka_runs_topic: Option<String>,
+    /// The GitHub API GITHUB actions dispatch workflows through (GitHub Enterprise: https://<host>/api/v3)
+    /// [default: https://api.github.com]
+    #[arg(long, env = "BERTH_GITHUB_URL")]
+    pub github_url: Option<String>,
+    /// A GitHub token that may dispatch workflows (else the organisation secret GITHUB_TOKEN)
+    #[arg(long, env = "BERTH_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<String>,
+    /// The GitLab server GITLAB actions trigger pipelines on [default: https://gitlab.com]
+    #[arg(long, env = "BERTH_GITLAB_URL")]
+    pub gitlab_url: Option<String>,
+    /// A GitLab pipeline trigger token (else the organisation secret GITLAB_TRIGGER_TOKEN)
+    #[arg(long, env = "BERTH_GITLAB_TOKEN", hide_env_values = true)]
+    pub gitlab_token: Option<String>,
+    /// Azure DevOps, where AZURE_DEVOPS actions call their incoming webhooks [default: https://dev.azure.com]
+    #[arg(long, env = "BERTH_AZURE_DEVOPS_URL")]
+    pub azure_devops_url: Option<String>,
     /// A host webhooks may be sent to (a name, *.domain or an IP address; repeat the flag, or separate with
     /// commas). With none, any host resolving to public addresses only; private and loopback addresses
     /// are refused unless listed
@@ -92,6 +112,10 @@ struct FileConfig {
     kafka_brokers: Option<String>,
     kafka_changelog_topic: Option<String>,
     allow_destinations: Option<Vec<String>>,
+    kafka_runs_topic: Option<String>,
+    github_url: Option<String>,
+    gitlab_url: Option<String>,
+    azure_devops_url: Option<String>,
     demo: Option<bool>,
     log_format: Option<String>,
     log: Option<String>,
@@ -147,6 +171,23 @@ impl Settings {
         if let Some(topic) = args.kafka_changelog_topic.or(file.kafka_changelog_topic).filter(|s| !s.is_empty()) {
             server.kafka_changelog_topic = topic;
         }
+        let actions = &mut server.actions;
+        let nonempty = |s: &String| !s.trim().is_empty();
+        if let Some(topic) = args.kafka_runs_topic.or(file.kafka_runs_topic).filter(nonempty) {
+            actions.kafka_runs_topic = topic;
+        }
+        if let Some(url) = args.github_url.or(file.github_url).filter(nonempty) {
+            actions.github_url = url.trim_end_matches('/').to_string();
+        }
+        if let Some(url) = args.gitlab_url.or(file.gitlab_url).filter(nonempty) {
+            actions.gitlab_url = url.trim_end_matches('/').to_string();
+        }
+        if let Some(url) = args.azure_devops_url.or(file.azure_devops_url).filter(nonempty) {
+            actions.azure_devops_url = url.trim_end_matches('/').to_string();
+        }
+        // Tokens only from flags or the environment: a configuration file is not a place for secrets.
+        actions.github_token = args.github_token.filter(nonempty);
+        actions.gitlab_token = args.gitlab_token.filter(nonempty);
         server.allow_destinations = if args.allow_destination.is_empty() {
             file.allow_destinations.unwrap_or_default()
         } else {

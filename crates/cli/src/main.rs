@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the portal.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Copy a catalog (log and snapshot) into an empty store of any kind, then verify it
     Migrate(migrate::MigrateArgs),
     /// Write a consistent backup of a store (it may be serving) into one file
@@ -97,7 +97,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Report(args) => report::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,

@@ -16,6 +16,7 @@
 //! Writes never wait for delivery: workers read the log after the fact, so a slow destination only grows
 //! its own lag.
 
+pub mod actions;
 pub mod address;
 pub mod dead_letters;
 pub mod kafka;
@@ -52,6 +53,41 @@ pub struct Config {
     pub kafka_changelog_topic: String,
     /// `--allow-destination`: the hosts webhooks may go to (see [`address`]).
     pub allow: Vec<String>,
+    /// Where action runs go besides webhooks (see [`actions`]).
+    pub actions: ActionsConfig,
+}
+
+/// Where action runs are sent: the Kafka topic of KAFKA actions (and webhooks with `agent: true`), and the
+/// GitHub, GitLab and Azure DevOps servers (their public services by default; GitHub Enterprise or a
+/// self-hosted GitLab by URL). A token not configured is read from the organisation secret of the same
+/// purpose (`GITHUB_TOKEN`, `GITLAB_TRIGGER_TOKEN`).
+#[derive(Clone, Debug)]
+pub struct ActionsConfig {
+    /// `--kafka-runs-topic`.
+    pub kafka_runs_topic: String,
+    /// `--github-url`: the GitHub API's base (`https://api.github.com`, or `https://<host>/api/v3`).
+    pub github_url: String,
+    /// `--github-token`: a token that may dispatch workflows.
+    pub github_token: Option<String>,
+    /// `--gitlab-url`: the GitLab server (`https://gitlab.com`).
+    pub gitlab_url: String,
+    /// `--gitlab-token`: a pipeline trigger token.
+    pub gitlab_token: Option<String>,
+    /// `--azure-devops-url`: Azure DevOps (`https://dev.azure.com`).
+    pub azure_devops_url: String,
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        ActionsConfig {
+            kafka_runs_topic: "berth.runs".into(),
+            github_url: "https://api.github.com".into(),
+            github_token: None,
+            gitlab_url: "https://gitlab.com".into(),
+            gitlab_token: None,
+            azure_devops_url: "https://dev.azure.com".into(),
+        }
+    }
 }
 
 impl Config {
@@ -272,6 +308,8 @@ pub struct Delivery {
     config: Config,
     statuses: Statuses,
     workers: Workers,
+    /// The action invoker and the automations worker (see [`actions`]).
+    actions: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     messages: Arc<messages::Messages>,
     /// Where the supervisor and the workers run: [`background`]'s runtime, or the caller's if it could not
     /// be made.
@@ -302,10 +340,17 @@ impl Delivery {
             config,
             statuses: Arc::default(),
             workers: Mutex::default(),
+            actions: Mutex::default(),
             messages: Arc::default(),
             handle,
             runtime,
         });
+        if let Ok(mut actions) = delivery.actions.lock() {
+            let (p, c) = (Arc::clone(&delivery.pipeline), delivery.config.clone());
+            actions.push(delivery.handle.spawn(actions::invoker(p, c)));
+            let (p, c) = (Arc::clone(&delivery.pipeline), delivery.config.clone());
+            actions.push(delivery.handle.spawn(actions::automations::run(p, c)));
+        }
         let weak = Arc::downgrade(&delivery);
         delivery.handle.spawn(async move {
             loop {
@@ -325,6 +370,7 @@ impl Delivery {
             config,
             statuses: Arc::default(),
             workers: Mutex::default(),
+            actions: Mutex::default(),
             messages: Arc::default(),
             handle: tokio::runtime::Handle::current(),
             runtime: None,
@@ -395,6 +441,9 @@ impl Delivery {
 
     /// Stops every worker; the subscriptions they ran.
     fn stop_workers(&self) -> Vec<String> {
+        if let Ok(mut actions) = self.actions.lock() {
+            actions.drain(..).for_each(|h| h.abort());
+        }
         let Ok(mut workers) = self.workers.lock() else { return Vec::new() };
         workers
             .drain()
@@ -409,9 +458,11 @@ impl Delivery {
     /// so another replica goes on at once from the last committed positions (what this one delivered
     /// since is delivered again: at least once) rather than after the lease runs out.
     pub async fn hand_over(&self) {
-        for id in self.stop_workers() {
-            if let Err(e) = self.pipeline.release(&position_name(&id), &self.config.holder).await {
-                tracing::warn!(subscription = %id, error = %e, "giving up a delivery lease failed; it runs out");
+        let mut leases: Vec<String> = self.stop_workers().iter().map(|id| position_name(id)).collect();
+        leases.extend(["actions:invoker".to_string(), "actions:automations".to_string()]);
+        for name in leases {
+            if let Err(e) = self.pipeline.release(&name, &self.config.holder).await {
+                tracing::warn!(lease = %name, error = %e, "giving up a delivery lease failed; it runs out");
             }
         }
     }

@@ -27,6 +27,31 @@ pub struct Webhook {
     lanes: usize,
 }
 
+/// A client whose only address for `url`'s host is one that passed the allow rules (so a name cannot resolve
+/// to a checked address and then to another): no redirects, every call timed out.
+pub(crate) async fn pinned_client(url: &reqwest::Url, allow: &Allow) -> Result<reqwest::Client, String> {
+    let host = url.host_str().unwrap_or_default().to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((bare.as_str(), port)))
+            .await
+            .map_err(|_| format!("resolving `{bare}` timed out"))?
+            .map_err(|e| format!("`{bare}` does not resolve: {e}"))?
+            .collect();
+    allow.check(&host, &addrs)?;
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(CALL_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_preconfigured(crate::tls_config()?);
+    if let Some(first) = addrs.first() {
+        builder = builder.resolve(&bare, *first);
+    }
+    builder.build().map_err(|e| format!("an HTTP client: {e}"))
+}
+
 impl Webhook {
     pub fn new(
         url: &str,
@@ -58,26 +83,7 @@ impl Webhook {
                 return Ok(client.clone());
             }
         }
-        let host = self.url.host_str().unwrap_or_default().to_string();
-        let port = self.url.port_or_known_default().unwrap_or(443);
-        let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        let addrs: Vec<SocketAddr> =
-            tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((bare.as_str(), port)))
-                .await
-                .map_err(|_| format!("resolving `{bare}` timed out"))?
-                .map_err(|e| format!("`{bare}` does not resolve: {e}"))?
-                .collect();
-        self.allow.check(&host, &addrs)?;
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(CALL_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .tls_backend_preconfigured(crate::tls_config()?);
-        if let Some(first) = addrs.first() {
-            builder = builder.resolve(&bare, *first);
-        }
-        let client = builder.build().map_err(|e| format!("an HTTP client: {e}"))?;
+        let client = pinned_client(&self.url, &self.allow).await?;
         self.client = Some((client.clone(), Instant::now()));
         Ok(client)
     }
@@ -164,7 +170,7 @@ impl Webhook {
 }
 
 /// A request error's message without the URL (which may carry a token in its query).
-fn without_url(e: &reqwest::Error) -> String {
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
     let mut last = None;
     while let Some(s) = source {

@@ -147,6 +147,9 @@ pub struct State {
     credentials: OrdMap<String, Credential>,
     /// Definition objects (pages, ...), by kind and identifier.
     definitions: OrdMap<(DefinitionKind, String), Arc<Definition>>,
+    /// The runs waiting to be sent to their backend (`pendingExecution`), by id: what the invocation worker
+    /// reads, without scanning every run. Rebuilt from the definitions, never stored.
+    pending_runs: OrdSet<String>,
     teams: OrdMap<String, Team>,
     /// Member (a user's email or an app's client id) → the teams that list it: every authenticated request
     /// asks for its caller's teams, which a scan of every team's members made cost O(memberships).
@@ -838,6 +841,22 @@ impl State {
         self.definitions.range((kind, String::new())..).take_while(move |((k, _), _)| *k == kind).map(|(_, d)| d)
     }
 
+    /// Keeps [`State::pending_runs`] up to date with a definition about to be stored.
+    fn note_pending(&mut self, d: &Definition) {
+        if d.kind == DefinitionKind::Run {
+            if d.body.get("pendingExecution") == Some(&serde_json::Value::Bool(true)) {
+                self.pending_runs.insert(d.identifier.clone());
+            } else {
+                self.pending_runs.remove(&d.identifier);
+            }
+        }
+    }
+
+    /// The runs waiting to be sent to their backend, by id.
+    pub fn pending_runs(&self) -> impl Iterator<Item = &String> {
+        self.pending_runs.iter()
+    }
+
     /// The definition objects of a kind from identifier `from` on, in identifier order.
     pub fn definitions_from<'a>(
         &'a self,
@@ -1131,10 +1150,14 @@ impl State {
             Change::Refused { .. } => {}
             Change::DefinitionPut { definition } => {
                 self.levels_stale |= definition.kind == DefinitionKind::Scorecard;
+                self.note_pending(definition);
                 self.definitions.insert((definition.kind, definition.identifier.clone()), Arc::clone(definition));
             }
             Change::DefinitionDeleted { kind, identifier } => {
                 self.levels_stale |= *kind == DefinitionKind::Scorecard;
+                if *kind == DefinitionKind::Run {
+                    self.pending_runs.remove(identifier);
+                }
                 self.definitions.remove(&(*kind, identifier.clone()));
             }
         }
@@ -1587,7 +1610,9 @@ impl State {
         }
         state.signing_key = data.signing_key;
         for d in data.definitions {
-            state.definitions.insert((d.kind, d.identifier.clone()), Arc::new(d));
+            let d = Arc::new(d);
+            state.note_pending(&d);
+            state.definitions.insert((d.kind, d.identifier.clone()), d);
         }
         // The version index: as the snapshot holds it, or, from a snapshot written before it existed, only
         // for the events after the snapshot.

@@ -74,6 +74,8 @@ pub struct ServerConfig {
     pub kafka_changelog_topic: String,
     /// The hosts webhooks may be sent to (`berth_delivery::address`).
     pub allow_destinations: Vec<String>,
+    /// Where action runs go (Kafka topic, GitHub, GitLab, Azure DevOps).
+    pub actions: berth_delivery::ActionsConfig,
     /// Run the delivery workers (off only in tests that exercise one replica's delivery against another's).
     pub deliver: bool,
 }
@@ -101,6 +103,7 @@ impl ServerConfig {
             kafka_brokers: None,
             kafka_changelog_topic: "berth.changelog".into(),
             allow_destinations: Vec::new(),
+            actions: berth_delivery::ActionsConfig::default(),
             deliver: true,
         }
     }
@@ -288,6 +291,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         kafka_brokers: config.kafka_brokers.clone(),
         kafka_changelog_topic: config.kafka_changelog_topic.clone(),
         allow: config.allow_destinations.clone(),
+        actions: config.actions.clone(),
     };
     let delivery = if config.deliver {
         berth_delivery::Delivery::start(Arc::clone(&catalog), delivery_config)

@@ -74,7 +74,7 @@ impl Modify for MinSeqHeader {
         scorecards::list_all, scorecards::list, scorecards::get_one, scorecards::history, scorecards::create, scorecards::replace_all, scorecards::replace, scorecards::patch, scorecards::delete,
         deployments::report_deployment, deployments::report_incident, deployments::matrix, deployments::dora, deployments::timeline,
         actions::list, actions::create, actions::get_one, actions::replace, actions::delete, actions::list_of_blueprint, actions::create_in_blueprint, actions::get_in_blueprint, actions::replace_in_blueprint, actions::delete_in_blueprint,
-        runs::create, runs::list, runs::get_one, runs::update, runs::add_log, runs::logs, runs::approve, runs::approvers, runs::get_permissions, runs::patch_permissions,
+        runs::create, runs::list, runs::get_one, runs::update, runs::add_log, runs::logs, runs::approve, runs::approvers, runs::get_permissions, runs::patch_permissions, runs::signing_secret,
         secrets::list, secrets::create, secrets::get_one, secrets::update, secrets::delete,
         subscriptions::list, subscriptions::create, subscriptions::get_one, subscriptions::replace, subscriptions::delete, subscriptions::status, subscriptions::rotate_secret, subscriptions::replay, subscriptions::dead_letters, subscriptions::retry_dead_letters, subscriptions::drop_dead_letters, subscriptions::changelog_destination,
     ),

@@ -34,6 +34,24 @@ pub fn router() -> axum::Router<AppState> {
         .route("/v1/actions/runs/{run_id}/approval", patch(approve))
         .route("/v1/actions/runs/{run_id}/approvers", get(approvers))
         .route("/v1/actions/{identifier}/permissions", get(get_permissions).patch(patch_permissions))
+        .route("/v1/actions/{identifier}/signing-secret", get(signing_secret))
+}
+
+#[utoipa::path(get, path = "/v1/actions/{identifier}/signing-secret", tag = "Actions", summary = "The secret an action's webhooks are signed with (Admin; Berth extension)", security(("bearer" = [])),
+    params(("identifier" = String, Path, description = "Action identifier")),
+    description = "Webhook invocations carry `x-port-timestamp` and `x-port-signature: v1,<base64 HMAC-SHA256(key = this secret, message = \"<timestamp>.<raw body>\")>`, as Port signs them. The secret is derived from the server's delivery key and the action's identifier: every replica signs alike, and nothing of it is stored.",
+    responses((status = 200, description = "`{ok, secret}`"), (status = 403, description = "Not an Admin"), (status = 404, description = "No such action")))]
+pub async fn signing_secret(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    path: PathParams,
+) -> ApiResult<Response> {
+    super::require_admin(&caller, "read an action's signing secret")?;
+    let action = path.get("identifier")?;
+    if app.pipeline.view().definition(DefinitionKind::Action, &action).is_none() {
+        return Err(ApiError::not_found(format!("action `{action}` was not found")));
+    }
+    Ok(reply(StatusCode::OK, json!({"ok": true, "secret": app.delivery.config().action_secret(&action)}), None))
 }
 
 /// A fresh run id: `r_` and 16 random letters and digits.

@@ -1,0 +1,115 @@
+//! Action runs sent to their backends ([`invoke`]), and automations fired by the changes and timers they
+//! wait for ([`automations`]).
+//!
+//! - The **invoker** holds the lease `actions:invoker` (one replica sends at a time) and sends every run the
+//!   catalog marks `pendingExecution` (a new run that needs no approval, or one just approved), up to
+//!   [`IN_FLIGHT`] at once, then records what it sent (`Command::RecordInvocation`, which clears the mark).
+//!   The mark is in the log, so a crash or a failover sends again what was in flight (at least once), never
+//!   skips a run.
+//! - The **automations** worker reads the log feed as the consumer `actions:automations` (a durable
+//!   position shared by every replica, one at a time by lease) and makes one run per automation whose
+//!   event and condition a change matches, with an id derived from the automation and the change: a page
+//!   read again after a crash makes the same ids, which the catalog refuses as existing, so every match
+//!   makes exactly one run. Timers are checked each second on the same lease.
+
+pub mod automations;
+pub mod invoke;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_catalog::Pipeline;
+use berth_engine::{Command, WriteMeta};
+use berth_model::Origin;
+
+use crate::Config;
+
+/// How long a replica holds the invoker's lease between renewals.
+const LEASE: Duration = Duration::from_secs(15);
+/// The most runs sent at once.
+pub const IN_FLIGHT: usize = 64;
+/// How long a run whose record could not be written waits before it is sent again.
+const RETRY_RECORD: Duration = Duration::from_secs(5);
+
+/// The metadata of the server's own writes about runs.
+pub(crate) fn system_meta(run: Option<&str>) -> WriteMeta {
+    WriteMeta {
+        actor: "berth".into(),
+        origin: Origin::Automation,
+        now: berth_catalog::now(),
+        datasource: None,
+        run_id: run.map(str::to_string),
+        principal: None,
+    }
+}
+
+/// Sends pending runs while this replica holds the invoker's lease; runs until the task is aborted.
+pub(crate) async fn invoker(pipeline: Arc<Pipeline>, config: Config) {
+    let mut lease = pipeline.consumer("actions:invoker", &config.holder, LEASE);
+    let senders = Arc::new(invoke::Senders::new(config.clone()));
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut later: HashMap<String, Instant> = HashMap::new();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
+    loop {
+        match lease.hold().await {
+            Ok(true) => {}
+            Ok(false) => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the action invoker cannot take its lease");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        let view = pipeline.view();
+        later.retain(|_, at| at.elapsed() < RETRY_RECORD);
+        for id in view.pending_runs() {
+            if in_flight.len() >= IN_FLIGHT {
+                break;
+            }
+            if in_flight.contains(id) || later.contains_key(id) {
+                continue;
+            }
+            let Some((_, run)) = berth_engine::runs::get(&view, id) else { continue };
+            in_flight.insert(id.clone());
+            let (pipeline, senders, done, id, view) =
+                (Arc::clone(&pipeline), Arc::clone(&senders), done_tx.clone(), id.clone(), Arc::clone(&view));
+            tokio::spawn(async move {
+                let invocation = senders.invoke(&pipeline, &view, &id, &run).await;
+                let command = Command::RecordInvocation { id: id.clone(), invocation: Box::new(invocation) };
+                let recorded = match pipeline.write_one(system_meta(Some(&id)), command).await {
+                    Ok((Ok(_), _)) => true,
+                    Ok((Err(e), _)) => {
+                        tracing::warn!(run = %id, error = %e, "recording a run's invocation was refused");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = %id, error = %e, "recording a run's invocation failed; it is sent again");
+                        false
+                    }
+                };
+                let _ = done.send((id, recorded));
+            });
+        }
+        let seq = view.seq();
+        drop(view);
+        tokio::select! {
+            _ = pipeline.wait_applied(seq + 1, LEASE / 3) => {}
+            Some(first) = done_rx.recv() => {
+                let mut finished = vec![first];
+                while let Ok(more) = done_rx.try_recv() {
+                    finished.push(more);
+                }
+                for (id, recorded) in finished {
+                    in_flight.remove(&id);
+                    if !recorded {
+                        later.insert(id, Instant::now());
+                    }
+                }
+            }
+        }
+    }
+}

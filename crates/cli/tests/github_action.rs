@@ -1,7 +1,7 @@
 //! Port's GitHub action as published (`tests/fixtures/port-github-action`, v1.7.8), run with Node the way
 //! GitHub runs it (inputs as `INPUT_<NAME>`, outputs appended to `GITHUB_OUTPUT`), against a live
-//! `berth serve`: UPSERT, GET, SEARCH, BULK_UPSERT and DELETE, each checked in its outputs and in the
-//! catalog. A missing `node` fails the test (CI installs it), never skips it.
+//! `berth serve`: UPSERT, GET, SEARCH, BULK_UPSERT, DELETE, CREATE_RUN and PATCH_RUN, each checked in its
+//! outputs and in the catalog. A missing `node` fails the test (CI installs it), never skips it.
 
 mod support;
 
@@ -49,11 +49,35 @@ fn json_of(outputs: &HashMap<String, String>, name: &str) -> Value {
     serde_json::from_str(outputs.get(name).unwrap_or_else(|| panic!("output `{name}` in {outputs:?}"))).expect("json")
 }
 
+/// A GitHub API that knows one repository and takes its workflow dispatches (their paths and bodies
+/// recorded).
+async fn fake_github() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
+    let g = std::sync::Arc::clone(&got);
+    let app = axum::Router::new()
+        .route("/repos/acme/payments", axum::routing::get(|| async { axum::Json(json!({"default_branch": "main"})) }))
+        .route(
+            "/repos/acme/payments/actions/workflows/{workflow}/dispatches",
+            axum::routing::post(move |uri: axum::http::Uri, axum::Json(body): axum::Json<Value>| {
+                let g = std::sync::Arc::clone(&g);
+                async move {
+                    g.lock().expect("lock").push((uri.path().to_string(), body));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (base, got)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ports_github_action_upserts_gets_searches_bulk_upserts_and_deletes() {
     let dir = tempfile::tempdir().expect("dir");
     let store = support::sqlite_url(dir.path(), "action.db");
-    let server = Berth::spawn(dir.path(), &store, &[]);
+    let (github, dispatched) = fake_github().await;
+    let server = Berth::spawn(dir.path(), &store, &["--github-url", &github, "--github-token", "ghs-test"]);
     let client = support::client();
     let token = server.token(&client).await;
     let bp = client
@@ -150,4 +174,106 @@ async fn ports_github_action_upserts_gets_searches_bulk_upserts_and_deletes() {
         ],
     );
     assert!(bad.is_err_and(|e| e.contains("::error::")), "a schema violation fails the step");
+
+    // CREATE_RUN of a DAY-2 action on an entity, an UPSERT tied to the run, PATCH_RUN with a log line, a
+    // link and a status: the run ends, frozen.
+    let action = client
+        .post(server.url("/v1/actions"))
+        .bearer_auth(&token)
+        .json(&json!({"identifier": "deploy", "title": "Deploy",
+            "trigger": {"type": "self-service", "operation": "DAY-2", "blueprintIdentifier": "service",
+                "userInputs": {"properties": {"version": {"type": "string"}}, "required": ["version"]}},
+            "invocationMethod": {"type": "GITHUB", "org": "acme", "repo": "payments", "workflow": "deploy.yml"}}))
+        .send()
+        .await
+        .expect("action");
+    assert!(action.status().is_success(), "{:?}", action.text().await);
+    let created = run_action(
+        &server,
+        &[
+            ("operation", "CREATE_RUN"),
+            ("action", "deploy"),
+            ("identifier", "payments"),
+            ("properties", r#"{"version": "1.4.2"}"#),
+        ],
+    )
+    .expect("CREATE_RUN");
+    let run_id = created.get("runId").cloned().unwrap_or_default();
+    assert!(run_id.starts_with("r_"), "{created:?}");
+    // Berth dispatched the workflow (GITHUB invocation); the workflow reports back with the action.
+    let start = std::time::Instant::now();
+    while dispatched.lock().expect("lock").is_empty() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(15), "the workflow was not dispatched");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (path, body) = dispatched.lock().expect("lock")[0].clone();
+    assert_eq!(path, "/repos/acme/payments/actions/workflows/deploy.yml/dispatches");
+    assert_eq!(body["ref"], "main");
+    assert!(body["inputs"]["port_context"].as_str().is_some_and(|c| c.contains(&run_id)), "{body}");
+    let refused = run_action(&server, &[("operation", "CREATE_RUN"), ("action", "deploy"), ("identifier", "payments")]);
+    assert!(refused.is_err_and(|e| e.contains("version")), "a missing required input is named");
+    run_action(
+        &server,
+        &[
+            ("operation", "UPSERT"),
+            ("blueprint", "service"),
+            ("identifier", "payments-canary"),
+            ("runId", &run_id),
+            ("properties", r#"{"language": "Go"}"#),
+        ],
+    )
+    .expect("UPSERT tied to the run");
+    let patched = run_action(
+        &server,
+        &[
+            ("operation", "PATCH_RUN"),
+            ("runId", &run_id),
+            ("logMessage", "deployed 1.4.2"),
+            ("status", "SUCCESS"),
+            ("link", r#"["https://ci.example.com/run/7"]"#),
+            ("summary", "Deployed to production"),
+            ("externalRunId", "gha-7"),
+        ],
+    )
+    .expect("PATCH_RUN");
+    assert_eq!(patched.get("runId"), Some(&run_id), "{patched:?}");
+    let run: Value = client
+        .get(server.url(&format!("/v1/actions/runs/{run_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("run")
+        .json()
+        .await
+        .expect("json");
+    let run = &run["run"];
+    assert_eq!(run["status"], "SUCCESS", "{run}");
+    assert_eq!(run["entity"]["identifier"], "payments");
+    assert_eq!(run["properties"]["version"], "1.4.2");
+    assert_eq!(run["link"], json!(["https://ci.example.com/run/7"]));
+    assert_eq!(run["externalRunId"], "gha-7");
+    assert_eq!(run["summary"], "Deployed to production");
+    let logs: Value = client
+        .get(server.url(&format!("/v1/actions/runs/{run_id}/logs")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("logs")
+        .json()
+        .await
+        .expect("json");
+    assert!(logs.to_string().contains("deployed 1.4.2"), "{logs}");
+    let audit: Value = client
+        .get(server.url(&format!("/v1/audit-log?run_id={run_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("json");
+    assert!(audit.to_string().contains("payments-canary"), "the upsert is tied to the run: {audit}");
+    // The run has ended: a second PATCH_RUN fails the step.
+    let again = run_action(&server, &[("operation", "PATCH_RUN"), ("runId", &run_id), ("status", "FAILURE")]);
+    assert!(again.is_err_and(|e| e.contains("::error::")), "an ended run is frozen");
 }

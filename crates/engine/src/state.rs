@@ -147,8 +147,9 @@ pub struct State {
     credentials: OrdMap<String, Credential>,
     /// Definition objects (pages, ...), by kind and identifier.
     definitions: OrdMap<(DefinitionKind, String), Arc<Definition>>,
-    /// The runs waiting to be sent to their backend (`pendingExecution`), by id: what the invocation worker
-    /// reads, without scanning every run. Rebuilt from the definitions, never stored.
+    /// The runs waiting to be sent to their backend (`pendingExecution`) or whose approvers wait to be told
+    /// (`pendingNotification`), by id: what the invocation worker reads, without scanning every run. Rebuilt
+    /// from the definitions, never stored.
     pending_runs: OrdSet<String>,
     teams: OrdMap<String, Team>,
     /// Member (a user's email or an app's client id) → the teams that list it: every authenticated request
@@ -844,7 +845,8 @@ impl State {
     /// Keeps [`State::pending_runs`] up to date with a definition about to be stored.
     fn note_pending(&mut self, d: &Definition) {
         if d.kind == DefinitionKind::Run {
-            if d.body.get("pendingExecution") == Some(&serde_json::Value::Bool(true)) {
+            let set = |key: &str| d.body.get(key) == Some(&serde_json::Value::Bool(true));
+            if set("pendingExecution") || set("pendingNotification") {
                 self.pending_runs.insert(d.identifier.clone());
             } else {
                 self.pending_runs.remove(&d.identifier);
@@ -852,7 +854,7 @@ impl State {
         }
     }
 
-    /// The runs waiting to be sent to their backend, by id.
+    /// The runs waiting to be sent to their backend or to have their approvers told, by id.
     pub fn pending_runs(&self) -> impl Iterator<Item = &String> {
         self.pending_runs.iter()
     }

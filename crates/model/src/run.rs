@@ -135,6 +135,9 @@ pub struct Run {
     /// Whether the run waits to be sent to its backend (set when it may start, cleared once sent).
     #[serde(default)]
     pub pending_execution: bool,
+    /// Whether the approvers wait to be told by webhook (`approvalNotification: {"type": "webhook"}`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_notification: bool,
     #[serde(default)]
     pub external_run_id: Option<String>,
     /// The user or app the run is for (`run_as`, else the caller).

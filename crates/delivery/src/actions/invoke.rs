@@ -20,6 +20,9 @@
 //! - `INTEGRATION_ACTION`: runs claimed by an Ocean integration, which Berth does not serve: the run fails
 //!   saying so.
 //!
+//! A run waiting for approval whose action has `approvalNotification: {"type": "webhook"}` has its approvers
+//! told first ([`Senders::notify`]).
+//!
 //! What the run keeps (`payload`) is rendered again with every secret shown as `********` and encrypted
 //! inputs sealed: no secret reaches the log, the API or the event feed through a run.
 
@@ -57,6 +60,7 @@ fn failed(payload: Option<Value>, why: impl Into<String>) -> Invocation {
         response: None,
         end: Some((Status::Failure, Some("Invocation failed".into()))),
         log: Some(why),
+        notified: false,
     }
 }
 
@@ -179,18 +183,61 @@ impl Senders {
         body: &Value,
         payload: Option<Value>,
     ) -> Invocation {
-        let url = match rendered.get("url").and_then(Value::as_str).map(reqwest::Url::parse) {
-            Some(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
-            _ => return failed(payload, "the webhook URL is not an http(s) URL once rendered"),
-        };
-        let client = match crate::webhook::pinned_client(&url, &Allow::new(&self.config.allow)).await {
-            Ok(c) => c,
-            Err(e) => return failed(payload, format!("the webhook cannot be called: {e}")),
-        };
         let method = rendered.get("method").and_then(Value::as_str).unwrap_or("POST");
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let headers: Vec<(String, String)> = rendered
+            .get("headers")
+            .and_then(Value::as_object)
+            .map(|h| {
+                h.iter()
+                    .map(|(k, v)| (k.clone(), if let Value::String(s) = v { s.clone() } else { v.to_string() }))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let url = rendered.get("url").and_then(Value::as_str).unwrap_or_default();
         let synchronized = rendered.get("synchronized").is_some_and(truthy);
+        match self.signed(id, action, url, method, &headers, body).await {
+            Ok((status, text)) => {
+                let log = format!("sent to the webhook, which answered {status}");
+                let success = (200..300).contains(&status);
+                if synchronized {
+                    let end = if success { Status::Success } else { Status::Failure };
+                    return Invocation {
+                        payload,
+                        response: Some(response_of(&text)),
+                        end: Some((end, None)),
+                        log: Some(log),
+                        notified: false,
+                    };
+                }
+                if success {
+                    return Invocation { payload, response: None, end: None, log: Some(log), notified: false };
+                }
+                failed(payload, format!("the webhook answered {status}"))
+            }
+            Err(e) => failed(payload, e),
+        }
+    }
+
+    /// A signed JSON request to a webhook the allow rules accept, retried on a connection failure or a 5xx
+    /// ([`ATTEMPTS`] attempts): the answer's status and text, or why there was none.
+    async fn signed(
+        &self,
+        id: &str,
+        action: &str,
+        url: &str,
+        method: reqwest::Method,
+        headers: &[(String, String)],
+        body: &Value,
+    ) -> Result<(u16, String), String> {
+        let url = match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+            _ => return Err("the webhook URL is not an http(s) URL once rendered".into()),
+        };
+        let client = crate::webhook::pinned_client(&url, &Allow::new(&self.config.allow))
+            .await
+            .map_err(|e| format!("the webhook cannot be called: {e}"))?;
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
         let secret = self.config.action_secret(action);
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
@@ -204,39 +251,45 @@ impl Senders {
                 .header("x-port-timestamp", timestamp.to_string())
                 .header("x-port-signature", crate::secret::signature(&secret, timestamp, &bytes))
                 .header("x-berth-run", id);
-            if let Some(headers) = rendered.get("headers").and_then(Value::as_object) {
-                for (k, v) in headers {
-                    let v = match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    req = req.header(k.as_str(), v);
-                }
+            for (k, v) in headers {
+                req = req.header(k.as_str(), v.as_str());
             }
             match req.body(bytes.clone()).send().await {
                 Ok(r) if r.status().is_server_error() => last = format!("the webhook answered {}", r.status().as_u16()),
                 Ok(r) => {
-                    let status = r.status();
-                    let text = r.text().await.unwrap_or_default();
-                    let log = format!("sent to the webhook, which answered {}", status.as_u16());
-                    if synchronized {
-                        let end = if status.is_success() { Status::Success } else { Status::Failure };
-                        return Invocation {
-                            payload,
-                            response: Some(response_of(&text)),
-                            end: Some((end, None)),
-                            log: Some(log),
-                        };
-                    }
-                    if status.is_success() {
-                        return Invocation { payload, response: None, end: None, log: Some(log) };
-                    }
-                    return failed(payload, format!("the webhook answered {}", status.as_u16()));
+                    let status = r.status().as_u16();
+                    return Ok((status, r.text().await.unwrap_or_default()));
                 }
                 Err(e) => last = format!("the webhook could not be reached: {}", crate::webhook::without_url(&e)),
             }
         }
-        failed(payload, format!("{last} ({ATTEMPTS} attempts)"))
+        Err(format!("{last} ({ATTEMPTS} attempts)"))
+    }
+
+    /// Tells a waiting run's approvers, by the action's `approvalNotification` webhook: Port's JSON
+    /// (`{type: APPROVAL_REQUESTED, run, action, requestedBy}`) or a Slack message (`format: slack`), signed
+    /// like the action's webhooks. A notification that cannot be sent is logged on the run, not retried.
+    pub async fn notify(&self, view: &State, id: &str, run: &Run) -> Invocation {
+        let done =
+            |log: String| Invocation { payload: None, response: None, end: None, log: Some(log), notified: true };
+        let Some(action) = view.definition(DefinitionKind::Action, &run.action.identifier) else {
+            return done("the approvers were not told: the action was deleted".into());
+        };
+        let notification = action.body.get("approvalNotification").cloned().unwrap_or(Value::Null);
+        let url = notification.get("url").and_then(Value::as_str).unwrap_or_default();
+        let title = run.action.title.clone().unwrap_or_else(|| run.action.identifier.clone());
+        let on = run.entity.as_ref().map(|e| format!(" on `{}`", e.identifier)).unwrap_or_default();
+        let body = if notification.get("format").and_then(Value::as_str) == Some("slack") {
+            json!({"text": format!("{} asks to run *{title}*{on}: approve or decline run `{id}` in Berth.", run.created_by)})
+        } else {
+            json!({"type": "APPROVAL_REQUESTED", "run": run.view(id),
+                "action": {"identifier": run.action.identifier, "title": title}, "requestedBy": run.created_by})
+        };
+        match self.signed(id, &run.action.identifier, url, reqwest::Method::POST, &[], &body).await {
+            Ok((status, _)) if (200..300).contains(&status) => done(format!("the approvers were told ({status})")),
+            Ok((status, _)) => done(format!("the approvers were not told: the notification webhook answered {status}")),
+            Err(e) => done(format!("the approvers were not told: {e}")),
+        }
     }
 
     async fn produce(&self, id: &str, body: &Value, payload: Option<Value>) -> Invocation {
@@ -250,9 +303,13 @@ impl Senders {
             crate::worker::Message { seq: 0, key: id.into(), body: serde_json::to_vec(body).unwrap_or_default() };
         let (_, outcome) = kafka.send_all(&[&message]).await;
         match outcome.error {
-            None => {
-                Invocation { payload, response: None, end: None, log: Some(format!("sent to Kafka topic `{topic}`")) }
-            }
+            None => Invocation {
+                payload,
+                response: None,
+                end: None,
+                log: Some(format!("sent to Kafka topic `{topic}`")),
+                notified: false,
+            },
             Some(e) => failed(payload, format!("Kafka topic `{topic}`: {e}")),
         }
     }
@@ -308,6 +365,7 @@ impl Senders {
                 response: None,
                 end: None,
                 log: Some(format!("GitHub workflow `{workflow}` of {org}/{repo} dispatched on `{branch}`")),
+                notified: false,
             },
             Ok((status, text)) => failed(
                 payload,
@@ -343,6 +401,7 @@ impl Senders {
                 response: Some(response_of(&text)),
                 end: None,
                 log: Some(format!("GitLab pipeline of {project} triggered on `{reference}`")),
+                notified: false,
             },
             Ok((status, text)) => failed(
                 payload,
@@ -362,9 +421,13 @@ impl Senders {
             utf8_percent(&field("webhook"))
         );
         match self.call(client.post(&url).json(body)).await {
-            Ok((status, _)) if (200..300).contains(&status) => {
-                Invocation { payload, response: None, end: None, log: Some("sent to the Azure DevOps webhook".into()) }
-            }
+            Ok((status, _)) if (200..300).contains(&status) => Invocation {
+                payload,
+                response: None,
+                end: None,
+                log: Some("sent to the Azure DevOps webhook".into()),
+                notified: false,
+            },
             Ok((status, _)) => failed(payload, format!("Azure DevOps answered {status}")),
             Err(e) => failed(payload, format!("Azure DevOps could not be reached: {e}")),
         }
@@ -433,8 +496,11 @@ async fn upsert(
                 entity.identifier,
                 started.elapsed().as_millis()
             )),
+            notified: false,
         },
-        Ok((Ok(_), _)) => Invocation { payload, response: None, end: Some((Status::Success, None)), log: None },
+        Ok((Ok(_), _)) => {
+            Invocation { payload, response: None, end: Some((Status::Success, None)), log: None, notified: false }
+        }
         Ok((Err(e), _)) => failed(payload, format!("the entity was refused: {e}")),
         Err(e) => failed(payload, format!("the entity was not written: {e}")),
     }

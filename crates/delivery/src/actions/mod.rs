@@ -78,7 +78,11 @@ pub(crate) async fn invoker(pipeline: Arc<Pipeline>, config: Config) {
             let (pipeline, senders, done, id, view) =
                 (Arc::clone(&pipeline), Arc::clone(&senders), done_tx.clone(), id.clone(), Arc::clone(&view));
             tokio::spawn(async move {
-                let invocation = senders.invoke(&pipeline, &view, &id, &run).await;
+                let invocation = if run.pending_notification {
+                    senders.notify(&view, &id, &run).await
+                } else {
+                    senders.invoke(&pipeline, &view, &id, &run).await
+                };
                 let command = Command::RecordInvocation { id: id.clone(), invocation: Box::new(invocation) };
                 let recorded = match pipeline.write_one(system_meta(Some(&id)), command).await {
                     Ok((Ok(_), _)) => true,

@@ -10,8 +10,15 @@ use serde_json::Value;
 use crate::State;
 
 /// Checks an action's body; answers it as written.
-pub fn check(state: &State, body: Value) -> Result<Value, DomainError> {
+pub fn check(state: &State, identifier: &str, body: Value) -> Result<Value, DomainError> {
     let action = Action::parse(&body)?;
+    if let Trigger::Automation { event: AutomationEvent::Run { action: of, .. } } = &action.trigger {
+        if of == identifier {
+            return Err(DomainError::Invalid(
+                "an automation on the runs of its own action would fire on every run it makes".into(),
+            ));
+        }
+    }
     if let Some(bp) = action.blueprint() {
         let blueprint = state.blueprint(bp).ok_or_else(|| {
             DomainError::Invalid(format!("the action is about blueprint `{bp}`, which does not exist"))

@@ -70,7 +70,7 @@ fn check(state: &State, kind: DefinitionKind, identifier: &str, body: Value) -> 
         DefinitionKind::Page => pages::check(state, body),
         DefinitionKind::Scorecard => scorecards::check(state, identifier, body),
         DefinitionKind::Subscription => subscriptions::check(state, identifier, body),
-        DefinitionKind::Action => actions::check(state, body),
+        DefinitionKind::Action => actions::check(state, identifier, body),
         DefinitionKind::Secret => check_secret(state, identifier, body),
         DefinitionKind::ActionPermissions | DefinitionKind::Run | DefinitionKind::RunLog => {
             Err(DomainError::BadRequest(format!("a {} is written through its own routes", kind.as_str())))

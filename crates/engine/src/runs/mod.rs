@@ -59,6 +59,8 @@ pub struct Invocation {
     pub end: Option<(Status, Option<String>)>,
     /// A log line to add.
     pub log: Option<String>,
+    /// This records the approvers' notification, not the run's invocation.
+    pub notified: bool,
 }
 
 /// A run by id.
@@ -373,6 +375,8 @@ pub(crate) fn create(state: &State, meta: &WriteMeta, new: &NewRun) -> Result<(V
         payload: None,
         response: None,
         pending_execution: !waits,
+        pending_notification: waits
+            && action_def.body.pointer("/approvalNotification/type").and_then(Value::as_str) == Some("webhook"),
         external_run_id: None,
         created_by,
         impersonated_by,
@@ -415,6 +419,7 @@ fn end(run: &mut Run, status: Status, now: Timestamp) {
     run.status = status;
     run.ended_at = Some(now);
     run.pending_execution = false;
+    run.pending_notification = false;
 }
 
 /// `PATCH /v1/actions/runs/{id}`.
@@ -571,12 +576,19 @@ pub(crate) fn record(
         return Err(DomainError::Forbidden("only the server records invocations".into()));
     }
     let (d, mut run) = get(state, id).ok_or_else(|| DomainError::not_found("run", id.to_string()))?;
-    if !run.pending_execution {
-        return Ok((Vec::new(), Outcome::Unchanged));
+    if inv.notified {
+        if !run.pending_notification {
+            return Ok((Vec::new(), Outcome::Unchanged));
+        }
+        run.pending_notification = false;
+    } else {
+        if !run.pending_execution {
+            return Ok((Vec::new(), Outcome::Unchanged));
+        }
+        run.pending_execution = false;
+        run.payload = inv.payload.clone();
+        run.response = inv.response.clone();
     }
-    run.pending_execution = false;
-    run.payload = inv.payload.clone();
-    run.response = inv.response.clone();
     let mut changes = Vec::new();
     if let Some((status, label)) = &inv.end {
         if !run.status.ended() {

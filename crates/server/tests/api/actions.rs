@@ -195,3 +195,18 @@ async fn the_deprecated_blueprint_scoped_routes_read_and_write_that_blueprints_a
     assert_eq!(s.delete("/v1/blueprints/service/actions/deploy").await.status, StatusCode::OK);
     assert_eq!(s.get("/v1/actions/deploy").await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_automation_on_its_own_runs_is_refused() {
+    let s = catalog().await;
+    let a = s
+        .post(
+            "/v1/actions",
+            json!({"identifier": "loop", "trigger": {"type": "automation",
+                "event": {"type": "RUN_UPDATED", "actionIdentifier": "loop"}},
+                "invocationMethod": {"type": "KAFKA"}}),
+        )
+        .await;
+    a.assert_error(422, "invalid_request");
+    assert!(a.body["message"].as_str().expect("m").contains("its own action"), "{}", a.body);
+}

@@ -405,3 +405,33 @@ async fn a_timer_fires_once_within_seconds_and_not_again_after_a_restart() {
     assert_eq!(runs.len(), 1, "not again after a restart: {runs:?}");
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_are_told_by_webhook_and_an_approved_run_is_sent() {
+    let (base, got) = backend(vec![]).await;
+    let s = TestServer::start_with(|c| c.allow_destinations = vec!["127.0.0.1".into()]).await;
+    service(&s).await;
+    let mut action = self_service("guarded", json!({"type": "WEBHOOK", "url": format!("{base}/run")}));
+    action["requiredApproval"] = json!(true);
+    action["approvalNotification"] = json!({"type": "webhook", "url": format!("{base}/approvals"), "format": "json"});
+    create(&s, "/v1/actions", action).await;
+    let id = run(&s, "guarded", json!({"name": "pay"})).await;
+    let told = eventually("the approvers' notification", async || {
+        got.lock().expect("lock").iter().find(|g| g.path == "/approvals").cloned()
+    })
+    .await;
+    assert_eq!(told.json()["type"], "APPROVAL_REQUESTED");
+    assert_eq!(told.json()["run"]["id"], id.as_str());
+    assert!(told.header("x-port-signature").starts_with("v1,"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!got.lock().expect("lock").iter().any(|g| g.path == "/run"), "not sent before it is approved");
+    let a = s.patch(&format!("/v1/actions/runs/{id}/approval"), json!({"status": "APPROVE"})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    eventually("the approved run's invocation", async || {
+        got.lock().expect("lock").iter().any(|g| g.path == "/run").then_some(())
+    })
+    .await;
+    let logs = s.get(&format!("/v1/actions/runs/{id}/logs")).await.body.to_string();
+    assert!(logs.contains("approvers were told"), "{logs}");
+    assert_eq!(got.lock().expect("lock").iter().filter(|g| g.path == "/approvals").count(), 1, "told once");
+}

@@ -11,7 +11,8 @@ use serde_json::json;
 use crate::permissions::call;
 
 async fn catalog() -> TestServer {
-    let s = TestServer::start().await;
+    // Runs are not sent here (their backends do not exist): `invocations` tests sending them.
+    let s = TestServer::start_with(|c| c.deliver = false).await;
     for body in [json!({"identifier": "service", "title": "Service", "schema": {"properties": {
             "lifecycle": {"type": "string", "enum": ["prod", "dev"]}}}})]
     {

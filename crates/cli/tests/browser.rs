@@ -127,7 +127,11 @@ async fn the_web_ui_end_to_end_in_chromium() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = Berth::spawn(dir.path(), &support::sqlite_url(dir.path(), "ui.db"), &["--demo"]);
+    let mut server = Berth::spawn(
+        dir.path(),
+        &support::sqlite_url(dir.path(), "ui.db"),
+        &["--demo", "--allow-destination", "127.0.0.1"],
+    );
     let http = support::client();
     let token = server.token(&http).await;
 
@@ -367,6 +371,8 @@ async fn the_web_ui_end_to_end_in_chromium() {
     assert!(text(&c, "#deployment-timeline").await.contains("v9.9.9"), "the report in the timeline");
     shot(&c, "15c-timeline").await;
 
+    actions_and_runs(&c, &server, &http, &token).await;
+
     // Usable at 375 px: nothing wider than the screen but the table's own scroller.
     c.set_window_size(375, 800).await.expect("resize");
     c.goto(&server.url("/blueprints/service/entities")).await.expect("goto");
@@ -376,4 +382,163 @@ async fn the_web_ui_end_to_end_in_chromium() {
 
     c.close().await.expect("close");
     server.terminate();
+}
+
+/// A webhook receiver on a free port: the bodies it got.
+async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let g = std::sync::Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let g = std::sync::Arc::clone(&g);
+            async move {
+                g.lock().expect("lock").push(body);
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (url, got)
+}
+
+/// Waits until the element `css` reads `want`.
+async fn wait_text(c: &Client, css: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if now.trim() == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{css} reads {now:?}, not {want:?}, at {}", path_of(c).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Self-service actions from an entity's page: a form made from the action's inputs (a rule that shows an
+/// input, an error next to its field), the run followed live from in progress to success with its logs as
+/// the backend reports, the demo's action that needs approval approved on the run's page, the runs list
+/// and the builder.
+async fn actions_and_runs(c: &Client, server: &Berth, http: &reqwest::Client, token: &str) {
+    let (hook, hits) = receiver().await;
+    let deploy = json!({"identifier": "deploy", "title": "Deploy",
+        "trigger": {"type": "self-service", "operation": "DAY-2", "blueprintIdentifier": "service",
+            "userInputs": {"properties": {
+                "version": {"type": "string", "title": "Version", "pattern": "^v[0-9]+\\.[0-9]+\\.[0-9]+$"},
+                "env": {"type": "string", "title": "Environment", "enum": ["staging", "production"], "default": "staging"},
+                "confirm": {"type": "boolean", "title": "I know this is production",
+                    "visible": {"jqQuery": ".form.env == \"production\""}}},
+                "required": ["version"], "order": ["version", "env", "confirm"]},
+            "actionCardButtonText": "Deploy"},
+        "invocationMethod": {"type": "WEBHOOK", "url": hook, "body": {"version": "{{ .inputs.version }}", "run": "{{ .run.id }}"}}});
+    let r = http.post(server.url("/v1/actions")).bearer_auth(token).json(&deploy).send().await.expect("action");
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED, "{:?}", r.text().await);
+
+    // A production service where "Change lifecycle" applies (its condition: not deprecated).
+    let found: serde_json::Value = http
+        .post(server.url("/v1/blueprints/service/entities/search"))
+        .bearer_auth(token)
+        .json(
+            &json!({"combinator": "and", "rules": [{"property": "lifecycle", "operator": "=", "value": "production"}]}),
+        )
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    let service = found["entities"][0]["identifier"].as_str().expect("a production service").to_string();
+    c.goto(&server.url(&format!("/entities/service/{service}"))).await.expect("goto");
+    click(c, "#action-deploy").await;
+    wait_url(c, "the action's form", |u| u.starts_with("/actions/deploy/run?entity=")).await;
+    assert!(c.find(Locator::Css("[data-input='i.confirm']")).await.is_err(), "hidden until production is chosen");
+    let env = c.find(Locator::Css("#in-env")).await.expect("env");
+    env.select_by_value("production").await.expect("choose production");
+    text(c, "[data-input='i.confirm']").await;
+    fill(c, "#in-version", "1.2").await;
+    click(c, "#execute").await;
+    let error = text(c, "[data-input='i.version'] .field-error").await;
+    assert!(error.contains("version"), "the error is next to its field: {error}");
+    shot(c, "16-action-form").await;
+    fill(c, "#in-version", "v1.2.3").await;
+    click(c, "#execute").await;
+    wait_url(c, "the run's page", |u| u.starts_with("/runs/r_")).await;
+    let run = path_of(c).await.trim_start_matches("/runs/").to_string();
+    wait_text(c, "#run-status", "IN_PROGRESS").await;
+    shot(c, "17-run-in-progress").await;
+    let start = Instant::now();
+    while hits.lock().expect("lock").is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(15), "the webhook was not called");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(hits.lock().expect("lock")[0], json!({"version": "v1.2.3", "run": run}));
+    // The backend reports; the page follows without a reload.
+    let r = http
+        .post(server.url(&format!("/v1/actions/runs/{run}/logs")))
+        .bearer_auth(token)
+        .json(&json!({"message": "rolling out v1.2.3"}))
+        .send()
+        .await
+        .expect("log");
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let r = http
+        .patch(server.url(&format!("/v1/actions/runs/{run}")))
+        .bearer_auth(token)
+        .json(&json!({"status": "SUCCESS", "statusLabel": "Deployed", "link": "https://ci.example.com/runs/1"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    wait_text(c, "#run-status", "SUCCESS").await;
+    assert!(text(c, "#run-logs").await.contains("rolling out v1.2.3"), "the log arrived live");
+    assert_eq!(path_of(c).await, format!("/runs/{run}"), "no navigation happened");
+    shot(c, "18-run-success").await;
+
+    // The demo's "Change lifecycle" needs an approval: the Admin approves it on the run's page.
+    c.goto(&server.url(&format!("/entities/service/{service}"))).await.expect("goto");
+    click(c, "#action-set-lifecycle").await;
+    wait_url(c, "the lifecycle form", |u| u.starts_with("/actions/set%2Dlifecycle/run")).await;
+    c.find(Locator::Css("#in-lifecycle"))
+        .await
+        .expect("lifecycle")
+        .select_by_value("experimental")
+        .await
+        .expect("choose");
+    fill(c, "#in-reason", "trying a rewrite").await;
+    click(c, "#execute").await;
+    wait_url(c, "the waiting run", |u| u.starts_with("/runs/r_")).await;
+    wait_text(c, "#run-status", "WAITING_FOR_APPROVAL").await;
+    shot(c, "19-run-waiting-for-approval").await;
+    click(c, "#approve").await;
+    wait_text(c, "#run-status", "SUCCESS").await;
+    assert_eq!(text(c, "#run-approval").await.trim(), "APPROVED");
+    shot(c, "20-run-approved").await;
+    let e: serde_json::Value = http
+        .get(server.url(&format!("/v1/blueprints/service/entities/{service}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("entity")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(e["entity"]["properties"]["lifecycle"], "experimental", "the approved run changed it");
+
+    c.goto(&server.url("/runs")).await.expect("goto");
+    let rows = c.find_all(Locator::Css("#runs tbody tr")).await.expect("rows");
+    assert!(rows.len() >= 2, "both runs are listed");
+    shot(c, "21-runs").await;
+    c.goto(&server.url("/actions")).await.expect("goto");
+    let listed = text(c, "#actions").await;
+    shot(c, "22-actions").await;
+    assert!(listed.to_lowercase().contains("scaffold a service"), "{listed}");
+    click(c, "#new-action").await;
+    wait_url(c, "the builder", |u| u == "/actions/new").await;
+    text(c, "#action-body").await;
+    shot(c, "23-action-builder").await;
 }

@@ -204,6 +204,63 @@ fn entities() -> Vec<(&'static str, Value)> {
     out
 }
 
+/// The demo's actions: self-contained (they write entities, so they run without any backend): scaffold a
+/// service (a form with an entity picker, a default, a rule that shows an input), change a service's
+/// lifecycle (DAY-2, approved by an Admin), and an automation that makes deprecated services private.
+fn actions() -> Vec<(&'static str, Value, Value)> {
+    let members = json!({"execute": {"roles": ["Admin", "Member"]}});
+    vec![
+        (
+            "scaffold-service",
+            json!({"title": "Scaffold a service", "icon": "Microservice",
+                "description": "Registers a new service in the catalog.",
+                "trigger": {"type": "self-service", "operation": "CREATE", "blueprintIdentifier": "service",
+                    "userInputs": {"properties": {
+                        "name": {"type": "string", "title": "Name", "pattern": "^[a-z][a-z0-9-]*$",
+                            "description": "Lower case letters, digits and dashes."},
+                        "language": {"type": "string", "title": "Language", "enum": ["Rust", "Go", "Python", "TypeScript", "Java"], "default": "Rust"},
+                        "system": {"type": "string", "title": "System", "format": "entity", "blueprint": "system"},
+                        "public": {"type": "boolean", "title": "Public", "default": false},
+                        "healthUrl": {"type": "string", "title": "Health URL", "format": "url",
+                            "visible": {"jqQuery": ".form.public == true"}}},
+                        "required": ["name", "system"], "order": ["name", "language", "system", "public", "healthUrl"]},
+                    "actionCardButtonText": "Scaffold", "executeActionButtonText": "Scaffold"},
+                "invocationMethod": {"type": "UPSERT_ENTITY", "blueprintIdentifier": "service",
+                    "mapping": {"identifier": "{{ .inputs.name }}", "title": "{{ .inputs.name }}",
+                        "properties": {"language": "{{ .inputs.language }}", "lifecycle": "experimental",
+                            "public": "{{ .inputs.public }}", "healthUrl": "{{ .inputs.healthUrl }}"},
+                        "relations": {"system": "{{ .inputs.system }}"}}}}),
+            members.clone(),
+        ),
+        (
+            "set-lifecycle",
+            json!({"title": "Change lifecycle", "icon": "Microservice",
+                "trigger": {"type": "self-service", "operation": "DAY-2", "blueprintIdentifier": "service",
+                    "condition": {"type": "SEARCH", "combinator": "and",
+                        "rules": [{"property": "lifecycle", "operator": "!=", "value": "deprecated"}]},
+                    "userInputs": {"properties": {
+                        "lifecycle": {"type": "string", "title": "New lifecycle", "enum": ["experimental", "production", "deprecated"]},
+                        "reason": {"type": "string", "title": "Why", "format": "multi-line"}},
+                        "required": ["lifecycle", "reason"]},
+                    "actionCardButtonText": "Change lifecycle"},
+                "invocationMethod": {"type": "UPSERT_ENTITY", "blueprintIdentifier": "service",
+                    "mapping": {"identifier": "{{ .entity.identifier }}", "properties": {"lifecycle": "{{ .inputs.lifecycle }}"}}},
+                "requiredApproval": {"type": "ANY"}}),
+            members,
+        ),
+        (
+            "private-when-deprecated",
+            json!({"title": "Deprecated services are private",
+                "trigger": {"type": "automation", "event": {"type": "ENTITY_UPDATED", "blueprintIdentifier": "service"},
+                    "condition": {"type": "JQ", "combinator": "and", "expressions": [
+                        ".diff.after.properties.lifecycle == \"deprecated\"", ".diff.after.properties.public == true"]}},
+                "invocationMethod": {"type": "UPSERT_ENTITY", "blueprintIdentifier": "service",
+                    "mapping": {"identifier": "{{ .event.diff.after.identifier }}", "properties": {"public": false}}}}),
+            json!({}),
+        ),
+    ]
+}
+
 /// Writes the demo catalog. Fails if any part is refused (that would be a bug in the demo).
 pub async fn seed(catalog: &Pipeline) -> Result<usize, String> {
     let meta = crate::system_meta;
@@ -228,6 +285,19 @@ pub async fn seed(catalog: &Pipeline) -> Result<usize, String> {
     let result = catalog.write(meta(), commands).await.map_err(|e| e.to_string())?;
     if let Some(Err(e)) = result.outcomes.into_iter().find(Result::is_err) {
         return Err(format!("demo entity refused: {e}"));
+    }
+    let mut commands = Vec::new();
+    for (id, body, permissions) in actions() {
+        commands.push(Command::WriteDefinition {
+            kind: berth_model::DefinitionKind::Action,
+            identifier: id.into(),
+            how: berth_engine::definitions::DefinitionWrite::Create(body),
+        });
+        commands.push(Command::SetActionPermissions { action: id.into(), patch: permissions });
+    }
+    let result = catalog.write(meta(), commands).await.map_err(|e| e.to_string())?;
+    if let Some(Err(e)) = result.outcomes.into_iter().find(Result::is_err) {
+        return Err(format!("demo action refused: {e}"));
     }
     Ok(n)
 }

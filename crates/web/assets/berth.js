@@ -12,4 +12,16 @@
     var t = e.target;
     if (t && t.matches && t.matches("form.filters select, select[data-autosubmit]")) { t.form.requestSubmit(); }
   });
+  // A run's page follows the run: its live part is replaced by each server-sent event, until it ends.
+  document.addEventListener("DOMContentLoaded", function () {
+    var live = document.querySelector("[data-live]");
+    if (!live || !window.EventSource) { return; }
+    var ended = function () { var r = live.querySelector(".run-live"); return r && r.getAttribute("data-ended") === "true"; };
+    if (ended()) { return; }
+    var source = new EventSource(live.getAttribute("data-live"));
+    source.addEventListener("run", function (e) {
+      live.innerHTML = e.data;
+      if (ended()) { source.close(); }
+    });
+  });
 })();

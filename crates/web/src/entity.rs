@@ -68,6 +68,8 @@ struct EntityPage {
     /// A service's environments and what runs there (empty for other blueprints).
     running: Vec<RunningView>,
     base: String,
+    /// The DAY-2 and DELETE actions the session may run on this entity.
+    buttons: Vec<crate::actions::Button>,
 }
 
 /// What runs in one environment of a service.
@@ -342,6 +344,7 @@ pub async fn page(
         Vec::new()
     };
     let page = EntityPage {
+        buttons: crate::actions::buttons(&app, &session, &bp, Some(&e)),
         layout: session.layout(&app, e.title.clone().unwrap_or_else(|| id.clone()), bp.clone()),
         bp_title: def.title.clone(),
         base: entity_href(&bp, &id),

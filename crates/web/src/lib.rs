@@ -5,13 +5,15 @@
 //! - [`home`]: the home page and the global search. [`table`]: a blueprint's entity table (filters, sort,
 //!   pages, live count). [`entity`]: an entity's page, history and deletion. [`entity_form`]: the schema-made
 //!   create/edit form. [`graph`]: the relation graph as SVG. [`blueprints`]: a blueprint's page and the
-//!   builder. [`audit`]: the audit log.
+//!   builder. [`audit`]: the audit log. [`actions`]: self-service actions (buttons, forms made from their
+//!   inputs, the builder); [`runs`]: runs, their live page and approvals.
 //! - [`fmt`]: values to safe HTML; [`page`]: layout, rendering and [`page::UiError`]; [`form`]: form bodies;
 //!   [`assets`]: the embedded CSS, JS and vendored htmx.
 //!
 //! Pages read the catalog's current view and write through the same engine commands as the API (origin `UI`),
 //! so validation, the audit log and history are the API's.
 
+pub mod actions;
 pub mod assets;
 pub mod audit;
 pub mod blueprints;
@@ -24,6 +26,7 @@ pub mod form;
 pub mod graph;
 pub mod home;
 pub mod page;
+pub mod runs;
 mod scorecards;
 pub mod session;
 mod subscriptions;
@@ -47,6 +50,16 @@ pub fn router() -> Router<AppState> {
         .route("/subscriptions/{id}", get(subscriptions::page))
         .route("/subscriptions/{id}/dead-letters/retry", post(subscriptions::retry))
         .route("/subscriptions/{id}/dead-letters/drop", post(subscriptions::drop_all))
+        .route("/actions", get(actions::list))
+        .route("/actions/new", get(actions::builder).post(actions::save))
+        .route("/actions/{id}/edit", get(actions::builder).post(actions::save))
+        .route("/actions/{id}/run", get(actions::form).post(actions::run))
+        .route("/actions/{id}/form", post(actions::refresh))
+        .route("/actions/{id}/pick/{input}", get(actions::pick))
+        .route("/runs", get(runs::list))
+        .route("/runs/{id}", get(runs::page))
+        .route("/runs/{id}/live", get(runs::events))
+        .route("/runs/{id}/approval", post(runs::approve))
         .route("/pages", get(dashboards::list))
         .route("/pages/{id}", get(dashboards::page))
         .route("/scorecards", get(scorecards::list).post(scorecards::create))

@@ -80,6 +80,8 @@ pub struct TablePage {
     pub error: Option<String>,
     /// Hidden inputs that keep the chosen columns and sort when the filter form is submitted.
     pub keep: Vec<(String, String)>,
+    /// The CREATE actions the session may run on this blueprint.
+    pub buttons: Vec<crate::actions::Button>,
 }
 
 fn property_defs(def: &Blueprint) -> impl Iterator<Item = (&String, &Value)> {
@@ -401,6 +403,7 @@ pub async fn page(
         keep.push(("order".into(), order.clone()));
     }
     let page = TablePage {
+        buttons: crate::actions::buttons(&app, &session, &bp, None),
         layout: session.layout(&app, def.title.clone(), bp.clone()),
         bp: bp.clone(),
         bp_title: def.title.clone(),

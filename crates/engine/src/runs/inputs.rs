@@ -164,7 +164,7 @@ fn check_value(state: &State, name: &str, def: &Value, value: &mut Value, cx: &C
         }
     }
     let schema = input_schema(name, def).map_err(|e| format!("`{name}`: {e}"))?;
-    schema.validate(&format!("`{name}`"), value)?;
+    schema.validate(name, value)?;
     let picked: Vec<&str> = match value {
         Value::String(s) => vec![s.as_str()],
         Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),

@@ -55,7 +55,7 @@ pub async fn signing_secret(
 }
 
 /// A fresh run id: `r_` and 16 random letters and digits.
-fn run_id() -> ApiResult<String> {
+pub fn run_id() -> ApiResult<String> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut bytes = [0u8; berth_model::run::RUN_ID_LEN];
     getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(format!("no randomness for a run id: {e}")))?;
@@ -84,7 +84,7 @@ fn shown(view: &berth_engine::State, id: &str, run: &Run) -> Value {
 
 /// Seals the encrypted inputs given in the clear, after checking each against its definition (the engine
 /// sees only the sealed form).
-fn seal_inputs(app: &AppState, action: &str, run: &str, request: &mut RunRequest) -> ApiResult<()> {
+pub fn seal_inputs(app: &AppState, action: &str, run: &str, request: &mut RunRequest) -> ApiResult<()> {
     let view = app.pipeline.view();
     let Some(d) = view.definition(DefinitionKind::Action, action) else { return Ok(()) };
     let Some(props) = d.body.pointer("/trigger/userInputs/properties").and_then(Value::as_object) else {
@@ -104,7 +104,7 @@ fn seal_inputs(app: &AppState, action: &str, run: &str, request: &mut RunRequest
         };
         let schema = berth_model::action::input_schema(name, def).map_err(ApiError::unprocessable)?;
         schema
-            .validate(&format!("`{name}`"), &Value::String(plain.clone()))
+            .validate(name.as_str(), &Value::String(plain.clone()))
             .map_err(|e| ApiError::unprocessable(format!("invalid inputs: {e}")))?;
         let sealed = config.seal_input(run, name, plain).map_err(ApiError::internal)?;
         *value = json!({"sealed": sealed});

@@ -74,6 +74,11 @@ pub struct BenchArgs {
     /// throughput with and without the subscriptions
     #[arg(long)]
     delivery: bool,
+    /// Run the actions battery instead, in process: runs created at `--rate` runs/s (default 1,000 here)
+    /// for `--read-seconds`, sent to a webhook (created-to-received p50 / p99), then an ENTITY_UPDATED
+    /// automation under 10,000 entity updates/s (its lag, its catch-up time)
+    #[arg(long)]
+    actions: bool,
     /// The write rate of the delivery battery, entities per second
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
@@ -374,6 +379,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.delivery {
         return crate::bench_delivery::run(args.rate, args.read_seconds, &args.destinations, args.webhook_concurrency)
             .await;
+    }
+    if args.actions {
+        let rate = if args.rate == 20_000 { 1_000 } else { args.rate };
+        return crate::bench_actions::run(rate, args.read_seconds).await;
     }
     if args.hostile {
         return crate::bench_hostile::run(args.count, args.seed).await;

@@ -73,8 +73,11 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
          updates/s for {seconds} s under an ENTITY_UPDATED automation; in process, SQLite"
     );
     // The receiver stands in for another machine's backend: a runtime of its own.
-    let receivers =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("bench-receiver").enable_all().build()?;
+    let receivers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-receiver")
+        .enable_all()
+        .build()?;
     let seen: Seen = Arc::default();
     let s = Arc::clone(&seen);
     let app = axum::Router::new().route(
@@ -98,7 +101,8 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
     });
 
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn berth_store::LogStore> = Arc::new(berth_store::sqlite::SqliteStore::open(&dir.path().join("log.db"))?);
+    let store: Arc<dyn berth_store::LogStore> =
+        Arc::new(berth_store::sqlite::SqliteStore::open(&dir.path().join("log.db"))?);
     let pipeline = Pipeline::open(store, 0).await?;
     let setup = vec![
         Command::CreateBlueprint {
@@ -167,16 +171,15 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let got = seen.lock().map(|m| m.clone()).unwrap_or_default();
-    let mut latencies: Vec<f64> = created
-        .iter()
-        .filter_map(|(id, at)| got.get(id).map(|seen| seen.saturating_duration_since(*at).as_secs_f64() * 1000.0))
-        .collect();
-    latencies.sort_by(f64::total_cmp);
+    let mut latencies: Vec<Duration> =
+        created.iter().filter_map(|(id, at)| got.get(id).map(|seen| seen.saturating_duration_since(*at))).collect();
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "runs:        {n} created ({made:.0}/s), {} received by the webhook; created-to-received p50 {:.1} ms, p99 {:.1} ms",
         got.len(),
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 99.0)
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99))
     );
     // Every run's invocation recorded (pendingExecution cleared).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -248,6 +251,6 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<()> {
         caught_up.as_millis()
     );
     delivery.stop();
-    drop(receivers);
+    receivers.shutdown_background();
     Ok(())
 }

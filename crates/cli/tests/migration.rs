@@ -61,6 +61,36 @@ async fn seed(dir: &std::path::Path, store: &str) -> usize {
         .await
         .expect("subscription");
     assert_eq!(r.status(), 201);
+    // An organisation secret, and a run of the demo's action that waits for approval, with a log line.
+    let r = client
+        .post(server.url("/v1/organization/secrets"))
+        .bearer_auth(&token)
+        .json(&json!({"secretName": "CI_TOKEN", "secretValue": "migrated-secret"}))
+        .send()
+        .await
+        .expect("secret");
+    assert_eq!(r.status(), 201);
+    let services = support::entities(&client, &server, &token, "service").await;
+    let live = services.iter().find(|e| e["properties"]["lifecycle"] != "deprecated").expect("a live service");
+    let r = client
+        .post(server.url("/v1/actions/set-lifecycle/runs"))
+        .bearer_auth(&token)
+        .json(&json!({"properties": {"lifecycle": "experimental", "reason": "migration test"}, "entity": live["identifier"]}))
+        .send()
+        .await
+        .expect("run");
+    assert_eq!(r.status(), 202);
+    let run: Value = r.json().await.expect("json");
+    let run = run["run"]["id"].as_str().expect("id").to_string();
+    let r = client
+        .post(server.url(&format!("/v1/actions/runs/{run}/logs")))
+        .bearer_auth(&token)
+        .json(&json!({"message": "waiting"}))
+        .send()
+        .await
+        .expect("log");
+    assert_eq!(r.status(), 201);
+    std::fs::write(dir.join("run-id"), &run).expect("note the run");
     let teams = support::entities(&client, &server, &token, "team").await.len();
     server.terminate(); // a final snapshot, so the copy carries one
     teams
@@ -136,6 +166,16 @@ async fn round_trip_sqlite_postgres_redis_sqlite_keeps_every_digest() {
     let r = client.get(server.url("/v1/subscriptions/ops")).bearer_auth(&token).send().await;
     let sub: Value = r.expect("subscription").json().await.expect("json");
     assert_eq!(sub["subscription"]["destination"]["url"], json!("https://hooks.example.com/berth"), "{sub}");
+    // Actions, runs, their logs and secrets travel too.
+    let run = std::fs::read_to_string(dir.path().join("run-id")).expect("run id");
+    let r = client.get(server.url(&format!("/v1/actions/runs/{run}"))).bearer_auth(&token).send().await;
+    let got: Value = r.expect("run").json().await.expect("json");
+    assert_eq!(got["run"]["status"], json!("WAITING_FOR_APPROVAL"), "{got}");
+    let r = client.get(server.url(&format!("/v1/actions/runs/{run}/logs"))).bearer_auth(&token).send().await;
+    let logs: Value = r.expect("logs").json().await.expect("json");
+    assert_eq!(logs["runLogs"][0]["message"], json!("waiting"), "{logs}");
+    let r = client.get(server.url("/v1/organization/secrets/CI_TOKEN")).bearer_auth(&token).send().await;
+    assert_eq!(r.expect("secret").status(), 200);
 
     // A non-empty target is refused, and nothing is written to it.
     let (ok, _, err) = support::berth(&["migrate", "--from", &hops[0], "--to", &hops[1]]);

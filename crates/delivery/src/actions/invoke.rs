@@ -26,6 +26,7 @@
 //! What the run keeps (`payload`) is rendered again with every secret shown as `********` and encrypted
 //! inputs sealed: no secret reaches the log, the API or the event feed through a run.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use berth_catalog::Pipeline;
@@ -51,7 +52,13 @@ pub struct Senders {
     config: Config,
     ci: Option<reqwest::Client>,
     kafka: tokio::sync::Mutex<Option<crate::kafka::Kafka>>,
+    /// Webhook clients by scheme, host and port, each pinned to the address checked when it was made,
+    /// kept for [`RECHECK`] (a client per call would cost a resolution and a connection every time).
+    webhooks: std::sync::Mutex<HashMap<String, (reqwest::Client, Instant)>>,
 }
+
+/// How long a webhook client (and the address it checked) is used before the host is resolved again.
+const RECHECK: Duration = Duration::from_secs(60);
 
 fn failed(payload: Option<Value>, why: impl Into<String>) -> Invocation {
     let why = why.into();
@@ -90,7 +97,7 @@ impl Senders {
                 .build()
                 .ok()
         });
-        Senders { config, ci, kafka: tokio::sync::Mutex::new(None) }
+        Senders { config, ci, kafka: tokio::sync::Mutex::new(None), webhooks: Default::default() }
     }
 
     /// The trigger data as the backend gets it (encrypted inputs and secrets opened) and as the run keeps it
@@ -234,9 +241,7 @@ impl Senders {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
             _ => return Err("the webhook URL is not an http(s) URL once rendered".into()),
         };
-        let client = crate::webhook::pinned_client(&url, &Allow::new(&self.config.allow))
-            .await
-            .map_err(|e| format!("the webhook cannot be called: {e}"))?;
+        let client = self.client_for(&url).await.map_err(|e| format!("the webhook cannot be called: {e}"))?;
         let bytes = serde_json::to_vec(body).unwrap_or_default();
         let secret = self.config.action_secret(action);
         let mut last = String::new();
@@ -260,10 +265,37 @@ impl Senders {
                     let status = r.status().as_u16();
                     return Ok((status, r.text().await.unwrap_or_default()));
                 }
-                Err(e) => last = format!("the webhook could not be reached: {}", crate::webhook::without_url(&e)),
+                Err(e) => {
+                    self.forget_client(&url);
+                    last = format!("the webhook could not be reached: {}", crate::webhook::without_url(&e));
+                }
             }
         }
         Err(format!("{last} ({ATTEMPTS} attempts)"))
+    }
+
+    /// A client for `url`'s host, checked against the allow rules and pinned (kept for [`RECHECK`]; dropped
+    /// after a connection failure, so a moved host is resolved again).
+    async fn client_for(&self, url: &reqwest::Url) -> Result<reqwest::Client, String> {
+        let key = client_key(url);
+        if let Ok(cached) = self.webhooks.lock() {
+            if let Some((client, _)) = cached.get(&key).filter(|(_, at)| at.elapsed() < RECHECK) {
+                return Ok(client.clone());
+            }
+        }
+        let client = crate::webhook::pinned_client(url, &Allow::new(&self.config.allow)).await?;
+        if let Ok(mut cached) = self.webhooks.lock() {
+            cached.retain(|_, (_, at)| at.elapsed() < RECHECK);
+            cached.insert(key, (client.clone(), Instant::now()));
+        }
+        Ok(client)
+    }
+
+    fn forget_client(&self, url: &reqwest::Url) {
+        let key = client_key(url);
+        if let Ok(mut cached) = self.webhooks.lock() {
+            cached.remove(&key);
+        }
     }
 
     /// Tells a waiting run's approvers, by the action's `approvalNotification` webhook: Port's JSON
@@ -432,6 +464,11 @@ impl Senders {
             Err(e) => failed(payload, format!("Azure DevOps could not be reached: {e}")),
         }
     }
+}
+
+/// What a webhook client is kept by: scheme, host and port.
+fn client_key(url: &reqwest::Url) -> String {
+    format!("{}://{}:{}", url.scheme(), url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(0))
 }
 
 /// A path segment percent-encoded (a `/` in a GitLab project path included).

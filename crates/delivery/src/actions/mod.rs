@@ -3,7 +3,8 @@
 //!
 //! - The **invoker** holds the lease `actions:invoker` (one replica sends at a time) and sends every run the
 //!   catalog marks `pendingExecution` (a new run that needs no approval, or one just approved), up to
-//!   [`IN_FLIGHT`] at once, then records what it sent (`Command::RecordInvocation`, which clears the mark).
+//!   [`IN_FLIGHT`] at once, then records what it sent (`Command::RecordInvocation`, which clears the mark;
+//!   the invocations ready together are recorded in one write).
 //!   The mark is in the log, so a crash or a failover sends again what was in flight (at least once), never
 //!   skips a run.
 //! - The **automations** worker reads the log feed as the consumer `actions:automations` (a durable
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_catalog::Pipeline;
+use berth_engine::runs::Invocation;
 use berth_engine::{Command, WriteMeta};
 use berth_model::Origin;
 
@@ -28,7 +30,7 @@ use crate::Config;
 /// How long a replica holds the invoker's lease between renewals.
 const LEASE: Duration = Duration::from_secs(15);
 /// The most runs sent at once.
-pub const IN_FLIGHT: usize = 64;
+pub const IN_FLIGHT: usize = 256;
 /// How long a run whose record could not be written waits before it is sent again.
 const RETRY_RECORD: Duration = Duration::from_secs(5);
 
@@ -51,6 +53,9 @@ pub(crate) async fn invoker(pipeline: Arc<Pipeline>, config: Config) {
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut later: HashMap<String, Instant> = HashMap::new();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
+    let (sent_tx, sent_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Invocation)>();
+    let recorder = tokio::spawn(record(Arc::clone(&pipeline), sent_rx, done_tx));
+    let _stop_recorder = AbortOnDrop(recorder);
     loop {
         match lease.hold().await {
             Ok(true) => {}
@@ -75,27 +80,15 @@ pub(crate) async fn invoker(pipeline: Arc<Pipeline>, config: Config) {
             }
             let Some((_, run)) = berth_engine::runs::get(&view, id) else { continue };
             in_flight.insert(id.clone());
-            let (pipeline, senders, done, id, view) =
-                (Arc::clone(&pipeline), Arc::clone(&senders), done_tx.clone(), id.clone(), Arc::clone(&view));
+            let (pipeline, senders, sent, id, view) =
+                (Arc::clone(&pipeline), Arc::clone(&senders), sent_tx.clone(), id.clone(), Arc::clone(&view));
             tokio::spawn(async move {
                 let invocation = if run.pending_notification {
                     senders.notify(&view, &id, &run).await
                 } else {
                     senders.invoke(&pipeline, &view, &id, &run).await
                 };
-                let command = Command::RecordInvocation { id: id.clone(), invocation: Box::new(invocation) };
-                let recorded = match pipeline.write_one(system_meta(Some(&id)), command).await {
-                    Ok((Ok(_), _)) => true,
-                    Ok((Err(e), _)) => {
-                        tracing::warn!(run = %id, error = %e, "recording a run's invocation was refused");
-                        false
-                    }
-                    Err(e) => {
-                        tracing::warn!(run = %id, error = %e, "recording a run's invocation failed; it is sent again");
-                        false
-                    }
-                };
-                let _ = done.send((id, recorded));
+                let _ = sent.send((id, invocation));
             });
         }
         let seq = view.seq();
@@ -112,6 +105,57 @@ pub(crate) async fn invoker(pipeline: Arc<Pipeline>, config: Config) {
                     if !recorded {
                         later.insert(id, Instant::now());
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Aborts a task when dropped (the recorder ends with its invoker).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The most invocations one write records.
+const RECORD_BATCH: usize = 500;
+
+/// Records sent runs, as many as are ready in one write (a run is recorded once: a second record of the
+/// same invocation changes nothing); tells the invoker which were.
+async fn record(
+    pipeline: Arc<Pipeline>,
+    mut sent: tokio::sync::mpsc::UnboundedReceiver<(String, Invocation)>,
+    done: tokio::sync::mpsc::UnboundedSender<(String, bool)>,
+) {
+    while let Some(first) = sent.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < RECORD_BATCH {
+            match sent.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+        let commands = batch
+            .into_iter()
+            .map(|(id, invocation)| Command::RecordInvocation { id, invocation: Box::new(invocation) })
+            .collect();
+        match pipeline.write(system_meta(None), commands).await {
+            Ok(result) => {
+                for (id, outcome) in ids.into_iter().zip(result.outcomes) {
+                    if let Err(e) = &outcome {
+                        tracing::warn!(run = %id, error = %e, "recording a run's invocation was refused");
+                    }
+                    let _ = done.send((id, outcome.is_ok()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording runs' invocations failed; they are sent again");
+                for id in ids {
+                    let _ = done.send((id, false));
                 }
             }
         }

@@ -153,6 +153,18 @@ async fn a_webhook_run_is_signed_templated_and_ended_by_a_synchronized_answer() 
         seen.push_str(&s.get(path).await.body.to_string());
     }
     assert!(!seen.contains("key-SECRET-7") && !seen.contains("tok-SECRET-3"), "{seen}");
+    // Nor in any byte the server stored (the log, its snapshots, the store's journal).
+    let mut files = vec![s.data_dir.clone()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).expect("dir").map(|e| e.expect("entry").path()));
+        } else {
+            let bytes = std::fs::read(&path).expect("file");
+            for secret in [&b"key-SECRET-7"[..], b"tok-SECRET-3"] {
+                assert!(!bytes.windows(secret.len()).any(|w| w == secret), "{} holds a secret", path.display());
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,4 +446,71 @@ async fn approvers_are_told_by_webhook_and_an_approved_run_is_sent() {
     let logs = s.get(&format!("/v1/actions/runs/{id}/logs")).await.body.to_string();
     assert!(logs.contains("approvers were told"), "{logs}");
     assert_eq!(got.lock().expect("lock").iter().filter(|g| g.path == "/approvals").count(), 1, "told once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_automation_event_fires_for_its_changes_only() {
+    let s = TestServer::start().await;
+    service(&s).await;
+    create(
+        &s,
+        "/v1/actions",
+        self_service(
+            "make",
+            json!({"type": "UPSERT_ENTITY", "blueprintIdentifier": "service",
+        "mapping": {"identifier": "{{ .inputs.name }}"}}),
+        ),
+    )
+    .await;
+    // Each automation writes nothing (a KAFKA run on a server without brokers fails at once): what counts is
+    // the runs each one made.
+    let events = [
+        ("on-created", json!({"type": "ENTITY_CREATED", "blueprintIdentifier": "service"})),
+        ("on-updated", json!({"type": "ENTITY_UPDATED", "blueprintIdentifier": "service"})),
+        ("on-deleted", json!({"type": "ENTITY_DELETED", "blueprintIdentifier": "service"})),
+        ("on-any", json!({"type": "ANY_ENTITY_CHANGE", "blueprintIdentifier": "service"})),
+        ("on-run-created", json!({"type": "RUN_CREATED", "actionIdentifier": "make"})),
+        ("on-run-updated", json!({"type": "RUN_UPDATED", "actionIdentifier": "make"})),
+        ("on-any-run", json!({"type": "ANY_RUN_CHANGE", "actionIdentifier": "make"})),
+    ];
+    for (id, event) in &events {
+        create(
+            &s,
+            "/v1/actions",
+            json!({"identifier": id, "trigger": {"type": "automation", "event": event},
+            "invocationMethod": {"type": "KAFKA"}}),
+        )
+        .await;
+    }
+    // An automation whose condition never holds.
+    create(&s, "/v1/actions", json!({"identifier": "never", "trigger": {"type": "automation",
+        "event": {"type": "ANY_ENTITY_CHANGE", "blueprintIdentifier": "service"},
+        "condition": {"type": "JQ", "combinator": "or", "expressions": [".diff.after.identifier == \"nobody\"", "error(\"x\")"]}},
+        "invocationMethod": {"type": "KAFKA"}})).await;
+    create(&s, "/v1/blueprints/service/entities", json!({"identifier": "a"})).await;
+    let a = s.patch("/v1/blueprints/service/entities/a", json!({"properties": {"lifecycle": "prod"}})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(s.delete("/v1/blueprints/service/entities/a").await.status, StatusCode::OK);
+    // One run of `make`: created, then updated when it is sent and recorded (and when it ends).
+    let made = run(&s, "make", json!({"name": "b"})).await;
+    run_until(&s, &made, |r| r["status"] == "SUCCESS").await;
+    let count = async |action: &str| {
+        s.get(&format!("/v1/actions/runs?action={action}")).await.body["runs"].as_array().map_or(0, Vec::len)
+    };
+    // `make`'s own entity write (b created) counts for the entity automations too.
+    let expected =
+        [("on-created", 2), ("on-updated", 1), ("on-deleted", 1), ("on-any", 4), ("on-run-created", 1), ("never", 0)];
+    for (action, n) in expected {
+        eventually(&format!("{n} runs of {action}"), async || (count(action).await == n).then_some(())).await;
+    }
+    // Updates of `make`'s run: at least its record and its end; every run change counts for ANY_RUN_CHANGE.
+    let updated = count("on-run-updated").await;
+    assert!(updated >= 1, "{updated}");
+    eventually("ANY_RUN_CHANGE", async || (count("on-any-run").await == updated + 1).then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (action, n) in expected {
+        assert_eq!(count(action).await, n, "{action}: no second run for a change");
+    }
+    let run = &s.get("/v1/actions/runs?action=on-deleted").await.body["runs"][0];
+    assert_eq!(run["source"], "AUTOMATION");
 }

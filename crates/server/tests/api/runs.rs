@@ -242,6 +242,33 @@ async fn who_may_run_an_action_and_read_its_runs() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, listed) = call(&s, &dev, Method::GET, "/v1/actions/runs", None).await;
     assert!(!listed.to_string().contains(&hidden), "{listed}");
+    // A policy decides alone: its queries run over the catalog with the run's data, its conditions judge them.
+    let policy = json!({"execute": {"policy": {
+        "queries": {"target": {"combinator": "and", "rules": [
+            {"property": "$blueprint", "operator": "=", "value": "service"},
+            {"property": "$identifier", "operator": "=", "value": "{{ .entity.identifier }}"},
+            {"property": "lifecycle", "operator": "=", "value": "prod"}]}},
+        "conditions": [".queries.target | length == 1", ".inputs.why != \"because\""]}}});
+    let a = s.patch("/v1/actions/restart/permissions", policy).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let (status, b) = call(&s, &outsider, Method::POST, "/v1/actions/restart/runs", Some(day2("other"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the policy lets anyone run it on a prod service: {b}");
+    let (status, _) = call(
+        &s,
+        &outsider,
+        Method::POST,
+        "/v1/actions/restart/runs",
+        Some(json!({"properties": {"why": "because"}, "entity": "other"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a condition does not hold");
+    s.patch(
+        "/v1/actions/restart/permissions",
+        json!({"execute": {"policy": {"queries": {"q": {}}, "conditions": ["(("]}}}),
+    )
+    .await
+    .assert_error(422, "invalid_request");
+
     // run_as: Admins only, for users that exist.
     s.post("/v1/actions/scaffold/runs?run_as=nobody@x.io", json!({"properties": {"name": "a"}}))
         .await

@@ -75,6 +75,8 @@ pub struct ActionsConfig {
     pub gitlab_token: Option<String>,
     /// `--azure-devops-url`: Azure DevOps (`https://dev.azure.com`).
     pub azure_devops_url: String,
+    /// How often a followed GitHub workflow run is asked for its status.
+    pub github_poll: std::time::Duration,
 }
 
 impl Default for ActionsConfig {
@@ -86,6 +88,7 @@ impl Default for ActionsConfig {
             gitlab_url: "https://gitlab.com".into(),
             gitlab_token: None,
             azure_devops_url: "https://dev.azure.com".into(),
+            github_poll: std::time::Duration::from_secs(10),
         }
     }
 }

@@ -147,8 +147,8 @@ pub struct State {
     credentials: OrdMap<String, Credential>,
     /// Definition objects (pages, ...), by kind and identifier.
     definitions: OrdMap<(DefinitionKind, String), Arc<Definition>>,
-    /// The runs waiting to be sent to their backend (`pendingExecution`) or whose approvers wait to be told
-    /// (`pendingNotification`), by id: what the invocation worker reads, without scanning every run. Rebuilt
+    /// The runs waiting to be sent to their backend (`pendingExecution`), whose approvers wait to be told
+    /// (`pendingNotification`), or whose backend's run is followed (`follow`), by id: what the invocation worker reads, without scanning every run. Rebuilt
     /// from the definitions, never stored.
     pending_runs: OrdSet<String>,
     teams: OrdMap<String, Team>,
@@ -846,12 +846,18 @@ impl State {
     fn note_pending(&mut self, d: &Definition) {
         if d.kind == DefinitionKind::Run {
             let set = |key: &str| d.body.get(key) == Some(&serde_json::Value::Bool(true));
-            if set("pendingExecution") || set("pendingNotification") {
+            let following = d.body.get("follow").is_some_and(|f| !f.is_null());
+            if set("pendingExecution") || set("pendingNotification") || following {
                 self.pending_runs.insert(d.identifier.clone());
             } else {
                 self.pending_runs.remove(&d.identifier);
             }
         }
+    }
+
+    /// Whether run `id` is among [`State::pending_runs`].
+    pub fn run_is_pending(&self, id: &str) -> bool {
+        self.pending_runs.contains(id)
     }
 
     /// The runs waiting to be sent to their backend or to have their approvers told, by id.

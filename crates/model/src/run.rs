@@ -138,6 +138,10 @@ pub struct Run {
     /// Whether the approvers wait to be told by webhook (`approvalNotification: {"type": "webhook"}`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending_notification: bool,
+    /// Where the backend's own run is followed until it ends (a GitHub workflow run's API URL), when the
+    /// action reports its status from it; cleared once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<String>,
     #[serde(default)]
     pub external_run_id: Option<String>,
     /// The user or app the run is for (`run_as`, else the caller).
@@ -171,6 +175,7 @@ impl Run {
         if let Some(map) = v.as_object_mut() {
             map.remove("trigger");
             map.remove("logs");
+            map.remove("follow");
             map.insert("id".into(), Value::String(id.to_string()));
             map.insert("rawProperties".into(), Value::Object(self.properties.clone()));
             map.insert("status".into(), Value::String(self.status.as_str().into()));

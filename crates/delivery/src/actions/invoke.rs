@@ -10,7 +10,9 @@
 //! - `KAFKA`: the `payload` (or the trigger data) to `--kafka-runs-topic`, keyed by run id.
 //! - `GITHUB`: a `workflow_dispatch` of the workflow on the repository's default branch with the rendered
 //!   `workflowInputs` (values that are not strings as JSON text, as GitHub takes only strings), through
-//!   `--github-url` with `--github-token` (or the secret `GITHUB_TOKEN`).
+//!   `--github-url` with `--github-token` (or the secret `GITHUB_TOKEN`); with `reportWorkflowStatus` (the
+//!   default), the workflow run GitHub names is followed ([`Senders::report`]) and ends the run with its
+//!   conclusion.
 //! - `GITLAB`: a pipeline trigger of `groupName/projectName` on `defaultRef` (`main`) with the rendered
 //!   `pipelineVariables` and `PORT_RUN_ID` (a JSON body: `{token, ref, variables}`), through `--gitlab-url` with `--gitlab-token` (or the secret
 //!   `GITLAB_TRIGGER_TOKEN`).
@@ -30,8 +32,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use berth_catalog::Pipeline;
-use berth_engine::runs::Invocation;
 use berth_engine::runs::template::render;
+use berth_engine::runs::{Invocation, Record};
 use berth_engine::{Command, State, WriteMeta, WriteMode};
 use berth_model::run::{Run, Source, Status};
 use berth_model::{DefinitionKind, EntityInput, Origin};
@@ -67,7 +69,7 @@ fn failed(payload: Option<Value>, why: impl Into<String>) -> Invocation {
         response: None,
         end: Some((Status::Failure, Some("Invocation failed".into()))),
         log: Some(why),
-        notified: false,
+        ..Default::default()
     }
 }
 
@@ -214,11 +216,11 @@ impl Senders {
                         response: Some(response_of(&text)),
                         end: Some((end, None)),
                         log: Some(log),
-                        notified: false,
+                        ..Default::default()
                     };
                 }
                 if success {
-                    return Invocation { payload, response: None, end: None, log: Some(log), notified: false };
+                    return Invocation { payload, response: None, end: None, log: Some(log), ..Default::default() };
                 }
                 failed(payload, format!("the webhook answered {status}"))
             }
@@ -302,8 +304,7 @@ impl Senders {
     /// (`{type: APPROVAL_REQUESTED, run, action, requestedBy}`) or a Slack message (`format: slack`), signed
     /// like the action's webhooks. A notification that cannot be sent is logged on the run, not retried.
     pub async fn notify(&self, view: &State, id: &str, run: &Run) -> Invocation {
-        let done =
-            |log: String| Invocation { payload: None, response: None, end: None, log: Some(log), notified: true };
+        let done = |log: String| Invocation { log: Some(log), kind: Record::Notified, ..Default::default() };
         let Some(action) = view.definition(DefinitionKind::Action, &run.action.identifier) else {
             return done("the approvers were not told: the action was deleted".into());
         };
@@ -340,7 +341,7 @@ impl Senders {
                 response: None,
                 end: None,
                 log: Some(format!("sent to Kafka topic `{topic}`")),
-                notified: false,
+                ..Default::default()
             },
             Some(e) => failed(payload, format!("Kafka topic `{topic}`: {e}")),
         }
@@ -391,20 +392,81 @@ impl Senders {
             _ => [("port_context".to_string(), Value::String(json!({"runId": id}).to_string()))].into_iter().collect(),
         };
         let url = format!("{repo_url}/actions/workflows/{}/dispatches", seg(&workflow));
-        match self.call(auth(client.post(&url)).json(&json!({"ref": branch, "inputs": inputs}))).await {
-            Ok((status, _)) if (200..300).contains(&status) => Invocation {
-                payload,
-                response: None,
-                end: None,
-                log: Some(format!("GitHub workflow `{workflow}` of {org}/{repo} dispatched on `{branch}`")),
-                notified: false,
-            },
+        // GitHub answers the workflow run it started when asked (`return_run_details`); a server that does not
+        // know the parameter refuses it (422), and is asked again without it.
+        let mut answer = self
+            .call(auth(client.post(&url)).json(&json!({"ref": branch, "inputs": inputs, "return_run_details": true})))
+            .await;
+        if matches!(&answer, Ok((422, text)) if text.contains("return_run_details")) {
+            answer = self.call(auth(client.post(&url)).json(&json!({"ref": branch, "inputs": inputs}))).await;
+        }
+        match answer {
+            Ok((status, text)) if (200..300).contains(&status) => {
+                let details: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let run_id = details
+                    .get("workflow_run_id")
+                    .map(|v| if let Value::String(s) = v { s.clone() } else { v.to_string() });
+                let api = details.get("run_url").and_then(Value::as_str).map(str::to_string);
+                // Port reports the workflow's status unless told not to.
+                let report = rendered.get("reportWorkflowStatus").is_none_or(|v| v.is_null() || truthy(v));
+                let log = match (&api, report) {
+                    (Some(_), true) => format!(
+                        "GitHub workflow `{workflow}` of {org}/{repo} dispatched on `{branch}`; its status is followed"
+                    ),
+                    (None, true) => format!(
+                        "GitHub workflow `{workflow}` of {org}/{repo} dispatched on `{branch}` (GitHub did not say which run: the workflow reports the status)"
+                    ),
+                    (_, false) => format!("GitHub workflow `{workflow}` of {org}/{repo} dispatched on `{branch}`"),
+                };
+                Invocation {
+                    payload,
+                    log: Some(log),
+                    external_run_id: run_id,
+                    link: details.get("html_url").and_then(Value::as_str).map(str::to_string),
+                    follow: api.filter(|_| report),
+                    ..Default::default()
+                }
+            }
             Ok((status, text)) => failed(
                 payload,
                 format!("GitHub answered {status} to the dispatch: {}", berth_model::limits::truncate(&text, 500)),
             ),
             Err(e) => failed(payload, format!("GitHub could not be reached: {e}")),
         }
+    }
+
+    /// Follows a backend's run (a GitHub workflow run): when it has completed, what to record (the run ends
+    /// SUCCESS on a `success` conclusion, else FAILURE, labelled with the conclusion); `None` while it runs or
+    /// when GitHub does not answer (asked again later).
+    pub async fn report(&self, view: &State, run: &Run) -> Option<Invocation> {
+        let client = self.ci.as_ref()?;
+        let url = run.follow.as_deref()?;
+        let token = self.token(view, &self.config.actions.github_token, "GITHUB_TOKEN")?;
+        let req = client
+            .get(url)
+            .bearer_auth(&token)
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28");
+        let (status, text) = self.call(req).await.ok()?;
+        if status == 404 {
+            return Some(Invocation {
+                kind: Record::Reported,
+                log: Some("GitHub no longer knows the workflow run: its status is not followed".into()),
+                ..Default::default()
+            });
+        }
+        let body: Value = serde_json::from_str(&text).ok()?;
+        if body.get("status").and_then(Value::as_str) != Some("completed") {
+            return None;
+        }
+        let conclusion = body.get("conclusion").and_then(Value::as_str).unwrap_or("unknown").to_string();
+        let end = if conclusion == "success" { Status::Success } else { Status::Failure };
+        Some(Invocation {
+            kind: Record::Reported,
+            end: Some((end, Some(conclusion.clone()))),
+            log: Some(format!("the GitHub workflow run ended: {conclusion}")),
+            ..Default::default()
+        })
     }
 
     async fn gitlab(&self, view: &State, id: &str, rendered: &Value, payload: Option<Value>) -> Invocation {
@@ -433,7 +495,7 @@ impl Senders {
                 response: Some(response_of(&text)),
                 end: None,
                 log: Some(format!("GitLab pipeline of {project} triggered on `{reference}`")),
-                notified: false,
+                ..Default::default()
             },
             Ok((status, text)) => failed(
                 payload,
@@ -458,7 +520,7 @@ impl Senders {
                 response: None,
                 end: None,
                 log: Some("sent to the Azure DevOps webhook".into()),
-                notified: false,
+                ..Default::default()
             },
             Ok((status, _)) => failed(payload, format!("Azure DevOps answered {status}")),
             Err(e) => failed(payload, format!("Azure DevOps could not be reached: {e}")),
@@ -533,10 +595,10 @@ async fn upsert(
                 entity.identifier,
                 started.elapsed().as_millis()
             )),
-            notified: false,
+            ..Default::default()
         },
         Ok((Ok(_), _)) => {
-            Invocation { payload, response: None, end: Some((Status::Success, None)), log: None, notified: false }
+            Invocation { payload, response: None, end: Some((Status::Success, None)), log: None, ..Default::default() }
         }
         Ok((Err(e), _)) => failed(payload, format!("the entity was refused: {e}")),
         Err(e) => failed(payload, format!("the entity was not written: {e}")),

@@ -6,7 +6,8 @@
 //!   [`IN_FLIGHT`] at once, then records what it sent (`Command::RecordInvocation`, which clears the mark;
 //!   the invocations ready together are recorded in one write).
 //!   The mark is in the log, so a crash or a failover sends again what was in flight (at least once), never
-//!   skips a run.
+//!   skips a run. A run whose backend's run is followed (a GitHub workflow run, `reportWorkflowStatus`) is
+//!   asked about every `github_poll` until it ends.
 //! - The **automations** worker reads the log feed as the consumer `actions:automations` (a durable
 //!   position shared by every replica, one at a time by lease) and makes one run per automation whose
 //!   event and condition a change matches, with an id derived from the automation and the change: a page
@@ -54,7 +55,9 @@ pub(crate) async fn invoker(pipeline: Arc<Pipeline>, config: Config) {
     let mut later: HashMap<String, Instant> = HashMap::new();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
     let (sent_tx, sent_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Invocation)>();
-    let recorder = tokio::spawn(record(Arc::clone(&pipeline), sent_rx, done_tx));
+    let recorder = tokio::spawn(record(Arc::clone(&pipeline), sent_rx, done_tx.clone()));
+    // When each followed run was last asked about.
+    let mut polled: HashMap<String, Instant> = HashMap::new();
     let _stop_recorder = AbortOnDrop(recorder);
     loop {
         match lease.hold().await {
@@ -79,22 +82,47 @@ pub(crate) async fn invoker(pipeline: Arc<Pipeline>, config: Config) {
                 continue;
             }
             let Some((_, run)) = berth_engine::runs::get(&view, id) else { continue };
+            let following = !run.pending_execution && !run.pending_notification;
+            if following {
+                if polled.get(id).is_some_and(|at| at.elapsed() < config.actions.github_poll) {
+                    continue;
+                }
+                polled.insert(id.clone(), Instant::now());
+            }
             in_flight.insert(id.clone());
-            let (pipeline, senders, sent, id, view) =
-                (Arc::clone(&pipeline), Arc::clone(&senders), sent_tx.clone(), id.clone(), Arc::clone(&view));
+            let (pipeline, senders, sent, done, id, view) = (
+                Arc::clone(&pipeline),
+                Arc::clone(&senders),
+                sent_tx.clone(),
+                done_tx.clone(),
+                id.clone(),
+                Arc::clone(&view),
+            );
             tokio::spawn(async move {
                 let invocation = if run.pending_notification {
-                    senders.notify(&view, &id, &run).await
+                    Some(senders.notify(&view, &id, &run).await)
+                } else if run.pending_execution {
+                    Some(senders.invoke(&pipeline, &view, &id, &run).await)
                 } else {
-                    senders.invoke(&pipeline, &view, &id, &run).await
+                    senders.report(&view, &run).await
                 };
-                let _ = sent.send((id, invocation));
+                match invocation {
+                    Some(invocation) => {
+                        let _ = sent.send((id, invocation));
+                    }
+                    // Still running: asked again after `github_poll`.
+                    None => {
+                        let _ = done.send((id, true));
+                    }
+                }
             });
         }
+        polled.retain(|id, _| view.run_is_pending(id) || in_flight.contains(id));
         let seq = view.seq();
         drop(view);
+        let wait = if polled.is_empty() { LEASE / 3 } else { config.actions.github_poll.min(LEASE / 3) };
         tokio::select! {
-            _ = pipeline.wait_applied(seq + 1, LEASE / 3) => {}
+            _ = pipeline.wait_applied(seq + 1, wait) => {}
             Some(first) = done_rx.recv() => {
                 let mut finished = vec![first];
                 while let Ok(more) = done_rx.try_recv() {

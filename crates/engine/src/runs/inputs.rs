@@ -204,3 +204,76 @@ fn check_value(state: &State, name: &str, def: &Value, value: &mut Value, cx: &C
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn inputs() -> Value {
+        json!({"properties": {
+            "name": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 8},
+            "n": {"type": "number", "minimum": 1, "maximum": 5},
+            "lang": {"type": "string", "enum": ["go", "rust"], "default": "rust"},
+            "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+            "svc": {"type": "string", "format": "entity", "blueprint": "service"},
+            "who": {"type": "string", "format": "user"},
+            "extra": {"type": "string", "visible": {"jqQuery": ".form.lang == \"go\""}},
+            "computed": {"type": "string", "default": {"jqQuery": ".form.name"}}},
+            "required": {"jqQuery": "if .form.lang == \"go\" then [\"name\", \"extra\"] else [\"name\"] end"}})
+    }
+
+    fn check_on(given: Value) -> Result<Checked, DomainError> {
+        let state = State::default();
+        let runner = Principal { id: "a@x.io".into(), roles: vec!["Admin".into()], teams: vec![] };
+        let cx = Context { user: json!({}), entity: json!({}), runner: &runner, now: Timestamp::from_millis(0) };
+        let given = given.as_object().cloned().unwrap_or_default();
+        check(&state, Some(&inputs()), &given, &cx, false)
+    }
+
+    #[test]
+    fn defaults_rules_and_every_bad_input_named() {
+        let ok = check_on(json!({"name": "pay"})).expect("valid");
+        assert_eq!(Value::Object(ok.values), json!({"name": "pay", "lang": "rust", "computed": "pay"}));
+        let e = check_on(json!({"name": "Pay!", "n": 9, "lang": "go", "tags": [1], "svc": "x", "who": "y", "z": 1}))
+            .expect_err("bad")
+            .to_string();
+        for named in ["`name`", "`n`", "`tags", "`svc`", "`who`", "`z`", "`extra` is required"] {
+            assert!(e.contains(named), "{named} in {e}");
+        }
+        let hidden = check_on(json!({"name": "pay", "extra": "dropped"})).expect("valid");
+        assert!(!hidden.values.contains_key("extra"), "a hidden input is dropped");
+    }
+
+    fn arb() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|n| json!(n)),
+            "[a-z!{}.]{0,10}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(2, 12, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,4}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any inputs are accepted or refused with every bad one named; never a panic.
+        #[test]
+        fn any_inputs_are_checked(values in prop::collection::btree_map(
+            prop_oneof![Just("name".to_string()), Just("n".to_string()), Just("lang".to_string()),
+                Just("tags".to_string()), Just("svc".to_string()), Just("extra".to_string()), "[a-z]{1,3}"],
+            arb(), 0..6)) {
+            let given = Value::Object(values.into_iter().collect());
+            match check_on(given) {
+                Ok(c) => prop_assert!(c.values.contains_key("name")),
+                Err(e) => prop_assert!(e.to_string().starts_with("invalid inputs: ")),
+            }
+        }
+    }
+}

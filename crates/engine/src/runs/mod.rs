@@ -48,8 +48,20 @@ pub struct NewRun {
     pub event: Option<Value>,
 }
 
+/// What a record is about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Record {
+    /// The run was sent to its backend.
+    #[default]
+    Sent,
+    /// The approvers were told.
+    Notified,
+    /// The backend's own run was followed to its end (`reportWorkflowStatus`).
+    Reported,
+}
+
 /// What the invocation worker records about a run it sent.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Invocation {
     /// What was sent, templates rendered (secrets masked).
     pub payload: Option<Value>,
@@ -59,8 +71,14 @@ pub struct Invocation {
     pub end: Option<(Status, Option<String>)>,
     /// A log line to add.
     pub log: Option<String>,
-    /// This records the approvers' notification, not the run's invocation.
-    pub notified: bool,
+    /// What this records.
+    pub kind: Record,
+    /// The backend's id of its run, and a link to it (a GitHub workflow run).
+    pub external_run_id: Option<String>,
+    pub link: Option<String>,
+    /// Where the backend's run is followed until it ends (its API URL), when the run's status is reported
+    /// from it.
+    pub follow: Option<String>,
 }
 
 /// A run by id.
@@ -377,6 +395,7 @@ pub(crate) fn create(state: &State, meta: &WriteMeta, new: &NewRun) -> Result<(V
         pending_execution: !waits,
         pending_notification: waits
             && action_def.body.pointer("/approvalNotification/type").and_then(Value::as_str) == Some("webhook"),
+        follow: None,
         external_run_id: None,
         created_by,
         impersonated_by,
@@ -420,6 +439,7 @@ fn end(run: &mut Run, status: Status, now: Timestamp) {
     run.ended_at = Some(now);
     run.pending_execution = false;
     run.pending_notification = false;
+    run.follow = None;
 }
 
 /// `PATCH /v1/actions/runs/{id}`.
@@ -576,18 +596,36 @@ pub(crate) fn record(
         return Err(DomainError::Forbidden("only the server records invocations".into()));
     }
     let (d, mut run) = get(state, id).ok_or_else(|| DomainError::not_found("run", id.to_string()))?;
-    if inv.notified {
-        if !run.pending_notification {
-            return Ok((Vec::new(), Outcome::Unchanged));
+    match inv.kind {
+        Record::Notified => {
+            if !run.pending_notification {
+                return Ok((Vec::new(), Outcome::Unchanged));
+            }
+            run.pending_notification = false;
         }
-        run.pending_notification = false;
-    } else {
-        if !run.pending_execution {
-            return Ok((Vec::new(), Outcome::Unchanged));
+        Record::Reported => {
+            if run.follow.is_none() {
+                return Ok((Vec::new(), Outcome::Unchanged));
+            }
+            run.follow = None;
         }
-        run.pending_execution = false;
-        run.payload = inv.payload.clone();
-        run.response = inv.response.clone();
+        Record::Sent => {
+            if !run.pending_execution {
+                return Ok((Vec::new(), Outcome::Unchanged));
+            }
+            run.pending_execution = false;
+            run.payload = inv.payload.clone();
+            run.response = inv.response.clone();
+            if inv.external_run_id.is_some() {
+                run.external_run_id = inv.external_run_id.clone();
+            }
+            if let Some(link) = &inv.link {
+                run.link.push(link.clone());
+            }
+            if !run.status.ended() {
+                run.follow = inv.follow.clone();
+            }
+        }
     }
     let mut changes = Vec::new();
     if let Some((status, label)) = &inv.end {

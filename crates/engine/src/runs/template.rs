@@ -88,4 +88,17 @@ mod tests {
         let err = render(&json!("{{ error(\"boom\") }}"), &data).expect_err("fails");
         assert!(err.contains("boom") || err.contains("error"), "{err}");
     }
+
+    proptest::proptest! {
+        /// Any string (braces, jq fragments, unicode) renders or is refused with a message; never a panic,
+        /// and a string without `{{` is itself.
+        #[test]
+        fn any_template_renders_or_is_refused(s in "([a-z. |\"{}()\\[\\]0-9]|\\{\\{|\\}\\}|é){0,40}") {
+            let data = json!({"inputs": {"a": 1, "b": "x"}, "run": {"id": "r_1"}});
+            match render(&json!(s), &data) {
+                Ok(v) => if !s.contains("{{") { proptest::prop_assert_eq!(v, json!(s)); },
+                Err(e) => proptest::prop_assert!(!e.is_empty()),
+            }
+        }
+    }
 }

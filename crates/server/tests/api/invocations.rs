@@ -256,7 +256,8 @@ async fn github_and_gitlab_runs_reach_their_servers_with_auth_and_inputs() {
     assert_eq!(dispatch.header("authorization"), "Bearer ghs-SECRET");
     assert_eq!(
         dispatch.json(),
-        json!({"ref": "trunk", "inputs": {"name": "pay", "replicas": "3", "ctx": format!("{{\"run\":\"{a}\"}}")}})
+        json!({"ref": "trunk", "inputs": {"name": "pay", "replicas": "3", "ctx": format!("{{\"run\":\"{a}\"}}")},
+            "return_run_details": true})
     );
     let calls = gl.lock().expect("lock").clone();
     assert_eq!(calls.len(), 1, "{calls:?}");
@@ -513,4 +514,68 @@ async fn every_automation_event_fires_for_its_changes_only() {
     }
     let run = &s.get("/v1/actions/runs?action=on-deleted").await.body["runs"][0];
     assert_eq!(run["source"], "AUTOMATION");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_run_follows_its_workflow_run_to_its_conclusion() {
+    // GitHub names the run it started; the run is asked about until it completes.
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (a, api) = (Arc::clone(&asked), base.clone());
+    let app = axum::Router::new()
+        .route("/repos/acme/api", axum::routing::get(|| async { axum::Json(json!({"default_branch": "main"})) }))
+        .route(
+            "/repos/acme/api/actions/workflows/deploy.yml/dispatches",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let api = api.clone();
+                async move {
+                    assert_eq!(body["return_run_details"], true);
+                    axum::Json(
+                        json!({"workflow_run_id": 4242, "run_url": format!("{api}/repos/acme/api/actions/runs/4242"),
+                        "html_url": "https://github.example.com/acme/api/actions/runs/4242"}),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/repos/acme/api/actions/runs/4242",
+            axum::routing::get(move || {
+                let a = Arc::clone(&a);
+                async move {
+                    if a.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                        axum::Json(json!({"status": "in_progress", "conclusion": null}))
+                    } else {
+                        axum::Json(json!({"status": "completed", "conclusion": "failure"}))
+                    }
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let s = TestServer::start_with(|c| {
+        c.actions.github_url = base.clone();
+        c.actions.github_token = Some("ghs-x".into());
+        c.actions.github_poll = Duration::from_millis(100);
+    })
+    .await;
+    service(&s).await;
+    create(
+        &s,
+        "/v1/actions",
+        self_service("gh", json!({"type": "GITHUB", "org": "acme", "repo": "api", "workflow": "deploy.yml"})),
+    )
+    .await;
+    let id = run(&s, "gh", json!({})).await;
+    let sent = run_until(&s, &id, |r| r["pendingExecution"] == false).await;
+    assert_eq!(sent["externalRunId"], "4242", "{sent}");
+    assert_eq!(sent["link"], json!(["https://github.example.com/acme/api/actions/runs/4242"]));
+    let ended = run_until(&s, &id, |r| r["status"] == "FAILURE").await;
+    assert_eq!(ended["statusLabel"], "failure");
+    assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 3, "asked until it completed");
+    let logs = s.get(&format!("/v1/actions/runs/{id}/logs")).await.body.to_string();
+    assert!(logs.contains("ended: failure"), "{logs}");
+    // Once ended, it is not asked again.
+    let after = asked.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), after);
 }

@@ -269,6 +269,39 @@ fn blueprint_seeds() -> Vec<Value> {
     ]
 }
 
+/// Actions the battery mutates: a self-service one with every kind of input rule, an automation.
+fn action_seeds() -> Vec<Value> {
+    vec![
+        json!({"title": "Deploy", "trigger": {"type": "self-service", "operation": "DAY-2", "blueprintIdentifier": "svc",
+            "condition": {"type": "SEARCH", "combinator": "and", "rules": [{"property": "n", "operator": ">", "value": 0}]},
+            "userInputs": {"properties": {
+                "v": {"type": "string", "pattern": "^v[0-9]+$", "maxLength": 12},
+                "n": {"type": "number", "minimum": 1, "maximum": 9, "default": 2},
+                "env": {"type": "string", "enum": ["a", "b"], "visible": {"jqQuery": ".form.n > 1"}},
+                "dep": {"type": "string", "format": "entity", "blueprint": "svc",
+                    "dataset": {"combinator": "and", "rules": [{"property": "n", "operator": "=", "value": {"jqQuery": ".form.n"}}]}},
+                "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+                "secret": {"type": "string", "encryption": "aes256-gcm"}},
+                "required": {"jqQuery": "if .form.n > 3 then [\"v\"] else [] end"}, "order": ["v", "n"],
+                "steps": [{"title": "One", "order": ["v"]}]}},
+            "invocationMethod": {"type": "WEBHOOK", "url": "https://x.example.com/{{ .inputs.v }}",
+                "headers": {"A": "{{ .secrets.S }}"}, "body": {"v": "{{ .inputs.v | ascii_downcase }}", "n": "{{ .inputs.n * 2 }}"}},
+            "requiredApproval": {"type": "ALL"}}),
+        json!({"title": "On update", "trigger": {"type": "automation", "event": {"type": "ENTITY_UPDATED", "blueprintIdentifier": "svc"},
+            "condition": {"type": "JQ", "combinator": "or", "expressions": [".diff.after.properties.n > 1"]}},
+            "invocationMethod": {"type": "UPSERT_ENTITY", "blueprintIdentifier": "svc",
+                "mapping": {"identifier": "{{ .event.diff.after.identifier }}", "properties": {"n": 1}}}}),
+    ]
+}
+
+/// Run inputs the battery mutates, for the first action seed.
+fn run_seeds() -> Vec<Value> {
+    vec![
+        json!({"properties": {"v": "v1", "n": 3, "env": "a", "dep": "a", "tags": ["x"]}, "entity": "a"}),
+        json!({"properties": {"v": "v2", "n": 5, "secret": {"sealed": "AAAA"}}, "entity": "b"}),
+    ]
+}
+
 fn meta(now: i64) -> WriteMeta {
     WriteMeta {
         actor: "hostile".into(),
@@ -483,11 +516,69 @@ fn parsers(count: usize, seed: u64) -> anyhow::Result<Vec<(&'static str, Tally)>
     }
     out.push(("UI entity forms (body_of, then written)", tally));
 
+    // Actions: hostile bodies created (parsed, checked against the catalog, every jq compiled), templates
+    // rendered over hostile data; runs of a fixed action with hostile inputs (checked, then written).
+    let actions = action_seeds();
+    let mut tally = Tally::default();
+    for i in 0..count {
+        renew(&mut catalogs, i)?;
+        let input = hostile(&mut rng, &actions);
+        let data = hostile(&mut rng, &run_seeds());
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> anyhow::Result<bool> {
+            if let Some(method) = input.get("invocationMethod") {
+                let _ = berth_engine::runs::template::render(method, &data);
+            }
+            let cmd = Command::WriteDefinition {
+                kind: berth_model::DefinitionKind::Action,
+                identifier: format!("a{}", i % 50),
+                how: berth_engine::definitions::DefinitionWrite::Upsert(input.clone()),
+            };
+            Ok(catalogs.write(&cmd)?.is_ok())
+        }));
+        tally.record(outcome, "action", &input);
+    }
+    out.push(("actions (created; templates rendered over hostile data)", tally));
+
+    let runs = run_seeds();
+    let mut tally = Tally::default();
+    let mut made = 0usize;
+    for i in 0..count {
+        renew(&mut catalogs, i)?;
+        if catalogs.state.definition(berth_model::DefinitionKind::Action, "deploy").is_none() {
+            let how = berth_engine::definitions::DefinitionWrite::Upsert(actions[0].clone());
+            let cmd = Command::WriteDefinition {
+                kind: berth_model::DefinitionKind::Action,
+                identifier: "deploy".into(),
+                how,
+            };
+            if catalogs.write(&cmd)?.is_err() {
+                bail!("the battery's action was refused");
+            }
+        }
+        // A quarter of them valid, so that the accepted path (inputs kept, the run written) is exercised too.
+        let input = if rng.chance(25) { rng.pick(&runs).clone() } else { hostile(&mut rng, &runs) };
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| -> anyhow::Result<bool> {
+            let Ok(request) = berth_model::run::RunRequest::parse(&input) else { return Ok(false) };
+            made += 1;
+            let cmd = Command::CreateRun(Box::new(berth_engine::runs::NewRun {
+                id: format!("r_hostile{made:09}"),
+                action: "deploy".into(),
+                request,
+                source: berth_model::run::Source::Api,
+                run_as: None,
+                event: None,
+            }));
+            Ok(catalogs.write(&cmd)?.is_ok())
+        }));
+        tally.record(outcome, "run", &input);
+    }
+    out.push(("runs (RunRequest, inputs checked, written)", tally));
+
     if let Err(e) = catalogs.check_snapshot() {
         snapshot_failures.push(format!("{e:#}"));
     }
     let checks =
-        Tally { inputs: (4 * count).div_ceil(CATALOG_ROUNDS), failures: snapshot_failures, ..Tally::default() };
+        Tally { inputs: (6 * count).div_ceil(CATALOG_ROUNDS), failures: snapshot_failures, ..Tally::default() };
     out.push(("snapshots and replays of the catalogs written", checks));
     Ok(out)
 }

@@ -674,3 +674,82 @@ pub(crate) fn set_permissions(
     let d = put(meta, existing.map(|d| &**d), DefinitionKind::ActionPermissions, action, updated.view());
     Ok(done(vec![Change::DefinitionPut { definition: Arc::clone(&d) }], d, existing.is_none()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Command;
+    use serde_json::json;
+
+    fn meta(n: i64) -> WriteMeta {
+        WriteMeta {
+            actor: "t".into(),
+            origin: berth_model::Origin::Api,
+            now: Timestamp::from_millis(1_700_000_000_000 + n),
+            datasource: None,
+            run_id: None,
+            principal: None,
+        }
+    }
+
+    fn apply(state: &mut State, n: i64, cmd: &Command) -> Result<(), DomainError> {
+        let m = meta(n);
+        let (changes, _) = crate::execute(state, &m, cmd)?;
+        for change in changes {
+            let before = state.previous_of(&change);
+            let event = m.event_after(state, change, before);
+            state.apply(&event).map_err(|e| DomainError::Internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_day2_run_with_rules_datasets_and_sealed_inputs_is_made() {
+        let mut state = State::default();
+        let bp = json!({"identifier": "svc", "title": "S", "schema": {"properties": {"n": {"type": "number"}}}});
+        apply(&mut state, 1, &Command::CreateBlueprint { body: bp }).expect("bp");
+        let input =
+            berth_model::EntityInput::from_value(&json!({"identifier": "a", "properties": {"n": 1}})).expect("e");
+        let write = Command::WriteEntity {
+            blueprint: "svc".into(),
+            path_id: None,
+            input,
+            mode: crate::WriteMode::Upsert,
+            create_missing_related: false,
+        };
+        apply(&mut state, 2, &write).expect("entity");
+        let action = json!({"title": "Deploy", "trigger": {"type": "self-service", "operation": "DAY-2", "blueprintIdentifier": "svc",
+            "condition": {"type": "SEARCH", "combinator": "and", "rules": [{"property": "n", "operator": ">", "value": 0}]},
+            "userInputs": {"properties": {
+                "v": {"type": "string", "pattern": "^v[0-9]+$"},
+                "n": {"type": "number", "minimum": 1, "maximum": 9, "default": 2},
+                "env": {"type": "string", "enum": ["a", "b"], "visible": {"jqQuery": ".form.n > 1"}},
+                "dep": {"type": "string", "format": "entity", "blueprint": "svc"},
+                "secret": {"type": "string", "encryption": "aes256-gcm"}},
+                "required": {"jqQuery": "if .form.n > 3 then [\"v\"] else [] end"}}},
+            "invocationMethod": {"type": "KAFKA"}, "requiredApproval": {"type": "ALL"}});
+        let how = crate::definitions::DefinitionWrite::Create(action);
+        let cmd = Command::WriteDefinition { kind: DefinitionKind::Action, identifier: "deploy".into(), how };
+        apply(&mut state, 3, &cmd).expect("action");
+        let run = |props: serde_json::Value| {
+            Command::CreateRun(Box::new(NewRun {
+                id: "r_aaaaaaaaaaaaaaaa".into(),
+                action: "deploy".into(),
+                request: RunRequest {
+                    properties: props.as_object().cloned().unwrap_or_default(),
+                    entity: Some("a".into()),
+                },
+                source: Source::Api,
+                run_as: None,
+                event: None,
+            }))
+        };
+        apply(&mut state, 4, &run(json!({"v": "v1", "n": 3, "env": "a", "dep": "a", "secret": {"sealed": "AAAA"}})))
+            .expect("a valid run");
+        let (_, made) = get(&state, "r_aaaaaaaaaaaaaaaa").expect("made");
+        assert_eq!(made.status, Status::WaitingForApproval);
+        assert_eq!(made.trigger["action"]["encryptedProperties"], json!(["secret"]));
+        let e = apply(&mut state, 5, &run(json!({"n": 5}))).expect_err("v is required when n > 3").to_string();
+        assert!(e.contains("`v` is required") || e.contains("already exists"), "{e}");
+    }
+}

@@ -1,7 +1,7 @@
 //! Delivery across processes: `berth serve` killed with SIGKILL while delivering, then restarted, delivers
 //! everything (duplicates only of the page in flight and the last 100 ms), to a webhook and to each broker;
 //! two replicas on one store deliver each message once between them, and when the one delivering dies the
-//! other takes over from the durable position.
+//! other takes over from the durable position; two replicas fire each automation and timer once.
 
 mod support;
 
@@ -419,4 +419,104 @@ async fn a_replica_stopping_gracefully_hands_its_deliveries_over_at_once() {
     let took = stopped.elapsed();
     assert!(took < Duration::from_secs(8), "taken over in {took:?}: the lease was given up, not waited out");
     check(&seqs.lock().expect("lock"), created, head2, 1);
+}
+
+/// Two replicas on one store: an automation fires exactly once per matching change and a timer once, whichever
+/// replica the writes went through, and each run reaches its webhook once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_fire_each_automation_and_timer_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = support::postgres_url("automations");
+    let client = support::client();
+    let runs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let kept = Arc::clone(&runs);
+    let app = axum::Router::new().route(
+        "/runs",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let kept = Arc::clone(&kept);
+            async move {
+                if let Some(run) = body["run"].as_str() {
+                    kept.lock().expect("lock").push(run.to_string());
+                }
+                StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/runs", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let mut a = Berth::spawn(dir.path(), &store, &["--allow-destination", "127.0.0.1"]);
+    let mut b = Berth::spawn(dir.path(), &store, &["--allow-destination", "127.0.0.1"]);
+    let (ta, tb) = (a.token(&client).await, b.token(&client).await);
+    let (status, body, _) = post(
+        &client,
+        &a,
+        &ta,
+        "/v1/blueprints",
+        json!({"identifier": "item", "title": "Item", "schema": {"properties": {"n": {"type": "number"},
+            "expires": {"type": "string", "format": "timer"}}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let webhook = json!({"type": "WEBHOOK", "url": url, "body": {"run": "{{ .run.id }}"}});
+    for (id, event, condition) in [
+        (
+            "even",
+            json!({"type": "ENTITY_UPDATED", "blueprintIdentifier": "item"}),
+            json!({"type": "JQ", "combinator": "and", "expressions": [".diff.after.properties.n % 2 == 0"]}),
+        ),
+        (
+            "expired",
+            json!({"type": "TIMER_PROPERTY_EXPIRED", "blueprintIdentifier": "item", "propertyIdentifier": "expires"}),
+            json!(null),
+        ),
+    ] {
+        let mut action =
+            json!({"identifier": id, "trigger": {"type": "automation", "event": event}, "invocationMethod": webhook});
+        if !condition.is_null() {
+            action["trigger"]["condition"] = condition;
+        }
+        let (status, body, _) = post(&client, &b, &tb, "/v1/actions", action).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // Both replicas follow the actions before the writes (each replica's view catches up within a moment).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write_items(&client, &a, &ta, 0, 300).await;
+    // The same items updated through the other replica: the even ones match.
+    for chunk in (0..300).collect::<Vec<usize>>().chunks(100) {
+        let entities: Vec<Value> =
+            chunk.iter().map(|i| json!({"identifier": format!("i{i}"), "properties": {"n": i + 1000}})).collect();
+        let (status, body, _) =
+            post(&client, &b, &tb, "/v1/blueprints/item/entities/bulk", json!({"entities": entities})).await;
+        assert!(status.is_success(), "{body}");
+    }
+    let at =
+        serde_json::to_value(berth_model::Timestamp::from_millis(berth_catalog::now().millis() + 1500)).expect("t");
+    let (status, body, _) = post(
+        &client,
+        &a,
+        &ta,
+        "/v1/blueprints/item/entities",
+        json!({"identifier": "timed", "properties": {"expires": at}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    wait_for("151 runs at the webhook", 60, || runs.lock().expect("lock").len() >= 151).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = runs.lock().expect("lock").clone();
+    let distinct: std::collections::BTreeSet<&String> = got.iter().collect();
+    assert_eq!(got.len(), 151, "each run reached the webhook once");
+    assert_eq!(distinct.len(), 151);
+    for (action, n, server, token) in [("even", 150, &a, &ta), ("expired", 1, &b, &tb)] {
+        let r = client
+            .get(server.url(&format!("/v1/actions/runs?action={action}&limit=1000")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("runs");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["runs"].as_array().map(Vec::len), Some(n), "{action}");
+    }
+    a.kill();
+    b.kill();
 }

@@ -18,8 +18,9 @@ pub const MAX_LINKS: usize = 20;
 pub const MAX_SHORT_TEXT: usize = 2048;
 /// The longest summary or log message.
 pub const MAX_LONG_TEXT: usize = 64 * 1024;
-/// The most log lines one run keeps (a backend that logs more is told so).
+/// The most log lines one run keeps, and the most bytes of them (a backend that logs more is told so).
 pub const MAX_LOGS: u32 = 10_000;
+pub const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
 /// The length of a run id after its `r_`.
 pub const RUN_ID_LEN: usize = 16;
 
@@ -154,9 +155,11 @@ pub struct Run {
     pub updated_at: Timestamp,
     #[serde(default)]
     pub ended_at: Option<Timestamp>,
-    /// How many log lines it has.
+    /// How many log lines it has, and their bytes.
     #[serde(default)]
     pub logs: u32,
+    #[serde(default)]
+    pub log_bytes: u64,
     /// The trigger data templates are rendered over (`inputs`, `entity`, `trigger`, `event`, `action`), as it
     /// was when the run was made; never shown.
     #[serde(default)]
@@ -175,6 +178,7 @@ impl Run {
         if let Some(map) = v.as_object_mut() {
             map.remove("trigger");
             map.remove("logs");
+            map.remove("logBytes");
             map.remove("follow");
             map.insert("id".into(), Value::String(id.to_string()));
             map.insert("rawProperties".into(), Value::Object(self.properties.clone()));

@@ -33,6 +33,8 @@ use crate::command::{Outcome, WriteMeta};
 
 /// The most entities a permission policy's query reads.
 const POLICY_QUERY_LIMIT: usize = 1000;
+/// The longest a permission policy's query may search (it runs in the writer): past it, the policy denies.
+const POLICY_QUERY_BUDGET: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A run to make.
 #[derive(Clone, Debug)]
@@ -113,12 +115,15 @@ fn policy_allows(state: &State, policy: &Policy, data: &Value, now: Timestamp) -
         let Ok(rendered) = template::render(query, data) else { return false };
         let Ok(query) = berth_model::query::Query::parse(&rendered) else { return false };
         let mut found = Vec::new();
-        let searched = crate::search::for_each_match(state, &query, now, |e| {
-            if found.len() < POLICY_QUERY_LIMIT {
-                found.push(serde_json::to_value(&**e).unwrap_or(Value::Null));
-            }
+        // Judged in the writer: each query has a budget, and one that runs out denies.
+        let searched = crate::search::with_deadline(std::time::Instant::now() + POLICY_QUERY_BUDGET, || {
+            crate::search::for_each_match(state, &query, now, |e| {
+                if found.len() < POLICY_QUERY_LIMIT {
+                    found.push(serde_json::to_value(&**e).unwrap_or(Value::Null));
+                }
+            })
         });
-        if searched.is_err() {
+        if !matches!(searched, Ok(Ok(_))) {
             return false;
         }
         results.insert(name.clone(), Value::Array(found));
@@ -404,6 +409,7 @@ pub(crate) fn create(state: &State, meta: &WriteMeta, new: &NewRun) -> Result<(V
         updated_at: meta.now,
         ended_at: None,
         logs: 0,
+        log_bytes: 0,
         trigger,
     };
     let d = store(meta, None, &new.id, &run)?;
@@ -482,8 +488,14 @@ pub(crate) fn log(
     line: &LogLine,
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
     let (d, mut run) = changeable(state, meta, id)?;
-    if run.logs >= run::MAX_LOGS {
-        return Err(DomainError::Invalid(format!("run `{id}` has {} log lines, the most a run keeps", run::MAX_LOGS)));
+    if run.logs >= run::MAX_LOGS || run.log_bytes + line.message.len() as u64 > run::MAX_LOG_BYTES {
+        return Err(DomainError::Invalid(format!(
+            "run `{id}` has {} log lines of {} bytes; a run keeps at most {} lines and {} bytes",
+            run.logs,
+            run.log_bytes,
+            run::MAX_LOGS,
+            run::MAX_LOG_BYTES
+        )));
     }
     if let Some(status) = line.termination_status {
         if run.status == Status::WaitingForApproval {
@@ -495,6 +507,7 @@ pub(crate) fn log(
         }
     }
     run.logs += 1;
+    run.log_bytes += line.message.len() as u64;
     run.updated_by = meta.actor.clone();
     run.updated_at = meta.now;
     let body = serde_json::to_value(line).map_err(|e| DomainError::Internal(e.to_string()))?;
@@ -637,8 +650,9 @@ pub(crate) fn record(
         }
     }
     if let Some(message) = &inv.log {
-        if run.logs < run::MAX_LOGS {
+        if run.logs < run::MAX_LOGS && run.log_bytes + message.len() as u64 <= run::MAX_LOG_BYTES {
             run.logs += 1;
+            run.log_bytes += message.len().min(run::MAX_LONG_TEXT) as u64;
             let line = LogLine {
                 message: berth_model::limits::truncate(message, run::MAX_LONG_TEXT).to_string(),
                 termination_status: None,

@@ -393,3 +393,25 @@ async fn organisation_secrets_are_admin_only_and_never_shown() {
     assert_eq!(s.delete("/v1/organization/secrets/GH_TOKEN").await.status, StatusCode::OK);
     s.get("/v1/organization/secrets/GH_TOKEN").await.assert_error(404, "not_found");
 }
+
+#[tokio::test]
+async fn a_run_keeps_a_bounded_log() {
+    let s = catalog().await;
+    let a = s.post("/v1/actions/scaffold/runs", json!({"properties": {"name": "pay"}})).await;
+    let id = a.body["run"]["id"].as_str().expect("id").to_string();
+    let line = "x".repeat(berth_model::run::MAX_LONG_TEXT);
+    let fits = (berth_model::run::MAX_LOG_BYTES / line.len() as u64) as usize;
+    for _ in 0..fits {
+        let a = s.post(&format!("/v1/actions/runs/{id}/logs"), json!({"message": line})).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    }
+    let full = s.post(&format!("/v1/actions/runs/{id}/logs"), json!({"message": "one more"})).await;
+    full.assert_error(422, "invalid_request");
+    assert!(full.body["message"].as_str().expect("m").contains("at most"), "{}", full.body);
+    s.post(&format!("/v1/actions/runs/{id}/logs"), json!({"message": "y".repeat(berth_model::run::MAX_LONG_TEXT + 1)}))
+        .await
+        .assert_error(422, "invalid_request");
+    // The run still ends (a status needs no log).
+    let a = s.patch(&format!("/v1/actions/runs/{id}"), json!({"status": "SUCCESS"})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+}

@@ -444,7 +444,7 @@ async fn actions_and_runs(c: &Client, server: &Berth, http: &reqwest::Client, to
         .post(server.url("/v1/blueprints/service/entities/search"))
         .bearer_auth(token)
         .json(
-            &json!({"combinator": "and", "rules": [{"property": "lifecycle", "operator": "=", "value": "production"}]}),
+            &json!({"query": {"combinator": "and", "rules": [{"property": "lifecycle", "operator": "=", "value": "production"}]}}),
         )
         .send()
         .await

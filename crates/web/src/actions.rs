@@ -538,12 +538,6 @@ pub async fn run(
     }
 }
 
-#[derive(Template)]
-#[template(path = "pick.html")]
-struct PickOptions {
-    options: Vec<(String, String)>,
-}
-
 /// `GET /actions/{id}/pick/{input}?q=`: `<option>`s for an entity picker: the input's blueprint's entities
 /// the session may read, within the input's `dataset` (its `{"jqQuery"}` values judged over the user), whose
 /// title or identifier contains what is typed (at most 20).
@@ -557,8 +551,7 @@ pub async fn pick(
     let props = ctx.props();
     let def = props.get(&input).ok_or_else(|| UiError::not_found(format!("action `{id}` has no input `{input}`")))?;
     let blueprint = def.get("blueprint").and_then(Value::as_str).unwrap_or_default().to_string();
-    let q = p.get("q").or_else(|| p.0.last().map(|(_, v)| v.as_str())).unwrap_or("").to_lowercase();
-    let needle = q.rsplit(',').next().unwrap_or("").trim().to_string();
+    let needle = crate::entity_form::typed(&p);
     let data = rule_data(&Map::new(), &ctx.user(), &ctx.entity_json());
     let dataset = match def.get("dataset") {
         Some(d) => {
@@ -579,20 +572,13 @@ pub async fn pick(
             Some(q) => Some((berth_engine::search::Ctx::new(&view, q, scoped.now(), Some(&blueprint))?, q)),
             None => None,
         };
-        Ok(scoped
+        let within = scoped
             .entities_of(&blueprint)
-            .filter(|e| ctx.as_ref().is_none_or(|(c, q)| berth_engine::search::matches(c, e, q)))
-            .filter(|e| {
-                needle.is_empty()
-                    || e.identifier.to_lowercase().contains(&needle)
-                    || e.title.as_deref().is_some_and(|t| t.to_lowercase().contains(&needle))
-            })
-            .take(20)
-            .map(|e| (e.identifier.to_string(), e.title.clone().unwrap_or_default()))
-            .collect())
+            .filter(|e| ctx.as_ref().is_none_or(|(c, q)| berth_engine::search::matches(c, e, q)));
+        Ok(crate::entity_form::options(within, &needle))
     })
     .await?;
-    html(&PickOptions { options })
+    html(&crate::entity_form::PickOptions { options })
 }
 
 /// Replaces every `{"jqQuery": "..."}` in a dataset with its value over `data` (null when it fails).

@@ -424,8 +424,31 @@ pub async fn update(
 
 #[derive(Template)]
 #[template(path = "pick.html")]
-struct PickOptions {
-    options: Vec<(String, String)>,
+pub(crate) struct PickOptions {
+    pub options: Vec<(String, String)>,
+}
+
+/// What a picker typed so far: its `q`, or the input's own value (it sends it under its field name); of a
+/// list, the last item, lower-cased.
+pub(crate) fn typed(p: &FormData) -> String {
+    let q = p.get("q").or_else(|| p.0.last().map(|(_, v)| v.as_str())).unwrap_or("").to_lowercase();
+    q.rsplit(',').next().unwrap_or("").trim().to_string()
+}
+
+/// A picker's options: the first 20 entities whose identifier or title contains `needle`.
+pub(crate) fn options<'a>(
+    entities: impl Iterator<Item = &'a std::sync::Arc<Entity>>,
+    needle: &str,
+) -> Vec<(String, String)> {
+    entities
+        .filter(|e| {
+            needle.is_empty()
+                || e.identifier.to_lowercase().contains(needle)
+                || e.title.as_deref().is_some_and(|t| t.to_lowercase().contains(needle))
+        })
+        .take(20)
+        .map(|e| (e.identifier.to_string(), e.title.clone().unwrap_or_default()))
+        .collect()
 }
 
 /// `GET /blueprints/{bp}/pick?q=`: `<option>`s of the blueprint's entities whose title or identifier contains
@@ -437,23 +460,12 @@ pub async fn pick(
     Query(p): Query,
 ) -> UiResult<Response> {
     let view = app.pipeline.view();
-    // The picker input sends its own value under its field name.
-    let q = p.get("q").or_else(|| p.0.last().map(|(_, v)| v.as_str())).unwrap_or("").to_lowercase();
-    let needle = q.rsplit(',').next().unwrap_or("").trim().to_string();
+    let needle = typed(&p);
     let caller = session.caller.clone();
     // A scan of the blueprint: off the async workers, under the search deadline.
     let options = berth_server::searching::run(&app, move || {
         let scoped = berth_server::access::scoped(&view, &caller);
-        Ok(scoped
-            .entities_of(&bp)
-            .filter(|e| {
-                needle.is_empty()
-                    || e.identifier.to_lowercase().contains(&needle)
-                    || e.title.as_deref().is_some_and(|t| t.to_lowercase().contains(&needle))
-            })
-            .take(20)
-            .map(|e| (e.identifier.to_string(), e.title.clone().unwrap_or_default()))
-            .collect())
+        Ok(options(scoped.entities_of(&bp), &needle))
     })
     .await?;
     html(&PickOptions { options })

@@ -867,3 +867,73 @@ async fn the_subscriptions_pages_show_delivery_and_dead_letters() {
     assert!(page.contains("None: every message was delivered."), "dropped");
     assert_eq!(ui.get(&cookie, "/subscriptions/nope").await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn action_forms_pick_within_datasets_rejudge_rules_and_run() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    let csrf = ui.csrf(&cookie).await;
+    // The demo's scaffold form: its inputs, the health URL hidden until the service is public.
+    let (status, page) = ui.get(&cookie, "/actions/scaffold-service/run").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for input in ["i.name", "i.language", "i.system", "i.public"] {
+        assert!(page.contains(&format!(r#"name="{input}""#)), "{input}");
+    }
+    assert!(!page.contains(r#"name="i.healthUrl""#), "hidden until public");
+    let r = ui
+        .post(
+            &cookie,
+            "/actions/scaffold-service/form",
+            &[("_csrf", &csrf), ("i.public.shown", "1"), ("i.public", "on")],
+        )
+        .await;
+    let fragment = r.text().await.expect("fragment");
+    assert!(fragment.contains(r#"name="i.healthUrl""#), "shown once public: {fragment}");
+    // The system picker searches the systems as you type.
+    let (status, options) = ui.get(&cookie, "/actions/scaffold-service/pick/system?q=check").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(options.contains(r#"value="checkout""#) && !options.contains(r#"value="billing""#), "{options}");
+    let (status, _) = ui.get(&cookie, "/actions/scaffold-service/pick/nothing?q=").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Errors next to their inputs; then a run, and its page.
+    let r = ui.post(&cookie, "/actions/scaffold-service/run", &[("_csrf", &csrf), ("i.name", "Bad Name")]).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text().await.expect("page");
+    assert!(page.contains(r#"data-input="i.name""#) && page.contains("does not match the pattern"), "{page}");
+    assert!(page.contains("`system` is required"), "{page}");
+    let r = ui
+        .post(
+            &cookie,
+            "/actions/scaffold-service/run",
+            &[("_csrf", &csrf), ("i.name", "ledger-api"), ("i.system", "billing"), ("i.language", "Go")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()["location"].to_str().expect("location").to_string();
+    assert!(to.starts_with("/runs/r_"), "{to}");
+    let (status, page) = ui.get(&cookie, &to).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Scaffold a service") && page.contains(r#"data-live="/runs/"#), "{page}");
+    // Without the CSRF token nothing runs.
+    let r = ui.post(&cookie, "/actions/scaffold-service/run", &[("i.name", "x"), ("i.system", "billing")]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The entity page offers the demo's DAY-2 action where its condition holds (not on deprecated services).
+    let http = reqwest::Client::new();
+    for (lifecycle, offered) in [("production", true), ("deprecated", false)] {
+        let found: Value = http
+            .post(format!("{}/v1/blueprints/service/entities/search", ui.base))
+            .bearer_auth(&ui.token)
+            .json(&json!({"query": {"combinator": "and", "rules": [{"property": "lifecycle", "operator": "=", "value": lifecycle}]}}))
+            .send()
+            .await
+            .expect("search")
+            .json()
+            .await
+            .expect("json");
+        let id = found["entities"][0]["identifier"].as_str().expect("a service").to_string();
+        let (_, page) = ui.get(&cookie, &format!("/entities/service/{id}")).await;
+        assert_eq!(page.contains(r#"id="action-set-lifecycle""#), offered, "{lifecycle} {id}");
+    }
+    let (_, page) = ui.get(&cookie, "/blueprints/service/entities").await;
+    assert!(page.contains(r#"id="action-scaffold-service""#), "the CREATE action on the table");
+}

@@ -67,7 +67,10 @@ pub async fn search_all(
 /// The most entities one cross-blueprint search answers (it is not paginated; the blueprint search is).
 pub const MAX_SEARCH_ALL: usize = 50_000;
 
+/// Unknown fields are refused (as Port does): a query sent at the top level instead of in `query` would
+/// otherwise read as no query at all, and answer every entity.
 #[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BlueprintSearch {
     /// A rules-language query; absent means every entity.
     #[schema(value_type = Option<Object>)]

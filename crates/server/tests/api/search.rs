@@ -530,3 +530,17 @@ async fn query_cost_is_bounded() {
         (0..9).map(|_| json!({"operator": "relatedTo", "blueprint": "service", "value": "a"})).collect();
     s.post("/v1/entities/search", json!({"combinator": "or", "rules": graph})).await.assert_error(400, "bad_request");
 }
+
+#[tokio::test]
+async fn a_blueprint_search_refuses_a_query_sent_outside_query() {
+    let s = berth_testkit::server::TestServer::start().await;
+    s.seed_blueprints().await;
+    let a = s
+        .post(
+            "/v1/blueprints/service/entities/search",
+            serde_json::json!({"combinator": "and", "rules": [{"property": "$identifier", "operator": "=", "value": "x"}]}),
+        )
+        .await;
+    a.assert_error(422, "invalid_request");
+    assert!(a.body["message"].as_str().expect("m").contains("combinator"), "{}", a.body);
+}

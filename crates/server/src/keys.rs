@@ -125,7 +125,7 @@ impl SigningKeys {
             keys.check().map_err(|e| format!("BERTH_SIGNING_KEY: {e}"))?;
             if std::env::var("BERTH_DELIVERY_KEY").is_err() {
                 tracing::warn!(
-                    "BERTH_SIGNING_KEY is set but BERTH_DELIVERY_KEY is not: subscription secrets change at every start (set BERTH_DELIVERY_KEY, the same on every replica)"
+                    "BERTH_SIGNING_KEY is set but BERTH_DELIVERY_KEY is not: subscription and action signing secrets change at every start, and organisation secrets and encrypted run inputs sealed before a restart no longer open (set BERTH_DELIVERY_KEY, the same on every replica)"
                 );
             }
             return Ok(SigningKeys::fixed(KeySource::Environment, keys));

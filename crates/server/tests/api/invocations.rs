@@ -201,7 +201,7 @@ async fn a_webhook_that_fails_ends_the_run_and_one_that_accepts_leaves_it_to_the
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn github_and_gitlab_runs_reach_their_servers_with_auth_and_inputs() {
+async fn github_gitlab_and_azure_runs_reach_their_servers_with_auth_and_inputs() {
     let (github, gh) = backend(vec![
         ("/repos/acme/api/actions", 204, json!(null)),
         ("/repos/acme/api", 200, json!({"default_branch": "trunk"})),
@@ -267,6 +267,26 @@ async fn github_and_gitlab_runs_reach_their_servers_with_auth_and_inputs() {
         json!({"token": "glptt-SECRET", "ref": "release", "variables": {"PORT_RUN_ID": b, "NAME": "ledger", "DEBUG": "true"}})
     );
     assert_eq!(gl_run["response"]["id"], 99);
+    // Azure DevOps: the payload to the organisation's incoming webhook.
+    let (azure, az) = backend(vec![("/acme/_apis/public/distributedtask/webhooks", 200, json!({}))]).await;
+    let u = TestServer::start_with(|c| c.actions.azure_devops_url = azure.clone()).await;
+    service(&u).await;
+    create(
+        &u,
+        "/v1/actions",
+        self_service(
+            "az",
+            json!({"type": "AZURE_DEVOPS", "org": "acme", "webhook": "deploy-hook",
+        "payload": {"name": "{{ .inputs.name }}", "run": "{{ .run.id }}"}}),
+        ),
+    )
+    .await;
+    let id = run(&u, "az", json!({"name": "pay"})).await;
+    run_until(&u, &id, |r| r["pendingExecution"] == false).await;
+    let calls = az.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].path, "/acme/_apis/public/distributedtask/webhooks/deploy-hook?api-version=6.0-preview");
+    assert_eq!(calls[0].json(), json!({"name": "pay", "run": id}));
     // A GitHub that refuses the dispatch fails the run with its answer.
     let (refusing, _) =
         backend(vec![("/repos/acme/api/actions", 422, json!({"message": "Unexpected inputs provided"}))]).await;

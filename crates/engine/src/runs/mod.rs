@@ -33,7 +33,8 @@ use crate::command::{Outcome, WriteMeta};
 
 /// The most entities a permission policy's query reads.
 const POLICY_QUERY_LIMIT: usize = 1000;
-/// The longest a permission policy's query may search (it runs in the writer): past it, the policy denies.
+/// The longest a permission policy's queries may search, all together (they run in the writer): past it, the
+/// policy denies.
 const POLICY_QUERY_BUDGET: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A run to make.
@@ -111,12 +112,14 @@ fn listed(state: &State, who: &Who, p: &Principal, entity: Option<&Entity>) -> b
 /// every condition over `{queries, ...data}`. Anything that fails denies.
 fn policy_allows(state: &State, policy: &Policy, data: &Value, now: Timestamp) -> bool {
     let mut results = Map::new();
+    // One budget for all the policy's queries.
+    let deadline = std::time::Instant::now() + POLICY_QUERY_BUDGET;
     for (name, query) in &policy.queries {
         let Ok(rendered) = template::render(query, data) else { return false };
         let Ok(query) = berth_model::query::Query::parse(&rendered) else { return false };
         let mut found = Vec::new();
         // Judged in the writer: each query has a budget, and one that runs out denies.
-        let searched = crate::search::with_deadline(std::time::Instant::now() + POLICY_QUERY_BUDGET, || {
+        let searched = crate::search::with_deadline(deadline, || {
             crate::search::for_each_match(state, &query, now, |e| {
                 if found.len() < POLICY_QUERY_LIMIT {
                     found.push(serde_json::to_value(&**e).unwrap_or(Value::Null));

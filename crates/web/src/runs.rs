@@ -12,8 +12,8 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use berth_engine::Command;
+use berth_model::DefinitionKind;
 use berth_model::run::{Decision, Run, Status};
-use berth_model::{DefinitionKind, Timestamp};
 use berth_server::AppState;
 use serde_json::Value;
 
@@ -62,19 +62,15 @@ pub async fn list(State(app): State<AppState>, session: Session, Query(q): Query
     let action = q.get("action").unwrap_or_default().to_string();
     let status = q.get("status").unwrap_or_default().to_string();
     let mine = q.has("mine");
-    let mut found: Vec<(Timestamp, String, Run)> = view
-        .definitions(DefinitionKind::Run)
-        .filter_map(|d| Run::from_body(&d.body).ok().map(|r| (r.created_at, d.identifier.clone(), r)))
+    let rows = berth_engine::runs::newest_first(&view)
+        .into_iter()
+        .filter_map(|d| Run::from_body(&d.body).ok().map(|r| (d.created_at, d.identifier.clone(), r)))
         .filter(|(_, _, r)| {
             (action.is_empty() || r.action.identifier == action)
                 && (status.is_empty() || r.status.as_str() == status)
                 && (!mine || r.created_by == principal.id)
                 && berth_engine::runs::may_read(&view, &principal, r, now)
         })
-        .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
-    let rows = found
-        .into_iter()
         .take(200)
         .map(|(at, id, r)| RunRow {
             href: format!("/runs/{id}"),

@@ -90,6 +90,14 @@ pub fn get(state: &State, id: &str) -> Option<(Arc<Definition>, Run)> {
     Run::from_body(&d.body).ok().map(|r| (Arc::clone(d), r))
 }
 
+/// Every run, newest first (by creation, then id), without reading their bodies: a list reads only the
+/// runs it shows (and those its filters pass over).
+pub fn newest_first(state: &State) -> Vec<&Arc<Definition>> {
+    let mut all: Vec<&Arc<Definition>> = state.definitions(DefinitionKind::Run).collect();
+    all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.identifier.cmp(&a.identifier)));
+    all
+}
+
 /// An action's permissions: the stored ones, or the defaults (Admins only).
 pub fn permissions(state: &State, action: &str) -> ActionPermissions {
     state

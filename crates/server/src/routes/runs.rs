@@ -14,8 +14,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use berth_engine::Command;
 use berth_engine::runs::{self, NewRun};
+use berth_model::DefinitionKind;
 use berth_model::run::{Decision, LogLine, Run, RunPatch, RunRequest, Source};
-use berth_model::{DefinitionKind, Timestamp};
 use serde_json::{Value, json};
 
 use super::reply;
@@ -194,16 +194,13 @@ pub async fn list(
     let view = app.pipeline.view();
     let principal = caller.principal();
     let now = crate::now();
-    let mut found: Vec<(Timestamp, String, Run)> = view
-        .definitions(DefinitionKind::Run)
-        .filter_map(|d| Run::from_body(&d.body).ok().map(|r| (r.created_at, d.identifier.clone(), r)))
-        .filter(|(_, _, r)| passes(&params, r, active, &sources) && runs::may_read(&view, &principal, r, now))
-        .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
-    let runs: Vec<Value> = found
-        .iter()
+    let runs: Vec<Value> = runs::newest_first(&view)
+        .into_iter()
+        .filter_map(|d| Run::from_body(&d.body).ok().map(|r| (&d.identifier, r)))
+        .filter(|(_, r)| passes(&params, r, active, &sources) && runs::may_read(&view, &principal, r, now))
         .take(limit)
-        .map(|(_, id, r)| {
+        .map(|(id, r)| {
+            let r = &r;
             let mut v = shown(&view, id, r);
             if let Some(map) = v.as_object_mut() {
                 for field in &exclude {

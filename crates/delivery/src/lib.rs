@@ -19,6 +19,7 @@
 pub mod actions;
 pub mod address;
 pub mod dead_letters;
+pub mod ingest;
 pub mod kafka;
 mod messages;
 pub mod nats;
@@ -173,6 +174,15 @@ impl Config {
     /// An encrypted input of a run opened.
     pub fn open_input(&self, run: &str, name: &str, sealed: &str) -> Result<String, String> {
         secret::open_for(&self.key, secret::Purpose::RunInput, run, name, sealed)
+    }
+
+    /// An inbound webhook's secret sealed (bound to the webhook), and opened.
+    pub fn seal_webhook_secret(&self, webhook: &str, value: &str) -> Result<String, String> {
+        secret::seal_for(&self.key, secret::Purpose::WebhookSecret, webhook, "secret", value)
+    }
+
+    pub fn open_webhook_secret(&self, webhook: &str, sealed: &str) -> Result<String, String> {
+        secret::open_for(&self.key, secret::Purpose::WebhookSecret, webhook, "secret", sealed)
     }
 
     /// The secret an action's webhook invocations are signed with (derived like a subscription's).
@@ -353,6 +363,8 @@ impl Delivery {
             actions.push(delivery.handle.spawn(actions::invoker(p, c)));
             let (p, c) = (Arc::clone(&delivery.pipeline), delivery.config.clone());
             actions.push(delivery.handle.spawn(actions::automations::run(p, c)));
+            let (p, c) = (Arc::clone(&delivery.pipeline), delivery.config.clone());
+            actions.push(delivery.handle.spawn(ingest::run(p, c)));
         }
         let weak = Arc::downgrade(&delivery);
         delivery.handle.spawn(async move {
@@ -462,7 +474,11 @@ impl Delivery {
     /// since is delivered again: at least once) rather than after the lease runs out.
     pub async fn hand_over(&self) {
         let mut leases: Vec<String> = self.stop_workers().iter().map(|id| position_name(id)).collect();
-        leases.extend(["actions:invoker".to_string(), "actions:automations".to_string()]);
+        leases.extend([
+            "actions:invoker".to_string(),
+            "actions:automations".to_string(),
+            ingest::LEASE_NAME.to_string(),
+        ]);
         for name in leases {
             if let Err(e) = self.pipeline.release(&name, &self.config.holder).await {
                 tracing::warn!(lease = %name, error = %e, "giving up a delivery lease failed; it runs out");

@@ -39,6 +39,8 @@ pub enum Purpose {
     OrgSecret,
     /// An encrypted input of a run (bound to the run and the input's name).
     RunInput,
+    /// An inbound webhook's secret (bound to the webhook).
+    WebhookSecret,
 }
 
 /// The AEAD key values of `purpose` are sealed with, and the data a sealed value is bound to.
@@ -52,6 +54,7 @@ fn sealing(
         Purpose::Header => (b"berth-subscription-headers\0v1", name.to_ascii_lowercase()),
         Purpose::OrgSecret => (b"berth-organisation-secrets\0v1", name.to_string()),
         Purpose::RunInput => (b"berth-run-inputs\0v1", name.to_string()),
+        Purpose::WebhookSecret => (b"berth-inbound-webhooks\0v1", name.to_string()),
     };
     let derived = mac(delivery_key, &[label]);
     // An HMAC-SHA256 digest is 32 bytes, the ChaCha20-Poly1305 key length.

@@ -26,6 +26,7 @@ pub mod derived;
 mod digest;
 mod entities;
 pub mod graph;
+pub mod inbound;
 pub mod index;
 mod index_work;
 pub mod levels;

@@ -151,6 +151,8 @@ pub struct State {
     /// (`pendingNotification`), or whose backend's run is followed (`follow`), by id: what the invocation worker reads, without scanning every run. Rebuilt
     /// from the definitions, never stored.
     pending_runs: OrdSet<String>,
+    /// The webhook events received and not processed yet, by identifier (rebuilt, never stored).
+    pending_events: OrdSet<String>,
     teams: OrdMap<String, Team>,
     /// Member (a user's email or an app's client id) → the teams that list it: every authenticated request
     /// asks for its caller's teams, which a scan of every team's members made cost O(memberships).
@@ -844,6 +846,13 @@ impl State {
 
     /// Keeps [`State::pending_runs`] up to date with a definition about to be stored.
     fn note_pending(&mut self, d: &Definition) {
+        if d.kind == DefinitionKind::WebhookEvent {
+            if d.body.get("status").and_then(serde_json::Value::as_str) == Some("pending") {
+                self.pending_events.insert(d.identifier.clone());
+            } else {
+                self.pending_events.remove(&d.identifier);
+            }
+        }
         if d.kind == DefinitionKind::Run {
             let set = |key: &str| d.body.get(key) == Some(&serde_json::Value::Bool(true));
             let following = d.body.get("follow").is_some_and(|f| !f.is_null());
@@ -853,6 +862,11 @@ impl State {
                 self.pending_runs.remove(&d.identifier);
             }
         }
+    }
+
+    /// The webhook events waiting to be processed, by identifier.
+    pub fn pending_events(&self) -> impl Iterator<Item = &String> {
+        self.pending_events.iter()
     }
 
     /// Whether run `id` is among [`State::pending_runs`].
@@ -1165,6 +1179,9 @@ impl State {
                 self.levels_stale |= *kind == DefinitionKind::Scorecard;
                 if *kind == DefinitionKind::Run {
                     self.pending_runs.remove(identifier);
+                }
+                if *kind == DefinitionKind::WebhookEvent {
+                    self.pending_events.remove(identifier);
                 }
                 self.definitions.remove(&(*kind, identifier.clone()));
             }

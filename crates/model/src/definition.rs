@@ -33,11 +33,16 @@ pub enum DefinitionKind {
     /// An organisation secret (`{{ .secrets.NAME }}` in action templates): its value sealed by the server
     /// before it is written, never shown.
     Secret,
+    /// An inbound webhook: its ingest key, security and mappings (see [`crate::webhook`]).
+    Webhook,
+    /// A request an inbound webhook received, kept as `{webhook}#{key}` until and after it is processed;
+    /// written by the ingest route and the ingestion worker only.
+    WebhookEvent,
 }
 
 impl DefinitionKind {
     /// Every kind.
-    pub const ALL: [DefinitionKind; 8] = [
+    pub const ALL: [DefinitionKind; 10] = [
         DefinitionKind::Page,
         DefinitionKind::Scorecard,
         DefinitionKind::Subscription,
@@ -46,6 +51,8 @@ impl DefinitionKind {
         DefinitionKind::Run,
         DefinitionKind::RunLog,
         DefinitionKind::Secret,
+        DefinitionKind::Webhook,
+        DefinitionKind::WebhookEvent,
     ];
 
     /// The kind as the log, the audit log (`resourceType`) and messages name it.
@@ -59,13 +66,15 @@ impl DefinitionKind {
             DefinitionKind::Run => "run",
             DefinitionKind::RunLog => "run_log",
             DefinitionKind::Secret => "secret",
+            DefinitionKind::Webhook => "webhook",
+            DefinitionKind::WebhookEvent => "webhook_event",
         }
     }
 
-    /// Whether definitions of this kind are written by the engine's own commands (runs and their logs), never
-    /// through the generic definition writes.
+    /// Whether definitions of this kind are written by the engine's own commands (runs, their logs, webhook
+    /// events), never through the generic definition writes.
     pub fn written_by_commands(self) -> bool {
-        matches!(self, DefinitionKind::Run | DefinitionKind::RunLog)
+        matches!(self, DefinitionKind::Run | DefinitionKind::RunLog | DefinitionKind::WebhookEvent)
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`action`]: self-service actions and automations; [`action_permissions`]: who may run and
 //!   approve them; [`run`]: their runs, logs and approvals; [`secret`]: organisation secrets.
 //! - [`limits`]: bounds on what a write may put in the log (nesting depth, metadata sizes).
+//! - [`webhook`]: inbound webhooks (an ingest URL and jq mappings into entity writes).
 //! - [`public`]: the public, versioned form of an event (no secrets): what the feed and the audit log show.
 
 pub mod action;
@@ -47,6 +48,7 @@ pub mod subscription;
 pub mod team;
 pub mod timestamp;
 pub mod user;
+pub mod webhook;
 
 pub use blueprint::{Blueprint, Relation};
 pub use credential::Credential;

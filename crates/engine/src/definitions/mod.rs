@@ -10,6 +10,7 @@ pub mod actions;
 pub mod pages;
 pub mod scorecards;
 pub mod subscriptions;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -72,7 +73,11 @@ fn check(state: &State, kind: DefinitionKind, identifier: &str, body: Value) -> 
         DefinitionKind::Subscription => subscriptions::check(state, identifier, body),
         DefinitionKind::Action => actions::check(state, identifier, body),
         DefinitionKind::Secret => check_secret(state, identifier, body),
-        DefinitionKind::ActionPermissions | DefinitionKind::Run | DefinitionKind::RunLog => {
+        DefinitionKind::Webhook => webhooks::check(state, identifier, body),
+        DefinitionKind::ActionPermissions
+        | DefinitionKind::Run
+        | DefinitionKind::RunLog
+        | DefinitionKind::WebhookEvent => {
             Err(DomainError::BadRequest(format!("a {} is written through its own routes", kind.as_str())))
         }
     }

@@ -20,6 +20,7 @@ pub mod system;
 pub mod teams;
 pub mod token;
 pub mod users;
+pub mod webhooks;
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode};
@@ -152,6 +153,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .merge(actions::router())
         .merge(runs::router())
         .merge(secrets::router())
+        .merge(webhooks::router())
         .route("/v1/organization", get(apps::organization))
         .route("/v1/audit-log", get(audit::audit_log))
         .route("/v1/events", get(events::events))
@@ -166,6 +168,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
     Router::new()
         .route("/v1/auth/access_token", post(token::access_token))
         .route("/v1/users/accept-invite", post(users::accept_invite))
+        .route("/ingest/{webhookKey}", post(webhooks::ingest))
         .merge(protected)
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))

@@ -23,3 +23,4 @@ mod scorecards;
 mod search;
 mod subscriptions;
 mod users;
+mod webhooks;

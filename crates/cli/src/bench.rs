@@ -79,6 +79,11 @@ pub struct BenchArgs {
     /// automation under 10,000 entity updates/s (its lag, its catch-up time)
     #[arg(long)]
     actions: bool,
+    /// Run the inbound webhooks battery instead: GitHub pushes to a webhook of a `berth serve` process at
+    /// `--rate` requests/s (default 5,000 here) for `--read-seconds`: requests answered, and
+    /// request-to-entity-visible p50 / p99
+    #[arg(long)]
+    ingest_webhooks: bool,
     /// The write rate of the delivery battery, entities per second
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
@@ -379,6 +384,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.delivery {
         return crate::bench_delivery::run(args.rate, args.read_seconds, &args.destinations, args.webhook_concurrency)
             .await;
+    }
+    if args.ingest_webhooks {
+        let rate = if args.rate == 20_000 { 5_000 } else { args.rate };
+        return crate::bench_ingest::run(rate, args.read_seconds).await;
     }
     if args.actions {
         let rate = if args.rate == 20_000 { 1_000 } else { args.rate };

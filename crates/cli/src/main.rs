@@ -13,6 +13,7 @@ mod bench_actions;
 mod bench_delivery;
 mod bench_deployments;
 mod bench_hostile;
+mod bench_ingest;
 mod bench_replicas;
 mod bench_search;
 mod bench_standards;

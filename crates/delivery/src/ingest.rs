@@ -22,7 +22,7 @@ use crate::Config;
 pub const LEASE_NAME: &str = "webhooks:ingest";
 const LEASE: Duration = Duration::from_secs(15);
 /// The most events one pass takes.
-const PASS: usize = 100;
+const PASS: usize = 500;
 
 fn meta(webhook: &str) -> WriteMeta {
     WriteMeta {
@@ -35,21 +35,25 @@ fn meta(webhook: &str) -> WriteMeta {
     }
 }
 
-/// Processes one event: its webhook's mappings, the entity writes, the outcome recorded.
-async fn process(pipeline: &Pipeline, id: &str, event: &Value) -> Result<(), String> {
-    let webhook_id = event.get("webhook").and_then(Value::as_str).unwrap_or_default().to_string();
-    let view = pipeline.view();
-    let Some(webhook) =
-        view.definition(DefinitionKind::Webhook, &webhook_id).and_then(|d| Webhook::parse(&d.body).ok())
-    else {
-        let record = Command::RecordWebhookEvent {
+/// One event, planned: the entity writes its webhook's mappings ask for, and its results so far.
+struct Planned {
+    id: String,
+    commands: Vec<Command>,
+    /// For each command: the mapping it came from, whether it upserts, the entity's identifier.
+    origins: Vec<(usize, bool, String)>,
+    results: Vec<Value>,
+}
+
+/// Plans one event (pure: nothing is written).
+fn plan(webhook: Option<&(Webhook, inbound::Compiled)>, webhook_id: &str, id: &str, event: &Value) -> Planned {
+    let Some((webhook, compiled)) = webhook else {
+        return Planned {
             id: id.to_string(),
-            status: "failed".into(),
-            results: json!([{"errors": [format!("webhook `{webhook_id}` no longer exists")]}]),
+            commands: Vec::new(),
+            origins: Vec::new(),
+            results: vec![json!({"errors": [format!("webhook `{webhook_id}` no longer exists")]})],
         };
-        return write(pipeline, &webhook_id, vec![record]).await.map(|_| ());
     };
-    drop(view);
     let request = event.get("request").cloned().unwrap_or(Value::Null);
     let empty = Map::new();
     let context = inbound::context(
@@ -57,63 +61,88 @@ async fn process(pipeline: &Pipeline, id: &str, event: &Value) -> Result<(), Str
         request.get("headers").and_then(Value::as_object).unwrap_or(&empty),
         request.get("queryParams").and_then(Value::as_object).unwrap_or(&empty),
     );
-    let outcomes = inbound::apply(&webhook, &context);
-    // Every mapped item as a command, remembering which mapping it came from.
-    let mut commands = Vec::new();
-    let mut origins = Vec::new();
-    let mut results: Vec<Value> = outcomes
-        .iter()
-        .map(|o| json!({"matched": o.matched, "upserted": [], "deleted": [], "errors": o.errors}))
-        .collect();
+    let outcomes = inbound::apply_compiled(webhook, compiled, &context);
+    let mut planned = Planned {
+        id: id.to_string(),
+        commands: Vec::new(),
+        origins: Vec::new(),
+        results: outcomes
+            .iter()
+            .map(|o| json!({"matched": o.matched, "upserted": [], "deleted": [], "errors": o.errors}))
+            .collect(),
+    };
     for (i, outcome) in outcomes.into_iter().enumerate() {
         for mapped in outcome.mapped {
-            let command = match mapped {
-                Mapped::Upsert { blueprint, entity } => match EntityInput::from_owned(entity) {
-                    Ok(input) => Command::WriteEntity {
-                        blueprint,
-                        path_id: None,
-                        input,
-                        mode: WriteMode::UpsertMerge,
-                        create_missing_related: false,
-                    },
-                    Err(e) => {
-                        push(&mut results[i], "errors", json!(format!("mappings[{i}]: {e}")));
-                        continue;
+            let (command, upsert, identifier) = match mapped {
+                Mapped::Upsert { blueprint, entity } => {
+                    let identifier = entity["identifier"].as_str().unwrap_or_default().to_string();
+                    match EntityInput::from_owned(entity) {
+                        Ok(input) => (
+                            Command::WriteEntity {
+                                blueprint,
+                                path_id: None,
+                                input,
+                                mode: WriteMode::UpsertMerge,
+                                create_missing_related: false,
+                            },
+                            true,
+                            identifier,
+                        ),
+                        Err(e) => {
+                            push(&mut planned.results[i], "errors", json!(format!("mappings[{i}]: {e}")));
+                            continue;
+                        }
                     }
-                },
-                Mapped::Delete { blueprint, identifier, dependents } => {
-                    Command::DeleteEntity { blueprint, identifier, delete_dependents: dependents }
                 }
+                Mapped::Delete { blueprint, identifier, dependents } => (
+                    Command::DeleteEntity { blueprint, identifier: identifier.clone(), delete_dependents: dependents },
+                    false,
+                    identifier,
+                ),
             };
-            origins.push(i);
-            commands.push(command);
+            planned.origins.push((i, upsert, identifier));
+            planned.commands.push(command);
         }
     }
-    let kinds: Vec<(bool, String)> = commands
-        .iter()
-        .map(|c| match c {
-            Command::WriteEntity { input, .. } => match &input.identifier {
-                Some(berth_model::entity::IdentifierInput::Id(id)) => (true, id.clone()),
-                _ => (true, String::new()),
-            },
-            Command::DeleteEntity { identifier, .. } => (false, identifier.clone()),
-            _ => (false, String::new()),
-        })
-        .collect();
-    let written = if commands.is_empty() { Vec::new() } else { write(pipeline, &webhook_id, commands).await? };
-    for ((i, (upsert, identifier)), outcome) in origins.into_iter().zip(kinds).zip(written) {
-        match outcome {
-            Ok(_) => push(&mut results[i], if upsert { "upserted" } else { "deleted" }, json!(identifier)),
-            Err(e) => push(&mut results[i], "errors", json!(format!("mappings[{i}] `{identifier}`: {e}"))),
-        }
-    }
-    let failed = results.iter().any(|r| r["errors"].as_array().is_some_and(|e| !e.is_empty()));
-    let record = Command::RecordWebhookEvent {
-        id: id.to_string(),
-        status: if failed { "failed".into() } else { "processed".into() },
-        results: Value::Array(results),
+    planned
+}
+
+/// Processes consecutive events of one webhook: all their entity writes in one request (in order), then all
+/// their outcomes in another.
+async fn process(
+    pipeline: &Pipeline,
+    webhook_id: &str,
+    events: &[std::sync::Arc<berth_model::Definition>],
+) -> Result<(), String> {
+    let mut planned: Vec<Planned> = {
+        let view = pipeline.view();
+        let webhook =
+            view.definition(DefinitionKind::Webhook, webhook_id).and_then(|d| Webhook::parse(&d.body).ok()).map(|w| {
+                let compiled = inbound::Compiled::new(&w);
+                (w, compiled)
+            });
+        events.iter().map(|e| plan(webhook.as_ref(), webhook_id, &e.identifier, &e.body)).collect()
     };
-    write(pipeline, &webhook_id, vec![record]).await.map(|_| ())
+    let commands: Vec<Command> = planned.iter_mut().flat_map(|p| std::mem::take(&mut p.commands)).collect();
+    let mut written =
+        if commands.is_empty() { Vec::new() } else { write(pipeline, webhook_id, commands).await? }.into_iter();
+    let mut records = Vec::with_capacity(planned.len());
+    for mut p in planned {
+        for (i, upsert, identifier) in std::mem::take(&mut p.origins) {
+            match written.next() {
+                Some(Ok(_)) => push(&mut p.results[i], if upsert { "upserted" } else { "deleted" }, json!(identifier)),
+                Some(Err(e)) => push(&mut p.results[i], "errors", json!(format!("mappings[{i}] `{identifier}`: {e}"))),
+                None => push(&mut p.results[i], "errors", json!(format!("mappings[{i}] `{identifier}`: not written"))),
+            }
+        }
+        let failed = p.results.iter().any(|r| r["errors"].as_array().is_some_and(|e| !e.is_empty()));
+        records.push(Command::RecordWebhookEvent {
+            id: p.id,
+            status: if failed { "failed".into() } else { "processed".into() },
+            results: Value::Array(p.results),
+        });
+    }
+    write(pipeline, webhook_id, records).await.map(|_| ())
 }
 
 fn push(result: &mut Value, key: &str, v: Value) {
@@ -153,12 +182,21 @@ pub(crate) async fn run(pipeline: Arc<Pipeline>, config: Config) {
         let seq = view.seq();
         drop(view);
         let mut stalled = false;
-        for event in pending.into_iter().take(PASS) {
-            if let Err(e) = process(&pipeline, &event.identifier, &event.body).await {
-                tracing::warn!(event = %event.identifier, error = %e, "a webhook event was not processed; it is tried again");
+        pending.truncate(PASS);
+        // Consecutive events of one webhook are processed together.
+        let mut rest = &pending[..];
+        while let Some(first) = rest.first() {
+            let webhook = first.body.get("webhook").and_then(Value::as_str).unwrap_or_default().to_string();
+            let n = rest
+                .iter()
+                .take_while(|e| e.body.get("webhook").and_then(Value::as_str) == Some(webhook.as_str()))
+                .count();
+            if let Err(e) = process(&pipeline, &webhook, &rest[..n]).await {
+                tracing::warn!(webhook = %webhook, error = %e, "webhook events were not processed; they are tried again");
                 stalled = true;
                 break;
             }
+            rest = &rest[n..];
         }
         if stalled {
             tokio::time::sleep(Duration::from_secs(1)).await;

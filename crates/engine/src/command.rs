@@ -203,7 +203,8 @@ pub enum Command {
         body: Value,
     },
     /// Records what processing a webhook event did (the server only): its `status` (processed or failed)
-    /// and `results`; an event processed already is left as it is.
+    /// and `results`; an event processed already is left as it is. A processed event's request is dropped
+    /// (its entities are the record); a failed one's is kept, to process it again.
     RecordWebhookEvent {
         id: String,
         status: String,
@@ -637,6 +638,12 @@ fn record_webhook_event(
     body["status"] = Value::String(status.to_string());
     body["results"] = results.clone();
     body["processedAt"] = serde_json::to_value(meta.now).unwrap_or(Value::Null);
+    // A processed request is not kept (its entities are the record); a failed one is, to process it again.
+    if status == "processed" {
+        if let Some(map) = body.as_object_mut() {
+            map.remove("request");
+        }
+    }
     let definition = Arc::new(berth_model::Definition {
         body: Arc::new(body),
         updated_at: meta.now,
@@ -656,6 +663,11 @@ fn requeue_webhook_event(state: &State, meta: &WriteMeta, id: &str) -> Result<(V
         .ok_or_else(|| DomainError::not_found("webhook event", id.to_string()))?;
     if current.body.get("status").and_then(Value::as_str) == Some("pending") {
         return Err(DomainError::Invalid(format!("webhook event `{id}` waits to be processed already")));
+    }
+    if current.body.get("request").is_none() {
+        return Err(DomainError::Invalid(format!(
+            "webhook event `{id}` was processed: its request was not kept (only failed requests are)"
+        )));
     }
     let mut body = (*current.body).clone();
     body["status"] = Value::String("pending".into());

@@ -26,8 +26,28 @@ pub struct MappingOutcome {
     pub matched: bool,
 }
 
-fn run(code: &str, input: &Value) -> Result<Value, String> {
-    jq::compile(code).and_then(|p| p.run(input))
+/// A webhook's jq expressions compiled once, for every request of a batch (compiling costs more than
+/// running).
+pub struct Compiled {
+    programs: std::collections::HashMap<String, Result<jq::Program, String>>,
+}
+
+impl Compiled {
+    pub fn new(webhook: &Webhook) -> Compiled {
+        let mut programs = std::collections::HashMap::new();
+        for (_, code) in webhook.jq() {
+            programs.entry(code.clone()).or_insert_with(|| jq::compile(&code));
+        }
+        Compiled { programs }
+    }
+
+    fn run(&self, code: &str, input: &Value) -> Result<Value, String> {
+        match self.programs.get(code) {
+            Some(Ok(p)) => p.run(input),
+            Some(Err(e)) => Err(e.clone()),
+            None => jq::compile(code).and_then(|p| p.run(input)),
+        }
+    }
 }
 
 /// The jq input of a request.
@@ -37,11 +57,17 @@ pub fn context(body: &Value, headers: &Map<String, Value>, query: &Map<String, V
 
 /// Applies every mapping of `webhook` to the request `context` (see [`context`]).
 pub fn apply(webhook: &Webhook, context: &Value) -> Vec<MappingOutcome> {
-    let mut budget = MAX_ENTITIES_PER_REQUEST;
-    webhook.mappings.iter().enumerate().map(|(i, m)| apply_one(i, m, context, &mut budget)).collect()
+    apply_compiled(webhook, &Compiled::new(webhook), context)
 }
 
-fn apply_one(i: usize, m: &Mapping, context: &Value, budget: &mut usize) -> MappingOutcome {
+/// [`apply`] with the webhook's expressions compiled already.
+pub fn apply_compiled(webhook: &Webhook, compiled: &Compiled, context: &Value) -> Vec<MappingOutcome> {
+    let mut budget = MAX_ENTITIES_PER_REQUEST;
+    webhook.mappings.iter().enumerate().map(|(i, m)| apply_one(compiled, i, m, context, &mut budget)).collect()
+}
+
+fn apply_one(c: &Compiled, i: usize, m: &Mapping, context: &Value, budget: &mut usize) -> MappingOutcome {
+    let run = |code: &str, input: &Value| c.run(code, input);
     let mut out = MappingOutcome::default();
     if let Some(filter) = &m.filter {
         match run(filter, context) {
@@ -87,7 +113,7 @@ fn apply_one(i: usize, m: &Mapping, context: &Value, budget: &mut usize) -> Mapp
             break;
         }
         let at = if m.items.is_some() { format!("mappings[{i}] item {n}") } else { format!("mappings[{i}]") };
-        match entity(m, item) {
+        match entity(c, m, item) {
             Ok(entity) => {
                 *budget -= 1;
                 out.mapped.push(match m.operation {
@@ -106,12 +132,12 @@ fn apply_one(i: usize, m: &Mapping, context: &Value, budget: &mut usize) -> Mapp
 }
 
 /// One item's entity body: every field evaluated; the identifier must be a non-empty string.
-fn entity(m: &Mapping, item: &Value) -> Result<Value, String> {
+fn entity(c: &Compiled, m: &Mapping, item: &Value) -> Result<Value, String> {
     let mut body = json!({});
     let mut properties = Map::new();
     let mut relations = Map::new();
     for (field, code) in &m.entity {
-        let v = run(code, item).map_err(|e| format!("entity.{field}: {e}"))?;
+        let v = c.run(code, item).map_err(|e| format!("entity.{field}: {e}"))?;
         match field.split_once('.') {
             Some(("properties", k)) => {
                 properties.insert(k.to_string(), v);

@@ -148,6 +148,9 @@ async fn a_signed_push_is_mapped_to_entities_once_and_bad_signatures_write_nothi
     assert_eq!(results[0]["upserted"], json!(["api"]));
     assert_eq!(results[1]["upserted"], json!(["c1", "c2"]));
     assert_eq!(results[2]["matched"], false);
+    assert!(events["events"][0].get("request").is_none(), "a processed request is not kept");
+    let id = events["events"][0]["id"].as_str().expect("id").replace('#', "%23");
+    s.post(&format!("/v1/webhooks/github/events/{id}/retry"), json!({})).await.assert_error(422, "invalid_request");
     let kept = events.to_string();
     assert!(!kept.contains("x-hub-signature-256") && !kept.contains("whsec-SECRET-5"), "{kept}");
     // The writes are the webhook's in the audit log.

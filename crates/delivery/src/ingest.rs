@@ -163,17 +163,8 @@ async fn write(
 pub(crate) async fn run(pipeline: Arc<Pipeline>, config: Config) {
     let mut lease = pipeline.consumer(LEASE_NAME, &config.holder, LEASE);
     loop {
-        match lease.hold().await {
-            Ok(true) => {}
-            Ok(false) => {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the webhook ingestion cannot take its lease");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
+        if !crate::hold_lease(&mut lease, "the webhook ingestion").await {
+            continue;
         }
         let view = pipeline.view();
         let mut pending: Vec<_> =

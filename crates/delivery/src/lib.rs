@@ -196,6 +196,23 @@ impl Config {
     }
 }
 
+/// Takes or renews a worker's lease: `true` while this replica holds it; otherwise waits (2 s on standby,
+/// 1 s after a store error, logged) and answers `false`, for the worker to ask again.
+pub(crate) async fn hold_lease(lease: &mut berth_catalog::feed::Consumer, who: &str) -> bool {
+    match lease.hold().await {
+        Ok(true) => true,
+        Ok(false) => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "{who} cannot take its lease");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            false
+        }
+    }
+}
+
 /// The rustls configuration webhooks use: the process's provider (`ring`) and the system's roots, read from
 /// disk once per process (a webhook client is rebuilt every minute and after each connection failure).
 pub(crate) fn tls_config() -> Result<rustls::ClientConfig, String> {

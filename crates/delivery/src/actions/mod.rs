@@ -60,17 +60,8 @@ pub(crate) async fn invoker(pipeline: Arc<Pipeline>, config: Config) {
     let mut polled: HashMap<String, Instant> = HashMap::new();
     let _stop_recorder = AbortOnDrop(recorder);
     loop {
-        match lease.hold().await {
-            Ok(true) => {}
-            Ok(false) => {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the action invoker cannot take its lease");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
+        if !crate::hold_lease(&mut lease, "the action invoker").await {
+            continue;
         }
         let view = pipeline.view();
         later.retain(|_, at| at.elapsed() < RETRY_RECORD);

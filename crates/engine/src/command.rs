@@ -574,9 +574,11 @@ fn run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, O
         Command::DecideRun { id, decision } => crate::runs::decide(state, meta, id, decision),
         Command::RecordInvocation { id, invocation } => crate::runs::record(state, meta, id, invocation),
         Command::SetActionPermissions { action, patch } => crate::runs::set_permissions(state, meta, action, patch),
-        Command::ReceiveWebhookEvent { id, body } => receive_webhook_event(state, meta, id, body),
-        Command::RecordWebhookEvent { id, status, results } => record_webhook_event(state, meta, id, status, results),
-        Command::RequeueWebhookEvent { id } => requeue_webhook_event(state, meta, id),
+        Command::ReceiveWebhookEvent { id, body } => crate::webhook_events::receive(state, meta, id, body),
+        Command::RecordWebhookEvent { id, status, results } => {
+            crate::webhook_events::record(state, meta, id, status, results)
+        }
+        Command::RequeueWebhookEvent { id } => crate::webhook_events::requeue(state, meta, id),
         Command::InitSigningKey { key } => match state.signing_key() {
             Some(_) => Ok((vec![], Outcome::Unchanged)),
             None => Ok((vec![Change::SigningKeySet { key: key.clone() }], Outcome::Done)),
@@ -586,105 +588,6 @@ fn run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, O
             None => Ok((vec![Change::CredentialPut { credential: credential.clone() }], Outcome::Done)),
         },
     }
-}
-
-fn server_only(meta: &WriteMeta) -> Result<(), DomainError> {
-    match &meta.principal {
-        None => Ok(()),
-        Some(_) => Err(DomainError::Forbidden("only the server stores webhook events".into())),
-    }
-}
-
-fn receive_webhook_event(
-    state: &State,
-    meta: &WriteMeta,
-    id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Outcome), DomainError> {
-    server_only(meta)?;
-    if state.definition(berth_model::DefinitionKind::WebhookEvent, id).is_some() {
-        return Err(DomainError::AlreadyExists { kind: "webhook event", id: id.to_string() });
-    }
-    let definition = Arc::new(berth_model::Definition {
-        kind: berth_model::DefinitionKind::WebhookEvent,
-        identifier: id.to_string(),
-        body: Arc::new(body.clone()),
-        created_at: meta.now,
-        updated_at: meta.now,
-        created_by: meta.actor.clone(),
-        updated_by: meta.actor.clone(),
-    });
-    Ok((
-        vec![Change::DefinitionPut { definition: Arc::clone(&definition) }],
-        Outcome::Definition { definition, created: true },
-    ))
-}
-
-fn record_webhook_event(
-    state: &State,
-    meta: &WriteMeta,
-    id: &str,
-    status: &str,
-    results: &Value,
-) -> Result<(Vec<Change>, Outcome), DomainError> {
-    server_only(meta)?;
-    let current = state
-        .definition(berth_model::DefinitionKind::WebhookEvent, id)
-        .ok_or_else(|| DomainError::not_found("webhook event", id.to_string()))?;
-    if current.body.get("status").and_then(Value::as_str) != Some("pending") {
-        return Ok((Vec::new(), Outcome::Unchanged));
-    }
-    let mut body = (*current.body).clone();
-    body["status"] = Value::String(status.to_string());
-    body["results"] = results.clone();
-    body["processedAt"] = serde_json::to_value(meta.now).unwrap_or(Value::Null);
-    // A processed request is not kept (its entities are the record); a failed one is, to process it again.
-    if status == "processed" {
-        if let Some(map) = body.as_object_mut() {
-            map.remove("request");
-        }
-    }
-    let definition = Arc::new(berth_model::Definition {
-        body: Arc::new(body),
-        updated_at: meta.now,
-        updated_by: meta.actor.clone(),
-        ..(**current).clone()
-    });
-    Ok((
-        vec![Change::DefinitionPut { definition: Arc::clone(&definition) }],
-        Outcome::Definition { definition, created: false },
-    ))
-}
-
-fn requeue_webhook_event(state: &State, meta: &WriteMeta, id: &str) -> Result<(Vec<Change>, Outcome), DomainError> {
-    server_only(meta)?;
-    let current = state
-        .definition(berth_model::DefinitionKind::WebhookEvent, id)
-        .ok_or_else(|| DomainError::not_found("webhook event", id.to_string()))?;
-    if current.body.get("status").and_then(Value::as_str) == Some("pending") {
-        return Err(DomainError::Invalid(format!("webhook event `{id}` waits to be processed already")));
-    }
-    if current.body.get("request").is_none() {
-        return Err(DomainError::Invalid(format!(
-            "webhook event `{id}` was processed: its request was not kept (only failed requests are)"
-        )));
-    }
-    let mut body = (*current.body).clone();
-    body["status"] = Value::String("pending".into());
-    if let Some(map) = body.as_object_mut() {
-        map.remove("results");
-        map.remove("processedAt");
-    }
-    let definition = Arc::new(berth_model::Definition {
-        body: Arc::new(body),
-        updated_at: meta.now,
-        updated_by: meta.actor.clone(),
-        ..(**current).clone()
-    });
-    Ok((
-        vec![Change::DefinitionPut { definition: Arc::clone(&definition) }],
-        Outcome::Definition { definition, created: false },
-    ))
 }
 
 fn check_credential(c: &Credential) -> Result<(), DomainError> {

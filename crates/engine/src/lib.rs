@@ -36,6 +36,7 @@ pub mod scoped;
 pub mod search;
 mod state;
 mod users;
+mod webhook_events;
 
 pub use codec::{decode_event, encode_event};
 pub use command::{Command, Outcome, WriteMeta, WriteMode, execute, resolve_batch_searches};

@@ -869,6 +869,12 @@ impl State {
         self.pending_events.iter()
     }
 
+    /// How many of a webhook's events wait to be processed, counting at most `up_to`.
+    pub fn pending_events_of(&self, webhook: &str, up_to: usize) -> usize {
+        let prefix = format!("{webhook}#");
+        self.pending_events.range(prefix.clone()..).take_while(|id| id.starts_with(&prefix)).take(up_to).count()
+    }
+
     /// Whether run `id` is among [`State::pending_runs`].
     pub fn run_is_pending(&self, id: &str) -> bool {
         self.pending_runs.contains(id)

@@ -19,6 +19,9 @@ pub const MAX_MAPPINGS: usize = 50;
 pub const MAX_WEBHOOKS: usize = 500;
 /// The largest request an ingest URL takes.
 pub const MAX_REQUEST_BYTES: usize = 512 * 1024;
+/// The most requests of one webhook waiting to be processed: past it, requests are answered 503 (a sender
+/// retries) rather than stored, so a flood cannot grow the backlog without bound.
+pub const MAX_PENDING: usize = 5_000;
 /// The most entities one request may write (all its mappings and items together).
 pub const MAX_ENTITIES_PER_REQUEST: usize = 1_000;
 

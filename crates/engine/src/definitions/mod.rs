@@ -102,6 +102,32 @@ fn check_secret(state: &State, identifier: &str, body: Value) -> Result<Value, D
     Ok(body)
 }
 
+/// A definition's next version by `meta`'s writer: `body` at `identifier`, keeping when and by whom
+/// `existing` (the version it replaces, if any) was created. Every command that writes a definition makes
+/// its version here.
+pub(crate) fn version(
+    meta: &WriteMeta,
+    existing: Option<&Definition>,
+    kind: DefinitionKind,
+    identifier: &str,
+    body: Value,
+) -> Arc<Definition> {
+    Arc::new(Definition {
+        kind,
+        identifier: identifier.to_string(),
+        body: Arc::new(body),
+        created_at: existing.map_or(meta.now, |d| d.created_at),
+        updated_at: meta.now,
+        created_by: existing.map_or_else(|| meta.actor.clone(), |d| d.created_by.clone()),
+        updated_by: meta.actor.clone(),
+    })
+}
+
+/// The change that stores `definition`, and the outcome that answers it.
+pub(crate) fn stored(definition: Arc<Definition>, created: bool) -> (Vec<Change>, Outcome) {
+    (vec![Change::DefinitionPut { definition: Arc::clone(&definition) }], Outcome::Definition { definition, created })
+}
+
 /// The changes of a definition write by `meta`'s writer.
 pub(crate) fn write(
     state: &State,
@@ -152,16 +178,7 @@ pub(crate) fn write_with(
         },
     };
     let body = check(state, kind, identifier, body)?;
-    let definition = Definition {
-        kind,
-        identifier: identifier.to_string(),
-        body: Arc::new(body),
-        created_at: existing.map_or(meta.now, |d| d.created_at),
-        updated_at: meta.now,
-        created_by: existing.map_or_else(|| meta.actor.clone(), |d| d.created_by.clone()),
-        updated_by: meta.actor.clone(),
-    };
-    let definition = Arc::new(definition);
+    let definition = version(meta, existing.map(|d| &**d), kind, identifier, body);
     let created = existing.is_none();
     Ok((
         vec![Change::DefinitionPut { definition: Arc::clone(&definition) }],

@@ -232,31 +232,9 @@ fn named(identifier: &str, title: Option<&str>, icon: Option<&str>) -> Named {
     }
 }
 
-fn put(
-    meta: &WriteMeta,
-    existing: Option<&Definition>,
-    kind: DefinitionKind,
-    id: &str,
-    body: Value,
-) -> Arc<Definition> {
-    Arc::new(Definition {
-        kind,
-        identifier: id.to_string(),
-        body: Arc::new(body),
-        created_at: existing.map_or(meta.now, |d| d.created_at),
-        updated_at: meta.now,
-        created_by: existing.map_or_else(|| meta.actor.clone(), |d| d.created_by.clone()),
-        updated_by: meta.actor.clone(),
-    })
-}
-
 fn store(meta: &WriteMeta, existing: Option<&Definition>, id: &str, run: &Run) -> Result<Arc<Definition>, DomainError> {
     let body = serde_json::to_value(run).map_err(|e| DomainError::Internal(format!("a run does not encode: {e}")))?;
-    Ok(put(meta, existing, DefinitionKind::Run, id, body))
-}
-
-fn done(changes: Vec<Change>, run: Arc<Definition>, created: bool) -> (Vec<Change>, Outcome) {
-    (changes, Outcome::Definition { definition: run, created })
+    Ok(crate::definitions::version(meta, existing, DefinitionKind::Run, id, body))
 }
 
 /// The user a trigger names: `{email, firstName, lastName, id}` (an app: its client id only).
@@ -424,7 +402,7 @@ pub(crate) fn create(state: &State, meta: &WriteMeta, new: &NewRun) -> Result<(V
         trigger,
     };
     let d = store(meta, None, &new.id, &run)?;
-    Ok(done(vec![Change::DefinitionPut { definition: Arc::clone(&d) }], d, true))
+    Ok(crate::definitions::stored(d, true))
 }
 
 /// The run `id` as `p` may change it: 404 when it does not exist or `p` may not read it, 403 when `p` reads
@@ -488,7 +466,7 @@ pub(crate) fn patch(
     run.updated_by = meta.actor.clone();
     run.updated_at = meta.now;
     let d = store(meta, Some(&d), id, &run)?;
-    Ok(done(vec![Change::DefinitionPut { definition: Arc::clone(&d) }], d, false))
+    Ok(crate::definitions::stored(d, false))
 }
 
 /// `POST /v1/actions/runs/{id}/logs`: a log line (with `terminationStatus`, the run's end).
@@ -522,7 +500,7 @@ pub(crate) fn log(
     run.updated_by = meta.actor.clone();
     run.updated_at = meta.now;
     let body = serde_json::to_value(line).map_err(|e| DomainError::Internal(e.to_string()))?;
-    let log = put(meta, None, DefinitionKind::RunLog, &run::log_key(id, run.logs), body);
+    let log = crate::definitions::version(meta, None, DefinitionKind::RunLog, &run::log_key(id, run.logs), body);
     let d = store(meta, Some(&d), id, &run)?;
     Ok((
         vec![
@@ -605,7 +583,7 @@ pub(crate) fn decide(
     run.updated_by = meta.actor.clone();
     run.updated_at = meta.now;
     let d = store(meta, Some(&d), id, &run)?;
-    Ok(done(vec![Change::DefinitionPut { definition: Arc::clone(&d) }], d, false))
+    Ok(crate::definitions::stored(d, false))
 }
 
 /// The invocation worker's record of a run it sent (the server only). A run already recorded is left as it
@@ -671,14 +649,20 @@ pub(crate) fn record(
             };
             let body = serde_json::to_value(&line).map_err(|e| DomainError::Internal(e.to_string()))?;
             changes.push(Change::DefinitionPut {
-                definition: put(meta, None, DefinitionKind::RunLog, &run::log_key(id, run.logs), body),
+                definition: crate::definitions::version(
+                    meta,
+                    None,
+                    DefinitionKind::RunLog,
+                    &run::log_key(id, run.logs),
+                    body,
+                ),
             });
         }
     }
     run.updated_at = meta.now;
     let d = store(meta, Some(&d), id, &run)?;
     changes.insert(0, Change::DefinitionPut { definition: Arc::clone(&d) });
-    Ok(done(changes, d, false))
+    Ok((changes, Outcome::Definition { definition: d, created: false }))
 }
 
 /// `PATCH /v1/actions/{id}/permissions` (Admins: the permission layer refuses the change to anyone else).
@@ -696,8 +680,14 @@ pub(crate) fn set_permissions(
         crate::derived::jq::compile(&code).map_err(|e| DomainError::Invalid(format!("`{at}`: {e}")))?;
     }
     let existing = state.definition(DefinitionKind::ActionPermissions, action);
-    let d = put(meta, existing.map(|d| &**d), DefinitionKind::ActionPermissions, action, updated.view());
-    Ok(done(vec![Change::DefinitionPut { definition: Arc::clone(&d) }], d, existing.is_none()))
+    let d = crate::definitions::version(
+        meta,
+        existing.map(|d| &**d),
+        DefinitionKind::ActionPermissions,
+        action,
+        updated.view(),
+    );
+    Ok(crate::definitions::stored(d, existing.is_none()))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use axum::response::Response;
 use berth_engine::Command;
 use berth_engine::definitions::DefinitionWrite;
 use berth_model::DefinitionKind;
-use berth_model::webhook::{MAX_REQUEST_BYTES, Signature, Webhook};
+use berth_model::webhook::{MAX_PENDING, MAX_REQUEST_BYTES, Signature, Webhook};
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 
@@ -169,14 +169,17 @@ pub async fn get_one(State(app): State<AppState>, headers: HeaderMap, path: Path
     Ok(reply(StatusCode::OK, json!({"ok": true, "integration": view_of(&headers, &d)}), None))
 }
 
-/// A replacement or patch keeps the webhook's key (its ingest URL does not change).
-fn keep_key(current: &berth_model::Definition, body: &mut Value) {
-    if let Some(map) = body.as_object_mut() {
-        map.remove("url");
-        if let Some(key) = current.body.get("webhookKey") {
-            map.insert("webhookKey".into(), key.clone());
-        }
+/// A replacement's or patch's body as it is written: the webhook's key kept (its ingest URL does not
+/// change), the secret sealed. (An `identifier` other than the route's is refused by the definition check.)
+fn changed(app: &AppState, id: &str, mut body: Value) -> ApiResult<Value> {
+    let current = existing(app, id)?;
+    let map = body.as_object_mut().ok_or_else(|| ApiError::unprocessable("a webhook is a JSON object"))?;
+    map.remove("url");
+    if let Some(key) = current.body.get("webhookKey") {
+        map.insert("webhookKey".into(), key.clone());
     }
+    seal_secret(app, id, &mut body)?;
+    Ok(body)
 }
 
 #[utoipa::path(put, path = "/v1/webhooks/{identifier}", tag = "Webhooks", summary = "Replace an inbound webhook (Admin)", security(("bearer" = [])),
@@ -187,15 +190,10 @@ pub async fn replace(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     path: PathParams,
-    ApiJson(mut body): ApiJson<Value>,
+    ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let id = path.get("identifier")?;
-    let current = existing(&app, &id)?;
-    if let Some(map) = body.as_object_mut() {
-        map.remove("identifier");
-    }
-    keep_key(&current, &mut body);
-    seal_secret(&app, &id, &mut body)?;
+    let body = changed(&app, &id, body)?;
     write(&app, &caller, &headers, id, DefinitionWrite::Replace(body)).await
 }
 
@@ -208,14 +206,16 @@ pub async fn patch(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     path: PathParams,
-    ApiJson(mut body): ApiJson<Value>,
+    ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let id = path.get("identifier")?;
-    let current = existing(&app, &id)?;
-    keep_key(&current, &mut body);
-    seal_secret(&app, &id, &mut body)?;
-    let Value::Object(mut changes) = body else { return Err(ApiError::unprocessable("a patch is a JSON object")) };
-    changes.remove("identifier");
+    let Value::Object(mut changes) = changed(&app, &id, body)? else {
+        return Err(ApiError::unprocessable("a patch is a JSON object"));
+    };
+    // A merge's keys replace the body's: the identifier lives beside it.
+    if changes.get("identifier").is_some_and(|v| v.as_str() == Some(id.as_str())) {
+        changes.remove("identifier");
+    }
     write(&app, &caller, &headers, id, DefinitionWrite::Merge(changes)).await
 }
 
@@ -326,7 +326,7 @@ fn kept_headers(headers: &HeaderMap, webhook: &Webhook) -> Map<String, Value> {
 #[utoipa::path(post, path = "/ingest/{webhookKey}", tag = "Webhooks", summary = "A webhook's ingest URL (no token)",
     params(("webhookKey" = String, Path, description = "The webhook's key, from its `url`")),
     description = "Any JSON body up to 512 KiB. Answered 202 once the request is stored: its mappings run after, in order (see `/v1/webhooks/{identifier}/events`). 401 for a missing or wrong signature (nothing is stored); a request whose `requestIdentifierPath` was seen before is answered 202 `{duplicate: true}` and stored once; a disabled webhook drops requests (202 `{dropped: true}`).",
-    responses((status = 202, description = "`{ok, eventId}`"), (status = 400, description = "Not JSON"), (status = 401, description = "A missing or wrong signature"), (status = 404, description = "No webhook has this key"), (status = 413, description = "Larger than 512 KiB")))]
+    responses((status = 202, description = "`{ok, eventId}`"), (status = 400, description = "Not JSON"), (status = 401, description = "A missing or wrong signature"), (status = 404, description = "No webhook has this key"), (status = 413, description = "Larger than 512 KiB"), (status = 503, description = "5,000 requests of this webhook wait to be processed: send it again later (`Retry-After`)")))]
 pub async fn ingest(
     State(app): State<AppState>,
     path: PathParams,
@@ -360,6 +360,14 @@ pub async fn ingest(
     }
     if !webhook.enabled {
         return Ok(reply(StatusCode::ACCEPTED, json!({"ok": true, "dropped": true}), None));
+    }
+    if app.pipeline.view().pending_events_of(&d.identifier, MAX_PENDING) >= MAX_PENDING {
+        let mut e = ApiError::unavailable(format!(
+            "webhook `{}` has {MAX_PENDING} requests waiting to be processed; send this one again later",
+            d.identifier
+        ));
+        e.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        return Err(e);
     }
     let body: Value =
         serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;

@@ -214,6 +214,12 @@ pub enum Command {
     RequeueWebhookEvent {
         id: String,
     },
+    /// Records what an Ocean integration reported (logs, a resync's metrics, a kind's examples), bounded per
+    /// integration. Admins only (an integration's credentials).
+    RecordIntegration {
+        integration: String,
+        report: berth_model::integration::Report,
+    },
     /// Changes who may execute and approve an action. Admins only.
     SetActionPermissions {
         action: String,
@@ -302,6 +308,9 @@ impl Command {
             Command::ReceiveWebhookEvent { id, .. } => ("webhook_event", "CREATE", None, Some(id.clone())),
             Command::RecordWebhookEvent { id, .. } | Command::RequeueWebhookEvent { id } => {
                 ("webhook_event", "UPDATE", None, Some(id.clone()))
+            }
+            Command::RecordIntegration { integration, .. } => {
+                ("integration_record", "CREATE", None, Some(integration.clone()))
             }
         }
     }
@@ -579,6 +588,9 @@ fn run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, O
             crate::webhook_events::record(state, meta, id, status, results)
         }
         Command::RequeueWebhookEvent { id } => crate::webhook_events::requeue(state, meta, id),
+        Command::RecordIntegration { integration, report } => {
+            crate::integration_records::record(state, meta, integration, report)
+        }
         Command::InitSigningKey { key } => match state.signing_key() {
             Some(_) => Ok((vec![], Outcome::Unchanged)),
             None => Ok((vec![Change::SigningKeySet { key: key.clone() }], Outcome::Done)),

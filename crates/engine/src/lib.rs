@@ -29,6 +29,7 @@ pub mod graph;
 pub mod inbound;
 pub mod index;
 mod index_work;
+mod integration_records;
 pub mod levels;
 pub mod parallel;
 pub mod runs;

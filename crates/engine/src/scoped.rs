@@ -240,6 +240,18 @@ impl<'s> Scoped<'s> {
         self.state.entities_of(blueprint).take_while(|_| !search::interrupted()).filter(move |e| self.can_read(e))
     }
 
+    /// [`Scoped::entities_of`] from the first identifier greater than `after`.
+    pub fn entities_after<'a>(
+        &'a self,
+        blueprint: &'a str,
+        after: &'a str,
+    ) -> impl Iterator<Item = &'s Arc<Entity>> + 'a {
+        self.state
+            .entities_after(blueprint, after)
+            .take_while(|_| !search::interrupted())
+            .filter(move |e| self.can_read(e))
+    }
+
     /// `query` (or everything) of `blueprint`, narrowed to what the caller may read: `None` means every
     /// entity. The scope's rules join the query's top level, where the planner can use them.
     pub(crate) fn narrow(&self, blueprint: &str, query: Option<Query>) -> Option<Query> {

@@ -422,7 +422,11 @@ impl State {
     }
 
     /// Entities of a blueprint with identifiers greater than `after`, ordered by identifier.
-    pub fn entities_after<'a>(&'a self, blueprint: &str, after: &'a str) -> impl Iterator<Item = &'a Arc<Entity>> + 'a {
+    pub fn entities_after<'s: 'a, 'a>(
+        &'s self,
+        blueprint: &str,
+        after: &'a str,
+    ) -> impl Iterator<Item = &'s Arc<Entity>> + 'a {
         let map = self.entities.get(blueprint);
         map.into_iter().flat_map(move |m| {
             m.range::<_, str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)).map(|(_, e)| e)

@@ -38,11 +38,18 @@ pub enum DefinitionKind {
     /// A request an inbound webhook received, kept as `{webhook}#{key}` until and after it is processed;
     /// written by the ingest route and the ingestion worker only.
     WebhookEvent,
+    /// An Ocean integration (see [`crate::integration`]): its installation, mapping config and resync
+    /// state, as Ocean reads and writes it.
+    Integration,
+    /// What an integration reported, kept as `{integration}#{log|sync|examples}#{key}`
+    /// ([`crate::integration::record_prefix`]): written by the engine's `RecordIntegration` only, for
+    /// Admins (Ocean's credentials), and deleted with the integration.
+    IntegrationRecord,
 }
 
 impl DefinitionKind {
     /// Every kind.
-    pub const ALL: [DefinitionKind; 10] = [
+    pub const ALL: [DefinitionKind; 12] = [
         DefinitionKind::Page,
         DefinitionKind::Scorecard,
         DefinitionKind::Subscription,
@@ -53,6 +60,8 @@ impl DefinitionKind {
         DefinitionKind::Secret,
         DefinitionKind::Webhook,
         DefinitionKind::WebhookEvent,
+        DefinitionKind::Integration,
+        DefinitionKind::IntegrationRecord,
     ];
 
     /// The kind as the log, the audit log (`resourceType`) and messages name it.
@@ -68,6 +77,8 @@ impl DefinitionKind {
             DefinitionKind::Secret => "secret",
             DefinitionKind::Webhook => "webhook",
             DefinitionKind::WebhookEvent => "webhook_event",
+            DefinitionKind::Integration => "integration",
+            DefinitionKind::IntegrationRecord => "integration_record",
         }
     }
 

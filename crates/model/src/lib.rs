@@ -35,6 +35,7 @@ pub mod error;
 pub mod event;
 pub mod fields;
 pub mod ids;
+pub mod integration;
 pub mod limits;
 pub mod permissions;
 pub mod public;

@@ -7,6 +7,7 @@
 //! has parts that can be changed one at a time), its arm in [`check`], and a route module in the server.
 
 pub mod actions;
+pub mod integrations;
 pub mod pages;
 pub mod scorecards;
 pub mod subscriptions;
@@ -63,7 +64,9 @@ fn check(state: &State, kind: DefinitionKind, identifier: &str, body: Value) -> 
             map.remove(field);
         }
     }
-    if kind.written_by_commands() || kind == DefinitionKind::ActionPermissions {
+    if kind.written_by_commands()
+        || matches!(kind, DefinitionKind::ActionPermissions | DefinitionKind::IntegrationRecord)
+    {
         return Err(DomainError::BadRequest(format!("a {} is written through its own routes", kind.as_str())));
     }
     Definition::check_common(kind, identifier, &body)?;
@@ -74,7 +77,9 @@ fn check(state: &State, kind: DefinitionKind, identifier: &str, body: Value) -> 
         DefinitionKind::Action => actions::check(state, identifier, body),
         DefinitionKind::Secret => check_secret(state, identifier, body),
         DefinitionKind::Webhook => webhooks::check(state, identifier, body),
-        DefinitionKind::ActionPermissions
+        DefinitionKind::Integration => integrations::check(state, identifier, body),
+        DefinitionKind::IntegrationRecord
+        | DefinitionKind::ActionPermissions
         | DefinitionKind::Run
         | DefinitionKind::RunLog
         | DefinitionKind::WebhookEvent => {
@@ -192,13 +197,19 @@ pub(crate) fn delete(
     kind: DefinitionKind,
     identifier: &str,
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
-    if kind.written_by_commands() || kind == DefinitionKind::ActionPermissions {
+    if kind.written_by_commands()
+        || matches!(kind, DefinitionKind::ActionPermissions | DefinitionKind::IntegrationRecord)
+    {
         return Err(DomainError::BadRequest(format!("a {} is not deleted alone", kind.as_str())));
     }
     if state.definition(kind, identifier).is_none() {
         return Err(DomainError::not_found(kind.as_str(), shown(kind, identifier)));
     }
     let mut changes = vec![Change::DefinitionDeleted { kind, identifier: identifier.to_string() }];
+    // An integration's reports go with it.
+    if kind == DefinitionKind::Integration {
+        changes.extend(crate::integration_records::all_of(state, identifier));
+    }
     // An action's permissions go with it (its runs stay: they are history).
     if kind == DefinitionKind::Action && state.definition(DefinitionKind::ActionPermissions, identifier).is_some() {
         changes.push(Change::DefinitionDeleted {

@@ -23,7 +23,12 @@ use crate::{AppState, MigrationRecord};
 /// The most entities one bulk request may carry (Port: 20).
 pub const MAX_BULK: usize = 1000;
 
+/// The blueprint of the route; `entities` on the static route `/v1/blueprints/entities/datasource-entities`,
+/// which answers GET / PUT / PATCH / DELETE for the entity `datasource-entities` of a blueprint so named.
 fn blueprint_id(params: &PathParams) -> ApiResult<String> {
+    if !params.has("bp") {
+        return Ok("entities".into());
+    }
     params.get("bp")
 }
 

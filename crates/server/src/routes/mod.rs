@@ -9,6 +9,7 @@ pub mod deployments;
 pub mod entities;
 pub mod events;
 pub mod history;
+pub mod integrations;
 pub mod pages;
 pub mod render;
 pub mod runs;
@@ -154,6 +155,15 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .merge(runs::router())
         .merge(secrets::router())
         .merge(webhooks::router())
+        .merge(integrations::router())
+        .route(
+            "/v1/blueprints/entities/datasource-entities",
+            post(integrations::datasource_entities)
+                .get(entities::get_one)
+                .put(entities::replace)
+                .patch(entities::patch)
+                .delete(entities::delete),
+        )
         .route("/v1/organization", get(apps::organization))
         .route("/v1/audit-log", get(audit::audit_log))
         .route("/v1/events", get(events::events))
@@ -211,6 +221,14 @@ pub(super) fn take_identifier(body: &mut serde_json::Value) -> crate::error::Api
         map.remove("identifier");
     }
     Ok(id)
+}
+
+/// This server's address as the caller reached it (`Host`, and `X-Forwarded-Proto` behind a proxy), for
+/// the URLs an answer gives (a webhook's ingest URL, an integration's report URLs).
+pub fn public_base(headers: &axum::http::HeaderMap) -> String {
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+    format!("{scheme}://{host}")
 }
 
 /// A success answer in Port's envelope, with the sequence number a write reached in `X-Berth-Seq`.

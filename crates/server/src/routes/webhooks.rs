@@ -50,9 +50,7 @@ async fn admins_only(req: axum::extract::Request, next: axum::middleware::Next) 
 
 /// The ingest URL of a webhook key, on the host the request came to.
 fn url_of(headers: &HeaderMap, key: &str) -> String {
-    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
-    format!("{scheme}://{host}/ingest/{key}")
+    format!("{}/ingest/{key}", super::public_base(headers))
 }
 
 /// A webhook as the API shows it: its body, identifier and times, and its ingest `url`.

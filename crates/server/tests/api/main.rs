@@ -12,6 +12,7 @@ mod derived;
 mod entities;
 mod errors;
 mod feed;
+mod integrations;
 mod invocations;
 mod layering;
 mod lifecycle;

@@ -6,7 +6,8 @@
 //!   pages, live count). [`entity`]: an entity's page, history and deletion. [`entity_form`]: the schema-made
 //!   create/edit form. [`graph`]: the relation graph as SVG. [`blueprints`]: a blueprint's page and the
 //!   builder. [`audit`]: the audit log. [`actions`]: self-service actions (buttons, forms made from their
-//!   inputs, the builder); [`runs`]: runs, their live page and approvals.
+//!   inputs, the builder); [`runs`]: runs, their live page and approvals. `integrations`: Ocean
+//!   integrations and inbound webhooks (their resyncs, logs, requests; resync now, process again).
 //! - [`fmt`]: values to safe HTML; [`page`]: layout, rendering and [`page::UiError`]; [`form`]: form bodies;
 //!   [`assets`]: the embedded CSS, JS and vendored htmx.
 //!
@@ -25,6 +26,7 @@ pub mod fmt;
 pub mod form;
 pub mod graph;
 pub mod home;
+mod integrations;
 pub mod page;
 pub mod runs;
 mod scorecards;
@@ -50,6 +52,11 @@ pub fn router() -> Router<AppState> {
         .route("/subscriptions/{id}", get(subscriptions::page))
         .route("/subscriptions/{id}/dead-letters/retry", post(subscriptions::retry))
         .route("/subscriptions/{id}/dead-letters/drop", post(subscriptions::drop_all))
+        .route("/integrations", get(integrations::list))
+        .route("/integrations/{id}", get(integrations::integration))
+        .route("/integrations/{id}/resync", post(integrations::resync))
+        .route("/webhooks/{id}", get(integrations::webhook))
+        .route("/webhooks/{id}/events/{event}/retry", post(integrations::retry_event))
         .route("/actions", get(actions::list))
         .route("/actions/new", get(actions::builder).post(actions::save))
         .route("/actions/{id}/edit", get(actions::builder).post(actions::save))

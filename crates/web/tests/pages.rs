@@ -937,3 +937,126 @@ async fn action_forms_pick_within_datasets_rejudge_rules_and_run() {
     let (_, page) = ui.get(&cookie, "/blueprints/service/entities").await;
     assert!(page.contains(r#"id="action-scaffold-service""#), "the CREATE action on the table");
 }
+
+#[tokio::test]
+async fn the_integrations_pages_show_resyncs_logs_and_requests_and_act_on_them() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    let http = reqwest::Client::new();
+    let api = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        http.request(method, format!("{}{path}", ui.base)).bearer_auth(&ui.token).json(&body).send()
+    };
+    // An Ocean integration as Ocean reports it: its resync state, one kind's metrics, log lines.
+    let r = api(
+        reqwest::Method::POST,
+        "/v1/integration",
+        serde_json::json!({"installationId": "gh-ocean",
+        "installationAppType": "github", "version": "1.2.3", "config": {"resources": [{"kind": "repository"}]}}),
+    )
+    .await
+    .expect("create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = api(reqwest::Method::PATCH, "/v1/integration/gh-ocean/resync-state",
+        serde_json::json!({"status": "completed", "lastResyncStart": "2026-12-05T08:00:00Z", "lastResyncEnd": "2026-12-05T08:02:00Z"}))
+    .await
+    .expect("state");
+    assert_eq!(r.status(), StatusCode::OK);
+    let metrics = serde_json::json!({"syncKindMetrics": {"syncState": "completed", "metrics": {"phase": {
+        "extract": {"object_count_type": {"raw_extracted": {"object_count": 7.0}}},
+        "load": {"object_count_type": {"loaded": {"object_count": 5.0}, "failed": {"object_count": 2.0}}}}}}});
+    let r = api(
+        reqwest::Method::PUT,
+        "/v1/integration/gh-ocean/metrics/syncMetrics/resync/ev-1/kind/repository-0",
+        metrics,
+    )
+    .await
+    .expect("metrics");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = api(reqwest::Method::POST, "/v1/integration/gh-ocean/logs",
+        serde_json::json!({"logs": [{"message": "Resync <finished>", "level": "INFO", "timestamp": "2026-12-05T08:02:00Z"}]}))
+    .await
+    .expect("logs");
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let (status, page) = ui.get(&cookie, "/integrations").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("gh-ocean") && page.contains("github") && page.contains("completed"), "{page}");
+    let (status, page) = ui.get(&cookie, "/integrations/gh-ocean").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("repository-0") && page.contains("raw extracted: <strong>7</strong>"), "{page}");
+    assert!(page.contains("load failed: <strong>2</strong>") && page.contains("badge-red"), "failures are marked");
+    assert!(page.contains("Resync &#60;finished&#62;") && !page.contains("Resync <finished>"), "log lines escaped");
+    assert!(page.contains(r#"id="resync-requested">never"#), "{page}");
+    // "Resync now" needs the form's token; with it, the integration's resync-request moves.
+    let r = ui.post(&cookie, "/integrations/gh-ocean/resync", &[("_csrf", "forged")]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let csrf = ui.csrf(&cookie).await;
+    let r = ui.post(&cookie, "/integrations/gh-ocean/resync", &[("_csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let request: serde_json::Value =
+        api(reqwest::Method::GET, "/v1/integration/gh-ocean/resync-request", serde_json::json!({}))
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+    assert!(request["request"]["updatedAt"].is_string(), "{request}");
+    assert_eq!(ui.get(&cookie, "/integrations/nope").await.0, StatusCode::NOT_FOUND);
+
+    // An inbound webhook whose mapping fails on a request, then is fixed and the request processed again.
+    let r = api(
+        reqwest::Method::POST,
+        "/v1/blueprints",
+        serde_json::json!({"identifier": "ticket", "title": "Ticket",
+        "schema": {"properties": {"count": {"type": "number"}}}}),
+    )
+    .await
+    .expect("blueprint");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let mapping = |count: &str| serde_json::json!([{"blueprint": "ticket", "entity": {"identifier": ".body.id", "properties": {"count": count}}}]);
+    let r = api(
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        serde_json::json!({"identifier": "tickets", "title": "Tickets", "mappings": mapping(".body.n")}),
+    )
+    .await
+    .expect("webhook");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: serde_json::Value = r.json().await.expect("json");
+    let url = created["integration"]["url"].as_str().expect("url").to_string();
+    let r = http.post(&url).json(&serde_json::json!({"id": "t-1", "n": "many"})).send().await.expect("ingest");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let page = loop {
+        let (_, page) = ui.get(&cookie, "/webhooks/tickets").await;
+        if page.contains("badge-red\">failed") {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "the failed request is not shown: {page}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        page.contains("/ingest/") && page.contains("Process again") && page.contains("mapping 0: 0 written"),
+        "{page}"
+    );
+    let r = api(reqwest::Method::PATCH, "/v1/webhooks/tickets", serde_json::json!({"mappings": mapping("3")}))
+        .await
+        .expect("fix");
+    assert_eq!(r.status(), StatusCode::OK);
+    let at = page.find("/webhooks/tickets/events/").expect("retry form");
+    let href = &page[at..at + page[at..].find('"').expect("end")];
+    let r = ui.post(&cookie, href, &[("_csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{href}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, page) = ui.get(&cookie, "/webhooks/tickets").await;
+        if page.contains("badge-green\">processed") && page.contains("mapping 0: 1 written") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the request was not processed again: {page}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, page) = ui.get(&cookie, "/integrations").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("/webhooks/tickets"), "{page}");
+}

@@ -47,6 +47,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/v1/integration/{identifier}/syncsMetadata", get(syncs_metadata))
         .route_layer(axum::middleware::from_fn(admins_only));
     axum::Router::new()
+        .route("/v1/kafka-credentials", get(kafka_credentials))
         .route("/v1/integration/metadata", get(metadata))
         .route("/v1/integration/provision-enabled", get(provision_enabled))
         .merge(admin)
@@ -162,6 +163,16 @@ pub async fn metadata(State(app): State<AppState>) -> ApiResult<Response> {
     responses((status = 200, description = "`{ok, integrations: []}`: Berth runs no integration for you; Ocean runs on your side")))]
 pub async fn provision_enabled() -> ApiResult<Response> {
     Ok(reply(StatusCode::OK, json!({"ok": true, "integrations": []}), None))
+}
+
+#[utoipa::path(get, path = "/v1/kafka-credentials", tag = "Integrations", summary = "Kafka credentials for Ocean's KAFKA event listener (not offered)", security(("bearer" = [])),
+    description = "Port gives each organisation a Kafka topic of its changes; Berth does not run one for integrations, so this answers 404 with what to do instead: run Ocean with the POLLING (or ONCE) event listener, which reads `resync-request`. (Berth's own changes reach a Kafka broker through subscriptions.)",
+    responses((status = 404, description = "`not_found`, naming the listener to use")))]
+pub async fn kafka_credentials() -> ApiResult<Response> {
+    Err(ApiError::not_found(
+        "Berth has no Kafka credentials for integrations: run Ocean with the POLLING or ONCE event listener \
+         (OCEAN__EVENT_LISTENER='{\"type\": \"POLLING\"}'); \"Resync now\" reaches it through resync-request",
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/integration", tag = "Integrations", summary = "Create an integration (Admin)", security(("bearer" = [])),

@@ -201,6 +201,9 @@ async fn members_read_only_what_an_integration_is() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["integrations"][0]["identifier"], "ocean1");
     assert!(answer["integrations"][0].get("config").is_none(), "{answer}");
+    let (status, answer) = call(&s, &member, Method::GET, "/v1/kafka-credentials", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(answer["message"].as_str().is_some_and(|m| m.contains("POLLING")), "{answer}");
     let (status, answer) = call(&s, &member, Method::GET, "/v1/integration/provision-enabled", None).await;
     assert_eq!((status, answer["integrations"].clone()), (StatusCode::OK, json!([])));
 }

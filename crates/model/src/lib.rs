@@ -50,6 +50,7 @@ pub mod team;
 pub mod timestamp;
 pub mod user;
 pub mod webhook;
+pub mod webhook_templates;
 
 pub use blueprint::{Blueprint, Relation};
 pub use credential::Credential;

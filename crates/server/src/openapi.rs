@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     actions, apps, audit, blueprints, deployments, entities, events, history, integrations, pages, runs, scorecards,
-    search, secrets, subscriptions, system, teams, token, users, webhooks,
+    search, secrets, subscriptions, system, teams, token, users, webhook_templates, webhooks,
 };
 
 struct BearerAuth;
@@ -76,7 +76,7 @@ impl Modify for MinSeqHeader {
         actions::list, actions::create, actions::get_one, actions::replace, actions::delete, actions::list_of_blueprint, actions::create_in_blueprint, actions::get_in_blueprint, actions::replace_in_blueprint, actions::delete_in_blueprint,
         runs::create, runs::list, runs::get_one, runs::update, runs::add_log, runs::logs, runs::approve, runs::approvers, runs::get_permissions, runs::patch_permissions, runs::signing_secret,
         secrets::list, secrets::create, secrets::get_one, secrets::update, secrets::delete,
-        webhooks::list, webhooks::metadata, webhooks::create, webhooks::get_one, webhooks::replace, webhooks::patch, webhooks::delete, webhooks::events, webhooks::retry, webhooks::ingest,
+        webhooks::list, webhooks::metadata, webhooks::create, webhooks::get_one, webhooks::replace, webhooks::patch, webhooks::delete, webhooks::events, webhooks::retry, webhooks::ingest, webhook_templates::list, webhook_templates::get_one, webhook_templates::install,
         integrations::kafka_credentials, integrations::list, integrations::metadata, integrations::provision_enabled, integrations::create, integrations::get_one, integrations::change, integrations::delete, integrations::set_config, integrations::set_resync_state, integrations::resync_request, integrations::request_resync, integrations::add_logs, integrations::logs, integrations::add_sync_metrics, integrations::add_kind_metrics, integrations::heartbeat, integrations::sync_metrics, integrations::syncs_metadata, integrations::add_examples, integrations::examples, integrations::datasource_entities,
         subscriptions::list, subscriptions::create, subscriptions::get_one, subscriptions::replace, subscriptions::delete, subscriptions::status, subscriptions::rotate_secret, subscriptions::replay, subscriptions::dead_letters, subscriptions::retry_dead_letters, subscriptions::drop_dead_letters, subscriptions::changelog_destination,
     ),

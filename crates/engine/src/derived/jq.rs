@@ -73,6 +73,8 @@ def __berth_mul(f; g): g as $b | f as $a |
   if ($a | type) == "string" and ($b | type) == "number" then __berth_rep($a; $b)
   elif ($b | type) == "string" and ($a | type) == "number" then __berth_rep($b; $a)
   else $a * $b end;
+def IN(s): any(s == .; .);
+def IN(src; s): any(src == s; .);
 "#;
 
 type Data = data::JustLut<Val>;
@@ -484,6 +486,14 @@ mod tests {
         assert_eq!(run(".properties.tags[1:] | .[0]?", e.clone()), Ok(json!("b")));
         assert_eq!(run("-(.properties.replicas) | abs", e.clone()), Ok(json!(3)));
         assert_eq!(run("\"2024-01-02T00:00:00Z\" | fromdate", e.clone()), Ok(json!(1704153600)));
+        // jq's `IN`, which jaq does not define (the prelude does).
+        assert_eq!(run(".properties.lang | IN(\"Go\", \"Rust\")", e.clone()), Ok(json!(true)));
+        assert_eq!(run(".properties.lang | IN(\"Go\")", e.clone()), Ok(json!(false)));
+        assert_eq!(run("IN(.properties.tags[]; \"b\", \"z\")", e.clone()), Ok(json!(true)));
+        assert_eq!(
+            run("\"Payments API\" | ascii_downcase | gsub(\"[^a-z]+\"; \"-\")", e.clone()),
+            Ok(json!("payments-api"))
+        );
         assert_eq!(run("empty", e), Ok(Value::Null));
     }
 

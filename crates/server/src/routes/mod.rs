@@ -21,6 +21,7 @@ pub mod system;
 pub mod teams;
 pub mod token;
 pub mod users;
+pub mod webhook_templates;
 pub mod webhooks;
 
 use axum::Router;
@@ -156,6 +157,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .merge(secrets::router())
         .merge(webhooks::router())
         .merge(integrations::router())
+        .merge(webhook_templates::router())
         .route(
             "/v1/blueprints/entities/datasource-entities",
             post(integrations::datasource_entities)

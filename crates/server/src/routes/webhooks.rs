@@ -54,7 +54,7 @@ fn url_of(headers: &HeaderMap, key: &str) -> String {
 }
 
 /// A webhook as the API shows it: its body, identifier and times, and its ingest `url`.
-fn view_of(headers: &HeaderMap, d: &berth_model::Definition) -> Value {
+pub(crate) fn view_of(headers: &HeaderMap, d: &berth_model::Definition) -> Value {
     let mut v = d.view();
     if let Some(key) = d.body.get("webhookKey").and_then(Value::as_str) {
         v["url"] = Value::String(url_of(headers, key));
@@ -151,12 +151,18 @@ pub async fn create(
     ApiJson(mut body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let id = super::take_identifier(&mut body)?;
+    let body = prepared(&app, &id, body)?;
+    write(&app, &caller, &headers, id, DefinitionWrite::Create(body)).await
+}
+
+/// A new webhook's body as it is written: a fresh ingest key, the secret sealed, no `url` (it is computed).
+pub(crate) fn prepared(app: &AppState, id: &str, mut body: Value) -> ApiResult<Value> {
     if let Some(map) = body.as_object_mut() {
         map.remove("url");
         map.insert("webhookKey".into(), Value::String(new_key()?));
     }
-    seal_secret(&app, &id, &mut body)?;
-    write(&app, &caller, &headers, id, DefinitionWrite::Create(body)).await
+    seal_secret(app, id, &mut body)?;
+    Ok(body)
 }
 
 #[utoipa::path(get, path = "/v1/webhooks/{identifier}", tag = "Webhooks", summary = "Get an inbound webhook (Admin)", security(("bearer" = [])),

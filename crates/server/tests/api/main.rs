@@ -24,4 +24,5 @@ mod scorecards;
 mod search;
 mod subscriptions;
 mod users;
+mod webhook_templates;
 mod webhooks;

@@ -30,6 +30,22 @@ pub struct Filters {
     pub status: Option<String>,
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
+    /// An inbound webhook's records: the webhook's own changes, the requests it received, and the entity
+    /// changes its requests made (written as `webhook:<id>`).
+    pub webhook: Option<String>,
+    /// One request of an inbound webhook: its own records and the entity changes it made.
+    pub webhook_event: Option<WebhookEventFilter>,
+}
+
+/// What a request of a webhook made, read from its record (the entities its mappings wrote or deleted, and
+/// when it was received and processed): entity changes by the webhook, of those entities, in that window.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookEventFilter {
+    pub webhook: String,
+    pub event: String,
+    pub entities: Vec<String>,
+    pub from: Timestamp,
+    pub to: Timestamp,
 }
 
 impl Filters {
@@ -59,6 +75,22 @@ impl Filters {
             })
             && self.status.as_deref().is_none_or(|s| s == record.status)
             && self.to.is_none_or(|to| event.time <= to)
+            && self.webhook.as_deref().is_none_or(|w| {
+                event.actor.strip_prefix("webhook:") == Some(w)
+                    || (record.resource == "webhook" && record.identifier.as_deref() == Some(w))
+                    || (record.resource == "webhook_event"
+                        && record
+                            .identifier
+                            .as_deref()
+                            .is_some_and(|i| i.strip_prefix(w).is_some_and(|r| r.starts_with('#'))))
+            })
+            && self.webhook_event.as_ref().is_none_or(|f| {
+                (record.resource == "webhook_event" && record.identifier.as_deref() == Some(f.event.as_str()))
+                    || (record.resource == "entity"
+                        && event.actor.strip_prefix("webhook:") == Some(f.webhook.as_str())
+                        && (f.from..=f.to).contains(&event.time)
+                        && record.identifier.as_ref().is_some_and(|i| f.entities.contains(i)))
+            })
     }
 }
 

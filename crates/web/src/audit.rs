@@ -33,7 +33,8 @@ struct AuditPage {
     error: Option<String>,
 }
 
-const FILTERS: &[&str] = &["blueprint", "identifier", "action", "origin", "resources", "from", "to"];
+const FILTERS: &[&str] =
+    &["blueprint", "identifier", "action", "origin", "resources", "from", "to", "webhookId", "webhookEventId"];
 
 pub async fn page(State(app): State<AppState>, session: Session, Query(p): Query) -> UiResult<Response> {
     let mut params: Vec<(String, String)> =

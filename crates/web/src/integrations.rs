@@ -76,6 +76,7 @@ struct IntegrationPage {
 pub struct EventRow {
     pub id: String,
     pub retry_href: String,
+    pub audit_href: String,
     pub received: String,
     pub status: String,
     pub results: Vec<String>,
@@ -302,6 +303,7 @@ pub async fn webhook(
         .map(|e| EventRow {
             id: e.identifier.clone(),
             retry_href: format!("/webhooks/{}/events/{}/retry", encode(&id), encode(&e.identifier)),
+            audit_href: format!("/audit?webhookEventId={}", encode(&e.identifier)),
             received: e.created_at.to_rfc3339(),
             status: text(e.body.get("status")),
             results: result_lines(e.body.get("results")),

@@ -1059,4 +1059,8 @@ async fn the_integrations_pages_show_resyncs_logs_and_requests_and_act_on_them()
     let (status, page) = ui.get(&cookie, "/integrations").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("/webhooks/tickets"), "{page}");
+    // Its changes in the audit log: the ticket its request wrote.
+    let (status, page) = ui.get(&cookie, "/audit?webhookId=tickets").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("t-1"), "{page}");
 }

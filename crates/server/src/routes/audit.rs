@@ -44,11 +44,40 @@ fn parse(q: &Params) -> ApiResult<Filters> {
         status,
         from: time("from")?,
         to: time("to")?,
+        webhook: text("webhookId"),
+        webhook_event: None,
+    })
+}
+
+/// The `webhookEventId` filter, from the request's record: the entities its mappings wrote or deleted, in the
+/// window from its receipt to its processing. 404 for a request that does not exist.
+fn webhook_event_filter(app: &AppState, event: &str) -> ApiResult<berth_catalog::audit::WebhookEventFilter> {
+    let view = app.pipeline.view();
+    let d = view
+        .definition(berth_model::DefinitionKind::WebhookEvent, event)
+        .ok_or_else(|| ApiError::not_found(format!("webhook request `{event}` was not found")))?;
+    let entities = d
+        .body
+        .get("results")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|r| ["upserted", "deleted"].map(|k| r.get(k).and_then(Value::as_array).cloned().unwrap_or_default()))
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let webhook = event.split_once('#').map(|(w, _)| w.to_string()).unwrap_or_default();
+    Ok(berth_catalog::audit::WebhookEventFilter {
+        webhook,
+        event: event.to_string(),
+        entities,
+        from: d.created_at,
+        to: d.updated_at,
     })
 }
 
 #[utoipa::path(get, path = "/v1/audit-log", tag = "Audit", summary = "The audit log: every change, newest first",
-    description = "Filters (ANDed): `identifier` (the resource's), `entity`, `blueprint`, `run_id`, `resources` (entity, blueprint, permissions, team, user, app, signing_key), `action` (CREATE, UPDATE, DELETE, UPSERT), `origin` (API, UI, INTEGRATION, AUTOMATION, SYSTEM), `status` (SUCCESS, or FAILURE for refused writes: validation and permission errors, with the status and message as the diff's `after`), `from` / `to` (date-times), `limit` (1-1000, default 100), `cursor` (the `next` of the previous page). Members must filter by `identifier`, `entity` or `run_id`, and see only changes of entities they may read and their own refused attempts (never apps or keys). Each record: `{identifier, seq, action, resourceType, status, trigger: {by: {userId}, origin, at}, context: {blueprintIdentifier, entityIdentifier, runId}, diff: {before, after}}`.",
+    description = "Filters (ANDed): `identifier` (the resource's), `entity`, `blueprint`, `run_id`, `resources` (entity, blueprint, permissions, team, user, app, signing_key), `action` (CREATE, UPDATE, DELETE, UPSERT), `origin` (API, UI, INTEGRATION, AUTOMATION, SYSTEM), `status` (SUCCESS, or FAILURE for refused writes: validation and permission errors, with the status and message as the diff's `after`), `from` / `to` (date-times), `webhookId` (an inbound webhook's changes, the requests it received and the entity changes they made; Admins), `webhookEventId` (one request's record and the entity changes it made; Admins), `limit` (1-1000, default 100), `cursor` (the `next` of the previous page). Members must filter by `identifier`, `entity` or `run_id`, and see only changes of entities they may read and their own refused attempts (never apps or keys). Each record: `{identifier, seq, action, resourceType, status, trigger: {by: {userId}, origin, at}, context: {blueprintIdentifier, entityIdentifier, runId}, diff: {before, after}}`.",
     security(("bearer" = [])),
     responses((status = 200, description = "`{ok, audits: [...], next?}`"), (status = 400, description = "Bad filter or cursor"), (status = 403, description = "A Member without an identifier, entity or run_id filter")))]
 pub async fn audit_log(
@@ -75,7 +104,13 @@ pub async fn audit_log(
 /// and the cursor of the next page, showing `caller` only what it may see (the UI's audit page reads
 /// through here too).
 pub async fn read(app: &AppState, caller: &Caller, q: &Params) -> ApiResult<(Vec<Value>, Option<String>)> {
-    let filters = parse(q)?;
+    let mut filters = parse(q)?;
+    if !caller.is_admin() && (filters.webhook.is_some() || q.get("webhookEventId").is_some_and(|v| !v.is_empty())) {
+        return Err(ApiError::new(berth_model::ErrorCode::Forbidden, "only an Admin may read webhooks' records"));
+    }
+    if let Some(event) = q.get("webhookEventId").filter(|v| !v.is_empty()) {
+        filters.webhook_event = Some(webhook_event_filter(app, event)?);
+    }
     let limit = q.page_size(100)?;
     let cursor = match q.get("cursor").filter(|v| !v.is_empty()) {
         Some(c) => Some(c.parse::<u64>().map_err(|_| ApiError::bad_request("`cursor` is not a `next` of this log"))?),

@@ -135,6 +135,42 @@ async fn github_samples_land_as_repositories_pull_requests_runs_and_deployments(
     let services = matrix.body["services"].as_array().cloned().unwrap_or_default();
     let payments = services.iter().find(|r| r["service"] == "payments").expect("payments in the matrix");
     assert_eq!(payments["environments"]["production"]["version"], "0d1a26e", "{}", matrix.body);
+
+    // The audit log by webhook, and by one request: what that request wrote, and only that.
+    let by_webhook = s.get("/v1/audit-log?webhookId=github&limit=1000").await;
+    let records = by_webhook.body["audits"].as_array().cloned().unwrap_or_default();
+    let written: Vec<&str> = records
+        .iter()
+        .filter(|r| r["resourceType"] == "entity")
+        .filter_map(|r| r["context"]["entityIdentifier"].as_str())
+        .collect();
+    for id in ["payments", "payments-42", "payments-30433642", "payments-production-145988746"] {
+        assert!(written.contains(&id), "{id} in the webhook's records: {written:?}");
+    }
+    assert!(records.iter().any(|r| r["resourceType"] == "webhook_event"), "its requests too");
+    let pr_event = events
+        .iter()
+        .find(|e| e["requestId"] == "a1b2c3d4-0000-4000-8000-000000000042")
+        .and_then(|e| e["id"].as_str())
+        .expect("the pull request's event")
+        .to_string();
+    let encoded: String = pr_event.replace('#', "%23");
+    let by_event = s.get(&format!("/v1/audit-log?webhookEventId={encoded}&limit=1000")).await;
+    assert_eq!(by_event.status, StatusCode::OK, "{}", by_event.body);
+    let mut ids: Vec<String> = by_event.body["audits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["resourceType"] == "entity")
+        .filter_map(|r| r["context"]["entityIdentifier"].as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids, ["payments", "payments-42"], "the repository it upserted and the pull request, nothing else");
+    s.get("/v1/audit-log?webhookEventId=github%23nope").await.assert_error(404, "not_found");
+    let member = berth_testkit::server::app_token(&s, "dev", &["Member"], &[]).await;
+    let r = s.raw(reqwest::Method::GET, "/v1/audit-log?webhookId=github&identifier=x", None, Some(&member)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

@@ -19,7 +19,9 @@ mod bench_search;
 mod bench_standards;
 mod bench_ui;
 mod config;
+mod copy;
 mod migrate;
+mod port_api;
 mod report;
 mod transfer;
 
@@ -51,6 +53,13 @@ enum Command {
     Report(report::ReportArgs),
     /// Measure ingest rate, read latency, memory and start-up on a fresh server; prints a report.
     Bench(bench::BenchArgs),
+    /// Copy a catalog between portals through Port's public API (Port to Berth, Berth to Berth, Berth to
+    /// Port): teams, blueprints, entities with relations, scorecards, actions, webhooks; resumable, then verified
+    Copy(copy::CopyArgs),
+    /// Write a portal's catalog (the same content `copy` moves) into one JSON file
+    Export(copy::ExportArgs),
+    /// Write an export file into a portal (resumable, then verified)
+    Import(copy::ImportArgs),
     /// Replace the token signing key: the new key signs from now on, the old one is accepted for tokens
     /// issued before, for one token lifetime (3 hours). Running servers pick the file up within seconds.
     RotateSigningKey(RotateArgs),
@@ -102,6 +111,9 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Report(args) => report::run(args).await,
+            Command::Copy(args) => copy::copy(args).await,
+            Command::Export(args) => copy::export(args).await,
+            Command::Import(args) => copy::import(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args).await,

@@ -87,6 +87,8 @@ impl Who {
                         v.as_bool().ok_or_else(|| invalid(format!("`{at}.ownedByTeam` is a boolean")))?
                 }
                 "policy" => who.policy = Policy::parse(v, &format!("{at}.policy"))?,
+                // What a read shows of `approve`, sent back (a copy of the permissions): nothing to change.
+                "ownedByTeam" if v == &Value::Bool(false) => {}
                 other => {
                     return Err(invalid(format!(
                         "`{at}` has no field {:?} (it has users, roles, teams{}, policy)",
@@ -193,6 +195,8 @@ mod tests {
             .expect("policy");
         assert_eq!(r.jq().len(), 1);
         assert_eq!(ActionPermissions::from_body(&r.view()), r, "stored and read back");
+        // What a read shows patches back to the same (a copy to another portal).
+        assert_eq!(ActionPermissions::default().patched(&r.view()).expect("round trip"), r);
         for bad in [
             json!({"run": {}}),
             json!({"execute": {"users": "a"}}),

@@ -97,7 +97,9 @@ pub struct BlueprintSearch {
 #[utoipa::path(post, path = "/v1/blueprints/{blueprint}/entities/search", tag = "Search", summary = "Search one blueprint's entities, page by page",
     description = "Entities in identifier order, or in `sort` order (ties by identifier); `next` is present while more pages remain. Properties and relations named by the query must exist on the blueprint (else 400).",
     security(("bearer" = [])),
-    params(("blueprint" = String, Path, description = "Blueprint identifier")),
+    params(("blueprint" = String, Path, description = "Blueprint identifier"),
+        ("exclude_calculated_properties" = Option<bool>, Query, description = "Leave mirror, calculation and aggregation values out of `properties`"),
+        ("attach_title_to_relation" = Option<bool>, Query, description = "Each related identifier as `{identifier, title}`")),
     request_body = BlueprintSearch,
     responses((status = 200, description = "`{ok, entities, next?}`"), (status = 400, description = "Bad query, limit or cursor"), (status = 404, description = "No such blueprint"),
         (status = 503, description = "`search_timeout`: the search ran past its 10 s deadline")))]
@@ -126,6 +128,9 @@ pub async fn search_blueprint(
     pairs.extend(body.exclude.iter().map(|i| ("exclude".to_string(), i.clone())));
     if body.attach_title_to_relation || q.flag("attach_title_to_relation", false)? {
         pairs.push(("attach_title_to_relation".into(), "true".into()));
+    }
+    if q.flag("exclude_calculated_properties", false)? {
+        pairs.push(("exclude_calculated_properties".into(), "true".into()));
     }
     let sort = match &body.sort {
         Some(v) => berth_model::query::parse_sort(v)

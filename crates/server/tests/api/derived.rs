@@ -178,6 +178,13 @@ async fn every_kind_of_derived_property_is_computed_on_reads() {
     let a = s.get("/v1/blueprints/service/entities/api?exclude_calculated_properties=true").await;
     let p = &a.body["entity"]["properties"];
     assert_eq!((p["replicas"].as_i64(), p.get("deploys"), p.get("link")), (Some(3), None, None), "{}", a.body);
+    // So does the paged blueprint search (what `berth copy` and Ocean read).
+    let a = s
+        .post("/v1/blueprints/service/entities/search?exclude_calculated_properties=true", json!({"limit": 1000}))
+        .await;
+    let api_row = a.body["entities"].as_array().and_then(|l| l.iter().find(|e| e["identifier"] == "api")).cloned();
+    let p = api_row.map(|e| e["properties"].clone()).unwrap_or_default();
+    assert_eq!((p["replicas"].as_i64(), p.get("deploys"), p.get("link")), (Some(3), None, None), "{}", a.body);
     // Lists and searches carry them too; `include` picks among them.
     let a = s.get("/v1/blueprints/service/entities?include=properties.deploys&include=identifier").await;
     let api_row = a.body["entities"].as_array().and_then(|l| l.iter().find(|e| e["identifier"] == "api")).cloned();

@@ -6,6 +6,12 @@
 //! error with where it came from. An event whose mappings failed keeps its request: it can be processed
 //! again once the mapping is fixed. A crash processes again what was in flight (entity upserts are
 //! idempotent; the outcome is recorded once).
+//!
+//! **In the request.** When a webhook has no request waiting here (status `pending`), the ingest route
+//! applies the mappings itself ([`plan`], with the jq compiled once per webhook version by [`ReadyCache`]) and
+//! writes the request (status `processing`) with its entity writes in one batch, so the entities are
+//! visible when it answers; it then records the outcome ([`record`]). Requests that arrive while others wait
+//! here queue behind them, so a webhook's requests keep their order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +29,8 @@ pub const LEASE_NAME: &str = "webhooks:ingest";
 const LEASE: Duration = Duration::from_secs(15);
 /// The most events one pass takes.
 const PASS: usize = 500;
+/// How long an event the ingest route processes in the request is left to it.
+const INLINE_GRACE: Duration = Duration::from_secs(30);
 
 fn meta(webhook: &str) -> WriteMeta {
     WriteMeta {
@@ -36,16 +44,47 @@ fn meta(webhook: &str) -> WriteMeta {
 }
 
 /// One event, planned: the entity writes its webhook's mappings ask for, and its results so far.
-struct Planned {
+pub struct Planned {
     id: String,
-    commands: Vec<Command>,
+    pub commands: Vec<Command>,
     /// For each command: the mapping it came from, whether it upserts, the entity's identifier.
     origins: Vec<(usize, bool, String)>,
     results: Vec<Value>,
 }
 
+/// A webhook read and its jq compiled, as of one version of it.
+pub type Ready = (Webhook, inbound::Compiled);
+
+/// Webhooks ready to apply, kept per identifier and version so a request does not compile its webhook's jq
+/// again (the ingest route applies mappings in the request; see the module's note on order).
+#[derive(Default)]
+pub struct ReadyCache {
+    ready: std::sync::Mutex<std::collections::HashMap<String, (berth_model::Timestamp, Arc<Ready>)>>,
+}
+
+impl ReadyCache {
+    /// `d` (a webhook definition) read and compiled: from the cache when this version was seen.
+    pub fn get(&self, d: &berth_model::Definition) -> Option<Arc<Ready>> {
+        let mut ready = self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, r)) = ready.get(&d.identifier) {
+            if *at == d.updated_at {
+                return Some(Arc::clone(r));
+            }
+        }
+        let webhook = Webhook::parse(&d.body).ok()?;
+        let compiled = inbound::Compiled::new(&webhook);
+        let r = Arc::new((webhook, compiled));
+        // A bounded cache: the organisation has at most MAX_WEBHOOKS webhooks; forget all past that.
+        if ready.len() > berth_model::webhook::MAX_WEBHOOKS {
+            ready.clear();
+        }
+        ready.insert(d.identifier.clone(), (d.updated_at, Arc::clone(&r)));
+        Some(r)
+    }
+}
+
 /// Plans one event (pure: nothing is written).
-fn plan(webhook: Option<&(Webhook, inbound::Compiled)>, webhook_id: &str, id: &str, event: &Value) -> Planned {
+pub fn plan(webhook: Option<&Ready>, webhook_id: &str, id: &str, event: &Value) -> Planned {
     let Some((webhook, compiled)) = webhook else {
         return Planned {
             id: id.to_string(),
@@ -126,23 +165,34 @@ async fn process(
     let commands: Vec<Command> = planned.iter_mut().flat_map(|p| std::mem::take(&mut p.commands)).collect();
     let mut written =
         if commands.is_empty() { Vec::new() } else { write(pipeline, webhook_id, commands).await? }.into_iter();
-    let mut records = Vec::with_capacity(planned.len());
-    for mut p in planned {
-        for (i, upsert, identifier) in std::mem::take(&mut p.origins) {
-            match written.next() {
-                Some(Ok(_)) => push(&mut p.results[i], if upsert { "upserted" } else { "deleted" }, json!(identifier)),
-                Some(Err(e)) => push(&mut p.results[i], "errors", json!(format!("mappings[{i}] `{identifier}`: {e}"))),
-                None => push(&mut p.results[i], "errors", json!(format!("mappings[{i}] `{identifier}`: not written"))),
-            }
-        }
-        let failed = p.results.iter().any(|r| r["errors"].as_array().is_some_and(|e| !e.is_empty()));
-        records.push(Command::RecordWebhookEvent {
-            id: p.id,
-            status: if failed { "failed".into() } else { "processed".into() },
-            results: Value::Array(p.results),
-        });
-    }
+    let records = planned.into_iter().map(|p| record(p, &mut written)).collect();
     write(pipeline, webhook_id, records).await.map(|_| ())
+}
+
+/// The command that records a planned event's outcome, given the outcomes of its entity writes (taken from
+/// `written` in order).
+pub fn record(
+    mut p: Planned,
+    written: &mut impl Iterator<Item = Result<berth_engine::Outcome, berth_model::DomainError>>,
+) -> Command {
+    for (i, upsert, identifier) in std::mem::take(&mut p.origins) {
+        match written.next() {
+            Some(Ok(_)) => push(&mut p.results[i], if upsert { "upserted" } else { "deleted" }, json!(identifier)),
+            Some(Err(e)) => push(&mut p.results[i], "errors", json!(format!("mappings[{i}] `{identifier}`: {e}"))),
+            None => push(&mut p.results[i], "errors", json!(format!("mappings[{i}] `{identifier}`: not written"))),
+        }
+    }
+    let failed = p.results.iter().any(|r| r["errors"].as_array().is_some_and(|e| !e.is_empty()));
+    Command::RecordWebhookEvent {
+        id: p.id,
+        status: if failed { "failed".into() } else { "processed".into() },
+        results: Value::Array(p.results),
+    }
+}
+
+/// The write metadata of what a webhook's requests do (as `webhook:<id>`, origin INTEGRATION).
+pub fn webhook_meta(webhook: &str) -> WriteMeta {
+    meta(webhook)
 }
 
 fn push(result: &mut Value, key: &str, v: Value) {
@@ -167,8 +217,18 @@ pub(crate) async fn run(pipeline: Arc<Pipeline>, config: Config) {
             continue;
         }
         let view = pipeline.view();
-        let mut pending: Vec<_> =
-            view.pending_events().filter_map(|id| view.definition(DefinitionKind::WebhookEvent, id).cloned()).collect();
+        // Events the ingest route is processing in the request are left to it, unless it has not recorded
+        // them for a while (the replica stopped): then they are processed here (entity upserts are
+        // idempotent; the outcome is recorded once).
+        let now = berth_catalog::now();
+        let mut pending: Vec<_> = view
+            .pending_events()
+            .filter_map(|id| view.definition(DefinitionKind::WebhookEvent, id).cloned())
+            .filter(|e| {
+                e.body.get("status").and_then(Value::as_str) != Some("processing")
+                    || now.millis() - e.created_at.millis() > INLINE_GRACE.as_millis() as i64
+            })
+            .collect();
         pending.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.identifier.cmp(&b.identifier)));
         let seq = view.seq();
         drop(view);

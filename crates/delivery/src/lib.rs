@@ -341,6 +341,8 @@ pub struct Delivery {
     /// The action invoker and the automations worker (see [`actions`]).
     actions: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     messages: Arc<messages::Messages>,
+    /// Inbound webhooks with their jq compiled, for the ingest route.
+    webhooks_ready: ingest::ReadyCache,
     /// Where the supervisor and the workers run: [`background`]'s runtime, or the caller's if it could not
     /// be made.
     handle: tokio::runtime::Handle,
@@ -372,6 +374,7 @@ impl Delivery {
             workers: Mutex::default(),
             actions: Mutex::default(),
             messages: Arc::default(),
+            webhooks_ready: ingest::ReadyCache::default(),
             handle,
             runtime,
         });
@@ -404,6 +407,7 @@ impl Delivery {
             workers: Mutex::default(),
             actions: Mutex::default(),
             messages: Arc::default(),
+            webhooks_ready: ingest::ReadyCache::default(),
             handle: tokio::runtime::Handle::current(),
             runtime: None,
         })
@@ -411,6 +415,11 @@ impl Delivery {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Inbound webhooks read and compiled, per version (the ingest route applies mappings with them).
+    pub fn webhooks_ready(&self) -> &ingest::ReadyCache {
+        &self.webhooks_ready
     }
 
     /// A subscription's delivery status on this replica.

@@ -851,7 +851,7 @@ impl State {
     /// Keeps [`State::pending_runs`] up to date with a definition about to be stored.
     fn note_pending(&mut self, d: &Definition) {
         if d.kind == DefinitionKind::WebhookEvent {
-            if d.body.get("status").and_then(serde_json::Value::as_str) == Some("pending") {
+            if matches!(d.body.get("status").and_then(serde_json::Value::as_str), Some("pending" | "processing")) {
                 self.pending_events.insert(d.identifier.clone());
             } else {
                 self.pending_events.remove(&d.identifier);
@@ -874,6 +874,16 @@ impl State {
     }
 
     /// How many of a webhook's events wait to be processed, counting at most `up_to`.
+    /// Whether a request of `webhook` waits for the ingestion worker (status `pending`, not one being
+    /// processed in its request).
+    pub fn has_waiting_events(&self, webhook: &str) -> bool {
+        let prefix = format!("{webhook}#");
+        self.pending_events.range(prefix.clone()..).take_while(|id| id.starts_with(&prefix)).any(|id| {
+            self.definition(DefinitionKind::WebhookEvent, id)
+                .is_some_and(|d| d.body.get("status").and_then(serde_json::Value::as_str) == Some("pending"))
+        })
+    }
+
     pub fn pending_events_of(&self, webhook: &str, up_to: usize) -> usize {
         let prefix = format!("{webhook}#");
         self.pending_events.range(prefix.clone()..).take_while(|id| id.starts_with(&prefix)).take(up_to).count()

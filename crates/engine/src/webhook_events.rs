@@ -23,7 +23,8 @@ fn status(body: &Value) -> Option<&str> {
     body.get("status").and_then(Value::as_str)
 }
 
-/// Stores a received request (`{webhook, status: pending, request, requestId?}`); a duplicate is a conflict.
+/// Stores a received request (`{webhook, status: pending | processing, request, requestId?}`: `processing` when
+/// the ingest route writes its entities in the same batch); a duplicate is a conflict.
 pub(crate) fn receive(
     state: &State,
     meta: &WriteMeta,
@@ -33,6 +34,9 @@ pub(crate) fn receive(
     server_only(meta)?;
     if state.definition(KIND, id).is_some() {
         return Err(DomainError::AlreadyExists { kind: "webhook event", id: id.to_string() });
+    }
+    if !matches!(status(body), Some("pending" | "processing")) {
+        return Err(DomainError::Internal("a webhook event is received pending or processing".into()));
     }
     Ok(stored(version(meta, None, KIND, id, body.clone()), true))
 }
@@ -48,7 +52,7 @@ pub(crate) fn record(
 ) -> Result<(Vec<Change>, Outcome), DomainError> {
     server_only(meta)?;
     let current = state.definition(KIND, id).ok_or_else(|| DomainError::not_found("webhook event", id.to_string()))?;
-    if status(&current.body) != Some("pending") {
+    if !matches!(status(&current.body), Some("pending" | "processing")) {
         return Ok((Vec::new(), Outcome::Unchanged));
     }
     let mut body = (*current.body).clone();
@@ -67,7 +71,7 @@ pub(crate) fn record(
 pub(crate) fn requeue(state: &State, meta: &WriteMeta, id: &str) -> Result<(Vec<Change>, Outcome), DomainError> {
     server_only(meta)?;
     let current = state.definition(KIND, id).ok_or_else(|| DomainError::not_found("webhook event", id.to_string()))?;
-    if status(&current.body) == Some("pending") {
+    if matches!(status(&current.body), Some("pending" | "processing")) {
         return Err(DomainError::Invalid(format!("webhook event `{id}` waits to be processed already")));
     }
     if current.body.get("request").is_none() {

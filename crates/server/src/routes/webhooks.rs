@@ -402,11 +402,13 @@ pub async fn ingest(
     if let Some(r) = &request_id {
         stored["requestId"] = Value::String(r.clone());
     }
-    let meta = berth_engine::WriteMeta {
-        actor: format!("webhook:{}", d.identifier),
-        origin: berth_model::Origin::Integration,
-        ..crate::system_meta()
-    };
+    if app.pipeline.view().definition(DefinitionKind::WebhookEvent, &event).is_some() {
+        return Ok(reply(StatusCode::ACCEPTED, json!({"ok": true, "eventId": event, "duplicate": true}), None));
+    }
+    let meta = berth_delivery::ingest::webhook_meta(&d.identifier);
+    if !app.pipeline.view().has_waiting_events(&d.identifier) {
+        return inline(&app, &d, meta, event, stored).await;
+    }
     let (outcome, seq) =
         app.pipeline.write_one(meta, Command::ReceiveWebhookEvent { id: event.clone(), body: stored }).await?;
     match outcome {
@@ -416,4 +418,41 @@ pub async fn ingest(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A request processed in the request (its webhook has none waiting for the worker, so order holds): the
+/// mappings applied here, the request (`processing`) and its entity writes stored in one batch, so the
+/// entities are visible when the 202 goes out; the outcome recorded after (should that record be lost, the
+/// worker processes the request again after a grace period: entity upserts are idempotent).
+async fn inline(
+    app: &AppState,
+    d: &berth_model::Definition,
+    meta: berth_engine::WriteMeta,
+    event: String,
+    mut stored: Value,
+) -> ApiResult<Response> {
+    let ready = app.delivery.webhooks_ready().get(d);
+    let mut planned = berth_delivery::ingest::plan(ready.as_deref(), &d.identifier, &event, &stored);
+    stored["status"] = Value::String("processing".into());
+    let mut commands = vec![Command::ReceiveWebhookEvent { id: event.clone(), body: stored }];
+    commands.append(&mut planned.commands);
+    let result = app.pipeline.write(meta.clone(), commands).await?;
+    let mut outcomes = result.outcomes.into_iter();
+    match outcomes.next() {
+        Some(Ok(_)) => {}
+        // Two deliveries of one request at once: the other one stored it (and wrote the same entities).
+        Some(Err(berth_model::DomainError::AlreadyExists { .. })) => {
+            return Ok(reply(StatusCode::ACCEPTED, json!({"ok": true, "eventId": event, "duplicate": true}), None));
+        }
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(ApiError::internal("the request's write lost an answer")),
+    }
+    let record = berth_delivery::ingest::record(planned, &mut outcomes);
+    let pipeline = std::sync::Arc::clone(&app.pipeline);
+    tokio::spawn(async move {
+        if let Err(e) = pipeline.write(meta, vec![record]).await {
+            tracing::warn!(error = %e, "a webhook request's outcome was not recorded; the worker processes it again");
+        }
+    });
+    Ok(reply(StatusCode::ACCEPTED, json!({"ok": true, "eventId": event}), Some(result.seq)))
 }

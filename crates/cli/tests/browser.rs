@@ -372,6 +372,7 @@ async fn the_web_ui_end_to_end_in_chromium() {
     shot(&c, "15c-timeline").await;
 
     actions_and_runs(&c, &server, &http, &token).await;
+    integrations(&c, &server, &http, &token).await;
 
     // Usable at 375 px: nothing wider than the screen but the table's own scroller.
     c.set_window_size(375, 800).await.expect("resize");
@@ -541,4 +542,82 @@ async fn actions_and_runs(c: &Client, server: &Berth, http: &reqwest::Client, to
     wait_url(c, "the builder", |u| u == "/actions/new").await;
     text(c, "#action-body").await;
     shot(c, "23-action-builder").await;
+}
+
+/// Where data comes in: an Ocean integration as Ocean reports it (resync state, metrics, logs) and an inbound
+/// webhook with one request; the Integrations page, an integration's page with "Resync now", a webhook's page.
+async fn integrations(c: &Client, server: &Berth, http: &reqwest::Client, token: &str) {
+    let send = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        http.request(method, server.url(path)).bearer_auth(token).json(&body).send()
+    };
+    let ok = |r: reqwest::Response| assert!(r.status().is_success(), "{}", r.status());
+    ok(send(reqwest::Method::POST, "/v1/integration", json!({"installationId": "github-ocean", "installationAppType": "github",
+        "version": "0.3.1", "config": {"entityDeletionThreshold": 0.9, "resources": [{"kind": "repository", "selector": {"query": "true"},
+        "port": {"entity": {"mappings": {"identifier": ".name", "blueprint": "\"service\""}}}}]}})).await.expect("integration"));
+    ok(send(reqwest::Method::PATCH, "/v1/integration/github-ocean/resync-state",
+        json!({"status": "completed", "lastResyncStart": "2026-12-05T08:00:00Z", "lastResyncEnd": "2026-12-05T08:03:12Z"})).await.expect("state"));
+    ok(send(
+        reqwest::Method::PUT,
+        "/v1/integration/github-ocean/metrics/syncMetrics/resync/ev-1/kind/repository-0",
+        json!({"syncKindMetrics": {"syncState": "completed", "metrics": {"phase": {
+            "extract": {"object_count_type": {"raw_extracted": {"object_count": 61.0}}},
+            "load": {"object_count_type": {"loaded": {"object_count": 60.0}, "failed": {"object_count": 1.0}}}}}}}),
+    )
+    .await
+    .expect("metrics"));
+    ok(send(
+        reqwest::Method::POST,
+        "/v1/integration/github-ocean/logs",
+        json!({"logs": [
+        {"message": "Resync finished successfully", "level": "INFO", "timestamp": "2026-12-05T08:03:12Z"},
+        {"message": "Upserting 60 entities", "level": "INFO", "timestamp": "2026-12-05T08:03:10Z"}]}),
+    )
+    .await
+    .expect("logs"));
+    ok(send(
+        reqwest::Method::POST,
+        "/v1/blueprints",
+        json!({"identifier": "ticket", "title": "Ticket",
+        "schema": {"properties": {"priority": {"type": "string"}}}}),
+    )
+    .await
+    .expect("blueprint"));
+    let r = send(reqwest::Method::POST, "/v1/webhooks", json!({"identifier": "helpdesk", "title": "Helpdesk",
+        "mappings": [{"blueprint": "ticket", "filter": ".body.type == \"ticket\"",
+            "entity": {"identifier": ".body.id", "title": ".body.subject", "properties": {"priority": ".body.priority"}}}]}))
+        .await
+        .expect("webhook");
+    let created: serde_json::Value = r.json().await.expect("json");
+    let url = created["integration"]["url"].as_str().expect("url").to_string();
+    let r = http
+        .post(&url)
+        .json(&json!({"type": "ticket", "id": "T-1042", "subject": "Checkout is slow", "priority": "high"}))
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+
+    c.goto(&server.url("/integrations")).await.expect("goto");
+    let listed = text(c, "#integrations").await;
+    assert!(listed.contains("github-ocean") && listed.contains("completed"), "{listed}");
+    assert!(text(c, "#webhooks").await.contains("Helpdesk"));
+    shot(c, "24-integrations").await;
+    click(c, "#integrations a").await;
+    wait_url(c, "the integration's page", |u| u == "/integrations/github-ocean").await;
+    assert!(text(c, "#syncs").await.contains("loaded: 60"));
+    wait_text(c, "#resync-requested", "never").await;
+    click(c, "#resync-now").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while text(c, "#resync-requested").await.trim() == "never" {
+        assert!(Instant::now() < deadline, "Resync now did not ask for a resync");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shot(c, "25-integration").await;
+    c.goto(&server.url("/webhooks/helpdesk")).await.expect("goto");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !text(c, "#events").await.contains("1 written") {
+        assert!(Instant::now() < deadline, "the request's outcome is not shown");
+        c.refresh().await.expect("refresh");
+    }
+    shot(c, "26-webhook").await;
 }

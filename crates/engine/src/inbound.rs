@@ -41,7 +41,8 @@ impl Compiled {
         Compiled { programs }
     }
 
-    fn run(&self, code: &str, input: &Value) -> Result<Value, String> {
+    /// Runs one of the webhook's expressions (compiled here if it was not among them).
+    pub fn run(&self, code: &str, input: &Value) -> Result<Value, String> {
         match self.programs.get(code) {
             Some(Ok(p)) => p.run(input),
             Some(Err(e)) => Err(e.clone()),

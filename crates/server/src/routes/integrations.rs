@@ -94,11 +94,7 @@ fn view_of(headers: &HeaderMap, d: &berth_model::Definition) -> Value {
 }
 
 fn existing(app: &AppState, id: &str) -> ApiResult<std::sync::Arc<berth_model::Definition>> {
-    app.pipeline
-        .view()
-        .definition(KIND, id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("integration `{id}` was not found")))
+    super::existing_definition(app, KIND, id)
 }
 
 async fn write(
@@ -108,16 +104,8 @@ async fn write(
     id: String,
     how: DefinitionWrite,
 ) -> ApiResult<Response> {
-    let meta = super::blueprints::meta(caller, &HeaderMap::new(), None);
-    let (outcome, seq) =
-        app.pipeline.write_one(meta, Command::WriteDefinition { kind: KIND, identifier: id, how }).await?;
-    match outcome? {
-        berth_engine::Outcome::Definition { definition, created } => {
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            Ok(reply(status, json!({"ok": true, "integration": view_of(headers, &definition)}), Some(seq)))
-        }
-        _ => Ok(reply(StatusCode::OK, json!({"ok": true}), Some(seq))),
-    }
+    let command = Command::WriteDefinition { kind: KIND, identifier: id, how };
+    super::write_definition_shown(app, caller, command, "integration", |d| view_of(headers, d)).await
 }
 
 /// Changes some top-level fields of an integration (in the writer, so concurrent changes of different

@@ -201,15 +201,40 @@ pub async fn write_definition(
     command: berth_engine::Command,
     field: &'static str,
 ) -> crate::error::ApiResult<Response> {
+    write_definition_shown(app, caller, command, field, berth_model::Definition::view).await
+}
+
+/// [`write_definition`], the definition shown by `show` (a kind whose answer adds what the server computes,
+/// such as a webhook's ingest URL).
+pub async fn write_definition_shown(
+    app: &AppState,
+    caller: &crate::auth::Caller,
+    command: berth_engine::Command,
+    field: &'static str,
+    show: impl Fn(&berth_model::Definition) -> serde_json::Value,
+) -> crate::error::ApiResult<Response> {
     let meta = blueprints::meta(caller, &axum::http::HeaderMap::new(), None);
     let (outcome, seq) = app.pipeline.write_one(meta, command).await?;
     match outcome? {
         berth_engine::Outcome::Definition { definition, created } => {
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            Ok(reply(status, serde_json::json!({"ok": true, field: definition.view()}), Some(seq)))
+            Ok(reply(status, serde_json::json!({"ok": true, field: show(&definition)}), Some(seq)))
         }
         _ => Ok(reply(StatusCode::OK, serde_json::json!({"ok": true}), Some(seq))),
     }
+}
+
+/// The stored definition of `kind` named `id`, or a 404 naming it.
+pub(super) fn existing_definition(
+    app: &AppState,
+    kind: berth_model::DefinitionKind,
+    id: &str,
+) -> crate::error::ApiResult<std::sync::Arc<berth_model::Definition>> {
+    app.pipeline
+        .view()
+        .definition(kind, id)
+        .cloned()
+        .ok_or_else(|| crate::error::ApiError::not_found(format!("{} `{id}` was not found", kind.as_str())))
 }
 
 /// A create's body with its `identifier` taken out (a definition keeps it beside the body); 422 without one.

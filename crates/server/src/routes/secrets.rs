@@ -61,11 +61,7 @@ pub async fn create(
 }
 
 fn existing(app: &AppState, name: &str) -> ApiResult<std::sync::Arc<berth_model::Definition>> {
-    app.pipeline
-        .view()
-        .definition(KIND, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("secret `{name}` was not found")))
+    super::existing_definition(app, KIND, name)
 }
 
 #[utoipa::path(get, path = "/v1/organization/secrets/{name}", tag = "Organization", summary = "Get an organisation secret's name and description (Admin)", security(("bearer" = [])),

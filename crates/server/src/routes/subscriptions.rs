@@ -42,11 +42,7 @@ async fn admin_only(req: axum::extract::Request, next: axum::middleware::Next) -
 }
 
 fn existing(app: &AppState, id: &str) -> ApiResult<std::sync::Arc<berth_model::Definition>> {
-    app.pipeline
-        .view()
-        .definition(KIND, id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("subscription `{id}` was not found")))
+    super::existing_definition(app, KIND, id)
 }
 
 /// What the server can deliver: a destination whose broker is not configured, or a webhook to an address

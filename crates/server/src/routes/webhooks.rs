@@ -98,24 +98,12 @@ async fn write(
     id: String,
     how: DefinitionWrite,
 ) -> ApiResult<Response> {
-    let meta = super::blueprints::meta(caller, &HeaderMap::new(), None);
-    let (outcome, seq) =
-        app.pipeline.write_one(meta, Command::WriteDefinition { kind: KIND, identifier: id, how }).await?;
-    match outcome? {
-        berth_engine::Outcome::Definition { definition, created } => {
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            Ok(reply(status, json!({"ok": true, "integration": view_of(headers, &definition)}), Some(seq)))
-        }
-        _ => Ok(reply(StatusCode::OK, json!({"ok": true}), Some(seq))),
-    }
+    let command = Command::WriteDefinition { kind: KIND, identifier: id, how };
+    super::write_definition_shown(app, caller, command, "integration", |d| view_of(headers, d)).await
 }
 
 fn existing(app: &AppState, id: &str) -> ApiResult<std::sync::Arc<berth_model::Definition>> {
-    app.pipeline
-        .view()
-        .definition(KIND, id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("webhook `{id}` was not found")))
+    super::existing_definition(app, KIND, id)
 }
 
 #[utoipa::path(get, path = "/v1/webhooks", tag = "Webhooks", summary = "List inbound webhooks (Admin)", security(("bearer" = [])),
@@ -351,15 +339,20 @@ pub async fn ingest(
         .cloned();
     drop(view);
     let Some(d) = found else { return Err(ApiError::not_found("no webhook has this key")) };
-    let webhook =
-        Webhook::parse(&d.body).map_err(|e| ApiError::internal(format!("a stored webhook does not read: {e}")))?;
+    // Read and compiled once per version of the webhook.
+    let ready = app
+        .delivery
+        .webhooks_ready()
+        .get(&d)
+        .ok_or_else(|| ApiError::internal(format!("the stored webhook `{}` does not read", d.identifier)))?;
+    let webhook = &ready.0;
     if raw.len() > MAX_REQUEST_BYTES {
         return Err(ApiError::new(
             berth_model::ErrorCode::PayloadTooLarge,
             format!("the request is {} bytes; a webhook takes at most {MAX_REQUEST_BYTES}", raw.len()),
         ));
     }
-    if !signed(&app, &d.identifier, &webhook, &headers, &raw) {
+    if !signed(&app, &d.identifier, webhook, &headers, &raw) {
         return Err(ApiError::unauthorized("the request's signature is missing or wrong"));
     }
     if !webhook.enabled {
@@ -376,10 +369,10 @@ pub async fn ingest(
     let body: Value =
         serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
     let query: Map<String, Value> = params.0.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-    let kept = kept_headers(&headers, &webhook);
+    let kept = kept_headers(&headers, webhook);
     let context = berth_engine::inbound::context(&body, &kept, &query);
     let request_id = webhook.request_id.as_deref().and_then(|code| {
-        berth_engine::derived::jq::compile(code).and_then(|p| p.run(&context)).ok().and_then(|v| match v {
+        ready.1.run(code, &context).ok().and_then(|v| match v {
             Value::String(s) if !s.is_empty() => Some(s),
             Value::Number(n) => Some(n.to_string()),
             _ => None,
@@ -407,7 +400,7 @@ pub async fn ingest(
     }
     let meta = berth_delivery::ingest::webhook_meta(&d.identifier);
     if !app.pipeline.view().has_waiting_events(&d.identifier) {
-        return inline(&app, &d, meta, event, stored).await;
+        return inline(&app, &d, &ready, meta, event, stored).await;
     }
     let (outcome, seq) =
         app.pipeline.write_one(meta, Command::ReceiveWebhookEvent { id: event.clone(), body: stored }).await?;
@@ -427,12 +420,12 @@ pub async fn ingest(
 async fn inline(
     app: &AppState,
     d: &berth_model::Definition,
+    ready: &berth_delivery::ingest::Ready,
     meta: berth_engine::WriteMeta,
     event: String,
     mut stored: Value,
 ) -> ApiResult<Response> {
-    let ready = app.delivery.webhooks_ready().get(d);
-    let mut planned = berth_delivery::ingest::plan(ready.as_deref(), &d.identifier, &event, &stored);
+    let mut planned = berth_delivery::ingest::plan(Some(ready), &d.identifier, &event, &stored);
     stored["status"] = Value::String("processing".into());
     let mut commands = vec![Command::ReceiveWebhookEvent { id: event.clone(), body: stored }];
     commands.append(&mut planned.commands);

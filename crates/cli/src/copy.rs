@@ -75,20 +75,30 @@ pub struct ExportArgs {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ImportArgs {
+    #[command(subcommand)]
+    from: Option<ImportFrom>,
     /// A file `berth export` wrote
-    file: PathBuf,
+    file: Option<PathBuf>,
     /// The portal's API URL
     #[arg(long, env = "BERTH_URL")]
-    to: String,
+    to: Option<String>,
     /// An app's client id
     #[arg(long, env = "BERTH_CLIENT_ID")]
-    client_id: String,
+    client_id: Option<String>,
     /// Its secret
     #[arg(long, env = "BERTH_CLIENT_SECRET", hide_env_values = true)]
-    client_secret: String,
+    client_secret: Option<String>,
     #[command(flatten)]
     common: Common,
+}
+
+#[derive(clap::Subcommand)]
+enum ImportFrom {
+    /// A Backstage catalog: descriptor files, folders and globs, locations followed, relations derived,
+    /// reconciled on a re-run
+    Backstage(crate::backstage_import::BackstageArgs),
 }
 
 #[derive(clap::Args)]
@@ -705,13 +715,21 @@ pub async fn copy(args: CopyArgs) -> anyhow::Result<()> {
 }
 
 pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let file: ExportFile =
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a berth export", args.file.display()))?;
-    if file.format != FORMAT {
-        bail!("{} is in the format {:?}; this berth reads {FORMAT:?}", args.file.display(), file.format);
+    if let Some(ImportFrom::Backstage(b)) = args.from {
+        return crate::backstage_import::run(b).await;
     }
-    let target = PortApi::new(&args.to, &args.client_id, &args.client_secret)?;
+    let path = args.file.context("give the file `berth export` wrote (or `berth import backstage PATH...`)")?;
+    let to = args.to.context("give the portal's URL: --to or BERTH_URL")?;
+    let (Some(client_id), Some(secret)) = (args.client_id, args.client_secret) else {
+        bail!("set BERTH_CLIENT_ID and BERTH_CLIENT_SECRET (or --client-id and --client-secret)");
+    };
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file: ExportFile =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a berth export", path.display()))?;
+    if file.format != FORMAT {
+        bail!("{} is in the format {:?}; this berth reads {FORMAT:?}", path.display(), file.format);
+    }
+    let target = PortApi::new(&to, &client_id, &secret)?;
     run_into(Source::File(file), target, args.common).await
 }
 

@@ -6,6 +6,7 @@
 //! - `berth report deployment|incident`: report what a pipeline deployed (or an incident) to a portal.
 //! - `berth bench`: measure ingest, point reads, memory and start-up against a real server process.
 
+mod backstage_import;
 mod backup;
 mod bench;
 mod bench_access;
@@ -58,7 +59,8 @@ enum Command {
     Copy(copy::CopyArgs),
     /// Write a portal's catalog (the same content `copy` moves) into one JSON file
     Export(copy::ExportArgs),
-    /// Write an export file into a portal (resumable, then verified)
+    /// Write an export file into a portal (resumable, then verified), or `import backstage PATH...`: a
+    /// Backstage catalog
     Import(copy::ImportArgs),
     /// Replace the token signing key: the new key signs from now on, the old one is accepted for tokens
     /// issued before, for one token lifetime (3 hours). Running servers pick the file up within seconds.

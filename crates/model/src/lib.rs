@@ -25,6 +25,7 @@
 
 pub mod action;
 pub mod action_permissions;
+pub mod backstage;
 pub mod blueprint;
 pub mod credential;
 pub mod date_preset;

@@ -1,0 +1,426 @@
+//! Backstage's catalog model, as its own catalog reads it (`@backstage/catalog-model`): entity references
+//! (`[kind:][namespace/]name`, with a default kind per field and the entity's own namespace by default,
+//! matched case-insensitively), the validation Backstage applies to a descriptor (apiVersion, kind, names,
+//! namespaces, tags, the spec fields each kind requires), and the relations its built-in processor derives,
+//! both directions. Pure: the import command reads files and writes entities; the catalog API serves them back.
+
+use serde_json::{Map, Value};
+
+/// The largest descriptor file read, and the most documents in one.
+pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_DOCUMENTS: usize = 200_000;
+
+/// The YAML documents of a descriptor file, as JSON values (empty documents left out). A document that is
+/// not YAML is an error naming it (1-based), so one bad document does not hide the others' reasons.
+pub fn documents(text: &str) -> Vec<Result<Value, String>> {
+    use serde::Deserialize;
+    if text.len() > MAX_FILE_BYTES {
+        return vec![Err(format!("the file is {} bytes; at most {MAX_FILE_BYTES} are read", text.len()))];
+    }
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        if i >= MAX_DOCUMENTS {
+            out.push(Err(format!("more than {MAX_DOCUMENTS} documents; the rest are not read")));
+            break;
+        }
+        match Value::deserialize(doc) {
+            Ok(Value::Null) => {}
+            Ok(v) => out.push(Ok(v)),
+            Err(e) => {
+                out.push(Err(format!("document {}: {e}", i + 1)));
+                // A syntax error ends the stream: the parser cannot find the next document reliably.
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The kinds Berth imports (Backstage's built-in ones).
+pub const KINDS: [&str; 9] =
+    ["Component", "API", "Resource", "System", "Domain", "Group", "User", "Location", "Template"];
+
+/// The namespace of an entity that names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// A reference to an entity: kind, namespace and name as written (compare with [`EntityRef::key`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntityRef {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl EntityRef {
+    /// Reads `[kind:][namespace/]name`; `default_kind` for a reference without one (`None`: the kind is
+    /// required), `default_namespace` likewise.
+    pub fn parse(s: &str, default_kind: Option<&str>, default_namespace: &str) -> Result<EntityRef, String> {
+        let s = s.trim();
+        let (kind, rest) = match s.split_once(':') {
+            Some((k, rest)) if !k.is_empty() && !k.contains('/') => (k.to_string(), rest),
+            Some(_) => return Err(format!("{s:?} is not an entity reference ([kind:][namespace/]name)")),
+            None => match default_kind {
+                Some(k) => (k.to_string(), s),
+                None => return Err(format!("{s:?} names no kind (write kind:[namespace/]name)")),
+            },
+        };
+        let (namespace, name) = match rest.split_once('/') {
+            Some((ns, name)) => (ns.to_string(), name.to_string()),
+            None => (default_namespace.to_string(), rest.to_string()),
+        };
+        if name.is_empty() || namespace.is_empty() || name.contains('/') || name.contains(':') {
+            return Err(format!("{s:?} is not an entity reference ([kind:][namespace/]name)"));
+        }
+        Ok(EntityRef { kind, namespace, name })
+    }
+
+    /// The canonical form Backstage writes: `kind:namespace/name`, lower-cased (`component:default/x`).
+    pub fn key(&self) -> String {
+        format!("{}:{}/{}", self.kind, self.namespace, self.name).to_lowercase()
+    }
+}
+
+impl std::fmt::Display for EntityRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}/{}", self.kind.to_lowercase(), self.namespace, self.name)
+    }
+}
+
+/// A derived relation of one entity: its type and the entity it points at.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Relation {
+    pub kind: &'static str,
+    pub target: EntityRef,
+}
+
+/// An entity read from a descriptor and validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entity {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// `metadata` as authored (title, description, labels, annotations, tags, links, ...).
+    pub metadata: Map<String, Value>,
+    pub spec: Map<String, Value>,
+}
+
+impl Entity {
+    pub fn entity_ref(&self) -> EntityRef {
+        EntityRef { kind: self.kind.clone(), namespace: self.namespace.clone(), name: self.name.clone() }
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+fn is_tag(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.split('-').all(|part| {
+            !part.is_empty()
+                && part.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b':' | b'+' | b'#'))
+        })
+}
+
+/// The `apiVersion`s a kind is accepted with.
+fn api_versions(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "Template" => &["scaffolder.backstage.io/v1beta3", "backstage.io/v1beta2"],
+        _ => &["backstage.io/v1alpha1", "backstage.io/v1beta1"],
+    }
+}
+
+/// The spec fields a kind requires, and which must be lists.
+fn required(kind: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    match kind {
+        "Component" => (&["type", "lifecycle", "owner"], &[]),
+        // `definition` is required unless the API names its `remotes` (an MCP server, say): see `parse`.
+        "API" => (&["type", "lifecycle", "owner"], &[]),
+        "Resource" => (&["type", "owner"], &[]),
+        "System" | "Domain" => (&["owner"], &[]),
+        "Group" => (&["type", "children"], &["children"]),
+        "User" => (&["memberOf"], &["memberOf"]),
+        "Template" => (&["type"], &[]),
+        _ => (&[], &[]),
+    }
+}
+
+/// Reads and validates one descriptor as Backstage would; the reason it would be rejected otherwise.
+pub fn parse(doc: &Value) -> Result<Entity, String> {
+    let root = doc.as_object().ok_or("a descriptor is a mapping")?;
+    let kind = root.get("kind").and_then(Value::as_str).ok_or("`kind` is missing")?;
+    if !KINDS.contains(&kind) {
+        return Err(format!("kind `{kind}` is not one Berth imports ({})", KINDS.join(", ")));
+    }
+    let api_version = root.get("apiVersion").and_then(Value::as_str).ok_or("`apiVersion` is missing")?;
+    if !api_versions(kind).contains(&api_version) {
+        return Err(format!(
+            "`apiVersion` {api_version:?} is not valid for kind {kind} ({})",
+            api_versions(kind).join(" or ")
+        ));
+    }
+    let metadata = root.get("metadata").and_then(Value::as_object).ok_or("`metadata` is missing")?.clone();
+    let name = metadata.get("name").and_then(Value::as_str).ok_or("`metadata.name` is missing")?;
+    if !is_name(name) {
+        return Err(format!(
+            "`metadata.name` {name:?} is not valid: 1 to 63 letters, digits and -_. , starting and ending with a letter or digit"
+        ));
+    }
+    let namespace = match metadata.get("namespace") {
+        None | Some(Value::Null) => DEFAULT_NAMESPACE.to_string(),
+        Some(Value::String(ns)) if is_dns_label(ns) => ns.clone(),
+        Some(other) => {
+            return Err(format!("`metadata.namespace` {other} is not valid: 1 to 63 lower-case letters, digits and -"));
+        }
+    };
+    match metadata.get("tags") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(tags)) => {
+            if let Some(bad) = tags.iter().find(|t| !t.as_str().is_some_and(is_tag)) {
+                return Err(format!(
+                    "`metadata.tags` holds {bad}, not a valid tag (lower-case letters, digits and :+#, joined by -)"
+                ));
+            }
+        }
+        Some(_) => return Err("`metadata.tags` is a list".into()),
+    }
+    for field in ["labels", "annotations"] {
+        match metadata.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) if m.values().all(Value::is_string) => {}
+            Some(_) => return Err(format!("`metadata.{field}` maps names to strings")),
+        }
+    }
+    let spec = match root.get("spec") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err("`spec` is a mapping".into()),
+    };
+    let (fields, lists) = required(kind);
+    for f in fields {
+        if spec.get(*f).is_none_or(Value::is_null) {
+            return Err(format!("`spec.{f}` is required for kind {kind}"));
+        }
+    }
+    for f in lists {
+        if !spec.get(*f).is_some_and(Value::is_array) {
+            return Err(format!("`spec.{f}` is a list"));
+        }
+    }
+    if kind == "API" && spec.get("definition").is_none_or(Value::is_null) && spec.get("remotes").is_none() {
+        return Err("`spec.definition` is required for kind API (or `spec.remotes`)".into());
+    }
+    if kind == "Location" && spec.get("target").is_none() && spec.get("targets").is_none() {
+        return Err("a Location needs `spec.target` or `spec.targets`".into());
+    }
+    Ok(Entity {
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+        namespace,
+        name: name.to_string(),
+        metadata,
+        spec,
+    })
+}
+
+/// One relation-bearing spec field: where it is, the kind a bare name means, and the relation (and its
+/// reverse) it makes.
+struct Field {
+    field: &'static str,
+    default_kind: Option<&'static str>,
+    forward: &'static str,
+    reverse: &'static str,
+}
+
+const fn f(
+    field: &'static str,
+    default_kind: Option<&'static str>,
+    forward: &'static str,
+    reverse: &'static str,
+) -> Field {
+    Field { field, default_kind, forward, reverse }
+}
+
+const OWNER: Field = f("owner", Some("Group"), "ownedBy", "ownerOf");
+const SYSTEM: Field = f("system", Some("System"), "partOf", "hasPart");
+const DEPENDS_ON: Field = f("dependsOn", None, "dependsOn", "dependencyOf");
+const DEPENDENCY_OF: Field = f("dependencyOf", None, "dependencyOf", "dependsOn");
+const COMPONENT: &[Field] = &[
+    OWNER,
+    f("subcomponentOf", Some("Component"), "partOf", "hasPart"),
+    f("providesApis", Some("API"), "providesApi", "apiProvidedBy"),
+    f("consumesApis", Some("API"), "consumesApi", "apiConsumedBy"),
+    DEPENDS_ON,
+    DEPENDENCY_OF,
+    SYSTEM,
+];
+const API: &[Field] = &[OWNER, SYSTEM];
+const RESOURCE: &[Field] = &[OWNER, DEPENDS_ON, DEPENDENCY_OF, SYSTEM];
+const SYSTEM_KIND: &[Field] = &[OWNER, f("domain", Some("Domain"), "partOf", "hasPart")];
+const DOMAIN: &[Field] = &[OWNER, f("subdomainOf", Some("Domain"), "partOf", "hasPart")];
+const USER: &[Field] = &[f("memberOf", Some("Group"), "memberOf", "hasMember")];
+const GROUP: &[Field] = &[
+    f("parent", Some("Group"), "childOf", "parentOf"),
+    f("children", Some("Group"), "parentOf", "childOf"),
+    f("members", Some("User"), "hasMember", "memberOf"),
+];
+const TEMPLATE: &[Field] = &[OWNER];
+
+/// The fields Backstage's built-in processor turns into relations, per kind.
+fn fields(kind: &str) -> &'static [Field] {
+    match kind {
+        "Component" => COMPONENT,
+        "API" => API,
+        "Resource" => RESOURCE,
+        "System" => SYSTEM_KIND,
+        "Domain" => DOMAIN,
+        "User" => USER,
+        "Group" => GROUP,
+        "Template" => TEMPLATE,
+        _ => &[],
+    }
+}
+
+/// The relations an entity declares (forward) and the reverse ones its targets get, as
+/// `(from, relation)`; references that do not parse are returned as errors (reported, not invented).
+pub fn relations(e: &Entity) -> (Vec<(EntityRef, Relation)>, Vec<String>) {
+    let me = e.entity_ref();
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for field in fields(&e.kind) {
+        let values: Vec<&str> = match e.spec.get(field.field) {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+            _ => continue,
+        };
+        for v in values {
+            match EntityRef::parse(v, field.default_kind, &e.namespace) {
+                Ok(target) => {
+                    out.push((me.clone(), Relation { kind: field.forward, target: target.clone() }));
+                    out.push((target, Relation { kind: field.reverse, target: me.clone() }));
+                }
+                Err(reason) => errors.push(format!("`spec.{}`: {reason}", field.field)),
+            }
+        }
+    }
+    (out, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn r(kind: &str, ns: &str, name: &str) -> EntityRef {
+        EntityRef { kind: kind.into(), namespace: ns.into(), name: name.into() }
+    }
+
+    #[test]
+    fn references_take_their_defaults_and_compare_without_case() {
+        assert_eq!(EntityRef::parse("team-a", Some("Group"), "acme"), Ok(r("Group", "acme", "team-a")));
+        assert_eq!(EntityRef::parse("user:jdoe", Some("Group"), "acme"), Ok(r("user", "acme", "jdoe")));
+        assert_eq!(EntityRef::parse("other/team-b", Some("Group"), "acme"), Ok(r("Group", "other", "team-b")));
+        assert_eq!(
+            EntityRef::parse("Component:Default/Petstore", None, "x").map(|r| r.key()),
+            Ok("component:default/petstore".into())
+        );
+        assert!(EntityRef::parse("artists-db", None, "default").is_err(), "dependsOn needs a kind");
+        for bad in ["", ":x", "a:b/c/d", "a:/x", "a:ns/"] {
+            assert!(EntityRef::parse(bad, Some("Group"), "default").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn descriptors_are_validated_as_backstage_validates_them() {
+        let ok = json!({"apiVersion": "backstage.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "petstore", "namespace": "shop", "tags": ["java", "c++"], "annotations": {"a/b": "c"}},
+            "spec": {"type": "service", "lifecycle": "production", "owner": "team-a", "providesApis": ["petstore"],
+                     "dependsOn": ["resource:db"], "system": "default/store"}});
+        let e = parse(&ok).expect("valid");
+        assert_eq!((e.namespace.as_str(), e.name.as_str()), ("shop", "petstore"));
+        let (rels, errors) = relations(&e);
+        assert!(errors.is_empty(), "{errors:?}");
+        let me = e.entity_ref();
+        for (from, kind, to) in [
+            (me.clone(), "ownedBy", r("Group", "shop", "team-a")),
+            (r("Group", "shop", "team-a"), "ownerOf", me.clone()),
+            (me.clone(), "providesApi", r("API", "shop", "petstore")),
+            (r("API", "shop", "petstore"), "apiProvidedBy", me.clone()),
+            (me.clone(), "dependsOn", r("resource", "shop", "db")),
+            (r("resource", "shop", "db"), "dependencyOf", me.clone()),
+            (me.clone(), "partOf", r("System", "default", "store")),
+            (r("System", "default", "store"), "hasPart", me.clone()),
+        ] {
+            assert!(
+                rels.contains(&(from.clone(), Relation { kind, target: to.clone() })),
+                "{from} {kind} {to}: {rels:?}"
+            );
+        }
+        for (patch, says) in [
+            (json!({"apiVersion": "backstage.io/v2"}), "apiVersion"),
+            (json!({"kind": "Widget"}), "kind `Widget`"),
+            (json!({"metadata": {"name": "invalid component"}}), "metadata.name"),
+            (json!({"metadata": {"name": "x", "namespace": "Shop"}}), "metadata.namespace"),
+            (json!({"metadata": {"name": "x", "tags": ["go 1.15.3"]}}), "metadata.tags"),
+            (json!({"spec": {"type": "service", "owner": "a"}}), "spec.lifecycle"),
+            (json!({"metadata": {"name": "-x"}}), "metadata.name"),
+        ] {
+            let mut doc = ok.clone();
+            for (k, v) in patch.as_object().into_iter().flatten() {
+                doc[k] = v.clone();
+            }
+            let e = parse(&doc).expect_err("refused");
+            assert!(e.contains(says), "{e} should name {says}");
+        }
+        let group = json!({"apiVersion": "backstage.io/v1alpha1", "kind": "Group", "metadata": {"name": "g"},
+            "spec": {"type": "team", "children": "x"}});
+        assert!(parse(&group).expect_err("children is a list").contains("spec.children"));
+    }
+
+    #[test]
+    fn several_documents_are_read_and_a_broken_one_is_named() {
+        let text = "---\nkind: A\n---\n\n---\nkind: B\n";
+        let docs: Vec<Value> = documents(text).into_iter().map(|d| d.expect("yaml")).collect();
+        assert_eq!(docs, vec![json!({"kind": "A"}), json!({"kind": "B"})]);
+        let broken = documents("kind: A\n---\nkind: [unclosed\n");
+        assert!(
+            broken[0].is_ok() && broken.last().is_some_and(|d| d.as_ref().is_err_and(|e| e.contains("document 2")))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_text_makes_the_readers_panic(text in "[ -~\\n]{0,300}") {
+            for doc in documents(&text).into_iter().flatten() {
+                if let Ok(e) = parse(&doc) {
+                    let _ = relations(&e);
+                }
+            }
+            let _ = EntityRef::parse(&text, Some("Group"), "default");
+            let _ = EntityRef::parse(&text, None, "default");
+        }
+
+        #[test]
+        fn a_reference_reads_back_from_its_key(kind in "[A-Za-z][a-z0-9A-Z]{0,8}", ns in "[a-z0-9][a-z0-9-]{0,6}", name in "[a-zA-Z0-9][a-zA-Z0-9_.-]{0,10}") {
+            let r = EntityRef { kind, namespace: ns, name };
+            let back = EntityRef::parse(&r.key(), None, "default").expect("parses");
+            proptest::prop_assert_eq!(back.key(), r.key());
+        }
+    }
+}

@@ -185,6 +185,8 @@ async fn a_backstage_catalog_is_imported_with_its_relations_and_reconciled() {
     );
     assert!(entity(&client, &server, &token, "component", "default/no-lifecycle").await.is_none());
 
+    backstage_client(&server, &token);
+
     // Edited: the database gone, the component's lifecycle changed. Reconciled; the other source untouched.
     author(&catalog, false, "deprecated");
     let (_, stdout, _) = import(&server, &[&root.to_string_lossy(), "--source", "main-repo"]);
@@ -240,4 +242,46 @@ async fn backstages_own_example_catalogs_import() {
     assert!(rels.iter().any(|r| r.starts_with("partOf system:default/")), "{rels:?}");
     let infra = entity(&client, &server, &token, "group", "default/infrastructure").await.expect("infrastructure");
     assert!(relations(&infra).contains(&"childOf group:default/acme-corp".to_string()), "{:?}", relations(&infra));
+}
+
+/// Backstage's own catalog client against the imported catalog: what the frontend calls, checked.
+fn backstage_client(server: &Berth, token: &str) {
+    let modules = std::env::var("BERTH_TEST_BACKSTAGE_CLIENT")
+        .unwrap_or_else(|_| panic!("BERTH_TEST_BACKSTAGE_CLIENT must name the node_modules holding @backstage/catalog-client (scripts/test installs it)"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/backstage-client/run.cjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .env("NODE_PATH", &modules)
+        .env("BERTH_URL", &server.base)
+        .env("BERTH_TOKEN", token)
+        .output()
+        .expect("node (Node.js 20) on PATH");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().filter_map(|e| e["metadata"]["name"].as_str().map(str::to_string)).collect()
+    };
+    assert_eq!(
+        names(&got["components"]),
+        ["legacy", "checkout"],
+        "filter kind=component, both sources, by reference: {got}"
+    );
+    assert_eq!(got["components"][1]["spec"], serde_json::json!({"type": "service"}), "fields honoured");
+    assert!(got["components"][0].get("relations").is_none());
+    assert_eq!(names(&got["apisAndSystems"]), ["shop", "checkout-api"], "two filters, ordered by name descending");
+    assert_eq!(got["byRef"]["metadata"]["namespace"], "payments");
+    assert!(got["byRef"]["metadata"]["uid"].is_string() && got["byRef"]["metadata"]["etag"].is_string());
+    assert!(got["byRef"]["relations"].as_array().is_some_and(|r| r.iter().any(|r| r["type"] == "ownedBy"
+        && r["targetRef"] == "group:payments/payments-team"
+        && r["target"]["name"] == "payments-team")));
+    assert!(got["missing"].is_null());
+    assert_eq!(got["firstPage"]["totalItems"], 3);
+    assert_eq!(got["pages"], serde_json::json!([["acme", "payments-team"], ["platform"]]), "cursors follow the order");
+    assert_eq!(got["fullText"], serde_json::json!(["checkout"]), "full text over name, title and description");
+    assert_eq!(got["byRefs"], serde_json::json!(["Group:platform", null, "API:checkout-api"]));
+    assert_eq!(
+        got["facets"]["kind"],
+        serde_json::json!([{"value": "Component", "count": 2}, {"value": "API", "count": 1}])
+    );
+    assert_eq!(got["anonymous"], "ResponseError", "no token, no catalog");
 }

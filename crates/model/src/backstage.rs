@@ -424,3 +424,187 @@ mod tests {
         }
     }
 }
+
+/// Backstage's catalog `filter` query parameters: each parameter is one set of conditions that must all
+/// hold (`kind=component,spec.type=service`; several values of one key are alternatives), the parameters
+/// are alternatives; a key alone means "exists".
+/// Keys are dotted paths into the entity (`metadata.name`, `spec.owner`, `relations.ownedBy`); values match
+/// without case, and a list matches when any element does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Filter(pub Vec<Vec<(String, Option<String>)>>);
+
+/// The most conditions one request's filters hold, and the longest key or value.
+pub const MAX_FILTER_CONDITIONS: usize = 100;
+pub const MAX_FILTER_TEXT: usize = 1_000;
+
+impl Filter {
+    /// Reads the `filter` parameters.
+    pub fn parse(params: &[String]) -> Result<Filter, String> {
+        let mut sets = Vec::new();
+        let mut count = 0;
+        for p in params {
+            let mut set = Vec::new();
+            for part in p.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                count += 1;
+                if count > MAX_FILTER_CONDITIONS {
+                    return Err(format!("at most {MAX_FILTER_CONDITIONS} filter conditions"));
+                }
+                let (key, value) = match part.split_once('=') {
+                    Some((k, v)) => (k.trim(), Some(v.trim().to_string())),
+                    None => (part, None),
+                };
+                if key.is_empty()
+                    || key.len() > MAX_FILTER_TEXT
+                    || value.as_ref().is_some_and(|v| v.len() > MAX_FILTER_TEXT)
+                {
+                    return Err(format!("{:?} is not a filter (key=value or key)", crate::limits::truncate(part, 60)));
+                }
+                set.push((key.to_string(), value));
+            }
+            if !set.is_empty() {
+                sets.push(set);
+            }
+        }
+        Ok(Filter(sets))
+    }
+
+    /// Whether `entity` (an entity in Backstage's shape) passes: no filter passes everything. In one set,
+    /// conditions on the same key are alternatives (`kind=component,kind=api`), different keys must all hold.
+    pub fn matches(&self, entity: &Value) -> bool {
+        self.0.is_empty()
+            || self.0.iter().any(|set| {
+                set.iter().all(|(key, _)| {
+                    set.iter()
+                        .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+                        .any(|(k, v)| condition(entity, k, v.as_deref()))
+                })
+            })
+    }
+}
+
+/// The values at a dotted path (`relations.ownedBy` reads the targets of that relation type; a list yields
+/// each element).
+pub fn values_at(entity: &Value, path: &str) -> Vec<String> {
+    let lower = path.to_lowercase();
+    if let Some(kind) = lower.strip_prefix("relations.") {
+        return entity["relations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["type"].as_str().is_some_and(|t| t.to_lowercase() == kind))
+            .filter_map(|r| r["targetRef"].as_str().map(str::to_string))
+            .collect();
+    }
+    let mut at = vec![entity];
+    for segment in path.split('.') {
+        at = at
+            .into_iter()
+            .flat_map(|v| match v {
+                Value::Object(m) => {
+                    m.iter().filter(|(k, _)| k.eq_ignore_ascii_case(segment)).map(|(_, v)| v).collect::<Vec<_>>()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+    }
+    at.into_iter()
+        .flat_map(|v| match v {
+            Value::Array(items) => items.iter().collect::<Vec<_>>(),
+            other => vec![other],
+        })
+        .filter_map(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn condition(entity: &Value, key: &str, value: Option<&str>) -> bool {
+    let found = values_at(entity, key);
+    match value {
+        None => !found.is_empty(),
+        Some(v) => found.iter().any(|f| f.eq_ignore_ascii_case(v)),
+    }
+}
+
+/// An entity with only the dotted `fields` kept (Backstage's `fields` parameter); none keeps everything.
+pub fn project(entity: &Value, fields: &[String]) -> Value {
+    if fields.is_empty() {
+        return entity.clone();
+    }
+    let mut out = Value::Object(Map::new());
+    for f in fields {
+        let parts: Vec<&str> = f.split('.').collect();
+        let mut src = entity;
+        let mut found = true;
+        for p in &parts {
+            match src.get(*p) {
+                Some(v) => src = v,
+                None => {
+                    found = false;
+                    break;
+                }
+            }
+        }
+        if !found {
+            continue;
+        }
+        let mut dst = &mut out;
+        for p in &parts[..parts.len() - 1] {
+            if !dst.get(*p).is_some_and(Value::is_object) {
+                dst[*p] = Value::Object(Map::new());
+            }
+            dst = &mut dst[*p];
+        }
+        if let Some(last) = parts.last() {
+            dst[*last] = src.clone();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn e() -> Value {
+        json!({"kind": "Component", "metadata": {"name": "Petstore", "namespace": "default", "tags": ["java", "web"]},
+            "spec": {"type": "service", "owner": "team-a"},
+            "relations": [{"type": "ownedBy", "targetRef": "group:default/team-a"}]})
+    }
+
+    #[test]
+    fn filters_match_as_backstages_do() {
+        let f = |ps: &[&str]| Filter::parse(&ps.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("parses");
+        assert!(f(&["kind=component,spec.type=SERVICE"]).matches(&e()));
+        assert!(!f(&["kind=component,spec.type=website"]).matches(&e()));
+        assert!(f(&["kind=api", "metadata.tags=java"]).matches(&e()), "alternatives");
+        assert!(f(&["kind=api,kind=component,spec.type=service"]).matches(&e()), "values of one key are alternatives");
+        assert!(!f(&["kind=api,kind=component,spec.type=website"]).matches(&e()));
+        assert!(f(&["relations.ownedBy=group:default/team-a"]).matches(&e()));
+        assert!(f(&["spec.owner"]).matches(&e()) && !f(&["spec.lifecycle"]).matches(&e()), "exists");
+        assert!(f(&["metadata.name=petstore"]).matches(&e()), "no case");
+        assert!(f(&[]).matches(&e()));
+        assert!(Filter::parse(&[",=x"].map(String::from)).is_err());
+        assert!(
+            Filter::parse(&[(0..=MAX_FILTER_CONDITIONS).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",")])
+                .is_err()
+        );
+        assert_eq!(
+            project(&e(), &["kind".into(), "metadata.name".into(), "spec.nothing".into()]),
+            json!({"kind": "Component", "metadata": {"name": "Petstore"}})
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_filter_text_panics(ps in proptest::collection::vec("[ -~]{0,40}", 0..4)) {
+            if let Ok(f) = Filter::parse(&ps) {
+                let _ = f.matches(&e());
+            }
+        }
+    }
+}

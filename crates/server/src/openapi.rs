@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    actions, apps, audit, blueprints, deployments, entities, events, history, integrations, pages, runs, scorecards,
-    search, secrets, subscriptions, system, teams, token, users, webhook_templates, webhooks,
+    actions, apps, audit, backstage_catalog, blueprints, deployments, entities, events, history, integrations, pages,
+    runs, scorecards, search, secrets, subscriptions, system, teams, token, users, webhook_templates, webhooks,
 };
 
 struct BearerAuth;
@@ -77,12 +77,13 @@ impl Modify for MinSeqHeader {
         runs::create, runs::list, runs::get_one, runs::update, runs::add_log, runs::logs, runs::approve, runs::approvers, runs::get_permissions, runs::patch_permissions, runs::signing_secret,
         secrets::list, secrets::create, secrets::get_one, secrets::update, secrets::delete,
         webhooks::list, webhooks::metadata, webhooks::create, webhooks::get_one, webhooks::replace, webhooks::patch, webhooks::delete, webhooks::events, webhooks::retry, webhooks::ingest, webhook_templates::list, webhook_templates::get_one, webhook_templates::install,
+        backstage_catalog::entities, backstage_catalog::by_query, backstage_catalog::by_name, backstage_catalog::by_uid, backstage_catalog::by_refs, backstage_catalog::facets,
         integrations::kafka_credentials, integrations::list, integrations::metadata, integrations::provision_enabled, integrations::create, integrations::get_one, integrations::change, integrations::delete, integrations::set_config, integrations::set_resync_state, integrations::resync_request, integrations::request_resync, integrations::add_logs, integrations::logs, integrations::add_sync_metrics, integrations::add_kind_metrics, integrations::heartbeat, integrations::sync_metrics, integrations::syncs_metadata, integrations::add_examples, integrations::examples, integrations::datasource_entities,
         subscriptions::list, subscriptions::create, subscriptions::get_one, subscriptions::replace, subscriptions::delete, subscriptions::status, subscriptions::rotate_secret, subscriptions::replay, subscriptions::dead_letters, subscriptions::retry_dead_letters, subscriptions::drop_dead_letters, subscriptions::changelog_destination,
     ),
     components(schemas(berth_model::Team, berth_model::Blueprint, berth_model::Entity, berth_model::Relation, berth_model::blueprint::BlueprintSchema)),
     modifiers(&BearerAuth, &MinSeqHeader),
-    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Teams"), (name = "Users"), (name = "Pages"), (name = "Scorecards"), (name = "Deployments"), (name = "Subscriptions"), (name = "Actions"), (name = "Action Runs"), (name = "Organization"), (name = "Webhooks"), (name = "Integrations"), (name = "Audit"), (name = "Operations"))
+    tags((name = "Authentication"), (name = "Blueprints"), (name = "Entities"), (name = "Search"), (name = "Apps"), (name = "Teams"), (name = "Users"), (name = "Pages"), (name = "Scorecards"), (name = "Deployments"), (name = "Subscriptions"), (name = "Actions"), (name = "Action Runs"), (name = "Organization"), (name = "Webhooks"), (name = "Integrations"), (name = "Backstage"), (name = "Audit"), (name = "Operations"))
 )]
 pub struct ApiDoc;
 

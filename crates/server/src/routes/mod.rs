@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod apps;
 pub mod audit;
+pub mod backstage_catalog;
 pub mod blueprints;
 pub mod deployments;
 pub mod entities;
@@ -158,6 +159,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .merge(webhooks::router())
         .merge(integrations::router())
         .merge(webhook_templates::router())
+        .merge(backstage_catalog::router())
         .route(
             "/v1/blueprints/entities/datasource-entities",
             post(integrations::datasource_entities)

@@ -4,6 +4,7 @@
 mod access;
 mod actions;
 mod auth;
+mod backstage_catalog;
 mod blueprints;
 mod bulk;
 mod common;

@@ -1,0 +1,78 @@
+//! Backstage's catalog API under `/api/catalog`: a Berth token is required, and every answer goes through
+//! the caller's read scope (a Member whose permission hides a team's services gets, on every route, the same
+//! answer whether or not those exist); Port-made entities are served too, mapped by blueprint.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::permissions::{app_token, call, setup};
+
+fn names(v: &Value) -> Vec<String> {
+    let list = if v.is_array() { v.clone() } else { v["items"].clone() };
+    let mut n: Vec<String> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    n.sort();
+    n
+}
+
+#[tokio::test]
+async fn the_catalog_api_needs_a_token_and_reads_through_the_callers_scope() {
+    let s = setup().await;
+    let r = s.raw(Method::GET, "/api/catalog/entities", None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Port-made services, as Backstage entities of kind `service`.
+    let (status, all) = call(&s, &s.token, Method::GET, "/api/catalog/entities?filter=kind=service", None).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(names(&all), ["svc-a", "svc-a2", "svc-b"]);
+    let (_, one) = call(&s, &s.token, Method::GET, "/api/catalog/entities/by-name/service/default/svc-b", None).await;
+    assert_eq!(one["spec"]["replicas"], 4);
+    assert_eq!(one["spec"]["owner"], "group:default/B");
+    let uid = one["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    let (status, by_uid) = call(&s, &s.token, Method::GET, &format!("/api/catalog/entities/by-uid/{uid}"), None).await;
+    assert_eq!((status, by_uid["metadata"]["name"].clone()), (StatusCode::OK, json!("svc-b")));
+
+    // A Member of team A reads only team A's services, on every route.
+    let r = s
+        .call(
+            Method::PATCH,
+            "/v1/blueprints/service/permissions",
+            Some(json!({"entities": {"read": {"roles": [], "ownedByTeam": true}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let a = app_token(&s, "member-a", &["Member"], &["A"]).await;
+    let (_, list) = call(&s, &a, Method::GET, "/api/catalog/entities?filter=kind=service", None).await;
+    assert_eq!(names(&list), ["svc-a", "svc-a2"]);
+    let (status, _) = call(&s, &a, Method::GET, "/api/catalog/entities/by-name/service/default/svc-b", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&s, &a, Method::GET, "/api/catalog/entities/by-name/service/default/svc-zzz", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the same answer as for what does not exist");
+    let (status, _) = call(&s, &a, Method::GET, &format!("/api/catalog/entities/by-uid/{uid}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, refs) = call(
+        &s,
+        &a,
+        Method::POST,
+        "/api/catalog/entities/by-refs",
+        Some(json!({"entityRefs": ["service:default/svc-a", "service:default/svc-b"]})),
+    )
+    .await;
+    assert_eq!(refs["items"][1], Value::Null);
+    assert_eq!(refs["items"][0]["metadata"]["name"], "svc-a");
+    let (_, page) = call(&s, &a, Method::GET, "/api/catalog/entities/by-query?filter=kind=service&limit=1", None).await;
+    assert_eq!(page["totalItems"], 2);
+    let (_, facets) =
+        call(&s, &a, Method::GET, "/api/catalog/entity-facets?facet=metadata.name&filter=kind=service", None).await;
+    assert!(!facets.to_string().contains("svc-b"), "{facets}");
+    // Bad input.
+    let (status, _) = call(&s, &a, Method::GET, "/api/catalog/entity-facets", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(&s, &a, Method::GET, "/api/catalog/entities/by-query?cursor=not-a-cursor", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(&s, &a, Method::GET, "/api/catalog/entities?limit=many", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -22,6 +22,7 @@
 //! write through the pipeline.
 
 pub mod audit;
+pub mod backstage;
 pub mod deployments;
 pub mod feed;
 pub mod history;

@@ -71,6 +71,8 @@ pub struct Pipeline {
     snapshot_seq: std::sync::atomic::AtomicU64,
     /// The deployments index, kept current with the published state (see [`Pipeline::deployments`]).
     deployments: crate::deployments::Kept,
+    /// The catalog as Backstage's API shows it (see [`Pipeline::backstage`]).
+    backstage: crate::backstage::Kept,
     /// The events this writer committed lately, for the feed (see [`crate::recent`]).
     recent: Arc<crate::recent::Recent>,
     /// Nanoseconds the writer has spent executing batches (see [`Pipeline::writer_busy`]).
@@ -128,6 +130,7 @@ impl Pipeline {
             store_head: watch::channel(seq).0,
             snapshot_seq: std::sync::atomic::AtomicU64::new(snapshot_seq),
             deployments: crate::deployments::Kept::new(),
+            backstage: crate::backstage::Kept::new(),
             recent: Arc::default(),
             busy: std::sync::atomic::AtomicU64::new(0),
         });
@@ -147,6 +150,12 @@ impl Pipeline {
     /// published one.
     pub fn deployments(&self) -> &crate::deployments::Kept {
         &self.deployments
+    }
+
+    /// The catalog in Backstage's shape, indexed for its catalog API: answers call
+    /// [`crate::backstage::Kept::with`] with the view they read (built on first use, caught up after).
+    pub fn backstage(&self) -> &crate::backstage::Kept {
+        &self.backstage
     }
 
     /// The current state: one consistent version, cheap to take.

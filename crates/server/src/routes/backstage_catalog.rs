@@ -15,11 +15,11 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use berth_catalog::backstage::Item;
 use berth_engine::scoped::Scoped;
 use berth_model::backstage::{self, EntityRef, Filter};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sha2::Digest;
 
 use super::reply;
 use crate::AppState;
@@ -41,110 +41,37 @@ pub fn router() -> axum::Router<AppState> {
 /// The most entities one answer holds.
 const MAX_LIMIT: usize = 10_000;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Whether `scoped`'s caller may read an item's entity.
+fn readable(scoped: &Scoped<'_>, item: &Item) -> bool {
+    scoped.reads_all(&item.blueprint) || scoped.entity(&item.blueprint, &item.identifier).is_some()
 }
 
-/// A stable uid for an entity (a UUID's shape, from its blueprint and identifier).
-fn uid(blueprint: &str, identifier: &str) -> String {
-    let h = hex(&sha2::Sha256::digest(format!("{blueprint}\n{identifier}").as_bytes())[..16]);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
-}
-
-/// Whether a blueprint holds imported Backstage entities.
-fn imported(view: &berth_engine::State, blueprint: &str) -> bool {
-    view.blueprint(blueprint).is_some_and(|b| {
-        let p = &b.def.schema.properties;
-        p.contains_key("descriptor") && p.contains_key("source")
-    })
-}
-
-/// An entity in Backstage's shape.
-fn to_backstage(scoped: &Scoped<'_>, e: &berth_model::Entity) -> Value {
-    let bp = &*e.blueprint;
-    let etag = hex(&sha2::Sha256::digest(format!("{}\n{}", e.updated_at.millis(), e.identifier).as_bytes())[..10]);
-    let mut v = if imported(scoped.state(), bp) {
-        let d = e.properties.get("descriptor").cloned().unwrap_or_else(|| json!({}));
-        let mut v =
-            json!({"apiVersion": d["apiVersion"], "kind": d["kind"], "metadata": d["metadata"], "spec": d["spec"]});
-        v["metadata"]["namespace"] =
-            e.properties.get("namespace").cloned().unwrap_or_else(|| json!(backstage::DEFAULT_NAMESPACE));
-        let relations: Vec<Value> = e
-            .properties
-            .get("relations")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|r| {
-                let target = r["targetRef"].as_str().and_then(|t| EntityRef::parse(t, None, "default").ok());
-                let mut out = json!({"type": r["type"], "targetRef": r["targetRef"]});
-                if let Some(t) = target {
-                    out["target"] = json!({"kind": t.kind, "namespace": t.namespace, "name": t.name});
-                }
-                out
-            })
-            .collect();
-        v["relations"] = Value::Array(relations);
-        v
-    } else {
-        let mut spec: Map<String, Value> = e.properties.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        if let Some(team) = e.team.first() {
-            spec.insert("owner".into(), json!(format!("group:default/{team}")));
-        }
-        let mut relations = Vec::new();
-        if let Some(def) = scoped.state().blueprint(bp) {
-            for (name, value) in e.relations.iter() {
-                let target_bp = def.def.relations.get(name).map(|r| r.target.clone()).unwrap_or_default();
-                let ids: Vec<&str> = match value {
-                    Value::String(s) => vec![s.as_str()],
-                    Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-                    _ => Vec::new(),
-                };
-                for id in ids {
-                    // A related entity the caller may not read is not named.
-                    if scoped.entity(&target_bp, id).is_some() {
-                        let r = format!("{}:default/{id}", target_bp.to_lowercase());
-                        relations.push(json!({"type": name, "targetRef": r,
-                            "target": {"kind": target_bp, "namespace": "default", "name": id}}));
-                    }
-                }
-            }
-        }
-        json!({"apiVersion": "berth.io/v1", "kind": bp,
-            "metadata": {"name": &*e.identifier, "namespace": backstage::DEFAULT_NAMESPACE, "title": e.title,
-                "annotations": {"berth.io/blueprint": bp}},
-            "spec": spec, "relations": relations})
-    };
-    v["metadata"]["uid"] = json!(uid(bp, &e.identifier));
-    v["metadata"]["etag"] = json!(etag);
-    v
-}
-
-/// Every readable entity in Backstage's shape that passes `filter`, in (kind, namespace, name) order.
-fn matching(scoped: &Scoped<'_>, filter: &Filter) -> Vec<Value> {
-    let mut out = Vec::new();
-    for b in scoped.state().blueprints() {
-        let bp = b.def.identifier.as_str();
-        for e in scoped.entities_of(bp) {
-            let v = to_backstage(scoped, e);
-            if filter.matches(&v) {
-                out.push(v);
-            }
+/// An item as `scoped`'s caller sees it (relations to entities it may not read left out); `None` when it
+/// may not read the entity.
+fn visible(scoped: &Scoped<'_>, item: &Item) -> Option<Value> {
+    if !readable(scoped, item) {
+        return None;
+    }
+    let mut doc = item.doc.clone();
+    if !item.targets.is_empty() {
+        if let Some(rels) = doc["relations"].as_array_mut() {
+            let mut i = 0;
+            rels.retain(|_| {
+                let keep = item.targets.get(i).is_none_or(|(bp, id)| scoped.entity(bp, id).is_some());
+                i += 1;
+                keep
+            });
         }
     }
-    out.sort_by_cached_key(ref_of);
-    out
+    Some(doc)
 }
 
-/// `kind:namespace/name`, lower-cased.
-fn ref_of(v: &Value) -> String {
-    format!(
-        "{}:{}/{}",
-        v["kind"].as_str().unwrap_or_default(),
-        v["metadata"]["namespace"].as_str().unwrap_or("default"),
-        v["metadata"]["name"].as_str().unwrap_or_default()
-    )
-    .to_lowercase()
+/// Runs `answer` on the readable items that pass `filter`, in reference order (nothing is copied until
+/// `answer` picks what it shows).
+fn with_matching<R>(app: &AppState, scoped: &Scoped<'_>, filter: &Filter, answer: impl FnOnce(Vec<&Item>) -> R) -> R {
+    app.pipeline.backstage().with(scoped.state(), |index, _| {
+        answer(index.select(filter).into_iter().filter(|item| readable(scoped, item)).collect())
+    })
 }
 
 fn filter_of(q: &Params) -> ApiResult<Filter> {
@@ -157,13 +84,13 @@ fn fields_of(q: &Params) -> Vec<String> {
 }
 
 /// Sorts by `order` parameters (`asc:metadata.name`, `desc:spec.type`), after the default order.
-fn order(items: &mut [Value], orders: &[(bool, String)]) {
+fn order(items: &mut [&Item], orders: &[(bool, String)]) {
     if orders.is_empty() {
         return;
     }
     items.sort_by(|a, b| {
         for (asc, field) in orders {
-            let (x, y) = (backstage::values_at(a, field).join(","), backstage::values_at(b, field).join(","));
+            let (x, y) = (backstage::values_at(&a.doc, field).join(","), backstage::values_at(&b.doc, field).join(","));
             let c = x.to_lowercase().cmp(&y.to_lowercase());
             if c != std::cmp::Ordering::Equal {
                 return if *asc { c } else { c.reverse() };
@@ -183,12 +110,13 @@ fn number(q: &Params, key: &str, default: usize) -> ApiResult<usize> {
 async fn run<T: Send + 'static>(
     app: &AppState,
     caller: Caller,
-    work: impl FnOnce(&Scoped<'_>) -> ApiResult<T> + Send + 'static,
+    work: impl FnOnce(&AppState, &Scoped<'_>) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     let view = app.pipeline.view();
+    let state = app.clone();
     crate::searching::run(app, move || {
         let scoped = crate::access::scoped(&view, &caller);
-        work(&scoped)
+        work(&state, &scoped)
     })
     .await
 }
@@ -217,10 +145,16 @@ pub async fn entities(
             None => (true, o),
         })
         .collect();
-    let items = run(&app, caller, move |scoped| {
-        let mut all = matching(scoped, &filter);
-        order(&mut all, &orders);
-        Ok(all.into_iter().skip(offset).take(limit).map(|v| backstage::project(&v, &fields)).collect::<Vec<_>>())
+    let items = run(&app, caller, move |app, scoped| {
+        Ok(with_matching(app, scoped, &filter, |mut all| {
+            order(&mut all, &orders);
+            all.into_iter()
+                .skip(offset)
+                .take(limit)
+                .filter_map(|item| visible(scoped, item))
+                .map(|v| backstage::project(&v, &fields))
+                .collect::<Vec<_>>()
+        }))
     })
     .await?;
     Ok(reply(StatusCode::OK, Value::Array(items), None))
@@ -289,57 +223,42 @@ pub async fn by_query(
     if text_fields.is_empty() {
         text_fields = vec!["metadata.name".into(), "metadata.title".into(), "metadata.description".into()];
     }
-    let answer = run(&app, caller, move |scoped| {
-        let mut all = matching(scoped, &filter);
-        if let Some(t) = &term {
-            all.retain(|v| {
-                text_fields
-                    .iter()
-                    .any(|f| backstage::values_at(v, f).iter().any(|x| x.to_lowercase().contains(t.as_str())))
-            });
-        }
-        order(&mut all, &orders);
-        let total = all.len();
-        let items: Vec<Value> = all.iter().skip(offset).take(limit).map(|v| backstage::project(v, &fields)).collect();
-        let cursor = |o: usize| engine.encode(json!({"q": query, "o": o}).to_string());
-        let mut page = json!({});
-        if offset + limit < total {
-            page["nextCursor"] = json!(cursor(offset + limit));
-        }
-        if offset > 0 {
-            page["prevCursor"] = json!(cursor(offset.saturating_sub(limit)));
-        }
-        Ok(json!({"items": items, "totalItems": total, "pageInfo": page}))
+    let answer = run(&app, caller, move |app, scoped| {
+        Ok(with_matching(app, scoped, &filter, |mut all| {
+            if let Some(t) = &term {
+                all.retain(|item| {
+                    text_fields.iter().any(|f| {
+                        backstage::values_at(&item.doc, f).iter().any(|x| x.to_lowercase().contains(t.as_str()))
+                    })
+                });
+            }
+            order(&mut all, &orders);
+            let total = all.len();
+            let items: Vec<Value> = all
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .filter_map(|item| visible(scoped, item))
+                .map(|v| backstage::project(&v, &fields))
+                .collect();
+            let cursor = |o: usize| engine.encode(json!({"q": query, "o": o}).to_string());
+            let mut page = json!({});
+            if offset + limit < total {
+                page["nextCursor"] = json!(cursor(offset + limit));
+            }
+            if offset > 0 {
+                page["prevCursor"] = json!(cursor(offset.saturating_sub(limit)));
+            }
+            json!({"items": items, "totalItems": total, "pageInfo": page})
+        }))
     })
     .await?;
     Ok(reply(StatusCode::OK, answer, None))
 }
 
 /// The readable entity a reference names, if any.
-fn find(scoped: &Scoped<'_>, r: &EntityRef) -> Option<Value> {
-    let (kind, ns, name) = (r.kind.to_lowercase(), r.namespace.to_lowercase(), r.name.to_lowercase());
-    for b in scoped.state().blueprints() {
-        let bp = b.def.identifier.as_str();
-        let candidate = if imported(scoped.state(), bp) {
-            // Imported blueprints are named `<prefix><kind>`; their identifiers are `namespace/name`.
-            if !bp.to_lowercase().ends_with(&kind) {
-                continue;
-            }
-            scoped.entity(bp, &format!("{ns}/{name}"))
-        } else {
-            if bp.to_lowercase() != kind || ns != backstage::DEFAULT_NAMESPACE {
-                continue;
-            }
-            scoped.entity(bp, &r.name)
-        };
-        if let Some(e) = candidate {
-            let v = to_backstage(scoped, e);
-            if ref_of(&v) == r.key() {
-                return Some(v);
-            }
-        }
-    }
-    None
+fn find(app: &AppState, scoped: &Scoped<'_>, r: &EntityRef) -> Option<Value> {
+    app.pipeline.backstage().with(scoped.state(), |index, _| index.get(&r.key()).and_then(|item| visible(scoped, item)))
 }
 
 #[utoipa::path(get, path = "/api/catalog/entities/by-name/{kind}/{namespace}/{name}", tag = "Backstage", summary = "Backstage: one entity by its name", security(("bearer" = [])),
@@ -352,7 +271,7 @@ pub async fn by_name(
 ) -> ApiResult<Response> {
     let r = EntityRef { kind: path.get("kind")?, namespace: path.get("namespace")?, name: path.get("name")? };
     let shown = r.to_string();
-    let found = run(&app, caller, move |scoped| Ok(find(scoped, &r))).await?;
+    let found = run(&app, caller, move |app, scoped| Ok(find(app, scoped, &r))).await?;
     match found {
         Some(v) => Ok(reply(StatusCode::OK, v, None)),
         None => Err(ApiError::not_found(format!("no entity {shown}"))),
@@ -369,14 +288,10 @@ pub async fn by_uid(
 ) -> ApiResult<Response> {
     let want = path.get("uid")?;
     let shown = want.clone();
-    let found = run(&app, caller, move |scoped| {
-        for b in scoped.state().blueprints() {
-            let bp = b.def.identifier.as_str();
-            if let Some(e) = scoped.entities_of(bp).find(|e| uid(bp, &e.identifier) == want) {
-                return Ok(Some(to_backstage(scoped, e)));
-            }
-        }
-        Ok(None)
+    let found = run(&app, caller, move |app, scoped| {
+        Ok(app.pipeline.backstage().with(scoped.state(), |index, _| {
+            index.all().find(|item| item.doc["metadata"]["uid"] == want.as_str()).and_then(|item| visible(scoped, item))
+        }))
     })
     .await?;
     match found {
@@ -410,12 +325,12 @@ pub async fn by_refs(
     }
     let mut fields = body.fields;
     fields.extend(fields_of(&q));
-    let items = run(&app, caller, move |scoped| {
+    let items = run(&app, caller, move |app, scoped| {
         Ok(body
             .entity_refs
             .iter()
             .map(|r| match EntityRef::parse(r, None, backstage::DEFAULT_NAMESPACE) {
-                Ok(r) => find(scoped, &r).map(|v| backstage::project(&v, &fields)).unwrap_or(Value::Null),
+                Ok(r) => find(app, scoped, &r).map(|v| backstage::project(&v, &fields)).unwrap_or(Value::Null),
                 Err(_) => Value::Null,
             })
             .collect::<Vec<_>>())
@@ -438,27 +353,26 @@ pub async fn facets(
         return Err(ApiError::bad_request("give 1 to 50 `facet` parameters"));
     }
     let filter = filter_of(&q)?;
-    let answer = run(&app, caller, move |scoped| {
-        let all = matching(scoped, &filter);
-        let mut out = Map::new();
-        for f in &facets {
-            let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-            for v in &all {
-                let mut seen = std::collections::BTreeSet::new();
-                for value in backstage::values_at(v, f) {
-                    if seen.insert(value.clone()) {
-                        *counts.entry(value).or_default() += 1;
+    let answer = run(&app, caller, move |app, scoped| {
+        Ok(with_matching(app, scoped, &filter, |all| {
+            let mut out = Map::new();
+            for f in &facets {
+                let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+                for item in &all {
+                    let mut seen = std::collections::BTreeSet::new();
+                    for value in backstage::values_at(&item.doc, f) {
+                        if seen.insert(value.clone()) {
+                            *counts.entry(value).or_default() += 1;
+                        }
                     }
                 }
+                let mut list: Vec<(String, usize)> = counts.into_iter().collect();
+                list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                let values = list.into_iter().map(|(value, count)| json!({"value": value, "count": count})).collect();
+                out.insert(f.clone(), Value::Array(values));
             }
-            let mut list: Vec<(String, usize)> = counts.into_iter().collect();
-            list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            out.insert(
-                f.clone(),
-                Value::Array(list.into_iter().map(|(value, count)| json!({"value": value, "count": count})).collect()),
-            );
-        }
-        Ok(json!({"facets": out}))
+            json!({"facets": out})
+        }))
     })
     .await?;
     Ok(reply(StatusCode::OK, answer, None))

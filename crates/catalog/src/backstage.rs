@@ -49,8 +49,11 @@ pub struct Index {
     items: BTreeMap<Arc<str>, Item>,
     refs: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
     postings: HashMap<(&'static str, String), BTreeSet<Arc<str>>>,
-    shape: Vec<(String, bool, Vec<(String, String)>)>,
+    shape: Shape,
 }
+
+/// What the index's shape depends on: each blueprint, whether it is imported, its relations' targets.
+type Shape = Vec<(String, bool, Vec<(String, String)>)>;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -70,8 +73,7 @@ pub fn imported(state: &State, blueprint: &str) -> bool {
     })
 }
 
-/// What the index's shape depends on: each blueprint, whether it is imported, its relations' targets.
-fn shape_of(state: &State) -> Vec<(String, bool, Vec<(String, String)>)> {
+fn shape_of(state: &State) -> Shape {
     state
         .blueprints()
         .map(|b| {
@@ -241,35 +243,39 @@ impl Index {
         if filter.0.is_empty() {
             return self.items.values().collect();
         }
-        let mut keys: BTreeSet<&Arc<str>> = BTreeSet::new();
+        let mut keys: Vec<&Arc<str>> = Vec::new();
+        let empty = BTreeSet::new();
         for set in &filter.0 {
             let one = Filter(vec![set.clone()]);
-            // Indexed keys with a value: their postings, values of one key united.
-            let mut by_key: BTreeMap<&'static str, BTreeSet<&Arc<str>>> = BTreeMap::new();
+            // Indexed keys with a value: each key's postings (one per value: alternatives).
+            let mut by_key: BTreeMap<&'static str, Vec<&BTreeSet<Arc<str>>>> = BTreeMap::new();
             for (k, v) in set {
                 let Some(v) = v else { continue };
                 let Some(field) = INDEXED.iter().find(|f| f.eq_ignore_ascii_case(k)) else { continue };
-                let entry = by_key.entry(field).or_default();
-                if let Some(p) = self.postings.get(&(*field, v.to_lowercase())) {
-                    entry.extend(p.iter());
-                }
+                by_key.entry(field).or_default().push(self.postings.get(&(*field, v.to_lowercase())).unwrap_or(&empty));
             }
-            let mut lists: Vec<BTreeSet<&Arc<str>>> = by_key.into_values().collect();
-            lists.sort_by_key(BTreeSet::len);
-            let candidates: Box<dyn Iterator<Item = &Arc<str>>> = match lists.split_first() {
-                None => Box::new(self.items.keys()),
-                Some((smallest, rest)) => {
-                    let rest: Vec<BTreeSet<&Arc<str>>> = rest.to_vec();
-                    Box::new(smallest.clone().into_iter().filter(move |k| rest.iter().all(|l| l.contains(k))))
-                }
+            let mut lists: Vec<Vec<&BTreeSet<Arc<str>>>> = by_key.into_values().collect();
+            lists.sort_by_key(|l| l.iter().map(|p| p.len()).sum::<usize>());
+            // When every condition is an indexed key with a value, the postings are the answer.
+            let exact = !lists.is_empty()
+                && set.iter().all(|(k, v)| v.is_some() && INDEXED.iter().any(|f| f.eq_ignore_ascii_case(k)));
+            let admit = |k: &Arc<str>| {
+                lists.iter().skip(1).all(|l| l.iter().any(|p| p.contains(k)))
+                    && (exact || self.items.get(k).is_some_and(|item| one.matches(&item.doc)))
             };
-            for k in candidates {
-                if let Some(item) = self.items.get(k) {
-                    if one.matches(&item.doc) {
-                        keys.insert(k);
-                    }
+            match lists.first() {
+                None => keys.extend(self.items.iter().filter(|(_, item)| one.matches(&item.doc)).map(|(k, _)| k)),
+                Some(first) if first.len() == 1 => keys.extend(first[0].iter().filter(|k| admit(k))),
+                Some(first) => {
+                    let union: BTreeSet<&Arc<str>> = first.iter().flat_map(|p| p.iter()).collect();
+                    keys.extend(union.into_iter().filter(|k| admit(k)));
                 }
             }
+        }
+        // Alternatives: united, in reference order (one set's keys come out in order already).
+        if filter.0.len() > 1 {
+            keys.sort();
+            keys.dedup();
         }
         keys.into_iter().filter_map(|k| self.items.get(k)).collect()
     }

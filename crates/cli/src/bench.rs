@@ -84,6 +84,10 @@ pub struct BenchArgs {
     /// request-to-entity-visible p50 / p99
     #[arg(long)]
     ingest_webhooks: bool,
+    /// Run the Backstage battery instead: `--entities` generated descriptors (default 100,000) imported with
+    /// `berth import backstage` (one file each, then one file), then `by-query` and `entity-facets` timed
+    #[arg(long)]
+    backstage: bool,
     /// The write rate of the delivery battery, entities per second
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
@@ -103,11 +107,11 @@ pub struct BenchArgs {
 
 /// The signing key every server these start shares (replicas must agree on one).
 const SHARED_SIGNING_KEY: &str = "berth-test-signing-key-0123456789abcdef";
-const ID: &str = "bench-admin";
+pub(crate) const ID: &str = "bench-admin";
 /// The web UI user of bench servers.
 pub(crate) const UI_EMAIL: &str = "bench@example.com";
 pub(crate) const UI_PASSWORD: &str = "bench-password-0123";
-const SECRET: &str = "bench-secret-0123456789abcdef";
+pub(crate) const SECRET: &str = "bench-secret-0123456789abcdef";
 
 pub(crate) struct Proc {
     pub(crate) child: Child,
@@ -384,6 +388,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.delivery {
         return crate::bench_delivery::run(args.rate, args.read_seconds, &args.destinations, args.webhook_concurrency)
             .await;
+    }
+    if args.backstage {
+        return crate::bench_backstage::run(args.entities).await;
     }
     if args.ingest_webhooks {
         let rate = if args.rate == 20_000 { 5_000 } else { args.rate };

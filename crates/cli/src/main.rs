@@ -11,6 +11,7 @@ mod backup;
 mod bench;
 mod bench_access;
 mod bench_actions;
+mod bench_backstage;
 mod bench_delivery;
 mod bench_deployments;
 mod bench_hostile;

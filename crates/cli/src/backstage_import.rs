@@ -234,6 +234,30 @@ fn entity_body(e: &Entity, relations: &[Value], source: &str) -> Value {
     json!({"identifier": format!("{}/{}", e.namespace, e.name).to_lowercase(), "title": title, "properties": properties})
 }
 
+/// The largest entity written (the API takes 1 MiB a request).
+const MAX_ENTITY_BYTES: usize = 1_000_000;
+
+/// Bulk writes of at most 500 entities and about 768 KiB of JSON each (an owner's relations can be long;
+/// the API takes 1 MiB a request).
+fn chunks(bodies: &[Value]) -> Vec<&[Value]> {
+    const MAX_ITEMS: usize = 500;
+    const MAX_BYTES: usize = 768 * 1024;
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, b) in bodies.iter().enumerate() {
+        let size = serde_json::to_vec(b).map(|v| v.len()).unwrap_or(0);
+        if i > start && (i - start >= MAX_ITEMS || bytes + size > MAX_BYTES) {
+            out.push(&bodies[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < bodies.len() {
+        out.push(&bodies[start..]);
+    }
+    out
+}
+
 pub async fn run(args: BackstageArgs) -> anyhow::Result<()> {
     let mut read = Read::default();
     for path in &args.paths {
@@ -286,7 +310,7 @@ pub async fn run(args: BackstageArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     for kind in &kinds {
         let bp = blueprint_of(&args.blueprint_prefix, kind);
-        let bodies: Vec<Value> = read
+        let mut bodies: Vec<Value> = read
             .entities
             .iter()
             .filter(|(_, (e, _))| e.kind == *kind)
@@ -300,7 +324,20 @@ pub async fn run(args: BackstageArgs) -> anyhow::Result<()> {
                 entity_body(e, &rels, &source)
             })
             .collect();
-        for chunk in bodies.chunks(500) {
+        // An entity larger than one request can carry is named, not written.
+        bodies.retain(|b| {
+            let size = serde_json::to_vec(b).map(|v| v.len()).unwrap_or(usize::MAX);
+            let fits = size <= MAX_ENTITY_BYTES;
+            if !fits {
+                let id = b["identifier"].as_str().unwrap_or_default();
+                read.invalid.push((
+                    format!("{kind} `{id}`"),
+                    format!("{size} bytes once stored; one entity may take at most {MAX_ENTITY_BYTES}"),
+                ));
+            }
+            fits
+        });
+        for chunk in chunks(&bodies) {
             let path = format!("/v1/blueprints/{}/entities/bulk?upsert=true", segment(&bp));
             let value = api
                 .call(Method::POST, &path, Some(&json!({"entities": chunk})))
@@ -413,6 +450,17 @@ fn read_paths(paths: &[&str]) -> Read {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bulk_writes_are_bounded_by_count_and_size() {
+        let small: Vec<Value> = (0..1_200).map(|i| json!({"identifier": format!("e{i}")})).collect();
+        assert_eq!(chunks(&small).iter().map(|c| c.len()).collect::<Vec<_>>(), [500, 500, 200]);
+        let big: Vec<Value> =
+            (0..10).map(|i| json!({"identifier": format!("e{i}"), "p": "x".repeat(300 * 1024)})).collect();
+        let sizes: Vec<usize> = chunks(&big).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 10);
+        assert!(sizes.iter().all(|n| *n <= 2), "{sizes:?}");
+    }
 
     #[test]
     fn globs_match_segments_and_any_depth() {

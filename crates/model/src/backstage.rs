@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 /// The largest descriptor file read, and the most documents in one.
-pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_FILE_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_DOCUMENTS: usize = 200_000;
 
 /// The YAML documents of a descriptor file, as JSON values (empty documents left out). A document that is

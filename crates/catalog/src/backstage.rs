@@ -12,7 +12,7 @@
 //! get a stable `metadata.uid` and an `etag` that changes with every write.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use berth_engine::State;
 use berth_model::Entity;
@@ -281,33 +281,16 @@ impl Index {
     }
 }
 
-/// One [`Index`] kept with the state it reflects, caught up when an answer asks for a later state.
-#[derive(Default)]
-pub struct Kept {
-    inner: Mutex<Option<(State, Index)>>,
-}
+/// The Backstage index kept current with the published state.
+pub type Kept = crate::kept::Kept<Index>;
 
-impl Kept {
-    pub fn new() -> Kept {
-        Kept::default()
+impl crate::kept::Derived for Index {
+    fn build(state: &State) -> Index {
+        Index::build(state)
     }
 
-    /// Runs `answer` on the index caught up to `state` (or to a later state another answer caught it up to).
-    pub fn with<R>(&self, state: &State, answer: impl FnOnce(&Index, &State) -> R) -> R {
-        let mut kept = self.inner.lock().unwrap_or_else(|poisoned| {
-            self.inner.clear_poison();
-            let mut guard = poisoned.into_inner();
-            *guard = None;
-            guard
-        });
-        if let Some((at, index)) = kept.as_mut() {
-            if at.seq() < state.seq() {
-                index.catch_up(at, state);
-                *at = state.clone();
-            }
-        }
-        let (at, index) = kept.get_or_insert_with(|| (state.clone(), Index::build(state)));
-        answer(index, at)
+    fn catch_up(&mut self, older: &State, newer: &State) {
+        Index::catch_up(self, older, newer);
     }
 }
 

@@ -26,6 +26,7 @@ pub mod backstage;
 pub mod deployments;
 pub mod feed;
 pub mod history;
+pub mod kept;
 pub mod pipeline;
 mod recent;
 pub mod refusals;

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use berth_engine::State;
 use berth_model::deployment::{self, Status};
@@ -259,41 +259,16 @@ impl Index {
     }
 }
 
-/// One [`Index`] kept with the state it reflects, caught up when an answer asks for a later state. Cheap to
-/// hold: the state it keeps shares everything but what changed since with the published one.
-#[derive(Default)]
-pub struct Kept {
-    inner: Mutex<Option<(State, Index)>>,
-}
+/// The deployments index kept current with the published state.
+pub type Kept = crate::kept::Kept<Index>;
 
-impl Kept {
-    pub fn new() -> Kept {
-        Kept::default()
+impl crate::kept::Derived for Index {
+    fn build(state: &State) -> Index {
+        Index::build(state)
     }
 
-    /// Runs `answer` on the index caught up to `state` (or to a later state another answer caught it up to:
-    /// then with that state, so the index and the entities it names agree).
-    pub fn with<R>(&self, state: &State, answer: impl FnOnce(&Index, &State) -> R) -> R {
-        let mut kept = self.inner.lock().unwrap_or_else(|poisoned| {
-            // A catch-up that panicked may have left the index half moved: build it again.
-            self.inner.clear_poison();
-            let mut guard = poisoned.into_inner();
-            *guard = None;
-            guard
-        });
-        if let Some((at, index)) = kept.as_mut() {
-            if at.seq() < state.seq() {
-                index.catch_up(at, state);
-                *at = state.clone();
-            }
-        }
-        let (at, index) = kept.get_or_insert_with(|| (state.clone(), Index::build(state)));
-        answer(index, at)
-    }
-
-    /// The sequence number the index reflects (0 before the first answer).
-    pub fn seq(&self) -> u64 {
-        self.inner.lock().map(|k| k.as_ref().map_or(0, |(s, _)| s.seq())).unwrap_or(0)
+    fn catch_up(&mut self, older: &State, newer: &State) {
+        Index::catch_up(self, older, newer);
     }
 }
 

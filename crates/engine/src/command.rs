@@ -465,6 +465,18 @@ fn tied_to_a_running_run(state: &State, meta: &WriteMeta, cmd: &Command) -> Resu
     }
 }
 
+/// [`execute`], then its changes applied to `state` one by one (what the writer does for one command, without
+/// a log): for tests and tools that build a state by hand.
+pub fn execute_and_apply(state: &mut State, meta: &WriteMeta, cmd: &Command) -> Result<Outcome, DomainError> {
+    let (changes, outcome) = execute(state, meta, cmd)?;
+    for change in changes {
+        let before = state.previous_of(&change);
+        let event = meta.event_after(state, change, before);
+        state.apply(&event).map_err(|e| DomainError::Internal(e.to_string()))?;
+    }
+    Ok(outcome)
+}
+
 pub fn execute(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, Outcome), DomainError> {
     if let Some(p) = meta.principal.as_ref().filter(|p| !p.is_admin()) {
         hidden_as_missing(state, p, meta.now, cmd)?;

@@ -114,13 +114,7 @@ mod tests {
     use crate::definitions::DefinitionWrite;
 
     fn apply(state: &mut State, meta: &WriteMeta, cmd: &Command) -> Result<(), DomainError> {
-        let (changes, _) = crate::execute(state, meta, cmd)?;
-        for change in changes {
-            let before = state.previous_of(&change);
-            let event = meta.event_after(state, change, before);
-            state.apply(&event).map_err(|e| DomainError::Internal(e.to_string()))?;
-        }
-        Ok(())
+        crate::execute_and_apply(state, meta, cmd).map(|_| ())
     }
 
     fn meta(millis: i64) -> WriteMeta {

@@ -40,7 +40,7 @@ mod users;
 mod webhook_events;
 
 pub use codec::{decode_event, encode_event};
-pub use command::{Command, Outcome, WriteMeta, WriteMode, execute, resolve_batch_searches};
+pub use command::{Command, Outcome, WriteMeta, WriteMode, execute, execute_and_apply, resolve_batch_searches};
 pub use digest::{BlueprintDigest, CatalogDigest, LogDigest};
 pub use entities::resolve_searches;
 pub use state::{BlueprintEntry, Edge, EntityChange, RelationOf, State, StateError, Versions};

@@ -275,7 +275,7 @@ impl crate::kept::Derived for Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_engine::{Command, WriteMeta, WriteMode, execute};
+    use berth_engine::{Command, WriteMeta, WriteMode};
     use berth_model::{EntityInput, Origin};
     use serde_json::json;
 
@@ -289,12 +289,7 @@ mod tests {
             run_id: None,
             principal: None,
         };
-        let (changes, _) = execute(state, &meta, &cmd).expect("written");
-        for change in changes {
-            let before = state.previous_of(&change);
-            let event = meta.event_after(state, change, before);
-            state.apply(&event).expect("applied");
-        }
+        berth_engine::execute_and_apply(state, &meta, &cmd).expect("written");
     }
 
     fn upsert(bp: &str, body: Value) -> Command {

@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::permissions::{app_token, call, setup};
+use crate::permissions::{app_token, call, read_own_team_only, setup};
 
 fn names(v: &Value) -> Vec<String> {
     let list = if v.is_array() { v.clone() } else { v["items"].clone() };
@@ -36,14 +36,7 @@ async fn the_catalog_api_needs_a_token_and_reads_through_the_callers_scope() {
     assert_eq!((status, by_uid["metadata"]["name"].clone()), (StatusCode::OK, json!("svc-b")));
 
     // A Member of team A reads only team A's services, on every route.
-    let r = s
-        .call(
-            Method::PATCH,
-            "/v1/blueprints/service/permissions",
-            Some(json!({"entities": {"read": {"roles": [], "ownedByTeam": true}}})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    read_own_team_only(&s).await;
     let a = app_token(&s, "member-a", &["Member"], &["A"]).await;
     let (_, list) = call(&s, &a, Method::GET, "/api/catalog/entities?filter=kind=service", None).await;
     assert_eq!(names(&list), ["svc-a", "svc-a2"]);

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::TestServer;
-use crate::permissions::{app_token, call, setup};
+use crate::permissions::{app_token, call, read_own_team_only, setup};
 
 const OCEAN_UA: &str = "port-ocean/mytest/0.1.0/ocean1/exporter";
 
@@ -261,14 +261,7 @@ async fn the_reconciliation_read_finds_an_integrations_entities_page_by_page_wit
         .assert_error(422, "invalid_request");
 
     // A Member whose read permission hides team B's services gets only team A's.
-    let r = s
-        .call(
-            Method::PATCH,
-            "/v1/blueprints/service/permissions",
-            Some(json!({"entities": {"read": {"roles": [], "ownedByTeam": true}}})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    read_own_team_only(&s).await;
     let member = app_token(&s, "member-a", &["Member"], &["A"]).await;
     let (status, answer) =
         call(&s, &member, Method::POST, "/v1/blueprints/entities/datasource-entities", Some(body(json!({})))).await;

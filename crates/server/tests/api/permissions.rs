@@ -15,6 +15,18 @@ pub async fn call(s: &TestServer, token: &str, method: Method, path: &str, body:
     (a.status, a.body)
 }
 
+/// Members read only the services their team owns (the read scope the scope tests hide team B's with).
+pub async fn read_own_team_only(s: &TestServer) {
+    let r = s
+        .call(
+            Method::PATCH,
+            "/v1/blueprints/service/permissions",
+            Some(json!({"entities": {"read": {"roles": [], "ownedByTeam": true}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
 pub async fn setup() -> TestServer {
     let s = TestServer::start().await;
     s.seed_blueprints().await;
@@ -145,14 +157,7 @@ async fn read_policies_hide_entities_from_search_counts_and_aggregates() {
     let count_agg = json!({"func": "count", "query": {"combinator": "and", "rules": [{"property": "$blueprint", "operator": "=", "value": "service"}]}});
 
     // Only what team A owns.
-    let r = s
-        .call(
-            Method::PATCH,
-            "/v1/blueprints/service/permissions",
-            Some(json!({"entities": {"read": {"roles": [], "ownedByTeam": true}}})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    read_own_team_only(&s).await;
     let (_, body) = call(&s, &a, Method::GET, "/v1/blueprints/service/entities", None).await;
     assert_eq!(ids(&body), ["svc-a", "svc-a2"]);
     let (_, body) = call(&s, &a, Method::POST, "/v1/blueprints/service/entities/search", Some(json!({}))).await;

@@ -5,19 +5,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::TestServer;
-use crate::permissions::{app_token, call, setup};
+use crate::permissions::{app_token, call, read_own_team_only, setup};
 
 /// A server where Members read only the services their team owns, and member A's token (team A).
 async fn hidden_b() -> (TestServer, String) {
     let s = setup().await;
-    let r = s
-        .call(
-            Method::PATCH,
-            "/v1/blueprints/service/permissions",
-            Some(json!({"entities": {"read": {"roles": [], "ownedByTeam": true}}})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    read_own_team_only(&s).await;
     let a = app_token(&s, "member-a", &["Member"], &["A"]).await;
     (s, a)
 }

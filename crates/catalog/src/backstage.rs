@@ -11,7 +11,7 @@
 //! properties (and `owner` = its first team as `group:default/<team>`), relations = its Berth relations. Both
 //! get a stable `metadata.uid` and an `etag` that changes with every write.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use berth_engine::State;
@@ -35,20 +35,117 @@ pub const INDEXED: [&str; 8] = [
 /// One entity as Backstage shows it.
 #[derive(Clone, Debug)]
 pub struct Item {
+    /// Its reference key, `kind:namespace/name` lower-cased.
+    pub key: Arc<str>,
     pub blueprint: Arc<str>,
     pub identifier: Arc<str>,
     pub doc: Value,
+    /// The key of the `Location` entity it was read through (`berth import backstage`'s `parent`).
+    pub parent: Option<String>,
     /// The Berth relations' targets of a Port-made entity, `(blueprint, identifier)` per entry of
     /// `doc.relations`, so an answer can leave out those its caller may not read.
     pub targets: Vec<(String, String)>,
 }
 
-/// The index: items by reference key (`kind:namespace/name`, lower-cased), postings per indexed field.
+/// The entities of one indexed field's value: slot numbers, ascending; and the value as first written
+/// (postings are found by the value lower-cased, facets show it as authored).
+#[derive(Default)]
+struct Posting {
+    shown: String,
+    slots: Vec<u32>,
+}
+
+impl Posting {
+    fn insert(&mut self, slot: u32) {
+        if let Err(at) = self.slots.binary_search(&slot) {
+            self.slots.insert(at, slot);
+        }
+    }
+
+    fn remove(&mut self, slot: u32) {
+        if let Ok(at) = self.slots.binary_search(&slot) {
+            self.slots.remove(at);
+        }
+    }
+}
+
+/// A set of slots (the entities an answer selects), one bit each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selection(Vec<u64>);
+
+impl Selection {
+    fn empty(slots: usize) -> Selection {
+        Selection(vec![0; slots.div_ceil(64)])
+    }
+
+    fn of(slots: usize, lists: &[&[u32]]) -> Selection {
+        let mut s = Selection::empty(slots);
+        for list in lists {
+            for &slot in *list {
+                s.set(slot);
+            }
+        }
+        s
+    }
+
+    fn set(&mut self, slot: u32) {
+        if let Some(w) = self.0.get_mut(slot as usize / 64) {
+            *w |= 1 << (slot % 64);
+        }
+    }
+
+    fn clear(&mut self, slot: u32) {
+        if let Some(w) = self.0.get_mut(slot as usize / 64) {
+            *w &= !(1 << (slot % 64));
+        }
+    }
+
+    pub fn has(&self, slot: u32) -> bool {
+        self.0.get(slot as usize / 64).is_some_and(|w| w & (1 << (slot % 64)) != 0)
+    }
+
+    fn and(&mut self, other: &Selection) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a &= b;
+        }
+    }
+
+    fn or(&mut self, other: &Selection) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+
+    /// How many entities it holds.
+    pub fn count(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let bit = w.trailing_zeros();
+                    w &= w - 1;
+                    i as u32 * 64 + bit
+                })
+            })
+        })
+    }
+}
+
+/// The index: items in numbered slots, their order by reference key, postings per indexed field and value
+/// (lower-cased), slots per blueprint (to apply a read scope), slots per uid.
 #[derive(Default)]
 pub struct Index {
-    items: BTreeMap<Arc<str>, Item>,
-    refs: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
-    postings: HashMap<(&'static str, String), BTreeSet<Arc<str>>>,
+    slots: Vec<Option<Item>>,
+    free: Vec<u32>,
+    order: BTreeMap<Arc<str>, u32>,
+    refs: HashMap<(Arc<str>, Arc<str>), u32>,
+    uids: HashMap<String, u32>,
+    postings: [HashMap<String, Posting>; INDEXED.len()],
+    blueprints: HashMap<Arc<str>, Posting>,
     shape: Shape,
 }
 
@@ -154,7 +251,21 @@ pub fn item_of(state: &State, e: &Entity) -> Item {
     };
     doc["metadata"]["uid"] = json!(uid(bp, &e.identifier));
     doc["metadata"]["etag"] = json!(etag);
-    Item { blueprint: e.blueprint.clone(), identifier: e.identifier.clone(), doc, targets }
+    let parent = e
+        .properties
+        .get("parent")
+        .and_then(Value::as_str)
+        .filter(|_| imported(state, bp))
+        .and_then(|p| EntityRef::parse(p, Some("location"), backstage::DEFAULT_NAMESPACE).ok())
+        .map(|p| p.key());
+    Item {
+        key: Arc::from(ref_of(&doc)),
+        blueprint: e.blueprint.clone(),
+        identifier: e.identifier.clone(),
+        doc,
+        parent,
+        targets,
+    }
 }
 
 impl Index {
@@ -187,97 +298,201 @@ impl Index {
     }
 
     fn insert(&mut self, item: Item) {
-        let key: Arc<str> = Arc::from(ref_of(&item.doc));
         // Two entities with one reference (a kind named twice): the first in (blueprint, identifier) order
         // keeps it.
-        if self.items.contains_key(&key) {
+        if self.order.contains_key(&item.key) {
             return;
         }
-        for field in INDEXED {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            (self.slots.len() - 1) as u32
+        });
+        for (field, postings) in INDEXED.iter().zip(self.postings.iter_mut()) {
             for v in backstage::values_at(&item.doc, field) {
-                self.postings.entry((field, v.to_lowercase())).or_default().insert(Arc::clone(&key));
+                postings
+                    .entry(v.to_lowercase())
+                    .or_insert_with(|| Posting { shown: v, slots: Vec::new() })
+                    .insert(slot);
             }
         }
-        self.refs.insert((item.blueprint.clone(), item.identifier.clone()), Arc::clone(&key));
-        self.items.insert(key, item);
+        self.blueprints.entry(item.blueprint.clone()).or_default().insert(slot);
+        if let Some(uid) = item.doc["metadata"]["uid"].as_str() {
+            self.uids.insert(uid.to_string(), slot);
+        }
+        self.refs.insert((item.blueprint.clone(), item.identifier.clone()), slot);
+        self.order.insert(item.key.clone(), slot);
+        self.slots[slot as usize] = Some(item);
     }
 
     fn remove(&mut self, blueprint: &str, identifier: &Arc<str>) {
-        let Some(key) = self.refs.remove(&(Arc::from(blueprint), Arc::clone(identifier))) else { return };
-        if let Some(item) = self.items.remove(&key) {
-            for field in INDEXED {
-                for v in backstage::values_at(&item.doc, field) {
-                    let k = (field, v.to_lowercase());
-                    if let Some(set) = self.postings.get_mut(&k) {
-                        set.remove(&key);
-                        if set.is_empty() {
-                            self.postings.remove(&k);
-                        }
+        let Some(slot) = self.refs.remove(&(Arc::from(blueprint), Arc::clone(identifier))) else { return };
+        let Some(item) = self.slots.get_mut(slot as usize).and_then(Option::take) else { return };
+        for (field, postings) in INDEXED.iter().zip(self.postings.iter_mut()) {
+            for v in backstage::values_at(&item.doc, field) {
+                let k = v.to_lowercase();
+                if let Some(p) = postings.get_mut(&k) {
+                    p.remove(slot);
+                    if p.slots.is_empty() {
+                        postings.remove(&k);
                     }
                 }
             }
         }
+        if let Some(p) = self.blueprints.get_mut(blueprint) {
+            p.remove(slot);
+            if p.slots.is_empty() {
+                self.blueprints.remove(blueprint);
+            }
+        }
+        if let Some(uid) = item.doc["metadata"]["uid"].as_str() {
+            self.uids.remove(uid);
+        }
+        self.order.remove(&item.key);
+        self.free.push(slot);
+    }
+
+    fn item(&self, slot: u32) -> Option<&Item> {
+        self.slots.get(slot as usize).and_then(Option::as_ref)
     }
 
     /// The entity a reference key names.
     pub fn get(&self, key: &str) -> Option<&Item> {
-        self.items.get(key)
+        self.order.get(key).and_then(|&slot| self.item(slot))
+    }
+
+    /// The entity with this `metadata.uid`.
+    pub fn by_uid(&self, uid: &str) -> Option<&Item> {
+        self.uids.get(uid).and_then(|&slot| self.item(slot))
     }
 
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.order.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.order.is_empty()
     }
 
-    /// Every item, in reference order.
-    pub fn all(&self) -> impl Iterator<Item = &Item> {
-        self.items.values()
-    }
-
-    /// The items that pass `filter`, in reference order: each alternative's indexed conditions narrow it
-    /// to their postings (values of one key united, keys intersected), the rest are checked on the items.
-    pub fn select(&self, filter: &Filter) -> Vec<&Item> {
-        if filter.0.is_empty() {
-            return self.items.values().collect();
+    /// Every entity.
+    fn everything(&self) -> Selection {
+        let mut s = Selection::empty(self.slots.len());
+        for (slot, item) in self.slots.iter().enumerate() {
+            if item.is_some() {
+                s.set(slot as u32);
+            }
         }
-        let mut keys: Vec<&Arc<str>> = Vec::new();
-        let empty = BTreeSet::new();
+        s
+    }
+
+    /// The entities that pass `filter`: each alternative's indexed conditions are answered by their
+    /// postings (values of one key united, keys intersected), the rest are checked on the entities left.
+    pub fn select(&self, filter: &Filter) -> Selection {
+        if filter.0.is_empty() {
+            return self.everything();
+        }
+        let mut out = Selection::empty(self.slots.len());
         for set in &filter.0 {
             let one = Filter(vec![set.clone()]);
-            // Indexed keys with a value: each key's postings (one per value: alternatives).
-            let mut by_key: BTreeMap<&'static str, Vec<&BTreeSet<Arc<str>>>> = BTreeMap::new();
+            let mut by_key: BTreeMap<usize, Vec<&[u32]>> = BTreeMap::new();
             for (k, v) in set {
                 let Some(v) = v else { continue };
-                let Some(field) = INDEXED.iter().find(|f| f.eq_ignore_ascii_case(k)) else { continue };
-                by_key.entry(field).or_default().push(self.postings.get(&(*field, v.to_lowercase())).unwrap_or(&empty));
+                let Some(field) = INDEXED.iter().position(|f| f.eq_ignore_ascii_case(k)) else { continue };
+                let list = self.postings[field].get(&v.to_lowercase()).map_or(&[][..], |p| &p.slots[..]);
+                by_key.entry(field).or_default().push(list);
             }
-            let mut lists: Vec<Vec<&BTreeSet<Arc<str>>>> = by_key.into_values().collect();
-            lists.sort_by_key(|l| l.iter().map(|p| p.len()).sum::<usize>());
-            // When every condition is an indexed key with a value, the postings are the answer.
-            let exact = !lists.is_empty()
-                && set.iter().all(|(k, v)| v.is_some() && INDEXED.iter().any(|f| f.eq_ignore_ascii_case(k)));
-            let admit = |k: &Arc<str>| {
-                lists.iter().skip(1).all(|l| l.iter().any(|p| p.contains(k)))
-                    && (exact || self.items.get(k).is_some_and(|item| one.matches(&item.doc)))
+            // A key also asked alone (`kind=api,kind`: "or it exists") does not narrow by its values.
+            for (k, v) in set {
+                if v.is_none() {
+                    if let Some(field) = INDEXED.iter().position(|f| f.eq_ignore_ascii_case(k)) {
+                        by_key.remove(&field);
+                    }
+                }
+            }
+            let mut found = match by_key.values().next() {
+                None => self.everything(),
+                Some(first) => Selection::of(self.slots.len(), first),
             };
-            match lists.first() {
-                None => keys.extend(self.items.iter().filter(|(_, item)| one.matches(&item.doc)).map(|(k, _)| k)),
-                Some(first) if first.len() == 1 => keys.extend(first[0].iter().filter(|k| admit(k))),
-                Some(first) => {
-                    let union: BTreeSet<&Arc<str>> = first.iter().flat_map(|p| p.iter()).collect();
-                    keys.extend(union.into_iter().filter(|k| admit(k)));
+            for lists in by_key.values().skip(1) {
+                found.and(&Selection::of(self.slots.len(), lists));
+            }
+            // When every condition is an indexed key with a value, the postings are the answer.
+            let exact = set.iter().all(|(k, v)| v.is_some() && INDEXED.iter().any(|f| f.eq_ignore_ascii_case(k)));
+            if !exact {
+                for slot in found.clone().slots() {
+                    if !self.item(slot).is_some_and(|item| one.matches(&item.doc)) {
+                        found.clear(slot);
+                    }
+                }
+            }
+            out.or(&found);
+        }
+        out
+    }
+
+    /// Leaves out of `selection` what the caller may not read: entities of a blueprint it does not read
+    /// whole (`reads_all`) are asked one by one (`readable`).
+    pub fn restrict(
+        &self,
+        selection: &mut Selection,
+        reads_all: impl Fn(&str) -> bool,
+        readable: impl Fn(&Item) -> bool,
+    ) {
+        for (blueprint, p) in &self.blueprints {
+            if reads_all(blueprint) {
+                continue;
+            }
+            for &slot in &p.slots {
+                if selection.has(slot) && !self.item(slot).is_some_and(&readable) {
+                    selection.clear(slot);
                 }
             }
         }
-        // Alternatives: united, in reference order (one set's keys come out in order already).
-        if filter.0.len() > 1 {
-            keys.sort();
-            keys.dedup();
-        }
-        keys.into_iter().filter_map(|k| self.items.get(k)).collect()
+    }
+
+    /// The selected entities in reference order, from the `offset`-th, at most `limit`.
+    pub fn page(&self, selection: &Selection, offset: usize, limit: usize) -> Vec<&Item> {
+        self.order
+            .values()
+            .filter(|&&slot| selection.has(slot))
+            .skip(offset)
+            .take(limit)
+            .filter_map(|&slot| self.item(slot))
+            .collect()
+    }
+
+    /// Every selected entity, in reference order.
+    pub fn items(&self, selection: &Selection) -> Vec<&Item> {
+        self.page(selection, 0, usize::MAX)
+    }
+
+    /// Each value of `field` among the selected entities and how many hold it (values compared without
+    /// case, as filters compare them, and shown as first written; an entity counted once per value), most
+    /// frequent first, then by value: from the postings for an indexed field, from the entities otherwise.
+    pub fn facet(&self, selection: &Selection, field: &str) -> Vec<(String, usize)> {
+        let mut list: Vec<(String, usize)> = match INDEXED.iter().position(|f| f.eq_ignore_ascii_case(field)) {
+            Some(i) => self.postings[i]
+                .values()
+                .map(|p| (p.shown.clone(), p.slots.iter().filter(|&&s| selection.has(s)).count()))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            None => {
+                // As the postings do: values without case, shown as first found.
+                let mut counts: HashMap<String, (String, usize)> = HashMap::new();
+                for slot in selection.slots() {
+                    let Some(item) = self.item(slot) else { continue };
+                    let mut values: BTreeMap<String, String> = BTreeMap::new();
+                    for v in backstage::values_at(&item.doc, field) {
+                        values.entry(v.to_lowercase()).or_insert(v);
+                    }
+                    for (lower, shown) in values {
+                        counts.entry(lower).or_insert((shown, 0)).1 += 1;
+                    }
+                }
+                counts.into_values().collect()
+            }
+        };
+        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        list
     }
 }
 
@@ -330,8 +545,8 @@ mod tests {
             "relations": [{"type": "ownedBy", "targetRef": "group:default/team-a"}]}})
     }
 
-    fn names(items: Vec<&Item>) -> Vec<String> {
-        items.iter().map(|i| ref_of(&i.doc)).collect()
+    fn names(index: &Index, selection: Selection) -> Vec<String> {
+        index.items(&selection).iter().map(|i| ref_of(&i.doc)).collect()
     }
 
     #[test]
@@ -365,17 +580,17 @@ mod tests {
         let mut index = Index::build(&state);
         let f = |ps: &[&str]| Filter::parse(&ps.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("filter");
         assert_eq!(
-            names(index.select(&f(&["kind=component,spec.type=service"]))),
+            names(&index, index.select(&f(&["kind=component,spec.type=service"]))),
             ["component:default/a", "component:shop/c"]
         );
-        assert_eq!(names(index.select(&f(&["kind=service"]))), ["service:default/svc"]);
+        assert_eq!(names(&index, index.select(&f(&["kind=service"]))), ["service:default/svc"]);
         assert_eq!(
             index.get("service:default/svc").map(|i| i.doc["spec"]["owner"].clone()),
             Some(json!("group:default/core"))
         );
-        assert_eq!(names(index.select(&f(&["metadata.namespace=SHOP"]))), ["component:shop/c"], "no case");
+        assert_eq!(names(&index, index.select(&f(&["metadata.namespace=SHOP"]))), ["component:shop/c"], "no case");
         assert_eq!(
-            names(index.select(&f(&["spec.tier=gold", "metadata.name=b"]))),
+            names(&index, index.select(&f(&["spec.tier=gold", "metadata.name=b"]))),
             ["component:default/b", "service:default/svc"],
             "unindexed keys too"
         );
@@ -397,12 +612,118 @@ mod tests {
         for filter in
             [&["kind=component,spec.type=service"][..], &["spec.type=library"], &[], &["metadata.namespace=shop"]]
         {
-            assert_eq!(names(index.select(&f(filter))), names(fresh.select(&f(filter))), "{filter:?}");
+            assert_eq!(names(&index, index.select(&f(filter))), names(&fresh, fresh.select(&f(filter))), "{filter:?}");
         }
         assert_eq!(
-            names(index.select(&f(&["kind=component,spec.type=service"]))),
+            names(&index, index.select(&f(&["kind=component,spec.type=service"]))),
             ["component:default/a", "component:default/b"]
         );
         assert_eq!(index.len(), 4);
+    }
+
+    fn catalog(entries: &[(u8, u8, u8, u8, bool)]) -> State {
+        let mut state = State::default();
+        let mut n = 0;
+        let props = json!({"name": {"type": "string"}, "namespace": {"type": "string"}, "source": {"type": "string"},
+            "type": {"type": "string"}, "descriptor": {"type": "object"}, "relations": {"type": "array"}});
+        apply(
+            &mut state,
+            &mut n,
+            Command::CreateBlueprint {
+                body: json!({"identifier": "component", "title": "C", "schema": {"properties": props}}),
+            },
+        );
+        apply(
+            &mut state,
+            &mut n,
+            Command::CreateBlueprint {
+                body: json!({"identifier": "service", "title": "S", "schema": {"properties": {"tier": {"type": "string"}}}}),
+            },
+        );
+        for &(name, ns, kind_type, tags, port_made) in entries {
+            let t = ["service", "website", "Service", "library"][kind_type as usize % 4];
+            let tag_pool = ["java", "Java", "web"];
+            let tags: Vec<&str> = (0..3).filter(|b| tags & (1 << b) != 0).map(|b| tag_pool[b]).collect();
+            let body = if port_made {
+                json!({"identifier": format!("s{name}"), "properties": {"tier": t}})
+            } else {
+                let mut c = component(["default", "shop"][ns as usize % 2], &format!("c{name}"), t);
+                c["properties"]["descriptor"]["metadata"]["tags"] = json!(tags);
+                c
+            };
+            apply(&mut state, &mut n, upsert(if port_made { "service" } else { "component" }, body));
+        }
+        state
+    }
+
+    fn condition() -> impl proptest::strategy::Strategy<Value = (String, Option<String>)> {
+        use proptest::prelude::*;
+        let keys = ["kind", "KIND", "spec.type", "metadata.namespace", "metadata.tags", "spec.tier", "metadata.name"];
+        let values = ["component", "Service", "service", "website", "shop", "default", "java", "web", "c1", "s2", "x"];
+        (0..keys.len(), proptest::option::weighted(0.85, 0..values.len()))
+            .prop_map(move |(k, v)| (keys[k].to_string(), v.map(|v| values[v].to_string())))
+    }
+
+    /// Values of `field` and how many entities hold each, without case, counted from the documents.
+    fn counted(docs: &[&Value], field: &str) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for doc in docs {
+            let values: std::collections::BTreeSet<String> =
+                backstage::values_at(doc, field).iter().map(|v| v.to_lowercase()).collect();
+            for v in values {
+                *out.entry(v).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// The index (postings, bit sets, slots reused after deletes) answers every filter and facet as
+        /// checking each entity's document would, after any writes and deletes.
+        #[test]
+        fn selections_and_facets_equal_checking_every_entity(
+            entries in proptest::collection::vec((0u8..12, 0u8..2, 0u8..4, 0u8..8, proptest::bool::ANY), 0..30),
+            later in proptest::collection::vec((0u8..12, 0u8..2, 0u8..4, 0u8..8, proptest::bool::ANY), 0..10),
+            deleted in proptest::collection::vec(0u8..12, 0..6),
+            sets in proptest::collection::vec(proptest::collection::vec(condition(), 1..4), 0..3),
+        ) {
+            let older = catalog(&entries);
+            let mut index = Index::build(&older);
+            let mut state = older.clone();
+            let mut n = 1_000;
+            for &(name, ns, kind_type, tags, port_made) in &later {
+                let one = catalog(&[(name, ns, kind_type, tags, port_made)]);
+                let bp = if port_made { "service" } else { "component" };
+                for e in one.entities_of(bp) {
+                    let body = json!({"identifier": &*e.identifier, "properties": e.properties});
+                    apply(&mut state, &mut n, upsert(bp, body));
+                }
+            }
+            for d in &deleted {
+                for (bp, id) in [("component", format!("default/c{d}")), ("service", format!("s{d}"))] {
+                    if state.entity(bp, &id).is_some() {
+                        apply(&mut state, &mut n, Command::DeleteEntity { blueprint: bp.into(), identifier: id.as_str().into(), delete_dependents: false });
+                    }
+                }
+            }
+            index.catch_up(&older, &state);
+            let filter = Filter(sets);
+            let selection = index.select(&filter);
+            let fresh = Index::build(&state);
+            let mut expected: Vec<(String, &Value)> = fresh.items(&fresh.everything()).into_iter()
+                .filter(|i| filter.matches(&i.doc)).map(|i| (i.key.to_string(), &i.doc)).collect();
+            expected.sort_by(|a, b| a.0.cmp(&b.0));
+            let got: Vec<String> = index.items(&selection).iter().map(|i| i.key.to_string()).collect();
+            proptest::prop_assert_eq!(&got, &expected.iter().map(|e| e.0.clone()).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(selection.count(), got.len());
+            let page: Vec<String> = index.page(&selection, 1, 2).iter().map(|i| i.key.to_string()).collect();
+            proptest::prop_assert_eq!(&page[..], &got[got.len().min(1)..got.len().min(3)]);
+            let docs: Vec<&Value> = expected.iter().map(|e| e.1).collect();
+            for field in ["spec.type", "metadata.tags", "kind", "spec.tier"] {
+                let facet: BTreeMap<String, usize> =
+                    index.facet(&selection, field).into_iter().map(|(v, c)| (v.to_lowercase(), c)).collect();
+                proptest::prop_assert_eq!(facet, counted(&docs, field), "{}", field);
+            }
+        }
     }
 }

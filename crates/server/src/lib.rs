@@ -481,6 +481,7 @@ pub fn router_with(state: AppState, ui: Option<axum::Router<AppState>>) -> axum:
     let limit = state.config.body_limit;
     routes::router(state.clone(), ui)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(routes::backstage_catalog::backstage_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|payload: Box<dyn std::any::Any + Send>| {
             // Logged inside the request's span, so with its trace id; the answer says nothing of it.
             let what = payload

@@ -15,11 +15,12 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use berth_catalog::backstage::Item;
+use berth_catalog::backstage::{Index, Item, Selection};
 use berth_engine::scoped::Scoped;
 use berth_model::backstage::{self, EntityRef, Filter};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 use super::reply;
 use crate::AppState;
@@ -33,6 +34,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/api/catalog/entities", get(entities))
         .route("/api/catalog/entities/by-query", get(by_query))
         .route("/api/catalog/entities/by-name/{kind}/{namespace}/{name}", get(by_name))
+        .route("/api/catalog/entities/by-name/{kind}/{namespace}/{name}/ancestry", get(ancestry))
         .route("/api/catalog/entities/by-uid/{uid}", get(by_uid))
         .route("/api/catalog/entities/by-refs", post(by_refs))
         .route("/api/catalog/entity-facets", get(facets))
@@ -66,12 +68,46 @@ fn visible(scoped: &Scoped<'_>, item: &Item) -> Option<Value> {
     Some(doc)
 }
 
-/// Runs `answer` on the readable items that pass `filter`, in reference order (nothing is copied until
-/// `answer` picks what it shows).
-fn with_matching<R>(app: &AppState, scoped: &Scoped<'_>, filter: &Filter, answer: impl FnOnce(Vec<&Item>) -> R) -> R {
+/// Runs `answer` on the index and the readable entities that pass `filter` (nothing is copied until `answer`
+/// picks what it shows).
+fn with_matching<R>(
+    app: &AppState,
+    scoped: &Scoped<'_>,
+    filter: &Filter,
+    answer: impl FnOnce(&Index, Selection) -> R,
+) -> R {
     app.pipeline.backstage().with(scoped.state(), |index, _| {
-        answer(index.select(filter).into_iter().filter(|item| readable(scoped, item)).collect())
+        let mut selection = index.select(filter);
+        index.restrict(&mut selection, |bp| scoped.reads_all(bp), |item| readable(scoped, item));
+        answer(index, selection)
     })
+}
+
+/// What a page asks beyond the filter: an order, a text every item holds, where the page starts and its size.
+struct PageAsk {
+    orders: Vec<(bool, String)>,
+    term: Option<(String, Vec<String>)>,
+    offset: usize,
+    limit: usize,
+}
+
+/// The page of `selection` that `ask` names, and how many entities the whole answer holds. Without an
+/// order or a text, straight from the index in reference order.
+fn page<'a>(index: &'a Index, selection: &Selection, ask: &PageAsk) -> (Vec<&'a Item>, usize) {
+    if ask.orders.is_empty() && ask.term.is_none() {
+        return (index.page(selection, ask.offset, ask.limit), selection.count());
+    }
+    let mut all = index.items(selection);
+    if let Some((t, fields)) = &ask.term {
+        all.retain(|item| {
+            fields
+                .iter()
+                .any(|f| backstage::values_at(&item.doc, f).iter().any(|x| x.to_lowercase().contains(t.as_str())))
+        });
+    }
+    order(&mut all, &ask.orders);
+    let total = all.len();
+    (all.into_iter().skip(ask.offset).take(ask.limit).collect(), total)
 }
 
 fn filter_of(q: &Params) -> ApiResult<Filter> {
@@ -145,12 +181,12 @@ pub async fn entities(
             None => (true, o),
         })
         .collect();
+    let ask = PageAsk { orders, term: None, offset, limit };
     let items = run(&app, caller, move |app, scoped| {
-        Ok(with_matching(app, scoped, &filter, |mut all| {
-            order(&mut all, &orders);
-            all.into_iter()
-                .skip(offset)
-                .take(limit)
+        Ok(with_matching(app, scoped, &filter, |index, selection| {
+            page(index, &selection, &ask)
+                .0
+                .into_iter()
                 .filter_map(|item| visible(scoped, item))
                 .map(|v| backstage::project(&v, &fields))
                 .collect::<Vec<_>>()
@@ -223,21 +259,12 @@ pub async fn by_query(
     if text_fields.is_empty() {
         text_fields = vec!["metadata.name".into(), "metadata.title".into(), "metadata.description".into()];
     }
+    let ask = PageAsk { orders, term: term.map(|t| (t, text_fields)), offset, limit };
     let answer = run(&app, caller, move |app, scoped| {
-        Ok(with_matching(app, scoped, &filter, |mut all| {
-            if let Some(t) = &term {
-                all.retain(|item| {
-                    text_fields.iter().any(|f| {
-                        backstage::values_at(&item.doc, f).iter().any(|x| x.to_lowercase().contains(t.as_str()))
-                    })
-                });
-            }
-            order(&mut all, &orders);
-            let total = all.len();
-            let items: Vec<Value> = all
-                .iter()
-                .skip(offset)
-                .take(limit)
+        Ok(with_matching(app, scoped, &filter, |index, selection| {
+            let (shown, total) = page(index, &selection, &ask);
+            let items: Vec<Value> = shown
+                .into_iter()
                 .filter_map(|item| visible(scoped, item))
                 .map(|v| backstage::project(&v, &fields))
                 .collect();
@@ -289,15 +316,108 @@ pub async fn by_uid(
     let want = path.get("uid")?;
     let shown = want.clone();
     let found = run(&app, caller, move |app, scoped| {
-        Ok(app.pipeline.backstage().with(scoped.state(), |index, _| {
-            index.all().find(|item| item.doc["metadata"]["uid"] == want.as_str()).and_then(|item| visible(scoped, item))
-        }))
+        Ok(app
+            .pipeline
+            .backstage()
+            .with(scoped.state(), |index, _| index.by_uid(&want).and_then(|item| visible(scoped, item))))
     })
     .await?;
     match found {
         Some(v) => Ok(reply(StatusCode::OK, v, None)),
         None => Err(ApiError::not_found(format!("no entity with uid {shown}"))),
     }
+}
+
+/// The longest chain of parents an ancestry answer follows.
+const MAX_ANCESTRY: usize = 100;
+
+#[utoipa::path(get, path = "/api/catalog/entities/by-name/{kind}/{namespace}/{name}/ancestry", tag = "Backstage", summary = "Backstage: an entity and the Locations it came from", security(("bearer" = [])),
+    description = "The entity, then the `Location` entity whose target named its file, then that one's, up to a file given to `berth import backstage` (at most 100). A parent the caller may not read ends the chain.",
+    params(("kind" = String, Path, description = "Kind (any case)"), ("namespace" = String, Path, description = "Namespace"), ("name" = String, Path, description = "Name")),
+    responses((status = 200, description = "`{rootEntityRef, items: [{entity, parentEntityRefs}]}`"), (status = 404, description = "No such entity the caller may read"), (status = 401, description = "No Berth token")))]
+pub async fn ancestry(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    path: PathParams,
+) -> ApiResult<Response> {
+    let r = EntityRef { kind: path.get("kind")?, namespace: path.get("namespace")?, name: path.get("name")? };
+    let shown = r.to_string();
+    let found = run(&app, caller, move |app, scoped| {
+        Ok(app.pipeline.backstage().with(scoped.state(), |index, _| {
+            let readable_item = |key: &str| index.get(key).filter(|item| readable(scoped, item));
+            let first = readable_item(&r.key())?;
+            let mut items = Vec::new();
+            let mut seen = std::collections::BTreeSet::new();
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                if items.len() >= MAX_ANCESTRY || !seen.insert(Arc::clone(&item.key)) {
+                    break;
+                }
+                let parent = item.parent.as_deref().and_then(readable_item);
+                let Some(doc) = visible(scoped, item) else { break };
+                let parents: Vec<String> = parent.iter().map(|p| display_ref(&p.doc)).collect();
+                items.push(json!({"entity": doc, "parentEntityRefs": parents}));
+                next = parent;
+            }
+            Some(json!({"rootEntityRef": display_ref(&first.doc), "items": items}))
+        }))
+    })
+    .await?;
+    match found {
+        Some(v) => Ok(reply(StatusCode::OK, v, None)),
+        None => Err(ApiError::not_found(format!("no entity {shown}"))),
+    }
+}
+
+/// An entity's reference as Backstage writes it (`component:default/petstore`).
+fn display_ref(doc: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    EntityRef {
+        kind: text(&doc["kind"]),
+        namespace: doc["metadata"]["namespace"].as_str().unwrap_or(backstage::DEFAULT_NAMESPACE).to_string(),
+        name: text(&doc["metadata"]["name"]),
+    }
+    .to_string()
+}
+
+/// Error answers under `/api/catalog` in Backstage's shape, so its clients read them as they read
+/// Backstage's: `{error: {name, message, code}, request: {method, url}, response: {statusCode}}` (`name`:
+/// `InputError`, `AuthenticationError`, `NotAllowedError`, `NotFoundError`, `ConflictError`, else `Error`;
+/// `code`: Berth's error code, from the one table).
+pub async fn backstage_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    if path != "/api/catalog" && !path.starts_with("/api/catalog/") {
+        return next.run(req).await;
+    }
+    let method = req.method().to_string();
+    let url = req.uri().path_and_query().map_or("", |p| p.as_str()).trim_start_matches("/api/catalog").to_string();
+    let response = next.run(req).await;
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Error bodies are small; anything else is not read past 64 KiB.
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let port: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let name = match status.as_u16() {
+        400 | 413 | 422 => "InputError",
+        401 => "AuthenticationError",
+        403 => "NotAllowedError",
+        404 => "NotFoundError",
+        409 => "ConflictError",
+        _ => "Error",
+    };
+    let message = port["message"].as_str().or(status.canonical_reason()).unwrap_or("error");
+    let mut error = json!({"name": name, "message": message});
+    if let Some(code) = port["error"].as_str() {
+        error["code"] = json!(code);
+    }
+    let body =
+        json!({"error": error, "request": {"method": method, "url": url}, "response": {"statusCode": status.as_u16()}});
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
 }
 
 /// `POST /entities/by-refs`'s body.
@@ -354,22 +474,14 @@ pub async fn facets(
     }
     let filter = filter_of(&q)?;
     let answer = run(&app, caller, move |app, scoped| {
-        Ok(with_matching(app, scoped, &filter, |all| {
+        Ok(with_matching(app, scoped, &filter, |index, selection| {
             let mut out = Map::new();
             for f in &facets {
-                let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-                for item in &all {
-                    let mut seen = std::collections::BTreeSet::new();
-                    for value in backstage::values_at(&item.doc, f) {
-                        if seen.insert(value.clone()) {
-                            *counts.entry(value).or_default() += 1;
-                        }
-                    }
-                }
-                let mut list: Vec<(String, usize)> = counts.into_iter().collect();
-                list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                let values = list.into_iter().map(|(value, count)| json!({"value": value, "count": count})).collect();
-                out.insert(f.clone(), Value::Array(values));
+                let values = index
+                    .facet(&selection, f)
+                    .into_iter()
+                    .map(|(value, count)| json!({"value": value, "count": count}));
+                out.insert(f.clone(), values.collect());
             }
             json!({"facets": out})
         }))

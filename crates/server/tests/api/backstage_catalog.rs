@@ -24,6 +24,7 @@ async fn the_catalog_api_needs_a_token_and_reads_through_the_callers_scope() {
     let s = setup().await;
     let r = s.raw(Method::GET, "/api/catalog/entities", None, None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.body["error"]["name"], "AuthenticationError", "{}", r.body);
     // Port-made services, as Backstage entities of kind `service`.
     let (status, all) = call(&s, &s.token, Method::GET, "/api/catalog/entities?filter=kind=service", None).await;
     assert_eq!(status, StatusCode::OK, "{all}");
@@ -64,8 +65,17 @@ async fn the_catalog_api_needs_a_token_and_reads_through_the_callers_scope() {
     // Bad input.
     let (status, _) = call(&s, &a, Method::GET, "/api/catalog/entity-facets", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = call(&s, &a, Method::GET, "/api/catalog/entities/by-query?cursor=not-a-cursor", None).await;
+    let (status, body) = call(&s, &a, Method::GET, "/api/catalog/entities/by-query?cursor=not-a-cursor", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body,
+        json!({"error": {"name": "InputError", "message": "`cursor` is not one this server gave", "code": "bad_request"},
+            "request": {"method": "GET", "url": "/entities/by-query?cursor=not-a-cursor"}, "response": {"statusCode": 400}}),
+        "errors in Backstage's shape"
+    );
+    let (_, body) =
+        call(&s, &a, Method::GET, "/api/catalog/entities/by-name/service/default/svc-b/ancestry", None).await;
+    assert_eq!(body["error"]["name"], "NotFoundError", "no ancestry of what the caller may not read: {body}");
     let (status, _) = call(&s, &a, Method::GET, "/api/catalog/entities?limit=many", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }

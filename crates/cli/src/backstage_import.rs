@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use berth_model::backstage::{self, Entity};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -23,15 +23,21 @@ pub struct BackstageArgs {
     /// Descriptor files, folders (every .yaml / .yml under them) and globs (`*`, `**`)
     #[arg(required = true)]
     paths: Vec<String>,
-    /// The portal's API URL
+    /// The portal's API URL; without it, the catalog in --data-dir (or --store) is written directly
     #[arg(long, env = "BERTH_URL")]
-    url: String,
-    /// An app's client id
-    #[arg(long, env = "BERTH_CLIENT_ID")]
+    url: Option<String>,
+    /// An app's client id (with --url)
+    #[arg(long, env = "BERTH_CLIENT_ID", default_value = "")]
     client_id: String,
     /// Its secret
-    #[arg(long, env = "BERTH_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(long, env = "BERTH_CLIENT_SECRET", hide_env_values = true, default_value = "")]
     client_secret: String,
+    /// Without --url: the data directory written into (no server may be writing it) [default: ./berth-data]
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Without --url: the store URL [default: sqlite://<data-dir>/berth.db]
+    #[arg(long, env = "BERTH_STORE")]
+    store: Option<String>,
     /// This import's name: what a later import of the same name reconciles [default: the first path]
     #[arg(long)]
     source: Option<String>,
@@ -40,10 +46,22 @@ pub struct BackstageArgs {
     blueprint_prefix: String,
 }
 
-/// What was read: the entities (by reference key), the problems found, the files read.
+/// Where an entity was read: the Location entity whose target named its file (none for a file given on
+/// the command line), its file and the file the chain started from (as Backstage's `managed-by-location`
+/// and `managed-by-origin-location` annotations write them: `file:<absolute path>`).
+#[derive(Clone, Debug, PartialEq)]
+struct Origin {
+    parent: Option<String>,
+    location: String,
+    root: String,
+}
+
+/// What was read: the entities (by reference key) and where each came from, the problems found, the files
+/// read.
 #[derive(Default)]
 struct Read {
     entities: BTreeMap<String, (Entity, String)>,
+    origins: BTreeMap<String, Origin>,
     invalid: Vec<(String, String)>,
     files: BTreeSet<PathBuf>,
     /// `kind|namespace/name` of entities refused now: what an earlier import wrote of them is kept.
@@ -127,12 +145,15 @@ fn glob_match(pattern: &[&str], path: &[String]) -> bool {
     }
 }
 
-/// Reads `file` and the locations it names, once each.
-fn read_file(file: &Path, read: &mut Read) {
+/// Reads `file` and the locations it names, once each; `parent` is the Location entity that named it and
+/// `root` the location its chain started from (none: `file` itself).
+fn read_file(file: &Path, read: &mut Read, parent: Option<&str>, root: Option<&str>) {
     let canonical = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
     if !read.files.insert(canonical.clone()) {
         return;
     }
+    let location = format!("file:{}", canonical.display());
+    let root = root.unwrap_or(&location).to_string();
     let shown = file.display().to_string();
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
@@ -186,8 +207,9 @@ fn read_file(file: &Path, read: &mut Read) {
                     continue;
                 }
                 let dir = canonical.parent().map(Path::to_path_buf).unwrap_or_default();
+                let me = entity.entity_ref().to_string();
                 for target in expand(&dir.join(&t).to_string_lossy()) {
-                    read_file(&target, read);
+                    read_file(&target, read, Some(&me), Some(&root));
                 }
             }
         }
@@ -196,6 +218,8 @@ fn read_file(file: &Path, read: &mut Read) {
             read.invalid.push((shown.clone(), format!("`{key}` is also defined in {first}; the first one is kept")));
             continue;
         }
+        let origin = Origin { parent: parent.map(str::to_string), location: location.clone(), root: root.clone() };
+        read.origins.insert(key.clone(), origin);
         read.entities.insert(key, (entity, shown.clone()));
     }
 }
@@ -214,15 +238,25 @@ fn blueprint_body(prefix: &str, kind: &str) -> Value {
             "tags": {"type": "array", "title": "Tags", "items": {"type": "string"}},
             "descriptor": {"type": "object", "title": "Descriptor (as authored)"},
             "relations": {"type": "array", "title": "Relations (as Backstage derives them)", "items": {"type": "object"}},
-            "source": text("Imported from")}, "required": []}})
+            "parent": text("The Location it came from"), "source": text("Imported from")}, "required": []}})
 }
 
-/// An entity's body in the portal.
-fn entity_body(e: &Entity, relations: &[Value], source: &str) -> Value {
+/// An entity's body in the portal: its descriptor as authored, plus the location annotations Backstage's
+/// catalog adds (unless the descriptor has its own).
+fn entity_body(e: &Entity, relations: &[Value], source: &str, origin: Option<&Origin>) -> Value {
     let text =
         |v: Option<&Value>| v.and_then(Value::as_str).map(|s| Value::String(s.to_string())).unwrap_or(Value::Null);
-    let descriptor = json!({"apiVersion": e.api_version, "kind": e.kind, "metadata": e.metadata, "spec": e.spec});
+    let mut metadata = e.metadata.clone();
+    if let Some(o) = origin {
+        let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(a) = annotations.as_object_mut() {
+            a.entry("backstage.io/managed-by-location").or_insert_with(|| json!(o.location));
+            a.entry("backstage.io/managed-by-origin-location").or_insert_with(|| json!(o.root));
+        }
+    }
+    let descriptor = json!({"apiVersion": e.api_version, "kind": e.kind, "metadata": metadata, "spec": e.spec});
     let mut properties = json!({"name": e.name, "namespace": e.namespace, "descriptor": descriptor,
+        "parent": origin.and_then(|o| o.parent.clone()),
         "relations": relations, "source": source,
         "description": text(e.metadata.get("description")), "type": text(e.spec.get("type")),
         "lifecycle": text(e.spec.get("lifecycle")), "owner": text(e.spec.get("owner")), "system": text(e.spec.get("system")),
@@ -258,7 +292,69 @@ fn chunks(bodies: &[Value]) -> Vec<&[Value]> {
     out
 }
 
+/// The app `berth import backstage` makes for itself in a local catalog, deleted when it is done.
+const LOCAL_CLIENT: &str = "berth-import-backstage";
+
+/// The catalog in a local data directory, served on a loopback port for the length of an import (so it is
+/// written through the same checks, audit and log as any other write), by an app of its own.
+struct Local {
+    api: PortApi,
+    shown: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<Result<(), berth_server::StartError>>,
+}
+
+impl Local {
+    async fn open(args: &BackstageArgs) -> anyhow::Result<Local> {
+        let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("berth-data"));
+        let mut config = berth_server::ServerConfig::new(data_dir);
+        config.store_url = args.store.clone();
+        config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        // Subscriptions are delivered by the portal's own servers, from the log, when they next run.
+        config.deliver = false;
+        let secret = berth_server::auth::random_hex(32).map_err(|e| anyhow::anyhow!(e.message))?;
+        config.bootstrap_client_id = Some(LOCAL_CLIENT.into());
+        config.bootstrap_client_secret = Some(secret.clone());
+        let server = berth_server::start(config).await.context("opening the local catalog")?;
+        if let Some((email, _, path)) = &server.info.generated_user {
+            println!("The catalog was empty: its first admin user is {email}, with the password in {}", path.display());
+        }
+        let shown = server.info.store.clone();
+        let api = PortApi::new(&format!("http://{}", server.info.addr), LOCAL_CLIENT, &secret)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Ok(Local { api, shown, stop, served })
+    }
+
+    /// Deletes the import's app, then stops serving (a final snapshot is written).
+    async fn close(self) -> anyhow::Result<()> {
+        let deleted = self.api.call(Method::DELETE, &format!("/v1/apps/{LOCAL_CLIENT}"), None).await;
+        let _ = self.stop.send(());
+        self.served.await.context("the local server")?.context("the local server")?;
+        deleted?.ok("deleting the import's own app")?;
+        Ok(())
+    }
+}
+
 pub async fn run(args: BackstageArgs) -> anyhow::Result<()> {
+    match &args.url {
+        Some(url) => {
+            let api = PortApi::new(url, &args.client_id, &args.client_secret)?;
+            import(&args, &api, &api.base).await
+        }
+        None => {
+            let local = Local::open(&args).await?;
+            let result = import(&args, &local.api, &local.shown).await;
+            let closed = local.close().await;
+            result.and(closed)
+        }
+    }
+}
+
+/// Reads the catalog at `args.paths` and writes it through `api` (`into` names it in the summary).
+async fn import(args: &BackstageArgs, api: &PortApi, into: &str) -> anyhow::Result<()> {
     let mut read = Read::default();
     for path in &args.paths {
         let files = expand(path);
@@ -266,7 +362,7 @@ pub async fn run(args: BackstageArgs) -> anyhow::Result<()> {
             bail!("{path} names no descriptor file");
         }
         for f in files {
-            read_file(&f, &mut read);
+            read_file(&f, &mut read, None, None);
         }
     }
     let source = args.source.clone().unwrap_or_else(|| {
@@ -288,7 +384,6 @@ pub async fn run(args: BackstageArgs) -> anyhow::Result<()> {
             relations.entry(from.key()).or_default().insert((rel.kind.to_string(), rel.target.to_string()));
         }
     }
-    let api = PortApi::new(&args.url, &args.client_id, &args.client_secret)?;
     let kinds: BTreeSet<&str> = read.entities.values().map(|(e, _)| e.kind.as_str()).collect();
     for kind in &kinds {
         let id = blueprint_of(&args.blueprint_prefix, kind);
@@ -299,6 +394,21 @@ pub async fn run(args: BackstageArgs) -> anyhow::Result<()> {
                 bail!(
                     "the portal has a blueprint `{id}` of its own: import with --blueprint-prefix (for example `backstage-`)"
                 );
+            }
+            // A blueprint an earlier version made: the properties added since are added to it.
+            let wanted = blueprint_body(&args.blueprint_prefix, kind);
+            let mut schema = answer.body["blueprint"]["schema"].clone();
+            let mut added = false;
+            for (name, def) in wanted["schema"]["properties"].as_object().into_iter().flatten() {
+                if schema["properties"].get(name).is_none() {
+                    schema["properties"][name] = def.clone();
+                    added = true;
+                }
+            }
+            if added {
+                api.call(Method::PATCH, &format!("/v1/blueprints/{}", segment(&id)), Some(&json!({"schema": schema})))
+                    .await?
+                    .ok(&format!("adding properties to blueprint `{id}`"))?;
             }
         } else {
             api.call(Method::POST, "/v1/blueprints", Some(&blueprint_body(&args.blueprint_prefix, kind)))
@@ -321,7 +431,7 @@ pub async fn run(args: BackstageArgs) -> anyhow::Result<()> {
                     .flatten()
                     .map(|(t, target)| json!({"type": t, "targetRef": target}))
                     .collect();
-                entity_body(e, &rels, &source)
+                entity_body(e, &rels, &source, read.origins.get(key))
             })
             .collect();
         // An entity larger than one request can carry is named, not written.
@@ -412,7 +522,7 @@ pub async fn run(args: BackstageArgs) -> anyhow::Result<()> {
         "imported {} entities from {} files into {} ({:.1} s):",
         read.entities.len(),
         read.files.len(),
-        api.base,
+        into,
         started.elapsed().as_secs_f64()
     );
     for (kind, n) in &by_kind {
@@ -441,7 +551,7 @@ fn read_paths(paths: &[&str]) -> Read {
     let mut read = Read::default();
     for p in paths {
         for f in expand(p) {
-            read_file(&f, &mut read);
+            read_file(&f, &mut read, None, None);
         }
     }
     read

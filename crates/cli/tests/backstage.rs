@@ -284,4 +284,59 @@ fn backstage_client(server: &Berth, token: &str) {
         serde_json::json!([{"value": "Component", "count": 2}, {"value": "API", "count": 1}])
     );
     assert_eq!(got["anonymous"], "ResponseError", "no token, no catalog");
+    assert_eq!(
+        got["ancestry"],
+        serde_json::json!({"root": "system:default/shop", "chain": [
+            ["shop", ["location:default/nested"]], ["nested", ["location:default/root"]], ["root", []]]}),
+        "the Locations an entity was read through"
+    );
+    assert_eq!(
+        got["missingAncestry"],
+        serde_json::json!({"name": "ResponseError", "status": 404, "error": "NotFoundError", "cause": "NotFoundError"}),
+        "errors in Backstage's shape"
+    );
+    let annotations = &got["byRef"]["metadata"]["annotations"];
+    let at = |k: &str| annotations[k].as_str().unwrap_or_default().to_string();
+    assert!(at("backstage.io/managed-by-location").starts_with("file:"), "{annotations}");
+    assert!(at("backstage.io/managed-by-location").ends_with("/services/catalog-info.yaml"), "{annotations}");
+    assert!(at("backstage.io/managed-by-origin-location").ends_with("/catalog/catalog-info.yaml"), "{annotations}");
+    assert_eq!(at("github.com/project-slug"), "acme/checkout", "the authored annotations kept");
+}
+
+/// Without `--url`, the import writes into a local data directory's store; a server started on it later
+/// serves the catalog, and the app the import made for itself is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_url_the_import_writes_into_the_local_data_directory() {
+    let dir = tempfile::tempdir().expect("dir");
+    let catalog = dir.path().join("catalog");
+    author(&catalog, true, "production");
+    let data = dir.path().join("data");
+    let store = support::sqlite_url(&data, "local");
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["import", "backstage"])
+        .arg(catalog.join("org"))
+        .args(["--data-dir", &data.to_string_lossy(), "--store", &store, "--source", "org"])
+        .env_remove("BERTH_URL")
+        .output()
+        .expect("import");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("imported 7 entities") && stdout.contains("sqlite"), "{stdout}");
+    assert!(stdout.contains("first admin user"), "an empty catalog gets its first admin: {stdout}");
+
+    let server = Berth::spawn_in(&data, &store, &[]);
+    let client = support::client();
+    let token = server.token(&client).await;
+    let platform = entity(&client, &server, &token, "group", "default/platform").await.expect("platform");
+    assert_eq!(relations(&platform)[0], "childOf group:default/acme");
+    let r = client
+        .get(server.url("/api/catalog/entities/by-name/system/default/shop"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("by-name");
+    assert_eq!(r.status(), 200);
+    let apps: Value =
+        client.get(server.url("/v1/apps")).bearer_auth(&token).send().await.expect("apps").json().await.expect("json");
+    assert!(!apps.to_string().contains("berth-import-backstage"), "the import's own app is deleted: {apps}");
 }

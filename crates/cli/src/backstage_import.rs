@@ -418,6 +418,7 @@ async fn import(args: &BackstageArgs, api: &PortApi, into: &str) -> anyhow::Resu
     }
     let mut written = 0usize;
     let started = std::time::Instant::now();
+    let mut bar = crate::progress::Progress::new(read.entities.len() as u64, "entities written");
     for kind in &kinds {
         let bp = blueprint_of(&args.blueprint_prefix, kind);
         let mut bodies: Vec<Value> = read
@@ -457,13 +458,10 @@ async fn import(args: &BackstageArgs, api: &PortApi, into: &str) -> anyhow::Resu
                 bail!("writing `{bp}` was refused: {}", Value::Array(errors.clone()));
             }
             written += chunk.len();
-            eprintln!(
-                "  {written} / {} entities written ({:.0}/s)",
-                read.entities.len(),
-                written as f64 / started.elapsed().as_secs_f64().max(1e-3)
-            );
+            bar.show(written as u64, kind, false);
         }
     }
+    bar.show(written as u64, "", true);
     // Reconcile: what this source wrote before and the files no longer hold.
     let mut deleted = 0usize;
     let mut wanted: BTreeSet<String> = read

@@ -241,8 +241,7 @@ struct Run {
     state: State,
     state_path: PathBuf,
     started: Instant,
-    last_progress: Instant,
-    total: u64,
+    bar: crate::progress::Progress,
     notes: Vec<String>,
 }
 
@@ -264,22 +263,9 @@ impl Run {
         Ok(())
     }
 
-    /// A progress bar on stderr, at most one line a second.
+    /// The progress bar (at most one line a second).
     fn progress(&mut self, label: &str) {
-        if self.last_progress.elapsed().as_millis() < 1_000 {
-            return;
-        }
-        self.last_progress = Instant::now();
-        let done = self.state.entities;
-        let width = 30usize;
-        let filled = if self.total == 0 { 0 } else { (done as usize * width / self.total as usize).min(width) };
-        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-        eprintln!(
-            "  [{}{}] {done} / {} entity writes ({rate:.0}/s) {label}",
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            self.total
-        );
+        self.bar.show(self.state.entities, label, false);
     }
 
     /// An upsert of a definition: PUT where it exists, else POST.
@@ -403,13 +389,15 @@ async fn write_all(run: &mut Run) -> anyhow::Result<Report> {
     let defs = run.source.definitions().await?;
     let blueprints = ordered(&defs.blueprints);
     let names: Vec<String> = blueprints.iter().filter_map(|b| b["identifier"].as_str().map(str::to_string)).collect();
+    let mut total = 0;
     for bp in &names {
-        run.total += count(&run.source, bp).await * 2;
+        total += count(&run.source, bp).await * 2;
     }
+    run.bar = crate::progress::Progress::new(total, "entity writes");
     eprintln!(
         "copying {} blueprints ({} entity writes), {} scorecards, {} actions, {} webhooks, {} teams from {} to {}",
         names.len(),
-        run.total,
+        total,
         defs.scorecards.len(),
         defs.actions.len(),
         defs.webhooks.len(),
@@ -696,8 +684,7 @@ async fn run_into(source: Source, target: PortApi, common: Common) -> anyhow::Re
         state,
         state_path,
         started: Instant::now(),
-        last_progress: Instant::now(),
-        total: 0,
+        bar: crate::progress::Progress::new(0, "entity writes"),
         notes: Vec::new(),
     };
     run.save()?;

@@ -24,6 +24,7 @@ mod config;
 mod copy;
 mod migrate;
 mod port_api;
+mod progress;
 mod report;
 mod transfer;
 

@@ -726,4 +726,82 @@ mod tests {
             }
         }
     }
+
+    fn imported_blueprint(id: &str) -> Command {
+        let text = json!({"type": "string"});
+        Command::CreateBlueprint {
+            body: json!({"identifier": id, "title": id, "schema": {"properties": {
+                "name": text, "namespace": text, "description": text, "type": text, "lifecycle": text, "owner": text,
+                "system": text, "tags": {"type": "array", "items": {"type": "string"}}, "descriptor": {"type": "object"},
+                "relations": {"type": "array"}, "parent": text, "source": text}}}),
+        }
+    }
+
+    /// A descriptor and the properties `berth import backstage` writes for it (`None`: field left out).
+    fn imported_entity(kind: &str, ns: &str, name: &str, fields: &[Option<&str>; 5], tags: &[&str]) -> Value {
+        let [t, lifecycle, owner, system, description] = *fields;
+        let mut spec = Map::new();
+        let mut props = json!({"name": name, "namespace": ns, "source": "s", "tags": tags});
+        for (key, value) in [("type", t), ("lifecycle", lifecycle), ("owner", owner), ("system", system)] {
+            if let Some(v) = value {
+                spec.insert(key.into(), json!(v));
+                props[key] = json!(v);
+            }
+        }
+        let mut metadata = json!({"name": name, "namespace": ns, "tags": tags});
+        if let Some(d) = description {
+            metadata["description"] = json!(d);
+            props["description"] = json!(d);
+        }
+        props["descriptor"] =
+            json!({"apiVersion": "backstage.io/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec});
+        json!({"identifier": format!("{ns}/{name}"), "properties": props})
+    }
+
+    proptest::proptest! {
+        /// A Backstage filter put into the rules language selects, through Berth's own search, exactly the
+        /// imported entities the filter selects on their Backstage documents.
+        #[test]
+        fn filters_in_the_rules_language_select_what_they_select_in_backstage(
+            entities in proptest::collection::vec(
+                (0usize..2, 0usize..2, 0usize..6, proptest::collection::vec(proptest::option::of(0usize..3), 5), 0u8..4),
+                0..20),
+            sets in proptest::collection::vec(proptest::collection::vec(
+                (0usize..9, proptest::option::weighted(0.8, 0usize..8)), 1..4), 0..3),
+        ) {
+            let pool = ["service", "website", "production", "team-a", "shop", "docs", "default", "x"];
+            let kinds = ["Component", "API"];
+            let mut state = State::default();
+            let mut n = 0;
+            apply(&mut state, &mut n, imported_blueprint("component"));
+            apply(&mut state, &mut n, imported_blueprint("api"));
+            for (kind, ns, name, fields, tags) in &entities {
+                let f: Vec<Option<&str>> = fields.iter().map(|v| v.map(|i| pool[i])).collect();
+                let tags: Vec<&str> = ["java", "web"].iter().enumerate().filter(|(b, _)| tags & (1 << b) != 0).map(|(_, t)| *t).collect();
+                let body = imported_entity(kinds[*kind], ["default", "shop"][*ns], &format!("e{name}"), &[f[0], f[1], f[2], f[3], f[4]], &tags);
+                apply(&mut state, &mut n, upsert(&kinds[*kind].to_lowercase(), body));
+            }
+            let keys = ["kind", "metadata.name", "metadata.namespace", "metadata.description", "spec.type",
+                "spec.lifecycle", "spec.owner", "spec.system", "metadata.tags"];
+            let names = ["component", "api", "e1", "e2", "java", "web", "shop", "service"];
+            let filter = Filter(sets.iter().map(|set| set.iter().map(|(k, v)| {
+                let value = v.map(|i| if *k == 0 || *k == 1 || *k == 8 { names[i] } else { pool[i] });
+                (keys[*k].to_string(), value.map(str::to_string))
+            }).collect()).collect());
+            let index = Index::build(&state);
+            let expected: Vec<String> = index.items(&index.everything()).into_iter()
+                .filter(|i| filter.matches(&i.doc)).map(|i| format!("{}/{}", i.blueprint, i.identifier)).collect();
+            let rules = filter.to_rules("").map_err(proptest::test_runner::TestCaseError::fail)?;
+            let query = berth_model::query::Query::parse(&rules).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e:?}")))?;
+            let mut got: Vec<String> = Vec::new();
+            for bp in ["api", "component"] {
+                let found = berth_engine::search::scan(&state, bp, &query, Timestamp::from_millis(0)).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                got.extend(found.iter().map(|e| format!("{bp}/{}", e.identifier)));
+            }
+            let mut expected = expected;
+            expected.sort();
+            got.sort();
+            proptest::prop_assert_eq!(got, expected, "{}", rules);
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! namespaces, tags, the spec fields each kind requires), and the relations its built-in processor derives,
 //! both directions. Pure: the import command reads files and writes entities; the catalog API serves them back.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 /// The largest descriptor file read, and the most documents in one.
 pub const MAX_FILE_BYTES: usize = 64 * 1024 * 1024;
@@ -482,6 +482,101 @@ impl Filter {
     }
 }
 
+/// Filter keys and the property of an imported entity (`berth import backstage`'s blueprints) that holds
+/// the same value; `kind` is the blueprint.
+pub const RULE_PROPERTIES: [(&str, &str); 8] = [
+    ("kind", "$blueprint"),
+    ("metadata.name", "name"),
+    ("metadata.namespace", "namespace"),
+    ("metadata.description", "description"),
+    ("spec.type", "type"),
+    ("spec.lifecycle", "lifecycle"),
+    ("spec.owner", "owner"),
+    ("spec.system", "system"),
+];
+
+impl Filter {
+    /// The same filter in Berth's rules language, over the entities `berth import backstage` wrote (with
+    /// blueprints `<prefix><kind>`): sets become an `or` of `and` groups, a key's values an `or`, a key alone
+    /// `isNotEmpty`, `metadata.tags` a `containsAny`. Backstage compares values without case, the rules
+    /// language exactly: `kind` is lower-cased (blueprints are), other values are kept as given. A key no
+    /// property holds is an error naming the keys that can be used.
+    pub fn to_rules(&self, prefix: &str) -> Result<Value, String> {
+        let mut sets = Vec::new();
+        for set in &self.0 {
+            let mut by_key: Vec<(String, Vec<Value>)> = Vec::new();
+            for (key, value) in set {
+                let rule = rule_of(key, value.as_deref(), prefix)?;
+                let key = key.to_lowercase();
+                match by_key.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, rules)) => rules.push(rule),
+                    None => by_key.push((key, vec![rule])),
+                }
+            }
+            let rules: Vec<Value> = by_key
+                .into_iter()
+                .map(
+                    |(_, mut rules)| {
+                        if rules.len() == 1 { rules.remove(0) } else { json!({"combinator": "or", "rules": rules}) }
+                    },
+                )
+                .collect();
+            sets.push(json!({"combinator": "and", "rules": rules}));
+        }
+        Ok(match sets.len() {
+            0 => json!({"combinator": "and", "rules": []}),
+            1 => sets.remove(0),
+            _ => json!({"combinator": "or", "rules": sets}),
+        })
+    }
+}
+
+fn rule_of(key: &str, value: Option<&str>, prefix: &str) -> Result<Value, String> {
+    let lower = key.to_lowercase();
+    if lower == "metadata.tags" {
+        return Ok(match value {
+            Some(v) => json!({"property": "tags", "operator": "containsAny", "value": [v]}),
+            None => json!({"property": "tags", "operator": "isNotEmpty"}),
+        });
+    }
+    let Some((_, property)) = RULE_PROPERTIES.iter().find(|(k, _)| *k == lower) else {
+        let usable: Vec<&str> = RULE_PROPERTIES.iter().map(|(k, _)| *k).chain(["metadata.tags"]).collect();
+        return Err(format!("`{key}` has no property in Berth's catalog (these do: {})", usable.join(", ")));
+    };
+    Ok(match (value, *property) {
+        (Some(v), "$blueprint") => {
+            json!({"property": "$blueprint", "operator": "=", "value": format!("{prefix}{}", v.to_lowercase())})
+        }
+        (Some(v), p) => json!({"property": p, "operator": "=", "value": v}),
+        (None, "$blueprint") => json!({"property": "$identifier", "operator": "isNotEmpty"}),
+        (None, p) => json!({"property": p, "operator": "isNotEmpty"}),
+    })
+}
+
+/// Backstage's `fields` as the properties Berth's search `include` names: a field a property holds by
+/// itself is that property; anything else (`spec.definition`, `metadata.links`, `apiVersion`) is in the
+/// `descriptor`; `relations...` are `relations`. Always with `$identifier`.
+pub fn include_of(fields: &[String]) -> Vec<String> {
+    let mut out = vec!["$identifier".to_string()];
+    for f in fields {
+        let lower = f.to_lowercase();
+        let property = if lower == "metadata.tags" {
+            "tags"
+        } else if lower == "relations" || lower.starts_with("relations.") {
+            "relations"
+        } else {
+            match RULE_PROPERTIES.iter().find(|(k, _)| *k == lower) {
+                Some((_, "$blueprint")) | None => "descriptor",
+                Some((_, p)) => p,
+            }
+        };
+        if !out.iter().any(|o| o == property) {
+            out.push(property.to_string());
+        }
+    }
+    out
+}
+
 /// The values at a dotted path (`relations.ownedBy` reads the targets of that relation type; a list yields
 /// each element).
 pub fn values_at(entity: &Value, path: &str) -> Vec<String> {
@@ -606,5 +701,50 @@ mod filter_tests {
                 let _ = f.matches(&e());
             }
         }
+
+        /// Any filter that parses is, in the rules language, a query Berth's parser takes, or an error that
+        /// names the key no property holds.
+        #[test]
+        fn filters_become_queries_the_rules_parser_takes(
+            sets in proptest::collection::vec(proptest::collection::vec(
+                ("(kind|KIND|metadata\\.(name|namespace|tags|description|links)|spec\\.(type|lifecycle|owner|system|x))",
+                 proptest::option::of("[ -+\\--~]{1,12}")), 1..5), 0..4),
+        ) {
+            let params: Vec<String> = sets.iter().map(|set| set.iter().map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            }).collect::<Vec<_>>().join(",")).collect();
+            let Ok(filter) = Filter::parse(&params) else { return Ok(()) };
+            match filter.to_rules("bs-") {
+                Ok(rules) => {
+                    proptest::prop_assert!(crate::query::Query::parse(&rules).is_ok(), "{}", rules);
+                }
+                Err(e) => proptest::prop_assert!(e.contains("has no property"), "{}", e),
+            }
+        }
+    }
+
+    #[test]
+    fn filters_and_fields_in_berths_terms() {
+        let f =
+            Filter::parse(&["kind=Component,spec.type=service,spec.type=website".into(), "metadata.tags=java".into()])
+                .expect("parses");
+        assert_eq!(
+            f.to_rules("bs-").expect("rules"),
+            json!({"combinator": "or", "rules": [
+                {"combinator": "and", "rules": [
+                    {"property": "$blueprint", "operator": "=", "value": "bs-component"},
+                    {"combinator": "or", "rules": [
+                        {"property": "type", "operator": "=", "value": "service"},
+                        {"property": "type", "operator": "=", "value": "website"}]}]},
+                {"combinator": "and", "rules": [{"property": "tags", "operator": "containsAny", "value": ["java"]}]}]})
+        );
+        let err =
+            Filter::parse(&["spec.profile.email=x".into()]).expect("parses").to_rules("").expect_err("no property");
+        assert!(err.contains("`spec.profile.email`") && err.contains("spec.owner"), "{err}");
+        assert_eq!(
+            include_of(&["metadata.name".into(), "spec.definition".into(), "kind".into(), "relations.ownedBy".into()]),
+            ["$identifier", "name", "descriptor", "relations"]
+        );
     }
 }

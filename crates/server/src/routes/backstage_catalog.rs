@@ -38,6 +38,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/api/catalog/entities/by-uid/{uid}", get(by_uid))
         .route("/api/catalog/entities/by-refs", post(by_refs))
         .route("/api/catalog/entity-facets", get(facets))
+        .route("/v1/backstage/rules", get(rules))
 }
 
 /// The most entities one answer holds.
@@ -418,6 +419,18 @@ pub async fn backstage_errors(req: axum::extract::Request, next: axum::middlewar
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     parts.headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
     Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}
+
+#[utoipa::path(get, path = "/v1/backstage/rules", tag = "Backstage", summary = "A Backstage filter in Berth's rules language", security(("bearer" = [])),
+    description = "Berth's own search takes the answer as it is (`query` as the body of `POST /v1/entities/search`, `include` as its parameters; or both in the body of `POST /v1/blueprints/{bp}/entities/search`): `query` selects the entities `berth import backstage` wrote that the filter selects, `include` the properties holding `fields`. Backstage compares values without case, the rules language exactly (kinds are lower-cased).",
+    params(("filter" = Option<Vec<String>>, Query, description = "As for /api/catalog/entities"), ("fields" = Option<Vec<String>>, Query, description = "Dotted paths"),
+        ("prefix" = Option<String>, Query, description = "The import's `--blueprint-prefix`")),
+    responses((status = 200, description = "`{ok, query, include}`"), (status = 400, description = "A bad filter, or a key no property holds (named, with the keys that can be used)"), (status = 401, description = "No Berth token")))]
+pub async fn rules(q: Params) -> ApiResult<Response> {
+    let filter = filter_of(&q)?;
+    let query = filter.to_rules(q.get("prefix").unwrap_or_default()).map_err(ApiError::bad_request)?;
+    let include = backstage::include_of(&fields_of(&q));
+    Ok(reply(StatusCode::OK, json!({"ok": true, "query": query, "include": include}), None))
 }
 
 /// `POST /entities/by-refs`'s body.

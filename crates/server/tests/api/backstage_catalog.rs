@@ -78,4 +78,18 @@ async fn the_catalog_api_needs_a_token_and_reads_through_the_callers_scope() {
     assert_eq!(body["error"]["name"], "NotFoundError", "no ancestry of what the caller may not read: {body}");
     let (status, _) = call(&s, &a, Method::GET, "/api/catalog/entities?limit=many", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A Backstage filter in Berth's rules language, which Berth's own search takes as it is.
+    let (status, body) =
+        call(&s, &a, Method::GET, "/v1/backstage/rules?filter=kind=service&fields=metadata.name", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["include"], json!(["$identifier", "name"]));
+    let (status, found) =
+        call(&s, &s.token, Method::POST, "/v1/entities/search?include=$identifier", Some(body["query"].clone())).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["matchingBlueprints"], json!(["service"]), "{found}");
+    assert_eq!(found["entities"].as_array().map(Vec::len), Some(3), "{found}");
+    let (status, body) = call(&s, &a, Method::GET, "/v1/backstage/rules?filter=spec.profile.email=x", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("spec.profile.email")), "{body}");
 }

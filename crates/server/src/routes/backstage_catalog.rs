@@ -161,17 +161,30 @@ async fn run<T: Send + 'static>(
 #[utoipa::path(get, path = "/api/catalog/entities", tag = "Backstage", summary = "Backstage: entities, filtered", security(("bearer" = [])),
     params(("filter" = Option<Vec<String>>, Query, description = "`key=value,key2` (ANDed); repeated: alternatives"),
         ("fields" = Option<Vec<String>>, Query, description = "Dotted paths to keep"),
-        ("offset" = Option<usize>, Query, description = "Skip this many"), ("limit" = Option<usize>, Query, description = "At most this many (≤ 10,000)"),
+        ("offset" = Option<usize>, Query, description = "Skip this many"), ("limit" = Option<usize>, Query, description = "At most this many (≤ 10,000); with more to come, a `Link: <...>; rel=\"next\"` header"),
+        ("after" = Option<String>, Query, description = "The cursor of a `Link` header's next page"),
         ("order" = Option<Vec<String>>, Query, description = "`asc:metadata.name` or `desc:...`")),
     responses((status = 200, description = "A JSON array of entities in Backstage's shape"), (status = 400, description = "A bad filter or number"), (status = 401, description = "No Berth token")))]
 pub async fn entities(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     q: Params,
 ) -> ApiResult<Response> {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let filter = filter_of(&q)?;
     let fields = fields_of(&q);
-    let offset = number(&q, "offset", 0)?;
+    // `after` (Backstage's older paging): where the previous page ended, as the `Link` header gave it.
+    let offset = match q.get("after").filter(|a| !a.is_empty()) {
+        Some(a) => engine
+            .decode(a)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.strip_prefix("offset:").and_then(|n| n.parse().ok()))
+            .ok_or_else(|| ApiError::bad_request("`after` is not a cursor this server gave"))?,
+        None => number(&q, "offset", 0)?,
+    };
     let limit = number(&q, "limit", MAX_LIMIT)?.min(MAX_LIMIT);
     let orders: Vec<(bool, String)> = q
         .list("order")
@@ -183,18 +196,35 @@ pub async fn entities(
         })
         .collect();
     let ask = PageAsk { orders, term: None, offset, limit };
-    let items = run(&app, caller, move |app, scoped| {
+    let (items, total) = run(&app, caller, move |app, scoped| {
         Ok(with_matching(app, scoped, &filter, |index, selection| {
-            page(index, &selection, &ask)
-                .0
+            let (shown, total) = page(index, &selection, &ask);
+            let items: Vec<Value> = shown
                 .into_iter()
                 .filter_map(|item| visible(scoped, item))
                 .map(|v| backstage::project(&v, &fields))
-                .collect::<Vec<_>>()
+                .collect();
+            (items, total)
         }))
     })
     .await?;
-    Ok(reply(StatusCode::OK, Value::Array(items), None))
+    let mut response = reply(StatusCode::OK, Value::Array(items), None);
+    // More than this page: a `Link` to the next, the request's parameters kept (`offset` replaced by `after`).
+    if q.get("limit").is_some() && offset + limit < total {
+        let kept: Vec<String> = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("after=") && !p.starts_with("offset="))
+            .map(str::to_string)
+            .chain([format!("after={}", engine.encode(format!("offset:{}", offset + limit)))])
+            .collect();
+        let link = format!("<{}?{}>; rel=\"next\"", uri.path(), kept.join("&"));
+        if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
+            response.headers_mut().insert(axum::http::header::LINK, v);
+        }
+    }
+    Ok(response)
 }
 
 #[utoipa::path(get, path = "/api/catalog/entities/by-query", tag = "Backstage", summary = "Backstage: entities, paged with a cursor", security(("bearer" = [])),

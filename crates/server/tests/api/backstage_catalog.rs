@@ -36,6 +36,26 @@ async fn the_catalog_api_needs_a_token_and_reads_through_the_callers_scope() {
     let (status, by_uid) = call(&s, &s.token, Method::GET, &format!("/api/catalog/entities/by-uid/{uid}"), None).await;
     assert_eq!((status, by_uid["metadata"]["name"].clone()), (StatusCode::OK, json!("svc-b")));
 
+    // Paging with `after`, as the `Link` header gives it.
+    let r = s
+        .raw(
+            Method::GET,
+            "/api/catalog/entities?filter=kind=service&limit=2&fields=metadata.name",
+            None,
+            Some(&s.token),
+        )
+        .await;
+    let link = r.headers.get("link").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert_eq!(names(&r.body), ["svc-a", "svc-a2"]);
+    let next = link.strip_prefix('<').and_then(|l| l.split_once(">; rel=\"next\"")).map(|(u, _)| u.to_string());
+    let next = next.unwrap_or_else(|| panic!("a next link: {link:?}"));
+    assert!(next.starts_with("/api/catalog/entities?") && next.contains("filter=kind=service"), "{next}");
+    let r = s.raw(Method::GET, &next, None, Some(&s.token)).await;
+    assert_eq!(names(&r.body), ["svc-b"]);
+    assert!(r.headers.get("link").is_none(), "the last page links nowhere");
+    let (status, _) = call(&s, &s.token, Method::GET, "/api/catalog/entities?after=zzz", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
     // A Member of team A reads only team A's services, on every route.
     read_own_team_only(&s).await;
     let a = app_token(&s, "member-a", &["Member"], &["A"]).await;

@@ -34,6 +34,7 @@ pub mod replay;
 pub mod standards;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod writer_metrics;
 
 pub use pipeline::{Pipeline, PipelineError};
 

@@ -77,6 +77,8 @@ pub struct Pipeline {
     recent: Arc<crate::recent::Recent>,
     /// Nanoseconds the writer has spent executing batches (see [`Pipeline::writer_busy`]).
     busy: std::sync::atomic::AtomicU64,
+    /// Batch sizes, times to durable and failures (see [`crate::writer_metrics`]).
+    metrics: crate::writer_metrics::WriterMetrics,
 }
 
 /// How long the watcher waits on the store before asking again (and re-checking the connection).
@@ -85,6 +87,15 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 impl Pipeline {
     /// Loads the newest snapshot, replays the tail, and starts the writer and snapshot tasks.
     pub async fn open(store: Arc<dyn LogStore>, snapshot_every: u64) -> Result<Arc<Pipeline>, PipelineError> {
+        Pipeline::open_measured(store, snapshot_every, crate::writer_metrics::WriterMetrics::default()).await
+    }
+
+    /// [`Pipeline::open`], the writer measuring into `metrics` (which a metrics registry holds clones of).
+    pub async fn open_measured(
+        store: Arc<dyn LogStore>,
+        snapshot_every: u64,
+        metrics: crate::writer_metrics::WriterMetrics,
+    ) -> Result<Arc<Pipeline>, PipelineError> {
         let started = std::time::Instant::now();
         let snapshot = store.load_snapshot().await?;
         let read = started.elapsed();
@@ -133,6 +144,7 @@ impl Pipeline {
             backstage: crate::backstage::Kept::new(),
             recent: Arc::default(),
             busy: std::sync::atomic::AtomicU64::new(0),
+            metrics,
         });
         let store_head = catalog.store_head.subscribe();
         tokio::spawn(writer_loop(Arc::clone(&catalog), jobs_rx, store_head));
@@ -321,6 +333,11 @@ impl Pipeline {
     }
 
     /// The sequence number of the newest snapshot this process loaded or wrote.
+    /// What the writer measures (for `/metrics`).
+    pub fn writer_metrics(&self) -> &crate::writer_metrics::WriterMetrics {
+        &self.metrics
+    }
+
     pub fn snapshot_seq(&self) -> u64 {
         self.snapshot_seq.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -562,6 +579,8 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Result<Executed, PipelineEr
 /// A batch whose events are being appended; its state is published once they are durable.
 struct InFlight {
     append: tokio::task::JoinHandle<Result<u64, PipelineError>>,
+    /// When the batch began executing.
+    started: std::time::Instant,
     state: State,
     jobs: Vec<WriteJob>,
     results: Vec<Vec<Result<Outcome, DomainError>>>,
@@ -612,6 +631,8 @@ async fn land(catalog: &Pipeline, flight: InFlight, appended: Option<Appended>) 
     match appended {
         Ok(Ok(_)) => {
             let seq = flight.state.seq();
+            catalog.metrics.batch_writes.observe(flight.jobs.len() as f64);
+            catalog.metrics.batch_seconds.observe(flight.started.elapsed().as_secs_f64());
             catalog.publish(flight.state);
             answer(flight.jobs, Ok((seq, flight.results)));
             true
@@ -623,10 +644,12 @@ async fn land(catalog: &Pipeline, flight: InFlight, appended: Option<Appended>) 
             false
         }
         Ok(Err(e)) => {
+            catalog.metrics.failed_batches.inc();
             answer(flight.jobs, Err(e));
             false
         }
         Err(join) => {
+            catalog.metrics.failed_batches.inc();
             answer(flight.jobs, Err(PipelineError::Store(StoreError::Unavailable(join.to_string()))));
             false
         }
@@ -746,7 +769,7 @@ async fn writer_loop(catalog: Arc<Pipeline>, mut rx: mpsc::Receiver<WriteJob>, m
         let head = executed.state.seq() - events.len() as u64;
         let store = Arc::clone(&catalog.store);
         let append = tokio::spawn(append_encoded(store, Arc::clone(&catalog.recent), head, events));
-        flight = Some(InFlight { append, state: executed.state, jobs, results: executed.results });
+        flight = Some(InFlight { append, started, state: executed.state, jobs, results: executed.results });
     }
 }
 

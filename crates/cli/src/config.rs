@@ -18,7 +18,7 @@ pub struct ServeArgs {
     /// Store URL [default: sqlite://<data-dir>/berth.db]
     #[arg(long, env = "BERTH_STORE")]
     pub store: Option<String>,
-    /// A TOML file with any of: listen, data_dir, store, body_limit, snapshot_every, min_seq_wait_ms,
+    /// A TOML file with any of: listen, metrics_listen, data_dir, store, body_limit, snapshot_every, min_seq_wait_ms,
     /// rate_limit, rate_limit_period, org_name, signing_key_file, demo, log_format, log, redis_stream_url,
     /// nats_url, kafka_brokers, kafka_changelog_topic, allow_destinations, kafka_runs_topic, github_url,
     /// gitlab_url, azure_devops_url
@@ -85,6 +85,12 @@ pub struct ServeArgs {
     /// are refused unless listed
     #[arg(long = "allow-destination", env = "BERTH_ALLOW_DESTINATIONS", value_delimiter = ',')]
     pub allow_destination: Vec<String>,
+    /// A second address serving only /metrics, to anyone (give it to Prometheus alone)
+    #[arg(long, env = "BERTH_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// A bearer token /metrics accepts on the API's address besides an Admin's (at least 16 characters)
+    #[arg(long, env = "BERTH_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "BERTH_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -98,6 +104,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     store: Option<String>,
     body_limit: Option<usize>,
@@ -195,6 +202,12 @@ impl Settings {
         };
         server.allow_destinations.retain(|d| !d.trim().is_empty());
         server.demo = args.demo || file.demo.unwrap_or(false);
+        server.metrics_listen = args.metrics_listen.or(file.metrics_listen);
+        // Like the other tokens: from the flag or the environment only.
+        server.metrics_token = args.metrics_token.filter(|t| !t.is_empty());
+        if server.metrics_token.as_ref().is_some_and(|t| t.chars().count() < 16) {
+            anyhow::bail!("--metrics-token must be at least 16 characters");
+        }
         server.bootstrap_admin_email = std::env::var("BERTH_BOOTSTRAP_ADMIN_EMAIL").ok().filter(|s| !s.is_empty());
         server.bootstrap_admin_password =
             std::env::var("BERTH_BOOTSTRAP_ADMIN_PASSWORD").ok().filter(|s| !s.is_empty());

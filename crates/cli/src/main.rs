@@ -142,6 +142,9 @@ async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
     let base = format!("http://{}", info.addr);
     println!("Berth {} listening on {base}  (API reference: {base}/docs)", env!("CARGO_PKG_VERSION"));
     println!("Data: {} ({} blueprints, {} entities)", info.store, info.blueprints, info.entities);
+    if let Some(addr) = settings.server.metrics_listen {
+        println!("Metrics (for Prometheus): http://{addr}/metrics");
+    }
     match &info.generated_credential {
         Some((id, secret, path)) => {
             println!("First admin credential (shown once; also in {}):", path.display());

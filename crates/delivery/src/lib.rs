@@ -422,6 +422,14 @@ impl Delivery {
         &self.webhooks_ready
     }
 
+    /// Each subscription this replica has a worker for: its id, state, position and the head it last read.
+    pub fn positions(&self) -> Vec<(String, &'static str, u64, u64)> {
+        self.statuses
+            .lock()
+            .map(|s| s.iter().map(|(id, st)| (id.clone(), st.state, st.position, st.head)).collect())
+            .unwrap_or_default()
+    }
+
     /// A subscription's delivery status on this replica.
     pub fn status(&self, id: &str) -> Option<Status> {
         self.statuses.lock().ok()?.get(id).cloned()

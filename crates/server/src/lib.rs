@@ -13,6 +13,8 @@ pub mod error;
 pub mod extract;
 pub mod invitations;
 pub mod keys;
+pub mod metered_store;
+pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -78,6 +80,10 @@ pub struct ServerConfig {
     pub actions: berth_delivery::ActionsConfig,
     /// Run the delivery workers (off only in tests that exercise one replica's delivery against another's).
     pub deliver: bool,
+    /// A second address answering only `/metrics`, to anyone (for Prometheus).
+    pub metrics_listen: Option<SocketAddr>,
+    /// A bearer token `/metrics` accepts on the API's address, besides an Admin's.
+    pub metrics_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -105,6 +111,8 @@ impl ServerConfig {
             allow_destinations: Vec::new(),
             actions: berth_delivery::ActionsConfig::default(),
             deliver: true,
+            metrics_listen: None,
+            metrics_token: None,
         }
     }
 
@@ -207,6 +215,8 @@ pub struct AppState {
     pub started: Instant,
     /// The delivery workers of subscriptions, and their status.
     pub delivery: Arc<berth_delivery::Delivery>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The address the request came from (the TCP peer; a proxy's address behind one).
@@ -246,6 +256,8 @@ pub struct Server {
     pub info: StartInfo,
     pub state: AppState,
     listener: tokio::net::TcpListener,
+    /// `--metrics-listen`'s socket, bound at start.
+    metrics_listener: Option<tokio::net::TcpListener>,
     ui: Option<axum::Router<AppState>>,
 }
 
@@ -260,8 +272,14 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     install_tls_provider();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::Bootstrap(format!("cannot create {}: {e}", config.data_dir.display())))?;
-    let store: Arc<dyn berth_store::LogStore> = Arc::from(berth_store::open(&config.store_url()).await?);
-    let catalog = Pipeline::open(Arc::clone(&store), config.snapshot_every).await?;
+    let mut measured = metrics::Metrics::new();
+    let writer = berth_catalog::writer_metrics::WriterMetrics::default();
+    measured.register_writer(&writer);
+    let measured = Arc::new(measured);
+    let opened: Arc<dyn berth_store::LogStore> = Arc::from(berth_store::open(&config.store_url()).await?);
+    let store: Arc<dyn berth_store::LogStore> =
+        Arc::new(metered_store::MeteredStore::new(opened, Arc::clone(&measured)));
+    let catalog = Pipeline::open_measured(Arc::clone(&store), config.snapshot_every, writer).await?;
     // The signing key lives outside the log; a catalog made before that hands its key over once.
     let keys = keys::SigningKeys::open(&config.signing_key_path(), catalog.view().signing_key())
         .map_err(StartError::Bootstrap)?;
@@ -308,8 +326,15 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         searches: Arc::new(searching::SearchSlots::default()),
         config: Arc::new(config),
         started: Instant::now(),
+        metrics: measured,
     };
-    Ok(Server { info, state, listener, ui: None })
+    let metrics_listener = match state.config.metrics_listen {
+        Some(addr) => {
+            Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?)
+        }
+        None => None,
+    };
+    Ok(Server { info, state, listener, metrics_listener, ui: None })
 }
 
 impl Server {
@@ -322,6 +347,13 @@ impl Server {
     /// Serves until `shutdown` resolves, then drains connections, hands its subscriptions' delivery over to
     /// the other replicas and writes a final snapshot.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        // `/metrics` alone, to anyone, on its own address; it stops with the API.
+        let metrics = self.metrics_listener.map(|listener| {
+            let router = axum::Router::new()
+                .route("/metrics", axum::routing::get(routes::system::open_metrics))
+                .with_state(self.state.clone());
+            tokio::spawn(async move { axum::serve(listener, router).await })
+        });
         let app = tower::ServiceExt::map_request(router_with(self.state.clone(), self.ui), extract::plus_as_space);
         let addr = self.info.addr;
         let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
@@ -329,6 +361,9 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        if let Some(task) = metrics {
+            task.abort();
+        }
         // Another replica delivers this one's subscriptions from now, not when the leases run out.
         self.state.delivery.hand_over().await;
         match self.state.pipeline.snapshot().await {
@@ -480,6 +515,7 @@ pub fn router(state: AppState) -> axum::Router {
 pub fn router_with(state: AppState, ui: Option<axum::Router<AppState>>) -> axum::Router {
     let limit = state.config.body_limit;
     routes::router(state.clone(), ui)
+        .route_layer(axum::middleware::from_fn(mark_route))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(routes::backstage_catalog::backstage_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|payload: Box<dyn std::any::Any + Send>| {
@@ -491,8 +527,9 @@ pub fn router_with(state: AppState, ui: Option<axum::Router<AppState>>) -> axum:
                 .unwrap_or("(no message)");
             ApiError::internal(format!("a handler panicked: {what}")).into_response()
         }))
-        .layer(axum::middleware::from_fn_with_state(state, wait_min_seq))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), wait_min_seq))
         .layer(axum::middleware::from_fn(security_headers))
+        .layer(axum::middleware::from_fn_with_state(state, count_requests))
         .layer(axum::middleware::from_fn(trace_requests))
         .layer(tower_http::compression::CompressionLayer::new())
 }
@@ -600,6 +637,31 @@ impl LogBudget {
 }
 
 static UNAVAILABLE_LOG: std::sync::LazyLock<LogBudget> = std::sync::LazyLock::new(LogBudget::new);
+
+/// The route pattern that answered a request (`/v1/blueprints/{id}`), for the metrics.
+#[derive(Clone)]
+struct RouteName(String);
+
+/// Marks a routed answer with its route's pattern (requests no route matched go unmarked).
+async fn mark_route(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|m| RouteName(m.as_str().to_string()));
+    let mut response = next.run(req).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(route);
+    }
+    response
+}
+
+/// Counts every answer in the metrics, by route pattern (`unmatched` when no route matched), method and
+/// status.
+async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let route = response.extensions().get::<RouteName>().map_or("unmatched", |r| r.0.as_str());
+    app.metrics.request(route, &method, response.status().as_u16(), started.elapsed());
+    response
+}
 
 async fn trace_requests(req: Request, next: Next) -> Response {
     let trace_id = req

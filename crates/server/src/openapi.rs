@@ -65,7 +65,7 @@ impl Modify for MinSeqHeader {
         entities::create, entities::get_one, entities::list, entities::replace, entities::patch, entities::delete,
         entities::bulk_upsert, entities::bulk_delete, entities::delete_all, entities::count,
         search::search_all, search::search_blueprint, search::aggregate,
-        system::migration, system::healthz, system::readyz,
+        system::migration, system::healthz, system::readyz, system::metrics,
         apps::create, apps::list, apps::get_one, apps::update, apps::rotate_secret, apps::delete, apps::organization, audit::audit_log, events::events,
         history::history, history::properties_history,
         teams::list, teams::create, teams::get_one, teams::replace, teams::patch, teams::delete,

@@ -186,6 +186,7 @@ pub fn router(state: AppState, ui: Option<Router<AppState>>) -> Router {
         .merge(protected)
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi_json))
         .route("/docs", get(system::docs))
         .route("/docs/redoc.standalone.js", get(system::redoc_js))

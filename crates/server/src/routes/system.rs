@@ -47,6 +47,33 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "Operations", summary = "Prometheus metrics",
+    description = "The server's measurements in the OpenMetrics text format Prometheus scrapes: `berth_http_requests_total` and `berth_http_request_seconds` (per route pattern, method, status), `berth_store_call_seconds` / `berth_store_call_errors_total` (per store operation), `berth_writer_batch_writes`, `berth_writer_batch_seconds`, `berth_writer_failed_batches_total`, and, read when scraped, `berth_log_head_seq`, `berth_snapshot_seq`, `berth_replica_lag_events`, `berth_entities` (per blueprint), `berth_delivery_lag_events` (per subscription this replica delivers), `berth_resident_memory_bytes`. Here it answers an Admin's token or the `--metrics-token`; on `--metrics-listen` it answers anyone.",
+    security(("bearer" = [])),
+    responses((status = 200, description = "OpenMetrics text"), (status = 401, description = "No token, or not one this server accepts"), (status = 403, description = "A token of someone who is not an Admin")))]
+pub async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("/metrics needs an Admin's token or the --metrics-token"))?;
+    let configured = app.config.metrics_token.as_deref().filter(|t| !t.is_empty());
+    if !configured.is_some_and(|t| crate::auth::constant_time_eq(t.as_bytes(), token.as_bytes())) {
+        let caller = crate::auth::authenticate(&app.keys, &app.pipeline.view(), token, crate::now().millis() / 1000)?;
+        if !caller.is_admin() {
+            return Err(ApiError::forbidden("/metrics is for Admins (or the --metrics-token)"));
+        }
+    }
+    Ok(open_metrics(State(app)).await)
+}
+
+/// `/metrics` on `--metrics-listen`: no token (that address is for Prometheus alone).
+pub async fn open_metrics(State(app): State<AppState>) -> Response {
+    let text = app.metrics.render(&app).await;
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
 pub async fn openapi_json() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], crate::openapi::document_json()).into_response()
 }

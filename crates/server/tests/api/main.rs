@@ -17,6 +17,7 @@ mod integrations;
 mod invocations;
 mod layering;
 mod lifecycle;
+mod metrics;
 mod pages;
 mod permissions;
 mod read_scope;

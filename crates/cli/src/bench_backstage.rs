@@ -111,6 +111,18 @@ pub async fn run(entities: usize) -> anyhow::Result<()> {
         }
         let token = token(&client, &server.base).await?;
         let base = &server.base;
+        // Timed once the server is idle: the snapshot the import's events call for written first.
+        let waited = Instant::now();
+        while waited.elapsed() < Duration::from_secs(60) {
+            let ready: serde_json::Value = client.get(format!("{base}/readyz")).send().await?.json().await?;
+            let (applied, snapshot) =
+                (ready["applied"].as_u64().unwrap_or(0), ready["snapshotSeq"].as_u64().unwrap_or(0));
+            if applied > 0 && applied.saturating_sub(snapshot) < 1_000 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!("waited {:.1} s for the import's snapshot before timing", waited.elapsed().as_secs_f64());
         // The first query builds the index; timed after it.
         let first = Instant::now();
         timed(&client, &format!("{base}/api/catalog/entities/by-query?limit=1"), &token, 1).await?;

@@ -14,12 +14,14 @@
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use berth_catalog::backstage::{Index, Item, Selection};
 use berth_engine::scoped::Scoped;
 use berth_model::backstage::{self, EntityRef, Filter};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::reply;
@@ -67,6 +69,32 @@ fn visible(scoped: &Scoped<'_>, item: &Item) -> Option<Value> {
         }
     }
     Some(doc)
+}
+
+/// An item as `scoped`'s caller sees it with only `fields` kept: borrowed from the index when nothing is
+/// left out (an answer is written out from the index, not from copies); `None` when it may not read it.
+fn shown<'a>(scoped: &Scoped<'_>, item: &'a Item, fields: &[String]) -> Option<Cow<'a, Value>> {
+    let doc = if item.targets.is_empty() {
+        readable(scoped, item).then_some(Cow::Borrowed(&item.doc))?
+    } else {
+        Cow::Owned(visible(scoped, item)?)
+    };
+    Some(if fields.is_empty() { doc } else { Cow::Owned(backstage::project(&doc, fields)) })
+}
+
+/// A JSON answer already written out.
+fn json_answer(body: Result<Vec<u8>, serde_json::Error>) -> ApiResult<Response> {
+    let body = body.map_err(ApiError::internal)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `by-query`'s answer.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct QueryPage<'a> {
+    items: Vec<Cow<'a, Value>>,
+    total_items: usize,
+    page_info: Value,
 }
 
 /// Runs `answer` on the index and the readable entities that pass `filter` (nothing is copied until `answer`
@@ -196,19 +224,16 @@ pub async fn entities(
         })
         .collect();
     let ask = PageAsk { orders, term: None, offset, limit };
-    let (items, total) = run(&app, caller, move |app, scoped| {
+    let (body, total) = run(&app, caller, move |app, scoped| {
         Ok(with_matching(app, scoped, &filter, |index, selection| {
-            let (shown, total) = page(index, &selection, &ask);
-            let items: Vec<Value> = shown
-                .into_iter()
-                .filter_map(|item| visible(scoped, item))
-                .map(|v| backstage::project(&v, &fields))
-                .collect();
-            (items, total)
+            let (items, total) = page(index, &selection, &ask);
+            let items: Vec<Cow<'_, Value>> =
+                items.into_iter().filter_map(|item| shown(scoped, item, &fields)).collect();
+            (serde_json::to_vec(&items), total)
         }))
     })
     .await?;
-    let mut response = reply(StatusCode::OK, Value::Array(items), None);
+    let mut response = json_answer(body)?;
     // More than this page: a `Link` to the next, the request's parameters kept (`offset` replaced by `after`).
     if q.get("limit").is_some() && offset + limit < total {
         let kept: Vec<String> = uri
@@ -293,12 +318,9 @@ pub async fn by_query(
     let ask = PageAsk { orders, term: term.map(|t| (t, text_fields)), offset, limit };
     let answer = run(&app, caller, move |app, scoped| {
         Ok(with_matching(app, scoped, &filter, |index, selection| {
-            let (shown, total) = page(index, &selection, &ask);
-            let items: Vec<Value> = shown
-                .into_iter()
-                .filter_map(|item| visible(scoped, item))
-                .map(|v| backstage::project(&v, &fields))
-                .collect();
+            let (items, total) = page(index, &selection, &ask);
+            let items: Vec<Cow<'_, Value>> =
+                items.into_iter().filter_map(|item| shown(scoped, item, &fields)).collect();
             let cursor = |o: usize| engine.encode(json!({"q": query, "o": o}).to_string());
             let mut page = json!({});
             if offset + limit < total {
@@ -307,11 +329,11 @@ pub async fn by_query(
             if offset > 0 {
                 page["prevCursor"] = json!(cursor(offset.saturating_sub(limit)));
             }
-            json!({"items": items, "totalItems": total, "pageInfo": page})
+            serde_json::to_vec(&QueryPage { items, total_items: total, page_info: page })
         }))
     })
     .await?;
-    Ok(reply(StatusCode::OK, answer, None))
+    json_answer(answer)
 }
 
 /// The readable entity a reference names, if any.

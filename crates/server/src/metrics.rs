@@ -55,6 +55,22 @@ fn latency_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
+/// The store operations [`crate::metered_store`] times.
+pub const STORE_OPERATIONS: [&str; 12] = [
+    "head",
+    "append",
+    "read_from",
+    "read_before",
+    "read_seqs",
+    "save_snapshot",
+    "load_snapshot",
+    "get_cursor",
+    "set_cursor",
+    "take_lease",
+    "release_lease",
+    "set_cursor_leased",
+];
+
 /// Every measurement, and the registry that writes them out.
 pub struct Metrics {
     registry: Registry,
@@ -111,6 +127,10 @@ impl Metrics {
             "Events not yet delivered, per subscription this replica delivers",
             delivery_lag.clone(),
         );
+        // Every store operation's error counter from zero, so a rate over it exists before the first error.
+        for operation in STORE_OPERATIONS {
+            let _ = store_errors.get_or_create(&OperationLabels { operation: operation.to_string() });
+        }
         let resident_bytes = Gauge::default();
         registry.register("resident_memory_bytes", "The process's resident memory", resident_bytes.clone());
         Metrics {

@@ -134,3 +134,53 @@ async fn metrics_listen_answers_anyone_on_its_own_address() {
     let other = s.client.get(format!("http://127.0.0.1:{port}/v1/blueprints")).send().await.expect("get");
     assert_eq!(other.status(), StatusCode::NOT_FOUND, "only /metrics there");
 }
+
+/// Every metric the Grafana dashboard in `deploy/grafana/berth.json` asks for is one this server writes
+/// (so the dashboard cannot drift from the code).
+#[tokio::test]
+async fn the_grafana_dashboard_asks_only_for_metrics_the_server_writes() {
+    let s = TestServer::start().await;
+    s.seed_blueprints().await;
+    let text = s.raw(Method::GET, "/metrics", None, Some(&s.token)).await.body.as_str().unwrap_or_default().to_string();
+    let written: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .chain(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("# TYPE "))
+                .filter_map(|l| l.split(' ').next())
+                .map(str::to_string),
+        )
+        .collect();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/berth.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("the dashboard")).expect("JSON");
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for name in
+                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("berth_"))
+            {
+                asked += 1;
+                // A histogram's or counter's series carry suffixes its family name does not.
+                let family = ["_bucket", "_count", "_sum", "_total"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(name);
+                // Delivery lag has a series per subscription being delivered; this server has none.
+                if family == "berth_delivery_lag_events" {
+                    continue;
+                }
+                assert!(
+                    written.contains(name) || written.contains(family),
+                    "the dashboard's {name:?} (panel {:?}) is not written by /metrics",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(asked >= 15, "the dashboard asks for the server's metrics ({asked})");
+}

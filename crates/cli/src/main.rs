@@ -35,8 +35,12 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `berth --version`: the release, and the formats of the data it reads (a data directory written in a newer
+/// format is refused, saying so; see the README's "Upgrading").
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (reads event format 1, snapshot format 1)");
+
 #[derive(Parser)]
-#[command(name = "berth", version, about = "Berth: an open-source internal developer portal")]
+#[command(name = "berth", version = VERSION, about = "Berth: an open-source internal developer portal")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -171,4 +175,17 @@ async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
     }
     server.run(berth_server::shutdown_signal()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_names_the_formats_this_berth_reads() {
+        let formats = format!(
+            "(reads event format {}, snapshot format {})",
+            berth_engine::codec::FORMAT,
+            berth_engine::SNAPSHOT_FORMAT
+        );
+        assert!(super::VERSION.ends_with(&formats), "{} vs {formats}", super::VERSION);
+    }
 }

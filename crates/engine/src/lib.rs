@@ -43,7 +43,7 @@ pub use codec::{decode_event, encode_event};
 pub use command::{Command, Outcome, WriteMeta, WriteMode, execute, execute_and_apply, resolve_batch_searches};
 pub use digest::{BlueprintDigest, CatalogDigest, LogDigest};
 pub use entities::resolve_searches;
-pub use state::{BlueprintEntry, Edge, EntityChange, RelationOf, State, StateError, Versions};
+pub use state::{BlueprintEntry, Edge, EntityChange, RelationOf, SNAPSHOT_FORMAT, State, StateError, Versions};
 pub use users::UserChanges;
 
 pub use berth_model::{Change, DomainError, Event};

@@ -260,10 +260,39 @@ type VersionRow = (String, String, Vec<u64>);
 ///
 /// Two layouts are read. The first (one JSON document, `entities` inline) is what Berth wrote before
 /// snapshots were chunked. The current one is [`SNAPSHOT_MAGIC`], the length of this header as a decimal
+/// The snapshot format this Berth writes and the newest it reads. A snapshot states its format in its
+/// header (none: 1); a newer one is refused with a message that says so, rather than misread. New optional
+/// fields do not need a new format; a change of an existing field's meaning does.
+pub const SNAPSHOT_FORMAT: u64 = 1;
+
+fn format_one() -> u64 {
+    1
+}
+
+/// Refuses a snapshot header of a format newer than [`SNAPSHOT_FORMAT`] (read before the rest of the header,
+/// whose shape a newer format may have changed).
+fn check_snapshot_format(header: &[u8]) -> Result<(), StateError> {
+    #[derive(Deserialize)]
+    struct Format {
+        #[serde(default = "format_one")]
+        format: u64,
+    }
+    let format = serde_json::from_slice::<Format>(header).map(|f| f.format).unwrap_or(1);
+    if format > SNAPSHOT_FORMAT {
+        return Err(StateError::Snapshot(format!(
+            "the snapshot was written by a newer Berth (snapshot format {format}; this one reads up to {SNAPSHOT_FORMAT}): run that Berth, or a newer one"
+        )));
+    }
+    Ok(())
+}
+
 /// line, the header (JSON, `entities` empty, `chunks` the byte length of each entity chunk), then the chunks,
 /// each a JSON array of entities: chunks are written and parsed on several threads.
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
+    /// The snapshot format ([`SNAPSHOT_FORMAT`]); absent (1) in snapshots written before it was recorded.
+    #[serde(default = "format_one")]
+    format: u64,
     seq: u64,
     blueprints: Vec<Blueprint>,
     #[serde(default)]
@@ -1510,6 +1539,7 @@ impl State {
             .collect::<Result<Vec<Vec<u8>>, _>>()
             .map_err(|e| StateError::Snapshot(e.to_string()))?;
         let data = SnapshotData {
+            format: SNAPSHOT_FORMAT,
             seq: self.seq,
             blueprints: self.blueprints.values().map(|b| (*b.def).clone()).collect(),
             entities: Vec::new(),
@@ -1561,6 +1591,7 @@ impl State {
     fn read_snapshot(bytes: &[u8]) -> Result<SnapshotData, StateError> {
         let bad = |m: &str| StateError::Snapshot(m.to_string());
         let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC) else {
+            check_snapshot_format(bytes)?;
             return serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()));
         };
         let line = rest.iter().position(|b| *b == b'\n').ok_or_else(|| bad("the header length is missing"))?;
@@ -1570,6 +1601,7 @@ impl State {
             .ok_or_else(|| bad("the header length is not a number"))?;
         let rest = &rest[line + 1..];
         let header = rest.get(..header_len).ok_or_else(|| bad("the header is cut short"))?;
+        check_snapshot_format(header)?;
         let mut data: SnapshotData =
             serde_json::from_slice(header).map_err(|e| StateError::Snapshot(format!("header: {e}")))?;
         let mut body = &rest[header_len..];
@@ -2312,6 +2344,7 @@ mod tests {
     fn snapshots_of_the_first_layout_still_load() {
         let state = state_with(20);
         let data = SnapshotData {
+            format: 1,
             seq: state.seq,
             blueprints: state.blueprints.values().map(|b| (*b.def).clone()).collect(),
             entities: state.entities.values().flat_map(|m| m.values().cloned()).collect(),
@@ -2333,6 +2366,25 @@ mod tests {
         // A snapshot from before the version index: the index covers only what follows it.
         assert_eq!(loaded.versions("svc", "s000"), (None, state.seq + 1));
         assert_eq!(loaded.entity_events(None, "s000"), (Vec::new(), state.seq + 1));
+    }
+
+    #[test]
+    fn a_snapshot_states_its_format_and_a_newer_one_is_refused_whole() {
+        let state = state_with(5);
+        let bytes = state.to_snapshot().expect("snapshot");
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).to_string();
+        assert!(text.contains(&format!("{{\"format\":{SNAPSHOT_FORMAT},")), "{text}");
+        // Without the field (written before it was recorded): format 1.
+        assert_eq!(State::from_snapshot(&bytes).expect("loads").digest(), state.digest());
+        // A newer format, whose header this Berth would not even understand: refused, saying why.
+        let newer = br#"{"format":2,"seq":"not what this Berth expects"}"#;
+        let err = State::from_snapshot(newer).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("newer Berth") && err.contains("snapshot format 2"), "{err}");
+        let mut chunked = SNAPSHOT_MAGIC.to_vec();
+        chunked.extend_from_slice(format!("{}\n", newer.len()).as_bytes());
+        chunked.extend_from_slice(newer);
+        let err = State::from_snapshot(&chunked).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("newer Berth"), "{err}");
     }
 
     #[test]

@@ -373,6 +373,7 @@ async fn the_web_ui_end_to_end_in_chromium() {
 
     actions_and_runs(&c, &server, &http, &token).await;
     integrations(&c, &server, &http, &token).await;
+    administration(&c, &server, &http, &token).await;
 
     // Usable at 375 px: nothing wider than the screen but the table's own scroller.
     c.set_window_size(375, 800).await.expect("resize");
@@ -621,4 +622,92 @@ async fn integrations(c: &Client, server: &Berth, http: &reqwest::Client, token:
         c.refresh().await.expect("refresh");
     }
     shot(c, "26-webhook").await;
+}
+
+/// Administration: an app made in the UI signs in with the secret shown once; rotating it shows a new one
+/// and the old stops working; a team made and deleted; every change in the audit log.
+async fn administration(c: &Client, server: &Berth, http: &reqwest::Client, token: &str) {
+    let sign_in = |id: String, secret: String| async move {
+        http.post(server.url("/v1/auth/access_token"))
+            .json(&serde_json::json!({"clientId": id, "clientSecret": secret}))
+            .send()
+            .await
+            .expect("token")
+            .status()
+    };
+    c.goto(&server.url("/admin/teams")).await.expect("goto");
+    fill(c, "#new-team input[name=name]", "release-crew").await;
+    fill(c, "#new-team input[name=description]", "Ships the releases").await;
+    click(c, "#new-team button[type=submit]").await;
+    // The table appears with the first team.
+    assert!(text(c, "#teams").await.contains("Ships the releases"));
+    shot(c, "27-admin-teams").await;
+
+    c.goto(&server.url("/admin/apps")).await.expect("goto");
+    fill(c, "#new-app input[name=name]", "release bot").await;
+    click(c, "#new-app input[value='release-crew']").await;
+    click(c, "#new-app button[type=submit]").await;
+    let id = text(c, "#revealed-id").await;
+    let secret = text(c, "#revealed-secret").await;
+    assert!(id.starts_with("berth_") && secret.len() >= 32, "{id} {secret}");
+    assert!(text(c, "#apps").await.contains("release-crew"), "the app acts for its team");
+    shot(c, "28-admin-app-created").await;
+    assert_eq!(sign_in(id.clone(), secret.clone()).await, 200, "the secret shown signs in");
+    c.goto(&server.url("/admin/apps")).await.expect("goto");
+    assert!(c.find(Locator::Css("#revealed-secret")).await.is_err(), "shown once");
+    click(c, &format!("button[aria-label='Rotate the secret of {id}']")).await;
+    c.accept_alert().await.expect("the confirmation");
+    let rotated = text(c, "#revealed-secret").await;
+    assert_ne!(rotated, secret);
+    assert_eq!(sign_in(id.clone(), secret.clone()).await, 401, "the old secret stops working");
+    assert_eq!(sign_in(id.clone(), rotated.clone()).await, 200);
+    click(c, &format!("button[aria-label='Delete {id}']")).await;
+    c.accept_alert().await.expect("the confirmation");
+    wait_url(c, "the apps page", |u| u == "/admin/apps").await;
+    assert!(!text(c, "#apps").await.contains(&id), "deleted");
+    assert_eq!(sign_in(id.clone(), rotated).await, 401, "a deleted app signs in no more");
+    // A user invited into the team with the link shown once, who accepts it, is disabled, then deleted.
+    c.goto(&server.url("/admin/users")).await.expect("goto");
+    fill(c, "#invite-user input[name=email]", "newcomer@example.com").await;
+    click(c, "#invite-user input[value='release-crew']").await;
+    click(c, "#invite-user button[type=submit]").await;
+    let link = text(c, "#revealed-link").await;
+    let code = link.split("code=").nth(1).expect("a code in the link").to_string();
+    shot(c, "29-admin-user-invited").await;
+    let accepted = http
+        .post(server.url("/v1/users/accept-invite"))
+        .json(&serde_json::json!({"email": "newcomer@example.com", "code": code, "password": "a-long-password-1"}))
+        .send()
+        .await
+        .expect("accept");
+    assert_eq!(accepted.status(), 200, "the link's code accepts the invitation");
+    let user = |path: &'static str| async move {
+        let r = http.get(server.url(path)).bearer_auth(token).send().await.expect("user");
+        (r.status(), r.json::<serde_json::Value>().await.unwrap_or_default())
+    };
+    let (_, u) = user("/v1/users/newcomer@example.com").await;
+    assert_eq!(u["user"]["status"], "active");
+    assert!(u.to_string().contains("release-crew"), "in the team: {u}");
+    c.goto(&server.url("/admin/users")).await.expect("goto");
+    click(c, "button[aria-label='Disable newcomer@example.com']").await;
+    wait_url(c, "the users page", |u| u == "/admin/users").await;
+    let (_, u) = user("/v1/users/newcomer@example.com").await;
+    assert_eq!(u["user"]["status"], "disabled", "{u}");
+    click(c, "button[aria-label='Delete newcomer@example.com']").await;
+    c.accept_alert().await.expect("the confirmation");
+    wait_url(c, "the users page", |u| u == "/admin/users").await;
+    assert_eq!(user("/v1/users/newcomer@example.com").await.0, 404, "deleted");
+
+    c.goto(&server.url("/admin/teams")).await.expect("goto");
+    click(c, "button[aria-label='Delete team release-crew']").await;
+    c.dismiss_alert().await.expect("the confirmation, refused");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(text(c, "#teams").await.contains("release-crew"), "nothing deleted without a yes");
+    click(c, "button[aria-label='Delete team release-crew']").await;
+    c.accept_alert().await.expect("the confirmation");
+    wait_url(c, "the teams page", |u| u == "/admin/teams").await;
+    assert!(!text(c, "main").await.to_lowercase().contains("release-crew"), "the team is gone");
+    c.goto(&server.url("/audit")).await.expect("goto");
+    let audit = text(c, "main").await.to_lowercase();
+    assert!(audit.contains("release-crew") || audit.contains(&id.to_lowercase()), "changes audited: {audit}");
 }

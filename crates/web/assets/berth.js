@@ -25,3 +25,10 @@
     });
   });
 })();
+
+// A form with data-confirm asks first (deleting an app, a user or a team; rotating a secret).
+document.addEventListener('submit', function (e) {
+  var form = e.target;
+  var ask = form && form.getAttribute && form.getAttribute('data-confirm');
+  if (ask && !window.confirm(ask)) { e.preventDefault(); }
+});

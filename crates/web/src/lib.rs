@@ -15,6 +15,7 @@
 //! so validation, the audit log and history are the API's.
 
 pub mod actions;
+pub mod admin;
 pub mod assets;
 pub mod audit;
 pub mod blueprints;
@@ -52,6 +53,14 @@ pub fn router() -> Router<AppState> {
         .route("/subscriptions/{id}", get(subscriptions::page))
         .route("/subscriptions/{id}/dead-letters/retry", post(subscriptions::retry))
         .route("/subscriptions/{id}/dead-letters/drop", post(subscriptions::drop_all))
+        .route("/admin/apps", get(admin::apps).post(admin::create_app))
+        .route("/admin/apps/{id}/rotate", post(admin::rotate_app))
+        .route("/admin/apps/{id}/delete", post(admin::delete_app))
+        .route("/admin/users", get(admin::users).post(admin::invite_user))
+        .route("/admin/users/{email}/status", post(admin::user_status))
+        .route("/admin/users/{email}/delete", post(admin::delete_user))
+        .route("/admin/teams", get(admin::teams).post(admin::create_team))
+        .route("/admin/teams/{name}/delete", post(admin::delete_team))
         .route("/integrations", get(integrations::list))
         .route("/integrations/{id}", get(integrations::integration))
         .route("/integrations/{id}/resync", post(integrations::resync))

@@ -338,6 +338,13 @@ async fn pages_show_only_what_the_user_may_read() {
     let (_, page) = ui.get(&cookie, "/blueprints/service").await;
     let at = page.find(r#"name="_csrf" value=""#).expect("csrf") + r#"name="_csrf" value=""#.len();
     let csrf = page[at..at + 64].to_string();
+    // The administration pages are for Admins: neither shown nor changed by a Member.
+    for path in ["/admin/apps", "/admin/users", "/admin/teams"] {
+        assert_eq!(ui.get(&cookie, path).await.0, StatusCode::FORBIDDEN, "{path}");
+        let r = ui.post(&cookie, path, &[("_csrf", &csrf), ("name", "sneaky"), ("email", "x@example.com")]).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    assert!(!page.contains("/admin/apps"), "not in a Member's navigation");
     let r = ui
         .post(&cookie, "/blueprints/service/properties", &[("_csrf", &csrf), ("key", "x"), ("kind", "string:")])
         .await;

@@ -71,6 +71,28 @@ impl AppBody {
     }
 }
 
+/// A new machine credential and its secret (shown once, stored only as a hash): the API's create and the
+/// UI's both make theirs here.
+pub fn new_credential(name: String, roles: Vec<String>, teams: Vec<String>) -> ApiResult<(Credential, String)> {
+    let (secret, secret_sha256) = new_secret()?;
+    let credential = Credential {
+        client_id: format!("berth_{}", random_hex(8)?),
+        name,
+        secret_sha256,
+        roles,
+        teams,
+        created_at: crate::now(),
+    };
+    Ok((credential, secret))
+}
+
+/// A new secret and the hash that is stored.
+pub fn new_secret() -> ApiResult<(String, String)> {
+    let secret = random_hex(32)?;
+    let hash = hash_secret(&secret);
+    Ok((secret, hash))
+}
+
 async fn run(app: &AppState, caller: &Caller, command: Command) -> ApiResult<u64> {
     let meta = super::blueprints::meta(caller, &axum::http::HeaderMap::new(), None);
     let (outcome, seq) = app.pipeline.write_one(meta, command).await?;
@@ -92,16 +114,8 @@ pub async fn create(
     ApiJson(body): ApiJson<AppBody>,
 ) -> ApiResult<Response> {
     body.check()?;
-    let client_id = format!("berth_{}", random_hex(8)?);
-    let secret = random_hex(32)?;
-    let credential = Credential {
-        client_id: client_id.clone(),
-        name: body.name,
-        secret_sha256: hash_secret(&secret),
-        roles: body.roles.unwrap_or_else(|| vec!["Member".into()]),
-        teams: body.teams.unwrap_or_default(),
-        created_at: crate::now(),
-    };
+    let roles = body.roles.unwrap_or_else(|| vec!["Member".into()]);
+    let (credential, secret) = new_credential(body.name, roles, body.teams.unwrap_or_default())?;
     let seq = run(&app, &caller, Command::PutCredential { credential: credential.clone() }).await?;
     Ok(reply(StatusCode::CREATED, json!({"ok": true, "app": render(&credential, Some(&secret))}), Some(seq)))
 }
@@ -163,9 +177,8 @@ pub async fn rotate_secret(
     params: PathParams,
 ) -> ApiResult<Response> {
     let id = app_id(&params)?;
-    let secret = random_hex(32)?;
-    let seq = run(&app, &caller, Command::RotateSecret { client_id: id.clone(), secret_sha256: hash_secret(&secret) })
-        .await?;
+    let (secret, secret_sha256) = new_secret()?;
+    let seq = run(&app, &caller, Command::RotateSecret { client_id: id.clone(), secret_sha256 }).await?;
     let view = app.pipeline.view();
     let credential = view.credential(&id).ok_or_else(|| ApiError::not_found(format!("app `{id}` was not found")))?;
     Ok(reply(StatusCode::OK, json!({"ok": true, "app": render(credential, Some(&secret))}), Some(seq)))

@@ -114,29 +114,47 @@ pub async fn invite(
     ApiJson(body): ApiJson<InviteBody>,
 ) -> ApiResult<Response> {
     let invitee = body.invitee;
+    let roles = invitee.roles.unwrap_or_else(|| vec!["Member".into()]);
+    let (user, code) = new_invitation(&invitee.email, invitee.first_name, invitee.last_name, roles)?;
+    let (outcome, seq) = run(&app, &caller, Command::InviteUser { user, teams: invitee.teams }).await?;
+    let Outcome::User(user) = outcome else { return Err(ApiError::internal("invite answered no user")) };
+    let url = invitation_url(&user.email, &code);
+    let body = json!({"ok": true, "user": view_with_teams(&app, &user),
+        "invitation": {"code": code, "url": url, "expiresAt": user.invitation_expires_at()}});
+    Ok(reply(StatusCode::CREATED, body, Some(seq)))
+}
+
+/// An invited user and its one-time invitation code (stored only as a hash): the API's invite and the UI's
+/// both make theirs here.
+pub fn new_invitation(
+    email: &str,
+    first_name: String,
+    last_name: String,
+    roles: Vec<String>,
+) -> ApiResult<(User, String)> {
     let code = random_hex(24)?;
     let now = crate::now();
     let user = User {
-        email: normalize_email(&invitee.email),
-        first_name: invitee.first_name,
-        last_name: invitee.last_name,
+        email: normalize_email(email),
+        first_name,
+        last_name,
         status: UserStatus::Invited,
-        roles: invitee.roles.unwrap_or_else(|| vec!["Member".into()]),
+        roles,
         password_hash: None,
         invite_sha256: Some(hash_secret(&code)),
         session_epoch: 0,
         created_at: now,
         updated_at: now,
     };
-    let (outcome, seq) = run(&app, &caller, Command::InviteUser { user, teams: invitee.teams }).await?;
-    let Outcome::User(user) = outcome else { return Err(ApiError::internal("invite answered no user")) };
-    let url = format!(
+    Ok((user, code))
+}
+
+/// Where the invitee sets its password (the UI's `/invite` page, with the code).
+pub fn invitation_url(email: &str, code: &str) -> String {
+    format!(
         "/invite?email={}&code={code}",
-        percent_encoding::utf8_percent_encode(&user.email, percent_encoding::NON_ALPHANUMERIC)
-    );
-    let body = json!({"ok": true, "user": view_with_teams(&app, &user),
-        "invitation": {"code": code, "url": url, "expiresAt": user.invitation_expires_at()}});
-    Ok(reply(StatusCode::CREATED, body, Some(seq)))
+        percent_encoding::utf8_percent_encode(email, percent_encoding::NON_ALPHANUMERIC)
+    )
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

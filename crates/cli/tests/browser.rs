@@ -688,6 +688,28 @@ async fn administration(c: &Client, server: &Berth, http: &reqwest::Client, toke
     let (_, u) = user("/v1/users/newcomer@example.com").await;
     assert_eq!(u["user"]["status"], "active");
     assert!(u.to_string().contains("release-crew"), "in the team: {u}");
+    // Their role and teams changed on their page.
+    c.goto(&server.url("/admin/users")).await.expect("goto");
+    click(c, "#users a[href^='/admin/users/newcomer']").await;
+    wait_url(c, "the user's page", |u| u.starts_with("/admin/users/newcomer")).await;
+    click(c, "#edit-user input[value='release-crew']").await;
+    c.find(Locator::Css("#edit-user select[name=role]"))
+        .await
+        .expect("role")
+        .select_by_value("Admin")
+        .await
+        .expect("Admin");
+    click(c, "#edit-user button[type=submit]").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, u) = user("/v1/users/newcomer@example.com").await;
+        if u["user"]["roles"] == serde_json::json!([{"name": "Admin"}]) {
+            assert!(!u.to_string().contains("release-crew"), "left the team: {u}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the role was not saved: {u}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.goto(&server.url("/admin/users")).await.expect("goto");
     click(c, "button[aria-label='Disable newcomer@example.com']").await;
     wait_url(c, "the users page", |u| u == "/admin/users").await;

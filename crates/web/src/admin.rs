@@ -238,6 +238,55 @@ pub async fn invite_user(
     users_page(&app, &session, Some((email, link)))
 }
 
+#[derive(Template)]
+#[template(path = "admin_user.html")]
+struct UserPage {
+    layout: Layout,
+    row: UserRow,
+    admin: bool,
+    /// Every team, and whether the user is in it.
+    teams: Vec<(String, bool)>,
+}
+
+pub async fn user(State(app): State<AppState>, session: Session, Path(email): Path<String>) -> UiResult<Response> {
+    session.require_admin("manage users")?;
+    let view = app.pipeline.view();
+    let u = view.user(&email).ok_or_else(|| UiError::not_found(format!("no user {email}")))?;
+    let member_of = view.teams_of(&u.email);
+    let teams = view.teams().map(|t| (t.name.clone(), member_of.contains(&t.name))).collect();
+    let row = UserRow {
+        email: u.email.clone(),
+        name: u.display_name(),
+        status: format!("{:?}", u.status).to_lowercase(),
+        roles: u.roles.join(", "),
+        teams: member_of.join(", "),
+        href: format!("/admin/users/{}", encode(&u.email)),
+        toggle: ("", ""),
+    };
+    let admin = u.roles.iter().any(|r| r == "Admin");
+    html(&UserPage { layout: session.layout(&app, &u.email, "admin-users"), row, admin, teams })
+}
+
+/// Saves a user's role and teams (`UpdateUser`, as `PATCH /v1/users/{email}`; the last Admin keeps the role).
+pub async fn save_user(
+    State(app): State<AppState>,
+    session: Session,
+    Path(email): Path<String>,
+    form: crate::form::FormData,
+) -> UiResult<Response> {
+    let href = format!("/admin/users/{}", encode(&email));
+    session.check_csrf(&form)?;
+    session.require_admin_to_change(&app, &href, "manage users")?;
+    let role = if form.raw("role") == "Admin" { "Admin" } else { "Member" };
+    let changes = berth_engine::UserChanges {
+        roles: Some(vec![role.to_string()]),
+        teams: Some(form.all("teams")),
+        ..Default::default()
+    };
+    write(&app, &session, Command::UpdateUser { email, changes }).await?;
+    Ok(see_other(&href))
+}
+
 pub async fn user_status(
     State(app): State<AppState>,
     session: Session,

@@ -57,6 +57,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/apps/{id}/rotate", post(admin::rotate_app))
         .route("/admin/apps/{id}/delete", post(admin::delete_app))
         .route("/admin/users", get(admin::users).post(admin::invite_user))
+        .route("/admin/users/{email}", get(admin::user).post(admin::save_user))
         .route("/admin/users/{email}/status", post(admin::user_status))
         .route("/admin/users/{email}/delete", post(admin::delete_user))
         .route("/admin/teams", get(admin::teams).post(admin::create_team))

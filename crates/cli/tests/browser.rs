@@ -729,6 +729,11 @@ async fn administration(c: &Client, server: &Berth, http: &reqwest::Client, toke
     c.accept_alert().await.expect("the confirmation");
     wait_url(c, "the teams page", |u| u == "/admin/teams").await;
     assert!(!text(c, "main").await.to_lowercase().contains("release-crew"), "the team is gone");
+    c.goto(&server.url("/blueprints/service")).await.expect("goto");
+    click(c, "#permissions-link").await;
+    wait_url(c, "the permissions page", |u| u == "/blueprints/service/permissions").await;
+    assert!(text(c, "#grant-read").await.contains("Member"));
+    shot(c, "30-permissions").await;
     c.goto(&server.url("/audit")).await.expect("goto");
     let audit = text(c, "main").await.to_lowercase();
     assert!(audit.contains("release-crew") || audit.contains(&id.to_lowercase()), "changes audited: {audit}");

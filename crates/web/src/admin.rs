@@ -1,4 +1,6 @@
-//! Administration (Admins): `GET /admin/apps` lists the machine credentials, makes one (`POST /admin/apps`:
+//! Administration (Admins): `/admin/users` (invite, a user's role and teams, disable, delete),
+//! `/blueprints/{bp}/permissions` (who may read, with the read policy, create, update and delete),
+//! `GET /admin/apps` lists the machine credentials, makes one (`POST /admin/apps`:
 //! its secret shown once, on the answer's page, never in a URL), rotates a secret (`POST
 //! /admin/apps/{id}/rotate`, the new one shown once) and deletes one (`POST /admin/apps/{id}/delete`);
 //! `GET /admin/teams` lists the teams with their members, makes one (`POST /admin/teams`) and deletes one
@@ -317,4 +319,134 @@ pub async fn delete_user(
     session.require_admin_to_change(&app, &format!("/admin/users/{}/delete", encode(&email)), "manage users")?;
     write(&app, &session, Command::DeleteUser { email }).await?;
     Ok(see_other("/admin/users"))
+}
+
+/// One action's grant as the permissions page shows and edits it.
+pub struct GrantRow {
+    pub action: &'static str,
+    pub label: &'static str,
+    pub roles: Vec<(String, bool)>,
+    pub teams: String,
+    pub users: String,
+    pub owned_by_team: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin_permissions.html")]
+struct PermissionsPage {
+    layout: Layout,
+    blueprint: String,
+    title: String,
+    href: String,
+    rows: Vec<GrantRow>,
+    policy: String,
+    /// Per-property and per-relation overrides, as JSON (kept as they are by this page).
+    overrides: Vec<(String, String)>,
+}
+
+const ACTIONS: [(&str, &str); 4] =
+    [("read", "Read"), ("register", "Create"), ("update", "Update"), ("unregister", "Delete")];
+
+/// `/blueprints/{bp}/permissions` (Admins): who may read (with the read policy, a rules-language query an
+/// entity must also match), create, update and delete the blueprint's entities: roles, teams, users and
+/// "its owning team". Saved as one `SetPermissions`, after the same merge and checks as `PATCH
+/// /v1/blueprints/{bp}/permissions`; per-property and per-relation overrides are shown and kept.
+pub async fn permissions(State(app): State<AppState>, session: Session, Path(bp): Path<String>) -> UiResult<Response> {
+    session.require_admin("change permissions")?;
+    let view = app.pipeline.view();
+    let b = view.blueprint(&bp).ok_or_else(|| UiError::not_found(format!("no blueprint {bp}")))?;
+    let current = berth_engine::access::permissions(&view, &bp);
+    let as_json = serde_json::to_value(&current.entities).unwrap_or_default();
+    let moderator = format!("{bp}-moderator");
+    let rows = ACTIONS
+        .iter()
+        .map(|(action, label)| {
+            let g = &as_json[*action];
+            let list = |k: &str| -> Vec<String> {
+                g[k].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect()
+            };
+            let roles = list("roles");
+            GrantRow {
+                action,
+                label,
+                roles: ["Admin", "Member", moderator.as_str()]
+                    .iter()
+                    .map(|r| (r.to_string(), roles.iter().any(|x| x == r)))
+                    .collect(),
+                teams: list("teams").join(", "),
+                users: list("users").join(", "),
+                owned_by_team: g["ownedByTeam"].as_bool().unwrap_or(false),
+            }
+        })
+        .collect();
+    let policy = current
+        .entities
+        .read
+        .policy
+        .as_ref()
+        .map(|p| serde_json::to_string_pretty(p).unwrap_or_default())
+        .unwrap_or_default();
+    let overrides = ["updateProperties", "updateRelations"]
+        .iter()
+        .flat_map(|k| {
+            as_json[*k]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |(n, g)| (format!("{k}.{n}"), g.to_string()))
+        })
+        .collect();
+    html(&PermissionsPage {
+        layout: session.layout(&app, format!("{} permissions", b.def.title), bp.clone()),
+        href: format!("/blueprints/{}/permissions", encode(&bp)),
+        title: b.def.title.clone(),
+        blueprint: bp,
+        rows,
+        policy,
+        overrides,
+    })
+}
+
+pub async fn save_permissions(
+    State(app): State<AppState>,
+    session: Session,
+    Path(bp): Path<String>,
+    form: crate::form::FormData,
+) -> UiResult<Response> {
+    let href = format!("/blueprints/{}/permissions", encode(&bp));
+    session.check_csrf(&form)?;
+    session.require_admin_to_change(&app, &href, "change permissions")?;
+    let names = |field: String| -> Vec<String> {
+        form.raw(&field).split([',', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    };
+    let mut patch = serde_json::Map::new();
+    for (action, _) in ACTIONS {
+        let mut grant = serde_json::json!({
+            "roles": form.all(&format!("{action}.roles")),
+            "teams": names(format!("{action}.teams")),
+            "users": names(format!("{action}.users")),
+            "ownedByTeam": form.get(&format!("{action}.ownedByTeam")).is_some(),
+        });
+        if action == "read" {
+            let text = form.raw("read.policy").trim();
+            grant["policy"] = if text.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_str(text).map_err(|e| {
+                    UiError::new(berth_model::ErrorCode::InvalidRequest, format!("the read policy is not JSON: {e}"))
+                })?
+            };
+        }
+        patch.insert(action.to_string(), grant);
+    }
+    let view = app.pipeline.view();
+    if view.blueprint(&bp).is_none() {
+        return Err(UiError::not_found(format!("no blueprint {bp}")));
+    }
+    let permissions = berth_engine::access::permissions(&view, &bp)
+        .patched(&serde_json::json!({"entities": patch}))
+        .map_err(berth_server::error::ApiError::from)?;
+    write(&app, &session, Command::SetPermissions { blueprint: bp, permissions: Box::new(permissions) }).await?;
+    Ok(see_other(&href))
 }

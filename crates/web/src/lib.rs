@@ -85,6 +85,7 @@ pub fn router() -> Router<AppState> {
         .route("/blueprints", post(blueprints::create))
         .route("/blueprints/new", get(blueprints::new_form))
         .route("/blueprints/{bp}", get(blueprints::page))
+        .route("/blueprints/{bp}/permissions", get(admin::permissions).post(admin::save_permissions))
         .route("/blueprints/{bp}/properties", post(blueprints::add_property))
         .route("/blueprints/{bp}/properties/{key}/delete", post(blueprints::remove_property))
         .route("/blueprints/{bp}/relations", post(blueprints::add_relation))

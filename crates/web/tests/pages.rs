@@ -339,7 +339,7 @@ async fn pages_show_only_what_the_user_may_read() {
     let at = page.find(r#"name="_csrf" value=""#).expect("csrf") + r#"name="_csrf" value=""#.len();
     let csrf = page[at..at + 64].to_string();
     // The administration pages are for Admins: neither shown nor changed by a Member.
-    for path in ["/admin/apps", "/admin/users", "/admin/teams"] {
+    for path in ["/admin/apps", "/admin/users", "/admin/teams", "/blueprints/service/permissions"] {
         assert_eq!(ui.get(&cookie, path).await.0, StatusCode::FORBIDDEN, "{path}");
         let r = ui.post(&cookie, path, &[("_csrf", &csrf), ("name", "sneaky"), ("email", "x@example.com")]).await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
@@ -1070,4 +1070,62 @@ async fn the_integrations_pages_show_resyncs_logs_and_requests_and_act_on_them()
     let (status, page) = ui.get(&cookie, "/audit?webhookId=tickets").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("t-1"), "{page}");
+}
+
+/// `/blueprints/{bp}/permissions` shows who may do what and saves it as the API's PATCH would: a read policy
+/// that narrows what everyone but Admins reads, a bad policy refused with the reason and nothing saved.
+#[tokio::test]
+async fn the_permissions_page_sets_grants_and_the_read_policy() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    let csrf = ui.csrf(&cookie).await;
+    let (status, page) = ui.get(&cookie, "/blueprints/service/permissions").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"name="read.roles" value="Member" checked"#), "Members read by default: {page}");
+    let (_, blueprint) = ui.get(&cookie, "/blueprints/service").await;
+    assert!(blueprint.contains("/blueprints/service/permissions"), "linked from the blueprint for Admins");
+
+    let policy = r#"{"combinator": "and", "rules": [{"property": "language", "operator": "=", "value": "Go"}]}"#;
+    let form = [
+        ("_csrf", csrf.as_str()),
+        ("read.roles", "Admin"),
+        ("read.roles", "Member"),
+        ("read.teams", "platform, web"),
+        ("read.policy", policy),
+        ("register.roles", "Admin"),
+        ("register.ownedByTeam", "on"),
+        ("update.roles", "Admin"),
+        ("update.users", "ops@example.com"),
+        ("unregister.roles", "Admin"),
+    ];
+    let r = ui.post(&cookie, "/blueprints/service/permissions", &form).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let saved: Value = ui
+        .http
+        .get(format!("{}/v1/blueprints/service/permissions", ui.base))
+        .bearer_auth(&ui.token)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let e = &saved["permissions"]["entities"];
+    assert_eq!(e["read"]["roles"], json!(["Admin", "Member"]), "{saved}");
+    assert_eq!(e["read"]["teams"], json!(["platform", "web"]));
+    assert_eq!(e["read"]["policy"]["rules"][0]["value"], "Go");
+    assert_eq!(e["register"]["ownedByTeam"], true);
+    assert_eq!(e["update"]["users"], json!(["ops@example.com"]));
+    assert_eq!(e["unregister"]["ownedByTeam"], false, "unticked is off");
+
+    // A policy that is not a query: refused with the reason, nothing changed.
+    let bad = [("_csrf", csrf.as_str()), ("read.roles", "Admin"), ("read.policy", r#"{"combinator": "maybe"}"#)];
+    let r = ui.post(&cookie, "/blueprints/service/permissions", &bad).await;
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let body = r.text().await.expect("body");
+    assert!(body.contains("combinator") || body.contains("policy"), "{body}");
+    let (_, page) = ui.get(&cookie, "/blueprints/service/permissions").await;
+    assert!(page.contains(r#"name="read.roles" value="Member" checked"#), "unchanged after a refusal");
+    let r = ui.post(&cookie, "/blueprints/service/permissions", &[("_csrf", "forged")]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }

@@ -450,3 +450,95 @@ pub async fn save_permissions(
     write(&app, &session, Command::SetPermissions { blueprint: bp, permissions: Box::new(permissions) }).await?;
     Ok(see_other(&href))
 }
+
+pub struct SecretRow {
+    pub name: String,
+    pub description: String,
+    pub updated: String,
+    pub href: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_settings.html")]
+struct SettingsPage {
+    layout: Layout,
+    organization: String,
+    store: String,
+    version: &'static str,
+    /// The data formats this Berth reads.
+    formats: String,
+    secrets: Vec<SecretRow>,
+}
+
+/// `/admin/settings` (Admins): the organisation as configured (its name, the store, the formats this Berth
+/// reads) and its secrets (names and descriptions; a value is written, sealed, and never shown again).
+pub async fn settings(State(app): State<AppState>, session: Session) -> UiResult<Response> {
+    session.require_admin("manage the organisation's settings")?;
+    let view = app.pipeline.view();
+    let now = berth_server::now();
+    let secrets = view
+        .definitions(berth_model::DefinitionKind::Secret)
+        .map(|d| SecretRow {
+            name: d.identifier.clone(),
+            description: d.body.get("description").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
+            updated: crate::fmt::relative(d.updated_at, now),
+            href: format!("/admin/settings/secrets/{}", encode(&d.identifier)),
+        })
+        .collect();
+    html(&SettingsPage {
+        layout: session.layout(&app, "Settings", "admin-settings"),
+        organization: app.config.organization.clone(),
+        store: app.pipeline.store_kind(),
+        version: env!("CARGO_PKG_VERSION"),
+        formats: format!(
+            "reads event format {}, snapshot format {}",
+            berth_engine::codec::FORMAT,
+            berth_engine::SNAPSHOT_FORMAT
+        ),
+        secrets,
+    })
+}
+
+/// Creates a secret, or replaces the value of one (`POST /admin/settings/secrets`), sealed as the API seals it.
+pub async fn save_secret(
+    State(app): State<AppState>,
+    session: Session,
+    form: crate::form::FormData,
+) -> UiResult<Response> {
+    session.check_csrf(&form)?;
+    session.require_admin_to_change(&app, "/admin/settings/secrets", "change organisation secrets")?;
+    let mut body = serde_json::json!({"secretName": form.raw("name").trim(), "secretValue": form.raw("value")});
+    let description = form.raw("description").trim();
+    if !description.is_empty() {
+        body["description"] = serde_json::json!(description);
+    }
+    let input = berth_model::secret::SecretInput::parse(&body).map_err(berth_server::error::ApiError::from)?;
+    let (Some(name), Some(value)) = (input.name, input.value) else {
+        return Err(UiError::new(berth_model::ErrorCode::InvalidRequest, "a secret needs a name and a value"));
+    };
+    let sealed = app.delivery.config().seal_org_secret(&name, &value).map_err(UiError::internal)?;
+    let exists = app.pipeline.view().definition(berth_model::DefinitionKind::Secret, &name).is_some();
+    let body = berth_model::secret::body(sealed, input.description);
+    let how = if exists {
+        berth_engine::definitions::DefinitionWrite::Replace(body)
+    } else {
+        berth_engine::definitions::DefinitionWrite::Create(body)
+    };
+    let command = Command::WriteDefinition { kind: berth_model::DefinitionKind::Secret, identifier: name, how };
+    write(&app, &session, command).await?;
+    Ok(see_other("/admin/settings"))
+}
+
+pub async fn delete_secret(
+    State(app): State<AppState>,
+    session: Session,
+    Path(name): Path<String>,
+    form: crate::form::FormData,
+) -> UiResult<Response> {
+    let href = format!("/admin/settings/secrets/{}/delete", encode(&name));
+    session.check_csrf(&form)?;
+    session.require_admin_to_change(&app, &href, "change organisation secrets")?;
+    let command = Command::DeleteDefinition { kind: berth_model::DefinitionKind::Secret, identifier: name };
+    write(&app, &session, command).await?;
+    Ok(see_other("/admin/settings"))
+}

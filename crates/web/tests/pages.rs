@@ -339,10 +339,17 @@ async fn pages_show_only_what_the_user_may_read() {
     let at = page.find(r#"name="_csrf" value=""#).expect("csrf") + r#"name="_csrf" value=""#.len();
     let csrf = page[at..at + 64].to_string();
     // The administration pages are for Admins: neither shown nor changed by a Member.
-    for path in ["/admin/apps", "/admin/users", "/admin/teams", "/blueprints/service/permissions"] {
+    for (path, post) in [
+        ("/admin/apps", "/admin/apps"),
+        ("/admin/users", "/admin/users"),
+        ("/admin/teams", "/admin/teams"),
+        ("/admin/settings", "/admin/settings/secrets"),
+        ("/blueprints/service/permissions", "/blueprints/service/permissions"),
+    ] {
         assert_eq!(ui.get(&cookie, path).await.0, StatusCode::FORBIDDEN, "{path}");
-        let r = ui.post(&cookie, path, &[("_csrf", &csrf), ("name", "sneaky"), ("email", "x@example.com")]).await;
-        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+        let form = [("_csrf", csrf.as_str()), ("name", "sneaky"), ("value", "v"), ("email", "x@example.com")];
+        let r = ui.post(&cookie, post, &form).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{post}");
     }
     assert!(!page.contains("/admin/apps"), "not in a Member's navigation");
     let r = ui
@@ -1128,4 +1135,42 @@ async fn the_permissions_page_sets_grants_and_the_read_policy() {
     assert!(page.contains(r#"name="read.roles" value="Member" checked"#), "unchanged after a refusal");
     let r = ui.post(&cookie, "/blueprints/service/permissions", &[("_csrf", "forged")]).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+/// `/admin/settings`: the organisation as configured, and its secrets: saved sealed (the value never shown
+/// again, not even in the page's source), replaced, deleted; the same secrets the API lists.
+#[tokio::test]
+async fn the_settings_page_keeps_secrets_without_showing_them() {
+    let ui = start().await;
+    let cookie = ui.cookie().await;
+    let csrf = ui.csrf(&cookie).await;
+    let (status, page) = ui.get(&cookie, "/admin/settings").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"id="org-name">Berth"#) && page.contains("snapshot format 1"), "{page}");
+    let value = "s3cr3t-value-never-shown";
+    let form = [("_csrf", csrf.as_str()), ("name", "DEPLOY_TOKEN"), ("value", value), ("description", "CD token")];
+    assert_eq!(ui.post(&cookie, "/admin/settings/secrets", &form).await.status(), StatusCode::SEE_OTHER);
+    let (_, page) = ui.get(&cookie, "/admin/settings").await;
+    assert!(page.contains("DEPLOY_TOKEN") && page.contains("CD token"), "{page}");
+    assert!(!page.contains(value), "the value is not on the page");
+    let listed = ui
+        .http
+        .get(format!("{}/v1/organization/secrets", ui.base))
+        .bearer_auth(&ui.token)
+        .send()
+        .await
+        .expect("list")
+        .text()
+        .await
+        .expect("text");
+    assert!(listed.contains("DEPLOY_TOKEN") && !listed.contains(value), "{listed}");
+    // The same name again replaces the value; a bad name is refused.
+    let form = [("_csrf", csrf.as_str()), ("name", "DEPLOY_TOKEN"), ("value", "another")];
+    assert_eq!(ui.post(&cookie, "/admin/settings/secrets", &form).await.status(), StatusCode::SEE_OTHER);
+    let form = [("_csrf", csrf.as_str()), ("name", ""), ("value", "x")];
+    assert!(ui.post(&cookie, "/admin/settings/secrets", &form).await.status().is_client_error());
+    let r = ui.post(&cookie, "/admin/settings/secrets/DEPLOY_TOKEN/delete", &[("_csrf", csrf.as_str())]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, page) = ui.get(&cookie, "/admin/settings").await;
+    assert!(!page.contains("DEPLOY_TOKEN"), "deleted");
 }

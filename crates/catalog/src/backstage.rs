@@ -549,8 +549,8 @@ mod tests {
         index.items(&selection).iter().map(|i| ref_of(&i.doc)).collect()
     }
 
-    #[test]
-    fn the_index_answers_filters_and_stays_equal_to_a_fresh_build() {
+    /// A catalog with an imported blueprint (`component`) and a Port-made one (`service`), and the write count.
+    fn two_blueprints() -> (State, i64) {
         let mut state = State::default();
         let mut n = 0;
         let props = json!({"name": {"type": "string"}, "namespace": {"type": "string"}, "source": {"type": "string"},
@@ -569,6 +569,12 @@ mod tests {
                 body: json!({"identifier": "service", "title": "S", "schema": {"properties": {"tier": {"type": "string"}}}}),
             },
         );
+        (state, n)
+    }
+
+    #[test]
+    fn the_index_answers_filters_and_stays_equal_to_a_fresh_build() {
+        let (mut state, mut n) = two_blueprints();
         for (ns, name, t) in [("default", "a", "service"), ("default", "b", "website"), ("shop", "c", "service")] {
             apply(&mut state, &mut n, upsert("component", component(ns, name, t)));
         }
@@ -622,24 +628,7 @@ mod tests {
     }
 
     fn catalog(entries: &[(u8, u8, u8, u8, bool)]) -> State {
-        let mut state = State::default();
-        let mut n = 0;
-        let props = json!({"name": {"type": "string"}, "namespace": {"type": "string"}, "source": {"type": "string"},
-            "type": {"type": "string"}, "descriptor": {"type": "object"}, "relations": {"type": "array"}});
-        apply(
-            &mut state,
-            &mut n,
-            Command::CreateBlueprint {
-                body: json!({"identifier": "component", "title": "C", "schema": {"properties": props}}),
-            },
-        );
-        apply(
-            &mut state,
-            &mut n,
-            Command::CreateBlueprint {
-                body: json!({"identifier": "service", "title": "S", "schema": {"properties": {"tier": {"type": "string"}}}}),
-            },
-        );
+        let (mut state, mut n) = two_blueprints();
         for &(name, ns, kind_type, tags, port_made) in entries {
             let t = ["service", "website", "Service", "library"][kind_type as usize % 4];
             let tag_pool = ["java", "Java", "web"];

@@ -50,6 +50,18 @@ struct TeamsPage {
     rows: Vec<TeamRow>,
 }
 
+/// What every change here checks first: the form's CSRF token, then that the user is an Admin (a refusal
+/// recorded in the audit log under `path`).
+fn may_change(app: &AppState, session: &Session, form: &crate::form::FormData, path: &str, what: &str) -> UiResult<()> {
+    session.check_csrf(form)?;
+    session.require_admin_to_change(app, path, what)
+}
+
+/// The role a form picked: `Admin`, or `Member` for anything else.
+fn role_of(form: &crate::form::FormData) -> String {
+    if form.raw("role") == "Admin" { "Admin" } else { "Member" }.to_string()
+}
+
 async fn write(app: &AppState, session: &Session, command: Command) -> UiResult<()> {
     let (outcome, _) =
         app.pipeline.write_one(session.meta(), command).await.map_err(berth_server::error::ApiError::from)?;
@@ -85,15 +97,10 @@ pub async fn create_app(
     session: Session,
     form: crate::form::FormData,
 ) -> UiResult<Response> {
-    session.check_csrf(&form)?;
-    session.require_admin_to_change(&app, "/admin/apps", "manage apps")?;
+    may_change(&app, &session, &form, "/admin/apps", "manage apps")?;
     let name = form.raw("name").trim().to_string();
-    let role = match form.raw("role") {
-        "Admin" => "Admin",
-        _ => "Member",
-    };
-    let teams: Vec<String> = form.all("teams");
-    let (credential, secret) = berth_server::routes::apps::new_credential(name, vec![role.to_string()], teams)?;
+    let (credential, secret) =
+        berth_server::routes::apps::new_credential(name, vec![role_of(&form)], form.all("teams"))?;
     let id = credential.client_id.clone();
     write(&app, &session, Command::PutCredential { credential }).await?;
     apps_page(&app, &session, Some((id, secret)))
@@ -105,8 +112,7 @@ pub async fn rotate_app(
     Path(id): Path<String>,
     form: crate::form::FormData,
 ) -> UiResult<Response> {
-    session.check_csrf(&form)?;
-    session.require_admin_to_change(&app, &format!("/admin/apps/{}/rotate", encode(&id)), "manage apps")?;
+    may_change(&app, &session, &form, &format!("/admin/apps/{}/rotate", encode(&id)), "manage apps")?;
     let (secret, secret_sha256) = berth_server::routes::apps::new_secret()?;
     write(&app, &session, Command::RotateSecret { client_id: id.clone(), secret_sha256 }).await?;
     apps_page(&app, &session, Some((id, secret)))
@@ -118,8 +124,7 @@ pub async fn delete_app(
     Path(id): Path<String>,
     form: crate::form::FormData,
 ) -> UiResult<Response> {
-    session.check_csrf(&form)?;
-    session.require_admin_to_change(&app, &format!("/admin/apps/{}/delete", encode(&id)), "manage apps")?;
+    may_change(&app, &session, &form, &format!("/admin/apps/{}/delete", encode(&id)), "manage apps")?;
     write(&app, &session, Command::DeleteCredential { client_id: id }).await?;
     Ok(see_other("/admin/apps"))
 }
@@ -144,8 +149,7 @@ pub async fn create_team(
     session: Session,
     form: crate::form::FormData,
 ) -> UiResult<Response> {
-    session.check_csrf(&form)?;
-    session.require_admin_to_change(&app, "/admin/teams", "manage teams")?;
+    may_change(&app, &session, &form, "/admin/teams", "manage teams")?;
     let name = form.raw("name").trim().to_string();
     if name.is_empty() {
         return Err(UiError::new(berth_model::ErrorCode::InvalidRequest, "a team needs a name"));
@@ -163,8 +167,7 @@ pub async fn delete_team(
     Path(name): Path<String>,
     form: crate::form::FormData,
 ) -> UiResult<Response> {
-    session.check_csrf(&form)?;
-    session.require_admin_to_change(&app, &format!("/admin/teams/{}/delete", encode(&name)), "manage teams")?;
+    may_change(&app, &session, &form, &format!("/admin/teams/{}/delete", encode(&name)), "manage teams")?;
     write(&app, &session, Command::DeleteTeam { name }).await?;
     Ok(see_other("/admin/teams"))
 }
@@ -190,27 +193,27 @@ struct UsersPage {
     revealed: Option<(String, String)>,
 }
 
+/// A user as the users pages show them.
+fn user_row(view: &berth_engine::State, u: &berth_model::User) -> UserRow {
+    let status = match u.status {
+        berth_model::UserStatus::Invited => "invited",
+        berth_model::UserStatus::Active => "active",
+        berth_model::UserStatus::Disabled => "disabled",
+    };
+    UserRow {
+        email: u.email.clone(),
+        name: u.display_name(),
+        status: status.to_string(),
+        roles: u.roles.join(", "),
+        teams: view.teams_of(&u.email).join(", "),
+        href: format!("/admin/users/{}", encode(&u.email)),
+        toggle: if status == "disabled" { ("active", "Enable") } else { ("disabled", "Disable") },
+    }
+}
+
 fn users_page(app: &AppState, session: &Session, revealed: Option<(String, String)>) -> UiResult<Response> {
     let view = app.pipeline.view();
-    let rows = view
-        .users()
-        .map(|u| {
-            let status = match u.status {
-                berth_model::UserStatus::Invited => "invited",
-                berth_model::UserStatus::Active => "active",
-                berth_model::UserStatus::Disabled => "disabled",
-            };
-            UserRow {
-                email: u.email.clone(),
-                name: u.display_name(),
-                status: status.to_string(),
-                roles: u.roles.join(", "),
-                teams: view.teams_of(&u.email).join(", "),
-                href: format!("/admin/users/{}", encode(&u.email)),
-                toggle: if status == "disabled" { ("active", "Enable") } else { ("disabled", "Disable") },
-            }
-        })
-        .collect();
+    let rows = view.users().map(|u| user_row(&view, u)).collect();
     let teams = view.teams().map(|t| t.name.clone()).collect();
     html(&UsersPage { layout: session.layout(app, "Users", "admin-users"), rows, teams, revealed })
 }
@@ -225,14 +228,12 @@ pub async fn invite_user(
     session: Session,
     form: crate::form::FormData,
 ) -> UiResult<Response> {
-    session.check_csrf(&form)?;
-    session.require_admin_to_change(&app, "/admin/users", "manage users")?;
-    let role = if form.raw("role") == "Admin" { "Admin" } else { "Member" };
+    may_change(&app, &session, &form, "/admin/users", "manage users")?;
     let (user, code) = berth_server::routes::users::new_invitation(
         form.raw("email"),
         String::new(),
         String::new(),
-        vec![role.into()],
+        vec![role_of(&form)],
     )?;
     let email = user.email.clone();
     write(&app, &session, Command::InviteUser { user, teams: form.all("teams") }).await?;
@@ -256,15 +257,7 @@ pub async fn user(State(app): State<AppState>, session: Session, Path(email): Pa
     let u = view.user(&email).ok_or_else(|| UiError::not_found(format!("no user {email}")))?;
     let member_of = view.teams_of(&u.email);
     let teams = view.teams().map(|t| (t.name.clone(), member_of.contains(&t.name))).collect();
-    let row = UserRow {
-        email: u.email.clone(),
-        name: u.display_name(),
-        status: format!("{:?}", u.status).to_lowercase(),
-        roles: u.roles.join(", "),
-        teams: member_of.join(", "),
-        href: format!("/admin/users/{}", encode(&u.email)),
-        toggle: ("", ""),
-    };
+    let row = user_row(&view, u);
     let admin = u.roles.iter().any(|r| r == "Admin");
     html(&UserPage { layout: session.layout(&app, &u.email, "admin-users"), row, admin, teams })
 }
@@ -277,11 +270,9 @@ pub async fn save_user(
     form: crate::form::FormData,
 ) -> UiResult<Response> {
     let href = format!("/admin/users/{}", encode(&email));
-    session.check_csrf(&form)?;
-    session.require_admin_to_change(&app, &href, "manage users")?;
-    let role = if form.raw("role") == "Admin" { "Admin" } else { "Member" };
+    may_change(&app, &session, &form, &href, "manage users")?;
     let changes = berth_engine::UserChanges {
-        roles: Some(vec![role.to_string()]),
+        roles: Some(vec![role_of(&form)]),
         teams: Some(form.all("teams")),
         ..Default::default()
     };
@@ -295,8 +286,7 @@ pub async fn user_status(
     Path(email): Path<String>,
     form: crate::form::FormData,
 ) -> UiResult<Response> {
-    session.check_csrf(&form)?;
-    session.require_admin_to_change(&app, &format!("/admin/users/{}/status", encode(&email)), "manage users")?;
+    may_change(&app, &session, &form, &format!("/admin/users/{}/status", encode(&email)), "manage users")?;
     let status = match form.raw("status") {
         "active" => berth_model::UserStatus::Active,
         "disabled" => berth_model::UserStatus::Disabled,
@@ -315,8 +305,7 @@ pub async fn delete_user(
     Path(email): Path<String>,
     form: crate::form::FormData,
 ) -> UiResult<Response> {
-    session.check_csrf(&form)?;
-    session.require_admin_to_change(&app, &format!("/admin/users/{}/delete", encode(&email)), "manage users")?;
+    may_change(&app, &session, &form, &format!("/admin/users/{}/delete", encode(&email)), "manage users")?;
     write(&app, &session, Command::DeleteUser { email }).await?;
     Ok(see_other("/admin/users"))
 }
@@ -415,8 +404,7 @@ pub async fn save_permissions(
     form: crate::form::FormData,
 ) -> UiResult<Response> {
     let href = format!("/blueprints/{}/permissions", encode(&bp));
-    session.check_csrf(&form)?;
-    session.require_admin_to_change(&app, &href, "change permissions")?;
+    may_change(&app, &session, &form, &href, "change permissions")?;
     let names = |field: String| -> Vec<String> {
         form.raw(&field).split([',', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
     };
@@ -505,8 +493,7 @@ pub async fn save_secret(
     session: Session,
     form: crate::form::FormData,
 ) -> UiResult<Response> {
-    session.check_csrf(&form)?;
-    session.require_admin_to_change(&app, "/admin/settings/secrets", "change organisation secrets")?;
+    may_change(&app, &session, &form, "/admin/settings/secrets", "change organisation secrets")?;
     let mut body = serde_json::json!({"secretName": form.raw("name").trim(), "secretValue": form.raw("value")});
     let description = form.raw("description").trim();
     if !description.is_empty() {
@@ -536,8 +523,7 @@ pub async fn delete_secret(
     form: crate::form::FormData,
 ) -> UiResult<Response> {
     let href = format!("/admin/settings/secrets/{}/delete", encode(&name));
-    session.check_csrf(&form)?;
-    session.require_admin_to_change(&app, &href, "change organisation secrets")?;
+    may_change(&app, &session, &form, &href, "change organisation secrets")?;
     let command = Command::DeleteDefinition { kind: berth_model::DefinitionKind::Secret, identifier: name };
     write(&app, &session, command).await?;
     Ok(see_other("/admin/settings"))

@@ -336,6 +336,11 @@ pub async fn by_query(
     json_answer(answer)
 }
 
+/// The entity reference a `.../by-name/{kind}/{namespace}/{name}` path names.
+fn named(path: &PathParams) -> ApiResult<EntityRef> {
+    Ok(EntityRef { kind: path.get("kind")?, namespace: path.get("namespace")?, name: path.get("name")? })
+}
+
 /// The readable entity a reference names, if any.
 fn find(app: &AppState, scoped: &Scoped<'_>, r: &EntityRef) -> Option<Value> {
     app.pipeline.backstage().with(scoped.state(), |index, _| index.get(&r.key()).and_then(|item| visible(scoped, item)))
@@ -349,7 +354,7 @@ pub async fn by_name(
     Extension(caller): Extension<Caller>,
     path: PathParams,
 ) -> ApiResult<Response> {
-    let r = EntityRef { kind: path.get("kind")?, namespace: path.get("namespace")?, name: path.get("name")? };
+    let r = named(&path)?;
     let shown = r.to_string();
     let found = run(&app, caller, move |app, scoped| Ok(find(app, scoped, &r))).await?;
     match found {
@@ -393,7 +398,7 @@ pub async fn ancestry(
     Extension(caller): Extension<Caller>,
     path: PathParams,
 ) -> ApiResult<Response> {
-    let r = EntityRef { kind: path.get("kind")?, namespace: path.get("namespace")?, name: path.get("name")? };
+    let r = named(&path)?;
     let shown = r.to_string();
     let found = run(&app, caller, move |app, scoped| {
         Ok(app.pipeline.backstage().with(scoped.state(), |index, _| {

@@ -70,6 +70,12 @@ impl Ui {
         set.split(';').next().expect("pair").to_string()
     }
 
+    /// `GET path` on the API with the test Admin's token, as JSON.
+    async fn api_json(&self, path: &str) -> Value {
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.expect("get");
+        r.json().await.expect("json")
+    }
+
     async fn get(&self, cookie: &str, path: &str) -> (StatusCode, String) {
         let r = self.http.get(format!("{}{path}", self.base)).header("cookie", cookie).send().await.expect("get");
         (r.status(), r.text().await.expect("body"))
@@ -486,16 +492,7 @@ async fn an_edit_over_a_newer_version_is_refused() {
     let r = ui.post(&cookie, "/entities/service/e1/edit", &edit).await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert!(r.text().await.expect("body").contains("after you opened the form"));
-    let now: Value = ui
-        .http
-        .get(format!("{}/v1/blueprints/service/entities/e1", ui.base))
-        .bearer_auth(&ui.token)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let now = ui.api_json("/v1/blueprints/service/entities/e1").await;
     assert_eq!(now["entity"]["title"], json!("Changed by the API"), "not overwritten");
     // Opened again, the form saves.
     let (_, page) = ui.get(&cookie, "/entities/service/e1/edit").await;
@@ -590,16 +587,7 @@ async fn the_entity_page_shows_its_scorecards() {
 async fn dashboards_show_their_widgets() {
     let ui = start().await;
     let cookie = ui.cookie().await;
-    let services: Value = ui
-        .http
-        .get(format!("{}/v1/blueprints/service/entities", ui.base))
-        .bearer_auth(&ui.token)
-        .send()
-        .await
-        .expect("services")
-        .json()
-        .await
-        .expect("json");
+    let services = ui.api_json("/v1/blueprints/service/entities").await;
     let services = services["entities"].as_array().expect("entities").clone();
     let go = services.iter().filter(|e| e["properties"]["language"] == "Go").count();
     let replicas: f64 = services.iter().filter_map(|e| e["properties"]["replicas"].as_f64()).sum();
@@ -1107,16 +1095,7 @@ async fn the_permissions_page_sets_grants_and_the_read_policy() {
     ];
     let r = ui.post(&cookie, "/blueprints/service/permissions", &form).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let saved: Value = ui
-        .http
-        .get(format!("{}/v1/blueprints/service/permissions", ui.base))
-        .bearer_auth(&ui.token)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let saved = ui.api_json("/v1/blueprints/service/permissions").await;
     let e = &saved["permissions"]["entities"];
     assert_eq!(e["read"]["roles"], json!(["Admin", "Member"]), "{saved}");
     assert_eq!(e["read"]["teams"], json!(["platform", "web"]));
@@ -1153,16 +1132,7 @@ async fn the_settings_page_keeps_secrets_without_showing_them() {
     let (_, page) = ui.get(&cookie, "/admin/settings").await;
     assert!(page.contains("DEPLOY_TOKEN") && page.contains("CD token"), "{page}");
     assert!(!page.contains(value), "the value is not on the page");
-    let listed = ui
-        .http
-        .get(format!("{}/v1/organization/secrets", ui.base))
-        .bearer_auth(&ui.token)
-        .send()
-        .await
-        .expect("list")
-        .text()
-        .await
-        .expect("text");
+    let listed = ui.api_json("/v1/organization/secrets").await.to_string();
     assert!(listed.contains("DEPLOY_TOKEN") && !listed.contains(value), "{listed}");
     // The same name again replaces the value; a bad name is refused.
     let form = [("_csrf", csrf.as_str()), ("name", "DEPLOY_TOKEN"), ("value", "another")];

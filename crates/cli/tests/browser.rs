@@ -734,6 +734,11 @@ async fn administration(c: &Client, server: &Berth, http: &reqwest::Client, toke
     wait_url(c, "the permissions page", |u| u == "/blueprints/service/permissions").await;
     assert!(text(c, "#grant-read").await.contains("Member"));
     shot(c, "30-permissions").await;
+    c.goto(&server.url("/guide")).await.expect("goto");
+    click(c, "main a[href='/guide/concepts']").await;
+    wait_url(c, "the guide's concepts", |u| u == "/guide/concepts").await;
+    assert!(text(c, "main h1").await.contains("Concepts"));
+    shot(c, "31-guide").await;
     c.goto(&server.url("/audit")).await.expect("goto");
     let audit = text(c, "main").await.to_lowercase();
     assert!(audit.contains("release-crew") || audit.contains(&id.to_lowercase()), "changes audited: {audit}");

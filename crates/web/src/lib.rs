@@ -26,6 +26,7 @@ pub mod entity_form;
 pub mod fmt;
 pub mod form;
 pub mod graph;
+pub mod guide;
 pub mod home;
 mod integrations;
 pub mod page;
@@ -44,6 +45,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(home::home))
         .route("/login", get(session::login_form).post(session::login))
+        .route("/guide", get(guide::index))
+        .route("/guide/{page}", get(guide::show))
         .route("/logout", post(session::logout))
         .route("/invite", get(session::invite_form).post(session::accept_invite))
         .route("/search", get(home::search))

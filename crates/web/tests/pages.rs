@@ -1144,3 +1144,38 @@ async fn the_settings_page_keeps_secrets_without_showing_them() {
     let (_, page) = ui.get(&cookie, "/admin/settings").await;
     assert!(!page.contains("DEPLOY_TOKEN"), "deleted");
 }
+
+/// `/guide`: every page of the book, for anyone (nothing of the catalog in it), every link between pages
+/// leading to a page that answers; an unknown page is a 404.
+#[tokio::test]
+async fn the_guide_is_served_and_its_links_lead_somewhere() {
+    let ui = start().await;
+    let get = |path: String| {
+        let http = ui.http.clone();
+        let base = ui.base.clone();
+        async move {
+            let r = http.get(format!("{base}{path}")).send().await.expect("get");
+            (r.status(), r.text().await.expect("body"))
+        }
+    };
+    let (status, index) = get("/guide".into()).await;
+    assert_eq!(status, StatusCode::OK, "without signing in");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut queue = vec![index];
+    while let Some(page) = queue.pop() {
+        for (at, _) in page.match_indices(r#"href="/guide/"#) {
+            let start = at + r#"href=""#.len();
+            let href = &page[start..start + page[start..].find('"').expect("end")];
+            let path = href.split('#').next().expect("path").to_string();
+            if seen.insert(path.clone()) {
+                let (status, body) = get(path.clone()).await;
+                assert_eq!(status, StatusCode::OK, "{path}");
+                queue.push(body);
+            }
+        }
+    }
+    assert_eq!(seen.len(), berth_web::guide::PAGES.len(), "every page reached: {seen:?}");
+    let (_, config) = get("/guide/configuration".into()).await;
+    assert!(config.contains("--metrics-listen"), "the configuration reference is served");
+    assert_eq!(get("/guide/nope".into()).await.0, StatusCode::NOT_FOUND);
+}

@@ -512,30 +512,13 @@ impl crate::kept::Derived for Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_engine::{Command, WriteMeta, WriteMode};
-    use berth_model::{EntityInput, Origin, Timestamp};
+    use berth_engine::Command;
+    use berth_model::Timestamp;
 
-    fn apply(state: &mut State, n: &mut i64, cmd: Command) {
-        *n += 1;
-        let meta = WriteMeta {
-            actor: "t".into(),
-            origin: Origin::Api,
-            now: Timestamp::from_millis(1_700_000_000_000 + *n),
-            datasource: None,
-            run_id: None,
-            principal: None,
-        };
-        berth_engine::execute_and_apply(state, &meta, &cmd).expect("written");
-    }
+    use crate::test_writes::apply;
 
     fn upsert(bp: &str, body: Value) -> Command {
-        Command::WriteEntity {
-            blueprint: bp.into(),
-            path_id: None,
-            input: EntityInput::from_value(&body).expect("input"),
-            mode: WriteMode::Upsert,
-            create_missing_related: false,
-        }
+        crate::test_writes::upsert(bp, body, false)
     }
 
     fn component(ns: &str, name: &str, kind_type: &str) -> Value {

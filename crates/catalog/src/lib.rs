@@ -32,6 +32,8 @@ mod recent;
 pub mod refusals;
 pub mod replay;
 pub mod standards;
+#[cfg(test)]
+mod test_writes;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod writer_metrics;

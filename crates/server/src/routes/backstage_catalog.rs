@@ -1,8 +1,9 @@
 //! Backstage's catalog read API, served from Berth's catalog under `/api/catalog` (Berth token required, the
-//! caller's read scope applied): `GET /entities` (`filter`, `fields`, `offset` / `limit`, `order`),
-//! `GET /entities/by-name/{kind}/{namespace}/{name}`, `GET /entities/by-uid/{uid}`, `GET /entities/by-query`
-//! (`filter`, `fullTextFilterTerm`, `orderField`, `cursor`, `limit` → `{items, totalItems, pageInfo}`),
-//! `POST /entities/by-refs`, `GET /entity-facets`.
+//! caller's read scope applied): `GET /entities` (`filter`, `fields`, `offset` / `limit` / `after`, `order`),
+//! `GET /entities/by-name/{kind}/{namespace}/{name}` and its `/ancestry`, `GET /entities/by-uid/{uid}`,
+//! `GET /entities/by-query` (`filter`, `fullTextFilterTerm`, `orderField`, `cursor`, `limit` → `{items,
+//! totalItems, pageInfo}`), `POST /entities/by-refs`, `GET /entity-facets`; errors in Backstage's shape
+//! ([`backstage_errors`]). Also `GET /v1/backstage/rules`: a filter in Berth's rules language.
 //!
 //! **Which entities, in what shape.** An entity `berth import backstage` wrote (its blueprint has the
 //! `descriptor` and `source` properties) is served as authored: `apiVersion`, `kind`, `metadata` (with

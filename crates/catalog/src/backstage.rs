@@ -1,6 +1,7 @@
 //! The catalog as Backstage's catalog API shows it: every entity in Backstage's shape, in reference order,
-//! with postings for the fields filters use most (`kind`, `metadata.name`, `metadata.namespace`,
-//! `spec.type`, `spec.lifecycle`, `spec.owner`, `spec.system`, `metadata.tags`), so a filtered page or a facet
+//! with postings for the fields filters and Backstage's pickers use most (`kind`, `metadata.name`,
+//! `metadata.namespace`, `spec.type`, `spec.lifecycle`, `spec.owner`, `spec.system`, `metadata.tags`,
+//! `relations.ownedBy`), so a filtered page or a facet
 //! reads the entities that match, not the catalog. Kept current with the published state (caught up from the
 //! entities that changed; rebuilt when a blueprint changes). The caller's read scope is applied by the route
 //! that answers: this index names entities, it decides nothing about who sees them.
@@ -21,7 +22,7 @@ use serde_json::{Map, Value, json};
 use sha2::Digest;
 
 /// The filter keys with postings.
-pub const INDEXED: [&str; 8] = [
+pub const INDEXED: [&str; 9] = [
     "kind",
     "metadata.name",
     "metadata.namespace",
@@ -30,6 +31,8 @@ pub const INDEXED: [&str; 8] = [
     "spec.owner",
     "spec.system",
     "metadata.tags",
+    // The owner picker of Backstage's catalog page asks for this facet.
+    "relations.ownedBy",
 ];
 
 /// One entity as Backstage shows it.
@@ -630,8 +633,30 @@ mod tests {
 
     fn condition() -> impl proptest::strategy::Strategy<Value = (String, Option<String>)> {
         use proptest::prelude::*;
-        let keys = ["kind", "KIND", "spec.type", "metadata.namespace", "metadata.tags", "spec.tier", "metadata.name"];
-        let values = ["component", "Service", "service", "website", "shop", "default", "java", "web", "c1", "s2", "x"];
+        let keys = [
+            "kind",
+            "KIND",
+            "spec.type",
+            "metadata.namespace",
+            "metadata.tags",
+            "spec.tier",
+            "metadata.name",
+            "relations.ownedBy",
+        ];
+        let values = [
+            "component",
+            "Service",
+            "service",
+            "website",
+            "shop",
+            "default",
+            "java",
+            "web",
+            "c1",
+            "s2",
+            "x",
+            "group:default/team-a",
+        ];
         (0..keys.len(), proptest::option::weighted(0.85, 0..values.len()))
             .prop_map(move |(k, v)| (keys[k].to_string(), v.map(|v| values[v].to_string())))
     }
@@ -691,7 +716,7 @@ mod tests {
             let page: Vec<String> = index.page(&selection, 1, 2).iter().map(|i| i.key.to_string()).collect();
             proptest::prop_assert_eq!(&page[..], &got[got.len().min(1)..got.len().min(3)]);
             let docs: Vec<&Value> = expected.iter().map(|e| e.1).collect();
-            for field in ["spec.type", "metadata.tags", "kind", "spec.tier"] {
+            for field in ["spec.type", "metadata.tags", "kind", "spec.tier", "relations.ownedBy"] {
                 let facet: BTreeMap<String, usize> =
                     index.facet(&selection, field).into_iter().map(|(v, c)| (v.to_lowercase(), c)).collect();
                 proptest::prop_assert_eq!(facet, counted(&docs, field), "{}", field);

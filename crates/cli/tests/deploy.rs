@@ -62,17 +62,15 @@ async fn ready(client: &reqwest::Client, base: &str) {
     }
 }
 
-async fn token(client: &reqwest::Client, base: &str, id: &str, secret: &str) -> String {
-    let answer: Value = client
-        .post(format!("{base}/v1/auth/access_token"))
-        .json(&json!({"clientId": id, "clientSecret": secret}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    answer["accessToken"].as_str().expect("accessToken").to_string()
+/// `berth` with `args` and `env` (and nothing of the test's own environment's BERTH_* settings).
+fn spawn(args: &[String], env: &BTreeMap<String, String>) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berth")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,13 +120,7 @@ async fn the_compose_files_replicas_run_as_written_against_postgresql() {
                 }
             })
             .collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(&args)
-            .envs(&env)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("berth");
+        let child = spawn(&args, &env);
         replicas.push(Replica {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -139,7 +131,7 @@ async fn the_compose_files_replicas_run_as_written_against_postgresql() {
         ready(&client, &r.base).await;
     }
     let id = compose["x-berth"]["environment"]["BERTH_BOOTSTRAP_CLIENT_ID"].as_str().expect("client id");
-    let t = token(&client, &replicas[0].base, id, secret).await;
+    let t = berth_testkit::server::token(&client, &replicas[0].base, id, secret).await;
     let written = client
         .post(format!("{}/v1/blueprints", replicas[0].base))
         .bearer_auth(&t)
@@ -175,7 +167,7 @@ async fn the_systemd_units_exec_start_runs_and_stops_on_its_kill_signal() {
     let exec = exec.replace("${STATE_DIRECTORY}", &state.path().display().to_string());
     let mut words = exec.split_whitespace();
     assert_eq!(words.next(), Some("/usr/local/bin/berth"), "the binary where the unit expects it");
-    let args: Vec<&str> = words.collect();
+    let args: Vec<String> = words.map(str::to_string).collect();
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for line in value("Environment") {
         for pair in line.split_whitespace() {
@@ -186,13 +178,7 @@ async fn the_systemd_units_exec_start_runs_and_stops_on_its_kill_signal() {
     assert_eq!(env["BERTH_LISTEN"], "127.0.0.1:7070");
     let port = support::free_port();
     env.insert("BERTH_LISTEN".into(), format!("127.0.0.1:{port}"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(&args)
-        .envs(&env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("berth");
+    let mut child = spawn(&args, &env);
     let base = format!("http://127.0.0.1:{port}");
     let client = support::client();
     ready(&client, &base).await;

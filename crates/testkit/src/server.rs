@@ -108,32 +108,13 @@ impl TestServer {
         });
         berth_server::install_tls_provider();
         let client = reqwest::Client::new();
-        let answer: Value = client
-            .post(format!("{base}/v1/auth/access_token"))
-            .json(&json!({"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}))
-            .send()
-            .await
-            .expect("token request")
-            .json()
-            .await
-            .expect("token json");
-        let token = answer["accessToken"].as_str().expect("accessToken").to_string();
+        let token = token(&client, &base, CLIENT_ID, CLIENT_SECRET).await;
         TestServer { base, token, client, dir: None, data_dir, stop: Some(stop), task: Some(task) }
     }
 
     /// A token for a credential, as `POST /v1/auth/access_token` answers it.
     pub async fn token_for(&self, client_id: &str, client_secret: &str) -> String {
-        let r: Value = self
-            .client
-            .post(format!("{}/v1/auth/access_token", self.base))
-            .json(&json!({"clientId": client_id, "clientSecret": client_secret}))
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("json");
-        r["accessToken"].as_str().expect("token").to_string()
+        token(&self.client, &self.base, client_id, client_secret).await
     }
 
     /// Stops the server gracefully (final snapshot) and keeps the data directory.
@@ -227,4 +208,18 @@ pub async fn app_token(s: &TestServer, name: &str, roles: &[&str], teams: &[&str
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     let app = &a.body["app"];
     s.token_for(app["clientId"].as_str().expect("id"), app["clientSecret"].as_str().expect("secret")).await
+}
+
+/// A token for a credential from the server at `base`, as `POST /v1/auth/access_token` answers it.
+pub async fn token(client: &reqwest::Client, base: &str, client_id: &str, client_secret: &str) -> String {
+    let answer: Value = client
+        .post(format!("{base}/v1/auth/access_token"))
+        .json(&json!({"clientId": client_id, "clientSecret": client_secret}))
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token json");
+    answer["accessToken"].as_str().expect("accessToken").to_string()
 }

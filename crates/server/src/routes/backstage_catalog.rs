@@ -342,6 +342,15 @@ fn named(path: &PathParams) -> ApiResult<EntityRef> {
     Ok(EntityRef { kind: path.get("kind")?, namespace: path.get("namespace")?, name: path.get("name")? })
 }
 
+/// The answer of a one-entity route: what was found, or a 404 saying what was asked (the same for what does
+/// not exist and what the caller may not read).
+fn found_or_404(found: Option<Value>, asked: impl FnOnce() -> String) -> ApiResult<Response> {
+    match found {
+        Some(v) => Ok(reply(StatusCode::OK, v, None)),
+        None => Err(ApiError::not_found(asked())),
+    }
+}
+
 /// The readable entity a reference names, if any.
 fn find(app: &AppState, scoped: &Scoped<'_>, r: &EntityRef) -> Option<Value> {
     app.pipeline.backstage().with(scoped.state(), |index, _| index.get(&r.key()).and_then(|item| visible(scoped, item)))
@@ -358,10 +367,7 @@ pub async fn by_name(
     let r = named(&path)?;
     let shown = r.to_string();
     let found = run(&app, caller, move |app, scoped| Ok(find(app, scoped, &r))).await?;
-    match found {
-        Some(v) => Ok(reply(StatusCode::OK, v, None)),
-        None => Err(ApiError::not_found(format!("no entity {shown}"))),
-    }
+    found_or_404(found, || format!("no entity {shown}"))
 }
 
 #[utoipa::path(get, path = "/api/catalog/entities/by-uid/{uid}", tag = "Backstage", summary = "Backstage: one entity by its uid", security(("bearer" = [])),
@@ -381,10 +387,7 @@ pub async fn by_uid(
             .with(scoped.state(), |index, _| index.by_uid(&want).and_then(|item| visible(scoped, item))))
     })
     .await?;
-    match found {
-        Some(v) => Ok(reply(StatusCode::OK, v, None)),
-        None => Err(ApiError::not_found(format!("no entity with uid {shown}"))),
-    }
+    found_or_404(found, || format!("no entity with uid {shown}"))
 }
 
 /// The longest chain of parents an ancestry answer follows.
@@ -422,10 +425,7 @@ pub async fn ancestry(
         }))
     })
     .await?;
-    match found {
-        Some(v) => Ok(reply(StatusCode::OK, v, None)),
-        None => Err(ApiError::not_found(format!("no entity {shown}"))),
-    }
+    found_or_404(found, || format!("no entity {shown}"))
 }
 
 /// An entity's reference as Backstage writes it (`component:default/petstore`).

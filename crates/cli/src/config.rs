@@ -21,7 +21,8 @@ pub struct ServeArgs {
     /// A TOML file with any of: listen, metrics_listen, data_dir, store, body_limit, snapshot_every, min_seq_wait_ms,
     /// rate_limit, rate_limit_period, org_name, signing_key_file, demo, log_format, log, redis_stream_url,
     /// nats_url, kafka_brokers, kafka_changelog_topic, allow_destinations, kafka_runs_topic, github_url,
-    /// gitlab_url, azure_devops_url
+    /// gitlab_url, azure_devops_url, public_url, password_sign_in, and an [sso] table (issuer, client_id, scopes,
+    /// label, email_claim, groups_claim, group_roles, group_teams, default_role, allowed_domains, allowed_groups)
     #[arg(long, env = "BERTH_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seed the demo catalog if the catalog is empty
@@ -97,6 +98,8 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or berth_server=debug [default: info]
     #[arg(long = "log", env = "BERTH_LOG")]
     pub log_filter: Option<String>,
+    #[command(flatten)]
+    pub sso: crate::sso_config::SsoArgs,
 }
 
 /// The optional configuration file.
@@ -126,6 +129,9 @@ struct FileConfig {
     demo: Option<bool>,
     log_format: Option<String>,
     log: Option<String>,
+    public_url: Option<String>,
+    password_sign_in: Option<bool>,
+    sso: Option<crate::sso_config::SsoFile>,
 }
 
 pub struct Settings {
@@ -219,6 +225,8 @@ impl Settings {
         if server.bootstrap_client_id.is_some() != server.bootstrap_client_secret.is_some() {
             anyhow::bail!("set both BERTH_BOOTSTRAP_CLIENT_ID and BERTH_BOOTSTRAP_CLIENT_SECRET, or neither");
         }
+        (server.sso, server.password_sign_in) =
+            crate::sso_config::resolve(args.sso, file.sso.unwrap_or_default(), file.public_url, file.password_sign_in)?;
         let log_format = args.log_format.or(file.log_format).unwrap_or_else(|| "text".into());
         if !matches!(log_format.as_str(), "text" | "json") {
             anyhow::bail!("log format must be text or json, got {log_format:?}");

@@ -26,6 +26,7 @@ mod migrate;
 mod port_api;
 mod progress;
 mod report;
+mod sso_config;
 mod transfer;
 
 use clap::{Parser, Subcommand};

@@ -215,7 +215,7 @@ pub(crate) async fn hold_lease(lease: &mut berth_catalog::feed::Consumer, who: &
 
 /// The rustls configuration webhooks use: the process's provider (`ring`) and the system's roots, read from
 /// disk once per process (a webhook client is rebuilt every minute and after each connection failure).
-pub(crate) fn tls_config() -> Result<rustls::ClientConfig, String> {
+pub fn tls_config() -> Result<rustls::ClientConfig, String> {
     static CONFIG: std::sync::OnceLock<Result<rustls::ClientConfig, String>> = std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {

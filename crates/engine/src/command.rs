@@ -140,6 +140,10 @@ pub enum Command {
     PutUser {
         user: User,
     },
+    /// A user signed in through single sign-on (boxed: large and rare).
+    SsoSignIn {
+        sign_in: Box<crate::users::SsoSignIn>,
+    },
     /// Stores the first user unless any user exists.
     BootstrapUser {
         user: User,
@@ -276,6 +280,7 @@ impl Command {
                 ("user", "UPDATE", None, Some(email.clone()))
             }
             Command::DeleteUser { email } => ("user", "DELETE", None, Some(email.clone())),
+            Command::SsoSignIn { sign_in } => ("user", "UPDATE", None, Some(sign_in.email.clone())),
             Command::PutCredential { credential } | Command::BootstrapCredential { credential } => {
                 ("app", "CREATE", None, Some(credential.client_id.clone()))
             }
@@ -568,6 +573,7 @@ fn run(state: &State, meta: &WriteMeta, cmd: &Command) -> Result<(Vec<Change>, O
         }
         Command::DeleteUser { email } => users::delete(state, meta, email),
         Command::BootstrapUser { user } => users::bootstrap(state, user),
+        Command::SsoSignIn { sign_in } => users::sso_sign_in(state, meta, sign_in),
         Command::PutUser { user } => users::put(state, meta, user),
         Command::SetPermissions { blueprint, permissions } => {
             if state.blueprint(blueprint).is_none() {

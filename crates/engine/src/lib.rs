@@ -44,6 +44,6 @@ pub use command::{Command, Outcome, WriteMeta, WriteMode, execute, execute_and_a
 pub use digest::{BlueprintDigest, CatalogDigest, LogDigest};
 pub use entities::resolve_searches;
 pub use state::{BlueprintEntry, Edge, EntityChange, RelationOf, SNAPSHOT_FORMAT, State, StateError, Versions};
-pub use users::UserChanges;
+pub use users::{SsoSignIn, UserChanges};
 
 pub use berth_model::{Change, DomainError, Event};

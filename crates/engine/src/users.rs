@@ -1,9 +1,10 @@
-//! User commands: invite, update (names, roles, status, teams), set a password, delete, put whole, bootstrap.
+//! User commands: invite, update (names, roles, status, teams), set a password, delete, put whole, bootstrap,
+//! and a single sign-on sign-in (create or link the user, and sync the roles and teams its groups map to).
 //!
 //! A user's teams are the teams whose `members` list its email, so changing them writes those teams; the
 //! user and its teams change in one atomic batch of events.
 
-use berth_model::{Change, DomainError, Team, User, UserStatus};
+use berth_model::{Change, DomainError, SsoIdentity, Team, User, UserStatus};
 
 use crate::State;
 use crate::command::{Outcome, WriteMeta};
@@ -52,7 +53,7 @@ pub(crate) fn update(
         user.roles = v.clone();
     }
     if let Some(v) = changes.status {
-        if v == UserStatus::Active && user.password_hash.is_none() {
+        if v == UserStatus::Active && user.password_hash.is_none() && user.sso.is_none() {
             return Err(DomainError::Invalid(format!(
                 "`{email}` has not set a password yet; it becomes active when it accepts its invitation"
             )));
@@ -141,6 +142,119 @@ pub(crate) fn bootstrap(state: &State, user: &User) -> Result<(Vec<Change>, Outc
     }
     user.check()?;
     Ok((vec![Change::UserPut { user: user.clone() }], Outcome::User(user.clone())))
+}
+
+/// What [`crate::Command::SsoSignIn`] knows of a user its provider vouched for.
+#[derive(Clone, Debug)]
+pub struct SsoSignIn {
+    pub email: String,
+    pub identity: SsoIdentity,
+    /// Names from the provider; empty ones leave the user's as they are.
+    pub first_name: String,
+    pub last_name: String,
+    /// The roles its groups map to; `None` when no role mapping is configured (a new user then gets
+    /// `default_roles`, a known one keeps its own).
+    pub roles: Option<Vec<String>>,
+    pub default_roles: Vec<String>,
+    /// The teams single sign-on manages (every team named in the group mapping; created when missing) and,
+    /// of those, the ones this user belongs to. Other teams' membership is left as it is.
+    pub managed_teams: Vec<String>,
+    pub teams: Vec<String>,
+}
+
+/// A single sign-on sign-in: creates the user on its first sign-in (active, no password), links a known user
+/// to its identity (an invited one becomes active: the provider proved the email), syncs its roles and its
+/// managed teams. Nothing is written when nothing changed.
+///
+/// Refused: a disabled user, and a user linked to another identity (another account claiming the email).
+/// Role sync never takes Admin away from the last Admin (nobody could manage the portal any more).
+pub(crate) fn sso_sign_in(
+    state: &State,
+    meta: &WriteMeta,
+    sign_in: &SsoSignIn,
+) -> Result<(Vec<Change>, Outcome), DomainError> {
+    let email = &sign_in.email;
+    let current = state.user(email);
+    let mut user = match current {
+        Some(u) => {
+            if u.status == UserStatus::Disabled {
+                return Err(DomainError::Unauthorized(format!("`{email}` is disabled; ask an Admin")));
+            }
+            if u.sso.as_ref().is_some_and(|id| id != &sign_in.identity) {
+                return Err(DomainError::Unauthorized(format!(
+                    "`{email}` is linked to another single sign-on account; ask an Admin"
+                )));
+            }
+            u.clone()
+        }
+        None => User {
+            email: email.clone(),
+            first_name: String::new(),
+            last_name: String::new(),
+            status: UserStatus::Active,
+            roles: sign_in.default_roles.clone(),
+            password_hash: None,
+            invite_sha256: None,
+            session_epoch: 0,
+            sso: None,
+            created_at: meta.now,
+            updated_at: meta.now,
+        },
+    };
+    user.sso = Some(sign_in.identity.clone());
+    if user.status == UserStatus::Invited {
+        user.status = UserStatus::Active;
+        user.invite_sha256 = None;
+    }
+    if !sign_in.first_name.trim().is_empty() {
+        user.first_name = sign_in.first_name.trim().to_string();
+    }
+    if !sign_in.last_name.trim().is_empty() {
+        user.last_name = sign_in.last_name.trim().to_string();
+    }
+    if let Some(roles) = &sign_in.roles {
+        let mut roles = roles.clone();
+        let demoted = current.is_some_and(counts_as_admin) && !roles.iter().any(|r| r == "Admin");
+        if demoted && ensure_another_admin(state, email).is_err() {
+            roles.push("Admin".into());
+        }
+        user.roles = roles;
+    }
+    user.check()?;
+    let mut out = Vec::new();
+    if current != Some(&user) {
+        user.updated_at = meta.now;
+        out.push(Change::UserPut { user: user.clone() });
+    }
+    for name in &sign_in.managed_teams {
+        let wanted = sign_in.teams.contains(name);
+        let team = match state.team(name) {
+            Some(t) => t.clone(),
+            None if wanted => {
+                let team = Team {
+                    name: name.clone(),
+                    description: None,
+                    members: vec![],
+                    created_at: meta.now,
+                    updated_at: meta.now,
+                };
+                team.check()?;
+                team
+            }
+            None => continue,
+        };
+        if team.members.contains(email) == wanted {
+            continue;
+        }
+        let mut members = team.members.clone();
+        if wanted {
+            members.push(email.clone());
+        } else {
+            members.retain(|m| m != email);
+        }
+        out.push(Change::TeamPut { team: Team { members, updated_at: meta.now, ..team } });
+    }
+    Ok((out, Outcome::User(user)))
 }
 
 /// The team writes that make `member` belong to exactly `teams` (which must exist).

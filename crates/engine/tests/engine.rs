@@ -957,6 +957,7 @@ fn invitations_expire_after_seven_days() {
         password_hash: None,
         invite_sha256: Some("code-sha".into()),
         session_epoch: 0,
+        sso: None,
         created_at: Timestamp::from_millis(0),
         updated_at: Timestamp::from_millis(0),
     };
@@ -971,4 +972,88 @@ fn invitations_expire_after_seven_days() {
     let late = execute(&h.state, &at(INVITATION_LIFETIME_MS + 1), &accept);
     assert!(matches!(late, Err(DomainError::Unauthorized(m)) if m.contains("expired")));
     assert!(execute(&h.state, &at(INVITATION_LIFETIME_MS - 1), &accept).is_ok(), "on the last day it works");
+}
+
+/// Single sign-on: the first sign-in creates the user and the teams it needs; later ones sync roles and the
+/// managed teams only, write nothing when nothing changed, never demote the last Admin, and refuse a
+/// disabled user or another identity claiming the email.
+#[test]
+fn sso_sign_ins_create_link_and_sync_users() {
+    use berth_engine::SsoSignIn;
+    use berth_model::{SsoIdentity, Team, user::UserStatus};
+    let mut h = Harness::new();
+    let sign_in = |roles: Option<Vec<&str>>, teams: &[&str]| SsoSignIn {
+        email: "ann@example.com".into(),
+        identity: SsoIdentity { issuer: "https://idp".into(), subject: "1".into() },
+        first_name: "Ann".into(),
+        last_name: String::new(),
+        roles: roles.map(|r| r.into_iter().map(str::to_string).collect()),
+        default_roles: vec!["Member".into()],
+        managed_teams: vec!["payments".into(), "platform".into()],
+        teams: teams.iter().map(|t| t.to_string()).collect(),
+    };
+    let run = |h: &mut Harness, s: SsoSignIn| h.run(Command::SsoSignIn { sign_in: Box::new(s) });
+    let now = Timestamp::from_millis(0);
+    let manual = Team { name: "manual".into(), description: None, members: vec![], created_at: now, updated_at: now };
+    h.run(Command::PutTeam { team: manual, create: true }).expect("team");
+
+    let Outcome::User(u) = run(&mut h, sign_in(Some(vec!["Admin"]), &["payments"])).expect("first") else { panic!() };
+    assert_eq!(
+        (u.status, u.roles.clone(), u.first_name.as_str()),
+        (UserStatus::Active, vec!["Admin".to_string()], "Ann")
+    );
+    assert!(u.password_hash.is_none() && u.sso.is_some());
+    assert_eq!(h.state.team("payments").expect("created").members, ["ann@example.com"]);
+    assert!(h.state.team("platform").is_none(), "a managed team nobody needs is not created");
+    // An Admin adds her to a team single sign-on does not manage: later sign-ins leave it.
+    h.run(Command::UpdateUser {
+        email: "ann@example.com".into(),
+        changes: berth_engine::UserChanges {
+            teams: Some(vec!["payments".into(), "manual".into()]),
+            ..Default::default()
+        },
+    })
+    .expect("teams");
+    let before = h.log.len();
+    run(&mut h, sign_in(Some(vec!["Admin"]), &["payments"])).expect("again");
+    assert_eq!(h.log.len(), before, "nothing changed, nothing written");
+    // She is the only Admin user, and there is no Admin credential: the provider cannot demote her.
+    let Outcome::User(u) = run(&mut h, sign_in(Some(vec!["Member"]), &["platform"])).expect("moved") else { panic!() };
+    assert!(u.is_admin(), "the last Admin keeps Admin");
+    assert_eq!(h.state.team("payments").expect("kept").members, Vec::<String>::new());
+    assert_eq!(h.state.team("platform").expect("created").members, ["ann@example.com"]);
+    assert_eq!(h.state.team("manual").expect("kept").members, ["ann@example.com"], "not managed: untouched");
+    // No role mapping: roles stay as they are.
+    let Outcome::User(u) = run(&mut h, sign_in(None, &["platform"])).expect("no roles") else { panic!() };
+    assert!(u.is_admin());
+    // Another account claiming her email.
+    let mut other = sign_in(None, &[]);
+    other.identity.subject = "2".into();
+    assert!(matches!(run(&mut h, other), Err(DomainError::Unauthorized(m)) if m.contains("another")));
+    // A second Admin exists: now the provider may demote her; then disabled, she may not sign in.
+    let mut bob = sign_in(Some(vec!["Admin"]), &[]);
+    bob.email = "bob@example.com".into();
+    bob.identity.subject = "b".into();
+    run(&mut h, bob).expect("bob");
+    let Outcome::User(u) = run(&mut h, sign_in(Some(vec!["Member"]), &[])).expect("demoted") else { panic!() };
+    assert!(!u.is_admin());
+    h.run(Command::UpdateUser {
+        email: "ann@example.com".into(),
+        changes: berth_engine::UserChanges { status: Some(UserStatus::Disabled), ..Default::default() },
+    })
+    .expect("disable");
+    assert!(matches!(run(&mut h, sign_in(None, &[])), Err(DomainError::Unauthorized(m)) if m.contains("disabled")));
+    // Re-enabled by an Admin although she has no password: she signs in with single sign-on.
+    h.run(Command::UpdateUser {
+        email: "ann@example.com".into(),
+        changes: berth_engine::UserChanges { status: Some(UserStatus::Active), ..Default::default() },
+    })
+    .expect("a single sign-on user may be re-enabled");
+    // Replaying the log builds the same users and teams.
+    let mut replayed = berth_engine::State::default();
+    for ev in &h.log {
+        replayed.apply(ev).expect("replay");
+    }
+    assert_eq!(replayed.user("ann@example.com"), h.state.user("ann@example.com"));
+    assert_eq!(replayed.team("platform"), h.state.team("platform"));
 }

@@ -63,4 +63,4 @@ pub use fields::Fields;
 pub use permissions::{BlueprintPermissions, Grant, Ownership};
 pub use team::Team;
 pub use timestamp::Timestamp;
-pub use user::{User, UserStatus};
+pub use user::{SsoIdentity, User, UserStatus};

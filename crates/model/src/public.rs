@@ -33,7 +33,8 @@ pub struct PublicChange {
 pub fn user(user: &User) -> Value {
     json!({
         "email": user.email, "id": user.email, "firstName": user.first_name, "lastName": user.last_name,
-        "picture": "", "providers": [], "status": user.status, "type": "standard",
+        "picture": "", "providers": if user.sso.is_some() { json!(["oidc"]) } else { json!([]) },
+        "status": user.status, "type": "standard",
         "roles": user.roles.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
         "createdAt": user.created_at, "updatedAt": user.updated_at,
     })

@@ -4,6 +4,7 @@
 //!   the teams that list it, so membership has one source of truth.
 //! - Passwords are stored only as Argon2id PHC strings (hashing happens in the server; this crate does no
 //!   crypto). An invited user has no password yet, only the SHA-256 of a one-time invitation code.
+//! - A user who signs in through single sign-on ([`SsoIdentity`]) may have no password at all.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,8 +43,20 @@ pub struct User {
     /// token issued before it never becomes valid again.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub session_epoch: u64,
+    /// The single sign-on account this user signs in with, linked on its first sign-in: another account of
+    /// the provider claiming the same email is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<SsoIdentity>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// An account at an OpenID Connect provider: its issuer and the `sub` it gives the account (unique and never
+/// reassigned within the issuer, unlike an email).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsoIdentity {
+    pub issuer: String,
+    pub subject: String,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -146,6 +159,7 @@ mod tests {
             password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaDE".into()),
             invite_sha256: None,
             session_epoch: 0,
+            sso: None,
             created_at: now,
             updated_at: now,
         };

@@ -17,6 +17,11 @@ pub async fn accept(
     code: &str,
     password: &str,
 ) -> ApiResult<(User, u64)> {
+    if !app.config.password_sign_in {
+        return Err(ApiError::forbidden(
+            "password sign-in is off on this portal: sign in with single sign-on, which accepts the invitation",
+        ));
+    }
     crate::auth::check_password(password)?;
     let email = normalize_email(email);
     let invite_sha256 = hash_secret(code);

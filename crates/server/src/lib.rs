@@ -20,6 +20,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod searching;
 pub mod sign_in;
+pub mod sso;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -84,6 +85,10 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// A bearer token `/metrics` accepts on the API's address, besides an Admin's.
     pub metrics_token: Option<String>,
+    /// OpenID Connect single sign-on, when configured.
+    pub sso: Option<sso::SsoConfig>,
+    /// Whether users may sign in to the UI with a password (off: single sign-on only).
+    pub password_sign_in: bool,
 }
 
 impl ServerConfig {
@@ -113,6 +118,8 @@ impl ServerConfig {
             deliver: true,
             metrics_listen: None,
             metrics_token: None,
+            sso: None,
+            password_sign_in: true,
         }
     }
 
@@ -217,6 +224,8 @@ pub struct AppState {
     pub delivery: Arc<berth_delivery::Delivery>,
     /// What `/metrics` shows.
     pub metrics: Arc<metrics::Metrics>,
+    /// Single sign-on, when configured.
+    pub sso: Option<Arc<sso::Sso>>,
 }
 
 /// The address the request came from (the TCP peer; a proxy's address behind one).
@@ -316,6 +325,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
     } else {
         berth_delivery::Delivery::idle(Arc::clone(&catalog), delivery_config)
     };
+    let sso = match &config.sso {
+        Some(c) => Some(Arc::new(sso::Sso::new(c.clone()).map_err(StartError::Bootstrap)?)),
+        None => None,
+    };
     let state = AppState {
         delivery,
         pipeline: catalog,
@@ -327,6 +340,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         config: Arc::new(config),
         started: Instant::now(),
         metrics: measured,
+        sso,
     };
     let metrics_listener = match state.config.metrics_listen {
         Some(addr) => {
@@ -354,6 +368,17 @@ impl Server {
                 .with_state(self.state.clone());
             tokio::spawn(async move { axum::serve(listener, router).await })
         });
+        // Tells the operator at once whether the single sign-on provider answers (sign-ins retry anyway).
+        if let Some(sso) = self.state.sso.clone() {
+            tokio::spawn(async move {
+                match sso.warm_up().await {
+                    Ok(()) => tracing::info!(issuer = %sso.config.issuer, "single sign-on provider reached"),
+                    Err(e) => {
+                        tracing::warn!(issuer = %sso.config.issuer, error = %e.message, "single sign-on provider not reached")
+                    }
+                }
+            });
+        }
         let app = tower::ServiceExt::map_request(router_with(self.state.clone(), self.ui), extract::plus_as_space);
         let addr = self.info.addr;
         let service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
@@ -450,6 +475,7 @@ async fn bootstrap_user(
             password_hash: Some(password_hash),
             invite_sha256: None,
             session_epoch: 0,
+            sso: None,
             created_at: now,
             updated_at: now,
         }

@@ -33,6 +33,7 @@ pub mod page;
 pub mod runs;
 mod scorecards;
 pub mod session;
+mod sso;
 mod subscriptions;
 pub mod table;
 
@@ -45,6 +46,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(home::home))
         .route("/login", get(session::login_form).post(session::login))
+        .route("/login/sso", get(sso::begin))
+        .route("/login/sso/callback", get(sso::callback))
         .route("/guide", get(guide::index))
         .route("/guide/{page}", get(guide::show))
         .route("/logout", post(session::logout))

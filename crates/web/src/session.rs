@@ -134,7 +134,7 @@ pub fn encode(s: &str) -> String {
 /// Where to go after signing in: a local path only (never another site). Browsers drop tabs and newlines
 /// from URLs and read a backslash as a slash, so `/\t/evil.example` would leave the site: a `next` with a
 /// control character, whitespace or a backslash anywhere is refused, as is one starting `//`.
-fn safe_next(next: Option<&str>) -> String {
+pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
             if n.starts_with('/')
@@ -176,23 +176,40 @@ mod next_tests {
 
 #[derive(Template)]
 #[template(path = "login.html")]
-struct LoginPage {
+pub(crate) struct LoginPage {
     css: &'static str,
     next: String,
     email: String,
     error: Option<String>,
     notice: Option<String>,
+    /// The single sign-on button's label, when single sign-on is configured.
+    sso: Option<String>,
+    /// Whether the password form is shown.
+    password: bool,
 }
 
-pub async fn login_form(Query(q): Query) -> UiResult<Response> {
+impl LoginPage {
+    pub(crate) fn new(app: &AppState, next: String) -> LoginPage {
+        LoginPage {
+            css: crate::assets::CSS_PATH,
+            next,
+            email: String::new(),
+            error: None,
+            notice: None,
+            sso: app.sso.as_ref().map(|s| s.config.label.clone()),
+            password: app.config.password_sign_in,
+        }
+    }
+
+    /// The page again with an error, answered with `status`.
+    pub(crate) fn refused(self, status: StatusCode, error: String) -> UiResult<Response> {
+        html_status(status, &LoginPage { error: Some(error), ..self })
+    }
+}
+
+pub async fn login_form(State(app): State<AppState>, Query(q): Query) -> UiResult<Response> {
     let notice = q.has("signed_out").then(|| "You are signed out.".to_string());
-    html(&LoginPage {
-        css: crate::assets::CSS_PATH,
-        next: safe_next(q.get("next")),
-        email: String::new(),
-        error: None,
-        notice,
-    })
+    html(&LoginPage { notice, ..LoginPage::new(&app, safe_next(q.get("next"))) })
 }
 
 /// A PHC string to verify against when the email is unknown, so that both answers take as long.
@@ -211,10 +228,15 @@ pub async fn login(
     let password = form.raw("password").to_string();
     let next = safe_next(form.get("next"));
     let again = |email: String, status: StatusCode, error: String| {
-        let page =
-            LoginPage { css: crate::assets::CSS_PATH, next: next.clone(), email, error: Some(error), notice: None };
-        html_status(status, &page)
+        LoginPage { email, ..LoginPage::new(&app, next.clone()) }.refused(status, error)
     };
+    if !app.config.password_sign_in {
+        return again(
+            String::new(),
+            berth_server::error::status_of(berth_model::ErrorCode::Forbidden),
+            "Password sign-in is off on this portal; sign in with single sign-on.".into(),
+        );
+    }
     let address = berth_server::client_address(&extensions);
     // The account key is bounded whatever was typed.
     let account = format!("user:{}", berth_model::limits::truncate(&email, berth_model::user::MAX_EMAIL));
@@ -249,7 +271,7 @@ pub async fn login(
 }
 
 /// Issues a session for `user` and sends it to `next`.
-fn sign_in(app: &AppState, user: &berth_model::User, next: &str, headers: &HeaderMap) -> UiResult<Response> {
+pub(crate) fn sign_in(app: &AppState, user: &berth_model::User, next: &str, headers: &HeaderMap) -> UiResult<Response> {
     let key = app.keys.current();
     let version = user.session_version();
     let subject = auth::Subject { id: &user.email, roles: &user.roles, version: &version, is_machine: false };
@@ -286,7 +308,7 @@ pub async fn logout(
 
 /// `; Secure` when the browser reached Berth over HTTPS (a TLS-terminating proxy says so with
 /// `X-Forwarded-Proto: https`), or always with `BERTH_SECURE_COOKIES=1`.
-fn secure_attribute(headers: &HeaderMap) -> &'static str {
+pub(crate) fn secure_attribute(headers: &HeaderMap) -> &'static str {
     let forwarded_https = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())

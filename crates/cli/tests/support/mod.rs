@@ -47,7 +47,8 @@ impl Berth {
         Berth::spawn_at(data_dir.to_path_buf(), free_port(), store, extra)
     }
 
-    fn spawn_at(data_dir: PathBuf, port: u16, store: &str, extra: &[&str]) -> Berth {
+    /// Starts a server on `port` (one chosen before, when another process must know the address first).
+    pub fn spawn_at(data_dir: PathBuf, port: u16, store: &str, extra: &[&str]) -> Berth {
         // BERTH_TEST_LOG_DIR=DIR keeps each server's log (at info level) for a failing test.
         let (stderr, level) = match std::env::var("BERTH_TEST_LOG_DIR") {
             Ok(logs) => match std::fs::File::create(Path::new(&logs).join(format!("berth-{port}.log"))) {

@@ -143,6 +143,7 @@ pub fn new_invitation(
         password_hash: None,
         invite_sha256: Some(hash_secret(&code)),
         session_epoch: 0,
+        sso: None,
         created_at: now,
         updated_at: now,
     };

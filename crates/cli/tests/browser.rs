@@ -4,107 +4,17 @@
 //! invalid value first, then a valid one), edit, delete, the audit log, and the table at 375 px.
 //!
 //! Each main page is saved as a PNG in `target/ui-screenshots/` (or `$BERTH_SCREENSHOT_DIR`).
-//! Without chromedriver the test fails, unless `BERTH_SKIP_BROWSER=1` asks to skip it on purpose.
+//! Without chromedriver the test fails, unless `BERTH_SKIP_BROWSER=1` asks to skip it on purpose
+//! ([`support::chromium`]).
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::json;
+use support::chromium::{Chromium, click, fill, path_of, shot, text, wait_url};
 use support::{ADMIN_EMAIL, ADMIN_PASSWORD, Berth};
-
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn screenshot_dir() -> PathBuf {
-    let dir = std::env::var("BERTH_SCREENSHOT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots"));
-    std::fs::create_dir_all(&dir).expect("screenshot dir");
-    dir
-}
-
-async fn shot(c: &Client, name: &str) {
-    let png = c.screenshot().await.expect("screenshot");
-    assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write screenshot");
-}
-
-async fn path_of(c: &Client) -> String {
-    let url = c.current_url().await.expect("url");
-    match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
-    }
-}
-
-/// The text of the element `css` finds, retried while the page is still changing (an element found on the
-/// page being left goes stale).
-async fn text(c: &Client, css: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            if let Ok(t) = e.text().await {
-                return t;
-            }
-        }
-        assert!(Instant::now() < deadline, "no element {css} at {}", path_of(c).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Types `value` into the element `css` finds (emptied first), retried while the page is still changing.
-async fn fill(c: &Client, css: &str, value: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            if e.clear().await.is_ok() && e.send_keys(value).await.is_ok() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "cannot type into {css} at {}", path_of(c).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Clicks the element `css` finds, retried while the page is still changing.
-async fn click(c: &Client, css: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            if e.click().await.is_ok() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "cannot click {css} at {}", path_of(c).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until the current path and query satisfy `ok`.
-async fn wait_url(c: &Client, what: &str, ok: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let url = path_of(c).await;
-        if ok(&url) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "waited for {what}; at {url}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn titles(c: &Client) -> Vec<String> {
     let mut out = Vec::new();
@@ -116,16 +26,6 @@ async fn titles(c: &Client) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_ui_end_to_end_in_chromium() {
-    // A missing browser fails the test: only an explicit BERTH_SKIP_BROWSER=1 (a developer's machine
-    // without Chromium) skips it, and says so.
-    if !std::path::Path::new(CHROMEDRIVER).exists() {
-        assert!(
-            std::env::var("BERTH_SKIP_BROWSER").is_ok_and(|v| v == "1"),
-            "{CHROMEDRIVER} is missing: apt-get install chromium chromium-driver (or set BERTH_SKIP_BROWSER=1 to skip this test on purpose)"
-        );
-        eprintln!("SKIPPED on purpose (BERTH_SKIP_BROWSER=1): the browser test did not run");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Berth::spawn(
         dir.path(),
@@ -134,40 +34,8 @@ async fn the_web_ui_end_to_end_in_chromium() {
     );
     let http = support::client();
     let token = server.token(&http).await;
-
-    let port = support::free_port();
-    let _driver = Driver(
-        Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts"),
-    );
-    let profile = dir.path().join("chromium-profile");
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"binary": CHROMIUM, "args": [
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,900",
-            format!("--user-data-dir={}", profile.display())]}),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let c = loop {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "no WebDriver session: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    // A missing browser fails the test, unless BERTH_SKIP_BROWSER=1 skips it on purpose (and says so).
+    let Some(Chromium { client: c, driver: _driver }) = Chromium::start(dir.path()).await else { return };
 
     // Sign in: a wrong password is refused on the page, the right one lands on home.
     c.goto(&server.url("/")).await.expect("goto");

@@ -244,7 +244,7 @@ async fn sso_creates_and_syncs_users_from_a_real_provider() {
     // The sign-in page offers the provider, and the password form still.
     let page = http.get(server.url("/login?next=/audit")).send().await.expect("login").text().await.expect("body");
     assert!(page.contains("Sign in with Test IdP") && page.contains("name=\"password\""), "{page}");
-    assert!(page.contains("action=\"/login/sso\"") && page.contains("value=\"/audit\""));
+    assert!(page.contains("href=\"/login/sso?next=/audit\""), "{page}");
 
     // Ann: created on her first sign-in as an Admin in both teams, and sent where she was going.
     let mut ann = Jar::default();
@@ -480,4 +480,69 @@ async fn sso_only_with_a_public_client() {
         "https://portal.example.com",
     ]);
     assert!(!ok && err.contains("must use https"), "{err}");
+}
+
+/// The whole sign-in in a real browser (headless Chromium): Berth's sign-in page, the provider's login and
+/// consent pages, and back to the page the user was going to, signed in. This is where cookie rules bite
+/// (the pending sign-in's `SameSite=Lax` cookie must survive the provider's redirect back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sso_in_chromium() {
+    use support::chromium::{Chromium, click, fill, path_of, shot, text, wait_url};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, provider_port) = (support::free_port(), support::free_port());
+    let provider = Provider::start(provider_port, port, Some(SECRET), &accounts(), "RS256");
+    let base = format!("http://127.0.0.1:{port}");
+    let server = Berth::spawn_at(
+        dir.path().join("data"),
+        port,
+        &support::sqlite_url(dir.path(), "sso.db"),
+        &[
+            "--demo",
+            "--public-url",
+            &base,
+            "--oidc-issuer",
+            &provider.issuer,
+            "--oidc-client-id",
+            "berth",
+            "--oidc-client-secret",
+            SECRET,
+            "--oidc-scopes",
+            "openid email profile groups",
+            "--oidc-label",
+            "Acme SSO",
+            "--oidc-group-role",
+            "platform=Admin",
+        ],
+    );
+    server.token(&support::client()).await;
+    let Some(Chromium { client: c, driver: _driver }) = Chromium::start(dir.path()).await else { return };
+
+    c.goto(&server.url("/blueprints/service/entities")).await.expect("goto");
+    wait_url(&c, "the sign-in page", |u| u.starts_with("/login")).await;
+    assert_eq!(text(&c, "#sso").await, "Sign in with Acme SSO");
+    shot(&c, "32-sign-in-with-sso").await;
+    click(&c, "#sso").await;
+    // The provider's own pages.
+    wait_url(&c, "the provider's login", |u| u.starts_with("/interaction/")).await;
+    let at = c.current_url().await.expect("url");
+    assert_eq!(at.port(), Some(provider_port), "at the provider");
+    fill(&c, "input[name=login]", "ann").await;
+    fill(&c, "input[name=password]", "any password").await;
+    click(&c, "button[type=submit]").await;
+    wait_url(&c, "the provider's consent", |u| u.starts_with("/interaction/")).await;
+    click(&c, "button[type=submit]").await;
+    // Back at Berth, where she was going, signed in as an Admin.
+    wait_url(&c, "the service table", |u| u == "/blueprints/service/entities").await;
+    assert_eq!(c.current_url().await.expect("url").port(), Some(port));
+    let header = text(&c, "header").await;
+    assert!(header.contains("Ann Lee"), "{header}");
+    c.goto(&server.url("/admin/users")).await.expect("goto");
+    assert!(path_of(&c).await.starts_with("/admin/users"));
+    let users = text(&c, "main").await;
+    assert!(users.contains("ann@example.com"), "{users}");
+    let row = text(&c, "#users tbody tr:nth-child(2)").await;
+    assert!(row.contains("ann@example.com") && row.contains("single sign-on"), "{row}");
+    shot(&c, "33-signed-in-with-sso").await;
+    c.close().await.expect("close");
+    drop(provider);
 }

@@ -178,6 +178,8 @@ pub struct UserRow {
     pub status: String,
     pub roles: String,
     pub teams: String,
+    /// How the user signs in: "single sign-on", "password", or "not yet" (invited).
+    pub sign_in: &'static str,
     pub href: String,
     /// What the status button does: `disabled` for an active or invited user, `active` for a disabled one.
     pub toggle: (&'static str, &'static str),
@@ -191,6 +193,8 @@ struct UsersPage {
     teams: Vec<String>,
     /// `(email, invitation link)` of the user just invited: shown this once.
     revealed: Option<(String, String)>,
+    /// Whether single sign-on is configured.
+    sso: bool,
 }
 
 /// A user as the users pages show them.
@@ -206,6 +210,11 @@ fn user_row(view: &berth_engine::State, u: &berth_model::User) -> UserRow {
         status: status.to_string(),
         roles: u.roles.join(", "),
         teams: view.teams_of(&u.email).join(", "),
+        sign_in: match (&u.sso, &u.password_hash) {
+            (Some(_), _) => "single sign-on",
+            (None, Some(_)) => "password",
+            (None, None) => "not yet",
+        },
         href: format!("/admin/users/{}", encode(&u.email)),
         toggle: if status == "disabled" { ("active", "Enable") } else { ("disabled", "Disable") },
     }
@@ -215,7 +224,8 @@ fn users_page(app: &AppState, session: &Session, revealed: Option<(String, Strin
     let view = app.pipeline.view();
     let rows = view.users().map(|u| user_row(&view, u)).collect();
     let teams = view.teams().map(|t| t.name.clone()).collect();
-    html(&UsersPage { layout: session.layout(app, "Users", "admin-users"), rows, teams, revealed })
+    let sso = app.sso.is_some();
+    html(&UsersPage { layout: session.layout(app, "Users", "admin-users"), rows, teams, revealed, sso })
 }
 
 pub async fn users(State(app): State<AppState>, session: Session) -> UiResult<Response> {

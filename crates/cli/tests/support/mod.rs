@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub use berth_testkit::stores::{postgres_url, redis_url, sqlite_url, unique};
 use serde_json::{Value, json};
 
+pub mod chromium;
+
 /// The signing key every server these start shares (replicas must agree on one).
 const SHARED_SIGNING_KEY: &str = "berth-test-signing-key-0123456789abcdef";
 /// Replicas share one delivery key too (subscription secrets are derived from it).

@@ -372,6 +372,16 @@ async fn sso_creates_and_syncs_users_from_a_real_provider() {
         .expect("json");
     let text = audit.to_string();
     assert!(text.contains("ann@example.com") && text.contains("bob@example.com"), "{text}");
+
+    // Sign-ins are counted for monitoring, per method and outcome.
+    let metrics =
+        http.get(server.url("/metrics")).bearer_auth(&token).send().await.expect("metrics").text().await.expect("text");
+    let count = |labels: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("berth_sign_ins_total{{{labels}}}")));
+        line.and_then(|l| l.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0.0)
+    };
+    assert!(count("method=\"sso\",outcome=\"success\"") >= 5.0, "{metrics}");
+    assert!(count("method=\"sso\",outcome=\"refused\"") >= 5.0, "{metrics}");
     drop(provider);
 }
 

@@ -2,7 +2,7 @@
 //! `prometheus-client` crate (Prometheus's own Rust client). Counted as they happen: requests per route
 //! (the route's pattern, never the raw path), method and status, and their latency per route; every store
 //! call's latency per operation and its errors ([`crate::metered_store`]); the writer's batch sizes, times
-//! to durable and failures ([`berth_catalog::writer_metrics`]). Read when scraped: the log head and the
+//! to durable and failures ([`berth_catalog::writer_metrics`]); UI sign-ins per method and outcome. Read when scraped: the log head and the
 //! newest snapshot's sequence number, this replica's lag behind the store, entities per blueprint, each
 //! subscription's delivery lag on this replica, the process's resident memory.
 //!
@@ -41,6 +41,14 @@ pub struct OperationLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BlueprintLabels {
     pub blueprint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignInLabels {
+    /// `password` or `sso`.
+    pub method: String,
+    /// `success` or `refused`.
+    pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,6 +92,7 @@ pub struct Metrics {
     entities: Family<BlueprintLabels, Gauge>,
     delivery_lag: Family<SubscriptionLabels, Gauge>,
     resident_bytes: Gauge,
+    sign_ins: Family<SignInLabels, Counter>,
     /// One scrape at a time sets the read-when-scraped values and writes them out.
     scrape: tokio::sync::Mutex<()>,
 }
@@ -133,6 +142,14 @@ impl Metrics {
         }
         let resident_bytes = Gauge::default();
         registry.register("resident_memory_bytes", "The process's resident memory", resident_bytes.clone());
+        let sign_ins = Family::<SignInLabels, Counter>::default();
+        registry.register("sign_ins", "UI sign-ins, per method (password, sso) and outcome", sign_ins.clone());
+        // Every series from the start, at 0, so rates and alerts see the first sign-in.
+        for (method, outcome) in
+            [("password", "success"), ("password", "refused"), ("sso", "success"), ("sso", "refused")]
+        {
+            let _ = sign_ins.get_or_create(&SignInLabels { method: method.into(), outcome: outcome.into() });
+        }
         Metrics {
             registry,
             requests,
@@ -145,6 +162,7 @@ impl Metrics {
             entities,
             delivery_lag,
             resident_bytes,
+            sign_ins,
             scrape: tokio::sync::Mutex::new(()),
         }
     }
@@ -177,6 +195,12 @@ impl Metrics {
         let route = route.to_string();
         self.requests.get_or_create(&RequestLabels { route: route.clone(), method: method.clone(), status }).inc();
         self.request_seconds.get_or_create(&RouteLabels { route, method }).observe(took.as_secs_f64());
+    }
+
+    /// One UI sign-in: `method` is `password` or `sso`.
+    pub fn sign_in(&self, method: &str, ok: bool) {
+        let outcome = if ok { "success" } else { "refused" };
+        self.sign_ins.get_or_create(&SignInLabels { method: method.to_string(), outcome: outcome.to_string() }).inc();
     }
 
     /// One store call.

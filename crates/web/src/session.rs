@@ -259,6 +259,7 @@ pub async fn login(
     };
     let user = user.filter(|u| ok && u.status == UserStatus::Active);
     app.sign_in.record(&account, address, user.is_some());
+    app.metrics.sign_in("password", user.is_some());
     let Some(user) = user else {
         tracing::info!(%email, "sign-in refused");
         return again(

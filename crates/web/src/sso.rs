@@ -76,6 +76,7 @@ pub async fn callback(
     }
     let outcome = finish(&app, &sso, &headers, &q).await;
     app.sign_in.record(&account, address, outcome.is_ok());
+    app.metrics.sign_in("sso", outcome.is_ok());
     let (user, next) = match outcome {
         Ok(done) => done,
         Err(e) => {

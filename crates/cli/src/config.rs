@@ -273,6 +273,22 @@ mod tests {
         assert_eq!(s.server.body_limit, 1 << 20);
     }
 
+    /// The guide's single sign-on configuration file, as written, is one `berth serve` takes.
+    #[test]
+    fn the_guides_sso_file_is_valid() {
+        let page = include_str!("../../../docs/src/single-sign-on.md");
+        let toml = page.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, toml).expect("write");
+        let s = Settings::resolve(ServeArgs { config: Some(path), ..Default::default() }).expect("resolves");
+        let sso = s.server.sso.expect("single sign-on");
+        assert!(!s.server.password_sign_in);
+        assert_eq!(sso.mapping.email_claim, "preferred_username");
+        assert_eq!(sso.mapping.group_roles.len(), 1);
+        assert_eq!(sso.redirect_uri(), "https://portal.example.com/login/sso/callback");
+    }
+
     #[test]
     fn bad_files_are_clear_errors() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -10,13 +10,14 @@ use axum::response::{IntoResponse, Response};
 use crate::page::{UiError, UiResult};
 
 /// The pages, in the book's order: `(slug, title, markdown)`.
-pub const PAGES: [(&str, &str, &str); 8] = [
+pub const PAGES: [(&str, &str, &str); 9] = [
     ("introduction", "Introduction", include_str!("../../../docs/src/introduction.md")),
     ("quick-start", "Quick start", include_str!("../../../docs/src/quick-start.md")),
     ("concepts", "Concepts", include_str!("../../../docs/src/concepts.md")),
     ("port-clients", "Port's clients against Berth", include_str!("../../../docs/src/port-clients.md")),
     ("migrating", "Moving from Backstage or Port", include_str!("../../../docs/src/migrating.md")),
     ("operations", "Operations", include_str!("../../../docs/src/operations.md")),
+    ("single-sign-on", "Single sign-on", include_str!("../../../docs/src/single-sign-on.md")),
     ("configuration", "Configuration reference", include_str!("../../../docs/src/configuration.md")),
     ("api", "API reference", include_str!("../../../docs/src/api.md")),
 ];

@@ -22,7 +22,8 @@ pub struct ServeArgs {
     /// rate_limit, rate_limit_period, org_name, signing_key_file, demo, log_format, log, redis_stream_url,
     /// nats_url, kafka_brokers, kafka_changelog_topic, allow_destinations, kafka_runs_topic, github_url,
     /// gitlab_url, azure_devops_url, public_url, password_sign_in, and an [sso] table (issuer, client_id, scopes,
-    /// label, email_claim, groups_claim, group_roles, group_teams, default_role, allowed_domains, allowed_groups)
+    /// label, email_claim, groups_claim, group_roles, group_teams, default_role, allowed_domains, allowed_groups,
+    /// sign_out_at_provider)
     #[arg(long, env = "BERTH_CONFIG")]
     pub config: Option<PathBuf>,
     /// Seed the demo catalog if the catalog is empty

@@ -51,6 +51,10 @@ pub struct SsoArgs {
     /// A group whose members may sign in (repeat, or separate with semicolons) [default: any]
     #[arg(long = "oidc-allowed-group", env = "BERTH_OIDC_ALLOWED_GROUPS", value_delimiter = ';')]
     pub oidc_allowed_group: Vec<String>,
+    /// Signing out of Berth also signs single sign-on users out at the provider, which sends them back to
+    /// <public-url>/login?signed_out=1 (register that as a post-logout redirect URI)
+    #[arg(long, env = "BERTH_OIDC_SIGN_OUT_AT_PROVIDER")]
+    pub oidc_sign_out_at_provider: bool,
     /// Whether users may also sign in to the UI with a password (false: single sign-on only) [default: true]
     #[arg(long, env = "BERTH_PASSWORD_SIGN_IN")]
     pub password_sign_in: Option<bool>,
@@ -71,6 +75,7 @@ pub struct SsoFile {
     default_role: Option<String>,
     allowed_domains: Option<Vec<String>>,
     allowed_groups: Option<Vec<String>>,
+    sign_out_at_provider: Option<bool>,
 }
 
 /// The flag's values, or the file's when no flag was given.
@@ -143,6 +148,7 @@ pub fn resolve(
             .collect(),
         label: args.oidc_label.or(file.label).filter(nonempty).unwrap_or_else(|| "single sign-on".into()),
         mapping,
+        sign_out_at_provider: args.oidc_sign_out_at_provider || file.sign_out_at_provider.unwrap_or(false),
     };
     config.check().map_err(anyhow::Error::msg)?;
     Ok((Some(config), password))

@@ -50,7 +50,8 @@ mod support;
 
 /// The quick start as written: `berth serve --demo` started in an empty directory (as `cargo run --release --
 /// serve --demo` does; on a free port rather than 7070), then its curl calls, in order, in one shell, with the
-/// credential file that first start wrote.
+/// credential file that first start wrote. (`scripts/check-quick-start`, run by `.ci/run`, also follows it
+/// literally: `cargo run --release` in a fresh clone, on port 7070.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quick_start_runs_as_written() {
     let page = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/src/quick-start.md"))

@@ -46,6 +46,7 @@ impl Provider {
         let mut client = json!({
             "client_id": "berth",
             "redirect_uris": [format!("http://127.0.0.1:{berth_port}/login/sso/callback")],
+            "post_logout_redirect_uris": [format!("http://127.0.0.1:{berth_port}/login?signed_out=1")],
         });
         if let Some(secret) = secret {
             client["client_secret"] = json!(secret);
@@ -493,8 +494,9 @@ async fn sso_only_with_a_public_client() {
 }
 
 /// The whole sign-in in a real browser (headless Chromium): Berth's sign-in page, the provider's login and
-/// consent pages, and back to the page the user was going to, signed in. This is where cookie rules bite
-/// (the pending sign-in's `SameSite=Lax` cookie must survive the provider's redirect back).
+/// consent pages, and back to the page the user was going to, signed in; then signing out at both. This is
+/// where cookie and CSP rules bite (the pending sign-in's `SameSite=Lax` cookie must survive the provider's
+/// redirect back; a form may not lead to another site).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sso_in_chromium() {
     use support::chromium::{Chromium, click, fill, path_of, shot, text, wait_url};
@@ -522,6 +524,7 @@ async fn sso_in_chromium() {
             "Acme SSO",
             "--oidc-group-role",
             "platform=Admin",
+            "--oidc-sign-out-at-provider",
         ],
     );
     server.token(&support::client()).await;
@@ -553,6 +556,20 @@ async fn sso_in_chromium() {
     let row = text(&c, "#users tbody tr:nth-child(2)").await;
     assert!(row.contains("ann@example.com") && row.contains("single sign-on"), "{row}");
     shot(&c, "33-signed-in-with-sso").await;
+
+    // Signing out of Berth signs her out at the provider too (it asks, as providers do), and the provider
+    // sends her back to Berth's sign-in page; signing in again needs the provider's login again.
+    click(&c, "form[action='/logout'] button").await;
+    wait_url(&c, "the provider's sign-out", |u| u.starts_with("/session/end")).await;
+    assert_eq!(c.current_url().await.expect("url").port(), Some(provider_port));
+    click(&c, "button[name=logout]").await;
+    wait_url(&c, "back at Berth, signed out", |u| u == "/login?signed_out=1").await;
+    assert_eq!(c.current_url().await.expect("url").port(), Some(port));
+    assert_eq!(text(&c, "p.notice").await, "You are signed out.");
+    click(&c, "#sso").await;
+    wait_url(&c, "the provider's login again", |u| u.starts_with("/interaction/")).await;
+    // Its login form, not a silent return: the provider's session ended.
+    fill(&c, "input[name=login]", "ann").await;
     c.close().await.expect("close");
     drop(provider);
 }

@@ -6,6 +6,9 @@
 //! - Every form carries `_csrf`, an HMAC of the session token under the catalog's signing key; a post without
 //!   the right one is a 403 (SameSite already keeps other sites' posts from carrying the cookie).
 //! - A request without a valid session is sent to `/login?next=<where it was going>`.
+//! - Signing out ends every session of the user; with `--oidc-sign-out-at-provider`, a single sign-on user is
+//!   then sent to the provider's end-session endpoint by a page that refreshes there (a redirect from the
+//!   sign-out form would break the CSP's `form-action 'self'`).
 
 use askama::Template;
 use axum::extract::{FromRequestParts, State};
@@ -285,6 +288,15 @@ pub(crate) fn sign_in(app: &AppState, user: &berth_model::User, next: &str, head
     Ok(r)
 }
 
+#[derive(Template)]
+#[template(path = "signed_out_provider.html")]
+struct SignedOutAtProvider {
+    css: &'static str,
+    /// The provider's end-session URL.
+    url: String,
+    label: String,
+}
+
 /// Signing out ends every session of the user (its session epoch moves on), so a copy of the cookie is
 /// worthless afterwards, not only the browser's.
 pub async fn logout(
@@ -301,7 +313,17 @@ pub async fn logout(
         let (outcome, _) = app.pipeline.write_one(meta, command).await?;
         outcome?;
     }
-    let mut r = see_other("/login?signed_out=1");
+    // A single sign-on user may be signed out at the provider too (`--oidc-sign-out-at-provider`).
+    let linked = !session.caller.is_machine
+        && app.pipeline.view().user(&session.caller.client_id).is_some_and(|u| u.sso.is_some());
+    let at_provider = match (&app.sso, linked) {
+        (Some(sso), true) => sso.sign_out_url().await.map(|url| (url, sso.config.label.clone())),
+        _ => None,
+    };
+    let mut r = match at_provider {
+        Some((url, label)) => html(&SignedOutAtProvider { css: crate::assets::CSS_PATH, url, label })?,
+        None => see_other("/login?signed_out=1"),
+    };
     let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{}", secure_attribute(&headers));
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(UiError::internal)?);
     Ok(r)

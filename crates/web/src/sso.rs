@@ -80,6 +80,7 @@ pub async fn callback(
     let (user, next) = match outcome {
         Ok(done) => done,
         Err(e) => {
+            tracing::info!(status = e.status.as_u16(), reason = %e.message, "single sign-on refused");
             let mut r = page().refused(e.status, e.message)?;
             set_cookie(&mut r, "", 0, &headers)?;
             return Ok(r);

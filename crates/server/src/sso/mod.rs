@@ -48,6 +48,9 @@ pub struct SsoConfig {
     /// What the sign-in button says: "Sign in with <label>".
     pub label: String,
     pub mapping: Mapping,
+    /// Signing out of Berth also signs a single sign-on user out at the provider (when it has an
+    /// `end_session_endpoint`), which then sends the browser back to `/login?signed_out=1`.
+    pub sign_out_at_provider: bool,
 }
 
 impl std::fmt::Debug for SsoConfig {
@@ -60,6 +63,7 @@ impl std::fmt::Debug for SsoConfig {
             .field("scopes", &self.scopes)
             .field("label", &self.label)
             .field("mapping", &self.mapping)
+            .field("sign_out_at_provider", &self.sign_out_at_provider)
             .finish()
     }
 }
@@ -85,6 +89,11 @@ impl SsoConfig {
 
     pub fn redirect_uri(&self) -> String {
         format!("{}{CALLBACK_PATH}", self.public_url.trim_end_matches('/'))
+    }
+
+    /// Where the provider sends the browser after signing it out (to register at the provider).
+    pub fn post_logout_redirect_uri(&self) -> String {
+        format!("{}/login?signed_out=1", self.public_url.trim_end_matches('/'))
     }
 }
 
@@ -127,6 +136,21 @@ impl Sso {
             .append_pair("code_challenge", &pending.challenge())
             .append_pair("code_challenge_method", "S256");
         Ok((url.to_string(), pending))
+    }
+
+    /// Where to send a single sign-on user who signed out of Berth, to sign out at the provider too: `None`
+    /// unless `sign_out_at_provider` is set and the provider has an end-session endpoint it can be read from.
+    pub async fn sign_out_url(&self) -> Option<String> {
+        if !self.config.sign_out_at_provider {
+            return None;
+        }
+        let metadata = self.provider.metadata().await.ok()?;
+        let endpoint = metadata.end_session_endpoint.as_deref()?;
+        let mut url = provider::check_url("end session endpoint", endpoint).ok()?;
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.config.client_id)
+            .append_pair("post_logout_redirect_uri", &self.config.post_logout_redirect_uri());
+        Some(url.to_string())
     }
 
     /// Finishes a sign-in: the code exchanged, the ID token checked, the claims read. `now_secs` is the

@@ -38,6 +38,9 @@ pub struct Metadata {
     pub userinfo_endpoint: Option<String>,
     #[serde(default)]
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// Where a user signs out at the provider (OpenID Connect RP-Initiated Logout 1.0).
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
 }
 
 /// The token endpoint's answer.

@@ -478,6 +478,19 @@ async fn sso_only_with_a_public_client() {
         .expect("callback");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
+    // Callbacks that fail count against the address, like failed passwords: past the free ones, a 429.
+    let mut last = StatusCode::OK;
+    for _ in 0..40 {
+        let r = http.get(server.url("/login/sso/callback?code=x&state=y")).send().await.expect("callback");
+        last = r.status();
+        if last == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers().contains_key("retry-after"));
+            break;
+        }
+        assert_eq!(last, StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS, "failed callbacks are limited per address");
+
     // Bad settings stop the server before it starts.
     let (ok, _, err) = support::berth(&[
         "serve",

@@ -114,13 +114,28 @@ impl SignInGuard {
 
     /// A 429 if the account or the address is blocked (checked before any hashing).
     pub fn admit(&self, account: &str, address: Option<IpAddr>) -> Result<(), ApiError> {
+        self.admit_keys(Some(account), address)
+    }
+
+    /// [`SignInGuard::admit`] for a sign-in that names no account before it succeeds (single sign-on's
+    /// callback): the address alone.
+    pub fn admit_address(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
+        self.admit_keys(None, address)
+    }
+
+    /// [`SignInGuard::record`] for the address alone.
+    pub fn record_address(&self, address: Option<IpAddr>, ok: bool) {
+        if let (Some(a), false) = (address, ok) {
+            self.addresses.failed(&a.to_string(), Instant::now());
+        }
+    }
+
+    fn admit_keys(&self, account: Option<&str>, address: Option<IpAddr>) -> Result<(), ApiError> {
         let now = Instant::now();
         let address_key = address.map(|a| a.to_string());
-        let wait = [Some(account), address_key.as_deref()]
+        let wait = [(account, &self.accounts), (address_key.as_deref(), &self.addresses)]
             .into_iter()
-            .flatten()
-            .zip([&self.accounts, &self.addresses])
-            .filter_map(|(key, table)| table.check(key, now).err())
+            .filter_map(|(key, table)| table.check(key?, now).err())
             .max();
         match wait {
             None => Ok(()),

@@ -208,6 +208,16 @@ impl LoginPage {
     pub(crate) fn refused(self, status: StatusCode, error: String) -> UiResult<Response> {
         html_status(status, &LoginPage { error: Some(error), ..self })
     }
+
+    /// The page again with `e`'s message and status, and its `Retry-After` when it has one.
+    pub(crate) fn refused_for(self, e: berth_server::error::ApiError) -> UiResult<Response> {
+        let retry = e.headers.as_ref().and_then(|h| h.get(header::RETRY_AFTER)).cloned();
+        let mut r = self.refused(e.status, e.message)?;
+        if let Some(retry) = retry {
+            r.headers_mut().insert(header::RETRY_AFTER, retry);
+        }
+        Ok(r)
+    }
 }
 
 pub async fn login_form(State(app): State<AppState>, Query(q): Query) -> UiResult<Response> {
@@ -245,11 +255,7 @@ pub async fn login(
     let account = format!("user:{}", berth_model::limits::truncate(&email, berth_model::user::MAX_EMAIL));
     // Refused before any hashing (blocked) or for want of a hashing slot: the form again, with Retry-After.
     let refused = |email: String, e: berth_server::error::ApiError| {
-        let mut r = again(email, e.status, e.message)?;
-        if let Some(retry) = e.headers.as_ref().and_then(|h| h.get(header::RETRY_AFTER)) {
-            r.headers_mut().insert(header::RETRY_AFTER, retry.clone());
-        }
-        Ok(r)
+        LoginPage { email, ..LoginPage::new(&app, next.clone()) }.refused_for(e)
     };
     if let Err(e) = app.sign_in.admit(&account, address) {
         return refused(email, e);

@@ -7,7 +7,8 @@
 //!   same session cookie as a password sign-in. A provider's refusal (`?error=`), an expired or foreign
 //!   sign-in, a bad token or a user who may not sign in shows the sign-in page with the reason.
 //!
-//! Failed callbacks count against the caller's address like failed passwords ([`berth_server::sign_in`]).
+//! Failed callbacks count against the caller's address like failed passwords (30 free, then blocks doubling
+//! from 1 s: [`berth_server::sign_in`]); each one may have cost a call to the provider.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -54,7 +55,7 @@ pub async fn begin(State(app): State<AppState>, headers: HeaderMap, Query(q): Qu
             set_cookie(&mut r, &sealed, berth_server::sso::PENDING_LIFETIME.as_secs(), &headers)?;
             Ok(r)
         }
-        Err(e) => LoginPage::new(&app, next).refused(e.status, e.message),
+        Err(e) => LoginPage::new(&app, next).refused_for(e),
     }
 }
 
@@ -70,18 +71,17 @@ pub async fn callback(
         return page().refused(StatusCode::NOT_FOUND, "Single sign-on is not configured.".into());
     };
     let address = berth_server::client_address(&extensions);
-    let account = format!("sso:{}", address.map(|a| a.to_string()).unwrap_or_default());
-    if let Err(e) = app.sign_in.admit(&account, address) {
-        return page().refused(e.status, e.message);
+    if let Err(e) = app.sign_in.admit_address(address) {
+        return page().refused_for(e);
     }
     let outcome = finish(&app, &sso, &headers, &q).await;
-    app.sign_in.record(&account, address, outcome.is_ok());
+    app.sign_in.record_address(address, outcome.is_ok());
     app.metrics.sign_in("sso", outcome.is_ok());
     let (user, next) = match outcome {
         Ok(done) => done,
         Err(e) => {
             tracing::info!(status = e.status.as_u16(), reason = %e.message, "single sign-on refused");
-            let mut r = page().refused(e.status, e.message)?;
+            let mut r = page().refused_for(e)?;
             set_cookie(&mut r, "", 0, &headers)?;
             return Ok(r);
         }

@@ -181,6 +181,29 @@ fn accounts() -> Value {
     })
 }
 
+/// A provider and a Berth that signs in through it (as client `berth`, with `secret` when given), started
+/// on ports chosen first (each must know the other's address), with `extra` flags for Berth.
+struct Pair {
+    provider: Provider,
+    server: Berth,
+    port: u16,
+    provider_port: u16,
+    base: String,
+}
+
+fn start(dir: &Path, secret: Option<&str>, alg: &str, extra: &[&str]) -> Pair {
+    let (port, provider_port) = (support::free_port(), support::free_port());
+    let provider = Provider::start(provider_port, port, secret, &accounts(), alg);
+    let base = format!("http://127.0.0.1:{port}");
+    let mut args = vec!["--public-url", &base, "--oidc-issuer", &provider.issuer, "--oidc-client-id", "berth"];
+    if let Some(secret) = secret {
+        args.extend(["--oidc-client-secret", secret]);
+    }
+    args.extend(extra);
+    let server = Berth::spawn_at(dir.join("data"), port, &support::sqlite_url(dir, "sso.db"), &args);
+    Pair { provider, server, port, provider_port, base }
+}
+
 async fn user(http: &reqwest::Client, server: &Berth, token: &str, email: &str) -> Value {
     let r = http.get(server.url(&format!("/v1/users/{email}"))).bearer_auth(token).send().await.expect("user");
     let status = r.status();
@@ -209,36 +232,22 @@ fn teams(user: &Value) -> Vec<String> {
 #[tokio::test]
 async fn sso_creates_and_syncs_users_from_a_real_provider() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (port, provider_port) = (support::free_port(), support::free_port());
-    let mut provider = Provider::start(provider_port, port, Some(SECRET), &accounts(), "RS256");
-    let base = format!("http://127.0.0.1:{port}");
-    let server = Berth::spawn_at(
-        dir.path().join("data"),
-        port,
-        &support::sqlite_url(dir.path(), "sso.db"),
-        &[
-            "--public-url",
-            &base,
-            "--oidc-issuer",
-            &provider.issuer,
-            "--oidc-client-id",
-            "berth",
-            "--oidc-client-secret",
-            SECRET,
-            "--oidc-scopes",
-            "openid email profile groups",
-            "--oidc-label",
-            "Test IdP",
-            "--oidc-group-role",
-            "platform=Admin",
-            "--oidc-group-team",
-            "payments-eng=payments",
-            "--oidc-group-team",
-            "platform=platform",
-            "--oidc-allowed-domain",
-            "example.com",
-        ],
-    );
+    let extra = [
+        "--oidc-scopes",
+        "openid email profile groups",
+        "--oidc-label",
+        "Test IdP",
+        "--oidc-group-role",
+        "platform=Admin",
+        "--oidc-group-team",
+        "payments-eng=payments",
+        "--oidc-group-team",
+        "platform=platform",
+        "--oidc-allowed-domain",
+        "example.com",
+    ];
+    let Pair { provider, server, port, provider_port, base } = start(dir.path(), Some(SECRET), "RS256", &extra);
+    let mut provider = provider;
     let token = server.token(&support::client()).await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
 
@@ -392,24 +401,7 @@ async fn sso_creates_and_syncs_users_from_a_real_provider() {
 #[tokio::test]
 async fn sso_only_with_a_public_client() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (port, provider_port) = (support::free_port(), support::free_port());
-    let provider = Provider::start(provider_port, port, None, &accounts(), "PS256");
-    let base = format!("http://127.0.0.1:{port}");
-    let server = Berth::spawn_at(
-        dir.path().join("data"),
-        port,
-        &support::sqlite_url(dir.path(), "sso.db"),
-        &[
-            "--public-url",
-            &base,
-            "--oidc-issuer",
-            &provider.issuer,
-            "--oidc-client-id",
-            "berth",
-            "--password-sign-in",
-            "false",
-        ],
-    );
+    let Pair { provider, server, .. } = start(dir.path(), None, "PS256", &["--password-sign-in", "false"]);
     let token = server.token(&support::client()).await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
 
@@ -514,32 +506,17 @@ async fn sso_only_with_a_public_client() {
 async fn sso_in_chromium() {
     use support::chromium::{Chromium, click, fill, path_of, shot, text, wait_url};
     let dir = tempfile::tempdir().expect("tempdir");
-    let (port, provider_port) = (support::free_port(), support::free_port());
-    let provider = Provider::start(provider_port, port, Some(SECRET), &accounts(), "RS256");
-    let base = format!("http://127.0.0.1:{port}");
-    let server = Berth::spawn_at(
-        dir.path().join("data"),
-        port,
-        &support::sqlite_url(dir.path(), "sso.db"),
-        &[
-            "--demo",
-            "--public-url",
-            &base,
-            "--oidc-issuer",
-            &provider.issuer,
-            "--oidc-client-id",
-            "berth",
-            "--oidc-client-secret",
-            SECRET,
-            "--oidc-scopes",
-            "openid email profile groups",
-            "--oidc-label",
-            "Acme SSO",
-            "--oidc-group-role",
-            "platform=Admin",
-            "--oidc-sign-out-at-provider",
-        ],
-    );
+    let extra = [
+        "--demo",
+        "--oidc-scopes",
+        "openid email profile groups",
+        "--oidc-label",
+        "Acme SSO",
+        "--oidc-group-role",
+        "platform=Admin",
+        "--oidc-sign-out-at-provider",
+    ];
+    let Pair { provider, server, port, provider_port, .. } = start(dir.path(), Some(SECRET), "RS256", &extra);
     server.token(&support::client()).await;
     let Some(Chromium { client: c, driver: _driver }) = Chromium::start(dir.path()).await else { return };
 

@@ -545,6 +545,20 @@ async fn sso_in_chromium() {
     assert!(users.contains("ann@example.com"), "{users}");
     let row = text(&c, "#users tbody tr:nth-child(2)").await;
     assert!(row.contains("ann@example.com") && row.contains("single sign-on"), "{row}");
+    // The settings page shows how single sign-on is configured, with the URIs to register at the provider.
+    c.goto(&server.url("/admin/settings")).await.expect("goto");
+    let facts = text(&c, "#sign-in-facts").await;
+    for want in [
+        provider.issuer.as_str(),
+        &format!("http://127.0.0.1:{port}/login/sso/callback"),
+        "platform → Admin",
+        "confidential (with a secret)",
+        "also at the provider",
+    ] {
+        assert!(facts.contains(want), "{want:?} in {facts}");
+    }
+    assert!(!facts.contains(SECRET), "never the secret");
+    shot(&c, "34-sign-in-settings").await;
     shot(&c, "33-signed-in-with-sso").await;
 
     // Signing out of Berth signs her out at the provider too (it asks, as providers do), and the provider

@@ -466,6 +466,55 @@ struct SettingsPage {
     /// The data formats this Berth reads.
     formats: String,
     secrets: Vec<SecretRow>,
+    sign_in: SignInFacts,
+}
+
+/// How people sign in, as configured (`--oidc-*`, `--password-sign-in`): shown, not edited here.
+struct SignInFacts {
+    password: bool,
+    /// `(name, value)` pairs describing single sign-on, when configured.
+    sso: Option<Vec<(&'static str, String)>>,
+}
+
+fn sign_in_facts(app: &AppState) -> SignInFacts {
+    let pairs = |pairs: &[(String, String)]| {
+        if pairs.is_empty() {
+            "none".to_string()
+        } else {
+            pairs.iter().map(|(g, v)| format!("{g} → {v}")).collect::<Vec<_>>().join(", ")
+        }
+    };
+    let list = |items: &[String]| if items.is_empty() { "any".to_string() } else { items.join(", ") };
+    let sso = app.sso.as_ref().map(|sso| {
+        let c = &sso.config;
+        let m = &c.mapping;
+        vec![
+            ("Provider (issuer)", c.issuer.clone()),
+            ("Client id", c.client_id.clone()),
+            (
+                "Client",
+                if c.client_secret.is_some() { "confidential (with a secret)" } else { "public (PKCE alone)" }.into(),
+            ),
+            ("Redirect URI to register", c.redirect_uri()),
+            ("Scopes", c.scopes.join(" ")),
+            ("Email claim", m.email_claim.clone()),
+            ("Groups claim", m.groups_claim.clone()),
+            ("Groups → roles", pairs(&m.group_roles)),
+            ("Groups → teams", pairs(&m.group_teams)),
+            ("Default role", m.default_roles.join(", ")),
+            ("Email domains allowed", list(&m.allowed_domains)),
+            ("Groups allowed", list(&m.allowed_groups)),
+            (
+                "Signing out",
+                if c.sign_out_at_provider {
+                    format!("also at the provider (register {})", c.post_logout_redirect_uri())
+                } else {
+                    "of Berth only".into()
+                },
+            ),
+        ]
+    });
+    SignInFacts { password: app.config.password_sign_in, sso }
 }
 
 /// `/admin/settings` (Admins): the organisation as configured (its name, the store, the formats this Berth
@@ -494,6 +543,7 @@ pub async fn settings(State(app): State<AppState>, session: Session) -> UiResult
             berth_engine::SNAPSHOT_FORMAT
         ),
         secrets,
+        sign_in: sign_in_facts(&app),
     })
 }
 

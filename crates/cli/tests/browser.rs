@@ -580,9 +580,18 @@ async fn administration(c: &Client, server: &Berth, http: &reqwest::Client, toke
     }
     c.goto(&server.url("/admin/users")).await.expect("goto");
     click(c, "button[aria-label='Disable newcomer@example.com']").await;
-    wait_url(c, "the users page", |u| u == "/admin/users").await;
-    let (_, u) = user("/v1/users/newcomer@example.com").await;
-    assert_eq!(u["user"]["status"], "disabled", "{u}");
+    // The page it comes back to is the one it left: wait for the change itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, u) = user("/v1/users/newcomer@example.com").await;
+        if u["user"]["status"] == "disabled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the user was not disabled: {u}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And the page it shows is the new one (its button now enables), before the next click.
+    assert_eq!(text(c, "button[aria-label='Enable newcomer@example.com']").await, "Enable");
     click(c, "button[aria-label='Delete newcomer@example.com']").await;
     c.accept_alert().await.expect("the confirmation");
     wait_url(c, "the users page", |u| u == "/admin/users").await;

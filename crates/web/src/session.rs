@@ -87,13 +87,12 @@ impl Session {
     }
 }
 
-fn cookie_token(parts: &Parts) -> Option<String> {
-    parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
-        |pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == COOKIE && !v.is_empty()).then(|| v.to_string())
-        },
-    )
+/// The value of the cookie `name` the request carries (not empty).
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name && !v.is_empty()).then(|| v.to_string())
+    })
 }
 
 fn csrf_for(app: &AppState, token: &str) -> UiResult<String> {
@@ -118,7 +117,7 @@ impl FromRequestParts<AppState> for Session {
                 see_other(&location)
             }
         };
-        let Some(token) = cookie_token(parts) else { return Err(to_login()) };
+        let Some(token) = cookie(&parts.headers, COOKIE) else { return Err(to_login()) };
         let view = app.pipeline.view();
         let Ok(caller) = auth::authenticate(&app.keys, &view, &token, berth_server::now().millis() / 1000) else {
             return Err(to_login());

@@ -18,16 +18,9 @@ use berth_server::error::ApiError;
 
 use crate::form::Query;
 use crate::page::{UiError, UiResult, see_other};
-use crate::session::{LoginPage, safe_next, secure_attribute, sign_in};
+use crate::session::{LoginPage, cookie, safe_next, secure_attribute, sign_in};
 
 const COOKIE: &str = "berth_sso";
-
-fn pending_cookie(headers: &HeaderMap) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == COOKIE && !v.is_empty()).then(|| v.to_string())
-    })
-}
 
 fn set_cookie(r: &mut Response, value: &str, max_age: u64, headers: &HeaderMap) -> UiResult<()> {
     let cookie = format!(
@@ -110,7 +103,7 @@ async fn finish(
     let (Some(code), Some(state)) = (q.get("code"), q.get("state")) else {
         return Err(bad("The sign-in provider's answer has no code or state; sign in again."));
     };
-    let cookie = pending_cookie(headers).ok_or_else(|| {
+    let cookie = cookie(headers, COOKIE).ok_or_else(|| {
         bad("This sign-in has expired or was started in another browser (its cookie is missing); sign in again.")
     })?;
     let keys: Vec<String> = app.keys.verifying(now_secs()).into_iter().map(|(k, _)| k).collect();

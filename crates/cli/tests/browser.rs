@@ -274,6 +274,15 @@ async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::
     (url, got)
 }
 
+/// Waits until `check` holds (a change posted from a page that comes back to itself shows no new URL).
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "waited for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until the element `css` reads `want`.
 async fn wait_text(c: &Client, css: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -531,9 +540,8 @@ async fn administration(c: &Client, server: &Berth, http: &reqwest::Client, toke
     assert_eq!(sign_in(id.clone(), rotated.clone()).await, 200);
     click(c, &format!("button[aria-label='Delete {id}']")).await;
     c.accept_alert().await.expect("the confirmation");
-    wait_url(c, "the apps page", |u| u == "/admin/apps").await;
-    assert!(!text(c, "#apps").await.contains(&id), "deleted");
-    assert_eq!(sign_in(id.clone(), rotated).await, 401, "a deleted app signs in no more");
+    until("a deleted app signs in no more", async || sign_in(id.clone(), rotated.clone()).await == 401).await;
+    until("the app off the page", async || !text(c, "#apps").await.contains(&id)).await;
     // A user invited into the team with the link shown once, who accepts it, is disabled, then deleted.
     c.goto(&server.url("/admin/users")).await.expect("goto");
     fill(c, "#invite-user input[name=email]", "newcomer@example.com").await;
@@ -581,21 +589,13 @@ async fn administration(c: &Client, server: &Berth, http: &reqwest::Client, toke
     c.goto(&server.url("/admin/users")).await.expect("goto");
     click(c, "button[aria-label='Disable newcomer@example.com']").await;
     // The page it comes back to is the one it left: wait for the change itself.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, u) = user("/v1/users/newcomer@example.com").await;
-        if u["user"]["status"] == "disabled" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the user was not disabled: {u}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until("the user disabled", async || user("/v1/users/newcomer@example.com").await.1["user"]["status"] == "disabled")
+        .await;
     // And the page it shows is the new one (its button now enables), before the next click.
     assert_eq!(text(c, "button[aria-label='Enable newcomer@example.com']").await, "Enable");
     click(c, "button[aria-label='Delete newcomer@example.com']").await;
     c.accept_alert().await.expect("the confirmation");
-    wait_url(c, "the users page", |u| u == "/admin/users").await;
-    assert_eq!(user("/v1/users/newcomer@example.com").await.0, 404, "deleted");
+    until("the user deleted", async || user("/v1/users/newcomer@example.com").await.0 == 404).await;
 
     c.goto(&server.url("/admin/teams")).await.expect("goto");
     click(c, "button[aria-label='Delete team release-crew']").await;
@@ -604,8 +604,7 @@ async fn administration(c: &Client, server: &Berth, http: &reqwest::Client, toke
     assert!(text(c, "#teams").await.contains("release-crew"), "nothing deleted without a yes");
     click(c, "button[aria-label='Delete team release-crew']").await;
     c.accept_alert().await.expect("the confirmation");
-    wait_url(c, "the teams page", |u| u == "/admin/teams").await;
-    assert!(!text(c, "main").await.to_lowercase().contains("release-crew"), "the team is gone");
+    until("the team gone", async || !text(c, "main").await.to_lowercase().contains("release-crew")).await;
     c.goto(&server.url("/blueprints/service")).await.expect("goto");
     click(c, "#permissions-link").await;
     wait_url(c, "the permissions page", |u| u == "/blueprints/service/permissions").await;

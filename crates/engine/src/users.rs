@@ -243,18 +243,23 @@ pub(crate) fn sso_sign_in(
             }
             None => continue,
         };
-        if team.members.contains(email) == wanted {
-            continue;
-        }
-        let mut members = team.members.clone();
-        if wanted {
-            members.push(email.clone());
-        } else {
-            members.retain(|m| m != email);
-        }
-        out.push(Change::TeamPut { team: Team { members, updated_at: meta.now, ..team } });
+        out.extend(membership_change(meta, &team, email, wanted));
     }
     Ok((out, Outcome::User(user)))
+}
+
+/// The team write that adds `member` to `team` or takes it out (`wanted`), if it is not so already.
+fn membership_change(meta: &WriteMeta, team: &Team, member: &str, wanted: bool) -> Option<Change> {
+    if team.members.iter().any(|m| m == member) == wanted {
+        return None;
+    }
+    let mut members = team.members.clone();
+    if wanted {
+        members.push(member.to_string());
+    } else {
+        members.retain(|m| m != member);
+    }
+    Some(Change::TeamPut { team: Team { members, updated_at: meta.now, ..team.clone() } })
 }
 
 /// The team writes that make `member` belong to exactly `teams` (which must exist).
@@ -267,22 +272,10 @@ fn membership_changes(
     if let Some(missing) = teams.iter().find(|t| state.team(t).is_none()) {
         return Err(DomainError::Invalid(format!("there is no team named {missing:?}; create it first")));
     }
-    let mut out = Vec::new();
-    for team in state.teams() {
-        let wanted = teams.iter().any(|t| t == &team.name);
-        let listed = team.members.iter().any(|m| m == member);
-        if wanted == listed {
-            continue;
-        }
-        let mut members = team.members.clone();
-        if wanted {
-            members.push(member.to_string());
-        } else {
-            members.retain(|m| m != member);
-        }
-        out.push(Change::TeamPut { team: Team { members, updated_at: meta.now, ..team.clone() } });
-    }
-    Ok(out)
+    Ok(state
+        .teams()
+        .filter_map(|team| membership_change(meta, team, member, teams.iter().any(|t| t == &team.name)))
+        .collect())
 }
 
 /// An Admin who can act now: an invited user who has not set a password yet cannot sign in, so it does not

@@ -39,16 +39,9 @@ fn interpolate(text: &str, vars: &BTreeMap<&str, &str>) -> String {
 }
 
 struct Replica {
-    child: Child,
+    _child: support::KillOnDrop,
     base: String,
     metrics: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn ready(client: &reqwest::Client, base: &str) {
@@ -122,7 +115,7 @@ async fn the_compose_files_replicas_run_as_written_against_postgresql() {
             .collect();
         let child = spawn(&args, &env);
         replicas.push(Replica {
-            child,
+            _child: support::KillOnDrop(child),
             base: format!("http://127.0.0.1:{port}"),
             metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
         });

@@ -10,7 +10,7 @@ mod support;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
@@ -20,16 +20,9 @@ const SECRET: &str = "test-client-secret-0123456789";
 
 /// The provider, killed when dropped.
 struct Provider {
-    child: Child,
+    _child: support::KillOnDrop,
     issuer: String,
     kid: String,
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Provider {
@@ -71,7 +64,7 @@ impl Provider {
         assert_eq!(words.next(), Some("listening"), "the provider did not start: {line:?}");
         let issuer = words.next().expect("issuer").to_string();
         let kid = words.next().expect("kid").to_string();
-        Provider { child, issuer, kid }
+        Provider { _child: support::KillOnDrop(child), issuer, kid }
     }
 }
 

@@ -3,7 +3,7 @@
 //! `BERTH_SKIP_BROWSER=1` asks to skip it on purpose (a developer's machine without Chromium), and says so.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -11,15 +11,6 @@ use serde_json::json;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-pub struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 pub fn screenshot_dir() -> PathBuf {
     let dir = std::env::var("BERTH_SCREENSHOT_DIR")
@@ -102,7 +93,7 @@ pub async fn wait_url(c: &Client, what: &str, ok: impl Fn(&str) -> bool) {
 /// A WebDriver session in a fresh headless Chromium (its profile under `dir`), and its chromedriver.
 pub struct Chromium {
     pub client: Client,
-    pub driver: Driver,
+    pub driver: super::KillOnDrop,
 }
 
 impl Chromium {
@@ -117,7 +108,7 @@ impl Chromium {
             return None;
         }
         let port = super::free_port();
-        let driver = Driver(
+        let driver = super::KillOnDrop(
             Command::new(CHROMEDRIVER)
                 .arg(format!("--port={port}"))
                 .stdout(Stdio::null())

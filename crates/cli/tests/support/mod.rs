@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
 pub use berth_testkit::stores::{postgres_url, redis_url, sqlite_url, unique};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub mod chromium;
 
@@ -105,16 +105,7 @@ impl Berth {
             assert!(Instant::now() < deadline, "{} did not become ready", self.base);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let token: Value = client
-            .post(self.url("/v1/auth/access_token"))
-            .json(&json!({"clientId": ID, "clientSecret": SECRET}))
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("token json");
-        token["accessToken"].as_str().expect("accessToken").to_string()
+        berth_testkit::server::token(client, &self.base, ID, SECRET).await
     }
 
     pub fn kill(&mut self) {

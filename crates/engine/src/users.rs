@@ -228,22 +228,23 @@ pub(crate) fn sso_sign_in(
     }
     for name in &sign_in.managed_teams {
         let wanted = sign_in.teams.contains(name);
+        let created;
         let team = match state.team(name) {
-            Some(t) => t.clone(),
+            Some(t) => t,
             None if wanted => {
-                let team = Team {
+                created = Team {
                     name: name.clone(),
                     description: None,
                     members: vec![],
                     created_at: meta.now,
                     updated_at: meta.now,
                 };
-                team.check()?;
-                team
+                created.check()?;
+                &created
             }
             None => continue,
         };
-        out.extend(membership_change(meta, &team, email, wanted));
+        out.extend(membership_change(meta, team, email, wanted));
     }
     Ok((out, Outcome::User(user)))
 }

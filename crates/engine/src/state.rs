@@ -1309,11 +1309,20 @@ impl State {
             std::collections::BTreeMap::new();
         for (bp, id, old) in &touched {
             before.entry((bp, id)).or_insert(old.as_ref());
+        }
+        // An entity between an owner and the target changes its owners by a delta when nothing else on the
+        // aggregation's path (past the owner) was written with it (see `Agg::changes_through`).
+        let through = |agg: &crate::derived::aggregation::Agg, position: usize| {
+            agg.changes_through(position)
+                && before.keys().filter(|(b, _)| agg.path_blueprints[1..].iter().any(|p| p.as_str() == &***b)).count()
+                    == 1
+        };
+        for (bp, id, old) in &touched {
             // Aggregations of one owner along the same path reach the same owners: walked back once.
             let mut walked: Vec<(&str, &[crate::derived::aggregation::Step], usize)> = Vec::new();
             for dep in catalog.deps(bp) {
                 let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
-                if agg.keeps_by_delta(dep.position) {
+                if agg.keeps_by_delta(dep.position) || through(agg, dep.position) {
                     continue;
                 }
                 let current = self.entity(bp, id).map(|e| &**e);
@@ -1367,6 +1376,39 @@ impl State {
                     for owner in &walked[at].1 {
                         let changes = in_place.entry((dep.owner.as_str(), Arc::clone(owner))).or_default();
                         changes.push((dep.agg, Arc::clone(&e), remove));
+                    }
+                }
+            }
+        }
+        // An entity between the owner and the target: its targets leave the owners its old version reached
+        // and join those its new version reaches (a new service: its domain counts its deployments without
+        // walking the domain's 45,000 others).
+        for ((bp, id), old) in &before {
+            let current = self.entity(bp, id).cloned();
+            for dep in catalog.deps(bp) {
+                let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
+                if !through(agg, dep.position)
+                    || agg.passes_through_unchanged(dep.position, old.map(|o| &**o), current.as_deref())
+                {
+                    continue;
+                }
+                let reached =
+                    |e: Option<&Arc<Entity>>| e.map(|e| owners_of(self, agg, dep.position, e)).unwrap_or_default();
+                let (was, is) = (reached(*old), reached(current.as_ref()));
+                if was == is {
+                    continue;
+                }
+                let Some(version) = current.as_ref().or(*old) else { continue };
+                let targets: Vec<Arc<Entity>> = agg
+                    .targets_from(self, dep.position, version)
+                    .into_iter()
+                    .filter(|t| agg.counts(self, t))
+                    .cloned()
+                    .collect();
+                for (owners, remove) in [(&was, true), (&is, false)] {
+                    for owner in owners {
+                        let changes = in_place.entry((dep.owner.as_str(), Arc::clone(owner))).or_default();
+                        changes.extend(targets.iter().map(|t| (dep.agg, Arc::clone(t), remove)));
                     }
                 }
             }

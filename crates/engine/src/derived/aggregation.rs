@@ -46,6 +46,9 @@ pub struct Agg {
     pub steps: Vec<Step>,
     /// The blueprints along the path: the owner first, the target last.
     pub path_blueprints: Vec<String>,
+    /// Per step: whether walking it back from its far end leads to one entity at most (a backwards step
+    /// through a relation that holds one entity).
+    single_back: Vec<bool>,
     /// Why the aggregation computes null, when it does.
     pub error: Option<String>,
 }
@@ -68,6 +71,7 @@ impl Agg {
             query: None,
             steps: Vec::new(),
             path_blueprints: Vec::new(),
+            single_back: Vec::new(),
             error: None,
         };
         if let Err(e) = agg.fill(def, owner, lookup) {
@@ -145,6 +149,17 @@ impl Agg {
         }
         self.steps = path(def, owner, target, lookup)?;
         self.path_blueprints = walk_blueprints(owner, &self.steps, lookup);
+        self.single_back = self
+            .steps
+            .iter()
+            .map(|step| match step {
+                Step::In { blueprint, relation } => {
+                    let at = if *blueprint == owner.identifier { Some(owner) } else { lookup(blueprint) };
+                    at.and_then(|b| b.relations.get(relation)).is_some_and(|r| !r.many)
+                }
+                Step::Out(_) => false,
+            })
+            .collect();
         if self.path_blueprints.last() != Some(&self.target) {
             return Err(format!("the path does not lead from `{}` to `{}`", owner.identifier, self.target));
         }
@@ -447,6 +462,45 @@ impl Agg {
             own.push(relation);
         }
         own.iter().all(|r| old.relations.get(r) == new.relations.get(r))
+    }
+
+    /// Whether a write of an entity at `position` between the owner and the target changes this
+    /// aggregation by a delta rather than by recomputing its owners: every step from there to the target
+    /// goes backwards through a relation that holds one entity, and no blueprint is on the path twice. Then
+    /// each target reached forward from the entity leads back to it alone, so those targets are its share
+    /// of each owner it reaches, and they are the same for its old and new version (they are read from the
+    /// relations pointing at it), as long as nothing else on the path was written with it.
+    pub(crate) fn changes_through(&self, position: usize) -> bool {
+        let distinct = self.path_blueprints.iter().enumerate().all(|(i, b)| !self.path_blueprints[..i].contains(b));
+        self.error.is_none()
+            && position > 0
+            && position + 1 < self.path_blueprints.len()
+            && distinct
+            && self.steps[position..].iter().all(|s| matches!(s, Step::In { .. }))
+            && self.single_back.get(position..).is_some_and(|s| s.iter().all(|single| *single))
+    }
+
+    /// The targets reached forward from an entity at `position` (it may no longer exist: the entities whose
+    /// relations point at it are read), counted or not.
+    pub(crate) fn targets_from<'s>(&self, state: &'s State, position: usize, e: &Entity) -> Vec<&'s Arc<Entity>> {
+        let mut frontier: Vec<&'s Arc<Entity>> = Vec::new();
+        for (i, step) in self.steps.iter().enumerate().skip(position) {
+            let Step::In { blueprint, relation } = step else { return Vec::new() };
+            let mut next = Vec::new();
+            if i == position {
+                let ids: Vec<&Arc<str>> =
+                    state.sources(&e.blueprint, &e.identifier, blueprint, relation, None).collect();
+                next.extend(ids.into_iter().filter_map(|id| state.entity(blueprint, id)));
+            } else {
+                for x in &frontier {
+                    for id in state.sources(&x.blueprint, &x.identifier, blueprint, relation, None) {
+                        next.extend(state.entity(blueprint, id));
+                    }
+                }
+            }
+            frontier = next;
+        }
+        frontier
     }
 
     /// What the first step of [`owners_of`] reads of an entity at `position`: its own relation, when the

@@ -379,7 +379,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.standards {
         let entities = if args.entities == 100_000 { 1_000_000 } else { args.entities };
-        return crate::bench_standards::run(entities);
+        return crate::bench_standards::run(entities).await;
     }
     if args.deployments {
         let deployments = if args.entities == 100_000 { 1_000_000 } else { args.entities };

@@ -3,6 +3,11 @@
 //! same process, on a runtime of their own: an HTTP server, a Redis stream reader, a NATS subscriber, a
 //! Kafka fetch loop against tansu). `--destinations` narrows the battery to some of them.
 //!
+//! The receivers stand for consumers on other machines. The brokers' consumers start after the unpaced
+//! phase (each from its broker's end), so that the writes' throughput with the subscriptions is measured
+//! with what a server shares its machine with in the bench (the brokers) but not the bench's own readers;
+//! the webhook's receiver has to answer, so it runs throughout.
+//!
 //! Printed: the writes' own throughput without subscriptions and with one per destination (unpaced, bulk
 //! batches of 200); then writes paced at `--rate` entities/s for `--read-seconds`: per destination, the
 //! changes delivered, write-to-delivered p50 / p99 (from the write's acknowledgement to the receiver
@@ -78,6 +83,162 @@ async fn throughput(pipeline: &Pipeline, seconds: u64) -> anyhow::Result<(f64, f
     }
     let share = (pipeline.writer_busy() - busy).as_secs_f64() / started.elapsed().as_secs_f64();
     Ok((n as f64 / started.elapsed().as_secs_f64(), share))
+}
+
+/// Where the broker destinations' receivers read (`None`: not in the battery).
+struct Brokers<'a> {
+    /// Redis URL, stream.
+    redis: Option<(&'a str, &'a str)>,
+    /// NATS URL, subject.
+    nats: Option<(&'a str, &'a str)>,
+    /// tansu's address.
+    kafka: Option<&'a str>,
+}
+
+/// Starts a receiver per broker destination on `on`, each reading from the broker's current end (what was
+/// written before is not read again); answers when all of them are reading, in the battery's order.
+async fn broker_receivers(
+    on: &tokio::runtime::Handle,
+    brokers: Brokers<'_>,
+) -> anyhow::Result<Vec<(&'static str, Seen)>> {
+    let mut seen: Vec<(&'static str, Seen)> = Vec::new();
+    if let Some((url, stream)) = brokers.redis {
+        let r: Seen = Arc::default();
+        let client = redis::Client::open(url)?;
+        let key = stream.to_string();
+        let (mut conn, mut last) = on
+            .spawn(async move {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                // The stream's last entry: reading starts after it.
+                let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await?;
+                let last = newest.into_iter().next().map_or_else(|| "0".to_string(), |(id, _)| id);
+                anyhow::Ok((conn, last))
+            })
+            .await?
+            .context("Redis")?;
+        let (into, stream) = (Arc::clone(&r), stream.to_string());
+        on.spawn(async move {
+            loop {
+                let reply: redis::RedisResult<XRead> = redis::cmd("XREAD")
+                    .arg("BLOCK")
+                    .arg(1000)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .arg("STREAMS")
+                    .arg(&stream)
+                    .arg(&last)
+                    .query_async(&mut conn)
+                    .await;
+                let Ok(Some(streams)) = reply else { continue };
+                let now = Instant::now();
+                for (_, entries) in streams {
+                    for (id, fields) in entries {
+                        if let Some(seq) =
+                            fields.iter().find(|(k, _)| k == "seq").and_then(|(_, v)| v.parse::<u64>().ok())
+                        {
+                            into.lock().map(|mut m| m.insert(seq, now)).ok();
+                        }
+                        last = id;
+                    }
+                }
+            }
+        });
+        seen.push(("redis stream", r));
+    }
+    if let Some((url, subject)) = brokers.nats {
+        let n: Seen = Arc::default();
+        let (url, on_subject) = (url.to_string(), subject.to_string());
+        let (client, mut sub) = on
+            .spawn(async move {
+                let client = async_nats::connect(url.as_str()).await.context("NATS")?;
+                let sub = client.subscribe(on_subject).await?;
+                client.flush().await?;
+                anyhow::Ok((client, sub))
+            })
+            .await??;
+        let into = Arc::clone(&n);
+        on.spawn(async move {
+            let _keep = client;
+            while let Some(m) = sub.next().await {
+                let seq =
+                    m.headers.as_ref().and_then(|h| h.get("Berth-Seq")).and_then(|v| v.as_str().parse::<u64>().ok());
+                if let Some(seq) = seq {
+                    into.lock().map(|mut m| m.insert(seq, Instant::now())).ok();
+                }
+            }
+        });
+        seen.push(("nats jetstream", n));
+    }
+    if let Some(address) = brokers.kafka {
+        let k: Seen = Arc::default();
+        let address = address.to_string();
+        // The topic's partitions (it exists: the unpaced writes were delivered to it), each from its end.
+        let (partitions, mut offsets) = on
+            .spawn(async move {
+                use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+                let client = rskafka::client::ClientBuilder::new(vec![address]).build().await?;
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let ids: Vec<i32> = loop {
+                    let topics = client.list_topics().await?;
+                    let ids: Vec<i32> = topics
+                        .iter()
+                        .find(|t| t.name == "berth.bench")
+                        .map(|t| t.partitions.iter().copied().collect())
+                        .unwrap_or_default();
+                    if !ids.is_empty() {
+                        break ids;
+                    }
+                    if Instant::now() > deadline {
+                        bail!("the topic berth.bench did not appear");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
+                let mut partitions = Vec::new();
+                let mut offsets: HashMap<i32, i64> = HashMap::new();
+                for p in ids {
+                    let pc = client.partition_client("berth.bench", p, UnknownTopicHandling::Error).await?;
+                    offsets.insert(p, pc.get_offset(OffsetAt::Latest).await?);
+                    partitions.push((p, pc));
+                }
+                anyhow::Ok((partitions, offsets))
+            })
+            .await??;
+        let into = Arc::clone(&k);
+        on.spawn(async move {
+            loop {
+                let mut any = false;
+                for (p, pc) in &partitions {
+                    let next = offsets.get(p).copied().unwrap_or(0);
+                    let Ok((records, _)) = pc.fetch_records(next, 1..50_000_000, 100).await else { continue };
+                    let now = Instant::now();
+                    for r in &records {
+                        if let Some(seq) = r
+                            .record
+                            .headers
+                            .get("berth-seq")
+                            .and_then(|v| String::from_utf8_lossy(v).parse::<u64>().ok())
+                        {
+                            into.lock().map(|mut m| m.insert(seq, now)).ok();
+                        }
+                        offsets.insert(*p, r.offset + 1);
+                        any = true;
+                    }
+                }
+                if !any {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        seen.push(("kafka", k));
+    }
+    Ok(seen)
 }
 
 fn tansu() -> Option<String> {
@@ -189,129 +350,15 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook_concurrenc
     }
 
     let stream = format!("berth-bench-{tag}");
-    let redis_seen: Seen = Arc::default();
-    if wants("redis") {
-        let (r, stream, url) = (Arc::clone(&redis_seen), stream.clone(), redis_url.clone());
-        let client = redis::Client::open(url.as_str())?;
-        let mut conn =
-            on.spawn(async move { client.get_multiplexed_async_connection().await }).await?.context("Redis")?;
-        on.spawn(async move {
-            let mut last = "0".to_string();
-            loop {
-                let reply: redis::RedisResult<XRead> = redis::cmd("XREAD")
-                    .arg("BLOCK")
-                    .arg(1000)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .arg("STREAMS")
-                    .arg(&stream)
-                    .arg(&last)
-                    .query_async(&mut conn)
-                    .await;
-                let Ok(Some(streams)) = reply else { continue };
-                let now = Instant::now();
-                for (_, entries) in streams {
-                    for (id, fields) in entries {
-                        if let Some(seq) =
-                            fields.iter().find(|(k, _)| k == "seq").and_then(|(_, v)| v.parse::<u64>().ok())
-                        {
-                            r.lock().map(|mut m| m.insert(seq, now)).ok();
-                        }
-                        last = id;
-                    }
-                }
-            }
-        });
-    }
-    if wants("redis") {
-        seen.push(("redis stream", redis_seen));
-    }
-
     let subject = format!("berth.bench.{tag}");
-    let nats_seen: Seen = Arc::default();
-    if wants("nats") {
-        let (url, on_subject) = (nats_url.clone(), subject.clone());
-        let (client, mut sub) = on
-            .spawn(async move {
-                let client = async_nats::connect(url.as_str()).await.context("NATS")?;
-                let sub = client.subscribe(on_subject).await?;
-                anyhow::Ok((client, sub))
-            })
-            .await??;
-        let n = Arc::clone(&nats_seen);
-        on.spawn(async move {
-            let _keep = client;
-            while let Some(m) = sub.next().await {
-                let seq =
-                    m.headers.as_ref().and_then(|h| h.get("Berth-Seq")).and_then(|v| v.as_str().parse::<u64>().ok());
-                if let Some(seq) = seq {
-                    n.lock().map(|mut m| m.insert(seq, Instant::now())).ok();
-                }
-            }
-        });
-    }
-    if wants("nats") {
-        seen.push(("nats jetstream", nats_seen));
-    }
-
-    let kafka_seen: Seen = Arc::default();
-    if let Some((_, address)) = &kafka {
-        let (k, address) = (Arc::clone(&kafka_seen), address.clone());
-        on.spawn(async move {
-            let Ok(client) = rskafka::client::ClientBuilder::new(vec![address]).build().await else { return };
-            let mut offsets: HashMap<i32, i64> = HashMap::new();
-            // The topic's partitions, once it exists (a client per partition, made once).
-            let mut partitions = Vec::new();
-            loop {
-                if partitions.is_empty() {
-                    let topics = client.list_topics().await.unwrap_or_default();
-                    let ids: Vec<i32> = topics
-                        .iter()
-                        .find(|t| t.name == "berth.bench")
-                        .map(|t| t.partitions.iter().copied().collect())
-                        .unwrap_or_default();
-                    for p in ids {
-                        if let Ok(pc) = client
-                            .partition_client("berth.bench", p, rskafka::client::partition::UnknownTopicHandling::Error)
-                            .await
-                        {
-                            partitions.push((p, pc));
-                        }
-                    }
-                }
-                let mut any = false;
-                for (p, pc) in &partitions {
-                    let next = offsets.get(p).copied().unwrap_or(0);
-                    let Ok((records, _)) = pc.fetch_records(next, 1..50_000_000, 100).await else { continue };
-                    let now = Instant::now();
-                    for r in &records {
-                        if let Some(seq) = r
-                            .record
-                            .headers
-                            .get("berth-seq")
-                            .and_then(|v| String::from_utf8_lossy(v).parse::<u64>().ok())
-                        {
-                            k.lock().map(|mut m| m.insert(seq, now)).ok();
-                        }
-                        offsets.insert(*p, r.offset + 1);
-                        any = true;
-                    }
-                }
-                if !any {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        });
-        seen.push(("kafka", kafka_seen));
-    }
 
     // The catalog with one subscription per destination.
     let dir = tempfile::tempdir()?;
     let config = berth_delivery::Config {
         key: b"bench-delivery-key-0123456789abcdef".to_vec(),
         holder: "bench".into(),
-        redis_stream_url: Some(redis_url),
-        nats_url: Some(nats_url),
+        redis_stream_url: Some(redis_url.clone()),
+        nats_url: Some(nats_url.clone()),
         kafka_brokers: kafka.as_ref().map(|(_, a)| a.clone()),
         kafka_changelog_topic: "berth.changelog".into(),
         allow: vec!["127.0.0.1".into()],
@@ -375,6 +422,14 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook_concurrenc
     for (_, s) in &seen {
         s.lock().map(|mut m| m.clear()).ok();
     }
+    // The brokers' consumers stand for processes on other machines: they start only now, each from its
+    // broker's current end, so that they take nothing from the unpaced writes above.
+    let brokers = Brokers {
+        redis: wants("redis").then_some((redis_url.as_str(), stream.as_str())),
+        nats: wants("nats").then_some((nats_url.as_str(), subject.as_str())),
+        kafka: kafka.as_ref().map(|(_, a)| a.as_str()),
+    };
+    seen.extend(broker_receivers(&on, brokers).await?);
 
     // Paced writes: the acknowledgement time of each sequence number.
     let acked: Arc<Mutex<Vec<(u64, u64, Instant)>>> = Arc::default();

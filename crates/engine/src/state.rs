@@ -1312,9 +1312,13 @@ impl State {
         }
         // An entity between an owner and the target changes its owners by a delta when nothing else on the
         // aggregation's path (past the owner) was written with it (see `Agg::changes_through`).
+        let mut written: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (bp, _) in before.keys() {
+            *written.entry(&***bp).or_default() += 1;
+        }
         let through = |agg: &crate::derived::aggregation::Agg, position: usize| {
             agg.changes_through(position)
-                && before.keys().filter(|(b, _)| agg.path_blueprints[1..].iter().any(|p| p.as_str() == &***b)).count()
+                && agg.path_blueprints[1..].iter().map(|b| written.get(b.as_str()).copied().unwrap_or(0)).sum::<usize>()
                     == 1
         };
         for (bp, id, old) in &touched {

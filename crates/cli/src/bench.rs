@@ -61,7 +61,8 @@ pub struct BenchArgs {
     hostile: bool,
     /// Run the standards battery instead, in process: `--entities` entities (a tenth services mirroring a
     /// team and a domain, aggregating deployments, judged by 3 scorecards of 10 rules) against the same
-    /// catalog without derived data
+    /// catalog without derived data: start-up, a mirrored write, ordinary writes (in the engine, then
+    /// acknowledged by the catalog layer on SQLite), searches by scorecard level
     #[arg(long)]
     standards: bool,
     /// Run the deployments battery instead, in process: 500 services x 5 environments with `--entities`

@@ -2044,7 +2044,8 @@ mod tests {
                 3,
                 bp(json!({"identifier": "dep", "title": "Deployment", "schema": {"properties": {
                 "n": {"type": "number"}, "st": {"type": "string"}}},
-                "relations": {"service": {"target": "svc", "required": false, "many": false}}})),
+                "relations": {"service": {"target": "svc", "required": false, "many": false},
+                              "also": {"target": "svc", "required": false, "many": true}}})),
             ),
             event(
                 4,
@@ -2073,7 +2074,11 @@ mod tests {
                 bp(
                     json!({"identifier": "dom", "title": "Domain", "schema": {"properties": {"name": {"type": "string"}}},
                 "aggregationProperties": {"all": {"target": "dep", "calculationSpec": {"func": "count", "calculationBy": "entities"},
-                    "pathFilter": [{"fromBlueprint": "dep", "path": ["service", "dom"]}]}}}),
+                    "pathFilter": [{"fromBlueprint": "dep", "path": ["service", "dom"]}]},
+                    // Through a many relation: a deployment may reach a domain through two services, so a
+                    // service's write recomputes its domains rather than changing them by a delta.
+                    "alsoAll": {"target": "dep", "calculationSpec": {"func": "count", "calculationBy": "entities"},
+                    "pathFilter": [{"fromBlueprint": "dep", "path": ["also", "dom"]}]}}}),
                 ),
             ),
             // A scorecard with local rules (a stored property, an aggregation, a relation) and one that is not
@@ -2122,7 +2127,7 @@ mod tests {
                     _ => (
                         // Thirds: a sum in another order would differ in the last bit.
                         json!({"n": f64::from(seed % 5) / 3.0, "st": if seed % 2 == 0 { "ok" } else { "ko" }}),
-                        json!({"service": target(r1)}),
+                        json!({"service": target(r1), "also": [format!("s{}", r2 % 6), format!("s{}", (r1 + 1) % 6)]}),
                     ),
                 };
                 let mut entity =

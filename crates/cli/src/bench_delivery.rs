@@ -136,7 +136,15 @@ async fn broker_receivers(
                     .arg(&last)
                     .query_async(&mut conn)
                     .await;
-                let Ok(Some(streams)) = reply else { continue };
+                let streams = match reply {
+                    Ok(Some(streams)) => streams,
+                    Ok(None) => continue,
+                    // Redis away: ask again in a moment rather than at once.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let now = Instant::now();
                 for (_, entries) in streams {
                     for (id, fields) in entries {

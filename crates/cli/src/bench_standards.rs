@@ -12,9 +12,9 @@
 //! Printed: the build; start-up (a snapshot loaded with every aggregation computed); a write to `team-0`
 //! (command, event applied, aggregations refreshed) and a read of a service's mirror after it; ordinary
 //! writes against the baseline (a deployment that keeps its service, one moved to another service, a
-//! service that keeps its system, a new service); a search by scorecard level (a page of 50); then the same ordinary
-//! writes acknowledged by the catalog layer on SQLite (what a client waits for), alternating the two
-//! catalogs written through it.
+//! service that keeps its system, a new service); a search by scorecard level (a page of 50); then the
+//! same ordinary writes acknowledged by the catalog layer on SQLite (what a client waits for), alternating
+//! the two catalogs written through it.
 
 use std::time::{Duration, Instant};
 

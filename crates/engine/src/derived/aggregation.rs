@@ -471,13 +471,14 @@ impl Agg {
     /// of each owner it reaches, and they are the same for its old and new version (they are read from the
     /// relations pointing at it), as long as nothing else on the path was written with it.
     pub(crate) fn changes_through(&self, position: usize) -> bool {
-        let distinct = self.path_blueprints.iter().enumerate().all(|(i, b)| !self.path_blueprints[..i].contains(b));
+        let backwards = self.steps.get(position..).is_some_and(|s| s.iter().all(|s| matches!(s, Step::In { .. })));
+        let single = self.single_back.get(position..).is_some_and(|s| s.iter().all(|single| *single));
         self.error.is_none()
             && position > 0
             && position + 1 < self.path_blueprints.len()
-            && distinct
-            && self.steps[position..].iter().all(|s| matches!(s, Step::In { .. }))
-            && self.single_back.get(position..).is_some_and(|s| s.iter().all(|single| *single))
+            && backwards
+            && single
+            && self.path_blueprints.iter().enumerate().all(|(i, b)| !self.path_blueprints[..i].contains(b))
     }
 
     /// The targets reached forward from an entity at `position` (it may no longer exist: the entities whose

@@ -36,7 +36,8 @@ use imbl::{OrdMap, OrdSet};
 use crate::State;
 use crate::search::{Ctx, matches};
 
-/// One scorecard's ceilings: by entity, and ordered by (ceiling, entity) for searches.
+/// One scorecard's ceilings, ordered by (ceiling, entity) for searches (each entity's own ceilings are
+/// in its blueprint's [`BlueprintLevels`]).
 #[derive(Clone, Debug)]
 pub struct CardLevels {
     /// The scorecard, parsed (a ceiling is an index into its levels).
@@ -46,44 +47,95 @@ pub struct CardLevels {
     open_above: Arc<Vec<bool>>,
     /// Per rule: how the ceiling counts it (classified once, when the index is built).
     kinds: Arc<Vec<RuleKind>>,
-    by_id: OrdMap<Arc<str>, u8>,
+    /// Its place in its blueprint's [`Ceilings`].
+    slot: usize,
     by_level: OrdSet<(u8, Arc<str>)>,
 }
 
-impl CardLevels {
-    fn set(&mut self, id: &Arc<str>, ceiling: Option<u8>) {
-        let old = match ceiling {
-            Some(c) => self.by_id.insert(Arc::clone(id), c),
-            None => self.by_id.remove(id),
-        };
-        if old == ceiling {
+/// One blueprint's indexed scorecards, and each entity's ceiling on every one of them in one record: a
+/// write judges all of them, and finds what they were with one lookup rather than one per scorecard.
+#[derive(Clone, Debug, Default)]
+pub struct BlueprintLevels {
+    /// The scorecards, in the order they were indexed (the order of an entity's [`Ceilings`]).
+    cards: Vec<(Arc<str>, CardLevels)>,
+    /// The entities some scorecard's filter admits: their ceiling on each scorecard (hashed: read and
+    /// written by identifier only).
+    by_id: imbl::HashMap<Arc<str>, Ceilings>,
+}
+
+/// An entity's ceiling on each of its blueprint's indexed scorecards, in their order (`None` where the
+/// scorecard's filter leaves it out).
+pub type Ceilings = Arc<[Option<u8>]>;
+
+impl BlueprintLevels {
+    /// One scorecard's ceilings, when it is indexed.
+    pub fn card(&self, identifier: &str) -> Option<&CardLevels> {
+        self.cards.iter().find(|(k, _)| **k == *identifier).map(|(_, c)| c)
+    }
+
+    /// Every entity's ceilings, in identifier order.
+    pub fn ceilings(&self) -> Vec<(&str, &[Option<u8>])> {
+        let mut out: Vec<(&str, &[Option<u8>])> = self.by_id.iter().map(|(id, c)| (&**id, &**c)).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Sets an entity's ceilings (`new`: one per scorecard, all `None` for an entity that no longer exists
+    /// or that no filter admits), moving it in the order of each scorecard whose ceiling changed.
+    fn set(&mut self, id: &Arc<str>, new: &[Option<u8>]) {
+        let old = self.by_id.get(&**id).cloned();
+        let old_of = |k: usize| old.as_ref().and_then(|o| o.get(k).copied().flatten());
+        if old.is_none() && new.iter().all(Option::is_none) {
             return;
         }
-        if let Some(o) = old {
-            self.by_level.remove(&(o, Arc::clone(id)));
+        for (k, (_, card)) in self.cards.iter_mut().enumerate() {
+            let (was, is) = (old_of(k), new.get(k).copied().flatten());
+            if was == is {
+                continue;
+            }
+            if let Some(o) = was {
+                card.by_level.remove(&(o, Arc::clone(id)));
+            }
+            if let Some(c) = is {
+                card.by_level.insert((c, Arc::clone(id)));
+            }
         }
-        if let Some(c) = ceiling {
-            self.by_level.insert((c, Arc::clone(id)));
+        if new.iter().all(Option::is_none) {
+            self.by_id.remove(&**id);
+        } else {
+            self.by_id.insert(Arc::clone(id), Arc::from(new));
         }
     }
 
+    /// Whether `new` is what the entity's ceilings are already.
+    fn holds(&self, id: &str, new: &[Option<u8>]) -> bool {
+        match self.by_id.get(id) {
+            Some(old) => **old == *new,
+            None => new.iter().all(Option::is_none),
+        }
+    }
+}
+
+impl CardLevels {
     /// The rank of a level title.
     pub fn rank(&self, title: &str) -> Option<u8> {
         self.card.levels.iter().position(|l| l.title == title).map(|p| p as u8)
     }
 
-    /// Each entity's ceiling, in identifier order.
-    pub fn ceilings(&self) -> impl Iterator<Item = (&str, u8)> {
-        self.by_id.iter().map(|(id, c)| (&**id, *c))
+    /// Each entity's ceiling (those the filter admits), in identifier order.
+    pub fn ceilings(&self) -> Vec<(&str, u8)> {
+        let mut out: Vec<(&str, u8)> = self.by_level.iter().map(|(c, id)| (&**id, *c)).collect();
+        out.sort_unstable();
+        out
     }
 
     /// How many entities have a ceiling (those the filter admits).
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.by_level.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.by_level.is_empty()
     }
 
     /// The ceilings an entity at one of the `asked` levels can have: at least that level, and exactly it
@@ -179,6 +231,9 @@ impl CardLevels {
     pub(crate) fn stopped_at<'s>(&'s self, state: &'s State, level: u8, cap: usize) -> Option<Vec<&'s str>> {
         let next = &self.card.levels.get(level as usize + 1)?.title;
         let bp: &str = &self.card.blueprint;
+        let group = state.blueprint_levels(bp)?;
+        let above =
+            |id: &str| group.by_id.get(id).and_then(|c| c.get(self.slot).copied().flatten()).is_some_and(|c| c > level);
         let mut out: Vec<&'s str> = Vec::new();
         for (i, rule) in self.card.rules.iter().enumerate() {
             if rule.level != *next {
@@ -205,7 +260,7 @@ impl CardLevels {
                     continue;
                 }
                 for id in sources {
-                    if self.by_id.get(id).is_some_and(|c| *c > level) {
+                    if above(id) {
                         if out.len() >= cap {
                             return None;
                         }
@@ -285,7 +340,6 @@ pub(crate) struct Judge<'s> {
     state: &'s State,
     card: Arc<Scorecard>,
     kinds: Arc<Vec<RuleKind>>,
-    plain: Ctx<'s>,
 }
 
 impl<'s> Judge<'s> {
@@ -300,27 +354,24 @@ impl<'s> Judge<'s> {
 
     /// Prepares `card` whose rules were classified already (by [`Judge::new`], when the index was built).
     fn with_kinds(state: &'s State, card: Arc<Scorecard>, kinds: Arc<Vec<RuleKind>>) -> Judge<'s> {
-        Judge { state, card, kinds, plain: Ctx::empty(state, Timestamp::from_millis(0)) }
+        Judge { state, card, kinds }
     }
 
-    /// The entity's ceiling (the index of a level), `None` when the filter leaves it out.
-    pub(crate) fn ceiling(&self, e: &Entity) -> Option<u8> {
+    /// The entity's ceiling (the index of a level), `None` when the filter leaves it out. `ctx` judges `e`
+    /// (see [`judging`]).
+    pub(crate) fn ceiling(&self, ctx: &Ctx<'_>, e: &Entity) -> Option<u8> {
         if let Some(f) = &self.card.filter {
-            if !matches(&self.plain, e, f) {
+            if !matches(ctx, e, f) {
                 return None;
             }
         }
-        let passed = |i: usize| {
-            let ctx = &self.plain;
-            match &self.kinds[i] {
-                RuleKind::Open => true,
-                RuleKind::Local => matches(ctx, e, &self.card.rules[i].query),
-                RuleKind::Through(t) => {
-                    let leads =
-                        e.relations.get(&t.relation).map(berth_model::Entity::relation_targets).unwrap_or_default();
-                    let resolved = leads.first().is_some_and(|id| self.state.entity(&t.target, id).is_some());
-                    resolved || matches(ctx, e, &self.card.rules[i].query)
-                }
+        let passed = |i: usize| match &self.kinds[i] {
+            RuleKind::Open => true,
+            RuleKind::Local => matches(ctx, e, &self.card.rules[i].query),
+            RuleKind::Through(t) => {
+                let leads = e.relations.get(&t.relation).map(berth_model::Entity::relation_targets).unwrap_or_default();
+                let resolved = leads.first().is_some_and(|id| self.state.entity(&t.target, id).is_some());
+                resolved || matches(ctx, e, &self.card.rules[i].query)
             }
         };
         let title = self.card.level_of(passed);
@@ -371,33 +422,20 @@ fn is_local(state: &State, blueprint: &str, q: &Query) -> bool {
     local
 }
 
-/// The entity with its aggregation values among its properties, so a ceiling's rules read them there once
-/// rather than look each up in the state (aggregations are the only derived values local rules read).
-fn with_aggregates<'e>(state: &State, e: &'e Entity) -> std::borrow::Cow<'e, Entity> {
-    use std::borrow::Cow;
-    let spec = state.derived().spec(&e.blueprint).filter(|s| !s.aggs.is_empty());
-    let (Some(spec), Some(values)) = (spec, state.aggregate_values(&e.blueprint, &e.identifier)) else {
-        return Cow::Borrowed(e);
-    };
-    let properties: berth_model::Fields = e
-        .properties
-        .iter()
-        .map(|(k, v)| (k, v.clone()))
-        .chain(spec.aggs.iter().zip(values).map(|(a, v)| (a.name.as_str(), v.clone())))
-        .collect();
-    Cow::Owned(Entity { properties, ..e.clone() })
+/// The context that judges `e`'s ceilings: it reads `e`'s aggregation values (the only derived values
+/// local rules read) from what the state keeps, found once rather than once per rule.
+fn judging<'a>(state: &'a State, e: &'a Entity) -> Ctx<'a> {
+    Ctx::with_aggregates(state, e, state.aggregate_values(&e.blueprint, &e.identifier).map(Vec::as_slice))
 }
 
-/// Every blueprint's indexed scorecards: blueprint → scorecard → ceilings.
-pub(crate) type Levels = OrdMap<Arc<str>, OrdMap<Arc<str>, CardLevels>>;
+/// Every blueprint's indexed scorecards and ceilings.
+pub(crate) type Levels = OrdMap<Arc<str>, BlueprintLevels>;
 
 /// Computes every ceiling of every indexed scorecard (entities in chunks, on two threads).
 pub(crate) fn build(state: &State) -> Levels {
     const CHUNK: usize = 5_000;
     let judges = judges_by_blueprint(state);
-    let cards: Vec<(&str, &Judge<'_>)> =
-        judges.iter().flat_map(|(bp, js)| js.iter().map(move |j| (bp.as_str(), j))).collect();
-    // Chunks of a blueprint's entities, each judged by all of the blueprint's scorecards (one view each).
+    // Chunks of a blueprint's entities, each judged by all of the blueprint's scorecards (one context each).
     let mut chunks: Vec<(usize, Vec<&Arc<Entity>>)> = Vec::new();
     for (g, (bp, _)) in judges.iter().enumerate() {
         let entities: Vec<&Arc<Entity>> = state.entities_of(bp).collect();
@@ -408,8 +446,8 @@ pub(crate) fn build(state: &State) -> Levels {
         let ceilings: Vec<(Arc<str>, Vec<Option<u8>>)> = entities
             .into_iter()
             .map(|e| {
-                let view = with_aggregates(state, e);
-                (Arc::clone(&e.identifier), js.iter().map(|j| j.ceiling(&view)).collect())
+                let ctx = judging(state, e);
+                (Arc::clone(&e.identifier), js.iter().map(|j| j.ceiling(&ctx, e)).collect())
             })
             .collect();
         (g, ceilings)
@@ -418,37 +456,39 @@ pub(crate) fn build(state: &State) -> Levels {
         Some(done) => done,
         None => chunks.into_iter().map(judge).collect(),
     };
-    // The first card of each blueprint group, in `cards` order.
-    let firsts: Vec<usize> = judges
+    let mut groups: Vec<BlueprintLevels> = judges
         .iter()
-        .scan(0, |at, (_, js)| {
-            let first = *at;
-            *at += js.len();
-            Some(first)
-        })
-        .collect();
-    let mut levels: Vec<CardLevels> = cards
-        .iter()
-        .map(|(_, j)| CardLevels {
-            card: Arc::clone(&j.card),
-            open_above: Arc::new(j.open_above()),
-            kinds: Arc::clone(&j.kinds),
-            by_id: OrdMap::new(),
-            by_level: OrdSet::new(),
+        .map(|(_, js)| BlueprintLevels {
+            cards: js
+                .iter()
+                .enumerate()
+                .map(|(slot, j)| {
+                    let levels = CardLevels {
+                        card: Arc::clone(&j.card),
+                        open_above: Arc::new(j.open_above()),
+                        kinds: Arc::clone(&j.kinds),
+                        slot,
+                        by_level: OrdSet::new(),
+                    };
+                    (Arc::from(j.identifier()), levels)
+                })
+                .collect(),
+            by_id: imbl::HashMap::new(),
         })
         .collect();
     for (g, ceilings) in judged {
-        for (id, cs) in ceilings {
-            for (k, c) in cs.into_iter().enumerate() {
-                levels[firsts[g] + k].set(&id, c);
+        if let Some(group) = groups.get_mut(g) {
+            for (id, cs) in ceilings {
+                group.set(&id, &cs);
             }
         }
     }
-    let mut out: Levels = OrdMap::new();
-    for ((bp, j), l) in cards.iter().zip(levels) {
-        out.entry(Arc::from(*bp)).or_default().insert(Arc::from(j.identifier()), l);
-    }
-    out
+    judges
+        .iter()
+        .zip(groups)
+        .filter(|(_, g)| !g.cards.is_empty())
+        .map(|((bp, _), g)| (Arc::from(bp.as_str()), g))
+        .collect()
 }
 
 /// The indexable scorecards of every blueprint that has some.
@@ -473,31 +513,32 @@ pub(crate) fn refresh(state: &State, levels: &mut Levels, entities: &[(Arc<str>,
     if levels.is_empty() || entities.is_empty() {
         return;
     }
-    let mut judges: std::collections::HashMap<Arc<str>, Vec<(Arc<str>, Judge<'_>)>> = std::collections::HashMap::new();
+    let mut judges: std::collections::HashMap<Arc<str>, Vec<Judge<'_>>> = std::collections::HashMap::new();
+    let mut ceilings: Vec<Option<u8>> = Vec::new();
     for (bp, id) in entities {
         // Read first: the maps are copied on the way down only when a ceiling changed (most writes leave
         // them as they were).
-        let Some(cards) = levels.get(&**bp) else { continue };
+        let Some(group) = levels.get(&**bp) else { continue };
         let js = judges.entry(Arc::clone(bp)).or_insert_with(|| {
-            cards
+            group
+                .cards
                 .iter()
-                .map(|(k, c)| (Arc::clone(k), Judge::with_kinds(state, Arc::clone(&c.card), Arc::clone(&c.kinds))))
+                .map(|(_, c)| Judge::with_kinds(state, Arc::clone(&c.card), Arc::clone(&c.kinds)))
                 .collect()
         });
-        let view = state.entity(bp, id).map(|e| with_aggregates(state, e));
-        let changed: Vec<(&Arc<str>, Option<u8>)> = js
-            .iter()
-            .map(|(k, j)| (k, view.as_deref().and_then(|e| j.ceiling(e))))
-            .filter(|(k, c)| cards.get(&***k).is_some_and(|card| card.by_id.get(&**id).copied() != *c))
-            .collect();
-        if changed.is_empty() {
+        ceilings.clear();
+        match state.entity(bp, id) {
+            Some(e) => {
+                let ctx = judging(state, e);
+                ceilings.extend(js.iter().map(|j| j.ceiling(&ctx, e)));
+            }
+            None => ceilings.resize(js.len(), None),
+        }
+        if group.holds(id, &ceilings) {
             continue;
         }
-        let Some(cards) = levels.get_mut(&**bp) else { continue };
-        for (k, c) in changed {
-            if let Some(card) = cards.get_mut(&**k) {
-                card.set(id, c);
-            }
+        if let Some(group) = levels.get_mut(&**bp) {
+            group.set(id, &ceilings);
         }
     }
 }
@@ -507,8 +548,8 @@ pub(crate) fn refresh(state: &State, levels: &mut Levels, entities: &[(Arc<str>,
 pub(crate) fn read_through(levels: &Levels) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = levels
         .iter()
-        .flat_map(|(bp, cards)| {
-            cards.values().flat_map(move |c| {
+        .flat_map(|(bp, group)| {
+            group.cards.iter().flat_map(move |(_, c)| {
                 c.kinds.iter().filter_map(move |k| match k {
                     RuleKind::Through(t) => Some((t.target.clone(), bp.to_string(), t.relation.clone())),
                     _ => None,

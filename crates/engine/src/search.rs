@@ -37,6 +37,17 @@ pub struct Ctx<'a> {
     /// A scorecard rule's own context: scorecard rules inside it judge nothing (no scorecard depends on
     /// another, so no cycle can form).
     nested: bool,
+    /// One entity's aggregation values, read by its rules without a lookup in the state (see
+    /// [`Ctx::with_aggregates`]).
+    own: Option<OwnAggregates<'a>>,
+}
+
+/// An entity's aggregation values, handed to a context that judges that entity.
+struct OwnAggregates<'a> {
+    blueprint: &'a str,
+    identifier: &'a str,
+    spec: &'a crate::derived::DerivedSpec,
+    values: &'a [Value],
 }
 
 /// A scorecard prepared for judging entities: its filter's and rules' contexts.
@@ -103,13 +114,32 @@ impl<'a> Ctx<'a> {
         });
         match failure {
             Some(e) => Err(e),
-            None => Ok(Ctx { state, now, slots, cards: Default::default(), nested: false }),
+            None => Ok(Ctx { state, now, slots, cards: Default::default(), nested: false, own: None }),
         }
     }
 
     /// A context without a query: for judging scorecards alone.
     pub fn empty(state: &'a State, now: Timestamp) -> Ctx<'a> {
-        Ctx { state, now, slots: Vec::new(), cards: Default::default(), nested: false }
+        Ctx { state, now, slots: Vec::new(), cards: Default::default(), nested: false, own: None }
+    }
+
+    /// A context with nothing to prepare that judges entity `e`, whose aggregation values (in its blueprint's
+    /// spec order, as the state keeps them) are `values`: its rules read them there, not from the state.
+    pub(crate) fn with_aggregates(state: &'a State, e: &'a Entity, values: Option<&'a [Value]>) -> Ctx<'a> {
+        let own = values.and_then(|values| {
+            let spec = state.derived().spec(&e.blueprint)?;
+            Some(OwnAggregates { blueprint: &e.blueprint, identifier: &e.identifier, spec, values })
+        });
+        Ctx { own, ..Ctx::empty(state, Timestamp::from_millis(0)) }
+    }
+
+    /// `e`'s aggregation value `name`, when this context was handed `e`'s values.
+    fn own_aggregate(&self, e: &Entity, name: &str) -> Option<&'a Value> {
+        let own = self.own.as_ref().filter(|o| o.identifier == &*e.identifier && o.blueprint == &*e.blueprint)?;
+        match own.spec.kind(name)? {
+            crate::derived::Kind::Aggregation(i) => own.values.get(i),
+            _ => None,
+        }
     }
 
     /// The scorecards of `blueprint`, prepared (once per context).
@@ -1173,7 +1203,7 @@ fn rule_matches(ctx: &Ctx<'_>, e: &Entity, rule: &Rule) -> bool {
     }
     let owned;
     let v: Option<&Value> = match &rule.target {
-        Target::Property(p) => match e.properties.get(p) {
+        Target::Property(p) => match e.properties.get(p).or_else(|| ctx.own_aggregate(e, p)) {
             Some(v) => Some(v),
             None => match derived_value(ctx.state, e, p) {
                 Some(v) => {

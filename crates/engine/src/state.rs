@@ -215,8 +215,10 @@ type InPlace<'a> = std::collections::BTreeMap<(&'a str, Arc<str>), Vec<(usize, A
 /// How many owners one task of a full aggregation recompute takes.
 const AGGREGATE_CHUNK: usize = 5_000;
 
-/// One owner blueprint's aggregation values: owner identifier → values in the order of its spec.
-type OwnerValues = OrdMap<Key, Arc<crate::derived::aggregation::Kept>>;
+/// One owner blueprint's aggregation values: owner identifier → values in the order of its spec. Hashed, not
+/// ordered: nothing reads them in order, and a write looks one up in a few node hops rather than comparing
+/// its identifier with a score of others along a B-tree.
+type OwnerValues = imbl::HashMap<Key, Arc<crate::derived::aggregation::Kept>>;
 
 /// One entity's versions in the index: most entities are written once, so a single sequence number is kept
 /// inline, and a (boxed) list only from the second version on: 16 bytes an entry either way.
@@ -1310,6 +1312,8 @@ impl State {
         for (bp, id, old) in &touched {
             before.entry((bp, id)).or_insert(old.as_ref());
         }
+        // And its version now (looked up once: the loops below read it for every dependency).
+        let now: Vec<Option<Arc<Entity>>> = before.keys().map(|(bp, id)| self.entity(bp, id).cloned()).collect();
         // An entity between an owner and the target changes its owners by a delta when nothing else on the
         // aggregation's path (past the owner) was written with it (see `Agg::changes_through`).
         let mut written: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
@@ -1346,8 +1350,7 @@ impl State {
                 }
             }
         }
-        for ((bp, id), old) in &before {
-            let current = self.entity(bp, id).cloned();
+        for (((bp, _), old), current) in before.iter().zip(&now) {
             // Aggregations of one owner along the same path reach the same owners: walked back once per version.
             // Keyed by what the first step back reads of the version (both versions, when it is the same).
             type Way<'a> = (&'a str, &'a [crate::derived::aggregation::Step], usize, Option<serde_json::Value>);
@@ -1358,7 +1361,7 @@ impl State {
                     continue;
                 }
                 // A rewrite that leaves the entity's part in this aggregation as it was changes nothing.
-                if let (Some(o), Some(c)) = (old, &current) {
+                if let (Some(o), Some(c)) = (old, current) {
                     if agg.part_of(self, o) == agg.part_of(self, c)
                         && agg.first_step_back(dep.position, o) == agg.first_step_back(dep.position, c)
                     {
@@ -1387,8 +1390,7 @@ impl State {
         // An entity between the owner and the target: its targets leave the owners its old version reached
         // and join those its new version reaches (a new service: its domain counts its deployments without
         // walking the domain's 45,000 others).
-        for ((bp, id), old) in &before {
-            let current = self.entity(bp, id).cloned();
+        for (((bp, _), old), current) in before.iter().zip(&now) {
             for dep in catalog.deps(bp) {
                 let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
                 if !through(agg, dep.position)
@@ -1420,8 +1422,8 @@ impl State {
         let mut rejudge: Vec<(Key, Key)> = touched.iter().map(|(bp, id, _)| (Arc::clone(bp), Arc::clone(id))).collect();
         // An entity a scorecard rule is read through that appeared or disappeared: its sources' ceilings
         // (which judged the rule when their relation led nowhere) are judged again.
-        for ((bp, id), old) in &before {
-            if old.is_some() == self.entity(bp, id).is_some() {
+        for (((bp, id), old), current) in before.iter().zip(&now) {
+            if old.is_some() == current.is_some() {
                 continue;
             }
             for (_, source, relation) in self.level_through.iter().filter(|(target, _, _)| **target == ***bp) {
@@ -1438,29 +1440,35 @@ impl State {
             let Some(spec) = catalog.spec(bp) else { continue };
             // Every old version out before any new one goes in (each old one is in what is kept).
             changes.sort_by_key(|(_, _, remove)| !*remove);
-            // Changed where it is kept (one walk down the owner map): Some(changed), or None to recompute.
+            // Changed where it is kept (one walk down the owner map, the record copied only when a published
+            // state shares it): Some(whether a value changed), or None to recompute.
             let changed = match self.aggregates.get_mut(bp).and_then(|m| m.get_mut(&owner)) {
                 None => None,
-                Some(kept) => {
-                    let mut updated = (**kept).clone();
-                    let mut complete = true;
+                // Every change has what it changes kept (else the owner is recomputed, left as it was).
+                Some(kept)
+                    if changes.iter().all(|(i, _, _)| {
+                        spec.aggs.get(*i).is_some() && kept.accs.get(*i).is_some_and(Option::is_some)
+                    }) =>
+                {
+                    let kept = Arc::make_mut(kept);
                     for (i, e, remove) in &changes {
-                        match (spec.aggs.get(*i), updated.accs.get_mut(*i)) {
-                            (Some(agg), Some(Some(acc))) => agg.account(acc, e, *remove),
-                            _ => complete = false,
+                        if let (Some(agg), Some(Some(acc))) = (spec.aggs.get(*i), kept.accs.get_mut(*i)) {
+                            agg.account(acc, e, *remove);
                         }
                     }
+                    let mut changed = false;
                     for (i, agg) in spec.aggs.iter().enumerate() {
-                        if let (Some(Some(acc)), Some(v)) = (updated.accs.get(i), updated.values.get_mut(i)) {
-                            *v = agg.value_of(acc);
+                        if let (Some(Some(acc)), Some(v)) = (kept.accs.get(i), kept.values.get_mut(i)) {
+                            let value = agg.value_of(acc);
+                            if *v != value {
+                                *v = value;
+                                changed = true;
+                            }
                         }
                     }
-                    let changed = updated != **kept;
-                    if changed {
-                        *kept = Arc::new(updated);
-                    }
-                    complete.then_some(changed)
+                    Some(changed)
                 }
+                Some(_) => None,
             };
             match changed {
                 Some(true) => rejudge.push((self.blueprint_name(bp), owner)),
@@ -1482,7 +1490,12 @@ impl State {
 
     /// The level ceilings of one scorecard of a blueprint, when it is indexed.
     pub fn card_levels(&self, blueprint: &str, scorecard: &str) -> Option<&crate::levels::CardLevels> {
-        self.levels.get(blueprint)?.get(scorecard)
+        self.levels.get(blueprint)?.card(scorecard)
+    }
+
+    /// The level ceilings of a blueprint's indexed scorecards, when it has some.
+    pub(crate) fn blueprint_levels(&self, blueprint: &str) -> Option<&crate::levels::BlueprintLevels> {
+        self.levels.get(blueprint)
     }
 
     /// Recomputes one owner's aggregation values (or forgets them, when it no longer exists).
@@ -1494,7 +1507,11 @@ impl State {
             }
             return;
         };
-        let values = crate::derived::aggregation::compute_all(self, &owner, &spec.aggs);
+        let values = crate::derived::aggregation::compute_all(
+            &crate::derived::aggregation::Finder::new(self),
+            &owner,
+            &spec.aggs,
+        );
         let bp = self.blueprint_name(blueprint);
         let key = Arc::clone(&owner.identifier);
         self.aggregates.entry(bp).or_default().insert(key, Arc::new(values));
@@ -1507,17 +1524,28 @@ impl State {
         let owners: Vec<(Key, Arc<crate::derived::DerivedSpec>)> =
             catalog.owners().map(|(bp, spec)| (self.blueprint_name(bp), Arc::clone(spec))).collect();
         let this = &*self;
-        // Chunks of owners, computed on two threads; each blueprint's map is then built in order.
+        // Every entity the paths pass through is found in a hash table built once.
+        let on_paths: std::collections::BTreeSet<&str> = owners
+            .iter()
+            .flat_map(|(_, spec)| spec.aggs.iter().flat_map(|a| a.path_blueprints.iter().skip(1)))
+            .map(String::as_str)
+            .collect();
+        let finder = crate::derived::aggregation::Finder::with_tables(this, on_paths);
+        // Chunks of owners, computed on two threads. A blueprint of few owners (each over a large fan-in,
+        // often) is split into as many chunks as it has owners, so both threads share it.
         let mut chunks: Vec<(usize, Vec<&Arc<Entity>>)> = Vec::new();
         for (i, (bp, _)) in owners.iter().enumerate() {
             let entities: Vec<&Arc<Entity>> = this.entities_of(bp).collect();
-            chunks.extend(entities.chunks(AGGREGATE_CHUNK).map(|c| (i, c.to_vec())));
+            let size = (entities.len() / 64).clamp(1, AGGREGATE_CHUNK);
+            chunks.extend(entities.chunks(size).map(|c| (i, c.to_vec())));
         }
         let compute = |(i, entities): (usize, Vec<&Arc<Entity>>)| {
             let aggs = &owners[i].1.aggs;
             let values: Vec<(Key, Arc<crate::derived::aggregation::Kept>)> = entities
                 .into_iter()
-                .map(|e| (Arc::clone(&e.identifier), Arc::new(crate::derived::aggregation::compute_all(this, e, aggs))))
+                .map(|e| {
+                    (Arc::clone(&e.identifier), Arc::new(crate::derived::aggregation::compute_all(&finder, e, aggs)))
+                })
                 .collect();
             (i, values)
         };
@@ -1526,11 +1554,11 @@ impl State {
             // A worker failed (a panic): compute on this thread, so a load never ends half-done.
             None => chunks.into_iter().map(compute).collect(),
         };
-        let mut maps: Vec<OwnerValues> = owners.iter().map(|_| OrdMap::new()).collect();
+        let mut maps: Vec<OwnerValues> = owners.iter().map(|_| OwnerValues::new()).collect();
         for (i, values) in computed {
-            in_near_order(values, |(id, v)| {
-                maps[i].insert(id, v);
-            });
+            if let Some(map) = maps.get_mut(i) {
+                map.extend(values);
+            }
         }
         self.aggregates = owners.into_iter().map(|(bp, _)| bp).zip(maps).collect();
     }
@@ -2253,8 +2281,10 @@ mod tests {
         // level (planned from them) finds exactly the entities at that level.
         let Some(card) = state.card_levels("svc", "card") else { return };
         let fresh = crate::levels::build(state);
-        let rebuilt = fresh.get("svc").and_then(|m| m.get("card")).expect("indexed");
-        assert_eq!(card.ceilings().collect::<Vec<_>>(), rebuilt.ceilings().collect::<Vec<_>>());
+        let rebuilt = fresh.get("svc").expect("indexed");
+        assert_eq!(card.ceilings(), rebuilt.card("card").expect("indexed").ceilings());
+        let kept = state.levels.get("svc").expect("indexed");
+        assert_eq!(kept.ceilings(), rebuilt.ceilings());
         let ctx = crate::search::Ctx::empty(state, berth_model::Timestamp::from_millis(0));
         for level in ["Basic", "Bronze", "Silver", "Gold"] {
             let want: Vec<&str> = state
@@ -2281,7 +2311,7 @@ mod tests {
             let level =
                 crate::search::scorecard_value(&ctx, e, "card", None).and_then(|v| v.as_str().map(str::to_string));
             let rank = level.and_then(|l| card.rank(&l));
-            let ceiling = card.ceilings().find(|(id, _)| *id == &*e.identifier).map(|(_, c)| c);
+            let ceiling = card.ceilings().into_iter().find(|(id, _)| *id == &*e.identifier).map(|(_, c)| c);
             assert!(rank <= ceiling, "{}: level {rank:?} above its ceiling {ceiling:?}", e.identifier);
         }
     }

@@ -444,15 +444,11 @@ pub(crate) fn sources<'s>(
     let Some(start) = state.entity(&owner.blueprint, &owner.identifier) else { return Vec::new() };
     let mut frontier: Vec<&'s Arc<Entity>> = vec![start];
     for step in steps {
-        // The entities whose relation holding one entity points at distinct entities are distinct (and
-        // one entity's sources through one relation are distinct anyway): no set needed.
-        let single = match step {
-            Step::In { blueprint, relation } => {
-                frontier.len() == 1
-                    || state.blueprint(blueprint).and_then(|b| b.def.relations.get(relation)).is_some_and(|r| !r.many)
-            }
-            Step::Out(_) => false,
-        };
+        // One entity's sources through one relation are distinct already, and so is a source whose relation
+        // holds one identifier (it leads back to one frontier entity): no set needed for those. A relation
+        // declared single may still hold an array written while it was `many`: checked per source.
+        let single = frontier.len() == 1 && matches!(step, Step::In { .. });
+        let holds_one = |s: &Entity, relation: &str| matches!(s.relations.get(relation), Some(Value::String(_)));
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
         let mut next = Vec::new();
         for e in &frontier {
@@ -472,7 +468,8 @@ pub(crate) fn sources<'s>(
                 Step::In { blueprint, relation } => {
                     for id in state.sources(&e.blueprint, &e.identifier, blueprint, relation, None) {
                         if let Some(s) = finder.entity(blueprint, id) {
-                            if (single || seen.insert((&s.blueprint, &s.identifier))) && reader.can_read(s) {
+                            let distinct = single || holds_one(s, relation);
+                            if (distinct || seen.insert((&s.blueprint, &s.identifier))) && reader.can_read(s) {
                                 next.push(s);
                             }
                         }

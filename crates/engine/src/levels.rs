@@ -15,6 +15,10 @@
 //! only them. A scorecard whose
 //! filter is not local is not indexed (searches judge every entity, as before).
 //!
+//! Each ceiling is kept with the results of the rules judged to reach it ([`Mark`]): an entity whose
+//! aggregation values alone changed (a deployment of a service written) has only the rules that read them
+//! judged again ([`Rejudge::Aggregates`]).
+//!
 //! A rule that reads nothing but mirrors through one single relation (`team.oncall`,
 //! `system.domain.owner`) is **read through** that relation: its result is a function of the entity the
 //! relation leads to. The ceiling judges it on an entity whose relation leads nowhere (no value, or an
@@ -42,30 +46,54 @@ use crate::search::{Ctx, matches};
 pub struct CardLevels {
     /// The scorecard, parsed (a ceiling is an index into its levels).
     card: Arc<Scorecard>,
-    /// Per level: whether the level above it has a rule the ceiling leaves out (so an entity whose ceiling
-    /// is higher may still stop at this level).
-    open_above: Arc<Vec<bool>>,
-    /// Per rule: how the ceiling counts it (classified once, when the index is built).
-    kinds: Arc<Vec<RuleKind>>,
-    /// Its place in its blueprint's [`Ceilings`].
+    /// How its marks are judged (worked out once, when the index is built).
+    plan: Arc<Plan>,
+    /// Its place in its blueprint's [`Marks`].
     slot: usize,
     by_level: OrdSet<(u8, Arc<str>)>,
 }
 
-/// One blueprint's indexed scorecards, and each entity's ceiling on every one of them in one record: a
-/// write judges all of them, and finds what they were with one lookup rather than one per scorecard.
+/// One blueprint's indexed scorecards, and each entity's mark on every one of them in one record: a write
+/// judges all of them, and finds what they were with one lookup rather than one per scorecard.
 #[derive(Clone, Debug, Default)]
 pub struct BlueprintLevels {
-    /// The scorecards, in the order they were indexed (the order of an entity's [`Ceilings`]).
+    /// The scorecards, in the order they were indexed (the order of an entity's [`Marks`]).
     cards: Vec<(Arc<str>, CardLevels)>,
-    /// The entities some scorecard's filter admits: their ceiling on each scorecard (hashed: read and
-    /// written by identifier only).
-    by_id: imbl::HashMap<Arc<str>, Ceilings>,
+    /// The entities some scorecard's filter admits: their mark on each scorecard (hashed: read and written
+    /// by identifier only).
+    by_id: imbl::HashMap<Arc<str>, Marks>,
 }
 
-/// An entity's ceiling on each of its blueprint's indexed scorecards, in their order (`None` where the
+/// An entity's standing on one indexed scorecard: its ceiling, and the rules judged to reach it (bit `i`
+/// for rule `i`: `known`, the rules judged; `passed`, those of them it passed). When only the entity's
+/// aggregation values change, the rules that read them are judged again and the others' results are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub ceiling: u8,
+    known: u64,
+    passed: u64,
+}
+
+impl Mark {
+    /// Whether every rule both marks judged has the same result in both.
+    #[cfg(test)]
+    pub(crate) fn agrees_with(&self, other: &Mark) -> bool {
+        (self.passed ^ other.passed) & self.known & other.known == 0
+    }
+}
+
+/// An entity's mark on each of its blueprint's indexed scorecards, in their order (`None` where the
 /// scorecard's filter leaves it out).
-pub type Ceilings = Arc<[Option<u8>]>;
+pub type Marks = Arc<[Option<Mark>]>;
+
+/// The most rules of a scorecard the index keeps results of (one bit each); a scorecard with more is not
+/// indexed (searches by its levels judge every entity).
+const MAX_INDEXED_RULES: usize = 64;
+
+/// The ceiling of a mark.
+fn ceiling_of(mark: Option<&Option<Mark>>) -> Option<u8> {
+    mark.copied().flatten().map(|m| m.ceiling)
+}
 
 impl BlueprintLevels {
     /// One scorecard's ceilings, when it is indexed.
@@ -74,22 +102,33 @@ impl BlueprintLevels {
     }
 
     /// Every entity's ceilings, in identifier order.
-    pub fn ceilings(&self) -> Vec<(&str, &[Option<u8>])> {
-        let mut out: Vec<(&str, &[Option<u8>])> = self.by_id.iter().map(|(id, c)| (&**id, &**c)).collect();
+    pub fn ceilings(&self) -> Vec<(&str, Vec<Option<u8>>)> {
+        let mut out: Vec<(&str, Vec<Option<u8>>)> =
+            self.by_id.iter().map(|(id, m)| (&**id, m.iter().map(|m| m.map(|m| m.ceiling)).collect())).collect();
         out.sort_unstable();
         out
     }
 
-    /// Sets an entity's ceilings (`new`: one per scorecard, all `None` for an entity that no longer exists
-    /// or that no filter admits), moving it in the order of each scorecard whose ceiling changed.
-    fn set(&mut self, id: &Arc<str>, new: &[Option<u8>]) {
+    /// Every entity's marks, by identifier.
+    #[cfg(test)]
+    pub(crate) fn marks(&self) -> std::collections::BTreeMap<&str, &[Option<Mark>]> {
+        self.by_id.iter().map(|(id, m)| (&**id, &**m)).collect()
+    }
+
+    /// Sets an entity's marks (`new`: one per scorecard, all `None` for an entity that no longer exists or
+    /// that no filter admits), moving it in the order of each scorecard whose ceiling changed.
+    fn set(&mut self, id: &Arc<str>, new: &[Option<Mark>]) {
         let old = self.by_id.get(&**id).cloned();
-        let old_of = |k: usize| old.as_ref().and_then(|o| o.get(k).copied().flatten());
+        self.replace(id, old, new);
+    }
+
+    /// [`BlueprintLevels::set`], given the entity's marks now (`old`, read already).
+    fn replace(&mut self, id: &Arc<str>, old: Option<Marks>, new: &[Option<Mark>]) {
         if old.is_none() && new.iter().all(Option::is_none) {
             return;
         }
         for (k, (_, card)) in self.cards.iter_mut().enumerate() {
-            let (was, is) = (old_of(k), new.get(k).copied().flatten());
+            let (was, is) = (old.as_ref().and_then(|o| ceiling_of(o.get(k))), ceiling_of(new.get(k)));
             if was == is {
                 continue;
             }
@@ -107,9 +146,9 @@ impl BlueprintLevels {
         }
     }
 
-    /// Whether `new` is what the entity's ceilings are already.
-    fn holds(&self, id: &str, new: &[Option<u8>]) -> bool {
-        match self.by_id.get(id) {
+    /// Whether `new` is what the entity's marks (`old`) are already.
+    fn holds(old: Option<&Marks>, new: &[Option<Mark>]) -> bool {
+        match old {
             Some(old) => **old == *new,
             None => new.iter().all(Option::is_none),
         }
@@ -144,7 +183,7 @@ impl CardLevels {
         let top = self.card.levels.len() as u8;
         let mut out: Vec<u8> = Vec::new();
         for &level in asked {
-            let open = self.open_above.get(level as usize).copied().unwrap_or(true);
+            let open = self.plan.open_above.get(level as usize).copied().unwrap_or(true);
             if open {
                 out.extend(level..top);
             } else {
@@ -233,13 +272,13 @@ impl CardLevels {
         let bp: &str = &self.card.blueprint;
         let group = state.blueprint_levels(bp)?;
         let above =
-            |id: &str| group.by_id.get(id).and_then(|c| c.get(self.slot).copied().flatten()).is_some_and(|c| c > level);
+            |id: &str| group.by_id.get(id).and_then(|m| ceiling_of(m.get(self.slot))).is_some_and(|c| c > level);
         let mut out: Vec<&'s str> = Vec::new();
         for (i, rule) in self.card.rules.iter().enumerate() {
             if rule.level != *next {
                 continue;
             }
-            let through = match self.kinds.get(i)? {
+            let through = match self.plan.kinds.get(i)? {
                 RuleKind::Through(t) => t,
                 // A local rule: the ceiling judged it.
                 RuleKind::Local => continue,
@@ -276,7 +315,7 @@ impl CardLevels {
 
     /// Whether the level above `level` has a rule the ceilings leave out.
     pub(crate) fn is_open_above(&self, level: u8) -> bool {
-        self.open_above.get(level as usize).copied().unwrap_or(true)
+        self.plan.open_above.get(level as usize).copied().unwrap_or(true)
     }
 }
 
@@ -309,6 +348,9 @@ fn read_through_relation(state: &State, blueprint: &str, q: &Query) -> Option<Th
     Some(Through { relation: hop.to_string(), target: rel.target.clone() })
 }
 
+/// For one entity: whether each relation a rule is read through leads to an entity (see [`Judge::ceiling`]).
+pub(crate) type Resolved<'j> = Vec<(&'j str, bool)>;
+
 /// How the ceiling counts one rule.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum RuleKind {
@@ -333,69 +375,158 @@ impl RuleKind {
     }
 }
 
-/// A scorecard prepared to compute ceilings: how each rule counts. The filter and the rules it judges are
+/// How one scorecard's marks are judged, worked out when the index is built.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// Per rule: how the ceiling counts it.
+    kinds: Vec<RuleKind>,
+    /// Per level: its rules (bit `i` for rule `i`; the first level has none).
+    masks: Vec<u64>,
+    /// The rules whose result may change with the entity's aggregation values (local rules reading one).
+    on_aggregates: u64,
+    /// Whether the filter reads an aggregation value (then a change of those judges the entity anew).
+    filter_on_aggregates: bool,
+    /// Per level: whether the level above it has a rule the ceiling leaves out (so an entity whose ceiling
+    /// is higher may still stop at this level).
+    open_above: Vec<bool>,
+}
+
+impl Plan {
+    /// `None` when the scorecard cannot be indexed: its filter is not local, or it has too many rules.
+    fn new(state: &State, card: &Scorecard) -> Option<Plan> {
+        let bp = card.blueprint.as_str();
+        if card.rules.len() > MAX_INDEXED_RULES
+            || card.filter.as_ref().is_some_and(|f| f.slots() > 0 || !is_local(state, bp, f))
+        {
+            return None;
+        }
+        let kinds: Vec<RuleKind> = card.rules.iter().map(|r| RuleKind::of(state, bp, &r.query)).collect();
+        let bits =
+            |keep: &dyn Fn(usize) -> bool| (0..card.rules.len()).filter(|i| keep(*i)).fold(0u64, |m, i| m | 1 << i);
+        let masks = card.levels.iter().map(|l| bits(&|i| card.rules[i].level == l.title)).collect();
+        let on_aggregates = bits(&|i| kinds[i] == RuleKind::Local && reads_aggregates(state, bp, &card.rules[i].query));
+        let open_above = (0..card.levels.len())
+            .map(|l| {
+                let Some(next) = card.levels.get(l + 1) else { return false };
+                card.rules.iter().zip(&kinds).any(|(r, kind)| r.level == next.title && *kind != RuleKind::Local)
+            })
+            .collect();
+        Some(Plan {
+            masks,
+            on_aggregates,
+            filter_on_aggregates: card.filter.as_ref().is_some_and(|f| reads_aggregates(state, bp, f)),
+            open_above,
+            kinds,
+        })
+    }
+}
+
+/// A scorecard prepared to compute marks: how each rule counts. The filter and the rules it judges are
 /// local or read through a relation: no date preset and no graph rule, so nothing to prepare, and one
 /// plain context judges them all.
 pub(crate) struct Judge<'s> {
     state: &'s State,
     card: Arc<Scorecard>,
-    kinds: Arc<Vec<RuleKind>>,
+    plan: Arc<Plan>,
 }
 
 impl<'s> Judge<'s> {
-    /// Prepares `card` for ceilings, `None` when it cannot be indexed (its filter is not local).
+    /// Prepares `card` for marks, `None` when it cannot be indexed (see [`Plan::new`]).
     pub(crate) fn new(state: &'s State, card: Arc<Scorecard>) -> Option<Judge<'s>> {
-        if card.filter.as_ref().is_some_and(|f| f.slots() > 0 || !is_local(state, &card.blueprint, f)) {
-            return None;
-        }
-        let kinds = card.rules.iter().map(|r| RuleKind::of(state, &card.blueprint, &r.query)).collect();
-        Some(Judge::with_kinds(state, card, Arc::new(kinds)))
+        let plan = Plan::new(state, &card)?;
+        Some(Judge { state, card, plan: Arc::new(plan) })
     }
 
-    /// Prepares `card` whose rules were classified already (by [`Judge::new`], when the index was built).
-    fn with_kinds(state: &'s State, card: Arc<Scorecard>, kinds: Arc<Vec<RuleKind>>) -> Judge<'s> {
-        Judge { state, card, kinds }
-    }
-
-    /// The entity's ceiling (the index of a level), `None` when the filter leaves it out. `ctx` judges `e`
-    /// (see [`judging`]).
-    pub(crate) fn ceiling(&self, ctx: &Ctx<'_>, e: &Entity) -> Option<u8> {
-        if let Some(f) = &self.card.filter {
-            if !matches(ctx, e, f) {
-                return None;
+    /// The entity's mark, `None` when the filter leaves it out. `ctx` judges `e` (see [`judging`]);
+    /// `resolved` remembers, for `e`, whether each relation read through leads to an entity (the scorecards
+    /// of a blueprint often read the same one). `after`: the entity's mark before a change of its
+    /// aggregation values alone, whose other results still hold; `None` when it is judged anew.
+    ///
+    /// Levels are judged in order, each rule of a level until one fails; the ceiling is the last level
+    /// whose rules (and those of every level below) all passed.
+    pub(crate) fn mark<'j>(
+        &'j self,
+        ctx: &Ctx<'_>,
+        e: &Entity,
+        resolved: &mut Resolved<'j>,
+        after: Option<Option<Mark>>,
+    ) -> Option<Mark> {
+        let plan = &*self.plan;
+        // (the results kept, the rules judged again first)
+        let (mut known, mut passed, again) = match after {
+            Some(Some(m)) if !plan.filter_on_aggregates => {
+                (m.known & !plan.on_aggregates, m.passed & !plan.on_aggregates, m.known & plan.on_aggregates)
             }
-        }
-        let passed = |i: usize| match &self.kinds[i] {
-            RuleKind::Open => true,
-            RuleKind::Local => matches(ctx, e, &self.card.rules[i].query),
-            RuleKind::Through(t) => {
-                let leads = e.relations.get(&t.relation).map(berth_model::Entity::relation_targets).unwrap_or_default();
-                let resolved = leads.first().is_some_and(|id| self.state.entity(&t.target, id).is_some());
-                resolved || matches(ctx, e, &self.card.rules[i].query)
+            // Left out by a filter that reads no aggregation value: still left out.
+            Some(None) if !plan.filter_on_aggregates && self.card.filter.is_some() => return None,
+            _ => {
+                if self.card.filter.as_ref().is_some_and(|f| !matches(ctx, e, f)) {
+                    return None;
+                }
+                (0, 0, 0)
             }
         };
-        let title = self.card.level_of(passed);
-        self.card.levels.iter().position(|l| l.title == title).map(|p| p as u8)
+        let mut judge = |i: usize, known: &mut u64, passed: &mut u64| {
+            *known |= 1 << i;
+            let ok = self.passes(i, ctx, e, resolved);
+            if ok {
+                *passed |= 1 << i;
+            }
+            ok
+        };
+        for i in (0..plan.kinds.len()).filter(|i| again & (1 << i) != 0) {
+            judge(i, &mut known, &mut passed);
+        }
+        let mut ceiling = 0u8;
+        for (level, &mask) in plan.masks.iter().enumerate().skip(1) {
+            for i in 0..plan.kinds.len() {
+                if mask & !known & (1 << i) != 0 && !judge(i, &mut known, &mut passed) {
+                    break;
+                }
+            }
+            if passed & mask != mask {
+                break;
+            }
+            ceiling = level as u8;
+        }
+        Some(Mark { ceiling, known, passed })
     }
 
-    /// Per level: whether the next level has a rule that is not local.
-    fn open_above(&self) -> Vec<bool> {
-        let levels = &self.card.levels;
-        (0..levels.len())
-            .map(|l| {
-                let Some(next) = levels.get(l + 1) else { return false };
-                self.card
-                    .rules
-                    .iter()
-                    .zip(self.kinds.iter())
-                    .any(|(r, kind)| r.level == next.title && *kind != RuleKind::Local)
-            })
-            .collect()
+    /// Whether `e` passes rule `i`, as the ceiling counts it.
+    fn passes<'j>(&'j self, i: usize, ctx: &Ctx<'_>, e: &Entity, resolved: &mut Resolved<'j>) -> bool {
+        let Some(rule) = self.card.rules.get(i) else { return false };
+        match self.plan.kinds.get(i) {
+            None => false,
+            Some(RuleKind::Open) => true,
+            Some(RuleKind::Local) => matches(ctx, e, &rule.query),
+            Some(RuleKind::Through(t)) => {
+                let known = resolved.iter().find(|(r, _)| *r == t.relation).map(|(_, leads)| *leads);
+                let leads = known.unwrap_or_else(|| {
+                    let ids = e.relations.get(&t.relation).map(Entity::relation_targets).unwrap_or_default();
+                    let leads = ids.first().is_some_and(|id| self.state.entity(&t.target, id).is_some());
+                    resolved.push((&t.relation, leads));
+                    leads
+                });
+                leads || matches(ctx, e, &rule.query)
+            }
+        }
     }
 
     pub(crate) fn identifier(&self) -> &str {
         &self.card.identifier
     }
+}
+
+/// Whether `q` reads one of the blueprint's aggregation properties.
+fn reads_aggregates(state: &State, blueprint: &str, q: &Query) -> bool {
+    let Some(spec) = state.derived().spec(blueprint) else { return false };
+    let mut reads = false;
+    q.visit(&mut |node| {
+        if let Query::Rule(Rule { target: Target::Property(p), .. }) = node {
+            reads |= matches!(spec.kind(p), Some(crate::derived::Kind::Aggregation(_)));
+        }
+    });
+    reads
 }
 
 /// Whether `q`'s result on an entity depends only on the entity and the state's aggregation values.
@@ -443,14 +574,15 @@ pub(crate) fn build(state: &State) -> Levels {
     }
     let judge = |(g, entities): (usize, Vec<&Arc<Entity>>)| {
         let js = &judges[g].1;
-        let ceilings: Vec<(Arc<str>, Vec<Option<u8>>)> = entities
+        let marks: Vec<(Arc<str>, Vec<Option<Mark>>)> = entities
             .into_iter()
             .map(|e| {
                 let ctx = judging(state, e);
-                (Arc::clone(&e.identifier), js.iter().map(|j| j.ceiling(&ctx, e)).collect())
+                let mut resolved = Resolved::new();
+                (Arc::clone(&e.identifier), js.iter().map(|j| j.mark(&ctx, e, &mut resolved, None)).collect())
             })
             .collect();
-        (g, ceilings)
+        (g, marks)
     };
     let judged = match crate::parallel::on_two_threads(chunks.clone(), judge) {
         Some(done) => done,
@@ -465,8 +597,7 @@ pub(crate) fn build(state: &State) -> Levels {
                 .map(|(slot, j)| {
                     let levels = CardLevels {
                         card: Arc::clone(&j.card),
-                        open_above: Arc::new(j.open_above()),
-                        kinds: Arc::clone(&j.kinds),
+                        plan: Arc::clone(&j.plan),
                         slot,
                         by_level: OrdSet::new(),
                     };
@@ -507,38 +638,64 @@ fn judges_of<'s>(state: &'s State, blueprint: &str) -> Vec<Judge<'s>> {
         .collect()
 }
 
-/// Recomputes the ceilings of the given entities (each `(blueprint, identifier)`; a deleted one leaves), with
-/// the scorecards the index holds (parsed once, when it was built).
-pub(crate) fn refresh(state: &State, levels: &mut Levels, entities: &[(Arc<str>, Arc<str>)]) {
+/// Why an entity is judged again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Rejudge {
+    /// It was written (or deleted), or something it reads through a relation appeared or disappeared.
+    Written,
+    /// Only its aggregation values changed: the rules that read none keep their results.
+    Aggregates,
+}
+
+/// Recomputes the marks of the given entities (each `(blueprint, identifier, why)`; a deleted one leaves),
+/// with the scorecards the index holds (parsed once, when it was built).
+pub(crate) fn refresh(state: &State, levels: &mut Levels, entities: &[(Arc<str>, Arc<str>, Rejudge)]) {
     if levels.is_empty() || entities.is_empty() {
         return;
     }
-    let mut judges: std::collections::HashMap<Arc<str>, Vec<Judge<'_>>> = std::collections::HashMap::new();
-    let mut ceilings: Vec<Option<u8>> = Vec::new();
-    for (bp, id) in entities {
-        // Read first: the maps are copied on the way down only when a ceiling changed (most writes leave
-        // them as they were).
+    // Each entity once, judged anew when it was written at all.
+    let mut entities: Vec<&(Arc<str>, Arc<str>, Rejudge)> = entities.iter().collect();
+    entities.sort_unstable();
+    entities.dedup_by(|later, first| later.0 == first.0 && later.1 == first.1);
+    // Each blueprint's judges, made once (the entities are usually of one or two blueprints).
+    let mut judges: Vec<(&str, Vec<Judge<'_>>)> = Vec::new();
+    let mut marks: Vec<Option<Mark>> = Vec::new();
+    for (bp, id, why) in entities {
+        // Read first: the maps are copied on the way down only when a mark changed (most writes leave them
+        // as they were).
         let Some(group) = levels.get(&**bp) else { continue };
-        let js = judges.entry(Arc::clone(bp)).or_insert_with(|| {
-            group
-                .cards
-                .iter()
-                .map(|(_, c)| Judge::with_kinds(state, Arc::clone(&c.card), Arc::clone(&c.kinds)))
-                .collect()
-        });
-        ceilings.clear();
+        let at = match judges.iter().position(|(b, _)| *b == &**bp) {
+            Some(at) => at,
+            None => {
+                let js = group
+                    .cards
+                    .iter()
+                    .map(|(_, c)| Judge { state, card: Arc::clone(&c.card), plan: Arc::clone(&c.plan) })
+                    .collect();
+                judges.push((bp, js));
+                judges.len() - 1
+            }
+        };
+        let js = &judges[at].1;
+        let old = group.by_id.get(&**id).cloned();
+        marks.clear();
         match state.entity(bp, id) {
             Some(e) => {
                 let ctx = judging(state, e);
-                ceilings.extend(js.iter().map(|j| j.ceiling(&ctx, e)));
+                let mut resolved = Resolved::new();
+                marks.extend(js.iter().enumerate().map(|(k, j)| {
+                    let after =
+                        (*why == Rejudge::Aggregates).then(|| old.as_ref().and_then(|o| o.get(k).copied().flatten()));
+                    j.mark(&ctx, e, &mut resolved, after)
+                }));
             }
-            None => ceilings.resize(js.len(), None),
+            None => marks.resize(js.len(), None),
         }
-        if group.holds(id, &ceilings) {
+        if BlueprintLevels::holds(old.as_ref(), &marks) {
             continue;
         }
         if let Some(group) = levels.get_mut(&**bp) {
-            group.set(id, &ceilings);
+            group.replace(id, old, &marks);
         }
     }
 }
@@ -550,7 +707,7 @@ pub(crate) fn read_through(levels: &Levels) -> Vec<(String, String, String)> {
         .iter()
         .flat_map(|(bp, group)| {
             group.cards.iter().flat_map(move |(_, c)| {
-                c.kinds.iter().filter_map(move |k| match k {
+                c.plan.kinds.iter().filter_map(move |k| match k {
                     RuleKind::Through(t) => Some((t.target.clone(), bp.to_string(), t.relation.clone())),
                     _ => None,
                 })

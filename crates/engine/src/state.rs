@@ -193,10 +193,10 @@ pub struct State {
     derived_stale: bool,
     /// Owner blueprint → owner identifier → its aggregation values, in the order of its spec. Never in a
     /// snapshot or the log: recomputed on load, refreshed after each event.
-    aggregates: OrdMap<Key, OwnerValues>,
+    aggregates: Aggregates,
     /// Entity writes since the last refresh whose blueprint feeds an aggregation: (blueprint, identifier,
     /// the version before). Empty between events unless deferring.
-    agg_touched: Vec<(Key, Key, Option<Arc<Entity>>)>,
+    agg_touched: Vec<Touched>,
     /// Every aggregation must be recomputed (a blueprint changed, or a snapshot was loaded).
     agg_rebuild: bool,
     /// Scorecard level ceilings (see [`crate::levels`]), refreshed with the aggregations; never stored.
@@ -219,6 +219,12 @@ const AGGREGATE_CHUNK: usize = 5_000;
 /// ordered: nothing reads them in order, and a write looks one up in a few node hops rather than comparing
 /// its identifier with a score of others along a B-tree.
 type OwnerValues = imbl::HashMap<Key, Arc<crate::derived::aggregation::Kept>>;
+
+/// Every owner blueprint's kept aggregation values.
+type Aggregates = OrdMap<Key, OwnerValues>;
+
+/// An entity written since derived data was last refreshed: (blueprint, identifier, version before).
+type Touched = (Key, Key, Option<Arc<Entity>>);
 
 /// One entity's versions in the index: most entities are written once, so a single sequence number is kept
 /// inline, and a (boxed) list only from the second version on: 16 bytes an entry either way.
@@ -511,14 +517,14 @@ impl State {
     /// The identifiers of the `source` entities whose relation `relation` points at `id` (of `blueprint`), in
     /// identifier order, after `after` when given. Lazy: a page of a target with 100,000 sources reads the
     /// page, not the 100,000.
-    pub fn sources<'s>(
+    pub fn sources<'s: 'a, 'a>(
         &'s self,
         blueprint: &str,
-        id: &'s str,
-        source: &'s str,
-        relation: &'s str,
-        after: Option<&'s str>,
-    ) -> impl Iterator<Item = &'s Arc<str>> + 's {
+        id: &'a str,
+        source: &'a str,
+        relation: &'a str,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = &'s Arc<str>> + 'a {
         let hash = target_hash(id);
         let start = SourcesOf { hash, id, blueprint: source, relation, after };
         self.incoming.get(blueprint).into_iter().flat_map(move |set| {
@@ -1292,13 +1298,29 @@ impl State {
 
     /// Recomputes the aggregations of the owners the touched entities reach; answers the entities whose
     /// scorecard ceilings may have changed (the touched ones and those owners).
-    fn refresh_aggregates(&mut self) -> Vec<(Key, Key)> {
-        use crate::derived::aggregation::owners_of;
+    fn refresh_aggregates(&mut self) -> Vec<(Key, Key, crate::levels::Rejudge)> {
         if self.agg_touched.is_empty() {
             return Vec::new();
         }
         let touched = std::mem::take(&mut self.agg_touched);
         let catalog = Arc::clone(&self.derived);
+        // The kept values are changed apart from the state, which the rest only reads (through one finder,
+        // which reads each set of sources once).
+        let mut aggregates = std::mem::take(&mut self.aggregates);
+        let rejudge = self.refreshed_aggregates(&catalog, &touched, &mut aggregates);
+        self.aggregates = aggregates;
+        rejudge
+    }
+
+    /// What [`State::refresh_aggregates`] does, with the kept values taken out of the state.
+    fn refreshed_aggregates(
+        &self,
+        catalog: &DerivedCatalog,
+        touched: &[Touched],
+        aggregates: &mut Aggregates,
+    ) -> Vec<(Key, Key, crate::levels::Rejudge)> {
+        use crate::derived::aggregation::owners_of;
+        let finder = crate::derived::aggregation::Finder::remembering(self);
         // Owners recomputed from their sources, and owners changed in place. A target written at the end of
         // its path is taken out of its old owners' aggregations and put into its new owners' (walking a
         // domain's 50,000 deployments, or a service's own, per deployment write is what it avoids); a write
@@ -1309,7 +1331,7 @@ impl State {
         // that one, however many times it was written since).
         let mut before: std::collections::BTreeMap<(&Key, &Key), Option<&Arc<Entity>>> =
             std::collections::BTreeMap::new();
-        for (bp, id, old) in &touched {
+        for (bp, id, old) in touched {
             before.entry((bp, id)).or_insert(old.as_ref());
         }
         // And its version now (looked up once: the loops below read it for every dependency).
@@ -1325,7 +1347,7 @@ impl State {
                 && agg.path_blueprints[1..].iter().map(|b| written.get(b.as_str()).copied().unwrap_or(0)).sum::<usize>()
                     == 1
         };
-        for (bp, id, old) in &touched {
+        for (bp, id, old) in touched {
             // Aggregations of one owner along the same path reach the same owners: walked back once.
             let mut walked: Vec<(&str, &[crate::derived::aggregation::Step], usize)> = Vec::new();
             for dep in catalog.deps(bp) {
@@ -1353,7 +1375,7 @@ impl State {
         for (((bp, _), old), current) in before.iter().zip(&now) {
             // Aggregations of one owner along the same path reach the same owners: walked back once per version.
             // Keyed by what the first step back reads of the version (both versions, when it is the same).
-            type Way<'a> = (&'a str, &'a [crate::derived::aggregation::Step], usize, Option<serde_json::Value>);
+            type Way<'a> = (&'a str, &'a [crate::derived::aggregation::Step], usize, Option<&'a serde_json::Value>);
             let mut walked: Vec<(Way<'_>, Vec<Arc<str>>)> = Vec::new();
             for dep in catalog.deps(bp) {
                 let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
@@ -1368,21 +1390,21 @@ impl State {
                         continue;
                     }
                 }
-                let versions = [(old.cloned(), true), (current.clone(), false)];
+                let versions = [(*old, true), (current.as_ref(), false)];
                 for (version, remove) in versions {
                     let Some(e) = version.filter(|e| agg.counts(self, e)) else { continue };
                     let way =
-                        (dep.owner.as_str(), agg.steps.as_slice(), dep.position, agg.first_step_back(dep.position, &e));
+                        (dep.owner.as_str(), agg.steps.as_slice(), dep.position, agg.first_step_back(dep.position, e));
                     let at = match walked.iter().position(|(w, _)| *w == way) {
                         Some(at) => at,
                         None => {
-                            walked.push((way, owners_of(self, agg, dep.position, &e)));
+                            walked.push((way, owners_of(self, agg, dep.position, e)));
                             walked.len() - 1
                         }
                     };
                     for owner in &walked[at].1 {
                         let changes = in_place.entry((dep.owner.as_str(), Arc::clone(owner))).or_default();
-                        changes.push((dep.agg, Arc::clone(&e), remove));
+                        changes.push((dep.agg, Arc::clone(e), remove));
                     }
                 }
             }
@@ -1398,19 +1420,23 @@ impl State {
                 {
                     continue;
                 }
+                // Its targets first: when it has none (a new service), there is nothing to move.
+                let Some(version) = current.as_ref().or(*old) else { continue };
+                let targets: Vec<Arc<Entity>> = agg
+                    .targets_from(&finder, dep.position, version)
+                    .into_iter()
+                    .filter(|t| agg.counts(self, t))
+                    .cloned()
+                    .collect();
+                if targets.is_empty() {
+                    continue;
+                }
                 let reached =
                     |e: Option<&Arc<Entity>>| e.map(|e| owners_of(self, agg, dep.position, e)).unwrap_or_default();
                 let (was, is) = (reached(*old), reached(current.as_ref()));
                 if was == is {
                     continue;
                 }
-                let Some(version) = current.as_ref().or(*old) else { continue };
-                let targets: Vec<Arc<Entity>> = agg
-                    .targets_from(self, dep.position, version)
-                    .into_iter()
-                    .filter(|t| agg.counts(self, t))
-                    .cloned()
-                    .collect();
                 for (owners, remove) in [(&was, true), (&is, false)] {
                     for owner in owners {
                         let changes = in_place.entry((dep.owner.as_str(), Arc::clone(owner))).or_default();
@@ -1419,7 +1445,9 @@ impl State {
                 }
             }
         }
-        let mut rejudge: Vec<(Key, Key)> = touched.iter().map(|(bp, id, _)| (Arc::clone(bp), Arc::clone(id))).collect();
+        use crate::levels::Rejudge;
+        let mut rejudge: Vec<(Key, Key, Rejudge)> =
+            touched.iter().map(|(bp, id, _)| (Arc::clone(bp), Arc::clone(id), Rejudge::Written)).collect();
         // An entity a scorecard rule is read through that appeared or disappeared: its sources' ceilings
         // (which judged the rule when their relation led nowhere) are judged again.
         for (((bp, id), old), current) in before.iter().zip(&now) {
@@ -1428,7 +1456,10 @@ impl State {
             }
             for (_, source, relation) in self.level_through.iter().filter(|(target, _, _)| **target == ***bp) {
                 let key = self.blueprint_name(source);
-                rejudge.extend(self.sources(bp, id, source, relation, None).map(|s| (Arc::clone(&key), Arc::clone(s))));
+                rejudge.extend(
+                    self.sources(bp, id, source, relation, None)
+                        .map(|s| (Arc::clone(&key), Arc::clone(s), Rejudge::Written)),
+                );
             }
         }
         // An owner recomputed anyway is left to the recompute; one with nothing kept (it does not exist, or
@@ -1442,7 +1473,7 @@ impl State {
             changes.sort_by_key(|(_, _, remove)| !*remove);
             // Changed where it is kept (one walk down the owner map, the record copied only when a published
             // state shares it): Some(whether a value changed), or None to recompute.
-            let changed = match self.aggregates.get_mut(bp).and_then(|m| m.get_mut(&owner)) {
+            let changed = match aggregates.get_mut(bp).and_then(|m| m.get_mut(&owner)) {
                 None => None,
                 // Every change has what it changes kept (else the owner is recomputed, left as it was).
                 Some(kept)
@@ -1471,7 +1502,7 @@ impl State {
                 Some(_) => None,
             };
             match changed {
-                Some(true) => rejudge.push((self.blueprint_name(bp), owner)),
+                Some(true) => rejudge.push((self.blueprint_name(bp), owner, Rejudge::Aggregates)),
                 Some(false) => {}
                 // Nothing kept (an owner that does not exist has nothing to change) or incomplete.
                 None => {
@@ -1482,8 +1513,8 @@ impl State {
             }
         }
         for (bp, id) in owners {
-            self.recompute_owner(&catalog, bp, &id);
-            rejudge.push((self.blueprint_name(bp), id));
+            self.recompute_owner(&finder, catalog, aggregates, bp, &id);
+            rejudge.push((self.blueprint_name(bp), id, Rejudge::Aggregates));
         }
         rejudge
     }
@@ -1498,23 +1529,26 @@ impl State {
         self.levels.get(blueprint)
     }
 
-    /// Recomputes one owner's aggregation values (or forgets them, when it no longer exists).
-    fn recompute_owner(&mut self, catalog: &DerivedCatalog, blueprint: &str, id: &str) {
+    /// Recomputes one owner's aggregation values in `aggregates` (or forgets them, when it no longer exists).
+    fn recompute_owner(
+        &self,
+        finder: &crate::derived::aggregation::Finder<'_>,
+        catalog: &DerivedCatalog,
+        aggregates: &mut Aggregates,
+        blueprint: &str,
+        id: &str,
+    ) {
         let Some(spec) = catalog.spec(blueprint) else { return };
-        let Some(owner) = self.entity(blueprint, id).cloned() else {
-            if let Some(m) = self.aggregates.get_mut(blueprint) {
+        let Some(owner) = self.entity(blueprint, id) else {
+            if let Some(m) = aggregates.get_mut(blueprint) {
                 m.remove(id);
             }
             return;
         };
-        let values = crate::derived::aggregation::compute_all(
-            &crate::derived::aggregation::Finder::new(self),
-            &owner,
-            &spec.aggs,
-        );
+        let values = crate::derived::aggregation::compute_all(finder, owner, &spec.aggs);
         let bp = self.blueprint_name(blueprint);
         let key = Arc::clone(&owner.identifier);
-        self.aggregates.entry(bp).or_default().insert(key, Arc::new(values));
+        aggregates.entry(bp).or_default().insert(key, Arc::new(values));
     }
 
     /// Recomputes every aggregation of every owner, each owner blueprint on its own (on two threads when
@@ -2110,12 +2144,14 @@ mod tests {
                 ),
             ),
             // A scorecard with local rules (a stored property, an aggregation, a relation) and one that is not
-            // (a mirror): its ceilings are indexed, its levels judged.
+            // (a mirror): its ceilings are indexed, its levels judged. Its filter (on a stored property) leaves
+            // some services out, whatever their aggregation values.
             event(
                 6,
                 scorecard_put(
                     "svc#card",
-                    json!({"title": "Card", "rules": [
+                    json!({"title": "Card", "filter": {"combinator": "and", "conditions": [
+                        {"property": "n", "operator": "!=", "value": 3}]}, "rules": [
                     {"identifier": "n", "title": "n", "level": "Bronze", "query": {"combinator": "and", "conditions": [
                         {"property": "n", "operator": ">", "value": 1}]}},
                     {"identifier": "deps", "title": "deps", "level": "Silver", "query": {"combinator": "and", "conditions": [
@@ -2260,6 +2296,67 @@ mod tests {
         check(&state);
     }
 
+    /// A change of a service's aggregation values alone (a deployment written or deleted) judges again the
+    /// rules that read them, and keeps the others' results: its level follows its deployments both ways.
+    #[test]
+    fn a_change_of_aggregation_values_alone_judges_again_the_rules_that_read_them() {
+        let bp = |v| Change::BlueprintPut { blueprint: Box::new(serde_json::from_value(stamped(v)).expect("bp")) };
+        let put = |bp: &str, id: &str, props: serde_json::Value, rels: serde_json::Value| {
+            let entity = stamped(json!({"identifier": id, "title": null, "blueprint": bp, "team": [],
+                "properties": props, "relations": rels}));
+            Change::EntityPut { entity: Arc::new(serde_json::from_value(entity).expect("entity")) }
+        };
+        let rule = |id: &str, level: &str, cond: serde_json::Value| json!({"identifier": id, "title": id, "level": level, "query": {"combinator": "and", "conditions": [cond]}});
+        let changes = vec![
+            bp(json!({"identifier": "svc", "title": "Service", "schema": {"properties": {"n": {"type": "number"}}}})),
+            bp(json!({"identifier": "dep", "title": "Deployment", "schema": {"properties": {}},
+                "relations": {"service": {"target": "svc", "required": false, "many": false}}})),
+            bp(json!({"identifier": "svc", "title": "Service", "schema": {"properties": {"n": {"type": "number"}}},
+                "aggregationProperties": {"deps": {"target": "dep",
+                    "calculationSpec": {"func": "count", "calculationBy": "entities"}}}})),
+            // Bronze on a stored value; Silver and Gold each on the count, with a stored rule beside it.
+            scorecard_put(
+                "svc#card",
+                json!({"title": "Card", "rules": [
+                    rule("n", "Bronze", json!({"property": "n", "operator": ">", "value": 1})),
+                    rule("some", "Silver", json!({"property": "deps", "operator": ">", "value": 0})),
+                    rule("n3", "Silver", json!({"property": "n", "operator": ">", "value": 2})),
+                    rule("many", "Gold", json!({"property": "deps", "operator": ">", "value": 1}))]}),
+            ),
+            put("svc", "s", json!({"n": 3}), json!({})),
+        ];
+        let mut state = State::default();
+        let apply = |state: &mut State, change: Change| {
+            let seq = state.seq() + 1;
+            state.apply(&event(seq, change)).expect("applies");
+        };
+        for change in changes {
+            apply(&mut state, change);
+        }
+        let ceiling = |state: &State| {
+            let card = state.card_levels("svc", "card").expect("indexed");
+            let at = card.ceilings().into_iter().find(|(id, _)| *id == "s").map(|(_, c)| c);
+            let rebuilt = crate::levels::build(state);
+            let fresh = rebuilt.get("svc").and_then(|g| g.card("card")).expect("indexed");
+            assert_eq!(card.ceilings(), fresh.ceilings(), "as judged afresh");
+            at
+        };
+        assert_eq!(ceiling(&state), Some(1), "no deployment: Bronze");
+        let dep = |id: &str| put("dep", id, json!({}), json!({"service": "s"}));
+        apply(&mut state, dep("d1"));
+        assert_eq!(ceiling(&state), Some(2), "one deployment: Silver");
+        apply(&mut state, dep("d2"));
+        assert_eq!(ceiling(&state), Some(3), "two: Gold");
+        apply(&mut state, Change::EntityDeleted { blueprint: "dep".into(), identifier: "d1".into() });
+        assert_eq!(ceiling(&state), Some(2), "one again: Silver");
+        apply(&mut state, put("dep", "d2", json!({}), json!({})));
+        assert_eq!(ceiling(&state), Some(1), "its last one moved away: Bronze");
+        // A write of the service itself judges it anew.
+        apply(&mut state, put("svc", "s", json!({"n": 2}), json!({})));
+        apply(&mut state, dep("d3"));
+        assert_eq!(ceiling(&state), Some(1), "n = 2 fails Silver's stored rule, whatever the count");
+    }
+
     /// Every owner's kept aggregation values equal the values computed from scratch, and no other entity has any.
     fn assert_derived_from_scratch(state: &State) {
         let catalog = Arc::clone(&state.derived);
@@ -2285,6 +2382,17 @@ mod tests {
         assert_eq!(card.ceilings(), rebuilt.card("card").expect("indexed").ceilings());
         let kept = state.levels.get("svc").expect("indexed");
         assert_eq!(kept.ceilings(), rebuilt.ceilings());
+        // Each rule result a mark keeps (some judged before the entity's aggregation values last changed) is
+        // what a fresh judgement finds, where both judged the rule.
+        let again = rebuilt.marks();
+        for (id, marks) in kept.marks() {
+            let Some(fresh) = again.get(id) else { continue };
+            for (m, f) in marks.iter().zip(fresh.iter()) {
+                if let (Some(m), Some(f)) = (m, f) {
+                    assert!(m.agrees_with(f), "svc/{id}: rule results {m:?}, judged afresh {f:?}");
+                }
+            }
+        }
         let ctx = crate::search::Ctx::empty(state, berth_model::Timestamp::from_millis(0));
         for level in ["Basic", "Bronze", "Silver", "Gold"] {
             let want: Vec<&str> = state

@@ -399,15 +399,53 @@ fn walk_blueprints<'a>(
 /// Finds entities by blueprint and identifier: in the state, or (for a recompute of every owner) in hash
 /// tables of the blueprints the paths pass through, which a million lookups read in a fraction of the time
 /// the state's ordered maps take (each of those compares the identifier with a score of others).
+///
+/// A finder that remembers (one refresh of derived data after a write) also keeps each set of sources it
+/// read: a new service's deployments are read once, for its domain's count and for its own aggregations.
 pub(crate) struct Finder<'s> {
     state: &'s State,
     tables: std::collections::HashMap<String, std::collections::HashMap<&'s str, &'s Arc<Entity>>>,
+    remembered: Option<std::sync::Mutex<Remembered<'s>>>,
 }
+
+/// Sources read by a remembering [`Finder`], by (target blueprint, target, source blueprint, relation).
+type Remembered<'s> = std::collections::HashMap<[Arc<str>; 4], Arc<[&'s Arc<str>]>>;
 
 impl<'s> Finder<'s> {
     /// Finds entities in the state's maps.
     pub(crate) fn new(state: &'s State) -> Finder<'s> {
-        Finder { state, tables: std::collections::HashMap::new() }
+        Finder { state, tables: std::collections::HashMap::new(), remembered: None }
+    }
+
+    /// Finds entities in the state's maps, and remembers the sources it reads (for one refresh: the state
+    /// must not change while it lives, which its borrow ensures).
+    pub(crate) fn remembering(state: &'s State) -> Finder<'s> {
+        Finder { remembered: Some(std::sync::Mutex::default()), ..Finder::new(state) }
+    }
+
+    /// Calls `f` with the identifier of each `source` entity whose `relation` points at `id` (of
+    /// `blueprint`), in identifier order (see [`State::sources`]).
+    pub(crate) fn each_source(
+        &self,
+        blueprint: &str,
+        id: &str,
+        source: &str,
+        relation: &str,
+        mut f: impl FnMut(&'s Arc<str>),
+    ) {
+        // A poisoned memory (a panic while it was held) is read around, not trusted.
+        let Some(Ok(mut remembered)) = self.remembered.as_ref().map(|m| m.lock()) else {
+            self.state.sources(blueprint, id, source, relation, None).for_each(f);
+            return;
+        };
+        let key: [Arc<str>; 4] = [blueprint.into(), id.into(), source.into(), relation.into()];
+        let found = Arc::clone(
+            remembered
+                .entry(key)
+                .or_insert_with(|| self.state.sources(blueprint, id, source, relation, None).collect()),
+        );
+        drop(remembered);
+        found.iter().copied().for_each(&mut f);
     }
 
     /// Finds the entities of `blueprints` in tables built now (once per recompute of every owner).
@@ -421,7 +459,7 @@ impl<'s> Finder<'s> {
             table.extend(state.entities_of(bp).map(|e| (&*e.identifier, e)));
             tables.insert(bp.to_string(), table);
         }
-        Finder { state, tables }
+        Finder { state, tables, remembered: None }
     }
 
     fn entity(&self, blueprint: &str, id: &str) -> Option<&'s Arc<Entity>> {
@@ -466,14 +504,14 @@ pub(crate) fn sources<'s>(
                     }
                 }
                 Step::In { blueprint, relation } => {
-                    for id in state.sources(&e.blueprint, &e.identifier, blueprint, relation, None) {
+                    finder.each_source(&e.blueprint, &e.identifier, blueprint, relation, |id| {
                         if let Some(s) = finder.entity(blueprint, id) {
                             let distinct = single || holds_one(s, relation);
                             if (distinct || seen.insert((&s.blueprint, &s.identifier))) && reader.can_read(s) {
                                 next.push(s);
                             }
                         }
-                    }
+                    });
                 }
             }
         }
@@ -529,20 +567,21 @@ impl Agg {
 
     /// The targets reached forward from an entity at `position` (it may no longer exist: the entities whose
     /// relations point at it are read), counted or not.
-    pub(crate) fn targets_from<'s>(&self, state: &'s State, position: usize, e: &Entity) -> Vec<&'s Arc<Entity>> {
+    pub(crate) fn targets_from<'s>(&self, finder: &Finder<'s>, position: usize, e: &Entity) -> Vec<&'s Arc<Entity>> {
+        let state = finder.state;
         let mut frontier: Vec<&'s Arc<Entity>> = Vec::new();
         for (i, step) in self.steps.iter().enumerate().skip(position) {
             let Step::In { blueprint, relation } = step else { return Vec::new() };
             let mut next = Vec::new();
             if i == position {
-                let ids: Vec<&Arc<str>> =
-                    state.sources(&e.blueprint, &e.identifier, blueprint, relation, None).collect();
-                next.extend(ids.into_iter().filter_map(|id| state.entity(blueprint, id)));
+                finder.each_source(&e.blueprint, &e.identifier, blueprint, relation, |id| {
+                    next.extend(state.entity(blueprint, id));
+                });
             } else {
                 for x in &frontier {
-                    for id in state.sources(&x.blueprint, &x.identifier, blueprint, relation, None) {
+                    finder.each_source(&x.blueprint, &x.identifier, blueprint, relation, |id| {
                         next.extend(state.entity(blueprint, id));
-                    }
+                    });
                 }
             }
             frontier = next;
@@ -553,9 +592,10 @@ impl Agg {
     /// What the first step of [`owners_of`] reads of an entity at `position`: its own relation, when the
     /// step follows it back (two versions with the same value reach the same owners); `None` when it reads
     /// only the identifier.
-    pub(crate) fn first_step_back(&self, position: usize, e: &Entity) -> Option<Value> {
+    pub(crate) fn first_step_back<'e>(&self, position: usize, e: &'e Entity) -> Option<&'e Value> {
+        static NULL: Value = Value::Null;
         match position.checked_sub(1).and_then(|p| self.steps.get(p)) {
-            Some(Step::In { relation, .. }) => Some(e.relations.get(relation).cloned().unwrap_or(Value::Null)),
+            Some(Step::In { relation, .. }) => Some(e.relations.get(relation).unwrap_or(&NULL)),
             _ => None,
         }
     }

@@ -127,8 +127,9 @@ pub struct Dep {
 /// of another's aggregations).
 #[derive(Debug, Default)]
 pub struct DerivedCatalog {
-    specs: HashMap<String, Arc<DerivedSpec>>,
-    deps: HashMap<String, Vec<Dep>>,
+    // Read by blueprint name several times per write: a fast hash (the names are the catalog's own).
+    specs: HashMap<String, Arc<DerivedSpec>, foldhash::fast::RandomState>,
+    deps: HashMap<String, Vec<Dep>, foldhash::fast::RandomState>,
 }
 
 impl DerivedCatalog {

@@ -86,9 +86,9 @@ impl Mark {
 /// scorecard's filter leaves it out).
 pub type Marks = Arc<[Option<Mark>]>;
 
-/// The most rules of a scorecard the index keeps results of (one bit each); a scorecard with more is not
-/// indexed (searches by its levels judge every entity).
-const MAX_INDEXED_RULES: usize = 64;
+/// The most rules of a scorecard whose results a mark keeps (one bit each); a scorecard with more (up to
+/// `berth_model::scorecard::MAX_RULES`) keeps ceilings alone, every rule judged again on every change.
+const MAX_KEPT_RULES: usize = 64;
 
 /// The ceiling of a mark.
 fn ceiling_of(mark: Option<&Option<Mark>>) -> Option<u8> {
@@ -380,7 +380,8 @@ impl RuleKind {
 pub(crate) struct Plan {
     /// Per rule: how the ceiling counts it.
     kinds: Vec<RuleKind>,
-    /// Per level: its rules (bit `i` for rule `i`; the first level has none).
+    /// Per level: its rules (bit `i` for rule `i`; the first level has none). Empty when the scorecard
+    /// has more rules than a mark keeps results of (then marks keep ceilings alone).
     masks: Vec<u64>,
     /// The rules whose result may change with the entity's aggregation values (local rules reading one).
     on_aggregates: u64,
@@ -392,18 +393,22 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// `None` when the scorecard cannot be indexed: its filter is not local, or it has too many rules.
+    /// `None` when the scorecard cannot be indexed: its filter is not local.
     fn new(state: &State, card: &Scorecard) -> Option<Plan> {
         let bp = card.blueprint.as_str();
-        if card.rules.len() > MAX_INDEXED_RULES
-            || card.filter.as_ref().is_some_and(|f| f.slots() > 0 || !is_local(state, bp, f))
-        {
+        if card.filter.as_ref().is_some_and(|f| f.slots() > 0 || !is_local(state, bp, f)) {
             return None;
         }
         let kinds: Vec<RuleKind> = card.rules.iter().map(|r| RuleKind::of(state, bp, &r.query)).collect();
-        let bits =
-            |keep: &dyn Fn(usize) -> bool| (0..card.rules.len()).filter(|i| keep(*i)).fold(0u64, |m, i| m | 1 << i);
-        let masks = card.levels.iter().map(|l| bits(&|i| card.rules[i].level == l.title)).collect();
+        let kept = card.rules.len() <= MAX_KEPT_RULES;
+        let bits = |keep: &dyn Fn(usize) -> bool| {
+            (0..card.rules.len()).filter(|i| kept && keep(*i)).fold(0u64, |m, i| m | 1 << i)
+        };
+        let masks = if kept {
+            card.levels.iter().map(|l| bits(&|i| card.rules[i].level == l.title)).collect()
+        } else {
+            Vec::new()
+        };
         let on_aggregates = bits(&|i| kinds[i] == RuleKind::Local && reads_aggregates(state, bp, &card.rules[i].query));
         let open_above = (0..card.levels.len())
             .map(|l| {
@@ -452,6 +457,16 @@ impl<'s> Judge<'s> {
         after: Option<Option<Mark>>,
     ) -> Option<Mark> {
         let plan = &*self.plan;
+        if plan.masks.is_empty() {
+            // Too many rules to keep their results: judged anew, level by level, until a rule fails.
+            if self.card.filter.as_ref().is_some_and(|f| !matches(ctx, e, f)) {
+                return None;
+            }
+            let resolved = std::cell::RefCell::new(resolved);
+            let title = self.card.level_of(|i| self.passes(i, ctx, e, &mut resolved.borrow_mut()));
+            let ceiling = self.card.levels.iter().position(|l| l.title == title)? as u8;
+            return Some(Mark { ceiling, known: 0, passed: 0 });
+        }
         // (the results kept, the rules judged again first)
         let (mut known, mut passed, again) = match after {
             Some(Some(m)) if !plan.filter_on_aggregates => {

@@ -2357,6 +2357,56 @@ mod tests {
         assert_eq!(ceiling(&state), Some(1), "n = 2 fails Silver's stored rule, whatever the count");
     }
 
+    /// A scorecard of more rules than a mark keeps results of is still indexed: its ceilings follow every
+    /// change, each judged anew.
+    #[test]
+    fn a_scorecard_of_many_rules_is_indexed_and_judged_anew() {
+        let bp = |v| Change::BlueprintPut { blueprint: Box::new(serde_json::from_value(stamped(v)).expect("bp")) };
+        let put = |bp: &str, id: &str, props: serde_json::Value, rels: serde_json::Value| {
+            let entity = stamped(json!({"identifier": id, "title": null, "blueprint": bp, "team": [],
+                "properties": props, "relations": rels}));
+            Change::EntityPut { entity: Arc::new(serde_json::from_value(entity).expect("entity")) }
+        };
+        // 69 rules at Bronze on a stored value, one at Silver on the count: 70, more than 64.
+        let mut rules: Vec<serde_json::Value> = (0..69)
+            .map(|i| {
+                json!({"identifier": format!("n{i}"), "title": "n", "level": "Bronze", "query": {"combinator": "and",
+                "conditions": [{"property": "n", "operator": ">", "value": 1}]}})
+            })
+            .collect();
+        rules.push(json!({"identifier": "some", "title": "some", "level": "Silver", "query": {"combinator": "and",
+            "conditions": [{"property": "deps", "operator": ">", "value": 0}]}}));
+        let changes = vec![
+            bp(json!({"identifier": "svc", "title": "Service", "schema": {"properties": {"n": {"type": "number"}}}})),
+            bp(json!({"identifier": "dep", "title": "Deployment", "schema": {"properties": {}},
+                "relations": {"service": {"target": "svc", "required": false, "many": false}}})),
+            bp(json!({"identifier": "svc", "title": "Service", "schema": {"properties": {"n": {"type": "number"}}},
+                "aggregationProperties": {"deps": {"target": "dep",
+                    "calculationSpec": {"func": "count", "calculationBy": "entities"}}}})),
+            scorecard_put("svc#card", json!({"title": "Card", "rules": rules})),
+            put("svc", "s", json!({"n": 3}), json!({})),
+        ];
+        let mut state = State::default();
+        let apply = |state: &mut State, change: Change| {
+            let seq = state.seq() + 1;
+            state.apply(&event(seq, change)).expect("applies");
+        };
+        for change in changes {
+            apply(&mut state, change);
+        }
+        let ceiling = |state: &State| {
+            let card = state.card_levels("svc", "card").expect("indexed");
+            card.ceilings().into_iter().find(|(id, _)| *id == "s").map(|(_, c)| c)
+        };
+        assert_eq!(ceiling(&state), Some(1), "no deployment: Bronze");
+        apply(&mut state, put("dep", "d1", json!({}), json!({"service": "s"})));
+        assert_eq!(ceiling(&state), Some(3), "one deployment: Silver, and Gold (no rules) with it");
+        apply(&mut state, Change::EntityDeleted { blueprint: "dep".into(), identifier: "d1".into() });
+        assert_eq!(ceiling(&state), Some(1), "none again: Bronze");
+        apply(&mut state, put("svc", "s", json!({"n": 1}), json!({})));
+        assert_eq!(ceiling(&state), Some(0), "n = 1 fails Bronze: Basic");
+    }
+
     /// Every owner's kept aggregation values equal the values computed from scratch, and no other entity has any.
     fn assert_derived_from_scratch(state: &State) {
         let catalog = Arc::clone(&state.derived);

@@ -348,7 +348,7 @@ fn read_through_relation(state: &State, blueprint: &str, q: &Query) -> Option<Th
     Some(Through { relation: hop.to_string(), target: rel.target.clone() })
 }
 
-/// For one entity: whether each relation a rule is read through leads to an entity (see [`Judge::ceiling`]).
+/// For one entity: whether each relation a rule is read through leads to an entity (see [`Judge::mark`]).
 pub(crate) type Resolved<'j> = Vec<(&'j str, bool)>;
 
 /// How the ceiling counts one rule.

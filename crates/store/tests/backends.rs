@@ -100,7 +100,12 @@ async fn postgres_over_tls() {
         let base = with_param(&postgres_base(), "sslmode", mode);
         let base = with_param(&base, "application_name", "berth-tls-test");
         let url = with_param(&base, "schema", &unique("tls"));
-        let store = PostgresStore::open(&url).await.unwrap_or_else(|e| panic!("PostgreSQL over TLS ({mode}): {e}"));
+        let store = PostgresStore::open(&url).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL over TLS ({mode}): {e} (the server must serve a certificate from the test CA {ca}: \
+                 scripts/test sets that up, except on a PostgreSQL named by BERTH_TEST_POSTGRES_URL)"
+            )
+        });
         conformance::run_all(&store).await;
         let (client, connection) =
             tokio_postgres::connect(&postgres_base(), tokio_postgres::NoTls).await.expect("plain");

@@ -2296,86 +2296,23 @@ mod tests {
         check(&state);
     }
 
-    /// A change of a service's aggregation values alone (a deployment written or deleted) judges again the
-    /// rules that read them, and keeps the others' results: its level follows its deployments both ways.
-    #[test]
-    fn a_change_of_aggregation_values_alone_judges_again_the_rules_that_read_them() {
-        let bp = |v| Change::BlueprintPut { blueprint: Box::new(serde_json::from_value(stamped(v)).expect("bp")) };
-        let put = |bp: &str, id: &str, props: serde_json::Value, rels: serde_json::Value| {
-            let entity = stamped(json!({"identifier": id, "title": null, "blueprint": bp, "team": [],
-                "properties": props, "relations": rels}));
-            Change::EntityPut { entity: Arc::new(serde_json::from_value(entity).expect("entity")) }
-        };
-        let rule = |id: &str, level: &str, cond: serde_json::Value| json!({"identifier": id, "title": id, "level": level, "query": {"combinator": "and", "conditions": [cond]}});
-        let changes = vec![
-            bp(json!({"identifier": "svc", "title": "Service", "schema": {"properties": {"n": {"type": "number"}}}})),
-            bp(json!({"identifier": "dep", "title": "Deployment", "schema": {"properties": {}},
-                "relations": {"service": {"target": "svc", "required": false, "many": false}}})),
-            bp(json!({"identifier": "svc", "title": "Service", "schema": {"properties": {"n": {"type": "number"}}},
-                "aggregationProperties": {"deps": {"target": "dep",
-                    "calculationSpec": {"func": "count", "calculationBy": "entities"}}}})),
-            // Bronze on a stored value; Silver and Gold each on the count, with a stored rule beside it.
-            scorecard_put(
-                "svc#card",
-                json!({"title": "Card", "rules": [
-                    rule("n", "Bronze", json!({"property": "n", "operator": ">", "value": 1})),
-                    rule("some", "Silver", json!({"property": "deps", "operator": ">", "value": 0})),
-                    rule("n3", "Silver", json!({"property": "n", "operator": ">", "value": 2})),
-                    rule("many", "Gold", json!({"property": "deps", "operator": ">", "value": 1}))]}),
-            ),
-            put("svc", "s", json!({"n": 3}), json!({})),
-        ];
-        let mut state = State::default();
-        let apply = |state: &mut State, change: Change| {
-            let seq = state.seq() + 1;
-            state.apply(&event(seq, change)).expect("applies");
-        };
-        for change in changes {
-            apply(&mut state, change);
-        }
-        let ceiling = |state: &State| {
-            let card = state.card_levels("svc", "card").expect("indexed");
-            let at = card.ceilings().into_iter().find(|(id, _)| *id == "s").map(|(_, c)| c);
-            let rebuilt = crate::levels::build(state);
-            let fresh = rebuilt.get("svc").and_then(|g| g.card("card")).expect("indexed");
-            assert_eq!(card.ceilings(), fresh.ceilings(), "as judged afresh");
-            at
-        };
-        assert_eq!(ceiling(&state), Some(1), "no deployment: Bronze");
-        let dep = |id: &str| put("dep", id, json!({}), json!({"service": "s"}));
-        apply(&mut state, dep("d1"));
-        assert_eq!(ceiling(&state), Some(2), "one deployment: Silver");
-        apply(&mut state, dep("d2"));
-        assert_eq!(ceiling(&state), Some(3), "two: Gold");
-        apply(&mut state, Change::EntityDeleted { blueprint: "dep".into(), identifier: "d1".into() });
-        assert_eq!(ceiling(&state), Some(2), "one again: Silver");
-        apply(&mut state, put("dep", "d2", json!({}), json!({})));
-        assert_eq!(ceiling(&state), Some(1), "its last one moved away: Bronze");
-        // A write of the service itself judges it anew.
-        apply(&mut state, put("svc", "s", json!({"n": 2}), json!({})));
-        apply(&mut state, dep("d3"));
-        assert_eq!(ceiling(&state), Some(1), "n = 2 fails Silver's stored rule, whatever the count");
+    /// An entity put of `bp`, stamped.
+    fn put_entity(bp: &str, id: &str, props: serde_json::Value, rels: serde_json::Value) -> Change {
+        let entity = stamped(json!({"identifier": id, "title": null, "blueprint": bp, "team": [],
+            "properties": props, "relations": rels}));
+        Change::EntityPut { entity: Arc::new(serde_json::from_value(entity).expect("entity")) }
     }
 
-    /// A scorecard of more rules than a mark keeps results of is still indexed: its ceilings follow every
-    /// change, each judged anew.
-    #[test]
-    fn a_scorecard_of_many_rules_is_indexed_and_judged_anew() {
+    /// Applies `change` as the state's next event.
+    fn apply_next(state: &mut State, change: Change) {
+        let seq = state.seq() + 1;
+        state.apply(&event(seq, change)).expect("applies");
+    }
+
+    /// Services counting their deployments (`deps`), judged by the scorecard `svc#card` of `rules`, and the
+    /// service `s` (`n` = 3) without deployments.
+    fn services_counting_deployments(rules: Vec<serde_json::Value>) -> State {
         let bp = |v| Change::BlueprintPut { blueprint: Box::new(serde_json::from_value(stamped(v)).expect("bp")) };
-        let put = |bp: &str, id: &str, props: serde_json::Value, rels: serde_json::Value| {
-            let entity = stamped(json!({"identifier": id, "title": null, "blueprint": bp, "team": [],
-                "properties": props, "relations": rels}));
-            Change::EntityPut { entity: Arc::new(serde_json::from_value(entity).expect("entity")) }
-        };
-        // 69 rules at Bronze on a stored value, one at Silver on the count: 70, more than 64.
-        let mut rules: Vec<serde_json::Value> = (0..69)
-            .map(|i| {
-                json!({"identifier": format!("n{i}"), "title": "n", "level": "Bronze", "query": {"combinator": "and",
-                "conditions": [{"property": "n", "operator": ">", "value": 1}]}})
-            })
-            .collect();
-        rules.push(json!({"identifier": "some", "title": "some", "level": "Silver", "query": {"combinator": "and",
-            "conditions": [{"property": "deps", "operator": ">", "value": 0}]}}));
         let changes = vec![
             bp(json!({"identifier": "svc", "title": "Service", "schema": {"properties": {"n": {"type": "number"}}}})),
             bp(json!({"identifier": "dep", "title": "Deployment", "schema": {"properties": {}},
@@ -2384,27 +2321,73 @@ mod tests {
                 "aggregationProperties": {"deps": {"target": "dep",
                     "calculationSpec": {"func": "count", "calculationBy": "entities"}}}})),
             scorecard_put("svc#card", json!({"title": "Card", "rules": rules})),
-            put("svc", "s", json!({"n": 3}), json!({})),
+            put_entity("svc", "s", json!({"n": 3}), json!({})),
         ];
         let mut state = State::default();
-        let apply = |state: &mut State, change: Change| {
-            let seq = state.seq() + 1;
-            state.apply(&event(seq, change)).expect("applies");
-        };
         for change in changes {
-            apply(&mut state, change);
+            apply_next(&mut state, change);
         }
-        let ceiling = |state: &State| {
-            let card = state.card_levels("svc", "card").expect("indexed");
-            card.ceilings().into_iter().find(|(id, _)| *id == "s").map(|(_, c)| c)
-        };
-        assert_eq!(ceiling(&state), Some(1), "no deployment: Bronze");
-        apply(&mut state, put("dep", "d1", json!({}), json!({"service": "s"})));
-        assert_eq!(ceiling(&state), Some(3), "one deployment: Silver, and Gold (no rules) with it");
-        apply(&mut state, Change::EntityDeleted { blueprint: "dep".into(), identifier: "d1".into() });
-        assert_eq!(ceiling(&state), Some(1), "none again: Bronze");
-        apply(&mut state, put("svc", "s", json!({"n": 1}), json!({})));
-        assert_eq!(ceiling(&state), Some(0), "n = 1 fails Bronze: Basic");
+        state
+    }
+
+    /// A scorecard rule of one condition.
+    fn card_rule(id: &str, level: &str, condition: serde_json::Value) -> serde_json::Value {
+        json!({"identifier": id, "title": id, "level": level, "query": {"combinator": "and", "conditions": [condition]}})
+    }
+
+    /// The service `s`'s ceiling on `svc#card`, after checking every ceiling against a fresh judgement.
+    fn ceiling_of_s(state: &State) -> Option<u8> {
+        let card = state.card_levels("svc", "card").expect("indexed");
+        let rebuilt = crate::levels::build(state);
+        let fresh = rebuilt.get("svc").and_then(|g| g.card("card")).expect("indexed");
+        assert_eq!(card.ceilings(), fresh.ceilings(), "as judged afresh");
+        card.ceilings().into_iter().find(|(id, _)| *id == "s").map(|(_, c)| c)
+    }
+
+    /// A change of a service's aggregation values alone (a deployment written or deleted) judges again the
+    /// rules that read them, and keeps the others' results: its level follows its deployments both ways.
+    #[test]
+    fn a_change_of_aggregation_values_alone_judges_again_the_rules_that_read_them() {
+        // Bronze on a stored value; Silver and Gold each on the count, with a stored rule beside it.
+        let mut state = services_counting_deployments(vec![
+            card_rule("n", "Bronze", json!({"property": "n", "operator": ">", "value": 1})),
+            card_rule("some", "Silver", json!({"property": "deps", "operator": ">", "value": 0})),
+            card_rule("n3", "Silver", json!({"property": "n", "operator": ">", "value": 2})),
+            card_rule("many", "Gold", json!({"property": "deps", "operator": ">", "value": 1})),
+        ]);
+        assert_eq!(ceiling_of_s(&state), Some(1), "no deployment: Bronze");
+        let dep = |id: &str| put_entity("dep", id, json!({}), json!({"service": "s"}));
+        apply_next(&mut state, dep("d1"));
+        assert_eq!(ceiling_of_s(&state), Some(2), "one deployment: Silver");
+        apply_next(&mut state, dep("d2"));
+        assert_eq!(ceiling_of_s(&state), Some(3), "two: Gold");
+        apply_next(&mut state, Change::EntityDeleted { blueprint: "dep".into(), identifier: "d1".into() });
+        assert_eq!(ceiling_of_s(&state), Some(2), "one again: Silver");
+        apply_next(&mut state, put_entity("dep", "d2", json!({}), json!({})));
+        assert_eq!(ceiling_of_s(&state), Some(1), "its last one moved away: Bronze");
+        // A write of the service itself judges it anew.
+        apply_next(&mut state, put_entity("svc", "s", json!({"n": 2}), json!({})));
+        apply_next(&mut state, dep("d3"));
+        assert_eq!(ceiling_of_s(&state), Some(1), "n = 2 fails Silver's stored rule, whatever the count");
+    }
+
+    /// A scorecard of more rules than a mark keeps results of is still indexed: its ceilings follow every
+    /// change, each judged anew.
+    #[test]
+    fn a_scorecard_of_many_rules_is_indexed_and_judged_anew() {
+        // 69 rules at Bronze on a stored value, one at Silver on the count: 70, more than 64.
+        let mut rules: Vec<serde_json::Value> = (0..69)
+            .map(|i| card_rule(&format!("n{i}"), "Bronze", json!({"property": "n", "operator": ">", "value": 1})))
+            .collect();
+        rules.push(card_rule("some", "Silver", json!({"property": "deps", "operator": ">", "value": 0})));
+        let mut state = services_counting_deployments(rules);
+        assert_eq!(ceiling_of_s(&state), Some(1), "no deployment: Bronze");
+        apply_next(&mut state, put_entity("dep", "d1", json!({}), json!({"service": "s"})));
+        assert_eq!(ceiling_of_s(&state), Some(3), "one deployment: Silver, and Gold (no rules) with it");
+        apply_next(&mut state, Change::EntityDeleted { blueprint: "dep".into(), identifier: "d1".into() });
+        assert_eq!(ceiling_of_s(&state), Some(1), "none again: Bronze");
+        apply_next(&mut state, put_entity("svc", "s", json!({"n": 1}), json!({})));
+        assert_eq!(ceiling_of_s(&state), Some(0), "n = 1 fails Bronze: Basic");
     }
 
     /// Every owner's kept aggregation values equal the values computed from scratch, and no other entity has any.

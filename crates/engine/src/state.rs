@@ -1297,7 +1297,8 @@ impl State {
     }
 
     /// Recomputes the aggregations of the owners the touched entities reach; answers the entities whose
-    /// scorecard ceilings may have changed (the touched ones and those owners).
+    /// scorecard marks may have changed, and why: the touched ones (written) and those owners (their
+    /// aggregation values alone).
     fn refresh_aggregates(&mut self) -> Vec<(Key, Key, crate::levels::Rejudge)> {
         if self.agg_touched.is_empty() {
             return Vec::new();
@@ -2217,11 +2218,8 @@ mod tests {
     #[test]
     fn pages_of_a_scorecard_level_are_read_from_the_ceilings_in_order() {
         let bp = |v| Change::BlueprintPut { blueprint: Box::new(serde_json::from_value(stamped(v)).expect("bp")) };
-        let put = |bp: &str, id: String, props: serde_json::Value, rels: serde_json::Value| {
-            let entity = stamped(json!({"identifier": id, "title": null, "blueprint": bp, "team": [],
-                "properties": props, "relations": rels}));
-            Change::EntityPut { entity: Arc::new(serde_json::from_value(entity).expect("entity")) }
-        };
+        let put =
+            |bp: &str, id: String, props: serde_json::Value, rels: serde_json::Value| put_entity(bp, &id, props, rels);
         let mut changes = vec![
             bp(
                 json!({"identifier": "team", "title": "Team", "schema": {"properties": {"oncall": {"type": "string"}}}}),
@@ -2256,8 +2254,7 @@ mod tests {
         let mut state = State::default();
         let apply = |state: &mut State, changes: Vec<Change>| {
             for change in changes {
-                let seq = state.seq() + 1;
-                state.apply(&event(seq, change)).expect("applies");
+                apply_next(state, change);
             }
         };
         apply(&mut state, changes);

@@ -400,8 +400,9 @@ fn walk_blueprints<'a>(
 /// tables of the blueprints the paths pass through, which a million lookups read in a fraction of the time
 /// the state's ordered maps take (each of those compares the identifier with a score of others).
 ///
-/// A finder that remembers (one refresh of derived data after a write) also keeps each set of sources it
-/// read: a new service's deployments are read once, for its domain's count and for its own aggregations.
+/// A finder that remembers (one refresh of derived data after a write) also keeps the first
+/// [`MAX_REMEMBERED`] sets of sources it read: a new service's deployments are read once, for its domain's
+/// count and for its own aggregations; a recompute walking thousands of services reads past it.
 pub(crate) struct Finder<'s> {
     state: &'s State,
     tables: std::collections::HashMap<String, std::collections::HashMap<&'s str, &'s Arc<Entity>>>,
@@ -410,6 +411,9 @@ pub(crate) struct Finder<'s> {
 
 /// Sources read by a remembering [`Finder`], by (target blueprint, target, source blueprint, relation).
 type Remembered<'s> = std::collections::HashMap<[Arc<str>; 4], Arc<[&'s Arc<str>]>>;
+
+/// The most sets of sources a remembering [`Finder`] keeps (a write's own entities need a few).
+const MAX_REMEMBERED: usize = 64;
 
 impl<'s> Finder<'s> {
     /// Finds entities in the state's maps.
@@ -433,8 +437,9 @@ impl<'s> Finder<'s> {
         relation: &str,
         mut f: impl FnMut(&'s Arc<str>),
     ) {
-        // A poisoned memory (a panic while it was held) is read around, not trusted.
-        let Some(Ok(mut remembered)) = self.remembered.as_ref().map(|m| m.lock()) else {
+        // A poisoned memory (a panic while it was held) is read around, not trusted; a full one is passed.
+        let held = self.remembered.as_ref().and_then(|m| m.lock().ok());
+        let Some(mut remembered) = held.filter(|r| r.len() < MAX_REMEMBERED) else {
             self.state.sources(blueprint, id, source, relation, None).for_each(f);
             return;
         };

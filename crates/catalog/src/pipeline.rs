@@ -192,16 +192,26 @@ impl Pipeline {
         drop(old);
     }
 
-    /// Waits until the published state has reached `seq` (a write made on another replica, say), at most
-    /// `timeout`; answers whether it has.
+    /// Waits until the published state has reached `seq`, a write known to be in the store (made on another
+    /// replica, say), at most `timeout`; answers whether it has. The writer is told to read the store now
+    /// rather than at the watcher's next wake-up, so `seq` must not be a write still to come: waiting for the
+    /// next write is [`Pipeline::wait_past`].
     pub async fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
         let mut rx = self.applied.subscribe();
         if *rx.borrow_and_update() >= seq {
             return true;
         }
-        // Tell the writer to look at the store now rather than at the watcher's next wake-up.
         self.store_head.send_modify(|h| *h = (*h).max(seq));
         matches!(tokio::time::timeout(timeout, rx.wait_for(|s| *s >= seq)).await, Ok(Ok(_)))
+    }
+
+    /// Waits until the published state is past `seq` (the next write, from this replica or another), at most
+    /// `timeout`; answers whether it is. Unlike [`Pipeline::wait_applied`] it sends the writer to the store
+    /// for nothing: a worker waiting for work once made the writer read the store after every write, and
+    /// with the store silent, hang there with every write queued behind it.
+    pub async fn wait_past(&self, seq: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        matches!(tokio::time::timeout(timeout, rx.wait_for(|s| *s > seq)).await, Ok(Ok(_)))
     }
 
     /// The log store: only the catalog layer reads it (history, audit, the feed).
@@ -369,18 +379,33 @@ async fn watch_store(catalog: std::sync::Weak<Pipeline>, mut known: u64) {
     }
 }
 
-/// Catches the published state up with the store (events other replicas wrote).
+/// How long the writer may spend catching up with the store before it turns back to the writes queued
+/// meanwhile (it publishes what it has applied and catches up the rest at the next wake-up).
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Catches the published state up with the store (events other replicas wrote), for at most
+/// [`FOLLOW_TIMEOUT`]: a silent store must not hold the writer, and every write queued behind it, longer.
 async fn follow(catalog: &Pipeline) {
     let mut state = (*catalog.view()).clone();
     let before = state.seq();
-    match catch_up(catalog.store.as_ref(), &mut state).await {
-        Ok(()) => {
+    let caught_up = tokio::time::timeout(FOLLOW_TIMEOUT, catch_up(catalog.store.as_ref(), &mut state)).await;
+    match caught_up {
+        // A timeout stops `catch_up` at an await point, where every batch it applied is whole (see
+        // `catch_up_in`): what it applied is published. After an error, the state may hold half a batch.
+        Ok(Ok(())) | Err(_) => {
             if state.seq() > before {
                 tracing::debug!(from = before, to = state.seq(), "caught up with the store");
                 catalog.publish(state);
             }
+            if caught_up.is_err() {
+                tracing::warn!(
+                    at = catalog.view().seq(),
+                    "catching up with the store took over {} s; writes go first, then it goes on",
+                    FOLLOW_TIMEOUT.as_secs()
+                );
+            }
         }
-        Err(e) => tracing::warn!(error = %e, "cannot catch up with the store; retrying"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot catch up with the store; retrying"),
     }
 }
 
@@ -391,7 +416,8 @@ async fn catch_up(store: &dyn LogStore, state: &mut State) -> Result<(), Pipelin
     catch_up_in(store, state, 10_000).await
 }
 
-/// [`catch_up`], reading `batch` events at a time.
+/// [`catch_up`], reading `batch` events at a time. At each of its await points every batch applied is whole
+/// (its indexes settled), so a caller that stops it there may use the state as it is.
 async fn catch_up_in(store: &dyn LogStore, state: &mut State, batch: usize) -> Result<(), PipelineError> {
     let decode = |stored: Vec<berth_store::StoredEvent>| {
         stored
@@ -991,6 +1017,64 @@ mod tests {
         catch_up_in(store.as_ref(), &mut in_batches, 7).await.expect("replay in batches");
         assert_eq!(in_batches.seq(), view.seq());
         assert_eq!(in_batches.to_snapshot().expect("snap"), view.to_snapshot().expect("snap"));
+    }
+
+    /// A worker waiting for the next write (the action invoker, webhook ingestion, a run's live page) does not
+    /// send the writer to the store: it once did after every write, a log read on the writer's path.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_for_the_next_write_sends_the_writer_nowhere() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::None));
+        let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
+        let bp =
+            Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
+        catalog.write_one(meta(), bp).await.expect("write").0.expect("blueprint");
+        let waiter = {
+            let catalog = Arc::clone(&catalog);
+            tokio::spawn(async move {
+                let mut woken = 0;
+                while woken < 20 {
+                    let seq = catalog.view().seq();
+                    if catalog.wait_past(seq, Duration::from_secs(5)).await {
+                        woken += 1;
+                    }
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        let reads = store.reads.load(Ordering::SeqCst);
+        for i in 0..20 {
+            catalog.write_one(meta(), upsert(&format!("e{i}"), json!({}))).await.expect("write").0.expect("entity");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("the waiter saw every write").expect("task");
+        assert_eq!(store.reads.load(Ordering::SeqCst), reads, "the writer read the log for writes it made itself");
+    }
+
+    /// A store that goes silent while the writer catches up with it holds the writes queued meanwhile for
+    /// [`FOLLOW_TIMEOUT`], not for as long as the silence lasts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_store_holds_the_writer_no_longer_than_the_follow_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::None));
+        let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
+        let bp =
+            Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
+        catalog.write_one(meta(), bp).await.expect("write").0.expect("blueprint");
+        store.silent.store(true, Ordering::SeqCst);
+        // Another replica's write is announced: the writer goes to read it, and the store does not answer.
+        let seq = catalog.view().seq();
+        assert!(!catalog.wait_applied(seq + 1, Duration::from_millis(200)).await);
+        let started = std::time::Instant::now();
+        let write = catalog.write_one(meta(), upsert("a", json!({})));
+        let (outcome, _) = tokio::time::timeout(FOLLOW_TIMEOUT + Duration::from_secs(10), write)
+            .await
+            .expect("the write was answered, not held by the silent store")
+            .expect("write");
+        outcome.expect("entity");
+        assert!(started.elapsed() <= FOLLOW_TIMEOUT + Duration::from_secs(5), "{:?}", started.elapsed());
+        store.silent.store(false, Ordering::SeqCst);
+        assert!(catalog.view().entity("s", "a").is_some());
     }
 
     /// M4 / T5: a store that commits an append and then reports a failure: the write is settled by reading

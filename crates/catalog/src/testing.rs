@@ -23,6 +23,10 @@ pub struct TestStore {
     appends: AtomicUsize,
     /// While set, reading the log (head, reads) fails.
     pub blind: AtomicBool,
+    /// While set, forward log reads (`read_from`) never answer: a network gone silent.
+    pub silent: AtomicBool,
+    /// Forward log reads (`read_from`) asked for.
+    pub reads: AtomicUsize,
     /// Backward log scans (`read_before`) and point reads (`read_seqs`) made.
     pub scans: AtomicUsize,
     pub point_reads: AtomicUsize,
@@ -35,6 +39,8 @@ impl TestStore {
             failures,
             appends: AtomicUsize::new(0),
             blind: AtomicBool::new(false),
+            silent: AtomicBool::new(false),
+            reads: AtomicUsize::new(0),
             scans: AtomicUsize::new(0),
             point_reads: AtomicUsize::new(0),
         }
@@ -70,6 +76,10 @@ impl LogStore for TestStore {
         })
     }
     fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if self.silent.load(Ordering::SeqCst) {
+            return Box::pin(std::future::pending());
+        }
         if self.unreadable() { injected("unreadable") } else { self.inner.read_from(after, limit) }
     }
     fn read_before(&self, before: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {

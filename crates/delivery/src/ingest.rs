@@ -252,7 +252,7 @@ pub(crate) async fn run(pipeline: Arc<Pipeline>, config: Config) {
         if stalled {
             tokio::time::sleep(Duration::from_secs(1)).await;
         } else {
-            pipeline.wait_applied(seq + 1, LEASE / 3).await;
+            pipeline.wait_past(seq, LEASE / 3).await;
         }
     }
 }

@@ -178,8 +178,12 @@ impl PostgresStore {
     /// Drops the schema and everything in it (tests and `berth restore --force` clean up with it).
     pub async fn drop_schema(&self) -> Result<(), StoreError> {
         let mut slot = self.writer.lock().await;
-        let client = ensure(&mut slot, &self.config, &self.tls).await?;
-        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)).await.map_err(pg_error)
+        let call = tokio::time::timeout(CALL_TIMEOUT, async {
+            let client = ensure(&mut slot, &self.config, &self.tls).await?;
+            client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)).await.map_err(pg_error)
+        })
+        .await;
+        settle_call(&mut slot, call)
     }
 }
 
@@ -459,32 +463,34 @@ impl LogStore for PostgresStore {
         let name = name.to_string();
         Box::pin(async move {
             let mut slot = self.reader.lock().await;
-            let client = ensure(&mut slot, &self.config, &self.tls).await?;
-            let row = client
-                .query_opt(&format!("SELECT seq FROM {}.cursors WHERE name = $1", self.schema), &[&name])
-                .await
-                .map_err(pg_error)?;
-            Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+            let read = tokio::time::timeout(CALL_TIMEOUT, async {
+                let client = ensure(&mut slot, &self.config, &self.tls).await?;
+                let row = client
+                    .query_opt(&format!("SELECT seq FROM {}.cursors WHERE name = $1", self.schema), &[&name])
+                    .await
+                    .map_err(pg_error)?;
+                Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+            })
+            .await;
+            settle_call(&mut slot, read)
         })
     }
 
     fn set_cursor(&self, name: &str, seq: u64) -> BoxFuture<'_, Result<(), StoreError>> {
         let name = name.to_string();
         Box::pin(async move {
+            let sql = format!(
+                "INSERT INTO {}.cursors (name, seq) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                self.schema
+            );
             let mut slot = self.writer.lock().await;
-            let client = ensure(&mut slot, &self.config, &self.tls).await?;
-            client
-                .execute(
-                    &format!(
-                        "INSERT INTO {}.cursors (name, seq) VALUES ($1, $2)
-                         ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
-                        self.schema
-                    ),
-                    &[&name, &(seq as i64)],
-                )
-                .await
-                .map(|_| ())
-                .map_err(pg_error)
+            let call = tokio::time::timeout(CALL_TIMEOUT, async {
+                let client = ensure(&mut slot, &self.config, &self.tls).await?;
+                client.execute(&sql, &[&name, &(seq as i64)]).await.map(|_| ()).map_err(pg_error)
+            })
+            .await;
+            settle_call(&mut slot, call)
         })
     }
 

@@ -236,7 +236,7 @@ fn async_stream(
                 }
                 let seq = view.seq();
                 drop(view);
-                app.pipeline.wait_applied(seq + 1, Duration::from_secs(10)).await;
+                app.pipeline.wait_past(seq, Duration::from_secs(10)).await;
             }
         },
     )

@@ -113,7 +113,7 @@ pub(crate) async fn invoker(pipeline: Arc<Pipeline>, config: Config) {
         drop(view);
         let wait = if polled.is_empty() { LEASE / 3 } else { config.actions.github_poll.min(LEASE / 3) };
         tokio::select! {
-            _ = pipeline.wait_applied(seq + 1, wait) => {}
+            _ = pipeline.wait_past(seq, wait) => {}
             Some(first) = done_rx.recv() => {
                 let mut finished = vec![first];
                 while let Ok(more) = done_rx.try_recv() {

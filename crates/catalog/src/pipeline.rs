@@ -478,8 +478,10 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// An append that fails for any reason but a conflict (a lost connection, a timeout) may still have been
 /// committed by the store. Its outcome is settled by reading the log back: the batch's own events there
-/// mean it was applied (answered as a success); the head where it was, or other events, mean it was not;
-/// a store that cannot be read either is reported as [`PipelineError::Unknown`], never as "not applied".
+/// mean it was applied (answered as a success); the head where it was, or other events, mean it was not,
+/// unless the store said the append is undecided (it may still commit: a request held up in the network, or
+/// one dropped here on the timeout); a store that cannot be read either is reported as
+/// [`PipelineError::Unknown`], never as "not applied".
 ///
 /// Durable events join `recent` (before the batch is published: a consumer woken by the publication finds
 /// them there).
@@ -500,15 +502,20 @@ async fn append_encoded(
         Ok(Ok(new_head)) => return durable(new_head),
         Ok(Err(e @ StoreError::Conflict { .. })) => return Err(e.into()),
         Ok(Err(e)) => e,
-        Err(_) => StoreError::Unavailable(format!("the store did not answer within {} s", APPEND_TIMEOUT.as_secs())),
+        // The append was dropped, not refused: the store may still be running it.
+        Err(_) => StoreError::Undecided(format!("the store did not answer within {} s", APPEND_TIMEOUT.as_secs())),
     };
     match tokio::time::timeout(SETTLE_TIMEOUT, settle(store.as_ref(), head, &prints)).await {
-        Ok(Ok(true)) => {
+        Ok(Ok(Found::Applied)) => {
             tracing::warn!(error = %failure, head, "the store reported a failed append that it had committed");
             let new_head = head + prints.len() as u64;
             durable(new_head)
         }
-        Ok(Ok(false)) => Err(failure.into()),
+        // Not in the log yet, but it may still get there: neither applied nor not.
+        Ok(Ok(Found::Absent)) if matches!(failure, StoreError::Undecided(_)) => {
+            Err(PipelineError::Unknown(format!("{failure}; not in the log yet")))
+        }
+        Ok(Ok(Found::Absent | Found::Overtaken)) => Err(failure.into()),
         Ok(Err(e)) => Err(PipelineError::Unknown(format!("{failure}; reading the log back failed too: {e}"))),
         Err(_) => Err(PipelineError::Unknown(format!("{failure}; reading the log back timed out"))),
     }
@@ -522,30 +529,45 @@ fn fingerprint(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Whether the events `prints` describes are in the log right after `head`.
-async fn settle(store: &dyn LogStore, head: u64, prints: &[(usize, u64)]) -> Result<bool, StoreError> {
+/// Where a failed append's events are: what reading the log back after `head` shows.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// They are there, right after `head`: the append was applied.
+    Applied,
+    /// The log still ends at `head`: not applied so far.
+    Absent,
+    /// Other events follow `head`: the append (compare-and-append on `head`) can never be applied.
+    Overtaken,
+}
+
+/// Where the events `prints` describes are, read back from the log after `head`.
+async fn settle(store: &dyn LogStore, head: u64, prints: &[(usize, u64)]) -> Result<Found, StoreError> {
     let n = prints.len() as u64;
-    if store.head().await? < head + n {
+    let store_head = store.head().await?;
+    if store_head == head {
+        return Ok(Found::Absent);
+    }
+    if store_head < head + n {
         // Compare-and-append is all or nothing: not all of them are there, so none of ours is.
-        return Ok(false);
+        return Ok(Found::Overtaken);
     }
     let mut at = head;
     let mut i = 0;
     while i < prints.len() {
         let page = store.read_from(at, prints.len() - i).await?;
         if page.is_empty() {
-            return Ok(false);
+            return Ok(Found::Overtaken);
         }
         for event in page {
-            let Some(&(len, print)) = prints.get(i) else { return Ok(true) };
+            let Some(&(len, print)) = prints.get(i) else { return Ok(Found::Applied) };
             if event.seq != at + 1 || event.payload.len() != len || fingerprint(&event.payload) != print {
-                return Ok(false);
+                return Ok(Found::Overtaken);
             }
             at = event.seq;
             i += 1;
         }
     }
-    Ok(true)
+    Ok(Found::Applied)
 }
 
 /// Executes every job's commands in order against `base`, each command atomically: a command's changes

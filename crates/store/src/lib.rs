@@ -52,6 +52,11 @@ pub enum StoreError {
     /// A bad argument (a URL that names no backend, ...).
     #[error("{0}")]
     Config(String),
+    /// An append failed in a way that leaves it undecided: the store may still apply it (a request that may
+    /// yet reach it, or one it is still running), so reading the log back now cannot prove it was not
+    /// applied, only that it was.
+    #[error("store unavailable, append undecided: {0}")]
+    Undecided(String),
 }
 
 /// The most sequence numbers one [`LogStore::read_seqs`] call reads.

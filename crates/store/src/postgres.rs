@@ -7,6 +7,9 @@
 //!   for [`LogStore::wait_for`] (other replicas' writes included), and a timed-out wait asks the head itself,
 //!   so a lost notification costs latency, never correctness.
 //! - Connections are re-established on the next call after a loss; the listener reconnects with backoff.
+//! - An append that times out or loses its connection is fenced: its server process is terminated from a new
+//!   connection, and waited for, so the request cannot run after the pipeline read the log back and answered
+//!   "not applied" (a request held up in the network would otherwise commit once the network recovered).
 //! - URL: `postgres://user@host:port/db?schema=NAME` (default schema `berth`); every table lives in that
 //!   schema, so one database can hold several independent catalogs.
 //! - TLS: libpq's `sslmode=require | verify-ca | verify-full` and `sslrootcert=PEM` (see [`crate::tls`]),
@@ -38,6 +41,8 @@ pub struct PostgresStore {
     schema: String,
     channel: String,
     writer: Mutex<Option<Client>>,
+    /// What belongs to `writer`'s current connection (`None` while it connects); used under `writer`'s lock.
+    writer_conn: std::sync::Mutex<Option<WriterConn>>,
     reader: Mutex<Option<Client>>,
     heads: Arc<HeadWatch>,
     listener: tokio::task::JoinHandle<()>,
@@ -109,6 +114,73 @@ async fn connect(config: &Config, tls: &MakeRustlsConnect) -> Result<Client, Sto
     Ok(client)
 }
 
+/// What belongs to one writer connection: its server process id (the one an undecided append fences) and the
+/// append statement prepared on it (an append is then one round trip: bind, execute, sync).
+#[derive(Clone)]
+struct WriterConn {
+    pid: i32,
+    append: tokio_postgres::Statement,
+}
+
+impl WriterConn {
+    async fn of(client: &Client, schema: &str) -> Result<WriterConn, StoreError> {
+        let pid = client.query_one("SELECT pg_backend_pid()", &[]).await.map_err(pg_error)?.get(0);
+        let append = client.prepare(&append_sql(schema)).await.map_err(pg_error)?;
+        Ok(WriterConn { pid, append })
+    }
+}
+
+/// Inserts `$2` as the events `$1` if the head is `$3`, and announces the new head `$5` on the channel `$4`
+/// when rows went in: one statement, so one round trip and atomic on its own. Answers the rows inserted.
+fn append_sql(schema: &str) -> String {
+    format!(
+        "WITH ins AS (
+             INSERT INTO {s}.events (seq, payload)
+             SELECT u.seq, u.payload FROM UNNEST($1::BIGINT[], $2::BYTEA[]) AS u(seq, payload)
+             WHERE (SELECT COALESCE(MAX(seq), 0) FROM {s}.events) = $3
+             RETURNING 1)
+         SELECT n, CASE WHEN n > 0 THEN pg_notify($4, $5) END
+         FROM (SELECT count(*) AS n FROM ins) c",
+        s = schema
+    )
+}
+
+/// How long fencing an undecided append may take (connecting, terminating its process, seeing it gone).
+const FENCE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Ends the server process `pid` (the writer connection of an undecided append) from a new connection and
+/// waits until it is gone, so nothing it was sent can still run; whether it is now gone. A process of the
+/// same role may be terminated without further privileges.
+async fn fence(config: &Config, tls: &MakeRustlsConnect, pid: i32) -> bool {
+    let fenced = tokio::time::timeout(FENCE_TIMEOUT, async {
+        let client = connect(config, tls).await?;
+        client.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.map_err(pg_error)?;
+        loop {
+            let alive = client
+                .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+                .await
+                .map_err(pg_error)?
+                .is_some();
+            if !alive {
+                return Ok::<(), StoreError>(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    match fenced {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(pid, error = %e, "cannot end the connection of an undecided append");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(pid, "ending the connection of an undecided append timed out");
+            false
+        }
+    }
+}
+
 async fn query_head(client: &impl GenericClient, schema: &str) -> Result<u64, StoreError> {
     let row =
         client.query_one(&format!("SELECT COALESCE(MAX(seq), 0) FROM {schema}.events"), &[]).await.map_err(pg_error)?;
@@ -139,6 +211,7 @@ impl PostgresStore {
         .await
         .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
+        let writer_conn = WriterConn::of(&client, &schema).await?;
         let head = query_head(&client, &schema).await?;
         let heads = Arc::new(HeadWatch::new(head));
         let channel = format!("berth_log_{schema}");
@@ -151,10 +224,38 @@ impl PostgresStore {
             schema,
             channel,
             writer: Mutex::new(Some(client)),
+            writer_conn: std::sync::Mutex::new(Some(writer_conn)),
             reader: Mutex::new(None),
             heads,
             listener,
         })
+    }
+
+    /// The writer connection in `slot`, reconnecting if needed; a new connection's process id is recorded
+    /// before anything is sent on it, so an undecided append can be fenced.
+    async fn writer_client<'a>(&self, slot: &'a mut Option<Client>) -> Result<&'a mut Client, StoreError> {
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = None;
+            self.set_writer_conn(None);
+            let client = connect(&self.config, &self.tls).await?;
+            self.set_writer_conn(Some(WriterConn::of(&client, &self.schema).await?));
+            *slot = Some(client);
+        }
+        slot.as_mut().ok_or_else(|| unavailable("postgres: no connection"))
+    }
+
+    fn set_writer_conn(&self, conn: Option<WriterConn>) -> Option<WriterConn> {
+        match self.writer_conn.lock() {
+            Ok(mut guard) => std::mem::replace(&mut *guard, conn),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), conn),
+        }
+    }
+
+    fn writer_conn(&self) -> Option<WriterConn> {
+        match self.writer_conn.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Events `WHERE <condition>` (on `$1` = `bound`), at most `limit`.
@@ -179,7 +280,7 @@ impl PostgresStore {
     pub async fn drop_schema(&self) -> Result<(), StoreError> {
         let mut slot = self.writer.lock().await;
         let call = tokio::time::timeout(CALL_TIMEOUT, async {
-            let client = ensure(&mut slot, &self.config, &self.tls).await?;
+            let client = self.writer_client(&mut slot).await?;
             client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)).await.map_err(pg_error)
         })
         .await;
@@ -309,28 +410,21 @@ impl LogStore for PostgresStore {
             let new_head = expected_head + events.len() as u64;
             let seqs: Vec<i64> = (expected_head + 1..=new_head).map(|s| s as i64).collect();
             let mut slot = self.writer.lock().await;
-            // One statement, so one round trip and atomic on its own: insert only if the head is the expected
-            // one, and announce the new head when rows went in.
-            let sql = format!(
-                "WITH ins AS (
-                     INSERT INTO {s}.events (seq, payload)
-                     SELECT u.seq, u.payload FROM UNNEST($1::BIGINT[], $2::BYTEA[]) AS u(seq, payload)
-                     WHERE (SELECT COALESCE(MAX(seq), 0) FROM {s}.events) = $3
-                     RETURNING 1)
-                 SELECT n, CASE WHEN n > 0 THEN pg_notify($4, $5) END
-                 FROM (SELECT count(*) AS n FROM ins) c",
-                s = self.schema
-            );
             let expected = expected_head as i64;
+            // Err(Undecided) once the insert may have been sent and its answer is missing.
             let call = tokio::time::timeout(CALL_TIMEOUT, async {
-                let client = ensure(&mut slot, &self.config, &self.tls).await?;
-                let inserted =
-                    client.query_one(&sql, &[&seqs, &events, &expected, &self.channel, &new_head.to_string()]).await;
+                let client = self.writer_client(&mut slot).await?;
+                let statement = self.writer_conn().ok_or_else(|| unavailable("postgres: no writer connection"))?.append;
+                let inserted = client
+                    .query_one(&statement, &[&seqs, &events, &expected, &self.channel, &new_head.to_string()])
+                    .await;
                 let inserted: i64 = match inserted {
                     Ok(row) => row.get(0),
                     // A racing replica committed the same sequence numbers first.
                     Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => 0,
-                    Err(e) => return Err(pg_error(e)),
+                    // The server answered with an error: the statement did not commit.
+                    Err(e) if e.as_db_error().is_some() => return Err(pg_error(e)),
+                    Err(e) => return Err(StoreError::Undecided(pg_error(e).to_string())),
                 };
                 if inserted as usize != events.len() {
                     let actual = query_head(client, &self.schema).await?;
@@ -339,7 +433,34 @@ impl LogStore for PostgresStore {
                 Ok(())
             })
             .await;
-            settle_call(&mut slot, call)?;
+            let call = match call {
+                Ok(Err(StoreError::Undecided(m))) => Err(m),
+                Err(_) => Err(format!("postgres: no answer within {} s", CALL_TIMEOUT.as_secs())),
+                Ok(other) => Ok(other),
+            };
+            match call {
+                Ok(Err(e @ StoreError::Conflict { .. })) => return Err(e),
+                Ok(Err(e)) => {
+                    // The server refused the statement (say its prepared plan went stale): a new connection
+                    // prepares it anew.
+                    slot.take();
+                    self.set_writer_conn(None);
+                    return Err(e);
+                }
+                Ok(Ok(())) => {}
+                Err(why) => {
+                    // Drop the connection, then end its server process, so the insert cannot commit later.
+                    slot.take();
+                    let Some(WriterConn { pid, .. }) = self.set_writer_conn(None) else {
+                        // Still connecting: the insert was not sent.
+                        return Err(StoreError::Unavailable(why));
+                    };
+                    if fence(&self.config, &self.tls, pid).await {
+                        return Err(StoreError::Unavailable(format!("{why}; its connection was ended")));
+                    }
+                    return Err(StoreError::Undecided(why));
+                }
+            }
             drop(slot);
             self.heads.note(new_head);
             Ok(new_head)
@@ -385,7 +506,7 @@ impl LogStore for PostgresStore {
         Box::pin(async move {
             let mut slot = self.writer.lock().await;
             let call = tokio::time::timeout(SNAPSHOT_TIMEOUT, async {
-                let client = ensure(&mut slot, &self.config, &self.tls).await?;
+                let client = self.writer_client(&mut slot).await?;
                 let tx = client.transaction().await.map_err(pg_error)?;
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_SNAPSHOT]).await.map_err(pg_error)?;
                 let head = query_head(&tx, &self.schema).await?;
@@ -486,7 +607,7 @@ impl LogStore for PostgresStore {
             );
             let mut slot = self.writer.lock().await;
             let call = tokio::time::timeout(CALL_TIMEOUT, async {
-                let client = ensure(&mut slot, &self.config, &self.tls).await?;
+                let client = self.writer_client(&mut slot).await?;
                 client.execute(&sql, &[&name, &(seq as i64)]).await.map(|_| ()).map_err(pg_error)
             })
             .await;
@@ -512,7 +633,7 @@ impl LogStore for PostgresStore {
             );
             let mut slot = self.writer.lock().await;
             let call = tokio::time::timeout(CALL_TIMEOUT, async {
-                let client = ensure(&mut slot, &self.config, &self.tls).await?;
+                let client = self.writer_client(&mut slot).await?;
                 let row = client.query_opt(&sql, &[&name, &holder, &ttl]).await.map_err(pg_error)?;
                 Ok(row.map(|r| r.get::<_, i64>(0) as u64))
             })
@@ -530,7 +651,7 @@ impl LogStore for PostgresStore {
             );
             let mut slot = self.writer.lock().await;
             let call = tokio::time::timeout(CALL_TIMEOUT, async {
-                let client = ensure(&mut slot, &self.config, &self.tls).await?;
+                let client = self.writer_client(&mut slot).await?;
                 client.execute(&sql, &[&name, &holder]).await.map(|_| ()).map_err(pg_error)
             })
             .await;
@@ -555,7 +676,7 @@ impl LogStore for PostgresStore {
             );
             let mut slot = self.writer.lock().await;
             let call = tokio::time::timeout(CALL_TIMEOUT, async {
-                let client = ensure(&mut slot, &self.config, &self.tls).await?;
+                let client = self.writer_client(&mut slot).await?;
                 client
                     .execute(&sql, &[&name, &holder, &(token as i64), &(seq as i64)])
                     .await

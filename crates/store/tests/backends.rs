@@ -159,3 +159,33 @@ fn other_ca() -> std::path::PathBuf {
     assert!(ok, "openssl made no CA");
     pem
 }
+
+/// An append whose request is held up in the network (the writer connection gone silent) fails after the call
+/// timeout, and its connection's server process is ended first: when the network recovers, the held request
+/// finds no one to run it. Without the fence it would commit then, after the caller read the log back and
+/// was told "not applied".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_append_held_in_the_network_never_commits_after_it_failed() {
+    let proxy = berth_testkit::proxy::Proxy::start("127.0.0.1:5432").await;
+    let direct = with_param(&postgres_base(), "schema", &unique("fence"));
+    let via_proxy = direct.replacen(":5432", &format!(":{}", proxy.port), 1);
+    assert_ne!(via_proxy, direct, "the test PostgreSQL URL names port 5432: {direct}");
+    let store = PostgresStore::open(&via_proxy).await.unwrap_or_else(|e| panic!("PostgreSQL at {via_proxy}: {e}"));
+    assert_eq!(store.append(0, vec![b"one".to_vec()]).await.expect("append"), 1);
+
+    proxy.stall_open();
+    let failed = store.append(1, vec![b"held".to_vec()]).await;
+    match &failed {
+        Err(berth_store::StoreError::Unavailable(m)) => assert!(m.contains("ended"), "{m}"),
+        other => panic!("a fenced append is a plain failure: {other:?}"),
+    }
+    proxy.restore();
+    // What the stall held is delivered now; give it time to run if anything could still run it.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let witness = PostgresStore::open(&direct).await.expect("direct");
+    assert_eq!(witness.head().await.expect("head"), 1, "the failed append committed after its failure");
+    assert_eq!(store.append(1, vec![b"two".to_vec()]).await.expect("the writer reconnects"), 2);
+    let events = witness.read_from(0, 10).await.expect("read");
+    assert_eq!(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(), vec![b"one".to_vec(), b"two".to_vec()]);
+    witness.drop_schema().await.expect("clean up");
+}

@@ -4,6 +4,7 @@
 //!   the TLS test CA;
 //! - [`server`] (feature `server`): an API server in the test's own process on a real socket, its Admin
 //!   token, other credentials' tokens, and an HTTP helper that checks Port's envelope;
+//! - [`proxy`] (feature `proxy`): a TCP proxy that cuts or stalls the network between Berth and its store;
 //! - [`brokers`] (feature `brokers`): a Kafka-protocol broker per test (tansu) and readers of what a NATS
 //!   JetStream subject and a Kafka topic hold, for the delivery tests.
 //!
@@ -12,6 +13,8 @@
 
 #[cfg(feature = "brokers")]
 pub mod brokers;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod stores;

@@ -1041,16 +1041,40 @@ mod tests {
         assert_eq!(in_batches.to_snapshot().expect("snap"), view.to_snapshot().expect("snap"));
     }
 
-    /// A worker waiting for the next write (the action invoker, webhook ingestion, a run's live page) does not
-    /// send the writer to the store: it once did after every write, a log read on the writer's path.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn waiting_for_the_next_write_sends_the_writer_nowhere() {
+    /// A pipeline on a test store failing as `failures` says, holding the blueprint `s` (the store's first
+    /// append).
+    async fn with_blueprint(failures: Failures) -> (tempfile::TempDir, Arc<TestStore>, Arc<Pipeline>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::None));
+        let store = Arc::new(TestStore::new(&dir.path().join("log.db"), failures));
         let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
         let bp =
             Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
         catalog.write_one(meta(), bp).await.expect("write").0.expect("blueprint");
+        (dir, store, catalog)
+    }
+
+    /// A failed append is "not applied" only when it cannot land later: one the store reports undecided, and
+    /// that is not in the log, is "outcome unknown"; one refused outright is "not applied".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_undecided_append_is_never_answered_not_applied() {
+        for (failures, unknown) in [(Failures::Undecided, true), (Failures::Before, false)] {
+            let (_dir, _store, catalog) = with_blueprint(failures).await; // append 0
+            catalog.write_one(meta(), upsert("a", json!({}))).await.expect("write").0.expect("a"); // append 1
+            let failed = catalog.write_one(meta(), upsert("b", json!({}))).await; // append 2 fails
+            match failed {
+                Err(PipelineError::Unknown(_)) => assert!(unknown, "a refused append is not unknown"),
+                Err(PipelineError::Store(_)) => assert!(!unknown, "an undecided append was answered 'not applied'"),
+                other => panic!("{other:?}"),
+            }
+            assert!(catalog.view().entity("s", "b").is_none());
+        }
+    }
+
+    /// A worker waiting for the next write (the action invoker, webhook ingestion, a run's live page) does not
+    /// send the writer to the store: it once did after every write, a log read on the writer's path.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_for_the_next_write_sends_the_writer_nowhere() {
+        let (_dir, store, catalog) = with_blueprint(Failures::None).await;
         let waiter = {
             let catalog = Arc::clone(&catalog);
             tokio::spawn(async move {
@@ -1077,12 +1101,7 @@ mod tests {
     /// [`FOLLOW_TIMEOUT`], not for as long as the silence lasts.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_silent_store_holds_the_writer_no_longer_than_the_follow_timeout() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::None));
-        let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
-        let bp =
-            Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
-        catalog.write_one(meta(), bp).await.expect("write").0.expect("blueprint");
+        let (_dir, store, catalog) = with_blueprint(Failures::None).await;
         store.silent.store(true, Ordering::SeqCst);
         // Another replica's write is announced: the writer goes to read it, and the store does not answer.
         let seq = catalog.view().seq();
@@ -1104,12 +1123,7 @@ mod tests {
     /// (never "not applied"), and the catalog catches up once the store answers again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appends_committed_then_reported_failed_are_settled_from_the_log() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::AfterCommit));
-        let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
-        let bp =
-            Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
-        catalog.write_one(meta(), bp).await.expect("write").0.expect("blueprint"); // append 0
+        let (_dir, store, catalog) = with_blueprint(Failures::AfterCommit).await; // append 0
         catalog.write_one(meta(), upsert("a", json!({}))).await.expect("write").0.expect("a"); // append 1
         // Append 2 commits, then fails: read back, it is a success.
         let (outcome, seq) = catalog.write_one(meta(), upsert("b", json!({}))).await.expect("settled as applied");

@@ -15,6 +15,8 @@ pub enum Failures {
     Before,
     /// Every third append is committed, then reported failed (a connection lost after COMMIT).
     AfterCommit,
+    /// Every third append is not committed and reported undecided (a request that may still arrive).
+    Undecided,
 }
 
 pub struct TestStore {
@@ -67,8 +69,12 @@ impl LogStore for TestStore {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(2)).await;
             if n % 3 == 2 && self.failures != Failures::None {
-                if self.failures == Failures::AfterCommit {
-                    self.inner.append(expected, events).await?;
+                match self.failures {
+                    Failures::AfterCommit => {
+                        self.inner.append(expected, events).await?;
+                    }
+                    Failures::Undecided => return Err(StoreError::Undecided("injected failure".into())),
+                    Failures::None | Failures::Before => {}
                 }
                 return Err(StoreError::Unavailable("injected failure".into()));
             }

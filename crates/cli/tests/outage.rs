@@ -114,9 +114,21 @@ async fn outage(proxy: &Proxy, url: &str) {
 async fn postgres_black_hole_ends_in_503s_and_recovers() {
     let proxy = Proxy::start("127.0.0.1:5432").await;
     let url = postgres_via(&proxy, "hole");
+    black_hole(&proxy, &url).await;
+}
+
+/// The same with Redis, whose one multiplexed connection queues every call behind the silent ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_black_hole_ends_in_503s_and_recovers() {
+    let proxy = Proxy::start("127.0.0.1:6379").await;
+    let url = format!("redis://127.0.0.1:{}?prefix={}", proxy.port, support::unique("hole"));
+    black_hole(&proxy, &url).await;
+}
+
+async fn black_hole(proxy: &Proxy, url: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let client = support::client();
-    let server = Berth::spawn(dir.path(), &url, &[]);
+    let server = Berth::spawn(dir.path(), url, &[]);
     let token = server.token(&client).await;
     support::create_blueprint(
         &client,
@@ -158,4 +170,13 @@ async fn postgres_black_hole_ends_in_503s_and_recovers() {
     if not_applied {
         assert!(!present.contains("during"), "a write answered 'not applied' was applied: {answer}");
     }
+    // The log holds what the server shows: a second server rebuilt from the store sees the same entities.
+    let second = Berth::spawn(dir.path(), url, &[]);
+    let token = second.token(&client).await;
+    let rebuilt: BTreeSet<String> = support::entities(&client, &second, &token, "item")
+        .await
+        .iter()
+        .map(|e| e["identifier"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(rebuilt, present, "the server's catalog and its store's log differ");
 }

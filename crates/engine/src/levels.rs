@@ -585,6 +585,7 @@ pub(crate) fn build(state: &State) -> Levels {
     let mut chunks: Vec<(usize, Vec<&Arc<Entity>>)> = Vec::new();
     for (g, (bp, _)) in judges.iter().enumerate() {
         let entities: Vec<&Arc<Entity>> = state.entities_of(bp).collect();
+        crate::work_count::add(entities.len());
         chunks.extend(entities.chunks(CHUNK).map(|c| (g, c.to_vec())));
     }
     let judge = |(g, entities): (usize, Vec<&Arc<Entity>>)| {
@@ -665,6 +666,7 @@ pub(crate) enum Rejudge {
 /// Recomputes the marks of the given entities (each `(blueprint, identifier, why)`; a deleted one leaves),
 /// with the scorecards the index holds (parsed once, when it was built).
 pub(crate) fn refresh(state: &State, levels: &mut Levels, entities: &[(Arc<str>, Arc<str>, Rejudge)]) {
+    crate::work_count::add(entities.len());
     if levels.is_empty() || entities.is_empty() {
         return;
     }

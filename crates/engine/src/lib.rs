@@ -38,6 +38,7 @@ pub mod search;
 mod state;
 mod users;
 mod webhook_events;
+mod work_count;
 
 pub use codec::{decode_event, encode_event};
 pub use command::{Command, Outcome, WriteMeta, WriteMode, execute, execute_and_apply, resolve_batch_searches};

@@ -535,7 +535,10 @@ impl State {
                         && **l.edge.blueprint() == *source
                         && **l.edge.relation() == *relation
                 })
-                .map(|l| &l.edge.identifier)
+                .map(|l| {
+                    crate::work_count::add(1);
+                    &l.edge.identifier
+                })
         })
     }
 
@@ -2391,6 +2394,121 @@ mod tests {
         assert_eq!(ceiling_of_s(&state), Some(1), "none again: Bronze");
         apply_next(&mut state, put_entity("svc", "s", json!({"n": 1}), json!({})));
         assert_eq!(ceiling_of_s(&state), Some(0), "n = 1 fails Bronze: Basic");
+    }
+
+    /// The four ordinary writes of `berth bench --standards` read a handful of entities to keep derived data
+    /// current, however many the catalog holds: the deployment's service and domain change by a delta, a new
+    /// service's deployments are read once, only the written service is judged again. A regression to a
+    /// recount (a service's 30 deployments, the domain's 3,000) or to a rebuild of the levels (100 services) fails here, where
+    /// the bench, which CI does not run, would only show it as a slower figure.
+    #[test]
+    fn ordinary_writes_read_a_handful_of_entities_whatever_the_catalog_holds() {
+        let bp = |v| Change::BlueprintPut { blueprint: Box::new(serde_json::from_value(stamped(v)).expect("bp")) };
+        let count = |name: &str, query: Option<serde_json::Value>| {
+            let mut spec =
+                json!({"target": "deployment", "calculationSpec": {"func": "count", "calculationBy": "entities"}});
+            if let Some(q) = query {
+                spec["query"] = q;
+            }
+            (name.to_string(), spec)
+        };
+        let mut service_aggs = serde_json::Map::new();
+        for (name, spec) in [
+            count("deploys", None),
+            count(
+                "failed",
+                Some(
+                    json!({"combinator": "and", "rules": [{"property": "status", "operator": "=", "value": "failed"}]}),
+                ),
+            ),
+        ] {
+            service_aggs.insert(name, spec);
+        }
+        service_aggs.insert(
+            "medianDuration".into(),
+            json!({"target": "deployment",
+            "calculationSpec": {"func": "median", "calculationBy": "property", "property": "duration"}}),
+        );
+        let mut state = State::default();
+        for change in [
+            bp(
+                json!({"identifier": "team", "title": "Team", "schema": {"properties": {"oncall": {"type": "string"}}}}),
+            ),
+            bp(
+                json!({"identifier": "domain", "title": "Domain", "schema": {"properties": {"owner": {"type": "string"}}},
+                "aggregationProperties": {"deploys": {"target": "deployment",
+                    "calculationSpec": {"func": "count", "calculationBy": "entities"},
+                    "pathFilter": [{"fromBlueprint": "deployment", "path": ["service", "system", "domain"]}]}}}),
+            ),
+            bp(json!({"identifier": "system", "title": "System", "schema": {"properties": {}},
+                "relations": {"domain": {"target": "domain", "required": false, "many": false}}})),
+            bp(json!({"identifier": "service", "title": "Service",
+                "schema": {"properties": {"language": {"type": "string"}, "replicas": {"type": "number"}}},
+                "relations": {"team": {"target": "team", "required": false, "many": false},
+                    "system": {"target": "system", "required": false, "many": false}},
+                "mirrorProperties": {"oncall": {"path": "team.oncall"}, "domainOwner": {"path": "system.domain.owner"}},
+                "aggregationProperties": service_aggs})),
+            bp(json!({"identifier": "deployment", "title": "Deployment", "schema": {"properties": {
+                    "status": {"type": "string"}, "duration": {"type": "number"}}},
+                "relations": {"service": {"target": "service", "required": true, "many": false}}})),
+            scorecard_put(
+                "service#card",
+                json!({"title": "Card", "rules": [
+                card_rule("lang", "Bronze", json!({"property": "language", "operator": "=", "value": "Go"})),
+                card_rule("oncall", "Silver", json!({"property": "oncall", "operator": "isNotEmpty"})),
+                card_rule("deploys", "Silver", json!({"property": "deploys", "operator": ">", "value": 10})),
+                card_rule("healthy", "Gold", json!({"property": "failed", "operator": "<", "value": 5}))]}),
+            ),
+            put_entity("team", "t0", json!({"oncall": "pager"}), json!({})),
+            put_entity("domain", "d0", json!({"owner": "ann"}), json!({})),
+        ] {
+            apply_next(&mut state, change);
+        }
+        for s in 0..4 {
+            apply_next(&mut state, put_entity("system", &format!("sys{s}"), json!({}), json!({"domain": "d0"})));
+        }
+        let service = |i: usize| {
+            put_entity(
+                "service",
+                &format!("svc{i:03}"),
+                json!({"language": "Go", "replicas": i % 5}),
+                json!({"team": "t0", "system": format!("sys{}", i % 4)}),
+            )
+        };
+        for i in 0..100 {
+            apply_next(&mut state, service(i));
+        }
+        let deployment = |d: usize, svc: usize| {
+            put_entity(
+                "deployment",
+                &format!("dep{d:05}"),
+                json!({"status": if d.is_multiple_of(7) { "failed" } else { "success" }, "duration": (d % 300) as f64}),
+                json!({"service": format!("svc{svc:03}")}),
+            )
+        };
+        for d in 0..3000 {
+            apply_next(&mut state, deployment(d, d % 100));
+        }
+        assert_eq!(state.aggregate_values("domain", "d0").map(|v| v[0].clone()), Some(json!(3000)));
+        crate::work_count::take();
+        let writes = [
+            ("deployment write", deployment(42, 42)),
+            ("deployment moved", deployment(43, 7)),
+            ("service write", service(5)),
+            (
+                "service created",
+                put_entity("service", "svc-new", json!({"language": "Rust"}), json!({"team": "t0", "system": "sys1"})),
+            ),
+        ];
+        let mut read = Vec::new();
+        for (name, change) in writes {
+            apply_next(&mut state, change);
+            read.push((name, crate::work_count::take()));
+        }
+        for (name, n) in &read {
+            assert!(*n <= 10, "a {name} read {n} entities to keep derived data current: {read:?}");
+        }
+        assert_derived_from_scratch(&state);
     }
 
     /// Every owner's kept aggregation values equal the values computed from scratch, and no other entity has any.

@@ -462,6 +462,7 @@ impl<'s> Finder<'s> {
             }
             let mut table = std::collections::HashMap::with_capacity(state.entity_count(bp));
             table.extend(state.entities_of(bp).map(|e| (&*e.identifier, e)));
+            crate::work_count::add(table.len());
             tables.insert(bp.to_string(), table);
         }
         Finder { state, tables, remembered: None }

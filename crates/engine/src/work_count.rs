@@ -1,0 +1,25 @@
+//! How many entities keeping derived data current has read on this thread: sources found through the
+//! relation index, entities put in a finder's tables, entities judged by a full build of the scorecard
+//! levels. The engine's tests bound a write's work with it (a write that reads a few dozen entities where it
+//! should, and not the catalog, is what keeps derived data within its cost target); outside tests it counts
+//! nothing and costs nothing.
+
+#[cfg(test)]
+thread_local! {
+    static READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts `n` entities read.
+#[inline(always)]
+pub(crate) fn add(n: usize) {
+    #[cfg(test)]
+    READ.with(|c| c.set(c.get() + n));
+    #[cfg(not(test))]
+    let _ = n;
+}
+
+/// The entities counted on this thread since the last call, and starts again from zero.
+#[cfg(test)]
+pub(crate) fn take() -> usize {
+    READ.with(|c| c.replace(0))
+}

@@ -114,19 +114,31 @@ async fn connect(config: &Config, tls: &MakeRustlsConnect) -> Result<Client, Sto
     Ok(client)
 }
 
-/// What belongs to one writer connection: its server process id (the one an undecided append fences) and the
+/// What belongs to one writer connection: its server process (the one an undecided append fences) and the
 /// append statement prepared on it (an append is then one round trip: bind, execute, sync).
 #[derive(Clone)]
 struct WriterConn {
-    pid: i32,
+    process: Process,
     append: tokio_postgres::Statement,
+}
+
+/// A server process: its id, and when it started (so that a fence never ends another process that was given
+/// the same id since).
+#[derive(Clone, Debug)]
+struct Process {
+    pid: i32,
+    started: String,
 }
 
 impl WriterConn {
     async fn of(client: &Client, schema: &str) -> Result<WriterConn, StoreError> {
-        let pid = client.query_one("SELECT pg_backend_pid()", &[]).await.map_err(pg_error)?.get(0);
+        let row = client
+            .query_one("SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()", &[])
+            .await
+            .map_err(pg_error)?;
+        let process = Process { pid: row.get(0), started: row.get(1) };
         let append = client.prepare(&append_sql(schema)).await.map_err(pg_error)?;
-        Ok(WriterConn { pid, append })
+        Ok(WriterConn { process, append })
     }
 }
 
@@ -148,16 +160,26 @@ fn append_sql(schema: &str) -> String {
 /// How long fencing an undecided append may take (connecting, terminating its process, seeing it gone).
 const FENCE_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// Ends the server process `pid` (the writer connection of an undecided append) from a new connection and
+/// Ends the server `process` (the writer connection of an undecided append) from a new connection and
 /// waits until it is gone, so nothing it was sent can still run; whether it is now gone. A process of the
 /// same role may be terminated without further privileges.
-async fn fence(config: &Config, tls: &MakeRustlsConnect, pid: i32) -> bool {
+async fn fence(config: &Config, tls: &MakeRustlsConnect, process: &Process) -> bool {
+    let Process { pid, started } = process;
     let fenced = tokio::time::timeout(FENCE_TIMEOUT, async {
         let client = connect(config, tls).await?;
-        client.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.map_err(pg_error)?;
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2",
+                &[pid, started],
+            )
+            .await
+            .map_err(pg_error)?;
         loop {
             let alive = client
-                .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+                .query_opt(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2",
+                    &[pid, started],
+                )
                 .await
                 .map_err(pg_error)?
                 .is_some();
@@ -451,11 +473,11 @@ impl LogStore for PostgresStore {
                 Err(why) => {
                     // Drop the connection, then end its server process, so the insert cannot commit later.
                     slot.take();
-                    let Some(WriterConn { pid, .. }) = self.set_writer_conn(None) else {
+                    let Some(WriterConn { process, .. }) = self.set_writer_conn(None) else {
                         // Still connecting: the insert was not sent.
                         return Err(StoreError::Unavailable(why));
                     };
-                    if fence(&self.config, &self.tls, pid).await {
+                    if fence(&self.config, &self.tls, &process).await {
                         return Err(StoreError::Unavailable(format!("{why}; its connection was ended")));
                     }
                     return Err(StoreError::Undecided(why));

@@ -151,6 +151,17 @@ fn redis_error(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
 
+/// An append's failure. A connection lost or timed out (not refused) may have carried the script to Redis,
+/// which then runs it whatever became of the client: undecided, so that the caller never reads the log back
+/// too early and answers "not applied".
+fn append_error(e: redis::RedisError) -> StoreError {
+    if e.is_io_error() && !e.is_connection_refusal() {
+        StoreError::Undecided(format!("redis: {e}"))
+    } else {
+        redis_error(e)
+    }
+}
+
 /// Splits Berth's own `prefix` parameter off the URL; returns the driver URL, the prefix and a description
 /// without credentials.
 fn split_url(url: &str) -> Result<(String, String, String), StoreError> {
@@ -356,7 +367,7 @@ impl LogStore for RedisStore {
             for event in &events {
                 invocation.arg(event.as_slice());
             }
-            let (ok, head): (i64, u64) = invocation.invoke_async(&mut self.conn.clone()).await.map_err(redis_error)?;
+            let (ok, head): (i64, u64) = invocation.invoke_async(&mut self.conn.clone()).await.map_err(append_error)?;
             if ok != 1 {
                 return Err(StoreError::Conflict { expected: expected_head, actual: head });
             }

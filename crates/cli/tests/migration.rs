@@ -261,11 +261,7 @@ async fn live_migration_while_writing_loses_nothing() {
     // Serving the target: every acknowledged write is there.
     let replica = Berth::spawn(dir.path(), &target, &[]);
     let token = replica.token(&client).await;
-    let present: BTreeSet<String> = support::entities(&client, &replica, &token, "item")
-        .await
-        .iter()
-        .map(|e| e["identifier"].as_str().expect("id").to_string())
-        .collect();
+    let present = support::identifiers(&client, &replica, &token, "item").await;
     let missing: Vec<&String> = acked.difference(&present).collect();
     assert!(
         missing.is_empty(),

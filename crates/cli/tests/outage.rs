@@ -92,11 +92,7 @@ async fn outage(proxy: &Proxy, url: &str) {
     }
     acked.extend(after);
 
-    let present: BTreeSet<String> = support::entities(&client, &server, &token, "item")
-        .await
-        .iter()
-        .map(|e| e["identifier"].as_str().expect("id").to_string())
-        .collect();
+    let present = support::identifiers(&client, &server, &token, "item").await;
     assert_eq!(present, acked, "exactly the acknowledged writes, once each");
     let ready: Value = client.get(server.url("/readyz")).send().await.expect("readyz").json().await.expect("json");
     assert_eq!(ready["storeHead"], ready["applied"], "the replica's state is the store's log: {ready}");
@@ -161,11 +157,7 @@ async fn black_hole(proxy: &Proxy, url: &str) {
         assert!(Instant::now() < deadline, "writes did not resume after the network came back");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let present: BTreeSet<String> = support::entities(&client, &server, &token, "item")
-        .await
-        .iter()
-        .map(|e| e["identifier"].as_str().expect("id").to_string())
-        .collect();
+    let present = support::identifiers(&client, &server, &token, "item").await;
     assert!(present.contains("before") && present.contains("after"), "{present:?}");
     if not_applied {
         assert!(!present.contains("during"), "a write answered 'not applied' was applied: {answer}");
@@ -173,10 +165,6 @@ async fn black_hole(proxy: &Proxy, url: &str) {
     // The log holds what the server shows: a second server rebuilt from the store sees the same entities.
     let second = Berth::spawn(dir.path(), url, &[]);
     let token = second.token(&client).await;
-    let rebuilt: BTreeSet<String> = support::entities(&client, &second, &token, "item")
-        .await
-        .iter()
-        .map(|e| e["identifier"].as_str().expect("id").to_string())
-        .collect();
+    let rebuilt = support::identifiers(&client, &second, &token, "item").await;
     assert_eq!(rebuilt, present, "the server's catalog and its store's log differ");
 }

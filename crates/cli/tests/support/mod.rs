@@ -158,6 +158,20 @@ pub async fn entities(client: &reqwest::Client, server: &Berth, token: &str, blu
     body["entities"].as_array().cloned().unwrap_or_default()
 }
 
+/// The identifiers of a blueprint's entities, as `GET .../entities` lists them.
+pub async fn identifiers(
+    client: &reqwest::Client,
+    server: &Berth,
+    token: &str,
+    blueprint: &str,
+) -> std::collections::BTreeSet<String> {
+    entities(client, server, token, blueprint)
+        .await
+        .iter()
+        .map(|e| e["identifier"].as_str().expect("id").to_string())
+        .collect()
+}
+
 pub async fn create_blueprint(client: &reqwest::Client, server: &Berth, token: &str, body: Value) -> u64 {
     let r = client.post(server.url("/v1/blueprints")).bearer_auth(token).json(&body).send().await.expect("blueprint");
     assert_eq!(r.status(), 201, "create blueprint");

@@ -206,8 +206,8 @@ impl Pipeline {
     }
 
     /// Waits until the published state is past `seq` (the next write, from this replica or another), at most
-    /// `timeout`; answers whether it is. Unlike [`Pipeline::wait_applied`] it sends the writer to the store
-    /// for nothing: a worker waiting for work once made the writer read the store after every write, and
+    /// `timeout`; answers whether it is. Unlike [`Pipeline::wait_applied`] it does not send the writer to the
+    /// store: a worker waiting for work that did once made the writer read the store after every write, and,
     /// with the store silent, hang there with every write queued behind it.
     pub async fn wait_past(&self, seq: u64, timeout: Duration) -> bool {
         let mut rx = self.applied.subscribe();

@@ -515,9 +515,20 @@ async fn append_encoded(
         Ok(Ok(Found::Absent)) if matches!(failure, StoreError::Undecided(_)) => {
             Err(PipelineError::Unknown(format!("{failure}; not in the log yet")))
         }
-        Ok(Ok(Found::Absent | Found::Overtaken)) => Err(failure.into()),
+        Ok(Ok(Found::Absent | Found::Overtaken)) => Err(not_applied(failure)),
         Ok(Err(e)) => Err(PipelineError::Unknown(format!("{failure}; reading the log back failed too: {e}"))),
         Err(_) => Err(PipelineError::Unknown(format!("{failure}; reading the log back timed out"))),
+    }
+}
+
+/// A failed append settled as not applied. One the store had called undecided no longer is (other events
+/// took its place): it says so rather than "undecided" under a "not applied" answer.
+fn not_applied(failure: StoreError) -> PipelineError {
+    match failure {
+        StoreError::Undecided(m) => PipelineError::Store(StoreError::Unavailable(format!(
+            "{m}; other events took its place in the log, so it can no longer be applied"
+        ))),
+        other => other.into(),
     }
 }
 
@@ -1068,6 +1079,16 @@ mod tests {
             }
             assert!(catalog.view().entity("s", "b").is_none());
         }
+    }
+
+    /// An undecided append that other events overtook is answered "not applied", in words that do not call it
+    /// undecided.
+    #[test]
+    fn an_overtaken_undecided_append_is_plainly_not_applied() {
+        let e = not_applied(StoreError::Undecided("postgres: no answer within 20 s".into()));
+        assert!(matches!(&e, PipelineError::Store(StoreError::Unavailable(_))), "{e:?}");
+        assert!(!e.to_string().contains("undecided"), "{e}");
+        assert!(matches!(not_applied(StoreError::Unavailable("x".into())), PipelineError::Store(_)));
     }
 
     /// A worker waiting for the next write (the action invoker, webhook ingestion, a run's live page) does not

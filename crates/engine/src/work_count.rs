@@ -1,6 +1,7 @@
-//! How many entities keeping derived data current has read on this thread: sources found through the
-//! relation index, entities put in a finder's tables, entities judged by a full build of the scorecard
-//! levels. The engine's tests bound a write's work with it (a write that reads a few dozen entities where it
+//! How many entities the engine has read on this thread through the paths that keep derived data current:
+//! sources found through the relation index (by any caller: a test counts around one write), entities put
+//! in a finder's tables, entities whose scorecard marks are judged (a refresh, or a full build of the
+//! levels). The engine's tests bound a write's work with it (a write that reads a few dozen entities where it
 //! should, and not the catalog, is what keeps derived data within its cost target); outside tests it counts
 //! nothing and costs nothing.
 

@@ -206,6 +206,16 @@ pub struct State {
     /// The relations indexed scorecard rules are read through (see [`crate::levels::read_through`]):
     /// (target blueprint, source blueprint, relation).
     level_through: Arc<Vec<(String, String, String)>>,
+    /// Every (blueprint, identifier) that does not exist and that a relation may point at (a superset: the
+    /// target of a link made while it was missing, or an entity deleted). An entity created outside it has
+    /// no sources, which a refresh of derived data then does not look for ([`State::fresh`]). Never stored:
+    /// gathered with the reverse-relation index on load, pruned when it grows ([`State::prune_unresolved`]).
+    unresolved: Unresolved,
+    /// Prune [`State::unresolved`] when it holds more than this.
+    unresolved_prune_at: usize,
+    /// Entities created since derived data was last refreshed that no relation points at (none did when they
+    /// were created, and none was made to point at them since): their sources are known to be none.
+    fresh: Vec<(Key, Key)>,
 }
 
 /// Count deltas by owner (blueprint, identifier): (aggregation index, change).
@@ -215,6 +225,9 @@ type InPlace<'a> = std::collections::BTreeMap<(&'a str, Arc<str>), Vec<(usize, A
 /// How many owners one task of a full aggregation recompute takes.
 const AGGREGATE_CHUNK: usize = 5_000;
 
+/// [`State::unresolved`] is not pruned while it holds this many entries or fewer.
+const UNRESOLVED_KEPT: usize = 4_096;
+
 /// One owner blueprint's aggregation values: owner identifier → values in the order of its spec. Hashed, not
 /// ordered: nothing reads them in order, and a write looks one up in a few node hops rather than comparing
 /// its identifier with a score of others along a B-tree.
@@ -222,6 +235,9 @@ type OwnerValues = imbl::HashMap<Key, Arc<crate::derived::aggregation::Kept>>;
 
 /// Every owner blueprint's kept aggregation values.
 type Aggregates = OrdMap<Key, OwnerValues>;
+
+/// Missing entities (blueprint, identifier) relations may point at (see `State::unresolved`).
+type Unresolved = imbl::HashSet<(Key, Key)>;
 
 /// An entity written since derived data was last refreshed: (blueprint, identifier, version before).
 type Touched = (Key, Key, Option<Arc<Entity>>);
@@ -525,6 +541,7 @@ impl State {
         relation: &'a str,
         after: Option<&'a str>,
     ) -> impl Iterator<Item = &'s Arc<str>> + 'a {
+        crate::work_count::seek();
         let hash = target_hash(id);
         let start = SourcesOf { hash, id, blueprint: source, relation, after };
         self.incoming.get(blueprint).into_iter().flat_map(move |set| {
@@ -759,14 +776,19 @@ impl State {
     }
 
     /// Every link of the reverse-relation index, by target blueprint.
-    fn gather_links(&self) -> std::collections::HashMap<Key, Vec<Link>> {
+    /// And every missing entity a link points at (see [`State::unresolved`]).
+    fn gather_links(&self) -> (std::collections::HashMap<Key, Vec<Link>>, Unresolved) {
         let mut by_target: std::collections::HashMap<Key, Vec<Link>> = std::collections::HashMap::new();
+        let mut unresolved = Unresolved::new();
         for (id, e) in self.entities.values().flat_map(|m| m.iter()) {
-            for (bp, link) in self.edges_of(id, e) {
+            for (bp, link, exists) in self.edges_of(id, e) {
+                if !exists {
+                    unresolved.insert((Arc::clone(&bp), Arc::clone(&link.target)));
+                }
                 by_target.entry(bp).or_default().push(link);
             }
         }
-        by_target
+        (by_target, unresolved)
     }
 
     /// Builds the property indexes and value counts of a state loaded without them
@@ -792,7 +814,7 @@ impl State {
                 blueprints.iter().filter_map(|bp| Some((Arc::clone(bp), this.gather_entries(bp)?))).collect();
             (links.join(), gathered)
         });
-        let links = links.map_err(failed)?;
+        let (links, unresolved) = links.map_err(failed)?;
         let mut tasks: Vec<Task> = links.into_iter().map(|(bp, list)| Task::Links(bp, list)).collect();
         let mut counts = Vec::new();
         for (bp, g) in gathered {
@@ -803,6 +825,8 @@ impl State {
         let built = on_two_threads(tasks, Task::build).ok_or_else(worker_failed)?;
         if with_links {
             self.incoming = OrdMap::new();
+            self.unresolved = unresolved;
+            self.unresolved_prune_at = self.unresolved.len() * 2;
         }
         if with_props {
             self.props = OrdMap::new();
@@ -1186,8 +1210,9 @@ impl State {
                     .map(|(k, _)| Arc::clone(k))
                     .unwrap_or_else(|| Arc::clone(&entity.identifier));
                 let old = map.insert(Arc::clone(&id), Arc::clone(&entity));
-                if let Some(old) = &old {
-                    self.unlink(&id, old);
+                match &old {
+                    Some(old) => self.unlink(&id, old),
+                    None => self.note_created(&bp, &id),
                 }
                 self.link(&id, &entity);
                 self.reindex(&bp, &id, old.as_deref(), Some(&entity));
@@ -1200,6 +1225,7 @@ impl State {
                     Some((id, old)) => {
                         self.unlink(&id, &old);
                         let bp = self.blueprint_name(blueprint);
+                        self.note_deleted(&bp, &id);
                         self.reindex(&bp, &id, Some(&old), None);
                         self.touch(&bp, &id, Some(old));
                     }
@@ -1252,11 +1278,17 @@ impl State {
     /// Notes a write of an entity whose blueprint feeds an aggregation (its owners are refreshed when the
     /// indexes settle).
     fn touch(&mut self, blueprint: &Key, id: &Key, old: Option<Arc<Entity>>) {
-        let judged = self.levels.contains_key(&**blueprint)
-            || self.level_through.iter().any(|(target, _, _)| **target == **blueprint);
-        if !self.agg_rebuild && (judged || !self.derived.deps(blueprint).is_empty()) {
+        if !self.agg_rebuild && self.feeds_derived(blueprint) {
             self.agg_touched.push((Arc::clone(blueprint), Arc::clone(id), old));
         }
+    }
+
+    /// Whether a write of an entity of `blueprint` may change derived data kept in the state: it feeds an
+    /// aggregation, is judged by an indexed scorecard, or is read through by one.
+    fn feeds_derived(&self, blueprint: &str) -> bool {
+        !self.derived.deps(blueprint).is_empty()
+            || self.levels.contains_key(blueprint)
+            || self.level_through.iter().any(|(target, _, _)| *target == blueprint)
     }
 
     /// Every blueprint's derived properties and the aggregations' dependency index.
@@ -1297,6 +1329,8 @@ impl State {
             crate::levels::refresh(self, &mut levels, &rejudge);
             self.levels = levels;
         }
+        self.fresh.clear();
+        self.prune_unresolved();
     }
 
     /// Recomputes the aggregations of the owners the touched entities reach; answers the entities whose
@@ -1324,7 +1358,7 @@ impl State {
         aggregates: &mut Aggregates,
     ) -> Vec<(Key, Key, crate::levels::Rejudge)> {
         use crate::derived::aggregation::owners_of;
-        let finder = crate::derived::aggregation::Finder::remembering(self);
+        let finder = crate::derived::aggregation::Finder::remembering(self, &self.fresh);
         // Owners recomputed from their sources, and owners changed in place. A target written at the end of
         // its path is taken out of its old owners' aggregations and put into its new owners' (walking a
         // domain's 50,000 deployments, or a service's own, per deployment write is what it avoids); a write
@@ -1342,24 +1376,28 @@ impl State {
         let now: Vec<Option<Arc<Entity>>> = before.keys().map(|(bp, id)| self.entity(bp, id).cloned()).collect();
         // An entity between an owner and the target changes its owners by a delta when nothing else on the
         // aggregation's path (past the owner) was written with it (see `Agg::changes_through`).
-        let mut written: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        // (how many entities of each blueprint were written: a batch's are of few blueprints)
+        let mut written: Vec<(&str, usize)> = Vec::new();
         for (bp, _) in before.keys() {
-            *written.entry(&***bp).or_default() += 1;
+            match written.iter_mut().find(|(b, _)| *b == &***bp) {
+                Some((_, n)) => *n += 1,
+                None => written.push((bp, 1)),
+            }
         }
+        let written_of = |bp: &str| written.iter().find(|(b, _)| *b == bp).map_or(0, |(_, n)| *n);
         let through = |agg: &crate::derived::aggregation::Agg, position: usize| {
-            agg.changes_through(position)
-                && agg.path_blueprints[1..].iter().map(|b| written.get(b.as_str()).copied().unwrap_or(0)).sum::<usize>()
-                    == 1
+            agg.changes_through(position) && agg.path_blueprints[1..].iter().map(|b| written_of(b)).sum::<usize>() == 1
         };
         for (bp, id, old) in touched {
             // Aggregations of one owner along the same path reach the same owners: walked back once.
             let mut walked: Vec<(&str, &[crate::derived::aggregation::Step], usize)> = Vec::new();
-            for dep in catalog.deps(bp) {
+            let deps = catalog.deps(bp);
+            let current = if deps.is_empty() { None } else { self.entity(bp, id).map(|e| &**e) };
+            for dep in deps {
                 let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
                 if agg.keeps_by_delta(dep.position) || through(agg, dep.position) {
                     continue;
                 }
-                let current = self.entity(bp, id).map(|e| &**e);
                 if agg.passes_through_unchanged(dep.position, old.as_deref(), current) {
                     continue;
                 }
@@ -1368,7 +1406,7 @@ impl State {
                     continue;
                 }
                 walked.push(way);
-                let versions = [self.entity(bp, id).map(|e| &**e), old.as_deref()];
+                let versions = [current, old.as_deref()];
                 for e in versions.into_iter().flatten() {
                     for owner in owners_of(self, agg, dep.position, e) {
                         owners.insert((dep.owner.as_str(), owner));
@@ -1460,10 +1498,9 @@ impl State {
             }
             for (_, source, relation) in self.level_through.iter().filter(|(target, _, _)| **target == ***bp) {
                 let key = self.blueprint_name(source);
-                rejudge.extend(
-                    self.sources(bp, id, source, relation, None)
-                        .map(|s| (Arc::clone(&key), Arc::clone(s), Rejudge::Written)),
-                );
+                finder.each_source(bp, id, source, relation, |s| {
+                    rejudge.push((Arc::clone(&key), Arc::clone(s), Rejudge::Written));
+                });
             }
         }
         // An owner recomputed anyway is left to the recompute; one with nothing kept (it does not exist, or
@@ -1601,10 +1638,11 @@ impl State {
         self.aggregates = owners.into_iter().map(|(bp, _)| bp).zip(maps).collect();
     }
 
-    /// The edges an entity (whose map key is `source`) makes: (target blueprint, link). Every string is shared
+    /// The edges an entity (whose map key is `source`) makes: (target blueprint, link, whether the target
+    /// exists). Every string is shared
     /// with the state: the source's key, the relation name of the blueprint's index spec, the target's key
     /// when the target exists.
-    fn edges_of(&self, source: &Key, e: &Entity) -> Vec<(Key, Link)> {
+    fn edges_of(&self, source: &Key, e: &Entity) -> Vec<(Key, Link, bool)> {
         let Some(bp) = self.blueprints.get(&*e.blueprint) else {
             return Vec::new();
         };
@@ -1616,25 +1654,62 @@ impl State {
             let target_bp = self.blueprint_name(&def.target);
             let targets = self.entities.get(&*target_bp);
             for id in Entity::relation_targets(value) {
-                let target =
-                    targets.and_then(|m| m.get_key_value(id)).map_or_else(|| Arc::from(id), |(k, _)| Arc::clone(k));
+                let found = targets.and_then(|m| m.get_key_value(id));
+                let target = found.map_or_else(|| Arc::from(id), |(k, _)| Arc::clone(k));
                 let edge = Edge { kind: Arc::clone(relation), identifier: Arc::clone(source) };
-                out.push((Arc::clone(&target_bp), Link { hash: target_hash(id), target, edge }));
+                out.push((Arc::clone(&target_bp), Link { hash: target_hash(id), target, edge }, found.is_some()));
             }
         }
         out
     }
 
     fn link(&mut self, source: &Key, e: &Entity) {
-        for (blueprint, link) in self.edges_of(source, e) {
+        for (blueprint, link, exists) in self.edges_of(source, e) {
+            if !exists {
+                self.unresolved.insert((Arc::clone(&blueprint), Arc::clone(&link.target)));
+            } else if !self.fresh.is_empty() {
+                self.fresh.retain(|(b, id)| !(**b == *blueprint && **id == *link.target));
+            }
             self.work.push(Target::Links { blueprint }, Op::Link(link));
         }
     }
 
     fn unlink(&mut self, source: &Key, e: &Entity) {
-        for (blueprint, link) in self.edges_of(source, e) {
+        for (blueprint, link, _) in self.edges_of(source, e) {
             self.work.push(Target::Links { blueprint }, Op::Unlink(link));
         }
+    }
+
+    /// Notes the creation of an entity that feeds derived data: fresh (its sources are none) unless a
+    /// relation may point at it already. Called before its own links are made (one to itself is a source).
+    fn note_created(&mut self, blueprint: &Key, id: &Key) {
+        let pointed_at =
+            !self.unresolved.is_empty() && self.unresolved.remove(&(Arc::clone(blueprint), Arc::clone(id))).is_some();
+        if !pointed_at && !self.agg_rebuild && self.feeds_derived(blueprint) {
+            self.fresh.push((Arc::clone(blueprint), Arc::clone(id)));
+        }
+    }
+
+    /// Notes the deletion of an entity: relations may still point at it.
+    fn note_deleted(&mut self, blueprint: &Key, id: &Key) {
+        self.fresh.retain(|(b, i)| !(**b == **blueprint && **i == **id));
+        self.unresolved.insert((Arc::clone(blueprint), Arc::clone(id)));
+    }
+
+    /// Keeps in [`State::unresolved`] only what is still missing and pointed at (the indexes settled), when
+    /// it has grown past twice what the last pruning kept: each entry is checked once per doubling.
+    fn prune_unresolved(&mut self) {
+        if self.unresolved.len() <= self.unresolved_prune_at.max(UNRESOLVED_KEPT) {
+            return;
+        }
+        let kept: Unresolved = self
+            .unresolved
+            .iter()
+            .filter(|(bp, id)| self.entity(bp, id).is_none() && self.incoming(bp, id).next().is_some())
+            .cloned()
+            .collect();
+        self.unresolved_prune_at = kept.len() * 2;
+        self.unresolved = kept;
     }
 
     /// Serialises the state (without indexes) for a snapshot, in the chunked layout (see `SnapshotData`).
@@ -2336,6 +2411,47 @@ mod tests {
         state
     }
 
+    /// A deleted entity may still be pointed at: created again, it counts what points at it. What is noted
+    /// as possibly pointed at is pruned to what still is once it grows, and a new entity nothing points at
+    /// reads no sources at all.
+    #[test]
+    fn entities_pointed_at_while_missing_are_counted_when_created_and_the_rest_is_pruned() {
+        let mut state = services_counting_deployments(vec![card_rule(
+            "deployed",
+            "Bronze",
+            json!({"property": "deps", "operator": ">", "value": 0}),
+        )]);
+        // A deployment of a service that does not exist yet.
+        apply_next(&mut state, put_entity("dep", "early", json!({}), json!({"service": "later"})));
+        // Services created and deleted: each may be pointed at after, until the set is pruned.
+        let many = UNRESOLVED_KEPT + 10;
+        for i in 0..many {
+            apply_next(&mut state, put_entity("svc", &format!("gone{i}"), json!({"n": 1}), json!({})));
+        }
+        apply_next(&mut state, put_entity("dep", "stays", json!({}), json!({"service": "gone0"})));
+        for i in 0..many {
+            let identifier = format!("gone{i}");
+            apply_next(&mut state, Change::EntityDeleted { blueprint: "svc".into(), identifier });
+        }
+        // Pruned at its limit: what is left is what is missing and pointed at (two), plus the deletes since.
+        assert!(state.unresolved.len() < 20, "{} noted", state.unresolved.len());
+        assert!(state.unresolved.contains(&(Arc::from("svc"), Arc::from("later"))));
+        assert!(state.unresolved.contains(&(Arc::from("svc"), Arc::from("gone0"))));
+        for id in ["later", "gone0"] {
+            apply_next(&mut state, put_entity("svc", id, json!({"n": 1}), json!({})));
+            assert_eq!(state.aggregate_values("svc", id), Some(&vec![json!(1)]), "{id} counts its deployment");
+        }
+        crate::work_count::take_seeks();
+        apply_next(&mut state, put_entity("svc", "new", json!({"n": 1}), json!({})));
+        assert_eq!(
+            crate::work_count::take_seeks(),
+            0,
+            "a new service nothing points at: its sources are not looked for"
+        );
+        assert_eq!(state.aggregate_values("svc", "new"), Some(&vec![json!(0)]));
+        assert_derived_from_scratch(&state);
+    }
+
     /// A scorecard rule of one condition.
     fn card_rule(id: &str, level: &str, condition: serde_json::Value) -> serde_json::Value {
         json!({"identifier": id, "title": id, "level": level, "query": {"combinator": "and", "conditions": [condition]}})
@@ -2513,6 +2629,23 @@ mod tests {
 
     /// Every owner's kept aggregation values equal the values computed from scratch, and no other entity has any.
     fn assert_derived_from_scratch(state: &State) {
+        // Every missing entity a relation points at is known to be pointed at (so one created later is not
+        // taken for one without sources), and no entity is left fresh between refreshes.
+        if !state.has_deferred_indexes() {
+            for (bp, links) in &state.incoming {
+                for link in links {
+                    if state.entity(bp, &link.target).is_none() {
+                        let key = (Arc::clone(bp), Arc::clone(&link.target));
+                        assert!(
+                            state.unresolved.contains(&key),
+                            "{bp}/{} is pointed at, missing, not noted",
+                            link.target
+                        );
+                    }
+                }
+            }
+            assert!(state.fresh.is_empty(), "entities left fresh: {:?}", state.fresh);
+        }
         let catalog = Arc::clone(&state.derived);
         for (bp, spec) in catalog.owners() {
             // A definition the catalog refused computes null on both sides: it would compare nothing.

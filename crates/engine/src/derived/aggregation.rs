@@ -407,10 +407,26 @@ pub(crate) struct Finder<'s> {
     state: &'s State,
     tables: std::collections::HashMap<String, std::collections::HashMap<&'s str, &'s Arc<Entity>>>,
     remembered: Option<std::sync::Mutex<Remembered<'s>>>,
+    /// Entities (blueprint, identifier) known to have no sources: entities just created that nothing points
+    /// at (a new service has no deployments yet), whose sources are not looked for.
+    sourceless: &'s [(Arc<str>, Arc<str>)],
 }
 
-/// Sources read by a remembering [`Finder`], by (target blueprint, target, source blueprint, relation).
-type Remembered<'s> = std::collections::HashMap<[Arc<str>; 4], Arc<[&'s Arc<str>]>>;
+/// Sources read by a remembering [`Finder`], by (target blueprint, target, source blueprint, relation)
+/// written as one key ([`remembered_key`]); a few, found by a scan.
+type Remembered<'s> = Vec<(String, Arc<[&'s Arc<str>]>)>;
+
+/// The key of a set of sources in [`Remembered`]: each part after its length, so no two differ only in
+/// where one part ends.
+fn remembered_key(parts: [&str; 4]) -> String {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
+    for part in parts {
+        let _ = write!(key, "{}:", part.len());
+        key.push_str(part);
+    }
+    key
+}
 
 /// The most sets of sources a remembering [`Finder`] keeps (a write's own entities need a few).
 const MAX_REMEMBERED: usize = 64;
@@ -418,13 +434,13 @@ const MAX_REMEMBERED: usize = 64;
 impl<'s> Finder<'s> {
     /// Finds entities in the state's maps.
     pub(crate) fn new(state: &'s State) -> Finder<'s> {
-        Finder { state, tables: std::collections::HashMap::new(), remembered: None }
+        Finder { state, tables: std::collections::HashMap::new(), remembered: None, sourceless: &[] }
     }
 
     /// Finds entities in the state's maps, and remembers the sources it reads (for one refresh: the state
-    /// must not change while it lives, which its borrow ensures).
-    pub(crate) fn remembering(state: &'s State) -> Finder<'s> {
-        Finder { remembered: Some(std::sync::Mutex::default()), ..Finder::new(state) }
+    /// must not change while it lives, which its borrow ensures). The `sourceless` entities have none.
+    pub(crate) fn remembering(state: &'s State, sourceless: &'s [(Arc<str>, Arc<str>)]) -> Finder<'s> {
+        Finder { remembered: Some(std::sync::Mutex::default()), sourceless, ..Finder::new(state) }
     }
 
     /// Calls `f` with the identifier of each `source` entity whose `relation` points at `id` (of
@@ -437,18 +453,24 @@ impl<'s> Finder<'s> {
         relation: &str,
         mut f: impl FnMut(&'s Arc<str>),
     ) {
+        if self.sourceless.iter().any(|(b, i)| **b == *blueprint && **i == *id) {
+            return;
+        }
         // A poisoned memory (a panic while it was held) is read around, not trusted; a full one is passed.
         let held = self.remembered.as_ref().and_then(|m| m.lock().ok());
         let Some(mut remembered) = held.filter(|r| r.len() < MAX_REMEMBERED) else {
             self.state.sources(blueprint, id, source, relation, None).for_each(f);
             return;
         };
-        let key: [Arc<str>; 4] = [blueprint.into(), id.into(), source.into(), relation.into()];
-        let found = Arc::clone(
-            remembered
-                .entry(key)
-                .or_insert_with(|| self.state.sources(blueprint, id, source, relation, None).collect()),
-        );
+        let key = remembered_key([blueprint, id, source, relation]);
+        let found = match remembered.iter().find(|(k, _)| *k == key) {
+            Some((_, found)) => Arc::clone(found),
+            None => {
+                let found: Arc<[&'s Arc<str>]> = self.state.sources(blueprint, id, source, relation, None).collect();
+                remembered.push((key, Arc::clone(&found)));
+                found
+            }
+        };
         drop(remembered);
         found.iter().copied().for_each(&mut f);
     }
@@ -465,7 +487,7 @@ impl<'s> Finder<'s> {
             crate::work_count::add(table.len());
             tables.insert(bp.to_string(), table);
         }
-        Finder { state, tables, remembered: None }
+        Finder { state, tables, remembered: None, sourceless: &[] }
     }
 
     fn entity(&self, blueprint: &str, id: &str) -> Option<&'s Arc<Entity>> {

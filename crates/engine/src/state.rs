@@ -214,7 +214,8 @@ pub struct State {
     /// Prune [`State::unresolved`] when it holds more than this.
     unresolved_prune_at: usize,
     /// Entities created since derived data was last refreshed that no relation points at (none did when they
-    /// were created, and none was made to point at them since): their sources are known to be none.
+    /// were created, and none was made to point at them since): their sources are known to be none. At most
+    /// [`MAX_FRESH`]: an entity left out is one whose sources are looked for.
     fresh: Vec<(Key, Key)>,
 }
 
@@ -224,6 +225,10 @@ type InPlace<'a> = std::collections::BTreeMap<(&'a str, Arc<str>), Vec<(usize, A
 
 /// How many owners one task of a full aggregation recompute takes.
 const AGGREGATE_CHUNK: usize = 5_000;
+
+/// The most entities [`State::fresh`] notes between two refreshes (a write's own few; a batch's others are
+/// looked for as before, and every link made scans the list).
+const MAX_FRESH: usize = 16;
 
 /// [`State::unresolved`] is not pruned while it holds this many entries or fewer.
 const UNRESOLVED_KEPT: usize = 4_096;
@@ -1685,7 +1690,7 @@ impl State {
     fn note_created(&mut self, blueprint: &Key, id: &Key) {
         let pointed_at =
             !self.unresolved.is_empty() && self.unresolved.remove(&(Arc::clone(blueprint), Arc::clone(id))).is_some();
-        if !pointed_at && !self.agg_rebuild && self.feeds_derived(blueprint) {
+        if !pointed_at && self.fresh.len() < MAX_FRESH && !self.agg_rebuild && self.feeds_derived(blueprint) {
             self.fresh.push((Arc::clone(blueprint), Arc::clone(id)));
         }
     }
@@ -2449,6 +2454,20 @@ mod tests {
             "a new service nothing points at: its sources are not looked for"
         );
         assert_eq!(state.aggregate_values("svc", "new"), Some(&vec![json!(0)]));
+        assert_derived_from_scratch(&state);
+        // A batch (a replay) notes a few entities as fresh, not all it creates: each link made scans them.
+        state.defer_indexes();
+        for i in 0..100 {
+            apply_next(&mut state, put_entity("svc", &format!("batch{i}"), json!({"n": 1}), json!({})));
+            assert!(state.fresh.len() <= MAX_FRESH);
+        }
+        for i in (0..100).step_by(3) {
+            let service = json!({"service": format!("batch{i}")});
+            apply_next(&mut state, put_entity("dep", &format!("batch-dep{i}"), json!({}), service));
+        }
+        state.settle_indexes().expect("settles");
+        assert_eq!(state.aggregate_values("svc", "batch0"), Some(&vec![json!(1)]));
+        assert_eq!(state.aggregate_values("svc", "batch1"), Some(&vec![json!(0)]));
         assert_derived_from_scratch(&state);
     }
 

@@ -36,6 +36,7 @@ use berth_model::query::{Op, Operand, Query, Rule, Target};
 use berth_model::scorecard::Scorecard;
 use berth_model::{Entity, Timestamp};
 use imbl::{OrdMap, OrdSet};
+use serde_json::Value;
 
 use crate::State;
 use crate::search::{Ctx, matches};
@@ -387,6 +388,10 @@ pub(crate) struct Plan {
     on_aggregates: u64,
     /// Whether the filter reads an aggregation value (then a change of those judges the entity anew).
     filter_on_aggregates: bool,
+    /// Every condition of the filter and of the `on_aggregates` rules that reads an aggregation value: (its
+    /// position in the blueprint's aggregations, the condition). When each has the same result with an
+    /// entity's new aggregation values as with its old ones, its mark is what it was.
+    agg_conditions: Vec<(usize, Rule)>,
     /// Per level: whether the level above it has a rule the ceiling leaves out (so an entity whose ceiling
     /// is higher may still stop at this level).
     open_above: Vec<bool>,
@@ -416,13 +421,18 @@ impl Plan {
                 card.rules.iter().zip(&kinds).any(|(r, kind)| r.level == next.title && *kind != RuleKind::Local)
             })
             .collect();
-        Some(Plan {
-            masks,
-            on_aggregates,
-            filter_on_aggregates: card.filter.as_ref().is_some_and(|f| reads_aggregates(state, bp, f)),
-            open_above,
-            kinds,
-        })
+        let filter_on_aggregates = card.filter.as_ref().is_some_and(|f| reads_aggregates(state, bp, f));
+        let mut agg_conditions = Vec::new();
+        let on_aggs = card
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| 1u64.checked_shl(*i as u32).is_some_and(|bit| on_aggregates & bit != 0))
+            .map(|(_, r)| &r.query);
+        for q in card.filter.as_ref().filter(|_| filter_on_aggregates).into_iter().chain(on_aggs) {
+            agg_conditions.extend(aggregate_conditions(state, bp, q));
+        }
+        Some(Plan { masks, on_aggregates, filter_on_aggregates, agg_conditions, open_above, kinds })
     }
 }
 
@@ -530,6 +540,42 @@ impl<'s> Judge<'s> {
     pub(crate) fn identifier(&self) -> &str {
         &self.card.identifier
     }
+}
+
+/// The conditions of `q` that read one of the blueprint's aggregation properties, with its position.
+fn aggregate_conditions(state: &State, blueprint: &str, q: &Query) -> Vec<(usize, Rule)> {
+    let Some(spec) = state.derived().spec(blueprint) else { return Vec::new() };
+    let mut out = Vec::new();
+    q.visit(&mut |node| {
+        if let Query::Rule(rule @ Rule { target: Target::Property(p), .. }) = node {
+            if let Some(crate::derived::Kind::Aggregation(i)) = spec.kind(p) {
+                out.push((i, rule.clone()));
+            }
+        }
+    });
+    out
+}
+
+/// Whether a change of `e`'s aggregation values from `old` to `new` (its blueprint's, in spec order; the
+/// entity itself unchanged) may change its marks: some condition of an indexed scorecard that reads an
+/// aggregation value has another result (a count that goes from 12 to 13 under a rule `> 2` changes
+/// nothing). A scorecard whose marks keep no rule results always may.
+pub(crate) fn aggregates_may_change_marks(state: &State, e: &Entity, old: &[Value], new: &[Value]) -> bool {
+    let Some(group) = state.blueprint_levels(&e.blueprint) else { return false };
+    // The conditions are local: no clock, nothing prepared.
+    let ctx = Ctx::empty(state, Timestamp::from_millis(0));
+    group.cards.iter().any(|(_, card)| {
+        let plan = &*card.plan;
+        plan.masks.is_empty()
+            || plan.agg_conditions.iter().any(|(i, rule)| {
+                // A stored property of the same name is what the rule reads (the same before and after).
+                if matches!(&rule.target, Target::Property(p) if e.properties.get(p).is_some()) {
+                    return false;
+                }
+                crate::search::value_matches(&ctx, rule, old.get(*i))
+                    != crate::search::value_matches(&ctx, rule, new.get(*i))
+            })
+    })
 }
 
 /// Whether `q` reads one of the blueprint's aggregation properties.

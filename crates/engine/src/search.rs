@@ -1224,6 +1224,11 @@ fn rule_matches(ctx: &Ctx<'_>, e: &Entity, rule: &Rule) -> bool {
             Some(&owned)
         }
     };
+    value_matches(ctx, rule, v)
+}
+
+/// Whether the value a rule reads (`None`: absent) passes the rule's operator and operand.
+pub(crate) fn value_matches(ctx: &Ctx<'_>, rule: &Rule, v: Option<&Value>) -> bool {
     use std::cmp::Ordering::*;
     match (&rule.op, &rule.operand) {
         (Op::IsEmpty, _) => is_empty(v),

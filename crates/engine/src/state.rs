@@ -1518,7 +1518,9 @@ impl State {
             // Every old version out before any new one goes in (each old one is in what is kept).
             changes.sort_by_key(|(_, _, remove)| !*remove);
             // Changed where it is kept (one walk down the owner map, the record copied only when a published
-            // state shares it): Some(whether a value changed), or None to recompute.
+            // state shares it): Some(whether its scorecard marks may have changed), or None to recompute.
+            // Marks change only when a value some rule reads moved across what the rule asks.
+            let judged = self.levels.contains_key(bp);
             let changed = match aggregates.get_mut(bp).and_then(|m| m.get_mut(&owner)) {
                 None => None,
                 // Every change has what it changes kept (else the owner is recomputed, left as it was).
@@ -1533,6 +1535,7 @@ impl State {
                             agg.account(acc, e, *remove);
                         }
                     }
+                    let before = judged.then(|| kept.values.clone());
                     let mut changed = false;
                     for (i, agg) in spec.aggs.iter().enumerate() {
                         if let (Some(Some(acc)), Some(v)) = (kept.accs.get(i), kept.values.get_mut(i)) {
@@ -1543,7 +1546,13 @@ impl State {
                             }
                         }
                     }
-                    Some(changed)
+                    Some(
+                        changed
+                            && before.is_some_and(|before| match self.entity(bp, &owner) {
+                                Some(e) => crate::levels::aggregates_may_change_marks(self, e, &before, &kept.values),
+                                None => true,
+                            }),
+                    )
                 }
                 Some(_) => None,
             };
@@ -2510,6 +2519,14 @@ mod tests {
         apply_next(&mut state, put_entity("svc", "s", json!({"n": 2}), json!({})));
         apply_next(&mut state, dep("d3"));
         assert_eq!(ceiling_of_s(&state), Some(1), "n = 2 fails Silver's stored rule, whatever the count");
+        // A count that moves without crossing what a rule asks (3 > 1 as 2 > 1 was) judges the service not
+        // at all: only the deployment written is.
+        apply_next(&mut state, dep("d4"));
+        crate::work_count::take();
+        apply_next(&mut state, dep("d5"));
+        assert_eq!(crate::work_count::take(), 1, "the deployment alone is judged");
+        assert_eq!(state.aggregate_values("svc", "s"), Some(&vec![json!(3)]));
+        assert_eq!(ceiling_of_s(&state), Some(1));
     }
 
     /// A scorecard of more rules than a mark keeps results of is still indexed: its ceilings follow every

@@ -1139,6 +1139,37 @@ mod tests {
         assert!(catalog.view().entity("s", "a").is_some());
     }
 
+    /// A catch-up stopped while it waits on the store (the follow's time limit) leaves the state at the end
+    /// of a whole batch, which the follow publishes; the next one goes on from there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_catch_up_stopped_mid_way_keeps_whole_batches_and_goes_on() {
+        let (_dir, store, catalog) = with_blueprint(Failures::None).await;
+        for i in 0..35 {
+            catalog.write_one(meta(), upsert(&format!("e{i:02}"), json!({}))).await.expect("write").0.expect("e");
+        }
+        let head = catalog.view().seq();
+        assert_eq!(head, 36);
+        // From nothing, ten events a read: the store answers two reads (the second while the first batch is
+        // applied), then goes silent.
+        store.answer_reads.store(store.reads.load(Ordering::SeqCst) + 2, Ordering::SeqCst);
+        let mut state = State::default();
+        let stopped = tokio::time::timeout(Duration::from_secs(2), catch_up_in(store.as_ref(), &mut state, 10)).await;
+        assert!(stopped.is_err(), "the silent store held the catch-up");
+        assert_eq!(state.seq(), 10, "the first batch is applied; the second was read, not applied");
+        assert!(!state.has_deferred_indexes(), "the batch applied is whole: its indexes settled");
+        let mut expected = State::default();
+        for stored in store.inner.read_from(0, 10).await.expect("read") {
+            expected.apply(&decode_event(stored.seq, &stored.payload).expect("decodes")).expect("applies");
+        }
+        assert_eq!(state.digest(), expected.digest());
+        assert_eq!(state.entity_count("s"), 9, "the blueprint and nine of its entities");
+        // The store answers again: the next catch-up starts where this one stopped.
+        store.answer_reads.store(usize::MAX, Ordering::SeqCst);
+        catch_up_in(store.as_ref(), &mut state, 10).await.expect("catches up");
+        assert_eq!(state.seq(), head);
+        assert_eq!(state.digest(), catalog.view().digest());
+    }
+
     /// M4 / T5: a store that commits an append and then reports a failure: the write is settled by reading
     /// the log back and answered as the success it was; with the log unreadable too, it is "outcome unknown"
     /// (never "not applied"), and the catalog catches up once the store answers again.

@@ -29,6 +29,9 @@ pub struct TestStore {
     pub silent: AtomicBool,
     /// Forward log reads (`read_from`) asked for.
     pub reads: AtomicUsize,
+    /// Forward log reads answered: the read numbered this (counting from 0, as `reads` does) and those after
+    /// it never answer, as when `silent` is set.
+    pub answer_reads: AtomicUsize,
     /// Backward log scans (`read_before`) and point reads (`read_seqs`) made.
     pub scans: AtomicUsize,
     pub point_reads: AtomicUsize,
@@ -43,6 +46,7 @@ impl TestStore {
             blind: AtomicBool::new(false),
             silent: AtomicBool::new(false),
             reads: AtomicUsize::new(0),
+            answer_reads: AtomicUsize::new(usize::MAX),
             scans: AtomicUsize::new(0),
             point_reads: AtomicUsize::new(0),
         }
@@ -82,8 +86,8 @@ impl LogStore for TestStore {
         })
     }
     fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        if self.silent.load(Ordering::SeqCst) {
+        let n = self.reads.fetch_add(1, Ordering::SeqCst);
+        if self.silent.load(Ordering::SeqCst) || n >= self.answer_reads.load(Ordering::SeqCst) {
             return Box::pin(std::future::pending());
         }
         if self.unreadable() { injected("unreadable") } else { self.inner.read_from(after, limit) }

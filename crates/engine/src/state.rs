@@ -1215,13 +1215,16 @@ impl State {
                     .map(|(k, _)| Arc::clone(k))
                     .unwrap_or_else(|| Arc::clone(&entity.identifier));
                 let old = map.insert(Arc::clone(&id), Arc::clone(&entity));
+                let noted = self.notes_writes_of(&bp);
                 match &old {
                     Some(old) => self.unlink(&id, old),
-                    None => self.note_created(&bp, &id),
+                    None => self.note_created(&bp, &id, noted),
                 }
                 self.link(&id, &entity);
                 self.reindex(&bp, &id, old.as_deref(), Some(&entity));
-                self.touch(&bp, &id, old);
+                if noted {
+                    self.agg_touched.push((Arc::clone(&bp), Arc::clone(&id), old));
+                }
             }
             Change::EntityDeleted { blueprint, identifier } => {
                 let removed =
@@ -1232,7 +1235,9 @@ impl State {
                         let bp = self.blueprint_name(blueprint);
                         self.note_deleted(&bp, &id);
                         self.reindex(&bp, &id, Some(&old), None);
-                        self.touch(&bp, &id, Some(old));
+                        if self.notes_writes_of(&bp) {
+                            self.agg_touched.push((Arc::clone(&bp), Arc::clone(&id), Some(old)));
+                        }
                     }
                     None => {
                         return Err(format!("entity `{blueprint}/{identifier}` does not exist"));
@@ -1280,16 +1285,14 @@ impl State {
         Ok(())
     }
 
-    /// Notes a write of an entity whose blueprint feeds an aggregation (its owners are refreshed when the
-    /// indexes settle).
-    fn touch(&mut self, blueprint: &Key, id: &Key, old: Option<Arc<Entity>>) {
-        if !self.agg_rebuild && self.feeds_derived(blueprint) {
-            self.agg_touched.push((Arc::clone(blueprint), Arc::clone(id), old));
-        }
+    /// Whether a write of an entity of `blueprint` is noted for the next refresh of derived data (in
+    /// `agg_touched`, with its old version): it may change derived data kept in the state (it feeds an
+    /// aggregation, is judged by an indexed scorecard, or is read through by one), and no full recompute is
+    /// due anyway.
+    fn notes_writes_of(&self, blueprint: &str) -> bool {
+        !self.agg_rebuild && self.feeds_derived(blueprint)
     }
 
-    /// Whether a write of an entity of `blueprint` may change derived data kept in the state: it feeds an
-    /// aggregation, is judged by an indexed scorecard, or is read through by one.
     fn feeds_derived(&self, blueprint: &str) -> bool {
         !self.derived.deps(blueprint).is_empty()
             || self.levels.contains_key(blueprint)
@@ -1696,10 +1699,11 @@ impl State {
 
     /// Notes the creation of an entity that feeds derived data: fresh (its sources are none) unless a
     /// relation may point at it already. Called before its own links are made (one to itself is a source).
-    fn note_created(&mut self, blueprint: &Key, id: &Key) {
+    /// `noted`: whether its write is noted for the refresh ([`State::notes_writes_of`]).
+    fn note_created(&mut self, blueprint: &Key, id: &Key, noted: bool) {
         let pointed_at =
             !self.unresolved.is_empty() && self.unresolved.remove(&(Arc::clone(blueprint), Arc::clone(id))).is_some();
-        if !pointed_at && self.fresh.len() < MAX_FRESH && !self.agg_rebuild && self.feeds_derived(blueprint) {
+        if !pointed_at && noted && self.fresh.len() < MAX_FRESH {
             self.fresh.push((Arc::clone(blueprint), Arc::clone(id)));
         }
     }

@@ -1399,13 +1399,14 @@ impl State {
         for (bp, id, old) in touched {
             // Aggregations of one owner along the same path reach the same owners: walked back once.
             let mut walked: Vec<(&str, &[crate::derived::aggregation::Step], usize)> = Vec::new();
-            let deps = catalog.deps(bp);
-            let current = if deps.is_empty() { None } else { self.entity(bp, id).map(|e| &**e) };
-            for dep in deps {
+            // Its version now, looked up for the first aggregation that is not kept by a delta (often none).
+            let mut looked_up: Option<Option<&Entity>> = None;
+            for dep in catalog.deps(bp) {
                 let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
                 if agg.keeps_by_delta(dep.position) || through(agg, dep.position) {
                     continue;
                 }
+                let current = *looked_up.get_or_insert_with(|| self.entity(bp, id).map(|e| &**e));
                 if agg.passes_through_unchanged(dep.position, old.as_deref(), current) {
                     continue;
                 }
@@ -1551,9 +1552,9 @@ impl State {
                     }
                     Some(
                         changed
-                            && before.is_some_and(|before| match self.entity(bp, &owner) {
-                                Some(e) => crate::levels::aggregates_may_change_marks(self, e, &before, &kept.values),
-                                None => true,
+                            && before.is_some_and(|before| {
+                                let entity = || self.entity(bp, &owner).map(|e| &**e);
+                                crate::levels::aggregates_may_change_marks(self, bp, entity, &before, &kept.values)
                             }),
                     )
                 }

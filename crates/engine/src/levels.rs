@@ -51,7 +51,33 @@ pub struct CardLevels {
     plan: Arc<Plan>,
     /// Its place in its blueprint's [`Marks`].
     slot: usize,
-    by_level: OrdSet<(u8, Arc<str>)>,
+    by_level: OrdSet<LevelKey>,
+}
+
+/// An entry of [`CardLevels::by_level`]: a ceiling and an entity, ordered by (ceiling, identifier). The
+/// ceiling and the identifier's first 15 bytes are packed into one integer kept in the B-tree's node, so a
+/// descent compares integers and reads an identifier's own bytes only past a shared 15-byte prefix (a
+/// comparison of two `Arc<str>` reads both strings, a cache miss each in a large set).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct LevelKey {
+    /// The ceiling in the top byte, then the identifier's first 15 bytes (zero-padded), big-endian: the
+    /// integer's order is the order of (ceiling, padded prefix), which agrees with the identifiers' order.
+    packed: u128,
+    id: Arc<str>,
+}
+
+impl LevelKey {
+    fn new(ceiling: u8, id: Arc<str>) -> Self {
+        let mut bytes = [0u8; 16];
+        bytes[0] = ceiling;
+        let prefix = id.as_bytes().get(..15).unwrap_or(id.as_bytes());
+        bytes[1..1 + prefix.len()].copy_from_slice(prefix);
+        Self { packed: u128::from_be_bytes(bytes), id }
+    }
+
+    fn ceiling(&self) -> u8 {
+        (self.packed >> 120) as u8
+    }
 }
 
 /// One blueprint's indexed scorecards, and each entity's mark on every one of them in one record: a write
@@ -134,10 +160,10 @@ impl BlueprintLevels {
                 continue;
             }
             if let Some(o) = was {
-                card.by_level.remove(&(o, Arc::clone(id)));
+                card.by_level.remove(&LevelKey::new(o, Arc::clone(id)));
             }
             if let Some(c) = is {
-                card.by_level.insert((c, Arc::clone(id)));
+                card.by_level.insert(LevelKey::new(c, Arc::clone(id)));
             }
         }
         if new.iter().all(Option::is_none) {
@@ -164,7 +190,7 @@ impl CardLevels {
 
     /// Each entity's ceiling (those the filter admits), in identifier order.
     pub fn ceilings(&self) -> Vec<(&str, u8)> {
-        let mut out: Vec<(&str, u8)> = self.by_level.iter().map(|(c, id)| (&**id, *c)).collect();
+        let mut out: Vec<(&str, u8)> = self.by_level.iter().map(|k| (&*k.id, k.ceiling())).collect();
         out.sort_unstable();
         out
     }
@@ -210,9 +236,9 @@ impl CardLevels {
             .map(|&l| {
                 let run: Box<dyn Iterator<Item = &'a str> + 'a> = Box::new(
                     self.by_level
-                        .range((l, Arc::from(after.unwrap_or("")))..)
-                        .take_while(move |(at, _)| *at == l)
-                        .map(|(_, id)| &**id)
+                        .range(LevelKey::new(l, Arc::from(after.unwrap_or("")))..)
+                        .take_while(move |k| k.ceiling() == l)
+                        .map(|k| &*k.id)
                         .filter(move |id| after.is_none_or(|a| *id > a)),
                 );
                 run.peekable()
@@ -238,7 +264,9 @@ impl CardLevels {
     pub fn gather(&self, ceilings: &[u8], cap: usize) -> Option<Vec<&str>> {
         let mut out = Vec::new();
         for &l in ceilings {
-            for (_, id) in self.by_level.range((l, Arc::from(""))..).take_while(|(at, _)| *at == l) {
+            for LevelKey { id, .. } in
+                self.by_level.range(LevelKey::new(l, Arc::from(""))..).take_while(|k| k.ceiling() == l)
+            {
                 if out.len() >= cap {
                     return None;
                 }
@@ -793,4 +821,36 @@ pub(crate) fn read_through(levels: &Levels) -> Vec<(String, String, String)> {
     out.sort();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LevelKey;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    // Identifiers that share long prefixes, end in NUL bytes or not, and are shorter and longer than the
+    // packed prefix.
+    fn identifier() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-c]{0,20}",
+            "svc-0000000000[0-9]{0,8}",
+            proptest::collection::vec(prop_oneof![Just('\0'), Just('a'), Just('é')], 0..20)
+                .prop_map(|cs| cs.into_iter().collect()),
+        ]
+    }
+
+    proptest! {
+        /// The packed key orders entries exactly as (ceiling, identifier) does: searches page by it.
+        #[test]
+        fn a_level_key_orders_as_its_ceiling_then_its_identifier(
+            a in (0u8..=255, identifier()),
+            b in (0u8..=255, identifier()),
+        ) {
+            let (ka, kb) = (LevelKey::new(a.0, Arc::from(a.1.as_str())), LevelKey::new(b.0, Arc::from(b.1.as_str())));
+            prop_assert_eq!(ka.cmp(&kb), (a.0, &a.1).cmp(&(b.0, &b.1)));
+            prop_assert_eq!(ka.ceiling(), a.0);
+            prop_assert_eq!(ka == kb, a == b);
+        }
+    }
 }

@@ -221,7 +221,7 @@ pub struct State {
 
 /// Count deltas by owner (blueprint, identifier): (aggregation index, change).
 /// (owner blueprint, owner) → the targets to take out of (`true`) or put into one of its aggregations.
-type InPlace<'a> = std::collections::BTreeMap<(&'a str, Arc<str>), Vec<(usize, Arc<Entity>, bool)>>;
+type InPlace<'a> = std::collections::BTreeMap<(&'a str, &'a str), Vec<(usize, Arc<Entity>, bool)>>;
 
 /// How many owners one task of a full aggregation recompute takes.
 const AGGREGATE_CHUNK: usize = 5_000;
@@ -1371,7 +1371,7 @@ impl State {
         // its path is taken out of its old owners' aggregations and put into its new owners' (walking a
         // domain's 50,000 deployments, or a service's own, per deployment write is what it avoids); a write
         // elsewhere on the path that changes it has its owners recomputed.
-        let mut owners: std::collections::BTreeSet<(&str, Arc<str>)> = std::collections::BTreeSet::new();
+        let mut owners: std::collections::BTreeSet<(&str, &str)> = std::collections::BTreeSet::new();
         let mut in_place: InPlace<'_> = std::collections::BTreeMap::new();
         // Each written entity's version before the first write of the batch (a delta is the current one minus
         // that one, however many times it was written since).
@@ -1427,7 +1427,7 @@ impl State {
             // Aggregations of one owner along the same path reach the same owners: walked back once per version.
             // Keyed by what the first step back reads of the version (both versions, when it is the same).
             type Way<'a> = (&'a str, &'a [crate::derived::aggregation::Step], usize, Option<&'a serde_json::Value>);
-            let mut walked: Vec<(Way<'_>, Vec<Arc<str>>)> = Vec::new();
+            let mut walked: Vec<(Way<'_>, Vec<&str>)> = Vec::new();
             for dep in catalog.deps(bp) {
                 let Some(agg) = catalog.spec(&dep.owner).and_then(|s| s.aggs.get(dep.agg)) else { continue };
                 if !agg.keeps_by_delta(dep.position) {
@@ -1454,7 +1454,7 @@ impl State {
                         }
                     };
                     for owner in &walked[at].1 {
-                        let changes = in_place.entry((dep.owner.as_str(), Arc::clone(owner))).or_default();
+                        let changes = in_place.entry((dep.owner.as_str(), owner)).or_default();
                         changes.push((dep.agg, Arc::clone(e), remove));
                     }
                 }
@@ -1482,15 +1482,14 @@ impl State {
                 if targets.is_empty() {
                     continue;
                 }
-                let reached =
-                    |e: Option<&Arc<Entity>>| e.map(|e| owners_of(self, agg, dep.position, e)).unwrap_or_default();
-                let (was, is) = (reached(*old), reached(current.as_ref()));
+                let was = old.map(|e| owners_of(self, agg, dep.position, e)).unwrap_or_default();
+                let is = current.as_ref().map(|e| owners_of(self, agg, dep.position, e)).unwrap_or_default();
                 if was == is {
                     continue;
                 }
                 for (owners, remove) in [(&was, true), (&is, false)] {
                     for owner in owners {
-                        let changes = in_place.entry((dep.owner.as_str(), Arc::clone(owner))).or_default();
+                        let changes = in_place.entry((dep.owner.as_str(), owner)).or_default();
                         changes.extend(targets.iter().map(|t| (dep.agg, Arc::clone(t), remove)));
                     }
                 }
@@ -1515,7 +1514,7 @@ impl State {
         // An owner recomputed anyway is left to the recompute; one with nothing kept (it does not exist, or
         // its aggregation computes null) is recomputed if it exists.
         for ((bp, owner), mut changes) in in_place {
-            if owners.contains(&(bp, Arc::clone(&owner))) {
+            if owners.contains(&(bp, owner)) {
                 continue;
             }
             let Some(spec) = catalog.spec(bp) else { continue };
@@ -1525,7 +1524,7 @@ impl State {
             // state shares it): Some(whether its scorecard marks may have changed), or None to recompute.
             // Marks change only when a value some rule reads moved across what the rule asks.
             let judged = self.levels.contains_key(bp);
-            let changed = match aggregates.get_mut(bp).and_then(|m| m.get_mut(&owner)) {
+            let changed = match aggregates.get_mut(bp).and_then(|m| m.get_mut(owner)) {
                 None => None,
                 // Every change has what it changes kept (else the owner is recomputed, left as it was).
                 Some(kept)
@@ -1553,7 +1552,7 @@ impl State {
                     Some(
                         changed
                             && before.is_some_and(|before| {
-                                let entity = || self.entity(bp, &owner).map(|e| &**e);
+                                let entity = || self.entity(bp, owner).map(|e| &**e);
                                 crate::levels::aggregates_may_change_marks(self, bp, entity, &before, &kept.values)
                             }),
                     )
@@ -1561,19 +1560,19 @@ impl State {
                 Some(_) => None,
             };
             match changed {
-                Some(true) => rejudge.push((self.blueprint_name(bp), owner, Rejudge::Aggregates)),
+                Some(true) => rejudge.push((self.blueprint_name(bp), Arc::from(owner), Rejudge::Aggregates)),
                 Some(false) => {}
                 // Nothing kept (an owner that does not exist has nothing to change) or incomplete.
                 None => {
-                    if self.entity(bp, &owner).is_some() {
+                    if self.entity(bp, owner).is_some() {
                         owners.insert((bp, owner));
                     }
                 }
             }
         }
         for (bp, id) in owners {
-            self.recompute_owner(&finder, catalog, aggregates, bp, &id);
-            rejudge.push((self.blueprint_name(bp), id, Rejudge::Aggregates));
+            self.recompute_owner(&finder, catalog, aggregates, bp, id);
+            rejudge.push((self.blueprint_name(bp), Arc::from(id), Rejudge::Aggregates));
         }
         rejudge
     }

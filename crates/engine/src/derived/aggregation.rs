@@ -673,9 +673,9 @@ pub(crate) fn compute_all(finder: &Finder<'_>, owner: &Entity, aggs: &[Agg]) -> 
 /// The owners whose value of `agg` an entity at `position` of its path can change: the path walked back
 /// from `e` (pass the old version and the new one of a written entity). The frontier borrows the state's
 /// strings; a few entities are kept distinct in a vector, more in a set.
-pub(crate) fn owners_of(state: &State, agg: &Agg, position: usize, e: &Entity) -> Vec<Arc<str>> {
+pub(crate) fn owners_of<'a>(state: &'a State, agg: &Agg, position: usize, e: &'a Entity) -> Vec<&'a str> {
     if position == 0 {
-        return vec![Arc::clone(&e.identifier)];
+        return vec![&e.identifier];
     }
     let mut frontier: Vec<&str> = vec![&e.identifier];
     for p in (1..=position).rev() {
@@ -696,7 +696,10 @@ pub(crate) fn owners_of(state: &State, agg: &Agg, position: usize, e: &Entity) -
                         state.entity(here, id).map(|x| &**x)
                     };
                     let Some(x) = current else { continue };
-                    for t in x.relations.get(relation).map(Entity::relation_targets).unwrap_or_default() {
+                    // The target (single) or targets (many), read in place.
+                    let target = x.relations.get(relation);
+                    let many = target.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str);
+                    for t in target.and_then(Value::as_str).into_iter().chain(many) {
                         next.push(t);
                     }
                 }
@@ -704,7 +707,7 @@ pub(crate) fn owners_of(state: &State, agg: &Agg, position: usize, e: &Entity) -
         }
         frontier = next.items;
     }
-    frontier.into_iter().map(Arc::from).collect()
+    frontier
 }
 
 /// Distinct strings in the order first pushed: a scan while few, a set beyond.

@@ -584,39 +584,42 @@ fn aggregate_conditions(state: &State, blueprint: &str, q: &Query) -> Vec<(usize
     out
 }
 
-/// Whether a change of an entity's aggregation values from `old` to `new` (its blueprint's, in spec order;
-/// the entity itself unchanged) may change its marks: some condition of an indexed scorecard that reads an
-/// aggregation value has another result (a count that goes from 12 to 13 under a rule `> 2` changes
-/// nothing). A scorecard whose marks keep no rule results always may. The entity is looked up (`entity`)
-/// only for a condition whose result moved, and a missing one may.
+/// Whether a change of some of an entity's aggregation values (`moved`: (position in its blueprint's
+/// spec, the value before); `now`: every value now) may change its marks, the entity itself unchanged:
+/// some condition of an indexed scorecard that reads a moved value has another result (a count that goes
+/// from 12 to 13 under a rule `> 2` changes nothing). A scorecard whose marks keep no rule results always
+/// may. The entity is looked up (`entity`) only for a condition whose result moved, and a missing one may.
 pub(crate) fn aggregates_may_change_marks<'a>(
     state: &State,
     blueprint: &str,
     entity: impl FnOnce() -> Option<&'a Entity>,
-    old: &[Value],
-    new: &[Value],
+    moved: &[(usize, Value)],
+    now: &[Value],
 ) -> bool {
     let Some(group) = state.blueprint_levels(blueprint) else { return false };
     // The conditions are local: no clock, nothing prepared.
     let ctx = Ctx::empty(state, Timestamp::from_millis(0));
-    let mut moved: Vec<&Rule> = Vec::new();
+    let mut flipped: Vec<&Rule> = Vec::new();
     for (_, card) in group.cards.iter() {
         let plan = &*card.plan;
         if plan.masks.is_empty() {
             return true;
         }
-        moved.extend(plan.agg_conditions.iter().filter_map(|(i, rule)| {
-            let flips = crate::search::value_matches(&ctx, rule, old.get(*i))
-                != crate::search::value_matches(&ctx, rule, new.get(*i));
-            flips.then_some(rule)
-        }));
+        for (i, rule) in &plan.agg_conditions {
+            let Some((_, before)) = moved.iter().find(|(m, _)| m == i) else { continue };
+            if crate::search::value_matches(&ctx, rule, Some(before))
+                != crate::search::value_matches(&ctx, rule, now.get(*i))
+            {
+                flipped.push(rule);
+            }
+        }
     }
-    if moved.is_empty() {
+    if flipped.is_empty() {
         return false;
     }
     let Some(e) = entity() else { return true };
     // A stored property of the same name is what the rule reads (the same before and after).
-    moved.iter().any(|rule| !matches!(&rule.target, Target::Property(p) if e.properties.get(p).is_some()))
+    flipped.iter().any(|rule| !matches!(&rule.target, Target::Property(p) if e.properties.get(p).is_some()))
 }
 
 /// Whether `q` reads one of the blueprint's aggregation properties.

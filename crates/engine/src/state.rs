@@ -1538,23 +1538,21 @@ impl State {
                             agg.account(acc, e, *remove);
                         }
                     }
-                    let before = judged.then(|| kept.values.clone());
-                    let mut changed = false;
+                    // The values that changed, with what they were.
+                    let mut moved: Vec<(usize, serde_json::Value)> = Vec::new();
                     for (i, agg) in spec.aggs.iter().enumerate() {
                         if let (Some(Some(acc)), Some(v)) = (kept.accs.get(i), kept.values.get_mut(i)) {
                             let value = agg.value_of(acc);
                             if *v != value {
-                                *v = value;
-                                changed = true;
+                                moved.push((i, std::mem::replace(v, value)));
                             }
                         }
                     }
                     Some(
-                        changed
-                            && before.is_some_and(|before| {
-                                let entity = || self.entity(bp, owner).map(|e| &**e);
-                                crate::levels::aggregates_may_change_marks(self, bp, entity, &before, &kept.values)
-                            }),
+                        !moved.is_empty() && judged && {
+                            let entity = || self.entity(bp, owner).map(|e| &**e);
+                            crate::levels::aggregates_may_change_marks(self, bp, entity, &moved, &kept.values)
+                        },
                     )
                 }
                 Some(_) => None,

@@ -677,9 +677,27 @@ pub(crate) fn owners_of<'a>(state: &'a State, agg: &Agg, position: usize, e: &'a
     if position == 0 {
         return vec![&e.identifier];
     }
-    let mut frontier: Vec<&str> = vec![&e.identifier];
+    // While the way back is one entity through single relations (the usual chain: a deployment's service,
+    // its system, its domain), it is followed without collecting anything.
+    let mut single: Option<&'a str> = Some(&e.identifier);
+    let mut frontier: Vec<&str> = Vec::new();
     for p in (1..=position).rev() {
         let (here, before) = (&agg.path_blueprints[p], &agg.path_blueprints[p - 1]);
+        if let (Some(id), Step::In { relation, .. }) = (single, &agg.steps[p - 1]) {
+            let current = if p == position { Some(e) } else { state.entity(here, id).map(|x| &**x) };
+            match current.and_then(|x| x.relations.get(relation)) {
+                Some(Value::String(t)) => {
+                    single = Some(t);
+                    continue;
+                }
+                Some(Value::Array(_)) => {}
+                // No entity there, or its relation leads nowhere.
+                _ => return Vec::new(),
+            }
+        }
+        if let Some(id) = single.take() {
+            frontier = vec![id];
+        }
         let mut next = Distinct::default();
         for id in &frontier {
             match &agg.steps[p - 1] {
@@ -707,7 +725,10 @@ pub(crate) fn owners_of<'a>(state: &'a State, agg: &Agg, position: usize, e: &'a
         }
         frontier = next.items;
     }
-    frontier
+    match single {
+        Some(id) => vec![id],
+        None => frontier,
+    }
 }
 
 /// Distinct strings in the order first pushed: a scan while few, a set beyond.

@@ -217,6 +217,11 @@ pub struct State {
     /// were created, and none was made to point at them since): their sources are known to be none. At most
     /// [`MAX_FRESH`]: an entity left out is one whose sources are looked for.
     fresh: Vec<(Key, Key)>,
+    /// The entities the relations of entities written since derived data was last refreshed point at, as
+    /// their links were made or unmade (at most [`MAX_FRESH`], the versions in the entity maps: one written
+    /// since is taken out): the refresh walks back from a written entity through them without looking them
+    /// up again.
+    linked: Vec<Arc<Entity>>,
 }
 
 /// Count deltas by owner (blueprint, identifier): (aggregation index, change).
@@ -786,7 +791,7 @@ impl State {
         let mut by_target: std::collections::HashMap<Key, Vec<Link>> = std::collections::HashMap::new();
         let mut unresolved = Unresolved::new();
         for (id, e) in self.entities.values().flat_map(|m| m.iter()) {
-            for (bp, link, exists) in self.edges_of(id, e) {
+            for (bp, link, exists) in self.edges_of(id, e, None) {
                 if !exists {
                     unresolved.insert((Arc::clone(&bp), Arc::clone(&link.target)));
                 }
@@ -1216,11 +1221,12 @@ impl State {
                     .unwrap_or_else(|| Arc::clone(&entity.identifier));
                 let old = map.insert(Arc::clone(&id), Arc::clone(&entity));
                 let noted = self.notes_writes_of(&bp);
+                self.forget_linked(&bp, &id);
                 match &old {
-                    Some(old) => self.unlink(&id, old),
+                    Some(old) => self.unlink(&id, old, noted),
                     None => self.note_created(&bp, &id, noted),
                 }
-                self.link(&id, &entity);
+                self.link(&id, &entity, noted);
                 self.reindex(&bp, &id, old.as_deref(), Some(&entity));
                 if noted {
                     self.agg_touched.push((Arc::clone(&bp), Arc::clone(&id), old));
@@ -1231,11 +1237,13 @@ impl State {
                     self.entities.get_mut(blueprint.as_str()).and_then(|m| m.remove_with_key(identifier.as_str()));
                 match removed {
                     Some((id, old)) => {
-                        self.unlink(&id, &old);
                         let bp = self.blueprint_name(blueprint);
+                        let noted = self.notes_writes_of(&bp);
+                        self.forget_linked(&bp, &id);
+                        self.unlink(&id, &old, noted);
                         self.note_deleted(&bp, &id);
                         self.reindex(&bp, &id, Some(&old), None);
-                        if self.notes_writes_of(&bp) {
+                        if noted {
                             self.agg_touched.push((Arc::clone(&bp), Arc::clone(&id), Some(old)));
                         }
                     }
@@ -1338,6 +1346,7 @@ impl State {
             self.levels = levels;
         }
         self.fresh.clear();
+        self.linked.clear();
         self.prune_unresolved();
     }
 
@@ -1657,7 +1666,9 @@ impl State {
     /// exists). Every string is shared
     /// with the state: the source's key, the relation name of the blueprint's index spec, the target's key
     /// when the target exists.
-    fn edges_of(&self, source: &Key, e: &Entity) -> Vec<(Key, Link, bool)> {
+    /// The links of `e`'s relations: (target blueprint, link, whether the target exists). The targets found
+    /// are added to `found`, when given, up to [`MAX_FRESH`].
+    fn edges_of(&self, source: &Key, e: &Entity, mut found: Option<&mut Vec<Arc<Entity>>>) -> Vec<(Key, Link, bool)> {
         let Some(bp) = self.blueprints.get(&*e.blueprint) else {
             return Vec::new();
         };
@@ -1669,17 +1680,26 @@ impl State {
             let target_bp = self.blueprint_name(&def.target);
             let targets = self.entities.get(&*target_bp);
             for id in Entity::relation_targets(value) {
-                let found = targets.and_then(|m| m.get_key_value(id));
-                let target = found.map_or_else(|| Arc::from(id), |(k, _)| Arc::clone(k));
+                let hit = targets.and_then(|m| m.get_key_value(id));
+                let target = hit.map_or_else(|| Arc::from(id), |(k, _)| Arc::clone(k));
+                if let (Some(found), Some((_, x))) = (found.as_deref_mut(), hit) {
+                    if found.len() < MAX_FRESH {
+                        found.push(Arc::clone(x));
+                    }
+                }
                 let edge = Edge { kind: Arc::clone(relation), identifier: Arc::clone(source) };
-                out.push((Arc::clone(&target_bp), Link { hash: target_hash(id), target, edge }, found.is_some()));
+                out.push((Arc::clone(&target_bp), Link { hash: target_hash(id), target, edge }, hit.is_some()));
             }
         }
         out
     }
 
-    fn link(&mut self, source: &Key, e: &Entity) {
-        for (blueprint, link, exists) in self.edges_of(source, e) {
+    /// Links `e`'s relations; `noted`: its write is noted for the refresh, which reads the targets found.
+    fn link(&mut self, source: &Key, e: &Entity, noted: bool) {
+        let mut linked = std::mem::take(&mut self.linked);
+        let edges = self.edges_of(source, e, noted.then_some(&mut linked));
+        self.linked = linked;
+        for (blueprint, link, exists) in edges {
             if !exists {
                 self.unresolved.insert((Arc::clone(&blueprint), Arc::clone(&link.target)));
             } else if !self.fresh.is_empty() {
@@ -1689,9 +1709,29 @@ impl State {
         }
     }
 
-    fn unlink(&mut self, source: &Key, e: &Entity) {
-        for (blueprint, link, _) in self.edges_of(source, e) {
+    /// Unlinks `e`'s relations (as [`State::link`]).
+    fn unlink(&mut self, source: &Key, e: &Entity, noted: bool) {
+        let mut linked = std::mem::take(&mut self.linked);
+        let edges = self.edges_of(source, e, noted.then_some(&mut linked));
+        self.linked = linked;
+        for (blueprint, link, _) in edges {
             self.work.push(Target::Links { blueprint }, Op::Unlink(link));
+        }
+    }
+
+    /// An entity found by its blueprint and identifier: first among the targets of the links made or unmade
+    /// since the last refresh ([`State::linked`], a few, just read), else in the entity maps.
+    pub(crate) fn entity_linked_or_found(&self, blueprint: &str, id: &str) -> Option<&Arc<Entity>> {
+        self.linked
+            .iter()
+            .find(|x| *x.identifier == *id && *x.blueprint == *blueprint)
+            .or_else(|| self.entity(blueprint, id))
+    }
+
+    /// Takes an entity written or deleted out of [`State::linked`] (the version there is no longer current).
+    fn forget_linked(&mut self, blueprint: &str, id: &str) {
+        if !self.linked.is_empty() {
+            self.linked.retain(|x| !(*x.identifier == *id && *x.blueprint == *blueprint));
         }
     }
 
@@ -2662,6 +2702,27 @@ mod tests {
         for (name, n) in &read {
             assert!(*n <= 10, "a {name} read {n} entities to keep derived data current: {read:?}");
         }
+        assert_derived_from_scratch(&state);
+        assert!(state.linked.is_empty(), "the targets a write found are forgotten at its refresh");
+        // A batch (a replay): deployments moved while their services move to a system of another domain. The
+        // walks back read the services found when the links were made, never a version written over since.
+        apply_next(&mut state, put_entity("domain", "d1", json!({"owner": "bob"}), json!({})));
+        apply_next(&mut state, put_entity("system", "sys3", json!({}), json!({"domain": "d1"})));
+        state.defer_indexes();
+        for d in 0..40 {
+            apply_next(&mut state, deployment(d, (d * 3) % 100));
+            assert!(state.linked.len() <= MAX_FRESH);
+        }
+        for i in (0..100).step_by(9) {
+            let moved = json!({"team": "t0", "system": "sys3"});
+            apply_next(&mut state, put_entity("service", &format!("svc{i:03}"), json!({"language": "Go"}), moved));
+        }
+        for d in 40..60 {
+            apply_next(&mut state, deployment(d, (d * 9) % 100));
+        }
+        apply_next(&mut state, Change::EntityDeleted { blueprint: "service".into(), identifier: "svc027".into() });
+        state.settle_indexes().expect("settles");
+        assert!(state.linked.is_empty());
         assert_derived_from_scratch(&state);
     }
 

@@ -684,7 +684,7 @@ pub(crate) fn owners_of<'a>(state: &'a State, agg: &Agg, position: usize, e: &'a
     for p in (1..=position).rev() {
         let (here, before) = (&agg.path_blueprints[p], &agg.path_blueprints[p - 1]);
         if let (Some(id), Step::In { relation, .. }) = (single, &agg.steps[p - 1]) {
-            let current = if p == position { Some(e) } else { state.entity(here, id).map(|x| &**x) };
+            let current = if p == position { Some(e) } else { state.entity_linked_or_found(here, id).map(|x| &**x) };
             match current.and_then(|x| x.relations.get(relation)) {
                 Some(Value::String(t)) => {
                     single = Some(t);
@@ -711,7 +711,7 @@ pub(crate) fn owners_of<'a>(state: &'a State, agg: &Agg, position: usize, e: &'a
                     let current = if p == position && **id == *e.identifier {
                         Some(e)
                     } else {
-                        state.entity(here, id).map(|x| &**x)
+                        state.entity_linked_or_found(here, id).map(|x| &**x)
                     };
                     let Some(x) = current else { continue };
                     // The target (single) or targets (many), read in place.

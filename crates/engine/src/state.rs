@@ -218,15 +218,15 @@ pub struct State {
     /// [`MAX_FRESH`]: an entity left out is one whose sources are looked for.
     fresh: Vec<(Key, Key)>,
     /// The entities the relations of entities written since derived data was last refreshed point at, as
-    /// their links were made or unmade (at most [`MAX_FRESH`], the versions in the entity maps: one written
-    /// since is taken out): the refresh walks back from a written entity through them without looking them
-    /// up again.
+    /// their links were made or unmade, when an aggregation's path passes through their blueprint (at most
+    /// [`MAX_FRESH`], the versions in the entity maps: one written since is taken out): the refresh walks
+    /// back from a written entity through them without looking them up again.
     linked: Vec<Arc<Entity>>,
 }
 
-/// Count deltas by owner (blueprint, identifier): (aggregation index, change).
-/// (owner blueprint, owner) → the targets to take out of (`true`) or put into one of its aggregations.
-type InPlace<'a> = std::collections::BTreeMap<(&'a str, &'a str), Vec<(usize, Arc<Entity>, bool)>>;
+/// Changes made in place, one per (owner blueprint, owner, aggregation index, target, whether it is taken
+/// out (`true`) or put in): one list for all owners, grouped by owner when applied.
+type InPlace<'a> = Vec<(&'a str, &'a str, usize, Arc<Entity>, bool)>;
 
 /// How many owners one task of a full aggregation recompute takes.
 const AGGREGATE_CHUNK: usize = 5_000;
@@ -1381,7 +1381,7 @@ impl State {
         // domain's 50,000 deployments, or a service's own, per deployment write is what it avoids); a write
         // elsewhere on the path that changes it has its owners recomputed.
         let mut owners: std::collections::BTreeSet<(&str, &str)> = std::collections::BTreeSet::new();
-        let mut in_place: InPlace<'_> = std::collections::BTreeMap::new();
+        let mut in_place: InPlace<'_> = Vec::new();
         // Each written entity's version before the first write of the batch (a delta is the current one minus
         // that one, however many times it was written since).
         let mut before: std::collections::BTreeMap<(&Key, &Key), Option<&Arc<Entity>>> =
@@ -1463,8 +1463,7 @@ impl State {
                         }
                     };
                     for owner in &walked[at].1 {
-                        let changes = in_place.entry((dep.owner.as_str(), owner)).or_default();
-                        changes.push((dep.agg, Arc::clone(e), remove));
+                        in_place.push((dep.owner.as_str(), owner, dep.agg, Arc::clone(e), remove));
                     }
                 }
             }
@@ -1498,8 +1497,9 @@ impl State {
                 }
                 for (owners, remove) in [(&was, true), (&is, false)] {
                     for owner in owners {
-                        let changes = in_place.entry((dep.owner.as_str(), owner)).or_default();
-                        changes.extend(targets.iter().map(|t| (dep.agg, Arc::clone(t), remove)));
+                        in_place.extend(
+                            targets.iter().map(|t| (dep.owner.as_str(), *owner, dep.agg, Arc::clone(t), remove)),
+                        );
                     }
                 }
             }
@@ -1522,13 +1522,15 @@ impl State {
         }
         // An owner recomputed anyway is left to the recompute; one with nothing kept (it does not exist, or
         // its aggregation computes null) is recomputed if it exists.
-        for ((bp, owner), mut changes) in in_place {
+        // By owner, and for each owner every old version out before any new one goes in (each old one is in
+        // what is kept); a stable sort keeps the order they were noted in otherwise.
+        in_place.sort_by(|a, b| (a.0, a.1, !a.4).cmp(&(b.0, b.1, !b.4)));
+        for changes in in_place.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+            let Some(&(bp, owner, ..)) = changes.first() else { continue };
             if owners.contains(&(bp, owner)) {
                 continue;
             }
             let Some(spec) = catalog.spec(bp) else { continue };
-            // Every old version out before any new one goes in (each old one is in what is kept).
-            changes.sort_by_key(|(_, _, remove)| !*remove);
             // Changed where it is kept (one walk down the owner map, the record copied only when a published
             // state shares it): Some(whether its scorecard marks may have changed), or None to recompute.
             // Marks change only when a value some rule reads moved across what the rule asks.
@@ -1537,12 +1539,12 @@ impl State {
                 None => None,
                 // Every change has what it changes kept (else the owner is recomputed, left as it was).
                 Some(kept)
-                    if changes.iter().all(|(i, _, _)| {
+                    if changes.iter().all(|(_, _, i, _, _)| {
                         spec.aggs.get(*i).is_some() && kept.accs.get(*i).is_some_and(Option::is_some)
                     }) =>
                 {
                     let kept = Arc::make_mut(kept);
-                    for (i, e, remove) in &changes {
+                    for (_, _, i, e, remove) in changes {
                         if let (Some(agg), Some(Some(acc))) = (spec.aggs.get(*i), kept.accs.get_mut(*i)) {
                             agg.account(acc, e, *remove);
                         }
@@ -1683,7 +1685,7 @@ impl State {
                 let hit = targets.and_then(|m| m.get_key_value(id));
                 let target = hit.map_or_else(|| Arc::from(id), |(k, _)| Arc::clone(k));
                 if let (Some(found), Some((_, x))) = (found.as_deref_mut(), hit) {
-                    if found.len() < MAX_FRESH {
+                    if found.len() < MAX_FRESH && self.derived.walked_through(&def.target) {
                         found.push(Arc::clone(x));
                     }
                 }

@@ -130,6 +130,9 @@ pub struct DerivedCatalog {
     // Read by blueprint name several times per write: a fast hash (the names are the catalog's own).
     specs: HashMap<String, Arc<DerivedSpec>, foldhash::fast::RandomState>,
     deps: HashMap<String, Vec<Dep>, foldhash::fast::RandomState>,
+    /// The blueprints some aggregation's path passes through between its owner and its target: their
+    /// entities are looked up when a walk goes back from a target to its owners.
+    walked: std::collections::HashSet<String, foldhash::fast::RandomState>,
 }
 
 impl DerivedCatalog {
@@ -158,6 +161,8 @@ impl DerivedCatalog {
                 if agg.error.is_some() {
                     continue;
                 }
+                let between = agg.path_blueprints.len().saturating_sub(1);
+                out.walked.extend(agg.path_blueprints.iter().take(between).skip(1).cloned());
                 for (position, through) in agg.path_blueprints.iter().enumerate() {
                     let dep = Dep { owner: bp.identifier.clone(), agg: i, position };
                     out.deps.entry(through.clone()).or_default().push(dep);
@@ -175,6 +180,11 @@ impl DerivedCatalog {
     /// The aggregations entities of `blueprint` feed (or own).
     pub fn deps(&self, blueprint: &str) -> &[Dep] {
         self.deps.get(blueprint).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether some aggregation's path passes through `blueprint` between its owner and its target.
+    pub fn walked_through(&self, blueprint: &str) -> bool {
+        self.walked.contains(blueprint)
     }
 
     /// The blueprints that own aggregations.

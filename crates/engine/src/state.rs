@@ -1665,11 +1665,9 @@ impl State {
     }
 
     /// The edges an entity (whose map key is `source`) makes: (target blueprint, link, whether the target
-    /// exists). Every string is shared
-    /// with the state: the source's key, the relation name of the blueprint's index spec, the target's key
-    /// when the target exists.
-    /// The links of `e`'s relations: (target blueprint, link, whether the target exists). The targets found
-    /// are added to `found`, when given, up to [`MAX_FRESH`].
+    /// exists). Every string is shared with the state: the source's key, the relation name of the
+    /// blueprint's index spec, the target's key when the target exists. The targets found whose blueprint an
+    /// aggregation's path passes through are added to `found`, when given, up to [`MAX_FRESH`].
     fn edges_of(&self, source: &Key, e: &Entity, mut found: Option<&mut Vec<Arc<Entity>>>) -> Vec<(Key, Link, bool)> {
         let Some(bp) = self.blueprints.get(&*e.blueprint) else {
             return Vec::new();

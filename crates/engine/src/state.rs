@@ -219,7 +219,7 @@ pub struct State {
     fresh: Vec<(Key, Key)>,
     /// The entities the relations of entities written since derived data was last refreshed point at, as
     /// their links were made or unmade, when an aggregation's path passes through their blueprint (at most
-    /// [`MAX_FRESH`], the versions in the entity maps: one written since is taken out): the refresh walks
+    /// [`MAX_LINKED`], the versions in the entity maps: one written since is taken out): the refresh walks
     /// back from a written entity through them without looking them up again.
     linked: Vec<Arc<Entity>>,
 }
@@ -234,6 +234,10 @@ const AGGREGATE_CHUNK: usize = 5_000;
 /// The most entities [`State::fresh`] notes between two refreshes (a write's own few; a batch's others are
 /// looked for as before, and every link made scans the list).
 const MAX_FRESH: usize = 16;
+
+/// The most link targets [`State::linked`] keeps between two refreshes (a write's own few; a batch's others
+/// are looked up in the entity maps, and every write scans the list while it is not empty).
+const MAX_LINKED: usize = 16;
 
 /// [`State::unresolved`] is not pruned while it holds this many entries or fewer.
 const UNRESOLVED_KEPT: usize = 4_096;
@@ -1667,7 +1671,7 @@ impl State {
     /// The edges an entity (whose map key is `source`) makes: (target blueprint, link, whether the target
     /// exists). Every string is shared with the state: the source's key, the relation name of the
     /// blueprint's index spec, the target's key when the target exists. The targets found whose blueprint an
-    /// aggregation's path passes through are added to `found`, when given, up to [`MAX_FRESH`].
+    /// aggregation's path passes through are added to `found`, when given, up to [`MAX_LINKED`].
     fn edges_of(&self, source: &Key, e: &Entity, mut found: Option<&mut Vec<Arc<Entity>>>) -> Vec<(Key, Link, bool)> {
         let Some(bp) = self.blueprints.get(&*e.blueprint) else {
             return Vec::new();
@@ -1683,7 +1687,7 @@ impl State {
                 let hit = targets.and_then(|m| m.get_key_value(id));
                 let target = hit.map_or_else(|| Arc::from(id), |(k, _)| Arc::clone(k));
                 if let (Some(found), Some((_, x))) = (found.as_deref_mut(), hit) {
-                    if found.len() < MAX_FRESH && self.derived.walked_through(&def.target) {
+                    if found.len() < MAX_LINKED && self.derived.walked_through(&def.target) {
                         found.push(Arc::clone(x));
                     }
                 }
@@ -2711,7 +2715,7 @@ mod tests {
         state.defer_indexes();
         for d in 0..40 {
             apply_next(&mut state, deployment(d, (d * 3) % 100));
-            assert!(state.linked.len() <= MAX_FRESH);
+            assert!(state.linked.len() <= MAX_LINKED);
         }
         for i in (0..100).step_by(9) {
             let moved = json!({"team": "t0", "system": "sys3"});

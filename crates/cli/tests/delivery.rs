@@ -127,6 +127,128 @@ fn check_within(seqs: &[u64], created: u64, head: u64, rewinds_allowed: usize, p
     assert!(seqs.len() - distinct.len() <= page * rewinds_allowed, "{} duplicates", seqs.len() - distinct.len());
 }
 
+/// What an HTTPS receiver saw of one request: its path and query, `Host`, whether it was signed, its `seq`.
+type Seen = Arc<Mutex<Vec<(String, String, bool, u64)>>>;
+
+/// A receiver over HTTPS bound to `ip`, with the test CA's certificate for `localhost` and `127.0.0.1`
+/// (`BERTH_TEST_TLS_CA`'s directory, made by scripts/test).
+async fn tls_receiver(ip: &str) -> (u16, Seen) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ca = std::env::var("BERTH_TEST_TLS_CA").expect("BERTH_TEST_TLS_CA (scripts/test makes the test CA)");
+    let dir = std::path::Path::new(&ca).parent().expect("the CA's directory").to_path_buf();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<_, _>>()
+        .expect("certificates");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("certificate and key");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen: Seen = Arc::default();
+    let kept = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, kept) = (acceptor.clone(), Arc::clone(&kept));
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let kept = Arc::clone(&kept);
+                    async move {
+                        use http_body_util::BodyExt;
+                        let target = request.uri().to_string();
+                        let header = |name: &str| {
+                            request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+                        };
+                        let host = header("host");
+                        let signed =
+                            header("x-port-signature").starts_with("v1,") && !header("x-port-timestamp").is_empty();
+                        let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let m: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        kept.lock().expect("lock").push((target, host, signed, m["seq"].as_u64().unwrap_or(0)));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Empty::<
+                            hyper::body::Bytes,
+                        >::new()))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// A webhook over HTTPS is delivered through TLS checked against the process's roots (`SSL_CERT_FILE`: the
+/// test CA), to the URL's path and query with its `Host`, signed; one whose certificate does not name the
+/// host it was reached by gets nothing, and the subscription's status says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_over_https_are_delivered_to_a_receiver_whose_certificate_checks_out() {
+    let (port, seen) = tls_receiver("127.0.0.1").await;
+    // The test certificate names localhost and 127.0.0.1, not 127.0.0.2.
+    let (other_port, other_seen) = tls_receiver("127.0.0.2").await;
+    let ca = std::env::var("BERTH_TEST_TLS_CA").expect("BERTH_TEST_TLS_CA");
+    let dir = tempfile::tempdir().expect("dir");
+    let store = support::sqlite_url(dir.path(), "tls.db");
+    let client = support::client();
+    let server = Berth::spawn_with_env(
+        dir.path().join("data"),
+        support::free_port(),
+        &store,
+        &["--allow-destination", "localhost", "--allow-destination", "127.0.0.2"],
+        &[("SSL_CERT_FILE", &ca)],
+    );
+    let token = server.token(&client).await;
+    setup(&client, &server, &token, &format!("https://localhost:{port}/hook?via=tls")).await;
+    let (status, body, created) = post(
+        &client,
+        &server,
+        &token,
+        "/v1/subscriptions",
+        json!({"identifier": "misnamed", "destination": {"type": "WEBHOOK", "url": format!("https://127.0.0.2:{other_port}/hook")},
+            "filter": {"blueprints": ["item"]}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    write_items(&client, &server, &token, 0, 300).await;
+    let head = head(&client, &server, &token).await;
+    wait_for("everything over TLS", 60, || seen.lock().expect("lock").len() as u64 >= head - created).await;
+    let seen = seen.lock().expect("lock").clone();
+    let seqs: Vec<u64> = seen.iter().map(|s| s.3).collect();
+    check(&seqs, created, head, 0);
+    for (target, host, signed, seq) in &seen {
+        assert_eq!(target, "/hook?via=tls", "message {seq}: the URL's path and query");
+        assert_eq!(host, &format!("localhost:{port}"), "message {seq}: the URL's host and port");
+        assert!(signed, "message {seq} is signed");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let why = loop {
+        let r = client
+            .get(server.url("/v1/subscriptions/misnamed/status"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("status");
+        let body: Value = r.json().await.expect("json");
+        if let Some(e) = body["status"]["lastError"].as_str() {
+            break e.to_string();
+        }
+        assert!(Instant::now() < deadline, "no error recorded for the misnamed receiver: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(why.contains("TLS") && why.contains("certificate"), "the status says the certificate was refused: {why}");
+    assert!(
+        other_seen.lock().expect("lock").is_empty(),
+        "nothing reaches a receiver whose certificate does not name its host"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_delivering_then_restart_delivers_everything() {
     let dir = tempfile::tempdir().expect("dir");

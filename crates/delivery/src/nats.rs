@@ -93,7 +93,7 @@ impl Nats {
         for m in messages {
             match tokio::time::timeout(
                 CALL_TIMEOUT,
-                context.publish_with_headers(self.subject.clone(), self.headers(m.seq, &m.key), m.body.clone().into()),
+                context.publish_with_headers(self.subject.clone(), self.headers(m.seq, &m.key), m.body.clone()),
             )
             .await
             {

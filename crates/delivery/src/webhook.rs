@@ -1,55 +1,115 @@
 //! Webhook destinations: one signed POST per message, no redirects followed, every call timed out, to an
-//! address checked against the allow rules (and pinned for the call, so a name cannot resolve to a checked
-//! address and then to another). One request at a time, in log order; or, with the subscription's
-//! `concurrency` above 1, that many lanes side by side, one entity's changes in order on one lane (Port's
-//! webhooks carry one event per request: a receiver's round trip caps one lane at a few thousand changes a
-//! second).
+//! address checked against the allow rules (and pinned, so a name cannot resolve to a checked address and
+//! then to another). One request at a time, in log order; or, with the subscription's `concurrency` above
+//! 1, that many lanes side by side, one entity's changes in order on one lane (Port's webhooks carry one
+//! event per request: a receiver's round trip caps one lane at a few thousand changes a second).
+//!
+//! Each lane keeps one HTTP/1.1 connection (TLS for `https`, with the process's roots) from page to page,
+//! and drives it in the delivering task itself: no connection pool, no connection task to wake, no URL
+//! parsed per request. The fixed headers are built once; a request adds its timestamp, signature and
+//! sequence number. A kept connection the receiver closed is replaced, and a request that could not be
+//! sent on it is sent once more on the new one (at least once: a receiver may see it twice).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::Either;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper_util::rt::TokioIo;
 
 use crate::address::Allow;
 use crate::{Outcome, secret};
 
 /// The longest a webhook call may take, connection included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest connecting (TCP and TLS) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a checked address is trusted before the host is resolved and checked again.
-const RECHECK: Duration = Duration::from_secs(60);
+pub(crate) const RECHECK: Duration = Duration::from_secs(60);
+/// The longest answer body read (to keep the connection); a longer one closes the connection.
+const MAX_ANSWER: usize = 64 * 1024;
+/// Headers a subscription cannot set because they frame the request or the connection.
+const FRAMING: [&str; 6] = ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"];
 
-pub struct Webhook {
-    url: reqwest::Url,
-    headers: Vec<(String, String)>,
-    secret: String,
-    subscription: String,
-    allow: Allow,
-    client: Option<(reqwest::Client, Instant)>,
-    /// Requests in flight at once.
-    lanes: usize,
+/// What a connection carries: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync> Io for T {}
+type Stream = TokioIo<Box<dyn Io>>;
+
+/// One lane's kept connection: the request side, and the connection's own future, polled by whoever waits
+/// on the request side.
+struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    link: Link,
 }
 
-/// A client whose only address for `url`'s host is one that passed the allow rules (so a name cannot resolve
-/// to a checked address and then to another): no redirects, every call timed out.
-pub(crate) async fn pinned_client(url: &reqwest::Url, allow: &Allow) -> Result<reqwest::Client, String> {
-    let host = url.host_str().unwrap_or_default().to_string();
-    let port = url.port_or_known_default().unwrap_or(443);
-    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let addrs: Vec<SocketAddr> =
-        tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((bare.as_str(), port)))
-            .await
-            .map_err(|_| format!("resolving `{bare}` timed out"))?
-            .map_err(|e| format!("`{bare}` does not resolve: {e}"))?
-            .collect();
-    allow.check(&host, &addrs)?;
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(CALL_TIMEOUT)
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-        .tls_backend_preconfigured(crate::tls_config()?);
-    if let Some(first) = addrs.first() {
-        builder = builder.resolve(&bare, *first);
+struct Link {
+    driver: Pin<Box<http1::Connection<Stream, Full<Bytes>>>>,
+    /// The connection's future finished (the connection is closed): never polled again.
+    ended: bool,
+}
+
+impl Link {
+    /// Waits for `f` while driving the connection; `Err` when the connection ended before `f` finished.
+    async fn driven<F: Future>(&mut self, f: F) -> Result<F::Output, String> {
+        let mut f = std::pin::pin!(f);
+        if self.ended {
+            return f.as_mut().now_or_never().ok_or_else(|| "the connection is closed".to_string());
+        }
+        match futures_util::future::select(f.as_mut(), self.driver.as_mut()).await {
+            Either::Left((out, _)) => Ok(out),
+            Either::Right((end, _)) => {
+                self.ended = true;
+                // What the connection finished may also have finished `f` (an answer, then a close).
+                f.as_mut().now_or_never().ok_or_else(|| match end {
+                    Ok(()) => "the receiver closed the connection".to_string(),
+                    Err(e) => error_text(&e),
+                })
+            }
+        }
     }
-    builder.build().map_err(|e| format!("an HTTP client: {e}"))
+}
+
+/// A hyper error's message with its causes (never a URL: requests carry only their path).
+fn error_text(e: &hyper::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// Where and how to connect.
+struct Target {
+    /// The host as written (brackets around an IPv6 address), without them, and the port.
+    host: String,
+    bare: String,
+    port: u16,
+    /// `https`: the TLS connector and the name the certificate must carry.
+    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+}
+
+pub struct Webhook {
+    target: Target,
+    /// The path and query every request goes to.
+    path: hyper::Uri,
+    /// Host, content type, user agent, the subscription and the subscription's own headers.
+    fixed: HeaderMap,
+    secret: String,
+    allow: Allow,
+    /// The checked address connections go to, and when it was checked.
+    pinned: Option<(SocketAddr, Instant)>,
+    /// One kept connection per lane (requests in flight at once).
+    lanes: Vec<Option<Conn>>,
 }
 
 impl Webhook {
@@ -62,66 +122,102 @@ impl Webhook {
         lanes: u32,
     ) -> Result<Webhook, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("the URL does not parse: {e}"))?;
-        if url.host_str().is_none() {
-            return Err("the URL has no host".into());
+        let host = url.host_str().ok_or("the URL has no host")?.to_string();
+        let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let tls = match url.scheme() {
+            "http" => None,
+            "https" => {
+                let name = rustls::pki_types::ServerName::try_from(bare.clone())
+                    .map_err(|e| format!("`{bare}` is not a name a certificate can carry: {e}"))?;
+                Some((tokio_rustls::TlsConnector::from(Arc::new(crate::tls_config()?)), name))
+            }
+            other => return Err(format!("a webhook URL is http or https, not `{other}`")),
+        };
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let path = hyper::Uri::try_from(path).map_err(|e| format!("the URL's path: {e}"))?;
+        let value = |v: &str| HeaderValue::from_str(v).map_err(|_| format!("`{v}` cannot be a header value"));
+        let mut fixed = HeaderMap::new();
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        };
+        fixed.insert(hyper::header::HOST, value(&authority)?);
+        fixed.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        fixed.insert(hyper::header::USER_AGENT, HeaderValue::from_static(concat!("berth/", env!("CARGO_PKG_VERSION"))));
+        fixed.insert("x-berth-subscription", value(subscription)?);
+        for (name, v) in &headers {
+            if FRAMING.contains(&name.to_ascii_lowercase().as_str()) {
+                continue;
+            }
+            let value = HeaderValue::from_str(v).map_err(|_| format!("header `{name}` has a value HTTP refuses"))?;
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("`{name}` cannot be a header name"))?;
+            fixed.append(name, value);
         }
         Ok(Webhook {
-            url,
-            headers,
+            target: Target { host, bare, port: url.port_or_known_default().unwrap_or(443), tls },
+            path,
+            fixed,
             secret,
-            subscription: subscription.to_string(),
             allow,
-            client: None,
-            lanes: lanes.max(1) as usize,
+            pinned: None,
+            lanes: (0..lanes.max(1)).map(|_| None).collect(),
         })
     }
 
-    /// A client whose only address for the URL's host is one that passed the check.
-    async fn client(&mut self) -> Result<reqwest::Client, String> {
-        if let Some((client, at)) = &self.client {
+    /// The checked address of the URL's host (resolved and checked again each [`RECHECK`], and after a
+    /// connection failure); a new address closes the kept connections.
+    async fn address(&mut self) -> Result<SocketAddr, String> {
+        if let Some((addr, at)) = self.pinned {
             if at.elapsed() < RECHECK {
-                return Ok(client.clone());
+                return Ok(addr);
             }
         }
-        let client = pinned_client(&self.url, &self.allow).await?;
-        self.client = Some((client.clone(), Instant::now()));
-        Ok(client)
+        let addr = checked_address(&self.target.host, &self.target.bare, self.target.port, &self.allow).await?;
+        if self.pinned.is_some_and(|(old, _)| old != addr) || self.pinned.is_none() {
+            self.lanes.iter_mut().for_each(|c| *c = None);
+        }
+        self.pinned = Some((addr, Instant::now()));
+        Ok(addr)
     }
 
     /// Sends a page: one message after another, in order; with more than one lane, messages of one key (one
-    /// entity) one after another in the lane the key hashes to, the lanes side by side. Which messages were delivered (a lane stops at its first
-    /// failure, so an entity's changes never arrive out of order), and the outcome of the first failure in
-    /// page order (or of the last call).
+    /// entity) one after another in the lane the key hashes to, the lanes side by side. Which messages were
+    /// delivered (a lane stops at its first failure, so an entity's changes never arrive out of order), and
+    /// the outcome of the first failure in page order (or of the last call).
     pub(crate) async fn send_all(&mut self, messages: &[&crate::worker::Message]) -> (Vec<bool>, Outcome) {
         let started = Instant::now();
-        let client = match self.client().await {
-            Ok(c) => c,
+        let addr = match self.address().await {
+            Ok(a) => a,
             Err(e) => return (vec![false; messages.len()], Outcome::failed(None, e, started)),
         };
-        let mut lanes: Vec<Vec<usize>> = vec![Vec::new(); self.lanes];
+        let mut by_lane: Vec<Vec<usize>> = vec![Vec::new(); self.lanes.len()];
         for (i, m) in messages.iter().enumerate() {
-            lanes[crate::kafka::partition_of(m.key.as_bytes(), self.lanes)].push(i);
+            by_lane[crate::kafka::partition_of(m.key.as_bytes(), self.lanes.len())].push(i);
         }
+        let mut conns = std::mem::take(&mut self.lanes);
         let this = &*self;
-        let runs = lanes.iter().filter(|l| !l.is_empty()).map(|lane| {
-            let client = &client;
-            async move {
-                let mut outcomes = Vec::with_capacity(lane.len());
-                for &i in lane {
-                    let outcome = this.post(client, messages[i].seq, &messages[i].body).await;
-                    let failed = !outcome.delivered;
-                    outcomes.push((i, outcome));
-                    if failed {
-                        break;
-                    }
+        let runs = conns.iter_mut().zip(&by_lane).filter(|(_, lane)| !lane.is_empty()).map(|(conn, lane)| async move {
+            let mut outcomes = Vec::with_capacity(lane.len());
+            for &i in lane {
+                let outcome = this.post(conn, addr, messages[i].seq, &messages[i].body).await;
+                let failed = !outcome.delivered;
+                outcomes.push((i, outcome));
+                if failed {
+                    break;
                 }
-                outcomes
             }
+            outcomes
         });
+        let results = futures_util::future::join_all(runs).await;
+        self.lanes = conns;
         let mut delivered = vec![false; messages.len()];
         let mut first_failure: Option<(usize, Outcome)> = None;
         let mut last = None;
-        for (i, outcome) in futures_util::future::join_all(runs).await.into_iter().flatten() {
+        for (i, outcome) in results.into_iter().flatten() {
             if outcome.delivered {
                 delivered[i] = true;
                 last = Some(outcome);
@@ -133,7 +229,7 @@ impl Webhook {
             Some((_, outcome)) => {
                 if outcome.status.is_none() {
                     // A connection that failed may have been to an address that changed: resolve again.
-                    self.client = None;
+                    self.pinned = None;
                 }
                 (delivered, outcome)
             }
@@ -141,41 +237,118 @@ impl Webhook {
         }
     }
 
-    /// Sends one message; a 2xx answer delivers it.
-    async fn post(&self, client: &reqwest::Client, seq: u64, body: &[u8]) -> Outcome {
+    /// Sends one message on a lane's connection (made if it has none); a 2xx answer delivers it.
+    async fn post(&self, conn: &mut Option<Conn>, addr: SocketAddr, seq: u64, body: &Bytes) -> Outcome {
         let started = Instant::now();
+        match tokio::time::timeout(CALL_TIMEOUT, self.exchange(conn, addr, seq, body)).await {
+            Ok(Ok(status)) if (200..300).contains(&status) => Outcome::delivered(Some(status), started),
+            Ok(Ok(status)) => Outcome::failed(Some(status), format!("the receiver answered {status}"), started),
+            Ok(Err(e)) => {
+                *conn = None;
+                Outcome::failed(None, e, started)
+            }
+            Err(_) => {
+                *conn = None;
+                Outcome::failed(None, "timed out".into(), started)
+            }
+        }
+    }
+
+    /// The receiver's status for one request. On a kept connection that turns out closed before the request
+    /// was answered, the request is sent once more on a new connection.
+    async fn exchange(&self, slot: &mut Option<Conn>, addr: SocketAddr, seq: u64, body: &Bytes) -> Result<u16, String> {
+        for fresh in [false, true] {
+            let kept = match slot.take() {
+                Some(c) if !fresh && !c.link.ended && !c.sender.is_closed() => c,
+                _ => self.connect(addr).await?,
+            };
+            let conn = slot.insert(kept);
+            let ready = conn.link.driven(conn.sender.ready()).await;
+            if !matches!(ready, Ok(Ok(()))) {
+                *slot = None;
+                if fresh {
+                    return Err(match ready {
+                        Ok(Err(e)) => error_text(&e),
+                        Err(e) => e,
+                        Ok(Ok(())) => String::new(),
+                    });
+                }
+                continue;
+            }
+            let answer = conn.link.driven(conn.sender.send_request(self.request(seq, body))).await;
+            let response = match answer {
+                Ok(Ok(response)) => response,
+                // Closed under the request (a keep-alive timeout crossing it): once more, on a new connection.
+                Ok(Err(e)) if !fresh && (e.is_canceled() || e.is_incomplete_message()) => {
+                    *slot = None;
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    *slot = None;
+                    return Err(error_text(&e));
+                }
+                Err(e) => {
+                    *slot = None;
+                    return Err(e);
+                }
+            };
+            let status = response.status().as_u16();
+            // The answer's body is read to its end so that the connection can carry the next request.
+            let read = conn.link.driven(Limited::new(response.into_body(), MAX_ANSWER).collect()).await;
+            if !matches!(read, Ok(Ok(_))) {
+                *slot = None;
+            }
+            return Ok(status);
+        }
+        Err("the connection closed".into())
+    }
+
+    /// A new connection to the checked address (TLS for `https`).
+    async fn connect(&self, addr: SocketAddr) -> Result<Conn, String> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connecting timed out".to_string())?
+            .map_err(|e| format!("connecting: {e}"))?;
+        // Requests are written whole; no reason to hold a small one back.
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = match &self.target.tls {
+            None => Box::new(tcp),
+            Some((connector, name)) => Box::new(
+                tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
+                    .await
+                    .map_err(|_| "the TLS handshake timed out".to_string())?
+                    .map_err(|e| format!("TLS: {e}"))?,
+            ),
+        };
+        let (sender, driver) = http1::handshake(TokioIo::new(io)).await.map_err(|e| error_text(&e))?;
+        Ok(Conn { sender, link: Link { driver: Box::pin(driver), ended: false } })
+    }
+
+    /// A message's request: the fixed headers, then its timestamp, signature and sequence number.
+    fn request(&self, seq: u64, body: &Bytes) -> hyper::Request<Full<Bytes>> {
         let timestamp = berth_catalog::now().millis() / 1000;
-        let mut req = client
-            .post(self.url.clone())
-            .header("content-type", "application/json")
-            .header("x-port-timestamp", timestamp.to_string())
-            .header("x-port-signature", secret::signature(&self.secret, timestamp, body))
-            .header("x-berth-seq", seq.to_string())
-            .header("x-berth-subscription", &self.subscription);
-        for (k, v) in &self.headers {
-            req = req.header(k.as_str(), v.as_str());
+        let mut request = hyper::Request::new(Full::new(body.clone()));
+        *request.method_mut() = hyper::Method::POST;
+        *request.uri_mut() = self.path.clone();
+        let headers = request.headers_mut();
+        *headers = self.fixed.clone();
+        headers.insert("x-port-timestamp", HeaderValue::from(timestamp));
+        // Base64 and `v1,`: always a valid header value.
+        if let Ok(signature) = HeaderValue::from_str(&secret::signature(&self.secret, timestamp, body)) {
+            headers.insert("x-port-signature", signature);
         }
-        match req.body(body.to_vec()).send().await {
-            Ok(r) if r.status().is_success() => Outcome::delivered(Some(r.status().as_u16()), started),
-            Ok(r) => {
-                let status = r.status().as_u16();
-                Outcome::failed(Some(status), format!("the receiver answered {status}"), started)
-            }
-            Err(e) => {
-                let why = if e.is_timeout() { "timed out".to_string() } else { without_url(&e) };
-                Outcome::failed(None, why, started)
-            }
-        }
+        headers.insert("x-berth-seq", HeaderValue::from(seq));
+        request
     }
 }
 
-/// A request error's message without the URL (which may carry a token in its query).
-pub(crate) fn without_url(e: &reqwest::Error) -> String {
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut last = None;
-    while let Some(s) = source {
-        last = Some(s.to_string());
-        source = s.source();
-    }
-    last.unwrap_or_else(|| "the request failed".into())
+/// The address to connect to for `host` (resolved within 5 s), if the allow rules let it be sent to.
+pub(crate) async fn checked_address(host: &str, bare: &str, port: u16, allow: &Allow) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((bare, port)))
+        .await
+        .map_err(|_| format!("resolving `{bare}` timed out"))?
+        .map_err(|e| format!("`{bare}` does not resolve: {e}"))?
+        .collect();
+    allow.check(host, &addrs)?;
+    addrs.first().copied().ok_or_else(|| format!("`{bare}` resolves to no address"))
 }

@@ -348,7 +348,7 @@ async fn deliver_page(
 pub(crate) struct Message {
     pub seq: u64,
     pub key: Arc<str>,
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 /// `n` messages of which the first `delivered` were.
@@ -358,7 +358,7 @@ pub(crate) fn prefix(n: usize, delivered: usize) -> Vec<bool> {
 
 impl Message {
     fn of(seq: u64, built: &Built, subscription: &str) -> Message {
-        Message { seq, key: Arc::clone(&built.key), body: subscription::addressed(&built.body, subscription) }
+        Message { seq, key: Arc::clone(&built.key), body: subscription::addressed(&built.body, subscription).into() }
     }
 }
 

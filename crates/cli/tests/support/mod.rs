@@ -61,6 +61,11 @@ impl Berth {
 
     /// Starts a server on `port` (one chosen before, when another process must know the address first).
     pub fn spawn_at(data_dir: PathBuf, port: u16, store: &str, extra: &[&str]) -> Berth {
+        Berth::spawn_with_env(data_dir, port, store, extra, &[])
+    }
+
+    /// [`Berth::spawn_at`] with more environment variables.
+    pub fn spawn_with_env(data_dir: PathBuf, port: u16, store: &str, extra: &[&str], env: &[(&str, &str)]) -> Berth {
         // BERTH_TEST_LOG_DIR=DIR keeps each server's log (at info level) for a failing test.
         let (stderr, level) = match std::env::var("BERTH_TEST_LOG_DIR") {
             Ok(logs) => match std::fs::File::create(Path::new(&logs).join(format!("berth-{port}.log"))) {
@@ -82,6 +87,7 @@ impl Berth {
             .env("BERTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)
             .env("BERTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("BERTH_LOG", level)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

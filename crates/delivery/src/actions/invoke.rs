@@ -269,7 +269,7 @@ impl Senders {
                 }
                 Err(e) => {
                     self.forget_client(&url);
-                    last = format!("the webhook could not be reached: {}", crate::webhook::without_url(&e));
+                    last = format!("the webhook could not be reached: {}", without_url(&e));
                 }
             }
         }
@@ -285,7 +285,7 @@ impl Senders {
                 return Ok(client.clone());
             }
         }
-        let client = crate::webhook::pinned_client(url, &Allow::new(&self.config.allow)).await?;
+        let client = pinned_client(url, &Allow::new(&self.config.allow)).await?;
         if let Ok(mut cached) = self.webhooks.lock() {
             cached.retain(|_, (_, at)| at.elapsed() < RECHECK);
             cached.insert(key, (client.clone(), Instant::now()));
@@ -332,8 +332,11 @@ impl Senders {
         let topic = &self.config.actions.kafka_runs_topic;
         let mut producer = self.kafka.lock().await;
         let kafka = producer.get_or_insert_with(|| crate::kafka::Kafka::new(brokers, topic, "actions"));
-        let message =
-            crate::worker::Message { seq: 0, key: id.into(), body: serde_json::to_vec(body).unwrap_or_default() };
+        let message = crate::worker::Message {
+            seq: 0,
+            key: id.into(),
+            body: serde_json::to_vec(body).unwrap_or_default().into(),
+        };
         let (_, outcome) = kafka.send_all(&[&message]).await;
         match outcome.error {
             None => Invocation {
@@ -356,7 +359,7 @@ impl Senders {
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<(u16, String), String> {
-        let r = req.send().await.map_err(|e| crate::webhook::without_url(&e))?;
+        let r = req.send().await.map_err(|e| without_url(&e))?;
         let status = r.status().as_u16();
         Ok((status, r.text().await.unwrap_or_default()))
     }
@@ -621,4 +624,33 @@ fn principal_of(view: &State, who: &str) -> Option<berth_engine::access::Princip
         return Some(berth_engine::access::Principal { id: who.to_string(), roles: c.roles.clone(), teams });
     }
     None
+}
+
+/// A client whose only address for `url`'s host is one that passed the allow rules (so a name cannot resolve
+/// to a checked address and then to another): no redirects, every call timed out.
+async fn pinned_client(url: &reqwest::Url, allow: &Allow) -> Result<reqwest::Client, String> {
+    let host = url.host_str().unwrap_or_default().to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let addr = crate::webhook::checked_address(&host, &bare, port, allow).await?;
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(crate::webhook::CALL_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_preconfigured(crate::tls_config()?)
+        .resolve(&bare, addr)
+        .build()
+        .map_err(|e| format!("an HTTP client: {e}"))
+}
+
+/// A request error's message without the URL (which may carry a token in its query).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(s) = source {
+        last = Some(s.to_string());
+        source = s.source();
+    }
+    last.unwrap_or_else(|| "the request failed".into())
 }

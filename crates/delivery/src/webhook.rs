@@ -7,8 +7,8 @@
 //! Each lane keeps one HTTP/1.1 connection (TLS for `https`, with the process's roots) from page to page,
 //! and drives it in the delivering task itself: no connection pool, no connection task to wake, no URL
 //! parsed per request. The fixed headers are built once; a request adds its timestamp, signature and
-//! sequence number. A kept connection the receiver closed is replaced, and a request that could not be
-//! sent on it is sent once more on the new one (at least once: a receiver may see it twice).
+//! sequence number. A kept connection the receiver closed is replaced, and a request that failed on it
+//! before an answer is sent once more on a new one (at least once: a receiver may see it twice).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -177,7 +177,7 @@ impl Webhook {
             }
         }
         let addr = checked_address(&self.target.host, &self.target.bare, self.target.port, &self.allow).await?;
-        if self.pinned.is_some_and(|(old, _)| old != addr) || self.pinned.is_none() {
+        if self.pinned.is_none_or(|(old, _)| old != addr) {
             self.lanes.iter_mut().for_each(|c| *c = None);
         }
         self.pinned = Some((addr, Instant::now()));
@@ -254,41 +254,29 @@ impl Webhook {
         }
     }
 
-    /// The receiver's status for one request. On a kept connection that turns out closed before the request
-    /// was answered, the request is sent once more on a new connection.
+    /// The receiver's status for one request. A kept connection can turn out closed (the receiver's
+    /// keep-alive ran out, its close not read yet): a request that fails on one before an answer is sent
+    /// once more on a new connection (at least once: the receiver may have seen it).
     async fn exchange(&self, slot: &mut Option<Conn>, addr: SocketAddr, seq: u64, body: &Bytes) -> Result<u16, String> {
-        for fresh in [false, true] {
-            let kept = match slot.take() {
-                Some(c) if !fresh && !c.link.ended && !c.sender.is_closed() => c,
-                _ => self.connect(addr).await?,
+        loop {
+            let (conn, kept) = match slot.take() {
+                Some(c) if !c.link.ended && !c.sender.is_closed() => (c, true),
+                _ => (self.connect(addr).await?, false),
             };
-            let conn = slot.insert(kept);
-            let ready = conn.link.driven(conn.sender.ready()).await;
-            if !matches!(ready, Ok(Ok(()))) {
-                *slot = None;
-                if fresh {
-                    return Err(match ready {
-                        Ok(Err(e)) => error_text(&e),
-                        Err(e) => e,
-                        Ok(Ok(())) => String::new(),
-                    });
-                }
-                continue;
+            let conn = slot.insert(conn);
+            let sent = match conn.link.driven(conn.sender.ready()).await {
+                Ok(Ok(())) => conn.link.driven(conn.sender.send_request(self.request(seq, body))).await,
+                Ok(Err(e)) => Ok(Err(e)),
+                Err(e) => Err(e),
             }
-            let answer = conn.link.driven(conn.sender.send_request(self.request(seq, body))).await;
-            let response = match answer {
-                Ok(Ok(response)) => response,
-                // Closed under the request (a keep-alive timeout crossing it): once more, on a new connection.
-                Ok(Err(e)) if !fresh && (e.is_canceled() || e.is_incomplete_message()) => {
-                    *slot = None;
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    *slot = None;
-                    return Err(error_text(&e));
-                }
+            .and_then(|answer| answer.map_err(|e| error_text(&e)));
+            let response = match sent {
+                Ok(response) => response,
                 Err(e) => {
                     *slot = None;
+                    if kept {
+                        continue;
+                    }
                     return Err(e);
                 }
             };
@@ -300,7 +288,6 @@ impl Webhook {
             }
             return Ok(status);
         }
-        Err("the connection closed".into())
     }
 
     /// A new connection to the checked address (TLS for `https`).
@@ -351,4 +338,143 @@ pub(crate) async fn checked_address(host: &str, bare: &str, port: u16, allow: &A
         .collect();
     allow.check(host, &addrs)?;
     addrs.first().copied().ok_or_else(|| format!("`{bare}` resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::worker::Message;
+
+    /// A receiver that answers one request per connection, then closes it without saying so (as a keep-alive
+    /// timeout that crosses the next request does); the `x-berth-seq` and head (lowercased) of each request
+    /// it answered.
+    async fn one_answer_per_connection() -> (u16, Arc<Mutex<Vec<(u64, String)>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let seen: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+        let kept = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let kept = Arc::clone(&kept);
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break Some(at + 4);
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break None,
+                            Ok(n) => request.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let Some(head_end) = head_end else { return };
+                    let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+                    let header = |name: &str| {
+                        head.lines()
+                            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                            .unwrap_or_default()
+                    };
+                    let length: usize = header("content-length:").parse().unwrap_or(0);
+                    while request.len() < head_end + length {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => request.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    if let Ok(seq) = header("x-berth-seq:").parse() {
+                        kept.lock().expect("lock").push((seq, head.clone()));
+                    }
+                    let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    // Closed a moment later with no `Connection: close`, unread what came meanwhile: the next
+                    // request on this connection is already on its way.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_closes_each_connection_after_one_answer_still_gets_every_message_once() {
+        let (port, seen) = one_answer_per_connection().await;
+        for lanes in [1, 4] {
+            seen.lock().expect("lock").clear();
+            let mut webhook = Webhook::new(
+                &format!("http://127.0.0.1:{port}/hook?x=1"),
+                vec![("X-Team".into(), "core".into()), ("Transfer-Encoding".into(), "chunked".into())],
+                "secret".into(),
+                "s",
+                Allow::new(&["127.0.0.1".to_string()]),
+                lanes,
+            )
+            .expect("webhook");
+            let messages: Vec<Message> = (1..=30)
+                .map(|seq| Message { seq, key: format!("item/i{}", seq % 7).into(), body: Bytes::from_static(b"{}") })
+                .collect();
+            let page: Vec<&Message> = messages.iter().collect();
+            // Two pages: the second starts on the connections the first kept, all closed by then.
+            for half in page.chunks(15) {
+                let (delivered, outcome) = webhook.send_all(half).await;
+                assert!(delivered.iter().all(|d| *d), "{lanes} lanes: {:?}", outcome.error);
+            }
+            let got = seen.lock().expect("lock").clone();
+            let mut seqs: Vec<u64> = got.iter().map(|(seq, _)| *seq).collect();
+            seqs.sort_unstable();
+            assert_eq!(seqs, (1..=30).collect::<Vec<u64>>(), "{lanes} lanes: each message answered once");
+            for (seq, head) in &got {
+                assert!(head.starts_with("post /hook?x=1 http/1.1\r\n"), "{seq}: {head}");
+                assert!(head.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")), "{seq}: {head}");
+                assert!(head.contains("\r\nx-team: core\r\n") && head.contains("\r\ncontent-length: 2\r\n"), "{head}");
+                assert!(head.contains("\r\nx-port-signature: v1,") && head.contains("\r\nx-berth-subscription: s\r\n"));
+                assert!(
+                    !head.contains("transfer-encoding"),
+                    "a framing header a subscription names is not sent: {head}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_is_not_there_is_a_failure_that_names_the_connection() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let mut webhook = Webhook::new(
+            &format!("http://127.0.0.1:{port}/hook"),
+            Vec::new(),
+            "secret".into(),
+            "s",
+            Allow::new(&["127.0.0.1".to_string()]),
+            1,
+        )
+        .expect("webhook");
+        let message = Message { seq: 1, key: "item/a".into(), body: Bytes::from_static(b"{}") };
+        let (delivered, outcome) = webhook.send_all(&[&message]).await;
+        assert_eq!(delivered, vec![false]);
+        assert_eq!(outcome.status, None);
+        assert!(outcome.error.as_deref().is_some_and(|e| e.starts_with("connecting:")), "{:?}", outcome.error);
+    }
+
+    #[test]
+    fn a_webhook_url_is_http_or_https_with_a_host() {
+        let open = |url: &str| Webhook::new(url, Vec::new(), "s".into(), "s", Allow::default(), 1).map(|_| ());
+        assert!(open("https://hooks.example.com/x?y=1").is_ok());
+        assert!(open("http://[::1]:8080/x").is_ok());
+        assert!(open("ftp://hooks.example.com/x").is_err_and(|e| e.contains("http or https")));
+        assert!(open("not a url").is_err());
+        assert!(
+            Webhook::new(
+                "https://h.example.com/",
+                vec![("X-A".into(), "a\nb".into())],
+                "s".into(),
+                "s",
+                Allow::default(),
+                1
+            )
+            .is_err()
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so an acknowledged append
-//! survives `kill -9` and power loss. One connection writes, another reads; blocking calls run on
+//! survives `kill -9` and power loss (a consumer's leased position alone is committed without its own sync:
+//! it survives `kill -9`, and the next append syncs it). One connection writes, another reads; blocking calls run on
 //! tokio's blocking pool. Checkpoints (copying the WAL into the database file) run on a thread of their
 //! own with its own connection, so an append's commit never waits for one.
 
@@ -376,14 +377,23 @@ impl LogStore for SqliteStore {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let (name, holder) = (name.to_string(), holder.to_string());
         Self::blocking(&self.writer, move |c| {
-            c.execute(
-                "INSERT INTO cursors (name, seq)
-                 SELECT name, ?4 FROM leases WHERE name = ?1 AND holder = ?2 AND token = ?3
-                 ON CONFLICT(name) DO UPDATE SET seq = excluded.seq",
-                params![name, holder, token as i64, seq as i64],
-            )
-            .map(|n| n == 1)
-            .map_err(unavailable)
+            // A worker's progress, committed every 100 ms by each delivery worker, is not synced on its own:
+            // the next append's commit syncs it with the rest of the WAL. Synced, each one held the writer's
+            // connection (and so every append behind it) for a WAL fsync. A power loss may take the last
+            // positions back: a worker then repeats what it delivered since, and never skips anything.
+            c.execute_batch("PRAGMA synchronous=NORMAL").map_err(unavailable)?;
+            let moved = c
+                .prepare_cached(
+                    "INSERT INTO cursors (name, seq)
+                     SELECT name, ?4 FROM leases WHERE name = ?1 AND holder = ?2 AND token = ?3
+                     ON CONFLICT(name) DO UPDATE SET seq = excluded.seq",
+                )
+                .and_then(|mut stmt| stmt.execute(params![name, holder, token as i64, seq as i64]))
+                .map(|n| n == 1)
+                .map_err(unavailable);
+            // Appends are synced again before anything else runs on this connection.
+            c.execute_batch("PRAGMA synchronous=FULL").map_err(unavailable)?;
+            moved
         })
     }
 }
@@ -418,6 +428,25 @@ mod tests {
         crate::conformance::check_reopened(&store).await;
         crate::conformance::binary_payloads(&store).await;
     }
+    /// A leased position is committed without its own sync, and the writer's connection is back to syncing
+    /// every commit afterwards (appends must survive power loss), whether the position moved or not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leased_position_leaves_appends_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("log.db")).expect("open");
+        let synchronous = |store: &SqliteStore| -> i64 {
+            let c = store.writer.lock().expect("lock");
+            c.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("pragma")
+        };
+        assert_eq!(synchronous(&store), 2, "FULL");
+        let token = store.take_lease("c", "me", Duration::from_secs(30)).await.expect("lease").expect("taken");
+        assert!(store.set_cursor_leased("c", "me", token, 7).await.expect("moved"));
+        assert_eq!(synchronous(&store), 2, "FULL again after a position");
+        assert!(!store.set_cursor_leased("c", "someone else", token, 9).await.expect("not moved"));
+        assert_eq!(synchronous(&store), 2, "FULL again after a refused position");
+        assert_eq!(store.get_cursor("c").await.expect("cursor"), Some(7));
+    }
+
     /// The writer's connection never checkpoints; the checkpoint thread must, or the WAL would hold
     /// everything until the store closes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,6 +253,16 @@ impl PostgresStore {
         })
     }
 
+    /// A setting as the writer's session has it now (for tests: a position's relaxed commit must leave the
+    /// session's own `synchronous_commit` alone).
+    #[doc(hidden)]
+    pub async fn writer_setting_for_tests(&self, name: &str) -> Result<String, StoreError> {
+        let mut slot = self.writer.lock().await;
+        let client = self.writer_client(&mut slot).await?;
+        let row = client.query_one("SELECT current_setting($1)", &[&name]).await.map_err(pg_error)?;
+        Ok(row.get(0))
+    }
+
     /// The writer connection in `slot`, reconnecting if needed; a new connection's process id is recorded
     /// before anything is sent on it, so an undecided append can be fenced.
     async fn writer_client<'a>(&self, slot: &'a mut Option<Client>) -> Result<&'a mut Client, StoreError> {
@@ -690,9 +700,15 @@ impl LogStore for PostgresStore {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let (name, holder) = (name.to_string(), holder.to_string());
         Box::pin(async move {
+            // A worker's progress (each delivery worker's, every 100 ms and whenever it catches up) commits
+            // without waiting for the WAL flush: `synchronous_commit` off for this statement's transaction
+            // alone (`set_config(.., true)`; the session keeps its own). Appends queue behind this call on the
+            // writer's connection. A database crash can take back the last positions (delivery repeats,
+            // never skips); a commit is never reordered before an earlier one's flush.
             let sql = format!(
-                "INSERT INTO {s}.cursors (name, seq)
-                 SELECT name, $4 FROM {s}.leases WHERE name = $1 AND holder = $2 AND token = $3
+                "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+                 INSERT INTO {s}.cursors (name, seq)
+                 SELECT name, $4 FROM {s}.leases, relaxed WHERE name = $1 AND holder = $2 AND token = $3
                  ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
                 s = self.schema
             );

@@ -22,6 +22,24 @@ async fn postgres_passes_conformance() {
     store.drop_schema().await.expect("clean up");
 }
 
+/// A consumer's leased position commits without waiting for the WAL flush, and only it: the writer's session
+/// keeps synchronous commits for the appends after it, and every handle reads the position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_leased_position_leaves_appends_synchronous() {
+    let url = with_param(&postgres_base(), "schema", &unique("pos"));
+    let store = PostgresStore::open(&url).await.unwrap_or_else(|e| panic!("PostgreSQL at {url}: {e}"));
+    let setting = || store.writer_setting_for_tests("synchronous_commit");
+    assert_eq!(setting().await.expect("setting"), "on");
+    let token = store.take_lease("c", "me", std::time::Duration::from_secs(30)).await.expect("lease").expect("taken");
+    assert!(store.set_cursor_leased("c", "me", token, 7).await.expect("moved"));
+    assert_eq!(setting().await.expect("setting"), "on", "the session's own setting after a position");
+    assert!(!store.set_cursor_leased("c", "someone else", token, 9).await.expect("refused"));
+    assert_eq!(setting().await.expect("setting"), "on", "the session's own setting after a refused position");
+    let other = PostgresStore::open(&url).await.expect("second handle");
+    assert_eq!(other.get_cursor("c").await.expect("cursor"), Some(7));
+    store.drop_schema().await.expect("clean up");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_concurrent_appenders_leave_no_gaps() {
     let url = with_param(&postgres_base(), "schema", &unique("conc"));

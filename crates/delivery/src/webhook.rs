@@ -106,8 +106,8 @@ pub struct Webhook {
     fixed: HeaderMap,
     secret: String,
     allow: Allow,
-    /// The checked address connections go to, and when it was checked.
-    pinned: Option<(SocketAddr, Instant)>,
+    /// The checked addresses connections go to (tried in order), and when they were checked.
+    pinned: Option<(Arc<[SocketAddr]>, Instant)>,
     /// One kept connection per lane (requests in flight at once).
     lanes: Vec<Option<Conn>>,
 }
@@ -168,20 +168,21 @@ impl Webhook {
         })
     }
 
-    /// The checked address of the URL's host (resolved and checked again each [`RECHECK`], and after a
-    /// connection failure); a new address closes the kept connections.
-    async fn address(&mut self) -> Result<SocketAddr, String> {
-        if let Some((addr, at)) = self.pinned {
+    /// The checked addresses of the URL's host (resolved and checked again each [`RECHECK`], and after a
+    /// connection failure); new addresses close the kept connections.
+    async fn addresses(&mut self) -> Result<Arc<[SocketAddr]>, String> {
+        if let Some((addrs, at)) = &self.pinned {
             if at.elapsed() < RECHECK {
-                return Ok(addr);
+                return Ok(Arc::clone(addrs));
             }
         }
-        let addr = checked_address(&self.target.host, &self.target.bare, self.target.port, &self.allow).await?;
-        if self.pinned.is_none_or(|(old, _)| old != addr) {
+        let addrs: Arc<[SocketAddr]> =
+            checked_addresses(&self.target.host, &self.target.bare, self.target.port, &self.allow).await?.into();
+        if self.pinned.as_ref().is_none_or(|(old, _)| *old != addrs) {
             self.lanes.iter_mut().for_each(|c| *c = None);
         }
-        self.pinned = Some((addr, Instant::now()));
-        Ok(addr)
+        self.pinned = Some((Arc::clone(&addrs), Instant::now()));
+        Ok(addrs)
     }
 
     /// Sends a page: one message after another, in order; with more than one lane, messages of one key (one
@@ -190,7 +191,7 @@ impl Webhook {
     /// the outcome of the first failure in page order (or of the last call).
     pub(crate) async fn send_all(&mut self, messages: &[&crate::worker::Message]) -> (Vec<bool>, Outcome) {
         let started = Instant::now();
-        let addr = match self.address().await {
+        let addrs = match self.addresses().await {
             Ok(a) => a,
             Err(e) => return (vec![false; messages.len()], Outcome::failed(None, e, started)),
         };
@@ -199,11 +200,11 @@ impl Webhook {
             by_lane[crate::kafka::partition_of(m.key.as_bytes(), self.lanes.len())].push(i);
         }
         let mut conns = std::mem::take(&mut self.lanes);
-        let this = &*self;
+        let (this, addrs) = (&*self, &*addrs);
         let runs = conns.iter_mut().zip(&by_lane).filter(|(_, lane)| !lane.is_empty()).map(|(conn, lane)| async move {
             let mut outcomes = Vec::with_capacity(lane.len());
             for &i in lane {
-                let outcome = this.post(conn, addr, messages[i].seq, &messages[i].body).await;
+                let outcome = this.post(conn, addrs, messages[i].seq, &messages[i].body).await;
                 let failed = !outcome.delivered;
                 outcomes.push((i, outcome));
                 if failed {
@@ -238,9 +239,9 @@ impl Webhook {
     }
 
     /// Sends one message on a lane's connection (made if it has none); a 2xx answer delivers it.
-    async fn post(&self, conn: &mut Option<Conn>, addr: SocketAddr, seq: u64, body: &Bytes) -> Outcome {
+    async fn post(&self, conn: &mut Option<Conn>, addrs: &[SocketAddr], seq: u64, body: &Bytes) -> Outcome {
         let started = Instant::now();
-        match tokio::time::timeout(CALL_TIMEOUT, self.exchange(conn, addr, seq, body)).await {
+        match tokio::time::timeout(CALL_TIMEOUT, self.exchange(conn, addrs, seq, body)).await {
             Ok(Ok(status)) if (200..300).contains(&status) => Outcome::delivered(Some(status), started),
             Ok(Ok(status)) => Outcome::failed(Some(status), format!("the receiver answered {status}"), started),
             Ok(Err(e)) => {
@@ -257,11 +258,17 @@ impl Webhook {
     /// The receiver's status for one request. A kept connection can turn out closed (the receiver's
     /// keep-alive ran out, its close not read yet): a request that fails on one before an answer is sent
     /// once more on a new connection (at least once: the receiver may have seen it).
-    async fn exchange(&self, slot: &mut Option<Conn>, addr: SocketAddr, seq: u64, body: &Bytes) -> Result<u16, String> {
+    async fn exchange(
+        &self,
+        slot: &mut Option<Conn>,
+        addrs: &[SocketAddr],
+        seq: u64,
+        body: &Bytes,
+    ) -> Result<u16, String> {
         loop {
             let (conn, kept) = match slot.take() {
                 Some(c) if !c.link.ended && !c.sender.is_closed() => (c, true),
-                _ => (self.connect(addr).await?, false),
+                _ => (self.connect(addrs).await?, false),
             };
             let conn = slot.insert(conn);
             let sent = match conn.link.driven(conn.sender.ready()).await {
@@ -290,12 +297,22 @@ impl Webhook {
         }
     }
 
-    /// A new connection to the checked address (TLS for `https`).
-    async fn connect(&self, addr: SocketAddr) -> Result<Conn, String> {
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| "connecting timed out".to_string())?
-            .map_err(|e| format!("connecting: {e}"))?;
+    /// A new connection to the first checked address that answers (a name with an IPv6 and an IPv4
+    /// address still reaches a receiver listening on one of them), TLS for `https`.
+    async fn connect(&self, addrs: &[SocketAddr]) -> Result<Conn, String> {
+        let mut failed = format!("`{}` resolves to no address", self.target.bare);
+        let mut tcp = None;
+        for addr in addrs {
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    tcp = Some(stream);
+                    break;
+                }
+                Ok(Err(e)) => failed = format!("connecting: {e}"),
+                Err(_) => failed = "connecting timed out".to_string(),
+            }
+        }
+        let tcp = tcp.ok_or(failed)?;
         // Requests are written whole; no reason to hold a small one back.
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = match &self.target.tls {
@@ -329,15 +346,24 @@ impl Webhook {
     }
 }
 
-/// The address to connect to for `host` (resolved within 5 s), if the allow rules let it be sent to.
-pub(crate) async fn checked_address(host: &str, bare: &str, port: u16, allow: &Allow) -> Result<SocketAddr, String> {
+/// The addresses to connect to for `host` (resolved within 5 s), if the allow rules let it be sent to (all of
+/// them are checked).
+pub(crate) async fn checked_addresses(
+    host: &str,
+    bare: &str,
+    port: u16,
+    allow: &Allow,
+) -> Result<Vec<SocketAddr>, String> {
     let addrs: Vec<SocketAddr> = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((bare, port)))
         .await
         .map_err(|_| format!("resolving `{bare}` timed out"))?
         .map_err(|e| format!("`{bare}` does not resolve: {e}"))?
         .collect();
     allow.check(host, &addrs)?;
-    addrs.first().copied().ok_or_else(|| format!("`{bare}` resolves to no address"))
+    if addrs.is_empty() {
+        return Err(format!("`{bare}` resolves to no address"));
+    }
+    Ok(addrs)
 }
 
 #[cfg(test)]
@@ -456,6 +482,25 @@ mod tests {
         assert_eq!(delivered, vec![false]);
         assert_eq!(outcome.status, None);
         assert!(outcome.error.as_deref().is_some_and(|e| e.starts_with("connecting:")), "{:?}", outcome.error);
+    }
+
+    #[tokio::test]
+    async fn a_connection_goes_to_the_first_checked_address_that_answers() {
+        let (port, _) = one_answer_per_connection().await;
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        let live = SocketAddr::from(([127, 0, 0, 1], port));
+        let webhook = Webhook::new(
+            &format!("http://localhost:{port}/hook"),
+            Vec::new(),
+            "secret".into(),
+            "s",
+            Allow::new(&["localhost".to_string()]),
+            1,
+        )
+        .expect("webhook");
+        assert!(webhook.connect(&[dead, live]).await.is_ok(), "the second address answers");
+        assert!(webhook.connect(&[dead]).await.is_err_and(|e| e.starts_with("connecting:")));
+        assert!(webhook.connect(&[]).await.is_err_and(|e| e.contains("resolves to no address")));
     }
 
     #[test]

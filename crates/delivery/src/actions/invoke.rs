@@ -632,14 +632,14 @@ async fn pinned_client(url: &reqwest::Url, allow: &Allow) -> Result<reqwest::Cli
     let host = url.host_str().unwrap_or_default().to_string();
     let port = url.port_or_known_default().unwrap_or(443);
     let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let addr = crate::webhook::checked_address(&host, &bare, port, allow).await?;
+    let addrs = crate::webhook::checked_addresses(&host, &bare, port, allow).await?;
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(crate::webhook::CALL_TIMEOUT)
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
         .tls_backend_preconfigured(crate::tls_config()?)
-        .resolve(&bare, addr)
+        .resolve_to_addrs(&bare, &addrs)
         .build()
         .map_err(|e| format!("an HTTP client: {e}"))
 }

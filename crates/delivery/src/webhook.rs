@@ -1,6 +1,6 @@
-//! Webhook destinations: one signed POST per message, no redirects followed, every call timed out, to an
-//! address checked against the allow rules (and pinned, so a name cannot resolve to a checked address and
-//! then to another). One request at a time, in log order; or, with the subscription's `concurrency` above
+//! Webhook destinations: one signed POST per message, no redirects followed, every call timed out, to the
+//! host's addresses checked against the allow rules (and pinned, so a name cannot resolve to checked
+//! addresses and then to others), tried in order until one answers. One request at a time, in log order; or, with the subscription's `concurrency` above
 //! 1, that many lanes side by side, one entity's changes in order on one lane (Port's webhooks carry one
 //! event per request: a receiver's round trip caps one lane at a few thousand changes a second).
 //!

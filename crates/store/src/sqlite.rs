@@ -1,7 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so an acknowledged append
-//! survives `kill -9` and power loss (a consumer's leased position alone is committed without its own sync:
-//! it survives `kill -9`, and the next append syncs it). One connection writes, another reads; blocking calls run on
-//! tokio's blocking pool. Checkpoints (copying the WAL into the database file) run on a thread of their
+//! survives `kill -9` and power loss (a consumer's leased position alone commits without its own sync: it
+//! survives `kill -9`, and the next append syncs it). One connection writes, another reads; blocking calls
+//! run on tokio's blocking pool. Checkpoints (copying the WAL into the database file) run on a thread of their
 //! own with its own connection, so an append's commit never waits for one.
 
 use std::path::Path;
@@ -377,10 +377,10 @@ impl LogStore for SqliteStore {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let (name, holder) = (name.to_string(), holder.to_string());
         Self::blocking(&self.writer, move |c| {
-            // A worker's progress, committed every 100 ms by each delivery worker, is not synced on its own:
-            // the next append's commit syncs it with the rest of the WAL. Synced, each one held the writer's
-            // connection (and so every append behind it) for a WAL fsync. A power loss may take the last
-            // positions back: a worker then repeats what it delivered since, and never skips anything.
+            // A worker's progress (each delivery worker's, every 100 ms and whenever it catches up) is not
+            // synced on its own: the next append's commit syncs it with the rest of the WAL. Synced, each one
+            // held the writer's connection (and so every append behind it) for a WAL fsync. A power loss may
+            // take the last positions back: a worker then repeats what it delivered since, never skips.
             c.execute_batch("PRAGMA synchronous=NORMAL").map_err(unavailable)?;
             let moved = c
                 .prepare_cached(

@@ -1,14 +1,17 @@
 //! Webhook destinations: one signed POST per message, no redirects followed, every call timed out, to the
 //! host's addresses checked against the allow rules (and pinned, so a name cannot resolve to checked
-//! addresses and then to others), tried in order until one answers. One request at a time, in log order; or, with the subscription's `concurrency` above
-//! 1, that many lanes side by side, one entity's changes in order on one lane (Port's webhooks carry one
-//! event per request: a receiver's round trip caps one lane at a few thousand changes a second).
+//! addresses and then to others), tried in order until one answers. One request at a time, in log order; or,
+//! with the subscription's `concurrency` above 1, that many lanes side by side, one entity's changes in order
+//! on one lane (Port's webhooks carry one event per request: a receiver's round trip caps one lane at a few
+//! thousand changes a second).
 //!
 //! Each lane keeps one HTTP/1.1 connection (TLS for `https`, with the process's roots) from page to page,
 //! and drives it in the delivering task itself: no connection pool, no connection task to wake, no URL
 //! parsed per request. The fixed headers are built once; a request adds its timestamp, signature and
 //! sequence number. A kept connection the receiver closed is replaced, and a request that failed on it
-//! before an answer is sent once more on a new one (at least once: a receiver may see it twice).
+//! before an answer is sent once more on a new one (at least once: a receiver may see it twice). While the
+//! subscription is idle, [`Webhook::tidy`] closes the connections the receiver closed (rather than leave
+//! them half-closed until the next message) and those unused for [`KEEP_UNUSED`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +36,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a checked address is trusted before the host is resolved and checked again.
 pub(crate) const RECHECK: Duration = Duration::from_secs(60);
+/// How long a kept connection may go unused before an idle subscription closes it.
+pub(crate) const KEEP_UNUSED: Duration = Duration::from_secs(30);
 /// The longest answer body read (to keep the connection); a longer one closes the connection.
 const MAX_ANSWER: usize = 64 * 1024;
 /// Headers a subscription cannot set because they frame the request or the connection.
@@ -48,6 +53,8 @@ type Stream = TokioIo<Box<dyn Io>>;
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
     link: Link,
+    /// When it last carried a request.
+    used: Instant,
 }
 
 struct Link {
@@ -57,6 +64,15 @@ struct Link {
 }
 
 impl Link {
+    /// Whether the connection is closed, reading what the receiver sent since it was last driven (a close)
+    /// without waiting.
+    fn closed_now(&mut self) -> bool {
+        if !self.ended && self.driver.as_mut().now_or_never().is_some() {
+            self.ended = true;
+        }
+        self.ended
+    }
+
     /// Waits for `f` while driving the connection; `Err` when the connection ended before `f` finished.
     async fn driven<F: Future>(&mut self, f: F) -> Result<F::Output, String> {
         let mut f = std::pin::pin!(f);
@@ -185,6 +201,19 @@ impl Webhook {
         Ok(addrs)
     }
 
+    /// Closes the kept connections the receiver closed (they would otherwise stay half-closed until the next
+    /// message) and those unused for `unused_for`; called while the subscription is idle.
+    pub(crate) fn tidy(&mut self, unused_for: Duration) {
+        for lane in &mut self.lanes {
+            if lane
+                .as_mut()
+                .is_some_and(|c| c.link.closed_now() || c.sender.is_closed() || c.used.elapsed() >= unused_for)
+            {
+                *lane = None;
+            }
+        }
+    }
+
     /// Sends a page: one message after another, in order; with more than one lane, messages of one key (one
     /// entity) one after another in the lane the key hashes to, the lanes side by side. Which messages were
     /// delivered (a lane stops at its first failure, so an entity's changes never arrive out of order), and
@@ -288,6 +317,7 @@ impl Webhook {
                 }
             };
             let status = response.status().as_u16();
+            conn.used = Instant::now();
             // The answer's body is read to its end so that the connection can carry the next request.
             let read = conn.link.driven(Limited::new(response.into_body(), MAX_ANSWER).collect()).await;
             if !matches!(read, Ok(Ok(_))) {
@@ -325,7 +355,7 @@ impl Webhook {
             ),
         };
         let (sender, driver) = http1::handshake(TokioIo::new(io)).await.map_err(|e| error_text(&e))?;
-        Ok(Conn { sender, link: Link { driver: Box::pin(driver), ended: false } })
+        Ok(Conn { sender, link: Link { driver: Box::pin(driver), ended: false }, used: Instant::now() })
     }
 
     /// A message's request: the fixed headers, then its timestamp, signature and sequence number.
@@ -379,50 +409,106 @@ mod tests {
     /// timeout that crosses the next request does); the `x-berth-seq` and head (lowercased) of each request
     /// it answered.
     async fn one_answer_per_connection() -> (u16, Arc<Mutex<Vec<(u64, String)>>>) {
+        let (port, seen, _) = receiver(false).await;
+        (port, seen)
+    }
+
+    /// A receiver that answers one request per connection and closes it (`keep` false), or every request
+    /// that comes on a connection it keeps open; its port, what it answered, and the connections it took.
+    async fn receiver(keep: bool) -> (u16, Arc<Mutex<Vec<(u64, String)>>>, Arc<std::sync::atomic::AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let seen: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
-        let kept = Arc::clone(&seen);
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (kept, count) = (Arc::clone(&seen), Arc::clone(&accepted));
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let kept = Arc::clone(&kept);
                 tokio::spawn(async move {
                     let mut request = Vec::new();
                     let mut chunk = [0u8; 4096];
-                    let head_end = loop {
-                        if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break Some(at + 4);
+                    loop {
+                        let head_end = loop {
+                            if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break Some(at + 4);
+                            }
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break None,
+                                Ok(n) => request.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let Some(head_end) = head_end else { return };
+                        let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+                        let header = |name: &str| {
+                            head.lines()
+                                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                                .unwrap_or_default()
+                        };
+                        let length: usize = header("content-length:").parse().unwrap_or(0);
+                        while request.len() < head_end + length {
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => request.extend_from_slice(&chunk[..n]),
+                            }
                         }
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => break None,
-                            Ok(n) => request.extend_from_slice(&chunk[..n]),
+                        if let Ok(seq) = header("x-berth-seq:").parse() {
+                            kept.lock().expect("lock").push((seq, head.clone()));
                         }
-                    };
-                    let Some(head_end) = head_end else { return };
-                    let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
-                    let header = |name: &str| {
-                        head.lines()
-                            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
-                            .unwrap_or_default()
-                    };
-                    let length: usize = header("content-length:").parse().unwrap_or(0);
-                    while request.len() < head_end + length {
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => request.extend_from_slice(&chunk[..n]),
+                        let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                        if keep {
+                            request.drain(..(head_end + length).min(request.len()));
+                            continue;
                         }
+                        // Closed a moment later with no `Connection: close`, unread what came meanwhile: the next
+                        // request on this connection is already on its way.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        return;
                     }
-                    if let Ok(seq) = header("x-berth-seq:").parse() {
-                        kept.lock().expect("lock").push((seq, head.clone()));
-                    }
-                    let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-                    // Closed a moment later with no `Connection: close`, unread what came meanwhile: the next
-                    // request on this connection is already on its way.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
                 });
             }
         });
-        (port, seen)
+        (port, seen, accepted)
+    }
+
+    #[tokio::test]
+    async fn an_idle_webhook_closes_the_connections_its_receiver_closed_and_keeps_the_others() {
+        let message = Message { seq: 1, key: "item/a".into(), body: Bytes::from_static(b"{}") };
+        let open = |port: u16| {
+            Webhook::new(
+                &format!("http://127.0.0.1:{port}/hook"),
+                Vec::new(),
+                "secret".into(),
+                "s",
+                Allow::new(&["127.0.0.1".to_string()]),
+                1,
+            )
+            .expect("webhook")
+        };
+        // Closed by the receiver: let go at the next tidy, not at the next message.
+        let (port, _, _) = receiver(false).await;
+        let mut webhook = open(port);
+        assert!(webhook.send_all(&[&message]).await.0[0]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(webhook.lanes[0].is_some(), "kept after the answer");
+        webhook.tidy(KEEP_UNUSED);
+        assert!(webhook.lanes[0].is_none(), "the receiver's close is read while idle");
+
+        // Kept open by the receiver: kept, and the next message goes on it; let go once unused for long enough.
+        let (port, seen, accepted) = receiver(true).await;
+        let mut webhook = open(port);
+        assert!(webhook.send_all(&[&message]).await.0[0]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        webhook.tidy(KEEP_UNUSED);
+        assert!(webhook.lanes[0].is_some(), "an open connection used a moment ago is kept");
+        assert!(webhook.send_all(&[&message]).await.0[0]);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "both messages on one connection");
+        assert_eq!(seen.lock().expect("lock").len(), 2);
+        webhook.tidy(Duration::from_millis(100));
+        assert!(webhook.lanes[0].is_some(), "used less than 100 ms ago");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        webhook.tidy(Duration::from_millis(100));
+        assert!(webhook.lanes[0].is_none(), "unused for longer than asked");
     }
 
     #[tokio::test]

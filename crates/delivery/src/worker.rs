@@ -78,6 +78,14 @@ impl Sink {
         }
     }
 
+    /// While the subscription is idle: lets go of what only delivering needs (a webhook's kept connections
+    /// the receiver closed or that went unused for a while; the brokers' clients keep their own).
+    fn tidy(&mut self) {
+        if let Sink::Webhook(w) = self {
+            w.tidy(crate::webhook::KEEP_UNUSED);
+        }
+    }
+
     /// Sends one message (a page of one).
     async fn send(&mut self, message: Message) -> Outcome {
         self.send_all(&[&message]).await.1
@@ -175,6 +183,9 @@ pub(crate) async fn run(shared: Shared, id: String, s: Subscription) {
         let idle = pipeline.view().seq() <= position;
         if (position > committed && (idle || checked.elapsed() >= COMMIT_EVERY)) || checked.elapsed() >= CHECK_EVERY {
             checked = Instant::now();
+            if idle {
+                sink.tidy();
+            }
             retry_dead_letters(&pipeline, &statuses, &messages, &id, &s, &mut sink).await;
             at = match settle(&mut consumer, position, committed).await {
                 Ok(Some(p)) => {

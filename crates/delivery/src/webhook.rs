@@ -114,6 +114,38 @@ struct Target {
     tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
 }
 
+/// A page's messages, handed to the lanes as they free up: the first not sent yet whose key has no message
+/// in flight and none that failed, so one entity's changes arrive in log order and never past a failure.
+/// No lane waits on another: a lane that finds nothing it may send stops, and the lanes still sending take
+/// what their keys held back.
+struct Queue<'a> {
+    messages: &'a [&'a crate::worker::Message],
+    /// Not sent yet, in page order.
+    left: std::collections::VecDeque<usize>,
+    /// Keys with a message in flight, or one that failed.
+    held: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Queue<'a> {
+    fn new(messages: &'a [&'a crate::worker::Message]) -> Queue<'a> {
+        Queue { messages, left: (0..messages.len()).collect(), held: std::collections::HashSet::new() }
+    }
+
+    fn take(&mut self) -> Option<usize> {
+        let at = self.left.iter().position(|&i| !self.held.contains(&*self.messages[i].key))?;
+        let i = self.left.remove(at)?;
+        self.held.insert(&self.messages[i].key);
+        Some(i)
+    }
+
+    /// A failed message's key stays held for the rest of the page.
+    fn done(&mut self, i: usize, delivered: bool) {
+        if delivered {
+            self.held.remove(&*self.messages[i].key);
+        }
+    }
+}
+
 pub struct Webhook {
     target: Target,
     /// The path and query every request goes to.
@@ -214,29 +246,31 @@ impl Webhook {
         }
     }
 
-    /// Sends a page: one message after another, in order; with more than one lane, messages of one key (one
-    /// entity) one after another in the lane the key hashes to, the lanes side by side. Which messages were
-    /// delivered (a lane stops at its first failure, so an entity's changes never arrive out of order), and
-    /// the outcome of the first failure in page order (or of the last call).
+    /// Sends a page: one message after another, in order; with more than one lane, the lanes side by side,
+    /// each taking the page's next message it may send as soon as it is free, where one key's (one entity's)
+    /// messages go one after another, never while an earlier one is in flight or failed. A lane stops at its
+    /// first failure (a receiver that is down costs one request per lane). Which messages were delivered,
+    /// and the outcome of the first failure in page order (or of the last call).
     pub(crate) async fn send_all(&mut self, messages: &[&crate::worker::Message]) -> (Vec<bool>, Outcome) {
         let started = Instant::now();
         let addrs = match self.addresses().await {
             Ok(a) => a,
             Err(e) => return (vec![false; messages.len()], Outcome::failed(None, e, started)),
         };
-        let mut by_lane: Vec<Vec<usize>> = vec![Vec::new(); self.lanes.len()];
-        for (i, m) in messages.iter().enumerate() {
-            by_lane[crate::kafka::partition_of(m.key.as_bytes(), self.lanes.len())].push(i);
-        }
+        let queue = std::sync::Mutex::new(Queue::new(messages));
         let mut conns = std::mem::take(&mut self.lanes);
-        let (this, addrs) = (&*self, &*addrs);
-        let runs = conns.iter_mut().zip(&by_lane).filter(|(_, lane)| !lane.is_empty()).map(|(conn, lane)| async move {
-            let mut outcomes = Vec::with_capacity(lane.len());
-            for &i in lane {
+        let (this, addrs, queue) = (&*self, &*addrs, &queue);
+        let take = || queue.lock().ok().and_then(|mut q| q.take());
+        let runs = conns.iter_mut().take(messages.len()).map(|conn| async move {
+            let mut outcomes = Vec::new();
+            while let Some(i) = take() {
                 let outcome = this.post(conn, addrs, messages[i].seq, &messages[i].body).await;
-                let failed = !outcome.delivered;
+                let delivered = outcome.delivered;
+                if let Ok(mut q) = queue.lock() {
+                    q.done(i, delivered);
+                }
                 outcomes.push((i, outcome));
-                if failed {
+                if !delivered {
                     break;
                 }
             }
@@ -469,6 +503,85 @@ mod tests {
             }
         });
         (port, seen, accepted)
+    }
+
+    use proptest::test_runner::TestCaseError;
+
+    fn keyed(keys: &[u8]) -> Vec<Message> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| Message { seq: i as u64 + 1, key: format!("item/{k}").into(), body: Bytes::new() })
+            .collect()
+    }
+
+    #[test]
+    fn a_free_lane_takes_the_next_message_whose_entity_is_not_in_flight_or_failed() {
+        let messages = keyed(&[0, 1, 0, 2, 1, 0]);
+        let page: Vec<&Message> = messages.iter().collect();
+        let mut q = Queue::new(&page);
+        assert_eq!((q.take(), q.take(), q.take()), (Some(0), Some(1), Some(3)), "the second 0 waits for the first");
+        assert_eq!(q.take(), None, "0 and 1 are in flight: nothing a lane may send");
+        q.done(0, true);
+        assert_eq!(q.take(), Some(2));
+        q.done(1, false);
+        assert_eq!(q.take(), None, "1 failed: its later change is held; 0 is in flight");
+        q.done(2, true);
+        q.done(3, true);
+        assert_eq!(q.take(), Some(5));
+        q.done(5, true);
+        assert_eq!(q.take(), None, "held for the rest of the page");
+        assert_eq!(q.left, [4]);
+    }
+
+    proptest::proptest! {
+        /// Whatever the keys and however the lanes finish: one entity's messages are taken in page order, one
+        /// at a time, none after one of them failed; with no failure, every message is sent (a lane that
+        /// finds nothing to take and stops never strands one).
+        #[test]
+        fn the_lanes_keep_each_entitys_order_and_strand_nothing(
+            keys in proptest::collection::vec(0u8..6, 1..60),
+            lanes in 1usize..8,
+            fails in proptest::collection::vec(proptest::bool::weighted(0.1), 60),
+            order in proptest::collection::vec(0usize..8, 200),
+        ) {
+            let messages = keyed(&keys);
+            let page: Vec<&Message> = messages.iter().collect();
+            let mut q = Queue::new(&page);
+            let mut taken: Vec<usize> = Vec::new();
+            let mut failed: std::collections::HashSet<u8> = std::collections::HashSet::new();
+            // As `send_all` runs them: each lane takes a message, and after each delivered one the next; a
+            // lane that finds nothing, or whose message failed, stops for good.
+            let mut flying: Vec<usize> = Vec::new();
+            let take = |q: &mut Queue,
+                        flying: &mut Vec<usize>,
+                        taken: &mut Vec<usize>,
+                        failed: &std::collections::HashSet<u8>|
+             -> Result<(), TestCaseError> {
+                let Some(i) = q.take() else { return Ok(()) };
+                proptest::prop_assert!(!failed.contains(&keys[i]), "taken after its entity failed");
+                proptest::prop_assert!(flying.iter().all(|f| keys[*f] != keys[i]), "two of one entity in flight");
+                proptest::prop_assert!(taken.iter().all(|t| keys[*t] != keys[i] || *t < i), "out of order");
+                flying.push(i);
+                taken.push(i);
+                Ok(())
+            };
+            for _ in 0..lanes {
+                take(&mut q, &mut flying, &mut taken, &failed)?;
+            }
+            let mut step = order.iter().cycle();
+            while !flying.is_empty() {
+                let i = flying.remove(step.next().copied().unwrap_or(0) % flying.len());
+                q.done(i, !fails[i]);
+                if fails[i] {
+                    failed.insert(keys[i]);
+                } else {
+                    take(&mut q, &mut flying, &mut taken, &failed)?;
+                }
+            }
+            if failed.is_empty() {
+                proptest::prop_assert_eq!(taken.len(), keys.len(), "with no failure, every message is sent");
+            }
+        }
     }
 
     #[tokio::test]

@@ -66,7 +66,7 @@ impl Sink {
 
     /// Sends a page; which messages were delivered, and the outcome of the first failure (or of the last
     /// call). Brokers take a page at once (a Redis pipeline, NATS publishes whose acknowledgements are
-    /// awaited in order, one produce per Kafka partition); webhooks a request per message, in lanes by key.
+    /// awaited in order, one produce per Kafka partition); webhooks a request per message, on lanes.
     /// Whatever the destination, one key's messages are delivered in order: a message is never delivered
     /// while an earlier one of its key is not.
     async fn send_all(&mut self, messages: &[&Message]) -> (Vec<bool>, Outcome) {

@@ -11,8 +11,8 @@
 //!   UPDATE, DELETE], query?: rules-language query on the entity}` (absent parts let everything through);
 //! - `maxAttempts`: deliveries of one message before it goes to the dead letters (1 to 100, default 10);
 //! - `concurrency` (webhooks): requests in flight at once, 1 to [`MAX_CONCURRENCY`]. 1 (the default)
-//!   delivers in log order; more deliver each entity's changes in log order (one entity's changes take one
-//!   lane), not the subscription's, for receivers that must take more than one round trip's worth a second;
+//!   delivers in log order; more deliver each entity's changes in log order (one after another), not the
+//!   subscription's, for receivers that must take more than one round trip's worth a second;
 //! - `secretVersion`: which of the subscription's signing secrets is current (the secret itself is never in
 //!   the body: it is derived from the server's delivery key, see the delivery crate).
 

@@ -324,8 +324,8 @@ impl LogStore for SqliteStore {
     fn get_cursor(&self, name: &str) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
         let name = name.to_string();
         Self::blocking(&self.reader, move |c| {
-            c.query_row("SELECT seq FROM cursors WHERE name = ?1", params![name], |r| r.get::<_, i64>(0))
-                .optional()
+            c.prepare_cached("SELECT seq FROM cursors WHERE name = ?1")
+                .and_then(|mut stmt| stmt.query_row(params![name], |r| r.get::<_, i64>(0)).optional())
                 .map(|v| v.map(|s| s as u64))
                 .map_err(unavailable)
         })

@@ -1,9 +1,9 @@
 //! Webhook destinations: one signed POST per message, no redirects followed, every call timed out, to the
 //! host's addresses checked against the allow rules (and pinned, so a name cannot resolve to checked
 //! addresses and then to others), tried in order until one answers. One request at a time, in log order; or,
-//! with the subscription's `concurrency` above 1, that many lanes side by side, one entity's changes in order
-//! on one lane (Port's webhooks carry one event per request: a receiver's round trip caps one lane at a few
-//! thousand changes a second).
+//! with the subscription's `concurrency` above 1, that many lanes side by side, one entity's changes one after
+//! another in log order (Port's webhooks carry one event per request: a receiver's round trip caps one lane
+//! at a few thousand changes a second).
 //!
 //! Each lane keeps one HTTP/1.1 connection (TLS for `https`, with the process's roots) from page to page,
 //! and drives it in the delivering task itself: no connection pool, no connection task to wake, no URL
@@ -131,6 +131,7 @@ impl<'a> Queue<'a> {
         Queue { messages, left: (0..messages.len()).collect(), held: std::collections::HashSet::new() }
     }
 
+    /// The next message a free lane may send (a scan of at most the page, 1,000).
     fn take(&mut self) -> Option<usize> {
         let at = self.left.iter().position(|&i| !self.held.contains(&*self.messages[i].key))?;
         let i = self.left.remove(at)?;

@@ -261,15 +261,16 @@ impl Webhook {
         let queue = std::sync::Mutex::new(Queue::new(messages));
         let mut conns = std::mem::take(&mut self.lanes);
         let (this, addrs, queue) = (&*self, &*addrs, &queue);
-        let take = || queue.lock().ok().and_then(|mut q| q.take());
+        // Never held across an await, and nothing in it panics; were it poisoned, its state is still whole
+        // (taking none would end the page with nothing sent and no failure to report).
+        let queue = || queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let take = || queue().take();
         let runs = conns.iter_mut().take(messages.len()).map(|conn| async move {
             let mut outcomes = Vec::new();
             while let Some(i) = take() {
                 let outcome = this.post(conn, addrs, messages[i].seq, &messages[i].body).await;
                 let delivered = outcome.delivered;
-                if let Ok(mut q) = queue.lock() {
-                    q.done(i, delivered);
-                }
+                queue().done(i, delivered);
                 outcomes.push((i, outcome));
                 if !delivered {
                     break;

@@ -428,6 +428,7 @@ mod tests {
         crate::conformance::check_reopened(&store).await;
         crate::conformance::binary_payloads(&store).await;
     }
+
     /// A leased position is committed without its own sync, and the writer's connection is back to syncing
     /// every commit afterwards (appends must survive power loss), whether the position moved or not.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

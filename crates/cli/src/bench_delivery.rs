@@ -370,6 +370,7 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook_concurrenc
         kafka_brokers: kafka.as_ref().map(|(_, a)| a.clone()),
         kafka_changelog_topic: "berth.changelog".into(),
         allow: vec!["127.0.0.1".into()],
+        webhook_roots: Vec::new(),
         actions: Default::default(),
     };
     let (pipeline, delivery) = open(dir.path(), Some(config)).await?;

@@ -127,12 +127,25 @@ fn check_within(seqs: &[u64], created: u64, head: u64, rewinds_allowed: usize, p
     assert!(seqs.len() - distinct.len() <= page * rewinds_allowed, "{} duplicates", seqs.len() - distinct.len());
 }
 
-/// What an HTTPS receiver saw of one request: its path and query, `Host`, whether it was signed, its `seq`.
-type Seen = Arc<Mutex<Vec<(String, String, bool, u64)>>>;
+/// What an HTTPS receiver saw of one request.
+#[derive(Clone, Debug)]
+struct Request {
+    /// The request's target: the path and query (HTTP/1.1), or the whole URL (HTTP/2).
+    target: String,
+    /// `Host` (HTTP/1.1).
+    host: String,
+    signed: bool,
+    seq: u64,
+    entity: String,
+    version: hyper::Version,
+}
+
+type Seen = Arc<Mutex<Vec<Request>>>;
 
 /// A receiver over HTTPS bound to `ip`, with the test CA's certificate for `localhost` and `127.0.0.1`
-/// (`BERTH_TEST_TLS_CA`'s directory, made by scripts/test).
-async fn tls_receiver(ip: &str) -> (u16, Seen) {
+/// (`BERTH_TEST_TLS_CA`'s directory, made by scripts/test); offering HTTP/2 (ALPN `h2`) when `http2`. What
+/// it saw, and how many connections it took.
+async fn tls_receiver(ip: &str, http2: bool) -> (u16, Seen, Arc<std::sync::atomic::AtomicUsize>) {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let ca = std::env::var("BERTH_TEST_TLS_CA").expect("BERTH_TEST_TLS_CA (scripts/test makes the test CA)");
@@ -142,27 +155,34 @@ async fn tls_receiver(ip: &str) -> (u16, Seen) {
         .collect::<Result<_, _>>()
         .expect("certificates");
     let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("protocols")
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .expect("certificate and key");
+    if http2 {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let seen: Seen = Arc::default();
-    let kept = Arc::clone(&seen);
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (kept, count) = (Arc::clone(&seen), Arc::clone(&accepted));
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let (acceptor, kept) = (acceptor.clone(), Arc::clone(&kept));
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                     let kept = Arc::clone(&kept);
                     async move {
                         use http_body_util::BodyExt;
                         let target = request.uri().to_string();
+                        let version = request.version();
                         let header = |name: &str| {
                             request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
                         };
@@ -171,18 +191,31 @@ async fn tls_receiver(ip: &str) -> (u16, Seen) {
                             header("x-port-signature").starts_with("v1,") && !header("x-port-timestamp").is_empty();
                         let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                         let m: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        kept.lock().expect("lock").push((target, host, signed, m["seq"].as_u64().unwrap_or(0)));
+                        kept.lock().expect("lock").push(Request {
+                            target,
+                            host,
+                            signed,
+                            seq: m["seq"].as_u64().unwrap_or(0),
+                            entity: m["context"]["entityIdentifier"].as_str().unwrap_or_default().to_string(),
+                            version,
+                        });
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Empty::<
                             hyper::body::Bytes,
                         >::new()))
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(tls);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                }
             });
         }
     });
-    (port, seen)
+    (port, seen, accepted)
 }
 
 /// A webhook over HTTPS is delivered through TLS checked against the process's roots (`SSL_CERT_FILE`: the
@@ -190,9 +223,9 @@ async fn tls_receiver(ip: &str) -> (u16, Seen) {
 /// host it was reached by gets nothing, and the subscription's status says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_over_https_are_delivered_to_a_receiver_whose_certificate_checks_out() {
-    let (port, seen) = tls_receiver("127.0.0.1").await;
+    let (port, seen, _) = tls_receiver("127.0.0.1", false).await;
     // The test certificate names localhost and 127.0.0.1, not 127.0.0.2.
-    let (other_port, other_seen) = tls_receiver("127.0.0.2").await;
+    let (other_port, other_seen, _) = tls_receiver("127.0.0.2", false).await;
     let ca = std::env::var("BERTH_TEST_TLS_CA").expect("BERTH_TEST_TLS_CA");
     let dir = tempfile::tempdir().expect("dir");
     let store = support::sqlite_url(dir.path(), "tls.db");
@@ -220,12 +253,13 @@ async fn webhooks_over_https_are_delivered_to_a_receiver_whose_certificate_check
     let head = head(&client, &server, &token).await;
     wait_for("everything over TLS", 60, || seen.lock().expect("lock").len() as u64 >= head - created).await;
     let seen = seen.lock().expect("lock").clone();
-    let seqs: Vec<u64> = seen.iter().map(|s| s.3).collect();
+    let seqs: Vec<u64> = seen.iter().map(|s| s.seq).collect();
     check(&seqs, created, head, 0);
-    for (target, host, signed, seq) in &seen {
-        assert_eq!(target, "/hook?via=tls", "message {seq}: the URL's path and query");
-        assert_eq!(host, &format!("localhost:{port}"), "message {seq}: the URL's host and port");
-        assert!(signed, "message {seq} is signed");
+    for r in &seen {
+        assert_eq!(r.target, "/hook?via=tls", "message {}: the URL's path and query", r.seq);
+        assert_eq!(r.host, format!("localhost:{port}"), "message {}: the URL's host and port", r.seq);
+        assert!(r.signed, "message {} is signed", r.seq);
+        assert_eq!(r.version, hyper::Version::HTTP_11, "a receiver that offers no HTTP/2 gets HTTP/1.1");
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let why = loop {
@@ -247,6 +281,66 @@ async fn webhooks_over_https_are_delivered_to_a_receiver_whose_certificate_check
         other_seen.lock().expect("lock").is_empty(),
         "nothing reaches a receiver whose certificate does not name its host"
     );
+}
+
+/// An HTTPS receiver that negotiates HTTP/2 gets a subscription's lanes as streams on one connection:
+/// every change once, each entity's changes in log order, signed, to the URL's authority, path and query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_receiver_gets_every_lane_on_one_connection_each_entity_in_order() {
+    let (port, seen, accepted) = tls_receiver("127.0.0.1", true).await;
+    let ca = std::env::var("BERTH_TEST_TLS_CA").expect("BERTH_TEST_TLS_CA");
+    let dir = tempfile::tempdir().expect("dir");
+    let store = support::sqlite_url(dir.path(), "h2.db");
+    let client = support::client();
+    let server = Berth::spawn_with_env(
+        dir.path().join("data"),
+        support::free_port(),
+        &store,
+        &["--allow-destination", "localhost"],
+        &[("SSL_CERT_FILE", &ca)],
+    );
+    let token = server.token(&client).await;
+    let url = format!("https://localhost:{port}/hook?via=h2");
+    let (status, body, _) = post(
+        &client,
+        &server,
+        &token,
+        "/v1/blueprints",
+        json!({"identifier": "item", "title": "Item", "schema": {"properties": {"n": {"type": "number"}}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body, created) = post(
+        &client,
+        &server,
+        &token,
+        "/v1/subscriptions",
+        json!({"identifier": "items", "destination": {"type": "WEBHOOK", "url": url},
+            "filter": {"blueprints": ["item"]}, "concurrency": 8}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // 150 entities written three times: each has three changes to keep in order.
+    for _ in 0..3 {
+        write_items(&client, &server, &token, 0, 150).await;
+    }
+    let head = head(&client, &server, &token).await;
+    assert_eq!(head - created, 450);
+    wait_for("everything over HTTP/2", 60, || seen.lock().expect("lock").len() >= 450).await;
+    let seen = seen.lock().expect("lock").clone();
+    let mut seqs: Vec<u64> = seen.iter().map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (created + 1..=head).collect::<Vec<u64>>(), "every change once");
+    let mut last: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for r in &seen {
+        assert_eq!(r.version, hyper::Version::HTTP_2, "message {}", r.seq);
+        assert_eq!(r.target, format!("https://localhost:{port}/hook?via=h2"), "message {}", r.seq);
+        assert!(r.signed, "message {} is signed", r.seq);
+        let before = last.insert(&r.entity, r.seq).unwrap_or(0);
+        assert!(before < r.seq, "{}: {} arrived after {before}", r.entity, r.seq);
+    }
+    assert_eq!(last.len(), 150, "every entity's changes arrived");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "eight lanes, one connection");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,8 @@ pub struct Config {
     pub kafka_changelog_topic: String,
     /// `--allow-destination`: the hosts webhooks may go to (see [`address`]).
     pub allow: Vec<String>,
+    /// Certificates `https` webhooks trust besides the process's roots (the delivery bench's receiver's).
+    pub webhook_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Where action runs go besides webhooks (see [`actions`]).
     pub actions: ActionsConfig,
 }
@@ -217,15 +219,21 @@ pub(crate) async fn hold_lease(lease: &mut berth_catalog::feed::Consumer, who: &
 /// disk once per process (a webhook client is rebuilt every minute and after each connection failure).
 pub fn tls_config() -> Result<rustls::ClientConfig, String> {
     static CONFIG: std::sync::OnceLock<Result<rustls::ClientConfig, String>> = std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = berth_store::tls::roots(None).map_err(|e| e.to_string())?;
-            rustls::ClientConfig::builder_with_provider(berth_store::tls::provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())
-                .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-        })
-        .clone()
+    CONFIG.get_or_init(|| tls_config_with(&[])).clone()
+}
+
+/// A TLS client configuration that trusts the process's roots and `extra` (made anew each call).
+pub(crate) fn tls_config_with(
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = berth_store::tls::roots(None).map_err(|e| e.to_string())?;
+    for cert in extra {
+        roots.add(cert.clone()).map_err(|e| format!("a certificate to trust: {e}"))?;
+    }
+    rustls::ClientConfig::builder_with_provider(berth_store::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
 /// The most attempts a status keeps.

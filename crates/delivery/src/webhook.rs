@@ -7,23 +7,27 @@
 //!
 //! Each lane keeps one HTTP/1.1 connection (TLS for `https`, with the process's roots) from page to page,
 //! and drives it in the delivering task itself: no connection pool, no connection task to wake, no URL
-//! parsed per request. The fixed headers are built once; a request adds its timestamp, signature and
-//! sequence number. A kept connection the receiver closed is replaced, and a request that failed on it
-//! before an answer is sent once more on a new one (at least once: a receiver may see it twice). While the
-//! subscription is idle, [`Webhook::tidy`] closes the connections the receiver closed (rather than leave
-//! them half-closed until the next message) and those unused for [`KEEP_UNUSED`].
+//! parsed per request. An `https` receiver that negotiates HTTP/2 (ALPN `h2`) gets one connection for the
+//! whole subscription instead: every lane's requests are streams on it, driven by a task of its own, so a
+//! busy subscription holds one socket, not one per lane, and many requests share each write and read. The
+//! fixed headers are built once; a request adds its timestamp, signature and sequence number. A kept
+//! connection the receiver closed is replaced, and a request that failed on it before an answer is sent
+//! once more on a new one (at least once: a receiver may see it twice). While the subscription is idle,
+//! [`Webhook::tidy`] closes the connections the receiver closed (rather than leave them half-closed until
+//! the next message) and those unused for [`KEEP_UNUSED`].
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 
@@ -48,13 +52,70 @@ trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync> Io for T {}
 type Stream = TokioIo<Box<dyn Io>>;
 
-/// One lane's kept connection: the request side, and the connection's own future, polled by whoever waits
-/// on the request side.
+/// One lane's kept connection, and when it last carried a request.
 struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
-    link: Link,
-    /// When it last carried a request.
+    way: Way,
     used: Instant,
+}
+
+enum Way {
+    /// HTTP/1.1: the lane's own connection; its future is polled by the lane while it waits on it.
+    Own { sender: http1::SendRequest<Full<Bytes>>, link: Link },
+    /// HTTP/2: the subscription's one connection, shared by its lanes (a task drives it).
+    Shared(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Conn {
+    fn own(sender: http1::SendRequest<Full<Bytes>>, driver: http1::Connection<Stream, Full<Bytes>>) -> Conn {
+        Conn { way: Way::Own { sender, link: Link { driver: Box::pin(driver), ended: false } }, used: Instant::now() }
+    }
+
+    fn shared(sender: http2::SendRequest<Full<Bytes>>) -> Conn {
+        Conn { way: Way::Shared(sender), used: Instant::now() }
+    }
+
+    /// Whether a request may still be sent on it (as far as is known without reading from it).
+    fn open(&self) -> bool {
+        match &self.way {
+            Way::Own { sender, link } => !link.ended && !sender.is_closed(),
+            Way::Shared(sender) => !sender.is_closed(),
+        }
+    }
+
+    /// Whether it is closed, reading what the receiver sent since it was last driven (a close) without
+    /// waiting.
+    fn closed_now(&mut self) -> bool {
+        match &mut self.way {
+            Way::Own { sender, link } => link.closed_now() || sender.is_closed(),
+            Way::Shared(sender) => sender.is_closed(),
+        }
+    }
+
+    /// Sends a request and reads its answer: the status, and whether the connection can carry the next
+    /// request (the answer was read whole); `Err` when no answer came.
+    async fn call(&mut self, request: hyper::Request<Full<Bytes>>) -> Result<(u16, bool), String> {
+        match &mut self.way {
+            Way::Own { sender, link } => {
+                let response = match link.driven(sender.ready()).await {
+                    Ok(Ok(())) => link.driven(sender.send_request(request)).await,
+                    Ok(Err(e)) => Ok(Err(e)),
+                    Err(e) => Err(e),
+                }
+                .and_then(|answer| answer.map_err(|e| error_text(&e)))?;
+                let status = response.status().as_u16();
+                // The answer's body is read to its end so that the connection can carry the next request.
+                let read = link.driven(Limited::new(response.into_body(), MAX_ANSWER).collect()).await;
+                Ok((status, matches!(read, Ok(Ok(_)))))
+            }
+            Way::Shared(sender) => {
+                sender.ready().await.map_err(|e| error_text(&e))?;
+                let response = sender.send_request(request).await.map_err(|e| error_text(&e))?;
+                let status = response.status().as_u16();
+                let read = Limited::new(response.into_body(), MAX_ANSWER).collect().await;
+                Ok((status, read.is_ok()))
+            }
+        }
+    }
 }
 
 struct Link {
@@ -114,6 +175,9 @@ struct Target {
     tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
 }
 
+/// The protocols an `https` webhook offers, HTTP/2 first.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
 /// A page's messages, handed to the lanes as they free up: the first not sent yet whose key has no message
 /// in flight and none that failed, so one entity's changes arrive in log order and never past a failure.
 /// No lane waits on another: a lane that finds nothing it may send stops, and the lanes still sending take
@@ -149,9 +213,13 @@ impl<'a> Queue<'a> {
 
 pub struct Webhook {
     target: Target,
-    /// The path and query every request goes to.
+    /// The path and query every HTTP/1.1 request goes to, and the whole URL (HTTP/2 carries the scheme and
+    /// the authority in the request).
     path: hyper::Uri,
-    /// Host, content type, user agent, the subscription and the subscription's own headers.
+    url: hyper::Uri,
+    /// The `Host` of HTTP/1.1 requests.
+    host: HeaderValue,
+    /// Content type, user agent, the subscription and the subscription's own headers.
     fixed: HeaderMap,
     secret: String,
     allow: Allow,
@@ -159,6 +227,14 @@ pub struct Webhook {
     pinned: Option<(Arc<[SocketAddr]>, Instant)>,
     /// One kept connection per lane (requests in flight at once).
     lanes: Vec<Option<Conn>>,
+    /// The subscription's HTTP/2 connection, once the receiver negotiated HTTP/2: lanes that need a
+    /// connection take this one while it is open.
+    multiplexed: Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
+    /// Whether the receiver's last new connection was HTTP/1.1 (always, for `http`): lanes then connect side
+    /// by side. Otherwise they connect one at a time (`connecting`), so that an HTTP/2 receiver gets one
+    /// connection, not one per lane.
+    only_http1: AtomicBool,
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl Webhook {
@@ -178,7 +254,9 @@ impl Webhook {
             "https" => {
                 let name = rustls::pki_types::ServerName::try_from(bare.clone())
                     .map_err(|e| format!("`{bare}` is not a name a certificate can carry: {e}"))?;
-                Some((tokio_rustls::TlsConnector::from(Arc::new(crate::tls_config()?)), name))
+                let mut config = crate::tls_config()?;
+                config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+                Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
             }
             other => return Err(format!("a webhook URL is http or https, not `{other}`")),
         };
@@ -186,14 +264,15 @@ impl Webhook {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
-        let path = hyper::Uri::try_from(path).map_err(|e| format!("the URL's path: {e}"))?;
         let value = |v: &str| HeaderValue::from_str(v).map_err(|_| format!("`{v}` cannot be a header value"));
-        let mut fixed = HeaderMap::new();
         let authority = match url.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.clone(),
         };
-        fixed.insert(hyper::header::HOST, value(&authority)?);
+        let whole = hyper::Uri::try_from(format!("{}://{authority}{path}", url.scheme()))
+            .map_err(|e| format!("the URL: {e}"))?;
+        let path = hyper::Uri::try_from(path).map_err(|e| format!("the URL's path: {e}"))?;
+        let mut fixed = HeaderMap::new();
         fixed.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         fixed.insert(hyper::header::USER_AGENT, HeaderValue::from_static(concat!("berth/", env!("CARGO_PKG_VERSION"))));
         fixed.insert("x-berth-subscription", value(subscription)?);
@@ -207,14 +286,39 @@ impl Webhook {
             fixed.append(name, value);
         }
         Ok(Webhook {
+            only_http1: AtomicBool::new(tls.is_none()),
             target: Target { host, bare, port: url.port_or_known_default().unwrap_or(443), tls },
             path,
+            url: whole,
+            host: value(&authority)?,
             fixed,
             secret,
             allow,
             pinned: None,
             lanes: (0..lanes.max(1)).map(|_| None).collect(),
+            multiplexed: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Also trusts `roots` (besides the process's) for an `https` receiver's certificate.
+    pub fn trusting(mut self, roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<Webhook, String> {
+        if let (Some((connector, _)), false) = (&mut self.target.tls, roots.is_empty()) {
+            let mut config = crate::tls_config_with(roots)?;
+            config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+            *connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        }
+        Ok(self)
+    }
+
+    fn multiplexed(&self) -> std::sync::MutexGuard<'_, Option<http2::SendRequest<Full<Bytes>>>> {
+        // Never held across an await; its state is whole whatever panicked.
+        self.multiplexed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The subscription's HTTP/2 connection, if there is one open.
+    fn share(&self) -> Option<Conn> {
+        self.multiplexed().as_ref().filter(|s| !s.is_closed()).map(|s| Conn::shared(s.clone()))
     }
 
     /// The checked addresses of the URL's host (resolved and checked again each [`RECHECK`], and after a
@@ -229,6 +333,7 @@ impl Webhook {
             checked_addresses(&self.target.host, &self.target.bare, self.target.port, &self.allow).await?.into();
         if self.pinned.as_ref().is_none_or(|(old, _)| *old != addrs) {
             self.lanes.iter_mut().for_each(|c| *c = None);
+            *self.multiplexed() = None;
         }
         self.pinned = Some((Arc::clone(&addrs), Instant::now()));
         Ok(addrs)
@@ -238,12 +343,13 @@ impl Webhook {
     /// message) and those unused for `unused_for`; called while the subscription is idle.
     pub(crate) fn tidy(&mut self, unused_for: Duration) {
         for lane in &mut self.lanes {
-            if lane
-                .as_mut()
-                .is_some_and(|c| c.link.closed_now() || c.sender.is_closed() || c.used.elapsed() >= unused_for)
-            {
+            if lane.as_mut().is_some_and(|c| c.closed_now() || c.used.elapsed() >= unused_for) {
                 *lane = None;
             }
+        }
+        // An HTTP/2 connection no lane holds any more closes (its task ends once every sender is gone).
+        if self.lanes.iter().all(Option::is_none) {
+            *self.multiplexed() = None;
         }
     }
 
@@ -332,18 +438,19 @@ impl Webhook {
     ) -> Result<u16, String> {
         loop {
             let (conn, kept) = match slot.take() {
-                Some(c) if !c.link.ended && !c.sender.is_closed() => (c, true),
+                Some(c) if c.open() => (c, true),
                 _ => (self.connect(addrs).await?, false),
             };
             let conn = slot.insert(conn);
-            let sent = match conn.link.driven(conn.sender.ready()).await {
-                Ok(Ok(())) => conn.link.driven(conn.sender.send_request(self.request(seq, body))).await,
-                Ok(Err(e)) => Ok(Err(e)),
-                Err(e) => Err(e),
-            }
-            .and_then(|answer| answer.map_err(|e| error_text(&e)));
-            let response = match sent {
-                Ok(response) => response,
+            let request = self.request(seq, body, matches!(conn.way, Way::Shared(_)));
+            match conn.call(request).await {
+                Ok((status, reusable)) => {
+                    conn.used = Instant::now();
+                    if !reusable {
+                        *slot = None;
+                    }
+                    return Ok(status);
+                }
                 Err(e) => {
                     *slot = None;
                     if kept {
@@ -351,21 +458,25 @@ impl Webhook {
                     }
                     return Err(e);
                 }
-            };
-            let status = response.status().as_u16();
-            conn.used = Instant::now();
-            // The answer's body is read to its end so that the connection can carry the next request.
-            let read = conn.link.driven(Limited::new(response.into_body(), MAX_ANSWER).collect()).await;
-            if !matches!(read, Ok(Ok(_))) {
-                *slot = None;
             }
-            return Ok(status);
         }
     }
 
-    /// A new connection to the first checked address that answers (a name with an IPv6 and an IPv4
-    /// address still reaches a receiver listening on one of them), TLS for `https`.
+    /// A connection for a lane: the subscription's HTTP/2 connection while it is open, or else a new one to
+    /// the first checked address that answers (a name with an IPv6 and an IPv4 address still reaches a
+    /// receiver listening on one of them), TLS for `https`, HTTP/2 when the receiver negotiates it.
     async fn connect(&self, addrs: &[SocketAddr]) -> Result<Conn, String> {
+        if let Some(conn) = self.share() {
+            return Ok(conn);
+        }
+        let _one_at_a_time = match self.only_http1.load(Ordering::Relaxed) {
+            true => None,
+            false => Some(self.connecting.lock().await),
+        };
+        // Another lane may have made the HTTP/2 connection while this one waited.
+        if let Some(conn) = self.share() {
+            return Ok(conn);
+        }
         let mut failed = format!("`{}` resolves to no address", self.target.bare);
         let mut tcp = None;
         for addr in addrs {
@@ -381,27 +492,52 @@ impl Webhook {
         let tcp = tcp.ok_or(failed)?;
         // Requests are written whole; no reason to hold a small one back.
         let _ = tcp.set_nodelay(true);
-        let io: Box<dyn Io> = match &self.target.tls {
-            None => Box::new(tcp),
-            Some((connector, name)) => Box::new(
-                tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
+        let (io, h2): (Box<dyn Io>, bool) = match &self.target.tls {
+            None => (Box::new(tcp), false),
+            Some((connector, name)) => {
+                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
                     .await
                     .map_err(|_| "the TLS handshake timed out".to_string())?
-                    .map_err(|e| format!("TLS: {e}"))?,
-            ),
+                    .map_err(|e| format!("TLS: {e}"))?;
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN[0]);
+                (Box::new(tls), h2)
+            }
         };
-        let (sender, driver) = http1::handshake(TokioIo::new(io)).await.map_err(|e| error_text(&e))?;
-        Ok(Conn { sender, link: Link { driver: Box::pin(driver), ended: false }, used: Instant::now() })
+        self.only_http1.store(!h2, Ordering::Relaxed);
+        if !h2 {
+            let (sender, driver) = http1::handshake(TokioIo::new(io)).await.map_err(|e| error_text(&e))?;
+            return Ok(Conn::own(sender, driver));
+        }
+        let (sender, driver) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| error_text(&e))?;
+        // The connection's task ends when the receiver closes it, or once every lane and the subscription
+        // let go of it.
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::debug!(error = %error_text(&e), "an HTTP/2 webhook connection ended");
+            }
+        });
+        *self.multiplexed() = Some(sender.clone());
+        Ok(Conn::shared(sender))
     }
 
-    /// A message's request: the fixed headers, then its timestamp, signature and sequence number.
-    fn request(&self, seq: u64, body: &Bytes) -> hyper::Request<Full<Bytes>> {
+    /// A message's request: the fixed headers, then its timestamp, signature and sequence number. HTTP/1.1
+    /// names the host in `Host`; HTTP/2 in the request's URL (its `:authority`).
+    fn request(&self, seq: u64, body: &Bytes, http2: bool) -> hyper::Request<Full<Bytes>> {
         let timestamp = berth_catalog::now().millis() / 1000;
         let mut request = hyper::Request::new(Full::new(body.clone()));
         *request.method_mut() = hyper::Method::POST;
-        *request.uri_mut() = self.path.clone();
+        *request.headers_mut() = self.fixed.clone();
+        if http2 {
+            *request.uri_mut() = self.url.clone();
+            *request.version_mut() = hyper::Version::HTTP_2;
+        } else {
+            *request.uri_mut() = self.path.clone();
+            request.headers_mut().insert(hyper::header::HOST, self.host.clone());
+        }
         let headers = request.headers_mut();
-        *headers = self.fixed.clone();
         headers.insert("x-port-timestamp", HeaderValue::from(timestamp));
         // Base64 and `v1,`: always a valid header value.
         if let Ok(signature) = HeaderValue::from_str(&secret::signature(&self.secret, timestamp, body)) {

@@ -31,7 +31,7 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 enum Sink {
-    Webhook(Webhook),
+    Webhook(Box<Webhook>),
     Redis(RedisStream),
     Nats(crate::nats::Nats),
     Kafka(crate::kafka::Kafka),
@@ -41,14 +41,17 @@ impl Sink {
     fn open(config: &Config, id: &str, s: &Subscription) -> Result<Sink, String> {
         config.supports(&s.destination)?;
         match &s.destination {
-            Destination::Webhook { url, headers } => Ok(Sink::Webhook(Webhook::new(
-                url,
-                config.open_headers(id, headers)?,
-                config.secret(id, s.secret_version),
-                id,
-                crate::address::Allow::new(&config.allow),
-                s.concurrency,
-            )?)),
+            Destination::Webhook { url, headers } => Ok(Sink::Webhook(Box::new(
+                Webhook::new(
+                    url,
+                    config.open_headers(id, headers)?,
+                    config.secret(id, s.secret_version),
+                    id,
+                    crate::address::Allow::new(&config.allow),
+                    s.concurrency,
+                )?
+                .trusting(&config.webhook_roots)?,
+            ))),
             Destination::RedisStream { stream } => {
                 let url = config.redis_stream_url.as_deref().unwrap_or_default();
                 Ok(Sink::Redis(RedisStream::new(url, stream, id)?))

@@ -318,6 +318,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         kafka_brokers: config.kafka_brokers.clone(),
         kafka_changelog_topic: config.kafka_changelog_topic.clone(),
         allow: config.allow_destinations.clone(),
+        webhook_roots: Vec::new(),
         actions: config.actions.clone(),
     };
     let delivery = if config.deliver {

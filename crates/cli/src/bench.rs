@@ -98,6 +98,10 @@ pub struct BenchArgs {
     /// The delivery battery webhook's `concurrency` (1: in log order; more: in order per entity)
     #[arg(long, default_value_t = 32)]
     webhook_concurrency: u32,
+    /// How the delivery battery's webhook receiver listens: `http` (HTTP/1.1), `https` (TLS offering HTTP/2
+    /// and HTTP/1.1: the webhook takes HTTP/2) or `https-http1` (TLS, HTTP/1.1 only); TLS needs `openssl`
+    #[arg(long, default_value = "http")]
+    webhook_receiver: String,
     /// Inputs per parser of the hostile battery
     #[arg(long, default_value_t = 1_000_000)]
     count: usize,
@@ -387,8 +391,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return crate::bench_deployments::run(deployments);
     }
     if args.delivery {
-        return crate::bench_delivery::run(args.rate, args.read_seconds, &args.destinations, args.webhook_concurrency)
-            .await;
+        let webhook = crate::bench_delivery::WebhookBench {
+            concurrency: args.webhook_concurrency,
+            receiver: args.webhook_receiver.parse()?,
+        };
+        return crate::bench_delivery::run(args.rate, args.read_seconds, &args.destinations, webhook).await;
     }
     if args.backstage {
         return crate::bench_backstage::run(args.entities).await;

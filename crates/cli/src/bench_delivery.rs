@@ -8,6 +8,11 @@
 //! with what a server shares its machine with in the bench (the brokers) but not the bench's own readers;
 //! the webhook's receiver has to answer, so it runs throughout.
 //!
+//! The webhook's receiver listens over plain HTTP/1.1 by default; `--webhook-receiver https` serves TLS and
+//! offers HTTP/2 (the webhook then sends every lane's requests as streams on one connection), `https-http1`
+//! TLS with HTTP/1.1 alone (the same TLS cost, one connection per lane). Its certificate is made for the run
+//! with `openssl` (a test CA and a certificate for 127.0.0.1), and the webhook trusts that CA.
+//!
 //! Printed: the writes' own throughput without subscriptions and with one per destination (unpaced, bulk
 //! batches of 200); then writes paced at `--rate` entities/s for `--read-seconds`: per destination, the
 //! changes delivered, write-to-delivered p50 / p99 (from the write's acknowledgement to the receiver
@@ -264,7 +269,143 @@ fn tansu() -> Option<String> {
     std::path::Path::new(&path).exists().then_some(path)
 }
 
-pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook_concurrency: u32) -> anyhow::Result<()> {
+/// How the bench's webhook receiver listens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Receiver {
+    Http,
+    /// TLS, offering HTTP/2 and HTTP/1.1.
+    Https,
+    /// TLS, HTTP/1.1 only.
+    HttpsHttp1,
+}
+
+impl std::str::FromStr for Receiver {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Receiver> {
+        match s {
+            "http" => Ok(Receiver::Http),
+            "https" => Ok(Receiver::Https),
+            "https-http1" => Ok(Receiver::HttpsHttp1),
+            other => bail!("unknown webhook receiver `{other}` (http, https, https-http1)"),
+        }
+    }
+}
+
+/// The webhook's part of the battery.
+pub struct WebhookBench {
+    pub concurrency: u32,
+    pub receiver: Receiver,
+}
+
+/// A test CA and a certificate for 127.0.0.1 it signed (P-256 keys, made by `openssl` in `dir`): the CA to
+/// trust, and the server's configuration offering `alpn`.
+fn receiver_tls(
+    dir: &std::path::Path,
+    alpn: &[&[u8]],
+) -> anyhow::Result<(rustls::pki_types::CertificateDer<'static>, rustls::ServerConfig)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let openssl = |args: &[&str]| -> anyhow::Result<()> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("running openssl (the TLS receiver's certificate)")?;
+        if !out.status.success() {
+            bail!("openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &key,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=berth-bench-ca"],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        &[&["req"][..], &key, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
+    )?;
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n")?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ])?;
+    let ca = CertificateDer::from_pem_file(dir.join("ca.pem"))?;
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok((ca, config))
+}
+
+/// Serves the webhook's receiver on `listener` (on the runtime it is spawned on): each request's body read
+/// whole, its `x-berth-seq` noted as seen, 200. Over TLS when `tls` is set, HTTP/2 when the client
+/// negotiates it.
+async fn serve_webhook(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    seen: Seen,
+) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let (tls, seen) = (tls.clone(), Arc::clone(&seen));
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    let seq = request.headers().get("x-berth-seq").and_then(|v| v.to_str().ok()?.parse().ok());
+                    let _ = request.into_body().collect().await;
+                    if let Some(seq) = seq {
+                        seen.lock().map(|mut m| m.insert(seq, Instant::now())).ok();
+                    }
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Empty::<hyper::body::Bytes>::new(),
+                    ))
+                }
+            });
+            let Some(acceptor) = tls else {
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                return;
+            };
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = hyper_util::rt::TokioIo::new(tls);
+            if h2 {
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(io, service)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            }
+        });
+    }
+}
+
+pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook: WebhookBench) -> anyhow::Result<()> {
+    let webhook_concurrency = webhook.concurrency;
     let seconds = seconds.max(3);
     let wanted: Vec<&str> = destinations.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
     if let Some(unknown) = wanted.iter().find(|d| !["webhook", "redis", "nats", "kafka"].contains(d)) {
@@ -273,8 +414,9 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook_concurrenc
     let wants = |d: &str| wanted.contains(&d);
     println!(
         "berth bench --delivery: {rate} entities/s for {seconds} s, in process, bulk writes of {BATCH}, to {} \
-         (webhook concurrency {webhook_concurrency})",
-        wanted.join(", ")
+         (webhook concurrency {webhook_concurrency}, receiver {:?})",
+        wanted.join(", "),
+        webhook.receiver
     );
     // The receivers run on a runtime of their own (standing in for other machines' processes), so that
     // they do not take the server's worker threads.
@@ -332,28 +474,24 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook_concurrenc
     let tag = format!("{}", std::process::id());
     let mut seen: Vec<(&'static str, Seen)> = Vec::new();
     let webhook_seen: Seen = Arc::default();
-    let w = Arc::clone(&webhook_seen);
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap| {
-            let w = Arc::clone(&w);
-            async move {
-                if let Some(seq) = headers.get("x-berth-seq").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
-                {
-                    w.lock().map(|mut m| m.insert(seq, Instant::now())).ok();
-                }
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
+    let certificates = tempfile::tempdir()?;
+    let (scheme, tls, webhook_roots) = match webhook.receiver {
+        Receiver::Http => ("http", None, Vec::new()),
+        Receiver::Https | Receiver::HttpsHttp1 => {
+            let alpn: &[&[u8]] = match webhook.receiver {
+                Receiver::Https => &[b"h2", b"http/1.1"],
+                _ => &[b"http/1.1"],
+            };
+            let (ca, config) = receiver_tls(certificates.path(), alpn)?;
+            ("https", Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))), vec![ca])
+        }
+    };
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
-    let hook = format!("http://{}/hook", listener.local_addr()?);
+    let hook = format!("{scheme}://{}/hook", listener.local_addr()?);
     if wants("webhook") {
-        on.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, app).await
-        });
+        let w = Arc::clone(&webhook_seen);
+        on.spawn(async move { serve_webhook(tokio::net::TcpListener::from_std(listener)?, tls, w).await });
         seen.push(("webhook", webhook_seen));
     }
 
@@ -370,7 +508,7 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook_concurrenc
         kafka_brokers: kafka.as_ref().map(|(_, a)| a.clone()),
         kafka_changelog_topic: "berth.changelog".into(),
         allow: vec!["127.0.0.1".into()],
-        webhook_roots: Vec::new(),
+        webhook_roots,
         actions: Default::default(),
     };
     let (pipeline, delivery) = open(dir.path(), Some(config)).await?;

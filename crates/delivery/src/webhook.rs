@@ -235,6 +235,8 @@ pub struct Webhook {
     /// connection, not one per lane.
     only_http1: AtomicBool,
     connecting: tokio::sync::Mutex<()>,
+    /// The longest one call may take ([`CALL_TIMEOUT`]).
+    call_timeout: Duration,
 }
 
 impl Webhook {
@@ -298,6 +300,7 @@ impl Webhook {
             lanes: (0..lanes.max(1)).map(|_| None).collect(),
             multiplexed: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            call_timeout: CALL_TIMEOUT,
         })
     }
 
@@ -412,17 +415,28 @@ impl Webhook {
     /// Sends one message on a lane's connection (made if it has none); a 2xx answer delivers it.
     async fn post(&self, conn: &mut Option<Conn>, addrs: &[SocketAddr], seq: u64, body: &Bytes) -> Outcome {
         let started = Instant::now();
-        match tokio::time::timeout(CALL_TIMEOUT, self.exchange(conn, addrs, seq, body)).await {
+        match tokio::time::timeout(self.call_timeout, self.exchange(conn, addrs, seq, body)).await {
             Ok(Ok(status)) if (200..300).contains(&status) => Outcome::delivered(Some(status), started),
             Ok(Ok(status)) => Outcome::failed(Some(status), format!("the receiver answered {status}"), started),
             Ok(Err(e)) => {
-                *conn = None;
+                self.let_go(conn);
                 Outcome::failed(None, e, started)
             }
             Err(_) => {
-                *conn = None;
+                self.let_go(conn);
                 Outcome::failed(None, "timed out".into(), started)
             }
+        }
+    }
+
+    /// Lets go of a lane's connection after a call on it got no answer. An HTTP/2 connection is let go by
+    /// the subscription too, so that the lane's retry and the page's other lanes that need a connection get
+    /// a new one rather than the one that failed (its close may not be known yet, or it may have stopped
+    /// answering without closing: a peer or a middlebox gone). A failure without an answer also makes the
+    /// next page resolve the host again, which lets go of every kept connection.
+    fn let_go(&self, conn: &mut Option<Conn>) {
+        if conn.take().is_some_and(|c| matches!(c.way, Way::Shared(_))) {
+            *self.multiplexed() = None;
         }
     }
 
@@ -452,7 +466,7 @@ impl Webhook {
                     return Ok(status);
                 }
                 Err(e) => {
-                    *slot = None;
+                    self.let_go(slot);
                     if kept {
                         continue;
                     }
@@ -838,6 +852,95 @@ mod tests {
         assert!(webhook.connect(&[dead, live]).await.is_ok(), "the second address answers");
         assert!(webhook.connect(&[dead]).await.is_err_and(|e| e.starts_with("connecting:")));
         assert!(webhook.connect(&[]).await.is_err_and(|e| e.contains("resolves to no address")));
+    }
+
+    /// A receiver over TLS offering HTTP/2, with the test CA's certificate for 127.0.0.1 (`BERTH_TEST_TLS_CA`'s
+    /// directory, made by scripts/test): on its first connection it answers the first request and then none
+    /// (a connection that stopped answering without closing); later connections answer everything. Its
+    /// port, the CA, the connections it took and the versions of the requests it answered.
+    async fn wedging_http2_receiver() -> (
+        u16,
+        rustls::pki_types::CertificateDer<'static>,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<Mutex<Vec<hyper::Version>>>,
+    ) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let ca = std::env::var("BERTH_TEST_TLS_CA").expect("BERTH_TEST_TLS_CA (scripts/test makes the test CA)");
+        let dir = std::path::Path::new(&ca).parent().expect("the CA's directory").to_path_buf();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+            .expect("server.pem")
+            .collect::<Result<_, _>>()
+            .expect("certificates");
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("protocols")
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .expect("certificate and key");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let answered: Arc<Mutex<Vec<hyper::Version>>> = Arc::default();
+        let (count, kept) = (Arc::clone(&accepted), Arc::clone(&answered));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let nth = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (acceptor, kept) = (acceptor.clone(), Arc::clone(&kept));
+                let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let (kept, requests) = (Arc::clone(&kept), Arc::clone(&requests));
+                        async move {
+                            if nth == 0 && requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                                std::future::pending::<()>().await;
+                            }
+                            kept.lock().expect("lock").push(request.version());
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+                        }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        (port, CertificateDer::from_pem_file(&ca).expect("the CA"), accepted, answered)
+    }
+
+    /// An HTTP/2 connection that stops answering without closing is let go once a call on it times out: the
+    /// next message goes on a new connection instead of timing out on the old one again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wedged_http2_connection_is_let_go_and_the_next_message_gets_a_new_one() {
+        let (port, ca, accepted, answered) = wedging_http2_receiver().await;
+        let mut webhook = Webhook::new(
+            &format!("https://127.0.0.1:{port}/hook"),
+            Vec::new(),
+            "secret".into(),
+            "s",
+            Allow::new(&["127.0.0.1".to_string()]),
+            4,
+        )
+        .expect("webhook")
+        .trusting(&[ca])
+        .expect("the test CA");
+        webhook.call_timeout = Duration::from_millis(500);
+        let message = |seq| Message { seq, key: format!("item/{seq}").into(), body: Bytes::from_static(b"{}") };
+        let (one, two) = (message(1), message(2));
+        let (delivered, outcome) = webhook.send_all(&[&one]).await;
+        assert_eq!(delivered, vec![true], "{:?}", outcome.error);
+        let (delivered, outcome) = webhook.send_all(&[&two]).await;
+        assert_eq!(delivered, vec![false]);
+        assert_eq!(outcome.error.as_deref(), Some("timed out"));
+        let (delivered, outcome) = webhook.send_all(&[&two]).await;
+        assert_eq!(delivered, vec![true], "the retry goes on a new connection: {:?}", outcome.error);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(*answered.lock().expect("lock"), [hyper::Version::HTTP_2; 2]);
     }
 
     #[test]

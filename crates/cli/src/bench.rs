@@ -98,8 +98,8 @@ pub struct BenchArgs {
     /// The delivery battery webhook's `concurrency` (1: in log order; more: in order per entity)
     #[arg(long, default_value_t = 32)]
     webhook_concurrency: u32,
-    /// How the delivery battery's webhook receiver listens: `http` (HTTP/1.1), `https` (TLS offering HTTP/2
-    /// and HTTP/1.1: the webhook takes HTTP/2) or `https-http1` (TLS, HTTP/1.1 only); TLS needs `openssl`
+    /// How the delivery battery's webhook receiver listens: `http` or `https` (a certificate made for the run
+    /// with `openssl`)
     #[arg(long, default_value = "http")]
     webhook_receiver: String,
     /// Inputs per parser of the hostile battery

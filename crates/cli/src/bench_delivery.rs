@@ -8,10 +8,9 @@
 //! with what a server shares its machine with in the bench (the brokers) but not the bench's own readers;
 //! the webhook's receiver has to answer, so it runs throughout.
 //!
-//! The webhook's receiver listens over plain HTTP/1.1 by default; `--webhook-receiver https` serves TLS and
-//! offers HTTP/2 (the webhook then sends every lane's requests as streams on one connection), `https-http1`
-//! TLS with HTTP/1.1 alone (the same TLS cost, one connection per lane). Its certificate is made for the run
-//! with `openssl` (a test CA and a certificate for 127.0.0.1), and the webhook trusts that CA.
+//! The webhook's receiver listens over plain HTTP/1.1 by default; `--webhook-receiver https` serves TLS, with
+//! a certificate made for the run by `openssl` (a test CA and a certificate for 127.0.0.1) whose CA the
+//! webhook trusts.
 //!
 //! Printed: the writes' own throughput without subscriptions and with one per destination (unpaced, bulk
 //! batches of 200, 3 s each, alternated over three rounds, each burst delivered before the next round; the
@@ -293,10 +292,7 @@ fn tansu() -> Option<String> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Receiver {
     Http,
-    /// TLS, offering HTTP/2 and HTTP/1.1.
     Https,
-    /// TLS, HTTP/1.1 only.
-    HttpsHttp1,
 }
 
 impl std::str::FromStr for Receiver {
@@ -306,8 +302,7 @@ impl std::str::FromStr for Receiver {
         match s {
             "http" => Ok(Receiver::Http),
             "https" => Ok(Receiver::Https),
-            "https-http1" => Ok(Receiver::HttpsHttp1),
-            other => bail!("unknown webhook receiver `{other}` (http, https, https-http1)"),
+            other => bail!("unknown webhook receiver `{other}` (http, https)"),
         }
     }
 }
@@ -319,10 +314,9 @@ pub struct WebhookBench {
 }
 
 /// A test CA and a certificate for 127.0.0.1 it signed (P-256 keys, made by `openssl` in `dir`): the CA to
-/// trust, and the server's configuration offering `alpn`.
+/// trust, and the server's configuration.
 fn receiver_tls(
     dir: &std::path::Path,
-    alpn: &[&[u8]],
 ) -> anyhow::Result<(rustls::pki_types::CertificateDer<'static>, rustls::ServerConfig)> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -370,17 +364,15 @@ fn receiver_tls(
     let ca = CertificateDer::from_pem_file(dir.join("ca.pem"))?;
     let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(dir.join("server.key"))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok((ca, config))
 }
 
 /// Serves the webhook's receiver on `listener` (on the runtime it is spawned on): each request's body read
-/// whole, its `x-berth-seq` noted as seen, 200. Over TLS when `tls` is set, HTTP/2 when the client
-/// negotiates it.
+/// whole, its `x-berth-seq` noted as seen, 200. Over TLS when `tls` is set.
 async fn serve_webhook(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -411,15 +403,8 @@ async fn serve_webhook(
                 return;
             };
             let Ok(tls) = acceptor.accept(tcp).await else { return };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = hyper_util::rt::TokioIo::new(tls);
-            if h2 {
-                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(io, service)
-                    .await;
-            } else {
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-            }
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
         });
     }
 }
@@ -495,12 +480,8 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook: WebhookBe
     let certificates = tempfile::tempdir()?;
     let (scheme, tls, webhook_roots) = match webhook.receiver {
         Receiver::Http => ("http", None, Vec::new()),
-        Receiver::Https | Receiver::HttpsHttp1 => {
-            let alpn: &[&[u8]] = match webhook.receiver {
-                Receiver::Https => &[b"h2", b"http/1.1"],
-                _ => &[b"http/1.1"],
-            };
-            let (ca, config) = receiver_tls(certificates.path(), alpn)?;
+        Receiver::Https => {
+            let (ca, config) = receiver_tls(certificates.path())?;
             ("https", Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))), vec![ca])
         }
     };

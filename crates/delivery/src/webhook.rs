@@ -7,27 +7,23 @@
 //!
 //! Each lane keeps one HTTP/1.1 connection (TLS for `https`, with the process's roots) from page to page,
 //! and drives it in the delivering task itself: no connection pool, no connection task to wake, no URL
-//! parsed per request. An `https` receiver that negotiates HTTP/2 (ALPN `h2`) gets one connection for the
-//! whole subscription instead: every lane's requests are streams on it, driven by a task of its own, so a
-//! busy subscription holds one socket, not one per lane, and many requests share each write and read. The
-//! fixed headers are built once; a request adds its timestamp, signature and sequence number. A kept
-//! connection the receiver closed is replaced, and a request that failed on it before an answer is sent
-//! once more on a new one (at least once: a receiver may see it twice). While the subscription is idle,
-//! [`Webhook::tidy`] closes the connections the receiver closed (rather than leave them half-closed until
-//! the next message) and those unused for [`KEEP_UNUSED`].
+//! parsed per request. The fixed headers are built once; a request adds its timestamp, signature and
+//! sequence number. A kept connection the receiver closed is replaced, and a request that failed on it
+//! before an answer is sent once more on a new one (at least once: a receiver may see it twice). While the
+//! subscription is idle, [`Webhook::tidy`] closes the connections the receiver closed (rather than leave
+//! them half-closed until the next message) and those unused for [`KEEP_UNUSED`].
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 
@@ -52,70 +48,13 @@ trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync> Io for T {}
 type Stream = TokioIo<Box<dyn Io>>;
 
-/// One lane's kept connection, and when it last carried a request.
+/// One lane's kept connection: the request side, and the connection's own future, polled by whoever waits
+/// on the request side.
 struct Conn {
-    way: Way,
+    sender: http1::SendRequest<Full<Bytes>>,
+    link: Link,
+    /// When it last carried a request.
     used: Instant,
-}
-
-enum Way {
-    /// HTTP/1.1: the lane's own connection; its future is polled by the lane while it waits on it.
-    Own { sender: http1::SendRequest<Full<Bytes>>, link: Link },
-    /// HTTP/2: the subscription's one connection, shared by its lanes (a task drives it).
-    Shared(http2::SendRequest<Full<Bytes>>),
-}
-
-impl Conn {
-    fn own(sender: http1::SendRequest<Full<Bytes>>, driver: http1::Connection<Stream, Full<Bytes>>) -> Conn {
-        Conn { way: Way::Own { sender, link: Link { driver: Box::pin(driver), ended: false } }, used: Instant::now() }
-    }
-
-    fn shared(sender: http2::SendRequest<Full<Bytes>>) -> Conn {
-        Conn { way: Way::Shared(sender), used: Instant::now() }
-    }
-
-    /// Whether a request may still be sent on it (as far as is known without reading from it).
-    fn open(&self) -> bool {
-        match &self.way {
-            Way::Own { sender, link } => !link.ended && !sender.is_closed(),
-            Way::Shared(sender) => !sender.is_closed(),
-        }
-    }
-
-    /// Whether it is closed, reading what the receiver sent since it was last driven (a close) without
-    /// waiting.
-    fn closed_now(&mut self) -> bool {
-        match &mut self.way {
-            Way::Own { sender, link } => link.closed_now() || sender.is_closed(),
-            Way::Shared(sender) => sender.is_closed(),
-        }
-    }
-
-    /// Sends a request and reads its answer: the status, and whether the connection can carry the next
-    /// request (the answer was read whole); `Err` when no answer came.
-    async fn call(&mut self, request: hyper::Request<Full<Bytes>>) -> Result<(u16, bool), String> {
-        match &mut self.way {
-            Way::Own { sender, link } => {
-                let response = match link.driven(sender.ready()).await {
-                    Ok(Ok(())) => link.driven(sender.send_request(request)).await,
-                    Ok(Err(e)) => Ok(Err(e)),
-                    Err(e) => Err(e),
-                }
-                .and_then(|answer| answer.map_err(|e| error_text(&e)))?;
-                let status = response.status().as_u16();
-                // The answer's body is read to its end so that the connection can carry the next request.
-                let read = link.driven(Limited::new(response.into_body(), MAX_ANSWER).collect()).await;
-                Ok((status, matches!(read, Ok(Ok(_)))))
-            }
-            Way::Shared(sender) => {
-                sender.ready().await.map_err(|e| error_text(&e))?;
-                let response = sender.send_request(request).await.map_err(|e| error_text(&e))?;
-                let status = response.status().as_u16();
-                let read = Limited::new(response.into_body(), MAX_ANSWER).collect().await;
-                Ok((status, read.is_ok()))
-            }
-        }
-    }
 }
 
 struct Link {
@@ -175,9 +114,6 @@ struct Target {
     tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
 }
 
-/// The protocols an `https` webhook offers, HTTP/2 first.
-const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
-
 /// A page's messages, handed to the lanes as they free up: the first not sent yet whose key has no message
 /// in flight and none that failed, so one entity's changes arrive in log order and never past a failure.
 /// No lane waits on another: a lane that finds nothing it may send stops, and the lanes still sending take
@@ -213,13 +149,9 @@ impl<'a> Queue<'a> {
 
 pub struct Webhook {
     target: Target,
-    /// The path and query every HTTP/1.1 request goes to, and the whole URL (HTTP/2 carries the scheme and
-    /// the authority in the request).
+    /// The path and query every request goes to.
     path: hyper::Uri,
-    url: hyper::Uri,
-    /// The `Host` of HTTP/1.1 requests.
-    host: HeaderValue,
-    /// Content type, user agent, the subscription and the subscription's own headers.
+    /// Host, content type, user agent, the subscription and the subscription's own headers.
     fixed: HeaderMap,
     secret: String,
     allow: Allow,
@@ -227,16 +159,6 @@ pub struct Webhook {
     pinned: Option<(Arc<[SocketAddr]>, Instant)>,
     /// One kept connection per lane (requests in flight at once).
     lanes: Vec<Option<Conn>>,
-    /// The subscription's HTTP/2 connection, once the receiver negotiated HTTP/2: lanes that need a
-    /// connection take this one while it is open.
-    multiplexed: Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
-    /// Whether the receiver's last new connection was HTTP/1.1 (always, for `http`): lanes then connect side
-    /// by side. Otherwise they connect one at a time (`connecting`), so that an HTTP/2 receiver gets one
-    /// connection, not one per lane.
-    only_http1: AtomicBool,
-    connecting: tokio::sync::Mutex<()>,
-    /// The longest one call may take ([`CALL_TIMEOUT`]).
-    call_timeout: Duration,
 }
 
 impl Webhook {
@@ -256,9 +178,7 @@ impl Webhook {
             "https" => {
                 let name = rustls::pki_types::ServerName::try_from(bare.clone())
                     .map_err(|e| format!("`{bare}` is not a name a certificate can carry: {e}"))?;
-                let mut config = crate::tls_config()?;
-                config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-                Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+                Some((tokio_rustls::TlsConnector::from(Arc::new(crate::tls_config()?)), name))
             }
             other => return Err(format!("a webhook URL is http or https, not `{other}`")),
         };
@@ -266,15 +186,14 @@ impl Webhook {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
+        let path = hyper::Uri::try_from(path).map_err(|e| format!("the URL's path: {e}"))?;
         let value = |v: &str| HeaderValue::from_str(v).map_err(|_| format!("`{v}` cannot be a header value"));
+        let mut fixed = HeaderMap::new();
         let authority = match url.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.clone(),
         };
-        let whole = hyper::Uri::try_from(format!("{}://{authority}{path}", url.scheme()))
-            .map_err(|e| format!("the URL: {e}"))?;
-        let path = hyper::Uri::try_from(path).map_err(|e| format!("the URL's path: {e}"))?;
-        let mut fixed = HeaderMap::new();
+        fixed.insert(hyper::header::HOST, value(&authority)?);
         fixed.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         fixed.insert(hyper::header::USER_AGENT, HeaderValue::from_static(concat!("berth/", env!("CARGO_PKG_VERSION"))));
         fixed.insert("x-berth-subscription", value(subscription)?);
@@ -288,40 +207,22 @@ impl Webhook {
             fixed.append(name, value);
         }
         Ok(Webhook {
-            only_http1: AtomicBool::new(tls.is_none()),
             target: Target { host, bare, port: url.port_or_known_default().unwrap_or(443), tls },
             path,
-            url: whole,
-            host: value(&authority)?,
             fixed,
             secret,
             allow,
             pinned: None,
             lanes: (0..lanes.max(1)).map(|_| None).collect(),
-            multiplexed: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            call_timeout: CALL_TIMEOUT,
         })
     }
 
     /// Also trusts `roots` (besides the process's) for an `https` receiver's certificate.
     pub fn trusting(mut self, roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<Webhook, String> {
         if let (Some((connector, _)), false) = (&mut self.target.tls, roots.is_empty()) {
-            let mut config = crate::tls_config_with(roots)?;
-            config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-            *connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            *connector = tokio_rustls::TlsConnector::from(Arc::new(crate::tls_config_with(roots)?));
         }
         Ok(self)
-    }
-
-    fn multiplexed(&self) -> std::sync::MutexGuard<'_, Option<http2::SendRequest<Full<Bytes>>>> {
-        // Never held across an await; its state is whole whatever panicked.
-        self.multiplexed.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The subscription's HTTP/2 connection, if there is one open.
-    fn share(&self) -> Option<Conn> {
-        self.multiplexed().as_ref().filter(|s| !s.is_closed()).map(|s| Conn::shared(s.clone()))
     }
 
     /// The checked addresses of the URL's host (resolved and checked again each [`RECHECK`], and after a
@@ -336,7 +237,6 @@ impl Webhook {
             checked_addresses(&self.target.host, &self.target.bare, self.target.port, &self.allow).await?.into();
         if self.pinned.as_ref().is_none_or(|(old, _)| *old != addrs) {
             self.lanes.iter_mut().for_each(|c| *c = None);
-            *self.multiplexed() = None;
         }
         self.pinned = Some((Arc::clone(&addrs), Instant::now()));
         Ok(addrs)
@@ -346,13 +246,12 @@ impl Webhook {
     /// message) and those unused for `unused_for`; called while the subscription is idle.
     pub(crate) fn tidy(&mut self, unused_for: Duration) {
         for lane in &mut self.lanes {
-            if lane.as_mut().is_some_and(|c| c.closed_now() || c.used.elapsed() >= unused_for) {
+            if lane
+                .as_mut()
+                .is_some_and(|c| c.link.closed_now() || c.sender.is_closed() || c.used.elapsed() >= unused_for)
+            {
                 *lane = None;
             }
-        }
-        // An HTTP/2 connection no lane holds any more closes (its task ends once every sender is gone).
-        if self.lanes.iter().all(Option::is_none) {
-            *self.multiplexed() = None;
         }
     }
 
@@ -415,28 +314,17 @@ impl Webhook {
     /// Sends one message on a lane's connection (made if it has none); a 2xx answer delivers it.
     async fn post(&self, conn: &mut Option<Conn>, addrs: &[SocketAddr], seq: u64, body: &Bytes) -> Outcome {
         let started = Instant::now();
-        match tokio::time::timeout(self.call_timeout, self.exchange(conn, addrs, seq, body)).await {
+        match tokio::time::timeout(CALL_TIMEOUT, self.exchange(conn, addrs, seq, body)).await {
             Ok(Ok(status)) if (200..300).contains(&status) => Outcome::delivered(Some(status), started),
             Ok(Ok(status)) => Outcome::failed(Some(status), format!("the receiver answered {status}"), started),
             Ok(Err(e)) => {
-                self.let_go(conn);
+                *conn = None;
                 Outcome::failed(None, e, started)
             }
             Err(_) => {
-                self.let_go(conn);
+                *conn = None;
                 Outcome::failed(None, "timed out".into(), started)
             }
-        }
-    }
-
-    /// Lets go of a lane's connection after a call on it got no answer. An HTTP/2 connection is let go by
-    /// the subscription too, so that the lane's retry and the page's other lanes that need a connection get
-    /// a new one rather than the one that failed (its close may not be known yet, or it may have stopped
-    /// answering without closing: a peer or a middlebox gone). A failure without an answer also makes the
-    /// next page resolve the host again, which lets go of every kept connection.
-    fn let_go(&self, conn: &mut Option<Conn>) {
-        if conn.take().is_some_and(|c| matches!(c.way, Way::Shared(_))) {
-            *self.multiplexed() = None;
         }
     }
 
@@ -452,45 +340,40 @@ impl Webhook {
     ) -> Result<u16, String> {
         loop {
             let (conn, kept) = match slot.take() {
-                Some(c) if c.open() => (c, true),
+                Some(c) if !c.link.ended && !c.sender.is_closed() => (c, true),
                 _ => (self.connect(addrs).await?, false),
             };
             let conn = slot.insert(conn);
-            let request = self.request(seq, body, matches!(conn.way, Way::Shared(_)));
-            match conn.call(request).await {
-                Ok((status, reusable)) => {
-                    conn.used = Instant::now();
-                    if !reusable {
-                        *slot = None;
-                    }
-                    return Ok(status);
-                }
+            let sent = match conn.link.driven(conn.sender.ready()).await {
+                Ok(Ok(())) => conn.link.driven(conn.sender.send_request(self.request(seq, body))).await,
+                Ok(Err(e)) => Ok(Err(e)),
+                Err(e) => Err(e),
+            }
+            .and_then(|answer| answer.map_err(|e| error_text(&e)));
+            let response = match sent {
+                Ok(response) => response,
                 Err(e) => {
-                    self.let_go(slot);
+                    *slot = None;
                     if kept {
                         continue;
                     }
                     return Err(e);
                 }
+            };
+            let status = response.status().as_u16();
+            conn.used = Instant::now();
+            // The answer's body is read to its end so that the connection can carry the next request.
+            let read = conn.link.driven(Limited::new(response.into_body(), MAX_ANSWER).collect()).await;
+            if !matches!(read, Ok(Ok(_))) {
+                *slot = None;
             }
+            return Ok(status);
         }
     }
 
-    /// A connection for a lane: the subscription's HTTP/2 connection while it is open, or else a new one to
-    /// the first checked address that answers (a name with an IPv6 and an IPv4 address still reaches a
-    /// receiver listening on one of them), TLS for `https`, HTTP/2 when the receiver negotiates it.
+    /// A new connection to the first checked address that answers (a name with an IPv6 and an IPv4
+    /// address still reaches a receiver listening on one of them), TLS for `https`.
     async fn connect(&self, addrs: &[SocketAddr]) -> Result<Conn, String> {
-        if let Some(conn) = self.share() {
-            return Ok(conn);
-        }
-        let _one_at_a_time = match self.only_http1.load(Ordering::Relaxed) {
-            true => None,
-            false => Some(self.connecting.lock().await),
-        };
-        // Another lane may have made the HTTP/2 connection while this one waited.
-        if let Some(conn) = self.share() {
-            return Ok(conn);
-        }
         let mut failed = format!("`{}` resolves to no address", self.target.bare);
         let mut tcp = None;
         for addr in addrs {
@@ -506,52 +389,27 @@ impl Webhook {
         let tcp = tcp.ok_or(failed)?;
         // Requests are written whole; no reason to hold a small one back.
         let _ = tcp.set_nodelay(true);
-        let (io, h2): (Box<dyn Io>, bool) = match &self.target.tls {
-            None => (Box::new(tcp), false),
-            Some((connector, name)) => {
-                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
+        let io: Box<dyn Io> = match &self.target.tls {
+            None => Box::new(tcp),
+            Some((connector, name)) => Box::new(
+                tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
                     .await
                     .map_err(|_| "the TLS handshake timed out".to_string())?
-                    .map_err(|e| format!("TLS: {e}"))?;
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN[0]);
-                (Box::new(tls), h2)
-            }
+                    .map_err(|e| format!("TLS: {e}"))?,
+            ),
         };
-        self.only_http1.store(!h2, Ordering::Relaxed);
-        if !h2 {
-            let (sender, driver) = http1::handshake(TokioIo::new(io)).await.map_err(|e| error_text(&e))?;
-            return Ok(Conn::own(sender, driver));
-        }
-        let (sender, driver) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| error_text(&e))?;
-        // The connection's task ends when the receiver closes it, or once every lane and the subscription
-        // let go of it.
-        tokio::spawn(async move {
-            if let Err(e) = driver.await {
-                tracing::debug!(error = %error_text(&e), "an HTTP/2 webhook connection ended");
-            }
-        });
-        *self.multiplexed() = Some(sender.clone());
-        Ok(Conn::shared(sender))
+        let (sender, driver) = http1::handshake(TokioIo::new(io)).await.map_err(|e| error_text(&e))?;
+        Ok(Conn { sender, link: Link { driver: Box::pin(driver), ended: false }, used: Instant::now() })
     }
 
-    /// A message's request: the fixed headers, then its timestamp, signature and sequence number. HTTP/1.1
-    /// names the host in `Host`; HTTP/2 in the request's URL (its `:authority`).
-    fn request(&self, seq: u64, body: &Bytes, http2: bool) -> hyper::Request<Full<Bytes>> {
+    /// A message's request: the fixed headers, then its timestamp, signature and sequence number.
+    fn request(&self, seq: u64, body: &Bytes) -> hyper::Request<Full<Bytes>> {
         let timestamp = berth_catalog::now().millis() / 1000;
         let mut request = hyper::Request::new(Full::new(body.clone()));
         *request.method_mut() = hyper::Method::POST;
-        *request.headers_mut() = self.fixed.clone();
-        if http2 {
-            *request.uri_mut() = self.url.clone();
-            *request.version_mut() = hyper::Version::HTTP_2;
-        } else {
-            *request.uri_mut() = self.path.clone();
-            request.headers_mut().insert(hyper::header::HOST, self.host.clone());
-        }
+        *request.uri_mut() = self.path.clone();
         let headers = request.headers_mut();
+        *headers = self.fixed.clone();
         headers.insert("x-port-timestamp", HeaderValue::from(timestamp));
         // Base64 and `v1,`: always a valid header value.
         if let Ok(signature) = HeaderValue::from_str(&secret::signature(&self.secret, timestamp, body)) {
@@ -854,18 +712,13 @@ mod tests {
         assert!(webhook.connect(&[]).await.is_err_and(|e| e.contains("resolves to no address")));
     }
 
-    /// A receiver over TLS offering HTTP/2, with the test CA's certificate for 127.0.0.1 (`BERTH_TEST_TLS_CA`'s
-    /// directory, made by scripts/test): on its first connection it answers the first request and then none
-    /// (a connection that stopped answering without closing); later connections answer everything. Its
-    /// port, the CA, the connections it took and the versions of the requests it answered.
-    async fn wedging_http2_receiver() -> (
-        u16,
-        rustls::pki_types::CertificateDer<'static>,
-        Arc<std::sync::atomic::AtomicUsize>,
-        Arc<Mutex<Vec<hyper::Version>>>,
-    ) {
+    /// An `https` receiver whose certificate comes from a CA the process does not trust gets nothing, unless
+    /// the webhook is told to trust that CA too (`Config.webhook_roots`: the delivery bench's receiver).
+    #[tokio::test]
+    async fn an_https_receiver_signed_by_a_ca_trusted_only_by_the_webhook_gets_its_messages() {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        // The test CA (made by scripts/test); the process's roots do not hold it.
         let ca = std::env::var("BERTH_TEST_TLS_CA").expect("BERTH_TEST_TLS_CA (scripts/test makes the test CA)");
         let dir = std::path::Path::new(&ca).parent().expect("the CA's directory").to_path_buf();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
@@ -873,74 +726,57 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("certificates");
         let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
-        let mut config =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("protocols")
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .expect("certificate and key");
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("certificate and key");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let answered: Arc<Mutex<Vec<hyper::Version>>> = Arc::default();
-        let (count, kept) = (Arc::clone(&accepted), Arc::clone(&answered));
+        let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&answered);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let nth = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let (acceptor, kept) = (acceptor.clone(), Arc::clone(&kept));
-                let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let (acceptor, count) = (acceptor.clone(), Arc::clone(&count));
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let (kept, requests) = (Arc::clone(&kept), Arc::clone(&requests));
-                        async move {
-                            if nth == 0 && requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
-                                std::future::pending::<()>().await;
-                            }
-                            kept.lock().expect("lock").push(request.version());
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut request = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // One request: its head and its two-byte body (`{}`).
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") || !request.ends_with(b"{}") {
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&chunk[..n]),
                         }
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
+                    }
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                    let _ = tls.shutdown().await;
                 });
             }
         });
-        (port, CertificateDer::from_pem_file(&ca).expect("the CA"), accepted, answered)
-    }
-
-    /// An HTTP/2 connection that stops answering without closing is let go once a call on it times out: the
-    /// next message goes on a new connection instead of timing out on the old one again.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_wedged_http2_connection_is_let_go_and_the_next_message_gets_a_new_one() {
-        let (port, ca, accepted, answered) = wedging_http2_receiver().await;
-        let mut webhook = Webhook::new(
-            &format!("https://127.0.0.1:{port}/hook"),
-            Vec::new(),
-            "secret".into(),
-            "s",
-            Allow::new(&["127.0.0.1".to_string()]),
-            4,
-        )
-        .expect("webhook")
-        .trusting(&[ca])
-        .expect("the test CA");
-        webhook.call_timeout = Duration::from_millis(500);
-        let message = |seq| Message { seq, key: format!("item/{seq}").into(), body: Bytes::from_static(b"{}") };
-        let (one, two) = (message(1), message(2));
-        let (delivered, outcome) = webhook.send_all(&[&one]).await;
+        let open = || {
+            Webhook::new(
+                &format!("https://localhost:{port}/hook"),
+                Vec::new(),
+                "secret".into(),
+                "s",
+                Allow::new(&["localhost".to_string()]),
+                1,
+            )
+            .expect("webhook")
+        };
+        let message = Message { seq: 1, key: "item/a".into(), body: Bytes::from_static(b"{}") };
+        let (delivered, outcome) = open().send_all(&[&message]).await;
+        assert_eq!(delivered, vec![false], "the process does not trust the test CA");
+        assert!(outcome.error.as_deref().is_some_and(|e| e.contains("certificate")), "{:?}", outcome.error);
+        let ca = CertificateDer::from_pem_file(&ca).expect("the CA");
+        let mut trusting = open().trusting(&[ca]).expect("trusting");
+        let (delivered, outcome) = trusting.send_all(&[&message]).await;
         assert_eq!(delivered, vec![true], "{:?}", outcome.error);
-        let (delivered, outcome) = webhook.send_all(&[&two]).await;
-        assert_eq!(delivered, vec![false]);
-        assert_eq!(outcome.error.as_deref(), Some("timed out"));
-        let (delivered, outcome) = webhook.send_all(&[&two]).await;
-        assert_eq!(delivered, vec![true], "the retry goes on a new connection: {:?}", outcome.error);
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
-        assert_eq!(*answered.lock().expect("lock"), [hyper::Version::HTTP_2; 2]);
+        assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

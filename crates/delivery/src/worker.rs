@@ -31,7 +31,7 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 enum Sink {
-    Webhook(Box<Webhook>),
+    Webhook(Webhook),
     Redis(RedisStream),
     Nats(crate::nats::Nats),
     Kafka(crate::kafka::Kafka),
@@ -41,7 +41,7 @@ impl Sink {
     fn open(config: &Config, id: &str, s: &Subscription) -> Result<Sink, String> {
         config.supports(&s.destination)?;
         match &s.destination {
-            Destination::Webhook { url, headers } => Ok(Sink::Webhook(Box::new(
+            Destination::Webhook { url, headers } => Ok(Sink::Webhook(
                 Webhook::new(
                     url,
                     config.open_headers(id, headers)?,
@@ -51,7 +51,7 @@ impl Sink {
                     s.concurrency,
                 )?
                 .trusting(&config.webhook_roots)?,
-            ))),
+            )),
             Destination::RedisStream { stream } => {
                 let url = config.redis_stream_url.as_deref().unwrap_or_default();
                 Ok(Sink::Redis(RedisStream::new(url, stream, id)?))

@@ -716,23 +716,8 @@ mod tests {
     /// the webhook is told to trust that CA too (`Config.webhook_roots`: the delivery bench's receiver).
     #[tokio::test]
     async fn an_https_receiver_signed_by_a_ca_trusted_only_by_the_webhook_gets_its_messages() {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        // The test CA (made by scripts/test); the process's roots do not hold it.
-        let ca = std::env::var("BERTH_TEST_TLS_CA").expect("BERTH_TEST_TLS_CA (scripts/test makes the test CA)");
-        let dir = std::path::Path::new(&ca).parent().expect("the CA's directory").to_path_buf();
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
-            .expect("server.pem")
-            .collect::<Result<_, _>>()
-            .expect("certificates");
-        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("protocols")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("certificate and key");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        // The test certificate, from the test CA (made by scripts/test), which the process's roots do not hold.
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(berth_testkit::tls::server_config(&[])));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -772,8 +757,7 @@ mod tests {
         let (delivered, outcome) = open().send_all(&[&message]).await;
         assert_eq!(delivered, vec![false], "the process does not trust the test CA");
         assert!(outcome.error.as_deref().is_some_and(|e| e.contains("certificate")), "{:?}", outcome.error);
-        let ca = CertificateDer::from_pem_file(&ca).expect("the CA");
-        let mut trusting = open().trusting(&[ca]).expect("trusting");
+        let mut trusting = open().trusting(&[berth_testkit::tls::ca()]).expect("trusting");
         let (delivered, outcome) = trusting.send_all(&[&message]).await;
         assert_eq!(delivered, vec![true], "{:?}", outcome.error);
         assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);

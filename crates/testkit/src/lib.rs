@@ -6,7 +6,8 @@
 //!   token, other credentials' tokens, and an HTTP helper that checks Port's envelope;
 //! - [`proxy`] (feature `proxy`): a TCP proxy that cuts or stalls the network between Berth and its store;
 //! - [`brokers`] (feature `brokers`): a Kafka-protocol broker per test (tansu) and readers of what a NATS
-//!   JetStream subject and a Kafka topic hold, for the delivery tests.
+//!   JetStream subject and a Kafka topic hold, for the delivery tests;
+//! - [`tls`] (feature `tls`): the TLS test receivers' server configuration and the test CA.
 //!
 //! The process-level tests (`berth` as a child process) keep their helpers beside them: they need the path
 //! of the binary Cargo builds for that crate's tests.
@@ -18,3 +19,5 @@ pub mod proxy;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod stores;
+#[cfg(feature = "tls")]
+pub mod tls;

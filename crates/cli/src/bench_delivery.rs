@@ -289,7 +289,7 @@ fn tansu() -> Option<String> {
 }
 
 /// How the bench's webhook receiver listens.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub enum Receiver {
     Http,
     Https,

@@ -215,8 +215,9 @@ pub(crate) async fn hold_lease(lease: &mut berth_catalog::feed::Consumer, who: &
     }
 }
 
-/// The rustls configuration webhooks use: the process's provider (`ring`) and the system's roots, read from
-/// disk once per process (a webhook client is rebuilt every minute and after each connection failure).
+/// The rustls configuration webhooks, action calls and sign-in use: the process's provider (`ring`) and the
+/// system's roots, read from disk once per process (a webhook's subscription with `webhook_roots` reads them
+/// again when its worker starts: [`Webhook::trusting`](webhook::Webhook::trusting)).
 pub fn tls_config() -> Result<rustls::ClientConfig, String> {
     static CONFIG: std::sync::OnceLock<Result<rustls::ClientConfig, String>> = std::sync::OnceLock::new();
     CONFIG.get_or_init(|| tls_config_with(&[])).clone()
@@ -351,7 +352,7 @@ pub struct Delivery {
     messages: Arc<messages::Messages>,
     /// Inbound webhooks with their jq compiled, for the ingest route.
     webhooks_ready: ingest::ReadyCache,
-    /// Where the supervisor and the workers run: [`background`]'s runtime, or the caller's if it could not
+    /// Where the supervisor and the workers run: `background`'s runtime, or the caller's if it could not
     /// be made.
     handle: tokio::runtime::Handle,
     runtime: Option<tokio::runtime::Runtime>,
@@ -364,7 +365,7 @@ impl Delivery {
     /// Starts delivering every enabled subscription of `pipeline`'s catalog.
     ///
     /// The work runs on a runtime of its own whose threads the operating system runs at a lower priority
-    /// than the server's ([`background`]): when the machine is busy, writes and reads come first and
+    /// than the server's (`background`): when the machine is busy, writes and reads come first and
     /// delivery's lag grows, then drains.
     pub fn start(pipeline: Arc<Pipeline>, config: Config) -> Arc<Delivery> {
         let runtime = match background() {

@@ -10,8 +10,8 @@
 //! parsed per request. The fixed headers are built once; a request adds its timestamp, signature and
 //! sequence number. A kept connection the receiver closed is replaced, and a request that failed on it
 //! before an answer is sent once more on a new one (at least once: a receiver may see it twice). While the
-//! subscription is idle, [`Webhook::tidy`] closes the connections the receiver closed (rather than leave
-//! them half-closed until the next message) and those unused for [`KEEP_UNUSED`].
+//! subscription is idle, `Webhook::tidy` closes the connections the receiver closed (rather than leave
+//! them half-closed until the next message) and those unused for `KEEP_UNUSED` (30 s).
 
 use std::future::Future;
 use std::net::SocketAddr;

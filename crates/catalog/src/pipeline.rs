@@ -5,8 +5,10 @@
 //!   waits for a write.
 //! - **Writes** go through one writer task. It drains every queued request (group commit), executes each
 //!   command against a working copy of the state (an O(1) clone), appends all resulting events in one
-//!   compare-and-append, and only then publishes the new state and answers. Batches are pipelined: the
-//!   next batch executes while the previous one's append is in flight. If the append conflicts
+//!   compare-and-append, and only then publishes the new state and answers. Batches are pipelined while
+//!   requests queue: the next batch executes while the previous one's append is in flight. A batch with
+//!   nothing before or behind it (one client writing) is executed, encoded and appended in one stretch on
+//!   one thread, where the store allows it (SQLite). If the append conflicts
 //!   (another process wrote first) it catches up from the store and re-executes the batch; if the store
 //!   fails, every request of the batch fails and nothing is published.
 //! - **Replicas**: a watcher task waits on the store for events written by other processes; when the writer
@@ -492,20 +494,51 @@ async fn append_encoded(
     events: Vec<Event>,
 ) -> Result<u64, PipelineError> {
     let encoded = encode(&events)?;
-    // A fingerprint of each event, to recognise them in the log without keeping a second copy.
-    let prints: Vec<(usize, u64)> = encoded.iter().map(|e| (e.len(), fingerprint(e))).collect();
+    append_prepared(store, recent, head, events, encoded).await
+}
+
+/// [`append_encoded`] with the events already encoded.
+async fn append_prepared(
+    store: Arc<dyn LogStore>,
+    recent: Arc<crate::recent::Recent>,
+    head: u64,
+    events: Vec<Event>,
+    encoded: Vec<Vec<u8>>,
+) -> Result<u64, PipelineError> {
+    let prints = prints(&encoded);
+    let appended = match tokio::time::timeout(APPEND_TIMEOUT, store.append(head, encoded)).await {
+        Ok(appended) => appended,
+        // The append was dropped, not refused: the store may still be running it.
+        Err(_) => Err(StoreError::Undecided(format!("the store did not answer within {} s", APPEND_TIMEOUT.as_secs()))),
+    };
+    appended_or_settled(store.as_ref(), &recent, head, events, &prints, appended).await
+}
+
+/// A fingerprint of each encoded event, to recognise them in the log without keeping a second copy.
+fn prints(encoded: &[Vec<u8>]) -> Vec<(usize, u64)> {
+    encoded.iter().map(|e| (e.len(), fingerprint(e))).collect()
+}
+
+/// The outcome of a batch's append (see [`append_encoded`]): durable events join `recent`; a failure other
+/// than a conflict is settled by reading the log back.
+async fn appended_or_settled(
+    store: &dyn LogStore,
+    recent: &crate::recent::Recent,
+    head: u64,
+    events: Vec<Event>,
+    prints: &[(usize, u64)],
+    appended: Result<u64, StoreError>,
+) -> Result<u64, PipelineError> {
     let durable = |new_head| {
         recent.push(events.into_iter().zip(prints.iter().map(|p| p.0)));
         Ok(new_head)
     };
-    let failure = match tokio::time::timeout(APPEND_TIMEOUT, store.append(head, encoded)).await {
-        Ok(Ok(new_head)) => return durable(new_head),
-        Ok(Err(e @ StoreError::Conflict { .. })) => return Err(e.into()),
-        Ok(Err(e)) => e,
-        // The append was dropped, not refused: the store may still be running it.
-        Err(_) => StoreError::Undecided(format!("the store did not answer within {} s", APPEND_TIMEOUT.as_secs())),
+    let failure = match appended {
+        Ok(new_head) => return durable(new_head),
+        Err(e @ StoreError::Conflict { .. }) => return Err(e.into()),
+        Err(e) => e,
     };
-    match tokio::time::timeout(SETTLE_TIMEOUT, settle(store.as_ref(), head, &prints)).await {
+    match tokio::time::timeout(SETTLE_TIMEOUT, settle(store, head, prints)).await {
         Ok(Ok(Found::Applied)) => {
             tracing::warn!(error = %failure, head, "the store reported a failed append that it had committed");
             let new_head = head + prints.len() as u64;
@@ -635,14 +668,24 @@ fn execute_batch(base: &State, jobs: &[WriteJob]) -> Result<Executed, PipelineEr
     Ok(Executed { state, events: applied, results })
 }
 
-/// A batch whose events are being appended; its state is published once they are durable.
-struct InFlight {
-    append: tokio::task::JoinHandle<Result<u64, PipelineError>>,
+/// An executed batch waiting for its events to be durable; its state is published once they are.
+struct Landing {
     /// When the batch began executing.
     started: std::time::Instant,
     state: State,
     jobs: Vec<WriteJob>,
     results: Vec<Vec<Result<Outcome, DomainError>>>,
+}
+
+/// A batch whose events are being appended by a task of their own while the writer goes on.
+struct InFlight {
+    append: tokio::task::JoinHandle<Result<u64, PipelineError>>,
+    batch: Landing,
+}
+
+/// An in-flight append's outcome; a task that panicked or was cancelled counts as a failed append.
+fn joined(outcome: Result<Result<u64, PipelineError>, tokio::task::JoinError>) -> Result<u64, PipelineError> {
+    outcome.unwrap_or_else(|join| Err(PipelineError::Store(StoreError::Unavailable(join.to_string()))))
 }
 
 fn answer(jobs: Vec<WriteJob>, outcome: Result<Committed, PipelineError>) {
@@ -677,47 +720,32 @@ fn answer(jobs: Vec<WriteJob>, outcome: Result<Committed, PipelineError>) {
     }
 }
 
-type Appended = Result<Result<u64, PipelineError>, tokio::task::JoinError>;
-
-/// Waits for an in-flight append (unless its result is given), then publishes and answers. Returns whether the
-/// published state is the one the batch computed (false after a failure or a conflict, when later batches
-/// must be re-executed).
-async fn land(catalog: &Pipeline, flight: InFlight, appended: Option<Appended>) -> bool {
-    let appended = match appended {
-        Some(result) => result,
-        None => flight.append.await,
-    };
+/// Publishes and answers a batch whose append has ended. Returns whether the published state is the one the
+/// batch computed (false after a failure or a conflict, when later batches must be re-executed).
+async fn land(catalog: &Pipeline, batch: Landing, appended: Result<u64, PipelineError>) -> bool {
     match appended {
-        Ok(Ok(_)) => {
-            let seq = flight.state.seq();
-            catalog.metrics.batch_writes.observe(flight.jobs.len() as f64);
-            catalog.metrics.batch_seconds.observe(flight.started.elapsed().as_secs_f64());
-            catalog.publish(flight.state);
-            answer(flight.jobs, Ok((seq, flight.results)));
+        Ok(_) => {
+            let seq = batch.state.seq();
+            catalog.metrics.batch_writes.observe(batch.jobs.len() as f64);
+            catalog.metrics.batch_seconds.observe(batch.started.elapsed().as_secs_f64());
+            catalog.publish(batch.state);
+            answer(batch.jobs, Ok((seq, batch.results)));
             true
         }
-        Ok(Err(PipelineError::Store(StoreError::Conflict { .. }))) => {
+        Err(PipelineError::Store(StoreError::Conflict { .. })) => {
             // Another process wrote first: redo this batch on the caught-up state, with retries.
-            let outcome = commit(catalog, &flight.jobs).await;
-            answer(flight.jobs, outcome);
+            let outcome = commit(catalog, &batch.jobs).await;
+            answer(batch.jobs, outcome);
             false
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             catalog.metrics.failed_batches.inc();
-            answer(flight.jobs, Err(e));
-            false
-        }
-        Err(join) => {
-            catalog.metrics.failed_batches.inc();
-            answer(flight.jobs, Err(PipelineError::Store(StoreError::Unavailable(join.to_string()))));
+            answer(batch.jobs, Err(e));
             false
         }
     }
 }
 
-/// The writer. Batches are pipelined: while batch N's events are being made durable, batch N+1 executes on
-/// N's (not yet published) state. N+1's append starts only after N's has succeeded, and N+1 is re-executed
-/// on the published state if N failed, so the log stays ordered and nothing unacknowledged is published.
 /// How long the deployments index waits after a write before catching up (writes in a burst are caught up
 /// together).
 const KEEP_DEBOUNCE: Duration = Duration::from_secs(1);
@@ -743,6 +771,11 @@ async fn keep_deployments(catalog: std::sync::Weak<Pipeline>, mut applied: watch
     }
 }
 
+/// The writer. Batches are pipelined while requests queue: while batch N's events are being made durable,
+/// batch N+1 executes on N's (not yet published) state. N+1's append starts only after N's has succeeded,
+/// and N+1 is re-executed on the published state if N failed, so the log stays ordered and nothing
+/// unacknowledged is published. A batch with nothing before or behind it is made durable where it executed
+/// ([`at_once`]).
 async fn writer_loop(catalog: Arc<Pipeline>, mut rx: mpsc::Receiver<WriteJob>, mut store_head: watch::Receiver<u64>) {
     build_pending_indexes(&catalog).await;
     let mut flight: Option<InFlight> = None;
@@ -767,7 +800,7 @@ async fn writer_loop(catalog: Arc<Pipeline>, mut rx: mpsc::Receiver<WriteJob>, m
             // Something is in flight: take more work if it is queued, else wait for the append or new work.
             enum Wake {
                 Job(Option<WriteJob>),
-                Landed(Appended),
+                Landed(Result<Result<u64, PipelineError>, tokio::task::JoinError>),
             }
             let wake = tokio::select! {
                 biased;
@@ -778,13 +811,13 @@ async fn writer_loop(catalog: Arc<Pipeline>, mut rx: mpsc::Receiver<WriteJob>, m
                 Wake::Job(Some(job)) => jobs.push(job),
                 Wake::Job(None) => {
                     if let Some(f) = flight.take() {
-                        land(&catalog, f, None).await;
+                        land(&catalog, f.batch, joined(f.append.await)).await;
                     }
                     return;
                 }
                 Wake::Landed(done) => {
                     if let Some(f) = flight.take() {
-                        land(&catalog, f, Some(done)).await;
+                        land(&catalog, f.batch, joined(done)).await;
                     }
                     continue;
                 }
@@ -798,17 +831,21 @@ async fn writer_loop(catalog: Arc<Pipeline>, mut rx: mpsc::Receiver<WriteJob>, m
         }
         if jobs.is_empty() {
             if let Some(f) = flight.take() {
-                land(&catalog, f, None).await;
+                land(&catalog, f.batch, joined(f.append.await)).await;
             }
             continue;
         }
-        let speculative = flight.as_ref().map(|f| f.state.clone());
+        if flight.is_none() && rx.is_empty() {
+            flight = at_once(&catalog, jobs).await;
+            continue;
+        }
+        let speculative = flight.as_ref().map(|f| f.batch.state.clone());
         let base = speculative.unwrap_or_else(|| (*catalog.view()).clone());
         let started = std::time::Instant::now();
         let mut executed = off_the_runtime(|| execute_batch(&base, &jobs));
         catalog.busy.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         if let Some(f) = flight.take() {
-            if !land(&catalog, f, None).await {
+            if !land(&catalog, f.batch, joined(f.append.await)).await {
                 executed = off_the_runtime(|| execute_batch(&catalog.view(), &jobs));
             }
         }
@@ -828,8 +865,68 @@ async fn writer_loop(catalog: Arc<Pipeline>, mut rx: mpsc::Receiver<WriteJob>, m
         let head = executed.state.seq() - events.len() as u64;
         let store = Arc::clone(&catalog.store);
         let append = tokio::spawn(append_encoded(store, Arc::clone(&catalog.recent), head, events));
-        flight = Some(InFlight { append, started, state: executed.state, jobs, results: executed.results });
+        flight = Some(InFlight {
+            append,
+            batch: Landing { started, state: executed.state, jobs, results: executed.results },
+        });
     }
+}
+
+/// A batch with nothing in flight before it and nothing queued behind it (one client writing, or a quiet
+/// moment), made durable on the thread that executes it when the store can append there
+/// ([`LogStore::append_blocking`], SQLite): execution, encoding and the append are one stretch off the
+/// runtime, where the pipelined path hands the batch to an append task and the task to a blocking thread,
+/// each waiting to be scheduled (on a busy machine, up to a scheduler slice each). Requests that come in
+/// meanwhile wait for the append and then go together into the next batch (one `fsync` for all of them),
+/// where the pipelined path would have executed the first of them beside the append: for many small
+/// concurrent writes the larger group commit is the faster of the two (BENCHMARKS.md, session 27). A store
+/// that appends only asynchronously gets the append as a task in flight, as on the pipelined path.
+async fn at_once(catalog: &Pipeline, jobs: Vec<WriteJob>) -> Option<InFlight> {
+    let started = std::time::Instant::now();
+    let base = catalog.view();
+    let store = Arc::clone(&catalog.store);
+    let (executed, busy, appended) = off_the_runtime(|| {
+        let executed = execute_batch(&base, &jobs);
+        let busy = started.elapsed();
+        let appended = match &executed {
+            Ok(e) if !e.events.is_empty() => {
+                let head = e.state.seq() - e.events.len() as u64;
+                Some(encode(&e.events).map(|encoded| (store.append_blocking(head, &encoded), encoded)))
+            }
+            _ => None,
+        };
+        (executed, busy, appended)
+    });
+    catalog.busy.fetch_add(busy.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+    let Executed { state, events, results } = match executed {
+        Ok(executed) => executed,
+        Err(e) => {
+            answer(jobs, Err(e));
+            return None;
+        }
+    };
+    let batch = Landing { started, state, jobs, results };
+    let head = batch.state.seq() - events.len() as u64;
+    let appended = match appended {
+        None => {
+            // No events: nothing to append.
+            let seq = catalog.view().seq();
+            answer(batch.jobs, Ok((seq, batch.results)));
+            return None;
+        }
+        Some(Err(e)) => Err(e),
+        Some(Ok((Some(appended), encoded))) => {
+            let prints = prints(&encoded);
+            appended_or_settled(catalog.store.as_ref(), &catalog.recent, head, events, &prints, appended).await
+        }
+        Some(Ok((None, encoded))) => {
+            let append =
+                append_prepared(Arc::clone(&catalog.store), Arc::clone(&catalog.recent), head, events, encoded);
+            return Some(InFlight { append: tokio::spawn(append), batch });
+        }
+    };
+    land(catalog, batch, appended).await;
+    None
 }
 
 /// Runs the writer's CPU-bound work (a batch's execution, ~10 ms for 1,000 entities) so that the tasks queued
@@ -995,10 +1092,24 @@ mod tests {
         assert!(ran.await.expect("no panic"), "the spawned task waited for the blocking work to end");
     }
 
+    /// Eight writers at once on a store whose every third append fails: batches are pipelined while
+    /// requests queue and appended at once when one comes alone, on a store that appends on the writer's
+    /// thread and on one that does not.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failed_appends_publish_nothing_and_later_batches_are_redone() {
+        for in_place in [false, true] {
+            failed_appends_publish_nothing_and_later_batches_are_redone_on(in_place).await;
+        }
+    }
+
+    async fn failed_appends_publish_nothing_and_later_batches_are_redone_on(in_place: bool) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(TestStore::new(&dir.path().join("log.db"), Failures::Before));
+        let path = dir.path().join("log.db");
+        let store = Arc::new(if in_place {
+            TestStore::appending_in_place(&path, Failures::Before)
+        } else {
+            TestStore::new(&path, Failures::Before)
+        });
         let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
         let bp = Command::CreateBlueprint {
             body: json!({"identifier": "s", "title": "S", "schema": {"properties": {"n": {"type": "number"}}}}),
@@ -1035,6 +1146,8 @@ mod tests {
             acked.extend(t.await.expect("task"));
         }
         assert!(!acked.is_empty() && acked.len() < 200, "some writes failed, some succeeded: {}", acked.len());
+        let in_place_appends = store.blocking_appends.load(Ordering::SeqCst);
+        assert_eq!(in_place_appends > 0, in_place, "{in_place_appends} appends on the writer's thread");
         let view = catalog.view();
         assert_eq!(view.entity_count("s"), acked.len(), "exactly the acknowledged writes are published");
         for id in &acked {
@@ -1055,8 +1168,21 @@ mod tests {
     /// A pipeline on a test store failing as `failures` says, holding the blueprint `s` (the store's first
     /// append).
     async fn with_blueprint(failures: Failures) -> (tempfile::TempDir, Arc<TestStore>, Arc<Pipeline>) {
+        with_blueprint_on(failures, false).await
+    }
+
+    /// [`with_blueprint`], on a store that appends on the writer's thread if `in_place`.
+    async fn with_blueprint_on(
+        failures: Failures,
+        in_place: bool,
+    ) -> (tempfile::TempDir, Arc<TestStore>, Arc<Pipeline>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(TestStore::new(&dir.path().join("log.db"), failures));
+        let path = dir.path().join("log.db");
+        let store = Arc::new(if in_place {
+            TestStore::appending_in_place(&path, failures)
+        } else {
+            TestStore::new(&path, failures)
+        });
         let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
         let bp =
             Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
@@ -1068,8 +1194,9 @@ mod tests {
     /// that is not in the log, is "outcome unknown"; one refused outright is "not applied".
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_undecided_append_is_never_answered_not_applied() {
-        for (failures, unknown) in [(Failures::Undecided, true), (Failures::Before, false)] {
-            let (_dir, _store, catalog) = with_blueprint(failures).await; // append 0
+        let cases = [(Failures::Undecided, true), (Failures::Before, false)];
+        for ((failures, unknown), in_place) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
+            let (_dir, _store, catalog) = with_blueprint_on(failures, in_place).await; // append 0
             catalog.write_one(meta(), upsert("a", json!({}))).await.expect("write").0.expect("a"); // append 1
             let failed = catalog.write_one(meta(), upsert("b", json!({}))).await; // append 2 fails
             match failed {
@@ -1175,7 +1302,13 @@ mod tests {
     /// (never "not applied"), and the catalog catches up once the store answers again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appends_committed_then_reported_failed_are_settled_from_the_log() {
-        let (_dir, store, catalog) = with_blueprint(Failures::AfterCommit).await; // append 0
+        for in_place in [false, true] {
+            appends_committed_then_reported_failed_are_settled_from_the_log_on(in_place).await;
+        }
+    }
+
+    async fn appends_committed_then_reported_failed_are_settled_from_the_log_on(in_place: bool) {
+        let (_dir, store, catalog) = with_blueprint_on(Failures::AfterCommit, in_place).await; // append 0
         catalog.write_one(meta(), upsert("a", json!({}))).await.expect("write").0.expect("a"); // append 1
         // Append 2 commits, then fails: read back, it is a success.
         let (outcome, seq) = catalog.write_one(meta(), upsert("b", json!({}))).await.expect("settled as applied");
@@ -1198,5 +1331,37 @@ mod tests {
         let mut replayed = State::default();
         catch_up(store.as_ref(), &mut replayed).await.expect("replay");
         assert_eq!(replayed.to_snapshot().expect("snap"), view.to_snapshot().expect("snap"));
+        // One writer, one write at a time: every append was made on the writer's thread, where it can be.
+        let expected = if in_place { 7 } else { 0 };
+        assert_eq!(store.blocking_appends.load(Ordering::SeqCst), expected);
+    }
+
+    /// A lone write appended on the writer's thread that finds the log moved on (another replica wrote
+    /// first) is redone on the caught-up catalog, not failed; both writes are in the log and the catalog.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_appended_in_place_after_another_replica_wrote_is_redone() {
+        let (dir, store, catalog) = with_blueprint_on(Failures::None, true).await;
+        catalog.write_one(meta(), upsert("a", json!({}))).await.expect("write").0.expect("a");
+        // Another replica on the same log writes `x`.
+        let other = Pipeline::open(
+            Arc::new(berth_store::sqlite::SqliteStore::open(&dir.path().join("log.db")).expect("open")),
+            0,
+        )
+        .await
+        .expect("other replica");
+        other.write_one(meta(), upsert("x", json!({}))).await.expect("write").0.expect("x");
+        // This replica has not noticed (its watch on its own handle waits up to a second): `b` is appended on
+        // the writer's thread after the head it knows, conflicts, and is redone after catching up.
+        let (in_place, appends) = (store.blocking_appends.load(Ordering::SeqCst), store.appends());
+        catalog.write_one(meta(), upsert("b", json!({}))).await.expect("redone").0.expect("b");
+        assert_eq!(store.blocking_appends.load(Ordering::SeqCst), in_place + 1, "tried on the writer's thread");
+        assert!(store.appends() >= appends + 2, "a conflicting append, then the redone one");
+        let view = catalog.view();
+        for id in ["a", "x", "b"] {
+            assert!(view.entity("s", id).is_some(), "{id}");
+        }
+        let mut replayed = State::default();
+        catch_up(store.as_ref(), &mut replayed).await.expect("replay");
+        assert_eq!(replayed.digest(), view.digest(), "the log holds what the catalog shows");
     }
 }

@@ -23,6 +23,10 @@ pub struct TestStore {
     pub inner: SqliteStore,
     failures: Failures,
     appends: AtomicUsize,
+    /// Whether the store offers [`LogStore::append_blocking`] (as SQLite does), with the same failures.
+    in_place: bool,
+    /// Appends made through [`LogStore::append_blocking`].
+    pub blocking_appends: AtomicUsize,
     /// While set, reading the log (head, reads) fails.
     pub blind: AtomicBool,
     /// While set, forward log reads (`read_from`) never answer: a network gone silent.
@@ -43,6 +47,8 @@ impl TestStore {
             inner: SqliteStore::open(path).expect("open"),
             failures,
             appends: AtomicUsize::new(0),
+            in_place: false,
+            blocking_appends: AtomicUsize::new(0),
             blind: AtomicBool::new(false),
             silent: AtomicBool::new(false),
             reads: AtomicUsize::new(0),
@@ -50,6 +56,22 @@ impl TestStore {
             scans: AtomicUsize::new(0),
             point_reads: AtomicUsize::new(0),
         }
+    }
+
+    /// A test store that also appends on the caller's thread ([`LogStore::append_blocking`]); its failures
+    /// count both kinds of append.
+    pub fn appending_in_place(path: &std::path::Path, failures: Failures) -> TestStore {
+        TestStore { in_place: true, ..TestStore::new(path, failures) }
+    }
+
+    /// Appends asked for so far, of both kinds.
+    pub fn appends(&self) -> usize {
+        self.appends.load(Ordering::SeqCst)
+    }
+
+    /// Whether the `n`th append (counting both kinds from 0) is one that fails.
+    fn fails(&self, n: usize) -> bool {
+        n % 3 == 2 && self.failures != Failures::None
     }
 
     fn unreadable(&self) -> bool {
@@ -72,7 +94,7 @@ impl LogStore for TestStore {
         let n = self.appends.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(2)).await;
-            if n % 3 == 2 && self.failures != Failures::None {
+            if self.fails(n) {
                 match self.failures {
                     Failures::AfterCommit => {
                         self.inner.append(expected, events).await?;
@@ -84,6 +106,27 @@ impl LogStore for TestStore {
             }
             self.inner.append(expected, events).await
         })
+    }
+    fn append_blocking(&self, expected: u64, events: &[Vec<u8>]) -> Option<Result<u64, StoreError>> {
+        if !self.in_place {
+            return None;
+        }
+        let n = self.appends.fetch_add(1, Ordering::SeqCst);
+        self.blocking_appends.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(2));
+        if self.fails(n) {
+            match self.failures {
+                Failures::AfterCommit => {
+                    if let Some(Err(e)) = self.inner.append_blocking(expected, events) {
+                        return Some(Err(e));
+                    }
+                }
+                Failures::Undecided => return Some(Err(StoreError::Undecided("injected failure".into()))),
+                Failures::None | Failures::Before => {}
+            }
+            return Some(Err(StoreError::Unavailable("injected failure".into())));
+        }
+        self.inner.append_blocking(expected, events)
     }
     fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
         let n = self.reads.fetch_add(1, Ordering::SeqCst);

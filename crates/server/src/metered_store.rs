@@ -46,6 +46,13 @@ impl LogStore for MeteredStore {
         timed(&self.metrics, "append", self.inner.append(expected_head, events))
     }
 
+    fn append_blocking(&self, expected_head: u64, events: &[Vec<u8>]) -> Option<Result<u64, StoreError>> {
+        let started = Instant::now();
+        let result = self.inner.append_blocking(expected_head, events)?;
+        self.metrics.store_call("append", started.elapsed(), result.is_ok());
+        Some(result)
+    }
+
     fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
         timed(&self.metrics, "read_from", self.inner.read_from(after, limit))
     }

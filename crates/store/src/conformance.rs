@@ -198,6 +198,36 @@ pub async fn binary_payloads(store: &dyn LogStore) {
     assert!(back[3..].iter().map(|e| &e.payload).eq(batch.iter()), "a batch keeps its order");
 }
 
+/// [`LogStore::append_blocking`], where the store offers it, keeps [`LogStore::append`]'s guarantees: the
+/// events land after the expected head, in order; a stale head conflicts and writes nothing; a waiter wakes;
+/// the asynchronous path goes on from its head. A store that does not offer it writes nothing. Blocks the
+/// calling thread for the appends (run it on a multi-threaded runtime).
+pub async fn blocking_appends(store: &dyn LogStore) {
+    let head = store.head().await.expect("head");
+    let Some(appended) = store.append_blocking(head, &[ev(2001), ev(2002)]) else {
+        assert_eq!(store.head().await.expect("head"), head, "a store without blocking appends writes nothing");
+        return;
+    };
+    assert_eq!(appended.expect("a blocking append"), head + 2);
+    assert_eq!(store.head().await.expect("head"), head + 2);
+    let back = store.read_from(head, 10).await.expect("read");
+    assert_eq!(
+        back.iter().map(|e| (e.seq, e.payload.clone())).collect::<Vec<_>>(),
+        vec![(head + 1, ev(2001)), (head + 2, ev(2002))]
+    );
+    match store.append_blocking(head, &[ev(2099)]) {
+        Some(Err(StoreError::Conflict { expected, actual })) => assert_eq!((expected, actual), (head, head + 2)),
+        other => panic!("a stale expected head must conflict, got {other:?}"),
+    }
+    assert_eq!(store.head().await.expect("head"), head + 2, "a conflicting blocking append writes nothing");
+    let (woke, _) = tokio::join!(store.wait_for(head + 2, Duration::from_secs(10)), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store.append_blocking(head + 2, &[ev(2003)]).expect("offered").expect("append");
+    });
+    assert_eq!(woke.expect("wait"), head + 3, "a waiter wakes on a blocking append");
+    assert_eq!(store.append(head + 3, vec![ev(2004)]).await.expect("then an async append"), head + 4);
+}
+
 /// After [`run_all`] and a reopen: the log, the snapshot and the cursors are all still there.
 pub async fn check_reopened(store: &dyn LogStore) {
     assert_eq!(store.head().await.expect("head"), 4);

@@ -74,6 +74,15 @@ pub trait LogStore: Send + Sync + 'static {
     /// once the events are durable.
     fn append(&self, expected_head: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>>;
 
+    /// [`LogStore::append`] on the calling thread, for a store whose append is a local blocking call (an
+    /// embedded database): the writer then makes a batch durable on the thread that executed it, without
+    /// handing it to another thread and waiting for that thread to be scheduled. `None`: this store only
+    /// appends asynchronously (over a network). Blocks; call it off the async runtime's worker threads.
+    fn append_blocking(&self, expected_head: u64, events: &[Vec<u8>]) -> Option<Result<u64, StoreError>> {
+        let _ = (expected_head, events);
+        None
+    }
+
     /// Events with a sequence number greater than `after`, in order, at most `limit` of them.
     fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
 

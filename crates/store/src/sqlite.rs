@@ -188,6 +188,31 @@ fn query_head(conn: &Connection) -> Result<u64, StoreError> {
     Ok(head.unwrap_or(0).max(0) as u64)
 }
 
+/// Appends `events` after `expected_head` in one transaction on the writer's connection (blocking, `fsync`
+/// included); a conflict if the head has moved.
+fn append_in(
+    c: &mut Connection,
+    checkpoints: &Checkpoints,
+    expected_head: u64,
+    events: &[Vec<u8>],
+) -> Result<u64, StoreError> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
+    let actual = query_head(&tx)?;
+    if actual != expected_head {
+        return Err(StoreError::Conflict { expected: expected_head, actual });
+    }
+    {
+        let mut stmt = tx.prepare_cached("INSERT INTO events (seq, payload) VALUES (?1, ?2)").map_err(unavailable)?;
+        for (i, payload) in events.iter().enumerate() {
+            let seq = expected_head + 1 + i as u64;
+            stmt.execute(params![seq as i64, payload]).map_err(unavailable)?;
+        }
+    }
+    tx.commit().map_err(unavailable)?;
+    checkpoints.wrote(events.iter().map(Vec::len).sum());
+    Ok(expected_head + events.len() as u64)
+}
+
 impl LogStore for SqliteStore {
     fn describe(&self) -> String {
         format!("sqlite://{}", self.path)
@@ -200,29 +225,23 @@ impl LogStore for SqliteStore {
     fn append(&self, expected_head: u64, events: Vec<Vec<u8>>) -> BoxFuture<'_, Result<u64, StoreError>> {
         let heads = Arc::clone(&self.heads);
         let checkpoints = Arc::clone(&self.checkpoints);
-        let fut = Self::blocking(&self.writer, move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
-            let actual = query_head(&tx)?;
-            if actual != expected_head {
-                return Err(StoreError::Conflict { expected: expected_head, actual });
-            }
-            {
-                let mut stmt =
-                    tx.prepare_cached("INSERT INTO events (seq, payload) VALUES (?1, ?2)").map_err(unavailable)?;
-                for (i, payload) in events.iter().enumerate() {
-                    let seq = expected_head + 1 + i as u64;
-                    stmt.execute(params![seq as i64, payload]).map_err(unavailable)?;
-                }
-            }
-            tx.commit().map_err(unavailable)?;
-            checkpoints.wrote(events.iter().map(Vec::len).sum());
-            Ok(expected_head + events.len() as u64)
-        });
+        let fut = Self::blocking(&self.writer, move |c| append_in(c, &checkpoints, expected_head, &events));
         Box::pin(async move {
             let head = fut.await?;
             heads.note(head);
             Ok(head)
         })
+    }
+
+    fn append_blocking(&self, expected_head: u64, events: &[Vec<u8>]) -> Option<Result<u64, StoreError>> {
+        let appended = match self.writer.lock() {
+            Ok(mut c) => append_in(&mut c, &self.checkpoints, expected_head, events),
+            Err(_) => Err(unavailable("connection lock poisoned")),
+        };
+        if let Ok(head) = appended {
+            self.heads.note(head);
+        }
+        Some(appended)
     }
 
     fn read_from(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
@@ -427,6 +446,7 @@ mod tests {
         let store = SqliteStore::open(&path).expect("reopen");
         crate::conformance::check_reopened(&store).await;
         crate::conformance::binary_payloads(&store).await;
+        crate::conformance::blocking_appends(&store).await;
     }
 
     /// A leased position is committed without its own sync, and the writer's connection is back to syncing

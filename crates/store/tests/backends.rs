@@ -18,6 +18,7 @@ async fn postgres_passes_conformance() {
     conformance::check_reopened(&other).await;
     conformance::binary_payloads(&other).await;
     conformance::two_handles(&store, &other).await;
+    conformance::blocking_appends(&other).await;
     drop(other);
     store.drop_schema().await.expect("clean up");
 }

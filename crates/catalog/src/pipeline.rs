@@ -1349,7 +1349,14 @@ mod tests {
     /// first) is redone on the caught-up catalog, not failed; both writes are in the log and the catalog.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_appended_in_place_after_another_replica_wrote_is_redone() {
-        let (dir, store, catalog) = with_blueprint_on(Failures::None, true).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(TestStore::appending_in_place(&dir.path().join("log.db"), Failures::None));
+        // This replica never notices the other's write before its own: it runs into it.
+        store.deaf.store(true, Ordering::SeqCst);
+        let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
+        let bp =
+            Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
+        catalog.write_one(meta(), bp).await.expect("write").0.expect("blueprint");
         catalog.write_one(meta(), upsert("a", json!({}))).await.expect("write").0.expect("a");
         // Another replica on the same log writes `x`.
         let other = Pipeline::open(
@@ -1359,8 +1366,8 @@ mod tests {
         .await
         .expect("other replica");
         other.write_one(meta(), upsert("x", json!({}))).await.expect("write").0.expect("x");
-        // This replica has not noticed (its watch on its own handle waits up to a second): `b` is appended on
-        // the writer's thread after the head it knows, conflicts, and is redone after catching up.
+        // `b` is appended on the writer's thread after the head this replica knows, conflicts, and is redone
+        // after catching up.
         let (in_place, appends) = (store.blocking_appends.load(Ordering::SeqCst), store.appends());
         catalog.write_one(meta(), upsert("b", json!({}))).await.expect("redone").0.expect("b");
         assert_eq!(store.blocking_appends.load(Ordering::SeqCst), in_place + 1, "tried on the writer's thread");

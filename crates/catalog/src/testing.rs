@@ -31,6 +31,9 @@ pub struct TestStore {
     pub blind: AtomicBool,
     /// While set, forward log reads (`read_from`) never answer: a network gone silent.
     pub silent: AtomicBool,
+    /// While set, `wait_for` sees nothing new until its timeout: other replicas' writes go unnoticed (as
+    /// between two polls) until the writer runs into them.
+    pub deaf: AtomicBool,
     /// Forward log reads (`read_from`) asked for.
     pub reads: AtomicUsize,
     /// Forward log reads answered: the read numbered this (counting from 0, as `reads` does) and those after
@@ -51,6 +54,7 @@ impl TestStore {
             blocking_appends: AtomicUsize::new(0),
             blind: AtomicBool::new(false),
             silent: AtomicBool::new(false),
+            deaf: AtomicBool::new(false),
             reads: AtomicUsize::new(0),
             answer_reads: AtomicUsize::new(usize::MAX),
             scans: AtomicUsize::new(0),
@@ -144,6 +148,12 @@ impl LogStore for TestStore {
         self.inner.read_seqs(seqs)
     }
     fn wait_for(&self, after: u64, timeout: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
+        if self.deaf.load(Ordering::SeqCst) {
+            return Box::pin(async move {
+                tokio::time::sleep(timeout).await;
+                Ok(after)
+            });
+        }
         self.inner.wait_for(after, timeout)
     }
     fn save_snapshot(&self, s: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -929,8 +929,9 @@ async fn at_once(catalog: &Pipeline, jobs: Vec<WriteJob>) -> Option<InFlight> {
     None
 }
 
-/// Runs the writer's CPU-bound work (a batch's execution, ~10 ms for 1,000 entities) so that the tasks queued
-/// on this worker thread run meanwhile on another. Without it, the append the writer had just spawned sat in
+/// Runs the writer's CPU-bound work (a batch's execution, ~10 ms for 1,000 entities; for a lone batch, its
+/// SQLite append too, see [`at_once`]) so that the tasks queued on this worker thread run meanwhile on
+/// another. Without it, the append the writer had just spawned sat in
 /// this worker's LIFO slot, which other workers cannot steal, until the batch was done: the append of batch N
 /// ran after the execution of N+1 instead of beside it (a third of the writer's time at 100k entities).
 /// Inline on a current-thread runtime (tests), where there is no other worker.
@@ -974,7 +975,7 @@ type Committed = (u64, Vec<Vec<Result<Outcome, DomainError>>>);
 async fn commit(catalog: &Pipeline, jobs: &[WriteJob]) -> Result<Committed, PipelineError> {
     let mut base = (*catalog.view()).clone();
     let published = base.seq();
-    catch_up(catalog.store.as_ref(), &mut base).await?;
+    caught_up_for_redo(catalog.store.as_ref(), &mut base).await?;
     if base.seq() > published {
         catalog.publish(base.clone());
     }
@@ -1011,7 +1012,7 @@ async fn commit(catalog: &Pipeline, jobs: &[WriteJob]) -> Result<Committed, Pipe
                 if attempt > 0 {
                     tokio::time::sleep(conflict_backoff(attempt)).await;
                 }
-                catch_up(catalog.store.as_ref(), &mut base).await?;
+                caught_up_for_redo(catalog.store.as_ref(), &mut base).await?;
                 catalog.publish(base.clone());
             }
             Err(e) => return Err(e),
@@ -1021,6 +1022,19 @@ async fn commit(catalog: &Pipeline, jobs: &[WriteJob]) -> Result<Committed, Pipe
         "append conflicts did not stop for {} s: other replicas are writing too fast; retry",
         CONFLICT_DEADLINE.as_secs()
     ))))
+}
+
+/// [`catch_up`] for a batch being redone, for at most [`FOLLOW_TIMEOUT`]: a store that stops answering must
+/// not hold the writer, and every write queued behind it, for as long as it is silent. The batch then fails,
+/// not applied (its conflicting append wrote nothing); the state caught up so far is not published.
+async fn caught_up_for_redo(store: &dyn LogStore, base: &mut State) -> Result<(), PipelineError> {
+    match tokio::time::timeout(FOLLOW_TIMEOUT, catch_up(store, base)).await {
+        Ok(caught_up) => caught_up,
+        Err(_) => Err(PipelineError::Store(StoreError::Unavailable(format!(
+            "another replica wrote first, and reading its events back took over {} s; retry",
+            FOLLOW_TIMEOUT.as_secs()
+        )))),
+    }
 }
 
 /// A random wait below 2^attempt ms, at most 64 ms.
@@ -1343,6 +1357,39 @@ mod tests {
         // One writer, one write at a time: every append was made on the writer's thread, where it can be.
         let expected = if in_place { 7 } else { 0 };
         assert_eq!(store.blocking_appends.load(Ordering::SeqCst), expected);
+    }
+
+    /// A batch redone after a conflict, on a store that then stops answering reads, is answered "not
+    /// applied" after [`FOLLOW_TIMEOUT`] instead of holding the writer while the store is silent; the writer
+    /// goes on once the store answers again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redo_that_cannot_read_the_log_back_fails_within_the_follow_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(TestStore::appending_in_place(&dir.path().join("log.db"), Failures::None));
+        store.deaf.store(true, Ordering::SeqCst);
+        let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
+        let bp =
+            Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
+        catalog.write_one(meta(), bp).await.expect("write").0.expect("blueprint");
+        let other = Pipeline::open(
+            Arc::new(berth_store::sqlite::SqliteStore::open(&dir.path().join("log.db")).expect("open")),
+            0,
+        )
+        .await
+        .expect("other replica");
+        other.write_one(meta(), upsert("x", json!({}))).await.expect("write").0.expect("x");
+        store.silent.store(true, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        let write = catalog.write_one(meta(), upsert("b", json!({})));
+        let failed = tokio::time::timeout(FOLLOW_TIMEOUT + Duration::from_secs(10), write)
+            .await
+            .expect("answered, not held by the silent store");
+        assert!(matches!(&failed, Err(PipelineError::Store(_))), "not applied: {failed:?}");
+        assert!(started.elapsed() <= FOLLOW_TIMEOUT + Duration::from_secs(5), "{:?}", started.elapsed());
+        store.silent.store(false, Ordering::SeqCst);
+        catalog.write_one(meta(), upsert("c", json!({}))).await.expect("write").0.expect("c");
+        let view = catalog.view();
+        assert!(view.entity("s", "b").is_none() && view.entity("s", "x").is_some() && view.entity("s", "c").is_some());
     }
 
     /// A lone write appended on the writer's thread that finds the log moved on (another replica wrote

@@ -8,7 +8,8 @@
 //!   `subscription:<id>` (a durable position every replica shares; one replica delivers at a time, by
 //!   lease), each change filtered, shaped as Port's change event, sent with retries (exponential backoff
 //!   with jitter), and the position committed after each page: a crash or a failover repeats at most the
-//!   page in flight, never skips one.
+//!   page in flight, never skips one. Under a steady stream of writes a page that would not be full waits
+//!   for more changes, up to 10 ms after the previous page.
 //! - `messages`: each change's message built once for every worker that sends it.
 //! - [`webhook`], [`redis_stream`], [`nats`], [`kafka`]: the destinations; [`address`]: where a webhook may go; [`secret`]: a
 //!   subscription's signing secret (derived, never stored) and Port's webhook signature.

@@ -26,6 +26,8 @@ const PAGE_AT_ONCE: usize = 1_000;
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
 /// How often an idle worker looks at its stored position (a replay moves it).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long after the previous page a page that would not be full waits for more changes (see [`gather`]).
+const LINGER: Duration = Duration::from_millis(10);
 /// The first retry's wait, and the longest.
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -154,6 +156,8 @@ pub(crate) async fn run(shared: Shared, id: String, s: Subscription) {
     // While this replica holds the lease: delivered up to `.0` (kept here), committed up to `.1`.
     let mut at: Option<(u64, u64)> = None;
     let mut checked = Instant::now();
+    // When the last page with changes was read.
+    let mut last_page: Option<Instant> = None;
     loop {
         let Some((position, committed)) = at else {
             // A subscription without a position (its creation's position was not recorded) starts at the head.
@@ -230,13 +234,44 @@ pub(crate) async fn run(shared: Shared, id: String, s: Subscription) {
                 st.state = "delivering";
             }
         });
-        let Some(last) = page.events.last().map(|e| e.seq) else { continue };
-        let built = messages.of(&page.events);
+        let Some(mut last) = page.events.last().map(|e| e.seq) else { continue };
+        let mut events = page.events;
+        let gathering = gather(events.len(), page_size, last_page.map(|at| at.elapsed()));
+        if !gathering.is_zero() {
+            tokio::time::sleep(gathering).await;
+            match consumer.next_after(last, page_size - events.len(), Duration::ZERO).await {
+                Ok(Some(more)) => events.extend(more.events),
+                // The lease was lost meanwhile: the new holder delivers the page.
+                Ok(None) => {
+                    at = None;
+                    continue;
+                }
+                // What was read is delivered; the rest comes with the next page.
+                Err(e) => tracing::debug!(subscription = %id, error = %e, "reading more of a page failed"),
+            }
+            last = events.last().map_or(last, |e| e.seq);
+        }
+        last_page = Some(Instant::now());
+        let built = messages.of(&events);
         if !deliver_page(&pipeline, &statuses, &id, &s, &mut sink, &mut consumer, &built).await {
             at = None;
             continue;
         }
         at = Some((last, committed));
+    }
+}
+
+/// How long a page of `read` changes (of at most `page`) waits for more before it is sent, the previous page
+/// having been read `since_last` ago (`None`: none yet). Under a steady stream of writes a worker that keeps
+/// up would send a page per write, each with its fixed costs (a broker round trip, the webhook's lanes
+/// starting and draining, the filters' preparation, a status update): a page that is not full waits until
+/// [`LINGER`] after the previous one and takes what arrived meanwhile, so pages come at most every `LINGER`
+/// and fuller (what Kafka producers call `linger.ms`). A change is delayed by at most `LINGER`; one after a
+/// quiet moment, and a full page, go at once.
+fn gather(read: usize, page: usize, since_last: Option<Duration>) -> Duration {
+    match since_last {
+        Some(since) if read > 0 && read < page => LINGER.saturating_sub(since),
+        _ => Duration::ZERO,
     }
 }
 
@@ -461,6 +496,22 @@ async fn retry_dead_letters(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_that_would_not_be_full_waits_at_most_the_linger_after_the_previous_one() {
+        let ms = Duration::from_millis;
+        // Right after a page, a few changes wait for more; the wait shrinks as time passes since it.
+        assert_eq!(gather(5, PAGE_AT_ONCE, Some(ms(0))), LINGER);
+        assert_eq!(gather(5, PAGE_AT_ONCE, Some(ms(4))), LINGER - ms(4));
+        assert_eq!(gather(PAGE_AT_ONCE - 1, PAGE_AT_ONCE, Some(ms(1))), LINGER - ms(1));
+        // At once: after a quiet moment, for a full page, with nothing to send, or before any page.
+        assert_eq!(gather(5, PAGE_AT_ONCE, Some(LINGER)), Duration::ZERO);
+        assert_eq!(gather(5, PAGE_AT_ONCE, Some(ms(1_000))), Duration::ZERO);
+        assert_eq!(gather(PAGE_AT_ONCE, PAGE_AT_ONCE, Some(ms(0))), Duration::ZERO);
+        assert_eq!(gather(PAGE, PAGE, Some(ms(0))), Duration::ZERO);
+        assert_eq!(gather(0, PAGE_AT_ONCE, Some(ms(0))), Duration::ZERO);
+        assert_eq!(gather(5, PAGE_AT_ONCE, None), Duration::ZERO);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {

@@ -95,6 +95,9 @@ pub struct BenchArgs {
     /// The delivery battery's destinations, comma-separated (webhook, redis, nats, kafka)
     #[arg(long, default_value = "webhook,redis,nats,kafka")]
     destinations: String,
+    /// Entities per write of the delivery battery (1 to 1,000)
+    #[arg(long, default_value_t = 200)]
+    write_size: usize,
     /// The delivery battery webhook's `concurrency` (1: in log order; more: in order per entity)
     #[arg(long, default_value_t = 32)]
     webhook_concurrency: u32,
@@ -395,7 +398,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             concurrency: args.webhook_concurrency,
             receiver: args.webhook_receiver.parse()?,
         };
-        return crate::bench_delivery::run(args.rate, args.read_seconds, &args.destinations, webhook).await;
+        return crate::bench_delivery::run(args.rate, args.read_seconds, args.write_size, &args.destinations, webhook)
+            .await;
     }
     if args.backstage {
         return crate::bench_backstage::run(args.entities).await;

@@ -13,10 +13,11 @@
 //! webhook trusts.
 //!
 //! Printed: the writes' own throughput without subscriptions and with one per destination (unpaced, bulk
-//! batches of 200, 3 s each, alternated over three rounds, each burst delivered before the next round; the
+//! writes of `--write-size` entities (200), 3 s each, alternated over three rounds, each burst delivered before the next round; the
 //! drop is the rounds' median); then writes paced at `--rate` entities/s for `--read-seconds`: per destination, the
 //! changes delivered, write-to-delivered p50 / p99 (from the write's acknowledgement to the receiver
-//! seeing it) and the largest lag sampled (head minus the subscription's position).
+//! seeing it) and the largest lag sampled (head minus the subscription's position). Under each phase, where
+//! the machine's CPU went (`bench_cpu`): the writes, the delivery workers, the receivers, each broker.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,8 +32,8 @@ use serde_json::json;
 
 use crate::bench::percentile;
 
-/// Entities per write request.
-const BATCH: usize = 200;
+/// The most entities per write request (`--write-size`), as the bulk API allows.
+pub const MAX_WRITE: usize = 1_000;
 
 type Seen = Arc<Mutex<HashMap<u64, Instant>>>;
 /// An XREAD answer: streams of (entry id, [(field, value)]).
@@ -49,8 +50,8 @@ fn meta() -> WriteMeta {
     }
 }
 
-fn batch(from: usize) -> anyhow::Result<Vec<Command>> {
-    (from..from + BATCH)
+fn batch(from: usize, size: usize) -> anyhow::Result<Vec<Command>> {
+    (from..from + size)
         .map(|i| {
             Ok(Command::WriteEntity {
                 blueprint: "item".into(),
@@ -78,17 +79,20 @@ async fn open(
 }
 
 /// Writes unpaced for `seconds`; entities per second, and the share of the time the writer was executing.
-async fn throughput(pipeline: &Pipeline, seconds: u64) -> anyhow::Result<(f64, f64)> {
+async fn throughput(pipeline: &Pipeline, seconds: u64, size: usize) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     let busy = pipeline.writer_busy();
     let mut n = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
-        pipeline.write(meta(), batch(n)?).await?;
-        n += BATCH;
+        pipeline.write(meta(), batch(n, size)?).await?;
+        n += size;
     }
     let share = (pipeline.writer_busy() - busy).as_secs_f64() / started.elapsed().as_secs_f64();
     Ok((n as f64 / started.elapsed().as_secs_f64(), share))
 }
+
+/// The brokers' processes whose CPU the bench reports.
+const BROKERS: [&str; 3] = ["redis-server", "nats-server", "tansu"];
 
 /// Rounds of the writes alone, then with the subscriptions.
 const ROUNDS: usize = 3;
@@ -409,7 +413,16 @@ async fn serve_webhook(
     }
 }
 
-pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook: WebhookBench) -> anyhow::Result<()> {
+pub async fn run(
+    rate: u64,
+    seconds: u64,
+    size: usize,
+    destinations: &str,
+    webhook: WebhookBench,
+) -> anyhow::Result<()> {
+    if !(1..=MAX_WRITE).contains(&size) {
+        bail!("--write-size is between 1 and {MAX_WRITE} entities");
+    }
     let webhook_concurrency = webhook.concurrency;
     let seconds = seconds.max(3);
     let wanted: Vec<&str> = destinations.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
@@ -418,7 +431,7 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook: WebhookBe
     }
     let wants = |d: &str| wanted.contains(&d);
     println!(
-        "berth bench --delivery: {rate} entities/s for {seconds} s, in process, bulk writes of {BATCH}, to {} \
+        "berth bench --delivery: {rate} entities/s for {seconds} s, in process, bulk writes of {size}, to {} \
          (webhook concurrency {webhook_concurrency}, receiver {:?})",
         wanted.join(", "),
         webhook.receiver
@@ -544,8 +557,12 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook: WebhookBe
     // drained before the next round; the drop is the median of the rounds'.
     let mut drops = Vec::new();
     for round in 1..=ROUNDS {
-        let (alone, alone_busy) = throughput(&plain, 3).await?;
-        let (with, with_busy) = throughput(&pipeline, 3).await?;
+        let cpu = crate::bench_cpu::sample(&BROKERS);
+        let (alone, alone_busy) = throughput(&plain, 3, size).await?;
+        let cpu_alone = crate::bench_cpu::since(&cpu, &BROKERS);
+        let cpu = crate::bench_cpu::sample(&BROKERS);
+        let (with, with_busy) = throughput(&pipeline, 3, size).await?;
+        let cpu_with = crate::bench_cpu::since(&cpu, &BROKERS);
         let drained = Instant::now();
         let left = drain(&pipeline, &subscriptions).await?;
         // The brokers' own work behind their acknowledgements settles before the next round's baseline.
@@ -560,6 +577,7 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook: WebhookBe
             with_busy * 100.0,
             drained.elapsed().as_secs_f64(),
         );
+        println!("    alone: {cpu_alone}\n    with:  {cpu_with}");
     }
     drop(plain);
     drops.sort_by(f64::total_cmp);
@@ -582,20 +600,21 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook: WebhookBe
 
     // Paced writes: the acknowledgement time of each sequence number.
     let acked: Arc<Mutex<Vec<(u64, u64, Instant)>>> = Arc::default();
-    let interval = Duration::from_secs_f64(BATCH as f64 / rate.max(1) as f64);
+    let interval = Duration::from_secs_f64(size as f64 / rate.max(1) as f64);
     let started = Instant::now();
     let mut n = 0;
     let mut max_lag: HashMap<&str, u64> = HashMap::new();
     let mut next_sample = Instant::now();
+    let cpu = crate::bench_cpu::sample(&BROKERS);
     while started.elapsed() < Duration::from_secs(seconds) {
-        let due = started + interval.mul_f64((n / BATCH) as f64);
+        let due = started + interval.mul_f64((n / size) as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             tokio::time::sleep(wait).await;
         }
-        let result = pipeline.write(meta(), batch(n)?).await?;
+        let result = pipeline.write(meta(), batch(n, size)?).await?;
         let at = Instant::now();
-        acked.lock().map(|mut a| a.push((result.seq + 1 - BATCH as u64, result.seq, at))).ok();
-        n += BATCH;
+        acked.lock().map(|mut a| a.push((result.seq + 1 - size as u64, result.seq, at))).ok();
+        n += size;
         if Instant::now() >= next_sample {
             next_sample = Instant::now() + Duration::from_millis(100);
             for (id, _) in &subscriptions {
@@ -609,6 +628,7 @@ pub async fn run(rate: u64, seconds: u64, destinations: &str, webhook: WebhookBe
     }
     let achieved = n as f64 / started.elapsed().as_secs_f64();
     println!("  paced: {n} entities in {:.1} s ({achieved:.0} entities/s)", started.elapsed().as_secs_f64());
+    println!("    {}", crate::bench_cpu::since(&cpu, &BROKERS));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
     for ((name, s), (id, _)) in seen.iter().zip(&subscriptions) {

@@ -12,6 +12,7 @@ mod bench;
 mod bench_access;
 mod bench_actions;
 mod bench_backstage;
+mod bench_cpu;
 mod bench_delivery;
 mod bench_deployments;
 mod bench_hostile;

@@ -246,13 +246,24 @@ async fn broker_receivers(
                 anyhow::Ok((partitions, offsets))
             })
             .await??;
-        let into = Arc::clone(&k);
-        on.spawn(async move {
-            loop {
-                let mut any = false;
-                for (p, pc) in &partitions {
-                    let next = offsets.get(p).copied().unwrap_or(0);
-                    let Ok((records, _)) = pc.fetch_records(next, 1..50_000_000, 100).await else { continue };
+        // A task per partition, as a consumer's one fetch covers every partition it is assigned: one long
+        // poll on a partition without new records never holds up the others'. A fetch waits at most 10 ms
+        // for records: tansu seems to answer a fetch that found none only when its wait is over, even when
+        // records arrive meanwhile (a 100 ms wait added tens of milliseconds to the measured latency).
+        for (p, pc) in partitions {
+            let into = Arc::clone(&k);
+            let mut next = offsets.remove(&p).unwrap_or(0);
+            on.spawn(async move {
+                loop {
+                    let Ok((records, _)) = pc.fetch_records(next, 1..50_000_000, 10).await else {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    };
+                    if records.is_empty() {
+                        // A broker that answers an empty fetch before its wait is not asked again at once.
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        continue;
+                    }
                     let now = Instant::now();
                     for r in &records {
                         if let Some(seq) = r
@@ -263,15 +274,11 @@ async fn broker_receivers(
                         {
                             into.lock().map(|mut m| m.insert(seq, now)).ok();
                         }
-                        offsets.insert(*p, r.offset + 1);
-                        any = true;
+                        next = r.offset + 1;
                     }
                 }
-                if !any {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        });
+            });
+        }
         seen.push(("kafka", k));
     }
     Ok(seen)

@@ -1362,22 +1362,32 @@ mod tests {
     /// A batch redone after a conflict, on a store that then stops answering reads, is answered "not
     /// applied" after [`FOLLOW_TIMEOUT`] instead of holding the writer while the store is silent; the writer
     /// goes on once the store answers again.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_redo_that_cannot_read_the_log_back_fails_within_the_follow_timeout() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(TestStore::appending_in_place(&dir.path().join("log.db"), Failures::None));
+    /// A replica on a test store in `dir` that appends in place and never notices another replica's write
+    /// before its own (its store is deaf), with the blueprint `s`.
+    async fn a_deaf_replica(dir: &std::path::Path) -> (Arc<TestStore>, Arc<Pipeline>) {
+        let store = Arc::new(TestStore::appending_in_place(&dir.join("log.db"), Failures::None));
         store.deaf.store(true, Ordering::SeqCst);
         let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
         let bp =
             Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
         catalog.write_one(meta(), bp).await.expect("write").0.expect("blueprint");
-        let other = Pipeline::open(
-            Arc::new(berth_store::sqlite::SqliteStore::open(&dir.path().join("log.db")).expect("open")),
-            0,
-        )
-        .await
-        .expect("other replica");
+        (store, catalog)
+    }
+
+    /// Another replica on the log in `dir` writes the entity `x`.
+    async fn another_replica_writes_x(dir: &std::path::Path) {
+        let other =
+            Pipeline::open(Arc::new(berth_store::sqlite::SqliteStore::open(&dir.join("log.db")).expect("open")), 0)
+                .await
+                .expect("other replica");
         other.write_one(meta(), upsert("x", json!({}))).await.expect("write").0.expect("x");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redo_that_cannot_read_the_log_back_fails_within_the_follow_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, catalog) = a_deaf_replica(dir.path()).await;
+        another_replica_writes_x(dir.path()).await;
         store.silent.store(true, Ordering::SeqCst);
         let started = std::time::Instant::now();
         let write = catalog.write_one(meta(), upsert("b", json!({})));
@@ -1397,22 +1407,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_appended_in_place_after_another_replica_wrote_is_redone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(TestStore::appending_in_place(&dir.path().join("log.db"), Failures::None));
         // This replica never notices the other's write before its own: it runs into it.
-        store.deaf.store(true, Ordering::SeqCst);
-        let catalog = Pipeline::open(store.clone() as Arc<dyn LogStore>, 0).await.expect("catalog");
-        let bp =
-            Command::CreateBlueprint { body: json!({"identifier": "s", "title": "S", "schema": {"properties": {}}}) };
-        catalog.write_one(meta(), bp).await.expect("write").0.expect("blueprint");
+        let (store, catalog) = a_deaf_replica(dir.path()).await;
         catalog.write_one(meta(), upsert("a", json!({}))).await.expect("write").0.expect("a");
-        // Another replica on the same log writes `x`.
-        let other = Pipeline::open(
-            Arc::new(berth_store::sqlite::SqliteStore::open(&dir.path().join("log.db")).expect("open")),
-            0,
-        )
-        .await
-        .expect("other replica");
-        other.write_one(meta(), upsert("x", json!({}))).await.expect("write").0.expect("x");
+        another_replica_writes_x(dir.path()).await;
         // `b` is appended on the writer's thread after the head this replica knows, conflicts, and is redone
         // after catching up.
         let (in_place, appends) = (store.blocking_appends.load(Ordering::SeqCst), store.appends());

@@ -1359,9 +1359,6 @@ mod tests {
         assert_eq!(store.blocking_appends.load(Ordering::SeqCst), expected);
     }
 
-    /// A batch redone after a conflict, on a store that then stops answering reads, is answered "not
-    /// applied" after [`FOLLOW_TIMEOUT`] instead of holding the writer while the store is silent; the writer
-    /// goes on once the store answers again.
     /// A replica on a test store in `dir` that appends in place and never notices another replica's write
     /// before its own (its store is deaf), with the blueprint `s`.
     async fn a_deaf_replica(dir: &std::path::Path) -> (Arc<TestStore>, Arc<Pipeline>) {
@@ -1383,6 +1380,9 @@ mod tests {
         other.write_one(meta(), upsert("x", json!({}))).await.expect("write").0.expect("x");
     }
 
+    /// A batch redone after a conflict, on a store that then stops answering reads, is answered "not
+    /// applied" after [`FOLLOW_TIMEOUT`] instead of holding the writer while the store is silent; the writer
+    /// goes on once the store answers again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_redo_that_cannot_read_the_log_back_fails_within_the_follow_timeout() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -13,8 +13,8 @@
 //! webhook trusts.
 //!
 //! Printed: the writes' own throughput without subscriptions and with one per destination (unpaced, bulk
-//! writes of `--write-size` entities (200), 3 s each, alternated over three rounds, each burst delivered before the next round; the
-//! drop is the rounds' median); then writes paced at `--rate` entities/s for `--read-seconds`: per destination, the
+//! writes of `--write-size` entities, 200 by default, 3 s each, alternated over three rounds, each burst
+//! delivered before the next round; the drop is the rounds' median); then writes paced at `--rate` entities/s for `--read-seconds`: per destination, the
 //! changes delivered, write-to-delivered p50 / p99 (from the write's acknowledgement to the receiver
 //! seeing it) and the largest lag sampled (head minus the subscription's position). Under each phase, where
 //! the machine's CPU went (`bench_cpu`): the writes, the delivery workers, the receivers, each broker.
@@ -32,8 +32,8 @@ use serde_json::json;
 
 use crate::bench::percentile;
 
-/// The most entities per write request (`--write-size`), as the bulk API allows.
-pub const MAX_WRITE: usize = 1_000;
+/// The most entities per write request (`--write-size`): what the bulk API takes in one request.
+const MAX_WRITE: usize = berth_server::routes::entities::MAX_BULK;
 
 type Seen = Arc<Mutex<HashMap<u64, Instant>>>;
 /// An XREAD answer: streams of (entry id, [(field, value)]).

@@ -1,7 +1,9 @@
 //! Each change's message, built once for every subscription that delivers it: the public change (what the
 //! filters read), the key, and the body without the subscription's own identifier
 //! ([`berth_model::subscription::message_body`]). Workers that keep up ask for the same changes within
-//! moments of each other; the most recent [`KEPT`] are kept.
+//! moments of each other; the most recent are kept, up to [`KEPT`] messages and [`KEPT_BYTES`] of bodies: as
+//! many as the feed keeps decoded in memory, so that a worker that fell behind (a slow webhook on a full
+//! machine) pays no more per message than one that keeps up, rather than building every message again.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,8 +12,9 @@ use berth_model::Event;
 use berth_model::public::PublicChange;
 use berth_model::subscription;
 
-/// The most built messages kept.
-const KEPT: usize = 20_000;
+/// The most built messages kept, and the most bytes of their bodies.
+const KEPT: usize = 100_000;
+const KEPT_BYTES: usize = 48 << 20;
 
 /// One change, ready to send.
 pub(crate) struct Built {
@@ -37,7 +40,14 @@ impl Built {
 
 #[derive(Default)]
 pub(crate) struct Messages {
-    built: Mutex<BTreeMap<u64, Arc<Built>>>,
+    built: Mutex<Kept>,
+}
+
+/// The kept messages by sequence number, and their bodies' bytes.
+#[derive(Default)]
+struct Kept {
+    by_seq: BTreeMap<u64, Arc<Built>>,
+    bytes: usize,
 }
 
 impl Messages {
@@ -45,7 +55,7 @@ impl Messages {
     /// the lock).
     pub(crate) fn of(&self, events: &[Arc<Event>]) -> Vec<Arc<Built>> {
         let mut found: Vec<Option<Arc<Built>>> = match self.built.lock() {
-            Ok(built) => events.iter().map(|e| built.get(&e.seq).cloned()).collect(),
+            Ok(built) => events.iter().map(|e| built.by_seq.get(&e.seq).cloned()).collect(),
             Err(_) => vec![None; events.len()],
         };
         let mut made = Vec::new();
@@ -58,9 +68,16 @@ impl Messages {
         }
         if !made.is_empty() {
             if let Ok(mut built) = self.built.lock() {
-                built.extend(made);
-                while built.len() > KEPT {
-                    built.pop_first();
+                for (seq, b) in made {
+                    let size = b.body.len();
+                    if let Some(old) = built.by_seq.insert(seq, b) {
+                        built.bytes -= old.body.len();
+                    }
+                    built.bytes += size;
+                }
+                while built.by_seq.len() > KEPT || built.bytes > KEPT_BYTES {
+                    let Some((_, old)) = built.by_seq.pop_first() else { break };
+                    built.bytes -= old.body.len();
                 }
             }
         }
@@ -73,8 +90,13 @@ mod tests {
     use super::*;
 
     fn event(seq: u64) -> Arc<Event> {
+        event_with(seq, serde_json::json!({}))
+    }
+
+    fn event_with(seq: u64, properties: serde_json::Value) -> Arc<Event> {
         let entity: berth_model::Entity =
             serde_json::from_value(serde_json::json!({"identifier": format!("e{seq}"), "blueprint": "service",
+                "properties": properties,
                 "createdAt": "2026-01-01T00:00:00.000Z", "createdBy": "a",
                 "updatedAt": "2026-01-01T00:00:00.000Z", "updatedBy": "a"}))
             .expect("entity");
@@ -100,5 +122,23 @@ mod tests {
         let many: Vec<Arc<Event>> = (4..=(KEPT as u64 + 3)).map(event).collect();
         m.of(&many);
         assert!(!Arc::ptr_eq(&m.of(&events[..1])[0], &first[0]), "the oldest was let go");
+        let kept = m.built.lock().expect("lock");
+        assert_eq!(kept.by_seq.len(), KEPT);
+        assert_eq!(kept.bytes, kept.by_seq.values().map(|b| b.body.len()).sum::<usize>(), "the bytes counted");
+    }
+
+    #[test]
+    fn the_kept_bodies_are_bounded_by_their_bytes() {
+        // Bodies large enough that the bytes, not the count, bound what is kept.
+        let big = |seq| event_with(seq, serde_json::json!({"readme": "x".repeat(4_000)}));
+        let m = Messages::default();
+        let size = m.of(&[big(1)])[0].body.len();
+        let fit = KEPT_BYTES / size;
+        assert!(fit < KEPT);
+        let many: Vec<Arc<Event>> = (2..=(fit as u64 + 50)).map(big).collect();
+        m.of(&many);
+        let kept = m.built.lock().expect("lock");
+        assert!(kept.bytes <= KEPT_BYTES && kept.bytes + 2 * size > KEPT_BYTES, "{} bytes kept", kept.bytes);
+        assert_eq!(kept.by_seq.last_key_value().map(|(s, _)| *s), Some(fit as u64 + 50), "the newest are kept");
     }
 }

@@ -556,10 +556,11 @@ fn background() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// The delivery workers' nice value: the lowest. Under a burst of writes on a full machine they give the
-/// writes more of it than at nice 10 (BENCHMARKS.md, session 29: the write drop's median -30 % against
-/// -38 %, alternated), and keep their latency when the writes leave them room; unlike `SCHED_IDLE`
-/// (session 24), they are never starved: a nice-19 thread still gets its small share of a busy core.
+/// The delivery workers' nice value: the lowest. Under a burst of writes on a full machine they leave the
+/// writes more of it than at nice 10 (BENCHMARKS.md, session 29, alternated: the write drop's median
+/// -35.8 % against -40.9 %); the price, where brokers share the machine at the normal priority, is the
+/// webhook's latency when the machine is full. Unlike `SCHED_IDLE` (session 24), they are never starved: a
+/// nice-19 thread still gets its small share of a busy core.
 const NICE: i32 = 19;
 
 /// Lowers the calling thread's scheduling priority, once (Linux only; elsewhere the nice value is per

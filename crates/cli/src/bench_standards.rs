@@ -213,6 +213,9 @@ pub(crate) fn report(name: &str, samples: &mut [Duration], note: &str) {
 }
 
 pub async fn run(entities: usize) -> anyhow::Result<()> {
+    if entities < 10 {
+        anyhow::bail!("--standards needs at least 10 entities (a tenth of them are services)");
+    }
     println!(
         "berth bench --standards: {entities} entities, in process (engine), 2 catalogs: with derived data + 3x10 scorecards, and without"
     );
@@ -268,9 +271,9 @@ pub async fn run(entities: usize) -> anyhow::Result<()> {
         (
             "deployment",
             "deployment moved to another service",
-            Box::new(|i: usize| {
+            Box::new(move |i: usize| {
                 json!({"identifier": format!("dep-{:07}", i * 13), "properties": {"status": "failed", "duration": i as f64},
-                "relations": {"service": format!("svc-{:06}", i % 1000)}})
+                "relations": {"service": format!("svc-{:06}", i % services.min(1000))}})
             }),
         ),
         (

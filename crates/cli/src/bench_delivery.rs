@@ -14,10 +14,11 @@
 //!
 //! Printed: the writes' own throughput without subscriptions and with one per destination (unpaced, bulk
 //! writes of `--write-size` entities, 200 by default, 3 s each, alternated over three rounds, each burst
-//! delivered before the next round; the drop is the rounds' median); then writes paced at `--rate` entities/s for `--read-seconds`: per destination, the
-//! changes delivered, write-to-delivered p50 / p99 (from the write's acknowledgement to the receiver
-//! seeing it) and the largest lag sampled (head minus the subscription's position). Under each phase, where
-//! the machine's CPU went (`bench_cpu`): the writes, the delivery workers, the receivers, each broker.
+//! delivered before the next round; the drop is the rounds' median); then writes paced at `--rate`
+//! entities/s for `--read-seconds`: per destination, the changes delivered, write-to-delivered p50 / p99
+//! (from the write's acknowledgement to the receiver seeing it) and the largest lag sampled (head minus the
+//! subscription's position). Under each phase, where the machine's CPU went (`bench_cpu`): the writes, the
+//! delivery workers, the receivers, each broker.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -36,6 +36,7 @@ pub mod standards;
 mod test_writes;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod writer_idle;
 pub mod writer_metrics;
 
 pub use pipeline::{Pipeline, PipelineError};

@@ -79,6 +79,8 @@ pub struct Pipeline {
     recent: Arc<crate::recent::Recent>,
     /// Nanoseconds the writer has spent executing batches (see [`Pipeline::writer_busy`]).
     busy: std::sync::atomic::AtomicU64,
+    /// The time the writer has waited for work (see [`Pipeline::writer_idle`]).
+    idle: crate::writer_idle::Idle,
     /// Batch sizes, times to durable and failures (see [`crate::writer_metrics`]).
     metrics: crate::writer_metrics::WriterMetrics,
 }
@@ -146,6 +148,7 @@ impl Pipeline {
             backstage: crate::backstage::Kept::new(),
             recent: Arc::default(),
             busy: std::sync::atomic::AtomicU64::new(0),
+            idle: crate::writer_idle::Idle::default(),
             metrics,
         });
         let store_head = catalog.store_head.subscribe();
@@ -337,6 +340,13 @@ impl Pipeline {
     /// between that it was busy.
     pub fn writer_busy(&self) -> Duration {
         Duration::from_nanos(self.busy.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The time the writer has spent waiting for work since start, the wait under way included: sampled
+    /// twice, `1 - idle / elapsed` is the share of the time it had a write to do (executing, appending or
+    /// answering one). One client writing as fast as it can keeps it busy most of the time.
+    pub fn writer_idle(&self) -> Duration {
+        self.idle.total()
     }
 
     /// Whether the writer task still takes writes (it ends only on a bug; then this replica is not ready).
@@ -783,13 +793,18 @@ async fn writer_loop(catalog: Arc<Pipeline>, mut rx: mpsc::Receiver<WriteJob>, m
         let mut jobs = Vec::new();
         if flight.is_none() {
             // Idle: wait for work, or for another replica's events to follow.
+            catalog.idle.begin();
             tokio::select! {
                 biased;
                 job = rx.recv() => match job {
-                    Some(job) => jobs.push(job),
+                    Some(job) => {
+                        catalog.idle.end();
+                        jobs.push(job);
+                    }
                     None => return,
                 },
                 changed = store_head.changed() => {
+                    catalog.idle.end();
                     if changed.is_ok() && *store_head.borrow_and_update() > catalog.view().seq() {
                         follow(&catalog).await;
                     }

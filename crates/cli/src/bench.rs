@@ -105,6 +105,10 @@ pub struct BenchArgs {
     /// with `openssl`)
     #[arg(long, default_value = "http")]
     webhook_receiver: String,
+    /// The delivery battery's `--delivery-yield-for`, in seconds, as `berth serve` takes it (0: delivery
+    /// never yields to a busy writer)
+    #[arg(long, default_value_t = berth_delivery::yielding::DEFAULT_BOUND.as_secs())]
+    delivery_yield_for: u64,
     /// Inputs per parser of the hostile battery
     #[arg(long, default_value_t = 1_000_000)]
     count: usize,
@@ -397,6 +401,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let webhook = crate::bench_delivery::WebhookBench {
             concurrency: args.webhook_concurrency,
             receiver: args.webhook_receiver.parse()?,
+            yield_for: Duration::from_secs(args.delivery_yield_for),
         };
         return crate::bench_delivery::run(args.rate, args.read_seconds, args.write_size, &args.destinations, webhook)
             .await;

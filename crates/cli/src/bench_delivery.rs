@@ -18,7 +18,9 @@
 //! entities/s for `--read-seconds`: per destination, the changes delivered, write-to-delivered p50 / p99
 //! (from the write's acknowledgement to the receiver seeing it) and the largest lag sampled (head minus the
 //! subscription's position). Under each phase, where the machine's CPU went (`bench_cpu`): the writes, the
-//! delivery workers, the receivers, each broker.
+//! delivery workers, the receivers, each broker; and beside it the share of the time the writer was busy
+//! and executing, and how long the workers rested for it (`berth_delivery::yielding`, which
+//! `--delivery-yield-for` sets as `berth serve` takes it; 0 turns it off).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -79,17 +81,49 @@ async fn open(
     Ok((pipeline, delivery))
 }
 
-/// Writes unpaced for `seconds`; entities per second, and the share of the time the writer was executing.
-async fn throughput(pipeline: &Pipeline, seconds: u64, size: usize) -> anyhow::Result<(f64, f64)> {
+/// Writes unpaced for `seconds`; entities per second, and the writer's [`Shares`].
+async fn throughput(pipeline: &Pipeline, seconds: u64, size: usize) -> anyhow::Result<(f64, Shares)> {
     let started = Instant::now();
-    let busy = pipeline.writer_busy();
+    let shares = Shares::since(pipeline);
     let mut n = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
         pipeline.write(meta(), batch(n, size)?).await?;
         n += size;
     }
-    let share = (pipeline.writer_busy() - busy).as_secs_f64() / started.elapsed().as_secs_f64();
-    Ok((n as f64 / started.elapsed().as_secs_f64(), share))
+    Ok((n as f64 / started.elapsed().as_secs_f64(), shares.until(pipeline)))
+}
+
+/// The shares of the time the writer was executing batches and had a write to do (the latter is what
+/// delivery yields to, see `berth_delivery::yielding`).
+#[derive(Clone, Copy)]
+struct Shares {
+    at: Instant,
+    executing: Duration,
+    idle: Duration,
+}
+
+impl Shares {
+    fn since(pipeline: &Pipeline) -> Shares {
+        Shares { at: Instant::now(), executing: pipeline.writer_busy(), idle: pipeline.writer_idle() }
+    }
+
+    fn until(self, pipeline: &Pipeline) -> Shares {
+        let elapsed = self.at.elapsed().as_secs_f64().max(1e-9);
+        let share = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() / elapsed);
+        Shares {
+            at: self.at,
+            executing: share(pipeline.writer_busy().saturating_sub(self.executing)),
+            idle: share(pipeline.writer_idle().saturating_sub(self.idle)),
+        }
+    }
+}
+
+impl std::fmt::Display for Shares {
+    /// Shares as made by [`Shares::until`] (seconds per second).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let busy = (1.0 - self.idle.as_secs_f64()).max(0.0);
+        write!(f, "writer busy {:.0} %, executing {:.0} %", busy * 100.0, self.executing.as_secs_f64() * 100.0)
+    }
 }
 
 /// The brokers' processes whose CPU the bench reports.
@@ -112,6 +146,12 @@ async fn drain(pipeline: &Pipeline, subscriptions: &[(&str, serde_json::Value)])
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// How long the subscriptions' workers have rested for the writer, in all (see `berth_delivery::yielding`).
+fn yielded(delivery: Option<&berth_delivery::Delivery>, subscriptions: &[(&str, serde_json::Value)]) -> Duration {
+    let Some(d) = delivery else { return Duration::ZERO };
+    subscriptions.iter().filter_map(|(id, _)| d.status(id)).map(|s| s.yielded).sum()
 }
 
 /// Where the broker destinations' receivers read (`None`: not in the battery).
@@ -323,6 +363,8 @@ impl std::str::FromStr for Receiver {
 pub struct WebhookBench {
     pub concurrency: u32,
     pub receiver: Receiver,
+    /// The delivery's `yield_for` (see `berth_delivery::yielding`).
+    pub yield_for: Duration,
 }
 
 /// A test CA and a certificate for 127.0.0.1 it signed (P-256 keys, made by `openssl` in `dir`): the CA to
@@ -440,9 +482,10 @@ pub async fn run(
     let wants = |d: &str| wanted.contains(&d);
     println!(
         "berth bench --delivery: {rate} entities/s for {seconds} s, in process, bulk writes of {size}, to {} \
-         (webhook concurrency {webhook_concurrency}, receiver {:?})",
+         (webhook concurrency {webhook_concurrency}, receiver {:?}, delivery yields for {} s)",
         wanted.join(", "),
-        webhook.receiver
+        webhook.receiver,
+        webhook.yield_for.as_secs()
     );
     // The receivers run on a runtime of their own (standing in for other machines' processes), so that
     // they do not take the server's worker threads.
@@ -530,6 +573,7 @@ pub async fn run(
         allow: vec!["127.0.0.1".into()],
         webhook_roots,
         actions: Default::default(),
+        yield_for: webhook.yield_for,
     };
     let (pipeline, delivery) = open(dir.path(), Some(config)).await?;
     let mut subscriptions = vec![
@@ -569,20 +613,22 @@ pub async fn run(
         let (alone, alone_busy) = throughput(&plain, 3, size).await?;
         let cpu_alone = crate::bench_cpu::since(&cpu, &BROKERS);
         let cpu = crate::bench_cpu::sample(&BROKERS);
+        let rested = yielded(delivery.as_deref(), &subscriptions);
         let (with, with_busy) = throughput(&pipeline, 3, size).await?;
         let cpu_with = crate::bench_cpu::since(&cpu, &BROKERS);
+        let rested = yielded(delivery.as_deref(), &subscriptions) - rested;
         let drained = Instant::now();
         let left = drain(&pipeline, &subscriptions).await?;
         // The brokers' own work behind their acknowledgements settles before the next round's baseline.
         tokio::time::sleep(Duration::from_secs(1)).await;
         drops.push(with / alone - 1.0);
         println!(
-            "  round {round}: writes alone {alone:>7.0} entities/s (writer executing {:.0} %), with {} subscriptions \
-             {with:>7.0} ({:+.1} %; writer executing {:.0} %); the burst drained in {:.1} s ({left} left)",
-            alone_busy * 100.0,
+            "  round {round}: writes alone {alone:>7.0} entities/s ({alone_busy}), with {} subscriptions \
+             {with:>7.0} ({:+.1} %; {with_busy}; the workers yielded {:.1} s); the burst drained in \
+             {:.1} s ({left} left)",
             subscriptions.len(),
             (with / alone - 1.0) * 100.0,
-            with_busy * 100.0,
+            rested.as_secs_f64(),
             drained.elapsed().as_secs_f64(),
         );
         println!("    alone: {cpu_alone}\n    with:  {cpu_with}");
@@ -614,6 +660,7 @@ pub async fn run(
     let mut max_lag: HashMap<&str, u64> = HashMap::new();
     let mut next_sample = Instant::now();
     let cpu = crate::bench_cpu::sample(&BROKERS);
+    let (shares, rested) = (Shares::since(&pipeline), yielded(delivery.as_deref(), &subscriptions));
     while started.elapsed() < Duration::from_secs(seconds) {
         let due = started + interval.mul_f64((n / size) as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -635,7 +682,12 @@ pub async fn run(
         }
     }
     let achieved = n as f64 / started.elapsed().as_secs_f64();
-    println!("  paced: {n} entities in {:.1} s ({achieved:.0} entities/s)", started.elapsed().as_secs_f64());
+    println!(
+        "  paced: {n} entities in {:.1} s ({achieved:.0} entities/s; {}; the workers yielded {:.1} s)",
+        started.elapsed().as_secs_f64(),
+        shares.until(&pipeline),
+        (yielded(delivery.as_deref(), &subscriptions) - rested).as_secs_f64()
+    );
     println!("    {}", crate::bench_cpu::since(&cpu, &BROKERS));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();

@@ -20,7 +20,7 @@ pub struct ServeArgs {
     pub store: Option<String>,
     /// A TOML file with any of: listen, metrics_listen, data_dir, store, body_limit, snapshot_every, min_seq_wait_ms,
     /// rate_limit, rate_limit_period, org_name, signing_key_file, demo, log_format, log, redis_stream_url,
-    /// nats_url, kafka_brokers, kafka_changelog_topic, allow_destinations, kafka_runs_topic, github_url,
+    /// nats_url, kafka_brokers, kafka_changelog_topic, allow_destinations, delivery_yield_for, kafka_runs_topic, github_url,
     /// gitlab_url, azure_devops_url, public_url, password_sign_in, and an [sso] table (issuer, client_id, scopes,
     /// label, email_claim, groups_claim, group_roles, group_teams, default_role, allowed_domains, allowed_groups,
     /// sign_out_at_provider)
@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// are refused unless listed
     #[arg(long = "allow-destination", env = "BERTH_ALLOW_DESTINATIONS", value_delimiter = ',')]
     pub allow_destination: Vec<String>,
+    /// While the writer is busy (a burst of writes), delivery works a twentieth of the time for changes
+    /// younger than this many seconds, leaving the writes the machine; 0: delivery never yields [default: 10]
+    #[arg(long, env = "BERTH_DELIVERY_YIELD_FOR")]
+    pub delivery_yield_for: Option<u64>,
     /// A second address serving only /metrics, to anyone (give it to Prometheus alone)
     #[arg(long, env = "BERTH_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -123,6 +127,7 @@ struct FileConfig {
     kafka_brokers: Option<String>,
     kafka_changelog_topic: Option<String>,
     allow_destinations: Option<Vec<String>>,
+    delivery_yield_for: Option<u64>,
     kafka_runs_topic: Option<String>,
     github_url: Option<String>,
     gitlab_url: Option<String>,
@@ -208,6 +213,9 @@ impl Settings {
             args.allow_destination
         };
         server.allow_destinations.retain(|d| !d.trim().is_empty());
+        if let Some(secs) = args.delivery_yield_for.or(file.delivery_yield_for) {
+            server.delivery_yield_for = std::time::Duration::from_secs(secs);
+        }
         server.demo = args.demo || file.demo.unwrap_or(false);
         server.metrics_listen = args.metrics_listen.or(file.metrics_listen);
         // Like the other tokens: from the flag or the environment only.
@@ -272,6 +280,20 @@ mod tests {
         assert_eq!(s.server.listen.port(), 7070);
         assert_eq!(s.server.data_dir, PathBuf::from("berth-data"));
         assert_eq!(s.server.body_limit, 1 << 20);
+    }
+
+    #[test]
+    fn delivery_yields_for_ten_seconds_unless_told_otherwise() {
+        let s = Settings::resolve(ServeArgs::default()).expect("defaults");
+        assert_eq!(s.server.delivery_yield_for, std::time::Duration::from_secs(10));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, "delivery_yield_for = 3\n").expect("write");
+        let s = Settings::resolve(ServeArgs { config: Some(path.clone()), ..Default::default() }).expect("file");
+        assert_eq!(s.server.delivery_yield_for, std::time::Duration::from_secs(3));
+        let args = ServeArgs { config: Some(path), delivery_yield_for: Some(0), ..Default::default() };
+        let s = Settings::resolve(args).expect("flag");
+        assert_eq!(s.server.delivery_yield_for, std::time::Duration::ZERO, "the flag wins: never yield");
     }
 
     /// The guide's single sign-on configuration file, as written, is one `berth serve` takes.

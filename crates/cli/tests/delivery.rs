@@ -127,6 +127,92 @@ fn check_within(seqs: &[u64], created: u64, head: u64, rewinds_allowed: usize, p
     assert!(seqs.len() - distinct.len() <= page * rewinds_allowed, "{} duplicates", seqs.len() - distinct.len());
 }
 
+/// How long the subscription's worker has rested for the writer (`yieldedMillis` in its status).
+async fn yielded(client: &reqwest::Client, server: &Berth, token: &str) -> u64 {
+    let r = client.get(server.url("/v1/subscriptions/items/status")).bearer_auth(token).send().await.expect("status");
+    let body: Value = r.json().await.expect("json");
+    body["status"]["yieldedMillis"].as_u64().expect("yieldedMillis")
+}
+
+/// Writes first: while clients keep the writer busy, the delivery worker rests (its status counts the
+/// time), and afterwards every change arrives, once and in order; a trickle of writes makes it rest not at
+/// all; with `--delivery-yield-for 0` it never rests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_yields_to_a_burst_of_writes_then_delivers_everything_in_order() {
+    for (bound, yields) in [("10", true), ("0", false)] {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = support::sqlite_url(dir.path(), "yield.db");
+        let client = support::client();
+        let (url, seqs) = receiver(Duration::ZERO).await;
+        let server =
+            Berth::spawn(dir.path(), &store, &["--allow-destination", "127.0.0.1", "--delivery-yield-for", bound]);
+        let token = server.token(&client).await;
+        let created = setup(&client, &server, &token, &url).await;
+        // A trickle: a write every 100 ms leaves the writer idle nearly all the time.
+        for i in 0..10 {
+            write_items(&client, &server, &token, i, 1).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        wait_for("the trickle delivered", 30, || seqs.lock().expect("lock").len() >= 10).await;
+        assert_eq!(yielded(&client, &server, &token).await, 0, "no rest for a trickle (bound {bound} s)");
+        // A burst: four clients writing requests of 10 as fast as they can (the writer is never idle for long;
+        // small requests keep the changes to deliver afterwards few), until the worker has rested (at most 20 s), or
+        // for a second where it should not rest.
+        let started = Instant::now();
+        let mut round = 0;
+        loop {
+            let clients: Vec<_> = (0..4)
+                .map(|c| {
+                    let (client, server_url, token) = (client.clone(), server.url(""), token.clone());
+                    let from = 1_000 + (round * 4 + c) * 100_000;
+                    tokio::spawn(async move {
+                        let until = Instant::now() + Duration::from_millis(250);
+                        let mut n = from;
+                        while Instant::now() < until {
+                            let entities: Vec<Value> = (n..n + 10)
+                                .map(|i| json!({"identifier": format!("i{i}"), "properties": {"n": i}}))
+                                .collect();
+                            let r = client
+                                .post(format!("{server_url}/v1/blueprints/item/entities/bulk"))
+                                .bearer_auth(&token)
+                                .json(&json!({"entities": entities}))
+                                .send()
+                                .await
+                                .expect("bulk");
+                            assert!(r.status().is_success(), "{}", r.status());
+                            n += 10;
+                        }
+                    })
+                })
+                .collect();
+            for c in clients {
+                c.await.expect("client");
+            }
+            round += 1;
+            let rested = yielded(&client, &server, &token).await;
+            let done = if yields { rested > 0 } else { started.elapsed() >= Duration::from_secs(1) };
+            if done || started.elapsed() >= Duration::from_secs(20) {
+                break;
+            }
+        }
+        let rested = yielded(&client, &server, &token).await;
+        if yields {
+            assert!(rested > 0, "the worker rested while the writer was busy");
+        } else {
+            assert_eq!(rested, 0, "--delivery-yield-for 0: never");
+        }
+        let head = head(&client, &server, &token).await;
+        let burst = Instant::now();
+        wait_for("everything after the burst", 120, || seqs.lock().expect("lock").len() as u64 >= head - created).await;
+        eprintln!(
+            "bound {bound} s: {} changes in {round} rounds of writes, delivered {:.1} s after the burst, the worker rested {rested} ms",
+            head - created,
+            burst.elapsed().as_secs_f64()
+        );
+        check(&seqs.lock().expect("lock"), created, head, 0);
+    }
+}
+
 /// What an HTTPS receiver saw of one request.
 #[derive(Clone, Debug)]
 struct Request {

@@ -11,6 +11,7 @@
 //!   page in flight, never skips one. Under a steady stream of writes a page that would not be full waits
 //!   for more changes, up to 10 ms after the previous page.
 //! - `messages`: each change's message built once for every worker that sends it.
+//! - [`yielding`]: writes first: under a burst of writes a worker rests after each page.
 //! - [`webhook`], [`redis_stream`], [`nats`], [`kafka`]: the destinations; [`address`]: where a webhook may go; [`secret`]: a
 //!   subscription's signing secret (derived, never stored) and Port's webhook signature.
 //!
@@ -28,6 +29,7 @@ pub mod redis_stream;
 pub mod secret;
 pub mod webhook;
 mod worker;
+pub mod yielding;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -59,6 +61,9 @@ pub struct Config {
     pub webhook_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Where action runs go besides webhooks (see [`actions`]).
     pub actions: ActionsConfig,
+    /// `--delivery-yield-for`: while the writer is busy, workers whose changes are younger than this work
+    /// a twentieth of the time (see [`yielding`]); zero: they never yield.
+    pub yield_for: Duration,
 }
 
 /// Where action runs are sent: the Kafka topic of KAFKA actions (and webhooks with `agent: true`), and the
@@ -285,6 +290,8 @@ pub struct Status {
     pub failures: u64,
     /// Messages this replica put in the dead letters.
     pub dead_lettered: u64,
+    /// How long this replica's worker rested to leave a busy writer the machine (see [`yielding`]).
+    pub yielded: Duration,
     pub last_error: Option<String>,
     /// The newest attempts, newest last.
     pub attempts: VecDeque<Attempt>,
@@ -304,7 +311,8 @@ impl Status {
             .collect();
         json!({"state": self.state, "position": self.position, "head": self.head,
             "lag": self.head.saturating_sub(self.position), "delivered": self.delivered,
-            "filteredOut": self.skipped, "failures": self.failures, "deadLettered": self.dead_lettered, "lastError": self.last_error,
+            "filteredOut": self.skipped, "failures": self.failures, "deadLettered": self.dead_lettered,
+            "yieldedMillis": self.yielded.as_millis() as u64, "lastError": self.last_error,
             "attempts": attempts})
     }
 
@@ -351,6 +359,8 @@ pub struct Delivery {
     /// The action invoker and the automations worker (see [`actions`]).
     actions: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     messages: Arc<messages::Messages>,
+    /// The writer's load, which workers yield to.
+    yielding: Arc<yielding::Yielding>,
     /// Inbound webhooks with their jq compiled, for the ingest route.
     webhooks_ready: ingest::ReadyCache,
     /// Where the supervisor and the workers run: `background`'s runtime, or the caller's if it could not
@@ -378,6 +388,7 @@ impl Delivery {
         };
         let handle = runtime.as_ref().map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone());
         let delivery = Arc::new(Delivery {
+            yielding: Arc::new(yielding::Yielding::new(Arc::clone(&pipeline), config.yield_for)),
             pipeline,
             config,
             statuses: Arc::default(),
@@ -411,6 +422,7 @@ impl Delivery {
     /// A supervisor that runs no worker (its configuration still answers what the API asks).
     pub fn idle(pipeline: Arc<Pipeline>, config: Config) -> Arc<Delivery> {
         Arc::new(Delivery {
+            yielding: Arc::new(yielding::Yielding::new(Arc::clone(&pipeline), config.yield_for)),
             pipeline,
             config,
             statuses: Arc::default(),
@@ -486,6 +498,7 @@ impl Delivery {
                 config: self.config.clone(),
                 statuses: Arc::clone(&self.statuses),
                 messages: Arc::clone(&self.messages),
+                yielding: Arc::clone(&self.yielding),
             };
             let handle = self.handle.spawn(worker::run(shared, id.clone(), subscription));
             workers.insert(id, (body, handle));

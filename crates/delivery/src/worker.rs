@@ -128,11 +128,12 @@ pub(crate) struct Shared {
     pub config: Config,
     pub statuses: Statuses,
     pub messages: Arc<Messages>,
+    pub yielding: Arc<crate::yielding::Yielding>,
 }
 
 /// Delivers one subscription until the task is aborted.
 pub(crate) async fn run(shared: Shared, id: String, s: Subscription) {
-    let Shared { pipeline, config, statuses, messages } = shared;
+    let Shared { pipeline, config, statuses, messages, yielding } = shared;
     set(&statuses, &id, |st| st.state = "standby");
     let mut sink = match Sink::open(&config, &id, &s) {
         Ok(sink) => sink,
@@ -213,6 +214,7 @@ pub(crate) async fn run(shared: Shared, id: String, s: Subscription) {
             continue;
         }
         let wait = if position > committed { Duration::ZERO } else { CHECK_EVERY };
+        let reading = Instant::now();
         let page = match consumer.next_after(position, page_size, wait).await {
             Ok(Some(page)) => page,
             Ok(None) => {
@@ -235,6 +237,9 @@ pub(crate) async fn run(shared: Shared, id: String, s: Subscription) {
             }
         });
         let Some(mut last) = page.events.last().map(|e| e.seq) else { continue };
+        // A full page did not wait for changes: its reading (from the store, for a worker far behind) is part
+        // of what the page cost.
+        let read = if page.events.len() == page_size { reading.elapsed() } else { Duration::ZERO };
         let mut events = page.events;
         let gathering = gather(events.len(), page_size, last_page.map(|at| at.elapsed()));
         if !gathering.is_zero() {
@@ -251,13 +256,20 @@ pub(crate) async fn run(shared: Shared, id: String, s: Subscription) {
             }
             last = events.last().map_or(last, |e| e.seq);
         }
-        last_page = Some(Instant::now());
+        let started = Instant::now();
+        last_page = Some(started);
         let built = messages.of(&events);
         if !deliver_page(&pipeline, &statuses, &id, &s, &mut sink, &mut consumer, &built).await {
             at = None;
             continue;
         }
         at = Some((last, committed));
+        // Writes first (see `yielding`): a worker rests while the writer is busy.
+        let rest = events.last().map_or(Duration::ZERO, |e| yielding.rest(read + started.elapsed(), e.time));
+        if !rest.is_zero() {
+            set(&statuses, &id, |st| st.yielded += rest);
+            tokio::time::sleep(rest).await;
+        }
     }
 }
 

@@ -77,6 +77,9 @@ pub struct ServerConfig {
     pub kafka_changelog_topic: String,
     /// The hosts webhooks may be sent to (`berth_delivery::address`).
     pub allow_destinations: Vec<String>,
+    /// While the writer is busy, delivery workers whose changes are younger than this work a twentieth of the
+    /// time (`berth_delivery::yielding`; zero: never).
+    pub delivery_yield_for: Duration,
     /// Where action runs go (Kafka topic, GitHub, GitLab, Azure DevOps).
     pub actions: berth_delivery::ActionsConfig,
     /// Run the delivery workers (off only in tests that exercise one replica's delivery against another's).
@@ -114,6 +117,7 @@ impl ServerConfig {
             kafka_brokers: None,
             kafka_changelog_topic: "berth.changelog".into(),
             allow_destinations: Vec::new(),
+            delivery_yield_for: berth_delivery::yielding::DEFAULT_BOUND,
             actions: berth_delivery::ActionsConfig::default(),
             deliver: true,
             metrics_listen: None,
@@ -320,6 +324,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         allow: config.allow_destinations.clone(),
         webhook_roots: Vec::new(),
         actions: config.actions.clone(),
+        yield_for: config.delivery_yield_for,
     };
     let delivery = if config.deliver {
         berth_delivery::Delivery::start(Arc::clone(&catalog), delivery_config)

@@ -51,6 +51,8 @@ struct OnePage {
     /// How the destination's order is kept (`concurrency`).
     order: String,
     last_error: String,
+    /// How long the worker rested for a busy writer (`berth_delivery::yielding`), in seconds.
+    yielded: String,
     position: u64,
     head: u64,
     attempts: Vec<AttemptRow>,
@@ -138,6 +140,7 @@ pub async fn page(State(app): State<AppState>, session: Session, Path(id): Path<
             "log order".to_string()
         },
         last_error: status.last_error.clone().unwrap_or_default(),
+        yielded: format!("{:.1} s", status.yielded.as_secs_f64()),
         position,
         head,
         attempts,

@@ -859,6 +859,7 @@ async fn the_subscriptions_pages_show_delivery_and_dead_letters() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     assert!(page.contains(r#"id="attempts""#) && page.contains("failed"), "the failed attempt");
+    assert!(page.contains("Rested for bursts of writes (this replica)</dt><dd>"), "the time yielded to writes");
     // Retry needs the form's token; with it, the page again.
     let r = ui.post(&cookie, "/subscriptions/ops-hook/dead-letters/retry", &[("_csrf", "forged")]).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);

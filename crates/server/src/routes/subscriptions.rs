@@ -192,7 +192,7 @@ async fn status_json(app: &AppState, id: &str) -> ApiResult<Value> {
 
 #[utoipa::path(get, path = "/v1/subscriptions/{identifier}/status", tag = "Subscriptions", summary = "A subscription's delivery status (Berth extension, Admin)",
     security(("bearer" = [])), params(("identifier" = String, Path, description = "Subscription identifier")),
-    description = "`state` (`delivering`, `standby`: another replica delivers it, `failing`, `stopped`), `position` (the last sequence number delivered, shared by every replica), `head`, `lag`, `delivered`, `filteredOut`, `failures`, `lastError`, and this replica's last 50 `attempts` (`{at, seq, delivered, status, error, millis}`, newest first).",
+    description = "`state` (`delivering`, `standby`: another replica delivers it, `failing`, `stopped`), `position` (the last sequence number delivered, shared by every replica), `head`, `lag`, `delivered`, `filteredOut`, `failures`, `deadLettered`, `yieldedMillis` (how long this replica's worker rested for a busy writer, see `--delivery-yield-for`), `lastError`, and this replica's last 50 `attempts` (`{at, seq, delivered, status, error, millis}`, newest first).",
     responses((status = 200, description = "`{ok, status}`"), (status = 404, description = "No such subscription")))]
 pub async fn status(State(app): State<AppState>, params: PathParams) -> ApiResult<Response> {
     let id = params.get("identifier")?;

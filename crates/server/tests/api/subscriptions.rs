@@ -134,6 +134,7 @@ async fn a_receiver_that_fails_then_is_down_gets_everything_when_it_is_back() {
     loop {
         let st = status(&s).await;
         assert_eq!(st["deadLettered"], 0, "{st}");
+        assert!(st["yieldedMillis"].is_u64(), "{st}");
         if st["position"].as_u64() >= expected.last().copied() {
             break;
         }

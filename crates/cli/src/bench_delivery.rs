@@ -93,36 +93,41 @@ async fn throughput(pipeline: &Pipeline, seconds: u64, size: usize) -> anyhow::R
     Ok((n as f64 / started.elapsed().as_secs_f64(), shares.until(pipeline)))
 }
 
-/// The shares of the time the writer was executing batches and had a write to do (the latter is what
-/// delivery yields to, see `berth_delivery::yielding`).
+/// The writer's times when a phase began: [`Shares::until`] gives the phase's shares.
 #[derive(Clone, Copy)]
-struct Shares {
+struct Since {
     at: Instant,
     executing: Duration,
     idle: Duration,
 }
 
-impl Shares {
-    fn since(pipeline: &Pipeline) -> Shares {
-        Shares { at: Instant::now(), executing: pipeline.writer_busy(), idle: pipeline.writer_idle() }
-    }
+/// The shares of a phase's time the writer had a write to do (what delivery yields to, see
+/// `berth_delivery::yielding`) and was executing batches.
+struct Shares {
+    busy: f64,
+    executing: f64,
+}
 
+impl Shares {
+    fn since(pipeline: &Pipeline) -> Since {
+        Since { at: Instant::now(), executing: pipeline.writer_busy(), idle: pipeline.writer_idle() }
+    }
+}
+
+impl Since {
     fn until(self, pipeline: &Pipeline) -> Shares {
         let elapsed = self.at.elapsed().as_secs_f64().max(1e-9);
-        let share = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() / elapsed);
+        let share = |d: Duration| d.as_secs_f64() / elapsed;
         Shares {
-            at: self.at,
+            busy: (1.0 - share(pipeline.writer_idle().saturating_sub(self.idle))).max(0.0),
             executing: share(pipeline.writer_busy().saturating_sub(self.executing)),
-            idle: share(pipeline.writer_idle().saturating_sub(self.idle)),
         }
     }
 }
 
 impl std::fmt::Display for Shares {
-    /// Shares as made by [`Shares::until`] (seconds per second).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let busy = (1.0 - self.idle.as_secs_f64()).max(0.0);
-        write!(f, "writer busy {:.0} %, executing {:.0} %", busy * 100.0, self.executing.as_secs_f64() * 100.0)
+        write!(f, "writer busy {:.0} %, executing {:.0} %", self.busy * 100.0, self.executing * 100.0)
     }
 }
 
@@ -616,7 +621,7 @@ pub async fn run(
         let rested = yielded(delivery.as_deref(), &subscriptions);
         let (with, with_busy) = throughput(&pipeline, 3, size).await?;
         let cpu_with = crate::bench_cpu::since(&cpu, &BROKERS);
-        let rested = yielded(delivery.as_deref(), &subscriptions) - rested;
+        let rested = yielded(delivery.as_deref(), &subscriptions).saturating_sub(rested);
         let drained = Instant::now();
         let left = drain(&pipeline, &subscriptions).await?;
         // The brokers' own work behind their acknowledgements settles before the next round's baseline.
@@ -686,7 +691,7 @@ pub async fn run(
         "  paced: {n} entities in {:.1} s ({achieved:.0} entities/s; {}; the workers yielded {:.1} s)",
         started.elapsed().as_secs_f64(),
         shares.until(&pipeline),
-        (yielded(delivery.as_deref(), &subscriptions) - rested).as_secs_f64()
+        yielded(delivery.as_deref(), &subscriptions).saturating_sub(rested).as_secs_f64()
     );
     println!("    {}", crate::bench_cpu::since(&cpu, &BROKERS));
     tokio::time::sleep(Duration::from_secs(5)).await;

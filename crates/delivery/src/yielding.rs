@@ -12,7 +12,7 @@
 //! A worker whose page's newest change is older than the bound (`--delivery-yield-for`, see
 //! [`crate::Config::yield_for`]) does not rest, so under writes that never let up a change waits about that
 //! long more than it would, not without end; a bound of zero turns yielding off. Writes at a steady pace
-//! leave the writer idle most of the time (at 20,000 entities/s in writes of 200 it is busy 28-38 % of the
+//! leave the writer idle most of the time (at 20,000 entities/s in writes of 200 it is busy 29-43 % of the
 //! time on the project's 2-core machine, where one client writing as fast as it can keeps it busy 92-95 %),
 //! so outside bursts delivery's latency is untouched by this.
 
@@ -40,7 +40,6 @@ pub(crate) struct Yielding {
     sample: Mutex<Sample>,
 }
 
-#[derive(Clone, Copy)]
 struct Sample {
     at: Instant,
     idle: Duration,

@@ -8,6 +8,12 @@
 //! with what a server shares its machine with in the bench (the brokers) but not the bench's own readers;
 //! the webhook's receiver has to answer, so it runs throughout.
 //!
+//! The paced phase runs on a catalog of its own, with subscriptions of its own to a Redis stream, a NATS
+//! subject (so a JetStream stream) and a Kafka topic of their own: the unpaced rounds' catalog and streams
+//! are dropped before it. Its latencies so depend on the rate and the time, never on how much the rounds
+//! managed to write (a faster round wrote more into the same log and streams, and the paced latencies
+//! measured after it were worse for that alone).
+//!
 //! The webhook's receiver listens over plain HTTP/1.1 by default; `--webhook-receiver https` serves TLS, with
 //! a certificate made for the run by `openssl` (a test CA and a certificate for 127.0.0.1) whose CA the
 //! webhook trusts.
@@ -165,8 +171,86 @@ struct Brokers<'a> {
     redis: Option<(&'a str, &'a str)>,
     /// NATS URL, subject.
     nats: Option<(&'a str, &'a str)>,
-    /// tansu's address.
-    kafka: Option<&'a str>,
+    /// tansu's address, topic.
+    kafka: Option<(&'a str, &'a str)>,
+}
+
+/// The names a set of subscriptions delivers to: its own Redis stream, NATS subject and Kafka topic.
+struct Streams {
+    redis: String,
+    nats: String,
+    kafka: String,
+}
+
+impl Streams {
+    fn named(tag: &str) -> Streams {
+        Streams {
+            redis: format!("berth-bench-{tag}"),
+            nats: format!("berth.bench.{tag}"),
+            kafka: format!("berth.bench.{tag}"),
+        }
+    }
+
+    /// One subscription per destination wanted (the webhook's to `hook`; Kafka's when there is a broker).
+    fn subscriptions(
+        &self,
+        hook: &str,
+        wants: impl Fn(&str) -> bool,
+        kafka: bool,
+    ) -> Vec<(&'static str, serde_json::Value)> {
+        let mut subscriptions = vec![
+            ("webhook", json!({"type": "WEBHOOK", "url": hook})),
+            ("redis", json!({"type": "REDIS_STREAM", "stream": self.redis})),
+            ("nats", json!({"type": "NATS", "subject": self.nats})),
+        ];
+        subscriptions.retain(|(id, _)| wants(id));
+        if kafka {
+            subscriptions.push(("kafka", json!({"type": "KAFKA", "topic": self.kafka})));
+        }
+        subscriptions
+    }
+
+    /// Deletes the Redis stream and the JetStream stream (what the brokers keep of them); a Kafka topic
+    /// stays, in tansu's memory, until the broker stops with the bench.
+    async fn forget(&self, redis_url: &str, nats_url: &str) {
+        if let Ok(client) = async_nats::connect(nats_url).await {
+            let js = async_nats::jetstream::new(client);
+            let _ = js.delete_stream(format!("berth-{}", self.nats.replace('.', "_"))).await;
+        }
+        if let Ok(client) = redis::Client::open(redis_url) {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&self.redis).query_async(&mut c).await;
+            }
+        }
+    }
+}
+
+/// Creates the subscriptions, each starting at the head (nothing written before is delivered).
+async fn subscribe(
+    pipeline: &Pipeline,
+    subscriptions: &[(&str, serde_json::Value)],
+    webhook_concurrency: u32,
+) -> anyhow::Result<()> {
+    for (id, destination) in subscriptions {
+        let mut body = json!({"destination": destination, "filter": {"blueprints": ["item"]}});
+        if *id == "webhook" {
+            body["concurrency"] = json!(webhook_concurrency);
+        }
+        let how = berth_engine::definitions::DefinitionWrite::Create(body);
+        let (outcome, seq) = pipeline
+            .write_one(
+                meta(),
+                Command::WriteDefinition {
+                    kind: berth_model::DefinitionKind::Subscription,
+                    identifier: id.to_string(),
+                    how,
+                },
+            )
+            .await?;
+        outcome?;
+        pipeline.set_position(&berth_delivery::position_name(id), seq).await?;
+    }
+    Ok(())
 }
 
 /// Starts a receiver per broker destination on `on`, each reading from the broker's current end (what was
@@ -258,10 +342,10 @@ async fn broker_receivers(
         });
         seen.push(("nats jetstream", n));
     }
-    if let Some(address) = brokers.kafka {
+    if let Some((address, topic)) = brokers.kafka {
         let k: Seen = Arc::default();
-        let address = address.to_string();
-        // The topic's partitions (it exists: the unpaced writes were delivered to it), each from its end.
+        let (address, topic) = (address.to_string(), topic.to_string());
+        // The topic's partitions (it exists: changes were delivered to it before), each from its end.
         let (partitions, mut offsets) = on
             .spawn(async move {
                 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
@@ -271,21 +355,21 @@ async fn broker_receivers(
                     let topics = client.list_topics().await?;
                     let ids: Vec<i32> = topics
                         .iter()
-                        .find(|t| t.name == "berth.bench")
+                        .find(|t| t.name == topic)
                         .map(|t| t.partitions.iter().copied().collect())
                         .unwrap_or_default();
                     if !ids.is_empty() {
                         break ids;
                     }
                     if Instant::now() > deadline {
-                        bail!("the topic berth.bench did not appear");
+                        bail!("the topic {topic} did not appear");
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 };
                 let mut partitions = Vec::new();
                 let mut offsets: HashMap<i32, i64> = HashMap::new();
                 for p in ids {
-                    let pc = client.partition_client("berth.bench", p, UnknownTopicHandling::Error).await?;
+                    let pc = client.partition_client(topic.as_str(), p, UnknownTopicHandling::Error).await?;
                     offsets.insert(p, pc.get_offset(OffsetAt::Latest).await?);
                     partitions.push((p, pc));
                 }
@@ -563,9 +647,6 @@ pub async fn run(
         seen.push(("webhook", webhook_seen));
     }
 
-    let stream = format!("berth-bench-{tag}");
-    let subject = format!("berth.bench.{tag}");
-
     // The catalog with one subscription per destination.
     let dir = tempfile::tempdir()?;
     let config = berth_delivery::Config {
@@ -580,35 +661,10 @@ pub async fn run(
         actions: Default::default(),
         yield_for: webhook.yield_for,
     };
-    let (pipeline, delivery) = open(dir.path(), Some(config)).await?;
-    let mut subscriptions = vec![
-        ("webhook", json!({"type": "WEBHOOK", "url": hook})),
-        ("redis", json!({"type": "REDIS_STREAM", "stream": stream})),
-        ("nats", json!({"type": "NATS", "subject": subject})),
-    ];
-    subscriptions.retain(|(id, _)| wants(id));
-    if kafka.is_some() {
-        subscriptions.push(("kafka", json!({"type": "KAFKA", "topic": "berth.bench"})));
-    }
-    for (id, destination) in &subscriptions {
-        let mut body = json!({"destination": destination, "filter": {"blueprints": ["item"]}});
-        if *id == "webhook" {
-            body["concurrency"] = json!(webhook_concurrency);
-        }
-        let how = berth_engine::definitions::DefinitionWrite::Create(body);
-        let (outcome, seq) = pipeline
-            .write_one(
-                meta(),
-                Command::WriteDefinition {
-                    kind: berth_model::DefinitionKind::Subscription,
-                    identifier: id.to_string(),
-                    how,
-                },
-            )
-            .await?;
-        outcome?;
-        pipeline.set_position(&berth_delivery::position_name(id), seq).await?;
-    }
+    let (pipeline, delivery) = open(dir.path(), Some(config.clone())).await?;
+    let streams = Streams::named(&format!("{tag}.rounds"));
+    let subscriptions = streams.subscriptions(&hook, wants, kafka.is_some());
+    subscribe(&pipeline, &subscriptions, webhook_concurrency).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The writes alone and with the subscriptions, alternated (the machine's speed drifts), each burst
     // drained before the next round; the drop is the median of the rounds'.
@@ -645,17 +701,36 @@ pub async fn run(
         subscriptions.len(),
         drops[drops.len() / 2] * 100.0
     );
+    // The paced phase on a fresh catalog, delivering to fresh streams (see the module's documentation):
+    // the rounds' delivery stops, and their catalog and broker streams go.
+    drop(delivery);
+    drop(pipeline);
+    drop(dir);
+    streams.forget(&redis_url, &nats_url).await;
+    let dir = tempfile::tempdir()?;
+    let (pipeline, delivery) = open(dir.path(), Some(config)).await?;
+    let streams = Streams::named(&format!("{tag}.paced"));
+    let subscriptions = streams.subscriptions(&hook, wants, kafka.is_some());
+    subscribe(&pipeline, &subscriptions, webhook_concurrency).await?;
+    // One write delivered everywhere first: it creates the Kafka topic and the JetStream stream, and opens
+    // the workers' connections, as a portal that has been running would have.
+    pipeline.write(meta(), batch(0, size)?).await?;
+    let left = drain(&pipeline, &subscriptions).await?;
+    if left > 0 {
+        bail!("the paced phase's first write was not delivered in 120 s ({left} changes left)");
+    }
     for (_, s) in &seen {
         s.lock().map(|mut m| m.clear()).ok();
     }
     // The brokers' consumers stand for processes on other machines: they start only now, each from its
-    // broker's current end, so that they take nothing from the unpaced writes above.
+    // broker's current end, so that they take nothing from the writes above.
     let brokers = Brokers {
-        redis: wants("redis").then_some((redis_url.as_str(), stream.as_str())),
-        nats: wants("nats").then_some((nats_url.as_str(), subject.as_str())),
-        kafka: kafka.as_ref().map(|(_, a)| a.as_str()),
+        redis: wants("redis").then_some((redis_url.as_str(), streams.redis.as_str())),
+        nats: wants("nats").then_some((nats_url.as_str(), streams.nats.as_str())),
+        kafka: kafka.as_ref().map(|(_, a)| (a.as_str(), streams.kafka.as_str())),
     };
     seen.extend(broker_receivers(&on, brokers).await?);
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Paced writes: the acknowledgement time of each sequence number.
     let acked: Arc<Mutex<Vec<(u64, u64, Instant)>>> = Arc::default();
@@ -720,25 +795,11 @@ pub async fn run(
     if let Some(d) = delivery {
         d.stop();
     }
-    if let Ok(client) = async_nats::connect(
-        std::env::var("BERTH_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()).as_str(),
-    )
-    .await
-    {
-        let js = async_nats::jetstream::new(client);
-        let _ = js.delete_stream(format!("berth-{}", subject.replace('.', "_"))).await;
-    }
+    streams.forget(&redis_url, &nats_url).await;
     if let Some((mut child, _)) = kafka {
         let _ = child.kill();
         let _ = child.wait();
     }
     receivers.shutdown_background();
-    if let Ok(client) = redis::Client::open(
-        std::env::var("BERTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()).as_str(),
-    ) {
-        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&stream).query_async(&mut c).await;
-        }
-    }
     Ok(())
 }

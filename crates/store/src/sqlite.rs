@@ -2,7 +2,8 @@
 //! survives `kill -9` and power loss (a consumer's leased position alone commits without its own sync: it
 //! survives `kill -9`, and the next append syncs it). One connection writes, another reads; blocking calls
 //! run on tokio's blocking pool. Checkpoints (copying the WAL into the database file) run on a thread of their
-//! own with its own connection, so an append's commit never waits for one.
+//! own with its own connection, so an append's commit never waits for one, except for a moment each time
+//! the WAL has grown past [`WAL_LIMIT_BYTES`], when the writer empties it (see [`Checkpoints`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,18 @@ const SNAPSHOT_CHUNK: usize = 16 << 20;
 /// Bytes written between two checkpoints (SQLite's automatic checkpoint would run every ~4 MB, inside the
 /// commit that crossed the line: a few milliseconds more for one append in five at bulk-ingest rates).
 const CHECKPOINT_BYTES: usize = 4 << 20;
+/// The WAL's size past which a checkpoint also empties it. A passive checkpoint copies the frames that were
+/// in the WAL when it began, but SQLite only starts the WAL over once every frame is copied: under sustained
+/// writes new frames always arrive meanwhile, so the WAL grew as long as the writes went on (540-830 MB in
+/// `berth bench --delivery`, BENCHMARKS.md session 30), taking disk and slowing reads that look a page up in
+/// the WAL's index.
+const WAL_LIMIT_BYTES: u64 = 256 << 20;
+/// How long the writer, emptying the WAL, waits for a passive checkpoint under way and for the readers of
+/// the WAL's frames; the append it follows waits meanwhile, so it gives up soon and tries again after the
+/// next checkpoint.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(100);
+/// How long a connection waits for a lock another holds (SQLite's busy timeout).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SqliteStore {
     path: String,
@@ -28,26 +41,37 @@ pub struct SqliteStore {
 }
 
 /// Asks the checkpoint thread for a checkpoint once enough has been written since the last one, or at once
-/// (waiting for it) after a snapshot.
+/// (waiting for it) after a snapshot. Each is passive: it never holds up an append. When the WAL is then
+/// still past its limit, the writer itself empties it after its next commit (a truncating checkpoint,
+/// which copies what is left). The writer, because a truncating checkpoint must hold the write lock, and
+/// another connection waiting for it between appends in a tight loop almost never gets it (SQLite's lock
+/// waits are polls, not a queue). That append waits for it: the frames written since the passive
+/// checkpoint, copied and synced, at most [`TRUNCATE_WAIT`] for readers and a passive checkpoint under
+/// way, once per [`WAL_LIMIT_BYTES`] at most.
 struct Checkpoints {
     written: std::sync::atomic::AtomicUsize,
     wake: std::sync::mpsc::SyncSender<CheckpointRequest>,
+    /// Set by the checkpoint thread when the WAL is past its limit; the writer empties it.
+    truncate: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A checkpoint request, with where to answer when the asker waits for it.
 type CheckpointRequest = Option<std::sync::mpsc::Sender<Result<(), StoreError>>>;
 
 impl Checkpoints {
-    /// Starts the checkpoint thread on its own connection to `path`; it ends when the store is dropped.
-    fn start(path: &Path) -> Result<Checkpoints, StoreError> {
+    /// Starts the checkpoint thread on its own connection to `path`, keeping the WAL under `wal_limit`
+    /// bytes; it ends when the store is dropped.
+    fn start(path: &Path, wal_limit: u64) -> Result<Checkpoints, StoreError> {
         let conn = connect(path)?;
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(unavailable)?;
         let (wake, asked) = std::sync::mpsc::sync_channel::<CheckpointRequest>(1);
+        let truncate = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let past_limit = Arc::clone(&truncate);
         std::thread::Builder::new()
             .name("berth-sqlite-checkpoint".into())
             .spawn(move || {
                 for reply in asked {
-                    // PASSIVE: copies what no reader still needs, never blocks the writer.
-                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(unavailable);
+                    let done = checkpoint(&conn, page_size, wal_limit, &past_limit);
                     match (reply, done) {
                         (Some(reply), done) => {
                             let _ = reply.send(done);
@@ -60,7 +84,19 @@ impl Checkpoints {
                 }
             })
             .map_err(|e| unavailable(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Checkpoints { written: std::sync::atomic::AtomicUsize::new(0), wake })
+        Ok(Checkpoints { written: std::sync::atomic::AtomicUsize::new(0), wake, truncate })
+    }
+
+    /// After each append's commit, on the writer's connection: empties the WAL if the checkpoint thread
+    /// found it past its limit, and asks for a checkpoint once enough has been written.
+    fn committed(&self, writer: &Connection, bytes: usize) {
+        if self.truncate.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            // Not the append's error: it is committed, and a WAL still past the limit is asked again.
+            if let Err(e) = truncate(writer) {
+                tracing::warn!(error = %e, "the SQLite WAL could not be emptied; the next checkpoint asks again");
+            }
+        }
+        self.wrote(bytes);
     }
 
     fn wrote(&self, bytes: usize) {
@@ -80,6 +116,37 @@ impl Checkpoints {
     }
 }
 
+/// A passive checkpoint (it copies what no reader still needs and never blocks the writer); if the WAL is
+/// still past `wal_limit` bytes, sets `past_limit` for the writer (see [`Checkpoints`]).
+fn checkpoint(
+    conn: &Connection,
+    page_size: i64,
+    wal_limit: u64,
+    past_limit: &std::sync::atomic::AtomicBool,
+) -> Result<(), StoreError> {
+    // The answer: busy, the WAL's frames, the frames copied.
+    let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1)).map_err(unavailable)?;
+    // A frame is a page and its 24-byte header.
+    let wal_bytes = frames.max(0) as u64 * (page_size.max(0) as u64 + 24);
+    if wal_bytes > wal_limit {
+        past_limit.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// A truncating checkpoint on the writer's connection, outside any transaction: copies what is left of the
+/// WAL and empties it, waiting at most [`TRUNCATE_WAIT`] for readers and a checkpoint under way (busy then:
+/// the WAL stays, and the next checkpoint asks again).
+fn truncate(writer: &Connection) -> Result<(), StoreError> {
+    writer.busy_timeout(TRUNCATE_WAIT).map_err(unavailable)?;
+    let busy = writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+    writer.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    if busy.map_err(unavailable)? != 0 {
+        tracing::debug!("the SQLite WAL could not be emptied yet; the next checkpoint asks again");
+    }
+    Ok(())
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -96,7 +163,7 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(unavailable)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(unavailable)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-65536;",
     )
@@ -120,6 +187,10 @@ impl SqliteStore {
     }
 
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with_wal_limit(path, WAL_LIMIT_BYTES)
+    }
+
+    fn open_with_wal_limit(path: &Path, wal_limit: u64) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
@@ -143,7 +214,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             heads: Arc::new(HeadWatch::new(head)),
-            checkpoints: Arc::new(Checkpoints::start(path)?),
+            checkpoints: Arc::new(Checkpoints::start(path, wal_limit)?),
         })
     }
 
@@ -209,7 +280,7 @@ fn append_in(
         }
     }
     tx.commit().map_err(unavailable)?;
-    checkpoints.wrote(events.iter().map(Vec::len).sum());
+    checkpoints.committed(c, events.iter().map(Vec::len).sum());
     Ok(expected_head + events.len() as u64)
 }
 
@@ -487,6 +558,44 @@ mod tests {
         }
         assert!(size() >= before + CHECKPOINT_BYTES as u64, "database file still {} bytes", size());
         assert_eq!(store.read_from(head - 1, 10).await.expect("read").len(), 1);
+    }
+
+    /// Under sustained appends, with a reader reading all along, the WAL stays near its limit (it grew as
+    /// long as the appends went on when only passive checkpoints ran), and every event is still there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sustained_appends_keep_the_wal_near_its_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        let limit = 2 << 20;
+        let store = Arc::new(SqliteStore::open_with_wal_limit(&path, limit).expect("open"));
+        let wal = dir.path().join("log.db-wal");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let head = store.head().await.expect("head");
+                    store.read_from(head.saturating_sub(20), 20).await.expect("read");
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        let (mut head, mut largest) = (0u64, 0u64);
+        let written = 24 * CHECKPOINT_BYTES;
+        while (head as usize) * 10_000 < written {
+            head = store.append(head, (0..10).map(|i| vec![i as u8; 10_000]).collect()).await.expect("append");
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.await.expect("reader") > 0, "the reader read");
+        // What a checkpoint finds past the limit, plus what is appended until the next.
+        let bound = limit + 3 * CHECKPOINT_BYTES as u64;
+        assert!(largest <= bound, "the WAL reached {largest} bytes (bound {bound}) for {written} bytes written");
+        assert_eq!(store.read_from(0, 5).await.expect("read").len(), 5);
+        assert_eq!(store.read_from(head - 3, 10).await.expect("read").len(), 3);
+        assert_eq!(store.head().await.expect("head"), head);
     }
 
     /// A snapshot save returns once its pages are in the database file (checkpointed, no waiting after).

@@ -3,7 +3,7 @@
 //! survives `kill -9`, and the next append syncs it). One connection writes, another reads; blocking calls
 //! run on tokio's blocking pool. Checkpoints (copying the WAL into the database file) run on a thread of their
 //! own with its own connection, so an append's commit never waits for one, except for a moment each time
-//! the WAL has grown past [`WAL_LIMIT_BYTES`], when the writer empties it (see [`Checkpoints`]).
+//! the WAL has grown past [`WAL_LIMIT_BYTES`], when the writer starts it over (see [`Checkpoints`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -19,16 +19,18 @@ const SNAPSHOT_CHUNK: usize = 16 << 20;
 /// Bytes written between two checkpoints (SQLite's automatic checkpoint would run every ~4 MB, inside the
 /// commit that crossed the line: a few milliseconds more for one append in five at bulk-ingest rates).
 const CHECKPOINT_BYTES: usize = 4 << 20;
-/// The WAL's size past which a checkpoint also empties it. A passive checkpoint copies the frames that were
-/// in the WAL when it began, but SQLite only starts the WAL over once every frame is copied: under sustained
+/// The WAL's size past which the writer starts it over. A passive checkpoint copies the frames that were in
+/// the WAL when it began, but SQLite only starts the WAL over once every frame is copied: under sustained
 /// writes new frames always arrive meanwhile, so the WAL grew as long as the writes went on (540-830 MB in
-/// `berth bench --delivery`, BENCHMARKS.md session 30), taking disk and slowing reads that look a page up in
-/// the WAL's index.
-const WAL_LIMIT_BYTES: u64 = 256 << 20;
-/// How long the writer, emptying the WAL, waits for a passive checkpoint under way and for the readers of
-/// the WAL's frames; the append it follows waits meanwhile, so it gives up soon and tries again after the
-/// next checkpoint.
-const TRUNCATE_WAIT: Duration = Duration::from_millis(100);
+/// `berth bench --delivery`, BENCHMARKS.md session 30; 3 GB in `berth bench`'s ingest), taking disk and
+/// slowing reads that look a page up in the WAL's index. It is also the WAL file's `journal_size_limit`:
+/// the file keeps up to this much of its space when the WAL starts over, so that the appends after
+/// overwrite it rather than grow the file again (an append's sync that also grows the file is dearer).
+const WAL_LIMIT_BYTES: u64 = 64 << 20;
+/// How long the writer, starting the WAL over, waits for a passive checkpoint under way and for the
+/// readers of the WAL's frames; the append it follows waits meanwhile, so it gives up soon and tries again
+/// after the next checkpoint.
+const RESTART_WAIT: Duration = Duration::from_millis(100);
 /// How long a connection waits for a lock another holds (SQLite's busy timeout).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,17 +44,19 @@ pub struct SqliteStore {
 
 /// Asks the checkpoint thread for a checkpoint once enough has been written since the last one, or at once
 /// (waiting for it) after a snapshot. Each is passive: it never holds up an append. When the WAL is then
-/// still past its limit, the writer itself empties it after its next commit (a truncating checkpoint,
-/// which copies what is left). The writer, because a truncating checkpoint must hold the write lock, and
-/// another connection waiting for it between appends in a tight loop almost never gets it (SQLite's lock
-/// waits are polls, not a queue). That append waits for it: the frames written since the passive
-/// checkpoint, copied and synced, at most [`TRUNCATE_WAIT`] for readers and a passive checkpoint under
-/// way, once per [`WAL_LIMIT_BYTES`] at most.
+/// still past its limit, the writer itself starts it over after its next commit (a restarting checkpoint,
+/// which copies what is left and makes the next append write at the WAL's start). The writer, because a
+/// restarting checkpoint must hold the write lock, and another connection waiting for it between appends
+/// in a tight loop almost never gets it (SQLite's lock waits are polls, not a queue). That append waits
+/// for it: the frames written since the passive checkpoint, copied and synced, at most [`RESTART_WAIT`]
+/// for readers and a passive checkpoint under way, once per [`WAL_LIMIT_BYTES`] at most. Its time grows
+/// with the WAL (in the test below, with a reader reading all along: 45-60 ms at 64 MiB, 130-180 ms at
+/// 256 MiB; a truncating checkpoint, which also frees the file's blocks, 330 ms at 256 MiB).
 struct Checkpoints {
     written: std::sync::atomic::AtomicUsize,
     wake: std::sync::mpsc::SyncSender<CheckpointRequest>,
-    /// Set by the checkpoint thread when the WAL is past its limit; the writer empties it.
-    truncate: Arc<std::sync::atomic::AtomicBool>,
+    /// Set by the checkpoint thread when the WAL is past its limit; the writer starts it over.
+    restart: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A checkpoint request, with where to answer when the asker waits for it.
@@ -65,8 +69,8 @@ impl Checkpoints {
         let conn = connect(path)?;
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(unavailable)?;
         let (wake, asked) = std::sync::mpsc::sync_channel::<CheckpointRequest>(1);
-        let truncate = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let past_limit = Arc::clone(&truncate);
+        let restart = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let past_limit = Arc::clone(&restart);
         std::thread::Builder::new()
             .name("berth-sqlite-checkpoint".into())
             .spawn(move || {
@@ -84,16 +88,16 @@ impl Checkpoints {
                 }
             })
             .map_err(|e| unavailable(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Checkpoints { written: std::sync::atomic::AtomicUsize::new(0), wake, truncate })
+        Ok(Checkpoints { written: std::sync::atomic::AtomicUsize::new(0), wake, restart })
     }
 
-    /// After each append's commit, on the writer's connection: empties the WAL if the checkpoint thread
-    /// found it past its limit, and asks for a checkpoint once enough has been written.
+    /// After each append's commit, on the writer's connection: starts the WAL over if the checkpoint
+    /// thread found it past its limit, and asks for a checkpoint once enough has been written.
     fn committed(&self, writer: &Connection, bytes: usize) {
-        if self.truncate.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        if self.restart.swap(false, std::sync::atomic::Ordering::Relaxed) {
             // Not the append's error: it is committed, and a WAL still past the limit is asked again.
-            if let Err(e) = truncate(writer) {
-                tracing::warn!(error = %e, "the SQLite WAL could not be emptied; the next checkpoint asks again");
+            if let Err(e) = restart(writer) {
+                tracing::warn!(error = %e, "the SQLite WAL could not start over; the next checkpoint asks again");
             }
         }
         self.wrote(bytes);
@@ -134,15 +138,15 @@ fn checkpoint(
     Ok(())
 }
 
-/// A truncating checkpoint on the writer's connection, outside any transaction: copies what is left of the
-/// WAL and empties it, waiting at most [`TRUNCATE_WAIT`] for readers and a checkpoint under way (busy then:
-/// the WAL stays, and the next checkpoint asks again).
-fn truncate(writer: &Connection) -> Result<(), StoreError> {
-    writer.busy_timeout(TRUNCATE_WAIT).map_err(unavailable)?;
-    let busy = writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+/// A restarting checkpoint on the writer's connection, outside any transaction: copies what is left of the
+/// WAL, so that the next append writes at its start, waiting at most [`RESTART_WAIT`] for readers and a
+/// checkpoint under way (busy then: the WAL goes on, and the next checkpoint asks again).
+fn restart(writer: &Connection) -> Result<(), StoreError> {
+    writer.busy_timeout(RESTART_WAIT).map_err(unavailable)?;
+    let busy = writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
     writer.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
     if busy.map_err(unavailable)? != 0 {
-        tracing::debug!("the SQLite WAL could not be emptied yet; the next checkpoint asks again");
+        tracing::debug!("the SQLite WAL could not start over yet; the next checkpoint asks again");
     }
     Ok(())
 }
@@ -205,8 +209,14 @@ impl SqliteStore {
                      expires_ms INTEGER NOT NULL, token INTEGER NOT NULL);",
             )
             .map_err(unavailable)?;
-        // Checkpoints are the checkpoint thread's (see `Checkpoints`).
-        writer.execute_batch("PRAGMA wal_autocheckpoint=0;").map_err(unavailable)?;
+        // Checkpoints are the checkpoint thread's (see `Checkpoints`), and the WAL file keeps at most its
+        // limit's worth of space when it starts over.
+        writer
+            .execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={};",
+                wal_limit.min(i64::MAX as u64)
+            ))
+            .map_err(unavailable)?;
         let head = query_head(&writer)?;
         let reader = connect(path)?;
         Ok(SqliteStore {

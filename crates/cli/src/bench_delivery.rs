@@ -1,9 +1,11 @@
 //! `berth bench --delivery`: the delivery workers under sustained writes, in process (the pipeline on a
 //! SQLite store in a temporary directory, the delivery supervisor, and a receiver per destination in the
-//! same process, on a runtime of their own: an HTTP server, a Redis stream reader, a NATS subscriber, a
+//! same process, on threads of their own: an HTTP server, a Redis stream reader, a NATS subscriber, a
 //! Kafka fetch loop against tansu). `--destinations` narrows the battery to some of them.
 //!
-//! The receivers stand for consumers on other machines. The brokers' consumers start after the unpaced
+//! The receivers stand for consumers on other machines: the webhook's receiver has a thread of its own, the
+//! brokers' consumers share another (with one thread for all, the webhook's answers waited behind the
+//! brokers' pages, and its p99 with them: BENCHMARKS.md, session 32). The brokers' consumers start after the unpaced
 //! phase (each from its broker's end), so that the writes' throughput with the subscriptions is measured
 //! with what a server shares its machine with in the bench (the brokers) but not the bench's own readers;
 //! the webhook's receiver has to answer, so it runs throughout.
@@ -429,6 +431,35 @@ fn tansu() -> Option<String> {
     std::path::Path::new(&path).exists().then_some(path)
 }
 
+/// A one-thread runtime for receivers, stopped without waiting for its tasks when dropped (also on an early
+/// return: a runtime dropped in an async context would panic).
+struct ReceiverThread(Option<tokio::runtime::Runtime>);
+
+impl ReceiverThread {
+    /// `name` starts with `bench-receiver` (`bench_cpu` counts its CPU as the receivers').
+    fn start(name: &str) -> anyhow::Result<ReceiverThread> {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name(name).enable_all().build()?;
+        Ok(ReceiverThread(Some(runtime)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            // Only `drop` takes the runtime.
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for ReceiverThread {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// How the bench's webhook receiver listens.
 #[derive(Clone, Copy, Debug)]
 pub enum Receiver {
@@ -576,14 +607,11 @@ pub async fn run(
         webhook.receiver,
         webhook.yield_for.as_secs()
     );
-    // The receivers run on a runtime of their own (standing in for other machines' processes), so that
-    // they do not take the server's worker threads.
-    let receivers = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("bench-receivers")
-        .enable_all()
-        .build()?;
-    let on = receivers.handle().clone();
+    // The receivers run on threads of their own (standing in for other machines' processes), so that they
+    // do not take the server's worker threads: the webhook's on one, the brokers' consumers on another.
+    let receivers = ReceiverThread::start("bench-receivers")?;
+    let on = receivers.handle();
+    let webhook_receiver = ReceiverThread::start("bench-receiver-webhook")?;
     let redis_url = std::env::var("BERTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let nats_url = std::env::var("BERTH_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     // tansu, on a free port, for the run.
@@ -643,7 +671,9 @@ pub async fn run(
     let hook = format!("{scheme}://{}/hook", listener.local_addr()?);
     if wants("webhook") {
         let w = Arc::clone(&webhook_seen);
-        on.spawn(async move { serve_webhook(tokio::net::TcpListener::from_std(listener)?, tls, w).await });
+        webhook_receiver
+            .handle()
+            .spawn(async move { serve_webhook(tokio::net::TcpListener::from_std(listener)?, tls, w).await });
         seen.push(("webhook", webhook_seen));
     }
 
@@ -800,6 +830,5 @@ pub async fn run(
         let _ = child.kill();
         let _ = child.wait();
     }
-    receivers.shutdown_background();
     Ok(())
 }

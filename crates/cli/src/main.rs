@@ -24,6 +24,7 @@ mod bench_ui;
 mod config;
 mod copy;
 mod migrate;
+mod open_files;
 mod port_api;
 mod progress;
 mod report;
@@ -119,7 +120,11 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => {
+                // In process, the bench's server keeps as many connections as `berth serve` would.
+                open_files::raise();
+                bench::run(args).await
+            }
             Command::Report(args) => report::run(args).await,
             Command::Copy(args) => copy::copy(args).await,
             Command::Export(args) => copy::export(args).await,
@@ -142,6 +147,7 @@ fn main() -> std::process::ExitCode {
 async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
     let settings = config::Settings::resolve(args)?;
     config::init_logging(&settings.log_format, &settings.log_filter);
+    open_files::raise_and_log();
     let server = berth_server::start(settings.server.clone()).await?;
     let server = server.with_ui(berth_web::router());
     let info = &server.info;

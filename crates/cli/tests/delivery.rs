@@ -1,7 +1,8 @@
 //! Delivery across processes: `berth serve` killed with SIGKILL while delivering, then restarted, delivers
 //! everything (duplicates only of the page in flight and the last 100 ms), to a webhook and to each broker;
 //! two replicas on one store deliver each message once between them, and when the one delivering dies the
-//! other takes over from the durable position; two replicas fire each automation and timer once.
+//! other takes over from the durable position; two replicas fire each automation and timer once; a server
+//! started with a low open-files limit raises it, so that many webhook lanes connect.
 
 mod support;
 
@@ -343,6 +344,72 @@ async fn webhooks_over_https_are_delivered_to_a_receiver_whose_certificate_check
         other_seen.lock().expect("lock").is_empty(),
         "nothing reaches a receiver whose certificate does not name its host"
     );
+}
+
+/// The soft and hard open-files limits of process `pid`, from `/proc`.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read /proc/PID/limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a `Max open files` line");
+    let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    (fields[0].to_string(), fields[1].to_string())
+}
+
+/// A server started with a soft open-files limit of 64 (as a service manager may start it, far under its
+/// hard limit) raises it to the hard limit, so three subscriptions of 32 lanes each (96 kept connections)
+/// deliver everything without one failed attempt: at 64, connections past the limit fail (`EMFILE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_with_a_low_open_files_limit_raises_it_and_every_lane_connects() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = support::sqlite_url(dir.path(), "delivery.db");
+    let client = support::client();
+    let port = support::free_port();
+    let server = Berth::spawn_through(
+        &["prlimit", "--nofile=64:8192", "--"],
+        dir.path().join("data"),
+        port,
+        &store,
+        &["--allow-destination", "127.0.0.1"],
+        &[],
+    );
+    let token = server.token(&client).await;
+    assert_eq!(open_files_limits(server.child.id()), ("8192".to_string(), "8192".to_string()));
+    let (status, body, _) = post(
+        &client,
+        &server,
+        &token,
+        "/v1/blueprints",
+        json!({"identifier": "item", "title": "Item", "schema": {"properties": {"n": {"type": "number"}}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut received = Vec::new();
+    for i in 0..3 {
+        // Each request held 20 ms: a page keeps all 32 lanes busy at once.
+        let (url, seqs) = receiver(Duration::from_millis(20)).await;
+        let subscription = json!({"identifier": format!("lanes{i}"), "concurrency": 32,
+            "destination": {"type": "WEBHOOK", "url": url}, "filter": {"blueprints": ["item"]}});
+        let (status, body, _) = post(&client, &server, &token, "/v1/subscriptions", subscription).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        received.push(seqs);
+    }
+    write_items(&client, &server, &token, 0, 3000).await;
+    for seqs in &received {
+        wait_for("every item at each receiver", 120, || {
+            seqs.lock().expect("lock").iter().copied().collect::<std::collections::BTreeSet<u64>>().len() >= 3000
+        })
+        .await;
+    }
+    for i in 0..3 {
+        let r = client
+            .get(server.url(&format!("/v1/subscriptions/lanes{i}/status")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("status");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["status"]["failures"], 0, "no attempt failed: {body}");
+        assert_eq!(body["status"]["lastError"], Value::Null, "{body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,6 +66,19 @@ impl Berth {
 
     /// [`Berth::spawn_at`] with more environment variables.
     pub fn spawn_with_env(data_dir: PathBuf, port: u16, store: &str, extra: &[&str], env: &[(&str, &str)]) -> Berth {
+        Berth::spawn_through(&[], data_dir, port, store, extra, env)
+    }
+
+    /// [`Berth::spawn_with_env`] through a program that runs it (`wrapper`, its arguments before berth's; a
+    /// wrapper that `exec`s it, such as `prlimit`, leaves the server the child's process id).
+    pub fn spawn_through(
+        wrapper: &[&str],
+        data_dir: PathBuf,
+        port: u16,
+        store: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Berth {
         // BERTH_TEST_LOG_DIR=DIR keeps each server's log (at info level) for a failing test.
         let (stderr, level) = match std::env::var("BERTH_TEST_LOG_DIR") {
             Ok(logs) => match std::fs::File::create(Path::new(&logs).join(format!("berth-{port}.log"))) {
@@ -74,7 +87,15 @@ impl Berth {
             },
             Err(_) => (Stdio::null(), "warn"),
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_berth"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_berth")),
+        };
+        let child = command
             .args(["serve", "--data-dir"])
             .arg(&data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--store", store])

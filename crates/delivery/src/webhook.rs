@@ -6,8 +6,9 @@
 //! at a few thousand changes a second).
 //!
 //! Each lane keeps one HTTP/1.1 connection (TLS for `https`, with the process's roots) from page to page,
-//! and drives it in the delivering task itself: no connection pool, no connection task to wake, no URL
-//! parsed per request. The fixed headers are built once; a request adds its timestamp, signature and
+//! and drives it in the lane's own task (the first lane in the delivering task, the others in tasks of a
+//! page's length, so that the runtime's threads share the lanes): no connection pool, no connection task to
+//! wake, no URL parsed per request. The fixed headers are built once; a request adds its timestamp, signature and
 //! sequence number. A kept connection the receiver closed is replaced, and a request that failed on it
 //! before an answer is sent once more on a new one (at least once: a receiver may see it twice). While the
 //! subscription is idle, `Webhook::tidy` closes the connections the receiver closed (rather than leave
@@ -118,42 +119,60 @@ struct Target {
 /// in flight and none that failed, so one entity's changes arrive in log order and never past a failure.
 /// No lane waits on another: a lane that finds nothing it may send stops, and the lanes still sending take
 /// what their keys held back.
-struct Queue<'a> {
-    messages: &'a [&'a crate::worker::Message],
+struct Queue {
+    /// The page's messages' keys.
+    keys: Vec<Arc<str>>,
     /// Not sent yet, in page order.
     left: std::collections::VecDeque<usize>,
     /// Keys with a message in flight, or one that failed.
-    held: std::collections::HashSet<&'a str>,
+    held: std::collections::HashSet<Arc<str>>,
 }
 
-impl<'a> Queue<'a> {
-    fn new(messages: &'a [&'a crate::worker::Message]) -> Queue<'a> {
-        Queue { messages, left: (0..messages.len()).collect(), held: std::collections::HashSet::new() }
+impl Queue {
+    fn new(messages: &[crate::worker::Message]) -> Queue {
+        Queue {
+            keys: messages.iter().map(|m| Arc::clone(&m.key)).collect(),
+            left: (0..messages.len()).collect(),
+            held: std::collections::HashSet::new(),
+        }
     }
 
     /// The next message a free lane may send (a scan of at most the page, 1,000).
     fn take(&mut self) -> Option<usize> {
-        let at = self.left.iter().position(|&i| !self.held.contains(&*self.messages[i].key))?;
+        let at = self.left.iter().position(|&i| !self.held.contains(&*self.keys[i]))?;
         let i = self.left.remove(at)?;
-        self.held.insert(&self.messages[i].key);
+        self.held.insert(Arc::clone(&self.keys[i]));
         Some(i)
     }
 
     /// A failed message's key stays held for the rest of the page.
     fn done(&mut self, i: usize, delivered: bool) {
         if delivered {
-            self.held.remove(&*self.messages[i].key);
+            self.held.remove(&*self.keys[i]);
         }
     }
 }
 
-pub struct Webhook {
+/// A page's queue, shared by its lanes' tasks. Never held across an await, and nothing done under it
+/// panics; were it poisoned, its state is still whole (taking none would end the page with nothing sent and
+/// no failure to report).
+fn lock(queue: &std::sync::Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What a lane needs to send a message, shared by the lanes' tasks: where to connect, and the request's
+/// path, fixed headers and signing secret.
+struct Requests {
     target: Target,
     /// The path and query every request goes to.
     path: hyper::Uri,
     /// Host, content type, user agent, the subscription and the subscription's own headers.
     fixed: HeaderMap,
     secret: String,
+}
+
+pub struct Webhook {
+    requests: Arc<Requests>,
     allow: Allow,
     /// The checked addresses connections go to (tried in order), and when they were checked.
     pinned: Option<(Arc<[SocketAddr]>, Instant)>,
@@ -206,11 +225,9 @@ impl Webhook {
                 HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("`{name}` cannot be a header name"))?;
             fixed.append(name, value);
         }
+        let target = Target { host, bare, port: url.port_or_known_default().unwrap_or(443), tls };
         Ok(Webhook {
-            target: Target { host, bare, port: url.port_or_known_default().unwrap_or(443), tls },
-            path,
-            fixed,
-            secret,
+            requests: Arc::new(Requests { target, path, fixed, secret }),
             allow,
             pinned: None,
             lanes: (0..lanes.max(1)).map(|_| None).collect(),
@@ -219,7 +236,12 @@ impl Webhook {
 
     /// Also trusts `roots` (besides the process's) for an `https` receiver's certificate.
     pub fn trusting(mut self, roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<Webhook, String> {
-        if let (Some((connector, _)), false) = (&mut self.target.tls, roots.is_empty()) {
+        if roots.is_empty() {
+            return Ok(self);
+        }
+        // Before the first page, nothing else holds the requests' side.
+        let requests = Arc::get_mut(&mut self.requests).ok_or("the webhook is already sending")?;
+        if let Some((connector, _)) = &mut requests.target.tls {
             *connector = tokio_rustls::TlsConnector::from(Arc::new(crate::tls_config_with(roots)?));
         }
         Ok(self)
@@ -233,8 +255,9 @@ impl Webhook {
                 return Ok(Arc::clone(addrs));
             }
         }
+        let target = &self.requests.target;
         let addrs: Arc<[SocketAddr]> =
-            checked_addresses(&self.target.host, &self.target.bare, self.target.port, &self.allow).await?.into();
+            checked_addresses(&target.host, &target.bare, target.port, &self.allow).await?.into();
         if self.pinned.as_ref().is_none_or(|(old, _)| *old != addrs) {
             self.lanes.iter_mut().for_each(|c| *c = None);
         }
@@ -260,38 +283,69 @@ impl Webhook {
     /// messages go one after another, never while an earlier one is in flight or failed. A lane stops at its
     /// first failure (a receiver that is down costs one request per lane). Which messages were delivered,
     /// and the outcome of the first failure in page order (or of the last call).
+    ///
+    /// Each lane beyond the first is a task of its own, so the runtime's threads share a page's requests
+    /// (a request's writing, reading and signing, some 20,000 a second at the bench's rate, are more than one
+    /// thread gets when the machine is full and the delivery threads run at the lowest priority); dropping
+    /// this future (the worker stopped) aborts them.
     pub(crate) async fn send_all(&mut self, messages: &[&crate::worker::Message]) -> (Vec<bool>, Outcome) {
         let started = Instant::now();
         let addrs = match self.addresses().await {
             Ok(a) => a,
             Err(e) => return (vec![false; messages.len()], Outcome::failed(None, e, started)),
         };
-        let queue = std::sync::Mutex::new(Queue::new(messages));
-        let mut conns = std::mem::take(&mut self.lanes);
-        let (this, addrs, queue) = (&*self, &*addrs, &queue);
-        // Never held across an await, and nothing in it panics; were it poisoned, its state is still whole
-        // (taking none would end the page with nothing sent and no failure to report).
-        let queue = || queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let take = || queue().take();
-        let runs = conns.iter_mut().take(messages.len()).map(|conn| async move {
-            let mut outcomes = Vec::new();
-            while let Some(i) = take() {
-                let outcome = this.post(conn, addrs, messages[i].seq, &messages[i].body).await;
-                let delivered = outcome.delivered;
-                queue().done(i, delivered);
-                outcomes.push((i, outcome));
-                if !delivered {
-                    break;
+        let page: Arc<[crate::worker::Message]> = messages.iter().map(|m| (*m).clone()).collect();
+        let queue = Arc::new(std::sync::Mutex::new(Queue::new(&page)));
+        let lane = |conn: Option<Conn>| {
+            let (requests, addrs, page, queue) =
+                (Arc::clone(&self.requests), Arc::clone(&addrs), Arc::clone(&page), Arc::clone(&queue));
+            async move {
+                let mut conn = conn;
+                let mut outcomes = Vec::new();
+                loop {
+                    let Some(i) = lock(&queue).take() else { break };
+                    let outcome = requests.post(&mut conn, &addrs, page[i].seq, &page[i].body).await;
+                    let delivered = outcome.delivered;
+                    lock(&queue).done(i, delivered);
+                    outcomes.push((i, outcome));
+                    if !delivered {
+                        break;
+                    }
                 }
+                (conn, outcomes)
             }
-            outcomes
-        });
-        let results = futures_util::future::join_all(runs).await;
-        self.lanes = conns;
+        };
+        let used = self.lanes.len().min(messages.len());
+        let mut others = tokio::task::JoinSet::new();
+        for (n, conn) in self.lanes.iter_mut().enumerate().take(used).skip(1) {
+            let run = lane(conn.take());
+            others.spawn(async move { (n, run.await) });
+        }
+        let mut results = Vec::new();
+        // The first lane runs in this task.
+        if let Some(conn) = self.lanes.first_mut() {
+            let (kept, outcomes) = lane(conn.take()).await;
+            *conn = kept;
+            results.extend(outcomes);
+        }
+        let mut stopped = None;
+        while let Some(joined) = others.join_next().await {
+            match joined {
+                Ok((n, (kept, outcomes))) => {
+                    if let Some(conn) = self.lanes.get_mut(n) {
+                        *conn = kept;
+                    }
+                    results.extend(outcomes);
+                }
+                // A lane that panicked: the message it had taken counts as not delivered (sent again).
+                Err(e) => stopped = Some(format!("a delivery lane stopped: {e}")),
+            }
+        }
         let mut delivered = vec![false; messages.len()];
-        let mut first_failure: Option<(usize, Outcome)> = None;
+        let mut first_failure: Option<(usize, Outcome)> =
+            stopped.map(|e| (usize::MAX, Outcome::failed(None, e, started)));
         let mut last = None;
-        for (i, outcome) in results.into_iter().flatten() {
+        for (i, outcome) in results {
             if outcome.delivered {
                 delivered[i] = true;
                 last = Some(outcome);
@@ -310,7 +364,9 @@ impl Webhook {
             None => (delivered, last.unwrap_or_else(|| Outcome::delivered(None, started))),
         }
     }
+}
 
+impl Requests {
     /// Sends one message on a lane's connection (made if it has none); a 2xx answer delivers it.
     async fn post(&self, conn: &mut Option<Conn>, addrs: &[SocketAddr], seq: u64, body: &Bytes) -> Outcome {
         let started = Instant::now();
@@ -527,8 +583,7 @@ mod tests {
     #[test]
     fn a_free_lane_takes_the_next_message_whose_entity_is_not_in_flight_or_failed() {
         let messages = keyed(&[0, 1, 0, 2, 1, 0]);
-        let page: Vec<&Message> = messages.iter().collect();
-        let mut q = Queue::new(&page);
+        let mut q = Queue::new(&messages);
         assert_eq!((q.take(), q.take(), q.take()), (Some(0), Some(1), Some(3)), "the second 0 waits for the first");
         assert_eq!(q.take(), None, "0 and 1 are in flight: nothing a lane may send");
         q.done(0, true);
@@ -555,8 +610,7 @@ mod tests {
             order in proptest::collection::vec(0usize..8, 200),
         ) {
             let messages = keyed(&keys);
-            let page: Vec<&Message> = messages.iter().collect();
-            let mut q = Queue::new(&page);
+            let mut q = Queue::new(&messages);
             let mut taken: Vec<usize> = Vec::new();
             let mut failed: std::collections::HashSet<u8> = std::collections::HashSet::new();
             // As `send_all` runs them: each lane takes a message, and after each delivered one the next; a
@@ -707,9 +761,9 @@ mod tests {
             1,
         )
         .expect("webhook");
-        assert!(webhook.connect(&[dead, live]).await.is_ok(), "the second address answers");
-        assert!(webhook.connect(&[dead]).await.is_err_and(|e| e.starts_with("connecting:")));
-        assert!(webhook.connect(&[]).await.is_err_and(|e| e.contains("resolves to no address")));
+        assert!(webhook.requests.connect(&[dead, live]).await.is_ok(), "the second address answers");
+        assert!(webhook.requests.connect(&[dead]).await.is_err_and(|e| e.starts_with("connecting:")));
+        assert!(webhook.requests.connect(&[]).await.is_err_and(|e| e.contains("resolves to no address")));
     }
 
     /// An `https` receiver whose certificate comes from a CA the process does not trust gets nothing, unless

@@ -406,6 +406,7 @@ async fn deliver_page(
 }
 
 /// One message on its way: the change's sequence number, its key, its body.
+#[derive(Clone)]
 pub(crate) struct Message {
     pub seq: u64,
     pub key: Arc<str>,

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use async_nats::HeaderName;
 use async_nats::jetstream;
 
 use crate::Outcome;
@@ -139,12 +140,16 @@ impl Nats {
         }
     }
 
+    /// A message's headers; the names are constants (a name given as text is checked and copied each time).
     fn headers(&self, seq: u64, key: &str) -> async_nats::HeaderMap {
+        const SEQ: HeaderName = HeaderName::from_static("Berth-Seq");
+        const KEY: HeaderName = HeaderName::from_static("Berth-Key");
+        const SUBSCRIPTION: HeaderName = HeaderName::from_static("Berth-Subscription");
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{}:{seq}", self.subscription).as_str());
-        headers.insert("Berth-Seq", seq.to_string().as_str());
-        headers.insert("Berth-Key", key);
-        headers.insert("Berth-Subscription", self.subscription.as_str());
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{}:{seq}", self.subscription));
+        headers.insert(SEQ, seq.to_string());
+        headers.insert(KEY, key);
+        headers.insert(SUBSCRIPTION, self.subscription.as_str());
         headers
     }
 }

@@ -41,6 +41,10 @@ pub(crate) const RECHECK: Duration = Duration::from_secs(60);
 pub(crate) const KEEP_UNUSED: Duration = Duration::from_secs(30);
 /// The longest answer body read (to keep the connection); a longer one closes the connection.
 const MAX_ANSWER: usize = 64 * 1024;
+/// The headers each request adds to the fixed ones.
+const TIMESTAMP: HeaderName = HeaderName::from_static("x-port-timestamp");
+const SIGNATURE: HeaderName = HeaderName::from_static("x-port-signature");
+const SEQ: HeaderName = HeaderName::from_static("x-berth-seq");
 /// Headers a subscription cannot set because they frame the request or the connection.
 const FRAMING: [&str; 6] = ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"];
 
@@ -168,7 +172,8 @@ struct Requests {
     path: hyper::Uri,
     /// Host, content type, user agent, the subscription and the subscription's own headers.
     fixed: HeaderMap,
-    secret: String,
+    /// The subscription's secret, keyed once.
+    signer: secret::Signer,
 }
 
 pub struct Webhook {
@@ -227,7 +232,7 @@ impl Webhook {
         }
         let target = Target { host, bare, port: url.port_or_known_default().unwrap_or(443), tls };
         Ok(Webhook {
-            requests: Arc::new(Requests { target, path, fixed, secret }),
+            requests: Arc::new(Requests { target, path, fixed, signer: secret::Signer::new(&secret)? }),
             allow,
             pinned: None,
             lanes: (0..lanes.max(1)).map(|_| None).collect(),
@@ -466,12 +471,12 @@ impl Requests {
         *request.uri_mut() = self.path.clone();
         let headers = request.headers_mut();
         *headers = self.fixed.clone();
-        headers.insert("x-port-timestamp", HeaderValue::from(timestamp));
+        headers.insert(TIMESTAMP, HeaderValue::from(timestamp));
         // Base64 and `v1,`: always a valid header value.
-        if let Ok(signature) = HeaderValue::from_str(&secret::signature(&self.secret, timestamp, body)) {
-            headers.insert("x-port-signature", signature);
+        if let Ok(signature) = HeaderValue::from_bytes(self.signer.sign(timestamp, body).as_bytes()) {
+            headers.insert(SIGNATURE, signature);
         }
-        headers.insert("x-berth-seq", HeaderValue::from(seq));
+        headers.insert(SEQ, HeaderValue::from(seq));
         request
     }
 }

@@ -68,6 +68,14 @@ pub fn sample(others: &[&str]) -> Option<Sample> {
     Some(Sample { at: Instant::now(), parts, machine: busy, cpus })
 }
 
+/// The share of the machine's CPUs that were busy since `before` (0 to 1).
+pub fn machine_busy(before: &Option<Sample>) -> Option<f64> {
+    let (before, now) = (before.as_ref()?, sample(&[])?);
+    let seconds = now.at.duration_since(before.at).as_secs_f64().max(0.001);
+    // USER_HZ ticks: 100 a second.
+    Some(now.machine.saturating_sub(before.machine) as f64 / 100.0 / seconds / now.cpus.max(1) as f64)
+}
+
 /// The CPU each part used since `before`, as a percentage of one core, with the machine's total.
 pub fn since(before: &Option<Sample>, others: &[&str]) -> String {
     let (Some(before), Some(now)) = (before, sample(others)) else { return String::new() };
@@ -115,6 +123,8 @@ mod tests {
             x = std::hint::black_box(x.wrapping_add(1));
         }
         let line = since(&before, &[]);
+        let busy = machine_busy(&before).expect("the machine's share");
+        assert!(busy > 0.2 / before.as_ref().map_or(1.0, |b| b.cpus as f64) && busy <= 1.05, "{busy}");
         assert!(line.contains("writes "), "a thread spinning for 300 ms shows: {line}");
         assert!(line.contains("the machine "), "{line}");
     }

@@ -619,7 +619,7 @@ pub async fn run(
         Some(bin) => {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             let url = format!("tcp://127.0.0.1:{port}");
-            let child = std::process::Command::new(bin)
+            let broker = Tansu(std::process::Command::new(bin)
                 .args([
                     "broker",
                     "--listener-url",
@@ -631,7 +631,7 @@ pub async fn run(
                 ])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
-                .spawn()?;
+                .spawn()?);
             let address = format!("127.0.0.1:{port}");
             let deadline = Instant::now() + Duration::from_secs(20);
             while std::net::TcpStream::connect(&address).is_err() {
@@ -640,7 +640,7 @@ pub async fn run(
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Some((child, address))
+            Some((broker, address))
         }
         None => {
             if wants("kafka") {
@@ -830,11 +830,19 @@ pub async fn run(
         d.stop();
     }
     streams.forget(&redis_url, &nats_url).await;
-    if let Some((mut child, _)) = kafka {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(kafka);
     Ok(())
+}
+
+/// The run's tansu, stopped when dropped: at the end, and on every early return (an error left it running
+/// before, orphaned, a broker per failed run).
+struct Tansu(std::process::Child);
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// One destination's paced phase, as the verdict judges it.

@@ -619,19 +619,21 @@ pub async fn run(
         Some(bin) => {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             let url = format!("tcp://127.0.0.1:{port}");
-            let broker = Tansu(std::process::Command::new(bin)
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()?);
+            let broker = Tansu(
+                std::process::Command::new(bin)
+                    .args([
+                        "broker",
+                        "--listener-url",
+                        &url,
+                        "--advertised-listener-url",
+                        &url,
+                        "--storage-engine",
+                        "memory://tansu/",
+                    ])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()?,
+            );
             let address = format!("127.0.0.1:{port}");
             let deadline = Instant::now() + Duration::from_secs(20);
             while std::net::TcpStream::connect(&address).is_err() {

@@ -713,6 +713,7 @@ async fn battery(
         redis_stream_url: Some(redis_url.clone()),
         nats_url: Some(nats_url.clone()),
         kafka_brokers: kafka.as_ref().map(|(_, a)| a.clone()),
+        kafka_security: Default::default(),
         kafka_changelog_topic: "berth.changelog".into(),
         allow: vec!["127.0.0.1".into()],
         webhook_roots,

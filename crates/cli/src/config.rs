@@ -20,7 +20,8 @@ pub struct ServeArgs {
     pub store: Option<String>,
     /// A TOML file with any of: listen, metrics_listen, data_dir, store, body_limit, snapshot_every, min_seq_wait_ms,
     /// rate_limit, rate_limit_period, org_name, signing_key_file, demo, log_format, log, redis_stream_url,
-    /// nats_url, kafka_brokers, kafka_changelog_topic, allow_destinations, delivery_yield_for, kafka_runs_topic, github_url,
+    /// nats_url, kafka_brokers, kafka_changelog_topic, kafka_tls, kafka_ca_file, kafka_sasl_mechanism,
+    /// kafka_sasl_username, allow_destinations, delivery_yield_for, kafka_runs_topic, github_url,
     /// gitlab_url, azure_devops_url, public_url, password_sign_in, and an [sso] table (issuer, client_id, scopes,
     /// label, email_claim, groups_claim, group_roles, group_teams, default_role, allowed_domains, allowed_groups,
     /// sign_out_at_provider)
@@ -105,6 +106,8 @@ pub struct ServeArgs {
     pub log_filter: Option<String>,
     #[command(flatten)]
     pub sso: crate::sso_config::SsoArgs,
+    #[command(flatten)]
+    pub kafka: crate::kafka_config::KafkaArgs,
 }
 
 /// The optional configuration file.
@@ -126,6 +129,10 @@ struct FileConfig {
     nats_url: Option<String>,
     kafka_brokers: Option<String>,
     kafka_changelog_topic: Option<String>,
+    kafka_tls: Option<bool>,
+    kafka_ca_file: Option<String>,
+    kafka_sasl_mechanism: Option<String>,
+    kafka_sasl_username: Option<String>,
     allow_destinations: Option<Vec<String>>,
     delivery_yield_for: Option<u64>,
     kafka_runs_topic: Option<String>,
@@ -190,6 +197,13 @@ impl Settings {
         if let Some(topic) = args.kafka_changelog_topic.or(file.kafka_changelog_topic).filter(|s| !s.is_empty()) {
             server.kafka_changelog_topic = topic;
         }
+        let kafka_file = crate::kafka_config::KafkaFile {
+            tls: file.kafka_tls,
+            ca_file: file.kafka_ca_file,
+            sasl_mechanism: file.kafka_sasl_mechanism,
+            sasl_username: file.kafka_sasl_username,
+        };
+        server.kafka_security = crate::kafka_config::resolve(args.kafka, kafka_file)?;
         let actions = &mut server.actions;
         let nonempty = |s: &String| !s.trim().is_empty();
         if let Some(topic) = args.kafka_runs_topic.or(file.kafka_runs_topic).filter(nonempty) {

@@ -23,6 +23,7 @@ mod bench_standards;
 mod bench_ui;
 mod config;
 mod copy;
+mod kafka_config;
 mod migrate;
 mod open_files;
 mod port_api;

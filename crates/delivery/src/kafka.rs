@@ -2,22 +2,137 @@
 //! and sent to the partition Kafka's default partitioner picks for that key (murmur2, as the Java client
 //! does), so one entity's changes stay in order in one partition and other producers' consumers agree on
 //! where a key lives. Headers: `berth-seq`, `berth-subscription`. A missing topic is created (one
-//! partition, replication 1: production topics are better made by their owners).
+//! partition, replication 1: production topics are better made by their owners). The brokers are reached
+//! as [`KafkaSecurity`] says: TLS (the process's roots, or a CA file's) and SASL (PLAIN, SCRAM-SHA-256,
+//! SCRAM-SHA-512), as managed Kafka services ask.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
 
 use crate::Outcome;
+
+/// How Berth reaches the Kafka brokers (`--kafka-tls`, `--kafka-ca-file`, `--kafka-sasl-*`): the same for
+/// every Kafka destination and for KAFKA actions. The default is plain TCP without authentication.
+#[derive(Clone, Default)]
+pub struct KafkaSecurity {
+    tls: Option<Arc<rustls::ClientConfig>>,
+    sasl: Option<KafkaSasl>,
+}
+
+/// SASL credentials for the brokers.
+#[derive(Clone)]
+pub struct KafkaSasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+/// The SASL mechanisms Berth offers (the ones managed Kafka services use with a username and password).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl std::str::FromStr for SaslMechanism {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SaslMechanism, String> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "PLAIN" => Ok(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
+            other => Err(format!("unknown SASL mechanism `{other}` (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")),
+        }
+    }
+}
+
+impl KafkaSecurity {
+    /// TLS when `tls` is set or a CA file is given (trusting that file's certificates instead of the
+    /// process's roots); SASL when credentials are given. A CA file that does not read, or holds no
+    /// certificate, is an error here, at start-up, rather than at the first delivery.
+    pub fn new(tls: bool, ca_file: Option<&str>, sasl: Option<KafkaSasl>) -> Result<KafkaSecurity, String> {
+        let tls = if tls || ca_file.is_some() {
+            let roots = match ca_file {
+                Some(path) => {
+                    berth_store::tls::pem_roots(path).map_err(|e| format!("the Kafka CA file {path}: {e}"))?
+                }
+                None => berth_store::tls::roots(None).map_err(|e| e.to_string())?,
+            };
+            let config = rustls::ClientConfig::builder_with_provider(berth_store::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(Arc::new(config))
+        } else {
+            None
+        };
+        if let Some(s) = &sasl {
+            if s.username.is_empty() || s.password.is_empty() {
+                return Err("SASL needs a username and a password".into());
+            }
+        }
+        Ok(KafkaSecurity { tls, sasl })
+    }
+
+    /// Whether the brokers are reached over TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The SASL mechanism, if any.
+    pub fn sasl_mechanism(&self) -> Option<SaslMechanism> {
+        self.sasl.as_ref().map(|s| s.mechanism)
+    }
+
+    fn builder(&self, brokers: Vec<String>) -> ClientBuilder {
+        // Connections retried for half a call's time at most, so that a broker that refuses (a TLS
+        // handshake that fails, a password refused) is reported as itself rather than as a timeout.
+        let backoff = rskafka::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            base: 3.0,
+            deadline: Some(CALL_TIMEOUT / 2),
+        };
+        let mut builder = ClientBuilder::new(brokers).client_id("berth").backoff_config(backoff);
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(Arc::clone(tls));
+        }
+        if let Some(s) = &self.sasl {
+            let credentials = Credentials::new(s.username.clone(), s.password.clone());
+            builder = builder.sasl_config(match s.mechanism {
+                SaslMechanism::Plain => SaslConfig::Plain(credentials),
+                SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
+                SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+            });
+        }
+        builder
+    }
+}
+
+/// The password never shows: configurations are logged and printed with `{:?}`.
+impl std::fmt::Debug for KafkaSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSecurity")
+            .field("tls", &self.tls.is_some())
+            .field("sasl", &self.sasl.as_ref().map(|s| (s.mechanism, s.username.as_str(), "<redacted>")))
+            .finish()
+    }
+}
 
 /// The longest a connection, metadata request or produce may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Kafka {
     brokers: Vec<String>,
+    security: KafkaSecurity,
     topic: String,
     subscription: String,
     client: Option<Client>,
@@ -82,9 +197,10 @@ async fn within<T, E: std::fmt::Display>(
 }
 
 impl Kafka {
-    pub fn new(brokers: &str, topic: &str, subscription: &str) -> Kafka {
+    pub fn new(brokers: &str, security: &KafkaSecurity, topic: &str, subscription: &str) -> Kafka {
         Kafka {
             brokers: brokers.split(',').map(|b| b.trim().to_string()).filter(|b| !b.is_empty()).collect(),
+            security: security.clone(),
             topic: topic.to_string(),
             subscription: subscription.to_string(),
             client: None,
@@ -98,8 +214,7 @@ impl Kafka {
         if self.client.is_some() && !self.partitions.is_empty() {
             return Ok(());
         }
-        let client =
-            within("connecting to Kafka", ClientBuilder::new(self.brokers.clone()).client_id("berth").build()).await?;
+        let client = within("connecting to Kafka", self.security.builder(self.brokers.clone()).build()).await?;
         let mut partitions = topic_partitions(&client, &self.topic).await?;
         if partitions.is_empty() {
             let controller = client.controller_client().map_err(|e| format!("the Kafka controller: {e}"))?;
@@ -201,5 +316,99 @@ mod tests {
         assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58_897_971);
         assert_eq!(murmur2(b"abc"), 479_470_107);
         assert!(partition_of(b"service/a", 6) < 6);
+    }
+
+    /// A TLS front for a broker (standing in for a managed Kafka's TLS listener): each connection's TLS ends
+    /// here, with the test certificate (`scripts/test` makes it), and its bytes go on to `broker` in clear.
+    async fn tls_front_at(address: &str, broker: String) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind(address).await.expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(berth_testkit::tls::server_config(&[])));
+        let front = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, broker) = (acceptor.clone(), broker.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(&broker).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        (address, front)
+    }
+
+    /// SASL is offered to the broker before anything else: tansu without `--authentication` refuses every
+    /// mechanism, and the refusal is the delivery's error, naming the cause and not the password; the same
+    /// broker takes the messages from a client without SASL. (tansu 0.6 cannot make a user while it
+    /// requires authentication, so a successful SCRAM exchange cannot be shown here.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sasl_is_offered_to_the_broker_and_its_refusal_is_the_error() {
+        let broker = berth_testkit::brokers::broker();
+        let messages = [message(1, "service/a")];
+        let page: Vec<&crate::worker::Message> = messages.iter().collect();
+        let sasl =
+            KafkaSasl { mechanism: SaslMechanism::ScramSha512, username: "berth".into(), password: "pw-7f3a".into() };
+        let security = KafkaSecurity::new(false, None, Some(sasl)).expect("SCRAM");
+        let (delivered, outcome) = Kafka::new(&broker.address, &security, "berth.sasl", "scram").send_all(&page).await;
+        assert_eq!(delivered, vec![false]);
+        let error = outcome.error.unwrap_or_default();
+        assert!(error.contains("UnsupportedSaslMechanism"), "the broker's refusal: {error}");
+        assert!(!error.contains("pw-7f3a"), "no password in the error");
+        let plain = KafkaSecurity::default();
+        let (delivered, outcome) = Kafka::new(&broker.address, &plain, "berth.sasl", "plain").send_all(&page).await;
+        assert_eq!((delivered, outcome.error), (vec![true], None));
+    }
+
+    fn message(seq: u64, key: &str) -> crate::worker::Message {
+        crate::worker::Message { seq, key: key.into(), body: format!("{{\"seq\":{seq}}}").into_bytes().into() }
+    }
+
+    /// Over TLS to a broker whose certificate the test CA signed: delivered when Berth trusts that CA (the
+    /// records read back through the same TLS), refused when it trusts only the system's roots or speaks
+    /// plain TCP to the TLS listener.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_behind_tls_gets_the_messages_only_from_a_client_that_trusts_its_ca() {
+        let front_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let front_address = front_listener.local_addr().expect("addr").to_string();
+        drop(front_listener);
+        let broker = berth_testkit::brokers::broker_advertising(Some(&front_address));
+        let (front, _task) = tls_front_at(&front_address, broker.address.clone()).await;
+        assert_eq!(front, front_address);
+        let ca = berth_testkit::stores::tls_ca();
+        let trusting = KafkaSecurity::new(false, Some(&ca), None).expect("the test CA");
+        assert!(trusting.tls(), "a CA file means TLS");
+
+        let messages = [message(1, "service/a"), message(2, "service/b"), message(3, "service/a")];
+        let page: Vec<&crate::worker::Message> = messages.iter().collect();
+        let mut kafka = Kafka::new(&front, &trusting, "berth.tls", "over-tls");
+        let (delivered, outcome) = kafka.send_all(&page).await;
+        assert_eq!(outcome.error, None);
+        assert_eq!(delivered, vec![true, true, true]);
+
+        // Read back over TLS: the three records, in order, with their keys.
+        let client = trusting.builder(vec![front.clone()]).build().await.expect("a TLS client");
+        let partition =
+            client.partition_client("berth.tls", 0, UnknownTopicHandling::Error).await.expect("the topic's partition");
+        let (records, _) = partition.fetch_records(0, 1..10_000_000, 1_000).await.expect("fetch");
+        let seqs: Vec<String> = records
+            .iter()
+            .filter_map(|r| r.record.headers.get("berth-seq").map(|v| String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        assert_eq!(seqs, vec!["1", "2", "3"]);
+
+        // The system's roots do not hold the test CA: the handshake fails, nothing is delivered.
+        let system = KafkaSecurity::new(true, None, None).expect("the system's roots");
+        let (delivered, outcome) = Kafka::new(&front, &system, "berth.tls", "untrusted").send_all(&page).await;
+        assert_eq!(delivered, vec![false, false, false]);
+        let error = outcome.error.unwrap_or_default();
+        assert!(
+            error.starts_with("connecting to Kafka") && error.contains("UnknownIssuer"),
+            "the cause named: {error}"
+        );
+        // Plain TCP to the TLS listener is no better.
+        let plain = KafkaSecurity::default();
+        let (delivered, outcome) = Kafka::new(&front, &plain, "berth.tls", "plain").send_all(&page).await;
+        assert_eq!(delivered, vec![false, false, false]);
+        assert!(outcome.error.is_some_and(|e| e.starts_with("connecting to Kafka")));
     }
 }

@@ -53,6 +53,8 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// `--kafka-brokers`: where KAFKA destinations produce.
     pub kafka_brokers: Option<String>,
+    /// `--kafka-tls`, `--kafka-ca-file`, `--kafka-sasl-*`: how the brokers are reached.
+    pub kafka_security: kafka::KafkaSecurity,
     /// `--kafka-changelog-topic`: where blueprints' `changelogDestination: {"type": "KAFKA"}` go.
     pub kafka_changelog_topic: String,
     /// `--allow-destination`: the hosts webhooks may go to (see [`address`]).

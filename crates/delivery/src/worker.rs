@@ -63,6 +63,7 @@ impl Sink {
             }
             Destination::Kafka { topic } => Ok(Sink::Kafka(crate::kafka::Kafka::new(
                 config.kafka_brokers.as_deref().unwrap_or_default(),
+                &config.kafka_security,
                 topic,
                 id,
             ))),

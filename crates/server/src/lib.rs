@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub redis_stream_url: Option<String>,
     pub nats_url: Option<String>,
     pub kafka_brokers: Option<String>,
+    /// How the Kafka brokers are reached (TLS, SASL).
+    pub kafka_security: berth_delivery::kafka::KafkaSecurity,
     /// The topic blueprints' `changelogDestination: {"type": "KAFKA"}` go to.
     pub kafka_changelog_topic: String,
     /// The hosts webhooks may be sent to (`berth_delivery::address`).
@@ -115,6 +117,7 @@ impl ServerConfig {
             redis_stream_url: None,
             nats_url: None,
             kafka_brokers: None,
+            kafka_security: Default::default(),
             kafka_changelog_topic: "berth.changelog".into(),
             allow_destinations: Vec::new(),
             delivery_yield_for: berth_delivery::yielding::DEFAULT_BOUND,
@@ -320,6 +323,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         redis_stream_url: config.redis_stream_url.clone(),
         nats_url: config.nats_url.clone(),
         kafka_brokers: config.kafka_brokers.clone(),
+        kafka_security: config.kafka_security.clone(),
         kafka_changelog_topic: config.kafka_changelog_topic.clone(),
         allow: config.allow_destinations.clone(),
         webhook_roots: Vec::new(),

@@ -53,25 +53,31 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Trusted roots: the certificates of a PEM file, or the system's.
 pub fn roots(pem_file: Option<&str>) -> Result<RootCertStore, StoreError> {
-    let mut store = RootCertStore::empty();
     match pem_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| StoreError::Config(format!("sslrootcert {path}: {e}")))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StoreError::Config(format!("sslrootcert {path}: {e}")))?;
-            if certs.is_empty() {
-                return Err(StoreError::Config(format!("sslrootcert {path}: no certificate in it")));
-            }
-            for cert in certs {
-                store.add(cert).map_err(|e| StoreError::Config(format!("sslrootcert {path}: {e}")))?;
-            }
-        }
+        Some(path) => pem_roots(path).map_err(|e| StoreError::Config(format!("sslrootcert {path}: {e}"))),
         None => {
+            let mut store = RootCertStore::empty();
             for cert in rustls_native_certs::load_native_certs().certs {
                 let _ = store.add(cert);
             }
+            Ok(store)
         }
+    }
+}
+
+/// The certificates of a PEM file as trusted roots; a file that does not read, or holds no certificate,
+/// is an error (the caller names the setting).
+pub fn pem_roots(path: &str) -> Result<RootCertStore, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no certificate in it".into());
+    }
+    let mut store = RootCertStore::empty();
+    for cert in certs {
+        store.add(cert).map_err(|e| e.to_string())?;
     }
     Ok(store)
 }

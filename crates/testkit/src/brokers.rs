@@ -41,15 +41,22 @@ impl Drop for Broker {
 
 /// Starts tansu on a free port and waits until it listens.
 pub fn broker() -> Broker {
+    broker_advertising(None)
+}
+
+/// Starts tansu on a free port, telling clients the broker is at `advertised` (`host:port`: a proxy in
+/// front of it, such as a TLS one) or else at its own address, and waits until it listens.
+pub fn broker_advertising(advertised: Option<&str>) -> Broker {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
     let url = format!("tcp://127.0.0.1:{port}");
+    let advertised = advertised.map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
     let child = std::process::Command::new(tansu())
         .args([
             "broker",
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised,
             "--storage-engine",
             "memory://tansu/",
         ])

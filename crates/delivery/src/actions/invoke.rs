@@ -331,7 +331,8 @@ impl Senders {
         };
         let topic = &self.config.actions.kafka_runs_topic;
         let mut producer = self.kafka.lock().await;
-        let kafka = producer.get_or_insert_with(|| crate::kafka::Kafka::new(brokers, topic, "actions"));
+        let kafka = producer
+            .get_or_insert_with(|| crate::kafka::Kafka::new(brokers, &self.config.kafka_security, topic, "actions"));
         let message = crate::worker::Message {
             seq: 0,
             key: id.into(),

@@ -318,13 +318,12 @@ mod tests {
         assert!(partition_of(b"service/a", 6) < 6);
     }
 
-    /// A TLS front for a broker (standing in for a managed Kafka's TLS listener): each connection's TLS ends
-    /// here, with the test certificate (`scripts/test` makes it), and its bytes go on to `broker` in clear.
-    async fn tls_front_at(address: &str, broker: String) -> (String, tokio::task::JoinHandle<()>) {
-        let listener = tokio::net::TcpListener::bind(address).await.expect("bind");
-        let address = listener.local_addr().expect("addr").to_string();
+    /// A TLS front for a broker (standing in for a managed Kafka's TLS listener), on `listener`: each
+    /// connection's TLS ends here, with the test certificate (`scripts/test` makes it), and its bytes go on
+    /// to `broker` in clear.
+    fn tls_front(listener: tokio::net::TcpListener, broker: String) -> tokio::task::JoinHandle<()> {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(berth_testkit::tls::server_config(&[])));
-        let front = tokio::spawn(async move {
+        tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, broker) = (acceptor.clone(), broker.clone());
                 tokio::spawn(async move {
@@ -333,8 +332,7 @@ mod tests {
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
                 });
             }
-        });
-        (address, front)
+        })
     }
 
     /// SASL is offered to the broker before anything else: tansu without `--authentication` refuses every
@@ -368,12 +366,11 @@ mod tests {
     /// plain TCP to the TLS listener.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_broker_behind_tls_gets_the_messages_only_from_a_client_that_trusts_its_ca() {
-        let front_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let front_address = front_listener.local_addr().expect("addr").to_string();
-        drop(front_listener);
-        let broker = berth_testkit::brokers::broker_advertising(Some(&front_address));
-        let (front, _task) = tls_front_at(&front_address, broker.address.clone()).await;
-        assert_eq!(front, front_address);
+        // The front's port is held from the start: the broker tells clients to come back to it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let front = listener.local_addr().expect("addr").to_string();
+        let broker = berth_testkit::brokers::broker_advertising(Some(&front));
+        let _front = tls_front(listener, broker.address.clone());
         let ca = berth_testkit::stores::tls_ca();
         let trusting = KafkaSecurity::new(false, Some(&ca), None).expect("the test CA");
         assert!(trusting.tls(), "a CA file means TLS");
@@ -390,11 +387,16 @@ mod tests {
         let partition =
             client.partition_client("berth.tls", 0, UnknownTopicHandling::Error).await.expect("the topic's partition");
         let (records, _) = partition.fetch_records(0, 1..10_000_000, 1_000).await.expect("fetch");
-        let seqs: Vec<String> = records
+        let read: Vec<(String, String)> = records
             .iter()
-            .filter_map(|r| r.record.headers.get("berth-seq").map(|v| String::from_utf8_lossy(v).into_owned()))
+            .map(|r| {
+                let seq = r.record.headers.get("berth-seq").map(|v| String::from_utf8_lossy(v).into_owned());
+                let key = r.record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned());
+                (seq.unwrap_or_default(), key.unwrap_or_default())
+            })
             .collect();
-        assert_eq!(seqs, vec!["1", "2", "3"]);
+        let expected = [("1", "service/a"), ("2", "service/b"), ("3", "service/a")];
+        assert_eq!(read, expected.map(|(s, k)| (s.to_string(), k.to_string())).to_vec());
 
         // The system's roots do not hold the test CA: the handshake fails, nothing is delivered.
         let system = KafkaSecurity::new(true, None, None).expect("the system's roots");
